@@ -1,0 +1,67 @@
+"""cffi build script for mixgraph's C core (API mode).
+
+Reads csrc/mg_api.h as the cdef, compiles the engine and every node file in
+csrc/nodes/, and generates the node registry from the `mg_type_<name>`
+definitions found there, so adding a node type is adding one C file.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from cffi import FFI
+
+HERE = Path(__file__).resolve().parent
+CFLAGS = ["-std=c11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fno-fast-math"]
+
+
+def api_cdef() -> str:
+    """The public header without preprocessor lines (integer #defines kept)."""
+    lines = []
+    for line in (HERE / "mg_api.h").read_text().splitlines():
+        s = line.strip()
+        if s.startswith("#"):
+            if re.match(r"#define\s+MG_\w+\s+-?\w+\s*(/\*.*)?$", s):
+                lines.append(re.sub(r"/\*.*", "", s))
+            continue
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def node_types() -> list[str]:
+    """Names of node types, in file-name order (the catalog's order)."""
+    names = []
+    for path in sorted((HERE / "nodes").glob("*.c")):
+        names += re.findall(r"^const mg_node_type mg_type_(\w+)\s*=", path.read_text(), re.M)
+    return names
+
+
+def registry_source() -> str:
+    names = node_types()
+    decls = "".join(f"extern const mg_node_type mg_type_{n};\n" for n in names)
+    table = ", ".join(f"&mg_type_{n}" for n in names)
+    return (
+        '#include "mg_api.h"\n'
+        + decls
+        + f"const mg_node_type *const mg_types[] = {{{table}}};\n"
+        + f"const int mg_n_types = {len(names)};\n"
+    )
+
+
+ffibuilder = FFI()
+ffibuilder.cdef(api_cdef())
+_sources = [str(HERE / f) for f in ("engine.c", "plan.c", "ring.c")]
+_sources += [str(p) for p in sorted((HERE / "nodes").glob("*.c"))]
+ffibuilder.set_source(
+    "mixgraph.server._core",
+    registry_source(),
+    sources=[str(Path(s).relative_to(HERE.parent)) for s in _sources],
+    include_dirs=["csrc"],
+    define_macros=[("_POSIX_C_SOURCE", "200809L")],
+    extra_compile_args=CFLAGS,
+    libraries=["m", "pthread"],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

@@ -1,0 +1,729 @@
+/* mixgraph C core: the engine block loop.
+ *
+ * The audio thread (PortAudio callback, null clock thread or the offline
+ * loop) calls mg_engine_process(). It drains the command ring into a
+ * preallocated scheduler heap, swaps plans at block boundaries, splits the
+ * block at every event's exact sample, advances parameter ramps, runs the
+ * plan, and passes the hardware outputs through the safety stage. It never
+ * allocates, locks, blocks or calls Python.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <time.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#endif
+
+#include "mg_internal.h"
+
+/* ------------------------------------------------------------------ */
+/* allocation accounting                                               */
+
+static _Thread_local int mg_in_audio;
+static _Atomic uint64_t mg_rt_allocs;
+
+/* An LD_PRELOAD malloc hook may define these to learn when the audio
+ * thread is inside the engine (tests/test_rt_alloc.py does). */
+extern void mg_rt_enter(void) __attribute__((weak));
+extern void mg_rt_leave(void) __attribute__((weak));
+
+void *mg_calloc(size_t n, size_t size)
+{
+    if (mg_in_audio)
+        atomic_fetch_add_explicit(&mg_rt_allocs, 1, memory_order_relaxed);
+    return calloc(n, size);
+}
+
+void mg_free(void *p)
+{
+    if (mg_in_audio && p)
+        atomic_fetch_add_explicit(&mg_rt_allocs, 1, memory_order_relaxed);
+    free(p);
+}
+
+uint64_t mg_rt_alloc_count(void)
+{
+    return atomic_load(&mg_rt_allocs);
+}
+
+/* ------------------------------------------------------------------ */
+/* denormals: FTZ/DAZ for the duration of one engine_process call      */
+
+typedef struct {
+    unsigned int saved;
+} mg_fpu_state;
+
+static inline void mg_fpu_enter(mg_fpu_state *s)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    s->saved = _mm_getcsr();
+    _mm_setcsr(s->saved | 0x8040u); /* FTZ (bit 15) | DAZ (bit 6) */
+#elif defined(__aarch64__)
+    uint64_t fpcr;
+    __asm__ volatile("mrs %0, fpcr" : "=r"(fpcr));
+    s->saved = (unsigned int)fpcr;
+    fpcr |= (1ull << 24); /* FZ */
+    __asm__ volatile("msr fpcr, %0" : : "r"(fpcr));
+#else
+    s->saved = 0;
+#endif
+}
+
+static inline void mg_fpu_leave(const mg_fpu_state *s)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    _mm_setcsr(s->saved);
+#elif defined(__aarch64__)
+    uint64_t fpcr = s->saved;
+    __asm__ volatile("msr fpcr, %0" : : "r"(fpcr));
+#else
+    (void)s;
+#endif
+}
+
+/* ------------------------------------------------------------------ */
+/* engine                                                               */
+
+#define MG_MAX_RETIRE 16
+
+struct mg_engine {
+    /* immutable after mg_engine_new */
+    double sample_rate;
+    int hw_in_ch, hw_out_ch;
+    float **hw_in;            /* planar, MG_MAX_BLOCK each */
+    float **hw_out;
+    float **hw_in_ptr;        /* offset to the sub-block (audio) */
+    float **hw_out_ptr;
+    mg_ring cmd;              /* control -> audio */
+    mg_ring ev;               /* audio -> control */
+
+    /* audio thread only */
+    mg_plan *plan;
+    mg_sched *heap;
+    int heap_len, heap_cap;
+    mg_cmd pending;           /* a command drained but not yet placed */
+    int has_pending;
+    mg_fifo *tap;
+    mg_plan *retire[MG_MAX_RETIRE];
+    int n_retire;
+    float ceiling;
+    uint32_t plan_gen;
+
+    /* written by audio, read by any thread */
+    _Atomic uint64_t time;
+    _Atomic uint64_t blocks;
+    _Atomic double load;
+    _Atomic double mean_us;
+    _Atomic double worst_us;
+    _Atomic uint64_t xruns;
+    _Atomic uint64_t late;
+    _Atomic uint64_t nan_scrubbed;
+    _Atomic uint64_t clipped;
+    _Atomic uint64_t events_lost;
+    _Atomic uint64_t heap_deferred;
+
+    /* null backend */
+    pthread_t null_thread;
+    _Atomic int null_running;
+    int null_block;
+    float *null_out;
+};
+
+mg_engine *mg_engine_new(double sample_rate, int hw_in_ch, int hw_out_ch,
+                         int cmd_capacity, int heap_capacity)
+{
+    if (sample_rate < 1000.0 || sample_rate > 768000.0 || hw_in_ch < 0 ||
+        hw_out_ch < 0 || hw_in_ch > 256 || hw_out_ch > 256)
+        return NULL;
+    mg_engine *e = mg_calloc(1, sizeof *e);
+    if (!e)
+        return NULL;
+    e->sample_rate = sample_rate;
+    e->hw_in_ch = hw_in_ch;
+    e->hw_out_ch = hw_out_ch;
+    e->ceiling = 1.0f;
+    e->hw_in = mg_calloc((size_t)hw_in_ch + 1, sizeof(float *));
+    e->hw_out = mg_calloc((size_t)hw_out_ch + 1, sizeof(float *));
+    e->hw_in_ptr = mg_calloc((size_t)hw_in_ch + 1, sizeof(float *));
+    e->hw_out_ptr = mg_calloc((size_t)hw_out_ch + 1, sizeof(float *));
+    for (int c = 0; c < hw_in_ch; c++)
+        e->hw_in[c] = mg_calloc(MG_MAX_BLOCK, sizeof(float));
+    for (int c = 0; c < hw_out_ch; c++)
+        e->hw_out[c] = mg_calloc(MG_MAX_BLOCK, sizeof(float));
+    e->heap_cap = heap_capacity > 16 ? heap_capacity : 16;
+    e->heap = mg_calloc((size_t)e->heap_cap, sizeof(mg_sched));
+    if (mg_ring_init(&e->cmd, cmd_capacity > 16 ? cmd_capacity : 16, sizeof(mg_cmd)) ||
+        mg_ring_init(&e->ev, 4096, sizeof(mg_event)) || !e->heap) {
+        mg_engine_free(e);
+        return NULL;
+    }
+    return e;
+}
+
+void mg_engine_free(mg_engine *e)
+{
+    if (!e)
+        return;
+    mg_null_stop(e);
+    for (int c = 0; c < e->hw_in_ch; c++)
+        mg_free(e->hw_in[c]);
+    for (int c = 0; c < e->hw_out_ch; c++)
+        mg_free(e->hw_out[c]);
+    mg_free(e->hw_in);
+    mg_free(e->hw_out);
+    mg_free(e->hw_in_ptr);
+    mg_free(e->hw_out_ptr);
+    mg_free(e->heap);
+    mg_free(e->null_out);
+    mg_ring_destroy(&e->cmd);
+    mg_ring_destroy(&e->ev);
+    /* Plans and nodes belong to the control side, which frees them. */
+    mg_free(e);
+}
+
+double mg_engine_rate(mg_engine *e) { return e->sample_rate; }
+
+void mg_engine_hw_channels(mg_engine *e, int *in, int *out)
+{
+    *in = e->hw_in_ch;
+    *out = e->hw_out_ch;
+}
+
+uint64_t mg_engine_time(mg_engine *e)
+{
+    return atomic_load_explicit(&e->time, memory_order_acquire);
+}
+
+void mg_engine_set_ceiling(mg_engine *e, float amplitude)
+{
+    if (isfinite(amplitude) && amplitude > 0.0f)
+        e->ceiling = amplitude;
+}
+
+void mg_engine_add_xruns(mg_engine *e, uint64_t n)
+{
+    atomic_fetch_add_explicit(&e->xruns, n, memory_order_relaxed);
+}
+
+int mg_push(mg_engine *e, const mg_cmd *cmd)
+{
+    return mg_ring_push(&e->cmd, cmd);
+}
+
+int mg_cmd_space(mg_engine *e)
+{
+    return mg_ring_space(&e->cmd);
+}
+
+int mg_poll(mg_engine *e, mg_event *ev)
+{
+    return mg_ring_pop(&e->ev, ev);
+}
+
+void mg_engine_stats(mg_engine *e, mg_stats *o)
+{
+    o->time = atomic_load(&e->time);
+    o->blocks = atomic_load(&e->blocks);
+    o->load = atomic_load(&e->load);
+    o->mean_us = atomic_load(&e->mean_us);
+    o->worst_us = atomic_load(&e->worst_us);
+    o->xruns = atomic_load(&e->xruns);
+    o->late = atomic_load(&e->late);
+    o->nan_scrubbed = atomic_load(&e->nan_scrubbed);
+    o->clipped = atomic_load(&e->clipped);
+    o->events_lost = atomic_load(&e->events_lost);
+    o->rt_allocs = atomic_load(&mg_rt_allocs);
+    o->heap_deferred = atomic_load(&e->heap_deferred);
+    o->running = atomic_load(&e->null_running);
+}
+
+double mg_engine_take_worst_us(mg_engine *e)
+{
+    return atomic_exchange(&e->worst_us, 0.0);
+}
+
+/* ---- audio thread helpers ---------------------------------------- */
+
+static void post_event(mg_engine *e, int32_t kind, int32_t index, int64_t value, void *ptr)
+{
+    mg_event ev = {atomic_load_explicit(&e->time, memory_order_relaxed), kind, index, value, ptr};
+    if (!mg_ring_push(&e->ev, &ev))
+        atomic_fetch_add_explicit(&e->events_lost, 1, memory_order_relaxed);
+}
+
+static void retire_plan(mg_engine *e, mg_plan *old)
+{
+    if (!old)
+        return;
+    mg_event ev = {atomic_load_explicit(&e->time, memory_order_relaxed),
+                   MG_EV_PLAN_RETIRED, 0, (int64_t)old->gen, old};
+    if (!mg_ring_push(&e->ev, &ev)) {
+        if (e->n_retire < MG_MAX_RETIRE)
+            e->retire[e->n_retire++] = old; /* retried next block */
+        else
+            atomic_fetch_add_explicit(&e->events_lost, 1, memory_order_relaxed);
+    }
+}
+
+static void flush_retired(mg_engine *e)
+{
+    while (e->n_retire > 0) {
+        mg_plan *p = e->retire[0];
+        mg_event ev = {atomic_load_explicit(&e->time, memory_order_relaxed),
+                       MG_EV_PLAN_RETIRED, 0, (int64_t)p->gen, p};
+        if (!mg_ring_push(&e->ev, &ev))
+            return;
+        for (int i = 1; i < e->n_retire; i++)
+            e->retire[i - 1] = e->retire[i];
+        e->n_retire--;
+    }
+}
+
+static inline int sched_less(const mg_cmd *a, const mg_cmd *b)
+{
+    return a->time < b->time || (a->time == b->time && a->seq < b->seq);
+}
+
+static void heap_push(mg_engine *e, const mg_cmd *c)
+{
+    int i = e->heap_len++;
+    e->heap[i].cmd = *c;
+    while (i > 0) {
+        int parent = (i - 1) / 2;
+        if (!sched_less(&e->heap[i].cmd, &e->heap[parent].cmd))
+            break;
+        mg_sched t = e->heap[i];
+        e->heap[i] = e->heap[parent];
+        e->heap[parent] = t;
+        i = parent;
+    }
+}
+
+static void heap_sift_down(mg_engine *e, int i)
+{
+    for (;;) {
+        int l = 2 * i + 1, r = l + 1, m = i;
+        if (l < e->heap_len && sched_less(&e->heap[l].cmd, &e->heap[m].cmd))
+            m = l;
+        if (r < e->heap_len && sched_less(&e->heap[r].cmd, &e->heap[m].cmd))
+            m = r;
+        if (m == i)
+            return;
+        mg_sched t = e->heap[i];
+        e->heap[i] = e->heap[m];
+        e->heap[m] = t;
+        i = m;
+    }
+}
+
+static void heap_pop(mg_engine *e)
+{
+    e->heap[0] = e->heap[--e->heap_len];
+    heap_sift_down(e, 0);
+}
+
+static void heap_rebuild(mg_engine *e)
+{
+    for (int i = e->heap_len / 2 - 1; i >= 0; i--)
+        heap_sift_down(e, i);
+}
+
+/* Apply a parameter target: clamp, map to the node domain, set up the ramp. */
+static void apply_param(mg_engine *e, mg_node *n, int index, float v)
+{
+    if (index < 0 || index >= n->type->n_params || !isfinite(v))
+        return;
+    const mg_param_spec *s = &n->type->params[index];
+    if (v < s->min)
+        v = s->min;
+    if (v > s->max)
+        v = s->max;
+    mg_param *p = &n->params[index];
+    p->target_unit = v;
+    float tgt = s->map == MG_MAP_DB ? mg_db_to_amp(v) : v;
+    int ns = (int)(s->smooth_ms * 0.001 * e->sample_rate + 0.5);
+    if (p->remaining > 0)
+        n->n_ramping--;
+    p->tgt = tgt;
+    if (ns <= 1 || p->cur == tgt) {
+        p->cur = tgt;
+        p->remaining = 0;
+    } else {
+        int geo = (s->map == MG_MAP_DB || s->map == MG_MAP_LOG) && p->cur > 0.0f && tgt > 0.0f;
+        p->geometric = geo;
+        p->step = geo ? pow((double)tgt / (double)p->cur, 1.0 / ns)
+                      : ((double)tgt - (double)p->cur) / ns;
+        p->remaining = ns;
+        n->n_ramping++;
+    }
+    if (n->type->on_param)
+        n->type->on_param(n->state, index, tgt);
+}
+
+static void apply_plan(mg_engine *e, mg_plan *p)
+{
+    mg_plan *old = e->plan;
+    e->plan = p;
+    if (p) {
+        for (int i = 0; i < p->n_steps; i++)
+            p->steps[i].node->live_gen = p->gen;
+        /* drop scheduled events for nodes that left the graph */
+        int w = 0;
+        for (int i = 0; i < e->heap_len; i++) {
+            const mg_cmd *c = &e->heap[i].cmd;
+            if ((c->kind == MG_CMD_PARAM || c->kind == MG_CMD_RESET) &&
+                ((mg_node *)c->ptr)->live_gen != p->gen)
+                continue;
+            e->heap[w++] = e->heap[i];
+        }
+        if (w != e->heap_len) {
+            e->heap_len = w;
+            heap_rebuild(e);
+        }
+    }
+    retire_plan(e, old);
+}
+
+static void apply_now(mg_engine *e, const mg_cmd *c)
+{
+    switch (c->kind) {
+    case MG_CMD_PARAM:
+        apply_param(e, (mg_node *)c->ptr, c->index, c->value);
+        break;
+    case MG_CMD_RESET: {
+        mg_node *n = (mg_node *)c->ptr;
+        if (n->type->reset)
+            n->type->reset(n->state);
+        break;
+    }
+    case MG_CMD_SYNC:
+        post_event(e, MG_EV_SYNC, c->index, 0, NULL);
+        break;
+    default:
+        break;
+    }
+}
+
+/* Drain the command ring at a block boundary. Timed events go to the
+ * scheduler; edges, plans and taps apply at once. */
+static void drain_commands(mg_engine *e, uint64_t now)
+{
+    for (;;) {
+        mg_cmd c;
+        if (e->has_pending) {
+            c = e->pending;
+        } else if (!mg_ring_pop(&e->cmd, &c)) {
+            return;
+        }
+        e->has_pending = 0;
+        switch (c.kind) {
+        case MG_CMD_EDGE: {
+            mg_edge *ed = (mg_edge *)c.ptr;
+            int ns = c.index > 0 ? c.index : 1;
+            ed->target = c.value;
+            ed->step = (c.value - ed->gain) / (float)ns;
+            ed->remaining = ns;
+            break;
+        }
+        case MG_CMD_PLAN:
+            apply_plan(e, (mg_plan *)c.ptr);
+            break;
+        case MG_CMD_TAP:
+            e->tap = (mg_fifo *)c.ptr;
+            break;
+        default:
+            if (c.time != MG_TIME_NOW && c.time < now) {
+                atomic_fetch_add_explicit(&e->late, 1, memory_order_relaxed);
+                post_event(e, MG_EV_LATE, c.kind, (int64_t)(now - c.time), c.ptr);
+                c.time = now;
+            }
+            if (c.time == MG_TIME_NOW)
+                c.time = now;
+            if (e->heap_len >= e->heap_cap) {
+                /* scheduler full: keep it and stop draining (FIFO order kept) */
+                e->pending = c;
+                e->has_pending = 1;
+                atomic_fetch_add_explicit(&e->heap_deferred, 1, memory_order_relaxed);
+                return;
+            }
+            heap_push(e, &c);
+            break;
+        }
+    }
+}
+
+/* Advance parameter ramps and edge fades for a sub-block of n frames. */
+static void advance_ramps(mg_engine *e, int n)
+{
+    mg_plan *p = e->plan;
+    for (int s = 0; s < p->n_steps; s++) {
+        mg_node *nd = p->steps[s].node;
+        const int np = nd->type->n_params;
+        if (nd->n_ramping == 0) {
+            for (int k = 0; k < np; k++) {
+                nd->pv[k].ramp = NULL;
+                nd->pv[k].value = nd->params[k].cur;
+            }
+            continue;
+        }
+        for (int k = 0; k < np; k++) {
+            mg_param *pr = &nd->params[k];
+            if (pr->remaining <= 0) {
+                nd->pv[k].ramp = NULL;
+                nd->pv[k].value = pr->cur;
+                continue;
+            }
+            float *r = nd->ramp_mem + (size_t)k * MG_MAX_BLOCK;
+            int i = 0;
+            double cur = pr->cur;
+            for (; i < n && pr->remaining > 0; i++) {
+                cur = pr->geometric ? cur * pr->step : cur + pr->step;
+                if (--pr->remaining == 0) {
+                    cur = pr->tgt;
+                    nd->n_ramping--;
+                }
+                r[i] = (float)cur;
+            }
+            for (; i < n; i++)
+                r[i] = pr->tgt;
+            pr->cur = (float)cur;
+            nd->pv[k].ramp = r;
+            nd->pv[k].value = pr->cur;
+        }
+    }
+    for (int k = 0; k < p->edges_used; k++) {
+        mg_edge *ed = p->edges[k];
+        ed->g0 = ed->gain;
+        if (ed->remaining > 0) {
+            int m = ed->remaining < n ? ed->remaining : n;
+            ed->remaining -= m;
+            ed->gain = ed->remaining == 0 ? ed->target : ed->gain + ed->step * (float)m;
+            atomic_store_explicit(&ed->published, ed->gain, memory_order_relaxed);
+        }
+        ed->g1 = ed->gain;
+    }
+}
+
+/* Run the plan over frames [off, off+n) of the current block. */
+static void run_plan(mg_engine *e, int off, int n, uint64_t t)
+{
+    for (int c = 0; c < e->hw_in_ch; c++)
+        e->hw_in_ptr[c] = e->hw_in[c] + off;
+    for (int c = 0; c < e->hw_out_ch; c++) {
+        e->hw_out_ptr[c] = e->hw_out[c] + off;
+        memset(e->hw_out_ptr[c], 0, sizeof(float) * (size_t)n);
+    }
+    mg_plan *p = e->plan;
+    if (!p)
+        return;
+    advance_ramps(e, n);
+    for (int s = 0; s < p->n_steps; s++) {
+        const mg_step *st = &p->steps[s];
+        mg_node *nd = st->node;
+        for (int c = 0; c < nd->n_in; c++) {
+            nd->in_ptr[c] = nd->in_base[c] + off;
+            memset(nd->in_ptr[c], 0, sizeof(float) * (size_t)n);
+        }
+        for (int c = 0; c < nd->n_out; c++)
+            nd->out_ptr[c] = nd->out_base[c] + off;
+        for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++) {
+            const mg_mixop *op = &p->mix[m];
+            float *d = op->dst + off;
+            const float *src = op->src + off;
+            const mg_edge *ed = op->edge;
+            if (ed->g0 == 1.0f && ed->g1 == 1.0f) {
+                for (int i = 0; i < n; i++)
+                    d[i] += src[i];
+            } else if (ed->g0 == ed->g1) {
+                const float g = ed->g0;
+                for (int i = 0; i < n; i++)
+                    d[i] += g * src[i];
+            } else {
+                const float g0 = ed->g0, dg = (ed->g1 - ed->g0) / (float)n;
+                for (int i = 0; i < n; i++)
+                    d[i] += (g0 + dg * (float)(i + 1)) * src[i];
+            }
+        }
+        mg_proc pr = {n, nd->in_ptr, nd->out_ptr, nd->pv, (float *)nd->readout,
+                      e->hw_in_ptr, e->hw_out_ptr, e->hw_in_ch, e->hw_out_ch, t};
+        nd->type->process(nd->state, &pr);
+    }
+}
+
+/* One chunk of at most MG_MAX_BLOCK frames, hardware buffers planar. */
+static void run_chunk(mg_engine *e, int n)
+{
+    uint64_t start = atomic_load_explicit(&e->time, memory_order_relaxed);
+    flush_retired(e);
+    drain_commands(e, start);
+    const uint64_t end = start + (uint64_t)n;
+    int pos = 0;
+    while (pos < n) {
+        uint64_t now = start + (uint64_t)pos;
+        while (e->heap_len > 0 && e->heap[0].cmd.time <= now) {
+            mg_cmd c = e->heap[0].cmd;
+            heap_pop(e);
+            apply_now(e, &c);
+        }
+        int len = n - pos;
+        if (e->heap_len > 0 && e->heap[0].cmd.time < end)
+            len = (int)(e->heap[0].cmd.time - now);
+        run_plan(e, pos, len, now);
+        pos += len;
+    }
+    atomic_store_explicit(&e->time, end, memory_order_release);
+}
+
+static inline double mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec * 1e-3;
+}
+
+void mg_engine_process(mg_engine *e, const float *in, float *out, unsigned long nframes)
+{
+    if (mg_rt_enter)
+        mg_rt_enter();
+    mg_in_audio = 1;
+    mg_fpu_state fpu;
+    mg_fpu_enter(&fpu);
+    const double t0 = mono_us();
+    const int ci = e->hw_in_ch, co = e->hw_out_ch;
+    const float ceil_ = e->ceiling;
+    uint64_t nan_count = 0, clip_count = 0;
+    unsigned long done = 0;
+    while (done < nframes) {
+        int n = (int)(nframes - done > MG_MAX_BLOCK ? MG_MAX_BLOCK : nframes - done);
+        for (int c = 0; c < ci; c++) {
+            float *d = e->hw_in[c];
+            if (in) {
+                const float *s = in + done * (unsigned long)ci + (unsigned long)c;
+                for (int i = 0; i < n; i++)
+                    d[i] = s[(size_t)i * (size_t)ci];
+            } else {
+                memset(d, 0, sizeof(float) * (size_t)n);
+            }
+        }
+        run_chunk(e, n);
+        /* safety stage: scrub non-finite samples, hold the hard ceiling */
+        for (int c = 0; c < co; c++) {
+            float *s = e->hw_out[c];
+            for (int i = 0; i < n; i++) {
+                float x = s[i];
+                if (!isfinite(x)) {
+                    x = 0.0f;
+                    nan_count++;
+                } else if (x > ceil_) {
+                    x = ceil_;
+                    clip_count++;
+                } else if (x < -ceil_) {
+                    x = -ceil_;
+                    clip_count++;
+                }
+                s[i] = x;
+            }
+        }
+        if (out) {
+            for (int c = 0; c < co; c++) {
+                float *d = out + done * (unsigned long)co + (unsigned long)c;
+                const float *s = e->hw_out[c];
+                for (int i = 0; i < n; i++)
+                    d[(size_t)i * (size_t)co] = s[i];
+            }
+            if (e->tap) {
+                const float *chunk = out + done * (unsigned long)co;
+                int w = mg_fifo_write(e->tap, chunk, n);
+                if (w < n)
+                    mg_fifo_add_dropped(e->tap, (uint64_t)(n - w));
+            }
+        }
+        done += (unsigned long)n;
+    }
+    if (nan_count)
+        atomic_fetch_add_explicit(&e->nan_scrubbed, nan_count, memory_order_relaxed);
+    if (clip_count)
+        atomic_fetch_add_explicit(&e->clipped, clip_count, memory_order_relaxed);
+    const double dt = mono_us() - t0;
+    const double budget = (double)nframes / e->sample_rate * 1e6;
+    double mean = atomic_load_explicit(&e->mean_us, memory_order_relaxed);
+    double load = atomic_load_explicit(&e->load, memory_order_relaxed);
+    atomic_store_explicit(&e->mean_us, mean + 0.01 * (dt - mean), memory_order_relaxed);
+    if (budget > 0.0)
+        atomic_store_explicit(&e->load, load + 0.01 * (dt / budget - load), memory_order_relaxed);
+    if (dt > atomic_load_explicit(&e->worst_us, memory_order_relaxed))
+        atomic_store_explicit(&e->worst_us, dt, memory_order_relaxed);
+    atomic_fetch_add_explicit(&e->blocks, 1, memory_order_relaxed);
+    mg_fpu_leave(&fpu);
+    mg_in_audio = 0;
+    if (mg_rt_leave)
+        mg_rt_leave();
+}
+
+/* PortAudio's paInputUnderflow | paInputOverflow | paOutputUnderflow | paOutputOverflow */
+#define MG_PA_XRUN_FLAGS 0x0Fu
+
+int mg_pa_callback(const void *input, void *output, unsigned long frames,
+                   const void *time_info, unsigned long status_flags, void *user_data)
+{
+    (void)time_info;
+    mg_engine *e = (mg_engine *)user_data;
+    if (status_flags & MG_PA_XRUN_FLAGS)
+        atomic_fetch_add_explicit(&e->xruns, 1, memory_order_relaxed);
+    mg_engine_process(e, (const float *)input, (float *)output, frames);
+    return 0; /* paContinue */
+}
+
+/* ------------------------------------------------------------------ */
+/* null backend: a real-time-paced clock with no hardware               */
+
+static void *null_main(void *arg)
+{
+    mg_engine *e = (mg_engine *)arg;
+    const long long block_ns = (long long)((double)e->null_block * 1e9 / e->sample_rate + 0.5);
+    struct timespec next;
+    clock_gettime(CLOCK_MONOTONIC, &next);
+    while (atomic_load_explicit(&e->null_running, memory_order_acquire)) {
+        mg_engine_process(e, NULL, e->null_out, (unsigned long)e->null_block);
+        long long ns = (long long)next.tv_nsec + block_ns;
+        next.tv_sec += (time_t)(ns / 1000000000LL);
+        next.tv_nsec = (long)(ns % 1000000000LL);
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long long late = ((long long)now.tv_sec - (long long)next.tv_sec) * 1000000000LL +
+                         ((long long)now.tv_nsec - (long long)next.tv_nsec);
+        if (late > block_ns) {
+            /* missed a whole block: count it and re-anchor the clock */
+            atomic_fetch_add_explicit(&e->xruns, 1, memory_order_relaxed);
+            next = now;
+            continue;
+        }
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL) == EINTR) {
+        }
+    }
+    return NULL;
+}
+
+int mg_null_start(mg_engine *e, int block_frames)
+{
+    if (atomic_load(&e->null_running) || block_frames < 1 || block_frames > 8192)
+        return -1;
+    mg_free(e->null_out);
+    e->null_block = block_frames;
+    e->null_out = mg_calloc((size_t)block_frames * (size_t)(e->hw_out_ch + 1), sizeof(float));
+    if (!e->null_out)
+        return -1;
+    atomic_store(&e->null_running, 1);
+    if (pthread_create(&e->null_thread, NULL, null_main, e) != 0) {
+        atomic_store(&e->null_running, 0);
+        return -1;
+    }
+    return 0;
+}
+
+void mg_null_stop(mg_engine *e)
+{
+    if (atomic_exchange(&e->null_running, 0))
+        pthread_join(e->null_thread, NULL);
+}

@@ -1,0 +1,252 @@
+/* mixgraph C core: the public API.
+ *
+ * This header is the single declaration of everything Python sees: the cffi
+ * build reads it as its cdef (lines starting with '#' other than integer
+ * #defines are skipped), so it must stay plain C declarations.
+ *
+ * Thread ownership is written next to every function:
+ *   [control]  the Python control thread (may allocate, never concurrently
+ *              with another control call on the same engine)
+ *   [audio]    the audio thread only: no allocation, locks or blocking
+ *   [any]      lock-free, safe from any thread
+ */
+
+#ifndef MG_API_H
+#define MG_API_H
+#include <stddef.h>
+#include <stdint.h>
+
+#define MG_API_VERSION 1
+
+/* How a parameter value reaches node code (the "domain" it is smoothed in). */
+#define MG_MAP_LIN 0   /* node sees the unit value; linear smoothing        */
+#define MG_MAP_DB 1    /* unit is dB; node sees amplitude; geometric ramp   */
+#define MG_MAP_LOG 2   /* unit value (Hz, ms...); geometric (log) smoothing */
+
+/* Published taper for the normalised 0..1 control path. */
+#define MG_TAPER_LIN 0
+#define MG_TAPER_LOG 1
+#define MG_TAPER_FADER 2
+#define MG_TAPER_STEP 3
+
+#define MG_PORT_IN 0
+#define MG_PORT_OUT 1
+
+/* Command kinds (control -> audio). */
+#define MG_CMD_PARAM 1
+#define MG_CMD_EDGE 2
+#define MG_CMD_PLAN 3
+#define MG_CMD_SYNC 4
+#define MG_CMD_RESET 5
+#define MG_CMD_TAP 6
+
+/* Event kinds (audio -> control). */
+#define MG_EV_PLAN_RETIRED 1
+#define MG_EV_SYNC 2
+#define MG_EV_LATE 3
+
+#define MG_TIME_NOW 0
+#define MG_MAX_BLOCK 512
+
+typedef struct mg_engine mg_engine;
+typedef struct mg_node mg_node;
+typedef struct mg_edge mg_edge;
+typedef struct mg_plan mg_plan;
+typedef struct mg_fifo mg_fifo;
+
+typedef struct {
+    const char *name;  /* short lowercase word, one OSC address part */
+    const char *unit;  /* "dB", "Hz", "ms", "" ... */
+    const char *doc;
+    float min, max, def;
+    int map;           /* MG_MAP_* */
+    int taper;         /* MG_TAPER_* */
+    float smooth_ms;   /* 0: the value jumps */
+} mg_param_spec;
+
+typedef struct {
+    const char *name;
+    int dir;           /* MG_PORT_IN / MG_PORT_OUT */
+    int channels;      /* 0: the node's channel count */
+} mg_port_spec;
+
+typedef struct {
+    const char *name;
+    const char *unit;
+    int map;           /* MG_MAP_DB: stored as amplitude, shown in dB */
+    int per_channel;
+} mg_readout_spec;
+
+/* A parameter as node code sees it: a per-sample ramp while smoothing,
+ * otherwise ramp == NULL and the steady value. */
+typedef struct {
+    const float *ramp;
+    float value;
+} mg_pv;
+
+/* Everything process() gets for one (sub-)block. Pointers are already
+ * offset to the sub-block; in[]/out[] are the node's ports flattened
+ * (port 0's channels first). */
+typedef struct {
+    int nframes;
+    float *const *in;
+    float *const *out;
+    const mg_pv *pv;
+    float *readout;
+    float *const *hw_in;
+    float *const *hw_out;
+    int hw_in_ch;
+    int hw_out_ch;
+    uint64_t time;
+} mg_proc;
+
+/* What prepare() gets (control thread). */
+typedef struct {
+    double sample_rate;
+    int channels;
+    int max_block;
+    int hw_first;      /* first hardware channel, 0-based (input/output) */
+    int hw_in_ch;
+    int hw_out_ch;
+    uint64_t seed;
+    mg_fifo *fifo;     /* disk streaming ring (player/recorder) or NULL */
+} mg_prepare_ctx;
+
+typedef struct mg_node_type {
+    const char *name;
+    const char *doc;
+    int default_channels, min_channels, max_channels;
+    const mg_param_spec *params;
+    int n_params;
+    const mg_port_spec *ports;
+    int n_ports;
+    const mg_readout_spec *readouts;
+    int n_readouts;
+    size_t state_size;
+    int needs_fifo;    /* 1: the node streams through an mg_fifo */
+    /* [control] allocate and compute constants; 0 = ok, else an error code */
+    int (*prepare)(void *state, const mg_prepare_ctx *ctx);
+    /* [audio] arithmetic only */
+    void (*process)(void *state, const mg_proc *p);
+    /* [audio] clear internal history */
+    void (*reset)(void *state);
+    /* [control] free what prepare allocated */
+    void (*release)(void *state);
+    /* [audio] optional setter: a parameter got a new target (node domain) */
+    void (*on_param)(void *state, int index, float target);
+} mg_node_type;
+
+typedef struct {
+    uint64_t time;     /* sample time; MG_TIME_NOW = at the next block */
+    int32_t kind;
+    int32_t index;
+    float value;
+    uint32_t seq;
+    void *ptr;
+} mg_cmd;
+
+typedef struct {
+    uint64_t time;
+    int32_t kind;
+    int32_t index;
+    int64_t value;
+    void *ptr;
+} mg_event;
+
+typedef struct {
+    uint64_t time;          /* samples processed so far */
+    uint64_t blocks;        /* engine_process calls */
+    double load;            /* smoothed DSP load, fraction of the block time */
+    double mean_us;         /* smoothed cost of one engine_process call */
+    double worst_us;        /* worst call since the last take */
+    uint64_t xruns;
+    uint64_t late;          /* events applied late */
+    uint64_t nan_scrubbed;  /* non-finite output samples replaced by 0 */
+    uint64_t clipped;       /* output samples held at the ceiling */
+    uint64_t events_lost;   /* audio->control events dropped (ring full) */
+    uint64_t rt_allocs;     /* engine allocations seen on the audio thread */
+    uint64_t heap_deferred; /* commands left in the ring: scheduler full */
+    int running;            /* null clock thread running */
+} mg_stats;
+
+/* ---- node types (the C tables are the catalog) ---- [any] */
+int mg_type_count(void);
+const mg_node_type *mg_type_get(int index);
+int mg_type_find(const char *name);
+
+/* ---- engine ---- */
+mg_engine *mg_engine_new(double sample_rate, int hw_in_ch, int hw_out_ch,
+                         int cmd_capacity, int heap_capacity);     /* [control] */
+void mg_engine_free(mg_engine *e);                                /* [control] */
+/* Process nframes of interleaved float32 audio; in may be NULL. [audio] */
+void mg_engine_process(mg_engine *e, const float *in, float *out,
+                       unsigned long nframes);
+/* The PortAudio stream callback: userData is the engine. [audio] */
+int mg_pa_callback(const void *input, void *output, unsigned long frames,
+                   const void *time_info, unsigned long status_flags,
+                   void *user_data);
+int mg_push(mg_engine *e, const mg_cmd *cmd);       /* [control] 1 = queued */
+int mg_cmd_space(mg_engine *e);                     /* [control] */
+int mg_poll(mg_engine *e, mg_event *ev);            /* [control] 1 = got one */
+void mg_engine_stats(mg_engine *e, mg_stats *out);  /* [any] */
+double mg_engine_take_worst_us(mg_engine *e);       /* [any] */
+uint64_t mg_engine_time(mg_engine *e);              /* [any] */
+double mg_engine_rate(mg_engine *e);                /* [any] */
+void mg_engine_set_ceiling(mg_engine *e, float amplitude);  /* [control] before start */
+/* Null backend: a C thread paced by CLOCK_MONOTONIC. [control] */
+int mg_null_start(mg_engine *e, int block_frames);
+void mg_null_stop(mg_engine *e);
+void mg_engine_add_xruns(mg_engine *e, uint64_t n);  /* [any] */
+
+/* ---- nodes ---- [control] */
+mg_node *mg_node_new(mg_engine *e, int type_index, int channels, int hw_first,
+                     uint64_t seed, mg_fifo *fifo, int *error);
+void mg_node_free(mg_node *n);
+/* Set a parameter before the node is in any plan (no smoothing). */
+void mg_node_init_param(mg_node *n, int index, float unit_value);
+float mg_node_readout(mg_node *n, int flat_index);  /* [any] */
+int mg_node_n_in(mg_node *n);
+int mg_node_n_out(mg_node *n);
+
+/* ---- edges and plans ---- [control] */
+mg_edge *mg_edge_new(float initial_gain);
+void mg_edge_free(mg_edge *edge);
+float mg_edge_gain(mg_edge *edge);                  /* [any] */
+mg_plan *mg_plan_new(int n_steps, int n_mix, int n_edges);
+void mg_plan_free(mg_plan *p);
+void mg_plan_set_step(mg_plan *p, int step, mg_node *node);
+int mg_plan_add_mix(mg_plan *p, int step, int dst_in, mg_node *src,
+                    int src_out, mg_edge *edge);
+void mg_plan_add_edge(mg_plan *p, mg_edge *edge);
+
+/* ---- sample fifo (disk streaming, taps) ---- [any: one producer, one consumer] */
+mg_fifo *mg_fifo_new(int channels, int frames);     /* [control] */
+void mg_fifo_free(mg_fifo *f);                      /* [control] */
+int mg_fifo_channels(mg_fifo *f);
+int mg_fifo_readable(mg_fifo *f);                   /* frames */
+int mg_fifo_writable(mg_fifo *f);                   /* frames */
+int mg_fifo_write(mg_fifo *f, const float *frames, int n);
+int mg_fifo_read(mg_fifo *f, float *frames, int n);
+uint64_t mg_fifo_dropped(mg_fifo *f);
+void mg_fifo_add_dropped(mg_fifo *f, uint64_t n);
+/* Player rewind handshake: the audio side bumps the request counter; the
+ * disk side answers with the write position where the new data starts. */
+uint32_t mg_fifo_rewind_request(mg_fifo *f);
+void mg_fifo_rewind_ack(mg_fifo *f, uint32_t gen);
+uint32_t mg_fifo_flags(mg_fifo *f);                 /* node -> worker flags */
+void mg_fifo_set_flags(mg_fifo *f, uint32_t flags);  /* [audio] */
+void mg_fifo_request_rewind(mg_fifo *f);             /* [audio] */
+/* [audio] 1 when the fifo holds data for the latest rewind request */
+int mg_fifo_rewind_sync(mg_fifo *f, uint32_t *synced_gen);
+void mg_fifo_set_status(mg_fifo *f, uint32_t status); /* [disk worker] */
+uint32_t mg_fifo_status(mg_fifo *f);                 /* [audio] */
+
+#define MG_FIFO_FLAG_LOOP 1
+#define MG_FIFO_FLAG_ACTIVE 2
+#define MG_FIFO_STATUS_EOF 1
+
+/* ---- self tests (used by the pytest suite) ---- */
+int mg_ring_stress(int n_items, int capacity);      /* 0 = ok */
+uint64_t mg_rt_alloc_count(void);
+
+#endif

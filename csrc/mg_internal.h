@@ -1,0 +1,116 @@
+/* mixgraph C core: structures shared by engine.c, plan.c and fifo.c.
+ * Every field says which thread owns it. */
+#ifndef MG_INTERNAL_H
+#define MG_INTERNAL_H
+
+#include <stdatomic.h>
+#include <pthread.h>
+
+#include "mg_node.h"
+
+/* Allocation goes through here so the audio thread can be checked. */
+void *mg_calloc(size_t n, size_t size);
+void mg_free(void *p);
+
+/* A generic single-producer / single-consumer ring of fixed-size items. */
+typedef struct {
+    _Atomic uint64_t head;  /* written by the producer */
+    _Atomic uint64_t tail;  /* written by the consumer */
+    uint64_t mask;          /* capacity - 1 (power of two); immutable */
+    size_t item;            /* item size in bytes; immutable */
+    unsigned char *buf;
+} mg_ring;
+
+int mg_ring_init(mg_ring *r, int capacity, size_t item);
+void mg_ring_destroy(mg_ring *r);
+int mg_ring_push(mg_ring *r, const void *item);
+int mg_ring_pop(mg_ring *r, void *item);
+int mg_ring_space(mg_ring *r);
+
+typedef struct {
+    /* control thread writes before the node is published, audio after */
+    float target_unit;  /* last target, unit domain */
+    float cur;          /* current value, node domain (audio) */
+    float tgt;          /* target, node domain (audio) */
+    double step;        /* linear increment or geometric ratio (audio) */
+    int remaining;      /* samples left in the ramp (audio) */
+    int geometric;      /* 1: cur *= step (audio) */
+} mg_param;
+
+struct mg_node {
+    /* immutable after mg_node_new */
+    const mg_node_type *type;
+    void *state;
+    int channels;
+    int n_in, n_out;          /* flattened channel counts */
+    float **in_base;          /* n_in buffers of MG_MAX_BLOCK */
+    float **out_base;         /* n_out buffers of MG_MAX_BLOCK */
+    int n_readout;
+    double sample_rate;
+    /* audio thread only (set up by control before publishing) */
+    float **in_ptr;           /* in_base + sub-block offset */
+    float **out_ptr;
+    mg_param *params;
+    mg_pv *pv;
+    float *ramp_mem;          /* n_params * MG_MAX_BLOCK */
+    int n_ramping;
+    uint32_t live_gen;        /* generation of the plan that last held it */
+    /* written by audio, read by any thread */
+    _Atomic float *readout;
+};
+
+struct mg_edge {
+    /* audio thread only after the edge is in a plan */
+    float gain;
+    float target;
+    float step;
+    int remaining;
+    float g0, g1;             /* gain at the start / end of this sub-block */
+    /* mirror for any thread */
+    _Atomic float published;
+};
+
+typedef struct {
+    float *dst;
+    const float *src;
+    mg_edge *edge;
+    int dst_index;            /* flattened input channel of the step's node */
+    int src_index;
+    mg_node *src_node;
+} mg_mixop;
+
+typedef struct {
+    mg_node *node;
+    int mix_first;
+    int mix_count;
+} mg_step;
+
+/* Immutable once pushed to the audio thread. */
+struct mg_plan {
+    uint32_t gen;
+    int n_steps, n_mix, n_edges;
+    int mix_used, edges_used;
+    mg_step *steps;
+    mg_mixop *mix;
+    mg_edge **edges;
+};
+
+struct mg_fifo {
+    int channels;             /* immutable */
+    uint64_t mask;            /* capacity in frames - 1; immutable */
+    float *buf;
+    _Atomic uint64_t wr;      /* producer */
+    _Atomic uint64_t rd;      /* consumer */
+    _Atomic uint64_t dropped;
+    _Atomic uint32_t rewind_req;  /* player: audio -> disk */
+    _Atomic uint32_t rewind_ack;  /* player: disk -> audio */
+    _Atomic uint64_t ack_pos;     /* player: write index of the fresh data */
+    _Atomic uint32_t flags;       /* node -> disk worker, e.g. loop/playing */
+    _Atomic uint32_t status;      /* disk worker -> node, e.g. end of file */
+};
+
+typedef struct {
+    mg_cmd cmd;
+} mg_sched;
+
+#endif

@@ -1,0 +1,59 @@
+/* mixgraph node contract: what a node file in csrc/nodes/ includes.
+ *
+ * A node type is one C file holding a state struct (audio thread only), a
+ * const parameter table, a port table, prepare/process/reset, and one
+ * `const mg_node_type mg_type_<name>` that the build registers. */
+#ifndef MG_NODE_H
+#define MG_NODE_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "mg_api.h"
+
+#define MG_COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+/* The value of parameter pv at frame i of this sub-block. */
+static inline float mg_pv_at(const mg_pv *pv, int i)
+{
+    return pv->ramp ? pv->ramp[i] : pv->value;
+}
+
+static inline float mg_db_to_amp(float db)
+{
+    return db <= -120.0f ? 0.0f : powf(10.0f, db / 20.0f);
+}
+
+/* out = in * g, with g either steady or a per-sample ramp. */
+static inline void mg_scale(float *out, const float *in, const mg_pv *g, int n)
+{
+    if (g->ramp) {
+        for (int i = 0; i < n; i++)
+            out[i] = in[i] * g->ramp[i];
+    } else {
+        const float v = g->value;
+        for (int i = 0; i < n; i++)
+            out[i] = in[i] * v;
+    }
+}
+
+/* Small deterministic RNG (xorshift64*), for noise and dither. */
+static inline uint64_t mg_rng_next(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *s = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+/* Uniform in [-1, 1). */
+static inline float mg_rng_uniform(uint64_t *s)
+{
+    return (float)((double)(mg_rng_next(s) >> 11) * (2.0 / 9007199254740992.0) - 1.0);
+}
+
+#endif

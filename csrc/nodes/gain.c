@@ -1,0 +1,51 @@
+/* gain: a channel fader with mute and polarity. */
+#include "../mg_node.h"
+
+enum { P_GAIN, P_MUTE, P_POLARITY };
+
+static const mg_param_spec params[] = {
+    {"gain", "dB", "level change", -120.0f, 24.0f, 0.0f, MG_MAP_DB, MG_TAPER_FADER, 20.0f},
+    {"mute", "", "1 silences the output (10 ms fade)", 0.0f, 1.0f, 0.0f, MG_MAP_LIN, MG_TAPER_STEP, 10.0f},
+    {"polarity", "", "1 inverts the signal (10 ms crossfade)", 0.0f, 1.0f, 0.0f, MG_MAP_LIN, MG_TAPER_STEP, 10.0f},
+};
+static const mg_port_spec ports[] = {
+    {"in", MG_PORT_IN, 0},
+    {"out", MG_PORT_OUT, 0},
+};
+
+typedef struct {
+    int channels;
+} gain_state;
+
+static int prepare(void *st, const mg_prepare_ctx *ctx)
+{
+    ((gain_state *)st)->channels = ctx->channels;
+    return 0;
+}
+
+static void process(void *st, const mg_proc *p)
+{
+    const gain_state *s = st;
+    const mg_pv *g = &p->pv[P_GAIN], *m = &p->pv[P_MUTE], *pol = &p->pv[P_POLARITY];
+    const int n = p->nframes;
+    if (!g->ramp && !m->ramp && !pol->ramp) {
+        mg_pv k = {NULL, g->value * (1.0f - m->value) * (1.0f - 2.0f * pol->value)};
+        for (int c = 0; c < s->channels; c++)
+            mg_scale(p->out[c], p->in[c], &k, n);
+        return;
+    }
+    for (int c = 0; c < s->channels; c++) {
+        const float *x = p->in[c];
+        float *y = p->out[c];
+        for (int i = 0; i < n; i++)
+            y[i] = x[i] * mg_pv_at(g, i) * (1.0f - mg_pv_at(m, i)) *
+                   (1.0f - 2.0f * mg_pv_at(pol, i));
+    }
+}
+
+const mg_node_type mg_type_gain = {
+    "gain", "Fader: gain in dB with click-free mute and polarity invert.",
+    1, 1, 64,
+    params, MG_COUNT(params), ports, MG_COUNT(ports), NULL, 0,
+    sizeof(gain_state), 0, prepare, process, NULL, NULL, NULL,
+};

@@ -1,0 +1,92 @@
+/* player: plays a sound file streamed from disk by the worker thread.
+ *
+ * The disk worker (server/diskio.py) fills the fifo from the file; this
+ * node only copies frames out of it. `play` 1 starts, 0 stops and rewinds
+ * to the start; `loop` makes the worker wrap at the end of the file. */
+#include <stdlib.h>
+
+#include "../mg_node.h"
+
+enum { P_PLAY, P_LOOP, P_LEVEL };
+enum { R_POSITION, R_UNDERRUNS };
+
+static const mg_param_spec params[] = {
+    {"play", "", "1 plays, 0 stops and rewinds", 0.0f, 1.0f, 0.0f, MG_MAP_LIN, MG_TAPER_STEP, 0.0f},
+    {"loop", "", "1 loops at the end of the file", 0.0f, 1.0f, 0.0f, MG_MAP_LIN, MG_TAPER_STEP, 0.0f},
+    {"level", "dB", "playback level", -120.0f, 24.0f, 0.0f, MG_MAP_DB, MG_TAPER_FADER, 20.0f},
+};
+static const mg_port_spec ports[] = {
+    {"out", MG_PORT_OUT, 0},
+};
+static const mg_readout_spec readouts[] = {
+    {"position", "s", MG_MAP_LIN, 0},
+    {"underruns", "frames", MG_MAP_LIN, 0},
+};
+
+typedef struct {
+    int channels;
+    double rate;
+    mg_fifo *fifo;
+    float *scratch;        /* MG_MAX_BLOCK interleaved frames */
+    uint32_t synced_gen;
+    int was_playing;
+    uint64_t played;       /* frames since the last rewind */
+    uint64_t underruns;
+} player_state;
+
+static int prepare(void *st, const mg_prepare_ctx *ctx)
+{
+    player_state *s = st;
+    s->channels = ctx->channels;
+    s->rate = ctx->sample_rate;
+    s->fifo = ctx->fifo;
+    if (!s->fifo || mg_fifo_channels(s->fifo) != ctx->channels)
+        return -1;
+    s->scratch = calloc((size_t)MG_MAX_BLOCK * (size_t)ctx->channels, sizeof(float));
+    return s->scratch ? 0 : -1;
+}
+
+static void release(void *st)
+{
+    free(((player_state *)st)->scratch);
+}
+
+static void process(void *st, const mg_proc *p)
+{
+    player_state *s = st;
+    const int n = p->nframes, ch = s->channels;
+    const int playing = p->pv[P_PLAY].value >= 0.5f;
+    const uint32_t flags = (p->pv[P_LOOP].value >= 0.5f ? MG_FIFO_FLAG_LOOP : 0u) |
+                           (playing ? MG_FIFO_FLAG_ACTIVE : 0u);
+    mg_fifo_set_flags(s->fifo, flags);
+    int got = 0;
+    if (playing) {
+        if (mg_fifo_rewind_sync(s->fifo, &s->synced_gen)) {
+            got = mg_fifo_read(s->fifo, s->scratch, n);
+            if (got < n && !(mg_fifo_status(s->fifo) & MG_FIFO_STATUS_EOF))
+                s->underruns += (uint64_t)(n - got);
+        }
+        s->played += (uint64_t)got;
+    } else if (s->was_playing) {
+        mg_fifo_request_rewind(s->fifo);
+        s->played = 0;
+    }
+    s->was_playing = playing;
+    const mg_pv *lv = &p->pv[P_LEVEL];
+    for (int c = 0; c < ch; c++) {
+        float *y = p->out[c];
+        for (int i = 0; i < got; i++)
+            y[i] = s->scratch[(size_t)i * (size_t)ch + (size_t)c] * mg_pv_at(lv, i);
+        for (int i = got; i < n; i++)
+            y[i] = 0.0f;
+    }
+    p->readout[R_POSITION] = (float)((double)s->played / s->rate);
+    p->readout[R_UNDERRUNS] = (float)s->underruns;
+}
+
+const mg_node_type mg_type_player = {
+    "player", "Sound-file player (WAV/FLAC) streamed from disk by a worker thread; `play` 0 rewinds.",
+    2, 1, 64,
+    params, MG_COUNT(params), ports, MG_COUNT(ports), readouts, MG_COUNT(readouts),
+    sizeof(player_state), 1, prepare, process, NULL, release, NULL,
+};

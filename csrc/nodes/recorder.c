@@ -1,0 +1,75 @@
+/* recorder: streams its input to a sound file through the disk worker.
+ *
+ * The node copies frames into the fifo; the worker (server/diskio.py)
+ * writes and flushes the file. When the fifo is full (the disk does not
+ * keep up) the missing frames are counted in `dropped`, never hidden. */
+#include <stdlib.h>
+
+#include "../mg_node.h"
+
+enum { P_RECORD };
+enum { R_RECORDED, R_DROPPED };
+
+static const mg_param_spec params[] = {
+    {"record", "", "1 records, 0 pauses", 0.0f, 1.0f, 0.0f, MG_MAP_LIN, MG_TAPER_STEP, 0.0f},
+};
+static const mg_port_spec ports[] = {
+    {"in", MG_PORT_IN, 0},
+};
+static const mg_readout_spec readouts[] = {
+    {"recorded", "s", MG_MAP_LIN, 0},
+    {"dropped", "frames", MG_MAP_LIN, 0},
+};
+
+typedef struct {
+    int channels;
+    double rate;
+    mg_fifo *fifo;
+    float *scratch;
+    uint64_t recorded;
+} recorder_state;
+
+static int prepare(void *st, const mg_prepare_ctx *ctx)
+{
+    recorder_state *s = st;
+    s->channels = ctx->channels;
+    s->rate = ctx->sample_rate;
+    s->fifo = ctx->fifo;
+    if (!s->fifo || mg_fifo_channels(s->fifo) != ctx->channels)
+        return -1;
+    s->scratch = calloc((size_t)MG_MAX_BLOCK * (size_t)ctx->channels, sizeof(float));
+    return s->scratch ? 0 : -1;
+}
+
+static void release(void *st)
+{
+    free(((recorder_state *)st)->scratch);
+}
+
+static void process(void *st, const mg_proc *p)
+{
+    recorder_state *s = st;
+    const int n = p->nframes, ch = s->channels;
+    const int rec = p->pv[P_RECORD].value >= 0.5f;
+    mg_fifo_set_flags(s->fifo, rec ? MG_FIFO_FLAG_ACTIVE : 0u);
+    if (rec) {
+        for (int c = 0; c < ch; c++) {
+            const float *x = p->in[c];
+            for (int i = 0; i < n; i++)
+                s->scratch[(size_t)i * (size_t)ch + (size_t)c] = x[i];
+        }
+        int w = mg_fifo_write(s->fifo, s->scratch, n);
+        if (w < n)
+            mg_fifo_add_dropped(s->fifo, (uint64_t)(n - w));
+        s->recorded += (uint64_t)w;
+    }
+    p->readout[R_RECORDED] = (float)((double)s->recorded / s->rate);
+    p->readout[R_DROPPED] = (float)mg_fifo_dropped(s->fifo);
+}
+
+const mg_node_type mg_type_recorder = {
+    "recorder", "Sound-file recorder (WAV/FLAC) streamed to disk by a worker thread; counts dropped frames.",
+    2, 1, 64,
+    params, MG_COUNT(params), ports, MG_COUNT(ports), readouts, MG_COUNT(readouts),
+    sizeof(recorder_state), 1, prepare, process, NULL, release, NULL,
+};

@@ -1,0 +1,264 @@
+/* mixgraph C core: node instances, edges and plans.
+ *
+ * All of this runs on the control thread. A plan is built here, handed to
+ * the audio thread through the command ring (MG_CMD_PLAN), and comes back
+ * through the event ring (MG_EV_PLAN_RETIRED) to be freed here. */
+#include <stdlib.h>
+
+#include "mg_internal.h"
+
+extern const mg_node_type *const mg_types[];
+extern const int mg_n_types;
+
+int mg_type_count(void) { return mg_n_types; }
+
+const mg_node_type *mg_type_get(int index)
+{
+    return index >= 0 && index < mg_n_types ? mg_types[index] : NULL;
+}
+
+int mg_type_find(const char *name)
+{
+    for (int i = 0; i < mg_n_types; i++)
+        if (strcmp(mg_types[i]->name, name) == 0)
+            return i;
+    return -1;
+}
+
+static int port_channels(const mg_port_spec *p, int channels)
+{
+    return p->channels > 0 ? p->channels : channels;
+}
+
+static float **alloc_buffers(int count)
+{
+    float **b = mg_calloc((size_t)count + 1, sizeof(float *));
+    if (!b)
+        return NULL;
+    for (int i = 0; i < count; i++) {
+        b[i] = mg_calloc(MG_MAX_BLOCK, sizeof(float));
+        if (!b[i])
+            return b; /* caller frees */
+    }
+    return b;
+}
+
+static void free_buffers(float **b, int count)
+{
+    if (!b)
+        return;
+    for (int i = 0; i < count; i++)
+        mg_free(b[i]);
+    mg_free(b);
+}
+
+/* Error codes returned through *error: 1 unknown type, 2 bad channel
+ * count, 3 out of memory, 4 prepare failed (e.g. hardware channel out of
+ * range), 5 the type needs a fifo. */
+mg_node *mg_node_new(mg_engine *e, int type_index, int channels, int hw_first,
+                     uint64_t seed, mg_fifo *fifo, int *error)
+{
+    int err_dummy;
+    if (!error)
+        error = &err_dummy;
+    *error = 0;
+    const mg_node_type *t = mg_type_get(type_index);
+    if (!t) {
+        *error = 1;
+        return NULL;
+    }
+    if (channels <= 0)
+        channels = t->default_channels;
+    if (channels < t->min_channels || channels > t->max_channels) {
+        *error = 2;
+        return NULL;
+    }
+    if (t->needs_fifo && !fifo) {
+        *error = 5;
+        return NULL;
+    }
+    mg_node *n = mg_calloc(1, sizeof *n);
+    if (!n) {
+        *error = 3;
+        return NULL;
+    }
+    n->type = t;
+    n->channels = channels;
+    n->sample_rate = mg_engine_rate(e);
+    for (int p = 0; p < t->n_ports; p++) {
+        if (t->ports[p].dir == MG_PORT_IN)
+            n->n_in += port_channels(&t->ports[p], channels);
+        else
+            n->n_out += port_channels(&t->ports[p], channels);
+    }
+    for (int r = 0; r < t->n_readouts; r++)
+        n->n_readout += t->readouts[r].per_channel ? channels : 1;
+    n->state = mg_calloc(1, t->state_size ? t->state_size : 1);
+    n->in_base = alloc_buffers(n->n_in);
+    n->out_base = alloc_buffers(n->n_out);
+    n->in_ptr = mg_calloc((size_t)n->n_in + 1, sizeof(float *));
+    n->out_ptr = mg_calloc((size_t)n->n_out + 1, sizeof(float *));
+    n->params = mg_calloc((size_t)t->n_params + 1, sizeof(mg_param));
+    n->pv = mg_calloc((size_t)t->n_params + 1, sizeof(mg_pv));
+    n->ramp_mem = mg_calloc((size_t)(t->n_params + 1) * MG_MAX_BLOCK, sizeof(float));
+    n->readout = mg_calloc((size_t)n->n_readout + 1, sizeof(_Atomic float));
+    int ok = n->state && n->in_base && n->out_base && n->in_ptr && n->out_ptr &&
+             n->params && n->pv && n->ramp_mem && n->readout;
+    for (int c = 0; ok && c < n->n_in; c++)
+        ok = n->in_base[c] != NULL;
+    for (int c = 0; ok && c < n->n_out; c++)
+        ok = n->out_base[c] != NULL;
+    if (!ok) {
+        *error = 3;
+        mg_node_free(n);
+        return NULL;
+    }
+    for (int c = 0; c < n->n_in; c++)
+        n->in_ptr[c] = n->in_base[c];
+    for (int c = 0; c < n->n_out; c++)
+        n->out_ptr[c] = n->out_base[c];
+    for (int k = 0; k < t->n_params; k++)
+        mg_node_init_param(n, k, t->params[k].def);
+    mg_prepare_ctx ctx = {n->sample_rate, channels, MG_MAX_BLOCK, hw_first, 0, 0, seed, fifo};
+    extern void mg_engine_hw_channels(mg_engine *, int *, int *);
+    mg_engine_hw_channels(e, &ctx.hw_in_ch, &ctx.hw_out_ch);
+    if (t->prepare && t->prepare(n->state, &ctx) != 0) {
+        *error = 4;
+        mg_node_free(n);
+        return NULL;
+    }
+    /* hand the initial values to the node's setter */
+    if (t->on_param)
+        for (int k = 0; k < t->n_params; k++)
+            t->on_param(n->state, k, n->params[k].tgt);
+    return n;
+}
+
+void mg_node_free(mg_node *n)
+{
+    if (!n)
+        return;
+    if (n->type->release && n->state)
+        n->type->release(n->state);
+    mg_free(n->state);
+    free_buffers(n->in_base, n->n_in);
+    free_buffers(n->out_base, n->n_out);
+    mg_free(n->in_ptr);
+    mg_free(n->out_ptr);
+    mg_free(n->params);
+    mg_free(n->pv);
+    mg_free(n->ramp_mem);
+    mg_free((void *)n->readout);
+    mg_free(n);
+}
+
+void mg_node_init_param(mg_node *n, int index, float v)
+{
+    if (index < 0 || index >= n->type->n_params || !isfinite(v))
+        return;
+    const mg_param_spec *s = &n->type->params[index];
+    v = v < s->min ? s->min : v > s->max ? s->max : v;
+    mg_param *p = &n->params[index];
+    p->target_unit = v;
+    p->tgt = p->cur = s->map == MG_MAP_DB ? mg_db_to_amp(v) : v;
+    p->remaining = 0;
+    n->pv[index].ramp = NULL;
+    n->pv[index].value = p->cur;
+    if (n->type->on_param)
+        n->type->on_param(n->state, index, p->tgt);
+}
+
+float mg_node_readout(mg_node *n, int flat_index)
+{
+    if (flat_index < 0 || flat_index >= n->n_readout)
+        return NAN;
+    return atomic_load_explicit(&n->readout[flat_index], memory_order_relaxed);
+}
+
+int mg_node_n_in(mg_node *n) { return n->n_in; }
+int mg_node_n_out(mg_node *n) { return n->n_out; }
+
+mg_edge *mg_edge_new(float initial_gain)
+{
+    mg_edge *ed = mg_calloc(1, sizeof *ed);
+    if (ed) {
+        ed->gain = ed->target = ed->g0 = ed->g1 = initial_gain;
+        atomic_store(&ed->published, initial_gain);
+    }
+    return ed;
+}
+
+void mg_edge_free(mg_edge *ed) { mg_free(ed); }
+
+float mg_edge_gain(mg_edge *ed)
+{
+    return atomic_load_explicit(&ed->published, memory_order_relaxed);
+}
+
+static _Atomic uint32_t mg_plan_gen_counter;
+
+mg_plan *mg_plan_new(int n_steps, int n_mix, int n_edges)
+{
+    if (n_steps < 0 || n_mix < 0 || n_edges < 0)
+        return NULL;
+    mg_plan *p = mg_calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->gen = atomic_fetch_add(&mg_plan_gen_counter, 1) + 1;
+    p->n_steps = n_steps;
+    p->n_mix = n_mix;
+    p->n_edges = n_edges;
+    p->steps = mg_calloc((size_t)n_steps + 1, sizeof(mg_step));
+    p->mix = mg_calloc((size_t)n_mix + 1, sizeof(mg_mixop));
+    p->edges = mg_calloc((size_t)n_edges + 1, sizeof(mg_edge *));
+    if (!p->steps || !p->mix || !p->edges) {
+        mg_plan_free(p);
+        return NULL;
+    }
+    return p;
+}
+
+void mg_plan_free(mg_plan *p)
+{
+    if (!p)
+        return;
+    mg_free(p->steps);
+    mg_free(p->mix);
+    mg_free(p->edges);
+    mg_free(p);
+}
+
+void mg_plan_set_step(mg_plan *p, int step, mg_node *node)
+{
+    if (step < 0 || step >= p->n_steps)
+        return;
+    p->steps[step].node = node;
+    p->steps[step].mix_first = p->mix_used;
+    p->steps[step].mix_count = 0;
+}
+
+/* Mix ops must be added right after their step's mg_plan_set_step. */
+int mg_plan_add_mix(mg_plan *p, int step, int dst_in, mg_node *src, int src_out, mg_edge *edge)
+{
+    if (step < 0 || step >= p->n_steps || p->mix_used >= p->n_mix || !edge)
+        return -1;
+    mg_step *st = &p->steps[step];
+    if (!st->node || dst_in < 0 || dst_in >= st->node->n_in || src_out < 0 ||
+        src_out >= src->n_out || st->mix_first + st->mix_count != p->mix_used)
+        return -1;
+    mg_mixop *op = &p->mix[p->mix_used++];
+    op->dst = st->node->in_base[dst_in];
+    op->src = src->out_base[src_out];
+    op->edge = edge;
+    op->dst_index = dst_in;
+    op->src_index = src_out;
+    op->src_node = src;
+    st->mix_count++;
+    return 0;
+}
+
+void mg_plan_add_edge(mg_plan *p, mg_edge *edge)
+{
+    if (p->edges_used < p->n_edges)
+        p->edges[p->edges_used++] = edge;
+}

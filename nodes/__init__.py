@@ -1,0 +1,1 @@
+"""mixgraph node catalog: what the C tables cannot say (docs, display)."""

@@ -1,0 +1,1 @@
+"""mixgraph server: engine wrapper, graph model, OSC, backends and state."""

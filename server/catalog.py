@@ -1,0 +1,176 @@
+"""The node catalog, read from the C tables (the single source of truth)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ._core import ffi, lib
+
+MAP_NAMES = {lib.MG_MAP_LIN: "lin", lib.MG_MAP_DB: "db", lib.MG_MAP_LOG: "log"}
+TAPER_NAMES = {
+    lib.MG_TAPER_LIN: "linear",
+    lib.MG_TAPER_LOG: "log",
+    lib.MG_TAPER_FADER: "fader",
+    lib.MG_TAPER_STEP: "stepped",
+}
+
+
+def _s(p) -> str:
+    return ffi.string(p).decode() if p != ffi.NULL else ""
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter: its unit, range, default, taper and smoothing time."""
+
+    index: int
+    name: str
+    unit: str
+    doc: str
+    min: float
+    max: float
+    default: float
+    map: str
+    taper: str
+    smooth_ms: float
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    """One port; channels == 0 means the node's own channel count."""
+
+    index: int
+    name: str
+    direction: str  # "in" or "out"
+    channels: int
+
+    def channel_count(self, node_channels: int) -> int:
+        return self.channels or node_channels
+
+
+@dataclass(frozen=True)
+class ReadoutSpec:
+    """A value the node publishes (meters, positions, counters)."""
+
+    name: str
+    unit: str
+    map: str
+    per_channel: bool
+
+
+@dataclass(frozen=True)
+class NodeType:
+    """A node type as the C table declares it."""
+
+    index: int
+    name: str
+    doc: str
+    default_channels: int
+    min_channels: int
+    max_channels: int
+    needs_fifo: bool
+    params: tuple[ParamSpec, ...]
+    ports: tuple[PortSpec, ...]
+    readouts: tuple[ReadoutSpec, ...]
+    param_index: dict[str, int] = field(default_factory=dict, compare=False)
+
+    def param(self, name: str) -> ParamSpec | None:
+        i = self.param_index.get(name)
+        return None if i is None else self.params[i]
+
+    def port(self, name: str | None, direction: str) -> PortSpec | None:
+        """A port by name; None (bare node name) gives the first port of that direction."""
+        for p in self.ports:
+            if p.direction == direction and (name is None or p.name == name):
+                return p
+        return None
+
+    def describe(self) -> dict:
+        """A plain-data description (for /catalog, docs and the CLI table)."""
+        return {
+            "name": self.name,
+            "doc": self.doc,
+            "channels": {
+                "default": self.default_channels,
+                "min": self.min_channels,
+                "max": self.max_channels,
+            },
+            "ports": [
+                {"name": p.name, "direction": p.direction, "channels": p.channels or "node"}
+                for p in self.ports
+            ],
+            "params": [
+                {
+                    "name": p.name,
+                    "unit": p.unit,
+                    "min": p.min,
+                    "max": p.max,
+                    "default": p.default,
+                    "taper": p.taper,
+                    "smooth_ms": p.smooth_ms,
+                    "doc": p.doc,
+                }
+                for p in self.params
+            ],
+            "readouts": [
+                {"name": r.name, "unit": r.unit, "per_channel": r.per_channel}
+                for r in self.readouts
+            ],
+        }
+
+
+def _load() -> dict[str, NodeType]:
+    types: dict[str, NodeType] = {}
+    for i in range(lib.mg_type_count()):
+        t = lib.mg_type_get(i)
+        params = tuple(
+            ParamSpec(
+                k,
+                _s(t.params[k].name),
+                _s(t.params[k].unit),
+                _s(t.params[k].doc),
+                float(t.params[k].min),
+                float(t.params[k].max),
+                float(getattr(t.params[k], "def")),
+                MAP_NAMES[t.params[k].map],
+                TAPER_NAMES[t.params[k].taper],
+                float(t.params[k].smooth_ms),
+            )
+            for k in range(t.n_params)
+        )
+        ports = tuple(
+            PortSpec(
+                k,
+                _s(t.ports[k].name),
+                "in" if t.ports[k].dir == lib.MG_PORT_IN else "out",
+                int(t.ports[k].channels),
+            )
+            for k in range(t.n_ports)
+        )
+        readouts = tuple(
+            ReadoutSpec(
+                _s(t.readouts[k].name),
+                _s(t.readouts[k].unit),
+                MAP_NAMES[t.readouts[k].map],
+                bool(t.readouts[k].per_channel),
+            )
+            for k in range(t.n_readouts)
+        )
+        nt = NodeType(
+            i,
+            _s(t.name),
+            _s(t.doc),
+            int(t.default_channels),
+            int(t.min_channels),
+            int(t.max_channels),
+            bool(t.needs_fifo),
+            params,
+            ports,
+            readouts,
+            {p.name: p.index for p in params},
+        )
+        types[nt.name] = nt
+    return types
+
+
+CATALOG: dict[str, NodeType] = _load()

@@ -1,0 +1,194 @@
+"""Disk streaming for the player and recorder nodes.
+
+A worker thread (or, offline, the render loop itself) keeps every player's
+fifo filled from its file and drains every recorder's fifo to its file, so
+the audio thread never touches the disk. Recorders flush and rewrite the
+file header every `flush_s`, so a file is valid up to its last flush even if
+the process is killed."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from ._core import lib
+from .engine import Fifo
+from .errors import MixgraphError
+
+log = logging.getLogger("mixgraph.disk")
+
+FIFO_SECONDS = 2.0
+CHUNK_FRAMES = 4096
+SFC_UPDATE_HEADER_NOW = 0x1060  # libsndfile's sf_command code
+
+
+class PlayerStream:
+    """A file being read into a player node's fifo."""
+
+    def __init__(self, path: Path, channels: int | None, sample_rate: float) -> None:
+        try:
+            self.file = sf.SoundFile(str(path))
+        except (RuntimeError, sf.LibsndfileError) as e:
+            raise MixgraphError(f"cannot open {path.name}: {e}") from None
+        if self.file.samplerate != int(sample_rate):
+            self.file.close()
+            raise MixgraphError(
+                f"{path.name} is {self.file.samplerate} Hz; the engine runs at "
+                f"{int(sample_rate)} Hz (resample it first)"
+            )
+        self.file_channels = self.file.channels
+        self.channels = channels or self.file_channels
+        if self.file_channels not in (1, self.channels):
+            self.file.close()
+            raise MixgraphError(
+                f"{path.name} has {self.file_channels} channels; the player has {self.channels}"
+            )
+        self.fifo = Fifo(self.channels, int(sample_rate * FIFO_SECONDS))
+        self.ack = 0
+        self.eof = False
+        self.path = path
+
+    def pump(self) -> None:
+        f = self.fifo.ptr
+        req = lib.mg_fifo_rewind_request(f)
+        if req != self.ack:
+            self.file.seek(0)
+            self.eof = False
+            lib.mg_fifo_set_status(f, 0)
+            lib.mg_fifo_rewind_ack(f, req)
+            self.ack = req
+        loop = bool(lib.mg_fifo_flags(f) & lib.MG_FIFO_FLAG_LOOP)
+        if self.eof and loop:
+            self.file.seek(0)
+            self.eof = False
+            lib.mg_fifo_set_status(f, 0)
+        while not self.eof:
+            room = self.fifo.writable
+            if room < 256:
+                return
+            data = self.file.read(min(room, CHUNK_FRAMES), dtype="float32", always_2d=True)
+            if len(data) == 0:
+                if loop and self.file.frames > 0:
+                    self.file.seek(0)
+                    continue
+                self.eof = True
+                lib.mg_fifo_set_status(f, lib.MG_FIFO_STATUS_EOF)
+                return
+            if data.shape[1] != self.channels:
+                data = np.repeat(data, self.channels, axis=1)
+            self.fifo.write(data)
+
+    def close(self) -> None:
+        self.file.close()
+        self.fifo.free()
+
+
+class RecorderStream:
+    """A file being written from a recorder node's fifo."""
+
+    def __init__(self, path: Path, channels: int, sample_rate: float,
+                 fmt: str | None, flush_s: float) -> None:
+        fmt = (fmt or path.suffix.lstrip(".") or "wav").upper()
+        if fmt not in ("WAV", "FLAC"):
+            raise MixgraphError(f"recorder format {fmt.lower()!r}: use wav or flac")
+        subtype = "FLOAT" if fmt == "WAV" else "PCM_24"
+        try:
+            self.file = sf.SoundFile(str(path), "w", int(sample_rate), channels, subtype,
+                                     format=fmt)
+        except (RuntimeError, sf.LibsndfileError) as e:
+            raise MixgraphError(f"cannot create {path.name}: {e}") from None
+        self.channels = channels
+        self.fifo = Fifo(channels, int(sample_rate * FIFO_SECONDS))
+        self.flush_s = flush_s
+        self.last_flush = time.monotonic()
+        self.unflushed = 0
+        self.path = path
+
+    def pump(self, force_flush: bool = False) -> None:
+        while True:
+            data = self.fifo.read(CHUNK_FRAMES)
+            if len(data) == 0:
+                break
+            self.file.write(data)
+            self.unflushed += len(data)
+        now = time.monotonic()
+        if self.unflushed and (force_flush or now - self.last_flush >= self.flush_s):
+            self.flush()
+            self.last_flush = now
+
+    def flush(self) -> None:
+        """Make the file valid as it stands: header rewritten, data on disk."""
+        sf._snd.sf_command(self.file._file, SFC_UPDATE_HEADER_NOW, sf._ffi.NULL, 0)
+        self.file.flush()
+        self.unflushed = 0
+
+    def close(self) -> None:
+        self.pump(force_flush=True)
+        self.file.close()
+        self.fifo.free()
+
+
+class DiskIO:
+    """Every open stream; pump() does one pass, start() runs it on a thread."""
+
+    def __init__(self, sample_rate: float, period_s: float = 0.01, flush_s: float = 0.5) -> None:
+        self.sample_rate = sample_rate
+        self.period_s = period_s
+        self.flush_s = flush_s
+        self._streams: list[PlayerStream | RecorderStream] = []
+        self._lock = threading.Lock()  # control thread vs worker; never the audio thread
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.errors = 0
+
+    def open_player(self, path: Path, channels: int | None) -> PlayerStream:
+        s = PlayerStream(path, channels, self.sample_rate)
+        s.pump()
+        with self._lock:
+            self._streams.append(s)
+        return s
+
+    def open_recorder(self, path: Path, channels: int, fmt: str | None) -> RecorderStream:
+        s = RecorderStream(path, channels, self.sample_rate, fmt, self.flush_s)
+        with self._lock:
+            self._streams.append(s)
+        return s
+
+    def close(self, stream) -> None:
+        with self._lock:
+            if stream in self._streams:
+                self._streams.remove(stream)
+            stream.close()
+
+    def close_all(self) -> None:
+        for s in list(self._streams):
+            self.close(s)
+
+    def pump(self) -> None:
+        with self._lock:
+            for s in self._streams:
+                try:
+                    s.pump()
+                except Exception:  # a disk error must not stop the other streams
+                    self.errors += 1
+                    log.exception("disk stream %s failed", s.path)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="mixgraph-disk", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period_s):
+            self.pump()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None

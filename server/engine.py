@@ -1,0 +1,169 @@
+"""A thin Python handle on the C engine: commands in, events out, stats.
+
+Everything here runs on the control thread. The audio thread lives in C
+(the PortAudio callback, the null clock thread, or Engine.process() called
+by the offline loop)."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._core import ffi, lib
+from .errors import EngineBusy, MixgraphError
+
+CMD_PARAM = lib.MG_CMD_PARAM
+CMD_EDGE = lib.MG_CMD_EDGE
+CMD_PLAN = lib.MG_CMD_PLAN
+CMD_SYNC = lib.MG_CMD_SYNC
+CMD_RESET = lib.MG_CMD_RESET
+CMD_TAP = lib.MG_CMD_TAP
+EV_PLAN_RETIRED = lib.MG_EV_PLAN_RETIRED
+EV_SYNC = lib.MG_EV_SYNC
+EV_LATE = lib.MG_EV_LATE
+MAX_BLOCK = lib.MG_MAX_BLOCK
+
+
+@dataclass
+class Stats:
+    """A snapshot of the engine's counters."""
+
+    time: int
+    blocks: int
+    load: float
+    mean_us: float
+    worst_us: float
+    xruns: int
+    late: int
+    nan_scrubbed: int
+    clipped: int
+    events_lost: int
+    rt_allocs: int
+    heap_deferred: int
+
+
+class Fifo:
+    """An audio-frame ring shared with a node or the output tap."""
+
+    def __init__(self, channels: int, frames: int) -> None:
+        self.ptr = lib.mg_fifo_new(channels, frames)
+        if self.ptr == ffi.NULL:
+            raise MixgraphError(f"cannot allocate a {channels}-channel fifo of {frames} frames")
+        self.channels = channels
+
+    def read(self, max_frames: int | None = None) -> np.ndarray:
+        """Everything readable now (up to max_frames), shape (frames, channels)."""
+        n = lib.mg_fifo_readable(self.ptr)
+        if max_frames is not None:
+            n = min(n, max_frames)
+        buf = np.empty((n, self.channels), dtype=np.float32)
+        got = lib.mg_fifo_read(self.ptr, ffi.from_buffer("float[]", buf), n)
+        return buf[:got]
+
+    def write(self, frames: np.ndarray) -> int:
+        """Write as many frames as fit; returns how many did."""
+        frames = np.ascontiguousarray(frames, dtype=np.float32)
+        return lib.mg_fifo_write(self.ptr, ffi.from_buffer("float[]", frames), len(frames))
+
+    @property
+    def writable(self) -> int:
+        return lib.mg_fifo_writable(self.ptr)
+
+    @property
+    def readable(self) -> int:
+        return lib.mg_fifo_readable(self.ptr)
+
+    @property
+    def dropped(self) -> int:
+        return lib.mg_fifo_dropped(self.ptr)
+
+    def free(self) -> None:
+        if self.ptr is not None and self.ptr != ffi.NULL:
+            lib.mg_fifo_free(self.ptr)
+        self.ptr = None
+
+
+class Engine:
+    """The C engine: owns hardware channel counts and the command/event rings."""
+
+    def __init__(self, sample_rate: float, hw_in: int, hw_out: int,
+                 cmd_capacity: int = 1 << 15, heap_capacity: int = 1 << 14) -> None:
+        self.ptr = lib.mg_engine_new(float(sample_rate), hw_in, hw_out, cmd_capacity,
+                                     heap_capacity)
+        if self.ptr == ffi.NULL:
+            raise MixgraphError(
+                f"cannot create an engine at {sample_rate} Hz with {hw_in} in / {hw_out} out"
+            )
+        self.sample_rate = float(sample_rate)
+        self.hw_in = hw_in
+        self.hw_out = hw_out
+        self._seq = itertools.count(1)
+        self._cmd = ffi.new("mg_cmd *")
+        self._ev = ffi.new("mg_event *")
+        self._stats = ffi.new("mg_stats *")
+
+    def push(self, kind: int, ptr=ffi.NULL, index: int = 0, value: float = 0.0,
+             time: int = 0) -> None:
+        """Queue one command for the audio thread; raises EngineBusy when the ring is full."""
+        c = self._cmd
+        c.time = time
+        c.kind = kind
+        c.index = index
+        c.value = value
+        c.seq = next(self._seq) & 0xFFFFFFFF
+        c.ptr = ptr
+        if not lib.mg_push(self.ptr, c):
+            raise EngineBusy("engine command queue full; try again")
+
+    def space(self) -> int:
+        return lib.mg_cmd_space(self.ptr)
+
+    def poll(self) -> list[tuple[int, int, int, int, object]]:
+        """Events from the audio thread: (kind, index, value, time, ptr)."""
+        out = []
+        ev = self._ev
+        while lib.mg_poll(self.ptr, ev):
+            out.append((ev.kind, ev.index, ev.value, ev.time, ev.ptr))
+        return out
+
+    @property
+    def time(self) -> int:
+        """The engine's sample clock: samples processed so far."""
+        return lib.mg_engine_time(self.ptr)
+
+    def stats(self) -> Stats:
+        s = self._stats
+        lib.mg_engine_stats(self.ptr, s)
+        return Stats(s.time, s.blocks, s.load, s.mean_us, s.worst_us, s.xruns, s.late,
+                     s.nan_scrubbed, s.clipped, s.events_lost, s.rt_allocs, s.heap_deferred)
+
+    def take_worst_us(self) -> float:
+        return lib.mg_engine_take_worst_us(self.ptr)
+
+    def process(self, nframes: int, inputs: np.ndarray | None = None) -> np.ndarray:
+        """Run the audio thread's code for nframes here (offline); returns (n, hw_out)."""
+        out = np.zeros((nframes, self.hw_out), dtype=np.float32)
+        inp = ffi.NULL
+        if inputs is not None and self.hw_in:
+            inputs = np.ascontiguousarray(inputs, dtype=np.float32).reshape(nframes, self.hw_in)
+            inp = ffi.from_buffer("float[]", inputs)
+        outp = ffi.from_buffer("float[]", out) if self.hw_out else ffi.NULL
+        lib.mg_engine_process(self.ptr, inp, outp, nframes)
+        return out
+
+    def null_start(self, block: int) -> None:
+        if lib.mg_null_start(self.ptr, block) != 0:
+            raise MixgraphError(f"cannot start the null clock with {block}-frame blocks")
+
+    def null_stop(self) -> None:
+        lib.mg_null_stop(self.ptr)
+
+    def set_ceiling_db(self, ceiling_db: float) -> None:
+        lib.mg_engine_set_ceiling(self.ptr, 10.0 ** (ceiling_db / 20.0))
+
+    def free(self) -> None:
+        if self.ptr is not None:
+            lib.mg_engine_free(self.ptr)
+            self.ptr = None

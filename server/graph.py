@@ -1,0 +1,183 @@
+"""The graph model: named nodes, JACK-style ports, connections, validation.
+
+Pure Python and independent of the engine, so every rule (names, ports,
+channel counts, cycles) is checked here before anything reaches C. A
+rejected edit raises MixgraphError and leaves the graph unchanged."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .catalog import CATALOG, NodeType
+from .errors import MixgraphError
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+@dataclass
+class GNode:
+    """A node in the model: its type, fixed channel count, options and parameters."""
+
+    name: str
+    type: NodeType
+    channels: int
+    options: dict = field(default_factory=dict)
+    params: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Conn:
+    """A connection from an output port to an input port."""
+
+    src: str
+    src_port: str
+    dst: str
+    dst_port: str
+
+    def __str__(self) -> str:
+        return f"{self.src}:{self.src_port} -> {self.dst}:{self.dst_port}"
+
+
+def check_name(name: str) -> str:
+    """A node name must be one OSC address part without pattern characters."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise MixgraphError(
+            f"bad node name {name!r}: use 1-64 of A-Z a-z 0-9 _ - (no spaces or pattern characters)"
+        )
+    return name
+
+
+class Graph:
+    """Nodes and connections, with the rules of DESIGN.md's graph semantics."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, GNode] = {}
+        self.conns: dict[Conn, None] = {}  # insertion-ordered set
+
+    # ---- nodes ---------------------------------------------------------
+    def add_node(self, type_name: str, name: str, channels: int | None = None,
+                 options: dict | None = None) -> GNode:
+        """Add a node; its channel count is fixed from here on."""
+        check_name(name)
+        t = CATALOG.get(type_name)
+        if t is None:
+            raise MixgraphError(
+                f"unknown node type {type_name!r} (known: {', '.join(sorted(CATALOG))})"
+            )
+        if name in self.nodes:
+            raise MixgraphError(f"a node named {name!r} already exists")
+        ch = t.default_channels if channels is None else channels
+        if not isinstance(ch, int) or not t.min_channels <= ch <= t.max_channels:
+            raise MixgraphError(
+                f"{type_name} takes {t.min_channels}..{t.max_channels} channels, not {channels!r}"
+            )
+        node = GNode(name, t, ch, dict(options or {}), {p.name: p.default for p in t.params})
+        self.nodes[name] = node
+        return node
+
+    def node(self, name: str) -> GNode:
+        try:
+            return self.nodes[name]
+        except KeyError:
+            raise MixgraphError(f"no node named {name!r}") from None
+
+    def remove_node(self, name: str) -> list[Conn]:
+        """Remove a node and every connection touching it; returns those connections."""
+        self.node(name)
+        gone = [c for c in self.conns if c.src == name or c.dst == name]
+        for c in gone:
+            del self.conns[c]
+        del self.nodes[name]
+        return gone
+
+    # ---- ports and connections -------------------------------------------
+    def endpoint(self, text: str, direction: str) -> tuple[GNode, str, int]:
+        """Resolve `node` or `node:port` to (node, port name, channels)."""
+        if not isinstance(text, str) or not text:
+            raise MixgraphError(f"bad port {text!r}: expected node or node:port")
+        name, _, port = text.partition(":")
+        node = self.node(name)
+        spec = node.type.port(port or None, direction)
+        if spec is None:
+            have = [p.name for p in node.type.ports if p.direction == direction]
+            what = "output" if direction == "out" else "input"
+            if port:
+                raise MixgraphError(
+                    f"{name} ({node.type.name}) has no {what} port {port!r}"
+                    + (f" (its {what}s: {', '.join(have)})" if have else f" (it has no {what}s)")
+                )
+            raise MixgraphError(f"{name} ({node.type.name}) has no {what} port")
+        return node, spec.name, spec.channel_count(node.channels)
+
+    def connect(self, src: str, dst: str) -> Conn:
+        """Connect src[:port] to dst[:port]; mono fans out, other mismatches fail."""
+        s, sp, sch = self.endpoint(src, "out")
+        d, dp, dch = self.endpoint(dst, "in")
+        if sch != dch and sch != 1:
+            raise MixgraphError(
+                f"channel mismatch: {s.name}:{sp} has {sch} channels, {d.name}:{dp} has {dch}"
+            )
+        conn = Conn(s.name, sp, d.name, dp)
+        if conn in self.conns:
+            raise MixgraphError(f"already connected: {conn}")
+        cycle = self._path(d.name, s.name)
+        if s.name == d.name:
+            cycle = [s.name]
+        if cycle is not None:
+            loop = " -> ".join([s.name, *cycle])
+            raise MixgraphError(f"connecting {s.name} -> {d.name} would make a cycle: {loop}")
+        self.conns[conn] = None
+        return conn
+
+    def disconnect(self, src: str, dst: str) -> Conn:
+        s, sp, _ = self.endpoint(src, "out")
+        d, dp, _ = self.endpoint(dst, "in")
+        conn = Conn(s.name, sp, d.name, dp)
+        if conn not in self.conns:
+            raise MixgraphError(f"not connected: {conn}")
+        del self.conns[conn]
+        return conn
+
+    def _path(self, start: str, goal: str) -> list[str] | None:
+        """A path of node names from start to goal along connections, if any."""
+        succ: dict[str, list[str]] = {}
+        for c in self.conns:
+            succ.setdefault(c.src, []).append(c.dst)
+        prev: dict[str, str | None] = {start: None}
+        stack = [start]
+        while stack:
+            n = stack.pop()
+            if n == goal:
+                path = [n]
+                while prev[path[-1]] is not None:
+                    path.append(prev[path[-1]])  # type: ignore[arg-type]
+                return path[::-1]
+            for m in succ.get(n, ()):
+                if m not in prev:
+                    prev[m] = n
+                    stack.append(m)
+        return None
+
+
+def topo_order(names: list[str], edges: list[tuple[str, str]]) -> list[str]:
+    """Kahn's algorithm, stable in the given node order; raises on a cycle."""
+    indeg = {n: 0 for n in names}
+    succ: dict[str, list[str]] = {n: [] for n in names}
+    for a, b in edges:
+        succ[a].append(b)
+        indeg[b] += 1
+    ready = [n for n in names if indeg[n] == 0]
+    out: list[str] = []
+    i = 0
+    while i < len(ready):
+        n = ready[i]
+        i += 1
+        out.append(n)
+        for m in succ[n]:
+            indeg[m] -= 1
+            if indeg[m] == 0:
+                ready.append(m)
+    if len(out) != len(names):
+        raise MixgraphError("the graph has a cycle")
+    return out

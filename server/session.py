@@ -1,0 +1,572 @@
+"""The live session: the graph model bound to the C engine.
+
+Owns every C object (nodes, edges, plans) on the control thread: builds a
+plan whenever the graph changes, hands it to the audio thread, fades edges
+in and out so edits never click, and frees objects once the audio thread
+has handed back the last plan that used them."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ._core import ffi, lib
+from .catalog import CATALOG
+from .diskio import DiskIO
+from .engine import CMD_EDGE, CMD_PARAM, CMD_PLAN, CMD_SYNC, EV_LATE, EV_PLAN_RETIRED, EV_SYNC
+from .engine import Engine, EngineBusy
+from .errors import MixgraphError
+from .graph import Conn, GNode, Graph, topo_order
+
+log = logging.getLogger("mixgraph.session")
+
+FADE_MS = 5.0
+PATCH_FORMAT = "mixgraph-patch"
+PATCH_VERSION = 1
+# creation options: everything else given to /graph/add must be a parameter
+OPTIONS = {"channels", "first", "seed", "path", "format"}
+
+
+def _key(ptr) -> int:
+    return int(ffi.cast("uintptr_t", ptr))
+
+
+@dataclass(eq=False)
+class LiveNode:
+    """A node instance in C, with the model node it realises."""
+
+    g: GNode
+    ptr: object
+    stream: object | None = None
+    published: bool = False
+    dead: bool = False
+
+
+@dataclass(eq=False)
+class LiveEdge:
+    """One connection in C: a gain that fades in and out."""
+
+    conn: Conn
+    src: LiveNode
+    dst: LiveNode
+    ptr: object
+    dead: bool = False
+
+
+@dataclass
+class _PlanRecord:
+    ptr: object
+    keys: list[int] = field(default_factory=list)
+
+
+def number(value, what: str) -> float:
+    """A finite number from an OSC argument (int, float, bool); else a clear error."""
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if not isinstance(value, int | float):
+        raise MixgraphError(f"{what}: expected a number, got {type(value).__name__} {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise MixgraphError(f"{what}: {value!r} is not a finite number")
+    return v
+
+
+class Session:
+    """Graph + engine: every edit goes through here and ends in a plan swap."""
+
+    def __init__(self, engine: Engine, data_dir: str | Path | None = None,
+                 confine_paths: bool = True, disk: DiskIO | None = None,
+                 fade_ms: float = FADE_MS) -> None:
+        self.engine = engine
+        self.graph = Graph()
+        self.data_dir = Path(data_dir) if data_dir else Path.cwd()
+        self.confine_paths = confine_paths
+        self.disk = disk or DiskIO(engine.sample_rate)
+        self.fade_samples = max(1, int(round(fade_ms * 1e-3 * engine.sample_rate)))
+        self.live: dict[str, LiveNode] = {}
+        self.edges: dict[Conn, LiveEdge] = {}
+        self.dying_nodes: list[LiveNode] = []
+        self.dying_edges: list[tuple[int, LiveEdge]] = []  # (due sample time, edge)
+        self._dying_due: dict[int, int] = {}  # id(node) -> due time
+        self._refs: dict[int, int] = {}
+        self._plans: dict[int, _PlanRecord] = {}
+        self._owners: dict[int, object] = {}
+        self._fade_in: list[LiveEdge] = []
+        self._dirty = False
+        self._sync_waiters: dict[int, Callable[[], None]] = {}
+        self.late_events = 0
+        self.changed: Callable[[], None] | None = None  # autosave hook
+        self.metadata: dict = {}
+
+    # ---- helpers --------------------------------------------------------------
+    @property
+    def started(self) -> bool:
+        """True once the audio thread has processed any samples."""
+        return self.engine.time > 0
+
+    def _touch(self) -> None:
+        if self.changed:
+            self.changed()
+
+    def resolve_path(self, path: str, write: bool = False) -> Path:
+        """A file path for a player/recorder, confined to the data directory when asked."""
+        if not isinstance(path, str) or not path:
+            raise MixgraphError("path: expected a file name")
+        p = Path(path)
+        if self.confine_paths:
+            root = self.data_dir.resolve()
+            full = (root / p).resolve()
+            if p.is_absolute() or (full != root and root not in full.parents):
+                raise MixgraphError(f"path {path!r} is outside the data directory")
+            p = full
+        elif not p.is_absolute():
+            p = (self.data_dir / p).resolve()
+        if write:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        elif not p.is_file():
+            raise MixgraphError(f"no such file: {path!r}")
+        return p
+
+    # ---- nodes -----------------------------------------------------------------
+    def add_node(self, type_name: str, name: str, settings: dict | None = None) -> GNode:
+        """Create a node. settings holds creation options and parameter values."""
+        settings = dict(settings or {})
+        t = CATALOG.get(type_name)
+        if t is None:
+            raise MixgraphError(
+                f"unknown node type {type_name!r} (known: {', '.join(sorted(CATALOG))})"
+            )
+        options = {k: settings.pop(k) for k in list(settings) if k in OPTIONS}
+        params: dict[str, float] = {}
+        clamped = []
+        for k, v in settings.items():
+            spec = t.param(k)
+            if spec is None:
+                known = sorted([p.name for p in t.params] + list(OPTIONS))
+                raise MixgraphError(
+                    f"{type_name} has no parameter or option {k!r} (known: {', '.join(known)})"
+                )
+            x = number(v, f"{name}/{k}")
+            params[k] = min(max(x, spec.min), spec.max)
+            if params[k] != x:
+                clamped.append(k)
+        channels = options.get("channels")
+        if channels is not None:
+            channels = int(number(channels, "channels"))
+        first = int(number(options.get("first", 1), "first")) - 1
+        seed = int(number(options.get("seed", 1), "seed")) & 0xFFFFFFFFFFFFFFFF
+        stream = None
+        if t.needs_fifo:
+            if "path" not in options:
+                raise MixgraphError(f"{type_name} needs a `path` option")
+            if type_name == "player":
+                path = self.resolve_path(options["path"])
+                stream = self.disk.open_player(path, channels)
+                channels = stream.channels
+            else:
+                path = self.resolve_path(options["path"], write=True)
+                ch = channels or t.default_channels
+                stream = self.disk.open_recorder(path, ch, options.get("format"))
+        try:
+            g = self.graph.add_node(type_name, name, channels, options)
+        except MixgraphError:
+            if stream is not None:
+                self.disk.close(stream)
+            raise
+        err = ffi.new("int *")
+        fifo = stream.fifo.ptr if stream is not None else ffi.NULL
+        ptr = lib.mg_node_new(self.engine.ptr, t.index, g.channels, first, seed, fifo, err)
+        if ptr == ffi.NULL:
+            self.graph.remove_node(name)
+            if stream is not None:
+                self.disk.close(stream)
+            reasons = {
+                2: "bad channel count",
+                3: "out of memory",
+                4: (
+                    f"hardware channels {first + 1}..{first + g.channels} do not exist "
+                    f"(the device has {self.engine.hw_in} in / {self.engine.hw_out} out)"
+                    if type_name in ("input", "output")
+                    else "the node could not be prepared"
+                ),
+            }
+            raise MixgraphError(f"cannot create {name}: {reasons.get(err[0], 'error')}")
+        for k, v in params.items():
+            g.params[k] = v
+            lib.mg_node_init_param(ptr, t.param_index[k], v)
+        self.live[name] = LiveNode(g, ptr, stream)
+        self._dirty = True
+        self._touch()
+        if clamped:
+            g.options["_clamped"] = clamped
+        return g
+
+    def remove_node(self, name: str) -> None:
+        """Remove a node: its connections fade out, then it leaves the plan."""
+        gone = self.graph.remove_node(name)
+        node = self.live.pop(name)
+        for c in gone:
+            self._retire_edge(self.edges.pop(c))
+        self._retire_node(node)
+        self._touch()
+
+    def _retire_node(self, node: LiveNode) -> None:
+        if not node.published or not self.started:
+            node.dead = True
+            self._dirty = True
+            self._release_if_unused(node)
+            return
+        self.dying_nodes.append(node)
+        self._dying_due[id(node)] = self.engine.time + self.fade_samples + lib.MG_MAX_BLOCK
+
+    def _retire_edge(self, edge: LiveEdge) -> None:
+        if edge in self._fade_in:
+            self._fade_in.remove(edge)
+        if not self.started or not edge.src.published:
+            edge.dead = True
+            self._dirty = True
+            self._release_if_unused(edge)
+            return
+        self.engine.push(CMD_EDGE, edge.ptr, self.fade_samples, 0.0)
+        due = self.engine.time + self.fade_samples + lib.MG_MAX_BLOCK
+        self.dying_edges.append((due, edge))
+
+    # ---- connections ------------------------------------------------------------
+    def connect(self, src: str, dst: str) -> Conn:
+        conn = self.graph.connect(src, dst)
+        gain = 0.0 if self.started else 1.0
+        ptr = lib.mg_edge_new(gain)
+        edge = LiveEdge(conn, self.live[conn.src], self.live[conn.dst], ptr)
+        self.edges[conn] = edge
+        if gain == 0.0:
+            self._fade_in.append(edge)
+        self._dirty = True
+        self._touch()
+        return conn
+
+    def disconnect(self, src: str, dst: str) -> Conn:
+        conn = self.graph.disconnect(src, dst)
+        self._retire_edge(self.edges.pop(conn))
+        self._touch()
+        return conn
+
+    # ---- parameters ----------------------------------------------------------
+    def set_param(self, name: str, param: str, value, time: int = 0) -> tuple[float, bool]:
+        """Set a parameter in its units; returns (value applied, clamped?)."""
+        node = self.live.get(name)
+        if node is None:
+            raise MixgraphError(f"no node named {name!r}")
+        spec = node.g.type.param(param)
+        if spec is None:
+            names = ", ".join(p.name for p in node.g.type.params) or "none"
+            raise MixgraphError(
+                f"{name} ({node.g.type.name}) has no parameter {param!r} (its parameters: {names})"
+            )
+        x = number(value, f"{name}/{param}")
+        v = min(max(x, spec.min), spec.max)
+        if node.published:
+            self.engine.push(CMD_PARAM, node.ptr, spec.index, v, time)
+        else:
+            lib.mg_node_init_param(node.ptr, spec.index, v)
+        node.g.params[param] = v
+        self._touch()
+        return v, v != x
+
+    def get_param(self, name: str, param: str) -> float:
+        node = self.live.get(name)
+        if node is None:
+            raise MixgraphError(f"no node named {name!r}")
+        if param not in node.g.params:
+            raise MixgraphError(f"{name} ({node.g.type.name}) has no parameter {param!r}")
+        return node.g.params[param]
+
+    def readout(self, name: str, what: str) -> list[float]:
+        """A published value (meter level, position...), per channel where it is."""
+        node = self.live.get(name)
+        if node is None:
+            raise MixgraphError(f"no node named {name!r}")
+        flat = 0
+        for r in node.g.type.readouts:
+            n = node.g.channels if r.per_channel else 1
+            if r.name == what:
+                vals = [float(lib.mg_node_readout(node.ptr, flat + i)) for i in range(n)]
+                if r.map == "db":
+                    vals = [20.0 * math.log10(v) if v > 1e-10 else -200.0 for v in vals]
+                return vals
+            flat += n
+        raise MixgraphError(f"{name} ({node.g.type.name}) has no parameter or readout {what!r}")
+
+    def has_readout(self, name: str, what: str) -> bool:
+        node = self.live.get(name)
+        return node is not None and any(r.name == what for r in node.g.type.readouts)
+
+    # ---- plan compilation --------------------------------------------------------
+    def commit(self) -> None:
+        """Compile and hand over a new plan if the graph changed."""
+        if not self._dirty:
+            return
+        nodes = list(self.live.values()) + [n for n in self.dying_nodes if not n.dead]
+        edges = list(self.edges.values()) + [e for _, e in self.dying_edges if not e.dead]
+        ids = {id(n): n for n in nodes}
+        edges = [e for e in edges if id(e.src) in ids and id(e.dst) in ids]
+        try:
+            order = topo_order(list(ids), [(id(e.src), id(e.dst)) for e in edges])
+        except MixgraphError:
+            # a fading edge closes a loop with a new one: cut the fades short
+            for _, e in self.dying_edges:
+                e.dead = True
+            self._dirty = True
+            self._collect_dying(force=True)
+            return self.commit()
+        into: dict[int, list[LiveEdge]] = {}
+        for e in edges:
+            into.setdefault(id(e.dst), []).append(e)
+        n_mix = 0
+        for e in edges:
+            n_mix += e.dst.g.type.port(e.conn.dst_port, "in").channel_count(e.dst.g.channels)
+        plan = lib.mg_plan_new(len(order), n_mix, len(edges))
+        if plan == ffi.NULL:
+            raise MixgraphError("out of memory building the plan")
+        rec = _PlanRecord(plan)
+        for step, nid in enumerate(order):
+            node = ids[nid]
+            lib.mg_plan_set_step(plan, step, node.ptr)
+            rec.keys.append(self._ref(node))
+            for e in into.get(nid, ()):
+                dbase, dch = self._port_base(e.dst.g, e.conn.dst_port, "in")
+                sbase, sch = self._port_base(e.src.g, e.conn.src_port, "out")
+                for c in range(dch):
+                    sc = c if sch == dch else 0
+                    if lib.mg_plan_add_mix(plan, step, dbase + c, e.src.ptr, sbase + sc,
+                                           e.ptr) != 0:
+                        raise MixgraphError(f"internal error wiring {e.conn}")
+        for e in edges:
+            lib.mg_plan_add_edge(plan, e.ptr)
+            rec.keys.append(self._ref(e))
+        try:
+            self.engine.push(CMD_PLAN, plan)
+        except EngineBusy:
+            for k in rec.keys:
+                self._refs[k] -= 1
+            lib.mg_plan_free(plan)
+            return  # still dirty: retried on the next service()
+        gen = _key(plan)
+        self._plans[gen] = rec
+        for node in nodes:
+            node.published = True
+        self._dirty = False
+        for e in self._fade_in:
+            if not e.dead:
+                self.engine.push(CMD_EDGE, e.ptr, self.fade_samples, 1.0)
+        self._fade_in.clear()
+
+    @staticmethod
+    def _port_base(g: GNode, port: str, direction: str) -> tuple[int, int]:
+        base = 0
+        for p in g.type.ports:
+            if p.direction != direction:
+                continue
+            n = p.channel_count(g.channels)
+            if p.name == port:
+                return base, n
+            base += n
+        raise MixgraphError(f"{g.name} has no port {port!r}")
+
+    def _ref(self, obj) -> int:
+        k = _key(obj.ptr)
+        self._refs[k] = self._refs.get(k, 0) + 1
+        self._owners[k] = obj
+        return k
+
+    def _release_if_unused(self, obj) -> None:
+        k = _key(obj.ptr)
+        if self._refs.get(k, 0) > 0:
+            return
+        self._refs.pop(k, None)
+        self._owners.pop(k, None)
+        if isinstance(obj, LiveNode):
+            lib.mg_node_free(obj.ptr)
+            if obj.stream is not None:
+                self.disk.close(obj.stream)
+        else:
+            lib.mg_edge_free(obj.ptr)
+        obj.ptr = ffi.NULL
+
+    # ---- service: events from the audio thread and deferred work ----------------
+    def service(self) -> None:
+        """Handle engine events, finish fades that are done, commit changes."""
+        for kind, index, value, _time, ptr in self.engine.poll():
+            if kind == EV_PLAN_RETIRED:
+                rec = self._plans.pop(_key(ptr), None)
+                if rec is None:
+                    continue
+                lib.mg_plan_free(rec.ptr)
+                for k in rec.keys:
+                    self._refs[k] -= 1
+                    obj = self._owners.get(k)
+                    if obj is not None and obj.dead and self._refs[k] == 0:
+                        self._release_if_unused(obj)
+            elif kind == EV_SYNC:
+                cb = self._sync_waiters.pop(index, None)
+                if cb:
+                    cb()
+            elif kind == EV_LATE:
+                self.late_events += 1
+                log.info("event applied %d samples late", value)
+        self._collect_dying()
+        self.commit()
+
+    def _collect_dying(self, force: bool = False) -> None:
+        now = self.engine.time
+        keep = []
+        for due, e in self.dying_edges:
+            if force or e.dead or (now >= due and lib.mg_edge_gain(e.ptr) == 0.0):
+                if not e.dead:
+                    e.dead = True
+                    self._dirty = True
+                if self._refs.get(_key(e.ptr), 0) == 0 and e.ptr != ffi.NULL:
+                    self._release_if_unused(e)
+            else:
+                keep.append((due, e))
+        self.dying_edges = keep
+        still = []
+        for n in self.dying_nodes:
+            if force or now >= self._dying_due.get(id(n), 0):
+                n.dead = True
+                self._dirty = True
+                self._dying_due.pop(id(n), None)
+            else:
+                still.append(n)
+        self.dying_nodes = still
+
+    def next_due(self) -> int | None:
+        """The earliest sample time at which deferred work falls due."""
+        dues = [d for d, _ in self.dying_edges] + list(self._dying_due.values())
+        return min(dues) if dues else None
+
+    def sync(self, token: int, callback: Callable[[], None]) -> None:
+        """Call callback once every command queued so far has reached the engine."""
+        self.commit()
+        self.engine.push(CMD_SYNC, ffi.NULL, int(token) & 0x7FFFFFFF)
+        self._sync_waiters[int(token) & 0x7FFFFFFF] = callback
+
+    def idle(self) -> bool:
+        """True when no plan, fade or removal is still in flight."""
+        return not (self._dirty or self.dying_edges or self.dying_nodes or self._plans)
+
+    # ---- patches ---------------------------------------------------------------
+    def to_doc(self) -> dict:
+        """The patch as a plain document (msgpack/JSON)."""
+        nodes = []
+        for g in self.graph.nodes.values():
+            opts = {k: v for k, v in g.options.items() if not k.startswith("_")}
+            nodes.append({"name": g.name, "type": g.type.name, "channels": g.channels,
+                          "options": opts, "params": dict(g.params)})
+        return {
+            "format": PATCH_FORMAT,
+            "version": PATCH_VERSION,
+            "sample_rate": self.engine.sample_rate,
+            "nodes": nodes,
+            "connections": [[f"{c.src}:{c.src_port}", f"{c.dst}:{c.dst_port}"]
+                            for c in self.graph.conns],
+            "metadata": dict(self.metadata),
+        }
+
+    def load_doc(self, doc: dict) -> None:
+        """Make the graph equal to doc, touching only what differs (a diff)."""
+        nodes, conns = validate_doc(doc)
+        want = {n["name"]: n for n in nodes}
+        for name in list(self.graph.nodes):
+            g = self.graph.nodes[name]
+            w = want.get(name)
+            if (w is None or w["type"] != g.type.name or w["channels"] != g.channels
+                    or w["options"] != {k: v for k, v in g.options.items()
+                                        if not k.startswith("_")}):
+                self.remove_node(name)
+        for n in nodes:
+            if n["name"] not in self.graph.nodes:
+                self.add_node(n["type"], n["name"],
+                              {**n["options"], "channels": n["channels"], **n["params"]})
+            else:
+                g = self.graph.nodes[n["name"]]
+                for k, v in n["params"].items():
+                    if g.params.get(k) != v:
+                        self.set_param(n["name"], k, v)
+        want_conns = set()
+        for src, dst in conns:
+            s, sp, _ = self.graph.endpoint(src, "out")
+            d, dp, _ = self.graph.endpoint(dst, "in")
+            want_conns.add(Conn(s.name, sp, d.name, dp))
+        for c in list(self.graph.conns):
+            if c not in want_conns:
+                self.disconnect(f"{c.src}:{c.src_port}", f"{c.dst}:{c.dst_port}")
+        for src, dst in conns:
+            s, sp, _ = self.graph.endpoint(src, "out")
+            d, dp, _ = self.graph.endpoint(dst, "in")
+            if Conn(s.name, sp, d.name, dp) not in self.graph.conns:
+                self.connect(src, dst)
+        self.metadata = dict(doc.get("metadata") or {})
+
+    def close(self) -> None:
+        """Free every C object (the audio thread must be stopped)."""
+        for rec in self._plans.values():
+            lib.mg_plan_free(rec.ptr)
+        self._plans.clear()
+        objs = list(self.live.values()) + list(self.edges.values()) + self.dying_nodes
+        objs += [e for _, e in self.dying_edges]
+        seen = set()
+        for o in objs:
+            if o.ptr == ffi.NULL or id(o) in seen:
+                continue
+            seen.add(id(o))
+            self._refs[_key(o.ptr)] = 0
+            self._release_if_unused(o)
+        for o in list(self._owners.values()):
+            if o.ptr != ffi.NULL:
+                self._refs[_key(o.ptr)] = 0
+                self._release_if_unused(o)
+        self.live.clear()
+        self.edges.clear()
+        self.disk.close_all()
+
+
+def validate_doc(doc) -> tuple[list[dict], list[list[str]]]:
+    """Check a patch document completely (on a scratch graph) before applying it."""
+    if not isinstance(doc, dict) or doc.get("format") != PATCH_FORMAT:
+        raise MixgraphError(f"not a {PATCH_FORMAT} document")
+    if doc.get("version") != PATCH_VERSION:
+        raise MixgraphError(
+            f"patch version {doc.get('version')!r} is not supported (this is {PATCH_VERSION})"
+        )
+    nodes = doc.get("nodes")
+    conns = doc.get("connections")
+    if not isinstance(nodes, list) or not isinstance(conns, list):
+        raise MixgraphError("patch: `nodes` and `connections` must be lists")
+    scratch = Graph()
+    out = []
+    for n in nodes:
+        if not isinstance(n, dict) or not isinstance(n.get("name"), str):
+            raise MixgraphError(f"patch: bad node entry {n!r}")
+        t = CATALOG.get(n.get("type"))
+        if t is None:
+            raise MixgraphError(f"patch: node {n['name']!r} has unknown type {n.get('type')!r}")
+        ch = n.get("channels", t.default_channels)
+        opts = n.get("options") or {}
+        params = n.get("params") or {}
+        if not isinstance(opts, dict) or not isinstance(params, dict):
+            raise MixgraphError(f"patch: node {n['name']!r}: options/params must be maps")
+        for k, v in params.items():
+            if t.param(k) is None:
+                raise MixgraphError(f"patch: {n['name']} ({t.name}) has no parameter {k!r}")
+            number(v, f"patch: {n['name']}/{k}")
+        scratch.add_node(t.name, n["name"], ch, opts)
+        out.append({"name": n["name"], "type": t.name, "channels": ch, "options": opts,
+                    "params": params})
+    for c in conns:
+        if not (isinstance(c, list | tuple) and len(c) == 2):
+            raise MixgraphError(f"patch: bad connection {c!r}")
+        scratch.connect(c[0], c[1])
+    return out, [list(c) for c in conns]
