@@ -8,6 +8,7 @@
  * allocates, locks, blocks or calls Python.
  */
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -32,7 +33,12 @@ void *mg_calloc(size_t n, size_t size)
 {
     if (mg_in_audio)
         atomic_fetch_add_explicit(&mg_rt_allocs, 1, memory_order_relaxed);
-    return calloc(n, size);
+    void *p = calloc(n, size);
+    /* Touch every page now, on the control thread, so the audio thread
+     * never takes the page faults of lazily mapped zero pages. */
+    if (p)
+        memset(p, 0, n * size);
+    return p;
 }
 
 void mg_free(void *p)
@@ -127,6 +133,7 @@ struct mg_engine {
     pthread_t null_thread;
     _Atomic int null_running;
     int null_block;
+    int null_realtime;
     float *null_out;
 };
 
@@ -235,7 +242,7 @@ void mg_engine_stats(mg_engine *e, mg_stats *o)
     o->events_lost = atomic_load(&e->events_lost);
     o->rt_allocs = atomic_load(&mg_rt_allocs);
     o->heap_deferred = atomic_load(&e->heap_deferred);
-    o->running = atomic_load(&e->null_running);
+    o->running = atomic_load(&e->null_running) ? (e->null_realtime ? 2 : 1) : 0;
 }
 
 double mg_engine_take_worst_us(mg_engine *e)
@@ -495,9 +502,11 @@ static void advance_ramps(mg_engine *e, int n)
     for (int k = 0; k < p->edges_used; k++) {
         mg_edge *ed = p->edges[k];
         ed->g0 = ed->gain;
+        ed->ramp_n = 0;
         if (ed->remaining > 0) {
             int m = ed->remaining < n ? ed->remaining : n;
             ed->remaining -= m;
+            ed->ramp_n = m;
             ed->gain = ed->remaining == 0 ? ed->target : ed->gain + ed->step * (float)m;
             atomic_store_explicit(&ed->published, ed->gain, memory_order_relaxed);
         }
@@ -540,9 +549,15 @@ static void run_plan(mg_engine *e, int off, int n, uint64_t t)
                 for (int i = 0; i < n; i++)
                     d[i] += g * src[i];
             } else {
-                const float g0 = ed->g0, dg = (ed->g1 - ed->g0) / (float)n;
-                for (int i = 0; i < n; i++)
+                /* the fade moves one step per frame, then holds: its length
+                 * does not depend on the block size */
+                const float g0 = ed->g0, dg = ed->step, g1 = ed->g1;
+                const int m = ed->ramp_n;
+                int i = 0;
+                for (; i < m - 1; i++)
                     d[i] += (g0 + dg * (float)(i + 1)) * src[i];
+                for (; i < n; i++)
+                    d[i] += g1 * src[i];
             }
         }
         mg_proc pr = {n, nd->in_ptr, nd->out_ptr, nd->pv, (float *)nd->readout,
@@ -719,6 +734,10 @@ int mg_null_start(mg_engine *e, int block_frames)
         atomic_store(&e->null_running, 0);
         return -1;
     }
+    /* A real-time priority when the system grants one (root, rtprio limit);
+     * otherwise the clock runs at normal priority and xruns are counted. */
+    struct sched_param sp = {.sched_priority = 70};
+    e->null_realtime = pthread_setschedparam(e->null_thread, SCHED_FIFO, &sp) == 0;
     return 0;
 }
 

@@ -166,7 +166,7 @@ typedef struct {
     uint64_t events_lost;   /* audio->control events dropped (ring full) */
     uint64_t rt_allocs;     /* engine allocations seen on the audio thread */
     uint64_t heap_deferred; /* commands left in the ring: scheduler full */
-    int running;            /* null clock thread running */
+    int running;            /* null clock: 0 stopped, 1 running, 2 running SCHED_FIFO */
 } mg_stats;
 
 /* ---- node types (the C tables are the catalog) ---- [any] */

@@ -66,6 +66,7 @@ struct mg_edge {
     float step;
     int remaining;
     float g0, g1;             /* gain at the start / end of this sub-block */
+    int ramp_n;               /* frames of this sub-block still on the fade */
     /* mirror for any thread */
     _Atomic float published;
 };

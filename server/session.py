@@ -16,8 +16,17 @@ from pathlib import Path
 from ._core import ffi, lib
 from .catalog import CATALOG
 from .diskio import DiskIO
-from .engine import CMD_EDGE, CMD_PARAM, CMD_PLAN, CMD_SYNC, EV_LATE, EV_PLAN_RETIRED, EV_SYNC
-from .engine import Engine, EngineBusy
+from .engine import (
+    CMD_EDGE,
+    CMD_PARAM,
+    CMD_PLAN,
+    CMD_SYNC,
+    EV_LATE,
+    EV_PLAN_RETIRED,
+    EV_SYNC,
+    Engine,
+    EngineBusy,
+)
 from .errors import MixgraphError
 from .graph import Conn, GNode, Graph, topo_order
 
@@ -455,7 +464,8 @@ class Session:
 
     def idle(self) -> bool:
         """True when no plan, fade or removal is still in flight."""
-        return not (self._dirty or self.dying_edges or self.dying_nodes or self._plans)
+        # the plan the engine is running stays in _plans until it is replaced
+        return not (self._dirty or self.dying_edges or self.dying_nodes or len(self._plans) > 1)
 
     # ---- patches ---------------------------------------------------------------
     def to_doc(self) -> dict:

@@ -1,0 +1,174 @@
+"""The `mixgraph` command: serve, render, devices, nodes, patch, ctl."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from .errors import MixgraphError
+
+
+def _cmd_serve(a: argparse.Namespace) -> int:
+    from .daemon import ServeOptions, serve
+
+    return serve(ServeOptions(
+        backend=a.backend, device=a.device, sample_rate=a.rate, block=a.block,
+        inputs=a.inputs, outputs=a.outputs, host=a.host, port=a.port,
+        state_dir=Path(a.state_dir) if a.state_dir else None, status=not a.no_status,
+        ceiling_db=a.ceiling_db,
+    ))
+
+
+def _cmd_devices(a: argparse.Namespace) -> int:
+    from .backends import list_devices
+
+    devs = list_devices()
+    console = Console()
+    if not devs:
+        console.print("no audio devices (or PortAudio is missing): `serve` uses the null backend")
+        return 0
+    t = Table(title="audio devices")
+    for col in ("index", "name", "host API", "in", "out", "default rate"):
+        t.add_column(col)
+    for d in devs:
+        t.add_row(str(d["index"]), d["name"], str(d["hostapi"]), str(d["max_input_channels"]),
+                  str(d["max_output_channels"]), f"{d['default_samplerate']:g}")
+    console.print(t)
+    return 0
+
+
+def _cmd_nodes(a: argparse.Namespace) -> int:
+    from .catalog import CATALOG
+
+    console = Console()
+    for nt in CATALOG.values():
+        if a.type and nt.name not in a.type:
+            continue
+        t = Table(title=f"[bold]{nt.name}[/] — {nt.doc}", title_justify="left", expand=False)
+        for col in ("", "name", "unit", "min", "max", "default", "taper", "smooth ms"):
+            t.add_column(col)
+        ch = f"{nt.default_channels} ({nt.min_channels}..{nt.max_channels})"
+        for p in nt.ports:
+            n = p.channels or f"node ({ch})"
+            t.add_row("port " + p.direction, p.name, f"{n} ch", "", "", "", "", "")
+        for p in nt.params:
+            t.add_row("param", p.name, p.unit, f"{p.min:g}", f"{p.max:g}", f"{p.default:g}",
+                      p.taper, f"{p.smooth_ms:g}")
+        for r in nt.readouts:
+            t.add_row("readout", r.name, r.unit, "", "", "", "", "")
+        console.print(t)
+    return 0
+
+
+def _cmd_render(a: argparse.Namespace) -> int:
+    from .render import render
+
+    inputs = {}
+    for spec in a.inputs or []:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            raise MixgraphError(f"--in {spec!r}: expected NAME=FILE")
+        inputs[name] = path
+    res = render(a.patch, a.output, score=a.score, duration_s=a.duration, inputs=inputs,
+                 block=a.block)
+    console = Console(stderr=True)
+    for f in res.failures:
+        console.print(f"[yellow]score: {f}[/]")
+    console.print(f"wrote {a.output}: {res.frames / res.sample_rate:.3f} s, {res.channels} ch, "
+                  f"{res.sample_rate:g} Hz, peak {res.peak:.4f}")
+    return 1 if res.failures and a.strict else 0
+
+
+def _cmd_patch(a: argparse.Namespace) -> int:
+    from .session import validate_doc
+    from .state import read_patch, write_patch
+
+    doc = read_patch(a.src)
+    validate_doc(doc)
+    write_patch(doc, a.dst)
+    print(f"wrote {a.dst}")
+    return 0
+
+
+def _cmd_ctl(a: argparse.Namespace) -> int:
+    from mixgraph.clients.client import Client
+
+    from .score import parse_arg
+
+    with Client(a.host, a.port, timeout=a.timeout) as c:
+        addr, args = c.request(a.address, *[parse_arg(x) for x in a.args])
+    print(addr, *[repr(x) if isinstance(x, bytes) else x for x in args])
+    return 1 if addr == "/fail" else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mixgraph", description="A headless audio-graph server.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("serve", help="run the daemon")
+    s.add_argument("--backend", default="auto", choices=["auto", "portaudio", "null"])
+    s.add_argument("--device", help="audio device: name (substring) or index")
+    s.add_argument("--rate", type=float, default=48000.0, help="sample rate in Hz")
+    s.add_argument("--block", type=int, default=64, help="frames per block")
+    s.add_argument("--inputs", type=int, help="hardware input channels")
+    s.add_argument("--outputs", type=int, help="hardware output channels")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    s.add_argument("--port", type=int, default=8000, help="OSC UDP port (default 8000)")
+    s.add_argument("--state-dir", help="patches, autosave and audio files")
+    s.add_argument("--ceiling-db", type=float, default=0.0, help="hard output ceiling, dBFS")
+    s.add_argument("--no-status", action="store_true", help="no live status line")
+    s.set_defaults(func=_cmd_serve)
+
+    s = sub.add_parser("devices", help="list audio devices")
+    s.set_defaults(func=_cmd_devices)
+
+    s = sub.add_parser("nodes", help="list node types, ports and parameters")
+    s.add_argument("type", nargs="*", help="only these types")
+    s.set_defaults(func=_cmd_nodes)
+
+    s = sub.add_parser("render", help="render a patch offline")
+    s.add_argument("patch", help="patch file (.mgp msgpack or .json)")
+    s.add_argument("-o", "--output", required=True, help="output sound file (.wav/.flac)")
+    s.add_argument("--score", help="timed OSC messages: text or scsynth NRT binary")
+    s.add_argument("--duration", type=float, help="seconds to render")
+    s.add_argument("--in", dest="inputs", action="append", metavar="NAME=FILE",
+                   help="feed FILE to input node NAME")
+    s.add_argument("--block", type=int, default=64, help="frames per block")
+    s.add_argument("--strict", action="store_true", help="exit 1 if a score command failed")
+    s.set_defaults(func=_cmd_render)
+
+    s = sub.add_parser("patch", help="convert a patch between msgpack (.mgp) and JSON (.json)")
+    s.add_argument("src")
+    s.add_argument("dst")
+    s.set_defaults(func=_cmd_patch)
+
+    s = sub.add_parser("ctl", help="send one OSC command and print the reply")
+    s.add_argument("address")
+    s.add_argument("args", nargs="*")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--timeout", type=float, default=2.0)
+    s.set_defaults(func=_cmd_ctl)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `mixgraph` console script."""
+    a = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if a.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    try:
+        return a.func(a)
+    except MixgraphError as e:
+        Console(stderr=True).print(f"[bold red]mixgraph: {e}[/]")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""`mixgraph serve`: the long-running daemon.
+
+Threads: the audio thread (C: PortAudio callback or the null clock), the
+control thread (OSC receive + dispatch + engine service), the disk worker,
+the autosave writer, and the main thread, which only shows the status line
+and waits for SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+
+from . import __version__
+from .backends import choose_backend, start_backend
+from .diskio import DiskIO
+from .engine import Engine
+from .errors import MixgraphError
+from .osc import Counters, Dispatcher, UdpServer
+from .session import Session
+from .state import AUTOSAVE, Autosaver, PatchStore, read_patch
+
+log = logging.getLogger("mixgraph")
+
+DEFAULT_PORT = 8000  # TouchOSC's default outgoing port
+
+
+@dataclass
+class ServeOptions:
+    """Everything `mixgraph serve` takes on its command line."""
+
+    backend: str = "auto"
+    device: str | None = None
+    sample_rate: float = 48000.0
+    block: int = 64
+    inputs: int | None = None
+    outputs: int | None = None
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    state_dir: Path | None = None
+    status: bool = True
+    ceiling_db: float = 0.0
+
+
+def default_state_dir() -> Path:
+    import os
+
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "mixgraph"
+
+
+class Daemon:
+    """The server's parts wired together; start(), then wait(), then stop()."""
+
+    def __init__(self, opts: ServeOptions, console: Console | None = None) -> None:
+        self.opts = opts
+        self.console = console or Console(stderr=False)
+        self.state_dir = Path(opts.state_dir or default_state_dir())
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.config = choose_backend(opts.backend, opts.device, opts.sample_rate, opts.block,
+                                     opts.inputs, opts.outputs)
+        cfg = self.config
+        self.engine = Engine(cfg.sample_rate, cfg.hw_in, cfg.hw_out)
+        self.engine.set_ceiling_db(opts.ceiling_db)
+        self.disk = DiskIO(cfg.sample_rate)
+        self.session = Session(self.engine, data_dir=self.state_dir / "audio",
+                               confine_paths=True, disk=self.disk)
+        (self.state_dir / "audio").mkdir(exist_ok=True)
+        self.store = PatchStore(self.state_dir)
+        self.autosave_path = self.state_dir / AUTOSAVE
+        self.restored = self._restore()
+        self.autosaver = Autosaver(self.autosave_path)
+        self._dirty = False
+        self.session.changed = self._mark_dirty
+        self.counters = Counters()
+        info = {"backend": cfg.kind, "device": cfg.device_name, "block": cfg.block,
+                "inputs": cfg.hw_in, "outputs": cfg.hw_out}
+        self.dispatcher = Dispatcher(self.session, self.store, info, self.counters)
+        self.server = UdpServer(self.dispatcher, opts.host, opts.port, tick=self._tick)
+        self.running = None
+        self._control: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def _restore(self) -> str:
+        if not self.autosave_path.exists():
+            return "empty graph"
+        try:
+            self.session.load_doc(read_patch(self.autosave_path))
+            self.session.commit()
+            return f"restored {len(self.session.graph.nodes)} nodes from {self.autosave_path}"
+        except MixgraphError as e:
+            bad = self.autosave_path.with_suffix(f".bad-{int(time.time())}")
+            self.autosave_path.rename(bad)
+            log.error("autosave unreadable (%s); kept as %s, starting empty", e, bad)
+            return f"autosave unreadable ({e}); kept as {bad.name}"
+
+    def _mark_dirty(self) -> None:
+        self._dirty = True
+
+    def _tick(self) -> None:
+        if self._dirty:
+            self._dirty = False
+            self.autosaver.submit(self.session.to_doc())
+
+    def banner(self) -> Panel:
+        cfg = self.config
+        t = Table.grid(padding=(0, 2))
+        t.add_column(style="bold")
+        t.add_column()
+        t.add_row("backend", f"{cfg.kind}" + (f"  ({cfg.note})" if cfg.note else ""))
+        t.add_row("device", cfg.device_name)
+        t.add_row("audio", f"{cfg.sample_rate:g} Hz, {cfg.block} frames/block, "
+                           f"{cfg.hw_in} in / {cfg.hw_out} out")
+        host, port = self.server.address[:2]
+        t.add_row("osc", f"udp {host}:{port}")
+        t.add_row("state", f"{self.state_dir}  ({self.restored})")
+        return Panel(t, title=f"mixgraph {__version__}", expand=False)
+
+    def status_line(self) -> str:
+        st = self.engine.stats()
+        return (f"DSP {st.load * 100:5.1f}%  worst {st.worst_us:7.1f} µs  xruns {st.xruns}  "
+                f"clients {self.counters.active_clients()}  nodes {len(self.session.graph.nodes)}"
+                f"  msgs {self.counters.messages}  fails {self.counters.failed}"
+                f"  garbage {self.counters.garbage}")
+
+    def start(self) -> None:
+        self.disk.start()
+        self.running = start_backend(self.config, self.engine)
+        self._control = threading.Thread(target=self.server.serve_forever,
+                                         name="mixgraph-control", daemon=True)
+        self._control.start()
+
+    def wait(self) -> None:
+        """Block the main thread until SIGINT/SIGTERM, showing the status line on a TTY."""
+        def on_signal(signum, _frame):
+            self._stop.set()
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        if self.opts.status and self.console.is_terminal:
+            with Live(self.status_line(), console=self.console, refresh_per_second=4,
+                      transient=True) as live:
+                while not self._stop.wait(0.25):
+                    live.update(self.status_line())
+                    self.engine.take_worst_us()
+        else:
+            while not self._stop.wait(0.25):
+                pass
+
+    def stop(self) -> None:
+        self.server.stop()
+        if self._control:
+            self._control.join(timeout=5)
+        if self.running is not None:
+            self.running.stop()
+        self.session.service()
+        self.autosaver.submit(self.session.to_doc())
+        self.autosaver.close()
+        self.disk.stop()
+        self.session.close()
+        self.server.close()
+        self.final_status = self.status_line()
+        self.engine.free()
+
+
+def serve(opts: ServeOptions) -> int:
+    """Run the daemon until a signal; the exit code for the CLI."""
+    console = Console()
+    try:
+        d = Daemon(opts, console)
+    except MixgraphError as e:
+        console.print(f"[bold red]mixgraph: {e}[/]")
+        return 2
+    console.print(d.banner())
+    d.start()
+    host, port = d.server.address[:2]
+    print(f"mixgraph: ready on udp {host}:{port}", flush=True)
+    try:
+        d.wait()
+    finally:
+        console.print("mixgraph: shutting down")
+        d.stop()
+        console.print(d.final_status)
+    sys.stdout.flush()
+    return 0
