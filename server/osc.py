@@ -61,6 +61,9 @@ def parse_packet(data: bytes, timetag: tuple[int, int] = IMMEDIATE) -> list[Time
         return out
     if data[:1] != b"/":
         raise MixgraphError("not an OSC message or bundle")
+    if len(data) % 4:
+        # python-osc pads a truncated argument with zeros; OSC sizes are multiples of 4
+        raise MixgraphError(f"truncated OSC message ({len(data)} bytes)")
     try:
         msg = OscMessage(data)
         return [Timed(msg.address, list(msg.params), timetag)]

@@ -180,7 +180,8 @@ class Session:
                 ch = channels or t.default_channels
                 stream = self.disk.open_recorder(path, ch, options.get("format"))
         try:
-            g = self.graph.add_node(type_name, name, channels, options)
+            kept = {k: v for k, v in options.items() if k != "channels"}
+            g = self.graph.add_node(type_name, name, channels, kept)
         except MixgraphError:
             if stream is not None:
                 self.disk.close(stream)

@@ -1,0 +1,79 @@
+"""Start a real `mixgraph serve` process for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mixgraph.clients import Client
+
+
+def free_udp_port() -> int:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Daemon:
+    """A `mixgraph serve` subprocess and a client connected to it."""
+
+    def __init__(self, state_dir: Path, *extra: str, port: int | None = None,
+                 env: dict | None = None) -> None:
+        self.port = port or free_udp_port()
+        self.state_dir = state_dir
+        self.log_path = state_dir.parent / f"serve-{self.port}.log"
+        self.log = open(self.log_path, "w")  # noqa: SIM115
+        cmd = [sys.executable, "-m", "mixgraph.server.cli", "serve", "--port", str(self.port),
+               "--state-dir", str(state_dir), "--no-status", *extra]
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+        self.client = Client("127.0.0.1", self.port, timeout=3.0)
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited {self.proc.returncode}:\n{self.output()}")
+            if "ready on udp" in self.output():
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"daemon not ready after {timeout} s:\n{self.output()}")
+
+    def output(self) -> str:
+        if not self.log.closed:
+            self.log.flush()
+        return self.log_path.read_text()
+
+    def call(self, address: str, *args):
+        return self.client.call(address, *args)
+
+    def request(self, address: str, *args):
+        return self.client.request(address, *args)
+
+    def status(self) -> dict:
+        _, args = self.client.request("/status")
+        return dict(zip(args[::2], args[1::2], strict=True))
+
+    def sync(self, token: int = 1) -> None:
+        addr, args = self.client.request("/sync", token)
+        assert (addr, args) == ("/synced", [token])
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.client.close()
+        self.log.close()
+        return self.proc.returncode

@@ -1,0 +1,236 @@
+"""End-to-end: a real `mixgraph serve` process on the null backend, driven over
+real UDP sockets by our client and by liblo's oscsend (a client nobody here wrote)."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import msgpack
+import pytest
+from daemon_util import Daemon
+from mixgraph.clients import MixgraphFail
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    d = Daemon(tmp_path / "state", "--backend", "null")
+    yield d
+    d.stop()
+
+
+def build_tone(d: Daemon, level_db: float = -6.0, gain_db: float = -6.0) -> None:
+    d.call("/graph/add", "sine", "osc", "freq", 1000.0, "level", level_db)
+    d.call("/graph/add", "gain", "g", "gain", gain_db)
+    d.call("/graph/add", "output", "out")
+    d.call("/graph/add", "meter", "m", "channels", 1)
+    d.call("/graph/connect", "osc", "g")
+    d.call("/graph/connect", "g", "out")
+    d.call("/graph/connect", "g:out", "m:in")
+
+
+def wait_meter(d: Daemon, want_db: float, tol_db: float, timeout: float = 5.0) -> float:
+    deadline = time.monotonic() + timeout
+    while True:
+        _, args = d.request("/node/m/peak")
+        if abs(args[0] - want_db) <= tol_db or time.monotonic() > deadline:
+            return args[0]
+        time.sleep(0.05)
+
+
+def test_banner_status_and_tone(daemon):
+    out = daemon.output()
+    assert "backend" in out and "null" in out and "48000 Hz" in out
+    build_tone(daemon)
+    # sine peak -6 dBFS through -6 dB: the meter's peak reads -12 dBFS (tolerance 0.1 dB:
+    # the 1 kHz sine is sampled within 0.03 dB of its crest at 48 kHz)
+    assert wait_meter(daemon, -12.0, 0.1) == pytest.approx(-12.0, abs=0.1)
+    st = daemon.status()
+    assert st["sample_rate"] == 48000.0 and st["block"] == 64 and st["nodes"] == 4
+    assert st["backend"] == "null"
+    t0 = st["time"]
+    time.sleep(0.5)
+    assert daemon.status()["time"] - t0 > 0.3 * 48000  # the clock runs in real time
+
+
+def test_parameter_set_query_and_sync(daemon):
+    build_tone(daemon)
+    assert daemon.call("/node/g/gain", -20.0) == ["/node/g/gain", -20.0]
+    assert daemon.request("/node/g/gain") == ("/node/g/gain", [-20.0])
+    daemon.sync(42)
+    assert wait_meter(daemon, -26.0, 0.1) == pytest.approx(-26.0, abs=0.1)
+    # out of range is clamped, and the reply says so
+    rargs = daemon.call("/node/g/gain", 99)
+    assert rargs[1] == 24.0 and "clamped" in rargs[2]
+
+
+def test_oscsend_from_liblo(daemon):
+    oscsend = shutil.which("oscsend")
+    if oscsend is None:
+        pytest.fail("liblo-tools (oscsend) is not installed; .ci/run installs it")
+    build_tone(daemon)
+    port = str(daemon.port)
+    subprocess.run([oscsend, "localhost", port, "/node/g/gain", "f", "-18.5"], check=True)
+    subprocess.run([oscsend, "localhost", port, "/graph/add", "ss", "noise", "hiss"], check=True)
+    subprocess.run([oscsend, "localhost", port, "/node/hiss/level", "i", "-40"], check=True)
+    daemon.sync(3)
+    assert daemon.request("/node/g/gain") == ("/node/g/gain", [-18.5])
+    assert daemon.request("/node/hiss/level") == ("/node/hiss/level", [-40.0])
+
+
+@pytest.mark.parametrize("address,args,reason", [
+    ("/graph/add", ["nosuchtype", "x"], "unknown node type"),
+    ("/graph/add", ["gain", "osc"], "already exists"),
+    ("/graph/add", ["gain", "bad name"], "bad node name"),
+    ("/graph/add", ["gain", "g2", "gain"], "pairs"),
+    ("/graph/add", ["gain", "g3", "bogus", 1.0], "no parameter or option"),
+    ("/graph/connect", ["osc:nope", "g"], "no output port"),
+    ("/graph/connect", ["g", "osc"], "no input port"),
+    ("/graph/connect", ["out", "g"], "no output port"),
+    ("/graph/connect", ["g", "osc2"], "no node named"),
+    ("/graph/remove", ["ghost"], "no node named"),
+    ("/node/g/gain", ["loud"], "expected a number"),
+    ("/node/g/gain", [float("nan")], "not a finite number"),
+    ("/node/g/gain", [float("inf")], "not a finite number"),
+    ("/node/g/gain", [1.0, 2.0], "expected one value"),
+    ("/node/g/nope", [1.0], "no parameter"),
+    ("/node/m/peak", [1.0], "read-only"),
+    ("/nowhere", [], "unknown address"),
+    ("/patch/save", ["../escape"], "bad patch name"),
+    ("/patch/load", ["never-saved"], "no saved patch"),
+])
+def test_bad_commands_fail_clearly(daemon, address, args, reason):
+    build_tone(daemon)
+    before = daemon.call("/graph/dump")
+    with pytest.raises(MixgraphFail) as e:
+        daemon.call(address, *args)
+    assert reason in e.value.reason
+    assert daemon.call("/graph/dump") == before  # nothing already in the graph changed
+
+
+def test_cycle_is_named(daemon):
+    for n in ("a", "b", "c"):
+        daemon.call("/graph/add", "gain", n)
+    daemon.call("/graph/connect", "a", "b")
+    daemon.call("/graph/connect", "b", "c")
+    with pytest.raises(MixgraphFail) as e:
+        daemon.call("/graph/connect", "c", "a")
+    assert "c -> a -> b -> c" in e.value.reason
+
+
+def test_fail_names_the_node(daemon):
+    addr, args = daemon.request("/graph/add", "nosuchtype", "mynode")
+    assert addr == "/fail" and args[:2] == ["/graph/add", "mynode"]
+
+
+def test_garbage_is_counted_and_audio_keeps_running(daemon):
+    build_tone(daemon)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    junk = [b"", b"\x00\x01\x02", b"/trunc", b"/node/g/gain\x00\x00\x00\x00,f\x00\x00\x01",
+            b"#bundle\x00\x00\x00", b"#bundle\x00" + b"\x00" * 8 + b"\x7f\xff\xff\xff",
+            bytes(range(256)) * 4]
+    for j in junk:
+        s.sendto(j, ("127.0.0.1", daemon.port))
+    s.close()
+    daemon.sync(9)
+    st = daemon.status()
+    assert st["garbage"] >= 5
+    t0 = st["time"]
+    time.sleep(0.3)
+    assert daemon.status()["time"] > t0
+    assert wait_meter(daemon, -12.0, 0.1) == pytest.approx(-12.0, abs=0.1)
+
+
+def test_graph_dump_is_msgpack(daemon):
+    build_tone(daemon)
+    (blob,) = daemon.call("/graph/dump")
+    doc = msgpack.unpackb(blob)
+    assert doc["format"] == "mixgraph-patch" and doc["version"] == 1
+    assert {n["name"] for n in doc["nodes"]} == {"osc", "g", "out", "m"}
+    assert ["osc:out", "g:in"] in doc["connections"]
+
+
+def test_patch_save_and_load_diff(daemon):
+    build_tone(daemon)
+    daemon.call("/patch/save", "scene1")
+    assert (daemon.state_dir / "patches" / "scene1.mgp").is_file()
+    daemon.call("/node/g/gain", -30.0)
+    daemon.call("/graph/remove", "m")
+    daemon.call("/graph/add", "noise", "hiss")
+    daemon.call("/patch/load", "scene1")
+    (blob,) = daemon.call("/graph/dump")
+    doc = msgpack.unpackb(blob)
+    assert {n["name"] for n in doc["nodes"]} == {"osc", "g", "out", "m"}
+    assert daemon.request("/node/g/gain") == ("/node/g/gain", [-6.0])
+
+
+def test_sigkill_restores_graph_and_parameters(tmp_path):
+    state = tmp_path / "state"
+    d = Daemon(state, "--backend", "null")
+    try:
+        build_tone(d)
+        d.call("/node/g/gain", -13.5)
+        d.call("/node/osc/freq", 440.0)
+        d.call("/graph/add", "pan", "p", "pan", 0.25)
+        (blob,) = d.call("/graph/dump")
+        time.sleep(1.0)  # autosave is debounced (0.2 s) and written by a worker thread
+    finally:
+        assert d.stop(signal.SIGKILL) == -signal.SIGKILL
+    d2 = Daemon(state, "--backend", "null")
+    try:
+        (blob2,) = d2.call("/graph/dump")
+        a, b = msgpack.unpackb(blob), msgpack.unpackb(blob2)
+        assert a["nodes"] == b["nodes"] and a["connections"] == b["connections"]
+        assert d2.request("/node/g/gain") == ("/node/g/gain", [-13.5])
+        assert "restored 5 nodes" in d2.output()
+        assert wait_meter(d2, -19.5, 0.1) == pytest.approx(-19.5, abs=0.1)
+    finally:
+        d2.stop()
+
+
+def test_sigterm_shuts_down_cleanly(tmp_path):
+    d = Daemon(tmp_path / "state", "--backend", "null")
+    build_tone(d)
+    assert d.stop(signal.SIGTERM) == 0
+    assert "shutting down" in d.output()
+
+
+def test_sigint_shuts_down_cleanly(tmp_path):
+    d = Daemon(tmp_path / "state", "--backend", "null")
+    assert d.stop(signal.SIGINT) == 0
+
+
+def test_port_in_use_is_a_clear_error(tmp_path):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    try:
+        with pytest.raises(RuntimeError) as e:
+            Daemon(tmp_path / "state", "--backend", "null", port=port)
+        assert "cannot listen on udp" in str(e.value)
+    finally:
+        s.close()
+
+
+def test_future_bundle_is_scheduled_not_slept_on(daemon):
+    """A bundle timetagged 0.3 s ahead is applied by the engine; dispatch answers at once."""
+    from pythonosc.osc_bundle_builder import OscBundleBuilder
+    from pythonosc.osc_message_builder import OscMessageBuilder
+
+    build_tone(daemon)
+    daemon.sync(1)
+    b = OscBundleBuilder(time.time() + 0.3)
+    m = OscMessageBuilder("/node/g/gain")
+    m.add_arg(-30.0, "f")
+    b.add_content(m.build())
+    t0 = time.monotonic()
+    daemon.client.sock.sendto(b.build().dgram, ("127.0.0.1", daemon.port))
+    addr, args = daemon.client.receive(2.0)
+    assert time.monotonic() - t0 < 0.2 and addr == "/done"
+    assert daemon.request("/node/m/peak")[1][0] > -20.0  # not applied yet
+    peak = wait_meter(daemon, -36.0, 0.2, timeout=3.0)
+    assert math.isclose(peak, -36.0, abs_tol=0.2)
