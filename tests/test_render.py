@@ -1,0 +1,180 @@
+"""Offline render: patches + scores (text and scsynth NRT binary) through the CLI
+and the API, checked against closed-form signals."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+from mixgraph.server.errors import MixgraphError
+from mixgraph.server.render import render
+from mixgraph.server.score import ScoreEvent, build_binary, parse_text, read_score
+from mixgraph.server.state import read_patch, write_patch
+
+RATE = 48000
+
+
+def tone_patch(gain_db: float = 0.0) -> dict:
+    return {
+        "format": "mixgraph-patch", "version": 1, "sample_rate": RATE,
+        "nodes": [
+            {"name": "osc", "type": "sine", "channels": 1, "options": {},
+             "params": {"freq": 750.0, "level": -6.0}},
+            {"name": "g", "type": "gain", "channels": 1, "options": {},
+             "params": {"gain": gain_db}},
+            {"name": "out", "type": "output", "channels": 1, "options": {}, "params": {}},
+        ],
+        "connections": [["osc:out", "g:in"], ["g:out", "out:in"]],
+        "metadata": {"title": "tone"},
+    }
+
+
+def expected_tone(n: int, amp: float = 10 ** (-6 / 20)) -> np.ndarray:
+    # the oscillator accumulates phase in double precision: sin(2*pi*f*k/fs)
+    k = np.arange(n)
+    return amp * np.sin(2 * np.pi * 750.0 * k / RATE)
+
+
+def test_render_patch_matches_formula(tmp_path):
+    p = tmp_path / "tone.json"
+    write_patch(tone_patch(), p)
+    out = tmp_path / "tone.wav"
+    res = render(p, out, duration_s=0.5)
+    y, rate = sf.read(out, dtype="float32")
+    assert rate == RATE and len(y) == 24000 and res.failures == []
+    # float32 output vs double reference: within 1e-6 absolute
+    np.testing.assert_allclose(y, expected_tone(24000), atol=1e-6)
+
+
+def test_text_score_event_at_exact_sample(tmp_path):
+    p = tmp_path / "tone.mgp"
+    write_patch(tone_patch(), p)
+    score = tmp_path / "score.txt"
+    score.write_text("# mute exactly at 0.25 s\n0.25 /node/g/mute 1\n")
+    out = tmp_path / "o.wav"
+    render(p, out, score=score, duration_s=0.5)
+    y, _ = sf.read(out, dtype="float32")
+    ref = expected_tone(24000)
+    at = 12000
+    # untouched before the event, to the sample
+    np.testing.assert_allclose(y[:at], ref[:at], atol=1e-6)
+    # the mute is a 10 ms linear fade starting at the event's sample
+    ramp = 1.0 - np.arange(1, 481) / 480.0
+    np.testing.assert_allclose(y[at:at + 480], ref[at:at + 480] * ramp, atol=2e-6)
+    assert np.all(y[at + 480:] == 0.0)
+
+
+def test_binary_nrt_score_equals_text_score(tmp_path):
+    p = tmp_path / "tone.mgp"
+    write_patch(tone_patch(), p)
+    text = tmp_path / "s.txt"
+    text.write_text("0.1 /node/g/gain -12\n0.2 /node/osc/freq 1500\n")
+    binary = tmp_path / "s.osc"
+    binary.write_bytes(build_binary(read_score(text)))
+    a, b = tmp_path / "a.wav", tmp_path / "b.wav"
+    render(p, a, score=text, duration_s=0.3)
+    render(p, b, score=binary, duration_s=0.3)
+    ya, _ = sf.read(a, dtype="float32")
+    yb, _ = sf.read(b, dtype="float32")
+    assert np.array_equal(ya, yb)
+    assert not np.array_equal(ya[4800:], expected_tone(14400)[4800:])
+
+
+def test_scsynth_style_nrt_bytes(tmp_path):
+    """A hand-built NRT file: int32 length + bundle, timetag 1.5 s from 0."""
+    import struct
+
+    msg = b"/node/g/gain\x00\x00\x00\x00,f\x00\x00" + struct.pack(">f", -20.0)
+    bundle = b"#bundle\x00" + struct.pack(">II", 1, 1 << 31) + struct.pack(">i", len(msg)) + msg
+    path = tmp_path / "x.osc"
+    path.write_bytes(struct.pack(">i", len(bundle)) + bundle)
+    (ev,) = read_score(path)
+    assert ev.time_s == 1.5 and ev.address == "/node/g/gain" and ev.args == [-20.0]
+
+
+def test_score_graph_edits_and_failures_reported(tmp_path):
+    p = tmp_path / "tone.mgp"
+    write_patch(tone_patch(), p)
+    score = tmp_path / "s.txt"
+    score.write_text(
+        "0.1 /graph/add noise hiss level -30 seed 7\n"
+        "0.1 /graph/connect hiss out\n"
+        "0.2 /node/nobody/gain 0\n"
+    )
+    res = render(p, tmp_path / "o.wav", score=score, duration_s=0.3)
+    assert len(res.failures) == 1 and "no node named 'nobody'" in res.failures[0]
+    y, _ = sf.read(tmp_path / "o.wav", dtype="float32")
+    resid = y[6000:] - expected_tone(14400)[6000:]
+    # -30 dBFS RMS noise arrives (after its 5 ms fade-in): within 0.5 dB over 0.1 s
+    assert 20 * np.log10(np.sqrt(np.mean(resid[1000:] ** 2))) == pytest.approx(-30, abs=0.5)
+
+
+def test_render_with_input_file(tmp_path):
+    doc = {
+        "format": "mixgraph-patch", "version": 1, "sample_rate": RATE,
+        "nodes": [
+            {"name": "mic", "type": "input", "channels": 1, "options": {}, "params": {}},
+            {"name": "g", "type": "gain", "channels": 1, "options": {}, "params": {"gain": -6}},
+            {"name": "p", "type": "pan", "channels": 1, "options": {}, "params": {"pan": -1}},
+            {"name": "out", "type": "output", "channels": 2, "options": {}, "params": {}},
+        ],
+        "connections": [["mic", "g"], ["g", "p"], ["p", "out"]],
+    }
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps(doc))
+    rng = np.random.default_rng(1)
+    x = (rng.uniform(-0.5, 0.5, 9600)).astype(np.float32)
+    sf.write(tmp_path / "in.wav", x, RATE, subtype="FLOAT")
+    out = tmp_path / "o.wav"
+    r = subprocess.run([sys.executable, "-m", "mixgraph.server.cli", "render", str(p), "-o",
+                        str(out), "--in", f"mic={tmp_path / 'in.wav'}"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    y, _ = sf.read(out, dtype="float32")
+    assert y.shape == (9600, 2)
+    # hard left, constant power: gL = cos(0) = 1, gR = sin(0) = 0; -6 dB = 10^(-6/20)
+    np.testing.assert_allclose(y[:, 0], x * np.float32(10 ** (-6 / 20)), rtol=1e-6, atol=1e-7)
+    assert np.max(np.abs(y[:, 1])) < 1e-7
+
+
+def test_render_errors_are_clear(tmp_path):
+    p = tmp_path / "tone.mgp"
+    write_patch(tone_patch(), p)
+    with pytest.raises(MixgraphError, match="--duration"):
+        render(p, tmp_path / "o.wav")
+    bad = dict(tone_patch())
+    bad["connections"] = [["out", "osc"]]
+    with pytest.raises(MixgraphError, match="no output port"):
+        render(bad, tmp_path / "o.wav", duration_s=0.1)
+    with pytest.raises(MixgraphError, match="no input node"):
+        render(p, tmp_path / "o.wav", duration_s=0.1, inputs={"osc": "x.wav"})
+    r = subprocess.run([sys.executable, "-m", "mixgraph.server.cli", "render", str(p), "-o",
+                        str(tmp_path / "o.wav")], capture_output=True, text=True)
+    assert r.returncode == 2 and "--duration" in r.stderr
+
+
+def test_text_score_parsing():
+    evs = parse_text('0 /graph/add sine "a b" freq 100\n1.5 /x T F 3 2.5 word # comment\n')
+    assert evs[0] == ScoreEvent(0.0, "/graph/add", ["sine", "a b", "freq", 100], 1)
+    assert evs[1].args == [True, False, 3, 2.5, "word"]
+    for bad in ("x /a", "1 noaddress", "-1 /a", "1"):
+        with pytest.raises(MixgraphError, match="score line 1"):
+            parse_text(bad)
+
+
+def test_patch_json_msgpack_roundtrip(tmp_path):
+    doc = tone_patch()
+    write_patch(doc, tmp_path / "a.mgp")
+    r = subprocess.run([sys.executable, "-m", "mixgraph.server.cli", "patch",
+                        str(tmp_path / "a.mgp"), str(tmp_path / "a.json")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "a.json").read_text()) == doc
+    assert read_patch(tmp_path / "a.json") == read_patch(tmp_path / "a.mgp") == doc
+    (tmp_path / "bad.mgp").write_bytes(b"\xc1\xc1garbage")
+    with pytest.raises(MixgraphError, match="not valid msgpack or JSON"):
+        read_patch(tmp_path / "bad.mgp")
