@@ -21,7 +21,10 @@
 /* ------------------------------------------------------------------ */
 /* allocation accounting                                               */
 
-static _Thread_local int mg_in_audio;
+/* initial-exec: the flag lives in static TLS. The default model for a
+ * dlopen()ed module allocates each thread's block lazily, with malloc, on the
+ * first access, which would be the audio thread's first engine_process. */
+static _Thread_local int mg_in_audio __attribute__((tls_model("initial-exec")));
 static _Atomic uint64_t mg_rt_allocs;
 
 /* An LD_PRELOAD malloc hook may define these to learn when the audio
@@ -359,8 +362,7 @@ static void apply_param(mg_engine *e, mg_node *n, int index, float v)
     } else {
         int geo = (s->map == MG_MAP_DB || s->map == MG_MAP_LOG) && p->cur > 0.0f && tgt > 0.0f;
         p->geometric = geo;
-        p->step = geo ? pow((double)tgt / (double)p->cur, 1.0 / ns)
-                      : ((double)tgt - (double)p->cur) / ns;
+        p->step = geo ? pow((double)tgt / p->cur, 1.0 / ns) : ((double)tgt - p->cur) / ns;
         p->remaining = ns;
         n->n_ramping++;
     }
@@ -470,7 +472,7 @@ static void advance_ramps(mg_engine *e, int n)
         if (nd->n_ramping == 0) {
             for (int k = 0; k < np; k++) {
                 nd->pv[k].ramp = NULL;
-                nd->pv[k].value = nd->params[k].cur;
+                nd->pv[k].value = (float)nd->params[k].cur;
             }
             continue;
         }
@@ -478,7 +480,7 @@ static void advance_ramps(mg_engine *e, int n)
             mg_param *pr = &nd->params[k];
             if (pr->remaining <= 0) {
                 nd->pv[k].ramp = NULL;
-                nd->pv[k].value = pr->cur;
+                nd->pv[k].value = (float)pr->cur;
                 continue;
             }
             float *r = nd->ramp_mem + (size_t)k * MG_MAX_BLOCK;
@@ -494,9 +496,9 @@ static void advance_ramps(mg_engine *e, int n)
             }
             for (; i < n; i++)
                 r[i] = pr->tgt;
-            pr->cur = (float)cur;
+            pr->cur = cur;
             nd->pv[k].ramp = r;
-            nd->pv[k].value = pr->cur;
+            nd->pv[k].value = (float)cur;
         }
     }
     for (int k = 0; k < p->edges_used; k++) {
@@ -514,6 +516,46 @@ static void advance_ramps(mg_engine *e, int n)
     }
 }
 
+/* One connection channel: dst (+)= gain * src over [off, off+n). */
+static inline void mix_into(const mg_mixop *op, int off, int n, int assign)
+{
+    float *restrict d = op->dst + off;
+    const float *restrict x = op->src + off;
+    const mg_edge *ed = op->edge;
+    if (ed->g0 == 1.0f && ed->g1 == 1.0f) {
+        if (assign)
+            memcpy(d, x, sizeof(float) * (size_t)n);
+        else
+            for (int i = 0; i < n; i++)
+                d[i] += x[i];
+    } else if (ed->g0 == ed->g1) {
+        const float g = ed->g0;
+        if (assign)
+            for (int i = 0; i < n; i++)
+                d[i] = g * x[i];
+        else
+            for (int i = 0; i < n; i++)
+                d[i] += g * x[i];
+    } else {
+        /* a fade moves one step per frame for ramp_n frames, then holds: its
+         * length does not depend on the block size */
+        const float g0 = ed->g0, dg = ed->step, g1 = ed->g1;
+        const int m = ed->ramp_n;
+        int i = 0;
+        if (assign) {
+            for (; i < m - 1; i++)
+                d[i] = (g0 + dg * (float)(i + 1)) * x[i];
+            for (; i < n; i++)
+                d[i] = g1 * x[i];
+        } else {
+            for (; i < m - 1; i++)
+                d[i] += (g0 + dg * (float)(i + 1)) * x[i];
+            for (; i < n; i++)
+                d[i] += g1 * x[i];
+        }
+    }
+}
+
 /* Run the plan over frames [off, off+n) of the current block. */
 static void run_plan(mg_engine *e, int off, int n, uint64_t t)
 {
@@ -527,38 +569,26 @@ static void run_plan(mg_engine *e, int off, int n, uint64_t t)
     if (!p)
         return;
     advance_ramps(e, n);
+    const int fin = p->finished;
     for (int s = 0; s < p->n_steps; s++) {
         const mg_step *st = &p->steps[s];
         mg_node *nd = st->node;
         for (int c = 0; c < nd->n_in; c++) {
             nd->in_ptr[c] = nd->in_base[c] + off;
-            memset(nd->in_ptr[c], 0, sizeof(float) * (size_t)n);
+            if (!fin)
+                memset(nd->in_ptr[c], 0, sizeof(float) * (size_t)n);
         }
+        if (fin)
+            for (int k = st->clear_first; k < st->clear_first + st->clear_count; k++)
+                memset(p->clear[k] + off, 0, sizeof(float) * (size_t)n);
         for (int c = 0; c < nd->n_out; c++)
             nd->out_ptr[c] = nd->out_base[c] + off;
         for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++) {
             const mg_mixop *op = &p->mix[m];
-            float *d = op->dst + off;
-            const float *src = op->src + off;
-            const mg_edge *ed = op->edge;
-            if (ed->g0 == 1.0f && ed->g1 == 1.0f) {
-                for (int i = 0; i < n; i++)
-                    d[i] += src[i];
-            } else if (ed->g0 == ed->g1) {
-                const float g = ed->g0;
-                for (int i = 0; i < n; i++)
-                    d[i] += g * src[i];
-            } else {
-                /* the fade moves one step per frame, then holds: its length
-                 * does not depend on the block size */
-                const float g0 = ed->g0, dg = ed->step, g1 = ed->g1;
-                const int m = ed->ramp_n;
-                int i = 0;
-                for (; i < m - 1; i++)
-                    d[i] += (g0 + dg * (float)(i + 1)) * src[i];
-                for (; i < n; i++)
-                    d[i] += g1 * src[i];
-            }
+            if (fin && op->alias && op->edge->g0 == 1.0f && op->edge->g1 == 1.0f)
+                nd->in_ptr[op->dst_index] = (float *)op->src + off; /* read in place */
+            else
+                mix_into(op, off, n, fin && op->assign);
         }
         mg_proc pr = {n, nd->in_ptr, nd->out_ptr, nd->pv, (float *)nd->readout,
                       e->hw_in_ptr, e->hw_out_ptr, e->hw_in_ch, e->hw_out_ch, t};
@@ -590,6 +620,30 @@ static void run_chunk(mg_engine *e, int n)
     atomic_store_explicit(&e->time, end, memory_order_release);
 }
 
+/* Interleaved frames to planar channels, four channels per pass so the
+ * reads stay sequential and the channel pointers stay in registers. */
+static void deinterleave(float *const *dst, const float *src, int ch, int n)
+{
+    int c = 0;
+    for (; c + 4 <= ch; c += 4) {
+        float *restrict d0 = dst[c], *restrict d1 = dst[c + 1];
+        float *restrict d2 = dst[c + 2], *restrict d3 = dst[c + 3];
+        const float *restrict s = src + c;
+        for (int i = 0; i < n; i++, s += ch) {
+            d0[i] = s[0];
+            d1[i] = s[1];
+            d2[i] = s[2];
+            d3[i] = s[3];
+        }
+    }
+    for (; c < ch; c++) {
+        float *restrict d = dst[c];
+        const float *restrict s = src + c;
+        for (int i = 0; i < n; i++, s += ch)
+            d[i] = *s;
+    }
+}
+
 static inline double mono_us(void)
 {
     struct timespec ts;
@@ -611,15 +665,12 @@ void mg_engine_process(mg_engine *e, const float *in, float *out, unsigned long 
     unsigned long done = 0;
     while (done < nframes) {
         int n = (int)(nframes - done > MG_MAX_BLOCK ? MG_MAX_BLOCK : nframes - done);
-        for (int c = 0; c < ci; c++) {
-            float *d = e->hw_in[c];
-            if (in) {
-                const float *s = in + done * (unsigned long)ci + (unsigned long)c;
-                for (int i = 0; i < n; i++)
-                    d[i] = s[(size_t)i * (size_t)ci];
-            } else {
-                memset(d, 0, sizeof(float) * (size_t)n);
-            }
+        if (in) {
+            /* frames outer, channels inner: sequential reads, ci write streams */
+            deinterleave(e->hw_in, in + done * (unsigned long)ci, ci, n);
+        } else {
+            for (int c = 0; c < ci; c++)
+                memset(e->hw_in[c], 0, sizeof(float) * (size_t)n);
         }
         run_chunk(e, n);
         /* safety stage: scrub non-finite samples, hold the hard ceiling */
@@ -641,12 +692,11 @@ void mg_engine_process(mg_engine *e, const float *in, float *out, unsigned long 
             }
         }
         if (out) {
-            for (int c = 0; c < co; c++) {
-                float *d = out + done * (unsigned long)co + (unsigned long)c;
-                const float *s = e->hw_out[c];
-                for (int i = 0; i < n; i++)
-                    d[(size_t)i * (size_t)co] = s[i];
-            }
+            float *restrict d = out + done * (unsigned long)co;
+            const float *const *restrict src = (const float *const *)e->hw_out;
+            for (int i = 0; i < n; i++, d += co)
+                for (int c = 0; c < co; c++)
+                    d[c] = src[c][i];
             if (e->tap) {
                 const float *chunk = out + done * (unsigned long)co;
                 int w = mg_fifo_write(e->tap, chunk, n);
@@ -674,6 +724,20 @@ void mg_engine_process(mg_engine *e, const float *in, float *out, unsigned long 
     mg_in_audio = 0;
     if (mg_rt_leave)
         mg_rt_leave();
+}
+
+void mg_engine_process_blocks(mg_engine *e, const float *in, float *out,
+                              unsigned long nframes, int block)
+{
+    if (block < 1)
+        block = 64;
+    const size_t ci = (size_t)e->hw_in_ch, co = (size_t)e->hw_out_ch;
+    for (unsigned long done = 0; done < nframes;) {
+        unsigned long n = nframes - done < (unsigned long)block ? nframes - done
+                                                                : (unsigned long)block;
+        mg_engine_process(e, in ? in + done * ci : NULL, out ? out + done * co : NULL, n);
+        done += n;
+    }
 }
 
 /* PortAudio's paInputUnderflow | paInputOverflow | paOutputUnderflow | paOutputOverflow */

@@ -86,7 +86,9 @@ typedef struct {
 
 /* Everything process() gets for one (sub-)block. Pointers are already
  * offset to the sub-block; in[]/out[] are the node's ports flattened
- * (port 0's channels first). */
+ * (port 0's channels first). Inputs are read-only: an input may be the
+ * upstream node's output buffer itself (a single unity-gain connection is
+ * not copied), and a node must write only its outputs. */
 typedef struct {
     int nframes;
     float *const *in;
@@ -181,6 +183,9 @@ void mg_engine_free(mg_engine *e);                                /* [control] *
 /* Process nframes of interleaved float32 audio; in may be NULL. [audio] */
 void mg_engine_process(mg_engine *e, const float *in, float *out,
                        unsigned long nframes);
+/* The same, as a sequence of calls of `block` frames (offline renders). [audio] */
+void mg_engine_process_blocks(mg_engine *e, const float *in, float *out,
+                              unsigned long nframes, int block);
 /* The PortAudio stream callback: userData is the engine. [audio] */
 int mg_pa_callback(const void *input, void *output, unsigned long frames,
                    const void *time_info, unsigned long status_flags,
@@ -218,6 +223,7 @@ void mg_plan_set_step(mg_plan *p, int step, mg_node *node);
 int mg_plan_add_mix(mg_plan *p, int step, int dst_in, mg_node *src,
                     int src_out, mg_edge *edge);
 void mg_plan_add_edge(mg_plan *p, mg_edge *edge);
+int mg_plan_finish(mg_plan *p);  /* after all steps and mixes; 0 = ok */
 
 /* ---- sample fifo (disk streaming, taps) ---- [any: one producer, one consumer] */
 mg_fifo *mg_fifo_new(int channels, int frames);     /* [control] */

@@ -30,7 +30,8 @@ int mg_ring_space(mg_ring *r);
 typedef struct {
     /* control thread writes before the node is published, audio after */
     float target_unit;  /* last target, unit domain */
-    float cur;          /* current value, node domain (audio) */
+    double cur;         /* current value, node domain (audio); double so a
+                         * ramp does not depend on where blocks split it */
     float tgt;          /* target, node domain (audio) */
     double step;        /* linear increment or geometric ratio (audio) */
     int remaining;      /* samples left in the ramp (audio) */
@@ -78,12 +79,17 @@ typedef struct {
     int dst_index;            /* flattened input channel of the step's node */
     int src_index;
     mg_node *src_node;
+    int assign;               /* first op into dst in its step: dst = src */
+    int alias;                /* the only op into dst: at unity gain the node
+                                 reads src in place, nothing is copied */
 } mg_mixop;
 
 typedef struct {
     mg_node *node;
     int mix_first;
     int mix_count;
+    int clear_first;          /* inputs with no connection, zeroed each block */
+    int clear_count;
 } mg_step;
 
 /* Immutable once pushed to the audio thread. */
@@ -94,6 +100,8 @@ struct mg_plan {
     mg_step *steps;
     mg_mixop *mix;
     mg_edge **edges;
+    int finished;             /* mg_plan_finish ran: assign/clear lists valid */
+    float **clear;
 };
 
 struct mg_fifo {

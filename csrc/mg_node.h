@@ -27,7 +27,7 @@ static inline float mg_db_to_amp(float db)
 }
 
 /* out = in * g, with g either steady or a per-sample ramp. */
-static inline void mg_scale(float *out, const float *in, const mg_pv *g, int n)
+static inline void mg_scale(float *restrict out, const float *restrict in, const mg_pv *g, int n)
 {
     if (g->ramp) {
         for (int i = 0; i < n; i++)

@@ -160,10 +160,11 @@ void mg_node_init_param(mg_node *n, int index, float v)
     v = v < s->min ? s->min : v > s->max ? s->max : v;
     mg_param *p = &n->params[index];
     p->target_unit = v;
-    p->tgt = p->cur = s->map == MG_MAP_DB ? mg_db_to_amp(v) : v;
+    p->tgt = s->map == MG_MAP_DB ? mg_db_to_amp(v) : v;
+    p->cur = p->tgt;
     p->remaining = 0;
     n->pv[index].ramp = NULL;
-    n->pv[index].value = p->cur;
+    n->pv[index].value = p->tgt;
     if (n->type->on_param)
         n->type->on_param(n->state, index, p->tgt);
 }
@@ -225,6 +226,7 @@ void mg_plan_free(mg_plan *p)
     mg_free(p->steps);
     mg_free(p->mix);
     mg_free(p->edges);
+    mg_free(p->clear);
     mg_free(p);
 }
 
@@ -253,7 +255,47 @@ int mg_plan_add_mix(mg_plan *p, int step, int dst_in, mg_node *src, int src_out,
     op->dst_index = dst_in;
     op->src_index = src_out;
     op->src_node = src;
+    op->assign = 1;
+    for (int m = st->mix_first; m < p->mix_used - 1; m++)
+        if (p->mix[m].dst_index == dst_in)
+            op->assign = 0;
     st->mix_count++;
+    return 0;
+}
+
+/* Precompute which inputs have no connection (zeroed every block); the
+ * first connection into an input is copied, later ones added. */
+int mg_plan_finish(mg_plan *p)
+{
+    int total = 0;
+    for (int s = 0; s < p->n_steps; s++) {
+        if (!p->steps[s].node)
+            return -1;
+        total += p->steps[s].node->n_in;
+    }
+    p->clear = mg_calloc((size_t)total + 1, sizeof(float *));
+    if (!p->clear)
+        return -1;
+    int k = 0;
+    for (int s = 0; s < p->n_steps; s++) {
+        mg_step *st = &p->steps[s];
+        st->clear_first = k;
+        for (int c = 0; c < st->node->n_in; c++) {
+            int covered = 0;
+            for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++)
+                covered |= p->mix[m].dst_index == c;
+            if (!covered)
+                p->clear[k++] = st->node->in_base[c];
+        }
+        for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++) {
+            int count = 0;
+            for (int q = st->mix_first; q < st->mix_first + st->mix_count; q++)
+                count += p->mix[q].dst_index == p->mix[m].dst_index;
+            p->mix[m].alias = count == 1;
+        }
+        st->clear_count = k - st->clear_first;
+    }
+    p->finished = 1;
     return 0;
 }
 

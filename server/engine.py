@@ -142,15 +142,23 @@ class Engine:
     def take_worst_us(self) -> float:
         return lib.mg_engine_take_worst_us(self.ptr)
 
-    def process(self, nframes: int, inputs: np.ndarray | None = None) -> np.ndarray:
-        """Run the audio thread's code for nframes here (offline); returns (n, hw_out)."""
-        out = np.zeros((nframes, self.hw_out), dtype=np.float32)
+    def process(self, nframes: int, inputs: np.ndarray | None = None,
+                block: int | None = None, out: np.ndarray | None = None) -> np.ndarray:
+        """Run the audio thread's code for nframes here (offline); returns (n, hw_out).
+
+        With block, the C side makes one engine call per `block` frames, exactly
+        as a live backend with that block size would."""
+        if out is None:
+            out = np.zeros((nframes, self.hw_out), dtype=np.float32)
         inp = ffi.NULL
         if inputs is not None and self.hw_in:
             inputs = np.ascontiguousarray(inputs, dtype=np.float32).reshape(nframes, self.hw_in)
             inp = ffi.from_buffer("float[]", inputs)
         outp = ffi.from_buffer("float[]", out) if self.hw_out else ffi.NULL
-        lib.mg_engine_process(self.ptr, inp, outp, nframes)
+        if block is None:
+            lib.mg_engine_process(self.ptr, inp, outp, nframes)
+        else:
+            lib.mg_engine_process_blocks(self.ptr, inp, outp, nframes, block)
         return out
 
     def null_start(self, block: int) -> None:

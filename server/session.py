@@ -356,6 +356,9 @@ class Session:
         for e in edges:
             lib.mg_plan_add_edge(plan, e.ptr)
             rec.keys.append(self._ref(e))
+        if lib.mg_plan_finish(plan) != 0:
+            lib.mg_plan_free(plan)
+            raise MixgraphError("out of memory building the plan")
         try:
             self.engine.push(CMD_PLAN, plan)
         except EngineBusy:

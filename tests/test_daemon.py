@@ -12,8 +12,10 @@ import time
 
 import msgpack
 import pytest
-from daemon_util import Daemon
+
 from mixgraph.clients import MixgraphFail
+
+from daemon_util import Daemon
 
 
 @pytest.fixture

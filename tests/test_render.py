@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
+
 from mixgraph.server.errors import MixgraphError
 from mixgraph.server.render import render
 from mixgraph.server.score import ScoreEvent, build_binary, parse_text, read_score

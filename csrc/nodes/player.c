@@ -67,9 +67,14 @@ static void process(void *st, const mg_proc *p)
                 s->underruns += (uint64_t)(n - got);
         }
         s->played += (uint64_t)got;
-    } else if (s->was_playing) {
-        mg_fifo_request_rewind(s->fifo);
-        s->played = 0;
+    } else {
+        if (s->was_playing) {
+            mg_fifo_request_rewind(s->fifo);
+            s->played = 0;
+        }
+        /* stopped: drop the old frames as soon as the worker has rewound, so
+         * it can refill the fifo from the start before play resumes */
+        mg_fifo_rewind_sync(s->fifo, &s->synced_gen);
     }
     s->was_playing = playing;
     const mg_pv *lv = &p->pv[P_LEVEL];
