@@ -20,6 +20,11 @@ from .session import Session, validate_doc
 from .state import read_patch
 
 
+# frames per trip through Python: engine calls stay `block` frames each; the
+# disk worker is pumped between trips (players buffer 2 s, far more than this)
+CHUNK = 4096
+
+
 @dataclass
 class RenderResult:
     """What a render produced and what went wrong on the way."""
@@ -125,7 +130,7 @@ def render(patch: str | Path | dict, out_path: str | Path, score: str | Path | N
                     k += 1
                 session.service()
                 disk.pump()
-                stop = min(total, t + block)
+                stop = min(total, t + CHUNK)
                 if k < len(events):
                     stop = min(stop, max(ev_samples[k], t + 1))
                 due = session.next_due()
@@ -137,7 +142,7 @@ def render(patch: str | Path | dict, out_path: str | Path, score: str | Path | N
                     chunk_in = np.zeros((n, hw_in), dtype=np.float32)
                     seg = in_data[t:t + n]
                     chunk_in[: len(seg)] = seg
-                y = engine.process(n, chunk_in)
+                y = engine.process(n, chunk_in, block=block)
                 result.peak = max(result.peak, float(np.max(np.abs(y))) if len(y) else 0.0)
                 out.write(y)
                 t = stop
