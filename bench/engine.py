@@ -185,7 +185,8 @@ def jack_live(seconds: float, rate_msgs: int) -> dict:
         return {"error": "jackd not installed"}
     name = f"mgbench{os.getpid()}"
     env = {**os.environ, "JACK_DEFAULT_SERVER": name}
-    jack = subprocess.Popen(["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r",
+    rt = ["-R", "-P", "80"] if os.environ.get("MIXGRAPH_JACK_RT") else ["--no-realtime"]
+    jack = subprocess.Popen(["jackd", "-n", name, *rt, "-d", "dummy", "-r",
                              str(RATE), "-p", str(BLOCK)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.5)

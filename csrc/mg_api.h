@@ -136,6 +136,9 @@ typedef struct mg_node_type {
     void (*release)(void *state);
     /* [audio] optional setter: a parameter got a new target (node domain) */
     void (*on_param)(void *state, int index, float target);
+    /* [control] optional: the node's latency in samples (look-ahead, FFT
+     * frames), fixed after prepare; the graph delays parallel paths by it */
+    int (*latency)(const void *state);
 } mg_node_type;
 
 typedef struct {
@@ -212,6 +215,7 @@ void mg_node_init_param(mg_node *n, int index, float unit_value);
 float mg_node_readout(mg_node *n, int flat_index);  /* [any] */
 int mg_node_n_in(mg_node *n);
 int mg_node_n_out(mg_node *n);
+int mg_node_latency(mg_node *n);                    /* samples */
 
 /* ---- edges and plans ---- [control] */
 mg_edge *mg_edge_new(float initial_gain);

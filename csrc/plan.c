@@ -177,6 +177,11 @@ float mg_node_readout(mg_node *n, int flat_index)
 }
 
 int mg_node_n_in(mg_node *n) { return n->n_in; }
+
+int mg_node_latency(mg_node *n)
+{
+    return n->type->latency ? n->type->latency(n->state) : 0;
+}
 int mg_node_n_out(mg_node *n) { return n->n_out; }
 
 mg_edge *mg_edge_new(float initial_gain)

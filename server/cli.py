@@ -52,10 +52,11 @@ def _cmd_nodes(a: argparse.Namespace) -> int:
         t = Table(title=f"[bold]{nt.name}[/] — {nt.doc}", title_justify="left", expand=False)
         for col in ("", "name", "unit", "min", "max", "default", "taper", "smooth ms"):
             t.add_column(col)
-        ch = f"{nt.default_channels} ({nt.min_channels}..{nt.max_channels})"
+        t.add_row("channels", "", "", str(nt.min_channels), str(nt.max_channels),
+                  str(nt.default_channels), "", "")
         for p in nt.ports:
-            n = p.channels or f"node ({ch})"
-            t.add_row("port " + p.direction, p.name, f"{n} ch", "", "", "", "", "")
+            n = f"{p.channels} ch" if p.channels else "node's"
+            t.add_row("port " + p.direction, p.name, n, "", "", "", "", "")
         for p in nt.params:
             t.add_row("param", p.name, p.unit, f"{p.min:g}", f"{p.max:g}", f"{p.default:g}",
                       p.taper, f"{p.smooth_ms:g}")

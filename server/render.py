@@ -19,7 +19,6 @@ from .score import ScoreEvent, read_score
 from .session import Session, validate_doc
 from .state import read_patch
 
-
 # frames per trip through Python: engine calls stay `block` frames each; the
 # disk worker is pumped between trips (players buffer 2 s, far more than this)
 CHUNK = 4096

@@ -30,5 +30,5 @@ const mg_node_type mg_type_bus = {
     "bus", "Summing bus: all connections into `in` are added, then scaled by `gain`.",
     2, 1, 64,
     params, MG_COUNT(params), ports, MG_COUNT(ports), NULL, 0,
-    sizeof(bus_state), 0, prepare, process, NULL, NULL, NULL,
+    sizeof(bus_state), 0, prepare, process, NULL, NULL, NULL, NULL,
 };

@@ -47,5 +47,5 @@ const mg_node_type mg_type_gain = {
     "gain", "Fader: gain in dB with click-free mute and polarity invert.",
     1, 1, 64,
     params, MG_COUNT(params), ports, MG_COUNT(ports), NULL, 0,
-    sizeof(gain_state), 0, prepare, process, NULL, NULL, NULL,
+    sizeof(gain_state), 0, prepare, process, NULL, NULL, NULL, NULL,
 };

@@ -28,5 +28,5 @@ const mg_node_type mg_type_input = {
     "input", "Hardware inputs: channels `first` .. `first+channels-1` of the audio interface.",
     1, 1, 64,
     NULL, 0, ports, MG_COUNT(ports), NULL, 0,
-    sizeof(input_state), 0, prepare, process, NULL, NULL, NULL,
+    sizeof(input_state), 0, prepare, process, NULL, NULL, NULL, NULL,
 };

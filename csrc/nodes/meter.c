@@ -65,5 +65,5 @@ const mg_node_type mg_type_meter = {
     "meter", "Level meter: `peak` (instant attack, 20 dB per 1.7 s fall) and `rms` (300 ms) per channel, in dBFS.",
     2, 1, MG_METER_MAX_CH,
     NULL, 0, ports, MG_COUNT(ports), readouts, MG_COUNT(readouts),
-    sizeof(meter_state), 0, prepare, process, reset, NULL, NULL,
+    sizeof(meter_state), 0, prepare, process, reset, NULL, NULL, NULL,
 };

@@ -53,5 +53,5 @@ const mg_node_type mg_type_noise = {
     "noise", "White noise (uniform), independent per channel; `level` is the RMS level in dBFS.",
     1, 1, MG_NOISE_MAX_CH,
     params, MG_COUNT(params), ports, MG_COUNT(ports), NULL, 0,
-    sizeof(noise_state), 0, prepare, process, reset, NULL, NULL,
+    sizeof(noise_state), 0, prepare, process, reset, NULL, NULL, NULL,
 };

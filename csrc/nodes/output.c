@@ -32,5 +32,5 @@ const mg_node_type mg_type_output = {
     "output", "Hardware outputs: channels `first` .. `first+channels-1`; the safety stage follows.",
     2, 1, 64,
     NULL, 0, ports, MG_COUNT(ports), NULL, 0,
-    sizeof(output_state), 0, prepare, process, NULL, NULL, NULL,
+    sizeof(output_state), 0, prepare, process, NULL, NULL, NULL, NULL,
 };

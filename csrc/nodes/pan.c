@@ -59,5 +59,5 @@ const mg_node_type mg_type_pan = {
     "pan", "Constant-power panner, mono in, stereo out: gL = cos(t), gR = sin(t), t = (pan+1)*pi/4.",
     1, 1, 1,
     params, MG_COUNT(params), ports, MG_COUNT(ports), NULL, 0,
-    sizeof(pan_state), 0, prepare, process, NULL, NULL, NULL,
+    sizeof(pan_state), 0, prepare, process, NULL, NULL, NULL, NULL,
 };

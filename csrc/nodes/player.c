@@ -93,5 +93,5 @@ const mg_node_type mg_type_player = {
     "player", "Sound-file player (WAV/FLAC) streamed from disk by a worker thread; `play` 0 rewinds.",
     2, 1, 64,
     params, MG_COUNT(params), ports, MG_COUNT(ports), readouts, MG_COUNT(readouts),
-    sizeof(player_state), 1, prepare, process, NULL, release, NULL,
+    sizeof(player_state), 1, prepare, process, NULL, release, NULL, NULL,
 };

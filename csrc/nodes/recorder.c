@@ -71,5 +71,5 @@ const mg_node_type mg_type_recorder = {
     "recorder", "Sound-file recorder (WAV/FLAC) streamed to disk by a worker thread; counts dropped frames.",
     2, 1, 64,
     params, MG_COUNT(params), ports, MG_COUNT(ports), readouts, MG_COUNT(readouts),
-    sizeof(recorder_state), 1, prepare, process, NULL, release, NULL,
+    sizeof(recorder_state), 1, prepare, process, NULL, release, NULL, NULL,
 };

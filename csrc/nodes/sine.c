@@ -52,5 +52,5 @@ const mg_node_type mg_type_sine = {
     "sine", "Sine oscillator; `level` is the peak level in dBFS.",
     1, 1, 64,
     params, MG_COUNT(params), ports, MG_COUNT(ports), NULL, 0,
-    sizeof(sine_state), 0, prepare, process, reset, NULL, NULL,
+    sizeof(sine_state), 0, prepare, process, reset, NULL, NULL, NULL,
 };
