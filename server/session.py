@@ -52,6 +52,7 @@ class LiveNode:
     stream: object | None = None
     published: bool = False
     dead: bool = False
+    latency: int = 0
 
 
 @dataclass(eq=False)
@@ -63,6 +64,7 @@ class LiveEdge:
     dst: LiveNode
     ptr: object
     dead: bool = False
+    delay: int = 0  # latency compensation, samples
 
 
 @dataclass
@@ -207,7 +209,7 @@ class Session:
         for k, v in params.items():
             g.params[k] = v
             lib.mg_node_init_param(ptr, t.param_index[k], v)
-        self.live[name] = LiveNode(g, ptr, stream)
+        self.live[name] = LiveNode(g, ptr, stream, latency=int(lib.mg_node_latency(ptr)))
         self._dirty = True
         self._touch()
         if clamped:
@@ -314,10 +316,50 @@ class Session:
         return node is not None and any(r.name == what for r in node.g.type.readouts)
 
     # ---- plan compilation --------------------------------------------------------
+    def latencies(self) -> dict[str, int]:
+        """Latency in samples at each live node's output (its inputs aligned)."""
+        names = list(self.live)
+        order = topo_order(names, [(c.src, c.dst) for c in self.graph.conns])
+        into: dict[str, list[Conn]] = {}
+        for c in self.graph.conns:
+            into.setdefault(c.dst, []).append(c)
+        out: dict[str, int] = {}
+        for n in order:
+            arrival = max((out[c.src] for c in into.get(n, ())), default=0)
+            out[n] = arrival + self.live[n].latency
+        return out
+
+    def _compensate(self) -> None:
+        """Give every connection the delay that aligns it with the slowest path
+        into the same node; a connection whose delay changes is replaced by a
+        delayed one with a crossfade (the existing edge fades)."""
+        if not any(n.latency for n in self.live.values()):
+            if not any(e.delay for e in self.edges.values()):
+                return
+        lat = self.latencies()
+        arrival: dict[str, int] = {}
+        for c in self.graph.conns:
+            arrival[c.dst] = max(arrival.get(c.dst, 0), lat[c.src])
+        for conn, edge in list(self.edges.items()):
+            want = arrival[conn.dst] - lat[conn.src]
+            if want == edge.delay:
+                continue
+            _, dch = self._port_base(edge.dst.g, conn.dst_port, "in")
+            gain = 0.0 if self.started else 1.0
+            ptr = lib.mg_edge_new_delayed(gain, dch, want)
+            if ptr == ffi.NULL:
+                raise MixgraphError(f"cannot allocate a {want}-sample delay for {conn}")
+            new = LiveEdge(conn, edge.src, edge.dst, ptr, delay=want)
+            self.edges[conn] = new
+            self._retire_edge(edge)
+            if gain == 0.0:
+                self._fade_in.append(new)
+
     def commit(self) -> None:
         """Compile and hand over a new plan if the graph changed."""
         if not self._dirty:
             return
+        self._compensate()
         nodes = list(self.live.values()) + [n for n in self.dying_nodes if not n.dead]
         edges = list(self.edges.values()) + [e for _, e in self.dying_edges if not e.dead]
         ids = {id(n): n for n in nodes}
@@ -351,7 +393,7 @@ class Session:
                 for c in range(dch):
                     sc = c if sch == dch else 0
                     if lib.mg_plan_add_mix(plan, step, dbase + c, e.src.ptr, sbase + sc,
-                                           e.ptr) != 0:
+                                           e.ptr, c) != 0:
                         raise MixgraphError(f"internal error wiring {e.conn}")
         for e in edges:
             lib.mg_plan_add_edge(plan, e.ptr)
