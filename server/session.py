@@ -36,7 +36,7 @@ FADE_MS = 5.0
 PATCH_FORMAT = "mixgraph-patch"
 PATCH_VERSION = 1
 # creation options: everything else given to /graph/add must be a parameter
-OPTIONS = {"channels", "first", "seed", "path", "format"}
+OPTIONS = {"channels", "first", "seed", "path", "format", "members"}
 
 
 def _key(ptr) -> int:
@@ -164,6 +164,8 @@ class Session:
             params[k] = min(max(x, spec.min), spec.max)
             if params[k] != x:
                 clamped.append(k)
+        if type_name == "vca":
+            options["members"] = ",".join(self._vca_members(name, options.get("members", "")))
         channels = options.get("channels")
         if channels is not None:
             channels = int(number(channels, "channels"))
@@ -211,6 +213,7 @@ class Session:
             lib.mg_node_init_param(ptr, t.param_index[k], v)
         self.live[name] = LiveNode(g, ptr, stream, latency=int(lib.mg_node_latency(ptr)))
         self._dirty = True
+        self._apply_vca()
         self._touch()
         if clamped:
             g.options["_clamped"] = clamped
@@ -223,6 +226,8 @@ class Session:
         for c in gone:
             self._retire_edge(self.edges.pop(c))
         self._retire_node(node)
+        if node.g.type.name == "vca":
+            self._apply_vca()
         self._touch()
 
     def _retire_node(self, node: LiveNode) -> None:
@@ -284,8 +289,41 @@ class Session:
         else:
             lib.mg_node_init_param(node.ptr, spec.index, v)
         node.g.params[param] = v
+        if node.g.type.name == "vca":
+            self._apply_vca()
         self._touch()
         return v, v != x
+
+    # ---- VCA groups ------------------------------------------------------------------
+    def _vca_members(self, vca: str, members) -> list[str]:
+        """Member names of a VCA: existing nodes that have a `vca` parameter."""
+        if isinstance(members, str):
+            names = [m.strip() for m in members.split(",") if m.strip()]
+        elif isinstance(members, list | tuple):
+            names = [str(m) for m in members]
+        else:
+            raise MixgraphError(f"{vca}: members must be a comma-separated list of fader names")
+        for m in names:
+            node = self.live.get(m)
+            if node is None:
+                raise MixgraphError(f"{vca}: no member node named {m!r}")
+            if node.g.type.param("vca") is None:
+                raise MixgraphError(f"{vca}: {m} ({node.g.type.name}) cannot be a VCA member")
+        return names
+
+    def _apply_vca(self) -> None:
+        """Set every fader's `vca` offset to the sum of the levels of its VCAs."""
+        offsets: dict[str, float] = {}
+        for node in self.live.values():
+            if node.g.type.name == "vca":
+                for m in node.g.options.get("members", "").split(","):
+                    if m:
+                        offsets[m] = offsets.get(m, 0.0) + node.g.params["level"]
+        for name, node in self.live.items():
+            if "vca" in node.g.params:
+                want = offsets.get(name, 0.0)
+                if node.g.params["vca"] != want:
+                    self.set_param(name, "vca", want)
 
     def get_param(self, name: str, param: str) -> float:
         node = self.live.get(name)
@@ -542,7 +580,8 @@ class Session:
                     or w["options"] != {k: v for k, v in g.options.items()
                                         if not k.startswith("_")}):
                 self.remove_node(name)
-        for n in nodes:
+        # VCAs last: their members must exist
+        for n in sorted(nodes, key=lambda n: n["type"] == "vca"):
             if n["name"] not in self.graph.nodes:
                 self.add_node(n["type"], n["name"],
                               {**n["options"], "channels": n["channels"], **n["params"]})
@@ -621,6 +660,14 @@ def validate_doc(doc) -> tuple[list[dict], list[list[str]]]:
         scratch.add_node(t.name, n["name"], ch, opts)
         out.append({"name": n["name"], "type": t.name, "channels": ch, "options": opts,
                     "params": params})
+    for n in out:
+        if n["type"] == "vca":
+            members = n["options"].get("members", "")
+            names = members.split(",") if isinstance(members, str) else list(members)
+            for m in filter(None, (str(x).strip() for x in names)):
+                g = scratch.nodes.get(m)
+                if g is None or g.type.param("vca") is None:
+                    raise MixgraphError(f"patch: {n['name']}: {m!r} is not a fader in the patch")
     for c in conns:
         if not (isinstance(c, list | tuple) and len(c) == 2):
             raise MixgraphError(f"patch: bad connection {c!r}")
