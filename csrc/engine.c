@@ -533,7 +533,7 @@ static const float *delay_edge(mg_edge *ed, int ch, const float *src, int n, flo
 }
 
 /* One connection channel: dst (+)= gain * src over [off, off+n). */
-static inline void mix_into(const mg_mixop *op, int off, int n, int assign)
+MG_HOT static void mix_into(const mg_mixop *op, int off, int n, int assign)
 {
     float *restrict d = op->dst + off;
     const float *restrict x = op->src + off;
@@ -642,7 +642,7 @@ static void run_chunk(mg_engine *e, int n)
 
 /* Interleaved frames to planar channels, four channels per pass so the
  * reads stay sequential and the channel pointers stay in registers. */
-static void deinterleave(float *const *dst, const float *src, int ch, int n)
+MG_HOT static void deinterleave(float *const *dst, const float *src, int ch, int n)
 {
     int c = 0;
     for (; c + 4 <= ch; c += 4) {

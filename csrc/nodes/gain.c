@@ -24,7 +24,7 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
     return 0;
 }
 
-static void process(void *st, const mg_proc *p)
+MG_HOT static void process(void *st, const mg_proc *p)
 {
     const gain_state *s = st;
     const mg_pv *g = &p->pv[P_GAIN], *m = &p->pv[P_MUTE], *pol = &p->pv[P_POLARITY];
