@@ -175,6 +175,72 @@ static void guard_unit(eq_state *s, int u)
     }
 }
 
+#define EQ_MAX_SEC (4 * (EQ_MAX_BANDS + 2))
+
+static inline __attribute__((always_inline)) void
+cascade_n(float *buf, int n, const double *b0, const double *b1, const double *b2,
+          const double *a1, const double *a2, double *s1i, double *s2i, const int ns)
+{
+    double s1[EQ_MAX_SEC], s2[EQ_MAX_SEC];
+    for (int k = 0; k < ns; k++)
+        s1[k] = s1i[k], s2[k] = s2i[k];
+    for (int i = 0; i < n; i++) {
+        double v = buf[i];
+        for (int k = 0; k < ns; k++) {
+            const double y = b0[k] * v + s1[k];
+            s1[k] = b1[k] * v - a1[k] * y + s2[k];
+            s2[k] = b2[k] * v - a2[k] * y;
+            v = y;
+        }
+        buf[i] = (float)v;
+    }
+    for (int k = 0; k < ns; k++)
+        s1i[k] = s1[k], s2i[k] = s2[k];
+}
+
+/* Run the steady units in `list` (in order) as one cascade, sample by
+ * sample: the sections' recursions overlap in the CPU instead of each
+ * running its own latency-bound loop over the block. */
+static void run_cascade(eq_state *s, const mg_proc *p, const int *list, int nl)
+{
+    double b0[EQ_MAX_SEC], b1[EQ_MAX_SEC], b2[EQ_MAX_SEC], a1[EQ_MAX_SEC], a2[EQ_MAX_SEC];
+    double s1[EQ_MAX_SEC], s2[EQ_MAX_SEC];
+    int ns = 0;
+    for (int l = 0; l < nl; l++) {
+        const eq_unit *un = &s->unit[list[l]];
+        for (int k = 0; k < un->nsec; k++, ns++) {
+            b0[ns] = un->c[k].b0, b1[ns] = un->c[k].b1, b2[ns] = un->c[k].b2;
+            a1[ns] = un->c[k].a1, a2[ns] = un->c[k].a2;
+        }
+    }
+    const int n = p->nframes;
+    for (int c = 0; c < s->channels; c++) {
+        int j = 0;
+        for (int l = 0; l < nl; l++) {
+            const mg_bq_state *st = unit_state(s, c, list[l]);
+            for (int k = 0; k < s->unit[list[l]].nsec; k++, j++)
+                s1[j] = st[k].s1, s2[j] = st[k].s2;
+        }
+        float *buf = p->out[c];
+        switch (ns) { /* constant counts unroll: the states live in registers */
+#define EQ_CASE(N) case N: cascade_n(buf, n, b0, b1, b2, a1, a2, s1, s2, N); break;
+        EQ_CASE(1) EQ_CASE(2) EQ_CASE(3) EQ_CASE(4) EQ_CASE(5) EQ_CASE(6)
+#undef EQ_CASE
+        default:
+            cascade_n(buf, n, b0, b1, b2, a1, a2, s1, s2, ns);
+            break;
+        }
+        j = 0;
+        for (int l = 0; l < nl; l++) {
+            mg_bq_state *st = unit_state(s, c, list[l]);
+            for (int k = 0; k < s->unit[list[l]].nsec; k++, j++)
+                st[k].s1 = s1[j], st[k].s2 = s2[j];
+        }
+    }
+    for (int l = 0; l < nl; l++)
+        guard_unit(s, list[l]);
+}
+
 static void process(void *stv, const mg_proc *p)
 {
     eq_state *s = stv;
@@ -189,6 +255,7 @@ static void process(void *stv, const mg_proc *p)
             y[i] = v == v ? v : 0.0f;
         }
     }
+    int steady[EQ_MAX_BANDS + 2], nsteady = 0;
     for (int u = 0; u < s->nunits; u++) {
         int kind, type, base;
         const mg_pv *on, *f, *g = NULL, *q = NULL;
@@ -226,6 +293,15 @@ static void process(void *stv, const mg_proc *p)
         }
         int was_idle = un->idle;
         un->idle = 0;
+        if (!moving && !on->ramp) {
+            design(s, u, kind, type, f->value, g ? g->value : 1.0f, q ? q->value : 0.7071f);
+            steady[nsteady++] = u; /* run later, with its steady neighbours */
+            continue;
+        }
+        if (nsteady) {
+            run_cascade(s, p, steady, nsteady);
+            nsteady = 0;
+        }
         if (!moving) {
             design(s, u, kind, type, f->value, g ? g->value : 1.0f, q ? q->value : 0.7071f);
             run_unit(s, p, u, on, 0, n, NULL);
@@ -245,6 +321,8 @@ static void process(void *stv, const mg_proc *p)
         }
         guard_unit(s, u);
     }
+    if (nsteady)
+        run_cascade(s, p, steady, nsteady);
 }
 
 const mg_node_type mg_type_eq = {
