@@ -145,6 +145,16 @@ def test_small_signal_wet_path_is_flat_and_aligned_with_dry(made):
         assert np.max(np.abs(mag[band])) < 0.05, np.max(np.abs(mag[band]))
 
 
+def test_block_size_does_not_change_the_output(made):
+    rng = np.random.default_rng(4)
+    x = np.clip(0.3 * rng.standard_normal(6000), -1, 1)
+    ys = []
+    for block in (64, 512, 37):
+        _, e = _sat(made, {"drive": 18, "curve": 3, "bias": 0.2, "mix": 70})
+        ys.append(_run(e, x, block=block)[:, 0])
+    assert np.array_equal(ys[0], ys[1]) and np.array_equal(ys[0], ys[2])
+
+
 def test_output_and_mix_levels(made):
     n = 4800
     x = 0.25 * np.sin(2 * np.pi * 100 * np.arange(n) / SR)

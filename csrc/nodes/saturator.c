@@ -157,6 +157,8 @@ static int latency(const void *stv)
 static inline double logcosh(double u)
 {
     const double a = fabs(u);
+    if (a > 20.0) /* log1p(exp(-40)) = 4e-18: below the rounding of a */
+        return a - 0.69314718055994530942;
     return a + log1p(exp(-2.0 * a)) - 0.69314718055994530942;
 }
 
