@@ -216,6 +216,24 @@ def test_switching_a_band_on_and_off_live(made):
     assert np.max(np.abs(np.diff(y))) <= 4 * 0.1 * 2 * np.pi * 1000 / sr * 1.01
 
 
+def test_live_slope_and_type_changes_settle_on_the_new_design(made):
+    sr = 48000
+    s, e = _eq(made, sr, {"hpon": 1, "hpfreq": 150, "hpslope": 0,
+                          "b2type": 0, "b2freq": 700, "b2gain": 6, "b2q": 1})
+    rng = np.random.default_rng(6)
+    x = 0.1 * rng.standard_normal(sr)
+    y0 = _run(e, x[: sr // 2])[:, 0]
+    s.set_param("q", "hpslope", 2)
+    s.set_param("q", "b2type", 3)  # bell -> notch
+    y1 = _run(e, x[sr // 2:])[:, 0]
+    assert np.all(np.isfinite(np.concatenate([y0, y1])))
+    sos = np.vstack([signal.butter(8, 150, "highpass", fs=sr, output="sos"),
+                     np.hstack(rbj("notch", sr, 700, 0, 1))])
+    ref = signal.sosfilt(sos, x.astype(np.float32).astype(np.float64))
+    # 0.25 s after the change the switch transient is gone: the new filters' output
+    assert np.max(np.abs(y1[sr // 4:] - ref[sr // 2 + sr // 4:])) < 2e-6
+
+
 def test_channels_have_their_own_state(made):
     sr = 48000
     _, e = _eq(made, sr, {"b1type": 0, "b1freq": 500, "b1gain": 9, "b1q": 2,
