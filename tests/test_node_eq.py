@@ -327,6 +327,32 @@ def test_no_zipper_when_sweeping_hp_and_lp(made):
         assert 20 * np.log10(np.max(np.abs(_hf(y, fc=6000.0)[2400:-2400])) / 0.1) < ZIP_DB
 
 
+def test_type_and_slope_switches_crossfade(made):
+    # a 1 kHz tone while band 2 (at 1 kHz, +12 dB, Q 1) steps through every
+    # type, then while the HP (at 1 kHz) steps through its slopes: each switch
+    # is a 10 ms crossfade, so the largest sample jump stays within that of
+    # the loudest steady setting (a hard switch jumps by up to 4x that)
+    sr = 48000
+    tone = 0.1 * np.sin(2 * np.pi * 1000 * np.arange(sr) / sr)
+    step = np.max(np.abs(np.diff(tone)))
+    s, e = _eq(made, sr, {"b2type": 0, "b2freq": 1000, "b2gain": 12, "b2q": 1})
+    ys = [_run(e, tone[:2400])[:, 0]]
+    for k, t in enumerate([3, 1, 4, 2, 0, 4, 3]):
+        s.set_param("q", "b2type", t, time=2400 + k * 2400)
+    ys.append(_run(e, tone[2400:])[:, 0])
+    y = np.concatenate(ys)
+    loudest = max(abs(signal.freqz(*rbj(k, sr, 1000, 12, 1), worN=[1000.0], fs=sr)[1][0])
+                  for k in TYPES)
+    assert np.max(np.abs(np.diff(y[1200:]))) <= 1.1 * loudest * step
+    s, e = _eq(made, sr, {"hpon": 1, "hpfreq": 1000, "hpslope": 2})
+    ys = [_run(e, tone[:2400])[:, 0]]
+    for k, t in enumerate([0, 1, 2, 0]):
+        s.set_param("q", "hpslope", t, time=2400 + k * 2400)
+    ys.append(_run(e, tone[2400:])[:, 0])
+    y = np.concatenate(ys)
+    assert np.max(np.abs(np.diff(y[1200:]))) <= 1.1 * step
+
+
 # ---- bad input ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("sr", [48000])

@@ -155,6 +155,23 @@ def test_block_size_does_not_change_the_output(made):
     assert np.array_equal(ys[0], ys[1]) and np.array_equal(ys[0], ys[2])
 
 
+def test_curve_switch_crossfades(made):
+    # a hot 200 Hz tone while the curve steps through all four shapes every
+    # 50 ms: each change is a 10 ms crossfade of the two shapes, so the
+    # largest sample jump stays within 10% of the steady shapes' largest
+    x = 0.5 * np.sin(2 * np.pi * 200 * np.arange(SR // 2) / SR)
+    base = {"drive": 12, "bias": 0.3, "output": -6}
+    steady = 0.0
+    for c in range(4):
+        _, e = _sat(made, base | {"curve": c})
+        steady = max(steady, np.max(np.abs(np.diff(_run(e, x)[LAT + 100:, 0]))))
+    s, e = _sat(made, base | {"curve": 0})
+    for k, c in enumerate([2, 3, 1, 0, 3, 2]):
+        s.set_param("q", "curve", c, time=2400 + k * 2400)
+    y = _run(e, x)[:, 0]
+    assert np.max(np.abs(np.diff(y[LAT + 100:]))) <= 1.1 * steady
+
+
 def test_output_and_mix_levels(made):
     n = 4800
     x = 0.25 * np.sin(2 * np.pi * 100 * np.arange(n) / SR)

@@ -5,8 +5,14 @@
  * Signal order: high-pass -> bands 1..N -> low-pass. Biquads are transposed
  * direct form II with double state (csrc/dsp_biquad.h). Coefficients are
  * recomputed when a value changes; while a frequency, gain or Q ramps they
- * are recomputed every 16 samples from the ramp (no zipper). An `on` switch
- * crossfades the section in and out over 10 ms. `eq` has 4 bands, `eq8` 8. */
+ * are designed every 16 samples from the ramp and glide linearly per sample
+ * in between (no zipper). An `on` switch crossfades the section in and out
+ * over 10 ms; a type or slope change crossfades from the outgoing design to
+ * the new one (started from rest) over 10 ms. Steady sections run as one
+ * sample-major cascade. Input: non-finite samples become 0, magnitudes are
+ * held below 1e6; non-finite filter states are reset, tails below 1e-30 are
+ * flushed to exact zero. `eq` has 4 bands, `eq8` 8 (the same parameter table,
+ * which `eq` uses the first 26 entries of). */
 #include "../mg_node.h"
 #include "../dsp_biquad.h"
 
@@ -58,15 +64,22 @@ typedef struct {
     float kf, kg, kq;  /* values the coefficients belong to */
     int ktype, nsec;   /* nsec 0: not designed yet */
     int idle;          /* 1: states are cleared (unit off or identity) */
+    int ident;         /* idle because it is the identity (0 dB bell/shelf) */
+    int xf;            /* samples left of a type/slope crossfade */
+    int onsec;         /* sections of the outgoing design (0: identity) */
     mg_bq_coef c[4];
+    mg_bq_coef oc[4];  /* the outgoing design during a crossfade */
 } eq_unit;
 
 typedef struct {
     int channels, nbands, nunits;
     double fs;
     eq_unit unit[EQ_MAX_BANDS + 2];
+    int xf_len;       /* type/slope crossfade length (10 ms) */
     mg_bq_state *st;  /* [channel][unit][4] */
+    mg_bq_state *ost; /* the outgoing design's states, same layout */
     float dry[MG_MAX_BLOCK];
+    float old[MG_MAX_BLOCK];
 } eq_state;
 
 static int prepare_n(void *stv, const mg_prepare_ctx *ctx, int nbands)
@@ -76,8 +89,12 @@ static int prepare_n(void *stv, const mg_prepare_ctx *ctx, int nbands)
     s->nbands = nbands;
     s->nunits = nbands + 2;
     s->fs = ctx->sample_rate;
+    s->xf_len = (int)(0.010 * ctx->sample_rate + 0.5);
+    if (s->xf_len < 1)
+        s->xf_len = 1;
     s->st = calloc((size_t)ctx->channels * (size_t)s->nunits * 4, sizeof(mg_bq_state));
-    if (!s->st)
+    s->ost = calloc((size_t)ctx->channels * (size_t)s->nunits * 4, sizeof(mg_bq_state));
+    if (!s->st || !s->ost)
         return 3;
     for (int u = 0; u < s->nunits; u++)
         s->unit[u].idle = 1;
@@ -91,7 +108,8 @@ static void release(void *stv)
 {
     eq_state *s = stv;
     free(s->st);
-    s->st = NULL;
+    free(s->ost);
+    s->st = s->ost = NULL;
 }
 
 static void reset(void *stv)
@@ -99,11 +117,18 @@ static void reset(void *stv)
     eq_state *s = stv;
     if (s->st)
         memset(s->st, 0, (size_t)s->channels * (size_t)s->nunits * 4 * sizeof(mg_bq_state));
+    for (int u = 0; u < s->nunits; u++)
+        s->unit[u].xf = 0;
 }
 
 static inline mg_bq_state *unit_state(eq_state *s, int c, int u)
 {
     return s->st + ((size_t)c * (size_t)s->nunits + (size_t)u) * 4;
+}
+
+static inline mg_bq_state *unit_ostate(eq_state *s, int c, int u)
+{
+    return s->ost + ((size_t)c * (size_t)s->nunits + (size_t)u) * 4;
 }
 
 static void clear_unit(eq_state *s, int u)
@@ -150,13 +175,26 @@ static void run_unit(eq_state *s, const mg_proc *p, int u, const mg_pv *on, int 
     for (int c = 0; c < s->channels; c++) {
         float *buf = p->out[c] + i0;
         mg_bq_state *st = unit_state(s, c, u);
-        if (on->ramp)
+        if (on->ramp || un->xf > 0)
             memcpy(s->dry, buf, (size_t)m * sizeof(float));
         for (int k = 0; k < un->nsec; k++) {
             if (from)
                 mg_bq_run_glide(&from[k], &un->c[k], &st[k], buf, m);
             else
                 mg_bq_run(&un->c[k], &st[k], buf, m);
+        }
+        if (un->xf > 0) {
+            /* type/slope change: the outgoing design fades out linearly */
+            memcpy(s->old, s->dry, (size_t)m * sizeof(float));
+            mg_bq_state *ost = unit_ostate(s, c, u);
+            for (int k = 0; k < un->onsec; k++)
+                mg_bq_run(&un->oc[k], &ost[k], s->old, m);
+            const float r = 1.0f / (float)s->xf_len;
+            for (int i = 0; i < m; i++) {
+                const int left = un->xf - (i0 + i) - 1;
+                const float w = left <= 0 ? 1.0f : 1.0f - (float)left * r;
+                buf[i] = s->old[i] + w * (buf[i] - s->old[i]);
+            }
         }
         if (on->ramp) {
             const float *w = on->ramp + i0;
@@ -280,20 +318,40 @@ static void process(void *stv, const mg_proc *p)
                 clear_unit(s, u);
                 un->idle = 1;
             }
+            un->ident = 0;
+            un->xf = 0;
             continue;
         }
         const int moving = f->ramp || (g && g->ramp) || (q && q->ramp);
+        int was_idle = un->idle;
+        /* a type or slope change crossfades from the outgoing design */
+        const int nsec = kind < 2 ? (type == 0 ? 1 : type == 1 ? 2 : 4) : 1;
+        if ((!was_idle && un->nsec > 0 && (kind == 2 ? type != un->ktype : nsec != un->nsec)) ||
+            (un->ident && type != un->ktype)) {
+            un->onsec = was_idle ? 0 : un->nsec;
+            memcpy(un->oc, un->c, sizeof un->oc);
+            for (int c = 0; c < s->channels; c++) {
+                memcpy(unit_ostate(s, c, u), unit_state(s, c, u), 4 * sizeof(mg_bq_state));
+                memset(unit_state(s, c, u), 0, 4 * sizeof(mg_bq_state));
+            }
+            un->nsec = 0; /* redesign from rest */
+            un->xf = s->xf_len;
+            was_idle = 1;
+        }
         /* a bell or shelf at 0 dB is the identity: its state stays zero */
-        if (kind == 2 && type <= MG_BQ_HIGHSHELF && !moving && !on->ramp && g->value == 1.0f) {
+        if (kind == 2 && type <= MG_BQ_HIGHSHELF && !moving && !on->ramp && g->value == 1.0f &&
+            un->xf == 0) {
             if (!un->idle) {
                 clear_unit(s, u);
                 un->idle = 1;
             }
+            un->ident = 1;
+            un->ktype = type;
             continue;
         }
-        int was_idle = un->idle;
         un->idle = 0;
-        if (!moving && !on->ramp) {
+        un->ident = 0;
+        if (!moving && !on->ramp && un->xf == 0) {
             design(s, u, kind, type, f->value, g ? g->value : 1.0f, q ? q->value : 0.7071f);
             steady[nsteady++] = u; /* run later, with its steady neighbours */
             continue;
@@ -320,6 +378,12 @@ static void process(void *stv, const mg_proc *p)
             }
         }
         guard_unit(s, u);
+        if (un->xf > 0) {
+            un->xf = un->xf > n ? un->xf - n : 0;
+            for (int c = 0; c < s->channels; c++)
+                for (int k = 0; k < un->onsec; k++)
+                    mg_bq_guard(&unit_ostate(s, c, u)[k]);
+        }
     }
     if (nsteady)
         run_cascade(s, p, steady, nsteady);

@@ -22,7 +22,13 @@
  * node's latency; the dry path is delayed by the same 33 samples, so mix is
  * coherent and mix = 0 is the input delayed by 33 samples, bit for bit.
  * Small-signal response: flat within 0.02 dB to 0.375 fs (18 kHz at 48 kHz),
- * -0.7 dB at 0.417 fs (20 kHz at 48 kHz). */
+ * -0.7 dB at 0.417 fs (20 kHz at 48 kHz).
+ *
+ * A curve change crossfades the two shapes (both ADAA'd) over 10 ms. Input:
+ * non-finite samples become 0, magnitudes are held below 1e6. There is no DC
+ * blocker: with bias or the asymmetric curve the wet signal carries the
+ * program-dependent DC of the shape (follow with an eq high-pass if needed);
+ * the static part, f(bias), is removed, so silence stays silent. */
 #include "../mg_node.h"
 
 #include <stdlib.h>
@@ -64,6 +70,8 @@ typedef struct {
     float dn[DN_TAPS];       /* reversed, zero-padded at the oldest end */
     float fb[DRY_LEN];       /* f(bias) history, delayed like the dry path */
     int fbp;
+    int cur, old;            /* curve in use; the outgoing one while crossfading */
+    int xf, xf_len;          /* curve change: 10 ms crossfade of the two shapes */
     sat_chan *ch;
     float wet[MG_MAX_BLOCK];
 } sat_state;
@@ -99,6 +107,10 @@ static int prepare(void *stv, const mg_prepare_ctx *ctx)
 {
     sat_state *s = stv;
     s->channels = ctx->channels;
+    s->cur = -1;
+    s->xf_len = (int)(0.010 * ctx->sample_rate + 0.5);
+    if (s->xf_len < 1)
+        s->xf_len = 1;
     s->ch = calloc((size_t)ctx->channels, sizeof(sat_chan));
     if (!s->ch)
         return 3;
@@ -207,6 +219,26 @@ static inline float dot8(const float *restrict a, const float *restrict b, int n
     return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
+/* ADAA of two curves at once (a crossfade): returns old + a (new - old);
+ * Fp[0] / Fp[1] hold F_new(uprev) / F_old(uprev) */
+static inline double adaa2(int cn, int co, double a, double u, double *uprev, double *Fp)
+{
+    const double Fn = curve_F(cn, u), Fo = curve_F(co, u);
+    const double du = u - *uprev;
+    double yn, yo;
+    if (fabs(du) > 1e-5) {
+        yn = (Fn - Fp[0]) / du;
+        yo = (Fo - Fp[1]) / du;
+    } else {
+        yn = curve_f(cn, 0.5 * (u + *uprev));
+        yo = curve_f(co, 0.5 * (u + *uprev));
+    }
+    *uprev = u;
+    Fp[0] = Fn;
+    Fp[1] = Fo;
+    return yo + a * (yn - yo);
+}
+
 /* first-order ADAA step; *Fprev holds F(uprev) */
 static inline double adaa(int curve, double u, double *uprev, double *Fprev)
 {
@@ -226,13 +258,27 @@ static void process(void *stv, const mg_proc *p)
     const mg_pv *mix = &p->pv[P_MIX], *outg = &p->pv[P_OUTPUT];
     int curve = (int)(p->pv[P_CURVE].value + 0.5f);
     curve = curve < 0 ? 0 : curve > 3 ? 3 : curve;
+    if (s->cur < 0) {
+        s->cur = curve;
+    } else if (curve != s->cur) {
+        s->old = s->cur; /* a change during a crossfade restarts it */
+        s->cur = curve;
+        s->xf = s->xf_len;
+    }
+    const int xf0 = s->xf, co = s->old;
+    const float xr = 1.0f / (float)s->xf_len;
+#define SAT_XW(i) ((xf0 - (i) - 1) <= 0 ? 1.0f : 1.0f - (float)(xf0 - (i) - 1) * xr)
 
     /* f(bias), delayed by the latency like the signal */
     const double fb_steady = bias->ramp ? 0.0 : curve_f(curve, bias->value);
     const int fbp0 = s->fbp;
     for (int i = 0; i < n; i++) {
-        s->fb[(fbp0 + i) & (DRY_LEN - 1)] =
-            (float)(bias->ramp ? curve_f(curve, bias->ramp[i]) : fb_steady);
+        double fb = bias->ramp ? curve_f(curve, bias->ramp[i]) : fb_steady;
+        if (xf0 > 0) {
+            const double fo = curve_f(co, mg_pv_at(bias, i));
+            fb = fo + SAT_XW(i) * (fb - fo);
+        }
+        s->fb[(fbp0 + i) & (DRY_LEN - 1)] = (float)fb;
     }
     s->fbp = (fbp0 + n) & (DRY_LEN - 1);
 
@@ -241,6 +287,7 @@ static void process(void *stv, const mg_proc *p)
         const float *x = p->in[c];
         float *y = p->out[c];
         double uprev = ch->uprev, Fprev = curve_F(curve, uprev);
+        double Fp2[2] = {Fprev, curve_F(co, uprev)};
         for (int i = 0; i < n; i++) {
             float v = x[i];
             v = v > 1e6f ? 1e6f : v < -1e6f ? -1e6f : v;
@@ -254,11 +301,19 @@ static void process(void *stv, const mg_proc *p)
             const double u0 = dot8(s->up[0], win, UP_TAPS);
             const double u1 = dot8(s->up[1], win, UP_TAPS);
             /* shape at the doubled rate, then decimate */
-            const float w0 = (float)adaa(curve, u0, &uprev, &Fprev);
+            float w0, w1;
+            if (xf0 > i) { /* curve change: both shapes, crossfaded */
+                const double a = SAT_XW(i);
+                w0 = (float)adaa2(curve, co, a, u0, &uprev, Fp2);
+                w1 = (float)adaa2(curve, co, a, u1, &uprev, Fp2);
+                Fprev = Fp2[0];
+            } else {
+                w0 = (float)adaa(curve, u0, &uprev, &Fprev);
+                w1 = (float)adaa(curve, u1, &uprev, &Fprev);
+            }
             ch->wh[ch->wp] = ch->wh[ch->wp + DN_TAPS] = w0;
             ch->wp = ch->wp + 1 == DN_TAPS ? 0 : ch->wp + 1;
             s->wet[i] = dot8(s->dn, ch->wh + ch->wp, DN_TAPS);
-            const float w1 = (float)adaa(curve, u1, &uprev, &Fprev);
             ch->wh[ch->wp] = ch->wh[ch->wp + DN_TAPS] = w1;
             ch->wp = ch->wp + 1 == DN_TAPS ? 0 : ch->wp + 1;
             ch->dp = (ch->dp + 1) & (DRY_LEN - 1);
@@ -278,6 +333,8 @@ static void process(void *stv, const mg_proc *p)
             fp = (fp + 1) & (DRY_LEN - 1);
         }
     }
+    s->xf = xf0 > n ? xf0 - n : 0;
+#undef SAT_XW
 }
 
 const mg_node_type mg_type_saturator = {
