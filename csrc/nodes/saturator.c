@@ -250,6 +250,49 @@ static inline double adaa(int curve, double u, double *uprev, double *Fprev)
     return y;
 }
 
+/* crossfade weight of the incoming curve at frame i */
+#define SAT_XW(i) ((xf0 - (i) - 1) <= 0 ? 1.0f : 1.0f - (float)(xf0 - (i) - 1) * xr)
+
+/* One channel's shaping for a block: upsample, ADAA, decimate into s->wet. */
+static inline __attribute__((always_inline)) void
+sat_run(sat_state *s, sat_chan *ch, const float *x, int n, const mg_pv *drive, const mg_pv *bias,
+        const int curve, const int co, const int xf0, const float xr, double *uprev_io)
+{
+    double uprev = *uprev_io, Fprev = curve_F(curve, uprev);
+    double Fp2[2] = {Fprev, curve_F(co, uprev)};
+    for (int i = 0; i < n; i++) {
+        float v = x[i];
+        v = v > 1e6f ? 1e6f : v < -1e6f ? -1e6f : v;
+        v = v == v ? v : 0.0f;
+        ch->dry[ch->dp] = v;
+        const float u = v * mg_pv_at(drive, i) + mg_pv_at(bias, i);
+        /* upsample: both polyphase branches over the u history */
+        ch->xh[ch->xp] = ch->xh[ch->xp + UP_TAPS] = u;
+        ch->xp = ch->xp + 1 == UP_TAPS ? 0 : ch->xp + 1;
+        const float *win = ch->xh + ch->xp;  /* oldest .. newest */
+        const double u0 = dot8(s->up[0], win, UP_TAPS);
+        const double u1 = dot8(s->up[1], win, UP_TAPS);
+        /* shape at the doubled rate, then decimate */
+        float w0, w1;
+        if (xf0 > i) { /* curve change: both shapes, crossfaded */
+            const double a = SAT_XW(i);
+            w0 = (float)adaa2(curve, co, a, u0, &uprev, Fp2);
+            w1 = (float)adaa2(curve, co, a, u1, &uprev, Fp2);
+            Fprev = Fp2[0];
+        } else {
+            w0 = (float)adaa(curve, u0, &uprev, &Fprev);
+            w1 = (float)adaa(curve, u1, &uprev, &Fprev);
+        }
+        ch->wh[ch->wp] = ch->wh[ch->wp + DN_TAPS] = w0;
+        ch->wp = ch->wp + 1 == DN_TAPS ? 0 : ch->wp + 1;
+        s->wet[i] = dot8(s->dn, ch->wh + ch->wp, DN_TAPS);
+        ch->wh[ch->wp] = ch->wh[ch->wp + DN_TAPS] = w1;
+        ch->wp = ch->wp + 1 == DN_TAPS ? 0 : ch->wp + 1;
+        ch->dp = (ch->dp + 1) & (DRY_LEN - 1);
+    }
+    *uprev_io = uprev;
+}
+
 static void process(void *stv, const mg_proc *p)
 {
     sat_state *s = stv;
@@ -267,7 +310,6 @@ static void process(void *stv, const mg_proc *p)
     }
     const int xf0 = s->xf, co = s->old;
     const float xr = 1.0f / (float)s->xf_len;
-#define SAT_XW(i) ((xf0 - (i) - 1) <= 0 ? 1.0f : 1.0f - (float)(xf0 - (i) - 1) * xr)
 
     /* f(bias), delayed by the latency like the signal */
     const double fb_steady = bias->ramp ? 0.0 : curve_f(curve, bias->value);
@@ -286,38 +328,16 @@ static void process(void *stv, const mg_proc *p)
         sat_chan *ch = &s->ch[c];
         const float *x = p->in[c];
         float *y = p->out[c];
-        double uprev = ch->uprev, Fprev = curve_F(curve, uprev);
-        double Fp2[2] = {Fprev, curve_F(co, uprev)};
-        for (int i = 0; i < n; i++) {
-            float v = x[i];
-            v = v > 1e6f ? 1e6f : v < -1e6f ? -1e6f : v;
-            v = v == v ? v : 0.0f;
-            ch->dry[ch->dp] = v;
-            const float u = v * mg_pv_at(drive, i) + mg_pv_at(bias, i);
-            /* upsample: both polyphase branches over the u history */
-            ch->xh[ch->xp] = ch->xh[ch->xp + UP_TAPS] = u;
-            ch->xp = ch->xp + 1 == UP_TAPS ? 0 : ch->xp + 1;
-            const float *win = ch->xh + ch->xp;  /* oldest .. newest */
-            const double u0 = dot8(s->up[0], win, UP_TAPS);
-            const double u1 = dot8(s->up[1], win, UP_TAPS);
-            /* shape at the doubled rate, then decimate */
-            float w0, w1;
-            if (xf0 > i) { /* curve change: both shapes, crossfaded */
-                const double a = SAT_XW(i);
-                w0 = (float)adaa2(curve, co, a, u0, &uprev, Fp2);
-                w1 = (float)adaa2(curve, co, a, u1, &uprev, Fp2);
-                Fprev = Fp2[0];
-            } else {
-                w0 = (float)adaa(curve, u0, &uprev, &Fprev);
-                w1 = (float)adaa(curve, u1, &uprev, &Fprev);
+        double uprev = ch->uprev;
+        if (xf0 > 0)
+            sat_run(s, ch, x, n, drive, bias, curve, co, xf0, xr, &uprev);
+        else
+            switch (curve) { /* a constant curve inlines its shape */
+            case 0: sat_run(s, ch, x, n, drive, bias, 0, 0, 0, xr, &uprev); break;
+            case 1: sat_run(s, ch, x, n, drive, bias, 1, 0, 0, xr, &uprev); break;
+            case 2: sat_run(s, ch, x, n, drive, bias, 2, 0, 0, xr, &uprev); break;
+            default: sat_run(s, ch, x, n, drive, bias, 3, 0, 0, xr, &uprev); break;
             }
-            ch->wh[ch->wp] = ch->wh[ch->wp + DN_TAPS] = w0;
-            ch->wp = ch->wp + 1 == DN_TAPS ? 0 : ch->wp + 1;
-            s->wet[i] = dot8(s->dn, ch->wh + ch->wp, DN_TAPS);
-            ch->wh[ch->wp] = ch->wh[ch->wp + DN_TAPS] = w1;
-            ch->wp = ch->wp + 1 == DN_TAPS ? 0 : ch->wp + 1;
-            ch->dp = (ch->dp + 1) & (DRY_LEN - 1);
-        }
         if (!isfinite(uprev))
             uprev = 0.0;
         ch->uprev = uprev;
@@ -334,7 +354,6 @@ static void process(void *stv, const mg_proc *p)
         }
     }
     s->xf = xf0 > n ? xf0 - n : 0;
-#undef SAT_XW
 }
 
 const mg_node_type mg_type_saturator = {
