@@ -21,6 +21,7 @@
 #define DYN_LOG2_PER_DB 0.16609640474436813f /* 1/(20*log10(2)) */
 #define DYN_CHUNK 64                          /* frames per inner pass */
 
+/* Float bits <-> float. */
 static inline uint32_t dyn_bits(float x)
 {
     uint32_t u;
@@ -33,6 +34,28 @@ static inline float dyn_float(uint32_t u)
     float x;
     memcpy(&x, &u, sizeof x);
     return x;
+}
+
+/* c ? a : b as a bit-mask blend. Without -fno-trapping-math (never set
+ * here) GCC neither if-converts a float `?:` whose result feeds arithmetic
+ * nor inlines fmaxf/fminf, and such loops stay scalar; integer masks
+ * vectorise. */
+static inline float dyn_sel(int c, float a, float b)
+{
+    const uint32_t m = -(uint32_t)(c != 0);
+    return dyn_float((dyn_bits(a) & m) | (dyn_bits(b) & ~m));
+}
+
+/* max/min; a NaN in `a` yields b. */
+static inline float dyn_max(float a, float b) { return dyn_sel(a > b, a, b); }
+static inline float dyn_min(float a, float b) { return dyn_sel(a < b, a, b); }
+
+/* Largest of x[0..n) and m (for reductions: a plain `?:` becomes maxss). */
+static inline float dyn_peak(const float *x, int n, float m)
+{
+    for (int i = 0; i < n; i++)
+        m = x[i] > m ? x[i] : m;
+    return m;
 }
 
 /* log2|x|, with |x| clamped to [2^-126, FLT_MAX] (NaN reads as FLT_MAX). */
@@ -55,7 +78,7 @@ static inline float dyn_log2f(float x)
 /* 2^x for x clamped to [-126, 126] (NaN -> 2^-126). */
 static inline float dyn_exp2f(float x)
 {
-    x = fminf(fmaxf(x, -126.0f), 126.0f);
+    x = dyn_min(dyn_max(x, -126.0f), 126.0f);
     const int32_t k = (int32_t)(x + 126.5f) - 126; /* round to nearest */
     const float f = x - (float)k;                  /* [-0.5, 0.5] */
     /* Taylor series of e^(f ln2) to degree 6: relative error < 2e-7 */
@@ -69,14 +92,17 @@ static inline float dyn_exp2f(float x)
 
 /* Giannoulis eq. 4, as the gain change in dB (<= 0) for an input level x
  * (dB): threshold t, slope s = 1/R - 1 (<= 0), knee width w (dB), with
- * hw = w/2 and iw = 1/(2w) precomputed (iw unused when w == 0). */
+ * hw = w/2 and iw = 1/(2w) precomputed (0 when w == 0). Written with min/max
+ * only, so loops over it vectorise:
+ *   u = clamp(x - t + w/2, 0, w)
+ *   gain = s (u^2 / (2w) + max(x - t - w/2, 0))
+ * which is 0 below the knee, s (x - t + w/2)^2 / (2w) inside it (eq. 4) and
+ * s (x - t) = (t + (x - t)/R) - x above it (u^2/(2w) = w/2 there). */
 static inline float dyn_comp_gain(float x, float t, float s, float hw, float iw)
 {
     const float d = x - t;
-    const float k = d + hw;
-    const float knee = s * k * k * iw;
-    const float over = s * d;
-    return d <= -hw ? 0.0f : (d >= hw ? over : knee);
+    const float u = dyn_min(dyn_max(d + hw, 0.0f), 2.0f * hw);
+    return s * (u * u * iw + dyn_max(d - hw, 0.0f));
 }
 
 /* The downward expander form of the same computer: below the threshold the
@@ -85,14 +111,13 @@ static inline float dyn_comp_gain(float x, float t, float s, float hw, float iw)
  *   x >= t + w/2:        y = x
  *   |x - t| < w/2:       y = x - (n - 1) (x - t - w/2)^2 / (2w)
  *   x <= t - w/2:        y = t + n (x - t)
- * returns y - x (<= 0). */
+ * returns y - x (<= 0), as -s (u^2/(2w) + max(t - w/2 - x, 0)) with
+ * u = clamp(t + w/2 - x, 0, w). */
 static inline float dyn_exp_gain(float x, float t, float s, float hw, float iw)
 {
-    const float d = x - t;
-    const float k = d - hw;
-    const float knee = -s * k * k * iw;
-    const float under = s * d;
-    return d >= hw ? 0.0f : (d <= -hw ? under : knee);
+    const float d = t - x;
+    const float u = dyn_min(dyn_max(d + hw, 0.0f), 2.0f * hw);
+    return -s * (u * u * iw + dyn_max(d - hw, 0.0f));
 }
 
 /* One-pole coefficient for a time constant of ms at rate sr: the response to
@@ -106,7 +131,7 @@ static inline float dyn_coef(double ms, double sr)
 /* Input guard: non-finite or absurd (> +120 dBFS) samples read as silence. */
 static inline float dyn_clean(float x)
 {
-    return fabsf(x) <= 1e6f ? x : 0.0f;
+    return dyn_sel(fabsf(x) <= 1e6f, x, 0.0f);
 }
 
 /* A second-order Butterworth section (RBJ cookbook, Q = 1/sqrt 2), transposed

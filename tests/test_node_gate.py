@@ -83,7 +83,9 @@ def test_hold_is_exact_in_samples(make, hold_ms):
     r, a = 10 ** (-80 / 20), np.exp(-1 / (0.020 * SR))
     k = np.arange(2000)
     want = r + (1 - r) * a ** (k + 1)
-    assert np.max(np.abs(g[n_on + h : n_on + h + 2000] - want)) < 1e-5  # float32 recursion
+    # 5e-5: float32 rounding accumulated over 2000 steps of the recursion (a 1% error
+    # in the time constant would show as ~1e-3)
+    assert np.max(np.abs(g[n_on + h : n_on + h + 2000] - want)) < 5e-5
 
 
 def test_attack_time_constant(make):
@@ -93,7 +95,7 @@ def test_attack_time_constant(make):
     r, a = 10 ** (-60 / 20), np.exp(-1 / (0.002 * SR))
     k = np.arange(4800)
     # opens from the range towards 1: 63.2% of the way after 2 ms
-    assert np.max(np.abs(g - (1 - (1 - r) * a ** (k + 1)))) < 1e-5
+    assert np.max(np.abs(g - (1 - (1 - r) * a ** (k + 1)))) < 5e-5  # float32 recursion
 
 
 def _hovering_bursts(rng, level_lo, level_hi, n_bursts=5, burst=9600, gap=9600):

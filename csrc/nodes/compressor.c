@@ -131,7 +131,7 @@ static void process(void *st, const mg_proc *p)
     const int gain_ramp = curve_ramp || pv[P_MAKEUP].ramp || pv[P_AUTO].ramp || pv[P_MIX].ramp;
     const int link_on = ch > 1 && (pv[P_LINK].ramp || pv[P_LINK].value > 0.0f);
     const comp_curve cs = curve(pv[P_THRESH].value, pv[P_RATIO].value, pv[P_KNEE].value);
-    const float aa = s->aa, ar = s->ar, aw = s->aw;
+    const float aa = s->aa, ar = s->ar, aw = s->aw, ba = 1.0f - aa, br = 1.0f - ar;
     float grmax[COMP_MAX_CH] = {0};
 
     float lv[COMP_MAX_CH][DYN_CHUNK];
@@ -173,7 +173,7 @@ static void process(void *st, const mg_proc *p)
             for (int i = 0; i < m; i++) {
                 float mx = lv[0][i];
                 for (int c = 1; c < ch; c++)
-                    mx = fmaxf(mx, lv[c][i]);
+                    mx = dyn_max(mx, lv[c][i]);
                 const float k = 0.01f * mg_pv_at(&pv[P_LINK], o + i);
                 for (int c = 0; c < ch; c++)
                     lv[c][i] += k * (mx - lv[c][i]);
@@ -197,9 +197,7 @@ static void process(void *st, const mg_proc *p)
         for (int c = 0; c < ch; c++) {
             float *l = lv[c];
             float y = s->yl[c];
-            float any = y;
-            for (int i = 0; i < m; i++)
-                any = fmaxf(any, l[i]);
+            float any = dyn_peak(l, m, y);
             const float *x = p->in[c] + o;
             float *out = p->out[c] + o;
             if (any == 0.0f && !gain_ramp) {
@@ -211,13 +209,19 @@ static void process(void *st, const mg_proc *p)
                     out[i] = dyn_clean(x[i]) * g;
                 continue;
             }
+            /* y = a y + (1 - a) v: the (1 - a) v terms are computed off the
+             * recursion's critical path */
+            float pa[DYN_CHUNK], pr[DYN_CHUNK];
             for (int i = 0; i < m; i++) {
-                const float v = l[i];
-                const float a = v > y ? aa : ar;
-                y = v + a * (y - v);
-                l[i] = y;
-                any = fmaxf(any, y);
+                pa[i] = ba * l[i];
+                pr[i] = br * l[i];
             }
+            for (int i = 0; i < m; i++) {
+                const float ya = pa[i] + aa * y, yr = pr[i] + ar * y;
+                y = l[i] > y ? ya : yr;
+                l[i] = y;
+            }
+            any = dyn_peak(l, m, 0.0f);
             if (!(y < 1e4f)) /* NaN or runaway: start over */
                 y = 0.0f;
             s->yl[c] = y < 1e-6f ? 0.0f : y;

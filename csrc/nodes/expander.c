@@ -84,7 +84,7 @@ static void process(void *st, const mg_proc *p)
     const int ch = s->ch;
     const mg_pv *pv = p->pv;
     const int ramp = pv[P_THRESH].ramp || pv[P_RATIO].ramp || pv[P_KNEE].ramp || pv[P_RANGE].ramp;
-    const float aa = s->aa, ar = s->ar;
+    const float aa = s->aa, ar = s->ar, ba = 1.0f - aa, br = 1.0f - ar;
     float y = s->yl, grmax = 0.0f;
     float lv[DYN_CHUNK];
     for (int o = 0; o < p->nframes; o += DYN_CHUNK) {
@@ -93,28 +93,33 @@ static void process(void *st, const mg_proc *p)
             lv[i] = fabsf(dyn_clean(p->in[0][o + i]));
         for (int c = 1; c < ch; c++)
             for (int i = 0; i < m; i++)
-                lv[i] = fmaxf(lv[i], fabsf(dyn_clean(p->in[c][o + i])));
+                lv[i] = dyn_max(lv[i], fabsf(dyn_clean(p->in[c][o + i])));
         if (!ramp) {
             const float t = pv[P_THRESH].value, sl = pv[P_RATIO].value - 1.0f, w = pv[P_KNEE].value;
             const float hw = 0.5f * w, iw = w > 0.0f ? 0.5f / w : 0.0f, rg = -pv[P_RANGE].value;
             for (int i = 0; i < m; i++)
-                lv[i] = fminf(-dyn_exp_gain(DYN_DB_PER_LOG2 * dyn_log2f(lv[i]), t, sl, hw, iw), rg);
+                lv[i] = dyn_min(-dyn_exp_gain(DYN_DB_PER_LOG2 * dyn_log2f(lv[i]), t, sl, hw, iw), rg);
         } else {
             for (int i = 0; i < m; i++) {
                 const int j = o + i;
                 const float w = mg_pv_at(&pv[P_KNEE], j);
                 const float hw = 0.5f * w, iw = w > 0.0f ? 0.5f / w : 0.0f;
-                lv[i] = fminf(-dyn_exp_gain(DYN_DB_PER_LOG2 * dyn_log2f(lv[i]), mg_pv_at(&pv[P_THRESH], j),
+                lv[i] = dyn_min(-dyn_exp_gain(DYN_DB_PER_LOG2 * dyn_log2f(lv[i]), mg_pv_at(&pv[P_THRESH], j),
                                             mg_pv_at(&pv[P_RATIO], j) - 1.0f, hw, iw),
                               -mg_pv_at(&pv[P_RANGE], j));
             }
         }
+        float pa[DYN_CHUNK], pr[DYN_CHUNK];
         for (int i = 0; i < m; i++) {
-            const float v = lv[i];
-            y = v + (v < y ? aa : ar) * (y - v);
-            lv[i] = y;
-            grmax = fmaxf(grmax, y);
+            pa[i] = ba * lv[i];
+            pr[i] = br * lv[i];
         }
+        for (int i = 0; i < m; i++) {
+            const float ya = pa[i] + aa * y, yr = pr[i] + ar * y;
+            y = lv[i] < y ? ya : yr;
+            lv[i] = y;
+        }
+        grmax = dyn_peak(lv, m, grmax);
         if (!(y < 1e4f))
             y = 0.0f;
         for (int i = 0; i < m; i++)

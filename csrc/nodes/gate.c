@@ -93,7 +93,7 @@ static void reset(void *st)
     gate_state *s = st;
     s->open = 0;
     s->cnt = GATE_CNT_MAX;
-    s->g = 0.0f; /* below any range: the first samples open or settle */
+    s->g = -1.0f; /* start closed, at the range gain (set in process) */
     memset(s->hpz, 0, sizeof s->hpz);
     memset(s->lpz, 0, sizeof s->lpz);
 }
@@ -118,11 +118,11 @@ static void process(void *st, const mg_proc *p)
     const int hpon = pv[P_KEYHPON].value >= 0.5f;
     const int lpon = pv[P_KEYLPON].value >= 0.5f;
     const int filt = hpon || lpon;
-    const float aa = s->aa, ar = s->ar, hyst = s->hyst;
+    const float aa = s->aa, ar = s->ar, hyst = s->hyst, ga = 1.0f - aa;
     const int hold = s->hold_n;
     const int ramp = pv[P_THRESH].ramp || pv[P_RANGE].ramp;
     int open = s->open, cnt = s->cnt;
-    float g = s->g;
+    float g = s->g < 0.0f ? pv[P_RANGE].value : s->g;
 
     float lvl[DYN_CHUNK], tmp[DYN_CHUNK];
     for (int o = 0; o < p->nframes; o += DYN_CHUNK) {
@@ -158,18 +158,19 @@ static void process(void *st, const mg_proc *p)
                     lvl[i] = fabsf(src[i]);
             } else {
                 for (int i = 0; i < m; i++)
-                    lvl[i] = fmaxf(lvl[i], fabsf(src[i]));
+                    lvl[i] = dyn_max(lvl[i], fabsf(src[i]));
             }
         }
         /* state machine and gain, into lvl[] */
         if (!ramp) {
-            const float to = pv[P_THRESH].value, tc = to * hyst, rg = pv[P_RANGE].value;
+            const float to = pv[P_THRESH].value, tc = to * hyst, rb = (1.0f - ar) * pv[P_RANGE].value;
             for (int i = 0; i < m; i++) {
                 const float v = lvl[i]; /* NaN compares false: reads as silence */
                 cnt = v >= tc ? 0 : (cnt < GATE_CNT_MAX ? cnt + 1 : cnt);
                 open = open ? cnt <= hold : v > to;
-                const float t = open ? 1.0f : rg;
-                g = t + (t > g ? aa : ar) * (g - t);
+                /* one-pole towards 1 (open) or rg (closed); with g == 1,
+                 * (1 - aa) + aa g is exactly 1 (1 - aa is exact for aa >= 1/2) */
+                g = open ? ga + aa * g : rb + ar * g;
                 lvl[i] = g;
             }
         } else {
@@ -178,8 +179,7 @@ static void process(void *st, const mg_proc *p)
                 const float v = lvl[i];
                 cnt = v >= tc ? 0 : (cnt < GATE_CNT_MAX ? cnt + 1 : cnt);
                 open = open ? cnt <= hold : v > to;
-                const float t = open ? 1.0f : mg_pv_at(&pv[P_RANGE], o + i);
-                g = t + (t > g ? aa : ar) * (g - t);
+                g = open ? ga + aa * g : (1.0f - ar) * mg_pv_at(&pv[P_RANGE], o + i) + ar * g;
                 lvl[i] = g;
             }
         }
