@@ -59,7 +59,9 @@ typedef struct {
     double sr;
     float attack_ms, release_ms, window_ms;
     float aa, ar, aw;     /* attack, release, RMS coefficients */
-    float yl[COMP_MAX_CH]; /* smoothed gain reduction, dB >= 0 */
+    /* smoothed gain reduction yL = v + e (dB >= 0), kept as the last
+     * wanted reduction v and the error e (see process) */
+    float v[COMP_MAX_CH], e[COMP_MAX_CH];
     float ms[COMP_MAX_CH]; /* RMS mean square */
     float hpz[COMP_MAX_CH][2];
     dyn_biquad hp;
@@ -92,7 +94,8 @@ static void on_param(void *st, int index, float v)
 static void reset(void *st)
 {
     comp_state *s = st;
-    memset(s->yl, 0, sizeof s->yl);
+    memset(s->v, 0, sizeof s->v);
+    memset(s->e, 0, sizeof s->e);
     memset(s->ms, 0, sizeof s->ms);
     memset(s->hpz, 0, sizeof s->hpz);
 }
@@ -131,7 +134,7 @@ static void process(void *st, const mg_proc *p)
     const int gain_ramp = curve_ramp || pv[P_MAKEUP].ramp || pv[P_AUTO].ramp || pv[P_MIX].ramp;
     const int link_on = ch > 1 && (pv[P_LINK].ramp || pv[P_LINK].value > 0.0f);
     const comp_curve cs = curve(pv[P_THRESH].value, pv[P_RATIO].value, pv[P_KNEE].value);
-    const float aa = s->aa, ar = s->ar, aw = s->aw, ba = 1.0f - aa, br = 1.0f - ar;
+    const float aa = s->aa, ar = s->ar, aw = s->aw;
     float grmax[COMP_MAX_CH] = {0};
 
     float lv[COMP_MAX_CH][DYN_CHUNK];
@@ -196,8 +199,8 @@ static void process(void *st, const mg_proc *p)
         /* 4. smooth branching detector (eq. 16), 5. gain and mix */
         for (int c = 0; c < ch; c++) {
             float *l = lv[c];
-            float y = s->yl[c];
-            float any = dyn_peak(l, m, y);
+            float vp = s->v[c], e = s->e[c];
+            float any = dyn_peak(l, m, vp + e);
             const float *x = p->in[c] + o;
             float *out = p->out[c] + o;
             if (any == 0.0f && !gain_ramp) {
@@ -209,22 +212,31 @@ static void process(void *st, const mg_proc *p)
                     out[i] = dyn_clean(x[i]) * g;
                 continue;
             }
-            /* y = a y + (1 - a) v: the (1 - a) v terms are computed off the
-             * recursion's critical path */
-            float pa[DYN_CHUNK], pr[DYN_CHUNK];
+            /* eq. 16, y[n] = a y[n-1] + (1 - a) v[n], as the error
+             * e[n] = y[n] - v[n] = a (e[n-1] + v[n-1] - v[n]): the attack
+             * branch is taken when v[n] > y[n-1], i.e. d < 0. The error form
+             * keeps the critical path short (add, multiply, select) and
+             * settles on exactly v however long the time constant. */
+            float dv[DYN_CHUNK];
+            dv[0] = vp - l[0];
+            for (int i = 1; i < m; i++)
+                dv[i] = l[i - 1] - l[i];
+            vp = l[m - 1];
             for (int i = 0; i < m; i++) {
-                pa[i] = ba * l[i];
-                pr[i] = br * l[i];
+                const float d = e + dv[i];
+                const float ea = aa * d, er = ar * d;
+                e = d < 0.0f ? ea : er;
+                dv[i] = e;
             }
-            for (int i = 0; i < m; i++) {
-                const float ya = pa[i] + aa * y, yr = pr[i] + ar * y;
-                y = l[i] > y ? ya : yr;
-                l[i] = y;
-            }
+            for (int i = 0; i < m; i++)
+                l[i] += dv[i];
             any = dyn_peak(l, m, 0.0f);
-            if (!(y < 1e4f)) /* NaN or runaway: start over */
-                y = 0.0f;
-            s->yl[c] = y < 1e-6f ? 0.0f : y;
+            if (!(fabsf(e) > 1e-6f)) /* settled (or NaN): exactly on v */
+                e = 0.0f;
+            if (!(fabsf(e) < 1e4f))
+                e = 0.0f;
+            s->v[c] = vp;
+            s->e[c] = e;
             if (any > grmax[c])
                 grmax[c] = any;
             if (!gain_ramp) {

@@ -40,7 +40,7 @@ typedef struct {
     double sr;
     float attack_ms, release_ms;
     float aa, ar;
-    float yl; /* smoothed reduction, dB >= 0 */
+    float v, e; /* smoothed reduction yL = v + e, dB >= 0 (as in compressor.c) */
 } exp_state;
 
 static void update(exp_state *s)
@@ -65,7 +65,8 @@ static void on_param(void *st, int index, float v)
 
 static void reset(void *st)
 {
-    ((exp_state *)st)->yl = 0.0f;
+    ((exp_state *)st)->v = 0.0f;
+    ((exp_state *)st)->e = 0.0f;
 }
 
 static int prepare(void *st, const mg_prepare_ctx *ctx)
@@ -84,8 +85,8 @@ static void process(void *st, const mg_proc *p)
     const int ch = s->ch;
     const mg_pv *pv = p->pv;
     const int ramp = pv[P_THRESH].ramp || pv[P_RATIO].ramp || pv[P_KNEE].ramp || pv[P_RANGE].ramp;
-    const float aa = s->aa, ar = s->ar, ba = 1.0f - aa, br = 1.0f - ar;
-    float y = s->yl, grmax = 0.0f;
+    const float aa = s->aa, ar = s->ar;
+    float vp = s->v, e = s->e, grmax = 0.0f;
     float lv[DYN_CHUNK];
     for (int o = 0; o < p->nframes; o += DYN_CHUNK) {
         const int m = p->nframes - o < DYN_CHUNK ? p->nframes - o : DYN_CHUNK;
@@ -109,19 +110,24 @@ static void process(void *st, const mg_proc *p)
                               -mg_pv_at(&pv[P_RANGE], j));
             }
         }
-        float pa[DYN_CHUNK], pr[DYN_CHUNK];
+        /* error form of the branching detector (see compressor.c); the
+         * attack (opening) branch is taken when v[n] < y[n-1], i.e. d > 0 */
+        float dv[DYN_CHUNK];
+        dv[0] = vp - lv[0];
+        for (int i = 1; i < m; i++)
+            dv[i] = lv[i - 1] - lv[i];
+        vp = lv[m - 1];
         for (int i = 0; i < m; i++) {
-            pa[i] = ba * lv[i];
-            pr[i] = br * lv[i];
+            const float d = e + dv[i];
+            const float ea = aa * d, er = ar * d;
+            e = d > 0.0f ? ea : er;
+            dv[i] = e;
         }
-        for (int i = 0; i < m; i++) {
-            const float ya = pa[i] + aa * y, yr = pr[i] + ar * y;
-            y = lv[i] < y ? ya : yr;
-            lv[i] = y;
-        }
+        for (int i = 0; i < m; i++)
+            lv[i] += dv[i];
         grmax = dyn_peak(lv, m, grmax);
-        if (!(y < 1e4f))
-            y = 0.0f;
+        if (!(fabsf(e) > 1e-6f) || !(fabsf(e) < 1e4f)) /* settled, or NaN */
+            e = 0.0f;
         for (int i = 0; i < m; i++)
             lv[i] = dyn_exp2f(-lv[i] * DYN_LOG2_PER_DB);
         for (int c = 0; c < ch; c++) {
@@ -131,7 +137,8 @@ static void process(void *st, const mg_proc *p)
                 out[i] = dyn_clean(x[i]) * lv[i];
         }
     }
-    s->yl = y < 1e-6f ? 0.0f : y;
+    s->v = vp;
+    s->e = e;
     p->readout[0] = dyn_exp2f(-grmax * DYN_LOG2_PER_DB);
 }
 

@@ -59,7 +59,8 @@ typedef struct {
     float hyst;       /* amplitude factor of the lower threshold */
     int hold_n;       /* samples */
     int open, cnt;
-    float g;          /* gain */
+    float t, e;       /* gain = t + e: target (1 or range) and the decaying
+                       * error, e <- a (e + t_prev - t) */
     dyn_biquad hp, lp;
     float hp_fc, lp_fc;
     float hpz[GATE_MAX_CH][2], lpz[GATE_MAX_CH][2];
@@ -93,7 +94,8 @@ static void reset(void *st)
     gate_state *s = st;
     s->open = 0;
     s->cnt = GATE_CNT_MAX;
-    s->g = -1.0f; /* start closed, at the range gain (set in process) */
+    s->t = -1.0f; /* start closed, at the range gain (set in process) */
+    s->e = 0.0f;
     memset(s->hpz, 0, sizeof s->hpz);
     memset(s->lpz, 0, sizeof s->lpz);
 }
@@ -118,11 +120,11 @@ static void process(void *st, const mg_proc *p)
     const int hpon = pv[P_KEYHPON].value >= 0.5f;
     const int lpon = pv[P_KEYLPON].value >= 0.5f;
     const int filt = hpon || lpon;
-    const float aa = s->aa, ar = s->ar, hyst = s->hyst, ga = 1.0f - aa;
+    const float aa = s->aa, ar = s->ar, hyst = s->hyst;
     const int hold = s->hold_n;
     const int ramp = pv[P_THRESH].ramp || pv[P_RANGE].ramp;
     int open = s->open, cnt = s->cnt;
-    float g = s->g < 0.0f ? pv[P_RANGE].value : s->g;
+    float tp = s->t < 0.0f ? pv[P_RANGE].value : s->t, e = s->e;
 
     float lvl[DYN_CHUNK], tmp[DYN_CHUNK];
     for (int o = 0; o < p->nframes; o += DYN_CHUNK) {
@@ -162,16 +164,34 @@ static void process(void *st, const mg_proc *p)
             }
         }
         /* state machine and gain, into lvl[] */
-        if (!ramp) {
-            const float to = pv[P_THRESH].value, tc = to * hyst, rb = (1.0f - ar) * pv[P_RANGE].value;
+        int unity = 0;
+        if (!ramp && open && e == 0.0f && cnt + m <= hold) {
+            /* fully open and the hold cannot run out within this chunk: the
+             * gain stays exactly 1, only the hold counter moves */
+            const float tc = pv[P_THRESH].value * hyst;
+            int last = m - 1;
+            while (last >= 0 && !(lvl[last] >= tc))
+                last--;
+            cnt = last >= 0 ? m - 1 - last : cnt + m;
+            unity = 1;
+        } else if (!ramp && !open && e == 0.0f && tp == pv[P_RANGE].value &&
+                   dyn_peak(lvl, m, 0.0f) <= pv[P_THRESH].value) {
+            /* fully closed and nothing opens it: a constant gain (the hold
+             * counter only matters once open, and opening resets it) */
+            for (int i = 0; i < m; i++)
+                lvl[i] = tp;
+        } else if (!ramp) {
+            const float to = pv[P_THRESH].value, tc = to * hyst, rg = pv[P_RANGE].value;
             for (int i = 0; i < m; i++) {
                 const float v = lvl[i]; /* NaN compares false: reads as silence */
                 cnt = v >= tc ? 0 : (cnt < GATE_CNT_MAX ? cnt + 1 : cnt);
                 open = open ? cnt <= hold : v > to;
-                /* one-pole towards 1 (open) or rg (closed); with g == 1,
-                 * (1 - aa) + aa g is exactly 1 (1 - aa is exact for aa >= 1/2) */
-                g = open ? ga + aa * g : rb + ar * g;
-                lvl[i] = g;
+                /* one-pole towards 1 (open) or rg (closed), as the error e
+                 * to the target: it decays to exactly 0 */
+                const float t = open ? 1.0f : rg;
+                e = (open ? aa : ar) * (e + (tp - t));
+                tp = t;
+                lvl[i] = t + e;
             }
         } else {
             for (int i = 0; i < m; i++) {
@@ -179,28 +199,33 @@ static void process(void *st, const mg_proc *p)
                 const float v = lvl[i];
                 cnt = v >= tc ? 0 : (cnt < GATE_CNT_MAX ? cnt + 1 : cnt);
                 open = open ? cnt <= hold : v > to;
-                g = open ? ga + aa * g : (1.0f - ar) * mg_pv_at(&pv[P_RANGE], o + i) + ar * g;
-                lvl[i] = g;
+                const float t = open ? 1.0f : mg_pv_at(&pv[P_RANGE], o + i);
+                e = (open ? aa : ar) * (e + (tp - t));
+                tp = t;
+                lvl[i] = t + e;
             }
         }
-        /* settle exactly on the target once within 1e-6 (-120 dB) of it,
-         * where the one-pole would otherwise hover an ulp away */
-        {
-            const float t = open ? 1.0f : pv[P_RANGE].value;
-            if (!(g >= 0.0f && g <= 1.0f) || fabsf(g - t) <= 1e-6f * t)
-                g = t;
-        }
+        /* settle on the target once within 1e-6 (-120 dB) of it: long
+         * releases would otherwise take minutes to reach exact zero */
+        if (!(fabsf(e) > 1e-6f * tp))
+            e = 0.0f; /* (NaN too) */
         for (int c = 0; c < ch; c++) {
             const float *x = p->in[c] + o;
             float *y = p->out[c] + o;
-            for (int i = 0; i < m; i++)
-                y[i] = dyn_clean(x[i]) * lvl[i];
+            if (unity) {
+                for (int i = 0; i < m; i++)
+                    y[i] = dyn_clean(x[i]);
+            } else {
+                for (int i = 0; i < m; i++)
+                    y[i] = dyn_clean(x[i]) * lvl[i];
+            }
         }
     }
     s->open = open;
     s->cnt = cnt;
-    s->g = g;
-    p->readout[0] = g;
+    s->t = tp;
+    s->e = e;
+    p->readout[0] = tp + e;
     p->readout[1] = (float)open;
 }
 
