@@ -249,3 +249,15 @@ def test_no_zipper_when_moving_end_to_end_in_10ms(make, param, a, b, level):
     # a gain that moves smoothly adds x*dg per sample; a zipper (an unsmoothed
     # jump of several dB) would add a step comparable to the signal itself
     assert np.max(np.abs(np.diff(y))) < 1.5 * ref
+
+
+def test_long_release_settles_exactly_on_the_static_curve(make):
+    # a 2 s release: after 30 time constants the reduction must sit on eq. 4 to
+    # 1e-3 dB. (A one-pole written y = (1-a) v + a y stalls up to ulp/(1-a) away,
+    # about 0.05 dB here, so this can fail.)
+    t, r = -30.0, 4.0
+    s, e = comp(make, threshold=t, ratio=r, knee=0, attack=1, release=2000)
+    e.process(48000, steps([-6.0], 48000), block=64)
+    n = 30 * 2 * SR
+    y = e.process(n, steps([-20.0], n), block=64)[-1, 0]
+    assert db(y) + 20 == pytest.approx(eq4(-20, t, r, 0) + 20, abs=1e-3)

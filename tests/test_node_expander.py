@@ -138,3 +138,13 @@ def test_no_zipper_when_moving_end_to_end_in_10ms(make, param, a, b):
     y = np.concatenate(out)[:, 0].astype(np.float64)
     ref = np.max(np.abs(np.diff(x.astype(np.float64)))) * np.max(np.abs(y)) / amp
     assert np.max(np.abs(np.diff(y))) < 1.5 * ref  # smooth gain, no jump
+
+
+def test_long_release_settles_exactly_on_the_static_curve(make):
+    # closing with a 2 s release: after 30 time constants within 1e-3 dB of the curve
+    t, n, rg = -30.0, 2.0, -100.0
+    s, e = expander(make, threshold=t, ratio=n, range=rg, attack=1, release=2000)
+    e.process(48000, np.full(48000, 10 ** (-10 / 20), np.float32), block=64)
+    k = 30 * 2 * SR
+    y = e.process(k, np.full(k, 10 ** (-40 / 20), np.float32), block=64)[-1, 0]
+    assert db(y) + 40 == pytest.approx(expander_curve(-40, t, n, 0, rg) + 40, abs=1e-3)
