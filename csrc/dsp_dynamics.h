@@ -50,12 +50,21 @@ static inline float dyn_sel(int c, float a, float b)
 static inline float dyn_max(float a, float b) { return dyn_sel(a > b, a, b); }
 static inline float dyn_min(float a, float b) { return dyn_sel(a < b, a, b); }
 
-/* Largest of x[0..n) and m (for reductions: a plain `?:` becomes maxss). */
+/* Largest of x[0..n) and m, for values that are not NaN. Eight running
+ * maxima, so the compare chains overlap (a single one costs a full maxss
+ * latency per sample). */
 static inline float dyn_peak(const float *x, int n, float m)
 {
-    for (int i = 0; i < n; i++)
-        m = x[i] > m ? x[i] : m;
-    return m;
+    float a[8] = {m, m, m, m, m, m, m, m};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++)
+            a[k] = x[i + k] > a[k] ? x[i + k] : a[k];
+    for (; i < n; i++)
+        a[0] = x[i] > a[0] ? x[i] : a[0];
+    for (int k = 1; k < 8; k++)
+        a[0] = a[k] > a[0] ? a[k] : a[0];
+    return a[0];
 }
 
 /* log2|x|, with |x| clamped to [2^-126, FLT_MAX] (NaN reads as FLT_MAX). */
