@@ -133,6 +133,7 @@ static void process(void *st, const mg_proc *p)
     const int curve_ramp = pv[P_THRESH].ramp || pv[P_RATIO].ramp || pv[P_KNEE].ramp;
     const int gain_ramp = curve_ramp || pv[P_MAKEUP].ramp || pv[P_AUTO].ramp || pv[P_MIX].ramp;
     const int link_on = ch > 1 && (pv[P_LINK].ramp || pv[P_LINK].value > 0.0f);
+    const int shared = link_on && !pv[P_LINK].ramp && pv[P_LINK].value >= 100.0f;
     const comp_curve cs = curve(pv[P_THRESH].value, pv[P_RATIO].value, pv[P_KNEE].value);
     const float aa = s->aa, ar = s->ar, aw = s->aw;
     float grmax[COMP_MAX_CH] = {0};
@@ -171,19 +172,31 @@ static void process(void *st, const mg_proc *p)
                     l[i] = DYN_DB_PER_LOG2 * dyn_log2f(tmp[i]);
             }
         }
-        /* 2. stereo link */
+        /* 2. stereo link; fully linked, all channels share one detector */
+        int nd = ch;
         if (link_on) {
-            for (int i = 0; i < m; i++) {
-                float mx = lv[0][i];
-                for (int c = 1; c < ch; c++)
-                    mx = dyn_max(mx, lv[c][i]);
-                const float k = 0.01f * mg_pv_at(&pv[P_LINK], o + i);
+            float mx[DYN_CHUNK];
+            for (int i = 0; i < m; i++)
+                mx[i] = lv[0][i];
+            for (int c = 1; c < ch; c++)
+                for (int i = 0; i < m; i++)
+                    mx[i] = dyn_max(mx[i], lv[c][i]);
+            if (shared) {
+                memcpy(lv[0], mx, sizeof(float) * (size_t)m);
+                nd = 1;
+            } else if (!pv[P_LINK].ramp) {
+                const float k = 0.01f * pv[P_LINK].value;
                 for (int c = 0; c < ch; c++)
-                    lv[c][i] += k * (mx - lv[c][i]);
+                    for (int i = 0; i < m; i++)
+                        lv[c][i] += k * (mx[i] - lv[c][i]);
+            } else {
+                for (int c = 0; c < ch; c++)
+                    for (int i = 0; i < m; i++)
+                        lv[c][i] += 0.01f * pv[P_LINK].ramp[o + i] * (mx[i] - lv[c][i]);
             }
         }
         /* 3. gain computer (eq. 4): wanted gain reduction xL >= 0 */
-        for (int c = 0; c < ch; c++) {
+        for (int c = 0; c < nd; c++) {
             float *l = lv[c];
             if (!curve_ramp) {
                 for (int i = 0; i < m; i++)
@@ -197,19 +210,22 @@ static void process(void *st, const mg_proc *p)
             }
         }
         /* 4. smooth branching detector (eq. 16), 5. gain and mix */
-        for (int c = 0; c < ch; c++) {
+        for (int c = 0; c < nd; c++) {
             float *l = lv[c];
             float vp = s->v[c], e = s->e[c];
             float any = dyn_peak(l, m, vp + e);
-            const float *x = p->in[c] + o;
-            float *out = p->out[c] + o;
+            const int c0 = shared ? 0 : c, c1 = shared ? ch : c + 1; /* output channels */
             if (any == 0.0f && !gain_ramp) {
                 /* nothing to compress: a constant gain */
                 const float mk = pv[P_MAKEUP].value - pv[P_AUTO].value * dyn_comp_gain(0.0f, cs.t, cs.s, cs.hw, cs.iw);
                 const float mix = 0.01f * pv[P_MIX].value;
                 const float g = (1.0f - mix) + mix * dyn_exp2f(mk * DYN_LOG2_PER_DB);
-                for (int i = 0; i < m; i++)
-                    out[i] = dyn_clean(x[i]) * g;
+                for (int k = c0; k < c1; k++) {
+                    const float *x = p->in[k] + o;
+                    float *out = p->out[k] + o;
+                    for (int i = 0; i < m; i++)
+                        out[i] = dyn_clean(x[i]) * g;
+                }
                 continue;
             }
             /* eq. 16, y[n] = a y[n-1] + (1 - a) v[n], as the error
@@ -239,12 +255,13 @@ static void process(void *st, const mg_proc *p)
             s->e[c] = e;
             if (any > grmax[c])
                 grmax[c] = any;
+            /* l becomes the gain: wet part with makeup, plus the dry part */
             if (!gain_ramp) {
                 const float mk = pv[P_MAKEUP].value - pv[P_AUTO].value * dyn_comp_gain(0.0f, cs.t, cs.s, cs.hw, cs.iw);
                 const float mix = 0.01f * pv[P_MIX].value;
                 const float dry = 1.0f - mix;
                 for (int i = 0; i < m; i++)
-                    out[i] = dyn_clean(x[i]) * (dry + mix * dyn_exp2f((mk - l[i]) * DYN_LOG2_PER_DB));
+                    l[i] = dry + mix * dyn_exp2f((mk - l[i]) * DYN_LOG2_PER_DB);
             } else {
                 for (int i = 0; i < m; i++) {
                     const int j = o + i;
@@ -253,10 +270,22 @@ static void process(void *st, const mg_proc *p)
                     const float mk = mg_pv_at(&pv[P_MAKEUP], j) -
                                      mg_pv_at(&pv[P_AUTO], j) * dyn_comp_gain(0.0f, k.t, k.s, k.hw, k.iw);
                     const float mix = 0.01f * mg_pv_at(&pv[P_MIX], j);
-                    out[i] = dyn_clean(x[i]) * ((1.0f - mix) + mix * dyn_exp2f((mk - l[i]) * DYN_LOG2_PER_DB));
+                    l[i] = (1.0f - mix) + mix * dyn_exp2f((mk - l[i]) * DYN_LOG2_PER_DB);
                 }
             }
+            for (int k = c0; k < c1; k++) {
+                const float *x = p->in[k] + o;
+                float *out = p->out[k] + o;
+                for (int i = 0; i < m; i++)
+                    out[i] = dyn_clean(x[i]) * l[i];
+            }
         }
+        if (shared)
+            for (int c = 1; c < ch; c++) {
+                s->v[c] = s->v[0];
+                s->e[c] = s->e[0];
+                grmax[c] = grmax[0];
+            }
     }
     for (int c = 0; c < ch; c++)
         p->readout[c] = dyn_exp2f(-grmax[c] * DYN_LOG2_PER_DB);
