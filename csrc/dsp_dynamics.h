@@ -50,21 +50,19 @@ static inline float dyn_sel(int c, float a, float b)
 static inline float dyn_max(float a, float b) { return dyn_sel(a > b, a, b); }
 static inline float dyn_min(float a, float b) { return dyn_sel(a < b, a, b); }
 
-/* Largest of x[0..n) and m, for values that are not NaN. Eight running
- * maxima, so the compare chains overlap (a single one costs a full maxss
- * latency per sample). */
+/* Largest of x[0..n) and m, for non-negative values (gain reductions):
+ * their bit patterns order like signed integers, and an integer max
+ * reduction vectorises where a float one (without -ffast-math) does not.
+ * A negative value (rounding just below 0) reads as less than any
+ * non-negative one. */
 static inline float dyn_peak(const float *x, int n, float m)
 {
-    float a[8] = {m, m, m, m, m, m, m, m};
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++)
-            a[k] = x[i + k] > a[k] ? x[i + k] : a[k];
-    for (; i < n; i++)
-        a[0] = x[i] > a[0] ? x[i] : a[0];
-    for (int k = 1; k < 8; k++)
-        a[0] = a[k] > a[0] ? a[k] : a[0];
-    return a[0];
+    int32_t a = (int32_t)dyn_bits(m);
+    for (int i = 0; i < n; i++) {
+        const int32_t b = (int32_t)dyn_bits(x[i]);
+        a = b > a ? b : a;
+    }
+    return dyn_float((uint32_t)a);
 }
 
 /* log2|x|, with |x| clamped to [2^-126, FLT_MAX] (NaN reads as FLT_MAX). */
