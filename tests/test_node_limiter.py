@@ -232,7 +232,9 @@ def test_parameter_sweeps_do_not_zip(limiter):
     x = np.sin(2 * np.pi * 200 / SR * np.arange(SR // 2))[:, None].repeat(2, 1) * 2
     s, run, lat = limiter(2, ceiling=0.0)
     base = np.max(np.abs(np.diff(run(x), axis=0)))
-    for param, lo, hi in [("ceiling", 0.0, -24.0), ("link", 100.0, 0.0), ("release", 1, 2000)]:
+    sweeps = [("ceiling", 0.0, -24.0), ("link", 100.0, 0.0), ("release", 1, 2000),
+              ("lookahead", 5.0, 0.1)]
+    for param, lo, hi in sweeps:
         s.set_param("lim", param, hi)
         y = run(x[: SR // 8])
         s.set_param("lim", param, lo)

@@ -71,6 +71,7 @@ typedef struct {
     uint32_t dmask, amask, qmask;
     uint32_t t;                  /* sample counter (wraps; used modulo the ring sizes) */
     float *mem;
+    float *est;                  /* channels x MG_MAX_BLOCK: true-peak estimates */
     lim_chan ch[LIM_MAX_CH];
 } lim_state;
 
@@ -86,7 +87,9 @@ static void release(void *st)
 {
     lim_state *s = st;
     free(s->mem);
+    free(s->est);
     s->mem = NULL;
+    s->est = NULL;
 }
 
 static void reset(void *st)
@@ -126,7 +129,8 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
     const size_t per = (s->dmask + 1) * sizeof(float) + (s->amask + 1) * sizeof(double) +
                        (s->qmask + 1) * (sizeof(float) + sizeof(uint32_t));
     s->mem = calloc((size_t)s->channels, per);
-    if (!s->mem)
+    s->est = calloc((size_t)s->channels * MG_MAX_BLOCK, sizeof(float));
+    if (!s->mem || !s->est)
         return -1;
     char *m = (char *)s->mem;
     for (int c = 0; c < s->channels; c++) {
@@ -167,19 +171,20 @@ static void process(void *st, const mg_proc *p)
     float gmin[LIM_MAX_CH];
     for (int c = 0; c < nc; c++)
         gmin[c] = 1.0f;
+    const float *xs[LIM_MAX_CH];
+    for (int c = 0; c < nc; c++)
+        xs[c] = mg_tp_run(&s->ch[c].tp, p->in[c], n, s->est + (size_t)c * MG_MAX_BLOCK);
     uint32_t t = s->t;
     int a = s->a;
+    double inva = 1.0 / (double)a;
     for (int i = 0; i < n; i++, t++) {
         const float ceil_ = mg_pv_at(pc, i);
         const float link = mg_pv_at(pl, i) * 0.01f;
         float rmin = 1.0f;
         for (int c = 0; c < nc; c++) {
             lim_chan *k = &s->ch[c];
-            float x = p->in[c][i];
-            if (!(fabsf(x) <= FLT_MAX))
-                x = 0.0f; /* NaN / Inf: silence */
-            k->delay[t & dm] = x;
-            const float d = mg_tp_push(&k->tp, x);
+            k->delay[t & dm] = xs[c][i]; /* NaN / Inf were made silence */
+            const float d = s->est[(size_t)c * MG_MAX_BLOCK + i];
             const float rc = d > ceil_ ? ceil_ / d : 1.0f;
             r[c] = rc;
             if (rc < rmin)
@@ -187,6 +192,7 @@ static void process(void *st, const mg_proc *p)
         }
         /* the attack length walks one sample per sample towards its setting */
         const int grow = a < s->a_target, shrink = a > s->a_target;
+        const double inv = (grow | shrink) ? 1.0 / (double)(a + grow - shrink) : inva;
         for (int c = 0; c < nc; c++) {
             lim_chan *k = &s->ch[c];
             const float rc = r[c] + link * (rmin - r[c]);
@@ -219,7 +225,7 @@ static void process(void *st, const mg_proc *p)
                 sum -= k->avg[(t - (uint32_t)a + 1) & am];
             k->avg[t & am] = h2;
             k->sum = sum;
-            double g = sum / (double)(a + grow - shrink);
+            double g = sum * inv;
             if (g > 1.0)
                 g = 1.0;
             if (!(g >= 0.0))
@@ -229,7 +235,10 @@ static void process(void *st, const mg_proc *p)
                 gmin[c] = gf;
             p->out[c][i] = k->delay[(t - dl) & dm] * gf;
         }
-        a += grow - shrink;
+        if (grow | shrink) {
+            a += grow - shrink;
+            inva = inv;
+        }
     }
     s->t = t;
     s->a = a;

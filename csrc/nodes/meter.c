@@ -197,32 +197,27 @@ static void process(void *st, const mg_proc *p)
     }
     const int skip = s->tpskip;
     s->tpskip = skip > n ? skip - n : 0;
+    float est[MG_MAX_BLOCK];
     for (int c = 0; c < nc; c++) {
         const float *x = p->in[c];
         float pk = s->peak[c];
         double ms = s->ms[c];
         const double a = s->alpha;
-        float tpm = s->tpmax[c];
-        mg_tp *tp = &s->tp[c];
         for (int i = 0; i < n; i++) {
-            float xi = x[i];
-            const float v = fabsf(xi);
+            const float v = fabsf(x[i]);
             pk *= s->fall;
             if (v > pk || !(pk == pk))
                 pk = v;
-            ms += a * ((double)xi * xi - ms);
-            if (!(v <= FLT_MAX))
-                xi = 0.0f;
-            const float t = mg_tp_push(tp, xi);
-            if (t > tpm && i >= skip)
-                tpm = t;
+            ms += a * ((double)x[i] * x[i] - ms);
         }
+        mg_tp_run(&s->tp[c], x, n, est);
+        float tpm = s->tpmax[c];
+        for (int i = skip; i < n; i++)
+            tpm = est[i] > tpm ? est[i] : tpm;
         if (!isfinite(pk))
             pk = 0.0f;
         if (!isfinite(ms))
             ms = 0.0;
-        if (!isfinite(tpm))
-            tpm = 0.0f;
         s->peak[c] = pk;
         s->ms[c] = ms;
         s->tpmax[c] = tpm;
