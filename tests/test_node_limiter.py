@@ -240,3 +240,25 @@ def test_parameter_sweeps_do_not_zip(limiter):
         s.set_param("lim", param, lo)
         y = np.concatenate([y, run(x[: SR // 8])])
         assert np.max(np.abs(np.diff(y, axis=0))) <= base * 1.05, param
+
+
+@pytest.mark.parametrize("sr", [44100, 96000])
+def test_other_rates_latency_and_ceiling(sr):
+    e = Engine(sr, 2, 2)
+    e.set_ceiling_db(40.0)
+    s = Session(e)
+    try:
+        s.add_node("input", "in", {"channels": 2})
+        s.add_node("limiter", "lim", {"ceiling": -1.0, "lookahead": 2.0, "release": 1.0})
+        s.add_node("output", "out", {"channels": 2})
+        s.connect("in", "lim")
+        s.connect("lim", "out")
+        s.commit()
+        lat = lib.mg_node_latency(s.live["lim"].ptr)
+        assert lat == int(0.005 * sr + 0.5) + 12  # 5 ms rounded half up, + 12
+        x = np.random.default_rng(6).standard_normal((sr // 2, 2)) * 4
+        y = e.process(len(x), x.astype(np.float32), block=64).astype(np.float64)
+        assert true_peak_db(y) <= -1.0 + 0.1
+    finally:
+        s.close()
+        e.free()
