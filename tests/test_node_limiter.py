@@ -225,21 +225,27 @@ def test_bad_input_never_gives_nan(limiter, kind):
         assert not np.any(y)
 
 
-def test_parameter_sweeps_do_not_zip(limiter):
-    # moving ceiling (-24..0 dB) or link in 10 ms: the largest sample-to-sample
-    # jump stays within that of the unmodulated limited signal plus the change
-    # a 10 ms ramp itself makes per sample
-    x = np.sin(2 * np.pi * 200 / SR * np.arange(SR // 2))[:, None].repeat(2, 1) * 2
-    s, run, lat = limiter(2, ceiling=0.0)
-    base = np.max(np.abs(np.diff(run(x), axis=0)))
-    sweeps = [("ceiling", 0.0, -24.0), ("link", 100.0, 0.0), ("release", 1, 2000),
-              ("lookahead", 5.0, 0.1)]
-    for param, lo, hi in sweeps:
-        s.set_param("lim", param, hi)
-        y = run(x[: SR // 8])
-        s.set_param("lim", param, lo)
-        y = np.concatenate([y, run(x[: SR // 8])])
-        assert np.max(np.abs(np.diff(y, axis=0))) <= base * 1.05, param
+@pytest.mark.parametrize("param,lo,hi", [
+    ("ceiling", 0.0, -24.0), ("link", 100.0, 0.0), ("release", 1.0, 2000.0),
+    ("lookahead", 5.0, 0.1),
+])
+def test_parameter_sweeps_do_not_zip(limiter, param, lo, hi):
+    # moving a parameter end to end within 10 ms: the largest sample-to-sample
+    # jump stays within 5 % of the largest of the limited signal with the
+    # parameter held at either end
+    x = np.sin(2 * np.pi * 200 / SR * np.arange(SR // 4))[:, None].repeat(2, 1) * 2
+    x[:, 1] *= 0.5
+    base = 0.0
+    for v in (lo, hi):
+        _, run, _ = limiter(2, **{param: v})
+        base = max(base, np.max(np.abs(np.diff(run(x)[SR // 8:], axis=0))))
+    s, run, lat = limiter(2, **{param: lo})
+    y = [run(x[: SR // 8])]
+    for k in range(4):  # back and forth
+        s.set_param("lim", param, hi if k % 2 == 0 else lo)
+        y.append(run(x[: SR // 8]))
+    y = np.concatenate(y)
+    assert np.max(np.abs(np.diff(y[SR // 8:], axis=0))) <= base * 1.05
 
 
 @pytest.mark.parametrize("sr", [44100, 96000])
@@ -262,3 +268,20 @@ def test_other_rates_latency_and_ceiling(sr):
     finally:
         s.close()
         e.free()
+
+
+@pytest.mark.parametrize("lookahead_ms", [0.5, 2.0, 5.0])
+def test_lookahead_is_the_attack_before_a_peak(limiter, lookahead_ms):
+    # DC at 0.25 with one 2.0 spike: the gain starts to fall `lookahead` before
+    # the spike leaves the delay line (plus the 6-7 samples of the FIR's reach,
+    # +/-3 samples) and is back to exactly 1 afterwards
+    s, run, lat = limiter(1, ceiling=-1.0, lookahead=lookahead_ms, release=5.0)
+    n, s0 = SR // 4, SR // 8
+    x = np.full(n, 0.25)
+    x[s0] = 2.0
+    y = run(x)[:, 0]
+    g = y[lat:] / x[:-lat].astype(np.float32)
+    a = int(lookahead_ms * SR / 1000 + 0.5)
+    first = int(np.argmax(g < 1.0))
+    assert s0 - (a + 10) <= first <= s0 - (a + 4)
+    assert g[-1] == 1.0

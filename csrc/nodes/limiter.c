@@ -3,21 +3,24 @@
  * Detection runs on the 4x-oversampled signal of BS.1770-4 Annex 2
  * (dsp_truepeak.h): at every input sample the needed gain is
  * r = min(1, ceiling / true-peak estimate). The audio is delayed by
- * D = 5 ms + 12 samples (fixed: the reported latency), and the gain is
- *   h  = minimum of r over the last D + 2 samples (a monotonic deque),
+ * D = 5 ms + 12 samples (fixed: the reported latency). With A = `lookahead`
+ * (samples, <= 5 ms):
+ *   r is delayed by 5 ms - A + 1 samples (read as the minimum of 3
+ *     neighbours, so that a changing A never skips one),
+ *   h  = minimum of that over the last A + 14 samples (a monotonic deque),
  *   h2 = h with an exponential release (instant attack, never above h),
- *   g  = moving average of h2 over A samples (A = `lookahead`, <= 5 ms).
+ *   g  = moving average of h2 over the last A samples.
  * Every gain value applied within 6 samples of a peak (the reach of the
  * interpolation filter) is then at most the gain that peak needs, so the
- * output's true peak stays at the ceiling, and the gain is a smooth ramp
- * (the moving average) that starts A samples before the peak. Below the
- * ceiling g is exactly 1: the output is the input delayed by D samples.
+ * output's true peak stays at the ceiling; the gain is a smooth ramp (the
+ * moving average) that starts A samples before the peak and holds until
+ * it has passed. Below the ceiling g is exactly 1: the output is the input
+ * delayed by D samples.
  *
- * `lookahead` sets the attack ramp inside the fixed 5 ms look-ahead; it moves
- * one sample per sample towards a new setting (no gain step) and does not
- * change the latency. `link` (%) mixes each channel's needed gain towards
- * the smallest over the channels (100 %: one gain for all, the stereo image
- * holds). */
+ * `lookahead` moves one sample per sample towards a new setting (no gain
+ * step) and never changes the latency. `link` (%) mixes each channel's
+ * needed gain towards the smallest over the channels (100 %: one gain for
+ * all, the stereo image holds). */
 #include <float.h>
 #include <stdlib.h>
 
@@ -56,6 +59,7 @@ static const mg_readout_spec readouts[] = {
 typedef struct {
     float *delay;  /* dmask + 1 */
     double *avg;   /* amask + 1: the h2 history */
+    float *rr;     /* rmask + 1: the needed gains, for the detection delay */
     float *qv;     /* deque of (value, time), qmask + 1 */
     uint32_t *qt;
     int qh, qn;    /* head, length */
@@ -66,9 +70,9 @@ typedef struct {
 typedef struct {
     int channels;
     double sr;
-    int amax, dlat, hold;        /* samples: max attack, delay D, min-hold window */
+    int amax, dlat;              /* samples: max look-ahead, delay D */
     int a, a_target;             /* current / wanted attack (moving-average length) */
-    uint32_t dmask, amask, qmask;
+    uint32_t dmask, amask, qmask, rmask;
     uint32_t t;                  /* sample counter (wraps; used modulo the ring sizes) */
     float *mem;
     float *est;                  /* channels x MG_MAX_BLOCK: true-peak estimates */
@@ -100,6 +104,8 @@ static void reset(void *st)
         memset(k->delay, 0, (s->dmask + 1) * sizeof *k->delay);
         for (uint32_t i = 0; i <= s->amask; i++)
             k->avg[i] = 1.0;
+        for (uint32_t i = 0; i <= s->rmask; i++)
+            k->rr[i] = 1.0f;
         k->qh = k->qn = 0;
         k->h2 = 1.0;
         k->sum = (double)s->a;
@@ -122,12 +128,13 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
     if (s->amax < 1)
         s->amax = 1;
     s->dlat = s->amax + 2 * MG_TP_DELAY;
-    s->hold = s->dlat + 2;
     s->dmask = pow2_at_least((uint32_t)s->dlat + 1) - 1;
     s->amask = pow2_at_least((uint32_t)s->amax + 1) - 1;
-    s->qmask = pow2_at_least((uint32_t)s->hold + 2) - 1;
+    s->qmask = pow2_at_least((uint32_t)s->amax + 16) - 1;
+    s->rmask = pow2_at_least((uint32_t)s->amax + 4) - 1;
     const size_t per = (s->dmask + 1) * sizeof(float) + (s->amask + 1) * sizeof(double) +
-                       (s->qmask + 1) * (sizeof(float) + sizeof(uint32_t));
+                       (s->qmask + 1) * (sizeof(float) + sizeof(uint32_t)) +
+                       (s->rmask + 1) * sizeof(float);
     s->mem = calloc((size_t)s->channels, per);
     s->est = calloc((size_t)s->channels * MG_MAX_BLOCK, sizeof(float));
     if (!s->mem || !s->est)
@@ -143,6 +150,8 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
         m += (s->qmask + 1) * sizeof(float);
         k->qt = (uint32_t *)m;
         m += (s->qmask + 1) * sizeof(uint32_t);
+        k->rr = (float *)m;
+        m += (s->rmask + 1) * sizeof(float);
     }
     if (s->a_target <= 0)
         s->a_target = s->amax;
@@ -154,8 +163,14 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
 static void on_param(void *st, int index, float target)
 {
     lim_state *s = st;
-    if (index == P_LOOKAHEAD && s->sr > 0.0)
+    if (index == P_LOOKAHEAD && s->sr > 0.0) {
         s->a_target = attack_samples(s, target);
+        if (s->t == 0) { /* not started: the history is all 1, take it at once */
+            s->a = s->a_target;
+            for (int c = 0; c < s->channels; c++)
+                s->ch[c].sum = (double)s->a;
+        }
+    }
 }
 
 static void process(void *st, const mg_proc *p)
@@ -165,8 +180,8 @@ static void process(void *st, const mg_proc *p)
     const mg_pv *pc = &p->pv[P_CEILING], *pl = &p->pv[P_LINK];
     const float rel_ms = mg_pv_at(&p->pv[P_RELEASE], n - 1);
     const double arel = 1.0 - exp(-1.0 / (rel_ms * 0.001 * s->sr));
-    const uint32_t dm = s->dmask, am = s->amask, qm = s->qmask;
-    const uint32_t dl = (uint32_t)s->dlat, hold = (uint32_t)s->hold;
+    const uint32_t dm = s->dmask, am = s->amask, qm = s->qmask, rm = s->rmask;
+    const uint32_t dl = (uint32_t)s->dlat;
     float r[LIM_MAX_CH];
     float gmin[LIM_MAX_CH];
     for (int c = 0; c < nc; c++)
@@ -193,9 +208,15 @@ static void process(void *st, const mg_proc *p)
         /* the attack length walks one sample per sample towards its setting */
         const int grow = a < s->a_target, shrink = a > s->a_target;
         const double inv = (grow | shrink) ? 1.0 / (double)(a + grow - shrink) : inva;
+        /* detection delay and min-hold window for the look-ahead in use */
+        const uint32_t det = (uint32_t)(s->amax - a + 1), hold = (uint32_t)(a + 14);
         for (int c = 0; c < nc; c++) {
             lim_chan *k = &s->ch[c];
-            const float rc = r[c] + link * (rmin - r[c]);
+            k->rr[t & rm] = r[c] + link * (rmin - r[c]);
+            float rc = k->rr[(t - det) & rm];
+            const float r0 = k->rr[(t - det - 1) & rm], r1 = k->rr[(t - det + 1) & rm];
+            rc = r0 < rc ? r0 : rc;
+            rc = r1 < rc ? r1 : rc;
             /* sliding minimum over the last `hold` samples */
             while (k->qn > 0 && k->qv[(k->qh + k->qn - 1) & qm] >= rc)
                 k->qn--;
