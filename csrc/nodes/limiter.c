@@ -55,15 +55,17 @@ static const mg_readout_spec readouts[] = {
 };
 
 #define LIM_MAX_CH 64
+#define LIM_FIX 1099511627776.0 /* 2^40: the moving average sums integers (no drift) */
 
 typedef struct {
     float *delay;  /* dmask + 1 */
-    double *avg;   /* amask + 1: the h2 history */
+    int64_t *avg;  /* amask + 1: the h2 history, in 2^-40 units */
     float *rr;     /* rmask + 1: the needed gains, for the detection delay */
     float *qv;     /* deque of (value, time), qmask + 1 */
     uint32_t *qt;
     int qh, qn;    /* head, length */
-    double h2, sum;
+    double h2;
+    int64_t sum;
     mg_tp tp;
 } lim_chan;
 
@@ -103,12 +105,12 @@ static void reset(void *st)
         lim_chan *k = &s->ch[c];
         memset(k->delay, 0, (s->dmask + 1) * sizeof *k->delay);
         for (uint32_t i = 0; i <= s->amask; i++)
-            k->avg[i] = 1.0;
+            k->avg[i] = (int64_t)LIM_FIX;
         for (uint32_t i = 0; i <= s->rmask; i++)
             k->rr[i] = 1.0f;
         k->qh = k->qn = 0;
         k->h2 = 1.0;
-        k->sum = (double)s->a;
+        k->sum = (int64_t)s->a * (int64_t)LIM_FIX;
         mg_tp_reset(&k->tp);
     }
 }
@@ -132,7 +134,7 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
     s->amask = pow2_at_least((uint32_t)s->amax + 1) - 1;
     s->qmask = pow2_at_least((uint32_t)s->amax + 16) - 1;
     s->rmask = pow2_at_least((uint32_t)s->amax + 4) - 1;
-    const size_t per = (s->dmask + 1) * sizeof(float) + (s->amask + 1) * sizeof(double) +
+    const size_t per = (s->dmask + 1) * sizeof(float) + (s->amask + 1) * sizeof(int64_t) +
                        (s->qmask + 1) * (sizeof(float) + sizeof(uint32_t)) +
                        (s->rmask + 1) * sizeof(float);
     s->mem = calloc((size_t)s->channels, per);
@@ -142,8 +144,8 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
     char *m = (char *)s->mem;
     for (int c = 0; c < s->channels; c++) {
         lim_chan *k = &s->ch[c];
-        k->avg = (double *)m;
-        m += (s->amask + 1) * sizeof(double);
+        k->avg = (int64_t *)m;
+        m += (s->amask + 1) * sizeof(int64_t);
         k->delay = (float *)m;
         m += (s->dmask + 1) * sizeof(float);
         k->qv = (float *)m;
@@ -168,9 +170,55 @@ static void on_param(void *st, int index, float target)
         if (s->t == 0) { /* not started: the history is all 1, take it at once */
             s->a = s->a_target;
             for (int c = 0; c < s->channels; c++)
-                s->ch[c].sum = (double)s->a;
+                s->ch[c].sum = (int64_t)s->a * (int64_t)LIM_FIX;
         }
     }
+}
+
+/* One sample of one gain chain: needed gain r in, gain out. */
+static inline float chain_step(lim_chan *restrict k, const lim_state *restrict s, float rin,
+                               uint32_t t, uint32_t det, uint32_t hold, int a, int grow,
+                               int shrink, double inv, double arel)
+{
+    const uint32_t am = s->amask, qm = s->qmask, rm = s->rmask;
+    k->rr[t & rm] = rin;
+    float rc = k->rr[(t - det) & rm];
+    const float r0 = k->rr[(t - det - 1) & rm], r1 = k->rr[(t - det + 1) & rm];
+    rc = r0 < rc ? r0 : rc;
+    rc = r1 < rc ? r1 : rc;
+    /* sliding minimum over the last `hold` samples */
+    while (k->qn > 0 && k->qv[(k->qh + k->qn - 1) & qm] >= rc)
+        k->qn--;
+    k->qv[(k->qh + k->qn) & qm] = rc;
+    k->qt[(k->qh + k->qn) & qm] = t;
+    k->qn++;
+    while (t - k->qt[k->qh & qm] >= hold) {
+        k->qh = (k->qh + 1) & (int)qm;
+        k->qn--;
+    }
+    const double h = k->qv[k->qh & qm];
+    /* instant attack, exponential release, never above h */
+    double h2 = k->h2;
+    if (h <= h2)
+        h2 = h;
+    else {
+        h2 += (h - h2) * arel;
+        if (h - h2 < 1e-9)
+            h2 = h;
+    }
+    k->h2 = h2;
+    /* moving average of h2 over the last a samples, in 2^-40 units */
+    const int64_t q = (int64_t)(h2 * LIM_FIX);
+    int64_t sum = k->sum + q;
+    if (!grow)
+        sum -= k->avg[(t - (uint32_t)a) & am];
+    if (shrink)
+        sum -= k->avg[(t - (uint32_t)a + 1) & am];
+    k->avg[t & am] = q;
+    k->sum = sum;
+    double g = (double)sum * inv;
+    g = g > 1.0 ? 1.0 : g;
+    return (float)g;
 }
 
 static void process(void *st, const mg_proc *p)
@@ -180,81 +228,39 @@ static void process(void *st, const mg_proc *p)
     const mg_pv *pc = &p->pv[P_CEILING], *pl = &p->pv[P_LINK];
     const float rel_ms = mg_pv_at(&p->pv[P_RELEASE], n - 1);
     const double arel = 1.0 - exp(-1.0 / (rel_ms * 0.001 * s->sr));
-    const uint32_t dm = s->dmask, am = s->amask, qm = s->qmask, rm = s->rmask;
-    const uint32_t dl = (uint32_t)s->dlat;
+    const uint32_t dm = s->dmask, dl = (uint32_t)s->dlat;
     float r[LIM_MAX_CH];
     float gmin[LIM_MAX_CH];
-    for (int c = 0; c < nc; c++)
-        gmin[c] = 1.0f;
     const float *xs[LIM_MAX_CH];
-    for (int c = 0; c < nc; c++)
+    for (int c = 0; c < nc; c++) {
+        gmin[c] = 1.0f;
         xs[c] = mg_tp_run(&s->ch[c].tp, p->in[c], n, s->est + (size_t)c * MG_MAX_BLOCK);
+    }
     uint32_t t = s->t;
     int a = s->a;
-    double inva = 1.0 / (double)a;
+    double inva = 1.0 / ((double)a * LIM_FIX);
     for (int i = 0; i < n; i++, t++) {
         const float ceil_ = mg_pv_at(pc, i);
         const float link = mg_pv_at(pl, i) * 0.01f;
         float rmin = 1.0f;
         for (int c = 0; c < nc; c++) {
-            lim_chan *k = &s->ch[c];
-            k->delay[t & dm] = xs[c][i]; /* NaN / Inf were made silence */
+            s->ch[c].delay[t & dm] = xs[c][i]; /* NaN / Inf were made silence */
             const float d = s->est[(size_t)c * MG_MAX_BLOCK + i];
             const float rc = d > ceil_ ? ceil_ / d : 1.0f;
             r[c] = rc;
-            if (rc < rmin)
-                rmin = rc;
+            rmin = rc < rmin ? rc : rmin;
         }
         /* the attack length walks one sample per sample towards its setting */
         const int grow = a < s->a_target, shrink = a > s->a_target;
-        const double inv = (grow | shrink) ? 1.0 / (double)(a + grow - shrink) : inva;
+        const double inv =
+            (grow | shrink) ? 1.0 / ((double)(a + grow - shrink) * LIM_FIX) : inva;
         /* detection delay and min-hold window for the look-ahead in use */
         const uint32_t det = (uint32_t)(s->amax - a + 1), hold = (uint32_t)(a + 14);
         for (int c = 0; c < nc; c++) {
-            lim_chan *k = &s->ch[c];
-            k->rr[t & rm] = r[c] + link * (rmin - r[c]);
-            float rc = k->rr[(t - det) & rm];
-            const float r0 = k->rr[(t - det - 1) & rm], r1 = k->rr[(t - det + 1) & rm];
-            rc = r0 < rc ? r0 : rc;
-            rc = r1 < rc ? r1 : rc;
-            /* sliding minimum over the last `hold` samples */
-            while (k->qn > 0 && k->qv[(k->qh + k->qn - 1) & qm] >= rc)
-                k->qn--;
-            k->qv[(k->qh + k->qn) & qm] = rc;
-            k->qt[(k->qh + k->qn) & qm] = t;
-            k->qn++;
-            while (t - k->qt[k->qh & qm] >= hold) {
-                k->qh = (k->qh + 1) & (int)qm;
-                k->qn--;
-            }
-            const double h = k->qv[k->qh & qm];
-            /* instant attack, exponential release, never above h */
-            double h2 = k->h2;
-            if (h <= h2)
-                h2 = h;
-            else {
-                h2 += (h - h2) * arel;
-                if (h - h2 < 1e-9)
-                    h2 = h;
-            }
-            k->h2 = h2;
-            /* moving average of h2 over the last a samples */
-            double sum = k->sum + h2;
-            if (!grow)
-                sum -= k->avg[(t - (uint32_t)a) & am];
-            if (shrink)
-                sum -= k->avg[(t - (uint32_t)a + 1) & am];
-            k->avg[t & am] = h2;
-            k->sum = sum;
-            double g = sum * inv;
-            if (g > 1.0)
-                g = 1.0;
-            if (!(g >= 0.0))
-                g = 0.0;
-            const float gf = (float)g;
-            if (gf < gmin[c])
-                gmin[c] = gf;
-            p->out[c][i] = k->delay[(t - dl) & dm] * gf;
+            const float gc = chain_step(&s->ch[c], s, r[c] + link * (rmin - r[c]), t, det, hold,
+                                        a, grow, shrink, inv, arel);
+            gmin[c] = gc < gmin[c] ? gc : gmin[c];
+            p->out[c][i] = s->ch[c].delay[(t - dl) & dm] * gc;
         }
         if (grow | shrink) {
             a += grow - shrink;
@@ -264,14 +270,8 @@ static void process(void *st, const mg_proc *p)
     s->t = t;
     s->a = a;
     for (int c = 0; c < nc; c++) {
-        lim_chan *k = &s->ch[c];
-        /* re-anchor the running sum (rounding drift) once per block */
-        double sum = 0.0;
-        for (int j = 0; j < a; j++)
-            sum += k->avg[(t - 1 - (uint32_t)j) & am];
-        k->sum = sum;
-        if (!isfinite(k->h2))
-            k->h2 = 1.0;
+        if (!isfinite(s->ch[c].h2))
+            s->ch[c].h2 = 1.0;
         p->readout[c] = gmin[c];
     }
 }
