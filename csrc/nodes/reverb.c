@@ -1,0 +1,274 @@
+/* reverb: a 16-line feedback delay network, stereo in/out.
+ *
+ * Lines of lengths d_i = size_scale * P_i, P_i distinct primes spread
+ * geometrically from 29 ms to 83 ms (so mutually prime at size 50 %), each
+ * slowly modulated (triangle, +-0.17 ms, 0.11..0.9 Hz, every line its own rate:
+ * no fixed comb of modes, no metallic ringing), read with linear interpolation.
+ * Feedback matrix: 16x16 Hadamard / 4 (orthogonal, lossless). Per-line gain
+ * g_i = 10^(-3 d_i / (RT60 fs)), so every path loses 60 dB in RT60 seconds.
+ * Damping: a one-pole low-pass per line with DC gain g_i and Nyquist gain
+ * g_i^(1/a), a = 1 - 0.9 damping: RT60 at Nyquist is a * RT60 (exact at DC and
+ * Nyquist; damping 0 is no filter). Input: pre-delay, then L into the even
+ * lines and R into the odd ones (alternating signs); output: L from even lines,
+ * R from odd ones, then mid/side width; out = (1 - mix) dry + mix wet.
+ * Size changes slew (at most 1/20 sample per sample on the longest line) and
+ * pre-delay changes glide or crossfade, so nothing clicks. */
+#include "../mg_node.h"
+#include "../dsp_delay.h"
+
+enum { P_DECAY, P_SIZE, P_PREDELAY, P_DAMPING, P_WIDTH, P_MIX, P_N };
+
+static const mg_param_spec params[] = {
+    {"decay", "s", "RT60: time to decay by 60 dB (at low and mid frequencies)", 0.1f, 20.0f, 2.0f, MG_MAP_LOG, MG_TAPER_LOG, 20.0f},
+    {"size", "%", "room size: line lengths x (0.3 + 1.4 size)", 0.0f, 100.0f, 50.0f, MG_MAP_LIN, MG_TAPER_LIN, 0.0f},
+    {"predelay", "ms", "delay before the reverberation starts", 0.0f, 250.0f, 0.0f, MG_MAP_LIN, MG_TAPER_LIN, 0.0f},
+    {"damping", "%", "high-frequency damping: RT60 at Nyquist = (1 - 0.9 damping) RT60", 0.0f, 100.0f, 30.0f, MG_MAP_LIN, MG_TAPER_LIN, 20.0f},
+    {"width", "%", "stereo width of the reverberation (0 mono)", 0.0f, 100.0f, 100.0f, MG_MAP_LIN, MG_TAPER_LIN, 20.0f},
+    {"mix", "%", "wet share: out = (1-mix) dry + mix wet", 0.0f, 100.0f, 100.0f, MG_MAP_LIN, MG_TAPER_LIN, 20.0f},
+};
+static const mg_port_spec ports[] = {
+    {"in", MG_PORT_IN, 2},
+    {"out", MG_PORT_OUT, 2},
+};
+
+#define NL 16
+#define SUB 16
+#define MOD_MS 0.17
+
+typedef struct {
+    double fs;
+    int ready, fresh; /* fresh: nothing processed since prepare/reset */
+    dl_line line[NL];
+    dl_line pre[2];
+    dl_tap ptap;
+    float base[NL];      /* prime lengths (samples) at scale 1 */
+    float mod[NL], dmod[NL], depth;
+    float scale, scale_tgt, scale_step;
+    float g[NL], gb[NL], b[NL], y[NL]; /* gain*(1-b), pole, one-pole state */
+    float ap[NL];                      /* allpass interpolator state */
+    float coef_decay, coef_damp, coef_scale; /* what g/b were computed for */
+    float wet_gain;
+} reverb_state;
+
+static int is_prime(int n)
+{
+    if (n < 2)
+        return 0;
+    for (int k = 2; (long)k * k <= n; k++)
+        if (n % k == 0)
+            return 0;
+    return 1;
+}
+
+static float size_scale(float size) { return 0.3f + 1.4f * size * 0.01f; }
+
+static void coefs(reverb_state *s, float decay, float damp)
+{
+    const double a = 1.0 - 0.9 * (double)damp * 0.01;
+    for (int i = 0; i < NL; i++) {
+        const double d = (double)s->base[i] * s->scale;
+        const double g = pow(10.0, -3.0 * d / ((double)decay * s->fs));
+        const double r = pow(g, 1.0 / a - 1.0); /* Nyquist gain / DC gain */
+        const double b = (1.0 - r) / (1.0 + r);
+        s->b[i] = (float)b;
+        s->gb[i] = (float)(g * (1.0 - b));
+        s->g[i] = (float)g;
+    }
+    s->coef_decay = decay;
+    s->coef_damp = damp;
+    s->coef_scale = s->scale;
+}
+
+static void clear_state(reverb_state *s)
+{
+    for (int i = 0; i < NL; i++) {
+        dl_clear(&s->line[i]);
+        s->y[i] = 0.0f;
+        s->ap[i] = 0.0f;
+    }
+    dl_clear(&s->pre[0]);
+    dl_clear(&s->pre[1]);
+}
+
+static void reset(void *st)
+{
+    reverb_state *s = st;
+    clear_state(s);
+    s->scale = s->scale_tgt;
+    s->ptap.cur = s->ptap.nxt = s->ptap.tgt;
+    s->ptap.fade = 0;
+    s->fresh = 1;
+}
+
+static void on_param(void *st, int index, float v)
+{
+    reverb_state *s = st;
+    if (!s->ready)
+        return;
+    if (index == P_SIZE) {
+        s->scale_tgt = size_scale(v);
+        if (s->fresh)
+            s->scale = s->scale_tgt;
+    } else if (index == P_PREDELAY) {
+        s->ptap.tgt = floor((double)v * 0.001 * s->fs + 0.5);
+        if (s->fresh)
+            dl_tap_init(&s->ptap, s->ptap.tgt, s->ptap.fade_len, 64.0, 1.0 / 16.0);
+    }
+}
+
+static void release(void *st)
+{
+    reverb_state *s = st;
+    for (int i = 0; i < NL; i++)
+        dl_free(&s->line[i]);
+    dl_free(&s->pre[0]);
+    dl_free(&s->pre[1]);
+}
+
+static int prepare(void *st, const mg_prepare_ctx *ctx)
+{
+    reverb_state *s = st;
+    s->fs = ctx->sample_rate;
+    s->depth = (float)(MOD_MS * 0.001 * s->fs);
+    int last = 0;
+    for (int i = 0; i < NL; i++) {
+        const double ms = 29.0 * pow(83.0 / 29.0, i / (double)(NL - 1));
+        int n = (int)(ms * 0.001 * s->fs);
+        if (n <= last)
+            n = last + 1;
+        while (!is_prime(n))
+            n++;
+        last = n;
+        s->base[i] = (float)n;
+        const size_t need = (size_t)(n * size_scale(100.0f) + 2.0f * s->depth + 8.0f);
+        if (dl_alloc(&s->line[i], need) != 0)
+            return 1;
+        /* triangle rates 0.11 .. 0.9 Hz, staggered phases */
+        const double hz = 0.11 + 0.79 * ((i * 7) % NL) / (double)(NL - 1);
+        s->dmod[i] = (float)(4.0 * s->depth * hz / s->fs) * ((i & 1) ? -1.0f : 1.0f);
+        s->mod[i] = s->depth * (float)(((i * 5) % NL) / (double)NL * 2.0 - 1.0);
+    }
+    for (int c = 0; c < 2; c++)
+        if (dl_alloc(&s->pre[c], (size_t)(0.25 * s->fs) + 8) != 0)
+            return 1;
+    dl_tap_init(&s->ptap, 0.0, (int)(0.020 * s->fs), 64.0, 1.0 / 16.0);
+    s->scale = s->scale_tgt = size_scale(params[P_SIZE].def);
+    /* the longest line moves by at most 1/20 sample per sample */
+    s->scale_step = 0.05f / s->base[NL - 1];
+    s->wet_gain = 1.0f / sqrtf(NL / 2);
+    s->ready = 1;
+    s->fresh = 1;
+    coefs(s, params[P_DECAY].def, params[P_DAMPING].def);
+    return 0;
+}
+
+/* in-place 16-point Walsh-Hadamard transform, scaled by 1/4 (orthogonal) */
+static inline void hadamard16(float *v)
+{
+    for (int h = 1; h < NL; h <<= 1)
+        for (int i = 0; i < NL; i += h << 1)
+            for (int j = i; j < i + h; j++) {
+                const float a = v[j], b = v[j + h];
+                v[j] = a + b;
+                v[j + h] = a - b;
+            }
+    for (int i = 0; i < NL; i++)
+        v[i] *= 0.25f;
+}
+
+static void process(void *st, const mg_proc *p)
+{
+    reverb_state *s = st;
+    const int n = p->nframes;
+    const mg_pv *dec = &p->pv[P_DECAY], *dmp = &p->pv[P_DAMPING];
+    const mg_pv *wd = &p->pv[P_WIDTH], *mx = &p->pv[P_MIX];
+    s->fresh = 0;
+    for (int i0 = 0; i0 < n; i0 += SUB) {
+        const int i1 = i0 + SUB < n ? i0 + SUB : n;
+        const float dv = mg_pv_at(dec, i0), mv = mg_pv_at(dmp, i0);
+        /* line delays for this sub-block: size slews, modulation moves on (the
+         * read position moves by at most ~0.005 sample per sub-block) */
+        const int len = i1 - i0;
+        if (s->scale != s->scale_tgt) {
+            const float df = s->scale_tgt - s->scale, st = s->scale_step * (float)len;
+            s->scale += df > st ? st : df < -st ? -st : df;
+        }
+        unsigned M[NL];
+        float eta[NL];
+        for (int k = 0; k < NL; k++) {
+            float m = s->mod[k] + s->dmod[k] * (float)len;
+            if (m > s->depth || m < -s->depth) {
+                s->dmod[k] = -s->dmod[k];
+                m = s->mod[k] + s->dmod[k] * (float)len;
+            }
+            s->mod[k] = m;
+            const float d = s->base[k] * s->scale + m;
+            const float mi = floorf(d - 0.5f), delta = d - mi; /* delta in [0.5, 1.5) */
+            M[k] = (unsigned)mi;
+            eta[k] = (1.0f - delta) / (1.0f + delta);
+        }
+        if (dv != s->coef_decay || mv != s->coef_damp || s->scale != s->coef_scale)
+            coefs(s, dv, mv);
+        for (int i = i0; i < i1; i++) {
+            /* pre-delay (write first: delay 0 is the current sample) */
+            const float xl = dl_sane(p->in[0][i]), xr = dl_sane(p->in[1][i]);
+            dl_write(&s->pre[0], xl);
+            dl_write(&s->pre[1], xr);
+            const float a = dl_tap_step(&s->ptap);
+            float il = dl_read_lin(&s->pre[0], (float)s->ptap.cur + 1.0f);
+            float ir = dl_read_lin(&s->pre[1], (float)s->ptap.cur + 1.0f);
+            if (a > 0.0f) {
+                il += a * (dl_read_lin(&s->pre[0], (float)s->ptap.nxt + 1.0f) - il);
+                ir += a * (dl_read_lin(&s->pre[1], (float)s->ptap.nxt + 1.0f) - ir);
+            }
+            float v[NL];
+            float wl = 0.0f, wr = 0.0f;
+            for (int k = 0; k < NL; k++) {
+                const dl_line *l = &s->line[k];
+                const unsigned j = l->w - M[k];
+                /* first-order allpass (Thiran) interpolation: lossless */
+                const float r = eta[k] * (l->buf[j & l->mask] - s->ap[k]) +
+                                l->buf[(j - 1u) & l->mask];
+                s->ap[k] = r;
+                const float y = s->gb[k] * r + s->b[k] * s->y[k];
+                s->y[k] = y;
+                v[k] = y;
+            }
+            for (int k = 0; k < NL; k += 4) {
+                wl += v[k] - v[k + 2];
+                wr += v[k + 1] - v[k + 3];
+            }
+            hadamard16(v);
+            for (int k = 0; k < NL; k += 4) {
+                dl_write(&s->line[k], v[k] + il);
+                dl_write(&s->line[k + 1], v[k + 1] + ir);
+                dl_write(&s->line[k + 2], v[k + 2] - il);
+                dl_write(&s->line[k + 3], v[k + 3] - ir);
+            }
+            wl *= s->wet_gain;
+            wr *= s->wet_gain;
+            const float w = mg_pv_at(wd, i) * 0.01f;
+            const float mid = 0.5f * (wl + wr), side = 0.5f * (wl - wr) * w;
+            const float mix = mg_pv_at(mx, i) * 0.01f;
+            p->out[0][i] = xl + mix * (mid + side - xl);
+            p->out[1][i] = xr + mix * (mid - side - xr);
+        }
+    }
+    int ok = 1;
+    for (int k = 0; k < NL; k++)
+        ok &= isfinite(s->y[k]) && fabsf(s->y[k]) < 1e25f && isfinite(s->ap[k]);
+    if (!ok)
+        clear_state(s);
+}
+
+const mg_node_type mg_type_reverb = {
+    .name = "reverb",
+    .doc = "Reverb: 16-line feedback delay network (Hadamard, prime modulated lengths), "
+           "RT60 decay, size, pre-delay, damping, width, mix; stereo in and out.",
+    .default_channels = 2, .min_channels = 2, .max_channels = 2,
+    .params = params, .n_params = MG_COUNT(params),
+    .ports = ports, .n_ports = MG_COUNT(ports),
+    .state_size = sizeof(reverb_state),
+    .prepare = prepare, .process = process, .reset = reset, .release = release,
+    .on_param = on_param,
+};
