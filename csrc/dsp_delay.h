@@ -172,6 +172,49 @@ static inline int bq_finite(const bq_state *s)
     return isfinite(s->z1) && isfinite(s->z2);
 }
 
+/* ---- state-variable filter (Zavalishin's TPT form) --------------------------
+ * With k = sqrt 2 its low-pass and high-pass outputs are exactly the bilinear
+ * (pre-warped) 2nd-order Butterworth of bq_butter2 / scipy.signal.butter, and
+ * unlike a direct form it stays well-behaved when its frequency moves fast. */
+typedef struct {
+    double a1, a2, a3, k;
+} svf_coef;
+typedef struct {
+    double ic1, ic2;
+} svf_state;
+
+static inline svf_coef svf_butter2(double f, double fs)
+{
+    if (f > 0.49 * fs)
+        f = 0.49 * fs;
+    if (f < 1.0)
+        f = 1.0;
+    svf_coef c;
+    const double g = tan(MG_PI * f / fs);
+    c.k = 1.4142135623730951;
+    c.a1 = 1.0 / (1.0 + g * (g + c.k));
+    c.a2 = g * c.a1;
+    c.a3 = g * c.a2;
+    return c;
+}
+
+/* one sample; returns the low-pass output, *hp gets the high-pass one */
+static inline double svf_run(const svf_coef *c, svf_state *s, double x, double *hp)
+{
+    const double v3 = x - s->ic2;
+    const double v1 = c->a1 * s->ic1 + c->a2 * v3;
+    const double v2 = s->ic2 + c->a2 * s->ic1 + c->a3 * v3;
+    s->ic1 = 2.0 * v1 - s->ic1;
+    s->ic2 = 2.0 * v2 - s->ic2;
+    *hp = x - c->k * v1 - v2;
+    return v2;
+}
+
+static inline int svf_finite(const svf_state *s)
+{
+    return isfinite(s->ic1) && isfinite(s->ic2);
+}
+
 /* A sample that is not finite (or absurdly large) becomes 0. */
 static inline float dl_sane(float x)
 {

@@ -28,7 +28,7 @@ static const mg_param_spec params[] = {
      "6 1/2 dotted, 7 1/4 dotted, 8 1/8 dotted, 9 1/16 dotted, "
      "10 1/2 triplet, 11 1/4 triplet, 12 1/8 triplet, 13 1/16 triplet", 0.0f, 13.0f, 2.0f, MG_MAP_LIN, MG_TAPER_STEP, 0.0f},
     {"feedback", "%", "level of each repeat relative to the previous one", 0.0f, 99.0f, 35.0f, MG_MAP_LIN, MG_TAPER_LIN, 20.0f},
-    {"lowcut", "Hz", "high-pass in the loop (Butterworth 12 dB/oct)", 20.0f, 2000.0f, 100.0f, MG_MAP_LOG, MG_TAPER_LOG, 20.0f},
+    {"lowcut", "Hz", "high-pass in the loop (Butterworth 12 dB/oct, state-variable form)", 20.0f, 2000.0f, 100.0f, MG_MAP_LOG, MG_TAPER_LOG, 20.0f},
     {"lowcuton", "", "1: the low-cut is in the loop", 0.0f, 1.0f, 0.0f, MG_MAP_LIN, MG_TAPER_STEP, 10.0f},
     {"highcut", "Hz", "low-pass in the loop (Butterworth 12 dB/oct)", 1000.0f, 20000.0f, 8000.0f, MG_MAP_LOG, MG_TAPER_LOG, 20.0f},
     {"highcuton", "", "1: the high-cut is in the loop", 0.0f, 1.0f, 0.0f, MG_MAP_LIN, MG_TAPER_STEP, 10.0f},
@@ -55,9 +55,9 @@ typedef struct {
     dl_line line[2];
     dl_tap tap;
     float par[P_N]; /* latest targets (node domain) */
-    bq_coef lc, hc;
+    svf_coef lc, hc;
     float lcf, hcf; /* frequencies of lc / hc */
-    bq_state lcs[2], hcs[2];
+    svf_state lcs[2], hcs[2];
 } delay_state;
 
 static void set_target(delay_state *s)
@@ -88,10 +88,10 @@ static void on_param(void *st, int index, float v)
         set_target(s);
     else if (index == P_LOWCUT) {
         s->lcf = v;
-        s->lc = bq_butter2(v, s->fs, 1);
+        s->lc = svf_butter2(v, s->fs);
     } else if (index == P_HIGHCUT) {
         s->hcf = v;
-        s->hc = bq_butter2(v, s->fs, 0);
+        s->hc = svf_butter2(v, s->fs);
     }
 }
 
@@ -100,8 +100,8 @@ static void reset(void *st)
     delay_state *s = st;
     for (int c = 0; c < 2; c++) {
         dl_clear(&s->line[c]);
-        s->lcs[c] = (bq_state){0, 0};
-        s->hcs[c] = (bq_state){0, 0};
+        s->lcs[c] = (svf_state){0, 0};
+        s->hcs[c] = (svf_state){0, 0};
     }
     s->fresh = 1;
     if (s->fs > 0.0)
@@ -130,8 +130,8 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
         s->par[k] = params[k].def;
     s->lcf = s->par[P_LOWCUT];
     s->hcf = s->par[P_HIGHCUT];
-    s->lc = bq_butter2(s->lcf, s->fs, 1);
-    s->hc = bq_butter2(s->hcf, s->fs, 0);
+    s->lc = svf_butter2(s->lcf, s->fs);
+    s->hc = svf_butter2(s->hcf, s->fs);
     set_target(s);
     return 0;
 }
@@ -159,11 +159,11 @@ static void process(void *st, const mg_proc *p)
         const int i1 = i0 + SUB < n ? i0 + SUB : n;
         if (use_lc && lcf->ramp && lcf->ramp[i0] != s->lcf) {
             s->lcf = lcf->ramp[i0];
-            s->lc = bq_butter2(s->lcf, s->fs, 1);
+            s->lc = svf_butter2(s->lcf, s->fs);
         }
         if (use_hc && hcf->ramp && hcf->ramp[i0] != s->hcf) {
             s->hcf = hcf->ramp[i0];
-            s->hc = bq_butter2(s->hcf, s->fs, 0);
+            s->hc = svf_butter2(s->hcf, s->fs);
         }
         for (int i = i0; i < i1; i++) {
             const float a = dl_tap_step(&s->tap);
@@ -173,11 +173,14 @@ static void process(void *st, const mg_proc *p)
                 x[c] = dl_sane(p->in[c][i]);
                 float w = read_tap(&s->line[c], &s->tap, a);
                 if (use_hc) {
-                    const float h = (float)bq_run(&s->hc, &s->hcs[c], w);
+                    double hp;
+                    const float h = (float)svf_run(&s->hc, &s->hcs[c], w, &hp);
                     w += mg_pv_at(hcon, i) * (h - w);
                 }
                 if (use_lc) {
-                    const float h = (float)bq_run(&s->lc, &s->lcs[c], w);
+                    double hp;
+                    svf_run(&s->lc, &s->lcs[c], w, &hp);
+                    const float h = (float)hp;
                     w += mg_pv_at(lcon, i) * (h - w);
                 }
                 wet[c] = w;
@@ -201,14 +204,14 @@ static void process(void *st, const mg_proc *p)
         }
     }
     for (int c = 0; c < ch; c++) {
-        if (!bq_finite(&s->lcs[c]))
-            s->lcs[c] = (bq_state){0, 0};
-        if (!bq_finite(&s->hcs[c]))
-            s->hcs[c] = (bq_state){0, 0};
+        if (!svf_finite(&s->lcs[c]))
+            s->lcs[c] = (svf_state){0, 0};
+        if (!svf_finite(&s->hcs[c]))
+            s->hcs[c] = (svf_state){0, 0};
         if (!use_lc)
-            s->lcs[c] = (bq_state){0, 0};
+            s->lcs[c] = (svf_state){0, 0};
         if (!use_hc)
-            s->hcs[c] = (bq_state){0, 0};
+            s->hcs[c] = (svf_state){0, 0};
     }
     p->readout[0] = (float)(s->tap.tgt * 1000.0 / s->fs);
 }

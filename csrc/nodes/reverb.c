@@ -38,7 +38,8 @@ static const mg_port_spec ports[] = {
 typedef struct {
     double fs;
     int ready, fresh; /* fresh: nothing processed since prepare/reset */
-    dl_line line[NL];
+    float *mem;     /* NL lines of `stride` samples, one shared write index */
+    unsigned stride, mask, w;
     dl_line pre[2];
     dl_tap ptap;
     float base[NL];      /* prime lengths (samples) at scale 1 */
@@ -81,8 +82,10 @@ static void coefs(reverb_state *s, float decay, float damp)
 
 static void clear_state(reverb_state *s)
 {
+    if (s->mem)
+        memset(s->mem, 0, sizeof(float) * (size_t)s->stride * NL);
+    s->w = 0;
     for (int i = 0; i < NL; i++) {
-        dl_clear(&s->line[i]);
         s->y[i] = 0.0f;
         s->ap[i] = 0.0f;
     }
@@ -119,8 +122,8 @@ static void on_param(void *st, int index, float v)
 static void release(void *st)
 {
     reverb_state *s = st;
-    for (int i = 0; i < NL; i++)
-        dl_free(&s->line[i]);
+    free(s->mem);
+    s->mem = NULL;
     dl_free(&s->pre[0]);
     dl_free(&s->pre[1]);
 }
@@ -140,14 +143,19 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
             n++;
         last = n;
         s->base[i] = (float)n;
-        const size_t need = (size_t)(n * size_scale(100.0f) + 2.0f * s->depth + 8.0f);
-        if (dl_alloc(&s->line[i], need) != 0)
-            return 1;
         /* triangle rates 0.11 .. 0.9 Hz, staggered phases */
         const double hz = 0.11 + 0.79 * ((i * 7) % NL) / (double)(NL - 1);
         s->dmod[i] = (float)(4.0 * s->depth * hz / s->fs) * ((i & 1) ? -1.0f : 1.0f);
         s->mod[i] = s->depth * (float)(((i * 5) % NL) / (double)NL * 2.0 - 1.0);
     }
+    const size_t need = (size_t)(s->base[NL - 1] * size_scale(100.0f) + 2.0f * s->depth + 8.0f);
+    s->stride = 8;
+    while (s->stride < need)
+        s->stride <<= 1;
+    s->mask = s->stride - 1;
+    s->mem = calloc((size_t)s->stride * NL, sizeof(float));
+    if (!s->mem)
+        return 1;
     for (int c = 0; c < 2; c++)
         if (dl_alloc(&s->pre[c], (size_t)(0.25 * s->fs) + 8) != 0)
             return 1;
@@ -207,6 +215,13 @@ static void process(void *st, const mg_proc *p)
             M[k] = (unsigned)mi;
             eta[k] = (1.0f - delta) / (1.0f + delta);
         }
+        float ap[NL], yk[NL], gb[NL], bb[NL];
+        memcpy(ap, s->ap, sizeof ap);
+        memcpy(yk, s->y, sizeof yk);
+        memcpy(gb, s->gb, sizeof gb);
+        memcpy(bb, s->b, sizeof bb);
+        float *restrict mem = s->mem;
+        const size_t stride = s->stride;
         if (dv != s->coef_decay || mv != s->coef_damp || s->scale != s->coef_scale)
             coefs(s, dv, mv);
         for (int i = i0; i < i1; i++) {
@@ -223,15 +238,15 @@ static void process(void *st, const mg_proc *p)
             }
             float v[NL];
             float wl = 0.0f, wr = 0.0f;
+            const unsigned w = s->w, mask = s->mask;
             for (int k = 0; k < NL; k++) {
-                const dl_line *l = &s->line[k];
-                const unsigned j = l->w - M[k];
+                const float *restrict buf = mem + (size_t)k * stride;
+                const unsigned j = w - M[k];
                 /* first-order allpass (Thiran) interpolation: lossless */
-                const float r = eta[k] * (l->buf[j & l->mask] - s->ap[k]) +
-                                l->buf[(j - 1u) & l->mask];
-                s->ap[k] = r;
-                const float y = s->gb[k] * r + s->b[k] * s->y[k];
-                s->y[k] = y;
+                const float r = eta[k] * (buf[j & mask] - ap[k]) + buf[(j - 1u) & mask];
+                ap[k] = r;
+                const float y = gb[k] * r + bb[k] * yk[k];
+                yk[k] = y;
                 v[k] = y;
             }
             for (int k = 0; k < NL; k += 4) {
@@ -240,19 +255,22 @@ static void process(void *st, const mg_proc *p)
             }
             hadamard16(v);
             for (int k = 0; k < NL; k += 4) {
-                dl_write(&s->line[k], v[k] + il);
-                dl_write(&s->line[k + 1], v[k + 1] + ir);
-                dl_write(&s->line[k + 2], v[k + 2] - il);
-                dl_write(&s->line[k + 3], v[k + 3] - ir);
+                mem[(size_t)k * stride + w] = v[k] + il;
+                mem[(size_t)(k + 1) * stride + w] = v[k + 1] + ir;
+                mem[(size_t)(k + 2) * stride + w] = v[k + 2] - il;
+                mem[(size_t)(k + 3) * stride + w] = v[k + 3] - ir;
             }
+            s->w = (w + 1) & mask;
             wl *= s->wet_gain;
             wr *= s->wet_gain;
-            const float w = mg_pv_at(wd, i) * 0.01f;
-            const float mid = 0.5f * (wl + wr), side = 0.5f * (wl - wr) * w;
+            const float wdt = mg_pv_at(wd, i) * 0.01f;
+            const float mid = 0.5f * (wl + wr), side = 0.5f * (wl - wr) * wdt;
             const float mix = mg_pv_at(mx, i) * 0.01f;
             p->out[0][i] = xl + mix * (mid + side - xl);
             p->out[1][i] = xr + mix * (mid - side - xr);
         }
+        memcpy(s->ap, ap, sizeof ap);
+        memcpy(s->y, yk, sizeof yk);
     }
     int ok = 1;
     for (int k = 0; k < NL; k++)

@@ -2,7 +2,7 @@
  *   M = (L + R) / 2,  S = (L - R) / 2,  L' = M + w S',  R' = M - w S'
  * S' = S with bass mono off; with it on, S' = LR4(S): the side signal through a
  * 4th-order Linkwitz-Riley high-pass at `monofreq` (two cascaded 2nd-order
- * Butterworth sections), so everything below the crossover is mono. Switching
+ * Butterworth sections, state-variable form), so everything below the crossover is mono. Switching
  * bass mono crossfades S and LR4(S) over 10 ms; the crossover frequency is
  * smoothed and the coefficients follow the ramp every 16 samples. Non-finite
  * input samples are taken as 0. */
@@ -25,8 +25,8 @@ static const mg_port_spec ports[] = {
 
 typedef struct {
     double fs;
-    bq_coef c;
-    bq_state s1, s2;
+    svf_coef c;
+    svf_state s1, s2;
     float cfreq; /* frequency of c */
     int active;  /* filter state is live */
 } width_state;
@@ -36,7 +36,7 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
     width_state *s = st;
     s->fs = ctx->sample_rate;
     s->cfreq = 120.0f;
-    s->c = bq_butter2(120.0, s->fs, 1);
+    s->c = svf_butter2(120.0, s->fs);
     return 0;
 }
 
@@ -45,15 +45,15 @@ static void on_param(void *st, int index, float v)
     width_state *s = st;
     if (index == P_MONOFREQ && s->fs > 0.0) {
         s->cfreq = v;
-        s->c = bq_butter2(v, s->fs, 1);
+        s->c = svf_butter2(v, s->fs);
     }
 }
 
 static void reset(void *st)
 {
     width_state *s = st;
-    s->s1 = (bq_state){0, 0};
-    s->s2 = (bq_state){0, 0};
+    s->s1 = (svf_state){0, 0};
+    s->s2 = (svf_state){0, 0};
 }
 
 static void process(void *st, const mg_proc *p)
@@ -90,18 +90,20 @@ static void process(void *st, const mg_proc *p)
         const int i1 = i0 + SUB < n ? i0 + SUB : n;
         if (fq->ramp && fq->ramp[i0] != s->cfreq) {
             s->cfreq = fq->ramp[i0];
-            s->c = bq_butter2(s->cfreq, s->fs, 1);
+            s->c = svf_butter2(s->cfreq, s->fs);
         }
         for (int i = i0; i < i1; i++) {
             const float m = (dl_sane(xl[i]) + dl_sane(xr[i])) * 0.5f, sd = (dl_sane(xl[i]) - dl_sane(xr[i])) * 0.5f;
-            const double h = bq_run(&s->c, &s->s2, bq_run(&s->c, &s->s1, sd));
+            double h1, h;
+            svf_run(&s->c, &s->s1, sd, &h1);
+            svf_run(&s->c, &s->s2, h1, &h);
             const float b = mg_pv_at(bm, i);
             const float so = mg_pv_at(w, i) * (sd + b * ((float)h - sd));
             l[i] = m + so;
             r[i] = m - so;
         }
     }
-    if (!bq_finite(&s->s1) || !bq_finite(&s->s2))
+    if (!svf_finite(&s->s1) || !svf_finite(&s->s2))
         reset(s);
 }
 
