@@ -8,7 +8,8 @@
  * g_i = 10^(-3 d_i / (RT60 fs)), so every path loses 60 dB in RT60 seconds.
  * Damping: a one-pole low-pass per line with DC gain g_i and Nyquist gain
  * g_i^(1/a), a = 1 - 0.9 damping: RT60 at Nyquist is a * RT60 (exact at DC and
- * Nyquist; damping 0 is no filter). Input: pre-delay, then L into the even
+ * Nyquist; damping 0 is no filter). Input: pre-delay, four Schroeder allpass
+ * diffusers per side (dense from the start), then L into the even
  * lines and R into the odd ones (alternating signs); output: L from even lines,
  * R from odd ones, then mid/side width; out = (1 - mix) dry + mix wet.
  * Size changes slew (at most 1/20 sample per sample on the longest line) and
@@ -34,6 +35,11 @@ static const mg_port_spec ports[] = {
 #define NL 16
 #define SUB 16
 #define MOD_MS 0.17
+#define ND 4
+
+/* input diffusers: Schroeder allpasses (lengths after Dattorro's plate) */
+static const double diff_ms[2][ND] = {{4.77, 3.60, 12.73, 9.31}, {5.13, 3.37, 11.87, 8.69}};
+static const float diff_g[ND] = {0.75f, 0.75f, 0.625f, 0.625f};
 
 typedef struct {
     double fs;
@@ -41,12 +47,13 @@ typedef struct {
     float *mem;     /* NL lines of `stride` samples, one shared write index */
     unsigned stride, mask, w;
     dl_line pre[2];
+    dl_line ap_line[2][ND]; /* input diffusers */
+    unsigned ap_len[2][ND];
     dl_tap ptap;
     float base[NL];      /* prime lengths (samples) at scale 1 */
     float mod[NL], dmod[NL], depth;
     float scale, scale_tgt, scale_step;
     float g[NL], gb[NL], b[NL], y[NL]; /* gain*(1-b), pole, one-pole state */
-    float ap[NL];                      /* allpass interpolator state */
     float coef_decay, coef_damp, coef_scale; /* what g/b were computed for */
     float wet_gain;
 } reverb_state;
@@ -87,10 +94,12 @@ static void clear_state(reverb_state *s)
     s->w = 0;
     for (int i = 0; i < NL; i++) {
         s->y[i] = 0.0f;
-        s->ap[i] = 0.0f;
     }
     dl_clear(&s->pre[0]);
     dl_clear(&s->pre[1]);
+    for (int c = 0; c < 2; c++)
+        for (int k = 0; k < ND; k++)
+            dl_clear(&s->ap_line[c][k]);
 }
 
 static void reset(void *st)
@@ -126,6 +135,9 @@ static void release(void *st)
     s->mem = NULL;
     dl_free(&s->pre[0]);
     dl_free(&s->pre[1]);
+    for (int c = 0; c < 2; c++)
+        for (int k = 0; k < ND; k++)
+            dl_free(&s->ap_line[c][k]);
 }
 
 static int prepare(void *st, const mg_prepare_ctx *ctx)
@@ -159,6 +171,12 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
     for (int c = 0; c < 2; c++)
         if (dl_alloc(&s->pre[c], (size_t)(0.25 * s->fs) + 8) != 0)
             return 1;
+    for (int c = 0; c < 2; c++)
+        for (int k = 0; k < ND; k++) {
+            s->ap_len[c][k] = (unsigned)(diff_ms[c][k] * 0.001 * s->fs + 0.5);
+            if (dl_alloc(&s->ap_line[c][k], s->ap_len[c][k] + 2) != 0)
+                return 1;
+        }
     dl_tap_init(&s->ptap, 0.0, (int)(0.020 * s->fs), 64.0, 1.0 / 16.0);
     s->scale = s->scale_tgt = size_scale(params[P_SIZE].def);
     /* the longest line moves by at most 1/20 sample per sample */
@@ -184,6 +202,28 @@ static inline void hadamard16(float *v)
         v[i] *= 0.25f;
 }
 
+/* advance the modulation by adv samples; integer delays M and the 4-point
+ * Lagrange coefficients of every line */
+static inline void positions(reverb_state *s, int adv, unsigned *M, float (*cf)[4])
+{
+    for (int k = 0; k < NL; k++) {
+        float m = s->mod[k] + s->dmod[k] * (float)adv;
+        if (m > s->depth || m < -s->depth) {
+            s->dmod[k] = -s->dmod[k];
+            m = s->mod[k] + s->dmod[k] * (float)adv;
+        }
+        s->mod[k] = m;
+        const float d = s->base[k] * s->scale + m;
+        const float mi = floorf(d), f = d - mi;
+        M[k] = (unsigned)mi;
+        const float fm1 = f + 1.0f, f1 = f - 1.0f, f2 = f - 2.0f;
+        cf[k][0] = -f * f1 * f2 * (1.0f / 6.0f);
+        cf[k][1] = fm1 * f1 * f2 * 0.5f;
+        cf[k][2] = -fm1 * f * f2 * 0.5f;
+        cf[k][3] = fm1 * f * f1 * (1.0f / 6.0f);
+    }
+}
+
 static void process(void *st, const mg_proc *p)
 {
     reverb_state *s = st;
@@ -194,36 +234,35 @@ static void process(void *st, const mg_proc *p)
     for (int i0 = 0; i0 < n; i0 += SUB) {
         const int i1 = i0 + SUB < n ? i0 + SUB : n;
         const float dv = mg_pv_at(dec, i0), mv = mg_pv_at(dmp, i0);
-        /* line delays for this sub-block: size slews, modulation moves on (the
-         * read position moves by at most ~0.005 sample per sub-block) */
+        /* line read positions: the modulation moves by ~0.01 sample per
+         * sub-block, so steady state computes them once per sub-block; while
+         * the size slews (up to 0.05 sample per sample) they follow per sample */
         const int len = i1 - i0;
-        if (s->scale != s->scale_tgt) {
-            const float df = s->scale_tgt - s->scale, st = s->scale_step * (float)len;
-            s->scale += df > st ? st : df < -st ? -st : df;
-        }
+        const int moving = s->scale != s->scale_tgt;
         unsigned M[NL];
-        float eta[NL];
-        for (int k = 0; k < NL; k++) {
-            float m = s->mod[k] + s->dmod[k] * (float)len;
-            if (m > s->depth || m < -s->depth) {
-                s->dmod[k] = -s->dmod[k];
-                m = s->mod[k] + s->dmod[k] * (float)len;
-            }
-            s->mod[k] = m;
-            const float d = s->base[k] * s->scale + m;
-            const float mi = floorf(d - 0.5f), delta = d - mi; /* delta in [0.5, 1.5) */
-            M[k] = (unsigned)mi;
-            eta[k] = (1.0f - delta) / (1.0f + delta);
-        }
-        float ap[NL], yk[NL], gb[NL], bb[NL];
-        memcpy(ap, s->ap, sizeof ap);
+        float cf[NL][4];
+        /* loop gains and damping poles: computed for the end of the sub-block
+         * and approached linearly sample by sample (no zipper while decay,
+         * damping or size move) */
+        float yk[NL], gb[NL], bb[NL], dgb[NL] = {0}, dbb[NL] = {0};
         memcpy(yk, s->y, sizeof yk);
         memcpy(gb, s->gb, sizeof gb);
         memcpy(bb, s->b, sizeof bb);
+        int glide = 0;
+        if (dv != s->coef_decay || mv != s->coef_damp || s->scale != s->coef_scale) {
+            const float dve = mg_pv_at(dec, i1 - 1), mve = mg_pv_at(dmp, i1 - 1);
+            coefs(s, dve, mve);
+            if (dv != dve || mv != mve)
+                s->coef_decay = NAN; /* still ramping: recompute next sub-block */
+            const float inv = 1.0f / (float)(i1 - i0);
+            for (int k = 0; k < NL; k++) {
+                dgb[k] = (s->gb[k] - gb[k]) * inv;
+                dbb[k] = (s->b[k] - bb[k]) * inv;
+            }
+            glide = 1;
+        }
         float *restrict mem = s->mem;
         const size_t stride = s->stride;
-        if (dv != s->coef_decay || mv != s->coef_damp || s->scale != s->coef_scale)
-            coefs(s, dv, mv);
         for (int i = i0; i < i1; i++) {
             /* pre-delay (write first: delay 0 is the current sample) */
             const float xl = dl_sane(p->in[0][i]), xr = dl_sane(p->in[1][i]);
@@ -236,15 +275,41 @@ static void process(void *st, const mg_proc *p)
                 il += a * (dl_read_lin(&s->pre[0], (float)s->ptap.nxt + 1.0f) - il);
                 ir += a * (dl_read_lin(&s->pre[1], (float)s->ptap.nxt + 1.0f) - ir);
             }
+            for (int k = 0; k < ND; k++) {
+                dl_line *la = &s->ap_line[0][k], *ra = &s->ap_line[1][k];
+                const float g = diff_g[k];
+                const float dla = dl_tap_int(la, s->ap_len[0][k]);
+                const float dra = dl_tap_int(ra, s->ap_len[1][k]);
+                const float wla = il + g * dla, wra = ir + g * dra;
+                dl_write(la, wla);
+                dl_write(ra, wra);
+                il = dla - g * wla;
+                ir = dra - g * wra;
+            }
+            if (moving || i == i0) {
+                const int adv = moving ? 1 : len;
+                if (moving) {
+                    const float df = s->scale_tgt - s->scale;
+                    s->scale += df > s->scale_step ? s->scale_step
+                              : df < -s->scale_step ? -s->scale_step : df;
+                }
+                positions(s, adv, M, cf);
+            }
+            if (glide)
+                for (int k = 0; k < NL; k++) {
+                    gb[k] += dgb[k];
+                    bb[k] += dbb[k];
+                }
             float v[NL];
             float wl = 0.0f, wr = 0.0f;
             const unsigned w = s->w, mask = s->mask;
             for (int k = 0; k < NL; k++) {
                 const float *restrict buf = mem + (size_t)k * stride;
                 const unsigned j = w - M[k];
-                /* first-order allpass (Thiran) interpolation: lossless */
-                const float r = eta[k] * (buf[j & mask] - ap[k]) + buf[(j - 1u) & mask];
-                ap[k] = r;
+                /* 4-point Lagrange interpolation between delays M-1 .. M+2 */
+                const float *c = cf[k];
+                const float r = c[0] * buf[(j + 1u) & mask] + c[1] * buf[j & mask] +
+                                c[2] * buf[(j - 1u) & mask] + c[3] * buf[(j - 2u) & mask];
                 const float y = gb[k] * r + bb[k] * yk[k];
                 yk[k] = y;
                 v[k] = y;
@@ -269,12 +334,11 @@ static void process(void *st, const mg_proc *p)
             p->out[0][i] = xl + mix * (mid + side - xl);
             p->out[1][i] = xr + mix * (mid - side - xr);
         }
-        memcpy(s->ap, ap, sizeof ap);
         memcpy(s->y, yk, sizeof yk);
     }
     int ok = 1;
     for (int k = 0; k < NL; k++)
-        ok &= isfinite(s->y[k]) && fabsf(s->y[k]) < 1e25f && isfinite(s->ap[k]);
+        ok &= isfinite(s->y[k]) && fabsf(s->y[k]) < 1e25f;
     if (!ok)
         clear_state(s);
 }
