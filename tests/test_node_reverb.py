@@ -169,3 +169,28 @@ def test_bad_input_never_nan(make):
     y = e.process(n, x, block=64)
     assert np.all(np.isfinite(y)) and e.stats().nan_scrubbed == 0
     assert np.max(np.abs(y)) < 100
+
+
+@pytest.mark.parametrize("fs", [44100, 96000])
+def test_rt60_at_other_rates(fs):
+    e = Engine(fs, 2, 2)
+    s = Session(e)
+    try:
+        s.add_node("input", "in", {"channels": 2})
+        s.add_node("reverb", "r", {"decay": 2.0, "damping": 0, "mix": 100})
+        s.add_node("output", "out")
+        s.connect("in", "r")
+        s.connect("r", "out")
+        s.commit()
+        n = int(fs * 2.4)
+        x = np.zeros((n, 2), np.float32)
+        x[0] = 0.5
+        h = e.process(n, x, block=64).astype(np.float64)
+        edc = np.cumsum(h[::-1, 0] ** 2)[::-1]
+        edc = 10 * np.log10(edc / edc[0])
+        a, b = np.argmax(edc < -5), np.argmax(edc < -35)
+        rt = -60 / np.polyfit(np.arange(a, b) / fs, edc[a:b], 1)[0]
+        assert abs(rt / 2.0 - 1) < 0.10  # T30, the 10 %
+    finally:
+        s.close()
+        e.free()

@@ -1,19 +1,25 @@
 /* reverb: a 16-line feedback delay network, stereo in/out.
  *
- * Lines of lengths d_i = size_scale * P_i, P_i distinct primes spread
- * geometrically from 29 ms to 83 ms (so mutually prime at size 50 %), each
- * slowly modulated (triangle, +-0.17 ms, 0.11..0.9 Hz, every line its own rate:
- * no fixed comb of modes, no metallic ringing), read with linear interpolation.
+ * Line lengths: P_i * (0.3 + 1.4 size) rounded to whole samples, P_i distinct
+ * primes spread geometrically from 29 ms to 83 ms (mutually prime at size
+ * 50 %). Lines 0, 5, 10 and 15 are slowly modulated (triangle, +-0.17 ms,
+ * 0.11..0.9 Hz, each its own rate): the modes keep moving, so no fixed comb,
+ * no metallic ringing. Fractional reads use a first-order allpass (Thiran)
+ * interpolator, which is lossless (a Lagrange or linear one would shorten the
+ * high-frequency decay) and exact at whole-sample lengths.
  * Feedback matrix: 16x16 Hadamard / 4 (orthogonal, lossless). Per-line gain
  * g_i = 10^(-3 d_i / (RT60 fs)), so every path loses 60 dB in RT60 seconds.
  * Damping: a one-pole low-pass per line with DC gain g_i and Nyquist gain
  * g_i^(1/a), a = 1 - 0.9 damping: RT60 at Nyquist is a * RT60 (exact at DC and
  * Nyquist; damping 0 is no filter). Input: pre-delay, four Schroeder allpass
- * diffusers per side (dense from the start), then L into the even
- * lines and R into the odd ones (alternating signs); output: L from even lines,
- * R from odd ones, then mid/side width; out = (1 - mix) dry + mix wet.
- * Size changes slew (at most 1/20 sample per sample on the longest line) and
- * pre-delay changes glide or crossfade, so nothing clicks. */
+ * diffusers per side (dense from the start), then L into the even lines and R
+ * into the odd ones (alternating signs); output: L from even lines, R from odd
+ * ones, then mid/side width; out = (1 - mix) dry + mix wet.
+ * Nothing clicks when parameters move: size changes slew every length sample
+ * by sample (the longest by at most 1/20 sample per sample), loop gains and
+ * damping poles glide per sample while decay/damping ramp, pre-delay changes
+ * glide or crossfade. Denormals: the engine runs with FTZ/DAZ and every loop
+ * value decays geometrically, so the silent tail reaches exact zero. */
 #include "../mg_node.h"
 #include "../dsp_delay.h"
 
@@ -52,9 +58,11 @@ typedef struct {
     dl_tap ptap;
     float base[NL];      /* prime lengths (samples) at scale 1 */
     float mod[NL], dmod[NL], depth;
-    float scale, scale_tgt, scale_step;
+    float len[NL], len_tgt[NL], len_step[NL]; /* line lengths now / target (integers) */
+    int moving;                                /* some length is still slewing */
     float g[NL], gb[NL], b[NL], y[NL]; /* gain*(1-b), pole, one-pole state */
-    float coef_decay, coef_damp, coef_scale; /* what g/b were computed for */
+    float ap[NL];                      /* allpass interpolator state */
+    float coef_decay, coef_damp; /* what g/b were computed for */
     float wet_gain;
 } reverb_state;
 
@@ -74,7 +82,7 @@ static void coefs(reverb_state *s, float decay, float damp)
 {
     const double a = 1.0 - 0.9 * (double)damp * 0.01;
     for (int i = 0; i < NL; i++) {
-        const double d = (double)s->base[i] * s->scale;
+        const double d = (double)s->len[i];
         const double g = pow(10.0, -3.0 * d / ((double)decay * s->fs));
         const double r = pow(g, 1.0 / a - 1.0); /* Nyquist gain / DC gain */
         const double b = (1.0 - r) / (1.0 + r);
@@ -84,7 +92,6 @@ static void coefs(reverb_state *s, float decay, float damp)
     }
     s->coef_decay = decay;
     s->coef_damp = damp;
-    s->coef_scale = s->scale;
 }
 
 static void clear_state(reverb_state *s)
@@ -94,6 +101,7 @@ static void clear_state(reverb_state *s)
     s->w = 0;
     for (int i = 0; i < NL; i++) {
         s->y[i] = 0.0f;
+        s->ap[i] = 0.0f;
     }
     dl_clear(&s->pre[0]);
     dl_clear(&s->pre[1]);
@@ -106,7 +114,8 @@ static void reset(void *st)
 {
     reverb_state *s = st;
     clear_state(s);
-    s->scale = s->scale_tgt;
+    memcpy(s->len, s->len_tgt, sizeof s->len);
+    s->moving = 0;
     s->ptap.cur = s->ptap.nxt = s->ptap.tgt;
     s->ptap.fade = 0;
     s->fresh = 1;
@@ -118,9 +127,12 @@ static void on_param(void *st, int index, float v)
     if (!s->ready)
         return;
     if (index == P_SIZE) {
-        s->scale_tgt = size_scale(v);
+        for (int k = 0; k < NL; k++)
+            s->len_tgt[k] = floorf(s->base[k] * size_scale(v) + 0.5f);
         if (s->fresh)
-            s->scale = s->scale_tgt;
+            memcpy(s->len, s->len_tgt, sizeof s->len);
+        else
+            s->moving = 1;
     } else if (index == P_PREDELAY) {
         s->ptap.tgt = floor((double)v * 0.001 * s->fs + 0.5);
         if (s->fresh)
@@ -159,6 +171,10 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
         const double hz = 0.11 + 0.79 * ((i * 7) % NL) / (double)(NL - 1);
         s->dmod[i] = (float)(4.0 * s->depth * hz / s->fs) * ((i & 1) ? -1.0f : 1.0f);
         s->mod[i] = s->depth * (float)(((i * 5) % NL) / (double)NL * 2.0 - 1.0);
+        if (i % 4 != i / 4) { /* only lines 0, 5, 10, 15 are modulated */
+            s->dmod[i] = 0.0f;
+            s->mod[i] = 0.0f;
+        }
     }
     const size_t need = (size_t)(s->base[NL - 1] * size_scale(100.0f) + 2.0f * s->depth + 8.0f);
     s->stride = 8;
@@ -178,9 +194,13 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
                 return 1;
         }
     dl_tap_init(&s->ptap, 0.0, (int)(0.020 * s->fs), 64.0, 1.0 / 16.0);
-    s->scale = s->scale_tgt = size_scale(params[P_SIZE].def);
+    for (int k = 0; k < NL; k++) {
+        s->len[k] = s->len_tgt[k] = floorf(s->base[k] * size_scale(params[P_SIZE].def) + 0.5f);
+        /* the longest line moves by at most 1/20 sample per sample, the others
+         * in proportion, so all arrive together */
+        s->len_step[k] = 0.05f * s->base[k] / s->base[NL - 1];
+    }
     /* the longest line moves by at most 1/20 sample per sample */
-    s->scale_step = 0.05f / s->base[NL - 1];
     s->wet_gain = 1.0f / sqrtf(NL / 2);
     s->ready = 1;
     s->fresh = 1;
@@ -202,9 +222,9 @@ static inline void hadamard16(float *v)
         v[i] *= 0.25f;
 }
 
-/* advance the modulation by adv samples; integer delays M and the 4-point
- * Lagrange coefficients of every line */
-static inline void positions(reverb_state *s, int adv, unsigned *M, float (*cf)[4])
+/* advance the modulation by adv samples; integer delays M and the allpass
+ * interpolation coefficients of every line */
+static inline void positions(reverb_state *s, int adv, unsigned *M, float *eta)
 {
     for (int k = 0; k < NL; k++) {
         float m = s->mod[k] + s->dmod[k] * (float)adv;
@@ -213,14 +233,10 @@ static inline void positions(reverb_state *s, int adv, unsigned *M, float (*cf)[
             m = s->mod[k] + s->dmod[k] * (float)adv;
         }
         s->mod[k] = m;
-        const float d = s->base[k] * s->scale + m;
-        const float mi = floorf(d), f = d - mi;
+        const float d = s->len[k] + m;
+        const float mi = floorf(d - 0.5f), delta = d - mi; /* delta in [0.5, 1.5) */
         M[k] = (unsigned)mi;
-        const float fm1 = f + 1.0f, f1 = f - 1.0f, f2 = f - 2.0f;
-        cf[k][0] = -f * f1 * f2 * (1.0f / 6.0f);
-        cf[k][1] = fm1 * f1 * f2 * 0.5f;
-        cf[k][2] = -fm1 * f * f2 * 0.5f;
-        cf[k][3] = fm1 * f * f1 * (1.0f / 6.0f);
+        eta[k] = (1.0f - delta) / (1.0f + delta); /* 0 at integer lengths: exact */
     }
 }
 
@@ -238,18 +254,19 @@ static void process(void *st, const mg_proc *p)
          * sub-block, so steady state computes them once per sub-block; while
          * the size slews (up to 0.05 sample per sample) they follow per sample */
         const int len = i1 - i0;
-        const int moving = s->scale != s->scale_tgt;
+        const int moving = s->moving;
         unsigned M[NL];
-        float cf[NL][4];
+        float eta[NL];
         /* loop gains and damping poles: computed for the end of the sub-block
          * and approached linearly sample by sample (no zipper while decay,
          * damping or size move) */
-        float yk[NL], gb[NL], bb[NL], dgb[NL] = {0}, dbb[NL] = {0};
+        float yk[NL], gb[NL], bb[NL], dgb[NL] = {0}, dbb[NL] = {0}, ap[NL];
         memcpy(yk, s->y, sizeof yk);
+        memcpy(ap, s->ap, sizeof ap);
         memcpy(gb, s->gb, sizeof gb);
         memcpy(bb, s->b, sizeof bb);
         int glide = 0;
-        if (dv != s->coef_decay || mv != s->coef_damp || s->scale != s->coef_scale) {
+        if (dv != s->coef_decay || mv != s->coef_damp || moving) {
             const float dve = mg_pv_at(dec, i1 - 1), mve = mg_pv_at(dmp, i1 - 1);
             coefs(s, dve, mve);
             if (dv != dve || mv != mve)
@@ -289,11 +306,15 @@ static void process(void *st, const mg_proc *p)
             if (moving || i == i0) {
                 const int adv = moving ? 1 : len;
                 if (moving) {
-                    const float df = s->scale_tgt - s->scale;
-                    s->scale += df > s->scale_step ? s->scale_step
-                              : df < -s->scale_step ? -s->scale_step : df;
+                    int still = 0;
+                    for (int k = 0; k < NL; k++) {
+                        const float df = s->len_tgt[k] - s->len[k], st = s->len_step[k];
+                        s->len[k] += df > st ? st : df < -st ? -st : df;
+                        still |= s->len[k] != s->len_tgt[k];
+                    }
+                    s->moving = still;
                 }
-                positions(s, adv, M, cf);
+                positions(s, adv, M, eta);
             }
             if (glide)
                 for (int k = 0; k < NL; k++) {
@@ -306,10 +327,9 @@ static void process(void *st, const mg_proc *p)
             for (int k = 0; k < NL; k++) {
                 const float *restrict buf = mem + (size_t)k * stride;
                 const unsigned j = w - M[k];
-                /* 4-point Lagrange interpolation between delays M-1 .. M+2 */
-                const float *c = cf[k];
-                const float r = c[0] * buf[(j + 1u) & mask] + c[1] * buf[j & mask] +
-                                c[2] * buf[(j - 1u) & mask] + c[3] * buf[(j - 2u) & mask];
+                /* first-order allpass (Thiran) interpolation: lossless */
+                const float r = eta[k] * (buf[j & mask] - ap[k]) + buf[(j - 1u) & mask];
+                ap[k] = r;
                 const float y = gb[k] * r + bb[k] * yk[k];
                 yk[k] = y;
                 v[k] = y;
@@ -335,10 +355,11 @@ static void process(void *st, const mg_proc *p)
             p->out[1][i] = xr + mix * (mid - side - xr);
         }
         memcpy(s->y, yk, sizeof yk);
+        memcpy(s->ap, ap, sizeof ap);
     }
     int ok = 1;
     for (int k = 0; k < NL; k++)
-        ok &= isfinite(s->y[k]) && fabsf(s->y[k]) < 1e25f;
+        ok &= isfinite(s->y[k]) && fabsf(s->y[k]) < 1e25f && isfinite(s->ap[k]);
     if (!ok)
         clear_state(s);
 }
