@@ -77,7 +77,7 @@ def test_static_curve_matches_eq4_including_knee(make, t, r, w, direction):
     got = db(y[hold - 1 :: hold]) - levels
     want = eq4(levels, t, r, w) - levels
     assert np.max(np.abs(got - want)) < 0.1  # issue tolerance: 0.1 dB incl. the knee
-    assert np.max(np.abs(got - want)) < 1e-3  # what this implementation reaches (fast log/exp)
+    assert np.max(np.abs(got - want)) < 1e-4  # reached here: 3e-6 dB (fast log/exp, float32)
     assert s.readout("c", "gr")[0] == pytest.approx(want[-1], abs=1e-3)  # last block
 
 
