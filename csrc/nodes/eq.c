@@ -393,7 +393,7 @@ const mg_node_type mg_type_eq = {
     .name = "eq",
     .doc = "Equaliser: Butterworth high-pass / low-pass (12/24/48 dB/oct) and 4 bands "
            "(bell, low shelf, high shelf, notch, band-pass; RBJ cookbook).",
-    .default_channels = 1,
+    .default_channels = 2,
     .min_channels = 1,
     .max_channels = EQ_MAX_CH,
     .params = params,
@@ -410,7 +410,7 @@ const mg_node_type mg_type_eq = {
 const mg_node_type mg_type_eq8 = {
     .name = "eq8",
     .doc = "The `eq` with 8 bands.",
-    .default_channels = 1,
+    .default_channels = 2,
     .min_channels = 1,
     .max_channels = EQ_MAX_CH,
     .params = params,

@@ -361,7 +361,7 @@ const mg_node_type mg_type_saturator = {
     .doc = "Saturation: drive into tanh / soft clip / hard clip / asymmetric tube curve, "
            "bias, dry/wet mix, output; 2x oversampled with first-order ADAA "
            "(latency 33 samples, dry path aligned).",
-    .default_channels = 1,
+    .default_channels = 2,
     .min_channels = 1,
     .max_channels = SAT_MAX_CH,
     .params = params,
