@@ -350,6 +350,7 @@ static void apply_param(mg_engine *e, mg_node *n, int index, float v)
     if (v > s->max)
         v = s->max;
     mg_param *p = &n->params[index];
+    n->pv_fresh = 0;
     p->target_unit = v;
     float tgt = s->map == MG_MAP_DB ? mg_db_to_amp(v) : v;
     int ns = (int)(s->smooth_ms * 0.001 * e->sample_rate + 0.5);
@@ -470,12 +471,16 @@ static void advance_ramps(mg_engine *e, int n)
         mg_node *nd = p->steps[s].node;
         const int np = nd->type->n_params;
         if (nd->n_ramping == 0) {
-            for (int k = 0; k < np; k++) {
-                nd->pv[k].ramp = NULL;
-                nd->pv[k].value = (float)nd->params[k].cur;
+            if (!nd->pv_fresh) {
+                for (int k = 0; k < np; k++) {
+                    nd->pv[k].ramp = NULL;
+                    nd->pv[k].value = (float)nd->params[k].cur;
+                }
+                nd->pv_fresh = 1;
             }
             continue;
         }
+        nd->pv_fresh = 0;
         for (int k = 0; k < np; k++) {
             mg_param *pr = &nd->params[k];
             if (pr->remaining <= 0) {
@@ -600,8 +605,11 @@ static void run_plan(mg_engine *e, int off, int n, uint64_t t)
         if (fin)
             for (int k = st->clear_first; k < st->clear_first + st->clear_count; k++)
                 memset(p->clear[k] + off, 0, sizeof(float) * (size_t)n);
-        for (int c = 0; c < nd->n_out; c++)
-            nd->out_ptr[c] = nd->out_base[c] + off;
+        if (nd->out_off != off) {
+            for (int c = 0; c < nd->n_out; c++)
+                nd->out_ptr[c] = nd->out_base[c] + off;
+            nd->out_off = off;
+        }
         for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++) {
             const mg_mixop *op = &p->mix[m];
             if (fin && op->alias && op->edge->g0 == 1.0f && op->edge->g1 == 1.0f &&

@@ -55,6 +55,8 @@ struct mg_node {
     mg_pv *pv;
     float *ramp_mem;          /* n_params * MG_MAX_BLOCK */
     int n_ramping;
+    int pv_fresh;             /* pv[] holds the steady values: nothing to refresh */
+    int out_off;              /* sub-block offset out_ptr[] currently points at */
     uint32_t live_gen;        /* generation of the plan that last held it */
     /* written by audio, read by any thread */
     _Atomic float *readout;
