@@ -191,7 +191,7 @@ class Client(CommandsMixin):
                 raise TimeoutError(f"no message within {timeout} s")
             try:
                 self._inbox.extend(self._read_messages(left))
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 raise TimeoutError(f"no message within {timeout} s") from None
         return self._inbox.popleft()
 
@@ -279,7 +279,7 @@ class Client(CommandsMixin):
         while not self._stop.is_set():
             try:
                 msgs = self._read_messages(0.1)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 msgs = []
             except (OSError, ConnectionError, ProtocolError) as e:
                 if not self._stop.is_set():
