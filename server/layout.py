@@ -16,10 +16,13 @@ What is generated, one strip per node (pages of strips when they do not fit):
 - RADIAL knobs for continuous parameters (EQ, dynamics, pan, frequencies),
   bound to `/node/<name>/<param>/norm` (the server's published taper);
 - toggle BUTTONs for switches (mute in red, on/off, bypass), `/node/.../norm`;
-- meters (non-interactive FADERs that only receive) for dB readouts such as
-  a meter node's peak, bound to `/node/<name>/<readout>/norm`;
+- meters (non-interactive FADERs that only receive), one per channel, for dB
+  readouts such as a meter node's peak, bound to `/meters/<name>/<readout>/<ch>`
+  (what `/meters/subscribe` streams: 0..1, -60 dBFS to 0 dBFS);
 - a root script that subscribes on load (`/subscribe 10`,
-  `/meters/subscribe * 20`) and renews the lease every 3 s.
+  `/meters/subscribe * 20`), keeps the lease alive with `/status` every 3 s
+  (any message renews it) and subscribes again every 30 s (a full state dump:
+  it also recovers from a restarted server or lost UDP packets).
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-# the address a meter control listens on, for node `n` and readout `r`
-METER_ADDRESS = "/node/{node}/{readout}/norm"
+# the address a meter control listens on: the server's meter stream sends, per dB
+# readout and channel (1-based), the reading on a 0..1 scale (-60 dBFS -> 0, 0 dBFS -> 1)
+METER_ADDRESS = "/meters/{node}/{readout}/{ch}"
 LEASE_S = 10
 METER_RATE_HZ = 20
 
@@ -97,8 +101,12 @@ def controls_for(node: dict, ntype: dict) -> list[Control]:
     if ntype["name"] == "meter":
         dbs = [r for r in dbs if r["name"] == "peak"] or dbs[:1]
     for r in dbs:
-        out.append(Control("meter", name, r["name"],
-                           METER_ADDRESS.format(node=name, readout=r["name"]), r["name"]))
+        chans = int(node.get("channels") or 1) if r.get("per_channel") else 1
+        for ch in range(1, chans + 1):
+            label = r["name"] if chans == 1 else f"{r['name']} {ch}"
+            param = r["name"] if chans == 1 else f"{r['name']}{ch}"
+            out.append(Control("meter", name, param,
+                               METER_ADDRESS.format(node=name, readout=r["name"], ch=ch), label))
     return out
 
 
@@ -226,16 +234,23 @@ def _control(parent: ET.Element, c: Control, frame) -> None:
 
 
 ROOT_SCRIPT = f"""-- mixgraph: subscribe to feedback and meters, and keep the lease alive
-local last = 0
-function init()
+local last, lastsub = 0, 0
+local function subscribe()
   sendOSC('/subscribe', {LEASE_S})
   sendOSC('/meters/subscribe', '*', {METER_RATE_HZ})
 end
+function init()
+  subscribe()
+end
 function update()
   local now = getMillis()
-  if now - last > 3000 then
+  if now - lastsub > 30000 then
+    lastsub = now
     last = now
-    sendOSC('/subscribe', {LEASE_S})
+    subscribe()
+  elseif now - last > 3000 then
+    last = now
+    sendOSC('/status')
   end
 end
 """

@@ -109,7 +109,7 @@ def test_shell_example(require, tmp_path):
                 if not e.unknown_address:
                     raise
                 known = False
-        script = ["sh", str(EX / "shell" / "mixgraph.sh"), "127.0.0.1", str(d.port), "sh_g"]
+        script = ["bash", str(EX / "shell" / "mixgraph.sh"), "127.0.0.1", str(d.port), "sh_g"]
         if not known:
             # the messages are still sent and applied; only the replies cannot come back
             run([*script, "0"])

@@ -89,11 +89,14 @@ def test_layout_from_patch_file(tmp_path):
     # knobs for continuous non-gain params
     assert c["osc.freq"][0] == "RADIAL" and c["p.pan"][0] == "RADIAL"
     assert c["osc.freq"][1][0][0] == "/node/osc/freq/norm"
-    # a meter for the meter node: receives only, not interactive
-    kind, binds = c["m.peak"]
-    assert kind == "FADER" and binds == [("/node/m/peak/norm", "0", "1", "VALUE x 0..1")]
-    meter = next(n for n in root.iter("node") if prop(n, "name") == "m.peak")
-    assert prop(meter, "interactive") == "0"
+    # a meter per channel of the meter node (stereo: 2), bound to the meter stream's
+    # per-channel 0..1 address; receives only, not interactive
+    for ch in (1, 2):
+        kind, binds = c[f"m.peak{ch}"]
+        assert kind == "FADER" and binds == [(f"/meters/m/peak/{ch}", "0", "1", "VALUE x 0..1")]
+        meter = next(n for n in root.iter("node") if prop(n, "name") == f"m.peak{ch}")
+        assert prop(meter, "interactive") == "0"
+    assert "m.rms" not in c and "m.peak" not in c
     # strips are labelled with the node names; nothing for the output (no controls)
     assert {"ch1 (gain)", "osc (sine)", "m (meter)", "gain", "freq"} <= labels(root)
     assert not any(k.startswith("out.") for k in c)
@@ -129,7 +132,7 @@ def test_knobs_for_eq_and_dynamics_and_pages():
     assert c["q.on1"][0] == "BUTTON"
     # in a dynamics node even the gain-like makeup is a knob; its gain reduction is a meter
     assert c["comp.makeup"][0] == "RADIAL" and c["comp.threshold"][0] == "RADIAL"
-    assert c["comp.gr"][1][0][:3] == ("/node/comp/gr/norm", "0", "1")
+    assert c["comp.gr"][1][0][:3] == ("/meters/comp/gr/1", "0", "1")
     assert all(c[f"ch{i}.gain"][0] == "FADER" for i in range(1, 17))
     # 18 strips do not fit 1024 points: a pager with pages of strips
     pager = [n for n in root.iter("node") if n.get("type") == "PAGER"]
@@ -153,6 +156,7 @@ def test_layout_from_live_graph(tmp_path):
         assert r.returncode == 0, r.stderr
         c = controls(load(out))
         assert c["vox.gain"][1][0] == ("/node/vox/gain/norm", "1", "1", "VALUE x 0..1")
-        assert c["vox.mute"][0] == "BUTTON" and c["vm.peak"][0] == "FADER"
+        assert c["vox.mute"][0] == "BUTTON"
+        assert c["vm.peak"] == ("FADER", [("/meters/vm/peak/1", "0", "1", "VALUE x 0..1")])
     finally:
         d.stop()

@@ -1,15 +1,18 @@
-#!/bin/sh
+#!/usr/bin/env bash
 # Control a mixgraph server from the shell with liblo's tools (Debian: liblo-tools).
 #
-#   sh mixgraph.sh [HOST] [PORT] [NODE_NAME] [REPLY_PORT]
+#   bash mixgraph.sh [HOST] [PORT] [NODE_NAME] [REPLY_PORT]
 #
-# oscsend sends one message and exits, from a new port each time, so the
-# replies cannot come back to it: oscdump listens on REPLY_PORT and the
-# server is asked to send this host's replies there (/reply-port). The
-# script adds a gain node, sets its gain to -6 dB, queries it and removes it;
-# oscdump prints what came back, one message a line (`/done /graph/add sh_g`
-# is printed by oscdump as `/done ss "/graph/add" "sh_g"`).
-set -eu
+# The server replies to the address and port a command came from. A plain
+# `oscsend HOST PORT ...` sends from a new port every time and exits, so here
+# every message goes out through ONE UDP socket that bash keeps open on fd 3
+# (bash's /dev/udp); `oscsend -` only encodes the message (to stdout). The first
+# message, `/reply-port REPLY_PORT`, asks the server to send this socket's
+# replies to oscdump, which prints them one a line, e.g.
+#     /done ss "/graph/add" "sh_g"
+# The script adds a gain node, sets its gain to -6 dB, queries it, waits for
+# the engine (/sync), removes the node, then prints what oscdump received.
+set -euo pipefail
 HOST=${1:-127.0.0.1}
 PORT=${2:-8000}
 NAME=${3:-sh_g}
@@ -19,14 +22,18 @@ OUT=$(mktemp)
 oscdump -L "$REPLY_PORT" >"$OUT" &
 DUMP=$!
 trap 'kill $DUMP 2>/dev/null || true; rm -f "$OUT"' EXIT INT TERM
-sleep 0.2                                             # let oscdump bind its port
+sleep 0.2                                    # let oscdump bind its port
 
-oscsend "$HOST" "$PORT" /reply-port i "$REPLY_PORT"
-oscsend "$HOST" "$PORT" /graph/add ss gain "$NAME"
-oscsend "$HOST" "$PORT" "/node/$NAME/gain" f -6
-oscsend "$HOST" "$PORT" "/node/$NAME/gain"            # a query: no arguments
-oscsend "$HOST" "$PORT" /sync i 1                     # answered by /synced 1 when applied
+exec 3<>"/dev/udp/$HOST/$PORT"               # one socket, one source port for everything
+send() { oscsend - "$@" >&3; }               # one datagram per message
+
+send /reply-port i "$REPLY_PORT"
+send /graph/add ss gain "$NAME"
+send "/node/$NAME/gain" f -6
+send "/node/$NAME/gain"                      # a query: no arguments
+send /sync i 1                               # answered by /synced 1 once applied
 sleep 0.3
-oscsend "$HOST" "$PORT" /graph/remove s "$NAME"
+send /graph/remove s "$NAME"
 sleep 0.3
+exec 3>&-
 cat "$OUT"
