@@ -188,7 +188,7 @@ def bench_udp(a) -> dict:
             time.sleep(1.5)
             extra = ("--backend", "portaudio", "--device", "JACK")
         try:
-            srv = Server(Path(tmp), a.server_cpu, *extra, env=env)
+            srv = Server(Path(tmp), a.server_cpu, *extra, *a.serve_args.split(), env=env)
             try:
                 with Client("127.0.0.1", srv.port, timeout=10) as c:
                     udp_throughput(srv.port, 20000)  # warm up
@@ -214,7 +214,7 @@ def bench_udp(a) -> dict:
 
 def bench_fanout(a) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        srv = Server(Path(tmp), a.server_cpu, "--backend", "null")
+        srv = Server(Path(tmp), a.server_cpu, "--backend", "null", *a.serve_args.split())
         subs: list[Client] = []
         try:
             for _ in range(a.subscribers):
@@ -291,7 +291,7 @@ def bench_fanout(a) -> dict:
 
 def bench_tcp(a) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        srv = Server(Path(tmp), a.server_cpu, "--backend", "null")
+        srv = Server(Path(tmp), a.server_cpu, "--backend", "null", *a.serve_args.split())
         try:
             try:
                 sock = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
@@ -373,9 +373,13 @@ def main() -> None:
     ap.add_argument("--tcp-messages", type=int, default=1_000_000)
     ap.add_argument("--framing", choices=["size", "slip"], default="size")
     ncpu = os.cpu_count() or 1
-    ap.add_argument("--server-cpu", type=int, default=ncpu - 1 if ncpu > 1 else None,
-                    help="pin the daemon (all its threads) to this CPU")
+    ap.add_argument("--server-cpu", type=int, default=ncpu - 1 if ncpu > 1 else -1,
+                    help="pin the daemon (all its threads) to this CPU (-1: do not pin)")
+    ap.add_argument("--serve-args", default="",
+                    help="extra `mixgraph serve` options, e.g. '--rate-limit 0'")
     a = ap.parse_args()
+    if a.server_cpu < 0:
+        a.server_cpu = None
     if a.server_cpu is not None and ncpu > 1:
         pin_self(0 if a.server_cpu != 0 else 1)  # the load generator on another core
     results = []
