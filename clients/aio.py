@@ -34,6 +34,7 @@ from .protocol import (
     decoder,
     encode,
     frame,
+    is_repeatable,
     is_reply_to,
 )
 
@@ -55,8 +56,9 @@ class AsyncClient(CommandsMixin):
     """Create with `await AsyncClient.open(host, port, transport="udp"|"tcp")`."""
 
     def __init__(self, host: str, port: int, timeout: float, transport: str, framing: str,
-                 max_frame: int) -> None:
+                 max_frame: int, retries: int = 2) -> None:
         self.host, self.port, self.timeout = host, port, timeout
+        self.retries = retries
         self.transport_kind = transport
         self.framing = framing
         self.max_frame = max_frame
@@ -72,8 +74,8 @@ class AsyncClient(CommandsMixin):
     @classmethod
     async def open(cls, host: str = "127.0.0.1", port: int = 8000, timeout: float = 2.0,
                    transport: str = "udp", framing: str = "size",
-                   max_frame: int = DEFAULT_MAX_FRAME) -> AsyncClient:
-        self = cls(host, port, timeout, transport, framing, max_frame)
+                   max_frame: int = DEFAULT_MAX_FRAME, retries: int = 2) -> AsyncClient:
+        self = cls(host, port, timeout, transport, framing, max_frame, retries)
         loop = asyncio.get_running_loop()
         if transport == "udp":
             ip = socket.gethostbyname(host)
@@ -163,18 +165,28 @@ class AsyncClient(CommandsMixin):
 
     async def request(self, address: str, *args: Any, timeout: float | None = None
                       ) -> tuple[str, list]:
-        fut = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
         entry = (address, fut)
         self._waiters.append(entry)
-        self.send(address, *args)
         timeout = self.timeout if timeout is None else timeout
+        attempts = (1 + self.retries if self._udp is not None and is_repeatable(address, args)
+                    else 1)
+        t_end = loop.time() + timeout
         try:
-            return await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            raise MixgraphTimeout(f"no reply to {address} within {timeout} s") from None
+            for k in range(attempts):
+                self.send(address, *args)
+                try:
+                    return await asyncio.wait_for(asyncio.shield(fut),
+                                                  (t_end - loop.time()) / (attempts - k))
+                except TimeoutError:
+                    continue
+            raise MixgraphTimeout(f"no reply to {address} within {timeout} s")
         finally:
             if entry in self._waiters:
                 self._waiters.remove(entry)
+            if not fut.done():
+                fut.cancel()
 
     async def call(self, address: str, *args: Any, timeout: float | None = None) -> list:
         addr, rargs = await self.request(address, *args, timeout=timeout)

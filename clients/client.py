@@ -37,6 +37,7 @@ from .protocol import (
     decoder,
     encode,
     frame,
+    is_repeatable,
     is_reply_to,
 )
 
@@ -114,12 +115,16 @@ class Client(CommandsMixin):
     """Send commands to a mixgraph server and wait for the replies that match them.
 
     transport: "udp" (default) or "tcp"; framing (TCP only): "size" (OSC 1.0,
-    int32 length prefix, the default) or "slip" (OSC 1.1)."""
+    int32 length prefix, the default) or "slip" (OSC 1.1). retries (UDP only):
+    how many times a request that is safe to repeat (a query, a parameter set,
+    /status, /sync, ...) is sent again when its reply does not come within
+    timeout / (retries + 1); commands that change the graph are never repeated."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8000, timeout: float = 2.0,
                  transport: str = "udp", framing: str = "size",
-                 max_frame: int = DEFAULT_MAX_FRAME) -> None:
+                 max_frame: int = DEFAULT_MAX_FRAME, retries: int = 2) -> None:
         self.host, self.port = host, port
+        self.retries = retries
         self.addr = (host, port)
         self.timeout = timeout
         self.transport = transport
@@ -195,34 +200,48 @@ class Client(CommandsMixin):
                 raise TimeoutError(f"no message within {timeout} s") from None
         return self._inbox.popleft()
 
+    def _attempts(self, address: str, args: tuple) -> int:
+        """UDP may lose a datagram: requests that are safe to repeat (queries, parameter
+        sets, /status ...) are sent again when no reply came within a share of the timeout."""
+        if self.transport != "udp" or not self.retries:
+            return 1
+        return 1 + self.retries if is_repeatable(address, args) else 1
+
     def request(self, address: str, *args: Any, timeout: float | None = None
                 ) -> tuple[str, list]:
         """Send and return the first reply for this address (/done, /fail or the answer)."""
         timeout = self.timeout if timeout is None else timeout
+        attempts = self._attempts(address, args)
+        t_end = time.monotonic() + timeout
         if self._reader is not None:
             w = _Waiter(address)
             with self._cond:
                 self._waiters.append(w)
-            self.send(address, *args)
-            if not w.event.wait(timeout):
-                with self._cond:
-                    if w in self._waiters:
-                        self._waiters.remove(w)
-                if w.reply is None:
-                    raise MixgraphTimeout(f"no reply to {address} within {timeout} s")
-            return w.reply  # type: ignore[return-value]
-        self.send(address, *args)
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
+            for k in range(attempts):
+                self.send(address, *args)
+                left = t_end - time.monotonic()
+                if w.event.wait(left / (attempts - k)) or w.reply is not None:
+                    return w.reply  # type: ignore[return-value]
+            with self._cond:
+                if w in self._waiters:
+                    self._waiters.remove(w)
+            if w.reply is None:
                 raise MixgraphTimeout(f"no reply to {address} within {timeout} s")
-            try:
-                addr, rargs = self.receive(left)
-            except TimeoutError:
-                raise MixgraphTimeout(f"no reply to {address} within {timeout} s") from None
-            if is_reply_to(addr, address, rargs):
-                return addr, rargs
+            return w.reply
+        for k in range(attempts):
+            self.send(address, *args)
+            deadline = time.monotonic() + (t_end - time.monotonic()) / (attempts - k)
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    addr, rargs = self.receive(left)
+                except TimeoutError:
+                    break
+                if is_reply_to(addr, address, rargs):
+                    return addr, rargs
+        raise MixgraphTimeout(f"no reply to {address} within {timeout} s")
 
     def call(self, address: str, *args: Any, timeout: float | None = None) -> list:
         """Like request, but /fail raises MixgraphFail; returns the reply's arguments."""

@@ -223,6 +223,18 @@ def is_reply_to(address: str, sent: str, rargs: list) -> bool:
     return sent == "/sync" and address == "/synced"
 
 
+_REPEATABLE = frozenset(("/status", "/info", "/catalog", "/graph/dump", "/sync", "/patch/list",
+                         "/subscribe", "/dump"))
+
+
+def is_repeatable(address: str, args: tuple | list) -> bool:
+    """Whether sending a request twice does no harm: queries (no arguments), parameter
+    sets (/node/<name>/<param>[/norm] <value>), and reads such as /status or /sync."""
+    if not args or address in _REPEATABLE:
+        return True
+    return address.startswith("/node/") and len(args) == 1 and not address.endswith("/touch")
+
+
 def pairs(args: list) -> dict[str, Any]:
     """key value key value ... as a dict (for /status.reply and /info.reply)."""
     return dict(zip(args[::2], args[1::2], strict=False))

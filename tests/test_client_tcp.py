@@ -238,3 +238,38 @@ def test_bundle_decode_flattens():
     assert decode(b) == [("/a", [1]), ("/b", [2.0])]
     with pytest.raises(ProtocolError):
         decode(b"garbage")
+
+
+def test_udp_retries_safe_requests_only():
+    """A UDP server that ignores the first copy of every message: queries and
+    parameter sets are sent again and succeed; /graph/add is never repeated."""
+    srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    srv.bind(("127.0.0.1", 0))
+    seen: dict[bytes, int] = {}
+    stop = threading.Event()
+
+    def serve():
+        srv.settimeout(0.05)
+        while not stop.is_set():
+            try:
+                data, addr = srv.recvfrom(65536)
+            except TimeoutError:
+                continue
+            seen[data] = seen.get(data, 0) + 1
+            if seen[data] >= 2:  # drop the first copy
+                m = OscMessage(data)
+                srv.sendto(_msg("/done", [m.address, *m.params]), addr)
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    try:
+        with Client("127.0.0.1", srv.getsockname()[1], timeout=0.6, retries=2) as c:
+            assert c.set("g", "gain", -6.0) == -6.0
+            with pytest.raises(TimeoutError):
+                c.add("gain", "g")
+        assert seen[encode("/graph/add", ["gain", "g"])] == 1
+        assert seen[encode("/node/g/gain", [-6.0])] == 2
+    finally:
+        stop.set()
+        th.join()
+        srv.close()
