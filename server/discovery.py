@@ -41,7 +41,7 @@ def _addresses(host: str) -> list[str]:
 class Advertiser:
     """Registered services; close() withdraws them (goodbye packets)."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1", tcp: bool = True,
+    def __init__(self, port: int, host: str = "127.0.0.1", tcp_port: int | None = None,
                  name: str | None = None) -> None:
         from zeroconf import InterfaceChoice, IPVersion, ServiceInfo, Zeroconf
 
@@ -53,12 +53,15 @@ class Advertiser:
         self.zc = Zeroconf(interfaces=interfaces, ip_version=IPVersion.V4Only)
         base = name or f"mixgraph on {socket.gethostname().split('.')[0]}"
         self.infos = []
-        types = SERVICE_TYPES if tcp else SERVICE_TYPES[:1]
+        services = [(SERVICE_TYPES[0], port)]
+        if tcp_port:
+            services.append((SERVICE_TYPES[1], tcp_port))
+        types = [t for t, _ in services]
         try:
-            for stype in types:
+            for stype, sport in services:
                 transport = stype.split(".")[1][1:]
                 info = ServiceInfo(
-                    stype, f"{base}.{stype}", port=port,
+                    stype, f"{base}.{stype}", port=sport,
                     parsed_addresses=self.addresses,
                     properties={"name": "mixgraph", "version": __version__,
                                 "transport": transport},
@@ -89,16 +92,16 @@ class Background:
     """Advertising started on a thread: mDNS probing takes a second or two, and the
     server must not wait for it. close() withdraws the services."""
 
-    def __init__(self, port: int, host: str, tcp: bool) -> None:
+    def __init__(self, port: int, host: str, tcp_port: int | None) -> None:
         self.advertiser: Advertiser | None = None
         self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(port, host, tcp),
+        self._thread = threading.Thread(target=self._run, args=(port, host, tcp_port),
                                         name="mixgraph-zeroconf", daemon=True)
         self._thread.start()
 
-    def _run(self, port: int, host: str, tcp: bool) -> None:
+    def _run(self, port: int, host: str, tcp_port: int | None) -> None:
         try:
-            adv = Advertiser(port, host, tcp)
+            adv = Advertiser(port, host, tcp_port)
         except ImportError:
             log.warning("--zeroconf needs the zeroconf package: pip install 'mixgraph[zeroconf]'")
             return
@@ -118,6 +121,18 @@ class Background:
             self.advertiser = None
 
 
-def advertise(port: int, host: str = "127.0.0.1", tcp: bool = True) -> Background:
-    """Start advertising in the background (failures are logged, never raised)."""
-    return Background(port, host, tcp)
+def advertise(port: int, host: str = "127.0.0.1", tcp_port: int | None = None) -> Background:
+    """Advertise UDP `port` (and TCP `tcp_port` when given) in the background;
+    failures are logged, never raised.
+
+    The daemon's hook (server/daemon.py): in Daemon.start(), after the control
+    thread starts,
+
+        if self.opts.zeroconf:
+            tcp = getattr(self.server, "tcp_address", None)
+            self.zeroconf = advertise(self.server.address[1], self.opts.host,
+                                      tcp_port=tcp[1] if tcp else None)
+
+    and first thing in Daemon.stop(): `if getattr(self, "zeroconf", None): self.zeroconf.close()`
+    (plus `zeroconf: bool = False` in ServeOptions and `--zeroconf` on `serve`)."""
+    return Background(port, host, tcp_port)
