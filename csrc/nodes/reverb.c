@@ -1,0 +1,377 @@
+/* reverb: a 16-line feedback delay network, stereo in/out.
+ *
+ * Line lengths: P_i * (0.3 + 1.4 size) rounded to whole samples, P_i distinct
+ * primes spread geometrically from 29 ms to 83 ms (mutually prime at size
+ * 50 %). Lines 0, 5, 10 and 15 are slowly modulated (triangle, +-0.17 ms,
+ * 0.11..0.9 Hz, each its own rate): the modes keep moving, so no fixed comb,
+ * no metallic ringing. Fractional reads use a first-order allpass (Thiran)
+ * interpolator, which is lossless (a Lagrange or linear one would shorten the
+ * high-frequency decay) and exact at whole-sample lengths.
+ * Feedback matrix: 16x16 Hadamard / 4 (orthogonal, lossless). Per-line gain
+ * g_i = 10^(-3 d_i / (RT60 fs)), so every path loses 60 dB in RT60 seconds.
+ * Damping: a one-pole low-pass per line with DC gain g_i and Nyquist gain
+ * g_i^(1/a), a = 1 - 0.9 damping: RT60 at Nyquist is a * RT60 (exact at DC and
+ * Nyquist; damping 0 is no filter). Input: pre-delay, four Schroeder allpass
+ * diffusers per side (dense from the start), then L into the even lines and R
+ * into the odd ones (alternating signs); output: L from even lines, R from odd
+ * ones, then mid/side width; out = (1 - mix) dry + mix wet.
+ * Nothing clicks when parameters move: size changes slew every length sample
+ * by sample (the longest by at most 1/20 sample per sample), loop gains and
+ * damping poles glide per sample while decay/damping ramp, pre-delay changes
+ * glide or crossfade. Denormals: the engine runs with FTZ/DAZ and every loop
+ * value decays geometrically, so the silent tail reaches exact zero. */
+#include "../mg_node.h"
+#include "../dsp_delay.h"
+
+enum { P_DECAY, P_SIZE, P_PREDELAY, P_DAMPING, P_WIDTH, P_MIX, P_N };
+
+static const mg_param_spec params[] = {
+    {"decay", "s", "RT60: time to decay by 60 dB (at low and mid frequencies)", 0.1f, 20.0f, 2.0f, MG_MAP_LOG, MG_TAPER_LOG, 20.0f},
+    {"size", "%", "room size: line lengths x (0.3 + 1.4 size)", 0.0f, 100.0f, 50.0f, MG_MAP_LIN, MG_TAPER_LIN, 0.0f},
+    {"predelay", "ms", "delay before the reverberation starts", 0.0f, 250.0f, 0.0f, MG_MAP_LIN, MG_TAPER_LIN, 0.0f},
+    {"damping", "%", "high-frequency damping: RT60 at Nyquist = (1 - 0.9 damping) RT60", 0.0f, 100.0f, 30.0f, MG_MAP_LIN, MG_TAPER_LIN, 20.0f},
+    {"width", "%", "stereo width of the reverberation (0 mono)", 0.0f, 100.0f, 100.0f, MG_MAP_LIN, MG_TAPER_LIN, 20.0f},
+    {"mix", "%", "wet share: out = (1-mix) dry + mix wet", 0.0f, 100.0f, 100.0f, MG_MAP_LIN, MG_TAPER_LIN, 20.0f},
+};
+static const mg_port_spec ports[] = {
+    {"in", MG_PORT_IN, 2},
+    {"out", MG_PORT_OUT, 2},
+};
+
+#define NL 16
+#define SUB 16
+#define MOD_MS 0.17
+#define ND 4
+
+/* input diffusers: Schroeder allpasses (lengths after Dattorro's plate) */
+static const double diff_ms[2][ND] = {{4.77, 3.60, 12.73, 9.31}, {5.13, 3.37, 11.87, 8.69}};
+static const float diff_g[ND] = {0.75f, 0.75f, 0.625f, 0.625f};
+
+typedef struct {
+    double fs;
+    int ready, fresh; /* fresh: nothing processed since prepare/reset */
+    float *mem;     /* NL lines of `stride` samples, one shared write index */
+    unsigned stride, mask, w;
+    dl_line pre[2];
+    dl_line ap_line[2][ND]; /* input diffusers */
+    unsigned ap_len[2][ND];
+    dl_tap ptap;
+    float base[NL];      /* prime lengths (samples) at scale 1 */
+    float mod[NL], dmod[NL], depth;
+    float len[NL], len_tgt[NL], len_step[NL]; /* line lengths now / target (integers) */
+    int moving;                                /* some length is still slewing */
+    float g[NL], gb[NL], b[NL], y[NL]; /* gain*(1-b), pole, one-pole state */
+    float ap[NL];                      /* allpass interpolator state */
+    float coef_decay, coef_damp; /* what g/b were computed for */
+    float wet_gain;
+} reverb_state;
+
+static int is_prime(int n)
+{
+    if (n < 2)
+        return 0;
+    for (int k = 2; (long)k * k <= n; k++)
+        if (n % k == 0)
+            return 0;
+    return 1;
+}
+
+static float size_scale(float size) { return 0.3f + 1.4f * size * 0.01f; }
+
+static void coefs(reverb_state *s, float decay, float damp)
+{
+    const double a = 1.0 - 0.9 * (double)damp * 0.01;
+    for (int i = 0; i < NL; i++) {
+        const double d = (double)s->len[i];
+        const double g = pow(10.0, -3.0 * d / ((double)decay * s->fs));
+        const double r = pow(g, 1.0 / a - 1.0); /* Nyquist gain / DC gain */
+        const double b = (1.0 - r) / (1.0 + r);
+        s->b[i] = (float)b;
+        s->gb[i] = (float)(g * (1.0 - b));
+        s->g[i] = (float)g;
+    }
+    s->coef_decay = decay;
+    s->coef_damp = damp;
+}
+
+static void clear_state(reverb_state *s)
+{
+    if (s->mem)
+        memset(s->mem, 0, sizeof(float) * (size_t)s->stride * NL);
+    s->w = 0;
+    for (int i = 0; i < NL; i++) {
+        s->y[i] = 0.0f;
+        s->ap[i] = 0.0f;
+    }
+    dl_clear(&s->pre[0]);
+    dl_clear(&s->pre[1]);
+    for (int c = 0; c < 2; c++)
+        for (int k = 0; k < ND; k++)
+            dl_clear(&s->ap_line[c][k]);
+}
+
+static void reset(void *st)
+{
+    reverb_state *s = st;
+    clear_state(s);
+    memcpy(s->len, s->len_tgt, sizeof s->len);
+    s->moving = 0;
+    s->ptap.cur = s->ptap.nxt = s->ptap.tgt;
+    s->ptap.fade = 0;
+    s->fresh = 1;
+}
+
+static void on_param(void *st, int index, float v)
+{
+    reverb_state *s = st;
+    if (!s->ready)
+        return;
+    if (index == P_SIZE) {
+        for (int k = 0; k < NL; k++)
+            s->len_tgt[k] = floorf(s->base[k] * size_scale(v) + 0.5f);
+        if (s->fresh)
+            memcpy(s->len, s->len_tgt, sizeof s->len);
+        else
+            s->moving = 1;
+    } else if (index == P_PREDELAY) {
+        s->ptap.tgt = floor((double)v * 0.001 * s->fs + 0.5);
+        if (s->fresh)
+            dl_tap_init(&s->ptap, s->ptap.tgt, s->ptap.fade_len, 64.0, 1.0 / 16.0);
+    }
+}
+
+static void release(void *st)
+{
+    reverb_state *s = st;
+    free(s->mem);
+    s->mem = NULL;
+    dl_free(&s->pre[0]);
+    dl_free(&s->pre[1]);
+    for (int c = 0; c < 2; c++)
+        for (int k = 0; k < ND; k++)
+            dl_free(&s->ap_line[c][k]);
+}
+
+static int prepare(void *st, const mg_prepare_ctx *ctx)
+{
+    reverb_state *s = st;
+    s->fs = ctx->sample_rate;
+    s->depth = (float)(MOD_MS * 0.001 * s->fs);
+    int last = 0;
+    for (int i = 0; i < NL; i++) {
+        const double ms = 29.0 * pow(83.0 / 29.0, i / (double)(NL - 1));
+        int n = (int)(ms * 0.001 * s->fs);
+        if (n <= last)
+            n = last + 1;
+        while (!is_prime(n))
+            n++;
+        last = n;
+        s->base[i] = (float)n;
+        /* triangle rates 0.11 .. 0.9 Hz, staggered phases */
+        const double hz = 0.11 + 0.79 * ((i * 7) % NL) / (double)(NL - 1);
+        s->dmod[i] = (float)(4.0 * s->depth * hz / s->fs) * ((i & 1) ? -1.0f : 1.0f);
+        s->mod[i] = s->depth * (float)(((i * 5) % NL) / (double)NL * 2.0 - 1.0);
+        if (i % 4 != i / 4) { /* only lines 0, 5, 10, 15 are modulated */
+            s->dmod[i] = 0.0f;
+            s->mod[i] = 0.0f;
+        }
+    }
+    const size_t need = (size_t)(s->base[NL - 1] * size_scale(100.0f) + 2.0f * s->depth + 8.0f);
+    s->stride = 8;
+    while (s->stride < need)
+        s->stride <<= 1;
+    s->mask = s->stride - 1;
+    s->mem = calloc((size_t)s->stride * NL, sizeof(float));
+    if (!s->mem)
+        return 1;
+    for (int c = 0; c < 2; c++)
+        if (dl_alloc(&s->pre[c], (size_t)(0.25 * s->fs) + 8) != 0)
+            return 1;
+    for (int c = 0; c < 2; c++)
+        for (int k = 0; k < ND; k++) {
+            s->ap_len[c][k] = (unsigned)(diff_ms[c][k] * 0.001 * s->fs + 0.5);
+            if (dl_alloc(&s->ap_line[c][k], s->ap_len[c][k] + 2) != 0)
+                return 1;
+        }
+    dl_tap_init(&s->ptap, 0.0, (int)(0.020 * s->fs), 64.0, 1.0 / 16.0);
+    for (int k = 0; k < NL; k++) {
+        s->len[k] = s->len_tgt[k] = floorf(s->base[k] * size_scale(params[P_SIZE].def) + 0.5f);
+        /* the longest line moves by at most 1/20 sample per sample, the others
+         * in proportion, so all arrive together */
+        s->len_step[k] = 0.05f * s->base[k] / s->base[NL - 1];
+    }
+    /* the longest line moves by at most 1/20 sample per sample */
+    s->wet_gain = 1.0f / sqrtf(NL / 2);
+    s->ready = 1;
+    s->fresh = 1;
+    coefs(s, params[P_DECAY].def, params[P_DAMPING].def);
+    return 0;
+}
+
+/* in-place 16-point Walsh-Hadamard transform, scaled by 1/4 (orthogonal) */
+static inline void hadamard16(float *v)
+{
+    for (int h = 1; h < NL; h <<= 1)
+        for (int i = 0; i < NL; i += h << 1)
+            for (int j = i; j < i + h; j++) {
+                const float a = v[j], b = v[j + h];
+                v[j] = a + b;
+                v[j + h] = a - b;
+            }
+    for (int i = 0; i < NL; i++)
+        v[i] *= 0.25f;
+}
+
+/* advance the modulation by adv samples; integer delays M and the allpass
+ * interpolation coefficients of every line */
+static inline void positions(reverb_state *s, int adv, unsigned *M, float *eta)
+{
+    for (int k = 0; k < NL; k++) {
+        float m = s->mod[k] + s->dmod[k] * (float)adv;
+        if (m > s->depth || m < -s->depth) {
+            s->dmod[k] = -s->dmod[k];
+            m = s->mod[k] + s->dmod[k] * (float)adv;
+        }
+        s->mod[k] = m;
+        const float d = s->len[k] + m;
+        const float mi = floorf(d - 0.5f), delta = d - mi; /* delta in [0.5, 1.5) */
+        M[k] = (unsigned)mi;
+        eta[k] = (1.0f - delta) / (1.0f + delta); /* 0 at integer lengths: exact */
+    }
+}
+
+static void process(void *st, const mg_proc *p)
+{
+    reverb_state *s = st;
+    const int n = p->nframes;
+    const mg_pv *dec = &p->pv[P_DECAY], *dmp = &p->pv[P_DAMPING];
+    const mg_pv *wd = &p->pv[P_WIDTH], *mx = &p->pv[P_MIX];
+    s->fresh = 0;
+    for (int i0 = 0; i0 < n; i0 += SUB) {
+        const int i1 = i0 + SUB < n ? i0 + SUB : n;
+        const float dv = mg_pv_at(dec, i0), mv = mg_pv_at(dmp, i0);
+        /* line read positions: the modulation moves by ~0.01 sample per
+         * sub-block, so steady state computes them once per sub-block; while
+         * the size slews (up to 0.05 sample per sample) they follow per sample */
+        const int len = i1 - i0;
+        const int moving = s->moving;
+        unsigned M[NL];
+        float eta[NL];
+        /* loop gains and damping poles: computed for the end of the sub-block
+         * and approached linearly sample by sample (no zipper while decay,
+         * damping or size move) */
+        float yk[NL], gb[NL], bb[NL], dgb[NL] = {0}, dbb[NL] = {0}, ap[NL];
+        memcpy(yk, s->y, sizeof yk);
+        memcpy(ap, s->ap, sizeof ap);
+        memcpy(gb, s->gb, sizeof gb);
+        memcpy(bb, s->b, sizeof bb);
+        int glide = 0;
+        if (dv != s->coef_decay || mv != s->coef_damp || moving) {
+            const float dve = mg_pv_at(dec, i1 - 1), mve = mg_pv_at(dmp, i1 - 1);
+            coefs(s, dve, mve);
+            if (dv != dve || mv != mve)
+                s->coef_decay = NAN; /* still ramping: recompute next sub-block */
+            const float inv = 1.0f / (float)(i1 - i0);
+            for (int k = 0; k < NL; k++) {
+                dgb[k] = (s->gb[k] - gb[k]) * inv;
+                dbb[k] = (s->b[k] - bb[k]) * inv;
+            }
+            glide = 1;
+        }
+        float *restrict mem = s->mem;
+        const size_t stride = s->stride;
+        for (int i = i0; i < i1; i++) {
+            /* pre-delay (write first: delay 0 is the current sample) */
+            const float xl = dl_sane(p->in[0][i]), xr = dl_sane(p->in[1][i]);
+            dl_write(&s->pre[0], xl);
+            dl_write(&s->pre[1], xr);
+            const float a = dl_tap_step(&s->ptap);
+            float il = dl_read_lin(&s->pre[0], (float)s->ptap.cur + 1.0f);
+            float ir = dl_read_lin(&s->pre[1], (float)s->ptap.cur + 1.0f);
+            if (a > 0.0f) {
+                il += a * (dl_read_lin(&s->pre[0], (float)s->ptap.nxt + 1.0f) - il);
+                ir += a * (dl_read_lin(&s->pre[1], (float)s->ptap.nxt + 1.0f) - ir);
+            }
+            for (int k = 0; k < ND; k++) {
+                dl_line *la = &s->ap_line[0][k], *ra = &s->ap_line[1][k];
+                const float g = diff_g[k];
+                const float dla = dl_tap_int(la, s->ap_len[0][k]);
+                const float dra = dl_tap_int(ra, s->ap_len[1][k]);
+                const float wla = il + g * dla, wra = ir + g * dra;
+                dl_write(la, wla);
+                dl_write(ra, wra);
+                il = dla - g * wla;
+                ir = dra - g * wra;
+            }
+            if (moving || i == i0) {
+                const int adv = moving ? 1 : len;
+                if (moving) {
+                    int still = 0;
+                    for (int k = 0; k < NL; k++) {
+                        const float df = s->len_tgt[k] - s->len[k], st = s->len_step[k];
+                        s->len[k] += df > st ? st : df < -st ? -st : df;
+                        still |= s->len[k] != s->len_tgt[k];
+                    }
+                    s->moving = still;
+                }
+                positions(s, adv, M, eta);
+            }
+            if (glide)
+                for (int k = 0; k < NL; k++) {
+                    gb[k] += dgb[k];
+                    bb[k] += dbb[k];
+                }
+            float v[NL];
+            float wl = 0.0f, wr = 0.0f;
+            const unsigned w = s->w, mask = s->mask;
+            for (int k = 0; k < NL; k++) {
+                const float *restrict buf = mem + (size_t)k * stride;
+                const unsigned j = w - M[k];
+                /* first-order allpass (Thiran) interpolation: lossless */
+                const float r = eta[k] * (buf[j & mask] - ap[k]) + buf[(j - 1u) & mask];
+                ap[k] = r;
+                const float y = gb[k] * r + bb[k] * yk[k];
+                yk[k] = y;
+                v[k] = y;
+            }
+            for (int k = 0; k < NL; k += 4) {
+                wl += v[k] - v[k + 2];
+                wr += v[k + 1] - v[k + 3];
+            }
+            hadamard16(v);
+            for (int k = 0; k < NL; k += 4) {
+                mem[(size_t)k * stride + w] = v[k] + il;
+                mem[(size_t)(k + 1) * stride + w] = v[k + 1] + ir;
+                mem[(size_t)(k + 2) * stride + w] = v[k + 2] - il;
+                mem[(size_t)(k + 3) * stride + w] = v[k + 3] - ir;
+            }
+            s->w = (w + 1) & mask;
+            wl *= s->wet_gain;
+            wr *= s->wet_gain;
+            const float wdt = mg_pv_at(wd, i) * 0.01f;
+            const float mid = 0.5f * (wl + wr), side = 0.5f * (wl - wr) * wdt;
+            const float mix = mg_pv_at(mx, i) * 0.01f;
+            p->out[0][i] = xl + mix * (mid + side - xl);
+            p->out[1][i] = xr + mix * (mid - side - xr);
+        }
+        memcpy(s->y, yk, sizeof yk);
+        memcpy(s->ap, ap, sizeof ap);
+    }
+    int ok = 1;
+    for (int k = 0; k < NL; k++)
+        ok &= isfinite(s->y[k]) && fabsf(s->y[k]) < 1e25f && isfinite(s->ap[k]);
+    if (!ok)
+        clear_state(s);
+}
+
+const mg_node_type mg_type_reverb = {
+    .name = "reverb",
+    .doc = "Reverb: 16-line feedback delay network (Hadamard, prime modulated lengths), "
+           "RT60 decay, size, pre-delay, damping, width, mix; stereo in and out.",
+    .default_channels = 2, .min_channels = 2, .max_channels = 2,
+    .params = params, .n_params = MG_COUNT(params),
+    .ports = ports, .n_ports = MG_COUNT(ports),
+    .state_size = sizeof(reverb_state),
+    .prepare = prepare, .process = process, .reset = reset, .release = release,
+    .on_param = on_param,
+};

@@ -1,0 +1,196 @@
+"""reverb: RT60 by Schroeder backward integration, cheap silent tail, mix, bad input."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from scipy import signal
+
+from mixgraph.server.engine import Engine
+from mixgraph.server.session import Session
+
+SR = 48000
+
+
+@pytest.fixture
+def make():
+    made = []
+
+    def _make(settings):
+        e = Engine(SR, 2, 2)
+        s = Session(e)
+        s.add_node("input", "in", {"channels": 2})
+        s.add_node("reverb", "r", settings)
+        s.add_node("output", "out")
+        s.connect("in", "r")
+        s.connect("r", "out")
+        s.commit()
+        made.append((s, e))
+        return s, e
+
+    yield _make
+    for s, e in made:
+        s.close()
+        e.free()
+
+
+def schroeder_rt60(h, lo=-5.0, hi=-35.0, band=None):
+    """T30 (default) from the Schroeder backward integral, extrapolated to 60 dB (ISO 3382)."""
+    if band is not None:
+        h = signal.sosfilt(signal.butter(4, band, "bandpass", fs=SR, output="sos"), h)
+    edc = np.cumsum(h[::-1] ** 2)[::-1]
+    edc = 10 * np.log10(edc / edc[0])
+    a, b = np.argmax(edc < lo), np.argmax(edc < hi)
+    slope = np.polyfit(np.arange(a, b) / SR, edc[a:b], 1)[0]
+    return -60 / slope
+
+
+def impulse_response(e, n):
+    x = np.zeros((n, 2), np.float32)
+    x[0] = 0.5
+    return e.process(n, x, block=64).astype(np.float64)
+
+
+@pytest.mark.parametrize("rt", [1.0, 2.0, 4.0])
+@pytest.mark.parametrize("size", [20, 50, 90])
+def test_rt60_by_schroeder_integration(make, rt, size):
+    s, e = make({"decay": rt, "damping": 0, "size": size, "mix": 100})
+    h = impulse_response(e, int(SR * (1.1 * rt + 0.2)))
+    for c in range(2):
+        # the issue's tolerance: T30 within 10 % of the setting (we see ~3 %)
+        assert abs(schroeder_rt60(h[:, c]) / rt - 1) < 0.10
+        # and T20 (-5..-25 dB) agrees
+        assert abs(schroeder_rt60(h[:, c], hi=-25) / rt - 1) < 0.10
+
+
+def test_damping_shortens_the_highs_only(make):
+    s, e = make({"decay": 2.0, "damping": 80, "mix": 100})
+    h = impulse_response(e, int(SR * 2.4))[:, 0]
+    low = schroeder_rt60(h, band=[150, 600])
+    high = schroeder_rt60(h, band=[8000, 16000])
+    assert abs(low / 2.0 - 1) < 0.15  # octave-band estimate: looser than broadband
+    # at Nyquist RT60 is (1 - 0.9*0.8) * 2 = 0.56 s; 8-16 kHz lies in between
+    assert high < 0.6 * low
+
+
+def test_silent_tail_is_not_slower_and_reaches_zero(make):
+    s, e = make({"decay": 0.5, "damping": 20, "mix": 100})
+    n = 10 * SR
+    rng = np.random.default_rng(0)
+    noise = rng.uniform(-0.3, 0.3, (n, 2)).astype(np.float32)
+    x = np.zeros((n, 2), np.float32)
+    x[0] = 0.9
+    e.process(SR, noise[:SR], block=64)  # warm up
+    t0 = time.thread_time()
+    y = e.process(n, x, block=64)
+    t_tail = time.thread_time() - t0
+    t0 = time.thread_time()
+    e.process(n, noise, block=64)
+    t_noise = time.thread_time() - t0
+    # denormals would make the tail many times slower; allow timing noise
+    assert t_tail < 1.3 * t_noise
+    assert np.all(np.isfinite(y))
+    assert not np.any(y[-SR:])  # 10 s at RT60 0.5 s is -1200 dB: exact zeros
+
+
+def test_mix_zero_is_dry(make):
+    s, e = make({"mix": 0, "decay": 3})
+    x = np.random.default_rng(1).uniform(-0.5, 0.5, (8192, 2)).astype(np.float32)
+    assert np.array_equal(e.process(8192, x, block=64), x)
+
+
+def test_mix_blends_dry_and_wet(make):
+    rng = np.random.default_rng(2)
+    x = rng.uniform(-0.3, 0.3, (8192, 2)).astype(np.float32)
+    s, e = make({"mix": 100, "decay": 1})
+    wet = e.process(8192, x, block=64).astype(np.float64)
+    s2, e2 = make({"mix": 25, "decay": 1})
+    y = e2.process(8192, x, block=64).astype(np.float64)
+    assert np.max(np.abs(y - (0.75 * x + 0.25 * wet))) < 1e-6  # float32
+
+
+def test_predelay_shifts_the_onset(make):
+    onsets = []
+    for pd in (0, 50):
+        s, e = make({"predelay": pd, "mix": 100})
+        h = impulse_response(e, 8000)
+        onsets.append(np.argmax(np.any(np.abs(h) > 1e-5, axis=1)))
+    assert abs(onsets[1] - onsets[0] - 2400) <= 1  # 50 ms; +-1 from the line modulation
+
+
+def test_width(make):
+    s, e = make({"width": 0, "mix": 100})
+    h = impulse_response(e, SR)
+    assert np.array_equal(h[:, 0], h[:, 1])  # width 0: the wet signal is mono
+    s, e = make({"width": 100, "mix": 100})
+    h = impulse_response(e, SR)
+    assert abs(np.corrcoef(h[:, 0], h[:, 1])[0, 1]) < 0.2  # decorrelated sides
+
+
+def test_parameter_sweeps_do_not_click(make):
+    n = SR // 2
+    t = np.arange(6 * n) / SR
+    fade = np.minimum(t / 0.1, 1.0)  # a 100 ms fade-in: no onset click to reverberate
+    x = np.stack([0.3 * fade * np.sin(2 * np.pi * 220 * t)] * 2, 1).astype(np.float32)
+    s, e = make({"mix": 50, "decay": 1.5})
+    e.set_ceiling_db(100)
+    ys = [e.process(n, x[:n], block=64)]
+    for k, (p, v) in enumerate([("size", 100), ("predelay", 250), ("size", 0),
+                                ("predelay", 0), ("decay", 0.2)], start=1):
+        s.set_param("r", p, v)
+        ys.append(e.process(n, x[k * n:(k + 1) * n], block=64))
+    y = np.vstack(ys).astype(np.float64)
+    # the reverb is linear: a 220 Hz input gives (Doppler-shifted while lengths
+    # move) 220 Hz out. Clicks and zipper steps are broadband: above 2 kHz the
+    # output must stay 60 dB under the 0.3 input (stepping the read positions
+    # once per 16 samples gave -37 dB here, and the loop gains -44 dB)
+    hp = signal.butter(8, 2000, "highpass", fs=SR, output="sos")
+    hf = signal.sosfilt(hp, y, axis=0)[4000:]
+    assert np.max(np.abs(hf)) < 0.3e-3
+    # and the largest step stays that of a 220-230 Hz signal of the segment's level
+    for k in range(6):
+        seg = y[max(k * n - 1, 0):(k + 1) * n]
+        step = 2 * np.pi * 235 / SR * np.max(np.abs(seg))
+        assert np.max(np.abs(np.diff(seg, axis=0))) < 1.2 * step
+
+
+def test_bad_input_never_nan(make):
+    s, e = make({"mix": 60, "decay": 20, "damping": 0})
+    e.set_ceiling_db(200)
+    n = 4 * SR
+    x = np.zeros((n, 2), np.float32)
+    x[:SR] = np.where(np.arange(SR) % 64 < 32, 1.0, -1.0)[:, None]  # full-scale square
+    x[SR:SR + 100] = np.nan
+    x[SR + 200:SR + 300, 0] = np.inf
+    x[SR + 400:SR + 500, 1] = -np.inf
+    x[SR + 600:2 * SR] = 1.0  # DC
+    y = e.process(n, x, block=64)
+    assert np.all(np.isfinite(y)) and e.stats().nan_scrubbed == 0
+    assert np.max(np.abs(y)) < 100
+
+
+@pytest.mark.parametrize("fs", [44100, 96000])
+def test_rt60_at_other_rates(fs):
+    e = Engine(fs, 2, 2)
+    s = Session(e)
+    try:
+        s.add_node("input", "in", {"channels": 2})
+        s.add_node("reverb", "r", {"decay": 2.0, "damping": 0, "mix": 100})
+        s.add_node("output", "out")
+        s.connect("in", "r")
+        s.connect("r", "out")
+        s.commit()
+        n = int(fs * 2.4)
+        x = np.zeros((n, 2), np.float32)
+        x[0] = 0.5
+        h = e.process(n, x, block=64).astype(np.float64)
+        edc = np.cumsum(h[::-1, 0] ** 2)[::-1]
+        edc = 10 * np.log10(edc / edc[0])
+        a, b = np.argmax(edc < -5), np.argmax(edc < -35)
+        rt = -60 / np.polyfit(np.arange(a, b) / fs, edc[a:b], 1)[0]
+        assert abs(rt / 2.0 - 1) < 0.10  # T30, the issue's 10 %
+    finally:
+        s.close()
+        e.free()
