@@ -15,7 +15,8 @@ What is generated, one strip per node (pages of strips when they do not fit):
   changes to a control being held);
 - RADIAL knobs for continuous parameters (EQ, dynamics, pan, frequencies),
   bound to `/node/<name>/<param>/norm` (the server's published taper);
-- toggle BUTTONs for switches (mute in red, on/off, bypass), `/node/.../norm`;
+- toggle BUTTONs for switches (mute in red, on/off), momentary ones for
+  triggers (reset), `/node/.../norm`;
 - meters (non-interactive FADERs that only receive), one per channel, for dB
   readouts such as a meter node's peak, bound to `/meters/<name>/<readout>/<ch>`
   (what `/meters/subscribe` streams: 0..1, -60 dBFS to 0 dBFS);
@@ -44,10 +45,14 @@ METER_RATE_HZ = 20
 KNOB_TYPES = ("eq", "gate", "expander", "compressor", "limiter", "saturator", "deesser",
               "dynamics", "filter", "width", "reverb", "delay")
 
+# 0/1 parameters that act on the rising edge: momentary buttons, not toggles
+TRIGGERS = ("reset", "clear", "tap", "trigger")
+
 COLORS = {
     "fader": (0.25, 0.62, 1.0, 1.0),
     "knob": (1.0, 0.66, 0.16, 1.0),
     "button": (0.3, 0.85, 0.45, 1.0),
+    "trigger": (0.85, 0.85, 0.3, 1.0),
     "mute": (1.0, 0.25, 0.25, 1.0),
     "meter": (0.35, 0.95, 0.35, 1.0),
     "label": (1.0, 1.0, 1.0, 1.0),
@@ -60,7 +65,7 @@ COLORS = {
 class Control:
     """One control of a strip."""
 
-    kind: str  # fader, knob, button, mute, meter
+    kind: str  # fader, knob, button, mute, trigger, meter
     node: str
     param: str
     address: str
@@ -90,6 +95,8 @@ def controls_for(node: dict, ntype: dict) -> list[Control]:
         switch = p.get("taper") == "stepped" and float(p["min"]) == 0 and float(p["max"]) == 1
         if pname == "mute":
             kind = "mute"
+        elif switch and pname in TRIGGERS:
+            kind = "trigger"
         elif switch:
             kind = "button"
         elif p.get("taper") == "fader" and not knobby:
@@ -220,8 +227,9 @@ def _control(parent: ET.Element, c: Control, frame) -> None:
         n = _node(kids, "RADIAL", name, frame, COLORS["knob"],
                   inverted=("b", False), centered=("b", False), cursor=("b", True),
                   response=("i", 0), responseFactor=("i", 100))
-    else:  # button, mute: toggles
-        n = _node(kids, "BUTTON", name, frame, COLORS[c.kind], buttonType=("i", 1),
+    else:  # button, mute: toggles; trigger: momentary (1 on press, 0 on release)
+        n = _node(kids, "BUTTON", name, frame, COLORS[c.kind],
+                  buttonType=("i", 0 if c.kind == "trigger" else 1),
                   press=("b", True), release=("b", True))
     values = n.find("values")
     _value(values, "x", f"{c.default:g}")
@@ -260,7 +268,7 @@ CELL = 58  # a knob or button cell, label included
 
 
 def _strip_width(cs: list[Control], height: int) -> int:
-    small = [c for c in cs if c.kind in ("knob", "button", "mute")]
+    small = [c for c in cs if c.kind in ("knob", "button", "mute", "trigger")]
     tall = [c for c in cs if c.kind in ("fader", "meter")]
     rows = max(1, (height - STRIP_H_TITLE - (260 if tall else 0)) // CELL)
     cols = max(2, math.ceil(len(small) / rows))
@@ -273,7 +281,7 @@ def _strip(parent: ET.Element, node: dict, cs: list[Control], x: int, w: int,
               interactive=False)
     _value(g.find("values"), "touch", "false")
     _label(g, f"{node['name']} ({node['type']})", (4, 2, w - 8, STRIP_H_TITLE - 4), 13)
-    small = [c for c in cs if c.kind in ("knob", "button", "mute")]
+    small = [c for c in cs if c.kind in ("knob", "button", "mute", "trigger")]
     tall = [c for c in cs if c.kind in ("fader", "meter")]
     cols = max(1, (w - 12) // CELL)
     for i, c in enumerate(small):

@@ -143,6 +143,33 @@ def test_knobs_for_eq_and_dynamics_and_pages():
     assert float(x.findtext("default")) == pytest.approx(0.5660, abs=1e-3)
 
 
+def test_real_mixing_nodes():
+    """The catalog's own EQ and dynamics nodes get knobs, switches buttons, a trigger a
+    momentary button, gain reductions meters."""
+    cat = layout.local_catalog()
+    names = {t["name"] for t in cat}
+    if not {"eq", "compressor"} <= names:
+        pytest.skip("this build has no eq/compressor node types")
+    doc = {"nodes": [{"name": "q", "type": "eq", "channels": 1, "params": {}},
+                     {"name": "c", "type": "compressor", "channels": 2, "params": {}},
+                     {"name": "m", "type": "meter", "channels": 2, "params": {}}]}
+    root = layout.build(doc, cat)
+    c = controls(root)
+    eq = next(t for t in cat if t["name"] == "eq")
+    for p in eq["params"]:
+        switch = p["taper"] == "stepped" and p["min"] == 0 and p["max"] == 1
+        assert c[f"q.{p['name']}"][0] == ("BUTTON" if switch else "RADIAL"), p["name"]
+    comp = next(t for t in cat if t["name"] == "compressor")
+    assert all(c[f"c.{p['name']}"][0] in ("RADIAL", "BUTTON") for p in comp["params"])
+    if any(r["name"] == "gr" for r in comp["readouts"]):
+        assert c["c.gr1"][1][0][0] == "/meters/c/gr/1"
+    buttons = {prop(n, "name"): prop(n, "buttonType") for n in root.iter("node")
+               if n.get("type") == "BUTTON"}
+    if "m.reset" in buttons:
+        assert buttons["m.reset"] == "0"  # momentary
+    assert all(v == "1" for k, v in buttons.items() if k != "m.reset")  # toggles
+
+
 def test_layout_from_live_graph(tmp_path):
     d = Daemon(tmp_path / "state", "--backend", "null")
     try:
