@@ -209,3 +209,15 @@ def test_tail_is_dense_like_noise(make, size):
     ned = [np.mean(np.abs(seg) > np.sqrt(np.mean(seg ** 2))) / erfc(1 / np.sqrt(2))
            for seg in (h[a:a + w] for a in range(int(0.3 * SR), SR - w, w // 2))]
     assert min(ned) > 0.85
+
+
+def test_extreme_settings_still_decay_to_zero(make):
+    # the shortest decay on the longest lines with full damping: line gains
+    # underflow; the damping poles must not hold a value forever
+    s, e = make({"decay": 0.1, "size": 100, "damping": 100, "mix": 100})
+    x = np.zeros((SR, 2), np.float32)
+    x[:100] = 0.5
+    y = e.process(SR, x, block=64)
+    assert np.all(np.isfinite(y))
+    # -600 dB after a second, then below the smallest normal float: zeros
+    assert not np.any(e.process(SR, None, block=64)[SR // 2:])
