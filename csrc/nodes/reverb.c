@@ -187,10 +187,13 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
         }
     }
     const size_t need = (size_t)(s->base[NL - 1] * size_scale(100.0f) + 2.0f * s->depth + 8.0f);
-    s->stride = 8;
-    while (s->stride < need)
-        s->stride <<= 1;
-    s->mask = s->stride - 1;
+    unsigned pow2 = 8;
+    while (pow2 < need)
+        pow2 <<= 1;
+    s->mask = pow2 - 1;
+    /* lines one power of two apart would put the 16 writes of every sample in
+     * the same L1 cache set (4K aliasing); 80 extra floats spread them */
+    s->stride = pow2 + 80;
     s->mem = calloc((size_t)s->stride * NL, sizeof(float));
     if (!s->mem)
         return 1;
