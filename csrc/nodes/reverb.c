@@ -222,15 +222,23 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
 }
 
 /* in-place 16-point Walsh-Hadamard transform, scaled by 1/4 (orthogonal) */
+static inline void wht_stage(float *v, int h)
+{
+    for (int i = 0; i < NL; i += 2 * h)
+        for (int j = i; j < i + h; j++) {
+            const float a = v[j], b = v[j + h];
+            v[j] = a + b;
+            v[j + h] = a - b;
+        }
+}
+
 static inline void hadamard16(float *v)
 {
-    for (int h = 1; h < NL; h <<= 1)
-        for (int i = 0; i < NL; i += h << 1)
-            for (int j = i; j < i + h; j++) {
-                const float a = v[j], b = v[j + h];
-                v[j] = a + b;
-                v[j + h] = a - b;
-            }
+    /* constant strides per stage, so the compiler unrolls every loop */
+    wht_stage(v, 8);
+    wht_stage(v, 4);
+    wht_stage(v, 2);
+    wht_stage(v, 1);
     for (int i = 0; i < NL; i++)
         v[i] *= 0.25f;
 }
