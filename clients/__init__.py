@@ -1,5 +1,11 @@
-"""mixgraph clients: a small OSC client library used by the CLI and tests."""
+"""mixgraph clients: the Python client library (blocking and asyncio, UDP and TCP).
 
-from .client import Client, MixgraphFail
+    from mixgraph.clients import Client, AsyncClient, MixgraphFail
 
-__all__ = ["Client", "MixgraphFail"]
+See docs/clients.md."""
+
+from .aio import AsyncClient
+from .api import MixgraphFail, MixgraphTimeout
+from .client import Client
+
+__all__ = ["AsyncClient", "Client", "MixgraphFail", "MixgraphTimeout"]

@@ -1,84 +1,349 @@
-"""A small blocking OSC/UDP client for mixgraph (used by `mixgraph ctl` and tests)."""
+"""The blocking mixgraph client, over UDP or TCP.
+
+    from mixgraph.clients import Client, MixgraphFail
+
+    with Client("127.0.0.1", 8000) as c:              # transport="tcp" for TCP
+        c.add("sine", "osc", freq=440.0)
+        c.add("gain", "g", gain=-6.0)
+        c.connect("osc", "g")
+        c.set("g", "gain", -12.0)                     # -> -12.0 (the value applied)
+        c.get("g", "gain")                            # -> -12.0
+        try:
+            c.connect("g", "nowhere")
+        except MixgraphFail as e:
+            print(e.address, e.keys, e.reason)
+
+Every command waits for the reply that matches it (`/done <address> ...`,
+`/fail <address> ... <reason>`, or the query's answer), so replies to other
+requests and feedback never get mixed up with it. `subscribe(callback)`
+starts a receive thread that calls `callback(address, args)` for every
+feedback message (changes made by other clients).
+"""
 
 from __future__ import annotations
 
+import collections
 import socket
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
-from pythonosc.osc_message import OscMessage
-from pythonosc.osc_message_builder import OscMessageBuilder
+from .api import CommandsMixin, MixgraphFail, MixgraphTimeout, is_feedback
+from .protocol import (
+    DEFAULT_MAX_FRAME,
+    ProtocolError,
+    decode,
+    decoder,
+    encode,
+    frame,
+    is_repeatable,
+    is_reply_to,
+)
+
+__all__ = ["Client", "MixgraphFail", "MixgraphTimeout", "encode"]
+
+Callback = Callable[[str, list], Any]
 
 
-class MixgraphFail(Exception):
-    """The server answered /fail; .reason says why, .address what failed."""
+class _Udp:
+    def __init__(self, host: str, port: int) -> None:
+        self.addr = (socket.gethostbyname(host), port)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self.sock.bind(("127.0.0.1" if self.addr[0].startswith("127.") else "", 0))
 
-    def __init__(self, address: str, args: list) -> None:
-        self.address = address
-        self.args = args
-        self.reason = str(args[-1]) if args else ""
-        super().__init__(f"{address}: {self.reason}")
+    def send(self, packet: bytes) -> None:
+        self.sock.sendto(packet, self.addr)
 
+    def recv(self, timeout: float | None) -> list[bytes]:
+        self.sock.settimeout(timeout)
+        data, _ = self.sock.recvfrom(65536)
+        return [data]
 
-def encode(address: str, args: tuple | list) -> bytes:
-    b = OscMessageBuilder(address)
-    for a in args:
-        if isinstance(a, bool):
-            b.add_arg(a)
-        elif isinstance(a, int):
-            b.add_arg(a, OscMessageBuilder.ARG_TYPE_INT)
-        elif isinstance(a, float):
-            b.add_arg(a, OscMessageBuilder.ARG_TYPE_FLOAT)
-        elif isinstance(a, bytes):
-            b.add_arg(a, OscMessageBuilder.ARG_TYPE_BLOB)
-        else:
-            b.add_arg(str(a), OscMessageBuilder.ARG_TYPE_STRING)
-    return b.build().dgram
+    def close(self) -> None:
+        self.sock.close()
 
 
-class Client:
-    """Send a command, wait for the reply that matches it."""
+class _Tcp:
+    def __init__(self, host: str, port: int, framing: str, max_frame: int,
+                 connect_timeout: float) -> None:
+        self.framing = framing
+        self.decoder = decoder(framing, max_frame)
+        self.sock = socket.create_connection((host, port), timeout=connect_timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.frames: collections.deque[bytes] = collections.deque()
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 8000, timeout: float = 2.0) -> None:
+    def send(self, packet: bytes) -> None:
+        self.sock.sendall(frame(packet, self.framing))
+
+    def send_many(self, packets: list[bytes]) -> None:
+        self.sock.sendall(b"".join(frame(p, self.framing) for p in packets))
+
+    def recv(self, timeout: float | None) -> list[bytes]:
+        if self.frames:
+            out = list(self.frames)
+            self.frames.clear()
+            return out
+        self.sock.settimeout(timeout)
+        while True:
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("the server closed the TCP connection")
+            frames = self.decoder.feed(data)
+            if frames:
+                return frames
+
+    def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+
+class _Waiter:
+    __slots__ = ("sent", "event", "reply")
+
+    def __init__(self, sent: str) -> None:
+        self.sent = sent
+        self.event = threading.Event()
+        self.reply: tuple[str, list] | None = None
+
+
+class Client(CommandsMixin):
+    """Send commands to a mixgraph server and wait for the replies that match them.
+
+    transport: "udp" (default) or "tcp"; framing (TCP only): "size" (OSC 1.0,
+    int32 length prefix, the default) or "slip" (OSC 1.1). retries (UDP only):
+    how many times a request that is safe to repeat (a query, a parameter set,
+    /status, /sync, ...) is sent again when its reply does not come within
+    timeout / (retries + 1); commands that change the graph are never repeated."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 8000, timeout: float = 2.0,
+                 transport: str = "udp", framing: str = "size",
+                 max_frame: int = DEFAULT_MAX_FRAME, retries: int = 2) -> None:
+        self.host, self.port = host, port
+        self.retries = retries
         self.addr = (host, port)
         self.timeout = timeout
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1" if host in ("127.0.0.1", "localhost") else "", 0))
+        self.transport = transport
+        if transport == "udp":
+            self._t: _Udp | _Tcp = _Udp(host, port)
+        elif transport == "tcp":
+            self._t = _Tcp(host, port, framing, max_frame, timeout)
+        else:
+            raise ValueError(f"unknown transport {transport!r} (use 'udp' or 'tcp')")
+        self._send_lock = threading.Lock()
+        self._inbox: collections.deque[tuple[str, list]] = collections.deque()
+        self._backlog: collections.deque[tuple[str, list]] = collections.deque(maxlen=4096)
+        self._cond = threading.Condition()
+        self._waiters: list[_Waiter] = []
+        self._callback: Callback | None = None
+        self._reader: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._renew_every: float | None = None
+        self.reader_error: BaseException | None = None
 
+    @property
+    def sock(self) -> socket.socket:
+        return self._t.sock
+
+    # ---- raw messages --------------------------------------------------------------
     def send(self, address: str, *args: Any) -> None:
-        self.sock.sendto(encode(address, args), self.addr)
+        """Send one message; do not wait for anything."""
+        self.send_packet(encode(address, args))
+
+    def send_packet(self, packet: bytes) -> None:
+        """Send an encoded OSC packet (a message or a bundle)."""
+        with self._send_lock:
+            self._t.send(packet)
+
+    def send_many(self, packets: list[bytes]) -> None:
+        """Send many encoded packets (one write on TCP)."""
+        with self._send_lock:
+            if isinstance(self._t, _Tcp):
+                self._t.send_many(packets)
+            else:
+                for p in packets:
+                    self._t.send(p)
+
+    def _read_messages(self, timeout: float | None) -> list[tuple[str, list]]:
+        out: list[tuple[str, list]] = []
+        for packet in self._t.recv(timeout):
+            try:
+                out += decode(packet)
+            except ProtocolError:
+                continue  # not OSC: nothing a client can do with it
+        return out
 
     def receive(self, timeout: float | None = None) -> tuple[str, list]:
-        self.sock.settimeout(self.timeout if timeout is None else timeout)
-        data, _ = self.sock.recvfrom(65536)
-        m = OscMessage(data)
-        return m.address, list(m.params)
-
-    def request(self, address: str, *args: Any) -> tuple[str, list]:
-        """Send and return the first reply for this address (/done, /fail or the answer)."""
-        self.send(address, *args)
-        deadline = time.monotonic() + self.timeout
-        while True:
+        """The next message from the server (raises TimeoutError)."""
+        timeout = self.timeout if timeout is None else timeout
+        if self._reader is not None:
+            deadline = time.monotonic() + timeout
+            with self._cond:
+                while not self._backlog:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not self._cond.wait(left):
+                        if not self._backlog:
+                            raise TimeoutError(f"no message within {timeout} s")
+                return self._backlog.popleft()
+        deadline = time.monotonic() + timeout
+        while not self._inbox:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"no reply to {address} within {self.timeout} s")
-            addr, rargs = self.receive(left)
-            if addr in ("/done", "/fail") and rargs and rargs[0] == address:
-                return addr, rargs
-            if addr in (address, address + ".reply"):
-                return addr, rargs
-            if address == "/sync" and addr == "/synced":
-                return addr, rargs
+                raise TimeoutError(f"no message within {timeout} s")
+            try:
+                self._inbox.extend(self._read_messages(left))
+            except TimeoutError:
+                raise TimeoutError(f"no message within {timeout} s") from None
+        return self._inbox.popleft()
 
-    def call(self, address: str, *args: Any) -> list:
-        """Like request, but /fail raises MixgraphFail."""
-        addr, rargs = self.request(address, *args)
+    def _attempts(self, address: str, args: tuple) -> int:
+        """UDP may lose a datagram: requests that are safe to repeat (queries, parameter
+        sets, /status ...) are sent again when no reply came within a share of the timeout."""
+        if self.transport != "udp" or not self.retries:
+            return 1
+        return 1 + self.retries if is_repeatable(address, args) else 1
+
+    def request(self, address: str, *args: Any, timeout: float | None = None
+                ) -> tuple[str, list]:
+        """Send and return the first reply for this address (/done, /fail or the answer)."""
+        timeout = self.timeout if timeout is None else timeout
+        attempts = self._attempts(address, args)
+        t_end = time.monotonic() + timeout
+        if self._reader is not None:
+            w = _Waiter(address)
+            with self._cond:
+                self._waiters.append(w)
+            for k in range(attempts):
+                self.send(address, *args)
+                left = t_end - time.monotonic()
+                if w.event.wait(left / (attempts - k)) or w.reply is not None:
+                    return w.reply  # type: ignore[return-value]
+            with self._cond:
+                if w in self._waiters:
+                    self._waiters.remove(w)
+            if w.reply is None:
+                raise MixgraphTimeout(f"no reply to {address} within {timeout} s")
+            return w.reply
+        for k in range(attempts):
+            self.send(address, *args)
+            deadline = time.monotonic() + (t_end - time.monotonic()) / (attempts - k)
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    addr, rargs = self.receive(left)
+                except TimeoutError:
+                    break
+                if is_reply_to(addr, address, rargs):
+                    return addr, rargs
+        raise MixgraphTimeout(f"no reply to {address} within {timeout} s")
+
+    def call(self, address: str, *args: Any, timeout: float | None = None) -> list:
+        """Like request, but /fail raises MixgraphFail; returns the reply's arguments."""
+        addr, rargs = self.request(address, *args, timeout=timeout)
         if addr == "/fail":
             raise MixgraphFail(address, rargs[1:])
         return rargs
 
+    def _run(self, kind: str, address: str, args: tuple, post):
+        if kind == "request":
+            return post(*self.request(address, *args))
+        return post(self.call(address, *args))
+
+    # ---- feedback -------------------------------------------------------------------
+    def subscribe(self, callback: Callback, lease_s: float | None = None,
+                  renew: bool = True) -> list:
+        """Subscribe to feedback; `callback(address, args)` runs on a receive
+        thread for every change made by someone else (and for the state dump
+        the server sends on subscribing). The lease is renewed while the
+        client is open. Raises MixgraphFail if the server refuses."""
+        self._callback = callback
+        self.start_reader()
+        args = () if lease_s is None else (float(lease_s),)
+        reply = self.call("/subscribe", *args)
+        if renew:
+            self._renew_every = max(0.5, (lease_s or 10.0) / 3.0)
+        return reply
+
+    def unsubscribe(self) -> list:
+        self._renew_every = None
+        reply = self.call("/unsubscribe")
+        self._callback = None
+        return reply
+
+    def on_message(self, callback: Callback | None) -> None:
+        """Call `callback(address, args)` for every unsolicited message (starts the
+        receive thread)."""
+        self._callback = callback
+        if callback is not None:
+            self.start_reader()
+
+    def start_reader(self) -> None:
+        if self._reader is None:
+            self._stop.clear()
+            with self._cond:
+                self._backlog.extend(self._inbox)
+                self._inbox.clear()
+            self._reader = threading.Thread(target=self._read_loop, daemon=True,
+                                            name=f"mixgraph-client-{self.port}")
+            self._reader.start()
+
+    def _read_loop(self) -> None:
+        last_renew = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                msgs = self._read_messages(0.1)
+            except TimeoutError:
+                msgs = []
+            except (OSError, ConnectionError, ProtocolError) as e:
+                if not self._stop.is_set():
+                    self.reader_error = e
+                break
+            for addr, rargs in msgs:
+                self._route(addr, rargs)
+            every = self._renew_every
+            if every is not None and time.monotonic() - last_renew > every:
+                last_renew = time.monotonic()
+                try:
+                    self.send("/status")  # any message renews the lease
+                except OSError:
+                    pass
+        with self._cond:  # wake anyone still waiting
+            for w in self._waiters:
+                w.event.set()
+            self._cond.notify_all()
+
+    def _route(self, addr: str, rargs: list) -> None:
+        with self._cond:
+            for w in self._waiters:
+                if is_reply_to(addr, w.sent, rargs):
+                    w.reply = (addr, rargs)
+                    self._waiters.remove(w)
+                    w.event.set()
+                    return
+            self._backlog.append((addr, rargs))
+            self._cond.notify_all()
+        cb = self._callback
+        if cb is not None and is_feedback(addr):
+            try:
+                cb(addr, rargs)
+            except Exception:  # a callback's bug must not stop the receive loop
+                import logging
+
+                logging.getLogger("mixgraph.client").exception("feedback callback failed")
+
+    # ---- lifetime -------------------------------------------------------------------
     def close(self) -> None:
-        self.sock.close()
+        self._stop.set()
+        if self._reader is not None and self._reader is not threading.current_thread():
+            self._reader.join(timeout=1.0)
+        self._reader = None
+        self._t.close()
 
     def __enter__(self) -> Client:
         return self

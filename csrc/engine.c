@@ -350,6 +350,7 @@ static void apply_param(mg_engine *e, mg_node *n, int index, float v)
     if (v > s->max)
         v = s->max;
     mg_param *p = &n->params[index];
+    n->pv_fresh = 0;
     p->target_unit = v;
     float tgt = s->map == MG_MAP_DB ? mg_db_to_amp(v) : v;
     int ns = (int)(s->smooth_ms * 0.001 * e->sample_rate + 0.5);
@@ -470,12 +471,16 @@ static void advance_ramps(mg_engine *e, int n)
         mg_node *nd = p->steps[s].node;
         const int np = nd->type->n_params;
         if (nd->n_ramping == 0) {
-            for (int k = 0; k < np; k++) {
-                nd->pv[k].ramp = NULL;
-                nd->pv[k].value = (float)nd->params[k].cur;
+            if (!nd->pv_fresh) {
+                for (int k = 0; k < np; k++) {
+                    nd->pv[k].ramp = NULL;
+                    nd->pv[k].value = (float)nd->params[k].cur;
+                }
+                nd->pv_fresh = 1;
             }
             continue;
         }
+        nd->pv_fresh = 0;
         for (int k = 0; k < np; k++) {
             mg_param *pr = &nd->params[k];
             if (pr->remaining <= 0) {
@@ -516,11 +521,30 @@ static void advance_ramps(mg_engine *e, int n)
     }
 }
 
+/* Latency compensation: push n samples of src into the edge's delay line
+ * for this channel and return the delayed samples (in scratch). */
+static const float *delay_edge(mg_edge *ed, int ch, const float *src, int n, float *scratch)
+{
+    float *restrict buf = ed->dl[ch];
+    const uint64_t mask = ed->mask;
+    uint64_t w = ed->dpos[ch];
+    const uint64_t r = w - (uint64_t)ed->delay;
+    for (int i = 0; i < n; i++)
+        buf[(w + (uint64_t)i) & mask] = src[i];
+    for (int i = 0; i < n; i++)
+        scratch[i] = buf[(r + (uint64_t)i) & mask];
+    ed->dpos[ch] = w + (uint64_t)n;
+    return scratch;
+}
+
 /* One connection channel: dst (+)= gain * src over [off, off+n). */
-static inline void mix_into(const mg_mixop *op, int off, int n, int assign)
+MG_HOT static void mix_into(const mg_mixop *op, int off, int n, int assign)
 {
     float *restrict d = op->dst + off;
     const float *restrict x = op->src + off;
+    float scratch[MG_MAX_BLOCK];
+    if (op->edge->delay > 0)
+        x = delay_edge(op->edge, op->edge_ch, x, n, scratch);
     const mg_edge *ed = op->edge;
     if (ed->g0 == 1.0f && ed->g1 == 1.0f) {
         if (assign)
@@ -581,11 +605,15 @@ static void run_plan(mg_engine *e, int off, int n, uint64_t t)
         if (fin)
             for (int k = st->clear_first; k < st->clear_first + st->clear_count; k++)
                 memset(p->clear[k] + off, 0, sizeof(float) * (size_t)n);
-        for (int c = 0; c < nd->n_out; c++)
-            nd->out_ptr[c] = nd->out_base[c] + off;
+        if (nd->out_off != off) {
+            for (int c = 0; c < nd->n_out; c++)
+                nd->out_ptr[c] = nd->out_base[c] + off;
+            nd->out_off = off;
+        }
         for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++) {
             const mg_mixop *op = &p->mix[m];
-            if (fin && op->alias && op->edge->g0 == 1.0f && op->edge->g1 == 1.0f)
+            if (fin && op->alias && op->edge->g0 == 1.0f && op->edge->g1 == 1.0f &&
+                op->edge->delay == 0)
                 nd->in_ptr[op->dst_index] = (float *)op->src + off; /* read in place */
             else
                 mix_into(op, off, n, fin && op->assign);
@@ -622,7 +650,7 @@ static void run_chunk(mg_engine *e, int n)
 
 /* Interleaved frames to planar channels, four channels per pass so the
  * reads stay sequential and the channel pointers stay in registers. */
-static void deinterleave(float *const *dst, const float *src, int ch, int n)
+MG_HOT static void deinterleave(float *const *dst, const float *src, int ch, int n)
 {
     int c = 0;
     for (; c + 4 <= ch; c += 4) {

@@ -219,13 +219,16 @@ int mg_node_latency(mg_node *n);                    /* samples */
 
 /* ---- edges and plans ---- [control] */
 mg_edge *mg_edge_new(float initial_gain);
+/* An edge that delays its signal by delay_samples (latency compensation). */
+mg_edge *mg_edge_new_delayed(float initial_gain, int channels, int delay_samples);
+int mg_edge_delay(mg_edge *edge);
 void mg_edge_free(mg_edge *edge);
 float mg_edge_gain(mg_edge *edge);                  /* [any] */
 mg_plan *mg_plan_new(int n_steps, int n_mix, int n_edges);
 void mg_plan_free(mg_plan *p);
 void mg_plan_set_step(mg_plan *p, int step, mg_node *node);
 int mg_plan_add_mix(mg_plan *p, int step, int dst_in, mg_node *src,
-                    int src_out, mg_edge *edge);
+                    int src_out, mg_edge *edge, int edge_ch);
 void mg_plan_add_edge(mg_plan *p, mg_edge *edge);
 int mg_plan_finish(mg_plan *p);  /* after all steps and mixes; 0 = ok */
 

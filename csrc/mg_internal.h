@@ -55,6 +55,8 @@ struct mg_node {
     mg_pv *pv;
     float *ramp_mem;          /* n_params * MG_MAX_BLOCK */
     int n_ramping;
+    int pv_fresh;             /* pv[] holds the steady values: nothing to refresh */
+    int out_off;              /* sub-block offset out_ptr[] currently points at */
     uint32_t live_gen;        /* generation of the plan that last held it */
     /* written by audio, read by any thread */
     _Atomic float *readout;
@@ -67,6 +69,12 @@ struct mg_edge {
     float step;
     int remaining;
     float g0, g1;             /* gain at the start / end of this sub-block */
+    /* latency compensation: one delay line per channel, fixed at creation */
+    int delay;                /* samples */
+    int channels;
+    uint64_t mask;            /* ring capacity - 1 */
+    float **dl;               /* channels rings; NULL when delay == 0 */
+    uint64_t *dpos;           /* write position per channel (audio) */
     int ramp_n;               /* frames of this sub-block still on the fade */
     /* mirror for any thread */
     _Atomic float published;
@@ -80,6 +88,7 @@ typedef struct {
     int src_index;
     mg_node *src_node;
     int assign;               /* first op into dst in its step: dst = src */
+    int edge_ch;              /* which of the edge's delay lines */
     int alias;                /* the only op into dst: at unity gain the node
                                  reads src in place, nothing is copied */
 } mg_mixop;

@@ -163,6 +163,7 @@ void mg_node_init_param(mg_node *n, int index, float v)
     p->tgt = s->map == MG_MAP_DB ? mg_db_to_amp(v) : v;
     p->cur = p->tgt;
     p->remaining = 0;
+    n->pv_fresh = 0;
     n->pv[index].ramp = NULL;
     n->pv[index].value = p->tgt;
     if (n->type->on_param)
@@ -194,7 +195,44 @@ mg_edge *mg_edge_new(float initial_gain)
     return ed;
 }
 
-void mg_edge_free(mg_edge *ed) { mg_free(ed); }
+mg_edge *mg_edge_new_delayed(float initial_gain, int channels, int delay_samples)
+{
+    if (channels < 1 || channels > 256 || delay_samples < 0 || delay_samples > (1 << 22))
+        return NULL;
+    mg_edge *ed = mg_edge_new(initial_gain);
+    if (!ed || delay_samples == 0)
+        return ed;
+    uint64_t cap = 1;
+    while (cap < (uint64_t)delay_samples + MG_MAX_BLOCK)
+        cap <<= 1;
+    ed->delay = delay_samples;
+    ed->channels = channels;
+    ed->mask = cap - 1;
+    ed->dl = mg_calloc((size_t)channels, sizeof(float *));
+    ed->dpos = mg_calloc((size_t)channels, sizeof(uint64_t));
+    int ok = ed->dl && ed->dpos;
+    for (int c = 0; ok && c < channels; c++)
+        ok = (ed->dl[c] = mg_calloc(cap, sizeof(float))) != NULL;
+    if (!ok) {
+        mg_edge_free(ed);
+        return NULL;
+    }
+    return ed;
+}
+
+int mg_edge_delay(mg_edge *ed) { return ed->delay; }
+
+void mg_edge_free(mg_edge *ed)
+{
+    if (!ed)
+        return;
+    if (ed->dl)
+        for (int c = 0; c < ed->channels; c++)
+            mg_free(ed->dl[c]);
+    mg_free(ed->dl);
+    mg_free(ed->dpos);
+    mg_free(ed);
+}
 
 float mg_edge_gain(mg_edge *ed)
 {
@@ -245,9 +283,12 @@ void mg_plan_set_step(mg_plan *p, int step, mg_node *node)
 }
 
 /* Mix ops must be added right after their step's mg_plan_set_step. */
-int mg_plan_add_mix(mg_plan *p, int step, int dst_in, mg_node *src, int src_out, mg_edge *edge)
+int mg_plan_add_mix(mg_plan *p, int step, int dst_in, mg_node *src, int src_out, mg_edge *edge,
+                    int edge_ch)
 {
     if (step < 0 || step >= p->n_steps || p->mix_used >= p->n_mix || !edge)
+        return -1;
+    if (edge->delay > 0 && (edge_ch < 0 || edge_ch >= edge->channels))
         return -1;
     mg_step *st = &p->steps[step];
     if (!st->node || dst_in < 0 || dst_in >= st->node->n_in || src_out < 0 ||
@@ -260,6 +301,7 @@ int mg_plan_add_mix(mg_plan *p, int step, int dst_in, mg_node *src, int src_out,
     op->dst_index = dst_in;
     op->src_index = src_out;
     op->src_node = src;
+    op->edge_ch = edge_ch;
     op->assign = 1;
     for (int m = st->mix_first; m < p->mix_used - 1; m++)
         if (p->mix[m].dst_index == dst_in)

@@ -107,23 +107,33 @@ int mg_fifo_writable(mg_fifo *f)
                   atomic_load_explicit(&f->rd, memory_order_acquire)));
 }
 
+/* Copy todo frames between the ring (from index `at0`) and a flat buffer,
+ * in at most two runs around the wrap. */
+static void fifo_copy(mg_fifo *f, uint64_t at0, float *flat, uint64_t todo, int to_ring)
+{
+    const uint64_t ch = (uint64_t)f->channels;
+    for (uint64_t k = 0; k < todo;) {
+        uint64_t at = (at0 + k) & f->mask;
+        uint64_t run = f->mask + 1 - at;
+        if (run > todo - k)
+            run = todo - k;
+        if (to_ring)
+            memcpy(f->buf + at * ch, flat + k * ch, sizeof(float) * run * ch);
+        else
+            memcpy(flat + k * ch, f->buf + at * ch, sizeof(float) * run * ch);
+        k += run;
+    }
+}
+
 int mg_fifo_write(mg_fifo *f, const float *frames, int n)
 {
     const uint64_t wr = atomic_load_explicit(&f->wr, memory_order_relaxed);
     const uint64_t rd = atomic_load_explicit(&f->rd, memory_order_acquire);
-    uint64_t space = f->mask + 1 - (wr - rd);
+    const uint64_t space = f->mask + 1 - (wr - rd);
     uint64_t todo = n < 0 ? 0 : (uint64_t)n;
     if (todo > space)
         todo = space;
-    const uint64_t ch = (uint64_t)f->channels;
-    for (uint64_t k = 0; k < todo;) {
-        uint64_t at = (wr + k) & f->mask;
-        uint64_t run = f->mask + 1 - at;
-        if (run > todo - k)
-            run = todo - k;
-        memcpy(f->buf + at * ch, frames + k * ch, sizeof(float) * run * ch);
-        k += run;
-    }
+    fifo_copy(f, wr, (float *)frames, todo, 1);
     atomic_store_explicit(&f->wr, wr + todo, memory_order_release);
     return (int)todo;
 }
@@ -132,19 +142,10 @@ int mg_fifo_read(mg_fifo *f, float *frames, int n)
 {
     const uint64_t rd = atomic_load_explicit(&f->rd, memory_order_relaxed);
     const uint64_t wr = atomic_load_explicit(&f->wr, memory_order_acquire);
-    uint64_t avail = wr - rd;
     uint64_t todo = n < 0 ? 0 : (uint64_t)n;
-    if (todo > avail)
-        todo = avail;
-    const uint64_t ch = (uint64_t)f->channels;
-    for (uint64_t k = 0; k < todo;) {
-        uint64_t at = (rd + k) & f->mask;
-        uint64_t run = f->mask + 1 - at;
-        if (run > todo - k)
-            run = todo - k;
-        memcpy(frames + k * ch, f->buf + at * ch, sizeof(float) * run * ch);
-        k += run;
-    }
+    if (todo > wr - rd)
+        todo = wr - rd;
+    fifo_copy(f, rd, frames, todo, 0);
     atomic_store_explicit(&f->rd, rd + todo, memory_order_release);
     return (int)todo;
 }

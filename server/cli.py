@@ -1,4 +1,4 @@
-"""The `mixgraph` command: serve, render, devices, nodes, patch, ctl."""
+"""The `mixgraph` command: serve, render, devices, nodes, patch, ctl, top, layout."""
 
 from __future__ import annotations
 
@@ -96,15 +96,66 @@ def _cmd_patch(a: argparse.Namespace) -> int:
     return 0
 
 
+def _client_errors(fn):
+    """Client-side commands: a missing server or a /fail is a message, not a traceback."""
+    import functools
+
+    @functools.wraps(fn)
+    def run(a: argparse.Namespace) -> int:
+        from mixgraph.clients import MixgraphFail
+
+        try:
+            return fn(a)
+        except (TimeoutError, OSError, MixgraphFail) as e:
+            what = "no reply" if isinstance(e, TimeoutError) else str(e) or type(e).__name__
+            Console(stderr=True).print(f"[bold red]mixgraph {a.cmd}: {what} "
+                                       f"({a.host}:{a.port})[/]")
+            return 2
+    return run
+
+
+@_client_errors
 def _cmd_ctl(a: argparse.Namespace) -> int:
     from mixgraph.clients.client import Client
 
     from .score import parse_arg
 
-    with Client(a.host, a.port, timeout=a.timeout) as c:
+    with Client(a.host, a.port, timeout=a.timeout, transport="tcp" if a.tcp else "udp",
+                framing=a.framing) as c:
         addr, args = c.request(a.address, *[parse_arg(x) for x in a.args])
     print(addr, *[repr(x) if isinstance(x, bytes) else x for x in args])
     return 1 if addr == "/fail" else 0
+
+
+@_client_errors
+def _cmd_top(a: argparse.Namespace) -> int:
+    from .top import run
+
+    return run(a.host, a.port, "tcp" if a.tcp else "udp", once=a.once, interval=a.interval,
+               timeout=a.timeout)
+
+
+@_client_errors
+def _cmd_layout(a: argparse.Namespace) -> int:
+    from . import layout
+
+    if a.patch:
+        from .session import validate_doc
+        from .state import read_patch
+
+        doc = read_patch(a.patch)
+        validate_doc(doc)
+        catalog = layout.local_catalog()
+        source = a.patch
+    else:
+        from mixgraph.clients import Client
+
+        with Client(a.host, a.port, timeout=a.timeout, transport="tcp" if a.tcp else "udp") as c:
+            doc, catalog = c.dump(), c.catalog()
+        source = f"{a.host}:{a.port}"
+    n = layout.write_tosc(a.touchosc, doc, catalog, width=a.width, height=a.height)
+    print(f"wrote {a.touchosc}: {n} controls for {len(doc.get('nodes', []))} nodes of {source}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,7 +206,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--timeout", type=float, default=2.0)
+    s.add_argument("--tcp", action="store_true", help="use TCP instead of UDP")
+    s.add_argument("--framing", default="size", choices=["size", "slip"],
+                   help="TCP framing: OSC 1.0 size prefix (default) or OSC 1.1 SLIP")
     s.set_defaults(func=_cmd_ctl)
+
+    s = sub.add_parser("top", help="live view of a running server: graph, load, xruns, meters")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--tcp", action="store_true", help="use TCP instead of UDP")
+    s.add_argument("--once", action="store_true", help="print one frame and exit")
+    s.add_argument("--interval", type=float, default=0.5, help="seconds between frames")
+    s.add_argument("--timeout", type=float, default=2.0)
+    s.set_defaults(func=_cmd_top)
+
+    s = sub.add_parser("layout", help="write a TouchOSC layout for the live graph or a patch")
+    s.add_argument("--touchosc", required=True, metavar="OUT.tosc", help="output file")
+    s.add_argument("--patch", help="patch file (.mgp/.json) instead of the live graph")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--tcp", action="store_true", help="use TCP instead of UDP")
+    s.add_argument("--timeout", type=float, default=2.0)
+    s.add_argument("--width", type=int, default=1024, help="layout width in points")
+    s.add_argument("--height", type=int, default=768, help="layout height in points")
+    s.set_defaults(func=_cmd_layout)
     return p
 
 

@@ -36,7 +36,7 @@ FADE_MS = 5.0
 PATCH_FORMAT = "mixgraph-patch"
 PATCH_VERSION = 1
 # creation options: everything else given to /graph/add must be a parameter
-OPTIONS = {"channels", "first", "seed", "path", "format"}
+OPTIONS = {"channels", "first", "seed", "path", "format", "members"}
 
 
 def _key(ptr) -> int:
@@ -52,6 +52,7 @@ class LiveNode:
     stream: object | None = None
     published: bool = False
     dead: bool = False
+    latency: int = 0
 
 
 @dataclass(eq=False)
@@ -63,6 +64,7 @@ class LiveEdge:
     dst: LiveNode
     ptr: object
     dead: bool = False
+    delay: int = 0  # latency compensation, samples
 
 
 @dataclass
@@ -162,6 +164,8 @@ class Session:
             params[k] = min(max(x, spec.min), spec.max)
             if params[k] != x:
                 clamped.append(k)
+        if type_name == "vca":
+            options["members"] = ",".join(self._vca_members(name, options.get("members", "")))
         channels = options.get("channels")
         if channels is not None:
             channels = int(number(channels, "channels"))
@@ -207,8 +211,9 @@ class Session:
         for k, v in params.items():
             g.params[k] = v
             lib.mg_node_init_param(ptr, t.param_index[k], v)
-        self.live[name] = LiveNode(g, ptr, stream)
+        self.live[name] = LiveNode(g, ptr, stream, latency=int(lib.mg_node_latency(ptr)))
         self._dirty = True
+        self._apply_vca()
         self._touch()
         if clamped:
             g.options["_clamped"] = clamped
@@ -221,6 +226,8 @@ class Session:
         for c in gone:
             self._retire_edge(self.edges.pop(c))
         self._retire_node(node)
+        if node.g.type.name == "vca":
+            self._apply_vca()
         self._touch()
 
     def _retire_node(self, node: LiveNode) -> None:
@@ -282,8 +289,41 @@ class Session:
         else:
             lib.mg_node_init_param(node.ptr, spec.index, v)
         node.g.params[param] = v
+        if node.g.type.name == "vca":
+            self._apply_vca()
         self._touch()
         return v, v != x
+
+    # ---- VCA groups ------------------------------------------------------------------
+    def _vca_members(self, vca: str, members) -> list[str]:
+        """Member names of a VCA: existing nodes that have a `vca` parameter."""
+        if isinstance(members, str):
+            names = [m.strip() for m in members.split(",") if m.strip()]
+        elif isinstance(members, list | tuple):
+            names = [str(m) for m in members]
+        else:
+            raise MixgraphError(f"{vca}: members must be a comma-separated list of fader names")
+        for m in names:
+            node = self.live.get(m)
+            if node is None:
+                raise MixgraphError(f"{vca}: no member node named {m!r}")
+            if node.g.type.param("vca") is None:
+                raise MixgraphError(f"{vca}: {m} ({node.g.type.name}) cannot be a VCA member")
+        return names
+
+    def _apply_vca(self) -> None:
+        """Set every fader's `vca` offset to the sum of the levels of its VCAs."""
+        offsets: dict[str, float] = {}
+        for node in self.live.values():
+            if node.g.type.name == "vca":
+                for m in node.g.options.get("members", "").split(","):
+                    if m:
+                        offsets[m] = offsets.get(m, 0.0) + node.g.params["level"]
+        for name, node in self.live.items():
+            if "vca" in node.g.params:
+                want = offsets.get(name, 0.0)
+                if node.g.params["vca"] != want:
+                    self.set_param(name, "vca", want)
 
     def get_param(self, name: str, param: str) -> float:
         node = self.live.get(name)
@@ -314,10 +354,50 @@ class Session:
         return node is not None and any(r.name == what for r in node.g.type.readouts)
 
     # ---- plan compilation --------------------------------------------------------
+    def latencies(self) -> dict[str, int]:
+        """Latency in samples at each live node's output (its inputs aligned)."""
+        names = list(self.live)
+        order = topo_order(names, [(c.src, c.dst) for c in self.graph.conns])
+        into: dict[str, list[Conn]] = {}
+        for c in self.graph.conns:
+            into.setdefault(c.dst, []).append(c)
+        out: dict[str, int] = {}
+        for n in order:
+            arrival = max((out[c.src] for c in into.get(n, ())), default=0)
+            out[n] = arrival + self.live[n].latency
+        return out
+
+    def _compensate(self) -> None:
+        """Give every connection the delay that aligns it with the slowest path
+        into the same node; a connection whose delay changes is replaced by a
+        delayed one with a crossfade (the existing edge fades)."""
+        if not any(n.latency for n in self.live.values()):
+            if not any(e.delay for e in self.edges.values()):
+                return
+        lat = self.latencies()
+        arrival: dict[str, int] = {}
+        for c in self.graph.conns:
+            arrival[c.dst] = max(arrival.get(c.dst, 0), lat[c.src])
+        for conn, edge in list(self.edges.items()):
+            want = arrival[conn.dst] - lat[conn.src]
+            if want == edge.delay:
+                continue
+            _, dch = self._port_base(edge.dst.g, conn.dst_port, "in")
+            gain = 0.0 if self.started else 1.0
+            ptr = lib.mg_edge_new_delayed(gain, dch, want)
+            if ptr == ffi.NULL:
+                raise MixgraphError(f"cannot allocate a {want}-sample delay for {conn}")
+            new = LiveEdge(conn, edge.src, edge.dst, ptr, delay=want)
+            self.edges[conn] = new
+            self._retire_edge(edge)
+            if gain == 0.0:
+                self._fade_in.append(new)
+
     def commit(self) -> None:
         """Compile and hand over a new plan if the graph changed."""
         if not self._dirty:
             return
+        self._compensate()
         nodes = list(self.live.values()) + [n for n in self.dying_nodes if not n.dead]
         edges = list(self.edges.values()) + [e for _, e in self.dying_edges if not e.dead]
         ids = {id(n): n for n in nodes}
@@ -351,7 +431,7 @@ class Session:
                 for c in range(dch):
                     sc = c if sch == dch else 0
                     if lib.mg_plan_add_mix(plan, step, dbase + c, e.src.ptr, sbase + sc,
-                                           e.ptr) != 0:
+                                           e.ptr, c) != 0:
                         raise MixgraphError(f"internal error wiring {e.conn}")
         for e in edges:
             lib.mg_plan_add_edge(plan, e.ptr)
@@ -500,7 +580,8 @@ class Session:
                     or w["options"] != {k: v for k, v in g.options.items()
                                         if not k.startswith("_")}):
                 self.remove_node(name)
-        for n in nodes:
+        # VCAs last: their members must exist
+        for n in sorted(nodes, key=lambda n: n["type"] == "vca"):
             if n["name"] not in self.graph.nodes:
                 self.add_node(n["type"], n["name"],
                               {**n["options"], "channels": n["channels"], **n["params"]})
@@ -579,6 +660,14 @@ def validate_doc(doc) -> tuple[list[dict], list[list[str]]]:
         scratch.add_node(t.name, n["name"], ch, opts)
         out.append({"name": n["name"], "type": t.name, "channels": ch, "options": opts,
                     "params": params})
+    for n in out:
+        if n["type"] == "vca":
+            members = n["options"].get("members", "")
+            names = members.split(",") if isinstance(members, str) else list(members)
+            for m in filter(None, (str(x).strip() for x in names)):
+                g = scratch.nodes.get(m)
+                if g is None or g.type.param("vca") is None:
+                    raise MixgraphError(f"patch: {n['name']}: {m!r} is not a fader in the patch")
     for c in conns:
         if not (isinstance(c, list | tuple) and len(c) == 2):
             raise MixgraphError(f"patch: bad connection {c!r}")

@@ -19,7 +19,7 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
     return 0;
 }
 
-static void process(void *st, const mg_proc *p)
+MG_HOT static void process(void *st, const mg_proc *p)
 {
     const bus_state *s = st;
     for (int c = 0; c < s->channels; c++)

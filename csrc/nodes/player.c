@@ -3,9 +3,8 @@
  * The disk worker (server/diskio.py) fills the fifo from the file; this
  * node only copies frames out of it. `play` 1 starts, 0 stops and rewinds
  * to the start; `loop` makes the worker wrap at the end of the file. */
-#include <stdlib.h>
 
-#include "../mg_node.h"
+#include "../dsp_stream.h"
 
 enum { P_PLAY, P_LOOP, P_LEVEL };
 enum { R_POSITION, R_UNDERRUNS };
@@ -24,10 +23,7 @@ static const mg_readout_spec readouts[] = {
 };
 
 typedef struct {
-    int channels;
-    double rate;
-    mg_fifo *fifo;
-    float *scratch;        /* MG_MAX_BLOCK interleaved frames */
+    mg_stream io; /* first: fifo, scratch, channels, rate */
     uint32_t synced_gen;
     int was_playing;
     uint64_t played;       /* frames since the last rewind */
@@ -36,56 +32,49 @@ typedef struct {
 
 static int prepare(void *st, const mg_prepare_ctx *ctx)
 {
-    player_state *s = st;
-    s->channels = ctx->channels;
-    s->rate = ctx->sample_rate;
-    s->fifo = ctx->fifo;
-    if (!s->fifo || mg_fifo_channels(s->fifo) != ctx->channels)
-        return -1;
-    s->scratch = calloc((size_t)MG_MAX_BLOCK * (size_t)ctx->channels, sizeof(float));
-    return s->scratch ? 0 : -1;
+    return mg_stream_prepare(&((player_state *)st)->io, ctx);
 }
 
 static void release(void *st)
 {
-    free(((player_state *)st)->scratch);
+    mg_stream_release(&((player_state *)st)->io);
 }
 
 static void process(void *st, const mg_proc *p)
 {
     player_state *s = st;
-    const int n = p->nframes, ch = s->channels;
+    const int n = p->nframes, ch = s->io.channels;
     const int playing = p->pv[P_PLAY].value >= 0.5f;
     const uint32_t flags = (p->pv[P_LOOP].value >= 0.5f ? MG_FIFO_FLAG_LOOP : 0u) |
                            (playing ? MG_FIFO_FLAG_ACTIVE : 0u);
-    mg_fifo_set_flags(s->fifo, flags);
+    mg_fifo_set_flags(s->io.fifo, flags);
     int got = 0;
     if (playing) {
-        if (mg_fifo_rewind_sync(s->fifo, &s->synced_gen)) {
-            got = mg_fifo_read(s->fifo, s->scratch, n);
-            if (got < n && !(mg_fifo_status(s->fifo) & MG_FIFO_STATUS_EOF))
+        if (mg_fifo_rewind_sync(s->io.fifo, &s->synced_gen)) {
+            got = mg_fifo_read(s->io.fifo, s->io.scratch, n);
+            if (got < n && !(mg_fifo_status(s->io.fifo) & MG_FIFO_STATUS_EOF))
                 s->underruns += (uint64_t)(n - got);
         }
         s->played += (uint64_t)got;
     } else {
         if (s->was_playing) {
-            mg_fifo_request_rewind(s->fifo);
+            mg_fifo_request_rewind(s->io.fifo);
             s->played = 0;
         }
         /* stopped: drop the old frames as soon as the worker has rewound, so
          * it can refill the fifo from the start before play resumes */
-        mg_fifo_rewind_sync(s->fifo, &s->synced_gen);
+        mg_fifo_rewind_sync(s->io.fifo, &s->synced_gen);
     }
     s->was_playing = playing;
     const mg_pv *lv = &p->pv[P_LEVEL];
     for (int c = 0; c < ch; c++) {
         float *y = p->out[c];
         for (int i = 0; i < got; i++)
-            y[i] = s->scratch[(size_t)i * (size_t)ch + (size_t)c] * mg_pv_at(lv, i);
+            y[i] = s->io.scratch[(size_t)i * (size_t)ch + (size_t)c] * mg_pv_at(lv, i);
         for (int i = got; i < n; i++)
             y[i] = 0.0f;
     }
-    p->readout[R_POSITION] = (float)((double)s->played / s->rate);
+    p->readout[R_POSITION] = (float)((double)s->played / s->io.rate);
     p->readout[R_UNDERRUNS] = (float)s->underruns;
 }
 

@@ -3,9 +3,8 @@
  * The node copies frames into the fifo; the worker (server/diskio.py)
  * writes and flushes the file. When the fifo is full (the disk does not
  * keep up) the missing frames are counted in `dropped`, never hidden. */
-#include <stdlib.h>
 
-#include "../mg_node.h"
+#include "../dsp_stream.h"
 
 enum { P_RECORD };
 enum { R_RECORDED, R_DROPPED };
@@ -22,49 +21,39 @@ static const mg_readout_spec readouts[] = {
 };
 
 typedef struct {
-    int channels;
-    double rate;
-    mg_fifo *fifo;
-    float *scratch;
+    mg_stream io; /* first: fifo, scratch, channels, rate */
     uint64_t recorded;
 } recorder_state;
 
 static int prepare(void *st, const mg_prepare_ctx *ctx)
 {
-    recorder_state *s = st;
-    s->channels = ctx->channels;
-    s->rate = ctx->sample_rate;
-    s->fifo = ctx->fifo;
-    if (!s->fifo || mg_fifo_channels(s->fifo) != ctx->channels)
-        return -1;
-    s->scratch = calloc((size_t)MG_MAX_BLOCK * (size_t)ctx->channels, sizeof(float));
-    return s->scratch ? 0 : -1;
+    return mg_stream_prepare(&((recorder_state *)st)->io, ctx);
 }
 
 static void release(void *st)
 {
-    free(((recorder_state *)st)->scratch);
+    mg_stream_release(&((recorder_state *)st)->io);
 }
 
 static void process(void *st, const mg_proc *p)
 {
     recorder_state *s = st;
-    const int n = p->nframes, ch = s->channels;
+    const int n = p->nframes, ch = s->io.channels;
     const int rec = p->pv[P_RECORD].value >= 0.5f;
-    mg_fifo_set_flags(s->fifo, rec ? MG_FIFO_FLAG_ACTIVE : 0u);
+    mg_fifo_set_flags(s->io.fifo, rec ? MG_FIFO_FLAG_ACTIVE : 0u);
     if (rec) {
         for (int c = 0; c < ch; c++) {
             const float *x = p->in[c];
             for (int i = 0; i < n; i++)
-                s->scratch[(size_t)i * (size_t)ch + (size_t)c] = x[i];
+                s->io.scratch[(size_t)i * (size_t)ch + (size_t)c] = x[i];
         }
-        int w = mg_fifo_write(s->fifo, s->scratch, n);
+        int w = mg_fifo_write(s->io.fifo, s->io.scratch, n);
         if (w < n)
-            mg_fifo_add_dropped(s->fifo, (uint64_t)(n - w));
+            mg_fifo_add_dropped(s->io.fifo, (uint64_t)(n - w));
         s->recorded += (uint64_t)w;
     }
-    p->readout[R_RECORDED] = (float)((double)s->recorded / s->rate);
-    p->readout[R_DROPPED] = (float)mg_fifo_dropped(s->fifo);
+    p->readout[R_RECORDED] = (float)((double)s->recorded / s->io.rate);
+    p->readout[R_DROPPED] = (float)mg_fifo_dropped(s->io.fifo);
 }
 
 const mg_node_type mg_type_recorder = {

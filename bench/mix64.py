@@ -1,0 +1,180 @@
+"""The mix64 reference session (shared/bench/mix64.md) built from mixgraph nodes,
+and the same channel strip through Pedalboard, side by side.
+
+    python bench/mix64.py [--channels 16 64 256] [--seconds 5] [--repeats 3]
+
+Reports, per size: offline x real time on one core (CPU time), us per 64-frame
+block and DSP load in % of one core at 48 kHz; then ns per sample of one
+channel strip (gate -> HPF + 4-band EQ -> compressor -> fader) in mixgraph
+and in Pedalboard (NoiseGate, HighpassFilter, LowShelfFilter, 2 x PeakFilter,
+HighShelfFilter, Compressor, Gain), both at 64-frame blocks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+from mixgraph.server.engine import Engine
+from mixgraph.server.session import Session
+
+RATE = 48000
+BLOCK = 64
+
+GATE = {"threshold": -50.0, "attack": 1.0, "hold": 10.0, "release": 100.0}
+EQ = {"hpon": 1, "hpfreq": 80.0, "hpslope": 0,
+      "b1on": 1, "b1type": 1, "b1freq": 100.0, "b1gain": 2.0,
+      "b2on": 1, "b2type": 0, "b2freq": 400.0, "b2gain": -3.0, "b2q": 1.0,
+      "b3on": 1, "b3type": 0, "b3freq": 3000.0, "b3gain": 2.0, "b3q": 1.5,
+      "b4on": 1, "b4type": 2, "b4freq": 10000.0, "b4gain": 1.5}
+COMP = {"threshold": -18.0, "ratio": 4.0, "knee": 6.0, "attack": 5.0, "release": 100.0,
+        "makeup": 3.0}
+
+
+def build_mix64(s: Session, n: int) -> None:
+    """The reference session with n channels (noise sources, seeded)."""
+    s.add_node("bus", "master", {"channels": 2})
+    s.add_node("bus", "revbus", {"channels": 2})
+    s.add_node("bus", "dlybus", {"channels": 2})
+    s.add_node("reverb", "verb", {"decay": 2.0, "mix": 100.0})
+    s.add_node("delay", "dly", {"channels": 2, "time": 375.0, "feedback": 35.0, "mix": 100.0})
+    s.add_node("eq", "m_eq", {"channels": 2, "b1on": 1, "b1type": 1, "b1freq": 60.0,
+                              "b1gain": 1.0, "b2on": 0, "b3on": 0, "b4on": 1, "b4type": 2,
+                              "b4freq": 12000.0, "b4gain": 1.0})
+    s.add_node("compressor", "m_comp", {"channels": 2, "threshold": -10.0, "ratio": 2.0,
+                                        "knee": 6.0, "attack": 10.0, "release": 200.0})
+    s.add_node("limiter", "m_lim", {"channels": 2, "ceiling": -1.0, "lookahead": 5.0})
+    s.add_node("meter", "m_meter", {"channels": 2})
+    s.add_node("output", "out", {"channels": 2})
+    for a, b in (("revbus", "verb"), ("verb", "master"), ("dlybus", "dly"), ("dly", "master"),
+                 ("master", "m_eq"), ("m_eq", "m_comp"), ("m_comp", "m_lim"),
+                 ("m_lim", "m_meter"), ("m_lim", "out")):
+        s.connect(a, b)
+    for i in range(n):
+        s.add_node("noise", f"src{i}", {"seed": i + 1, "level": -20.0})
+        s.add_node("gate", f"gate{i}", GATE)
+        s.add_node("eq", f"eq{i}", {"channels": 1, **EQ})
+        s.add_node("compressor", f"comp{i}", COMP)
+        s.add_node("pan", f"pan{i}", {"pan": -1.0 + 2.0 * i / max(1, n - 1)})
+        s.add_node("gain", f"fader{i}", {"channels": 2, "gain": -6.0})
+        s.add_node("send", f"rsend{i}", {"channels": 2, "level": -12.0})
+        s.add_node("send", f"dsend{i}", {"channels": 2, "level": -18.0})
+        for a, b in ((f"src{i}", f"gate{i}"), (f"gate{i}", f"eq{i}"), (f"eq{i}", f"comp{i}"),
+                     (f"comp{i}", f"pan{i}"), (f"pan{i}", f"fader{i}"),
+                     (f"fader{i}", "master"), (f"fader{i}", f"rsend{i}:post"),
+                     (f"fader{i}", f"dsend{i}:post"), (f"rsend{i}", "revbus"),
+                     (f"dsend{i}", "dlybus")):
+            s.connect(a, b)
+    s.commit()
+
+
+def time_session(build, seconds: float, repeats: int, hw_in: int = 0) -> dict:
+    e = Engine(RATE, hw_in, 2)
+    s = Session(e)
+    build(s)
+    out = np.zeros((RATE, 2), np.float32)
+    x = None
+    if hw_in:
+        rng = np.random.default_rng(7)
+        x = (rng.uniform(-1, 1, (RATE, hw_in)) * 0.1 * np.sqrt(3)).astype(np.float32)
+    e.process(RATE // 2, None if x is None else x[: RATE // 2], block=BLOCK)
+    cpu = []
+    for _ in range(repeats):
+        t0 = time.process_time()
+        for _ in range(int(seconds)):
+            e.process(RATE, x, block=BLOCK, out=out)
+        cpu.append((time.process_time() - t0) / int(seconds))
+        s.service()
+    peak = float(np.max(np.abs(out)))
+    s.close()
+    e.free()
+    c = statistics.median(cpu)
+    return {"x_realtime": 1.0 / c, "us_per_block": c * BLOCK / RATE * 1e6,
+            "load_pct": c * 100.0, "peak": peak}
+
+
+def strip_mixgraph(n: int, seconds: float, repeats: int) -> float:
+    """ns per sample per channel of n mono strips input -> gate -> eq -> comp -> fader."""
+    def build(s: Session) -> None:
+        s.add_node("output", "out", {"channels": 2})
+        for i in range(n):
+            s.add_node("input", f"in{i}", {"first": i + 1})
+            s.add_node("gate", f"gate{i}", GATE)
+            s.add_node("eq", f"eq{i}", {"channels": 1, **EQ})
+            s.add_node("compressor", f"comp{i}", COMP)
+            s.add_node("gain", f"fader{i}", {"gain": -6.0})
+            for a, b in ((f"in{i}", f"gate{i}"), (f"gate{i}", f"eq{i}"),
+                         (f"eq{i}", f"comp{i}"), (f"comp{i}", f"fader{i}"),
+                         (f"fader{i}", "out")):
+                s.connect(a, b)
+        s.commit()
+
+    def base(s: Session) -> None:
+        s.add_node("output", "out", {"channels": 2})
+        for i in range(n):
+            s.add_node("input", f"in{i}", {"first": i + 1})
+            s.connect(f"in{i}", "out")
+        s.commit()
+
+    a = time_session(build, seconds, repeats, hw_in=n)["load_pct"] / 100
+    b = time_session(base, seconds, repeats, hw_in=n)["load_pct"] / 100
+    return (a - b) / RATE / n * 1e9
+
+
+def strip_pedalboard(seconds: float, repeats: int) -> float | None:
+    try:
+        import pedalboard as pb
+    except ImportError:
+        return None
+    board = pb.Pedalboard([
+        pb.NoiseGate(threshold_db=-50, ratio=10, attack_ms=1, release_ms=100),
+        pb.HighpassFilter(cutoff_frequency_hz=80),
+        pb.LowShelfFilter(cutoff_frequency_hz=100, gain_db=2, q=0.7071),
+        pb.PeakFilter(cutoff_frequency_hz=400, gain_db=-3, q=1.0),
+        pb.PeakFilter(cutoff_frequency_hz=3000, gain_db=2, q=1.5),
+        pb.HighShelfFilter(cutoff_frequency_hz=10000, gain_db=1.5, q=0.7071),
+        pb.Compressor(threshold_db=-18, ratio=4, attack_ms=5, release_ms=100),
+        pb.Gain(gain_db=3),
+        pb.Gain(gain_db=-6),
+    ])
+    rng = np.random.default_rng(7)
+    x = (rng.uniform(-1, 1, (1, int(RATE * seconds))) * 0.1 * np.sqrt(3)).astype(np.float32)
+    runs = []
+    for _ in range(repeats):
+        t0 = time.process_time()
+        board(x, RATE, buffer_size=BLOCK, reset=True)
+        runs.append(time.process_time() - t0)
+    return statistics.median(runs) / x.shape[1] * 1e9
+
+
+def run_mix64(sizes: list[int], seconds: float, repeats: int) -> None:
+    print(f"\n# mix64 session, {RATE} Hz, {BLOCK}-frame blocks (budget "
+          f"{BLOCK / RATE * 1e6:.0f} us), CPU time on one core, median of {repeats}")
+    print("| channels | offline x real time | us per block | DSP load % of one core |")
+    print("|---|---|---|---|")
+    for n in sizes:
+        r = time_session(lambda s, n=n: build_mix64(s, n), seconds, repeats)
+        print(f"| {n} | {r['x_realtime']:.1f}x | {r['us_per_block']:.1f} | "
+              f"{r['load_pct']:.1f} |", flush=True)
+    ours = strip_mixgraph(16, seconds, repeats)
+    theirs = strip_pedalboard(seconds, repeats)
+    print(f"\nchannel strip (gate -> HPF + 4-band EQ -> compressor -> fader), ns per sample: "
+          f"mixgraph {ours:.1f}" + (f", Pedalboard {theirs:.1f} (ratio {theirs / ours:.1f}x)"
+                                   if theirs else ", Pedalboard not installed"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--channels", type=int, nargs="*", default=[16, 64, 256])
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--repeats", type=int, default=3)
+    a = ap.parse_args()
+    run_mix64(a.channels, a.seconds, a.repeats)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""The commands both clients offer, written once.
+
+Each method builds (kind, address, args, post) and hands it to the client's
+`_run`: the blocking Client runs it and returns the result, the AsyncClient
+returns an awaitable. kind "call" raises MixgraphFail on /fail; "request"
+returns whatever came back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from .protocol import pairs
+
+
+class MixgraphFail(Exception):
+    """The server answered /fail.
+
+    .address  the command's address (as sent)
+    .keys     the arguments the server echoed to match the request (node name, ...)
+    .reason   the readable reason
+    .args     keys + [reason], as received"""
+
+    def __init__(self, address: str, args: list) -> None:
+        super().__init__(*args)
+        self.address = address
+        self.keys = list(args[:-1])
+        self.reason = str(args[-1]) if args else ""
+
+    def __str__(self) -> str:
+        keys = " ".join(str(k) for k in self.keys)
+        return f"{self.address}{' ' + keys if keys else ''}: {self.reason}"
+
+    def __reduce__(self):
+        return (MixgraphFail, (self.address, list(self.args)))
+
+    @property
+    def unknown_address(self) -> bool:
+        """The server does not know this address (e.g. an older server)."""
+        return self.reason.startswith("unknown address")
+
+
+class MixgraphTimeout(TimeoutError):
+    """No reply within the client's timeout."""
+
+
+_NOT_FEEDBACK = ("/done", "/fail", "/synced")
+
+
+def is_feedback(address: str) -> bool:
+    """Messages a subscriber's callback gets: everything but command replies."""
+    return address not in _NOT_FEEDBACK and not address.endswith(".reply")
+
+
+def _settings(params: dict) -> list:
+    out: list = []
+    for k, v in params.items():
+        out += [k, v]
+    return out
+
+
+def _value(addr: str, rargs: list):
+    if addr == "/fail":
+        raise MixgraphFail(rargs[0] if rargs else "", rargs[1:])
+    return rargs[0] if len(rargs) == 1 else list(rargs)
+
+
+def _first(r: list):
+    return r[1] if len(r) > 1 else None
+
+
+def _none(_r) -> None:
+    return None
+
+
+def _ident(r):
+    return r
+
+
+def _blob(r: list):
+    return msgpack.unpackb(r[0], raw=False, strict_map_key=False)
+
+
+class CommandsMixin:
+    """High-level commands over `_run(kind, address, args, post)`."""
+
+    def _run(self, kind: str, address: str, args: tuple, post):  # pragma: no cover
+        raise NotImplementedError
+
+    # ---- graph ------------------------------------------------------------------------
+    def add(self, type: str, name: str, **params: Any):
+        """Create a node: add("eq", "q", channels=2, freq=1000.0). Returns its name."""
+        return self._run("call", "/graph/add", (type, name, *_settings(params)), _first)
+
+    def remove(self, name: str):
+        return self._run("call", "/graph/remove", (name,), _none)
+
+    def connect(self, src: str, dst: str):
+        """connect("osc", "g") or with ports: connect("g:out", "m:in")."""
+        return self._run("call", "/graph/connect", (src, dst), _none)
+
+    def disconnect(self, src: str, dst: str):
+        return self._run("call", "/graph/disconnect", (src, dst), _none)
+
+    def clear(self):
+        return self._run("call", "/graph/clear", (), _none)
+
+    def dump(self):
+        """The whole graph: the patch document (dict) decoded from /graph/dump's msgpack."""
+        return self._run("call", "/graph/dump", (), _blob)
+
+    def catalog(self):
+        """Every node type with ports, parameters (unit, min, max, default, taper) and
+        readouts, decoded from /catalog's msgpack."""
+        return self._run("call", "/catalog", (), _blob)
+
+    # ---- parameters ----------------------------------------------------------------------
+    def set(self, name: str, param: str, value):
+        """Set a parameter in its units (dB, Hz, ms, ...); returns the value applied
+        (clamped to the range)."""
+        return self._run("call", f"/node/{name}/{param}", (value,), _first)
+
+    def get(self, name: str, param: str):
+        """A parameter's value, or a readout (a list for per-channel readouts)."""
+        return self._run("request", f"/node/{name}/{param}", (), _value)
+
+    def set_norm(self, name: str, param: str, norm: float):
+        """Set a parameter on its published 0..1 taper (what a TouchOSC control sends)."""
+        return self._run("call", f"/node/{name}/{param}/norm", (float(norm),), _first)
+
+    def get_norm(self, name: str, param: str):
+        return self._run("request", f"/node/{name}/{param}/norm", (), _value)
+
+    def touch(self, name: str, param: str, held: bool = True):
+        """Hold a control (changes by others are held back) or release it."""
+        return self._run("call", f"/node/{name}/{param}/touch", (1 if held else 0,), _none)
+
+    def bypass(self, name: str, on: bool = True):
+        return self._run("call", f"/node/{name}/bypass", (1 if on else 0,), _none)
+
+    # ---- server -----------------------------------------------------------------------------
+    def status(self):
+        """/status as a dict: sample_rate, block, nodes, load, xruns, clients, ..."""
+        return self._run("call", "/status", (), pairs)
+
+    def info(self):
+        return self._run("call", "/info", (), pairs)
+
+    def sync(self, token: int = 1):
+        """Returns once everything sent before has taken effect in the engine."""
+        return self._run("call", "/sync", (int(token),), lambda r: r[0])
+
+    def patch_save(self, name: str):
+        return self._run("call", "/patch/save", (name,), _none)
+
+    def patch_load(self, name: str):
+        return self._run("call", "/patch/load", (name,), _none)
+
+    def patch_list(self):
+        return self._run("call", "/patch/list", (), _ident)
+
+    def meters_subscribe(self, pattern: str, rate_hz: float = 30.0):
+        """Ask for meter messages of the nodes matching `pattern` at `rate_hz`
+        (they arrive through subscribe()/on_message() callbacks)."""
+        return self._run("call", "/meters/subscribe", (pattern, float(rate_hz)), _ident)
+
+    def meters_unsubscribe(self, pattern: str = "*"):
+        return self._run("call", "/meters/unsubscribe", (pattern,), _ident)
+
+    def reply_port(self, port: int):
+        """Ask the server to send replies and feedback to this UDP port instead."""
+        return self._run("call", "/reply-port", (int(port),), _ident)

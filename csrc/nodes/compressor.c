@@ -1,0 +1,314 @@
+/* compressor: feed-forward, log-domain compressor after Giannoulis, Massberg
+ * and Reiss, "Digital Dynamic Range Compressor Design" (JAES 2012).
+ *
+ * Per sample and channel:
+ *   detector  v = key (the `key` port when `sidechain` is on, else the input),
+ *             optionally high-passed (`keyhp`, 2nd-order Butterworth);
+ *             level xG = 20 log10|v| (peak) or 10 log10(mean v^2) with a
+ *             one-pole mean of time constant `window` (RMS);
+ *   link      xG += link * (max over channels of xG - xG);
+ *   computer  yG = xG + eq. 4 (soft knee of width `knee` around `threshold`);
+ *             xL = xG - yG (gain reduction wanted, dB >= 0);
+ *   smoothing smooth branching peak detector in the log domain (eq. 16):
+ *             yL = a yL + (1 - a) xL with a = attack coefficient when
+ *             xL > yL, else the release coefficient; a = exp(-1 / (tau fs)),
+ *             so a step of the gain reduction reaches 63.2% of its final
+ *             value (in dB) after exactly tau = `attack` (or `release`) ms;
+ *   gain      g = 10^((makeup + auto * M - yL) / 20), M = xL at 0 dBFS
+ *             (auto makeup: a 0 dBFS signal comes out at 0 dBFS);
+ *   output    y = x * ((1 - mix) + mix * g).
+ * Readout `gr`: the largest gain reduction of the block per channel (<= 0 dB,
+ * makeup not included). */
+#include "../dsp_dynamics.h"
+#include "../mg_node.h"
+
+enum {
+    P_THRESH, P_RATIO, P_KNEE, P_ATTACK, P_RELEASE, P_MAKEUP, P_AUTO, P_DETECT,
+    P_WINDOW, P_LINK, P_SIDECHAIN, P_KEYHP, P_KEYHPON, P_MIX,
+};
+
+static const mg_param_spec params[] = {
+    {"threshold", "dB", "level above which the gain is reduced", -60.0f, 0.0f, -18.0f, MG_MAP_LIN, MG_TAPER_LIN, 20.0f},
+    {"ratio", "", "compression ratio R:1 (50 = limiting)", 1.0f, 50.0f, 4.0f, MG_MAP_LOG, MG_TAPER_LOG, 20.0f},
+    {"knee", "dB", "soft knee width, centred on the threshold (0 = hard knee)", 0.0f, 24.0f, 6.0f, MG_MAP_LIN, MG_TAPER_LIN, 20.0f},
+    {"attack", "ms", "time constant of increasing gain reduction (63% of the change)", 0.05f, 500.0f, 10.0f, MG_MAP_LOG, MG_TAPER_LOG, 0.0f},
+    {"release", "ms", "time constant of decreasing gain reduction (63% of the change)", 5.0f, 5000.0f, 100.0f, MG_MAP_LOG, MG_TAPER_LOG, 0.0f},
+    {"makeup", "dB", "output gain after compression", -24.0f, 48.0f, 0.0f, MG_MAP_LIN, MG_TAPER_LIN, 20.0f},
+    {"auto", "", "1 adds the makeup that brings a 0 dBFS level back to 0 dBFS", 0.0f, 1.0f, 0.0f, MG_MAP_LIN, MG_TAPER_STEP, 20.0f},
+    {"detect", "", "level detection: 0 peak, 1 RMS", 0.0f, 1.0f, 0.0f, MG_MAP_LIN, MG_TAPER_STEP, 0.0f},
+    {"window", "ms", "RMS averaging time constant", 1.0f, 300.0f, 10.0f, MG_MAP_LOG, MG_TAPER_LOG, 0.0f},
+    {"link", "%", "stereo link: 100 = all channels share the loudest channel's level", 0.0f, 100.0f, 100.0f, MG_MAP_LIN, MG_TAPER_LIN, 20.0f},
+    {"sidechain", "", "1 detects on the `key` input instead of the main input", 0.0f, 1.0f, 0.0f, MG_MAP_LIN, MG_TAPER_STEP, 0.0f},
+    {"keyhp", "Hz", "key high-pass frequency (12 dB/oct Butterworth)", 20.0f, 2000.0f, 100.0f, MG_MAP_LOG, MG_TAPER_LOG, 20.0f},
+    {"keyhpon", "", "1 switches the key high-pass in", 0.0f, 1.0f, 0.0f, MG_MAP_LIN, MG_TAPER_STEP, 0.0f},
+    {"mix", "%", "dry/wet: 0 = input only, 100 = fully compressed (parallel compression)", 0.0f, 100.0f, 100.0f, MG_MAP_LIN, MG_TAPER_LIN, 20.0f},
+};
+static const mg_port_spec ports[] = {
+    {"in", MG_PORT_IN, 0},
+    {"key", MG_PORT_IN, 0},
+    {"out", MG_PORT_OUT, 0},
+};
+static const mg_readout_spec readouts[] = {
+    {"gr", "dB", MG_MAP_DB, 1},
+};
+
+#define COMP_MAX_CH 8
+
+typedef struct {
+    int ch;
+    double sr;
+    float attack_ms, release_ms, window_ms;
+    float aa, ar, aw;     /* attack, release, RMS coefficients */
+    /* smoothed gain reduction yL = v + e (dB >= 0), kept as the last
+     * wanted reduction v and the error e (see process) */
+    float v[COMP_MAX_CH], e[COMP_MAX_CH];
+    float ms[COMP_MAX_CH]; /* RMS mean square */
+    float hpz[COMP_MAX_CH][2];
+    dyn_biquad hp;
+    float hp_fc;
+} comp_state;
+
+static void update_coefs(comp_state *s)
+{
+    if (s->sr <= 0.0)
+        return;
+    s->aa = dyn_coef(s->attack_ms, s->sr);
+    s->ar = dyn_coef(s->release_ms, s->sr);
+    s->aw = dyn_coef(s->window_ms, s->sr);
+}
+
+static void on_param(void *st, int index, float v)
+{
+    comp_state *s = st;
+    if (index == P_ATTACK)
+        s->attack_ms = v;
+    else if (index == P_RELEASE)
+        s->release_ms = v;
+    else if (index == P_WINDOW)
+        s->window_ms = v;
+    else
+        return;
+    update_coefs(s);
+}
+
+static void reset(void *st)
+{
+    comp_state *s = st;
+    memset(s->v, 0, sizeof s->v);
+    memset(s->e, 0, sizeof s->e);
+    memset(s->ms, 0, sizeof s->ms);
+    memset(s->hpz, 0, sizeof s->hpz);
+}
+
+static int prepare(void *st, const mg_prepare_ctx *ctx)
+{
+    comp_state *s = st;
+    s->ch = ctx->channels;
+    s->sr = ctx->sample_rate;
+    update_coefs(s);
+    s->hp_fc = -1.0f;
+    reset(s);
+    return 0;
+}
+
+/* gain-computer constants for threshold t, ratio r, knee w */
+typedef struct {
+    float t, s, hw, iw;
+} comp_curve;
+
+static inline comp_curve curve(float t, float r, float w)
+{
+    comp_curve c = {t, 1.0f / r - 1.0f, 0.5f * w, w > 0.0f ? 0.5f / w : 0.0f};
+    return c;
+}
+
+static void process(void *st, const mg_proc *p)
+{
+    comp_state *s = st;
+    const int ch = s->ch;
+    const mg_pv *pv = p->pv;
+    const int sidechain = pv[P_SIDECHAIN].value >= 0.5f;
+    const int rms = pv[P_DETECT].value >= 0.5f;
+    const int hpon = pv[P_KEYHPON].value >= 0.5f;
+    const int curve_ramp = pv[P_THRESH].ramp || pv[P_RATIO].ramp || pv[P_KNEE].ramp;
+    const int gain_ramp = curve_ramp || pv[P_MAKEUP].ramp || pv[P_AUTO].ramp || pv[P_MIX].ramp;
+    const int link_on = ch > 1 && (pv[P_LINK].ramp || pv[P_LINK].value > 0.0f);
+    const int shared = link_on && !pv[P_LINK].ramp && pv[P_LINK].value >= 100.0f;
+    const comp_curve cs = curve(pv[P_THRESH].value, pv[P_RATIO].value, pv[P_KNEE].value);
+    const float aa = s->aa, ar = s->ar, aw = s->aw;
+    float grmax[COMP_MAX_CH] = {0};
+
+    float lv[COMP_MAX_CH][DYN_CHUNK];
+    float tmp[DYN_CHUNK];
+    for (int o = 0; o < p->nframes; o += DYN_CHUNK) {
+        const int m = p->nframes - o < DYN_CHUNK ? p->nframes - o : DYN_CHUNK;
+        if (hpon) {
+            const float fc = pv[P_KEYHP].ramp ? pv[P_KEYHP].ramp[o] : pv[P_KEYHP].value;
+            if (fc != s->hp_fc) {
+                dyn_butter(&s->hp, 1, fc, s->sr);
+                s->hp_fc = fc;
+            }
+        }
+        /* 1. detector levels, dB */
+        for (int c = 0; c < ch; c++) {
+            const float *src = (sidechain ? p->in[ch + c] : p->in[c]) + o;
+            float *l = lv[c];
+            for (int i = 0; i < m; i++)
+                tmp[i] = dyn_clean(src[i]);
+            if (hpon)
+                dyn_biquad_run(&s->hp, s->hpz[c], tmp, m);
+            if (rms) {
+                float q = s->ms[c];
+                const float b = 1.0f - aw;
+                for (int i = 0; i < m; i++) {
+                    q = aw * q + b * (tmp[i] * tmp[i]);
+                    tmp[i] = q;
+                }
+                s->ms[c] = isfinite(q) ? q : 0.0f;
+                for (int i = 0; i < m; i++)
+                    l[i] = (0.5f * DYN_DB_PER_LOG2) * dyn_log2f(tmp[i]);
+            } else {
+                for (int i = 0; i < m; i++)
+                    l[i] = DYN_DB_PER_LOG2 * dyn_log2f(tmp[i]);
+            }
+        }
+        /* 2. stereo link; fully linked, all channels share one detector */
+        int nd = ch;
+        if (link_on) {
+            float mx[DYN_CHUNK];
+            for (int i = 0; i < m; i++)
+                mx[i] = lv[0][i];
+            for (int c = 1; c < ch; c++)
+                for (int i = 0; i < m; i++)
+                    mx[i] = dyn_max(mx[i], lv[c][i]);
+            if (shared) {
+                memcpy(lv[0], mx, sizeof(float) * (size_t)m);
+                nd = 1;
+            } else if (!pv[P_LINK].ramp) {
+                const float k = 0.01f * pv[P_LINK].value;
+                for (int c = 0; c < ch; c++)
+                    for (int i = 0; i < m; i++)
+                        lv[c][i] += k * (mx[i] - lv[c][i]);
+            } else {
+                for (int c = 0; c < ch; c++)
+                    for (int i = 0; i < m; i++)
+                        lv[c][i] += 0.01f * pv[P_LINK].ramp[o + i] * (mx[i] - lv[c][i]);
+            }
+        }
+        /* 3. gain computer (eq. 4): wanted gain reduction xL >= 0 */
+        for (int c = 0; c < nd; c++) {
+            float *l = lv[c];
+            if (!curve_ramp) {
+                for (int i = 0; i < m; i++)
+                    l[i] = -dyn_comp_gain(l[i], cs.t, cs.s, cs.hw, cs.iw);
+            } else {
+                for (int i = 0; i < m; i++) {
+                    const comp_curve k = curve(mg_pv_at(&pv[P_THRESH], o + i), mg_pv_at(&pv[P_RATIO], o + i),
+                                               mg_pv_at(&pv[P_KNEE], o + i));
+                    l[i] = -dyn_comp_gain(l[i], k.t, k.s, k.hw, k.iw);
+                }
+            }
+        }
+        /* 4. smooth branching detector (eq. 16), 5. gain and mix */
+        for (int c = 0; c < nd; c++) {
+            float *l = lv[c];
+            float vp = s->v[c], e = s->e[c];
+            float any = dyn_peak(l, m, vp + e);
+            const int c0 = shared ? 0 : c, c1 = shared ? ch : c + 1; /* output channels */
+            if (any == 0.0f && !gain_ramp) {
+                /* nothing to compress: a constant gain */
+                const float mk = pv[P_MAKEUP].value - pv[P_AUTO].value * dyn_comp_gain(0.0f, cs.t, cs.s, cs.hw, cs.iw);
+                const float mix = 0.01f * pv[P_MIX].value;
+                const float g = (1.0f - mix) + mix * dyn_exp2f(mk * DYN_LOG2_PER_DB);
+                for (int k = c0; k < c1; k++) {
+                    const float *x = p->in[k] + o;
+                    float *out = p->out[k] + o;
+                    for (int i = 0; i < m; i++)
+                        out[i] = dyn_clean(x[i]) * g;
+                }
+                continue;
+            }
+            /* eq. 16, y[n] = a y[n-1] + (1 - a) v[n], as the error
+             * e[n] = y[n] - v[n] = a (e[n-1] + v[n-1] - v[n]): the attack
+             * branch is taken when v[n] > y[n-1], i.e. d < 0. The error form
+             * keeps the critical path short (add, multiply, select) and
+             * settles on exactly v however long the time constant. */
+            float dv[DYN_CHUNK];
+            dv[0] = vp - l[0];
+            for (int i = 1; i < m; i++)
+                dv[i] = l[i - 1] - l[i];
+            vp = l[m - 1];
+            for (int i = 0; i < m; i++) {
+                const float d = e + dv[i];
+                const float ea = aa * d, er = ar * d;
+                e = d < 0.0f ? ea : er;
+                dv[i] = e;
+            }
+            for (int i = 0; i < m; i++)
+                l[i] += dv[i];
+            any = dyn_peak(l, m, 0.0f);
+            if (!(fabsf(e) > 1e-6f)) /* settled (or NaN): exactly on v */
+                e = 0.0f;
+            if (!(fabsf(e) < 1e4f))
+                e = 0.0f;
+            s->v[c] = vp;
+            s->e[c] = e;
+            if (any > grmax[c])
+                grmax[c] = any;
+            /* l becomes the gain: wet part with makeup, plus the dry part */
+            if (!gain_ramp) {
+                const float mk = pv[P_MAKEUP].value - pv[P_AUTO].value * dyn_comp_gain(0.0f, cs.t, cs.s, cs.hw, cs.iw);
+                const float mix = 0.01f * pv[P_MIX].value;
+                const float dry = 1.0f - mix;
+                for (int i = 0; i < m; i++)
+                    l[i] = dry + mix * dyn_exp2f((mk - l[i]) * DYN_LOG2_PER_DB);
+            } else {
+                for (int i = 0; i < m; i++) {
+                    const int j = o + i;
+                    const comp_curve k = curve(mg_pv_at(&pv[P_THRESH], j), mg_pv_at(&pv[P_RATIO], j),
+                                               mg_pv_at(&pv[P_KNEE], j));
+                    const float mk = mg_pv_at(&pv[P_MAKEUP], j) -
+                                     mg_pv_at(&pv[P_AUTO], j) * dyn_comp_gain(0.0f, k.t, k.s, k.hw, k.iw);
+                    const float mix = 0.01f * mg_pv_at(&pv[P_MIX], j);
+                    l[i] = (1.0f - mix) + mix * dyn_exp2f((mk - l[i]) * DYN_LOG2_PER_DB);
+                }
+            }
+            for (int k = c0; k < c1; k++) {
+                const float *x = p->in[k] + o;
+                float *out = p->out[k] + o;
+                for (int i = 0; i < m; i++)
+                    out[i] = dyn_clean(x[i]) * l[i];
+            }
+        }
+        if (shared)
+            for (int c = 1; c < ch; c++) {
+                s->v[c] = s->v[0];
+                s->e[c] = s->e[0];
+                grmax[c] = grmax[0];
+            }
+    }
+    for (int c = 0; c < ch; c++)
+        p->readout[c] = dyn_exp2f(-grmax[c] * DYN_LOG2_PER_DB);
+}
+
+const mg_node_type mg_type_compressor = {
+    .name = "compressor",
+    .doc = "Feed-forward log-domain compressor (Giannoulis, Massberg, Reiss 2012): soft-knee gain "
+           "computer (eq. 4), smooth branching peak detector on the gain reduction (attack/release "
+           "are 63% time constants), peak or RMS detection, stereo link, side-chain `key` input "
+           "with high-pass, makeup (manual and auto), dry/wet mix; readout `gr`.",
+    .default_channels = 1,
+    .min_channels = 1,
+    .max_channels = COMP_MAX_CH,
+    .params = params,
+    .n_params = MG_COUNT(params),
+    .ports = ports,
+    .n_ports = MG_COUNT(ports),
+    .readouts = readouts,
+    .n_readouts = MG_COUNT(readouts),
+    .state_size = sizeof(comp_state),
+    .prepare = prepare,
+    .process = process,
+    .reset = reset,
+    .on_param = on_param,
+};

@@ -1,0 +1,425 @@
+/* eq: console equaliser. Butterworth high-pass and low-pass (12/24/48 dB/oct)
+ * and parametric bands (bell, low shelf, high shelf, notch, band-pass: RBJ
+ * Audio EQ Cookbook), every channel filtered with its own state.
+ *
+ * Signal order: high-pass -> bands 1..N -> low-pass. Biquads are transposed
+ * direct form II with double state (csrc/dsp_biquad.h). Coefficients are
+ * recomputed when a value changes; while a frequency, gain or Q ramps they
+ * are designed every 16 samples from the ramp and glide linearly per sample
+ * in between (no zipper). An `on` switch crossfades the section in and out
+ * over 10 ms; a type or slope change crossfades from the outgoing design to
+ * the new one (started from rest) over 10 ms. Steady sections run as one
+ * sample-major cascade. Input: non-finite samples become 0, magnitudes are
+ * held below 1e6; non-finite filter states are reset, tails below 1e-30 are
+ * flushed to exact zero. `eq` has 4 bands, `eq8` 8 (the same parameter table,
+ * which `eq` uses the first 26 entries of). */
+#include "../mg_node.h"
+#include "../dsp_biquad.h"
+
+#include <stdlib.h>
+
+#define EQ_MAX_BANDS 8
+#define EQ_CHUNK 16
+#define EQ_MAX_CH 64
+
+enum { P_HPON, P_HPFREQ, P_HPSLOPE, P_LPON, P_LPFREQ, P_LPSLOPE, P_BAND0 };
+enum { B_ON, B_TYPE, B_FREQ, B_GAIN, B_Q, B_NPARAMS };
+
+#define EQ_BAND(n, type, freq)                                                                    \
+    {"b" #n "on", "", "band " #n " on (1) / off (0), 10 ms crossfade", 0.0f, 1.0f, 1.0f,            \
+     MG_MAP_LIN, MG_TAPER_STEP, 10.0f},                                                           \
+    {"b" #n "type", "", "band " #n " type: 0 bell, 1 low shelf, 2 high shelf, 3 notch, 4 band-pass", \
+     0.0f, 4.0f, type, MG_MAP_LIN, MG_TAPER_STEP, 0.0f},                                          \
+    {"b" #n "freq", "Hz", "band " #n " centre / corner frequency", 20.0f, 20000.0f, freq,          \
+     MG_MAP_LOG, MG_TAPER_LOG, 20.0f},                                                            \
+    {"b" #n "gain", "dB", "band " #n " gain (bell and shelves)", -24.0f, 24.0f, 0.0f, MG_MAP_DB,   \
+     MG_TAPER_LIN, 20.0f},                                                                        \
+    {"b" #n "q", "", "band " #n " Q (shelves: 0.707 is the cookbook's slope S = 1)", 0.1f, 20.0f,  \
+     0.7071f, MG_MAP_LOG, MG_TAPER_LOG, 20.0f}
+
+static const mg_param_spec params[] = {
+    {"hpon", "", "high-pass on (1) / off (0), 10 ms crossfade", 0.0f, 1.0f, 0.0f, MG_MAP_LIN, MG_TAPER_STEP, 10.0f},
+    {"hpfreq", "Hz", "high-pass cutoff (-3 dB)", 10.0f, 20000.0f, 80.0f, MG_MAP_LOG, MG_TAPER_LOG, 20.0f},
+    {"hpslope", "", "high-pass slope: 0 = 12, 1 = 24, 2 = 48 dB/oct (Butterworth)", 0.0f, 2.0f, 0.0f, MG_MAP_LIN, MG_TAPER_STEP, 0.0f},
+    {"lpon", "", "low-pass on (1) / off (0), 10 ms crossfade", 0.0f, 1.0f, 0.0f, MG_MAP_LIN, MG_TAPER_STEP, 10.0f},
+    {"lpfreq", "Hz", "low-pass cutoff (-3 dB)", 10.0f, 20000.0f, 12000.0f, MG_MAP_LOG, MG_TAPER_LOG, 20.0f},
+    {"lpslope", "", "low-pass slope: 0 = 12, 1 = 24, 2 = 48 dB/oct (Butterworth)", 0.0f, 2.0f, 0.0f, MG_MAP_LIN, MG_TAPER_STEP, 0.0f},
+    EQ_BAND(1, 1.0f, 100.0f),
+    EQ_BAND(2, 0.0f, 400.0f),
+    EQ_BAND(3, 0.0f, 2000.0f),
+    EQ_BAND(4, 2.0f, 8000.0f),
+    EQ_BAND(5, 0.0f, 150.0f),
+    EQ_BAND(6, 0.0f, 800.0f),
+    EQ_BAND(7, 0.0f, 3500.0f),
+    EQ_BAND(8, 0.0f, 12000.0f),
+};
+
+static const mg_port_spec ports[] = {
+    {"in", MG_PORT_IN, 0},
+    {"out", MG_PORT_OUT, 0},
+};
+
+/* A unit: the high-pass, one band, or the low-pass (up to 4 sections). */
+typedef struct {
+    float kf, kg, kq;  /* values the coefficients belong to */
+    int ktype, nsec;   /* nsec 0: not designed yet */
+    int idle;          /* 1: states are cleared (unit off or identity) */
+    int ident;         /* idle because it is the identity (0 dB bell/shelf) */
+    int xf;            /* samples left of a type/slope crossfade */
+    int onsec;         /* sections of the outgoing design (0: identity) */
+    mg_bq_coef c[4];
+    mg_bq_coef oc[4];  /* the outgoing design during a crossfade */
+} eq_unit;
+
+typedef struct {
+    int channels, nbands, nunits;
+    double fs;
+    eq_unit unit[EQ_MAX_BANDS + 2];
+    int xf_len;       /* type/slope crossfade length (10 ms) */
+    mg_bq_state *st;  /* [channel][unit][4] */
+    mg_bq_state *ost; /* the outgoing design's states, same layout */
+    float dry[MG_MAX_BLOCK];
+    float old[MG_MAX_BLOCK];
+} eq_state;
+
+static int prepare_n(void *stv, const mg_prepare_ctx *ctx, int nbands)
+{
+    eq_state *s = stv;
+    s->channels = ctx->channels;
+    s->nbands = nbands;
+    s->nunits = nbands + 2;
+    s->fs = ctx->sample_rate;
+    s->xf_len = (int)(0.010 * ctx->sample_rate + 0.5);
+    if (s->xf_len < 1)
+        s->xf_len = 1;
+    s->st = calloc((size_t)ctx->channels * (size_t)s->nunits * 4, sizeof(mg_bq_state));
+    s->ost = calloc((size_t)ctx->channels * (size_t)s->nunits * 4, sizeof(mg_bq_state));
+    if (!s->st || !s->ost)
+        return 3;
+    for (int u = 0; u < s->nunits; u++)
+        s->unit[u].idle = 1;
+    return 0;
+}
+
+static int prepare4(void *st, const mg_prepare_ctx *ctx) { return prepare_n(st, ctx, 4); }
+static int prepare8(void *st, const mg_prepare_ctx *ctx) { return prepare_n(st, ctx, EQ_MAX_BANDS); }
+
+static void release(void *stv)
+{
+    eq_state *s = stv;
+    free(s->st);
+    free(s->ost);
+    s->st = s->ost = NULL;
+}
+
+static void reset(void *stv)
+{
+    eq_state *s = stv;
+    if (s->st)
+        memset(s->st, 0, (size_t)s->channels * (size_t)s->nunits * 4 * sizeof(mg_bq_state));
+    for (int u = 0; u < s->nunits; u++)
+        s->unit[u].xf = 0;
+}
+
+static inline mg_bq_state *unit_state(eq_state *s, int c, int u)
+{
+    return s->st + ((size_t)c * (size_t)s->nunits + (size_t)u) * 4;
+}
+
+static inline mg_bq_state *unit_ostate(eq_state *s, int c, int u)
+{
+    return s->ost + ((size_t)c * (size_t)s->nunits + (size_t)u) * 4;
+}
+
+static void clear_unit(eq_state *s, int u)
+{
+    for (int c = 0; c < s->channels; c++)
+        memset(unit_state(s, c, u), 0, 4 * sizeof(mg_bq_state));
+}
+
+/* (Re)design a unit if its values changed. kind: 0 high-pass, 1 low-pass,
+ * 2 band (type in `type`, 0..4). */
+static void design(eq_state *s, int u, int kind, int type, float f, float g, float q)
+{
+    eq_unit *un = &s->unit[u];
+    if (kind < 2) {
+        const int nsec = type == 0 ? 1 : type == 1 ? 2 : 4;
+        if (un->nsec == nsec && un->kf == f)
+            return;
+        if (nsec > un->nsec) /* sections coming into use start from rest */
+            for (int c = 0; c < s->channels; c++)
+                memset(unit_state(s, c, u) + un->nsec, 0, (size_t)(nsec - un->nsec) * sizeof(mg_bq_state));
+        for (int k = 0; k < nsec; k++)
+            mg_bq_design(&un->c[k], kind == 0 ? MG_BQ_HIGHPASS : MG_BQ_LOWPASS, s->fs, f,
+                         mg_bq_butter_q(nsec, k), 1.0);
+        un->nsec = nsec;
+        un->kf = f;
+        return;
+    }
+    if (un->nsec == 1 && un->ktype == type && un->kf == f && un->kg == g && un->kq == q)
+        return;
+    mg_bq_design(&un->c[0], type, s->fs, f, q, g);
+    un->nsec = 1;
+    un->ktype = type;
+    un->kf = f;
+    un->kg = g;
+    un->kq = q;
+}
+
+/* Run one unit over frames [i0, i0+m) of every channel, in place; with
+ * `from`, the coefficients glide from those to the unit's current ones. */
+static void run_unit(eq_state *s, const mg_proc *p, int u, const mg_pv *on, int i0, int m,
+                     const mg_bq_coef *from)
+{
+    const eq_unit *un = &s->unit[u];
+    for (int c = 0; c < s->channels; c++) {
+        float *buf = p->out[c] + i0;
+        mg_bq_state *st = unit_state(s, c, u);
+        if (on->ramp || un->xf > 0)
+            memcpy(s->dry, buf, (size_t)m * sizeof(float));
+        for (int k = 0; k < un->nsec; k++) {
+            if (from)
+                mg_bq_run_glide(&from[k], &un->c[k], &st[k], buf, m);
+            else
+                mg_bq_run(&un->c[k], &st[k], buf, m);
+        }
+        if (un->xf > 0) {
+            /* type/slope change: the outgoing design fades out linearly */
+            memcpy(s->old, s->dry, (size_t)m * sizeof(float));
+            mg_bq_state *ost = unit_ostate(s, c, u);
+            for (int k = 0; k < un->onsec; k++)
+                mg_bq_run(&un->oc[k], &ost[k], s->old, m);
+            const float r = 1.0f / (float)s->xf_len;
+            for (int i = 0; i < m; i++) {
+                const int left = un->xf - (i0 + i) - 1;
+                const float w = left <= 0 ? 1.0f : 1.0f - (float)left * r;
+                buf[i] = s->old[i] + w * (buf[i] - s->old[i]);
+            }
+        }
+        if (on->ramp) {
+            const float *w = on->ramp + i0;
+            for (int i = 0; i < m; i++)
+                buf[i] = s->dry[i] + w[i] * (buf[i] - s->dry[i]);
+        }
+    }
+}
+
+static void guard_unit(eq_state *s, int u)
+{
+    for (int c = 0; c < s->channels; c++) {
+        mg_bq_state *st = unit_state(s, c, u);
+        for (int k = 0; k < s->unit[u].nsec; k++)
+            mg_bq_guard(&st[k]);
+    }
+}
+
+#define EQ_MAX_SEC (4 * (EQ_MAX_BANDS + 2))
+
+static inline __attribute__((always_inline)) void
+cascade_n(float *buf, int n, const double *b0, const double *b1, const double *b2,
+          const double *a1, const double *a2, double *s1i, double *s2i, const int ns)
+{
+    double s1[EQ_MAX_SEC], s2[EQ_MAX_SEC];
+    for (int k = 0; k < ns; k++)
+        s1[k] = s1i[k], s2[k] = s2i[k];
+    for (int i = 0; i < n; i++) {
+        double v = buf[i];
+        for (int k = 0; k < ns; k++) {
+            const double y = b0[k] * v + s1[k];
+            s1[k] = b1[k] * v - a1[k] * y + s2[k];
+            s2[k] = b2[k] * v - a2[k] * y;
+            v = y;
+        }
+        buf[i] = (float)v;
+    }
+    for (int k = 0; k < ns; k++)
+        s1i[k] = s1[k], s2i[k] = s2[k];
+}
+
+/* Run the steady units in `list` (in order) as one cascade, sample by
+ * sample: the sections' recursions overlap in the CPU instead of each
+ * running its own latency-bound loop over the block. */
+static void run_cascade(eq_state *s, const mg_proc *p, const int *list, int nl)
+{
+    double b0[EQ_MAX_SEC], b1[EQ_MAX_SEC], b2[EQ_MAX_SEC], a1[EQ_MAX_SEC], a2[EQ_MAX_SEC];
+    double s1[EQ_MAX_SEC], s2[EQ_MAX_SEC];
+    int ns = 0;
+    for (int l = 0; l < nl; l++) {
+        const eq_unit *un = &s->unit[list[l]];
+        for (int k = 0; k < un->nsec; k++, ns++) {
+            b0[ns] = un->c[k].b0, b1[ns] = un->c[k].b1, b2[ns] = un->c[k].b2;
+            a1[ns] = un->c[k].a1, a2[ns] = un->c[k].a2;
+        }
+    }
+    const int n = p->nframes;
+    for (int c = 0; c < s->channels; c++) {
+        int j = 0;
+        for (int l = 0; l < nl; l++) {
+            const mg_bq_state *st = unit_state(s, c, list[l]);
+            for (int k = 0; k < s->unit[list[l]].nsec; k++, j++)
+                s1[j] = st[k].s1, s2[j] = st[k].s2;
+        }
+        float *buf = p->out[c];
+        switch (ns) { /* constant counts unroll: the states live in registers */
+#define EQ_CASE(N) case N: cascade_n(buf, n, b0, b1, b2, a1, a2, s1, s2, N); break;
+        EQ_CASE(1) EQ_CASE(2) EQ_CASE(3) EQ_CASE(4) EQ_CASE(5) EQ_CASE(6)
+#undef EQ_CASE
+        default:
+            cascade_n(buf, n, b0, b1, b2, a1, a2, s1, s2, ns);
+            break;
+        }
+        j = 0;
+        for (int l = 0; l < nl; l++) {
+            mg_bq_state *st = unit_state(s, c, list[l]);
+            for (int k = 0; k < s->unit[list[l]].nsec; k++, j++)
+                st[k].s1 = s1[j], st[k].s2 = s2[j];
+        }
+    }
+    for (int l = 0; l < nl; l++)
+        guard_unit(s, list[l]);
+}
+
+static void process(void *stv, const mg_proc *p)
+{
+    eq_state *s = stv;
+    const int n = p->nframes;
+    /* sanitised copy: non-finite input becomes 0, magnitudes held below 1e6 */
+    for (int c = 0; c < s->channels; c++) {
+        const float *x = p->in[c];
+        float *y = p->out[c];
+        for (int i = 0; i < n; i++) {
+            float v = x[i];
+            v = v > 1e6f ? 1e6f : v < -1e6f ? -1e6f : v;
+            y[i] = v == v ? v : 0.0f;
+        }
+    }
+    int steady[EQ_MAX_BANDS + 2], nsteady = 0;
+    for (int u = 0; u < s->nunits; u++) {
+        int kind, type, base;
+        const mg_pv *on, *f, *g = NULL, *q = NULL;
+        if (u == 0) {
+            kind = 0, base = P_HPON;
+            on = &p->pv[P_HPON], f = &p->pv[P_HPFREQ];
+            type = (int)(p->pv[P_HPSLOPE].value + 0.5f);
+        } else if (u == s->nunits - 1) {
+            kind = 1, base = P_LPON;
+            on = &p->pv[P_LPON], f = &p->pv[P_LPFREQ];
+            type = (int)(p->pv[P_LPSLOPE].value + 0.5f);
+        } else {
+            kind = 2, base = P_BAND0 + (u - 1) * B_NPARAMS;
+            on = &p->pv[base + B_ON], f = &p->pv[base + B_FREQ];
+            g = &p->pv[base + B_GAIN], q = &p->pv[base + B_Q];
+            type = (int)(p->pv[base + B_TYPE].value + 0.5f);
+        }
+        (void)base;
+        eq_unit *un = &s->unit[u];
+        if (!on->ramp && on->value <= 0.0f) {
+            if (!un->idle) {
+                clear_unit(s, u);
+                un->idle = 1;
+            }
+            un->ident = 0;
+            un->xf = 0;
+            continue;
+        }
+        const int moving = f->ramp || (g && g->ramp) || (q && q->ramp);
+        int was_idle = un->idle;
+        /* a type or slope change crossfades from the outgoing design */
+        const int nsec = kind < 2 ? (type == 0 ? 1 : type == 1 ? 2 : 4) : 1;
+        if ((!was_idle && un->nsec > 0 && (kind == 2 ? type != un->ktype : nsec != un->nsec)) ||
+            (un->ident && type != un->ktype)) {
+            un->onsec = was_idle ? 0 : un->nsec;
+            memcpy(un->oc, un->c, sizeof un->oc);
+            for (int c = 0; c < s->channels; c++) {
+                memcpy(unit_ostate(s, c, u), unit_state(s, c, u), 4 * sizeof(mg_bq_state));
+                memset(unit_state(s, c, u), 0, 4 * sizeof(mg_bq_state));
+            }
+            un->nsec = 0; /* redesign from rest */
+            un->xf = s->xf_len;
+            was_idle = 1;
+        }
+        /* a bell or shelf at 0 dB is the identity: its state stays zero */
+        if (kind == 2 && type <= MG_BQ_HIGHSHELF && !moving && !on->ramp && g->value == 1.0f &&
+            un->xf == 0) {
+            if (!un->idle) {
+                clear_unit(s, u);
+                un->idle = 1;
+            }
+            un->ident = 1;
+            un->ktype = type;
+            continue;
+        }
+        un->idle = 0;
+        un->ident = 0;
+        if (!moving && !on->ramp && un->xf == 0) {
+            design(s, u, kind, type, f->value, g ? g->value : 1.0f, q ? q->value : 0.7071f);
+            steady[nsteady++] = u; /* run later, with its steady neighbours */
+            continue;
+        }
+        if (nsteady) {
+            run_cascade(s, p, steady, nsteady);
+            nsteady = 0;
+        }
+        if (!moving) {
+            design(s, u, kind, type, f->value, g ? g->value : 1.0f, q ? q->value : 0.7071f);
+            run_unit(s, p, u, on, 0, n, NULL);
+        } else {
+            /* design at the end of every 16 frames, glide per sample between */
+            for (int i0 = 0; i0 < n; i0 += EQ_CHUNK) {
+                const int m = n - i0 < EQ_CHUNK ? n - i0 : EQ_CHUNK;
+                const int ie = i0 + m - 1;
+                mg_bq_coef from[4];
+                const int had = was_idle ? 0 : un->nsec;
+                memcpy(from, un->c, sizeof from);
+                design(s, u, kind, type, mg_pv_at(f, ie), g ? mg_pv_at(g, ie) : 1.0f,
+                       q ? mg_pv_at(q, ie) : 0.7071f);
+                run_unit(s, p, u, on, i0, m, had == un->nsec ? from : NULL);
+                was_idle = 0;
+            }
+        }
+        guard_unit(s, u);
+        if (un->xf > 0) {
+            un->xf = un->xf > n ? un->xf - n : 0;
+            for (int c = 0; c < s->channels; c++)
+                for (int k = 0; k < un->onsec; k++)
+                    mg_bq_guard(&unit_ostate(s, c, u)[k]);
+        }
+    }
+    if (nsteady)
+        run_cascade(s, p, steady, nsteady);
+}
+
+const mg_node_type mg_type_eq = {
+    .name = "eq",
+    .doc = "Equaliser: Butterworth high-pass / low-pass (12/24/48 dB/oct) and 4 bands "
+           "(bell, low shelf, high shelf, notch, band-pass; RBJ cookbook).",
+    .default_channels = 2,
+    .min_channels = 1,
+    .max_channels = EQ_MAX_CH,
+    .params = params,
+    .n_params = P_BAND0 + 4 * B_NPARAMS,
+    .ports = ports,
+    .n_ports = MG_COUNT(ports),
+    .state_size = sizeof(eq_state),
+    .prepare = prepare4,
+    .process = process,
+    .reset = reset,
+    .release = release,
+};
+
+const mg_node_type mg_type_eq8 = {
+    .name = "eq8",
+    .doc = "The `eq` with 8 bands.",
+    .default_channels = 2,
+    .min_channels = 1,
+    .max_channels = EQ_MAX_CH,
+    .params = params,
+    .n_params = MG_COUNT(params),
+    .ports = ports,
+    .n_ports = MG_COUNT(ports),
+    .state_size = sizeof(eq_state),
+    .prepare = prepare8,
+    .process = process,
+    .reset = reset,
+    .release = release,
+};

@@ -1,0 +1,356 @@
+"""TouchOSC layouts generated from a graph: `mixgraph layout --touchosc OUT.tosc`.
+
+The file is the current TouchOSC (2022+) document format: zlib-compressed
+XML, `<lexml version='3'>` holding one root `<node type='GROUP'>`; every
+control is a `<node type='FADER'|'RADIAL'|'BUTTON'|'LABEL'|...>` with
+`<properties>` (name, frame, color, ...), `<values>` (x, touch, text) and
+`<messages><osc>` bindings: a constant path and a VALUE argument scaled
+0..1, sent on change and received (so feedback moves the control).
+
+What is generated, one strip per node (pages of strips when they do not fit):
+
+- a labelled FADER per gain-like parameter (taper "fader": gain, level,
+  makeup, ...), bound to `/node/<name>/<param>/norm`; touching it sends
+  `/node/<name>/<param>/touch 1|0` (the server holds back other clients'
+  changes to a control being held);
+- RADIAL knobs for continuous parameters (EQ, dynamics, pan, frequencies),
+  bound to `/node/<name>/<param>/norm` (the server's published taper);
+- toggle BUTTONs for switches (mute in red, on/off), momentary ones for
+  triggers (reset), `/node/.../norm`;
+- meters (non-interactive FADERs that only receive), one per channel, for dB
+  readouts such as a meter node's peak, bound to `/meters/<name>/<readout>/<ch>`
+  (what `/meters/subscribe` streams: 0..1, -60 dBFS to 0 dBFS);
+- a root script that subscribes on load (`/subscribe 10`,
+  `/meters/subscribe * 20`), keeps the lease alive with `/status` every 3 s
+  (any message renews it) and subscribes again every 30 s (a full state dump:
+  it also recovers from a restarted server or lost UDP packets).
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+import xml.etree.ElementTree as ET
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+# the address a meter control listens on: the server's meter stream sends, per dB
+# readout and channel (1-based), the reading on a 0..1 scale (-60 dBFS -> 0, 0 dBFS -> 1)
+METER_ADDRESS = "/meters/{node}/{readout}/{ch}"
+LEASE_S = 10
+METER_RATE_HZ = 20
+
+# node types whose every continuous parameter gets a knob (even gain-like ones)
+KNOB_TYPES = ("eq", "gate", "expander", "compressor", "limiter", "saturator", "deesser",
+              "dynamics", "filter", "width", "reverb", "delay")
+
+# 0/1 parameters that act on the rising edge: momentary buttons, not toggles
+TRIGGERS = ("reset", "clear", "tap", "trigger")
+
+COLORS = {
+    "fader": (0.25, 0.62, 1.0, 1.0),
+    "knob": (1.0, 0.66, 0.16, 1.0),
+    "button": (0.3, 0.85, 0.45, 1.0),
+    "trigger": (0.85, 0.85, 0.3, 1.0),
+    "mute": (1.0, 0.25, 0.25, 1.0),
+    "meter": (0.35, 0.95, 0.35, 1.0),
+    "label": (1.0, 1.0, 1.0, 1.0),
+    "strip": (0.16, 0.16, 0.18, 1.0),
+    "root": (0.0, 0.0, 0.0, 1.0),
+}
+
+
+@dataclass
+class Control:
+    """One control of a strip."""
+
+    kind: str  # fader, knob, button, mute, trigger, meter
+    node: str
+    param: str
+    address: str
+    label: str
+    default: float = 0.0  # 0..1
+
+
+# ---- choosing controls ------------------------------------------------------------------
+
+def _norm_default(p: dict) -> float:
+    lo, hi, d = float(p["min"]), float(p["max"]), float(p["default"])
+    if hi <= lo:
+        return 0.0
+    if p.get("taper") == "log" and lo > 0:
+        return (math.log(d) - math.log(lo)) / (math.log(hi) - math.log(lo))
+    return min(1.0, max(0.0, (d - lo) / (hi - lo)))
+
+
+def controls_for(node: dict, ntype: dict) -> list[Control]:
+    """The controls of one node (from its patch entry and its catalog type)."""
+    name = node["name"]
+    knobby = any(ntype["name"].startswith(k) for k in KNOB_TYPES)
+    out: list[Control] = []
+    for p in ntype.get("params", []):
+        pname = p["name"]
+        addr = f"/node/{name}/{pname}/norm"
+        switch = p.get("taper") == "stepped" and float(p["min"]) == 0 and float(p["max"]) == 1
+        if pname == "mute":
+            kind = "mute"
+        elif switch and pname in TRIGGERS:
+            kind = "trigger"
+        elif switch:
+            kind = "button"
+        elif p.get("taper") == "fader" and not knobby:
+            kind = "fader"
+        else:
+            kind = "knob"
+        out.append(Control(kind, name, pname, addr, pname, _norm_default(p)))
+    dbs = [r for r in ntype.get("readouts", []) if r.get("unit", "").startswith("dB")]
+    if ntype["name"] == "meter":
+        dbs = [r for r in dbs if r["name"] == "peak"] or dbs[:1]
+    for r in dbs:
+        chans = int(node.get("channels") or 1) if r.get("per_channel") else 1
+        for ch in range(1, chans + 1):
+            label = r["name"] if chans == 1 else f"{r['name']} {ch}"
+            param = r["name"] if chans == 1 else f"{r['name']}{ch}"
+            out.append(Control("meter", name, param,
+                               METER_ADDRESS.format(node=name, readout=r["name"], ch=ch), label))
+    return out
+
+
+def plan(doc: dict, catalog: list[dict]) -> list[tuple[dict, list[Control]]]:
+    """(node, controls) for every node of the patch that has any control."""
+    types = {t["name"]: t for t in catalog}
+    out = []
+    for n in doc.get("nodes", []):
+        t = types.get(n.get("type"))
+        if t is None:
+            continue
+        cs = controls_for(n, t)
+        if cs:
+            out.append((n, cs))
+    return out
+
+
+# ---- XML ------------------------------------------------------------------------------------
+
+def _prop(props: ET.Element, ptype: str, key: str, value) -> None:
+    p = ET.SubElement(props, "property", type=ptype)
+    ET.SubElement(p, "key").text = key
+    v = ET.SubElement(p, "value")
+    if ptype == "c":
+        for k, x in zip("rgba", value, strict=True):
+            ET.SubElement(v, k).text = f"{x:g}"
+    elif ptype == "r":
+        for k, x in zip(("x", "y", "w", "h"), value, strict=True):
+            ET.SubElement(v, k).text = str(int(x))
+    elif ptype == "b":
+        v.text = "1" if value else "0"
+    elif ptype == "f":
+        v.text = f"{float(value):g}"
+    else:
+        v.text = str(value)
+
+
+def _value(values: ET.Element, key: str, default) -> None:
+    v = ET.SubElement(values, "value")
+    ET.SubElement(v, "key").text = key
+    ET.SubElement(v, "locked").text = "0"
+    ET.SubElement(v, "lockedDefaultCurrent").text = "0"
+    ET.SubElement(v, "default").text = str(default)
+    ET.SubElement(v, "defaultPull").text = "0"
+
+
+def _partial(parent: ET.Element, ptype: str, conversion: str, value: str) -> None:
+    p = ET.SubElement(parent, "partial")
+    ET.SubElement(p, "type").text = ptype
+    ET.SubElement(p, "conversion").text = conversion
+    ET.SubElement(p, "value").text = value
+    ET.SubElement(p, "scaleMin").text = "0"
+    ET.SubElement(p, "scaleMax").text = "1"
+
+
+def _osc(messages: ET.Element, address: str, var: str = "x", conversion: str = "FLOAT",
+         send: bool = True, receive: bool = True) -> None:
+    o = ET.SubElement(messages, "osc")
+    ET.SubElement(o, "enabled").text = "1"
+    ET.SubElement(o, "send").text = "1" if send else "0"
+    ET.SubElement(o, "receive").text = "1" if receive else "0"
+    ET.SubElement(o, "feedback").text = "0"
+    ET.SubElement(o, "noDuplicates").text = "1"
+    ET.SubElement(o, "connections").text = "1111111111"
+    trig = ET.SubElement(ET.SubElement(o, "triggers"), "trigger")
+    ET.SubElement(trig, "var").text = var
+    ET.SubElement(trig, "condition").text = "ANY"
+    _partial(ET.SubElement(o, "path"), "CONSTANT", "STRING", address)
+    _partial(ET.SubElement(o, "arguments"), "VALUE", conversion, var)
+
+
+def _node(parent: ET.Element, ntype: str, name: str, frame, color, **extra) -> ET.Element:
+    n = ET.SubElement(parent, "node", ID=str(uuid.uuid4()), type=ntype)
+    props = ET.SubElement(n, "properties")
+    _prop(props, "b", "background", extra.pop("background", True))
+    _prop(props, "c", "color", color)
+    _prop(props, "r", "frame", frame)
+    _prop(props, "b", "interactive", extra.pop("interactive", ntype not in ("LABEL", "GROUP")))
+    _prop(props, "b", "locked", False)
+    _prop(props, "s", "name", name)
+    _prop(props, "b", "outline", True)
+    _prop(props, "b", "visible", True)
+    for key, (ptype, value) in extra.items():
+        _prop(props, ptype, key, value)
+    ET.SubElement(n, "values")
+    return n
+
+
+def _children(n: ET.Element) -> ET.Element:
+    c = n.find("children")
+    return c if c is not None else ET.SubElement(n, "children")
+
+
+def _label(parent: ET.Element, text: str, frame, size: int = 12) -> None:
+    n = _node(_children(parent), "LABEL", f"label {text}", frame, COLORS["label"],
+              background=False, textSize=("i", size), textColor=("c", COLORS["label"]))
+    _value(n.find("values"), "text", text)
+    _value(n.find("values"), "touch", "false")
+
+
+def _control(parent: ET.Element, c: Control, frame) -> None:
+    kids = _children(parent)
+    name = f"{c.node}.{c.param}"
+    if c.kind in ("fader", "meter"):
+        n = _node(kids, "FADER", name, frame, COLORS[c.kind],
+                  interactive=(c.kind == "fader"),
+                  orientation=("i", 0), bar=("b", True), cursor=("b", c.kind == "fader"),
+                  grid=("b", c.kind == "fader"), gridSteps=("i", 10),
+                  response=("i", 0), responseFactor=("i", 100))
+    elif c.kind == "knob":
+        n = _node(kids, "RADIAL", name, frame, COLORS["knob"],
+                  inverted=("b", False), centered=("b", False), cursor=("b", True),
+                  response=("i", 0), responseFactor=("i", 100))
+    else:  # button, mute: toggles; trigger: momentary (1 on press, 0 on release)
+        n = _node(kids, "BUTTON", name, frame, COLORS[c.kind],
+                  buttonType=("i", 0 if c.kind == "trigger" else 1),
+                  press=("b", True), release=("b", True))
+    values = n.find("values")
+    _value(values, "x", f"{c.default:g}")
+    _value(values, "touch", "false")
+    msgs = ET.SubElement(n, "messages")
+    _osc(msgs, c.address, send=(c.kind != "meter"))
+    if c.kind in ("fader", "knob"):
+        _osc(msgs, c.address[:-len("/norm")] + "/touch", var="touch", conversion="INTEGER",
+             receive=False)
+
+
+ROOT_SCRIPT = f"""-- mixgraph: subscribe to feedback and meters, and keep the lease alive
+local last, lastsub = 0, 0
+local function subscribe()
+  sendOSC('/subscribe', {LEASE_S})
+  sendOSC('/meters/subscribe', '*', {METER_RATE_HZ})
+end
+function init()
+  subscribe()
+end
+function update()
+  local now = getMillis()
+  if now - lastsub > 30000 then
+    lastsub = now
+    last = now
+    subscribe()
+  elseif now - last > 3000 then
+    last = now
+    sendOSC('/status')
+  end
+end
+"""
+
+STRIP_H_TITLE = 28
+CELL = 58  # a knob or button cell, label included
+
+
+def _strip_width(cs: list[Control], height: int) -> int:
+    small = [c for c in cs if c.kind in ("knob", "button", "mute", "trigger")]
+    tall = [c for c in cs if c.kind in ("fader", "meter")]
+    rows = max(1, (height - STRIP_H_TITLE - (260 if tall else 0)) // CELL)
+    cols = max(2, math.ceil(len(small) / rows))
+    return max(cols * CELL, len(tall) * 52) + 12
+
+
+def _strip(parent: ET.Element, node: dict, cs: list[Control], x: int, w: int,
+           height: int) -> None:
+    g = _node(_children(parent), "GROUP", node["name"], (x, 0, w, height), COLORS["strip"],
+              interactive=False)
+    _value(g.find("values"), "touch", "false")
+    _label(g, f"{node['name']} ({node['type']})", (4, 2, w - 8, STRIP_H_TITLE - 4), 13)
+    small = [c for c in cs if c.kind in ("knob", "button", "mute", "trigger")]
+    tall = [c for c in cs if c.kind in ("fader", "meter")]
+    cols = max(1, (w - 12) // CELL)
+    for i, c in enumerate(small):
+        cx = 6 + (i % cols) * CELL
+        cy = STRIP_H_TITLE + (i // cols) * CELL
+        _control(g, c, (cx + 6, cy, CELL - 12, CELL - 18))
+        _label(g, c.label, (cx, cy + CELL - 18, CELL, 16), 10)
+    if tall:
+        rows = math.ceil(len(small) / cols) if small else 0
+        top = STRIP_H_TITLE + rows * CELL + 4
+        fh = max(120, height - top - 24)
+        for i, c in enumerate(tall):
+            fx = 6 + i * 52
+            _control(g, c, (fx + 4, top, 40, fh))
+            _label(g, c.label, (fx, top + fh + 2, 50, 18), 10)
+
+
+def build(doc: dict, catalog: list[dict], width: int = 1024, height: int = 768,
+          title: str = "mixgraph") -> ET.Element:
+    """The <lexml> tree of a TouchOSC layout for the graph `doc`."""
+    lexml = ET.Element("lexml", version="3")
+    root = _node(lexml, "GROUP", title, (0, 0, width, height), COLORS["root"],
+                 interactive=False, script=("s", ROOT_SCRIPT))
+    _value(root.find("values"), "touch", "false")
+    strips = [(n, cs, _strip_width(cs, height - 40)) for n, cs in plan(doc, catalog)]
+    pages: list[list] = [[]]
+    used = 0
+    for s in strips:
+        if pages[-1] and used + s[2] > width:
+            pages.append([])
+            used = 0
+        pages[-1].append(s)
+        used += s[2]
+    if len(pages) == 1:
+        x = 0
+        for n, cs, w in pages[0]:
+            _strip(root, n, cs, x, w, height)
+            x += w
+        return lexml
+    pager = _node(_children(root), "PAGER", "pages", (0, 0, width, height), COLORS["root"],
+                  tabLabelSize=("i", 14), tabbar=("b", True), tabbarSize=("i", 40))
+    _value(pager.find("values"), "page", "0")
+    _value(pager.find("values"), "touch", "false")
+    for i, page in enumerate(pages):
+        names = f"{page[0][0]['name']}..{page[-1][0]['name']}"
+        pg = _node(_children(pager), "GROUP", f"page{i + 1}", (0, 40, width, height - 40),
+                   COLORS["root"], interactive=False, tabLabel=("s", names))
+        _value(pg.find("values"), "touch", "false")
+        x = 0
+        for n, cs, w in page:
+            _strip(pg, n, cs, x, w, height - 40)
+            x += w
+    return lexml
+
+
+def to_bytes(lexml: ET.Element) -> bytes:
+    """The .tosc file's bytes: the XML document, zlib-compressed."""
+    xml = ET.tostring(lexml, encoding="UTF-8", xml_declaration=True)
+    return zlib.compress(xml, 9)
+
+
+def write_tosc(path: str | Path, doc: dict, catalog: list[dict], **kw) -> int:
+    """Write the layout; returns the number of controls."""
+    lexml = build(doc, catalog, **kw)
+    Path(path).write_bytes(to_bytes(lexml))
+    return sum(1 for _ in lexml.iter("osc") if _.find("triggers/trigger/var").text == "x")
+
+
+def local_catalog() -> list[dict]:
+    from .catalog import CATALOG
+
+    return [t.describe() for t in CATALOG.values()]

@@ -1,0 +1,189 @@
+"""TouchOSC layouts: the .tosc file is zlib-compressed, well-formed XML
+(<lexml version='3'>) with the expected controls bound to their addresses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+import zlib
+
+import pytest
+
+from mixgraph.server import layout
+
+from daemon_util import Daemon
+
+PATCH = {
+    "format": "mixgraph-patch", "version": 1, "sample_rate": 48000.0,
+    "nodes": [
+        {"name": "osc", "type": "sine", "channels": 1, "options": {},
+         "params": {"freq": 440.0, "level": -20.0}},
+        {"name": "ch1", "type": "gain", "channels": 1, "options": {}, "params": {"gain": -6.0}},
+        {"name": "p", "type": "pan", "channels": 1, "options": {}, "params": {}},
+        {"name": "m", "type": "meter", "channels": 2, "options": {}, "params": {}},
+        {"name": "out", "type": "output", "channels": 2, "options": {}, "params": {}},
+    ],
+    "connections": [["osc:out", "ch1:in"], ["ch1:out", "p:in"], ["p:out", "m:in"],
+                    ["p:out", "out:in"]],
+    "metadata": {},
+}
+
+
+def load(path) -> ET.Element:
+    root = ET.fromstring(zlib.decompress(path.read_bytes()))  # raises if not well-formed
+    assert root.tag == "lexml" and root.get("version") == "3"
+    return root
+
+
+def prop(node: ET.Element, key: str) -> str | None:
+    for p in node.findall("properties/property"):
+        if p.findtext("key") == key:
+            return p.findtext("value")
+    return None
+
+
+def controls(root: ET.Element) -> dict[str, tuple[str, list[tuple[str, str, str, str]]]]:
+    """control name -> (node type, [(path, send, receive, scale) per <osc>])."""
+    out = {}
+    for n in root.iter("node"):
+        oscs = n.findall("messages/osc")
+        if not oscs:
+            continue
+        binds = []
+        for o in oscs:
+            a = o.find("arguments/partial")
+            binds.append((o.findtext("path/partial/value"), o.findtext("send"),
+                          o.findtext("receive"),
+                          f"{a.findtext('type')} {a.findtext('value')} "
+                          f"{a.findtext('scaleMin')}..{a.findtext('scaleMax')}"))
+        out[prop(n, "name")] = (n.get("type"), binds)
+    return out
+
+
+def labels(root: ET.Element) -> set[str]:
+    return {v.findtext("default") for n in root.iter("node") if n.get("type") == "LABEL"
+            for v in n.findall("values/value") if v.findtext("key") == "text"}
+
+
+def test_layout_from_patch_file(tmp_path):
+    src = tmp_path / "mix.json"
+    src.write_text(json.dumps(PATCH))
+    out = tmp_path / "mix.tosc"
+    r = subprocess.run([sys.executable, "-m", "mixgraph.server.cli", "layout", "--touchosc",
+                        str(out), "--patch", str(src)], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    root = load(out)
+    c = controls(root)
+    # a fader per gain, bound to the normalised path, sending and receiving (feedback moves
+    # it), x scaled 0..1; touching it sends /touch
+    assert c["ch1.gain"] == ("FADER", [
+        ("/node/ch1/gain/norm", "1", "1", "VALUE x 0..1"),
+        ("/node/ch1/gain/touch", "1", "0", "VALUE touch 0..1")])
+    assert c["osc.level"][0] == "FADER"
+    # mute and polarity are toggle buttons; mute is one
+    assert c["ch1.mute"] == ("BUTTON", [("/node/ch1/mute/norm", "1", "1", "VALUE x 0..1")])
+    assert c["ch1.polarity"][0] == "BUTTON"
+    # knobs for continuous non-gain params
+    assert c["osc.freq"][0] == "RADIAL" and c["p.pan"][0] == "RADIAL"
+    assert c["osc.freq"][1][0][0] == "/node/osc/freq/norm"
+    # a meter per channel of the meter node (stereo: 2), bound to the meter stream's
+    # per-channel 0..1 address; receives only, not interactive
+    for ch in (1, 2):
+        kind, binds = c[f"m.peak{ch}"]
+        assert kind == "FADER" and binds == [(f"/meters/m/peak/{ch}", "0", "1", "VALUE x 0..1")]
+        meter = next(n for n in root.iter("node") if prop(n, "name") == f"m.peak{ch}")
+        assert prop(meter, "interactive") == "0"
+    assert "m.rms" not in c and "m.peak" not in c
+    # strips are labelled with the node names; nothing for the output (no controls)
+    assert {"ch1 (gain)", "osc (sine)", "m (meter)", "gain", "freq"} <= labels(root)
+    assert not any(k.startswith("out.") for k in c)
+    # the root subscribes to feedback on load
+    assert "/subscribe" in prop(root.find("node"), "script")
+    assert "wrote" in r.stdout
+
+
+def test_knobs_for_eq_and_dynamics_and_pages():
+    cat = layout.local_catalog() + [
+        {"name": "eq", "params": [
+            {"name": f"{k}{b}", "unit": u, "min": lo, "max": hi, "default": d, "taper": t}
+            for b in range(1, 5)
+            for k, u, lo, hi, d, t in [("freq", "Hz", 20, 20000, 1000, "log"),
+                                        ("gain", "dB", -24, 24, 0, "linear"),
+                                        ("q", "", 0.1, 10, 0.7, "log"),
+                                        ("on", "", 0, 1, 1, "stepped")]], "readouts": []},
+        {"name": "compressor", "params": [
+            {"name": "threshold", "unit": "dB", "min": -60, "max": 0, "default": -20,
+             "taper": "linear"},
+            {"name": "ratio", "unit": "", "min": 1, "max": 20, "default": 4, "taper": "log"},
+            {"name": "makeup", "unit": "dB", "min": 0, "max": 24, "default": 0,
+             "taper": "fader"}],
+         "readouts": [{"name": "gr", "unit": "dB", "per_channel": False}]},
+    ]
+    doc = {"nodes": [{"name": "q", "type": "eq", "params": {}},
+                     {"name": "comp", "type": "compressor", "params": {}}]
+           + [{"name": f"ch{i}", "type": "gain", "params": {}} for i in range(1, 17)]}
+    root = layout.build(doc, cat)
+    ET.fromstring(zlib.decompress(layout.to_bytes(root)))  # round-trips as a file
+    c = controls(root)
+    assert all(c[f"q.{k}{b}"][0] == "RADIAL" for b in range(1, 5) for k in ("freq", "gain", "q"))
+    assert c["q.on1"][0] == "BUTTON"
+    # in a dynamics node even the gain-like makeup is a knob; its gain reduction is a meter
+    assert c["comp.makeup"][0] == "RADIAL" and c["comp.threshold"][0] == "RADIAL"
+    assert c["comp.gr"][1][0][:3] == ("/meters/comp/gr/1", "0", "1")
+    assert all(c[f"ch{i}.gain"][0] == "FADER" for i in range(1, 17))
+    # 18 strips do not fit 1024 points: a pager with pages of strips
+    pager = [n for n in root.iter("node") if n.get("type") == "PAGER"]
+    assert len(pager) == 1 and len(pager[0].findall("children/node")) >= 2
+    # default of the log-tapered freq knob: 1 kHz on 20..20k Hz is at ln(50)/ln(1000) = 0.566
+    freq = next(n for n in root.iter("node") if prop(n, "name") == "q.freq1")
+    x = next(v for v in freq.findall("values/value") if v.findtext("key") == "x")
+    assert float(x.findtext("default")) == pytest.approx(0.5660, abs=1e-3)
+
+
+def test_real_mixing_nodes():
+    """The catalog's own EQ and dynamics nodes get knobs, switches buttons, a trigger a
+    momentary button, gain reductions meters."""
+    cat = layout.local_catalog()
+    names = {t["name"] for t in cat}
+    if not {"eq", "compressor"} <= names:
+        pytest.skip("this build has no eq/compressor node types")
+    doc = {"nodes": [{"name": "q", "type": "eq", "channels": 1, "params": {}},
+                     {"name": "c", "type": "compressor", "channels": 2, "params": {}},
+                     {"name": "m", "type": "meter", "channels": 2, "params": {}}]}
+    root = layout.build(doc, cat)
+    c = controls(root)
+    eq = next(t for t in cat if t["name"] == "eq")
+    for p in eq["params"]:
+        switch = p["taper"] == "stepped" and p["min"] == 0 and p["max"] == 1
+        assert c[f"q.{p['name']}"][0] == ("BUTTON" if switch else "RADIAL"), p["name"]
+    comp = next(t for t in cat if t["name"] == "compressor")
+    assert all(c[f"c.{p['name']}"][0] in ("RADIAL", "BUTTON") for p in comp["params"])
+    if any(r["name"] == "gr" for r in comp["readouts"]):
+        assert c["c.gr1"][1][0][0] == "/meters/c/gr/1"
+    buttons = {prop(n, "name"): prop(n, "buttonType") for n in root.iter("node")
+               if n.get("type") == "BUTTON"}
+    if "m.reset" in buttons:
+        assert buttons["m.reset"] == "0"  # momentary
+    assert all(v == "1" for k, v in buttons.items() if k != "m.reset")  # toggles
+
+
+def test_layout_from_live_graph(tmp_path):
+    d = Daemon(tmp_path / "state", "--backend", "null")
+    try:
+        d.call("/graph/add", "gain", "vox", "gain", -3.0)
+        d.call("/graph/add", "meter", "vm", "channels", 1)
+        d.call("/graph/connect", "vox", "vm")
+        out = tmp_path / "live.tosc"
+        r = subprocess.run([sys.executable, "-m", "mixgraph.server.cli", "layout", "--touchosc",
+                            str(out), "--port", str(d.port)], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0, r.stderr
+        c = controls(load(out))
+        assert c["vox.gain"][1][0] == ("/node/vox/gain/norm", "1", "1", "VALUE x 0..1")
+        assert c["vox.mute"][0] == "BUTTON"
+        assert c["vm.peak"] == ("FADER", [("/meters/vm/peak/1", "0", "1", "VALUE x 0..1")])
+    finally:
+        d.stop()
