@@ -40,7 +40,7 @@ static const mg_port_spec ports[] = {
     {"out", MG_PORT_OUT, 0},
 };
 static const mg_readout_spec readouts[] = {
-    {"time", "ms", MG_MAP_LIN, 0},
+    {"effective", "ms", MG_MAP_LIN, 0}, /* the delay in use: sync resolved, clamped to 4 s */
 };
 
 static const double beats[14] = {4.0, 2.0, 1.0, 0.5, 0.25, 0.125, 3.0, 1.5, 0.75, 0.375,
