@@ -72,6 +72,34 @@ static inline float dl_read_cubic(const dl_line *l, double d)
            x1 * fm1 * f * f2 * 0.5f + x2 * fm1 * f * f1 * (1.0f / 6.0f);
 }
 
+/* The same read split in two: the integer part and the four weights (shared
+ * by every channel read at the same delay), then the weighted sum. */
+typedef struct {
+    unsigned i;
+    float c[4];
+} dl_pos;
+
+static inline dl_pos dl_cubic_pos(double d)
+{
+    dl_pos p;
+    const double fl = floor(d);
+    p.i = (unsigned)fl;
+    const float f = (float)(d - fl);
+    const float fm1 = f + 1.0f, f1 = f - 1.0f, f2 = f - 2.0f;
+    p.c[0] = -f * f1 * f2 * (1.0f / 6.0f);
+    p.c[1] = fm1 * f1 * f2 * 0.5f;
+    p.c[2] = -fm1 * f * f2 * 0.5f;
+    p.c[3] = fm1 * f * f1 * (1.0f / 6.0f);
+    return p;
+}
+
+static inline float dl_read_pos(const dl_line *l, const dl_pos *p)
+{
+    const unsigned j = l->w - p->i;
+    return p->c[0] * l->buf[(j + 1u) & l->mask] + p->c[1] * l->buf[j & l->mask] +
+           p->c[2] * l->buf[(j - 1u) & l->mask] + p->c[3] * l->buf[(j - 2u) & l->mask];
+}
+
 /* Linear interpolation at a fractional delay d >= 1. */
 static inline float dl_read_lin(const dl_line *l, float d)
 {

@@ -194,3 +194,30 @@ def test_rt60_at_other_rates(fs):
     finally:
         s.close()
         e.free()
+
+
+@pytest.mark.parametrize("size", [0, 50, 100])
+def test_tail_is_dense_like_noise(make, size):
+    """Normalized echo density (Abel & Huang, AES 2006): the fraction of samples
+    outside one standard deviation in 20 ms windows, over erfc(1/sqrt 2); 1 for
+    Gaussian noise, far below 1 for sparse echoes or ringing."""
+    from scipy.special import erfc
+
+    s, e = make({"decay": 2.0, "damping": 0, "size": size, "mix": 100})
+    h = impulse_response(e, SR)[:, 0]
+    w = int(0.020 * SR)
+    ned = [np.mean(np.abs(seg) > np.sqrt(np.mean(seg ** 2))) / erfc(1 / np.sqrt(2))
+           for seg in (h[a:a + w] for a in range(int(0.3 * SR), SR - w, w // 2))]
+    assert min(ned) > 0.85
+
+
+def test_extreme_settings_still_decay_to_zero(make):
+    # the shortest decay on the longest lines with full damping: line gains
+    # underflow; the damping poles must not hold a value forever
+    s, e = make({"decay": 0.1, "size": 100, "damping": 100, "mix": 100})
+    x = np.zeros((SR, 2), np.float32)
+    x[:100] = 0.5
+    y = e.process(SR, x, block=64)
+    assert np.all(np.isfinite(y))
+    # -600 dB after a second, then below the smallest normal float: zeros
+    assert not np.any(e.process(SR, None, block=64)[SR // 2:])

@@ -40,7 +40,7 @@ static const mg_port_spec ports[] = {
     {"out", MG_PORT_OUT, 0},
 };
 static const mg_readout_spec readouts[] = {
-    {"time", "ms", MG_MAP_LIN, 0},
+    {"effective", "ms", MG_MAP_LIN, 0}, /* the delay in use: sync resolved, clamped to 4 s */
 };
 
 static const double beats[14] = {4.0, 2.0, 1.0, 0.5, 0.25, 0.125, 3.0, 1.5, 0.75, 0.375,
@@ -54,6 +54,8 @@ typedef struct {
     int ch, fresh;
     dl_line line[2];
     dl_tap tap;
+    dl_pos pos;   /* read position of tap.cur */
+    double pos_d; /* the delay pos belongs to (-1: none) */
     float par[P_N]; /* latest targets (node domain) */
     svf_coef lc, hc;
     float lcf, hcf; /* frequencies of lc / hc */
@@ -126,6 +128,7 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
             return 1;
     dl_tap_init(&s->tap, 0.25 * s->fs, (int)(0.040 * s->fs), 64.0, 1.0 / 16.0);
     s->fresh = 1;
+    s->pos_d = -1.0;
     for (int k = 0; k < P_N; k++)
         s->par[k] = params[k].def;
     s->lcf = s->par[P_LOWCUT];
@@ -136,13 +139,6 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
     return 0;
 }
 
-static inline float read_tap(const dl_line *l, const dl_tap *t, float a)
-{
-    float y = dl_read_cubic(l, t->cur);
-    if (a > 0.0f)
-        y += a * (dl_read_cubic(l, t->nxt) - y);
-    return y;
-}
 
 static void process(void *st, const mg_proc *p)
 {
@@ -167,11 +163,21 @@ static void process(void *st, const mg_proc *p)
         }
         for (int i = i0; i < i1; i++) {
             const float a = dl_tap_step(&s->tap);
+            /* read positions: recomputed only when the tap moves */
+            if (s->tap.cur != s->pos_d) {
+                s->pos_d = s->tap.cur;
+                s->pos = dl_cubic_pos(s->pos_d);
+            }
+            dl_pos pn;
+            if (a > 0.0f)
+                pn = dl_cubic_pos(s->tap.nxt);
             const float fb = mg_pv_at(fbp, i) * 0.01f, mix = mg_pv_at(mixp, i) * 0.01f;
             float wet[2], x[2];
             for (int c = 0; c < ch; c++) {
                 x[c] = dl_sane(p->in[c][i]);
-                float w = read_tap(&s->line[c], &s->tap, a);
+                float w = dl_read_pos(&s->line[c], &s->pos);
+                if (a > 0.0f)
+                    w += a * (dl_read_pos(&s->line[c], &pn) - w);
                 if (use_hc) {
                     double hp;
                     const float h = (float)svf_run(&s->hc, &s->hcs[c], w, &hp);

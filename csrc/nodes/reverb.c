@@ -18,7 +18,8 @@
  * Nothing clicks when parameters move: size changes slew every length sample
  * by sample (the longest by at most 1/20 sample per sample), loop gains and
  * damping poles glide per sample while decay/damping ramp, pre-delay changes
- * glide or crossfade. Denormals: the engine runs with FTZ/DAZ and every loop
+ * glide or crossfade. The diffusers ring at most half as long as the reverb
+ * (their gains drop for short decays). Denormals: the engine runs with FTZ/DAZ and every loop
  * value decays geometrically, so the silent tail reaches exact zero. */
 #include "../mg_node.h"
 #include "../dsp_delay.h"
@@ -63,6 +64,7 @@ typedef struct {
     float g[NL], gb[NL], b[NL], y[NL]; /* gain*(1-b), pole, one-pole state */
     float ap[NL];                      /* allpass interpolator state */
     float coef_decay, coef_damp; /* what g/b were computed for */
+    float dg[ND];                /* diffuser gains */
     float wet_gain;
 } reverb_state;
 
@@ -84,11 +86,19 @@ static void coefs(reverb_state *s, float decay, float damp)
     for (int i = 0; i < NL; i++) {
         const double d = (double)s->len[i];
         const double g = pow(10.0, -3.0 * d / ((double)decay * s->fs));
-        const double r = pow(g, 1.0 / a - 1.0); /* Nyquist gain / DC gain */
+        /* Nyquist gain / DC gain; kept >= 0.02 so the pole stays <= 0.96
+         * (a pole at 1 would hold its state forever when g underflows) */
+        const double r = fmax(pow(g, 1.0 / a - 1.0), 0.02);
         const double b = (1.0 - r) / (1.0 + r);
         s->b[i] = (float)b;
         s->gb[i] = (float)(g * (1.0 - b));
         s->g[i] = (float)g;
+    }
+    /* the diffusers' own ringing must die at least twice as fast as the
+     * reverberation, or they would set the decay of short settings */
+    for (int k = 0; k < ND; k++) {
+        const double m = diff_ms[0][k] * 0.001 * s->fs;
+        s->dg[k] = (float)fmin(diff_g[k], pow(10.0, -3.0 * m / (0.5 * (double)decay * s->fs)));
     }
     s->coef_decay = decay;
     s->coef_damp = damp;
@@ -177,10 +187,13 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
         }
     }
     const size_t need = (size_t)(s->base[NL - 1] * size_scale(100.0f) + 2.0f * s->depth + 8.0f);
-    s->stride = 8;
-    while (s->stride < need)
-        s->stride <<= 1;
-    s->mask = s->stride - 1;
+    unsigned pow2 = 8;
+    while (pow2 < need)
+        pow2 <<= 1;
+    s->mask = pow2 - 1;
+    /* lines one power of two apart would put the 16 writes of every sample in
+     * the same L1 cache set (4K aliasing); 80 extra floats spread them */
+    s->stride = pow2 + 80;
     s->mem = calloc((size_t)s->stride * NL, sizeof(float));
     if (!s->mem)
         return 1;
@@ -209,15 +222,23 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
 }
 
 /* in-place 16-point Walsh-Hadamard transform, scaled by 1/4 (orthogonal) */
+static inline void wht_stage(float *v, int h)
+{
+    for (int i = 0; i < NL; i += 2 * h)
+        for (int j = i; j < i + h; j++) {
+            const float a = v[j], b = v[j + h];
+            v[j] = a + b;
+            v[j + h] = a - b;
+        }
+}
+
 static inline void hadamard16(float *v)
 {
-    for (int h = 1; h < NL; h <<= 1)
-        for (int i = 0; i < NL; i += h << 1)
-            for (int j = i; j < i + h; j++) {
-                const float a = v[j], b = v[j + h];
-                v[j] = a + b;
-                v[j + h] = a - b;
-            }
+    /* constant strides per stage, so the compiler unrolls every loop */
+    wht_stage(v, 8);
+    wht_stage(v, 4);
+    wht_stage(v, 2);
+    wht_stage(v, 1);
     for (int i = 0; i < NL; i++)
         v[i] *= 0.25f;
 }
@@ -265,6 +286,8 @@ static void process(void *st, const mg_proc *p)
         memcpy(ap, s->ap, sizeof ap);
         memcpy(gb, s->gb, sizeof gb);
         memcpy(bb, s->b, sizeof bb);
+        float dg[ND], ddg[ND] = {0};
+        memcpy(dg, s->dg, sizeof dg);
         int glide = 0;
         if (dv != s->coef_decay || mv != s->coef_damp || moving) {
             const float dve = mg_pv_at(dec, i1 - 1), mve = mg_pv_at(dmp, i1 - 1);
@@ -276,6 +299,8 @@ static void process(void *st, const mg_proc *p)
                 dgb[k] = (s->gb[k] - gb[k]) * inv;
                 dbb[k] = (s->b[k] - bb[k]) * inv;
             }
+            for (int k = 0; k < ND; k++)
+                ddg[k] = (s->dg[k] - dg[k]) * inv;
             glide = 1;
         }
         float *restrict mem = s->mem;
@@ -294,7 +319,7 @@ static void process(void *st, const mg_proc *p)
             }
             for (int k = 0; k < ND; k++) {
                 dl_line *la = &s->ap_line[0][k], *ra = &s->ap_line[1][k];
-                const float g = diff_g[k];
+                const float g = dg[k] += ddg[k];
                 const float dla = dl_tap_int(la, s->ap_len[0][k]);
                 const float dra = dl_tap_int(ra, s->ap_len[1][k]);
                 const float wla = il + g * dla, wra = ir + g * dra;
