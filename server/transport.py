@@ -1,0 +1,518 @@
+"""OSC transports on the control thread: UDP and TCP (one selector, no thread
+per client), access control and per-client rate limiting.
+
+TCP framing is detected per connection from its first byte: 0xC0 means OSC
+1.1 SLIP (a single or a double END between frames is accepted), anything
+else OSC 1.0's int32 big-endian size prefix. Replies use the connection's
+framing. A size-prefixed frame over the maximum closes the connection before
+anything is allocated for it (the stream cannot be resynchronised); an
+oversized SLIP frame is skipped up to its END. Both are counted."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import selectors
+import socket
+import time
+from collections.abc import Callable
+
+from .errors import MixgraphError
+from .feedback import Feedback
+from .osc import Dispatcher, Peer, parse_packet
+
+log = logging.getLogger("mixgraph.transport")
+
+END, ESC, ESC_END, ESC_ESC = 0xC0, 0xDB, 0xDC, 0xDD
+DEFAULT_ALLOW_PRIVATE = ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12",
+                         "192.168.0.0/16", "169.254.0.0/16", "fc00::/7", "fe80::/10"]
+OUT_HIGH = 1 << 20  # stop reading a TCP client while this much output is unsent
+OUT_MAX = 64 << 20  # a client this far behind is disconnected
+UDP_MTU = 1400  # feedback bundles over UDP stay under a typical path MTU
+
+
+def slip_encode(data: bytes) -> bytes:
+    """A double-END SLIP frame (RFC 1055, as OSC 1.1 uses it)."""
+    return b"\xc0" + data.replace(b"\xdb", b"\xdb\xdd").replace(b"\xc0", b"\xdb\xdc") + b"\xc0"
+
+
+def slip_decode(data: bytes) -> bytes:
+    if b"\xdb" not in data:
+        return data
+    out = bytearray()
+    i, n = 0, len(data)
+    while i < n:
+        c = data[i]
+        if c == ESC and i + 1 < n:
+            nxt = data[i + 1]
+            out.append(END if nxt == ESC_END else ESC if nxt == ESC_ESC else nxt)
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return bytes(out)
+
+
+class Access:
+    """Which source addresses may talk to the server (a list of CIDR networks)."""
+
+    def __init__(self, allow: list[str] | None) -> None:
+        try:
+            self.nets = [ipaddress.ip_network(a, strict=False) for a in (allow or ["0.0.0.0/0",
+                                                                                     "::/0"])]
+        except ValueError as e:
+            raise MixgraphError(f"--allow: {e}") from None
+        self._cache: dict[str, bool] = {}
+
+    def ok(self, host: str) -> bool:
+        r = self._cache.get(host)
+        if r is None:
+            try:
+                ip = ipaddress.ip_address(host.split("%")[0])
+                if ip.version == 6 and ip.ipv4_mapped:
+                    ip = ip.ipv4_mapped
+                r = any(ip in n for n in self.nets if n.version == ip.version)
+            except ValueError:
+                r = False
+            if len(self._cache) > 65536:
+                self._cache.clear()
+            self._cache[host] = r
+        return r
+
+
+class Bucket:
+    """A token bucket: `rate` messages per second, bursts of `burst`."""
+
+    __slots__ = ("rate", "burst", "tokens", "stamp", "dropped", "told", "first")
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens = burst
+        self.stamp = time.monotonic()
+        self.dropped = 0
+        self.told = 0.0
+        self.first = ""
+
+    def refill(self, now: float) -> float:
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        return self.tokens
+
+
+class TcpConn:
+    def __init__(self, server: ControlServer, sock: socket.socket, addr) -> None:
+        self.server = server
+        self.sock = sock
+        self.addr = addr
+        self.inbuf = bytearray()
+        self.outbuf = bytearray()
+        self.mode: str | None = None  # "len" or "slip"
+        self.skipping = False  # inside an oversized SLIP frame
+        self.paused = False
+        self.closed = False
+        self.key = ("tcp", addr[0], addr[1])
+        self.bucket = Bucket(server.rate, server.burst) if server.rate else None
+        self.peer = Peer(self.key, self.send_packet, mtu=60000, kind="tcp",
+                         label=f"tcp {addr[0]}:{addr[1]}")
+
+    def send_packet(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if self.mode == "slip":
+            self.outbuf += slip_encode(data)
+        else:
+            self.outbuf += len(data).to_bytes(4, "big") + data
+        self.flush()
+
+    def flush(self) -> None:
+        if self.closed or not self.outbuf:
+            return
+        try:
+            n = self.sock.send(self.outbuf)
+            del self.outbuf[:n]
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            self.server.close_conn(self)
+            return
+        if len(self.outbuf) > OUT_MAX:
+            log.warning("%s is not reading its replies; disconnected", self.peer.label)
+            self.server.close_conn(self)
+            return
+        self.server.update_interest(self)
+
+    def frames(self):
+        """Complete frames from the input buffer (stops early when rate limited)."""
+        buf = self.inbuf
+        maxf = self.server.max_frame
+        while buf:
+            if self.bucket is not None and self.bucket.refill(time.monotonic()) < 1.0:
+                self.paused = True
+                return
+            if self.mode is None:
+                self.mode = "slip" if buf[0] == END else "len"
+            if self.mode == "len":
+                if len(buf) < 4:
+                    return
+                size = int.from_bytes(buf[:4], "big", signed=True)
+                if size < 0 or size > maxf:
+                    self.server.counters.oversized += 1
+                    log.warning("%s sent a %d-byte frame (max %d); disconnected",
+                                self.peer.label, size, maxf)
+                    self.server.close_conn(self)
+                    return
+                if len(buf) < 4 + size:
+                    return
+                frame = bytes(buf[4:4 + size])
+                del buf[:4 + size]
+            else:
+                i = buf.find(b"\xc0")
+                if i < 0:
+                    if len(buf) > 2 * maxf + 2:
+                        if not self.skipping:
+                            self.server.counters.oversized += 1
+                        self.skipping = True
+                        buf.clear()
+                    return
+                raw = bytes(buf[:i])
+                del buf[:i + 1]
+                if self.skipping:
+                    self.skipping = False
+                    continue
+                if not raw:
+                    continue  # the double END, or a keep-alive
+                frame = slip_decode(raw)
+                if len(frame) > maxf:
+                    self.server.counters.oversized += 1
+                    continue
+            if self.bucket is not None:
+                self.bucket.tokens -= 1.0
+            yield frame
+        self.paused = False
+
+
+class ControlServer:
+    """The control loop: UDP + TCP receive, dispatch, reply, feedback, engine service."""
+
+    def __init__(self, dispatcher: Dispatcher, host: str = "127.0.0.1", port: int = 8000,
+                 tick: Callable[[], None] | None = None, max_packet: int = 65536,
+                 tcp_port: int | None = None, allow: list[str] | None = None,
+                 max_frame: int = 65536, rate: float = 20000.0, burst: float = 2000.0,
+                 feedback_rate: float = 30.0) -> None:
+        self.dispatcher = dispatcher
+        self.counters = dispatcher.counters
+        self.tick = tick
+        self.max_packet = max_packet
+        self.max_frame = max_frame
+        self.rate = rate
+        self.burst = burst
+        if allow is None and not _is_loopback(host):
+            allow = DEFAULT_ALLOW_PRIVATE
+        self.access = Access(allow)
+        self.feedback = Feedback(dispatcher, rate_hz=feedback_rate)
+        dispatcher.on_reply_port = self._set_reply_port
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(fam, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 21)
+        try:
+            self.sock.bind((host, port))
+        except OSError as e:
+            self.sock.close()
+            raise MixgraphError(f"cannot listen on udp {host}:{port}: {e.strerror}") from None
+        self.sock.setblocking(False)
+        self.address = self.sock.getsockname()
+        self.tcp: socket.socket | None = None
+        if tcp_port is None or tcp_port >= 0:
+            want = self.address[1] if tcp_port is None else tcp_port
+            t = socket.socket(fam, socket.SOCK_STREAM)
+            t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                t.bind((host, want))
+            except OSError as e:
+                t.close()
+                self.sock.close()
+                raise MixgraphError(f"cannot listen on tcp {host}:{want}: {e.strerror}") from None
+            t.listen(64)
+            t.setblocking(False)
+            self.tcp = t
+        self.tcp_address = self.tcp.getsockname() if self.tcp else None
+        dispatcher.info["udp_port"] = self.address[1]
+        dispatcher.info["tcp_port"] = self.tcp_address[1] if self.tcp_address else 0
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(self.sock, selectors.EVENT_READ, "udp")
+        if self.tcp:
+            self.sel.register(self.tcp, selectors.EVENT_READ, "listen")
+        self.conns: dict[int, TcpConn] = {}
+        self.peers: dict[tuple, Peer] = {}  # UDP: source address -> Peer
+        self.reply_ports: dict[tuple, int] = {}
+        self._targets: dict[tuple, list] = {}
+        self.buckets: dict[tuple, Bucket] = {}
+        self._paused: set[TcpConn] = set()
+        self._stop = False
+        self._last_garbage_log = 0.0
+        self._last_gc = time.monotonic()
+
+    # ---- UDP ---------------------------------------------------------------------
+    def _udp_peer(self, addr) -> Peer:
+        p = self.peers.get(addr)
+        if p is None:
+            if len(self.peers) > 4096:
+                self._gc_peers()
+            port = self.reply_ports.get(addr)
+            box = [(addr[0], port, *addr[2:]) if port else addr]
+            sock = self.sock
+
+            def send(data: bytes) -> None:
+                try:
+                    sock.sendto(data, box[0])
+                except OSError as e:
+                    log.debug("reply to %s failed: %s", box[0], e)
+
+            p = Peer(addr, send, mtu=UDP_MTU, kind="udp", label=f"udp {addr[0]}:{addr[1]}")
+            self.peers[addr] = p
+            self._targets[addr] = box
+        return p
+
+    def _set_reply_port(self, peer: Peer, port: int) -> None:
+        addr = peer.key
+        if port:
+            self.reply_ports[addr] = port
+        else:
+            self.reply_ports.pop(addr, None)
+        self._udp_peer(addr)
+        self._targets[addr][0] = (addr[0], port or addr[1], *addr[2:])
+
+    def _gc_peers(self) -> None:
+        now = time.monotonic()
+        clients = self.counters.clients
+        for addr in list(self.peers):
+            if now - clients.get(addr, 0) > 60 and addr not in self.feedback.subs:
+                self.peers.pop(addr, None)
+                self._targets.pop(addr, None)
+                self.buckets.pop(addr, None)
+                clients.pop(addr, None)
+
+    def _limited(self, addr, data: bytes, now: float) -> bool:
+        """Per-client token bucket (UDP): True if this packet is dropped."""
+        b = self.buckets.get(addr)
+        if b is None:
+            b = self.buckets[addr] = Bucket(self.rate, self.burst)
+        if b.refill(now) >= 1.0:
+            b.tokens -= 1.0
+            return False
+        self.counters.rate_limited += 1
+        b.dropped += 1
+        if now - b.told >= 1.0:
+            b.told = now
+            peer = self._udp_peer(addr)
+            peer.reply("/fail", ["/rate-limit", b.dropped,
+                                 f"rate limit: {b.dropped} messages dropped "
+                                 f"(limit {self.rate:g}/s, burst {self.burst:g})"])
+            b.dropped = 0
+        return True
+
+    def handle_datagram(self, data: bytes, addr) -> None:
+        if not self.access.ok(addr[0]):
+            self.counters.denied += 1
+            return
+        now = time.monotonic()
+        if self.rate and self._limited(addr, data, now):
+            return
+        if len(data) > self.max_frame:
+            self.counters.oversized += 1
+            return
+        self._packet(data, self._udp_peer(addr), now)
+
+    def _drain_udp(self) -> None:
+        sock = self.sock
+        for _ in range(512):
+            try:
+                data, addr = sock.recvfrom(self.max_packet)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            self.handle_datagram(data, addr)
+
+    # ---- common ------------------------------------------------------------------
+    def _packet(self, data: bytes, peer: Peer, now: float) -> None:
+        d = self.dispatcher
+        key = peer.key
+        d.counters.clients[key] = now
+        fb = self.feedback
+        if fb.subs:
+            fb.renew(key)
+        try:
+            msgs = parse_packet(data)
+        except MixgraphError as e:
+            d.counters.garbage += 1
+            if now - self._last_garbage_log > 1.0:
+                self._last_garbage_log = now
+                log.warning("garbage packet from %s (%s); %d so far", peer.label, e,
+                            d.counters.garbage)
+            return
+        bundle = data[:1] == b"#"
+        if bundle and self.rate and len(msgs) > 1:
+            b = self.buckets.get(key) if peer.kind == "udp" else None
+            if b is not None:
+                b.tokens -= len(msgs) - 1  # a bundle costs one token per message
+        if not msgs:
+            return
+        d.dispatch_packet(msgs, peer, bundle)
+
+    # ---- TCP ---------------------------------------------------------------------
+    def _accept(self) -> None:
+        for _ in range(64):
+            try:
+                s, addr = self.tcp.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            if not self.access.ok(addr[0]):
+                self.counters.denied += 1
+                s.close()
+                continue
+            s.setblocking(False)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            c = TcpConn(self, s, addr)
+            self.conns[s.fileno()] = c
+            self.sel.register(s, selectors.EVENT_READ, c)
+
+    def update_interest(self, c: TcpConn) -> None:
+        if c.closed:
+            return
+        ev = 0
+        if not c.paused and len(c.outbuf) < OUT_HIGH:
+            ev |= selectors.EVENT_READ
+        if c.outbuf:
+            ev |= selectors.EVENT_WRITE
+        if ev == 0:
+            ev = selectors.EVENT_WRITE if c.outbuf else selectors.EVENT_READ
+        try:
+            if self.sel.get_key(c.sock).events != ev:
+                self.sel.modify(c.sock, ev, c)
+        except (KeyError, ValueError):
+            pass
+        if c.paused or len(c.outbuf) >= OUT_HIGH:
+            self._paused.add(c)
+
+    def close_conn(self, c: TcpConn) -> None:
+        if c.closed:
+            return
+        c.closed = True
+        try:
+            self.sel.unregister(c.sock)
+        except (KeyError, ValueError):
+            pass
+        self.conns.pop(c.sock.fileno(), None)
+        c.sock.close()
+        self._paused.discard(c)
+        self.feedback.drop(c.key)
+        self.dispatcher.release_touches(c.key)
+        self.counters.clients.pop(c.key, None)
+
+    def _read_conn(self, c: TcpConn) -> None:
+        if len(c.inbuf) < 4 * self.max_frame:
+            try:
+                data = c.sock.recv(262144)
+            except (BlockingIOError, InterruptedError):
+                data = None
+            except OSError:
+                data = b""
+            if data == b"":
+                self._process_conn(c)
+                self.close_conn(c)
+                return
+            if data:
+                c.inbuf += data
+        self._process_conn(c)
+
+    def _process_conn(self, c: TcpConn) -> None:
+        now = time.monotonic()
+        for frame in c.frames():
+            if c.closed:
+                return
+            self._packet(frame, c.peer, now)
+            if len(c.outbuf) >= OUT_HIGH:
+                c.paused = True
+                break
+        if not c.closed:
+            self.update_interest(c)
+
+    def _resume_paused(self) -> None:
+        for c in list(self._paused):
+            if c.closed:
+                self._paused.discard(c)
+                continue
+            if c.outbuf:
+                c.flush()
+            if c.closed or len(c.outbuf) >= OUT_HIGH:
+                continue
+            c.paused = False
+            self._paused.discard(c)
+            self._process_conn(c)
+
+    # ---- the loop ----------------------------------------------------------------
+    def serve_forever(self) -> None:
+        """The control loop: until stop() is called."""
+        while not self._stop:
+            timeout = 0.001 if self._paused else 0.005
+            try:
+                events = self.sel.select(timeout)
+            except InterruptedError:
+                events = []
+            for key, mask in events:
+                what = key.data
+                if what == "udp":
+                    self._drain_udp()
+                elif what == "listen":
+                    self._accept()
+                else:
+                    if mask & selectors.EVENT_WRITE:
+                        what.flush()
+                    if mask & selectors.EVENT_READ and not what.closed:
+                        self._read_conn(what)
+            if self._paused:
+                self._resume_paused()
+            self.service()
+
+    def service(self) -> None:
+        d = self.dispatcher
+        try:
+            d.session.service()
+        except Exception:
+            log.exception("engine service failed")
+        try:
+            d.service()
+            self.feedback.service()
+        except Exception:
+            log.exception("feedback/timers failed")
+        now = time.monotonic()
+        if now - self._last_gc > 30:
+            self._last_gc = now
+            self._gc_peers()
+        if self.tick:
+            self.tick()
+
+    def stop(self) -> None:
+        self._stop = True
+
+    def close(self) -> None:
+        for c in list(self.conns.values()):
+            self.close_conn(c)
+        self.sel.close()
+        self.sock.close()
+        if self.tcp:
+            self.tcp.close()
+
+
+UdpServer = ControlServer  # the historical name
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
