@@ -163,6 +163,7 @@ class Counters:
     denied: int = 0  # packets/connections from addresses not allowed
     rate_limited: int = 0  # messages dropped by the per-client rate limit
     oversized: int = 0  # frames/packets over the maximum size
+    send_errors: int = 0  # replies the operating system refused to send
     clients: dict = field(default_factory=dict)  # client key -> last seen (monotonic)
 
     def active_clients(self, window_s: float = 30.0) -> int:
@@ -586,6 +587,7 @@ class Dispatcher:
             "denied", self.counters.denied,
             "rate_limited", self.counters.rate_limited,
             "oversized", self.counters.oversized,
+            "send_errors", self.counters.send_errors,
             "subscribers", len(fb.subs) if fb is not None else 0,
         ])
 

@@ -1,9 +1,11 @@
 """OSC transports on the control thread: UDP and TCP (one selector, no thread
 per client), access control and per-client rate limiting.
 
-TCP framing is detected per connection from its first byte: 0xC0 means OSC
-1.1 SLIP (a single or a double END between frames is accepted), anything
-else OSC 1.0's int32 big-endian size prefix. Replies use the connection's
+TCP framing is detected per connection from its first byte: 0xC0 (END), or
+'/' or '#' (a single-END sender's first packet) mean OSC 1.1 SLIP, anything
+else OSC 1.0's int32 big-endian size prefix (which could only start with '/'
+or '#' for frames over 700 MB); a single or a double END between frames is
+accepted. Replies use the connection's
 framing. A size-prefixed frame over the maximum closes the connection before
 anything is allocated for it (the stream cannot be resynchronised); an
 oversized SLIP frame is skipped up to its END. Both are counted."""
@@ -15,6 +17,7 @@ import logging
 import selectors
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 
 from .errors import MixgraphError
@@ -29,6 +32,9 @@ DEFAULT_ALLOW_PRIVATE = ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12"
 OUT_HIGH = 1 << 20  # stop reading a TCP client while this much output is unsent
 OUT_MAX = 64 << 20  # a client this far behind is disconnected
 UDP_MTU = 1400  # feedback bundles over UDP stay under a typical path MTU
+QUEUE_MAX = 8192  # packets queued per UDP client before more are dropped
+BATCH = 32  # packets per client per round-robin turn
+DRAIN_S = 0.005  # time per loop turn spent moving datagrams from the kernel to queues
 
 
 def slip_encode(data: bytes) -> bytes:
@@ -141,16 +147,21 @@ class TcpConn:
             return
         self.server.update_interest(self)
 
-    def frames(self):
+    def frames(self, limit: int = 1 << 30):
         """Complete frames from the input buffer (stops early when rate limited)."""
         buf = self.inbuf
         maxf = self.server.max_frame
         while buf:
+            if limit <= 0:
+                return
+            limit -= 1
             if self.bucket is not None and self.bucket.refill(time.monotonic()) < 1.0:
                 self.paused = True
                 return
             if self.mode is None:
-                self.mode = "slip" if buf[0] == END else "len"
+                # SLIP starts with END (double-END senders) or with the packet itself
+                # ('/' or '#'); a size prefix starting with those would exceed 700 MB
+                self.mode = "slip" if buf[0] in (0xC0, 0x2F, 0x23) else "len"
             if self.mode == "len":
                 if len(buf) < 4:
                     return
@@ -213,7 +224,12 @@ class ControlServer:
         dispatcher.on_reply_port = self._set_reply_port
         fam = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(fam, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+        try:  # past net.core.rmem_max when allowed (CAP_NET_ADMIN): room for bursts
+            self.sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33),
+                                 1 << 22)
+        except OSError:
+            pass
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 21)
         try:
             self.sock.bind((host, port))
@@ -248,10 +264,14 @@ class ControlServer:
         self.reply_ports: dict[tuple, int] = {}
         self._targets: dict[tuple, list] = {}
         self.buckets: dict[tuple, Bucket] = {}
+        self.queues: dict[tuple, deque] = {}  # UDP client -> packets not yet handled
+        self.ready: deque = deque()  # clients (UDP address or TcpConn) with work, in turn
+        self._ready_set: set = set()
         self._paused: set[TcpConn] = set()
         self._stop = False
         self._last_garbage_log = 0.0
         self._last_gc = time.monotonic()
+        self._last_tick = 0.0
 
     # ---- UDP ---------------------------------------------------------------------
     def _udp_peer(self, addr) -> Peer:
@@ -262,11 +282,13 @@ class ControlServer:
             port = self.reply_ports.get(addr)
             box = [(addr[0], port, *addr[2:]) if port else addr]
             sock = self.sock
+            counters = self.counters
 
             def send(data: bytes) -> None:
                 try:
                     sock.sendto(data, box[0])
                 except OSError as e:
+                    counters.send_errors += 1
                     log.debug("reply to %s failed: %s", box[0], e)
 
             p = Peer(addr, send, mtu=UDP_MTU, kind="udp", label=f"udp {addr[0]}:{addr[1]}")
@@ -313,6 +335,7 @@ class ControlServer:
         return True
 
     def handle_datagram(self, data: bytes, addr) -> None:
+        """Admit one datagram: access check, rate limit, then the sender's queue."""
         if not self.access.ok(addr[0]):
             self.counters.denied += 1
             return
@@ -322,18 +345,92 @@ class ControlServer:
         if len(data) > self.max_frame:
             self.counters.oversized += 1
             return
-        self._packet(data, self._udp_peer(addr), now)
+        q = self.queues.get(addr)
+        if q is None:
+            q = self.queues[addr] = deque()
+        if len(q) >= QUEUE_MAX:
+            self.counters.rate_limited += 1
+            return
+        q.append(data)
+        if addr not in self._ready_set:
+            self._ready_set.add(addr)
+            self.ready.append(addr)
 
     def _drain_udp(self) -> None:
-        sock = self.sock
-        for _ in range(512):
+        """Read what the kernel holds (cheap), so that one sender cannot fill its buffer.
+        The same admission as handle_datagram, inlined: this is the flood path."""
+        recv = self.sock.recvfrom
+        maxp = self.max_packet
+        allowed = self.access._cache
+        buckets = self.buckets
+        queues = self.queues
+        counters = self.counters
+        rate = self.rate
+        now = time.monotonic()
+        stop = now + DRAIN_S
+        for i in range(4096):
+            if not i & 63 and i and time.monotonic() > stop:
+                return
             try:
-                data, addr = sock.recvfrom(self.max_packet)
-            except (BlockingIOError, InterruptedError):
+                data, addr = recv(maxp)
+            except OSError:  # BlockingIOError: drained
                 return
-            except OSError:
+            ok = allowed.get(addr[0])
+            if ok is None:
+                ok = self.access.ok(addr[0])
+            if not ok:
+                counters.denied += 1
+                continue
+            if rate:
+                b = buckets.get(addr)
+                if b is None:
+                    b = buckets[addr] = Bucket(rate, self.burst)
+                if b.tokens < 1.0:
+                    now = time.monotonic()
+                    if b.refill(now) < 1.0:
+                        self._limited(addr, data, now)
+                        continue
+                b.tokens -= 1.0
+            if len(data) > self.max_frame:
+                counters.oversized += 1
+                continue
+            q = queues.get(addr)
+            if q is None:
+                q = queues[addr] = deque()
+            elif len(q) >= QUEUE_MAX:
+                counters.rate_limited += 1
+                continue
+            q.append(data)
+            if addr not in self._ready_set:
+                self._ready_set.add(addr)
+                self.ready.append(addr)
+
+    def _work(self, budget_s: float = 0.003) -> None:
+        """Process queued packets round-robin across clients, for at most budget_s."""
+        ready = self.ready
+        deadline = time.monotonic() + budget_s
+        while ready:
+            item = ready.popleft()
+            if isinstance(item, TcpConn):
+                more = not item.closed and self._process_conn(item, limit=BATCH)
+            else:
+                q = self.queues.get(item)
+                if not q:
+                    self._ready_set.discard(item)
+                    continue
+                peer = self._udp_peer(item)
+                now = time.monotonic()
+                for _ in range(min(BATCH, len(q))):
+                    self._packet(q.popleft(), peer, now)
+                more = bool(q)
+                if not more:
+                    del self.queues[item]
+            if more:
+                ready.append(item)
+            else:
+                self._ready_set.discard(item)
+            if time.monotonic() > deadline:
                 return
-            self.handle_datagram(data, addr)
 
     # ---- common ------------------------------------------------------------------
     def _packet(self, data: bytes, peer: Peer, now: float) -> None:
@@ -384,7 +481,7 @@ class ControlServer:
         if c.closed:
             return
         ev = 0
-        if not c.paused and len(c.outbuf) < OUT_HIGH:
+        if not c.paused and len(c.outbuf) < OUT_HIGH and len(c.inbuf) < 4 * self.max_frame:
             ev |= selectors.EVENT_READ
         if c.outbuf:
             ev |= selectors.EVENT_WRITE
@@ -427,19 +524,30 @@ class ControlServer:
                 return
             if data:
                 c.inbuf += data
-        self._process_conn(c)
+        self._queue_conn(c)
 
-    def _process_conn(self, c: TcpConn) -> None:
+    def _queue_conn(self, c: TcpConn) -> None:
+        if c not in self._ready_set:
+            self._ready_set.add(c)
+            self.ready.append(c)
+        self.update_interest(c)
+
+    def _process_conn(self, c: TcpConn, limit: int = 1 << 30) -> bool:
+        """Handle up to limit frames; True if more are waiting (and may be handled now)."""
         now = time.monotonic()
-        for frame in c.frames():
+        n = 0
+        for frame in c.frames(limit):
             if c.closed:
-                return
+                return False
             self._packet(frame, c.peer, now)
+            n += 1
             if len(c.outbuf) >= OUT_HIGH:
                 c.paused = True
                 break
-        if not c.closed:
-            self.update_interest(c)
+        if c.closed:
+            return False
+        self.update_interest(c)
+        return n >= limit and not c.paused
 
     def _resume_paused(self) -> None:
         for c in list(self._paused):
@@ -450,15 +558,17 @@ class ControlServer:
                 c.flush()
             if c.closed or len(c.outbuf) >= OUT_HIGH:
                 continue
+            if c.bucket is not None and c.bucket.refill(time.monotonic()) < 1.0:
+                continue
             c.paused = False
             self._paused.discard(c)
-            self._process_conn(c)
+            self._queue_conn(c)
 
     # ---- the loop ----------------------------------------------------------------
     def serve_forever(self) -> None:
         """The control loop: until stop() is called."""
         while not self._stop:
-            timeout = 0.001 if self._paused else 0.005
+            timeout = 0.0 if self.ready else 0.001 if self._paused else 0.005
             try:
                 events = self.sel.select(timeout)
             except InterruptedError:
@@ -476,6 +586,8 @@ class ControlServer:
                         self._read_conn(what)
             if self._paused:
                 self._resume_paused()
+            if self.ready:
+                self._work()
             self.service()
 
     def service(self) -> None:
@@ -493,7 +605,8 @@ class ControlServer:
         if now - self._last_gc > 30:
             self._last_gc = now
             self._gc_peers()
-        if self.tick:
+        if self.tick and now - self._last_tick >= 0.05:  # autosave etc.: 20 Hz is plenty
+            self._last_tick = now
             self.tick()
 
     def stop(self) -> None:
