@@ -106,9 +106,12 @@ def encode_message(address: str, args) -> bytes:
             if -2147483648 <= a < 2147483648:
                 tags.append("i")
                 data.append(_I(a))
-            else:
+            elif -2**63 <= a < 2**63:
                 tags.append("h")
                 data.append(_Q(a))
+            else:
+                tags.append("d")
+                data.append(_D(float(a)))
         elif isinstance(a, float):
             try:
                 data.append(_F(a))
@@ -599,8 +602,17 @@ class Dispatcher:
         if len(args) != 1 or not isinstance(args[0], int | float):
             raise MixgraphError("usage: /sync <id>")
         token = int(number(args[0], "/sync id"))
+        if not -2**31 <= token < 2**31:
+            raise MixgraphError("/sync id must fit in 32 bits")
         self._commit()
-        self.session.sync(token, lambda: reply("/synced", [token]))
+
+        def done() -> None:
+            try:
+                reply("/synced", [token])
+            except Exception:  # never let a reply break the engine's event handling
+                log.exception("/synced reply failed")
+
+        self.session.sync(token, done)
 
     # ---- /patch --------------------------------------------------------------------
     def _need_store(self) -> PatchStore:
