@@ -71,11 +71,81 @@ def parse_packet(data: bytes, timetag: tuple[int, int] = IMMEDIATE,
     if len(data) % 4:
         # python-osc pads a truncated argument with zeros; OSC sizes are multiples of 4
         raise MixgraphError(f"truncated OSC message ({len(data)} bytes)")
+    fast = _parse_simple(data)
+    if fast is not None:
+        return [Timed(fast[0], fast[1], timetag)]
+    t0 = data.find(b",")
+    if t0 > 0:
+        t1 = data.find(b"\0", t0)
+        if t1 > 0 and not _KNOWN_TAGS.issuperset(data[t0 + 1:t1].decode("latin-1")):
+            # python-osc would skip an unknown tag with a warning: it is garbage here
+            raise MixgraphError("unknown OSC type tag")
     try:
         msg = OscMessage(data)
         return [Timed(msg.address, list(msg.params), timetag)]
     except Exception as e:  # python-osc raises several types for garbage
         raise MixgraphError(f"cannot parse OSC message: {e}") from None
+
+
+_unpack_i = struct.Struct(">i").unpack_from
+_unpack_q = struct.Struct(">q").unpack_from
+_unpack_f = struct.Struct(">f").unpack_from
+_unpack_d = struct.Struct(">d").unpack_from
+_SIMPLE_TAGS = frozenset("ifhdsTF")
+_KNOWN_TAGS = frozenset("ifsbhtdScrmTFNI[]")
+
+
+def _parse_simple(data: bytes):
+    """The common case without python-osc: tags from `ifhdsTF` only; (address, args),
+    or None to let python-osc decide (other tags, anything odd)."""
+    end = data.find(b"\0")
+    if end < 0:
+        return None
+    pos = (end + 4) & ~3
+    if data[pos:pos + 1] != b",":
+        return None
+    tend = data.find(b"\0", pos)
+    if tend < 0:
+        return None
+    try:
+        address = data[:end].decode("utf-8")
+        tags = data[pos + 1:tend].decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    if not _SIMPLE_TAGS.issuperset(tags):
+        return None
+    i = (tend + 4) & ~3
+    n = len(data)
+    args: list = []
+    try:
+        for t in tags:
+            if t == "f":
+                args.append(_unpack_f(data, i)[0])
+                i += 4
+            elif t == "i":
+                args.append(_unpack_i(data, i)[0])
+                i += 4
+            elif t == "s":
+                e = data.find(b"\0", i)
+                if e < 0:
+                    return None
+                args.append(data[i:e].decode("utf-8"))
+                i = (e + 4) & ~3
+            elif t == "T":
+                args.append(True)
+            elif t == "F":
+                args.append(False)
+            elif t == "h":
+                args.append(_unpack_q(data, i)[0])
+                i += 8
+            else:  # "d"
+                args.append(_unpack_d(data, i)[0])
+                i += 8
+    except (struct.error, UnicodeDecodeError):
+        return None
+    if i > n:
+        return None
+    return address, args
 
 
 # ---- encoding -------------------------------------------------------------------
@@ -85,9 +155,19 @@ _F = struct.Struct(">f").pack
 _D = struct.Struct(">d").pack
 
 
+_OSTR_CACHE: dict[str, bytes] = {}
+
+
 def _ostr(s: str) -> bytes:
-    b = s.encode("utf-8", "replace")
-    return b + b"\0" * (4 - len(b) % 4)
+    b = _OSTR_CACHE.get(s)
+    if b is None:
+        b = s.encode("utf-8", "replace")
+        b += b"\0" * (4 - len(b) % 4)
+        if len(s) <= 128:
+            if len(_OSTR_CACHE) > 65536:
+                _OSTR_CACHE.clear()
+            _OSTR_CACHE[s] = b
+    return b
 
 
 def encode_message(address: str, args) -> bytes:
