@@ -173,6 +173,12 @@ def _ostr(s: str) -> bytes:
 def encode_message(address: str, args) -> bytes:
     """Encode an OSC message; Python types choose the tags (bool T/F, int i/h, float f
     (d if out of float32 range), bytes b, None N, anything else s)."""
+    if address == "/done" and len(args) == 2 and type(args[1]) is float \
+            and type(args[0]) is str:
+        try:  # the reply to every parameter set: /done <address> <value>
+            return _DONE_SF + _ostr(args[0]) + _F(args[1])
+        except OverflowError:
+            pass
     tags = [","]
     data = []
     for a in args:
@@ -209,6 +215,7 @@ def encode_message(address: str, args) -> bytes:
 
 
 build_message = encode_message  # the historical name
+_DONE_SF = _ostr("/done") + _ostr(",sf")
 
 
 def encode_bundle(messages: list[bytes], timetag: tuple[int, int] = IMMEDIATE) -> bytes:

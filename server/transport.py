@@ -605,7 +605,7 @@ class ControlServer:
         if now - self._last_gc > 30:
             self._last_gc = now
             self._gc_peers()
-        if self.tick and now - self._last_tick >= 0.05:  # autosave etc.: 20 Hz is plenty
+        if self.tick and now - self._last_tick >= 0.25:  # autosave: 4 Hz is plenty
             self._last_tick = now
             self.tick()
 
