@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-frame", type=int, default=65536, help="largest OSC packet, bytes")
     s.add_argument("--rate-limit", type=float, default=20000.0,
                    help="messages/s per client (0 = unlimited; default 20000)")
-    s.add_argument("--rate-burst", type=float, default=2000.0, help="rate-limit burst")
+    s.add_argument("--rate-burst", type=float, default=10000.0, help="rate-limit burst")
     s.add_argument("--state-dir", help="patches, autosave and audio files")
     s.add_argument("--ceiling-db", type=float, default=0.0, help="hard output ceiling, dBFS")
     s.add_argument("--no-status", action="store_true", help="no live status line")

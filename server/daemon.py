@@ -54,7 +54,7 @@ class ServeOptions:
     allow: list[str] | None = None  # CIDR networks; None: loopback/private (see docs)
     max_frame: int = 65536
     rate_limit: float = 20000.0  # messages/s per client; 0 = unlimited
-    rate_burst: float = 2000.0
+    rate_burst: float = 10000.0
 
 
 def default_state_dir() -> Path:

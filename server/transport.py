@@ -208,7 +208,7 @@ class ControlServer:
     def __init__(self, dispatcher: Dispatcher, host: str = "127.0.0.1", port: int = 8000,
                  tick: Callable[[], None] | None = None, max_packet: int = 65536,
                  tcp_port: int | None = None, allow: list[str] | None = None,
-                 max_frame: int = 65536, rate: float = 20000.0, burst: float = 2000.0,
+                 max_frame: int = 65536, rate: float = 20000.0, burst: float = 10000.0,
                  feedback_rate: float = 30.0) -> None:
         self.dispatcher = dispatcher
         self.counters = dispatcher.counters
