@@ -34,6 +34,7 @@ OUT_MAX = 64 << 20  # a client this far behind is disconnected
 UDP_MTU = 1400  # feedback bundles over UDP stay under a typical path MTU
 QUEUE_MAX = 8192  # packets queued per UDP client before more are dropped
 BATCH = 32  # packets per client per round-robin turn
+FIFO_SHARE = 512  # packets a UDP client may have waiting in the arrival-order queue
 DRAIN_S = 0.005  # time per loop turn spent moving datagrams from the kernel to queues
 
 
@@ -266,6 +267,8 @@ class ControlServer:
         self.buckets: dict[tuple, Bucket] = {}
         self.queues: dict[tuple, deque] = {}  # UDP client -> packets not yet handled
         self.ready: deque = deque()  # clients (UDP address or TcpConn) with work, in turn
+        self.fifo: deque = deque()  # (UDP address, packet) in arrival order
+        self.pending: dict[tuple, int] = {}  # UDP address -> its packets in the FIFO
         self._ready_set: set = set()
         self._paused: set[TcpConn] = set()
         self._stop = False
@@ -345,6 +348,14 @@ class ControlServer:
         if len(data) > self.max_frame:
             self.counters.oversized += 1
             return
+        if addr not in self.queues and self.pending.get(addr, 0) < FIFO_SHARE:
+            self.fifo.append((addr, data))
+            self.pending[addr] = self.pending.get(addr, 0) + 1
+        else:
+            self._overflow(addr, data)
+
+    def _overflow(self, addr, data: bytes) -> None:
+        """A client with FIFO_SHARE packets already waiting: its own queue, served in turn."""
         q = self.queues.get(addr)
         if q is None:
             q = self.queues[addr] = deque()
@@ -364,6 +375,8 @@ class ControlServer:
         allowed = self.access._cache
         buckets = self.buckets
         queues = self.queues
+        fifo = self.fifo
+        pending = self.pending
         counters = self.counters
         rate = self.rate
         now = time.monotonic()
@@ -394,41 +407,58 @@ class ControlServer:
             if len(data) > self.max_frame:
                 counters.oversized += 1
                 continue
-            q = queues.get(addr)
-            if q is None:
-                q = queues[addr] = deque()
-            elif len(q) >= QUEUE_MAX:
-                counters.rate_limited += 1
-                continue
-            q.append(data)
-            if addr not in self._ready_set:
-                self._ready_set.add(addr)
-                self.ready.append(addr)
+            if addr not in queues and pending.get(addr, 0) < FIFO_SHARE:
+                fifo.append((addr, data))
+                pending[addr] = pending.get(addr, 0) + 1
+            else:
+                self._overflow(addr, data)
 
     def _work(self, budget_s: float = 0.003) -> None:
-        """Process queued packets round-robin across clients, for at most budget_s."""
+        """Process waiting packets for at most budget_s: the arrival-order FIFO (where each
+        client has at most FIFO_SHARE packets) a batch at a time, alternating with one
+        turn of the clients beyond their share (and TCP connections), round-robin. So
+        commands keep their arrival order across clients unless one client is far ahead
+        of the server, and then it only delays the others by its share."""
         ready = self.ready
+        fifo = self.fifo
+        pending = self.pending
         deadline = time.monotonic() + budget_s
-        while ready:
-            item = ready.popleft()
-            if isinstance(item, TcpConn):
-                more = not item.closed and self._process_conn(item, limit=BATCH)
-            else:
-                q = self.queues.get(item)
-                if not q:
-                    self._ready_set.discard(item)
-                    continue
-                peer = self._udp_peer(item)
+        while fifo or ready:
+            if fifo:
                 now = time.monotonic()
-                for _ in range(min(BATCH, len(q))):
-                    self._packet(q.popleft(), peer, now)
-                more = bool(q)
-                if not more:
-                    del self.queues[item]
-            if more:
-                ready.append(item)
-            else:
-                self._ready_set.discard(item)
+                for _ in range(min(BATCH, len(fifo))):
+                    addr, data = fifo.popleft()
+                    n = pending[addr] - 1
+                    if n:
+                        pending[addr] = n
+                    else:
+                        del pending[addr]
+                    self._packet(data, self._udp_peer(addr), now)
+            for _ in range(len(ready)):
+                item = ready.popleft()
+                if isinstance(item, TcpConn):
+                    more = not item.closed and self._process_conn(item, limit=BATCH)
+                else:
+                    q = self.queues.get(item)
+                    if not q:
+                        self._ready_set.discard(item)
+                        self.queues.pop(item, None)
+                        continue
+                    if item in pending:  # its earlier packets are still in the FIFO
+                        ready.append(item)
+                        continue
+                    peer = self._udp_peer(item)
+                    now = time.monotonic()
+                    for _ in range(min(BATCH, len(q))):
+                        self._packet(q.popleft(), peer, now)
+                    more = bool(q)
+                    if not more:
+                        del self.queues[item]
+                if more:
+                    ready.append(item)
+                else:
+                    self._ready_set.discard(item)
+                break
             if time.monotonic() > deadline:
                 return
 
@@ -568,7 +598,7 @@ class ControlServer:
     def serve_forever(self) -> None:
         """The control loop: until stop() is called."""
         while not self._stop:
-            timeout = 0.0 if self.ready else 0.001 if self._paused else 0.005
+            timeout = 0.0 if self.ready or self.fifo else 0.001 if self._paused else 0.005
             try:
                 events = self.sel.select(timeout)
             except InterruptedError:
@@ -586,7 +616,7 @@ class ControlServer:
                         self._read_conn(what)
             if self._paused:
                 self._resume_paused()
-            if self.ready:
+            if self.ready or self.fifo:
                 self._work()
             self.service()
 

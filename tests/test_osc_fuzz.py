@@ -152,7 +152,7 @@ def test_fuzz_in_process_udp_and_tcp(rig):
         if i % 64 == 0:
             srv._work(0.05)
             srv.service()
-    while srv.ready:
+    while srv.ready or srv.fifo:
         srv._work(0.05)
     srv.service()
     time.sleep(0.05)
