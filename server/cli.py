@@ -20,7 +20,9 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         backend=a.backend, device=a.device, sample_rate=a.rate, block=a.block,
         inputs=a.inputs, outputs=a.outputs, host=a.host, port=a.port,
         state_dir=Path(a.state_dir) if a.state_dir else None, status=not a.no_status,
-        ceiling_db=a.ceiling_db,
+        ceiling_db=a.ceiling_db, tcp_port=-1 if a.no_tcp else a.tcp_port, allow=a.allow,
+        max_frame=a.max_frame, rate_limit=a.rate_limit, rate_burst=a.rate_burst,
+        zeroconf=a.zeroconf,
     ))
 
 
@@ -170,11 +172,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--block", type=int, default=64, help="frames per block")
     s.add_argument("--inputs", type=int, help="hardware input channels")
     s.add_argument("--outputs", type=int, help="hardware output channels")
-    s.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    s.add_argument("--host", "--listen", dest="host", default="127.0.0.1",
+                   help="address to listen on (default loopback)")
     s.add_argument("--port", type=int, default=8000, help="OSC UDP port (default 8000)")
+    s.add_argument("--allow", nargs="+", metavar="CIDR",
+                   help="source networks allowed (default: loopback and private networks)")
+    s.add_argument("--tcp-port", type=int, help="OSC TCP port (default: the UDP port)")
+    s.add_argument("--no-tcp", action="store_true", help="no TCP listener")
+    s.add_argument("--max-frame", type=int, default=65536, help="largest OSC packet, bytes")
+    s.add_argument("--rate-limit", type=float, default=20000.0,
+                   help="messages/s per client (0 = unlimited; default 20000)")
+    s.add_argument("--rate-burst", type=float, default=10000.0, help="rate-limit burst")
     s.add_argument("--state-dir", help="patches, autosave and audio files")
     s.add_argument("--ceiling-db", type=float, default=0.0, help="hard output ceiling, dBFS")
     s.add_argument("--no-status", action="store_true", help="no live status line")
+    s.add_argument("--zeroconf", action="store_true",
+                   help="advertise _osc._udp and _osc._tcp on the network (needs zeroconf)")
     s.set_defaults(func=_cmd_serve)
 
     s = sub.add_parser("devices", help="list audio devices")

@@ -25,9 +25,10 @@ from .backends import choose_backend, start_backend
 from .diskio import DiskIO
 from .engine import Engine
 from .errors import MixgraphError
-from .osc import Counters, Dispatcher, UdpServer
+from .osc import Counters, Dispatcher
 from .session import Session
 from .state import AUTOSAVE, Autosaver, PatchStore, read_patch
+from .transport import ControlServer
 
 log = logging.getLogger("mixgraph")
 
@@ -49,6 +50,12 @@ class ServeOptions:
     state_dir: Path | None = None
     status: bool = True
     ceiling_db: float = 0.0
+    tcp_port: int | None = None  # None: the UDP port number; -1: no TCP
+    allow: list[str] | None = None  # CIDR networks; None: loopback/private (see docs)
+    max_frame: int = 65536
+    rate_limit: float = 20000.0  # messages/s per client; 0 = unlimited
+    rate_burst: float = 10000.0
+    zeroconf: bool = False  # advertise _osc._udp / _osc._tcp (the zeroconf package)
 
 
 def default_state_dir() -> Path:
@@ -85,7 +92,10 @@ class Daemon:
         info = {"backend": cfg.kind, "device": cfg.device_name, "block": cfg.block,
                 "inputs": cfg.hw_in, "outputs": cfg.hw_out}
         self.dispatcher = Dispatcher(self.session, self.store, info, self.counters)
-        self.server = UdpServer(self.dispatcher, opts.host, opts.port, tick=self._tick)
+        self.server = ControlServer(self.dispatcher, opts.host, opts.port, tick=self._tick,
+                                    tcp_port=opts.tcp_port, allow=opts.allow,
+                                    max_frame=opts.max_frame, rate=opts.rate_limit,
+                                    burst=opts.rate_burst)
         self.running = None
         self._control: threading.Thread | None = None
         self._stop = threading.Event()
@@ -121,7 +131,8 @@ class Daemon:
         t.add_row("audio", f"{cfg.sample_rate:g} Hz, {cfg.block} frames/block, "
                            f"{cfg.hw_in} in / {cfg.hw_out} out")
         host, port = self.server.address[:2]
-        t.add_row("osc", f"udp {host}:{port}")
+        tcp = self.server.tcp_address
+        t.add_row("osc", f"udp {host}:{port}" + (f", tcp {tcp[0]}:{tcp[1]}" if tcp else ""))
         t.add_row("state", f"{self.state_dir}  ({self.restored})")
         return Panel(t, title=f"mixgraph {__version__}", expand=False)
 
@@ -138,6 +149,13 @@ class Daemon:
         self._control = threading.Thread(target=self.server.serve_forever,
                                          name="mixgraph-control", daemon=True)
         self._control.start()
+        self.zeroconf = None
+        if self.opts.zeroconf:
+            from .discovery import advertise
+
+            tcp = getattr(self.server, "tcp_address", None)
+            self.zeroconf = advertise(self.server.address[1], self.opts.host,
+                                      tcp_port=tcp[1] if tcp else None)
 
     def wait(self) -> None:
         """Block the main thread until SIGINT/SIGTERM, showing the status line on a TTY."""
@@ -157,6 +175,8 @@ class Daemon:
                 pass
 
     def stop(self) -> None:
+        if getattr(self, "zeroconf", None) is not None:
+            self.zeroconf.close()
         self.server.stop()
         if self._control:
             self._control.join(timeout=5)
@@ -183,7 +203,9 @@ def serve(opts: ServeOptions) -> int:
     console.print(d.banner())
     d.start()
     host, port = d.server.address[:2]
-    print(f"mixgraph: ready on udp {host}:{port}", flush=True)
+    tcp = d.server.tcp_address
+    print(f"mixgraph: ready on udp {host}:{port}" + (f" tcp {tcp[1]}" if tcp else ""),
+          flush=True)
     try:
         d.wait()
     finally:

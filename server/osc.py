@@ -1,28 +1,31 @@
-"""OSC: packet parsing, the address space (dispatch), and the UDP server.
+"""OSC: packet parsing and encoding, and the address space (dispatch).
 
-python-osc parses and builds packets; dispatch is our own: one dict lookup
-for literal addresses plus a split of /node/<name>/<param>. Dispatch never
-sleeps: a bundle's future timetag becomes an engine sample time."""
+python-osc parses packets; replies are encoded here (a few struct calls).
+Dispatch is our own: one dict lookup for literal addresses plus a split of
+/node/<name>/<param>[/norm|/touch]; only addresses holding pattern characters
+are matched (regex) against the live address set. Dispatch never sleeps: a
+bundle's future timetag becomes an engine sample time. The transports live in
+transport.py, subscriptions and meters in feedback.py."""
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
-import select
-import socket
+import math
 import struct
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import msgpack
 from pythonosc.osc_message import OscMessage
-from pythonosc.osc_message_builder import OscMessageBuilder
 
-from . import __version__
+from . import __version__, tapers
 from .catalog import CATALOG
-from .errors import EngineBusy, MixgraphError
-from .session import Session
+from .errors import MixgraphError
+from .patterns import compile_pattern, is_pattern
+from .session import Session, number
 from .state import PatchStore
 
 log = logging.getLogger("mixgraph.osc")
@@ -30,6 +33,7 @@ log = logging.getLogger("mixgraph.osc")
 Reply = Callable[[str, list], None]
 NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900 to 1970
 IMMEDIATE = (0, 1)
+TOUCH_TIMEOUT_S = 10.0  # a touch whose holder stays silent this long lapses
 
 
 @dataclass
@@ -41,9 +45,12 @@ class Timed:
     timetag: tuple[int, int] = IMMEDIATE
 
 
-def parse_packet(data: bytes, timetag: tuple[int, int] = IMMEDIATE) -> list[Timed]:
+def parse_packet(data: bytes, timetag: tuple[int, int] = IMMEDIATE,
+                 depth: int = 0) -> list[Timed]:
     """Messages of an OSC packet (bundles flattened, nested timetags kept)."""
     if data[:8] == b"#bundle\0":
+        if depth > 8:
+            raise MixgraphError("bundles nested too deep")
         if len(data) < 16:
             raise MixgraphError("truncated bundle")
         tt = struct.unpack(">II", data[8:16])
@@ -56,7 +63,7 @@ def parse_packet(data: bytes, timetag: tuple[int, int] = IMMEDIATE) -> list[Time
             pos += 4
             if size <= 0 or size % 4 or pos + size > len(data):
                 raise MixgraphError(f"bad bundle element size {size}")
-            out += parse_packet(data[pos:pos + size], tt)
+            out += parse_packet(data[pos:pos + size], tt, depth + 1)
             pos += size
         return out
     if data[:1] != b"/":
@@ -64,6 +71,15 @@ def parse_packet(data: bytes, timetag: tuple[int, int] = IMMEDIATE) -> list[Time
     if len(data) % 4:
         # python-osc pads a truncated argument with zeros; OSC sizes are multiples of 4
         raise MixgraphError(f"truncated OSC message ({len(data)} bytes)")
+    fast = _parse_simple(data)
+    if fast is not None:
+        return [Timed(fast[0], fast[1], timetag)]
+    t0 = data.find(b",")
+    if t0 > 0:
+        t1 = data.find(b"\0", t0)
+        if t1 > 0 and not _KNOWN_TAGS.issuperset(data[t0 + 1:t1].decode("latin-1")):
+            # python-osc would skip an unknown tag with a warning: it is garbage here
+            raise MixgraphError("unknown OSC type tag")
     try:
         msg = OscMessage(data)
         return [Timed(msg.address, list(msg.params), timetag)]
@@ -71,22 +87,159 @@ def parse_packet(data: bytes, timetag: tuple[int, int] = IMMEDIATE) -> list[Time
         raise MixgraphError(f"cannot parse OSC message: {e}") from None
 
 
-def build_message(address: str, args: list) -> bytes:
-    """Encode an OSC message; Python types choose the OSC type tags."""
-    b = OscMessageBuilder(address)
+_unpack_i = struct.Struct(">i").unpack_from
+_unpack_q = struct.Struct(">q").unpack_from
+_unpack_f = struct.Struct(">f").unpack_from
+_unpack_d = struct.Struct(">d").unpack_from
+_SIMPLE_TAGS = frozenset("ifhdsTF")
+_KNOWN_TAGS = frozenset("ifsbhtdScrmTFNI[]")
+
+
+def _parse_simple(data: bytes):
+    """The common case without python-osc: tags from `ifhdsTF` only; (address, args),
+    or None to let python-osc decide (other tags, anything odd)."""
+    end = data.find(b"\0")
+    if end < 0:
+        return None
+    pos = (end + 4) & ~3
+    if data[pos:pos + 1] != b",":
+        return None
+    tend = data.find(b"\0", pos)
+    if tend < 0:
+        return None
+    try:
+        address = data[:end].decode("utf-8")
+        tags = data[pos + 1:tend].decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    if not _SIMPLE_TAGS.issuperset(tags):
+        return None
+    i = (tend + 4) & ~3
+    n = len(data)
+    args: list = []
+    try:
+        for t in tags:
+            if t == "f":
+                args.append(_unpack_f(data, i)[0])
+                i += 4
+            elif t == "i":
+                args.append(_unpack_i(data, i)[0])
+                i += 4
+            elif t == "s":
+                e = data.find(b"\0", i)
+                if e < 0:
+                    return None
+                args.append(data[i:e].decode("utf-8"))
+                i = (e + 4) & ~3
+            elif t == "T":
+                args.append(True)
+            elif t == "F":
+                args.append(False)
+            elif t == "h":
+                args.append(_unpack_q(data, i)[0])
+                i += 8
+            else:  # "d"
+                args.append(_unpack_d(data, i)[0])
+                i += 8
+    except (struct.error, UnicodeDecodeError):
+        return None
+    if i > n:
+        return None
+    return address, args
+
+
+# ---- encoding -------------------------------------------------------------------
+_I = struct.Struct(">i").pack
+_Q = struct.Struct(">q").pack
+_F = struct.Struct(">f").pack
+_D = struct.Struct(">d").pack
+
+
+_OSTR_CACHE: dict[str, bytes] = {}
+
+
+def _ostr(s: str) -> bytes:
+    b = _OSTR_CACHE.get(s)
+    if b is None:
+        b = s.encode("utf-8", "replace")
+        b += b"\0" * (4 - len(b) % 4)
+        if len(s) <= 128:
+            if len(_OSTR_CACHE) > 65536:
+                _OSTR_CACHE.clear()
+            _OSTR_CACHE[s] = b
+    return b
+
+
+def encode_message(address: str, args) -> bytes:
+    """Encode an OSC message; Python types choose the tags (bool T/F, int i/h, float f
+    (d if out of float32 range), bytes b, None N, anything else s)."""
+    if address == "/done" and len(args) == 2 and type(args[1]) is float \
+            and type(args[0]) is str:
+        try:  # the reply to every parameter set: /done <address> <value>
+            return _DONE_SF + _ostr(args[0]) + _F(args[1])
+        except OverflowError:
+            pass
+    tags = [","]
+    data = []
     for a in args:
-        if isinstance(a, bool):
-            b.add_arg(a, OscMessageBuilder.ARG_TYPE_TRUE if a else OscMessageBuilder.ARG_TYPE_FALSE)
+        if a is True:
+            tags.append("T")
+        elif a is False:
+            tags.append("F")
+        elif a is None:
+            tags.append("N")
         elif isinstance(a, int):
-            b.add_arg(a, OscMessageBuilder.ARG_TYPE_INT if -2**31 <= a < 2**31
-                      else OscMessageBuilder.ARG_TYPE_INT64)
+            if -2147483648 <= a < 2147483648:
+                tags.append("i")
+                data.append(_I(a))
+            elif -2**63 <= a < 2**63:
+                tags.append("h")
+                data.append(_Q(a))
+            else:
+                tags.append("d")
+                data.append(_D(float(a)))
         elif isinstance(a, float):
-            b.add_arg(a, OscMessageBuilder.ARG_TYPE_FLOAT)
+            try:
+                data.append(_F(a))
+                tags.append("f")
+            except OverflowError:
+                data.append(_D(a))
+                tags.append("d")
         elif isinstance(a, bytes | bytearray):
-            b.add_arg(bytes(a), OscMessageBuilder.ARG_TYPE_BLOB)
+            tags.append("b")
+            data.append(_I(len(a)) + bytes(a) + b"\0" * (-len(a) % 4))
         else:
-            b.add_arg(str(a), OscMessageBuilder.ARG_TYPE_STRING)
-    return b.build().dgram
+            tags.append("s")
+            data.append(_ostr(str(a)))
+    return _ostr(address) + _ostr("".join(tags)) + b"".join(data)
+
+
+build_message = encode_message  # the historical name
+_DONE_SF = _ostr("/done") + _ostr(",sf")
+
+
+def encode_bundle(messages: list[bytes], timetag: tuple[int, int] = IMMEDIATE) -> bytes:
+    out = [b"#bundle\0", struct.pack(">II", *timetag)]
+    for m in messages:
+        out.append(_I(len(m)))
+        out.append(m)
+    return b"".join(out)
+
+
+def pack_bundles(messages: list[bytes], limit: int) -> list[bytes]:
+    """Messages grouped into packets of at most ~limit bytes (a lone message stays bare)."""
+    packets: list[bytes] = []
+    cur: list[bytes] = []
+    size = 16
+    for m in messages:
+        if cur and size + 4 + len(m) > limit:
+            packets.append(cur[0] if len(cur) == 1 else encode_bundle(cur))
+            cur, size = [], 16
+        cur.append(m)
+        size += 4 + len(m)
+    if cur:
+        packets.append(cur[0] if len(cur) == 1 else encode_bundle(cur))
+    return packets
 
 
 @dataclass
@@ -97,11 +250,51 @@ class Counters:
     failed: int = 0
     garbage: int = 0
     late: int = 0
-    clients: dict = field(default_factory=dict)  # addr -> last seen (monotonic)
+    denied: int = 0  # packets/connections from addresses not allowed
+    rate_limited: int = 0  # messages dropped by the per-client rate limit
+    oversized: int = 0  # frames/packets over the maximum size
+    send_errors: int = 0  # replies the operating system refused to send
+    clients: dict = field(default_factory=dict)  # client key -> last seen (monotonic)
 
     def active_clients(self, window_s: float = 30.0) -> int:
         now = time.monotonic()
         return sum(1 for t in self.clients.values() if now - t < window_s)
+
+
+class Peer:
+    """A client as dispatch sees it: an identity, a way to send it packets, and a
+    datagram size limit for feedback. Transports make these; None = in-process."""
+
+    __slots__ = ("key", "send_packet", "mtu", "kind", "reply", "label")
+
+    def __init__(self, key, send_packet: Callable[[bytes], None], mtu: int = 1400,
+                 kind: str = "local", label: str = "") -> None:
+        self.key = key
+        self.send_packet = send_packet
+        self.mtu = mtu
+        self.kind = kind
+        self.label = label or str(key)
+
+        def reply(address: str, args: list) -> None:
+            send_packet(encode_message(address, args))
+
+        self.reply = reply
+
+
+class _Collect:
+    """A reply function that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, list]] = []
+
+    def __call__(self, address: str, args: list) -> None:
+        self.items.append((address, args))
+
+
+_PARAM_ONLY = ("/node/",)
+_SIDE_EFFECT_FREE = {"/status", "/info", "/catalog", "/catalog/list", "/catalog/type",
+                     "/graph/dump", "/graph/nodes", "/graph/connections", "/patch/list",
+                     "/dump", "/sync"}
 
 
 class Dispatcher:
@@ -115,32 +308,54 @@ class Dispatcher:
         self.info = info or {}
         self.counters = counters or Counters()
         self.wallclock = wallclock
-        self._literal: dict[str, Callable[[list, Reply, int], None]] = {
+        self.feedback = None  # a feedback.Feedback, set by the transport
+        self.on_reply_port: Callable[[Peer | None, int], None] | None = None
+        self.touch: dict[tuple[str, str], object] = {}  # (node, param) -> holder key
+        self._held: list = []  # future bundles with graph edits: (sample time, seq, ...)
+        self._seq = itertools.count()
+        self._bundle: dict | None = None  # while applying a bundle atomically
+        self._addr_cache: tuple[int, list[str]] | None = None
+        self._graph_version = 0
+        self._literal: dict[str, Callable[[list, Reply, int, Peer | None], None]] = {
             "/graph/add": self._graph_add,
             "/graph/remove": self._graph_remove,
             "/graph/connect": self._graph_connect,
             "/graph/disconnect": self._graph_disconnect,
             "/graph/clear": self._graph_clear,
             "/graph/dump": self._graph_dump,
+            "/graph/nodes": self._graph_nodes,
+            "/graph/connections": self._graph_connections,
             "/catalog": self._catalog,
+            "/catalog/list": self._catalog_list,
+            "/catalog/type": self._catalog_type,
             "/status": self._status,
             "/info": self._info,
             "/sync": self._sync,
             "/patch/save": self._patch_save,
             "/patch/load": self._patch_load,
             "/patch/list": self._patch_list,
+            "/subscribe": self._subscribe,
+            "/unsubscribe": self._unsubscribe,
+            "/dump": self._dump,
+            "/meters/subscribe": self._meters_subscribe,
+            "/meters/unsubscribe": self._meters_unsubscribe,
+            "/reply-port": self._reply_port,
         }
 
-    # ---- entry point ---------------------------------------------------------
-    def dispatch(self, address: str, args: list, reply: Reply, time_: int = 0) -> None:
+    # ---- entry points ----------------------------------------------------------
+    def dispatch(self, address: str, args: list, reply: Reply, time_: int = 0,
+                 client: Peer | None = None) -> None:
         """Run one command; every path ends in a reply (done, fail or the query's answer)."""
         self.counters.messages += 1
         try:
             handler = self._literal.get(address)
             if handler is not None:
-                handler(args, reply, time_)
-            elif address.startswith("/node/"):
-                self._node(address, args, reply, time_)
+                handler(args, reply, time_, client)
+            elif address.startswith("/node/") and "*" not in address and "?" not in address \
+                    and "[" not in address and "{" not in address and "//" not in address:
+                self._node(address, args, reply, time_, client)
+            elif is_pattern(address):
+                self._pattern(address, args, reply, time_, client)
             else:
                 raise MixgraphError("unknown address")
         except MixgraphError as e:
@@ -151,24 +366,183 @@ class Dispatcher:
             log.exception("internal error handling %s", address)
             reply("/fail", [address, *self._keys(address, args), f"internal error: {e}"])
 
+    def dispatch_packet(self, msgs: list[Timed], client: Peer | None, bundle: bool,
+                        reply: Reply | None = None) -> None:
+        """Apply a parsed packet: a lone message, or a bundle (atomically, on one sample)."""
+        reply = reply or (client.reply if client is not None else (lambda a, b: None))
+        if not bundle:
+            m = msgs[0]
+            self.dispatch(m.address, m.args, reply, 0, client)
+            return
+        if not msgs:
+            return
+        tt = msgs[0].timetag
+        t, late_ms = self._bundle_time(tt)
+        if late_ms is not None:
+            reply("/late", [msgs[0].address, float(round(late_ms, 3))])
+        if t and not self._params_only(msgs):
+            # graph edits cannot be sample-scheduled: hold the bundle on the control side
+            heapq.heappush(self._held, (t, next(self._seq), msgs, reply, client))
+            return
+        self._apply_bundle(msgs, reply, client, t)
+
+    def service(self) -> None:
+        """Apply held future bundles that fall due (called by the control loop)."""
+        if not self._held:
+            return
+        e = self.session.engine
+        lead = self._lead()
+        while self._held and self._held[0][0] <= e.time + lead:
+            t, _, msgs, reply, client = heapq.heappop(self._held)
+            self._apply_bundle(msgs, reply, client, t if t > e.time else 0)
+
     def sample_time(self, timetag: tuple[int, int]) -> int:
         """Engine sample time for an OSC timetag (0 = now), via the wall clock."""
+        return self._bundle_time(timetag)[0]
+
+    def _lead(self) -> int:
+        return 2 * int(self.info.get("block", 64) or 64)
+
+    def _bundle_time(self, timetag: tuple[int, int]) -> tuple[int, float | None]:
+        """(sample time, ms late or None). Immediate bundles get a sample time two
+        blocks ahead so that all of their messages land in the same engine block."""
+        e = self.session.engine
         if timetag == IMMEDIATE:
-            return 0
+            return (e.time + self._lead() if e.time > 0 else 0), None
         secs = timetag[0] - NTP_EPOCH_OFFSET + timetag[1] / 2**32
         ahead = secs - self.wallclock()
         if ahead <= 0:
             self.counters.late += 1
-            return 0
-        e = self.session.engine
-        return e.time + int(round(ahead * e.sample_rate))
+            return (e.time + self._lead() if e.time > 0 else 0), -ahead * 1000.0
+        return e.time + int(round(ahead * e.sample_rate)), None
+
+    @staticmethod
+    def _params_only(msgs: list[Timed]) -> bool:
+        for m in msgs:
+            a = m.address
+            if not a.startswith("/node/") or a.endswith("/bypass") or a.endswith("/touch"):
+                return False
+        return True
+
+    # ---- bundles ---------------------------------------------------------------
+    def _apply_bundle(self, msgs: list[Timed], reply: Reply, client: Peer | None,
+                      t: int) -> None:
+        """All or nothing: every parameter message is checked before any is applied;
+        a bundle with graph edits is applied with commits deferred and rolled back
+        (the graph restored from a snapshot) if any of its messages fails."""
+        for i, m in enumerate(msgs):
+            try:
+                self._check(m.address, m.args, client)
+            except MixgraphError as e:
+                self.counters.messages += len(msgs)
+                self.counters.failed += len(msgs)
+                for j, o in enumerate(msgs):
+                    why = str(e) if j == i else f"bundle not applied: {m.address} failed: {e}"
+                    reply("/fail", [o.address, *self._keys(o.address, o.args), why])
+                return
+        edits = not self._params_only(msgs) and any(
+            m.address not in _SIDE_EFFECT_FREE for m in msgs)
+        snapshot = self.session.to_doc() if edits else None
+        collect = _Collect()
+        self._bundle = {"changes": [], "graph": []}
+        try:
+            for m in msgs:
+                self.dispatch(m.address, m.args, collect, t, client)
+            failed = [(a, args) for a, args in collect.items if a == "/fail"]
+            if failed and snapshot is not None:
+                try:
+                    self.session.load_doc(snapshot)
+                except MixgraphError:
+                    log.exception("bundle rollback failed")
+        finally:
+            pending, self._bundle = self._bundle, None
+        if failed and snapshot is not None:
+            first = failed[0][1]
+            why = f"bundle rolled back: {first[0]} failed: {first[-1]}"
+            for a, args in collect.items:
+                if a == "/done":
+                    reply("/fail", [*args, why])
+                else:
+                    reply(a, args)
+            self._commit()
+            self._graph_version += 1
+            return
+        self._commit()
+        for a, args in collect.items:
+            reply(a, args)
+        fb = self.feedback
+        if fb is not None:
+            for c in pending["changes"]:
+                fb.changed(*c)
+            for g in pending["graph"]:
+                fb.graph_changed(*g)
+
+    def _check(self, address: str, args: list, client: Peer | None) -> None:
+        """The checks a message must pass before a bundle holding it is applied."""
+        if address in self._literal:
+            return
+        if is_pattern(address):
+            matched = self._match(address)
+            if not matched:
+                raise MixgraphError("no address matches the pattern")
+            for a in matched:
+                if a.startswith("/node/"):
+                    self._check(a, args, client)
+            return
+        if not address.startswith("/node/"):
+            raise MixgraphError("unknown address")
+        parts = address.split("/")
+        if len(parts) not in (4, 5) or not parts[2] or not parts[3]:
+            raise MixgraphError("expected /node/<name>/<param>")
+        name, param = parts[2], parts[3]
+        node = self.session.live.get(name)
+        if node is None:
+            raise MixgraphError(f"no node named {name!r}")
+        if not args:
+            return
+        if param == "bypass" and len(parts) == 4 and node.g.type.param("bypass") is None:
+            self.session.bypass_ports(name)
+            number(args[0], f"{name}/bypass")
+            return
+        spec = node.g.type.param(param)
+        if spec is None:
+            raise MixgraphError(f"{name} ({node.g.type.name}) has no parameter {param!r}")
+        if len(args) != 1:
+            raise MixgraphError(f"expected one value, got {len(args)}")
+        number(args[0], f"{name}/{param}")
+        if len(parts) == 5 and parts[4] not in ("norm", "touch"):
+            raise MixgraphError(f"unknown address: {parts[4]!r} after /node/{name}/{param}")
+        if len(parts) == 4 or parts[4] == "norm":
+            self._check_touch(name, param, client)
+
+    def _commit(self) -> None:
+        if self._bundle is None:
+            self.session.commit()
+
+    def _changed(self, name: str, param: str, value: float, client: Peer | None) -> None:
+        if self.feedback is None:
+            return
+        if self._bundle is not None:
+            self._bundle["changes"].append((name, param, value, client))
+        else:
+            self.feedback.changed(name, param, value, client)
+
+    def _graph_event(self, args: list, client: Peer | None) -> None:
+        self._graph_version += 1
+        if self.feedback is None:
+            return
+        if self._bundle is not None:
+            self._bundle["graph"].append((args, client))
+        else:
+            self.feedback.graph_changed(args, client)
 
     @staticmethod
     def _keys(address: str, args: list) -> list:
         """The arguments a sender needs to match a /fail to its request."""
         if address == "/graph/add":
             return [a for a in args[1:2] if isinstance(a, str)]
-        if address in ("/graph/remove", "/patch/save", "/patch/load", "/sync"):
+        if address in ("/graph/remove", "/patch/save", "/patch/load", "/sync",
+                       "/catalog/type"):
             return args[:1]
         if address in ("/graph/connect", "/graph/disconnect"):
             return [a for a in args[:2] if isinstance(a, str)]
@@ -180,7 +554,7 @@ class Dispatcher:
         if len(args) != n or not all(isinstance(a, str) for a in args):
             raise MixgraphError(f"usage: {usage}")
 
-    def _graph_add(self, args: list, reply: Reply, _t: int) -> None:
+    def _graph_add(self, args: list, reply: Reply, _t: int, client=None) -> None:
         if len(args) < 2 or not isinstance(args[0], str) or not isinstance(args[1], str):
             raise MixgraphError("usage: /graph/add <type> <name> [<key> <value>]...")
         if len(args) % 2:
@@ -193,45 +567,99 @@ class Dispatcher:
         g = self.session.add_node(args[0], args[1], settings)
         clamped = g.options.pop("_clamped", None)
         extra = [f"clamped to range: {', '.join(clamped)}"] if clamped else []
-        self.session.commit()
+        self._commit()
         reply("/done", ["/graph/add", g.name, *extra])
+        self._graph_event(["add", g.name, g.type.name], client)
+        for k, v in g.params.items():
+            self._changed(g.name, k, v, client)
 
-    def _graph_remove(self, args: list, reply: Reply, _t: int) -> None:
+    def _graph_remove(self, args: list, reply: Reply, _t: int, client=None) -> None:
         self._want(args, 1, "/graph/remove <name>")
         self.session.remove_node(args[0])
-        self.session.commit()
+        self._drop_touches(args[0])
+        self._commit()
         reply("/done", ["/graph/remove", args[0]])
+        self._graph_event(["remove", args[0]], client)
 
-    def _graph_connect(self, args: list, reply: Reply, _t: int) -> None:
+    def _graph_connect(self, args: list, reply: Reply, _t: int, client=None) -> None:
         self._want(args, 2, "/graph/connect <src>[:port] <dst>[:port]")
         self.session.connect(args[0], args[1])
-        self.session.commit()
+        self._commit()
         reply("/done", ["/graph/connect", args[0], args[1]])
+        self._graph_event(["connect", args[0], args[1]], client)
 
-    def _graph_disconnect(self, args: list, reply: Reply, _t: int) -> None:
+    def _graph_disconnect(self, args: list, reply: Reply, _t: int, client=None) -> None:
         self._want(args, 2, "/graph/disconnect <src>[:port] <dst>[:port]")
         self.session.disconnect(args[0], args[1])
-        self.session.commit()
+        self._commit()
         reply("/done", ["/graph/disconnect", args[0], args[1]])
+        self._graph_event(["disconnect", args[0], args[1]], client)
 
-    def _graph_clear(self, args: list, reply: Reply, _t: int) -> None:
+    def _graph_clear(self, args: list, reply: Reply, _t: int, client=None) -> None:
         for name in list(self.session.graph.nodes):
             self.session.remove_node(name)
-        self.session.commit()
+        self.touch.clear()
+        self._commit()
         reply("/done", ["/graph/clear"])
+        self._graph_event(["clear"], client)
 
-    def _graph_dump(self, args: list, reply: Reply, _t: int) -> None:
+    def _graph_dump(self, args: list, reply: Reply, _t: int, client=None) -> None:
         reply("/graph/dump.reply", [msgpack.packb(self.session.to_doc(), use_bin_type=True)])
 
-    def _catalog(self, args: list, reply: Reply, _t: int) -> None:
-        blob = msgpack.packb([t.describe() for t in CATALOG.values()], use_bin_type=True)
+    def _graph_nodes(self, args: list, reply: Reply, _t: int, client=None) -> None:
+        s = self.session
+        for g in s.graph.nodes.values():
+            reply("/graph/nodes.reply", [g.name, g.type.name, g.channels,
+                                         int(g.name in s.bypassed)])
+        reply("/done", ["/graph/nodes", len(s.graph.nodes)])
+
+    def _graph_connections(self, args: list, reply: Reply, _t: int, client=None) -> None:
+        conns = self.session.graph.conns
+        for c in conns:
+            reply("/graph/connections.reply", [f"{c.src}:{c.src_port}", f"{c.dst}:{c.dst_port}"])
+        reply("/done", ["/graph/connections", len(conns)])
+
+    # ---- /catalog ----------------------------------------------------------------
+    @staticmethod
+    def describe_type(t) -> dict:
+        d = t.describe()
+        for p, spec in zip(d["params"], t.params, strict=True):
+            p.update(tapers.describe(spec.taper, spec.min, spec.max))
+        return d
+
+    def _catalog(self, args: list, reply: Reply, _t: int, client=None) -> None:
+        blob = msgpack.packb([self.describe_type(t) for t in CATALOG.values()],
+                             use_bin_type=True)
         reply("/catalog.reply", [blob])
 
+    def _catalog_list(self, args: list, reply: Reply, _t: int, client=None) -> None:
+        for t in CATALOG.values():
+            reply("/catalog/list.reply", [t.name, t.doc, t.default_channels, t.min_channels,
+                                          t.max_channels, len(t.params)])
+        reply("/done", ["/catalog/list", len(CATALOG)])
+
+    def _catalog_type(self, args: list, reply: Reply, _t: int, client=None) -> None:
+        self._want(args, 1, "/catalog/type <type>")
+        t = CATALOG.get(args[0])
+        if t is None:
+            raise MixgraphError(f"unknown node type {args[0]!r}")
+        for p in t.ports:
+            reply("/catalog/type.port", [t.name, p.name, p.direction, p.channels])
+        for p in t.params:
+            pts = tapers.describe(p.taper, p.min, p.max).get("points", [])
+            reply("/catalog/type.param", [t.name, p.name, p.unit, p.min, p.max, p.default,
+                                          p.taper, p.smooth_ms,
+                                          *[float(x) for pt in pts for x in pt]])
+        for r in t.readouts:
+            reply("/catalog/type.readout", [t.name, r.name, r.unit, int(r.per_channel)])
+        reply("/done", ["/catalog/type", t.name])
+
     # ---- status, info, sync --------------------------------------------------------
-    def _status(self, args: list, reply: Reply, _t: int) -> None:
+    def _status(self, args: list, reply: Reply, _t: int, client=None) -> None:
         e = self.session.engine
         st = e.stats()
         block = self.info.get("block", 0)
+        fb = self.feedback
         reply("/status.reply", [
             "sample_rate", float(e.sample_rate),
             "block", int(block),
@@ -244,17 +672,34 @@ class Dispatcher:
             "clients", self.counters.active_clients(),
             "garbage", self.counters.garbage,
             "nan_scrubbed", int(st.nan_scrubbed),
+            "messages", self.counters.messages,
+            "failed", self.counters.failed,
+            "denied", self.counters.denied,
+            "rate_limited", self.counters.rate_limited,
+            "oversized", self.counters.oversized,
+            "send_errors", self.counters.send_errors,
+            "subscribers", len(fb.subs) if fb is not None else 0,
         ])
 
-    def _info(self, args: list, reply: Reply, _t: int) -> None:
+    def _info(self, args: list, reply: Reply, _t: int, client=None) -> None:
         reply("/info.reply", ["name", "mixgraph", "version", __version__,
                               *[x for k, v in self.info.items() for x in (k, v)]])
 
-    def _sync(self, args: list, reply: Reply, t: int) -> None:
-        if len(args) != 1 or isinstance(args[0], bool) or not isinstance(args[0], int | float):
+    def _sync(self, args: list, reply: Reply, t: int, client=None) -> None:
+        if len(args) != 1 or not isinstance(args[0], int | float):
             raise MixgraphError("usage: /sync <id>")
-        token = int(args[0])
-        self.session.sync(token, lambda: reply("/synced", [token]))
+        token = int(number(args[0], "/sync id"))
+        if not -2**31 <= token < 2**31:
+            raise MixgraphError("/sync id must fit in 32 bits")
+        self._commit()
+
+        def done() -> None:
+            try:
+                reply("/synced", [token])
+            except Exception:  # never let a reply break the engine's event handling
+                log.exception("/synced reply failed")
+
+        self.session.sync(token, done)
 
     # ---- /patch --------------------------------------------------------------------
     def _need_store(self) -> PatchStore:
@@ -262,122 +707,272 @@ class Dispatcher:
             raise MixgraphError("this server has no state directory")
         return self.store
 
-    def _patch_save(self, args: list, reply: Reply, _t: int) -> None:
+    def _patch_save(self, args: list, reply: Reply, _t: int, client=None) -> None:
         self._want(args, 1, "/patch/save <name>")
         self._need_store().save(args[0], self.session.to_doc())
         reply("/done", ["/patch/save", args[0]])
 
-    def _patch_load(self, args: list, reply: Reply, _t: int) -> None:
+    def _patch_load(self, args: list, reply: Reply, _t: int, client=None) -> None:
         self._want(args, 1, "/patch/load <name>")
         doc = self._need_store().load(args[0])
         self.session.load_doc(doc)
-        self.session.commit()
+        self._commit()
         reply("/done", ["/patch/load", args[0]])
+        self._graph_event(["load", args[0]], client)
+        for g in self.session.graph.nodes.values():
+            for k, v in g.params.items():
+                self._changed(g.name, k, v, client)
+            self._changed(g.name, "bypass", float(g.name in self.session.bypassed), client)
 
-    def _patch_list(self, args: list, reply: Reply, _t: int) -> None:
+    def _patch_list(self, args: list, reply: Reply, _t: int, client=None) -> None:
         reply("/patch/list.reply", list(self._need_store().names()))
 
-    # ---- /node/<name>/<param> ------------------------------------------------------
-    def _node(self, address: str, args: list, reply: Reply, t: int) -> None:
+    # ---- feedback ------------------------------------------------------------------
+    def _need_feedback(self, client: Peer | None):
+        if self.feedback is None or client is None:
+            raise MixgraphError("subscriptions need a network client")
+        return self.feedback
+
+    def _subscribe(self, args: list, reply: Reply, _t: int, client=None) -> None:
+        fb = self._need_feedback(client)
+        lease = fb.default_lease
+        if args:
+            lease = number(args[0], "/subscribe lease")
+            if not 0.5 <= lease <= 3600:
+                raise MixgraphError("lease must be 0.5..3600 s")
+        reply("/done", ["/subscribe", float(lease)])
+        fb.subscribe(client, lease)
+
+    def _unsubscribe(self, args: list, reply: Reply, _t: int, client=None) -> None:
+        fb = self._need_feedback(client)
+        fb.unsubscribe(client)
+        reply("/done", ["/unsubscribe"])
+
+    def _dump(self, args: list, reply: Reply, _t: int, client=None) -> None:
+        if self.feedback is not None and client is not None:
+            n = self.feedback.dump(client)
+        else:
+            msgs = self.state_messages()
+            for a, v in msgs:
+                reply(a, v)
+            n = len(msgs)
+        reply("/done", ["/dump", n])
+
+    def _meters_subscribe(self, args: list, reply: Reply, _t: int, client=None) -> None:
+        fb = self._need_feedback(client)
+        if len(args) not in (1, 2) or not isinstance(args[0], str):
+            raise MixgraphError("usage: /meters/subscribe <node-or-pattern> [<rate_hz>]")
+        rate = number(args[1], "rate") if len(args) == 2 else 20.0
+        if not 0.1 <= rate <= 100:
+            raise MixgraphError("meter rate must be 0.1..100 Hz")
+        pat = args[0].strip("/")
+        if pat.startswith("node/"):
+            pat = pat[5:]
+        try:
+            compile_pattern("/" + pat)
+        except ValueError as e:
+            raise MixgraphError(str(e)) from None
+        names = [n for n in self.session.live if compile_pattern("/" + pat).match("/" + n)]
+        fb.meters_subscribe(client, pat, rate)
+        reply("/done", ["/meters/subscribe", args[0], float(rate), len(names)])
+
+    def _meters_unsubscribe(self, args: list, reply: Reply, _t: int, client=None) -> None:
+        fb = self._need_feedback(client)
+        fb.meters_unsubscribe(client, args[0] if args and isinstance(args[0], str) else None)
+        reply("/done", ["/meters/unsubscribe", *args[:1]])
+
+    def _reply_port(self, args: list, reply: Reply, _t: int, client=None) -> None:
+        if self.on_reply_port is None or client is None or client.kind != "udp":
+            raise MixgraphError("/reply-port applies to UDP clients only")
+        if len(args) != 1:
+            raise MixgraphError("usage: /reply-port <port> (0 = the sending port)")
+        port = int(number(args[0], "port"))
+        if not 0 <= port <= 65535:
+            raise MixgraphError(f"bad port {port}")
+        self.on_reply_port(client, port)
+        reply("/done", ["/reply-port", port])
+
+    def state_messages(self) -> list[tuple[str, list]]:
+        """Every parameter in both forms, and every node's bypass: a full dump."""
+        out = []
+        s = self.session
+        for name, node in s.live.items():
+            t = node.g.type
+            for p in t.params:
+                v = node.g.params.get(p.name, p.default)
+                a = f"/node/{name}/{p.name}"
+                out.append((a, [float(v)]))
+                out.append((a + "/norm", [float(tapers.to_norm(p.taper, p.min, p.max, v))]))
+            if t.param("bypass") is None and t.port(None, "in") and t.port(None, "out"):
+                out.append((f"/node/{name}/bypass", [float(name in s.bypassed)]))
+        return out
+
+    # ---- /node/<name>/<param>[/norm|/touch], /node/<name>/bypass ---------------------
+    def _check_touch(self, name: str, param: str, client: Peer | None) -> None:
+        holder = self.touch.get((name, param))
+        if holder is None:
+            return
+        me = client.key if client is not None else None
+        if holder == me:
+            return
+        seen = self.counters.clients.get(holder)
+        if seen is not None and time.monotonic() - seen > TOUCH_TIMEOUT_S:
+            del self.touch[(name, param)]  # the holder went silent: the touch lapses
+            return
+        raise MixgraphError("touched by another client")
+
+    def _drop_touches(self, name: str) -> None:
+        for k in [k for k in self.touch if k[0] == name]:
+            del self.touch[k]
+
+    def release_touches(self, key) -> None:
+        """Forget every touch a client holds (it unsubscribed or disconnected)."""
+        for k in [k for k, h in self.touch.items() if h == key]:
+            del self.touch[k]
+
+    def _node(self, address: str, args: list, reply: Reply, t: int,
+              client: Peer | None) -> None:
         parts = address.split("/")
-        if len(parts) != 4 or not parts[2] or not parts[3]:
+        n = len(parts)
+        if n not in (4, 5) or not parts[2] or not parts[3]:
             raise MixgraphError("expected /node/<name>/<param>")
         name, param = parts[2], parts[3]
         s = self.session
-        if name not in s.live:
+        node = s.live.get(name)
+        if node is None:
             raise MixgraphError(f"no node named {name!r}")
-        if s.has_readout(name, param):
-            if args:
-                raise MixgraphError(f"{param} is a read-only value")
-            reply(address, [float(v) for v in s.readout(name, param)])
+        spec = node.g.type.param(param)
+        if n == 4:
+            if spec is None:
+                if param == "bypass":
+                    return self._bypass(name, address, args, reply, client)
+                if s.has_readout(name, param):
+                    if args:
+                        raise MixgraphError(f"{param} is a read-only value")
+                    reply(address, [float(v) for v in s.readout(name, param)])
+                    return
+            if not args:
+                reply(address, [float(s.get_param(name, param))])
+                return
+            if len(args) != 1:
+                raise MixgraphError(f"expected one value, got {len(args)}")
+            self._check_touch(name, param, client)
+            value, clamped = s.set_param(name, param, args[0], t)
+            extra = [f"clamped to {spec.min:g}..{spec.max:g}"] if clamped else []
+            reply("/done", [address, float(value), *extra])
+            self._changed(name, param, value, client)
             return
+        sub = parts[4]
+        if sub == "norm":
+            if spec is None:
+                if s.has_readout(name, param) and not args:
+                    reply(address, [meter_norm(v) for v in s.readout(name, param)])
+                    return
+                s.get_param(name, param)  # raises the usual "has no parameter"
+            if not args:
+                v = s.get_param(name, param)
+                reply(address, [float(tapers.to_norm(spec.taper, spec.min, spec.max, v))])
+                return
+            if len(args) != 1:
+                raise MixgraphError(f"expected one value, got {len(args)}")
+            x = number(args[0], f"{name}/{param}/norm")
+            self._check_touch(name, param, client)
+            value, _ = s.set_param(name, param, tapers.to_value(spec.taper, spec.min,
+                                                                spec.max, x), t)
+            norm = tapers.to_norm(spec.taper, spec.min, spec.max, value)
+            extra = ["clamped to 0..1"] if not 0.0 <= x <= 1.0 else []
+            reply("/done", [address, float(norm), float(value), *extra])
+            self._changed(name, param, value, client)
+            return
+        if sub == "touch":
+            if spec is None:
+                s.get_param(name, param)
+            key = (name, param)
+            if not args:
+                reply(address, [int(key in self.touch)])
+                return
+            on = number(args[0], f"{name}/{param}/touch") != 0.0
+            me = client.key if client is not None else None
+            if on:
+                self._check_touch(name, param, client)
+                self.touch[key] = me
+            elif self.touch.get(key) == me:
+                del self.touch[key]
+            elif key in self.touch:
+                raise MixgraphError("touched by another client")
+            reply("/done", [address, int(on)])
+            return
+        raise MixgraphError(f"unknown address: {sub!r} after /node/{name}/{param}")
+
+    def _bypass(self, name: str, address: str, args: list, reply: Reply,
+                client: Peer | None) -> None:
+        s = self.session
         if not args:
-            reply(address, [float(s.get_param(name, param))])
+            s.bypass_ports(name)
+            reply(address, [float(name in s.bypassed)])
             return
         if len(args) != 1:
             raise MixgraphError(f"expected one value, got {len(args)}")
-        value, clamped = s.set_param(name, param, args[0], t)
-        spec = s.live[name].g.type.param(param)
-        extra = [f"clamped to {spec.min:g}..{spec.max:g}"] if clamped else []
-        reply("/done", [address, float(value), *extra])
+        on = number(args[0], f"{name}/bypass") >= 0.5
+        self._check_touch(name, "bypass", client)
+        s.set_bypass(name, on)
+        self._commit()
+        reply("/done", [address, int(on)])
+        self._changed(name, "bypass", float(on), client)
 
+    # ---- patterns ----------------------------------------------------------------
+    def addresses(self) -> list[str]:
+        """The live address set: literal addresses and every node's addresses."""
+        key = (self._graph_version, len(self.session.live), id(self.session.graph))
+        if self._addr_cache is not None and self._addr_cache[0] == key:
+            return self._addr_cache[1]
+        out = sorted(self._literal)
+        for name, node in self.session.live.items():
+            t = node.g.type
+            for p in t.params:
+                a = f"/node/{name}/{p.name}"
+                out += [a, a + "/norm", a + "/touch"]
+            for r in t.readouts:
+                a = f"/node/{name}/{r.name}"
+                out += [a, a + "/norm"]
+            if t.param("bypass") is None and t.port(None, "in") and t.port(None, "out"):
+                out.append(f"/node/{name}/bypass")
+        self._addr_cache = (key, out)
+        return out
 
-class UdpServer:
-    """OSC over UDP on the control thread: receive, dispatch, reply, service the engine."""
-
-    def __init__(self, dispatcher: Dispatcher, host: str = "127.0.0.1", port: int = 8000,
-                 tick: Callable[[], None] | None = None, max_packet: int = 65536) -> None:
-        self.dispatcher = dispatcher
-        self.tick = tick
-        self.max_packet = max_packet
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    def _match(self, pattern: str) -> list[str]:
         try:
-            self.sock.bind((host, port))
-        except OSError as e:
-            self.sock.close()
-            raise MixgraphError(f"cannot listen on udp {host}:{port}: {e.strerror}") from None
-        self.address = self.sock.getsockname()
-        self._stop = threading.Event()
-        self._last_garbage_log = 0.0
+            rx = compile_pattern(pattern)
+        except ValueError as e:
+            raise MixgraphError(str(e)) from None
+        return [a for a in self.addresses() if rx.match(a)]
 
-    def send(self, addr, address: str, args: list) -> None:
-        try:
-            self.sock.sendto(build_message(address, args), addr)
-        except OSError as e:
-            log.warning("reply to %s failed: %s", addr, e)
-
-    def handle_datagram(self, data: bytes, addr) -> None:
-        d = self.dispatcher
-        d.counters.clients[addr] = time.monotonic()
-        try:
-            msgs = parse_packet(data)
-        except MixgraphError as e:
-            d.counters.garbage += 1
-            now = time.monotonic()
-            if now - self._last_garbage_log > 1.0:
-                self._last_garbage_log = now
-                log.warning("garbage packet from %s:%s (%s); %d so far", addr[0], addr[1], e,
-                            d.counters.garbage)
+    def _pattern(self, address: str, args: list, reply: Reply, t: int,
+                 client: Peer | None) -> None:
+        matched = self._match(address)
+        if not matched:
+            raise MixgraphError("no address matches the pattern")
+        self.counters.messages -= 1  # counted once per match below
+        if not args:
+            for a in matched:
+                self.dispatch(a, args, reply, t, client)
             return
+        collect = _Collect()
+        for a in matched:
+            self.dispatch(a, args, collect, t, client)
+        ok = []
+        for a, rargs in collect.items:
+            if a == "/done":
+                ok.append(rargs[0])
+            else:
+                reply(a, rargs)
+        if ok:
+            shown = ok if len(ok) <= 256 else ok[:256] + [f"... {len(ok) - 256} more"]
+            reply("/done", [address, len(ok), *shown])
 
-        def reply(address: str, args: list) -> None:
-            self.send(addr, address, args)
 
-        for m in msgs:
-            t = d.sample_time(m.timetag)
-            try:
-                d.dispatch(m.address, m.args, reply, t)
-            except EngineBusy as e:  # pragma: no cover - EngineBusy is a MixgraphError
-                reply("/fail", [m.address, str(e)])
-
-    def serve_forever(self) -> None:
-        """The control loop: until stop() is called."""
-        sock = self.sock
-        while not self._stop.is_set():
-            r, _, _ = select.select([sock], [], [], 0.005)
-            if r:
-                # drain what is there, then service the engine once
-                for _ in range(256):
-                    try:
-                        data, addr = sock.recvfrom(self.max_packet)
-                    except BlockingIOError:
-                        break
-                    except OSError:
-                        break
-                    self.handle_datagram(data, addr)
-                    sock.setblocking(False)
-                sock.setblocking(True)
-            try:
-                self.dispatcher.session.service()
-            except Exception:
-                log.exception("engine service failed")
-            if self.tick:
-                self.tick()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def close(self) -> None:
-        self.sock.close()
-
+def meter_norm(db: float) -> float:
+    """A meter reading in dBFS on a 0..1 meter scale: linear in dB, -60 dB -> 0, 0 dB -> 1."""
+    if not math.isfinite(db):
+        return 0.0
+    return min(max((db + 60.0) / 60.0, 0.0), 1.0)

@@ -65,6 +65,7 @@ class LiveEdge:
     ptr: object
     dead: bool = False
     delay: int = 0  # latency compensation, samples
+    target: float = 1.0  # gain the edge is fading to (0 while its source is bypassed)
 
 
 @dataclass
@@ -111,6 +112,10 @@ class Session:
         self.late_events = 0
         self.changed: Callable[[], None] | None = None  # autosave hook
         self.metadata: dict = {}
+        # bypass: names of bypassed nodes, and the direct edges standing in for them,
+        # keyed by the (into-node, out-of-node) connection pair they replace
+        self.bypassed: set[str] = set()
+        self.bypass_edges: dict[tuple[Conn, Conn], LiveEdge] = {}
 
     # ---- helpers --------------------------------------------------------------
     @property
@@ -228,6 +233,8 @@ class Session:
         self._retire_node(node)
         if node.g.type.name == "vca":
             self._apply_vca()
+        self.bypassed.discard(name)
+        self._sync_bypass()
         self._touch()
 
     def _retire_node(self, node: LiveNode) -> None:
@@ -261,14 +268,78 @@ class Session:
         if gain == 0.0:
             self._fade_in.append(edge)
         self._dirty = True
+        self._sync_bypass()
         self._touch()
         return conn
 
     def disconnect(self, src: str, dst: str) -> Conn:
         conn = self.graph.disconnect(src, dst)
         self._retire_edge(self.edges.pop(conn))
+        self._sync_bypass()
         self._touch()
         return conn
+
+    # ---- bypass ------------------------------------------------------------------
+    def bypass_ports(self, name: str):
+        """The (in, out) ports a bypass joins; MixgraphError if the node cannot be bypassed."""
+        node = self.live.get(name)
+        if node is None:
+            raise MixgraphError(f"no node named {name!r}")
+        g = node.g
+        pin, pout = g.type.port(None, "in"), g.type.port(None, "out")
+        if (pin is None or pout is None
+                or pin.channel_count(g.channels) != pout.channel_count(g.channels)):
+            raise MixgraphError(f"{name} ({g.type.name}) cannot be bypassed: bypass needs an "
+                                "input and an output with the same channel count")
+        return pin, pout
+
+    def set_bypass(self, name: str, on: bool) -> bool:
+        """Bypass a node click-free: its output connections fade out while direct
+        connections from its sources to its destinations fade in (and back)."""
+        self.bypass_ports(name)
+        if on:
+            self.bypassed.add(name)
+        else:
+            self.bypassed.discard(name)
+        self._sync_bypass()
+        self._touch()
+        return on
+
+    def _sync_bypass(self) -> None:
+        want: dict[tuple[Conn, Conn], Conn] = {}
+        out_port: dict[str, str] = {}
+        for name in self.bypassed:
+            pin, pout = self.bypass_ports(name)
+            out_port[name] = pout.name
+            ins = [c for c in self.graph.conns if c.dst == name and c.dst_port == pin.name]
+            outs = [c for c in self.graph.conns if c.src == name and c.src_port == pout.name]
+            for a in ins:
+                for b in outs:
+                    want[(a, b)] = Conn(a.src, a.src_port, b.dst, b.dst_port)
+        for k in list(self.bypass_edges):
+            if k not in want:
+                self._retire_edge(self.bypass_edges.pop(k))
+                self._dirty = True
+        for k, conn in want.items():
+            if k in self.bypass_edges:
+                continue
+            gain = 0.0 if self.started else 1.0
+            edge = LiveEdge(conn, self.live[conn.src], self.live[conn.dst],
+                            lib.mg_edge_new(gain))
+            if gain == 0.0:
+                self._fade_in.append(edge)
+            self.bypass_edges[k] = edge
+            self._dirty = True
+        for c, e in self.edges.items():
+            target = 0.0 if out_port.get(c.src) == c.src_port else 1.0
+            if target == e.target:
+                continue
+            e.target = target
+            if target == 0.0 and e in self._fade_in:
+                self._fade_in.remove(e)
+                if self.started:
+                    continue  # created at gain 0: it simply never fades in
+            self.engine.push(CMD_EDGE, e.ptr, self.fade_samples, target)
 
     # ---- parameters ----------------------------------------------------------
     def set_param(self, name: str, param: str, value, time: int = 0) -> tuple[float, bool]:
@@ -383,14 +454,14 @@ class Session:
             if want == edge.delay:
                 continue
             _, dch = self._port_base(edge.dst.g, conn.dst_port, "in")
-            gain = 0.0 if self.started else 1.0
+            gain = 0.0 if self.started else edge.target
             ptr = lib.mg_edge_new_delayed(gain, dch, want)
             if ptr == ffi.NULL:
                 raise MixgraphError(f"cannot allocate a {want}-sample delay for {conn}")
-            new = LiveEdge(conn, edge.src, edge.dst, ptr, delay=want)
+            new = LiveEdge(conn, edge.src, edge.dst, ptr, delay=want, target=edge.target)
             self.edges[conn] = new
             self._retire_edge(edge)
-            if gain == 0.0:
+            if self.started and edge.target > 0.0:
                 self._fade_in.append(new)
 
     def commit(self) -> None:
@@ -399,7 +470,8 @@ class Session:
             return
         self._compensate()
         nodes = list(self.live.values()) + [n for n in self.dying_nodes if not n.dead]
-        edges = list(self.edges.values()) + [e for _, e in self.dying_edges if not e.dead]
+        edges = list(self.edges.values()) + list(self.bypass_edges.values())
+        edges += [e for _, e in self.dying_edges if not e.dead]
         ids = {id(n): n for n in nodes}
         edges = [e for e in edges if id(e.src) in ids and id(e.dst) in ids]
         try:
@@ -453,7 +525,7 @@ class Session:
         self._dirty = False
         for e in self._fade_in:
             if not e.dead:
-                self.engine.push(CMD_EDGE, e.ptr, self.fade_samples, 1.0)
+                self.engine.push(CMD_EDGE, e.ptr, self.fade_samples, e.target)
         self._fade_in.clear()
 
     @staticmethod
@@ -559,6 +631,8 @@ class Session:
             opts = {k: v for k, v in g.options.items() if not k.startswith("_")}
             nodes.append({"name": g.name, "type": g.type.name, "channels": g.channels,
                           "options": opts, "params": dict(g.params)})
+            if g.name in self.bypassed:
+                nodes[-1]["bypass"] = True
         return {
             "format": PATCH_FORMAT,
             "version": PATCH_VERSION,
@@ -603,6 +677,9 @@ class Session:
             d, dp, _ = self.graph.endpoint(dst, "in")
             if Conn(s.name, sp, d.name, dp) not in self.graph.conns:
                 self.connect(src, dst)
+        for n in nodes:
+            if n["bypass"] != (n["name"] in self.bypassed):
+                self.set_bypass(n["name"], n["bypass"])
         self.metadata = dict(doc.get("metadata") or {})
 
     def close(self) -> None:
@@ -611,6 +688,7 @@ class Session:
             lib.mg_plan_free(rec.ptr)
         self._plans.clear()
         objs = list(self.live.values()) + list(self.edges.values()) + self.dying_nodes
+        objs += list(self.bypass_edges.values())
         objs += [e for _, e in self.dying_edges]
         seen = set()
         for o in objs:
@@ -625,6 +703,7 @@ class Session:
                 self._release_if_unused(o)
         self.live.clear()
         self.edges.clear()
+        self.bypass_edges.clear()
         self.disk.close_all()
 
 
@@ -659,7 +738,7 @@ def validate_doc(doc) -> tuple[list[dict], list[list[str]]]:
             number(v, f"patch: {n['name']}/{k}")
         scratch.add_node(t.name, n["name"], ch, opts)
         out.append({"name": n["name"], "type": t.name, "channels": ch, "options": opts,
-                    "params": params})
+                    "params": params, "bypass": bool(n.get("bypass", False))})
     for n in out:
         if n["type"] == "vca":
             members = n["options"].get("members", "")
