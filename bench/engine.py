@@ -140,7 +140,7 @@ def status(c: Client) -> dict:
 
 def control_path(n_msgs: int, repeats: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        proc, port, _ = start_daemon(Path(tmp), "--backend", "null")
+        proc, port, _ = start_daemon(Path(tmp), "--backend", "null", "--rate-limit", "0")
         try:
             c = Client("127.0.0.1", port, timeout=30)
             build_over_osc(c, 16)
@@ -149,32 +149,27 @@ def control_path(n_msgs: int, repeats: int) -> dict:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
             sock.bind(("127.0.0.1", 0))
             per_msg = []
+            window = 256  # replies outstanding at most: a closed-loop sender, nothing dropped
             for r in range(repeats):
                 msgs = [encode(f"/node/ch{i % 16}/gain", [-6.0 - (i % 20) * 0.5])
                         for i in range(n_msgs)]
                 replies = 0
+                sock.settimeout(30)
                 t0 = time.perf_counter()
                 for k, m in enumerate(msgs):
+                    while k - replies >= window:
+                        sock.recv(512)
+                        replies += 1
                     sock.sendto(m, ("127.0.0.1", port))
-                    if k % 200 == 199:  # keep within the kernel's socket buffers
-                        sock.settimeout(0)
-                        try:
-                            while True:
-                                sock.recv(512)
-                                replies += 1
-                        except (BlockingIOError, TimeoutError):
-                            pass
-                sock.sendto(encode("/sync", [r + 1]), ("127.0.0.1", port))
-                sock.settimeout(30)
-                while True:
-                    data = sock.recv(512)
-                    if data.startswith(b"/synced"):
-                        break
+                while replies < n_msgs:
+                    sock.recv(512)
                     replies += 1
                 dt = time.perf_counter() - t0
+                sock.sendto(encode("/sync", [r + 1]), ("127.0.0.1", port))
+                while not sock.recv(512).startswith(b"/synced"):
+                    pass
                 per_msg.append(dt / n_msgs * 1e6)
-            return {"messages": n_msgs, "us_per_message": statistics.median(per_msg),
-                    "replies_seen_last_run": replies}
+            return {"messages": n_msgs, "us_per_message": statistics.median(per_msg)}
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(10)
@@ -237,7 +232,8 @@ def change_latency(trials: int = 50) -> dict:
     import threading
 
     from mixgraph.server.engine import CMD_TAP, Fifo
-    from mixgraph.server.osc import Dispatcher, UdpServer
+    from mixgraph.server.osc import Dispatcher
+    from mixgraph.server.transport import ControlServer
 
     e = Engine(RATE, 0, 1)
     s = Session(e)
@@ -247,7 +243,7 @@ def change_latency(trials: int = 50) -> dict:
     s.connect("osc", "g")
     s.connect("g", "out")
     s.commit()
-    server = UdpServer(Dispatcher(s), "127.0.0.1", 0)
+    server = ControlServer(Dispatcher(s), "127.0.0.1", 0, tcp_port=-1)
     port = server.address[1]
     th = threading.Thread(target=server.serve_forever, daemon=True)
     th.start()
