@@ -15,6 +15,11 @@
 
 #define MG_COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
+/* Table fields of an mg_node_type, with their counts: `MG_PARAMS(params),` */
+#define MG_PARAMS(t) .params = (t), .n_params = MG_COUNT(t)
+#define MG_PORTS(t) .ports = (t), .n_ports = MG_COUNT(t)
+#define MG_READOUTS(t) .readouts = (t), .n_readouts = MG_COUNT(t)
+
 /* Hot loops get an AVX2 clone chosen at load time (GCC function multiversioning
  * through an ifunc); other x86-64 CPUs run the baseline SSE2 code. Results are
  * the same: the loops are elementwise, without reassociation. */

@@ -21,8 +21,7 @@ const mg_node_type mg_type_vca = {
     .default_channels = 1,
     .min_channels = 1,
     .max_channels = 1,
-    .params = params,
-    .n_params = MG_COUNT(params),
+    MG_PARAMS(params),
     .state_size = 1,
     .process = process,
 };
