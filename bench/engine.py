@@ -297,6 +297,8 @@ def main() -> None:
     ap.add_argument("--channels", type=int, nargs="*", default=[16, 64, 256])
     ap.add_argument("--messages", type=int, default=10000)
     ap.add_argument("--jack", action="store_true", help="also run the live JACK dummy test")
+    ap.add_argument("--jack-rate", type=int, default=10000,
+                    help="parameter messages per second during the JACK test")
     ap.add_argument("--no-control", action="store_true")
     a = ap.parse_args()
     print(f"# mixgraph engine bench: {RATE} Hz, {BLOCK}-frame blocks (budget "
@@ -319,7 +321,7 @@ def main() -> None:
           f"{r['max_blocks']:.2f}) after its message was sent, over {r['trials']} trials "
           f"(null clock, {BLOCK}-frame blocks; the 20 ms ramp starts at the block boundary)")
     if a.jack:
-        r = jack_live(a.seconds, 10000)
+        r = jack_live(a.seconds, a.jack_rate)
         print(f"\nlive on JACK dummy, 64 ch gain->pan->bus, {r}")
 
 
