@@ -14,6 +14,8 @@ TCP framings (the server detects which one per connection):
 
 from __future__ import annotations
 
+import re
+
 import struct
 from typing import Any
 
@@ -214,13 +216,54 @@ def decoder(framing: str, max_frame: int = DEFAULT_MAX_FRAME) -> SizeDecoder | S
 REPLY_ADDRESSES = ("/done", "/fail")
 
 
+PATTERN_CHARS = frozenset("*?[]{}")
+
+
+def pattern_regex(pattern: str) -> re.Pattern:
+    """An OSC 1.0 address pattern (with OSC 1.1's `//`) as a regular expression."""
+    out, i = [], 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if pattern.startswith("//", i):
+            out.append("(?:/[^/]+)*/")
+            i += 2
+            continue
+        if ch == "*":
+            out.append("[^/]*")
+        elif ch == "?":
+            out.append("[^/]")
+        elif ch == "[":
+            j = pattern.find("]", i)
+            body = pattern[i + 1:j if j > 0 else len(pattern)]
+            neg = body.startswith("!")
+            body = body[1:] if neg else body
+            out.append("[" + ("^" if neg else "") + re.sub(r"([\\^\]])", r"\\\1", body) + "]")
+            i = j + 1 if j > 0 else len(pattern)
+            continue
+        elif ch == "{":
+            j = pattern.find("}", i)
+            alts = pattern[i + 1:j if j > 0 else len(pattern)].split(",")
+            out.append("(?:" + "|".join(re.escape(a) for a in alts) + ")")
+            i = j + 1 if j > 0 else len(pattern)
+            continue
+        else:
+            out.append(re.escape(ch))
+        i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
 def is_reply_to(address: str, sent: str, rargs: list) -> bool:
-    """Whether a message (address, rargs) answers a request sent to `sent`."""
+    """Whether a message (address, rargs) answers a request sent to `sent`; a query on
+    an address pattern is answered on each matching address."""
     if address in REPLY_ADDRESSES:
         return bool(rargs) and rargs[0] == sent
     if address == sent or address == sent + ".reply":
         return True
-    return sent == "/sync" and address == "/synced"
+    if sent == "/sync":
+        return address == "/synced"
+    if PATTERN_CHARS & set(sent) or "//" in sent:
+        return pattern_regex(sent).match(address) is not None
+    return False
 
 
 _REPEATABLE = frozenset(("/status", "/info", "/catalog", "/graph/dump", "/sync", "/patch/list",
