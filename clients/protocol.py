@@ -15,7 +15,6 @@ TCP framings (the server detects which one per connection):
 from __future__ import annotations
 
 import re
-
 import struct
 from typing import Any
 
