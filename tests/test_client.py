@@ -187,3 +187,15 @@ def test_tcp_transport_against_daemon(daemon):
             assert cl.get("tg", "gain") == -4.0
             assert cl.dump()["nodes"][0]["name"] == "tg"
             cl.clear()
+
+
+def test_pattern_replies_match_their_request():
+    """A query on an address pattern is answered on each matching address."""
+    from mixgraph.clients.protocol import is_reply_to, pattern_regex
+
+    assert is_reply_to("/node/ch1/gain", "/node/ch*/gain", [0.0])
+    assert is_reply_to("/node/x/y/gain", "//gain", [0.0])
+    assert not is_reply_to("/node/b/gain", "/node/[!b]/gain", [0.0])
+    assert not is_reply_to("/node/ch1/mute", "/node/ch*/gain", [0.0])
+    assert pattern_regex("/node/{a,bc}/gain").match("/node/bc/gain")
+    assert not pattern_regex("/node/?/gain").match("/node/ab/gain")
