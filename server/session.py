@@ -86,6 +86,14 @@ def number(value, what: str) -> float:
     return v
 
 
+def whole(value, what: str) -> int:
+    """A whole number from an OSC argument (2 and 2.0 are fine, 2.5 is not)."""
+    v = number(value, what)
+    if v != int(v):
+        raise MixgraphError(f"{what}: expected a whole number, got {value!r}")
+    return int(v)
+
+
 class Session:
     """Graph + engine: every edit goes through here and ends in a plan swap."""
 
@@ -173,9 +181,12 @@ class Session:
             options["members"] = ",".join(self._vca_members(name, options.get("members", "")))
         channels = options.get("channels")
         if channels is not None:
-            channels = int(number(channels, "channels"))
-        first = int(number(options.get("first", 1), "first")) - 1
-        seed = int(number(options.get("seed", 1), "seed")) & 0xFFFFFFFFFFFFFFFF
+            channels = whole(channels, "channels")
+        first = whole(options.get("first", 1), "first")
+        if first < 1:
+            raise MixgraphError(f"first: hardware channels count from 1, not {first}")
+        first -= 1
+        seed = whole(options.get("seed", 1), "seed") & 0xFFFFFFFFFFFFFFFF
         stream = None
         if t.needs_fifo:
             if "path" not in options:

@@ -271,3 +271,22 @@ def test_input_first_out_of_range_message(session):
     with pytest.raises(MixgraphError, match=r"hardware channels 3\.\.3 do not exist"):
         session.add_node("input", "x", {"first": 3, "channels": 1})
     assert "x" not in session.graph.nodes and "x" not in session.live
+
+
+def test_integer_options_must_be_whole_numbers():
+    from mixgraph.server.engine import Engine
+    from mixgraph.server.errors import MixgraphError
+    from mixgraph.server.session import Session
+
+    e = Engine(48000, 2, 2)
+    s = Session(e)
+    try:
+        with pytest.raises(MixgraphError, match="channels: expected a whole number"):
+            s.add_node("gain", "g", {"channels": 2.5})
+        with pytest.raises(MixgraphError, match="count from 1"):
+            s.add_node("output", "o", {"first": 0})
+        s.add_node("gain", "g", {"channels": 2.0})
+        assert s.graph.nodes["g"].channels == 2
+    finally:
+        s.close()
+        e.free()
