@@ -153,3 +153,48 @@ def run_python():
         return json.loads(lines[-1])
 
     return run
+
+
+# ---- offline sessions for node tests ---------------------------------------------------
+
+class Sessions:
+    """Makes offline engine + session pairs and frees them all at the end of a test."""
+
+    def __init__(self, rate: int = 48000) -> None:
+        self.rate = rate
+        self.made: list = []
+
+    def __call__(self, hw_in: int, hw_out: int):
+        from mixgraph.server.engine import Engine
+        from mixgraph.server.session import Session
+
+        e = Engine(self.rate, hw_in, hw_out)
+        s = Session(e)
+        self.made.append((s, e))
+        return s, e
+
+    def chain(self, type_name: str, name: str, settings: dict, in_ch: int, out_ch: int):
+        """input -> NODE -> output, committed; returns (session, engine)."""
+        s, e = self(in_ch, out_ch)
+        s.add_node("input", "in", {"channels": in_ch})
+        s.add_node(type_name, name, settings)
+        s.add_node("output", "out", {"channels": out_ch})
+        s.connect("in", name)
+        s.connect(name, "out")
+        s.commit()
+        return s, e
+
+    def close(self) -> None:
+        for s, e in self.made:
+            s.close()
+            e.free()
+        self.made.clear()
+
+
+@pytest.fixture
+def sessions():
+    """`sessions(hw_in, hw_out)` -> (session, engine); `sessions.chain(...)` builds
+    input -> node -> output. Everything is freed after the test."""
+    made = Sessions()
+    yield made
+    made.close()

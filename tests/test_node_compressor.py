@@ -6,26 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mixgraph.server.engine import Engine
-from mixgraph.server.session import Session
-
 SR = 48000
 
 
 @pytest.fixture
-def make():
-    made = []
-
-    def _make(hw_in=1, hw_out=1):
-        e = Engine(SR, hw_in, hw_out)
-        s = Session(e)
-        made.append((s, e))
-        return s, e
-
-    yield _make
-    for s, e in made:
-        s.close()
-        e.free()
+def make(sessions):
+    """make(hw_in, hw_out) -> (session, engine); everything is freed afterwards."""
+    return lambda hw_in=1, hw_out=1: sessions(hw_in, hw_out)
 
 
 def eq4(x, t, r, w):

@@ -6,32 +6,14 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from mixgraph.server.engine import Engine
-from mixgraph.server.session import Session
-
 SR = 48000
 
 
 @pytest.fixture
-def make():
-    made = []
-
-    def _make(settings, channels=1):
-        e = Engine(SR, channels, channels)
-        s = Session(e)
-        s.add_node("input", "in", {"channels": channels})
-        s.add_node("delay", "d", {"channels": channels, **settings})
-        s.add_node("output", "out", {"channels": channels})
-        s.connect("in", "d")
-        s.connect("d", "out")
-        s.commit()
-        made.append((s, e))
-        return s, e
-
-    yield _make
-    for s, e in made:
-        s.close()
-        e.free()
+def make(sessions):
+    """make(settings, channels) -> (session, engine) for input -> delay -> output."""
+    return lambda settings, channels=1: sessions.chain(
+        "delay", "d", {"channels": channels, **settings}, channels, channels)
 
 
 DRY = {"mix": 100, "feedback": 0}

@@ -15,25 +15,9 @@ SR = 48000
 
 
 @pytest.fixture
-def make():
-    made = []
-
-    def _make(settings):
-        e = Engine(SR, 2, 2)
-        s = Session(e)
-        s.add_node("input", "in", {"channels": 2})
-        s.add_node("reverb", "r", settings)
-        s.add_node("output", "out")
-        s.connect("in", "r")
-        s.connect("r", "out")
-        s.commit()
-        made.append((s, e))
-        return s, e
-
-    yield _make
-    for s, e in made:
-        s.close()
-        e.free()
+def make(sessions):
+    """make(settings) -> (session, engine) for input -> reverb -> output (stereo)."""
+    return lambda settings: sessions.chain("reverb", "r", settings, 2, 2)
 
 
 def schroeder_rt60(h, lo=-5.0, hi=-35.0, band=None):

@@ -6,32 +6,13 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from mixgraph.server.engine import Engine
-from mixgraph.server.session import Session
-
 SR = 48000
 
 
 @pytest.fixture
-def make():
-    made = []
-
-    def _make(settings):
-        e = Engine(SR, 2, 2)
-        s = Session(e)
-        s.add_node("input", "in", {"channels": 2})
-        s.add_node("width", "w", settings)
-        s.add_node("output", "out")
-        s.connect("in", "w")
-        s.connect("w", "out")
-        s.commit()
-        made.append((s, e))
-        return s, e
-
-    yield _make
-    for s, e in made:
-        s.close()
-        e.free()
+def make(sessions):
+    """make(settings) -> (session, engine) for input -> width -> output (stereo)."""
+    return lambda settings: sessions.chain("width", "w", settings, 2, 2)
 
 
 def stereo_noise(n, seed=0):

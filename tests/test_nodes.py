@@ -8,28 +8,15 @@ import numpy as np
 import pytest
 from scipy import signal, stats
 
-from mixgraph.server.engine import Engine
 from mixgraph.server.errors import MixgraphError
-from mixgraph.server.session import Session
 
 SR = 48000
 
 
 @pytest.fixture
-def make():
+def make(sessions):
     """make(hw_in, hw_out) -> (session, engine); everything is freed afterwards."""
-    made = []
-
-    def _make(hw_in=0, hw_out=2):
-        e = Engine(SR, hw_in, hw_out)
-        s = Session(e)
-        made.append((s, e))
-        return s, e
-
-    yield _make
-    for s, e in made:
-        s.close()
-        e.free()
+    return lambda hw_in=0, hw_out=2: sessions(hw_in, hw_out)
 
 
 def db(x):
