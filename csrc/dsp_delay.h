@@ -5,6 +5,7 @@
 #define MG_DSP_DELAY_H
 
 #include <math.h>
+#include "mg_node.h" /* mg_zalloc */
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,7 +26,7 @@ static inline int dl_alloc(dl_line *l, size_t frames)
     size_t n = 8;
     while (n < frames + 8)
         n <<= 1;
-    l->buf = calloc(n, sizeof(float));
+    l->buf = mg_zalloc(n, sizeof(float));
     l->mask = (unsigned)(n - 1);
     l->w = 0;
     return l->buf ? 0 : -1;

@@ -19,6 +19,7 @@
 #define DSP_LOUDNESS_H
 
 #include <math.h>
+#include "mg_node.h" /* mg_zalloc */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,8 +124,8 @@ typedef struct {
 /* [control] */
 static inline int mg_lhist_alloc(mg_lhist *h)
 {
-    h->n = calloc(MG_LH_BINS, sizeof *h->n);
-    h->e = calloc(MG_LH_BINS, sizeof *h->e);
+    h->n = mg_zalloc(MG_LH_BINS, sizeof *h->n);
+    h->e = mg_zalloc(MG_LH_BINS, sizeof *h->e);
     h->sum_e = 0.0;
     h->count = 0;
     return h->n && h->e ? 0 : -1;

@@ -22,7 +22,7 @@ static inline int mg_stream_prepare(mg_stream *s, const mg_prepare_ctx *ctx)
     s->fifo = ctx->fifo;
     if (!s->fifo || mg_fifo_channels(s->fifo) != ctx->channels)
         return -1;
-    s->scratch = calloc((size_t)MG_MAX_BLOCK * (size_t)ctx->channels, sizeof(float));
+    s->scratch = mg_zalloc((size_t)MG_MAX_BLOCK * (size_t)ctx->channels, sizeof(float));
     return s->scratch ? 0 : -1;
 }
 

@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <sched.h>
+#include <sys/mman.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -209,6 +210,11 @@ void mg_engine_set_ceiling(mg_engine *e, float amplitude)
 {
     if (isfinite(amplitude) && amplitude > 0.0f)
         e->ceiling = amplitude;
+}
+
+int mg_lock_memory(void)
+{
+    return mlockall(MCL_CURRENT | MCL_FUTURE) == 0 ? 0 : errno;
 }
 
 void mg_engine_add_xruns(mg_engine *e, uint64_t n)
@@ -785,9 +791,20 @@ int mg_pa_callback(const void *input, void *output, unsigned long frames,
 /* ------------------------------------------------------------------ */
 /* null backend: a real-time-paced clock with no hardware               */
 
+/* Touch the first 128 KiB of this thread's stack once, before the clock
+ * starts, so deeper calls later (a delayed edge's scratch block, a node's
+ * locals) never page-fault on the audio thread. */
+static __attribute__((noinline)) void prefault_stack(void)
+{
+    volatile unsigned char pages[128 * 1024];
+    for (size_t i = 0; i < sizeof pages; i += 4096)
+        pages[i] = 0;
+}
+
 static void *null_main(void *arg)
 {
     mg_engine *e = (mg_engine *)arg;
+    prefault_stack();
     const long long block_ns = (long long)((double)e->null_block * 1e9 / e->sample_rate + 0.5);
     struct timespec next;
     clock_gettime(CLOCK_MONOTONIC, &next);

@@ -205,6 +205,9 @@ void mg_engine_set_ceiling(mg_engine *e, float amplitude);  /* [control] before 
 int mg_null_start(mg_engine *e, int block_frames);
 void mg_null_stop(mg_engine *e);
 void mg_engine_add_xruns(mg_engine *e, uint64_t n);  /* [any] */
+/* [control] mlockall(current and future): no page of the process is reclaimed,
+ * so the audio thread never faults memory back in. 0, or the errno. */
+int mg_lock_memory(void);
 
 /* ---- nodes ---- [control] */
 mg_node *mg_node_new(mg_engine *e, int type_index, int channels, int hw_first,

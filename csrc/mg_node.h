@@ -9,6 +9,7 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "mg_api.h"
@@ -28,6 +29,17 @@
 #else
 #define MG_HOT
 #endif
+
+/* [control] Zeroed memory for a node's state (prepare only; free() in release).
+ * Every page is touched here, so the audio thread never takes the page faults
+ * of lazily mapped zero pages (calloc of a large block maps them on first use). */
+static inline void *mg_zalloc(size_t n, size_t size)
+{
+    void *p = calloc(n, size);
+    if (p)
+        memset(p, 0, n * size);
+    return p;
+}
 
 /* The value of parameter pv at frame i of this sub-block. */
 static inline float mg_pv_at(const mg_pv *pv, int i)

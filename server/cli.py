@@ -22,7 +22,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         state_dir=Path(a.state_dir) if a.state_dir else None, status=not a.no_status,
         ceiling_db=a.ceiling_db, tcp_port=-1 if a.no_tcp else a.tcp_port, allow=a.allow,
         max_frame=a.max_frame, rate_limit=a.rate_limit, rate_burst=a.rate_burst,
-        zeroconf=a.zeroconf,
+        zeroconf=a.zeroconf, mlock=not a.no_mlock,
     ))
 
 
@@ -186,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--state-dir", help="patches, autosave and audio files")
     s.add_argument("--ceiling-db", type=float, default=0.0, help="hard output ceiling, dBFS")
     s.add_argument("--no-status", action="store_true", help="no live status line")
+    s.add_argument("--no-mlock", action="store_true",
+                   help="do not lock the process's memory (mlockall)")
     s.add_argument("--zeroconf", action="store_true",
                    help="advertise _osc._udp and _osc._tcp on the network (needs zeroconf)")
     s.set_defaults(func=_cmd_serve)

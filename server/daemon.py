@@ -56,6 +56,22 @@ class ServeOptions:
     rate_limit: float = 20000.0  # messages/s per client; 0 = unlimited
     rate_burst: float = 10000.0
     zeroconf: bool = False  # advertise _osc._udp / _osc._tcp (the zeroconf package)
+    mlock: bool = True  # lock the process's memory so the audio thread never page-faults
+
+
+def lock_memory() -> str:
+    """mlockall the process (as audio servers do); says what happened, for the banner."""
+    import errno
+    import os
+
+    from ._core import lib
+
+    err = lib.mg_lock_memory()
+    if err == 0:
+        return "locked (mlockall)"
+    return (f"not locked ({os.strerror(err)}; raise RLIMIT_MEMLOCK or run as root): "
+            "page faults may cause xruns" if err in (errno.EPERM, errno.ENOMEM, errno.EAGAIN)
+            else f"not locked ({os.strerror(err)})")
 
 
 def default_state_dir() -> Path:
@@ -73,6 +89,7 @@ class Daemon:
         self.console = console or Console(stderr=False)
         self.state_dir = Path(opts.state_dir or default_state_dir())
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.memory = lock_memory() if opts.mlock else "not locked (--no-mlock)"
         self.config = choose_backend(opts.backend, opts.device, opts.sample_rate, opts.block,
                                      opts.inputs, opts.outputs)
         cfg = self.config
@@ -134,6 +151,7 @@ class Daemon:
         tcp = self.server.tcp_address
         t.add_row("osc", f"udp {host}:{port}" + (f", tcp {tcp[0]}:{tcp[1]}" if tcp else ""))
         t.add_row("state", f"{self.state_dir}  ({self.restored})")
+        t.add_row("memory", self.memory)
         return Panel(t, title=f"mixgraph {__version__}", expand=False)
 
     def status_line(self) -> str:

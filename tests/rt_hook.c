@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/resource.h>
 
 typedef void *(*malloc_fn)(size_t);
 typedef void *(*calloc_fn)(size_t, size_t);
@@ -137,23 +138,39 @@ void *aligned_alloc(size_t align, size_t n)
 }
 
 /* the engine's weak hooks */
+/* page faults taken on an armed thread (RUSAGE_THREAD: this thread only) */
+static _Atomic uint64_t faults;
+static __thread long fault_mark __attribute__((tls_model("initial-exec")));
+
+static long thread_faults(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_THREAD, &ru);
+    return ru.ru_minflt + ru.ru_majflt;
+}
+
 void mg_rt_enter(void)
 {
     atomic_fetch_add_explicit(&enters, 1, memory_order_relaxed);
+    fault_mark = thread_faults();
     armed = 1;
 }
 
 void mg_rt_leave(void)
 {
     armed = 0;
+    atomic_fetch_add_explicit(&faults, (uint64_t)(thread_faults() - fault_mark),
+                              memory_order_relaxed);
 }
 
 /* for the test (through ctypes) */
 void rt_hook_arm(int on) { armed = on; }
 uint64_t rt_hook_count(void) { return atomic_load(&count); }
 uint64_t rt_hook_enters(void) { return atomic_load(&enters); }
+uint64_t rt_hook_faults(void) { return atomic_load(&faults); }
 void rt_hook_reset(void)
 {
+    atomic_store(&faults, 0);
     atomic_store(&count, 0);
     atomic_store(&enters, 0);
 }

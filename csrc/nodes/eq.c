@@ -92,8 +92,8 @@ static int prepare_n(void *stv, const mg_prepare_ctx *ctx, int nbands)
     s->xf_len = (int)(0.010 * ctx->sample_rate + 0.5);
     if (s->xf_len < 1)
         s->xf_len = 1;
-    s->st = calloc((size_t)ctx->channels * (size_t)s->nunits * 4, sizeof(mg_bq_state));
-    s->ost = calloc((size_t)ctx->channels * (size_t)s->nunits * 4, sizeof(mg_bq_state));
+    s->st = mg_zalloc((size_t)ctx->channels * (size_t)s->nunits * 4, sizeof(mg_bq_state));
+    s->ost = mg_zalloc((size_t)ctx->channels * (size_t)s->nunits * 4, sizeof(mg_bq_state));
     if (!s->st || !s->ost)
         return 3;
     for (int u = 0; u < s->nunits; u++)

@@ -137,8 +137,8 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
     const size_t per = (s->dmask + 1) * sizeof(float) + (s->amask + 1) * sizeof(int64_t) +
                        (s->qmask + 1) * (sizeof(float) + sizeof(uint32_t)) +
                        (s->rmask + 1) * sizeof(float);
-    s->mem = calloc((size_t)s->channels, per);
-    s->est = calloc((size_t)s->channels * MG_MAX_BLOCK, sizeof(float));
+    s->mem = mg_zalloc((size_t)s->channels, per);
+    s->est = mg_zalloc((size_t)s->channels * MG_MAX_BLOCK, sizeof(float));
     if (!s->mem || !s->est)
         return -1;
     char *m = (char *)s->mem;

@@ -194,7 +194,7 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
     /* lines one power of two apart would put the 16 writes of every sample in
      * the same L1 cache set (4K aliasing); 80 extra floats spread them */
     s->stride = pow2 + 80;
-    s->mem = calloc((size_t)s->stride * NL, sizeof(float));
+    s->mem = mg_zalloc((size_t)s->stride * NL, sizeof(float));
     if (!s->mem)
         return 1;
     for (int c = 0; c < 2; c++)

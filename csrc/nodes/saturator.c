@@ -111,7 +111,7 @@ static int prepare(void *stv, const mg_prepare_ctx *ctx)
     s->xf_len = (int)(0.010 * ctx->sample_rate + 0.5);
     if (s->xf_len < 1)
         s->xf_len = 1;
-    s->ch = calloc((size_t)ctx->channels, sizeof(sat_chan));
+    s->ch = mg_zalloc((size_t)ctx->channels, sizeof(sat_chan));
     if (!s->ch)
         return 3;
     const double fc = 22000.0 / 96000.0;
