@@ -37,13 +37,30 @@ class ProtocolError(Exception):
 
 # ---- encoding -----------------------------------------------------------------------
 
-def _pad_str(s: bytes) -> bytes:
-    return s + b"\0" * (4 - len(s) % 4)
+_I = struct.Struct(">i").pack
+_Q = struct.Struct(">q").pack
+_F = struct.Struct(">f").pack
+_D = struct.Struct(">d").pack
+_OSTR_CACHE: dict[str, bytes] = {}
+
+
+def ostr(s: str) -> bytes:
+    """An OSC string: UTF-8, NUL-terminated, padded to 4 bytes (short ones cached)."""
+    b = _OSTR_CACHE.get(s)
+    if b is None:
+        b = s.encode("utf-8", "replace")
+        b += b"\0" * (4 - len(b) % 4)
+        if len(s) <= 128:
+            if len(_OSTR_CACHE) > 65536:
+                _OSTR_CACHE.clear()
+            _OSTR_CACHE[s] = b
+    return b
 
 
 def encode(address: str, args: tuple | list = ()) -> bytes:
-    """One OSC message. Python types choose the tags: bool T/F, int i (h when it
-    does not fit 32 bits), float f, str s, bytes b, None N."""
+    """One OSC message; the one encoder of the project (server and clients). Python
+    types choose the tags: bool T/F, None N, int i (h beyond 32 bits, d beyond 64),
+    float f (d beyond float32's range), bytes b, anything else s."""
     tags = [","]
     data = []
     for a in args:
@@ -54,23 +71,30 @@ def encode(address: str, args: tuple | list = ()) -> bytes:
         elif a is None:
             tags.append("N")
         elif isinstance(a, int):
-            if -2**31 <= a < 2**31:
+            if -2147483648 <= a < 2147483648:
                 tags.append("i")
-                data.append(struct.pack(">i", a))
-            else:
+                data.append(_I(a))
+            elif -2**63 <= a < 2**63:
                 tags.append("h")
-                data.append(struct.pack(">q", a))
+                data.append(_Q(a))
+            else:
+                tags.append("d")
+                data.append(_D(float(a)))
         elif isinstance(a, float):
-            tags.append("f")
-            data.append(struct.pack(">f", a))
+            try:
+                data.append(_F(a))
+                tags.append("f")
+            except OverflowError:
+                data.append(_D(a))
+                tags.append("d")
         elif isinstance(a, bytes | bytearray | memoryview):
             b = bytes(a)
             tags.append("b")
-            data.append(struct.pack(">i", len(b)) + b + b"\0" * (-len(b) % 4))
+            data.append(_I(len(b)) + b + b"\0" * (-len(b) % 4))
         else:
             tags.append("s")
-            data.append(_pad_str(str(a).encode()))
-    return _pad_str(address.encode()) + _pad_str("".join(tags).encode()) + b"".join(data)
+            data.append(ostr(str(a)))
+    return ostr(address) + ostr("".join(tags)) + b"".join(data)
 
 
 def timetag_from_unix(t: float) -> tuple[int, int]:

@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 import msgpack
 from pythonosc.osc_message import OscMessage
 
+from mixgraph.clients.protocol import encode
+from mixgraph.clients.protocol import ostr as _ostr
+
 from . import __version__, tapers
 from .catalog import CATALOG
 from .errors import MixgraphError
@@ -150,68 +153,19 @@ def _parse_simple(data: bytes):
 
 # ---- encoding -------------------------------------------------------------------
 _I = struct.Struct(">i").pack
-_Q = struct.Struct(">q").pack
 _F = struct.Struct(">f").pack
-_D = struct.Struct(">d").pack
-
-
-_OSTR_CACHE: dict[str, bytes] = {}
-
-
-def _ostr(s: str) -> bytes:
-    b = _OSTR_CACHE.get(s)
-    if b is None:
-        b = s.encode("utf-8", "replace")
-        b += b"\0" * (4 - len(b) % 4)
-        if len(s) <= 128:
-            if len(_OSTR_CACHE) > 65536:
-                _OSTR_CACHE.clear()
-            _OSTR_CACHE[s] = b
-    return b
 
 
 def encode_message(address: str, args) -> bytes:
-    """Encode an OSC message; Python types choose the tags (bool T/F, int i/h, float f
-    (d if out of float32 range), bytes b, None N, anything else s)."""
+    """Encode an OSC message (mixgraph.clients.protocol.encode), with a fast path for
+    the reply to every parameter set: /done <address> <value>."""
     if address == "/done" and len(args) == 2 and type(args[1]) is float \
             and type(args[0]) is str:
-        try:  # the reply to every parameter set: /done <address> <value>
+        try:
             return _DONE_SF + _ostr(args[0]) + _F(args[1])
         except OverflowError:
             pass
-    tags = [","]
-    data = []
-    for a in args:
-        if a is True:
-            tags.append("T")
-        elif a is False:
-            tags.append("F")
-        elif a is None:
-            tags.append("N")
-        elif isinstance(a, int):
-            if -2147483648 <= a < 2147483648:
-                tags.append("i")
-                data.append(_I(a))
-            elif -2**63 <= a < 2**63:
-                tags.append("h")
-                data.append(_Q(a))
-            else:
-                tags.append("d")
-                data.append(_D(float(a)))
-        elif isinstance(a, float):
-            try:
-                data.append(_F(a))
-                tags.append("f")
-            except OverflowError:
-                data.append(_D(a))
-                tags.append("d")
-        elif isinstance(a, bytes | bytearray):
-            tags.append("b")
-            data.append(_I(len(a)) + bytes(a) + b"\0" * (-len(a) % 4))
-        else:
-            tags.append("s")
-            data.append(_ostr(str(a)))
-    return _ostr(address) + _ostr("".join(tags)) + b"".join(data)
+    return encode(address, args)
 
 
 build_message = encode_message  # the historical name
