@@ -14,6 +14,8 @@ from mixgraph.server._core import lib
 from mixgraph.server.engine import Engine
 from mixgraph.server.session import Session
 
+from ebu_signals import TP_CASES
+
 SR = 48000
 
 # ITU-R BS.1770-4 Annex 2: the 4 phases of 12 taps; prototype h[4j + k] = phase k, tap j.
@@ -71,19 +73,7 @@ def limiter():
         e.free()
 
 
-# Tech 3341 true-peak signals (see test_node_meter_loudness.py): fs fraction,
-# phase (degrees), level (dBTP); here with abrupt on- and offsets.
-TP_CASES = {
-    15: (1 / 4, 0.0, -6.0),
-    16: (1 / 4, 45.0, -6.0),
-    17: (1 / 6, 60.0, -6.0),
-    18: (1 / 8, 67.5, -6.0),
-    19: (1 / 4, 45.0, 3.0),
-    20: (1 / 4, 45.0, 0.0),
-    21: (1 / 6, 60.0, 0.0),
-    22: (1 / 8, 67.5, 0.0),
-    23: (997 / SR, 30.0, 0.0),
-}
+# TP_CASES: EBU Tech 3341 true-peak tones (tests/ebu_signals.py)
 
 
 def tp_signal(case, seconds=0.25, gain_db=0.0):

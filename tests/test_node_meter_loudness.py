@@ -14,6 +14,8 @@ import pytest
 from mixgraph.server.engine import Engine
 from mixgraph.server.session import Session
 
+from ebu_signals import TP_CASES
+
 SR = 48000
 HOP = SR // 10  # the meter updates loudness every 100 ms
 
@@ -185,20 +187,7 @@ def test_other_rates_integrated_matches_pyloudnorm(meter, sr):
 
 # ---- true peak (EBU Tech 3341 cases 15-23) ------------------------------------------------
 
-# (frequency as a fraction of fs, phase in degrees, true-peak level in dBTP).
-# 15-19 as in Tech 3341; 20-23 are further tones with the same structure at
-# 0 dBTP (the true peak of a sampled sine is its continuous amplitude).
-TP_CASES = {
-    15: (1 / 4, 0.0, -6.0),
-    16: (1 / 4, 45.0, -6.0),
-    17: (1 / 6, 60.0, -6.0),
-    18: (1 / 8, 67.5, -6.0),
-    19: (1 / 4, 45.0, 3.0),
-    20: (1 / 4, 45.0, 0.0),
-    21: (1 / 6, 60.0, 0.0),
-    22: (1 / 8, 67.5, 0.0),
-    23: (997 / SR, 30.0, 0.0),
-}
+# TP_CASES: EBU Tech 3341 true-peak tones (tests/ebu_signals.py)
 
 
 def tp_signal(case, seconds=0.5):
