@@ -8,8 +8,10 @@
    offline x real time and us per 64-frame block.
 3. The same channel strip through Pedalboard (its NoiseGate, HighpassFilter,
    shelves/peaks, Compressor, Gain), side by side in this run.
+4. ``--tail``: the reverb's silent tail against noise (CPU time ratio; a
+   denormal stall would show as a ratio of several times, 1.0 is ideal).
 
-    python bench/nodes.py [--seconds 2] [--repeats 5] [--channels 16 64 256]
+    python bench/nodes.py [--seconds 2] [--repeats 5] [--channels 16 64 256] [--tail]
 """
 
 from __future__ import annotations
@@ -93,6 +95,34 @@ def node_costs(seconds: float, repeats: int) -> list[tuple[str, int, float]]:
     return rows
 
 
+def reverb_tail_ratio(repeats: int) -> float:
+    """Median CPU time of 10 s of reverb tail after an impulse over 10 s of noise."""
+    ratios = []
+    n = 10 * RATE
+    noise = (np.random.default_rng(0).uniform(-0.3, 0.3, (n, 2))).astype(np.float32)
+    for _ in range(repeats):
+        e = Engine(RATE, 2, 2)
+        s = Session(e)
+        s.add_node("input", "in", {"channels": 2})
+        s.add_node("reverb", "r", {"decay": 0.5, "damping": 20, "mix": 100})
+        s.add_node("output", "out", {"channels": 2})
+        s.connect("in", "r")
+        s.connect("r", "out")
+        s.commit()
+        e.process(RATE, noise[:RATE], block=BLOCK)
+        x = np.zeros((n, 2), np.float32)
+        x[0] = 0.9
+        t0 = time.thread_time()
+        e.process(n, x, block=BLOCK)
+        t_tail = time.thread_time() - t0
+        t0 = time.thread_time()
+        e.process(n, noise, block=BLOCK)
+        ratios.append(t_tail / (time.thread_time() - t0))
+        s.close()
+        e.free()
+    return statistics.median(ratios)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -100,7 +130,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--channels", type=int, nargs="*", default=[16, 64, 256])
     ap.add_argument("--no-nodes", action="store_true", help="skip the per-node table")
+    ap.add_argument("--tail", action="store_true", help="reverb silent-tail cost ratio")
     a = ap.parse_args()
+    if a.tail:
+        print(f"reverb silent tail / noise CPU time: {reverb_tail_ratio(a.repeats):.2f}x "
+              f"(median of {a.repeats})")
     if not a.no_nodes:
         print(f"# node cost at {RATE} Hz, {BLOCK}-frame blocks (median of {a.repeats})")
         print("| node | channels | ns per sample per channel |\n|---|---|---|")

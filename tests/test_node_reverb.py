@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from scipy import signal
@@ -59,23 +57,22 @@ def test_damping_shortens_the_highs_only(make):
     assert high < 0.6 * low
 
 
-def test_silent_tail_is_not_slower_and_reaches_zero(make):
+def test_silent_tail_has_no_denormals_and_reaches_zero(make):
+    """The tail decays to exact zeros and never through subnormal floats.
+
+    Denormals are what make a silent tail slow; the engine flushes them
+    (FTZ/DAZ) on every call, so none may reach the output. The tail's cost
+    against noise is measured in bench/nodes.py (``--tail``), not here.
+    """
     s, e = make({"decay": 0.5, "damping": 20, "mix": 100})
     n = 10 * SR
-    rng = np.random.default_rng(0)
-    noise = rng.uniform(-0.3, 0.3, (n, 2)).astype(np.float32)
     x = np.zeros((n, 2), np.float32)
     x[0] = 0.9
-    e.process(SR, noise[:SR], block=64)  # warm up
-    t0 = time.thread_time()
     y = e.process(n, x, block=64)
-    t_tail = time.thread_time() - t0
-    t0 = time.thread_time()
-    e.process(n, noise, block=64)
-    t_noise = time.thread_time() - t0
-    # denormals would make the tail many times slower; allow timing noise
-    assert t_tail < 1.3 * t_noise
     assert np.all(np.isfinite(y))
+    tiny = np.finfo(np.float32).tiny  # smallest normal float32
+    nonzero = np.abs(y[y != 0])
+    assert nonzero.size > SR // 2 and np.all(nonzero >= tiny)
     assert not np.any(y[-SR:])  # 10 s at RT60 0.5 s is -1200 dB: exact zeros
 
 
