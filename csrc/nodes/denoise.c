@@ -31,7 +31,7 @@
 #include "../dsp_fft.h"
 #include "../mg_node.h"
 
-enum { P_REDUCTION, P_THRESHOLD, P_SMOOTH, P_TRACK, P_LEARN };
+enum { P_REDUCTION, P_THRESHOLD, P_SMOOTH, P_TRACK, P_LISTEN };
 enum { R_NOISE, R_GR, R_PROFILE };
 
 static const mg_param_spec params[] = {
@@ -50,8 +50,9 @@ static const mg_param_spec params[] = {
      .doc = "1: track the noise continuously (minimum statistics); 0: use the learned profile",
      .min = 0.0f, .max = 1.0f, .def = 1.0f, .map = MG_MAP_LIN, .taper = MG_TAPER_STEP,
      .smooth_ms = 0.0f},
-    {.name = "learn", .unit = "s",
-     .doc = "set by /node/<name>/learn <seconds>: learn the noise profile from that much audio",
+    {.name = "listen", .unit = "s",
+     .doc = "trigger of the learn action: learn the noise profile from the next this many "
+            "seconds (0 cancels)",
      .min = 0.0f, .max = 30.0f, .def = 0.0f, .map = MG_MAP_LIN, .taper = MG_TAPER_LIN,
      .smooth_ms = 0.0f},
 };
@@ -207,9 +208,13 @@ static void on_param(void *st, int index, float target)
     dn_state *s = st;
     if (index == P_TRACK)
         s->track = target;
-    if (index == P_LEARN && s->sr > 0.0 && target > 0.0f) {
-        int f = (int)ceil(target * s->sr / s->h);
-        s->learn_req = f < 1 ? 1 : f;
+    if (index == P_LISTEN && s->sr > 0.0) {
+        if (target > 0.0f) {
+            int f = (int)ceil(target * s->sr / s->h);
+            s->learn_req = f < 1 ? 1 : f;
+        } else {
+            s->learn_req = -1; /* cancel a measurement under way */
+        }
     }
 }
 
@@ -351,11 +356,14 @@ static void learn_step(dn_state *s, int *learning)
     /* a request from on_param starts a new measurement */
     if (s->learn_req > 0) {
         s->learn_left = s->learn_frames = s->learn_req;
-        s->learn_req = 0;
         for (int c = 0; c < s->channels; c++)
             memset(s->ch[c].acc, 0, (size_t)s->nb * sizeof(double));
         s->profile_state = 1.0f;
+    } else if (s->learn_req < 0 && s->learn_left > 0) {
+        s->learn_left = 0;
+        s->profile_state = s->has_profile ? 2.0f : 0.0f;
     }
+    s->learn_req = 0;
     *learning = s->learn_left > 0;
 }
 
@@ -433,6 +441,19 @@ static void process(void *st, const mg_proc *p)
     p->readout[2 * nc] = s->profile_state;
 }
 
+/* [control] The learned profile: per channel, the mean noise power of bins
+ * 0..n/2 (|rfft(w x)|^2 with the sqrt-Hann analysis window w); read it once
+ * the `profile` readout says 2 (the audio thread writes it when a learn ends). */
+static int capture(void *st, float *dst, int n)
+{
+    const dn_state *s = st;
+    int got = 0;
+    for (int c = 0; c < s->channels && s->has_profile; c++)
+        for (int b = 0; b < s->nb && got < n; b++)
+            dst[got++] = s->ch[c].prof[b];
+    return got;
+}
+
 static int latency(const void *st)
 {
     return ((const dn_state *)st)->n - 1;
@@ -442,7 +463,7 @@ const mg_node_type mg_type_denoise = {
     .name = "denoise",
     .doc = "Spectral noise reduction (STFT 1024 / 256 hop at 48 kHz, Wiener gain with "
            "decision-directed SNR smoothing). `track` 1 follows the noise floor continuously; "
-           "`/node/<name>/learn <seconds>` learns a profile (used with `track` 0). `reduction` "
+           "`/node/<name>/learn <seconds>` learns a profile and switches to it (`track` 0). `reduction` "
            "is the largest attenuation (0: the input, delayed). Latency n - 1 samples "
            "(1023 at 44.1/48 kHz). Readouts: `noise` level of the noise estimate (dBFS RMS), "
            "`gr` energy change of the last frame, `profile` 0 none / 1 learning / 2 learned / "
@@ -460,4 +481,5 @@ const mg_node_type mg_type_denoise = {
     .release = release,
     .on_param = on_param,
     .latency = latency,
+    .capture = capture,
 };
