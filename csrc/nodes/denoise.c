@@ -248,6 +248,33 @@ MG_HOT static void frame_gains(float *restrict g, float *restrict a2, const floa
     }
 }
 
+MG_HOT static void track_update(float *restrict ps, float *restrict cmin, const float *restrict re,
+                                const float *restrict im, float pa, int nb)
+{
+    const float pb = 1.0f - pa;
+    for (int b = 0; b < nb; b++) {
+        const float q = pa * ps[b] + pb * (re[b] * re[b] + im[b] * im[b]);
+        ps[b] = q;
+        cmin[b] = q < cmin[b] ? q : cmin[b];
+    }
+}
+
+/* X *= G; the frame's energy before and after (for the `gr` readout). */
+MG_HOT static void apply_gains(float *restrict re, float *restrict im, const float *restrict g,
+                               int nb, float *ein, float *eout)
+{
+    float ei = 0.0f, eo = 0.0f;
+    for (int b = 0; b < nb; b++) {
+        const float p = re[b] * re[b] + im[b] * im[b];
+        ei += p;
+        eo += p * g[b] * g[b];
+        re[b] *= g[b];
+        im[b] *= g[b];
+    }
+    *ein = ei;
+    *eout = eo;
+}
+
 static void frame(dn_state *s, float red_db, float thr_db, float smooth, int learning)
 {
     const int n = s->n, nb = s->nb, h = s->h;
@@ -267,13 +294,8 @@ static void frame(dn_state *s, float red_db, float thr_db, float smooth, int lea
             s->frame[i] = k->in[i] * s->wa[i];
         mg_fft_forward(&s->fft, s->frame, re, im);
         /* tracker: smoothed periodogram, running minimum */
-        const float pa = first ? 0.0f : s->ps_a, pb = 1.0f - pa;
-        for (int b = 0; b < nb && warm; b++) {
-            const float p = re[b] * re[b] + im[b] * im[b];
-            const float q = pa * k->ps[b] + pb * p;
-            k->ps[b] = q;
-            k->cmin[b] = q < k->cmin[b] ? q : k->cmin[b];
-        }
+        if (warm)
+            track_update(k->ps, k->cmin, re, im, first ? 0.0f : s->ps_a, nb);
         if (learning)
             for (int b = 0; b < nb; b++)
                 k->acc[b] += (double)re[b] * re[b] + (double)im[b] * im[b];
@@ -326,15 +348,9 @@ static void frame(dn_state *s, float red_db, float thr_db, float smooth, int lea
                 g[b] = v > gmin ? v : gmin;
             }
         }
-        double ein = 0.0, eout = 0.0;
-        for (int b = 0; b < nb; b++) {
-            const double p = (double)re[b] * re[b] + (double)im[b] * im[b];
-            ein += p;
-            eout += p * g[b] * g[b];
-            re[b] *= g[b];
-            im[b] *= g[b];
-        }
-        k->gr = ein > 1e-20 ? (float)sqrt(eout / ein) : 1.0f;
+        float ein = 0.0f, eout = 0.0f;
+        apply_gains(re, im, g, nb, &ein, &eout);
+        k->gr = ein > 1e-20f ? sqrtf(eout / ein) : 1.0f;
         mg_fft_inverse(&s->fft, re, im, s->frame);
         float *ola = k->ola;
         for (int i = 0; i < n; i++)
