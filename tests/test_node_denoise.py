@@ -147,7 +147,12 @@ def _compare(run, lat, clean, noise_before, noise):
     y = run(np.concatenate([x, np.zeros(lat)]))[lat:, 0]
     base = snr_db(clean, x)
     ours = snr_db(clean, y) - base
-    ref = nr.reduce_noise(y=x, sr=SR, stationary=True, y_noise=noise_before, prop_decrease=1.0)
+    # noisereduce's stationary spectral gate from a noise clip, set up like the node:
+    # 1024-point frames, full reduction, and no smoothing of its mask across
+    # frequency (its 500 Hz default blurs partials 140-220 Hz apart, costing it
+    # ~5 dB here); its 50 ms time smoothing and 1.5-sigma threshold are kept
+    ref = nr.reduce_noise(y=x, sr=SR, stationary=True, y_noise=noise_before, prop_decrease=1.0,
+                          n_fft=1024, freq_mask_smooth_hz=None)
     theirs = snr_db(clean, ref) - base
     return ours, theirs, y
 
@@ -162,9 +167,9 @@ def test_harmonic_tone_learned_profile_vs_noisereduce(denoise):
     assert learn(run, send, replies, noise[:SR])[0] == "/done"
     ours, theirs, y = _compare(run, lat, clean, noise[:SR], noise[SR:])
     # issue 5: >= 10 dB better SNR, and within 3 dB of noisereduce's improvement
-    # (measured: ours ~12 dB, noisereduce's stationary gate ~6.4 dB; being better passes)
+    # (measured: ours 12.5 dB, noisereduce 11.7 dB)
     assert ours >= 10.0, (ours, theirs)
-    assert ours >= theirs - 3.0, (ours, theirs)
+    assert abs(ours - theirs) <= 3.0, (ours, theirs)
     assert np.all(np.isfinite(y))
 
 
@@ -181,9 +186,10 @@ def test_speech_like_vs_noisereduce(denoise, track):
     else:
         assert learn(run, send, replies, noise[:SR])[0] == "/done"
     ours, theirs, y = _compare(run, lat, clean, noise[:SR], noise[2 * SR:])
-    # >= 10 dB, and within 3 dB of noisereduce's (measured: ours ~14, theirs ~9.8)
+    # >= 10 dB, and within 3 dB of noisereduce's (measured: ours 15.0 tracking /
+    # 15.4 learned, noisereduce 13.8)
     assert ours >= 10.0, (ours, theirs)
-    assert ours >= theirs - 3.0, (ours, theirs)
+    assert abs(ours - theirs) <= 3.0, (ours, theirs)
     # the noise readout reads the noise's level (white, -20 dBFS RMS) within 1 dB
     assert abs(s.readout("dn", "noise")[0] + 20.0) < 1.0
 
@@ -316,3 +322,26 @@ def test_parameter_sweeps_do_not_zip(denoise, param, lo, hi):
     # larger of the two unmodulated runs' (a zip is a step the size of the gain
     # change itself: up to the sine's 0.3)
     assert jumps["sweep"] <= 1.25 * max(jumps["lo"], jumps["hi"]) + 1e-3, jumps
+
+
+@pytest.mark.parametrize("rate,frame", [(44100, 1024), (96000, 2048), (22050, 512)])
+def test_frame_follows_the_sample_rate(rate, frame):
+    # ~21 ms frames at any rate; latency frame - 1; transparent at 0 dB reduction
+    e = Engine(rate, 1, 1)
+    s = Session(e)
+    try:
+        s.add_node("input", "in", {"channels": 1})
+        s.add_node("denoise", "dn", {"reduction": 0})
+        s.add_node("output", "out", {"channels": 1})
+        s.connect("in", "dn")
+        s.connect("dn", "out")
+        s.commit()
+        lat = lib.mg_node_latency(s.live["dn"].ptr)
+        assert lat == frame - 1
+        x = np.random.default_rng(1).standard_normal(rate // 2) * 0.2
+        y = e.process(len(x), x.astype(np.float32).reshape(-1, 1), block=64)[:, 0]
+        ref = delayed(x, lat)
+        assert 10 * np.log10(np.sum((y - ref) ** 2) / np.sum(ref ** 2)) <= -90
+    finally:
+        s.close()
+        e.free()
