@@ -99,7 +99,7 @@ typedef struct {
     float *mem;
     double *dmem;
     float *wa, *ws;       /* analysis / synthesis windows */
-    float *frame, *re, *im, *g;
+    float *frame, *re, *im, *g, *pw;
     float ps_a;           /* tracker smoothing per frame */
     int sub_len, sub_n, sub_i, frames;
     int has_profile;
@@ -161,7 +161,7 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
     if (mg_fft_init(&s->fft, n) != 0)
         return -1;
     const size_t nb = (size_t)s->nb, nn = (size_t)n, h = (size_t)s->h;
-    const size_t shared = 3 * nn + 3 * nb;
+    const size_t shared = 3 * nn + 4 * nb + 2;
     const size_t per = 2 * nn + h + (5 + DN_U) * nb;
     s->mem = mg_zalloc(shared + per * (size_t)s->channels, sizeof(float));
     s->dmem = mg_zalloc(nb * (size_t)s->channels, sizeof(double));
@@ -174,6 +174,7 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
     s->re = m, m += nb;
     s->im = m, m += nb;
     s->g = m, m += nb;
+    s->pw = m, m += nb + 2;
     for (int c = 0; c < s->channels; c++) {
         dn_chan *k = &s->ch[c];
         k->in = m, m += nn;
@@ -229,17 +230,27 @@ static float level_of(const dn_state *s, const float *lam)
     return (float)sqrt(var > 0.0 ? var : 0.0);
 }
 
-MG_HOT static void frame_gains(float *restrict g, float *restrict a2, const float *restrict re,
-                               const float *restrict im, const float *restrict lam, float thr,
-                               int nb)
+/* Wiener gains with the decision-directed a-priori SNR. The maximum-likelihood
+ * term uses the periodogram smoothed over 3 bins (1/4, 1/2, 1/4): a lone noise
+ * bin that happens to peak (the cause of "musical noise") no longer opens its
+ * gain, while a partial, whose window main lobe spans those bins, keeps its SNR.
+ * pw: nb + 2 floats of scratch. */
+MG_HOT static void frame_gains(float *restrict g, float *restrict a2, float *restrict pw,
+                               const float *restrict re, const float *restrict im,
+                               const float *restrict lam, float thr, int nb)
 {
     const float a = DN_DD_ALPHA, b = 1.0f - DN_DD_ALPHA;
+    for (int k = 0; k < nb; k++)
+        pw[k + 1] = re[k] * re[k] + im[k] * im[k];
+    pw[0] = pw[2];
+    pw[nb + 1] = pw[nb - 1];
     for (int k = 0; k < nb; k++) {
-        const float p = re[k] * re[k] + im[k] * im[k];
+        const float p = pw[k + 1];
+        const float ps = 0.25f * (pw[k] + pw[k + 2]) + 0.5f * p;
         float l = lam[k] * thr;
         l = l > DN_FLOOR ? l : DN_FLOOR;
         const float il = 1.0f / l;
-        const float gm1 = p * il - 1.0f;
+        const float gm1 = ps * il - 1.0f;
         const float xi = a * a2[k] * il + b * (gm1 > 0.0f ? gm1 : 0.0f);
         float gk = xi / (1.0f + xi);
         gk = gk > 0.0f ? gk : 0.0f; /* NaN -> 0 */
@@ -334,7 +345,7 @@ static void frame(dn_state *s, float red_db, float thr_db, float smooth, int lea
                 k->a2[b] = re[b] * re[b] + im[b] * im[b];
             }
         } else {
-            frame_gains(g, k->a2, re, im, lam, thr * lscale, nb);
+            frame_gains(g, k->a2, s->pw, re, im, lam, thr * lscale, nb);
             if (c1 > 0.0f) {
                 float y = g[0];
                 for (int b = 1; b < nb; b++)
