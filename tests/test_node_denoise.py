@@ -279,6 +279,32 @@ def test_learn_on_a_stereo_node(denoise):
     assert abs(args[2] + 40) < 0.5 and abs(args[3] + 20) < 0.5
 
 
+def test_stereo_link(denoise):
+    # left: a harmonic tone in noise; right: noise only. Unlinked, the right channel
+    # is brought down by the full reduction; linked (100 %), it gets the left's
+    # (larger) gains, so the residual noise does not move across the image.
+    rng = np.random.default_rng(13)
+    n = 2 * SR
+    tone = harmonic_tone(n)
+    tone *= 0.1 / np.std(tone)
+    noise = 0.03 * rng.standard_normal((n + SR, 2))
+    out = {}
+    for link in (0, 100):
+        s, run, lat, send, replies = denoise(2, reduction=30, link=link)
+        assert learn(run, send, replies, noise[:SR])[0] == "/done"
+        x = noise[SR:].copy()
+        x[:, 0] += tone
+        y = run(x)[SR // 2:]
+        out[link] = y
+        if link == 0:
+            # right: 30 dB reduction of its pure noise, within 3 dB
+            assert 20 * np.log10(np.std(y[:, 1]) / 0.03) < -27.0
+    right_gain = 20 * np.log10(np.std(out[100][:, 1]) / np.std(out[0][:, 1]))
+    assert right_gain > 6.0  # the tone's bins open on the right too
+    # the left is the same either way (its gains are the larger): within 0.5 dB
+    assert abs(20 * np.log10(np.std(out[100][:, 0]) / np.std(out[0][:, 0]))) < 0.5
+
+
 # ---- bad input, silence, sweeps --------------------------------------------------------
 
 @pytest.mark.parametrize("kind", ["nan", "inf", "dc", "square", "huge", "silence"])
@@ -312,18 +338,20 @@ def test_bad_input_never_gives_nan(denoise, kind):
 
 @pytest.mark.parametrize("param,lo,hi", [
     ("reduction", 0.0, 60.0), ("threshold", -10.0, 20.0), ("smooth", 0.0, 100.0),
-    ("track", 0.0, 1.0),
+    ("track", 0.0, 1.0), ("link", 0.0, 100.0),
 ])
 def test_parameter_sweeps_do_not_zip(denoise, param, lo, hi):
     rng = np.random.default_rng(9)
     n = SR
     t = np.arange(n) / SR
-    x = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.03 * rng.standard_normal(n)
+    ch = 2 if param == "link" else 1  # link: a tone on the left, noise only on the right
+    x = 0.03 * rng.standard_normal((n, ch))
+    x[:, 0] += 0.3 * np.sin(2 * np.pi * 440 * t)
     jumps = {}
     for case in ("lo", "hi", "sweep"):
-        s, run, lat, send, replies = denoise(1, **{param: hi if case == "hi" else lo})
-        learn(run, send, replies, 0.03 * np.random.default_rng(1).standard_normal(SR // 2),
-              secs=0.3)
+        s, run, lat, send, replies = denoise(ch, **{param: hi if case == "hi" else lo})
+        learn(run, send, replies,
+              0.03 * np.random.default_rng(1).standard_normal((SR // 2, ch)), secs=0.3)
         if param != "track":
             s.set_param("dn", "track", 1.0)
         elif case == "hi":
@@ -336,7 +364,7 @@ def test_parameter_sweeps_do_not_zip(denoise, param, lo, hi):
             y = np.concatenate([y1, run(x[n // 2 + 480:])])
         else:
             y = np.concatenate([y1, run(x[n // 2:])])
-        jumps[case] = np.max(np.abs(np.diff(y[SR // 4:, 0])))
+        jumps[case] = np.max(np.abs(np.diff(y[SR // 4:], axis=0)))
     # the largest sample-to-sample step with the sweep stays within 25 % of the
     # larger of the two unmodulated runs' (a zip is a step the size of the gain
     # change itself: up to the sine's 0.3)

@@ -14,8 +14,11 @@
  *                                                  SNR (Ephraim-Malah, a = 0.98;
  *                                                  A2 = the previous frame's G^2 P)
  *   G = xi / (1 + xi)                              Wiener gain
- * then the gains are smoothed across frequency (`smooth`, a zero-phase
- * one-pole pass up and down the bins) and held in [10^(-reduction/20), 1]:
+ * (the maximum-likelihood term gamma - 1 uses P smoothed over 3 bins, against
+ * musical noise), then the gains are smoothed across frequency (`smooth`, a
+ * zero-phase one-pole pass up and down the bins), held in
+ * [10^(-reduction/20), 1] and, in stereo, moved by `link` towards the larger
+ * of the two channels' gains (still within that range):
  * never above 0 dB; `reduction` 0 makes every gain exactly 1 (the output is
  * the input delayed, up to float rounding of the FFT round trip).
  *
@@ -31,7 +34,7 @@
 #include "../dsp_fft.h"
 #include "../mg_node.h"
 
-enum { P_REDUCTION, P_THRESHOLD, P_SMOOTH, P_TRACK, P_LISTEN };
+enum { P_REDUCTION, P_THRESHOLD, P_SMOOTH, P_TRACK, P_LINK, P_LISTEN };
 enum { R_NOISE, R_GR, R_PROFILE };
 
 static const mg_param_spec params[] = {
@@ -50,6 +53,11 @@ static const mg_param_spec params[] = {
      .doc = "1: track the noise continuously (minimum statistics); 0: use the learned profile",
      .min = 0.0f, .max = 1.0f, .def = 1.0f, .map = MG_MAP_LIN, .taper = MG_TAPER_STEP,
      .smooth_ms = 0.0f},
+    {.name = "link", .unit = "%",
+     .doc = "stereo link: 100 gives both channels the larger of their two gains per bin "
+            "(a steady image), 0 processes them apart",
+     .min = 0.0f, .max = 100.0f, .def = 100.0f, .map = MG_MAP_LIN, .taper = MG_TAPER_LIN,
+     .smooth_ms = 20.0f},
     {.name = "listen", .unit = "s",
      .doc = "trigger of the learn action: learn the noise profile from the next this many "
             "seconds (0 cancels)",
@@ -86,6 +94,7 @@ typedef struct {
     float *mins;  /* DN_U * k: sub-window minima */
     float *prof;  /* k: learned noise power */
     float *a2;    /* k: previous frame's G^2 P (decision-directed) */
+    float *re, *im, *g; /* k: this frame's spectrum and gains */
     double *acc;  /* k: learning accumulator */
     float noise, gr;
 } dn_chan;
@@ -99,7 +108,7 @@ typedef struct {
     float *mem;
     double *dmem;
     float *wa, *ws;       /* analysis / synthesis windows */
-    float *frame, *re, *im, *g, *pw;
+    float *frame, *pw;
     float ps_a;           /* tracker smoothing per frame */
     int sub_len, sub_n, sub_i, frames;
     int has_profile;
@@ -161,8 +170,8 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
     if (mg_fft_init(&s->fft, n) != 0)
         return -1;
     const size_t nb = (size_t)s->nb, nn = (size_t)n, h = (size_t)s->h;
-    const size_t shared = 3 * nn + 4 * nb + 2;
-    const size_t per = 2 * nn + h + (5 + DN_U) * nb;
+    const size_t shared = 3 * nn + nb + 2;
+    const size_t per = 2 * nn + h + (8 + DN_U) * nb;
     s->mem = mg_zalloc(shared + per * (size_t)s->channels, sizeof(float));
     s->dmem = mg_zalloc(nb * (size_t)s->channels, sizeof(double));
     if (!s->mem || !s->dmem)
@@ -171,9 +180,6 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
     s->wa = m, m += nn;
     s->ws = m, m += nn;
     s->frame = m, m += nn;
-    s->re = m, m += nb;
-    s->im = m, m += nb;
-    s->g = m, m += nb;
     s->pw = m, m += nb + 2;
     for (int c = 0; c < s->channels; c++) {
         dn_chan *k = &s->ch[c];
@@ -186,6 +192,9 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
         k->prof = m, m += nb;
         k->a2 = m, m += nb;
         k->mins = m, m += DN_U * nb;
+        k->re = m, m += nb;
+        k->im = m, m += nb;
+        k->g = m, m += nb;
         k->acc = s->dmem + nb * (size_t)c;
     }
     const double pi = 3.14159265358979323846;
@@ -286,7 +295,8 @@ MG_HOT static void apply_gains(float *restrict re, float *restrict im, const flo
     *eout = eo;
 }
 
-static void frame(dn_state *s, float red_db, float thr_db, float smooth, int learning)
+static void frame(dn_state *s, float red_db, float thr_db, float smooth, float link,
+                  int learning)
 {
     const int n = s->n, nb = s->nb, h = s->h;
     const float gmin = red_db <= 0.0f ? 1.0f : powf(10.0f, -red_db / 20.0f);
@@ -298,9 +308,9 @@ static void frame(dn_state *s, float red_db, float thr_db, float smooth, int lea
     /* the first frames hold the zeros before the start: the tracker skips them */
     const int warm = s->frames >= n / h - 1;
     const int first = s->frames == n / h - 1;
-    float *re = s->re, *im = s->im, *g = s->g;
     for (int c = 0; c < s->channels; c++) {
         dn_chan *k = &s->ch[c];
+        float *re = k->re, *im = k->im, *g = k->g;
         for (int i = 0; i < n; i++)
             s->frame[i] = k->in[i] * s->wa[i];
         mg_fft_forward(&s->fft, s->frame, re, im);
@@ -359,6 +369,18 @@ static void frame(dn_state *s, float red_db, float thr_db, float smooth, int lea
                 g[b] = v > gmin ? v : gmin;
             }
         }
+    }
+    if (s->channels == 2 && link > 0.0f) {
+        float *g0 = s->ch[0].g, *g1 = s->ch[1].g;
+        for (int b = 0; b < nb; b++) {
+            const float mx = g0[b] > g1[b] ? g0[b] : g1[b];
+            g0[b] += link * (mx - g0[b]);
+            g1[b] += link * (mx - g1[b]);
+        }
+    }
+    for (int c = 0; c < s->channels; c++) {
+        dn_chan *k = &s->ch[c];
+        float *re = k->re, *im = k->im, *g = k->g;
         float ein = 0.0f, eout = 0.0f;
         apply_gains(re, im, g, nb, &ein, &eout);
         k->gr = ein > 1e-20f ? sqrtf(eout / ein) : 1.0f;
@@ -453,7 +475,8 @@ static void process(void *st, const mg_proc *p)
             int learning;
             learn_step(s, &learning);
             frame(s, mg_pv_at(&p->pv[P_REDUCTION], at), mg_pv_at(&p->pv[P_THRESHOLD], at),
-                  mg_pv_at(&p->pv[P_SMOOTH], at) * 0.01f, learning);
+                  mg_pv_at(&p->pv[P_SMOOTH], at) * 0.01f, mg_pv_at(&p->pv[P_LINK], at) * 0.01f,
+                  learning);
             if (learning)
                 learn_finish(s);
             for (int c = 0; c < nc; c++)
@@ -494,7 +517,7 @@ const mg_node_type mg_type_denoise = {
            "is the largest attenuation (0: the input, delayed). Latency n - 1 samples "
            "(1023 at 44.1/48 kHz). Readouts: `noise` level of the noise estimate (dBFS RMS), "
            "`gr` energy change of the last frame, `profile` 0 none / 1 learning / 2 learned / "
-           "-1 last learn failed (silence).",
+           "-1 last learn failed (silence). `link` % ties the two channels' gains.",
     .default_channels = 1,
     .min_channels = 1,
     .max_channels = DN_MAX_CH,
