@@ -143,6 +143,9 @@ typedef struct mg_node_type {
      * thread (a measurement window it has flagged complete) into dst; returns
      * how many. Python node actions read it (mixgraph.server.actions). */
     int (*capture)(void *state, float *dst, int n);
+    /* 1: the node's outputs are the engine's planar hardware input buffers
+     * (channels hw_first..): nothing is copied (the input node) */
+    int outputs_are_hw_in;
 } mg_node_type;
 
 typedef struct {
