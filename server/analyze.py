@@ -405,6 +405,10 @@ def plot(a: Analysis, out: str | Path) -> None:
         ax2.legend(loc="lower left", fontsize=8)
     else:
         ax2.text(0.5, 0.5, "no spectrum (too short)", ha="center", transform=ax2.transAxes)
+    from matplotlib.ticker import FuncFormatter
+
+    ax2.xaxis.set_major_formatter(FuncFormatter(
+        lambda v, _: f"{v / 1000:g}k" if v >= 1000 else f"{v:g}"))
     ax2.set_xlabel("frequency (Hz)")
     ax2.set_ylabel("level (dBFS, RMS per bin)")
     ax2.set_title("long-term average spectrum", fontsize=10)

@@ -127,7 +127,11 @@ def _cmd_analyze(a: argparse.Namespace) -> int:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            raise MixgraphError("--plot needs matplotlib: pip install 'mixgraph[plot]'") from None
+            # printed without rich markup, which would take [plot] for a style
+            Console(stderr=True).print("mixgraph: --plot needs matplotlib: "
+                                       "pip install 'mixgraph[plot]'", style="bold red",
+                                       markup=False)
+            return 2
     res = analyze.measure_file(a.file, curves=True, spectrum=bool(a.plot))
     if a.plot:
         analyze.plot(res, a.plot)
