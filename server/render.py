@@ -383,7 +383,9 @@ def master(src: str | Path, out_path: str | Path, target_lufs: float | None,
     try:
         for k in range(1, MAX_PASSES + 1):
             if gain > MAX_GAIN_DB:
-                raise MixgraphError(_unreachable(target_lufs, true_peak, before, gain, tried))
+                # on pass 1 the plain gain is too much; later, the limiter ate the gain
+                raise MixgraphError(_unreachable(target_lufs, true_peak, before,
+                                                 gain if k == 1 else None, tried))
             fd, tmp = tempfile.mkstemp(prefix=".mixgraph-pass2-", suffix=suffix,
                                        dir=out_path.resolve().parent)
             os.close(fd)
@@ -416,7 +418,7 @@ def master(src: str | Path, out_path: str | Path, target_lufs: float | None,
         a = rep.after
         if target_lufs is not None and (a.integrated is None
                                         or abs(a.integrated - target_lufs) > LU_TOL):
-            raise MixgraphError(_unreachable(target_lufs, true_peak, before, gain, tried))
+            raise MixgraphError(_unreachable(target_lufs, true_peak, before, None, tried))
         if true_peak is not None and _tp(a) is not None and _tp(a) > true_peak + TP_SLACK:
             raise MixgraphError(f"the true peak stays at {_tp(a):.2f} dBTP, over the "
                                 f"{true_peak:g} dBTP limit (no file written)")
@@ -446,12 +448,12 @@ def _slope(tried: list[tuple[bool, float, float]], use_lim: bool) -> float:
     return min(1.0, max(0.1, s)) if math.isfinite(s) else 1.0
 
 
-def _unreachable(target: float | None, tp: float | None, before: Analysis, gain: float,
-                 tried: list[tuple[bool, float, float]]) -> str:
+def _unreachable(target: float | None, tp: float | None, before: Analysis,
+                 gain: float | None, tried: list[tuple[bool, float, float]]) -> str:
     where = f" under a {tp:g} dBTP true-peak limit" if tp is not None else ""
     head = f"target {target:g} LUFS is out of reach{where}: the render measures " \
         f"{before.integrated:.2f} LUFS"
-    if gain > MAX_GAIN_DB:
+    if gain is not None and gain > MAX_GAIN_DB:
         return (f"{head} and would need {gain:+.1f} dB of gain (at most {MAX_GAIN_DB:+g} dB) "
                 f"(no file written)")
     best = min(tried, key=lambda t: abs(t[2] - target)) if tried else None
