@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import struct
 import subprocess
@@ -46,6 +47,13 @@ def seq(*parts) -> np.ndarray:
 
 
 def music(seconds: float = 12.0) -> np.ndarray:
+    """The first `seconds` of one 12 s signal (generated once per session)."""
+    return _music()[:int(seconds * SR)]
+
+
+@functools.lru_cache(maxsize=1)
+def _music() -> np.ndarray:
+    seconds = 12.0
     rng = np.random.default_rng(11)
     n = int(seconds * SR)
     t = np.arange(n) / SR
@@ -60,7 +68,9 @@ def music(seconds: float = 12.0) -> np.ndarray:
         x[seg, 1] += 0.15 * np.roll(note, 7)
         x[seg, k % 2] += 0.3 * rng.standard_normal(len(tt)) * np.exp(-40 * tt)
     x *= np.where((t % 6) < 3, 1.0, 0.3)[:, None]  # loud and quiet sections
-    return x.astype(np.float32)
+    y = x.astype(np.float32)
+    y.setflags(write=False)
+    return y
 
 
 def test_integrated_matches_pyloudnorm(tmp_path):

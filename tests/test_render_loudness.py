@@ -9,6 +9,7 @@ between resample_poly's interpolation filter and the engine's."""
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 
@@ -38,9 +39,16 @@ def passthrough_patch(channels: int = 2) -> dict:
     }
 
 
-def music(seconds: float = 6.0, seed: int = 7) -> np.ndarray:
+def music(seconds: float = 6.0) -> np.ndarray:
+    """The first `seconds` of one 6 s signal (generated once per session)."""
+    return _music()[:int(seconds * RATE)]
+
+
+@functools.lru_cache(maxsize=1)
+def _music() -> np.ndarray:
     """Stereo 'music': a bass line and chords (harmonic tones with envelopes) plus
     band-limited noise hits every 250 ms, peak to loudness ratio about 14 dB."""
+    seed, seconds = 7, 6.0
     rng = np.random.default_rng(seed)
     n = int(seconds * RATE)
     t = np.arange(n) / RATE
@@ -62,7 +70,9 @@ def music(seconds: float = 6.0, seed: int = 7) -> np.ndarray:
         m = min(3000, n - s)
         hit = rng.standard_normal((m, 2)) * np.exp(-np.arange(m) / 400.0)[:, None]
         x[s:s + m] += 0.35 * signal.lfilter(b, a, hit, axis=0)
-    return (0.5 * x).astype(np.float32)
+    y = (0.5 * x).astype(np.float32)
+    y.setflags(write=False)
+    return y
 
 
 def write_input(tmp_path, x: np.ndarray, name: str = "src.wav"):
