@@ -185,6 +185,15 @@ int mg_node_latency(mg_node *n)
 }
 int mg_node_n_out(mg_node *n) { return n->n_out; }
 
+int mg_node_capture(mg_node *n, float *dst, int max)
+{
+    if (!n->type->capture)
+        return -1;
+    if (max <= 0 || !dst)
+        return 0;
+    return n->type->capture(n->state, dst, max);
+}
+
 mg_edge *mg_edge_new(float initial_gain)
 {
     mg_edge *ed = mg_calloc(1, sizeof *ed);
