@@ -94,6 +94,7 @@ class Analysis:
             "max_momentary_lufs": r(self.max_momentary),
             "max_shortterm_lufs": r(self.max_shortterm),
             "plr_lu": r(self.plr), "nonfinite_samples": self.nonfinite,
+            "true_peak_long_filter_dbtp": r(self.true_peak_hq),
         }
         if self.path is not None:
             d = {"file": self.path, "format": self.format, **d}
@@ -291,19 +292,20 @@ def _nanmax(v: np.ndarray) -> float | None:
     return float(np.max(v)) if len(v) else None
 
 
-def measure(x: np.ndarray, rate: float, curves: bool = False,
-            spectrum: bool = False) -> Analysis:
+def measure(x: np.ndarray, rate: float, curves: bool = False, spectrum: bool = False,
+            hq: bool = False) -> Analysis:
     """Figures of an array (frames,) or (frames, channels)."""
     x = np.asarray(x)
     if x.ndim == 1:
         x = x.reshape(-1, 1)
-    with LoudnessMeter(rate, x.shape[1], curves, spectrum, frames_hint=len(x)) as m:
+    with LoudnessMeter(rate, x.shape[1], curves, spectrum, frames_hint=len(x), hq=hq) as m:
         for i in range(0, len(x), READ_FRAMES):
             m.feed(x[i:i + READ_FRAMES])
         return m.result()
 
 
-def measure_file(path: str | Path, curves: bool = False, spectrum: bool = False) -> Analysis:
+def measure_file(path: str | Path, curves: bool = False, spectrum: bool = False,
+                 hq: bool = False) -> Analysis:
     """Figures of a sound file, read a block at a time (any length)."""
     try:
         f = sf.SoundFile(str(path))
@@ -311,7 +313,8 @@ def measure_file(path: str | Path, curves: bool = False, spectrum: bool = False)
         raise MixgraphError(f"cannot read {path}: {e}") from None
     with f:
         frames = f.frames if f.seekable() else None
-        with LoudnessMeter(f.samplerate, f.channels, curves, spectrum, frames_hint=frames) as m:
+        with LoudnessMeter(f.samplerate, f.channels, curves, spectrum, frames_hint=frames,
+                           hq=hq) as m:
             for blk in f.blocks(READ_FRAMES, dtype="float32", always_2d=True):
                 m.feed(blk)
             a = m.result()
@@ -336,6 +339,10 @@ def table_rows(a: Analysis) -> list[tuple[str, str]]:
         ("integrated loudness", _fmt(a.integrated, "LUFS")),
         ("loudness range", _fmt(a.lra, "LU")),
         ("true peak", _fmt(a.true_peak, "dBTP", ".2f")),
+    ]
+    if a.true_peak_hq is not None:
+        rows.append(("true peak, long filter", _fmt(a.true_peak_hq, "dBTP", ".2f")))
+    rows += [
         ("sample peak", _fmt(a.sample_peak, "dBFS", ".2f")),
     ]
     if a.channels > 1:

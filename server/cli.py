@@ -132,7 +132,7 @@ def _cmd_analyze(a: argparse.Namespace) -> int:
                                        "pip install 'mixgraph[plot]'", style="bold red",
                                        markup=False)
             return 2
-    res = analyze.measure_file(a.file, curves=True, spectrum=bool(a.plot))
+    res = analyze.measure_file(a.file, curves=True, spectrum=bool(a.plot), hq=True)
     if a.plot:
         analyze.plot(res, a.plot)
     if a.json:

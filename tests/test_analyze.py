@@ -154,6 +154,12 @@ def _png_size(data: bytes) -> tuple[int, int]:
 def test_cli_json_and_plot_subprocess(tmp_path):
     pytest.importorskip("matplotlib")
     x = music(8.0) * np.float32(0.5)  # under 0 dBFS: the 24-bit file does not clip
+    # band-limited to 20 kHz (0.42 fs), where any good interpolator agrees with the ideal
+    x = signal.sosfiltfilt(signal.butter(8, 20000, fs=SR, output="sos"), x, axis=0)
+    f = int(0.02 * SR)  # and faded in and out: FFT interpolation wraps the ends around
+    ramp = 0.5 - 0.5 * np.cos(np.pi * np.arange(f) / f)
+    x[:f] *= ramp[:, None]
+    x[-f:] *= ramp[::-1, None]
     p = tmp_path / "m.flac"
     sf.write(p, x, SR, subtype="PCM_24")
     png = tmp_path / "m.png"
@@ -165,6 +171,12 @@ def test_cli_json_and_plot_subprocess(tmp_path):
     ref = pyloudnorm.Meter(SR, filter_class="DeMan").integrated_loudness(y)
     assert abs(d["integrated_lufs"] - ref) <= 0.1
     assert d["channels"] == 2 and d["sample_rate"] == SR and d["duration_s"] == 8.0
+    # the long-filter true peak against ideal band-limited (FFT) interpolation read on
+    # the same grid, the odd eighths of a sample (the filter has an even length, as
+    # BS.1770's): within 0.02 dB for content under 20 kHz
+    up8 = signal.resample(y, 8 * len(y), axis=0)[1::2]
+    tp_ref = 20 * np.log10(np.max(np.abs(up8)))
+    assert abs(d["true_peak_long_filter_dbtp"] - tp_ref) <= 0.02
     data = png.read_bytes()
     assert _png_size(data) == (1000, 750) and len(data) > 20_000
 

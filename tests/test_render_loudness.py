@@ -115,6 +115,17 @@ def test_rendered_file_meets_target_and_limit(tmp_path, target, limit):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["master.wav", "src.wav"]
 
 
+def test_mono_render(tmp_path):
+    src = write_input(tmp_path, music()[:, :1].copy())
+    out = tmp_path / "o.wav"
+    res = render(passthrough_patch(1), out, inputs={"in": str(src)}, target_lufs=-13.0,
+                 true_peak=-1.5, progress=False)
+    y = sf.read(out, dtype="float32", always_2d=True)[0]
+    assert y.shape[1] == 1 and res.mastering.limiter
+    assert abs(lufs(y) + 13.0) <= 0.2
+    assert true_peak_db(y) <= -1.5 + TP_TOL
+
+
 def test_limiter_latency_is_trimmed(tmp_path):
     """A steady tone with three short loud bursts: the limiter acts around the bursts
     only, and everywhere else the output is the input times the gain, sample-aligned
