@@ -358,7 +358,7 @@ def master(src: str | Path, out_path: str | Path, target_lufs: float | None,
     """Write src normalised to target_lufs (None: gain 0) with its true peak at or
     under true_peak dBTP (None: no limit) to out_path. Raises MixgraphError (and
     writes nothing) when the target cannot be met."""
-    before = measure_file(src)
+    before = measure_file(src, hq=True)
     out_path = Path(out_path)
     if target_lufs is not None:
         if before.frames < round(0.4 * before.rate):
@@ -375,8 +375,8 @@ def master(src: str | Path, out_path: str | Path, target_lufs: float | None,
         gain = 0.0
     rep = MasterReport(target_lufs, true_peak, before, before)
     ceiling = true_peak
-    use_lim = (true_peak is not None and before.true_peak is not None
-               and before.true_peak + gain > true_peak)
+    use_lim = (true_peak is not None and _tp(before) is not None
+               and _tp(before) + gain > true_peak)
     tried: list[tuple[bool, float, float]] = []  # (limiter, gain, integrated)
     suffix = out_path.suffix or ".wav"
     best: tuple[str, _Pass] | None = None
@@ -389,8 +389,12 @@ def master(src: str | Path, out_path: str | Path, target_lufs: float | None,
             fd, tmp = tempfile.mkstemp(prefix=".mixgraph-pass2-", suffix=suffix,
                                        dir=out_path.resolve().parent)
             os.close(fd)
-            p = _apply(str(src), tmp, gain, ceiling if use_lim else None, subtype,
-                       f"mastering pass {k}", progress)
+            try:
+                p = _apply(str(src), tmp, gain, ceiling if use_lim else None, subtype,
+                           f"mastering pass {k}", progress)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
             if best is not None:
                 Path(best[0]).unlink(missing_ok=True)
             best = (tmp, p)
@@ -399,12 +403,14 @@ def master(src: str | Path, out_path: str | Path, target_lufs: float | None,
             rep.max_gr_db, rep.limited_pct = p.max_gr_db, p.limited_pct
             rep.ceiling_db = ceiling if use_lim else None
             tp = _tp(a)
-            if true_peak is not None and tp is not None and tp > true_peak + TP_SLACK:
-                if not use_lim:
-                    use_lim = True  # over the limit by the gain or the long-filter check
-                else:  # the long filter reads higher than the limiter's: lower its ceiling
-                    ceiling = max(TRUE_PEAK_RANGE[0], ceiling - (tp - true_peak) - 0.01)
+            over = true_peak is not None and tp is not None and tp > true_peak + TP_SLACK
+            if over and not use_lim:
+                use_lim = True  # over the limit by the gain or the long-filter check
                 continue
+            if over:  # the long filter reads higher than the limiter's: lower its ceiling
+                ceiling = max(TRUE_PEAK_RANGE[0], ceiling - (tp - true_peak) - 0.01)
+                if target_lufs is None:
+                    continue
             if target_lufs is None:
                 break
             if a.integrated is None:
@@ -412,7 +418,7 @@ def master(src: str | Path, out_path: str | Path, target_lufs: float | None,
                                     "(no file written)")
             tried.append((use_lim, gain, a.integrated))
             err = target_lufs - a.integrated
-            if abs(err) <= LU_AIM:
+            if abs(err) <= LU_AIM and not over:
                 break
             gain += err / _slope(tried, use_lim)
         a = rep.after
