@@ -100,7 +100,7 @@ def _print_mastering(console: Console, m) -> None:
     t.add_row("integrated (LUFS)", f(b.integrated), f(a.integrated), f(m.target_lufs, "g"))
     t.add_row("true peak (dBTP)", f(b.true_peak), f(a.true_peak),
               "—" if m.true_peak_limit is None else f"≤ {m.true_peak_limit:g}")
-    t.add_row("true peak, long-filter check", "", f(a.true_peak_hq), "")
+    t.add_row("true peak, long-filter check", f(b.true_peak_hq), f(a.true_peak_hq), "")
     t.add_row("sample peak (dBFS)", f(b.sample_peak), f(a.sample_peak), "")
     t.add_row("loudness range (LU)", f(b.lra, ".1f"), f(a.lra, ".1f"), "")
     console.print(t)
