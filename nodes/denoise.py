@@ -55,26 +55,17 @@ def learn(a: Action, args: list) -> None:
     secs = a.number(args, 0, "seconds", lo=MIN_SECONDS, hi=MAX_SECONDS)
     a.set("listen", 0.0)  # restart a measurement already under way
     a.set("listen", secs)
-    # the node starts at its next frame (at most a quarter frame away) and needs
-    # `secs` of audio; allow 2 s of extra audio time before giving up
-    tries = [40]
 
     def check() -> None:
-        state = a.readout("profile")[0]
-        if state == LEARNED:
-            a.set("listen", 0.0)
+        a.set("listen", 0.0)
+        if a.readout("profile")[0] == LEARNED:
             a.set("track", 0.0)
             a.done(float(secs), *profile_levels(a))
-        elif state == FAILED:
-            a.set("listen", 0.0)
+        else:
             a.fail("learned silence (below -120 dBFS): no noise profile; "
                    "the previous profile is kept")
-        else:
-            tries[0] -= 1
-            if tries[0] < 0:
-                a.set("listen", 0.0)
-                a.fail("no audio reached the node: is it connected and running?")
-                return
-            a.after(0.05, check)
 
-    a.after(secs + 0.02, check)
+    # the node starts at its next frame (at most a quarter frame away) and needs
+    # `secs` of audio; Action.when allows 2 s of extra audio time before giving up
+    a.when(lambda: a.readout("profile")[0] in (LEARNED, FAILED), check, secs + 0.02,
+           give_up=lambda: a.set("listen", 0.0))
