@@ -437,7 +437,7 @@ static inline double ps_mark(const ps_shift *s)
 
 /* Overlap-add one grain: output positions |q - ts| < H get window w(q - ts)
  * times the input at q + d. */
-static void ps_place(ps_shift *s, double ts, double d, double H)
+static void ps_place(ps_shift *s, double ts, double d, double H, float g)
 {
     const int q0 = (int)ceil(ts - H), q1 = (int)floor(ts + H);
     const double dfl = floor(d);
@@ -468,7 +468,7 @@ static void ps_place(ps_shift *s, double ts, double d, double H)
     const float c2 = -(f + 1.0f) * f * (f - 2.0f) / 2.0f;
     const float c3 = (f + 1.0f) * f * (f - 1.0f) / 6.0f;
     for (int q = q0; q <= q1; q++) {
-        float w = (float)(0.5 + 0.5 * wc);
+        float w = g * (float)(0.5 + 0.5 * wc);
         w = w > 0.0f ? w : 0.0f;
         const int o = q & omask, i = q + di;
         const int i0 = (i - 1) & imask, i1 = i & imask, i2 = (i + 1) & imask, i3 = (i + 2) & imask;
@@ -533,7 +533,7 @@ static inline void ps_grain(ps_shift *s, int voiced, double Ta, double ratio)
     if (!voiced || !(Ta >= 2.0 && Ta <= s->Hmax)) {
         s->d = 0.0;
         s->prev_voiced = 0;
-        ps_place(s, s->ts, 0.0, s->Tu);
+        ps_place(s, s->ts, 0.0, s->Tu, 1.0f);
         s->ts += s->Tu;
         s->last_ratio = 1.0;
         return;
@@ -546,12 +546,10 @@ static inline void ps_grain(ps_shift *s, int voiced, double Ta, double ratio)
     double S = Ta / ratio;
     if (S > 1.9 * s->Hmax)
         S = 1.9 * s->Hmax;
-    double H = S > 1.6 * Ta ? S / 1.6 : Ta;
-    if (H > s->Hmax)
-        H = s->Hmax;
+    const double H = Ta;
     if (s->prev_voiced)
         d = ps_match(s, d, Ta);
-    ps_place(s, s->ts, d, H);
+    ps_place(s, s->ts, d, H, S > Ta ? (float)sqrt(S / Ta) : 1.0f);
     s->src_prev = s->ts + d;
     s->prev_voiced = 1;
     s->d = d + Ta - S;
@@ -565,7 +563,7 @@ static inline void ps_pull(ps_shift *s, float *y)
     const int o = (int)((s->n - 1 - s->L) & (s->oM - 1));
     const float w = s->wacc[o];
     for (int c = 0; c < s->ch; c++) {
-        y[c] = w > 1e-9f ? s->acc[c][o] / w : 0.0f;
+        y[c] = w > 1.0f ? s->acc[c][o] / w : s->acc[c][o];
         s->acc[c][o] = 0.0f;
     }
     s->wacc[o] = 0.0f;
