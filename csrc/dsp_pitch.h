@@ -18,17 +18,27 @@
  *
  * Shifter (ps_*): TD-PSOLA with an overlap-add ring. Synthesis marks are
  * spaced by the output period S = Ta / ratio (Ta: detected period at the
- * mark); each mark takes a Hann grain of half-width H = max(Ta, S / 1.6)
- * (at most Hmax) from the input centred d samples earlier, where d advances
- * by Ta - S per mark and is kept in (-1.5 Ta, 0] by whole periods (a period
- * repeated or skipped: the PSOLA pitch change, the spectral envelope of each
- * grain - the formants - stays). Reads are fractional (4-point Lagrange,
- * coefficients fixed per grain). The output is the sum of the windowed
- * grains divided by the sum of their windows: a convex combination of input
- * samples, so it never exceeds the input's peak (up to the interpolator's
- * overshoot) and reproduces the input exactly when d = 0. Unvoiced input and
- * ratio 1 use d = 0: the output is then the input delayed by the latency
- * L = 2 Hmax + 3 samples (Hmax = fs / PD_FMIN: 28.6 ms at 48 kHz), exactly.
+ * mark, ratio: output / input frequency, 0.5..2); each mark takes a Hann
+ * grain of half-width Ta (two periods) from the input centred d samples
+ * earlier, where d advances by Ta - S per mark and is kept in (-1.5 Ta, 0]
+ * by whole periods (a period repeated or skipped: the PSOLA pitch change;
+ * the spectral envelope of each grain - the formants - stays). The first
+ * voiced grain is centred on the largest sample of a period (the glottal
+ * pulse of a voice), and each later one on the point, within +-6 % of a
+ * period of the predicted one, whose period of waveform best matches the
+ * previous grain's (least squares): the grains stay in phase whatever the
+ * detector's error, so the output period is exactly S. Reads are fractional
+ * (4-point Lagrange, coefficients fixed per grain).
+ *
+ * Level: grains are weighted sqrt(S / Ta) (constant power for a pulse-like
+ * voice at both shift directions); the output is divided by the sum of the
+ * windows (each counted min(1, S / Ta)) wherever that exceeds 1, so
+ * overlapping grains never add up beyond sqrt(max(ratio, 1 / ratio)) times
+ * the input's peak (plus the interpolator's overshoot, < 13 %). Unvoiced
+ * input (noise, consonants, silence) and ratio 1 use d = 0 and windows that
+ * sum to 1: the output is then the input delayed by the latency
+ * L = 2 Hmax + 3 samples (Hmax = fs / PD_FMIN: 28.6 ms at 48 kHz), sample
+ * for sample up to float rounding.
  *
  * Memory comes from mg_zalloc in pd_alloc / ps_alloc; the per-sample calls
  * do arithmetic only. */
@@ -445,7 +455,7 @@ static inline double ps_mark(const ps_shift *s)
 
 /* Overlap-add one grain: output positions |q - ts| < H get window w(q - ts)
  * times the input at q + d. */
-static void ps_place(ps_shift *s, double ts, double d, double H, float g)
+static void ps_place(ps_shift *s, double ts, double d, double H, float g, float v)
 {
     const int q0 = (int)ceil(ts - H), q1 = (int)floor(ts + H);
     const double dfl = floor(d);
@@ -459,10 +469,11 @@ static void ps_place(ps_shift *s, double ts, double d, double H, float g)
         for (int q = q0; q <= q1; q++) {
             float w = (float)(0.5 + 0.5 * wc);
             w = w > 0.0f ? w : 0.0f;
+            const float gw = g * w;
             const int o = q & omask, i = (q + di) & imask;
             for (int c = 0; c < s->ch; c++)
-                s->acc[c][o] += w * s->in[c][i];
-            s->wacc[o] += w;
+                s->acc[c][o] += gw * s->in[c][i];
+            s->wacc[o] += v * w;
             const double nc = wc * cd - ws * sd;
             ws = ws * cd + wc * sd;
             wc = nc;
@@ -476,15 +487,16 @@ static void ps_place(ps_shift *s, double ts, double d, double H, float g)
     const float c2 = -(f + 1.0f) * f * (f - 2.0f) / 2.0f;
     const float c3 = (f + 1.0f) * f * (f - 1.0f) / 6.0f;
     for (int q = q0; q <= q1; q++) {
-        float w = g * (float)(0.5 + 0.5 * wc);
+        float w = (float)(0.5 + 0.5 * wc);
         w = w > 0.0f ? w : 0.0f;
+        const float gw = g * w;
         const int o = q & omask, i = q + di;
         const int i0 = (i - 1) & imask, i1 = i & imask, i2 = (i + 1) & imask, i3 = (i + 2) & imask;
         for (int c = 0; c < s->ch; c++) {
             const float *x = s->in[c];
-            s->acc[c][o] += w * (c0 * x[i0] + c1 * x[i1] + c2 * x[i2] + c3 * x[i3]);
+            s->acc[c][o] += gw * (c0 * x[i0] + c1 * x[i1] + c2 * x[i2] + c3 * x[i3]);
         }
-        s->wacc[o] += w;
+        s->wacc[o] += v * w;
         const double nc = wc * cd - ws * sd;
         ws = ws * cd + wc * sd;
         wc = nc;
@@ -530,6 +542,26 @@ static double ps_match(const ps_shift *s, double d, double Ta)
     return dn > 0.0 ? 0.0 : dn;
 }
 
+/* The first voiced grain is centred on the largest |sample| of the period
+ * before the mark (for a voice, the glottal pulse): a grain centred on an
+ * excitation holds a smooth spectrum, the formant envelope. Later grains
+ * keep that phase through ps_match. */
+static double ps_epoch(const ps_shift *s, double Ta)
+{
+    const int64_t t1 = (int64_t)floor(s->ts);
+    const int N = (int)Ta, mask = s->iM - 1;
+    int64_t best = t1;
+    float bv = -1.0f;
+    for (int64_t j = t1 - N + 1; j <= t1; j++) {
+        const float v = fabsf(s->mono[j & mask]);
+        if (v > bv) {
+            bv = v;
+            best = j;
+        }
+    }
+    return (double)best - s->ts;
+}
+
 /* Place the due mark: voiced with analysis period Ta (samples) and pitch
  * ratio (output / input frequency), or unvoiced (copied: d = 0). */
 static inline void ps_grain(ps_shift *s, int voiced, double Ta, double ratio)
@@ -541,7 +573,7 @@ static inline void ps_grain(ps_shift *s, int voiced, double Ta, double ratio)
     if (!voiced || !(Ta >= 2.0 && Ta <= s->Hmax)) {
         s->d = 0.0;
         s->prev_voiced = 0;
-        ps_place(s, s->ts, 0.0, s->Tu, 1.0f);
+        ps_place(s, s->ts, 0.0, s->Tu, 1.0f, 1.0f);
         s->ts += s->Tu;
         s->last_ratio = 1.0;
         return;
@@ -555,9 +587,11 @@ static inline void ps_grain(ps_shift *s, int voiced, double Ta, double ratio)
     if (S > 1.9 * s->Hmax)
         S = 1.9 * s->Hmax;
     const double H = Ta;
-    if (s->prev_voiced)
+    if (!s->prev_voiced && ratio != 1.0)
+        d = ps_epoch(s, Ta);
+    else if (s->prev_voiced && ratio != 1.0) /* at ratio 1 the grains are a plain copy */
         d = ps_match(s, d, Ta);
-    ps_place(s, s->ts, d, H, S > Ta ? (float)sqrt(S / Ta) : 1.0f);
+    ps_place(s, s->ts, d, H, (float)sqrt(S / Ta), S < Ta ? (float)(S / Ta) : 1.0f);
     s->src_prev = s->ts + d;
     s->prev_voiced = 1;
     s->d = d + Ta - S;
