@@ -279,7 +279,7 @@ static void pd_analyse(pd_det *s)
     if (!(T >= s->fs / PD_FMAX * 0.97 && T <= s->fs / PD_FMIN))
         v = 0;
     s->voiced = v;
-    pd_store(s, end - tmax + 0.5 * (s->Wf + T), v ? (float)(s->fs / T) : 0.0f, conf, v);
+    pd_store(s, end - (s->Wf + tmax) + 0.5 * (s->Wf + T), v ? (float)(s->fs / T) : 0.0f, conf, v);
 }
 
 /* [audio] one input sample (finite) */
@@ -578,6 +578,15 @@ static inline void ps_grain(ps_shift *s, int voiced, double Ta, double ratio)
         s->last_ratio = 1.0;
         return;
     }
+    if (ratio == 1.0) {
+        /* no change: the input copied with the current offset (windows summing to 1) */
+        ps_place(s, s->ts, s->d, s->Tu, 1.0f, 1.0f);
+        s->src_prev = s->ts + s->d;
+        s->prev_voiced = 1;
+        s->ts += s->Tu;
+        s->last_ratio = 1.0;
+        return;
+    }
     double d = s->d;
     while (d > 0.0)
         d -= Ta;
@@ -587,10 +596,7 @@ static inline void ps_grain(ps_shift *s, int voiced, double Ta, double ratio)
     if (S > 1.9 * s->Hmax)
         S = 1.9 * s->Hmax;
     const double H = Ta;
-    if (!s->prev_voiced && ratio != 1.0)
-        d = ps_epoch(s, Ta);
-    else if (s->prev_voiced && ratio != 1.0) /* at ratio 1 the grains are a plain copy */
-        d = ps_match(s, d, Ta);
+    d = s->prev_voiced ? ps_match(s, d, Ta) : ps_epoch(s, Ta);
     ps_place(s, s->ts, d, H, (float)sqrt(S / Ta), S < Ta ? (float)(S / Ta) : 1.0f);
     s->src_prev = s->ts + d;
     s->prev_voiced = 1;
