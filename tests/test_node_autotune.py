@@ -248,3 +248,22 @@ def test_stereo_moves_both_channels_alike(make):
     f_out = pitch_track(y[lat + SR // 10:, 0].astype(np.float64), A3_SHARP)
     assert np.median(np.abs(cents_off_scale(f_out))) < 5
     assert np.max(np.abs(y[:, 1] - 0.5 * y[:, 0])) < 1e-6
+
+
+def test_graph_compensates_the_declared_latency(sessions):
+    # dry path + autotune at amount 0 (an exact delay) summed at the output:
+    # the graph delays the dry path by the declared latency, so the sum is
+    # twice the delayed input (null <= -90 dB, the fan-in bound)
+    s, e = sessions(1, 1)
+    s.add_node("input", "in", {"channels": 1})
+    s.add_node("autotune", "at", {"amount": 0})
+    s.add_node("gain", "g", {})
+    s.add_node("output", "out", {"channels": 1})
+    for a, b in (("in", "at"), ("at", "out"), ("in", "g"), ("g", "out")):
+        s.connect(a, b)
+    s.commit()
+    x = tone(A3_SHARP, SR)
+    y = e.process(SR, x.astype(np.float32).reshape(-1, 1), block=64)[:, 0].astype(np.float64)
+    lat = s.live["at"].latency
+    ref = 2 * delayed(x.astype(np.float32).astype(np.float64), lat)
+    assert null_db(y, ref) < -90
