@@ -367,7 +367,6 @@ typedef struct {
     double ts, d;         /* next synthesis mark; its source offset */
     double src_prev;      /* source centre of the previous grain */
     int prev_voiced;
-    double last_ratio;
 } ps_shift;
 
 static inline int ps_latency(const ps_shift *s)
@@ -389,7 +388,6 @@ static inline void ps_reset(ps_shift *s)
     s->n = 0;
     s->ts = 0.0;
     s->d = 0.0;
-    s->last_ratio = 1.0;
 }
 
 static inline int ps_alloc(ps_shift *s, double fs, int ch)
@@ -575,17 +573,17 @@ static inline void ps_grain(ps_shift *s, int voiced, double Ta, double ratio)
         s->prev_voiced = 0;
         ps_place(s, s->ts, 0.0, s->Tu, 1.0f, 1.0f);
         s->ts += s->Tu;
-        s->last_ratio = 1.0;
-        return;
+            return;
     }
     if (ratio == 1.0) {
         /* no change: the input copied with the current offset (windows summing to 1) */
+        while (s->d > 0.0)
+            s->d -= Ta;
         ps_place(s, s->ts, s->d, s->Tu, 1.0f, 1.0f);
         s->src_prev = s->ts + s->d;
         s->prev_voiced = 1;
         s->ts += s->Tu;
-        s->last_ratio = 1.0;
-        return;
+            return;
     }
     double d = s->d;
     while (d > 0.0)
@@ -602,7 +600,6 @@ static inline void ps_grain(ps_shift *s, int voiced, double Ta, double ratio)
     s->prev_voiced = 1;
     s->d = d + Ta - S;
     s->ts += S;
-    s->last_ratio = ratio;
 }
 
 /* [audio] the output frame for the latest input (latency L). */
