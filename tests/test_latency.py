@@ -112,3 +112,11 @@ def test_dry_plus_latent_chain_nulls_against_twice_the_delayed_input():
                         ("denoise", {"reduction": 0.0}), ("align", {})])
     assert lat == 252 + 1023 + 15
     assert db <= -90.0, db
+
+
+def test_autotune_path_on_unvoiced_input_nulls_too():
+    """Autotune declares its 28.6 ms: on noise (unvoiced, passed through) a dry path
+    and an autotune -> limiter path summed null against twice the delayed input."""
+    db, lat = _null_db([("autotune", {}), ("limiter", {"channels": 1, "ceiling": -1.0})])
+    assert lat == 1375 + 252
+    assert db <= -90.0, db
