@@ -3,7 +3,9 @@
 1. udp:    parameter messages per second handled over UDP by a daemon pinned to
            one core (all its threads: control and audio), with a 1,000-node graph
            (333 strips noise -> gain -> pan into a stereo bus -> output); a
-           window of messages in flight, every /done counted. With --jack the
+           window of messages in flight (--udp-window, 256: mind net.core.rmem_max
+           when it is small), every /done counted; --rate-limit 0, one client floods.
+           With --jack the
            daemon runs live on JACK's dummy driver at 64 frames and the xruns
            during the run are reported (0 is the target).
 2. fanout: latency of a fader move (/node/ch0/gain/norm) from one client to 15
@@ -137,7 +139,7 @@ def count_replies(buf: bytearray, n: int) -> tuple[int, int]:
     return int(data[:9] == _DONE), int(data[:9] == _FAIL)
 
 
-def udp_throughput(port: int, n_msgs: int, window: int = 128) -> dict:
+def udp_throughput(port: int, n_msgs: int, window: int = 256) -> dict:
     values = [-6.0 - 0.5 * j for j in range(8)]
     table = [[encode(f"/node/ch{i}/gain", [v]) for v in values] for i in range(STRIPS)]
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -206,7 +208,8 @@ def bench_udp(a) -> dict:
                     udp_throughput(srv.port, 20000)  # warm up
                     c.sync(2)
                     x0 = c.status()["xruns"]
-                    runs = [udp_throughput(srv.port, a.udp_messages) for _ in range(a.repeats)]
+                    runs = [udp_throughput(srv.port, a.udp_messages, a.udp_window)
+                            for _ in range(a.repeats)]
                     st = c.status()
                 best = statistics.median(r["msgs_per_s"] for r in runs)
                 return {"bench": "udp", "nodes": srv.nodes, "backend": st["backend"],
@@ -377,6 +380,9 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", choices=["udp", "fanout", "tcp"], action="append")
     ap.add_argument("--udp-messages", type=int, default=200000)
+    ap.add_argument("--udp-window", type=int, default=256,
+                    help="UDP messages in flight (a datagram is ~1 KiB of the server's "
+                         "receive buffer: keep window x 1 KiB under net.core.rmem_max)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--jack", action="store_true", help="UDP bench live on JACK dummy (64 frames)")
     ap.add_argument("--subscribers", type=int, default=15)
