@@ -149,7 +149,8 @@ def test_tone_in_a_band_is_compressed_by_eq4(make, t, r, w):
     freqs = [100.0, 1000.0, 10000.0]
     f0 = 3162.0
     s, e = make(xover1=100, xover2=1000, xover3=10000, detect=1, window=20,
-                **{f"b{k}ratio": 1 for k in (1, 2, 4)}, b3threshold=t, b3ratio=r, b3knee=w, b3attack=20, b3release=100, b3makeup=3)
+                **{f"b{k}ratio": 1 for k in (1, 2, 4)}, b3threshold=t, b3ratio=r, b3knee=w,
+                b3attack=20, b3release=100, b3makeup=3)
     bands = lr4_bands(freqs, np.array([f0]), SR)
     h3 = bands[2][0]
     ap = sum(b[0] for b in bands)
@@ -159,7 +160,8 @@ def test_tone_in_a_band_is_compressed_by_eq4(make, t, r, w):
         a = 10 ** (peak_db / 20)
         x = (a * np.sin(2 * np.pi * f0 * tt)).astype(np.float32)
         y = e.process(n, x, block=64)[:, 0].astype(np.float64)
-        got = db(np.sqrt(np.mean(y[-SR // 4:] ** 2) / np.mean(x[-SR // 4:].astype(np.float64) ** 2)))
+        tail = x[-SR // 4 :].astype(np.float64)
+        got = db(np.sqrt(np.mean(y[-SR // 4 :] ** 2) / np.mean(tail**2)))
         lv = db(a * abs(h3)) - 10 * np.log10(2)  # band 3's RMS level
         g = 10 ** ((eq4(lv, t, r, w) - lv + 3) / 20)
         want = db(abs(ap + (g - 1) * h3))
@@ -210,7 +212,7 @@ def test_solo_bypass_mix_and_output(make):
     s, e = make(**OFF, b2makeup=6, b4makeup=-6, output=-3)
     h = np.fft.rfft(impulse_response(e, n))
     g = 10 ** (np.array([0, 6, 0, -6]) / 20)
-    exp = sum(gk * b for gk, b in zip(g, want)) * 10 ** (-3 / 20)
+    exp = sum(gk * b for gk, b in zip(g, want, strict=True)) * 10 ** (-3 / 20)
     assert np.max(np.abs(h - exp)) < 1e-5
     s.set_param("m", "b2bypass", 1)  # band 2 back to unity
     s.set_param("m", "b2solo", 1)
@@ -225,7 +227,7 @@ def test_solo_bypass_mix_and_output(make):
     e.process(SR, np.zeros(SR, np.float32), block=64)
     h = np.fft.rfft(impulse_response(e, n))
     g = np.array([1, 1, 1, 0.5 + 0.5 * 10 ** (-6 / 20)])
-    exp = sum(gk * b for gk, b in zip(g, want)) * 10 ** (-3 / 20)
+    exp = sum(gk * b for gk, b in zip(g, want, strict=True)) * 10 ** (-3 / 20)
     assert np.max(np.abs(h - exp)) < 1e-5
 
 
