@@ -6,8 +6,9 @@
  * counted from the node's start. Every 100 ms:
  *   momentary  = the last 4 sub-blocks (400 ms);
  *   shortterm  = the last 30 (3 s), the readout `shortterm`;
- *   gate       a sub-block whose momentary loudness is under `gate` LUFS is
- *              a pause: it is not measured and the gain holds;
+ *   gate       a sub-block whose own loudness (100 ms) or momentary
+ *              loudness is under `gate` LUFS is a pause: it is not measured
+ *              and the gain holds until a sub-block passes again;
  *   level      = the loudness of the mean energy of the last 30 sub-blocks
  *              that passed the gate (the readout `level`);
  *   wanted     = clamp(target - level, -maxcut, +maxboost).
@@ -70,9 +71,11 @@ typedef struct {
     double st, level;          /* LUFS */
     int open;                  /* the gate passed the latest sub-block */
     int measured;              /* level is valid */
-    float gdb;                 /* applied gain, dB */
-    float wanted;              /* dB */
-    float kt;                  /* one-pole coefficient per sample (1 - a) */
+    double gdb;                /* applied gain, dB (double: a float one-pole
+                                  with a time constant of seconds stalls up
+                                  to ulp/(1 - a) away from its goal) */
+    double wanted;             /* dB */
+    double kt;                 /* one-pole coefficient per sample (1 - a) */
     float time_s, speed;
 } lv_state;
 
@@ -80,7 +83,7 @@ static void update(lv_state *s)
 {
     if (s->sr <= 0.0)
         return;
-    s->kt = (float)(1.0 - exp(-1.0 / (s->time_s * s->sr)));
+    s->kt = 1.0 - exp(-1.0 / (s->time_s * s->sr));
 }
 
 static void on_param(void *st, int index, float v)
@@ -106,8 +109,8 @@ static void reset(void *st)
     s->st = s->level = MG_LUFS_FLOOR;
     s->open = 0;
     s->measured = 0;
-    s->gdb = 0.0f;
-    s->wanted = 0.0f;
+    s->gdb = 0.0;
+    s->wanted = 0.0;
 }
 
 static int prepare(void *st, const mg_prepare_ctx *ctx)
@@ -138,7 +141,8 @@ static void end_subblock(lv_state *s, float gate)
     for (int k = 0; k < LV_SUBS_M; k++)
         zm += s->ring[(s->ri - k + LV_SUBS_S) % LV_SUBS_S];
     const double mom = mg_lufs(zm / ((double)LV_SUBS_M * s->hop));
-    s->open = mom >= gate;
+    const double own = mg_lufs(s->ring[s->ri] / (double)s->hop);
+    s->open = mom >= gate && own >= gate;
     s->pass[s->ri] = (uint8_t)s->open;
     for (int k = 0; k < LV_SUBS_S; k++) {
         zs += s->ring[k];
@@ -162,7 +166,7 @@ static void process(void *st, const mg_proc *p)
     const mg_pv *pv = p->pv;
     const float target = pv[P_TARGET].value, gate = pv[P_GATE].value;
     const int freeze = pv[P_FREEZE].value >= 0.5f;
-    const float kt = s->kt, slew = (float)(s->speed / s->sr);
+    const double kt = s->kt, slew = s->speed / s->sr;
     float gd[MG_MAX_BLOCK];
     int held = 0;
     for (int i = 0; i < n;) {
@@ -172,18 +176,18 @@ static void process(void *st, const mg_proc *p)
         /* gain for frames i..i+m, from the measurement so far */
         const int hold = freeze || !s->open || !s->measured;
         held |= hold;
-        float g = s->gdb;
+        double g = s->gdb;
         for (int j = i; j < i + m; j++) {
-            const float hi = mg_pv_at(&pv[P_MAXBOOST], j), lo = -mg_pv_at(&pv[P_MAXCUT], j);
+            const double hi = mg_pv_at(&pv[P_MAXBOOST], j), lo = -mg_pv_at(&pv[P_MAXCUT], j);
             if (!hold) {
-                const float w = dyn_min(dyn_max(s->wanted, lo), hi);
-                const float d = kt * (w - g);
-                g += dyn_min(dyn_max(d, -slew), slew);
+                const double w = s->wanted < lo ? lo : s->wanted > hi ? hi : s->wanted;
+                const double d = kt * (w - g);
+                g += d < -slew ? -slew : d > slew ? slew : d;
             }
-            g = dyn_min(dyn_max(g, lo), hi);
-            gd[j] = g;
+            g = g < lo ? lo : g > hi ? hi : g;
+            gd[j] = (float)g;
         }
-        s->gdb = isfinite(g) ? g : 0.0f;
+        s->gdb = isfinite(g) ? g : 0.0;
         for (int c = 0; c < nc; c++) {
             if (s->weight[c] == 0.0)
                 continue;
@@ -194,7 +198,7 @@ static void process(void *st, const mg_proc *p)
         if (s->pos >= s->hop) {
             s->pos = 0;
             end_subblock(s, gate);
-            s->wanted = (float)(target - s->level);
+            s->wanted = target - s->level;
         }
     }
     for (int i = 0; i < n; i++)
