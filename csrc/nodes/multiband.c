@@ -98,6 +98,7 @@ typedef struct {
     int designed;
     mg_xo_coef xc[MG_XO_MAX];
     mg_xo_tree tree[MB_MAX_CH];
+    mg_xo_tree spare; /* mono: the second lane's (silent) states */
 } mb_state;
 
 static void update_coefs(mb_state *s)
@@ -137,6 +138,7 @@ static void reset(void *st)
     memset(s->e, 0, sizeof s->e);
     memset(s->ms, 0, sizeof s->ms);
     memset(s->tree, 0, sizeof s->tree);
+    memset(&s->spare, 0, sizeof s->spare);
 }
 
 static int prepare(void *st, const mg_prepare_ctx *ctx)
@@ -199,6 +201,9 @@ static void process(void *st, const mg_proc *p)
     float lv[MB_MAX_CH][DYN_CHUNK];
     float g3[MB_MAX_CH][DYN_CHUNK]; /* band 3's gain, for band 4 when merged */
     float wv[DYN_CHUNK];            /* merge weight per frame */
+    float zb[MB_BANDS][DYN_CHUNK];  /* mono: the unused second lane */
+    if (ch == 1)
+        memset(zb, 0, sizeof zb);
 
     for (int o = 0; o < n; o += DYN_CHUNK) {
         const int m = n - o < DYN_CHUNK ? n - o : DYN_CHUNK;
@@ -223,9 +228,17 @@ static void process(void *st, const mg_proc *p)
                 }
             }
             s->designed = 1;
-            for (int c = 0; c < ch; c++) {
-                float *bands[MB_BANDS] = {buf[c][0] + q, buf[c][1] + q, buf[c][2] + q, buf[c][3] + q};
-                mg_xo_split(c0, s->xc, MG_XO_MAX, glide, &s->tree[c], bands[3], bands, len);
+            if (!glide) {
+                /* both channels in the lanes of one vector (mono: a silent second lane) */
+                float *const *b1 = ch > 1 ? (float *const[MB_BANDS]){buf[1][0] + q, buf[1][1] + q, buf[1][2] + q, buf[1][3] + q}
+                                          : (float *const[MB_BANDS]){zb[0], zb[1], zb[2], zb[3]};
+                float *const b0[MB_BANDS] = {buf[0][0] + q, buf[0][1] + q, buf[0][2] + q, buf[0][3] + q};
+                mg_xo_split_pair(s->xc, MG_XO_MAX, &s->tree[0], ch > 1 ? &s->tree[1] : &s->spare, b0, b1, len);
+            } else {
+                for (int c = 0; c < ch; c++) {
+                    float *bands[MB_BANDS] = {buf[c][0] + q, buf[c][1] + q, buf[c][2] + q, buf[c][3] + q};
+                    mg_xo_split(c0, s->xc, MG_XO_MAX, glide, &s->tree[c], bands[3], bands, len);
+                }
             }
         }
         for (int c = 0; c < ch; c++)
