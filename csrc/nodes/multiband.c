@@ -260,6 +260,7 @@ static void process(void *st, const mg_proc *p)
         /* 2. per band: detector, link, gain computer, smoothing, gain */
         for (int k = 0; k < MB_BANDS; k++) {
             const mg_pv *bp = &pv[PB(k, 0)];
+            /* detector magnitudes: |x| (peak) or the mean square (RMS) */
             for (int c = 0; c < ch; c++) {
                 float tmp[DYN_CHUNK];
                 const float *src = buf[c][k];
@@ -277,52 +278,73 @@ static void process(void *st, const mg_proc *p)
                         l[i] = qv;
                     }
                     s->ms[k][c] = isfinite(qv) ? qv : 0.0f;
-                    for (int i = 0; i < m; i++)
-                        l[i] = (0.5f * DYN_DB_PER_LOG2) * dyn_log2f(l[i]);
                 } else {
                     for (int i = 0; i < m; i++)
-                        l[i] = DYN_DB_PER_LOG2 * dyn_log2f(src[i]);
+                        l[i] = fabsf(src[i]);
                 }
             }
-            if (link_on) {
-                float mx[DYN_CHUNK];
-                for (int i = 0; i < m; i++)
-                    mx[i] = lv[0][i];
+            /* fully linked: the louder channel's magnitude (the log is monotonic) */
+            if (shared)
                 for (int c = 1; c < ch; c++)
                     for (int i = 0; i < m; i++)
-                        mx[i] = dyn_max(mx[i], lv[c][i]);
-                if (shared) {
-                    memcpy(lv[0], mx, sizeof(float) * (size_t)m);
-                } else {
+                        lv[0][i] = dyn_max(lv[0][i], lv[c][i]);
+            const float scale = rms ? 0.5f * DYN_DB_PER_LOG2 : DYN_DB_PER_LOG2;
+            const int cramp = bp[B_THRESH].ramp || bp[B_RATIO].ramp || bp[B_KNEE].ramp;
+            const float t = bp[B_THRESH].value, sl = 1.0f / bp[B_RATIO].value - 1.0f;
+            const float kw = bp[B_KNEE].value, hw = 0.5f * kw, iw = kw > 0.0f ? 0.5f / kw : 0.0f;
+            /* the whole chunk under the knee (the link only moves levels toward
+             * the loudest): no reduction wanted, no logarithms needed */
+            int quiet = 0;
+            if (!cramp) {
+                float mx = 0.0f;
+                for (int c = 0; c < nd; c++)
+                    for (int i = 0; i < m; i++)
+                        mx = dyn_max(mx, lv[c][i]);
+                quiet = scale * dyn_log2f(mx) < t - hw;
+            }
+            if (quiet) {
+                for (int c = 0; c < nd; c++)
+                    memset(lv[c], 0, sizeof(float) * (size_t)m);
+            } else {
+                for (int c = 0; c < nd; c++)
+                    for (int i = 0; i < m; i++)
+                        lv[c][i] = scale * dyn_log2f(lv[c][i]);
+                if (link_on && !shared) {
+                    float mx[DYN_CHUNK];
+                    for (int i = 0; i < m; i++)
+                        mx[i] = lv[0][i];
+                    for (int c = 1; c < ch; c++)
+                        for (int i = 0; i < m; i++)
+                            mx[i] = dyn_max(mx[i], lv[c][i]);
                     for (int c = 0; c < ch; c++)
                         for (int i = 0; i < m; i++)
                             lv[c][i] += 0.01f * mg_pv_at(&pv[P_LINK], o + i) * (mx[i] - lv[c][i]);
                 }
-            }
-            /* gain computer: wanted reduction xL >= 0 */
-            const int cramp = bp[B_THRESH].ramp || bp[B_RATIO].ramp || bp[B_KNEE].ramp;
-            for (int c = 0; c < nd; c++) {
-                float *l = lv[c];
-                if (!cramp) {
-                    const float t = bp[B_THRESH].value, sl = 1.0f / bp[B_RATIO].value - 1.0f;
-                    const float w = bp[B_KNEE].value, hw = 0.5f * w, iw = w > 0.0f ? 0.5f / w : 0.0f;
-                    for (int i = 0; i < m; i++)
-                        l[i] = -dyn_comp_gain(l[i], t, sl, hw, iw);
-                } else {
-                    for (int i = 0; i < m; i++) {
-                        const int j = o + i;
-                        const float t = mg_pv_at(&bp[B_THRESH], j);
-                        const float sl = 1.0f / mg_pv_at(&bp[B_RATIO], j) - 1.0f;
-                        const float w = mg_pv_at(&bp[B_KNEE], j);
-                        l[i] = -dyn_comp_gain(l[i], t, sl, 0.5f * w, w > 0.0f ? 0.5f / w : 0.0f);
+                /* gain computer: wanted reduction xL >= 0 */
+                for (int c = 0; c < nd; c++) {
+                    float *l = lv[c];
+                    if (!cramp) {
+                        for (int i = 0; i < m; i++)
+                            l[i] = -dyn_comp_gain(l[i], t, sl, hw, iw);
+                    } else {
+                        for (int i = 0; i < m; i++) {
+                            const int j = o + i;
+                            const float tj = mg_pv_at(&bp[B_THRESH], j);
+                            const float sj = 1.0f / mg_pv_at(&bp[B_RATIO], j) - 1.0f;
+                            const float w = mg_pv_at(&bp[B_KNEE], j);
+                            l[i] = -dyn_comp_gain(l[i], tj, sj, 0.5f * w, w > 0.0f ? 0.5f / w : 0.0f);
+                        }
                     }
                 }
             }
             /* smoothing (error form of Giannoulis eq. 16, as the compressor) */
             const float aa = s->aa[k], ar = s->ar[k];
+            float pkall = 0.0f;
             for (int c = 0; c < nd; c++) {
                 float *l = lv[c];
                 float vp = s->v[k][c], e = s->e[k][c];
+                if (quiet && vp == 0.0f && e == 0.0f)
+                    continue; /* at rest, nothing wanted: yL = 0 */
                 float dv[DYN_CHUNK];
                 dv[0] = vp - l[0];
                 for (int i = 1; i < m; i++)
@@ -342,6 +364,7 @@ static void process(void *st, const mg_proc *p)
                 const float pk = dyn_peak(l, m, 0.0f);
                 if (pk > grmax[k][c])
                     grmax[k][c] = pk;
+                pkall = pk > pkall ? pk : pkall;
             }
             /* gain = B + A 2^((makeup - yL)/6.02), A = mute (1 - byp) mix,
              * B = mute (byp + (1 - byp)(1 - mix)) */
@@ -350,9 +373,16 @@ static void process(void *st, const mg_proc *p)
                 const float byp = bp[B_BYPASS].value, mix = 0.01f * pv[P_MIX].value;
                 const float A = mute * (1.0f - byp) * mix, B = mute * (byp + (1.0f - byp) * (1.0f - mix));
                 const float mk = bp[B_MAKEUP].value;
-                for (int c = 0; c < nd; c++)
-                    for (int i = 0; i < m; i++)
-                        lv[c][i] = B + A * dyn_exp2f((mk - lv[c][i]) * DYN_LOG2_PER_DB);
+                if (pkall == 0.0f) { /* no reduction in this chunk: one gain */
+                    const float g = B + A * dyn_exp2f(mk * DYN_LOG2_PER_DB);
+                    for (int c = 0; c < nd; c++)
+                        for (int i = 0; i < m; i++)
+                            lv[c][i] = g;
+                } else {
+                    for (int c = 0; c < nd; c++)
+                        for (int i = 0; i < m; i++)
+                            lv[c][i] = B + A * dyn_exp2f((mk - lv[c][i]) * DYN_LOG2_PER_DB);
+                }
             } else {
                 for (int c = 0; c < nd; c++)
                     for (int i = 0; i < m; i++) {
