@@ -296,10 +296,9 @@ static void process(void *st, const mg_proc *p)
              * the loudest): no reduction wanted, no logarithms needed */
             int quiet = 0;
             if (!cramp) {
-                float mx = 0.0f;
+                float mx = 0.0f; /* magnitudes are >= 0: an integer max that vectorises */
                 for (int c = 0; c < nd; c++)
-                    for (int i = 0; i < m; i++)
-                        mx = dyn_max(mx, lv[c][i]);
+                    mx = dyn_peak(lv[c], m, mx);
                 quiet = scale * dyn_log2f(mx) < t - hw;
             }
             if (quiet) {
