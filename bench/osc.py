@@ -124,6 +124,19 @@ def pin_self(cpu: int | None) -> None:
 
 # ---- 1. UDP throughput ------------------------------------------------------------------------
 
+_DONE = b"/done\0\0\0,"
+_FAIL = b"/fail\0\0\0,"
+
+
+def count_replies(buf: bytearray, n: int) -> tuple[int, int]:
+    """(/done, /fail) replies in one datagram: a bare message, or a bundle of them
+    (the server coalesces a flooding client's replies into bundles)."""
+    data = bytes(buf[:n])
+    if data[:8] == b"#bundle\0":
+        return data.count(_DONE), data.count(_FAIL)
+    return int(data[:9] == _DONE), int(data[:9] == _FAIL)
+
+
 def udp_throughput(port: int, n_msgs: int, window: int = 128) -> dict:
     values = [-6.0 - 0.5 * j for j in range(8)]
     table = [[encode(f"/node/ch{i}/gain", [v]) for v in values] for i in range(STRIPS)]
@@ -132,7 +145,7 @@ def udp_throughput(port: int, n_msgs: int, window: int = 128) -> dict:
     sock.bind(("127.0.0.1", 0))
     dst = ("127.0.0.1", port)
     sent = done = failed = 0
-    buf = bytearray(512)
+    buf = bytearray(65536)
     t0 = time.perf_counter()
     while sent < n_msgs:
         end = min(n_msgs, sent + 64)
@@ -150,21 +163,18 @@ def udp_throughput(port: int, n_msgs: int, window: int = 128) -> dict:
                 if sent - done - failed <= window:
                     break
                 raise RuntimeError(f"replies stopped at {done} of {sent}") from None
-            if buf[:5] == b"/done":
-                done += 1
-            elif buf[:5] == b"/fail":
-                failed += 1
-            del n
+            d, f = count_replies(buf, n)
+            done += d
+            failed += f
     sock.settimeout(2.0)
     while done + failed < n_msgs:
         try:
-            sock.recv_into(buf)
+            n = sock.recv_into(buf)
         except TimeoutError:
             break
-        if buf[:5] == b"/done":
-            done += 1
-        elif buf[:5] == b"/fail":
-            failed += 1
+        d, f = count_replies(buf, n)
+        done += d
+        failed += f
     dt = time.perf_counter() - t0
     sock.close()
     return {"messages": n_msgs, "done": done, "failed": failed, "seconds": round(dt, 3),

@@ -163,15 +163,15 @@ class AsyncClient(CommandsMixin):
         if self._writer is not None:
             await self._writer.drain()
 
-    async def request(self, address: str, *args: Any, timeout: float | None = None
-                      ) -> tuple[str, list]:
+    async def request(self, address: str, *args: Any, timeout: float | None = None,
+                      once: bool = False) -> tuple[str, list]:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         entry = (address, fut)
         self._waiters.append(entry)
         timeout = self.timeout if timeout is None else timeout
-        attempts = (1 + self.retries if self._udp is not None and is_repeatable(address, args)
-                    else 1)
+        attempts = (1 + self.retries if not once and self._udp is not None
+                    and is_repeatable(address, args) else 1)
         t_end = loop.time() + timeout
         try:
             for k in range(attempts):
@@ -188,16 +188,18 @@ class AsyncClient(CommandsMixin):
             if not fut.done():
                 fut.cancel()
 
-    async def call(self, address: str, *args: Any, timeout: float | None = None) -> list:
-        addr, rargs = await self.request(address, *args, timeout=timeout)
+    async def call(self, address: str, *args: Any, timeout: float | None = None,
+                   once: bool = False) -> list:
+        addr, rargs = await self.request(address, *args, timeout=timeout, once=once)
         if addr == "/fail":
             raise MixgraphFail(address, rargs[1:])
         return rargs
 
-    async def _run(self, kind: str, address: str, args: tuple, post):
+    async def _run(self, kind: str, address: str, args: tuple, post,
+                   timeout: float | None = None):
         if kind == "request":
-            return post(*await self.request(address, *args))
-        return post(await self.call(address, *args))
+            return post(*await self.request(address, *args, timeout=timeout))
+        return post(await self.call(address, *args, timeout=timeout, once=kind == "action"))
 
     # ---- feedback ----------------------------------------------------------------------------
     async def subscribe(self, callback: Callable, lease_s: float | None = None,

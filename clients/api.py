@@ -85,7 +85,8 @@ def _blob(r: list):
 class CommandsMixin:
     """High-level commands over `_run(kind, address, args, post)`."""
 
-    def _run(self, kind: str, address: str, args: tuple, post):  # pragma: no cover
+    def _run(self, kind: str, address: str, args: tuple, post,
+             timeout: float | None = None):  # pragma: no cover
         raise NotImplementedError
 
     # ---- graph ------------------------------------------------------------------------
@@ -120,6 +121,14 @@ class CommandsMixin:
         """Set a parameter in its units (dB, Hz, ms, ...); returns the value applied
         (clamped to the range)."""
         return self._run("call", f"/node/{name}/{param}", (value,), _first)
+
+    def action(self, name: str, action: str, *args: Any, timeout: float = 30.0):
+        """Run a node action, e.g. ``action("al", "measure", 2.0)`` or
+        ``action("dn", "learn", 1.5)``: sent once (an action is not safe to
+        repeat), waits up to `timeout` s for its /done and returns the values
+        after the address; /fail raises MixgraphFail with the reason."""
+        return self._run("action", f"/node/{name}/{action}", args, lambda r: list(r[1:]),
+                         timeout=timeout)
 
     def get(self, name: str, param: str):
         """A parameter's value, or a readout (a list for per-channel readouts)."""

@@ -207,11 +207,12 @@ class Client(CommandsMixin):
             return 1
         return 1 + self.retries if is_repeatable(address, args) else 1
 
-    def request(self, address: str, *args: Any, timeout: float | None = None
-                ) -> tuple[str, list]:
-        """Send and return the first reply for this address (/done, /fail or the answer)."""
+    def request(self, address: str, *args: Any, timeout: float | None = None,
+                once: bool = False) -> tuple[str, list]:
+        """Send and return the first reply for this address (/done, /fail or the answer).
+        once=True: never send it again (node actions are not safe to repeat)."""
         timeout = self.timeout if timeout is None else timeout
-        attempts = self._attempts(address, args)
+        attempts = 1 if once else self._attempts(address, args)
         t_end = time.monotonic() + timeout
         if self._reader is not None:
             w = _Waiter(address)
@@ -243,17 +244,18 @@ class Client(CommandsMixin):
                     return addr, rargs
         raise MixgraphTimeout(f"no reply to {address} within {timeout} s")
 
-    def call(self, address: str, *args: Any, timeout: float | None = None) -> list:
+    def call(self, address: str, *args: Any, timeout: float | None = None,
+             once: bool = False) -> list:
         """Like request, but /fail raises MixgraphFail; returns the reply's arguments."""
-        addr, rargs = self.request(address, *args, timeout=timeout)
+        addr, rargs = self.request(address, *args, timeout=timeout, once=once)
         if addr == "/fail":
             raise MixgraphFail(address, rargs[1:])
         return rargs
 
-    def _run(self, kind: str, address: str, args: tuple, post):
+    def _run(self, kind: str, address: str, args: tuple, post, timeout: float | None = None):
         if kind == "request":
-            return post(*self.request(address, *args))
-        return post(self.call(address, *args))
+            return post(*self.request(address, *args, timeout=timeout))
+        return post(self.call(address, *args, timeout=timeout, once=kind == "action"))
 
     # ---- feedback -------------------------------------------------------------------
     def subscribe(self, callback: Callback, lease_s: float | None = None,

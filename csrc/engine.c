@@ -195,6 +195,12 @@ void mg_engine_free(mg_engine *e)
 
 double mg_engine_rate(mg_engine *e) { return e->sample_rate; }
 
+/* [control] The planar hardware input buffer of channel c (engine lifetime). */
+float *mg_engine_hw_in_buffer(mg_engine *e, int c)
+{
+    return (c >= 0 && c < e->hw_in_ch) ? e->hw_in[c] : NULL;
+}
+
 void mg_engine_hw_channels(mg_engine *e, int *in, int *out)
 {
     *in = e->hw_in_ch;
@@ -603,6 +609,11 @@ static void run_plan(mg_engine *e, int off, int n, uint64_t t)
     for (int s = 0; s < p->n_steps; s++) {
         const mg_step *st = &p->steps[s];
         mg_node *nd = st->node;
+        if (s + 1 < p->n_steps) { /* nodes are separate allocations: fetch the next early */
+            const mg_node *next = p->steps[s + 1].node;
+            __builtin_prefetch(next);
+            __builtin_prefetch((const char *)next + 64);
+        }
         for (int c = 0; c < nd->n_in; c++) {
             nd->in_ptr[c] = nd->in_base[c] + off;
             if (!fin)
@@ -654,28 +665,45 @@ static void run_chunk(mg_engine *e, int n)
     atomic_store_explicit(&e->time, end, memory_order_release);
 }
 
-/* Interleaved frames to planar channels, four channels per pass so the
- * reads stay sequential and the channel pointers stay in registers. */
-MG_HOT static void deinterleave(float *const *dst, const float *src, int ch, int n)
+/* Interleaved frames to planar channels. The source is read in order, four
+ * frames at a time, and each 4x4 tile (4 frames x 4 channels) is transposed
+ * in registers: an offline render streams the input from memory, and a
+ * channel-major walk over it would fetch every cache line four times. */
+static void deinterleave(float *const *dst, const float *src, int ch, int n)
 {
-    int c = 0;
-    for (; c + 4 <= ch; c += 4) {
-        float *restrict d0 = dst[c], *restrict d1 = dst[c + 1];
-        float *restrict d2 = dst[c + 2], *restrict d3 = dst[c + 3];
-        const float *restrict s = src + c;
-        for (int i = 0; i < n; i++, s += ch) {
-            d0[i] = s[0];
-            d1[i] = s[1];
-            d2[i] = s[2];
-            d3[i] = s[3];
+    int i = 0;
+#if defined(__SSE__)
+    for (; i + 4 <= n; i += 4) {
+        const float *r = src + (size_t)i * (size_t)ch;
+        int c = 0;
+        for (; c + 4 <= ch; c += 4) {
+            __m128 a = _mm_loadu_ps(r + c), b = _mm_loadu_ps(r + ch + c);
+            __m128 x = _mm_loadu_ps(r + 2 * ch + c), y = _mm_loadu_ps(r + 3 * ch + c);
+            _MM_TRANSPOSE4_PS(a, b, x, y);
+            _mm_storeu_ps(dst[c] + i, a);
+            _mm_storeu_ps(dst[c + 1] + i, b);
+            _mm_storeu_ps(dst[c + 2] + i, x);
+            _mm_storeu_ps(dst[c + 3] + i, y);
         }
+        for (; c < ch; c++)
+            for (int k = 0; k < 4; k++)
+                dst[c][i + k] = r[k * ch + c];
     }
-    for (; c < ch; c++) {
-        float *restrict d = dst[c];
-        const float *restrict s = src + c;
-        for (int i = 0; i < n; i++, s += ch)
-            d[i] = *s;
+#endif
+    for (; i < n; i++) {
+        const float *r = src + (size_t)i * (size_t)ch;
+        for (int c = 0; c < ch; c++)
+            dst[c][i] = r[c];
     }
+}
+
+/* 1 when every sample is finite and within +-ceiling (NaN compares false). */
+MG_HOT static int all_within(const float *restrict s, int n, float ceiling)
+{
+    int ok = 1;
+    for (int i = 0; i < n; i++)
+        ok &= fabsf(s[i]) <= ceiling;
+    return ok;
 }
 
 static inline double mono_us(void)
@@ -710,6 +738,8 @@ void mg_engine_process(mg_engine *e, const float *in, float *out, unsigned long 
         /* safety stage: scrub non-finite samples, hold the hard ceiling */
         for (int c = 0; c < co; c++) {
             float *s = e->hw_out[c];
+            if (all_within(s, n, ceil_))
+                continue; /* the usual case, checked without branches */
             for (int i = 0; i < n; i++) {
                 float x = s[i];
                 if (!isfinite(x)) {

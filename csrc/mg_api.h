@@ -139,6 +139,13 @@ typedef struct mg_node_type {
     /* [control] optional: the node's latency in samples (look-ahead, FFT
      * frames), fixed after prepare; the graph delays parallel paths by it */
     int (*latency)(const void *state);
+    /* [control] optional: copy up to n floats the node captured on the audio
+     * thread (a measurement window it has flagged complete) into dst; returns
+     * how many. Python node actions read it (mixgraph.server.actions). */
+    int (*capture)(void *state, float *dst, int n);
+    /* 1: the node's outputs are the engine's planar hardware input buffers
+     * (channels hw_first..): nothing is copied (the input node) */
+    int outputs_are_hw_in;
 } mg_node_type;
 
 typedef struct {
@@ -219,6 +226,9 @@ float mg_node_readout(mg_node *n, int flat_index);  /* [any] */
 int mg_node_n_in(mg_node *n);
 int mg_node_n_out(mg_node *n);
 int mg_node_latency(mg_node *n);                    /* samples */
+/* Copy up to max floats of the node's captured data (its `capture` hook);
+ * -1 when the type has none. */
+int mg_node_capture(mg_node *n, float *dst, int max);
 
 /* ---- edges and plans ---- [control] */
 mg_edge *mg_edge_new(float initial_gain);

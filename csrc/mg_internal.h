@@ -46,6 +46,7 @@ struct mg_node {
     int n_in, n_out;          /* flattened channel counts */
     float **in_base;          /* n_in buffers of MG_MAX_BLOCK */
     float **out_base;         /* n_out buffers of MG_MAX_BLOCK */
+    int out_aliased;          /* out_base are the engine's hw input buffers */
     int n_readout;
     double sample_rate;
     /* audio thread only (set up by control before publishing) */

@@ -127,6 +127,21 @@ mg_node *mg_node_new(mg_engine *e, int type_index, int channels, int hw_first,
         mg_node_free(n);
         return NULL;
     }
+    if (t->outputs_are_hw_in) {
+        /* read the hardware input in place: downstream mixes use these pointers */
+        extern float *mg_engine_hw_in_buffer(mg_engine *, int);
+        for (int c = 0; c < n->n_out; c++) {
+            float *hw = mg_engine_hw_in_buffer(e, hw_first + c);
+            if (!hw) {
+                *error = 4;
+                mg_node_free(n);
+                return NULL;
+            }
+            mg_free(n->out_base[c]);
+            n->out_base[c] = n->out_ptr[c] = hw;
+        }
+        n->out_aliased = 1;
+    }
     /* hand the initial values to the node's setter */
     if (t->on_param)
         for (int k = 0; k < t->n_params; k++)
@@ -142,6 +157,9 @@ void mg_node_free(mg_node *n)
         n->type->release(n->state);
     mg_free(n->state);
     free_buffers(n->in_base, n->n_in);
+    if (n->out_aliased && n->out_base)
+        for (int c = 0; c < n->n_out; c++)
+            n->out_base[c] = NULL; /* the engine's buffers */
     free_buffers(n->out_base, n->n_out);
     mg_free(n->in_ptr);
     mg_free(n->out_ptr);
@@ -184,6 +202,15 @@ int mg_node_latency(mg_node *n)
     return n->type->latency ? n->type->latency(n->state) : 0;
 }
 int mg_node_n_out(mg_node *n) { return n->n_out; }
+
+int mg_node_capture(mg_node *n, float *dst, int max)
+{
+    if (!n->type->capture)
+        return -1;
+    if (max <= 0 || !dst)
+        return 0;
+    return n->type->capture(n->state, dst, max);
+}
 
 mg_edge *mg_edge_new(float initial_gain)
 {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 
+from mixgraph.server.actions import actions_for
 from mixgraph.server.catalog import CATALOG
 
 HEADER = """# Node reference
@@ -20,8 +21,10 @@ unit shown, smoothed by the engine over the time shown (0: it jumps).
 Tapers say how the normalised 0..1 control maps to the range: `fader` is a
 console fader law for gains, `log` is logarithmic (frequencies, times),
 `linear`, and `stepped` for switches and choices. Readouts are read-only
-values queried on the same kind of address. Channels: a port marked `node`
-has the node's channel count, fixed when it is created (`channels` option).
+values queried on the same kind of address. Actions are commands a node
+carries out, some over audio time; each ends in one `/done` or `/fail`.
+Channels: a port marked `node` has the node's channel count, fixed when it
+is created (`channels` option).
 """
 
 
@@ -53,6 +56,11 @@ def render() -> str:
             out.append("\n| readout | unit | per channel |\n|---|---|---|")
             for r in t.readouts:
                 out.append(f"| `{r.name}` | {r.unit or '-'} | {'yes' if r.per_channel else 'no'} |")
+        acts = actions_for(t.name)
+        if acts:
+            out.append("\n| action | usage | description |\n|---|---|---|")
+            for a in acts.values():
+                out.append(f"| `{a.name}` | `{a.usage}` | {a.doc} |")
     return "\n".join(out) + "\n"
 
 

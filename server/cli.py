@@ -124,7 +124,8 @@ def _cmd_ctl(a: argparse.Namespace) -> int:
 
     with Client(a.host, a.port, timeout=a.timeout, transport="tcp" if a.tcp else "udp",
                 framing=a.framing) as c:
-        addr, args = c.request(a.address, *[parse_arg(x) for x in a.args])
+        # sent once, like oscsend: the command may be a node action, never safe to repeat
+        addr, args = c.request(a.address, *[parse_arg(x) for x in a.args], once=True)
     print(addr, *[repr(x) if isinstance(x, bytes) else x for x in args])
     return 1 if addr == "/fail" else 0
 
@@ -220,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("args", nargs="*")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--timeout", type=float, default=2.0)
+    s.add_argument("--timeout", type=float, default=2.0,
+                   help="seconds to wait for the reply (a node action takes its own time)")
     s.add_argument("--tcp", action="store_true", help="use TCP instead of UDP")
     s.add_argument("--framing", default="size", choices=["size", "slip"],
                    help="TCP framing: OSC 1.0 size prefix (default) or OSC 1.1 SLIP")

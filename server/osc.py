@@ -25,6 +25,7 @@ from mixgraph.clients.protocol import encode
 from mixgraph.clients.protocol import ostr as _ostr
 
 from . import __version__, tapers
+from .actions import actions_for, run_action
 from .catalog import CATALOG
 from .errors import MixgraphError
 from .patterns import compile_pattern, is_pattern
@@ -238,8 +239,9 @@ class Peer:
 class _Collect:
     """A reply function that keeps what it is given."""
 
-    def __init__(self) -> None:
+    def __init__(self, outer: Reply | None = None) -> None:
         self.items: list[tuple[str, list]] = []
+        self.outer = outer  # where answers that come later (node actions) go
 
     def __call__(self, address: str, args: list) -> None:
         self.items.append((address, args))
@@ -579,6 +581,8 @@ class Dispatcher:
         d = t.describe()
         for p, spec in zip(d["params"], t.params, strict=True):
             p.update(tapers.describe(spec.taper, spec.min, spec.max))
+        d["actions"] = [{"name": a.name, "usage": a.usage, "doc": a.doc}
+                        for a in actions_for(t.name).values()]
         return d
 
     def _catalog(self, args: list, reply: Reply, _t: int, client=None) -> None:
@@ -606,6 +610,8 @@ class Dispatcher:
                                           *[float(x) for pt in pts for x in pt]])
         for r in t.readouts:
             reply("/catalog/type.readout", [t.name, r.name, r.unit, int(r.per_channel)])
+        for a in actions_for(t.name).values():
+            reply("/catalog/type.action", [t.name, a.name, a.usage, a.doc])
         reply("/done", ["/catalog/type", t.name])
 
     # ---- status, info, sync --------------------------------------------------------
@@ -757,6 +763,7 @@ class Dispatcher:
                 a = f"/node/{name}/{p.name}"
                 out.append((a, [float(v)]))
                 out.append((a + "/norm", [float(tapers.to_norm(p.taper, p.min, p.max, v))]))
+            out += [f"/node/{name}/{a}" for a in actions_for(t.name) if t.param(a) is None]
             if t.param("bypass") is None and t.port(None, "in") and t.port(None, "out"):
                 out.append((f"/node/{name}/bypass", [float(name in s.bypassed)]))
         return out
@@ -795,6 +802,13 @@ class Dispatcher:
         node = s.live.get(name)
         if node is None:
             raise MixgraphError(f"no node named {name!r}")
+        if n == 4:
+            act = actions_for(node.g.type.name).get(param)
+            if act is not None:
+                self._check_touch(name, param, client)
+                run_action(s, name, act, address, args, reply,
+                           lambda n_, p_, v_: self._changed(n_, p_, v_, None))
+                return
         spec = node.g.type.param(param)
         if n == 4:
             if spec is None:
@@ -889,6 +903,7 @@ class Dispatcher:
             for r in t.readouts:
                 a = f"/node/{name}/{r.name}"
                 out += [a, a + "/norm"]
+            out += [f"/node/{name}/{a}" for a in actions_for(t.name) if t.param(a) is None]
             if t.param("bypass") is None and t.port(None, "in") and t.port(None, "out"):
                 out.append(f"/node/{name}/bypass")
         self._addr_cache = (key, out)
@@ -911,7 +926,7 @@ class Dispatcher:
             for a in matched:
                 self.dispatch(a, args, reply, t, client)
             return
-        collect = _Collect()
+        collect = _Collect(reply)
         for a in matched:
             self.dispatch(a, args, collect, t, client)
         ok = []

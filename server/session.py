@@ -7,6 +7,8 @@ has handed back the last plan that used them."""
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import math
 from collections.abc import Callable
@@ -117,6 +119,8 @@ class Session:
         self._fade_in: list[LiveEdge] = []
         self._dirty = False
         self._sync_waiters: dict[int, Callable[[], None]] = {}
+        self._timers: list = []  # (sample time, seq, callback), a heap: see at()
+        self._timer_seq = itertools.count()
         self.late_events = 0
         self.changed: Callable[[], None] | None = None  # autosave hook
         self.metadata: dict = {}
@@ -593,6 +597,7 @@ class Session:
                 self.late_events += 1
                 log.info("event applied %d samples late", value)
         self._collect_dying()
+        self._run_timers()
         self.commit()
 
     def _collect_dying(self, force: bool = False) -> None:
@@ -621,7 +626,22 @@ class Session:
     def next_due(self) -> int | None:
         """The earliest sample time at which deferred work falls due."""
         dues = [d for d, _ in self.dying_edges] + list(self._dying_due.values())
+        if self._timers:
+            dues.append(self._timers[0][0])
         return min(dues) if dues else None
+
+    def at(self, sample_time: int, callback: Callable[[], None]) -> None:
+        """Call callback from service() once the engine has reached sample_time."""
+        heapq.heappush(self._timers, (int(sample_time), next(self._timer_seq), callback))
+
+    def _run_timers(self) -> None:
+        now = self.engine.time
+        while self._timers and self._timers[0][0] <= now:
+            _, _, cb = heapq.heappop(self._timers)
+            try:
+                cb()
+            except Exception:  # a timer must not break event handling
+                log.exception("timer callback failed")
 
     def sync(self, token: int, callback: Callable[[], None]) -> None:
         """Call callback once every command queued so far has reached the engine."""

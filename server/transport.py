@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from .errors import MixgraphError
 from .feedback import Feedback
-from .osc import Dispatcher, Peer, parse_packet
+from .osc import Dispatcher, Peer, pack_bundles, parse_packet
 
 log = logging.getLogger("mixgraph.transport")
 
@@ -262,6 +262,9 @@ class ControlServer:
             self.sel.register(self.tcp, selectors.EVENT_READ, "listen")
         self.conns: dict[int, TcpConn] = {}
         self.peers: dict[tuple, Peer] = {}  # UDP: source address -> Peer
+        # replies held while a batch is processed: source address -> encoded messages
+        self._outbox: dict[tuple, list[bytes]] = {}
+        self._holding = False
         self.reply_ports: dict[tuple, int] = {}
         self._targets: dict[tuple, list] = {}
         self.buckets: dict[tuple, Bucket] = {}
@@ -287,7 +290,19 @@ class ControlServer:
             sock = self.sock
             counters = self.counters
 
+            outbox = self._outbox
+
             def send(data: bytes) -> None:
+                if self._holding:  # coalesced: see _flush_replies
+                    held = outbox.get(addr)
+                    if data[:1] != b"#":  # a bare message
+                        if held is None:
+                            outbox[addr] = [data]
+                        else:
+                            held.append(data)
+                        return
+                    if held:  # a bundle (a state dump): what came before goes first
+                        self._flush_one(addr, outbox.pop(addr))
                 try:
                     sock.sendto(data, box[0])
                 except OSError as e:
@@ -413,7 +428,38 @@ class ControlServer:
             else:
                 self._overflow(addr, data)
 
+    def _flush_replies(self) -> None:
+        """Send the replies held during a batch: one client's replies go out as one
+        datagram (an OSC bundle, immediate timetag, within UDP_MTU) instead of one
+        each; a lone reply stays a bare message. A client that waits for each reply
+        before it sends again never sees a bundle; a flooding one costs the server
+        one send per batch instead of one per message."""
+        outbox = self._outbox
+        if not outbox:
+            return
+        for addr, msgs in outbox.items():
+            self._flush_one(addr, msgs)
+        outbox.clear()
+
+    def _flush_one(self, addr, msgs: list[bytes]) -> None:
+        target = self._targets.get(addr, [addr])[0]
+        sock = self.sock
+        for pkt in (msgs if len(msgs) == 1 else pack_bundles(msgs, UDP_MTU)):
+            try:
+                sock.sendto(pkt, target)
+            except OSError as e:
+                self.counters.send_errors += 1
+                log.debug("reply to %s failed: %s", target, e)
+
     def _work(self, budget_s: float = 0.003) -> None:
+        self._holding = True
+        try:
+            self._work_batches(budget_s)
+        finally:
+            self._holding = False
+            self._flush_replies()
+
+    def _work_batches(self, budget_s: float) -> None:
         """Process waiting packets for at most budget_s: the arrival-order FIFO (where each
         client has at most FIFO_SHARE packets) a batch at a time, alternating with one
         turn of the clients beyond their share (and TCP connections), round-robin. So
@@ -459,6 +505,7 @@ class ControlServer:
                 else:
                     self._ready_set.discard(item)
                 break
+            self._flush_replies()  # a batch's replies wait for the batch, not the budget
             if time.monotonic() > deadline:
                 return
 

@@ -69,3 +69,44 @@ def test_compensation_follows_graph_changes_without_clicks():
     # during the 5 ms crossfade the output stays bounded by the two signals' sum
     assert np.max(np.abs(y)) <= 2 * np.max(np.abs(x)) + 1e-6
     assert s.idle()
+
+
+def _null_db(chain: list[tuple[str, dict]], n: int = 48000) -> tuple[float, int]:
+    """in -> [dry] + [chain] -> sum: (null of sum against 2 x delayed input in dB, latency)."""
+    e = Engine(48000, 1, 1)
+    s = Session(e)
+    try:
+        s.add_node("input", "in", {"channels": 1})
+        s.add_node("bus", "sum", {"channels": 1})
+        s.add_node("output", "out", {"channels": 1})
+        prev = "in"
+        for i, (t, settings) in enumerate(chain):
+            s.add_node(t, f"n{i}", settings)
+            s.connect(prev, f"n{i}")
+            prev = f"n{i}"
+        s.connect(prev, "sum")
+        s.connect("in", "sum")
+        s.connect("sum", "out")
+        s.commit()
+        lat = s.latencies()["sum"]
+        rng = np.random.default_rng(3)
+        x = (rng.standard_normal((n, 1)) * 0.05).astype(np.float32)  # -26 dBFS RMS, peaks < -6
+        y = e.process(n, x, block=64)[:, 0].astype(np.float64)
+    finally:
+        s.close()
+        e.free()
+    want = 2.0 * x[: n - lat, 0].astype(np.float64)
+    got = y[lat:]
+    skip = 4800  # the edge fade-ins of the first block and the chain's warm-up
+    err = got[skip:] - want[skip:]
+    rms = max(float(np.sqrt(np.mean(err**2))), 1e-30)  # an exact null is -600 dB
+    return 20 * np.log10(rms / np.sqrt(np.mean(want[skip:] ** 2))), lat
+
+
+def test_dry_plus_latent_chain_nulls_against_twice_the_delayed_input():
+    """The hard-stages issue: a dry path and a path through nodes with latency
+    (a limiter below its ceiling, an align at delay 0), summed, equal twice the
+    input delayed by the chain's latency: null <= -90 dB."""
+    db, lat = _null_db([("limiter", {"channels": 1, "ceiling": -1.0}), ("align", {})])
+    assert lat == 252 + 15
+    assert db <= -90.0, db

@@ -111,6 +111,34 @@ def status(d: Daemon) -> dict:
     return d.status()
 
 
+def test_flood_replies_are_coalesced_in_order(daemon):
+    """A client that sends 300 commands without waiting gets all 300 replies, in
+    order, packed into bundles; one that waits for each reply gets bare messages."""
+    d = daemon
+    d.call("/graph/add", "gain", "g", "channels", 1)
+    c = Udp(d.port)
+    values = [-(i % 60) * 0.5 for i in range(300)]
+    for v in values:
+        c.send("/node/g/gain", v)
+    got, packets, bundles = [], 0, 0
+    while len(got) < len(values):
+        c.s.settimeout(3.0)
+        data, _ = c.s.recvfrom(65536)
+        packets += 1
+        bundles += data[:8] == b"#bundle\0"
+        assert len(data) <= 1400 or data[:8] != b"#bundle\0"
+        got += [(m.address, m.args) for m in parse_packet(data)]
+    assert got == [("/done", ["/node/g/gain", v]) for v in values]
+    assert bundles > 0 and packets < len(values)
+    print(f"\n  [measured] 300 flooded commands answered in {packets} datagrams")
+    for v in (-1.0, -2.0, -3.0):  # one at a time: bare replies
+        c.send("/node/g/gain", v)
+        c.s.settimeout(3.0)
+        data, _ = c.s.recvfrom(65536)
+        assert data[:1] == b"/" and [(m.address, m.args) for m in parse_packet(data)] == \
+            [("/done", ["/node/g/gain", v])]
+
+
 def test_tcp_same_port_both_framings(daemon):
     t = Tcp(daemon.port)
     t.send("/info")

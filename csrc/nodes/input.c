@@ -1,4 +1,9 @@
-/* input: hardware input channels into the graph. */
+/* input: hardware input channels into the graph.
+ *
+ * The node's outputs are the engine's planar hardware input buffers
+ * themselves (outputs_are_hw_in): the engine de-interleaves the interface's
+ * input once per block and every reader takes it in place, so process has
+ * nothing to copy. */
 #include "../mg_node.h"
 
 static const mg_port_spec ports[] = {
@@ -19,14 +24,17 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
 
 static void process(void *st, const mg_proc *p)
 {
-    const input_state *s = st;
-    for (int c = 0; c < s->channels; c++)
-        memcpy(p->out[c], p->hw_in[s->first + c], sizeof(float) * (size_t)p->nframes);
+    (void)st;
+    (void)p; /* the outputs are the hardware input buffers */
 }
 
 const mg_node_type mg_type_input = {
-    "input", "Hardware inputs: channels `first` .. `first+channels-1` of the audio interface.",
-    1, 1, 64,
-    NULL, 0, ports, MG_COUNT(ports), NULL, 0,
-    sizeof(input_state), 0, prepare, process, NULL, NULL, NULL, NULL,
+    .name = "input",
+    .doc = "Hardware inputs: channels `first` .. `first+channels-1` of the audio interface.",
+    .default_channels = 1, .min_channels = 1, .max_channels = 64,
+    MG_PORTS(ports),
+    .state_size = sizeof(input_state),
+    .prepare = prepare,
+    .process = process,
+    .outputs_are_hw_in = 1,
 };

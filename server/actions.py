@@ -1,0 +1,192 @@
+"""Node actions: OSC commands on a node that are not parameters.
+
+A parameter is a value the engine smooths; an action is something a node is
+asked to *do*, which may take audio time and answer later: learn a noise
+profile for two seconds, measure the offset of a channel against a
+reference. Actions are plain Python on the control thread. They talk to the
+audio thread only through the node's parameters (triggers), its readouts and
+its C ``capture`` hook, so nothing here ever runs on the audio thread.
+
+A node type's actions live in ``mixgraph.nodes.<type>`` (the module is
+imported the first time the type's actions are looked up)::
+
+    @action("denoise", "learn", usage="/node/<name>/learn <seconds>")
+    def learn(a: Action, args: list) -> None:
+        secs = a.number(args, 0, "seconds", lo=0.1, hi=30)
+        a.set("learn", secs)
+        a.after(secs, lambda: a.done(secs))
+
+Every action ends in exactly one ``/done <address> ...`` or
+``/fail <address> <node> <reason>``, possibly after audio time has passed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._core import ffi, lib
+from .errors import MixgraphError
+from .session import Session, number
+
+log = logging.getLogger("mixgraph.actions")
+
+Reply = Callable[[str, list], None]
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """One registered action: the function, its usage line and what it is for."""
+
+    type_name: str
+    name: str
+    fn: Callable[[Action, list], None]
+    usage: str
+    doc: str
+
+
+_REGISTRY: dict[str, dict[str, ActionSpec]] = {}
+_LOADED: set[str] = set()
+
+
+def action(type_name: str, name: str, usage: str = "") -> Callable:
+    """Register fn(a: Action, args) as /node/<name>/<action> for nodes of a type."""
+
+    def register(fn: Callable[[Action, list], None]) -> Callable[[Action, list], None]:
+        doc = (fn.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+        _REGISTRY.setdefault(type_name, {})[name] = ActionSpec(
+            type_name, name, fn, usage or f"/node/<name>/{name}", doc)
+        return fn
+
+    return register
+
+
+def actions_for(type_name: str) -> dict[str, ActionSpec]:
+    """The actions of a node type (imports mixgraph.nodes.<type> once)."""
+    if type_name not in _LOADED:
+        _LOADED.add(type_name)
+        module = f"mixgraph.nodes.{type_name}"
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+    return _REGISTRY.get(type_name, {})
+
+
+class Action:
+    """One running action: its node, its reply path and helpers to finish it."""
+
+    def __init__(self, session: Session, name: str, spec: ActionSpec, address: str,
+                 reply: Reply, changed: Callable[[str, str, float], None] | None = None) -> None:
+        self.session = session
+        self._changed = changed
+        self.name = name
+        self.spec = spec
+        self.address = address
+        # a pattern dispatch collects immediate replies; later ones go to the sender
+        self._reply = reply
+        self._later = getattr(reply, "outer", reply)
+        self.finished = False
+        self._node = session.live[name]
+
+    # ---- what the action works with -------------------------------------------
+    @property
+    def node(self):
+        """The LiveNode; MixgraphError once the node has been removed."""
+        if self._node.dead or self.session.live.get(self.name) is not self._node:
+            raise MixgraphError(f"node {self.name!r} was removed")
+        return self._node
+
+    @property
+    def rate(self) -> float:
+        return self.session.engine.sample_rate
+
+    def number(self, args: list, i: int, what: str, lo: float | None = None,
+               hi: float | None = None, default: float | None = None) -> float:
+        """Argument i as a finite number within lo..hi, else a clear error."""
+        if i >= len(args):
+            if default is not None:
+                return default
+            raise MixgraphError(f"usage: {self.spec.usage}")
+        x = number(args[i], f"{self.name}/{self.spec.name} {what}")
+        if (lo is not None and x < lo) or (hi is not None and x > hi):
+            raise MixgraphError(f"{what} must be within {lo:g}..{hi:g}, got {x:g}")
+        return x
+
+    def set(self, param: str, value: float) -> float:
+        """Set a parameter of this node now; returns the value applied."""
+        self.node  # noqa: B018 - raises when removed
+        v = self.session.set_param(self.name, param, value)[0]
+        if self._changed is not None:
+            self._changed(self.name, param, v)  # subscribers hear about it
+        return v
+
+    def readout(self, what: str) -> list[float]:
+        self.node  # noqa: B018
+        return self.session.readout(self.name, what)
+
+    def capture(self, n: int) -> np.ndarray:
+        """Up to n floats the node captured (its C capture hook), as float32."""
+        buf = np.zeros(max(int(n), 0), np.float32)
+        got = lib.mg_node_capture(self.node.ptr, ffi.cast("float *", buf.ctypes.data), buf.size)
+        if got < 0:
+            raise MixgraphError(f"{self.name} ({self.spec.type_name}) captures nothing")
+        return buf[:got]
+
+    def after(self, seconds: float, fn: Callable[[], None]) -> None:
+        """Run fn on the control thread once `seconds` more audio has been processed."""
+        due = self.session.engine.time + max(int(round(seconds * self.rate)), 1)
+
+        def run() -> None:
+            if self.finished:
+                return
+            try:
+                self.node  # noqa: B018
+                fn()
+            except MixgraphError as e:
+                self.fail(str(e))
+            except Exception as e:  # a bug must not take the control thread down
+                log.exception("action %s failed", self.address)
+                self.fail(f"internal error: {e}")
+
+        self.session.at(due, run)
+
+    # ---- how it ends --------------------------------------------------------------
+    def done(self, *values) -> None:
+        """Reply /done <address> <values...> (once)."""
+        self._finish("/done", [self.address, *values])
+
+    def fail(self, reason: str) -> None:
+        """Reply /fail <address> <node> <reason> (once)."""
+        self._finish("/fail", [self.address, self.name, reason])
+
+    def _finish(self, address: str, args: list) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        try:
+            (self._reply if self._immediate else self._later)(address, args)
+        except Exception:  # a vanished client must not break the control loop
+            log.exception("reply to %s failed", self.address)
+
+    _immediate = True
+
+
+def run_action(session: Session, name: str, spec: ActionSpec, address: str, args: list,
+               reply: Reply, changed: Callable[[str, str, float], None] | None = None) -> None:
+    """Start an action; MixgraphError raised before it is under way becomes the /fail.
+
+    changed(node, param, value) is told of every parameter the action sets."""
+    a = Action(session, name, spec, address, reply, changed)
+    try:
+        spec.fn(a, list(args))
+    except BaseException:
+        a.finished = True  # the dispatcher replies /fail; nothing scheduled may answer
+        raise
+    finally:
+        a._immediate = False
