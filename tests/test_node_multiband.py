@@ -307,3 +307,40 @@ def test_no_zipper_when_moving_end_to_end_in_10ms(make, f0, param, a, b, level):
     # step comparable to the signal itself. Reached: <= 1.0 x ref, 1.4-1.7 for a
     # +-24 dB makeup/output sweep (the gain's own slope)
     assert np.max(np.abs(np.diff(y))) < 2.0 * ref
+
+
+def test_stereo_lanes_match_mono(make):
+    # the two channels run in the lanes of one vector: unlinked, each channel must be
+    # what a mono node makes of it (same code, so to the last bit)
+    rng = np.random.default_rng(3)
+    n = SR // 2
+    x = (rng.standard_normal((n, 2)) * [0.3, 0.05]).astype(np.float32)
+    settings = dict(link=0, b1threshold=-30, b2threshold=-24, b3threshold=-30, b4threshold=-40)
+    s2, e2 = make(ch=2, **settings)
+    y2 = e2.process(n, x, block=64)
+    for c in range(2):
+        s1, e1 = make(ch=1, **settings)
+        y1 = e1.process(n, np.ascontiguousarray(x[:, c]), block=64)[:, 0]
+        assert np.array_equal(y1, y2[:, c])
+
+
+def test_live_moves_end_on_the_static_design(make):
+    # crossovers glided and `bands` switched live: once settled, the response is the
+    # static design's (the glide and the steady paths share their filter states)
+    freqs = [300.0, 2500.0, 9000.0]
+    n = 1 << 15
+    f = np.fft.rfftfreq(n, 1 / SR)
+    want = lr4_bands(freqs, f, SR)
+    s, e = make(bands=3, **OFF, b2makeup=6)
+    rng = np.random.default_rng(0)
+    x = (0.1 * rng.standard_normal(SR)).astype(np.float32)
+    for k, fc in enumerate(freqs, 1):
+        s.set_param("m", f"xover{k}", fc)
+        e.process(SR // 10, x[: SR // 10], block=64)  # mid-ramp with signal
+    s.set_param("m", "bands", 4)
+    e.process(SR, x, block=64)
+    e.process(SR, np.zeros(SR, np.float32), block=64)  # let the tails die
+    h = np.fft.rfft(impulse_response(e, n))
+    g = 10 ** (np.array([0, 6, 0, 0]) / 20)
+    exp = sum(gk * b for gk, b in zip(g, want, strict=True))
+    assert np.max(np.abs(h - exp)) < 1e-5
