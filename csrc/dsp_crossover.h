@@ -200,13 +200,31 @@ static inline void mg_xo_pair_ap2(const mg_xo_coef *c, int k, int j, mg_xo_tree 
     mg_xo_vstore(&t0->ap[k][j + 1], &t1->ap[k][j + 1], q1, q2);
 }
 
-/* mg_xo_split with steady coefficients c for two channels (trees t0, t1;
- * bands b0[], b1[], input in place in b0[nx], b1[nx]). For one channel, pass
- * a scratch tree and scratch bands as the second. */
-static inline void mg_xo_split_pair(const mg_xo_coef *c, int nx, mg_xo_tree *t0, mg_xo_tree *t1,
-                                    float *const *b0, float *const *b1, int n)
+/* mg_xo_split for two channels (trees t0, t1; bands b0[], b1[], input in
+ * place in b0[nx], b1[nx]). Crossover k with bit k of `glide` set moves from
+ * c0[k] to c[k] over these n samples (per-section loops, each channel on its
+ * own; `lanes` 1 skips the second channel there); the others run steady on c
+ * with both channels in vector lanes. For one channel, pass a scratch tree
+ * and scratch (silent) bands as the second. */
+static inline void mg_xo_split_pair(const mg_xo_coef *c0, const mg_xo_coef *c, unsigned glide, int nx,
+                                    mg_xo_tree *t0, mg_xo_tree *t1, float *const *b0,
+                                    float *const *b1, int n, int lanes)
 {
+    mg_xo_tree *t[2] = {t0, t1};
+    float *const *b[2] = {b0, b1};
     for (int k = 0; k < nx; k++) {
+        if (glide >> k & 1u) {
+            for (int l = 0; l < lanes; l++) {
+                for (int j = 0; j < k; j++)
+                    mg_bq_run_glide(&c0[k].ap, &c[k].ap, &t[l]->ap[k][j], b[l][j], n);
+                memcpy(b[l][k], b[l][nx], sizeof(float) * (size_t)n);
+                mg_bq_run_glide(&c0[k].lp, &c[k].lp, &t[l]->lp[k][0], b[l][k], n);
+                mg_bq_run_glide(&c0[k].lp, &c[k].lp, &t[l]->lp[k][1], b[l][k], n);
+                mg_bq_run_glide(&c0[k].hp, &c[k].hp, &t[l]->hp[k][0], b[l][nx], n);
+                mg_bq_run_glide(&c0[k].hp, &c[k].hp, &t[l]->hp[k][1], b[l][nx], n);
+            }
+            continue;
+        }
         int j = 0;
         for (; j + 1 < k; j += 2)
             mg_xo_pair_ap2(&c[k], k, j, t0, t1, b0[j], b1[j], b0[j + 1], b1[j + 1], n);

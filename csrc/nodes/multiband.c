@@ -219,27 +219,21 @@ static void process(void *st, const mg_proc *p)
             double f[MG_XO_MAX];
             xo_freqs(pv, o + q + len - 1, f);
             mg_xo_coef c0[MG_XO_MAX];
-            int glide = 0;
+            unsigned glide = 0; /* crossovers that moved: they glide, the rest run in lanes */
             for (int k = 0; k < MG_XO_MAX; k++) {
                 c0[k] = s->xc[k];
                 if (!s->designed || f[k] != s->xc[k].fc) {
                     mg_xo_design(&s->xc[k], s->sr, f[k]);
-                    glide = s->designed;
+                    glide |= (unsigned)s->designed << k;
                 }
             }
             s->designed = 1;
-            if (!glide) {
-                /* both channels in the lanes of one vector (mono: a silent second lane) */
-                float *const *b1 = ch > 1 ? (float *const[MB_BANDS]){buf[1][0] + q, buf[1][1] + q, buf[1][2] + q, buf[1][3] + q}
-                                          : (float *const[MB_BANDS]){zb[0], zb[1], zb[2], zb[3]};
-                float *const b0[MB_BANDS] = {buf[0][0] + q, buf[0][1] + q, buf[0][2] + q, buf[0][3] + q};
-                mg_xo_split_pair(s->xc, MG_XO_MAX, &s->tree[0], ch > 1 ? &s->tree[1] : &s->spare, b0, b1, len);
-            } else {
-                for (int c = 0; c < ch; c++) {
-                    float *bands[MB_BANDS] = {buf[c][0] + q, buf[c][1] + q, buf[c][2] + q, buf[c][3] + q};
-                    mg_xo_split(c0, s->xc, MG_XO_MAX, glide, &s->tree[c], bands[3], bands, len);
-                }
-            }
+            /* both channels in the lanes of one vector (mono: a silent second lane) */
+            float *const *b1 = ch > 1 ? (float *const[MB_BANDS]){buf[1][0] + q, buf[1][1] + q, buf[1][2] + q, buf[1][3] + q}
+                                      : (float *const[MB_BANDS]){zb[0], zb[1], zb[2], zb[3]};
+            float *const b0[MB_BANDS] = {buf[0][0] + q, buf[0][1] + q, buf[0][2] + q, buf[0][3] + q};
+            mg_xo_split_pair(c0, s->xc, glide, MG_XO_MAX, &s->tree[0], ch > 1 ? &s->tree[1] : &s->spare,
+                             b0, b1, len, ch);
         }
         for (int c = 0; c < ch; c++)
             memset(acc[c], 0, sizeof(float) * (size_t)m);
