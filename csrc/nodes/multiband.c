@@ -179,7 +179,7 @@ static inline void pv_fill(float *d, const mg_pv *pv, int o, int m)
 
 static inline float clamp01(float x) { return dyn_min(dyn_max(x, 0.0f), 1.0f); }
 
-static void process(void *st, const mg_proc *p)
+MG_HOT static void process(void *st, const mg_proc *p)
 {
     mb_state *s = st;
     const int ch = s->ch, n = p->nframes;
