@@ -198,8 +198,7 @@ MG_HOT static void process(void *st, const mg_proc *p)
 
     float buf[MB_MAX_CH][MB_BANDS][DYN_CHUNK];
     float acc[MB_MAX_CH][DYN_CHUNK];
-    float lv[MB_MAX_CH][DYN_CHUNK];
-    float g3[MB_MAX_CH][DYN_CHUNK]; /* band 3's gain, for band 4 when merged */
+    float xl[MB_BANDS][MB_MAX_CH][DYN_CHUNK]; /* levels -> wanted -> smoothed reduction -> gain */
     float wv[DYN_CHUNK];            /* merge weight per frame */
     float zb[MB_BANDS][DYN_CHUNK];  /* mono: the unused second lane */
     if (ch == 1)
@@ -251,9 +250,11 @@ MG_HOT static void process(void *st, const mg_proc *p)
             smax[i] = dyn_max(dyn_max(sol[0][i], sol[1][i]), dyn_max(sol[2][i], s4));
         }
 
-        /* 2. per band: detector, link, gain computer, smoothing, gain */
+        /* 2a. per band: detector, link, gain computer -> wanted reduction xL >= 0 */
+        int quiet[MB_BANDS];
         for (int k = 0; k < MB_BANDS; k++) {
             const mg_pv *bp = &pv[PB(k, 0)];
+            float (*lv)[DYN_CHUNK] = xl[k];
             /* detector magnitudes: |x| (peak) or the mean square (RMS) */
             for (int c = 0; c < ch; c++) {
                 float tmp[DYN_CHUNK];
@@ -288,85 +289,94 @@ MG_HOT static void process(void *st, const mg_proc *p)
             const float kw = bp[B_KNEE].value, hw = 0.5f * kw, iw = kw > 0.0f ? 0.5f / kw : 0.0f;
             /* the whole chunk under the knee (the link only moves levels toward
              * the loudest): no reduction wanted, no logarithms needed */
-            int quiet = 0;
+            quiet[k] = 0;
             if (!cramp) {
                 float mx = 0.0f; /* magnitudes are >= 0: an integer max that vectorises */
                 for (int c = 0; c < nd; c++)
                     mx = dyn_peak(lv[c], m, mx);
-                quiet = scale * dyn_log2f(mx) < t - hw;
+                quiet[k] = scale * dyn_log2f(mx) < t - hw;
             }
-            if (quiet) {
+            if (quiet[k]) {
                 for (int c = 0; c < nd; c++)
                     memset(lv[c], 0, sizeof(float) * (size_t)m);
-            } else {
-                for (int c = 0; c < nd; c++)
+                continue;
+            }
+            for (int c = 0; c < nd; c++)
+                for (int i = 0; i < m; i++)
+                    lv[c][i] = scale * dyn_log2f(lv[c][i]);
+            if (link_on && !shared) {
+                float mx[DYN_CHUNK];
+                for (int i = 0; i < m; i++)
+                    mx[i] = lv[0][i];
+                for (int c = 1; c < ch; c++)
                     for (int i = 0; i < m; i++)
-                        lv[c][i] = scale * dyn_log2f(lv[c][i]);
-                if (link_on && !shared) {
-                    float mx[DYN_CHUNK];
+                        mx[i] = dyn_max(mx[i], lv[c][i]);
+                for (int c = 0; c < ch; c++)
                     for (int i = 0; i < m; i++)
-                        mx[i] = lv[0][i];
-                    for (int c = 1; c < ch; c++)
-                        for (int i = 0; i < m; i++)
-                            mx[i] = dyn_max(mx[i], lv[c][i]);
-                    for (int c = 0; c < ch; c++)
-                        for (int i = 0; i < m; i++)
-                            lv[c][i] += 0.01f * mg_pv_at(&pv[P_LINK], o + i) * (mx[i] - lv[c][i]);
-                }
-                /* gain computer: wanted reduction xL >= 0 */
-                for (int c = 0; c < nd; c++) {
-                    float *l = lv[c];
-                    if (!cramp) {
-                        for (int i = 0; i < m; i++)
-                            l[i] = -dyn_comp_gain(l[i], t, sl, hw, iw);
-                    } else {
-                        for (int i = 0; i < m; i++) {
-                            const int j = o + i;
-                            const float tj = mg_pv_at(&bp[B_THRESH], j);
-                            const float sj = 1.0f / mg_pv_at(&bp[B_RATIO], j) - 1.0f;
-                            const float w = mg_pv_at(&bp[B_KNEE], j);
-                            l[i] = -dyn_comp_gain(l[i], tj, sj, 0.5f * w, w > 0.0f ? 0.5f / w : 0.0f);
-                        }
+                        lv[c][i] += 0.01f * mg_pv_at(&pv[P_LINK], o + i) * (mx[i] - lv[c][i]);
+            }
+            for (int c = 0; c < nd; c++) {
+                float *l = lv[c];
+                if (!cramp) {
+                    for (int i = 0; i < m; i++)
+                        l[i] = -dyn_comp_gain(l[i], t, sl, hw, iw);
+                } else {
+                    for (int i = 0; i < m; i++) {
+                        const int j = o + i;
+                        const float tj = mg_pv_at(&bp[B_THRESH], j);
+                        const float sj = 1.0f / mg_pv_at(&bp[B_RATIO], j) - 1.0f;
+                        const float w = mg_pv_at(&bp[B_KNEE], j);
+                        l[i] = -dyn_comp_gain(l[i], tj, sj, 0.5f * w, w > 0.0f ? 0.5f / w : 0.0f);
                     }
                 }
             }
-            /* smoothing (error form of Giannoulis eq. 16, as the compressor) */
-            const float aa = s->aa[k], ar = s->ar[k];
-            float pkall = 0.0f;
-            for (int c = 0; c < nd; c++) {
-                float *l = lv[c];
-                float vp = s->v[k][c], e = s->e[k][c];
-                if (quiet && vp == 0.0f && e == 0.0f)
-                    continue; /* at rest, nothing wanted: yL = 0 */
-                float dv[DYN_CHUNK];
-                dv[0] = vp - l[0];
-                for (int i = 1; i < m; i++)
-                    dv[i] = l[i - 1] - l[i];
-                vp = l[m - 1];
-                for (int i = 0; i < m; i++) {
-                    const float d = e + dv[i];
-                    e = d < 0.0f ? aa * d : ar * d;
-                    dv[i] = e;
+        }
+        /* 2b. smoothing (error form of Giannoulis eq. 16, as the compressor),
+         * the four bands' recursions interleaved in one loop:
+         * e[n] = a (e[n-1] + v[n-1] - v[n]) with a = attack when negative */
+        float pkall[MB_BANDS] = {0};
+        for (int c = 0; c < nd; c++) {
+            int rest = 1;
+            for (int k = 0; k < MB_BANDS; k++)
+                rest &= quiet[k] && s->v[k][c] == 0.0f && s->e[k][c] == 0.0f;
+            if (rest)
+                continue; /* nothing wanted, nothing left: yL = 0 */
+            float e[MB_BANDS], vp[MB_BANDS];
+            for (int k = 0; k < MB_BANDS; k++) {
+                e[k] = s->e[k][c];
+                vp[k] = s->v[k][c];
+            }
+            for (int i = 0; i < m; i++)
+                for (int k = 0; k < MB_BANDS; k++) {
+                    const float x = xl[k][c][i];
+                    const float d = e[k] + (vp[k] - x);
+                    vp[k] = x;
+                    e[k] = dyn_sel(d < 0.0f, s->aa[k] * d, s->ar[k] * d);
+                    xl[k][c][i] = x + e[k];
                 }
-                for (int i = 0; i < m; i++)
-                    l[i] += dv[i];
-                if (!(fabsf(e) > 1e-6f) || !(fabsf(e) < 1e4f))
-                    e = 0.0f;
-                s->v[k][c] = vp;
-                s->e[k][c] = e;
-                const float pk = dyn_peak(l, m, 0.0f);
+            for (int k = 0; k < MB_BANDS; k++) {
+                float ek = e[k];
+                if (!(fabsf(ek) > 1e-6f) || !(fabsf(ek) < 1e4f))
+                    ek = 0.0f; /* settled (or NaN): exactly on v */
+                s->v[k][c] = vp[k];
+                s->e[k][c] = ek;
+                const float pk = dyn_peak(xl[k][c], m, 0.0f);
                 if (pk > grmax[k][c])
                     grmax[k][c] = pk;
-                pkall = pk > pkall ? pk : pkall;
+                pkall[k] = pk > pkall[k] ? pk : pkall[k];
             }
-            /* gain = B + A 2^((makeup - yL)/6.02), A = mute (1 - byp) mix,
-             * B = mute (byp + (1 - byp)(1 - mix)) */
+        }
+        /* 2c. gain = B + A 2^((makeup - yL)/6.02), A = mute (1 - byp) mix,
+         * B = mute (byp + (1 - byp)(1 - mix)); sum of the bands */
+        for (int k = 0; k < MB_BANDS; k++) {
+            const mg_pv *bp = &pv[PB(k, 0)];
+            float (*lv)[DYN_CHUNK] = xl[k];
             if (!gramp) {
                 const float mute = clamp01(1.0f - smax[0] + sol[k][0]);
                 const float byp = bp[B_BYPASS].value, mix = 0.01f * pv[P_MIX].value;
                 const float A = mute * (1.0f - byp) * mix, B = mute * (byp + (1.0f - byp) * (1.0f - mix));
                 const float mk = bp[B_MAKEUP].value;
-                if (pkall == 0.0f) { /* no reduction in this chunk: one gain */
+                if (pkall[k] == 0.0f) { /* no reduction in this chunk: one gain */
                     const float g = B + A * dyn_exp2f(mk * DYN_LOG2_PER_DB);
                     for (int c = 0; c < nd; c++)
                         for (int i = 0; i < m; i++)
@@ -387,13 +397,10 @@ MG_HOT static void process(void *st, const mg_proc *p)
                         lv[c][i] = B + A * dyn_exp2f((mg_pv_at(&bp[B_MAKEUP], j) - lv[c][i]) * DYN_LOG2_PER_DB);
                     }
             }
-            if (k == 2 && merge)
-                for (int c = 0; c < nd; c++)
-                    memcpy(g3[c], lv[c], sizeof(float) * (size_t)m);
-            if (k == 3 && merge)
+            if (k == 3 && merge) /* bands 3: band 4 takes band 3's gain */
                 for (int c = 0; c < nd; c++)
                     for (int i = 0; i < m; i++)
-                        lv[c][i] += wv[i] * (g3[c][i] - lv[c][i]);
+                        lv[c][i] += wv[i] * (xl[2][c][i] - lv[c][i]);
             for (int c = 0; c < ch; c++) {
                 const float *g = lv[shared ? 0 : c], *b = buf[c][k];
                 float *a = acc[c];
