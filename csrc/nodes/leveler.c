@@ -37,7 +37,7 @@ static const mg_param_spec params[] = {
     {"time", "s", "response time constant toward the wanted gain", 0.5f, 60.0f, 3.0f, MG_MAP_LOG,
      MG_TAPER_LOG, 0.0f},
     {"speed", "dB/s", "fastest gain change", 0.1f, 20.0f, 2.0f, MG_MAP_LOG, MG_TAPER_LOG, 0.0f},
-    {"gate", "LUFS", "momentary loudness under which the input is a pause: the gain holds", -80.0f,
+    {"gate", "LUFS", "loudness (100 ms or 400 ms) under which the input is a pause: the gain holds", -80.0f,
      -20.0f, -50.0f, MG_MAP_LIN, MG_TAPER_LIN, 0.0f},
     {"freeze", "", "1 holds the gain where it is", 0.0f, 1.0f, 0.0f, MG_MAP_LIN, MG_TAPER_STEP, 0.0f},
 };
@@ -265,7 +265,7 @@ const mg_node_type mg_type_leveler = {
     .doc = "Slow loudness rider: measures the input's short-term loudness (BS.1770 K-weighting, "
            "3 s, sub-blocks under the `gate` LUFS left out) and moves the gain toward `target` "
            "LUFS with a `time` constant, at most `speed` dB/s, within +`maxboost` / -`maxcut` dB; "
-           "holds in pauses (momentary loudness under `gate`) and while `freeze` is 1. Readouts "
+           "holds in pauses (100 ms or momentary loudness under `gate`) and while `freeze` is 1. Readouts "
            "`shortterm`, `level` (gated) LUFS, `gain` dB, `hold`. Latency 0.",
     .default_channels = 2,
     .min_channels = 1,
