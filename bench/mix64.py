@@ -60,6 +60,7 @@ def build_mix64(s: Session, n: int, hard: bool = False) -> None:
                  ("m_lim", "m_meter"), ("m_lim", "out")):
         s.connect(a, b)
     for i in range(n):
+        s.add_node("gate", f"gate{i}", GATE)
         first = f"gate{i}"
         if hard and 8 <= i < 10:  # a voice a third of a semitone sharp
             s.add_node("sine", f"src{i}", {"freq": 220.0 * 2 ** (0.35 / 12), "level": -20.0})
@@ -72,7 +73,6 @@ def build_mix64(s: Session, n: int, hard: bool = False) -> None:
             s.add_node("denoise", f"dn{i}", {})
             s.connect(f"dn{i}", first)
             first = f"dn{i}"
-        s.add_node("gate", f"gate{i}", GATE)
         s.connect(f"src{i}", first)
         s.add_node("eq", f"eq{i}", {"channels": 1, **EQ})
         s.add_node("compressor", f"comp{i}", COMP)

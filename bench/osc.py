@@ -184,7 +184,9 @@ def udp_throughput(port: int, n_msgs: int, window: int = 128) -> dict:
 def bench_udp(a) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         jack = None
-        extra: tuple[str, ...] = ("--backend", "null")
+        # one client floods: the per-client limit (20,000/s by default) would drop it
+        limit = ("--rate-limit", "0")
+        extra: tuple[str, ...] = ("--backend", "null", *limit)
         env = None
         if a.jack:
             if shutil.which("jackd") is None:
@@ -196,7 +198,7 @@ def bench_udp(a) -> dict:
                                      "-p", str(BLOCK)], env=env, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL)
             time.sleep(1.5)
-            extra = ("--backend", "portaudio", "--device", "JACK")
+            extra = ("--backend", "portaudio", "--device", "JACK", *limit)
         try:
             srv = Server(Path(tmp), a.server_cpu, *extra, *a.serve_args.split(), env=env)
             try:

@@ -106,6 +106,7 @@ struct mg_engine {
     float **hw_in_ptr;        /* offset to the sub-block (audio) */
     float **hw_out_ptr;
     mg_ring cmd;              /* control -> audio */
+    uint32_t push_seq;        /* [control] order of commands with the same time */
     mg_ring ev;               /* audio -> control */
 
     /* audio thread only */
@@ -231,6 +232,12 @@ void mg_engine_add_xruns(mg_engine *e, uint64_t n)
 int mg_push(mg_engine *e, const mg_cmd *cmd)
 {
     return mg_ring_push(&e->cmd, cmd);
+}
+
+int mg_push_cmd(mg_engine *e, uint64_t time, int kind, int index, float value, void *ptr)
+{
+    mg_cmd c = {time, kind, index, value, ++e->push_seq, ptr};
+    return mg_ring_push(&e->cmd, &c);
 }
 
 int mg_cmd_space(mg_engine *e)

@@ -201,6 +201,8 @@ int mg_pa_callback(const void *input, void *output, unsigned long frames,
                    const void *time_info, unsigned long status_flags,
                    void *user_data);
 int mg_push(mg_engine *e, const mg_cmd *cmd);       /* [control] 1 = queued */
+/* The same from its fields, numbered in push order (one call from Python). */
+int mg_push_cmd(mg_engine *e, uint64_t time, int kind, int index, float value, void *ptr);
 int mg_cmd_space(mg_engine *e);                     /* [control] */
 int mg_poll(mg_engine *e, mg_event *ev);            /* [control] 1 = got one */
 void mg_engine_stats(mg_engine *e, mg_stats *out);  /* [any] */

@@ -83,17 +83,8 @@ def measure(a: Action, args: list) -> None:
     a.set("capture", 0.0)  # restart a capture already under way
     a.set("capture", seconds)
     want = int(round(seconds * a.rate))
-    tries = [40]  # 2 s of extra audio time at most
 
     def finish() -> None:
-        if a.readout("captured")[0] < 1.0:  # the node has not seen it all yet
-            tries[0] -= 1
-            if tries[0] < 0:
-                a.set("capture", 0.0)
-                a.fail("no audio reached the node: is it connected and running?")
-                return
-            a.after(0.05, finish)
-            return
         data = a.capture(2 * want + 2)
         a.set("capture", 0.0)
         half = len(data) // 2
@@ -113,4 +104,5 @@ def measure(a: Action, args: list) -> None:
         a.set("invert", float(inverted))
         a.done(float(round(delay_ms, 4)), float(round(confidence, 3)), int(inverted))
 
-    a.after(seconds, finish)
+    a.when(lambda: a.readout("captured")[0] >= 1.0, finish, seconds,
+           give_up=lambda: a.set("capture", 0.0))

@@ -156,6 +156,27 @@ class Action:
 
         self.session.at(due, run)
 
+    def when(self, ready: Callable[[], bool], then: Callable[[], None], after_s: float,
+             give_up: Callable[[], None] | None = None, patience_s: float = 2.0) -> None:
+        """After after_s of audio, look at ready() every 50 ms of audio and run then()
+        once it is true. When patience_s more audio passes without it (the node is not
+        in a running plan, or nothing reaches it), run give_up() and fail."""
+        left = [int(patience_s / 0.05)]
+
+        def look() -> None:
+            if ready():
+                then()
+                return
+            left[0] -= 1
+            if left[0] < 0:
+                if give_up is not None:
+                    give_up()
+                self.fail("no audio reached the node: is it connected and running?")
+                return
+            self.after(0.05, look)
+
+        self.after(after_s, look)
+
     # ---- how it ends --------------------------------------------------------------
     def done(self, *values) -> None:
         """Reply /done <address> <values...> (once)."""

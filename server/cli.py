@@ -1,4 +1,4 @@
-"""The `mixgraph` command: serve, render, devices, nodes, patch, ctl, top, layout."""
+"""The `mixgraph` command: serve, render, analyze, devices, nodes, patch, ctl, top, layout."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import MixgraphError
@@ -78,13 +79,78 @@ def _cmd_render(a: argparse.Namespace) -> int:
             raise MixgraphError(f"--in {spec!r}: expected NAME=FILE")
         inputs[name] = path
     res = render(a.patch, a.output, score=a.score, duration_s=a.duration, inputs=inputs,
-                 block=a.block)
+                 block=a.block, target_lufs=a.target_lufs, true_peak=a.true_peak)
     console = Console(stderr=True)
     for f in res.failures:
-        console.print(f"[yellow]score: {f}[/]")
+        console.print(f"[yellow]score: {escape(str(f))}[/]")
+    if res.mastering is not None:
+        _print_mastering(console, res.mastering)
     console.print(f"wrote {a.output}: {res.frames / res.sample_rate:.3f} s, {res.channels} ch, "
                   f"{res.sample_rate:g} Hz, peak {res.peak:.4f}")
     return 1 if res.failures and a.strict else 0
+
+
+def _print_mastering(console: Console, m) -> None:
+    def f(v, spec=".2f"):
+        return "—" if v is None else f"{v:{spec}}"
+
+    t = Table(title="loudness targeting (EBU R 128 / BS.1770-4)", title_justify="left")
+    for col in ("", "before", "after", "target"):
+        t.add_column(col, justify="right")
+    b, a = m.before, m.after
+    t.add_row("integrated (LUFS)", f(b.integrated), f(a.integrated), f(m.target_lufs, "g"))
+    t.add_row("true peak (dBTP)", f(b.true_peak), f(a.true_peak),
+              "—" if m.true_peak_limit is None else f"≤ {m.true_peak_limit:g}")
+    t.add_row("true peak, long-filter check", f(b.true_peak_hq), f(a.true_peak_hq), "")
+    t.add_row("sample peak (dBFS)", f(b.sample_peak), f(a.sample_peak), "")
+    t.add_row("loudness range (LU)", f(b.lra, ".1f"), f(a.lra, ".1f"), "")
+    console.print(t)
+    console.print(f"gain applied: {m.gain_db:+.2f} dB ({m.passes} pass"
+                  f"{'es' if m.passes > 1 else ''} after the render)")
+    if m.limiter:
+        msg = (f"true-peak limiter at {m.ceiling_db:.2f} dBTP: up to {m.max_gr_db:.2f} dB of "
+               f"gain reduction, more than 0.1 dB on {m.limited_pct:.1f} % of the audio; it "
+               f"took {m.limiter_lu:.2f} LU, made up by the gain")
+        console.print(f"[yellow]{msg}[/]" if m.heavy else msg)
+        if m.heavy:
+            console.print("[yellow]heavy limiting: the target may be too loud for this "
+                          "material[/]")
+    elif m.true_peak_limit is not None:
+        console.print("no limiting needed: the gained render's true peak is under the limit")
+
+
+def _cmd_analyze(a: argparse.Namespace) -> int:
+    import json
+
+    from . import analyze
+
+    if a.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            # printed without rich markup, which would take [plot] for a style
+            Console(stderr=True).print("mixgraph: --plot needs matplotlib: "
+                                       "pip install 'mixgraph[plot]'", style="bold red",
+                                       markup=False)
+            return 2
+    res = analyze.measure_file(a.file, curves=True, spectrum=bool(a.plot), hq=True)
+    if a.plot:
+        analyze.plot(res, a.plot)
+    if a.json:
+        d = res.to_dict()
+        if a.plot:
+            d["plot"] = a.plot
+        print(json.dumps(d, indent=2))
+    else:
+        t = Table(title=f"analysis of {a.file}", title_justify="left", show_header=False)
+        t.add_column("", style="bold")
+        t.add_column("")
+        for k, v in analyze.table_rows(res):
+            t.add_row(k, v)
+        Console().print(t)
+        if a.plot:
+            Console().print(f"wrote {a.plot}")
+    return 0
 
 
 def _cmd_patch(a: argparse.Namespace) -> int:
@@ -110,7 +176,7 @@ def _client_errors(fn):
             return fn(a)
         except (TimeoutError, OSError, MixgraphFail) as e:
             what = "no reply" if isinstance(e, TimeoutError) else str(e) or type(e).__name__
-            Console(stderr=True).print(f"[bold red]mixgraph {a.cmd}: {what} "
+            Console(stderr=True).print(f"[bold red]mixgraph {a.cmd}: {escape(what)} "
                                        f"({a.host}:{a.port})[/]")
             return 2
     return run
@@ -209,7 +275,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="feed FILE to input node NAME")
     s.add_argument("--block", type=int, default=64, help="frames per block")
     s.add_argument("--strict", action="store_true", help="exit 1 if a score command failed")
+    s.add_argument("--target-lufs", type=float, metavar="LUFS",
+                   help="master to this integrated loudness (two passes; e.g. -14, -23)")
+    s.add_argument("--true-peak", type=float, metavar="DBTP",
+                   help="true-peak limit in dBTP (limiter if needed; -1 with --target-lufs)")
     s.set_defaults(func=_cmd_render)
+
+    s = sub.add_parser("analyze", help="loudness, loudness range, true peak of a sound file")
+    s.add_argument("file", help="sound file (.wav, .flac, ...)")
+    s.add_argument("--plot", metavar="OUT.png",
+                   help="write loudness over time and the long-term spectrum (needs matplotlib)")
+    s.add_argument("--json", action="store_true", help="print the figures as JSON")
+    s.set_defaults(func=_cmd_analyze)
 
     s = sub.add_parser("patch", help="convert a patch between msgpack (.mgp) and JSON (.json)")
     s.add_argument("src")
@@ -258,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return a.func(a)
     except MixgraphError as e:
-        Console(stderr=True).print(f"[bold red]mixgraph: {e}[/]")
+        Console(stderr=True).print(f"[bold red]mixgraph: {escape(str(e))}[/]")
         return 2
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -216,7 +217,7 @@ def serve(opts: ServeOptions) -> int:
     try:
         d = Daemon(opts, console)
     except MixgraphError as e:
-        console.print(f"[bold red]mixgraph: {e}[/]")
+        console.print(f"[bold red]mixgraph: {escape(str(e))}[/]")
         return 2
     console.print(d.banner())
     d.start()

@@ -6,7 +6,6 @@ by the offline loop)."""
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -99,22 +98,13 @@ class Engine:
         self.sample_rate = float(sample_rate)
         self.hw_in = hw_in
         self.hw_out = hw_out
-        self._seq = itertools.count(1)
-        self._cmd = ffi.new("mg_cmd *")
         self._ev = ffi.new("mg_event *")
         self._stats = ffi.new("mg_stats *")
 
     def push(self, kind: int, ptr=ffi.NULL, index: int = 0, value: float = 0.0,
              time: int = 0) -> None:
         """Queue one command for the audio thread; raises EngineBusy when the ring is full."""
-        c = self._cmd
-        c.time = time
-        c.kind = kind
-        c.index = index
-        c.value = value
-        c.seq = next(self._seq) & 0xFFFFFFFF
-        c.ptr = ptr
-        if not lib.mg_push(self.ptr, c):
+        if not lib.mg_push_cmd(self.ptr, time, kind, index, value, ptr):
             raise EngineBusy("engine command queue full; try again")
 
     def space(self) -> int:

@@ -1,9 +1,24 @@
 """`mixgraph render`: a patch (and a score) rendered offline, as fast as possible,
-by the same C process function the live backends run."""
+by the same C process function the live backends run.
+
+With a loudness target (`--target-lufs`) and/or a true-peak limit
+(`--true-peak`) the render is mastered in two passes: pass 1 renders the patch
+unclipped (float, no output ceiling) to a temporary file next to the output and
+measures it with the engine's `meter` node (BS.1770-4 / EBU R 128 integrated
+loudness, BS.1770-4 Annex 2 true peak); pass 2 applies the gain that reaches
+the target and, if the gained signal's true peak would pass the limit, runs it
+through the engine's `limiter` node (true-peak, ceiling = the limit; its
+look-ahead latency is trimmed, so the output stays sample-aligned with the
+render), re-measures, and corrects the gain for the loudness the limiter took
+(a secant step, a few passes at most) until the result is within 0.05 LU of
+the target. The output file appears only once it meets target and limit."""
 
 from __future__ import annotations
 
+import math
+import os
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +26,7 @@ import numpy as np
 import soundfile as sf
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from .analyze import READ_FRAMES, Analysis, LoudnessMeter, measure_file
 from .diskio import DiskIO
 from .engine import MAX_BLOCK, Engine
 from .errors import MixgraphError
@@ -23,6 +39,37 @@ from .state import read_patch
 # disk worker is pumped between trips (players buffer 2 s, far more than this)
 CHUNK = 4096
 
+# loudness targeting
+TARGET_RANGE = (-60.0, 0.0)  # LUFS accepted by --target-lufs
+TRUE_PEAK_RANGE = (-24.0, 0.0)  # dBTP: the limiter node's ceiling range
+MAX_GAIN_DB = 40.0  # more gain than this is not a normalisation: refused
+LU_AIM = 0.05  # a pass this close to the target ends the iteration
+LU_TOL = 0.2  # the promise: the file is within this of the target, or an error
+TP_SLACK = 0.005  # dB over the limit tolerated from float rounding in the meter
+MAX_PASSES = 8
+HEAVY_GR_DB = 6.0  # more limiting than this is flagged in the summary
+
+
+@dataclass
+class MasterReport:
+    """What loudness targeting measured and did."""
+
+    target_lufs: float | None
+    true_peak_limit: float | None
+    before: Analysis
+    after: Analysis
+    gain_db: float = 0.0
+    limiter: bool = False
+    ceiling_db: float | None = None  # the limiter ceiling finally used
+    max_gr_db: float = 0.0  # largest gain reduction of the limiter (dB, >= 0)
+    limited_pct: float = 0.0  # % of the audio reduced by more than 0.1 dB
+    limiter_lu: float = 0.0  # loudness the limiter took (made up by more gain)
+    passes: int = 0  # pass-2 iterations
+
+    @property
+    def heavy(self) -> bool:
+        return self.max_gr_db > HEAVY_GR_DB
+
 
 @dataclass
 class RenderResult:
@@ -33,6 +80,7 @@ class RenderResult:
     sample_rate: float
     failures: list[str] = field(default_factory=list)
     peak: float = 0.0
+    mastering: MasterReport | None = None
 
 
 def _hw_counts(nodes: list[dict]) -> tuple[int, int]:
@@ -50,8 +98,19 @@ def _hw_counts(nodes: list[dict]) -> tuple[int, int]:
 def render(patch: str | Path | dict, out_path: str | Path, score: str | Path | None = None,
            duration_s: float | None = None, inputs: dict[str, str] | None = None,
            sample_rate: float | None = None, block: int = 64, subtype: str | None = None,
-           progress: bool | None = None) -> RenderResult:
-    """Render patch to out_path; score events are dispatched at their exact sample."""
+           progress: bool | None = None, target_lufs: float | None = None,
+           true_peak: float | None = None) -> RenderResult:
+    """Render patch to out_path; score events are dispatched at their exact sample.
+
+    target_lufs / true_peak: master the render to that integrated loudness
+    (LUFS) with its true peak at or under true_peak (dBTP; -1 when only
+    target_lufs is given). See the module docstring."""
+    mastering = target_lufs is not None or true_peak is not None
+    if mastering:
+        if target_lufs is not None and true_peak is None:
+            true_peak = -1.0
+        _check_range("--target-lufs", target_lufs, TARGET_RANGE, "LUFS")
+        _check_range("--true-peak", true_peak, TRUE_PEAK_RANGE, "dBTP")
     if isinstance(patch, dict):
         doc, base = patch, Path.cwd()
     else:
@@ -95,7 +154,50 @@ def render(patch: str | Path | dict, out_path: str | Path, score: str | Path | N
         raise MixgraphError("give --duration (the patch has no score or input files to end it)")
     total = int(round(duration_s * rate))
 
+    show = sys.stderr.isatty() if progress is None else progress
+    if not mastering:
+        return _render_pass(doc, base, out_path, rate, hw_in, hw_out, in_data, events, total,
+                            block, subtype, show, None)
+    # pass 1: unclipped float to a temporary file beside the output
+    out_path = Path(out_path)
+    fd, tmp = tempfile.mkstemp(prefix=".mixgraph-pass1-", suffix=".w64",
+                               dir=out_path.resolve().parent)
+    os.close(fd)
+    try:
+        result = _render_pass(doc, base, tmp, rate, hw_in, hw_out, in_data, events, total,
+                              block, "FLOAT", show, 200.0)
+        rep = master(tmp, out_path, target_lufs, true_peak, subtype=subtype, progress=show)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    result.mastering = rep
+    result.peak = 10.0 ** (rep.after.sample_peak / 20.0) if rep.after.sample_peak else 0.0
+    return result
+
+
+def _check_range(what: str, v: float | None, rng: tuple[float, float], unit: str) -> None:
+    if v is not None and not (math.isfinite(v) and rng[0] <= v <= rng[1]):
+        raise MixgraphError(f"{what} {v:g}: give {rng[0]:g} .. {rng[1]:g} {unit}")
+
+
+def _open_out(path, rate: float, channels: int, subtype: str | None) -> sf.SoundFile:
+    p = str(path)
+    fmt = "W64" if p.lower().endswith(".w64") else None
+    if subtype is None and p.lower().endswith((".wav", ".w64")):
+        subtype = "FLOAT"
+    try:
+        return sf.SoundFile(p, "w", int(rate), channels, subtype, format=fmt)
+    except (RuntimeError, sf.LibsndfileError, TypeError, ValueError) as e:
+        raise MixgraphError(f"cannot write {path}: {e}") from None
+
+
+def _render_pass(doc: dict, base: Path, out_path, rate: float, hw_in: int, hw_out: int,
+                 in_data: np.ndarray, events: list[ScoreEvent], total: int, block: int,
+                 subtype: str | None, show: bool, ceiling_db: float | None) -> RenderResult:
+    """Run the patch for total frames into out_path (the engine's output ceiling:
+    ceiling_db, default 0 dBFS)."""
     engine = Engine(rate, hw_in, hw_out)
+    if ceiling_db is not None:
+        engine.set_ceiling_db(ceiling_db)
     disk = DiskIO(rate)
     session = Session(engine, data_dir=base, confine_paths=False, disk=disk)
     result = RenderResult(total, hw_out, rate)
@@ -112,10 +214,7 @@ def render(patch: str | Path | dict, out_path: str | Path, score: str | Path | N
         session.commit()
         dispatcher = Dispatcher(session, info={"backend": "offline", "block": block})
         ev_samples = [int(round(e.time_s * rate)) for e in events]
-        out = sf.SoundFile(str(out_path), "w", int(rate), hw_out,
-                           subtype or ("FLOAT" if str(out_path).lower().endswith(".wav")
-                                       else None))
-        show = sys.stderr.isatty() if progress is None else progress
+        out = _open_out(out_path, rate, hw_out, subtype)
         k = 0
         t = 0
         columns = (TextColumn("rendering"), BarColumn(),
@@ -150,3 +249,220 @@ def render(patch: str | Path | dict, out_path: str | Path, score: str | Path | N
         session.close()
         engine.free()
     return result
+
+
+# ---- loudness targeting (pass 2) --------------------------------------------------------
+
+@dataclass
+class _Pass:
+    analysis: Analysis
+    max_gr_db: float = 0.0
+    limited_pct: float = 0.0
+
+
+class _GainReduction:
+    """The limiter's gain, read off its output against its (delayed) input: per
+    frame, |out| / |in| on the loudest channel where that is above -80 dBFS
+    (the limiter links its channels: one gain for all)."""
+
+    def __init__(self) -> None:
+        self.min_gain = 1.0
+        self.limited = 0
+        self.counted = 0
+
+    def add(self, y: np.ndarray, xd: np.ndarray) -> None:
+        ax = np.abs(xd)
+        k = np.argmax(ax, axis=1)
+        rows = np.arange(len(ax))
+        den = ax[rows, k].astype(np.float64)
+        ok = den > 1e-4
+        if not ok.any():
+            return
+        g = np.abs(y[rows, k].astype(np.float64))[ok] / den[ok]
+        self.min_gain = min(self.min_gain, float(np.min(g)))
+        self.limited += int(np.count_nonzero(g < 10.0 ** (-0.1 / 20.0)))
+        self.counted += int(np.count_nonzero(ok))
+
+
+def _apply(src: str, dst: str, gain_db: float, ceiling_db: float | None,
+           subtype: str | None, label: str, show: bool) -> _Pass:
+    """dst = src * gain (then through the limiter node, latency trimmed), measured."""
+    g = 10.0 ** (gain_db / 20.0)
+    with sf.SoundFile(src) as f:
+        rate, ch, frames = f.samplerate, f.channels, f.frames
+        engine = session = None
+        lat = 0
+        if ceiling_db is not None:
+            engine = Engine(rate, ch, ch)
+            engine.set_ceiling_db(200.0)  # the limiter holds the level, not the safety clip
+            session = Session(engine)
+        try:
+            if session is not None:
+                session.add_node("input", "in", {"channels": ch})
+                session.add_node("limiter", "lim", {"channels": ch, "ceiling": ceiling_db})
+                session.add_node("output", "out", {"channels": ch})
+                session.connect("in", "lim")
+                session.connect("lim", "out")
+                session.commit()
+                lat = session.live["lim"].latency
+            hist = np.zeros((lat, ch), dtype=np.float32)
+            skip = lat
+            gr = _GainReduction()
+            columns = (TextColumn(label), BarColumn(), TextColumn("{task.percentage:>3.0f}%"))
+            with (LoudnessMeter(rate, ch, hq=True) as meter,
+                  _open_out(dst, rate, ch, subtype) as out, Progress(
+                      *columns, disable=not show, transient=True) as bar):
+                task = bar.add_task(label, total=frames)
+
+                def emit(y: np.ndarray) -> None:
+                    out.write(y)
+                    meter.feed(y)
+
+                blocks = f.blocks(READ_FRAMES, dtype="float32", always_2d=True)
+                for blk in blocks:
+                    xg = (blk.astype(np.float64) * g).astype(np.float32)
+                    if engine is None:
+                        emit(xg)
+                    else:
+                        n = len(xg)
+                        y = engine.process(n, xg)
+                        cat = np.concatenate([hist, xg])
+                        gr.add(y, cat[:n])
+                        hist = cat[n:]
+                        drop = min(skip, n)
+                        skip -= drop
+                        if drop < n:
+                            emit(y[drop:])
+                    bar.advance(task, len(blk))
+                if engine is not None and lat:
+                    # flush the look-ahead: lat more frames of silence in
+                    y = engine.process(lat, np.zeros((lat, ch), dtype=np.float32))
+                    gr.add(y, hist)
+                    tail = y[skip:] if skip < lat else y[:0]
+                    emit(tail)
+                a = meter.result()
+        finally:
+            if session is not None:
+                session.close()
+                engine.free()
+    p = _Pass(a)
+    if ceiling_db is not None:
+        p.max_gr_db = -20.0 * math.log10(max(gr.min_gain, 1e-12))
+        p.limited_pct = 100.0 * gr.limited / gr.counted if gr.counted else 0.0
+    return p
+
+
+def master(src: str | Path, out_path: str | Path, target_lufs: float | None,
+           true_peak: float | None, subtype: str | None = None,
+           progress: bool = False) -> MasterReport:
+    """Write src normalised to target_lufs (None: gain 0) with its true peak at or
+    under true_peak dBTP (None: no limit) to out_path. Raises MixgraphError (and
+    writes nothing) when the target cannot be met."""
+    before = measure_file(src, hq=True)
+    out_path = Path(out_path)
+    if target_lufs is not None:
+        if before.frames < round(0.4 * before.rate):
+            raise MixgraphError(
+                f"the render is {before.duration * 1000:.0f} ms long: integrated loudness needs "
+                f"at least one 400 ms block; cannot normalise to {target_lufs:g} LUFS "
+                f"(no file written)")
+        if before.integrated is None:
+            raise MixgraphError(
+                f"the render is silent (nothing above the -70 LUFS gate): cannot normalise "
+                f"it to {target_lufs:g} LUFS (no file written)")
+        gain = target_lufs - before.integrated
+    else:
+        gain = 0.0
+    rep = MasterReport(target_lufs, true_peak, before, before)
+    ceiling = true_peak
+    use_lim = (true_peak is not None and _tp(before) is not None
+               and _tp(before) + gain > true_peak)
+    tried: list[tuple[bool, float, float]] = []  # (limiter, gain, integrated)
+    suffix = out_path.suffix or ".wav"
+    best: tuple[str, _Pass] | None = None
+    try:
+        for k in range(1, MAX_PASSES + 1):
+            if gain > MAX_GAIN_DB:
+                # on pass 1 the plain gain is too much; later, the limiter ate the gain
+                raise MixgraphError(_unreachable(target_lufs, true_peak, before,
+                                                 gain if k == 1 else None, tried))
+            fd, tmp = tempfile.mkstemp(prefix=".mixgraph-pass2-", suffix=suffix,
+                                       dir=out_path.resolve().parent)
+            os.close(fd)
+            try:
+                p = _apply(str(src), tmp, gain, ceiling if use_lim else None, subtype,
+                           f"mastering pass {k}", progress)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            if best is not None:
+                Path(best[0]).unlink(missing_ok=True)
+            best = (tmp, p)
+            a = p.analysis
+            rep.passes, rep.gain_db, rep.after, rep.limiter = k, gain, a, use_lim
+            rep.max_gr_db, rep.limited_pct = p.max_gr_db, p.limited_pct
+            rep.ceiling_db = ceiling if use_lim else None
+            tp = _tp(a)
+            over = true_peak is not None and tp is not None and tp > true_peak + TP_SLACK
+            if over and not use_lim:
+                use_lim = True  # over the limit by the gain or the long-filter check
+                continue
+            if over:  # the long filter reads higher than the limiter's: lower its ceiling
+                ceiling = max(TRUE_PEAK_RANGE[0], ceiling - (tp - true_peak) - 0.01)
+                if target_lufs is None:
+                    continue
+            if target_lufs is None:
+                break
+            if a.integrated is None:
+                raise MixgraphError("the mastered signal measures silent: cannot normalise "
+                                    "(no file written)")
+            tried.append((use_lim, gain, a.integrated))
+            err = target_lufs - a.integrated
+            if abs(err) <= LU_AIM and not over:
+                break
+            gain += err / _slope(tried, use_lim)
+        a = rep.after
+        if target_lufs is not None and (a.integrated is None
+                                        or abs(a.integrated - target_lufs) > LU_TOL):
+            raise MixgraphError(_unreachable(target_lufs, true_peak, before, None, tried))
+        if true_peak is not None and _tp(a) is not None and _tp(a) > true_peak + TP_SLACK:
+            raise MixgraphError(f"the true peak stays at {_tp(a):.2f} dBTP, over the "
+                                f"{true_peak:g} dBTP limit (no file written)")
+        os.replace(best[0], out_path)
+        best = None
+    finally:
+        if best is not None:
+            Path(best[0]).unlink(missing_ok=True)
+    if rep.limiter and target_lufs is not None and before.integrated is not None:
+        rep.limiter_lu = before.integrated + rep.gain_db - rep.after.integrated
+    return rep
+
+
+def _tp(a: Analysis) -> float | None:
+    """The higher of the meter's (BS.1770 Annex 2) and the long-filter true peak."""
+    v = [t for t in (a.true_peak, a.true_peak_hq) if t is not None]
+    return max(v) if v else None
+
+
+def _slope(tried: list[tuple[bool, float, float]], use_lim: bool) -> float:
+    """LU of loudness per dB of gain, from the last two passes of the same kind
+    (1 without a limiter; under limiting, less), kept in 0.1 .. 1."""
+    same = [(g, lu) for lim, g, lu in tried if lim == use_lim]
+    if len(same) < 2 or abs(same[-1][0] - same[-2][0]) < 1e-6:
+        return 1.0
+    s = (same[-1][1] - same[-2][1]) / (same[-1][0] - same[-2][0])
+    return min(1.0, max(0.1, s)) if math.isfinite(s) else 1.0
+
+
+def _unreachable(target: float | None, tp: float | None, before: Analysis,
+                 gain: float | None, tried: list[tuple[bool, float, float]]) -> str:
+    where = f" under a {tp:g} dBTP true-peak limit" if tp is not None else ""
+    head = f"target {target:g} LUFS is out of reach{where}: the render measures " \
+        f"{before.integrated:.2f} LUFS"
+    if gain is not None and gain > MAX_GAIN_DB:
+        return (f"{head} and would need {gain:+.1f} dB of gain (at most {MAX_GAIN_DB:+g} dB) "
+                f"(no file written)")
+    best = min(tried, key=lambda t: abs(t[2] - target)) if tried else None
+    got = f"; the closest pass measured {best[2]:.2f} LUFS at {best[1]:+.1f} dB of gain" \
+        if best else ""
+    return f"{head}{got}: the limiter cannot make it louder (no file written)"

@@ -517,6 +517,8 @@ class ControlServer:
         fb = self.feedback
         if fb.subs:
             fb.renew(key)
+        if data[:6] == b"/node/" and d.fast_set(data, peer):
+            return
         try:
             msgs = parse_packet(data)
         except MixgraphError as e:

@@ -105,8 +105,18 @@ def _null_db(chain: list[tuple[str, dict]], n: int = 48000) -> tuple[float, int]
 
 def test_dry_plus_latent_chain_nulls_against_twice_the_delayed_input():
     """The hard-stages issue: a dry path and a path through nodes with latency
-    (a limiter below its ceiling, an align at delay 0), summed, equal twice the
-    input delayed by the chain's latency: null <= -90 dB."""
-    db, lat = _null_db([("limiter", {"channels": 1, "ceiling": -1.0}), ("align", {})])
-    assert lat == 252 + 15
+    (a limiter below its ceiling, a denoise with zero reduction, an align at
+    delay 0), summed, equal twice the input delayed by the chain's latency:
+    null <= -90 dB."""
+    db, lat = _null_db([("limiter", {"channels": 1, "ceiling": -1.0}),
+                        ("denoise", {"reduction": 0.0}), ("align", {})])
+    assert lat == 252 + 1023 + 15
+    assert db <= -90.0, db
+
+
+def test_autotune_path_on_unvoiced_input_nulls_too():
+    """Autotune declares its 28.6 ms: on noise (unvoiced, passed through) a dry path
+    and an autotune -> limiter path summed null against twice the delayed input."""
+    db, lat = _null_db([("autotune", {}), ("limiter", {"channels": 1, "ceiling": -1.0})])
+    assert lat == 1375 + 252
     assert db <= -90.0, db

@@ -17,6 +17,7 @@
 #include <stdatomic.h>
 
 #include "../mg_node.h"
+#include "../dsp_kaiser.h"
 #include "../dsp_delay.h"
 
 enum { P_DELAY, P_INVERT, P_CAPTURE };
@@ -55,18 +56,6 @@ typedef struct {
     _Atomic int cap_state;
 } align_state;
 
-static double bessel_i0(double x)
-{
-    double sum = 1.0, term = 1.0;
-    for (int k = 1; k < 50; k++) {
-        term *= (x / (2.0 * k)) * (x / (2.0 * k));
-        sum += term;
-        if (term < 1e-12 * sum)
-            break;
-    }
-    return sum;
-}
-
 /* Row p holds the taps for a fractional delay of p / PHASES samples: tap k
  * multiplies the sample at delay di - (HALF - 1) + k, weight h(k - (HALF - 1) - frac). */
 static void build_table(float *t)
@@ -74,14 +63,13 @@ static void build_table(float *t)
     /* cutoff at Nyquist: at whole-sample delays the taps are a unit impulse,
      * so an integer delay (and delay 0) is bit-transparent */
     const double beta = 8.0, cutoff = 1.0;
-    const double i0b = bessel_i0(beta);
     for (int p = 0; p <= PHASES; p++) {
         const double frac = (double)p / PHASES;
         double sum = 0.0;
         for (int k = 0; k < TAPS; k++) {
             const double x = (double)k - (HALF - 1) - frac; /* in samples */
             const double r = x / (HALF + 0.0);                /* -1..1 over the window */
-            const double w = fabs(r) >= 1.0 ? 0.0 : bessel_i0(beta * sqrt(1.0 - r * r)) / i0b;
+            const double w = dsp_kaiser(r, beta);
             const double a = MG_PI * cutoff * x;
             const double s = fabs(a) < 1e-12 ? 1.0 : sin(a) / a;
             t[p * TAPS + k] = (float)(cutoff * s * w);

@@ -30,6 +30,7 @@
  * program-dependent DC of the shape (follow with an eq high-pass if needed);
  * the static part, f(bias), is removed, so silence stays silent. */
 #include "../mg_node.h"
+#include "../dsp_kaiser.h"
 
 #include <stdlib.h>
 
@@ -76,27 +77,15 @@ typedef struct {
     float wet[MG_MAX_BLOCK];
 } sat_state;
 
-static double bessel_i0(double x)
-{
-    double sum = 1.0, term = 1.0;
-    for (int k = 1; k < 50; k++) {
-        term *= (x / (2.0 * k)) * (x / (2.0 * k));
-        sum += term;
-        if (term < 1e-17 * sum)
-            break;
-    }
-    return sum;
-}
-
 /* Kaiser-windowed sinc low-pass, cutoff fc in cycles per sample. */
 static void kaiser_lowpass(double *h, int n, double fc, double beta)
 {
-    const double mid = 0.5 * (n - 1), i0b = bessel_i0(beta);
+    const double mid = 0.5 * (n - 1), i0b = dsp_bessel_i0(beta);
     double sum = 0.0;
     for (int k = 0; k < n; k++) {
         const double t = k - mid, r = t / mid;
         const double sinc = t == 0.0 ? 2.0 * fc : sin(2.0 * 3.14159265358979323846 * fc * t) / (3.14159265358979323846 * t);
-        h[k] = sinc * bessel_i0(beta * sqrt(fmax(0.0, 1.0 - r * r))) / i0b;
+        h[k] = sinc * dsp_bessel_i0(beta * sqrt(fmax(0.0, 1.0 - r * r))) / i0b;
         sum += h[k];
     }
     for (int k = 0; k < n; k++)

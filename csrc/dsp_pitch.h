@@ -1,0 +1,623 @@
+/* dsp_pitch.h: monophonic pitch detection (YIN) and a timbre-preserving
+ * pitch shifter (TD-PSOLA), shared by the autotune and pitchshift nodes.
+ *
+ * Detector (pd_*): every hop (64 decimated samples, 5.3 ms at 48 kHz) YIN
+ * runs on a decimated copy of the input (4th-order Butterworth low-pass,
+ * then every D-th sample, D = round(fs / 12 kHz)): difference function over
+ * W = 192 decimated samples for lags up to 1/PD_FMIN, cumulative-mean-
+ * normalised difference (CMNDF), absolute threshold 0.15 then the local
+ * minimum, parabolic interpolation. The period is then refined on the
+ * full-rate signal: the plain difference function at the integer lags
+ * within +-(D + 2) of the coarse period, and a parabola through the minimum.
+ * Each estimate is stored with the centre time of its window; pd_at()
+ * interpolates the track at any earlier time (the shifter asks at its
+ * synthesis marks, which lag the input by the node's latency, so the pitch
+ * it uses is centred on the audio it moves). Voiced: window RMS above
+ * -70 dBFS and CMNDF minimum below 0.2 (0.35 to stay voiced);
+ * confidence = 1 - CMNDF minimum.
+ *
+ * Shifter (ps_*): TD-PSOLA with an overlap-add ring. Synthesis marks are
+ * spaced by the output period S = Ta / ratio (Ta: detected period at the
+ * mark, ratio: output / input frequency, 0.5..2); each mark takes a Hann
+ * grain of half-width Ta (two periods) from the input centred d samples
+ * earlier, where d advances by Ta - S per mark and is kept in (-1.5 Ta, 0]
+ * by whole periods (a period repeated or skipped: the PSOLA pitch change;
+ * the spectral envelope of each grain - the formants - stays). The first
+ * voiced grain is centred on the largest sample of a period (the glottal
+ * pulse of a voice), and each later one on the point, within +-6 % of a
+ * period of the predicted one, whose period of waveform best matches the
+ * previous grain's (least squares): the grains stay in phase whatever the
+ * detector's error, so the output period is exactly S. Reads are fractional
+ * (4-point Lagrange, coefficients fixed per grain).
+ *
+ * Level: grains are weighted sqrt(S / Ta) (constant power for a pulse-like
+ * voice at both shift directions); the output is divided by the sum of the
+ * windows (each counted min(1, S / Ta)) wherever that exceeds 1, so
+ * overlapping grains never add up beyond sqrt(max(ratio, 1 / ratio)) times
+ * the input's peak (plus the interpolator's overshoot, < 13 %). Unvoiced
+ * input (noise, consonants, silence) and ratio 1 use d = 0 and windows that
+ * sum to 1: the output is then the input delayed by the latency
+ * L = 2 Hmax + 3 samples (Hmax = fs / PD_FMIN: 28.6 ms at 48 kHz), sample
+ * for sample up to float rounding.
+ *
+ * Memory comes from mg_zalloc in pd_alloc / ps_alloc; the per-sample calls
+ * do arithmetic only. */
+#ifndef DSP_PITCH_H
+#define DSP_PITCH_H
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mg_node.h"
+
+#define PD_PI 3.14159265358979323846
+#define PD_FMIN 70.0    /* Hz: lowest detected pitch (sets the latency) */
+#define PD_FMAX 1100.0  /* Hz: highest detected pitch */
+#define PD_W 192        /* decimated samples in the YIN window */
+#define PD_HOP 64       /* decimated samples between analyses */
+#define PD_NEST 16      /* estimates kept for pd_at */
+#define PD_RMAX 12      /* largest refine search radius */
+#define PD_THRESH 0.15f /* YIN absolute threshold */
+#define PD_ON 0.2f      /* CMNDF below this: voiced */
+#define PD_OFF 0.35f    /* stay voiced below this */
+#define PD_SILENCE 1e-7 /* mean square below this (-70 dBFS): unvoiced */
+
+typedef struct {
+    double t;  /* centre of the analysis window, input samples */
+    float f;   /* Hz (0: unvoiced) */
+    float conf;
+    int voiced;
+} pd_est;
+
+typedef struct {
+    double fs;
+    int D;              /* decimation factor */
+    double bq[2][5];    /* low-pass biquads: b0 b1 b2 a1 a2 */
+    double z[2][2];     /* their states (transposed direct form II) */
+    int dphase;
+    float *dr;          /* decimated ring, doubled (2 * dM) so windows are contiguous */
+    int dM, dpos;
+    float *fr;          /* full-rate ring, doubled (2 * fM) */
+    int fM, fpos;
+    int lmin, lmax;     /* decimated lag range */
+    int Wf, R, tmaxf;   /* full-rate refine window, lag search radius, longest lag */
+    int hop, hcount;    /* input samples per analysis */
+    float *cm;          /* CMNDF scratch, lmax + 2 */
+    int64_t n;          /* input samples pushed */
+    int voiced;
+    pd_est est[PD_NEST];
+    int ne, head;       /* estimates stored; index of the next write */
+} pd_det;
+
+static inline float pd_sane(float x)
+{
+    return isfinite(x) ? x : 0.0f;
+}
+
+static inline uint32_t pd_pow2(uint32_t n)
+{
+    uint32_t p = 1;
+    while (p < n)
+        p <<= 1;
+    return p;
+}
+
+/* Sum of (a[j] - b[j])^2 over n, in eight-lane vectors (GCC/Clang vector
+ * extension; two accumulators), so it vectorises without reassociation flags. */
+typedef float pd_v8 __attribute__((vector_size(32)));
+
+MG_HOT static float pd_sqdiff(const float *a, const float *b, int n)
+{
+    pd_v8 s0 = {0, 0, 0, 0, 0, 0, 0, 0}, s1 = s0;
+    int j = 0;
+    for (; j + 16 <= n; j += 16) {
+        pd_v8 x0, y0, x1, y1;
+        memcpy(&x0, a + j, sizeof x0);
+        memcpy(&y0, b + j, sizeof y0);
+        memcpy(&x1, a + j + 8, sizeof x1);
+        memcpy(&y1, b + j + 8, sizeof y1);
+        const pd_v8 e0 = x0 - y0, e1 = x1 - y1;
+        s0 += e0 * e0;
+        s1 += e1 * e1;
+    }
+    s0 += s1;
+    float t = 0.0f;
+    for (; j < n; j++) {
+        const float e = a[j] - b[j];
+        t += e * e;
+    }
+    return t + ((s0[0] + s0[4]) + (s0[1] + s0[5])) + ((s0[2] + s0[6]) + (s0[3] + s0[7]));
+}
+
+static inline void pd_lowpass(double *c, double fc, double fs, double q)
+{
+    const double w = 2.0 * PD_PI * fc / fs, cw = cos(w), al = sin(w) / (2.0 * q);
+    const double a0 = 1.0 + al;
+    c[0] = (1.0 - cw) / 2.0 / a0;
+    c[1] = (1.0 - cw) / a0;
+    c[2] = c[0];
+    c[3] = -2.0 * cw / a0;
+    c[4] = (1.0 - al) / a0;
+}
+
+static inline void pd_reset(pd_det *s)
+{
+    memset(s->z, 0, sizeof s->z);
+    memset(s->dr, 0, 2 * (size_t)s->dM * sizeof *s->dr);
+    memset(s->fr, 0, 2 * (size_t)s->fM * sizeof *s->fr);
+    s->dphase = s->dpos = s->fpos = s->hcount = 0;
+    s->n = 0;
+    s->voiced = 0;
+    s->ne = s->head = 0;
+}
+
+/* [control] 0 = ok */
+static inline int pd_alloc(pd_det *s, double fs)
+{
+    s->fs = fs;
+    s->D = (int)lround(fs / 12000.0);
+    if (s->D < 1)
+        s->D = 1;
+    const double fsd = fs / s->D;
+    const double fc = fsd / 3.0;
+    pd_lowpass(s->bq[0], fc, fs, 0.54119610);
+    pd_lowpass(s->bq[1], fc, fs, 1.30656296);
+    s->lmax = (int)ceil(fsd / PD_FMIN) + 1;
+    s->lmin = (int)floor(fsd / PD_FMAX);
+    if (s->lmin < 2)
+        s->lmin = 2;
+    s->dM = (int)pd_pow2((uint32_t)(PD_W + s->lmax + 2));
+    s->Wf = PD_W * s->D;
+    s->R = s->D + 2 > PD_RMAX ? PD_RMAX : s->D + 2;
+    s->tmaxf = (int)ceil(fs / PD_FMIN) + 3 * s->D + s->R + 8;
+    s->fM = (int)pd_pow2((uint32_t)(s->Wf + s->tmaxf + 2));
+    s->hop = PD_HOP * s->D;
+    s->dr = mg_zalloc(2 * (size_t)s->dM, sizeof(float));
+    s->fr = mg_zalloc(2 * (size_t)s->fM, sizeof(float));
+    s->cm = mg_zalloc((size_t)s->lmax + 2, sizeof(float));
+    if (!s->dr || !s->fr || !s->cm)
+        return -1;
+    pd_reset(s);
+    return 0;
+}
+
+static inline void pd_free(pd_det *s)
+{
+    free(s->dr);
+    free(s->fr);
+    free(s->cm);
+    s->dr = s->fr = s->cm = NULL;
+}
+
+static inline void pd_store(pd_det *s, double t, float f, float conf, int voiced)
+{
+    s->est[s->head] = (pd_est){t, voiced ? f : 0.0f, conf, voiced};
+    s->head = (s->head + 1) % PD_NEST;
+    if (s->ne < PD_NEST)
+        s->ne++;
+}
+
+/* One analysis over the latest samples (end = s->n). */
+static void pd_analyse(pd_det *s)
+{
+    const int W = PD_W, lmax = s->lmax, N = W + lmax + 1;
+    const float *x = s->dr + s->dpos + s->dM - N;
+    const double end = (double)s->n;
+    double e = 0.0;
+    for (int j = 0; j < N; j++)
+        e += (double)x[j] * x[j];
+    if (!(e / N >= PD_SILENCE)) {
+        s->voiced = 0;
+        pd_store(s, end - 0.5 * N * s->D, 0.0f, 0.0f, 0);
+        return;
+    }
+    float *cm = s->cm;
+    float run = 0.0f;
+    cm[0] = 1.0f;
+    for (int tau = 1; tau <= lmax; tau++) {
+        const float d = pd_sqdiff(x, x + tau, W);
+        run += d;
+        cm[tau] = run > 0.0f ? d * (float)tau / run : 1.0f;
+    }
+    int best = -1;
+    for (int tau = s->lmin; tau < lmax; tau++)
+        if (cm[tau] < PD_THRESH) {
+            while (tau + 1 < lmax && cm[tau + 1] < cm[tau])
+                tau++;
+            best = tau;
+            break;
+        }
+    if (best < 0) {
+        best = s->lmin;
+        for (int tau = s->lmin + 1; tau < lmax; tau++)
+            if (cm[tau] < cm[best])
+                best = tau;
+    }
+    const float cmin = cm[best];
+    double tc = best;
+    if (best > s->lmin && best < lmax) {
+        const double a = cm[best - 1], b = cm[best], c = cm[best + 1];
+        const double den = a - 2.0 * b + c;
+        if (den > 0.0) {
+            const double off = 0.5 * (a - c) / den;
+            if (off > -1.0 && off < 1.0)
+                tc += off;
+        }
+    }
+    /* refine at the full rate: the plain difference function around tc * D */
+    const int R = s->R;
+    int t0 = (int)lround(tc * s->D);
+    if (t0 > s->tmaxf - R - 1)
+        t0 = s->tmaxf - R - 1;
+    const int tmax = t0 + R + 1;
+    const float *y = s->fr + s->fpos + s->fM - (s->Wf + tmax);
+    float dv[2 * PD_RMAX + 1];
+    int tb = -1;
+    for (int k = 0; k <= 2 * R; k++) {
+        const int t = t0 - R + k;
+        dv[k] = t >= 2 ? pd_sqdiff(y, y + t, s->Wf) : INFINITY;
+        if (t >= 2 && (tb < 0 || dv[k] < dv[tb]))
+            tb = k;
+    }
+    double T = tc * s->D;
+    if (tb >= 0) {
+        T = t0 - R + tb;
+        if (tb > 0 && tb < 2 * R && isfinite(dv[tb - 1])) {
+            const double a = dv[tb - 1], b = dv[tb], c = dv[tb + 1];
+            const double den = a - 2.0 * b + c;
+            if (den > 0.0) {
+                const double off = 0.5 * (a - c) / den;
+                if (off > -1.0 && off < 1.0)
+                    T += off;
+            }
+        }
+    }
+    const float conf = cmin < 0.0f ? 1.0f : cmin > 1.0f ? 0.0f : 1.0f - cmin;
+    int v = cmin < (s->voiced ? PD_OFF : PD_ON);
+    if (!(T >= s->fs / PD_FMAX * 0.97 && T <= s->fs / PD_FMIN))
+        v = 0;
+    s->voiced = v;
+    pd_store(s, end - (s->Wf + tmax) + 0.5 * (s->Wf + T), v ? (float)(s->fs / T) : 0.0f, conf, v);
+}
+
+/* [audio] one input sample (finite) */
+static inline void pd_push(pd_det *s, float x)
+{
+    s->fr[s->fpos] = x;
+    s->fr[s->fpos + s->fM] = x;
+    s->fpos = (s->fpos + 1) & (s->fM - 1);
+    /* low-pass (two biquads, transposed direct form II) */
+    double v = x;
+    for (int k = 0; k < 2; k++) {
+        const double *c = s->bq[k];
+        double *z = s->z[k];
+        const double o = c[0] * v + z[0];
+        z[0] = c[1] * v - c[3] * o + z[1];
+        z[1] = c[2] * v - c[4] * o;
+        v = o;
+    }
+    if (++s->dphase >= s->D) {
+        s->dphase = 0;
+        const float dv = (float)v;
+        s->dr[s->dpos] = dv;
+        s->dr[s->dpos + s->dM] = dv;
+        s->dpos = (s->dpos + 1) & (s->dM - 1);
+    }
+    s->n++;
+    if (++s->hcount >= s->hop) {
+        s->hcount = 0;
+        if (!(isfinite(s->z[0][0]) && isfinite(s->z[0][1]) && isfinite(s->z[1][0]) &&
+              isfinite(s->z[1][1])))
+            memset(s->z, 0, sizeof s->z);
+        pd_analyse(s);
+    }
+}
+
+/* The track at time t (input samples): interpolated between the estimates
+ * around t, the latest one held beyond it. Returns voiced; *f in Hz. */
+static inline int pd_at(const pd_det *s, double t, double *f, float *conf)
+{
+    if (s->ne == 0) {
+        *f = 0.0;
+        *conf = 0.0f;
+        return 0;
+    }
+    const int newest = (s->head + PD_NEST - 1) % PD_NEST;
+    int i = newest, k = 0;
+    while (k < s->ne - 1 && s->est[i].t > t) {
+        i = (i + PD_NEST - 1) % PD_NEST;
+        k++;
+    }
+    const pd_est *a = &s->est[i];
+    if (i == newest || a->t > t) {
+        *f = a->f;
+        *conf = a->conf;
+        return a->voiced;
+    }
+    const pd_est *b = &s->est[(i + 1) % PD_NEST];
+    const double w = b->t > a->t ? (t - a->t) / (b->t - a->t) : 1.0;
+    if (a->voiced && b->voiced) {
+        *f = a->f + w * (b->f - a->f);
+        *conf = (float)(a->conf + w * (b->conf - a->conf));
+        return 1;
+    }
+    const pd_est *c = w < 0.5 ? a : b;
+    *f = c->f;
+    *conf = c->conf;
+    return c->voiced;
+}
+
+/* ---- TD-PSOLA shifter ------------------------------------------------------ */
+
+#define PS_MAXCH 2
+#define PS_RMAX 16 /* largest waveform-matching search, samples */
+
+typedef struct {
+    double fs;
+    int ch;
+    float *in[PS_MAXCH];  /* input rings (mask iM - 1), doubled: 2 iM, windows contiguous */
+    float *mono;          /* what grains are matched on: in[0], or the mean of two channels */
+    float *acc[PS_MAXCH]; /* overlap-add rings (mask oM - 1) */
+    float *wacc;          /* sum of windows */
+    int iM, oM;
+    int Hmax, L, Tu;
+    int64_t n;            /* input samples pushed */
+    double ts, d;         /* next synthesis mark; its source offset */
+    double src_prev;      /* source centre of the previous grain */
+    int prev_voiced;
+} ps_shift;
+
+static inline int ps_latency(const ps_shift *s)
+{
+    return s->L;
+}
+
+static inline void ps_reset(ps_shift *s)
+{
+    for (int c = 0; c < s->ch; c++) {
+        memset(s->in[c], 0, 2 * (size_t)s->iM * sizeof(float));
+        memset(s->acc[c], 0, (size_t)s->oM * sizeof(float));
+    }
+    memset(s->wacc, 0, (size_t)s->oM * sizeof(float));
+    if (s->ch > 1)
+        memset(s->mono, 0, 2 * (size_t)s->iM * sizeof(float));
+    s->src_prev = 0.0;
+    s->prev_voiced = 0;
+    s->n = 0;
+    s->ts = 0.0;
+    s->d = 0.0;
+}
+
+static inline int ps_alloc(ps_shift *s, double fs, int ch)
+{
+    s->fs = fs;
+    s->ch = ch < 1 ? 1 : ch > PS_MAXCH ? PS_MAXCH : ch;
+    s->Hmax = (int)ceil(fs / PD_FMIN);
+    s->L = 2 * s->Hmax + 3;
+    s->Tu = (int)lround(fs * 0.005);
+    if (s->Tu < 2)
+        s->Tu = 2;
+    s->iM = (int)pd_pow2((uint32_t)(6 * s->Hmax + 64));
+    s->oM = (int)pd_pow2((uint32_t)(2 * s->Hmax + 16));
+    for (int c = 0; c < s->ch; c++) {
+        s->in[c] = mg_zalloc(2 * (size_t)s->iM, sizeof(float));
+        s->acc[c] = mg_zalloc((size_t)s->oM, sizeof(float));
+        if (!s->in[c] || !s->acc[c])
+            return -1;
+    }
+    s->wacc = mg_zalloc((size_t)s->oM, sizeof(float));
+    s->mono = s->ch > 1 ? mg_zalloc(2 * (size_t)s->iM, sizeof(float)) : s->in[0];
+    if (!s->wacc || !s->mono)
+        return -1;
+    ps_reset(s);
+    return 0;
+}
+
+static inline void ps_free(ps_shift *s)
+{
+    if (s->mono && s->mono != s->in[0])
+        free(s->mono);
+    for (int c = 0; c < PS_MAXCH; c++) {
+        free(s->in[c]);
+        free(s->acc[c]);
+        s->in[c] = s->acc[c] = NULL;
+    }
+    free(s->wacc);
+    s->wacc = s->mono = NULL;
+}
+
+/* [audio] one input frame (finite samples, s->ch of them) and their mean */
+static inline void ps_push(ps_shift *s, const float *x, float mean)
+{
+    const int k = (int)(s->n & (s->iM - 1));
+    for (int c = 0; c < s->ch; c++)
+        s->in[c][k] = s->in[c][k + s->iM] = x[c];
+    if (s->ch > 1)
+        s->mono[k] = s->mono[k + s->iM] = mean;
+    s->n++;
+}
+
+/* 1 when the next synthesis mark can be placed (its input has arrived). */
+static inline int ps_due(const ps_shift *s)
+{
+    return s->ts <= (double)(s->n - 1 - s->Hmax - 2);
+}
+
+/* The time of the next mark (ask the pitch track there). */
+static inline double ps_mark(const ps_shift *s)
+{
+    return s->ts;
+}
+
+/* Overlap-add one grain: output positions |q - ts| < H get window w(q - ts)
+ * times the input at q + d. */
+static void ps_place(ps_shift *s, double ts, double d, double H, float g, float v)
+{
+    const int q0 = (int)ceil(ts - H), q1 = (int)floor(ts + H);
+    const double dfl = floor(d);
+    const int di = (int)dfl;
+    const float fr = (float)(d - dfl);
+    const int imask = s->iM - 1, omask = s->oM - 1;
+    const double dth = PD_PI / H, th0 = (q0 - ts) * dth;
+    double wc = cos(th0), ws = sin(th0);
+    const double cd = cos(dth), sd = sin(dth);
+    if (fr == 0.0f) {
+        for (int q = q0; q <= q1; q++) {
+            float w = (float)(0.5 + 0.5 * wc);
+            w = w > 0.0f ? w : 0.0f;
+            const float gw = g * w;
+            const int o = q & omask, i = (q + di) & imask;
+            for (int c = 0; c < s->ch; c++)
+                s->acc[c][o] += gw * s->in[c][i];
+            s->wacc[o] += v * w;
+            const double nc = wc * cd - ws * sd;
+            ws = ws * cd + wc * sd;
+            wc = nc;
+        }
+        return;
+    }
+    /* 4-point Lagrange at points -1, 0, 1, 2 */
+    const float f = fr;
+    const float c0 = -f * (f - 1.0f) * (f - 2.0f) / 6.0f;
+    const float c1 = (f + 1.0f) * (f - 1.0f) * (f - 2.0f) / 2.0f;
+    const float c2 = -(f + 1.0f) * f * (f - 2.0f) / 2.0f;
+    const float c3 = (f + 1.0f) * f * (f - 1.0f) / 6.0f;
+    for (int q = q0; q <= q1; q++) {
+        float w = (float)(0.5 + 0.5 * wc);
+        w = w > 0.0f ? w : 0.0f;
+        const float gw = g * w;
+        const int o = q & omask, i = q + di;
+        const int i0 = (i - 1) & imask, i1 = i & imask, i2 = (i + 1) & imask, i3 = (i + 2) & imask;
+        for (int c = 0; c < s->ch; c++) {
+            const float *x = s->in[c];
+            s->acc[c][o] += gw * (c0 * x[i0] + c1 * x[i1] + c2 * x[i2] + c3 * x[i3]);
+        }
+        s->wacc[o] += v * w;
+        const double nc = wc * cd - ws * sd;
+        ws = ws * cd + wc * sd;
+        wc = nc;
+    }
+}
+
+/* Pitch-mark refinement by waveform matching: the source offset within
+ * +-R samples of d (and <= 0) whose period of input is most like the
+ * previous grain's source (least squared difference over one period,
+ * parabola through the minimum). Consecutive grains then hold the same
+ * waveform (their sources a whole number of true periods apart) whatever
+ * the error of the detected period, so the output period is the mark
+ * spacing S. */
+static double ps_match(const ps_shift *s, double d, double Ta)
+{
+    const int N = (int)Ta, mask = s->iM - 1;
+    int R = (int)(0.06 * Ta);
+    R = R < 2 ? 2 : R > PS_RMAX ? PS_RMAX : R;
+    const double rpos = s->src_prev, cpos = s->ts + d;
+    const int64_t r0 = (int64_t)llround(rpos), c0 = (int64_t)llround(cpos);
+    int hi = (int)floor(-d - (double)(c0 - cpos));
+    hi = hi > R ? R : hi;
+    if (hi < -R)
+        return d;
+    const float *a = s->mono + ((r0 - N / 2) & mask);
+    const float *b = s->mono + ((c0 - R - N / 2) & mask);
+    float dv[2 * PS_RMAX + 1];
+    int kb = 0;
+    for (int k = 0; k <= R + hi; k++) {
+        dv[k] = pd_sqdiff(a, b + k, N);
+        if (dv[k] < dv[kb])
+            kb = k;
+    }
+    double off = 0.0;
+    if (dv[kb] > 0.0f && kb > 0 && kb < R + hi) {
+        const double p = dv[kb - 1], q = dv[kb], r = dv[kb + 1];
+        const double den = p - 2.0 * q + r;
+        if (den > 0.0)
+            off = 0.5 * (p - r) / den;
+        off = off < -0.5 ? -0.5 : off > 0.5 ? 0.5 : off;
+    }
+    const double dn = (double)(c0 - R + kb - s->ts) + off + (rpos - (double)r0);
+    return dn > 0.0 ? 0.0 : dn;
+}
+
+/* The first voiced grain is centred on the largest |sample| of the period
+ * before the mark (for a voice, the glottal pulse): a grain centred on an
+ * excitation holds a smooth spectrum, the formant envelope. Later grains
+ * keep that phase through ps_match. */
+static double ps_epoch(const ps_shift *s, double Ta)
+{
+    const int64_t t1 = (int64_t)floor(s->ts);
+    const int N = (int)Ta, mask = s->iM - 1;
+    int64_t best = t1;
+    float bv = -1.0f;
+    for (int64_t j = t1 - N + 1; j <= t1; j++) {
+        const float v = fabsf(s->mono[j & mask]);
+        if (v > bv) {
+            bv = v;
+            best = j;
+        }
+    }
+    return (double)best - s->ts;
+}
+
+/* Place the due mark: voiced with analysis period Ta (samples) and pitch
+ * ratio (output / input frequency), or unvoiced (copied: d = 0). */
+static inline void ps_grain(ps_shift *s, int voiced, double Ta, double ratio)
+{
+    if (!(ratio >= 0.5))
+        ratio = 0.5;
+    if (ratio > 2.0)
+        ratio = 2.0;
+    if (!voiced || !(Ta >= 2.0 && Ta <= s->Hmax)) {
+        s->d = 0.0;
+        s->prev_voiced = 0;
+        ps_place(s, s->ts, 0.0, s->Tu, 1.0f, 1.0f);
+        s->ts += s->Tu;
+            return;
+    }
+    if (ratio == 1.0) {
+        /* no change: the input copied with the current offset (windows summing to 1) */
+        while (s->d > 0.0)
+            s->d -= Ta;
+        ps_place(s, s->ts, s->d, s->Tu, 1.0f, 1.0f);
+        s->src_prev = s->ts + s->d;
+        s->prev_voiced = 1;
+        s->ts += s->Tu;
+            return;
+    }
+    double d = s->d;
+    while (d > 0.0)
+        d -= Ta;
+    while (d <= -1.5 * Ta)
+        d += Ta;
+    double S = Ta / ratio;
+    if (S > 1.9 * s->Hmax)
+        S = 1.9 * s->Hmax;
+    const double H = Ta;
+    d = s->prev_voiced ? ps_match(s, d, Ta) : ps_epoch(s, Ta);
+    ps_place(s, s->ts, d, H, (float)sqrt(S / Ta), S < Ta ? (float)(S / Ta) : 1.0f);
+    s->src_prev = s->ts + d;
+    s->prev_voiced = 1;
+    s->d = d + Ta - S;
+    s->ts += S;
+}
+
+/* [audio] the output frame for the latest input (latency L). */
+static inline void ps_pull(ps_shift *s, float *y)
+{
+    const int o = (int)((s->n - 1 - s->L) & (s->oM - 1));
+    const float w = s->wacc[o];
+    for (int c = 0; c < s->ch; c++) {
+        y[c] = w > 1.0f ? s->acc[c][o] / w : s->acc[c][o];
+        s->acc[c][o] = 0.0f;
+    }
+    s->wacc[o] = 0.0f;
+}
+
+/* The input delayed by the latency (the dry path of a mix). */
+static inline float ps_dry(const ps_shift *s, int c)
+{
+    return s->in[c][(s->n - 1 - s->L) & (s->iM - 1)];
+}
+
+#endif

@@ -1,0 +1,535 @@
+/* denoise: STFT spectral noise reduction (Wiener gain, decision-directed SNR).
+ *
+ * Frames of N samples (1024 at 44.1/48 kHz, scaled with the rate: 512..4096)
+ * every H = N/4 samples, sqrt-Hann analysis and synthesis windows (their
+ * product, the periodic Hann, overlap-adds to exactly 2 at a hop of N/4, the
+ * synthesis window carries 1/2 and the FFT's 1/N). The latency is N - 1
+ * samples: the output at time t is the input at t - N + 1, all four frames
+ * that cover it added.
+ *
+ * Per bin k of a frame, with P = |X|^2 and the noise power L (learned profile
+ * or tracker, times `threshold`):
+ *   gamma = P / L                                  a-posteriori SNR
+ *   xi = a A2 / L + (1 - a) max(gamma - 1, 0)      decision-directed a-priori
+ *                                                  SNR (Ephraim-Malah, a = 0.98;
+ *                                                  A2 = the previous frame's G^2 P)
+ *   G = xi / (1 + xi)                              Wiener gain
+ * (the maximum-likelihood term gamma - 1 uses P smoothed over 3 bins, against
+ * musical noise), then the gains are smoothed across frequency (`smooth`, a
+ * zero-phase one-pole pass up and down the bins), held in
+ * [10^(-reduction/20), 1] and, in stereo, moved by `link` towards the larger
+ * of the two channels' gains (still within that range):
+ * never above 0 dB; `reduction` 0 makes every gain exactly 1 (the output is
+ * the input delayed, up to float rounding of the FFT round trip).
+ *
+ * Noise estimate: `track` 1 follows the noise continuously by minimum
+ * statistics (the minimum over ~1.5 s of the periodogram smoothed over
+ * ~40 ms, in 8 sub-windows, times a bias factor measured for that smoothing);
+ * `track` 0 uses the profile learned by the `learn` command (the mean
+ * periodogram over the given seconds; learning silence, below -120 dBFS RMS,
+ * is refused and keeps the previous profile). `track` 0 with no profile is
+ * transparent. */
+#include <float.h>
+
+#include "../dsp_fft.h"
+#include "../mg_node.h"
+
+enum { P_REDUCTION, P_THRESHOLD, P_SMOOTH, P_TRACK, P_LINK, P_LISTEN };
+enum { R_NOISE, R_GR, R_PROFILE };
+
+static const mg_param_spec params[] = {
+    {.name = "reduction", .unit = "dB",
+     .doc = "largest attenuation of a bin (0: transparent, the input delayed)",
+     .min = 0.0f, .max = 60.0f, .def = 15.0f, .map = MG_MAP_LIN, .taper = MG_TAPER_LIN,
+     .smooth_ms = 20.0f},
+    {.name = "threshold", .unit = "dB",
+     .doc = "offset of the noise estimate: higher removes more (and more of the signal)",
+     .min = -10.0f, .max = 20.0f, .def = 0.0f, .map = MG_MAP_LIN, .taper = MG_TAPER_LIN,
+     .smooth_ms = 20.0f},
+    {.name = "smooth", .unit = "%", .doc = "smoothing of the gain across frequency",
+     .min = 0.0f, .max = 100.0f, .def = 10.0f, .map = MG_MAP_LIN, .taper = MG_TAPER_LIN,
+     .smooth_ms = 20.0f},
+    {.name = "track", .unit = "",
+     .doc = "1: track the noise continuously (minimum statistics); 0: use the learned profile",
+     .min = 0.0f, .max = 1.0f, .def = 1.0f, .map = MG_MAP_LIN, .taper = MG_TAPER_STEP,
+     .smooth_ms = 0.0f},
+    {.name = "link", .unit = "%",
+     .doc = "stereo link: 100 gives both channels the larger of their two gains per bin "
+            "(a steady image), 0 processes them apart",
+     .min = 0.0f, .max = 100.0f, .def = 100.0f, .map = MG_MAP_LIN, .taper = MG_TAPER_LIN,
+     .smooth_ms = 20.0f},
+    {.name = "listen", .unit = "s",
+     .doc = "trigger of the learn action: learn the noise profile from the next this many "
+            "seconds (0 cancels)",
+     .min = 0.0f, .max = 30.0f, .def = 0.0f, .map = MG_MAP_LIN, .taper = MG_TAPER_LIN,
+     .smooth_ms = 0.0f},
+};
+static const mg_port_spec ports[] = {
+    {"in", MG_PORT_IN, 0},
+    {"out", MG_PORT_OUT, 0},
+};
+static const mg_readout_spec readouts[] = {
+    {"noise", "dB", MG_MAP_DB, 1}, /* RMS level of the noise estimate in use (dBFS) */
+    {"gr", "dB", MG_MAP_DB, 1},    /* energy out / in of the last frame: 0 dB = none */
+    {"profile", "", MG_MAP_LIN, 0}, /* 0 none, 1 learning, 2 learned, -1 last learn failed */
+};
+
+#define DN_MAX_CH 2
+#define DN_U 8                 /* minimum-statistics sub-windows */
+#define DN_DD_ALPHA 0.98f
+#define DN_TRACK_TAU 0.040     /* s: periodogram smoothing of the tracker */
+#define DN_TRACK_SPAN 1.5      /* s: minimum search window */
+#define DN_TRACK_BIAS 2.63f    /* mean / minimum of the smoothed periodogram (white noise, measured) */
+#define DN_FLOOR 1e-12f        /* smallest noise power per bin */
+#define DN_IN_MAX 1e6f         /* inputs are held within +-1e6 (+120 dBFS) */
+#define DN_SILENCE_DB -120.0
+
+typedef struct {
+    float *in;    /* n: the last n input samples */
+    float *ola;   /* n: overlap-add accumulator */
+    float *outq;  /* h: completed output samples */
+    float *ps;    /* k: smoothed periodogram */
+    float *cmin;  /* k: minimum of ps in the current sub-window */
+    float *wmin;  /* k: minimum over the stored sub-windows */
+    float *mins;  /* DN_U * k: sub-window minima */
+    float *prof;  /* k: learned noise power */
+    float *a2;    /* k: previous frame's G^2 P (decision-directed) */
+    float *re, *im, *g; /* k: this frame's spectrum and gains */
+    double *acc;  /* k: learning accumulator */
+    float noise, gr;
+} dn_chan;
+
+typedef struct {
+    int channels;
+    double sr;
+    int n, h, nb;         /* frame, hop, bins (n/2 + 1) */
+    int pos;              /* samples of the current hop taken in */
+    mg_fft fft;
+    float *mem;
+    double *dmem;
+    float *wa, *ws;       /* analysis / synthesis windows */
+    float *frame, *pw;
+    float ps_a;           /* tracker smoothing per frame */
+    int sub_len, sub_n, sub_i, frames;
+    int has_profile;
+    int learn_req;        /* frames requested by on_param (audio thread) */
+    int learn_left, learn_frames;
+    float profile_state;
+    float track;
+    dn_chan ch[DN_MAX_CH];
+} dn_state;
+
+static void release(void *st)
+{
+    dn_state *s = st;
+    mg_fft_free(&s->fft);
+    free(s->mem);
+    free(s->dmem);
+    s->mem = NULL;
+    s->dmem = NULL;
+}
+
+static void reset(void *st)
+{
+    dn_state *s = st;
+    for (int c = 0; c < s->channels; c++) {
+        dn_chan *k = &s->ch[c];
+        memset(k->in, 0, (size_t)s->n * sizeof(float));
+        memset(k->ola, 0, (size_t)s->n * sizeof(float));
+        memset(k->outq, 0, (size_t)s->h * sizeof(float));
+        memset(k->a2, 0, (size_t)s->nb * sizeof(float));
+        memset(k->ps, 0, (size_t)s->nb * sizeof(float));
+        for (int b = 0; b < s->nb; b++)
+            k->cmin[b] = k->wmin[b] = FLT_MAX;
+        for (int b = 0; b < DN_U * s->nb; b++)
+            k->mins[b] = FLT_MAX;
+        k->gr = 1.0f;
+    }
+    s->pos = 0;
+    s->sub_n = s->sub_i = s->frames = 0;
+    s->learn_left = 0;
+    if (s->profile_state == 1.0f)
+        s->profile_state = s->has_profile ? 2.0f : 0.0f;
+}
+
+static int prepare(void *st, const mg_prepare_ctx *ctx)
+{
+    dn_state *s = st;
+    if (ctx->channels < 1 || ctx->channels > DN_MAX_CH)
+        return -1;
+    s->channels = ctx->channels;
+    s->sr = ctx->sample_rate;
+    int n = 1024;
+    while (n < 4096 && ctx->sample_rate > 66000.0 * (n / 1024))
+        n *= 2;
+    while (n > 512 && ctx->sample_rate < 33000.0 * (n / 1024))
+        n /= 2;
+    s->n = n;
+    s->h = n / 4;
+    s->nb = n / 2 + 1;
+    if (mg_fft_init(&s->fft, n) != 0)
+        return -1;
+    const size_t nb = (size_t)s->nb, nn = (size_t)n, h = (size_t)s->h;
+    const size_t shared = 3 * nn + nb + 2;
+    const size_t per = 2 * nn + h + (8 + DN_U) * nb;
+    s->mem = mg_zalloc(shared + per * (size_t)s->channels, sizeof(float));
+    s->dmem = mg_zalloc(nb * (size_t)s->channels, sizeof(double));
+    if (!s->mem || !s->dmem)
+        return -1;
+    float *m = s->mem;
+    s->wa = m, m += nn;
+    s->ws = m, m += nn;
+    s->frame = m, m += nn;
+    s->pw = m, m += nb + 2;
+    for (int c = 0; c < s->channels; c++) {
+        dn_chan *k = &s->ch[c];
+        k->in = m, m += nn;
+        k->ola = m, m += nn;
+        k->outq = m, m += h;
+        k->ps = m, m += nb;
+        k->cmin = m, m += nb;
+        k->wmin = m, m += nb;
+        k->prof = m, m += nb;
+        k->a2 = m, m += nb;
+        k->mins = m, m += DN_U * nb;
+        k->re = m, m += nb;
+        k->im = m, m += nb;
+        k->g = m, m += nb;
+        k->acc = s->dmem + nb * (size_t)c;
+    }
+    const double pi = 3.14159265358979323846;
+    /* sqrt of the periodic Hann; the product overlap-adds to n / (2 h) = 2 */
+    const double syn = 1.0 / (nn * (nn / (2.0 * h)));
+    for (int i = 0; i < n; i++) {
+        const double w = sqrt(0.5 - 0.5 * cos(2.0 * pi * i / n));
+        s->wa[i] = (float)w;
+        s->ws[i] = (float)(w * syn);
+    }
+    s->ps_a = (float)exp(-(double)s->h / (DN_TRACK_TAU * s->sr));
+    s->sub_len = (int)lround(DN_TRACK_SPAN * s->sr / s->h / DN_U);
+    if (s->sub_len < 1)
+        s->sub_len = 1;
+    reset(st);
+    return 0;
+}
+
+static void on_param(void *st, int index, float target)
+{
+    dn_state *s = st;
+    if (index == P_TRACK)
+        s->track = target;
+    if (index == P_LISTEN && s->sr > 0.0) {
+        if (target > 0.0f) {
+            int f = (int)ceil(target * s->sr / s->h);
+            s->learn_req = f < 1 ? 1 : f;
+        } else {
+            s->learn_req = -1; /* cancel a measurement under way */
+        }
+    }
+}
+
+/* Noise power per bin -> RMS level (amplitude) of that noise in the time domain:
+ * sum over the full spectrum of |X|^2 = n * sum (w x)^2 = n * sigma^2 * n / 2. */
+static float level_of(const dn_state *s, const float *lam)
+{
+    double sum = 0.5 * ((double)lam[0] + lam[s->nb - 1]);
+    for (int b = 1; b < s->nb - 1; b++)
+        sum += lam[b];
+    const double var = 2.0 * (2.0 * sum) / ((double)s->n * s->n);
+    return (float)sqrt(var > 0.0 ? var : 0.0);
+}
+
+/* Wiener gains with the decision-directed a-priori SNR. The maximum-likelihood
+ * term uses the periodogram smoothed over 3 bins (1/4, 1/2, 1/4): a lone noise
+ * bin that happens to peak (the cause of "musical noise") no longer opens its
+ * gain, while a partial, whose window main lobe spans those bins, keeps its SNR.
+ * pw: nb + 2 floats of scratch. */
+MG_HOT static void frame_gains(float *restrict g, float *restrict a2, float *restrict pw,
+                               const float *restrict re, const float *restrict im,
+                               const float *restrict lam, float thr, int nb)
+{
+    const float a = DN_DD_ALPHA, b = 1.0f - DN_DD_ALPHA;
+    for (int k = 0; k < nb; k++)
+        pw[k + 1] = re[k] * re[k] + im[k] * im[k];
+    pw[0] = pw[2];
+    pw[nb + 1] = pw[nb - 1];
+    for (int k = 0; k < nb; k++) {
+        const float p = pw[k + 1];
+        const float ps = 0.25f * (pw[k] + pw[k + 2]) + 0.5f * p;
+        float l = lam[k] * thr;
+        l = l > DN_FLOOR ? l : DN_FLOOR;
+        const float il = 1.0f / l;
+        const float gm1 = ps * il - 1.0f;
+        const float xi = a * a2[k] * il + b * (gm1 > 0.0f ? gm1 : 0.0f);
+        float gk = xi / (1.0f + xi);
+        gk = gk > 0.0f ? gk : 0.0f; /* NaN -> 0 */
+        a2[k] = gk * gk * p;
+        g[k] = gk;
+    }
+}
+
+MG_HOT static void track_update(float *restrict ps, float *restrict cmin, const float *restrict re,
+                                const float *restrict im, float pa, int nb)
+{
+    const float pb = 1.0f - pa;
+    for (int b = 0; b < nb; b++) {
+        const float q = pa * ps[b] + pb * (re[b] * re[b] + im[b] * im[b]);
+        ps[b] = q;
+        cmin[b] = q < cmin[b] ? q : cmin[b];
+    }
+}
+
+/* X *= G; the frame's energy before and after (for the `gr` readout). */
+MG_HOT static void apply_gains(float *restrict re, float *restrict im, const float *restrict g,
+                               int nb, float *ein, float *eout)
+{
+    float ei = 0.0f, eo = 0.0f;
+    for (int b = 0; b < nb; b++) {
+        const float p = re[b] * re[b] + im[b] * im[b];
+        ei += p;
+        eo += p * g[b] * g[b];
+        re[b] *= g[b];
+        im[b] *= g[b];
+    }
+    *ein = ei;
+    *eout = eo;
+}
+
+static void frame(dn_state *s, float red_db, float thr_db, float smooth, float link,
+                  int learning)
+{
+    const int n = s->n, nb = s->nb, h = s->h;
+    const float gmin = red_db <= 0.0f ? 1.0f : powf(10.0f, -red_db / 20.0f);
+    const float thr = powf(10.0f, thr_db / 10.0f);
+    const float c1 = 0.8f * smooth, c0 = 1.0f - c1;
+    const int track = s->track >= 0.5f;
+    /* tracker bookkeeping shared by the channels */
+    const int sub_end = ++s->sub_n >= s->sub_len;
+    /* the first frames hold the zeros before the start: the tracker skips them */
+    const int warm = s->frames >= n / h - 1;
+    const int first = s->frames == n / h - 1;
+    for (int c = 0; c < s->channels; c++) {
+        dn_chan *k = &s->ch[c];
+        float *re = k->re, *im = k->im, *g = k->g;
+        for (int i = 0; i < n; i++)
+            s->frame[i] = k->in[i] * s->wa[i];
+        mg_fft_forward(&s->fft, s->frame, re, im);
+        /* tracker: smoothed periodogram, running minimum */
+        if (warm)
+            track_update(k->ps, k->cmin, re, im, first ? 0.0f : s->ps_a, nb);
+        if (learning)
+            for (int b = 0; b < nb; b++)
+                k->acc[b] += (double)re[b] * re[b] + (double)im[b] * im[b];
+        if (sub_end) {
+            float *slot = k->mins + (size_t)s->sub_i * nb;
+            for (int b = 0; b < nb; b++) {
+                slot[b] = k->cmin[b];
+                k->cmin[b] = FLT_MAX;
+            }
+            for (int b = 0; b < nb; b++) {
+                float w = k->mins[b];
+                for (int u = 1; u < DN_U; u++) {
+                    const float v = k->mins[(size_t)u * nb + b];
+                    w = v < w ? v : w;
+                }
+                k->wmin[b] = w;
+            }
+        }
+        /* the noise estimate in use */
+        const float *lam = k->prof;
+        float lscale = 1.0f;
+        if (track) {
+            for (int b = 0; b < nb; b++) {
+                const float w = k->wmin[b] < k->cmin[b] ? k->wmin[b] : k->cmin[b];
+                s->frame[b] = w; /* the frame is free until the inverse FFT */
+            }
+            lam = s->frame;
+            lscale = DN_TRACK_BIAS;
+        }
+        const int have = track || s->has_profile;
+        k->noise = have ? level_of(s, lam) * sqrtf(lscale) : 0.0f;
+        if (gmin >= 1.0f || !have) {
+            /* transparent: every gain exactly 1; the decision-directed state follows */
+            for (int b = 0; b < nb; b++) {
+                g[b] = 1.0f;
+                k->a2[b] = re[b] * re[b] + im[b] * im[b];
+            }
+        } else {
+            frame_gains(g, k->a2, s->pw, re, im, lam, thr * lscale, nb);
+            if (c1 > 0.0f) {
+                float y = g[0];
+                for (int b = 1; b < nb; b++)
+                    g[b] = y = c0 * g[b] + c1 * y;
+                y = g[nb - 1];
+                for (int b = nb - 2; b >= 0; b--)
+                    g[b] = y = c0 * g[b] + c1 * y;
+            }
+            for (int b = 0; b < nb; b++) {
+                float v = g[b] < 1.0f ? g[b] : 1.0f;
+                g[b] = v > gmin ? v : gmin;
+            }
+        }
+    }
+    if (s->channels == 2 && link > 0.0f) {
+        float *g0 = s->ch[0].g, *g1 = s->ch[1].g;
+        for (int b = 0; b < nb; b++) {
+            const float mx = g0[b] > g1[b] ? g0[b] : g1[b];
+            g0[b] += link * (mx - g0[b]);
+            g1[b] += link * (mx - g1[b]);
+        }
+    }
+    for (int c = 0; c < s->channels; c++) {
+        dn_chan *k = &s->ch[c];
+        float *re = k->re, *im = k->im, *g = k->g;
+        float ein = 0.0f, eout = 0.0f;
+        apply_gains(re, im, g, nb, &ein, &eout);
+        k->gr = ein > 1e-20f ? sqrtf(eout / ein) : 1.0f;
+        mg_fft_inverse(&s->fft, re, im, s->frame);
+        float *ola = k->ola;
+        for (int i = 0; i < n; i++)
+            ola[i] += s->frame[i] * s->ws[i];
+        memcpy(k->outq, ola, (size_t)h * sizeof(float));
+        memmove(ola, ola + h, (size_t)(n - h) * sizeof(float));
+        memset(ola + n - h, 0, (size_t)h * sizeof(float));
+        memmove(k->in, k->in + h, (size_t)(n - h) * sizeof(float));
+    }
+    if (sub_end) {
+        s->sub_n = 0;
+        s->sub_i = (s->sub_i + 1) % DN_U;
+    }
+    s->frames++;
+}
+
+static void learn_step(dn_state *s, int *learning)
+{
+    /* a request from on_param starts a new measurement */
+    if (s->learn_req > 0) {
+        s->learn_left = s->learn_frames = s->learn_req;
+        for (int c = 0; c < s->channels; c++)
+            memset(s->ch[c].acc, 0, (size_t)s->nb * sizeof(double));
+        s->profile_state = 1.0f;
+    } else if (s->learn_req < 0 && s->learn_left > 0) {
+        s->learn_left = 0;
+        s->profile_state = s->has_profile ? 2.0f : 0.0f;
+    }
+    s->learn_req = 0;
+    *learning = s->learn_left > 0;
+}
+
+static void learn_finish(dn_state *s)
+{
+    if (--s->learn_left > 0)
+        return;
+    const double inv = 1.0 / s->learn_frames;
+    double lo = INFINITY;
+    for (int c = 0; c < s->channels; c++) {
+        double *acc = s->ch[c].acc;
+        double sum = 0.5 * (acc[0] + acc[s->nb - 1]);
+        for (int b = 1; b < s->nb - 1; b++)
+            sum += acc[b];
+        const double var = 4.0 * sum * inv / ((double)s->n * s->n);
+        const double db = var > 0.0 ? 10.0 * log10(var) : -INFINITY;
+        lo = db < lo ? db : lo;
+    }
+    if (!(lo > DN_SILENCE_DB)) { /* silence (or nothing finite): keep the old profile */
+        s->profile_state = -1.0f;
+        return;
+    }
+    for (int c = 0; c < s->channels; c++)
+        for (int b = 0; b < s->nb; b++)
+            s->ch[c].prof[b] = (float)(s->ch[c].acc[b] * inv);
+    s->has_profile = 1;
+    s->profile_state = 2.0f;
+}
+
+/* Inputs as the frames take them: non-finite -> 0, held within +-DN_IN_MAX. */
+MG_HOT static void take_in(float *restrict dst, const float *restrict x, int m)
+{
+    for (int i = 0; i < m; i++) {
+        const float v = x[i];
+        const float f = v - v == 0.0f ? v : 0.0f;
+        dst[i] = f > DN_IN_MAX ? DN_IN_MAX : f < -DN_IN_MAX ? -DN_IN_MAX : f;
+    }
+}
+
+static void process(void *st, const mg_proc *p)
+{
+    dn_state *s = st;
+    const int n = p->nframes, nc = s->channels, h = s->h;
+    int i = 0;
+    while (i < n) {
+        const int pos = s->pos;
+        const int m = n - i < h - pos ? n - i : h - pos;
+        for (int c = 0; c < nc; c++) {
+            dn_chan *k = &s->ch[c];
+            take_in(k->in + s->n - h + pos, p->in[c] + i, m);
+            /* output sample j of the hop is outq[j + 1]; the hop's last one is the
+             * first of the next frame's (latency n - 1) */
+            const int last = pos + m == h ? m - 1 : m;
+            memcpy(p->out[c] + i, k->outq + pos + 1, (size_t)last * sizeof(float));
+        }
+        s->pos += m;
+        i += m;
+        if (s->pos == h) {
+            const int at = i - 1;
+            int learning;
+            learn_step(s, &learning);
+            frame(s, mg_pv_at(&p->pv[P_REDUCTION], at), mg_pv_at(&p->pv[P_THRESHOLD], at),
+                  mg_pv_at(&p->pv[P_SMOOTH], at) * 0.01f, mg_pv_at(&p->pv[P_LINK], at) * 0.01f,
+                  learning);
+            if (learning)
+                learn_finish(s);
+            for (int c = 0; c < nc; c++)
+                p->out[c][at] = s->ch[c].outq[0];
+            s->pos = 0;
+        }
+    }
+    for (int c = 0; c < nc; c++) {
+        p->readout[R_NOISE * nc + c] = s->ch[c].noise;
+        p->readout[R_GR * nc + c] = s->ch[c].gr;
+    }
+    p->readout[2 * nc] = s->profile_state;
+}
+
+/* [control] The learned profile: per channel, the mean noise power of bins
+ * 0..n/2 (|rfft(w x)|^2 with the sqrt-Hann analysis window w); read it once
+ * the `profile` readout says 2 (the audio thread writes it when a learn ends). */
+static int capture(void *st, float *dst, int n)
+{
+    const dn_state *s = st;
+    int got = 0;
+    for (int c = 0; c < s->channels && s->has_profile; c++)
+        for (int b = 0; b < s->nb && got < n; b++)
+            dst[got++] = s->ch[c].prof[b];
+    return got;
+}
+
+static int latency(const void *st)
+{
+    return ((const dn_state *)st)->n - 1;
+}
+
+const mg_node_type mg_type_denoise = {
+    .name = "denoise",
+    .doc = "Spectral noise reduction (STFT 1024 / 256 hop at 48 kHz, Wiener gain with "
+           "decision-directed SNR smoothing). `track` 1 follows the noise floor continuously; "
+           "`/node/<name>/learn <seconds>` learns a profile and switches to it (`track` 0). `reduction` "
+           "is the largest attenuation (0: the input, delayed). Latency n - 1 samples "
+           "(1023 at 44.1/48 kHz). Readouts: `noise` level of the noise estimate (dBFS RMS), "
+           "`gr` energy change of the last frame, `profile` 0 none / 1 learning / 2 learned / "
+           "-1 last learn failed (silence). `link` % ties the two channels' gains.",
+    .default_channels = 1,
+    .min_channels = 1,
+    .max_channels = DN_MAX_CH,
+    MG_PARAMS(params),
+    MG_PORTS(ports),
+    MG_READOUTS(readouts),
+    .state_size = sizeof(dn_state),
+    .prepare = prepare,
+    .process = process,
+    .reset = reset,
+    .release = release,
+    .on_param = on_param,
+    .latency = latency,
+    .capture = capture,
+};
