@@ -138,6 +138,14 @@ def status(c: Client) -> dict:
     return dict(zip(a[::2], a[1::2], strict=True))
 
 
+def count_done(packet: bytes) -> int:
+    """/done replies in a datagram: one, or a bundle of them (a flooding sender's
+    replies are coalesced)."""
+    if packet[:8] == b"#bundle\0":
+        return packet.count(b"/done\0\0\0,")
+    return int(packet[:5] == b"/done")
+
+
 def control_path(n_msgs: int, repeats: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         proc, port, _ = start_daemon(Path(tmp), "--backend", "null", "--rate-limit", "0")
@@ -158,15 +166,13 @@ def control_path(n_msgs: int, repeats: int) -> dict:
                 t0 = time.perf_counter()
                 for k, m in enumerate(msgs):
                     while k - replies >= window:
-                        sock.recv(512)
-                        replies += 1
+                        replies += count_done(sock.recv(65536))
                     sock.sendto(m, ("127.0.0.1", port))
                 while replies < n_msgs:
-                    sock.recv(512)
-                    replies += 1
+                    replies += count_done(sock.recv(65536))
                 dt = time.perf_counter() - t0
                 sock.sendto(encode("/sync", [r + 1]), ("127.0.0.1", port))
-                while not sock.recv(512).startswith(b"/synced"):
+                while not sock.recv(65536).startswith(b"/synced"):
                     pass
                 per_msg.append(dt / n_msgs * 1e6)
             return {"messages": n_msgs, "us_per_message": statistics.median(per_msg)}

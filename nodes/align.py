@@ -70,7 +70,8 @@ def measure_offset(x: np.ndarray, ref: np.ndarray, max_lag: int) -> tuple[float,
     return float(lags[k]) + frac, peak, bool(cc[k] < 0)
 
 
-@action("align", "measure", usage="/node/<name>/measure [seconds=2] [max_ms=50]")
+@action("align", "measure", usage="/node/<name>/measure [seconds=2] [max_ms=50]",
+        triggers=("capture",))
 def measure(a: Action, args: list) -> None:
     """Record input and reference, cross-correlate them and set delay (and invert).
 

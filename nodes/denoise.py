@@ -44,7 +44,7 @@ def profile_levels(a: Action) -> list[float]:
     return out
 
 
-@action("denoise", "learn", usage="/node/<name>/learn <seconds>")
+@action("denoise", "learn", usage="/node/<name>/learn <seconds>", triggers=("listen",))
 def learn(a: Action, args: list) -> None:
     """Learn the noise profile from the next <seconds> of input, then use it (track 0).
 

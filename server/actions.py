@@ -47,19 +47,25 @@ class ActionSpec:
     fn: Callable[[Action, list], None]
     usage: str
     doc: str
+    triggers: tuple[str, ...] = ()  # parameters the action drives (not saved, not wildcarded)
 
 
 _REGISTRY: dict[str, dict[str, ActionSpec]] = {}
 _LOADED: set[str] = set()
 
 
-def action(type_name: str, name: str, usage: str = "") -> Callable:
-    """Register fn(a: Action, args) as /node/<name>/<action> for nodes of a type."""
+def action(type_name: str, name: str, usage: str = "",
+           triggers: tuple[str, ...] = ()) -> Callable:
+    """Register fn(a: Action, args) as /node/<name>/<action> for nodes of a type.
+
+    triggers: the node's parameters the action sets to start and stop its work
+    (align's `capture`, denoise's `listen`): they are left out of saved patches
+    and of wildcard sets, so loading a patch or `/node/x/* 0` never starts one."""
 
     def register(fn: Callable[[Action, list], None]) -> Callable[[Action, list], None]:
         doc = (fn.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
         _REGISTRY.setdefault(type_name, {})[name] = ActionSpec(
-            type_name, name, fn, usage or f"/node/<name>/{name}", doc)
+            type_name, name, fn, usage or f"/node/<name>/{name}", doc, tuple(triggers))
         return fn
 
     return register
@@ -76,6 +82,15 @@ def actions_for(type_name: str) -> dict[str, ActionSpec]:
             if e.name != module:
                 raise
     return _REGISTRY.get(type_name, {})
+
+
+def triggers_for(type_name: str) -> set[str]:
+    """Parameters of a node type that only its actions drive."""
+    return {t for a in actions_for(type_name).values() for t in a.triggers}
+
+
+def is_action_or_trigger(type_name: str, name: str) -> bool:
+    return name in actions_for(type_name) or name in triggers_for(type_name)
 
 
 class Action:
@@ -211,3 +226,9 @@ def run_action(session: Session, name: str, spec: ActionSpec, address: str, args
         raise
     finally:
         a._immediate = False
+    # the node restarted its work for this request: an earlier one still waiting
+    # cannot finish with data that is not its own
+    old = session.actions_running.get((name, spec.name))
+    if old is not None and not old.finished:
+        old.fail(f"superseded by a newer {spec.name} on {name}")
+    session.actions_running[(name, spec.name)] = a

@@ -26,7 +26,7 @@ from mixgraph.clients.protocol import ostr as _ostr
 
 from . import __version__, tapers
 from ._core import lib
-from .actions import actions_for, run_action
+from .actions import actions_for, is_action_or_trigger, run_action
 from .catalog import CATALOG
 from .engine import CMD_PARAM, EngineBusy
 from .errors import MixgraphError
@@ -466,7 +466,7 @@ class Dispatcher:
         edits = not self._params_only(msgs) and any(
             m.address not in _SIDE_EFFECT_FREE for m in msgs)
         snapshot = self.session.to_doc() if edits else None
-        collect = _Collect()
+        collect = _Collect(reply)
         self._bundle = {"changes": [], "graph": []}
         try:
             for m in msgs:
@@ -521,6 +521,9 @@ class Dispatcher:
         node = self.session.live.get(name)
         if node is None:
             raise MixgraphError(f"no node named {name!r}")
+        if len(parts) == 4 and param in actions_for(node.g.type.name):
+            raise MixgraphError(f"{param} is a node action: it takes audio time and answers "
+                                "on its own, so it cannot be part of a bundle")
         if not args:
             return
         if param == "bypass" and len(parts) == 4 and node.g.type.param("bypass") is None:
@@ -981,7 +984,20 @@ class Dispatcher:
             rx = compile_pattern(pattern)
         except ValueError as e:
             raise MixgraphError(str(e)) from None
-        return [a for a in self.addresses() if rx.match(a)]
+        out = [a for a in self.addresses() if rx.match(a)]
+        last = pattern.rsplit("/", 1)[-1]
+        if is_pattern(last) or "//" in pattern:
+            # `/node/dn/* 0.5` sets parameters; it does not start node actions (learn,
+            # measure) nor pull their triggers: name those literally
+            out = [a for a in out if not self._is_action_address(a)]
+        return out
+
+    def _is_action_address(self, address: str) -> bool:
+        parts = address.split("/")
+        if len(parts) != 4:
+            return False
+        node = self.session.live.get(parts[2])
+        return node is not None and is_action_or_trigger(node.g.type.name, parts[3])
 
     def _pattern(self, address: str, args: list, reply: Reply, t: int,
                  client: Peer | None) -> None:

@@ -121,6 +121,7 @@ class Session:
         self._sync_waiters: dict[int, Callable[[], None]] = {}
         self._timers: list = []  # (sample time, seq, callback), a heap: see at()
         self._timer_seq = itertools.count()
+        self.actions_running: dict = {}  # (node, action) -> the Action under way
         self.late_events = 0
         self.changed: Callable[[], None] | None = None  # autosave hook
         self.metadata: dict = {}
@@ -657,11 +658,15 @@ class Session:
     # ---- patches ---------------------------------------------------------------
     def to_doc(self) -> dict:
         """The patch as a plain document (msgpack/JSON)."""
+        from .actions import triggers_for  # actions import this module
+
         nodes = []
         for g in self.graph.nodes.values():
             opts = {k: v for k, v in g.options.items() if not k.startswith("_")}
+            skip = triggers_for(g.type.name)  # an action's trigger is not state
             nodes.append({"name": g.name, "type": g.type.name, "channels": g.channels,
-                          "options": opts, "params": dict(g.params)})
+                          "options": opts,
+                          "params": {k: v for k, v in g.params.items() if k not in skip}})
             if g.name in self.bypassed:
                 nodes[-1]["bypass"] = True
         return {
@@ -676,7 +681,13 @@ class Session:
 
     def load_doc(self, doc: dict) -> None:
         """Make the graph equal to doc, touching only what differs (a diff)."""
+        from .actions import triggers_for
+
         nodes, conns = validate_doc(doc)
+        for n in nodes:  # a trigger saved by an older version must not start an action
+            skip = triggers_for(n["type"])
+            if skip:
+                n["params"] = {k: v for k, v in n["params"].items() if k not in skip}
         want = {n["name"]: n for n in nodes}
         for name in list(self.graph.nodes):
             g = self.graph.nodes[name]

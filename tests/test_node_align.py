@@ -211,3 +211,41 @@ def test_actions_are_in_the_catalog_and_patterns(pair):
                                      "/node/<name>/measure [seconds=2] [max_ms=50]",
                                      got[-2][1][3]]) in got
     assert "/node/al/measure" in d.addresses()
+
+
+def test_a_newer_measure_supersedes_the_older(pair):
+    s, e = pair
+    n = 3 * SR
+    x = transients(n, 6)
+    ref = ideal_delay(x, 48.0)
+    d = Dispatcher(s)
+    first: list = []
+    d.dispatch("/node/al/measure", [2.0], lambda a, b: first.append((a, b)))
+    data = np.stack([x, ref], axis=1).astype(np.float32)
+    e.process(SR // 2, data[: SR // 2], block=64)
+    s.service()
+    got = measure(s, e, x, ref, 1.0)
+    assert first == [("/fail", ["/node/al/measure", "al", "superseded by a newer measure on al"])]
+    assert got[-1][0] == "/done" and abs(got[-1][1][1] - 1.0) < 0.05
+
+
+def test_actions_are_not_bundled_wildcarded_or_saved(pair):
+    from mixgraph.server.osc import Timed
+
+    s, e = pair
+    d = Dispatcher(s)
+    got: list = []
+    d.dispatch_packet([Timed("/node/al/measure", [1.0]), Timed("/node/al/delay", [1.0])],
+                      None, True, lambda a, b: got.append((a, b)))
+    assert got[0][0] == "/fail" and "cannot be part of a bundle" in got[0][1][-1]
+    assert s.get_param("al", "delay") == 0.0  # all or nothing
+    got.clear()
+    d.dispatch("/node/al/* 0", [], lambda a, b: None)  # (not an address: ignored)
+    d.dispatch("/node/al/*", [1.0], lambda a, b: got.append((a, b)))
+    done = got[-1][1]
+    assert got[-1][0] == "/done" and "/node/al/measure" not in done and \
+        "/node/al/capture" not in done and "/node/al/delay" in done
+    assert s.get_param("al", "capture") == 0.0
+    s.set_param("al", "capture", 2.0)  # as if a measurement were under way
+    doc = s.to_doc()
+    assert "capture" not in next(n for n in doc["nodes"] if n["name"] == "al")["params"]
