@@ -420,7 +420,10 @@ def plot(a: Analysis, out: str | Path) -> None:
     ax2.set_ylabel("level (dBFS, RMS per bin)")
     ax2.set_title("long-term average spectrum", fontsize=10)
     ax2.grid(True, which="both", alpha=0.3)
-    fig.savefig(str(out), format="png")
+    try:
+        fig.savefig(str(out), format="png")
+    except OSError as e:
+        raise MixgraphError(f"cannot write the plot {out}: {e.strerror or e}") from None
 
 
 def _smooth_octave(f: np.ndarray, s_db: np.ndarray, frac: float) -> np.ndarray:
@@ -431,4 +434,5 @@ def _smooth_octave(f: np.ndarray, s_db: np.ndarray, frac: float) -> np.ndarray:
     lo = np.searchsorted(f, f / k, "left")
     hi = np.searchsorted(f, f * k, "right")
     hi = np.maximum(hi, lo + 1)
-    return 10.0 * np.log10((c[hi] - c[lo]) / (hi - lo))
+    # cumulative-sum differences can cancel to 0 on band-limited files: floor at -300 dB
+    return 10.0 * np.log10(np.maximum((c[hi] - c[lo]) / (hi - lo), 1e-30))

@@ -160,8 +160,7 @@ def render(patch: str | Path | dict, out_path: str | Path, score: str | Path | N
                             block, subtype, show, None)
     # pass 1: unclipped float to a temporary file beside the output
     out_path = Path(out_path)
-    fd, tmp = tempfile.mkstemp(prefix=".mixgraph-pass1-", suffix=".w64",
-                               dir=out_path.resolve().parent)
+    fd, tmp = _temp_beside(out_path, ".mixgraph-pass1-", ".w64")
     os.close(fd)
     try:
         result = _render_pass(doc, base, tmp, rate, hw_in, hw_out, in_data, events, total,
@@ -170,8 +169,17 @@ def render(patch: str | Path | dict, out_path: str | Path, score: str | Path | N
     finally:
         Path(tmp).unlink(missing_ok=True)
     result.mastering = rep
-    result.peak = 10.0 ** (rep.after.sample_peak / 20.0) if rep.after.sample_peak else 0.0
+    result.peak = (10.0 ** (rep.after.sample_peak / 20.0)
+                   if rep.after.sample_peak is not None else 0.0)
     return result
+
+
+def _temp_beside(out_path: Path, prefix: str, suffix: str) -> tuple[int, str]:
+    """A temporary file in the output's directory (renamed into place at the end)."""
+    try:
+        return tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=out_path.resolve().parent)
+    except OSError as e:
+        raise MixgraphError(f"cannot write beside {out_path}: {e.strerror}") from None
 
 
 def _check_range(what: str, v: float | None, rng: tuple[float, float], unit: str) -> None:
@@ -386,8 +394,7 @@ def master(src: str | Path, out_path: str | Path, target_lufs: float | None,
                 # on pass 1 the plain gain is too much; later, the limiter ate the gain
                 raise MixgraphError(_unreachable(target_lufs, true_peak, before,
                                                  gain if k == 1 else None, tried))
-            fd, tmp = tempfile.mkstemp(prefix=".mixgraph-pass2-", suffix=suffix,
-                                       dir=out_path.resolve().parent)
+            fd, tmp = _temp_beside(out_path, ".mixgraph-pass2-", suffix)
             os.close(fd)
             try:
                 p = _apply(str(src), tmp, gain, ceiling if use_lim else None, subtype,

@@ -392,3 +392,27 @@ def test_frame_follows_the_sample_rate(rate, frame):
     finally:
         s.close()
         e.free()
+
+
+def test_stereo_learn_with_one_dead_channel(denoise):
+    """One silent channel (an unplugged mic) does not make a stereo learn fail."""
+    rng = np.random.default_rng(12)
+    noise = rng.standard_normal((SR, 2)) * [0.0, 0.05]
+    s, run, lat, send, replies = denoise(2)
+    addr, args = learn(run, send, replies, noise, secs=0.5)
+    assert addr == "/done" and abs(args[3] - 20 * np.log10(0.05)) < 0.5
+
+
+def test_no_profile_means_the_tracker_and_no_warm_up_dip(denoise):
+    """track 0 before any learn (a patch restored after a restart: the profile is not
+    saved) still reduces noise, through the tracker, and the noise readout never
+    shows the tracker's empty state (it read +362 dBFS before the first frames)."""
+    rng = np.random.default_rng(13)
+    noise = (0.05 * rng.standard_normal(4 * SR)).astype(np.float32)
+    s, run, lat, send, replies = denoise(1, reduction=30, track=0)
+    y = run(noise[: N // 2])
+    assert s.readout("dn", "noise")[0] < 0.0  # dBFS: no +362 dB from an empty tracker
+    run(noise[N // 2: 2 * N])
+    assert -40.0 < s.readout("dn", "noise")[0] < 0.0
+    y = run(noise[2 * N:])
+    assert 20 * np.log10(np.std(y[-SR:]) / 0.05) < -15  # the tracker took over

@@ -193,3 +193,17 @@ def test_bad_input_never_gives_nan(make):
     x = programme(12, -24)
     y = e.process(len(x), x, block=64)
     assert abs(lufs(y[-3 * SR :]) + 18) < 1.0
+
+
+def test_one_absurd_sample_does_not_duck_the_programme(make):
+    """A single 1e7 sample (a broken upstream) reads as 0: the measured level and
+    the gain do not move (the review found a +91 LUFS reading and an 8 dB dip)."""
+    s, e = make(target=-18, maxboost=12, time=2, speed=3)
+    x = programme(16, -22)
+    g = _gains(s, e, x[: 12 * SR])
+    before = g[-1]
+    spike = x[12 * SR:].copy()
+    spike[100] = 1e7
+    g = _gains(s, e, spike)
+    assert s.readout("lv", "level")[0] < -15.0
+    assert np.max(np.abs(g - before)) < 0.5  # the slow ride only

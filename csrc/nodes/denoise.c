@@ -27,9 +27,14 @@
  * ~40 ms, in 8 sub-windows, times a bias factor measured for that smoothing);
  * `track` 0 uses the profile learned by the `learn` command (the mean
  * periodogram over the given seconds; learning silence, below -120 dBFS RMS,
- * is refused and keeps the previous profile). `track` 0 with no profile is
- * transparent. */
+ * is refused and keeps the previous profile). `track` 0 with no profile
+ * learned yet (a fresh node, a patch loaded after a restart: the profile is
+ * not part of the saved state) falls back to the tracker, so noise reduction
+ * never silently switches off. The tracker takes anything steady for longer
+ * than its 1.5 s window for noise, sustained notes included: for music with
+ * held notes, learn a profile. */
 #include <float.h>
+#include <stdatomic.h>
 
 #include "../dsp_fft.h"
 #include "../mg_node.h"
@@ -50,7 +55,8 @@ static const mg_param_spec params[] = {
      .min = 0.0f, .max = 100.0f, .def = 10.0f, .map = MG_MAP_LIN, .taper = MG_TAPER_LIN,
      .smooth_ms = 20.0f},
     {.name = "track", .unit = "",
-     .doc = "1: track the noise continuously (minimum statistics); 0: use the learned profile",
+     .doc = "1: track the noise continuously (minimum statistics over ~1.5 s: a note held "
+            "longer is taken for noise); 0: use the learned profile (the tracker until one is learned)",
      .min = 0.0f, .max = 1.0f, .def = 1.0f, .map = MG_MAP_LIN, .taper = MG_TAPER_STEP,
      .smooth_ms = 0.0f},
     {.name = "link", .unit = "%",
@@ -112,6 +118,7 @@ typedef struct {
     float ps_a;           /* tracker smoothing per frame */
     int sub_len, sub_n, sub_i, frames;
     int has_profile;
+    _Atomic unsigned prof_gen; /* even: prof[] stable; odd: being written (audio thread) */
     int learn_req;        /* frames requested by on_param (audio thread) */
     int learn_left, learn_frames;
     float profile_state;
@@ -302,7 +309,8 @@ static void frame(dn_state *s, float red_db, float thr_db, float smooth, float l
     const float gmin = red_db <= 0.0f ? 1.0f : powf(10.0f, -red_db / 20.0f);
     const float thr = powf(10.0f, thr_db / 10.0f);
     const float c1 = 0.8f * smooth, c0 = 1.0f - c1;
-    const int track = s->track >= 0.5f;
+    /* no profile learned yet: the tracker stands in (see the top of the file) */
+    const int track = s->track >= 0.5f || !s->has_profile;
     /* tracker bookkeeping shared by the channels */
     const int sub_end = ++s->sub_n >= s->sub_len;
     /* the first frames hold the zeros before the start: the tracker skips them */
@@ -346,7 +354,8 @@ static void frame(dn_state *s, float red_db, float thr_db, float smooth, float l
             lam = s->frame;
             lscale = DN_TRACK_BIAS;
         }
-        const int have = track || s->has_profile;
+        /* the tracker has an estimate once its first real frame is in */
+        const int have = track ? warm : s->has_profile;
         k->noise = have ? level_of(s, lam) * sqrtf(lscale) : 0.0f;
         if (gmin >= 1.0f || !have) {
             /* transparent: every gain exactly 1; the decision-directed state follows */
@@ -421,7 +430,7 @@ static void learn_finish(dn_state *s)
     if (--s->learn_left > 0)
         return;
     const double inv = 1.0 / s->learn_frames;
-    double lo = INFINITY;
+    double hi = -INFINITY; /* the loudest channel: one dead channel does not fail it */
     for (int c = 0; c < s->channels; c++) {
         double *acc = s->ch[c].acc;
         double sum = 0.5 * (acc[0] + acc[s->nb - 1]);
@@ -429,16 +438,20 @@ static void learn_finish(dn_state *s)
             sum += acc[b];
         const double var = 4.0 * sum * inv / ((double)s->n * s->n);
         const double db = var > 0.0 ? 10.0 * log10(var) : -INFINITY;
-        lo = db < lo ? db : lo;
+        hi = db > hi ? db : hi;
     }
-    if (!(lo > DN_SILENCE_DB)) { /* silence (or nothing finite): keep the old profile */
+    if (!(hi > DN_SILENCE_DB)) { /* silence (or nothing finite): keep the old profile */
         s->profile_state = -1.0f;
         return;
     }
+    const unsigned gen = atomic_load_explicit(&s->prof_gen, memory_order_relaxed);
+    atomic_store_explicit(&s->prof_gen, gen + 1u, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
     for (int c = 0; c < s->channels; c++)
         for (int b = 0; b < s->nb; b++)
             s->ch[c].prof[b] = (float)(s->ch[c].acc[b] * inv);
     s->has_profile = 1;
+    atomic_store_explicit(&s->prof_gen, gen + 2u, memory_order_release);
     s->profile_state = 2.0f;
 }
 
@@ -496,11 +509,17 @@ static void process(void *st, const mg_proc *p)
  * the `profile` readout says 2 (the audio thread writes it when a learn ends). */
 static int capture(void *st, float *dst, int n)
 {
-    const dn_state *s = st;
+    dn_state *s = st;
+    const unsigned g0 = atomic_load_explicit(&s->prof_gen, memory_order_acquire);
+    if (g0 == 0u || (g0 & 1u))
+        return 0; /* nothing learned yet, or being written */
     int got = 0;
-    for (int c = 0; c < s->channels && s->has_profile; c++)
+    for (int c = 0; c < s->channels; c++)
         for (int b = 0; b < s->nb && got < n; b++)
             dst[got++] = s->ch[c].prof[b];
+    atomic_thread_fence(memory_order_acquire);
+    if (atomic_load_explicit(&s->prof_gen, memory_order_relaxed) != g0)
+        return 0; /* a newer learn finished meanwhile: read again */
     return got;
 }
 

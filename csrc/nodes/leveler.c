@@ -63,6 +63,7 @@ typedef struct {
     mg_bq kw1, kw2;
     mg_bq_state kst[LV_MAX_CH][2];
     double weight[LV_MAX_CH];
+    float clean[LV_MAX_CH][MG_MAX_BLOCK]; /* the input with absurd samples read as 0 */
     int hop, pos;
     double acc;                /* weighted energy of the current sub-block */
     double ring[LV_SUBS_S];    /* energies of the last 30 sub-blocks */
@@ -213,6 +214,14 @@ static void process(void *st, const mg_proc *p)
     const double kt = s->kt, slew = s->speed / s->sr;
     float gd[MG_MAX_BLOCK];
     int held = 0;
+    /* the measurement and the output both take the cleaned input: one spike of
+     * 1e7 must not read as +90 LUFS and duck the programme for seconds */
+    for (int c = 0; c < nc; c++) {
+        const float *x = p->in[c];
+        float *xc = s->clean[c];
+        for (int i = 0; i < n; i++)
+            xc[i] = dyn_clean(x[i]);
+    }
     for (int i = 0; i < n;) {
         int m = s->hop - s->pos;
         if (m > n - i)
@@ -234,10 +243,11 @@ static void process(void *st, const mg_proc *p)
         s->gdb = isfinite(g) ? g : 0.0;
         int c = 0;
         for (; c + 1 < nc; c += 2)
-            s->acc += kweight_pair(&s->kw1, &s->kw2, s->kst[c], s->kst[c + 1], p->in[c] + i,
-                                   p->in[c + 1] + i, m, s->weight[c], s->weight[c + 1]);
+            s->acc += kweight_pair(&s->kw1, &s->kw2, s->kst[c], s->kst[c + 1], s->clean[c] + i,
+                                   s->clean[c + 1] + i, m, s->weight[c], s->weight[c + 1]);
         if (c < nc && s->weight[c] != 0.0)
-            s->acc += s->weight[c] * mg_kweight_energy(&s->kw1, &s->kw2, s->kst[c], p->in[c] + i, m);
+            s->acc += s->weight[c] * mg_kweight_energy(&s->kw1, &s->kw2, s->kst[c],
+                                                       s->clean[c] + i, m);
         s->pos += m;
         i += m;
         if (s->pos >= s->hop) {
@@ -249,10 +259,10 @@ static void process(void *st, const mg_proc *p)
     for (int i = 0; i < n; i++)
         gd[i] = dyn_exp2f(gd[i] * DYN_LOG2_PER_DB);
     for (int c = 0; c < nc; c++) {
-        const float *x = p->in[c];
+        const float *xc = s->clean[c];
         float *y = p->out[c];
         for (int i = 0; i < n; i++)
-            y[i] = dyn_clean(x[i]) * gd[i];
+            y[i] = xc[i] * gd[i];
     }
     p->readout[R_SHORTTERM] = (float)s->st;
     p->readout[R_LEVEL] = (float)s->level;

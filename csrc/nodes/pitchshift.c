@@ -15,7 +15,7 @@ enum { P_SEMITONES, P_CENTS, P_MIX, P_N };
 
 static const mg_param_spec params[] = {
     {"semitones", "", "transposition in semitones", -12.0f, 12.0f, 0.0f, MG_MAP_LIN, MG_TAPER_LIN, 20.0f},
-    {"cents", "cents", "fine transposition, added to semitones", -100.0f, 100.0f, 0.0f, MG_MAP_LIN, MG_TAPER_LIN, 20.0f},
+    {"cents", "cents", "fine transposition, added to semitones (the sum is held within one octave either way)", -100.0f, 100.0f, 0.0f, MG_MAP_LIN, MG_TAPER_LIN, 20.0f},
     {"mix", "%", "shifted share: out = (1-mix) dry + mix shifted (dry delayed alike)", 0.0f, 100.0f, 100.0f, MG_MAP_LIN, MG_TAPER_LIN, 20.0f},
 };
 static const mg_port_spec ports[] = {
