@@ -105,7 +105,7 @@ class Action:
         self.address = address
         # a pattern dispatch collects immediate replies; later ones go to the sender
         self._reply = reply
-        self._later = getattr(reply, "outer", reply)
+        self._later = getattr(reply, "outer", None) or reply
         self.finished = False
         self._node = session.live[name]
 

@@ -253,6 +253,9 @@ def _render_pass(doc: dict, base: Path, out_path, rate: float, hw_in: int, hw_ou
                 out.write(y)
                 t = stop
                 bar.update(task, completed=t)
+            session.service()
+            for a in session.actions_running.values():  # cut short by the end
+                a.fail("the render ended before this action finished")
     finally:
         session.close()
         engine.free()

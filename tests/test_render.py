@@ -179,3 +179,32 @@ def test_patch_json_msgpack_roundtrip(tmp_path):
     (tmp_path / "bad.mgp").write_bytes(b"\xc1\xc1garbage")
     with pytest.raises(MixgraphError, match="not valid msgpack or JSON"):
         read_patch(tmp_path / "bad.mgp")
+
+
+def test_score_actions_run_offline_and_unfinished_ones_are_reported(tmp_path):
+    """A node action in a score runs against render time: align's measure on a noise
+    split through a 2 ms delay sets the delay; one the render ends before finishing
+    is reported as a failure, not dropped."""
+    doc = {
+        "format": "mixgraph-patch", "version": 1, "sample_rate": RATE,
+        "nodes": [
+            {"name": "n", "type": "noise", "channels": 1, "options": {"seed": 3},
+             "params": {"level": -20}},
+            {"name": "late", "type": "delay", "channels": 1, "options": {},
+             "params": {"time": 2.0, "feedback": 0.0, "mix": 100.0}},
+            {"name": "al", "type": "align", "channels": 1, "options": {}, "params": {}},
+            {"name": "out", "type": "output", "channels": 1, "options": {}, "params": {}},
+        ],
+        "connections": [["n:out", "al:in"], ["n:out", "late:in"], ["late:out", "al:ref"],
+                        ["al:out", "out:in"]],
+        "metadata": {},
+    }
+    p = tmp_path / "al.json"
+    write_patch(doc, p)
+    score = tmp_path / "s.txt"
+    score.write_text("0.1 /node/al/measure 0.5\n0.9 /node/al/measure 2\n")
+    res = render(p, tmp_path / "o.wav", score=score, duration_s=1.2)
+    assert len(res.failures) == 1, res.failures
+    assert "line 2" in res.failures[0] and "render ended before" in res.failures[0]
+    out = read_patch(p)  # (the patch file itself is untouched)
+    assert out["nodes"][2]["params"] == {}
