@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import signals
 
 SR = 48000
 
@@ -181,17 +182,7 @@ def test_auto_makeup_brings_0dbfs_back_to_0dbfs(make):
 def test_bad_input_never_gives_nan(make, detect):
     s, e = comp(make, key=True, detect=detect, makeup=48, keyhpon=1, sidechain=1)
     n = 4800
-    sq = np.sign(np.sin(2 * np.pi * 100 * np.arange(n) / SR)).astype(np.float32)
-    sigs = [
-        np.full(n, np.nan, np.float32),
-        np.full(n, np.inf, np.float32),
-        np.full(n, -np.inf, np.float32),
-        np.ones(n, np.float32),
-        sq,
-        np.zeros(n, np.float32),
-        np.where(np.arange(n) % 7 == 0, np.nan, sq).astype(np.float32),
-        np.full(n, 3e38, np.float32),
-    ]
+    sigs = signals.bad_signals(n, SR)
     for a in sigs:
         for b in sigs:
             e.process(n, np.stack([a, b], 1), block=64)

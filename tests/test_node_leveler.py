@@ -8,6 +8,7 @@ import numpy as np
 import pyloudnorm as pyln
 import pytest
 import scipy.signal as ss
+import signals
 
 SR = 48000
 
@@ -168,17 +169,8 @@ def test_freeze_holds_the_gain(make):
 def test_bad_input_never_gives_nan(make):
     s, e = make(target=-18, maxboost=12, maxcut=12, speed=20, time=0.5)
     n = 4800
-    sq = np.sign(np.sin(2 * np.pi * 100 * np.arange(n) / SR)).astype(np.float32)
-    sigs = [
-        np.full(n, np.nan, np.float32),
-        np.full(n, np.inf, np.float32),
-        np.full(n, -np.inf, np.float32),
-        np.ones(n, np.float32),
-        sq,
-        np.zeros(n, np.float32),
-        np.where(np.arange(n) % 7 == 0, np.nan, sq).astype(np.float32),
-        np.full(n, 3e38, np.float32),
-    ]
+    sigs = signals.bad_signals(n, SR)
+    sq = sigs[4]  # the full-scale square
     for a in sigs:
         for b in sigs:
             y = e.process(n, np.stack([a, b], 1), block=64)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.signal as ss
+import signals
 
 SR = 48000
 OFF = {f"b{k}ratio": 1 for k in range(1, 5)}  # processing off: every ratio 1:1
@@ -234,17 +235,7 @@ def test_solo_bypass_mix_and_output(make):
 def test_bad_input_never_gives_nan(make):
     s, e = make(ch=2, detect=0, b1makeup=24, b2makeup=24, b3makeup=24, b4makeup=24)
     n = 4800
-    sq = np.sign(np.sin(2 * np.pi * 100 * np.arange(n) / SR)).astype(np.float32)
-    sigs = [
-        np.full(n, np.nan, np.float32),
-        np.full(n, np.inf, np.float32),
-        np.full(n, -np.inf, np.float32),
-        np.ones(n, np.float32),
-        sq,
-        np.zeros(n, np.float32),
-        np.where(np.arange(n) % 7 == 0, np.nan, sq).astype(np.float32),
-        np.full(n, 3e38, np.float32),
-    ]
+    sigs = signals.bad_signals(n, SR)
     for a in sigs:
         for b in sigs:
             y = e.process(n, np.stack([a, b], 1), block=64)

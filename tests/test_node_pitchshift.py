@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import signals
 from scipy import signal
 
 SR = 48000
@@ -42,27 +43,8 @@ def voice(f0, n, peak=0.3):
 
 
 def pitch_track(y, fguess, frame=4096, hop=2048):
-    """Outside reference (as in test_node_autotune): per 85 ms Hann frame, the
-    strongest peak within a factor 1.2 of fguess, then harmonics 1-3 near k
-    times it, parabola through the log magnitudes, magnitude-weighted f_k / k."""
-    w = np.hanning(frame)
-    nfft = 8 * frame
-    out = []
-
-    def peak(mag, lo, hi):
-        a, b = int(lo * nfft / SR), int(hi * nfft / SR) + 1
-        k = a + int(np.argmax(mag[a:b]))
-        lm = np.log(mag[k - 1:k + 2] + 1e-30)
-        den = lm[0] - 2 * lm[1] + lm[2]
-        off = 0.5 * (lm[0] - lm[2]) / den if den < 0 else 0.0
-        return (k + off) * SR / nfft, mag[k]
-
-    for i in range(0, len(y) - frame, hop):
-        mag = np.abs(np.fft.rfft(y[i:i + frame] * w, nfft))
-        f1, _ = peak(mag, fguess / 1.2, fguess * 1.2)
-        fs, ws = zip(*(peak(mag, k * f1 * 0.97, k * f1 * 1.03) for k in (1, 2, 3)), strict=True)
-        out.append(np.average(np.array(fs) / (1, 2, 3), weights=ws))
-    return np.array(out)
+    """The outside pitch estimator of tests/signals.py (as in test_node_autotune)."""
+    return signals.pitch_track(y, fguess, SR, frame, hop)
 
 
 def harmonic_db(y, f0, fmax=3500.0, n=32768):
