@@ -146,6 +146,11 @@ typedef struct mg_node_type {
     /* 1: the node's outputs are the engine's planar hardware input buffers
      * (channels hw_first..): nothing is copied (the input node) */
     int outputs_are_hw_in;
+    /* [control] optional: load state that `capture` gave (a learned noise
+     * profile) into a node not yet in any plan; 0 = ok, -1 = refused (wrong
+     * size, e.g. saved at another sample rate). With it, `capture` is the
+     * node's saved state: patches and autosaves keep it. */
+    int (*restore)(void *state, const float *src, int n);
 } mg_node_type;
 
 typedef struct {
@@ -231,6 +236,9 @@ int mg_node_latency(mg_node *n);                    /* samples */
 /* Copy up to max floats of the node's captured data (its `capture` hook);
  * -1 when the type has none. */
 int mg_node_capture(mg_node *n, float *dst, int max);
+/* Load saved state into a node that is in no plan yet (its `restore` hook);
+ * -1 when the type has none or refuses it. */
+int mg_node_restore(mg_node *n, const float *src, int count);
 
 /* ---- edges and plans ---- [control] */
 mg_edge *mg_edge_new(float initial_gain);

@@ -203,6 +203,13 @@ int mg_node_latency(mg_node *n)
 }
 int mg_node_n_out(mg_node *n) { return n->n_out; }
 
+int mg_node_restore(mg_node *n, const float *src, int count)
+{
+    if (!n->type->restore || !src || count <= 0)
+        return -1;
+    return n->type->restore(n->state, src, count);
+}
+
 int mg_node_capture(mg_node *n, float *dst, int max)
 {
     if (!n->type->capture)

@@ -73,6 +73,7 @@ class NodeType:
     ports: tuple[PortSpec, ...]
     readouts: tuple[ReadoutSpec, ...]
     param_index: dict[str, int] = field(default_factory=dict, compare=False)
+    has_state: bool = False  # C restore hook: `capture` is state that patches keep
 
     def param(self, name: str) -> ParamSpec | None:
         i = self.param_index.get(name)
@@ -168,6 +169,7 @@ def _load() -> dict[str, NodeType]:
             ports,
             readouts,
             {p.name: p.index for p in params},
+            has_state=t.restore != ffi.NULL,
         )
         types[nt.name] = nt
     return types

@@ -656,6 +656,30 @@ class Session:
         return not (self._dirty or self.dying_edges or self.dying_nodes or len(self._plans) > 1)
 
     # ---- patches ---------------------------------------------------------------
+    STATE_MAX = 1 << 16  # floats of saved node state (a profile: channels x bins)
+
+    def node_state(self, name: str) -> list[float] | None:
+        """What a stateful node (C restore hook) has learned, as floats; None if nothing."""
+        node = self.live.get(name)
+        if node is None or not node.g.type.has_state:
+            return None
+        buf = ffi.new("float[]", self.STATE_MAX)
+        got = lib.mg_node_capture(node.ptr, buf, self.STATE_MAX)
+        return [float(buf[i]) for i in range(got)] if got > 0 else None
+
+    def restore_state(self, name: str, state: list) -> bool:
+        """Load saved state into a node not yet in any plan; False (and a log line) if
+        the node refuses it, e.g. a profile saved at another sample rate."""
+        node = self.live.get(name)
+        if node is None or not node.g.type.has_state or node.published:
+            return False
+        arr = ffi.new("float[]", [float(x) for x in state])
+        if lib.mg_node_restore(node.ptr, arr, len(state)) != 0:
+            log.warning("%s: saved state not restored (%d values; saved at another sample "
+                        "rate or channel count?)", name, len(state))
+            return False
+        return True
+
     def to_doc(self) -> dict:
         """The patch as a plain document (msgpack/JSON)."""
         from .actions import triggers_for  # actions import this module
@@ -667,6 +691,9 @@ class Session:
             nodes.append({"name": g.name, "type": g.type.name, "channels": g.channels,
                           "options": opts,
                           "params": {k: v for k, v in g.params.items() if k not in skip}})
+            state = self.node_state(g.name) if g.type.has_state else None
+            if state:
+                nodes[-1]["state"] = state
             if g.name in self.bypassed:
                 nodes[-1]["bypass"] = True
         return {
@@ -694,13 +721,18 @@ class Session:
             w = want.get(name)
             if (w is None or w["type"] != g.type.name or w["channels"] != g.channels
                     or w["options"] != {k: v for k, v in g.options.items()
-                                        if not k.startswith("_")}):
+                                        if not k.startswith("_")}
+                    # saved state can only be loaded into a node in no plan yet
+                    or (g.type.has_state and w.get("state")
+                        and w["state"] != self.node_state(name))):
                 self.remove_node(name)
         # VCAs last: their members must exist
         for n in sorted(nodes, key=lambda n: n["type"] == "vca"):
             if n["name"] not in self.graph.nodes:
                 self.add_node(n["type"], n["name"],
                               {**n["options"], "channels": n["channels"], **n["params"]})
+                if n.get("state"):
+                    self.restore_state(n["name"], n["state"])
             else:
                 g = self.graph.nodes[n["name"]]
                 for k, v in n["params"].items():
@@ -778,9 +810,15 @@ def validate_doc(doc) -> tuple[list[dict], list[list[str]]]:
             if t.param(k) is None:
                 raise MixgraphError(f"patch: {n['name']} ({t.name}) has no parameter {k!r}")
             number(v, f"patch: {n['name']}/{k}")
+        state = n.get("state")
+        if state is not None and not (isinstance(state, list) and len(state) <= Session.STATE_MAX
+                                      and all(isinstance(x, int | float) for x in state)):
+            raise MixgraphError(f"patch: {n['name']}: state must be a list of numbers")
         scratch.add_node(t.name, n["name"], ch, opts)
         out.append({"name": n["name"], "type": t.name, "channels": ch, "options": opts,
                     "params": params, "bypass": bool(n.get("bypass", False))})
+        if state:
+            out[-1]["state"] = state
     for n in out:
         if n["type"] == "vca":
             members = n["options"].get("members", "")

@@ -219,20 +219,20 @@ def test_port_in_use_is_a_clear_error(tmp_path):
 
 
 def test_future_bundle_is_scheduled_not_slept_on(daemon):
-    """A bundle timetagged 1 s ahead is applied by the engine; dispatch answers at once."""
+    """A bundle timetagged 2 s ahead is applied by the engine; dispatch answers at once."""
     from pythonosc.osc_bundle_builder import OscBundleBuilder
     from pythonosc.osc_message_builder import OscMessageBuilder
 
     build_tone(daemon)
     daemon.sync(1)
-    b = OscBundleBuilder(time.time() + 1.0)
+    b = OscBundleBuilder(time.time() + 2.0)
     m = OscMessageBuilder("/node/g/gain")
     m.add_arg(-30.0, "f")
     b.add_content(m.build())
     t0 = time.monotonic()
     daemon.client.sock.sendto(b.build().dgram, ("127.0.0.1", daemon.port))
     addr, args = daemon.client.receive(2.0)
-    assert addr == "/done" and time.monotonic() - t0 < 0.7  # answered before the timetag
+    assert addr == "/done" and time.monotonic() - t0 < 1.5  # answered before the timetag
     assert daemon.request("/node/m/peak")[1][0] > -20.0  # not applied yet
-    peak = wait_meter(daemon, -36.0, 0.2, timeout=4.0)
+    peak = wait_meter(daemon, -36.0, 0.2, timeout=6.0)
     assert math.isclose(peak, -36.0, abs_tol=0.2)

@@ -416,3 +416,34 @@ def test_no_profile_means_the_tracker_and_no_warm_up_dip(denoise):
     assert -40.0 < s.readout("dn", "noise")[0] < 0.0
     y = run(noise[2 * N:])
     assert 20 * np.log10(np.std(y[-SR:]) / 0.05) < -15  # the tracker took over
+
+
+def test_learned_profile_survives_save_and_load(denoise, tmp_path):
+    """The profile is state: a patch (and so an autosave, and a restart) keeps it;
+    one saved at another sample rate is refused and the node falls back to tracking."""
+    from mixgraph.server.state import read_patch, write_patch
+
+    rng = np.random.default_rng(21)
+    noise = 0.05 * rng.standard_normal(3 * SR)
+    s, run, lat, send, replies = denoise(1, reduction=30)
+    addr, args = learn(run, send, replies, noise[:SR])
+    assert addr == "/done"
+    want = np.array(s.node_state("dn"), np.float32)
+    assert want.size == N // 2 + 1
+    p = tmp_path / "p.json"
+    write_patch(s.to_doc(), p)  # JSON: the floats go through text
+    doc = read_patch(p)
+    s2, run2, lat2, send2, replies2 = denoise(1)
+    s2.load_doc(doc)  # a fresh node of the same name is created from the document
+    s2.commit()
+    got = np.array(s2.node_state("dn"), np.float32)
+    assert np.array_equal(got, want)
+    y = run2(noise[SR:])
+    assert s2.get_param("dn", "track") == 0.0 and s2.readout("dn", "profile") == [2.0]
+    assert 20 * np.log10(np.std(y[SR:]) / 0.05) < -20  # the restored profile at work
+    bad = dict(doc)
+    bad["nodes"] = [dict(n, state=n["state"][:100]) if n["name"] == "dn" else n
+                    for n in doc["nodes"]]
+    s3, *_ = denoise(1)
+    s3.load_doc(bad)
+    assert s3.node_state("dn") is None  # refused: the node tracks instead

@@ -27,10 +27,11 @@
  * ~40 ms, in 8 sub-windows, times a bias factor measured for that smoothing);
  * `track` 0 uses the profile learned by the `learn` command (the mean
  * periodogram over the given seconds; learning silence, below -120 dBFS RMS,
- * is refused and keeps the previous profile). `track` 0 with no profile
- * learned yet (a fresh node, a patch loaded after a restart: the profile is
- * not part of the saved state) falls back to the tracker, so noise reduction
- * never silently switches off. The tracker takes anything steady for longer
+ * is refused and keeps the previous profile). The learned profile is the
+ * node's saved state (capture/restore): patches and autosaves keep it, so a
+ * restart comes back with it. `track` 0 with no profile (a fresh node, or a
+ * profile saved at another sample rate) falls back to the tracker, so noise
+ * reduction never silently switches off. The tracker takes anything steady for longer
  * than its 1.5 s window for noise, sustained notes included: for music with
  * held notes, learn a profile. */
 #include <float.h>
@@ -523,6 +524,24 @@ static int capture(void *st, float *dst, int n)
     return got;
 }
 
+/* [control] A profile that capture gave, into a node in no plan yet: the
+ * saved state of a patch or an autosave, so a restart keeps what was learned. */
+static int restore(void *st, const float *src, int n)
+{
+    dn_state *s = st;
+    if (n != s->channels * s->nb)
+        return -1; /* saved at another sample rate or channel count */
+    for (int i = 0; i < n; i++)
+        if (!(src[i] >= 0.0f && src[i] < FLT_MAX))
+            return -1;
+    for (int c = 0; c < s->channels; c++)
+        memcpy(s->ch[c].prof, src + (size_t)c * s->nb, (size_t)s->nb * sizeof(float));
+    s->has_profile = 1;
+    atomic_store_explicit(&s->prof_gen, 2u, memory_order_release);
+    s->profile_state = 2.0f;
+    return 0;
+}
+
 static int latency(const void *st)
 {
     return ((const dn_state *)st)->n - 1;
@@ -551,4 +570,5 @@ const mg_node_type mg_type_denoise = {
     .on_param = on_param,
     .latency = latency,
     .capture = capture,
+    .restore = restore,
 };
