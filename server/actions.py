@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -84,6 +85,21 @@ def actions_for(type_name: str) -> dict[str, ActionSpec]:
     return _REGISTRY.get(type_name, {})
 
 
+STALL_S = 5.0  # wall-clock grace beyond the audio time an action asked for
+
+
+def expire_actions(session: Session, now: float | None = None) -> int:
+    """Fail actions whose audio never came: live, a stopped clock (a lost device)
+    would otherwise leave them unanswered. Called by the daemon's control loop."""
+    now = time.monotonic() if now is None else now
+    n = 0
+    for a in list(session.actions_running.values()):
+        if not a.finished and now - a.started > a.audio_s + STALL_S:
+            a.fail("no answer: the audio clock has not advanced (is the device running?)")
+            n += 1
+    return n
+
+
 def triggers_for(type_name: str) -> set[str]:
     """Parameters of a node type that only its actions drive."""
     return {t for a in actions_for(type_name).values() for t in a.triggers}
@@ -107,6 +123,9 @@ class Action:
         self._reply = reply
         self._later = getattr(reply, "outer", None) or reply
         self.finished = False
+        # wall-clock bound: audio seconds asked for so far, checked by expire()
+        self.started = time.monotonic()
+        self.audio_s = 0.0
         self._node = session.live[name]
 
     # ---- what the action works with -------------------------------------------
@@ -155,6 +174,7 @@ class Action:
 
     def after(self, seconds: float, fn: Callable[[], None]) -> None:
         """Run fn on the control thread once `seconds` more audio has been processed."""
+        self.audio_s += seconds
         due = self.session.engine.time + max(int(round(seconds * self.rate)), 1)
 
         def run() -> None:

@@ -20,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from .actions import expire_actions
 from .errors import MixgraphError
 from .feedback import Feedback
 from .osc import Dispatcher, Peer, pack_bundles, parse_packet
@@ -278,6 +279,7 @@ class ControlServer:
         self._last_garbage_log = 0.0
         self._last_gc = time.monotonic()
         self._last_tick = 0.0
+        self._last_expire = 0.0
 
     # ---- UDP ---------------------------------------------------------------------
     def _udp_peer(self, addr) -> Peer:
@@ -687,6 +689,9 @@ class ControlServer:
         if self.tick and now - self._last_tick >= 0.25:  # autosave: 4 Hz is plenty
             self._last_tick = now
             self.tick()
+        if d.session.actions_running and now - self._last_expire >= 0.5:
+            self._last_expire = now
+            expire_actions(d.session, now)  # a stopped audio clock must not leave one mute
 
     def stop(self) -> None:
         self._stop = True

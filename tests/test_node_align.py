@@ -249,3 +249,17 @@ def test_actions_are_not_bundled_wildcarded_or_saved(pair):
     s.set_param("al", "capture", 2.0)  # as if a measurement were under way
     doc = s.to_doc()
     assert "capture" not in next(n for n in doc["nodes"] if n["name"] == "al")["params"]
+
+
+def test_an_action_whose_audio_never_comes_fails_by_the_wall_clock(pair):
+    """Live, a stopped clock (a lost device) must not leave an action unanswered."""
+    from mixgraph.server.actions import STALL_S, expire_actions
+
+    s, e = pair
+    d = Dispatcher(s)
+    got: list = []
+    d.dispatch("/node/al/measure", [1.0], lambda a, b: got.append((a, b)))
+    a = s.actions_running[("al", "measure")]
+    assert expire_actions(s, a.started + 1.0 + STALL_S - 0.1) == 0 and not got
+    assert expire_actions(s, a.started + 1.0 + STALL_S + 0.1) == 1
+    assert got[0][0] == "/fail" and "audio clock" in got[0][1][-1]
