@@ -17,7 +17,8 @@ imported the first time the type's actions are looked up)::
         a.after(secs, lambda: a.done(secs))
 
 Every action ends in exactly one ``/done <address> ...`` or
-``/fail <address> <node> <reason>``, possibly after audio time has passed.
+``/fail <address> <reason>`` (the address names the node, as for every
+/node/ command), possibly after audio time has passed.
 """
 
 from __future__ import annotations
@@ -218,8 +219,8 @@ class Action:
         self._finish("/done", [self.address, *values])
 
     def fail(self, reason: str) -> None:
-        """Reply /fail <address> <node> <reason> (once)."""
-        self._finish("/fail", [self.address, self.name, reason])
+        """Reply /fail <address> <reason> (once), like any failed /node/ command."""
+        self._finish("/fail", [self.address, reason])
 
     def _finish(self, address: str, args: list) -> None:
         if self.finished:
