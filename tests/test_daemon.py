@@ -236,3 +236,31 @@ def test_future_bundle_is_scheduled_not_slept_on(daemon):
     assert daemon.request("/node/m/peak")[1][0] > -20.0  # not applied yet
     peak = wait_meter(daemon, -36.0, 0.2, timeout=6.0)
     assert math.isclose(peak, -36.0, abs_tol=0.2)
+
+
+def test_sigkill_keeps_a_learned_noise_profile(tmp_path):
+    """What a node has learned is state: after kill -9 the daemon comes back with
+    denoise's profile (the autosave holds it), not with a tracker starting over."""
+    state = tmp_path / "state"
+    d = Daemon(state, "--backend", "null")
+    try:
+        d.call("/graph/add", "noise", "hiss", "level", -30.0, "seed", 4)
+        d.call("/graph/add", "denoise", "dn", "reduction", 30.0)
+        d.call("/graph/add", "output", "out", "channels", 1)
+        d.call("/graph/connect", "hiss", "dn")
+        d.call("/graph/connect", "dn", "out")
+        d.client.timeout = 10.0
+        addr, args = d.request("/node/dn/learn", 0.5)
+        assert addr == "/done" and abs(args[2] - -30.0) < 0.5, (addr, args)
+        time.sleep(1.0)  # the autosave
+    finally:
+        assert d.stop(signal.SIGKILL) == -signal.SIGKILL
+    d2 = Daemon(state, "--backend", "null")
+    try:
+        time.sleep(0.3)
+        assert d2.request("/node/dn/profile") == ("/node/dn/profile", [2.0])  # learned
+        assert d2.request("/node/dn/track") == ("/node/dn/track", [0.0])
+        level = d2.request("/node/dn/noise")[1][0]
+        assert abs(level - -30.0) < 0.5  # the restored profile's level, not a tracker's
+    finally:
+        d2.stop()
