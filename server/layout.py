@@ -65,7 +65,7 @@ COLORS = {
 class Control:
     """One control of a strip."""
 
-    kind: str  # fader, knob, button, mute, trigger, meter
+    kind: str  # fader, knob, button, mute, trigger, meter, action
     node: str
     param: str
     address: str
@@ -88,9 +88,14 @@ def controls_for(node: dict, ntype: dict) -> list[Control]:
     """The controls of one node (from its patch entry and its catalog type)."""
     name = node["name"]
     knobby = any(ntype["name"].startswith(k) for k in KNOB_TYPES)
+    actions = ntype.get("actions", [])
+    # an action's trigger parameters are driven by the action, never by hand
+    driven = {t for a in actions for t in a.get("triggers", [])}
     out: list[Control] = []
     for p in ntype.get("params", []):
         pname = p["name"]
+        if pname in driven:
+            continue
         addr = f"/node/{name}/{pname}/norm"
         switch = p.get("taper") == "stepped" and float(p["min"]) == 0 and float(p["max"]) == 1
         if pname == "mute":
@@ -104,6 +109,8 @@ def controls_for(node: dict, ntype: dict) -> list[Control]:
         else:
             kind = "knob"
         out.append(Control(kind, name, pname, addr, pname, _norm_default(p)))
+    for a in actions:  # a press sends /node/<name>/<action> 1 (one second of audio)
+        out.append(Control("action", name, a["name"], f"/node/{name}/{a['name']}", a["name"]))
     dbs = [r for r in ntype.get("readouts", []) if r.get("unit", "").startswith("dB")]
     if ntype["name"] == "meter":
         dbs = [r for r in dbs if r["name"] == "peak"] or dbs[:1]
@@ -170,7 +177,7 @@ def _partial(parent: ET.Element, ptype: str, conversion: str, value: str) -> Non
 
 
 def _osc(messages: ET.Element, address: str, var: str = "x", conversion: str = "FLOAT",
-         send: bool = True, receive: bool = True) -> None:
+         send: bool = True, receive: bool = True, condition: str = "ANY") -> None:
     o = ET.SubElement(messages, "osc")
     ET.SubElement(o, "enabled").text = "1"
     ET.SubElement(o, "send").text = "1" if send else "0"
@@ -180,7 +187,7 @@ def _osc(messages: ET.Element, address: str, var: str = "x", conversion: str = "
     ET.SubElement(o, "connections").text = "1111111111"
     trig = ET.SubElement(ET.SubElement(o, "triggers"), "trigger")
     ET.SubElement(trig, "var").text = var
-    ET.SubElement(trig, "condition").text = "ANY"
+    ET.SubElement(trig, "condition").text = condition
     _partial(ET.SubElement(o, "path"), "CONSTANT", "STRING", address)
     _partial(ET.SubElement(o, "arguments"), "VALUE", conversion, var)
 
@@ -227,14 +234,17 @@ def _control(parent: ET.Element, c: Control, frame) -> None:
         n = _node(kids, "RADIAL", name, frame, COLORS["knob"],
                   inverted=("b", False), centered=("b", False), cursor=("b", True),
                   response=("i", 0), responseFactor=("i", 100))
-    else:  # button, mute: toggles; trigger: momentary (1 on press, 0 on release)
-        n = _node(kids, "BUTTON", name, frame, COLORS[c.kind],
-                  buttonType=("i", 0 if c.kind == "trigger" else 1),
+    else:  # button, mute: toggles; trigger, action: momentary (1 on press, 0 on release)
+        n = _node(kids, "BUTTON", name, frame, COLORS["trigger" if c.kind == "action" else c.kind],
+                  buttonType=("i", 0 if c.kind in ("trigger", "action") else 1),
                   press=("b", True), release=("b", True))
     values = n.find("values")
     _value(values, "x", f"{c.default:g}")
     _value(values, "touch", "false")
     msgs = ET.SubElement(n, "messages")
+    if c.kind == "action":  # sent on the press only; the answer comes as /done or /fail
+        _osc(msgs, c.address, condition="RISE", receive=False)
+        return
     _osc(msgs, c.address, send=(c.kind != "meter"))
     if c.kind in ("fader", "knob"):
         _osc(msgs, c.address[:-len("/norm")] + "/touch", var="touch", conversion="INTEGER",
@@ -268,7 +278,7 @@ CELL = 58  # a knob or button cell, label included
 
 
 def _strip_width(cs: list[Control], height: int) -> int:
-    small = [c for c in cs if c.kind in ("knob", "button", "mute", "trigger")]
+    small = [c for c in cs if c.kind in ("knob", "button", "mute", "trigger", "action")]
     tall = [c for c in cs if c.kind in ("fader", "meter")]
     rows = max(1, (height - STRIP_H_TITLE - (260 if tall else 0)) // CELL)
     cols = max(2, math.ceil(len(small) / rows))
@@ -281,7 +291,7 @@ def _strip(parent: ET.Element, node: dict, cs: list[Control], x: int, w: int,
               interactive=False)
     _value(g.find("values"), "touch", "false")
     _label(g, f"{node['name']} ({node['type']})", (4, 2, w - 8, STRIP_H_TITLE - 4), 13)
-    small = [c for c in cs if c.kind in ("knob", "button", "mute", "trigger")]
+    small = [c for c in cs if c.kind in ("knob", "button", "mute", "trigger", "action")]
     tall = [c for c in cs if c.kind in ("fader", "meter")]
     cols = max(1, (w - 12) // CELL)
     for i, c in enumerate(small):
@@ -351,6 +361,8 @@ def write_tosc(path: str | Path, doc: dict, catalog: list[dict], **kw) -> int:
 
 
 def local_catalog() -> list[dict]:
+    """The catalog as /catalog gives it (with each type's actions), without a server."""
     from .catalog import CATALOG
+    from .osc import Dispatcher
 
-    return [t.describe() for t in CATALOG.values()]
+    return [Dispatcher.describe_type(t) for t in CATALOG.values()]

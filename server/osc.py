@@ -651,7 +651,8 @@ class Dispatcher:
         d = t.describe()
         for p, spec in zip(d["params"], t.params, strict=True):
             p.update(tapers.describe(spec.taper, spec.min, spec.max))
-        d["actions"] = [{"name": a.name, "usage": a.usage, "doc": a.doc}
+        d["actions"] = [{"name": a.name, "usage": a.usage, "doc": a.doc,
+                         "triggers": list(a.triggers)}
                         for a in actions_for(t.name).values()]
         return d
 

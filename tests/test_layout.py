@@ -187,3 +187,21 @@ def test_layout_from_live_graph(tmp_path):
         assert c["vm.peak"] == ("FADER", [("/meters/vm/peak/1", "0", "1", "VALUE x 0..1")])
     finally:
         d.stop()
+
+
+def test_node_actions_get_press_buttons_and_their_triggers_no_control():
+    """denoise's learn and align's measure are momentary buttons that send on the
+    press only; the trigger parameters they drive (listen, capture) get no control."""
+    cat = layout.local_catalog()
+    doc = {"nodes": [{"name": "dn", "type": "denoise", "channels": 1, "params": {}},
+                     {"name": "al", "type": "align", "channels": 1, "params": {}}]}
+    root = layout.build(doc, cat)
+    c = controls(root)
+    assert "dn.listen" not in c and "al.capture" not in c
+    assert "dn.reduction" in c and "al.delay" in c
+    for name, address in (("dn.learn", "/node/dn/learn"), ("al.measure", "/node/al/measure")):
+        kind, binds = c[name]
+        assert kind == "BUTTON" and binds == [(address, "1", "0", binds[0][3])]
+    node = next(n for n in root.iter("node") if prop(n, "name") == "dn.learn")
+    assert prop(node, "buttonType") == "0"
+    assert node.findtext("messages/osc/triggers/trigger/condition") == "RISE"
