@@ -46,6 +46,7 @@ def _cmd_devices(a: argparse.Namespace) -> int:
 
 
 def _cmd_nodes(a: argparse.Namespace) -> int:
+    from .actions import actions_for
     from .catalog import CATALOG
 
     console = Console()
@@ -65,6 +66,8 @@ def _cmd_nodes(a: argparse.Namespace) -> int:
                       p.taper, f"{p.smooth_ms:g}")
         for r in nt.readouts:
             t.add_row("readout", r.name, r.unit, "", "", "", "", "")
+        for act in actions_for(nt.name).values():
+            t.add_row("action", act.name, escape(act.usage), "", "", "", "", "")
         console.print(t)
     return 0
 
