@@ -531,7 +531,6 @@ static void advance_ramps(mg_engine *e, int n)
         mg_edge *ed = p->edges[k];
         ed->g0 = ed->gain;
         ed->ramp_n = 0;
-        ed->ramp_at = 0;
         if (ed->remaining > 0) {
             int h = ed->hold < n ? ed->hold : n; /* the fade waits h more frames */
             ed->hold -= h;

@@ -64,25 +64,27 @@ struct mg_node {
 };
 
 struct mg_edge {
-    /* audio thread only after the edge is in a plan */
+    /* audio thread only after the edge is in a plan. The fields every block
+     * touches (advance_ramps, mix_into) come first: they share one cache line */
     float gain;
     float target;
     float step;
     int remaining;
     float g0, g1;             /* gain at the start / end of this sub-block */
+    int ramp_n;               /* frames of this sub-block still on the fade */
+    int ramp_at;              /* frame of this sub-block where the fade starts
+                                 (valid while ramp_n > 0) */
+    int hold;                 /* frames to hold the gain before the queued fade
+                               * starts (aligns fades of edges whose signals are
+                               * delayed differently before they meet) */
     /* latency compensation: one delay line per channel, fixed at creation */
     int delay;                /* samples */
+    /* mirror for any thread */
+    _Atomic float published;
     int channels;
     uint64_t mask;            /* ring capacity - 1 */
     float **dl;               /* channels rings; NULL when delay == 0 */
     uint64_t *dpos;           /* write position per channel (audio) */
-    int ramp_n;               /* frames of this sub-block still on the fade */
-    int ramp_at;              /* frame of this sub-block where the fade starts */
-    int hold;                 /* frames to hold the gain before the queued fade
-                               * starts (aligns fades of edges whose signals are
-                               * delayed differently before they meet) */
-    /* mirror for any thread */
-    _Atomic float published;
 };
 
 /* A delay group: the connections into one input port that need the same
