@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from mixgraph.server._core import ffi, lib
+from mixgraph.server.catalog import CATALOG
 from mixgraph.server.engine import Engine
 from mixgraph.server.session import Session
 
@@ -123,6 +124,44 @@ def test_autotune_path_on_unvoiced_input_nulls_too():
 
 
 # ---- delay groups: one delay line per (destination, input port, delay) ----------------
+
+
+def test_group_plan_ops_are_checked():
+    """A group's out op must follow at least one member op into the same
+    channel (it reads the members' sum): mg_plan_finish refuses other orders;
+    a member edge must not have a delay line of its own; bad groups are refused."""
+    e = Engine(48000, 1, 1)
+    src = lib.mg_node_new(e.ptr, CATALOG["gain"].index, 1, 0, 1, ffi.NULL, ffi.NULL)
+    dst = lib.mg_node_new(e.ptr, CATALOG["bus"].index, 1, 0, 1, ffi.NULL, ffi.NULL)
+    g = lib.mg_dgroup_new(1, 100)
+    ed = lib.mg_edge_new(1.0)
+    delayed = lib.mg_edge_new_delayed(1.0, 1, 10)
+    try:
+        assert lib.mg_dgroup_new(0, 100) == ffi.NULL and lib.mg_dgroup_new(1, 0) == ffi.NULL
+        assert lib.mg_dgroup_delay(g) == 100 and lib.mg_dgroup_channels(g) == 1
+        for order, ok in ((("mix", "out"), True), (("out", "mix"), False), (("out",), False),
+                          (("mix", "out", "mix"), False)):
+            p = lib.mg_plan_new(2, len(order), 1)
+            lib.mg_plan_set_step(p, 0, src)
+            lib.mg_plan_set_step(p, 1, dst)
+            for op in order:
+                r = (lib.mg_plan_add_group_mix(p, 1, g, 0, src, 0, ed) if op == "mix"
+                     else lib.mg_plan_add_group_out(p, 1, 0, g, 0))
+                assert r == 0
+            assert (lib.mg_plan_finish(p) == 0) == ok, order
+            lib.mg_plan_free(p)
+        p = lib.mg_plan_new(2, 2, 1)
+        lib.mg_plan_set_step(p, 0, src)
+        lib.mg_plan_set_step(p, 1, dst)
+        assert lib.mg_plan_add_group_mix(p, 1, g, 0, src, 0, delayed) == -1
+        assert lib.mg_plan_add_group_mix(p, 1, g, 1, src, 0, ed) == -1  # no channel 1
+        lib.mg_plan_free(p)
+    finally:
+        for ptr, free in ((ed, lib.mg_edge_free), (delayed, lib.mg_edge_free),
+                          (g, lib.mg_dgroup_free), (src, lib.mg_node_free),
+                          (dst, lib.mg_node_free)):
+            free(ptr)
+        e.free()
 
 
 def test_many_sources_share_one_delay_line_per_destination_and_delay():
