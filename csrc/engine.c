@@ -453,6 +453,8 @@ static void drain_commands(mg_engine *e, uint64_t now)
             ed->target = c.value;
             ed->step = (c.value - ed->gain) / (float)ns;
             ed->remaining = ns;
+            /* time = frames to hold the gain first (see MG_CMD_EDGE) */
+            ed->hold = c.time > (uint64_t)(1 << 24) ? (1 << 24) : (int)c.time;
             break;
         }
         case MG_CMD_PLAN:
@@ -530,11 +532,16 @@ static void advance_ramps(mg_engine *e, int n)
         ed->g0 = ed->gain;
         ed->ramp_n = 0;
         if (ed->remaining > 0) {
-            int m = ed->remaining < n ? ed->remaining : n;
-            ed->remaining -= m;
-            ed->ramp_n = m;
-            ed->gain = ed->remaining == 0 ? ed->target : ed->gain + ed->step * (float)m;
-            atomic_store_explicit(&ed->published, ed->gain, memory_order_relaxed);
+            int h = ed->hold < n ? ed->hold : n; /* the fade waits h more frames */
+            ed->hold -= h;
+            int m = ed->remaining < n - h ? ed->remaining : n - h;
+            if (m > 0) {
+                ed->remaining -= m;
+                ed->ramp_at = h;
+                ed->ramp_n = m;
+                ed->gain = ed->remaining == 0 ? ed->target : ed->gain + ed->step * (float)m;
+                atomic_store_explicit(&ed->published, ed->gain, memory_order_relaxed);
+            }
         }
         ed->g1 = ed->gain;
     }
@@ -580,19 +587,24 @@ MG_HOT static void mix_into(const mg_mixop *op, int off, int n, int assign)
             for (int i = 0; i < n; i++)
                 d[i] += g * x[i];
     } else {
-        /* a fade moves one step per frame for ramp_n frames, then holds: its
-         * length does not depend on the block size */
+        /* a fade holds g0 for ramp_at frames (its queued wait), moves one
+         * step per frame for ramp_n frames, then holds g1: its length does not
+         * depend on the block size */
         const float g0 = ed->g0, dg = ed->step, g1 = ed->g1;
-        const int m = ed->ramp_n;
+        const int h = ed->ramp_at, e = h + ed->ramp_n - 1;
         int i = 0;
         if (assign) {
-            for (; i < m - 1; i++)
-                d[i] = (g0 + dg * (float)(i + 1)) * x[i];
+            for (; i < h; i++)
+                d[i] = g0 * x[i];
+            for (; i < e; i++)
+                d[i] = (g0 + dg * (float)(i - h + 1)) * x[i];
             for (; i < n; i++)
                 d[i] = g1 * x[i];
         } else {
-            for (; i < m - 1; i++)
-                d[i] += (g0 + dg * (float)(i + 1)) * x[i];
+            for (; i < h; i++)
+                d[i] += g0 * x[i];
+            for (; i < e; i++)
+                d[i] += (g0 + dg * (float)(i - h + 1)) * x[i];
             for (; i < n; i++)
                 d[i] += g1 * x[i];
         }
@@ -639,8 +651,8 @@ static void run_plan(mg_engine *e, int off, int n, uint64_t t)
             if (fin && op->alias && op->edge->g0 == 1.0f && op->edge->g1 == 1.0f &&
                 op->edge->delay == 0)
                 nd->in_ptr[op->dst_index] = (float *)op->src + off; /* read in place */
-            else
-                mix_into(op, off, n, fin && op->assign);
+            else /* an accumulator is never cleared: its first op always assigns */
+                mix_into(op, off, n, (fin || op->to_acc) && op->assign);
         }
         mg_proc pr = {n, nd->in_ptr, nd->out_ptr, nd->pv, (float *)nd->readout,
                       e->hw_in_ptr, e->hw_out_ptr, e->hw_in_ch, e->hw_out_ch, t};

@@ -52,6 +52,7 @@ typedef struct mg_engine mg_engine;
 typedef struct mg_node mg_node;
 typedef struct mg_edge mg_edge;
 typedef struct mg_plan mg_plan;
+typedef struct mg_dgroup mg_dgroup;
 typedef struct mg_fifo mg_fifo;
 
 typedef struct {
@@ -254,6 +255,27 @@ int mg_plan_add_mix(mg_plan *p, int step, int dst_in, mg_node *src,
                     int src_out, mg_edge *edge, int edge_ch);
 void mg_plan_add_edge(mg_plan *p, mg_edge *edge);
 int mg_plan_finish(mg_plan *p);  /* after all steps and mixes; 0 = ok */
+/* MG_CMD_EDGE: index = fade length in frames, value = target gain, time =
+ * frames to hold the current gain before the fade starts (0: at once; used
+ * to meet, at the output, the fade of a connection delayed differently). */
+
+/* ---- delay groups (shared latency compensation) ---- [control]
+ * Connections into one input port that need the same compensation delay
+ * mix into a group (each with its own edge gain and fades, applied where
+ * the signal enters the group); the group delays the sum once and adds it to
+ * the input. A group lives as long as a plan or a member edge uses it. */
+mg_dgroup *mg_dgroup_new(int channels, int delay_samples);  /* NULL if bad/no memory */
+int mg_dgroup_delay(mg_dgroup *g);
+int mg_dgroup_channels(mg_dgroup *g);
+void mg_dgroup_free(mg_dgroup *g);
+int mg_dgroup_live(void);  /* [any] groups allocated and not yet freed (all engines) */
+/* A member connection channel: group channel g_ch (+)= edge gain * src.
+ * Add every member op of a group before the group's out ops, in the same
+ * step as the destination node. */
+int mg_plan_add_group_mix(mg_plan *p, int step, mg_dgroup *g, int g_ch, mg_node *src,
+                          int src_out, mg_edge *edge);
+/* The group's channel g_ch, delayed, into input channel dst_in of the step's node. */
+int mg_plan_add_group_out(mg_plan *p, int step, int dst_in, mg_dgroup *g, int g_ch);
 
 /* ---- sample fifo (disk streaming, taps) ---- [any: one producer, one consumer] */
 mg_fifo *mg_fifo_new(int channels, int frames);     /* [control] */

@@ -64,25 +64,45 @@ struct mg_node {
 };
 
 struct mg_edge {
-    /* audio thread only after the edge is in a plan */
+    /* audio thread only after the edge is in a plan. The fields every block
+     * touches (advance_ramps, mix_into) come first: they share one cache line */
     float gain;
     float target;
     float step;
     int remaining;
     float g0, g1;             /* gain at the start / end of this sub-block */
+    int ramp_n;               /* frames of this sub-block still on the fade */
+    int ramp_at;              /* frame of this sub-block where the fade starts
+                                 (valid while ramp_n > 0) */
+    int hold;                 /* frames to hold the gain before the queued fade
+                               * starts (aligns fades of edges whose signals are
+                               * delayed differently before they meet) */
     /* latency compensation: one delay line per channel, fixed at creation */
     int delay;                /* samples */
+    /* mirror for any thread */
+    _Atomic float published;
     int channels;
     uint64_t mask;            /* ring capacity - 1 */
     float **dl;               /* channels rings; NULL when delay == 0 */
     uint64_t *dpos;           /* write position per channel (audio) */
-    int ramp_n;               /* frames of this sub-block still on the fade */
-    /* mirror for any thread */
-    _Atomic float published;
+};
+
+/* A delay group: the connections into one input port that need the same
+ * latency compensation. Each member edge mixes its source (with its own gain
+ * and fades) into acc; the sum then goes through ONE delay line per channel
+ * and is added to the destination input, so compensation costs one delay
+ * line per (destination, port, delay) however many connections share it.
+ * Created and freed on the control thread; owned like an edge (a plan that
+ * uses it holds a reference), so its rings persist across plan swaps. */
+struct mg_dgroup {
+    int channels;             /* immutable */
+    float **acc;              /* channels accumulators of MG_MAX_BLOCK (audio) */
+    mg_edge *line;            /* the delay lines: a unity edge that is never
+                                 faded, delay = the group's delay (audio) */
 };
 
 typedef struct {
-    float *dst;
+    float *dst;               /* a node input, or a group's accumulator */
     const float *src;
     mg_edge *edge;
     int dst_index;            /* flattened input channel of the step's node */
@@ -92,6 +112,8 @@ typedef struct {
     int edge_ch;              /* which of the edge's delay lines */
     int alias;                /* the only op into dst: at unity gain the node
                                  reads src in place, nothing is copied */
+    int to_acc;               /* dst is a delay group's accumulator (dst_index -1);
+                                 its assign flag holds even in unfinished plans */
 } mg_mixop;
 
 typedef struct {

@@ -256,6 +256,45 @@ mg_edge *mg_edge_new_delayed(float initial_gain, int channels, int delay_samples
 
 int mg_edge_delay(mg_edge *ed) { return ed->delay; }
 
+static _Atomic int mg_dgroups_live;
+
+mg_dgroup *mg_dgroup_new(int channels, int delay_samples)
+{
+    if (channels < 1 || channels > 256 || delay_samples < 1 || delay_samples > (1 << 22))
+        return NULL;
+    mg_dgroup *g = mg_calloc(1, sizeof *g);
+    if (!g)
+        return NULL;
+    atomic_fetch_add(&mg_dgroups_live, 1);
+    g->channels = channels;
+    g->acc = alloc_buffers(channels);
+    g->line = mg_edge_new_delayed(1.0f, channels, delay_samples);
+    int ok = g->acc && g->line;
+    for (int c = 0; ok && c < channels; c++)
+        ok = g->acc[c] != NULL;
+    if (!ok) {
+        mg_dgroup_free(g);
+        return NULL;
+    }
+    return g;
+}
+
+int mg_dgroup_delay(mg_dgroup *g) { return g->line->delay; }
+
+int mg_dgroup_channels(mg_dgroup *g) { return g->channels; }
+
+void mg_dgroup_free(mg_dgroup *g)
+{
+    if (!g)
+        return;
+    free_buffers(g->acc, g->channels);
+    mg_edge_free(g->line);
+    mg_free(g);
+    atomic_fetch_sub(&mg_dgroups_live, 1);
+}
+
+int mg_dgroup_live(void) { return atomic_load(&mg_dgroups_live); }
+
 void mg_edge_free(mg_edge *ed)
 {
     if (!ed)
@@ -316,32 +355,75 @@ void mg_plan_set_step(mg_plan *p, int step, mg_node *node)
     p->steps[step].mix_count = 0;
 }
 
-/* Mix ops must be added right after their step's mg_plan_set_step. */
-int mg_plan_add_mix(mg_plan *p, int step, int dst_in, mg_node *src, int src_out, mg_edge *edge,
-                    int edge_ch)
+/* Append one mix op to the step (ops must be added right after their step's
+ * mg_plan_set_step). The first op into a buffer in its step assigns it. */
+static mg_mixop *add_op(mg_plan *p, int step, float *dst, int dst_index, const float *src,
+                        mg_node *src_node, int src_out, mg_edge *edge, int edge_ch)
 {
-    if (step < 0 || step >= p->n_steps || p->mix_used >= p->n_mix || !edge)
-        return -1;
-    if (edge->delay > 0 && (edge_ch < 0 || edge_ch >= edge->channels))
-        return -1;
     mg_step *st = &p->steps[step];
-    if (!st->node || dst_in < 0 || dst_in >= st->node->n_in || src_out < 0 ||
-        src_out >= src->n_out || st->mix_first + st->mix_count != p->mix_used)
-        return -1;
+    if (st->mix_first + st->mix_count != p->mix_used)
+        return NULL;
     mg_mixop *op = &p->mix[p->mix_used++];
-    op->dst = st->node->in_base[dst_in];
-    op->src = src->out_base[src_out];
+    op->dst = dst;
+    op->src = src;
     op->edge = edge;
-    op->dst_index = dst_in;
+    op->dst_index = dst_index;
     op->src_index = src_out;
-    op->src_node = src;
+    op->src_node = src_node;
     op->edge_ch = edge_ch;
     op->assign = 1;
     for (int m = st->mix_first; m < p->mix_used - 1; m++)
-        if (p->mix[m].dst_index == dst_in)
+        if (p->mix[m].dst == dst)
             op->assign = 0;
     st->mix_count++;
+    return op;
+}
+
+static int step_ok(mg_plan *p, int step)
+{
+    return step >= 0 && step < p->n_steps && p->mix_used < p->n_mix && p->steps[step].node;
+}
+
+int mg_plan_add_mix(mg_plan *p, int step, int dst_in, mg_node *src, int src_out, mg_edge *edge,
+                    int edge_ch)
+{
+    if (!step_ok(p, step) || !edge || !src)
+        return -1;
+    if (edge->delay > 0 && (edge_ch < 0 || edge_ch >= edge->channels))
+        return -1;
+    mg_node *nd = p->steps[step].node;
+    if (dst_in < 0 || dst_in >= nd->n_in || src_out < 0 || src_out >= src->n_out)
+        return -1;
+    return add_op(p, step, nd->in_base[dst_in], dst_in, src->out_base[src_out], src, src_out,
+                  edge, edge_ch)
+               ? 0
+               : -1;
+}
+
+int mg_plan_add_group_mix(mg_plan *p, int step, mg_dgroup *g, int g_ch, mg_node *src,
+                          int src_out, mg_edge *edge)
+{
+    if (!step_ok(p, step) || !g || !edge || !src || g_ch < 0 || g_ch >= g->channels ||
+        src_out < 0 || src_out >= src->n_out || edge->delay > 0)
+        return -1;
+    mg_mixop *op = add_op(p, step, g->acc[g_ch], -1, src->out_base[src_out], src, src_out,
+                          edge, 0);
+    if (!op)
+        return -1;
+    op->to_acc = 1;
     return 0;
+}
+
+int mg_plan_add_group_out(mg_plan *p, int step, int dst_in, mg_dgroup *g, int g_ch)
+{
+    if (!step_ok(p, step) || !g || g_ch < 0 || g_ch >= g->channels)
+        return -1;
+    mg_node *nd = p->steps[step].node;
+    if (dst_in < 0 || dst_in >= nd->n_in)
+        return -1;
+    return add_op(p, step, nd->in_base[dst_in], dst_in, g->acc[g_ch], NULL, -1, g->line, g_ch)
+               ? 0
+               : -1;
 }
 
 /* Precompute which inputs have no connection (zeroed every block); the
@@ -368,11 +450,22 @@ int mg_plan_finish(mg_plan *p)
             if (!covered)
                 p->clear[k++] = st->node->in_base[c];
         }
-        for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++) {
-            int count = 0;
-            for (int q = st->mix_first; q < st->mix_first + st->mix_count; q++)
-                count += p->mix[q].dst_index == p->mix[m].dst_index;
-            p->mix[m].alias = count == 1;
+        const int end = st->mix_first + st->mix_count;
+        for (int m = st->mix_first; m < end; m++) {
+            mg_mixop *op = &p->mix[m];
+            int count = 0, before = 0, after = 0;
+            for (int q = st->mix_first; q < end; q++) {
+                count += p->mix[q].dst == op->dst;
+                /* a group's out op reads its accumulator: every member op
+                 * must come first (and at least one, or it reads stale sums) */
+                if (p->mix[q].to_acc && p->mix[q].dst == op->src) {
+                    before += q < m;
+                    after += q > m;
+                }
+            }
+            op->alias = !op->to_acc && count == 1;
+            if (op->src_node == NULL && (before == 0 || after > 0))
+                return -1;
         }
         st->clear_count = k - st->clear_first;
     }

@@ -66,8 +66,31 @@ class LiveEdge:
     dst: LiveNode
     ptr: object
     dead: bool = False
-    delay: int = 0  # latency compensation, samples
+    delay: int = 0  # latency compensation, samples (applied by its group)
     target: float = 1.0  # gain the edge is fading to (0 while its source is bypassed)
+    group: LiveGroup | None = None  # the delay group it mixes into when delay > 0
+    wait: int = 0  # frames its next queued fade holds first (aligns fades at the output)
+
+
+@dataclass(eq=False)
+class LiveGroup:
+    """A delay group in C: the connections into one input port that need the
+    same compensation delay are summed, each with its own edge gain, and the
+    sum goes through one delay line per channel. Shared by every edge with
+    that (destination, port, delay), kept while any of them exists (so plan
+    swaps never reset its rings), freed once no edge or plan uses it."""
+
+    dst: LiveNode
+    port: str
+    delay: int
+    channels: int
+    ptr: object
+    members: set = field(default_factory=set)  # LiveEdges not yet freed
+    dead: bool = False
+
+    @property
+    def key(self) -> tuple:
+        return (self.dst, self.port, self.delay)
 
 
 @dataclass
@@ -110,6 +133,8 @@ class Session:
         self.fade_samples = max(1, int(round(fade_ms * 1e-3 * engine.sample_rate)))
         self.live: dict[str, LiveNode] = {}
         self.edges: dict[Conn, LiveEdge] = {}
+        # delay groups by (destination LiveNode, input port, delay)
+        self.groups: dict[tuple, LiveGroup] = {}
         self.dying_nodes: list[LiveNode] = []
         self.dying_edges: list[tuple[int, LiveEdge]] = []  # (due sample time, edge)
         self._dying_due: dict[int, int] = {}  # id(node) -> due time
@@ -260,9 +285,14 @@ class Session:
             self._release_if_unused(node)
             return
         self.dying_nodes.append(node)
-        self._dying_due[id(node)] = self.engine.time + self.fade_samples + lib.MG_MAX_BLOCK
+        due = self.engine.time + self.fade_samples + lib.MG_MAX_BLOCK
+        # it keeps running while its fading connections still feed a delay line
+        due = max([due] + [d for d, e in self.dying_edges if e.src is node])
+        self._dying_due[id(node)] = due
 
-    def _retire_edge(self, edge: LiveEdge) -> None:
+    def _retire_edge(self, edge: LiveEdge, wait: int = 0) -> None:
+        """Fade an edge out (after holding its gain for `wait` frames) and
+        drop it once the fade has also passed through its group's delay line."""
         if edge in self._fade_in:
             self._fade_in.remove(edge)
         if not self.started or not edge.src.published:
@@ -270,8 +300,8 @@ class Session:
             self._dirty = True
             self._release_if_unused(edge)
             return
-        self.engine.push(CMD_EDGE, edge.ptr, self.fade_samples, 0.0)
-        due = self.engine.time + self.fade_samples + lib.MG_MAX_BLOCK
+        self.engine.push(CMD_EDGE, edge.ptr, self.fade_samples, 0.0, wait)
+        due = self.engine.time + wait + self.fade_samples + edge.delay + lib.MG_MAX_BLOCK
         self.dying_edges.append((due, edge))
 
     # ---- connections ------------------------------------------------------------
@@ -332,16 +362,22 @@ class Session:
             for a in ins:
                 for b in outs:
                     want[(a, b)] = Conn(a.src, a.src_port, b.dst, b.dst_port)
+        def wait(k: tuple[Conn, Conn]) -> int:
+            # the bypassed node's output connection fades where it enters its
+            # delay group: the direct edge's fade waits to meet it at the output
+            out = self.edges.get(k[1])
+            return out.delay if out is not None else 0
+
         for k in list(self.bypass_edges):
             if k not in want:
-                self._retire_edge(self.bypass_edges.pop(k))
+                self._retire_edge(self.bypass_edges.pop(k), wait(k))
                 self._dirty = True
         for k, conn in want.items():
             if k in self.bypass_edges:
                 continue
             gain = 0.0 if self.started else 1.0
             edge = LiveEdge(conn, self.live[conn.src], self.live[conn.dst],
-                            lib.mg_edge_new(gain))
+                            lib.mg_edge_new(gain), wait=wait(k))
             if gain == 0.0:
                 self._fade_in.append(edge)
             self.bypass_edges[k] = edge
@@ -454,10 +490,26 @@ class Session:
             out[n] = arrival + self.live[n].latency
         return out
 
+    def _group(self, dst: LiveNode, port: str, channels: int, delay: int) -> LiveGroup:
+        """The delay group for (dst, port, delay): the live one, or a new one."""
+        g = self.groups.get((dst, port, delay))
+        if g is None:
+            ptr = lib.mg_dgroup_new(channels, delay)
+            if ptr == ffi.NULL:
+                raise MixgraphError(f"cannot allocate a {delay}-sample delay into "
+                                    f"{dst.g.name}:{port}")
+            g = LiveGroup(dst, port, delay, channels, ptr)
+            self.groups[g.key] = g
+        return g
+
     def _compensate(self) -> None:
         """Give every connection the delay that aligns it with the slowest path
         into the same node; a connection whose delay changes is replaced by a
-        delayed one with a crossfade (the existing edge fades)."""
+        new edge in the delay group of its new delay, with a crossfade (the
+        existing edge fades). The delay is applied by the group, after the
+        edge gain, so a fade reaches the output `delay` frames after it
+        starts: the fade of the path with the shorter delay waits for the
+        difference, and the two meet at the output."""
         if not any(n.latency for n in self.live.values()):
             if not any(e.delay for e in self.edges.values()):
                 return
@@ -471,12 +523,17 @@ class Session:
                 continue
             _, dch = self._port_base(edge.dst.g, conn.dst_port, "in")
             gain = 0.0 if self.started else edge.target
-            ptr = lib.mg_edge_new_delayed(gain, dch, want)
+            group = self._group(edge.dst, conn.dst_port, dch, want) if want > 0 else None
+            ptr = lib.mg_edge_new(gain)
             if ptr == ffi.NULL:
-                raise MixgraphError(f"cannot allocate a {want}-sample delay for {conn}")
-            new = LiveEdge(conn, edge.src, edge.dst, ptr, delay=want, target=edge.target)
+                raise MixgraphError(f"out of memory connecting {conn}")
+            hold = max(want, edge.delay)
+            new = LiveEdge(conn, edge.src, edge.dst, ptr, delay=want, target=edge.target,
+                           group=group, wait=hold - want)
+            if group is not None:
+                group.members.add(new)
             self.edges[conn] = new
-            self._retire_edge(edge)
+            self._retire_edge(edge, hold - edge.delay)
             if self.started and edge.target > 0.0:
                 self._fade_in.append(new)
 
@@ -500,9 +557,15 @@ class Session:
             self._collect_dying(force=True)
             return self.commit()
         into: dict[int, list[LiveEdge]] = {}
+        # delay groups in this plan: those with a member edge in it
+        grouped: dict[int, dict[LiveGroup, list[LiveEdge]]] = {}
         for e in edges:
-            into.setdefault(id(e.dst), []).append(e)
-        n_mix = 0
+            if e.group is not None:
+                grouped.setdefault(id(e.dst), {}).setdefault(e.group, []).append(e)
+            else:
+                into.setdefault(id(e.dst), []).append(e)
+        groups = [g for gs in grouped.values() for g in gs]
+        n_mix = sum(g.channels for g in groups)
         for e in edges:
             n_mix += e.dst.g.type.port(e.conn.dst_port, "in").channel_count(e.dst.g.channels)
         plan = lib.mg_plan_new(len(order), n_mix, len(edges))
@@ -513,6 +576,15 @@ class Session:
             node = ids[nid]
             lib.mg_plan_set_step(plan, step, node.ptr)
             rec.keys.append(self._ref(node))
+            # members first: each group sums them before its delay line runs
+            for g, members in grouped.get(nid, {}).items():
+                for e in members:
+                    sbase, sch = self._port_base(e.src.g, e.conn.src_port, "out")
+                    for c in range(g.channels):
+                        sc = c if sch == g.channels else 0
+                        if lib.mg_plan_add_group_mix(plan, step, g.ptr, c, e.src.ptr,
+                                                     sbase + sc, e.ptr) != 0:
+                            raise MixgraphError(f"internal error wiring {e.conn}")
             for e in into.get(nid, ()):
                 dbase, dch = self._port_base(e.dst.g, e.conn.dst_port, "in")
                 sbase, sch = self._port_base(e.src.g, e.conn.src_port, "out")
@@ -521,6 +593,13 @@ class Session:
                     if lib.mg_plan_add_mix(plan, step, dbase + c, e.src.ptr, sbase + sc,
                                            e.ptr, c) != 0:
                         raise MixgraphError(f"internal error wiring {e.conn}")
+            for g in grouped.get(nid, {}):
+                dbase, _ = self._port_base(g.dst.g, g.port, "in")
+                for c in range(g.channels):
+                    if lib.mg_plan_add_group_out(plan, step, dbase + c, g.ptr, c) != 0:
+                        raise MixgraphError(f"internal error wiring the delay into {g.port}")
+        for g in groups:
+            rec.keys.append(self._ref(g))
         for e in edges:
             lib.mg_plan_add_edge(plan, e.ptr)
             rec.keys.append(self._ref(e))
@@ -541,7 +620,8 @@ class Session:
         self._dirty = False
         for e in self._fade_in:
             if not e.dead:
-                self.engine.push(CMD_EDGE, e.ptr, self.fade_samples, e.target)
+                self.engine.push(CMD_EDGE, e.ptr, self.fade_samples, e.target, e.wait)
+                e.wait = 0
         self._fade_in.clear()
 
     @staticmethod
@@ -572,8 +652,20 @@ class Session:
             lib.mg_node_free(obj.ptr)
             if obj.stream is not None:
                 self.disk.close(obj.stream)
+        elif isinstance(obj, LiveGroup):
+            lib.mg_dgroup_free(obj.ptr)
         else:
             lib.mg_edge_free(obj.ptr)
+            g = obj.group
+            if g is not None:
+                g.members.discard(obj)
+                if not g.members:  # nothing can mix into it any more
+                    g.dead = True
+                    if self.groups.get(g.key) is g:
+                        del self.groups[g.key]
+                    if g.ptr != ffi.NULL:
+                        obj.ptr = ffi.NULL
+                        self._release_if_unused(g)
         obj.ptr = ffi.NULL
 
     # ---- service: events from the audio thread and deferred work ----------------
@@ -764,6 +856,7 @@ class Session:
         objs = list(self.live.values()) + list(self.edges.values()) + self.dying_nodes
         objs += list(self.bypass_edges.values())
         objs += [e for _, e in self.dying_edges]
+        objs += list(self.groups.values())
         seen = set()
         for o in objs:
             if o.ptr == ffi.NULL or id(o) in seen:
@@ -778,6 +871,7 @@ class Session:
         self.live.clear()
         self.edges.clear()
         self.bypass_edges.clear()
+        self.groups.clear()
         self.disk.close_all()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from mixgraph.server._core import ffi, lib
+from mixgraph.server.catalog import CATALOG
 from mixgraph.server.engine import Engine
 from mixgraph.server.session import Session
 
@@ -120,3 +121,223 @@ def test_autotune_path_on_unvoiced_input_nulls_too():
     db, lat = _null_db([("autotune", {}), ("limiter", {"channels": 1, "ceiling": -1.0})])
     assert lat == 1375 + 252
     assert db <= -90.0, db
+
+
+# ---- delay groups: one delay line per (destination, input port, delay) ----------------
+
+
+def test_group_plan_ops_are_checked():
+    """A group's out op must follow at least one member op into the same
+    channel (it reads the members' sum): mg_plan_finish refuses other orders;
+    a member edge must not have a delay line of its own; bad groups are refused."""
+    e = Engine(48000, 1, 1)
+    src = lib.mg_node_new(e.ptr, CATALOG["gain"].index, 1, 0, 1, ffi.NULL, ffi.NULL)
+    dst = lib.mg_node_new(e.ptr, CATALOG["bus"].index, 1, 0, 1, ffi.NULL, ffi.NULL)
+    g = lib.mg_dgroup_new(1, 100)
+    ed = lib.mg_edge_new(1.0)
+    delayed = lib.mg_edge_new_delayed(1.0, 1, 10)
+    try:
+        assert lib.mg_dgroup_new(0, 100) == ffi.NULL and lib.mg_dgroup_new(1, 0) == ffi.NULL
+        assert lib.mg_dgroup_delay(g) == 100 and lib.mg_dgroup_channels(g) == 1
+        for order, ok in ((("mix", "out"), True), (("out", "mix"), False), (("out",), False),
+                          (("mix", "out", "mix"), False)):
+            p = lib.mg_plan_new(2, len(order), 1)
+            lib.mg_plan_set_step(p, 0, src)
+            lib.mg_plan_set_step(p, 1, dst)
+            for op in order:
+                r = (lib.mg_plan_add_group_mix(p, 1, g, 0, src, 0, ed) if op == "mix"
+                     else lib.mg_plan_add_group_out(p, 1, 0, g, 0))
+                assert r == 0
+            assert (lib.mg_plan_finish(p) == 0) == ok, order
+            lib.mg_plan_free(p)
+        p = lib.mg_plan_new(2, 2, 1)
+        lib.mg_plan_set_step(p, 0, src)
+        lib.mg_plan_set_step(p, 1, dst)
+        assert lib.mg_plan_add_group_mix(p, 1, g, 0, src, 0, delayed) == -1
+        assert lib.mg_plan_add_group_mix(p, 1, g, 1, src, 0, ed) == -1  # no channel 1
+        lib.mg_plan_free(p)
+    finally:
+        for ptr, free in ((ed, lib.mg_edge_free), (delayed, lib.mg_edge_free),
+                          (g, lib.mg_dgroup_free), (src, lib.mg_node_free),
+                          (dst, lib.mg_node_free)):
+            free(ptr)
+        e.free()
+
+
+def test_many_sources_share_one_delay_line_per_destination_and_delay():
+    """Eight gains, a limiter (252 samples) and an align (15) into two buses:
+    the gains' connections need 252 samples into each bus and the align's 237,
+    so there are exactly four delay groups (2 buses x 2 delays) whatever the
+    number of sources, no edge has a delay line of its own, and the mix still
+    nulls (<= -90 dB) against the outside reference
+    2 x (limiter + align + sum of the gains) x the input delayed by 252."""
+    live0 = lib.mg_dgroup_live()
+    e = Engine(48000, 1, 1)
+    s = Session(e)
+    n = 48000
+    try:
+        s.add_node("input", "in", {"channels": 1})
+        s.add_node("limiter", "lim", {"channels": 1, "ceiling": -1.0})
+        s.add_node("align", "al", {})
+        gains = [-3.0 * i for i in range(8)]
+        for i, g in enumerate(gains):
+            s.add_node("gain", f"g{i}", {"gain": g})
+        for bus in ("sum", "aux"):
+            s.add_node("bus", bus, {"channels": 1})
+        s.add_node("output", "out", {"channels": 1})
+        for src in ["lim", "al"] + [f"g{i}" for i in range(8)]:
+            s.connect("in", src)
+            s.connect(src, "sum")
+            s.connect(src, "aux")
+        s.connect("sum", "out")
+        s.connect("aux", "out")
+        s.commit()
+        lat = s.latencies()["out"]
+        assert lat == 252
+        assert sorted((g.dst.g.name, g.delay, len(g.members)) for g in s.groups.values()) == [
+            ("aux", 237, 1), ("aux", 252, 8), ("sum", 237, 1), ("sum", 252, 8)]
+        assert lib.mg_dgroup_live() - live0 == 4
+        assert all(lib.mg_edge_delay(ed.ptr) == 0 for ed in s.edges.values())
+        rng = np.random.default_rng(5)
+        x = (rng.standard_normal((n, 1)) * 0.02).astype(np.float32)  # peaks well below -1 dB
+        y = e.process(n, x, block=64)[:, 0].astype(np.float64)
+    finally:
+        s.close()
+        e.free()
+    assert lib.mg_dgroup_live() == live0  # close() frees every group
+    scale = 2.0 * (2.0 + sum(10 ** (g / 20) for g in gains))
+    want = scale * x[: n - lat, 0].astype(np.float64)
+    got = y[lat:]
+    skip = 4800  # the limiter's and align's warm-up
+    err = got[skip:] - want[skip:]
+    db = 20 * np.log10(max(float(np.sqrt(np.mean(err**2))), 1e-30)
+                       / np.sqrt(np.mean(want[skip:] ** 2)))
+    assert db <= -90.0, db
+
+
+def fan_in(n_fast: int, latency: int, fast_gain_db: float = 0.0) -> tuple[Engine, Session]:
+    """in -> slow (declared `latency`) and in -> fast0.. -> sum -> out, mono."""
+    e = Engine(48000, 1, 1)
+    s = Session(e)
+    s.add_node("input", "in", {"channels": 1})
+    s.add_node("gain", "slow")
+    s.add_node("bus", "sum", {"channels": 1})
+    s.add_node("output", "out", {"channels": 1})
+    for a, b in (("in", "slow"), ("slow", "sum"), ("sum", "out")):
+        s.connect(a, b)
+    for i in range(n_fast):
+        s.add_node("gain", f"fast{i}", {"gain": fast_gain_db})
+        s.connect("in", f"fast{i}")
+        s.connect(f"fast{i}", "sum")
+    s.live["slow"].latency = latency
+    s._dirty = True
+    s.commit()
+    return e, s
+
+
+def run(e: Engine, s: Session, x: np.ndarray) -> np.ndarray:
+    """Process x in 64-frame blocks, servicing the session between blocks."""
+    out = []
+    for i in range(0, len(x), 64):
+        out.append(e.process(64, x[i:i + 64], block=64)[:, 0].astype(np.float64))
+        s.service()
+    return np.concatenate(out)
+
+
+def assert_smooth_move(y: np.ndarray, start: float, end: float, fade: int,
+                       fades: int = 1) -> None:
+    """y goes from start to end monotonically, never faster than `fades` fades
+    in series (a dip, a doubled signal or a cut would break monotony or the
+    step bound: a product of k linear fades moves at most k x as fast)."""
+    assert abs(y[0] - start) < 1e-6 and abs(y[-1] - end) < 1e-6, (y[0], y[-1])
+    d = np.diff(y) * (1.0 if end >= start else -1.0)
+    assert np.min(d) >= -1e-6, np.min(d)
+    assert np.max(d) <= fades * abs(end - start) / fade * 1.05 + 1e-6, np.max(d)
+
+
+def test_latency_change_moves_connections_between_groups_with_aligned_crossfades():
+    """A path's latency changes live 0 -> 64 -> 200 -> 0: the fast connections
+    move from no delay into a 64-sample group, then into a 200-sample group,
+    then back, each time with a crossfade. On DC the two sides of every
+    crossfade meet at the output sample for sample, so the level stays constant
+    (within float rounding: the old and new gains sum to 1); on a sine the
+    largest sample step stays that of the steady signal plus the fade's."""
+    live0 = lib.mg_dgroup_live()
+    e, s = fan_in(4, 0)
+    try:
+        dc = np.full((4800, 1), 0.1, np.float32)
+        run(e, s, dc)
+        for lat in (64, 200, 0):
+            s.live["slow"].latency = lat
+            s._dirty = True
+            s.service()
+            y = run(e, s, dc)
+            assert np.max(np.abs(y - 0.5)) < 1e-6, (lat, np.max(np.abs(y - 0.5)))
+            assert s.idle()
+            assert [(g.delay, len(g.members)) for g in s.groups.values()] == (
+                [(lat, 4)] if lat else [])
+            assert lib.mg_dgroup_live() - live0 == (1 if lat else 0)  # old groups freed
+            assert all(ed.delay == lat for c, ed in s.edges.items() if c.src.startswith("fast"))
+        # the same moves on a 100 Hz sine: no click
+        t = np.arange(4800 * 4) / 48000.0
+        x = (0.1 * np.sin(2 * np.pi * 100.0 * t)).astype(np.float32).reshape(-1, 1)
+        steady = run(e, s, x[:4800])
+        bound = np.max(np.abs(np.diff(steady[2400:])))
+        for k, lat in enumerate((64, 200), start=1):
+            s.live["slow"].latency = lat
+            s._dirty = True
+            s.service()
+            y = run(e, s, x[4800 * k: 4800 * (k + 1)])
+            # fade term: the gain moves 1/fade per sample over |old - new| <= 2 x 0.4
+            fade_term = 2 * 0.4 / s.fade_samples
+            assert np.max(np.abs(np.diff(y))) <= bound + fade_term, lat
+    finally:
+        s.close()
+        e.free()
+    assert lib.mg_dgroup_live() == live0
+
+
+def test_fades_of_grouped_connections():
+    """Connect, disconnect, bypass and removal of connections that share a
+    1200-sample delay group, on DC: each fades monotonically from the old level
+    to the new one (a bypass's two fades meet at the output: no doubled level,
+    no dip), the group keeps its delay line while any member is left, and is
+    freed after the last member's fade has left it."""
+    live0 = lib.mg_dgroup_live()
+    e, s = fan_in(3, 1200, fast_gain_db=20 * np.log10(0.5))
+    fade = s.fade_samples
+    try:
+        dc = np.full((4800, 1), 0.1, np.float32)
+        run(e, s, dc)  # slow 0.1 + 3 x 0.05
+        (group,) = s.groups.values()
+        ptr = group.ptr
+        assert group.delay == 1200 and len(group.members) == 3
+        s.add_node("gain", "extra")
+        s.connect("in", "extra")
+        s.commit()
+        run(e, s, dc)
+        s.connect("extra", "sum")  # joins the group
+        s.commit()
+        assert_smooth_move(run(e, s, dc), 0.25, 0.35, fade)
+        assert list(s.groups.values()) == [group] and group.ptr == ptr
+        assert len(group.members) == 4
+        s.disconnect("extra", "sum")
+        assert_smooth_move(run(e, s, dc), 0.35, 0.25, fade)
+        assert len(group.members) == 3 and s.idle()
+        s.set_bypass("fast0", True)  # grouped 0.05 fades out, direct 0.1 fades in
+        s.commit()  # as the OSC server does after every command
+        assert_smooth_move(run(e, s, dc), 0.25, 0.30, fade)
+        s.set_bypass("fast0", False)
+        s.commit()
+        assert_smooth_move(run(e, s, dc), 0.30, 0.25, fade)
+        assert s.groups[(s.live["sum"], "in", 1200)] is group and group.ptr == ptr
+        for i in range(3):  # the last members leave: the delay line drains first
+            s.remove_node(f"fast{i}")
+        s.commit()
+        # a removed node's input and output connections both fade: two in series
+        assert_smooth_move(run(e, s, dc), 0.25, 0.10, fade, fades=2)
+        assert s.idle() and not s.groups and lib.mg_dgroup_live() == live0
+    finally:
+        s.close()
+        e.free()
+    assert lib.mg_dgroup_live() == live0
