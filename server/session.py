@@ -362,22 +362,48 @@ class Session:
             for a in ins:
                 for b in outs:
                     want[(a, b)] = Conn(a.src, a.src_port, b.dst, b.dst_port)
-        def wait(k: tuple[Conn, Conn]) -> int:
-            # the bypassed node's output connection fades where it enters its
-            # delay group: the direct edge's fade waits to meet it at the output
-            out = self.edges.get(k[1])
-            return out.delay if out is not None else 0
+        # A bypass keeps the node's latency: the direct connection a.src -> b.dst is
+        # delayed by what the path through the node takes (a's compensation, the
+        # node's latency, b's compensation), so parallel paths stay aligned and
+        # nothing downstream is re-compensated. Fades meet at the output: b fades
+        # where it enters its delay group, `hold_b` after the command, the direct
+        # edge at once, and both reach the output `delay` frames on.
+        def delay(k: tuple[Conn, Conn]) -> int:
+            ea, eb = self.edges.get(k[0]), self.edges.get(k[1])
+            node = self.live.get(k[0].dst)
+            return ((ea.delay if ea else 0) + (node.latency if node else 0)
+                    + (eb.delay if eb else 0))
+
+        hold_b: dict[Conn, int] = {}
+        for k, d in [(k, delay(k)) for k in want] + [
+                (k, e.delay) for k, e in self.bypass_edges.items() if k not in want]:
+            eb = self.edges.get(k[1])  # on release, b fades in to meet the old direct edge
+            hold_b[k[1]] = max(hold_b.get(k[1], 0), d - (eb.delay if eb else 0))
+
+        def wait(k: tuple[Conn, Conn], d: int) -> int:
+            eb = self.edges.get(k[1])
+            return max(0, hold_b.get(k[1], 0) + (eb.delay if eb else 0) - d)
 
         for k in list(self.bypass_edges):
-            if k not in want:
-                self._retire_edge(self.bypass_edges.pop(k), wait(k))
+            old = self.bypass_edges[k]
+            if k not in want or old.delay != delay(k):
+                self.bypass_edges.pop(k)
+                self._retire_edge(old, wait(k, old.delay))
                 self._dirty = True
         for k, conn in want.items():
             if k in self.bypass_edges:
                 continue
+            d = delay(k)
+            dst = self.live[conn.dst]
+            group = None
+            if d > 0:
+                _, dch = self._port_base(dst.g, conn.dst_port, "in")
+                group = self._group(dst, conn.dst_port, dch, d)
             gain = 0.0 if self.started else 1.0
-            edge = LiveEdge(conn, self.live[conn.src], self.live[conn.dst],
-                            lib.mg_edge_new(gain), wait=wait(k))
+            edge = LiveEdge(conn, self.live[conn.src], dst, lib.mg_edge_new(gain), delay=d,
+                            group=group, wait=wait(k, d))
+            if group is not None:
+                group.members.add(edge)
             if gain == 0.0:
                 self._fade_in.append(edge)
             self.bypass_edges[k] = edge
@@ -391,7 +417,7 @@ class Session:
                 self._fade_in.remove(e)
                 if self.started:
                     continue  # created at gain 0: it simply never fades in
-            self.engine.push(CMD_EDGE, e.ptr, self.fade_samples, target)
+            self.engine.push(CMD_EDGE, e.ptr, self.fade_samples, target, hold_b.get(c, 0))
 
     # ---- parameters ----------------------------------------------------------
     def set_param(self, name: str, param: str, value, time: int = 0) -> tuple[float, bool]:
@@ -536,6 +562,8 @@ class Session:
             self._retire_edge(edge, hold - edge.delay)
             if self.started and edge.target > 0.0:
                 self._fade_in.append(new)
+        if self.bypass_edges:  # a bypass carries the delays around the bypassed node
+            self._sync_bypass()
 
     def commit(self) -> None:
         """Compile and hand over a new plan if the graph changed."""
