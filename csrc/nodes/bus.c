@@ -27,8 +27,12 @@ MG_HOT static void process(void *st, const mg_proc *p)
 }
 
 const mg_node_type mg_type_bus = {
-    "bus", "Summing bus: all connections into `in` are added, then scaled by `gain`.",
-    2, 1, 64,
-    params, MG_COUNT(params), ports, MG_COUNT(ports), NULL, 0,
-    sizeof(bus_state), 0, prepare, process, NULL, NULL, NULL, NULL,
+    .name = "bus",
+    .doc = "Summing bus: all connections into `in` are added, then scaled by `gain`.",
+    .default_channels = 2, .min_channels = 1, .max_channels = 64,
+    MG_PARAMS(params),
+    MG_PORTS(ports),
+    .state_size = sizeof(bus_state),
+    .prepare = prepare,
+    .process = process,
 };

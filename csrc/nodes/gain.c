@@ -46,8 +46,12 @@ MG_HOT static void process(void *st, const mg_proc *p)
 }
 
 const mg_node_type mg_type_gain = {
-    "gain", "Fader: gain in dB with click-free mute and polarity invert.",
-    1, 1, 64,
-    params, MG_COUNT(params), ports, MG_COUNT(ports), NULL, 0,
-    sizeof(gain_state), 0, prepare, process, NULL, NULL, NULL, NULL,
+    .name = "gain",
+    .doc = "Fader: gain in dB with click-free mute and polarity invert.",
+    .default_channels = 1, .min_channels = 1, .max_channels = 64,
+    MG_PARAMS(params),
+    MG_PORTS(ports),
+    .state_size = sizeof(gain_state),
+    .prepare = prepare,
+    .process = process,
 };

@@ -50,8 +50,13 @@ static void process(void *st, const mg_proc *p)
 }
 
 const mg_node_type mg_type_noise = {
-    "noise", "White noise (uniform), independent per channel; `level` is the RMS level in dBFS.",
-    1, 1, MG_NOISE_MAX_CH,
-    params, MG_COUNT(params), ports, MG_COUNT(ports), NULL, 0,
-    sizeof(noise_state), 0, prepare, process, reset, NULL, NULL, NULL,
+    .name = "noise",
+    .doc = "White noise (uniform), independent per channel; `level` is the RMS level in dBFS.",
+    .default_channels = 1, .min_channels = 1, .max_channels = MG_NOISE_MAX_CH,
+    MG_PARAMS(params),
+    MG_PORTS(ports),
+    .state_size = sizeof(noise_state),
+    .prepare = prepare,
+    .process = process,
+    .reset = reset,
 };

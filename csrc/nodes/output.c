@@ -29,8 +29,11 @@ static void process(void *st, const mg_proc *p)
 }
 
 const mg_node_type mg_type_output = {
-    "output", "Hardware outputs: channels `first` .. `first+channels-1`; the safety stage follows.",
-    2, 1, 64,
-    NULL, 0, ports, MG_COUNT(ports), NULL, 0,
-    sizeof(output_state), 0, prepare, process, NULL, NULL, NULL, NULL,
+    .name = "output",
+    .doc = "Hardware outputs: channels `first` .. `first+channels-1`; the safety stage follows.",
+    .default_channels = 2, .min_channels = 1, .max_channels = 64,
+    MG_PORTS(ports),
+    .state_size = sizeof(output_state),
+    .prepare = prepare,
+    .process = process,
 };

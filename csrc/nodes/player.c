@@ -79,8 +79,15 @@ static void process(void *st, const mg_proc *p)
 }
 
 const mg_node_type mg_type_player = {
-    "player", "Sound-file player (WAV/FLAC) streamed from disk by a worker thread; `play` 0 rewinds.",
-    2, 1, 64,
-    params, MG_COUNT(params), ports, MG_COUNT(ports), readouts, MG_COUNT(readouts),
-    sizeof(player_state), 1, prepare, process, NULL, release, NULL, NULL,
+    .name = "player",
+    .doc = "Sound-file player (WAV/FLAC) streamed from disk by a worker thread; `play` 0 rewinds.",
+    .default_channels = 2, .min_channels = 1, .max_channels = 64,
+    MG_PARAMS(params),
+    MG_PORTS(ports),
+    MG_READOUTS(readouts),
+    .state_size = sizeof(player_state),
+    .needs_fifo = 1,
+    .prepare = prepare,
+    .process = process,
+    .release = release,
 };

@@ -57,8 +57,15 @@ static void process(void *st, const mg_proc *p)
 }
 
 const mg_node_type mg_type_recorder = {
-    "recorder", "Sound-file recorder (WAV/FLAC) streamed to disk by a worker thread; counts dropped frames.",
-    2, 1, 64,
-    params, MG_COUNT(params), ports, MG_COUNT(ports), readouts, MG_COUNT(readouts),
-    sizeof(recorder_state), 1, prepare, process, NULL, release, NULL, NULL,
+    .name = "recorder",
+    .doc = "Sound-file recorder (WAV/FLAC) streamed to disk by a worker thread; counts dropped frames.",
+    .default_channels = 2, .min_channels = 1, .max_channels = 64,
+    MG_PARAMS(params),
+    MG_PORTS(ports),
+    MG_READOUTS(readouts),
+    .state_size = sizeof(recorder_state),
+    .needs_fifo = 1,
+    .prepare = prepare,
+    .process = process,
+    .release = release,
 };

@@ -49,8 +49,13 @@ static void process(void *st, const mg_proc *p)
 }
 
 const mg_node_type mg_type_sine = {
-    "sine", "Sine oscillator; `level` is the peak level in dBFS.",
-    1, 1, 64,
-    params, MG_COUNT(params), ports, MG_COUNT(ports), NULL, 0,
-    sizeof(sine_state), 0, prepare, process, reset, NULL, NULL, NULL,
+    .name = "sine",
+    .doc = "Sine oscillator; `level` is the peak level in dBFS.",
+    .default_channels = 1, .min_channels = 1, .max_channels = 64,
+    MG_PARAMS(params),
+    MG_PORTS(ports),
+    .state_size = sizeof(sine_state),
+    .prepare = prepare,
+    .process = process,
+    .reset = reset,
 };
