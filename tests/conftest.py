@@ -164,18 +164,19 @@ class Sessions:
         self.rate = rate
         self.made: list = []
 
-    def __call__(self, hw_in: int, hw_out: int):
+    def __call__(self, hw_in: int, hw_out: int, rate: int | None = None):
         from mixgraph.server.engine import Engine
         from mixgraph.server.session import Session
 
-        e = Engine(self.rate, hw_in, hw_out)
+        e = Engine(rate or self.rate, hw_in, hw_out)
         s = Session(e)
         self.made.append((s, e))
         return s, e
 
-    def chain(self, type_name: str, name: str, settings: dict, in_ch: int, out_ch: int):
+    def chain(self, type_name: str, name: str, settings: dict, in_ch: int, out_ch: int,
+              rate: int | None = None):
         """input -> NODE -> output, committed; returns (session, engine)."""
-        s, e = self(in_ch, out_ch)
+        s, e = self(in_ch, out_ch, rate)
         s.add_node("input", "in", {"channels": in_ch})
         s.add_node(type_name, name, settings)
         s.add_node("output", "out", {"channels": out_ch})

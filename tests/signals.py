@@ -5,6 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 
+def process(e, x, block: int = 64) -> np.ndarray:
+    """x (mono 1-D or frames x channels) through an offline engine, as float64."""
+    x = np.asarray(x, np.float32)
+    if x.ndim == 1:
+        x = x.reshape(-1, 1)
+    return e.process(len(x), np.ascontiguousarray(x), block=block).astype(np.float64)
+
+
 def bad_signals(n: int, sr: float) -> list[np.ndarray]:
     """What a node must survive without NaN/Inf: NaN, +-Inf, DC, a full-scale
     100 Hz square, silence, a square with NaNs in it, and 3e38."""

@@ -101,36 +101,31 @@ def test_late_events_are_counted_and_applied_at_once(dc_gain):
 # ---- smoothing ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("start,target", [(0.0, -40.0), (-60.0, 12.0), (6.0, -6.0)])
-def test_gain_ramp_is_geometric_and_reaches_target_in_smooth_ms(start, target):
-    e = Engine(SR, 1, 1)
-    s = Session(e)
-    try:
-        s.add_node("input", "in", {"channels": 1})
-        s.add_node("gain", "g", {"gain": start})
-        s.add_node("output", "out", {"channels": 1})
-        s.connect("in", "g")
-        s.connect("g", "out")
-        s.commit()
-        amp = 0.05  # keep +12 dB under the ceiling
-        x = np.full((4096, 1), amp, np.float32)
-        e.process(256, x[:256])
-        s.set_param("g", "gain", target)
-        y = e.process(2048, x[:2048])[:, 0].astype(np.float64)
-        db = 20 * np.log10(y / amp)
-        # smooth_ms = 20: the target is reached after exactly 960 samples
-        # (1e-4 dB: float32 amplitude) and held from there
-        assert abs(db[SMOOTH - 1] - target) < 1e-4
-        assert abs(db[SMOOTH - 2] - target) > 1e-3
-        assert np.all(np.abs(db[SMOOTH:] - target) < 1e-4)
-        # geometric in amplitude = a straight line in dB: every step is
-        # (target - start) / 960 dB, within 1e-3 dB (float32 rounding at -60 dB)
-        steps = np.diff(np.concatenate([[start], db[:SMOOTH]]))
-        assert np.max(np.abs(steps - (target - start) / SMOOTH)) < 1e-3
-        # zipper check: no step bigger than the ramp's own
-        assert np.max(np.abs(steps)) <= abs(target - start) / SMOOTH + 1e-3
-    finally:
-        s.close()
-        e.free()
+def test_gain_ramp_is_geometric_and_reaches_target_in_smooth_ms(sessions, start, target):
+    s, e = sessions(1, 1)
+    s.add_node("input", "in", {"channels": 1})
+    s.add_node("gain", "g", {"gain": start})
+    s.add_node("output", "out", {"channels": 1})
+    s.connect("in", "g")
+    s.connect("g", "out")
+    s.commit()
+    amp = 0.05  # keep +12 dB under the ceiling
+    x = np.full((4096, 1), amp, np.float32)
+    e.process(256, x[:256])
+    s.set_param("g", "gain", target)
+    y = e.process(2048, x[:2048])[:, 0].astype(np.float64)
+    db = 20 * np.log10(y / amp)
+    # smooth_ms = 20: the target is reached after exactly 960 samples
+    # (1e-4 dB: float32 amplitude) and held from there
+    assert abs(db[SMOOTH - 1] - target) < 1e-4
+    assert abs(db[SMOOTH - 2] - target) > 1e-3
+    assert np.all(np.abs(db[SMOOTH:] - target) < 1e-4)
+    # geometric in amplitude = a straight line in dB: every step is
+    # (target - start) / 960 dB, within 1e-3 dB (float32 rounding at -60 dB)
+    steps = np.diff(np.concatenate([[start], db[:SMOOTH]]))
+    assert np.max(np.abs(steps - (target - start) / SMOOTH)) < 1e-3
+    # zipper check: no step bigger than the ramp's own
+    assert np.max(np.abs(steps)) <= abs(target - start) / SMOOTH + 1e-3
 
 
 def test_retarget_mid_ramp_has_no_jump(dc_gain):
@@ -149,85 +144,70 @@ def test_retarget_mid_ramp_has_no_jump(dc_gain):
     assert np.all(y[500 + SMOOTH - 1:] == 1.0)
 
 
-def test_pan_ramp_is_linear_in_position():
-    e = Engine(SR, 1, 2)
-    s = Session(e)
-    try:
-        s.add_node("input", "in", {"channels": 1})
-        s.add_node("pan", "p")
-        s.add_node("output", "out")
-        s.connect("in", "p")
-        s.connect("p", "out")
-        s.commit()
-        e.process(64, ones(64))
-        s.set_param("p", "pan", 1.0)
-        y = e.process(2048, ones(2048)).astype(np.float64)
-        # position ramps linearly from 0 to 1 over 960 samples; t = (pos+1)*pi/4
-        pos = np.minimum((np.arange(2048) + 1) / SMOOTH, 1.0)
-        th = (pos + 1) * np.pi / 4
-        assert np.max(np.abs(y[:, 0] - np.cos(th))) < 2e-6  # float32 trig
-        assert np.max(np.abs(y[:, 1] - np.sin(th))) < 2e-6
-        # constant power all along the ramp, within 1e-5
-        assert np.max(np.abs(y[:, 0] ** 2 + y[:, 1] ** 2 - 1)) < 1e-5
-    finally:
-        s.close()
-        e.free()
+def test_pan_ramp_is_linear_in_position(sessions):
+    s, e = sessions(1, 2)
+    s.add_node("input", "in", {"channels": 1})
+    s.add_node("pan", "p")
+    s.add_node("output", "out")
+    s.connect("in", "p")
+    s.connect("p", "out")
+    s.commit()
+    e.process(64, ones(64))
+    s.set_param("p", "pan", 1.0)
+    y = e.process(2048, ones(2048)).astype(np.float64)
+    # position ramps linearly from 0 to 1 over 960 samples; t = (pos+1)*pi/4
+    pos = np.minimum((np.arange(2048) + 1) / SMOOTH, 1.0)
+    th = (pos + 1) * np.pi / 4
+    assert np.max(np.abs(y[:, 0] - np.cos(th))) < 2e-6  # float32 trig
+    assert np.max(np.abs(y[:, 1] - np.sin(th))) < 2e-6
+    # constant power all along the ramp, within 1e-5
+    assert np.max(np.abs(y[:, 0] ** 2 + y[:, 1] ** 2 - 1)) < 1e-5
 
 
-def test_sine_level_change_starts_at_exact_sample():
-    e = Engine(SR, 0, 1)
-    s = Session(e)
-    try:
-        f = 1000.0
-        s.add_node("sine", "osc", {"freq": f, "level": -20})
-        s.add_node("output", "out", {"channels": 1})
-        s.connect("osc", "out")
-        s.commit()
-        s.set_param("osc", "level", -6.0, time=1234)
-        y = run(e, 4096, 512)[:, 0].astype(np.float64)
-        n = np.arange(4096)
-        k = np.clip(n - 1234 + 1, 0, SMOOTH)
-        level_db = -20 + 14 * k / SMOOTH  # straight line in dB from sample 1234
-        ref = 10 ** (level_db / 20) * np.sin(2 * np.pi * f * n / SR)
-        assert np.max(np.abs(y - ref)) < 2e-6  # float32 output of a double sine
-    finally:
-        s.close()
-        e.free()
+def test_sine_level_change_starts_at_exact_sample(sessions):
+    s, e = sessions(0, 1)
+    f = 1000.0
+    s.add_node("sine", "osc", {"freq": f, "level": -20})
+    s.add_node("output", "out", {"channels": 1})
+    s.connect("osc", "out")
+    s.commit()
+    s.set_param("osc", "level", -6.0, time=1234)
+    y = run(e, 4096, 512)[:, 0].astype(np.float64)
+    n = np.arange(4096)
+    k = np.clip(n - 1234 + 1, 0, SMOOTH)
+    level_db = -20 + 14 * k / SMOOTH  # straight line in dB from sample 1234
+    ref = 10 ** (level_db / 20) * np.sin(2 * np.pi * f * n / SR)
+    assert np.max(np.abs(y - ref)) < 2e-6  # float32 output of a double sine
 
 
 # ---- plan swaps ---------------------------------------------------------------------
 
-def test_plan_swap_keeps_other_nodes_running():
-    e = Engine(SR, 0, 1)
-    s = Session(e)
-    try:
-        f = 441.0
-        s.add_node("sine", "osc", {"freq": f, "level": -3})
-        s.add_node("output", "out", {"channels": 1})
-        s.connect("osc", "out")
-        s.commit()
-        parts = [e.process(1000)]
-        # unrelated edits: each one compiles and swaps a new plan
-        s.add_node("noise", "nz", {"level": -40})
+def test_plan_swap_keeps_other_nodes_running(sessions):
+    s, e = sessions(0, 1)
+    f = 441.0
+    s.add_node("sine", "osc", {"freq": f, "level": -3})
+    s.add_node("output", "out", {"channels": 1})
+    s.connect("osc", "out")
+    s.commit()
+    parts = [e.process(1000)]
+    # unrelated edits: each one compiles and swaps a new plan
+    s.add_node("noise", "nz", {"level": -40})
+    s.service()
+    parts.append(e.process(777))
+    s.add_node("meter", "m")
+    s.connect("nz", "m")
+    s.service()
+    parts.append(e.process(1500))
+    s.remove_node("nz")
+    for _ in range(8):
         s.service()
-        parts.append(e.process(777))
-        s.add_node("meter", "m")
-        s.connect("nz", "m")
-        s.service()
-        parts.append(e.process(1500))
-        s.remove_node("nz")
-        for _ in range(8):
-            s.service()
-            parts.append(e.process(300))
-        assert "nz" not in s.live and s.idle()
-        y = np.concatenate(parts)[:, 0].astype(np.float64)
-        n = np.arange(len(y))
-        ref = 10 ** (-3 / 20) * np.sin(2 * np.pi * f * n / SR)
-        # one continuous sine: a phase reset would be an O(1) error; 1e-6 is float32
-        assert np.max(np.abs(y - ref)) < 1e-6
-    finally:
-        s.close()
-        e.free()
+        parts.append(e.process(300))
+    assert "nz" not in s.live and s.idle()
+    y = np.concatenate(parts)[:, 0].astype(np.float64)
+    n = np.arange(len(y))
+    ref = 10 ** (-3 / 20) * np.sin(2 * np.pi * f * n / SR)
+    # one continuous sine: a phase reset would be an O(1) error; 1e-6 is float32
+    assert np.max(np.abs(y - ref)) < 1e-6
 
 
 def _max_step(x):
@@ -235,56 +215,51 @@ def _max_step(x):
 
 
 @pytest.mark.parametrize("block", [64, 512])
-def test_connect_and_disconnect_fade(block):
-    e = Engine(SR, 0, 1)
-    s = Session(e)
-    try:
-        f1, f2, a1, a2 = 200.0, 1000.0, 0.25, 0.5
-        s.add_node("sine", "s1", {"freq": f1, "level": 20 * math.log10(a1)})
-        s.add_node("sine", "s2", {"freq": f2, "level": 20 * math.log10(a2)})
-        s.add_node("output", "out", {"channels": 1})
-        s.connect("s1", "out")
-        s.commit()
-        before = run(e, 2400, block)[:, 0]
-        # the steepest slope a sum of the two sines can have, per sample
-        own = 2 * np.pi * (f1 * a1 + f2 * a2) / SR
-        t0 = e.time
-        s.connect("s2", "out")
-        s.commit()
-        added = run(e, 4800, block)[:, 0].astype(np.float64)
-        n = np.arange(t0, t0 + 4800)
-        x1 = a1 * np.sin(2 * np.pi * f1 * n / SR)
-        x2 = a2 * np.sin(2 * np.pi * f2 * n / SR)
-        g = (added - x1) / np.where(np.abs(x2) > 0.05, x2, np.nan)
-        # the new path's gain rises linearly from 0 to 1 over exactly 5 ms,
-        # whatever the block size: g[k] = (k + 1) / 240 (1e-4: float32 over |x2| > 0.05)
-        ramp = np.minimum((np.arange(4800) + 1) / FADE, 1.0)
-        assert np.nanmax(np.abs(g - ramp)) < 1e-4
-        assert _max_step(np.concatenate([before, added])) <= own * 1.001
-        # remove it again: it fades out, then leaves the plan
-        t1 = e.time
-        s.disconnect("s2", "out")
+def test_connect_and_disconnect_fade(sessions, block):
+    s, e = sessions(0, 1)
+    f1, f2, a1, a2 = 200.0, 1000.0, 0.25, 0.5
+    s.add_node("sine", "s1", {"freq": f1, "level": 20 * math.log10(a1)})
+    s.add_node("sine", "s2", {"freq": f2, "level": 20 * math.log10(a2)})
+    s.add_node("output", "out", {"channels": 1})
+    s.connect("s1", "out")
+    s.commit()
+    before = run(e, 2400, block)[:, 0]
+    # the steepest slope a sum of the two sines can have, per sample
+    own = 2 * np.pi * (f1 * a1 + f2 * a2) / SR
+    t0 = e.time
+    s.connect("s2", "out")
+    s.commit()
+    added = run(e, 4800, block)[:, 0].astype(np.float64)
+    n = np.arange(t0, t0 + 4800)
+    x1 = a1 * np.sin(2 * np.pi * f1 * n / SR)
+    x2 = a2 * np.sin(2 * np.pi * f2 * n / SR)
+    g = (added - x1) / np.where(np.abs(x2) > 0.05, x2, np.nan)
+    # the new path's gain rises linearly from 0 to 1 over exactly 5 ms,
+    # whatever the block size: g[k] = (k + 1) / 240 (1e-4: float32 over |x2| > 0.05)
+    ramp = np.minimum((np.arange(4800) + 1) / FADE, 1.0)
+    assert np.nanmax(np.abs(g - ramp)) < 1e-4
+    assert _max_step(np.concatenate([before, added])) <= own * 1.001
+    # remove it again: it fades out, then leaves the plan
+    t1 = e.time
+    s.disconnect("s2", "out")
+    s.service()
+    parts = []
+    for _ in range(20):
+        parts.append(run(e, block, block))
         s.service()
-        parts = []
-        for _ in range(20):
-            parts.append(run(e, block, block))
-            s.service()
-        removed = np.concatenate(parts)[:, 0].astype(np.float64)
-        assert s.idle() and [str(c) for c in s.edges] == ["s1:out -> out:in"]
-        # s1, s2, out and s1's edge are left; s2's edge was freed
-        assert sorted(type(o).__name__ for o in s._owners.values()) == ["LiveEdge"] + [
-            "LiveNode"] * 3
-        n = np.arange(t1, t1 + len(removed))
-        x1 = a1 * np.sin(2 * np.pi * f1 * n / SR)
-        x2 = a2 * np.sin(2 * np.pi * f2 * n / SR)
-        g = (removed - x1) / np.where(np.abs(x2) > 0.05, x2, np.nan)
-        fall = 1 - np.minimum((np.arange(len(g)) + 1) / FADE, 1.0)
-        assert np.nanmax(np.abs(g - fall)) < 1e-4  # 1e-4: float32 over |x2| > 0.05
-        assert np.max(np.abs(removed[FADE:] - x1[FADE:])) < 1e-6
-        assert _max_step(np.concatenate([added, removed])) <= own * 1.001
-    finally:
-        s.close()
-        e.free()
+    removed = np.concatenate(parts)[:, 0].astype(np.float64)
+    assert s.idle() and [str(c) for c in s.edges] == ["s1:out -> out:in"]
+    # s1, s2, out and s1's edge are left; s2's edge was freed
+    assert sorted(type(o).__name__ for o in s._owners.values()) == ["LiveEdge"] + [
+        "LiveNode"] * 3
+    n = np.arange(t1, t1 + len(removed))
+    x1 = a1 * np.sin(2 * np.pi * f1 * n / SR)
+    x2 = a2 * np.sin(2 * np.pi * f2 * n / SR)
+    g = (removed - x1) / np.where(np.abs(x2) > 0.05, x2, np.nan)
+    fall = 1 - np.minimum((np.arange(len(g)) + 1) / FADE, 1.0)
+    assert np.nanmax(np.abs(g - fall)) < 1e-4  # 1e-4: float32 over |x2| > 0.05
+    assert np.max(np.abs(removed[FADE:] - x1[FADE:])) < 1e-6
+    assert _max_step(np.concatenate([added, removed])) <= own * 1.001
 
 
 def test_hard_switch_would_fail_the_zipper_check():
@@ -297,129 +272,104 @@ def test_hard_switch_would_fail_the_zipper_check():
     assert _max_step(switched) > 2 * np.pi * f2 * a2 / SR * 1.5
 
 
-def test_remove_node_fades_out():
-    e = Engine(SR, 0, 1)
-    s = Session(e)
-    try:
-        s.add_node("sine", "s", {"freq": 500, "level": -6})
-        s.add_node("output", "out", {"channels": 1})
-        s.connect("s", "out")
-        s.commit()
-        parts = [e.process(1000)]
-        s.remove_node("s")
-        for _ in range(12):
-            s.service()
-            parts.append(e.process(128))
-        y = np.concatenate(parts)[:, 0]
-        own = 2 * np.pi * 500 * 10 ** (-6 / 20) / SR
-        assert _max_step(y) <= own * 1.001
-        assert np.all(y[1000 + 256:] == 0)  # 5 ms fade, done within 2 blocks
-        assert s.idle() and list(s.live) == ["out"]
-        assert [o.g.name for o in s._owners.values()] == ["out"]  # s and its edge freed
-    finally:
-        s.close()
-        e.free()
+def test_remove_node_fades_out(sessions):
+    s, e = sessions(0, 1)
+    s.add_node("sine", "s", {"freq": 500, "level": -6})
+    s.add_node("output", "out", {"channels": 1})
+    s.connect("s", "out")
+    s.commit()
+    parts = [e.process(1000)]
+    s.remove_node("s")
+    for _ in range(12):
+        s.service()
+        parts.append(e.process(128))
+    y = np.concatenate(parts)[:, 0]
+    own = 2 * np.pi * 500 * 10 ** (-6 / 20) / SR
+    assert _max_step(y) <= own * 1.001
+    assert np.all(y[1000 + 256:] == 0)  # 5 ms fade, done within 2 blocks
+    assert s.idle() and list(s.live) == ["out"]
+    assert [o.g.name for o in s._owners.values()] == ["out"]  # s and its edge freed
 
 
 # ---- safety stage --------------------------------------------------------------------
 
-def test_ceiling_holds_huge_gain_and_counts():
-    e = Engine(SR, 0, 1)
-    s = Session(e)
-    try:
-        s.add_node("sine", "osc", {"freq": 1000, "level": 0})
-        s.add_node("gain", "g", {"gain": 24})
-        s.add_node("output", "out", {"channels": 1})
-        s.connect("osc", "g")
-        s.connect("g", "out")
-        s.commit()
-        y = e.process(4800)[:, 0]
-        assert np.max(np.abs(y)) == 1.0
-        unclipped = np.sin(2 * np.pi * 1000 * np.arange(4800) / SR) * 10 ** (24 / 20)
-        # every sample whose unclipped value is beyond the ceiling is held there
-        # (1e-4 keeps samples right at the threshold out of the comparison)
-        over = np.abs(unclipped) > 1 + 1e-4
-        under = np.abs(unclipped) < 1 - 1e-4
-        assert np.all(np.abs(y[over]) == 1.0)
-        assert np.all(np.sign(y[over]) == np.sign(unclipped[over]))
-        assert np.max(np.abs(y[under] - unclipped[under])) < 1e-5
-        clipped = e.stats().clipped
-        assert over.sum() <= clipped <= over.sum() + (~over & ~under).sum()
-    finally:
-        s.close()
-        e.free()
+def test_ceiling_holds_huge_gain_and_counts(sessions):
+    s, e = sessions(0, 1)
+    s.add_node("sine", "osc", {"freq": 1000, "level": 0})
+    s.add_node("gain", "g", {"gain": 24})
+    s.add_node("output", "out", {"channels": 1})
+    s.connect("osc", "g")
+    s.connect("g", "out")
+    s.commit()
+    y = e.process(4800)[:, 0]
+    assert np.max(np.abs(y)) == 1.0
+    unclipped = np.sin(2 * np.pi * 1000 * np.arange(4800) / SR) * 10 ** (24 / 20)
+    # every sample whose unclipped value is beyond the ceiling is held there
+    # (1e-4 keeps samples right at the threshold out of the comparison)
+    over = np.abs(unclipped) > 1 + 1e-4
+    under = np.abs(unclipped) < 1 - 1e-4
+    assert np.all(np.abs(y[over]) == 1.0)
+    assert np.all(np.sign(y[over]) == np.sign(unclipped[over]))
+    assert np.max(np.abs(y[under] - unclipped[under])) < 1e-5
+    clipped = e.stats().clipped
+    assert over.sum() <= clipped <= over.sum() + (~over & ~under).sum()
 
 
-def test_lower_ceiling():
-    e = Engine(SR, 1, 1)
-    s = Session(e)
-    try:
-        e.set_ceiling_db(-6.0)
-        s.add_node("input", "in", {"channels": 1})
-        s.add_node("output", "out", {"channels": 1})
-        s.connect("in", "out")
-        s.commit()
-        x = np.linspace(-2, 2, 512, dtype=np.float32).reshape(-1, 1)
-        y = e.process(512, x)[:, 0]
-        c = np.float32(10 ** (-6 / 20))
-        assert np.array_equal(y, np.clip(x[:, 0], -c, c))  # exact: a comparison and a copy
-        assert e.stats().clipped == int(np.sum(np.abs(x) > c))
-    finally:
-        s.close()
-        e.free()
+def test_lower_ceiling(sessions):
+    s, e = sessions(1, 1)
+    e.set_ceiling_db(-6.0)
+    s.add_node("input", "in", {"channels": 1})
+    s.add_node("output", "out", {"channels": 1})
+    s.connect("in", "out")
+    s.commit()
+    x = np.linspace(-2, 2, 512, dtype=np.float32).reshape(-1, 1)
+    y = e.process(512, x)[:, 0]
+    c = np.float32(10 ** (-6 / 20))
+    assert np.array_equal(y, np.clip(x[:, 0], -c, c))  # exact: a comparison and a copy
+    assert e.stats().clipped == int(np.sum(np.abs(x) > c))
 
 
-def test_nan_and_inf_scrubbed():
-    e = Engine(SR, 2, 2)
-    s = Session(e)
-    try:
-        s.add_node("input", "in", {"channels": 2})
-        s.add_node("gain", "g", {"channels": 2, "gain": -6})
-        s.add_node("meter", "m")
-        s.add_node("output", "out")
-        s.connect("in", "g")
-        s.connect("g", "out")
-        s.connect("in", "m")
-        s.commit()
-        x = np.full((1024, 2), 0.5, np.float32)
-        bad = [(10, 0, np.nan), (11, 1, np.inf), (500, 0, -np.inf), (900, 1, np.nan)]
-        for i, c, v in bad:
-            x[i, c] = v
-        y = e.process(1024, x)
-        assert np.all(np.isfinite(y))
-        g = np.float32(10 ** (-6 / 20))
-        mask = np.ones_like(x, bool)
-        for i, c, _ in bad:
-            mask[i, c] = False
-            assert y[i, c] == 0.0
-        assert np.max(np.abs(y[mask] - 0.5 * g)) < 1e-6  # -6 dB within float32
-        assert e.stats().nan_scrubbed == len(bad)
-        # the meter is not poisoned by the bad samples
-        e.process(48000, np.full((48000, 2), 0.5, np.float32))
-        peak = s.readout("m", "peak")
-        assert all(abs(p - 20 * math.log10(0.5)) < 0.01 for p in peak)
-    finally:
-        s.close()
-        e.free()
+def test_nan_and_inf_scrubbed(sessions):
+    s, e = sessions(2, 2)
+    s.add_node("input", "in", {"channels": 2})
+    s.add_node("gain", "g", {"channels": 2, "gain": -6})
+    s.add_node("meter", "m")
+    s.add_node("output", "out")
+    s.connect("in", "g")
+    s.connect("g", "out")
+    s.connect("in", "m")
+    s.commit()
+    x = np.full((1024, 2), 0.5, np.float32)
+    bad = [(10, 0, np.nan), (11, 1, np.inf), (500, 0, -np.inf), (900, 1, np.nan)]
+    for i, c, v in bad:
+        x[i, c] = v
+    y = e.process(1024, x)
+    assert np.all(np.isfinite(y))
+    g = np.float32(10 ** (-6 / 20))
+    mask = np.ones_like(x, bool)
+    for i, c, _ in bad:
+        mask[i, c] = False
+        assert y[i, c] == 0.0
+    assert np.max(np.abs(y[mask] - 0.5 * g)) < 1e-6  # -6 dB within float32
+    assert e.stats().nan_scrubbed == len(bad)
+    # the meter is not poisoned by the bad samples
+    e.process(48000, np.full((48000, 2), 0.5, np.float32))
+    peak = s.readout("m", "peak")
+    assert all(abs(p - 20 * math.log10(0.5)) < 0.01 for p in peak)
 
 
-def test_denormals_flushed_inside_process_only():
-    e = Engine(SR, 1, 2)
-    s = Session(e)
-    try:
-        s.add_node("input", "in", {"channels": 1})
-        s.add_node("gain", "g")
-        s.add_node("output", "out")
-        s.connect("in", "out:in")  # hardware out 1+2 via fan-out, straight
-        s.connect("in", "g")
-        s.commit()
-        tiny = np.float32(1e-40)
-        assert tiny != 0 and tiny < np.finfo(np.float32).tiny  # really a denormal
-        y = e.process(512, np.full((512, 1), tiny, np.float32))
-        # FTZ/DAZ: a denormal entering the arithmetic comes out as zero
-        assert np.all(y == 0)
-        # ... and the caller's floating-point mode is restored afterwards
-        assert np.float32(1e-40) * np.float32(3.0) != 0
-    finally:
-        s.close()
-        e.free()
+def test_denormals_flushed_inside_process_only(sessions):
+    s, e = sessions(1, 2)
+    s.add_node("input", "in", {"channels": 1})
+    s.add_node("gain", "g")
+    s.add_node("output", "out")
+    s.connect("in", "out:in")  # hardware out 1+2 via fan-out, straight
+    s.connect("in", "g")
+    s.commit()
+    tiny = np.float32(1e-40)
+    assert tiny != 0 and tiny < np.finfo(np.float32).tiny  # really a denormal
+    y = e.process(512, np.full((512, 1), tiny, np.float32))
+    # FTZ/DAZ: a denormal entering the arithmetic comes out as zero
+    assert np.all(y == 0)
+    # ... and the caller's floating-point mode is restored afterwards
+    assert np.float32(1e-40) * np.float32(3.0) != 0

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import signals
 from scipy import signal
-
-from mixgraph.server.engine import Engine
-from mixgraph.server.session import Session
 
 RATES = [44100, 48000, 96000]
 TOL_DB = 0.05  # the issue's tolerance, 20 Hz .. 0.9 Nyquist (measured worst: 0.0004 dB)
@@ -17,32 +15,17 @@ IMP = 0.125  # impulse height: keeps boosted responses under the 0 dBFS output c
 
 
 @pytest.fixture
-def made():
-    made = []
-    yield made
-    for s, e in made:
-        s.close()
-        e.free()
+def made(sessions):
+    """The shared offline-session factory (conftest `sessions`)."""
+    return sessions
 
 
 def _eq(made, sr, settings, channels=1, kind="eq"):
-    e = Engine(sr, channels, channels)
-    s = Session(e)
-    made.append((s, e))
-    s.add_node("input", "in", {"channels": channels})
-    s.add_node(kind, "q", {"channels": channels, **settings})
-    s.add_node("output", "out", {"channels": channels})
-    s.connect("in", "q")
-    s.connect("q", "out")
-    s.commit()
-    return s, e
+    """input -> EQ -> output at sr, committed: (session, engine)."""
+    return made.chain(kind, "q", {"channels": channels, **settings}, channels, channels, rate=sr)
 
 
-def _run(e, x, block=64):
-    x = np.asarray(x, np.float32)
-    if x.ndim == 1:
-        x = x.reshape(-1, 1)
-    return e.process(len(x), np.ascontiguousarray(x), block=block).astype(np.float64)
+_run = signals.process
 
 
 # ---- references: the cookbook's formulas, written out here -----------------------

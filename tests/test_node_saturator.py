@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import signals
 from scipy import signal
 
 from mixgraph.server._core import lib
-from mixgraph.server.engine import Engine
-from mixgraph.server.session import Session
 
 SR = 48000
 LAT = 33  # documented latency of the 2x oversampled path (csrc/nodes/saturator.c)
@@ -23,32 +22,18 @@ CURVES = {
 
 
 @pytest.fixture
-def made():
-    made = []
-    yield made
-    for s, e in made:
-        s.close()
-        e.free()
+def made(sessions):
+    """The shared offline-session factory (conftest `sessions`)."""
+    return sessions
 
 
 def _sat(made, settings, channels=1, sr=SR):
-    e = Engine(sr, channels, channels)
-    s = Session(e)
-    made.append((s, e))
-    s.add_node("input", "in", {"channels": channels})
-    s.add_node("saturator", "q", {"channels": channels, **settings})
-    s.add_node("output", "out", {"channels": channels})
-    s.connect("in", "q")
-    s.connect("q", "out")
-    s.commit()
-    return s, e
+    """input -> saturator -> output at sr, committed: (session, engine)."""
+    return made.chain("saturator", "q", {"channels": channels, **settings}, channels, channels,
+                      rate=sr)
 
 
-def _run(e, x, block=64):
-    x = np.asarray(x, np.float32)
-    if x.ndim == 1:
-        x = x.reshape(-1, 1)
-    return e.process(len(x), np.ascontiguousarray(x), block=block).astype(np.float64)
+_run = signals.process
 
 
 def aliasing_db(y, f0, sr=SR):
