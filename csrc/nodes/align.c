@@ -132,21 +132,28 @@ static void on_param(void *st, int index, float v)
 }
 
 /* The sample `d` samples before the newest one written (d >= 0, fractional). */
-static inline float read_sinc(const align_state *s, const dl_line *l, double d)
+/* The taps for delay d (samples): the two nearest table rows interpolated;
+ * *di gets the whole-sample part. */
+static inline void sinc_taps(const align_state *s, double d, float *restrict h, unsigned *di)
 {
-    const double di = floor(d);
-    const double frac = d - di;
-    const double pos = frac * PHASES;
+    const double whole = floor(d);
+    const double pos = (d - whole) * PHASES;
     const int p = (int)pos;
     const float mu = (float)(pos - p);
     const float *restrict a = s->table + (size_t)p * TAPS, *restrict b = a + TAPS;
-    /* tap k reads the sample at delay di + (HALF - 1) - k + 1 counted from w */
-    const unsigned base = l->w - 1u - (unsigned)di + (HALF - 1);
+    for (int k = 0; k < TAPS; k++)
+        h[k] = a[k] + mu * (b[k] - a[k]);
+    *di = (unsigned)whole;
+}
+
+/* The newest sample written, delayed by di whole samples through taps h. */
+static inline float read_sinc(const dl_line *l, const float *restrict h, unsigned di)
+{
+    /* tap k reads the sample at delay di - (HALF - 1) + k counted back from w */
+    const unsigned base = l->w - 1u - di + (HALF - 1);
     float acc = 0.0f;
-    for (int k = 0; k < TAPS; k++) {
-        const float h = a[k] + mu * (b[k] - a[k]);
-        acc += h * l->buf[(base - (unsigned)k) & l->mask];
-    }
+    for (int k = 0; k < TAPS; k++)
+        acc += h[k] * l->buf[(base - (unsigned)k) & l->mask];
     return acc;
 }
 
@@ -179,15 +186,20 @@ static void process(void *st, const mg_proc *p)
     const mg_pv *dly = &p->pv[P_DELAY], *inv = &p->pv[P_INVERT];
     const double per_ms = s->fs * 1e-3;
     capture_block(s, p);
+    float h[TAPS];
+    unsigned di = 0;
+    if (!dly->ramp) /* a steady delay: the taps once per block, not per sample */
+        sinc_taps(s, (double)dly->value * per_ms + LATENCY, h, &di);
     for (int c = 0; c < s->ch; c++) {
         dl_line *l = &s->line[c];
         const float *restrict x = p->in[c];
         float *restrict y = p->out[c];
         for (int i = 0; i < n; i++) {
             dl_write(l, dl_sane(x[i]));
-            const double d = (double)mg_pv_at(dly, i) * per_ms + LATENCY;
+            if (dly->ramp)
+                sinc_taps(s, (double)dly->ramp[i] * per_ms + LATENCY, h, &di);
             const float pol = 1.0f - 2.0f * mg_pv_at(inv, i);
-            y[i] = pol * read_sinc(s, l, d);
+            y[i] = pol * read_sinc(l, h, di);
         }
     }
     const int st_now = atomic_load_explicit(&s->cap_state, memory_order_relaxed);
