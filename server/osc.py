@@ -25,10 +25,9 @@ from mixgraph.clients.protocol import encode
 from mixgraph.clients.protocol import ostr as _ostr
 
 from . import __version__, tapers
-from ._core import lib
 from .actions import actions_for, is_action_or_trigger, run_action
 from .catalog import CATALOG
-from .engine import CMD_PARAM, EngineBusy
+from .engine import EngineBusy
 from .errors import MixgraphError
 from .patterns import compile_pattern, is_pattern
 from .session import Session, number
@@ -353,14 +352,9 @@ class Dispatcher:
         if not lo <= x <= hi:  # out of range, NaN, Inf: dispatch says why
             return False
         try:
-            if node.published:
-                s.engine.push(CMD_PARAM, node.ptr, index, x, 0)
-            else:
-                lib.mg_node_init_param(node.ptr, index, x)
+            s.apply_param(node, index, param, x)
         except EngineBusy:
             return False
-        node.g.params[param] = x
-        s._touch()
         self.counters.messages += 1
         client.send_packet(prefix + _F(x))
         self._changed(name, param, x, client)

@@ -433,15 +433,21 @@ class Session:
             )
         x = number(value, f"{name}/{param}")
         v = min(max(x, spec.min), spec.max)
-        if node.published:
-            self.engine.push(CMD_PARAM, node.ptr, spec.index, v, time)
-        else:
-            lib.mg_node_init_param(node.ptr, spec.index, v)
-        node.g.params[param] = v
+        self.apply_param(node, spec.index, param, v, time)
         if node.g.type.name == "vca":
             self._apply_vca()
-        self._touch()
         return v, v != x
+
+    def apply_param(self, node: LiveNode, index: int, param: str, v: float,
+                    time: int = 0) -> None:
+        """Hand a checked, in-range value to the node (engine-smoothed once it plays)
+        and record it: the part of set_param the OSC flood path shares."""
+        if node.published:
+            self.engine.push(CMD_PARAM, node.ptr, index, v, time)
+        else:
+            lib.mg_node_init_param(node.ptr, index, v)
+        node.g.params[param] = v
+        self._touch()
 
     # ---- VCA groups ------------------------------------------------------------------
     def _vca_members(self, vca: str, members) -> list[str]:
