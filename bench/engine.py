@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from osc import count_replies  # bench/osc.py: replies may come bundled
 
 from mixgraph.clients import Client
 from mixgraph.clients.client import encode
@@ -138,14 +139,6 @@ def status(c: Client) -> dict:
     return dict(zip(a[::2], a[1::2], strict=True))
 
 
-def count_done(packet: bytes) -> int:
-    """/done replies in a datagram: one, or a bundle of them (a flooding sender's
-    replies are coalesced)."""
-    if packet[:8] == b"#bundle\0":
-        return packet.count(b"/done\0\0\0,")
-    return int(packet[:5] == b"/done")
-
-
 def control_path(n_msgs: int, repeats: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         proc, port, _ = start_daemon(Path(tmp), "--backend", "null", "--rate-limit", "0")
@@ -166,10 +159,12 @@ def control_path(n_msgs: int, repeats: int) -> dict:
                 t0 = time.perf_counter()
                 for k, m in enumerate(msgs):
                     while k - replies >= window:
-                        replies += count_done(sock.recv(65536))
+                        pkt = sock.recv(65536)
+                        replies += count_replies(pkt, len(pkt))[0]
                     sock.sendto(m, ("127.0.0.1", port))
                 while replies < n_msgs:
-                    replies += count_done(sock.recv(65536))
+                    pkt = sock.recv(65536)
+                    replies += count_replies(pkt, len(pkt))[0]
                 dt = time.perf_counter() - t0
                 sock.sendto(encode("/sync", [r + 1]), ("127.0.0.1", port))
                 while not sock.recv(65536).startswith(b"/synced"):
