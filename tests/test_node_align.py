@@ -240,7 +240,6 @@ def test_actions_are_not_bundled_wildcarded_or_saved(pair):
     assert got[0][0] == "/fail" and "cannot be part of a bundle" in got[0][1][-1]
     assert s.get_param("al", "delay") == 0.0  # all or nothing
     got.clear()
-    d.dispatch("/node/al/* 0", [], lambda a, b: None)  # (not an address: ignored)
     d.dispatch("/node/al/*", [1.0], lambda a, b: got.append((a, b)))
     done = got[-1][1]
     assert got[-1][0] == "/done" and "/node/al/measure" not in done and \
