@@ -243,6 +243,8 @@ int mg_node_restore(mg_node *n, const float *src, int count);
 
 /* ---- edges and plans ---- [control] */
 mg_edge *mg_edge_new(float initial_gain);
+/* Set the gain of an edge that no plan has used yet (no command may reach it). */
+void mg_edge_set_gain(mg_edge *edge, float gain);
 /* An edge that delays its signal by delay_samples (latency compensation). */
 mg_edge *mg_edge_new_delayed(float initial_gain, int channels, int delay_samples);
 int mg_edge_delay(mg_edge *edge);

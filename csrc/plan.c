@@ -229,6 +229,13 @@ mg_edge *mg_edge_new(float initial_gain)
     return ed;
 }
 
+void mg_edge_set_gain(mg_edge *ed, float gain)
+{
+    ed->gain = ed->target = ed->g0 = ed->g1 = gain;
+    ed->remaining = 0;
+    atomic_store(&ed->published, gain);
+}
+
 mg_edge *mg_edge_new_delayed(float initial_gain, int channels, int delay_samples)
 {
     if (channels < 1 || channels > 256 || delay_samples < 0 || delay_samples > (1 << 22))

@@ -271,11 +271,13 @@ class Session:
         node = self.live.pop(name)
         for c in gone:
             self._retire_edge(self.edges.pop(c))
+        # bypass connections through or around it fade first, so that the node's
+        # own stay in the plan covers every fading connection that touches it
+        self.bypassed.discard(name)
+        self._sync_bypass()
         self._retire_node(node)
         if node.g.type.name == "vca":
             self._apply_vca()
-        self.bypassed.discard(name)
-        self._sync_bypass()
         self._touch()
 
     def _retire_node(self, node: LiveNode) -> None:
@@ -286,8 +288,9 @@ class Session:
             return
         self.dying_nodes.append(node)
         due = self.engine.time + self.fade_samples + lib.MG_MAX_BLOCK
-        # it keeps running while its fading connections still feed a delay line
-        due = max([due] + [d for d, e in self.dying_edges if e.src is node])
+        # it keeps running while connections from or into it still fade (and feed
+        # a delay line)
+        due = max([due] + [d for d, e in self.dying_edges if e.src is node or e.dst is node])
         self._dying_due[id(node)] = due
 
     def _retire_edge(self, edge: LiveEdge, wait: int = 0) -> None:
@@ -295,7 +298,10 @@ class Session:
         drop it once the fade has also passed through its group's delay line."""
         if edge in self._fade_in:
             self._fade_in.remove(edge)
-        if not self.started or not edge.src.published:
+        if (not self.started or not edge.src.published
+                or self._refs.get(_key(edge.ptr), 0) == 0):
+            # never in a plan (created in this same batch of edits): nothing plays
+            # through it, and no command may reach it once it is freed
             edge.dead = True
             self._dirty = True
             self._release_if_unused(edge)
@@ -413,6 +419,16 @@ class Session:
             if target == e.target:
                 continue
             e.target = target
+            if self._refs.get(_key(e.ptr), 0) == 0:
+                # in no plan yet: no command (it could be freed before the audio
+                # thread reads it); it starts where it should instead
+                if not self.started:
+                    lib.mg_edge_set_gain(e.ptr, target)
+                elif target == 0.0 and e in self._fade_in:
+                    self._fade_in.remove(e)  # created at gain 0: it never fades in
+                elif target > 0.0 and e not in self._fade_in:
+                    self._fade_in.append(e)
+                continue
             if target == 0.0 and e in self._fade_in:
                 self._fade_in.remove(e)
                 if self.started:
