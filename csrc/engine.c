@@ -120,6 +120,7 @@ struct mg_engine {
     int n_retire;
     float ceiling;
     uint32_t plan_gen;
+    int ganging;              /* set by control before start */
 
     /* written by audio, read by any thread */
     _Atomic uint64_t time;
@@ -155,6 +156,7 @@ mg_engine *mg_engine_new(double sample_rate, int hw_in_ch, int hw_out_ch,
     e->hw_in_ch = hw_in_ch;
     e->hw_out_ch = hw_out_ch;
     e->ceiling = 1.0f;
+    e->ganging = 1;
     e->hw_in = mg_calloc((size_t)hw_in_ch + 1, sizeof(float *));
     e->hw_out = mg_calloc((size_t)hw_out_ch + 1, sizeof(float *));
     e->hw_in_ptr = mg_calloc((size_t)hw_in_ch + 1, sizeof(float *));
@@ -200,6 +202,11 @@ double mg_engine_rate(mg_engine *e) { return e->sample_rate; }
 float *mg_engine_hw_in_buffer(mg_engine *e, int c)
 {
     return (c >= 0 && c < e->hw_in_ch) ? e->hw_in[c] : NULL;
+}
+
+void mg_engine_set_ganging(mg_engine *e, int on)
+{
+    e->ganging = on != 0;
 }
 
 void mg_engine_hw_channels(mg_engine *e, int *in, int *out)
@@ -611,6 +618,42 @@ MG_HOT static void mix_into(const mg_mixop *op, int off, int n, int assign)
     }
 }
 
+/* Set up step st's inputs for frames [off, off+n): clear the unconnected
+ * ones, mix the connections in (or point at a lone unity source in place). */
+static inline void feed_step(const mg_plan *p, const mg_step *st, int off, int n)
+{
+    mg_node *nd = st->node;
+    const int fin = p->finished;
+    for (int c = 0; c < nd->n_in; c++) {
+        nd->in_ptr[c] = nd->in_base[c] + off;
+        if (!fin)
+            memset(nd->in_ptr[c], 0, sizeof(float) * (size_t)n);
+    }
+    if (fin)
+        for (int k = st->clear_first; k < st->clear_first + st->clear_count; k++)
+            memset(p->clear[k] + off, 0, sizeof(float) * (size_t)n);
+    if (nd->out_off != off) {
+        for (int c = 0; c < nd->n_out; c++)
+            nd->out_ptr[c] = nd->out_base[c] + off;
+        nd->out_off = off;
+    }
+    for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++) {
+        const mg_mixop *op = &p->mix[m];
+        if (fin && op->alias && op->edge->g0 == 1.0f && op->edge->g1 == 1.0f &&
+            op->edge->delay == 0)
+            nd->in_ptr[op->dst_index] = (float *)op->src + off; /* read in place */
+        else /* an accumulator is never cleared: its first op always assigns */
+            mix_into(op, off, n, (fin || op->to_acc) && op->assign);
+    }
+}
+
+static inline mg_proc step_proc(const mg_engine *e, const mg_node *nd, int n, uint64_t t)
+{
+    mg_proc pr = {n, nd->in_ptr, nd->out_ptr, nd->pv, (float *)nd->readout,
+                  e->hw_in_ptr, e->hw_out_ptr, e->hw_in_ch, e->hw_out_ch, t};
+    return pr;
+}
+
 /* Run the plan over frames [off, off+n) of the current block. */
 static void run_plan(mg_engine *e, int off, int n, uint64_t t)
 {
@@ -624,39 +667,34 @@ static void run_plan(mg_engine *e, int off, int n, uint64_t t)
     if (!p)
         return;
     advance_ramps(e, n);
-    const int fin = p->finished;
-    for (int s = 0; s < p->n_steps; s++) {
+    const int gangs = p->finished && e->ganging;
+    for (int s = 0; s < p->n_steps;) {
         const mg_step *st = &p->steps[s];
+        const int g = gangs ? st->gang : 1;
+        if (g > 1) {
+            /* a gang: every member's inputs first (none feeds another), then
+             * one call for all of them */
+            void *states[MG_MAX_GANG];
+            mg_proc procs[MG_MAX_GANG];
+            for (int j = 0; j < g; j++) {
+                feed_step(p, st + j, off, n);
+                states[j] = st[j].node->state;
+                procs[j] = step_proc(e, st[j].node, n, t);
+            }
+            st->node->type->process_many(states, procs, g);
+            s += g;
+            continue;
+        }
         mg_node *nd = st->node;
         if (s + 1 < p->n_steps) { /* nodes are separate allocations: fetch the next early */
             const mg_node *next = p->steps[s + 1].node;
             __builtin_prefetch(next);
             __builtin_prefetch((const char *)next + 64);
         }
-        for (int c = 0; c < nd->n_in; c++) {
-            nd->in_ptr[c] = nd->in_base[c] + off;
-            if (!fin)
-                memset(nd->in_ptr[c], 0, sizeof(float) * (size_t)n);
-        }
-        if (fin)
-            for (int k = st->clear_first; k < st->clear_first + st->clear_count; k++)
-                memset(p->clear[k] + off, 0, sizeof(float) * (size_t)n);
-        if (nd->out_off != off) {
-            for (int c = 0; c < nd->n_out; c++)
-                nd->out_ptr[c] = nd->out_base[c] + off;
-            nd->out_off = off;
-        }
-        for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++) {
-            const mg_mixop *op = &p->mix[m];
-            if (fin && op->alias && op->edge->g0 == 1.0f && op->edge->g1 == 1.0f &&
-                op->edge->delay == 0)
-                nd->in_ptr[op->dst_index] = (float *)op->src + off; /* read in place */
-            else /* an accumulator is never cleared: its first op always assigns */
-                mix_into(op, off, n, (fin || op->to_acc) && op->assign);
-        }
-        mg_proc pr = {n, nd->in_ptr, nd->out_ptr, nd->pv, (float *)nd->readout,
-                      e->hw_in_ptr, e->hw_out_ptr, e->hw_in_ch, e->hw_out_ch, t};
+        feed_step(p, st, off, n);
+        mg_proc pr = step_proc(e, nd, n, t);
         nd->type->process(nd->state, &pr);
+        s++;
     }
 }
 

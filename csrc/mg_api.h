@@ -152,7 +152,15 @@ typedef struct mg_node_type {
      * size, e.g. saved at another sample rate). With it, `capture` is the
      * node's saved state: patches and autosaves keep it. */
     int (*restore)(void *state, const float *src, int n);
+    /* [audio] optional: run k nodes of this type at once, e.g. SIMD across
+     * the nodes of 64 channel strips. The plan hands it nodes that sit next
+     * to each other in its order and do not feed each other (a gang, at most
+     * MG_MAX_GANG); states[j] and procs[j] are what process would get. The
+     * outputs must equal, bit for bit, k calls of process. */
+    void (*process_many)(void *const *states, const mg_proc *procs, int k);
 } mg_node_type;
+
+#define MG_MAX_GANG 64
 
 typedef struct {
     uint64_t time;     /* sample time; MG_TIME_NOW = at the next block */
@@ -216,6 +224,9 @@ double mg_engine_take_worst_us(mg_engine *e);       /* [any] */
 uint64_t mg_engine_time(mg_engine *e);              /* [any] */
 double mg_engine_rate(mg_engine *e);                /* [any] */
 void mg_engine_set_ceiling(mg_engine *e, float amplitude);  /* [control] before start */
+/* 0: run every node by itself even where its type has process_many (tests
+ * compare the two); 1 (the default): gangs run together. [control] before start */
+void mg_engine_set_ganging(mg_engine *e, int on);
 /* Null backend: a C thread paced by CLOCK_MONOTONIC. [control] */
 int mg_null_start(mg_engine *e, int block_frames);
 void mg_null_stop(mg_engine *e);
@@ -257,6 +268,8 @@ int mg_plan_add_mix(mg_plan *p, int step, int dst_in, mg_node *src,
                     int src_out, mg_edge *edge, int edge_ch);
 void mg_plan_add_edge(mg_plan *p, mg_edge *edge);
 int mg_plan_finish(mg_plan *p);  /* after all steps and mixes; 0 = ok */
+/* After finish: how many steps from `step` run as one gang (1 alone, 0 inside one). */
+int mg_plan_step_gang(const mg_plan *p, int step);
 /* MG_CMD_EDGE: index = fade length in frames, value = target gain, time =
  * frames to hold the current gain before the fade starts (0: at once; used
  * to meet, at the output, the fade of a connection delayed differently). */

@@ -122,6 +122,8 @@ typedef struct {
     int mix_count;
     int clear_first;          /* inputs with no connection, zeroed each block */
     int clear_count;
+    int gang;                 /* >1: this step and the next gang-1 run through
+                                 the type's process_many; 1 alone; 0 inside a gang */
 } mg_step;
 
 /* Immutable once pushed to the audio thread. */

@@ -435,6 +435,11 @@ int mg_plan_add_group_out(mg_plan *p, int step, int dst_in, mg_dgroup *g, int g_
 
 /* Precompute which inputs have no connection (zeroed every block); the
  * first connection into an input is copied, later ones added. */
+int mg_plan_step_gang(const mg_plan *p, int step)
+{
+    return step >= 0 && step < p->n_steps ? p->steps[step].gang : -1;
+}
+
 int mg_plan_finish(mg_plan *p)
 {
     int total = 0;
@@ -475,6 +480,25 @@ int mg_plan_finish(mg_plan *p)
                 return -1;
         }
         st->clear_count = k - st->clear_first;
+    }
+    /* gangs: runs of one type with process_many, none fed by another member */
+    for (int s = 0; s < p->n_steps;) {
+        const mg_node_type *t = p->steps[s].node->type;
+        int g = 1;
+        while (t->process_many && s + g < p->n_steps && g < MG_MAX_GANG &&
+               p->steps[s + g].node->type == t) {
+            const mg_step *nx = &p->steps[s + g];
+            int fed = 0;
+            for (int m = nx->mix_first; m < nx->mix_first + nx->mix_count && !fed; m++)
+                for (int j = s; j < s + g; j++)
+                    fed |= p->mix[m].src_node == p->steps[j].node;
+            if (fed)
+                break;
+            g++;
+        }
+        for (int j = s; j < s + g; j++)
+            p->steps[j].gang = j == s ? g : 0;
+        s += g;
     }
     p->finished = 1;
     return 0;

@@ -158,6 +158,11 @@ class Engine:
     def null_stop(self) -> None:
         lib.mg_null_stop(self.ptr)
 
+    def set_ganging(self, on: bool) -> None:
+        """Run ganged nodes together (the default) or each by itself: the two
+        give the same samples, and tests compare them."""
+        lib.mg_engine_set_ganging(self.ptr, 1 if on else 0)
+
     def set_ceiling_db(self, ceiling_db: float) -> None:
         lib.mg_engine_set_ceiling(self.ptr, 10.0 ** (ceiling_db / 20.0))
 

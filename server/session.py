@@ -140,6 +140,9 @@ class Session:
         self._dying_due: dict[int, int] = {}  # id(node) -> due time
         self._refs: dict[int, int] = {}
         self._plans: dict[int, _PlanRecord] = {}
+        # (type, size) of each gang of the newest plan: nodes the engine runs
+        # together through their type's process_many
+        self.gangs: list[tuple[str, int]] = []
         self._owners: dict[int, object] = {}
         self._fade_in: list[LiveEdge] = []
         self._dirty = False
@@ -598,7 +601,8 @@ class Session:
         ids = {id(n): n for n in nodes}
         edges = [e for e in edges if id(e.src) in ids and id(e.dst) in ids]
         try:
-            order = topo_order(list(ids), [(id(e.src), id(e.dst)) for e in edges])
+            order = topo_order(list(ids), [(id(e.src), id(e.dst)) for e in edges],
+                               key=lambda i: ids[i].g.type.name)
         except MixgraphError:
             # a fading edge closes a loop with a new one: cut the fades short
             for _, e in self.dying_edges:
@@ -656,6 +660,11 @@ class Session:
         if lib.mg_plan_finish(plan) != 0:
             lib.mg_plan_free(plan)
             raise MixgraphError("out of memory building the plan")
+        gangs = []
+        for step, nid in enumerate(order):
+            g = lib.mg_plan_step_gang(plan, step)
+            if g > 1:
+                gangs.append((ids[nid].g.type.name, g))
         try:
             self.engine.push(CMD_PLAN, plan)
         except EngineBusy:
@@ -665,6 +674,7 @@ class Session:
             return  # still dirty: retried on the next service()
         gen = _key(plan)
         self._plans[gen] = rec
+        self.gangs = gangs
         for node in nodes:
             node.published = True
         self._dirty = False

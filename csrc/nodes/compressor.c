@@ -122,173 +122,330 @@ static inline comp_curve curve(float t, float r, float w)
     return c;
 }
 
+/* What a block's processing keeps between its phases. */
+typedef struct {
+    comp_state *s;
+    const mg_proc *p;
+    int sidechain, rms, hpon, curve_ramp, gain_ramp, link_on, shared, nd;
+    comp_curve cs;
+    float grmax[COMP_MAX_CH];
+} comp_blk;
+
+static void blk_init(comp_blk *b, comp_state *s, const mg_proc *p)
+{
+    const mg_pv *pv = p->pv;
+    const int ch = s->ch;
+    b->s = s;
+    b->p = p;
+    b->sidechain = pv[P_SIDECHAIN].value >= 0.5f;
+    b->rms = pv[P_DETECT].value >= 0.5f;
+    b->hpon = pv[P_KEYHPON].value >= 0.5f;
+    b->curve_ramp = pv[P_THRESH].ramp || pv[P_RATIO].ramp || pv[P_KNEE].ramp;
+    b->gain_ramp = b->curve_ramp || pv[P_MAKEUP].ramp || pv[P_AUTO].ramp || pv[P_MIX].ramp;
+    b->link_on = ch > 1 && (pv[P_LINK].ramp || pv[P_LINK].value > 0.0f);
+    b->shared = b->link_on && !pv[P_LINK].ramp && pv[P_LINK].value >= 100.0f;
+    /* fully linked, all channels share one detector */
+    b->nd = b->link_on && b->shared ? 1 : ch;
+    b->cs = curve(pv[P_THRESH].value, pv[P_RATIO].value, pv[P_KNEE].value);
+    memset(b->grmax, 0, sizeof b->grmax);
+}
+
+/* Steps 1-3 over frames [o, o+m): each detector's wanted gain reduction
+ * xL >= 0 into lv[0..nd). */
+MG_HOT static void chunk_levels(comp_blk *b, int o, int m, float (*lv)[DYN_CHUNK])
+{
+    comp_state *s = b->s;
+    const mg_proc *p = b->p;
+    const mg_pv *pv = p->pv;
+    const int ch = s->ch;
+    const float aw = s->aw;
+    float tmp[DYN_CHUNK];
+    if (b->hpon) {
+        const float fc = pv[P_KEYHP].ramp ? pv[P_KEYHP].ramp[o] : pv[P_KEYHP].value;
+        if (fc != s->hp_fc) {
+            dyn_butter(&s->hp, 1, fc, s->sr);
+            s->hp_fc = fc;
+        }
+    }
+    /* 1. detector levels, dB */
+    for (int c = 0; c < ch; c++) {
+        const float *src = (b->sidechain ? p->in[ch + c] : p->in[c]) + o;
+        float *l = lv[c];
+        for (int i = 0; i < m; i++)
+            tmp[i] = dyn_clean(src[i]);
+        if (b->hpon)
+            dyn_biquad_run(&s->hp, s->hpz[c], tmp, m);
+        if (b->rms) {
+            float q = s->ms[c];
+            const float a = 1.0f - aw;
+            for (int i = 0; i < m; i++) {
+                q = aw * q + a * (tmp[i] * tmp[i]);
+                tmp[i] = q;
+            }
+            s->ms[c] = isfinite(q) ? q : 0.0f;
+            for (int i = 0; i < m; i++)
+                l[i] = (0.5f * DYN_DB_PER_LOG2) * dyn_log2f(tmp[i]);
+        } else {
+            for (int i = 0; i < m; i++)
+                l[i] = DYN_DB_PER_LOG2 * dyn_log2f(tmp[i]);
+        }
+    }
+    /* 2. stereo link */
+    if (b->link_on) {
+        float mx[DYN_CHUNK];
+        for (int i = 0; i < m; i++)
+            mx[i] = lv[0][i];
+        for (int c = 1; c < ch; c++)
+            for (int i = 0; i < m; i++)
+                mx[i] = dyn_max(mx[i], lv[c][i]);
+        if (b->shared) {
+            memcpy(lv[0], mx, sizeof(float) * (size_t)m);
+        } else if (!pv[P_LINK].ramp) {
+            const float k = 0.01f * pv[P_LINK].value;
+            for (int c = 0; c < ch; c++)
+                for (int i = 0; i < m; i++)
+                    lv[c][i] += k * (mx[i] - lv[c][i]);
+        } else {
+            for (int c = 0; c < ch; c++)
+                for (int i = 0; i < m; i++)
+                    lv[c][i] += 0.01f * pv[P_LINK].ramp[o + i] * (mx[i] - lv[c][i]);
+        }
+    }
+    /* 3. gain computer (eq. 4): wanted gain reduction xL >= 0 */
+    for (int c = 0; c < b->nd; c++) {
+        float *l = lv[c];
+        if (!b->curve_ramp) {
+            const comp_curve cs = b->cs;
+            for (int i = 0; i < m; i++)
+                l[i] = -dyn_comp_gain(l[i], cs.t, cs.s, cs.hw, cs.iw);
+        } else {
+            for (int i = 0; i < m; i++) {
+                const comp_curve k = curve(mg_pv_at(&pv[P_THRESH], o + i), mg_pv_at(&pv[P_RATIO], o + i),
+                                           mg_pv_at(&pv[P_KNEE], o + i));
+                l[i] = -dyn_comp_gain(l[i], k.t, k.s, k.hw, k.iw);
+            }
+        }
+    }
+}
+
+/* Output channels detector c drives. */
+static inline void det_outputs(const comp_blk *b, int c, int *c0, int *c1)
+{
+    *c0 = b->shared ? 0 : c;
+    *c1 = b->shared ? b->s->ch : c + 1;
+}
+
+/* Step 4, before the recursion, for detector c with levels l: returns 0 when
+ * there is nothing to compress (the block is written at a constant gain);
+ * else fills dv[i * stride] with the level differences the recursion eats. */
+MG_HOT static int det_pre(comp_blk *b, int c, int o, int m, const float *l, float *dv, int stride)
+{
+    comp_state *s = b->s;
+    const mg_pv *pv = b->p->pv;
+    const float vp = s->v[c];
+    if (dyn_peak(l, m, vp + s->e[c]) == 0.0f && !b->gain_ramp) {
+        const comp_curve cs = b->cs;
+        const float mk = pv[P_MAKEUP].value - pv[P_AUTO].value * dyn_comp_gain(0.0f, cs.t, cs.s, cs.hw, cs.iw);
+        const float mix = 0.01f * pv[P_MIX].value;
+        const float g = (1.0f - mix) + mix * dyn_exp2f(mk * DYN_LOG2_PER_DB);
+        int c0, c1;
+        det_outputs(b, c, &c0, &c1);
+        for (int k = c0; k < c1; k++) {
+            const float *x = b->p->in[k] + o;
+            float *out = b->p->out[k] + o;
+            for (int i = 0; i < m; i++)
+                out[i] = dyn_clean(x[i]) * g;
+        }
+        return 0;
+    }
+    dv[0] = vp - l[0];
+    for (int i = 1; i < m; i++)
+        dv[i * stride] = l[i - 1] - l[i];
+    s->v[c] = l[m - 1];
+    return 1;
+}
+
+/* eq. 16, y[n] = a y[n-1] + (1 - a) v[n], as the error
+ * e[n] = y[n] - v[n] = a (e[n-1] + v[n-1] - v[n]): the attack branch is
+ * taken when v[n] > y[n-1], i.e. d < 0. The error form keeps the critical
+ * path short (add, multiply, select) and settles on exactly v however long
+ * the time constant. dv[i] in, e[i] out. */
+static float det_recur(float e, float aa, float ar, float *dv, int m)
+{
+    for (int i = 0; i < m; i++) {
+        const float d = e + dv[i];
+        const float ea = aa * d, er = ar * d;
+        e = d < 0.0f ? ea : er;
+        dv[i] = e;
+    }
+    return e;
+}
+
+/* Step 4 after the recursion (e: its last value, dv[i * stride]: the
+ * errors) and step 5: the gain and the output. */
+MG_HOT static void det_post(comp_blk *b, int c, int o, int m, float *l, const float *dv, int stride,
+                     float e)
+{
+    comp_state *s = b->s;
+    const mg_pv *pv = b->p->pv;
+    for (int i = 0; i < m; i++)
+        l[i] += dv[i * stride];
+    const float any = dyn_peak(l, m, 0.0f);
+    if (!(fabsf(e) > 1e-6f)) /* settled (or NaN): exactly on v */
+        e = 0.0f;
+    if (!(fabsf(e) < 1e4f))
+        e = 0.0f;
+    s->e[c] = e;
+    if (any > b->grmax[c])
+        b->grmax[c] = any;
+    /* l becomes the gain: wet part with makeup, plus the dry part */
+    if (!b->gain_ramp) {
+        const comp_curve cs = b->cs;
+        const float mk = pv[P_MAKEUP].value - pv[P_AUTO].value * dyn_comp_gain(0.0f, cs.t, cs.s, cs.hw, cs.iw);
+        const float mix = 0.01f * pv[P_MIX].value;
+        const float dry = 1.0f - mix;
+        for (int i = 0; i < m; i++)
+            l[i] = dry + mix * dyn_exp2f((mk - l[i]) * DYN_LOG2_PER_DB);
+    } else {
+        for (int i = 0; i < m; i++) {
+            const int j = o + i;
+            const comp_curve k = curve(mg_pv_at(&pv[P_THRESH], j), mg_pv_at(&pv[P_RATIO], j),
+                                       mg_pv_at(&pv[P_KNEE], j));
+            const float mk = mg_pv_at(&pv[P_MAKEUP], j) -
+                             mg_pv_at(&pv[P_AUTO], j) * dyn_comp_gain(0.0f, k.t, k.s, k.hw, k.iw);
+            const float mix = 0.01f * mg_pv_at(&pv[P_MIX], j);
+            l[i] = (1.0f - mix) + mix * dyn_exp2f((mk - l[i]) * DYN_LOG2_PER_DB);
+        }
+    }
+    int c0, c1;
+    det_outputs(b, c, &c0, &c1);
+    for (int k = c0; k < c1; k++) {
+        const float *x = b->p->in[k] + o;
+        float *out = b->p->out[k] + o;
+        for (int i = 0; i < m; i++)
+            out[i] = dyn_clean(x[i]) * l[i];
+    }
+}
+
+/* One chunk of one node, its detectors one after the other. */
+static void chunk_alone(comp_blk *b, int o, int m)
+{
+    comp_state *s = b->s;
+    float lv[COMP_MAX_CH][DYN_CHUNK];
+    float dv[DYN_CHUNK];
+    chunk_levels(b, o, m, lv);
+    for (int c = 0; c < b->nd; c++)
+        if (det_pre(b, c, o, m, lv[c], dv, 1))
+            det_post(b, c, o, m, lv[c], dv, 1, det_recur(s->e[c], s->aa, s->ar, dv, m));
+}
+
+static void blk_finish(comp_blk *b)
+{
+    comp_state *s = b->s;
+    if (b->shared)
+        for (int c = 1; c < s->ch; c++) {
+            s->v[c] = s->v[0];
+            s->e[c] = s->e[0];
+            b->grmax[c] = b->grmax[0];
+        }
+    for (int c = 0; c < s->ch; c++)
+        b->p->readout[c] = dyn_exp2f(-b->grmax[c] * DYN_LOG2_PER_DB);
+}
+
 static void process(void *st, const mg_proc *p)
 {
-    comp_state *s = st;
-    const int ch = s->ch;
-    const mg_pv *pv = p->pv;
-    const int sidechain = pv[P_SIDECHAIN].value >= 0.5f;
-    const int rms = pv[P_DETECT].value >= 0.5f;
-    const int hpon = pv[P_KEYHPON].value >= 0.5f;
-    const int curve_ramp = pv[P_THRESH].ramp || pv[P_RATIO].ramp || pv[P_KNEE].ramp;
-    const int gain_ramp = curve_ramp || pv[P_MAKEUP].ramp || pv[P_AUTO].ramp || pv[P_MIX].ramp;
-    const int link_on = ch > 1 && (pv[P_LINK].ramp || pv[P_LINK].value > 0.0f);
-    const int shared = link_on && !pv[P_LINK].ramp && pv[P_LINK].value >= 100.0f;
-    const comp_curve cs = curve(pv[P_THRESH].value, pv[P_RATIO].value, pv[P_KNEE].value);
-    const float aa = s->aa, ar = s->ar, aw = s->aw;
-    float grmax[COMP_MAX_CH] = {0};
+    comp_blk b;
+    blk_init(&b, st, p);
+    for (int o = 0; o < p->nframes; o += DYN_CHUNK)
+        chunk_alone(&b, o, p->nframes - o < DYN_CHUNK ? p->nframes - o : DYN_CHUNK);
+    blk_finish(&b);
+}
 
-    float lv[COMP_MAX_CH][DYN_CHUNK];
-    float tmp[DYN_CHUNK];
-    for (int o = 0; o < p->nframes; o += DYN_CHUNK) {
-        const int m = p->nframes - o < DYN_CHUNK ? p->nframes - o : DYN_CHUNK;
-        if (hpon) {
-            const float fc = pv[P_KEYHP].ramp ? pv[P_KEYHP].ramp[o] : pv[P_KEYHP].value;
-            if (fc != s->hp_fc) {
-                dyn_butter(&s->hp, 1, fc, s->sr);
-                s->hp_fc = fc;
-            }
-        }
-        /* 1. detector levels, dB */
-        for (int c = 0; c < ch; c++) {
-            const float *src = (sidechain ? p->in[ch + c] : p->in[c]) + o;
-            float *l = lv[c];
-            for (int i = 0; i < m; i++)
-                tmp[i] = dyn_clean(src[i]);
-            if (hpon)
-                dyn_biquad_run(&s->hp, s->hpz[c], tmp, m);
-            if (rms) {
-                float q = s->ms[c];
-                const float b = 1.0f - aw;
-                for (int i = 0; i < m; i++) {
-                    q = aw * q + b * (tmp[i] * tmp[i]);
-                    tmp[i] = q;
-                }
-                s->ms[c] = isfinite(q) ? q : 0.0f;
-                for (int i = 0; i < m; i++)
-                    l[i] = (0.5f * DYN_DB_PER_LOG2) * dyn_log2f(tmp[i]);
-            } else {
-                for (int i = 0; i < m; i++)
-                    l[i] = DYN_DB_PER_LOG2 * dyn_log2f(tmp[i]);
-            }
-        }
-        /* 2. stereo link; fully linked, all channels share one detector */
-        int nd = ch;
-        if (link_on) {
-            float mx[DYN_CHUNK];
-            for (int i = 0; i < m; i++)
-                mx[i] = lv[0][i];
-            for (int c = 1; c < ch; c++)
-                for (int i = 0; i < m; i++)
-                    mx[i] = dyn_max(mx[i], lv[c][i]);
-            if (shared) {
-                memcpy(lv[0], mx, sizeof(float) * (size_t)m);
-                nd = 1;
-            } else if (!pv[P_LINK].ramp) {
-                const float k = 0.01f * pv[P_LINK].value;
-                for (int c = 0; c < ch; c++)
-                    for (int i = 0; i < m; i++)
-                        lv[c][i] += k * (mx[i] - lv[c][i]);
-            } else {
-                for (int c = 0; c < ch; c++)
-                    for (int i = 0; i < m; i++)
-                        lv[c][i] += 0.01f * pv[P_LINK].ramp[o + i] * (mx[i] - lv[c][i]);
-            }
-        }
-        /* 3. gain computer (eq. 4): wanted gain reduction xL >= 0 */
-        for (int c = 0; c < nd; c++) {
-            float *l = lv[c];
-            if (!curve_ramp) {
-                for (int i = 0; i < m; i++)
-                    l[i] = -dyn_comp_gain(l[i], cs.t, cs.s, cs.hw, cs.iw);
-            } else {
-                for (int i = 0; i < m; i++) {
-                    const comp_curve k = curve(mg_pv_at(&pv[P_THRESH], o + i), mg_pv_at(&pv[P_RATIO], o + i),
-                                               mg_pv_at(&pv[P_KNEE], o + i));
-                    l[i] = -dyn_comp_gain(l[i], k.t, k.s, k.hw, k.iw);
-                }
-            }
-        }
-        /* 4. smooth branching detector (eq. 16), 5. gain and mix */
-        for (int c = 0; c < nd; c++) {
-            float *l = lv[c];
-            float vp = s->v[c], e = s->e[c];
-            float any = dyn_peak(l, m, vp + e);
-            const int c0 = shared ? 0 : c, c1 = shared ? ch : c + 1; /* output channels */
-            if (any == 0.0f && !gain_ramp) {
-                /* nothing to compress: a constant gain */
-                const float mk = pv[P_MAKEUP].value - pv[P_AUTO].value * dyn_comp_gain(0.0f, cs.t, cs.s, cs.hw, cs.iw);
-                const float mix = 0.01f * pv[P_MIX].value;
-                const float g = (1.0f - mix) + mix * dyn_exp2f(mk * DYN_LOG2_PER_DB);
-                for (int k = c0; k < c1; k++) {
-                    const float *x = p->in[k] + o;
-                    float *out = p->out[k] + o;
-                    for (int i = 0; i < m; i++)
-                        out[i] = dyn_clean(x[i]) * g;
-                }
+/* Ganged: the recursion of step 4, the serial part, runs for COMP_LANES
+ * single-detector nodes at once, one per lane of a float vector, with the
+ * scalar code's operations (so the output is bit-identical); everything
+ * else runs per node. */
+typedef float comp_v8f __attribute__((vector_size(32)));
+typedef int32_t comp_v8i __attribute__((vector_size(32)));
+#define COMP_LANES 8
+
+MG_HOT static void recur_lanes(float *dv, int m, const float *e0, const float *aa,
+                               const float *ar, float *e_out)
+{
+    comp_v8f e, va, vr;
+    memcpy(&e, e0, sizeof e);
+    memcpy(&va, aa, sizeof va);
+    memcpy(&vr, ar, sizeof vr);
+    const comp_v8f zero = {0};
+    for (int i = 0; i < m; i++) {
+        comp_v8f x;
+        memcpy(&x, dv + i * COMP_LANES, sizeof x);
+        const comp_v8f d = e + x;
+        const comp_v8f ea = va * d, er = vr * d;
+        const comp_v8i lt = d < zero;
+        e = (comp_v8f)(((comp_v8i)ea & lt) | ((comp_v8i)er & ~lt));
+        memcpy(dv + i * COMP_LANES, &e, sizeof e);
+    }
+    memcpy(e_out, &e, sizeof e);
+}
+
+typedef struct {
+    comp_blk *b;
+    float l[DYN_CHUNK];
+} comp_lane;
+
+static void run_lanes(comp_lane *ln, int nl, float *dv, int o, int m)
+{
+    float e0[COMP_LANES] = {0}, aa[COMP_LANES] = {0}, ar[COMP_LANES] = {0}, e1[COMP_LANES];
+    for (int l = 0; l < nl; l++) {
+        const comp_state *s = ln[l].b->s;
+        e0[l] = s->e[0], aa[l] = s->aa, ar[l] = s->ar;
+    }
+    for (int l = nl; l < COMP_LANES; l++) /* empty lanes: zeros in, zeros out */
+        for (int i = 0; i < m; i++)
+            dv[i * COMP_LANES + l] = 0.0f;
+    recur_lanes(dv, m, e0, aa, ar, e1);
+    for (int l = 0; l < nl; l++)
+        det_post(ln[l].b, 0, o, m, ln[l].l, dv + l, COMP_LANES, e1[l]);
+}
+
+static void process_many(void *const *states, const mg_proc *procs, int k)
+{
+    comp_blk b[MG_MAX_GANG];
+    comp_lane ln[COMP_LANES];
+    float dv[DYN_CHUNK * COMP_LANES];
+    for (int j = 0; j < k; j++)
+        blk_init(&b[j], states[j], &procs[j]);
+    const int n = procs[0].nframes;
+    for (int o = 0; o < n; o += DYN_CHUNK) {
+        const int m = n - o < DYN_CHUNK ? n - o : DYN_CHUNK;
+        int nl = 0;
+        for (int j = 0; j < k; j++) {
+            if (b[j].nd != 1) {
+                chunk_alone(&b[j], o, m);
                 continue;
             }
-            /* eq. 16, y[n] = a y[n-1] + (1 - a) v[n], as the error
-             * e[n] = y[n] - v[n] = a (e[n-1] + v[n-1] - v[n]): the attack
-             * branch is taken when v[n] > y[n-1], i.e. d < 0. The error form
-             * keeps the critical path short (add, multiply, select) and
-             * settles on exactly v however long the time constant. */
-            float dv[DYN_CHUNK];
-            dv[0] = vp - l[0];
-            for (int i = 1; i < m; i++)
-                dv[i] = l[i - 1] - l[i];
-            vp = l[m - 1];
-            for (int i = 0; i < m; i++) {
-                const float d = e + dv[i];
-                const float ea = aa * d, er = ar * d;
-                e = d < 0.0f ? ea : er;
-                dv[i] = e;
-            }
-            for (int i = 0; i < m; i++)
-                l[i] += dv[i];
-            any = dyn_peak(l, m, 0.0f);
-            if (!(fabsf(e) > 1e-6f)) /* settled (or NaN): exactly on v */
-                e = 0.0f;
-            if (!(fabsf(e) < 1e4f))
-                e = 0.0f;
-            s->v[c] = vp;
-            s->e[c] = e;
-            if (any > grmax[c])
-                grmax[c] = any;
-            /* l becomes the gain: wet part with makeup, plus the dry part */
-            if (!gain_ramp) {
-                const float mk = pv[P_MAKEUP].value - pv[P_AUTO].value * dyn_comp_gain(0.0f, cs.t, cs.s, cs.hw, cs.iw);
-                const float mix = 0.01f * pv[P_MIX].value;
-                const float dry = 1.0f - mix;
-                for (int i = 0; i < m; i++)
-                    l[i] = dry + mix * dyn_exp2f((mk - l[i]) * DYN_LOG2_PER_DB);
+            float (*lv)[DYN_CHUNK] = &ln[nl].l;
+            if (b[j].s->ch > 1) { /* linked: the levels of every channel first */
+                float all[COMP_MAX_CH][DYN_CHUNK];
+                chunk_levels(&b[j], o, m, all);
+                memcpy(ln[nl].l, all[0], sizeof(float) * (size_t)m);
             } else {
-                for (int i = 0; i < m; i++) {
-                    const int j = o + i;
-                    const comp_curve k = curve(mg_pv_at(&pv[P_THRESH], j), mg_pv_at(&pv[P_RATIO], j),
-                                               mg_pv_at(&pv[P_KNEE], j));
-                    const float mk = mg_pv_at(&pv[P_MAKEUP], j) -
-                                     mg_pv_at(&pv[P_AUTO], j) * dyn_comp_gain(0.0f, k.t, k.s, k.hw, k.iw);
-                    const float mix = 0.01f * mg_pv_at(&pv[P_MIX], j);
-                    l[i] = (1.0f - mix) + mix * dyn_exp2f((mk - l[i]) * DYN_LOG2_PER_DB);
-                }
+                chunk_levels(&b[j], o, m, lv);
             }
-            for (int k = c0; k < c1; k++) {
-                const float *x = p->in[k] + o;
-                float *out = p->out[k] + o;
-                for (int i = 0; i < m; i++)
-                    out[i] = dyn_clean(x[i]) * l[i];
+            if (!det_pre(&b[j], 0, o, m, ln[nl].l, dv + nl, COMP_LANES))
+                continue;
+            ln[nl++].b = &b[j];
+            if (nl == COMP_LANES) {
+                run_lanes(ln, nl, dv, o, m);
+                nl = 0;
             }
         }
-        if (shared)
-            for (int c = 1; c < ch; c++) {
-                s->v[c] = s->v[0];
-                s->e[c] = s->e[0];
-                grmax[c] = grmax[0];
-            }
+        if (nl)
+            run_lanes(ln, nl, dv, o, m);
     }
-    for (int c = 0; c < ch; c++)
-        p->readout[c] = dyn_exp2f(-grmax[c] * DYN_LOG2_PER_DB);
+    for (int j = 0; j < k; j++)
+        blk_finish(&b[j]);
 }
 
 const mg_node_type mg_type_compressor = {
@@ -306,6 +463,7 @@ const mg_node_type mg_type_compressor = {
     .state_size = sizeof(comp_state),
     .prepare = prepare,
     .process = process,
+    .process_many = process_many,
     .reset = reset,
     .on_param = on_param,
 };
