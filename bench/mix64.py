@@ -8,6 +8,11 @@ channels 1-8 and `autotune` on channels 9-10 (fed a detuned tone instead of
 noise, so the pitch shifter works), first in their strips; the target is
 offline >= 10x real time for 64 channels.
 
+Each size runs twice, as shared/bench/mix64.md allows: sources from seeded
+`noise` nodes (their generator is part of the cost), and from "a 64-channel
+file of the same", fed as hardware inputs (what `mixgraph render --in` and a
+live console do; the de-interleave is part of the cost).
+
 Reports, per size: offline x real time on one core (CPU time), us per 64-frame
 block and DSP load in % of one core at 48 kHz; then ns per sample of one
 channel strip (gate -> HPF + 4-band EQ -> compressor -> fader) in mixgraph
@@ -39,9 +44,11 @@ COMP = {"threshold": -18.0, "ratio": 4.0, "knee": 6.0, "attack": 5.0, "release":
         "makeup": 3.0}
 
 
-def build_mix64(s: Session, n: int, hard: bool = False) -> None:
-    """The reference session with n channels (noise sources, seeded); with
-    hard=True, denoise on channels 1-8 and autotune on channels 9-10."""
+def build_mix64(s: Session, n: int, hard: bool = False, source: str = "noise") -> None:
+    """The reference session with n channels; with hard=True, denoise on
+    channels 1-8 and autotune on channels 9-10. source "noise": seeded noise
+    nodes; "file": hardware inputs 1..n, which time_session feeds the same
+    noise from a 64-channel buffer (as `mixgraph render --in` feeds a file)."""
     s.add_node("bus", "master", {"channels": 2})
     s.add_node("bus", "revbus", {"channels": 2})
     s.add_node("bus", "dlybus", {"channels": 2})
@@ -67,6 +74,8 @@ def build_mix64(s: Session, n: int, hard: bool = False) -> None:
             s.add_node("autotune", f"tune{i}", {})
             s.connect(f"tune{i}", first)
             first = f"tune{i}"
+        elif source == "file":
+            s.add_node("input", f"src{i}", {"first": i + 1})
         else:
             s.add_node("noise", f"src{i}", {"seed": i + 1, "level": -20.0})
         if hard and i < 8:
@@ -171,16 +180,19 @@ def strip_pedalboard(seconds: float, repeats: int) -> float | None:
 def run_mix64(sizes: list[int], seconds: float, repeats: int, hard: bool = False) -> None:
     print(f"\n# mix64 session, {RATE} Hz, {BLOCK}-frame blocks (budget "
           f"{BLOCK / RATE * 1e6:.0f} us), CPU time on one core, median of {repeats}")
-    print("| channels | offline x real time | us per block | DSP load % of one core |")
+    print("| channels, sources | offline x real time | us per block | DSP load % of one core |")
     print("|---|---|---|---|")
     for n in sizes:
-        r = time_session(lambda s, n=n: build_mix64(s, n), seconds, repeats)
-        print(f"| {n} | {r['x_realtime']:.1f}x | {r['us_per_block']:.1f} | "
-              f"{r['load_pct']:.1f} |", flush=True)
-        if hard:
-            r = time_session(lambda s, n=n: build_mix64(s, n, hard=True), seconds, repeats)
-            print(f"| {n} + denoise x8, autotune x2 | {r['x_realtime']:.1f}x | "
-                  f"{r['us_per_block']:.1f} | {r['load_pct']:.1f} |", flush=True)
+        for source in ("noise", "file"):
+            r = time_session(lambda s, n=n, src=source: build_mix64(s, n, source=src), seconds,
+                             repeats, hw_in=n if source == "file" else 0)
+            print(f"| {n}, {source} | {r['x_realtime']:.1f}x | {r['us_per_block']:.1f} | "
+                  f"{r['load_pct']:.1f} |", flush=True)
+            if hard:
+                r = time_session(lambda s, n=n, src=source: build_mix64(s, n, True, src),
+                                 seconds, repeats, hw_in=n if source == "file" else 0)
+                print(f"| {n}, {source} + denoise x8, autotune x2 | {r['x_realtime']:.1f}x | "
+                      f"{r['us_per_block']:.1f} | {r['load_pct']:.1f} |", flush=True)
     ours = strip_mixgraph(16, seconds, repeats)
     theirs = strip_pedalboard(seconds, repeats)
     print(f"\nchannel strip (gate -> HPF + 4-band EQ -> compressor -> fader), ns per sample: "

@@ -401,10 +401,13 @@ static void process(void *stv, const mg_proc *p)
 }
 
 /* Ganged cascades: four lanes (a channel of one node each) run in the four
- * doubles of one vector, each with its own coefficients and states. The
- * arithmetic is the scalar cascade's, operation for operation, so a lane's
- * result is bit-identical to running its node alone. */
-typedef double eq_v4d __attribute__((vector_size(32)));
+ * doubles of one vector, each lane with its own coefficients and states. The
+ * lanes' samples are first interleaved (frame-major, four floats a frame) so
+ * the loop loads and stores whole vectors. The arithmetic is the scalar
+ * cascade's, operation for operation, so a lane's result is bit-identical to
+ * running its node alone. */
+typedef double eq_vd __attribute__((vector_size(32)));
+typedef float eq_vf __attribute__((vector_size(16)));
 #define EQ_LANES 4
 
 typedef struct {
@@ -416,22 +419,21 @@ typedef struct {
 } eq_lane;
 
 static inline __attribute__((always_inline)) void
-cascade_v4(float *const *buf, int n, const eq_v4d *b0, const eq_v4d *b1, const eq_v4d *b2,
-           const eq_v4d *a1, const eq_v4d *a2, eq_v4d *s1i, eq_v4d *s2i, const int ns)
+cascade_v(eq_vf *x, int n, const eq_vd *b0, const eq_vd *b1, const eq_vd *b2,
+          const eq_vd *a1, const eq_vd *a2, eq_vd *s1i, eq_vd *s2i, const int ns)
 {
-    eq_v4d s1[EQ_MAX_SEC], s2[EQ_MAX_SEC];
+    eq_vd s1[EQ_MAX_SEC], s2[EQ_MAX_SEC];
     for (int k = 0; k < ns; k++)
         s1[k] = s1i[k], s2[k] = s2i[k];
-    float *x0 = buf[0], *x1 = buf[1], *x2 = buf[2], *x3 = buf[3];
     for (int i = 0; i < n; i++) {
-        eq_v4d v = {x0[i], x1[i], x2[i], x3[i]};
+        eq_vd v = __builtin_convertvector(x[i], eq_vd);
         for (int k = 0; k < ns; k++) {
-            const eq_v4d y = b0[k] * v + s1[k];
+            const eq_vd y = b0[k] * v + s1[k];
             s1[k] = b1[k] * v - a1[k] * y + s2[k];
             s2[k] = b2[k] * v - a2[k] * y;
             v = y;
         }
-        x0[i] = (float)v[0], x1[i] = (float)v[1], x2[i] = (float)v[2], x3[i] = (float)v[3];
+        x[i] = __builtin_convertvector(v, eq_vf);
     }
     for (int k = 0; k < ns; k++)
         s1i[k] = s1[k], s2i[k] = s2[k];
@@ -440,20 +442,18 @@ cascade_v4(float *const *buf, int n, const eq_v4d *b0, const eq_v4d *b1, const e
 /* Run up to EQ_LANES lanes whose cascades have ns sections each. */
 MG_HOT static void run_lanes(const eq_lane *ln, int nln, int ns, int n)
 {
-    eq_v4d b0[EQ_MAX_SEC], b1[EQ_MAX_SEC], b2[EQ_MAX_SEC], a1[EQ_MAX_SEC], a2[EQ_MAX_SEC];
-    eq_v4d s1[EQ_MAX_SEC], s2[EQ_MAX_SEC];
-    float pad[EQ_LANES - 1][MG_MAX_BLOCK];
-    float *buf[EQ_LANES];
-    memset(b0, 0, sizeof b0), memset(b1, 0, sizeof b1), memset(b2, 0, sizeof b2);
-    memset(a1, 0, sizeof a1), memset(a2, 0, sizeof a2);
-    memset(s1, 0, sizeof s1), memset(s2, 0, sizeof s2);
-    for (int l = 0; l < EQ_LANES; l++) {
-        if (l >= nln) { /* an empty lane: zero coefficients over a scratch buffer */
-            buf[l] = pad[l - 1];
-            memset(pad[l - 1], 0, sizeof(float) * (size_t)n);
-            continue;
-        }
-        buf[l] = ln[l].buf;
+    eq_vd b0[EQ_MAX_SEC], b1[EQ_MAX_SEC], b2[EQ_MAX_SEC], a1[EQ_MAX_SEC], a2[EQ_MAX_SEC];
+    eq_vd s1[EQ_MAX_SEC], s2[EQ_MAX_SEC];
+    eq_vf x[MG_MAX_BLOCK];
+    const size_t used = sizeof(eq_vd) * (size_t)ns;
+    memset(b0, 0, used), memset(b1, 0, used), memset(b2, 0, used);
+    memset(a1, 0, used), memset(a2, 0, used), memset(s1, 0, used), memset(s2, 0, used);
+    if (nln < EQ_LANES) /* empty lanes: zero coefficients over zeros */
+        memset(x, 0, sizeof(eq_vf) * (size_t)n);
+    for (int l = 0; l < nln; l++) {
+        const float *src = ln[l].buf;
+        for (int i = 0; i < n; i++)
+            x[i][l] = src[i];
         int j = 0;
         for (int u = 0; u < ln[l].nl; u++) {
             const eq_unit *un = &ln[l].s->unit[ln[l].list[u]];
@@ -466,14 +466,17 @@ MG_HOT static void run_lanes(const eq_lane *ln, int nln, int ns, int n)
         }
     }
     switch (ns) {
-#define EQ_CASE(N) case N: cascade_v4(buf, n, b0, b1, b2, a1, a2, s1, s2, N); break;
+#define EQ_CASE(N) case N: cascade_v(x, n, b0, b1, b2, a1, a2, s1, s2, N); break;
     EQ_CASE(1) EQ_CASE(2) EQ_CASE(3) EQ_CASE(4) EQ_CASE(5) EQ_CASE(6)
 #undef EQ_CASE
     default:
-        cascade_v4(buf, n, b0, b1, b2, a1, a2, s1, s2, ns);
+        cascade_v(x, n, b0, b1, b2, a1, a2, s1, s2, ns);
         break;
     }
     for (int l = 0; l < nln; l++) {
+        float *dst = ln[l].buf;
+        for (int i = 0; i < n; i++)
+            dst[i] = x[i][l];
         int j = 0;
         for (int u = 0; u < ln[l].nl; u++) {
             mg_bq_state *st = unit_state(ln[l].s, ln[l].c, ln[l].list[u]);
