@@ -404,6 +404,15 @@ static void apply_plan(mg_engine *e, mg_plan *p)
     if (p) {
         for (int i = 0; i < p->n_steps; i++)
             p->steps[i].node->live_gen = p->gen;
+        p->n_fading = 0;
+        for (int i = 0; i < p->edges_used; i++) {
+            mg_edge *ed = p->edges[i];
+            ed->live_gen = p->gen;
+            ed->listed = ed->remaining > 0 || ed->g0 != ed->gain || ed->g1 != ed->gain ||
+                         ed->ramp_n > 0;
+            if (ed->listed)
+                p->fading[p->n_fading++] = ed;
+        }
         /* drop scheduled events for nodes that left the graph */
         int w = 0;
         for (int i = 0; i < e->heap_len; i++) {
@@ -462,6 +471,12 @@ static void drain_commands(mg_engine *e, uint64_t now)
             ed->remaining = ns;
             /* time = frames to hold the gain first (see MG_CMD_EDGE) */
             ed->hold = c.time > (uint64_t)(1 << 24) ? (1 << 24) : (int)c.time;
+            /* an edge not in the current plan is listed when its plan comes */
+            if (!ed->listed && e->plan && ed->live_gen == e->plan->gen &&
+                e->plan->n_fading < e->plan->n_edges) {
+                ed->listed = 1;
+                e->plan->fading[e->plan->n_fading++] = ed;
+            }
             break;
         }
         case MG_CMD_PLAN:
@@ -491,51 +506,54 @@ static void drain_commands(mg_engine *e, uint64_t now)
     }
 }
 
-/* Advance parameter ramps and edge fades for a sub-block of n frames. */
-static void advance_ramps(mg_engine *e, int n)
+/* Advance a node's parameter ramps for a sub-block of n frames (run_plan
+ * calls it at the node's step, where its struct is being read anyway). */
+static inline void node_ramps(mg_node *nd, int n)
 {
-    mg_plan *p = e->plan;
-    for (int s = 0; s < p->n_steps; s++) {
-        mg_node *nd = p->steps[s].node;
-        const int np = nd->type->n_params;
-        if (nd->n_ramping == 0) {
-            if (!nd->pv_fresh) {
-                for (int k = 0; k < np; k++) {
-                    nd->pv[k].ramp = NULL;
-                    nd->pv[k].value = (float)nd->params[k].cur;
-                }
-                nd->pv_fresh = 1;
+    const int np = nd->type->n_params;
+    if (nd->n_ramping == 0) {
+        if (!nd->pv_fresh) {
+            for (int k = 0; k < np; k++) {
+                nd->pv[k].ramp = NULL;
+                nd->pv[k].value = (float)nd->params[k].cur;
             }
+            nd->pv_fresh = 1;
+        }
+        return;
+    }
+    nd->pv_fresh = 0;
+    for (int k = 0; k < np; k++) {
+        mg_param *pr = &nd->params[k];
+        if (pr->remaining <= 0) {
+            nd->pv[k].ramp = NULL;
+            nd->pv[k].value = (float)pr->cur;
             continue;
         }
-        nd->pv_fresh = 0;
-        for (int k = 0; k < np; k++) {
-            mg_param *pr = &nd->params[k];
-            if (pr->remaining <= 0) {
-                nd->pv[k].ramp = NULL;
-                nd->pv[k].value = (float)pr->cur;
-                continue;
+        float *r = nd->ramp_mem + (size_t)k * MG_MAX_BLOCK;
+        int i = 0;
+        double cur = pr->cur;
+        for (; i < n && pr->remaining > 0; i++) {
+            cur = pr->geometric ? cur * pr->step : cur + pr->step;
+            if (--pr->remaining == 0) {
+                cur = pr->tgt;
+                nd->n_ramping--;
             }
-            float *r = nd->ramp_mem + (size_t)k * MG_MAX_BLOCK;
-            int i = 0;
-            double cur = pr->cur;
-            for (; i < n && pr->remaining > 0; i++) {
-                cur = pr->geometric ? cur * pr->step : cur + pr->step;
-                if (--pr->remaining == 0) {
-                    cur = pr->tgt;
-                    nd->n_ramping--;
-                }
-                r[i] = (float)cur;
-            }
-            for (; i < n; i++)
-                r[i] = pr->tgt;
-            pr->cur = cur;
-            nd->pv[k].ramp = r;
-            nd->pv[k].value = (float)cur;
+            r[i] = (float)cur;
         }
+        for (; i < n; i++)
+            r[i] = pr->tgt;
+        pr->cur = cur;
+        nd->pv[k].ramp = r;
+        nd->pv[k].value = (float)cur;
     }
-    for (int k = 0; k < p->edges_used; k++) {
-        mg_edge *ed = p->edges[k];
+}
+
+/* Advance the edge fades for a sub-block of n frames: only the edges on the
+ * plan's fading list; one that has settled (g0 == g1 == gain) leaves it. */
+static void advance_fades(mg_plan *p, int n)
+{
+    for (int k = 0; k < p->n_fading;) {
+        mg_edge *ed = p->fading[k];
         ed->g0 = ed->gain;
         ed->ramp_n = 0;
         if (ed->remaining > 0) {
@@ -551,6 +569,12 @@ static void advance_ramps(mg_engine *e, int n)
             }
         }
         ed->g1 = ed->gain;
+        if (ed->remaining <= 0 && ed->ramp_n == 0) {
+            ed->listed = 0;
+            p->fading[k] = p->fading[--p->n_fading];
+            continue;
+        }
+        k++;
     }
 }
 
@@ -666,7 +690,7 @@ static void run_plan(mg_engine *e, int off, int n, uint64_t t)
     mg_plan *p = e->plan;
     if (!p)
         return;
-    advance_ramps(e, n);
+    advance_fades(p, n);
     const int gangs = p->finished && e->ganging;
     for (int s = 0; s < p->n_steps;) {
         const mg_step *st = &p->steps[s];
@@ -677,6 +701,7 @@ static void run_plan(mg_engine *e, int off, int n, uint64_t t)
             void *states[MG_MAX_GANG];
             mg_proc procs[MG_MAX_GANG];
             for (int j = 0; j < g; j++) {
+                node_ramps(st[j].node, n);
                 feed_step(p, st + j, off, n);
                 states[j] = st[j].node->state;
                 procs[j] = step_proc(e, st[j].node, n, t);
@@ -691,6 +716,7 @@ static void run_plan(mg_engine *e, int off, int n, uint64_t t)
             __builtin_prefetch(next);
             __builtin_prefetch((const char *)next + 64);
         }
+        node_ramps(nd, n);
         feed_step(p, st, off, n);
         mg_proc pr = step_proc(e, nd, n, t);
         nd->type->process(nd->state, &pr);

@@ -77,6 +77,8 @@ struct mg_edge {
     int hold;                 /* frames to hold the gain before the queued fade
                                * starts (aligns fades of edges whose signals are
                                * delayed differently before they meet) */
+    int listed;               /* in the current plan's fading list (audio) */
+    uint32_t live_gen;        /* generation of the plan that last held it (audio) */
     /* latency compensation: one delay line per channel, fixed at creation */
     int delay;                /* samples */
     /* mirror for any thread */
@@ -126,7 +128,7 @@ typedef struct {
                                  the type's process_many; 1 alone; 0 inside a gang */
 } mg_step;
 
-/* Immutable once pushed to the audio thread. */
+/* Immutable once pushed to the audio thread (but for the fading list). */
 struct mg_plan {
     uint32_t gen;
     int n_steps, n_mix, n_edges;
@@ -136,6 +138,11 @@ struct mg_plan {
     mg_edge **edges;
     int finished;             /* mg_plan_finish ran: assign/clear lists valid */
     float **clear;
+    /* audio thread only, while this is the current plan: the edges whose
+     * gain moves (a fade, or one sub-block after it ends); every other edge
+     * has g0 == g1 == gain. Capacity n_edges. */
+    mg_edge **fading;
+    int n_fading;
 };
 
 struct mg_fifo {

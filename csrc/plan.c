@@ -335,7 +335,8 @@ mg_plan *mg_plan_new(int n_steps, int n_mix, int n_edges)
     p->steps = mg_calloc((size_t)n_steps + 1, sizeof(mg_step));
     p->mix = mg_calloc((size_t)n_mix + 1, sizeof(mg_mixop));
     p->edges = mg_calloc((size_t)n_edges + 1, sizeof(mg_edge *));
-    if (!p->steps || !p->mix || !p->edges) {
+    p->fading = mg_calloc((size_t)n_edges + 1, sizeof(mg_edge *));
+    if (!p->steps || !p->mix || !p->edges || !p->fading) {
         mg_plan_free(p);
         return NULL;
     }
@@ -349,6 +350,7 @@ void mg_plan_free(mg_plan *p)
     mg_free(p->steps);
     mg_free(p->mix);
     mg_free(p->edges);
+    mg_free(p->fading);
     mg_free(p->clear);
     mg_free(p);
 }
