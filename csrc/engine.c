@@ -642,6 +642,9 @@ MG_HOT static void mix_into(const mg_mixop *op, int off, int n, int assign)
     }
 }
 
+/* What unconnected inputs read. */
+static const float mg_zeros[MG_MAX_BLOCK];
+
 /* Set up step st's inputs for frames [off, off+n): clear the unconnected
  * ones, mix the connections in (or point at a lone unity source in place). */
 static inline void feed_step(const mg_plan *p, const mg_step *st, int off, int n)
@@ -653,9 +656,9 @@ static inline void feed_step(const mg_plan *p, const mg_step *st, int off, int n
         if (!fin)
             memset(nd->in_ptr[c], 0, sizeof(float) * (size_t)n);
     }
-    if (fin)
+    if (fin) /* nodes never write their inputs: all share one buffer of zeros */
         for (int k = st->clear_first; k < st->clear_first + st->clear_count; k++)
-            memset(p->clear[k] + off, 0, sizeof(float) * (size_t)n);
+            nd->in_ptr[p->clear[k]] = (float *)mg_zeros + off;
     if (nd->out_off != off) {
         for (int c = 0; c < nd->n_out; c++)
             nd->out_ptr[c] = nd->out_base[c] + off;
@@ -673,9 +676,20 @@ static inline void feed_step(const mg_plan *p, const mg_step *st, int off, int n
 
 static inline mg_proc step_proc(const mg_engine *e, const mg_node *nd, int n, uint64_t t)
 {
-    mg_proc pr = {n, nd->in_ptr, nd->out_ptr, nd->pv, (float *)nd->readout,
+    mg_proc pr = {n, (const float *const *)nd->in_ptr, nd->out_ptr, nd->pv, (float *)nd->readout,
                   e->hw_in_ptr, e->hw_out_ptr, e->hw_in_ch, e->hw_out_ch, t};
     return pr;
+}
+
+/* The first lines of a node's allocation: the struct, its input and output
+ * pointers and parameter values (mg_node_new packs them in that order). */
+static inline void prefetch_node(const mg_node *nd)
+{
+    const char *b = (const char *)nd;
+    __builtin_prefetch(b);
+    __builtin_prefetch(b + 64);
+    __builtin_prefetch(b + 128);
+    __builtin_prefetch(b + 192);
 }
 
 /* Run the plan over frames [off, off+n) of the current block. */
@@ -701,6 +715,8 @@ static void run_plan(mg_engine *e, int off, int n, uint64_t t)
             void *states[MG_MAX_GANG];
             mg_proc procs[MG_MAX_GANG];
             for (int j = 0; j < g; j++) {
+                if (j + 1 < g)
+                    prefetch_node(st[j + 1].node);
                 node_ramps(st[j].node, n);
                 feed_step(p, st + j, off, n);
                 states[j] = st[j].node->state;
@@ -711,11 +727,8 @@ static void run_plan(mg_engine *e, int off, int n, uint64_t t)
             continue;
         }
         mg_node *nd = st->node;
-        if (s + 1 < p->n_steps) { /* nodes are separate allocations: fetch the next early */
-            const mg_node *next = p->steps[s + 1].node;
-            __builtin_prefetch(next);
-            __builtin_prefetch((const char *)next + 64);
-        }
+        if (s + 1 < p->n_steps) /* nodes are separate allocations: fetch the next early */
+            prefetch_node(p->steps[s + 1].node);
         node_ramps(nd, n);
         feed_step(p, st, off, n);
         mg_proc pr = step_proc(e, nd, n, t);

@@ -92,7 +92,7 @@ typedef struct {
  * not copied), and a node must write only its outputs. */
 typedef struct {
     int nframes;
-    float *const *in;
+    const float *const *in;
     float *const *out;
     const mg_pv *pv;
     float *readout;

@@ -122,7 +122,7 @@ typedef struct {
     mg_node *node;
     int mix_first;
     int mix_count;
-    int clear_first;          /* inputs with no connection, zeroed each block */
+    int clear_first;          /* inputs with no connection (p->clear) */
     int clear_count;
     int gang;                 /* >1: this step and the next gang-1 run through
                                  the type's process_many; 1 alone; 0 inside a gang */
@@ -137,7 +137,8 @@ struct mg_plan {
     mg_mixop *mix;
     mg_edge **edges;
     int finished;             /* mg_plan_finish ran: assign/clear lists valid */
-    float **clear;
+    int *clear;               /* unconnected inputs (channel index in its step's
+                                 node): they read the engine's zero buffer */
     /* audio thread only, while this is the current plan: the edges whose
      * gain moves (a fade, or one sub-block after it ends); every other edge
      * has g0 == g1 == gain. Capacity n_edges. */

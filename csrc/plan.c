@@ -30,17 +30,14 @@ static int port_channels(const mg_port_spec *p, int channels)
     return p->channels > 0 ? p->channels : channels;
 }
 
-static float **alloc_buffers(int count)
+/* Channel buffers of MG_MAX_BLOCK floats into b[0..count); 0 = ok (on
+ * failure the caller frees what was made). */
+static int alloc_buffers(float **b, int count)
 {
-    float **b = mg_calloc((size_t)count + 1, sizeof(float *));
-    if (!b)
-        return NULL;
-    for (int i = 0; i < count; i++) {
-        b[i] = mg_calloc(MG_MAX_BLOCK, sizeof(float));
-        if (!b[i])
-            return b; /* caller frees */
-    }
-    return b;
+    for (int i = 0; i < count; i++)
+        if (!(b[i] = mg_calloc(MG_MAX_BLOCK, sizeof(float))))
+            return -1;
+    return 0;
 }
 
 static void free_buffers(float **b, int count)
@@ -49,7 +46,12 @@ static void free_buffers(float **b, int count)
         return;
     for (int i = 0; i < count; i++)
         mg_free(b[i]);
-    mg_free(b);
+}
+
+/* Bytes from p up to a multiple of 16. */
+static size_t pad16(size_t n)
+{
+    return (n + 15) & ~(size_t)15;
 }
 
 /* Error codes returned through *error: 1 unknown type, 2 bad channel
@@ -77,37 +79,50 @@ mg_node *mg_node_new(mg_engine *e, int type_index, int channels, int hw_first,
         *error = 5;
         return NULL;
     }
-    mg_node *n = mg_calloc(1, sizeof *n);
-    if (!n) {
+    /* the node and its small per-block arrays are one allocation, in the
+     * order run_plan reads them: a node's step touches a few adjacent cache
+     * lines instead of one line in each of seven places */
+    int n_in = 0, n_out = 0, n_readout = 0;
+    for (int p = 0; p < t->n_ports; p++) {
+        if (t->ports[p].dir == MG_PORT_IN)
+            n_in += port_channels(&t->ports[p], channels);
+        else
+            n_out += port_channels(&t->ports[p], channels);
+    }
+    for (int r = 0; r < t->n_readouts; r++)
+        n_readout += t->readouts[r].per_channel ? channels : 1;
+    const size_t np1 = (size_t)t->n_params + 1;
+    const size_t o_in_ptr = pad16(sizeof(mg_node));
+    const size_t o_out_ptr = o_in_ptr + pad16(((size_t)n_in + 1) * sizeof(float *));
+    const size_t o_pv = o_out_ptr + pad16(((size_t)n_out + 1) * sizeof(float *));
+    const size_t o_in_base = o_pv + pad16(np1 * sizeof(mg_pv));
+    const size_t o_out_base = o_in_base + pad16(((size_t)n_in + 1) * sizeof(float *));
+    const size_t o_params = o_out_base + pad16(((size_t)n_out + 1) * sizeof(float *));
+    const size_t o_readout = o_params + pad16(np1 * sizeof(mg_param));
+    const size_t total = o_readout + pad16(((size_t)n_readout + 1) * sizeof(_Atomic float));
+    char *blk = mg_calloc(1, total);
+    if (!blk) {
         *error = 3;
         return NULL;
     }
+    mg_node *n = (mg_node *)blk;
     n->type = t;
     n->channels = channels;
     n->sample_rate = mg_engine_rate(e);
-    for (int p = 0; p < t->n_ports; p++) {
-        if (t->ports[p].dir == MG_PORT_IN)
-            n->n_in += port_channels(&t->ports[p], channels);
-        else
-            n->n_out += port_channels(&t->ports[p], channels);
-    }
-    for (int r = 0; r < t->n_readouts; r++)
-        n->n_readout += t->readouts[r].per_channel ? channels : 1;
+    n->n_in = n_in;
+    n->n_out = n_out;
+    n->n_readout = n_readout;
+    n->in_ptr = (float **)(blk + o_in_ptr);
+    n->out_ptr = (float **)(blk + o_out_ptr);
+    n->pv = (mg_pv *)(blk + o_pv);
+    n->in_base = (float **)(blk + o_in_base);
+    n->out_base = (float **)(blk + o_out_base);
+    n->params = (mg_param *)(blk + o_params);
+    n->readout = (_Atomic float *)(blk + o_readout);
     n->state = mg_calloc(1, t->state_size ? t->state_size : 1);
-    n->in_base = alloc_buffers(n->n_in);
-    n->out_base = alloc_buffers(n->n_out);
-    n->in_ptr = mg_calloc((size_t)n->n_in + 1, sizeof(float *));
-    n->out_ptr = mg_calloc((size_t)n->n_out + 1, sizeof(float *));
-    n->params = mg_calloc((size_t)t->n_params + 1, sizeof(mg_param));
-    n->pv = mg_calloc((size_t)t->n_params + 1, sizeof(mg_pv));
-    n->ramp_mem = mg_calloc((size_t)(t->n_params + 1) * MG_MAX_BLOCK, sizeof(float));
-    n->readout = mg_calloc((size_t)n->n_readout + 1, sizeof(_Atomic float));
-    int ok = n->state && n->in_base && n->out_base && n->in_ptr && n->out_ptr &&
-             n->params && n->pv && n->ramp_mem && n->readout;
-    for (int c = 0; ok && c < n->n_in; c++)
-        ok = n->in_base[c] != NULL;
-    for (int c = 0; ok && c < n->n_out; c++)
-        ok = n->out_base[c] != NULL;
+    n->ramp_mem = mg_calloc(np1 * MG_MAX_BLOCK, sizeof(float));
+    int ok = n->state && n->ramp_mem && alloc_buffers(n->in_base, n->n_in) == 0 &&
+             alloc_buffers(n->out_base, n->n_out) == 0;
     if (!ok) {
         *error = 3;
         mg_node_free(n);
@@ -161,13 +176,8 @@ void mg_node_free(mg_node *n)
         for (int c = 0; c < n->n_out; c++)
             n->out_base[c] = NULL; /* the engine's buffers */
     free_buffers(n->out_base, n->n_out);
-    mg_free(n->in_ptr);
-    mg_free(n->out_ptr);
-    mg_free(n->params);
-    mg_free(n->pv);
     mg_free(n->ramp_mem);
-    mg_free((void *)n->readout);
-    mg_free(n);
+    mg_free(n); /* with in_ptr, out_ptr, pv, in/out_base, params, readout */
 }
 
 void mg_node_init_param(mg_node *n, int index, float v)
@@ -274,11 +284,9 @@ mg_dgroup *mg_dgroup_new(int channels, int delay_samples)
         return NULL;
     atomic_fetch_add(&mg_dgroups_live, 1);
     g->channels = channels;
-    g->acc = alloc_buffers(channels);
+    g->acc = mg_calloc((size_t)channels + 1, sizeof(float *));
     g->line = mg_edge_new_delayed(1.0f, channels, delay_samples);
-    int ok = g->acc && g->line;
-    for (int c = 0; ok && c < channels; c++)
-        ok = g->acc[c] != NULL;
+    int ok = g->acc && g->line && alloc_buffers(g->acc, channels) == 0;
     if (!ok) {
         mg_dgroup_free(g);
         return NULL;
@@ -295,6 +303,7 @@ void mg_dgroup_free(mg_dgroup *g)
     if (!g)
         return;
     free_buffers(g->acc, g->channels);
+    mg_free(g->acc);
     mg_edge_free(g->line);
     mg_free(g);
     atomic_fetch_sub(&mg_dgroups_live, 1);
@@ -450,7 +459,7 @@ int mg_plan_finish(mg_plan *p)
             return -1;
         total += p->steps[s].node->n_in;
     }
-    p->clear = mg_calloc((size_t)total + 1, sizeof(float *));
+    p->clear = mg_calloc((size_t)total + 1, sizeof(int));
     if (!p->clear)
         return -1;
     int k = 0;
@@ -462,7 +471,7 @@ int mg_plan_finish(mg_plan *p)
             for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++)
                 covered |= p->mix[m].dst_index == c;
             if (!covered)
-                p->clear[k++] = st->node->in_base[c];
+                p->clear[k++] = c;
         }
         const int end = st->mix_first + st->mix_count;
         for (int m = st->mix_first; m < end; m++) {
