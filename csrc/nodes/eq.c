@@ -17,6 +17,9 @@
 #include "../dsp_biquad.h"
 
 #include <stdlib.h>
+#if defined(__SSE2__)
+#include <xmmintrin.h>
+#endif
 
 #define EQ_MAX_BANDS 8
 #define EQ_CHUNK 16
@@ -439,6 +442,71 @@ cascade_v(eq_vf *x, int n, const eq_vd *b0, const eq_vd *b1, const eq_vd *b2,
         s1i[k] = s1[k], s2i[k] = s2[k];
 }
 
+/* Frames [0, returned) of four full lanes into x, four frames at a time:
+ * each 4x4 tile (4 frames of 4 lanes) is transposed in registers. */
+static inline int lanes_in(const eq_lane *ln, int nln, eq_vf *x, int n)
+{
+#if defined(__SSE2__)
+    if (nln == EQ_LANES) {
+        int i = 0;
+        const float *a = ln[0].buf, *b = ln[1].buf, *c = ln[2].buf, *d = ln[3].buf;
+        for (; i + 4 <= n; i += 4) {
+            __m128 r0 = _mm_loadu_ps(a + i), r1 = _mm_loadu_ps(b + i);
+            __m128 r2 = _mm_loadu_ps(c + i), r3 = _mm_loadu_ps(d + i);
+            _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+            _mm_storeu_ps((float *)&x[i], r0);
+            _mm_storeu_ps((float *)&x[i + 1], r1);
+            _mm_storeu_ps((float *)&x[i + 2], r2);
+            _mm_storeu_ps((float *)&x[i + 3], r3);
+        }
+        return i;
+    }
+#endif
+    (void)ln, (void)nln, (void)x, (void)n;
+    return 0;
+}
+
+/* The way back: frames [0, returned) of x into four full lanes. */
+static inline int lanes_out(const eq_lane *ln, int nln, const eq_vf *x, int n)
+{
+#if defined(__SSE2__)
+    if (nln == EQ_LANES) {
+        int i = 0;
+        float *a = ln[0].buf, *b = ln[1].buf, *c = ln[2].buf, *d = ln[3].buf;
+        for (; i + 4 <= n; i += 4) {
+            __m128 r0 = _mm_loadu_ps((const float *)&x[i]), r1 = _mm_loadu_ps((const float *)&x[i + 1]);
+            __m128 r2 = _mm_loadu_ps((const float *)&x[i + 2]), r3 = _mm_loadu_ps((const float *)&x[i + 3]);
+            _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+            _mm_storeu_ps(a + i, r0);
+            _mm_storeu_ps(b + i, r1);
+            _mm_storeu_ps(c + i, r2);
+            _mm_storeu_ps(d + i, r3);
+        }
+        return i;
+    }
+#endif
+    (void)ln, (void)nln, (void)x, (void)n;
+    return 0;
+}
+
+/* mg_bq_guard on every lane of ns sections at once: non-finite states are
+ * reset, a tail below 1e-30 is flushed to exact zero (the same rule, so the
+ * same states, as the scalar guard). */
+typedef long long eq_vl __attribute__((vector_size(32)));
+static inline void guard_v(eq_vd *s1, eq_vd *s2, int ns)
+{
+    const eq_vd lo = {-1e-30, -1e-30, -1e-30, -1e-30}, hi = {1e-30, 1e-30, 1e-30, 1e-30};
+    const eq_vd zero = {0.0, 0.0, 0.0, 0.0};
+    for (int k = 0; k < ns; k++) {
+        const eq_vd a = s1[k], b = s2[k];
+        const eq_vl finite = ((a - a) == zero) & ((b - b) == zero);
+        const eq_vl tiny = (a > lo) & (a < hi) & (b > lo) & (b < hi);
+        const eq_vl keep = finite & ~tiny;
+        s1[k] = (eq_vd)((eq_vl)a & keep);
+        s2[k] = (eq_vd)((eq_vl)b & keep);
+    }
+}
+
 /* Run up to EQ_LANES lanes whose cascades have ns sections each. */
 MG_HOT static void run_lanes(const eq_lane *ln, int nln, int ns, int n)
 {
@@ -450,9 +518,10 @@ MG_HOT static void run_lanes(const eq_lane *ln, int nln, int ns, int n)
     memset(a1, 0, used), memset(a2, 0, used), memset(s1, 0, used), memset(s2, 0, used);
     if (nln < EQ_LANES) /* empty lanes: zero coefficients over zeros */
         memset(x, 0, sizeof(eq_vf) * (size_t)n);
+    const int tiles = lanes_in(ln, nln, x, n);
     for (int l = 0; l < nln; l++) {
         const float *src = ln[l].buf;
-        for (int i = 0; i < n; i++)
+        for (int i = tiles; i < n; i++)
             x[i][l] = src[i];
         int j = 0;
         for (int u = 0; u < ln[l].nl; u++) {
@@ -473,9 +542,11 @@ MG_HOT static void run_lanes(const eq_lane *ln, int nln, int ns, int n)
         cascade_v(x, n, b0, b1, b2, a1, a2, s1, s2, ns);
         break;
     }
+    guard_v(s1, s2, ns);
+    const int done = lanes_out(ln, nln, x, n);
     for (int l = 0; l < nln; l++) {
         float *dst = ln[l].buf;
-        for (int i = 0; i < n; i++)
+        for (int i = done; i < n; i++)
             dst[i] = x[i][l];
         int j = 0;
         for (int u = 0; u < ln[l].nl; u++) {
@@ -515,10 +586,7 @@ static void process_many(void *const *states, const mg_proc *procs, int k)
     }
     for (int ns = 1; ns <= EQ_MAX_SEC; ns++)
         if (npend[ns])
-            run_lanes(pend[ns], npend[ns], ns, n);
-    for (int j = 0; j < k; j++)
-        for (int u = 0; u < nst[j]; u++)
-            guard_unit(states[j], steady[j][u]);
+            run_lanes(pend[ns], npend[ns], ns, n); /* guarded there */
 }
 
 const mg_node_type mg_type_eq = {
