@@ -229,7 +229,7 @@ cascade_n(float *buf, int n, const double *b0, const double *b1, const double *b
         double v = buf[i];
         for (int k = 0; k < ns; k++) {
             const double y = b0[k] * v + s1[k];
-            s1[k] = b1[k] * v - a1[k] * y + s2[k];
+            s1[k] = (b1[k] * v + s2[k]) - a1[k] * y;
             s2[k] = b2[k] * v - a2[k] * y;
             v = y;
         }
@@ -241,7 +241,9 @@ cascade_n(float *buf, int n, const double *b0, const double *b1, const double *b
 
 /* Run the steady units in `list` (in order) as one cascade, sample by
  * sample: the sections' recursions overlap in the CPU instead of each
- * running its own latency-bound loop over the block. */
+ * running its own latency-bound loop over the block. s1 is updated as
+ * (b1 x + s2) - a1 y: the term that waits for y comes last, so the
+ * recursion's critical path is one multiply and one subtraction. */
 static void run_cascade(eq_state *s, const mg_proc *p, const int *list, int nl)
 {
     double b0[EQ_MAX_SEC], b1[EQ_MAX_SEC], b2[EQ_MAX_SEC], a1[EQ_MAX_SEC], a2[EQ_MAX_SEC];
@@ -432,7 +434,7 @@ cascade_v(eq_vf *x, int n, const eq_vd *b0, const eq_vd *b1, const eq_vd *b2,
         eq_vd v = __builtin_convertvector(x[i], eq_vd);
         for (int k = 0; k < ns; k++) {
             const eq_vd y = b0[k] * v + s1[k];
-            s1[k] = b1[k] * v - a1[k] * y + s2[k];
+            s1[k] = (b1[k] * v + s2[k]) - a1[k] * y;
             s2[k] = b2[k] * v - a2[k] * y;
             v = y;
         }
