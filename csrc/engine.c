@@ -726,6 +726,10 @@ static void run_plan(mg_engine *e, int off, int n, uint64_t t)
             s += g;
             continue;
         }
+        if (st->inert) { /* an input node: downstream reads the hardware buffers */
+            s++;
+            continue;
+        }
         mg_node *nd = st->node;
         if (s + 1 < p->n_steps) /* nodes are separate allocations: fetch the next early */
             prefetch_node(p->steps[s + 1].node);

@@ -124,6 +124,8 @@ typedef struct {
     int mix_count;
     int clear_first;          /* inputs with no connection (p->clear) */
     int clear_count;
+    int inert;                /* nothing to run: no inputs, no parameters, outputs
+                                 are the hardware input buffers (input nodes) */
     int gang;                 /* >1: this step and the next gang-1 run through
                                  the type's process_many; 1 alone; 0 inside a gang */
 } mg_step;

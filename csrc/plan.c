@@ -492,6 +492,11 @@ int mg_plan_finish(mg_plan *p)
         }
         st->clear_count = k - st->clear_first;
     }
+    for (int s = 0; s < p->n_steps; s++) {
+        const mg_node *nd = p->steps[s].node;
+        p->steps[s].inert = nd->type->outputs_are_hw_in && nd->n_in == 0 &&
+                            nd->type->n_params == 0 && nd->n_readout == 0;
+    }
     /* gangs: runs of one type with process_many, none fed by another member */
     for (int s = 0; s < p->n_steps;) {
         const mg_node_type *t = p->steps[s].node->type;
