@@ -87,7 +87,15 @@ CHILD = textwrap.dedent(r"""
     s.add_node("vca", "v", {"members": "g"})
     s.connect(prev, "snd:post")
     s.connect("snd", "m2")
+    # parallel mono strips: their eqs and compressors run as gangs (process_many)
+    for k in range(5):
+        s.add_node("eq", f"geq{k}", {"channels": 1, "hpon": 1, "b2gain": 3.0 + k})
+        s.add_node("compressor", f"gcomp{k}", {"threshold": -30.0 - k})
+        s.connect("osc", f"geq{k}")
+        s.connect(f"geq{k}", f"gcomp{k}")
+        s.connect(f"gcomp{k}", "mix")
     s.commit()
+    assert ("eq", 5) in s.gangs and ("compressor", 5) in s.gangs, s.gangs
     from mixgraph.server.catalog import CATALOG
     swept = [(t, p) for t in chain + ["send", "vca"] for p in CATALOG[t].params]
     tap = Fifo(2, 1 << 14)
@@ -102,6 +110,8 @@ CHILD = textwrap.dedent(r"""
         s.set_param("osc", "freq", 200 + 10 * (i % 50), time=now + 300 + (i % 7) * 50)
         s.set_param("mix", "gain", -(i % 6), time=now + 100)
         s.set_param("pl", "play", 0 if i % 40 == 39 else 1)
+        s.set_param(f"geq{i % 5}", "b2freq", 200 + 37 * (i % 40))  # a gang member moves
+        s.set_param(f"gcomp{i % 5}", "threshold", -40 + (i % 30))
         # a few parameters of the processing chain, across their whole range
         for k in range(4):
             t, p = swept[(4 * i + k) % len(swept)]
