@@ -210,7 +210,7 @@ def run_mix64(sizes: list[int], seconds: float, repeats: int, hard: bool = False
     o = statistics.median(ours)
     if theirs:
         t = statistics.median(theirs)
-        ratios = sorted(p / q for p, q in zip(theirs, ours))
+        ratios = sorted(p / q for p, q in zip(theirs, ours, strict=True))
         print(f"mixgraph {o:.1f}, Pedalboard {t:.1f}: ratio {t / o:.1f}x "
               f"(per turn {ratios[0]:.1f}x .. {ratios[-1]:.1f}x over {len(ratios)} turns)")
     else:
