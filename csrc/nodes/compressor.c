@@ -235,6 +235,32 @@ static inline void det_outputs(const comp_blk *b, int c, int *c0, int *c1)
     *c1 = b->shared ? b->s->ch : c + 1;
 }
 
+/* The makeup (dB) while no gain parameter moves, manual plus auto. */
+static inline float steady_makeup(const comp_blk *b)
+{
+    const mg_pv *pv = b->p->pv;
+    const comp_curve cs = b->cs;
+    return pv[P_MAKEUP].value - pv[P_AUTO].value * dyn_comp_gain(0.0f, cs.t, cs.s, cs.hw, cs.iw);
+}
+
+/* Write the outputs detector c drives over [o, o+m): input times the gain,
+ * per sample from gain[] or, with gain NULL, the constant g. */
+static inline void det_write(const comp_blk *b, int c, int o, int m, const float *gain, float g)
+{
+    int c0, c1;
+    det_outputs(b, c, &c0, &c1);
+    for (int k = c0; k < c1; k++) {
+        const float *x = b->p->in[k] + o;
+        float *out = b->p->out[k] + o;
+        if (gain)
+            for (int i = 0; i < m; i++)
+                out[i] = dyn_clean(x[i]) * gain[i];
+        else
+            for (int i = 0; i < m; i++)
+                out[i] = dyn_clean(x[i]) * g;
+    }
+}
+
 /* Step 4, before the recursion, for detector c with levels l: returns 0 when
  * there is nothing to compress (the block is written at a constant gain);
  * else fills dv[i * stride] with the level differences the recursion eats. */
@@ -244,18 +270,8 @@ MG_HOT static int det_pre(comp_blk *b, int c, int o, int m, const float *l, floa
     const mg_pv *pv = b->p->pv;
     const float vp = s->v[c];
     if (dyn_peak(l, m, vp + s->e[c]) == 0.0f && !b->gain_ramp) {
-        const comp_curve cs = b->cs;
-        const float mk = pv[P_MAKEUP].value - pv[P_AUTO].value * dyn_comp_gain(0.0f, cs.t, cs.s, cs.hw, cs.iw);
         const float mix = 0.01f * pv[P_MIX].value;
-        const float g = (1.0f - mix) + mix * dyn_exp2f(mk * DYN_LOG2_PER_DB);
-        int c0, c1;
-        det_outputs(b, c, &c0, &c1);
-        for (int k = c0; k < c1; k++) {
-            const float *x = b->p->in[k] + o;
-            float *out = b->p->out[k] + o;
-            for (int i = 0; i < m; i++)
-                out[i] = dyn_clean(x[i]) * g;
-        }
+        det_write(b, c, o, m, NULL, (1.0f - mix) + mix * dyn_exp2f(steady_makeup(b) * DYN_LOG2_PER_DB));
         return 0;
     }
     dv[0] = vp - l[0];
@@ -300,8 +316,7 @@ MG_HOT static void det_post(comp_blk *b, int c, int o, int m, float *l, const fl
         b->grmax[c] = any;
     /* l becomes the gain: wet part with makeup, plus the dry part */
     if (!b->gain_ramp) {
-        const comp_curve cs = b->cs;
-        const float mk = pv[P_MAKEUP].value - pv[P_AUTO].value * dyn_comp_gain(0.0f, cs.t, cs.s, cs.hw, cs.iw);
+        const float mk = steady_makeup(b);
         const float mix = 0.01f * pv[P_MIX].value;
         const float dry = 1.0f - mix;
         for (int i = 0; i < m; i++)
@@ -317,14 +332,7 @@ MG_HOT static void det_post(comp_blk *b, int c, int o, int m, float *l, const fl
             l[i] = (1.0f - mix) + mix * dyn_exp2f((mk - l[i]) * DYN_LOG2_PER_DB);
         }
     }
-    int c0, c1;
-    det_outputs(b, c, &c0, &c1);
-    for (int k = c0; k < c1; k++) {
-        const float *x = b->p->in[k] + o;
-        float *out = b->p->out[k] + o;
-        for (int i = 0; i < m; i++)
-            out[i] = dyn_clean(x[i]) * l[i];
-    }
+    det_write(b, c, o, m, l, 0.0f);
 }
 
 /* One chunk of one node, its detectors one after the other. */
