@@ -216,12 +216,20 @@ def test_sine_frequency_glide_is_log(make):
 
 # ---- noise -------------------------------------------------------------------------
 
-def _noise(make, channels=1, seed=1, level=-20.0, n=SR):
+def _noise(make, channels=1, seed=1, level=-20.0, n=SR, block=None):
     s, e = make(0, channels)
     s.add_node("noise", "nz", {"channels": channels, "seed": seed, "level": level})
     s.add_node("output", "out", {"channels": channels})
     chain(s, "nz", "out")
-    return e.process(n).astype(np.float64)
+    return e.process(n, block=block).astype(np.float64) if block else e.process(n).astype(np.float64)
+
+
+def test_noise_does_not_depend_on_the_block_size(make):
+    """The generator interleaves several streams; the sequence is the same
+    however the blocks split it (odd sizes leave a stream mid-cycle)."""
+    a = _noise(make, channels=2, n=9000, block=64)
+    for block in (1, 3, 37, 512):
+        np.testing.assert_array_equal(_noise(make, channels=2, n=9000, block=block), a)
 
 
 @pytest.mark.parametrize("level", [-40.0, -20.0, -6.0])

@@ -10,18 +10,38 @@ static const mg_port_spec ports[] = {
 
 #define MG_NOISE_MAX_CH 64
 
+/* Each channel runs NOISE_LANES independent xorshift64* generators whose
+ * outputs interleave (the n-th sample since reset comes from lane
+ * n % NOISE_LANES, whatever the block sizes): the lanes' state updates do
+ * not wait for each other, so they run side by side in vector registers
+ * instead of one serial chain per channel. */
+#define NOISE_LANES 4
+
 typedef struct {
     int channels;
     uint64_t seed;
-    uint64_t rng[MG_NOISE_MAX_CH];
+    int pos; /* lane of the next sample (every channel is at the same one) */
+    uint64_t rng[MG_NOISE_MAX_CH][NOISE_LANES];
 } noise_state;
+
+/* splitmix64: well-spread, never-zero starting states from one seed */
+static uint64_t splitmix(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    return z ? z : 1;
+}
 
 static void reset(void *st)
 {
     noise_state *s = st;
+    s->pos = 0;
     for (int c = 0; c < s->channels; c++) {
         uint64_t x = s->seed * 0x9E3779B97F4A7C15ULL + (uint64_t)(c + 1) * 0xBF58476D1CE4E5B9ULL;
-        s->rng[c] = x ? x : 1;
+        for (int l = 0; l < NOISE_LANES; l++)
+            s->rng[c][l] = splitmix(&x);
     }
 }
 
@@ -37,16 +57,45 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
 /* Uniform noise in [-a, a] has RMS a/sqrt(3). */
 #define MG_SQRT3 1.7320508075688772f
 
-static void process(void *st, const mg_proc *p)
+/* Uniform in [-1, 1) from the top 32 bits of a generator's output. */
+static inline float noise_next(uint64_t *r)
+{
+    uint64_t x = *r;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *r = x;
+    return (float)(int32_t)((x * 0x2545F4914F6CDD1DULL) >> 32) * (1.0f / 2147483648.0f);
+}
+
+MG_HOT static void process(void *st, const mg_proc *p)
 {
     noise_state *s = st;
     const mg_pv *lv = &p->pv[0];
+    const int n = p->nframes;
+    int pos = s->pos;
     for (int c = 0; c < s->channels; c++) {
-        float *y = p->out[c];
-        uint64_t *r = &s->rng[c];
-        for (int i = 0; i < p->nframes; i++)
-            y[i] = mg_rng_uniform(r) * MG_SQRT3 * mg_pv_at(lv, i);
+        float *restrict y = p->out[c];
+        uint64_t r[NOISE_LANES];
+        memcpy(r, s->rng[c], sizeof r);
+        int i = 0, l = s->pos;
+        for (; i < n && l != 0; i++, l = (l + 1) % NOISE_LANES) /* up to lane 0 */
+            y[i] = noise_next(&r[l]);
+        for (; i + NOISE_LANES <= n; i += NOISE_LANES)
+            for (int k = 0; k < NOISE_LANES; k++)
+                y[i + k] = noise_next(&r[k]);
+        for (; i < n; i++, l = (l + 1) % NOISE_LANES)
+            y[i] = noise_next(&r[l]);
+        memcpy(s->rng[c], r, sizeof r);
+        pos = l;
+        if (lv->ramp)
+            for (int j = 0; j < n; j++)
+                y[j] *= MG_SQRT3 * lv->ramp[j];
+        else
+            for (int j = 0; j < n; j++)
+                y[j] *= MG_SQRT3 * lv->value;
     }
+    s->pos = pos;
 }
 
 const mg_node_type mg_type_noise = {
