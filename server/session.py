@@ -145,6 +145,10 @@ class Session:
         self.gangs: list[tuple[str, int]] = []
         self._owners: dict[int, object] = {}
         self._fade_in: list[LiveEdge] = []
+        # gain changes of edges already in a plan (fade-outs, bypass switches):
+        # pushed at the commit with the plan and the fade-ins, so both halves of
+        # a crossfade reach the engine together however long the edits take
+        self._fade_cmds: list[tuple[LiveEdge, float, int]] = []
         self._dirty = False
         self._sync_waiters: dict[int, Callable[[], None]] = {}
         self._timers: list = []  # (sample time, seq, callback), a heap: see at()
@@ -309,9 +313,9 @@ class Session:
             self._dirty = True
             self._release_if_unused(edge)
             return
-        self.engine.push(CMD_EDGE, edge.ptr, self.fade_samples, 0.0, wait)
         due = self.engine.time + wait + self.fade_samples + edge.delay + lib.MG_MAX_BLOCK
         self.dying_edges.append((due, edge))
+        self._fade_cmds.append((edge, 0.0, wait))  # due moves to the push (_push_fades)
 
     # ---- connections ------------------------------------------------------------
     def connect(self, src: str, dst: str) -> Conn:
@@ -436,7 +440,7 @@ class Session:
                 self._fade_in.remove(e)
                 if self.started:
                     continue  # created at gain 0: it simply never fades in
-            self.engine.push(CMD_EDGE, e.ptr, self.fade_samples, target, hold_b.get(c, 0))
+            self._fade_cmds.append((e, target, hold_b.get(c, 0)))
 
     # ---- parameters ----------------------------------------------------------
     def set_param(self, name: str, param: str, value, time: int = 0) -> tuple[float, bool]:
@@ -590,9 +594,31 @@ class Session:
         if self.bypass_edges:  # a bypass carries the delays around the bypassed node
             self._sync_bypass()
 
+    def _push_fades(self) -> None:
+        """Push the queued gain changes of edges in the plan (after the plan and
+        the fade-ins). A fade-out's deadline counts from here, and so does that
+        of a dying node it touches."""
+        while self._fade_cmds:
+            e, target, wait = self._fade_cmds[0]
+            if not e.dead:
+                self.engine.push(CMD_EDGE, e.ptr, self.fade_samples, target, wait)  # may raise
+                if target == 0.0:
+                    due = self.engine.time + wait + self.fade_samples + e.delay + lib.MG_MAX_BLOCK
+                    self.dying_edges = [(max(d, due) if x is e else d, x)
+                                        for d, x in self.dying_edges]
+                    for n in self.dying_nodes:
+                        if e.src is n or e.dst is n:
+                            self._dying_due[id(n)] = max(self._dying_due.get(id(n), 0), due)
+            self._fade_cmds.pop(0)
+
     def commit(self) -> None:
-        """Compile and hand over a new plan if the graph changed."""
+        """Compile and hand over a new plan if the graph changed; push the queued
+        fades (EngineBusy leaves the rest for the next call)."""
         if not self._dirty:
+            try:
+                self._push_fades()
+            except EngineBusy:
+                pass
             return
         self._compensate()
         nodes = list(self.live.values()) + [n for n in self.dying_nodes if not n.dead]
@@ -683,6 +709,10 @@ class Session:
                 self.engine.push(CMD_EDGE, e.ptr, self.fade_samples, e.target, e.wait)
                 e.wait = 0
         self._fade_in.clear()
+        try:
+            self._push_fades()
+        except EngineBusy:
+            pass
 
     @staticmethod
     def _port_base(g: GNode, port: str, direction: str) -> tuple[int, int]:

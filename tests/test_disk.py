@@ -228,6 +228,7 @@ def test_recorder_removed_while_recording_ends_with_a_fade(make, tmp_path):
     recorder_patch(s, path, record=1)
     y = render(s, e, SR // 4)
     s.remove_node("rec")
+    s.commit()  # edits take effect at the commit (the daemon commits after each batch)
     for _ in range(10):
         render(s, e, BLOCK)
     assert not s.disk._streams

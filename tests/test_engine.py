@@ -262,6 +262,37 @@ def test_connect_and_disconnect_fade(sessions, block):
     assert _max_step(np.concatenate([added, removed])) <= own * 1.001
 
 
+def test_a_replaced_connection_crossfades_even_if_audio_runs_before_the_commit(sessions):
+    """Disconnect one path and connect another carrying the same signal: the
+    fade-out and the fade-in must start at the same sample, so the sum holds
+    its level. The control thread may take a while (other edits, a busy
+    queue) between the edit and the commit while the audio keeps running:
+    the fade-out waits for the commit like the fade-in does."""
+    s, e = sessions(1, 1)
+    s.add_node("input", "in", {"channels": 1})
+    s.add_node("gain", "a", {"gain": 0.0})
+    s.add_node("gain", "b", {"gain": 0.0})
+    s.add_node("output", "out", {"channels": 1})
+    for src, dst in (("in", "a"), ("in", "b"), ("a", "out")):
+        s.connect(src, dst)
+    s.commit()
+    dc = np.full((512, 1), 0.5, np.float32)
+    e.process(512, dc, block=64)
+    s.disconnect("a", "out")
+    s.connect("b", "out")
+    held = e.process(512, dc, block=64)[:, 0]  # audio before the commit
+    s.commit()
+    parts = []
+    for _ in range(16):
+        parts.append(e.process(64, dc[:64], block=64)[:, 0])
+        s.service()
+    after = np.concatenate(parts)
+    assert np.all(held == 0.5)  # nothing moved before the commit
+    # linear fades that start together sum to 1 (float32 rounding)
+    assert np.max(np.abs(after - 0.5)) < 1e-6
+    assert [str(c) for c in s.edges] == ["in:out -> a:in", "in:out -> b:in", "b:out -> out:in"]
+
+
 def test_hard_switch_would_fail_the_zipper_check():
     # The bound used above is tight enough to catch a click: a path switched on
     # at full gain mid-signal jumps by the signal's own value.
