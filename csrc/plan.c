@@ -497,6 +497,12 @@ int mg_plan_finish(mg_plan *p)
         p->steps[s].inert = nd->type->outputs_are_hw_in && nd->n_in == 0 &&
                             nd->type->n_params == 0 && nd->n_readout == 0;
     }
+    /* a group channel's delay line runs once per block: one output op each */
+    for (int m = 0; m < p->mix_used; m++)
+        if (p->mix[m].src_node == NULL)
+            for (int q = m + 1; q < p->mix_used; q++)
+                if (p->mix[q].src_node == NULL && p->mix[q].src == p->mix[m].src)
+                    return -1;
     /* gangs: runs of one type with process_many, none fed by another member */
     for (int s = 0; s < p->n_steps;) {
         const mg_node_type *t = p->steps[s].node->type;

@@ -129,7 +129,8 @@ def test_autotune_path_on_unvoiced_input_nulls_too():
 
 def test_group_plan_ops_are_checked():
     """A group's out op must follow at least one member op into the same
-    channel (it reads the members' sum): mg_plan_finish refuses other orders;
+    channel (it reads the members' sum), and only one out op may read a group
+    channel (its delay line runs once a block): mg_plan_finish refuses others;
     a member edge must not have a delay line of its own; bad groups are refused."""
     e = Engine(48000, 1, 1)
     src = lib.mg_node_new(e.ptr, CATALOG["gain"].index, 1, 0, 1, ffi.NULL, ffi.NULL)
@@ -141,7 +142,8 @@ def test_group_plan_ops_are_checked():
         assert lib.mg_dgroup_new(0, 100) == ffi.NULL and lib.mg_dgroup_new(1, 0) == ffi.NULL
         assert lib.mg_dgroup_delay(g) == 100 and lib.mg_dgroup_channels(g) == 1
         for order, ok in ((("mix", "out"), True), (("out", "mix"), False), (("out",), False),
-                          (("mix", "out", "mix"), False)):
+                          (("mix", "out", "mix"), False),
+                          (("mix", "out", "out"), False)):  # the line would run twice
             p = lib.mg_plan_new(2, len(order), 1)
             lib.mg_plan_set_step(p, 0, src)
             lib.mg_plan_set_step(p, 1, dst)
