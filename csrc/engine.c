@@ -143,6 +143,9 @@ struct mg_engine {
     float *null_out;
 };
 
+/* What unconnected inputs read. */
+static const float mg_zeros[MG_MAX_BLOCK];
+
 mg_engine *mg_engine_new(double sample_rate, int hw_in_ch, int hw_out_ch,
                          int cmd_capacity, int heap_capacity)
 {
@@ -157,6 +160,11 @@ mg_engine *mg_engine_new(double sample_rate, int hw_in_ch, int hw_out_ch,
     e->hw_out_ch = hw_out_ch;
     e->ceiling = 1.0f;
     e->ganging = 1;
+    /* read the zeros once here: their page must not fault on the audio thread */
+    volatile float touch = 0.0f;
+    for (size_t i = 0; i < MG_MAX_BLOCK; i += 256)
+        touch += mg_zeros[i];
+    (void)touch;
     e->hw_in = mg_calloc((size_t)hw_in_ch + 1, sizeof(float *));
     e->hw_out = mg_calloc((size_t)hw_out_ch + 1, sizeof(float *));
     e->hw_in_ptr = mg_calloc((size_t)hw_in_ch + 1, sizeof(float *));
@@ -641,9 +649,6 @@ MG_HOT static void mix_into(const mg_mixop *op, int off, int n, int assign)
         }
     }
 }
-
-/* What unconnected inputs read. */
-static const float mg_zeros[MG_MAX_BLOCK];
 
 /* Set up step st's inputs for frames [off, off+n): clear the unconnected
  * ones, mix the connections in (or point at a lone unity source in place). */

@@ -91,6 +91,7 @@ class Engine:
                  cmd_capacity: int = 1 << 15, heap_capacity: int = 1 << 14) -> None:
         self.ptr = lib.mg_engine_new(float(sample_rate), hw_in, hw_out, cmd_capacity,
                                      heap_capacity)
+        self.cmd_capacity = cmd_capacity
         if self.ptr == ffi.NULL:
             raise MixgraphError(
                 f"cannot create an engine at {sample_rate} Hz with {hw_in} in / {hw_out} out"

@@ -615,10 +615,12 @@ class Session:
         """Compile and hand over a new plan if the graph changed; push the queued
         fades (EngineBusy leaves the rest for the next call)."""
         if not self._dirty:
-            try:
-                self._push_fades()
-            except EngineBusy:
-                pass
+            need = len(self._fade_cmds)
+            if need and (need > self.engine.cmd_capacity or self.engine.space() >= need):
+                try:
+                    self._push_fades()
+                except EngineBusy:
+                    pass
             return
         self._compensate()
         nodes = list(self.live.values()) + [n for n in self.dying_nodes if not n.dead]
@@ -652,6 +654,53 @@ class Session:
         if plan == ffi.NULL:
             raise MixgraphError("out of memory building the plan")
         rec = _PlanRecord(plan)
+        try:
+            self._fill_plan(plan, rec, order, ids, edges, into, grouped, groups)
+        except BaseException:
+            self._drop_plan(rec)
+            raise
+        gangs = []
+        for step, nid in enumerate(order):
+            g = lib.mg_plan_step_gang(plan, step)
+            if g > 1:
+                gangs.append((ids[nid].g.type.name, g))
+        # the plan, its fade-ins and the queued fades go out together: with too
+        # little room in the ring, all of them wait for the next service()
+        need = 1 + len(self._fade_in) + len(self._fade_cmds)
+        if need <= self.engine.cmd_capacity and self.engine.space() < need:
+            self._drop_plan(rec)
+            return  # still dirty
+        try:
+            self.engine.push(CMD_PLAN, plan)
+        except EngineBusy:
+            self._drop_plan(rec)
+            return  # still dirty: retried on the next service()
+        gen = _key(plan)
+        self._plans[gen] = rec
+        self.gangs = gangs
+        for node in nodes:
+            node.published = True
+        self._dirty = False
+        # fade-ins first, then the fade-outs and bypass switches queued since the
+        # last commit (an edge's wait is used once)
+        self._fade_cmds[0:0] = [(e, e.target, e.wait) for e in self._fade_in if not e.dead]
+        for e in self._fade_in:
+            e.wait = 0
+        self._fade_in.clear()
+        try:
+            self._push_fades()
+        except EngineBusy:
+            pass  # the rest goes out at the next commit
+
+    def _drop_plan(self, rec: _PlanRecord) -> None:
+        """Free a plan that never reached the engine, and its references."""
+        for k in rec.keys:
+            self._refs[k] -= 1
+        lib.mg_plan_free(rec.ptr)
+
+    def _fill_plan(self, plan, rec: _PlanRecord, order: list, ids: dict, edges: list,
+                   into: dict, grouped: dict, groups: list) -> None:
+        """Steps, mix operations and edges of a new plan, each referenced in rec."""
         for step, nid in enumerate(order):
             node = ids[nid]
             lib.mg_plan_set_step(plan, step, node.ptr)
@@ -684,35 +733,8 @@ class Session:
             lib.mg_plan_add_edge(plan, e.ptr)
             rec.keys.append(self._ref(e))
         if lib.mg_plan_finish(plan) != 0:
-            lib.mg_plan_free(plan)
-            raise MixgraphError("out of memory building the plan")
-        gangs = []
-        for step, nid in enumerate(order):
-            g = lib.mg_plan_step_gang(plan, step)
-            if g > 1:
-                gangs.append((ids[nid].g.type.name, g))
-        try:
-            self.engine.push(CMD_PLAN, plan)
-        except EngineBusy:
-            for k in rec.keys:
-                self._refs[k] -= 1
-            lib.mg_plan_free(plan)
-            return  # still dirty: retried on the next service()
-        gen = _key(plan)
-        self._plans[gen] = rec
-        self.gangs = gangs
-        for node in nodes:
-            node.published = True
-        self._dirty = False
-        for e in self._fade_in:
-            if not e.dead:
-                self.engine.push(CMD_EDGE, e.ptr, self.fade_samples, e.target, e.wait)
-                e.wait = 0
-        self._fade_in.clear()
-        try:
-            self._push_fades()
-        except EngineBusy:
-            pass
+            raise MixgraphError("cannot finish the plan (out of memory, or mix operations "
+                                "the engine refuses)")
 
     @staticmethod
     def _port_base(g: GNode, port: str, direction: str) -> tuple[int, int]:
@@ -797,8 +819,12 @@ class Session:
                 keep.append((due, e))
         self.dying_edges = keep
         still = []
+        # a node leaves the plan only after its connections have faded (their
+        # fades may still be queued, or their deadlines later than the node's)
+        fading = {id(x) for _, e in self.dying_edges for x in (e.src, e.dst)}
+        fading |= {id(x) for e, _, _ in self._fade_cmds for x in (e.src, e.dst)}
         for n in self.dying_nodes:
-            if force or now >= self._dying_due.get(id(n), 0):
+            if force or (now >= self._dying_due.get(id(n), 0) and id(n) not in fading):
                 n.dead = True
                 self._dirty = True
                 self._dying_due.pop(id(n), None)

@@ -293,6 +293,71 @@ def test_a_replaced_connection_crossfades_even_if_audio_runs_before_the_commit(s
     assert [str(c) for c in s.edges] == ["in:out -> a:in", "in:out -> b:in", "b:out -> out:in"]
 
 
+def test_a_plan_and_its_fades_wait_together_for_room_in_the_queue():
+    """With too little room in the command ring for the plan and both halves
+    of a crossfade, none of them is pushed; they all go out together once the
+    audio thread has drained the ring, and the crossfade holds the level."""
+    from mixgraph.server.engine import CMD_SYNC, Engine
+    from mixgraph.server.session import Session
+
+    e = Engine(SR, 1, 1, cmd_capacity=16)
+    s = Session(e)
+    try:
+        s.add_node("input", "in", {"channels": 1})
+        s.add_node("gain", "a", {"gain": 0.0})
+        s.add_node("gain", "b", {"gain": 0.0})
+        s.add_node("output", "out", {"channels": 1})
+        for src, dst in (("in", "a"), ("in", "b"), ("a", "out")):
+            s.connect(src, dst)
+        s.commit()
+        dc = np.full((64, 1), 0.5, np.float32)
+        e.process(64, dc, block=64)
+        while e.space() > 2:  # other commands fill the ring: room for 2 of the 3
+            e.push(CMD_SYNC, index=1)
+        s.disconnect("a", "out")
+        s.connect("b", "out")
+        s.commit()
+        assert s._dirty and e.space() == 2  # nothing of it went out
+        parts = []
+        for _ in range(16):
+            parts.append(e.process(64, dc, block=64)[:, 0])  # drains the ring
+            s.service()
+        y = np.concatenate(parts)
+        assert np.max(np.abs(y - 0.5)) < 1e-6
+        assert not s._dirty and s.idle()
+    finally:
+        s.close()
+        e.free()
+
+
+def test_a_removed_node_waits_for_its_fades_however_late_the_commit(sessions):
+    """remove_node queues the fade-outs of the node's connections; if the
+    audio runs past the node's deadline before the next service(), the node
+    must still stay in the plan until those fades have run (dropping it
+    would cut its output)."""
+    s, e = sessions(1, 1)
+    s.add_node("input", "in", {"channels": 1})
+    s.add_node("gain", "x", {"gain": 0.0})
+    s.add_node("output", "out", {"channels": 1})
+    s.connect("in", "x")
+    s.connect("x", "out")
+    s.commit()
+    dc = np.full((4096, 1), 0.5, np.float32)
+    e.process(512, dc[:512], block=64)
+    s.remove_node("x")
+    held = e.process(4096, dc, block=64)[:, 0]  # well past the node's deadline
+    parts = []
+    for _ in range(40):
+        s.service()
+        parts.append(e.process(64, dc[:64], block=64)[:, 0])
+    after = np.concatenate(parts)
+    assert np.all(held == 0.5)
+    # both of its connections fade (in series): at most twice one fade's slope,
+    # where a cut would jump by 0.5
+    assert _max_step(np.concatenate([held, after])) <= 2 * 0.5 / FADE * 1.01
+    assert np.all(after[-64:] == 0.0) and s.idle() and list(s.live) == ["in", "out"]
+
+
 def test_hard_switch_would_fail_the_zipper_check():
     # The bound used above is tight enough to catch a click: a path switched on
     # at full gain mid-signal jumps by the signal's own value.

@@ -221,7 +221,8 @@ def _noise(make, channels=1, seed=1, level=-20.0, n=SR, block=None):
     s.add_node("noise", "nz", {"channels": channels, "seed": seed, "level": level})
     s.add_node("output", "out", {"channels": channels})
     chain(s, "nz", "out")
-    return e.process(n, block=block).astype(np.float64) if block else e.process(n).astype(np.float64)
+    y = e.process(n, block=block) if block else e.process(n)
+    return y.astype(np.float64)
 
 
 def test_noise_does_not_depend_on_the_block_size(make):
