@@ -58,10 +58,14 @@ def _build(s: Session) -> None:
         comp = dict(COMPS[i % len(COMPS)])
         if i == 9:
             comp["link"] = 50.0  # two detectors: runs alone inside the gang
+        if i == 10:  # keyed from the next input, through the key high-pass
+            comp.update(sidechain=1, keyhpon=1, keyhp=150.0)
         s.add_node("compressor", f"comp{i}", {"channels": ch, **comp})
         s.add_node("output", f"out{i}", {"first": 2 * i + 1, "channels": ch})
         for a, b in ((f"in{i}", f"eq{i}"), (f"eq{i}", f"comp{i}"), (f"comp{i}", f"out{i}")):
             s.connect(a, b)
+    s.add_node("input", "keysrc", {"first": N + 2, "channels": 1})
+    s.connect("keysrc", "comp10:key")
     s.commit()
 
 
