@@ -262,13 +262,8 @@ def test_connect_and_disconnect_fade(sessions, block):
     assert _max_step(np.concatenate([added, removed])) <= own * 1.001
 
 
-def test_a_replaced_connection_crossfades_even_if_audio_runs_before_the_commit(sessions):
-    """Disconnect one path and connect another carrying the same signal: the
-    fade-out and the fade-in must start at the same sample, so the sum holds
-    its level. The control thread may take a while (other edits, a busy
-    queue) between the edit and the commit while the audio keeps running:
-    the fade-out waits for the commit like the fade-in does."""
-    s, e = sessions(1, 1)
+def _two_paths(s) -> None:
+    """in -> a -> out, and in -> b (not yet to out): a and b carry the same signal."""
     s.add_node("input", "in", {"channels": 1})
     s.add_node("gain", "a", {"gain": 0.0})
     s.add_node("gain", "b", {"gain": 0.0})
@@ -276,6 +271,16 @@ def test_a_replaced_connection_crossfades_even_if_audio_runs_before_the_commit(s
     for src, dst in (("in", "a"), ("in", "b"), ("a", "out")):
         s.connect(src, dst)
     s.commit()
+
+
+def test_a_replaced_connection_crossfades_even_if_audio_runs_before_the_commit(sessions):
+    """Disconnect one path and connect another carrying the same signal: the
+    fade-out and the fade-in must start at the same sample, so the sum holds
+    its level. The control thread may take a while (other edits, a busy
+    queue) between the edit and the commit while the audio keeps running:
+    the fade-out waits for the commit like the fade-in does."""
+    s, e = sessions(1, 1)
+    _two_paths(s)
     dc = np.full((512, 1), 0.5, np.float32)
     e.process(512, dc, block=64)
     s.disconnect("a", "out")
@@ -303,13 +308,7 @@ def test_a_plan_and_its_fades_wait_together_for_room_in_the_queue():
     e = Engine(SR, 1, 1, cmd_capacity=16)
     s = Session(e)
     try:
-        s.add_node("input", "in", {"channels": 1})
-        s.add_node("gain", "a", {"gain": 0.0})
-        s.add_node("gain", "b", {"gain": 0.0})
-        s.add_node("output", "out", {"channels": 1})
-        for src, dst in (("in", "a"), ("in", "b"), ("a", "out")):
-            s.connect(src, dst)
-        s.commit()
+        _two_paths(s)
         dc = np.full((64, 1), 0.5, np.float32)
         e.process(64, dc, block=64)
         while e.space() > 2:  # other commands fill the ring: room for 2 of the 3
