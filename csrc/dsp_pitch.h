@@ -620,4 +620,57 @@ static inline float ps_dry(const ps_shift *s, int c)
     return s->in[c][(s->n - 1 - s->L) & (s->iM - 1)];
 }
 
+/* ---- a pitch voice: the detector and the shifter a node drives together -- */
+
+/* What autotune and pitchshift share: mono or stereo input (stereo is
+ * detected on its mean and shifted together), one detector, one shifter. */
+typedef struct {
+    double fs;
+    int ch;
+    pd_det det;
+    ps_shift sh;
+} pv_voice;
+
+/* [control] 0 = ok, -1 = no memory. */
+static inline int pv_alloc(pv_voice *v, double fs, int ch)
+{
+    v->fs = fs;
+    v->ch = ch;
+    return pd_alloc(&v->det, fs) != 0 || ps_alloc(&v->sh, fs, ch) != 0 ? -1 : 0;
+}
+
+static inline void pv_free(pv_voice *v)
+{
+    pd_free(&v->det);
+    ps_free(&v->sh);
+}
+
+static inline void pv_reset(pv_voice *v)
+{
+    pd_reset(&v->det);
+    ps_reset(&v->sh);
+}
+
+/* [audio] Frame i of the node's inputs into the detector and the shifter
+ * (non-finite samples become 0); then the caller places the due grains. */
+static inline void pv_push(pv_voice *v, const float *const *in, int i)
+{
+    float x[PS_MAXCH];
+    float mono = 0.0f;
+    for (int c = 0; c < v->ch; c++) {
+        x[c] = pd_sane(in[c][i]);
+        mono += x[c];
+    }
+    pd_push(&v->det, v->ch == 2 ? 0.5f * mono : mono);
+    ps_push(&v->sh, x, v->ch == 2 ? 0.5f * mono : mono);
+}
+
+/* [audio] The newest estimate: pitch (Hz, 0 when none yet) and confidence. */
+static inline void pv_readout(const pv_voice *v, float *pitch, float *conf)
+{
+    const pd_est *e = &v->det.est[(v->det.head + PD_NEST - 1) % PD_NEST];
+    *pitch = v->det.ne ? e->f : 0.0f;
+    *conf = v->det.ne ? e->conf : 0.0f;
+}
+
 #endif

@@ -49,10 +49,7 @@ static const unsigned scale_mask[3] = {
 #define HYST 0.15 /* semitones */
 
 typedef struct {
-    double fs;
-    int ch;
-    pd_det det;
-    ps_shift sh;
+    pv_voice v;
     int note;     /* current target MIDI note, NO_NOTE when none */
     double corr;  /* cents */
 } at_state;
@@ -60,33 +57,23 @@ typedef struct {
 static void reset(void *st)
 {
     at_state *s = st;
-    pd_reset(&s->det);
-    ps_reset(&s->sh);
+    pv_reset(&s->v);
     s->note = NO_NOTE;
     s->corr = 0.0;
 }
 
-static void release(void *st)
-{
-    at_state *s = st;
-    pd_free(&s->det);
-    ps_free(&s->sh);
-}
+static void release(void *st) { pv_free(&((at_state *)st)->v); }
 
 static int prepare(void *st, const mg_prepare_ctx *ctx)
 {
     at_state *s = st;
-    s->fs = ctx->sample_rate;
-    s->ch = ctx->channels;
-    if (pd_alloc(&s->det, s->fs) != 0 || ps_alloc(&s->sh, s->fs, s->ch) != 0)
-        return -1;
     s->note = NO_NOTE;
-    return 0;
+    return pv_alloc(&s->v, ctx->sample_rate, ctx->channels);
 }
 
 static int latency(const void *st)
 {
-    return ps_latency(&((const at_state *)st)->sh);
+    return ps_latency(&((const at_state *)st)->v.sh);
 }
 
 static int allowed(int note, int key, unsigned mask)
@@ -116,7 +103,8 @@ static int pick(double m, int key, unsigned mask, int cur)
 static void process(void *st, const mg_proc *p)
 {
     at_state *s = st;
-    const int n = p->nframes, ch = s->ch;
+    pv_voice *vc = &s->v;
+    const int n = p->nframes;
     int key = (int)lroundf(p->pv[P_KEY].value);
     key = key < 0 ? 0 : key > 11 ? 11 : key;
     int sc = (int)lroundf(p->pv[P_SCALE].value);
@@ -130,46 +118,37 @@ static void process(void *st, const mg_proc *p)
     const float speed = p->pv[P_SPEED].value;
     float conf = 0.0f;
     for (int i = 0; i < n; i++) {
-        float x[PS_MAXCH];
-        float mono = 0.0f;
-        for (int c = 0; c < ch; c++) {
-            x[c] = pd_sane(p->in[c][i]);
-            mono += x[c];
-        }
-        pd_push(&s->det, ch == 2 ? 0.5f * mono : mono);
-        ps_push(&s->sh, x, ch == 2 ? 0.5f * mono : mono);
-        while (ps_due(&s->sh)) {
+        pv_push(vc, p->in, i);
+        while (ps_due(&vc->sh)) {
             double f;
-            const int v = pd_at(&s->det, ps_mark(&s->sh), &f, &conf);
+            const int v = pd_at(&vc->det, ps_mark(&vc->sh), &f, &conf);
             if (!v || !(f > 0.0)) {
                 s->note = NO_NOTE;
                 s->corr = 0.0;
-                ps_grain(&s->sh, 0, 0.0, 1.0);
+                ps_grain(&vc->sh, 0, 0.0, 1.0);
                 continue;
             }
             const double ref = mg_pv_at(&p->pv[P_REFERENCE], i);
             const double m = 69.0 + 12.0 * log2(f / ref);
             s->note = pick(m, key, mask, s->note);
-            const double Ta = s->fs / f;
+            const double Ta = vc->fs / f;
             double want = 0.0;
             if (s->note != NO_NOTE)
                 want = (s->note - m) * 100.0 * (mg_pv_at(&p->pv[P_AMOUNT], i) * 0.01);
             if (speed <= 0.0f)
                 s->corr = want;
             else
-                s->corr += (want - s->corr) * (1.0 - exp(-Ta / (speed * 0.001 * s->fs)));
+                s->corr += (want - s->corr) * (1.0 - exp(-Ta / (speed * 0.001 * vc->fs)));
             if (!isfinite(s->corr))
                 s->corr = 0.0;
-            ps_grain(&s->sh, 1, Ta, exp2(s->corr / 1200.0));
+            ps_grain(&vc->sh, 1, Ta, exp2(s->corr / 1200.0));
         }
         float y[PS_MAXCH];
-        ps_pull(&s->sh, y);
-        for (int c = 0; c < ch; c++)
+        ps_pull(&vc->sh, y);
+        for (int c = 0; c < vc->ch; c++)
             p->out[c][i] = y[c];
     }
-    const pd_est *e = &s->det.est[(s->det.head + PD_NEST - 1) % PD_NEST];
-    p->readout[0] = s->det.ne ? e->f : 0.0f;
-    p->readout[1] = s->det.ne ? e->conf : 0.0f;
+    pv_readout(vc, &p->readout[0], &p->readout[1]);
     p->readout[2] = (float)s->corr;
     p->readout[3] = s->note == NO_NOTE ? -1.0f : (float)s->note;
 }

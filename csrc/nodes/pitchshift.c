@@ -28,81 +28,53 @@ static const mg_readout_spec readouts[] = {
 };
 
 typedef struct {
-    double fs;
-    int ch;
-    pd_det det;
-    ps_shift sh;
+    pv_voice v;
 } psh_state;
 
-static void reset(void *st)
-{
-    psh_state *s = st;
-    pd_reset(&s->det);
-    ps_reset(&s->sh);
-}
-
-static void release(void *st)
-{
-    psh_state *s = st;
-    pd_free(&s->det);
-    ps_free(&s->sh);
-}
+static void reset(void *st) { pv_reset(&((psh_state *)st)->v); }
+static void release(void *st) { pv_free(&((psh_state *)st)->v); }
 
 static int prepare(void *st, const mg_prepare_ctx *ctx)
 {
-    psh_state *s = st;
-    s->fs = ctx->sample_rate;
-    s->ch = ctx->channels;
-    if (pd_alloc(&s->det, s->fs) != 0 || ps_alloc(&s->sh, s->fs, s->ch) != 0)
-        return -1;
-    return 0;
+    return pv_alloc(&((psh_state *)st)->v, ctx->sample_rate, ctx->channels);
 }
 
 static int latency(const void *st)
 {
-    return ps_latency(&((const psh_state *)st)->sh);
+    return ps_latency(&((const psh_state *)st)->v.sh);
 }
 
 static void process(void *st, const mg_proc *p)
 {
-    psh_state *s = st;
-    const int n = p->nframes, ch = s->ch;
+    pv_voice *vc = &((psh_state *)st)->v;
+    const int n = p->nframes, ch = vc->ch;
     const mg_pv *semi = &p->pv[P_SEMITONES], *cents = &p->pv[P_CENTS], *mixp = &p->pv[P_MIX];
     for (int i = 0; i < n; i++) {
-        float x[PS_MAXCH];
-        float mono = 0.0f;
-        for (int c = 0; c < ch; c++) {
-            x[c] = pd_sane(p->in[c][i]);
-            mono += x[c];
-        }
-        pd_push(&s->det, ch == 2 ? 0.5f * mono : mono);
-        ps_push(&s->sh, x, ch == 2 ? 0.5f * mono : mono);
-        while (ps_due(&s->sh)) {
+        pv_push(vc, p->in, i);
+        while (ps_due(&vc->sh)) {
             double f;
             float conf;
-            const int v = pd_at(&s->det, ps_mark(&s->sh), &f, &conf);
+            const int v = pd_at(&vc->det, ps_mark(&vc->sh), &f, &conf);
             const double st_ = mg_pv_at(semi, i) + 0.01 * mg_pv_at(cents, i);
             const double ratio = st_ == 0.0 ? 1.0 : exp2(st_ / 12.0);
             if (v && f > 0.0)
-                ps_grain(&s->sh, 1, s->fs / f, ratio);
+                ps_grain(&vc->sh, 1, vc->fs / f, ratio);
             else
-                ps_grain(&s->sh, 0, 0.0, 1.0);
+                ps_grain(&vc->sh, 0, 0.0, 1.0);
         }
         float y[PS_MAXCH];
-        ps_pull(&s->sh, y);
+        ps_pull(&vc->sh, y);
         const float mix = mg_pv_at(mixp, i) * 0.01f;
         if (mix >= 1.0f)
             for (int c = 0; c < ch; c++)
                 p->out[c][i] = y[c];
         else
             for (int c = 0; c < ch; c++) {
-                const float dry = ps_dry(&s->sh, c);
+                const float dry = ps_dry(&vc->sh, c);
                 p->out[c][i] = dry + mix * (y[c] - dry);
             }
     }
-    const pd_est *e = &s->det.est[(s->det.head + PD_NEST - 1) % PD_NEST];
-    p->readout[0] = s->det.ne ? e->f : 0.0f;
-    p->readout[1] = s->det.ne ? e->conf : 0.0f;
+    pv_readout(vc, &p->readout[0], &p->readout[1]);
 }
 
 const mg_node_type mg_type_pitchshift = {
