@@ -16,7 +16,7 @@ HERE = Path(__file__).resolve().parent
 # -fno-trapping-math: FP operations are assumed not to trap (mixgraph never
 # unmasks FP exceptions), so GCC may if-convert selects and vectorise loops
 # such as denoise's gain rule. Values are unchanged: NaN and Inf keep their
-# IEEE behaviour, which the NaN guards rely on (-ffast-math would break them).
+# IEEE behaviour, which the NaN guards rely on (fast-math flags would break them).
 CFLAGS = ["-std=c11", "-O3", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fno-fast-math",
           "-fno-trapping-math"]
 

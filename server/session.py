@@ -596,8 +596,8 @@ class Session:
 
     def _push_fades(self) -> None:
         """Push the queued gain changes of edges in the plan (after the plan and
-        the fade-ins). A fade-out's deadline counts from here, and so does that
-        of a dying node it touches."""
+        the fade-ins). A fade-out's deadline counts from here (a dying node
+        waits for its dying edges: _collect_dying)."""
         while self._fade_cmds:
             e, target, wait = self._fade_cmds[0]
             if not e.dead:
@@ -606,9 +606,6 @@ class Session:
                     due = self.engine.time + wait + self.fade_samples + e.delay + lib.MG_MAX_BLOCK
                     self.dying_edges = [(max(d, due) if x is e else d, x)
                                         for d, x in self.dying_edges]
-                    for n in self.dying_nodes:
-                        if e.src is n or e.dst is n:
-                            self._dying_due[id(n)] = max(self._dying_due.get(id(n), 0), due)
             self._fade_cmds.pop(0)
 
     def commit(self) -> None:
@@ -819,10 +816,9 @@ class Session:
                 keep.append((due, e))
         self.dying_edges = keep
         still = []
-        # a node leaves the plan only after its connections have faded (their
-        # fades may still be queued, or their deadlines later than the node's)
+        # a node leaves the plan only after its retired connections have faded
+        # (their fades may still be queued, their deadlines later than the node's)
         fading = {id(x) for _, e in self.dying_edges for x in (e.src, e.dst)}
-        fading |= {id(x) for e, _, _ in self._fade_cmds for x in (e.src, e.dst)}
         for n in self.dying_nodes:
             if force or (now >= self._dying_due.get(id(n), 0) and id(n) not in fading):
                 n.dead = True
