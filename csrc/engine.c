@@ -421,6 +421,7 @@ static void apply_plan(mg_engine *e, mg_plan *p)
             if (ed->listed)
                 p->fading[p->n_fading++] = ed;
         }
+        p->ops_stale = 1;
         /* drop scheduled events for nodes that left the graph */
         int w = 0;
         for (int i = 0; i < e->heap_len; i++) {
@@ -484,6 +485,7 @@ static void drain_commands(mg_engine *e, uint64_t now)
                 e->plan->n_fading < e->plan->n_edges) {
                 ed->listed = 1;
                 e->plan->fading[e->plan->n_fading++] = ed;
+                e->plan->ops_stale = 1;
             }
             break;
         }
@@ -580,10 +582,26 @@ static void advance_fades(mg_plan *p, int n)
         if (ed->remaining <= 0 && ed->ramp_n == 0) {
             ed->listed = 0;
             p->fading[k] = p->fading[--p->n_fading];
+            p->ops_stale = 1;
             continue;
         }
         k++;
     }
+}
+
+/* Copy each op's edge gain into the op while the edge is steady: O(ops),
+ * once per change of the fading list (a plan swap, a fade starting or
+ * ending), so that blocks without fades never load an edge. */
+static void refresh_ops(mg_plan *p)
+{
+    for (int m = 0; m < p->mix_used; m++) {
+        mg_mixop *op = &p->mix[m];
+        const mg_edge *ed = op->edge;
+        op->fast = !ed->listed && ed->delay == 0 && ed->remaining <= 0 && ed->ramp_n == 0 &&
+                   ed->g0 == ed->g1;
+        op->g = ed->g0;
+    }
+    p->ops_stale = 0;
 }
 
 /* Latency compensation: push n samples of src into the edge's delay line
@@ -607,6 +625,23 @@ MG_HOT static void mix_into(const mg_mixop *op, int off, int n, int assign)
 {
     float *restrict d = op->dst + off;
     const float *restrict x = op->src + off;
+    if (op->fast) {
+        const float g = op->g;
+        if (g == 1.0f) {
+            if (assign)
+                memcpy(d, x, sizeof(float) * (size_t)n);
+            else
+                for (int i = 0; i < n; i++)
+                    d[i] += x[i];
+        } else if (assign) {
+            for (int i = 0; i < n; i++)
+                d[i] = g * x[i];
+        } else {
+            for (int i = 0; i < n; i++)
+                d[i] += g * x[i];
+        }
+        return;
+    }
     float scratch[MG_MAX_BLOCK];
     if (op->edge->delay > 0)
         x = delay_edge(op->edge, op->edge_ch, x, n, scratch);
@@ -671,8 +706,7 @@ static inline void feed_step(const mg_plan *p, const mg_step *st, int off, int n
     }
     for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++) {
         const mg_mixop *op = &p->mix[m];
-        if (fin && op->alias && op->edge->g0 == 1.0f && op->edge->g1 == 1.0f &&
-            op->edge->delay == 0)
+        if (fin && op->alias && op->fast && op->g == 1.0f)
             nd->in_ptr[op->dst_index] = (float *)op->src + off; /* read in place */
         else /* an accumulator is never cleared: its first op always assigns */
             mix_into(op, off, n, (fin || op->to_acc) && op->assign);
@@ -710,6 +744,8 @@ static void run_plan(mg_engine *e, int off, int n, uint64_t t)
     if (!p)
         return;
     advance_fades(p, n);
+    if (p->ops_stale)
+        refresh_ops(p);
     const int gangs = p->finished && e->ganging;
     for (int s = 0; s < p->n_steps;) {
         const mg_step *st = &p->steps[s];

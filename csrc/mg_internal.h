@@ -116,6 +116,11 @@ typedef struct {
                                  reads src in place, nothing is copied */
     int to_acc;               /* dst is a delay group's accumulator (dst_index -1);
                                  its assign flag holds even in unfinished plans */
+    /* audio thread: a copy of the edge's gain while it is steady, so a block
+     * with no fades reads no edge (refreshed when the plan's fading list
+     * changes, see refresh_ops) */
+    float g;
+    int fast;                 /* edge steady (g0 == g1 == g) and undelayed */
 } mg_mixop;
 
 typedef struct {
@@ -146,6 +151,7 @@ struct mg_plan {
      * has g0 == g1 == gain. Capacity n_edges. */
     mg_edge **fading;
     int n_fading;
+    int ops_stale;            /* the fading list changed: refresh mix[].g/fast */
 };
 
 struct mg_fifo {
