@@ -699,10 +699,19 @@ static inline void feed_step(const mg_plan *p, const mg_step *st, int off, int n
     if (fin) /* nodes never write their inputs: all share one buffer of zeros */
         for (int k = st->clear_first; k < st->clear_first + st->clear_count; k++)
             nd->in_ptr[p->clear[k]] = (float *)mg_zeros + off;
-    if (nd->out_off != off) {
+    if (fin) {
+        if (nd->out_off != off || nd->out_gen != p->gen) { /* the plan's pool buffers */
+            float *const *ob = p->outb + st->out_first;
+            for (int c = 0; c < nd->n_out; c++)
+                nd->out_ptr[c] = ob[c] + off;
+            nd->out_off = off;
+            nd->out_gen = p->gen;
+        }
+    } else if (nd->out_off != off || nd->out_gen != 0) {
         for (int c = 0; c < nd->n_out; c++)
             nd->out_ptr[c] = nd->out_base[c] + off;
         nd->out_off = off;
+        nd->out_gen = 0;
     }
     for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++) {
         const mg_mixop *op = &p->mix[m];

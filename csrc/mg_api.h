@@ -270,6 +270,9 @@ void mg_plan_add_edge(mg_plan *p, mg_edge *edge);
 int mg_plan_finish(mg_plan *p);  /* after all steps and mixes; 0 = ok */
 /* After finish: how many steps from `step` run as one gang (1 alone, 0 inside one). */
 int mg_plan_step_gang(const mg_plan *p, int step);
+/* After finish: how many channel buffers the plan's outputs share (each
+ * output holds one from its step to its last reader, then it is reused). */
+int mg_plan_buffers(const mg_plan *p);
 /* MG_CMD_EDGE: index = fade length in frames, value = target gain, time =
  * frames to hold the current gain before the fade starts (0: at once; used
  * to meet, at the output, the fade of a connection delayed differently). */

@@ -58,6 +58,8 @@ struct mg_node {
     int n_ramping;
     int pv_fresh;             /* pv[] holds the steady values: nothing to refresh */
     int out_off;              /* sub-block offset out_ptr[] currently points at */
+    uint32_t out_gen;         /* plan whose buffers out_ptr[] points into (0: the
+                                 node's own, for unfinished plans) */
     uint32_t live_gen;        /* generation of the plan that last held it */
     /* written by audio, read by any thread */
     _Atomic float *readout;
@@ -133,6 +135,8 @@ typedef struct {
                                  are the hardware input buffers (input nodes) */
     int gang;                 /* >1: this step and the next gang-1 run through
                                  the type's process_many; 1 alone; 0 inside a gang */
+    int out_first;            /* finished plans: the node's output buffers are
+                                 plan->outb[out_first ..] */
 } mg_step;
 
 /* Immutable once pushed to the audio thread (but for the fading list). */
@@ -152,6 +156,12 @@ struct mg_plan {
     mg_edge **fading;
     int n_fading;
     int ops_stale;            /* the fading list changed: refresh mix[].g/fast */
+    /* finished plans: every node output is a buffer of the plan's pool, given
+     * back for reuse after its last reader (see assign_buffers) */
+    float **outb;             /* per step, node->n_out pointers (hw input nodes:
+                                 the engine's buffers) */
+    float *pool_mem;          /* the pool's allocation */
+    int pool_slots;
 };
 
 struct mg_fifo {

@@ -361,6 +361,8 @@ void mg_plan_free(mg_plan *p)
     mg_free(p->edges);
     mg_free(p->fading);
     mg_free(p->clear);
+    mg_free(p->outb);
+    mg_free(p->pool_mem);
     mg_free(p);
 }
 
@@ -451,6 +453,130 @@ int mg_plan_step_gang(const mg_plan *p, int step)
     return step >= 0 && step < p->n_steps ? p->steps[step].gang : -1;
 }
 
+/* Pool slots are MG_MAX_BLOCK floats plus one cache line, so slots in use
+ * together do not all start in the same L1 sets. */
+#define POOL_STRIDE (MG_MAX_BLOCK + 16)
+
+typedef struct {
+    const mg_node *node;
+    int step;
+} node_step;
+
+static int cmp_node_step(const void *a, const void *b)
+{
+    const uintptr_t x = (uintptr_t)((const node_step *)a)->node;
+    const uintptr_t y = (uintptr_t)((const node_step *)b)->node;
+    return x < y ? -1 : x > y;
+}
+
+/* Liveness: each node output gets a buffer of the plan's pool for the span
+ * from its step to its last reader, and the buffer is then reused by a
+ * later step, so a session touches a few hot buffers per block instead of
+ * one per output (a 64-strip mix has ~700 outputs). A gang is one unit: all
+ * its members' inputs are fed before any of them runs, so no member's
+ * output may take a buffer a member reads. Outputs of hardware input nodes
+ * stay the engine's buffers. Rewrites every op's src. 0 = ok. */
+static int assign_buffers(mg_plan *p)
+{
+    int n_out = 0;
+    for (int s = 0; s < p->n_steps; s++) {
+        p->steps[s].out_first = n_out;
+        n_out += p->steps[s].node->n_out;
+    }
+    int *last = mg_calloc((size_t)n_out + 1, sizeof(int));      /* unit end of last use */
+    int *slot = mg_calloc((size_t)n_out + 1, sizeof(int));
+    int *freed = mg_calloc((size_t)n_out + 1, sizeof(int));     /* free list (a stack) */
+    int *order = mg_calloc((size_t)n_out + 1, sizeof(int));     /* outputs by last use */
+    int *first = mg_calloc((size_t)p->n_steps + 2, sizeof(int));
+    node_step *ns = mg_calloc((size_t)p->n_steps + 1, sizeof(node_step));
+    p->outb = mg_calloc((size_t)n_out + 1, sizeof(float *));
+    int rc = -1;
+    if (!last || !slot || !freed || !order || !first || !ns || !p->outb)
+        goto out;
+    /* the unit (gang or single step) each step belongs to ends at uend */
+    for (int s = 0; s < p->n_steps; s++) {
+        ns[s].node = p->steps[s].node;
+        ns[s].step = s;
+    }
+    qsort(ns, (size_t)p->n_steps, sizeof *ns, cmp_node_step);
+    int unit_end = 0;
+    for (int s = 0; s < p->n_steps; s++) {
+        if (s >= unit_end)
+            unit_end = s + (p->steps[s].gang > 1 ? p->steps[s].gang : 1);
+        const mg_step *st = &p->steps[s];
+        for (int c = 0; c < st->node->n_out; c++)
+            last[st->out_first + c] = unit_end - 1; /* unread: free after its unit */
+        for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++) {
+            const mg_mixop *op = &p->mix[m];
+            if (!op->src_node)
+                continue;
+            node_step key = {op->src_node, 0};
+            const node_step *f = bsearch(&key, ns, (size_t)p->n_steps, sizeof *ns, cmp_node_step);
+            if (!f || f->step >= s)
+                goto out; /* a source must run before its reader */
+            const int k = p->steps[f->step].out_first + op->src_index;
+            if (last[k] < unit_end - 1)
+                last[k] = unit_end - 1;
+        }
+    }
+    /* outputs bucketed by the step after which they are given back */
+    for (int k = 0; k < n_out; k++)
+        first[last[k] + 1]++;
+    for (int s = 1; s <= p->n_steps; s++)
+        first[s] += first[s - 1];
+    for (int k = 0; k < n_out; k++)
+        order[--first[last[k] + 1]] = k;
+    /* first[s + 1] .. first[s + 2] - 1 now index the outputs freed after step s */
+    int n_free = 0, n_slots = 0;
+    unit_end = 0;
+    for (int s = 0; s < p->n_steps; s++) {
+        if (s >= unit_end) {
+            unit_end = s + (p->steps[s].gang > 1 ? p->steps[s].gang : 1);
+            for (int j = s; j < unit_end; j++) {
+                const mg_node *nd = p->steps[j].node;
+                for (int c = 0; c < nd->n_out; c++)
+                    slot[p->steps[j].out_first + c] =
+                        nd->out_aliased ? -1 : n_free > 0 ? freed[--n_free] : n_slots++;
+            }
+        }
+        const int end = s + 2 <= p->n_steps ? first[s + 2] : n_out;
+        for (int q = first[s + 1]; q < end; q++)
+            if (slot[order[q]] >= 0)
+                freed[n_free++] = slot[order[q]];
+    }
+    p->pool_mem = mg_calloc((size_t)n_slots * POOL_STRIDE + 16, sizeof(float));
+    if (!p->pool_mem)
+        goto out;
+    p->pool_slots = n_slots;
+    float *base = (float *)(((uintptr_t)p->pool_mem + 63) & ~(uintptr_t)63);
+    for (int s = 0; s < p->n_steps; s++) {
+        const mg_step *st = &p->steps[s];
+        for (int c = 0; c < st->node->n_out; c++) {
+            const int k = st->out_first + c;
+            p->outb[k] = slot[k] < 0 ? st->node->out_base[c] : base + (size_t)slot[k] * POOL_STRIDE;
+        }
+    }
+    for (int m = 0; m < p->mix_used; m++) {
+        mg_mixop *op = &p->mix[m];
+        if (!op->src_node)
+            continue;
+        node_step key = {op->src_node, 0};
+        const node_step *f = bsearch(&key, ns, (size_t)p->n_steps, sizeof *ns, cmp_node_step);
+        op->src = p->outb[p->steps[f->step].out_first + op->src_index];
+    }
+    rc = 0;
+out:
+    mg_free(last);
+    mg_free(slot);
+    mg_free(freed);
+    mg_free(order);
+    mg_free(first);
+    mg_free(ns);
+    return rc;
+}
+
+int mg_plan_buffers(const mg_plan *p) { return p->pool_slots; }
+
 int mg_plan_finish(mg_plan *p)
 {
     int total = 0;
@@ -522,6 +648,8 @@ int mg_plan_finish(mg_plan *p)
             p->steps[j].gang = j == s ? g : 0;
         s += g;
     }
+    if (assign_buffers(p) != 0)
+        return -1;
     p->finished = 1;
     return 0;
 }

@@ -143,6 +143,8 @@ class Session:
         # (type, size) of each gang of the newest plan: nodes the engine runs
         # together through their type's process_many
         self.gangs: list[tuple[str, int]] = []
+        # channel buffers the newest plan's node outputs share (liveness reuse)
+        self.buffers = 0
         self._owners: dict[int, object] = {}
         self._fade_in: list[LiveEdge] = []
         # gain changes of edges already in a plan (fade-outs, bypass switches):
@@ -675,6 +677,7 @@ class Session:
         gen = _key(plan)
         self._plans[gen] = rec
         self.gangs = gangs
+        self.buffers = lib.mg_plan_buffers(plan)
         for node in nodes:
             node.published = True
         self._dirty = False

@@ -468,3 +468,44 @@ def test_denormals_flushed_inside_process_only(sessions):
     assert np.all(y == 0)
     # ... and the caller's floating-point mode is restored afterwards
     assert np.float32(1e-40) * np.float32(3.0) != 0
+
+
+def test_reused_buffers_hold_each_signal_until_its_last_reader(sessions):
+    """Node outputs share the plan's pool of buffers by liveness. A signal read
+    early and again at the very end must survive a long chain in between
+    (freeing a buffer after its first reader fails here), and a gang's
+    producers, read only inside the gang, stay intact through it (allocating a
+    gang member by member instead of as one unit fails tests/test_gang.py).
+    Reference: the same sums in numpy."""
+    s, e = sessions(2, 1)
+    s.add_node("input", "x1", {"channels": 1, "first": 1})
+    s.add_node("input", "x2", {"channels": 1, "first": 2})
+    s.add_node("gain", "early", {"gain": -6.0})
+    s.connect("x1", "early")
+    prev = "x2"
+    for k in range(12):  # a long chain while `early` waits for its last reader
+        s.add_node("gain", f"c{k}", {"gain": 1.0})
+        s.connect(prev, f"c{k}")
+        prev = f"c{k}"
+    s.add_node("bus", "mix", {"channels": 1})
+    s.connect("early", "mix")
+    s.connect(prev, "mix")
+    db = (-1.0, -2.0, -3.0, -4.0)
+    for k, g in enumerate(db):  # p_k is read only by eq e_k, inside one gang
+        s.add_node("gain", f"p{k}", {"gain": g})
+        s.connect("x1", f"p{k}")
+        s.add_node("eq", f"e{k}", {"channels": 1})
+        s.connect(f"p{k}", f"e{k}")
+        s.connect(f"e{k}", "mix")
+    s.add_node("output", "out", {"channels": 1})
+    s.connect("mix", "out")
+    s.commit()
+    assert ("eq", 4) in s.gangs
+    outputs = 1 + 12 + 1 + 2 * len(db)  # early, chain, mix, p and e (inputs: hw buffers)
+    assert 0 < s.buffers < outputs
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((4096, 2)) * 0.02).astype(np.float32)  # under the ceiling
+    y = run(e, 4096, 64, x)[:, 0].astype(np.float64)
+    lin = lambda d: 10.0 ** (d / 20.0)  # noqa: E731
+    want = (lin(-6.0) + sum(lin(g) for g in db)) * x[:, 0] + lin(12.0) * x[:, 1]
+    assert np.max(np.abs(y - want)) < 1e-5
