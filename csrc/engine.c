@@ -691,11 +691,13 @@ static inline void feed_step(const mg_plan *p, const mg_step *st, int off, int n
 {
     mg_node *nd = st->node;
     const int fin = p->finished;
-    for (int c = 0; c < nd->n_in; c++) {
-        nd->in_ptr[c] = nd->in_base[c] + off;
-        if (!fin)
+    if (!fin)
+        for (int c = 0; c < nd->n_in; c++) {
+            nd->in_ptr[c] = nd->in_base[c] + off;
             memset(nd->in_ptr[c], 0, sizeof(float) * (size_t)n);
-    }
+        }
+    /* finished plans: every input is either unconnected or has ops, which
+     * point it at their destination (or, read in place, at the source) */
     if (fin) /* nodes never write their inputs: all share one buffer of zeros */
         for (int k = st->clear_first; k < st->clear_first + st->clear_count; k++)
             nd->in_ptr[p->clear[k]] = (float *)mg_zeros + off;
@@ -715,6 +717,10 @@ static inline void feed_step(const mg_plan *p, const mg_step *st, int off, int n
     }
     for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++) {
         const mg_mixop *op = &p->mix[m];
+        if (fin && op->dst_index >= 0)
+            nd->in_ptr[op->dst_index] = op->dst + off;
+        if (op->push) /* mixed already, after its source ran */
+            continue;
         if (fin && op->alias && op->fast && op->g == 1.0f)
             nd->in_ptr[op->dst_index] = (float *)op->src + off; /* read in place */
         else /* an accumulator is never cleared: its first op always assigns */
@@ -727,6 +733,16 @@ static inline mg_proc step_proc(const mg_engine *e, const mg_node *nd, int n, ui
     mg_proc pr = {n, (const float *const *)nd->in_ptr, nd->out_ptr, nd->pv, (float *)nd->readout,
                   e->hw_in_ptr, e->hw_out_ptr, e->hw_in_ch, e->hw_out_ch, t};
     return pr;
+}
+
+/* The ops pushed from step st: into their destinations' inputs, now that
+ * st's outputs are written (and hot). */
+static inline void push_step(const mg_plan *p, const mg_step *st, int off, int n)
+{
+    for (int q = st->push_first; q < st->push_first + st->push_count; q++) {
+        const mg_mixop *op = &p->mix[p->push[q]];
+        mix_into(op, off, n, op->assign);
+    }
 }
 
 /* The first lines of a node's allocation: the struct, its input and output
@@ -773,10 +789,13 @@ static void run_plan(mg_engine *e, int off, int n, uint64_t t)
                 procs[j] = step_proc(e, st[j].node, n, t);
             }
             st->node->type->process_many(states, procs, g);
+            for (int j = 0; j < g; j++)
+                push_step(p, st + j, off, n);
             s += g;
             continue;
         }
         if (st->inert) { /* an input node: downstream reads the hardware buffers */
+            push_step(p, st, off, n);
             s++;
             continue;
         }
@@ -787,6 +806,7 @@ static void run_plan(mg_engine *e, int off, int n, uint64_t t)
         feed_step(p, st, off, n);
         mg_proc pr = step_proc(e, nd, n, t);
         nd->type->process(nd->state, &pr);
+        push_step(p, st, off, n);
         s++;
     }
 }

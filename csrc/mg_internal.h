@@ -123,6 +123,9 @@ typedef struct {
      * changes, see refresh_ops) */
     float g;
     int fast;                 /* edge steady (g0 == g1 == g) and undelayed */
+    int push;                 /* finished plans: mixed right after its source
+                                 runs (while the source is hot), not at its
+                                 destination's step; see mg_plan_finish */
 } mg_mixop;
 
 typedef struct {
@@ -137,6 +140,8 @@ typedef struct {
                                  the type's process_many; 1 alone; 0 inside a gang */
     int out_first;            /* finished plans: the node's output buffers are
                                  plan->outb[out_first ..] */
+    int push_first;           /* ops mixed after this step runs: */
+    int push_count;           /* plan->push[push_first ..] (op indices) */
 } mg_step;
 
 /* Immutable once pushed to the audio thread (but for the fading list). */
@@ -161,6 +166,7 @@ struct mg_plan {
     float **outb;             /* per step, node->n_out pointers (hw input nodes:
                                  the engine's buffers) */
     float *pool_mem;          /* the pool's allocation */
+    int *push;                /* pushed ops by source step (see mg_step) */
     int pool_slots;
 };
 

@@ -363,6 +363,7 @@ void mg_plan_free(mg_plan *p)
     mg_free(p->clear);
     mg_free(p->outb);
     mg_free(p->pool_mem);
+    mg_free(p->push);
     mg_free(p);
 }
 
@@ -469,7 +470,16 @@ static int cmp_node_step(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Liveness: each node output gets a buffer of the plan's pool for the span
+/* Where each op reads, then the buffers.
+ *
+ * Push: an op summing into an input with several connections (a bus) runs
+ * right after its source's step, while the source's output is hot, instead
+ * of at the destination's step; the destination's input then accumulates
+ * over the plan. The first op to run into an input assigns it, the rest add.
+ * Ops read in place (alias), delayed edges and delay groups stay at the
+ * destination's step.
+ *
+ * Liveness: each node output gets a buffer of the plan's pool for the span
  * from its step to its last reader, and the buffer is then reused by a
  * later step, so a session touches a few hot buffers per block instead of
  * one per output (a 64-strip mix has ~700 outputs). A gang is one unit: all
@@ -489,9 +499,11 @@ static int assign_buffers(mg_plan *p)
     int *order = mg_calloc((size_t)n_out + 1, sizeof(int));     /* outputs by last use */
     int *first = mg_calloc((size_t)p->n_steps + 2, sizeof(int));
     node_step *ns = mg_calloc((size_t)p->n_steps + 1, sizeof(node_step));
+    int *src_step = mg_calloc((size_t)p->mix_used + 1, sizeof(int));
     p->outb = mg_calloc((size_t)n_out + 1, sizeof(float *));
+    p->push = mg_calloc((size_t)p->mix_used + 1, sizeof(int));
     int rc = -1;
-    if (!last || !slot || !freed || !order || !first || !ns || !p->outb)
+    if (!last || !slot || !freed || !order || !first || !ns || !src_step || !p->outb || !p->push)
         goto out;
     /* the unit (gang or single step) each step belongs to ends at uend */
     for (int s = 0; s < p->n_steps; s++) {
@@ -507,18 +519,62 @@ static int assign_buffers(mg_plan *p)
         for (int c = 0; c < st->node->n_out; c++)
             last[st->out_first + c] = unit_end - 1; /* unread: free after its unit */
         for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++) {
-            const mg_mixop *op = &p->mix[m];
+            mg_mixop *op = &p->mix[m];
+            src_step[m] = -1;
+            op->push = 0;
             if (!op->src_node)
                 continue;
             node_step key = {op->src_node, 0};
             const node_step *f = bsearch(&key, ns, (size_t)p->n_steps, sizeof *ns, cmp_node_step);
             if (!f || f->step >= s)
                 goto out; /* a source must run before its reader */
+            src_step[m] = f->step;
+            op->push = !op->alias && !op->to_acc && op->dst_index >= 0 && op->edge->delay == 0;
+            if (op->push)
+                continue; /* read at its source's own step */
             const int k = p->steps[f->step].out_first + op->src_index;
             if (last[k] < unit_end - 1)
                 last[k] = unit_end - 1;
         }
     }
+    /* into each input, the first op to run assigns: the pushed op of the
+     * earliest source (ops of one source run in op order), else the first
+     * op at the destination's step */
+    for (int s = 0; s < p->n_steps; s++) {
+        const int a = p->steps[s].mix_first, b = a + p->steps[s].mix_count;
+        for (int m = a; m < b; m++) {
+            mg_mixop *op = &p->mix[m];
+            if (op->to_acc)
+                continue; /* an accumulator's own rule (add_op) */
+            int pushed = 0, first_push = 1;
+            for (int q = a; q < b; q++) {
+                const mg_mixop *o = &p->mix[q];
+                if (o->dst != op->dst || !o->push)
+                    continue;
+                pushed = 1;
+                if (op->push && (src_step[q] < src_step[m] || (src_step[q] == src_step[m] && q < m)))
+                    first_push = 0;
+            }
+            if (pushed)
+                op->assign = op->push && first_push;
+        }
+    }
+    /* the pushed ops, grouped by source step, in op order */
+    for (int s = 0; s < p->n_steps; s++)
+        p->steps[s].push_count = 0;
+    for (int m = 0; m < p->mix_used; m++)
+        if (p->mix[m].push)
+            p->steps[src_step[m]].push_count++;
+    for (int s = 0, at = 0; s < p->n_steps; s++) {
+        p->steps[s].push_first = at;
+        at += p->steps[s].push_count;
+        p->steps[s].push_count = 0;
+    }
+    for (int m = 0; m < p->mix_used; m++)
+        if (p->mix[m].push) {
+            mg_step *ps = &p->steps[src_step[m]];
+            p->push[ps->push_first + ps->push_count++] = m;
+        }
     /* outputs bucketed by the step after which they are given back */
     for (int k = 0; k < n_out; k++)
         first[last[k] + 1]++;
@@ -572,6 +628,7 @@ out:
     mg_free(order);
     mg_free(first);
     mg_free(ns);
+    mg_free(src_step);
     return rc;
 }
 

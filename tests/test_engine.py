@@ -473,10 +473,11 @@ def test_denormals_flushed_inside_process_only(sessions):
 def test_reused_buffers_hold_each_signal_until_its_last_reader(sessions):
     """Node outputs share the plan's pool of buffers by liveness. A signal read
     early and again at the very end must survive a long chain in between
-    (freeing a buffer after its first reader fails here), and a gang's
-    producers, read only inside the gang, stay intact through it (allocating a
-    gang member by member instead of as one unit fails tests/test_gang.py).
-    Reference: the same sums in numpy."""
+    (freeing a buffer after its first reader fails here). The bus sums
+    connections mixed as each source finishes, a hardware input among them
+    (one left unmixed fails here). A gang's producers, read only inside the
+    gang, stay intact through it (allocating a gang member by member instead
+    of as one unit fails tests/test_gang.py). Reference: the same sums in numpy."""
     s, e = sessions(2, 1)
     s.add_node("input", "x1", {"channels": 1, "first": 1})
     s.add_node("input", "x2", {"channels": 1, "first": 2})
@@ -490,6 +491,7 @@ def test_reused_buffers_hold_each_signal_until_its_last_reader(sessions):
     s.add_node("bus", "mix", {"channels": 1})
     s.connect("early", "mix")
     s.connect(prev, "mix")
+    s.connect("x2", "mix")  # a hardware input summed straight into a bus
     db = (-1.0, -2.0, -3.0, -4.0)
     for k, g in enumerate(db):  # p_k is read only by eq e_k, inside one gang
         s.add_node("gain", f"p{k}", {"gain": g})
@@ -507,5 +509,5 @@ def test_reused_buffers_hold_each_signal_until_its_last_reader(sessions):
     x = (rng.standard_normal((4096, 2)) * 0.02).astype(np.float32)  # under the ceiling
     y = run(e, 4096, 64, x)[:, 0].astype(np.float64)
     lin = lambda d: 10.0 ** (d / 20.0)  # noqa: E731
-    want = (lin(-6.0) + sum(lin(g) for g in db)) * x[:, 0] + lin(12.0) * x[:, 1]
+    want = (lin(-6.0) + sum(lin(g) for g in db)) * x[:, 0] + (lin(12.0) + 1.0) * x[:, 1]
     assert np.max(np.abs(y - want)) < 1e-5
