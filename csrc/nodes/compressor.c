@@ -286,7 +286,7 @@ MG_HOT static int det_pre(comp_blk *b, int c, int o, int m, const float *l, floa
  * taken when v[n] > y[n-1], i.e. d < 0. The error form keeps the critical
  * path short (add, multiply, select) and settles on exactly v however long
  * the time constant. dv[i] in, e[i] out. */
-static float det_recur(float e, float aa, float ar, float *dv, int m)
+MG_HOT static float det_recur(float e, float aa, float ar, float *dv, int m)
 {
     for (int i = 0; i < m; i++) {
         const float d = e + dv[i];
@@ -371,8 +371,8 @@ static void process(void *st, const mg_proc *p)
 
 /* Ganged: the recursion of step 4, the serial part, runs for COMP_LANES
  * single-detector nodes at once, one per lane of a float vector, with the
- * scalar code's operations (so the output is bit-identical); everything
- * else runs per node. */
+ * scalar code's expressions, both in MG_HOT code (so the output is
+ * bit-identical); everything else runs per node. */
 typedef float comp_v8f __attribute__((vector_size(32)));
 typedef int32_t comp_v8i __attribute__((vector_size(32)));
 #define COMP_LANES 8

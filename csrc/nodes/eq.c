@@ -244,7 +244,7 @@ cascade_n(float *buf, int n, const double *b0, const double *b1, const double *b
  * running its own latency-bound loop over the block. s1 is updated as
  * (b1 x + s2) - a1 y: the term that waits for y comes last, so the
  * recursion's critical path is one multiply and one subtraction. */
-static void run_cascade(eq_state *s, const mg_proc *p, const int *list, int nl)
+MG_HOT static void run_cascade(eq_state *s, const mg_proc *p, const int *list, int nl)
 {
     double b0[EQ_MAX_SEC], b1[EQ_MAX_SEC], b2[EQ_MAX_SEC], a1[EQ_MAX_SEC], a2[EQ_MAX_SEC];
     double s1[EQ_MAX_SEC], s2[EQ_MAX_SEC];
@@ -409,8 +409,9 @@ static void process(void *stv, const mg_proc *p)
  * doubles of one vector, each lane with its own coefficients and states. The
  * lanes' samples are first interleaved (frame-major, four floats a frame) so
  * the loop loads and stores whole vectors. The arithmetic is the scalar
- * cascade's, operation for operation, so a lane's result is bit-identical to
- * running its node alone. */
+ * cascade's, expression for expression and in MG_HOT code like it (so fused
+ * the same way), so a lane's result is bit-identical to running its node
+ * alone. */
 typedef double eq_vd __attribute__((vector_size(32)));
 typedef float eq_vf __attribute__((vector_size(16)));
 #define EQ_LANES 4
