@@ -140,7 +140,7 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
 }
 
 
-static void process(void *st, const mg_proc *p)
+MG_HOT static void process(void *st, const mg_proc *p)
 {
     delay_state *s = st;
     const int n = p->nframes, ch = s->ch;

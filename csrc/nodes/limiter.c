@@ -221,7 +221,7 @@ static inline float chain_step(lim_chan *restrict k, const lim_state *restrict s
     return (float)g;
 }
 
-static void process(void *st, const mg_proc *p)
+MG_HOT static void process(void *st, const mg_proc *p)
 {
     lim_state *s = st;
     const int n = p->nframes, nc = s->channels;

@@ -187,7 +187,7 @@ static void end_subblock(meter_state *s)
     s->corr = isfinite(r) ? (float)r : 0.0f;
 }
 
-static void process(void *st, const mg_proc *p)
+MG_HOT static void process(void *st, const mg_proc *p)
 {
     meter_state *s = st;
     const int n = p->nframes, nc = s->channels;

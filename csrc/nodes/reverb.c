@@ -261,7 +261,7 @@ static inline void positions(reverb_state *s, int adv, unsigned *M, float *eta)
     }
 }
 
-static void process(void *st, const mg_proc *p)
+MG_HOT static void process(void *st, const mg_proc *p)
 {
     reverb_state *s = st;
     const int n = p->nframes;

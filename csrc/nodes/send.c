@@ -29,7 +29,7 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
     return 0;
 }
 
-static void process(void *st, const mg_proc *p)
+MG_HOT static void process(void *st, const mg_proc *p)
 {
     const send_state *s = st;
     const int ch = s->channels, n = p->nframes;
