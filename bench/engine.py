@@ -1,7 +1,8 @@
 """Engine benchmarks for the gain -> pan -> bus session (issue: engine and daemon).
 
 Measures, for 16, 64 and 256 channels at 48 kHz / 64-frame blocks:
-  - offline render speed on one core (x real time), median of --repeats runs;
+  - offline render speed on one core (x real time), median of --repeats runs,
+    pinned to that core (--cpu; see bench/cpu.py);
   - cost per 64-frame block: the engine's own timing inside mg_engine_process
     (mean) and the wall-clock per block as seen from Python (median);
   - DSP load in % of one core (mean block cost / 1333 us);
@@ -30,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from cpu import default_cpu, one_core  # bench/cpu.py
 from osc import count_replies  # bench/osc.py: replies may come bundled
 
 from mixgraph.clients import Client
@@ -301,6 +303,9 @@ def main() -> None:
     ap.add_argument("--jack-rate", type=int, default=10000,
                     help="parameter messages per second during the JACK test")
     ap.add_argument("--no-control", action="store_true")
+    ap.add_argument("--cpu", type=int, default=default_cpu(),
+                    help="core the offline renders are pinned to (default: the last one; "
+                         "-1: no pinning)")
     a = ap.parse_args()
     print(f"# mixgraph engine bench: {RATE} Hz, {BLOCK}-frame blocks (budget "
           f"{BLOCK / RATE * 1e6:.0f} us), medians of {a.repeats}")
@@ -308,7 +313,8 @@ def main() -> None:
           "us per 64-frame block | worst us | DSP load % of one core |")
     print("|---|---|---|---|---|---|")
     for n in a.channels:
-        r = offline(n, a.seconds, a.repeats)
+        with one_core(a.cpu):
+            r = offline(n, a.seconds, a.repeats)
         print(f"| {n} | {r['x_realtime_64']:.0f}x | {r['x_realtime_512']:.0f}x | "
               f"{r['us_per_block']:.1f} | {r['engine_worst_us']:.0f} | "
               f"{r['dsp_load_pct']:.2f} |", flush=True)

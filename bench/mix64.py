@@ -1,7 +1,11 @@
 """The mix64 reference session (shared/bench/mix64.md) built from mixgraph nodes,
 and the same channel strip through Pedalboard, side by side.
 
-    python bench/mix64.py [--channels 16 64 256] [--seconds 5] [--repeats 3] [--hard]
+    python bench/mix64.py [--channels 16 64 256] [--seconds 5] [--repeats 3] [--hard] [--cpu N]
+
+The whole run is pinned to one core (--cpu, default the last; -1 turns it
+off): the figures are "on one core", and migrating between the cores of a
+shared machine costs 10-20% here.
 
 --hard adds the hard stages of the mix (the hard-stages issue): `denoise` on
 channels 1-8 and `autotune` on channels 9-10 (fed a detuned tone instead of
@@ -31,6 +35,7 @@ import statistics
 import time
 
 import numpy as np
+from cpu import default_cpu, one_core
 
 from mixgraph.server.engine import Engine
 from mixgraph.server.session import Session
@@ -230,8 +235,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--hard", action="store_true",
                     help="also with denoise on 8 channels and autotune on 2")
+    ap.add_argument("--cpu", type=int, default=default_cpu(),
+                    help="core to pin the bench to (default: the last one; -1: no pinning)")
     a = ap.parse_args()
-    run_mix64(a.channels, a.seconds, a.repeats, a.hard)
+    print(f"# pinned to core {a.cpu}" if a.cpu is not None and a.cpu >= 0 else "# not pinned")
+    with one_core(a.cpu):
+        run_mix64(a.channels, a.seconds, a.repeats, a.hard)
 
 
 if __name__ == "__main__":
