@@ -522,6 +522,7 @@ static inline void node_ramps(mg_node *nd, int n)
 {
     const int np = nd->type->n_params;
     if (nd->n_ramping == 0) {
+        nd->pv_same = nd->pv_fresh;
         if (!nd->pv_fresh) {
             for (int k = 0; k < np; k++) {
                 nd->pv[k].ramp = NULL;
@@ -531,6 +532,7 @@ static inline void node_ramps(mg_node *nd, int n)
         }
         return;
     }
+    nd->pv_same = 0;
     nd->pv_fresh = 0;
     for (int k = 0; k < np; k++) {
         mg_param *pr = &nd->params[k];
@@ -731,7 +733,7 @@ static inline void feed_step(const mg_plan *p, const mg_step *st, int off, int n
 static inline mg_proc step_proc(const mg_engine *e, const mg_node *nd, int n, uint64_t t)
 {
     mg_proc pr = {n, (const float *const *)nd->in_ptr, nd->out_ptr, nd->pv, (float *)nd->readout,
-                  e->hw_in_ptr, e->hw_out_ptr, e->hw_in_ch, e->hw_out_ch, t};
+                  e->hw_in_ptr, e->hw_out_ptr, e->hw_in_ch, e->hw_out_ch, t, nd->pv_same};
     return pr;
 }
 

@@ -101,6 +101,9 @@ typedef struct {
     int hw_in_ch;
     int hw_out_ch;
     uint64_t time;
+    int pv_same;               /* 1: no parameter ramps in this call and every
+                                  value equals the previous call's (a node may
+                                  reuse what it derived from them) */
 } mg_proc;
 
 /* What prepare() gets (control thread). */

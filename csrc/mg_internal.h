@@ -57,6 +57,7 @@ struct mg_node {
     float *ramp_mem;          /* n_params * MG_MAX_BLOCK */
     int n_ramping;
     int pv_fresh;             /* pv[] holds the steady values: nothing to refresh */
+    int pv_same;              /* this call's pv[] is steady and as the last call's */
     int out_off;              /* sub-block offset out_ptr[] currently points at */
     uint32_t out_gen;         /* plan whose buffers out_ptr[] points into (0: the
                                  node's own, for unfinished plans) */

@@ -79,6 +79,10 @@ typedef struct {
     double fs;
     eq_unit unit[EQ_MAX_BANDS + 2];
     int xf_len;       /* type/slope crossfade length (10 ms) */
+    /* the last block's steady list, valid while parameters stay as they were
+     * and no unit ran on its own (moving, switching or crossfading) */
+    int cache_ok, cache_n;
+    int cache[EQ_MAX_BANDS + 2];
     mg_bq_state *st;  /* [channel][unit][4] */
     mg_bq_state *ost; /* the outgoing design's states, same layout */
     float dry[MG_MAX_BLOCK];
@@ -122,6 +126,7 @@ static void reset(void *stv)
         memset(s->st, 0, (size_t)s->channels * (size_t)s->nunits * 4 * sizeof(mg_bq_state));
     for (int u = 0; u < s->nunits; u++)
         s->unit[u].xf = 0;
+    s->cache_ok = 0;
 }
 
 static inline mg_bq_state *unit_state(eq_state *s, int c, int u)
@@ -301,7 +306,11 @@ MG_HOT static int units_block(eq_state *s, const mg_proc *p, int *steady)
             y[i] = v == v ? v : 0.0f;
         }
     }
-    int nsteady = 0;
+    if (p->pv_same && s->cache_ok) { /* nothing to redesign or switch */
+        memcpy(steady, s->cache, sizeof(int) * (size_t)s->cache_n);
+        return s->cache_n;
+    }
+    int nsteady = 0, alone = 0;
     for (int u = 0; u < s->nunits; u++) {
         int kind, type, base;
         const mg_pv *on, *f, *g = NULL, *q = NULL;
@@ -364,6 +373,7 @@ MG_HOT static int units_block(eq_state *s, const mg_proc *p, int *steady)
             steady[nsteady++] = u; /* run later, with its steady neighbours */
             continue;
         }
+        alone = 1;
         if (nsteady) {
             run_cascade(s, p, steady, nsteady);
             nsteady = 0;
@@ -393,6 +403,9 @@ MG_HOT static int units_block(eq_state *s, const mg_proc *p, int *steady)
                     mg_bq_guard(&unit_ostate(s, c, u)[k]);
         }
     }
+    s->cache_ok = !alone;
+    s->cache_n = nsteady;
+    memcpy(s->cache, steady, sizeof(int) * (size_t)nsteady);
     return nsteady;
 }
 
