@@ -627,35 +627,25 @@ MG_HOT static void mix_into(const mg_mixop *op, int off, int n, int assign)
 {
     float *restrict d = op->dst + off;
     const float *restrict x = op->src + off;
-    if (op->fast) {
-        const float g = op->g;
-        if (g == 1.0f) {
-            if (assign)
-                memcpy(d, x, sizeof(float) * (size_t)n);
-            else
-                for (int i = 0; i < n; i++)
-                    d[i] += x[i];
-        } else if (assign) {
-            for (int i = 0; i < n; i++)
-                d[i] = g * x[i];
-        } else {
-            for (int i = 0; i < n; i++)
-                d[i] += g * x[i];
-        }
-        return;
-    }
-    float scratch[MG_MAX_BLOCK];
-    if (op->edge->delay > 0)
-        x = delay_edge(op->edge, op->edge_ch, x, n, scratch);
     const mg_edge *ed = op->edge;
-    if (ed->g0 == 1.0f && ed->g1 == 1.0f) {
+    float g0, g1;
+    float scratch[MG_MAX_BLOCK];
+    if (op->fast) { /* steady and undelayed: the op's copy, the edge not read */
+        g0 = g1 = op->g;
+    } else {
+        if (ed->delay > 0)
+            x = delay_edge(op->edge, op->edge_ch, x, n, scratch);
+        g0 = ed->g0;
+        g1 = ed->g1;
+    }
+    if (g0 == 1.0f && g1 == 1.0f) {
         if (assign)
             memcpy(d, x, sizeof(float) * (size_t)n);
         else
             for (int i = 0; i < n; i++)
                 d[i] += x[i];
-    } else if (ed->g0 == ed->g1) {
-        const float g = ed->g0;
+    } else if (g0 == g1) {
+        const float g = g0;
         if (assign)
             for (int i = 0; i < n; i++)
                 d[i] = g * x[i];
@@ -666,7 +656,7 @@ MG_HOT static void mix_into(const mg_mixop *op, int off, int n, int assign)
         /* a fade holds g0 for ramp_at frames (its queued wait), moves one
          * step per frame for ramp_n frames, then holds g1: its length does not
          * depend on the block size */
-        const float g0 = ed->g0, dg = ed->step, g1 = ed->g1;
+        const float dg = ed->step;
         const int h = ed->ramp_at, e = h + ed->ramp_n - 1;
         int i = 0;
         if (assign) {

@@ -463,6 +463,12 @@ typedef struct {
     int step;
 } node_step;
 
+/* Steps that run as one unit from step s: its gang, or s alone. */
+static int unit_len(const mg_plan *p, int s)
+{
+    return p->steps[s].gang > 1 ? p->steps[s].gang : 1;
+}
+
 static int cmp_node_step(const void *a, const void *b)
 {
     const uintptr_t x = (uintptr_t)((const node_step *)a)->node;
@@ -505,16 +511,16 @@ static int assign_buffers(mg_plan *p)
     int rc = -1;
     if (!last || !slot || !freed || !order || !first || !ns || !src_step || !p->outb || !p->push)
         goto out;
-    /* the unit (gang or single step) each step belongs to ends at uend */
+    /* steps by node, to find each op's source step */
     for (int s = 0; s < p->n_steps; s++) {
         ns[s].node = p->steps[s].node;
         ns[s].step = s;
     }
     qsort(ns, (size_t)p->n_steps, sizeof *ns, cmp_node_step);
-    int unit_end = 0;
+    int unit_end = 0; /* one past the last step of s's unit (gang or single step) */
     for (int s = 0; s < p->n_steps; s++) {
         if (s >= unit_end)
-            unit_end = s + (p->steps[s].gang > 1 ? p->steps[s].gang : 1);
+            unit_end = s + unit_len(p, s);
         const mg_step *st = &p->steps[s];
         for (int c = 0; c < st->node->n_out; c++)
             last[st->out_first + c] = unit_end - 1; /* unread: free after its unit */
@@ -587,7 +593,7 @@ static int assign_buffers(mg_plan *p)
     unit_end = 0;
     for (int s = 0; s < p->n_steps; s++) {
         if (s >= unit_end) {
-            unit_end = s + (p->steps[s].gang > 1 ? p->steps[s].gang : 1);
+            unit_end = s + unit_len(p, s);
             for (int j = s; j < unit_end; j++) {
                 const mg_node *nd = p->steps[j].node;
                 for (int c = 0; c < nd->n_out; c++)
