@@ -19,8 +19,8 @@ client sends 10,000 parameter messages per second, counting xruns.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-import shutil
 import signal
 import socket
 import statistics
@@ -30,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import jackd  # bench/jackd.py
 import numpy as np
 from cpu import default_cpu, one_core  # bench/cpu.py
 from osc import count_replies  # bench/osc.py: replies may come bundled
@@ -178,54 +179,68 @@ def control_path(n_msgs: int, repeats: int) -> dict:
             proc.wait(10)
 
 
-def jack_live(seconds: float, rate_msgs: int) -> dict:
-    if shutil.which("jackd") is None:
+def send_traffic(port: int, seconds: float, rate_msgs: int) -> int:
+    """Fader moves to ch0..ch63 at rate_msgs per second for `seconds`, replies
+    drained; returns the number sent."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    sent = 0
+    t0 = time.perf_counter()
+    while (elapsed := time.perf_counter() - t0) < seconds:
+        due = int(elapsed * rate_msgs)
+        while sent < due:
+            sock.sendto(encode(f"/node/ch{sent % 64}/gain",
+                               [-6.0 - (sent % 40) * 0.25]), ("127.0.0.1", port))
+            sent += 1
+        try:
+            while True:
+                sock.recv(512)
+        except BlockingIOError:
+            pass
+        time.sleep(0.001)
+    sock.close()
+    return sent
+
+
+def jack_live(seconds: float, rate_msgs: int, peer: bool = False) -> dict:
+    """The 64-channel session live on JACK dummy while a client sends rate_msgs
+    parameter messages per second: xruns as mixgraph counts them (PortAudio passes
+    on every JACK xrun), and jackd's own log of the same window split by cause.
+
+    peer=True is the side-by-side: the same daemon, session and traffic on the
+    null backend (the same CPU load), while JACK's example client jack_metro is
+    the one on jackd; its `client` count is what a trivial client nobody here
+    wrote gets from this host under this load."""
+    if not jackd.available():
         return {"error": "jackd not installed"}
     name = f"mgbench{os.getpid()}"
-    env = {**os.environ, "JACK_DEFAULT_SERVER": name}
-    rt = ["-R", "-P", "80"] if os.environ.get("MIXGRAPH_JACK_RT") else ["--no-realtime"]
-    jack = subprocess.Popen(["jackd", "-n", name, *rt, "-d", "dummy", "-r",
-                             str(RATE), "-p", str(BLOCK)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.5)
-    os.environ["JACK_DEFAULT_SERVER"] = name
-    try:
+    with jackd.dummy(name, RATE, BLOCK) as log, contextlib.ExitStack() as stack:
+        os.environ["JACK_DEFAULT_SERVER"] = name
+        if peer:
+            stack.enter_context(jackd.metro(name))
+            backend: tuple[str, ...] = ("--backend", "null")
+        else:
+            backend = ("--backend", "portaudio", "--device", "JACK")
         with tempfile.TemporaryDirectory() as tmp:
-            proc, port, log = start_daemon(Path(tmp), "--backend", "portaudio", "--device",
-                                           "JACK", "--block", str(BLOCK))
+            proc, port, _ = start_daemon(Path(tmp), *backend, "--block", str(BLOCK))
             try:
                 c = Client("127.0.0.1", port, timeout=30)
                 build_over_osc(c, 64)
                 c.request("/sync", 0)
                 time.sleep(0.5)
                 x0 = status(c)["xruns"]
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                sock.bind(("127.0.0.1", 0))
-                sock.setblocking(False)
-                sent = 0
-                t0 = time.perf_counter()
-                while (elapsed := time.perf_counter() - t0) < seconds:
-                    due = int(elapsed * rate_msgs)
-                    while sent < due:
-                        sock.sendto(encode(f"/node/ch{sent % 64}/gain",
-                                           [-6.0 - (sent % 40) * 0.25]), ("127.0.0.1", port))
-                        sent += 1
-                    try:
-                        while True:
-                            sock.recv(512)
-                    except BlockingIOError:
-                        pass
-                    time.sleep(0.001)
+                m0 = log.mark()
+                sent = send_traffic(port, seconds, rate_msgs)
                 st = status(c)
-                return {"seconds": seconds, "messages_sent": sent,
-                        "msgs_per_s": sent / seconds, "xruns": st["xruns"] - x0,
+                return {"jack_client": "jack_metro" if peer else "mixgraph",
+                        "seconds": seconds, "messages_sent": sent,
+                        "msgs_per_s": round(sent / seconds), "jackd_log": log.xruns(m0),
+                        "mixgraph_xruns": None if peer else st["xruns"] - x0,
                         "dsp_load_pct": st["load"], "backend": st["backend"]}
             finally:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(10)
-    finally:
-        jack.send_signal(signal.SIGTERM)
-        jack.wait(10)
 
 
 def change_latency(trials: int = 50) -> dict:
@@ -303,6 +318,9 @@ def main() -> None:
     ap.add_argument("--jack-rate", type=int, default=10000,
                     help="parameter messages per second during the JACK test")
     ap.add_argument("--no-control", action="store_true")
+    ap.add_argument("--no-baseline", action="store_true",
+                    help="with --jack, skip the peer run (jack_metro on jackd, the same "
+                         "traffic to a null-backend daemon) and the jackd-alone run")
     ap.add_argument("--cpu", type=int, default=default_cpu(),
                     help="core the offline renders are pinned to (default: the last one; "
                          "-1: no pinning)")
@@ -328,9 +346,14 @@ def main() -> None:
           f"{r['max_blocks']:.2f}) after its message was sent, over {r['trials']} trials "
           f"(null clock, {BLOCK}-frame blocks; the 20 ms ramp starts at the block boundary)")
     if a.jack:
-        r = jack_live(a.seconds, a.jack_rate)
-        print(f"\nlive on JACK dummy, 64 ch gain->pan->bus, {r}")
-
+        print("\nlive on JACK dummy, 64 ch gain->pan->bus, 64 frames, "
+              f"{a.jack_rate} parameter messages/s; jackd's log of each window "
+              "(timer: its driver thread woke late; client: a client missed its cycle):")
+        for peer in (False, True) if not a.no_baseline else (False,):
+            print(jack_live(a.seconds, a.jack_rate, peer), flush=True)
+        if not a.no_baseline:
+            print(f"jackd alone, no client, {a.seconds:g} s: "
+                  f"{jackd.baseline(a.seconds, RATE, BLOCK)['alone']}")
 
 if __name__ == "__main__":
     main()

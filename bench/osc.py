@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import select
-import shutil
 import signal
 import socket
 import statistics
@@ -41,6 +40,7 @@ import threading
 import time
 from pathlib import Path
 
+import jackd  # bench/jackd.py
 import msgpack
 
 from mixgraph.clients import Client, MixgraphFail
@@ -184,45 +184,51 @@ def udp_throughput(port: int, n_msgs: int, window: int = 256) -> dict:
 
 
 def bench_udp(a) -> dict:
+    """UDP throughput on the null backend, or with --jack live on JACK dummy,
+    followed (unless --no-baseline) by the peer run: the same flood to a
+    null-backend daemon while JACK's example client jack_metro is on jackd."""
+    if not a.jack:
+        return _bench_udp(a, None, ("--backend", "null"), None)
+    if not jackd.available():
+        return {"bench": "udp", "error": "jackd not installed (Debian: jackd2)"}
+    name = f"mgoscbench{os.getpid()}"
+    env = {**os.environ, "JACK_DEFAULT_SERVER": name}
+    with jackd.dummy(name, 48000, BLOCK) as log:
+        r = _bench_udp(a, log, ("--backend", "portaudio", "--device", "JACK"), env)
+    if "error" not in r and not a.no_baseline:
+        with jackd.dummy(name, 48000, BLOCK) as log, jackd.metro(name):
+            peer = _bench_udp(a, log, ("--backend", "null"), env)
+        r["peer_jack_metro"] = {k: peer.get(k) for k in ("msgs_per_s_median", "jackd_log")}
+    return r
+
+
+def _bench_udp(a, log, backend: tuple[str, ...], env: dict | None) -> dict:
+    """The UDP flood against a daemon on `backend`; with a jackd log, also
+    jackd's own xrun lines over the measured window (see bench/jackd.py)."""
+    # one client floods: the per-client limit (20,000/s by default) would drop it
+    extra = (*backend, "--rate-limit", "0")
     with tempfile.TemporaryDirectory() as tmp:
-        jack = None
-        # one client floods: the per-client limit (20,000/s by default) would drop it
-        limit = ("--rate-limit", "0")
-        extra: tuple[str, ...] = ("--backend", "null", *limit)
-        env = None
-        if a.jack:
-            if shutil.which("jackd") is None:
-                return {"bench": "udp", "error": "jackd not installed (Debian: jackd2)"}
-            name = f"mgoscbench{os.getpid()}"
-            env = {**os.environ, "JACK_DEFAULT_SERVER": name}
-            rt = ["-R", "-P", "80"] if os.environ.get("MIXGRAPH_JACK_RT") else ["--no-realtime"]
-            jack = subprocess.Popen(["jackd", "-n", name, *rt, "-d", "dummy", "-r", "48000",
-                                     "-p", str(BLOCK)], env=env, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL)
-            time.sleep(1.5)
-            extra = ("--backend", "portaudio", "--device", "JACK", *limit)
+        srv = Server(Path(tmp), a.server_cpu, *extra, *a.serve_args.split(), env=env)
         try:
-            srv = Server(Path(tmp), a.server_cpu, *extra, *a.serve_args.split(), env=env)
-            try:
-                with Client("127.0.0.1", srv.port, timeout=10) as c:
-                    udp_throughput(srv.port, 20000)  # warm up
-                    c.sync(2)
-                    x0 = c.status()["xruns"]
-                    runs = [udp_throughput(srv.port, a.udp_messages, a.udp_window)
-                            for _ in range(a.repeats)]
-                    st = c.status()
-                best = statistics.median(r["msgs_per_s"] for r in runs)
-                return {"bench": "udp", "nodes": srv.nodes, "backend": st["backend"],
-                        "block": BLOCK, "server_cpu": a.server_cpu,
-                        "msgs_per_s_median": best, "runs": runs,
-                        "xruns_during": st["xruns"] - x0, "dsp_load_pct": st["load"],
-                        "target": ">= 50000 msg/s, 0 xruns"}
-            finally:
-                srv.stop()
+            with Client("127.0.0.1", srv.port, timeout=10) as c:
+                udp_throughput(srv.port, 20000)  # warm up
+                c.sync(2)
+                x0 = c.status()["xruns"]
+                m0 = log.mark() if log else 0
+                runs = [udp_throughput(srv.port, a.udp_messages, a.udp_window)
+                        for _ in range(a.repeats)]
+                st = c.status()
+            best = statistics.median(r["msgs_per_s"] for r in runs)
+            r = {"bench": "udp", "nodes": srv.nodes, "backend": st["backend"],
+                 "block": BLOCK, "server_cpu": a.server_cpu,
+                 "msgs_per_s_median": best, "runs": runs,
+                 "xruns_during": st["xruns"] - x0, "dsp_load_pct": st["load"],
+                 "target": ">= 50000 msg/s, 0 xruns"}
+            if log:
+                r["jackd_log"] = log.xruns(m0)
+            return r
         finally:
-            if jack is not None:
-                jack.send_signal(signal.SIGTERM)
-                jack.wait(10)
+            srv.stop()
 
 
 # ---- 2. fan-out latency -------------------------------------------------------------------------
@@ -385,6 +391,9 @@ def main() -> None:
                          "receive buffer: keep window x 1 KiB under net.core.rmem_max)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--jack", action="store_true", help="UDP bench live on JACK dummy (64 frames)")
+    ap.add_argument("--no-baseline", action="store_true",
+                    help="with --jack, skip the peer run (the same flood to a null-backend "
+                         "daemon while jack_metro is on jackd)")
     ap.add_argument("--subscribers", type=int, default=15)
     ap.add_argument("--moves", type=int, default=100)
     ap.add_argument("--move-interval", type=float, default=0.04, help="seconds between moves")
