@@ -7,6 +7,7 @@
  * plan, and passes the hardware outputs through the safety stage. It never
  * allocates, locks, blocks or calls Python.
  */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS under -std=c11 */
 #include <errno.h>
 #include <sched.h>
 #include <sys/mman.h>
@@ -45,11 +46,41 @@ void *mg_calloc(size_t n, size_t size)
     return p;
 }
 
+void *mg_calloc_lines(size_t bytes)
+{
+    if (mg_in_audio)
+        atomic_fetch_add_explicit(&mg_rt_allocs, 1, memory_order_relaxed);
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes ? bytes : 1) != 0)
+        return NULL;
+    memset(p, 0, bytes);
+    return p;
+}
+
 void mg_free(void *p)
 {
     if (mg_in_audio && p)
         atomic_fetch_add_explicit(&mg_rt_allocs, 1, memory_order_relaxed);
     free(p);
+}
+
+void *mg_cold_alloc(size_t bytes)
+{
+    if (mg_in_audio)
+        atomic_fetch_add_explicit(&mg_rt_allocs, 1, memory_order_relaxed);
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    memset(p, 0, bytes); /* fault the pages in now, on the control thread */
+    return p;
+}
+
+void mg_cold_free(void *p, size_t bytes)
+{
+    if (mg_in_audio && p)
+        atomic_fetch_add_explicit(&mg_rt_allocs, 1, memory_order_relaxed);
+    if (p)
+        munmap(p, bytes);
 }
 
 uint64_t mg_rt_alloc_count(void)
@@ -602,7 +633,15 @@ static void refresh_ops(mg_plan *p)
         op->fast = !ed->listed && ed->delay == 0 && ed->remaining <= 0 && ed->ramp_n == 0 &&
                    ed->g0 == ed->g1;
         op->g = ed->g0;
+        op->inplace = p->finished && op->alias && op->fast && op->g == 1.0f;
     }
+    for (int s = 0; s < p->n_steps; s++) {
+        mg_step *st = &p->steps[s];
+        st->pull = 0;
+        for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++)
+            st->pull += !p->mix[m].push && !p->mix[m].inplace;
+    }
+    p->epoch++; /* input pointers set before may now be wrong */
     p->ops_stale = 0;
 }
 
@@ -682,18 +721,23 @@ MG_HOT static void mix_into(const mg_mixop *op, int off, int n, int assign)
 static inline void feed_step(const mg_plan *p, const mg_step *st, int off, int n)
 {
     mg_node *nd = st->node;
-    const int fin = p->finished;
-    if (!fin)
-        for (int c = 0; c < nd->n_in; c++) {
-            nd->in_ptr[c] = nd->in_base[c] + off;
-            memset(nd->in_ptr[c], 0, sizeof(float) * (size_t)n);
+    if (p->finished) {
+        /* every input is either unconnected or has ops, which point it at
+         * their destination (or, read in place, at the source): fixed for a
+         * given plan, ops epoch and offset, so set only when one changes */
+        if (nd->in_off != off || nd->in_gen != p->gen || nd->in_epoch != p->epoch) {
+            /* nodes never write their inputs: all share one buffer of zeros */
+            for (int k = st->clear_first; k < st->clear_first + st->clear_count; k++)
+                nd->in_ptr[p->clear[k]] = (float *)mg_zeros + off;
+            for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++) {
+                const mg_mixop *op = &p->mix[m];
+                if (op->dst_index >= 0)
+                    nd->in_ptr[op->dst_index] = (op->inplace ? (float *)op->src : op->dst) + off;
+            }
+            nd->in_off = off;
+            nd->in_gen = p->gen;
+            nd->in_epoch = p->epoch;
         }
-    /* finished plans: every input is either unconnected or has ops, which
-     * point it at their destination (or, read in place, at the source) */
-    if (fin) /* nodes never write their inputs: all share one buffer of zeros */
-        for (int k = st->clear_first; k < st->clear_first + st->clear_count; k++)
-            nd->in_ptr[p->clear[k]] = (float *)mg_zeros + off;
-    if (fin) {
         if (nd->out_off != off || nd->out_gen != p->gen) { /* the plan's pool buffers */
             float *const *ob = p->outb + st->out_first;
             for (int c = 0; c < nd->n_out; c++)
@@ -701,22 +745,29 @@ static inline void feed_step(const mg_plan *p, const mg_step *st, int off, int n
             nd->out_off = off;
             nd->out_gen = p->gen;
         }
-    } else if (nd->out_off != off || nd->out_gen != 0) {
+        if (st->pull) /* the rest were pushed after their sources ran, or are read in place */
+            for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++) {
+                const mg_mixop *op = &p->mix[m];
+                if (!op->push && !op->inplace)
+                    mix_into(op, off, n, op->assign);
+            }
+        return;
+    }
+    for (int c = 0; c < nd->n_in; c++) {
+        nd->in_ptr[c] = nd->in_base[c] + off;
+        memset(nd->in_ptr[c], 0, sizeof(float) * (size_t)n);
+    }
+    if (nd->out_off != off || nd->out_gen != 0) {
         for (int c = 0; c < nd->n_out; c++)
             nd->out_ptr[c] = nd->out_base[c] + off;
         nd->out_off = off;
         nd->out_gen = 0;
     }
+    nd->in_gen = 0;
+    /* an accumulator is never cleared: its first op always assigns */
     for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++) {
         const mg_mixop *op = &p->mix[m];
-        if (fin && op->dst_index >= 0)
-            nd->in_ptr[op->dst_index] = op->dst + off;
-        if (op->push) /* mixed already, after its source ran */
-            continue;
-        if (fin && op->alias && op->fast && op->g == 1.0f)
-            nd->in_ptr[op->dst_index] = (float *)op->src + off; /* read in place */
-        else /* an accumulator is never cleared: its first op always assigns */
-            mix_into(op, off, n, (fin || op->to_acc) && op->assign);
+        mix_into(op, off, n, op->to_acc && op->assign);
     }
 }
 

@@ -11,6 +11,13 @@
 /* Allocation goes through here so the audio thread can be checked. */
 void *mg_calloc(size_t n, size_t size);
 void mg_free(void *p);
+/* mg_calloc aligned to a 64-byte cache line (freed with mg_free). */
+void *mg_calloc_lines(size_t bytes);
+/* Zeroed pages of their own mapping, away from the heap, for memory a node
+ * rarely touches (ramp buffers, its own block buffers): keeps the hot node
+ * blocks that run_plan walks close together. */
+void *mg_cold_alloc(size_t bytes);
+void mg_cold_free(void *p, size_t bytes);
 
 /* A generic single-producer / single-consumer ring of fixed-size items. */
 typedef struct {
@@ -55,12 +62,17 @@ struct mg_node {
     mg_param *params;
     mg_pv *pv;
     float *ramp_mem;          /* n_params * MG_MAX_BLOCK */
+    void *cold;               /* mg_cold_alloc block: ramp_mem, in_base, out_base */
+    size_t cold_bytes;
     int n_ramping;
     int pv_fresh;             /* pv[] holds the steady values: nothing to refresh */
     int pv_same;              /* this call's pv[] is steady and as the last call's */
     int out_off;              /* sub-block offset out_ptr[] currently points at */
     uint32_t out_gen;         /* plan whose buffers out_ptr[] points into (0: the
                                  node's own, for unfinished plans) */
+    int in_off;               /* finished plans: in_ptr[] is set for this offset, */
+    uint32_t in_gen;          /* plan (gen) and */
+    uint32_t in_epoch;        /* its ops' epoch (see mg_plan.epoch) */
     uint32_t live_gen;        /* generation of the plan that last held it */
     /* written by audio, read by any thread */
     _Atomic float *readout;
@@ -127,6 +139,8 @@ typedef struct {
     int push;                 /* finished plans: mixed right after its source
                                  runs (while the source is hot), not at its
                                  destination's step; see mg_plan_finish */
+    int inplace;              /* audio, finished plans: alias at a steady unity
+                                 gain, the node reads src (refresh_ops) */
 } mg_mixop;
 
 typedef struct {
@@ -143,6 +157,8 @@ typedef struct {
                                  plan->outb[out_first ..] */
     int push_first;           /* ops mixed after this step runs: */
     int push_count;           /* plan->push[push_first ..] (op indices) */
+    int pull;                 /* audio, finished plans: ops mixed at this step
+                                 (neither pushed nor read in place; refresh_ops) */
 } mg_step;
 
 /* Immutable once pushed to the audio thread (but for the fading list). */
@@ -162,6 +178,8 @@ struct mg_plan {
     mg_edge **fading;
     int n_fading;
     int ops_stale;            /* the fading list changed: refresh mix[].g/fast */
+    uint32_t epoch;           /* audio: counts refresh_ops; a node whose in_ptr[]
+                                 was set at this (gen, epoch) and offset keeps them */
     /* finished plans: every node output is a buffer of the plan's pool, given
      * back for reuse after its last reader (see assign_buffers) */
     float **outb;             /* per step, node->n_out pointers (hw input nodes:

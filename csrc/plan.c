@@ -79,9 +79,13 @@ mg_node *mg_node_new(mg_engine *e, int type_index, int channels, int hw_first,
         *error = 5;
         return NULL;
     }
-    /* the node and its small per-block arrays are one allocation, in the
-     * order run_plan reads them: a node's step touches a few adjacent cache
-     * lines instead of one line in each of seven places */
+    /* the node, its small per-block arrays and its state are one allocation,
+     * in the order run_plan reads them: a node's step touches a few adjacent
+     * cache lines instead of one line in each of seven places. What a step
+     * rarely touches (parameter ramps, the node's own block buffers, used only
+     * by unfinished plans) is a second, page-mapped allocation away from the
+     * heap, so the hot blocks of successive nodes lie close together (mix64
+     * 64 ch: ~4% faster than with those buffers between them) */
     int n_in = 0, n_out = 0, n_readout = 0;
     for (int p = 0; p < t->n_ports; p++) {
         if (t->ports[p].dir == MG_PORT_IN)
@@ -99,8 +103,10 @@ mg_node *mg_node_new(mg_engine *e, int type_index, int channels, int hw_first,
     const size_t o_out_base = o_in_base + pad16(((size_t)n_in + 1) * sizeof(float *));
     const size_t o_params = o_out_base + pad16(((size_t)n_out + 1) * sizeof(float *));
     const size_t o_readout = o_params + pad16(np1 * sizeof(mg_param));
-    const size_t total = o_readout + pad16(((size_t)n_readout + 1) * sizeof(_Atomic float));
-    char *blk = mg_calloc(1, total);
+    const size_t o_state = (o_readout + pad16(((size_t)n_readout + 1) * sizeof(_Atomic float)) + 63) &
+                           ~(size_t)63;
+    const size_t total = o_state + (t->state_size ? t->state_size : 1);
+    char *blk = mg_calloc_lines(total);
     if (!blk) {
         *error = 3;
         return NULL;
@@ -119,15 +125,19 @@ mg_node *mg_node_new(mg_engine *e, int type_index, int channels, int hw_first,
     n->out_base = (float **)(blk + o_out_base);
     n->params = (mg_param *)(blk + o_params);
     n->readout = (_Atomic float *)(blk + o_readout);
-    n->state = mg_calloc(1, t->state_size ? t->state_size : 1);
-    n->ramp_mem = mg_calloc(np1 * MG_MAX_BLOCK, sizeof(float));
-    int ok = n->state && n->ramp_mem && alloc_buffers(n->in_base, n->n_in) == 0 &&
-             alloc_buffers(n->out_base, n->n_out) == 0;
-    if (!ok) {
+    n->state = blk + o_state;
+    n->cold_bytes = (np1 + (size_t)n_in + (size_t)n_out) * MG_MAX_BLOCK * sizeof(float);
+    n->cold = mg_cold_alloc(n->cold_bytes);
+    if (!n->cold) {
         *error = 3;
         mg_node_free(n);
         return NULL;
     }
+    n->ramp_mem = n->cold;
+    for (int c = 0; c < n_in; c++)
+        n->in_base[c] = n->ramp_mem + (np1 + (size_t)c) * MG_MAX_BLOCK;
+    for (int c = 0; c < n_out; c++)
+        n->out_base[c] = n->ramp_mem + (np1 + (size_t)n_in + (size_t)c) * MG_MAX_BLOCK;
     for (int c = 0; c < n->n_in; c++)
         n->in_ptr[c] = n->in_base[c];
     for (int c = 0; c < n->n_out; c++)
@@ -152,7 +162,6 @@ mg_node *mg_node_new(mg_engine *e, int type_index, int channels, int hw_first,
                 mg_node_free(n);
                 return NULL;
             }
-            mg_free(n->out_base[c]);
             n->out_base[c] = n->out_ptr[c] = hw;
         }
         n->out_aliased = 1;
@@ -170,14 +179,8 @@ void mg_node_free(mg_node *n)
         return;
     if (n->type->release && n->state)
         n->type->release(n->state);
-    mg_free(n->state);
-    free_buffers(n->in_base, n->n_in);
-    if (n->out_aliased && n->out_base)
-        for (int c = 0; c < n->n_out; c++)
-            n->out_base[c] = NULL; /* the engine's buffers */
-    free_buffers(n->out_base, n->n_out);
-    mg_free(n->ramp_mem);
-    mg_free(n); /* with in_ptr, out_ptr, pv, in/out_base, params, readout */
+    mg_cold_free(n->cold, n->cold_bytes);
+    mg_free(n); /* with in_ptr, out_ptr, pv, in/out_base, params, readout, state */
 }
 
 void mg_node_init_param(mg_node *n, int index, float v)
