@@ -646,18 +646,25 @@ static void refresh_ops(mg_plan *p)
 }
 
 /* Latency compensation: push n samples of src into the edge's delay line
- * for this channel and return the delayed samples (in scratch). */
+ * for this channel and return the delayed samples: in place in the ring,
+ * or (when they wrap around its end) copied to scratch. All of this call's
+ * samples are written before any is read, so a delay shorter than n reads
+ * some of them. */
 static const float *delay_edge(mg_edge *ed, int ch, const float *src, int n, float *scratch)
 {
     float *restrict buf = ed->dl[ch];
-    const uint64_t mask = ed->mask;
-    uint64_t w = ed->dpos[ch];
-    const uint64_t r = w - (uint64_t)ed->delay;
-    for (int i = 0; i < n; i++)
-        buf[(w + (uint64_t)i) & mask] = src[i];
-    for (int i = 0; i < n; i++)
-        scratch[i] = buf[(r + (uint64_t)i) & mask];
+    const size_t cap = (size_t)ed->mask + 1, len = (size_t)n;
+    const uint64_t w = ed->dpos[ch];
+    const size_t wi = (size_t)(w & ed->mask), ri = (size_t)((w - (uint64_t)ed->delay) & ed->mask);
+    const size_t wk = cap - wi < len ? cap - wi : len;
+    memcpy(buf + wi, src, sizeof(float) * wk);
+    memcpy(buf, src + wk, sizeof(float) * (len - wk));
     ed->dpos[ch] = w + (uint64_t)n;
+    if (ri + len <= cap)
+        return buf + ri;
+    const size_t rk = cap - ri;
+    memcpy(scratch, buf + ri, sizeof(float) * rk);
+    memcpy(scratch + rk, buf, sizeof(float) * (len - rk));
     return scratch;
 }
 
