@@ -353,7 +353,7 @@ def main() -> None:
             print(jack_live(a.seconds, a.jack_rate, peer), flush=True)
         if not a.no_baseline:
             print(f"jackd alone, no client, {a.seconds:g} s: "
-                  f"{jackd.baseline(a.seconds, RATE, BLOCK)['alone']}")
+                  f"{jackd.baseline(a.seconds, RATE, BLOCK)}")
 
 if __name__ == "__main__":
     main()

@@ -34,10 +34,16 @@ static _Atomic uint64_t mg_rt_allocs;
 extern void mg_rt_enter(void) __attribute__((weak));
 extern void mg_rt_leave(void) __attribute__((weak));
 
-void *mg_calloc(size_t n, size_t size)
+/* Every allocator below counts the calls made on the audio thread. */
+static inline void count_if_audio(void)
 {
     if (mg_in_audio)
         atomic_fetch_add_explicit(&mg_rt_allocs, 1, memory_order_relaxed);
+}
+
+void *mg_calloc(size_t n, size_t size)
+{
+    count_if_audio();
     void *p = calloc(n, size);
     /* Touch every page now, on the control thread, so the audio thread
      * never takes the page faults of lazily mapped zero pages. */
@@ -48,8 +54,7 @@ void *mg_calloc(size_t n, size_t size)
 
 void *mg_calloc_lines(size_t bytes)
 {
-    if (mg_in_audio)
-        atomic_fetch_add_explicit(&mg_rt_allocs, 1, memory_order_relaxed);
+    count_if_audio();
     void *p = NULL;
     if (posix_memalign(&p, 64, bytes ? bytes : 1) != 0)
         return NULL;
@@ -59,15 +64,14 @@ void *mg_calloc_lines(size_t bytes)
 
 void mg_free(void *p)
 {
-    if (mg_in_audio && p)
-        atomic_fetch_add_explicit(&mg_rt_allocs, 1, memory_order_relaxed);
+    if (p)
+        count_if_audio();
     free(p);
 }
 
 void *mg_cold_alloc(size_t bytes)
 {
-    if (mg_in_audio)
-        atomic_fetch_add_explicit(&mg_rt_allocs, 1, memory_order_relaxed);
+    count_if_audio();
     void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
         return NULL;
@@ -77,10 +81,10 @@ void *mg_cold_alloc(size_t bytes)
 
 void mg_cold_free(void *p, size_t bytes)
 {
-    if (mg_in_audio && p)
-        atomic_fetch_add_explicit(&mg_rt_allocs, 1, memory_order_relaxed);
-    if (p)
+    if (p) {
+        count_if_audio();
         munmap(p, bytes);
+    }
 }
 
 uint64_t mg_rt_alloc_count(void)
@@ -770,7 +774,6 @@ static inline void feed_step(const mg_plan *p, const mg_step *st, int off, int n
         nd->out_off = off;
         nd->out_gen = 0;
     }
-    nd->in_gen = 0;
     /* an accumulator is never cleared: its first op always assigns */
     for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++) {
         const mg_mixop *op = &p->mix[m];

@@ -61,9 +61,9 @@ struct mg_node {
     float **out_ptr;
     mg_param *params;
     mg_pv *pv;
-    float *ramp_mem;          /* n_params * MG_MAX_BLOCK */
-    void *cold;               /* mg_cold_alloc block: ramp_mem, in_base, out_base */
-    size_t cold_bytes;
+    float *ramp_mem;          /* n_params * MG_MAX_BLOCK, then the in_base and
+                                 out_base buffers: one mg_cold_alloc block */
+    size_t cold_bytes;        /* its size */
     int n_ramping;
     int pv_fresh;             /* pv[] holds the steady values: nothing to refresh */
     int pv_same;              /* this call's pv[] is steady and as the last call's */

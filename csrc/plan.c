@@ -127,13 +127,12 @@ mg_node *mg_node_new(mg_engine *e, int type_index, int channels, int hw_first,
     n->readout = (_Atomic float *)(blk + o_readout);
     n->state = blk + o_state;
     n->cold_bytes = (np1 + (size_t)n_in + (size_t)n_out) * MG_MAX_BLOCK * sizeof(float);
-    n->cold = mg_cold_alloc(n->cold_bytes);
-    if (!n->cold) {
+    n->ramp_mem = mg_cold_alloc(n->cold_bytes);
+    if (!n->ramp_mem) {
         *error = 3;
         mg_node_free(n);
         return NULL;
     }
-    n->ramp_mem = n->cold;
     for (int c = 0; c < n_in; c++)
         n->in_base[c] = n->ramp_mem + (np1 + (size_t)c) * MG_MAX_BLOCK;
     for (int c = 0; c < n_out; c++)
@@ -179,7 +178,7 @@ void mg_node_free(mg_node *n)
         return;
     if (n->type->release && n->state)
         n->type->release(n->state);
-    mg_cold_free(n->cold, n->cold_bytes);
+    mg_cold_free(n->ramp_mem, n->cold_bytes);
     mg_free(n); /* with in_ptr, out_ptr, pv, in/out_base, params, readout, state */
 }
 
