@@ -1,8 +1,9 @@
 """cffi build script for mixgraph's C core (API mode).
 
-Reads csrc/mg_api.h as the cdef, compiles the engine and every node file in
-csrc/nodes/, and generates the node registry from the `mg_type_<name>`
-definitions found there, so adding a node type is adding one C file.
+Reads csrc/mg_api.h as the cdef, compiles the shared core (csrc/*.c: engine,
+plan, ring, allocator) and every node type's file in nodes/ (nodes/<type>.c),
+and generates the node registry from the `mg_type_<name>` definitions found
+there, so adding a node type is adding one C file.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ from pathlib import Path
 from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
+# one C file per node type: nodes/<type>.c (the Python package mixgraph.nodes)
+NODES = HERE.parent / "nodes"
+# the shared core, in link order
+CORE = ("engine.c", "plan.c", "ring.c", "alloc.c")
 # -fno-trapping-math: FP operations are assumed not to trap (mixgraph never
 # unmasks FP exceptions), so GCC may if-convert selects and vectorise loops
 # such as denoise's gain rule. Values are unchanged: NaN and Inf keep their
@@ -41,7 +46,7 @@ def api_cdef() -> str:
 def node_types() -> list[str]:
     """Names of node types, in file-name order (the catalog's order)."""
     names = []
-    for path in sorted((HERE / "nodes").glob("*.c")):
+    for path in sorted(NODES.glob("*.c")):
         names += re.findall(r"^const mg_node_type mg_type_(\w+)\s*=", path.read_text(), re.M)
     return names
 
@@ -60,8 +65,8 @@ def registry_source() -> str:
 
 ffibuilder = FFI()
 ffibuilder.cdef(api_cdef())
-_sources = [str(HERE / f) for f in ("engine.c", "plan.c", "ring.c")]
-_sources += [str(p) for p in sorted((HERE / "nodes").glob("*.c"))]
+_sources = [str(HERE / f) for f in CORE]
+_sources += [str(p) for p in sorted(NODES.glob("*.c"))]
 ffibuilder.set_source(
     "mixgraph.server._core",
     registry_source(),

@@ -7,7 +7,6 @@
  * plan, and passes the hardware outputs through the safety stage. It never
  * allocates, locks, blocks or calls Python.
  */
-#define _DEFAULT_SOURCE /* MAP_ANONYMOUS under -std=c11 */
 #include <errno.h>
 #include <sched.h>
 #include <sys/mman.h>
@@ -19,78 +18,6 @@
 #endif
 
 #include "mg_internal.h"
-
-/* ------------------------------------------------------------------ */
-/* allocation accounting                                               */
-
-/* initial-exec: the flag lives in static TLS. The default model for a
- * dlopen()ed module allocates each thread's block lazily, with malloc, on the
- * first access, which would be the audio thread's first engine_process. */
-static _Thread_local int mg_in_audio __attribute__((tls_model("initial-exec")));
-static _Atomic uint64_t mg_rt_allocs;
-
-/* An LD_PRELOAD malloc hook may define these to learn when the audio
- * thread is inside the engine (tests/test_rt_alloc.py does). */
-extern void mg_rt_enter(void) __attribute__((weak));
-extern void mg_rt_leave(void) __attribute__((weak));
-
-/* Every allocator below counts the calls made on the audio thread. */
-static inline void count_if_audio(void)
-{
-    if (mg_in_audio)
-        atomic_fetch_add_explicit(&mg_rt_allocs, 1, memory_order_relaxed);
-}
-
-void *mg_calloc(size_t n, size_t size)
-{
-    count_if_audio();
-    void *p = calloc(n, size);
-    /* Touch every page now, on the control thread, so the audio thread
-     * never takes the page faults of lazily mapped zero pages. */
-    if (p)
-        memset(p, 0, n * size);
-    return p;
-}
-
-void *mg_calloc_lines(size_t bytes)
-{
-    count_if_audio();
-    void *p = NULL;
-    if (posix_memalign(&p, 64, bytes ? bytes : 1) != 0)
-        return NULL;
-    memset(p, 0, bytes);
-    return p;
-}
-
-void mg_free(void *p)
-{
-    if (p)
-        count_if_audio();
-    free(p);
-}
-
-void *mg_cold_alloc(size_t bytes)
-{
-    count_if_audio();
-    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-        return NULL;
-    memset(p, 0, bytes); /* fault the pages in now, on the control thread */
-    return p;
-}
-
-void mg_cold_free(void *p, size_t bytes)
-{
-    if (p) {
-        count_if_audio();
-        munmap(p, bytes);
-    }
-}
-
-uint64_t mg_rt_alloc_count(void)
-{
-    return atomic_load(&mg_rt_allocs);
-}
 
 /* ------------------------------------------------------------------ */
 /* denormals: FTZ/DAZ for the duration of one engine_process call      */
@@ -312,7 +239,7 @@ void mg_engine_stats(mg_engine *e, mg_stats *o)
     o->nan_scrubbed = atomic_load(&e->nan_scrubbed);
     o->clipped = atomic_load(&e->clipped);
     o->events_lost = atomic_load(&e->events_lost);
-    o->rt_allocs = atomic_load(&mg_rt_allocs);
+    o->rt_allocs = mg_rt_alloc_count();
     o->heap_deferred = atomic_load(&e->heap_deferred);
     o->running = atomic_load(&e->null_running) ? (e->null_realtime ? 2 : 1) : 0;
 }
@@ -938,9 +865,7 @@ static inline double mono_us(void)
 
 void mg_engine_process(mg_engine *e, const float *in, float *out, unsigned long nframes)
 {
-    if (mg_rt_enter)
-        mg_rt_enter();
-    mg_in_audio = 1;
+    mg_audio_enter();
     mg_fpu_state fpu;
     mg_fpu_enter(&fpu);
     const double t0 = mono_us();
@@ -1008,9 +933,7 @@ void mg_engine_process(mg_engine *e, const float *in, float *out, unsigned long 
         atomic_store_explicit(&e->worst_us, dt, memory_order_relaxed);
     atomic_fetch_add_explicit(&e->blocks, 1, memory_order_relaxed);
     mg_fpu_leave(&fpu);
-    mg_in_audio = 0;
-    if (mg_rt_leave)
-        mg_rt_leave();
+    mg_audio_leave();
 }
 
 void mg_engine_process_blocks(mg_engine *e, const float *in, float *out,

@@ -1,4 +1,4 @@
-/* mixgraph C core: structures shared by engine.c, plan.c and fifo.c.
+/* mixgraph C core: structures shared by engine.c, plan.c and ring.c.
  * Every field says which thread owns it. */
 #ifndef MG_INTERNAL_H
 #define MG_INTERNAL_H
@@ -6,18 +6,8 @@
 #include <stdatomic.h>
 #include <pthread.h>
 
+#include "mg_alloc.h"
 #include "mg_node.h"
-
-/* Allocation goes through here so the audio thread can be checked. */
-void *mg_calloc(size_t n, size_t size);
-void mg_free(void *p);
-/* mg_calloc aligned to a 64-byte cache line (freed with mg_free). */
-void *mg_calloc_lines(size_t bytes);
-/* Zeroed pages of their own mapping, away from the heap, for memory a node
- * rarely touches (ramp buffers, its own block buffers): keeps the hot node
- * blocks that run_plan walks close together. */
-void *mg_cold_alloc(size_t bytes);
-void mg_cold_free(void *p, size_t bytes);
 
 /* A generic single-producer / single-consumer ring of fixed-size items. */
 typedef struct {

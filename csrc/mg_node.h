@@ -1,4 +1,4 @@
-/* mixgraph node contract: what a node file in csrc/nodes/ includes.
+/* mixgraph node contract: what a node type's file, nodes/<type>.c, includes.
  *
  * A node type is one C file holding a state struct (audio thread only), a
  * const parameter table, a port table, prepare/process/reset, and one

@@ -13,7 +13,7 @@ from mixgraph.server.catalog import CATALOG
 
 HEADER = """# Node reference
 
-Generated from the C tables (`csrc/nodes/*.c`) by `python -m mixgraph.nodes.docgen`;
+Generated from the C tables (`nodes/*.c`) by `python -m mixgraph.nodes.docgen`;
 do not edit by hand (a test fails when this file and the tables disagree).
 
 Every parameter is set over OSC as `/node/<name>/<param> <value>` in the

@@ -1,7 +1,7 @@
 """Loudness and level analysis of audio, measured by the engine's own C meter.
 
 `measure_file()` / `LoudnessMeter` feed audio through an offline Engine
-holding one `meter` node (csrc/nodes/meter.c): integrated loudness
+holding one `meter` node (nodes/meter.c): integrated loudness
 (ITU-R BS.1770-4 / EBU R 128 gating), loudness range (EBU Tech 3342), true
 peak (BS.1770-4 Annex 2, 4x oversampled) and, every 100 ms, the momentary
 (400 ms) and short-term (3 s) loudness. The sample peak is the largest

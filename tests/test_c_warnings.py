@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = sorted((ROOT / "csrc").glob("*.c")) + sorted((ROOT / "csrc" / "nodes").glob("*.c"))
+SOURCES = sorted((ROOT / "csrc").glob("*.c")) + sorted((ROOT / "nodes").glob("*.c"))
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")

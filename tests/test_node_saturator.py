@@ -11,7 +11,7 @@ from scipy import signal
 from mixgraph.server._core import lib
 
 SR = 48000
-LAT = 33  # documented latency of the 2x oversampled path (csrc/nodes/saturator.c)
+LAT = 33  # documented latency of the 2x oversampled path (nodes/saturator.c)
 
 CURVES = {
     0: np.tanh,

@@ -1,7 +1,7 @@
 /* balance: stereo in, stereo out; turning towards one side attenuates the
  * other linearly, the near side stays at unity (a console's balance control):
  *   b <= 0: gL = 1, gR = 1 + b;   b >= 0: gL = 1 - b, gR = 1. */
-#include "../mg_node.h"
+#include "mg_node.h"
 
 static const mg_param_spec params[] = {
     {"balance", "", "-1 left only, 0 both at unity, +1 right only", -1.0f, 1.0f, 0.0f, MG_MAP_LIN, MG_TAPER_LIN, 20.0f},

@@ -8,8 +8,8 @@
  * mix shifted, the dry path delayed by the same latency (2 fs/70 + 3
  * samples, 28.6 ms at 48 kHz, declared and compensated by the graph). With
  * two channels the pitch is detected on their mean and both move together. */
-#include "../mg_node.h"
-#include "../dsp_pitch.h"
+#include "mg_node.h"
+#include "dsp_pitch.h"
 
 enum { P_SEMITONES, P_CENTS, P_MIX, P_N };
 

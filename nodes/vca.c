@@ -1,7 +1,7 @@
 /* vca: a control-only node. Its `level` is added (in dB) to the `vca`
  * parameter of every member fader listed in its `members` option; the
  * session does the bookkeeping, so the node itself has no audio ports. */
-#include "../mg_node.h"
+#include "mg_node.h"
 
 static const mg_param_spec params[] = {
     {"level", "dB", "offset added to every member's gain", -120.0f, 24.0f, 0.0f, MG_MAP_LIN,

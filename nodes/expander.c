@@ -12,8 +12,8 @@
  * a = attack coefficient when the reduction falls (the signal got louder:
  * the expander opens), else the release coefficient; a = exp(-1/(tau fs)),
  * 63.2% of a step after tau. Gain 10^(-yL/20). Readout `gr` (dB <= 0). */
-#include "../dsp_dynamics.h"
-#include "../mg_node.h"
+#include "dsp_dynamics.h"
+#include "mg_node.h"
 
 enum { P_THRESH, P_RATIO, P_KNEE, P_ATTACK, P_RELEASE, P_RANGE };
 

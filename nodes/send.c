@@ -4,7 +4,7 @@
  * send's `out` goes to the aux bus:  out = on * level * (post or pre).
  * `mode` (0 post-fader, 1 pre-fader) and `on` are crossfaded over 10 ms by the
  * engine's smoothing, `level` over 20 ms, so switching never clicks. */
-#include "../mg_node.h"
+#include "mg_node.h"
 
 enum { P_LEVEL, P_MODE, P_ON };
 

@@ -6,8 +6,8 @@
  * bass mono crossfades S and LR4(S) over 10 ms; the crossover frequency is
  * smoothed and the coefficients follow the ramp every 16 samples. Non-finite
  * input samples are taken as 0. */
-#include "../mg_node.h"
-#include "../dsp_delay.h"
+#include "mg_node.h"
+#include "dsp_delay.h"
 
 enum { P_WIDTH, P_BASSMONO, P_MONOFREQ };
 

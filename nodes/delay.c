@@ -14,8 +14,8 @@
  * delays). Changing the delay never jumps the read position: a change of up to
  * 64 samples glides at 1/16 sample per sample; a larger one crossfades
  * (raised cosine, 40 ms) from the old tap to the new one. */
-#include "../mg_node.h"
-#include "../dsp_delay.h"
+#include "mg_node.h"
+#include "dsp_delay.h"
 
 enum { P_TIME, P_SYNC, P_BPM, P_DIVISION, P_FEEDBACK, P_LOWCUT, P_LOWCUTON, P_HIGHCUT,
        P_HIGHCUTON, P_PINGPONG, P_MIX, P_N };

@@ -21,9 +21,9 @@
  * Readouts: `shortterm` and `level` (LUFS, input; -200 when there is nothing
  * to measure), `gain` (dB, applied now), `hold` (1 while the gain holds).
  * Non-finite or absurd input samples (> 1e6) read as 0. */
-#include "../dsp_dynamics.h"
-#include "../dsp_loudness.h"
-#include "../mg_node.h"
+#include "dsp_dynamics.h"
+#include "dsp_loudness.h"
+#include "mg_node.h"
 
 enum { P_TARGET, P_MAXBOOST, P_MAXCUT, P_TIME, P_SPEED, P_GATE, P_FREEZE };
 

@@ -16,9 +16,9 @@
  * other meaning. */
 #include <float.h>
 
-#include "../dsp_loudness.h"
-#include "../dsp_truepeak.h"
-#include "../mg_node.h"
+#include "dsp_loudness.h"
+#include "dsp_truepeak.h"
+#include "mg_node.h"
 
 enum { P_RESET };
 

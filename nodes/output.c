@@ -1,5 +1,5 @@
 /* output: the graph into hardware output channels (summed with other outputs). */
-#include "../mg_node.h"
+#include "mg_node.h"
 
 static const mg_port_spec ports[] = {
     {"in", MG_PORT_IN, 0},

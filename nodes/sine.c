@@ -1,5 +1,5 @@
 /* sine: a sine oscillator, the same signal on every channel. */
-#include "../mg_node.h"
+#include "mg_node.h"
 
 enum { P_FREQ, P_LEVEL };
 

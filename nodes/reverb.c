@@ -21,8 +21,8 @@
  * glide or crossfade. The diffusers ring at most half as long as the reverb
  * (their gains drop for short decays). Denormals: the engine runs with FTZ/DAZ and every loop
  * value decays geometrically, so the silent tail reaches exact zero. */
-#include "../mg_node.h"
-#include "../dsp_delay.h"
+#include "mg_node.h"
+#include "dsp_delay.h"
 
 enum { P_DECAY, P_SIZE, P_PREDELAY, P_DAMPING, P_WIDTH, P_MIX, P_N };
 

@@ -19,8 +19,8 @@
  *   output    y = x * ((1 - mix) + mix * g).
  * Readout `gr`: the largest gain reduction of the block per channel (<= 0 dB,
  * makeup not included). */
-#include "../dsp_dynamics.h"
-#include "../mg_node.h"
+#include "dsp_dynamics.h"
+#include "mg_node.h"
 
 enum {
     P_THRESH, P_RATIO, P_KNEE, P_ATTACK, P_RELEASE, P_MAKEUP, P_AUTO, P_DETECT,

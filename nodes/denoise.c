@@ -37,8 +37,8 @@
 #include <float.h>
 #include <stdatomic.h>
 
-#include "../dsp_fft.h"
-#include "../mg_node.h"
+#include "dsp_fft.h"
+#include "mg_node.h"
 
 enum { P_REDUCTION, P_THRESHOLD, P_SMOOTH, P_TRACK, P_LINK, P_LISTEN };
 enum { R_NOISE, R_GR, R_PROFILE };

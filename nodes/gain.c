@@ -1,5 +1,5 @@
 /* gain: a channel fader with mute and polarity. */
-#include "../mg_node.h"
+#include "mg_node.h"
 
 enum { P_GAIN, P_MUTE, P_POLARITY, P_VCA };
 

@@ -24,9 +24,9 @@
  * block per band and channel (<= 0 dB, makeup not included; with `bands` 3,
  * gr4 reads as gr3). Latency 0. Non-finite or absurd input samples (> 1e6)
  * read as 0. */
-#include "../dsp_crossover.h"
-#include "../dsp_dynamics.h"
-#include "../mg_node.h"
+#include "dsp_crossover.h"
+#include "dsp_dynamics.h"
+#include "mg_node.h"
 
 #define MB_BANDS 4
 #define MB_MAX_CH 2

@@ -4,7 +4,7 @@
  * node only copies frames out of it. `play` 1 starts, 0 stops and rewinds
  * to the start; `loop` makes the worker wrap at the end of the file. */
 
-#include "../dsp_stream.h"
+#include "dsp_stream.h"
 
 enum { P_PLAY, P_LOOP, P_LEVEL };
 enum { R_POSITION, R_UNDERRUNS };

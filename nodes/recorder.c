@@ -4,7 +4,7 @@
  * writes and flushes the file. When the fifo is full (the disk does not
  * keep up) the missing frames are counted in `dropped`, never hidden. */
 
-#include "../dsp_stream.h"
+#include "dsp_stream.h"
 
 enum { P_RECORD };
 enum { R_RECORDED, R_DROPPED };

@@ -16,9 +16,9 @@
  * of look-ahead are declared as latency and are compensated. */
 #include <stdatomic.h>
 
-#include "../mg_node.h"
-#include "../dsp_kaiser.h"
-#include "../dsp_delay.h"
+#include "mg_node.h"
+#include "dsp_kaiser.h"
+#include "dsp_delay.h"
 
 enum { P_DELAY, P_INVERT, P_CAPTURE };
 

@@ -1,5 +1,5 @@
 /* bus: every connection into its input is summed; one gain for the sum. */
-#include "../mg_node.h"
+#include "mg_node.h"
 
 static const mg_param_spec params[] = {
     {"gain", "dB", "level of the summed signal", -120.0f, 24.0f, 0.0f, MG_MAP_DB, MG_TAPER_FADER, 20.0f},

@@ -1,5 +1,5 @@
 /* noise: white noise, independent per channel, deterministic per seed. */
-#include "../mg_node.h"
+#include "mg_node.h"
 
 static const mg_param_spec params[] = {
     {"level", "dB", "RMS level (dBFS)", -120.0f, 0.0f, -20.0f, MG_MAP_DB, MG_TAPER_FADER, 20.0f},

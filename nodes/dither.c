@@ -9,7 +9,7 @@
  * signal (variance q^2/12), so the total error has power q^2/4 and no
  * distortion or noise modulation. Independent per channel, deterministic
  * per seed. `on` = 0 passes the signal through untouched. */
-#include "../mg_node.h"
+#include "mg_node.h"
 
 enum { P_BITS, P_ON };
 

@@ -29,8 +29,8 @@
  * blocker: with bias or the asymmetric curve the wet signal carries the
  * program-dependent DC of the shape (follow with an eq high-pass if needed);
  * the static part, f(bias), is removed, so silence stays silent. */
-#include "../mg_node.h"
-#include "../dsp_kaiser.h"
+#include "mg_node.h"
+#include "dsp_kaiser.h"
 
 #include <stdlib.h>
 

@@ -24,8 +24,8 @@
 #include <float.h>
 #include <stdlib.h>
 
-#include "../dsp_truepeak.h"
-#include "../mg_node.h"
+#include "dsp_truepeak.h"
+#include "mg_node.h"
 
 enum { P_CEILING, P_LOOKAHEAD, P_RELEASE, P_LINK };
 

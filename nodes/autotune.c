@@ -15,8 +15,8 @@
  * (low YIN confidence) get no correction: the output is then the input
  * delayed by the latency, sample for sample. With two channels the pitch is
  * detected on their mean and both channels move together. */
-#include "../mg_node.h"
-#include "../dsp_pitch.h"
+#include "mg_node.h"
+#include "dsp_pitch.h"
 
 enum { P_KEY, P_SCALE, P_NOTES, P_SPEED, P_AMOUNT, P_REFERENCE, P_N };
 

@@ -8,7 +8,7 @@
  * Centre gains: -3.01, -4.52, -6.02, 0 dB. The law is a stepped choice whose
  * changes are crossfaded over 10 ms (the gains move continuously from one law
  * to the next), so switching it live does not click. */
-#include "../mg_node.h"
+#include "mg_node.h"
 
 enum { P_PAN, P_LAW };
 

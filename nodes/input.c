@@ -4,7 +4,7 @@
  * themselves (outputs_are_hw_in): the engine de-interleaves the interface's
  * input once per block and every reader takes it in place, so process has
  * nothing to copy. */
-#include "../mg_node.h"
+#include "mg_node.h"
 
 static const mg_port_spec ports[] = {
     {"out", MG_PORT_OUT, 0},

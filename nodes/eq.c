@@ -13,8 +13,8 @@
  * held below 1e6; non-finite filter states are reset, tails below 1e-30 are
  * flushed to exact zero. `eq` has 4 bands, `eq8` 8 (the same parameter table,
  * which `eq` uses the first 26 entries of). */
-#include "../mg_node.h"
-#include "../dsp_biquad.h"
+#include "mg_node.h"
+#include "dsp_biquad.h"
 
 #include <stdlib.h>
 #if defined(__SSE2__)

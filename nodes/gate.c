@@ -18,8 +18,8 @@
  * `release` (closing): 63.2% of the way after one time constant. Closed, the
  * gain settles at exactly `range` (the attenuation). Readouts: `gr` the gain
  * at the end of the block, `open` 1 or 0. */
-#include "../dsp_dynamics.h"
-#include "../mg_node.h"
+#include "dsp_dynamics.h"
+#include "mg_node.h"
 
 enum {
     P_THRESH, P_HYST, P_RANGE, P_ATTACK, P_HOLD, P_RELEASE, P_SIDECHAIN, P_KEYHP, P_KEYHPON, P_KEYLP, P_KEYLPON,

@@ -1,0 +1,30 @@
+/* mixgraph C core: the allocator every C file of the engine uses.
+ *
+ * All engine memory (plans, edges, rings, node blocks) comes from here, on
+ * the control thread. Each call made on the audio thread is counted, so the
+ * tests can prove the audio thread never allocates: mg_audio_enter() and
+ * mg_audio_leave() bracket every mg_engine_process call. */
+#ifndef MG_ALLOC_H
+#define MG_ALLOC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Zeroed memory with every page touched (no lazy zero-page faults later). */
+void *mg_calloc(size_t n, size_t size);
+void mg_free(void *p);
+/* mg_calloc aligned to a 64-byte cache line (freed with mg_free). */
+void *mg_calloc_lines(size_t bytes);
+/* Zeroed pages of their own mapping, away from the heap, for memory a node
+ * rarely touches (ramp buffers, its own block buffers): keeps the hot node
+ * blocks that run_plan walks close together. */
+void *mg_cold_alloc(size_t bytes);
+void mg_cold_free(void *p, size_t bytes);
+
+/* The calling thread is (enter) / is no longer (leave) the audio thread. */
+void mg_audio_enter(void);
+void mg_audio_leave(void);
+/* Allocator calls made on the audio thread since the library loaded. */
+uint64_t mg_rt_alloc_count(void);
+
+#endif
