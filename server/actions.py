@@ -28,12 +28,16 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ._core import ffi, lib
 from .errors import MixgraphError
-from .session import Session, number
+from .values import number
+
+if TYPE_CHECKING:  # the session hands itself in; no import at run time
+    from .session import Session
 
 log = logging.getLogger("mixgraph.actions")
 

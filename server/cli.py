@@ -157,7 +157,7 @@ def _cmd_analyze(a: argparse.Namespace) -> int:
 
 
 def _cmd_patch(a: argparse.Namespace) -> int:
-    from .session import validate_doc
+    from .patch import validate_doc
     from .state import read_patch, write_patch
 
     doc = read_patch(a.src)
@@ -212,7 +212,7 @@ def _cmd_layout(a: argparse.Namespace) -> int:
     from . import layout
 
     if a.patch:
-        from .session import validate_doc
+        from .patch import validate_doc
         from .state import read_patch
 
         doc = read_patch(a.patch)

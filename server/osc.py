@@ -30,8 +30,9 @@ from .catalog import CATALOG
 from .engine import EngineBusy
 from .errors import MixgraphError
 from .patterns import compile_pattern, is_pattern
-from .session import Session, number
+from .session import Session
 from .state import PatchStore
+from .values import number
 
 log = logging.getLogger("mixgraph.osc")
 

@@ -31,8 +31,9 @@ from .diskio import DiskIO
 from .engine import MAX_BLOCK, Engine
 from .errors import MixgraphError
 from .osc import Dispatcher
+from .patch import validate_doc
 from .score import ScoreEvent, read_score
-from .session import Session, validate_doc
+from .session import Session
 from .state import read_patch
 
 # frames per trip through Python: engine calls stay `block` frames each; the

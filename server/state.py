@@ -160,3 +160,25 @@ class Autosaver:
             self._stop = True
             self._cond.notify()
         self._thread.join()
+
+
+def confine_path(data_dir: Path, path: str, write: bool = False, confine: bool = True) -> Path:
+    """A file path from the network (a player's or recorder's file): with
+    confine, a relative path that stays inside data_dir, else a clear error.
+    For reading, the file must exist; for writing, its folder is made."""
+    if not isinstance(path, str) or not path:
+        raise MixgraphError("path: expected a file name")
+    p = Path(path)
+    if confine:
+        root = data_dir.resolve()
+        full = (root / p).resolve()
+        if p.is_absolute() or (full != root and root not in full.parents):
+            raise MixgraphError(f"path {path!r} is outside the data directory")
+        p = full
+    elif not p.is_absolute():
+        p = (data_dir / p).resolve()
+    if write:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    elif not p.is_file():
+        raise MixgraphError(f"no such file: {path!r}")
+    return p

@@ -250,7 +250,7 @@ def test_connect_and_disconnect_fade(sessions, block):
     removed = np.concatenate(parts)[:, 0].astype(np.float64)
     assert s.idle() and [str(c) for c in s.edges] == ["s1:out -> out:in"]
     # s1, s2, out and s1's edge are left; s2's edge was freed
-    assert sorted(type(o).__name__ for o in s._owners.values()) == ["LiveEdge"] + [
+    assert sorted(type(o).__name__ for o in s.refs.owners.values()) == ["LiveEdge"] + [
         "LiveNode"] * 3
     n = np.arange(t1, t1 + len(removed))
     x1 = a1 * np.sin(2 * np.pi * f1 * n / SR)
@@ -383,7 +383,7 @@ def test_remove_node_fades_out(sessions):
     assert _max_step(y) <= own * 1.001
     assert np.all(y[1000 + 256:] == 0)  # 5 ms fade, done within 2 blocks
     assert s.idle() and list(s.live) == ["out"]
-    assert [o.g.name for o in s._owners.values()] == ["out"]  # s and its edge freed
+    assert [o.g.name for o in s.refs.owners.values()] == ["out"]  # s and its edge freed
 
 
 # ---- safety stage --------------------------------------------------------------------

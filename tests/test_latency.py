@@ -398,7 +398,7 @@ def test_no_command_reaches_an_edge_freed_before_the_audio_thread_reads_it():
     """Edits in one batch that create and replace an edge (here a loop forces the
     fading connections out at once): an edge that no plan has used is freed without
     any fade command queued for it (the review found a use-after-free)."""
-    from mixgraph.server import session as S
+    from mixgraph.server import live as S
     from mixgraph.server._core import ffi
     from mixgraph.server.engine import CMD_EDGE
 
@@ -412,7 +412,7 @@ def test_no_command_reaches_an_edge_freed_before_the_audio_thread_reads_it():
             pushed.add(int(ffi.cast("uintptr_t", ptr)))
         return push(kind, ptr, *a)
 
-    release = s._release_if_unused
+    release = s.refs.release_if_unused
 
     def spy_release(obj):
         before = obj.ptr
@@ -420,7 +420,7 @@ def test_no_command_reaches_an_edge_freed_before_the_audio_thread_reads_it():
         if isinstance(obj, S.LiveEdge) and before != ffi.NULL and obj.ptr == ffi.NULL:
             freed.add(int(ffi.cast("uintptr_t", before)))
 
-    e.push, s._release_if_unused = spy_push, spy_release
+    e.push, s.refs.release_if_unused = spy_push, spy_release
     try:
         s.add_node("input", "in", {"channels": 1})
         s.add_node("limiter", "lim", {"channels": 1, "ceiling": -1.0})

@@ -12,6 +12,7 @@ from scipy import signal
 from mixgraph.server._core import ffi, lib
 from mixgraph.server.engine import Engine
 from mixgraph.server.osc import Dispatcher
+from mixgraph.server.patch import node_state
 from mixgraph.server.session import Session
 
 SR = 48000
@@ -428,7 +429,7 @@ def test_learned_profile_survives_save_and_load(denoise, tmp_path):
     s, run, lat, send, replies = denoise(1, reduction=30)
     addr, args = learn(run, send, replies, noise[:SR])
     assert addr == "/done"
-    want = np.array(s.node_state("dn"), np.float32)
+    want = np.array(node_state(s, "dn"), np.float32)
     assert want.size == N // 2 + 1
     p = tmp_path / "p.json"
     write_patch(s.to_doc(), p)  # JSON: the floats go through text
@@ -436,7 +437,7 @@ def test_learned_profile_survives_save_and_load(denoise, tmp_path):
     s2, run2, lat2, send2, replies2 = denoise(1)
     s2.load_doc(doc)  # a fresh node of the same name is created from the document
     s2.commit()
-    got = np.array(s2.node_state("dn"), np.float32)
+    got = np.array(node_state(s2, "dn"), np.float32)
     assert np.array_equal(got, want)
     y = run2(noise[SR:])
     assert s2.get_param("dn", "track") == 0.0 and s2.readout("dn", "profile") == [2.0]
@@ -446,4 +447,4 @@ def test_learned_profile_survives_save_and_load(denoise, tmp_path):
                     for n in doc["nodes"]]
     s3, *_ = denoise(1)
     s3.load_doc(bad)
-    assert s3.node_state("dn") is None  # refused: the node tracks instead
+    assert node_state(s3, "dn") is None  # refused: the node tracks instead

@@ -1,0 +1,133 @@
+"""The C objects a live session owns, and when each may be freed (control thread).
+
+A node, a connection (edge) or a delay group realised in C is a Live* record
+here, beside the model object it realises. The audio thread may still read a
+C object after the control thread has dropped it, for as long as a plan that
+uses it is running, so every plan holds a reference to each object it uses
+(`Refs`), and an object is freed only once it is dead (removed from the
+graph) and no plan holds it any more."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ._core import ffi, lib
+from .graph import Conn, GNode
+
+
+def ptr_key(ptr) -> int:
+    """A C pointer as a dict key (and a plan's generation number)."""
+    return int(ffi.cast("uintptr_t", ptr))
+
+
+@dataclass(eq=False)
+class LiveNode:
+    """A node instance in C, with the model node it realises."""
+
+    g: GNode
+    ptr: object
+    stream: object | None = None
+    published: bool = False
+    dead: bool = False
+    latency: int = 0
+
+
+@dataclass(eq=False)
+class LiveEdge:
+    """One connection in C: a gain that fades in and out."""
+
+    conn: Conn
+    src: LiveNode
+    dst: LiveNode
+    ptr: object
+    dead: bool = False
+    delay: int = 0  # latency compensation, samples (applied by its group)
+    target: float = 1.0  # gain the edge is fading to (0 while its source is bypassed)
+    group: LiveGroup | None = None  # the delay group it mixes into when delay > 0
+    wait: int = 0  # frames its next queued fade holds first (aligns fades at the output)
+
+
+@dataclass(eq=False)
+class LiveGroup:
+    """A delay group in C: the connections into one input port that need the
+    same compensation delay are summed, each with its own edge gain, and the
+    sum goes through one delay line per channel. Shared by every edge with
+    that (destination, port, delay), kept while any of them exists (so plan
+    swaps never reset its rings), freed once no edge or plan uses it."""
+
+    dst: LiveNode
+    port: str
+    delay: int
+    channels: int
+    ptr: object
+    members: set = field(default_factory=set)  # LiveEdges not yet freed
+    dead: bool = False
+
+    @property
+    def key(self) -> tuple:
+        return (self.dst, self.port, self.delay)
+
+
+class Refs:
+    """How many plans hold each C object, and the object for each pointer;
+    frees an object once it is dead and no plan holds it."""
+
+    def __init__(self, close_stream: Callable[[object], None],
+                 groups: dict[tuple, LiveGroup]) -> None:
+        self.counts: dict[int, int] = {}
+        self.owners: dict[int, object] = {}
+        self._close_stream = close_stream  # a player's/recorder's disk stream
+        self._groups = groups  # the session's live delay groups, by key
+
+    def held(self, obj) -> bool:
+        """True while some plan (handed over or being built) uses obj."""
+        return self.counts.get(ptr_key(obj.ptr), 0) > 0
+
+    def ref(self, obj) -> int:
+        """One more plan uses obj; returns its key."""
+        k = ptr_key(obj.ptr)
+        self.counts[k] = self.counts.get(k, 0) + 1
+        self.owners[k] = obj
+        return k
+
+    def unref(self, keys: list[int], release: bool = True) -> None:
+        """A plan that used keys is gone; with release, free what is dead and unused."""
+        for k in keys:
+            self.counts[k] -= 1
+            obj = self.owners.get(k)
+            if release and obj is not None and obj.dead and self.counts[k] == 0:
+                self.release_if_unused(obj)
+
+    def force_release(self, obj) -> None:
+        """Free obj whatever holds it (the audio thread must be stopped)."""
+        if obj.ptr != ffi.NULL:
+            self.counts[ptr_key(obj.ptr)] = 0
+            self.release_if_unused(obj)
+
+    def release_if_unused(self, obj) -> None:
+        """Free obj's C object unless a plan still holds it."""
+        k = ptr_key(obj.ptr)
+        if self.counts.get(k, 0) > 0:
+            return
+        self.counts.pop(k, None)
+        self.owners.pop(k, None)
+        if isinstance(obj, LiveNode):
+            lib.mg_node_free(obj.ptr)
+            if obj.stream is not None:
+                self._close_stream(obj.stream)
+        elif isinstance(obj, LiveGroup):
+            lib.mg_dgroup_free(obj.ptr)
+        else:
+            lib.mg_edge_free(obj.ptr)
+            g = obj.group
+            if g is not None:
+                g.members.discard(obj)
+                if not g.members:  # nothing can mix into it any more
+                    g.dead = True
+                    if self._groups.get(g.key) is g:
+                        del self._groups[g.key]
+                    if g.ptr != ffi.NULL:
+                        obj.ptr = ffi.NULL
+                        self.release_if_unused(g)
+        obj.ptr = ffi.NULL

@@ -1,0 +1,177 @@
+"""The patch document: a session as a plain, versioned document and back.
+
+to_doc() writes what a session holds (nodes, options, parameters, learned
+state, bypass, connections, metadata) as plain data for msgpack and JSON
+(server/state.py reads and writes the files); validate_doc() checks a
+document completely on a scratch graph before anything changes; load_doc()
+makes a session equal to a document by a diff, so unchanged nodes keep
+playing."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from ._core import ffi, lib
+from .actions import triggers_for
+from .catalog import CATALOG
+from .errors import MixgraphError
+from .graph import Conn, Graph
+from .values import number, vca_members
+
+if TYPE_CHECKING:
+    from .session import Session
+
+log = logging.getLogger("mixgraph.session")
+
+PATCH_FORMAT = "mixgraph-patch"
+PATCH_VERSION = 1
+STATE_MAX = 1 << 16  # floats of saved node state (a profile: channels x bins)
+
+
+def node_state(session: Session, name: str) -> list[float] | None:
+    """What a stateful node (C restore hook) has learned, as floats; None if nothing."""
+    node = session.live.get(name)
+    if node is None or not node.g.type.has_state:
+        return None
+    buf = ffi.new("float[]", STATE_MAX)
+    got = lib.mg_node_capture(node.ptr, buf, STATE_MAX)
+    return [float(buf[i]) for i in range(got)] if got > 0 else None
+
+
+def restore_state(session: Session, name: str, state: list) -> bool:
+    """Load saved state into a node not yet in any plan; False (and a log line) if
+    the node refuses it, e.g. a profile saved at another sample rate."""
+    node = session.live.get(name)
+    if node is None or not node.g.type.has_state or node.published:
+        return False
+    arr = ffi.new("float[]", [float(x) for x in state])
+    if lib.mg_node_restore(node.ptr, arr, len(state)) != 0:
+        log.warning("%s: saved state not restored (%d values; saved at another sample "
+                    "rate or channel count?)", name, len(state))
+        return False
+    return True
+
+
+def to_doc(session: Session) -> dict:
+    """The patch as a plain document (msgpack/JSON)."""
+    nodes = []
+    for g in session.graph.nodes.values():
+        opts = {k: v for k, v in g.options.items() if not k.startswith("_")}
+        skip = triggers_for(g.type.name)  # an action's trigger is not state
+        nodes.append({"name": g.name, "type": g.type.name, "channels": g.channels,
+                      "options": opts,
+                      "params": {k: v for k, v in g.params.items() if k not in skip}})
+        state = node_state(session, g.name) if g.type.has_state else None
+        if state:
+            nodes[-1]["state"] = state
+        if g.name in session.bypassed:
+            nodes[-1]["bypass"] = True
+    return {
+        "format": PATCH_FORMAT,
+        "version": PATCH_VERSION,
+        "sample_rate": session.engine.sample_rate,
+        "nodes": nodes,
+        "connections": [[f"{c.src}:{c.src_port}", f"{c.dst}:{c.dst_port}"]
+                        for c in session.graph.conns],
+        "metadata": dict(session.metadata),
+    }
+
+
+
+def load_doc(session: Session, doc: dict) -> None:
+    """Make the graph equal to doc, touching only what differs (a diff)."""
+    nodes, conns = validate_doc(doc)
+    for n in nodes:  # a trigger saved by an older version must not start an action
+        skip = triggers_for(n["type"])
+        if skip:
+            n["params"] = {k: v for k, v in n["params"].items() if k not in skip}
+    want = {n["name"]: n for n in nodes}
+    for name in list(session.graph.nodes):
+        g = session.graph.nodes[name]
+        w = want.get(name)
+        if (w is None or w["type"] != g.type.name or w["channels"] != g.channels
+                or w["options"] != {k: v for k, v in g.options.items()
+                                    if not k.startswith("_")}
+                # saved state can only be loaded into a node in no plan yet
+                or (g.type.has_state and w.get("state")
+                    and w["state"] != node_state(session, name))):
+            session.remove_node(name)
+    # VCAs last: their members must exist
+    for n in sorted(nodes, key=lambda n: n["type"] == "vca"):
+        if n["name"] not in session.graph.nodes:
+            session.add_node(n["type"], n["name"],
+                          {**n["options"], "channels": n["channels"], **n["params"]})
+            if n.get("state"):
+                restore_state(session, n["name"], n["state"])
+        else:
+            g = session.graph.nodes[n["name"]]
+            for k, v in n["params"].items():
+                if g.params.get(k) != v:
+                    session.set_param(n["name"], k, v)
+    want_conns = set()
+    for src, dst in conns:
+        s, sp, _ = session.graph.endpoint(src, "out")
+        d, dp, _ = session.graph.endpoint(dst, "in")
+        want_conns.add(Conn(s.name, sp, d.name, dp))
+    for c in list(session.graph.conns):
+        if c not in want_conns:
+            session.disconnect(f"{c.src}:{c.src_port}", f"{c.dst}:{c.dst_port}")
+    for src, dst in conns:
+        s, sp, _ = session.graph.endpoint(src, "out")
+        d, dp, _ = session.graph.endpoint(dst, "in")
+        if Conn(s.name, sp, d.name, dp) not in session.graph.conns:
+            session.connect(src, dst)
+    for n in nodes:
+        if n["bypass"] != (n["name"] in session.bypassed):
+            session.set_bypass(n["name"], n["bypass"])
+    session.metadata = dict(doc.get("metadata") or {})
+
+
+
+def validate_doc(doc) -> tuple[list[dict], list[list[str]]]:
+    """Check a patch document completely (on a scratch graph) before applying it."""
+    if not isinstance(doc, dict) or doc.get("format") != PATCH_FORMAT:
+        raise MixgraphError(f"not a {PATCH_FORMAT} document")
+    if doc.get("version") != PATCH_VERSION:
+        raise MixgraphError(
+            f"patch version {doc.get('version')!r} is not supported (this is {PATCH_VERSION})"
+        )
+    nodes = doc.get("nodes")
+    conns = doc.get("connections")
+    if not isinstance(nodes, list) or not isinstance(conns, list):
+        raise MixgraphError("patch: `nodes` and `connections` must be lists")
+    scratch = Graph()
+    out = []
+    for n in nodes:
+        if not isinstance(n, dict) or not isinstance(n.get("name"), str):
+            raise MixgraphError(f"patch: bad node entry {n!r}")
+        t = CATALOG.get(n.get("type"))
+        if t is None:
+            raise MixgraphError(f"patch: node {n['name']!r} has unknown type {n.get('type')!r}")
+        ch = n.get("channels", t.default_channels)
+        opts = n.get("options") or {}
+        params = n.get("params") or {}
+        if not isinstance(opts, dict) or not isinstance(params, dict):
+            raise MixgraphError(f"patch: node {n['name']!r}: options/params must be maps")
+        for k, v in params.items():
+            if t.param(k) is None:
+                raise MixgraphError(f"patch: {n['name']} ({t.name}) has no parameter {k!r}")
+            number(v, f"patch: {n['name']}/{k}")
+        state = n.get("state")
+        if state is not None and not (isinstance(state, list) and len(state) <= STATE_MAX
+                                      and all(isinstance(x, int | float) for x in state)):
+            raise MixgraphError(f"patch: {n['name']}: state must be a list of numbers")
+        scratch.add_node(t.name, n["name"], ch, opts)
+        out.append({"name": n["name"], "type": t.name, "channels": ch, "options": opts,
+                    "params": params, "bypass": bool(n.get("bypass", False))})
+        if state:
+            out[-1]["state"] = state
+    for n in out:
+        if n["type"] == "vca":
+            vca_members(f"patch: {n['name']}", n["options"].get("members", ""), scratch.nodes)
+    for c in conns:
+        if not (isinstance(c, list | tuple) and len(c) == 2):
+            raise MixgraphError(f"patch: bad connection {c!r}")
+        scratch.connect(c[0], c[1])
+    return out, [list(c) for c in conns]
