@@ -213,6 +213,7 @@ class ControlServer:
                  max_frame: int = 65536, rate: float = 20000.0, burst: float = 10000.0,
                  feedback_rate: float = 30.0) -> None:
         self.dispatcher = dispatcher
+        dispatcher.defer_commit = True  # one plan per batch of messages: _commit_edits
         self.counters = dispatcher.counters
         self.tick = tick
         self.max_packet = max_packet
@@ -459,7 +460,14 @@ class ControlServer:
             self._work_batches(budget_s)
         finally:
             self._holding = False
+            self._commit_edits()
             self._flush_replies()
+
+    def _commit_edits(self) -> None:
+        try:
+            self.dispatcher.commit_edits()
+        except Exception:
+            log.exception("commit failed")
 
     def _work_batches(self, budget_s: float) -> None:
         """Process waiting packets for at most budget_s: the arrival-order FIFO (where each
@@ -507,6 +515,7 @@ class ControlServer:
                 else:
                     self._ready_set.discard(item)
                 break
+            self._commit_edits()  # one plan for the batch's edits, before its replies
             self._flush_replies()  # a batch's replies wait for the batch, not the budget
             if time.monotonic() > deadline:
                 return
@@ -674,7 +683,8 @@ class ControlServer:
     def service(self) -> None:
         d = self.dispatcher
         try:
-            d.session.service()
+            d.session.service(commit=False)
+            d.commit_edits()
         except Exception:
             log.exception("engine service failed")
         try:
