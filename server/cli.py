@@ -230,6 +230,50 @@ def _cmd_layout(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_service(a: argparse.Namespace) -> int:
+    from . import service
+
+    extra = list(a.serve_args)  # [--user] [-- serve options]
+    cut = extra.index("--") if "--" in extra else len(extra)
+    mine, extra = extra[:cut], extra[cut + 1:]
+    if any(x != "--user" for x in mine) or (extra and a.action != "install"):
+        raise MixgraphError(f"service {a.action}: serve options go after `--`, and only "
+                            f"install takes them (got {a.serve_args})")
+    user = a.user or "--user" in mine
+    if a.action == "install":
+        service.install(extra, user=user)
+        return 0
+    if a.action == "uninstall":
+        return 0 if service.uninstall(user=user) else 1
+    return service.status(user=user)
+
+
+def _cmd_health(a: argparse.Namespace) -> int:
+    """Nagios-style: one line, exit 0 when the server answers and its audio clock
+    moves, 1 otherwise."""
+    import time
+
+    from mixgraph.clients import Client
+
+    try:
+        with Client(a.host, a.port, timeout=a.timeout) as c:
+            _, r1 = c.request("/status")
+            time.sleep(0.2)
+            _, r2 = c.request("/status")
+    except Exception as e:  # no server, a timeout, a refused socket: all are "down"
+        print(f"CRITICAL - mixgraph at {a.host}:{a.port} does not answer ({e})")
+        return 1
+    s1, s2 = (dict(zip(r[::2], r[1::2], strict=False)) for r in (r1, r2))
+    line = (f"{s2.get('backend')} load {s2.get('load')}% xruns {s2.get('xruns')} "
+            f"worst {s2.get('worst_us')} us of {s2.get('budget_us')} "
+            f"nodes {s2.get('nodes')} uptime {s2.get('uptime')} s")
+    if s2.get("time") == s1.get("time"):
+        print(f"CRITICAL - the audio clock is not moving: {line}")
+        return 1
+    print(f"OK - {line}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mixgraph", description="A headless audio-graph server.")
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -316,6 +360,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--interval", type=float, default=0.5, help="seconds between frames")
     s.add_argument("--timeout", type=float, default=2.0)
     s.set_defaults(func=_cmd_top)
+
+    s = sub.add_parser("service", help="install, remove or show the systemd unit for serve",
+                       description="`mixgraph service install [--user] [-- SERVE OPTIONS]` "
+                                   "writes a systemd unit running `mixgraph serve` with those "
+                                   "options (Type=notify, a 5 s watchdog, restart always).")
+    s.add_argument("action", choices=["install", "uninstall", "status"])
+    s.add_argument("--user", action="store_true", help="a user unit (~/.config/systemd/user)")
+    s.add_argument("serve_args", nargs=argparse.REMAINDER,
+                   help="options for `mixgraph serve` (after --)")
+    s.set_defaults(func=_cmd_service)
+
+    s = sub.add_parser("health", help="one line and exit 0 if a server answers and its audio "
+                                      "clock moves, else 1 (for scripts and monitoring)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--timeout", type=float, default=2.0)
+    s.set_defaults(func=_cmd_health)
 
     s = sub.add_parser("layout", help="write a TouchOSC layout for the live graph or a patch")
     s.add_argument("--touchosc", required=True, metavar="OUT.tosc", help="output file")

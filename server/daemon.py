@@ -8,6 +8,7 @@ and waits for SIGINT/SIGTERM."""
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -27,6 +28,7 @@ from .diskio import DiskIO
 from .engine import Engine
 from .errors import MixgraphError
 from .osc import Counters, Dispatcher
+from .service import Notifier, StateLock, Watchdog
 from .session import Session
 from .state import AUTOSAVE, Autosaver, PatchStore, read_patch
 from .transport import ControlServer
@@ -90,6 +92,16 @@ class Daemon:
         self.console = console or Console(stderr=False)
         self.state_dir = Path(opts.state_dir or default_state_dir())
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.lock = StateLock(self.state_dir)  # one server per state directory
+        self.lock.acquire()
+        try:
+            self._build(opts)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _build(self, opts: ServeOptions) -> None:
+        self.started_at = time.monotonic()
         self.memory = lock_memory() if opts.mlock else "not locked (--no-mlock)"
         self.config = choose_backend(opts.backend, opts.device, opts.sample_rate, opts.block,
                                      opts.inputs, opts.outputs)
@@ -117,6 +129,11 @@ class Daemon:
         self.running = None
         self._control: threading.Thread | None = None
         self._stop = threading.Event()
+        # systemd: READY/STATUS/STOPPING, and WATCHDOG=1 while the sample clock moves
+        self.notifier = Notifier()
+        self.watchdog = Watchdog(self.notifier, lambda: self.engine.time,
+                                 every_s=min(1.0, self.notifier.watchdog_s / 2 or 1.0))
+        self._last_status = 0.0
 
     def _restore(self) -> str:
         if not self.autosave_path.exists():
@@ -135,9 +152,23 @@ class Daemon:
         self._dirty = True
 
     def _tick(self) -> None:
+        """The control loop's periodic step (4 Hz): autosave, systemd watchdog, status."""
         if self._dirty:
             self._dirty = False
             self.autosaver.submit(self.session.to_doc())
+        now = time.monotonic()
+        self.watchdog.tick(now)
+        if self.notifier.enabled and now - self._last_status >= 2.0:
+            self._last_status = now
+            self.notifier.notify("STATUS=" + self.summary())
+
+    def summary(self) -> str:
+        """One line for systemd's STATUS= and `mixgraph health`."""
+        st = self.engine.stats()
+        cfg = self.config
+        return (f"{cfg.kind} {cfg.sample_rate:g} Hz/{cfg.block}, load {st.load * 100:.1f}%, "
+                f"xruns {st.xruns}, clients {self.counters.active_clients()}, "
+                f"nodes {len(self.session.graph.nodes)}")
 
     def banner(self) -> Panel:
         cfg = self.config
@@ -175,6 +206,9 @@ class Daemon:
             tcp = getattr(self.server, "tcp_address", None)
             self.zeroconf = advertise(self.server.address[1], self.opts.host,
                                       tcp_port=tcp[1] if tcp else None)
+        stall = os.environ.get("MIXGRAPH_TEST_STALL_AUDIO_S")
+        if stall:  # tests/test_service.py: stop the audio clock to see the watchdog stop
+            threading.Timer(float(stall), self.running.stop).start()
 
     def wait(self) -> None:
         """Block the main thread until SIGINT/SIGTERM, showing the status line on a TTY."""
@@ -194,6 +228,7 @@ class Daemon:
                 pass
 
     def stop(self) -> None:
+        self.notifier.notify("STOPPING=1")
         if getattr(self, "zeroconf", None) is not None:
             self.zeroconf.close()
         self.server.stop()
@@ -209,6 +244,8 @@ class Daemon:
         self.server.close()
         self.final_status = self.status_line()
         self.engine.free()
+        self.notifier.close()
+        self.lock.release()
 
 
 def serve(opts: ServeOptions) -> int:
@@ -225,6 +262,7 @@ def serve(opts: ServeOptions) -> int:
     tcp = d.server.tcp_address
     print(f"mixgraph: ready on udp {host}:{port}" + (f" tcp {tcp[1]}" if tcp else ""),
           flush=True)
+    d.notifier.notify("READY=1", "STATUS=" + d.summary())
     try:
         d.wait()
     finally:

@@ -266,6 +266,7 @@ class Dispatcher:
         self.info = info or {}
         self.counters = counters or Counters()
         self.wallclock = wallclock
+        self.started = time.monotonic()  # for /status uptime
         self.feedback = None  # a feedback.Feedback, set by the transport
         self.on_reply_port: Callable[[Peer | None, int], None] | None = None
         self.touch: dict[tuple[str, str], object] = {}  # (node, param) -> holder key
@@ -730,6 +731,8 @@ class Dispatcher:
             "subscribers", len(fb.subs) if fb is not None else 0,
             "worst_us", float(round(st.worst_us, 1)),
             "plans", int(self.session.plans_built),
+            "uptime", float(round(time.monotonic() - self.started, 1)),
+            "budget_us", float(round(block / e.sample_rate * 1e6, 1)) if block else 0.0,
         ])
 
     def _info(self, args: list, reply: Reply, _t: int, client=None) -> None:
