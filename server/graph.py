@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .catalog import CATALOG, NodeType
+from .catalog import CATALOG, NodeType, PortSpec
 from .errors import MixgraphError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -153,6 +153,17 @@ class Graph:
 
     def _unlink(self, conn: Conn) -> None:
         del self.conns[conn], self.outs[conn.src][conn], self.ins[conn.dst][conn]
+
+    def bypass_ports(self, name: str) -> tuple[PortSpec, PortSpec]:
+        """The (in, out) main ports a bypass of node `name` joins; MixgraphError if
+        it cannot be bypassed (no input, no output, or their channel counts differ)."""
+        g = self.node(name)
+        pin, pout = g.type.port(None, "in"), g.type.port(None, "out")
+        if (pin is None or pout is None
+                or pin.channel_count(g.channels) != pout.channel_count(g.channels)):
+            raise MixgraphError(f"{name} ({g.type.name}) cannot be bypassed: bypass needs an "
+                                "input and an output with the same channel count")
+        return pin, pout
 
     def _path(self, start: str, goal: str) -> list[str] | None:
         """A path of node names from start to goal along connections, if any."""

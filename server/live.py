@@ -112,6 +112,17 @@ class Refs:
             self.counts[ptr_key(obj.ptr)] = 0
             self.release_if_unused(obj)
 
+    def free_all(self, objs: list) -> None:
+        """Free objs and everything any plan still holds (the audio thread must
+        be stopped: at the session's close)."""
+        seen = set()
+        for o in objs:
+            if o.ptr != ffi.NULL and id(o) not in seen:
+                seen.add(id(o))
+                self.force_release(o)
+        for o in list(self.owners.values()):
+            self.force_release(o)
+
     def release_if_unused(self, obj) -> None:
         """Free obj's C object unless a plan still holds it."""
         k = ptr_key(obj.ptr)

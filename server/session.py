@@ -61,11 +61,8 @@ class Session:
         self._dying_due: dict[int, int] = {}  # id(node) -> due time
         self.refs = Refs(self.disk.close, self.groups)  # which plans hold which C objects
         self._plans: dict[int, planner.PlanRecord] = {}  # handed to the engine, by generation
-        # (type, size) of each gang of the newest plan: nodes the engine runs
-        # together through their type's process_many
-        self.gangs: list[tuple[str, int]] = []
-        # channel buffers the newest plan's node outputs share (liveness reuse)
-        self.buffers = 0
+        self.gangs: list[tuple[str, int]] = []  # newest plan's gangs: (type, size)
+        self.buffers = 0  # channel buffers the newest plan's node outputs share
         self.fades = planner.FadeQueue()  # edge gain changes that go out with the plan
         self._dirty = False
         self._sync_waiters: dict[int, Callable[[], None]] = {}
@@ -227,16 +224,7 @@ class Session:
     # ---- bypass ------------------------------------------------------------------
     def bypass_ports(self, name: str):
         """The (in, out) ports a bypass joins; MixgraphError if the node cannot be bypassed."""
-        node = self.live.get(name)
-        if node is None:
-            raise MixgraphError(f"no node named {name!r}")
-        g = node.g
-        pin, pout = g.type.port(None, "in"), g.type.port(None, "out")
-        if (pin is None or pout is None
-                or pin.channel_count(g.channels) != pout.channel_count(g.channels)):
-            raise MixgraphError(f"{name} ({g.type.name}) cannot be bypassed: bypass needs an "
-                                "input and an output with the same channel count")
-        return pin, pout
+        return self.graph.bypass_ports(name)
 
     def set_bypass(self, name: str, on: bool) -> bool:
         """Bypass a node click-free: its output connections fade out while direct
@@ -602,21 +590,9 @@ class Session:
         for rec in self._plans.values():
             lib.mg_plan_free(rec.ptr)
         self._plans.clear()
-        objs = list(self.live.values()) + list(self.edges.values()) + self.dying_nodes
-        objs += list(self.bypass_edges.values())
-        objs += list(self.dying_edges)
-        objs += list(self.groups.values())
-        seen = set()
-        for o in objs:
-            if o.ptr == ffi.NULL or id(o) in seen:
-                continue
-            seen.add(id(o))
-            self.refs.force_release(o)
-        for o in list(self.refs.owners.values()):
-            self.refs.force_release(o)
-        self.live.clear()
-        self.edges.clear()
-        self.bypass_edges.clear()
-        self.groups.clear()
+        self.refs.free_all([*self.live.values(), *self.edges.values(), *self.dying_nodes,
+                            *self.bypass_edges.values(), *self.dying_edges,
+                            *self.groups.values()])
+        for d in (self.live, self.edges, self.bypass_edges, self.groups):
+            d.clear()
         self.disk.close_all()
-
