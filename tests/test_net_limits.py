@@ -7,6 +7,7 @@ clients that have not proven their address."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import resource
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from mixgraph.clients import Client
+from mixgraph.clients import AsyncClient, Client
 from mixgraph.server.osc import encode_bundle, encode_message, parse_packet
 from mixgraph.server.state import Autosaver, read_patch
 
@@ -288,6 +289,25 @@ def test_descriptor_exhaustion(tmp_path):
         d.stop()
 
 
+def _soft_nofile_64() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, 4096))
+
+
+def test_soft_descriptor_limit_is_raised(tmp_path):
+    """A soft RLIMIT_NOFILE below the hard one is raised at start (the banner says so),
+    and TCP connections are capped below it with the reserve kept."""
+    d = Daemon(tmp_path / "state", "--backend", "null", preexec_fn=_soft_nofile_64)
+    try:
+        out = d.output()
+        assert "descriptors 4096" in out
+        limits = Path(f"/proc/{d.proc.pid}/limits").read_text()
+        assert any(line.startswith("Max open files") and line.split()[3] == "4096"
+                   for line in limits.splitlines())
+        assert "256 tcp connections" in out  # the default cap fits under 4096 - reserve
+    finally:
+        d.stop()
+
+
 def test_failed_autosave_is_retried(tmp_path):
     """A save that fails (its directory cannot be made) is tried again until it works."""
     blocker = tmp_path / "state"
@@ -473,6 +493,14 @@ def test_proven_udp_client_gets_everything(tmp_path):
         with Client("127.0.0.1", d.port) as c:
             assert len(c.call("/catalog")[0]) > 10000
             assert c.subscribe(lambda *_: None, lease_s=5.0) == ["/subscribe", 5.0]
+
+        async def aio() -> None:
+            async with await AsyncClient.open("127.0.0.1", d.port) as c:
+                assert len((await c.call("/catalog"))[0]) > 10000
+                assert await c.call("/meters/subscribe", "*", 10.0) == [
+                    "/meters/subscribe", "*", 10.0, 0]
+
+        asyncio.run(aio())
     finally:
         d.stop()
 
