@@ -54,6 +54,8 @@ AMPLIFICATION = 3  # bytes sent per byte received, to an unproven UDP address (Q
 CREDIT_MAX = 16384  # the most an unproven address may have banked (bytes)
 COOKIE_S = 120  # a /hello cookie is good for this long (and the one before)
 IP_RECVERR, IPV6_RECVERR = 11, 25  # Linux: ICMP errors on an unconnected UDP socket
+_ICMP_ERRNOS = frozenset((errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH,
+                          errno.EHOSTDOWN, errno.EPROTO, errno.EMSGSIZE))
 UDP_MTU = 1400  # feedback bundles over UDP stay under a typical path MTU
 QUEUE_MAX = 8192  # packets queued per UDP client before more are dropped
 BATCH = 32  # packets per client per round-robin turn
@@ -441,7 +443,6 @@ class ControlServer:
                 self._gc_peers()
             port = self.reply_ports.get(addr)
             box = [(addr[0], port, *addr[2:]) if port else addr]
-            sock = self.sock
             counters = self.counters
             credit = self.credit
 
@@ -465,10 +466,7 @@ class ControlServer:
                         counters.unproven_refused += 1
                         return
                     credit[addr] = c - len(data)
-                try:
-                    sock.sendto(data, box[0])
-                except OSError as e:
-                    self._send_error(e, box[0])
+                self._sendto(data, box[0])
 
             p = Peer(addr, send, mtu=UDP_MTU, kind="udp", label=f"udp {addr[0]}:{addr[1]}",
                      proven=self._is_trusted(addr[0]))
@@ -476,10 +474,20 @@ class ControlServer:
             self._targets[addr] = box
         return p
 
-    def _send_error(self, e: OSError, target) -> None:
-        self.counters.send_errors += 1
-        log.debug("send to %s failed: %s", target, e)
-        self._read_errors()
+    def _sendto(self, data: bytes, target, sock: socket.socket | None = None) -> None:
+        """One datagram. With IP_RECVERR an ICMP error about some other destination
+        can fail this send: read the error queue (which clears it) and send again once."""
+        sock = sock or self.sock
+        for attempt in (0, 1):
+            try:
+                sock.sendto(data, target)
+                return
+            except OSError as e:
+                if attempt or e.errno not in _ICMP_ERRNOS:
+                    self.counters.send_errors += 1
+                    log.debug("send to %s failed: %s", target, e)
+                    return
+                self._read_errors()
 
     def _read_errors(self) -> None:
         """Drain the socket's error queue (IP_RECVERR): each entry names the destination
@@ -642,10 +650,7 @@ class ControlServer:
         peer = self.peers.get(addr)
         bare = len(msgs) == 1 or (peer is not None and not peer.proven)  # counted exactly
         for pkt in (msgs if bare else pack_bundles(msgs, UDP_MTU)):
-            try:
-                sock.sendto(pkt, target)
-            except OSError as e:
-                self._send_error(e, target)
+            self._sendto(pkt, target, sock)
 
     def _work(self, budget_s: float = 0.003) -> None:
         self._holding = True

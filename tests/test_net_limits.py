@@ -408,6 +408,15 @@ def test_dead_udp_subscriber_is_dropped(tmp_path):
         assert any(a == "/meters" for a, _ in msgs_of(recv_all(s, 1.0)))
         assert d.status()["subscribers"] == 1
         s.close()
+        # another client's replies are not lost to the ICMP errors meanwhile
+        other = udp()
+        answered = 0
+        for _ in range(40):
+            other.sendto(encode_message("/node/m/peak", []), ("127.0.0.1", d.port))
+            answered += sum(1 for a, _ in msgs_of(recv_all(other, 0.025))
+                            if a == "/node/m/peak")
+        answered += sum(1 for a, _ in msgs_of(recv_all(other, 0.5)) if a == "/node/m/peak")
+        assert answered == 40
         deadline = time.monotonic() + 5.0
         while d.status()["subscribers"] and time.monotonic() < deadline:
             time.sleep(0.1)
