@@ -424,10 +424,12 @@ class ControlServer:
         self.counters.unproven_refused += 1
         end = data.find(b"\0")
         address = data[:end].decode("utf-8", "replace") if data[:1] == b"/" else "#bundle"
-        fail = encode_message("/fail", [address[:64], "too large: /hello or TCP"])
-        if len(fail) <= credit:
-            box.append(fail)
-            self.credit[addr] = credit - len(fail)
+        for why in ("too large: /hello or TCP", "/hello"):  # the longest that fits
+            fail = encode_message("/fail", [address[:64], why])
+            if len(fail) <= credit:
+                box.append(fail)
+                self.credit[addr] = credit - len(fail)
+                break
         now = time.monotonic()
         if now - self._last_unproven_log > 10.0:
             self._last_unproven_log = now
