@@ -16,6 +16,7 @@ from .errors import MixgraphError
 
 def _cmd_serve(a: argparse.Namespace) -> int:
     from .daemon import ServeOptions, serve
+    from .transport import Limits
 
     return serve(ServeOptions(
         backend=a.backend, device=a.device, sample_rate=a.rate, block=a.block,
@@ -24,6 +25,10 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         ceiling_db=a.ceiling_db, tcp_port=-1 if a.no_tcp else a.tcp_port, allow=a.allow,
         max_frame=a.max_frame, rate_limit=a.rate_limit, rate_burst=a.rate_burst,
         zeroconf=a.zeroconf, mlock=not a.no_mlock,
+        limits=Limits(max_conns=a.max_conns, max_conns_per_host=a.max_conns_per_host,
+                      idle_timeout=a.idle_timeout, max_subscribers=a.max_subscribers,
+                      max_output=int(a.max_output_mb * (1 << 20)),
+                      trust_loopback=not a.prove_loopback),
     ))
 
 
@@ -297,6 +302,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rate-limit", type=float, default=20000.0,
                    help="messages/s per client (0 = unlimited; default 20000)")
     s.add_argument("--rate-burst", type=float, default=10000.0, help="rate-limit burst")
+    s.add_argument("--max-conns", type=int, default=256,
+                   help="TCP connections at once (default 256; also capped by descriptors)")
+    s.add_argument("--max-conns-per-host", type=int, default=32,
+                   help="TCP connections from one address (default 32)")
+    s.add_argument("--idle-timeout", type=float, default=600.0,
+                   help="close a TCP connection silent this many s (no subscription); "
+                        "0 = never (default 600)")
+    s.add_argument("--max-subscribers", type=int, default=32,
+                   help="feedback/meter subscribers at once (default 32)")
+    s.add_argument("--max-output-mb", type=float, default=64.0,
+                   help="output queued for all TCP clients together, MiB (default 64)")
+    s.add_argument("--prove-loopback", action="store_true",
+                   help="loopback UDP clients must prove their address too (/hello)")
     s.add_argument("--state-dir", help="patches, autosave and audio files")
     s.add_argument("--ceiling-db", type=float, default=0.0, help="hard output ceiling, dBFS")
     s.add_argument("--no-status", action="store_true", help="no live status line")

@@ -31,7 +31,7 @@ from .osc import Counters, Dispatcher
 from .service import Notifier, StateLock, Watchdog
 from .session import Session
 from .state import AUTOSAVE, Autosaver, PatchStore, read_patch
-from .transport import ControlServer
+from .transport import ControlServer, Limits, _is_loopback
 
 log = logging.getLogger("mixgraph")
 
@@ -60,6 +60,23 @@ class ServeOptions:
     rate_burst: float = 10000.0
     zeroconf: bool = False  # advertise _osc._udp / _osc._tcp (the zeroconf package)
     mlock: bool = True  # lock the process's memory so the audio thread never page-faults
+    limits: Limits | None = None  # connection, subscriber and output caps (transport.Limits)
+
+
+def raise_fd_limit() -> str:
+    """Raise RLIMIT_NOFILE's soft limit to the hard limit (at most 65536); says what
+    it is, for the banner. Connections are capped below it (transport.Limits)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        except (ValueError, OSError):
+            pass
+    return str(soft)
 
 
 def lock_memory() -> str:
@@ -103,6 +120,7 @@ class Daemon:
     def _build(self, opts: ServeOptions) -> None:
         self.started_at = time.monotonic()
         self.memory = lock_memory() if opts.mlock else "not locked (--no-mlock)"
+        self.fd_limit = raise_fd_limit()
         self.config = choose_backend(opts.backend, opts.device, opts.sample_rate, opts.block,
                                      opts.inputs, opts.outputs)
         cfg = self.config
@@ -125,7 +143,10 @@ class Daemon:
         self.server = ControlServer(self.dispatcher, opts.host, opts.port, tick=self._tick,
                                     tcp_port=opts.tcp_port, allow=opts.allow,
                                     max_frame=opts.max_frame, rate=opts.rate_limit,
-                                    burst=opts.rate_burst)
+                                    burst=opts.rate_burst, limits=opts.limits)
+        self.exposure = self._exposure()
+        if self.exposure:
+            log.warning("%s", self.exposure)
         self.running = None
         self._control: threading.Thread | None = None
         self._stop = threading.Event()
@@ -147,6 +168,14 @@ class Daemon:
             self.autosave_path.rename(bad)
             log.error("autosave unreadable (%s); kept as %s, starting empty", e, bad)
             return f"autosave unreadable ({e}); kept as {bad.name}"
+
+    def _exposure(self) -> str:
+        """A warning when the server listens beyond loopback without an explicit --allow."""
+        if _is_loopback(self.opts.host) or self.opts.allow is not None:
+            return ""
+        return (f"listening on {self.opts.host} without --allow: any host on a private "
+                "network (10/8, 172.16/12, 192.168/16, link-local) may control this "
+                "server; name the ones that should with --allow CIDR")
 
     def _mark_dirty(self) -> None:
         self._dirty = True
@@ -182,6 +211,12 @@ class Daemon:
         host, port = self.server.address[:2]
         tcp = self.server.tcp_address
         t.add_row("osc", f"udp {host}:{port}" + (f", tcp {tcp[0]}:{tcp[1]}" if tcp else ""))
+        lim = self.server.limits
+        t.add_row("limits", f"{self.server.max_conns} tcp connections ({lim.max_conns_per_host}"
+                            f" per address, idle {lim.idle_timeout:g} s), "
+                            f"{lim.max_subscribers} subscribers, descriptors {self.fd_limit}")
+        if self.exposure:
+            t.add_row("[bold red]warning[/]", f"[red]{escape(self.exposure)}[/]")
         t.add_row("state", f"{self.state_dir}  ({self.restored})")
         t.add_row("memory", self.memory)
         return Panel(t, title=f"mixgraph {__version__}", expand=False)

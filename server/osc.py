@@ -211,6 +211,11 @@ class Counters:
     rate_limited: int = 0  # messages dropped by the per-client rate limit
     oversized: int = 0  # frames/packets over the maximum size
     send_errors: int = 0  # replies the operating system refused to send
+    refused: int = 0  # TCP connections refused at accept (connection caps, descriptors)
+    idle_closed: int = 0  # TCP connections closed after the idle timeout
+    slow_closed: int = 0  # TCP connections closed for not reading (output memory caps)
+    meters_dropped: int = 0  # meter frames not queued for slow TCP readers
+    unproven_refused: int = 0  # UDP replies withheld from unproven addresses (amplification)
     clients: dict = field(default_factory=dict)  # client key -> last seen (monotonic)
 
     def active_clients(self, window_s: float = 30.0) -> int:
@@ -222,15 +227,22 @@ class Peer:
     """A client as dispatch sees it: an identity, a way to send it packets, and a
     datagram size limit for feedback. Transports make these; None = in-process."""
 
-    __slots__ = ("key", "send_packet", "mtu", "kind", "reply", "label")
+    __slots__ = ("key", "send_packet", "mtu", "kind", "reply", "label", "proven", "backlog")
 
     def __init__(self, key, send_packet: Callable[[bytes], None], mtu: int = 1400,
-                 kind: str = "local", label: str = "") -> None:
+                 kind: str = "local", label: str = "", proven: bool = True,
+                 backlog: Callable[[], int] | None = None) -> None:
         self.key = key
         self.send_packet = send_packet
         self.mtu = mtu
         self.kind = kind
         self.label = label or str(key)
+        # proven: the client showed it receives at its address (TCP, loopback, or a /hello
+        # cookie round trip over UDP); only proven clients get streams and large replies
+        self.proven = proven
+        # backlog: bytes queued for the client and not yet sent (TCP), None when the
+        # transport queues nothing (UDP); feedback drops meter frames for slow readers
+        self.backlog = backlog
 
         def reply(address: str, args: list) -> None:
             send_packet(encode_message(address, args))
@@ -269,6 +281,8 @@ class Dispatcher:
         self.started = time.monotonic()  # for /status uptime
         self.feedback = None  # a feedback.Feedback, set by the transport
         self.on_reply_port: Callable[[Peer | None, int], None] | None = None
+        # the transport's address proof (see transport.ControlServer.hello): the reply
+        self.on_hello: Callable[[Peer, list], tuple[str, list]] | None = None
         self.touch: dict[tuple[str, str], object] = {}  # (node, param) -> holder key
         self._held: list = []  # future bundles with graph edits: (sample time, seq, ...)
         self._seq = itertools.count()
@@ -305,6 +319,7 @@ class Dispatcher:
             "/meters/subscribe": self._meters_subscribe,
             "/meters/unsubscribe": self._meters_unsubscribe,
             "/reply-port": self._reply_port,
+            "/hello": self._hello,
         }
 
     # ---- entry points ----------------------------------------------------------
@@ -326,6 +341,11 @@ class Dispatcher:
         except MixgraphError as e:
             self.counters.failed += 1
             reply("/fail", [address, *self._keys(address, args), str(e)])
+        except OSError as e:  # descriptors, disk: say what, never where (no paths)
+            self.counters.failed += 1
+            log.error("system error handling %s: %s", address, e)
+            reply("/fail", [address, *self._keys(address, args),
+                            f"system error: {e.strerror or type(e).__name__}"])
         except Exception as e:  # a bug must not take the control thread down
             self.counters.failed += 1
             log.exception("internal error handling %s", address)
@@ -728,6 +748,11 @@ class Dispatcher:
             "rate_limited", self.counters.rate_limited,
             "oversized", self.counters.oversized,
             "send_errors", self.counters.send_errors,
+            "refused", self.counters.refused,
+            "idle_closed", self.counters.idle_closed,
+            "slow_closed", self.counters.slow_closed,
+            "meters_dropped", self.counters.meters_dropped,
+            "unproven_refused", self.counters.unproven_refused,
             "subscribers", len(fb.subs) if fb is not None else 0,
             "worst_us", float(round(st.worst_us, 1)),
             "plans", int(self.session.plans_built),
@@ -782,10 +807,21 @@ class Dispatcher:
         reply("/patch/list.reply", list(self._need_store().names()))
 
     # ---- feedback ------------------------------------------------------------------
-    def _need_feedback(self, client: Peer | None):
+    def _need_feedback(self, client: Peer | None, stream: bool = True):
         if self.feedback is None or client is None:
             raise MixgraphError("subscriptions need a network client")
+        if stream and not client.proven:
+            raise MixgraphError("prove your address first (/hello, then echo the cookie) "
+                                "or use TCP")
         return self.feedback
+
+    def _hello(self, args: list, reply: Reply, _t: int, client=None) -> None:
+        """The address proof: `/hello` answers `/hello <cookie>` to an unproven UDP
+        client, which sends `/hello <cookie>` back; `/done /hello` once proven."""
+        if self.on_hello is None or client is None or client.kind != "udp":
+            reply("/done", ["/hello"])
+            return
+        reply(*self.on_hello(client, args))
 
     def _subscribe(self, args: list, reply: Reply, _t: int, client=None) -> None:
         fb = self._need_feedback(client)
@@ -798,7 +834,7 @@ class Dispatcher:
         fb.subscribe(client, lease)
 
     def _unsubscribe(self, args: list, reply: Reply, _t: int, client=None) -> None:
-        fb = self._need_feedback(client)
+        fb = self._need_feedback(client, stream=False)
         fb.unsubscribe(client)
         reply("/done", ["/unsubscribe"])
 
@@ -831,7 +867,7 @@ class Dispatcher:
         reply("/done", ["/meters/subscribe", args[0], float(rate), len(names)])
 
     def _meters_unsubscribe(self, args: list, reply: Reply, _t: int, client=None) -> None:
-        fb = self._need_feedback(client)
+        fb = self._need_feedback(client, stream=False)
         fb.meters_unsubscribe(client, args[0] if args and isinstance(args[0], str) else None)
         reply("/done", ["/meters/unsubscribe", *args[:1]])
 
