@@ -79,12 +79,21 @@ def parse_packet(data: bytes, timetag: tuple[int, int] = IMMEDIATE,
     fast = _parse_simple(data)
     if fast is not None:
         return [Timed(fast[0], fast[1], timetag)]
-    t0 = data.find(b",")
-    if t0 > 0:
-        t1 = data.find(b"\0", t0)
-        if t1 > 0 and not _KNOWN_TAGS.issuperset(data[t0 + 1:t1].decode("latin-1")):
-            # python-osc would skip an unknown tag with a warning: it is garbage here
-            raise MixgraphError("unknown OSC type tag")
+    end = data.find(b"\0")
+    pos = (end + 4) & ~3
+    if end > 0 and pos < len(data):
+        # the type tag string follows the padded address (a ',' in the address is
+        # part of the address); python-osc would skip a tag it does not know, with a
+        # warning per tag and the arguments after it misread: it is garbage here
+        t1 = data.find(b"\0", pos)
+        tags = data[pos + 1:t1 if t1 > 0 else len(data)].decode("latin-1")
+        if data[pos:pos + 1] == b"," and not _LIBRARY_TAGS.issuperset(tags):
+            bad = sorted(set(tags) - _LIBRARY_TAGS - _SIMPLE_TAGS)
+            if bad:
+                raise MixgraphError(f"unsupported OSC type tag {bad[0]!r}")
+            if _SIMPLE_TAGS.issuperset(tags):
+                raise MixgraphError("malformed OSC arguments (truncated or bad text)")
+            raise MixgraphError("OSC type tags S c I cannot be mixed with b t [ ]")
     try:
         msg = OscMessage(data)
         return [Timed(msg.address, list(msg.params), timetag)]
@@ -94,15 +103,20 @@ def parse_packet(data: bytes, timetag: tuple[int, int] = IMMEDIATE,
 
 _unpack_i = struct.Struct(">i").unpack_from
 _unpack_q = struct.Struct(">q").unpack_from
+_unpack_u = struct.Struct(">I").unpack_from
 _unpack_f = struct.Struct(">f").unpack_from
 _unpack_d = struct.Struct(">d").unpack_from
-_SIMPLE_TAGS = frozenset("ifhdsTF")
-_KNOWN_TAGS = frozenset("ifsbhtdScrmTFNI[]")
+# decoded here: OSC 1.0's required and optional types but blobs, timetags, arrays
+_SIMPLE_TAGS = frozenset("ifhdsTFSIcNrm")
+# decoded by python-osc (without a warning); a mix of the two needs both, and is refused
+_LIBRARY_TAGS = frozenset("ifhdsbtrmTFN[]")
 
 
 def _parse_simple(data: bytes):
-    """The common case without python-osc: tags from `ifhdsTF` only; (address, args),
-    or None to let python-osc decide (other tags, anything odd)."""
+    """Messages without python-osc: tags from `ifhdsTFSIcNrm` only (S is a string, c a
+    one-character string, I Infinitum as inf, N None, r an int, m 4 ints, as python-osc
+    gives them); (address, args), or None to let python-osc decide (other tags, anything
+    odd)."""
     end = data.find(b"\0")
     if end < 0:
         return None
@@ -130,7 +144,7 @@ def _parse_simple(data: bytes):
             elif t == "i":
                 args.append(_unpack_i(data, i)[0])
                 i += 4
-            elif t == "s":
+            elif t == "s" or t == "S":
                 e = data.find(b"\0", i)
                 if e < 0:
                     return None
@@ -143,9 +157,23 @@ def _parse_simple(data: bytes):
             elif t == "h":
                 args.append(_unpack_q(data, i)[0])
                 i += 8
-            else:  # "d"
+            elif t == "d":
                 args.append(_unpack_d(data, i)[0])
                 i += 8
+            elif t == "N":
+                args.append(None)
+            elif t == "I":
+                args.append(math.inf)
+            else:  # c, r, m: 32 bits
+                (v,) = _unpack_u(data, i)
+                i += 4
+                if t == "c":
+                    if v > 0x10FFFF:
+                        return None
+                    args.append(chr(v))
+                else:
+                    args.append(v if t == "r" else (v >> 24, (v >> 16) & 255, (v >> 8) & 255,
+                                                    v & 255))
     except (struct.error, UnicodeDecodeError):
         return None
     if i > n:
@@ -210,6 +238,8 @@ class Counters:
     rate_limited: int = 0  # messages dropped by the per-client rate limit
     oversized: int = 0  # frames/packets over the maximum size
     send_errors: int = 0  # replies the operating system refused to send
+    warnings: int = 0  # per-packet warnings (ratelog.RateLog), logged or not
+    log_suppressed: int = 0  # of those, not written as a log line of their own
     clients: dict = field(default_factory=dict)  # client key -> last seen (monotonic)
 
     def active_clients(self, window_s: float = 30.0) -> int:
@@ -703,6 +733,8 @@ class Dispatcher:
             "rate_limited", self.counters.rate_limited,
             "oversized", self.counters.oversized,
             "send_errors", self.counters.send_errors,
+            "warnings", self.counters.warnings,
+            "log_suppressed", self.counters.log_suppressed,
             "subscribers", len(fb.subs) if fb is not None else 0,
         ])
 

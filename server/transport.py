@@ -24,6 +24,7 @@ from .actions import expire_actions
 from .errors import MixgraphError
 from .feedback import Feedback
 from .osc import Dispatcher, Peer, pack_bundles, parse_packet
+from .ratelog import RateLog, library_warnings
 
 log = logging.getLogger("mixgraph.transport")
 
@@ -144,7 +145,8 @@ class TcpConn:
             self.server.close_conn(self)
             return
         if len(self.outbuf) > OUT_MAX:
-            log.warning("%s is not reading its replies; disconnected", self.peer.label)
+            self.server.ratelog.warn(self.addr[0], "%s is not reading its replies; "
+                                     "disconnected", self.peer.label)
             self.server.close_conn(self)
             return
         self.server.update_interest(self)
@@ -170,8 +172,8 @@ class TcpConn:
                 size = int.from_bytes(buf[:4], "big", signed=True)
                 if size < 0 or size > maxf:
                     self.server.counters.oversized += 1
-                    log.warning("%s sent a %d-byte frame (max %d); disconnected",
-                                self.peer.label, size, maxf)
+                    self.server.ratelog.warn(self.addr[0], "%s sent a %d-byte frame (max %d); "
+                                             "disconnected", self.peer.label, size, maxf)
                     self.server.close_conn(self)
                     return
                 if len(buf) < 4 + size:
@@ -276,7 +278,8 @@ class ControlServer:
         self._ready_set: set = set()
         self._paused: set[TcpConn] = set()
         self._stop = False
-        self._last_garbage_log = 0.0
+        # warnings a client's packets cause: counted, and logged per source sparingly
+        self.ratelog = RateLog(log, self.counters)
         self._last_gc = time.monotonic()
         self._last_tick = 0.0
         self._last_expire = 0.0
@@ -522,14 +525,18 @@ class ControlServer:
         if data[:6] == b"/node/" and d.fast_set(data, peer):
             return
         try:
-            msgs = parse_packet(data)
+            with library_warnings() as caught:
+                msgs = parse_packet(data)
         except MixgraphError as e:
             d.counters.garbage += 1
-            if now - self._last_garbage_log > 1.0:
-                self._last_garbage_log = now
-                log.warning("garbage packet from %s (%s); %d so far", peer.label, e,
-                            d.counters.garbage)
+            self.ratelog.warn(_host(peer), "garbage packet from %s (%s); %d so far",
+                              peer.label, e, d.counters.garbage)
             return
+        finally:
+            if caught.total:  # what python-osc logged while parsing it
+                self.ratelog.warn(_host(peer), "%d warnings from python-osc parsing a "
+                                  "packet from %s (first: %s)", caught.total, peer.label,
+                                  caught[0])
         bundle = data[:1] == b"#"
         if bundle and self.rate and len(msgs) > 1:
             b = self.buckets.get(key) if peer.kind == "udp" else None
@@ -686,6 +693,7 @@ class ControlServer:
         if now - self._last_gc > 30:
             self._last_gc = now
             self._gc_peers()
+            self.ratelog.flush()
         if self.tick and now - self._last_tick >= 0.25:  # autosave: 4 Hz is plenty
             self._last_tick = now
             self.tick()
@@ -706,6 +714,12 @@ class ControlServer:
 
 
 UdpServer = ControlServer  # the historical name
+
+
+def _host(peer: Peer) -> str:
+    """The source a per-packet warning is charged to: the client's host, any port."""
+    key = peer.key
+    return str(key[1] if key[0] == "tcp" else key[0]) if isinstance(key, tuple) else str(key)
 
 
 def _is_loopback(host: str) -> bool:
