@@ -24,6 +24,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         ceiling_db=a.ceiling_db, tcp_port=-1 if a.no_tcp else a.tcp_port, allow=a.allow,
         max_frame=a.max_frame, rate_limit=a.rate_limit, rate_burst=a.rate_burst,
         zeroconf=a.zeroconf, mlock=not a.no_mlock,
+        max_recorder_channels=a.max_recorder_channels, min_free_mb=a.min_free_mb,
     ))
 
 
@@ -254,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="messages/s per client (0 = unlimited; default 20000)")
     s.add_argument("--rate-burst", type=float, default=10000.0, help="rate-limit burst")
     s.add_argument("--state-dir", help="patches, autosave and audio files")
+    s.add_argument("--max-recorder-channels", type=int, default=128, metavar="N",
+                   help="recorder channels in all recorders together (default 128)")
+    s.add_argument("--min-free-mb", type=float, default=512, metavar="MB",
+                   help="refuse a new recorder when its disk has less free (default 512)")
     s.add_argument("--ceiling-db", type=float, default=0.0, help="hard output ceiling, dBFS")
     s.add_argument("--no-status", action="store_true", help="no live status line")
     s.add_argument("--no-mlock", action="store_true",

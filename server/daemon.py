@@ -23,7 +23,7 @@ from rich.table import Table
 
 from . import __version__
 from .backends import choose_backend, start_backend
-from .diskio import DiskIO
+from .diskio import DEFAULT_MAX_RECORDER_CHANNELS, DEFAULT_MIN_FREE_MB, DiskIO
 from .engine import Engine
 from .errors import MixgraphError
 from .osc import Counters, Dispatcher
@@ -58,6 +58,8 @@ class ServeOptions:
     rate_burst: float = 10000.0
     zeroconf: bool = False  # advertise _osc._udp / _osc._tcp (the zeroconf package)
     mlock: bool = True  # lock the process's memory so the audio thread never page-faults
+    max_recorder_channels: int = DEFAULT_MAX_RECORDER_CHANNELS  # all recorders together
+    min_free_mb: float = DEFAULT_MIN_FREE_MB  # a recorder's disk must have this much free
 
 
 def lock_memory() -> str:
@@ -96,7 +98,8 @@ class Daemon:
         cfg = self.config
         self.engine = Engine(cfg.sample_rate, cfg.hw_in, cfg.hw_out)
         self.engine.set_ceiling_db(opts.ceiling_db)
-        self.disk = DiskIO(cfg.sample_rate)
+        self.disk = DiskIO(cfg.sample_rate, max_recorder_channels=opts.max_recorder_channels,
+                           min_free_bytes=int(opts.min_free_mb * (1 << 20)))
         self.session = Session(self.engine, data_dir=self.state_dir / "audio",
                                confine_paths=True, disk=self.disk)
         (self.state_dir / "audio").mkdir(exist_ok=True)

@@ -28,7 +28,8 @@ from . import __version__, tapers
 from .actions import actions_for, is_action_or_trigger, run_action
 from .catalog import CATALOG
 from .engine import EngineBusy
-from .errors import MixgraphError
+from .errors import MixgraphError, echo
+from .errors import reason as _reason
 from .patterns import compile_pattern, is_pattern
 from .session import Session, number
 from .state import PatchStore
@@ -38,6 +39,7 @@ log = logging.getLogger("mixgraph.osc")
 Reply = Callable[[str, list], None]
 NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900 to 1970
 IMMEDIATE = (0, 1)
+MAX_BUNDLE_DEPTH = 8  # bundles inside bundles: a ninth level makes the packet garbage
 TOUCH_TIMEOUT_S = 10.0  # a touch whose holder stays silent this long lapses
 
 
@@ -54,8 +56,8 @@ def parse_packet(data: bytes, timetag: tuple[int, int] = IMMEDIATE,
                  depth: int = 0) -> list[Timed]:
     """Messages of an OSC packet (bundles flattened, nested timetags kept)."""
     if data[:8] == b"#bundle\0":
-        if depth > 8:
-            raise MixgraphError("bundles nested too deep")
+        if depth >= MAX_BUNDLE_DEPTH:  # depth counts from 0 at the outermost bundle
+            raise MixgraphError(f"bundles nested more than {MAX_BUNDLE_DEPTH} deep")
         if len(data) < 16:
             raise MixgraphError("truncated bundle")
         tt = struct.unpack(">II", data[8:16])
@@ -348,11 +350,11 @@ class Dispatcher:
                 raise MixgraphError("unknown address")
         except MixgraphError as e:
             self.counters.failed += 1
-            reply("/fail", [address, *self._keys(address, args), str(e)])
+            reply("/fail", [*self._echo(address, args), _reason(str(e))])
         except Exception as e:  # a bug must not take the control thread down
             self.counters.failed += 1
-            log.exception("internal error handling %s", address)
-            reply("/fail", [address, *self._keys(address, args), f"internal error: {e}"])
+            log.exception("internal error handling %s", echo(address))
+            reply("/fail", [*self._echo(address, args), _reason(f"internal error: {e}")])
 
     def fast_set(self, data: bytes, client: Peer) -> bool:
         """The flood path: a bare `/node/<name>/<param> ,f|,i <number>` setting a plain
@@ -426,7 +428,7 @@ class Dispatcher:
         tt = msgs[0].timetag
         t, late_ms = self._bundle_time(tt)
         if late_ms is not None:
-            reply("/late", [msgs[0].address, float(round(late_ms, 3))])
+            reply("/late", [echo(msgs[0].address), float(round(late_ms, 3))])
         if t and not self._params_only(msgs):
             # graph edits cannot be sample-scheduled: hold the bundle on the control side
             heapq.heappush(self._held, (t, next(self._seq), msgs, reply, client))
@@ -484,8 +486,9 @@ class Dispatcher:
                 self.counters.messages += len(msgs)
                 self.counters.failed += len(msgs)
                 for j, o in enumerate(msgs):
-                    why = str(e) if j == i else f"bundle not applied: {m.address} failed: {e}"
-                    reply("/fail", [o.address, *self._keys(o.address, o.args), why])
+                    why = str(e) if j == i else \
+                        f"bundle not applied: {echo(m.address)} failed: {e}"
+                    reply("/fail", [*self._echo(o.address, o.args), _reason(why)])
                 return
         edits = not self._params_only(msgs) and any(
             m.address not in _SIDE_EFFECT_FREE for m in msgs)
@@ -505,7 +508,7 @@ class Dispatcher:
             pending, self._bundle = self._bundle, None
         if failed and snapshot is not None:
             first = failed[0][1]
-            why = f"bundle rolled back: {first[0]} failed: {first[-1]}"
+            why = _reason(f"bundle rolled back: {first[0]} failed: {first[-1]}")
             for a, args in collect.items:
                 if a == "/done":
                     reply("/fail", [*args, why])
@@ -585,6 +588,11 @@ class Dispatcher:
             self._bundle["graph"].append((args, client))
         else:
             self.feedback.graph_changed(args, client)
+
+    @classmethod
+    def _echo(cls, address: str, args: list) -> list:
+        """The address and key arguments a /fail echoes, each cut to ECHO_MAX."""
+        return [echo(address), *(echo(a) for a in cls._keys(address, args))]
 
     @staticmethod
     def _keys(address: str, args: list) -> list:
@@ -831,12 +839,12 @@ class Dispatcher:
             raise MixgraphError(str(e)) from None
         names = [n for n in self.session.live if compile_pattern("/" + pat).match("/" + n)]
         fb.meters_subscribe(client, pat, rate)
-        reply("/done", ["/meters/subscribe", args[0], float(rate), len(names)])
+        reply("/done", ["/meters/subscribe", echo(args[0]), float(rate), len(names)])
 
     def _meters_unsubscribe(self, args: list, reply: Reply, _t: int, client=None) -> None:
         fb = self._need_feedback(client)
         fb.meters_unsubscribe(client, args[0] if args and isinstance(args[0], str) else None)
-        reply("/done", ["/meters/unsubscribe", *args[:1]])
+        reply("/done", ["/meters/unsubscribe", *(echo(a) for a in args[:1])])
 
     def _reply_port(self, args: list, reply: Reply, _t: int, client=None) -> None:
         if self.on_reply_port is None or client is None or client.kind != "udp":
