@@ -1019,7 +1019,7 @@ class Dispatcher:
             rx = compile_pattern(pattern)
         except ValueError as e:
             raise MixgraphError(str(e)) from None
-        out = [a for a in self.addresses() if rx.match(a)]
+        out = rx.filter(self.addresses())
         last = pattern.rsplit("/", 1)[-1]
         if is_pattern(last) or "//" in pattern:
             # `/node/dn/* 0.5` sets parameters; it does not start node actions (learn,

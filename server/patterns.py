@@ -12,11 +12,17 @@ of that sequence at once (O(items x parts)). A part pattern with wildcards is
 a small NFA simulated as a set of states, one step per character of the part
 (O(pattern x part) at worst), with the state sets it meets cached as a lazy
 DFA (a bounded table), so a common pattern costs one dict lookup per character.
+A pattern without `//` first goes through a regex that cannot backtrack far
+(each part a literal, or literal + `[^/]*` + literal): it decides alone when
+no part has more than one `*` and no other wildcard, and otherwise only lets
+through the addresses the part matchers then confirm; `filter()` runs it over
+a whole address list at C speed.
 Patterns are bounded: at most MAX_PATTERN_CHARS characters and
 MAX_WILDCARDS wildcards (`*`, `?`, `[...]`, `{...}`, `//` each count one)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from functools import lru_cache
 
@@ -105,9 +111,14 @@ class _Part:
 
     A Thompson NFA over the part's tokens, simulated as a set of states; each
     step visits every node at most once, so a part of n characters costs
-    O(n x nodes). The state sets reached are cached as DFA transitions."""
+    O(n x nodes). The state sets reached are cached as DFA transitions.
 
-    __slots__ = ("kind", "text", "nodes", "start", "dfa", "memo", "cap")
+    `regex` is a cheap first filter for the part that cannot backtrack far: its
+    literal head, then `[^/]*` if it has any wildcard, then its literal tail
+    (every match has those); `exact` when that is the whole pattern (a lone
+    `*` among literals)."""
+
+    __slots__ = ("kind", "text", "nodes", "start", "dfa", "memo", "cap", "regex", "exact")
 
     def __init__(self, seg: str) -> None:
         toks = _tokens(seg)
@@ -122,6 +133,14 @@ class _Part:
             self.kind = "star"
         else:
             self.kind = "nfa"
+        wild = [i for i, t in enumerate(toks) if t[0] != "lit"]
+        if not wild:
+            self.regex, self.exact = re.escape(seg), True
+        else:
+            head = "".join(t[1] for t in toks[:wild[0]])
+            tail = "".join(t[1] for t in toks[wild[-1] + 1:])
+            self.regex = re.escape(head) + "[^/]*" + re.escape(tail)
+            self.exact = len(wild) == 1 and toks[wild[0]][0] == "star"
         nodes = self.nodes
         nodes.append((_MATCH, None, -1))
         nxt = 0
@@ -226,8 +245,8 @@ def _affixes(pattern: str) -> tuple[str, str]:
 class Pattern:
     """A compiled OSC address pattern; `match(address)` says whether it matches."""
 
-    __slots__ = ("pattern", "items", "prefix", "suffix", "lits", "wild", "head", "tail",
-                 "ngaps")
+    __slots__ = ("pattern", "items", "prefix", "suffix", "head", "tail", "ngaps", "rx",
+                 "exact", "confirm")
 
     def __init__(self, pattern: str) -> None:
         self.pattern = pattern
@@ -247,30 +266,31 @@ class Pattern:
         g = items.index(_GAP) if self.ngaps else len(items)
         self.head = items[:g]  # the part matchers before the first gap
         self.tail = items[g + 1:] if self.ngaps == 1 else []  # ... after a lone gap
-        # without gaps: literal parts (compared first, at C speed) and the others
-        self.lits = [(i, p.text) for i, p in enumerate(items) if p is not _GAP
-                     and p.kind == "lit"]
-        self.wild = [(i, p) for i, p in enumerate(items) if p is not _GAP
-                     and p.kind == "nfa"]
+        # without gaps: a first filter at C speed, from the parts' regexes (each a
+        # literal, or literal + [^/]* + literal: a part's extent is fixed by its
+        # '/'s, so the regex engine has nothing to backtrack over but one star's
+        # end per part); exact when no part needs more, else the parts that do
+        # confirm what it lets through
+        self.rx = self.exact = None
+        self.confirm: list[tuple[int, _Part]] = []
+        if not self.ngaps:
+            self.rx = re.compile("/".join(p.regex for p in items) + r"\Z").match
+            self.confirm = [(i, p) for i, p in enumerate(items) if not p.exact]
+            self.exact = not self.confirm
         nfa = {id(p): p for p in items if p is not _GAP and p.kind == "nfa"}
         for p in nfa.values():  # the pattern's cache budget, shared out
             p.cap = max(16, _CACHE_MAX // (2 * len(nfa)))
 
     def match(self, address: str) -> bool:
         """True when the whole address matches (a literal address, no wildcards)."""
+        rx = self.rx
+        if rx is not None:
+            if rx(address) is None:
+                return False
+            return self.exact or self._confirm(address)
         if not address.startswith(self.prefix) or not address.endswith(self.suffix):
             return False
         parts = address.split("/")
-        if not self.ngaps:
-            if len(parts) != len(self.items):
-                return False
-            for i, text in self.lits:
-                if parts[i] != text:
-                    return False
-            for i, p in self.wild:
-                if not p(parts[i]):
-                    return False
-            return True
         if self.ngaps == 1:  # head, then any non-empty parts, then tail
             h, t, n = len(self.head), len(self.tail), len(parts)
             if n < h + t or "" in parts[h:n - t]:
@@ -285,6 +305,23 @@ class Pattern:
         return self._match_gaps(parts)
 
     __call__ = match
+
+    def filter(self, addresses: Iterable[str]) -> list[str]:
+        """The addresses that match, in order (the first filter run over all at once)."""
+        rx = self.rx
+        if rx is None:
+            m = self.match
+            return [a for a in addresses if m(a)]
+        out = [a for a in addresses if rx(a) is not None]
+        return out if self.exact else [a for a in out if self._confirm(a)]
+
+    def _confirm(self, address: str) -> bool:
+        """The parts the first filter cannot decide (it has passed the address)."""
+        parts = address.split("/")
+        for i, p in self.confirm:
+            if not p(parts[i]):
+                return False
+        return True
 
     def _match_gaps(self, parts: list[str]) -> bool:
         """Several gaps: every position of the item sequence at once (O(items x parts))."""
@@ -340,5 +377,4 @@ def compile_pattern(pattern: str) -> Pattern:
 
 def match(pattern: str, addresses: Iterable[str]) -> list[str]:
     """The addresses (iterable of literal addresses) the pattern matches, in order."""
-    m = compile_pattern(pattern).match
-    return [a for a in addresses if m(a)]
+    return compile_pattern(pattern).filter(addresses)
