@@ -31,6 +31,7 @@ from .engine import EngineBusy
 from .errors import MixgraphError, echo
 from .errors import reason as _reason
 from .patterns import compile_pattern, is_pattern
+from .ratelog import RateLog, source_of
 from .session import Session, number
 from .state import PatchStore
 
@@ -298,6 +299,7 @@ class Dispatcher:
         self.counters = counters or Counters()
         self.wallclock = wallclock
         self.feedback = None  # a feedback.Feedback, set by the transport
+        self.ratelog: RateLog | None = None  # per-source rate-limited warnings, likewise
         self.on_reply_port: Callable[[Peer | None, int], None] | None = None
         self.touch: dict[tuple[str, str], object] = {}  # (node, param) -> holder key
         self._held: list = []  # future bundles with graph edits: (sample time, seq, ...)
@@ -353,7 +355,11 @@ class Dispatcher:
             reply("/fail", [*self._echo(address, args), _reason(str(e))])
         except Exception as e:  # a bug must not take the control thread down
             self.counters.failed += 1
-            log.exception("internal error handling %s", echo(address))
+            if self.ratelog is not None and client is not None:  # a client could repeat it
+                self.ratelog.warn(source_of(client.key), "internal error handling %s",
+                                  echo(address), exc_info=True)
+            else:
+                log.exception("internal error handling %s", echo(address))
             reply("/fail", [*self._echo(address, args), _reason(f"internal error: {e}")])
 
     def fast_set(self, data: bytes, client: Peer) -> bool:

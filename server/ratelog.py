@@ -57,8 +57,9 @@ class RateLog:
         self._window = 0.0
         self._lines = 0  # lines written in the current global window
 
-    def warn(self, source: str, msg: str, *args: object) -> None:
-        """Count a warning caused by `source` (a host) and log it if its turn has come."""
+    def warn(self, source: str, msg: str, *args: object, exc_info: bool = False) -> None:
+        """Count a warning caused by `source` (a host) and log it if its turn has come
+        (with the current exception's traceback when exc_info, on a first line only)."""
         c = self.counts
         c.warnings += 1
         now = self.clock()
@@ -67,7 +68,7 @@ class RateLog:
             if len(self.sources) >= MAX_SOURCES:
                 self._forget()
             s = self.sources[source] = _Source(now)
-            if not self._emit(now, "%s: " + msg, source, *args):
+            if not self._emit(now, "%s: " + msg, source, *args, exc_info=exc_info):
                 c.log_suppressed += 1
             return
         c.log_suppressed += 1
@@ -92,7 +93,7 @@ class RateLog:
         self._emit(now, "%s: %d more warnings in the last %.0f s, not logged (last: %s)",
                    source, n, self.interval, s.last[:200])
 
-    def _emit(self, now: float, fmt: str, *args: object) -> bool:
+    def _emit(self, now: float, fmt: str, *args: object, exc_info: bool = False) -> bool:
         """Write a line unless all sources together have had their lines this interval."""
         if now - self._window >= self.interval:
             if self._lines > self.burst:
@@ -103,7 +104,7 @@ class RateLog:
         self._lines += 1
         if self._lines > self.burst:
             return False
-        self.log.warning(fmt, *args)
+        self.log.warning(fmt, *args, exc_info=exc_info)
         return True
 
     def _forget(self) -> None:
@@ -111,6 +112,14 @@ class RateLog:
         old = sorted(self.sources, key=lambda k: self.sources[k].since)
         for source in old[:len(old) // 2]:
             del self.sources[source]
+
+
+def source_of(key: object) -> str:
+    """The source a client's warnings are charged to, from its peer key: the host of
+    a UDP (host, port, ...) or TCP ("tcp", host, port) client, whatever its port."""
+    if isinstance(key, tuple) and key:
+        return str(key[1] if key[0] == "tcp" and len(key) > 1 else key[0])
+    return str(key)
 
 
 class _Catch(logging.Filter):

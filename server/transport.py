@@ -24,7 +24,7 @@ from .actions import expire_actions
 from .errors import MixgraphError
 from .feedback import Feedback
 from .osc import Dispatcher, Peer, pack_bundles, parse_packet
-from .ratelog import RateLog, library_warnings
+from .ratelog import RateLog, library_warnings, source_of
 
 log = logging.getLogger("mixgraph.transport")
 
@@ -280,6 +280,7 @@ class ControlServer:
         self._stop = False
         # warnings a client's packets cause: counted, and logged per source sparingly
         self.ratelog = RateLog(log, self.counters)
+        dispatcher.ratelog = self.ratelog
         self._last_gc = time.monotonic()
         self._last_tick = 0.0
         self._last_expire = 0.0
@@ -529,12 +530,12 @@ class ControlServer:
                 msgs = parse_packet(data)
         except MixgraphError as e:
             d.counters.garbage += 1
-            self.ratelog.warn(_host(peer), "garbage packet from %s (%s); %d so far",
+            self.ratelog.warn(source_of(peer.key), "garbage packet from %s (%s); %d so far",
                               peer.label, e, d.counters.garbage)
             return
         finally:
             if caught.total:  # what python-osc logged while parsing it
-                self.ratelog.warn(_host(peer), "%d warnings from python-osc parsing a "
+                self.ratelog.warn(source_of(peer.key), "%d warnings from python-osc parsing a "
                                   "packet from %s (first: %s)", caught.total, peer.label,
                                   caught[0])
         bundle = data[:1] == b"#"
@@ -714,12 +715,6 @@ class ControlServer:
 
 
 UdpServer = ControlServer  # the historical name
-
-
-def _host(peer: Peer) -> str:
-    """The source a per-packet warning is charged to: the client's host, any port."""
-    key = peer.key
-    return str(key[1] if key[0] == "tcp" else key[0]) if isinstance(key, tuple) else str(key)
 
 
 def _is_loopback(host: str) -> bool:

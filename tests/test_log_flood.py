@@ -12,9 +12,11 @@ import time
 import pytest
 from pythonosc.osc_message import OscMessage
 
+from mixgraph.server.engine import Engine
 from mixgraph.server.errors import MixgraphError
-from mixgraph.server.osc import encode_message, parse_packet
-from mixgraph.server.ratelog import RateLog, library_warnings
+from mixgraph.server.osc import Dispatcher, Peer, encode_message, parse_packet
+from mixgraph.server.ratelog import RateLog, library_warnings, source_of
+from mixgraph.server.session import Session
 
 from daemon_util import Daemon
 
@@ -164,3 +166,36 @@ def test_daemon_log_stays_small_under_a_flood(tmp_path):
         assert d.call("/node/g/gain", -3.0) == ["/node/g/gain", -3.0]
     finally:
         d.stop()
+
+
+def test_source_of_charges_the_host_whatever_the_port():
+    assert source_of(("10.0.0.7", 5000)) == source_of(("10.0.0.7", 5001)) == "10.0.0.7"
+    assert source_of(("tcp", "10.0.0.7", 6000)) == "10.0.0.7"
+    assert source_of(("::1", 5000, 0, 0)) == "::1"
+
+
+def test_internal_errors_from_a_client_are_rate_limited(caplog):
+    """A command that trips a bug answers /fail every time, but its traceback is
+    logged once per source and interval (a client could send it in a loop)."""
+    e = Engine(48000, 1, 1)
+    s = Session(e)
+    d = Dispatcher(s, info={"block": 64})
+    d.ratelog = RateLog(logging.getLogger("t.internal"), d.counters, clock=Clock())
+
+    def bug(args, reply, t, client=None):
+        raise RuntimeError("a bug")
+
+    d._literal["/bug"] = bug  # stands for any handler with a bug in it
+    got = []
+    peer = Peer(("10.0.0.9", 7), lambda data: got.extend(parse_packet(data)), kind="udp")
+    try:
+        with caplog.at_level(logging.WARNING, logger="t.internal"):
+            for _ in range(100):
+                d.dispatch("/bug", [], peer.reply, 0, peer)
+    finally:
+        s.close()
+        e.free()
+    want = ("/fail", ["/bug", "internal error: a bug"])
+    assert [(m.address, m.args) for m in got] == [want] * 100
+    assert len(caplog.records) == 1 and caplog.records[0].exc_info is not None
+    assert d.counters.warnings == 100 and d.counters.log_suppressed == 99
