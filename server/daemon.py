@@ -99,13 +99,14 @@ class Daemon:
         self.engine = Engine(cfg.sample_rate, cfg.hw_in, cfg.hw_out)
         self.engine.set_ceiling_db(opts.ceiling_db)
         self.disk = DiskIO(cfg.sample_rate, max_recorder_channels=opts.max_recorder_channels,
-                           min_free_bytes=int(opts.min_free_mb * (1 << 20)))
+                           min_free_bytes=int(opts.min_free_mb * (1 << 20)), enforce=False)
         self.session = Session(self.engine, data_dir=self.state_dir / "audio",
                                confine_paths=True, disk=self.disk)
         (self.state_dir / "audio").mkdir(exist_ok=True)
         self.store = PatchStore(self.state_dir)
         self.autosave_path = self.state_dir / AUTOSAVE
         self.restored = self._restore()
+        self.disk.start_quota(self.state_dir / "audio")  # a restart keeps its recorders
         self.autosaver = Autosaver(self.autosave_path)
         self._dirty = False
         self.session.changed = self._mark_dirty

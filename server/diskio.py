@@ -143,10 +143,11 @@ class DiskIO:
 
     def __init__(self, sample_rate: float, period_s: float = 0.01, flush_s: float = 0.5,
                  max_recorder_channels: int = DEFAULT_MAX_RECORDER_CHANNELS,
-                 min_free_bytes: int = DEFAULT_MIN_FREE_MB << 20) -> None:
+                 min_free_bytes: int = DEFAULT_MIN_FREE_MB << 20, enforce: bool = True) -> None:
         self.sample_rate = sample_rate
         self.max_recorder_channels = max_recorder_channels
         self.min_free_bytes = min_free_bytes
+        self.enforce = enforce  # False while a restart restores what was running
         self.period_s = period_s
         self.flush_s = flush_s
         self._streams: list[PlayerStream | RecorderStream] = []
@@ -169,6 +170,25 @@ class DiskIO:
     def open_recorder(self, path: Path, channels: int, fmt: str | None) -> RecorderStream:
         """A new recorder stream, unless it would pass the server's recorder channel
         quota or its disk has less than min_free_bytes free (MixgraphError)."""
+        if self.enforce:
+            self._check_quota(path, channels)
+        s = RecorderStream(path, channels, self.sample_rate, fmt, self.flush_s)
+        with self._lock:
+            self._streams.append(s)
+        return s
+
+    def start_quota(self, data_dir: Path) -> None:
+        """Check new recorders from now on; say so if what was restored is already over
+        the quota or the disk is nearly full (restored recorders are kept)."""
+        self.enforce = True
+        if not self.recorder_channels():
+            return
+        try:
+            self._check_quota(data_dir / "x", 0)
+        except MixgraphError as e:
+            log.warning("restored recorders: %s", e)
+
+    def _check_quota(self, path: Path, channels: int) -> None:
         used = self.recorder_channels()
         if used + channels > self.max_recorder_channels:
             raise MixgraphError(
@@ -183,10 +203,6 @@ class DiskIO:
             raise MixgraphError(
                 f"the disk for recordings is nearly full: {free >> 20} MB free, a recorder "
                 f"needs {self.min_free_bytes >> 20} MB (serve --min-free-mb)")
-        s = RecorderStream(path, channels, self.sample_rate, fmt, self.flush_s)
-        with self._lock:
-            self._streams.append(s)
-        return s
 
     def close(self, stream) -> None:
         with self._lock:

@@ -178,3 +178,26 @@ def test_daemon_recorder_quota_options(tmp_path):
     finally:
         d.stop()
 
+
+def test_a_restart_keeps_its_recorders_over_the_quota(tmp_path):
+    """The checks are for new recorders: a restart with the disk nearly full (or a
+    lower quota) restores the graph it had, recorders included, and says so."""
+    d = Daemon(tmp_path / "state", "--backend", "null")
+    try:
+        d.call("/graph/add", "recorder", "r", "path", "r.wav", "channels", 2)
+        d.call("/graph/add", "gain", "g")
+    finally:
+        assert d.stop() == 0
+    free_mb = shutil.disk_usage(tmp_path).free >> 20
+    d = Daemon(tmp_path / "state", "--backend", "null", "--min-free-mb", str(free_mb + 10**7),
+               "--max-recorder-channels", "1")
+    try:
+        assert d.status()["nodes"] == 2  # the recorder and the gain
+        _, first = d.request("/graph/nodes")
+        assert first[:2] == ["r", "recorder"], first
+        assert "restored recorders" in d.output()
+        addr, args = d.request("/graph/add", "recorder", "r2", "path", "r2.wav", "channels", 1)
+        assert addr == "/fail" and "recorder quota" in args[-1], args
+    finally:
+        d.stop()
+
