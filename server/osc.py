@@ -31,7 +31,7 @@ from .engine import EngineBusy
 from .errors import MixgraphError, echo
 from .errors import reason as _reason
 from .patterns import compile_pattern, is_pattern
-from .ratelog import RateLog, source_of
+from .ratelog import RateLog, library_warnings, source_of
 from .session import Session, number
 from .state import PatchStore
 
@@ -97,11 +97,15 @@ def parse_packet(data: bytes, timetag: tuple[int, int] = IMMEDIATE,
             if _SIMPLE_TAGS.issuperset(tags):
                 raise MixgraphError("malformed OSC arguments (truncated or bad text)")
             raise MixgraphError("OSC type tags S c I cannot be mixed with b t [ ]")
-    try:
-        msg = OscMessage(data)
-        return [Timed(msg.address, list(msg.params), timetag)]
-    except Exception as e:  # python-osc raises several types for garbage
-        raise MixgraphError(f"cannot parse OSC message: {e}") from None
+    with library_warnings() as caught:
+        try:
+            msg = OscMessage(data)
+        except Exception as e:  # python-osc raises several types for garbage
+            raise MixgraphError(f"cannot parse OSC message: {e}") from None
+    if caught.total:  # it skipped something (and misread what followed): garbage
+        raise MixgraphError(f"python-osc logged {caught.total} warnings parsing it "
+                            f"(first: {caught[0]})")
+    return [Timed(msg.address, list(msg.params), timetag)]
 
 
 _unpack_i = struct.Struct(">i").unpack_from

@@ -10,8 +10,8 @@ per `interval`. Every warning is counted (`warnings` in /status) and so is
 every line not written (`log_suppressed`).
 
 python-osc logs what it cannot parse on the root logger; `library_warnings()`
-catches those while a packet from the network is being parsed, so that they
-go through here too."""
+catches those while it parses a packet (osc.parse_packet), which then makes
+the packet garbage, so that they are counted and rate-limited here too."""
 
 from __future__ import annotations
 

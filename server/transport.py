@@ -24,7 +24,7 @@ from .actions import expire_actions
 from .errors import MixgraphError
 from .feedback import Feedback
 from .osc import Dispatcher, Peer, pack_bundles, parse_packet
-from .ratelog import RateLog, library_warnings, source_of
+from .ratelog import RateLog, source_of
 
 log = logging.getLogger("mixgraph.transport")
 
@@ -526,18 +526,12 @@ class ControlServer:
         if data[:6] == b"/node/" and d.fast_set(data, peer):
             return
         try:
-            with library_warnings() as caught:
-                msgs = parse_packet(data)
+            msgs = parse_packet(data)
         except MixgraphError as e:
             d.counters.garbage += 1
             self.ratelog.warn(source_of(peer.key), "garbage packet from %s (%s); %d so far",
                               peer.label, e, d.counters.garbage)
             return
-        finally:
-            if caught.total:  # what python-osc logged while parsing it
-                self.ratelog.warn(source_of(peer.key), "%d warnings from python-osc parsing a "
-                                  "packet from %s (first: %s)", caught.total, peer.label,
-                                  caught[0])
         bundle = data[:1] == b"#"
         if bundle and self.rate and len(msgs) > 1:
             b = self.buckets.get(key) if peer.kind == "udp" else None
