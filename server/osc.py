@@ -3,9 +3,10 @@
 python-osc parses packets; replies are encoded here (a few struct calls).
 Dispatch is our own: one dict lookup for literal addresses plus a split of
 /node/<name>/<param>[/norm|/touch]; only addresses holding pattern characters
-are matched (server/patterns.py, no regex) against the live address set. Dispatch never sleeps: a
-bundle's future timetag becomes an engine sample time. The transports live in
-transport.py, subscriptions and meters in feedback.py."""
+are matched (server/patterns.py, never backtracking) against the live
+address set. Dispatch never sleeps: a bundle's future timetag becomes an
+engine sample time. The transports live in transport.py, subscriptions and
+meters in feedback.py."""
 
 from __future__ import annotations
 

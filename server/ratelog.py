@@ -24,6 +24,7 @@ from contextlib import contextmanager
 DEFAULT_INTERVAL_S = 10.0  # per source: the first line, then one summary per interval
 DEFAULT_BURST = 20  # lines from all sources together per interval
 MAX_SOURCES = 4096  # sources remembered; more and the oldest are forgotten
+LINE_MAX = 300  # characters of one warning line (a reason may quote what was sent)
 
 
 class _Source:
@@ -104,7 +105,10 @@ class RateLog:
         self._lines += 1
         if self._lines > self.burst:
             return False
-        self.log.warning(fmt, *args, exc_info=exc_info)
+        text = fmt % args if args else fmt
+        if len(text) > LINE_MAX:
+            text = text[:LINE_MAX] + "..."
+        self.log.warning("%s", text, exc_info=exc_info)
         return True
 
     def _forget(self) -> None:

@@ -199,3 +199,11 @@ def test_internal_errors_from_a_client_are_rate_limited(caplog):
     assert [(m.address, m.args) for m in got] == [want] * 100
     assert len(caplog.records) == 1 and caplog.records[0].exc_info is not None
     assert d.counters.warnings == 100 and d.counters.log_suppressed == 99
+
+
+def test_ratelog_lines_are_bounded(caplog):
+    r = RateLog(logging.getLogger("t.ratelog3"), clock=Clock())
+    with caplog.at_level(logging.WARNING, logger="t.ratelog3"):
+        r.warn("10.0.0.1", "garbage (%s)", "x" * 60000)  # a reason quoting the packet
+    [rec] = caplog.records
+    assert len(rec.getMessage()) <= 310
