@@ -29,6 +29,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
                       idle_timeout=a.idle_timeout, max_subscribers=a.max_subscribers,
                       max_output=int(a.max_output_mb * (1 << 20)),
                       trust_loopback=not a.prove_loopback),
+        max_recorder_channels=a.max_recorder_channels, min_free_mb=a.min_free_mb,
     ))
 
 
@@ -316,6 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--prove-loopback", action="store_true",
                    help="loopback UDP clients must prove their address too (/hello)")
     s.add_argument("--state-dir", help="patches, autosave and audio files")
+    s.add_argument("--max-recorder-channels", type=int, default=128, metavar="N",
+                   help="recorder channels in all recorders together (default 128)")
+    s.add_argument("--min-free-mb", type=float, default=512, metavar="MB",
+                   help="refuse a new recorder when its disk has less free (default 512)")
     s.add_argument("--ceiling-db", type=float, default=0.0, help="hard output ceiling, dBFS")
     s.add_argument("--no-status", action="store_true", help="no live status line")
     s.add_argument("--no-mlock", action="store_true",

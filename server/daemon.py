@@ -24,7 +24,7 @@ from rich.table import Table
 
 from . import __version__
 from .backends import choose_backend, start_backend
-from .diskio import DiskIO
+from .diskio import DEFAULT_MAX_RECORDER_CHANNELS, DEFAULT_MIN_FREE_MB, DiskIO
 from .engine import Engine
 from .errors import MixgraphError
 from .osc import Counters, Dispatcher
@@ -61,6 +61,8 @@ class ServeOptions:
     zeroconf: bool = False  # advertise _osc._udp / _osc._tcp (the zeroconf package)
     mlock: bool = True  # lock the process's memory so the audio thread never page-faults
     limits: Limits | None = None  # connection, subscriber and output caps (transport.Limits)
+    max_recorder_channels: int = DEFAULT_MAX_RECORDER_CHANNELS  # all recorders together
+    min_free_mb: float = DEFAULT_MIN_FREE_MB  # a recorder's disk must have this much free
 
 
 def raise_fd_limit() -> str:
@@ -126,13 +128,15 @@ class Daemon:
         cfg = self.config
         self.engine = Engine(cfg.sample_rate, cfg.hw_in, cfg.hw_out)
         self.engine.set_ceiling_db(opts.ceiling_db)
-        self.disk = DiskIO(cfg.sample_rate)
+        self.disk = DiskIO(cfg.sample_rate, max_recorder_channels=opts.max_recorder_channels,
+                           min_free_bytes=int(opts.min_free_mb * (1 << 20)), enforce=False)
         self.session = Session(self.engine, data_dir=self.state_dir / "audio",
                                confine_paths=True, disk=self.disk)
         (self.state_dir / "audio").mkdir(exist_ok=True)
         self.store = PatchStore(self.state_dir)
         self.autosave_path = self.state_dir / AUTOSAVE
         self.restored = self._restore()
+        self.disk.start_quota(self.state_dir / "audio")  # a restart keeps its recorders
         self.autosaver = Autosaver(self.autosave_path)
         self._dirty = False
         self.session.changed = self._mark_dirty

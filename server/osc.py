@@ -3,9 +3,10 @@
 python-osc parses packets; replies are encoded here (a few struct calls).
 Dispatch is our own: one dict lookup for literal addresses plus a split of
 /node/<name>/<param>[/norm|/touch]; only addresses holding pattern characters
-are matched (regex) against the live address set. Dispatch never sleeps: a
-bundle's future timetag becomes an engine sample time. The transports live in
-transport.py, subscriptions and meters in feedback.py."""
+are matched (server/patterns.py, never backtracking) against the live
+address set. Dispatch never sleeps: a bundle's future timetag becomes an
+engine sample time. The transports live in transport.py, subscriptions and
+meters in feedback.py."""
 
 from __future__ import annotations
 
@@ -28,8 +29,10 @@ from . import __version__, tapers
 from .actions import actions_for, is_action_or_trigger, run_action
 from .catalog import CATALOG
 from .engine import EngineBusy
-from .errors import MixgraphError
+from .errors import MixgraphError, echo
+from .errors import reason as _reason
 from .patterns import compile_pattern, is_pattern
+from .ratelog import RateLog, library_warnings, source_of
 from .session import Session
 from .state import PatchStore
 from .values import number
@@ -39,6 +42,7 @@ log = logging.getLogger("mixgraph.osc")
 Reply = Callable[[str, list], None]
 NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900 to 1970
 IMMEDIATE = (0, 1)
+MAX_BUNDLE_DEPTH = 8  # bundles inside bundles: a ninth level makes the packet garbage
 TOUCH_TIMEOUT_S = 10.0  # a touch whose holder stays silent this long lapses
 
 
@@ -55,8 +59,8 @@ def parse_packet(data: bytes, timetag: tuple[int, int] = IMMEDIATE,
                  depth: int = 0) -> list[Timed]:
     """Messages of an OSC packet (bundles flattened, nested timetags kept)."""
     if data[:8] == b"#bundle\0":
-        if depth > 8:
-            raise MixgraphError("bundles nested too deep")
+        if depth >= MAX_BUNDLE_DEPTH:  # depth counts from 0 at the outermost bundle
+            raise MixgraphError(f"bundles nested more than {MAX_BUNDLE_DEPTH} deep")
         if len(data) < 16:
             raise MixgraphError("truncated bundle")
         tt = struct.unpack(">II", data[8:16])
@@ -80,30 +84,48 @@ def parse_packet(data: bytes, timetag: tuple[int, int] = IMMEDIATE,
     fast = _parse_simple(data)
     if fast is not None:
         return [Timed(fast[0], fast[1], timetag)]
-    t0 = data.find(b",")
-    if t0 > 0:
-        t1 = data.find(b"\0", t0)
-        if t1 > 0 and not _KNOWN_TAGS.issuperset(data[t0 + 1:t1].decode("latin-1")):
-            # python-osc would skip an unknown tag with a warning: it is garbage here
-            raise MixgraphError("unknown OSC type tag")
-    try:
-        msg = OscMessage(data)
-        return [Timed(msg.address, list(msg.params), timetag)]
-    except Exception as e:  # python-osc raises several types for garbage
-        raise MixgraphError(f"cannot parse OSC message: {e}") from None
+    end = data.find(b"\0")
+    pos = (end + 4) & ~3
+    if end > 0 and pos < len(data):
+        # the type tag string follows the padded address (a ',' in the address is
+        # part of the address); python-osc would skip a tag it does not know, with a
+        # warning per tag and the arguments after it misread: it is garbage here
+        t1 = data.find(b"\0", pos)
+        tags = data[pos + 1:t1 if t1 > 0 else len(data)].decode("latin-1")
+        if data[pos:pos + 1] == b"," and not _LIBRARY_TAGS.issuperset(tags):
+            bad = sorted(set(tags) - _LIBRARY_TAGS - _SIMPLE_TAGS)
+            if bad:
+                raise MixgraphError(f"unsupported OSC type tag {bad[0]!r}")
+            if _SIMPLE_TAGS.issuperset(tags):
+                raise MixgraphError("malformed OSC arguments (truncated or bad text)")
+            raise MixgraphError("OSC type tags S c I cannot be mixed with b t [ ]")
+    with library_warnings() as caught:
+        try:
+            msg = OscMessage(data)
+        except Exception as e:  # python-osc raises several types for garbage
+            raise MixgraphError(f"cannot parse OSC message: {e}") from None
+    if caught.total:  # it skipped something (and misread what followed): garbage
+        raise MixgraphError(f"python-osc logged {caught.total} warnings parsing it "
+                            f"(first: {caught[0]})")
+    return [Timed(msg.address, list(msg.params), timetag)]
 
 
 _unpack_i = struct.Struct(">i").unpack_from
 _unpack_q = struct.Struct(">q").unpack_from
+_unpack_u = struct.Struct(">I").unpack_from
 _unpack_f = struct.Struct(">f").unpack_from
 _unpack_d = struct.Struct(">d").unpack_from
-_SIMPLE_TAGS = frozenset("ifhdsTF")
-_KNOWN_TAGS = frozenset("ifsbhtdScrmTFNI[]")
+# decoded here: OSC 1.0's required and optional types but blobs, timetags, arrays
+_SIMPLE_TAGS = frozenset("ifhdsTFSIcNrm")
+# decoded by python-osc (without a warning); a mix of the two needs both, and is refused
+_LIBRARY_TAGS = frozenset("ifhdsbtrmTFN[]")
 
 
 def _parse_simple(data: bytes):
-    """The common case without python-osc: tags from `ifhdsTF` only; (address, args),
-    or None to let python-osc decide (other tags, anything odd)."""
+    """Messages without python-osc: tags from `ifhdsTFSIcNrm` only (S is a string, c a
+    one-character string, I Infinitum as inf, N None, r an int, m 4 ints, as python-osc
+    gives them); (address, args), or None to let python-osc decide (other tags, anything
+    odd)."""
     end = data.find(b"\0")
     if end < 0:
         return None
@@ -131,7 +153,7 @@ def _parse_simple(data: bytes):
             elif t == "i":
                 args.append(_unpack_i(data, i)[0])
                 i += 4
-            elif t == "s":
+            elif t == "s" or t == "S":
                 e = data.find(b"\0", i)
                 if e < 0:
                     return None
@@ -144,9 +166,23 @@ def _parse_simple(data: bytes):
             elif t == "h":
                 args.append(_unpack_q(data, i)[0])
                 i += 8
-            else:  # "d"
+            elif t == "d":
                 args.append(_unpack_d(data, i)[0])
                 i += 8
+            elif t == "N":
+                args.append(None)
+            elif t == "I":
+                args.append(math.inf)
+            else:  # c, r, m: 32 bits
+                (v,) = _unpack_u(data, i)
+                i += 4
+                if t == "c":
+                    if v > 0x10FFFF:
+                        return None
+                    args.append(chr(v))
+                else:
+                    args.append(v if t == "r" else (v >> 24, (v >> 16) & 255, (v >> 8) & 255,
+                                                    v & 255))
     except (struct.error, UnicodeDecodeError):
         return None
     if i > n:
@@ -216,6 +252,8 @@ class Counters:
     slow_closed: int = 0  # TCP connections closed for not reading (output memory caps)
     meters_dropped: int = 0  # meter frames not queued for slow TCP readers
     unproven_refused: int = 0  # UDP replies withheld from unproven addresses (amplification)
+    warnings: int = 0  # per-packet warnings (ratelog.RateLog), logged or not
+    log_suppressed: int = 0  # of those, not written as a log line of their own
     clients: dict = field(default_factory=dict)  # client key -> last seen (monotonic)
 
     def active_clients(self, window_s: float = 30.0) -> int:
@@ -280,6 +318,7 @@ class Dispatcher:
         self.wallclock = wallclock
         self.started = time.monotonic()  # for /status uptime
         self.feedback = None  # a feedback.Feedback, set by the transport
+        self.ratelog: RateLog | None = None  # per-source rate-limited warnings, likewise
         self.on_reply_port: Callable[[Peer | None, int], None] | None = None
         # the transport's address proof (see transport.ControlServer.hello): the reply
         self.on_hello: Callable[[Peer, list], tuple[str, list]] | None = None
@@ -340,16 +379,20 @@ class Dispatcher:
                 raise MixgraphError("unknown address")
         except MixgraphError as e:
             self.counters.failed += 1
-            reply("/fail", [address, *self._keys(address, args), str(e)])
+            reply("/fail", [*self._echo(address, args), _reason(str(e))])
         except OSError as e:  # descriptors, disk: say what, never where (no paths)
             self.counters.failed += 1
             log.error("system error handling %s: %s", address, e)
-            reply("/fail", [address, *self._keys(address, args),
+            reply("/fail", [*self._echo(address, args),
                             f"system error: {e.strerror or type(e).__name__}"])
         except Exception as e:  # a bug must not take the control thread down
             self.counters.failed += 1
-            log.exception("internal error handling %s", address)
-            reply("/fail", [address, *self._keys(address, args), f"internal error: {e}"])
+            if self.ratelog is not None and client is not None:  # a client could repeat it
+                self.ratelog.warn(source_of(client.key), "internal error handling %s",
+                                  echo(address), exc_info=True)
+            else:
+                log.exception("internal error handling %s", echo(address))
+            reply("/fail", [*self._echo(address, args), _reason(f"internal error: {e}")])
 
     def fast_set(self, data: bytes, client: Peer) -> bool:
         """The flood path: a bare `/node/<name>/<param> ,f|,i <number>` setting a plain
@@ -423,7 +466,7 @@ class Dispatcher:
         tt = msgs[0].timetag
         t, late_ms = self._bundle_time(tt)
         if late_ms is not None:
-            reply("/late", [msgs[0].address, float(round(late_ms, 3))])
+            reply("/late", [echo(msgs[0].address), float(round(late_ms, 3))])
         if t and not self._params_only(msgs):
             # graph edits cannot be sample-scheduled: hold the bundle on the control side
             heapq.heappush(self._held, (t, next(self._seq), msgs, reply, client))
@@ -481,8 +524,9 @@ class Dispatcher:
                 self.counters.messages += len(msgs)
                 self.counters.failed += len(msgs)
                 for j, o in enumerate(msgs):
-                    why = str(e) if j == i else f"bundle not applied: {m.address} failed: {e}"
-                    reply("/fail", [o.address, *self._keys(o.address, o.args), why])
+                    why = str(e) if j == i else \
+                        f"bundle not applied: {echo(m.address)} failed: {e}"
+                    reply("/fail", [*self._echo(o.address, o.args), _reason(why)])
                 return
         edits = not self._params_only(msgs) and any(
             m.address not in _SIDE_EFFECT_FREE for m in msgs)
@@ -502,7 +546,7 @@ class Dispatcher:
             pending, self._bundle = self._bundle, None
         if failed and snapshot is not None:
             first = failed[0][1]
-            why = f"bundle rolled back: {first[0]} failed: {first[-1]}"
+            why = _reason(f"bundle rolled back: {first[0]} failed: {first[-1]}")
             for a, args in collect.items:
                 if a == "/done":
                     reply("/fail", [*args, why])
@@ -600,6 +644,11 @@ class Dispatcher:
             self._bundle["graph"].append((args, client))
         else:
             self.feedback.graph_changed(args, client)
+
+    @classmethod
+    def _echo(cls, address: str, args: list) -> list:
+        """The address and key arguments a /fail echoes, each cut to ECHO_MAX."""
+        return [echo(address), *(echo(a) for a in cls._keys(address, args))]
 
     @staticmethod
     def _keys(address: str, args: list) -> list:
@@ -753,6 +802,8 @@ class Dispatcher:
             "slow_closed", self.counters.slow_closed,
             "meters_dropped", self.counters.meters_dropped,
             "unproven_refused", self.counters.unproven_refused,
+            "warnings", self.counters.warnings,
+            "log_suppressed", self.counters.log_suppressed,
             "subscribers", len(fb.subs) if fb is not None else 0,
             "worst_us", float(round(st.worst_us, 1)),
             "plans", int(self.session.plans_built),
@@ -864,12 +915,12 @@ class Dispatcher:
             raise MixgraphError(str(e)) from None
         names = [n for n in self.session.live if compile_pattern("/" + pat).match("/" + n)]
         fb.meters_subscribe(client, pat, rate)
-        reply("/done", ["/meters/subscribe", args[0], float(rate), len(names)])
+        reply("/done", ["/meters/subscribe", echo(args[0]), float(rate), len(names)])
 
     def _meters_unsubscribe(self, args: list, reply: Reply, _t: int, client=None) -> None:
         fb = self._need_feedback(client, stream=False)
         fb.meters_unsubscribe(client, args[0] if args and isinstance(args[0], str) else None)
-        reply("/done", ["/meters/unsubscribe", *args[:1]])
+        reply("/done", ["/meters/unsubscribe", *(echo(a) for a in args[:1])])
 
     def _reply_port(self, args: list, reply: Reply, _t: int, client=None) -> None:
         if self.on_reply_port is None or client is None or client.kind != "udp":
@@ -1044,7 +1095,7 @@ class Dispatcher:
             rx = compile_pattern(pattern)
         except ValueError as e:
             raise MixgraphError(str(e)) from None
-        out = [a for a in self.addresses() if rx.match(a)]
+        out = rx.filter(self.addresses())
         last = pattern.rsplit("/", 1)[-1]
         if is_pattern(last) or "//" in pattern:
             # `/node/dn/* 0.5` sets parameters; it does not start node actions (learn,

@@ -42,6 +42,7 @@ from .actions import expire_actions
 from .errors import MixgraphError
 from .feedback import Feedback
 from .osc import Dispatcher, Peer, encode_message, pack_bundles, parse_packet
+from .ratelog import RateLog, source_of
 
 log = logging.getLogger("mixgraph.transport")
 
@@ -189,8 +190,8 @@ class TcpConn:
             self.server.close_conn(self)
             return
         if len(self.outbuf) > OUT_MAX:
-            log.warning("%s is not reading its replies (%d bytes unsent); disconnected",
-                        self.peer.label, len(self.outbuf))
+            self.server.ratelog.warn(self.addr[0], "%s is not reading its replies; "
+                                     "disconnected", self.peer.label)
             self.server.counters.slow_closed += 1
             self.server.close_conn(self)
             return
@@ -221,8 +222,8 @@ class TcpConn:
                 size = int.from_bytes(buf[:4], "big", signed=True)
                 if size < 0 or size > maxf:
                     self.server.counters.oversized += 1
-                    log.warning("%s sent a %d-byte frame (max %d); disconnected",
-                                self.peer.label, size, maxf)
+                    self.server.ratelog.warn(self.addr[0], "%s sent a %d-byte frame (max %d); "
+                                             "disconnected", self.peer.label, size, maxf)
                     self.server.close_conn(self)
                     return
                 if len(buf) < 4 + size:
@@ -353,7 +354,9 @@ class ControlServer:
         self._ready_set: set = set()
         self._paused: set[TcpConn] = set()
         self._stop = False
-        self._last_garbage_log = 0.0
+        # warnings a client's packets cause: counted, and logged per source sparingly
+        self.ratelog = RateLog(log, self.counters)
+        dispatcher.ratelog = self.ratelog
         self._last_gc = time.monotonic()
         self._last_tick = 0.0
         self._last_expire = 0.0
@@ -750,10 +753,8 @@ class ControlServer:
             msgs = parse_packet(data)
         except MixgraphError as e:
             d.counters.garbage += 1
-            if now - self._last_garbage_log > 1.0:
-                self._last_garbage_log = now
-                log.warning("garbage packet from %s (%s); %d so far", peer.label, e,
-                            d.counters.garbage)
+            self.ratelog.warn(source_of(peer.key), "garbage packet from %s (%s); %d so far",
+                              peer.label, e, d.counters.garbage)
             return
         bundle = data[:1] == b"#"
         if bundle and self.rate and len(msgs) > 1:
@@ -992,6 +993,7 @@ class ControlServer:
         if now - self._last_gc > 30:
             self._last_gc = now
             self._gc_peers()
+            self.ratelog.flush()
         if self._accept_paused_until and now >= self._accept_paused_until:
             self._accept_paused_until = 0.0
             if self._spare is None:
