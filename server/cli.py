@@ -14,6 +14,20 @@ from rich.table import Table
 from .errors import MixgraphError
 
 
+def _in_range(what: str, lo: float, hi: float):
+    """An argparse type: a finite number in lo..hi, checked by server/values.py."""
+    def parse(text: str) -> float:
+        from .errors import MixgraphError
+        from .values import in_range
+
+        try:
+            return in_range(float(text), what, lo, hi)
+        except (ValueError, MixgraphError) as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return parse
+
+
 def _cmd_serve(a: argparse.Namespace) -> int:
     from .daemon import ServeOptions, serve
 
@@ -250,11 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tcp-port", type=int, help="OSC TCP port (default: the UDP port)")
     s.add_argument("--no-tcp", action="store_true", help="no TCP listener")
     s.add_argument("--max-frame", type=int, default=65536, help="largest OSC packet, bytes")
-    s.add_argument("--rate-limit", type=float, default=20000.0,
+    s.add_argument("--rate-limit", type=_in_range("--rate-limit", 0, 1e7), default=20000.0,
                    help="messages/s per client (0 = unlimited; default 20000)")
-    s.add_argument("--rate-burst", type=float, default=10000.0, help="rate-limit burst")
+    s.add_argument("--rate-burst", type=_in_range("--rate-burst", 1, 1e7), default=10000.0,
+                   help="rate-limit burst")
     s.add_argument("--state-dir", help="patches, autosave and audio files")
-    s.add_argument("--ceiling-db", type=float, default=0.0, help="hard output ceiling, dBFS")
+    s.add_argument("--ceiling-db", type=_in_range("--ceiling-db", -100, 24), default=0.0,
+                   help="hard output ceiling, dBFS")
     s.add_argument("--no-status", action="store_true", help="no live status line")
     s.add_argument("--no-mlock", action="store_true",
                    help="do not lock the process's memory (mlockall)")
