@@ -105,6 +105,7 @@ class Daemon:
         self.restored = self._restore()
         self.autosaver = Autosaver(self.autosave_path)
         self._dirty = False
+        self._last_save_error = -1e9
         self.session.changed = self._mark_dirty
         self.counters = Counters()
         info = {"backend": cfg.kind, "device": cfg.device_name, "block": cfg.block,
@@ -135,9 +136,19 @@ class Daemon:
         self._dirty = True
 
     def _tick(self) -> None:
+        """The autosave hook of the control loop: submit the latest snapshot. A
+        snapshot that cannot be made or encoded is logged (at most every 10 s) and
+        retried on the next tick; it never stops the control thread."""
         if self._dirty:
             self._dirty = False
-            self.autosaver.submit(self.session.to_doc())
+            try:
+                self.autosaver.submit(self.session.to_doc())
+            except Exception:
+                self._dirty = True
+                now = time.monotonic()
+                if now - self._last_save_error >= 10.0:
+                    self._last_save_error = now
+                    log.exception("autosave snapshot failed; retrying")
 
     def banner(self) -> Panel:
         cfg = self.config
