@@ -37,7 +37,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         state_dir=Path(a.state_dir) if a.state_dir else None, status=not a.no_status,
         ceiling_db=a.ceiling_db, tcp_port=-1 if a.no_tcp else a.tcp_port, allow=a.allow,
         max_frame=a.max_frame, rate_limit=a.rate_limit, rate_burst=a.rate_burst,
-        zeroconf=a.zeroconf, mlock=not a.no_mlock,
+        zeroconf=a.zeroconf, mlock=not a.no_mlock, max_lead_s=a.max_lead_s,
     ))
 
 
@@ -268,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="messages/s per client (0 = unlimited; default 20000)")
     s.add_argument("--rate-burst", type=_in_range("--rate-burst", 1, 1e7), default=10000.0,
                    help="rate-limit burst")
+    s.add_argument("--max-lead-s", type=_in_range("--max-lead-s", 1, 86400), default=600.0,
+                   help="how far ahead a bundle's timetag may be, seconds (default 600)")
     s.add_argument("--state-dir", help="patches, autosave and audio files")
     s.add_argument("--ceiling-db", type=_in_range("--ceiling-db", -100, 24), default=0.0,
                    help="hard output ceiling, dBFS")

@@ -58,6 +58,7 @@ class ServeOptions:
     rate_burst: float = 10000.0
     zeroconf: bool = False  # advertise _osc._udp / _osc._tcp (the zeroconf package)
     mlock: bool = True  # lock the process's memory so the audio thread never page-faults
+    max_lead_s: float = 600.0  # how far ahead a bundle's timetag may be (docs/protocol.md)
 
 
 def lock_memory() -> str:
@@ -110,7 +111,8 @@ class Daemon:
         self.counters = Counters()
         info = {"backend": cfg.kind, "device": cfg.device_name, "block": cfg.block,
                 "inputs": cfg.hw_in, "outputs": cfg.hw_out}
-        self.dispatcher = Dispatcher(self.session, self.store, info, self.counters)
+        self.dispatcher = Dispatcher(self.session, self.store, info, self.counters,
+                                     max_lead_s=opts.max_lead_s)
         self.server = ControlServer(self.dispatcher, opts.host, opts.port, tick=self._tick,
                                     tcp_port=opts.tcp_port, allow=opts.allow,
                                     max_frame=opts.max_frame, rate=opts.rate_limit,
