@@ -14,6 +14,20 @@ from rich.table import Table
 from .errors import MixgraphError
 
 
+def _in_range(what: str, lo: float, hi: float):
+    """An argparse type: a finite number in lo..hi, checked by server/values.py."""
+    def parse(text: str) -> float:
+        from .errors import MixgraphError
+        from .values import in_range
+
+        try:
+            return in_range(float(text), what, lo, hi)
+        except (ValueError, MixgraphError) as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return parse
+
+
 def _cmd_serve(a: argparse.Namespace) -> int:
     from .daemon import ServeOptions, serve
     from .transport import Limits
@@ -24,7 +38,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         state_dir=Path(a.state_dir) if a.state_dir else None, status=not a.no_status,
         ceiling_db=a.ceiling_db, tcp_port=-1 if a.no_tcp else a.tcp_port, allow=a.allow,
         max_frame=a.max_frame, rate_limit=a.rate_limit, rate_burst=a.rate_burst,
-        zeroconf=a.zeroconf, mlock=not a.no_mlock,
+        zeroconf=a.zeroconf, mlock=not a.no_mlock, max_lead_s=a.max_lead_s,
         limits=Limits(max_conns=a.max_conns, max_conns_per_host=a.max_conns_per_host,
                       idle_timeout=a.idle_timeout, max_subscribers=a.max_subscribers,
                       max_output=int(a.max_output_mb * (1 << 20)),
@@ -300,9 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tcp-port", type=int, help="OSC TCP port (default: the UDP port)")
     s.add_argument("--no-tcp", action="store_true", help="no TCP listener")
     s.add_argument("--max-frame", type=int, default=65536, help="largest OSC packet, bytes")
-    s.add_argument("--rate-limit", type=float, default=20000.0,
+    s.add_argument("--rate-limit", type=_in_range("--rate-limit", 0, 1e7), default=20000.0,
                    help="messages/s per client (0 = unlimited; default 20000)")
-    s.add_argument("--rate-burst", type=float, default=10000.0, help="rate-limit burst")
+    s.add_argument("--rate-burst", type=_in_range("--rate-burst", 1, 1e7), default=10000.0,
+                   help="rate-limit burst")
+    s.add_argument("--max-lead-s", type=_in_range("--max-lead-s", 1, 86400), default=600.0,
+                   help="how far ahead a bundle's timetag may be, seconds (default 600)")
     s.add_argument("--max-conns", type=int, default=256,
                    help="TCP connections at once (default 256; also capped by descriptors)")
     s.add_argument("--max-conns-per-host", type=int, default=32,
@@ -321,7 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="recorder channels in all recorders together (default 128)")
     s.add_argument("--min-free-mb", type=float, default=512, metavar="MB",
                    help="refuse a new recorder when its disk has less free (default 512)")
-    s.add_argument("--ceiling-db", type=float, default=0.0, help="hard output ceiling, dBFS")
+    s.add_argument("--ceiling-db", type=_in_range("--ceiling-db", -100, 24), default=0.0,
+                   help="hard output ceiling, dBFS")
     s.add_argument("--no-status", action="store_true", help="no live status line")
     s.add_argument("--no-mlock", action="store_true",
                    help="do not lock the process's memory (mlockall)")

@@ -44,6 +44,17 @@ NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900 to 1970
 IMMEDIATE = (0, 1)
 MAX_BUNDLE_DEPTH = 8  # bundles inside bundles: a ninth level makes the packet garbage
 TOUCH_TIMEOUT_S = 10.0  # a touch whose holder stays silent this long lapses
+# Scheduling budgets (docs/protocol.md, "Bundles"): how far ahead a timetag
+# may be, how many timed messages one client may have pending (scheduled in the
+# engine or held here), what the held bundles may hold in all, and the share of
+# the engine's scheduler that future sets may take (the rest stays free for
+# sets that apply now).
+MAX_LEAD_S = 600.0
+CLIENT_TIMED = 4096  # timed messages pending per client (scheduled + held)
+CLIENT_HELD_BYTES = 1 << 20  # held bundles per client, bytes (estimated)
+HELD_MAX = 32768  # held messages, all clients
+HELD_BYTES_MAX = 16 << 20  # held bundles, all clients, bytes (estimated)
+ENGINE_SHARE = 0.5  # of the engine's scheduler slots, for future sets
 
 
 @dataclass
@@ -254,6 +265,8 @@ class Counters:
     unproven_refused: int = 0  # UDP replies withheld from unproven addresses (amplification)
     warnings: int = 0  # per-packet warnings (ratelog.RateLog), logged or not
     log_suppressed: int = 0  # of those, not written as a log line of their own
+    internal_errors: int = 0  # control-loop steps that failed (logged, loop kept going)
+    quota: int = 0  # timed messages refused by the scheduling budgets
     clients: dict = field(default_factory=dict)  # client key -> last seen (monotonic)
 
     def active_clients(self, window_s: float = 30.0) -> int:
@@ -310,8 +323,18 @@ class Dispatcher:
 
     def __init__(self, session: Session, store: PatchStore | None = None,
                  info: dict | None = None, counters: Counters | None = None,
-                 wallclock: Callable[[], float] = time.time) -> None:
+                 wallclock: Callable[[], float] = time.time,
+                 max_lead_s: float = MAX_LEAD_S, client_timed: int = CLIENT_TIMED) -> None:
         self.session = session
+        self.max_lead_s = max_lead_s
+        self.client_timed = client_timed
+        # timed work in flight, per client key: [messages, held bytes]; and totals
+        self._budget: dict = {}
+        self._held_msgs = 0
+        self._held_bytes = 0
+        self._engine_timed = 0  # future sets scheduled in the engine, all clients
+        self._inflight: list = []  # (sample time, seq, client key, count): scheduled sets
+        session.applied = lambda n, p, v: self._changed(n, p, v, None)
         self.store = store
         self.info = info or {}
         self.counters = counters or Counters()
@@ -464,23 +487,128 @@ class Dispatcher:
         if not msgs:
             return
         tt = msgs[0].timetag
-        t, late_ms = self._bundle_time(tt)
+        try:
+            t, late_ms = self._bundle_time(tt)
+        except MixgraphError as e:
+            self._fail_all(msgs, reply, str(e))
+            return
         if late_ms is not None:
             reply("/late", [echo(msgs[0].address), float(round(late_ms, 3))])
-        if t and not self._params_only(msgs):
-            # graph edits cannot be sample-scheduled: hold the bundle on the control side
-            heapq.heappush(self._held, (t, next(self._seq), msgs, reply, client))
+        params_only = self._params_only(msgs)
+        future = bool(t) and t > self.session.engine.time + self._lead()
+        if t and not params_only:
+            # graph edits cannot be sample-scheduled: hold the bundle on the control
+            # side (one for later within the budgets; an immediate one until the
+            # next turn of the loop, free)
+            cost = _held_cost(msgs) if future else None
+            if cost is not None:
+                try:
+                    self._admit(client, len(msgs), cost)
+                except MixgraphError as e:
+                    self._fail_all(msgs, reply, str(e))
+                    return
+            heapq.heappush(self._held, (t, next(self._seq), msgs, reply, client, cost))
             return
+        if not future:
+            self._apply_bundle(msgs, reply, client, t)
+            return
+        # parameter sets for later: the engine schedules them (sample-exact), within
+        # this client's quota and the share of the scheduler future sets may take
+        try:
+            self._admit(client, self._expansion(msgs), 0, engine=True)
+        except MixgraphError as e:
+            self._fail_all(msgs, reply, str(e))
+            return
+        before = self.session.scheduled_total
         self._apply_bundle(msgs, reply, client, t)
+        n = self.session.scheduled_total - before
+        if n > 0:
+            key = client.key if client is not None else None
+            self._charge(key, n, 0)
+            self._engine_timed += n
+            heapq.heappush(self._inflight, (t, next(self._seq), key, n))
+
+    # ---- scheduling budgets ----------------------------------------------------
+    def _fail_all(self, msgs: list[Timed], reply: Reply, why: str) -> None:
+        """Refuse a whole bundle: one /fail per message, each with the reason."""
+        self.counters.messages += len(msgs)
+        self.counters.failed += len(msgs)
+        for o in msgs:
+            reply("/fail", [o.address, *self._keys(o.address, o.args), why])
+
+    def _expansion(self, msgs: list[Timed]) -> int:
+        """How many parameter sets a bundle makes (a pattern makes one per match)."""
+        n = 0
+        for m in msgs:
+            if is_pattern(m.address):
+                try:
+                    n += len(self._match(m.address))
+                except MixgraphError:
+                    n += 1
+            else:
+                n += 1
+        return n
+
+    def _expire(self) -> None:
+        """Give back the budget of scheduled sets whose time has come."""
+        now = self.session.engine.time
+        inflight = self._inflight
+        while inflight and inflight[0][0] <= now:
+            _, _, key, n = heapq.heappop(inflight)
+            self._engine_timed -= n
+            self._charge(key, -n, 0)
+
+    def _charge(self, key, n: int, cost: int) -> None:
+        b = self._budget.get(key)
+        if b is None:
+            b = self._budget[key] = [0, 0]
+        b[0] += n
+        b[1] += cost
+        if b[0] <= 0 and b[1] <= 0:
+            del self._budget[key]
+
+    def _admit(self, client: Peer | None, n: int, cost: int, engine: bool = False) -> None:
+        """Take n timed messages (and cost bytes held) from the budgets, or refuse
+        with the reason (the whole bundle is then answered /fail)."""
+        self._expire()
+        key = client.key if client is not None else None
+        mine, my_bytes = self._budget.get(key, (0, 0))
+        why = None
+        if mine + n > self.client_timed:
+            why = (f"too many timed messages pending for this client ({mine} pending, "
+                   f"quota {self.client_timed}); wait until some apply")
+        elif engine:
+            room = int(self.session.engine.heap_capacity * ENGINE_SHARE)
+            if self._engine_timed + n > room:
+                why = (f"the engine's scheduler is busy ({self._engine_timed} timed sets "
+                       f"pending, at most {room}); try later")
+        elif my_bytes + cost > CLIENT_HELD_BYTES:
+            why = (f"too much held for this client ({my_bytes} bytes in future bundles, "
+                   f"quota {CLIENT_HELD_BYTES})")
+        elif self._held_msgs + n > HELD_MAX or self._held_bytes + cost > HELD_BYTES_MAX:
+            why = "too many future bundles held (all clients); try later"
+        if why is not None:
+            self.counters.quota += n
+            raise MixgraphError(why)
+        if not engine:
+            self._charge(key, n, cost)
+            self._held_msgs += n
+            self._held_bytes += cost
 
     def service(self) -> None:
         """Apply held future bundles that fall due (called by the control loop)."""
+        if self._inflight:
+            self._expire()
         if not self._held:
             return
         e = self.session.engine
         lead = self._lead()
         while self._held and self._held[0][0] <= e.time + lead:
-            t, _, msgs, reply, client = heapq.heappop(self._held)
+            t, _, msgs, reply, client, cost = heapq.heappop(self._held)
+            if cost is not None:
+                self._held_msgs -= len(msgs)
+                self._held_bytes -= cost
+                self._charge(client.key if client is not None else None, -len(msgs), -cost)
             self._apply_bundle(msgs, reply, client, t if t > e.time else 0)
 
     def sample_time(self, timetag: tuple[int, int]) -> int:
@@ -498,10 +626,19 @@ class Dispatcher:
             return (e.time + self._lead() if e.time > 0 else 0), None
         secs = timetag[0] - NTP_EPOCH_OFFSET + timetag[1] / 2**32
         ahead = secs - self.wallclock()
+        if ahead > self.max_lead_s:
+            self.counters.quota += 1
+            raise MixgraphError(f"timetag is {ahead:.0f} s ahead; the most is "
+                                f"{self.max_lead_s:g} s (--max-lead-s)")
         if ahead <= 0:
             self.counters.late += 1
             return (e.time + self._lead() if e.time > 0 else 0), -ahead * 1000.0
         return e.time + int(round(ahead * e.sample_rate)), None
+
+    def pending_timed(self, client: Peer | None) -> int:
+        """Timed messages a client has pending (scheduled in the engine or held)."""
+        self._expire()
+        return self._budget.get(client.key if client is not None else None, (0, 0))[0]
 
     @staticmethod
     def _params_only(msgs: list[Timed]) -> bool:
@@ -538,10 +675,7 @@ class Dispatcher:
                 self.dispatch(m.address, m.args, collect, t, client)
             failed = [(a, args) for a, args in collect.items if a == "/fail"]
             if failed and snapshot is not None:
-                try:
-                    self.session.load_doc(snapshot)
-                except MixgraphError:
-                    log.exception("bundle rollback failed")
+                self._rollback(snapshot)
         finally:
             pending, self._bundle = self._bundle, None
         if failed and snapshot is not None:
@@ -564,6 +698,16 @@ class Dispatcher:
                 fb.changed(*c)
             for g in pending["graph"]:
                 fb.graph_changed(*g)
+
+    def _rollback(self, snapshot: dict) -> None:
+        """Make the graph equal to the snapshot taken before a failed bundle. Any
+        failure is logged; the bundle's sender still gets its replies."""
+        try:
+            self.session.load_doc(snapshot)
+        except Exception:
+            log.exception("bundle rollback failed; the graph may differ from before "
+                          "the bundle")
+        self._graph_version += 1
 
     def _check(self, address: str, args: list, client: Peer | None) -> None:
         """The checks a message must pass before a bundle holding it is applied."""
@@ -804,6 +948,8 @@ class Dispatcher:
             "unproven_refused", self.counters.unproven_refused,
             "warnings", self.counters.warnings,
             "log_suppressed", self.counters.log_suppressed,
+            "timed_refused", self.counters.quota,
+            "internal_errors", self.counters.internal_errors,
             "subscribers", len(fb.subs) if fb is not None else 0,
             "worst_us", float(round(st.worst_us, 1)),
             "plans", int(self.session.plans_built),
@@ -1006,10 +1152,12 @@ class Dispatcher:
             if len(args) != 1:
                 raise MixgraphError(f"expected one value, got {len(args)}")
             self._check_touch(name, param, client)
+            later = s.will_defer(node, t)  # then feedback goes out when it applies
             value, clamped = s.set_param(name, param, args[0], t)
             extra = [f"clamped to {spec.min:g}..{spec.max:g}"] if clamped else []
             reply("/done", [address, float(value), *extra])
-            self._changed(name, param, value, client)
+            if not later:
+                self._changed(name, param, value, client)
             return
         sub = parts[4]
         if sub == "norm":
@@ -1026,12 +1174,14 @@ class Dispatcher:
                 raise MixgraphError(f"expected one value, got {len(args)}")
             x = number(args[0], f"{name}/{param}/norm")
             self._check_touch(name, param, client)
+            later = s.will_defer(node, t)
             value, _ = s.set_param(name, param, tapers.to_value(spec.taper, spec.min,
                                                                 spec.max, x), t)
             norm = tapers.to_norm(spec.taper, spec.min, spec.max, value)
             extra = ["clamped to 0..1"] if not 0.0 <= x <= 1.0 else []
             reply("/done", [address, float(norm), float(value), *extra])
-            self._changed(name, param, value, client)
+            if not later:
+                self._changed(name, param, value, client)
             return
         if sub == "touch":
             if spec is None:
@@ -1132,6 +1282,19 @@ class Dispatcher:
         if ok:
             shown = ok if len(ok) <= 256 else ok[:256] + [f"... {len(ok) - 256} more"]
             reply("/done", [address, len(ok), *shown])
+
+
+def _held_cost(msgs: list[Timed]) -> int:
+    """Bytes a held bundle costs, estimated: its text and values plus the objects
+    that carry them."""
+    def size(x) -> int:
+        if isinstance(x, str | bytes | bytearray):
+            return 56 + len(x)
+        if isinstance(x, list | tuple):
+            return 64 + sum(size(y) for y in x)
+        return 32
+
+    return 200 + sum(160 + size(m.address) + size(m.args) for m in msgs)
 
 
 def meter_norm(db: float) -> float:

@@ -357,6 +357,8 @@ class ControlServer:
         # warnings a client's packets cause: counted, and logged per source sparingly
         self.ratelog = RateLog(log, self.counters)
         dispatcher.ratelog = self.ratelog
+        self._last_garbage_log = 0.0
+        self._last_error_log = 0.0
         self._last_gc = time.monotonic()
         self._last_tick = 0.0
         self._last_expire = 0.0
@@ -763,7 +765,15 @@ class ControlServer:
                 b.tokens -= len(msgs) - 1  # a bundle costs one token per message
         if not msgs:
             return
-        d.dispatch_packet(msgs, peer, bundle)
+        try:
+            d.dispatch_packet(msgs, peer, bundle)
+        except Exception:  # a bug must not take the control thread down: /fail, logged
+            self._failed(f"packet {msgs[0].address[:64]!r} from {peer.label}")
+            d.counters.failed += 1
+            try:
+                peer.reply("/fail", [msgs[0].address[:256], "internal error"])
+            except Exception:
+                pass
 
     # ---- TCP ---------------------------------------------------------------------
     def _accept(self) -> None:
@@ -953,31 +963,56 @@ class ControlServer:
 
     # ---- the loop ----------------------------------------------------------------
     def serve_forever(self) -> None:
-        """The control loop: until stop() is called."""
+        """The control loop: until stop() is called. Every step is guarded: a
+        failure is a logged error (and a /fail where there was a request, see
+        _packet), never a dead control thread."""
         while not self._stop:
             timeout = 0.0 if self.ready or self.fifo else 0.001 if self._paused else 0.005
             try:
                 events = self.sel.select(timeout)
             except InterruptedError:
                 events = []
+            except (OSError, ValueError):
+                self._failed("select")
+                time.sleep(timeout)  # no busy loop if the selector itself is broken
+                events = []
             for key, mask in events:
                 what = key.data
-                if what == "udp":
-                    self._drain_udp()
-                elif what == "listen":
-                    self._accept()
-                else:
-                    if mask & selectors.EVENT_WRITE:
-                        what.flush()
-                    if mask & selectors.EVENT_READ and not what.closed:
-                        self._read_conn(what)
-            if self._paused:
-                self._resume_paused()
-            if self.ready or self.fifo:
-                self._work()
-            self.service()
+                try:
+                    if what == "udp":
+                        self._drain_udp()
+                    elif what == "listen":
+                        self._accept()
+                    else:
+                        if mask & selectors.EVENT_WRITE:
+                            what.flush()
+                        if mask & selectors.EVENT_READ and not what.closed:
+                            self._read_conn(what)
+                except Exception:
+                    self._failed("receive")
+            self._guard(self._resume_paused, self._paused, "resume")
+            self._guard(self._work, self.ready or self.fifo, "dispatch")
+            self._guard(self.service, True, "service")
+
+    def _guard(self, step: Callable[[], None], when, what: str) -> None:
+        if when:
+            try:
+                step()
+            except Exception:
+                self._failed(what)
+
+    def _failed(self, what: str) -> None:
+        """Log a control-loop step's failure (with its traceback at most once a
+        second, so a persistent fault cannot flood the log); the loop goes on."""
+        self.counters.internal_errors += 1
+        now = time.monotonic()
+        if now - self._last_error_log >= 1.0:
+            self._last_error_log = now
+            log.exception("control loop: %s failed (%d internal errors so far)", what,
+                          self.counters.internal_errors)
 
     def service(self) -> None:
+        """Periodic work of the control loop, each part guarded on its own."""
         d = self.dispatcher
         try:
             d.session.service(commit=False)
@@ -986,13 +1021,16 @@ class ControlServer:
             log.exception("engine service failed")
         try:
             d.service()
+        except Exception:
+            log.exception("held bundles failed")
+        try:
             self.feedback.service()
         except Exception:
-            log.exception("feedback/timers failed")
+            log.exception("feedback failed")
         now = time.monotonic()
         if now - self._last_gc > 30:
             self._last_gc = now
-            self._gc_peers()
+            self._guard(self._gc_peers, True, "peer cleanup")
             self.ratelog.flush()
         if self._accept_paused_until and now >= self._accept_paused_until:
             self._accept_paused_until = 0.0
@@ -1004,10 +1042,11 @@ class ControlServer:
             self._close_idle(now)
         if self.tick and now - self._last_tick >= 0.25:  # autosave: 4 Hz is plenty
             self._last_tick = now
-            self.tick()
+            self._guard(self.tick, True, "autosave tick")
         if d.session.actions_running and now - self._last_expire >= 0.5:
             self._last_expire = now
-            expire_actions(d.session, now)  # a stopped audio clock must not leave one mute
+            # a stopped audio clock must not leave one mute
+            self._guard(lambda: expire_actions(d.session, now), True, "action expiry")
 
     def stop(self) -> None:
         self._stop = True
