@@ -33,7 +33,7 @@ from .graph import Conn, GNode, Graph
 from .live import LiveEdge, LiveGroup, LiveNode, Refs, ptr_key
 from .state import confine_path
 from .timers import Timers
-from .values import creation_settings, number, vca_members
+from .values import creation_settings, param_value, vca_members
 
 log = logging.getLogger("mixgraph.session")
 
@@ -335,7 +335,7 @@ class Session:
             raise MixgraphError(
                 f"{name} ({node.g.type.name}) has no parameter {param!r} (its parameters: {names})"
             )
-        x = number(value, f"{name}/{param}")
+        x = param_value(spec, value, f"{name}/{param}")
         v = min(max(x, spec.min), spec.max)
         self.apply_param(node, spec.index, param, v, time)
         if node.g.type.name == "vca":

@@ -8,7 +8,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .catalog import NodeType
+from .catalog import NodeType, ParamSpec
 from .errors import MixgraphError
 from .graph import GNode
 
@@ -23,6 +23,18 @@ def number(value, what: str) -> float:
     if not math.isfinite(v):
         raise MixgraphError(f"{what}: {value!r} is not a finite number")
     return v
+
+
+def param_value(spec: ParamSpec, value, what: str) -> float:
+    """A parameter value from the network: a number, or for a stepped parameter the
+    name of one of its choices ("low shelf" for an EQ band type)."""
+    if isinstance(value, str) and spec.choices:
+        v = spec.choice_value(value)
+        if v is None:
+            names = ", ".join(f"{int(spec.min) + k} {c}" for k, c in enumerate(spec.choices))
+            raise MixgraphError(f"{what}: {value!r} is none of its choices ({names})")
+        return v
+    return number(value, what)
 
 
 def whole(value, what: str) -> int:
@@ -64,7 +76,7 @@ def creation_settings(t: NodeType, name: str, settings: dict) -> Creation:
             raise MixgraphError(
                 f"{t.name} has no parameter or option {k!r} (known: {', '.join(known)})"
             )
-        x = number(v, f"{name}/{k}")
+        x = param_value(spec, v, f"{name}/{k}")
         params[k] = min(max(x, spec.min), spec.max)
         if params[k] != x:
             clamped.append(k)
