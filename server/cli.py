@@ -339,6 +339,16 @@ def _cmd_layout(a: argparse.Namespace) -> int:
     return 0
 
 
+def _default_port() -> int:
+    """The port client commands talk to: $MIXGRAPH_PORT, else 8000."""
+    import os
+
+    try:
+        return int(os.environ.get("MIXGRAPH_PORT", "8000"))
+    except ValueError:
+        return 8000
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -413,7 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("args", nargs="*",
                    help="arguments: numbers, true/false, strings; typed: s:2024 i:3 f:1 T F")
     s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--port", type=int, default=_default_port(),
+                   help="the server's OSC port (default $MIXGRAPH_PORT or 8000)")
     s.add_argument("--timeout", type=float, default=2.0,
                    help="seconds to wait for the reply (a node action takes its own time)")
     s.add_argument("--tcp", action="store_true", help="use TCP instead of UDP")
@@ -423,7 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("top", help="live view of a running server: graph, load, xruns, meters")
     s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--port", type=int, default=_default_port(),
+                   help="the server's OSC port (default $MIXGRAPH_PORT or 8000)")
     s.add_argument("--tcp", action="store_true", help="use TCP instead of UDP")
     s.add_argument("--once", action="store_true", help="print one frame and exit")
     s.add_argument("--interval", type=float, default=0.5, help="seconds between frames")
@@ -434,7 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--touchosc", required=True, metavar="OUT.tosc", help="output file")
     s.add_argument("--patch", help="patch file (.mgp/.json) instead of the live graph")
     s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--port", type=int, default=_default_port(),
+                   help="the server's OSC port (default $MIXGRAPH_PORT or 8000)")
     s.add_argument("--tcp", action="store_true", help="use TCP instead of UDP")
     s.add_argument("--timeout", type=float, default=2.0)
     s.add_argument("--width", type=int, default=1024, help="layout width in points")
