@@ -170,3 +170,76 @@ def test_devices_says_portaudio_is_missing(tmp_path):
 def test_analyze_missing_file_says_so(tmp_path):
     r = mg("analyze", str(tmp_path / "nope.wav"))
     assert r.returncode == 2 and "no such file" in r.stderr and "Traceback" not in r.stderr
+
+
+# ---- issue 12, item 10: top quits on q, shows its keys, fits 80x24 ----
+
+def test_top_quits_on_q_in_a_terminal(daemon):
+    """`mixgraph top` in a real pseudo-terminal of 80x24: it draws frames that show its
+    keys and stops on q."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: mixgraph top on the pty
+        os.execve(sys.executable, [sys.executable, "-m", "mixgraph.server.cli", "top",
+                                   "--port", str(daemon.port), "--interval", "0.2"],
+                  dict(os.environ, TERM="xterm", COLUMNS="80", LINES="24"))
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    out = b""
+    deadline = time.monotonic() + 30
+    while b"q quit" not in out and time.monotonic() < deadline:
+        r, _, _ = select.select([fd], [], [], 0.5)
+        if r:
+            try:
+                out += os.read(fd, 65536)
+            except OSError:
+                break
+    assert b"q quit" in out, out[-2000:]
+    os.write(fd, b"q")
+    deadline = time.monotonic() + 20  # a bound against a hang, not a speed figure
+    status = None
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        r, _, _ = select.select([fd], [], [], 0.2)
+        if r:
+            try:
+                os.read(fd, 65536)
+            except OSError:
+                pass
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("top did not quit on q")
+    os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_top_frame_fits_80x24_names_truncated_not_meters():
+    from rich.console import Console
+
+    from mixgraph.server import top
+
+    nodes = [{"name": f"a_very_long_channel_name_{i:02d}", "type": "compressor", "channels": 2,
+              "params": {"threshold": -20.0, "ratio": 4.0, "attack": 10.0, "release": 100.0}}
+             for i in range(30)]
+    doc = {"nodes": nodes, "connections": [[f"{n['name']}:out", "bus:in"] for n in nodes]}
+    meters = [(f"a_very_long_meter_name_number_{i}", "truepeak", [-3.0, -6.0]) for i in range(8)]
+    snap = top.Snapshot({"load": 12.0, "xruns": 0, "clients": 1, "nodes": 30,
+                         "backend": "null", "sample_rate": 48000.0, "block": 64},
+                        doc, meters, "127.0.0.1", 8000, "udp")
+    con = Console(width=80, height=24, record=True, color_system=None, file=open(os.devnull, "w"))
+    con.print(top.render(snap, 80, 24))
+    lines = con.export_text().rstrip("\n").splitlines()
+    assert len(lines) <= 24 and max(len(x) for x in lines) <= 80, "\n".join(lines)
+    text = "\n".join(lines)
+    assert "q quit" in text and "held maximum" in text
+    mlines = [x for x in lines if "truepeak max" in x]
+    assert mlines, text
+    for x in mlines:  # the whole bar and its reading: the name was cut, not the meter
+        assert x.count("█") + x.count("·") == 24 and " dB" in x and "…" in x
