@@ -174,18 +174,17 @@ def _cmd_analyze(a: argparse.Namespace) -> int:
     from . import analyze
 
     if not Path(a.file).exists():
-        Console(stderr=True).print(f"mixgraph analyze: no such file: {a.file}", style="bold red",
-                                   markup=False)
+        print(f"mixgraph analyze: cannot read {a.file}: no such file", file=sys.stderr)
         return 2
     if a.plot:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
             # printed without rich markup, which would take [plot] for a style
-            Console(stderr=True).print(
-                "mixgraph: --plot needs matplotlib, the [plot] extra: from the mixgraph "
-                f"checkout, {sys.executable} -m pip install -e '.[plot]' "
-                "(or `bash .ci/serve`, which installs it)", style="bold red", markup=False)
+            # plain print: rich would wrap the command in the middle
+            print("mixgraph: --plot needs matplotlib, the [plot] extra: from the mixgraph "
+                  f"checkout, {sys.executable} -m pip install -e '.[plot]' "
+                  "(or `bash .ci/serve`, which installs it)", file=sys.stderr)
             return 2
     res = analyze.measure_file(a.file, curves=True, spectrum=bool(a.plot), hq=True)
     if a.plot:
