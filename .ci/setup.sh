@@ -20,7 +20,8 @@ fi
 command -v apt-get >/dev/null 2>&1 || can_install=0
 
 # only what is missing: dpkg knows what is installed, and `apt-get update` is
-# needed only when something is to be installed
+# needed only when something is to be installed (APT_UPDATED=1 once it ran)
+APT_UPDATED=0
 missing_packages() {
     local p
     for p in "$@"; do
@@ -44,6 +45,7 @@ else
             echo "jackd2 jackd/tweak_rt_limits boolean false" | "${SUDO[@]}" debconf-set-selections
         fi
         "${SUDO[@]}" apt-get update -q
+        APT_UPDATED=1
         "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${MISSING[@]}" </dev/null
     else
         log "cannot install system packages (not root, no sudo, or no apt-get): missing ${MISSING[*]}"

@@ -235,7 +235,7 @@ def _client_errors(fn):
     return run
 
 
-def ctl_arg(tok: str):
+def ctl_arg(tok: str) -> str | int | float | bool:
     """One `mixgraph ctl` argument. Typed forms send exactly that OSC type: `s:2024`
     (a string, even a numeric-looking one), `i:3`, `f:1`, `T`, `F`; an untyped token is
     an int, a float, true/false, or else a string."""
