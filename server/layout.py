@@ -391,7 +391,7 @@ def _strip(parent: ET.Element, node: dict, cs: list[Control], x: int, w: int,
         cy = top + (i // cols) * CELL
         _control(g, c, (cx + 6, cy, CELL - 12, CELL - 30))
         _label(g, c.label, (cx, cy + CELL - 30, CELL, 14), 10)
-        if c.kind == "knob":
+        if c.kind == "knob" or c.choices:  # knobs, and switches with named states
             _value_label(g, c, (cx, cy + CELL - 16, CELL, 14))
     if tall:
         rows = math.ceil(len(small) / cols) if small else 0

@@ -255,6 +255,9 @@ def test_stepped_parameters_are_labelled_selectors_and_values_show_in_units(tmp_
     assert "'/node/gain1/gain'" in _script(g) and "%.1f dB" in _script(g)
     f = nodes["eq1.hpfreq value"]
     assert "kHz" in _script(f) and "'/node/eq1/hpfreq'" in _script(f)
+    # a two-state switch with named states shows the name: the compressor's detector
+    d = nodes["compressor1.detect value"]
+    assert "{'peak', 'RMS'}" in _script(d) and "'/node/compressor1/detect'" in _script(d)
     assert label_boxes
     luac = shutil.which("luac5.4") or shutil.which("luac")
     if luac is None:
