@@ -16,6 +16,7 @@ from .errors import MixgraphError
 
 def _cmd_serve(a: argparse.Namespace) -> int:
     from .daemon import ServeOptions, serve
+    from .transport import Limits
 
     return serve(ServeOptions(
         backend=a.backend, device=a.device, sample_rate=a.rate, block=a.block,
@@ -24,6 +25,10 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         ceiling_db=a.ceiling_db, tcp_port=-1 if a.no_tcp else a.tcp_port, allow=a.allow,
         max_frame=a.max_frame, rate_limit=a.rate_limit, rate_burst=a.rate_burst,
         zeroconf=a.zeroconf, mlock=not a.no_mlock,
+        limits=Limits(max_conns=a.max_conns, max_conns_per_host=a.max_conns_per_host,
+                      idle_timeout=a.idle_timeout, max_subscribers=a.max_subscribers,
+                      max_output=int(a.max_output_mb * (1 << 20)),
+                      trust_loopback=not a.prove_loopback),
     ))
 
 
@@ -348,6 +353,50 @@ def _default_port() -> int:
         return 8000
 
 
+def _cmd_service(a: argparse.Namespace) -> int:
+    from . import service
+
+    extra = list(a.serve_args)  # [--user] [-- serve options]
+    cut = extra.index("--") if "--" in extra else len(extra)
+    mine, extra = extra[:cut], extra[cut + 1:]
+    if any(x != "--user" for x in mine) or (extra and a.action != "install"):
+        raise MixgraphError(f"service {a.action}: serve options go after `--`, and only "
+                            f"install takes them (got {a.serve_args})")
+    user = a.user or "--user" in mine
+    if a.action == "install":
+        service.install(extra, user=user)
+        return 0
+    if a.action == "uninstall":
+        return 0 if service.uninstall(user=user) else 1
+    return service.status(user=user)
+
+
+def _cmd_health(a: argparse.Namespace) -> int:
+    """Nagios-style: one line, exit 0 when the server answers and its audio clock
+    moves, 1 otherwise."""
+    import time
+
+    from mixgraph.clients import Client
+
+    try:
+        with Client(a.host, a.port, timeout=a.timeout) as c:
+            _, r1 = c.request("/status")
+            time.sleep(0.2)
+            _, r2 = c.request("/status")
+    except Exception as e:  # no server, a timeout, a refused socket: all are "down"
+        print(f"CRITICAL - mixgraph at {a.host}:{a.port} does not answer ({e})")
+        return 1
+    s1, s2 = (dict(zip(r[::2], r[1::2], strict=False)) for r in (r1, r2))
+    line = (f"{s2.get('backend')} load {s2.get('load')}% xruns {s2.get('xruns')} "
+            f"worst {s2.get('worst_us')} us of {s2.get('budget_us')} "
+            f"nodes {s2.get('nodes')} uptime {s2.get('uptime')} s")
+    if s2.get("time") == s1.get("time"):
+        print(f"CRITICAL - the audio clock is not moving: {line}")
+        return 1
+    print(f"OK - {line}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -374,6 +423,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rate-limit", type=float, default=20000.0,
                    help="messages/s per client (0 = unlimited; default 20000)")
     s.add_argument("--rate-burst", type=float, default=10000.0, help="rate-limit burst")
+    s.add_argument("--max-conns", type=int, default=256,
+                   help="TCP connections at once (default 256; also capped by descriptors)")
+    s.add_argument("--max-conns-per-host", type=int, default=32,
+                   help="TCP connections from one address (default 32)")
+    s.add_argument("--idle-timeout", type=float, default=600.0,
+                   help="close a TCP connection silent this many s (no subscription); "
+                        "0 = never (default 600)")
+    s.add_argument("--max-subscribers", type=int, default=32,
+                   help="feedback/meter subscribers at once (default 32)")
+    s.add_argument("--max-output-mb", type=float, default=64.0,
+                   help="output queued for all TCP clients together, MiB (default 64)")
+    s.add_argument("--prove-loopback", action="store_true",
+                   help="loopback UDP clients must prove their address too (/hello)")
     s.add_argument("--state-dir", help="patches, autosave and audio files")
     s.add_argument("--ceiling-db", type=float, default=0.0, help="hard output ceiling, dBFS")
     s.add_argument("--no-status", action="store_true", help="no live status line")
@@ -440,6 +502,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--interval", type=float, default=0.5, help="seconds between frames")
     s.add_argument("--timeout", type=float, default=2.0)
     s.set_defaults(func=_cmd_top)
+
+    s = sub.add_parser("service", help="install, remove or show the systemd unit for serve",
+                       description="`mixgraph service install [--user] [-- SERVE OPTIONS]` "
+                                   "writes a systemd unit running `mixgraph serve` with those "
+                                   "options (Type=notify, a 5 s watchdog, restart always).")
+    s.add_argument("action", choices=["install", "uninstall", "status"])
+    s.add_argument("--user", action="store_true", help="a user unit (~/.config/systemd/user)")
+    s.add_argument("serve_args", nargs=argparse.REMAINDER,
+                   help="options for `mixgraph serve` (after --)")
+    s.set_defaults(func=_cmd_service)
+
+    s = sub.add_parser("health", help="one line and exit 0 if a server answers and its audio "
+                                      "clock moves, else 1 (for scripts and monitoring)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=_default_port(),
+                   help="the server's OSC port (default $MIXGRAPH_PORT or 8000)")
+    s.add_argument("--timeout", type=float, default=2.0)
+    s.set_defaults(func=_cmd_health)
 
     s = sub.add_parser("layout", help="write a TouchOSC layout for the live graph or a patch")
     s.add_argument("--touchosc", required=True, metavar="OUT.tosc", help="output file")

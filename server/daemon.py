@@ -8,6 +8,7 @@ and waits for SIGINT/SIGTERM."""
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -27,9 +28,10 @@ from .diskio import DiskIO
 from .engine import Engine
 from .errors import MixgraphError
 from .osc import Counters, Dispatcher
+from .service import Notifier, StateLock, Watchdog
 from .session import Session
 from .state import AUTOSAVE, Autosaver, PatchStore, read_patch
-from .transport import ControlServer
+from .transport import ControlServer, Limits, _is_loopback
 
 log = logging.getLogger("mixgraph")
 
@@ -58,6 +60,23 @@ class ServeOptions:
     rate_burst: float = 10000.0
     zeroconf: bool = False  # advertise _osc._udp / _osc._tcp (the zeroconf package)
     mlock: bool = True  # lock the process's memory so the audio thread never page-faults
+    limits: Limits | None = None  # connection, subscriber and output caps (transport.Limits)
+
+
+def raise_fd_limit() -> str:
+    """Raise RLIMIT_NOFILE's soft limit to the hard limit (at most 65536); says what
+    it is, for the banner. Connections are capped below it (transport.Limits)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        except (ValueError, OSError):
+            pass
+    return str(soft)
 
 
 def lock_memory() -> str:
@@ -90,7 +109,18 @@ class Daemon:
         self.console = console or Console(stderr=False)
         self.state_dir = Path(opts.state_dir or default_state_dir())
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.lock = StateLock(self.state_dir)  # one server per state directory
+        self.lock.acquire()
+        try:
+            self._build(opts)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _build(self, opts: ServeOptions) -> None:
+        self.started_at = time.monotonic()
         self.memory = lock_memory() if opts.mlock else "not locked (--no-mlock)"
+        self.fd_limit = raise_fd_limit()
         self.config = choose_backend(opts.backend, opts.device, opts.sample_rate, opts.block,
                                      opts.inputs, opts.outputs)
         cfg = self.config
@@ -113,10 +143,18 @@ class Daemon:
         self.server = ControlServer(self.dispatcher, opts.host, opts.port, tick=self._tick,
                                     tcp_port=opts.tcp_port, allow=opts.allow,
                                     max_frame=opts.max_frame, rate=opts.rate_limit,
-                                    burst=opts.rate_burst)
+                                    burst=opts.rate_burst, limits=opts.limits)
+        self.exposure = self._exposure()
+        if self.exposure:
+            log.warning("%s", self.exposure)
         self.running = None
         self._control: threading.Thread | None = None
         self._stop = threading.Event()
+        # systemd: READY/STATUS/STOPPING, and WATCHDOG=1 while the sample clock moves
+        self.notifier = Notifier()
+        self.watchdog = Watchdog(self.notifier, lambda: self.engine.time,
+                                 every_s=min(1.0, self.notifier.watchdog_s / 2 or 1.0))
+        self._last_status = 0.0
 
     def _restore(self) -> str:
         if not self.autosave_path.exists():
@@ -131,13 +169,35 @@ class Daemon:
             log.error("autosave unreadable (%s); kept as %s, starting empty", e, bad)
             return f"autosave unreadable ({e}); kept as {bad.name}"
 
+    def _exposure(self) -> str:
+        """A warning when the server listens beyond loopback without an explicit --allow."""
+        if _is_loopback(self.opts.host) or self.opts.allow is not None:
+            return ""
+        return (f"listening on {self.opts.host} without --allow: any host on a private "
+                "network (10/8, 172.16/12, 192.168/16, link-local) may control this "
+                "server; name the ones that should with --allow CIDR")
+
     def _mark_dirty(self) -> None:
         self._dirty = True
 
     def _tick(self) -> None:
+        """The control loop's periodic step (4 Hz): autosave, systemd watchdog, status."""
         if self._dirty:
             self._dirty = False
             self.autosaver.submit(self.session.to_doc())
+        now = time.monotonic()
+        self.watchdog.tick(now)
+        if self.notifier.enabled and now - self._last_status >= 2.0:
+            self._last_status = now
+            self.notifier.notify("STATUS=" + self.summary())
+
+    def summary(self) -> str:
+        """One line for systemd's STATUS= and `mixgraph health`."""
+        st = self.engine.stats()
+        cfg = self.config
+        return (f"{cfg.kind} {cfg.sample_rate:g} Hz/{cfg.block}, load {st.load * 100:.1f}%, "
+                f"xruns {st.xruns}, clients {self.counters.active_clients()}, "
+                f"nodes {len(self.session.graph.nodes)}")
 
     def banner(self) -> Panel:
         cfg = self.config
@@ -151,6 +211,12 @@ class Daemon:
         host, port = self.server.address[:2]
         tcp = self.server.tcp_address
         t.add_row("osc", f"udp {host}:{port}" + (f", tcp {tcp[0]}:{tcp[1]}" if tcp else ""))
+        lim = self.server.limits
+        t.add_row("limits", f"{self.server.max_conns} tcp connections ({lim.max_conns_per_host}"
+                            f" per address, idle {lim.idle_timeout:g} s), "
+                            f"{lim.max_subscribers} subscribers, descriptors {self.fd_limit}")
+        if self.exposure:
+            t.add_row("[bold red]warning[/]", f"[red]{escape(self.exposure)}[/]")
         t.add_row("state", f"{self.state_dir}  ({self.restored})")
         t.add_row("memory", self.memory)
         return Panel(t, title=f"mixgraph {__version__}", expand=False)
@@ -175,6 +241,9 @@ class Daemon:
             tcp = getattr(self.server, "tcp_address", None)
             self.zeroconf = advertise(self.server.address[1], self.opts.host,
                                       tcp_port=tcp[1] if tcp else None)
+        stall = os.environ.get("MIXGRAPH_TEST_STALL_AUDIO_S")
+        if stall:  # tests/test_service.py: stop the audio clock to see the watchdog stop
+            threading.Timer(float(stall), self.running.stop).start()
 
     def wait(self) -> None:
         """Block the main thread until SIGINT/SIGTERM, showing the status line on a TTY."""
@@ -194,6 +263,7 @@ class Daemon:
                 pass
 
     def stop(self) -> None:
+        self.notifier.notify("STOPPING=1")
         if getattr(self, "zeroconf", None) is not None:
             self.zeroconf.close()
         self.server.stop()
@@ -209,6 +279,8 @@ class Daemon:
         self.server.close()
         self.final_status = self.status_line()
         self.engine.free()
+        self.notifier.close()
+        self.lock.release()
 
 
 def serve(opts: ServeOptions) -> int:
@@ -225,6 +297,7 @@ def serve(opts: ServeOptions) -> int:
     tcp = d.server.tcp_address
     print(f"mixgraph: ready on udp {host}:{port}" + (f" tcp {tcp[1]}" if tcp else ""),
           flush=True)
+    d.notifier.notify("READY=1", "STATUS=" + d.summary())
     try:
         d.wait()
     finally:

@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .catalog import CATALOG, NodeType
+from .catalog import CATALOG, NodeType, PortSpec
 from .errors import MixgraphError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -54,7 +54,12 @@ class Graph:
 
     def __init__(self) -> None:
         self.nodes: dict[str, GNode] = {}
-        self.conns: dict[Conn, None] = {}  # insertion-ordered set
+        self.conns: dict[Conn, int] = {}  # insertion-ordered set (value: its sequence)
+        self._seq = 0
+        # the same connections by node (insertion-ordered sets): an edit looks at
+        # the nodes it touches, never at the whole graph
+        self.outs: dict[str, dict[Conn, None]] = {}
+        self.ins: dict[str, dict[Conn, None]] = {}
 
     # ---- nodes ---------------------------------------------------------
     def add_node(self, type_name: str, name: str, channels: int | None = None,
@@ -75,6 +80,8 @@ class Graph:
             )
         node = GNode(name, t, ch, dict(options or {}), {p.name: p.default for p in t.params})
         self.nodes[name] = node
+        self.outs[name] = {}
+        self.ins[name] = {}
         return node
 
     def node(self, name: str) -> GNode:
@@ -86,10 +93,11 @@ class Graph:
     def remove_node(self, name: str) -> list[Conn]:
         """Remove a node and every connection touching it; returns those connections."""
         self.node(name)
-        gone = [c for c in self.conns if c.src == name or c.dst == name]
+        gone = list(dict.fromkeys([*self.ins[name], *self.outs[name]]))
+        gone.sort(key=self.conns.__getitem__)  # in the order they were made
         for c in gone:
-            del self.conns[c]
-        del self.nodes[name]
+            self._unlink(c)
+        del self.nodes[name], self.ins[name], self.outs[name]
         return gone
 
     # ---- ports and connections -------------------------------------------
@@ -128,7 +136,10 @@ class Graph:
         if cycle is not None:
             loop = " -> ".join([s.name, *cycle])
             raise MixgraphError(f"connecting {s.name} -> {d.name} would make a cycle: {loop}")
-        self.conns[conn] = None
+        self._seq += 1
+        self.conns[conn] = self._seq
+        self.outs[conn.src][conn] = None
+        self.ins[conn.dst][conn] = None
         return conn
 
     def disconnect(self, src: str, dst: str) -> Conn:
@@ -137,14 +148,26 @@ class Graph:
         conn = Conn(s.name, sp, d.name, dp)
         if conn not in self.conns:
             raise MixgraphError(f"not connected: {conn}")
-        del self.conns[conn]
+        self._unlink(conn)
         return conn
+
+    def _unlink(self, conn: Conn) -> None:
+        del self.conns[conn], self.outs[conn.src][conn], self.ins[conn.dst][conn]
+
+    def bypass_ports(self, name: str) -> tuple[PortSpec, PortSpec]:
+        """The (in, out) main ports a bypass of node `name` joins; MixgraphError if
+        it cannot be bypassed (no input, no output, or their channel counts differ)."""
+        g = self.node(name)
+        pin, pout = g.type.port(None, "in"), g.type.port(None, "out")
+        if (pin is None or pout is None
+                or pin.channel_count(g.channels) != pout.channel_count(g.channels)):
+            raise MixgraphError(f"{name} ({g.type.name}) cannot be bypassed: bypass needs an "
+                                "input and an output with the same channel count")
+        return pin, pout
 
     def _path(self, start: str, goal: str) -> list[str] | None:
         """A path of node names from start to goal along connections, if any."""
-        succ: dict[str, list[str]] = {}
-        for c in self.conns:
-            succ.setdefault(c.src, []).append(c.dst)
+        outs = self.outs
         prev: dict[str, str | None] = {start: None}
         stack = [start]
         while stack:
@@ -154,7 +177,8 @@ class Graph:
                 while prev[path[-1]] is not None:
                     path.append(prev[path[-1]])  # type: ignore[arg-type]
                 return path[::-1]
-            for m in succ.get(n, ()):
+            for c in outs.get(n, ()):
+                m = c.dst
                 if m not in prev:
                     prev[m] = n
                     stack.append(m)

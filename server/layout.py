@@ -26,10 +26,12 @@ What is generated, one strip per node (pages of strips when they do not fit):
 - meters (non-interactive FADERs that only receive), one per channel, for dB
   readouts such as a meter node's peak, bound to `/meters/<name>/<readout>/<ch>`
   (what `/meters/subscribe` streams: 0..1, -60 dBFS to 0 dBFS);
-- a root script that subscribes on load (`/subscribe 10`,
-  `/meters/subscribe * 20`), keeps the lease alive with `/status` every 3 s
-  (any message renews it) and subscribes again every 30 s (a full state dump:
-  it also recovers from a restarted server or lost UDP packets).
+- a root script that proves its address on load (`/hello`, echoing the
+  cookie the server answers; docs/protocol.md "Address proof"), then
+  subscribes (`/subscribe 10`, `/meters/subscribe * 20`), keeps the lease
+  alive with `/status` every 3 s (any message renews it) and does both again
+  every 30 s (a full state dump: it also recovers from a restarted server or
+  lost UDP packets).
 """
 
 from __future__ import annotations
@@ -333,21 +335,32 @@ def _control(parent: ET.Element, c: Control, frame) -> None:
              receive=False)
 
 
-ROOT_SCRIPT = f"""-- mixgraph: subscribe to feedback and meters, and keep the lease alive
+ROOT_SCRIPT = f"""-- mixgraph: prove this address, subscribe to feedback and meters, keep the lease
+-- Over UDP the server starts feedback only for an address that has shown it receives:
+-- /hello is answered with /hello <cookie>; sending the cookie back gets /done /hello
+-- (at once from a server that trusts this address already). Then subscribe.
 local last, lastsub = 0, 0
 local function subscribe()
   sendOSC('/subscribe', {LEASE_S})
   sendOSC('/meters/subscribe', '*', {METER_RATE_HZ})
 end
 function init()
-  subscribe()
+  sendOSC('/hello')
+end
+function onReceiveOSC(message, connections)
+  local path, args = message[1], message[2]
+  if path == '/hello' and args[1] then
+    sendOSC('/hello', args[1].value)
+  elseif path == '/done' and args[1] and args[1].value == '/hello' then
+    subscribe()
+  end
 end
 function update()
   local now = getMillis()
   if now - lastsub > 30000 then
     lastsub = now
     last = now
-    subscribe()
+    sendOSC('/hello')
   elseif now - last > 3000 then
     last = now
     sendOSC('/status')

@@ -31,6 +31,7 @@ class LiveNode:
     published: bool = False
     dead: bool = False
     latency: int = 0
+    pk: int | None = None  # its pointer as a key, once a plan holds it (Refs)
 
 
 @dataclass(eq=False)
@@ -46,6 +47,8 @@ class LiveEdge:
     target: float = 1.0  # gain the edge is fading to (0 while its source is bypassed)
     group: LiveGroup | None = None  # the delay group it mixes into when delay > 0
     wait: int = 0  # frames its next queued fade holds first (aligns fades at the output)
+    wiring: list | None = None  # its mix operations, worked out once (planner._wiring)
+    pk: int | None = None  # its pointer as a key, once a plan holds it (Refs)
 
 
 @dataclass(eq=False)
@@ -63,6 +66,7 @@ class LiveGroup:
     ptr: object
     members: set = field(default_factory=set)  # LiveEdges not yet freed
     dead: bool = False
+    pk: int | None = None  # its pointer as a key, once a plan holds it (Refs)
 
     @property
     def key(self) -> tuple:
@@ -86,8 +90,11 @@ class Refs:
 
     def ref(self, obj) -> int:
         """One more plan uses obj; returns its key."""
-        k = ptr_key(obj.ptr)
-        self.counts[k] = self.counts.get(k, 0) + 1
+        k = obj.pk
+        if k is None:
+            k = obj.pk = ptr_key(obj.ptr)
+        counts = self.counts
+        counts[k] = counts.get(k, 0) + 1
         self.owners[k] = obj
         return k
 
@@ -104,6 +111,17 @@ class Refs:
         if obj.ptr != ffi.NULL:
             self.counts[ptr_key(obj.ptr)] = 0
             self.release_if_unused(obj)
+
+    def free_all(self, objs: list) -> None:
+        """Free objs and everything any plan still holds (the audio thread must
+        be stopped: at the session's close)."""
+        seen = set()
+        for o in objs:
+            if o.ptr != ffi.NULL and id(o) not in seen:
+                seen.add(id(o))
+                self.force_release(o)
+        for o in list(self.owners.values()):
+            self.force_release(o)
 
     def release_if_unused(self, obj) -> None:
         """Free obj's C object unless a plan still holds it."""

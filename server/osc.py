@@ -211,6 +211,11 @@ class Counters:
     rate_limited: int = 0  # messages dropped by the per-client rate limit
     oversized: int = 0  # frames/packets over the maximum size
     send_errors: int = 0  # replies the operating system refused to send
+    refused: int = 0  # TCP connections refused at accept (connection caps, descriptors)
+    idle_closed: int = 0  # TCP connections closed after the idle timeout
+    slow_closed: int = 0  # TCP connections closed for not reading (output memory caps)
+    meters_dropped: int = 0  # meter frames not queued for slow TCP readers
+    unproven_refused: int = 0  # UDP replies withheld from unproven addresses (amplification)
     clients: dict = field(default_factory=dict)  # client key -> last seen (monotonic)
 
     def active_clients(self, window_s: float = 30.0) -> int:
@@ -222,15 +227,22 @@ class Peer:
     """A client as dispatch sees it: an identity, a way to send it packets, and a
     datagram size limit for feedback. Transports make these; None = in-process."""
 
-    __slots__ = ("key", "send_packet", "mtu", "kind", "reply", "label")
+    __slots__ = ("key", "send_packet", "mtu", "kind", "reply", "label", "proven", "backlog")
 
     def __init__(self, key, send_packet: Callable[[bytes], None], mtu: int = 1400,
-                 kind: str = "local", label: str = "") -> None:
+                 kind: str = "local", label: str = "", proven: bool = True,
+                 backlog: Callable[[], int] | None = None) -> None:
         self.key = key
         self.send_packet = send_packet
         self.mtu = mtu
         self.kind = kind
         self.label = label or str(key)
+        # proven: the client showed it receives at its address (TCP, loopback, or a /hello
+        # cookie round trip over UDP); only proven clients get streams and large replies
+        self.proven = proven
+        # backlog: bytes queued for the client and not yet sent (TCP), None when the
+        # transport queues nothing (UDP); feedback drops meter frames for slow readers
+        self.backlog = backlog
 
         def reply(address: str, args: list) -> None:
             send_packet(encode_message(address, args))
@@ -266,12 +278,20 @@ class Dispatcher:
         self.info = info or {}
         self.counters = counters or Counters()
         self.wallclock = wallclock
+        self.started = time.monotonic()  # for /status uptime
         self.feedback = None  # a feedback.Feedback, set by the transport
         self.on_reply_port: Callable[[Peer | None, int], None] | None = None
+        # the transport's address proof (see transport.ControlServer.hello): the reply
+        self.on_hello: Callable[[Peer, list], tuple[str, list]] | None = None
         self.touch: dict[tuple[str, str], object] = {}  # (node, param) -> holder key
         self._held: list = []  # future bundles with graph edits: (sample time, seq, ...)
         self._seq = itertools.count()
         self._bundle: dict | None = None  # while applying a bundle atomically
+        # set by the transport: edits then commit once per batch (commit_edits)
+        # instead of once per message
+        self.defer_commit = False
+        self._commit_cost = 0.0  # seconds the last plan took to build
+        self._commit_end = 0.0  # monotonic time it was done
         self._addr_cache: tuple[int, list[str]] | None = None
         self._fast: dict[bytes, tuple] = {}  # address -> what fast_set needs (see there)
         self._graph_version = 0
@@ -299,6 +319,7 @@ class Dispatcher:
             "/meters/subscribe": self._meters_subscribe,
             "/meters/unsubscribe": self._meters_unsubscribe,
             "/reply-port": self._reply_port,
+            "/hello": self._hello,
         }
 
     # ---- entry points ----------------------------------------------------------
@@ -320,6 +341,11 @@ class Dispatcher:
         except MixgraphError as e:
             self.counters.failed += 1
             reply("/fail", [address, *self._keys(address, args), str(e)])
+        except OSError as e:  # descriptors, disk: say what, never where (no paths)
+            self.counters.failed += 1
+            log.error("system error handling %s: %s", address, e)
+            reply("/fail", [address, *self._keys(address, args),
+                            f"system error: {e.strerror or type(e).__name__}"])
         except Exception as e:  # a bug must not take the control thread down
             self.counters.failed += 1
             log.exception("internal error handling %s", address)
@@ -537,8 +563,26 @@ class Dispatcher:
             self._check_touch(name, param, client)
 
     def _commit(self) -> None:
-        if self._bundle is None:
+        if self._bundle is None and not self.defer_commit:
             self.session.commit()
+
+    def commit_edits(self) -> None:
+        """Hand the edits of a batch of messages to the engine as one plan.
+        While edits keep arriving, plans are built at most as often as they
+        take to build (a 10,000-node plan takes ~0.1 s), so a flood of edits
+        on a big graph gives at most half of the control thread to plans and
+        each plan covers every edit since the last; the rest are in the next
+        one. /sync still waits for every edit before it (it commits first)."""
+        s = self.session
+        if not s.dirty:
+            s.commit()  # fades still queued, if any
+            return
+        t0 = time.monotonic()
+        if t0 - self._commit_end < self._commit_cost:
+            return
+        s.commit()
+        self._commit_end = time.monotonic()
+        self._commit_cost = self._commit_end - t0
 
     def _changed(self, name: str, param: str, value: float, client: Peer | None) -> None:
         if self.feedback is None:
@@ -704,7 +748,16 @@ class Dispatcher:
             "rate_limited", self.counters.rate_limited,
             "oversized", self.counters.oversized,
             "send_errors", self.counters.send_errors,
+            "refused", self.counters.refused,
+            "idle_closed", self.counters.idle_closed,
+            "slow_closed", self.counters.slow_closed,
+            "meters_dropped", self.counters.meters_dropped,
+            "unproven_refused", self.counters.unproven_refused,
             "subscribers", len(fb.subs) if fb is not None else 0,
+            "worst_us", float(round(st.worst_us, 1)),
+            "plans", int(self.session.plans_built),
+            "uptime", float(round(time.monotonic() - self.started, 1)),
+            "budget_us", float(round(block / e.sample_rate * 1e6, 1)) if block else 0.0,
         ])
 
     def _info(self, args: list, reply: Reply, _t: int, client=None) -> None:
@@ -754,10 +807,21 @@ class Dispatcher:
         reply("/patch/list.reply", list(self._need_store().names()))
 
     # ---- feedback ------------------------------------------------------------------
-    def _need_feedback(self, client: Peer | None):
+    def _need_feedback(self, client: Peer | None, stream: bool = True):
         if self.feedback is None or client is None:
             raise MixgraphError("subscriptions need a network client")
+        if stream and not client.proven:
+            raise MixgraphError("prove your address first (/hello, then echo the cookie) "
+                                "or use TCP")
         return self.feedback
+
+    def _hello(self, args: list, reply: Reply, _t: int, client=None) -> None:
+        """The address proof: `/hello` answers `/hello <cookie>` to an unproven UDP
+        client, which sends `/hello <cookie>` back; `/done /hello` once proven."""
+        if self.on_hello is None or client is None or client.kind != "udp":
+            reply("/done", ["/hello"])
+            return
+        reply(*self.on_hello(client, args))
 
     def _subscribe(self, args: list, reply: Reply, _t: int, client=None) -> None:
         fb = self._need_feedback(client)
@@ -770,7 +834,7 @@ class Dispatcher:
         fb.subscribe(client, lease)
 
     def _unsubscribe(self, args: list, reply: Reply, _t: int, client=None) -> None:
-        fb = self._need_feedback(client)
+        fb = self._need_feedback(client, stream=False)
         fb.unsubscribe(client)
         reply("/done", ["/unsubscribe"])
 
@@ -803,7 +867,7 @@ class Dispatcher:
         reply("/done", ["/meters/subscribe", args[0], float(rate), len(names)])
 
     def _meters_unsubscribe(self, args: list, reply: Reply, _t: int, client=None) -> None:
-        fb = self._need_feedback(client)
+        fb = self._need_feedback(client, stream=False)
         fb.meters_unsubscribe(client, args[0] if args and isinstance(args[0], str) else None)
         reply("/done", ["/meters/unsubscribe", *args[:1]])
 

@@ -109,18 +109,16 @@ def load_doc(session: Session, doc: dict) -> None:
             for k, v in n["params"].items():
                 if g.params.get(k) != v:
                     session.set_param(n["name"], k, v)
-    want_conns = set()
+    wanted: dict[Conn, tuple[str, str]] = {}  # each connection resolved once
     for src, dst in conns:
         s, sp, _ = session.graph.endpoint(src, "out")
         d, dp, _ = session.graph.endpoint(dst, "in")
-        want_conns.add(Conn(s.name, sp, d.name, dp))
+        wanted[Conn(s.name, sp, d.name, dp)] = (src, dst)
     for c in list(session.graph.conns):
-        if c not in want_conns:
+        if c not in wanted:
             session.disconnect(f"{c.src}:{c.src_port}", f"{c.dst}:{c.dst_port}")
-    for src, dst in conns:
-        s, sp, _ = session.graph.endpoint(src, "out")
-        d, dp, _ = session.graph.endpoint(dst, "in")
-        if Conn(s.name, sp, d.name, dp) not in session.graph.conns:
+    for c, (src, dst) in wanted.items():
+        if c not in session.graph.conns:
             session.connect(src, dst)
     for n in nodes:
         if n["bypass"] != (n["name"] in session.bypassed):

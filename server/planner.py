@@ -125,41 +125,61 @@ def build(nodes: list[LiveNode], edges: list[LiveEdge], refs: Refs) -> Compiled:
     """Compile nodes and edges into a new engine plan, every object it uses
     referenced in refs. Raises PlanCycle when the edges close a loop and
     MixgraphError when the engine refuses the plan (the references are given
-    back then)."""
-    ids = {id(n): n for n in nodes}
-    edges = [e for e in edges if id(e.src) in ids and id(e.dst) in ids]
+    back then). Linear in nodes and connections (the order's waves are sorted
+    by type); what a connection's mix operations are is worked out once per
+    connection (_wiring), not per plan."""
+    member = set(nodes)
+    edges = [e for e in edges if e.src in member and e.dst in member]
     try:
-        order = topo_order(list(ids), [(id(e.src), id(e.dst)) for e in edges],
-                           key=lambda i: ids[i].g.type.name)
+        order = topo_order(nodes, [(e.src, e.dst) for e in edges], key=_type_name)
     except MixgraphError as err:
         raise PlanCycle(str(err)) from err
-    into: dict[int, list[LiveEdge]] = {}
+    into: dict[LiveNode, list[LiveEdge]] = {}
     # delay groups in this plan: those with a member edge in it
-    grouped: dict[int, dict[LiveGroup, list[LiveEdge]]] = {}
+    grouped: dict[LiveNode, dict[LiveGroup, list[LiveEdge]]] = {}
+    n_mix = 0
     for e in edges:
         if e.group is not None:
-            grouped.setdefault(id(e.dst), {}).setdefault(e.group, []).append(e)
+            grouped.setdefault(e.dst, {}).setdefault(e.group, []).append(e)
         else:
-            into.setdefault(id(e.dst), []).append(e)
+            into.setdefault(e.dst, []).append(e)
+        n_mix += len(_wiring(e))
     groups = [g for gs in grouped.values() for g in gs]
-    n_mix = sum(g.channels for g in groups)
-    for e in edges:
-        n_mix += e.dst.g.type.port(e.conn.dst_port, "in").channel_count(e.dst.g.channels)
+    n_mix += sum(g.channels for g in groups)
     plan = lib.mg_plan_new(len(order), n_mix, len(edges))
     if plan == ffi.NULL:
         raise MixgraphError("out of memory building the plan")
     rec = PlanRecord(plan)
     try:
-        _fill(plan, rec, refs, [ids[i] for i in order], edges, into, grouped, groups)
+        _fill(plan, rec, refs, order, edges, into, grouped, groups)
     except BaseException:
         drop(rec, refs)
         raise
     gangs = []
-    for step, nid in enumerate(order):
-        g = lib.mg_plan_step_gang(plan, step)
+    step_gang = lib.mg_plan_step_gang
+    for step, node in enumerate(order):
+        g = step_gang(plan, step)
         if g > 1:
-            gangs.append((ids[nid].g.type.name, g))
+            gangs.append((node.g.type.name, g))
     return Compiled(rec, gangs, lib.mg_plan_buffers(plan))
+
+
+def _type_name(node: LiveNode) -> str:
+    return node.g.type.name
+
+
+def _wiring(e: LiveEdge) -> list[tuple[int, int, int]]:
+    """A connection's mix operations, (destination input, source output, edge
+    channel) per channel of the input it feeds (a mono source fans out); for a
+    connection into a delay group the destination is the group's channel.
+    Fixed for the edge's life (channel counts never change), so cached on it."""
+    w = e.wiring
+    if w is None:
+        sbase, sch = port_base(e.src.g, e.conn.src_port, "out")
+        dbase, dch = port_base(e.dst.g, e.conn.dst_port, "in")
+        base = 0 if e.group is not None else dbase
+        w = e.wiring = [(base + c, sbase + (c if sch == dch else 0), c) for c in range(dch)]
+    return w
 
 
 def drop(rec: PlanRecord, refs: Refs) -> None:
@@ -171,37 +191,38 @@ def drop(rec: PlanRecord, refs: Refs) -> None:
 def _fill(plan, rec: PlanRecord, refs: Refs, order: list[LiveNode], edges: list[LiveEdge],
           into: dict, grouped: dict, groups: list) -> None:
     """Steps, mix operations and edges of a new plan, each referenced in rec."""
+    set_step, add_mix = lib.mg_plan_set_step, lib.mg_plan_add_mix
+    add_group_mix, add_group_out = lib.mg_plan_add_group_mix, lib.mg_plan_add_group_out
+    keys = rec.keys
+    ref = refs.ref
     for step, node in enumerate(order):
-        nid = id(node)
-        lib.mg_plan_set_step(plan, step, node.ptr)
-        rec.keys.append(refs.ref(node))
-        # members first: each group sums them before its delay line runs
-        for g, members in grouped.get(nid, {}).items():
-            for e in members:
-                sbase, sch = port_base(e.src.g, e.conn.src_port, "out")
-                for c in range(g.channels):
-                    sc = c if sch == g.channels else 0
-                    if lib.mg_plan_add_group_mix(plan, step, g.ptr, c, e.src.ptr,
-                                                 sbase + sc, e.ptr) != 0:
-                        raise MixgraphError(f"internal error wiring {e.conn}")
-        for e in into.get(nid, ()):
-            dbase, dch = port_base(e.dst.g, e.conn.dst_port, "in")
-            sbase, sch = port_base(e.src.g, e.conn.src_port, "out")
-            for c in range(dch):
-                sc = c if sch == dch else 0
-                if lib.mg_plan_add_mix(plan, step, dbase + c, e.src.ptr, sbase + sc,
-                                       e.ptr, c) != 0:
+        set_step(plan, step, node.ptr)
+        keys.append(ref(node))
+        gs = grouped.get(node)
+        if gs:
+            # members first: each group sums them before its delay line runs
+            for g, members in gs.items():
+                for e in members:
+                    for c, src_out, _ in _wiring(e):
+                        if add_group_mix(plan, step, g.ptr, c, e.src.ptr, src_out, e.ptr) != 0:
+                            raise MixgraphError(f"internal error wiring {e.conn}")
+        for e in into.get(node, ()):
+            src, ptr = e.src.ptr, e.ptr
+            for dst_in, src_out, c in _wiring(e):
+                if add_mix(plan, step, dst_in, src, src_out, ptr, c) != 0:
                     raise MixgraphError(f"internal error wiring {e.conn}")
-        for g in grouped.get(nid, {}):
-            dbase, _ = port_base(g.dst.g, g.port, "in")
-            for c in range(g.channels):
-                if lib.mg_plan_add_group_out(plan, step, dbase + c, g.ptr, c) != 0:
-                    raise MixgraphError(f"internal error wiring the delay into {g.port}")
+        if gs:
+            for g in gs:
+                dbase, _ = port_base(g.dst.g, g.port, "in")
+                for c in range(g.channels):
+                    if add_group_out(plan, step, dbase + c, g.ptr, c) != 0:
+                        raise MixgraphError(f"internal error wiring the delay into {g.port}")
     for g in groups:
-        rec.keys.append(refs.ref(g))
+        keys.append(ref(g))
+    add_edge = lib.mg_plan_add_edge
     for e in edges:
-        lib.mg_plan_add_edge(plan, e.ptr)
-        rec.keys.append(refs.ref(e))
+        add_edge(plan, e.ptr)
+        keys.append(ref(e))
     if lib.mg_plan_finish(plan) != 0:
         raise MixgraphError("cannot finish the plan (out of memory, or mix operations "
                             "the engine refuses)")

@@ -57,27 +57,28 @@ class Session:
         # delay groups by (destination LiveNode, input port, delay)
         self.groups: dict[tuple, LiveGroup] = {}
         self.dying_nodes: list[LiveNode] = []
-        self.dying_edges: list[tuple[int, LiveEdge]] = []  # (due sample time, edge)
+        self.dying_edges: dict[LiveEdge, int] = {}  # fading out: edge -> due sample time
         self._dying_due: dict[int, int] = {}  # id(node) -> due time
         self.refs = Refs(self.disk.close, self.groups)  # which plans hold which C objects
         self._plans: dict[int, planner.PlanRecord] = {}  # handed to the engine, by generation
-        # (type, size) of each gang of the newest plan: nodes the engine runs
-        # together through their type's process_many
-        self.gangs: list[tuple[str, int]] = []
-        # channel buffers the newest plan's node outputs share (liveness reuse)
-        self.buffers = 0
+        self.gangs: list[tuple[str, int]] = []  # newest plan's gangs: (type, size)
+        self.buffers = 0  # channel buffers the newest plan's node outputs share
         self.fades = planner.FadeQueue()  # edge gain changes that go out with the plan
         self._dirty = False
         self._sync_waiters: dict[int, Callable[[], None]] = {}
         self.timers = Timers()  # deferred work on the sample clock: see at()
         self.actions_running: dict = {}  # (node, action) -> the Action under way
         self.late_events = 0
+        self.plans_built = 0  # plans handed to the engine
         self.changed: Callable[[], None] | None = None  # autosave hook
         self.metadata: dict = {}
         # bypass: names of bypassed nodes, and the direct edges standing in for them,
         # keyed by the (into-node, out-of-node) connection pair they replace
         self.bypassed: set[str] = set()
         self.bypass_edges: dict[tuple[Conn, Conn], LiveEdge] = {}
+        self._muted: set[Conn] = set()  # connections out of bypassed nodes (target 0)
+        self._vcas: dict[str, None] = {}  # names of the vca nodes
+        self._vca_set: set[str] = set()  # faders whose `vca` offset a VCA set
 
     # ---- helpers --------------------------------------------------------------
     @property
@@ -147,7 +148,9 @@ class Session:
             lib.mg_node_init_param(ptr, t.param_index[k], v)
         self.live[name] = LiveNode(g, ptr, stream, latency=int(lib.mg_node_latency(ptr)))
         self._dirty = True
-        self._apply_vca()
+        if type_name == "vca":
+            self._vcas[name] = None
+        self._apply_vca(new=name)
         self._touch()
         if c.clamped:
             g.options["_clamped"] = c.clamped
@@ -164,7 +167,7 @@ class Session:
         self.bypassed.discard(name)
         self._sync_bypass()
         self._retire_node(node)
-        if node.g.type.name == "vca":
+        if self._vcas.pop(name, 0) is None:
             self._apply_vca()
         self._touch()
 
@@ -177,8 +180,7 @@ class Session:
         self.dying_nodes.append(node)
         due = self.engine.time + self.fade_samples + lib.MG_MAX_BLOCK
         # it keeps running while connections from or into it still fade (and feed
-        # a delay line)
-        due = max([due] + [d for d, e in self.dying_edges if e.src is node or e.dst is node])
+        # a delay line): _collect_dying waits for them
         self._dying_due[id(node)] = due
 
     def _retire_edge(self, edge: LiveEdge, wait: int = 0) -> None:
@@ -195,7 +197,7 @@ class Session:
             self.refs.release_if_unused(edge)
             return
         due = self.engine.time + wait + self.fade_samples + edge.delay + lib.MG_MAX_BLOCK
-        self.dying_edges.append((due, edge))
+        self.dying_edges[edge] = due
         self.fades.cmds.append((edge, 0.0, wait))  # due moves to the push (_push_fades)
 
     # ---- connections ------------------------------------------------------------
@@ -222,16 +224,7 @@ class Session:
     # ---- bypass ------------------------------------------------------------------
     def bypass_ports(self, name: str):
         """The (in, out) ports a bypass joins; MixgraphError if the node cannot be bypassed."""
-        node = self.live.get(name)
-        if node is None:
-            raise MixgraphError(f"no node named {name!r}")
-        g = node.g
-        pin, pout = g.type.port(None, "in"), g.type.port(None, "out")
-        if (pin is None or pout is None
-                or pin.channel_count(g.channels) != pout.channel_count(g.channels)):
-            raise MixgraphError(f"{name} ({g.type.name}) cannot be bypassed: bypass needs an "
-                                "input and an output with the same channel count")
-        return pin, pout
+        return self.graph.bypass_ports(name)
 
     def set_bypass(self, name: str, on: bool) -> bool:
         """Bypass a node click-free: its output connections fade out while direct
@@ -251,8 +244,8 @@ class Session:
         for name in self.bypassed:
             pin, pout = self.bypass_ports(name)
             out_port[name] = pout.name
-            ins = [c for c in self.graph.conns if c.dst == name and c.dst_port == pin.name]
-            outs = [c for c in self.graph.conns if c.src == name and c.src_port == pout.name]
+            ins = [c for c in self.graph.ins[name] if c.dst_port == pin.name]
+            outs = [c for c in self.graph.outs[name] if c.src_port == pout.name]
             for a in ins:
                 for b in outs:
                     want[(a, b)] = Conn(a.src, a.src_port, b.dst, b.dst_port)
@@ -302,11 +295,21 @@ class Session:
                 self.fades.fade_in.append(edge)
             self.bypass_edges[k] = edge
             self._dirty = True
-        for c, e in self.edges.items():
+        # the edges whose target may change: out of a bypassed node, or muted by an
+        # earlier bypass (never a walk over every edge of the graph)
+        self._muted &= self.edges.keys()
+        maybe = self._muted | {c for n in self.bypassed for c in self.graph.outs[n]}
+        seq = self.graph.conns
+        for c in sorted((c for c in maybe if c in self.edges), key=seq.__getitem__):
+            e = self.edges[c]
             target = 0.0 if out_port.get(c.src) == c.src_port else 1.0
             if target == e.target:
                 continue
             e.target = target
+            if target == 0.0:
+                self._muted.add(c)
+            else:
+                self._muted.discard(c)
             if not self.refs.held(e):
                 # in no plan yet: no command (it could be freed before the audio
                 # thread reads it); it starts where it should instead
@@ -354,19 +357,22 @@ class Session:
         self._touch()
 
     # ---- VCA groups ------------------------------------------------------------------
-    def _apply_vca(self) -> None:
-        """Set every fader's `vca` offset to the sum of the levels of its VCAs."""
+    def _apply_vca(self, new: str | None = None) -> None:
+        """Set every fader's `vca` offset to the sum of the levels of its VCAs
+        (the members of VCAs, the faders a VCA offset before, and `new`)."""
         offsets: dict[str, float] = {}
-        for node in self.live.values():
-            if node.g.type.name == "vca":
-                for m in node.g.options.get("members", "").split(","):
-                    if m:
-                        offsets[m] = offsets.get(m, 0.0) + node.g.params["level"]
-        for name, node in self.live.items():
-            if "vca" in node.g.params:
+        for v in self._vcas:
+            node = self.live[v]
+            for m in node.g.options.get("members", "").split(","):
+                if m:
+                    offsets[m] = offsets.get(m, 0.0) + node.g.params["level"]
+        for name in sorted(self._vca_set | offsets.keys() | ({new} if new else set())):
+            node = self.live.get(name)
+            if node is not None and "vca" in node.g.params:
                 want = offsets.get(name, 0.0)
                 if node.g.params["vca"] != want:
                     self.set_param(name, "vca", want)
+        self._vca_set = set(offsets)
 
     def get_param(self, name: str, param: str) -> float:
         node = self.live.get(name)
@@ -439,7 +445,8 @@ class Session:
     def _push_fades(self) -> None:
         """Push the queued fades; a fade-out's deadline counts from its push."""
         def due(e: LiveEdge, t: int) -> None:  # a dying node waits for its dying edges
-            self.dying_edges = [(max(d, t) if x is e else d, x) for d, x in self.dying_edges]
+            if e in self.dying_edges:  # (a bypass's fade-out is no removal)
+                self.dying_edges[e] = max(self.dying_edges[e], t)
         self.fades.push(self.engine, self.fade_samples, due)
 
     def commit(self) -> None:
@@ -456,12 +463,12 @@ class Session:
         self._compensate()
         nodes = list(self.live.values()) + [n for n in self.dying_nodes if not n.dead]
         edges = list(self.edges.values()) + list(self.bypass_edges.values())
-        edges += [e for _, e in self.dying_edges if not e.dead]
+        edges += [e for e in self.dying_edges if not e.dead]
         try:
             compiled = planner.build(nodes, edges, self.refs)
         except planner.PlanCycle:
             # a fading edge closes a loop with a new one: cut the fades short
-            for _, e in self.dying_edges:
+            for e in self.dying_edges:
                 e.dead = True
             self._dirty = True
             self._collect_dying(force=True)
@@ -479,6 +486,7 @@ class Session:
             planner.drop(rec, self.refs)
             return  # still dirty: retried on the next service()
         self._plans[ptr_key(rec.ptr)] = rec
+        self.plans_built += 1
         self.gangs = compiled.gangs
         self.buffers = compiled.buffers
         for node in nodes:
@@ -493,8 +501,14 @@ class Session:
             pass  # the rest goes out at the next commit
 
     # ---- service: events from the audio thread and deferred work ----------------
-    def service(self) -> None:
-        """Handle engine events, finish fades that are done, commit changes."""
+    @property
+    def dirty(self) -> bool:
+        """True while edits wait for the next commit."""
+        return self._dirty
+
+    def service(self, commit: bool = True) -> None:
+        """Handle engine events, finish fades that are done, commit changes
+        (unless commit is False: the caller commits)."""
         for kind, index, value, _time, ptr in self.engine.poll():
             if kind == EV_PLAN_RETIRED:
                 rec = self._plans.pop(ptr_key(ptr), None)
@@ -511,12 +525,13 @@ class Session:
                 log.info("event applied %d samples late", value)
         self._collect_dying()
         self.timers.run(self.engine.time)
-        self.commit()
+        if commit:
+            self.commit()
 
     def _collect_dying(self, force: bool = False) -> None:
         now = self.engine.time
-        keep = []
-        for due, e in self.dying_edges:
+        keep = {}
+        for e, due in self.dying_edges.items():
             if force or e.dead or (now >= due and lib.mg_edge_gain(e.ptr) == 0.0):
                 if not e.dead:
                     e.dead = True
@@ -524,12 +539,12 @@ class Session:
                 if not self.refs.held(e) and e.ptr != ffi.NULL:
                     self.refs.release_if_unused(e)
             else:
-                keep.append((due, e))
+                keep[e] = due
         self.dying_edges = keep
         still = []
         # a node leaves the plan only after its retired connections have faded
         # (their fades may still be queued, their deadlines later than the node's)
-        fading = {id(x) for _, e in self.dying_edges for x in (e.src, e.dst)}
+        fading = {id(x) for e in self.dying_edges for x in (e.src, e.dst)}
         for n in self.dying_nodes:
             if force or (now >= self._dying_due.get(id(n), 0) and id(n) not in fading):
                 n.dead = True
@@ -541,7 +556,7 @@ class Session:
 
     def next_due(self) -> int | None:
         """The earliest sample time at which deferred work falls due."""
-        dues = [d for d, _ in self.dying_edges] + list(self._dying_due.values())
+        dues = list(self.dying_edges.values()) + list(self._dying_due.values())
         if self.timers.next_due() is not None:
             dues.append(self.timers.next_due())
         return min(dues) if dues else None
@@ -575,21 +590,9 @@ class Session:
         for rec in self._plans.values():
             lib.mg_plan_free(rec.ptr)
         self._plans.clear()
-        objs = list(self.live.values()) + list(self.edges.values()) + self.dying_nodes
-        objs += list(self.bypass_edges.values())
-        objs += [e for _, e in self.dying_edges]
-        objs += list(self.groups.values())
-        seen = set()
-        for o in objs:
-            if o.ptr == ffi.NULL or id(o) in seen:
-                continue
-            seen.add(id(o))
-            self.refs.force_release(o)
-        for o in list(self.refs.owners.values()):
-            self.refs.force_release(o)
-        self.live.clear()
-        self.edges.clear()
-        self.bypass_edges.clear()
-        self.groups.clear()
+        self.refs.free_all([*self.live.values(), *self.edges.values(), *self.dying_nodes,
+                            *self.bypass_edges.values(), *self.dying_edges,
+                            *self.groups.values()])
+        for d in (self.live, self.edges, self.bypass_edges, self.groups):
+            d.clear()
         self.disk.close_all()
-

@@ -19,6 +19,7 @@ log = logging.getLogger("mixgraph.state")
 
 PATCH_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 AUTOSAVE = "autosave.mgp"
+RETRY_S = 1.0  # a failed autosave is tried again this often until it succeeds
 
 
 def encode(doc: dict, path: Path) -> bytes:
@@ -143,17 +144,27 @@ class Autosaver:
                     self._cond.wait()
                 data, self._pending = self._pending, None
                 stop = self._stop
+            wait = self.min_interval_s
             if data is not None:
                 try:
                     write_atomic(self.path, data)
                     self.saves += 1
-                except OSError:
+                    if self.errors:
+                        log.warning("autosave to %s works again", self.path)
+                    self.errors = 0
+                except OSError as e:
                     self.errors += 1
-                    log.exception("autosave to %s failed", self.path)
+                    if self.errors == 1 or self.errors % 60 == 0:
+                        log.error("autosave to %s failed (%s); retrying every %g s",
+                                  self.path, e.strerror or e, RETRY_S)
+                    with self._cond:  # retry this snapshot unless a newer one came
+                        if self._pending is None:
+                            self._pending = data
+                    wait = RETRY_S
             if stop:
                 return
             with self._cond:
-                self._cond.wait(self.min_interval_s)
+                self._cond.wait(wait)
 
     def close(self) -> None:
         with self._cond:

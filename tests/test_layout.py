@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 import zlib
+from pathlib import Path
 
 import pytest
 
@@ -219,7 +221,6 @@ def test_stepped_parameters_are_labelled_selectors_and_values_show_in_units(tmp_
     and one LABEL per choice name (in order), whose press sends the value on the
     parameter's own address; knobs and faders have a label that shows the value in its
     unit; every generated script is valid Lua (checked with luac when it is there)."""
-    import shutil
 
     cat = layout.local_catalog()
     doc = {"nodes": [{"name": t["name"] + "1", "type": t["name"], "channels": 1, "params": {}}
@@ -268,3 +269,25 @@ def test_stepped_parameters_are_labelled_selectors_and_values_show_in_units(tmp_
         f.write_text(src)
         r = subprocess.run([luac, "-p", str(f)], capture_output=True, text=True)
         assert r.returncode == 0, (name, r.stderr)
+
+
+@pytest.mark.parametrize("prove", [False, True])
+def test_root_script_proves_its_address_and_gets_meters(tmp_path, prove, require):
+    """The layout's root script, run by a stand-in for TouchOSC's script host (Lua 5.4,
+    LuaSocket, real UDP): it answers the server's /hello cookie, subscribes, and meters
+    arrive, whether the server trusts its address already (loopback) or not."""
+    require(shutil.which("lua5.4") is not None, "lua5.4 is not installed")
+    r = subprocess.run(["lua5.4", "-e", "require('socket')"], capture_output=True)
+    require(r.returncode == 0, "LuaSocket is not installed (Debian: lua-socket)")
+    script = tmp_path / "root.lua"
+    script.write_text(layout.ROOT_SCRIPT)
+    d = Daemon(tmp_path / "state", "--backend", "null", *(["--prove-loopback"] * prove))
+    try:
+        d.call("/graph/add", "meter", "m", "channels", 1)
+        host = Path(__file__).parent / "lua" / "touchosc_host.lua"
+        r = subprocess.run(["lua5.4", str(host), str(script), "127.0.0.1", str(d.port)],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "/done\t/meters/subscribe" in r.stdout
+    finally:
+        d.stop()
