@@ -274,7 +274,6 @@ def format_value(x) -> str:
 
 @_client_errors
 def _cmd_ctl(a: argparse.Namespace) -> int:
-    import itertools
     import time
 
     from mixgraph.clients.client import Client
@@ -293,7 +292,7 @@ def _cmd_ctl(a: argparse.Namespace) -> int:
         c.send(a.address, *args)
         deadline = time.monotonic() + a.timeout
         token = None
-        for _ in itertools.count():
+        while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 if token is None:
