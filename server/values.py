@@ -17,7 +17,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .catalog import NodeType
+from .catalog import NodeType, ParamSpec
 from .errors import MixgraphError
 from .graph import GNode, check_name
 
@@ -69,6 +69,18 @@ def in_range(value, what: str, lo: float, hi: float) -> float:
     if not lo <= v <= hi:
         raise MixgraphError(f"{what}: expected {lo:g}..{hi:g}, got {_show(value)}")
     return v
+
+
+def choice_or_number(spec: ParamSpec, value, what: str) -> float:
+    """A parameter value from the network: a number, or for a stepped parameter the
+    name of one of its choices ("low shelf" for an EQ band type)."""
+    if isinstance(value, str) and spec.choices:
+        v = spec.choice_value(value)
+        if v is None:
+            names = ", ".join(f"{int(spec.min) + k} {c}" for k, c in enumerate(spec.choices))
+            raise MixgraphError(f"{what}: {value!r} is none of its choices ({names})")
+        return v
+    return number(value, what)
 
 
 def whole(value, what: str, lo: int | None = None, hi: int | None = None) -> int:
@@ -178,7 +190,7 @@ def param_value(t: NodeType, node: str, key: str, value) -> tuple[float, bool]:
         known = sorted([p.name for p in t.params] + list(OPTIONS))
         raise MixgraphError(f"{t.name} has no parameter or option {_show(key)} "
                             f"(known: {', '.join(known)})")
-    x = number(value, f"{node}/{key}")
+    x = choice_or_number(spec, value, f"{node}/{key}")
     v = min(max(x, spec.min), spec.max)
     return v, v != x
 
