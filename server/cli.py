@@ -23,7 +23,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         state_dir=Path(a.state_dir) if a.state_dir else None, status=not a.no_status,
         ceiling_db=a.ceiling_db, tcp_port=-1 if a.no_tcp else a.tcp_port, allow=a.allow,
         max_frame=a.max_frame, rate_limit=a.rate_limit, rate_burst=a.rate_burst,
-        zeroconf=a.zeroconf, mlock=not a.no_mlock,
+        zeroconf=a.zeroconf, mlock=not a.no_mlock, fsync_ms=a.fsync_ms,
     ))
 
 
@@ -254,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="messages/s per client (0 = unlimited; default 20000)")
     s.add_argument("--rate-burst", type=float, default=10000.0, help="rate-limit burst")
     s.add_argument("--state-dir", help="patches, autosave and audio files")
+    s.add_argument("--fsync-ms", type=float, default=100.0, metavar="MS",
+                   help="journal: fdatasync at most every MS ms (power loss can lose that "
+                        "much); 0 = before every reply (default 100)")
     s.add_argument("--ceiling-db", type=float, default=0.0, help="hard output ceiling, dBFS")
     s.add_argument("--no-status", action="store_true", help="no live status line")
     s.add_argument("--no-mlock", action="store_true",

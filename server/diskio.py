@@ -88,6 +88,23 @@ class PlayerStream:
         self.fifo.free()
 
 
+class MissingStream:
+    """Stands in for a player's file that is missing or unreadable at restore: an
+    empty fifo marked at end of file, so the node is there, connected, and silent."""
+
+    def __init__(self, path: str, channels: int, sample_rate: float) -> None:
+        self.path = path
+        self.channels = channels
+        self.fifo = Fifo(channels, 1024)
+        lib.mg_fifo_set_status(self.fifo.ptr, lib.MG_FIFO_STATUS_EOF)
+
+    def pump(self) -> None:
+        """Nothing to read."""
+
+    def close(self) -> None:
+        self.fifo.free()
+
+
 class RecorderStream:
     """A file being written from a recorder node's fifo."""
 
@@ -152,6 +169,10 @@ class DiskIO:
         with self._lock:
             self._streams.append(s)
         return s
+
+    def open_missing(self, path: str, channels: int) -> MissingStream:
+        """A silent stand-in for a player whose file cannot be opened (restore only)."""
+        return MissingStream(path, channels, self.sample_rate)
 
     def open_recorder(self, path: Path, channels: int, fmt: str | None) -> RecorderStream:
         s = RecorderStream(path, channels, self.sample_rate, fmt, self.flush_s)

@@ -705,6 +705,7 @@ class Dispatcher:
             "oversized", self.counters.oversized,
             "send_errors", self.counters.send_errors,
             "subscribers", len(fb.subs) if fb is not None else 0,
+            "missing_files", len(self.session.missing),
         ])
 
     def _info(self, args: list, reply: Reply, _t: int, client=None) -> None:

@@ -139,6 +139,8 @@ def validate_doc(doc) -> tuple[list[dict], list[list[str]]]:
         )
     nodes = doc.get("nodes")
     conns = doc.get("connections")
+    if not isinstance(doc.get("metadata") or {}, dict):
+        raise MixgraphError("patch: `metadata` must be a map")
     if not isinstance(nodes, list) or not isinstance(conns, list):
         raise MixgraphError("patch: `nodes` and `connections` must be lists")
     scratch = Graph()
@@ -146,7 +148,7 @@ def validate_doc(doc) -> tuple[list[dict], list[list[str]]]:
     for n in nodes:
         if not isinstance(n, dict) or not isinstance(n.get("name"), str):
             raise MixgraphError(f"patch: bad node entry {n!r}")
-        t = CATALOG.get(n.get("type"))
+        t = CATALOG.get(n.get("type")) if isinstance(n.get("type"), str) else None
         if t is None:
             raise MixgraphError(f"patch: node {n['name']!r} has unknown type {n.get('type')!r}")
         ch = n.get("channels", t.default_channels)

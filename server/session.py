@@ -73,6 +73,14 @@ class Session:
         self.actions_running: dict = {}  # (node, action) -> the Action under way
         self.late_events = 0
         self.changed: Callable[[], None] | None = None  # autosave hook
+        # the journal (server/journal.py): called with (op, *args) after each state
+        # change, before its reply; quiet while a document is loaded (one "doc" record)
+        self.journal: Callable[[tuple], None] | None = None
+        self._quiet = 0
+        # at start-up restore, a player whose file is missing or unreadable is made
+        # silent (with its connections) instead of failing: node name -> why
+        self.missing_ok = False
+        self.missing: dict[str, str] = {}
         self.metadata: dict = {}
         # bypass: names of bypassed nodes, and the direct edges standing in for them,
         # keyed by the (into-node, out-of-node) connection pair they replace
@@ -88,6 +96,10 @@ class Session:
     def _touch(self) -> None:
         if self.changed:
             self.changed()
+
+    def _log(self, rec: tuple) -> None:
+        if self.journal is not None and not self._quiet:
+            self.journal(rec)
 
     def resolve_path(self, path: str, write: bool = False) -> Path:
         """A file path for a player/recorder, confined to the data directory when asked."""
@@ -111,8 +123,16 @@ class Session:
             if "path" not in options:
                 raise MixgraphError(f"{type_name} needs a `path` option")
             if type_name == "player":
-                path = self.resolve_path(options["path"])
-                stream = self.disk.open_player(path, channels)
+                try:
+                    path = self.resolve_path(options["path"])
+                    stream = self.disk.open_player(path, channels)
+                except MixgraphError as e:
+                    if not self.missing_ok:
+                        raise
+                    stream = self.disk.open_missing(options["path"],
+                                                    channels or t.default_channels)
+                    self.missing[name] = str(e)
+                    log.warning("player %s restored silent: %s", name, e)
                 channels = stream.channels
             else:
                 path = self.resolve_path(options["path"], write=True)
@@ -149,6 +169,8 @@ class Session:
         self._dirty = True
         self._apply_vca()
         self._touch()
+        self._log(("add", name, type_name, g.channels,
+                   {k: v for k, v in options.items() if not k.startswith("_")}, dict(g.params)))
         if c.clamped:
             g.options["_clamped"] = c.clamped
         return g
@@ -164,9 +186,11 @@ class Session:
         self.bypassed.discard(name)
         self._sync_bypass()
         self._retire_node(node)
+        self.missing.pop(name, None)
         if node.g.type.name == "vca":
             self._apply_vca()
         self._touch()
+        self._log(("rm", name))
 
     def _retire_node(self, node: LiveNode) -> None:
         if not node.published or not self.started:
@@ -210,6 +234,7 @@ class Session:
         self._dirty = True
         self._sync_bypass()
         self._touch()
+        self._log(("conn", f"{conn.src}:{conn.src_port}", f"{conn.dst}:{conn.dst_port}"))
         return conn
 
     def disconnect(self, src: str, dst: str) -> Conn:
@@ -217,6 +242,7 @@ class Session:
         self._retire_edge(self.edges.pop(conn))
         self._sync_bypass()
         self._touch()
+        self._log(("disc", f"{conn.src}:{conn.src_port}", f"{conn.dst}:{conn.dst_port}"))
         return conn
 
     # ---- bypass ------------------------------------------------------------------
@@ -243,6 +269,7 @@ class Session:
             self.bypassed.discard(name)
         self._sync_bypass()
         self._touch()
+        self._log(("byp", name, bool(on)))
         return on
 
     def _sync_bypass(self) -> None:
@@ -352,6 +379,8 @@ class Session:
             lib.mg_node_init_param(node.ptr, index, v)
         node.g.params[param] = v
         self._touch()
+        if self.journal is not None and not self._quiet:
+            self.journal(("set", node.g.name, param, v))
 
     # ---- VCA groups ------------------------------------------------------------------
     def _apply_vca(self) -> None:
@@ -567,8 +596,15 @@ class Session:
         return patch.to_doc(self)
 
     def load_doc(self, doc: dict) -> None:
-        """Make the graph equal to doc, touching only what differs: server/patch.py."""
-        patch.load_doc(self, doc)
+        """Make the graph equal to doc, touching only what differs: server/patch.py.
+        Journaled as one record of the state it ends in (also when it fails halfway)."""
+        self._quiet += 1
+        try:
+            patch.load_doc(self, doc)
+        finally:
+            self._quiet -= 1
+            if self.journal is not None and not self._quiet:
+                self.journal(("doc", self.to_doc()))
 
     def close(self) -> None:
         """Free every C object (the audio thread must be stopped)."""

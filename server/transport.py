@@ -130,6 +130,9 @@ class TcpConn:
             self.outbuf += slip_encode(data)
         else:
             self.outbuf += len(data).to_bytes(4, "big") + data
+        hook = self.server.before_send
+        if hook is not None:
+            hook()
         self.flush()
 
     def flush(self) -> None:
@@ -280,6 +283,8 @@ class ControlServer:
         self._last_gc = time.monotonic()
         self._last_tick = 0.0
         self._last_expire = 0.0
+        # called before any reply leaves (the journal's flush: server/journal.py)
+        self.before_send: Callable[[], None] | None = None
 
     # ---- UDP ---------------------------------------------------------------------
     def _udp_peer(self, addr) -> Peer:
@@ -305,6 +310,9 @@ class ControlServer:
                         return
                     if held:  # a bundle (a state dump): what came before goes first
                         self._flush_one(addr, outbox.pop(addr))
+                hook = self.before_send
+                if hook is not None:
+                    hook()
                 try:
                     sock.sendto(data, box[0])
                 except OSError as e:
@@ -444,6 +452,9 @@ class ControlServer:
         outbox.clear()
 
     def _flush_one(self, addr, msgs: list[bytes]) -> None:
+        hook = self.before_send
+        if hook is not None:
+            hook()
         target = self._targets.get(addr, [addr])[0]
         sock = self.sock
         for pkt in (msgs if len(msgs) == 1 else pack_bundles(msgs, UDP_MTU)):
