@@ -61,6 +61,7 @@ class ServeOptions:
     mlock: bool = True  # lock the process's memory so the audio thread never page-faults
     fsync_ms: float = 100.0  # journal fdatasync period (power loss); 0 = before every reply
     keep_snapshots: int = 3  # autosave.mgp and its previous good versions
+    journal: bool = True  # False only to measure what it costs: a crash loses edits
 
 
 def lock_memory() -> str:
@@ -106,12 +107,13 @@ class Daemon:
         self.autosave_path = self.state_dir / AUTOSAVE
         self._dirty = False
         self.restored, last_seq = self._restore()
-        self.journal = Journal(self.state_dir, last_seq, opts.fsync_ms)
+        self.journal = Journal(self.state_dir, last_seq, opts.fsync_ms) if opts.journal else None
         self.autosaver = Autosaver(self.autosave_path, keep=opts.keep_snapshots,
-                                   on_saved=self.journal.compact)
+                                   on_saved=self.journal.compact if self.journal else None)
         self._last_save_error = 0.0
         self.session.changed = self._mark_dirty
-        self.session.journal = self.journal.add
+        if self.journal is not None:
+            self.session.journal = self.journal
         self.counters = Counters()
         info = {"backend": cfg.kind, "device": cfg.device_name, "block": cfg.block,
                 "inputs": cfg.hw_in, "outputs": cfg.hw_out}
@@ -120,7 +122,8 @@ class Daemon:
                                     tcp_port=opts.tcp_port, allow=opts.allow,
                                     max_frame=opts.max_frame, rate=opts.rate_limit,
                                     burst=opts.rate_burst)
-        self.server.before_send = self.journal.flush
+        if self.journal is not None:
+            self.server.before_send = self.journal.flush
         self.running = None
         self._control: threading.Thread | None = None
         self._stop = threading.Event()
@@ -244,7 +247,7 @@ class Daemon:
                     log.error("autosave snapshot failed (%s); retrying", e)
 
     def _save(self) -> None:
-        seq = self.journal.rotate()
+        seq = self.journal.rotate() if self.journal is not None else 0
         doc = self.session.to_doc()
         doc["journal_seq"] = seq
         self.autosaver.submit(doc, seq)
@@ -317,7 +320,8 @@ class Daemon:
         except Exception:  # noqa: BLE001 - the journal still holds every change
             log.exception("final autosave failed")
         self.autosaver.close()
-        self.journal.close()
+        if self.journal is not None:
+            self.journal.close()
         self.disk.stop()
         self.session.close()
         self.server.close()

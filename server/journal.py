@@ -1,17 +1,19 @@
 """The journal: every state change, on disk before its `/done` goes out.
 
-State = snapshot + journal (docs/operations.md). The control thread appends
-one record per state change (a node added or removed, a connection made or
-broken, a parameter or bypass set, a whole document loaded) to a buffer, and
-the transports call flush() before any reply leaves, so one os.write per
-control-loop batch puts every acknowledged change in the kernel's page cache,
+State = snapshot + journal (docs/operations.md). The control thread notes
+every state change (a node added or removed, a connection made or broken, a
+parameter or bypass set, a whole document loaded) as an op in a list, and the
+transports call flush() before any reply leaves: the ops noted since the last
+flush become one record, and one os.write puts it in the kernel's page cache,
 which survives the process being killed (SIGKILL, a crash). Against power
 loss the file is fdatasync'ed at most every `fsync_ms` by a worker thread
 (0: before the replies go out, at every flush).
 
-A record is [u32 length][u32 crc32][msgpack [seq, op, *args]]; seq counts up
-by one, so a torn or corrupt record (power loss in the middle of a write) is
-detected and replay stops there. Records live in segments
+A record is [u32 length][u32 crc32][msgpack [seq, [[op, *args], ...]]]; seq
+counts up by one, so a torn or corrupt record (power loss in the middle of a
+write) is detected and replay stops there; no reply of a record's ops left
+before the record was written, so dropping a torn one loses nothing that was
+acknowledged. Records live in segments
 `journal.<first seq, 16 hex>.mgj`; each autosave rotates to a new segment and,
 once the snapshot is on disk, deletes the segments every kept snapshot covers.
 """
@@ -52,9 +54,9 @@ def segments(state_dir: Path) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
-def encode_record(seq: int, rec: tuple | list) -> bytes:
-    """One framed record: length, checksum, msgpack [seq, *rec]."""
-    payload = msgpack.packb([seq, *rec], use_bin_type=True)
+def encode_record(seq: int, ops: list) -> bytes:
+    """One framed record: length, checksum, msgpack [seq, ops]."""
+    payload = msgpack.packb([seq, ops], use_bin_type=True)
     return HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
@@ -82,18 +84,21 @@ def read_segment(path: Path) -> tuple[list[tuple[int, list]], str | None]:
             rec = msgpack.unpackb(payload, raw=False, strict_map_key=True)
         except Exception as e:  # noqa: BLE001 - any decoding failure ends the segment
             return out, f"{path.name}: undecodable record at byte {pos} ({e})"
-        if not (isinstance(rec, list) and len(rec) >= 2 and type(rec[0]) is int
-                and isinstance(rec[1], str)):
+        if not (isinstance(rec, list) and len(rec) == 2 and type(rec[0]) is int
+                and isinstance(rec[1], list)
+                and all(isinstance(op, list) and op and isinstance(op[0], str)
+                        for op in rec[1])):
             return out, f"{path.name}: malformed record at byte {pos}"
-        out.append((rec[0], rec[1:]))
+        out.append((rec[0], rec[1]))
         pos = end
     return out, None
 
 
 def read_journal(state_dir: Path, after: int) -> tuple[list[list], int, list[str]]:
-    """What replay needs: the records after seq `after` (contiguous: replay stops
-    at the first gap, a torn or a corrupt record), the highest seq any segment
-    holds (new records are numbered after it), and notes on anything skipped."""
+    """What replay needs: the ops of the records after seq `after`, in order
+    (contiguous: replay stops at the first gap, a torn or a corrupt record), the
+    highest seq any segment holds (new records are numbered after it), and notes
+    on anything skipped."""
     todo: list[list] = []
     notes: list[str] = []
     top = after
@@ -103,7 +108,7 @@ def read_journal(state_dir: Path, after: int) -> tuple[list[list], int, list[str
         recs, why = read_segment(path)
         if why:
             notes.append(why)
-        for seq, rec in recs:
+        for seq, ops in recs:
             top = max(top, seq)
             if stopped or seq < want:
                 continue
@@ -112,7 +117,7 @@ def read_journal(state_dir: Path, after: int) -> tuple[list[list], int, list[str
                              "were not replayed")
                 stopped = True
                 continue
-            todo.append(rec)
+            todo += ops
             want += 1
     return todo, top, notes
 
@@ -128,6 +133,10 @@ class Journal:
         self.writes = 0
         self.syncs = 0
         self._buf = bytearray()
+        self._ops: list[tuple] = []
+        # parameter sets since the last other op, latest value per (node, param): a
+        # flood of sets to a few faders is a few ops per record, not one per message
+        self.sets: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()  # segments, fd and retired fds vs the worker
         # [first seq, path, last seq (None: the current segment)]; an older segment ends
         # where the next begins
@@ -162,15 +171,44 @@ class Journal:
             _fsync_dir(self.dir)
         return fd
 
-    def add(self, rec: tuple) -> None:
-        """Journal one state change (op, *args); it is written at the next flush()."""
+    def add(self, op: tuple) -> None:
+        """Note a state change (op, *args) for the next record."""
+        if self.sets:
+            self._ops += [("set", n, p, v) for (n, p), v in self.sets.items()]
+            self.sets.clear()
+        self._ops.append(op)
+
+    def set(self, node: str, param: str, value: float) -> None:
+        """Note a parameter set (only the latest value per record counts). The flood
+        path (Session.apply_param) writes `sets[(node, param)] = value` itself."""
+        self.sets[(node, param)] = value
+
+    def _record(self) -> None:
+        """The ops noted since the last flush become the next record."""
+        ops = self._ops[:]
+        self._ops.clear()
+        if self.sets:
+            ops += [("set", n, p, v) for (n, p), v in self.sets.items()]
+            self.sets.clear()
+        try:
+            payload = msgpack.packb([self.seq + 1, ops], use_bin_type=True)
+        except (TypeError, ValueError, OverflowError) as e:  # a value msgpack cannot hold
+            kept = []
+            for op in ops:
+                try:
+                    msgpack.packb(op, use_bin_type=True)
+                    kept.append(op)
+                except (TypeError, ValueError, OverflowError):
+                    log.error("journal: %s %r cannot be journaled (%s)", op[0], op[1:3], e)
+            payload = msgpack.packb([self.seq + 1, kept], use_bin_type=True)
         self.seq += 1
-        payload = msgpack.packb([self.seq, *rec], use_bin_type=True)
         self._buf += HEADER.pack(len(payload), zlib.crc32(payload))
         self._buf += payload
 
     def flush(self) -> None:
-        """Hand what is buffered to the kernel: called before any reply is sent."""
+        """Hand what is noted to the kernel: called before any reply is sent."""
+        if self._ops or self.sets:
+            self._record()
         buf = self._buf
         if not buf:
             return

@@ -30,6 +30,7 @@ from .engine import (
 )
 from .errors import MixgraphError
 from .graph import Conn, GNode, Graph
+from .journal import Journal
 from .live import LiveEdge, LiveGroup, LiveNode, Refs, ptr_key
 from .state import confine_path
 from .timers import Timers
@@ -73,9 +74,10 @@ class Session:
         self.actions_running: dict = {}  # (node, action) -> the Action under way
         self.late_events = 0
         self.changed: Callable[[], None] | None = None  # autosave hook
-        # the journal (server/journal.py): called with (op, *args) after each state
-        # change, before its reply; quiet while a document is loaded (one "doc" record)
-        self.journal: Callable[[tuple], None] | None = None
+        # the journal (server/journal.py): told of each state change (add((op, *args)),
+        # set(node, param, value)) before its reply; quiet while a document is loaded
+        # (that is one "doc" op)
+        self.journal: Journal | None = None
         self._quiet = 0
         # at start-up restore, a player whose file is missing or unreadable is made
         # silent (with its connections) instead of failing: node name -> why
@@ -99,7 +101,7 @@ class Session:
 
     def _log(self, rec: tuple) -> None:
         if self.journal is not None and not self._quiet:
-            self.journal(rec)
+            self.journal.add(rec)
 
     def resolve_path(self, path: str, write: bool = False) -> Path:
         """A file path for a player/recorder, confined to the data directory when asked."""
@@ -379,8 +381,9 @@ class Session:
             lib.mg_node_init_param(node.ptr, index, v)
         node.g.params[param] = v
         self._touch()
-        if self.journal is not None and not self._quiet:
-            self.journal(("set", node.g.name, param, v))
+        j = self.journal
+        if j is not None and not self._quiet:
+            j.sets[(node.g.name, param)] = v  # Journal.set, inlined: the flood path
 
     # ---- VCA groups ------------------------------------------------------------------
     def _apply_vca(self) -> None:
@@ -604,7 +607,7 @@ class Session:
         finally:
             self._quiet -= 1
             if self.journal is not None and not self._quiet:
-                self.journal(("doc", self.to_doc()))
+                self.journal.add(("doc", self.to_doc()))
 
     def close(self) -> None:
         """Free every C object (the audio thread must be stopped)."""

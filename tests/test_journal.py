@@ -35,9 +35,9 @@ def test_torn_last_record_is_ignored(tmp_path):
     whose last record is corrupt: replay stops before it, the rest is restored."""
     state = tmp_path / "state"
     state.mkdir()
-    recs = [encode_record(1, ("add", "g", "gain", 1, {}, {})),
-            encode_record(2, ("set", "g", "gain", -7.0)),
-            encode_record(3, ("set", "g", "gain", -9.0))]
+    recs = [encode_record(1, [("add", "g", "gain", 1, {}, {})]),
+            encode_record(2, [("set", "g", "gain", -7.0)]),
+            encode_record(3, [("set", "g", "gain", -9.0)])]
     (state / "journal.0000000000000001.mgj").write_bytes(MAGIC + b"".join(recs)[:-3])
     d = Daemon(state, "--backend", "null")
     try:
@@ -72,8 +72,8 @@ def test_replay_stops_at_a_gap(tmp_path):
     state = tmp_path / "state"
     state.mkdir()
     (state / "journal.0000000000000001.mgj").write_bytes(
-        MAGIC + encode_record(1, ("add", "g", "gain", 1, {}, {}))
-        + encode_record(3, ("set", "g", "gain", -9.0)))
+        MAGIC + encode_record(1, [("add", "g", "gain", 1, {}, {})])
+        + encode_record(3, [("set", "g", "gain", -9.0)]))
     todo, top, notes = read_journal(state, 0)
     assert [r[0] for r in todo] == ["add"] and top == 3
     assert "gap" in notes[0]
@@ -132,8 +132,8 @@ def test_failed_autosave_is_retried(tmp_path):
 
 def test_record_framing_is_length_crc_msgpack():
     """The documented record format (docs/operations.md), checked independently."""
-    rec = encode_record(7, ("set", "g", "gain", -3.0))
+    rec = encode_record(7, [("set", "g", "gain", -3.0), ("byp", "g", True)])
     n, crc = struct.unpack_from("<II", rec)
     payload = rec[8:]
     assert n == len(payload) and crc == zlib.crc32(payload)
-    assert msgpack.unpackb(payload) == [7, "set", "g", "gain", -3.0]
+    assert msgpack.unpackb(payload) == [7, [["set", "g", "gain", -3.0], ["byp", "g", True]]]
