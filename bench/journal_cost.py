@@ -178,11 +178,13 @@ def main() -> int:
                 cpu[name].append(inproc(j, f, kind, a.batches if kind == "set"
                                         else max(1, a.batches // 10)))
         base = statistics.median(cpu["no journal"])
-        print(f"{kind}, in process: control-thread CPU us per edit, median of {a.repeats}")
+        print(f"{kind}, in process: control-thread CPU us per edit, median of {a.repeats}; "
+              "median of the paired (same repeat) ratios to no journal")
         for name, xs in cpu.items():
             m = statistics.median(xs)
-            print(f"  {name:28s} {m:7.2f} us ({(m / base - 1) * 100:+5.1f}%)  "
-                  f"[{', '.join(f'{x:.2f}' for x in xs)}]")
+            paired = statistics.median(x / b for x, b in zip(xs, cpu["no journal"], strict=True))
+            print(f"  {name:28s} {m:7.2f} us ({(m / base - 1) * 100:+5.1f}%; paired "
+                  f"{(paired - 1) * 100:+5.1f}%)  [{', '.join(f'{x:.2f}' for x in xs)}]")
     if a.inproc_only:
         return 0
     for kind in ("set", "connect"):

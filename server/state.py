@@ -228,7 +228,10 @@ class Autosaver:
                     self.saves += 1
                     self._seqs.append(seq)
                     if self.on_saved is not None and len(self._seqs) == self.keep:
-                        self.on_saved(self._seqs[0])
+                        try:
+                            self.on_saved(self._seqs[0])
+                        except Exception:  # noqa: BLE001 - compaction waits for the next save
+                            log.exception("journal compaction failed")
                 except OSError as e:
                     self.errors += 1
                     now = time.monotonic()

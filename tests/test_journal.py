@@ -26,7 +26,7 @@ def test_sigkill_loses_no_acknowledged_edit(tmp_path):
     for rnd in range(20):
         loop.round(rnd)
     t = loop.tally
-    assert t.acked > 2000  # the rounds did edit (not a vacuous pass)
+    assert t.acked > 500  # the rounds did edit (not a vacuous pass)
     assert t.lost == 0, t.notes[:10]
 
 
