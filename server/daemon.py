@@ -27,10 +27,11 @@ from .backends import choose_backend, start_backend
 from .diskio import DEFAULT_MAX_RECORDER_CHANNELS, DEFAULT_MIN_FREE_MB, DiskIO
 from .engine import Engine
 from .errors import MixgraphError
+from .journal import Journal, read_journal
 from .osc import Counters, Dispatcher
 from .service import Notifier, StateLock, Watchdog
 from .session import Session
-from .state import AUTOSAVE, Autosaver, PatchStore, read_patch
+from .state import AUTOSAVE, Autosaver, PatchStore, generation, read_patch
 from .transport import ControlServer, Limits, _is_loopback
 
 log = logging.getLogger("mixgraph")
@@ -64,6 +65,9 @@ class ServeOptions:
     max_lead_s: float = 600.0  # how far ahead a bundle's timetag may be (docs/protocol.md)
     max_recorder_channels: int = DEFAULT_MAX_RECORDER_CHANNELS  # all recorders together
     min_free_mb: float = DEFAULT_MIN_FREE_MB  # a recorder's disk must have this much free
+    fsync_ms: float = 100.0  # journal fdatasync period (power loss); 0 = before every reply
+    keep_snapshots: int = 3  # autosave.mgp and its previous good versions
+    journal: bool = True  # False only to measure what it costs: a crash loses edits
 
 
 def raise_fd_limit() -> str:
@@ -131,17 +135,20 @@ class Daemon:
         self.engine.set_ceiling_db(opts.ceiling_db)
         self.disk = DiskIO(cfg.sample_rate, max_recorder_channels=opts.max_recorder_channels,
                            min_free_bytes=int(opts.min_free_mb * (1 << 20)), enforce=False)
-        self.session = Session(self.engine, data_dir=self.state_dir / "audio",
-                               confine_paths=True, disk=self.disk)
+        self.session = self._new_session()
         (self.state_dir / "audio").mkdir(exist_ok=True)
         self.store = PatchStore(self.state_dir)
         self.autosave_path = self.state_dir / AUTOSAVE
-        self.restored = self._restore()
-        self.disk.start_quota(self.state_dir / "audio")  # a restart keeps its recorders
-        self.autosaver = Autosaver(self.autosave_path)
         self._dirty = False
+        self.restored, last_seq = self._restore()
+        self.disk.start_quota(self.state_dir / "audio")  # a restart keeps its recorders
+        self.journal = Journal(self.state_dir, last_seq, opts.fsync_ms) if opts.journal else None
+        self.autosaver = Autosaver(self.autosave_path, keep=opts.keep_snapshots,
+                                   on_saved=self.journal.compact if self.journal else None)
         self._last_save_error = -1e9
         self.session.changed = self._mark_dirty
+        if self.journal is not None:
+            self.session.journal = self.journal
         self.counters = Counters()
         info = {"backend": cfg.kind, "device": cfg.device_name, "block": cfg.block,
                 "inputs": cfg.hw_in, "outputs": cfg.hw_out}
@@ -154,6 +161,8 @@ class Daemon:
         self.exposure = self._exposure()
         if self.exposure:
             log.warning("%s", self.exposure)
+        if self.journal is not None:
+            self.server.before_send = self.journal.flush
         self.running = None
         self._control: threading.Thread | None = None
         self._stop = threading.Event()
@@ -163,18 +172,108 @@ class Daemon:
                                  every_s=min(1.0, self.notifier.watchdog_s / 2 or 1.0))
         self._last_status = 0.0
 
-    def _restore(self) -> str:
-        if not self.autosave_path.exists():
-            return "empty graph"
-        try:
-            self.session.load_doc(read_patch(self.autosave_path))
-            self.session.commit()
-            return f"restored {len(self.session.graph.nodes)} nodes from {self.autosave_path}"
-        except MixgraphError as e:
-            bad = self.autosave_path.with_suffix(f".bad-{int(time.time())}")
-            self.autosave_path.rename(bad)
-            log.error("autosave unreadable (%s); kept as %s, starting empty", e, bad)
-            return f"autosave unreadable ({e}); kept as {bad.name}"
+    def _new_session(self) -> Session:
+        return Session(self.engine, data_dir=self.state_dir / "audio", confine_paths=True,
+                       disk=self.disk)
+
+    def _restore(self) -> tuple[str, int]:
+        """Start-up state: the newest good snapshot (autosave.mgp, else the previous
+        ones), then the journal records after it. A snapshot that cannot be read or
+        loaded is set aside byte-identical. Returns what the banner says, and the
+        last journal sequence number seen (new records follow it)."""
+        s = self.session
+        notes: list[str] = []
+        used, seq = None, 0
+        s.missing_ok = True  # a player whose file is gone is restored silent
+        for i in range(max(1, self.opts.keep_snapshots)):
+            path = generation(self.autosave_path, i)
+            if not path.exists():
+                continue
+            try:
+                doc = read_patch(path)
+                seq = doc.get("journal_seq", 0)
+                if type(seq) is not int or seq < 0:
+                    raise MixgraphError(f"bad journal_seq {seq!r}")
+                s.load_doc(doc)
+                used = path
+                break
+            except Exception as e:  # noqa: BLE001 - whatever is wrong, the server starts
+                seq = 0
+                s.close()  # nothing was handed to the engine yet (no commit)
+                s = self.session = self._new_session()
+                s.missing_ok = True
+                bad = self._set_aside(path)
+                why = str(e) if isinstance(e, MixgraphError) else f"{type(e).__name__}: {e}"
+                log.error("autosave %s unreadable (%s); set aside as %s", path.name, why,
+                          bad.name)
+                notes.append(f"{path.name} unreadable ({why[:200]}); set aside as {bad.name}")
+        todo, top, jnotes = read_journal(self.state_dir, seq)
+        for n in jnotes:
+            log.warning("journal: %s", n)
+        failed = 0
+        for rec in todo:
+            try:
+                self._replay(rec)
+            except Exception as e:  # noqa: BLE001 - one bad record must not stop the start
+                failed += 1
+                log.error("journal record %r not replayed: %s", rec[:3], e)
+        s.missing_ok = False
+        s.commit()
+        if todo or notes:
+            self._dirty = True  # a fresh snapshot soon, so the journal compacts
+        n = len(s.graph.nodes)
+        if used is not None:
+            what = f"restored {n} nodes from {used.name}"
+        elif todo:
+            what = f"no snapshot; {n} nodes from the journal"
+        elif notes:
+            what = "starting empty"
+        else:
+            what = "empty graph"
+        if todo:
+            what += f" + {len(todo) - failed} journal records"
+            if failed:
+                what += f" ({failed} failed, see the log)"
+        for name, why in sorted(s.missing.items()):
+            notes.append(f"player {name}: file missing ({why}); restored silent")
+        if notes or jnotes:
+            what = "; ".join([*notes, *jnotes, what])
+        log.info("state: %s", what)
+        if used is None and notes:
+            log.error("no good autosave: %s", what)
+        return what, max(top, seq)
+
+    def _set_aside(self, path: Path) -> Path:
+        """Rename a bad state file out of the way, bytes untouched."""
+        bad = path.with_name(f"{path.name}.bad-{int(time.time())}")
+        k = 1
+        while bad.exists():
+            bad = path.with_name(f"{path.name}.bad-{int(time.time())}-{k}")
+            k += 1
+        path.rename(bad)
+        return bad
+
+    def _replay(self, rec: list) -> None:
+        """Apply one journal record (server/journal.py) to the session."""
+        s = self.session
+        op, a = rec[0], rec[1:]
+        if op == "set":
+            s.set_param(a[0], a[1], a[2])
+        elif op == "add":
+            name, type_name, channels, options, params = a
+            s.add_node(type_name, name, {**options, "channels": channels, **params})
+        elif op == "rm":
+            s.remove_node(a[0])
+        elif op == "conn":
+            s.connect(a[0], a[1])
+        elif op == "disc":
+            s.disconnect(a[0], a[1])
+        elif op == "byp":
+            s.set_bypass(a[0], bool(a[1]))
+        elif op == "doc":
+            s.load_doc(a[0])
+        else:
+            raise MixgraphError(f"unknown journal record {op!r}")
 
     def _exposure(self) -> str:
         """A warning when the server listens beyond loopback without an explicit --allow."""
@@ -194,13 +293,14 @@ class Daemon:
         if self._dirty:
             self._dirty = False
             try:
-                self.autosaver.submit(self.session.to_doc())
-            except Exception:
+                self._save()
+            except Exception as e:  # noqa: BLE001 - the control thread must live; retried
                 self._dirty = True
                 now = time.monotonic()
-                if now - self._last_save_error >= 10.0:
+                if now - self._last_save_error > 10.0:
                     self._last_save_error = now
-                    log.exception("autosave snapshot failed; retrying")
+                    log.error("autosave snapshot failed (%s); retrying", e)
+
         now = time.monotonic()
         self.watchdog.tick(now)
         if self.notifier.enabled and now - self._last_status >= 2.0:
@@ -214,6 +314,12 @@ class Daemon:
         return (f"{cfg.kind} {cfg.sample_rate:g} Hz/{cfg.block}, load {st.load * 100:.1f}%, "
                 f"xruns {st.xruns}, clients {self.counters.active_clients()}, "
                 f"nodes {len(self.session.graph.nodes)}")
+
+    def _save(self) -> None:
+        seq = self.journal.rotate() if self.journal is not None else 0
+        doc = self.session.to_doc()
+        doc["journal_seq"] = seq
+        self.autosaver.submit(doc, seq)
 
     def banner(self) -> Panel:
         cfg = self.config
@@ -288,8 +394,13 @@ class Daemon:
         if self.running is not None:
             self.running.stop()
         self.session.service()
-        self.autosaver.submit(self.session.to_doc())
+        try:
+            self._save()
+        except Exception:  # noqa: BLE001 - the journal still holds every change
+            log.exception("final autosave failed")
         self.autosaver.close()
+        if self.journal is not None:
+            self.journal.close()
         self.disk.stop()
         self.session.close()
         self.server.close()

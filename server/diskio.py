@@ -93,6 +93,23 @@ class PlayerStream:
         self.fifo.free()
 
 
+class MissingStream:
+    """Stands in for a player's file that is missing or unreadable at restore: an
+    empty fifo marked at end of file, so the node is there, connected, and silent."""
+
+    def __init__(self, path: str, channels: int, sample_rate: float) -> None:
+        self.path = path
+        self.channels = channels
+        self.fifo = Fifo(channels, 1024)
+        lib.mg_fifo_set_status(self.fifo.ptr, lib.MG_FIFO_STATUS_EOF)
+
+    def pump(self) -> None:
+        """Nothing to read."""
+
+    def close(self) -> None:
+        self.fifo.free()
+
+
 class RecorderStream:
     """A file being written from a recorder node's fifo."""
 
@@ -166,6 +183,9 @@ class DiskIO:
     def recorder_channels(self) -> int:
         """Channels of the recorders open now (what the quota counts)."""
         return sum(s.channels for s in self._streams if isinstance(s, RecorderStream))
+    def open_missing(self, path: str, channels: int) -> MissingStream:
+        """A silent stand-in for a player whose file cannot be opened (restore only)."""
+        return MissingStream(path, channels, self.sample_rate)
 
     def open_recorder(self, path: Path, channels: int, fmt: str | None) -> RecorderStream:
         """A new recorder stream, unless it would pass the server's recorder channel

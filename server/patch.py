@@ -139,6 +139,8 @@ def validate_doc(doc) -> tuple[list[dict], list[list[str]]]:
         )
     nodes = doc.get("nodes")
     conns = doc.get("connections")
+    if not isinstance(doc.get("metadata") or {}, dict):
+        raise MixgraphError("patch: `metadata` must be a map")
     if not isinstance(nodes, list) or not isinstance(conns, list):
         raise MixgraphError("patch: `nodes` and `connections` must be lists")
     meta = doc.get("metadata")

@@ -30,6 +30,7 @@ from .engine import (
 )
 from .errors import MixgraphError
 from .graph import Conn, GNode, Graph
+from .journal import Journal
 from .live import LiveEdge, LiveGroup, LiveNode, Refs, ptr_key
 from .state import confine_path
 from .timers import Timers
@@ -78,6 +79,15 @@ class Session:
         self.applied: Callable[[str, str, float], None] | None = None
         self.scheduled = 0  # scheduled sets not yet applied (see apply_param)
         self.scheduled_total = 0  # scheduled sets ever made (a counter)
+        # the journal (server/journal.py): told of each state change (add((op, *args)),
+        # set(node, param, value)) before its reply; quiet while a document is loaded
+        # (that is one "doc" op)
+        self.journal: Journal | None = None
+        self._quiet = 0
+        # at start-up restore, a player whose file is missing or unreadable is made
+        # silent (with its connections) instead of failing: node name -> why
+        self.missing_ok = False
+        self.missing: dict[str, str] = {}
         self.metadata: dict = {}
         # bypass: names of bypassed nodes, and the direct edges standing in for them,
         # keyed by the (into-node, out-of-node) connection pair they replace
@@ -96,6 +106,10 @@ class Session:
     def _touch(self) -> None:
         if self.changed:
             self.changed()
+
+    def _log(self, rec: tuple) -> None:
+        if self.journal is not None and not self._quiet:
+            self.journal.add(rec)
 
     def resolve_path(self, path: str, write: bool = False) -> Path:
         """A file path for a player/recorder, confined to the data directory when asked."""
@@ -125,7 +139,16 @@ class Session:
         try:
             if t.needs_fifo:
                 if type_name == "player":
-                    stream = self.disk.open_player(self.resolve_path(options["path"]), channels)
+                    try:
+                        stream = self.disk.open_player(self.resolve_path(options["path"]),
+                                                       channels)
+                    except MixgraphError as e:
+                        if not self.missing_ok:  # at a restore: restored silent
+                            raise
+                        stream = self.disk.open_missing(options["path"],
+                                                        channels or t.default_channels)
+                        self.missing[name] = str(e)
+                        log.warning("player %s restored silent: %s", name, e)
                     channels = stream.channels
                 else:
                     stream = self.disk.open_recorder(
@@ -172,6 +195,8 @@ class Session:
             self.remove_node(name)  # in no plan yet: it simply goes
             raise
         self._touch()
+        self._log(("add", name, type_name, g.channels,
+                   {k: v for k, v in options.items() if not k.startswith("_")}, dict(g.params)))
         if c.clamped:
             g.options["_clamped"] = c.clamped
         return g
@@ -187,9 +212,11 @@ class Session:
         self.bypassed.discard(name)
         self._sync_bypass()
         self._retire_node(node)
+        self.missing.pop(name, None)
         if self._vcas.pop(name, 0) is None:
             self._apply_vca()
         self._touch()
+        self._log(("rm", name))
 
     def _retire_node(self, node: LiveNode) -> None:
         if not node.published or not self.started:
@@ -232,6 +259,7 @@ class Session:
         self._dirty = True
         self._sync_bypass()
         self._touch()
+        self._log(("conn", f"{conn.src}:{conn.src_port}", f"{conn.dst}:{conn.dst_port}"))
         return conn
 
     def disconnect(self, src: str, dst: str) -> Conn:
@@ -239,6 +267,7 @@ class Session:
         self._retire_edge(self.edges.pop(conn))
         self._sync_bypass()
         self._touch()
+        self._log(("disc", f"{conn.src}:{conn.src_port}", f"{conn.dst}:{conn.dst_port}"))
         return conn
 
     # ---- bypass ------------------------------------------------------------------
@@ -256,6 +285,7 @@ class Session:
             self.bypassed.discard(name)
         self._sync_bypass()
         self._touch()
+        self._log(("byp", name, bool(on)))
         return on
 
     def _sync_bypass(self) -> None:
@@ -389,6 +419,9 @@ class Session:
             lib.mg_node_init_param(node.ptr, index, v)
         node.g.params[param] = v
         self._touch()
+        j = self.journal
+        if j is not None and not self._quiet:
+            j.sets[(node.g.name, param)] = v  # Journal.set, inlined: the flood path
         return False
 
     def _deferred_applied(self, node: LiveNode, param: str, v: float) -> None:
@@ -399,6 +432,9 @@ class Session:
             return  # removed (or replaced) before its time: the engine dropped it too
         node.g.params[param] = v
         self._touch()
+        j = self.journal
+        if j is not None and not self._quiet:
+            j.sets[(name, param)] = v
         if node.g.type.name == "vca":
             self._apply_vca()
         if self.applied is not None:
@@ -630,8 +666,15 @@ class Session:
         return patch.to_doc(self)
 
     def load_doc(self, doc: dict) -> None:
-        """Make the graph equal to doc, touching only what differs: server/patch.py."""
-        patch.load_doc(self, doc)
+        """Make the graph equal to doc, touching only what differs: server/patch.py.
+        Journaled as one record of the state it ends in (also when it fails halfway)."""
+        self._quiet += 1
+        try:
+            patch.load_doc(self, doc)
+        finally:
+            self._quiet -= 1
+            if self.journal is not None and not self._quiet:
+                self.journal.add(("doc", self.to_doc()))
 
     def close(self) -> None:
         """Free every C object (the audio thread must be stopped)."""

@@ -9,6 +9,9 @@ import os
 import re
 import tempfile
 import threading
+import time
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 import msgpack
@@ -29,19 +32,72 @@ def encode(doc: dict, path: Path) -> bytes:
     return msgpack.packb(doc, use_bin_type=True)
 
 
+MAX_DEPTH = 16  # a patch document is 5 deep (doc, nodes, node, options, value)
+_INT_MIN, _INT_MAX = -(1 << 63), (1 << 64) - 1  # what msgpack can hold
+
+
+_JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _json_too_deep(text: str, limit: int) -> bool:
+    """True if JSON text nests deeper than limit (brackets outside strings), found
+    without parsing it: the parser itself recurses and must not be given a bomb."""
+    depth = 0
+    for m in _JSON_TOKENS.finditer(text):
+        ch = m.group()
+        if ch == "[" or ch == "{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif ch == "]" or ch == "}":
+            depth -= 1
+    return False
+
+
+def check_plain(value, what: str, depth: int = 0) -> None:
+    """Check that decoded data is plain patch data: maps with string keys, lists,
+    strings, numbers msgpack can hold, booleans and nil, at most MAX_DEPTH deep."""
+    if depth > MAX_DEPTH:
+        raise MixgraphError(f"{what}: nested deeper than {MAX_DEPTH}")
+    if value is None or isinstance(value, bool | float | str | bytes):
+        return
+    if isinstance(value, int):
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise MixgraphError(f"{what}: integer {value} is out of range")
+        return
+    if isinstance(value, list):
+        for x in value:
+            check_plain(x, what, depth + 1)
+        return
+    if isinstance(value, dict):
+        for k, x in value.items():
+            if not isinstance(k, str):
+                raise MixgraphError(f"{what}: a map key is a {type(k).__name__}, not a string")
+            check_plain(x, what, depth + 1)
+        return
+    raise MixgraphError(f"{what}: unexpected {type(value).__name__} value")
+
+
 def decode(data: bytes, what: str = "patch") -> dict:
-    """Parse a patch from msgpack or JSON bytes (detected from the content)."""
+    """Parse a patch from msgpack or JSON bytes (detected from the content), with a
+    depth limit and strict types: whatever the bytes, the answer is a plain dict or
+    a MixgraphError, never another exception."""
     stripped = data.lstrip()
     try:
         if stripped[:1] == b"{":
-            doc = json.loads(data.decode())
+            text = data.decode()
+            if _json_too_deep(text, MAX_DEPTH):
+                raise ValueError(f"nested deeper than {MAX_DEPTH}")
+            doc = json.loads(text)
         else:
-            doc = msgpack.unpackb(data, raw=False, strict_map_key=False)
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError,
-            UnicodeDecodeError) as e:
+            # a list used as a map key is refused by the unpacker (strict_map_key)
+            doc = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except (ValueError, TypeError, RecursionError, msgpack.ExtraData, msgpack.FormatError,
+            msgpack.StackError, UnicodeDecodeError) as e:
         raise MixgraphError(f"{what} is not valid msgpack or JSON: {e}") from None
     if not isinstance(doc, dict):
         raise MixgraphError(f"{what} is not a patch document")
+    check_plain(doc, what)
     return doc
 
 
@@ -54,8 +110,14 @@ def read_patch(path: str | Path) -> dict:
     return decode(data, p.name)
 
 
-def write_atomic(path: str | Path, data: bytes) -> None:
-    """Write-and-rename with fsync: a crash leaves the old file or the new, never half."""
+def generation(path: Path, i: int) -> Path:
+    """The i-th older copy of a file kept by write_atomic(keep=...): autosave.1.mgp."""
+    return path if i == 0 else path.with_name(f"{path.stem}.{i}{path.suffix}")
+
+
+def write_atomic(path: str | Path, data: bytes, keep: int = 1) -> None:
+    """Write-and-rename with fsync: a crash leaves the old file or the new, never half.
+    With keep > 1 the previous versions stay as path.1, path.2, ... (newest first)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
@@ -64,6 +126,10 @@ def write_atomic(path: str | Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        for i in range(keep - 1, 0, -1):  # at every step the newest good copy is the
+            older = generation(p, i - 1)  # lowest-numbered one that exists
+            if older.exists():
+                os.replace(older, generation(p, i))
         os.replace(tmp, p)
         dfd = os.open(p.parent, os.O_RDONLY)
         try:
@@ -118,23 +184,34 @@ class PatchStore:
 
 
 class Autosaver:
-    """Writes the latest snapshot on a worker thread, debounced; never blocks the caller."""
+    """Writes the latest snapshot on a worker thread, debounced; never blocks the caller.
+    Keeps the last `keep` snapshots (autosave.mgp, autosave.1.mgp, ...); a save that
+    fails is retried (every retry_s) until one succeeds or a newer one replaces it.
+    on_saved(seq) is called with the journal sequence that every kept snapshot covers,
+    once `keep` snapshots were written by this process (the journal compacts to it)."""
 
-    def __init__(self, path: Path, min_interval_s: float = 0.2) -> None:
+    def __init__(self, path: Path, min_interval_s: float = 0.2, keep: int = 3,
+                 on_saved: Callable[[int], None] | None = None, retry_s: float = 1.0) -> None:
         self.path = path
         self.min_interval_s = min_interval_s
-        self._pending: bytes | None = None
+        self.keep = keep
+        self.on_saved = on_saved
+        self.retry_s = retry_s
+        self._pending: tuple[bytes, int] | None = None
         self._cond = threading.Condition()
         self._stop = False
         self.saves = 0
         self.errors = 0
+        self._seqs: deque[int] = deque(maxlen=keep)
+        self._last_err_log = 0.0
         self._thread = threading.Thread(target=self._run, name="mixgraph-autosave", daemon=True)
         self._thread.start()
 
-    def submit(self, doc: dict) -> None:
+    def submit(self, doc: dict, seq: int = 0) -> None:
+        """Queue doc (covering journal records up to seq) to be written."""
         data = encode(doc, self.path)
         with self._cond:
-            self._pending = data
+            self._pending = (data, seq)
             self._cond.notify()
 
     def _run(self) -> None:
@@ -142,25 +219,33 @@ class Autosaver:
             with self._cond:
                 while self._pending is None and not self._stop:
                     self._cond.wait()
-                data, self._pending = self._pending, None
+                item, self._pending = self._pending, None
                 stop = self._stop
             wait = self.min_interval_s
-            if data is not None:
+            if item is not None:
+                data, seq = item
                 try:
-                    write_atomic(self.path, data)
+                    write_atomic(self.path, data, keep=self.keep)
                     self.saves += 1
-                    if self.errors:
-                        log.warning("autosave to %s works again", self.path)
-                    self.errors = 0
+                    self._seqs.append(seq)
+                    if self.on_saved is not None and len(self._seqs) == self.keep:
+                        try:
+                            self.on_saved(self._seqs[0])
+                        except Exception:  # noqa: BLE001 - compaction waits for the next save
+                            log.exception("journal compaction failed")
                 except OSError as e:
                     self.errors += 1
-                    if self.errors == 1 or self.errors % 60 == 0:
+                    now = time.monotonic()
+                    if now - self._last_err_log > 10.0:
+                        self._last_err_log = now
                         log.error("autosave to %s failed (%s); retrying every %g s",
-                                  self.path, e.strerror or e, RETRY_S)
-                    with self._cond:  # retry this snapshot unless a newer one came
+                                  self.path, e.strerror or e, self.retry_s)
+                    with self._cond:
                         if self._pending is None:
-                            self._pending = data
-                    wait = RETRY_S
+                            self._pending = item  # a newer snapshot supersedes it
+                    if stop:
+                        return
+                    wait = self.retry_s
             if stop:
                 return
             with self._cond:

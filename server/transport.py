@@ -175,6 +175,9 @@ class TcpConn:
         else:
             self.outbuf += len(data).to_bytes(4, "big") + data
         self.server.out_bytes += len(self.outbuf) - before
+        hook = self.server.before_send
+        if hook is not None:
+            hook()
         self.flush()
 
     def flush(self) -> None:
@@ -362,6 +365,8 @@ class ControlServer:
         self._last_gc = time.monotonic()
         self._last_tick = 0.0
         self._last_expire = 0.0
+        # called before any reply leaves (the journal's flush: server/journal.py)
+        self.before_send: Callable[[], None] | None = None
 
     # ---- limits --------------------------------------------------------------------
     def _conn_cap(self) -> int:
@@ -474,6 +479,9 @@ class ControlServer:
                         counters.unproven_refused += 1
                         return
                     credit[addr] = c - len(data)
+                hook = self.before_send
+                if hook is not None:
+                    hook()
                 self._sendto(data, box[0])
 
             p = Peer(addr, send, mtu=UDP_MTU, kind="udp", label=f"udp {addr[0]}:{addr[1]}",
@@ -653,6 +661,9 @@ class ControlServer:
         outbox.clear()
 
     def _flush_one(self, addr, msgs: list[bytes]) -> None:
+        hook = self.before_send
+        if hook is not None:
+            hook()
         target = self._targets.get(addr, [addr])[0]
         sock = self.sock
         peer = self.peers.get(addr)

@@ -1,0 +1,122 @@
+"""Start-up from a bad state directory (issue 13, hole 12): every corrupt
+autosave is set aside byte-identical, the server starts from the previous
+good snapshot (or empty) and says which, and a player whose file is missing
+is restored with its connections. Each case runs a real daemon process."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import msgpack
+import numpy as np
+import pytest
+import soundfile as sf
+
+from daemon_util import Daemon
+
+
+def doc(nodes: list, conns: list | None = None, **extra) -> dict:
+    """A patch document as the server writes it."""
+    return {"format": "mixgraph-patch", "version": 1, "sample_rate": 48000.0,
+            "nodes": nodes, "connections": conns or [], "metadata": {}, **extra}
+
+
+def node(name: str, type_: str, **kw) -> dict:
+    return {"name": name, "type": type_, "channels": kw.pop("channels", 1),
+            "options": kw.pop("options", {}), "params": kw.pop("params", {}), **kw}
+
+
+GOOD = doc([node("prev", "gain", params={"gain": -3.0})])
+
+CORRUPT = {
+    # JSON nested 100,000 deep: RecursionError in the parser
+    "json_deep": b'{"format": "mixgraph-patch", "x": ' + b"[" * 100_000 + b"]" * 100_000
+                 + b"}",
+    # a map whose key is a list
+    "msgpack_list_key": bytes.fromhex("81910102"),
+    "type_is_list": msgpack.packb(doc([node("g", ["gain"])])),
+    "type_is_map": msgpack.packb(doc([node("g", {"gain": 1})])),
+    "input_first_2_62": msgpack.packb(doc([node("i", "input", options={"first": 2**62})])),
+    "metadata_is_list": msgpack.packb(doc([node("g", "gain")], metadata=[1, 2])),
+    # JSON can say what msgpack cannot hold: it used to start, then break dump and edits
+    "seed_2_200": json.dumps(doc([node("n", "noise", options={"seed": 2**200})])).encode(),
+}
+
+
+def set_aside(state) -> list:
+    return sorted(p for p in state.iterdir() if ".bad-" in p.name)
+
+
+def dump(d: Daemon) -> dict:
+    (blob,) = d.call("/graph/dump")
+    return msgpack.unpackb(blob)
+
+
+@pytest.mark.parametrize("case", sorted(CORRUPT))
+def test_corrupt_autosave_starts_empty_and_is_kept(tmp_path, case):
+    state = tmp_path / "state"
+    state.mkdir()
+    data = CORRUPT[case]
+    (state / "autosave.mgp").write_bytes(data)
+    d = Daemon(state, "--backend", "null")
+    try:
+        out = d.output()
+        assert "Traceback" not in out
+        bad = set_aside(state)
+        assert len(bad) == 1 and bad[0].read_bytes() == data  # byte-identical
+        assert bad[0].name in out and "starting empty" in out
+        assert dump(d)["nodes"] == []
+        # the control thread lives and the next autosave is a normal one
+        d.call("/graph/add", "gain", "after")
+        assert [n["name"] for n in dump(d)["nodes"]] == ["after"]
+        assert d.status()["nodes"] == 1
+    finally:
+        assert d.stop() == 0
+    d2 = Daemon(state, "--backend", "null")
+    try:
+        assert [n["name"] for n in dump(d2)["nodes"]] == ["after"]
+    finally:
+        d2.stop()
+
+
+def test_corrupt_autosave_falls_back_to_previous_snapshot(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "autosave.1.mgp").write_bytes(msgpack.packb(GOOD))
+    (state / "autosave.mgp").write_bytes(CORRUPT["msgpack_list_key"])
+    d = Daemon(state, "--backend", "null")
+    try:
+        out = d.output()
+        assert "autosave.1.mgp" in out and "set aside" in out
+        assert [n["name"] for n in dump(d)["nodes"]] == ["prev"]
+        assert d.request("/node/prev/gain") == ("/node/prev/gain", [-3.0])
+        bad = set_aside(state)
+        assert len(bad) == 1 and bad[0].read_bytes() == CORRUPT["msgpack_list_key"]
+    finally:
+        d.stop()
+
+
+def test_player_with_missing_file_keeps_its_connections(tmp_path):
+    state = tmp_path / "state"
+    (state / "audio").mkdir(parents=True)
+    sf.write(str(state / "audio" / "here.wav"), np.zeros((4800, 1), np.float32), 48000)
+    saved = doc([node("p", "player", options={"path": "gone.wav"}),
+                 node("q", "player", options={"path": "here.wav"}),
+                 node("g", "gain", params={"gain": -4.0}),
+                 node("out", "output")],
+                [["p:out", "g:in"], ["q:out", "g:in"], ["g:out", "out:in"]])
+    (state / "autosave.mgp").write_bytes(msgpack.packb(saved))
+    d = Daemon(state, "--backend", "null")
+    try:
+        out = d.output()
+        assert "Traceback" not in out and "unreadable" not in out
+        assert "gone.wav" in out and "missing" in out
+        got = dump(d)
+        assert sorted(n["name"] for n in got["nodes"]) == ["g", "out", "p", "q"]
+        assert sorted(map(tuple, got["connections"])) == sorted(map(tuple, saved["connections"]))
+        assert [n for n in got["nodes"] if n["name"] == "p"][0]["options"]["path"] == "gone.wav"
+        assert d.status()["missing_files"] == 1
+        assert set_aside(state) == []
+    finally:
+        assert d.stop(signal.SIGTERM) == 0
