@@ -285,8 +285,9 @@ def test_lookahead_is_the_attack_before_a_peak(limiter, lookahead_ms):
 # resample_poly with a long Kaiser FIR; ideal interpolation by FFT, 16x), is
 # at most the ceiling + 0.1 dB. Classes: noise band-limited to 16 and 20 kHz,
 # full-band noise, full-band bursts, a log sweep to 23.9 kHz, clipped squares,
-# sines near fs/4 and near fs/2 with a different phase per channel; all about
-# 12 dB over full scale (heavy limiting).
+# sines near fs/4 (11.9, 12 kHz), at 19 and 20 kHz (where 8x detection would
+# miss 0.1 dB between its points) and near fs/2 (22, 23 kHz), a different phase
+# per channel; all 6 to 12 dB over full scale (heavy limiting).
 @pytest.mark.parametrize("ceiling", [-0.1, -1.0, -6.0])
 @pytest.mark.parametrize("lookahead,release", [(0.1, 1.0), (0.1, 2000.0), (5.0, 1.0),
                                                (5.0, 2000.0)])
@@ -298,9 +299,11 @@ def test_true_peak_held_as_an_8x_measurement_sees_it(limiter, kind, lookahead, r
     y = run(np.concatenate([x, np.zeros((lat + 64, 2))]))
     assert tp_poly8_db(y) <= ceiling + 0.1, kind
     assert tp_fft_db(y) <= ceiling + 0.1, kind
-    # it limits, it does not mute: the loud signal comes out within 3.5 dB of the
-    # ceiling (a 22 kHz tone takes the near-Nyquist margin: 2.9 dB under)
-    assert tp_fft_db(y) >= ceiling - 3.5, kind
+    # it limits, it does not mute: the loud signal comes out within 1 dB of the
+    # ceiling; tones above 21 kHz take the near-Nyquist margin (22 kHz: 3.5 dB
+    # under, 23 kHz: 5.9 dB under)
+    near_nyquist = kind in ("sine@22000", "sine@23000")
+    assert tp_fft_db(y) >= ceiling - (6.5 if near_nyquist else 1.0), kind
 
 
 def test_true_peak_held_unlinked_and_at_other_rates():

@@ -131,4 +131,4 @@ def stress_signal(kind: str, seconds: float = 0.5, channels: int = 2, seed: int 
 
 
 KINDS = ["noise16k", "noise20k", "noise", "bursts", "sweep", "square",
-         "sine@11900", "sine@12000", "sine@20000", "sine@22000"]
+         "sine@11900", "sine@12000", "sine@19000", "sine@20000", "sine@22000", "sine@23000"]
