@@ -16,7 +16,7 @@
  *     deque),
  *   h2 = h with an exponential release (instant attack, never above h),
  *   g  = moving average of h2 over the last A samples.
- * Every gain value applied from 96 samples before to 32 samples after a peak
+ * Every gain value applied from 32 samples before to 96 samples after a peak
  * is then at most the gain that peak needs, so the output's true peak stays
  * at the ceiling (a gain moving within the interpolation's reach of a peak
  * would move the peak); the gain is a smooth ramp (the moving average) that
