@@ -112,7 +112,7 @@ def test_dry_plus_latent_chain_nulls_against_twice_the_delayed_input():
     null <= -90 dB."""
     db, lat = _null_db([("limiter", {"channels": 1, "ceiling": -1.0}),
                         ("denoise", {"reduction": 0.0}), ("align", {})])
-    assert lat == 252 + 1023 + 15
+    assert lat == 304 + 1023 + 15
     assert db <= -90.0, db
 
 
@@ -120,7 +120,7 @@ def test_autotune_path_on_unvoiced_input_nulls_too():
     """Autotune declares its 28.6 ms: on noise (unvoiced, passed through) a dry path
     and an autotune -> limiter path summed null against twice the delayed input."""
     db, lat = _null_db([("autotune", {}), ("limiter", {"channels": 1, "ceiling": -1.0})])
-    assert lat == 1375 + 252
+    assert lat == 1375 + 304
     assert db <= -90.0, db
 
 
@@ -168,12 +168,12 @@ def test_group_plan_ops_are_checked():
 
 
 def test_many_sources_share_one_delay_line_per_destination_and_delay():
-    """Eight gains, a limiter (252 samples) and an align (15) into two buses:
-    the gains' connections need 252 samples into each bus and the align's 237,
+    """Eight gains, a limiter (304 samples) and an align (15) into two buses:
+    the gains' connections need 304 samples into each bus and the align's 289,
     so there are exactly four delay groups (2 buses x 2 delays) whatever the
     number of sources, no edge has a delay line of its own, and the mix still
     nulls (<= -90 dB) against the outside reference
-    2 x (limiter + align + sum of the gains) x the input delayed by 252."""
+    2 x (limiter + align + sum of the gains) x the input delayed by 304."""
     live0 = lib.mg_dgroup_live()
     e = Engine(48000, 1, 1)
     s = Session(e)
@@ -196,9 +196,9 @@ def test_many_sources_share_one_delay_line_per_destination_and_delay():
         s.connect("aux", "out")
         s.commit()
         lat = s.latencies()["out"]
-        assert lat == 252
+        assert lat == 304
         assert sorted((g.dst.g.name, g.delay, len(g.members)) for g in s.groups.values()) == [
-            ("aux", 237, 1), ("aux", 252, 8), ("sum", 237, 1), ("sum", 252, 8)]
+            ("aux", 289, 1), ("aux", 304, 8), ("sum", 289, 1), ("sum", 304, 8)]
         assert lib.mg_dgroup_live() - live0 == 4
         assert all(lib.mg_edge_delay(ed.ptr) == 0 for ed in s.edges.values())
         rng = np.random.default_rng(5)
@@ -346,7 +346,7 @@ def test_fades_of_grouped_connections():
     assert lib.mg_dgroup_live() == live0
 
 
-@pytest.mark.parametrize("latent, samples", [(("limiter", {"channels": 1, "ceiling": -1.0}), 252),
+@pytest.mark.parametrize("latent, samples", [(("limiter", {"channels": 1, "ceiling": -1.0}), 304),
                                              (("denoise", {"reduction": 0.0}), 1023)])
 def test_bypass_keeps_the_latency_and_crossfades_at_the_output(latent, samples):
     """Bypassing a latent node on one of two parallel paths keeps that path's delay
