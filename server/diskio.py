@@ -183,6 +183,24 @@ class DiskIO:
     def recorder_channels(self) -> int:
         """Channels of the recorders open now (what the quota counts)."""
         return sum(s.channels for s in self._streams if isinstance(s, RecorderStream))
+    def open_for(self, t, options: dict, channels: int | None, resolve,
+                 missing: dict | None = None, name: str = ""):
+        """The stream of a new player or recorder node of type t (its `path` option
+        resolved by resolve(path, write)). With a `missing` map (a restore), a
+        player whose file cannot be opened gets a silent stand-in and missing[name]
+        says why."""
+        if t.name != "player":
+            return self.open_recorder(resolve(options["path"], True),
+                                      channels or t.default_channels, options.get("format"))
+        try:
+            return self.open_player(resolve(options["path"], False), channels)
+        except MixgraphError as e:
+            if missing is None:
+                raise
+            missing[name] = str(e)
+            log.warning("player %s restored silent: %s", name, e)
+            return self.open_missing(options["path"], channels or t.default_channels)
+
     def open_missing(self, path: str, channels: int) -> MissingStream:
         """A silent stand-in for a player whose file cannot be opened (restore only)."""
         return MissingStream(path, channels, self.sample_rate)

@@ -9,10 +9,12 @@ graph) and no plan holds it any more."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ._core import ffi, lib
+from .errors import MixgraphError
 from .graph import Conn, GNode
 
 
@@ -32,6 +34,20 @@ class LiveNode:
     dead: bool = False
     latency: int = 0
     pk: int | None = None  # its pointer as a key, once a plan holds it (Refs)
+
+    def readout(self, what: str) -> list[float]:
+        """A published value (meter level, position...), per channel where it is."""
+        flat = 0
+        g = self.g
+        for r in g.type.readouts:
+            n = g.channels if r.per_channel else 1
+            if r.name == what:
+                vals = [float(lib.mg_node_readout(self.ptr, flat + i)) for i in range(n)]
+                if r.map == "db":
+                    vals = [20.0 * math.log10(v) if v > 1e-10 else -200.0 for v in vals]
+                return vals
+            flat += n
+        raise MixgraphError(f"{g.name} ({g.type.name}) has no parameter or readout {what!r}")
 
 
 @dataclass(eq=False)
@@ -71,6 +87,27 @@ class LiveGroup:
     @property
     def key(self) -> tuple:
         return (self.dst, self.port, self.delay)
+
+
+def new_node(engine, t, g: GNode, first: int, seed: int, stream, params: dict) -> LiveNode:
+    """The C node that realises model node g (of type t), with its parameters set;
+    MixgraphError, with nothing left allocated, when the engine refuses it."""
+    err = ffi.new("int *")
+    fifo = stream.fifo.ptr if stream is not None else ffi.NULL
+    ptr = lib.mg_node_new(engine.ptr, t.index, g.channels, first, seed, fifo, err)
+    if ptr == ffi.NULL:
+        reasons = {
+            2: "bad channel count",
+            3: "out of memory",
+            4: (f"hardware channels {first + 1}..{first + g.channels} do not exist "
+                f"(the device has {engine.hw_in} in / {engine.hw_out} out)"
+                if t.name in ("input", "output") else "the node could not be prepared"),
+        }
+        raise MixgraphError(f"cannot create {g.name}: {reasons.get(err[0], 'error')}")
+    for k, v in params.items():
+        g.params[k] = v
+        lib.mg_node_init_param(ptr, t.param_index[k], v)
+    return LiveNode(g, ptr, stream, latency=int(lib.mg_node_latency(ptr)))
 
 
 class Refs:

@@ -72,6 +72,58 @@ class FadeQueue:
             self.cmds.pop(0)
 
 
+@dataclass
+class BypassPlan:
+    """The direct connections that stand in for bypassed nodes, and their timing.
+
+    A bypass keeps the node's latency: the direct connection a.src -> b.dst is
+    delayed by what the path through the node takes (a's compensation, the
+    node's latency, b's compensation), so parallel paths stay aligned and
+    nothing downstream is re-compensated. Fades meet at the output: b fades
+    where it enters its delay group, `hold_b` after the command, the direct
+    edge at once, and both reach the output `delay` frames on."""
+
+    want: dict[tuple[Conn, Conn], Conn]  # (into-node, out-of-node) -> stand-in
+    out_port: dict[str, str]  # bypassed node -> the output port it joins
+    hold_b: dict[Conn, int]  # frames each out-of-node connection's fade holds first
+    _edges: dict
+    _live: dict
+
+    def delay(self, k: tuple[Conn, Conn]) -> int:
+        """The delay of the stand-in for (a, b)."""
+        ea, eb = self._edges.get(k[0]), self._edges.get(k[1])
+        node = self._live.get(k[0].dst)
+        return ((ea.delay if ea else 0) + (node.latency if node else 0)
+                + (eb.delay if eb else 0))
+
+    def wait(self, k: tuple[Conn, Conn], d: int) -> int:
+        """Frames the stand-in's fade holds first, to meet b's at the output."""
+        eb = self._edges.get(k[1])
+        return max(0, self.hold_b.get(k[1], 0) + (eb.delay if eb else 0) - d)
+
+
+def bypass_plan(graph, bypassed: set[str], live: dict, edges: dict,
+                bypass_edges: dict) -> BypassPlan:
+    """What the bypasses of `bypassed` need: their stand-in connections, delays
+    and fade holds, given the live edges and the stand-ins that exist now."""
+    want: dict[tuple[Conn, Conn], Conn] = {}
+    out_port: dict[str, str] = {}
+    for name in bypassed:
+        pin, pout = graph.bypass_ports(name)
+        out_port[name] = pout.name
+        ins = [c for c in graph.ins[name] if c.dst_port == pin.name]
+        outs = [c for c in graph.outs[name] if c.src_port == pout.name]
+        for a in ins:
+            for b in outs:
+                want[(a, b)] = Conn(a.src, a.src_port, b.dst, b.dst_port)
+    bp = BypassPlan(want, out_port, {}, edges, live)
+    for k, d in [(k, bp.delay(k)) for k in want] + [
+            (k, e.delay) for k, e in bypass_edges.items() if k not in want]:
+        eb = edges.get(k[1])  # on release, b fades in to meet the old direct edge
+        bp.hold_b[k[1]] = max(bp.hold_b.get(k[1], 0), d - (eb.delay if eb else 0))
+    return bp
+
+
 def port_base(g: GNode, port: str, direction: str) -> tuple[int, int]:
     """(first channel, channel count) of a node's port among its ins or outs."""
     base = 0

@@ -10,8 +10,8 @@ last plan that used them. The patch document is server/patch.py."""
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 
 from . import patch, planner
@@ -31,7 +31,7 @@ from .engine import (
 from .errors import MixgraphError
 from .graph import Conn, GNode, Graph
 from .journal import Journal
-from .live import LiveEdge, LiveGroup, LiveNode, Refs, ptr_key
+from .live import LiveEdge, LiveGroup, LiveNode, Refs, new_node, ptr_key
 from .state import confine_path
 from .timers import Timers
 from .values import creation_settings, param_value, vca_members
@@ -75,24 +75,15 @@ class Session:
         self.late_events = 0
         self.plans_built = 0  # plans handed to the engine
         self.changed: Callable[[], None] | None = None  # autosave hook
-        # a scheduled set reached its time: (node, param, value), for feedback
-        self.applied: Callable[[str, str, float], None] | None = None
-        self.scheduled = 0  # scheduled sets not yet applied (see apply_param)
-        self.scheduled_total = 0  # scheduled sets ever made (a counter)
-        # the journal (server/journal.py): told of each state change (add((op, *args)),
-        # set(node, param, value)) before its reply; quiet while a document is loaded
-        # (that is one "doc" op)
-        self.journal: Journal | None = None
-        self._quiet = 0
-        # at start-up restore, a player whose file is missing or unreadable is made
-        # silent (with its connections) instead of failing: node name -> why
-        self.missing_ok = False
-        self.missing: dict[str, str] = {}
+        self.applied: Callable[[str, str, float], None] | None = None  # a timed set's time came
+        self.scheduled = self.scheduled_total = 0  # timed sets pending / ever (apply_param)
+        self.journal: Journal | None = None  # told of each change before its reply
+        self._quiet = 0  # > 0 while a document loads (journaled as one "doc" op)
+        self.missing_ok = False  # restoring: a player with no file is restored silent
+        self.missing: dict[str, str] = {}  # such players: name -> why
         self.metadata: dict = {}
-        # bypass: names of bypassed nodes, and the direct edges standing in for them,
-        # keyed by the (into-node, out-of-node) connection pair they replace
-        self.bypassed: set[str] = set()
-        self.bypass_edges: dict[tuple[Conn, Conn], LiveEdge] = {}
+        self.bypassed: set[str] = set()  # bypassed nodes, and the stand-in edges by the
+        self.bypass_edges: dict[tuple[Conn, Conn], LiveEdge] = {}  # (in, out) pair replaced
         self._muted: set[Conn] = set()  # connections out of bypassed nodes (target 0)
         self._vcas: dict[str, None] = {}  # names of the vca nodes
         self._vca_set: set[str] = set()  # faders whose `vca` offset a VCA set
@@ -135,52 +126,15 @@ class Session:
             options["members"] = ",".join(
                 vca_members(name, options.get("members", ""), self.graph.nodes))
         stream = g = None
-        ptr = ffi.NULL
         try:
             if t.needs_fifo:
-                if type_name == "player":
-                    try:
-                        stream = self.disk.open_player(self.resolve_path(options["path"]),
-                                                       channels)
-                    except MixgraphError as e:
-                        if not self.missing_ok:  # at a restore: restored silent
-                            raise
-                        stream = self.disk.open_missing(options["path"],
-                                                        channels or t.default_channels)
-                        self.missing[name] = str(e)
-                        log.warning("player %s restored silent: %s", name, e)
-                    channels = stream.channels
-                else:
-                    stream = self.disk.open_recorder(
-                        self.resolve_path(options["path"], write=True),
-                        channels or t.default_channels, options.get("format"))
+                stream = self.disk.open_for(t, options, channels, self.resolve_path,
+                                            self.missing if self.missing_ok else None, name)
+                channels = stream.channels
             g = self.graph.add_node(type_name, name, channels, options)
-            err = ffi.new("int *")
-            fifo = stream.fifo.ptr if stream is not None else ffi.NULL
-            ptr = lib.mg_node_new(self.engine.ptr, t.index, g.channels, first, c.seed, fifo,
-                                  err)
-            if ptr == ffi.NULL:
-                reasons = {
-                    2: "bad channel count",
-                    3: "out of memory",
-                    4: (
-                        f"hardware channels {first + 1}..{first + g.channels} do not exist "
-                        f"(the device has {self.engine.hw_in} in / {self.engine.hw_out} out)"
-                        if type_name in ("input", "output")
-                        else "the node could not be prepared"
-                    ),
-                }
-                raise MixgraphError(f"cannot create {name}: {reasons.get(err[0], 'error')}")
-            for k, v in c.params.items():
-                g.params[k] = v
-                lib.mg_node_init_param(ptr, t.param_index[k], v)
-            self.live[name] = LiveNode(g, ptr, stream, latency=int(lib.mg_node_latency(ptr)))
+            self.live[name] = new_node(self.engine, t, g, first, c.seed, stream, c.params)
         except BaseException:
             # undo fully: nothing half-created stays in the model, the engine or on disk
-            if g is not None and self.live.get(name) is not None and self.live[name].g is g:
-                del self.live[name]
-            if ptr != ffi.NULL:
-                lib.mg_node_free(ptr)
             if g is not None and self.graph.nodes.get(name) is g:
                 self.graph.remove_node(name)
             if stream is not None:
@@ -289,38 +243,11 @@ class Session:
         return on
 
     def _sync_bypass(self) -> None:
-        want: dict[tuple[Conn, Conn], Conn] = {}
-        out_port: dict[str, str] = {}
-        for name in self.bypassed:
-            pin, pout = self.bypass_ports(name)
-            out_port[name] = pout.name
-            ins = [c for c in self.graph.ins[name] if c.dst_port == pin.name]
-            outs = [c for c in self.graph.outs[name] if c.src_port == pout.name]
-            for a in ins:
-                for b in outs:
-                    want[(a, b)] = Conn(a.src, a.src_port, b.dst, b.dst_port)
-        # A bypass keeps the node's latency: the direct connection a.src -> b.dst is
-        # delayed by what the path through the node takes (a's compensation, the
-        # node's latency, b's compensation), so parallel paths stay aligned and
-        # nothing downstream is re-compensated. Fades meet at the output: b fades
-        # where it enters its delay group, `hold_b` after the command, the direct
-        # edge at once, and both reach the output `delay` frames on.
-        def delay(k: tuple[Conn, Conn]) -> int:
-            ea, eb = self.edges.get(k[0]), self.edges.get(k[1])
-            node = self.live.get(k[0].dst)
-            return ((ea.delay if ea else 0) + (node.latency if node else 0)
-                    + (eb.delay if eb else 0))
-
-        hold_b: dict[Conn, int] = {}
-        for k, d in [(k, delay(k)) for k in want] + [
-                (k, e.delay) for k, e in self.bypass_edges.items() if k not in want]:
-            eb = self.edges.get(k[1])  # on release, b fades in to meet the old direct edge
-            hold_b[k[1]] = max(hold_b.get(k[1], 0), d - (eb.delay if eb else 0))
-
-        def wait(k: tuple[Conn, Conn], d: int) -> int:
-            eb = self.edges.get(k[1])
-            return max(0, hold_b.get(k[1], 0) + (eb.delay if eb else 0) - d)
-
+        """Make the stand-in connections of bypassed nodes what planner.bypass_plan
+        says, and fade the bypassed nodes' outputs out (and back in)."""
+        bp = planner.bypass_plan(self.graph, self.bypassed, self.live, self.edges,
+                                 self.bypass_edges)
+        want, out_port, delay, wait, hold_b = bp.want, bp.out_port, bp.delay, bp.wait, bp.hold_b
         for k in list(self.bypass_edges):
             old = self.bypass_edges[k]
             if k not in want or old.delay != delay(k):
@@ -417,12 +344,16 @@ class Session:
                 return True
         else:
             lib.mg_node_init_param(node.ptr, index, v)
+        self._record(node, param, v)
+        return False
+
+    def _record(self, node: LiveNode, param: str, v: float) -> None:
+        """A value in effect: into the model, the autosave and the journal."""
         node.g.params[param] = v
         self._touch()
         j = self.journal
         if j is not None and not self._quiet:
             j.sets[(node.g.name, param)] = v  # Journal.set, inlined: the flood path
-        return False
 
     def _deferred_applied(self, node: LiveNode, param: str, v: float) -> None:
         """A scheduled set has reached its sample time: record it now."""
@@ -430,11 +361,7 @@ class Session:
         name = node.g.name
         if self.live.get(name) is not node:
             return  # removed (or replaced) before its time: the engine dropped it too
-        node.g.params[param] = v
-        self._touch()
-        j = self.journal
-        if j is not None and not self._quiet:
-            j.sets[(name, param)] = v
+        self._record(node, param, v)
         if node.g.type.name == "vca":
             self._apply_vca()
         if self.applied is not None:
@@ -471,16 +398,7 @@ class Session:
         node = self.live.get(name)
         if node is None:
             raise MixgraphError(f"no node named {name!r}")
-        flat = 0
-        for r in node.g.type.readouts:
-            n = node.g.channels if r.per_channel else 1
-            if r.name == what:
-                vals = [float(lib.mg_node_readout(node.ptr, flat + i)) for i in range(n)]
-                if r.map == "db":
-                    vals = [20.0 * math.log10(v) if v > 1e-10 else -200.0 for v in vals]
-                return vals
-            flat += n
-        raise MixgraphError(f"{name} ({node.g.type.name}) has no parameter or readout {what!r}")
+        return node.readout(what)
 
     def has_readout(self, name: str, what: str) -> bool:
         node = self.live.get(name)
@@ -539,10 +457,8 @@ class Session:
         if not self._dirty:
             need = len(self.fades.cmds)
             if need and (need > self.engine.cmd_capacity or self.engine.space() >= need):
-                try:
+                with suppress(EngineBusy):
                     self._push_fades()
-                except EngineBusy:
-                    pass
             return
         self._compensate()
         nodes = list(self.live.values()) + [n for n in self.dying_nodes if not n.dead]
@@ -561,10 +477,9 @@ class Session:
         # the plan, its fade-ins and the queued fades go out together: with too
         # little room in the ring, all of them wait for the next service()
         need = 1 + len(self.fades.fade_in) + len(self.fades.cmds)
-        if need <= self.engine.cmd_capacity and self.engine.space() < need:
-            planner.drop(rec, self.refs)
-            return  # still dirty
         try:
+            if need <= self.engine.cmd_capacity and self.engine.space() < need:
+                raise EngineBusy("no room in the command ring for the plan and its fades")
             self.engine.push(CMD_PLAN, rec.ptr)
         except EngineBusy:
             planner.drop(rec, self.refs)
@@ -579,10 +494,8 @@ class Session:
         # fade-ins first, then the fade-outs and bypass switches queued since the
         # last commit (an edge's wait is used once)
         self.fades.release_fade_ins()
-        try:
+        with suppress(EngineBusy):  # the rest goes out at the next commit
             self._push_fades()
-        except EngineBusy:
-            pass  # the rest goes out at the next commit
 
     # ---- service: events from the audio thread and deferred work ----------------
     @property
@@ -625,24 +538,20 @@ class Session:
             else:
                 keep[e] = due
         self.dying_edges = keep
-        still = []
         # a node leaves the plan only after its retired connections have faded
         # (their fades may still be queued, their deadlines later than the node's)
         fading = {id(x) for e in self.dying_edges for x in (e.src, e.dst)}
         for n in self.dying_nodes:
             if force or (now >= self._dying_due.get(id(n), 0) and id(n) not in fading):
-                n.dead = True
-                self._dirty = True
+                n.dead = self._dirty = True
                 self._dying_due.pop(id(n), None)
-            else:
-                still.append(n)
-        self.dying_nodes = still
+        self.dying_nodes = [n for n in self.dying_nodes if not n.dead]
 
     def next_due(self) -> int | None:
         """The earliest sample time at which deferred work falls due."""
-        dues = list(self.dying_edges.values()) + list(self._dying_due.values())
-        if self.timers.next_due() is not None:
-            dues.append(self.timers.next_due())
+        t = self.timers.next_due()
+        dues = [*self.dying_edges.values(), *self._dying_due.values()]
+        dues += [] if t is None else [t]
         return min(dues) if dues else None
 
     def at(self, sample_time: int, callback: Callable[[], None]) -> None:
@@ -652,12 +561,12 @@ class Session:
     def sync(self, token: int, callback: Callable[[], None]) -> None:
         """Call callback once every command queued so far has reached the engine."""
         self.commit()
-        self.engine.push(CMD_SYNC, ffi.NULL, int(token) & 0x7FFFFFFF)
-        self._sync_waiters[int(token) & 0x7FFFFFFF] = callback
+        token = int(token) & 0x7FFFFFFF
+        self.engine.push(CMD_SYNC, ffi.NULL, token)
+        self._sync_waiters[token] = callback
 
     def idle(self) -> bool:
-        """True when no plan, fade or removal is still in flight."""
-        # the plan the engine is running stays in _plans until it is replaced
+        """True when no plan (but the running one), fade or removal is in flight."""
         return not (self._dirty or self.dying_edges or self.dying_nodes or len(self._plans) > 1)
 
     # ---- patches ---------------------------------------------------------------
