@@ -86,10 +86,11 @@ class Feedback:
         s.expires = time.monotonic() + s.lease
         return s
 
-    def subscribe(self, peer: Peer, lease: float) -> None:
+    def subscribe(self, peer: Peer, lease: float, msgs: list | None = None) -> None:
+        """Subscribe a client and send it the state dump (msgs: state_messages())."""
         s = self._sub(peer, lease)
         s.params = True
-        self.dump(peer)
+        self.dump(peer, msgs)
 
     def unsubscribe(self, peer: Peer) -> None:
         s = self.subs.pop(peer.key, None)
@@ -149,9 +150,9 @@ class Feedback:
             if s.params and key != okey:
                 self._send(s, [data])
 
-    def dump(self, peer: Peer) -> int:
+    def dump(self, peer: Peer, msgs: list | None = None) -> int:
         """Every parameter (both forms) and bypass to one client; returns the count."""
-        msgs = self.d.state_messages()
+        msgs = self.d.state_messages() if msgs is None else msgs
         s = self.subs.get(peer.key)
         data = [encode_message(a, v) for a, v in msgs]
         if s is not None and s.params:

@@ -1027,8 +1027,9 @@ class Dispatcher:
             lease = number(args[0], "/subscribe lease")
             if not 0.5 <= lease <= 3600:
                 raise MixgraphError("lease must be 0.5..3600 s")
-        reply("/done", ["/subscribe", float(lease)])
-        fb.subscribe(client, lease)
+        msgs = self.state_messages()  # a failure here is a /fail with no /done before it
+        reply("/done", ["/subscribe", float(lease), len(msgs)])
+        fb.subscribe(client, lease, msgs)
 
     def _unsubscribe(self, args: list, reply: Reply, _t: int, client=None) -> None:
         fb = self._need_feedback(client, stream=False)
@@ -1090,7 +1091,7 @@ class Dispatcher:
                 a = f"/node/{name}/{p.name}"
                 out.append((a, [float(v)]))
                 out.append((a + "/norm", [float(tapers.to_norm(p.taper, p.min, p.max, v))]))
-            out += [f"/node/{name}/{a}" for a in actions_for(t.name) if t.param(a) is None]
+            # node actions (learn, measure) are commands, not state: none here
             if t.param("bypass") is None and t.port(None, "in") and t.port(None, "out"):
                 out.append((f"/node/{name}/bypass", [float(name in s.bypassed)]))
         return out
