@@ -923,6 +923,7 @@ class Dispatcher:
         st = e.stats()
         block = self.info.get("block", 0)
         fb = self.feedback
+        lat = self.session.total_latency()
         reply("/status.reply", [
             "sample_rate", float(e.sample_rate),
             "block", int(block),
@@ -955,6 +956,8 @@ class Dispatcher:
             "plans", int(self.session.plans_built),
             "uptime", float(round(time.monotonic() - self.started, 1)),
             "budget_us", float(round(block / e.sample_rate * 1e6, 1)) if block else 0.0,
+            "latency", int(lat),
+            "latency_ms", float(round(lat * 1000.0 / e.sample_rate, 3)),
         ])
 
     def _info(self, args: list, reply: Reply, _t: int, client=None) -> None:
