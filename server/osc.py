@@ -1104,7 +1104,7 @@ class Dispatcher:
         holder = self.touch.get((name, param))
         if holder is None:
             return
-        me = client.key if client is not None else None
+        me = _holder(client)
         if holder == me:
             return
         seen = self.counters.clients.get(holder)
@@ -1195,11 +1195,11 @@ class Dispatcher:
                 reply(address, [int(key in self.touch)])
                 return
             on = number(args[0], f"{name}/{param}/touch") != 0.0
-            me = client.key if client is not None else None
+            me = _holder(client)
             if on:
                 self._check_touch(name, param, client)
                 self.touch[key] = me
-            elif self.touch.get(key) == me:
+            elif key in self.touch and self.touch[key] == me:
                 del self.touch[key]
             elif key in self.touch:
                 raise MixgraphError("touched by another client")
@@ -1299,6 +1299,15 @@ def _held_cost(msgs: list[Timed]) -> int:
         return 32
 
     return 200 + sum(160 + size(m.address) + size(m.args) for m in msgs)
+
+
+_LOCAL = ("local",)  # who holds a touch set in-process (a render's score): never None,
+# which _check_touch reads as "nobody"
+
+
+def _holder(client: Peer | None) -> object:
+    """The key a touch is held under for this sender."""
+    return client.key if client is not None else _LOCAL
 
 
 def meter_norm(db: float) -> float:

@@ -22,7 +22,7 @@ import soundfile as sf
 from mixgraph.clients import Client
 from mixgraph.server.catalog import CATALOG
 from mixgraph.server.engine import Engine
-from mixgraph.server.osc import Dispatcher
+from mixgraph.server.osc import IMMEDIATE, Dispatcher, Timed, encode_bundle, encode_message
 from mixgraph.server.session import Session
 
 from daemon_util import Daemon
@@ -184,12 +184,38 @@ VALID: dict[str, list[list]] = {
 LAST = ("/graph/remove", "/patch/load", "/graph/clear")  # they change the graph under test
 
 
-def node_forms(d: Daemon) -> list[str]:
-    """Every address form of every live node, from the catalog and the live graph."""
-    from mixgraph.server.actions import actions_for
-
+def creation_variants() -> list[list]:
+    """/graph/add of every type with good and bad creation options."""
     out = []
-    _, nodes = None, []
+    bad = [("channels", 0), ("channels", 65), ("channels", "x"), ("channels", 1.5),
+           ("channels", float("nan")), ("first", 0), ("first", 99), ("first", "x"),
+           ("path", 3), ("path", ""), ("path", "/etc/passwd"), ("members", 7),
+           ("format", "nope"), ("seed", "x"), ("seed", -1), ("", 1)]
+    for i, typ in enumerate(sorted(CATALOG)):
+        t = CATALOG[typ]
+        base = _settings(typ)
+        out.append([typ, f"c{i}", *base])
+        out.append([typ, f"c{i}m", *base, "channels", t.max_channels])
+        for p in t.params[:3]:
+            out.append([typ, f"c{i}p{p.name}", *base, p.name, p.max * 10 + 1])
+            out.append([typ, f"c{i}q{p.name}", *base, p.name, "x"])
+        for j, (k, v) in enumerate(bad):
+            out.append([typ, f"c{i}b{j}", *base, k, v])
+    return out
+
+
+def connect_variants() -> list[list]:
+    """/graph/connect between every output port and every input port of the graph."""
+    outs, ins = [], []
+    for typ, t in CATALOG.items():
+        outs += [f"{_name(typ)}:{p.name}" for p in t.ports if p.direction == "out"]
+        ins += [f"{_name(typ)}:{p.name}" for p in t.ports if p.direction == "in"]
+    return [[a, b] for a in outs for b in ins]
+
+
+def live_nodes(d: Daemon) -> list[tuple[str, str]]:
+    """(name, type) of every node in the daemon's graph."""
+    nodes = []
     c = d.client
     c.send("/graph/nodes")
     while True:
@@ -197,7 +223,14 @@ def node_forms(d: Daemon) -> list[str]:
         if a == "/graph/nodes.reply":
             nodes.append((args[0], args[1]))
         elif a == "/done" and args[:1] == ["/graph/nodes"]:
-            break
+            return nodes
+
+
+def node_forms(nodes: list[tuple[str, str]]) -> list[str]:
+    """Every address form of every node, from the catalog."""
+    from mixgraph.server.actions import actions_for
+
+    out = []
     for name, typ in nodes:
         t = CATALOG[typ]
         base = f"/node/{name}"
@@ -222,19 +255,45 @@ def test_no_address_form_gets_an_internal_error(every, tmp_path):
         and "." not in a and a not in ("/done", "/fail", "/late", "/synced",
                                        "/graph/changed", "/rate-limit", "/meter")}
     first = sorted(a for a in literals if a not in LAST)
-    msgs: list[tuple[str, list]] = []
-    for a in node_forms(d) + first + [a for a in LAST if a in literals]:
-        for args in VALID.get(a, []) + ARG_VARIANTS:
-            msgs.append((a, args))
-    with Client("127.0.0.1", d.port, timeout=10.0, transport="tcp") as c:
-        replies: list[tuple[str, list]] = []
-        token = 0
-        for i in range(0, len(msgs), 40):
-            for a, args in msgs[i:i + 40]:
+    forms = node_forms(live_nodes(d))
+    valid = VALID
+    body = [(a, args) for a in forms + first for args in valid.get(a, []) + ARG_VARIANTS]
+    for args in connect_variants():  # every port pair, each connection undone at once:
+        body += [("/graph/connect", args), ("/graph/disconnect", args)]  # a sparse graph
+    for args in creation_variants():  # each created node goes again at once (keeps the
+        body += [("/graph/add", args), ("/graph/remove", [args[1]])]  # DSP load small)
+    tail = [(a, args) for a in LAST if a in literals
+            for args in valid.get(a, []) + ARG_VARIANTS]
+    replies: list[tuple[str, list]] = []
+    token = 0
+
+    def send_all(c: Client, msgs: list[tuple[str, list]]) -> None:
+        nonlocal token, replies
+        for i in range(0, len(msgs), 100):
+            for a, args in msgs[i:i + 100]:
                 c.send(a, *args)
             token += 1
             c.send("/sync", token)
             replies += _collect_until(c, lambda m, k=token: m == ("/synced", [k]), 30.0)
+
+    with Client("127.0.0.1", d.port, timeout=10.0, transport="tcp") as c:
+        send_all(c, body)
+        # bundles: each node form with a value, alone and after a graph edit that
+        # must roll back, immediate and timed in the future
+        future = (int(time.time()) + 2208988800 + 1, 0)
+        for k, a in enumerate(forms):
+            edit = encode_message("/graph/add", ["gain", f"bundled{k}"])
+            for tt in (IMMEDIATE, future):
+                c.send_packet(encode_bundle([encode_message(a, [0.5])], tt))
+                c.send_packet(encode_bundle([edit, encode_message(a, [0.5]),
+                                             encode_message("/graph/remove", [f"bundled{k}"])],
+                                            tt))
+            if k % 20 == 19:
+                token += 1
+                c.send("/sync", token)
+                replies += _collect_until(c, lambda m, k=token: m == ("/synced", [k]), 30.0)
+        time.sleep(1.5)  # the timed bundles fall due
+        send_all(c, tail)
         # node actions answer later: give them their time, then sync once more
         time.sleep(3.0)
         c.send("/sync", 999999)
@@ -245,4 +304,56 @@ def test_no_address_form_gets_an_internal_error(every, tmp_path):
     log = d.output()
     assert "Traceback" not in log, log[log.find("Traceback") - 300:][:3000]
     assert d.proc.poll() is None
-    assert len(msgs) > 3000  # the sweep really covered the space
+    assert len(body) + len(tail) > 20000  # the sweep really covered the space
+    done = sum(1 for a, _ in replies if a == "/done")
+    assert done > 2000, done  # and much of it was valid
+
+
+def test_no_address_form_gets_an_internal_error_in_process(tmp_path, caplog):
+    """The same sweep through the dispatcher as `mixgraph render` runs it (score
+    messages: no network client, no feedback), with every node type present."""
+    import logging
+
+    t = np.arange(4800) / 48000.0
+    sf.write(tmp_path / "tone.wav", np.stack([np.sin(2 * np.pi * 440 * t)] * 2, 1) * 0.1,
+             48000)
+    e = Engine(48000, 2, 2)
+    s = Session(e, data_dir=tmp_path)
+    try:
+        types = sorted(CATALOG, key=lambda n: (n == "vca", n))
+        for typ in types:
+            st = _settings(typ)
+            s.add_node(typ, _name(typ), dict(zip(st[::2], st[1::2], strict=True)))
+        s.commit()
+        d = Dispatcher(s)
+        replies: list[tuple[str, list]] = []
+
+        def reply(a: str, args: list) -> None:
+            replies.append((a, args))
+
+        forms = node_forms([(_name(x), x) for x in types])
+        msgs = [(a, args) for a in forms + sorted(dispatcher_literals() - set(LAST)) + list(LAST)
+                for args in VALID.get(a, []) + ARG_VARIANTS]
+        with caplog.at_level(logging.ERROR, logger="mixgraph"):
+            for k, a in enumerate(forms):  # bundles first, while the graph is whole
+                for args in ([0.5], [1], []):
+                    d.dispatch_packet([Timed(a, args)], None, True, reply)
+                    d.dispatch_packet([Timed("/graph/add", ["gain", f"b{k}"]), Timed(a, args),
+                                       Timed("/graph/remove", [f"b{k}"])], None, True, reply)
+                if k % 50 == 0:
+                    s.service()
+                    e.process(256, None)
+            for i, (a, args) in enumerate(msgs):
+                d.dispatch(a, list(args), reply, 0, None)
+                if i % 50 == 0:
+                    s.service()
+                    e.process(256, None)
+        bad = [(a, args) for a, args in replies
+               if any(isinstance(x, str) and "internal error" in x for x in args)]
+        assert not bad, bad[:20]
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], \
+            caplog.records[:3]
+        assert len(msgs) > 20000
+    finally:
+        s.close()
+        e.free()
