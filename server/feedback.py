@@ -86,11 +86,11 @@ class Feedback:
         s.expires = time.monotonic() + s.lease
         return s
 
-    def subscribe(self, peer: Peer, lease: float, msgs: list | None = None) -> None:
-        """Subscribe a client and send it the state dump (msgs: state_messages())."""
+    def subscribe(self, peer: Peer, lease: float) -> None:
+        """Subscribe a client to parameter changes (raises MixgraphError over the
+        subscriber cap); the caller answers, then sends the state with dump()."""
         s = self._sub(peer, lease)
         s.params = True
-        self.dump(peer, msgs)
 
     def unsubscribe(self, peer: Peer) -> None:
         s = self.subs.pop(peer.key, None)

@@ -1030,9 +1030,11 @@ class Dispatcher:
             lease = number(args[0], "/subscribe lease")
             if not 0.5 <= lease <= 3600:
                 raise MixgraphError("lease must be 0.5..3600 s")
-        msgs = self.state_messages()  # a failure here is a /fail with no /done before it
+        # everything that can fail comes before the /done: the state, the subscriber cap
+        msgs = self.state_messages()
+        fb.subscribe(client, lease)
         reply("/done", ["/subscribe", float(lease), len(msgs)])
-        fb.subscribe(client, lease, msgs)
+        fb.dump(client, msgs)
 
     def _unsubscribe(self, args: list, reply: Reply, _t: int, client=None) -> None:
         fb = self._need_feedback(client, stream=False)

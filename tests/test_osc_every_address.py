@@ -357,3 +357,22 @@ def test_no_address_form_gets_an_internal_error_in_process(tmp_path, caplog):
     finally:
         s.close()
         e.free()
+
+
+def test_a_refused_subscription_gets_one_fail_and_no_done(tmp_path):
+    """Everything that can refuse a subscription (the state, the subscriber cap)
+    is checked before `/done /subscribe`: over the cap the answer is one /fail
+    (with the cap checked after the /done, a client saw /done then /fail)."""
+    d = Daemon(tmp_path / "state", "--backend", "null", "--max-subscribers", "1")
+    try:
+        d.call("/graph/add", "gain", "g")
+        with Client("127.0.0.1", d.port, timeout=3.0, transport="tcp") as a, \
+                Client("127.0.0.1", d.port, timeout=3.0, transport="tcp") as b:
+            assert a.subscribe(lambda *_: None, lease_s=10)[:3] == ["/subscribe", 10.0, 9]
+            b.send("/subscribe", 10.0)
+            b.send("/sync", 5)
+            got = _collect_until(b, lambda m: m == ("/synced", [5]))
+            assert [m[0] for m in got] == ["/fail", "/synced"], got
+            assert "too many subscribers" in got[0][1][-1]
+    finally:
+        d.stop()
