@@ -23,6 +23,7 @@ import contextlib
 import inspect
 import logging
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -72,6 +73,7 @@ class AsyncClient(CommandsMixin):
         self._renew_task: asyncio.Task | None = None
         self._queue: asyncio.Queue = asyncio.Queue(maxsize=4096)
         self._tasks: set[asyncio.Task] = set()
+        self._state_seen: int | None = None  # state messages counted while subscribing
 
     @classmethod
     async def open(cls, host: str = "127.0.0.1", port: int = 8000, timeout: float = 2.0,
@@ -129,6 +131,8 @@ class AsyncClient(CommandsMixin):
                 if not fut.done():
                     fut.set_result((addr, rargs))
                 return
+        if self._state_seen is not None and addr.startswith("/node/"):
+            self._state_seen += 1
         if self._queue.full():
             self._queue.get_nowait()
         self._queue.put_nowait((addr, rargs))
@@ -238,7 +242,21 @@ class AsyncClient(CommandsMixin):
         feedback message; the lease is renewed while the client is open."""
         self._callback = callback
         args = () if lease_s is None else (float(lease_s),)
-        reply = await self.call("/subscribe", *args)
+        self._state_seen = 0
+        try:
+            reply = await self.call("/subscribe", *args)
+            if len(reply) >= 3 and isinstance(reply[2], int):
+                # `/done /subscribe <lease> <count>`: wait for the whole state dump
+                want = reply[2]
+                deadline = time.monotonic() + self.timeout
+                while self._state_seen < want and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)
+                if self._state_seen < want:
+                    raise MixgraphTimeout(
+                        f"/subscribe: the state dump did not arrive ({self._state_seen} of "
+                        f"{want} messages within {self.timeout} s)")
+        finally:
+            self._state_seen = None
         if renew and self._renew_task is None:
             self._renew_task = asyncio.create_task(self._renew(max(0.5, (lease_s or 10.0) / 3)))
         return reply

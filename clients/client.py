@@ -145,6 +145,7 @@ class Client(CommandsMixin):
         self._stop = threading.Event()
         self._renew_every: float | None = None
         self._proving = False
+        self._state_seen: int | None = None  # state messages counted while subscribing
         self.reader_error: BaseException | None = None
 
     @property
@@ -299,7 +300,26 @@ class Client(CommandsMixin):
         self._callback = callback
         self.start_reader()
         args = () if lease_s is None else (float(lease_s),)
+        with self._cond:
+            self._state_seen = 0
         reply = self.call("/subscribe", *args)
+        if len(reply) >= 3 and isinstance(reply[2], int):
+            # `/done /subscribe <lease> <count>`: the state dump follows; wait for all of it
+            want = reply[2]
+            deadline = time.monotonic() + self.timeout
+            with self._cond:
+                while self._state_seen is not None and self._state_seen < want:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or self._reader is None:
+                        break
+                    self._cond.wait(min(left, 0.1))
+                got, self._state_seen = self._state_seen, None
+            if got is None or got < want:
+                raise MixgraphTimeout(f"/subscribe: the state dump did not arrive "
+                                      f"({got or 0} of {want} messages within {self.timeout} s)")
+        else:
+            with self._cond:
+                self._state_seen = None
         if renew:
             self._renew_every = max(0.5, (lease_s or 10.0) / 3.0)
         return reply
@@ -361,6 +381,8 @@ class Client(CommandsMixin):
                     w.event.set()
                     return
             self._backlog.append((addr, rargs))
+            if self._state_seen is not None and addr.startswith("/node/"):
+                self._state_seen += 1
             self._cond.notify_all()
         cb = self._callback
         if cb is not None and is_feedback(addr):

@@ -8,6 +8,7 @@
  * allocates, locks, blocks or calls Python.
  */
 #include <errno.h>
+#include <float.h>
 #include <sched.h>
 #include <sys/mman.h>
 #include <stdlib.h>
@@ -192,7 +193,11 @@ uint64_t mg_engine_time(mg_engine *e)
 
 void mg_engine_set_ceiling(mg_engine *e, float amplitude)
 {
-    if (isfinite(amplitude) && amplitude > 0.0f)
+    /* +Inf: no ceiling (offline renders to float files); FLT_MAX keeps the
+     * safety stage's check failing on Inf, so NaN and Inf are still scrubbed */
+    if (isinf(amplitude) && amplitude > 0.0f)
+        e->ceiling = FLT_MAX;
+    else if (isfinite(amplitude) && amplitude > 0.0f)
         e->ceiling = amplitude;
 }
 

@@ -242,6 +242,8 @@ void mg_engine_stats(mg_engine *e, mg_stats *out);  /* [any] */
 double mg_engine_take_worst_us(mg_engine *e);       /* [any] */
 uint64_t mg_engine_time(mg_engine *e);              /* [any] */
 double mg_engine_rate(mg_engine *e);                /* [any] */
+/* The safety stage's hard ceiling on the hardware outputs (amplitude, default
+ * 1.0); +INFINITY: no ceiling, non-finite samples still scrubbed to 0. */
 void mg_engine_set_ceiling(mg_engine *e, float amplitude);  /* [control] before start */
 /* 0: run every node by itself even where its type has process_many (tests
  * compare the two); 1 (the default): gangs run together. [control] before start */

@@ -149,14 +149,15 @@ def _cmd_render(a: argparse.Namespace) -> int:
             raise MixgraphError(f"--in {spec!r}: expected NAME=FILE")
         inputs[name] = path
     res = render(a.patch, a.output, score=a.score, duration_s=a.duration, inputs=inputs,
-                 block=a.block, target_lufs=a.target_lufs, true_peak=a.true_peak)
+                 block=a.block, target_lufs=a.target_lufs, true_peak=a.true_peak,
+                 subtype=a.subtype)
     console = Console(stderr=True)
     for f in res.failures:
         console.print(f"[yellow]score: {escape(str(f))}[/]")
     if res.mastering is not None:
         _print_mastering(console, res.mastering)
     console.print(f"wrote {a.output}: {res.frames / res.sample_rate:.3f} s, {res.channels} ch, "
-                  f"{res.sample_rate:g} Hz, peak {res.peak:.4f}")
+                  f"{res.sample_rate:g} Hz, {res.peak_line()}", highlight=False)
     return 1 if res.failures and a.strict else 0
 
 
@@ -490,6 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="feed FILE to input node NAME")
     s.add_argument("--block", type=int, default=64, help="frames per block")
     s.add_argument("--strict", action="store_true", help="exit 1 if a score command failed")
+    s.add_argument("--subtype", type=str.upper, metavar="SUBTYPE",
+                   help="sample format: FLOAT (the default for .wav; keeps levels over "
+                        "0 dBFS), DOUBLE, PCM_16, PCM_24 (integer: clipped at 0 dBFS)")
     s.add_argument("--target-lufs", type=float, metavar="LUFS",
                    help="master to this integrated loudness (two passes; e.g. -14, -23)")
     s.add_argument("--true-peak", type=float, metavar="DBTP",

@@ -6,6 +6,7 @@ by the offline loop)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -165,8 +166,13 @@ class Engine:
         give the same samples, and tests compare them."""
         lib.mg_engine_set_ganging(self.ptr, 1 if on else 0)
 
-    def set_ceiling_db(self, ceiling_db: float) -> None:
-        lib.mg_engine_set_ceiling(self.ptr, 10.0 ** (ceiling_db / 20.0))
+    def set_ceiling_db(self, ceiling_db: float | None) -> None:
+        """The safety stage's hard ceiling on the hardware outputs, dBFS (0 dBFS
+        unless set: live backends keep one for the speakers). None: no ceiling,
+        for offline renders to float files; NaN and Inf are scrubbed either way,
+        and `clipped` in stats() counts the samples the ceiling held."""
+        amp = math.inf if ceiling_db is None else 10.0 ** (ceiling_db / 20.0)
+        lib.mg_engine_set_ceiling(self.ptr, amp)
 
     def free(self) -> None:
         if self.ptr is not None:

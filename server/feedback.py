@@ -87,9 +87,10 @@ class Feedback:
         return s
 
     def subscribe(self, peer: Peer, lease: float) -> None:
+        """Subscribe a client to parameter changes (raises MixgraphError over the
+        subscriber cap); the caller answers, then sends the state with dump()."""
         s = self._sub(peer, lease)
         s.params = True
-        self.dump(peer)
 
     def unsubscribe(self, peer: Peer) -> None:
         s = self.subs.pop(peer.key, None)
@@ -149,9 +150,9 @@ class Feedback:
             if s.params and key != okey:
                 self._send(s, [data])
 
-    def dump(self, peer: Peer) -> int:
+    def dump(self, peer: Peer, msgs: list | None = None) -> int:
         """Every parameter (both forms) and bypass to one client; returns the count."""
-        msgs = self.d.state_messages()
+        msgs = self.d.state_messages() if msgs is None else msgs
         s = self.subs.get(peer.key)
         data = [encode_message(a, v) for a, v in msgs]
         if s is not None and s.params:

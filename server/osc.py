@@ -923,6 +923,7 @@ class Dispatcher:
         st = e.stats()
         block = self.info.get("block", 0)
         fb = self.feedback
+        lat = self.session.total_latency()
         reply("/status.reply", [
             "sample_rate", float(e.sample_rate),
             "block", int(block),
@@ -956,6 +957,8 @@ class Dispatcher:
             "uptime", float(round(time.monotonic() - self.started, 1)),
             "budget_us", float(round(block / e.sample_rate * 1e6, 1)) if block else 0.0,
             "missing_files", len(self.session.missing),
+            "latency", int(lat),
+            "latency_ms", float(round(lat * 1000.0 / e.sample_rate, 3)),
         ])
 
     def _info(self, args: list, reply: Reply, _t: int, client=None) -> None:
@@ -1028,8 +1031,11 @@ class Dispatcher:
             lease = number(args[0], "/subscribe lease")
             if not 0.5 <= lease <= 3600:
                 raise MixgraphError("lease must be 0.5..3600 s")
-        reply("/done", ["/subscribe", float(lease)])
+        # everything that can fail comes before the /done: the state, the subscriber cap
+        msgs = self.state_messages()
         fb.subscribe(client, lease)
+        reply("/done", ["/subscribe", float(lease), len(msgs)])
+        fb.dump(client, msgs)
 
     def _unsubscribe(self, args: list, reply: Reply, _t: int, client=None) -> None:
         fb = self._need_feedback(client, stream=False)
@@ -1091,7 +1097,7 @@ class Dispatcher:
                 a = f"/node/{name}/{p.name}"
                 out.append((a, [float(v)]))
                 out.append((a + "/norm", [float(tapers.to_norm(p.taper, p.min, p.max, v))]))
-            out += [f"/node/{name}/{a}" for a in actions_for(t.name) if t.param(a) is None]
+            # node actions (learn, measure) are commands, not state: none here
             if t.param("bypass") is None and t.port(None, "in") and t.port(None, "out"):
                 out.append((f"/node/{name}/bypass", [float(name in s.bypassed)]))
         return out
@@ -1101,7 +1107,7 @@ class Dispatcher:
         holder = self.touch.get((name, param))
         if holder is None:
             return
-        me = client.key if client is not None else None
+        me = _holder(client)
         if holder == me:
             return
         seen = self.counters.clients.get(holder)
@@ -1192,11 +1198,11 @@ class Dispatcher:
                 reply(address, [int(key in self.touch)])
                 return
             on = number(args[0], f"{name}/{param}/touch") != 0.0
-            me = client.key if client is not None else None
+            me = _holder(client)
             if on:
                 self._check_touch(name, param, client)
                 self.touch[key] = me
-            elif self.touch.get(key) == me:
+            elif key in self.touch and self.touch[key] == me:
                 del self.touch[key]
             elif key in self.touch:
                 raise MixgraphError("touched by another client")
@@ -1296,6 +1302,15 @@ def _held_cost(msgs: list[Timed]) -> int:
         return 32
 
     return 200 + sum(160 + size(m.address) + size(m.args) for m in msgs)
+
+
+_LOCAL = ("local",)  # who holds a touch set in-process (a render's score): never None,
+# which _check_touch reads as "nobody"
+
+
+def _holder(client: Peer | None) -> object:
+    """The key a touch is held under for this sender."""
+    return client.key if client is not None else _LOCAL
 
 
 def meter_norm(db: float) -> float:

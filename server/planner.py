@@ -137,25 +137,52 @@ def port_base(g: GNode, port: str, direction: str) -> tuple[int, int]:
     raise MixgraphError(f"{g.name} has no port {port!r}")
 
 
-def latencies(live: dict[str, LiveNode], conns) -> dict[str, int]:
-    """Latency in samples at each live node's output (its inputs aligned)."""
+SINK_TYPES = frozenset({"output", "recorder"})
+"""Node types whose audio leaves the graph (to the hardware, to a file): every
+connection into one arrives at the graph's total latency, so two outputs, or an
+output and a recorder, stay sample-aligned whatever their paths hold (as a DAW
+aligns every track to the master). Meters are not sinks: they read their input
+as it reaches them, with no added delay."""
+
+
+def _arrivals(live: dict[str, LiveNode], conns) -> tuple[dict[str, int], dict[str, int]]:
+    """(latency at each node's output, latency its inputs are aligned to). A sink's
+    inputs are aligned to the graph's total latency (total_latency)."""
     order = topo_order(list(live), [(c.src, c.dst) for c in conns])
     into: dict[str, list[Conn]] = {}
     for c in conns:
         into.setdefault(c.dst, []).append(c)
     out: dict[str, int] = {}
+    arrival: dict[str, int] = {}
     for n in order:
-        arrival = max((out[c.src] for c in into.get(n, ())), default=0)
-        out[n] = arrival + live[n].latency
-    return out
+        arrival[n] = max((out[c.src] for c in into.get(n, ())), default=0)
+        out[n] = arrival[n] + live[n].latency
+    sinks = [n for n in order if live[n].g.type.name in SINK_TYPES and n in into]
+    total = max((out[n] for n in sinks), default=0)
+    for n in sinks:
+        arrival[n] = total - live[n].latency
+        out[n] = total
+    return out, arrival
+
+
+def latencies(live: dict[str, LiveNode], conns) -> dict[str, int]:
+    """Latency in samples at each live node's output (its inputs aligned; every
+    connected sink at the graph's total latency)."""
+    return _arrivals(live, conns)[0]
+
+
+def total_latency(live: dict[str, LiveNode], conns) -> int:
+    """The graph's total latency in samples: the latency at which every sink
+    (output, recorder) with a connection into it receives its audio; 0 without one."""
+    out, _ = _arrivals(live, conns)
+    return max((out[n] for n, node in live.items() if node.g.type.name in SINK_TYPES
+                and any(c.dst == n for c in conns)), default=0)
 
 
 def compensation(live: dict[str, LiveNode], conns) -> dict[Conn, int]:
-    """The delay each connection needs to meet the slowest path into its node."""
-    lat = latencies(live, conns)
-    arrival: dict[str, int] = {}
-    for c in conns:
-        arrival[c.dst] = max(arrival.get(c.dst, 0), lat[c.src])
+    """The delay each connection needs to meet the slowest path into its node
+    (into a sink: to arrive at the graph's total latency)."""
+    lat, arrival = _arrivals(live, conns)
     return {c: arrival[c.dst] - lat[c.src] for c in conns}
 
 

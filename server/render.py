@@ -80,8 +80,24 @@ class RenderResult:
     channels: int
     sample_rate: float
     failures: list[str] = field(default_factory=list)
-    peak: float = 0.0
+    peak: float = 0.0  # largest absolute sample in the file (linear; > 1 in a float file)
     mastering: MasterReport | None = None
+    float_file: bool = True  # the file keeps values over 0 dBFS (FLOAT/DOUBLE subtype)
+    overs: int = 0  # samples over 0 dBFS kept in a float file (each channel counted)
+    clipped: int = 0  # samples an integer file's 0 dBFS ceiling held (each channel counted)
+
+    def peak_line(self) -> str:
+        """`peak +6.0 dBFS, 480 samples over 0 dBFS`: the level summary a render prints."""
+        if self.peak <= 0.0:
+            return "peak -inf dBFS (silent)"
+        out = f"peak {20.0 * math.log10(self.peak):+.1f} dBFS"
+        if self.overs:
+            out += (f", {self.overs} sample{'s' if self.overs != 1 else ''} over 0 dBFS "
+                    "(kept: float file; lower the level before a fixed-point or DAC stage)")
+        if self.clipped:
+            out += (f", {self.clipped} sample{'s' if self.clipped != 1 else ''} clipped at "
+                    "0 dBFS (integer file: render to a float .wav to keep them)")
+        return out
 
 
 def _hw_counts(nodes: list[dict]) -> tuple[int, int]:
@@ -158,14 +174,14 @@ def render(patch: str | Path | dict, out_path: str | Path, score: str | Path | N
     show = sys.stderr.isatty() if progress is None else progress
     if not mastering:
         return _render_pass(doc, base, out_path, rate, hw_in, hw_out, in_data, events, total,
-                            block, subtype, show, None)
+                            block, subtype, show)
     # pass 1: unclipped float to a temporary file beside the output
     out_path = Path(out_path)
     fd, tmp = _temp_beside(out_path, ".mixgraph-pass1-", ".w64")
     os.close(fd)
     try:
         result = _render_pass(doc, base, tmp, rate, hw_in, hw_out, in_data, events, total,
-                              block, "FLOAT", show, 200.0)
+                              block, "FLOAT", show)
         rep = master(tmp, out_path, target_lufs, true_peak, subtype=subtype, progress=show)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -201,15 +217,18 @@ def _open_out(path, rate: float, channels: int, subtype: str | None) -> sf.Sound
 
 def _render_pass(doc: dict, base: Path, out_path, rate: float, hw_in: int, hw_out: int,
                  in_data: np.ndarray, events: list[ScoreEvent], total: int, block: int,
-                 subtype: str | None, show: bool, ceiling_db: float | None) -> RenderResult:
-    """Run the patch for total frames into out_path (the engine's output ceiling:
-    ceiling_db, default 0 dBFS)."""
+                 subtype: str | None, show: bool) -> RenderResult:
+    """Run the patch for total frames into out_path. The output ceiling is for
+    speakers: a float file gets none (what is over 0 dBFS is kept and counted,
+    NaN and Inf are still scrubbed); an integer file cannot hold more than
+    full scale, so it is clipped at 0 dBFS and the clipped samples counted."""
+    out = _open_out(out_path, rate, hw_out, subtype)
     engine = Engine(rate, hw_in, hw_out)
-    if ceiling_db is not None:
-        engine.set_ceiling_db(ceiling_db)
+    result = RenderResult(total, hw_out, rate)
+    result.float_file = out.subtype in FLOAT_SUBTYPES
+    engine.set_ceiling_db(None if result.float_file else 0.0)
     disk = DiskIO(rate)
     session = Session(engine, data_dir=base, confine_paths=False, disk=disk)
-    result = RenderResult(total, hw_out, rate)
 
     def reply_for(ev: ScoreEvent):
         def reply(address: str, args: list) -> None:
@@ -223,7 +242,6 @@ def _render_pass(doc: dict, base: Path, out_path, rate: float, hw_in: int, hw_ou
         session.commit()
         dispatcher = Dispatcher(session, info={"backend": "offline", "block": block})
         ev_samples = [int(round(e.time_s * rate)) for e in events]
-        out = _open_out(out_path, rate, hw_out, subtype)
         k = 0
         t = 0
         columns = (TextColumn("rendering"), BarColumn(),
@@ -250,17 +268,25 @@ def _render_pass(doc: dict, base: Path, out_path, rate: float, hw_in: int, hw_ou
                     seg = in_data[t:t + n]
                     chunk_in[: len(seg)] = seg
                 y = engine.process(n, chunk_in, block=block)
-                result.peak = max(result.peak, float(np.max(np.abs(y))) if len(y) else 0.0)
+                if len(y):
+                    a = np.abs(y)
+                    result.peak = max(result.peak, float(np.max(a)))
+                    result.overs += int(np.count_nonzero(a > 1.0))
                 out.write(y)
                 t = stop
                 bar.update(task, completed=t)
             session.service()
             for a in session.actions_running.values():  # cut short by the end
                 a.fail("the render ended before this action finished")
+        result.clipped = int(engine.stats().clipped)
     finally:
+        out.close()
         session.close()
         engine.free()
     return result
+
+
+FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
 
 
 # ---- loudness targeting (pass 2) --------------------------------------------------------
@@ -306,7 +332,7 @@ def _apply(src: str, dst: str, gain_db: float, ceiling_db: float | None,
         lat = 0
         if ceiling_db is not None:
             engine = Engine(rate, ch, ch)
-            engine.set_ceiling_db(200.0)  # the limiter holds the level, not the safety clip
+            engine.set_ceiling_db(None)  # the limiter holds the level, not the safety clip
             session = Session(engine)
         try:
             if session is not None:

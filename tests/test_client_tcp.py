@@ -14,7 +14,7 @@ import pytest
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 
-from mixgraph.clients import AsyncClient, Client, MixgraphFail
+from mixgraph.clients import AsyncClient, Client, MixgraphFail, MixgraphTimeout
 from mixgraph.clients.protocol import (
     ProtocolError,
     SizeDecoder,
@@ -273,3 +273,44 @@ def test_udp_retries_safe_requests_only():
         stop.set()
         th.join()
         srv.close()
+
+
+class _ShortDump(FakeServer):
+    """Announces a state dump of `count` messages and sends `sent` of them."""
+
+    count, sent = 3, 1
+
+    def _answer(self, address: str, args: list) -> list[tuple[str, list]]:
+        if address == "/subscribe":
+            return [("/done", [address, 10.0, self.count]),
+                    *[(f"/node/g{i}/gain", [-3.0]) for i in range(self.sent)]]
+        return FakeServer._answer(address, args)
+
+
+def test_subscribe_fails_when_the_state_dump_is_short():
+    """Issue 12 defect 1: Client.subscribe() reported success although the state dump
+    never came; `/done /subscribe <lease> <count>` lets it check (fails on the old
+    client, which returned after /done)."""
+    s = _ShortDump()
+    try:
+        with Client("127.0.0.1", s.port, transport="tcp", timeout=1.0) as c:
+            with pytest.raises(MixgraphTimeout, match="1 of 3"):
+                c.subscribe(lambda a, args: None, lease_s=10)
+
+        async def main():
+            c = await AsyncClient.open("127.0.0.1", s.port, transport="tcp", timeout=1.0)
+            try:
+                with pytest.raises(MixgraphTimeout, match="1 of 3"):
+                    await c.subscribe(lambda a, args: None, lease_s=10)
+            finally:
+                await c.close()
+
+        asyncio.run(main())
+        s.sent = 3  # the whole dump: subscribe succeeds and every message was delivered
+        seen = []
+        with Client("127.0.0.1", s.port, transport="tcp", timeout=1.0) as c:
+            assert c.subscribe(lambda a, args: seen.append(a), lease_s=10)[:3] == \
+                ["/subscribe", 10.0, 3]
+        assert seen == ["/node/g0/gain", "/node/g1/gain", "/node/g2/gain"]
+    finally:
+        s.close()

@@ -501,7 +501,7 @@ def test_proven_udp_client_gets_everything(tmp_path):
         assert msgs_of(recv_all(other, 1.0))[0][0] == "/fail"
         with Client("127.0.0.1", d.port) as c:
             assert len(c.call("/catalog")[0]) > 10000
-            assert c.subscribe(lambda *_: None, lease_s=5.0) == ["/subscribe", 5.0]
+            assert c.subscribe(lambda *_: None, lease_s=5.0) == ["/subscribe", 5.0, 0]
 
         async def aio() -> None:
             async with await AsyncClient.open("127.0.0.1", d.port) as c:

@@ -160,7 +160,7 @@ def test_tcp_same_port_both_framings(daemon):
         assert r[0][0] == "/fail" and r[0][1][1] == b"\xc0\xdb\xc0"
         # feedback over TCP, in the connection's framing
         s.send("/subscribe", double_end=double)
-        assert s.recv() == [("/done", ["/subscribe", 10.0])]
+        assert s.recv() == [("/done", ["/subscribe", 10.0, 9])]  # lease, state messages
         dump = s.recv()
         norm = dict(dump)["/node/g/gain/norm"][0]
         assert norm == pytest.approx(0.75 - (3.0 if double else 4.0) / 40, abs=1e-6)

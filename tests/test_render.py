@@ -206,3 +206,78 @@ def test_score_actions_run_offline_and_unfinished_ones_are_reported(tmp_path):
     res = render(p, tmp_path / "o.wav", score=score, duration_s=1.2)
     assert len(res.failures) == 1, res.failures
     assert "line 2" in res.failures[0] and "render ended before" in res.failures[0]
+
+
+def _hot_sine_patch() -> dict:
+    """A full-scale 750 Hz sine through +6 dB of gain: peaks at 1.995 (+6.0 dBFS)."""
+    doc = tone_patch(6.0)
+    doc["nodes"][0]["params"]["level"] = 0.0
+    return doc
+
+
+def test_float_render_keeps_levels_over_full_scale_and_reports_them(tmp_path):
+    """Issue 12 defect 6: a plain render clipped at 0 dBFS without a word (fails on
+    main: the file peaks at 1.0 and the line says nothing of overs). A float file
+    keeps +6 dBFS; an integer file clips and says how many samples it clipped."""
+    p = tmp_path / "hot.json"
+    write_patch(_hot_sine_patch(), p)
+    n = RATE // 10
+    amp = 10 ** (6 / 20)  # 1.995, +6.0 dBFS
+    ref = amp * np.sin(2 * np.pi * 750.0 * np.arange(n) / RATE)  # the formula, not the code
+    over = int(np.count_nonzero(np.abs(ref) > 1.0))
+    assert over == int(np.count_nonzero(np.abs(ref) > 1.0 + 1e-4))  # none near the edge
+    for sub, name in ((None, "hot.wav"), ("PCM_16", "hot16.wav")):
+        out = tmp_path / name
+        cmd = [sys.executable, "-m", "mixgraph.server.cli", "render", str(p), "-o", str(out),
+               "--duration", str(n / RATE)] + (["--subtype", sub] if sub else [])
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        y, _ = sf.read(out, dtype="float64")
+        if sub is None:
+            assert sf.info(str(out)).subtype == "FLOAT"
+            np.testing.assert_allclose(y, ref, atol=2e-6)  # +6 dBFS peaks kept
+            assert 20 * np.log10(np.max(np.abs(y))) == pytest.approx(6.0, abs=0.01)
+            assert f"peak +6.0 dBFS, {over} samples over 0 dBFS" in r.stderr, r.stderr
+        else:
+            assert np.max(np.abs(y)) <= 1.0
+            clipped = np.abs(ref) > 1.0
+            # held at full scale where the formula is over it, the formula elsewhere
+            assert np.all(np.abs(y[clipped]) >= 32766 / 32768)
+            np.testing.assert_allclose(y[~clipped], ref[~clipped], atol=2 / 32768)
+            assert f"peak +0.0 dBFS, {over} samples clipped at 0 dBFS" in r.stderr, r.stderr
+    # the API says the same; NaN and Inf are still scrubbed without a ceiling (engine test)
+    res = render(p, tmp_path / "api.wav", duration_s=n / RATE)
+    assert res.float_file and res.overs == over and res.clipped == 0
+    assert res.peak == pytest.approx(amp, abs=1e-4)
+
+
+def test_engine_ceiling_per_engine_none_keeps_overs_and_still_scrubs_nan_inf():
+    """Live backends keep the 0 dBFS ceiling (the default); an engine with none
+    (offline renders to float files) passes +-3.0 through and still turns NaN
+    and +-Inf into 0 (fails on main: set_ceiling_db(None) did not exist and
+    +Inf was ignored by mg_engine_set_ceiling)."""
+    from mixgraph.server.engine import Engine
+    from mixgraph.server.session import Session
+
+    x = np.array([[3.0], [np.inf], [np.nan], [-3.0], [-np.inf], [0.5]] * 8, np.float32)
+    want = {None: [3.0, 0.0, 0.0, -3.0, 0.0, 0.5], 0.0: [1.0, 0.0, 0.0, -1.0, 0.0, 0.5],
+            -6.0: [10 ** (-6 / 20), 0.0, 0.0, -(10 ** (-6 / 20)), 0.0, 0.5]}
+    for ceiling, vals in want.items():
+        e = Engine(RATE, 1, 1)
+        if ceiling != 0.0:
+            e.set_ceiling_db(ceiling)
+        s = Session(e)
+        try:
+            s.add_node("input", "in", {"channels": 1})
+            s.add_node("output", "out", {"channels": 1})
+            s.connect("in", "out")
+            s.commit()
+            e.process(4800, None)  # past the connection's fade-in
+            y = e.process(len(x), x)[:, 0]
+            np.testing.assert_allclose(y[:6], vals, rtol=1e-6)
+            st = e.stats()
+            assert st.nan_scrubbed == 24
+            assert st.clipped == (0 if ceiling is None else 16)
+        finally:
+            s.close()
+            e.free()
