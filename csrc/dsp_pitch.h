@@ -1,8 +1,8 @@
 /* dsp_pitch.h: monophonic pitch detection (YIN) and a timbre-preserving
  * pitch shifter (TD-PSOLA), shared by the autotune and pitchshift nodes.
  *
- * Detector (pd_*): every hop (64 decimated samples, 5.3 ms at 48 kHz) YIN
- * runs on a decimated copy of the input (4th-order Butterworth low-pass,
+ * Detector (pd_*), 70 Hz to 2.4 kHz: every hop (64 decimated samples,
+ * 5.3 ms at 48 kHz) YIN runs on a decimated copy of the input (4th-order Butterworth low-pass,
  * then every D-th sample, D = round(fs / 12 kHz)): difference function over
  * W = 192 decimated samples for lags up to 1/PD_FMIN, cumulative-mean-
  * normalised difference (CMNDF), absolute threshold 0.15 then the local
@@ -19,29 +19,46 @@
  * Shifter (ps_*): TD-PSOLA with an overlap-add ring. Synthesis marks are
  * spaced by the output period S = Ta / ratio (Ta: detected period at the
  * mark, ratio: output / input frequency, 0.5..2); each mark takes a Hann
- * grain of half-width Ta (two periods) from the input centred d samples
+ * grain of half-width H = min(Ta, S) from the input centred d samples
  * earlier, where d advances by Ta - S per mark and is kept in (-1.5 Ta, 0]
  * by whole periods (a period repeated or skipped: the PSOLA pitch change;
  * the spectral envelope of each grain - the formants - stays). The first
- * voiced grain is centred on the largest sample of a period (the glottal
- * pulse of a voice), and each later one on the point, within +-6 % of a
- * period of the predicted one, whose period of waveform best matches the
- * previous grain's (least squares): the grains stay in phase whatever the
- * detector's error, so the output period is exactly S. Reads are fractional
- * (4-point Lagrange, coefficients fixed per grain).
+ * voiced grain of a note (period 5 % away from the last grain's) is centred
+ * on the largest sample of a period (the glottal pulse of a voice), and each
+ * later one on the point, within +-6 % of a period of the predicted one,
+ * whose period of waveform best matches the previous grain's (least
+ * squares): the grains stay in phase whatever the detector's error, so the
+ * output period is exactly S. Reads are fractional (4-point Lagrange,
+ * coefficients fixed per grain).
  *
- * Level: grains are weighted sqrt(S / Ta) (constant power for a pulse-like
- * voice at both shift directions); the output is divided by the sum of the
- * windows (each counted min(1, S / Ta)) wherever that exceeds 1, so
- * overlapping grains never add up beyond sqrt(max(ratio, 1 / ratio)) times
- * the input's peak (plus the interpolator's overshoot, < 13 %). Unvoiced
- * input (noise, consonants, silence) and ratio 1 use d = 0 and windows that
- * sum to 1: the output is then the input delayed by the latency
- * L = 2 Hmax + 3 samples (Hmax = fs / PD_FMIN: 28.6 ms at 48 kHz), sample
- * for sample up to float rounding.
+ * Why H = min(Ta, S) and a level per grain: the output's partials sample the
+ * grain's spectrum at multiples of 1 / S. A grain of two periods (H = Ta)
+ * has a spectrum that falls to zero one harmonic spacing from each partial
+ * (any window that sums to 1 at hop Ta does: W(k / Ta) = 0), so a pure tone
+ * - whose only "formant" is its own partial - shifted up by an octave
+ * landed on that zero and came out silent (-131 dB at +12 semitones, -4 dB
+ * at +7). Upward grains are therefore S long on each side (they sum to 1 at
+ * hop S, and the partial's lobe spans 2 r f0, so the new fundamental sits at
+ * most half-way down it), and each shifted grain is weighted so the output
+ * keeps the input's power: the input's variance under a Hann of half-width
+ * Ta (two whole periods: exact for a periodic input) over the mean square of
+ * this grain repeated every S (its overlaps and their interference included),
+ * square root (ps_level). A shifted grain has its window-weighted mean taken
+ * off (grains repeated every S would otherwise build DC, half the output of a
+ * sine moved up an octave). Peaks: the weight is held so the predicted output
+ * peak stays within (1 + 0.2 |log2 r|) sqrt(max(r, 1/r)) times the input's
+ * peak (a sine an octave down needs 1.63x for its level), and ps_pull holds
+ * each output sample within 1.15x the largest bound of the shifted grains
+ * over it (where grains of different shapes meet: a new note).
  *
- * Memory comes from mg_zalloc in pd_alloc / ps_alloc; the per-sample calls
- * do arithmetic only. */
+ * Overlaps are divided by the sum of the windows wherever that exceeds 1.
+ * Unvoiced input (noise, consonants, silence) and ratio 1 use d = 0 and
+ * windows that sum to 1: the output is then the input delayed by the
+ * latency L = 2 Hmax + 3 samples (Hmax = fs / PD_FMIN: 28.6 ms at 48 kHz),
+ * sample for sample up to float rounding.
+ *
+ * Memory comes from mg_zalloc in pd_alloc / ps_alloc (the grain scratch
+ * included); the per-sample calls do arithmetic only. */
 #ifndef DSP_PITCH_H
 #define DSP_PITCH_H
 
@@ -54,7 +71,7 @@
 
 #define PD_PI 3.14159265358979323846
 #define PD_FMIN 70.0    /* Hz: lowest detected pitch (sets the latency) */
-#define PD_FMAX 1100.0  /* Hz: highest detected pitch */
+#define PD_FMAX 2400.0  /* Hz: highest detected pitch */
 #define PD_W 192        /* decimated samples in the YIN window */
 #define PD_HOP 64       /* decimated samples between analyses */
 #define PD_NEST 16      /* estimates kept for pd_at */
@@ -353,6 +370,8 @@ static inline int pd_at(const pd_det *s, double t, double *f, float *conf)
 
 #define PS_MAXCH 2
 #define PS_RMAX 16 /* largest waveform-matching search, samples */
+#define PS_PEAK 0.2         /* shifted peak bound: (1 + PS_PEAK |log2 r|) sqrt(max(r, 1/r)) input peaks */
+#define PS_PEAK_MARGIN 1.15f /* output held within this times that bound */
 
 typedef struct {
     double fs;
@@ -361,11 +380,14 @@ typedef struct {
     float *mono;          /* what grains are matched on: in[0], or the mean of two channels */
     float *acc[PS_MAXCH]; /* overlap-add rings (mask oM - 1) */
     float *wacc;          /* sum of windows */
+    float *pacc;          /* the largest peak bound of the shifted grains here (0: none) */
+    float *gw, *gx[PS_MAXCH]; /* one grain's window and input samples (2 Hmax + 4) */
     int iM, oM;
     int Hmax, L, Tu;
     int64_t n;            /* input samples pushed */
     double ts, d;         /* next synthesis mark; its source offset */
     double src_prev;      /* source centre of the previous grain */
+    double Ta_prev;       /* its period */
     int prev_voiced;
 } ps_shift;
 
@@ -381,9 +403,11 @@ static inline void ps_reset(ps_shift *s)
         memset(s->acc[c], 0, (size_t)s->oM * sizeof(float));
     }
     memset(s->wacc, 0, (size_t)s->oM * sizeof(float));
+    memset(s->pacc, 0, (size_t)s->oM * sizeof(float));
     if (s->ch > 1)
         memset(s->mono, 0, 2 * (size_t)s->iM * sizeof(float));
     s->src_prev = 0.0;
+    s->Ta_prev = 0.0;
     s->prev_voiced = 0;
     s->n = 0;
     s->ts = 0.0;
@@ -408,6 +432,16 @@ static inline int ps_alloc(ps_shift *s, double fs, int ch)
             return -1;
     }
     s->wacc = mg_zalloc((size_t)s->oM, sizeof(float));
+    s->pacc = mg_zalloc((size_t)s->oM, sizeof(float));
+    if (!s->pacc)
+        return -1;
+    const size_t gn = 2 * (size_t)s->Hmax + 4;
+    s->gw = mg_zalloc(gn, sizeof(float));
+    for (int c = 0; c < s->ch; c++)
+        if (!(s->gx[c] = mg_zalloc(gn, sizeof(float))))
+            return -1;
+    if (!s->gw)
+        return -1;
     s->mono = s->ch > 1 ? mg_zalloc(2 * (size_t)s->iM, sizeof(float)) : s->in[0];
     if (!s->wacc || !s->mono)
         return -1;
@@ -425,7 +459,14 @@ static inline void ps_free(ps_shift *s)
         s->in[c] = s->acc[c] = NULL;
     }
     free(s->wacc);
-    s->wacc = s->mono = NULL;
+    free(s->pacc);
+    s->pacc = NULL;
+    free(s->gw);
+    for (int c = 0; c < PS_MAXCH; c++) {
+        free(s->gx[c]);
+        s->gx[c] = NULL;
+    }
+    s->wacc = s->mono = s->gw = NULL;
 }
 
 /* [audio] one input frame (finite samples, s->ch of them) and their mean */
@@ -452,9 +493,12 @@ static inline double ps_mark(const ps_shift *s)
 }
 
 /* Overlap-add one grain: output positions |q - ts| < H get window w(q - ts)
- * times the input at q + d. */
-static void ps_place(ps_shift *s, double ts, double d, double H, float g, float v)
+ * times the input at q + d, times g. A shifted grain (pmax > 0: its peak
+ * bound) has its window-weighted mean taken off first (repeated grains make
+ * no DC) and marks its bound in the peak ring (ps_pull). */
+static void ps_place(ps_shift *s, double ts, double d, double H, float g, float v, float pmax)
 {
+    const int dc = pmax > 0.0f;
     const int q0 = (int)ceil(ts - H), q1 = (int)floor(ts + H);
     const double dfl = floor(d);
     const int di = (int)dfl;
@@ -463,41 +507,45 @@ static void ps_place(ps_shift *s, double ts, double d, double H, float g, float 
     const double dth = PD_PI / H, th0 = (q0 - ts) * dth;
     double wc = cos(th0), ws = sin(th0);
     const double cd = cos(dth), sd = sin(dth);
-    if (fr == 0.0f) {
-        for (int q = q0; q <= q1; q++) {
-            float w = (float)(0.5 + 0.5 * wc);
-            w = w > 0.0f ? w : 0.0f;
-            const float gw = g * w;
-            const int o = q & omask, i = (q + di) & imask;
-            for (int c = 0; c < s->ch; c++)
-                s->acc[c][o] += gw * s->in[c][i];
-            s->wacc[o] += v * w;
-            const double nc = wc * cd - ws * sd;
-            ws = ws * cd + wc * sd;
-            wc = nc;
-        }
-        return;
-    }
-    /* 4-point Lagrange at points -1, 0, 1, 2 */
+    /* 4-point Lagrange at points -1, 0, 1, 2 (fr = 0: the sample itself) */
     const float f = fr;
     const float c0 = -f * (f - 1.0f) * (f - 2.0f) / 6.0f;
     const float c1 = (f + 1.0f) * (f - 1.0f) * (f - 2.0f) / 2.0f;
     const float c2 = -(f + 1.0f) * f * (f - 2.0f) / 2.0f;
     const float c3 = (f + 1.0f) * f * (f - 1.0f) / 6.0f;
-    for (int q = q0; q <= q1; q++) {
+    const int n = q1 - q0 + 1;
+    double sw = 0.0, sx[PS_MAXCH] = {0.0, 0.0};
+    for (int j = 0; j < n; j++) {
+        const int q = q0 + j;
         float w = (float)(0.5 + 0.5 * wc);
         w = w > 0.0f ? w : 0.0f;
-        const float gw = g * w;
-        const int o = q & omask, i = q + di;
-        const int i0 = (i - 1) & imask, i1 = i & imask, i2 = (i + 1) & imask, i3 = (i + 2) & imask;
+        s->gw[j] = w;
+        const int i = q + di;
         for (int c = 0; c < s->ch; c++) {
             const float *x = s->in[c];
-            s->acc[c][o] += gw * (c0 * x[i0] + c1 * x[i1] + c2 * x[i2] + c3 * x[i3]);
+            const float xv = fr == 0.0f ? x[i & imask]
+                : c0 * x[(i - 1) & imask] + c1 * x[i & imask] + c2 * x[(i + 1) & imask] +
+                  c3 * x[(i + 2) & imask];
+            s->gx[c][j] = xv;
+            sx[c] += (double)w * xv;
         }
-        s->wacc[o] += v * w;
+        sw += w;
         const double nc = wc * cd - ws * sd;
         ws = ws * cd + wc * sd;
         wc = nc;
+    }
+    float mu[PS_MAXCH] = {0.0f, 0.0f};
+    if (dc && sw > 0.0)
+        for (int c = 0; c < s->ch; c++)
+            mu[c] = (float)(sx[c] / sw);
+    for (int j = 0; j < n; j++) {
+        const int o = (q0 + j) & omask;
+        const float w = s->gw[j], gw = g * w;
+        for (int c = 0; c < s->ch; c++)
+            s->acc[c][o] += gw * (s->gx[c][j] - mu[c]);
+        s->wacc[o] += v * w;
+        if (pmax > s->pacc[o])
+            s->pacc[o] = pmax;
     }
 }
 
@@ -560,6 +608,82 @@ static double ps_epoch(const ps_shift *s, double Ta)
     return (double)best - s->ts;
 }
 
+/* The mono input at fractional position t (4-point Lagrange, as ps_place). */
+static inline float ps_at(const ps_shift *s, double t)
+{
+    const double fl = floor(t);
+    const int64_t i = (int64_t)fl;
+    const int mask = s->iM - 1;
+    const float f = (float)(t - fl);
+    const float *x = s->mono;
+    return -f * (f - 1.0f) * (f - 2.0f) / 6.0f * x[(i - 1) & mask] +
+           (f + 1.0f) * (f - 1.0f) * (f - 2.0f) / 2.0f * x[i & mask] -
+           (f + 1.0f) * f * (f - 2.0f) / 2.0f * x[(i + 1) & mask] +
+           (f + 1.0f) * f * (f - 1.0f) / 6.0f * x[(i + 2) & mask];
+}
+
+/* The grain weight that keeps the level: the input's mean square (Hann of
+ * half-width Ta around the grain's source: two whole periods, exact for any
+ * periodic input) over the mean square of the output this grain makes when
+ * repeated every S (the steady state of a steady tone: the grains' sum over
+ * one output period, the overlaps and their interference included), square
+ * root, held within [1/16, 16]. */
+static float ps_level(const ps_shift *s, double src, double Ta, double S, double H, float *pmx)
+{
+    const int mask = s->iM - 1;
+    const int64_t c = (int64_t)llround(src);
+    const int h = (int)floor(Ta);
+    double sw0 = 0.0, sx0 = 0.0, sxx = 0.0;
+    float pk = 0.0f;
+    for (int j = -h; j <= h; j++) {
+        const double w = 0.5 + 0.5 * cos(PD_PI * j / Ta);
+        const float xv = s->mono[(c + j) & mask];
+        sw0 += w;
+        sx0 += w * xv;
+        sxx += w * xv * xv;
+        for (int ch = 0; ch < s->ch; ch++) {
+            const float a = fabsf(s->in[ch][(c + j) & mask]);
+            pk = a > pk ? a : pk;
+        }
+    }
+    /* its variance (the mean taken off, as from the grains) */
+    const double pin = sw0 > 0.0 ? sxx / sw0 - (sx0 / sw0) * (sx0 / sw0) : 0.0;
+    /* the grain's window-weighted mean, as ps_place takes it off */
+    double sw = 0.0, sx = 0.0;
+    for (int q = (int)ceil(-H); q <= (int)floor(H); q++) {
+        const double w = 0.5 + 0.5 * cos(PD_PI * q / H);
+        sw += w;
+        sx += w * ps_at(s, src + q);
+    }
+    const double mu = sw > 0.0 ? sx / sw : 0.0;
+
+    int ns = (int)ceil(S);
+    ns = ns < 8 ? 8 : ns;
+    double acc = 0.0, ypk = 0.0;
+    for (int j = 0; j < ns; j++) {
+        const double t = j * S / ns;
+        double y = 0.0;
+        for (int k = (int)ceil((t - H) / S); k * S < t + H; k++) {
+            const double u = t - k * S;
+            if (u > -H && u < H)
+                y += (0.5 + 0.5 * cos(PD_PI * u / H)) * (ps_at(s, src + u) - mu);
+        }
+        acc += y * y;
+        ypk = fabs(y) > ypk ? fabs(y) : ypk;
+    }
+    const double pout = acc / ns;
+    /* and its peak within sqrt(max(S / Ta, Ta / S)) times the input's */
+    const double pmax = (1.0 + PS_PEAK * fabs(log2(Ta / S))) * sqrt(S > Ta ? S / Ta : Ta / S) * pk;
+    *pmx = (float)pmax;
+    if (!(pin > 1e-20 && pout > 1e-20))
+        return 1.0f;
+    double g = sqrt(pin / pout);
+    if (g * ypk > pmax)
+        g = pmax / ypk;
+    g = g < 0.0625 ? 0.0625 : g > 16.0 ? 16.0 : g;
+    return (float)g;
+}
+
 /* Place the due mark: voiced with analysis period Ta (samples) and pitch
  * ratio (output / input frequency), or unvoiced (copied: d = 0). */
 static inline void ps_grain(ps_shift *s, int voiced, double Ta, double ratio)
@@ -571,7 +695,7 @@ static inline void ps_grain(ps_shift *s, int voiced, double Ta, double ratio)
     if (!voiced || !(Ta >= 2.0 && Ta <= s->Hmax)) {
         s->d = 0.0;
         s->prev_voiced = 0;
-        ps_place(s, s->ts, 0.0, s->Tu, 1.0f, 1.0f);
+        ps_place(s, s->ts, 0.0, s->Tu, 1.0f, 1.0f, 0.0f);
         s->ts += s->Tu;
             return;
     }
@@ -579,7 +703,7 @@ static inline void ps_grain(ps_shift *s, int voiced, double Ta, double ratio)
         /* no change: the input copied with the current offset (windows summing to 1) */
         while (s->d > 0.0)
             s->d -= Ta;
-        ps_place(s, s->ts, s->d, s->Tu, 1.0f, 1.0f);
+        ps_place(s, s->ts, s->d, s->Tu, 1.0f, 1.0f, 0.0f);
         s->src_prev = s->ts + s->d;
         s->prev_voiced = 1;
         s->ts += s->Tu;
@@ -593,9 +717,14 @@ static inline void ps_grain(ps_shift *s, int voiced, double Ta, double ratio)
     double S = Ta / ratio;
     if (S > 1.9 * s->Hmax)
         S = 1.9 * s->Hmax;
-    const double H = Ta;
-    d = s->prev_voiced ? ps_match(s, d, Ta) : ps_epoch(s, Ta);
-    ps_place(s, s->ts, d, H, (float)sqrt(S / Ta), S < Ta ? (float)(S / Ta) : 1.0f);
+    const double H = S < Ta ? S : Ta;
+    /* a new note (period 5 % away from the last grain's) starts on its epoch */
+    const int same = s->prev_voiced && fabs(Ta - s->Ta_prev) < 0.05 * Ta;
+    d = same ? ps_match(s, d, Ta) : ps_epoch(s, Ta);
+    s->Ta_prev = Ta;
+    float pmax = 0.0f;
+    const float g = ps_level(s, s->ts + d, Ta, S, H, &pmax);
+    ps_place(s, s->ts, d, H, g, 1.0f, pmax > 0.0f ? pmax : 1e-30f);
     s->src_prev = s->ts + d;
     s->prev_voiced = 1;
     s->d = d + Ta - S;
@@ -607,11 +736,18 @@ static inline void ps_pull(ps_shift *s, float *y)
 {
     const int o = (int)((s->n - 1 - s->L) & (s->oM - 1));
     const float w = s->wacc[o];
+    const float pm = PS_PEAK_MARGIN * s->pacc[o];
     for (int c = 0; c < s->ch; c++) {
-        y[c] = w > 1.0f ? s->acc[c][o] / w : s->acc[c][o];
+        float v = w > 1.0f ? s->acc[c][o] / w : s->acc[c][o];
+        /* where shifted grains meet grains of another shape (a new note, a
+         * detector jump) their sum can pass the bound a steady tone keeps */
+        if (pm > 0.0f)
+            v = v > pm ? pm : v < -pm ? -pm : v;
+        y[c] = v;
         s->acc[c][o] = 0.0f;
     }
     s->wacc[o] = 0.0f;
+    s->pacc[o] = 0.0f;
 }
 
 /* The input delayed by the latency (the dry path of a mix). */
