@@ -16,6 +16,18 @@
  * -70 dBFS and CMNDF minimum below 0.2 (0.35 to stay voiced);
  * confidence = 1 - CMNDF minimum.
  *
+ * One note or a chord (pd_est.mono, what autotune corrects): YIN reads a
+ * chord as one period too, at a common subharmonic of its notes (A4 + D#5 at
+ * 211 Hz with confidence 0.90, an A major triad at 110 Hz with 0.99). A
+ * voiced estimate is one note when (a) the full-rate difference at T over
+ * the window's energy, d(T) / (e(0) + e(T)), is at most 2 %, (b) the
+ * fundamental 1/T holds at least 0.1 % of the power over the last fM samples
+ * (Goertzel under a Hann: pd_fund; a subharmonic of a chord holds nothing),
+ * and (c) no period's energy there dips 2x below one before and one after it
+ * (beating: a minor second, a cluster); a failed test holds "chord" for
+ * 100 ms. Notes an octave apart (or a nearly just fifth) are one periodic
+ * wave with its fundamental: no detector tells them from one note.
+ *
  * Shifter (ps_*): TD-PSOLA with an overlap-add ring. Synthesis marks are
  * spaced by the output period S = Ta / ratio (Ta: detected period at the
  * mark, ratio: output / input frequency, 0.5..2); each mark takes a Hann
@@ -80,12 +92,18 @@
 #define PD_ON 0.2f      /* CMNDF below this: voiced */
 #define PD_OFF 0.35f    /* stay voiced below this */
 #define PD_SILENCE 1e-7 /* mean square below this (-70 dBFS): unvoiced */
+#define PD_MONO_APER 0.02  /* one note: full-rate d(T) / (e(0) + e(T)) at most this */
+#define PD_MONO_FUND 1e-3f /* ... the fundamental's power share at least this */
+#define PD_BEAT 2.0f       /* ... and no period whose energy is this far below one before and one after it */
+#define PD_POLY_HOLD 0.1   /* s a chord verdict is held */
 
 typedef struct {
     double t;  /* centre of the analysis window, input samples */
     float f;   /* Hz (0: unvoiced) */
     float conf;
+    float fund;  /* the fundamental's share of the power (0..1), pd_fund */
     int voiced;
+    int mono;    /* voiced and one note (pd_fund: not a chord or cluster) */
 } pd_est;
 
 typedef struct {
@@ -102,6 +120,9 @@ typedef struct {
     int Wf, R, tmaxf;   /* full-rate refine window, lag search radius, longest lag */
     int hop, hcount;    /* input samples per analysis */
     float *cm;          /* CMNDF scratch, lmax + 2 */
+    float *hw;          /* Hann window over the full-rate ring (fM), for pd_fund */
+    float *pe;          /* per-period energies over that ring (pd_fund), fM / 2 + 2 */
+    int64_t poly_until; /* input sample until which estimates are not mono */
     int64_t n;          /* input samples pushed */
     int voiced;
     pd_est est[PD_NEST];
@@ -166,6 +187,7 @@ static inline void pd_reset(pd_det *s)
     memset(s->fr, 0, 2 * (size_t)s->fM * sizeof *s->fr);
     s->dphase = s->dpos = s->fpos = s->hcount = 0;
     s->n = 0;
+    s->poly_until = 0;
     s->voiced = 0;
     s->ne = s->head = 0;
 }
@@ -194,8 +216,12 @@ static inline int pd_alloc(pd_det *s, double fs)
     s->dr = mg_zalloc(2 * (size_t)s->dM, sizeof(float));
     s->fr = mg_zalloc(2 * (size_t)s->fM, sizeof(float));
     s->cm = mg_zalloc((size_t)s->lmax + 2, sizeof(float));
-    if (!s->dr || !s->fr || !s->cm)
+    s->hw = mg_zalloc((size_t)s->fM, sizeof(float));
+    s->pe = mg_zalloc((size_t)s->fM / 2 + 2, sizeof(float));
+    if (!s->dr || !s->fr || !s->cm || !s->hw || !s->pe)
         return -1;
+    for (int j = 0; j < s->fM; j++)
+        s->hw[j] = (float)(0.5 - 0.5 * cos(2.0 * PD_PI * (j + 0.5) / s->fM));
     pd_reset(s);
     return 0;
 }
@@ -205,15 +231,73 @@ static inline void pd_free(pd_det *s)
     free(s->dr);
     free(s->fr);
     free(s->cm);
-    s->dr = s->fr = s->cm = NULL;
+    free(s->hw);
+    free(s->pe);
+    s->dr = s->fr = s->cm = s->hw = s->pe = NULL;
 }
 
-static inline void pd_store(pd_det *s, double t, float f, float conf, int voiced)
+static inline void pd_store(pd_det *s, double t, float f, float conf, float fund, int voiced,
+                            int mono)
 {
-    s->est[s->head] = (pd_est){t, voiced ? f : 0.0f, conf, voiced};
+    s->est[s->head] = (pd_est){t, voiced ? f : 0.0f, conf, fund, voiced, voiced && mono};
     s->head = (s->head + 1) % PD_NEST;
     if (s->ne < PD_NEST)
         s->ne++;
+}
+
+/* The share of the power the fundamental 1/T holds over the full-rate ring
+ * (the latest fM samples, 43 ms at 48 kHz, Hann: main lobe +-2 fs/fM, so the
+ * second harmonic of the lowest pitch is outside it). A monophonic voice or
+ * instrument has a partial at its fundamental; a chord read at a common
+ * subharmonic of its notes (A4 + D#5 at 211 Hz, an A major triad at 110 Hz)
+ * has next to nothing there. */
+static float pd_fund(const pd_det *s, double T, int *beat)
+{
+    const float *x = s->fr + s->fpos;
+    const int n = s->fM;
+    /* beating (two or more notes a few Hz to a few tens of Hz apart): a
+     * period whose energy dips PD_BEAT times below a period before it and a
+     * period after it; an onset or a decay only rises or falls */
+    {
+        int P = (int)lround(T);
+        P = P < 2 ? 2 : P;
+        const int K = n / P;
+        float *e = s->pe;
+        for (int k = 0; k < K; k++) {
+            const float *xp = x + n - (K - k) * P;
+            double a = 0.0;
+            for (int j = 0; j < P; j++)
+                a += (double)xp[j] * xp[j];
+            e[k] = (float)a;
+        }
+        float before = 0.0f;
+        *beat = 0;
+        for (int k = 0; k < K && !*beat; k++) {
+            if (k > 0 && before >= PD_BEAT * e[k])
+                for (int m = k + 1; m < K; m++)
+                    if (e[m] >= PD_BEAT * e[k]) {
+                        *beat = 1;
+                        break;
+                    }
+            before = e[k] > before ? e[k] : before;
+        }
+    }
+    const double cw = 2.0 * cos(2.0 * PD_PI / T);
+    double s1 = 0.0, s2 = 0.0, sw = 0.0, sxx = 0.0;
+    for (int j = 0; j < n; j++) {
+        const double v = (double)s->hw[j] * x[j];
+        const double s0 = v + cw * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+        sw += s->hw[j];
+        sxx += v * x[j];
+    }
+    const double re2 = s1 * s1 + s2 * s2 - cw * s1 * s2; /* |X(1/T)|^2 */
+    if (!(sxx > 0.0 && sw > 0.0))
+        return 0.0f;
+    const double p1 = 2.0 * re2 / (sw * sw); /* A^2 / 2 with A = 2 |X| / sum w */
+    const double r = p1 / (sxx / sw);
+    return r < 0.0 ? 0.0f : r > 1.0 ? 1.0f : (float)r;
 }
 
 /* One analysis over the latest samples (end = s->n). */
@@ -227,7 +311,7 @@ static void pd_analyse(pd_det *s)
         e += (double)x[j] * x[j];
     if (!(e / N >= PD_SILENCE)) {
         s->voiced = 0;
-        pd_store(s, end - 0.5 * N * s->D, 0.0f, 0.0f, 0);
+        pd_store(s, end - 0.5 * N * s->D, 0.0f, 0.0f, 0.0f, 0, 0);
         return;
     }
     float *cm = s->cm;
@@ -279,24 +363,51 @@ static void pd_analyse(pd_det *s)
             tb = k;
     }
     double T = tc * s->D;
+    double aper = 1.0; /* full-rate aperiodicity: d(T) / (e(0) + e(T)) */
     if (tb >= 0) {
         T = t0 - R + tb;
+        double dmin = dv[tb];
         if (tb > 0 && tb < 2 * R && isfinite(dv[tb - 1])) {
             const double a = dv[tb - 1], b = dv[tb], c = dv[tb + 1];
             const double den = a - 2.0 * b + c;
             if (den > 0.0) {
                 const double off = 0.5 * (a - c) / den;
-                if (off > -1.0 && off < 1.0)
+                if (off > -1.0 && off < 1.0) {
                     T += off;
+                    dmin = b - 0.25 * (a - c) * off;
+                }
             }
         }
+        const int ti = t0 - R + tb;
+        double e0 = 0.0, e1 = 0.0;
+        for (int j = 0; j < s->Wf; j++) {
+            e0 += (double)y[j] * y[j];
+            e1 += (double)y[j + ti] * y[j + ti];
+        }
+        aper = e0 + e1 > 0.0 ? (dmin > 0.0 ? dmin : 0.0) / (e0 + e1) : 1.0;
     }
     const float conf = cmin < 0.0f ? 1.0f : cmin > 1.0f ? 0.0f : 1.0f - cmin;
     int v = cmin < (s->voiced ? PD_OFF : PD_ON);
     if (!(T >= s->fs / PD_FMAX * 0.97 && T <= s->fs / PD_FMIN))
         v = 0;
     s->voiced = v;
-    pd_store(s, end - (s->Wf + tmax) + 0.5 * (s->Wf + T), v ? (float)(s->fs / T) : 0.0f, conf, v);
+    float fund = 0.0f;
+    int mono = 0;
+    if (v) {
+        int beat = 0;
+        fund = pd_fund(s, T, &beat);
+        /* one note: the period repeats at the full rate to within 2 % of the
+         * power (steady and vibrato tones here: < 0.05 %; the chords of the
+         * tests: 2.4 % to 22 %, or caught below), the fundamental holds at
+         * least 0.1 % of it (a formant-filtered voice: 0.8 %; a chord read at
+         * a common subharmonic: < 0.005 %), and no beating (a minor second,
+         * a cluster); a chord holds the verdict for PD_POLY_HOLD seconds */
+        if (!(aper <= PD_MONO_APER && fund >= PD_MONO_FUND) || beat)
+            s->poly_until = s->n + (int64_t)(PD_POLY_HOLD * s->fs);
+        mono = s->n >= s->poly_until;
+    }
+    pd_store(s, end - (s->Wf + tmax) + 0.5 * (s->Wf + T), v ? (float)(s->fs / T) : 0.0f, conf,
+             fund, v, mono);
 }
 
 /* [audio] one input sample (finite) */
@@ -333,12 +444,16 @@ static inline void pd_push(pd_det *s, float x)
 }
 
 /* The track at time t (input samples): interpolated between the estimates
- * around t, the latest one held beyond it. Returns voiced; *f in Hz. */
-static inline int pd_at(const pd_det *s, double t, double *f, float *conf)
+ * around t, the latest one held beyond it. Returns voiced; *f in Hz,
+ * *fund the fundamental's power share (pd_fund; fund may be NULL). */
+static inline int pd_at(const pd_det *s, double t, double *f, float *conf, float *fund)
 {
+    float fd;
+    if (!fund)
+        fund = &fd;
     if (s->ne == 0) {
         *f = 0.0;
-        *conf = 0.0f;
+        *conf = *fund = 0.0f;
         return 0;
     }
     const int newest = (s->head + PD_NEST - 1) % PD_NEST;
@@ -351,6 +466,7 @@ static inline int pd_at(const pd_det *s, double t, double *f, float *conf)
     if (i == newest || a->t > t) {
         *f = a->f;
         *conf = a->conf;
+        *fund = a->fund;
         return a->voiced;
     }
     const pd_est *b = &s->est[(i + 1) % PD_NEST];
@@ -358,12 +474,32 @@ static inline int pd_at(const pd_det *s, double t, double *f, float *conf)
     if (a->voiced && b->voiced) {
         *f = a->f + w * (b->f - a->f);
         *conf = (float)(a->conf + w * (b->conf - a->conf));
+        *fund = (float)(a->fund + w * (b->fund - a->fund));
         return 1;
     }
     const pd_est *c = w < 0.5 ? a : b;
     *f = c->f;
     *conf = c->conf;
+    *fund = c->fund;
     return c->voiced;
+}
+
+/* The one-note verdict (pd_est.mono) of the estimate nearest time t. */
+static inline int pd_mono_at(const pd_det *s, double t)
+{
+    if (s->ne == 0)
+        return 0;
+    int i = (s->head + PD_NEST - 1) % PD_NEST, k = 0, best = i;
+    double bd = fabs(s->est[i].t - t);
+    while (k < s->ne - 1) {
+        i = (i + PD_NEST - 1) % PD_NEST;
+        k++;
+        if (fabs(s->est[i].t - t) < bd) {
+            bd = fabs(s->est[i].t - t);
+            best = i;
+        }
+    }
+    return s->est[best].mono;
 }
 
 /* ---- TD-PSOLA shifter ------------------------------------------------------ */
