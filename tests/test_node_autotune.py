@@ -317,11 +317,9 @@ DETUNES = (35.0, -40.0, 20.0)
 NOTE_CASES = [(m, dc) for m in (40, 45, 52, 57, 62, 69, 76, 83, 88, 95) for dc in DETUNES]
 
 
-@pytest.mark.parametrize("channels", [1, 2])
-@pytest.mark.parametrize("kind", ["sine", "saw", "flute"])
+@pytest.mark.parametrize("kind,channels", [("sine", 1), ("saw", 1), ("flute", 1), ("sine", 2),
+                                           ("flute", 2)])
 def test_one_note_is_corrected_over_the_range(make, kind, channels):
-    if channels == 2 and kind == "saw":
-        pytest.skip("stereo: sine and flute cover it")
     s, e = make(channels=channels)
     lat = s.live["at"].latency
     seg = SR // 10 + CHORD_N
