@@ -121,7 +121,7 @@ typedef struct {
     int hop, hcount;    /* input samples per analysis */
     float *cm;          /* CMNDF scratch, lmax + 2 */
     float *hw;          /* Hann window over the full-rate ring (fM), for pd_fund */
-    float *pe;          /* per-period energies over that ring (pd_fund), fM / 2 + 2 */
+    float *pe;          /* per-period energies over that ring and their running maxima, fM + 4 */
     int64_t poly_until; /* input sample until which estimates are not mono */
     int64_t n;          /* input samples pushed */
     int voiced;
@@ -217,7 +217,7 @@ static inline int pd_alloc(pd_det *s, double fs)
     s->fr = mg_zalloc(2 * (size_t)s->fM, sizeof(float));
     s->cm = mg_zalloc((size_t)s->lmax + 2, sizeof(float));
     s->hw = mg_zalloc((size_t)s->fM, sizeof(float));
-    s->pe = mg_zalloc((size_t)s->fM / 2 + 2, sizeof(float));
+    s->pe = mg_zalloc((size_t)s->fM + 4, sizeof(float));
     if (!s->dr || !s->fr || !s->cm || !s->hw || !s->pe)
         return -1;
     for (int j = 0; j < s->fM; j++)
@@ -270,16 +270,19 @@ static float pd_fund(const pd_det *s, double T, int *beat)
                 a += (double)xp[j] * xp[j];
             e[k] = (float)a;
         }
+        /* the largest energy before each period (pm), then after it (after) */
+        float *pm = s->pe + n / 2 + 2;
         float before = 0.0f;
-        *beat = 0;
-        for (int k = 0; k < K && !*beat; k++) {
-            if (k > 0 && before >= PD_BEAT * e[k])
-                for (int m = k + 1; m < K; m++)
-                    if (e[m] >= PD_BEAT * e[k]) {
-                        *beat = 1;
-                        break;
-                    }
+        for (int k = 0; k < K; k++) {
+            pm[k] = before;
             before = e[k] > before ? e[k] : before;
+        }
+        float after = 0.0f;
+        *beat = 0;
+        for (int k = K - 1; k >= 0 && !*beat; k--) {
+            const float lim = PD_BEAT * e[k];
+            *beat = pm[k] >= lim && after >= lim && lim > 0.0f;
+            after = e[k] > after ? e[k] : after;
         }
     }
     const double cw = 2.0 * cos(2.0 * PD_PI / T);
@@ -444,16 +447,12 @@ static inline void pd_push(pd_det *s, float x)
 }
 
 /* The track at time t (input samples): interpolated between the estimates
- * around t, the latest one held beyond it. Returns voiced; *f in Hz,
- * *fund the fundamental's power share (pd_fund; fund may be NULL). */
-static inline int pd_at(const pd_det *s, double t, double *f, float *conf, float *fund)
+ * around t, the latest one held beyond it. Returns voiced; *f in Hz. */
+static inline int pd_at(const pd_det *s, double t, double *f, float *conf)
 {
-    float fd;
-    if (!fund)
-        fund = &fd;
     if (s->ne == 0) {
         *f = 0.0;
-        *conf = *fund = 0.0f;
+        *conf = 0.0f;
         return 0;
     }
     const int newest = (s->head + PD_NEST - 1) % PD_NEST;
@@ -466,7 +465,6 @@ static inline int pd_at(const pd_det *s, double t, double *f, float *conf, float
     if (i == newest || a->t > t) {
         *f = a->f;
         *conf = a->conf;
-        *fund = a->fund;
         return a->voiced;
     }
     const pd_est *b = &s->est[(i + 1) % PD_NEST];
@@ -474,13 +472,11 @@ static inline int pd_at(const pd_det *s, double t, double *f, float *conf, float
     if (a->voiced && b->voiced) {
         *f = a->f + w * (b->f - a->f);
         *conf = (float)(a->conf + w * (b->conf - a->conf));
-        *fund = (float)(a->fund + w * (b->fund - a->fund));
         return 1;
     }
     const pd_est *c = w < 0.5 ? a : b;
     *f = c->f;
     *conf = c->conf;
-    *fund = c->fund;
     return c->voiced;
 }
 
@@ -771,44 +767,66 @@ static float ps_level(const ps_shift *s, double src, double Ta, double S, double
     const int h = (int)floor(Ta);
     double sw0 = 0.0, sx0 = 0.0, sxx = 0.0;
     float pk = 0.0f;
-    for (int j = -h; j <= h; j++) {
-        const double w = 0.5 + 0.5 * cos(PD_PI * j / Ta);
-        const float xv = s->mono[(c + j) & mask];
-        sw0 += w;
-        sx0 += w * xv;
-        sxx += w * xv * xv;
-        for (int ch = 0; ch < s->ch; ch++) {
-            const float a = fabsf(s->in[ch][(c + j) & mask]);
-            pk = a > pk ? a : pk;
+    {
+        /* Hann weights by rotation: cos(pi j / Ta) from j = -h */
+        const double st = PD_PI / Ta, cs = cos(st), sn = sin(st);
+        double wc = cos(-h * st), ws = sin(-h * st);
+        for (int j = -h; j <= h; j++) {
+            const double w = 0.5 + 0.5 * wc;
+            const float xv = s->mono[(c + j) & mask];
+            sw0 += w;
+            sx0 += w * xv;
+            sxx += w * xv * xv;
+            for (int ch = 0; ch < s->ch; ch++) {
+                const float a = fabsf(s->in[ch][(c + j) & mask]);
+                pk = a > pk ? a : pk;
+            }
+            const double nc = wc * cs - ws * sn;
+            ws = ws * cs + wc * sn;
+            wc = nc;
         }
     }
     /* its variance (the mean taken off, as from the grains) */
     const double pin = sw0 > 0.0 ? sxx / sw0 - (sx0 / sw0) * (sx0 / sw0) : 0.0;
     /* the grain's window-weighted mean, as ps_place takes it off */
     double sw = 0.0, sx = 0.0;
-    for (int q = (int)ceil(-H); q <= (int)floor(H); q++) {
-        const double w = 0.5 + 0.5 * cos(PD_PI * q / H);
-        sw += w;
-        sx += w * ps_at(s, src + q);
+    {
+        const int q0 = (int)ceil(-H), q1 = (int)floor(H);
+        const double st = PD_PI / H, cs = cos(st), sn = sin(st);
+        double wc = cos(q0 * st), ws = sin(q0 * st);
+        for (int q = q0; q <= q1; q++) {
+            const double w = 0.5 + 0.5 * wc;
+            sw += w;
+            sx += w * ps_at(s, src + q);
+            const double nc = wc * cs - ws * sn;
+            ws = ws * cs + wc * sn;
+            wc = nc;
+        }
     }
     const double mu = sw > 0.0 ? sx / sw : 0.0;
-
     int ns = (int)ceil(S);
     ns = ns < 8 ? 8 : ns;
     double acc = 0.0, ypk = 0.0;
+    /* grain k at t - k S: its window angle steps by -pi S / H per k */
+    const double kst = PD_PI * S / H, kc = cos(kst), ks = sin(kst);
     for (int j = 0; j < ns; j++) {
         const double t = j * S / ns;
+        const int k0 = (int)ceil((t - H) / S);
         double y = 0.0;
-        for (int k = (int)ceil((t - H) / S); k * S < t + H; k++) {
+        double wc = cos(PD_PI * (t - k0 * S) / H), ws = sin(PD_PI * (t - k0 * S) / H);
+        for (int k = k0; k * S < t + H; k++) {
             const double u = t - k * S;
             if (u > -H && u < H)
-                y += (0.5 + 0.5 * cos(PD_PI * u / H)) * (ps_at(s, src + u) - mu);
+                y += (0.5 + 0.5 * wc) * (ps_at(s, src + u) - mu);
+            const double nc = wc * kc + ws * ks; /* angle - kst */
+            ws = ws * kc - wc * ks;
+            wc = nc;
         }
         acc += y * y;
         ypk = fabs(y) > ypk ? fabs(y) : ypk;
     }
     const double pout = acc / ns;
-    /* and its peak within sqrt(max(S / Ta, Ta / S)) times the input's */
+    /* and its peak within (1 + PS_PEAK |log2 r|) sqrt(max(r, 1 / r)) input peaks */
     const double pmax = (1.0 + PS_PEAK * fabs(log2(Ta / S))) * sqrt(S > Ta ? S / Ta : Ta / S) * pk;
     *pmx = (float)pmax;
     if (!(pin > 1e-20 && pout > 1e-20))

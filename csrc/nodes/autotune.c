@@ -129,7 +129,7 @@ static void process(void *st, const mg_proc *p)
         pv_push(vc, p->in, i);
         while (ps_due(&vc->sh)) {
             double f;
-            const int v = pd_at(&vc->det, ps_mark(&vc->sh), &f, &conf, NULL);
+            const int v = pd_at(&vc->det, ps_mark(&vc->sh), &f, &conf);
             const int mono = pd_mono_at(&vc->det, ps_mark(&vc->sh));
             if (!v || !mono || !(f > 0.0)) {
                 s->note = NO_NOTE;

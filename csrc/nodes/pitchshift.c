@@ -57,7 +57,7 @@ static void process(void *st, const mg_proc *p)
         while (ps_due(&vc->sh)) {
             double f;
             float conf;
-            const int v = pd_at(&vc->det, ps_mark(&vc->sh), &f, &conf, NULL);
+            const int v = pd_at(&vc->det, ps_mark(&vc->sh), &f, &conf);
             const double st_ = mg_pv_at(semi, i) + 0.01 * mg_pv_at(cents, i);
             const double ratio = st_ == 0.0 ? 1.0 : exp2(st_ / 12.0);
             if (v && f > 0.0)
