@@ -1,8 +1,8 @@
 /* dsp_pitch.h: monophonic pitch detection (YIN) and a timbre-preserving
  * pitch shifter (TD-PSOLA), shared by the autotune and pitchshift nodes.
  *
- * Detector (pd_*): every hop (64 decimated samples, 5.3 ms at 48 kHz) YIN
- * runs on a decimated copy of the input (4th-order Butterworth low-pass,
+ * Detector (pd_*), 70 Hz to 2.4 kHz: every hop (64 decimated samples,
+ * 5.3 ms at 48 kHz) YIN runs on a decimated copy of the input (4th-order Butterworth low-pass,
  * then every D-th sample, D = round(fs / 12 kHz)): difference function over
  * W = 192 decimated samples for lags up to 1/PD_FMIN, cumulative-mean-
  * normalised difference (CMNDF), absolute threshold 0.15 then the local
@@ -16,32 +16,61 @@
  * -70 dBFS and CMNDF minimum below 0.2 (0.35 to stay voiced);
  * confidence = 1 - CMNDF minimum.
  *
+ * One note or a chord (pd_est.mono, what autotune corrects): YIN reads a
+ * chord as one period too, at a common subharmonic of its notes (A4 + D#5 at
+ * 211 Hz with confidence 0.90, an A major triad at 110 Hz with 0.99). A
+ * voiced estimate is one note when (a) the full-rate difference at T over
+ * the window's energy, d(T) / (e(0) + e(T)), is at most 2 %, (b) the
+ * fundamental 1/T holds at least 0.1 % of the power over the last fM samples
+ * (Goertzel under a Hann: pd_fund; a subharmonic of a chord holds nothing),
+ * and (c) no period's energy there dips 2x below one before and one after it
+ * (beating: a minor second, a cluster); a failed test holds "chord" for
+ * 100 ms. Notes an octave apart (or a nearly just fifth) are one periodic
+ * wave with its fundamental: no detector tells them from one note.
+ *
  * Shifter (ps_*): TD-PSOLA with an overlap-add ring. Synthesis marks are
  * spaced by the output period S = Ta / ratio (Ta: detected period at the
  * mark, ratio: output / input frequency, 0.5..2); each mark takes a Hann
- * grain of half-width Ta (two periods) from the input centred d samples
+ * grain of half-width H = min(Ta, S) from the input centred d samples
  * earlier, where d advances by Ta - S per mark and is kept in (-1.5 Ta, 0]
  * by whole periods (a period repeated or skipped: the PSOLA pitch change;
  * the spectral envelope of each grain - the formants - stays). The first
- * voiced grain is centred on the largest sample of a period (the glottal
- * pulse of a voice), and each later one on the point, within +-6 % of a
- * period of the predicted one, whose period of waveform best matches the
- * previous grain's (least squares): the grains stay in phase whatever the
- * detector's error, so the output period is exactly S. Reads are fractional
- * (4-point Lagrange, coefficients fixed per grain).
+ * voiced grain of a note (period 5 % away from the last grain's) is centred
+ * on the largest sample of a period (the glottal pulse of a voice), and each
+ * later one on the point, within +-6 % of a period of the predicted one,
+ * whose period of waveform best matches the previous grain's (least
+ * squares): the grains stay in phase whatever the detector's error, so the
+ * output period is exactly S. Reads are fractional (4-point Lagrange,
+ * coefficients fixed per grain).
  *
- * Level: grains are weighted sqrt(S / Ta) (constant power for a pulse-like
- * voice at both shift directions); the output is divided by the sum of the
- * windows (each counted min(1, S / Ta)) wherever that exceeds 1, so
- * overlapping grains never add up beyond sqrt(max(ratio, 1 / ratio)) times
- * the input's peak (plus the interpolator's overshoot, < 13 %). Unvoiced
- * input (noise, consonants, silence) and ratio 1 use d = 0 and windows that
- * sum to 1: the output is then the input delayed by the latency
- * L = 2 Hmax + 3 samples (Hmax = fs / PD_FMIN: 28.6 ms at 48 kHz), sample
- * for sample up to float rounding.
+ * Why H = min(Ta, S) and a level per grain: the output's partials sample the
+ * grain's spectrum at multiples of 1 / S. A grain of two periods (H = Ta)
+ * has a spectrum that falls to zero one harmonic spacing from each partial
+ * (any window that sums to 1 at hop Ta does: W(k / Ta) = 0), so a pure tone
+ * - whose only "formant" is its own partial - shifted up by an octave
+ * landed on that zero and came out silent (-131 dB at +12 semitones, -4 dB
+ * at +7). Upward grains are therefore S long on each side (they sum to 1 at
+ * hop S, and the partial's lobe spans 2 r f0, so the new fundamental sits at
+ * most half-way down it), and each shifted grain is weighted so the output
+ * keeps the input's power: the input's variance under a Hann of half-width
+ * Ta (two whole periods: exact for a periodic input) over the mean square of
+ * this grain repeated every S (its overlaps and their interference included),
+ * square root (ps_level). A shifted grain has its window-weighted mean taken
+ * off (grains repeated every S would otherwise build DC, half the output of a
+ * sine moved up an octave). Peaks: the weight is held so the predicted output
+ * peak stays within (1 + 0.2 |log2 r|) sqrt(max(r, 1/r)) times the input's
+ * peak (a sine an octave down needs 1.63x for its level), and ps_pull holds
+ * each output sample within 1.15x the largest bound of the shifted grains
+ * over it (where grains of different shapes meet: a new note).
  *
- * Memory comes from mg_zalloc in pd_alloc / ps_alloc; the per-sample calls
- * do arithmetic only. */
+ * Overlaps are divided by the sum of the windows wherever that exceeds 1.
+ * Unvoiced input (noise, consonants, silence) and ratio 1 use d = 0 and
+ * windows that sum to 1: the output is then the input delayed by the
+ * latency L = 2 Hmax + 3 samples (Hmax = fs / PD_FMIN: 28.6 ms at 48 kHz),
+ * sample for sample up to float rounding.
+ *
+ * Memory comes from mg_zalloc in pd_alloc / ps_alloc (the grain scratch
+ * included); the per-sample calls do arithmetic only. */
 #ifndef DSP_PITCH_H
 #define DSP_PITCH_H
 
@@ -54,7 +83,7 @@
 
 #define PD_PI 3.14159265358979323846
 #define PD_FMIN 70.0    /* Hz: lowest detected pitch (sets the latency) */
-#define PD_FMAX 1100.0  /* Hz: highest detected pitch */
+#define PD_FMAX 2400.0  /* Hz: highest detected pitch */
 #define PD_W 192        /* decimated samples in the YIN window */
 #define PD_HOP 64       /* decimated samples between analyses */
 #define PD_NEST 16      /* estimates kept for pd_at */
@@ -63,12 +92,18 @@
 #define PD_ON 0.2f      /* CMNDF below this: voiced */
 #define PD_OFF 0.35f    /* stay voiced below this */
 #define PD_SILENCE 1e-7 /* mean square below this (-70 dBFS): unvoiced */
+#define PD_MONO_APER 0.02  /* one note: full-rate d(T) / (e(0) + e(T)) at most this */
+#define PD_MONO_FUND 1e-3f /* ... the fundamental's power share at least this */
+#define PD_BEAT 2.0f       /* ... and no period whose energy is this far below one before and one after it */
+#define PD_POLY_HOLD 0.1   /* s a chord verdict is held */
 
 typedef struct {
     double t;  /* centre of the analysis window, input samples */
     float f;   /* Hz (0: unvoiced) */
     float conf;
+    float fund;  /* the fundamental's share of the power (0..1), pd_fund */
     int voiced;
+    int mono;    /* voiced and one note (pd_fund: not a chord or cluster) */
 } pd_est;
 
 typedef struct {
@@ -85,6 +120,9 @@ typedef struct {
     int Wf, R, tmaxf;   /* full-rate refine window, lag search radius, longest lag */
     int hop, hcount;    /* input samples per analysis */
     float *cm;          /* CMNDF scratch, lmax + 2 */
+    float *hw;          /* Hann window over the full-rate ring (fM), for pd_fund */
+    float *pe;          /* per-period energies over that ring and their running maxima, fM + 4 */
+    int64_t poly_until; /* input sample until which estimates are not mono */
     int64_t n;          /* input samples pushed */
     int voiced;
     pd_est est[PD_NEST];
@@ -149,6 +187,7 @@ static inline void pd_reset(pd_det *s)
     memset(s->fr, 0, 2 * (size_t)s->fM * sizeof *s->fr);
     s->dphase = s->dpos = s->fpos = s->hcount = 0;
     s->n = 0;
+    s->poly_until = 0;
     s->voiced = 0;
     s->ne = s->head = 0;
 }
@@ -177,8 +216,12 @@ static inline int pd_alloc(pd_det *s, double fs)
     s->dr = mg_zalloc(2 * (size_t)s->dM, sizeof(float));
     s->fr = mg_zalloc(2 * (size_t)s->fM, sizeof(float));
     s->cm = mg_zalloc((size_t)s->lmax + 2, sizeof(float));
-    if (!s->dr || !s->fr || !s->cm)
+    s->hw = mg_zalloc((size_t)s->fM, sizeof(float));
+    s->pe = mg_zalloc((size_t)s->fM + 4, sizeof(float));
+    if (!s->dr || !s->fr || !s->cm || !s->hw || !s->pe)
         return -1;
+    for (int j = 0; j < s->fM; j++)
+        s->hw[j] = (float)(0.5 - 0.5 * cos(2.0 * PD_PI * (j + 0.5) / s->fM));
     pd_reset(s);
     return 0;
 }
@@ -188,15 +231,76 @@ static inline void pd_free(pd_det *s)
     free(s->dr);
     free(s->fr);
     free(s->cm);
-    s->dr = s->fr = s->cm = NULL;
+    free(s->hw);
+    free(s->pe);
+    s->dr = s->fr = s->cm = s->hw = s->pe = NULL;
 }
 
-static inline void pd_store(pd_det *s, double t, float f, float conf, int voiced)
+static inline void pd_store(pd_det *s, double t, float f, float conf, float fund, int voiced,
+                            int mono)
 {
-    s->est[s->head] = (pd_est){t, voiced ? f : 0.0f, conf, voiced};
+    s->est[s->head] = (pd_est){t, voiced ? f : 0.0f, conf, fund, voiced, voiced && mono};
     s->head = (s->head + 1) % PD_NEST;
     if (s->ne < PD_NEST)
         s->ne++;
+}
+
+/* The share of the power the fundamental 1/T holds over the full-rate ring
+ * (the latest fM samples, 43 ms at 48 kHz, Hann: main lobe +-2 fs/fM, so the
+ * second harmonic of the lowest pitch is outside it). A monophonic voice or
+ * instrument has a partial at its fundamental; a chord read at a common
+ * subharmonic of its notes (A4 + D#5 at 211 Hz, an A major triad at 110 Hz)
+ * has next to nothing there. */
+static float pd_fund(const pd_det *s, double T, int *beat)
+{
+    const float *x = s->fr + s->fpos;
+    const int n = s->fM;
+    /* beating (two or more notes a few Hz to a few tens of Hz apart): a
+     * period whose energy dips PD_BEAT times below a period before it and a
+     * period after it; an onset or a decay only rises or falls */
+    {
+        int P = (int)lround(T);
+        P = P < 2 ? 2 : P;
+        const int K = n / P;
+        float *e = s->pe;
+        for (int k = 0; k < K; k++) {
+            const float *xp = x + n - (K - k) * P;
+            double a = 0.0;
+            for (int j = 0; j < P; j++)
+                a += (double)xp[j] * xp[j];
+            e[k] = (float)a;
+        }
+        /* the largest energy before each period (pm), then after it (after) */
+        float *pm = s->pe + n / 2 + 2;
+        float before = 0.0f;
+        for (int k = 0; k < K; k++) {
+            pm[k] = before;
+            before = e[k] > before ? e[k] : before;
+        }
+        float after = 0.0f;
+        *beat = 0;
+        for (int k = K - 1; k >= 0 && !*beat; k--) {
+            const float lim = PD_BEAT * e[k];
+            *beat = pm[k] >= lim && after >= lim && lim > 0.0f;
+            after = e[k] > after ? e[k] : after;
+        }
+    }
+    const double cw = 2.0 * cos(2.0 * PD_PI / T);
+    double s1 = 0.0, s2 = 0.0, sw = 0.0, sxx = 0.0;
+    for (int j = 0; j < n; j++) {
+        const double v = (double)s->hw[j] * x[j];
+        const double s0 = v + cw * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+        sw += s->hw[j];
+        sxx += v * x[j];
+    }
+    const double re2 = s1 * s1 + s2 * s2 - cw * s1 * s2; /* |X(1/T)|^2 */
+    if (!(sxx > 0.0 && sw > 0.0))
+        return 0.0f;
+    const double p1 = 2.0 * re2 / (sw * sw); /* A^2 / 2 with A = 2 |X| / sum w */
+    const double r = p1 / (sxx / sw);
+    return r < 0.0 ? 0.0f : r > 1.0 ? 1.0f : (float)r;
 }
 
 /* One analysis over the latest samples (end = s->n). */
@@ -210,7 +314,7 @@ static void pd_analyse(pd_det *s)
         e += (double)x[j] * x[j];
     if (!(e / N >= PD_SILENCE)) {
         s->voiced = 0;
-        pd_store(s, end - 0.5 * N * s->D, 0.0f, 0.0f, 0);
+        pd_store(s, end - 0.5 * N * s->D, 0.0f, 0.0f, 0.0f, 0, 0);
         return;
     }
     float *cm = s->cm;
@@ -262,24 +366,51 @@ static void pd_analyse(pd_det *s)
             tb = k;
     }
     double T = tc * s->D;
+    double aper = 1.0; /* full-rate aperiodicity: d(T) / (e(0) + e(T)) */
     if (tb >= 0) {
         T = t0 - R + tb;
+        double dmin = dv[tb];
         if (tb > 0 && tb < 2 * R && isfinite(dv[tb - 1])) {
             const double a = dv[tb - 1], b = dv[tb], c = dv[tb + 1];
             const double den = a - 2.0 * b + c;
             if (den > 0.0) {
                 const double off = 0.5 * (a - c) / den;
-                if (off > -1.0 && off < 1.0)
+                if (off > -1.0 && off < 1.0) {
                     T += off;
+                    dmin = b - 0.25 * (a - c) * off;
+                }
             }
         }
+        const int ti = t0 - R + tb;
+        double e0 = 0.0, e1 = 0.0;
+        for (int j = 0; j < s->Wf; j++) {
+            e0 += (double)y[j] * y[j];
+            e1 += (double)y[j + ti] * y[j + ti];
+        }
+        aper = e0 + e1 > 0.0 ? (dmin > 0.0 ? dmin : 0.0) / (e0 + e1) : 1.0;
     }
     const float conf = cmin < 0.0f ? 1.0f : cmin > 1.0f ? 0.0f : 1.0f - cmin;
     int v = cmin < (s->voiced ? PD_OFF : PD_ON);
     if (!(T >= s->fs / PD_FMAX * 0.97 && T <= s->fs / PD_FMIN))
         v = 0;
     s->voiced = v;
-    pd_store(s, end - (s->Wf + tmax) + 0.5 * (s->Wf + T), v ? (float)(s->fs / T) : 0.0f, conf, v);
+    float fund = 0.0f;
+    int mono = 0;
+    if (v) {
+        int beat = 0;
+        fund = pd_fund(s, T, &beat);
+        /* one note: the period repeats at the full rate to within 2 % of the
+         * power (steady and vibrato tones here: < 0.05 %; the chords of the
+         * tests: 2.4 % to 22 %, or caught below), the fundamental holds at
+         * least 0.1 % of it (a formant-filtered voice: 0.8 %; a chord read at
+         * a common subharmonic: < 0.005 %), and no beating (a minor second,
+         * a cluster); a chord holds the verdict for PD_POLY_HOLD seconds */
+        if (!(aper <= PD_MONO_APER && fund >= PD_MONO_FUND) || beat)
+            s->poly_until = s->n + (int64_t)(PD_POLY_HOLD * s->fs);
+        mono = s->n >= s->poly_until;
+    }
+    pd_store(s, end - (s->Wf + tmax) + 0.5 * (s->Wf + T), v ? (float)(s->fs / T) : 0.0f, conf,
+             fund, v, mono);
 }
 
 /* [audio] one input sample (finite) */
@@ -349,10 +480,30 @@ static inline int pd_at(const pd_det *s, double t, double *f, float *conf)
     return c->voiced;
 }
 
+/* The one-note verdict (pd_est.mono) of the estimate nearest time t. */
+static inline int pd_mono_at(const pd_det *s, double t)
+{
+    if (s->ne == 0)
+        return 0;
+    int i = (s->head + PD_NEST - 1) % PD_NEST, k = 0, best = i;
+    double bd = fabs(s->est[i].t - t);
+    while (k < s->ne - 1) {
+        i = (i + PD_NEST - 1) % PD_NEST;
+        k++;
+        if (fabs(s->est[i].t - t) < bd) {
+            bd = fabs(s->est[i].t - t);
+            best = i;
+        }
+    }
+    return s->est[best].mono;
+}
+
 /* ---- TD-PSOLA shifter ------------------------------------------------------ */
 
 #define PS_MAXCH 2
 #define PS_RMAX 16 /* largest waveform-matching search, samples */
+#define PS_PEAK 0.2         /* shifted peak bound: (1 + PS_PEAK |log2 r|) sqrt(max(r, 1/r)) input peaks */
+#define PS_PEAK_MARGIN 1.15f /* output held within this times that bound */
 
 typedef struct {
     double fs;
@@ -361,11 +512,14 @@ typedef struct {
     float *mono;          /* what grains are matched on: in[0], or the mean of two channels */
     float *acc[PS_MAXCH]; /* overlap-add rings (mask oM - 1) */
     float *wacc;          /* sum of windows */
+    float *pacc;          /* the largest peak bound of the shifted grains here (0: none) */
+    float *gw, *gx[PS_MAXCH]; /* one grain's window and input samples (2 Hmax + 4) */
     int iM, oM;
     int Hmax, L, Tu;
     int64_t n;            /* input samples pushed */
     double ts, d;         /* next synthesis mark; its source offset */
     double src_prev;      /* source centre of the previous grain */
+    double Ta_prev;       /* its period */
     int prev_voiced;
 } ps_shift;
 
@@ -381,9 +535,11 @@ static inline void ps_reset(ps_shift *s)
         memset(s->acc[c], 0, (size_t)s->oM * sizeof(float));
     }
     memset(s->wacc, 0, (size_t)s->oM * sizeof(float));
+    memset(s->pacc, 0, (size_t)s->oM * sizeof(float));
     if (s->ch > 1)
         memset(s->mono, 0, 2 * (size_t)s->iM * sizeof(float));
     s->src_prev = 0.0;
+    s->Ta_prev = 0.0;
     s->prev_voiced = 0;
     s->n = 0;
     s->ts = 0.0;
@@ -408,6 +564,16 @@ static inline int ps_alloc(ps_shift *s, double fs, int ch)
             return -1;
     }
     s->wacc = mg_zalloc((size_t)s->oM, sizeof(float));
+    s->pacc = mg_zalloc((size_t)s->oM, sizeof(float));
+    if (!s->pacc)
+        return -1;
+    const size_t gn = 2 * (size_t)s->Hmax + 4;
+    s->gw = mg_zalloc(gn, sizeof(float));
+    for (int c = 0; c < s->ch; c++)
+        if (!(s->gx[c] = mg_zalloc(gn, sizeof(float))))
+            return -1;
+    if (!s->gw)
+        return -1;
     s->mono = s->ch > 1 ? mg_zalloc(2 * (size_t)s->iM, sizeof(float)) : s->in[0];
     if (!s->wacc || !s->mono)
         return -1;
@@ -425,7 +591,14 @@ static inline void ps_free(ps_shift *s)
         s->in[c] = s->acc[c] = NULL;
     }
     free(s->wacc);
-    s->wacc = s->mono = NULL;
+    free(s->pacc);
+    s->pacc = NULL;
+    free(s->gw);
+    for (int c = 0; c < PS_MAXCH; c++) {
+        free(s->gx[c]);
+        s->gx[c] = NULL;
+    }
+    s->wacc = s->mono = s->gw = NULL;
 }
 
 /* [audio] one input frame (finite samples, s->ch of them) and their mean */
@@ -452,9 +625,12 @@ static inline double ps_mark(const ps_shift *s)
 }
 
 /* Overlap-add one grain: output positions |q - ts| < H get window w(q - ts)
- * times the input at q + d. */
-static void ps_place(ps_shift *s, double ts, double d, double H, float g, float v)
+ * times the input at q + d, times g. A shifted grain (pmax > 0: its peak
+ * bound) has its window-weighted mean taken off first (repeated grains make
+ * no DC) and marks its bound in the peak ring (ps_pull). */
+static void ps_place(ps_shift *s, double ts, double d, double H, float g, float v, float pmax)
 {
+    const int dc = pmax > 0.0f;
     const int q0 = (int)ceil(ts - H), q1 = (int)floor(ts + H);
     const double dfl = floor(d);
     const int di = (int)dfl;
@@ -463,41 +639,45 @@ static void ps_place(ps_shift *s, double ts, double d, double H, float g, float 
     const double dth = PD_PI / H, th0 = (q0 - ts) * dth;
     double wc = cos(th0), ws = sin(th0);
     const double cd = cos(dth), sd = sin(dth);
-    if (fr == 0.0f) {
-        for (int q = q0; q <= q1; q++) {
-            float w = (float)(0.5 + 0.5 * wc);
-            w = w > 0.0f ? w : 0.0f;
-            const float gw = g * w;
-            const int o = q & omask, i = (q + di) & imask;
-            for (int c = 0; c < s->ch; c++)
-                s->acc[c][o] += gw * s->in[c][i];
-            s->wacc[o] += v * w;
-            const double nc = wc * cd - ws * sd;
-            ws = ws * cd + wc * sd;
-            wc = nc;
-        }
-        return;
-    }
-    /* 4-point Lagrange at points -1, 0, 1, 2 */
+    /* 4-point Lagrange at points -1, 0, 1, 2 (fr = 0: the sample itself) */
     const float f = fr;
     const float c0 = -f * (f - 1.0f) * (f - 2.0f) / 6.0f;
     const float c1 = (f + 1.0f) * (f - 1.0f) * (f - 2.0f) / 2.0f;
     const float c2 = -(f + 1.0f) * f * (f - 2.0f) / 2.0f;
     const float c3 = (f + 1.0f) * f * (f - 1.0f) / 6.0f;
-    for (int q = q0; q <= q1; q++) {
+    const int n = q1 - q0 + 1;
+    double sw = 0.0, sx[PS_MAXCH] = {0.0, 0.0};
+    for (int j = 0; j < n; j++) {
+        const int q = q0 + j;
         float w = (float)(0.5 + 0.5 * wc);
         w = w > 0.0f ? w : 0.0f;
-        const float gw = g * w;
-        const int o = q & omask, i = q + di;
-        const int i0 = (i - 1) & imask, i1 = i & imask, i2 = (i + 1) & imask, i3 = (i + 2) & imask;
+        s->gw[j] = w;
+        const int i = q + di;
         for (int c = 0; c < s->ch; c++) {
             const float *x = s->in[c];
-            s->acc[c][o] += gw * (c0 * x[i0] + c1 * x[i1] + c2 * x[i2] + c3 * x[i3]);
+            const float xv = fr == 0.0f ? x[i & imask]
+                : c0 * x[(i - 1) & imask] + c1 * x[i & imask] + c2 * x[(i + 1) & imask] +
+                  c3 * x[(i + 2) & imask];
+            s->gx[c][j] = xv;
+            sx[c] += (double)w * xv;
         }
-        s->wacc[o] += v * w;
+        sw += w;
         const double nc = wc * cd - ws * sd;
         ws = ws * cd + wc * sd;
         wc = nc;
+    }
+    float mu[PS_MAXCH] = {0.0f, 0.0f};
+    if (dc && sw > 0.0)
+        for (int c = 0; c < s->ch; c++)
+            mu[c] = (float)(sx[c] / sw);
+    for (int j = 0; j < n; j++) {
+        const int o = (q0 + j) & omask;
+        const float w = s->gw[j], gw = g * w;
+        for (int c = 0; c < s->ch; c++)
+            s->acc[c][o] += gw * (s->gx[c][j] - mu[c]);
+        s->wacc[o] += v * w;
+        if (pmax > s->pacc[o])
+            s->pacc[o] = pmax;
     }
 }
 
@@ -560,6 +740,104 @@ static double ps_epoch(const ps_shift *s, double Ta)
     return (double)best - s->ts;
 }
 
+/* The mono input at fractional position t (4-point Lagrange, as ps_place). */
+static inline float ps_at(const ps_shift *s, double t)
+{
+    const double fl = floor(t);
+    const int64_t i = (int64_t)fl;
+    const int mask = s->iM - 1;
+    const float f = (float)(t - fl);
+    const float *x = s->mono;
+    return -f * (f - 1.0f) * (f - 2.0f) / 6.0f * x[(i - 1) & mask] +
+           (f + 1.0f) * (f - 1.0f) * (f - 2.0f) / 2.0f * x[i & mask] -
+           (f + 1.0f) * f * (f - 2.0f) / 2.0f * x[(i + 1) & mask] +
+           (f + 1.0f) * f * (f - 1.0f) / 6.0f * x[(i + 2) & mask];
+}
+
+/* The grain weight that keeps the level: the input's mean square (Hann of
+ * half-width Ta around the grain's source: two whole periods, exact for any
+ * periodic input) over the mean square of the output this grain makes when
+ * repeated every S (the steady state of a steady tone: the grains' sum over
+ * one output period, the overlaps and their interference included), square
+ * root, held within [1/16, 16]. */
+static float ps_level(const ps_shift *s, double src, double Ta, double S, double H, float *pmx)
+{
+    const int mask = s->iM - 1;
+    const int64_t c = (int64_t)llround(src);
+    const int h = (int)floor(Ta);
+    double sw0 = 0.0, sx0 = 0.0, sxx = 0.0;
+    float pk = 0.0f;
+    {
+        /* Hann weights by rotation: cos(pi j / Ta) from j = -h */
+        const double st = PD_PI / Ta, cs = cos(st), sn = sin(st);
+        double wc = cos(-h * st), ws = sin(-h * st);
+        for (int j = -h; j <= h; j++) {
+            const double w = 0.5 + 0.5 * wc;
+            const float xv = s->mono[(c + j) & mask];
+            sw0 += w;
+            sx0 += w * xv;
+            sxx += w * xv * xv;
+            for (int ch = 0; ch < s->ch; ch++) {
+                const float a = fabsf(s->in[ch][(c + j) & mask]);
+                pk = a > pk ? a : pk;
+            }
+            const double nc = wc * cs - ws * sn;
+            ws = ws * cs + wc * sn;
+            wc = nc;
+        }
+    }
+    /* its variance (the mean taken off, as from the grains) */
+    const double pin = sw0 > 0.0 ? sxx / sw0 - (sx0 / sw0) * (sx0 / sw0) : 0.0;
+    /* the grain's window-weighted mean, as ps_place takes it off */
+    double sw = 0.0, sx = 0.0;
+    {
+        const int q0 = (int)ceil(-H), q1 = (int)floor(H);
+        const double st = PD_PI / H, cs = cos(st), sn = sin(st);
+        double wc = cos(q0 * st), ws = sin(q0 * st);
+        for (int q = q0; q <= q1; q++) {
+            const double w = 0.5 + 0.5 * wc;
+            sw += w;
+            sx += w * ps_at(s, src + q);
+            const double nc = wc * cs - ws * sn;
+            ws = ws * cs + wc * sn;
+            wc = nc;
+        }
+    }
+    const double mu = sw > 0.0 ? sx / sw : 0.0;
+    int ns = (int)ceil(S);
+    ns = ns < 8 ? 8 : ns;
+    double acc = 0.0, ypk = 0.0;
+    /* grain k at t - k S: its window angle steps by -pi S / H per k */
+    const double kst = PD_PI * S / H, kc = cos(kst), ks = sin(kst);
+    for (int j = 0; j < ns; j++) {
+        const double t = j * S / ns;
+        const int k0 = (int)ceil((t - H) / S);
+        double y = 0.0;
+        double wc = cos(PD_PI * (t - k0 * S) / H), ws = sin(PD_PI * (t - k0 * S) / H);
+        for (int k = k0; k * S < t + H; k++) {
+            const double u = t - k * S;
+            if (u > -H && u < H)
+                y += (0.5 + 0.5 * wc) * (ps_at(s, src + u) - mu);
+            const double nc = wc * kc + ws * ks; /* angle - kst */
+            ws = ws * kc - wc * ks;
+            wc = nc;
+        }
+        acc += y * y;
+        ypk = fabs(y) > ypk ? fabs(y) : ypk;
+    }
+    const double pout = acc / ns;
+    /* and its peak within (1 + PS_PEAK |log2 r|) sqrt(max(r, 1 / r)) input peaks */
+    const double pmax = (1.0 + PS_PEAK * fabs(log2(Ta / S))) * sqrt(S > Ta ? S / Ta : Ta / S) * pk;
+    *pmx = (float)pmax;
+    if (!(pin > 1e-20 && pout > 1e-20))
+        return 1.0f;
+    double g = sqrt(pin / pout);
+    if (g * ypk > pmax)
+        g = pmax / ypk;
+    g = g < 0.0625 ? 0.0625 : g > 16.0 ? 16.0 : g;
+    return (float)g;
+}
+
 /* Place the due mark: voiced with analysis period Ta (samples) and pitch
  * ratio (output / input frequency), or unvoiced (copied: d = 0). */
 static inline void ps_grain(ps_shift *s, int voiced, double Ta, double ratio)
@@ -571,7 +849,7 @@ static inline void ps_grain(ps_shift *s, int voiced, double Ta, double ratio)
     if (!voiced || !(Ta >= 2.0 && Ta <= s->Hmax)) {
         s->d = 0.0;
         s->prev_voiced = 0;
-        ps_place(s, s->ts, 0.0, s->Tu, 1.0f, 1.0f);
+        ps_place(s, s->ts, 0.0, s->Tu, 1.0f, 1.0f, 0.0f);
         s->ts += s->Tu;
             return;
     }
@@ -579,7 +857,7 @@ static inline void ps_grain(ps_shift *s, int voiced, double Ta, double ratio)
         /* no change: the input copied with the current offset (windows summing to 1) */
         while (s->d > 0.0)
             s->d -= Ta;
-        ps_place(s, s->ts, s->d, s->Tu, 1.0f, 1.0f);
+        ps_place(s, s->ts, s->d, s->Tu, 1.0f, 1.0f, 0.0f);
         s->src_prev = s->ts + s->d;
         s->prev_voiced = 1;
         s->ts += s->Tu;
@@ -593,9 +871,14 @@ static inline void ps_grain(ps_shift *s, int voiced, double Ta, double ratio)
     double S = Ta / ratio;
     if (S > 1.9 * s->Hmax)
         S = 1.9 * s->Hmax;
-    const double H = Ta;
-    d = s->prev_voiced ? ps_match(s, d, Ta) : ps_epoch(s, Ta);
-    ps_place(s, s->ts, d, H, (float)sqrt(S / Ta), S < Ta ? (float)(S / Ta) : 1.0f);
+    const double H = S < Ta ? S : Ta;
+    /* a new note (period 5 % away from the last grain's) starts on its epoch */
+    const int same = s->prev_voiced && fabs(Ta - s->Ta_prev) < 0.05 * Ta;
+    d = same ? ps_match(s, d, Ta) : ps_epoch(s, Ta);
+    s->Ta_prev = Ta;
+    float pmax = 0.0f;
+    const float g = ps_level(s, s->ts + d, Ta, S, H, &pmax);
+    ps_place(s, s->ts, d, H, g, 1.0f, pmax > 0.0f ? pmax : 1e-30f);
     s->src_prev = s->ts + d;
     s->prev_voiced = 1;
     s->d = d + Ta - S;
@@ -607,11 +890,18 @@ static inline void ps_pull(ps_shift *s, float *y)
 {
     const int o = (int)((s->n - 1 - s->L) & (s->oM - 1));
     const float w = s->wacc[o];
+    const float pm = PS_PEAK_MARGIN * s->pacc[o];
     for (int c = 0; c < s->ch; c++) {
-        y[c] = w > 1.0f ? s->acc[c][o] / w : s->acc[c][o];
+        float v = w > 1.0f ? s->acc[c][o] / w : s->acc[c][o];
+        /* where shifted grains meet grains of another shape (a new note, a
+         * detector jump) their sum can pass the bound a steady tone keeps */
+        if (pm > 0.0f)
+            v = v > pm ? pm : v < -pm ? -pm : v;
+        y[c] = v;
         s->acc[c][o] = 0.0f;
     }
     s->wacc[o] = 0.0f;
+    s->pacc[o] = 0.0f;
 }
 
 /* The input delayed by the latency (the dry path of a mix). */

@@ -12,9 +12,17 @@
  * correction = amount * (target - m), in cents; with `speed` > 0 it moves
  * towards that with a time constant of `speed` ms (slow settings let
  * vibrato through, 0 snaps hard). Unvoiced input, silence, noise and chords
- * (low YIN confidence) get no correction: the output is then the input
- * delayed by the latency, sample for sample. With two channels the pitch is
- * detected on their mean and both channels move together. */
+ * get no correction: the output is then the input delayed by the latency,
+ * sample for sample. A chord is what the detector does not call one note
+ * (pd_est.mono, dsp_pitch.h): confidence under 0.95, or next to no power at
+ * the detected fundamental (a chord read at a common subharmonic of its
+ * notes: A4 + D#5 at 211 Hz, an A major triad at 110 Hz), or beating
+ * (notes a few Hz to tens of Hz apart: a cluster, a minor second); the
+ * verdict is held 100 ms. Two notes an octave apart, or a fifth that is
+ * nearly just, make a periodic wave no detector tells from one note with
+ * harmonics: they are corrected as one (an equal-tempered fifth by < 2
+ * cents). With two channels the pitch is detected on their mean and both
+ * channels move together. */
 #include "mg_node.h"
 #include "dsp_pitch.h"
 
@@ -122,7 +130,8 @@ static void process(void *st, const mg_proc *p)
         while (ps_due(&vc->sh)) {
             double f;
             const int v = pd_at(&vc->det, ps_mark(&vc->sh), &f, &conf);
-            if (!v || !(f > 0.0)) {
+            const int mono = pd_mono_at(&vc->det, ps_mark(&vc->sh));
+            if (!v || !mono || !(f > 0.0)) {
                 s->note = NO_NOTE;
                 s->corr = 0.0;
                 ps_grain(&vc->sh, 0, 0.0, 1.0);
@@ -164,8 +173,9 @@ const mg_node_type mg_type_autotune = {
     .name = "autotune",
     .doc = "Pitch correction of a monophonic voice: YIN detection, nearest note of a key and "
            "scale (chromatic, major, minor, custom set), retune speed, amount; TD-PSOLA "
-           "shifting keeps the formants. Latency 28.6 ms (compensated); unvoiced input, "
-           "noise and chords pass through unchanged (low confidence, no correction).",
+           "shifting keeps the formants and the level. Latency 28.6 ms (compensated); "
+           "unvoiced input, noise and chords (dyads, triads, clusters: not one periodic "
+           "note with its fundamental) pass through unchanged.",
     .default_channels = 1, .min_channels = 1, .max_channels = 2,
     MG_PARAMS(params), MG_PORTS(ports), MG_READOUTS(readouts),
     MG_CHOICES(choices),

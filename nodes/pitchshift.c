@@ -1,8 +1,11 @@
 /* pitchshift: transpose a monophonic voice or instrument, keeping its formants.
  *
- * TD-PSOLA (dsp_pitch.h) with pitch marks from a YIN detector: ratio
- * 2^((semitones + cents / 100) / 12), read at every synthesis mark (once per
- * output period), so moving the controls glides without steps. Unvoiced
+ * TD-PSOLA (dsp_pitch.h) with pitch marks from a YIN detector (70 Hz to
+ * 2.4 kHz): ratio 2^((semitones + cents / 100) / 12), read at every
+ * synthesis mark (once per output period), so moving the controls glides
+ * without steps. Each grain is weighted so the output keeps the input's
+ * level (pure tones, harmonic tones and voices alike, within a peak bound
+ * of 1.7x the input's at an octave; see dsp_pitch.h). Unvoiced
  * sounds (consonants, noise) are passed unchanged, as TD-PSOLA does; the
  * shifter does not transpose polyphonic material. out = (1 - mix) dry +
  * mix shifted, the dry path delayed by the same latency (2 fs/70 + 3
@@ -79,9 +82,10 @@ static void process(void *st, const mg_proc *p)
 
 const mg_node_type mg_type_pitchshift = {
     .name = "pitchshift",
-    .doc = "Transposition by semitones and cents that keeps the formants (TD-PSOLA with "
-           "YIN pitch marks), for monophonic voices and instruments; unvoiced sounds pass "
-           "unchanged; mix with the dry signal. Latency 28.6 ms (compensated).",
+    .doc = "Transposition by semitones and cents that keeps the formants and the level "
+           "(TD-PSOLA with YIN pitch marks, 70 Hz to 2.4 kHz), for monophonic voices and "
+           "instruments, pure tones included; unvoiced sounds pass unchanged; mix with the "
+           "dry signal. Latency 28.6 ms (compensated).",
     .default_channels = 1, .min_channels = 1, .max_channels = 2,
     MG_PARAMS(params), MG_PORTS(ports), MG_READOUTS(readouts),
     .state_size = sizeof(psh_state),
