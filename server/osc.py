@@ -25,7 +25,7 @@ from pythonosc.osc_message import OscMessage
 from mixgraph.clients.protocol import encode
 from mixgraph.clients.protocol import ostr as _ostr
 
-from . import __version__, tapers
+from . import __version__, planner, tapers
 from .actions import actions_for, is_action_or_trigger, run_action
 from .catalog import CATALOG
 from .engine import EngineBusy
@@ -923,7 +923,7 @@ class Dispatcher:
         st = e.stats()
         block = self.info.get("block", 0)
         fb = self.feedback
-        lat = self.session.total_latency()
+        lat = planner.total_latency(self.session.live, self.session.graph.conns)
         reply("/status.reply", [
             "sample_rate", float(e.sample_rate),
             "block", int(block),

@@ -409,11 +409,6 @@ class Session:
         """Latency in samples at each live node's output (its inputs aligned)."""
         return planner.latencies(self.live, self.graph.conns)
 
-    def total_latency(self) -> int:
-        """The graph's total latency in samples: where every output and recorder
-        receives its audio (planner.total_latency)."""
-        return planner.total_latency(self.live, self.graph.conns)
-
     def _compensate(self) -> None:
         """Give every connection the delay that aligns it with the slowest path
         into the same node; a connection whose delay changes is replaced by a
