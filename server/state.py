@@ -54,28 +54,30 @@ def _json_too_deep(text: str, limit: int) -> bool:
     return False
 
 
-def check_plain(value, what: str, depth: int = 0) -> None:
+def check_plain(value, what: str, depth: int = 0, where: str = "") -> None:
     """Check that decoded data is plain patch data: maps with string keys, lists,
-    strings, numbers msgpack can hold, booleans and nil, at most MAX_DEPTH deep."""
+    strings, numbers msgpack can hold, booleans and nil, at most MAX_DEPTH deep.
+    The error names where the bad value is (`nodes[1].options.format`)."""
+    at = f"{what}: {where}" if where else what
     if depth > MAX_DEPTH:
-        raise MixgraphError(f"{what}: nested deeper than {MAX_DEPTH}")
+        raise MixgraphError(f"{at}: nested deeper than {MAX_DEPTH}")
     if value is None or isinstance(value, bool | float | str | bytes):
         return
     if isinstance(value, int):
         if not _INT_MIN <= value <= _INT_MAX:
-            raise MixgraphError(f"{what}: integer {value} is out of range")
+            raise MixgraphError(f"{at}: integer {value} is out of range")
         return
     if isinstance(value, list):
-        for x in value:
-            check_plain(x, what, depth + 1)
+        for i, x in enumerate(value):
+            check_plain(x, what, depth + 1, f"{where}[{i}]")
         return
     if isinstance(value, dict):
         for k, x in value.items():
             if not isinstance(k, str):
-                raise MixgraphError(f"{what}: a map key is a {type(k).__name__}, not a string")
-            check_plain(x, what, depth + 1)
+                raise MixgraphError(f"{at}: a map key is a {type(k).__name__}, not a string")
+            check_plain(x, what, depth + 1, f"{where}.{k}" if where else k)
         return
-    raise MixgraphError(f"{what}: unexpected {type(value).__name__} value")
+    raise MixgraphError(f"{at}: unexpected {type(value).__name__} value")
 
 
 def decode(data: bytes, what: str = "patch") -> dict:
