@@ -23,7 +23,8 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         state_dir=Path(a.state_dir) if a.state_dir else None, status=not a.no_status,
         ceiling_db=a.ceiling_db, tcp_port=-1 if a.no_tcp else a.tcp_port, allow=a.allow,
         max_frame=a.max_frame, rate_limit=a.rate_limit, rate_burst=a.rate_burst,
-        zeroconf=a.zeroconf, mlock=not a.no_mlock,
+        zeroconf=a.zeroconf, mlock=not a.no_mlock, jack_server=a.jack_server,
+        jack_name=a.jack_name, jack_connect=a.jack_connect,
     ))
 
 
@@ -280,8 +281,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     s = sub.add_parser("serve", help="run the daemon")
-    s.add_argument("--backend", default="auto", choices=["auto", "portaudio", "null"])
-    s.add_argument("--device", help="audio device: name (substring) or index")
+    s.add_argument("--backend", default="auto", choices=["auto", "jack", "portaudio", "null"],
+                   help="auto: JACK when a server runs, else PortAudio, else null")
+    s.add_argument("--device", help="PortAudio device: name (substring) or index "
+                   "(may be one not plugged in yet: mixgraph waits for it)")
+    s.add_argument("--jack-server", metavar="NAME", help="a named JACK server (jackd -n NAME)")
+    s.add_argument("--jack-name", default="mixgraph",
+                   help="JACK client name: ports are NAME:in_<n> / NAME:out_<n>")
+    s.add_argument("--jack-connect", action="append", metavar="SPEC",
+                   help="system (physical ports in order), none, or our=their pairs, "
+                        "e.g. 'out_1=system:playback_1,in_.*=system:capture_.*' "
+                        "(repeatable; see docs/operations.md)")
     s.add_argument("--rate", type=float, default=48000.0, help="sample rate in Hz")
     s.add_argument("--block", type=int, default=64, help="frames per block")
     s.add_argument("--inputs", type=int, help="hardware input channels")

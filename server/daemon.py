@@ -23,7 +23,8 @@ from rich.panel import Panel
 from rich.table import Table
 
 from . import __version__
-from .backends import choose_backend, start_backend
+from .backends import BackendConfig, choose_backend
+from .devices import DeviceWatch
 from .diskio import DiskIO
 from .engine import Engine
 from .errors import MixgraphError
@@ -60,6 +61,9 @@ class ServeOptions:
     rate_burst: float = 10000.0
     zeroconf: bool = False  # advertise _osc._udp / _osc._tcp (the zeroconf package)
     mlock: bool = True  # lock the process's memory so the audio thread never page-faults
+    jack_server: str | None = None  # --jack-server: a named JACK server
+    jack_name: str = "mixgraph"     # --jack-name: the client name (its ports' prefix)
+    jack_connect: list[str] | None = None  # --jack-connect: system, none, or ours=theirs pairs
 
 
 def lock_memory() -> str:
@@ -103,8 +107,7 @@ class Daemon:
     def _build(self, opts: ServeOptions) -> None:
         self.started_at = time.monotonic()
         self.memory = lock_memory() if opts.mlock else "not locked (--no-mlock)"
-        self.config = choose_backend(opts.backend, opts.device, opts.sample_rate, opts.block,
-                                     opts.inputs, opts.outputs)
+        self.config = self._choose(opts)
         cfg = self.config
         self.engine = Engine(cfg.sample_rate, cfg.hw_in, cfg.hw_out)
         self.engine.set_ceiling_db(opts.ceiling_db)
@@ -120,13 +123,14 @@ class Daemon:
         self.session.changed = self._mark_dirty
         self.counters = Counters()
         info = {"backend": cfg.kind, "device": cfg.device_name, "block": cfg.block,
-                "inputs": cfg.hw_in, "outputs": cfg.hw_out}
+                "inputs": cfg.hw_in, "outputs": cfg.hw_out, "device_state": "running"}
         self.dispatcher = Dispatcher(self.session, self.store, info, self.counters)
         self.server = ControlServer(self.dispatcher, opts.host, opts.port, tick=self._tick,
                                     tcp_port=opts.tcp_port, allow=opts.allow,
                                     max_frame=opts.max_frame, rate=opts.rate_limit,
                                     burst=opts.rate_burst)
-        self.running = None
+        self.devices = DeviceWatch(cfg, self.engine, self._device_changed)
+        self._latency_plans = -1
         self._control: threading.Thread | None = None
         self._stop = threading.Event()
         # systemd: READY/STATUS/STOPPING, and WATCHDOG=1 while the sample clock moves
@@ -134,6 +138,63 @@ class Daemon:
         self.watchdog = Watchdog(self.notifier, lambda: self.engine.time,
                                  every_s=min(1.0, self.notifier.watchdog_s / 2 or 1.0))
         self._last_status = 0.0
+
+    @property
+    def running(self):
+        """The backend driving the engine now (the device, or the null clock
+        while the device is away)."""
+        return self.devices.current if hasattr(self, "devices") else None
+
+    def _choose(self, opts: ServeOptions) -> BackendConfig:
+        from .jack import parse_connect
+
+        hw_in, hw_out = opts.inputs, opts.outputs
+        if opts.backend in ("jack", "auto") and (hw_in is None or hw_out is None):
+            pin, pout = self._patch_channels()
+            hw_in = pin if hw_in is None and pin else hw_in
+            hw_out = pout if hw_out is None and pout else hw_out
+        try:
+            return choose_backend(opts.backend, opts.device, opts.sample_rate, opts.block,
+                                  hw_in, hw_out, jack_server=opts.jack_server,
+                                  jack_name=opts.jack_name,
+                                  jack_connect=parse_connect(opts.jack_connect))
+        except MixgraphError as e:
+            # --device may name a device that is not there yet: wait for it
+            if (opts.backend != "portaudio" or opts.device is None
+                    or "no audio device" not in str(e)):
+                raise
+            return BackendConfig("portaudio", str(opts.device), None, float(opts.sample_rate),
+                                 opts.block, 2 if hw_in is None else hw_in,
+                                 2 if hw_out is None else hw_out,
+                                 f"{e}: waiting for it", device_query=opts.device)
+
+    def _patch_channels(self) -> tuple[int, int]:
+        """Hardware inputs and outputs the saved patch's input/output nodes use
+        (0 when it has none): the JACK port counts when --inputs/--outputs are not given."""
+        try:
+            doc = read_patch(self.state_dir / AUTOSAVE) if (self.state_dir / AUTOSAVE).exists() \
+                else {}
+        except MixgraphError:
+            return 0, 0
+        need = {"input": 0, "output": 0}
+        for n in doc.get("nodes", []) if isinstance(doc, dict) else []:
+            if isinstance(n, dict) and n.get("type") in need:
+                opts = n.get("options") or {}
+                try:
+                    top = int(opts.get("first", 1)) - 1 + int(n.get("channels", 2))
+                except (TypeError, ValueError):
+                    continue
+                need[n["type"]] = max(need[n["type"]], min(top, 256))
+        return need["input"], need["output"]
+
+    def _device_changed(self, state: str, backend: str) -> None:
+        """The device went away or came back: /status and subscribers hear of it."""
+        self.dispatcher.info["backend"] = backend
+        self.dispatcher.info["device_state"] = state
+        self.dispatcher.info["block"] = self.devices.config.block
+        fb = getattr(self.dispatcher, "feedback", None)
+        if fb is not None:
+            fb.device_changed(state, backend)
 
     def _restore(self) -> str:
         if not self.autosave_path.exists():
@@ -157,16 +218,37 @@ class Daemon:
             self._dirty = False
             self.autosaver.submit(self.session.to_doc())
         now = time.monotonic()
+        self.devices.tick(now)
+        self._jack_tick()
         self.watchdog.tick(now)
         if self.notifier.enabled and now - self._last_status >= 2.0:
             self._last_status = now
             self.notifier.notify("STATUS=" + self.summary())
 
+    def _jack_tick(self) -> None:
+        """On JACK: follow buffer-size changes in /status, and report the graph's
+        latency (the slowest path to an output node) on the ports."""
+        jack = getattr(self.running, "jack", None)
+        if jack is None or jack.lost:
+            return
+        if self.dispatcher.info.get("block") != jack.period and jack.period:
+            self.devices.config.block = jack.period
+            self.dispatcher.info["block"] = jack.period
+            log.info("audio: JACK buffer size is now %d frames", jack.period)
+        plans = self.session.plans_built
+        if plans != self._latency_plans:
+            self._latency_plans = plans
+            lat = self.session.latencies()
+            outs = [lat.get(n, 0) for n, g in self.session.graph.nodes.items()
+                    if g.type.name == "output"]
+            jack.set_latency(max(outs, default=0))
+
     def summary(self) -> str:
         """One line for systemd's STATUS= and `mixgraph health`."""
         st = self.engine.stats()
-        cfg = self.config
-        return (f"{cfg.kind} {cfg.sample_rate:g} Hz/{cfg.block}, load {st.load * 100:.1f}%, "
+        cfg = self.devices.config
+        return (f"{self.devices.backend_text()} {cfg.sample_rate:g} Hz/{cfg.block}, "
+                f"load {st.load * 100:.1f}%, "
                 f"xruns {st.xruns}, clients {self.counters.active_clients()}, "
                 f"nodes {len(self.session.graph.nodes)}")
 
@@ -195,7 +277,7 @@ class Daemon:
 
     def start(self) -> None:
         self.disk.start()
-        self.running = start_backend(self.config, self.engine)
+        self.devices.start()
         self._control = threading.Thread(target=self.server.serve_forever,
                                          name="mixgraph-control", daemon=True)
         self._control.start()
@@ -234,8 +316,7 @@ class Daemon:
         self.server.stop()
         if self._control:
             self._control.join(timeout=5)
-        if self.running is not None:
-            self.running.stop()
+        self.devices.stop()
         self.session.service()
         self.autosaver.submit(self.session.to_doc())
         self.autosaver.close()

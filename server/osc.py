@@ -733,6 +733,7 @@ class Dispatcher:
             "plans", int(self.session.plans_built),
             "uptime", float(round(time.monotonic() - self.started, 1)),
             "budget_us", float(round(block / e.sample_rate * 1e6, 1)) if block else 0.0,
+            "device_state", str(self.info.get("device_state", "running")),
         ])
 
     def _info(self, args: list, reply: Reply, _t: int, client=None) -> None:
