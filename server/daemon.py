@@ -351,4 +351,9 @@ def serve(opts: ServeOptions) -> int:
         d.stop()
         console.print(d.final_status)
     sys.stdout.flush()
+    if d.devices.stuck:
+        # PortAudio still holds the lost stream: its exit handler (Pa_Terminate)
+        # would wait for it forever. Everything of ours is saved and closed.
+        sys.stderr.flush()
+        os._exit(0)
     return 0

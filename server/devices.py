@@ -11,6 +11,7 @@ device drives the engine again. Runs on the control thread (Daemon._tick).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -44,6 +45,9 @@ class DeviceWatch:
         self.next_try = 0.0
         self._last_error = ""
         self._clock = (0, 0.0)  # (engine time, when it last moved)
+        # PortAudio did not let go of a lost stream (its JACK host API waits
+        # forever for a server that died): no more PortAudio in this process
+        self.stuck = False
         self.returns = 0        # times the device came back
         self.last_return_s = 0.0  # how long the last wait lasted
 
@@ -90,7 +94,7 @@ class DeviceWatch:
                 why = f"the audio clock has not moved for {now - self._clock[1]:.1f} s"
             if why:
                 self._fall_back(why)
-        elif now >= self.next_try:
+        elif now >= self.next_try and not self.stuck:
             self.next_try = now + RETRY_S
             self._retry(now)
 
@@ -101,7 +105,9 @@ class DeviceWatch:
                 end = time.monotonic() + 0.5
                 while jack.busy and time.monotonic() < end:
                     time.sleep(0.001)
-            self.current.stop()
+                self.current.stop()
+            elif not self._release(self.current):
+                self.stuck = True
         self.engine.null_start(self.config.block)
         null = replace(self.config, kind="null")
         self.current = Running(null, self.engine)
@@ -109,13 +115,31 @@ class DeviceWatch:
         self.lost_at = time.monotonic()
         self.next_try = self.lost_at + RETRY_S
         self._last_error = why
-        if first:
+        if self.stuck:
+            log.error("audio: lost %s (%s) and PortAudio does not let go of the stream: "
+                      "running on the null clock with the graph intact, but PortAudio "
+                      "cannot be used again in this process; restart mixgraph to go back "
+                      "to the device (on JACK, --backend jack reconnects by itself)",
+                      self.device, why)
+        elif first:
             log.warning("audio: %s is not available (%s): running on the null clock, "
                         "trying again every %g s", self.device, why, RETRY_S)
         else:
             log.warning("audio: lost %s (%s): running on the null clock with the graph "
                         "intact, trying again every %g s", self.device, why, RETRY_S)
         self.on_change("waiting", self.backend_text())
+
+    @staticmethod
+    def _release(running: Running, timeout: float = 2.0) -> bool:
+        """Stop a lost backend without hanging the control thread: False when
+        it did not stop within `timeout` (it is then left as it is)."""
+        if running.stream is None:
+            running.stop()
+            return True
+        t = threading.Thread(target=running.stop, name="mixgraph-release", daemon=True)
+        t.start()
+        t.join(timeout)
+        return not t.is_alive()
 
     def _open(self) -> BackendConfig:
         """The device's configuration now, or MixgraphError while it is not there."""

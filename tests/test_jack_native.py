@@ -22,6 +22,8 @@ import pytest
 import soundfile
 from conftest import JackServer, _jack_up, require
 
+from mixgraph.clients import Client
+
 from daemon_util import Daemon
 
 RATE = 48000
@@ -310,8 +312,12 @@ def test_server_killed_and_restarted(jack, server_name, tmp_path):
     (/status: waiting), and goes back to JACK, audio flowing, when it returns."""
     d = serve(tmp_path, jack.name, "--outputs", "1")
     again = None
+    events: list = []
+    watcher = Client("127.0.0.1", d.port, timeout=5.0)
     try:
         tone_patch(d)
+        watcher.subscribe(lambda addr, args: events.append((addr, args))
+                          if addr == "/device/state" else None)
         stop_jackd(jack)
         deadline = time.monotonic() + 10.0
         while (st := d.status())["device_state"] != "waiting":
@@ -339,10 +345,45 @@ def test_server_killed_and_restarted(jack, server_name, tmp_path):
         t_audio = time.monotonic()
         assert t_audio - t_up < 10.0
         assert "is back after" in d.output()
+        waiting = f"null (waiting for JACK server '{server_name}')"
+        deadline = time.monotonic() + 5.0
+        while len(events) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert events == [("/device/state", ["waiting", waiting]),
+                          ("/device/state", ["running", "jack"])], events
         print(f"\n  [measured] server up {t_up - t0:.2f} s after start; mixgraph back on JACK "
               f"{t_back - t_up:.2f} s after the server was up; tone recorded at the right "
               f"level {t_audio - t_up:.2f} s after (includes jack_rec's 1 s)")
     finally:
+        watcher.close()
         d.stop()
         if again is not None:
             stop_jackd(again)
+
+
+def test_a_server_back_at_another_rate_is_refused_until_it_matches(jack, server_name,
+                                                                   tmp_path):
+    d = serve(tmp_path, jack.name, "--outputs", "1")
+    servers = []
+    try:
+        tone_patch(d)
+        stop_jackd(jack)
+        servers.append(start_jackd(server_name, tmp_path / "jackd2.log", rate=44100))
+        deadline = time.monotonic() + 10.0
+        while "runs at 44100 Hz" not in d.output():
+            assert time.monotonic() < deadline, d.output()
+            time.sleep(0.1)
+        st = d.status()
+        assert st["device_state"] == "waiting" and st["sample_rate"] == 48000.0, st
+        assert st["nodes"] == 3
+        stop_jackd(servers[-1])
+        servers.append(start_jackd(server_name, tmp_path / "jackd3.log"))
+        deadline = time.monotonic() + 10.0
+        while d.status()["device_state"] != "running":
+            assert time.monotonic() < deadline, d.output()
+            time.sleep(0.1)
+        assert_tone(record(server_name, "mixgraph:out_1", tmp_path / "back.wav"), "at 48 kHz")
+    finally:
+        d.stop()
+        for server in servers:
+            stop_jackd(server)
