@@ -206,10 +206,14 @@ def _check_numbers(sample_rate, block, hw_in, hw_out) -> None:
 
 
 def _jack_config(server: str | None, name: str, connect, sample_rate: float, block: int,
-                 hw_in: int | None, hw_out: int | None, strict: bool) -> BackendConfig | None:
-    """The jack backend's configuration; None when auto should look further."""
+                 hw_in: int | None, hw_out: int | None, strict: bool,
+                 ports: tuple[int, int] = (0, 0)) -> BackendConfig | None:
+    """The jack backend's configuration; None when auto should look further.
+    `ports`: the inputs/outputs the saved patch uses, for counts not given."""
     from . import jack
 
+    hw_in = (ports[0] or None) if hw_in is None else hw_in
+    hw_out = (ports[1] or None) if hw_out is None else hw_out
     where = f"JACK server {server!r}" if server else "the default JACK server"
     if not jack.available():
         if strict:
@@ -239,12 +243,14 @@ def _jack_config(server: str | None, name: str, connect, sample_rate: float, blo
 def choose_backend(kind: str = "auto", device: str | int | None = None,
                    sample_rate: float = 48000, block: int = 64, hw_in: int | None = None,
                    hw_out: int | None = None, jack_server: str | None = None,
-                   jack_name: str = "mixgraph", jack_connect=None) -> BackendConfig:
+                   jack_name: str = "mixgraph", jack_connect=None,
+                   jack_ports: tuple[int, int] = (0, 0)) -> BackendConfig:
     """Decide what the engine runs on.
 
     jack: a native JACK client of `jack_server` (None: the default server);
     a rate that is not the server's is an error; no server yet: the config
-    says so and the daemon waits for it on the null clock.
+    says so and the daemon waits for it on the null clock. Port counts not
+    given come from `jack_ports` (what the saved patch uses) when nonzero.
     auto: JACK when a server is running (at its rate) and no `device` is
     named, else PortAudio when it loads and a usable output device exists
     (`device` by index, or name substring: every word must occur in
@@ -264,7 +270,7 @@ def choose_backend(kind: str = "auto", device: str | int | None = None,
                      "offline rendering: no clock, as fast as possible")
     if kind in ("jack", "auto") and (kind == "jack" or device is None):
         cfg = _jack_config(jack_server, jack_name, jack_connect, sample_rate, block, hw_in,
-                           hw_out, strict=kind == "jack")
+                           hw_out, strict=kind == "jack", ports=jack_ports)
         if cfg is not None:
             return cfg
     strict = kind == "portaudio"

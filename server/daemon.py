@@ -149,15 +149,15 @@ class Daemon:
         from .jack import parse_connect
 
         hw_in, hw_out = opts.inputs, opts.outputs
+        jack_ports = (0, 0)
         if opts.backend in ("jack", "auto") and (hw_in is None or hw_out is None):
-            pin, pout = self._patch_channels()
-            hw_in = pin if hw_in is None and pin else hw_in
-            hw_out = pout if hw_out is None and pout else hw_out
+            jack_ports = self._patch_channels()
         try:
             return choose_backend(opts.backend, opts.device, opts.sample_rate, opts.block,
                                   hw_in, hw_out, jack_server=opts.jack_server,
                                   jack_name=opts.jack_name,
-                                  jack_connect=parse_connect(opts.jack_connect))
+                                  jack_connect=parse_connect(opts.jack_connect),
+                                  jack_ports=jack_ports)
         except MixgraphError as e:
             # --device may name a device that is not there yet: wait for it
             if (opts.backend != "portaudio" or opts.device is None
