@@ -339,6 +339,12 @@ def serve(opts: ServeOptions) -> int:
         return 2
     console.print(d.banner())
     d.start()
+    jack = getattr(d.running, "jack", None)
+    if jack is not None:
+        console.print(f"mixgraph: JACK client {jack.name}, {jack.n_in} in / {jack.n_out} out, "
+                      f"{jack.period}-frame periods, "
+                      + ("real-time (JACK's SCHED_FIFO thread)" if jack.realtime else
+                         "not real-time (the server runs without -R)"))
     host, port = d.server.address[:2]
     tcp = d.server.tcp_address
     print(f"mixgraph: ready on udp {host}:{port}" + (f" tcp {tcp[1]}" if tcp else ""),
