@@ -36,6 +36,7 @@ from .protocol import (
     frame,
     is_repeatable,
     is_reply_to,
+    needs_proof,
 )
 
 log = logging.getLogger("mixgraph.client")
@@ -65,6 +66,7 @@ class AsyncClient(CommandsMixin):
         self._waiters: list[tuple[str, asyncio.Future]] = []
         self._callback: Callable | None = None
         self._udp: asyncio.DatagramTransport | None = None
+        self._proving = False
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task | None = None
         self._renew_task: asyncio.Task | None = None
@@ -163,8 +165,36 @@ class AsyncClient(CommandsMixin):
         if self._writer is not None:
             await self._writer.drain()
 
+    async def hello(self) -> bool:
+        """Prove this client's UDP address (the /hello cookie round trip; see
+        Client.hello). request() does it by itself when the server asks for it."""
+        if self._udp is None:
+            return True
+        self._proving = True
+        try:
+            reply = await self.request("/hello")
+            for _ in range(3):
+                if reply[0] != "/hello" or not reply[1] or not isinstance(reply[1][0], str):
+                    break
+                reply = await self.request("/hello", reply[1][0])
+            return reply == ("/done", ["/hello"])
+        except MixgraphTimeout:
+            return False
+        finally:
+            self._proving = False
+
     async def request(self, address: str, *args: Any, timeout: float | None = None,
                       once: bool = False) -> tuple[str, list]:
+        reply = await self._request(address, args, timeout, once)
+        if not self._proving and self._udp is not None \
+                and needs_proof(reply) \
+                and (is_repeatable(address, args) or address.startswith("/catalog")) \
+                and await self.hello():
+            reply = await self._request(address, args, timeout, once)
+        return reply
+
+    async def _request(self, address: str, args: tuple, timeout: float | None,
+                       once: bool) -> tuple[str, list]:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         entry = (address, fut)

@@ -39,6 +39,7 @@ from .protocol import (
     frame,
     is_repeatable,
     is_reply_to,
+    needs_proof,
 )
 
 __all__ = ["Client", "MixgraphFail", "MixgraphTimeout", "encode"]
@@ -143,6 +144,7 @@ class Client(CommandsMixin):
         self._reader: threading.Thread | None = None
         self._stop = threading.Event()
         self._renew_every: float | None = None
+        self._proving = False
         self.reader_error: BaseException | None = None
 
     @property
@@ -207,10 +209,40 @@ class Client(CommandsMixin):
             return 1
         return 1 + self.retries if is_repeatable(address, args) else 1
 
+    def hello(self) -> bool:
+        """Prove this client's UDP address to the server: `/hello` is answered with a
+        cookie, sent back as `/hello <cookie>`. Until then a server answers a UDP address
+        that is not loopback with at most 3x the bytes it received from it and starts no
+        feedback for it (docs/protocol.md, "Address proof"). request() does this by
+        itself when the server asks for it; True when the server took the proof."""
+        if self.transport != "udp":
+            return True
+        self._proving = True
+        try:
+            reply = self.request("/hello")
+            for _ in range(3):
+                if reply[0] != "/hello" or not reply[1] or not isinstance(reply[1][0], str):
+                    break
+                reply = self.request("/hello", reply[1][0])
+            return reply == ("/done", ["/hello"])
+        except MixgraphTimeout:
+            return False
+        finally:
+            self._proving = False
+
     def request(self, address: str, *args: Any, timeout: float | None = None,
                 once: bool = False) -> tuple[str, list]:
         """Send and return the first reply for this address (/done, /fail or the answer).
         once=True: never send it again (node actions are not safe to repeat)."""
+        reply = self._request(address, args, timeout, once)
+        if not self._proving and self.transport == "udp" and needs_proof(reply) \
+                and (is_repeatable(address, args) or address.startswith("/catalog")) \
+                and self.hello():
+            reply = self._request(address, args, timeout, once)
+        return reply
+
+    def _request(self, address: str, args: tuple, timeout: float | None,
+                 once: bool) -> tuple[str, list]:
         timeout = self.timeout if timeout is None else timeout
         attempts = 1 if once else self._attempts(address, args)
         t_end = time.monotonic() + timeout

@@ -290,7 +290,15 @@ def is_reply_to(address: str, sent: str, rargs: list) -> bool:
 
 
 _REPEATABLE = frozenset(("/status", "/info", "/catalog", "/graph/dump", "/sync", "/patch/list",
-                         "/subscribe", "/dump"))
+                         "/subscribe", "/dump", "/hello"))
+
+
+def needs_proof(reply: tuple[str, list]) -> bool:
+    """Whether a reply is the server refusing an unproven UDP address (a reply too large
+    to send to it, or a stream it will not start): the /hello round trip fixes that."""
+    addr, rargs = reply
+    return (addr == "/fail" and bool(rargs) and isinstance(rargs[-1], str)
+            and "/hello" in rargs[-1])
 
 
 def is_repeatable(address: str, args: tuple | list) -> bool:

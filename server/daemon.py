@@ -25,14 +25,14 @@ from rich.table import Table
 from . import __version__
 from .backends import BackendConfig, choose_backend
 from .devices import DeviceWatch
-from .diskio import DiskIO
+from .diskio import DEFAULT_MAX_RECORDER_CHANNELS, DEFAULT_MIN_FREE_MB, DiskIO
 from .engine import Engine
 from .errors import MixgraphError
 from .osc import Counters, Dispatcher
 from .service import Notifier, StateLock, Watchdog
 from .session import Session
 from .state import AUTOSAVE, Autosaver, PatchStore, read_patch
-from .transport import ControlServer
+from .transport import ControlServer, Limits, _is_loopback
 
 log = logging.getLogger("mixgraph")
 
@@ -61,9 +61,29 @@ class ServeOptions:
     rate_burst: float = 10000.0
     zeroconf: bool = False  # advertise _osc._udp / _osc._tcp (the zeroconf package)
     mlock: bool = True  # lock the process's memory so the audio thread never page-faults
+    limits: Limits | None = None  # connection, subscriber and output caps (transport.Limits)
+    max_lead_s: float = 600.0  # how far ahead a bundle's timetag may be (docs/protocol.md)
+    max_recorder_channels: int = DEFAULT_MAX_RECORDER_CHANNELS  # all recorders together
+    min_free_mb: float = DEFAULT_MIN_FREE_MB  # a recorder's disk must have this much free
     jack_server: str | None = None  # --jack-server: a named JACK server
     jack_name: str = "mixgraph"     # --jack-name: the client name (its ports' prefix)
     jack_connect: list[str] | None = None  # --jack-connect: system, none, or ours=theirs pairs
+
+
+def raise_fd_limit() -> str:
+    """Raise RLIMIT_NOFILE's soft limit to the hard limit (at most 65536); says what
+    it is, for the banner. Connections are capped below it (transport.Limits)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        except (ValueError, OSError):
+            pass
+    return str(soft)
 
 
 def lock_memory() -> str:
@@ -107,28 +127,36 @@ class Daemon:
     def _build(self, opts: ServeOptions) -> None:
         self.started_at = time.monotonic()
         self.memory = lock_memory() if opts.mlock else "not locked (--no-mlock)"
+        self.fd_limit = raise_fd_limit()
         self.config = self._choose(opts)
         cfg = self.config
         self.engine = Engine(cfg.sample_rate, cfg.hw_in, cfg.hw_out)
         self.engine.set_ceiling_db(opts.ceiling_db)
-        self.disk = DiskIO(cfg.sample_rate)
+        self.disk = DiskIO(cfg.sample_rate, max_recorder_channels=opts.max_recorder_channels,
+                           min_free_bytes=int(opts.min_free_mb * (1 << 20)), enforce=False)
         self.session = Session(self.engine, data_dir=self.state_dir / "audio",
                                confine_paths=True, disk=self.disk)
         (self.state_dir / "audio").mkdir(exist_ok=True)
         self.store = PatchStore(self.state_dir)
         self.autosave_path = self.state_dir / AUTOSAVE
         self.restored = self._restore()
+        self.disk.start_quota(self.state_dir / "audio")  # a restart keeps its recorders
         self.autosaver = Autosaver(self.autosave_path)
         self._dirty = False
+        self._last_save_error = -1e9
         self.session.changed = self._mark_dirty
         self.counters = Counters()
         info = {"backend": cfg.kind, "device": cfg.device_name, "block": cfg.block,
                 "inputs": cfg.hw_in, "outputs": cfg.hw_out, "device_state": "running"}
-        self.dispatcher = Dispatcher(self.session, self.store, info, self.counters)
+        self.dispatcher = Dispatcher(self.session, self.store, info, self.counters,
+                                     max_lead_s=opts.max_lead_s)
         self.server = ControlServer(self.dispatcher, opts.host, opts.port, tick=self._tick,
                                     tcp_port=opts.tcp_port, allow=opts.allow,
                                     max_frame=opts.max_frame, rate=opts.rate_limit,
-                                    burst=opts.rate_burst)
+                                    burst=opts.rate_burst, limits=opts.limits)
+        self.exposure = self._exposure()
+        if self.exposure:
+            log.warning("%s", self.exposure)
         self.devices = DeviceWatch(cfg, self.engine, self._device_changed)
         self._latency_plans = -1
         self._control: threading.Thread | None = None
@@ -209,14 +237,31 @@ class Daemon:
             log.error("autosave unreadable (%s); kept as %s, starting empty", e, bad)
             return f"autosave unreadable ({e}); kept as {bad.name}"
 
+    def _exposure(self) -> str:
+        """A warning when the server listens beyond loopback without an explicit --allow."""
+        if _is_loopback(self.opts.host) or self.opts.allow is not None:
+            return ""
+        return (f"listening on {self.opts.host} without --allow: any host on a private "
+                "network (10/8, 172.16/12, 192.168/16, link-local) may control this "
+                "server; name the ones that should with --allow CIDR")
+
     def _mark_dirty(self) -> None:
         self._dirty = True
 
     def _tick(self) -> None:
-        """The control loop's periodic step (4 Hz): autosave, systemd watchdog, status."""
+        """The autosave hook of the control loop: submit the latest snapshot. A
+        snapshot that cannot be made or encoded is logged (at most every 10 s) and
+        retried on the next tick; it never stops the control thread."""
         if self._dirty:
             self._dirty = False
-            self.autosaver.submit(self.session.to_doc())
+            try:
+                self.autosaver.submit(self.session.to_doc())
+            except Exception:
+                self._dirty = True
+                now = time.monotonic()
+                if now - self._last_save_error >= 10.0:
+                    self._last_save_error = now
+                    log.exception("autosave snapshot failed; retrying")
         now = time.monotonic()
         self.devices.tick(now)
         self._jack_tick()
@@ -264,6 +309,12 @@ class Daemon:
         host, port = self.server.address[:2]
         tcp = self.server.tcp_address
         t.add_row("osc", f"udp {host}:{port}" + (f", tcp {tcp[0]}:{tcp[1]}" if tcp else ""))
+        lim = self.server.limits
+        t.add_row("limits", f"{self.server.max_conns} tcp connections ({lim.max_conns_per_host}"
+                            f" per address, idle {lim.idle_timeout:g} s), "
+                            f"{lim.max_subscribers} subscribers, descriptors {self.fd_limit}")
+        if self.exposure:
+            t.add_row("[bold red]warning[/]", f"[red]{escape(self.exposure)}[/]")
         t.add_row("state", f"{self.state_dir}  ({self.restored})")
         t.add_row("memory", self.memory)
         return Panel(t, title=f"mixgraph {__version__}", expand=False)

@@ -4,7 +4,16 @@ Runs on the control thread. Changes are recorded as they are applied
 (latest value per address wins) and flushed at a bounded rate (default
 30 Hz, leading edge: a lone change goes out on the next control-loop turn).
 Each subscriber gets only what someone else changed, and only values that
-differ from what it was last sent."""
+differ from what it was last sent.
+
+Limits: at most `max_subscribers` clients at once (a further /subscribe or
+/meters/subscribe fails); a UDP subscriber whose sends fail SEND_ERRORS_MAX
+times in a row (ICMP port unreachable: the client is gone) is dropped; a
+meter frame is read and encoded once per period however many subscribers
+take it; a TCP subscriber with more than METER_BACKLOG bytes unsent gets no
+meter frames (state changes still queue) and is told how many it missed.
+A subscriber leaving mid-period (a closed connection) does not disturb the
+others: every loop works on a copy of the subscriber list."""
 
 from __future__ import annotations
 
@@ -14,6 +23,7 @@ import time
 import msgpack
 
 from . import tapers
+from .errors import MixgraphError
 from .osc import Dispatcher, Peer, encode_message, meter_norm, pack_bundles
 from .patterns import compile_pattern
 
@@ -21,11 +31,14 @@ log = logging.getLogger("mixgraph.feedback")
 
 DEFAULT_LEASE_S = 10.0
 DEFAULT_RATE_HZ = 30.0
+DEFAULT_MAX_SUBSCRIBERS = 32  # tablets, desks and scripts at once (an X32 takes 4 /xremote)
+SEND_ERRORS_MAX = 3  # failed sends in a row (nothing heard from it between) drop a subscriber
+METER_BACKLOG = 64 << 10  # a TCP subscriber this far behind gets no meter frames
 
 
 class Subscriber:
     __slots__ = ("peer", "lease", "expires", "params", "sent", "meters", "meter_rate",
-                 "next_meter")
+                 "next_meter", "errors", "dropped", "names")
 
     def __init__(self, peer: Peer, lease: float) -> None:
         self.peer = peer
@@ -33,20 +46,26 @@ class Subscriber:
         self.expires = time.monotonic() + lease
         self.params = False
         self.sent: dict[tuple[str, str], float] = {}
-        self.meters: dict[str, object] = {}  # pattern -> compiled regex
+        self.meters: dict[str, object] = {}  # pattern -> compiled Pattern
         self.meter_rate = 20.0
         self.next_meter = 0.0
+        self.errors = 0  # failed sends since it was last heard from
+        self.dropped = 0  # meter frames not sent because it did not read (TCP)
+        self.names: tuple | None = None  # (graph key, node names its patterns match)
 
 
 class Feedback:
     """Subscriptions, change coalescing and meter streaming."""
 
     def __init__(self, dispatcher: Dispatcher, rate_hz: float = DEFAULT_RATE_HZ,
-                 default_lease: float = DEFAULT_LEASE_S) -> None:
+                 default_lease: float = DEFAULT_LEASE_S,
+                 max_subscribers: int = DEFAULT_MAX_SUBSCRIBERS) -> None:
         self.d = dispatcher
         dispatcher.feedback = self
         self.period = 1.0 / rate_hz
         self.default_lease = default_lease
+        self.max_subscribers = max_subscribers
+        self._frames: dict[str, tuple[list[bytes], dict]] = {}  # this turn's meter readings
         self.subs: dict[object, Subscriber] = {}
         self.dirty: dict[tuple[str, str], tuple[float, object]] = {}
         self.last_flush = 0.0
@@ -56,6 +75,9 @@ class Feedback:
     def _sub(self, peer: Peer, lease: float | None = None) -> Subscriber:
         s = self.subs.get(peer.key)
         if s is None:
+            if len(self.subs) >= self.max_subscribers:
+                raise MixgraphError(f"too many subscribers ({self.max_subscribers}; "
+                                    "see --max-subscribers)")
             s = self.subs[peer.key] = Subscriber(peer, lease or self.default_lease)
         else:
             s.peer = peer
@@ -84,12 +106,25 @@ class Feedback:
         s = self.subs.get(key)
         if s is not None:
             s.expires = time.monotonic() + s.lease
+            s.errors = 0
+
+    def send_failed(self, key) -> None:
+        """A send to this subscriber failed (UDP: ICMP unreachable); after SEND_ERRORS_MAX
+        in a row with nothing heard from it, it is gone: drop it."""
+        s = self.subs.get(key)
+        if s is None:
+            return
+        s.errors += 1
+        if s.errors >= SEND_ERRORS_MAX:
+            log.info("subscriber %s dropped: %d sends failed", s.peer.label, s.errors)
+            self.drop(key)
 
     def meters_subscribe(self, peer: Peer, pattern: str, rate: float) -> None:
         s = self._sub(peer)
         s.meters[pattern] = compile_pattern("/" + pattern)
         s.meter_rate = rate
         s.next_meter = 0.0
+        s.names = None
 
     def meters_unsubscribe(self, peer: Peer, pattern: str | None) -> None:
         s = self.subs.get(peer.key)
@@ -99,8 +134,9 @@ class Feedback:
             s.meters.clear()
         else:
             s.meters.pop(pattern.strip("/").removeprefix("node/"), None)
+        s.names = None
         if not s.params and not s.meters:
-            del self.subs[peer.key]
+            self.subs.pop(peer.key, None)
 
     # ---- changes ----------------------------------------------------------------
     def changed(self, name: str, param: str, value: float, origin: Peer | None) -> None:
@@ -154,10 +190,13 @@ class Feedback:
         if self.dirty and now - self.last_flush >= self.period:
             self.last_flush = now
             self._flush()
-        for s in self.subs.values():
-            if s.meters and now >= s.next_meter:
+        self._frames.clear()  # readings are taken at most once per node per turn
+        subs = self.subs
+        for key, s in list(subs.items()):  # a send may close a connection (drop)
+            if s.meters and now >= s.next_meter and subs.get(key) is s:
                 s.next_meter = max(s.next_meter + 1.0 / s.meter_rate, now)
                 self._send_meters(s)
+        self._frames.clear()
 
     def _flush(self) -> None:
         dirty, self.dirty = self.dirty, {}
@@ -182,7 +221,9 @@ class Feedback:
                     m = encoded[key] = self._encode(node, name, param, value)
                 pending.setdefault(s.peer.key, []).extend(m)
         for k, msgs in pending.items():
-            self._send(self.subs[k], msgs)
+            s = self.subs.get(k)  # an earlier send may have closed its connection
+            if s is not None:
+                self._send(s, msgs)
 
     @staticmethod
     def _encode(node, name: str, param: str, value: float) -> list[bytes]:
@@ -193,25 +234,59 @@ class Feedback:
         norm = tapers.to_norm(spec.taper, spec.min, spec.max, value)
         return [encode_message(a, [float(value)]), encode_message(a + "/norm", [float(norm)])]
 
-    def _send_meters(self, s: Subscriber) -> None:
+    def _names(self, s: Subscriber) -> list[str]:
+        """The metered nodes a subscriber's patterns match (cached per graph version)."""
         session = self.d.session
-        msgs = []
+        key = (self.d._graph_version, len(session.live), id(session.graph))
+        if s.names is not None and s.names[0] == key:
+            return s.names[1]
+        names = [n for n, node in session.live.items() if node.g.type.readouts
+                 and any(rx.match("/" + n) for rx in s.meters.values())]
+        s.names = (key, names)
+        return names
+
+    def _frame(self, name: str, node) -> tuple[list[bytes], dict]:
+        """One node's readings, encoded (once per turn, shared by every subscriber)."""
+        f = self._frames.get(name)
+        if f is not None:
+            return f
+        session = self.d.session
+        msgs: list[bytes] = []
+        per: dict = {}
+        for r in node.g.type.readouts:
+            vals = session.readout(name, r.name)
+            per[r.name] = vals
+            a = f"/meters/{name}/{r.name}"
+            msgs.append(encode_message(a, [float(v) for v in vals]))
+            if r.map == "db":
+                for i, v in enumerate(vals):
+                    msgs.append(encode_message(f"{a}/{i + 1}", [meter_norm(v)]))
+        f = self._frames[name] = (msgs, per)
+        return f
+
+    def _send_meters(self, s: Subscriber) -> None:
+        backlog = s.peer.backlog
+        if backlog is not None and backlog() >= METER_BACKLOG:
+            s.dropped += 1  # a slow reader: state changes still queue, meters do not
+            self.d.counters.meters_dropped += 1
+            return
+        session = self.d.session
+        live = session.live
+        msgs: list[bytes] = []
         blob: dict = {}
-        for name, node in session.live.items():
-            t = node.g.type
-            if not t.readouts or not any(rx.match("/" + name) for rx in s.meters.values()):
+        for name in self._names(s):
+            node = live.get(name)
+            if node is None:
                 continue
-            per = blob[name] = {}
-            for r in t.readouts:
-                vals = session.readout(name, r.name)
-                per[r.name] = vals
-                a = f"/meters/{name}/{r.name}"
-                msgs.append(encode_message(a, [float(v) for v in vals]))
-                if r.map == "db":
-                    for i, v in enumerate(vals):
-                        msgs.append(encode_message(f"{a}/{i + 1}", [meter_norm(v)]))
+            m, per = self._frame(name, node)
+            msgs += m
+            blob[name] = per
         if not blob:
             return
+        if s.dropped:
+            msgs.insert(0, encode_message("/fail", [
+                "/meters", s.dropped, f"slow reader: {s.dropped} meter frames dropped"]))
+            s.dropped = 0
         packed = msgpack.packb({"time": session.engine.time, "meters": blob},
                                use_single_float=True)
         msgs.append(encode_message("/meters", [packed]))

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import msgpack
 
-from .errors import MixgraphError
+from .errors import MixgraphError, shown
 
 log = logging.getLogger("mixgraph.state")
 
-PATCH_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+PATCH_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # matched whole
 AUTOSAVE = "autosave.mgp"
+RETRY_S = 1.0  # a failed autosave is tried again this often until it succeeds
 
 
 def encode(doc: dict, path: Path) -> bytes:
@@ -88,9 +89,9 @@ class PatchStore:
         self.patches = self.root / "patches"
 
     def path_for(self, name: str, must_exist: bool = False) -> Path:
-        if not isinstance(name, str) or not PATCH_NAME_RE.match(name) or ".." in name:
+        if not isinstance(name, str) or not PATCH_NAME_RE.fullmatch(name) or ".." in name:
             raise MixgraphError(
-                f"bad patch name {name!r}: use letters, digits, _ . - (no paths)"
+                f"bad patch name {shown(name)}: use letters, digits, _ . - (no paths)"
             )
         base = self.patches / name
         if must_exist:
@@ -143,17 +144,27 @@ class Autosaver:
                     self._cond.wait()
                 data, self._pending = self._pending, None
                 stop = self._stop
+            wait = self.min_interval_s
             if data is not None:
                 try:
                     write_atomic(self.path, data)
                     self.saves += 1
-                except OSError:
+                    if self.errors:
+                        log.warning("autosave to %s works again", self.path)
+                    self.errors = 0
+                except OSError as e:
                     self.errors += 1
-                    log.exception("autosave to %s failed", self.path)
+                    if self.errors == 1 or self.errors % 60 == 0:
+                        log.error("autosave to %s failed (%s); retrying every %g s",
+                                  self.path, e.strerror or e, RETRY_S)
+                    with self._cond:  # retry this snapshot unless a newer one came
+                        if self._pending is None:
+                            self._pending = data
+                    wait = RETRY_S
             if stop:
                 return
             with self._cond:
-                self._cond.wait(self.min_interval_s)
+                self._cond.wait(wait)
 
     def close(self) -> None:
         with self._cond:

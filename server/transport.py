@@ -8,22 +8,41 @@ or '#' for frames over 700 MB); a single or a double END between frames is
 accepted. Replies use the connection's
 framing. A size-prefixed frame over the maximum closes the connection before
 anything is allocated for it (the stream cannot be resynchronised); an
-oversized SLIP frame is skipped up to its END. Both are counted."""
+oversized SLIP frame is skipped up to its END. Both are counted.
+
+Limits (docs/operations.md lists them with their options): TCP connections
+are capped in total and per source address, and by the descriptors left
+after a reserve for state files (a connection over a cap is accepted and
+closed at once, counted, logged at most every 10 s); a connection that sends
+nothing for the idle timeout (and holds no subscription) is closed; the
+output queued for all TCP clients together is bounded (the slowest reader
+is disconnected past it). Over UDP, a source address that has not proven it
+receives what is sent to it (loopback, or a /hello cookie round trip) is
+sent at most AMPLIFICATION times the bytes received from it: a reply that
+does not fit becomes a short /fail (or nothing), and it gets no streams."""
 
 from __future__ import annotations
 
+import base64
+import errno
+import hashlib
+import hmac
 import ipaddress
 import logging
+import os
+import resource
 import selectors
 import socket
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from .actions import expire_actions
 from .errors import MixgraphError
 from .feedback import Feedback
-from .osc import Dispatcher, Peer, pack_bundles, parse_packet
+from .osc import Dispatcher, Peer, encode_message, pack_bundles, parse_packet
+from .ratelog import RateLog, source_of
 
 log = logging.getLogger("mixgraph.transport")
 
@@ -31,7 +50,13 @@ END, ESC, ESC_END, ESC_ESC = 0xC0, 0xDB, 0xDC, 0xDD
 DEFAULT_ALLOW_PRIVATE = ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12",
                          "192.168.0.0/16", "169.254.0.0/16", "fc00::/7", "fe80::/10"]
 OUT_HIGH = 1 << 20  # stop reading a TCP client while this much output is unsent
-OUT_MAX = 64 << 20  # a client this far behind is disconnected
+OUT_MAX = 16 << 20  # a client this far behind is disconnected
+AMPLIFICATION = 3  # bytes sent per byte received, to an unproven UDP address (QUIC's 3x)
+CREDIT_MAX = 16384  # the most an unproven address may have banked (bytes)
+COOKIE_S = 120  # a /hello cookie is good for this long (and the one before)
+IP_RECVERR, IPV6_RECVERR = 11, 25  # Linux: ICMP errors on an unconnected UDP socket
+_ICMP_ERRNOS = frozenset((errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH,
+                          errno.EHOSTDOWN, errno.EPROTO, errno.EMSGSIZE))
 UDP_MTU = 1400  # feedback bundles over UDP stay under a typical path MTU
 QUEUE_MAX = 8192  # packets queued per UDP client before more are dropped
 BATCH = 32  # packets per client per round-robin turn
@@ -59,6 +84,19 @@ def slip_decode(data: bytes) -> bytes:
             out.append(c)
             i += 1
     return bytes(out)
+
+
+@dataclass
+class Limits:
+    """What the server lets clients take (each has a `mixgraph serve` option)."""
+
+    max_conns: int = 256  # TCP connections at once (also capped by descriptors)
+    max_conns_per_host: int = 32  # TCP connections from one source address
+    idle_timeout: float = 600.0  # s without input before a TCP connection is closed
+    max_subscribers: int = 32  # feedback/meter subscribers at once (UDP and TCP)
+    max_output: int = 64 << 20  # bytes queued for all TCP clients together
+    fd_reserve: int = 64  # descriptors kept for state files, recorders, players
+    trust_loopback: bool = True  # loopback UDP sources count as proven
 
 
 class Access:
@@ -120,16 +158,23 @@ class TcpConn:
         self.closed = False
         self.key = ("tcp", addr[0], addr[1])
         self.bucket = Bucket(server.rate, server.burst) if server.rate else None
+        self.last_in = time.monotonic()
         self.peer = Peer(self.key, self.send_packet, mtu=60000, kind="tcp",
-                         label=f"tcp {addr[0]}:{addr[1]}")
+                         label=f"tcp {addr[0]}:{addr[1]}", backlog=self.backlog)
+
+    def backlog(self) -> int:
+        """Bytes queued for this client and not yet taken by the kernel."""
+        return len(self.outbuf)
 
     def send_packet(self, data: bytes) -> None:
         if self.closed:
             return
+        before = len(self.outbuf)
         if self.mode == "slip":
             self.outbuf += slip_encode(data)
         else:
             self.outbuf += len(data).to_bytes(4, "big") + data
+        self.server.out_bytes += len(self.outbuf) - before
         self.flush()
 
     def flush(self) -> None:
@@ -138,15 +183,22 @@ class TcpConn:
         try:
             n = self.sock.send(self.outbuf)
             del self.outbuf[:n]
+            self.server.out_bytes -= n
         except (BlockingIOError, InterruptedError):
             pass
         except OSError:
             self.server.close_conn(self)
             return
         if len(self.outbuf) > OUT_MAX:
-            log.warning("%s is not reading its replies; disconnected", self.peer.label)
+            self.server.ratelog.warn(self.addr[0], "%s is not reading its replies; "
+                                     "disconnected", self.peer.label)
+            self.server.counters.slow_closed += 1
             self.server.close_conn(self)
             return
+        if self.server.out_bytes > self.server.limits.max_output:
+            self.server.shed_output()
+            if self.closed:
+                return
         self.server.update_interest(self)
 
     def frames(self, limit: int = 1 << 30):
@@ -170,8 +222,8 @@ class TcpConn:
                 size = int.from_bytes(buf[:4], "big", signed=True)
                 if size < 0 or size > maxf:
                     self.server.counters.oversized += 1
-                    log.warning("%s sent a %d-byte frame (max %d); disconnected",
-                                self.peer.label, size, maxf)
+                    self.server.ratelog.warn(self.addr[0], "%s sent a %d-byte frame (max %d); "
+                                             "disconnected", self.peer.label, size, maxf)
                     self.server.close_conn(self)
                     return
                 if len(buf) < 4 + size:
@@ -211,10 +263,11 @@ class ControlServer:
                  tick: Callable[[], None] | None = None, max_packet: int = 65536,
                  tcp_port: int | None = None, allow: list[str] | None = None,
                  max_frame: int = 65536, rate: float = 20000.0, burst: float = 10000.0,
-                 feedback_rate: float = 30.0) -> None:
+                 feedback_rate: float = 30.0, limits: Limits | None = None) -> None:
         self.dispatcher = dispatcher
         dispatcher.defer_commit = True  # one plan per batch of messages: _commit_edits
         self.counters = dispatcher.counters
+        self.limits = limits = limits or Limits()
         self.tick = tick
         self.max_packet = max_packet
         self.max_frame = max_frame
@@ -223,8 +276,20 @@ class ControlServer:
         if allow is None and not _is_loopback(host):
             allow = DEFAULT_ALLOW_PRIVATE
         self.access = Access(allow)
-        self.feedback = Feedback(dispatcher, rate_hz=feedback_rate)
+        self.feedback = Feedback(dispatcher, rate_hz=feedback_rate,
+                                 max_subscribers=limits.max_subscribers)
         dispatcher.on_reply_port = self._set_reply_port
+        dispatcher.on_hello = self.hello
+        self._secret = os.urandom(32)
+        self.credit: dict[tuple, float] = {}  # unproven UDP address -> bytes it may be sent
+        self._loopback: dict[str, bool] = {}
+        self.out_bytes = 0  # bytes queued for all TCP clients
+        self.per_host: dict[str, int] = {}  # TCP connections per source address
+        self._last_refuse_log = 0.0
+        self._refused_since_log = 0
+        self._last_idle_check = time.monotonic()
+        self._last_unproven_log = 0.0
+        self._accept_paused_until = 0.0
         fam = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(fam, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
@@ -234,6 +299,14 @@ class ControlServer:
         except OSError:
             pass
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 21)
+        try:  # learn which destination an ICMP error (port unreachable) was about
+            if fam == socket.AF_INET6:
+                self.sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
+            else:
+                self.sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+            self._recverr = True
+        except OSError:
+            self._recverr = False
         try:
             self.sock.bind((host, port))
         except OSError as e:
@@ -258,6 +331,10 @@ class ControlServer:
         self.tcp_address = self.tcp.getsockname() if self.tcp else None
         dispatcher.info["udp_port"] = self.address[1]
         dispatcher.info["tcp_port"] = self.tcp_address[1] if self.tcp_address else 0
+        self.max_conns = self._conn_cap()
+        # one descriptor held back: at EMFILE, accept() can still take a connection
+        # (to close it) instead of leaving it pending and the loop spinning on it
+        self._spare: int | None = self._open_spare()
         self.sel = selectors.DefaultSelector()
         self.sel.register(self.sock, selectors.EVENT_READ, "udp")
         if self.tcp:
@@ -277,10 +354,94 @@ class ControlServer:
         self._ready_set: set = set()
         self._paused: set[TcpConn] = set()
         self._stop = False
+        # warnings a client's packets cause: counted, and logged per source sparingly
+        self.ratelog = RateLog(log, self.counters)
+        dispatcher.ratelog = self.ratelog
         self._last_garbage_log = 0.0
+        self._last_error_log = 0.0
         self._last_gc = time.monotonic()
         self._last_tick = 0.0
         self._last_expire = 0.0
+
+    # ---- limits --------------------------------------------------------------------
+    def _conn_cap(self) -> int:
+        """TCP connections allowed at once: the configured cap, and no more than the
+        descriptors left under RLIMIT_NOFILE after those in use and the reserve."""
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        try:
+            used = len(os.listdir("/proc/self/fd"))
+        except OSError:
+            used = 32
+        cap = self.limits.max_conns
+        if soft != resource.RLIM_INFINITY:
+            cap = min(cap, max(1, soft - used - self.limits.fd_reserve))
+        return cap
+
+    @staticmethod
+    def _open_spare() -> int | None:
+        try:
+            return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+
+    def _is_trusted(self, host: str) -> bool:
+        r = self._loopback.get(host)
+        if r is None:
+            r = self.limits.trust_loopback and _is_loopback(host.split("%")[0])
+            if len(self._loopback) > 65536:
+                self._loopback.clear()
+            self._loopback[host] = r
+        return r
+
+    def _cookie(self, target, epoch: int) -> str:
+        msg = f"{target[0]}|{target[1]}|{epoch}".encode()
+        mac = hmac.new(self._secret, msg, hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac).decode()[:15]  # 90 bits; 16 bytes in OSC
+
+    def hello(self, peer: Peer, args: list) -> tuple[str, list]:
+        """The /hello exchange (see Dispatcher._hello): a cookie bound to where replies to
+        this client go, valid COOKIE_S (and the period before); the client proves it
+        receives there by sending it back."""
+        if peer.proven:
+            return "/done", ["/hello"]
+        target = self._targets.get(peer.key, [peer.key])[0]
+        epoch = int(time.time() // COOKIE_S)
+        if not args:
+            return "/hello", [self._cookie(target, epoch)]
+        got = args[0] if isinstance(args[0], str) else ""
+        if any(hmac.compare_digest(got, self._cookie(target, e)) for e in (epoch, epoch - 1)):
+            peer.proven = True
+            self.credit.pop(peer.key, None)
+            return "/done", ["/hello"]
+        raise MixgraphError("bad cookie")
+
+    def _charge(self, addr, mark: int, data: bytes) -> None:
+        """After an unproven client's packet was handled: its replies (held in the outbox
+        from `mark` on) go out if they fit its credit, else one short /fail does."""
+        box = self._outbox.get(addr)
+        if not box or len(box) <= mark:
+            return
+        size = sum(len(m) for m in box[mark:])
+        credit = self.credit.get(addr, 0.0)
+        if size <= credit:
+            self.credit[addr] = credit - size
+            return
+        del box[mark:]
+        self.counters.unproven_refused += 1
+        end = data.find(b"\0")
+        address = data[:end].decode("utf-8", "replace") if data[:1] == b"/" else "#bundle"
+        for why in ("too large: /hello or TCP", "/hello"):  # the longest that fits
+            fail = encode_message("/fail", [address[:64], why])
+            if len(fail) <= credit:
+                box.append(fail)
+                self.credit[addr] = credit - len(fail)
+                break
+        now = time.monotonic()
+        if now - self._last_unproven_log > 10.0:
+            self._last_unproven_log = now
+            log.warning("a %d-byte reply to unproven udp %s:%s withheld (amplification "
+                        "limit %dx; %d so far): the client should use TCP or /hello",
+                        size, addr[0], addr[1], AMPLIFICATION, self.counters.unproven_refused)
 
     # ---- UDP ---------------------------------------------------------------------
     def _udp_peer(self, addr) -> Peer:
@@ -290,15 +451,16 @@ class ControlServer:
                 self._gc_peers()
             port = self.reply_ports.get(addr)
             box = [(addr[0], port, *addr[2:]) if port else addr]
-            sock = self.sock
             counters = self.counters
+            credit = self.credit
 
             outbox = self._outbox
 
             def send(data: bytes) -> None:
+                proven = p.proven
                 if self._holding:  # coalesced: see _flush_replies
                     held = outbox.get(addr)
-                    if data[:1] != b"#":  # a bare message
+                    if data[:1] != b"#" or not proven:  # a bare message (or unproven)
                         if held is None:
                             outbox[addr] = [data]
                         else:
@@ -306,16 +468,55 @@ class ControlServer:
                         return
                     if held:  # a bundle (a state dump): what came before goes first
                         self._flush_one(addr, outbox.pop(addr))
-                try:
-                    sock.sendto(data, box[0])
-                except OSError as e:
-                    counters.send_errors += 1
-                    log.debug("reply to %s failed: %s", box[0], e)
+                elif not proven:  # sent outside a packet's handling: pay from the credit
+                    c = credit.get(addr, 0.0)
+                    if len(data) > c:
+                        counters.unproven_refused += 1
+                        return
+                    credit[addr] = c - len(data)
+                self._sendto(data, box[0])
 
-            p = Peer(addr, send, mtu=UDP_MTU, kind="udp", label=f"udp {addr[0]}:{addr[1]}")
+            p = Peer(addr, send, mtu=UDP_MTU, kind="udp", label=f"udp {addr[0]}:{addr[1]}",
+                     proven=self._is_trusted(addr[0]))
             self.peers[addr] = p
             self._targets[addr] = box
         return p
+
+    def _sendto(self, data: bytes, target, sock: socket.socket | None = None) -> None:
+        """One datagram. With IP_RECVERR an ICMP error about some other destination
+        can fail this send: read the error queue (which clears it) and send again once."""
+        sock = sock or self.sock
+        for attempt in (0, 1):
+            try:
+                sock.sendto(data, target)
+                return
+            except OSError as e:
+                if attempt or e.errno not in _ICMP_ERRNOS:
+                    self.counters.send_errors += 1
+                    log.debug("send to %s failed: %s", target, e)
+                    return
+                self._read_errors()
+
+    def _read_errors(self) -> None:
+        """Drain the socket's error queue (IP_RECVERR): each entry names the destination
+        an ICMP error was about; a subscriber there loses a life (Feedback.send_failed)."""
+        if not self._recverr:
+            return
+        fb = self.feedback
+        for _ in range(256):
+            try:
+                _, _, _, dest = self.sock.recvmsg(1, 512, socket.MSG_ERRQUEUE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            if not dest:
+                continue
+            dest = tuple(dest[:2])
+            self.counters.send_errors += 1
+            for key in [k for k, sub in fb.subs.items() if sub.peer.kind == "udp"]:
+                if tuple(self._targets.get(key, [key])[0][:2]) == dest:
+                    fb.send_failed(key)
 
     def _set_reply_port(self, peer: Peer, port: int) -> None:
         addr = peer.key
@@ -324,7 +525,10 @@ class ControlServer:
         else:
             self.reply_ports.pop(addr, None)
         self._udp_peer(addr)
-        self._targets[addr][0] = (addr[0], port or addr[1], *addr[2:])
+        target = (addr[0], port or addr[1], *addr[2:])
+        if target != self._targets[addr][0] and not self._is_trusted(addr[0]):
+            peer.proven = False  # a proof holds for where the cookie went
+        self._targets[addr][0] = target
 
     def _gc_peers(self) -> None:
         now = time.monotonic()
@@ -334,6 +538,7 @@ class ControlServer:
                 self.peers.pop(addr, None)
                 self._targets.pop(addr, None)
                 self.buckets.pop(addr, None)
+                self.credit.pop(addr, None)
                 clients.pop(addr, None)
 
     def _limited(self, addr, data: bytes, now: float) -> bool:
@@ -404,8 +609,11 @@ class ControlServer:
                 return
             try:
                 data, addr = recv(maxp)
-            except OSError:  # BlockingIOError: drained
+            except (BlockingIOError, InterruptedError):  # drained
                 return
+            except OSError:  # an ICMP error reported (IP_RECVERR): whose, then go on
+                self._read_errors()
+                continue
             ok = allowed.get(addr[0])
             if ok is None:
                 ok = self.access.ok(addr[0])
@@ -447,12 +655,10 @@ class ControlServer:
     def _flush_one(self, addr, msgs: list[bytes]) -> None:
         target = self._targets.get(addr, [addr])[0]
         sock = self.sock
-        for pkt in (msgs if len(msgs) == 1 else pack_bundles(msgs, UDP_MTU)):
-            try:
-                sock.sendto(pkt, target)
-            except OSError as e:
-                self.counters.send_errors += 1
-                log.debug("reply to %s failed: %s", target, e)
+        peer = self.peers.get(addr)
+        bare = len(msgs) == 1 or (peer is not None and not peer.proven)  # counted exactly
+        for pkt in (msgs if bare else pack_bundles(msgs, UDP_MTU)):
+            self._sendto(pkt, target, sock)
 
     def _work(self, budget_s: float = 0.003) -> None:
         self._holding = True
@@ -522,6 +728,21 @@ class ControlServer:
 
     # ---- common ------------------------------------------------------------------
     def _packet(self, data: bytes, peer: Peer, now: float) -> None:
+        if peer.proven or peer.kind != "udp":
+            self._handle(data, peer, now)
+            return
+        key = peer.key
+        self.credit[key] = min(self.credit.get(key, 0.0) + AMPLIFICATION * len(data),
+                               CREDIT_MAX)
+        box = self._outbox.get(key)
+        mark = len(box) if box else 0
+        try:
+            self._handle(data, peer, now)
+        finally:
+            if not peer.proven:
+                self._charge(key, mark, data)
+
+    def _handle(self, data: bytes, peer: Peer, now: float) -> None:
         d = self.dispatcher
         key = peer.key
         d.counters.clients[key] = now
@@ -534,10 +755,8 @@ class ControlServer:
             msgs = parse_packet(data)
         except MixgraphError as e:
             d.counters.garbage += 1
-            if now - self._last_garbage_log > 1.0:
-                self._last_garbage_log = now
-                log.warning("garbage packet from %s (%s); %d so far", peer.label, e,
-                            d.counters.garbage)
+            self.ratelog.warn(source_of(peer.key), "garbage packet from %s (%s); %d so far",
+                              peer.label, e, d.counters.garbage)
             return
         bundle = data[:1] == b"#"
         if bundle and self.rate and len(msgs) > 1:
@@ -546,7 +765,15 @@ class ControlServer:
                 b.tokens -= len(msgs) - 1  # a bundle costs one token per message
         if not msgs:
             return
-        d.dispatch_packet(msgs, peer, bundle)
+        try:
+            d.dispatch_packet(msgs, peer, bundle)
+        except Exception:  # a bug must not take the control thread down: /fail, logged
+            self._failed(f"packet {msgs[0].address[:64]!r} from {peer.label}")
+            d.counters.failed += 1
+            try:
+                peer.reply("/fail", [msgs[0].address[:256], "internal error"])
+            except Exception:
+                pass
 
     # ---- TCP ---------------------------------------------------------------------
     def _accept(self) -> None:
@@ -555,17 +782,88 @@ class ControlServer:
                 s, addr = self.tcp.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE) and self._spare is not None:
+                    # out of descriptors: use the spare to take the connection and close it,
+                    # so that it does not stay pending and wake the loop for ever
+                    os.close(self._spare)
+                    self._spare = None
+                    try:
+                        s, _ = self.tcp.accept()
+                        s.close()
+                    except OSError:
+                        pass
+                    self._spare = self._open_spare()
+                    self._refuse(None, "out of file descriptors")
+                    continue
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self._pause_accept()  # no spare either: stop listening for a moment
+                    self._refuse(None, f"cannot accept: {e.strerror}")
                 return
             if not self.access.ok(addr[0]):
                 self.counters.denied += 1
                 s.close()
                 continue
+            host = addr[0]
+            if len(self.conns) >= self.max_conns:
+                s.close()
+                self._refuse(addr, f"{self.max_conns} connections open (--max-conns)")
+                continue
+            if self.per_host.get(host, 0) >= self.limits.max_conns_per_host:
+                s.close()
+                self._refuse(addr, f"{self.limits.max_conns_per_host} connections from "
+                                   "this address (--max-conns-per-host)")
+                continue
             s.setblocking(False)
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             c = TcpConn(self, s, addr)
             self.conns[s.fileno()] = c
+            self.per_host[host] = self.per_host.get(host, 0) + 1
             self.sel.register(s, selectors.EVENT_READ, c)
+
+    def _pause_accept(self) -> None:
+        try:
+            self.sel.unregister(self.tcp)
+        except (KeyError, ValueError):
+            return
+        self._accept_paused_until = time.monotonic() + 0.5
+
+    def _refuse(self, addr, why: str) -> None:
+        """Count a refused connection; log at most one line per 10 s."""
+        self.counters.refused += 1
+        self._refused_since_log += 1
+        now = time.monotonic()
+        if now - self._last_refuse_log >= 10.0:
+            self._last_refuse_log = now
+            who = f"tcp {addr[0]}:{addr[1]}" if addr else "a tcp client"
+            log.warning("refused %s: %s (%d refused since the last report, %d in all)",
+                        who, why, self._refused_since_log, self.counters.refused)
+            self._refused_since_log = 0
+
+    def shed_output(self) -> None:
+        """All TCP clients together hold more unsent output than allowed: disconnect the
+        one furthest behind (it is not reading), until under the bound."""
+        while self.out_bytes > self.limits.max_output and self.conns:
+            c = max(self.conns.values(), key=lambda x: len(x.outbuf))
+            if not c.outbuf:
+                return
+            log.warning("%s is not reading its replies (%d bytes unsent; all clients %d, "
+                        "limit %d); disconnected", c.peer.label, len(c.outbuf),
+                        self.out_bytes, self.limits.max_output)
+            self.counters.slow_closed += 1
+            self.close_conn(c)
+
+    def _close_idle(self, now: float) -> None:
+        """Close TCP connections silent for the idle timeout that hold no subscription."""
+        limit = self.limits.idle_timeout
+        if limit <= 0:
+            return
+        subs = self.feedback.subs
+        for c in list(self.conns.values()):
+            if now - c.last_in > limit and c.key not in subs:
+                log.info("%s idle for %.0f s; closed", c.peer.label, now - c.last_in)
+                self.counters.idle_closed += 1
+                self.close_conn(c)
 
     def update_interest(self, c: TcpConn) -> None:
         if c.closed:
@@ -594,7 +892,15 @@ class ControlServer:
         except (KeyError, ValueError):
             pass
         self.conns.pop(c.sock.fileno(), None)
+        n = self.per_host.get(c.addr[0], 1) - 1
+        if n > 0:
+            self.per_host[c.addr[0]] = n
+        else:
+            self.per_host.pop(c.addr[0], None)
         c.sock.close()
+        self.out_bytes -= len(c.outbuf)
+        c.outbuf = bytearray()  # the memory goes back now, not when the last reference does
+        c.inbuf = bytearray()
         self._paused.discard(c)
         self.feedback.drop(c.key)
         self.dispatcher.release_touches(c.key)
@@ -614,6 +920,7 @@ class ControlServer:
                 return
             if data:
                 c.inbuf += data
+                c.last_in = time.monotonic()
         self._queue_conn(c)
 
     def _queue_conn(self, c: TcpConn) -> None:
@@ -656,31 +963,56 @@ class ControlServer:
 
     # ---- the loop ----------------------------------------------------------------
     def serve_forever(self) -> None:
-        """The control loop: until stop() is called."""
+        """The control loop: until stop() is called. Every step is guarded: a
+        failure is a logged error (and a /fail where there was a request, see
+        _packet), never a dead control thread."""
         while not self._stop:
             timeout = 0.0 if self.ready or self.fifo else 0.001 if self._paused else 0.005
             try:
                 events = self.sel.select(timeout)
             except InterruptedError:
                 events = []
+            except (OSError, ValueError):
+                self._failed("select")
+                time.sleep(timeout)  # no busy loop if the selector itself is broken
+                events = []
             for key, mask in events:
                 what = key.data
-                if what == "udp":
-                    self._drain_udp()
-                elif what == "listen":
-                    self._accept()
-                else:
-                    if mask & selectors.EVENT_WRITE:
-                        what.flush()
-                    if mask & selectors.EVENT_READ and not what.closed:
-                        self._read_conn(what)
-            if self._paused:
-                self._resume_paused()
-            if self.ready or self.fifo:
-                self._work()
-            self.service()
+                try:
+                    if what == "udp":
+                        self._drain_udp()
+                    elif what == "listen":
+                        self._accept()
+                    else:
+                        if mask & selectors.EVENT_WRITE:
+                            what.flush()
+                        if mask & selectors.EVENT_READ and not what.closed:
+                            self._read_conn(what)
+                except Exception:
+                    self._failed("receive")
+            self._guard(self._resume_paused, self._paused, "resume")
+            self._guard(self._work, self.ready or self.fifo, "dispatch")
+            self._guard(self.service, True, "service")
+
+    def _guard(self, step: Callable[[], None], when, what: str) -> None:
+        if when:
+            try:
+                step()
+            except Exception:
+                self._failed(what)
+
+    def _failed(self, what: str) -> None:
+        """Log a control-loop step's failure (with its traceback at most once a
+        second, so a persistent fault cannot flood the log); the loop goes on."""
+        self.counters.internal_errors += 1
+        now = time.monotonic()
+        if now - self._last_error_log >= 1.0:
+            self._last_error_log = now
+            log.exception("control loop: %s failed (%d internal errors so far)", what,
+                          self.counters.internal_errors)
 
     def service(self) -> None:
+        """Periodic work of the control loop, each part guarded on its own."""
         d = self.dispatcher
         try:
             d.session.service(commit=False)
@@ -689,19 +1021,32 @@ class ControlServer:
             log.exception("engine service failed")
         try:
             d.service()
+        except Exception:
+            log.exception("held bundles failed")
+        try:
             self.feedback.service()
         except Exception:
-            log.exception("feedback/timers failed")
+            log.exception("feedback failed")
         now = time.monotonic()
         if now - self._last_gc > 30:
             self._last_gc = now
-            self._gc_peers()
+            self._guard(self._gc_peers, True, "peer cleanup")
+            self.ratelog.flush()
+        if self._accept_paused_until and now >= self._accept_paused_until:
+            self._accept_paused_until = 0.0
+            if self._spare is None:
+                self._spare = self._open_spare()
+            self.sel.register(self.tcp, selectors.EVENT_READ, "listen")
+        if now - self._last_idle_check >= 1.0:
+            self._last_idle_check = now
+            self._close_idle(now)
         if self.tick and now - self._last_tick >= 0.25:  # autosave: 4 Hz is plenty
             self._last_tick = now
-            self.tick()
+            self._guard(self.tick, True, "autosave tick")
         if d.session.actions_running and now - self._last_expire >= 0.5:
             self._last_expire = now
-            expire_actions(d.session, now)  # a stopped audio clock must not leave one mute
+            # a stopped audio clock must not leave one mute
+            self._guard(lambda: expire_actions(d.session, now), True, "action expiry")
 
     def stop(self) -> None:
         self._stop = True
@@ -713,6 +1058,9 @@ class ControlServer:
         self.sock.close()
         if self.tcp:
             self.tcp.close()
+        if self._spare is not None:
+            os.close(self._spare)
+            self._spare = None
 
 
 UdpServer = ControlServer  # the historical name
@@ -720,6 +1068,9 @@ UdpServer = ControlServer  # the historical name
 
 def _is_loopback(host: str) -> bool:
     try:
-        return ipaddress.ip_address(host).is_loopback
+        ip = ipaddress.ip_address(host)
     except ValueError:
         return host == "localhost"
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback

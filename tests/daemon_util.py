@@ -25,7 +25,7 @@ class Daemon:
     """A `mixgraph serve` subprocess and a client connected to it."""
 
     def __init__(self, state_dir: Path, *extra: str, port: int | None = None,
-                 env: dict | None = None) -> None:
+                 env: dict | None = None, preexec_fn=None) -> None:
         self.port = port or free_udp_port()
         self.state_dir = state_dir
         self.log_path = state_dir.parent / f"serve-{self.port}.log"
@@ -33,7 +33,8 @@ class Daemon:
         cmd = [sys.executable, "-m", "mixgraph.server.cli", "serve", "--port", str(self.port),
                "--state-dir", str(state_dir), "--no-status", *extra]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+                                     stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})},
+                                     preexec_fn=preexec_fn)
         self.client = Client("127.0.0.1", self.port, timeout=3.0)
         self._wait_ready()
 
