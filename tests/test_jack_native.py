@@ -174,10 +174,12 @@ def test_inputs_reach_the_graph(jack, tmp_path):
 def test_port_counts_come_from_the_patch(jack, tmp_path):
     """Without --inputs/--outputs, the saved patch's input/output nodes decide."""
     d = serve(tmp_path, jack.name, "--inputs", "8", "--outputs", "8")
-    d.call("/graph/add", "output", "out", "channels", 2, "first", 3)
-    d.call("/graph/add", "input", "in", "channels", 3)
-    d.sync(1)
-    assert d.stop() == 0  # the autosave is written at stop
+    try:
+        d.call("/graph/add", "output", "out", "channels", 2, "first", 3)
+        d.call("/graph/add", "input", "in", "channels", 3)
+        d.sync(1)
+    finally:
+        assert d.stop() == 0  # the autosave is written at stop
     d = serve(tmp_path, jack.name)
     try:
         mine = sorted(p for p in ports(jack.name).split() if p.startswith("mixgraph:"))
@@ -313,8 +315,9 @@ def test_server_killed_and_restarted(jack, server_name, tmp_path):
     d = serve(tmp_path, jack.name, "--outputs", "1")
     again = None
     events: list = []
-    watcher = Client("127.0.0.1", d.port, timeout=5.0)
+    watcher = None
     try:
+        watcher = Client("127.0.0.1", d.port, timeout=5.0)
         tone_patch(d)
         watcher.subscribe(lambda addr, args: events.append((addr, args))
                           if addr == "/device/state" else None)
@@ -355,7 +358,8 @@ def test_server_killed_and_restarted(jack, server_name, tmp_path):
               f"{t_back - t_up:.2f} s after the server was up; tone recorded at the right "
               f"level {t_audio - t_up:.2f} s after (includes jack_rec's 1 s)")
     finally:
-        watcher.close()
+        if watcher is not None:
+            watcher.close()
         d.stop()
         if again is not None:
             stop_jackd(again)
