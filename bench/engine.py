@@ -14,6 +14,7 @@ client sends 10,000 parameter messages per second, counting xruns.
 
     python bench/engine.py                # offline + control path
     python bench/engine.py --jack --seconds 60
+    python bench/engine.py --jack --native --jack-only --seconds 20   # native vs PortAudio
 """
 
 from __future__ import annotations
@@ -203,7 +204,7 @@ def send_traffic(port: int, seconds: float, rate_msgs: int) -> int:
     return sent
 
 
-def jack_live(seconds: float, rate_msgs: int, peer: bool = False) -> dict:
+def jack_live(seconds: float, rate_msgs: int, peer: bool = False, native: bool = False) -> dict:
     """The 64-channel session live on JACK dummy while a client sends rate_msgs
     parameter messages per second: xruns as mixgraph counts them (PortAudio passes
     on every JACK xrun), and jackd's own log of the same window split by cause.
@@ -211,7 +212,10 @@ def jack_live(seconds: float, rate_msgs: int, peer: bool = False) -> dict:
     peer=True is the side-by-side: the same daemon, session and traffic on the
     null backend (the same CPU load), while JACK's example client jack_metro is
     the one on jackd; its `client` count is what a trivial client nobody here
-    wrote gets from this host under this load."""
+    wrote gets from this host under this load.
+
+    native=True: mixgraph as a native JACK client (--backend jack), its process
+    function JACK's process callback, instead of through PortAudio's JACK host API."""
     if not jackd.available():
         return {"error": "jackd not installed"}
     name = f"mgbench{os.getpid()}"
@@ -220,6 +224,8 @@ def jack_live(seconds: float, rate_msgs: int, peer: bool = False) -> dict:
         if peer:
             stack.enter_context(jackd.metro(name))
             backend: tuple[str, ...] = ("--backend", "null")
+        elif native:
+            backend = ("--backend", "jack", "--jack-server", name)
         else:
             backend = ("--backend", "portaudio", "--device", "JACK")
         with tempfile.TemporaryDirectory() as tmp:
@@ -233,7 +239,9 @@ def jack_live(seconds: float, rate_msgs: int, peer: bool = False) -> dict:
                 m0 = log.mark()
                 sent = send_traffic(port, seconds, rate_msgs)
                 st = status(c)
-                return {"jack_client": "jack_metro" if peer else "mixgraph",
+                who = ("jack_metro" if peer else
+                       "mixgraph (native JACK)" if native else "mixgraph (PortAudio-JACK)")
+                return {"jack_client": who,
                         "seconds": seconds, "messages_sent": sent,
                         "msgs_per_s": round(sent / seconds), "jackd_log": log.xruns(m0),
                         "mixgraph_xruns": None if peer else st["xruns"] - x0,
@@ -317,6 +325,11 @@ def main() -> None:
     ap.add_argument("--jack", action="store_true", help="also run the live JACK dummy test")
     ap.add_argument("--jack-rate", type=int, default=10000,
                     help="parameter messages per second during the JACK test")
+    ap.add_argument("--native", action="store_true",
+                    help="with --jack, also run mixgraph as a native JACK client "
+                         "(--backend jack) on the same session and traffic")
+    ap.add_argument("--jack-only", action="store_true",
+                    help="with --jack, only the live JACK runs (no offline/control figures)")
     ap.add_argument("--no-control", action="store_true")
     ap.add_argument("--no-baseline", action="store_true",
                     help="with --jack, skip the peer run (jack_metro on jackd, the same "
@@ -330,27 +343,31 @@ def main() -> None:
     print("| channels | offline x real time (64-frame blocks) | (512-frame blocks) | "
           "us per 64-frame block | worst us | DSP load % of one core |")
     print("|---|---|---|---|---|---|")
-    for n in a.channels:
+    for n in [] if a.jack_only else a.channels:
         with one_core(a.cpu):
             r = offline(n, a.seconds, a.repeats)
         print(f"| {n} | {r['x_realtime_64']:.0f}x | {r['x_realtime_512']:.0f}x | "
               f"{r['us_per_block']:.1f} | {r['engine_worst_us']:.0f} | "
               f"{r['dsp_load_pct']:.2f} |", flush=True)
-    if not a.no_control:
+    if not a.no_control and not a.jack_only:
         r = control_path(a.messages, 3)
         print(f"\ncontrol path: {r['us_per_message']:.1f} us per parameter message "
               f"(UDP socket -> dispatch -> engine ring, incl. /done reply; "
               f"{r['messages']} messages, median of 3)")
-    r = change_latency()
-    print(f"\nparameter change: audible {r['median_blocks']:.2f} blocks (median, max "
-          f"{r['max_blocks']:.2f}) after its message was sent, over {r['trials']} trials "
-          f"(null clock, {BLOCK}-frame blocks; the 20 ms ramp starts at the block boundary)")
+    r = change_latency() if not a.jack_only else None
+    if r is not None:
+        print(f"\nparameter change: audible {r['median_blocks']:.2f} blocks (median, max "
+              f"{r['max_blocks']:.2f}) after its message was sent, over {r['trials']} trials "
+              f"(null clock, {BLOCK}-frame blocks; the 20 ms ramp starts at the block "
+              "boundary)")
     if a.jack:
         print("\nlive on JACK dummy, 64 ch gain->pan->bus, 64 frames, "
               f"{a.jack_rate} parameter messages/s; jackd's log of each window "
               "(timer: its driver thread woke late; client: a client missed its cycle):")
-        for peer in (False, True) if not a.no_baseline else (False,):
-            print(jack_live(a.seconds, a.jack_rate, peer), flush=True)
+        runs = [(False, False)] + ([(False, True)] if a.native else [])
+        runs += [(True, False)] if not a.no_baseline else []
+        for peer, native in runs:
+            print(jack_live(a.seconds, a.jack_rate, peer, native), flush=True)
         if not a.no_baseline:
             print(f"jackd alone, no client, {a.seconds:g} s: "
                   f"{jackd.baseline(a.seconds, RATE, BLOCK)}")

@@ -17,7 +17,7 @@ HERE = Path(__file__).resolve().parent
 # one C file per node type: nodes/<type>.c (the Python package mixgraph.nodes)
 NODES = HERE.parent / "nodes"
 # the shared core, in link order
-CORE = ("engine.c", "plan.c", "ring.c", "alloc.c")
+CORE = ("engine.c", "plan.c", "ring.c", "alloc.c", "jack.c")
 # -fno-trapping-math: FP operations are assumed not to trap (mixgraph never
 # unmasks FP exceptions), so GCC may if-convert selects and vectorise loops
 # such as denoise's gain rule. Values are unchanged: NaN and Inf keep their
@@ -63,6 +63,30 @@ def registry_source() -> str:
     )
 
 
+def have_jack() -> bool:
+    """True when <jack/jack.h> compiles (Debian: libjack-jackd2-dev) and libjack
+    links: then csrc/jack.c is the native JACK client, else a stub that says
+    the build has no JACK. The build never fails for want of libjack."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    if os.environ.get("MIXGRAPH_NO_JACK"):
+        return False
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        return False
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "t.c"
+        src.write_text("#include <jack/jack.h>\nint main(void) { return jack_get_version_string() == 0; }\n")
+        r = subprocess.run([*cc.split(), str(src), "-o", str(Path(tmp) / "t"), "-ljack"],
+                           capture_output=True)
+    return r.returncode == 0
+
+
+HAVE_JACK = have_jack()
+
 ffibuilder = FFI()
 ffibuilder.cdef(api_cdef())
 _sources = [str(HERE / f) for f in CORE]
@@ -72,9 +96,9 @@ ffibuilder.set_source(
     registry_source(),
     sources=[str(Path(s).relative_to(HERE.parent)) for s in _sources],
     include_dirs=["csrc"],
-    define_macros=[("_POSIX_C_SOURCE", "200809L")],
+    define_macros=[("_POSIX_C_SOURCE", "200809L")] + ([("MG_HAVE_JACK", "1")] if HAVE_JACK else []),
     extra_compile_args=CFLAGS,
-    libraries=["m", "pthread"],
+    libraries=["m", "pthread"] + (["jack"] if HAVE_JACK else []),
 )
 
 if __name__ == "__main__":

@@ -104,6 +104,7 @@ struct mg_engine {
     int null_block;
     int null_realtime;
     float *null_out;
+    float *tap_scratch;       /* MG_MAX_BLOCK interleaved frames: the tap of a planar call */
 };
 
 /* What unconnected inputs read. */
@@ -136,6 +137,7 @@ mg_engine *mg_engine_new(double sample_rate, int hw_in_ch, int hw_out_ch,
         e->hw_in[c] = mg_calloc(MG_MAX_BLOCK, sizeof(float));
     for (int c = 0; c < hw_out_ch; c++)
         e->hw_out[c] = mg_calloc(MG_MAX_BLOCK, sizeof(float));
+    e->tap_scratch = mg_calloc((size_t)MG_MAX_BLOCK * (size_t)(hw_out_ch + 1), sizeof(float));
     e->heap_cap = heap_capacity > 16 ? heap_capacity : 16;
     e->heap = mg_calloc((size_t)e->heap_cap, sizeof(mg_sched));
     if (mg_ring_init(&e->cmd, cmd_capacity > 16 ? cmd_capacity : 16, sizeof(mg_cmd)) ||
@@ -161,6 +163,7 @@ void mg_engine_free(mg_engine *e)
     mg_free(e->hw_out_ptr);
     mg_free(e->heap);
     mg_free(e->null_out);
+    mg_free(e->tap_scratch);
     mg_ring_destroy(&e->cmd);
     mg_ring_destroy(&e->ev);
     /* Plans and nodes belong to the control side, which frees them. */
@@ -882,7 +885,12 @@ static inline double mono_us(void)
     return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec * 1e-3;
 }
 
-void mg_engine_process(mg_engine *e, const float *in, float *out, unsigned long nframes)
+/* One call of the audio thread. Input and output are either interleaved
+ * (in, out: PortAudio, the null clock, offline renders) or planar (in_pl,
+ * out_pl: one buffer per channel, as JACK hands them over); either may be
+ * NULL (silence in, nothing out). */
+static void process_any(mg_engine *e, const float *in, const float *const *in_pl, float *out,
+                        float *const *out_pl, unsigned long nframes)
 {
     mg_audio_enter();
     mg_fpu_state fpu;
@@ -897,6 +905,9 @@ void mg_engine_process(mg_engine *e, const float *in, float *out, unsigned long 
         if (in) {
             /* frames outer, channels inner: sequential reads, ci write streams */
             deinterleave(e->hw_in, in + done * (unsigned long)ci, ci, n);
+        } else if (in_pl) {
+            for (int c = 0; c < ci; c++)
+                memcpy(e->hw_in[c], in_pl[c] + done, sizeof(float) * (size_t)n);
         } else {
             for (int c = 0; c < ci; c++)
                 memset(e->hw_in[c], 0, sizeof(float) * (size_t)n);
@@ -934,6 +945,19 @@ void mg_engine_process(mg_engine *e, const float *in, float *out, unsigned long 
                 if (w < n)
                     mg_fifo_add_dropped(e->tap, (uint64_t)(n - w));
             }
+        } else if (out_pl) {
+            for (int c = 0; c < co; c++)
+                memcpy(out_pl[c] + done, e->hw_out[c], sizeof(float) * (size_t)n);
+            if (e->tap) {
+                float *restrict d = e->tap_scratch;
+                const float *const *restrict src = (const float *const *)e->hw_out;
+                for (int i = 0; i < n; i++, d += co)
+                    for (int c = 0; c < co; c++)
+                        d[c] = src[c][i];
+                int w = mg_fifo_write(e->tap, e->tap_scratch, n);
+                if (w < n)
+                    mg_fifo_add_dropped(e->tap, (uint64_t)(n - w));
+            }
         }
         done += (unsigned long)n;
     }
@@ -953,6 +977,17 @@ void mg_engine_process(mg_engine *e, const float *in, float *out, unsigned long 
     atomic_fetch_add_explicit(&e->blocks, 1, memory_order_relaxed);
     mg_fpu_leave(&fpu);
     mg_audio_leave();
+}
+
+void mg_engine_process(mg_engine *e, const float *in, float *out, unsigned long nframes)
+{
+    process_any(e, in, NULL, out, NULL, nframes);
+}
+
+void mg_engine_process_planar(mg_engine *e, const float *const *in, float *const *out,
+                              unsigned long nframes)
+{
+    process_any(e, NULL, in, NULL, out, nframes);
 }
 
 void mg_engine_process_blocks(mg_engine *e, const float *in, float *out,

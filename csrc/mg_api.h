@@ -226,6 +226,10 @@ void mg_engine_free(mg_engine *e);                                /* [control] *
 /* Process nframes of interleaved float32 audio; in may be NULL. [audio] */
 void mg_engine_process(mg_engine *e, const float *in, float *out,
                        unsigned long nframes);
+/* The same with one buffer per channel (JACK's port buffers); in and out
+ * may be NULL (silence in, nothing out), the buffers they list may not. [audio] */
+void mg_engine_process_planar(mg_engine *e, const float *const *in, float *const *out,
+                              unsigned long nframes);
 /* The same, as a sequence of calls of `block` frames (offline renders). [audio] */
 void mg_engine_process_blocks(mg_engine *e, const float *in, float *out,
                               unsigned long nframes, int block);
@@ -255,6 +259,34 @@ void mg_engine_add_xruns(mg_engine *e, uint64_t n);  /* [any] */
 /* [control] mlockall(current and future): no page of the process is reclaimed,
  * so the audio thread never faults memory back in. 0, or the errno. */
 int mg_lock_memory(void);
+
+/* ---- native JACK client (csrc/jack.c) ---- [control] unless marked */
+typedef struct mg_jack mg_jack;
+int mg_jack_available(void);      /* 1 when built with libjack (MG_HAVE_JACK) */
+/* A client with ports in_1..in_<n_in>, out_1..out_<n_out> whose process
+ * callback runs the engine; never starts a server (server_name NULL or "":
+ * the default one). NULL on failure, the reason in err. Not yet active. */
+mg_jack *mg_jack_open(mg_engine *e, const char *client_name, const char *server_name,
+                      int n_in, int n_out, char *err, int err_len);
+/* 1 when the server runs (its rate and period filled in), else 0. */
+int mg_jack_probe(const char *server_name, uint32_t *rate, uint32_t *period);
+int mg_jack_activate(mg_jack *j); /* 0, or -1 */
+void mg_jack_close(mg_jack *j);   /* deactivate, close, free (also after the server went) */
+int mg_jack_lost(mg_jack *j);     /* [any] 1 once the server has shut the client down */
+int mg_jack_busy(mg_jack *j);     /* [any] 1 while the process callback runs */
+const char *mg_jack_lost_reason(mg_jack *j);
+const char *mg_jack_client_name(mg_jack *j);
+uint32_t mg_jack_rate(mg_jack *j);
+uint32_t mg_jack_period(mg_jack *j);           /* [any] frames per period, now */
+uint64_t mg_jack_period_changes(mg_jack *j);   /* [any] buffer-size changes seen */
+uint64_t mg_jack_xruns(mg_jack *j);            /* [any] xrun callbacks */
+int mg_jack_realtime(mg_jack *j);              /* 1 when JACK runs its thread SCHED_FIFO */
+/* The graph's latency in frames, added to the ports' latency ranges. */
+void mg_jack_set_latency(mg_jack *j, uint32_t frames);
+int mg_jack_connect(mg_jack *j, const char *src, const char *dst);  /* 0 (or already), -1 */
+/* Audio ports matching a regular expression (JackPortFlags), one per line
+ * in buf; returns how many matched. */
+int mg_jack_ports(mg_jack *j, const char *pattern, unsigned long flags, char *buf, int len);
 
 /* ---- nodes ---- [control] */
 mg_node *mg_node_new(mg_engine *e, int type_index, int channels, int hw_first,

@@ -1,6 +1,9 @@
 """Audio backends: which clock drives the engine, and starting/stopping it.
 
-Three backends run the same C `engine_process()`:
+Four backends run the same C `engine_process()`:
+
+- ``jack``: a native JACK client (csrc/jack.c, server/jack.py) whose process
+  callback is the engine's; ports ``mixgraph:in_<n>`` / ``mixgraph:out_<n>``.
 
 - ``portaudio``: a PortAudio stream (through sounddevice) whose callback is
   the C function ``mg_pa_callback`` with the engine as its userData. No
@@ -27,7 +30,7 @@ from .errors import MixgraphError
 
 log = logging.getLogger("mixgraph.backends")
 
-KINDS = ("auto", "portaudio", "null", "offline")
+KINDS = ("auto", "jack", "portaudio", "null", "offline")
 NULL_CHANNELS = 2          # null/offline default: 2 in / 2 out
 DEFAULT_CHANNELS = 2       # portaudio default: stereo (or fewer if the device has fewer)
 MAX_CHANNELS = 256         # the engine's limit (mg_engine_new)
@@ -41,7 +44,7 @@ UNCLOCKED = ("null",)
 class BackendConfig:
     """What the daemon runs on; also shown to users (`device_name`, `note`)."""
 
-    kind: str            # "portaudio" | "null" | "offline"
+    kind: str            # "jack" | "portaudio" | "null" | "offline"
     device_name: str     # human-readable, e.g. "JACK Audio Connection Kit (system)"
     device: int | None   # PortAudio device index
     sample_rate: float
@@ -49,6 +52,10 @@ class BackendConfig:
     hw_in: int
     hw_out: int
     note: str            # why this backend was chosen
+    jack_server: str | None = None   # jack: the server's name (None: the default)
+    jack_name: str = "mixgraph"      # jack: the client name (ports are <name>:out_1 ...)
+    jack_connect: object = None      # jack: server.jack.parse_connect's result
+    device_query: str | int | None = None  # portaudio: what --device asked for (retries)
 
 
 class _NoPortAudio(Exception):
@@ -211,13 +218,56 @@ def _check_numbers(sample_rate, block, hw_in, hw_out) -> None:
         raise MixgraphError("a backend needs at least one input or output channel")
 
 
+def _jack_config(server: str | None, name: str, connect, sample_rate: float, block: int,
+                 hw_in: int | None, hw_out: int | None, strict: bool,
+                 ports: tuple[int, int] = (0, 0)) -> BackendConfig | None:
+    """The jack backend's configuration; None when auto should look further.
+    `ports`: the inputs/outputs the saved patch uses, for counts not given."""
+    from . import jack
+
+    hw_in = (ports[0] or None) if hw_in is None else hw_in
+    hw_out = (ports[1] or None) if hw_out is None else hw_out
+    where = f"JACK server {server!r}" if server else "the default JACK server"
+    if not jack.available():
+        if strict:
+            raise MixgraphError("jack backend: mixgraph was built without JACK "
+                                "(install libjack-jackd2-dev and rebuild)")
+        return None
+    up, rate, period = jack.server_running(server)
+    n_in = NULL_CHANNELS if hw_in is None else hw_in
+    n_out = NULL_CHANNELS if hw_out is None else hw_out
+    if not up:
+        if not strict:
+            return None
+        # --backend jack with no server yet: start on the null clock and wait for it
+        return BackendConfig("jack", where, None, float(sample_rate), int(block), n_in, n_out,
+                             f"{where} is not running: waiting for it", server, name, connect)
+    note = f"native JACK client of {where} ({rate} Hz, {period}-frame periods)"
+    if rate != sample_rate:
+        if strict:
+            raise MixgraphError(f"jack backend: {where} runs at {rate} Hz but mixgraph was "
+                                f"asked for {sample_rate:g} Hz: start mixgraph with --rate "
+                                f"{rate} or the server at {sample_rate:g} Hz")
+        note += f"; {sample_rate:g} Hz is not the server's rate, using {rate} Hz"
+    return BackendConfig("jack", where, None, float(rate), int(period or block), n_in, n_out,
+                         note, server, name, connect)
+
+
 def choose_backend(kind: str = "auto", device: str | int | None = None,
                    sample_rate: float = 48000, block: int = 64, hw_in: int | None = None,
-                   hw_out: int | None = None) -> BackendConfig:
+                   hw_out: int | None = None, jack_server: str | None = None,
+                   jack_name: str = "mixgraph", jack_connect=None,
+                   jack_ports: tuple[int, int] = (0, 0)) -> BackendConfig:
     """Decide what the engine runs on.
 
-    auto: PortAudio when it loads and a usable output device exists (`device`
-    by index, or name substring: every word must occur in "name, host API"),
+    jack: a native JACK client of `jack_server` (None: the default server);
+    a rate that is not the server's is an error; no server yet: the config
+    says so and the daemon waits for it on the null clock. Port counts not
+    given come from `jack_ports` (what the saved patch uses) when nonzero.
+    auto: JACK when a server is running (at its rate) and no `device` is
+    named, else PortAudio when it loads and a usable output device exists
+    (`device` by index, or name substring: every word must occur in
+    "name, host API"),
     else the null backend; `note` says why. If the device does not run at
     `sample_rate`, auto adopts the device's default rate (and says so).
     portaudio: the same choice, but anything missing raises MixgraphError.
@@ -231,6 +281,11 @@ def choose_backend(kind: str = "auto", device: str | int | None = None,
     if kind == "offline":
         return _null("offline", sample_rate, block, hw_in, hw_out,
                      "offline rendering: no clock, as fast as possible")
+    if kind in ("jack", "auto") and (kind == "jack" or device is None):
+        cfg = _jack_config(jack_server, jack_name, jack_connect, sample_rate, block, hw_in,
+                           hw_out, strict=kind == "jack", ports=jack_ports)
+        if cfg is not None:
+            return cfg
     strict = kind == "portaudio"
 
     def give_up(reason: str) -> BackendConfig:
@@ -273,7 +328,7 @@ def choose_backend(kind: str = "auto", device: str | int | None = None,
         rate = dev_rate
     note = f"PortAudio device [{dev['index']}] {describe(dev)}: {why}{rate_note}"
     return BackendConfig("portaudio", describe(dev), dev["index"], rate, int(block),
-                         n_in, n_out, note)
+                         n_in, n_out, note, device_query=device)
 
 
 def _check_settings(sd, index: int, n_in: int, n_out: int, rate: float) -> str:
@@ -294,10 +349,11 @@ class Running:
     """A started backend: `stop()` it (idempotent) before freeing the engine."""
 
     def __init__(self, config: BackendConfig, engine: Engine, stream=None,
-                 keep: tuple = ()) -> None:
+                 keep: tuple = (), jack=None) -> None:
         self.config = config
         self.engine = engine
         self.stream = stream
+        self.jack = jack  # server.jack.JackClient on the jack backend
         # C objects PortAudio holds pointers to: alive as long as the stream is
         self._keep = keep
         self._running = True
@@ -311,11 +367,32 @@ class Running:
         """PortAudio's reported stream latency in seconds (None off PortAudio)."""
         return self.stream.latency if self.stream is not None else None
 
+    def lost(self) -> str:
+        """Why the device stopped driving the engine ('' while it does): the
+        JACK server went away, or the PortAudio stream ended by itself."""
+        if not self._running:
+            return ""
+        if self.jack is not None:
+            if self.jack.lost:
+                why = self.jack.lost_reason or "no reason given"
+                return f"the JACK server went away ({why})"
+            return ""
+        if self.stream is not None:
+            try:
+                active = self.stream.active
+            except Exception as exc:  # sounddevice.PortAudioError: the stream is gone
+                return f"the PortAudio stream failed ({exc})"
+            return "" if active else "the PortAudio stream stopped"
+        return ""
+
     def stop(self) -> None:
         global _streams_running
         if not self._running:
             return
         self._running = False
+        if self.jack is not None:
+            self.jack.close()
+            return
         if self.stream is None:
             self.engine.null_stop()
             return
@@ -353,6 +430,8 @@ def start_backend(config: BackendConfig, engine: Engine) -> Running:
     if config.kind == "offline":
         raise MixgraphError("the offline backend has no clock to start: "
                             "the renderer calls Engine.process() itself")
+    if config.kind == "jack":
+        return _start_jack(config, engine)
     if config.kind != "portaudio":
         raise MixgraphError(f"unknown backend {config.kind!r}")
     try:
@@ -387,3 +466,23 @@ def start_backend(config: BackendConfig, engine: Engine) -> Running:
     log.info("audio: %s, %g Hz, %d-frame blocks, %d in / %d out", config.device_name,
              config.sample_rate, config.block, config.hw_in, config.hw_out)
     return Running(config, engine, stream, keep=(fn, callback, userdata, engine, sd))
+
+
+def _start_jack(config: BackendConfig, engine: Engine) -> Running:
+    """Open the JACK client, activate it (the engine now runs on JACK's thread)
+    and make the `--jack-connect` connections."""
+    from .jack import JackClient
+
+    client = JackClient(engine, config.jack_name, config.jack_server)
+    try:
+        client.activate()
+    except MixgraphError:
+        client.close()
+        raise
+    for problem in client.connect(config.jack_connect):
+        log.warning("--jack-connect: %s", problem)
+    config.block = client.period or config.block
+    log.info("audio: JACK client %s of %s, %d Hz, %d-frame periods, %d in / %d out%s",
+             client.name, config.device_name, client.rate, client.period, config.hw_in,
+             config.hw_out, ", real-time" if client.realtime else "")
+    return Running(config, engine, jack=client)

@@ -45,6 +45,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
                       trust_loopback=not a.prove_loopback),
         max_recorder_channels=a.max_recorder_channels, min_free_mb=a.min_free_mb,
         fsync_ms=a.fsync_ms, journal=not a.no_journal,
+        jack_server=a.jack_server, jack_name=a.jack_name, jack_connect=a.jack_connect,
     ))
 
 
@@ -422,8 +423,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd")
 
     s = sub.add_parser("serve", help="run the daemon")
-    s.add_argument("--backend", default="auto", choices=["auto", "portaudio", "null"])
-    s.add_argument("--device", help="audio device: name (substring) or index")
+    s.add_argument("--backend", default="auto", choices=["auto", "jack", "portaudio", "null"],
+                   help="auto: JACK when a server runs, else PortAudio, else null")
+    s.add_argument("--device", help="PortAudio device: name (substring) or index "
+                   "(may be one not plugged in yet: mixgraph waits for it)")
+    s.add_argument("--jack-server", metavar="NAME", help="a named JACK server (jackd -n NAME)")
+    s.add_argument("--jack-name", default="mixgraph",
+                   help="JACK client name: ports are NAME:in_<n> / NAME:out_<n>")
+    s.add_argument("--jack-connect", action="append", metavar="SPEC",
+                   help="system (physical ports in order), none, or our=their pairs, "
+                        "e.g. 'out_1=system:playback_1,in_.*=system:capture_.*' "
+                        "(repeatable; see docs/operations.md)")
     s.add_argument("--rate", type=float, default=48000.0, help="sample rate in Hz")
     s.add_argument("--block", type=int, default=64, help="frames per block")
     s.add_argument("--inputs", type=int, help="hardware input channels")

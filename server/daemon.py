@@ -23,7 +23,8 @@ from rich.panel import Panel
 from rich.table import Table
 
 from . import __version__
-from .backends import choose_backend, start_backend
+from .backends import BackendConfig, choose_backend
+from .devices import DeviceWatch
 from .diskio import DEFAULT_MAX_RECORDER_CHANNELS, DEFAULT_MIN_FREE_MB, DiskIO
 from .engine import Engine
 from .errors import MixgraphError
@@ -68,6 +69,9 @@ class ServeOptions:
     fsync_ms: float = 100.0  # journal fdatasync period (power loss); 0 = before every reply
     keep_snapshots: int = 3  # autosave.mgp and its previous good versions
     journal: bool = True  # False only to measure what it costs: a crash loses edits
+    jack_server: str | None = None  # --jack-server: a named JACK server
+    jack_name: str = "mixgraph"     # --jack-name: the client name (its ports' prefix)
+    jack_connect: list[str] | None = None  # --jack-connect: system, none, or ours=theirs pairs
 
 
 def raise_fd_limit() -> str:
@@ -128,8 +132,7 @@ class Daemon:
         self.started_at = time.monotonic()
         self.memory = lock_memory() if opts.mlock else "not locked (--no-mlock)"
         self.fd_limit = raise_fd_limit()
-        self.config = choose_backend(opts.backend, opts.device, opts.sample_rate, opts.block,
-                                     opts.inputs, opts.outputs)
+        self.config = self._choose(opts)
         cfg = self.config
         self.engine = Engine(cfg.sample_rate, cfg.hw_in, cfg.hw_out)
         self.engine.set_ceiling_db(opts.ceiling_db)
@@ -151,7 +154,7 @@ class Daemon:
             self.session.journal = self.journal
         self.counters = Counters()
         info = {"backend": cfg.kind, "device": cfg.device_name, "block": cfg.block,
-                "inputs": cfg.hw_in, "outputs": cfg.hw_out}
+                "inputs": cfg.hw_in, "outputs": cfg.hw_out, "device_state": "running"}
         self.dispatcher = Dispatcher(self.session, self.store, info, self.counters,
                                      max_lead_s=opts.max_lead_s)
         self.server = ControlServer(self.dispatcher, opts.host, opts.port, tick=self._tick,
@@ -163,7 +166,8 @@ class Daemon:
             log.warning("%s", self.exposure)
         if self.journal is not None:
             self.server.before_send = self.journal.flush
-        self.running = None
+        self.devices = DeviceWatch(cfg, self.engine, self._device_changed)
+        self._latency_plans = -1
         self._control: threading.Thread | None = None
         self._stop = threading.Event()
         # systemd: READY/STATUS/STOPPING, and WATCHDOG=1 while the sample clock moves
@@ -171,6 +175,63 @@ class Daemon:
         self.watchdog = Watchdog(self.notifier, lambda: self.engine.time,
                                  every_s=min(1.0, self.notifier.watchdog_s / 2 or 1.0))
         self._last_status = 0.0
+
+    @property
+    def running(self):
+        """The backend driving the engine now (the device, or the null clock
+        while the device is away)."""
+        return self.devices.current if hasattr(self, "devices") else None
+
+    def _choose(self, opts: ServeOptions) -> BackendConfig:
+        from .jack import parse_connect
+
+        hw_in, hw_out = opts.inputs, opts.outputs
+        jack_ports = (0, 0)
+        if opts.backend in ("jack", "auto") and (hw_in is None or hw_out is None):
+            jack_ports = self._patch_channels()
+        try:
+            return choose_backend(opts.backend, opts.device, opts.sample_rate, opts.block,
+                                  hw_in, hw_out, jack_server=opts.jack_server,
+                                  jack_name=opts.jack_name,
+                                  jack_connect=parse_connect(opts.jack_connect),
+                                  jack_ports=jack_ports)
+        except MixgraphError as e:
+            # --device may name a device that is not there yet: wait for it
+            if (opts.backend != "portaudio" or opts.device is None
+                    or "no audio device" not in str(e)):
+                raise
+            return BackendConfig("portaudio", str(opts.device), None, float(opts.sample_rate),
+                                 opts.block, 2 if hw_in is None else hw_in,
+                                 2 if hw_out is None else hw_out,
+                                 f"{e}: waiting for it", device_query=opts.device)
+
+    def _patch_channels(self) -> tuple[int, int]:
+        """Hardware inputs and outputs the saved patch's input/output nodes use
+        (0 when it has none): the JACK port counts when --inputs/--outputs are not given."""
+        try:
+            doc = read_patch(self.state_dir / AUTOSAVE) if (self.state_dir / AUTOSAVE).exists() \
+                else {}
+        except MixgraphError:
+            return 0, 0
+        need = {"input": 0, "output": 0}
+        for n in doc.get("nodes", []) if isinstance(doc, dict) else []:
+            if isinstance(n, dict) and n.get("type") in need:
+                opts = n.get("options") or {}
+                try:
+                    top = int(opts.get("first", 1)) - 1 + int(n.get("channels", 2))
+                except (TypeError, ValueError):
+                    continue
+                need[n["type"]] = max(need[n["type"]], min(top, 256))
+        return need["input"], need["output"]
+
+    def _device_changed(self, state: str, backend: str) -> None:
+        """The device went away or came back: /status and subscribers hear of it."""
+        self.dispatcher.info["backend"] = backend
+        self.dispatcher.info["device_state"] = state
+        self.dispatcher.info["block"] = self.devices.config.block
+        fb = getattr(self.dispatcher, "feedback", None)
+        if fb is not None:
+            fb.device_changed(state, backend)
 
     def _new_session(self) -> Session:
         return Session(self.engine, data_dir=self.state_dir / "audio", confine_paths=True,
@@ -302,16 +363,37 @@ class Daemon:
                     log.error("autosave snapshot failed (%s); retrying", e)
 
         now = time.monotonic()
+        self.devices.tick(now)
+        self._jack_tick()
         self.watchdog.tick(now)
         if self.notifier.enabled and now - self._last_status >= 2.0:
             self._last_status = now
             self.notifier.notify("STATUS=" + self.summary())
 
+    def _jack_tick(self) -> None:
+        """On JACK: follow buffer-size changes in /status, and report the graph's
+        latency (the slowest path to an output node) on the ports."""
+        jack = getattr(self.running, "jack", None)
+        if jack is None or jack.lost:
+            return
+        if self.dispatcher.info.get("block") != jack.period and jack.period:
+            self.devices.config.block = jack.period
+            self.dispatcher.info["block"] = jack.period
+            log.info("audio: JACK buffer size is now %d frames", jack.period)
+        plans = self.session.plans_built
+        if plans != self._latency_plans:
+            self._latency_plans = plans
+            lat = self.session.latencies()
+            outs = [lat.get(n, 0) for n, g in self.session.graph.nodes.items()
+                    if g.type.name == "output"]
+            jack.set_latency(max(outs, default=0))
+
     def summary(self) -> str:
         """One line for systemd's STATUS= and `mixgraph health`."""
         st = self.engine.stats()
-        cfg = self.config
-        return (f"{cfg.kind} {cfg.sample_rate:g} Hz/{cfg.block}, load {st.load * 100:.1f}%, "
+        cfg = self.devices.config
+        return (f"{self.devices.backend_text()} {cfg.sample_rate:g} Hz/{cfg.block}, "
+                f"load {st.load * 100:.1f}%, "
                 f"xruns {st.xruns}, clients {self.counters.active_clients()}, "
                 f"nodes {len(self.session.graph.nodes)}")
 
@@ -352,7 +434,7 @@ class Daemon:
 
     def start(self) -> None:
         self.disk.start()
-        self.running = start_backend(self.config, self.engine)
+        self.devices.start()
         self._control = threading.Thread(target=self.server.serve_forever,
                                          name="mixgraph-control", daemon=True)
         self._control.start()
@@ -391,8 +473,7 @@ class Daemon:
         self.server.stop()
         if self._control:
             self._control.join(timeout=5)
-        if self.running is not None:
-            self.running.stop()
+        self.devices.stop()
         self.session.service()
         try:
             self._save()
@@ -420,6 +501,12 @@ def serve(opts: ServeOptions) -> int:
         return 2
     console.print(d.banner())
     d.start()
+    jack = getattr(d.running, "jack", None)
+    if jack is not None:
+        console.print(f"mixgraph: JACK client {jack.name}, {jack.n_in} in / {jack.n_out} out, "
+                      f"{jack.period}-frame periods, "
+                      + ("real-time (JACK's SCHED_FIFO thread)" if jack.realtime else
+                         "not real-time (the server runs without -R)"))
     host, port = d.server.address[:2]
     tcp = d.server.tcp_address
     print(f"mixgraph: ready on udp {host}:{port}" + (f" tcp {tcp[1]}" if tcp else ""),
@@ -432,4 +519,9 @@ def serve(opts: ServeOptions) -> int:
         d.stop()
         console.print(d.final_status)
     sys.stdout.flush()
+    if d.devices.stuck:
+        # PortAudio still holds the lost stream: its exit handler (Pa_Terminate)
+        # would wait for it forever. Everything of ours is saved and closed.
+        sys.stderr.flush()
+        os._exit(0)
     return 0

@@ -150,6 +150,13 @@ class Feedback:
             if s.params and key != okey:
                 self._send(s, [data])
 
+    def device_changed(self, state: str, backend: str) -> None:
+        """The audio device went away or came back: `/device/state <state>
+        <backend>` to every subscriber (state is running or waiting)."""
+        data = encode_message("/device/state", [state, backend])
+        for s in list(self.subs.values()):
+            self._send(s, [data])
+
     def dump(self, peer: Peer, msgs: list | None = None) -> int:
         """Every parameter (both forms) and bypass to one client; returns the count."""
         msgs = self.d.state_messages() if msgs is None else msgs

@@ -959,6 +959,7 @@ class Dispatcher:
             "missing_files", len(self.session.missing),
             "latency", int(lat),
             "latency_ms", float(round(lat * 1000.0 / e.sample_rate, 3)),
+            "device_state", str(self.info.get("device_state", "running")),
         ])
 
     def _info(self, args: list, reply: Reply, _t: int, client=None) -> None:

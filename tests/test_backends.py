@@ -84,6 +84,14 @@ def fake_sd(monkeypatch):
     return install
 
 
+@pytest.fixture(autouse=True)
+def no_jack_server(monkeypatch):
+    """These tests are about PortAudio: auto must not find a JACK server that
+    happens to run on this machine (tests/test_jack_native.py covers JACK)."""
+    from mixgraph.server import jack
+    monkeypatch.setattr(jack, "server_running", lambda server=None: (False, 0, 0))
+
+
 @pytest.fixture
 def no_portaudio(monkeypatch):
     def missing():
@@ -343,7 +351,8 @@ def test_jack_found_by_a_fresh_process(jackd, run_python):
     named = BackendConfig(**got["named"])
     assert named.kind == "portaudio" and "JACK" in named.device_name
     assert (named.hw_in, named.hw_out, named.sample_rate) == (2, 2, 48000.0)
-    assert got["auto"]["kind"] == "portaudio"  # a usable device exists: auto takes it
+    # a JACK server runs: auto takes it as a native client (issue 15), not PortAudio's JACK
+    assert got["auto"]["kind"] == "jack" and got["auto"]["hw_out"] == 2
     jack = [d for d in got["devices"] if d["hostapi"] == "JACK Audio Connection Kit"]
     assert jack and jack[0]["max_output_channels"] == 2
 

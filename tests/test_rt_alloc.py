@@ -150,6 +150,28 @@ CHILD = textwrap.dedent(r"""
     result["null_faults"] = hook.rt_hook_faults() - faults0
     result["null_blocks"] = e.stats().blocks
 
+    # 2b. the native JACK client: the engine on JACK's process thread
+    jack_server = os.environ.get("MG_RT_JACK_SERVER")
+    if jack_server:
+        from mixgraph.server.jack import JackClient
+        jc = JackClient(e, "rtcheck", jack_server)
+        hook.rt_hook_reset()
+        b0 = e.stats().blocks
+        jc.activate()
+        time.sleep(0.2)
+        faults0 = hook.rt_hook_faults()
+        t_end = time.monotonic() + 1.0
+        while time.monotonic() < t_end:
+            churn(i, e.time)
+            tap.read()
+            i += 1
+            time.sleep(0.003)
+        jc.close()
+        result["jack_enters"] = hook.rt_hook_enters()
+        result["jack_allocs"] = hook.rt_hook_count()
+        result["jack_faults"] = hook.rt_hook_faults() - faults0
+        result["jack_blocks"] = e.stats().blocks - b0
+
     # 3. offline: the audio code runs on this (Python) thread
     hook.rt_hook_reset()
     x = np.full((256, 2), 0.01, np.float32)
@@ -184,16 +206,42 @@ def hook_lib(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def child_result(hook_lib, tmp_path_factory) -> dict:
-    tmp = tmp_path_factory.mktemp("rtchild")
-    env = dict(os.environ, LD_PRELOAD=str(hook_lib), RT_HOOK=str(hook_lib))
+def run_child(hook_lib: Path, tmp: Path, **env_extra: str) -> dict:
+    env = dict(os.environ, LD_PRELOAD=str(hook_lib), RT_HOOK=str(hook_lib), **env_extra)
     p = subprocess.run([sys.executable, "-c", CHILD, str(tmp)], env=env, capture_output=True,
                        text=True, timeout=60)
     assert p.returncode == 0, p.stderr[-3000:]
     line = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
     assert line, p.stdout[-2000:] + p.stderr[-2000:]
     return json.loads(line[-1][len("RESULT "):])
+
+
+@pytest.fixture(scope="module")
+def child_result(hook_lib, tmp_path_factory) -> dict:
+    return run_child(hook_lib, tmp_path_factory.mktemp("rtchild"))
+
+
+def test_no_allocation_or_page_fault_on_the_jack_thread(hook_lib, tmp_path, capsys):
+    """The same churn with the engine run by JACK's process callback (--backend jack)."""
+    from test_jack_native import start_jackd, stop_jackd
+
+    from mixgraph.server import jack
+    if not jack.available():
+        from conftest import require
+        require(False, "mixgraph was built without JACK (libjack-jackd2-dev)")
+    name = f"mg-rt-{os.getpid()}"
+    server = start_jackd(name, tmp_path / "jackd.log")
+    try:
+        r = run_child(hook_lib, tmp_path, MG_RT_JACK_SERVER=name)
+    finally:
+        stop_jackd(server)
+    with capsys.disabled():
+        print(f"\n  [measured] JACK process thread over ~1 s of churn: {r['jack_blocks']} "
+              f"periods, {r['jack_allocs']} allocations, {r['jack_faults']} page faults")
+    assert r["jack_blocks"] > 100  # about 750 periods of 64 frames in 1 s
+    assert r["jack_enters"] >= r["jack_blocks"] * 0.99
+    assert r["jack_allocs"] == 0
+    assert r["jack_faults"] == 0
 
 
 def test_hook_counts_when_armed(child_result):
