@@ -81,10 +81,14 @@ else:
     print(os.path.join(cache, "mixgraph", "setup-stamp-" + key))
 ')"
 mkdir -p "$(dirname "$STAMP")" 2>/dev/null || true
-want_stamp="$( { printf '%s\n' "${MIXGRAPH_EXTRAS:-}" "$("$PY" --version 2>&1)";
+# the checkout's own path is part of it: an editable install serves one checkout, so a
+# fresh clone elsewhere (CI's) must install itself, never reuse another's install
+want_stamp="$( { printf '%s\n' "$(pwd -P)" "${MIXGRAPH_EXTRAS:-}" "$("$PY" --version 2>&1)";
                 cat pyproject.toml setup.py csrc/* nodes/*.c; } | sha256sum | cut -d' ' -f1)"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want_stamp" ] \
-        && "$PY" -c 'import mixgraph.server._core' 2>/dev/null; then
+        && "$PY" -c 'import os, sys, mixgraph.server._core as c
+sys.exit(0 if os.path.realpath(c.__file__).startswith(os.getcwd() + os.sep) else 1)' \
+            2>/dev/null; then
     log "mixgraph${MIXGRAPH_EXTRAS:-} is installed and current in $PY: skipping pip"
 else
     log "install mixgraph${MIXGRAPH_EXTRAS:-} with $("$PY" --version 2>&1) ($PY)"
