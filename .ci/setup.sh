@@ -87,7 +87,7 @@ want_stamp="$( { printf '%s\n' "$(pwd -P)" "${MIXGRAPH_EXTRAS:-}" "$("$PY" --ver
                 cat pyproject.toml setup.py csrc/* nodes/*.c; } | sha256sum | cut -d' ' -f1)"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want_stamp" ] \
         && "$PY" -c 'import os, sys, mixgraph.server._core as c
-sys.exit(0 if os.path.realpath(c.__file__).startswith(os.getcwd() + os.sep) else 1)' \
+sys.exit(0 if os.path.realpath(c.__file__).startswith(os.path.realpath(os.getcwd()) + os.sep) else 1)' \
             2>/dev/null; then
     log "mixgraph${MIXGRAPH_EXTRAS:-} is installed and current in $PY: skipping pip"
 else
