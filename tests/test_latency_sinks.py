@@ -151,7 +151,7 @@ def test_status_reports_the_total_latency():
         Dispatcher(s).dispatch("/status", [], lambda a, args: got.append((a, args)))
         st = dict(zip(got[0][1][::2], got[0][1][1::2], strict=True))
         assert st["latency"] == LIM_LAT
-        assert st["latency_ms"] == pytest.approx(LIM_LAT * 1000.0 / SR)
+        assert st["latency_ms"] == pytest.approx(LIM_LAT * 1000.0 / SR, abs=5e-4)
     finally:
         s.close()
         e.free()
