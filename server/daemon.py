@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -61,6 +62,7 @@ class ServeOptions:
     zeroconf: bool = False  # advertise _osc._udp / _osc._tcp (the zeroconf package)
     mlock: bool = True  # lock the process's memory so the audio thread never page-faults
     limits: Limits | None = None  # connection, subscriber and output caps (transport.Limits)
+    http_port: int | None = None  # the browser surface (HTTP + WebSocket); None: off
 
 
 def raise_fd_limit() -> str:
@@ -143,7 +145,8 @@ class Daemon:
         self.server = ControlServer(self.dispatcher, opts.host, opts.port, tick=self._tick,
                                     tcp_port=opts.tcp_port, allow=opts.allow,
                                     max_frame=opts.max_frame, rate=opts.rate_limit,
-                                    burst=opts.rate_burst, limits=opts.limits)
+                                    burst=opts.rate_burst, limits=opts.limits,
+                                    http_port=opts.http_port)
         self.exposure = self._exposure()
         if self.exposure:
             log.warning("%s", self.exposure)
@@ -211,6 +214,8 @@ class Daemon:
         host, port = self.server.address[:2]
         tcp = self.server.tcp_address
         t.add_row("osc", f"udp {host}:{port}" + (f", tcp {tcp[0]}:{tcp[1]}" if tcp else ""))
+        if self.server.http_address:
+            t.add_row("browser", self.http_url())
         lim = self.server.limits
         t.add_row("limits", f"{self.server.max_conns} tcp connections ({lim.max_conns_per_host}"
                             f" per address, idle {lim.idle_timeout:g} s), "
@@ -220,6 +225,13 @@ class Daemon:
         t.add_row("state", f"{self.state_dir}  ({self.restored})")
         t.add_row("memory", self.memory)
         return Panel(t, title=f"mixgraph {__version__}", expand=False)
+
+    def http_url(self) -> str:
+        """The browser surface's address, as a user types it."""
+        host, port = self.server.http_address[:2]
+        if host in ("0.0.0.0", "::"):
+            host = socket.gethostname()
+        return f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
 
     def status_line(self) -> str:
         st = self.engine.stats()
@@ -295,8 +307,9 @@ def serve(opts: ServeOptions) -> int:
     d.start()
     host, port = d.server.address[:2]
     tcp = d.server.tcp_address
-    print(f"mixgraph: ready on udp {host}:{port}" + (f" tcp {tcp[1]}" if tcp else ""),
-          flush=True)
+    http = d.server.http_address
+    print(f"mixgraph: ready on udp {host}:{port}" + (f" tcp {tcp[1]}" if tcp else "")
+          + (f" http {http[1]}" if http else ""), flush=True)
     d.notifier.notify("READY=1", "STATUS=" + d.summary())
     try:
         d.wait()

@@ -216,6 +216,7 @@ class Counters:
     slow_closed: int = 0  # TCP connections closed for not reading (output memory caps)
     meters_dropped: int = 0  # meter frames not queued for slow TCP readers
     unproven_refused: int = 0  # UDP replies withheld from unproven addresses (amplification)
+    bad_http: int = 0  # HTTP/WebSocket connections closed for malformed input (server/web.py)
     clients: dict = field(default_factory=dict)  # client key -> last seen (monotonic)
 
     def active_clients(self, window_s: float = 30.0) -> int:
@@ -753,6 +754,7 @@ class Dispatcher:
             "slow_closed", self.counters.slow_closed,
             "meters_dropped", self.counters.meters_dropped,
             "unproven_refused", self.counters.unproven_refused,
+            "bad_http", self.counters.bad_http,
             "subscribers", len(fb.subs) if fb is not None else 0,
             "worst_us", float(round(st.worst_us, 1)),
             "plans", int(self.session.plans_built),
