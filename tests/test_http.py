@@ -415,7 +415,7 @@ def test_the_page_in_a_real_browser(tmp_path, require):
             d.call("/graph/add", "gain", f"g{i}", "gain", 0.0)
         d.call("/graph/add", "meter", "m", "channels", 1)
         d.call("/graph/connect", "osc", "g1")
-        d.call("/graph/connect", "g1", "m")
+        d.call("/graph/connect", "osc", "m")
         names = [a[0] for a in _graph_nodes(d)]
         assert len(names) == 6
         with sync_playwright() as p:
@@ -456,10 +456,11 @@ def test_the_page_in_a_real_browser(tmp_path, require):
             page.wait_for_function(
                 "document.querySelector(\"input[data-address='/node/g2/gain']\").value"
                 " === '0.25'", timeout=15000)
-            # the meter follows the sine (-12 dBFS peak, above -60: a bar above zero)
+            # the meter follows the sine: a -12 dBFS peak is 80% of the meter scale
+            # (-60 dBFS -> 0, 0 dBFS -> 1, linear in dB: docs/protocol.md)
             page.wait_for_function(
-                "parseFloat(document.querySelector('.strip[data-node=m] .bar').style.height)"
-                " > 50", timeout=15000)
+                "Math.abs(parseFloat(document.querySelector('.strip[data-node=m] .bar')"
+                ".style.height) - 80) < 1", timeout=15000)
             out = tmp_path / "mixer-tablet.png"
             page.screenshot(path=str(out))
             phone = browser.new_page(viewport={"width": 390, "height": 844},
