@@ -885,12 +885,13 @@ class ControlServer:
 
     def _close_idle(self, now: float) -> None:
         """Close TCP connections silent for the idle timeout that hold no subscription
-        (and web connections whose lingering close has run out)."""
+        (and web connections whose lingering close ran out or whose request head did not
+        complete in time)."""
         limit = self.limits.idle_timeout
         subs = self.feedback.subs
         for c in list(self.conns.values()):
-            linger = getattr(c, "linger_until", 0.0)  # a closing web connection
-            if linger and now > linger:
+            expired = getattr(c, "expired", None)  # web.WebConn: lingering close, slowloris
+            if expired is not None and expired(now):
                 self.close_conn(c)
                 continue
             if limit > 0 and now - c.last_in > limit and c.key not in subs:

@@ -42,6 +42,7 @@ log = logging.getLogger("mixgraph.web")
 MAX_HEAD = 8192  # bytes in a request line and its headers
 MAX_HEADERS = 64
 LINGER_S = 2.0  # how long a closing connection's input is still read and discarded
+HEAD_TIMEOUT_S = 10.0  # a request head must be complete this long after the connection
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
          ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png",
@@ -103,6 +104,7 @@ class WebConn(TcpConn):
         self.closing = False  # close once the output is sent (HTTP responses, close frames)
         self.fragments: bytearray | None = None  # a fragmented message being assembled
         self.linger_until = 0.0  # closing: the time the connection is closed regardless
+        self.head_by = time.monotonic() + HEAD_TIMEOUT_S  # slowloris: no head by then, closed
         self.peer = Peer(self.key, self.send_packet, mtu=60000, kind="ws",
                          label=f"ws {addr[0]}:{addr[1]}", backlog=self.backlog)
 
@@ -140,6 +142,16 @@ class WebConn(TcpConn):
         if status != 101:
             self.closing = True
             self.flush()
+
+    def expired(self, now: float) -> bool:
+        """For the server's once-a-second check: True when this connection should be
+        closed now (its lingering close ran out; a request head that never completed)."""
+        if self.linger_until:
+            return now > self.linger_until
+        if self.mode == "http" and now > self.head_by:
+            self.server.web_bad(self, f"no complete request after {HEAD_TIMEOUT_S:g} s")
+            return True
+        return False
 
     def _bad(self, why: str, status: int = 400) -> None:
         """Malformed HTTP: answer the status, count it, log (at most once a second)."""

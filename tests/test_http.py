@@ -393,6 +393,46 @@ def test_a_websocket_client_that_does_not_read_is_disconnected(tmp_path):
         d.stop()
 
 
+def test_slowloris_is_closed_and_connection_caps_apply(tmp_path):
+    port = free_tcp_port()
+    d = Daemon(tmp_path / "state", "--backend", "null", "--http", str(port),
+               "--max-conns-per-host", "3")
+    try:
+        slow = socket.create_connection(("127.0.0.1", port), timeout=1)
+        slow.sendall(b"GET / HTTP/1.1\r\n")
+        t0 = time.monotonic()
+        closed = False
+        while time.monotonic() - t0 < 20 and not closed:
+            try:
+                slow.sendall(b"X-a: b\r\n")  # a header line a second, never the end
+                closed = slow.recv(100) == b""
+            except TimeoutError:
+                pass
+            except OSError:  # reset
+                closed = True
+        assert closed
+        slow.close()
+        assert d.status()["bad_http"] == 1
+        assert "no complete request after 10 s" in d.output()
+        # WebSocket clients count against the connection caps like OSC TCP ones
+        held = [WS(port) for _ in range(3)]
+        assert [w.status for w in held] == [101] * 3
+        assert WS(port).status == 0  # accepted and closed at once
+        assert d.status()["refused"] == 1
+        held.pop().close()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            w = WS(port)
+            if w.status == 101:
+                break
+            time.sleep(0.05)
+        assert w.status == 101
+        for w in held:
+            w.close()
+    finally:
+        d.stop()
+
+
 # ---- the page in a real browser ------------------------------------------------------------
 def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
