@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -37,6 +38,7 @@ from .transport import ControlServer, Limits, _is_loopback
 log = logging.getLogger("mixgraph")
 
 DEFAULT_PORT = 8000  # TouchOSC's default outgoing port
+HTTP_TOKEN_FILE = "http-token"  # in the state dir: the browser surface's access token
 
 
 @dataclass
@@ -63,6 +65,7 @@ class ServeOptions:
     mlock: bool = True  # lock the process's memory so the audio thread never page-faults
     limits: Limits | None = None  # connection, subscriber and output caps (transport.Limits)
     http_port: int | None = None  # the browser surface (HTTP + WebSocket); None: off
+    http_token: str | None = None  # its access token; None: none on loopback, else generated
 
 
 def raise_fd_limit() -> str:
@@ -146,7 +149,8 @@ class Daemon:
                                     tcp_port=opts.tcp_port, allow=opts.allow,
                                     max_frame=opts.max_frame, rate=opts.rate_limit,
                                     burst=opts.rate_burst, limits=opts.limits,
-                                    http_port=opts.http_port)
+                                    http_port=opts.http_port,
+                                    http_token=self._http_token(opts))
         self.exposure = self._exposure()
         if self.exposure:
             log.warning("%s", self.exposure)
@@ -158,6 +162,28 @@ class Daemon:
         self.watchdog = Watchdog(self.notifier, lambda: self.engine.time,
                                  every_s=min(1.0, self.notifier.watchdog_s / 2 or 1.0))
         self._last_status = 0.0
+
+    def _http_token(self, opts: ServeOptions) -> str:
+        """The browser surface's access token: --http-token, else (when listening beyond
+        loopback) the one kept in <state dir>/http-token, made at the first start; none
+        on loopback."""
+        if opts.http_port is None:
+            return ""
+        if opts.http_token:
+            return opts.http_token
+        if _is_loopback(opts.host):
+            return ""
+        path = self.state_dir / HTTP_TOKEN_FILE
+        try:
+            token = path.read_text().strip()
+        except FileNotFoundError:
+            token = ""
+        if not token:
+            token = secrets.token_urlsafe(12)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(token + "\n")
+        return token
 
     def _restore(self) -> str:
         if not self.autosave_path.exists():
@@ -231,7 +257,9 @@ class Daemon:
         host, port = self.server.http_address[:2]
         if host in ("0.0.0.0", "::"):
             host = socket.gethostname()
-        return f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+        token = self.server.http_token
+        return (f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+                + (f"?token={token}" if token else ""))
 
     def status_line(self) -> str:
         st = self.engine.stats()
@@ -310,6 +338,8 @@ def serve(opts: ServeOptions) -> int:
     http = d.server.http_address
     print(f"mixgraph: ready on udp {host}:{port}" + (f" tcp {tcp[1]}" if tcp else "")
           + (f" http {http[1]}" if http else ""), flush=True)
+    if http:  # on a line of its own: the banner's panel may wrap a long URL
+        print(f"mixgraph: browser console at {d.http_url()}", flush=True)
     d.notifier.notify("READY=1", "STATUS=" + d.summary())
     try:
         d.wait()

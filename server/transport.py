@@ -263,7 +263,7 @@ class ControlServer:
                  tcp_port: int | None = None, allow: list[str] | None = None,
                  max_frame: int = 65536, rate: float = 20000.0, burst: float = 10000.0,
                  feedback_rate: float = 30.0, limits: Limits | None = None,
-                 http_port: int | None = None) -> None:
+                 http_port: int | None = None, http_token: str = "") -> None:
         self.dispatcher = dispatcher
         dispatcher.defer_commit = True  # one plan per batch of messages: _commit_edits
         self.counters = dispatcher.counters
@@ -332,6 +332,7 @@ class ControlServer:
         # the browser surface (server/web.py): HTTP and WebSocket on one more listener
         self.http: socket.socket | None = None
         self.web_files: dict = {}
+        self.http_token = http_token  # required in the WebSocket handshake when set
         self._last_web_log = 0.0
         if http_port is not None:
             from .web import WebConn, load_files

@@ -15,21 +15,23 @@ Parsing is done here, sans-I/O style, on the connection's input buffer: the requ
 is bounded (MAX_HEAD bytes, MAX_HEADERS lines), a frame's length is checked against
 --max-frame before anything is buffered for it, client frames must be masked, text
 frames (the surface speaks binary OSC only), reserved bits and unknown opcodes close the
-connection with the RFC's status code. Each such close is counted (`bad_http` in
-/status) and logged at most once a second. Static files are a fixed table read from the
-package at start: a request names a key of that table or gets 404, so no path can reach
-outside it."""
+connection with the RFC's status code. When the server has an access token (always
+when it listens beyond loopback), the handshake must carry it as `?token=`. Each such
+close is counted (`bad_http` in /status) and logged at most once a second. Static files
+are a fixed table read from the package at start: a request names a key of that table or
+gets 404, so no path can reach outside it."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import logging
 import socket
 import time
 from importlib import resources
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from .osc import Peer
 from .transport import TcpConn
@@ -219,7 +221,7 @@ class WebConn(TcpConn):
             self._respond(405, b"GET or HEAD only\n", extra=("Allow: GET, HEAD",))
             return
         if path == "/osc":
-            self._upgrade(headers)
+            self._upgrade(headers, urlsplit(target).query)
             return
         f = self.server.web_files.get(path)
         if f is None:
@@ -232,7 +234,7 @@ class WebConn(TcpConn):
             return
         self._respond(200, data, ctype, extra=cache, head_only=method == "HEAD")
 
-    def _upgrade(self, h: dict[str, str]) -> None:
+    def _upgrade(self, h: dict[str, str], query: str) -> None:
         key = h.get("sec-websocket-key", "")
         try:
             ok_key = len(base64.b64decode(key, validate=True)) == 16
@@ -254,6 +256,13 @@ class WebConn(TcpConn):
             self.server.web_bad(self, f"foreign Origin {origin[:80]!r}")
             self._respond(403, b"foreign Origin\n")
             return
+        want = self.server.http_token
+        if want:
+            got = parse_qs(query).get("token", [""])[0]
+            if not hmac.compare_digest(got.encode(), want.encode()):
+                self.server.web_bad(self, "missing or wrong token")
+                self._respond(403, b"missing or wrong token: open the URL with ?token=\n")
+                return
         self._respond(101, extra=("Upgrade: websocket", "Connection: Upgrade",
                                   f"Sec-WebSocket-Accept: {ws_accept(key)}"))
         self.mode = "ws"

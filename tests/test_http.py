@@ -70,7 +70,8 @@ def http_get(port: int, path: str = "/", head: bytes = b"", method: str = "GET",
 class WS:
     """A minimal WebSocket client: the opening handshake, masked frames out, frames in."""
 
-    def __init__(self, port: int, origin: str | None = None, source: str | None = None) -> None:
+    def __init__(self, port: int, origin: str | None = None, source: str | None = None,
+                 path: str = "/osc") -> None:
         self.sock = socket.socket()
         if source:
             self.sock.bind((source, 0))
@@ -79,7 +80,7 @@ class WS:
         key = base64.b64encode(os.urandom(16)).decode()
         extra = f"Origin: {origin}\r\n" if origin else ""
         self.sock.sendall(
-            f"GET /osc HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
             f"Sec-WebSocket-Version: 13\r\n{extra}\r\n".encode())
         self.buf = b""
@@ -298,6 +299,44 @@ def test_allow_refuses_a_disallowed_source(tmp_path):
         st = dict(zip(args[::2], args[1::2], strict=True))
         assert st["denied"] >= 2
         ws.close()
+    finally:
+        d.stop()
+
+
+def test_token(tmp_path):
+    port = free_tcp_port()
+    d = Daemon(tmp_path / "state", "--backend", "null", "--http", str(port),
+               "--http-token", "s3cret")
+    try:
+        assert WS(port).status == 403
+        assert WS(port, path="/osc?token=wrong").status == 403
+        w = WS(port, path="/osc?token=s3cret")
+        assert w.status == 101
+        w.send("/sync", 5)
+        assert w.until(lambda m: m[0] == "/synced") == ("/synced", [5])
+        assert http_get(port, "/")[0] == 200  # the page itself is no secret
+        assert f"http://127.0.0.1:{port}/?token=s3cret" in d.output()
+        assert d.status()["bad_http"] == 2
+    finally:
+        d.stop()
+    # beyond loopback a token is made at the first start, kept in the state dir, and shown
+    port = free_tcp_port()
+    d = Daemon(tmp_path / "state2", "--backend", "null", "--http", str(port),
+               "--listen", "0.0.0.0", "--allow", "127.0.0.1/32")
+    try:
+        path = tmp_path / "state2" / "http-token"
+        token = path.read_text().strip()
+        assert len(token) >= 16
+        assert path.stat().st_mode & 0o777 == 0o600
+        assert f"?token={token}" in d.output()
+        assert WS(port).status == 403
+        assert WS(port, path=f"/osc?token={token}").status == 101
+    finally:
+        d.stop()
+    d = Daemon(tmp_path / "state2", "--backend", "null", "--http", str(port),
+               "--listen", "0.0.0.0", "--allow", "127.0.0.1/32")
+    try:  # the same token after a restart
+        assert WS(port, path=f"/osc?token={token}").status == 101
     finally:
         d.stop()
 
