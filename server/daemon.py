@@ -66,6 +66,7 @@ class ServeOptions:
     limits: Limits | None = None  # connection, subscriber and output caps (transport.Limits)
     http_port: int | None = None  # the browser surface (HTTP + WebSocket); None: off
     http_token: str | None = None  # its access token; None: none on loopback, else generated
+    http_read_only: bool = False  # browser clients may look, not change
 
 
 def raise_fd_limit() -> str:
@@ -150,7 +151,8 @@ class Daemon:
                                     max_frame=opts.max_frame, rate=opts.rate_limit,
                                     burst=opts.rate_burst, limits=opts.limits,
                                     http_port=opts.http_port,
-                                    http_token=self._http_token(opts))
+                                    http_token=self._http_token(opts),
+                                    http_read_only=opts.http_read_only)
         self.exposure = self._exposure()
         if self.exposure:
             log.warning("%s", self.exposure)
@@ -241,7 +243,8 @@ class Daemon:
         tcp = self.server.tcp_address
         t.add_row("osc", f"udp {host}:{port}" + (f", tcp {tcp[0]}:{tcp[1]}" if tcp else ""))
         if self.server.http_address:
-            t.add_row("browser", self.http_url())
+            t.add_row("browser", self.http_url()
+                      + ("  (read-only)" if self.server.http_read_only else ""))
         lim = self.server.limits
         t.add_row("limits", f"{self.server.max_conns} tcp connections ({lim.max_conns_per_host}"
                             f" per address, idle {lim.idle_timeout:g} s), "

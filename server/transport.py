@@ -263,7 +263,8 @@ class ControlServer:
                  tcp_port: int | None = None, allow: list[str] | None = None,
                  max_frame: int = 65536, rate: float = 20000.0, burst: float = 10000.0,
                  feedback_rate: float = 30.0, limits: Limits | None = None,
-                 http_port: int | None = None, http_token: str = "") -> None:
+                 http_port: int | None = None, http_token: str = "",
+                 http_read_only: bool = False) -> None:
         self.dispatcher = dispatcher
         dispatcher.defer_commit = True  # one plan per batch of messages: _commit_edits
         self.counters = dispatcher.counters
@@ -333,6 +334,7 @@ class ControlServer:
         self.http: socket.socket | None = None
         self.web_files: dict = {}
         self.http_token = http_token  # required in the WebSocket handshake when set
+        self.http_read_only = http_read_only  # WebSocket clients may only look (web.py)
         self._last_web_log = 0.0
         if http_port is not None:
             from .web import WebConn, load_files
@@ -772,7 +774,8 @@ class ControlServer:
         fb = self.feedback
         if fb.subs:
             fb.renew(key)
-        if data[:6] == b"/node/" and d.fast_set(data, peer):
+        read_only = peer.kind == "ws" and self.http_read_only
+        if data[:6] == b"/node/" and not read_only and d.fast_set(data, peer):
             return
         try:
             msgs = parse_packet(data)
@@ -790,6 +793,14 @@ class ControlServer:
                 b.tokens -= len(msgs) - 1  # a bundle costs one token per message
         if not msgs:
             return
+        if read_only:
+            from .web import read_only_refusal
+
+            bad = read_only_refusal(d.session, msgs)
+            if bad is not None:  # a bundle is refused as a whole
+                d.counters.failed += 1
+                peer.reply("/fail", [bad, "read-only surface (--http-read-only)"])
+                return
         d.dispatch_packet(msgs, peer, bundle)
 
     # ---- TCP ---------------------------------------------------------------------

@@ -33,7 +33,8 @@ from importlib import resources
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
-from .osc import Peer
+from .actions import is_action_or_trigger
+from .osc import _SIDE_EFFECT_FREE, Peer
 from .transport import TcpConn
 
 if TYPE_CHECKING:
@@ -69,6 +70,28 @@ def load_files() -> dict[str, tuple[bytes, str, str]]:
     if "/index.html" in out:
         out["/"] = out["/index.html"]
     return out
+
+
+_READ_ONLY_OK = {"/subscribe", "/unsubscribe", "/meters/subscribe", "/meters/unsubscribe",
+                 "/hello", "/sync"}
+
+
+def read_only_refusal(session, msgs) -> str | None:
+    """For `--http-read-only`: the address of the first message in a packet that could
+    change anything (None when every one is a query or a subscription). /node/ addresses
+    pass only as plain queries: no arguments, no pattern, not an action or its trigger."""
+    for m in msgs:
+        a = m.address
+        if a in _SIDE_EFFECT_FREE or a in _READ_ONLY_OK:
+            continue
+        if a.startswith("/node/") and not m.args and not any(c in a for c in "*?[]{}"):
+            parts = a.split("/")
+            node = session.live.get(parts[2]) if len(parts) in (4, 5) else None
+            if node is not None and (len(parts) == 5 or parts[3] == "bypass"
+                                     or not is_action_or_trigger(node.g.type.name, parts[3])):
+                continue
+        return a
+    return None
 
 
 def ws_accept(key: str) -> str:

@@ -341,6 +341,44 @@ def test_token(tmp_path):
         d.stop()
 
 
+def test_read_only_surface(tmp_path):
+    port = free_tcp_port()
+    d = Daemon(tmp_path / "state", "--backend", "null", "--http", str(port), "--http-read-only")
+    try:
+        d.call("/graph/add", "gain", "g", "gain", -3.0)
+        d.call("/graph/add", "align", "al")
+        w = WS(port)
+        refused = "read-only surface (--http-read-only)"
+        for msg in [("/node/g/gain", -6.0), ("/node/g/gain/norm", 0.5),
+                    ("/node/g/gain/touch", 1), ("/node/g/bypass", 1), ("/node/al/measure",),
+                    ("/node/*/gain",), ("/graph/add", "gain", "g2"), ("/graph/clear",),
+                    ("/patch/save", "x")]:
+            w.send(*msg)
+            assert w.until(lambda m: m[0] in ("/done", "/fail")) == ("/fail", [msg[0], refused])
+        bundle = (b"#bundle\0" + b"\0" * 7 + b"\1"
+                  + b"".join(struct.pack(">i", len(p)) + p
+                             for p in (osc("/node/g/gain"), osc("/node/g/gain", -20.0))))
+        w.send_frame(0x2, bundle)
+        assert w.until(lambda m: m[0] in ("/fail", "/node/g/gain")) == (
+            "/fail", ["/node/g/gain", refused])
+        # looking is allowed: queries, the catalog, subscriptions (with their dump)
+        w.send("/node/g/gain")
+        assert w.until(lambda m: m[0] == "/node/g/gain") == ("/node/g/gain", [-3.0])
+        w.send("/node/g/gain/norm")
+        assert w.until(lambda m: m[0] == "/node/g/gain/norm")[1][0] == pytest.approx(0.675)
+        w.send("/subscribe", 10.0)
+        assert w.until(lambda m: m[0] in ("/done", "/fail")) == ("/done", ["/subscribe", 10.0])
+        w.send("/sync", 9)
+        w.until(lambda m: m == ("/synced", [9]))
+        # nothing changed; other transports are not read-only, and the page sees them
+        assert d.call("/node/g/gain") == [-3.0]
+        d.call("/node/g/gain", -1.0)
+        assert w.until(lambda m: m[0] == "/node/g/gain") == ("/node/g/gain", [-1.0])
+        w.close()
+    finally:
+        d.stop()
+
+
 def test_foreign_origin_is_refused(daemon):
     assert WS(daemon.http, origin="http://evil.example").status == 403
     assert WS(daemon.http, origin=f"http://127.0.0.1:{daemon.http}").status == 101
