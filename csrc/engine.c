@@ -465,6 +465,20 @@ static void drain_commands(mg_engine *e, uint64_t now)
             }
             if (c.time == MG_TIME_NOW)
                 c.time = now;
+            if (e->heap_len >= e->heap_cap && c.time <= now) {
+                /* scheduler full of later events, and this one is due now:
+                 * apply what is due before it (in order), then it, so that
+                 * future events can never hold up a command for now */
+                while (e->heap_len > 0 && e->heap[0].cmd.time <= now) {
+                    mg_cmd d = e->heap[0].cmd;
+                    heap_pop(e);
+                    apply_now(e, &d);
+                }
+                if (e->heap_len >= e->heap_cap) {
+                    apply_now(e, &c);
+                    break;
+                }
+            }
             if (e->heap_len >= e->heap_cap) {
                 /* scheduler full: keep it and stop draining (FIFO order kept) */
                 e->pending = c;

@@ -65,6 +65,19 @@ typedef struct {
     float smooth_ms;   /* 0: the value jumps */
 } mg_param_spec;
 
+/* The names of a stepped parameter's choices, one per step from min to max,
+ * separated by '|': {"hpslope", "12 dB/oct|24 dB/oct|48 dB/oct"}. `param`
+ * names the parameter; a '#' in it stands for a band number ("b#type" names
+ * b1type, b2type ...). names == NULL declares a stepped parameter an integer
+ * quantity whose number is its name (a bit mask, a word length). Every
+ * MG_TAPER_STEP parameter has an entry (tests/test_choices.py); the catalog,
+ * /catalog, docs/nodes.md, `mixgraph nodes`, the TouchOSC layout and the
+ * name -> number of `/node/<n>/<p> <name>` all read them from here. */
+typedef struct {
+    const char *param;
+    const char *names;
+} mg_choice_spec;
+
 typedef struct {
     const char *name;
     int dir;           /* MG_PORT_IN / MG_PORT_OUT */
@@ -161,6 +174,9 @@ typedef struct mg_node_type {
      * MG_MAX_GANG); states[j] and procs[j] are what process would get. The
      * outputs must equal, bit for bit, k calls of process. */
     void (*process_many)(void *const *states, const mg_proc *procs, int k);
+    /* the choice names of the stepped parameters (MG_CHOICES(choices)) */
+    const mg_choice_spec *choices;
+    int n_choices;
 } mg_node_type;
 
 #define MG_MAX_GANG 64

@@ -20,6 +20,7 @@
 #define MG_PARAMS(t) .params = (t), .n_params = MG_COUNT(t)
 #define MG_PORTS(t) .ports = (t), .n_ports = MG_COUNT(t)
 #define MG_READOUTS(t) .readouts = (t), .n_readouts = MG_COUNT(t)
+#define MG_CHOICES(t) .choices = (t), .n_choices = MG_COUNT(t)
 
 /* Hot loops get an x86-64-v3 clone (AVX2 and FMA) chosen at load time (GCC
  * function multiversioning through an ifunc); other x86-64 CPUs run the

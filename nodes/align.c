@@ -227,11 +227,17 @@ static int capture(void *st, float *dst, int n)
     return 2 * len;
 }
 
+/* names of the stepped parameters' choices, one per step from min (mg_choice_spec) */
+static const mg_choice_spec choices[] = {
+    {"invert", "normal|inverted"},
+};
+
 const mg_node_type mg_type_align = {
     .name = "align",
     .doc = "time alignment: fractional delay of a channel, measured against the `ref` input by cross-correlation (action measure)",
     .default_channels = 1, .min_channels = 1, .max_channels = 2,
     MG_PARAMS(params),
+    MG_CHOICES(choices),
     MG_PORTS(ports),
     MG_READOUTS(readouts),
     .state_size = sizeof(align_state),

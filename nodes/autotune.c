@@ -153,6 +153,13 @@ static void process(void *st, const mg_proc *p)
     p->readout[3] = s->note == NO_NOTE ? -1.0f : (float)s->note;
 }
 
+/* names of the stepped parameters' choices, one per step from min (mg_choice_spec) */
+static const mg_choice_spec choices[] = {
+    {"key", "C|C#|D|D#|E|F|F#|G|G#|A|A#|B"},
+    {"scale", "chromatic|major|minor|custom"},
+    {"notes", NULL},
+};
+
 const mg_node_type mg_type_autotune = {
     .name = "autotune",
     .doc = "Pitch correction of a monophonic voice: YIN detection, nearest note of a key and "
@@ -161,6 +168,7 @@ const mg_node_type mg_type_autotune = {
            "noise and chords pass through unchanged (low confidence, no correction).",
     .default_channels = 1, .min_channels = 1, .max_channels = 2,
     MG_PARAMS(params), MG_PORTS(ports), MG_READOUTS(readouts),
+    MG_CHOICES(choices),
     .state_size = sizeof(at_state),
     .prepare = prepare, .process = process, .reset = reset, .release = release,
     .latency = latency,

@@ -456,6 +456,14 @@ static void process_many(void *const *states, const mg_proc *procs, int k)
         blk_finish(&b[j]);
 }
 
+/* names of the stepped parameters' choices, one per step from min (mg_choice_spec) */
+static const mg_choice_spec choices[] = {
+    {"auto", "off|on"},
+    {"detect", "peak|RMS"},
+    {"sidechain", "main|key"},
+    {"keyhpon", "off|on"},
+};
+
 const mg_node_type mg_type_compressor = {
     .name = "compressor",
     .doc = "Feed-forward log-domain compressor (Giannoulis, Massberg, Reiss 2012): soft-knee gain "
@@ -466,6 +474,7 @@ const mg_node_type mg_type_compressor = {
     .min_channels = 1,
     .max_channels = COMP_MAX_CH,
     MG_PARAMS(params),
+    MG_CHOICES(choices),
     MG_PORTS(ports),
     MG_READOUTS(readouts),
     .state_size = sizeof(comp_state),

@@ -222,6 +222,15 @@ MG_HOT static void process(void *st, const mg_proc *p)
     p->readout[0] = (float)(s->tap.tgt * 1000.0 / s->fs);
 }
 
+/* names of the stepped parameters' choices, one per step from min (mg_choice_spec) */
+static const mg_choice_spec choices[] = {
+    {"sync", "off|on"},
+    {"division", "1/1|1/2|1/4|1/8|1/16|1/32|1/2 dotted|1/4 dotted|1/8 dotted|1/16 dotted|1/2 triplet|1/4 triplet|1/8 triplet|1/16 triplet"},
+    {"lowcuton", "off|on"},
+    {"highcuton", "off|on"},
+    {"pingpong", "off|on"},
+};
+
 const mg_node_type mg_type_delay = {
     .name = "delay",
     .doc = "Echo: time in ms or tempo-synced, fractional (Lagrange) reads that glide or "
@@ -229,6 +238,7 @@ const mg_node_type mg_type_delay = {
            "Echo n (n >= 1) at n*T with gain fb^(n-1); buffer 4 s.",
     .default_channels = 2, .min_channels = 1, .max_channels = 2,
     .params = params, .n_params = MG_COUNT(params),
+    MG_CHOICES(choices),
     .ports = ports, .n_ports = MG_COUNT(ports),
     .readouts = readouts, .n_readouts = MG_COUNT(readouts),
     .state_size = sizeof(delay_state),

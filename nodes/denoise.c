@@ -593,6 +593,11 @@ static int latency(const void *st)
     return ((const dn_state *)st)->n - 1;
 }
 
+/* names of the stepped parameters' choices, one per step from min (mg_choice_spec) */
+static const mg_choice_spec choices[] = {
+    {"track", "learned|tracking"},
+};
+
 const mg_node_type mg_type_denoise = {
     .name = "denoise",
     .doc = "Spectral noise reduction (STFT 1024 / 256 hop at 48 kHz, Wiener gain with "
@@ -606,6 +611,7 @@ const mg_node_type mg_type_denoise = {
     .min_channels = 1,
     .max_channels = DN_MAX_CH,
     MG_PARAMS(params),
+    MG_CHOICES(choices),
     MG_PORTS(ports),
     MG_READOUTS(readouts),
     .state_size = sizeof(dn_state),

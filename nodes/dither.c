@@ -108,6 +108,12 @@ static void process(void *st, const mg_proc *p)
     }
 }
 
+/* names of the stepped parameters' choices, one per step from min (mg_choice_spec) */
+static const mg_choice_spec choices[] = {
+    {"bits", NULL},
+    {"on", "off|on"},
+};
+
 const mg_node_type mg_type_dither = {
     .name = "dither",
     .doc = "TPDF dither and quantisation to 16 or 24 bit (`bits`); the output lies on the "
@@ -117,6 +123,7 @@ const mg_node_type mg_type_dither = {
     .min_channels = 1,
     .max_channels = DITHER_MAX_CH,
     MG_PARAMS(params),
+    MG_CHOICES(choices),
     MG_PORTS(ports),
     .state_size = sizeof(dither_state),
     .prepare = prepare,

@@ -20,7 +20,10 @@ Every parameter is set over OSC as `/node/<name>/<param> <value>` in the
 unit shown, smoothed by the engine over the time shown (0: it jumps).
 Tapers say how the normalised 0..1 control maps to the range: `fader` is a
 console fader law for gains, `log` is logarithmic (frequencies, times),
-`linear`, and `stepped` for switches and choices. Readouts are read-only
+`linear`, and `stepped` for switches and choices. A stepped parameter's
+choices have names (shown with their numbers); `/node/<name>/<param>` takes
+the name as well as the number (`/node/q/b1type "low shelf"`, case, spaces
+and hyphens aside). Readouts are read-only
 values queried on the same kind of address. Actions are commands a node
 carries out, some over audio time; each ends in one `/done` or `/fail`.
 Channels: a port marked `node` has the node's channel count, fixed when it
@@ -30,6 +33,17 @@ is created (`channels` option).
 
 def _num(x: float) -> str:
     return f"{x:g}"
+
+
+def _default(p) -> str:
+    return f"{_num(p.default)} ({p.choice_name(p.default)})" if p.choices else _num(p.default)
+
+
+def _doc(p) -> str:
+    if not p.choices:
+        return p.doc
+    names = ", ".join(f"`{int(p.min) + k}` {c}" for k, c in enumerate(p.choices))
+    return f"{p.doc}. Choices: {names}"
 
 
 def render() -> str:
@@ -51,7 +65,7 @@ def render() -> str:
                        " description |\n|---|---|---|---|---|---|---|---|")
             for p in t.params:
                 out.append(f"| `{p.name}` | {p.unit or '-'} | {_num(p.min)} | {_num(p.max)} | "
-                           f"{_num(p.default)} | {p.taper} | {_num(p.smooth_ms)} | {p.doc} |")
+                           f"{_default(p)} | {p.taper} | {_num(p.smooth_ms)} | {_doc(p)} |")
         if t.readouts:
             out.append("\n| readout | unit | per channel |\n|---|---|---|")
             for r in t.readouts:

@@ -605,6 +605,16 @@ static void process_many(void *const *states, const mg_proc *procs, int k)
             run_lanes(pend[ns], npend[ns], ns, n); /* guarded there */
 }
 
+/* names of the stepped parameters' choices, one per step from min (mg_choice_spec) */
+static const mg_choice_spec choices[] = {
+    {"hpon", "off|on"},
+    {"hpslope", "12 dB/oct|24 dB/oct|48 dB/oct"},
+    {"lpon", "off|on"},
+    {"lpslope", "12 dB/oct|24 dB/oct|48 dB/oct"},
+    {"b#on", "off|on"},
+    {"b#type", "bell|low shelf|high shelf|notch|band-pass"},
+};
+
 const mg_node_type mg_type_eq = {
     .name = "eq",
     .doc = "Equaliser: Butterworth high-pass / low-pass (12/24/48 dB/oct) and 4 bands "
@@ -614,6 +624,7 @@ const mg_node_type mg_type_eq = {
     .max_channels = EQ_MAX_CH,
     .params = params,
     .n_params = P_BAND0 + 4 * B_NPARAMS,
+    MG_CHOICES(choices),
     MG_PORTS(ports),
     .state_size = sizeof(eq_state),
     .prepare = prepare4,
@@ -630,6 +641,7 @@ const mg_node_type mg_type_eq8 = {
     .min_channels = 1,
     .max_channels = EQ_MAX_CH,
     MG_PARAMS(params),
+    MG_CHOICES(choices),
     MG_PORTS(ports),
     .state_size = sizeof(eq_state),
     .prepare = prepare8,

@@ -45,11 +45,18 @@ MG_HOT static void process(void *st, const mg_proc *p)
     }
 }
 
+/* names of the stepped parameters' choices, one per step from min (mg_choice_spec) */
+static const mg_choice_spec choices[] = {
+    {"mute", "off|on"},
+    {"polarity", "normal|inverted"},
+};
+
 const mg_node_type mg_type_gain = {
     .name = "gain",
     .doc = "Fader: gain in dB with click-free mute and polarity invert.",
     .default_channels = 1, .min_channels = 1, .max_channels = 64,
     MG_PARAMS(params),
+    MG_CHOICES(choices),
     MG_PORTS(ports),
     .state_size = sizeof(gain_state),
     .prepare = prepare,

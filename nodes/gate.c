@@ -229,6 +229,13 @@ MG_HOT static void process(void *st, const mg_proc *p)
     p->readout[1] = (float)open;
 }
 
+/* names of the stepped parameters' choices, one per step from min (mg_choice_spec) */
+static const mg_choice_spec choices[] = {
+    {"sidechain", "main|key"},
+    {"keyhpon", "off|on"},
+    {"keylpon", "off|on"},
+};
+
 const mg_node_type mg_type_gate = {
     .name = "gate",
     .doc = "Noise gate: opens above `threshold`, closes `hold` ms after the key stays below "
@@ -238,6 +245,7 @@ const mg_node_type mg_type_gate = {
     .min_channels = 1,
     .max_channels = GATE_MAX_CH,
     MG_PARAMS(params),
+    MG_CHOICES(choices),
     MG_PORTS(ports),
     MG_READOUTS(readouts),
     .state_size = sizeof(gate_state),

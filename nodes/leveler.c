@@ -270,6 +270,11 @@ static void process(void *st, const mg_proc *p)
     p->readout[R_HOLD] = (float)held;
 }
 
+/* names of the stepped parameters' choices, one per step from min (mg_choice_spec) */
+static const mg_choice_spec choices[] = {
+    {"freeze", "off|on"},
+};
+
 const mg_node_type mg_type_leveler = {
     .name = "leveler",
     .doc = "Slow loudness rider: measures the input's short-term loudness (BS.1770 K-weighting, "
@@ -281,6 +286,7 @@ const mg_node_type mg_type_leveler = {
     .min_channels = 1,
     .max_channels = LV_MAX_CH,
     MG_PARAMS(params),
+    MG_CHOICES(choices),
     MG_PORTS(ports),
     MG_READOUTS(readouts),
     .state_size = sizeof(lv_state),

@@ -263,6 +263,11 @@ MG_HOT static void process(void *st, const mg_proc *p)
     p->readout[b + 4] = s->corr;
 }
 
+/* names of the stepped parameters' choices, one per step from min (mg_choice_spec) */
+static const mg_choice_spec choices[] = {
+    {"reset", "idle|reset"},
+};
+
 const mg_node_type mg_type_meter = {
     .name = "meter",
     .doc = "Level meter: `peak` (instant attack, 20 dB per 1.7 s fall) and `rms` (300 ms) per "
@@ -277,6 +282,7 @@ const mg_node_type mg_type_meter = {
     .min_channels = 1,
     .max_channels = MG_METER_MAX_CH,
     MG_PARAMS(params),
+    MG_CHOICES(choices),
     MG_PORTS(ports),
     MG_READOUTS(readouts),
     .state_size = sizeof(meter_state),

@@ -437,6 +437,14 @@ MG_HOT static void process(void *st, const mg_proc *p)
         }
 }
 
+/* names of the stepped parameters' choices, one per step from min (mg_choice_spec) */
+static const mg_choice_spec choices[] = {
+    {"bands", "3 bands|4 bands"},
+    {"detect", "peak|RMS"},
+    {"b#solo", "off|on"},
+    {"b#bypass", "off|on"},
+};
+
 const mg_node_type mg_type_multiband = {
     .name = "multiband",
     .doc = "Multiband compressor, 3 or 4 bands (`bands`): Linkwitz-Riley 24 dB/oct crossovers "
@@ -450,6 +458,7 @@ const mg_node_type mg_type_multiband = {
     .min_channels = 1,
     .max_channels = MB_MAX_CH,
     MG_PARAMS(params),
+    MG_CHOICES(choices),
     MG_PORTS(ports),
     MG_READOUTS(readouts),
     .state_size = sizeof(mb_state),

@@ -110,6 +110,11 @@ MG_HOT static void process(void *st, const mg_proc *p)
     }
 }
 
+/* names of the stepped parameters' choices, one per step from min (mg_choice_spec) */
+static const mg_choice_spec choices[] = {
+    {"law", "-3 dB|-4.5 dB|-6 dB|0 dB"},
+};
+
 const mg_node_type mg_type_pan = {
     .name = "pan",
     .doc = "Panner, mono in, stereo out. x = (pan+1)/2, t = x*pi/2; law 0 (-3 dB, default): "
@@ -117,6 +122,7 @@ const mg_node_type mg_type_pan = {
            "law 2 (-6 dB): gL = 1-x, gR = x; law 3 (0 dB): gL = min(1, 2(1-x)), gR = min(1, 2x).",
     .default_channels = 1, .min_channels = 1, .max_channels = 1,
     .params = params, .n_params = MG_COUNT(params),
+    MG_CHOICES(choices),
     .ports = ports, .n_ports = MG_COUNT(ports),
     .state_size = sizeof(pan_state),
     .prepare = prepare, .process = process,

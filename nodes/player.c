@@ -78,11 +78,18 @@ static void process(void *st, const mg_proc *p)
     p->readout[R_UNDERRUNS] = (float)s->underruns;
 }
 
+/* names of the stepped parameters' choices, one per step from min (mg_choice_spec) */
+static const mg_choice_spec choices[] = {
+    {"play", "stop|play"},
+    {"loop", "off|on"},
+};
+
 const mg_node_type mg_type_player = {
     .name = "player",
     .doc = "Sound-file player (WAV/FLAC) streamed from disk by a worker thread; `play` 0 rewinds.",
     .default_channels = 2, .min_channels = 1, .max_channels = 64,
     MG_PARAMS(params),
+    MG_CHOICES(choices),
     MG_PORTS(ports),
     MG_READOUTS(readouts),
     .state_size = sizeof(player_state),

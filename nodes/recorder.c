@@ -56,11 +56,17 @@ static void process(void *st, const mg_proc *p)
     p->readout[R_DROPPED] = (float)mg_fifo_dropped(s->io.fifo);
 }
 
+/* names of the stepped parameters' choices, one per step from min (mg_choice_spec) */
+static const mg_choice_spec choices[] = {
+    {"record", "pause|record"},
+};
+
 const mg_node_type mg_type_recorder = {
     .name = "recorder",
     .doc = "Sound-file recorder (WAV/FLAC) streamed to disk by a worker thread; counts dropped frames.",
     .default_channels = 2, .min_channels = 1, .max_channels = 64,
     MG_PARAMS(params),
+    MG_CHOICES(choices),
     MG_PORTS(ports),
     MG_READOUTS(readouts),
     .state_size = sizeof(recorder_state),

@@ -345,6 +345,11 @@ static void process(void *stv, const mg_proc *p)
     s->xf = xf0 > n ? xf0 - n : 0;
 }
 
+/* names of the stepped parameters' choices, one per step from min (mg_choice_spec) */
+static const mg_choice_spec choices[] = {
+    {"curve", "tanh|soft clip|hard clip|tube"},
+};
+
 const mg_node_type mg_type_saturator = {
     .name = "saturator",
     .doc = "Saturation: drive into tanh / soft clip / hard clip / asymmetric tube curve, "
@@ -354,6 +359,7 @@ const mg_node_type mg_type_saturator = {
     .min_channels = 1,
     .max_channels = SAT_MAX_CH,
     MG_PARAMS(params),
+    MG_CHOICES(choices),
     MG_PORTS(ports),
     .state_size = sizeof(sat_state),
     .prepare = prepare,

@@ -57,12 +57,19 @@ MG_HOT static void process(void *st, const mg_proc *p)
     }
 }
 
+/* names of the stepped parameters' choices, one per step from min (mg_choice_spec) */
+static const mg_choice_spec choices[] = {
+    {"mode", "post-fader|pre-fader"},
+    {"on", "off|on"},
+};
+
 const mg_node_type mg_type_send = {
     .name = "send",
     .doc = "Aux send: out = on * level * (post-fader input, or the pre-fader input when "
            "mode = 1); connect the fader's input to `pre`, its output to `post`, `out` to the aux bus.",
     .default_channels = 1, .min_channels = 1, .max_channels = 64,
     .params = params, .n_params = MG_COUNT(params),
+    MG_CHOICES(choices),
     .ports = ports, .n_ports = MG_COUNT(ports),
     .state_size = sizeof(send_state),
     .prepare = prepare, .process = process,

@@ -107,12 +107,18 @@ static void process(void *st, const mg_proc *p)
         reset(s);
 }
 
+/* names of the stepped parameters' choices, one per step from min (mg_choice_spec) */
+static const mg_choice_spec choices[] = {
+    {"bassmono", "off|on"},
+};
+
 const mg_node_type mg_type_width = {
     .name = "width",
     .doc = "Stereo width: M = (L+R)/2, S = (L-R)/2, L' = M + w S, R' = M - w S; bass mono "
            "high-passes S at monofreq (Linkwitz-Riley 24 dB/oct) so the low end is mono.",
     .default_channels = 2, .min_channels = 2, .max_channels = 2,
     .params = params, .n_params = MG_COUNT(params),
+    MG_CHOICES(choices),
     .ports = ports, .n_ports = MG_COUNT(ports),
     .state_size = sizeof(width_state),
     .prepare = prepare, .process = process, .reset = reset, .on_param = on_param,

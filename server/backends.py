@@ -114,6 +114,19 @@ def list_devices() -> list[dict]:
         return []
 
 
+def device_report() -> tuple[list[dict], str | None]:
+    """PortAudio's devices and, when it cannot list them, why: (devices, None), or
+    ([], "the PortAudio library cannot be loaded (...)") and the like."""
+    try:
+        sd = _load_sounddevice()
+    except _NoPortAudio as exc:
+        return [], str(exc)
+    try:
+        return _devices(sd), None
+    except Exception as exc:  # PortAudio itself failing to enumerate
+        return [], f"PortAudio cannot enumerate devices: {exc}"
+
+
 def describe(dev: dict) -> str:
     """A device as users see it: 'host API (device name)'."""
     return f"{dev['hostapi']} ({dev['name']})" if dev["hostapi"] else dev["name"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from ._core import ffi, lib
@@ -33,6 +34,27 @@ class ParamSpec:
     map: str
     taper: str
     smooth_ms: float
+    choices: tuple[str, ...] = ()  # stepped: the name of each step from min (C table)
+
+    def choice_name(self, value: float) -> str:
+        """The name of a stepped value ("low shelf"), "" if it has none."""
+        k = int(round(value - self.min))
+        return self.choices[k] if self.choices and 0 <= k < len(self.choices) else ""
+
+    def choice_value(self, name: str) -> float | None:
+        """The value a choice name stands for: exact, or ignoring case, spaces, `_` and
+        inner hyphens ("low shelf", "LowShelf", "low_shelf"); None if it names none."""
+        want = choice_key(name)
+        for k, c in enumerate(self.choices):
+            if c == name or choice_key(c) == want:
+                return self.min + k
+        return None
+
+
+def choice_key(name: str) -> str:
+    """A choice name as it is matched: lower case, no spaces, `_` or inner hyphens."""
+    s = re.sub(r"[\s_]", "", name.lower())
+    return s[:1] + s[1:].replace("-", "")
 
 
 @dataclass(frozen=True)
@@ -110,6 +132,7 @@ class NodeType:
                     "taper": p.taper,
                     "smooth_ms": p.smooth_ms,
                     "doc": p.doc,
+                    **({"choices": list(p.choices)} if p.choices else {}),
                 }
                 for p in self.params
             ],
@@ -120,10 +143,46 @@ class NodeType:
         }
 
 
+def _choices(t) -> dict[str, tuple[str, ...]]:
+    """The stepped parameters' choice names of a C type, checked against its params:
+    every entry names a stepped parameter and has one name per step, names are unique,
+    and every stepped parameter has an entry (names NULL: an integer quantity)."""
+    tname = _s(t.name)
+    out: dict[str, tuple[str, ...]] = {}
+    entries = [(_s(t.choices[k].param), t.choices[k].names) for k in range(t.n_choices)]
+    for k in range(t.n_params):
+        ps = t.params[k]
+        name = _s(ps.name)
+        hits = [names for key, names in entries
+                if re.fullmatch(re.escape(key).replace("\\#", "[0-9]+"), name)]
+        if ps.taper != lib.MG_TAPER_STEP:
+            if hits:
+                raise RuntimeError(f"{tname}.{name}: choice names for a parameter that "
+                                   "is not stepped")
+            continue
+        if len(hits) != 1:
+            raise RuntimeError(f"{tname}.{name}: stepped, needs one mg_choice_spec "
+                               f"(found {len(hits)})")
+        if hits[0] == ffi.NULL:
+            continue
+        names = tuple(ffi.string(hits[0]).decode().split("|"))
+        steps = int(round(float(ps.max) - float(ps.min))) + 1
+        if len(names) != steps or len({choice_key(n) for n in names}) != steps:
+            raise RuntimeError(f"{tname}.{name}: {steps} steps but choice names "
+                               f"{'|'.join(names)}")
+        out[name] = names
+    for key, _ in entries:
+        pat = re.escape(key).replace("\\#", "[0-9]+")
+        if not any(re.fullmatch(pat, _s(t.params[k].name)) for k in range(t.n_params)):
+            raise RuntimeError(f"{tname}: choice names for {key!r}, which is no parameter")
+    return out
+
+
 def _load() -> dict[str, NodeType]:
     types: dict[str, NodeType] = {}
     for i in range(lib.mg_type_count()):
         t = lib.mg_type_get(i)
+        choices = _choices(t)
         params = tuple(
             ParamSpec(
                 k,
@@ -136,6 +195,7 @@ def _load() -> dict[str, NodeType]:
                 MAP_NAMES[t.params[k].map],
                 TAPER_NAMES[t.params[k].taper],
                 float(t.params[k].smooth_ms),
+                choices.get(_s(t.params[k].name), ()),
             )
             for k in range(t.n_params)
         )

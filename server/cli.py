@@ -14,6 +14,20 @@ from rich.table import Table
 from .errors import MixgraphError
 
 
+def _in_range(what: str, lo: float, hi: float):
+    """An argparse type: a finite number in lo..hi, checked by server/values.py."""
+    def parse(text: str) -> float:
+        from .errors import MixgraphError
+        from .values import in_range
+
+        try:
+            return in_range(float(text), what, lo, hi)
+        except (ValueError, MixgraphError) as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return parse
+
+
 def _cmd_serve(a: argparse.Namespace) -> int:
     from .daemon import ServeOptions, serve
     from .transport import Limits
@@ -24,22 +38,29 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         state_dir=Path(a.state_dir) if a.state_dir else None, status=not a.no_status,
         ceiling_db=a.ceiling_db, tcp_port=-1 if a.no_tcp else a.tcp_port, allow=a.allow,
         max_frame=a.max_frame, rate_limit=a.rate_limit, rate_burst=a.rate_burst,
-        zeroconf=a.zeroconf, mlock=not a.no_mlock, http_port=a.http, http_token=a.http_token,
-        http_read_only=a.http_read_only,
+        zeroconf=a.zeroconf, mlock=not a.no_mlock, max_lead_s=a.max_lead_s,
+        http_port=a.http, http_token=a.http_token, http_read_only=a.http_read_only,
         limits=Limits(max_conns=a.max_conns, max_conns_per_host=a.max_conns_per_host,
                       idle_timeout=a.idle_timeout, max_subscribers=a.max_subscribers,
                       max_output=int(a.max_output_mb * (1 << 20)),
                       trust_loopback=not a.prove_loopback),
+        max_recorder_channels=a.max_recorder_channels, min_free_mb=a.min_free_mb,
     ))
 
 
 def _cmd_devices(a: argparse.Namespace) -> int:
-    from .backends import list_devices
+    from .backends import device_report
 
-    devs = list_devices()
+    devs, problem = device_report()
     console = Console()
+    if problem:
+        console.print(f"PortAudio is missing: {escape(problem)}. Install it (Debian: "
+                      "apt install libportaudio2); until then `serve` uses the null backend",
+                      markup=True)
+        return 1
     if not devs:
-        console.print("no audio devices (or PortAudio is missing): `serve` uses the null backend")
+        console.print("PortAudio is installed but sees no audio device: `serve` uses the "
+                      "null backend")
         return 0
     t = Table(title="audio devices")
     for col in ("index", "name", "host API", "in", "out", "default rate"):
@@ -51,30 +72,70 @@ def _cmd_devices(a: argparse.Namespace) -> int:
     return 0
 
 
+def _param_range(p) -> str:
+    """A parameter's range as `mixgraph nodes TYPE` shows it: the choice names of a
+    stepped parameter (0 bell, 1 low shelf, ...), else min..max."""
+    if p.choices:
+        return ", ".join(f"{int(p.min) + k} {c}" for k, c in enumerate(p.choices))
+    return f"{p.min:g}..{p.max:g}"
+
+
 def _cmd_nodes(a: argparse.Namespace) -> int:
     from .actions import actions_for
     from .catalog import CATALOG
 
     console = Console()
-    for nt in CATALOG.values():
-        if a.type and nt.name not in a.type:
-            continue
-        t = Table(title=f"[bold]{nt.name}[/] — {nt.doc}", title_justify="left", expand=False)
-        for col in ("", "name", "unit", "min", "max", "default", "taper", "smooth ms"):
-            t.add_column(col)
-        t.add_row("channels", "", "", str(nt.min_channels), str(nt.max_channels),
-                  str(nt.default_channels), "", "")
-        for p in nt.ports:
-            n = f"{p.channels} ch" if p.channels else "node's"
-            t.add_row("port " + p.direction, p.name, n, "", "", "", "", "")
-        for p in nt.params:
-            t.add_row("param", p.name, p.unit, f"{p.min:g}", f"{p.max:g}", f"{p.default:g}",
-                      p.taper, f"{p.smooth_ms:g}")
-        for r in nt.readouts:
-            t.add_row("readout", r.name, r.unit, "", "", "", "", "")
-        for act in actions_for(nt.name).values():
-            t.add_row("action", act.name, escape(act.usage), "", "", "", "", "")
+    unknown = [x for x in a.type if x not in CATALOG]
+    if unknown:
+        Console(stderr=True).print(
+            f"mixgraph nodes: unknown node type{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(unknown)}; the types are: {', '.join(CATALOG)}", markup=False)
+        return 2
+    if not a.type:
+        t = Table(title="node types (`mixgraph nodes TYPE` for one type's details)",
+                  title_justify="left", box=None, show_header=True)
+        t.add_column("type", style="bold", no_wrap=True, min_width=max(map(len, CATALOG)))
+        t.add_column("summary", no_wrap=True, overflow="ellipsis")
+        for nt in CATALOG.values():
+            t.add_row(nt.name, escape(nt.doc.split(". ")[0].rstrip(".")))
         console.print(t)
+        return 0
+    import shutil
+    import textwrap
+
+    width = max(60, shutil.get_terminal_size((100, 24)).columns)
+
+    def para(text: str, indent: str) -> None:
+        print(textwrap.fill(text, width, initial_indent=indent, subsequent_indent=indent))
+
+    for i, name in enumerate(a.type):
+        nt = CATALOG[name]
+        if i:
+            print()
+        para(f"{nt.name} — {nt.doc}", "")
+        print(f"channels {nt.min_channels}..{nt.max_channels}, default {nt.default_channels}")
+        print("ports: " + ", ".join(
+            f"{p.name} ({p.direction}, {f'{p.channels} ch' if p.channels else 'node channels'})"
+            for p in nt.ports))
+        if nt.params:
+            print("parameters:")
+        for p in nt.params:
+            default = (f"{p.default:g} {p.choice_name(p.default)}" if p.choices
+                       else f"{p.default:g}")
+            smooth = f", smoothed {p.smooth_ms:g} ms" if p.smooth_ms else ""
+            head = f"  {p.name}  {p.unit + '  ' if p.unit else ''}"
+            if p.choices:
+                print(f"{head}default {default}  ({p.taper}{smooth})")
+                para("choices: " + _param_range(p), "      ")
+            else:
+                print(f"{head}{_param_range(p)}  default {default}  ({p.taper}{smooth})")
+            para(p.doc, "      ")
+        if nt.readouts:
+            print("readouts: " + ", ".join(f"{r.name}{f' ({r.unit})' if r.unit else ''}"
+                                           for r in nt.readouts))
+        for act in actions_for(nt.name).values():
+            print(f"action {act.usage}")
+            para(act.doc, "      ")
     return 0
 
 
@@ -133,14 +194,18 @@ def _cmd_analyze(a: argparse.Namespace) -> int:
 
     from . import analyze
 
+    if not Path(a.file).exists():
+        print(f"mixgraph analyze: cannot read {a.file}: no such file", file=sys.stderr)
+        return 2
     if a.plot:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
             # printed without rich markup, which would take [plot] for a style
-            Console(stderr=True).print("mixgraph: --plot needs matplotlib: "
-                                       "pip install 'mixgraph[plot]'", style="bold red",
-                                       markup=False)
+            # plain print: rich would wrap the command in the middle
+            print("mixgraph: --plot needs matplotlib, the [plot] extra: from the mixgraph "
+                  f"checkout, {sys.executable} -m pip install -e '.[plot]' "
+                  "(or `bash .ci/serve`, which installs it)", file=sys.stderr)
             return 2
     res = analyze.measure_file(a.file, curves=True, spectrum=bool(a.plot), hq=True)
     if a.plot:
@@ -191,18 +256,75 @@ def _client_errors(fn):
     return run
 
 
-@_client_errors
-def _cmd_ctl(a: argparse.Namespace) -> int:
-    from mixgraph.clients.client import Client
-
+def ctl_arg(tok: str) -> str | int | float | bool:
+    """One `mixgraph ctl` argument. Typed forms send exactly that OSC type: `s:2024`
+    (a string, even a numeric-looking one), `i:3`, `f:1`, `T`, `F`; an untyped token is
+    an int, a float, true/false, or else a string."""
     from .score import parse_arg
 
+    kind, sep, rest = tok.partition(":")
+    if sep and kind in ("s", "i", "f"):
+        try:
+            return rest if kind == "s" else int(rest) if kind == "i" else float(rest)
+        except ValueError:
+            raise MixgraphError(f"{tok!r}: {'an integer' if kind == 'i' else 'a number'} "
+                                f"after {kind}:") from None
+    if tok in ("T", "F"):
+        return tok == "T"
+    return parse_arg(tok)
+
+
+def format_value(x) -> str:
+    """A reply value as `mixgraph ctl` prints it: OSC floats at float32 precision (the
+    shortest decimal that reads back as the same float32: 3.371, not 3.371000051498413)."""
+    if isinstance(x, bytes):
+        return repr(x)
+    if isinstance(x, float) and x == x and abs(x) != float("inf"):
+        import numpy as np
+
+        f32 = np.float32(x)
+        if float(f32) == x:
+            return str(f32)
+    return str(x)
+
+
+@_client_errors
+def _cmd_ctl(a: argparse.Namespace) -> int:
+    import time
+
+    from mixgraph.clients.client import Client
+    from mixgraph.clients.protocol import REPLY_ADDRESSES
+
+    if not a.address.startswith("/"):
+        raise MixgraphError(f"{a.address!r} is not an OSC address: addresses start with /")
+    args = [ctl_arg(x) for x in a.args]
+    status = 0
     with Client(a.host, a.port, timeout=a.timeout, transport="tcp" if a.tcp else "udp",
                 framing=a.framing) as c:
-        # sent once, like oscsend: the command may be a node action, never safe to repeat
-        addr, args = c.request(a.address, *[parse_arg(x) for x in a.args], once=True)
-    print(addr, *[repr(x) if isinstance(x, bytes) else x for x in args])
-    return 1 if addr == "/fail" else 0
+        # sent once, like oscsend: the command may be a node action, never safe to repeat.
+        # Every reply is printed up to its closing /done or /fail; a query answered
+        # without one (/status, a parameter, a pattern) ends at a /sync sent after its
+        # first answer, which the server answers after everything before it.
+        c.send(a.address, *args)
+        deadline = time.monotonic() + a.timeout
+        token = None
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                if token is None:
+                    raise TimeoutError(f"no reply to {a.address} within {a.timeout} s")
+                break
+            addr, rargs = c.receive(left)
+            if addr == "/synced" and token is not None and rargs == [token]:
+                break
+            print(addr, *[format_value(x) for x in rargs], flush=True)
+            if addr in REPLY_ADDRESSES and rargs and rargs[0] == a.address:
+                status = 1 if addr == "/fail" else 0
+                break
+            if token is None:
+                token = int(time.monotonic_ns() & 0x3FFFFFFF)
+                c.send("/sync", token)
+    return status
 
 
 @_client_errors
@@ -234,6 +356,16 @@ def _cmd_layout(a: argparse.Namespace) -> int:
     n = layout.write_tosc(a.touchosc, doc, catalog, width=a.width, height=a.height)
     print(f"wrote {a.touchosc}: {n} controls for {len(doc.get('nodes', []))} nodes of {source}")
     return 0
+
+
+def _default_port() -> int:
+    """The port client commands talk to: $MIXGRAPH_PORT, else 8000."""
+    import os
+
+    try:
+        return int(os.environ.get("MIXGRAPH_PORT", "8000"))
+    except ValueError:
+        return 8000
 
 
 def _cmd_service(a: argparse.Namespace) -> int:
@@ -281,9 +413,12 @@ def _cmd_health(a: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="mixgraph", description="A headless audio-graph server.")
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    p.add_argument("--version", action="version", version=f"mixgraph {__version__}")
+    sub = p.add_subparsers(dest="cmd")
 
     s = sub.add_parser("serve", help="run the daemon")
     s.add_argument("--backend", default="auto", choices=["auto", "portaudio", "null"])
@@ -308,9 +443,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--http-read-only", action="store_true",
                    help="browser (WebSocket) clients may look and subscribe, not change anything")
     s.add_argument("--max-frame", type=int, default=65536, help="largest OSC packet, bytes")
-    s.add_argument("--rate-limit", type=float, default=20000.0,
+    s.add_argument("--rate-limit", type=_in_range("--rate-limit", 0, 1e7), default=20000.0,
                    help="messages/s per client (0 = unlimited; default 20000)")
-    s.add_argument("--rate-burst", type=float, default=10000.0, help="rate-limit burst")
+    s.add_argument("--rate-burst", type=_in_range("--rate-burst", 1, 1e7), default=10000.0,
+                   help="rate-limit burst")
+    s.add_argument("--max-lead-s", type=_in_range("--max-lead-s", 1, 86400), default=600.0,
+                   help="how far ahead a bundle's timetag may be, seconds (default 600)")
     s.add_argument("--max-conns", type=int, default=256,
                    help="TCP connections at once (default 256; also capped by descriptors)")
     s.add_argument("--max-conns-per-host", type=int, default=32,
@@ -325,7 +463,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--prove-loopback", action="store_true",
                    help="loopback UDP clients must prove their address too (/hello)")
     s.add_argument("--state-dir", help="patches, autosave and audio files")
-    s.add_argument("--ceiling-db", type=float, default=0.0, help="hard output ceiling, dBFS")
+    s.add_argument("--max-recorder-channels", type=int, default=128, metavar="N",
+                   help="recorder channels in all recorders together (default 128)")
+    s.add_argument("--min-free-mb", type=float, default=512, metavar="MB",
+                   help="refuse a new recorder when its disk has less free (default 512)")
+    s.add_argument("--ceiling-db", type=_in_range("--ceiling-db", -100, 24), default=0.0,
+                   help="hard output ceiling, dBFS")
     s.add_argument("--no-status", action="store_true", help="no live status line")
     s.add_argument("--no-mlock", action="store_true",
                    help="do not lock the process's memory (mlockall)")
@@ -368,10 +511,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_patch)
 
     s = sub.add_parser("ctl", help="send one OSC command and print the reply")
-    s.add_argument("address")
-    s.add_argument("args", nargs="*")
+    s.add_argument("address", help="OSC address, e.g. /node/g/gain")
+    s.add_argument("args", nargs="*",
+                   help="arguments: numbers, true/false, strings; typed: s:2024 i:3 f:1 T F")
     s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--port", type=int, default=_default_port(),
+                   help="the server's OSC port (default $MIXGRAPH_PORT or 8000)")
     s.add_argument("--timeout", type=float, default=2.0,
                    help="seconds to wait for the reply (a node action takes its own time)")
     s.add_argument("--tcp", action="store_true", help="use TCP instead of UDP")
@@ -381,7 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("top", help="live view of a running server: graph, load, xruns, meters")
     s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--port", type=int, default=_default_port(),
+                   help="the server's OSC port (default $MIXGRAPH_PORT or 8000)")
     s.add_argument("--tcp", action="store_true", help="use TCP instead of UDP")
     s.add_argument("--once", action="store_true", help="print one frame and exit")
     s.add_argument("--interval", type=float, default=0.5, help="seconds between frames")
@@ -401,7 +547,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("health", help="one line and exit 0 if a server answers and its audio "
                                       "clock moves, else 1 (for scripts and monitoring)")
     s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--port", type=int, default=_default_port(),
+                   help="the server's OSC port (default $MIXGRAPH_PORT or 8000)")
     s.add_argument("--timeout", type=float, default=2.0)
     s.set_defaults(func=_cmd_health)
 
@@ -409,7 +556,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--touchosc", required=True, metavar="OUT.tosc", help="output file")
     s.add_argument("--patch", help="patch file (.mgp/.json) instead of the live graph")
     s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--port", type=int, default=_default_port(),
+                   help="the server's OSC port (default $MIXGRAPH_PORT or 8000)")
     s.add_argument("--tcp", action="store_true", help="use TCP instead of UDP")
     s.add_argument("--timeout", type=float, default=2.0)
     s.add_argument("--width", type=int, default=1024, help="layout width in points")
@@ -420,7 +568,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `mixgraph` console script."""
-    a = build_parser().parse_args(argv)
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    if a.cmd is None:  # bare `mixgraph`: what it can do
+        parser.print_help()
+        return 0
     logging.basicConfig(level=logging.DEBUG if a.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     try:

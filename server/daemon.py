@@ -26,7 +26,7 @@ from rich.table import Table
 
 from . import __version__
 from .backends import choose_backend, start_backend
-from .diskio import DiskIO
+from .diskio import DEFAULT_MAX_RECORDER_CHANNELS, DEFAULT_MIN_FREE_MB, DiskIO
 from .engine import Engine
 from .errors import MixgraphError
 from .osc import Counters, Dispatcher
@@ -64,6 +64,9 @@ class ServeOptions:
     zeroconf: bool = False  # advertise _osc._udp / _osc._tcp (the zeroconf package)
     mlock: bool = True  # lock the process's memory so the audio thread never page-faults
     limits: Limits | None = None  # connection, subscriber and output caps (transport.Limits)
+    max_lead_s: float = 600.0  # how far ahead a bundle's timetag may be (docs/protocol.md)
+    max_recorder_channels: int = DEFAULT_MAX_RECORDER_CHANNELS  # all recorders together
+    min_free_mb: float = DEFAULT_MIN_FREE_MB  # a recorder's disk must have this much free
     http_port: int | None = None  # the browser surface (HTTP + WebSocket); None: off
     http_token: str | None = None  # its access token; None: none on loopback, else generated
     http_read_only: bool = False  # browser clients may look, not change
@@ -132,20 +135,24 @@ class Daemon:
         cfg = self.config
         self.engine = Engine(cfg.sample_rate, cfg.hw_in, cfg.hw_out)
         self.engine.set_ceiling_db(opts.ceiling_db)
-        self.disk = DiskIO(cfg.sample_rate)
+        self.disk = DiskIO(cfg.sample_rate, max_recorder_channels=opts.max_recorder_channels,
+                           min_free_bytes=int(opts.min_free_mb * (1 << 20)), enforce=False)
         self.session = Session(self.engine, data_dir=self.state_dir / "audio",
                                confine_paths=True, disk=self.disk)
         (self.state_dir / "audio").mkdir(exist_ok=True)
         self.store = PatchStore(self.state_dir)
         self.autosave_path = self.state_dir / AUTOSAVE
         self.restored = self._restore()
+        self.disk.start_quota(self.state_dir / "audio")  # a restart keeps its recorders
         self.autosaver = Autosaver(self.autosave_path)
         self._dirty = False
+        self._last_save_error = -1e9
         self.session.changed = self._mark_dirty
         self.counters = Counters()
         info = {"backend": cfg.kind, "device": cfg.device_name, "block": cfg.block,
                 "inputs": cfg.hw_in, "outputs": cfg.hw_out}
-        self.dispatcher = Dispatcher(self.session, self.store, info, self.counters)
+        self.dispatcher = Dispatcher(self.session, self.store, info, self.counters,
+                                     max_lead_s=opts.max_lead_s)
         self.server = ControlServer(self.dispatcher, opts.host, opts.port, tick=self._tick,
                                     tcp_port=opts.tcp_port, allow=opts.allow,
                                     max_frame=opts.max_frame, rate=opts.rate_limit,
@@ -212,10 +219,19 @@ class Daemon:
         self._dirty = True
 
     def _tick(self) -> None:
-        """The control loop's periodic step (4 Hz): autosave, systemd watchdog, status."""
+        """The autosave hook of the control loop: submit the latest snapshot. A
+        snapshot that cannot be made or encoded is logged (at most every 10 s) and
+        retried on the next tick; it never stops the control thread."""
         if self._dirty:
             self._dirty = False
-            self.autosaver.submit(self.session.to_doc())
+            try:
+                self.autosaver.submit(self.session.to_doc())
+            except Exception:
+                self._dirty = True
+                now = time.monotonic()
+                if now - self._last_save_error >= 10.0:
+                    self._last_save_error = now
+                    log.exception("autosave snapshot failed; retrying")
         now = time.monotonic()
         self.watchdog.tick(now)
         if self.notifier.enabled and now - self._last_status >= 2.0:

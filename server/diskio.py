@@ -9,6 +9,7 @@ the process is killed."""
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -23,6 +24,10 @@ from .errors import MixgraphError
 log = logging.getLogger("mixgraph.disk")
 
 FIFO_SECONDS = 2.0
+# per server: recorder channels in all (each holds a FIFO_SECONDS float32 FIFO: 384 kB
+# at 48 kHz), and the free space a recorder's disk must have when it is created
+DEFAULT_MAX_RECORDER_CHANNELS = 128
+DEFAULT_MIN_FREE_MB = 512
 CHUNK_FRAMES = 4096
 SFC_UPDATE_HEADER_NOW = 0x1060  # libsndfile's sf_command code
 
@@ -136,8 +141,13 @@ class RecorderStream:
 class DiskIO:
     """Every open stream; pump() does one pass, start() runs it on a thread."""
 
-    def __init__(self, sample_rate: float, period_s: float = 0.01, flush_s: float = 0.5) -> None:
+    def __init__(self, sample_rate: float, period_s: float = 0.01, flush_s: float = 0.5,
+                 max_recorder_channels: int = DEFAULT_MAX_RECORDER_CHANNELS,
+                 min_free_bytes: int = DEFAULT_MIN_FREE_MB << 20, enforce: bool = True) -> None:
         self.sample_rate = sample_rate
+        self.max_recorder_channels = max_recorder_channels
+        self.min_free_bytes = min_free_bytes
+        self.enforce = enforce  # False while a restart restores what was running
         self.period_s = period_s
         self.flush_s = flush_s
         self._streams: list[PlayerStream | RecorderStream] = []
@@ -153,11 +163,46 @@ class DiskIO:
             self._streams.append(s)
         return s
 
+    def recorder_channels(self) -> int:
+        """Channels of the recorders open now (what the quota counts)."""
+        return sum(s.channels for s in self._streams if isinstance(s, RecorderStream))
+
     def open_recorder(self, path: Path, channels: int, fmt: str | None) -> RecorderStream:
+        """A new recorder stream, unless it would pass the server's recorder channel
+        quota or its disk has less than min_free_bytes free (MixgraphError)."""
+        if self.enforce:
+            self._check_quota(path, channels)
         s = RecorderStream(path, channels, self.sample_rate, fmt, self.flush_s)
         with self._lock:
             self._streams.append(s)
         return s
+
+    def start_quota(self, data_dir: Path) -> None:
+        """Check new recorders from now on; say so if what was restored is already over
+        the quota or the disk is nearly full (restored recorders are kept)."""
+        self.enforce = True
+        if not self.recorder_channels():
+            return
+        try:
+            self._check_quota(data_dir / "x", 0)
+        except MixgraphError as e:
+            log.warning("restored recorders: %s", e)
+
+    def _check_quota(self, path: Path, channels: int) -> None:
+        used = self.recorder_channels()
+        if used + channels > self.max_recorder_channels:
+            raise MixgraphError(
+                f"recorder quota: {used} of {self.max_recorder_channels} recorder channels "
+                f"in use, {channels} more would pass it (serve --max-recorder-channels)")
+        try:
+            free = shutil.disk_usage(path.parent).free
+        except OSError as e:
+            raise MixgraphError(f"cannot check the free space for recordings: "
+                                f"{e.strerror}") from None
+        if free < self.min_free_bytes:
+            raise MixgraphError(
+                f"the disk for recordings is nearly full: {free >> 20} MB free, a recorder "
+                f"needs {self.min_free_bytes >> 20} MB (serve --min-free-mb)")
 
     def close(self, stream) -> None:
         with self._lock:

@@ -92,6 +92,7 @@ class Engine:
         self.ptr = lib.mg_engine_new(float(sample_rate), hw_in, hw_out, cmd_capacity,
                                      heap_capacity)
         self.cmd_capacity = cmd_capacity
+        self.heap_capacity = max(heap_capacity, 16)  # the scheduler's slots (mg_engine_new)
         if self.ptr == ffi.NULL:
             raise MixgraphError(
                 f"cannot create an engine at {sample_rate} Hz with {hw_in} in / {hw_out} out"

@@ -46,7 +46,7 @@ class Subscriber:
         self.expires = time.monotonic() + lease
         self.params = False
         self.sent: dict[tuple[str, str], float] = {}
-        self.meters: dict[str, object] = {}  # pattern -> compiled regex
+        self.meters: dict[str, object] = {}  # pattern -> compiled Pattern
         self.meter_rate = 20.0
         self.next_meter = 0.0
         self.errors = 0  # failed sends since it was last heard from

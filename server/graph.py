@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .catalog import CATALOG, NodeType, PortSpec
-from .errors import MixgraphError
+from .errors import MixgraphError, shown
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # matched whole (fullmatch)
 
 
 @dataclass
@@ -42,9 +42,10 @@ class Conn:
 
 def check_name(name: str) -> str:
     """A node name must be one OSC address part without pattern characters."""
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise MixgraphError(
-            f"bad node name {name!r}: use 1-64 of A-Z a-z 0-9 _ - (no spaces or pattern characters)"
+            f"bad node name {shown(name)}: "
+            "use 1-64 of A-Z a-z 0-9 _ - (no spaces or pattern characters)"
         )
     return name
 

@@ -17,6 +17,12 @@ What is generated, one strip per node (pages of strips when they do not fit):
   bound to `/node/<name>/<param>/norm` (the server's published taper);
 - toggle BUTTONs for switches (mute in red, on/off), momentary ones for
   triggers (reset), `/node/.../norm`;
+- labelled selectors (a RADIO with one LABEL per choice) for stepped
+  parameters with more than two named choices (EQ band type, slope, pan
+  law...): a press sends `/node/<name>/<param> <value>`, feedback moves it;
+- under every knob, fader and selector a LABEL that shows the value in its
+  unit (`-6.0 dB`, `2.50 kHz`, `low shelf`), set from the `/node/<name>/<param>`
+  feedback the server sends (a subscription starts with all of them);
 - meters (non-interactive FADERs that only receive), one per channel, for dB
   readouts such as a meter node's peak, bound to `/meters/<name>/<readout>/<ch>`
   (what `/meters/subscribe` streams: 0..1, -60 dBFS to 0 dBFS);
@@ -67,12 +73,15 @@ COLORS = {
 class Control:
     """One control of a strip."""
 
-    kind: str  # fader, knob, button, mute, trigger, meter, action
+    kind: str  # fader, knob, button, mute, trigger, meter, action, selector
     node: str
     param: str
     address: str
     label: str
-    default: float = 0.0  # 0..1
+    default: float = 0.0  # 0..1 (a selector: the default's step)
+    unit: str = ""
+    choices: tuple[str, ...] = ()  # a selector's names, one per step from lo
+    lo: float = 0.0  # the parameter's minimum (a selector's first value)
 
 
 # ---- choosing controls ------------------------------------------------------------------
@@ -100,6 +109,12 @@ def controls_for(node: dict, ntype: dict) -> list[Control]:
             continue
         addr = f"/node/{name}/{pname}/norm"
         switch = p.get("taper") == "stepped" and float(p["min"]) == 0 and float(p["max"]) == 1
+        choices = tuple(p.get("choices") or ())
+        if len(choices) > 2:
+            lo = float(p["min"])
+            out.append(Control("selector", name, pname, f"/node/{name}/{pname}", pname,
+                               float(round(float(p["default"]) - lo)), choices=choices, lo=lo))
+            continue
         if pname == "mute":
             kind = "mute"
         elif switch and pname in TRIGGERS:
@@ -110,7 +125,8 @@ def controls_for(node: dict, ntype: dict) -> list[Control]:
             kind = "fader"
         else:
             kind = "knob"
-        out.append(Control(kind, name, pname, addr, pname, _norm_default(p)))
+        out.append(Control(kind, name, pname, addr, pname, _norm_default(p),
+                           unit=p.get("unit", ""), choices=choices))
     for a in actions:  # a press sends /node/<name>/<action> 1 (one second of audio)
         out.append(Control("action", name, a["name"], f"/node/{name}/{a['name']}", a["name"]))
     dbs = [r for r in ntype.get("readouts", []) if r.get("unit", "").startswith("dB")]
@@ -223,7 +239,73 @@ def _label(parent: ET.Element, text: str, frame, size: int = 12) -> None:
     _value(n.find("values"), "touch", "false")
 
 
+def _lua(s: str) -> str:
+    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def value_script(address: str, unit: str, choices: tuple[str, ...] = (),
+                 lo: float = 0.0) -> str:
+    """The Lua of a value label: shows the `address <value>` feedback in its unit."""
+    if choices:
+        fmt = (f"local names = {{{', '.join(_lua(c) for c in choices)}}}\n"
+               f"local function show(v)\n"
+               f"  return names[math.floor(v - ({lo:g}) + 0.5) + 1] or tostring(v)\nend\n")
+    elif unit == "Hz":
+        fmt = ("local function show(v)\n  if v >= 1000 then return string.format('%.2f kHz', "
+               "v / 1000) end\n  return string.format('%.0f Hz', v)\nend\n")
+    elif unit in ("dB", "dBFS", "dBTP", "LUFS", "LU", "ms"):
+        fmt = f"local function show(v)\n  return string.format('%.1f {unit}', v)\nend\n"
+    elif unit == "%":
+        fmt = "local function show(v)\n  return string.format('%.0f %%', v)\nend\n"
+    else:
+        fmt = (f"local function show(v)\n  return string.format('%.2f', v)"
+               f"{' .. ' + _lua(' ' + unit) if unit else ''}\nend\n")
+    return (f"-- mixgraph: the value of {address} in its unit\n{fmt}"
+            f"function onReceiveOSC(message, connections)\n"
+            f"  if message[1] == {_lua(address)} and message[2][1] then\n"
+            f"    self.values.text = show(message[2][1].value)\n  end\nend\n")
+
+
+def selector_script(address: str, lo: float) -> str:
+    """The Lua of a selector (RADIO): a press sends `address <lo + step>`; the server's
+    `address <value>` feedback selects the step."""
+    return (f"-- mixgraph: a labelled selector for {address}\n"
+            f"function onValueChanged(key)\n"
+            f"  if key == 'x' then sendOSC({_lua(address)}, self.values.x + ({lo:g})) end\n"
+            f"end\n"
+            f"function onReceiveOSC(message, connections)\n"
+            f"  if message[1] == {_lua(address)} and message[2][1] then\n"
+            f"    self.values.x = math.floor(message[2][1].value - ({lo:g}) + 0.5)\n"
+            f"  end\nend\n")
+
+
+def _value_label(parent: ET.Element, c: Control, frame) -> None:
+    """A LABEL showing a control's value in its unit (from the server's feedback)."""
+    address = c.address[:-len("/norm")] if c.address.endswith("/norm") else c.address
+    n = _node(_children(parent), "LABEL", f"{c.node}.{c.param} value", frame, COLORS["label"],
+              background=False, textSize=("i", 9), textColor=("c", COLORS["label"]),
+              script=("s", value_script(address, c.unit, c.choices, c.lo)))
+    _value(n.find("values"), "text", "")
+    _value(n.find("values"), "touch", "false")
+
+
+def _selector(parent: ET.Element, c: Control, frame) -> None:
+    """A RADIO with one step per choice and a LABEL naming each step."""
+    x, y, w, h = frame
+    n = _node(_children(parent), "RADIO", f"{c.node}.{c.param}", (x, y, w, h - 14),
+              COLORS["knob"], steps=("i", len(c.choices)), orientation=("i", 0),
+              radioType=("i", 0), script=("s", selector_script(c.address, c.lo)))
+    _value(n.find("values"), "x", f"{int(c.default)}")
+    _value(n.find("values"), "touch", "false")
+    seg = w / len(c.choices)
+    for k, name in enumerate(c.choices):
+        _label(parent, name, (x + k * seg, y + h - 14, seg, 14), 8)
+
+
 def _control(parent: ET.Element, c: Control, frame) -> None:
+    if c.kind == "selector":
+        _selector(parent, c, frame)
+        return
     kids = _children(parent)
     name = f"{c.node}.{c.param}"
     if c.kind in ("fader", "meter"):
@@ -287,15 +369,19 @@ end
 """
 
 STRIP_H_TITLE = 28
-CELL = 58  # a knob or button cell, label included
+CELL = 70  # a knob or button cell, its name and value labels included
+SEL_H = 52  # a selector's row: its name, the RADIO, a label per choice
+SEL_STEP = 44  # width of one selector step
 
 
 def _strip_width(cs: list[Control], height: int) -> int:
     small = [c for c in cs if c.kind in ("knob", "button", "mute", "trigger", "action")]
     tall = [c for c in cs if c.kind in ("fader", "meter")]
-    rows = max(1, (height - STRIP_H_TITLE - (260 if tall else 0)) // CELL)
+    sels = [c for c in cs if c.kind == "selector"]
+    rows = max(1, (height - STRIP_H_TITLE - (260 if tall else 0) - len(sels) * SEL_H) // CELL)
     cols = max(2, math.ceil(len(small) / rows))
-    return max(cols * CELL, len(tall) * 52) + 12
+    widest = max((len(c.choices) * SEL_STEP for c in sels), default=0)
+    return max(cols * CELL, len(tall) * 52, widest) + 12
 
 
 def _strip(parent: ET.Element, node: dict, cs: list[Control], x: int, w: int,
@@ -306,20 +392,30 @@ def _strip(parent: ET.Element, node: dict, cs: list[Control], x: int, w: int,
     _label(g, f"{node['name']} ({node['type']})", (4, 2, w - 8, STRIP_H_TITLE - 4), 13)
     small = [c for c in cs if c.kind in ("knob", "button", "mute", "trigger", "action")]
     tall = [c for c in cs if c.kind in ("fader", "meter")]
+    sels = [c for c in cs if c.kind == "selector"]
+    top = STRIP_H_TITLE
+    for c in sels:
+        _label(g, c.label, (6, top, w - 12, 14), 10)
+        _control(g, c, (6, top + 14, w - 12, SEL_H - 16))
+        top += SEL_H
     cols = max(1, (w - 12) // CELL)
     for i, c in enumerate(small):
         cx = 6 + (i % cols) * CELL
-        cy = STRIP_H_TITLE + (i // cols) * CELL
-        _control(g, c, (cx + 6, cy, CELL - 12, CELL - 18))
-        _label(g, c.label, (cx, cy + CELL - 18, CELL, 16), 10)
+        cy = top + (i // cols) * CELL
+        _control(g, c, (cx + 6, cy, CELL - 12, CELL - 30))
+        _label(g, c.label, (cx, cy + CELL - 30, CELL, 14), 10)
+        if c.kind == "knob" or c.choices:  # knobs, and switches with named states
+            _value_label(g, c, (cx, cy + CELL - 16, CELL, 14))
     if tall:
         rows = math.ceil(len(small) / cols) if small else 0
-        top = STRIP_H_TITLE + rows * CELL + 4
-        fh = max(120, height - top - 24)
+        top = top + rows * CELL + 4
+        fh = max(120, height - top - 38)
         for i, c in enumerate(tall):
             fx = 6 + i * 52
             _control(g, c, (fx + 4, top, 40, fh))
-            _label(g, c.label, (fx, top + fh + 2, 50, 18), 10)
+            _label(g, c.label, (fx, top + fh + 2, 50, 16), 10)
+            if c.kind == "fader":
+                _value_label(g, c, (fx - 2, top + fh + 18, 54, 14))
 
 
 def build(doc: dict, catalog: list[dict], width: int = 1024, height: int = 768,

@@ -3,9 +3,10 @@
 python-osc parses packets; replies are encoded here (a few struct calls).
 Dispatch is our own: one dict lookup for literal addresses plus a split of
 /node/<name>/<param>[/norm|/touch]; only addresses holding pattern characters
-are matched (regex) against the live address set. Dispatch never sleeps: a
-bundle's future timetag becomes an engine sample time. The transports live in
-transport.py, subscriptions and meters in feedback.py."""
+are matched (server/patterns.py, never backtracking) against the live
+address set. Dispatch never sleeps: a bundle's future timetag becomes an
+engine sample time. The transports live in transport.py, subscriptions and
+meters in feedback.py."""
 
 from __future__ import annotations
 
@@ -28,8 +29,10 @@ from . import __version__, tapers
 from .actions import actions_for, is_action_or_trigger, run_action
 from .catalog import CATALOG
 from .engine import EngineBusy
-from .errors import MixgraphError
+from .errors import MixgraphError, echo
+from .errors import reason as _reason
 from .patterns import compile_pattern, is_pattern
+from .ratelog import RateLog, library_warnings, source_of
 from .session import Session
 from .state import PatchStore
 from .values import number
@@ -39,7 +42,19 @@ log = logging.getLogger("mixgraph.osc")
 Reply = Callable[[str, list], None]
 NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900 to 1970
 IMMEDIATE = (0, 1)
+MAX_BUNDLE_DEPTH = 8  # bundles inside bundles: a ninth level makes the packet garbage
 TOUCH_TIMEOUT_S = 10.0  # a touch whose holder stays silent this long lapses
+# Scheduling budgets (docs/protocol.md, "Bundles"): how far ahead a timetag
+# may be, how many timed messages one client may have pending (scheduled in the
+# engine or held here), what the held bundles may hold in all, and the share of
+# the engine's scheduler that future sets may take (the rest stays free for
+# sets that apply now).
+MAX_LEAD_S = 600.0
+CLIENT_TIMED = 4096  # timed messages pending per client (scheduled + held)
+CLIENT_HELD_BYTES = 1 << 20  # held bundles per client, bytes (estimated)
+HELD_MAX = 32768  # held messages, all clients
+HELD_BYTES_MAX = 16 << 20  # held bundles, all clients, bytes (estimated)
+ENGINE_SHARE = 0.5  # of the engine's scheduler slots, for future sets
 
 
 @dataclass
@@ -55,8 +70,8 @@ def parse_packet(data: bytes, timetag: tuple[int, int] = IMMEDIATE,
                  depth: int = 0) -> list[Timed]:
     """Messages of an OSC packet (bundles flattened, nested timetags kept)."""
     if data[:8] == b"#bundle\0":
-        if depth > 8:
-            raise MixgraphError("bundles nested too deep")
+        if depth >= MAX_BUNDLE_DEPTH:  # depth counts from 0 at the outermost bundle
+            raise MixgraphError(f"bundles nested more than {MAX_BUNDLE_DEPTH} deep")
         if len(data) < 16:
             raise MixgraphError("truncated bundle")
         tt = struct.unpack(">II", data[8:16])
@@ -80,30 +95,48 @@ def parse_packet(data: bytes, timetag: tuple[int, int] = IMMEDIATE,
     fast = _parse_simple(data)
     if fast is not None:
         return [Timed(fast[0], fast[1], timetag)]
-    t0 = data.find(b",")
-    if t0 > 0:
-        t1 = data.find(b"\0", t0)
-        if t1 > 0 and not _KNOWN_TAGS.issuperset(data[t0 + 1:t1].decode("latin-1")):
-            # python-osc would skip an unknown tag with a warning: it is garbage here
-            raise MixgraphError("unknown OSC type tag")
-    try:
-        msg = OscMessage(data)
-        return [Timed(msg.address, list(msg.params), timetag)]
-    except Exception as e:  # python-osc raises several types for garbage
-        raise MixgraphError(f"cannot parse OSC message: {e}") from None
+    end = data.find(b"\0")
+    pos = (end + 4) & ~3
+    if end > 0 and pos < len(data):
+        # the type tag string follows the padded address (a ',' in the address is
+        # part of the address); python-osc would skip a tag it does not know, with a
+        # warning per tag and the arguments after it misread: it is garbage here
+        t1 = data.find(b"\0", pos)
+        tags = data[pos + 1:t1 if t1 > 0 else len(data)].decode("latin-1")
+        if data[pos:pos + 1] == b"," and not _LIBRARY_TAGS.issuperset(tags):
+            bad = sorted(set(tags) - _LIBRARY_TAGS - _SIMPLE_TAGS)
+            if bad:
+                raise MixgraphError(f"unsupported OSC type tag {bad[0]!r}")
+            if _SIMPLE_TAGS.issuperset(tags):
+                raise MixgraphError("malformed OSC arguments (truncated or bad text)")
+            raise MixgraphError("OSC type tags S c I cannot be mixed with b t [ ]")
+    with library_warnings() as caught:
+        try:
+            msg = OscMessage(data)
+        except Exception as e:  # python-osc raises several types for garbage
+            raise MixgraphError(f"cannot parse OSC message: {e}") from None
+    if caught.total:  # it skipped something (and misread what followed): garbage
+        raise MixgraphError(f"python-osc logged {caught.total} warnings parsing it "
+                            f"(first: {caught[0]})")
+    return [Timed(msg.address, list(msg.params), timetag)]
 
 
 _unpack_i = struct.Struct(">i").unpack_from
 _unpack_q = struct.Struct(">q").unpack_from
+_unpack_u = struct.Struct(">I").unpack_from
 _unpack_f = struct.Struct(">f").unpack_from
 _unpack_d = struct.Struct(">d").unpack_from
-_SIMPLE_TAGS = frozenset("ifhdsTF")
-_KNOWN_TAGS = frozenset("ifsbhtdScrmTFNI[]")
+# decoded here: OSC 1.0's required and optional types but blobs, timetags, arrays
+_SIMPLE_TAGS = frozenset("ifhdsTFSIcNrm")
+# decoded by python-osc (without a warning); a mix of the two needs both, and is refused
+_LIBRARY_TAGS = frozenset("ifhdsbtrmTFN[]")
 
 
 def _parse_simple(data: bytes):
-    """The common case without python-osc: tags from `ifhdsTF` only; (address, args),
-    or None to let python-osc decide (other tags, anything odd)."""
+    """Messages without python-osc: tags from `ifhdsTFSIcNrm` only (S is a string, c a
+    one-character string, I Infinitum as inf, N None, r an int, m 4 ints, as python-osc
+    gives them); (address, args), or None to let python-osc decide (other tags, anything
+    odd)."""
     end = data.find(b"\0")
     if end < 0:
         return None
@@ -131,7 +164,7 @@ def _parse_simple(data: bytes):
             elif t == "i":
                 args.append(_unpack_i(data, i)[0])
                 i += 4
-            elif t == "s":
+            elif t == "s" or t == "S":
                 e = data.find(b"\0", i)
                 if e < 0:
                     return None
@@ -144,9 +177,23 @@ def _parse_simple(data: bytes):
             elif t == "h":
                 args.append(_unpack_q(data, i)[0])
                 i += 8
-            else:  # "d"
+            elif t == "d":
                 args.append(_unpack_d(data, i)[0])
                 i += 8
+            elif t == "N":
+                args.append(None)
+            elif t == "I":
+                args.append(math.inf)
+            else:  # c, r, m: 32 bits
+                (v,) = _unpack_u(data, i)
+                i += 4
+                if t == "c":
+                    if v > 0x10FFFF:
+                        return None
+                    args.append(chr(v))
+                else:
+                    args.append(v if t == "r" else (v >> 24, (v >> 16) & 255, (v >> 8) & 255,
+                                                    v & 255))
     except (struct.error, UnicodeDecodeError):
         return None
     if i > n:
@@ -216,6 +263,10 @@ class Counters:
     slow_closed: int = 0  # TCP connections closed for not reading (output memory caps)
     meters_dropped: int = 0  # meter frames not queued for slow TCP readers
     unproven_refused: int = 0  # UDP replies withheld from unproven addresses (amplification)
+    warnings: int = 0  # per-packet warnings (ratelog.RateLog), logged or not
+    log_suppressed: int = 0  # of those, not written as a log line of their own
+    internal_errors: int = 0  # control-loop steps that failed (logged, loop kept going)
+    quota: int = 0  # timed messages refused by the scheduling budgets
     bad_http: int = 0  # HTTP/WebSocket connections closed for malformed input (server/web.py)
     clients: dict = field(default_factory=dict)  # client key -> last seen (monotonic)
 
@@ -273,14 +324,25 @@ class Dispatcher:
 
     def __init__(self, session: Session, store: PatchStore | None = None,
                  info: dict | None = None, counters: Counters | None = None,
-                 wallclock: Callable[[], float] = time.time) -> None:
+                 wallclock: Callable[[], float] = time.time,
+                 max_lead_s: float = MAX_LEAD_S, client_timed: int = CLIENT_TIMED) -> None:
         self.session = session
+        self.max_lead_s = max_lead_s
+        self.client_timed = client_timed
+        # timed work in flight, per client key: [messages, held bytes]; and totals
+        self._budget: dict = {}
+        self._held_msgs = 0
+        self._held_bytes = 0
+        self._engine_timed = 0  # future sets scheduled in the engine, all clients
+        self._inflight: list = []  # (sample time, seq, client key, count): scheduled sets
+        session.applied = lambda n, p, v: self._changed(n, p, v, None)
         self.store = store
         self.info = info or {}
         self.counters = counters or Counters()
         self.wallclock = wallclock
         self.started = time.monotonic()  # for /status uptime
         self.feedback = None  # a feedback.Feedback, set by the transport
+        self.ratelog: RateLog | None = None  # per-source rate-limited warnings, likewise
         self.on_reply_port: Callable[[Peer | None, int], None] | None = None
         # the transport's address proof (see transport.ControlServer.hello): the reply
         self.on_hello: Callable[[Peer, list], tuple[str, list]] | None = None
@@ -341,16 +403,20 @@ class Dispatcher:
                 raise MixgraphError("unknown address")
         except MixgraphError as e:
             self.counters.failed += 1
-            reply("/fail", [address, *self._keys(address, args), str(e)])
+            reply("/fail", [*self._echo(address, args), _reason(str(e))])
         except OSError as e:  # descriptors, disk: say what, never where (no paths)
             self.counters.failed += 1
             log.error("system error handling %s: %s", address, e)
-            reply("/fail", [address, *self._keys(address, args),
+            reply("/fail", [*self._echo(address, args),
                             f"system error: {e.strerror or type(e).__name__}"])
         except Exception as e:  # a bug must not take the control thread down
             self.counters.failed += 1
-            log.exception("internal error handling %s", address)
-            reply("/fail", [address, *self._keys(address, args), f"internal error: {e}"])
+            if self.ratelog is not None and client is not None:  # a client could repeat it
+                self.ratelog.warn(source_of(client.key), "internal error handling %s",
+                                  echo(address), exc_info=True)
+            else:
+                log.exception("internal error handling %s", echo(address))
+            reply("/fail", [*self._echo(address, args), _reason(f"internal error: {e}")])
 
     def fast_set(self, data: bytes, client: Peer) -> bool:
         """The flood path: a bare `/node/<name>/<param> ,f|,i <number>` setting a plain
@@ -422,23 +488,128 @@ class Dispatcher:
         if not msgs:
             return
         tt = msgs[0].timetag
-        t, late_ms = self._bundle_time(tt)
-        if late_ms is not None:
-            reply("/late", [msgs[0].address, float(round(late_ms, 3))])
-        if t and not self._params_only(msgs):
-            # graph edits cannot be sample-scheduled: hold the bundle on the control side
-            heapq.heappush(self._held, (t, next(self._seq), msgs, reply, client))
+        try:
+            t, late_ms = self._bundle_time(tt)
+        except MixgraphError as e:
+            self._fail_all(msgs, reply, str(e))
             return
+        if late_ms is not None:
+            reply("/late", [echo(msgs[0].address), float(round(late_ms, 3))])
+        params_only = self._params_only(msgs)
+        future = bool(t) and t > self.session.engine.time + self._lead()
+        if t and not params_only:
+            # graph edits cannot be sample-scheduled: hold the bundle on the control
+            # side (one for later within the budgets; an immediate one until the
+            # next turn of the loop, free)
+            cost = _held_cost(msgs) if future else None
+            if cost is not None:
+                try:
+                    self._admit(client, len(msgs), cost)
+                except MixgraphError as e:
+                    self._fail_all(msgs, reply, str(e))
+                    return
+            heapq.heappush(self._held, (t, next(self._seq), msgs, reply, client, cost))
+            return
+        if not future:
+            self._apply_bundle(msgs, reply, client, t)
+            return
+        # parameter sets for later: the engine schedules them (sample-exact), within
+        # this client's quota and the share of the scheduler future sets may take
+        try:
+            self._admit(client, self._expansion(msgs), 0, engine=True)
+        except MixgraphError as e:
+            self._fail_all(msgs, reply, str(e))
+            return
+        before = self.session.scheduled_total
         self._apply_bundle(msgs, reply, client, t)
+        n = self.session.scheduled_total - before
+        if n > 0:
+            key = client.key if client is not None else None
+            self._charge(key, n, 0)
+            self._engine_timed += n
+            heapq.heappush(self._inflight, (t, next(self._seq), key, n))
+
+    # ---- scheduling budgets ----------------------------------------------------
+    def _fail_all(self, msgs: list[Timed], reply: Reply, why: str) -> None:
+        """Refuse a whole bundle: one /fail per message, each with the reason."""
+        self.counters.messages += len(msgs)
+        self.counters.failed += len(msgs)
+        for o in msgs:
+            reply("/fail", [o.address, *self._keys(o.address, o.args), why])
+
+    def _expansion(self, msgs: list[Timed]) -> int:
+        """How many parameter sets a bundle makes (a pattern makes one per match)."""
+        n = 0
+        for m in msgs:
+            if is_pattern(m.address):
+                try:
+                    n += len(self._match(m.address))
+                except MixgraphError:
+                    n += 1
+            else:
+                n += 1
+        return n
+
+    def _expire(self) -> None:
+        """Give back the budget of scheduled sets whose time has come."""
+        now = self.session.engine.time
+        inflight = self._inflight
+        while inflight and inflight[0][0] <= now:
+            _, _, key, n = heapq.heappop(inflight)
+            self._engine_timed -= n
+            self._charge(key, -n, 0)
+
+    def _charge(self, key, n: int, cost: int) -> None:
+        b = self._budget.get(key)
+        if b is None:
+            b = self._budget[key] = [0, 0]
+        b[0] += n
+        b[1] += cost
+        if b[0] <= 0 and b[1] <= 0:
+            del self._budget[key]
+
+    def _admit(self, client: Peer | None, n: int, cost: int, engine: bool = False) -> None:
+        """Take n timed messages (and cost bytes held) from the budgets, or refuse
+        with the reason (the whole bundle is then answered /fail)."""
+        self._expire()
+        key = client.key if client is not None else None
+        mine, my_bytes = self._budget.get(key, (0, 0))
+        why = None
+        if mine + n > self.client_timed:
+            why = (f"too many timed messages pending for this client ({mine} pending, "
+                   f"quota {self.client_timed}); wait until some apply")
+        elif engine:
+            room = int(self.session.engine.heap_capacity * ENGINE_SHARE)
+            if self._engine_timed + n > room:
+                why = (f"the engine's scheduler is busy ({self._engine_timed} timed sets "
+                       f"pending, at most {room}); try later")
+        elif my_bytes + cost > CLIENT_HELD_BYTES:
+            why = (f"too much held for this client ({my_bytes} bytes in future bundles, "
+                   f"quota {CLIENT_HELD_BYTES})")
+        elif self._held_msgs + n > HELD_MAX or self._held_bytes + cost > HELD_BYTES_MAX:
+            why = "too many future bundles held (all clients); try later"
+        if why is not None:
+            self.counters.quota += n
+            raise MixgraphError(why)
+        if not engine:
+            self._charge(key, n, cost)
+            self._held_msgs += n
+            self._held_bytes += cost
 
     def service(self) -> None:
         """Apply held future bundles that fall due (called by the control loop)."""
+        if self._inflight:
+            self._expire()
         if not self._held:
             return
         e = self.session.engine
         lead = self._lead()
         while self._held and self._held[0][0] <= e.time + lead:
-            t, _, msgs, reply, client = heapq.heappop(self._held)
+            t, _, msgs, reply, client, cost = heapq.heappop(self._held)
+            if cost is not None:
+                self._held_msgs -= len(msgs)
+                self._held_bytes -= cost
+                self._charge(client.key if client is not None else None, -len(msgs), -cost)
             self._apply_bundle(msgs, reply, client, t if t > e.time else 0)
 
     def sample_time(self, timetag: tuple[int, int]) -> int:
@@ -456,10 +627,19 @@ class Dispatcher:
             return (e.time + self._lead() if e.time > 0 else 0), None
         secs = timetag[0] - NTP_EPOCH_OFFSET + timetag[1] / 2**32
         ahead = secs - self.wallclock()
+        if ahead > self.max_lead_s:
+            self.counters.quota += 1
+            raise MixgraphError(f"timetag is {ahead:.0f} s ahead; the most is "
+                                f"{self.max_lead_s:g} s (--max-lead-s)")
         if ahead <= 0:
             self.counters.late += 1
             return (e.time + self._lead() if e.time > 0 else 0), -ahead * 1000.0
         return e.time + int(round(ahead * e.sample_rate)), None
+
+    def pending_timed(self, client: Peer | None) -> int:
+        """Timed messages a client has pending (scheduled in the engine or held)."""
+        self._expire()
+        return self._budget.get(client.key if client is not None else None, (0, 0))[0]
 
     @staticmethod
     def _params_only(msgs: list[Timed]) -> bool:
@@ -482,8 +662,9 @@ class Dispatcher:
                 self.counters.messages += len(msgs)
                 self.counters.failed += len(msgs)
                 for j, o in enumerate(msgs):
-                    why = str(e) if j == i else f"bundle not applied: {m.address} failed: {e}"
-                    reply("/fail", [o.address, *self._keys(o.address, o.args), why])
+                    why = str(e) if j == i else \
+                        f"bundle not applied: {echo(m.address)} failed: {e}"
+                    reply("/fail", [*self._echo(o.address, o.args), _reason(why)])
                 return
         edits = not self._params_only(msgs) and any(
             m.address not in _SIDE_EFFECT_FREE for m in msgs)
@@ -495,15 +676,12 @@ class Dispatcher:
                 self.dispatch(m.address, m.args, collect, t, client)
             failed = [(a, args) for a, args in collect.items if a == "/fail"]
             if failed and snapshot is not None:
-                try:
-                    self.session.load_doc(snapshot)
-                except MixgraphError:
-                    log.exception("bundle rollback failed")
+                self._rollback(snapshot)
         finally:
             pending, self._bundle = self._bundle, None
         if failed and snapshot is not None:
             first = failed[0][1]
-            why = f"bundle rolled back: {first[0]} failed: {first[-1]}"
+            why = _reason(f"bundle rolled back: {first[0]} failed: {first[-1]}")
             for a, args in collect.items:
                 if a == "/done":
                     reply("/fail", [*args, why])
@@ -521,6 +699,16 @@ class Dispatcher:
                 fb.changed(*c)
             for g in pending["graph"]:
                 fb.graph_changed(*g)
+
+    def _rollback(self, snapshot: dict) -> None:
+        """Make the graph equal to the snapshot taken before a failed bundle. Any
+        failure is logged; the bundle's sender still gets its replies."""
+        try:
+            self.session.load_doc(snapshot)
+        except Exception:
+            log.exception("bundle rollback failed; the graph may differ from before "
+                          "the bundle")
+        self._graph_version += 1
 
     def _check(self, address: str, args: list, client: Peer | None) -> None:
         """The checks a message must pass before a bundle holding it is applied."""
@@ -601,6 +789,11 @@ class Dispatcher:
             self._bundle["graph"].append((args, client))
         else:
             self.feedback.graph_changed(args, client)
+
+    @classmethod
+    def _echo(cls, address: str, args: list) -> list:
+        """The address and key arguments a /fail echoes, each cut to ECHO_MAX."""
+        return [echo(address), *(echo(a) for a in cls._keys(address, args))]
 
     @staticmethod
     def _keys(address: str, args: list) -> list:
@@ -754,6 +947,10 @@ class Dispatcher:
             "slow_closed", self.counters.slow_closed,
             "meters_dropped", self.counters.meters_dropped,
             "unproven_refused", self.counters.unproven_refused,
+            "warnings", self.counters.warnings,
+            "log_suppressed", self.counters.log_suppressed,
+            "timed_refused", self.counters.quota,
+            "internal_errors", self.counters.internal_errors,
             "bad_http", self.counters.bad_http,
             "subscribers", len(fb.subs) if fb is not None else 0,
             "worst_us", float(round(st.worst_us, 1)),
@@ -866,12 +1063,12 @@ class Dispatcher:
             raise MixgraphError(str(e)) from None
         names = [n for n in self.session.live if compile_pattern("/" + pat).match("/" + n)]
         fb.meters_subscribe(client, pat, rate)
-        reply("/done", ["/meters/subscribe", args[0], float(rate), len(names)])
+        reply("/done", ["/meters/subscribe", echo(args[0]), float(rate), len(names)])
 
     def _meters_unsubscribe(self, args: list, reply: Reply, _t: int, client=None) -> None:
         fb = self._need_feedback(client, stream=False)
         fb.meters_unsubscribe(client, args[0] if args and isinstance(args[0], str) else None)
-        reply("/done", ["/meters/unsubscribe", *args[:1]])
+        reply("/done", ["/meters/unsubscribe", *(echo(a) for a in args[:1])])
 
     def _reply_port(self, args: list, reply: Reply, _t: int, client=None) -> None:
         if self.on_reply_port is None or client is None or client.kind != "udp":
@@ -957,10 +1154,12 @@ class Dispatcher:
             if len(args) != 1:
                 raise MixgraphError(f"expected one value, got {len(args)}")
             self._check_touch(name, param, client)
+            later = s.will_defer(node, t)  # then feedback goes out when it applies
             value, clamped = s.set_param(name, param, args[0], t)
             extra = [f"clamped to {spec.min:g}..{spec.max:g}"] if clamped else []
             reply("/done", [address, float(value), *extra])
-            self._changed(name, param, value, client)
+            if not later:
+                self._changed(name, param, value, client)
             return
         sub = parts[4]
         if sub == "norm":
@@ -977,12 +1176,14 @@ class Dispatcher:
                 raise MixgraphError(f"expected one value, got {len(args)}")
             x = number(args[0], f"{name}/{param}/norm")
             self._check_touch(name, param, client)
+            later = s.will_defer(node, t)
             value, _ = s.set_param(name, param, tapers.to_value(spec.taper, spec.min,
                                                                 spec.max, x), t)
             norm = tapers.to_norm(spec.taper, spec.min, spec.max, value)
             extra = ["clamped to 0..1"] if not 0.0 <= x <= 1.0 else []
             reply("/done", [address, float(norm), float(value), *extra])
-            self._changed(name, param, value, client)
+            if not later:
+                self._changed(name, param, value, client)
             return
         if sub == "touch":
             if spec is None:
@@ -1046,7 +1247,7 @@ class Dispatcher:
             rx = compile_pattern(pattern)
         except ValueError as e:
             raise MixgraphError(str(e)) from None
-        out = [a for a in self.addresses() if rx.match(a)]
+        out = rx.filter(self.addresses())
         last = pattern.rsplit("/", 1)[-1]
         if is_pattern(last) or "//" in pattern:
             # `/node/dn/* 0.5` sets parameters; it does not start node actions (learn,
@@ -1083,6 +1284,19 @@ class Dispatcher:
         if ok:
             shown = ok if len(ok) <= 256 else ok[:256] + [f"... {len(ok) - 256} more"]
             reply("/done", [address, len(ok), *shown])
+
+
+def _held_cost(msgs: list[Timed]) -> int:
+    """Bytes a held bundle costs, estimated: its text and values plus the objects
+    that carry them."""
+    def size(x) -> int:
+        if isinstance(x, str | bytes | bytearray):
+            return 56 + len(x)
+        if isinstance(x, list | tuple):
+            return 64 + sum(size(y) for y in x)
+        return 32
+
+    return 200 + sum(160 + size(m.address) + size(m.args) for m in msgs)
 
 
 def meter_norm(db: float) -> float:

@@ -17,7 +17,7 @@ from .actions import triggers_for
 from .catalog import CATALOG
 from .errors import MixgraphError
 from .graph import Conn, Graph
-from .values import number, vca_members
+from .values import doc_node, plain, vca_members
 
 if TYPE_CHECKING:
     from .session import Session
@@ -128,7 +128,9 @@ def load_doc(session: Session, doc: dict) -> None:
 
 
 def validate_doc(doc) -> tuple[list[dict], list[list[str]]]:
-    """Check a patch document completely (on a scratch graph) before applying it."""
+    """Check a patch document completely (every value through server/values.py, the
+    graph on a scratch copy) before applying it; returns its nodes, normalised, and
+    its connections."""
     if not isinstance(doc, dict) or doc.get("format") != PATCH_FORMAT:
         raise MixgraphError(f"not a {PATCH_FORMAT} document")
     if doc.get("version") != PATCH_VERSION:
@@ -139,37 +141,22 @@ def validate_doc(doc) -> tuple[list[dict], list[list[str]]]:
     conns = doc.get("connections")
     if not isinstance(nodes, list) or not isinstance(conns, list):
         raise MixgraphError("patch: `nodes` and `connections` must be lists")
+    meta = doc.get("metadata")
+    if meta is not None and not isinstance(meta, dict):
+        raise MixgraphError("patch: `metadata` must be a map")
+    plain(meta, "patch: metadata")
     scratch = Graph()
     out = []
     for n in nodes:
-        if not isinstance(n, dict) or not isinstance(n.get("name"), str):
-            raise MixgraphError(f"patch: bad node entry {n!r}")
-        t = CATALOG.get(n.get("type"))
-        if t is None:
-            raise MixgraphError(f"patch: node {n['name']!r} has unknown type {n.get('type')!r}")
-        ch = n.get("channels", t.default_channels)
-        opts = n.get("options") or {}
-        params = n.get("params") or {}
-        if not isinstance(opts, dict) or not isinstance(params, dict):
-            raise MixgraphError(f"patch: node {n['name']!r}: options/params must be maps")
-        for k, v in params.items():
-            if t.param(k) is None:
-                raise MixgraphError(f"patch: {n['name']} ({t.name}) has no parameter {k!r}")
-            number(v, f"patch: {n['name']}/{k}")
-        state = n.get("state")
-        if state is not None and not (isinstance(state, list) and len(state) <= STATE_MAX
-                                      and all(isinstance(x, int | float) for x in state)):
-            raise MixgraphError(f"patch: {n['name']}: state must be a list of numbers")
-        scratch.add_node(t.name, n["name"], ch, opts)
-        out.append({"name": n["name"], "type": t.name, "channels": ch, "options": opts,
-                    "params": params, "bypass": bool(n.get("bypass", False))})
-        if state:
-            out[-1]["state"] = state
+        t, entry = doc_node(n, CATALOG, STATE_MAX)
+        scratch.add_node(t.name, entry["name"], entry["channels"], entry["options"])
+        out.append(entry)
     for n in out:
         if n["type"] == "vca":
             vca_members(f"patch: {n['name']}", n["options"].get("members", ""), scratch.nodes)
     for c in conns:
-        if not (isinstance(c, list | tuple) and len(c) == 2):
-            raise MixgraphError(f"patch: bad connection {c!r}")
+        if not (isinstance(c, list | tuple) and len(c) == 2
+                and all(isinstance(x, str) for x in c)):
+            raise MixgraphError(f"patch: bad connection {c!r}"[:200])
         scratch.connect(c[0], c[1])
     return out, [list(c) for c in conns]

@@ -33,11 +33,14 @@ from .graph import Conn, GNode, Graph
 from .live import LiveEdge, LiveGroup, LiveNode, Refs, ptr_key
 from .state import confine_path
 from .timers import Timers
-from .values import creation_settings, number, vca_members
+from .values import creation_settings, param_value, vca_members
 
 log = logging.getLogger("mixgraph.session")
 
 FADE_MS = 5.0
+# a parameter set timed further ahead than this is recorded in the model when it
+# applies; nearer ones (an immediate bundle's two-block lead) at once
+DEFER_SAMPLES = lib.MG_MAX_BLOCK
 
 
 class Session:
@@ -71,6 +74,10 @@ class Session:
         self.late_events = 0
         self.plans_built = 0  # plans handed to the engine
         self.changed: Callable[[], None] | None = None  # autosave hook
+        # a scheduled set reached its time: (node, param, value), for feedback
+        self.applied: Callable[[str, str, float], None] | None = None
+        self.scheduled = 0  # scheduled sets not yet applied (see apply_param)
+        self.scheduled_total = 0  # scheduled sets ever made (a counter)
         self.metadata: dict = {}
         # bypass: names of bypassed nodes, and the direct edges standing in for them,
         # keyed by the (into-node, out-of-node) connection pair they replace
@@ -96,61 +103,74 @@ class Session:
 
     # ---- nodes -----------------------------------------------------------------
     def add_node(self, type_name: str, name: str, settings: dict | None = None) -> GNode:
-        """Create a node. settings holds creation options and parameter values."""
-        t = CATALOG.get(type_name)
+        """Create a node. settings holds creation options and parameter values.
+
+        Atomic: every value is checked (server/values.py) before anything is
+        created, and a failure after that (a file that will not open, the engine
+        refusing the node) undoes every part already made."""
+        t = CATALOG.get(type_name) if isinstance(type_name, str) else None
         if t is None:
             raise MixgraphError(
-                f"unknown node type {type_name!r} (known: {', '.join(sorted(CATALOG))})"
+                f"unknown node type {str(type_name)[:64]!r} (known: {', '.join(sorted(CATALOG))})"
             )
         c = creation_settings(t, name, settings or {})
+        if name in self.graph.nodes:
+            raise MixgraphError(f"a node named {name!r} already exists")
         options, channels, first = c.options, c.channels, c.first
         if type_name == "vca":
-            members = vca_members(name, options.get("members", ""), self.graph.nodes)
-            options["members"] = ",".join(members)
-        stream = None
-        if t.needs_fifo:
-            if "path" not in options:
-                raise MixgraphError(f"{type_name} needs a `path` option")
-            if type_name == "player":
-                path = self.resolve_path(options["path"])
-                stream = self.disk.open_player(path, channels)
-                channels = stream.channels
-            else:
-                path = self.resolve_path(options["path"], write=True)
-                ch = channels or t.default_channels
-                stream = self.disk.open_recorder(path, ch, options.get("format"))
+            options["members"] = ",".join(
+                vca_members(name, options.get("members", ""), self.graph.nodes))
+        stream = g = None
+        ptr = ffi.NULL
         try:
+            if t.needs_fifo:
+                if type_name == "player":
+                    stream = self.disk.open_player(self.resolve_path(options["path"]), channels)
+                    channels = stream.channels
+                else:
+                    stream = self.disk.open_recorder(
+                        self.resolve_path(options["path"], write=True),
+                        channels or t.default_channels, options.get("format"))
             g = self.graph.add_node(type_name, name, channels, options)
-        except MixgraphError:
+            err = ffi.new("int *")
+            fifo = stream.fifo.ptr if stream is not None else ffi.NULL
+            ptr = lib.mg_node_new(self.engine.ptr, t.index, g.channels, first, c.seed, fifo,
+                                  err)
+            if ptr == ffi.NULL:
+                reasons = {
+                    2: "bad channel count",
+                    3: "out of memory",
+                    4: (
+                        f"hardware channels {first + 1}..{first + g.channels} do not exist "
+                        f"(the device has {self.engine.hw_in} in / {self.engine.hw_out} out)"
+                        if type_name in ("input", "output")
+                        else "the node could not be prepared"
+                    ),
+                }
+                raise MixgraphError(f"cannot create {name}: {reasons.get(err[0], 'error')}")
+            for k, v in c.params.items():
+                g.params[k] = v
+                lib.mg_node_init_param(ptr, t.param_index[k], v)
+            self.live[name] = LiveNode(g, ptr, stream, latency=int(lib.mg_node_latency(ptr)))
+        except BaseException:
+            # undo fully: nothing half-created stays in the model, the engine or on disk
+            if g is not None and self.live.get(name) is not None and self.live[name].g is g:
+                del self.live[name]
+            if ptr != ffi.NULL:
+                lib.mg_node_free(ptr)
+            if g is not None and self.graph.nodes.get(name) is g:
+                self.graph.remove_node(name)
             if stream is not None:
                 self.disk.close(stream)
             raise
-        err = ffi.new("int *")
-        fifo = stream.fifo.ptr if stream is not None else ffi.NULL
-        ptr = lib.mg_node_new(self.engine.ptr, t.index, g.channels, first, c.seed, fifo, err)
-        if ptr == ffi.NULL:
-            self.graph.remove_node(name)
-            if stream is not None:
-                self.disk.close(stream)
-            reasons = {
-                2: "bad channel count",
-                3: "out of memory",
-                4: (
-                    f"hardware channels {first + 1}..{first + g.channels} do not exist "
-                    f"(the device has {self.engine.hw_in} in / {self.engine.hw_out} out)"
-                    if type_name in ("input", "output")
-                    else "the node could not be prepared"
-                ),
-            }
-            raise MixgraphError(f"cannot create {name}: {reasons.get(err[0], 'error')}")
-        for k, v in c.params.items():
-            g.params[k] = v
-            lib.mg_node_init_param(ptr, t.param_index[k], v)
-        self.live[name] = LiveNode(g, ptr, stream, latency=int(lib.mg_node_latency(ptr)))
         self._dirty = True
         if type_name == "vca":
             self._vcas[name] = None
-        self._apply_vca(new=name)
+        try:
+            self._apply_vca(new=name)
+        except BaseException:
+            self.remove_node(name)  # in no plan yet: it simply goes
+            raise
         self._touch()
         if c.clamped:
             g.options["_clamped"] = c.clamped
@@ -338,23 +358,51 @@ class Session:
             raise MixgraphError(
                 f"{name} ({node.g.type.name}) has no parameter {param!r} (its parameters: {names})"
             )
-        x = number(value, f"{name}/{param}")
-        v = min(max(x, spec.min), spec.max)
-        self.apply_param(node, spec.index, param, v, time)
-        if node.g.type.name == "vca":
+        v, clamped = param_value(node.g.type, name, param, value)
+        deferred = self.apply_param(node, spec.index, param, v, time)
+        if node.g.type.name == "vca" and not deferred:
             self._apply_vca()
-        return v, v != x
+        return v, clamped
+
+    def will_defer(self, node: LiveNode, time: int) -> bool:
+        """True when a set for this sample time is scheduled in the engine and
+        recorded only when it applies (more than DEFER_SAMPLES ahead)."""
+        return bool(time) and node.published and time > self.engine.time + DEFER_SAMPLES
 
     def apply_param(self, node: LiveNode, index: int, param: str, v: float,
-                    time: int = 0) -> None:
+                    time: int = 0) -> bool:
         """Hand a checked, in-range value to the node (engine-smoothed once it plays)
-        and record it: the part of set_param the OSC flood path shares."""
+        and record it: the part of set_param the OSC flood path shares.
+
+        The model (queries, dumps, the autosave) holds the value in effect now: a
+        set scheduled for a later sample time is recorded by a timer when the
+        engine reaches that time (then `applied` is called, for feedback).
+        Returns True for such a deferred set."""
         if node.published:
             self.engine.push(CMD_PARAM, node.ptr, index, v, time)
+            if self.will_defer(node, time):
+                self.scheduled += 1
+                self.scheduled_total += 1
+                self.timers.at(time, lambda: self._deferred_applied(node, param, v))
+                return True
         else:
             lib.mg_node_init_param(node.ptr, index, v)
         node.g.params[param] = v
         self._touch()
+        return False
+
+    def _deferred_applied(self, node: LiveNode, param: str, v: float) -> None:
+        """A scheduled set has reached its sample time: record it now."""
+        self.scheduled -= 1
+        name = node.g.name
+        if self.live.get(name) is not node:
+            return  # removed (or replaced) before its time: the engine dropped it too
+        node.g.params[param] = v
+        self._touch()
+        if node.g.type.name == "vca":
+            self._apply_vca()
+        if self.applied is not None:
+            self.applied(name, param, v)
 
     # ---- VCA groups ------------------------------------------------------------------
     def _apply_vca(self, new: str | None = None) -> None:

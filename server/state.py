@@ -13,11 +13,11 @@ from pathlib import Path
 
 import msgpack
 
-from .errors import MixgraphError
+from .errors import MixgraphError, shown
 
 log = logging.getLogger("mixgraph.state")
 
-PATCH_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+PATCH_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # matched whole
 AUTOSAVE = "autosave.mgp"
 RETRY_S = 1.0  # a failed autosave is tried again this often until it succeeds
 
@@ -89,9 +89,9 @@ class PatchStore:
         self.patches = self.root / "patches"
 
     def path_for(self, name: str, must_exist: bool = False) -> Path:
-        if not isinstance(name, str) or not PATCH_NAME_RE.match(name) or ".." in name:
+        if not isinstance(name, str) or not PATCH_NAME_RE.fullmatch(name) or ".." in name:
             raise MixgraphError(
-                f"bad patch name {name!r}: use letters, digits, _ . - (no paths)"
+                f"bad patch name {shown(name)}: use letters, digits, _ . - (no paths)"
             )
         base = self.patches / name
         if must_exist:

@@ -42,6 +42,7 @@ from .actions import expire_actions
 from .errors import MixgraphError
 from .feedback import Feedback
 from .osc import Dispatcher, Peer, encode_message, pack_bundles, parse_packet
+from .ratelog import RateLog, source_of
 
 log = logging.getLogger("mixgraph.transport")
 
@@ -189,8 +190,8 @@ class TcpConn:
             self.server.close_conn(self)
             return
         if len(self.outbuf) > OUT_MAX:
-            log.warning("%s is not reading its replies (%d bytes unsent); disconnected",
-                        self.peer.label, len(self.outbuf))
+            self.server.ratelog.warn(self.addr[0], "%s is not reading its replies; "
+                                     "disconnected", self.peer.label)
             self.server.counters.slow_closed += 1
             self.server.close_conn(self)
             return
@@ -221,8 +222,8 @@ class TcpConn:
                 size = int.from_bytes(buf[:4], "big", signed=True)
                 if size < 0 or size > maxf:
                     self.server.counters.oversized += 1
-                    log.warning("%s sent a %d-byte frame (max %d); disconnected",
-                                self.peer.label, size, maxf)
+                    self.server.ratelog.warn(self.addr[0], "%s sent a %d-byte frame (max %d); "
+                                             "disconnected", self.peer.label, size, maxf)
                     self.server.close_conn(self)
                     return
                 if len(buf) < 4 + size:
@@ -335,7 +336,6 @@ class ControlServer:
         self.web_files: dict = {}
         self.http_token = http_token  # required in the WebSocket handshake when set
         self.http_read_only = http_read_only  # WebSocket clients may only look (web.py)
-        self._last_web_log = 0.0
         if http_port is not None:
             from .web import WebConn, load_files
 
@@ -383,7 +383,11 @@ class ControlServer:
         self._ready_set: set = set()
         self._paused: set[TcpConn] = set()
         self._stop = False
+        # warnings a client's packets cause: counted, and logged per source sparingly
+        self.ratelog = RateLog(log, self.counters)
+        dispatcher.ratelog = self.ratelog
         self._last_garbage_log = 0.0
+        self._last_error_log = 0.0
         self._last_gc = time.monotonic()
         self._last_tick = 0.0
         self._last_expire = 0.0
@@ -781,10 +785,8 @@ class ControlServer:
             msgs = parse_packet(data)
         except MixgraphError as e:
             d.counters.garbage += 1
-            if now - self._last_garbage_log > 1.0:
-                self._last_garbage_log = now
-                log.warning("garbage packet from %s (%s); %d so far", peer.label, e,
-                            d.counters.garbage)
+            self.ratelog.warn(source_of(peer.key), "garbage packet from %s (%s); %d so far",
+                              peer.label, e, d.counters.garbage)
             return
         bundle = data[:1] == b"#"
         if bundle and self.rate and len(msgs) > 1:
@@ -801,7 +803,15 @@ class ControlServer:
                 d.counters.failed += 1
                 peer.reply("/fail", [bad, "read-only surface (--http-read-only)"])
                 return
-        d.dispatch_packet(msgs, peer, bundle)
+        try:
+            d.dispatch_packet(msgs, peer, bundle)
+        except Exception:  # a bug must not take the control thread down: /fail, logged
+            self._failed(f"packet {msgs[0].address[:64]!r} from {peer.label}")
+            d.counters.failed += 1
+            try:
+                peer.reply("/fail", [msgs[0].address[:256], "internal error"])
+            except Exception:
+                pass
 
     # ---- TCP ---------------------------------------------------------------------
     def _accept(self, lsock: socket.socket | None = None, cls: type | None = None) -> None:
@@ -862,13 +872,11 @@ class ControlServer:
             self._accept_paused_until = time.monotonic() + 0.5
 
     def web_bad(self, c: TcpConn, why: str) -> None:
-        """Malformed HTTP or WebSocket input (server/web.py): counted, logged at most
-        once a second; the connection is then closed."""
+        """Malformed HTTP or WebSocket input (server/web.py): counted, logged as the
+        source's warnings are (ratelog); the connection is then closed."""
         self.counters.bad_http += 1
-        now = time.monotonic()
-        if now - self._last_web_log >= 1.0:
-            self._last_web_log = now
-            log.warning("%s: %s; closed (%d so far)", c.peer.label, why, self.counters.bad_http)
+        self.ratelog.warn(c.addr[0], "%s: %s; closed (%d so far)", c.peer.label, why,
+                          self.counters.bad_http)
 
     def _refuse(self, addr, why: str) -> None:
         """Count a refused connection; log at most one line per 10 s."""
@@ -1009,33 +1017,58 @@ class ControlServer:
 
     # ---- the loop ----------------------------------------------------------------
     def serve_forever(self) -> None:
-        """The control loop: until stop() is called."""
+        """The control loop: until stop() is called. Every step is guarded: a
+        failure is a logged error (and a /fail where there was a request, see
+        _packet), never a dead control thread."""
         while not self._stop:
             timeout = 0.0 if self.ready or self.fifo else 0.001 if self._paused else 0.005
             try:
                 events = self.sel.select(timeout)
             except InterruptedError:
                 events = []
+            except (OSError, ValueError):
+                self._failed("select")
+                time.sleep(timeout)  # no busy loop if the selector itself is broken
+                events = []
             for key, mask in events:
                 what = key.data
-                if what == "udp":
-                    self._drain_udp()
-                elif what == "listen":
-                    self._accept()
-                elif what == "http":
-                    self._accept(self.http, self._web_conn)
-                else:
-                    if mask & selectors.EVENT_WRITE:
-                        what.flush()
-                    if mask & selectors.EVENT_READ and not what.closed:
-                        self._read_conn(what)
-            if self._paused:
-                self._resume_paused()
-            if self.ready or self.fifo:
-                self._work()
-            self.service()
+                try:
+                    if what == "udp":
+                        self._drain_udp()
+                    elif what == "listen":
+                        self._accept()
+                    elif what == "http":
+                        self._accept(self.http, self._web_conn)
+                    else:
+                        if mask & selectors.EVENT_WRITE:
+                            what.flush()
+                        if mask & selectors.EVENT_READ and not what.closed:
+                            self._read_conn(what)
+                except Exception:
+                    self._failed("receive")
+            self._guard(self._resume_paused, self._paused, "resume")
+            self._guard(self._work, self.ready or self.fifo, "dispatch")
+            self._guard(self.service, True, "service")
+
+    def _guard(self, step: Callable[[], None], when, what: str) -> None:
+        if when:
+            try:
+                step()
+            except Exception:
+                self._failed(what)
+
+    def _failed(self, what: str) -> None:
+        """Log a control-loop step's failure (with its traceback at most once a
+        second, so a persistent fault cannot flood the log); the loop goes on."""
+        self.counters.internal_errors += 1
+        now = time.monotonic()
+        if now - self._last_error_log >= 1.0:
+            self._last_error_log = now
+            log.exception("control loop: %s failed (%d internal errors so far)", what,
+                          self.counters.internal_errors)
 
     def service(self) -> None:
+        """Periodic work of the control loop, each part guarded on its own."""
         d = self.dispatcher
         try:
             d.session.service(commit=False)
@@ -1044,13 +1077,17 @@ class ControlServer:
             log.exception("engine service failed")
         try:
             d.service()
+        except Exception:
+            log.exception("held bundles failed")
+        try:
             self.feedback.service()
         except Exception:
-            log.exception("feedback/timers failed")
+            log.exception("feedback failed")
         now = time.monotonic()
         if now - self._last_gc > 30:
             self._last_gc = now
-            self._gc_peers()
+            self._guard(self._gc_peers, True, "peer cleanup")
+            self.ratelog.flush()
         if self._accept_paused_until and now >= self._accept_paused_until:
             self._accept_paused_until = 0.0
             if self._spare is None:
@@ -1064,10 +1101,11 @@ class ControlServer:
             self._close_idle(now)
         if self.tick and now - self._last_tick >= 0.25:  # autosave: 4 Hz is plenty
             self._last_tick = now
-            self.tick()
+            self._guard(self.tick, True, "autosave tick")
         if d.session.actions_running and now - self._last_expire >= 0.5:
             self._last_expire = now
-            expire_actions(d.session, now)  # a stopped audio clock must not leave one mute
+            # a stopped audio clock must not leave one mute
+            self._guard(lambda: expire_actions(d.session, now), True, "action expiry")
 
     def stop(self) -> None:
         self._stop = True

@@ -17,7 +17,7 @@ is bounded (MAX_HEAD bytes, MAX_HEADERS lines), a frame's length is checked agai
 frames (the surface speaks binary OSC only), reserved bits and unknown opcodes close the
 connection with the RFC's status code. When the server has an access token (always
 when it listens beyond loopback), the handshake must carry it as `?token=`. Each such
-close is counted (`bad_http` in /status) and logged at most once a second. Static files
+close is counted (`bad_http` in /status) and logged like other per-source warnings. Static files
 are a fixed table read from the package at start: a request names a key of that table or
 gets 404, so no path can reach outside it."""
 

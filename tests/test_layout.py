@@ -157,12 +157,15 @@ def test_real_mixing_nodes():
                      {"name": "m", "type": "meter", "channels": 2, "params": {}}]}
     root = layout.build(doc, cat)
     c = controls(root)
+    kinds = {prop(n, "name"): n.get("type") for n in root.iter("node")}
     eq = next(t for t in cat if t["name"] == "eq")
     for p in eq["params"]:
         switch = p["taper"] == "stepped" and p["min"] == 0 and p["max"] == 1
-        assert c[f"q.{p['name']}"][0] == ("BUTTON" if switch else "RADIAL"), p["name"]
+        many = len(p.get("choices", ())) > 2  # a labelled selector (RADIO)
+        assert kinds[f"q.{p['name']}"] == ("BUTTON" if switch else "RADIO" if many
+                                           else "RADIAL"), p["name"]
     comp = next(t for t in cat if t["name"] == "compressor")
-    assert all(c[f"c.{p['name']}"][0] in ("RADIAL", "BUTTON") for p in comp["params"])
+    assert all(kinds[f"c.{p['name']}"] in ("RADIAL", "BUTTON") for p in comp["params"])
     if any(r["name"] == "gr" for r in comp["readouts"]):
         assert c["c.gr1"][1][0][0] == "/meters/c/gr/1"
     buttons = {prop(n, "name"): prop(n, "buttonType") for n in root.iter("node")
@@ -207,6 +210,65 @@ def test_node_actions_get_press_buttons_and_their_triggers_no_control():
     node = next(n for n in root.iter("node") if prop(n, "name") == "dn.learn")
     assert prop(node, "buttonType") == "0"
     assert node.findtext("messages/osc/triggers/trigger/condition") == "RISE"
+
+
+def _script(n: ET.Element) -> str:
+    return prop(n, "script") or ""
+
+
+def test_stepped_parameters_are_labelled_selectors_and_values_show_in_units(tmp_path):
+    """Every stepped parameter with more than two named choices is a RADIO with one step
+    and one LABEL per choice name (in order), whose press sends the value on the
+    parameter's own address; knobs and faders have a label that shows the value in its
+    unit; every generated script is valid Lua (checked with luac when it is there)."""
+
+    cat = layout.local_catalog()
+    doc = {"nodes": [{"name": t["name"] + "1", "type": t["name"], "channels": 1, "params": {}}
+                     for t in cat if t["name"] not in ("input", "output", "player", "recorder")]}
+    root = layout.build(doc, cat)
+    nodes = {prop(n, "name"): n for n in root.iter("node")}
+    label_boxes = [(prop(n, "frame"), n) for n in root.iter("node") if n.get("type") == "LABEL"]
+    seen = 0
+    for t in cat:
+        nname = t["name"] + "1"
+        if not any(n["name"] == nname for n in doc["nodes"]):
+            continue
+        for p in t["params"]:
+            ch = p.get("choices") or []
+            if len(ch) <= 2:
+                continue
+            n = nodes[f"{nname}.{p['name']}"]
+            assert n.get("type") == "RADIO" and prop(n, "steps") == str(len(ch)), p["name"]
+            script = _script(n)
+            assert f"sendOSC('/node/{nname}/{p['name']}', self.values.x + ({p['min']:g}))" \
+                in script
+            seen += 1
+    assert seen >= 10
+    # the EQ's band type selector: its five names, in order, as labels of its group
+    eq = next(g for g in root.iter("node") if g.get("type") == "GROUP"
+              and prop(g, "name") == "eq1")
+    texts = [v.findtext("default") for n in eq.iter("node") if n.get("type") == "LABEL"
+             for v in n.findall("values/value") if v.findtext("key") == "text"]
+    i = texts.index("bell")
+    assert texts[i:i + 5] == ["bell", "low shelf", "high shelf", "notch", "band-pass"]
+    # values in units: the gain fader's label formats dB, a frequency knob Hz/kHz
+    g = nodes["gain1.gain value"]
+    assert "'/node/gain1/gain'" in _script(g) and "%.1f dB" in _script(g)
+    f = nodes["eq1.hpfreq value"]
+    assert "kHz" in _script(f) and "'/node/eq1/hpfreq'" in _script(f)
+    # a two-state switch with named states shows the name: the compressor's detector
+    d = nodes["compressor1.detect value"]
+    assert "{'peak', 'RMS'}" in _script(d) and "'/node/compressor1/detect'" in _script(d)
+    assert label_boxes
+    luac = shutil.which("luac5.4") or shutil.which("luac")
+    if luac is None:
+        return
+    scripts = {prop(n, "name"): _script(n) for n in root.iter("node") if _script(n)}
+    for name, src in scripts.items():
+        f = tmp_path / "s.lua"
+        f.write_text(src)
+        r = subprocess.run([luac, "-p", str(f)], capture_output=True, text=True)
+        assert r.returncode == 0, (name, r.stderr)
 
 
 @pytest.mark.parametrize("prove", [False, True])

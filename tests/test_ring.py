@@ -109,3 +109,22 @@ def test_full_scheduler_defers_without_losing_events():
             assert t <= due < t + 64
     finally:
         e.free()
+
+
+def test_a_scheduler_full_of_future_events_does_not_hold_up_commands_for_now():
+    # the heap (16 slots) full of events for much later: a command for now (a sync,
+    # then a parameter set) is still applied in the next block, in order, and the
+    # future events keep their time
+    e = Engine(48000, 0, 1, cmd_capacity=64, heap_capacity=16)
+    try:
+        for i in range(16):
+            e.push(CMD_SYNC, index=100 + i, time=10**9)
+        e.process(64)
+        e.push(CMD_SYNC, index=1)
+        e.push(CMD_SYNC, index=2)
+        e.process(64)
+        seen = [index for kind, index, _v, _t, _p in e.poll() if kind == EV_SYNC]
+        assert seen == [1, 2]
+        assert e.stats().heap_deferred == 0
+    finally:
+        e.free()
