@@ -355,10 +355,14 @@ def serve(opts: ServeOptions) -> int:
     host, port = d.server.address[:2]
     tcp = d.server.tcp_address
     http = d.server.http_address
-    print(f"mixgraph: ready on udp {host}:{port}" + (f" tcp {tcp[1]}" if tcp else "")
-          + (f" http {http[1]}" if http else ""), flush=True)
     if http:  # on a line of its own: the banner's panel may wrap a long URL
         print(f"mixgraph: browser console at {d.http_url()}", flush=True)
+        if not _is_loopback(opts.host):  # a phone's camera takes it from the terminal
+            from .web import qr_text
+
+            print(qr_text(d.http_url()), end="", flush=True)
+    print(f"mixgraph: ready on udp {host}:{port}" + (f" tcp {tcp[1]}" if tcp else "")
+          + (f" http {http[1]}" if http else ""), flush=True)
     d.notifier.notify("READY=1", "STATUS=" + d.summary())
     try:
         d.wait()

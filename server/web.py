@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import io
 import logging
 import socket
 import time
@@ -92,6 +93,18 @@ def read_only_refusal(session, msgs) -> str | None:
                 continue
         return a
     return None
+
+
+def qr_text(url: str) -> str:
+    """The URL as a QR code in terminal block characters (segno; a light-on-dark
+    terminal's full block is a light module), for a phone's camera; "" without segno."""
+    try:
+        import segno
+    except ImportError:
+        return ""
+    out = io.StringIO()
+    segno.make(url, error="l").terminal(out=out, compact=True)
+    return out.getvalue()
 
 
 def ws_accept(key: str) -> str:

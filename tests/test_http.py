@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 import shutil
 import socket
 import struct
@@ -329,6 +330,10 @@ def test_token(tmp_path):
         assert len(token) >= 16
         assert path.stat().st_mode & 0o777 == 0o600
         assert f"?token={token}" in d.output()
+        # and the URL as a QR code in the terminal, read back by a QR decoder
+        url = re.search(r"browser console at (\S+)", d.output()).group(1)
+        assert url.endswith(f":{port}/?token={token}")
+        assert read_terminal_qr(d.output()) == url
         assert WS(port).status == 403
         assert WS(port, path=f"/osc?token={token}").status == 101
     finally:
@@ -377,6 +382,24 @@ def test_read_only_surface(tmp_path):
         w.close()
     finally:
         d.stop()
+
+
+def read_terminal_qr(text: str) -> str | None:
+    """Decode a QR code printed with block characters (each character two modules high;
+    a full block is light, a space dark) with zxing-cpp; None when there is none."""
+    zxingcpp = pytest.importorskip("zxingcpp")
+    import numpy as np
+
+    rows = []
+    for line in text.splitlines():
+        if line and set(line) <= set("█▀▄ "):
+            rows += [[255 if c in "█▀" else 0 for c in line],
+                     [255 if c in "█▄" else 0 for c in line]]
+    if not rows:
+        return None
+    img = np.kron(np.array(rows, dtype=np.uint8), np.ones((6, 6), dtype=np.uint8))
+    found = zxingcpp.read_barcodes(img)
+    return found[0].text if found else None
 
 
 def test_foreign_origin_is_refused(daemon):
