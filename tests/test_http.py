@@ -608,6 +608,34 @@ def test_the_page_in_a_real_browser(tmp_path, require):
             phone.goto(f"http://127.0.0.1:{port}/")
             phone.wait_for_function("document.body.dataset.ready === '1'", timeout=20000)
             phone.screenshot(path=str(tmp_path / "mixer-phone.png"))
+            # a second browser follows the first; a fader held in one is not moved by
+            # anyone else (the server refuses them) nor by feedback
+            other = browser.new_page(viewport={"width": 1180, "height": 820})
+            other.on("pageerror", lambda e: errors.append(str(e)))
+            other.goto(f"http://127.0.0.1:{port}/")
+            other.wait_for_function("document.body.dataset.ready === '1'", timeout=20000)
+            g3 = "input[data-address='/node/g3/gain']"
+            box = page.locator(g3).bounding_box()
+            x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+            page.mouse.move(x, y)
+            page.mouse.down()
+            page.mouse.move(x, box["y"] + box["height"] * 0.3, steps=6)
+            _wait(lambda: d.call("/node/g3/gain/touch") == [1])
+            held = page.locator(g3).input_value()
+            other.wait_for_function(f"document.querySelector(\"{g3}\").value === '{held}'",
+                                    timeout=15000)
+            d.client.send("/node/g3/gain/norm", 0.1)  # another client, while it is held
+            assert d.client.receive(3.0) == ("/fail", ["/node/g3/gain/norm",
+                                                       "touched by another client"])
+            d.sync()
+            assert page.locator(g3).input_value() == held
+            assert other.locator(g3).input_value() == held
+            page.mouse.up()
+            _wait(lambda: d.call("/node/g3/gain/touch") == [0])
+            d.call("/node/g3/gain/norm", 0.1)  # now it may
+            for pg in (page, other):
+                pg.wait_for_function(f"document.querySelector(\"{g3}\").value === '0.1'",
+                                     timeout=15000)
             assert not errors, errors
             browser.close()
         if shots:
