@@ -39,6 +39,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         ceiling_db=a.ceiling_db, tcp_port=-1 if a.no_tcp else a.tcp_port, allow=a.allow,
         max_frame=a.max_frame, rate_limit=a.rate_limit, rate_burst=a.rate_burst,
         zeroconf=a.zeroconf, mlock=not a.no_mlock, max_lead_s=a.max_lead_s,
+        http_port=a.http, http_token=a.http_token, http_read_only=a.http_read_only,
         limits=Limits(max_conns=a.max_conns, max_conns_per_host=a.max_conns_per_host,
                       idle_timeout=a.idle_timeout, max_subscribers=a.max_subscribers,
                       max_output=int(a.max_output_mb * (1 << 20)),
@@ -445,6 +446,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="source networks allowed (default: loopback and private networks)")
     s.add_argument("--tcp-port", type=int, help="OSC TCP port (default: the UDP port)")
     s.add_argument("--no-tcp", action="store_true", help="no TCP listener")
+    s.add_argument("--http", type=int, nargs="?", const=8080, metavar="PORT",
+                   help="serve the browser control surface (HTTP + WebSocket OSC at /osc) "
+                        "on PORT (8080 when given without one); --listen and --allow apply")
+    s.add_argument("--http-token", metavar="TOKEN",
+                   help="the browser surface's access token (default: none on loopback, else "
+                        "one made at the first start and kept in the state dir)")
+    s.add_argument("--http-read-only", action="store_true",
+                   help="browser (WebSocket) clients may look and subscribe, not change anything")
     s.add_argument("--max-frame", type=int, default=65536, help="largest OSC packet, bytes")
     s.add_argument("--rate-limit", type=_in_range("--rate-limit", 0, 1e7), default=20000.0,
                    help="messages/s per client (0 = unlimited; default 20000)")

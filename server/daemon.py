@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
+import socket
 import sys
 import threading
 import time
@@ -38,6 +40,7 @@ from .transport import ControlServer, Limits, _is_loopback
 log = logging.getLogger("mixgraph")
 
 DEFAULT_PORT = 8000  # TouchOSC's default outgoing port
+HTTP_TOKEN_FILE = "http-token"  # in the state dir: the browser surface's access token
 
 
 @dataclass
@@ -72,6 +75,9 @@ class ServeOptions:
     jack_server: str | None = None  # --jack-server: a named JACK server
     jack_name: str = "mixgraph"     # --jack-name: the client name (its ports' prefix)
     jack_connect: list[str] | None = None  # --jack-connect: system, none, or ours=theirs pairs
+    http_port: int | None = None  # the browser surface (HTTP + WebSocket); None: off
+    http_token: str | None = None  # its access token; None: none on loopback, else generated
+    http_read_only: bool = False  # browser clients may look, not change
 
 
 def raise_fd_limit() -> str:
@@ -160,7 +166,10 @@ class Daemon:
         self.server = ControlServer(self.dispatcher, opts.host, opts.port, tick=self._tick,
                                     tcp_port=opts.tcp_port, allow=opts.allow,
                                     max_frame=opts.max_frame, rate=opts.rate_limit,
-                                    burst=opts.rate_burst, limits=opts.limits)
+                                    burst=opts.rate_burst, limits=opts.limits,
+                                    http_port=opts.http_port,
+                                    http_token=self._http_token(opts),
+                                    http_read_only=opts.http_read_only)
         self.exposure = self._exposure()
         if self.exposure:
             log.warning("%s", self.exposure)
@@ -175,6 +184,28 @@ class Daemon:
         self.watchdog = Watchdog(self.notifier, lambda: self.engine.time,
                                  every_s=min(1.0, self.notifier.watchdog_s / 2 or 1.0))
         self._last_status = 0.0
+
+    def _http_token(self, opts: ServeOptions) -> str:
+        """The browser surface's access token: --http-token, else (when listening beyond
+        loopback) the one kept in <state dir>/http-token, made at the first start; none
+        on loopback."""
+        if opts.http_port is None:
+            return ""
+        if opts.http_token:
+            return opts.http_token
+        if _is_loopback(opts.host):
+            return ""
+        path = self.state_dir / HTTP_TOKEN_FILE
+        try:
+            token = path.read_text().strip()
+        except FileNotFoundError:
+            token = ""
+        if not token:
+            token = secrets.token_urlsafe(12)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(token + "\n")
+        return token
 
     @property
     def running(self):
@@ -415,6 +446,9 @@ class Daemon:
         host, port = self.server.address[:2]
         tcp = self.server.tcp_address
         t.add_row("osc", f"udp {host}:{port}" + (f", tcp {tcp[0]}:{tcp[1]}" if tcp else ""))
+        if self.server.http_address:
+            t.add_row("browser", self.http_url()
+                      + ("  (read-only)" if self.server.http_read_only else ""))
         lim = self.server.limits
         t.add_row("limits", f"{self.server.max_conns} tcp connections ({lim.max_conns_per_host}"
                             f" per address, idle {lim.idle_timeout:g} s), "
@@ -424,6 +458,15 @@ class Daemon:
         t.add_row("state", f"{self.state_dir}  ({self.restored})")
         t.add_row("memory", self.memory)
         return Panel(t, title=f"mixgraph {__version__}", expand=False)
+
+    def http_url(self) -> str:
+        """The browser surface's address, as a user types it."""
+        host, port = self.server.http_address[:2]
+        if host in ("0.0.0.0", "::"):
+            host = socket.gethostname()
+        token = self.server.http_token
+        return (f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+                + (f"?token={token}" if token else ""))
 
     def status_line(self) -> str:
         st = self.engine.stats()
@@ -509,8 +552,15 @@ def serve(opts: ServeOptions) -> int:
                          "not real-time (the server runs without -R)"))
     host, port = d.server.address[:2]
     tcp = d.server.tcp_address
-    print(f"mixgraph: ready on udp {host}:{port}" + (f" tcp {tcp[1]}" if tcp else ""),
-          flush=True)
+    http = d.server.http_address
+    if http:  # on a line of its own: the banner's panel may wrap a long URL
+        print(f"mixgraph: browser console at {d.http_url()}", flush=True)
+        if not _is_loopback(opts.host):  # a phone's camera takes it from the terminal
+            from .web import qr_text
+
+            print(qr_text(d.http_url()), end="", flush=True)
+    print(f"mixgraph: ready on udp {host}:{port}" + (f" tcp {tcp[1]}" if tcp else "")
+          + (f" http {http[1]}" if http else ""), flush=True)
     d.notifier.notify("READY=1", "STATUS=" + d.summary())
     try:
         d.wait()

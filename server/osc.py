@@ -267,6 +267,7 @@ class Counters:
     log_suppressed: int = 0  # of those, not written as a log line of their own
     internal_errors: int = 0  # control-loop steps that failed (logged, loop kept going)
     quota: int = 0  # timed messages refused by the scheduling budgets
+    bad_http: int = 0  # HTTP/WebSocket connections closed for malformed input (server/web.py)
     clients: dict = field(default_factory=dict)  # client key -> last seen (monotonic)
 
     def active_clients(self, window_s: float = 30.0) -> int:
@@ -951,6 +952,7 @@ class Dispatcher:
             "log_suppressed", self.counters.log_suppressed,
             "timed_refused", self.counters.quota,
             "internal_errors", self.counters.internal_errors,
+            "bad_http", self.counters.bad_http,
             "subscribers", len(fb.subs) if fb is not None else 0,
             "worst_us", float(round(st.worst_us, 1)),
             "plans", int(self.session.plans_built),

@@ -120,9 +120,10 @@ class RateLog:
 
 def source_of(key: object) -> str:
     """The source a client's warnings are charged to, from its peer key: the host of
-    a UDP (host, port, ...) or TCP ("tcp", host, port) client, whatever its port."""
+    a UDP (host, port, ...), TCP ("tcp", host, port) or WebSocket ("ws", host, port)
+    client, whatever its port."""
     if isinstance(key, tuple) and key:
-        return str(key[1] if key[0] == "tcp" and len(key) > 1 else key[0])
+        return str(key[1] if key[0] in ("tcp", "ws") and len(key) > 1 else key[0])
     return str(key)
 
 

@@ -266,7 +266,9 @@ class ControlServer:
                  tick: Callable[[], None] | None = None, max_packet: int = 65536,
                  tcp_port: int | None = None, allow: list[str] | None = None,
                  max_frame: int = 65536, rate: float = 20000.0, burst: float = 10000.0,
-                 feedback_rate: float = 30.0, limits: Limits | None = None) -> None:
+                 feedback_rate: float = 30.0, limits: Limits | None = None,
+                 http_port: int | None = None, http_token: str = "",
+                 http_read_only: bool = False) -> None:
         self.dispatcher = dispatcher
         dispatcher.defer_commit = True  # one plan per batch of messages: _commit_edits
         self.counters = dispatcher.counters
@@ -332,6 +334,31 @@ class ControlServer:
             t.setblocking(False)
             self.tcp = t
         self.tcp_address = self.tcp.getsockname() if self.tcp else None
+        # the browser surface (server/web.py): HTTP and WebSocket on one more listener
+        self.http: socket.socket | None = None
+        self.web_files: dict = {}
+        self.http_token = http_token  # required in the WebSocket handshake when set
+        self.http_read_only = http_read_only  # WebSocket clients may only look (web.py)
+        if http_port is not None:
+            from .web import WebConn, load_files
+
+            self._web_conn = WebConn
+            self.web_files = load_files()
+            h = socket.socket(fam, socket.SOCK_STREAM)
+            h.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                h.bind((host, http_port))
+            except OSError as e:
+                h.close()
+                self.sock.close()
+                if self.tcp:
+                    self.tcp.close()
+                raise MixgraphError(f"cannot listen on http {host}:{http_port}: "
+                                    f"{e.strerror}") from None
+            h.listen(64)
+            h.setblocking(False)
+            self.http = h
+        self.http_address = self.http.getsockname() if self.http else None
         dispatcher.info["udp_port"] = self.address[1]
         dispatcher.info["tcp_port"] = self.tcp_address[1] if self.tcp_address else 0
         self.max_conns = self._conn_cap()
@@ -342,6 +369,8 @@ class ControlServer:
         self.sel.register(self.sock, selectors.EVENT_READ, "udp")
         if self.tcp:
             self.sel.register(self.tcp, selectors.EVENT_READ, "listen")
+        if self.http:
+            self.sel.register(self.http, selectors.EVENT_READ, "http")
         self.conns: dict[int, TcpConn] = {}
         self.peers: dict[tuple, Peer] = {}  # UDP: source address -> Peer
         # replies held while a batch is processed: source address -> encoded messages
@@ -760,7 +789,8 @@ class ControlServer:
         fb = self.feedback
         if fb.subs:
             fb.renew(key)
-        if data[:6] == b"/node/" and d.fast_set(data, peer):
+        read_only = peer.kind == "ws" and self.http_read_only
+        if data[:6] == b"/node/" and not read_only and d.fast_set(data, peer):
             return
         try:
             msgs = parse_packet(data)
@@ -776,6 +806,14 @@ class ControlServer:
                 b.tokens -= len(msgs) - 1  # a bundle costs one token per message
         if not msgs:
             return
+        if read_only:
+            from .web import read_only_refusal
+
+            bad = read_only_refusal(d.session, msgs)
+            if bad is not None:  # a bundle is refused as a whole
+                d.counters.failed += 1
+                peer.reply("/fail", [bad, "read-only surface (--http-read-only)"])
+                return
         try:
             d.dispatch_packet(msgs, peer, bundle)
         except Exception:  # a bug must not take the control thread down: /fail, logged
@@ -787,10 +825,14 @@ class ControlServer:
                 pass
 
     # ---- TCP ---------------------------------------------------------------------
-    def _accept(self) -> None:
+    def _accept(self, lsock: socket.socket | None = None, cls: type | None = None) -> None:
+        """Take new connections on lsock (the OSC TCP listener by default) as cls
+        (TcpConn, or web.WebConn for the HTTP listener): access, caps, then register."""
+        lsock = lsock or self.tcp
+        cls = cls or TcpConn
         for _ in range(64):
             try:
-                s, addr = self.tcp.accept()
+                s, addr = lsock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:
@@ -800,7 +842,7 @@ class ControlServer:
                     os.close(self._spare)
                     self._spare = None
                     try:
-                        s, _ = self.tcp.accept()
+                        s, _ = lsock.accept()
                         s.close()
                     except OSError:
                         pass
@@ -827,17 +869,25 @@ class ControlServer:
                 continue
             s.setblocking(False)
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            c = TcpConn(self, s, addr)
+            c = cls(self, s, addr)
             self.conns[s.fileno()] = c
             self.per_host[host] = self.per_host.get(host, 0) + 1
             self.sel.register(s, selectors.EVENT_READ, c)
 
     def _pause_accept(self) -> None:
-        try:
-            self.sel.unregister(self.tcp)
-        except (KeyError, ValueError):
-            return
-        self._accept_paused_until = time.monotonic() + 0.5
+        for lsock in (self.tcp, self.http):
+            try:
+                self.sel.unregister(lsock)
+            except (KeyError, ValueError):
+                continue
+            self._accept_paused_until = time.monotonic() + 0.5
+
+    def web_bad(self, c: TcpConn, why: str) -> None:
+        """Malformed HTTP or WebSocket input (server/web.py): counted, logged as the
+        source's warnings are (ratelog); the connection is then closed."""
+        self.counters.bad_http += 1
+        self.ratelog.warn(c.addr[0], "%s: %s; closed (%d so far)", c.peer.label, why,
+                          self.counters.bad_http)
 
     def _refuse(self, addr, why: str) -> None:
         """Count a refused connection; log at most one line per 10 s."""
@@ -865,13 +915,17 @@ class ControlServer:
             self.close_conn(c)
 
     def _close_idle(self, now: float) -> None:
-        """Close TCP connections silent for the idle timeout that hold no subscription."""
+        """Close TCP connections silent for the idle timeout that hold no subscription
+        (and web connections whose lingering close ran out or whose request head did not
+        complete in time)."""
         limit = self.limits.idle_timeout
-        if limit <= 0:
-            return
         subs = self.feedback.subs
         for c in list(self.conns.values()):
-            if now - c.last_in > limit and c.key not in subs:
+            expired = getattr(c, "expired", None)  # web.WebConn: lingering close, slowloris
+            if expired is not None and expired(now):
+                self.close_conn(c)
+                continue
+            if limit > 0 and now - c.last_in > limit and c.key not in subs:
                 log.info("%s idle for %.0f s; closed", c.peer.label, now - c.last_in)
                 self.counters.idle_closed += 1
                 self.close_conn(c)
@@ -994,6 +1048,8 @@ class ControlServer:
                         self._drain_udp()
                     elif what == "listen":
                         self._accept()
+                    elif what == "http":
+                        self._accept(self.http, self._web_conn)
                     else:
                         if mask & selectors.EVENT_WRITE:
                             what.flush()
@@ -1047,7 +1103,10 @@ class ControlServer:
             self._accept_paused_until = 0.0
             if self._spare is None:
                 self._spare = self._open_spare()
-            self.sel.register(self.tcp, selectors.EVENT_READ, "listen")
+            if self.tcp:
+                self.sel.register(self.tcp, selectors.EVENT_READ, "listen")
+            if self.http:
+                self.sel.register(self.http, selectors.EVENT_READ, "http")
         if now - self._last_idle_check >= 1.0:
             self._last_idle_check = now
             self._close_idle(now)
@@ -1069,6 +1128,8 @@ class ControlServer:
         self.sock.close()
         if self.tcp:
             self.tcp.close()
+        if self.http:
+            self.http.close()
         if self._spare is not None:
             os.close(self._spare)
             self._spare = None
