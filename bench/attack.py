@@ -34,7 +34,7 @@ from test_osc_fuzz import mutate, random_message  # noqa: E402
 
 from mixgraph.clients import Client  # noqa: E402
 from mixgraph.clients.protocol import encode  # noqa: E402
-from mixgraph.server.transport import slip_encode  # noqa: E402
+from mixgraph.server.conn import slip_encode  # noqa: E402
 
 STATUS = encode("/status", [])
 

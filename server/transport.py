@@ -39,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .actions import expire_actions
+from .conn import OUT_HIGH, Bucket, TcpConn
 from .errors import MixgraphError
 from .feedback import Feedback
 from .osc import Dispatcher, Peer, encode_message, pack_bundles, parse_packet
@@ -46,11 +47,8 @@ from .ratelog import RateLog, source_of
 
 log = logging.getLogger("mixgraph.transport")
 
-END, ESC, ESC_END, ESC_ESC = 0xC0, 0xDB, 0xDC, 0xDD
 DEFAULT_ALLOW_PRIVATE = ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12",
                          "192.168.0.0/16", "169.254.0.0/16", "fc00::/7", "fe80::/10"]
-OUT_HIGH = 1 << 20  # stop reading a TCP client while this much output is unsent
-OUT_MAX = 16 << 20  # a client this far behind is disconnected
 AMPLIFICATION = 3  # bytes sent per byte received, to an unproven UDP address (QUIC's 3x)
 CREDIT_MAX = 16384  # the most an unproven address may have banked (bytes)
 COOKIE_S = 120  # a /hello cookie is good for this long (and the one before)
@@ -62,28 +60,6 @@ QUEUE_MAX = 8192  # packets queued per UDP client before more are dropped
 BATCH = 32  # packets per client per round-robin turn
 FIFO_SHARE = 512  # packets a UDP client may have waiting in the arrival-order queue
 DRAIN_S = 0.005  # time per loop turn spent moving datagrams from the kernel to queues
-
-
-def slip_encode(data: bytes) -> bytes:
-    """A double-END SLIP frame (RFC 1055, as OSC 1.1 uses it)."""
-    return b"\xc0" + data.replace(b"\xdb", b"\xdb\xdd").replace(b"\xc0", b"\xdb\xdc") + b"\xc0"
-
-
-def slip_decode(data: bytes) -> bytes:
-    if b"\xdb" not in data:
-        return data
-    out = bytearray()
-    i, n = 0, len(data)
-    while i < n:
-        c = data[i]
-        if c == ESC and i + 1 < n:
-            nxt = data[i + 1]
-            out.append(END if nxt == ESC_END else ESC if nxt == ESC_ESC else nxt)
-            i += 2
-        else:
-            out.append(c)
-            i += 1
-    return bytes(out)
 
 
 @dataclass
@@ -124,139 +100,6 @@ class Access:
                 self._cache.clear()
             self._cache[host] = r
         return r
-
-
-class Bucket:
-    """A token bucket: `rate` messages per second, bursts of `burst`."""
-
-    __slots__ = ("rate", "burst", "tokens", "stamp", "dropped", "told", "first")
-
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate, self.burst = rate, burst
-        self.tokens = burst
-        self.stamp = time.monotonic()
-        self.dropped = 0
-        self.told = 0.0
-        self.first = ""
-
-    def refill(self, now: float) -> float:
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        return self.tokens
-
-
-class TcpConn:
-    def __init__(self, server: ControlServer, sock: socket.socket, addr) -> None:
-        self.server = server
-        self.sock = sock
-        self.addr = addr
-        self.inbuf = bytearray()
-        self.outbuf = bytearray()
-        self.mode: str | None = None  # "len" or "slip"
-        self.skipping = False  # inside an oversized SLIP frame
-        self.paused = False
-        self.closed = False
-        self.key = ("tcp", addr[0], addr[1])
-        self.bucket = Bucket(server.rate, server.burst) if server.rate else None
-        self.last_in = time.monotonic()
-        self.peer = Peer(self.key, self.send_packet, mtu=60000, kind="tcp",
-                         label=f"tcp {addr[0]}:{addr[1]}", backlog=self.backlog)
-
-    def backlog(self) -> int:
-        """Bytes queued for this client and not yet taken by the kernel."""
-        return len(self.outbuf)
-
-    def send_packet(self, data: bytes) -> None:
-        if self.closed:
-            return
-        before = len(self.outbuf)
-        if self.mode == "slip":
-            self.outbuf += slip_encode(data)
-        else:
-            self.outbuf += len(data).to_bytes(4, "big") + data
-        self.server.out_bytes += len(self.outbuf) - before
-        hook = self.server.before_send
-        if hook is not None:
-            hook()
-        self.flush()
-
-    def flush(self) -> None:
-        if self.closed or not self.outbuf:
-            return
-        try:
-            n = self.sock.send(self.outbuf)
-            del self.outbuf[:n]
-            self.server.out_bytes -= n
-        except (BlockingIOError, InterruptedError):
-            pass
-        except OSError:
-            self.server.close_conn(self)
-            return
-        if len(self.outbuf) > OUT_MAX:
-            self.server.ratelog.warn(self.addr[0], "%s is not reading its replies; "
-                                     "disconnected", self.peer.label)
-            self.server.counters.slow_closed += 1
-            self.server.close_conn(self)
-            return
-        if self.server.out_bytes > self.server.limits.max_output:
-            self.server.shed_output()
-            if self.closed:
-                return
-        self.server.update_interest(self)
-
-    def frames(self, limit: int = 1 << 30):
-        """Complete frames from the input buffer (stops early when rate limited)."""
-        buf = self.inbuf
-        maxf = self.server.max_frame
-        while buf:
-            if limit <= 0:
-                return
-            limit -= 1
-            if self.bucket is not None and self.bucket.refill(time.monotonic()) < 1.0:
-                self.paused = True
-                return
-            if self.mode is None:
-                # SLIP starts with END (double-END senders) or with the packet itself
-                # ('/' or '#'); a size prefix starting with those would exceed 700 MB
-                self.mode = "slip" if buf[0] in (0xC0, 0x2F, 0x23) else "len"
-            if self.mode == "len":
-                if len(buf) < 4:
-                    return
-                size = int.from_bytes(buf[:4], "big", signed=True)
-                if size < 0 or size > maxf:
-                    self.server.counters.oversized += 1
-                    self.server.ratelog.warn(self.addr[0], "%s sent a %d-byte frame (max %d); "
-                                             "disconnected", self.peer.label, size, maxf)
-                    self.server.close_conn(self)
-                    return
-                if len(buf) < 4 + size:
-                    return
-                frame = bytes(buf[4:4 + size])
-                del buf[:4 + size]
-            else:
-                i = buf.find(b"\xc0")
-                if i < 0:
-                    if len(buf) > 2 * maxf + 2:
-                        if not self.skipping:
-                            self.server.counters.oversized += 1
-                        self.skipping = True
-                        buf.clear()
-                    return
-                raw = bytes(buf[:i])
-                del buf[:i + 1]
-                if self.skipping:
-                    self.skipping = False
-                    continue
-                if not raw:
-                    continue  # the double END, or a keep-alive
-                frame = slip_decode(raw)
-                if len(frame) > maxf:
-                    self.server.counters.oversized += 1
-                    continue
-            if self.bucket is not None:
-                self.bucket.tokens -= 1.0
-            yield frame
-        self.paused = False
 
 
 class ControlServer:

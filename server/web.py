@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 from .actions import is_action_or_trigger
+from .conn import TcpConn
 from .osc import _SIDE_EFFECT_FREE, Peer
-from .transport import TcpConn
 
 if TYPE_CHECKING:
     from .transport import ControlServer

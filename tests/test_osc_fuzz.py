@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mixgraph.server.conn import TcpConn, slip_encode
 from mixgraph.server.engine import Engine
 from mixgraph.server.osc import (
     Dispatcher,
@@ -27,7 +28,7 @@ from mixgraph.server.osc import (
     parse_packet,
 )
 from mixgraph.server.session import Session
-from mixgraph.server.transport import ControlServer, TcpConn, slip_encode
+from mixgraph.server.transport import ControlServer
 
 from daemon_util import Daemon
 

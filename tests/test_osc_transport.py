@@ -15,8 +15,8 @@ import time
 import msgpack
 import pytest
 
+from mixgraph.server.conn import slip_decode, slip_encode
 from mixgraph.server.osc import encode_message, parse_packet
-from mixgraph.server.transport import slip_decode, slip_encode
 
 from daemon_util import Daemon
 
