@@ -14,11 +14,22 @@ from mixgraph.clients import Client
 
 
 def free_udp_port() -> int:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A port number free for UDP and for TCP on loopback (the daemon listens on both:
+    its TCP port is the UDP port's number by default)."""
+    for _ in range(50):
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.bind(("127.0.0.1", 0))
+        port = u.getsockname()[1]
+        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            t.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            t.close()
+            u.close()
+    raise RuntimeError("no port free for both UDP and TCP")
 
 
 class Daemon:
@@ -26,17 +37,29 @@ class Daemon:
 
     def __init__(self, state_dir: Path, *extra: str, port: int | None = None,
                  env: dict | None = None, preexec_fn=None) -> None:
-        self.port = port or free_udp_port()
         self.state_dir = state_dir
-        self.log_path = state_dir.parent / f"serve-{self.port}.log"
-        self.log = open(self.log_path, "w")  # noqa: SIM115
-        cmd = [sys.executable, "-m", "mixgraph.server.cli", "serve", "--port", str(self.port),
-               "--state-dir", str(state_dir), "--no-status", *extra]
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})},
-                                     preexec_fn=preexec_fn)
-        self.client = Client("127.0.0.1", self.port, timeout=3.0)
-        self._wait_ready()
+        for attempt in range(3):
+            # a port found free can be taken by someone else before the daemon binds it
+            # (another test's client): then try another, unless the caller chose it
+            self.port = port or free_udp_port()
+            self.log_path = state_dir.parent / f"serve-{self.port}.log"
+            self.log = open(self.log_path, "w")  # noqa: SIM115
+            cmd = [sys.executable, "-m", "mixgraph.server.cli", "serve", "--port",
+                   str(self.port), "--state-dir", str(state_dir), "--no-status", *extra]
+            self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL,
+                                         env={**os.environ, **(env or {})},
+                                         preexec_fn=preexec_fn)
+            self.client = Client("127.0.0.1", self.port, timeout=3.0)
+            try:
+                self._wait_ready()
+                return
+            except RuntimeError:
+                taken = f"127.0.0.1:{self.port}: Address already in use" in self.output()
+                if port is not None or not taken or attempt == 2:
+                    raise
+                self.client.close()
+                self.log.close()
 
     def _wait_ready(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
