@@ -155,6 +155,24 @@ class RecorderStream:
         self.fifo.free()
 
 
+def keep_take(path: Path, name: str) -> Path | None:
+    """Before a restored recorder opens its file again (which starts it afresh), move a
+    recording already there aside as `<stem>.take-<n><suffix>`, so a restart never
+    erases a take; returns where it went (None: nothing to keep)."""
+    try:
+        if path.stat().st_size == 0:
+            return None
+    except OSError:
+        return None
+    n = 1
+    while (kept := path.with_name(f"{path.stem}.take-{n}{path.suffix}")).exists():
+        n += 1
+    path.rename(kept)
+    log.warning("recorder %s: the recording already in %s is kept as %s", name, path.name,
+                kept.name)
+    return kept
+
+
 class DiskIO:
     """Every open stream; pump() does one pass, start() runs it on a thread."""
 
@@ -190,8 +208,11 @@ class DiskIO:
         player whose file cannot be opened gets a silent stand-in and missing[name]
         says why."""
         if t.name != "player":
-            return self.open_recorder(resolve(options["path"], True),
-                                      channels or t.default_channels, options.get("format"))
+            path = resolve(options["path"], True)
+            if missing is not None:  # a restore: what the recorder recorded before is kept
+                keep_take(path, name)
+            return self.open_recorder(path, channels or t.default_channels,
+                                      options.get("format"))
         try:
             return self.open_player(resolve(options["path"], False), channels)
         except MixgraphError as e:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 
 import msgpack
 import numpy as np
@@ -120,3 +121,33 @@ def test_player_with_missing_file_keeps_its_connections(tmp_path):
         assert set_aside(state) == []
     finally:
         assert d.stop(signal.SIGTERM) == 0
+
+
+def test_a_restart_keeps_what_a_recorder_recorded(tmp_path):
+    """A recorder running when the server is killed: after the restart the recorder
+    records again, and the take it had made is still on disk, whole (it used to be
+    truncated when the restored recorder opened its file again)."""
+    state = tmp_path / "state"
+    d = Daemon(state, "--backend", "null")
+    try:
+        d.call("/graph/add", "sine", "osc", "freq", 1000.0, "level", -12.0)
+        d.call("/graph/add", "recorder", "rec", "channels", 1, "path", "take.wav")
+        d.call("/graph/connect", "osc", "rec")
+        d.call("/node/rec/record", 1.0)
+        time.sleep(1.5)  # the disk worker writes the take as it goes
+    finally:
+        d.stop(signal.SIGKILL)
+    take = state / "audio" / "take.wav"
+    assert take.stat().st_size > 48000, take.stat().st_size  # about a second is on disk
+    d = Daemon(state, "--backend", "null")
+    try:
+        assert "rec" in [n["name"] for n in dump(d)["nodes"]]
+        kept = state / "audio" / "take.take-1.wav"
+        x, rate = sf.read(kept, dtype="float64")
+        assert rate == 48000 and len(x) >= 24000, len(x)
+        body = x[2400:-2400] if x.ndim == 1 else x[2400:-2400, 0]
+        rms_db = 20 * np.log10(np.sqrt(np.mean(body ** 2)))
+        assert abs(rms_db - (-12.0 - 3.0103)) < 0.1, rms_db  # the sine's RMS, as recorded
+        assert "kept as take.take-1.wav" in d.output()
+    finally:
+        d.stop()
