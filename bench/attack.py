@@ -36,15 +36,9 @@ from mixgraph.clients import Client  # noqa: E402
 from mixgraph.clients.protocol import encode  # noqa: E402
 from mixgraph.server.conn import slip_encode  # noqa: E402
 
+from daemon_util import free_udp_port  # noqa: E402
+
 STATUS = encode("/status", [])
-
-
-def free_port() -> int:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def rss_mb(pid: int) -> float:
@@ -69,7 +63,7 @@ def main() -> None:
     a = ap.parse_args()
     rng = random.Random(a.seed)
     with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
+        port = free_udp_port()
         logp = Path(tmp) / "serve.log"
         log = open(logp, "w")  # noqa: SIM115
         proc = subprocess.Popen(

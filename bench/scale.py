@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,16 +32,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from mixgraph.clients import Client
-from mixgraph.clients.protocol import encode
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from mixgraph.clients import Client  # noqa: E402
+from mixgraph.clients.protocol import encode  # noqa: E402
 
-
-def free_port() -> int:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from daemon_util import free_udp_port  # noqa: E402
 
 
 def chain_patch(n: int) -> dict:
@@ -69,7 +63,7 @@ def main() -> None:
         state = Path(tmp) / "state"
         (state / "patches").mkdir(parents=True)
         (state / "patches" / "chain.json").write_text(json.dumps(chain_patch(n)))
-        port = free_port()
+        port = free_udp_port()
         log = open(Path(tmp) / "serve.log", "w")  # noqa: SIM115
         proc = subprocess.Popen(
             [sys.executable, "-m", "mixgraph.server.cli", "serve", "--port", str(port),
