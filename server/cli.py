@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .errors import MixgraphError
+from .oplog import setup_logging
 
 
 def _in_range(what: str, lo: float, hi: float):
@@ -424,6 +424,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd")
 
     s = sub.add_parser("serve", help="run the daemon")
+    s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                   help="what the daemon logs on stderr (default info: start-up, new client "
+                   "addresses, device loss and return, xruns at most every 10 s)")
+    s.add_argument("--log-json", action="store_true",
+                   help="log one JSON object per line (ts, level, logger, msg, event)")
     s.add_argument("--backend", default="auto", choices=["auto", "jack", "portaudio", "null"],
                    help="auto: JACK when a server runs, else PortAudio, else null")
     s.add_argument("--device", help="PortAudio device: name (substring) or index "
@@ -594,8 +599,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd is None:  # bare `mixgraph`: what it can do
         parser.print_help()
         return 0
-    logging.basicConfig(level=logging.DEBUG if a.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    setup_logging("debug" if a.verbose else getattr(a, "log_level", "warning"),
+                  json_lines=getattr(a, "log_json", False))
     try:
         return a.func(a)
     except MixgraphError as e:

@@ -31,6 +31,7 @@ from .diskio import DEFAULT_MAX_RECORDER_CHANNELS, DEFAULT_MIN_FREE_MB, DiskIO
 from .engine import Engine
 from .errors import MixgraphError
 from .journal import Journal, read_journal
+from .oplog import OpLog
 from .osc import Counters, Dispatcher
 from .service import Notifier, StateLock, Watchdog
 from .session import Session
@@ -170,6 +171,8 @@ class Daemon:
                                     http_port=opts.http_port,
                                     http_token=self._http_token(opts),
                                     http_read_only=opts.http_read_only)
+        self.oplog = OpLog(extra=self._oplog_extra)  # operator lines: xruns, late, clients
+        self.server.on_client = self.oplog.peer_seen
         self.exposure = self._exposure()
         if self.exposure:
             log.warning("%s", self.exposure)
@@ -394,6 +397,7 @@ class Daemon:
                     log.error("autosave snapshot failed (%s); retrying", e)
 
         now = time.monotonic()
+        self.oplog.tick(now, self._op_counts())
         self.devices.tick(now)
         self._jack_tick()
         self.watchdog.tick(now)
@@ -418,6 +422,34 @@ class Daemon:
             outs = [lat.get(n, 0) for n, g in self.session.graph.nodes.items()
                     if g.type.name == "output"]
             jack.set_latency(max(outs, default=0))
+
+    def _op_counts(self) -> dict[str, int]:
+        st = self.engine.stats()
+        c = self.counters
+        return {"xruns": st.xruns, "late": st.late + c.late, "rate_limited": c.rate_limited,
+                "denied": c.denied}
+
+    def _budget_us(self) -> float:
+        cfg = self.devices.config
+        return cfg.block / cfg.sample_rate * 1e6 if cfg.sample_rate else 0.0
+
+    def _oplog_extra(self, kind: str) -> str:
+        if kind != "xruns":
+            return ""
+        return f"worst block {self.engine.stats().worst_us:.0f} µs of {self._budget_us():.0f}"
+
+    def startup_line(self) -> str:
+        """What the log says once the daemon runs: backend, device, rate, block,
+        ports and the state restored (a rack box has no banner to read)."""
+        cfg = self.devices.config
+        host, port = self.server.address[:2]
+        tcp, http = self.server.tcp_address, self.server.http_address
+        ports = f"osc udp {host}:{port}" + (f", tcp {tcp[1]}" if tcp else "") + (
+            f", http {http[1]}" if http else "")
+        return (f"start: mixgraph {__version__}, backend {self.devices.backend_text()}, "
+                f"device {cfg.device_name}, {cfg.sample_rate:g} Hz, {cfg.block} frames "
+                f"({self._budget_us():.0f} µs), {cfg.hw_in} in / {cfg.hw_out} out, {ports}, "
+                f"state {self.state_dir} ({self.restored})")
 
     def summary(self) -> str:
         """One line for systemd's STATUS= and `mixgraph health`."""
@@ -470,7 +502,8 @@ class Daemon:
 
     def status_line(self) -> str:
         st = self.engine.stats()
-        return (f"DSP {st.load * 100:5.1f}%  worst {st.worst_us:7.1f} µs  xruns {st.xruns}  "
+        return (f"DSP {st.load * 100:5.1f}%  worst {st.worst_us:4.0f} µs of "
+                f"{self._budget_us():.0f}  xruns {st.xruns}  "
                 f"clients {self.counters.active_clients()}  nodes {len(self.session.graph.nodes)}"
                 f"  msgs {self.counters.messages}  fails {self.counters.failed}"
                 f"  garbage {self.counters.garbage}")
@@ -561,6 +594,8 @@ def serve(opts: ServeOptions) -> int:
             print(qr_text(d.http_url()), end="", flush=True)
     print(f"mixgraph: ready on udp {host}:{port}" + (f" tcp {tcp[1]}" if tcp else "")
           + (f" http {http[1]}" if http else ""), flush=True)
+    log.info("%s", d.startup_line())
+    d.oplog.baseline(d._op_counts())
     d.notifier.notify("READY=1", "STATUS=" + d.summary())
     try:
         d.wait()

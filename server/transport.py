@@ -231,6 +231,7 @@ class ControlServer:
         self._stop = False
         # warnings a client's packets cause: counted, and logged per source sparingly
         self.ratelog = RateLog(log, self.counters)
+        self.on_client: Callable[[Peer], None] | None = None  # a client seen for the first time
         dispatcher.ratelog = self.ratelog
         self._last_garbage_log = 0.0
         self._last_error_log = 0.0
@@ -628,6 +629,8 @@ class ControlServer:
     def _handle(self, data: bytes, peer: Peer, now: float) -> None:
         d = self.dispatcher
         key = peer.key
+        if key not in d.counters.clients and self.on_client is not None:
+            self.on_client(peer)  # an operator log line the first time an address sends
         d.counters.clients[key] = now
         fb = self.feedback
         if fb.subs:
