@@ -11,10 +11,10 @@ import signal
 import socket
 import time
 
-from daemon_util import Daemon
-
 from mixgraph.clients.protocol import encode
 from mixgraph.server.oplog import JsonFormatter, OpLog
+
+from daemon_util import Daemon
 
 
 class Clock:
