@@ -32,6 +32,7 @@ from .engine import Engine
 from .errors import MixgraphError
 from .journal import Journal, read_journal
 from .oplog import OpLog
+from .pending import check_entries, reschedule
 from .osc import Counters, Dispatcher
 from .service import Notifier, StateLock, Watchdog
 from .session import Session
@@ -279,6 +280,7 @@ class Daemon:
         s = self.session
         notes: list[str] = []
         used, seq = None, 0
+        self._resched: list = []  # timed sets still ahead: scheduled again once audio runs
         s.missing_ok = True  # a player whose file is gone is restored silent
         for i in range(max(1, self.opts.keep_snapshots)):
             path = generation(self.autosave_path, i)
@@ -291,6 +293,8 @@ class Daemon:
                     raise MixgraphError(f"bad journal_seq {seq!r}")
                 s.load_doc(doc)
                 used = path
+                for e in check_entries(doc.get("scheduled", [])):
+                    self._replay(("at", *e))
                 break
             except Exception as e:  # noqa: BLE001 - whatever is wrong, the server starts
                 seq = 0
@@ -367,6 +371,15 @@ class Daemon:
             s.set_bypass(a[0], bool(a[1]))
         elif op == "doc":
             s.load_doc(a[0])
+        elif op == "at":  # a timed set (server/pending.py): ahead, or due while we were down
+            (e,) = check_entries([a]) or [None]
+            if e is not None and e[0] > time.time():
+                self._resched.append(e)
+            elif e is not None:
+                s.set_param(e[1], e[2], e[3])
+                log.warning("scheduled set %s.%s = %g was due while the server was down: "
+                            "applied at start-up", e[1], e[2], e[3])
+                self._dirty = True
         else:
             raise MixgraphError(f"unknown journal record {op!r}")
 
@@ -464,6 +477,7 @@ class Daemon:
         seq = self.journal.rotate() if self.journal is not None else 0
         doc = self.session.to_doc()
         doc["journal_seq"] = seq
+        doc["scheduled"] = self.session.pending.snapshot()
         self.autosaver.submit(doc, seq)
 
     def banner(self) -> Panel:
@@ -511,6 +525,13 @@ class Daemon:
     def start(self) -> None:
         self.disk.start()
         self.devices.start()
+        if self._resched:  # timed sets restored, at their wall-clock times (before the
+            # control thread, which owns the session from then on)
+            s, e = self.session, self.engine
+            later, _ = reschedule(self._resched, lambda n, p, v, t: s.set_param(n, p, v, t),
+                                  e.sample_rate, e.time, time.time())
+            log.info("state: %d scheduled sets restored for later", later)
+            self._resched = []
         self._control = threading.Thread(target=self.server.serve_forever,
                                          name="mixgraph-control", daemon=True)
         self._control.start()

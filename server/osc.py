@@ -520,9 +520,9 @@ class Dispatcher:
         except MixgraphError as e:
             self._fail_all(msgs, reply, str(e))
             return
-        before = self.session.scheduled_total
+        before = self.session.pending.total
         self._apply_bundle(msgs, reply, client, t)
-        n = self.session.scheduled_total - before
+        n = self.session.pending.total - before
         if n > 0:
             key = client.key if client is not None else None
             self._charge(key, n, 0)

@@ -31,6 +31,7 @@ from .engine import (
 from .errors import MixgraphError
 from .graph import Conn, GNode, Graph
 from .journal import Journal
+from .pending import Pending
 from .live import LiveEdge, LiveGroup, LiveNode, Refs, new_node, ptr_key
 from .state import confine_path
 from .timers import Timers
@@ -76,7 +77,7 @@ class Session:
         self.plans_built = 0  # plans handed to the engine
         self.changed: Callable[[], None] | None = None  # autosave hook
         self.applied: Callable[[str, str, float], None] | None = None  # a timed set's time came
-        self.scheduled = self.scheduled_total = 0  # timed sets pending / ever (apply_param)
+        self.pending = Pending(lambda: engine.sample_rate, lambda: engine.time)  # timed sets
         self.journal: Journal | None = None  # told of each change before its reply
         self._quiet = 0  # > 0 while a document loads (journaled as one "doc" op)
         self.missing_ok = False  # restoring: a player with no file is restored silent
@@ -338,9 +339,9 @@ class Session:
         if node.published:
             self.engine.push(CMD_PARAM, node.ptr, index, v, time)
             if self.will_defer(node, time):
-                self.scheduled += 1
-                self.scheduled_total += 1
-                self.timers.at(time, lambda: self._deferred_applied(node, param, v))
+                key, entry = self.pending.add(time, node.g.name, param, v)
+                self._log(("at", *entry))  # kept across a crash: server/pending.py
+                self.timers.at(time, lambda: self._deferred_applied(node, param, v, key))
                 return True
         else:
             lib.mg_node_init_param(node.ptr, index, v)
@@ -355,9 +356,9 @@ class Session:
         if j is not None and not self._quiet:
             j.sets[(node.g.name, param)] = v  # Journal.set, inlined: the flood path
 
-    def _deferred_applied(self, node: LiveNode, param: str, v: float) -> None:
+    def _deferred_applied(self, node: LiveNode, param: str, v: float, key: int) -> None:
         """A scheduled set has reached its sample time: record it now."""
-        self.scheduled -= 1
+        self.pending.done(key)
         name = node.g.name
         if self.live.get(name) is not node:
             return  # removed (or replaced) before its time: the engine dropped it too
