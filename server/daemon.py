@@ -29,11 +29,11 @@ from .backends import BackendConfig, choose_backend
 from .devices import DeviceWatch
 from .diskio import DEFAULT_MAX_RECORDER_CHANNELS, DEFAULT_MIN_FREE_MB, DiskIO
 from .engine import Engine
-from .errors import MixgraphError
+from .errors import DeviceMismatch, MixgraphError
 from .journal import Journal, read_journal
 from .oplog import OpLog
-from .pending import check_entries, reschedule
 from .osc import Counters, Dispatcher
+from .pending import check_entries, reschedule
 from .service import Notifier, StateLock, Watchdog
 from .session import Session
 from .state import AUTOSAVE, Autosaver, PatchStore, generation, read_patch
@@ -221,28 +221,39 @@ class Daemon:
         from .jack import parse_connect
 
         hw_in, hw_out = opts.inputs, opts.outputs
-        jack_ports = (0, 0)
-        if opts.backend in ("jack", "auto") and (hw_in is None or hw_out is None):
-            jack_ports = self._patch_channels()
+        need = (0, 0)  # what the saved show's input/output nodes use
+        if hw_in is None or hw_out is None:
+            need = self._patch_channels()
         try:
-            return choose_backend(opts.backend, opts.device, opts.sample_rate, opts.block,
-                                  hw_in, hw_out, jack_server=opts.jack_server,
-                                  jack_name=opts.jack_name,
-                                  jack_connect=parse_connect(opts.jack_connect),
-                                  jack_ports=jack_ports)
+            cfg = choose_backend(opts.backend, opts.device, opts.sample_rate, opts.block,
+                                 hw_in, hw_out, jack_server=opts.jack_server,
+                                 jack_name=opts.jack_name,
+                                 jack_connect=parse_connect(opts.jack_connect),
+                                 jack_ports=need if opts.backend in ("jack", "auto") else (0, 0))
         except MixgraphError as e:
             # --device may name a device that is not there yet: wait for it
             if (opts.backend != "portaudio" or opts.device is None
                     or "no audio device" not in str(e)):
                 raise
-            return BackendConfig("portaudio", str(opts.device), None, float(opts.sample_rate),
-                                 opts.block, 2 if hw_in is None else hw_in,
-                                 2 if hw_out is None else hw_out,
-                                 f"{e}: waiting for it", device_query=opts.device)
+            cfg = BackendConfig("portaudio", str(opts.device), None, float(opts.sample_rate),
+                                opts.block, 2 if hw_in is None else hw_in,
+                                2 if hw_out is None else hw_out,
+                                f"{e}: waiting for it", device_query=opts.device)
+        if cfg.device is None and cfg.kind != "jack":  # no device (yet): the show decides
+            cfg.hw_in = max(cfg.hw_in, need[0]) if hw_in is None else cfg.hw_in
+            cfg.hw_out = max(cfg.hw_out, need[1]) if hw_out is None else cfg.hw_out
+        return cfg
 
     def _patch_channels(self) -> tuple[int, int]:
         """Hardware inputs and outputs the saved patch's input/output nodes use
-        (0 when it has none): the JACK port counts when --inputs/--outputs are not given."""
+        (0 when it has none, or when the file is unreadable: _restore deals with that):
+        the counts when --inputs/--outputs are not given and there is no device (yet)."""
+        try:
+            return self._patch_channels_of()
+        except Exception:  # noqa: BLE001 - a corrupt autosave is _restore's to report
+            return 0, 0
+
+    def _patch_channels_of(self) -> tuple[int, int]:
         try:
             doc = read_patch(self.state_dir / AUTOSAVE) if (self.state_dir / AUTOSAVE).exists() \
                 else {}
@@ -250,11 +261,11 @@ class Daemon:
             return 0, 0
         need = {"input": 0, "output": 0}
         for n in doc.get("nodes", []) if isinstance(doc, dict) else []:
-            if isinstance(n, dict) and n.get("type") in need:
+            if isinstance(n, dict) and isinstance(n.get("type"), str) and n["type"] in need:
                 opts = n.get("options") or {}
                 try:
                     top = int(opts.get("first", 1)) - 1 + int(n.get("channels", 2))
-                except (TypeError, ValueError):
+                except (TypeError, ValueError, AttributeError, OverflowError):
                     continue
                 need[n["type"]] = max(need[n["type"]], min(top, 256))
         return need["input"], need["output"]
@@ -281,6 +292,7 @@ class Daemon:
         notes: list[str] = []
         used, seq = None, 0
         self._resched: list = []  # timed sets still ahead: scheduled again once audio runs
+        unfit = False
         s.missing_ok = True  # a player whose file is gone is restored silent
         for i in range(max(1, self.opts.keep_snapshots)):
             path = generation(self.autosave_path, i)
@@ -297,16 +309,23 @@ class Daemon:
                     self._replay(("at", *e))
                 break
             except Exception as e:  # noqa: BLE001 - whatever is wrong, the server starts
-                seq = 0
                 s.close()  # nothing was handed to the engine yet (no commit)
                 s = self.session = self._new_session()
                 s.missing_ok = True
+                if isinstance(e, DeviceMismatch):  # a good show, the wrong device
+                    notes.append(self._keep_unfit(path, e))
+                    unfit = True
+                    break
+                seq = 0
                 bad = self._set_aside(path)
                 why = str(e) if isinstance(e, MixgraphError) else f"{type(e).__name__}: {e}"
                 log.error("autosave %s unreadable (%s); set aside as %s", path.name, why,
                           bad.name)
                 notes.append(f"{path.name} unreadable ({why[:200]}); set aside as {bad.name}")
         todo, top, jnotes = read_journal(self.state_dir, seq)
+        if unfit and todo:  # they edit the show kept aside, not an empty graph
+            jnotes.append(f"{len(todo)} journal records after it not replayed")
+            todo = []
         for n in jnotes:
             log.warning("journal: %s", n)
         failed = 0
@@ -341,6 +360,21 @@ class Daemon:
         if used is None and notes:
             log.error("no good autosave: %s", what)
         return what, max(top, seq)
+
+    def _keep_unfit(self, path: Path, e: Exception) -> str:
+        """A snapshot that needs hardware channels this device lacks: not corrupt, so it
+        becomes a patch (`/patch/load <name>` once a device that fits is there) and is
+        moved out of the autosave rotation; returns the note for the log and banner."""
+        name = f"unfit-{time.strftime('%Y%m%d-%H%M%S')}-{path.stem}"
+        dest = self.store.patches / f"{name}.mgp"
+        self.store.patches.mkdir(parents=True, exist_ok=True)
+        path.rename(dest)
+        cfg = self.config
+        note = (f"{path.name} does not fit this device ({e}; it has {cfg.hw_in} in / "
+                f"{cfg.hw_out} out): kept as patch {name!r}; /patch/load {name} once the "
+                "device is there, or start with --inputs/--outputs")
+        log.error("state: %s", note)
+        return note
 
     def _set_aside(self, path: Path) -> Path:
         """Rename a bad state file out of the way, bytes untouched."""

@@ -30,5 +30,10 @@ class MixgraphError(Exception):
     """A command could not be carried out; str(error) is the readable reason."""
 
 
+class DeviceMismatch(MixgraphError):
+    """A node needs hardware channels the audio device does not have: the patch is
+    fine, it is the wrong device (a restart keeps such a snapshot as a patch)."""
+
+
 class EngineBusy(MixgraphError):
     """The engine's command ring is full: the command was not queued."""

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ._core import ffi, lib
-from .errors import MixgraphError
+from .errors import DeviceMismatch, MixgraphError
 from .graph import Conn, GNode
 
 
@@ -103,7 +103,9 @@ def new_node(engine, t, g: GNode, first: int, seed: int, stream, params: dict) -
                 f"(the device has {engine.hw_in} in / {engine.hw_out} out)"
                 if t.name in ("input", "output") else "the node could not be prepared"),
         }
-        raise MixgraphError(f"cannot create {g.name}: {reasons.get(err[0], 'error')}")
+        why = f"cannot create {g.name}: {reasons.get(err[0], 'error')}"
+        raise (DeviceMismatch if err[0] == 4 and t.name in ("input", "output")
+               else MixgraphError)(why)
     for k, v in params.items():
         g.params[k] = v
         lib.mg_node_init_param(ptr, t.param_index[k], v)

@@ -31,8 +31,8 @@ from .engine import (
 from .errors import MixgraphError
 from .graph import Conn, GNode, Graph
 from .journal import Journal
-from .pending import Pending
 from .live import LiveEdge, LiveGroup, LiveNode, Refs, new_node, ptr_key
+from .pending import Pending
 from .state import confine_path
 from .timers import Timers
 from .values import creation_settings, param_value, vca_members
