@@ -184,7 +184,7 @@ def free_port() -> int:
 def thread_line(state: Path) -> str:
     """The daemon's line about its JACK client (real-time or not)."""
     text = (state / "serve.log").read_text(errors="replace")
-    m = re.search(r"JACK client .*", text)
+    m = re.search(r"mixgraph: JACK client .*(?:\n.*\))?", text)
     return m.group(0) if m else ""
 
 
