@@ -7,7 +7,9 @@ loopback the master is named directly) on a UDP port of the test's own. The
 master gets the slave as a client with ports `<slave>:to_slave_<n>` and
 `<slave>:from_slave_<n>`; on the slave, those channels are `system:capture_<n>`
 and `system:playback_<n>`. `mixgraph serve --backend jack --jack-server
-<slave>` processes them: a gain per channel.
+<slave>` processes them: a gain per channel. Both jackd run real-time where
+the user may (root, rtprio limits): without it, on a loaded host, netJACK2
+takes a third to a half of the periods a cycle or two late.
 
 On the master, tests/jack_probe.c (compiled here) plays a signal into the
 slave's channels and records what comes back, both indexed by JACK's frame
@@ -54,6 +56,18 @@ LEVEL_DBFS = -20.0  # the tone's peak level
 FREQS = (997.0, 1499.0)  # not a divisor of 48 kHz: no two cycles of the tone are alike
 
 
+def realtime() -> list[str]:
+    """jackd's scheduling: real-time where this user may (root, rtprio
+    limits), so that netJACK2 keeps its periods in line on a loaded host;
+    else --no-realtime."""
+    try:
+        ok = subprocess.run(["chrt", "-f", "10", "true"], capture_output=True,
+                            timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        ok = False
+    return ["-R", "-P", "70"] if ok else ["--no-realtime"]
+
+
 def start_server(name: str, log: Path, *args: str) -> JackServer:
     """jackd under server name `name` with `args` (`-d <driver> ...`), up when
     jack_lsp lists system:playback_1 on it; a failure says what jackd logged."""
@@ -62,7 +76,7 @@ def start_server(name: str, log: Path, *args: str) -> JackServer:
     require(shutil.which("jack_lsp") is not None, "jack_lsp is not installed (Debian: jackd2)")
     env = dict(os.environ, JACK_DEFAULT_SERVER=name)
     with open(log, "ab") as fh:
-        proc = subprocess.Popen([exe, "--no-realtime", "-n", name, *args], env=env,
+        proc = subprocess.Popen([exe, *realtime(), "-n", name, *args], env=env,
                                 stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     server = JackServer(name, proc, log)
