@@ -308,7 +308,11 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int) -> dict:
                     print(f"# --midi-rate {midi_rate}: skipped, {midi.reason}", flush=True)
                     midi = None
                 else:
-                    c.request("/midi/map", "/node/fader0/gain", "cc", 1, 7)
+                    # the CCs move fader0 where /midi/map exists; else they are
+                    # still read and counted by the JACK MIDI port
+                    addr, args = c.request("/midi/map", "/node/fader0/gain", "cc", 1, 7)
+                    if addr != "/done":
+                        print(f"# /midi/map: {addr} {args}", flush=True)
             time.sleep(1.0)
             x0 = status(c)["xruns"]
             m0 = log.mark()
