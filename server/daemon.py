@@ -32,6 +32,7 @@ from .engine import Engine
 from .errors import MixgraphError
 from .journal import Journal, read_journal
 from .osc import Counters, Dispatcher
+from .patch import restore_state
 from .service import Notifier, StateLock, Watchdog
 from .session import Session
 from .state import AUTOSAVE, Autosaver, PatchStore, generation, read_patch
@@ -364,6 +365,10 @@ class Daemon:
             s.set_bypass(a[0], bool(a[1]))
         elif op == "doc":
             s.load_doc(a[0])
+        elif op == "state":  # learned state an undo gave back (server/history.py)
+            restore_state(s, a[0], a[1])
+        elif op == "order":  # the graph's order an undo put back
+            s.history.reorder(a[0], a[1])
         else:
             raise MixgraphError(f"unknown journal record {op!r}")
 
