@@ -143,7 +143,7 @@ class History:
         edits). Inside a client command it joins that command's step and names it."""
         if self._applying:
             return
-        self._add(["call", undo, redo], label)
+        self._add(["call", undo, redo], label, explicit=True)
 
     def record_values(self, label: str, changes, gesture: str | None = None) -> None:
         """Record values moved by one action (a scene recall or morph): changes is a
@@ -540,26 +540,25 @@ class History:
             if x != int(x) or not 1 <= x <= self.depth:
                 raise MixgraphError(f"/history count must be a whole number 1..{self.depth}")
             n = int(x)
-        u = list(self.undo_steps)[::-1][:n]
-        for i, st in enumerate(u):
-            reply("/history.reply", [i + 1, *self.describe(st)])
+        out: list = [len(self.undo_steps), len(self.redo_steps)]
+        for i, st in enumerate(list(self.undo_steps)[::-1][:n]):
+            out += [i + 1, *self.describe(st)]
         for i, st in enumerate(self.redo_steps[::-1][:n]):
-            reply("/history.redo", [i + 1, *self.describe(st)])
-        reply("/done", ["/history", len(self.undo_steps), len(self.redo_steps)])
+            out += [-(i + 1), *self.describe(st)]
+        reply("/history.reply", out)
 
     # ---- describing steps ------------------------------------------------------------
     def describe(self, st: Step) -> tuple[str, str]:
         """(label, what it did) of a step, both readable, at most LABEL_MAX long."""
         lab = st.label
         ops = st.ops
-        if isinstance(lab, tuple):
+        if len(ops) == 1 and ops[0][0] == "val" and not st.explicit:
+            lab = f"/node/{ops[0][1]}/{ops[0][2]}"  # one value (a gesture): its address
+        elif isinstance(lab, tuple):
             if lab[0] == "bundle":
                 lab = "bundle: " + ", ".join(lab[1][:4]) + (" ..." if len(lab[1]) > 4 else "")
-            elif st.count > 1:  # a gesture: the address it moved
-                lab = lab[0]
             else:
-                lab = " ".join([lab[0], *(str(a) if not isinstance(a, bytes) else "<blob>"
-                                          for a in lab[1][:6])])
+                lab = " ".join([lab[0], *(_arg(a) for a in lab[1][:6])])
         elif lab is None:
             lab = f"/node/{ops[0][1]}/{ops[0][2]}" if ops and ops[0][0] == "val" else "edit"
         parts: list[str] = []
@@ -587,7 +586,7 @@ class History:
         if any(o[0] == "doc" for o in ops):
             parts.append("loaded a patch")
         if any(o[0] == "call" for o in ops):
-            parts.append(str(st.label)[:LABEL_MAX] if st.explicit else "other")
+            parts.append(str(st.label)[:LABEL_MAX] if isinstance(st.label, str) else "other")
         return lab[:LABEL_MAX], "; ".join(parts)[:LABEL_MAX]
 
     # ---- undo and redo ---------------------------------------------------------------
@@ -812,6 +811,15 @@ class History:
         for k, v in zip(order, seqs, strict=True):
             g.conns[k] = v
         self._apply_order()
+
+
+def _arg(a) -> str:
+    """A command argument as a label shows it."""
+    if isinstance(a, float):
+        return f"{a:g}"
+    if isinstance(a, bytes | bytearray):
+        return "<blob>"
+    return str(a)[:40]
 
 
 def _resort(d: dict, keys: list) -> None:
