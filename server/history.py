@@ -125,6 +125,7 @@ class History:
         self._depth = 0  # nesting of client commands (patterns, bundles)
         self._inner = 0  # nesting of session calls (only the outermost is recorded)
         self._applying = False  # undo/redo running: nothing is recorded
+        self._fastc = None  # the client of a flood-path set under way (Dispatcher.fast_set)
         self._step: Step | None = None  # the current command's step, once it did something
         self._client = None
         self._label = None
@@ -209,6 +210,21 @@ class History:
         st.ops.append(op)
         if not self._depth:
             self._push(st)
+
+    def _single(self, client, name: str, param: str, before: float, after: float) -> None:
+        """One value moved by a bare parameter set (the flood path): it joins the
+        client's open gesture on that parameter, or is a step of its own."""
+        now = self._now()
+        g = self._gestures.get((name, param))
+        if (g is not None and g.alive and g.client == client
+                and ((client, name, param) in self._touched or now - g.t <= self.burst_s)):
+            g.ops[0][4] = after
+            g.t = now
+            g.count += 1
+            return
+        st = Step(None, client, now)
+        st.ops.append(["val", name, param, before, after])
+        self._push(st)
 
     def _dedupe(self, st: Step) -> None:
         """Values a record_values() call covers are not also kept as they were seen."""
@@ -407,6 +423,13 @@ class History:
             return r
 
         def apply_param_(node, index, param, v, time=0):
+            c = h._fastc
+            if c is not None and not h._inner:  # the flood path: one value, no step yet
+                before = node.g.params.get(param)
+                r = apply_param(node, index, param, v, time)
+                if before is not None and v != before:
+                    h._single(c.key, node.g.name, param, before, v)
+                return r
             if not h._recording():
                 return apply_param(node, index, param, v, time)
             before = node.g.params.get(param)
@@ -481,21 +504,13 @@ class History:
                 h.end()
 
         def fast_set_(data, client):
-            if h._depth:
+            if h._depth or h._applying:
                 return fast_set(data, client)
-            h._depth = 1
-            h._step = None
-            h._client = client
-            h._label = None
-            h._rolled_back = False
+            h._fastc = client
             try:
                 return fast_set(data, client)
             finally:
-                h._depth = 0
-                h._client = None
-                st, h._step = h._step, None
-                if st is not None:
-                    h._push(st)
+                h._fastc = None
 
         def apply_bundle_(msgs, reply, client, t):
             h.begin(client, ("bundle", [m.address for m in msgs]))
@@ -682,7 +697,13 @@ class History:
             node = s.live.get(name)
             if node is None or param not in node.g.params:
                 return  # gone by a change no step recorded
-            v, _ = s.set_param(name, param, v)
+            spec = node.g.type.param(param)
+            if node.g.type.name != "vca" and spec.min <= v <= spec.max:
+                # a value that was in effect (or a scene's, in range): straight to the
+                # node, as Dispatcher.fast_set does (smoothed, journaled)
+                type(s).apply_param(s, node, spec.index, param, v)
+            else:
+                v, _ = s.set_param(name, param, v)
             ev.append(("val", name, param, v))
         elif k == "byp":
             on = op[2] if back else op[3]
