@@ -131,7 +131,6 @@ class History:
         self._label = None
         self._rolled_back = False
         self._gestures: dict[tuple[str, str], Step] = {}  # open gestures by (node, param)
-        self._touched: set = set()  # (client key, node, param) touches held
         self._rank: dict[str, int] = {}  # node order (graph.nodes), kept across removals
         self._next_rank = 0
         self._reorder = False
@@ -217,7 +216,7 @@ class History:
         now = self._now()
         g = self._gestures.get((name, param))
         if (g is not None and g.alive and g.client == client
-                and ((client, name, param) in self._touched or now - g.t <= self.burst_s)):
+                and (now - g.t <= self.burst_s or self._held(client, name, param))):
             g.ops[0][4] = after
             g.t = now
             g.count += 1
@@ -242,8 +241,7 @@ class History:
             key = (name, param)
             g = self._gestures.get(key)
             if (g is not None and g.alive and g.client == st.client
-                    and ((st.client, name, param) in self._touched
-                         or st.t - g.t <= self.burst_s)):
+                    and (st.t - g.t <= self.burst_s or self._held(st.client, name, param))):
                 g.ops[0][4] = after
                 g.t = st.t
                 g.count += 1
@@ -262,6 +260,9 @@ class History:
                 gs[(st.ops[0][1], st.ops[0][2])] = st
         else:
             self._gestures.clear()
+        if len(self._gestures) > 4096:  # ended gestures (no step of theirs is kept alive)
+            self._gestures = {k: g for k, g in self._gestures.items()
+                              if g.alive and st.t - g.t <= self.burst_s}
         self.undo_steps.append(st)
         self.bytes += st.size
         self._bound()
@@ -307,27 +308,24 @@ class History:
             self.clear()
         self._push(st)
 
-    def _touch_seen(self, address: str, client) -> None:
-        """A /touch message: a gesture of its client on that parameter ends, and
-        while the touch is held, the client's changes of it are one step."""
+    def _touch_seen(self, address: str, client, before) -> None:
+        """A /touch message changed who holds a parameter (before: the holder it
+        had): the sender's gesture on it ends, and while its touch is held (the
+        dispatcher's touch table says), its changes of it are one step."""
         parts = address.split("/")
-        if len(parts) != 5 or self.dispatcher is None:
+        d = self.dispatcher
+        if len(parts) != 5 or d is None:
             return
-        name, param = parts[2], parts[3]
-        key = client.key if client is not None else _LOCAL
-        held = self.dispatcher.touch.get((name, param)) == key
-        k = (key, name, param)
-        if held != (k in self._touched):
-            if held:
-                self._touched.add(k)
-            else:
-                self._touched.discard(k)
-            g = self._gestures.get((name, param))
-            if g is not None and g.client == key:
-                del self._gestures[(name, param)]
-        if len(self._touched) > 4096:  # lapsed touches (their holders went away)
-            self._touched = {t for t in self._touched
-                             if self.dispatcher.touch.get(t[1:]) == t[0]}
+        key = (parts[2], parts[3])
+        if d.touch.get(key) == before:
+            return
+        g = self._gestures.get(key)
+        if g is not None and g.client == (client.key if client is not None else _LOCAL):
+            del self._gestures[key]
+
+    def _held(self, client, name: str, param: str) -> bool:
+        d = self.dispatcher
+        return d is not None and d.touch.get((name, param)) == client
 
     # ---- session hooks -------------------------------------------------------------
     def _recording(self) -> bool:
@@ -496,11 +494,13 @@ class History:
 
         def dispatch_(address, args, reply, time_=0, client=None):
             h.begin(client, (address, args))
+            held = d.touch.get(tuple(address.split("/")[2:4])) if \
+                address.endswith("/touch") and args else 0
             try:
                 dispatch(address, args, reply, time_, client)
             finally:
-                if address.endswith("/touch") and args:
-                    h._touch_seen(address, client)
+                if held != 0:
+                    h._touch_seen(address, client, held)
                 h.end()
 
         def fast_set_(data, client):
@@ -658,7 +658,11 @@ class History:
         except Exception as e:
             if snapshot is None:
                 raise
-            log.exception("undo/redo failed; restoring the graph as it was")
+            if isinstance(e, MixgraphError):
+                log.warning("%s failed (%s); the graph is restored as it was",
+                            "undo" if back else "redo", e)
+            else:
+                log.exception("undo/redo failed; restoring the graph as it was")
             try:
                 s.load_doc(snapshot)
                 self.reorder([n["name"] for n in snapshot["nodes"]], snapshot["connections"])

@@ -392,3 +392,24 @@ def test_record_api_for_scenes_and_cues():
     finally:
         s.close()
         e.free()
+
+
+def test_an_undo_that_cannot_be_done_changes_nothing(d):
+    """Undoing the removal of a player whose file has gone since: the node cannot be
+    made again, so the undo is refused whole - the graph and the history as before."""
+    c = d.client
+    audio = d.state_dir / "audio"
+    sf.write(audio / "take.wav", np.zeros((4800, 1), dtype="float32"), RATE)
+    c.add("player", "pl", path="take.wav")
+    c.add("gain", "g", channels=1)
+    c.add("output", "out", channels=1)
+    c.connect("pl", "g")
+    c.connect("g", "out")
+    c.remove("pl")
+    c.set("g", "gain", -5.0)
+    (audio / "take.wav").unlink()
+    before, hist = c.dump(), c.history()
+    with pytest.raises(MixgraphFail, match="undo failed, nothing changed"):
+        c.undo(2)  # the gain is put back first, then the player fails: both stay done
+    assert c.dump() == before and c.history() == hist
+    assert c.get("g", "gain") == -5.0
