@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from mixgraph.clients.protocol import encode  # noqa: E402
 
 WRAPPED_SESSION = ("add_node", "remove_node", "connect", "disconnect", "set_bypass",
-                   "set_param", "apply_param", "load_doc")
+                   "set_param", "_record", "load_doc")
 WRAPPED_DISPATCH = ("dispatch", "fast_set", "_apply_bundle", "_rollback")
 
 

@@ -10,7 +10,7 @@ callbacks that another part of the server registered with record().
 
 How steps are seen: History wraps the Session's edit methods on the instance
 (add_node, remove_node, connect, disconnect, set_bypass, set_param,
-apply_param, load_doc), so the session needs one line (`self.history =
+_record - where any value takes effect -, load_doc), so the session needs one line (`self.history =
 History(self)`), and attach() wraps the Dispatcher's entry points (dispatch,
 fast_set, _apply_bundle, _rollback) to mark where a command begins and ends
 and who sent it, and registers /undo, /redo and /history. Only the outermost
@@ -147,41 +147,58 @@ class History:
 
     def record_values(self, label: str, changes, gesture: str | None = None) -> None:
         """Record values moved by one action (a scene recall or morph): changes is a
-        list of (node, param, before, after). Undo sets every `before` back, through
-        the usual smoothing. With `gesture`, steps of one client with the same
-        gesture key at most BURST_S apart are one step (a morph fader's drag)."""
+        list of (node, param, before, after); param "bypass" of a node without such
+        a parameter is its bypass (1 on, 0 off). Undo sets every `before` back,
+        through the usual smoothing. Inside a client command the step is that
+        command's (what the command was seen doing to these values is left to
+        this record). Steps of one client with the same gesture key at most
+        BURST_S apart, with nothing between them, are one step (a morph fader
+        dragged): the key is `gesture`, by default the label without a trailing
+        number ("scene morph a b 0.35" -> "scene morph a b")."""
         if self._applying:
             return
         ops = [["val", n, p, float(b), float(a), True] for n, p, b, a in changes if b != a]
         if not ops:
             return
-        if gesture is not None:
-            g = self._gestures.get(("", gesture))
-            now = self._now()
-            if (g is not None and g.alive and g.client == self._client_key()
-                    and now - g.t <= self.burst_s):
-                index = {(o[1], o[2]): o for o in g.ops}
-                for o in ops:
-                    old = index.get((o[1], o[2]))
-                    if old is None:
-                        g.ops.append(o)
-                        g.size += 160
-                        self.bytes += 160
-                    else:
-                        old[4] = o[4]
-                g.t = now
-                g.count += 1
-                return
+        if gesture is None:
+            head, _, last = label.rpartition(" ")
+            try:
+                float(last)
+                gesture = head
+            except ValueError:
+                gesture = label
+        key = ("", gesture)
+        g = self._gestures.get(key)
+        now = self._now()
+        if (g is not None and g.alive and self.undo_steps and self.undo_steps[-1] is g
+                and g.client == self._client_key() and now - g.t <= self.burst_s):
+            index = {(o[1], o[2]): o for o in g.ops if o[0] == "val"}
+            for o in ops:
+                old = index.get((o[1], o[2]))
+                if old is None:
+                    g.ops.append(o)
+                    g.size += 160
+                    self.bytes += 160
+                else:
+                    old[4] = o[4]
+            g.label = label
+            g.t = now
+            g.count += 1
+            cur = self._step if self._depth else None
+            if cur is not None:  # what this command was seen doing to these values
+                self._dedupe(cur, {(o[1], o[2]) for o in ops})
+                if not cur.ops:
+                    self._step = None
+            return
         st = self._step if self._depth else None
         if st is None:
-            st = Step(label, self._client_key(), self._now())
+            st = Step(label, self._client_key(), now)
             if self._depth:
                 self._step = st
         st.label = label
         st.explicit = True
         st.ops += ops
-        if gesture is not None:
-            self._gestures[("", gesture)] = st
+        self._gestures[key] = st
         if not self._depth:
             self._push(st)
 
@@ -225,13 +242,17 @@ class History:
         st.ops.append(["val", name, param, before, after])
         self._push(st)
 
-    def _dedupe(self, st: Step) -> None:
-        """Values a record_values() call covers are not also kept as they were seen."""
-        keys = {(o[1], o[2]) for o in st.ops if o[0] == "val" and len(o) == 6}
+    @staticmethod
+    def _dedupe(st: Step, keys: set | None = None) -> None:
+        """Values a record_values() call covers are not also kept as they were seen
+        (nor the bypass switches it names)."""
+        if keys is None:
+            keys = {(o[1], o[2]) for o in st.ops if o[0] == "val" and len(o) == 6}
         if not keys:
             return
-        st.ops = [o for o in st.ops if not (o[0] == "val" and len(o) == 5
-                                            and (o[1], o[2]) in keys)]
+        st.ops = [o for o in st.ops
+                  if not (o[0] == "val" and len(o) == 5 and (o[1], o[2]) in keys)
+                  and not (o[0] == "byp" and (o[1], "bypass") in keys)]
 
     def _push(self, st: Step) -> None:
         """A finished step: it joins an open gesture, or becomes the newest step."""
@@ -337,7 +358,7 @@ class History:
         add_node, remove_node = s.add_node, s.remove_node
         connect, disconnect = s.connect, s.disconnect
         set_bypass, set_param = s.set_bypass, s.set_param
-        apply_param, load_doc = s.apply_param, s.load_doc
+        record, load_doc = s._record, s.load_doc
 
         def add_node_(type_name, name, settings=None):
             rec = h._recording()
@@ -420,25 +441,20 @@ class History:
                 h._add(["val", name, param, before, r[0]])
             return r
 
-        def apply_param_(node, index, param, v, time=0):
+        def record_(node, param, v):
+            # where a value takes effect in the model: the flood path (fast_set ->
+            # apply_param), and anything else a command does that is not a set_param
+            # (a ramp records its target here)
             c = h._fastc
-            if c is not None and not h._inner:  # the flood path: one value, no step yet
-                before = node.g.params.get(param)
-                r = apply_param(node, index, param, v, time)
-                if before is not None and v != before:
-                    h._single(c.key, node.g.name, param, before, v)
-                return r
-            if not h._recording():
-                return apply_param(node, index, param, v, time)
+            if h._inner or h._applying or (c is None and not h._depth):
+                return record(node, param, v)
             before = node.g.params.get(param)
-            h._inner += 1
-            try:
-                r = apply_param(node, index, param, v, time)
-            finally:
-                h._inner -= 1
+            record(node, param, v)
             if before is not None and v != before:
-                h._add(["val", node.g.name, param, before, v])
-            return r
+                if c is not None:
+                    h._single(c.key, node.g.name, param, before, v)
+                else:
+                    h._add(["val", node.g.name, param, before, v])
 
         def load_doc_(doc):
             if not h._recording():
@@ -458,7 +474,7 @@ class History:
         s.add_node, s.remove_node = add_node_, remove_node_
         s.connect, s.disconnect = connect_, disconnect_
         s.set_bypass, s.set_param = set_bypass_, set_param_
-        s.apply_param, s.load_doc = apply_param_, load_doc_
+        s._record, s.load_doc = record_, load_doc_
 
     @staticmethod
     def _pack(doc: dict) -> bytes:
@@ -699,6 +715,10 @@ class History:
             name, param = op[1], op[2]
             v = op[3] if back else op[4]
             node = s.live.get(name)
+            if node is not None and param == "bypass" and param not in node.g.params:
+                s.set_bypass(name, v >= 0.5)  # a scene's bypass (record_values)
+                ev.append(("val", name, param, float(v >= 0.5)))
+                return
             if node is None or param not in node.g.params:
                 return  # gone by a change no step recorded
             spec = node.g.type.param(param)

@@ -389,6 +389,56 @@ def test_record_api_for_scenes_and_cues():
         d.dispatch("/redo", [1], lambda a, r: out.append((a, r)))
         assert s.get_param("a", "gain") == -5.0 and log == ["undo"]
         assert msgpack.packb(s.to_doc())
+        # a scene's bypass is "bypass" 1/0 in record_values
+        s.add_node("output", "o", {"channels": 1})
+        s.connect("a", "o")
+        s.set_bypass("a", True)
+        h.record_values("scene recall y", [("a", "bypass", 0.0, 1.0)])
+        d.dispatch("/undo", [], lambda a, r: out.append((a, r)))
+        assert "a" not in s.bypassed
+        d.dispatch("/redo", [], lambda a, r: out.append((a, r)))
+        assert "a" in s.bypassed
+        # a morph fader's drag: one step (the label's trailing number is its position)
+        n = len(h.undo_steps)
+        for x, v in ((0.2, -2.0), (0.4, -4.0), (0.6, -6.0)):
+            before = s.get_param("b", "gain")
+            s.set_param("b", "gain", v)
+            h.record_values(f"scene morph p q {x:g}", [("b", "gain", before, v)])
+        assert len(h.undo_steps) == n + 1
+        assert h.describe(h.undo_steps[-1]) == ("scene morph p q 0.6",
+                                                "b/gain -7 -> -6 (3 changes)")
+        h.undo()
+        assert s.get_param("b", "gain") == -7.0
+
+        # inside a command (as /scene/recall is): the values the command was seen
+        # setting (set_param, a ramp's direct record) are the record's, not twice
+        def recall(args, reply, _t, client=None):
+            changes = []
+            for name, v in (("a", -20.0), ("b", -30.0)):
+                before = s.get_param(name, "gain")
+                if name == "a":
+                    s.set_param(name, "gain", v)
+                else:
+                    s._record(s.live[name], "gain", v)  # what a ramp does
+                changes.append((name, "gain", before, v))
+            h.record_values("scene recall z", changes)
+            reply("/done", ["/test/recall"])
+
+        d._literal["/test/recall"] = recall
+        d.dispatch("/test/recall", [], lambda a, r: out.append((a, r)))
+        top = h.undo_steps[-1]
+        assert h.describe(top) == ("scene recall z", "2 values") and len(top.ops) == 2
+        h.undo()
+        assert (s.get_param("a", "gain"), s.get_param("b", "gain")) == (-5.0, -7.0)
+        # the bounds: steps and bytes (a 200-value step is estimated at 32 kB)
+        h.depth, h.max_bytes = 50, 100_000
+        for i in range(80):
+            h.record_values(f"scene recall s{i}", [("a", "gain", -1.0 - i, -2.0 - i)] * 200)
+        assert h.bytes <= h.max_bytes and len(h.undo_steps) == 3
+        assert h.describe(h.undo_steps[-1])[0] == "scene recall s79"
+        for _ in range(80):
+            h.record("cue edit", lambda: None, lambda: None)
+        assert len(h.undo_steps) == 50
     finally:
         s.close()
         e.free()
