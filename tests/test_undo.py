@@ -19,6 +19,7 @@ import soundfile as sf
 
 from mixgraph.clients import Client, MixgraphFail
 from mixgraph.clients.protocol import encode
+from mixgraph.server.journal import read_journal
 from mixgraph.server.render import render
 from mixgraph.server.state import write_patch
 
@@ -150,6 +151,18 @@ def test_learned_state_comes_back_with_the_node(d):
     c.remove("dn")
     c.undo()
     assert c.dump() == before  # state, parameters (track 0 after the learn), connections
+    # the undo is journaled: the node, its state and the graph's order
+    ops = [op for op in read_journal(d.state_dir, 0)[0] if op[1:2] == ["dn"]
+           or op[0] == "order"]
+    assert [op[0] for op in ops][-3:] == ["add", "state", "order"], [o[0] for o in ops]
+    assert ops[-2][2] == state
+    # a SIGKILL now loses none of it
+    d.stop(signal.SIGKILL)
+    d2 = Daemon(d.state_dir, "--backend", "null")
+    try:
+        assert d2.client.dump() == before
+    finally:
+        d2.stop()
 
 
 def test_touch_bracket_is_one_step_however_slow(d):
