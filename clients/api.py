@@ -78,6 +78,13 @@ def _ident(r):
     return r
 
 
+def _history(r: list) -> dict[str, list[tuple[str, str]]]:
+    out: dict[str, list[tuple[str, str]]] = {"undo": [], "redo": []}
+    for i in range(2, len(r) - 2, 3):
+        out["undo" if r[i] > 0 else "redo"].append((r[i + 1], r[i + 2]))
+    return out
+
+
 def _blob(r: list):
     return msgpack.unpackb(r[0], raw=False, strict_map_key=False)
 
@@ -165,6 +172,21 @@ class CommandsMixin:
 
     def patch_load(self, name: str):
         return self._run("call", "/patch/load", (name,), _none)
+
+    # ---- undo and redo ------------------------------------------------------------------
+    def undo(self, steps: int = 1):
+        """Undo the newest `steps` steps (all or none: MixgraphFail with the reason,
+        e.g. nothing to undo); returns their labels, newest first (the first 16)."""
+        return self._run("call", "/undo", (int(steps),), lambda r: list(r[2:]))
+
+    def redo(self, steps: int = 1):
+        """Redo the last `steps` undone steps; returns their labels."""
+        return self._run("call", "/redo", (int(steps),), lambda r: list(r[2:]))
+
+    def history(self, count: int = 20):
+        """The server's history: {"undo": [(label, what it did), ...] newest first,
+        "redo": [...] next first} (at most `count` of each)."""
+        return self._run("call", "/history", (int(count),), _history)
 
     def patch_list(self):
         return self._run("call", "/patch/list", (), _ident)

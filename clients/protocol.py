@@ -290,7 +290,7 @@ def is_reply_to(address: str, sent: str, rargs: list) -> bool:
 
 
 _REPEATABLE = frozenset(("/status", "/info", "/catalog", "/graph/dump", "/sync", "/patch/list",
-                         "/subscribe", "/dump", "/hello"))
+                         "/subscribe", "/dump", "/hello", "/history"))
 
 
 def needs_proof(reply: tuple[str, list]) -> bool:

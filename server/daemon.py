@@ -33,6 +33,7 @@ from .errors import DeviceMismatch, MixgraphError
 from .journal import Journal, read_journal
 from .oplog import OpLog
 from .osc import Counters, Dispatcher
+from .patch import restore_state
 from .pending import check_entries, reschedule
 from .service import Notifier, StateLock, Watchdog
 from .session import Session
@@ -414,6 +415,10 @@ class Daemon:
                 log.warning("scheduled set %s.%s = %g was due while the server was down: "
                             "applied at start-up", e[1], e[2], e[3])
                 self._dirty = True
+        elif op == "state":  # learned state an undo gave back (server/history.py)
+            restore_state(s, a[0], a[1])
+        elif op == "order":  # the graph's order an undo put back
+            s.history.reorder(a[0], a[1])
         else:
             raise MixgraphError(f"unknown journal record {op!r}")
 

@@ -384,6 +384,7 @@ class Dispatcher:
             "/reply-port": self._reply_port,
             "/hello": self._hello,
         }
+        session.history.attach(self)  # /undo, /redo, /history (server/history.py)
 
     # ---- entry points ----------------------------------------------------------
     def dispatch(self, address: str, args: list, reply: Reply, time_: int = 0,

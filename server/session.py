@@ -14,7 +14,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
-from . import patch, planner
+from . import history, patch, planner
 from ._core import ffi, lib
 from .catalog import CATALOG
 from .diskio import DiskIO
@@ -88,6 +88,7 @@ class Session:
         self._muted: set[Conn] = set()  # connections out of bypassed nodes (target 0)
         self._vcas: dict[str, None] = {}  # names of the vca nodes
         self._vca_set: set[str] = set()  # faders whose `vca` offset a VCA set
+        self.history = history.History(self)  # undo/redo: wraps the edit methods above
 
     # ---- helpers --------------------------------------------------------------
     @property
