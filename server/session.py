@@ -14,7 +14,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
-from . import history, patch, planner
+from . import history, patch, planner, vca
 from ._core import ffi, lib
 from .catalog import CATALOG
 from .diskio import DiskIO
@@ -171,6 +171,7 @@ class Session:
         self.missing.pop(name, None)
         if self._vcas.pop(name, 0) is None:
             self._apply_vca()
+        vca.forget(self, name)  # and leaves the VCAs it was a member of
         self._touch()
         self._log(("rm", name))
 
@@ -371,21 +372,7 @@ class Session:
 
     # ---- VCA groups ------------------------------------------------------------------
     def _apply_vca(self, new: str | None = None) -> None:
-        """Set every fader's `vca` offset to the sum of the levels of its VCAs
-        (the members of VCAs, the faders a VCA offset before, and `new`)."""
-        offsets: dict[str, float] = {}
-        for v in self._vcas:
-            node = self.live[v]
-            for m in node.g.options.get("members", "").split(","):
-                if m:
-                    offsets[m] = offsets.get(m, 0.0) + node.g.params["level"]
-        for name in sorted(self._vca_set | offsets.keys() | ({new} if new else set())):
-            node = self.live.get(name)
-            if node is not None and "vca" in node.g.params:
-                want = offsets.get(name, 0.0)
-                if node.g.params["vca"] != want:
-                    self.set_param(name, "vca", want)
-        self._vca_set = set(offsets)
+        vca.apply(self, new)  # server/vca.py
 
     def get_param(self, name: str, param: str) -> float:
         node = self.live.get(name)
