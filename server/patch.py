@@ -155,7 +155,8 @@ def validate_doc(doc) -> tuple[list[dict], list[list[str]]]:
         out.append(entry)
     for n in out:
         if n["type"] == "vca":
-            vca_members(f"patch: {n['name']}", n["options"].get("members", ""), scratch.nodes)
+            vca_members(f"patch: {n['name']}", n["options"].get("members", ""), scratch.nodes,
+                        missing_ok=True)
     for c in conns:
         if not (isinstance(c, list | tuple) and len(c) == 2
                 and all(isinstance(x, str) for x in c)):

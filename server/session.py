@@ -126,7 +126,8 @@ class Session:
         options, channels, first = c.options, c.channels, c.first
         if type_name == "vca":
             options["members"] = ",".join(
-                vca_members(name, options.get("members", ""), self.graph.nodes))
+                vca_members(name, options.get("members", ""), self.graph.nodes,
+                            missing_ok=self._quiet > 0))  # a document keeps removed ones
         stream = g = None
         try:
             if t.needs_fifo:
@@ -171,7 +172,6 @@ class Session:
         self.missing.pop(name, None)
         if self._vcas.pop(name, 0) is None:
             self._apply_vca()
-        vca.forget(self, name)  # and leaves the VCAs it was a member of
         self._touch()
         self._log(("rm", name))
 

@@ -230,12 +230,18 @@ def creation_settings(t: NodeType, name: str, settings: Mapping) -> Creation:
                     options.get("seed", 1))
 
 
-def vca_members(vca: str, members, nodes: Mapping[str, GNode]) -> list[str]:
+def vca_members(vca: str, members, nodes: Mapping[str, GNode],
+                missing_ok: bool = False) -> list[str]:
     """Member names of a VCA (a comma-separated string or a list): nodes in
-    nodes that have a `vca` parameter (faders); else a clear error."""
+    nodes that have a `vca` parameter (faders); else a clear error. A VCA keeps
+    the name of a member that was removed (a node of that name added again is a
+    member again; undo of the removal needs nothing more), so a document may name
+    members that do not exist (`missing_ok`); a new VCA may not."""
     names = [m for m in _members(None, members, f"{vca}: members").split(",") if m]
     for m in names:
         g = nodes.get(m)
+        if g is None and missing_ok:
+            continue
         if g is None:
             raise MixgraphError(f"{vca}: no member node named {m!r}")
         if g.type.param("vca") is None:

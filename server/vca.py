@@ -24,12 +24,3 @@ def apply(session: Any, new: str | None = None) -> None:
                 session.set_param(name, "vca", want)
     session._vca_set = set(offsets)
 
-
-def forget(session: Any, name: str) -> None:
-    """A removed node leaves the `members` of every VCA: the VCA's options then
-    name only nodes that exist, so the patch (and the autosave) loads again."""
-    for v in session._vcas:
-        g = session.graph.nodes[v]
-        members = g.options.get("members", "").split(",")
-        if name in members:
-            g.options["members"] = ",".join(m for m in members if m != name)

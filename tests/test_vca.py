@@ -90,21 +90,24 @@ def test_vca_survives_patch_roundtrip():
     np.testing.assert_allclose(level_db(e2), [-8.0, 1.0], atol=1e-4)
 
 
-def test_a_removed_member_leaves_its_vca_and_the_patch_still_loads():
-    """Removing a member fader takes it out of the VCA's members: the patch (and so
-    the autosave a restart loads) names only nodes that exist. Before, the saved
-    document failed to load ('no member node named ...') and a restart set the
-    whole show aside."""
+
+def test_a_removed_member_stays_named_and_the_patch_still_loads():
+    """A VCA keeps a removed member's name (undo of the removal restores it as a
+    member with nothing more); the saved document, and so the autosave a restart
+    loads, must load with it. Before, it failed ('no member node named ...') and
+    a restart set the whole show aside."""
     e, s = build()
     s.add_node("vca", "v", {"members": "a,b", "level": -2.0})
     s.remove_node("a")
     s.commit()
-    assert s.graph.nodes["v"].options["members"] == "b"
     e2 = Engine(48000, 2, 2)
     s2 = Session(e2)
     s2.load_doc(s.to_doc())
     s2.commit()
     assert sorted(s2.graph.nodes) == sorted(s.graph.nodes)
     assert s2.get_param("b", "vca") == -2.0
-    s2.add_node("gain", "a", {"gain": -6.0})  # a new node of that name is no member
-    assert s2.get_param("a", "vca") == 0.0
+    s2.add_node("gain", "a", {"gain": -6.0})  # back under its name: a member again
+    assert s2.get_param("a", "vca") == -2.0
+    assert s2.graph.nodes["v"].options["members"] == "a,b"
+    with pytest.raises(MixgraphError, match="no member node named 'zz'"):
+        s2.add_node("vca", "x", {"members": "zz"})  # a new VCA still may not
