@@ -105,7 +105,7 @@ struct mg_engine {
     int null_realtime;
     float *null_out;
     float *tap_scratch;       /* MG_MAX_BLOCK interleaved frames: the tap of a planar call */
-    _Atomic(mg_midi *) midi;  /* MIDI maps and rings (csrc/midi.c), owned by the engine */
+    _Atomic(mg_midi *) midi;  /* MIDI maps and rings (csrc/midi.c); the control side frees it */
 };
 
 /* What unconnected inputs read. */
@@ -167,7 +167,6 @@ void mg_engine_free(mg_engine *e)
     mg_free(e->tap_scratch);
     mg_ring_destroy(&e->cmd);
     mg_ring_destroy(&e->ev);
-    mg_midi_free(atomic_load(&e->midi));
     /* Plans and nodes belong to the control side, which frees them. */
     mg_free(e);
 }
@@ -347,12 +346,7 @@ static void heap_rebuild(mg_engine *e)
 
 static void apply_param(mg_engine *e, mg_node *n, int index, float v);
 
-void mg_engine_set_midi(mg_engine *e, mg_midi *m)
-{
-    mg_midi *old = atomic_exchange(&e->midi, m);
-    if (old && old != m)
-        mg_midi_free(old); /* only before the audio thread runs (see mg_api.h) */
-}
+void mg_engine_set_midi(mg_engine *e, mg_midi *m) { atomic_store(&e->midi, m); }
 
 mg_midi *mg_engine_midi(mg_engine *e) { return atomic_load_explicit(&e->midi, memory_order_acquire); }
 

@@ -291,8 +291,9 @@ int mg_jack_connect(mg_jack *j, const char *src, const char *dst);  /* 0 (or alr
 int mg_jack_ports(mg_jack *j, const char *pattern, unsigned long flags, char *buf, int len);
 
 /* ---- MIDI maps (csrc/midi.c) ----
- * The engine owns one mg_midi (mg_engine_set_midi, before the audio thread
- * runs); the JACK process callback feeds it midi_in's events. */
+ * An engine has at most one mg_midi (mg_engine_set_midi, set once); the JACK
+ * process callback feeds it midi_in's events. The control side frees it
+ * after the engine has stopped (server/engine.py's free). */
 #define MG_MIDI_MAX_MAPS 512
 #define MG_MIDI_CC 1
 #define MG_MIDI_CC14 2
@@ -323,7 +324,7 @@ typedef struct {
 
 mg_midi *mg_midi_new(void);                                    /* [control] */
 void mg_midi_free(mg_midi *m);                                 /* [control] */
-void mg_engine_set_midi(mg_engine *e, mg_midi *m);             /* [control] before start */
+void mg_engine_set_midi(mg_engine *e, mg_midi *m);             /* [control] once */
 mg_midi *mg_engine_midi(mg_engine *e);                         /* [any] */
 /* A table of n maps, generation gen; maps added in order. [control] */
 mg_midi_table *mg_midi_table_new(int n, uint32_t gen);

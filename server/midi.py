@@ -639,7 +639,7 @@ class MidiManager:
             return
         log.info("MIDI: learned %s %s channel %d number %d", m.address, m.kind, m.channel,
                  m.number)
-        reply("/midi/learned", m.describe())
+        reply("/midi/learn.reply", m.describe())
 
     # ---- feedback to midi_out ----------------------------------------------------
     def _feedback(self) -> None:

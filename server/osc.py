@@ -802,6 +802,8 @@ class Dispatcher:
     @staticmethod
     def _keys(address: str, args: list) -> list:
         """The arguments a sender needs to match a /fail to its request."""
+        if address.startswith("/midi/"):  # the map's address
+            return [a for a in args[:1] if isinstance(a, str)]
         if address == "/graph/add":
             return [a for a in args[1:2] if isinstance(a, str)]
         if address in ("/graph/remove", "/patch/save", "/patch/load", "/sync",
