@@ -508,8 +508,11 @@ void mg_midi_input(mg_midi *m, mg_engine *e, const uint8_t *b, int len, uint64_t
         const int need = ((status & 0xf0) == 0xC0 || (status & 0xf0) == 0xD0) ? 1 : 2;
         uint8_t d[2] = {0, 0};
         int got = 0;
-        while (got < need && i < len && b[i] < 0x80)
-            d[got++] = b[i++];
+        while (got < need && i < len && (b[i] < 0x80 || b[i] >= 0xF8)) {
+            if (b[i] < 0x80) /* real-time bytes may come inside a message */
+                d[got++] = b[i];
+            i++;
+        }
         if (got < need) {
             malformed(m); /* truncated: the next status byte (if any) starts afresh */
             m->status = 0;

@@ -703,4 +703,4 @@ class MidiManager:
         buf = ffi.new("uint8_t[16]")
         out = self._alsa[1]
         while (n := lib.mg_midi_next_out(self.ptr, buf)) > 0:
-            out.send_message(list(ffi.buffer(buf, n)))
+            out.send_message(list(bytes(ffi.buffer(buf, n))))

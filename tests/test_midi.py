@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import time
 
 import numpy as np
 import pytest
 from conftest import require
+from pythonosc.osc_message import OscMessage
 from test_jack_native import jack_env, record, rms_db, serve, start_jackd, stop_jackd
 
 from mixgraph.clients import MixgraphFail
+from mixgraph.server.osc import encode_message
 
 from daemon_util import Daemon
 
@@ -231,11 +234,17 @@ def test_notes_pc_and_encoders(rig):
 
 def test_learn_and_cancel(rig):
     d = rig.d
-    assert d.call("/midi/learn", "/node/g/gain")[:2] == ["/midi/learn", "/node/g/gain"]
+    # from a plain UDP socket: the learned control comes back to the asker
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(5.0)
+    sock.sendto(encode_message("/midi/learn", ["/node/g/gain"]), ("127.0.0.1", d.port))
+    first = OscMessage(sock.recv(65536))
+    assert (first.address, first.params[:2]) == ("/done", ["/midi/learn", "/node/g/gain"])
     rig.send([0xB2, 20, 10])
-    end = time.monotonic() + 5
-    while time.monotonic() < end and d.call("/midi/maps")[0] == 0:
-        time.sleep(0.05)
+    learned = OscMessage(sock.recv(65536))
+    sock.close()
+    assert (learned.address, learned.params) == ("/midi/learn.reply",
+                                                 ["/node/g/gain", "cc", 3, 20])
     maps = d.call("/midi/maps")
     assert maps[:5] == [1, "/node/g/gain", "cc", 3, 20]
     # a 14-bit CC: MSB then LSB (number + 32)
@@ -298,6 +307,25 @@ def test_feedback_out_and_no_echo(rig):
     x = round(fader_pos(f32(fader_db(100 / 127))) * 16383)
     assert [0xE1, x & 127, x >> 7] in fb
     assert not [m for m in fb if m[0] == 0xB0], fb
+
+
+def test_addresses_that_are_no_parameter_are_dispatched(rig):
+    d = rig.d
+    d.call("/midi/map", "/node/g/bypass", "note", 1, 70, "mode", "momentary")
+    d.call("/midi/map", "/node/g/bypass", "cc", 1, 71, "min", 0.0, "max", 1.0)
+    d.call("/midi/map", "/graph/remove", "note", 2, 10, "args", "osc")  # a trigger
+    rig.send([0x90, 70, 127])
+    assert rig.wait_value("/node/g/bypass", 1.0) == 1.0
+    rig.send([0x80, 70, 0])
+    assert rig.wait_value("/node/g/bypass", 0.0) == 0.0
+    rig.send([0xB0, 71, 100])
+    assert rig.wait_value("/node/g/bypass", 1.0) == 1.0
+    assert "osc" in d.call("/graph/nodes")
+    rig.send([0x91, 10, 100])
+    end = time.monotonic() + 5
+    while "osc" in d.call("/graph/nodes") and time.monotonic() < end:
+        time.sleep(0.05)
+    assert "osc" not in d.call("/graph/nodes")
 
 
 # ---- bad input -------------------------------------------------------------------------
@@ -390,3 +418,99 @@ def test_without_jack_midi_is_unavailable_and_says_so(tmp_path):
         d.call("/midi/map", "/node/g/gain", "cc", 1, 7)
     finally:
         d.stop()
+
+
+# ---- the decoder, without JACK (the control thread's path: no engine) ---------------
+
+class Decoder:
+    """csrc/midi.c's decoder in learning mode: every control comes back as an event."""
+
+    def __init__(self) -> None:
+        from mixgraph.server._core import ffi, lib
+
+        self.ffi, self.lib = ffi, lib
+        self.m = lib.mg_midi_new()
+        lib.mg_midi_set_learn(self.m, 1)
+        lib.mg_midi_begin(self.m)
+        self.ev = ffi.new("mg_midi_event *")
+
+    def feed(self, *chunks: bytes) -> list[tuple[str, int, int, int]]:
+        from mixgraph.server.midi import KIND_NAMES
+
+        for c in chunks:
+            self.lib.mg_midi_input(self.m, self.ffi.NULL, c, len(c), 0, 0)
+        out = []
+        while self.lib.mg_midi_poll(self.m, self.ev):
+            e = self.ev
+            out.append((KIND_NAMES[e.kind], e.channel + 1, e.number, e.value))
+        return out
+
+    def stats(self) -> dict:
+        from mixgraph.server.midi import STATS
+
+        st = self.ffi.new("uint64_t[9]")
+        self.lib.mg_midi_stats(self.m, st)
+        return dict(zip(STATS, st, strict=True))
+
+    def close(self) -> None:
+        self.lib.mg_midi_free(self.m)
+
+
+@pytest.fixture
+def dec():
+    d = Decoder()
+    yield d
+    d.close()
+
+
+def cc(evs):
+    return [e for e in evs if e[0] == "cc"]
+
+
+def test_decoder_running_status_and_realtime_bytes(dec):
+    assert cc(dec.feed(b"\xb0\x07\x10", b"\x07\x20")) == [("cc", 1, 7, 16), ("cc", 1, 7, 32)]
+    # running status inside one event, a clock byte in the middle of a message
+    assert cc(dec.feed(b"\xb2\x07\x01\x08\xf8\x02")) == [("cc", 3, 7, 1), ("cc", 3, 8, 2)]
+    assert dec.feed(b"\x91\x3c\x40", b"\x3c\x00") == [("note", 2, 60, 64), ("note", 2, 60, 0)]
+    assert dec.stats()["malformed"] == 0
+
+
+def test_decoder_malformed_input_is_counted_and_dropped(dec):
+    assert dec.feed(b"\x07\x10") == []  # data bytes with no status
+    assert dec.stats()["malformed"] == 2
+    assert dec.feed(b"\xf0\x7d\x01\x02\xf7") == [] and dec.stats()["sysex"] == 1
+    # an unterminated SysEx, then one cut by a status byte (which then counts)
+    assert dec.feed(b"\xf0\x7d\x01") == []
+    assert dec.feed(b"\xf0\x7d\x90\x3c\x7f") == [("note", 1, 60, 127)]
+    assert dec.stats()["malformed"] == 4
+    # SysEx clears running status; a truncated message is dropped
+    assert dec.feed(b"\xb0\x07\x10\xf0\x01\xf7\x07\x20") == [("cc14", 1, 7, 16 << 7),
+                                                          ("cc", 1, 7, 16)]
+    assert dec.feed(b"\xb0\x07") == [] and dec.stats()["malformed"] == 7
+    assert dec.feed(b"\xf7", b"\xf4") == [] and dec.stats()["malformed"] == 9
+
+
+def test_decoder_14_bit_kinds(dec):
+    x = 12345
+    evs = dec.feed(bytes([0xB4, 5, x >> 7]), bytes([0xB4, 37, x & 127]))
+    assert ("cc14", 5, 5, x) in evs and ("cc14", 5, 5, (x >> 7) << 7) in evs
+    evs = dec.feed(bytes([0xB0, 99, 3]), bytes([0xB0, 98, 7]), bytes([0xB0, 6, x >> 7]),
+                   bytes([0xB0, 38, x & 127]))
+    assert [e for e in evs if e[0] == "nrpn"] == [("nrpn", 1, 3 * 128 + 7, (x >> 7) << 7),
+                                                  ("nrpn", 1, 3 * 128 + 7, x)]
+    # an RPN selected after it: data entry is no NRPN any more
+    evs = dec.feed(bytes([0xB0, 101, 0]), bytes([0xB0, 6, 1]))
+    assert not [e for e in evs if e[0] == "nrpn"]
+    assert dec.feed(bytes([0xEF, x & 127, x >> 7])) == [("pb", 16, 0, x)]
+    assert dec.feed(bytes([0xC2, 9])) == [("pc", 3, 0, 9)]
+
+
+def test_decoder_flood_is_counted_not_waited_for(dec):
+    msg = bytes([0xB0, 7, 1])
+    for _ in range(20000):
+        dec.lib.mg_midi_input(dec.m, dec.ffi.NULL, msg, 3, 0, 0)
+    st = dec.stats()
+    assert st["events"] == 20000
+    # each CC 7 is also a cc14 candidate: 40000 events for a ring of 8192
+    assert st["lost"] == 40000 - 8192
+    assert len(dec.feed()) == 8192
