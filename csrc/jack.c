@@ -319,9 +319,12 @@ int mg_jack_connect(mg_jack *j, const char *src, const char *dst)
     return r == 0 || r == EEXIST ? 0 : -1;
 }
 
-int mg_jack_ports(mg_jack *j, const char *pattern, unsigned long flags, char *buf, int len)
+int mg_jack_ports(mg_jack *j, const char *pattern, unsigned long flags, int midi, char *buf,
+                  int len)
 {
-    const char **ports = jack_get_ports(j->client, pattern, JACK_DEFAULT_AUDIO_TYPE, flags);
+    const char **ports = jack_get_ports(j->client, pattern,
+                                        midi ? JACK_DEFAULT_MIDI_TYPE : JACK_DEFAULT_AUDIO_TYPE,
+                                        flags);
     int n = 0, used = 0;
     buf[0] = '\0';
     for (; ports && ports[n]; n++) {
@@ -375,9 +378,10 @@ int mg_jack_connect(mg_jack *j, const char *src, const char *dst)
     (void)j, (void)src, (void)dst;
     return -1;
 }
-int mg_jack_ports(mg_jack *j, const char *pattern, unsigned long flags, char *buf, int len)
+int mg_jack_ports(mg_jack *j, const char *pattern, unsigned long flags, int midi, char *buf,
+                  int len)
 {
-    (void)j, (void)pattern, (void)flags, (void)len;
+    (void)j, (void)pattern, (void)flags, (void)midi, (void)len;
     buf[0] = '\0';
     return 0;
 }

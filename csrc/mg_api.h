@@ -286,9 +286,10 @@ int mg_jack_realtime(mg_jack *j);              /* 1 when JACK runs its thread SC
 /* The graph's latency in frames, added to the ports' latency ranges. */
 void mg_jack_set_latency(mg_jack *j, uint32_t frames);
 int mg_jack_connect(mg_jack *j, const char *src, const char *dst);  /* 0 (or already), -1 */
-/* Audio ports matching a regular expression (JackPortFlags), one per line
- * in buf; returns how many matched. */
-int mg_jack_ports(mg_jack *j, const char *pattern, unsigned long flags, char *buf, int len);
+/* Audio (midi 0) or MIDI (midi 1) ports matching a regular expression
+ * (JackPortFlags), one per line in buf; returns how many matched. */
+int mg_jack_ports(mg_jack *j, const char *pattern, unsigned long flags, int midi, char *buf,
+                  int len);
 
 /* ---- MIDI maps (csrc/midi.c) ----
  * An engine has at most one mg_midi (mg_engine_set_midi, set once); the JACK

@@ -331,8 +331,11 @@ class MidiManager:
     def _unmap(self, args: list, reply, _t: int, client=None) -> None:
         if not args:
             raise MixgraphError("usage: /midi/unmap <address> [<kind> <channel> <number>]")
+        which = tuple(args[1:4])
+        if which and (len(which) != 3 or not all(isinstance(x, int | float) for x in which[1:])):
+            raise MixgraphError("usage: /midi/unmap <address> [<kind> <channel> <number>]")
         gone = [k for k in self.maps if k[0] == args[0]
-                and (len(args) < 4 or k[1:] == (args[1], int(args[2]), int(args[3])))]
+                and (not which or k[1:] == (which[0], int(which[1]), int(which[2])))]
         if not gone:
             raise MixgraphError(f"no map to {args[0]}")
         for k in gone:

@@ -328,6 +328,31 @@ def test_addresses_that_are_no_parameter_are_dispatched(rig):
     assert "osc" not in d.call("/graph/nodes")
 
 
+def test_jack_connect_wires_the_midi_ports(tmp_path, request, monkeypatch):
+    rtmidi = pytest.importorskip("rtmidi") if not os.environ.get("CI") else __import__("rtmidi")
+    name = f"mg-midic-{os.getpid()}"
+    server = start_jackd(name, tmp_path / "jackd.log")
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", name)
+    ctl = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, "mgsurface")
+    fb = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, "mgsurface-fb")
+    d = None
+    try:
+        ctl.open_virtual_port("faders")
+        fb.open_virtual_port("motors")
+        d = serve(tmp_path, name, "--jack-connect", "midi_in=mgsurface:faders",
+                  "--jack-connect", "midi_out=mgsurface-fb:.*")
+        r = subprocess.run(["jack_lsp", "-s", name, "-c"], env=jack_env(name),
+                           capture_output=True, text=True, timeout=10).stdout
+        assert "mixgraph:midi_in\n   mgsurface:faders" in r, r
+        assert "mixgraph:midi_out\n   mgsurface-fb:motors" in r, r
+    finally:
+        for p in (ctl, fb):
+            p.close_port()
+        if d is not None:
+            d.stop()
+        stop_jackd(server)
+
+
 # ---- bad input -------------------------------------------------------------------------
 
 def test_bad_maps_fail_with_a_reason(rig):
@@ -514,3 +539,24 @@ def test_decoder_flood_is_counted_not_waited_for(dec):
     # each CC 7 is also a cc14 candidate: 40000 events for a ring of 8192
     assert st["lost"] == 40000 - 8192
     assert len(dec.feed()) == 8192
+
+
+def test_maps_survive_a_restart(tmp_path):
+    """The maps go into the autosave and come back with the patch at start-up."""
+    d = Daemon(tmp_path / "state", "--backend", "null")
+    try:
+        d.call("/graph/add", "gain", "g")
+        d.call("/midi/map", "/node/g/gain", "cc14", 4, 9, "min", -40.0)
+        d.call("/midi/map", "/node/g/mute", "note", 1, 36)
+        d.call("/midi/unmap", "/node/g/mute", "note", 1, 36)
+        d.call("/midi/map", "/node/g/polarity", "note", 1, 37, "mode", "momentary")
+        time.sleep(1.0)  # the autosave runs at 4 Hz
+    finally:
+        d.stop()
+    d = Daemon(tmp_path / "state", "--backend", "null")
+    try:
+        assert d.call("/midi/maps") == [2, "/node/g/gain", "cc14", 4, 9, "min", -40.0, ";",
+                                        "/node/g/polarity", "note", 1, 37, "mode",
+                                        "momentary", ";"]
+    finally:
+        d.stop()
