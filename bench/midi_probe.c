@@ -67,10 +67,8 @@ static int rx_cb(jack_nframes_t n, void *arg)
     const uint64_t t0 = jack_last_frame_time(rx);
     const uint64_t at = atomic_load(&sent_at);
     for (jack_nframes_t i = 0; i < n; i++) {
-        if (steady < 0.0f) {
-            steady = x[i];
-            continue;
-        }
+        if (steady < 0.0f)
+            break;
         if (fabsf(x[i] - steady) > 1e-7f) {
             if (at && t0 + i >= at) {
                 int k = atomic_load(&n_lat);
@@ -84,8 +82,13 @@ static int rx_cb(jack_nframes_t n, void *arg)
             break;
         }
     }
-    if (steady < 0.0f && n > 1 && x[n - 1] == x[n - 2])
-        steady = x[n - 1];
+    if (steady < 0.0f) { /* steady again once a whole period holds one value */
+        jack_nframes_t i = 1;
+        while (i < n && x[i] == x[0])
+            i++;
+        if (i == n)
+            steady = x[0];
+    }
     if (steady >= 0.0f && !at)
         atomic_store(&ready, 1);
     /* an event that moved nothing within 0.5 s: count it and go on */
