@@ -630,9 +630,10 @@ class MidiManager:
                 elif ccs:
                     pick = ("cc", *ccs[0])
         reply = ln["reply"]
-        if pick is None:
-            reply("/fail", ["/midi/learn", ln["address"], f"no usable control moved "
-                            f"(wanted {want})"])
+        if pick is None:  # only other kinds moved: keep waiting for the one asked for
+            ln["seen"], ln["first"] = [], None
+            self._learning = ln
+            lib.mg_midi_set_learn(self.ptr, 1)
             return
         try:
             m = self.make(ln["address"], pick[0], pick[1], pick[2], ln["opts"])

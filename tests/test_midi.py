@@ -23,7 +23,7 @@ from conftest import require
 from pythonosc.osc_message import OscMessage
 from test_jack_native import jack_env, record, rms_db, serve, start_jackd, stop_jackd
 
-from mixgraph.clients import MixgraphFail
+from mixgraph.clients import Client, MixgraphFail
 from mixgraph.server.osc import encode_message
 
 from daemon_util import Daemon
@@ -301,9 +301,16 @@ def test_feedback_out_and_no_echo(rig):
     assert [0xB0, 7, 64] in fb  # round(0.5 * 127)
     assert [0xE1, 8192 & 127, 8192 >> 7] in fb  # round(0.5 * 16383) = 8192
     assert [0x92, 10, 127] in fb
-    # the fader moves: the other control follows, the fader itself hears nothing
-    rig.send([0xB0, 7, 100])
-    fb = rig.feedback(0.6)
+    # the fader moves: the other control follows, the fader itself hears nothing,
+    # and an OSC subscriber hears the new value
+    seen: list = []
+    with Client("127.0.0.1", d.port, timeout=5.0, transport="tcp") as c:
+        c.subscribe(lambda a, args: seen.append((a, args)), lease_s=10.0)
+        seen.clear()
+        rig.send([0xB0, 7, 100])
+        fb = rig.feedback(0.6)
+        c.unsubscribe()
+    assert ("/node/g/gain", [pytest.approx(f32(fader_db(100 / 127)), abs=1e-4)]) in seen, seen
     x = round(fader_pos(f32(fader_db(100 / 127))) * 16383)
     assert [0xE1, x & 127, x >> 7] in fb
     assert not [m for m in fb if m[0] == 0xB0], fb
