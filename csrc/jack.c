@@ -11,6 +11,8 @@
  *                   clock and retries the server (server/devices.py)
  *   latency      -> the graph's latency (set by the control thread) added to
  *                   what the ports on the other side report
+ * The MIDI ports midi_in/midi_out are read and written in the process
+ * callback too, before the engine runs the period (midi_cycle, csrc/midi.c).
  *
  * Built only where <jack/jack.h> exists (build_core.py defines MG_HAVE_JACK
  * and links libjack); elsewhere every function is a stub that says so. */
