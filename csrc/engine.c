@@ -105,6 +105,7 @@ struct mg_engine {
     int null_realtime;
     float *null_out;
     float *tap_scratch;       /* MG_MAX_BLOCK interleaved frames: the tap of a planar call */
+    _Atomic(mg_midi *) midi;  /* MIDI maps and rings (csrc/midi.c); the control side frees it */
 };
 
 /* What unconnected inputs read. */
@@ -341,6 +342,34 @@ static void heap_rebuild(mg_engine *e)
 {
     for (int i = e->heap_len / 2 - 1; i >= 0; i--)
         heap_sift_down(e, i);
+}
+
+static void apply_param(mg_engine *e, mg_node *n, int index, float v);
+
+void mg_engine_set_midi(mg_engine *e, mg_midi *m) { atomic_store(&e->midi, m); }
+
+mg_midi *mg_engine_midi(mg_engine *e) { return atomic_load_explicit(&e->midi, memory_order_acquire); }
+
+float mg_node_param_target(const mg_node *n, int index)
+{
+    if (index < 0 || index >= n->type->n_params)
+        return 0.0f;
+    return n->params[index].target_unit;
+}
+
+int mg_engine_schedule_param(mg_engine *e, mg_node *n, int index, float v, uint64_t time)
+{
+    if (!e->plan || n->live_gen != e->plan->gen)
+        return -1; /* not (or no longer) playing: nothing to move */
+    const uint64_t now = atomic_load_explicit(&e->time, memory_order_relaxed);
+    if (time <= now || e->heap_len >= e->heap_cap) {
+        apply_param(e, n, index, v);
+        return 0;
+    }
+    mg_cmd c = {.time = time, .kind = MG_CMD_PARAM, .index = index, .value = v,
+                .seq = UINT32_MAX, .ptr = n};
+    heap_push(e, &c);
+    return 1;
 }
 
 /* Apply a parameter target: clamp, map to the node domain, set up the ramp. */

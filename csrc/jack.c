@@ -11,6 +11,8 @@
  *                   clock and retries the server (server/devices.py)
  *   latency      -> the graph's latency (set by the control thread) added to
  *                   what the ports on the other side report
+ * The MIDI ports midi_in/midi_out are read and written in the process
+ * callback too, before the engine runs the period (midi_cycle, csrc/midi.c).
  *
  * Built only where <jack/jack.h> exists (build_core.py defines MG_HAVE_JACK
  * and links libjack); elsewhere every function is a stub that says so. */
@@ -24,12 +26,14 @@
 #ifdef MG_HAVE_JACK
 #include <errno.h>
 #include <jack/jack.h>
+#include <jack/midiport.h>
 
 struct mg_jack {
     jack_client_t *client;
     mg_engine *e;
     int n_in, n_out;
     jack_port_t *in[256], *out[256];
+    jack_port_t *midi_in, *midi_out;  /* MIDI controllers (csrc/midi.c) */
     const float *in_buf[256];   /* audio thread: this period's port buffers */
     float *out_buf[256];
     _Atomic int lost;           /* the server went away (shutdown callback) */
@@ -58,6 +62,36 @@ static void on_info(const char *msg)
 
 int mg_jack_available(void) { return 1; }
 
+/* MIDI of this period, before the engine runs it: every event of midi_in
+ * is matched at its frame and a mapped parameter scheduled one period later
+ * (csrc/midi.c); feedback queued by the control thread goes out on midi_out
+ * at the period's first frame. */
+static void midi_cycle(mg_jack *j, jack_nframes_t n)
+{
+    void *out = jack_port_get_buffer(j->midi_out, n);
+    jack_midi_clear_buffer(out);
+    void *in = jack_port_get_buffer(j->midi_in, n);
+    mg_midi *m = mg_engine_midi(j->e);
+    if (!m)
+        return;
+    mg_midi_begin(m);
+    const uint64_t t0 = mg_engine_time(j->e);
+    const uint32_t count = jack_midi_get_event_count(in);
+    for (uint32_t i = 0; i < count; i++) {
+        jack_midi_event_t ev;
+        if (jack_midi_event_get(&ev, in, i) == 0)
+            mg_midi_input(m, j->e, ev.buffer, (int)ev.size, t0 + ev.time, n);
+    }
+    uint8_t msg[16];
+    int len;
+    while ((len = mg_midi_next_out(m, msg)) > 0) {
+        if (jack_midi_event_write(out, 0, msg, (size_t)len) != 0) {
+            mg_midi_count_out_dropped(m, 1); /* the port's buffer is full this period */
+            break;
+        }
+    }
+}
+
 static int process_cb(jack_nframes_t n, void *arg)
 {
     mg_jack *j = (mg_jack *)arg;
@@ -66,6 +100,7 @@ static int process_cb(jack_nframes_t n, void *arg)
         j->in_buf[c] = (const float *)jack_port_get_buffer(j->in[c], n);
     for (int c = 0; c < j->n_out; c++)
         j->out_buf[c] = (float *)jack_port_get_buffer(j->out[c], n);
+    midi_cycle(j, n);
     mg_engine_process_planar(j->e, j->n_in ? j->in_buf : NULL, j->n_out ? j->out_buf : NULL,
                              (unsigned long)n);
     atomic_store_explicit(&j->in_process, 0, memory_order_release);
@@ -205,6 +240,14 @@ mg_jack *mg_jack_open(mg_engine *e, const char *client_name, const char *server_
         if (!j->out[c])
             goto port_failed;
     }
+    j->midi_in = jack_port_register(j->client, "midi_in", JACK_DEFAULT_MIDI_TYPE,
+                                    JackPortIsInput, 0);
+    j->midi_out = jack_port_register(j->client, "midi_out", JACK_DEFAULT_MIDI_TYPE,
+                                     JackPortIsOutput, 0);
+    if (!j->midi_in || !j->midi_out) {
+        snprintf(name, sizeof name, "midi_in/out");
+        goto port_failed;
+    }
     atomic_store(&j->period, (uint32_t)jack_get_buffer_size(j->client));
     if (jack_set_process_callback(j->client, process_cb, j) ||
         jack_set_xrun_callback(j->client, xrun_cb, j) ||
@@ -278,9 +321,12 @@ int mg_jack_connect(mg_jack *j, const char *src, const char *dst)
     return r == 0 || r == EEXIST ? 0 : -1;
 }
 
-int mg_jack_ports(mg_jack *j, const char *pattern, unsigned long flags, char *buf, int len)
+int mg_jack_ports(mg_jack *j, const char *pattern, unsigned long flags, int midi, char *buf,
+                  int len)
 {
-    const char **ports = jack_get_ports(j->client, pattern, JACK_DEFAULT_AUDIO_TYPE, flags);
+    const char **ports = jack_get_ports(j->client, pattern,
+                                        midi ? JACK_DEFAULT_MIDI_TYPE : JACK_DEFAULT_AUDIO_TYPE,
+                                        flags);
     int n = 0, used = 0;
     buf[0] = '\0';
     for (; ports && ports[n]; n++) {
@@ -334,9 +380,10 @@ int mg_jack_connect(mg_jack *j, const char *src, const char *dst)
     (void)j, (void)src, (void)dst;
     return -1;
 }
-int mg_jack_ports(mg_jack *j, const char *pattern, unsigned long flags, char *buf, int len)
+int mg_jack_ports(mg_jack *j, const char *pattern, unsigned long flags, int midi, char *buf,
+                  int len)
 {
-    (void)j, (void)pattern, (void)flags, (void)len;
+    (void)j, (void)pattern, (void)flags, (void)midi, (void)len;
     buf[0] = '\0';
     return 0;
 }

@@ -54,6 +54,8 @@ typedef struct mg_edge mg_edge;
 typedef struct mg_plan mg_plan;
 typedef struct mg_dgroup mg_dgroup;
 typedef struct mg_fifo mg_fifo;
+typedef struct mg_midi mg_midi;
+typedef struct mg_midi_table mg_midi_table;
 
 typedef struct {
     const char *name;  /* short lowercase word, one OSC address part */
@@ -284,9 +286,81 @@ int mg_jack_realtime(mg_jack *j);              /* 1 when JACK runs its thread SC
 /* The graph's latency in frames, added to the ports' latency ranges. */
 void mg_jack_set_latency(mg_jack *j, uint32_t frames);
 int mg_jack_connect(mg_jack *j, const char *src, const char *dst);  /* 0 (or already), -1 */
-/* Audio ports matching a regular expression (JackPortFlags), one per line
- * in buf; returns how many matched. */
-int mg_jack_ports(mg_jack *j, const char *pattern, unsigned long flags, char *buf, int len);
+/* Audio (midi 0) or MIDI (midi 1) ports matching a regular expression
+ * (JackPortFlags), one per line in buf; returns how many matched. */
+int mg_jack_ports(mg_jack *j, const char *pattern, unsigned long flags, int midi, char *buf,
+                  int len);
+
+/* ---- MIDI maps (csrc/midi.c) ----
+ * An engine has at most one mg_midi (mg_engine_set_midi, set once); the JACK
+ * process callback feeds it midi_in's events. The control side frees it
+ * after the engine has stopped (server/engine.py's free). */
+#define MG_MIDI_MAX_MAPS 512
+#define MG_MIDI_CC 1
+#define MG_MIDI_CC14 2
+#define MG_MIDI_NRPN 3
+#define MG_MIDI_PB 4
+#define MG_MIDI_NOTE 5
+#define MG_MIDI_PC 6
+#define MG_MIDI_ENC_R 7
+#define MG_MIDI_ENC_L 8
+#define MG_MIDI_ENC_2 9
+#define MG_MIDI_ENC_B 10
+#define MG_MIDI_MOMENTARY 0
+#define MG_MIDI_TOGGLE 1
+#define MG_MIDI_TRIGGER 2
+#define MG_MIDI_F_APPLIED 1   /* the audio thread set the parameter (at applied_at) */
+#define MG_MIDI_F_DISPATCH 2  /* the control thread acts: no parameter, or no engine */
+#define MG_MIDI_F_PICKUP 4    /* ignored: soft takeover waits for the control */
+#define MG_MIDI_F_OFF 8       /* a note off (learn) */
+
+typedef struct {
+    uint64_t time;        /* engine sample time of the frame it arrived in */
+    uint64_t applied_at;  /* sample time the value applies (MG_MIDI_F_APPLIED) */
+    int32_t slot;         /* the map's slot, -1: no map (learning) */
+    int32_t kind, channel, number, value;  /* channel 0-15; value raw (encoders: ticks) */
+    float out;            /* the value in the parameter's units (or the map's range) */
+    int32_t flags;        /* MG_MIDI_F_* */
+} mg_midi_event;
+
+mg_midi *mg_midi_new(void);                                    /* [control] */
+void mg_midi_free(mg_midi *m);                                 /* [control] */
+void mg_engine_set_midi(mg_engine *e, mg_midi *m);             /* [control] once */
+mg_midi *mg_engine_midi(mg_engine *e);                         /* [any] */
+/* A table of n maps, generation gen; maps added in order. [control] */
+mg_midi_table *mg_midi_table_new(int n, uint32_t gen);
+void mg_midi_table_free(mg_midi_table *t);
+/* node NULL: not a parameter (the control thread dispatches); lut: lut_n
+ * values in the parameter's units, control position 0..1 evenly; step:
+ * encoders, position per tick. 0, or -1 for bad arguments. */
+int mg_midi_table_add(mg_midi_table *t, int slot, int stamp, int kind, int channel,
+                      int number, int mode, mg_node *node, int index, int pickup,
+                      const float *lut, int lut_n, float step);
+/* Hand a table to the audio thread; returns the one it replaced before the
+ * audio thread took it (the caller frees it), or NULL. [control] */
+mg_midi_table *mg_midi_publish(mg_midi *m, mg_midi_table *t);
+uint32_t mg_midi_adopted(mg_midi *m);      /* [any] generation the audio thread uses */
+void mg_midi_set_learn(mg_midi *m, int on);  /* [any] 1: unmapped controls are posted */
+/* Control path (no JACK): the value the model holds for a map's parameter. */
+void mg_midi_set_current(mg_midi *m, int slot, float value);
+int mg_midi_poll(mg_midi *m, mg_midi_event *ev);               /* [control] 1 = got one */
+int mg_midi_send(mg_midi *m, const uint8_t *bytes, int len);   /* [control] 1 = queued */
+/* events, applied, pickup_waits, malformed, sysex, lost, sent, out_dropped, unmapped */
+void mg_midi_stats(mg_midi *m, uint64_t *out);                 /* [any] */
+/* [audio] adopt a published table (at the start of a period) */
+void mg_midi_begin(mg_midi *m);
+/* [audio] raw bytes of one event at sample time `time`: decoded, matched and
+ * applied at time + delay. e NULL (the control thread's ALSA path): nothing
+ * is applied, matches are posted MG_MIDI_F_DISPATCH. */
+void mg_midi_input(mg_midi *m, mg_engine *e, const uint8_t *b, int len, uint64_t time,
+                   uint64_t delay);
+int mg_midi_next_out(mg_midi *m, uint8_t *bytes);  /* [audio] next feedback message: its length */
+void mg_midi_count_out_dropped(mg_midi *m, uint64_t n);  /* [audio] */
+/* [audio] schedule a parameter target at sample time `time` in the engine's
+ * scheduler (at once when due or the scheduler is full): 1 scheduled, 0
+ * applied now, -1 the node is not in the running plan. */
+int mg_engine_schedule_param(mg_engine *e, mg_node *n, int index, float v, uint64_t time);
+float mg_node_param_target(const mg_node *n, int index);  /* [audio] its target, in units */
 
 /* ---- nodes ---- [control] */
 mg_node *mg_node_new(mg_engine *e, int type_index, int channels, int hw_first,

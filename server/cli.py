@@ -435,11 +435,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "(may be one not plugged in yet: mixgraph waits for it)")
     s.add_argument("--jack-server", metavar="NAME", help="a named JACK server (jackd -n NAME)")
     s.add_argument("--jack-name", default="mixgraph",
-                   help="JACK client name: ports are NAME:in_<n> / NAME:out_<n>")
+                   help="JACK client name: ports are NAME:in_<n> / NAME:out_<n> "
+                        "(and NAME:midi_in / NAME:midi_out)")
     s.add_argument("--jack-connect", action="append", metavar="SPEC",
                    help="system (physical ports in order), none, or our=their pairs, "
                         "e.g. 'out_1=system:playback_1,in_.*=system:capture_.*' "
-                        "(repeatable; see docs/operations.md)")
+                        "or 'midi_in=a2j:.*' (repeatable; see docs/operations.md)")
     s.add_argument("--rate", type=float, default=48000.0, help="sample rate in Hz")
     s.add_argument("--block", type=int, default=64, help="frames per block")
     s.add_argument("--inputs", type=int, help="hardware input channels")

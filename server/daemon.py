@@ -643,6 +643,7 @@ def serve(opts: ServeOptions) -> int:
                       f"{jack.period}-frame periods, "
                       + ("real-time (JACK's SCHED_FIFO thread)" if jack.realtime else
                          "not real-time (the server runs without -R)"))
+    print(f"mixgraph: MIDI: {d.dispatcher.midi.why}", flush=True)
     host, port = d.server.address[:2]
     tcp = d.server.tcp_address
     http = d.server.http_address

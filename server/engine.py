@@ -176,5 +176,7 @@ class Engine:
 
     def free(self) -> None:
         if self.ptr is not None:
+            midi = lib.mg_engine_midi(self.ptr)  # server/midi.py's maps, if any were made
             lib.mg_engine_free(self.ptr)
+            lib.mg_midi_free(midi)
             self.ptr = None

@@ -29,7 +29,7 @@ def available() -> bool:
 @dataclass(frozen=True)
 class ConnectRule:
     """One `--jack-connect` pair: our port (in_<n>/out_<n>, a regular
-    expression over our short port names) and a regular expression over the
+    expression over our short port names, or midi_in/midi_out) and a regular expression over the
     other client's full port names (`system:playback_1`, `ardour:.*`)."""
 
     ours: str
@@ -56,9 +56,10 @@ def parse_connect(specs: list[str] | None) -> list[ConnectRule] | str | None:
                 raise MixgraphError(f"--jack-connect {part!r}: give system, none, or "
                                     "pairs our_port=their_port_pattern (e.g. "
                                     "out_1=system:playback_1)")
-            if not re.fullmatch(r"(in|out)_.+", ours):
-                raise MixgraphError(f"--jack-connect {part!r}: our port must be in_<n> or "
-                                    "out_<n> (a regular expression over the number is fine)")
+            if not re.fullmatch(r"(in|out)_.+|midi_(in|out)", ours):
+                raise MixgraphError(f"--jack-connect {part!r}: our port must be in_<n>, "
+                                    "out_<n> (a regular expression over the number is fine), "
+                                    "midi_in or midi_out")
             for rx in (ours, theirs):
                 try:
                     re.compile(rx)
@@ -119,9 +120,9 @@ class JackClient:
         """The graph's own latency, added to the output ports' latency ranges."""
         lib.mg_jack_set_latency(self.ptr, max(0, int(frames)))
 
-    def ports(self, pattern: str = "", flags: int = 0) -> list[str]:
+    def ports(self, pattern: str = "", flags: int = 0, midi: bool = False) -> list[str]:
         buf = ffi.new("char[65536]")
-        lib.mg_jack_ports(self.ptr, pattern.encode(), flags, buf, 65536)
+        lib.mg_jack_ports(self.ptr, pattern.encode(), flags, int(midi), buf, 65536)
         return [p for p in ffi.string(buf).decode(errors="replace").split("\n") if p]
 
     def connect(self, rules: list[ConnectRule] | str | None) -> list[str]:
@@ -141,9 +142,11 @@ class JackClient:
             for rule in rules:
                 ours = [f"{me}:{p}" for p in self._own_names()
                         if re.fullmatch(rule.ours, p)]
-                output = rule.ours.startswith("out")
+                output = rule.ours.startswith(("out", "midi_out"))
+                midi = rule.ours.startswith("midi_")
                 theirs = [p for p in self.ports(rule.theirs,
-                                                PORT_IS_INPUT if output else PORT_IS_OUTPUT)
+                                                PORT_IS_INPUT if output else PORT_IS_OUTPUT,
+                                                midi)
                           if not p.startswith(me + ":")]
                 if not ours or not theirs:
                     problems.append(f"{rule.ours}={rule.theirs}: "
@@ -166,7 +169,7 @@ class JackClient:
 
     def _own_names(self) -> list[str]:
         return ([f"in_{i + 1}" for i in range(self.n_in)]
-                + [f"out_{i + 1}" for i in range(self.n_out)])
+                + [f"out_{i + 1}" for i in range(self.n_out)] + ["midi_in", "midi_out"])
 
     def close(self) -> None:
         """Deactivate and close (also after the server went away); idempotent."""

@@ -31,6 +31,7 @@ from .catalog import CATALOG
 from .engine import EngineBusy
 from .errors import MixgraphError, echo
 from .errors import reason as _reason
+from .midi import MidiManager
 from .patterns import compile_pattern, is_pattern
 from .ratelog import RateLog, library_warnings, source_of
 from .session import Session
@@ -385,6 +386,8 @@ class Dispatcher:
             "/hello": self._hello,
         }
         session.history.attach(self)  # /undo, /redo, /history (server/history.py)
+        self.midi = MidiManager(self)  # /midi/*: server/midi.py
+        self._literal.update(self.midi.handlers())
 
     # ---- entry points ----------------------------------------------------------
     def dispatch(self, address: str, args: list, reply: Reply, time_: int = 0,
@@ -599,6 +602,7 @@ class Dispatcher:
 
     def service(self) -> None:
         """Apply held future bundles that fall due (called by the control loop)."""
+        self.midi.service()
         if self._inflight:
             self._expire()
         if not self._held:
@@ -799,6 +803,8 @@ class Dispatcher:
     @staticmethod
     def _keys(address: str, args: list) -> list:
         """The arguments a sender needs to match a /fail to its request."""
+        if address.startswith("/midi/"):  # the map's address
+            return [a for a in args[:1] if isinstance(a, str)]
         if address == "/graph/add":
             return [a for a in args[1:2] if isinstance(a, str)]
         if address in ("/graph/remove", "/patch/save", "/patch/load", "/sync",
@@ -963,6 +969,7 @@ class Dispatcher:
             "latency", int(lat),
             "latency_ms", float(round(lat * 1000.0 / e.sample_rate, 3)),
             "device_state", str(self.info.get("device_state", "running")),
+            *self.midi.status(),
         ])
 
     def _info(self, args: list, reply: Reply, _t: int, client=None) -> None:

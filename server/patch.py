@@ -75,7 +75,15 @@ def to_doc(session: Session) -> dict:
         "connections": [[f"{c.src}:{c.src_port}", f"{c.dst}:{c.dst_port}"]
                         for c in session.graph.conns],
         "metadata": dict(session.metadata),
+        **_midi_doc(session),
     }
+
+
+def _midi_doc(session: Session) -> dict:
+    """The MIDI maps (server/midi.py), when there are any."""
+    midi = getattr(session, "midi", None)
+    maps = midi.to_doc() if midi is not None else getattr(session, "midi_doc", None)
+    return {"midi": maps} if maps else {}
 
 
 
@@ -124,6 +132,12 @@ def load_doc(session: Session, doc: dict) -> None:
         if n["bypass"] != (n["name"] in session.bypassed):
             session.set_bypass(n["name"], n["bypass"])
     session.metadata = dict(doc.get("metadata") or {})
+    if "midi" in doc:  # a document without maps leaves the maps as they are
+        midi = getattr(session, "midi", None)
+        if midi is not None:
+            midi.load_doc(doc["midi"], strict=False)
+        else:  # restored before the dispatcher exists: it loads them (MidiManager)
+            session.midi_doc = doc["midi"]
 
 
 

@@ -139,7 +139,8 @@ def test_ports_and_a_tone_at_the_right_level(jack, tmp_path):
         assert st["backend"] == "jack" and st["device_state"] == "running", st
         listed = ports(jack.name).split()
         mine = sorted(p for p in listed if p.startswith("mixgraph:"))
-        assert mine == ["mixgraph:in_1", "mixgraph:in_2", "mixgraph:out_1", "mixgraph:out_2",
+        assert mine == ["mixgraph:in_1", "mixgraph:in_2", "mixgraph:midi_in",
+                        "mixgraph:midi_out", "mixgraph:out_1", "mixgraph:out_2",
                         "mixgraph:out_3"], listed
         tone_patch(d)
         # the engine's process function is JACK's process callback: its sample
@@ -183,8 +184,9 @@ def test_port_counts_come_from_the_patch(jack, tmp_path):
     d = serve(tmp_path, jack.name)
     try:
         mine = sorted(p for p in ports(jack.name).split() if p.startswith("mixgraph:"))
-        assert mine == ["mixgraph:in_1", "mixgraph:in_2", "mixgraph:in_3", "mixgraph:out_1",
-                        "mixgraph:out_2", "mixgraph:out_3", "mixgraph:out_4"], mine
+        assert mine == ["mixgraph:in_1", "mixgraph:in_2", "mixgraph:in_3", "mixgraph:midi_in",
+                        "mixgraph:midi_out", "mixgraph:out_1", "mixgraph:out_2",
+                        "mixgraph:out_3", "mixgraph:out_4"], mine
         assert d.status()["nodes"] == 2
     finally:
         d.stop()

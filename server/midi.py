@@ -1,0 +1,710 @@
+"""MIDI controllers mapped to anything in the OSC address space (control thread).
+
+`/midi/map <address> <kind> <channel> <number> [<key> <value>]...` binds a
+control (a CC, a 14-bit CC, an NRPN, pitch bend, a note, program change or a
+relative encoder) to a parameter (`/node/vox/gain`, `/node/vox/gain/norm`) or
+to any other settable address (`/cue/go`, dispatched as OSC).
+
+On JACK the maps run in C on the audio thread (csrc/midi.c): this module
+builds the map table, with each parameter's taper as a lookup table, and
+publishes it; the process callback applies a control at the frame it arrived
+plus one period. What the audio thread did comes back through a ring: here the
+value goes into the model (queries, subscribers, the autosave), addresses that
+are no parameter are dispatched, learning picks the control that moved, and a
+mapped parameter changed from anywhere else goes out on midi_out (never to the
+control that moved it). Without JACK, python-rtmidi's ALSA sequencer ports
+(when /dev/snd/seq exists) feed the same decoder from this thread, and the
+values are set through the dispatcher. docs/protocol.md lists the addresses.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from . import tapers
+from ._core import ffi, lib
+from .actions import actions_for
+from .errors import MixgraphError
+from .state import PATCH_NAME_RE, confine_path
+
+log = logging.getLogger("mixgraph.midi")
+
+KINDS = {"cc": lib.MG_MIDI_CC, "cc14": lib.MG_MIDI_CC14, "nrpn": lib.MG_MIDI_NRPN,
+         "pb": lib.MG_MIDI_PB, "note": lib.MG_MIDI_NOTE, "pc": lib.MG_MIDI_PC,
+         "enc-r": lib.MG_MIDI_ENC_R, "enc-l": lib.MG_MIDI_ENC_L,
+         "enc-2": lib.MG_MIDI_ENC_2, "enc-b": lib.MG_MIDI_ENC_B}
+KIND_NAMES = {v: k for k, v in KINDS.items()}
+NUMBER_MAX = {"cc": 127, "cc14": 31, "nrpn": 16383, "pb": 0, "note": 127, "pc": 0,
+              "enc-r": 127, "enc-l": 127, "enc-2": 127, "enc-b": 127}
+MODES = {"momentary": lib.MG_MIDI_MOMENTARY, "toggle": lib.MG_MIDI_TOGGLE,
+         "trigger": lib.MG_MIDI_TRIGGER}
+OPTION_KEYS = ("min", "max", "pickup", "mode", "step", "feedback", "args")
+# addresses that only answer (or manage the connection): never a map's target
+QUERIES = {"/status", "/info", "/catalog", "/catalog/list", "/catalog/type", "/graph/dump",
+           "/graph/nodes", "/graph/connections", "/patch/list", "/subscribe", "/unsubscribe",
+           "/dump", "/meters/subscribe", "/meters/unsubscribe", "/reply-port", "/hello",
+           "/sync"}
+LEARN_WINDOW_S = 0.15  # a CC waits this long for its LSB (cc14) or an NRPN to show
+POLL_MAX = 8192        # events handled per service call (a flood waits for the next)
+STATS = ("events", "applied", "pickup_waits", "malformed", "sysex", "lost", "sent",
+         "out_dropped", "unmapped")
+
+
+def _lut_size(kind: str) -> int:
+    return 128 if kind in ("cc", "note", "pc") else 16384
+
+
+@lru_cache(maxsize=64)
+def _lut(taper: str, lo: float, hi: float, n_lo: float, n_hi: float, size: int) -> bytes:
+    """The parameter values at `size` evenly spaced control positions (float32),
+    through the published taper (server/tapers.py), over the part n_lo..n_hi of
+    its travel."""
+    vals = [tapers.to_value(taper, lo, hi, n_lo + (n_hi - n_lo) * i / (size - 1))
+            for i in range(size)]
+    return bytes(ffi.buffer(ffi.new("float[]", vals)))
+
+
+def _linear_lut(lo: float, hi: float, size: int) -> bytes:
+    return bytes(ffi.buffer(ffi.new("float[]", [lo + (hi - lo) * i / (size - 1)
+                                                for i in range(size)])))
+
+
+@dataclass
+class Map:
+    """One binding of a MIDI control to an address, as /midi/map made it."""
+
+    address: str
+    kind: str
+    channel: int  # 1-16
+    number: int
+    min: float | None = None
+    max: float | None = None
+    pickup: bool = False
+    mode: str = "momentary"
+    step: float = 1.0 / 127.0  # encoders: control travel per tick
+    feedback: bool = True
+    args: list = field(default_factory=list)  # leading arguments of a dispatched address
+    slot: int = -1
+    stamp: int = 0
+    last: float | None = None  # the value this control shows (sent or moved to)
+
+    def doc(self) -> dict:
+        d = {"address": self.address, "kind": self.kind, "channel": self.channel,
+             "number": self.number}
+        if self.min is not None:
+            d["min"] = self.min
+        if self.max is not None:
+            d["max"] = self.max
+        if self.pickup != (self.kind in ("cc", "pb")):
+            d["pickup"] = int(self.pickup)
+        if self.kind == "note":
+            d["mode"] = self.mode
+        if self.kind.startswith("enc"):
+            d["step"] = self.step
+        if not self.feedback:
+            d["feedback"] = 0
+        if self.args:
+            d["args"] = list(self.args)
+        return d
+
+    def describe(self) -> list:
+        """Its /midi/maps entry: address kind channel number key value ..."""
+        out: list = [self.address, self.kind, self.channel, self.number]
+        for k, v in self.doc().items():
+            if k not in ("address", "kind", "channel", "number"):
+                out += [k, " ".join(map(str, v)) if k == "args" else v]
+        return out
+
+
+def _arg_value(text: str):
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+
+class MidiManager:
+    """The MIDI maps of one dispatcher: /midi/* handlers, the C table, the rings."""
+
+    def __init__(self, dispatcher) -> None:
+        self.d = dispatcher
+        self.session = dispatcher.session
+        self.session.midi = self  # patch.py saves and loads the maps through it
+        self.maps: dict[tuple[str, str, int, int], Map] = {}
+        self.ptr = ffi.NULL  # the engine's mg_midi, made at the first map or learn
+        self._gen = 0
+        self._stamp = 0
+        self._tables: list[tuple[int, object, list[int]]] = []  # (gen, table, ref keys)
+        self._sig: tuple | None = None
+        self._resolved: dict[int, tuple] = {}  # slot -> a playing parameter's resolution
+        self._learning: dict | None = None
+        self._ev = ffi.new("mg_midi_event *")
+        self._fail_log = 0.0
+        self._alsa = None
+        self._alsa_queue: collections.deque = collections.deque(maxlen=65536)
+        self.mode, self.why = self._probe()
+        log.info("MIDI: %s", self.why)
+        pending = getattr(self.session, "midi_doc", None)
+        if pending:
+            self.load_doc(pending, strict=False)
+
+    # ---- where MIDI comes from ------------------------------------------------------
+    def _probe(self) -> tuple[str, str]:
+        backend = str(self.d.info.get("backend", ""))
+        if backend.startswith("jack") and lib.mg_jack_available():
+            return "jack", "JACK MIDI ports <client>:midi_in and <client>:midi_out"
+        if not os.path.exists("/dev/snd/seq"):
+            return "unavailable", ("unavailable: no JACK backend (--backend jack) and no ALSA "
+                                   "sequencer (/dev/snd/seq is missing)")
+        try:
+            import rtmidi  # noqa: F401  (python-rtmidi, the `midi` extra)
+        except ImportError:
+            return "unavailable", ("unavailable: no JACK backend, and python-rtmidi is not "
+                                   "installed for the ALSA sequencer (pip install "
+                                   "'mixgraph[midi]')")
+        return "alsa", "ALSA sequencer ports mixgraph:midi_in and mixgraph:midi_out"
+
+    def _ensure(self) -> None:
+        """The C side exists (it is made at the first map or learn)."""
+        if self.ptr != ffi.NULL:
+            return
+        m = lib.mg_midi_new()
+        if m == ffi.NULL:
+            raise MixgraphError("out of memory for the MIDI maps")
+        self.ptr = m
+        lib.mg_engine_set_midi(self.session.engine.ptr, m)  # freed with the engine
+        if self.mode == "alsa":
+            self._open_alsa()
+
+    def _open_alsa(self) -> None:
+        try:
+            import rtmidi
+
+            mi = rtmidi.MidiIn(rtmidi.API_LINUX_ALSA, "mixgraph")
+            mi.ignore_types(sysex=False)
+            mi.set_callback(lambda msg, _data: self._alsa_queue.append(bytes(msg[0])))
+            mi.open_virtual_port("midi_in")
+            mo = rtmidi.MidiOut(rtmidi.API_LINUX_ALSA, "mixgraph")
+            mo.open_virtual_port("midi_out")
+            self._alsa = (mi, mo)
+        except Exception as e:  # noqa: BLE001 - a missing sequencer must not stop the server
+            self.mode, self.why = "unavailable", f"unavailable: ALSA sequencer: {e}"
+            log.warning("MIDI: %s", self.why)
+
+    # ---- the address space --------------------------------------------------------
+    def handlers(self) -> dict:
+        return {"/midi/map": self._map, "/midi/unmap": self._unmap, "/midi/maps": self._list,
+                "/midi/learn": self._learn, "/midi/save": self._save, "/midi/load": self._load,
+                "/midi/status": self._status}
+
+    def status(self) -> list:
+        """What /status adds: midi <state>, midi_maps, and the counters once in use."""
+        out: list = ["midi", self.mode, "midi_maps", len(self.maps)]
+        if self.ptr != ffi.NULL:
+            st = ffi.new("uint64_t[9]")
+            lib.mg_midi_stats(self.ptr, st)
+            out += [x for k, v in zip(STATS, st, strict=True) for x in (f"midi_{k}", int(v))]
+        return out
+
+    def _status(self, args: list, reply, _t: int, client=None) -> None:
+        reply("/midi/status.reply", ["state", self.mode, "why", self.why, *self.status()[2:]])
+
+    def target(self, address: str) -> tuple:
+        """What an address names: ("param", node, param, norm) or ("osc",);
+        MixgraphError when it does not exist or cannot be set."""
+        if not isinstance(address, str) or not address.startswith("/"):
+            raise MixgraphError("expected an OSC address (/node/<name>/<param> ...)")
+        parts = address.split("/")
+        if parts[1] == "node":
+            if len(parts) not in (4, 5) or not parts[2] or not parts[3] or \
+                    (len(parts) == 5 and parts[4] != "norm"):
+                raise MixgraphError(f"{address}: expected /node/<name>/<param>[/norm]")
+            name, param = parts[2], parts[3]
+            node = self.session.live.get(name)
+            if node is None:
+                raise MixgraphError(f"no node named {name!r}")
+            spec = node.g.type.param(param)
+            if spec is None:
+                if len(parts) == 4 and (param in actions_for(node.g.type.name)
+                                        or param == "bypass"):
+                    return ("osc",)
+                if self.session.has_readout(name, param):
+                    raise MixgraphError(f"{param} is a read-only value")
+                raise MixgraphError(f"{name} ({node.g.type.name}) has no parameter {param!r}")
+            return ("param", name, param, len(parts) == 5)
+        if address.startswith("/midi/") or address in QUERIES:
+            raise MixgraphError(f"{address} cannot be the target of a map")
+        if address not in self.d._literal:
+            raise MixgraphError(f"no such address: {address}")
+        return ("osc",)
+
+    def make(self, address: str, kind: str, channel, number, opts: list | dict) -> Map:
+        """A checked Map (not yet added)."""
+        if not isinstance(kind, str) or kind not in KINDS:
+            raise MixgraphError(f"kind {kind!r}: one of {', '.join(KINDS)}")
+        if isinstance(channel, bool) or not isinstance(channel, int | float) or \
+                channel != int(channel) or not 1 <= channel <= 16:
+            raise MixgraphError(f"channel {channel!r}: 1-16")
+        top = NUMBER_MAX[kind]
+        if isinstance(number, bool) or not isinstance(number, int | float) or \
+                number != int(number) or not 0 <= number <= top:
+            raise MixgraphError(f"number {number!r}: 0-{top} for {kind}"
+                                + (" (cc14 is the MSB's number; its LSB is number+32)"
+                                   if kind == "cc14" else ""))
+        self.target(address)
+        m = Map(address, kind, int(channel), int(number), pickup=kind in ("cc", "pb"))
+        if kind == "note":
+            m.mode = "trigger" if self.target(address)[0] == "osc" else "toggle"
+        if isinstance(opts, list):
+            if len(opts) % 2:
+                raise MixgraphError("options come in pairs: <key> <value>")
+            opts = dict(zip(opts[::2], opts[1::2], strict=True))
+        for k, v in opts.items():
+            if k not in OPTION_KEYS:
+                raise MixgraphError(f"unknown option {k!r}: {', '.join(OPTION_KEYS)}")
+            if k == "mode":
+                if kind != "note" or v not in MODES:
+                    raise MixgraphError("mode: momentary, toggle or trigger (notes only)")
+                m.mode = v
+            elif k == "args":
+                m.args = [_arg_value(x) for x in str(v).split()] if isinstance(v, str) \
+                    else list(v)
+            else:
+                if isinstance(v, bool) or not isinstance(v, int | float) or \
+                        not math.isfinite(v):
+                    raise MixgraphError(f"{k}: expected a number")
+                if k in ("min", "max"):
+                    setattr(m, k, float(v))
+                elif k == "step":
+                    if not 0 < v <= 1:
+                        raise MixgraphError("step: the control travel per tick, 0..1")
+                    m.step = float(v)
+                else:
+                    setattr(m, k, bool(v))
+        t = self.target(address)
+        if t[0] == "param":
+            spec = self.session.live[t[1]].g.type.param(t[2])
+            lo, hi = (0.0, 1.0) if t[3] else (spec.min, spec.max)
+            for k in ("min", "max"):
+                v = getattr(m, k)
+                if v is not None and not lo <= v <= hi:
+                    raise MixgraphError(f"{k} {v:g} is outside {t[1]}/{t[2]}'s range "
+                                        f"{lo:g}..{hi:g}{' (norm)' if t[3] else ''}")
+        return m
+
+    def add(self, m: Map) -> None:
+        key = (m.address, m.kind, m.channel, m.number)
+        used = {x.slot for x in self.maps.values()}
+        old = self.maps.get(key)
+        if old is None and len(self.maps) >= lib.MG_MIDI_MAX_MAPS:
+            raise MixgraphError(f"at most {lib.MG_MIDI_MAX_MAPS} maps")
+        self._ensure()
+        m.slot = old.slot if old else min(set(range(lib.MG_MIDI_MAX_MAPS)) - used)
+        self._stamp += 1
+        m.stamp = self._stamp
+        self.maps[key] = m
+        self._changed()
+
+    def _changed(self) -> None:
+        self._sig = None  # rebuild the table at the next service
+        self.session._touch()  # the autosave
+
+    def _map(self, args: list, reply, _t: int, client=None) -> None:
+        if len(args) < 4:
+            raise MixgraphError("usage: /midi/map <address> <kind> <channel 1-16> <number> "
+                                "[<key> <value>]...")
+        m = self.make(args[0], args[1], args[2], args[3], list(args[4:]))
+        self.add(m)
+        reply("/done", ["/midi/map", *m.describe()])
+
+    def _unmap(self, args: list, reply, _t: int, client=None) -> None:
+        if not args:
+            raise MixgraphError("usage: /midi/unmap <address> [<kind> <channel> <number>]")
+        which = tuple(args[1:4])
+        if which and (len(which) != 3 or not all(isinstance(x, int | float) for x in which[1:])):
+            raise MixgraphError("usage: /midi/unmap <address> [<kind> <channel> <number>]")
+        gone = [k for k in self.maps if k[0] == args[0]
+                and (not which or k[1:] == (which[0], int(which[1]), int(which[2])))]
+        if not gone:
+            raise MixgraphError(f"no map to {args[0]}")
+        for k in gone:
+            del self.maps[k]
+        self._changed()
+        reply("/done", ["/midi/unmap", args[0], len(gone)])
+
+    def _list(self, args: list, reply, _t: int, client=None) -> None:
+        out: list = []
+        for m in self.maps.values():
+            out += m.describe() + [";"]
+        reply("/midi/maps", [len(self.maps), *out])
+
+    def _learn(self, args: list, reply, _t: int, client=None) -> None:
+        if not args:
+            self._learning = None
+            if self.ptr != ffi.NULL:
+                lib.mg_midi_set_learn(self.ptr, 0)
+            reply("/done", ["/midi/learn", "cancelled"])
+            return
+        address = args[0]
+        kind = args[1] if len(args) > 1 and args[1] in KINDS else None
+        opts = list(args[2:] if kind else args[1:])
+        self.make(address, kind or "cc", 1, 0, opts)  # checks the address and options now
+        if self.mode == "unavailable":
+            raise MixgraphError(f"MIDI is {self.why}")
+        self._ensure()
+        self._learning = {"address": address, "kind": kind, "opts": opts, "reply": reply,
+                          "seen": [], "first": None}
+        lib.mg_midi_set_learn(self.ptr, 1)
+        reply("/done", ["/midi/learn", address, "move a control"])
+
+    # ---- files and the patch document ------------------------------------------
+    def to_doc(self) -> list[dict]:
+        return [m.doc() for m in self.maps.values()]
+
+    def load_doc(self, docs, strict: bool = True) -> None:
+        """Replace the maps with docs'. strict: all or nothing (MixgraphError);
+        else (a patch or autosave loading) a map that fails is logged and left out."""
+        if not isinstance(docs, list):
+            raise MixgraphError("midi maps: expected a list")
+        made = []
+        for i, d in enumerate(docs):
+            try:
+                if not isinstance(d, dict):
+                    raise MixgraphError("expected a map object")
+                opts = {k: v for k, v in d.items()
+                        if k not in ("address", "kind", "channel", "number")}
+                made.append(self.make(d.get("address"), d.get("kind"), d.get("channel"),
+                                      d.get("number"), opts))
+            except MixgraphError as e:
+                if strict:
+                    raise MixgraphError(f"map {i + 1}: {e}") from None
+                log.warning("MIDI map %d not restored: %s", i + 1, e)
+        self.maps.clear()
+        for m in made:
+            self.add(m)
+        self._changed()
+
+    def _path(self, name) -> Path:
+        if not isinstance(name, str) or not PATCH_NAME_RE.fullmatch(name) or ".." in name:
+            raise MixgraphError("bad map file name: use letters, digits, _ . - (no paths)")
+        root = Path(self.d.store.root) if self.d.store is not None else self.session.data_dir
+        return confine_path(root, f"midi/{name}.json", write=True)
+
+    def _save(self, args: list, reply, _t: int, client=None) -> None:
+        if len(args) != 1:
+            raise MixgraphError("usage: /midi/save <name>")
+        p = self._path(args[0])
+        tmp = p.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"format": "mixgraph-midi", "version": 1,
+                                   "maps": self.to_doc()}, indent=1) + "\n")
+        os.replace(tmp, p)
+        reply("/done", ["/midi/save", args[0], len(self.maps)])
+
+    def _load(self, args: list, reply, _t: int, client=None) -> None:
+        if len(args) != 1:
+            raise MixgraphError("usage: /midi/load <name>")
+        p = self._path(args[0])
+        if not p.is_file():
+            raise MixgraphError(f"no saved MIDI maps named {args[0]!r}")
+        try:
+            doc = json.loads(p.read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise MixgraphError(f"{args[0]}: not a MIDI map file ({e})") from None
+        if not isinstance(doc, dict) or doc.get("format") != "mixgraph-midi":
+            raise MixgraphError(f"{args[0]}: not a MIDI map file")
+        self.load_doc(doc.get("maps"), strict=True)
+        reply("/done", ["/midi/load", args[0], len(self.maps)])
+
+    # ---- the table the audio thread uses --------------------------------------------
+    def _resolve(self, m: Map):
+        """(node, spec, n_lo, n_hi) of a parameter map whose node plays, None for
+        an address that is no parameter, False when its node is away."""
+        t = self.target_or_none(m.address)
+        if t is None:
+            return False
+        if t[0] == "osc":
+            return None
+        node = self.session.live.get(t[1])
+        if node is None or not node.published:
+            return False
+        spec = node.g.type.param(t[2])
+        if t[3]:
+            n_lo = 0.0 if m.min is None else m.min
+            n_hi = 1.0 if m.max is None else m.max
+        else:
+            def n(v, dflt):
+                return dflt if v is None else tapers.to_norm(spec.taper, spec.min, spec.max, v)
+            n_lo, n_hi = n(m.min, 0.0), n(m.max, 1.0)
+        return node, spec, t[2], n_lo, n_hi
+
+    def target_or_none(self, address: str):
+        try:
+            return self.target(address)
+        except MixgraphError:
+            return None
+
+    def _signature(self) -> tuple:
+        live = self.session.live
+        sig = []
+        for m in self.maps.values():
+            name = m.address.split("/")[2] if m.address.startswith("/node/") else ""
+            node = live.get(name) if name else None
+            sig.append((m.slot, m.stamp, id(node) if node is not None and node.published
+                        else None))
+        return tuple(sig)
+
+    def _publish(self) -> None:
+        self._gen += 1
+        maps = list(self.maps.values())
+        t = lib.mg_midi_table_new(len(maps), self._gen)
+        if t == ffi.NULL:
+            raise MixgraphError("out of memory for the MIDI map table")
+        keys: list[int] = []
+        self._resolved: dict[int, tuple] = {}
+        for m in maps:
+            r = self._resolve(m)
+            if r is False:
+                continue
+            size = _lut_size(m.kind)
+            if r is None:
+                lo = 0.0 if m.min is None else m.min
+                hi = 1.0 if m.max is None else m.max
+                lut, node, index = _linear_lut(lo, hi, size), ffi.NULL, 0
+            else:
+                node, spec, _param, n_lo, n_hi = r
+                lut = _lut(spec.taper, spec.min, spec.max, n_lo, n_hi, size)
+                index = spec.index
+                keys.append(self.session.refs.ref(node))
+                self._resolved[m.slot] = r
+                node = node.ptr
+            mode = MODES[m.mode] if m.kind == "note" else 0
+            if lib.mg_midi_table_add(t, m.slot, m.stamp, KINDS[m.kind], m.channel - 1,
+                                     m.number, mode, node, index, int(m.pickup),
+                                     ffi.from_buffer("float[]", lut), size, m.step) != 0:
+                log.error("MIDI: cannot add the map to %s to the table", m.address)
+        self._tables.append((self._gen, t, keys))
+        old = lib.mg_midi_publish(self.ptr, t)
+        if old != ffi.NULL:  # never taken by the audio thread: ours to free
+            self._free_table(old)
+
+    def _free_table(self, t) -> None:
+        for i, (_g, tt, keys) in enumerate(self._tables):
+            if tt == t:
+                lib.mg_midi_table_free(tt)
+                self.session.refs.unref(keys)
+                del self._tables[i]
+                return
+
+    def _collect_tables(self) -> None:
+        adopted = lib.mg_midi_adopted(self.ptr)
+        for g, t, _k in list(self._tables):
+            if g < adopted:
+                self._free_table(t)
+
+    # ---- the control loop ------------------------------------------------------------
+    def service(self) -> None:
+        """Called by the dispatcher's service: tables, events, learning, feedback."""
+        if self.ptr == ffi.NULL:
+            return
+        sig = self._signature()
+        if sig != self._sig:
+            self._publish()
+            self._sig = sig
+        self._collect_tables()
+        if self._alsa is not None:
+            self._alsa_in()
+        self._drain()
+        if self._learning is not None and self._learning["first"] is not None and \
+                time.monotonic() - self._learning["first"] >= LEARN_WINDOW_S:
+            self._learn_decide()
+        self._feedback()
+        if self._alsa is not None:
+            self._alsa_out()
+
+    def _drain(self) -> None:
+        by_slot = {m.slot: m for m in self.maps.values()}
+        latest: dict[int, float] = {}  # parameter values moved by the audio thread
+        ev = self._ev
+        for _ in range(POLL_MAX):
+            if not lib.mg_midi_poll(self.ptr, ev):
+                break
+            m = by_slot.get(ev.slot)
+            if ev.slot < 0 or self._learning is not None:
+                self._learn_event(ev, m)
+                if ev.slot < 0:
+                    continue
+            if m is None or ev.flags & lib.MG_MIDI_F_PICKUP:
+                continue
+            if ev.flags & lib.MG_MIDI_F_APPLIED:
+                latest[ev.slot] = float(ev.out)
+            elif ev.flags & lib.MG_MIDI_F_DISPATCH:
+                self._dispatch(m, ev)
+        for slot, v in latest.items():
+            m = by_slot[slot]
+            r = self._resolved.get(slot)
+            if r is None:
+                continue
+            node, _spec, param, _lo, _hi = r
+            if self.session.live.get(node.g.name) is not node:
+                continue
+            self.session._record(node, param, v)
+            if node.g.type.name == "vca":
+                self.session._apply_vca()
+            m.last = node.g.params[param]
+            self.d._changed(node.g.name, param, v, None)
+
+    def _dispatch(self, m: Map, ev) -> None:
+        """A control moved a map the audio thread does not apply: send it as OSC."""
+        t = self.target_or_none(m.address)
+        if t is None:
+            return
+        if t[0] == "param":  # the ALSA path: set through the dispatcher
+            address = f"/node/{t[1]}/{t[2]}"
+            args = [float(ev.out)]
+        elif m.kind == "note" and m.mode == "trigger":
+            address, args = m.address, list(m.args)
+        elif m.kind == "pc":
+            address, args = m.address, [*m.args, int(ev.value)]
+        else:
+            address, args = m.address, [*m.args, float(ev.out)]
+        self.d.dispatch(address, args, self._reply)
+        if t[0] == "param":
+            node = self.session.live.get(t[1])
+            if node is not None:
+                m.last = node.g.params.get(t[2])
+        else:
+            m.last = float(ev.out)
+
+    def _reply(self, address: str, args: list) -> None:
+        if address == "/fail":
+            now = time.monotonic()
+            if now - self._fail_log >= 1.0:
+                self._fail_log = now
+                log.warning("MIDI: %s", " ".join(str(a) for a in args))
+
+    # ---- learning ----------------------------------------------------------------------
+    def _learn_event(self, ev, m: Map | None) -> None:
+        ln = self._learning
+        if ln is None or ev.flags & lib.MG_MIDI_F_OFF:
+            return
+        kind = KIND_NAMES.get(ev.kind)
+        if m is not None:  # a control already mapped elsewhere: learn it as it is mapped
+            kind = m.kind
+        ln["seen"].append((kind, ev.channel + 1, ev.number))
+        if ln["first"] is None:
+            ln["first"] = time.monotonic()
+        if kind in ("note", "pb", "pc") and (ln["kind"] in (None, kind)):
+            self._learn_decide()
+
+    def _learn_decide(self) -> None:
+        ln, self._learning = self._learning, None
+        lib.mg_midi_set_learn(self.ptr, 0)
+        seen = ln["seen"]
+        want = ln["kind"]
+        pick = None
+        if want is not None:
+            base = "cc" if want.startswith("enc") else want
+            pick = next(((want, c, n) for k, c, n in seen if k == base), None)
+        else:
+            for k in ("note", "pb", "pc", "nrpn"):
+                pick = next(((k, c, n) for kk, c, n in seen if kk == k), None)
+                if pick:
+                    break
+            if pick is None:
+                ccs = [(c, n) for k, c, n in seen if k == "cc"]
+                lsb = next(((c, n - 32) for c, n in ccs if 32 <= n < 64 and (c, n - 32) in ccs),
+                           None)
+                if lsb:
+                    pick = ("cc14", *lsb)
+                elif ccs:
+                    pick = ("cc", *ccs[0])
+        reply = ln["reply"]
+        if pick is None:  # only other kinds moved: keep waiting for the one asked for
+            ln["seen"], ln["first"] = [], None
+            self._learning = ln
+            lib.mg_midi_set_learn(self.ptr, 1)
+            return
+        try:
+            m = self.make(ln["address"], pick[0], pick[1], pick[2], ln["opts"])
+            self.add(m)
+        except MixgraphError as e:
+            reply("/fail", ["/midi/learn", ln["address"], str(e)])
+            return
+        log.info("MIDI: learned %s %s channel %d number %d", m.address, m.kind, m.channel,
+                 m.number)
+        reply("/midi/learn.reply", m.describe())
+
+    # ---- feedback to midi_out ----------------------------------------------------
+    def _feedback(self) -> None:
+        live = self.session.live
+        for m in self.maps.values():
+            if not m.feedback or m.kind == "note" and m.mode == "trigger":
+                continue
+            r = self._resolved.get(m.slot)
+            if r is None:
+                continue
+            node, spec, param, n_lo, n_hi = r
+            if live.get(node.g.name) is not node:
+                continue
+            v = node.g.params.get(param)
+            if v is None or v == m.last:
+                continue
+            m.last = v
+            if m.kind == "pc":
+                pos = None
+                prog = min(max(int(round(v)), 0), 127)
+            else:
+                n = tapers.to_norm(spec.taper, spec.min, spec.max, v)
+                pos = 0.0 if n_hi == n_lo else min(max((n - n_lo) / (n_hi - n_lo), 0.0), 1.0)
+            for msg in self._encode(m, pos, prog if pos is None else 0):
+                lib.mg_midi_send(self.ptr, msg, len(msg))
+
+    @staticmethod
+    def _encode(m: Map, pos: float | None, prog: int) -> list[bytes]:
+        ch = m.channel - 1
+        if m.kind == "pc":
+            return [bytes([0xC0 | ch, prog])]
+        if m.kind in ("cc14", "nrpn", "pb"):
+            x = int(round(pos * 16383))
+            hi, lo = x >> 7, x & 0x7F
+            if m.kind == "pb":
+                return [bytes([0xE0 | ch, lo, hi])]
+            if m.kind == "cc14":
+                return [bytes([0xB0 | ch, m.number, hi]), bytes([0xB0 | ch, m.number + 32, lo])]
+            return [bytes([0xB0 | ch, 99, m.number >> 7]), bytes([0xB0 | ch, 98, m.number & 0x7F]),
+                    bytes([0xB0 | ch, 6, hi]), bytes([0xB0 | ch, 38, lo])]
+        if m.kind == "note":
+            return [bytes([0x90 | ch, m.number, 127]) if pos >= 0.5
+                    else bytes([0x80 | ch, m.number, 0])]
+        return [bytes([0xB0 | ch, m.number, int(round(pos * 127))])]  # cc, encoders' rings
+
+    # ---- the ALSA sequencer path (no JACK) -------------------------------------------
+    def _alsa_in(self) -> None:
+        q = self._alsa_queue
+        if not q:
+            return
+        for m in self.maps.values():  # soft takeover and encoders read the model here
+            r = self._resolved.get(m.slot)
+            if r is not None:
+                lib.mg_midi_set_current(self.ptr, m.slot, float(r[0].g.params[r[2]]))
+        lib.mg_midi_begin(self.ptr)
+        for _ in range(min(len(q), POLL_MAX)):
+            msg = q.popleft()
+            lib.mg_midi_input(self.ptr, ffi.NULL, msg, len(msg), self.session.engine.time, 0)
+
+    def _alsa_out(self) -> None:
+        buf = ffi.new("uint8_t[16]")
+        out = self._alsa[1]
+        while (n := lib.mg_midi_next_out(self.ptr, buf)) > 0:
+            out.send_message(list(bytes(ffi.buffer(buf, n))))
