@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ._core import ffi, lib
+from .catalog import CATALOG
 from .engine import CMD_EDGE
 from .errors import MixgraphError
 from .graph import Conn, GNode, topo_order
@@ -200,64 +201,73 @@ def delay_group(groups: dict[tuple, LiveGroup], dst: LiveNode, port: str, channe
     return g
 
 
+TYPE_RANK: dict[str, int] = {}
+"""Each node type's place in name order: a wave of the plan's order is sorted by
+it, so nodes of one type sit next to each other (where they can run as a gang)."""
+
+
+def _ranks(nodes: list[LiveNode]) -> list[int]:
+    """TYPE_RANK of each node (worked out again when the catalog has grown)."""
+    try:
+        return [TYPE_RANK[n.g.type.name] for n in nodes]
+    except KeyError:
+        TYPE_RANK.clear()
+        TYPE_RANK.update({name: i for i, name in enumerate(sorted(CATALOG))})
+        return [TYPE_RANK[n.g.type.name] for n in nodes]
+
+_BUILD_ERRORS = {
+    2: "out of memory building the plan",
+    3: "internal error wiring the plan",
+    4: "cannot finish the plan (out of memory, or mix operations the engine refuses)",
+}
+
+
 def build(nodes: list[LiveNode], edges: list[LiveEdge], refs: Refs) -> Compiled:
     """Compile nodes and edges into a new engine plan, every object it uses
     referenced in refs. Raises PlanCycle when the edges close a loop and
-    MixgraphError when the engine refuses the plan (the references are given
-    back then). Linear in nodes and connections (the order's waves are sorted
-    by type); what a connection's mix operations are is worked out once per
-    connection (_wiring), not per plan."""
-    member = set(nodes)
-    edges = [e for e in edges if e.src in member and e.dst in member]
-    try:
-        order = topo_order(nodes, [(e.src, e.dst) for e in edges], key=_type_name)
-    except MixgraphError as err:
-        raise PlanCycle(str(err)) from err
-    into: dict[LiveNode, list[LiveEdge]] = {}
-    # delay groups in this plan: those with a member edge in it
-    grouped: dict[LiveNode, dict[LiveGroup, list[LiveEdge]]] = {}
-    n_mix = 0
-    for e in edges:
-        if e.group is not None:
-            grouped.setdefault(e.dst, {}).setdefault(e.group, []).append(e)
-        else:
-            into.setdefault(e.dst, []).append(e)
-        n_mix += len(_wiring(e))
-    groups = [g for gs in grouped.values() for g in gs]
-    n_mix += sum(g.channels for g in groups)
-    plan = lib.mg_plan_new(len(order), n_mix, len(edges))
+    MixgraphError when the engine refuses the plan.
+
+    The order, the mix operations and their buffers are worked out in C
+    (mg_plan_build) from flat arrays: per plan, Python only lists the objects
+    (no call per node or connection), and what a connection's operations
+    are is worked out once per connection (_wiring), not per plan."""
+    index = {n: i for i, n in enumerate(nodes)}
+    edges = [e for e in edges if e.src in index and e.dst in index]
+    groups = list({e.group: None for e in edges if e.group is not None})
+    gindex = {g: i for i, g in enumerate(groups)}
+    new = ffi.new
+    order = new("int[]", len(nodes))
+    err = new("int *")
+    plan = lib.mg_plan_build(
+        len(nodes), new("mg_node *[]", [n.ptr for n in nodes]),
+        new("int[]", _ranks(nodes)), max(1, len(TYPE_RANK)),
+        len(edges), new("int[]", [index[e.src] for e in edges]),
+        new("int[]", [index[e.dst] for e in edges]), new("mg_edge *[]", [e.ptr for e in edges]),
+        new("int[]", [-1 if e.group is None else gindex[e.group] for e in edges]),
+        new("int[]", [w for e in edges for w in (e.wiring or _wiring(e))]),
+        len(groups), new("mg_dgroup *[]", [g.ptr for g in groups]),
+        new("int[]", [port_base(g.dst.g, g.port, "in")[0] for g in groups]), order, err)
     if plan == ffi.NULL:
-        raise MixgraphError("out of memory building the plan")
-    rec = PlanRecord(plan)
-    try:
-        _fill(plan, rec, refs, order, edges, into, grouped, groups)
-    except BaseException:
-        drop(rec, refs)
-        raise
-    gangs = []
-    step_gang = lib.mg_plan_step_gang
-    for step, node in enumerate(order):
-        g = step_gang(plan, step)
-        if g > 1:
-            gangs.append((node.g.type.name, g))
+        if err[0] == 1:
+            raise PlanCycle("the graph has a cycle")
+        raise MixgraphError(_BUILD_ERRORS.get(err[0], "cannot build the plan"))
+    rec = PlanRecord(plan, refs.ref_all([*nodes, *groups, *edges]))
+    n_gangs = lib.mg_plan_gangs(plan, ffi.NULL, ffi.NULL, 0)
+    steps, sizes = new("int[]", n_gangs + 1), new("int[]", n_gangs + 1)
+    lib.mg_plan_gangs(plan, steps, sizes, n_gangs)
+    gangs = [(nodes[order[steps[k]]].g.type.name, sizes[k]) for k in range(n_gangs)]
     return Compiled(rec, gangs, lib.mg_plan_buffers(plan))
 
 
-def _type_name(node: LiveNode) -> str:
-    return node.g.type.name
-
-
-def _wiring(e: LiveEdge) -> list[tuple[int, int, int]]:
-    """A connection's mix operations, (destination input, source output, edge
-    channel) per channel of the input it feeds (a mono source fans out); for a
-    connection into a delay group the destination is the group's channel.
-    Fixed for the edge's life (channel counts never change), so cached on it."""
-    w = e.wiring
-    if w is None:
-        sbase, sch = port_base(e.src.g, e.conn.src_port, "out")
-        dbase, dch = port_base(e.dst.g, e.conn.dst_port, "in")
-        base = 0 if e.group is not None else dbase
-        w = e.wiring = [(base + c, sbase + (c if sch == dch else 0), c) for c in range(dch)]
+def _wiring(e: LiveEdge) -> tuple[int, int, int, int]:
+    """A connection's mix operations, as mg_plan_build reads them: (first
+    channel of the input it feeds, first channel of its source's port, channels
+    of the input, 1 if each reads its own source channel or 0 if a mono source
+    fans out). Fixed for the edge's life (channel counts never change), so
+    cached on it."""
+    sbase, sch = port_base(e.src.g, e.conn.src_port, "out")
+    dbase, dch = port_base(e.dst.g, e.conn.dst_port, "in")
+    w = e.wiring = (dbase, sbase, dch, 1 if sch == dch else 0)
     return w
 
 
@@ -265,43 +275,3 @@ def drop(rec: PlanRecord, refs: Refs) -> None:
     """Free a plan that never reached the engine, and give back its references."""
     refs.unref(rec.keys, release=False)
     lib.mg_plan_free(rec.ptr)
-
-
-def _fill(plan, rec: PlanRecord, refs: Refs, order: list[LiveNode], edges: list[LiveEdge],
-          into: dict, grouped: dict, groups: list) -> None:
-    """Steps, mix operations and edges of a new plan, each referenced in rec."""
-    set_step, add_mix = lib.mg_plan_set_step, lib.mg_plan_add_mix
-    add_group_mix, add_group_out = lib.mg_plan_add_group_mix, lib.mg_plan_add_group_out
-    keys = rec.keys
-    ref = refs.ref
-    for step, node in enumerate(order):
-        set_step(plan, step, node.ptr)
-        keys.append(ref(node))
-        gs = grouped.get(node)
-        if gs:
-            # members first: each group sums them before its delay line runs
-            for g, members in gs.items():
-                for e in members:
-                    for c, src_out, _ in _wiring(e):
-                        if add_group_mix(plan, step, g.ptr, c, e.src.ptr, src_out, e.ptr) != 0:
-                            raise MixgraphError(f"internal error wiring {e.conn}")
-        for e in into.get(node, ()):
-            src, ptr = e.src.ptr, e.ptr
-            for dst_in, src_out, c in _wiring(e):
-                if add_mix(plan, step, dst_in, src, src_out, ptr, c) != 0:
-                    raise MixgraphError(f"internal error wiring {e.conn}")
-        if gs:
-            for g in gs:
-                dbase, _ = port_base(g.dst.g, g.port, "in")
-                for c in range(g.channels):
-                    if add_group_out(plan, step, dbase + c, g.ptr, c) != 0:
-                        raise MixgraphError(f"internal error wiring the delay into {g.port}")
-    for g in groups:
-        keys.append(ref(g))
-    add_edge = lib.mg_plan_add_edge
-    for e in edges:
-        add_edge(plan, e.ptr)
-        keys.append(ref(e))
-    if lib.mg_plan_finish(plan) != 0:
-        raise MixgraphError("cannot finish the plan (out of memory, or mix operations "
-                            "the engine refuses)")
