@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import chain
+from operator import attrgetter
 
 from ._core import ffi, lib
 from .catalog import CATALOG
 from .engine import CMD_EDGE
 from .errors import MixgraphError
-from .graph import Conn, GNode, topo_order
+from .graph import Conn, port_base, topo_order
 from .live import LiveEdge, LiveGroup, LiveNode, Refs
 
 
@@ -61,16 +63,27 @@ class FadeQueue:
             e.wait = 0  # an edge's wait is used once
         self.fade_in.clear()
 
-    def push(self, engine, fade_samples: int, due: Callable[[LiveEdge, int], None]) -> None:
+    def push(self, engine, fade_samples: int, due: Callable[[LiveEdge, int], None],
+             hold: Callable[[LiveEdge], bool] | None = None) -> None:
         """Push the queued commands in order (EngineBusy from a full ring leaves
-        the rest queued); due(edge, sample) gets each fade-out's end."""
-        while self.cmds:
-            e, target, wait = self.cmds[0]
-            if not e.dead:
-                engine.push(CMD_EDGE, e.ptr, fade_samples, target, wait)  # may raise
-                if target == 0.0:
-                    due(e, engine.time + wait + fade_samples + e.delay + lib.MG_MAX_BLOCK)
-            self.cmds.pop(0)
+        the rest queued); due(edge, sample) gets each fade-out's end. A fade-out
+        of an edge for which hold(edge) is true is not sent: the edge keeps its
+        gain and is marked held (server/retire.py)."""
+        cmds = self.cmds
+        done = 0
+        try:
+            for e, target, wait in cmds:
+                if not e.dead:
+                    if target == 0.0 and hold is not None and hold(e):
+                        e.held = True
+                    else:
+                        engine.push(CMD_EDGE, e.ptr, fade_samples, target, wait)  # may raise
+                        if target == 0.0:
+                            due(e, engine.time + wait + fade_samples + e.delay
+                                + lib.MG_MAX_BLOCK)
+                done += 1
+        finally:
+            del cmds[:done]
 
 
 @dataclass
@@ -123,19 +136,6 @@ def bypass_plan(graph, bypassed: set[str], live: dict, edges: dict,
         eb = edges.get(k[1])  # on release, b fades in to meet the old direct edge
         bp.hold_b[k[1]] = max(bp.hold_b.get(k[1], 0), d - (eb.delay if eb else 0))
     return bp
-
-
-def port_base(g: GNode, port: str, direction: str) -> tuple[int, int]:
-    """(first channel, channel count) of a node's port among its ins or outs."""
-    base = 0
-    for p in g.type.ports:
-        if p.direction != direction:
-            continue
-        n = p.channel_count(g.channels)
-        if p.name == port:
-            return base, n
-        base += n
-    raise MixgraphError(f"{g.name} has no port {port!r}")
 
 
 SINK_TYPES = frozenset({"output", "recorder"})
@@ -206,14 +206,18 @@ TYPE_RANK: dict[str, int] = {}
 it, so nodes of one type sit next to each other (where they can run as a gang)."""
 
 
+_SRC, _DST, _GROUP = attrgetter("src"), attrgetter("dst"), attrgetter("group")
+_PTR, _WIRING, _TYPE = attrgetter("ptr"), attrgetter("wiring"), attrgetter("g.type.name")
+
+
 def _ranks(nodes: list[LiveNode]) -> list[int]:
     """TYPE_RANK of each node (worked out again when the catalog has grown)."""
     try:
-        return [TYPE_RANK[n.g.type.name] for n in nodes]
+        return list(map(TYPE_RANK.__getitem__, map(_TYPE, nodes)))
     except KeyError:
         TYPE_RANK.clear()
         TYPE_RANK.update({name: i for i, name in enumerate(sorted(CATALOG))})
-        return [TYPE_RANK[n.g.type.name] for n in nodes]
+        return list(map(TYPE_RANK.__getitem__, map(_TYPE, nodes)))
 
 _BUILD_ERRORS = {
     2: "out of memory building the plan",
@@ -230,21 +234,32 @@ def build(nodes: list[LiveNode], edges: list[LiveEdge], refs: Refs) -> Compiled:
     The order, the mix operations and their buffers are worked out in C
     (mg_plan_build) from flat arrays: per plan, Python only lists the objects
     (no call per node or connection), and what a connection's operations
-    are is worked out once per connection (_wiring), not per plan."""
+    are is worked out once per connection (live.wiring), not per plan."""
+    # every per-object step is a C loop (map, attrgetter): no bytecode per object
     index = {n: i for i, n in enumerate(nodes)}
-    edges = [e for e in edges if e.src in index and e.dst in index]
-    groups = list({e.group: None for e in edges if e.group is not None})
+    src = list(map(index.get, map(_SRC, edges)))
+    dst = list(map(index.get, map(_DST, edges)))
+    if None in src or None in dst:  # an edge of a node not in the plan
+        edges = [e for e, a, b in zip(edges, src, dst, strict=True)
+                 if a is not None and b is not None]
+        src = list(map(index.__getitem__, map(_SRC, edges)))
+        dst = list(map(index.__getitem__, map(_DST, edges)))
+    egroup = list(map(_GROUP, edges))
+    gindex = dict.fromkeys(egroup)
+    gindex.pop(None, None)
+    groups = list(gindex)
     gindex = {g: i for i, g in enumerate(groups)}
+    gindex[None] = -1
     new = ffi.new
     order = new("int[]", len(nodes))
     err = new("int *")
     plan = lib.mg_plan_build(
-        len(nodes), new("mg_node *[]", [n.ptr for n in nodes]),
+        len(nodes), new("mg_node *[]", list(map(_PTR, nodes))),
         new("int[]", _ranks(nodes)), max(1, len(TYPE_RANK)),
-        len(edges), new("int[]", [index[e.src] for e in edges]),
-        new("int[]", [index[e.dst] for e in edges]), new("mg_edge *[]", [e.ptr for e in edges]),
-        new("int[]", [-1 if e.group is None else gindex[e.group] for e in edges]),
-        new("int[]", [w for e in edges for w in (e.wiring or _wiring(e))]),
+        len(edges), new("int[]", src), new("int[]", dst),
+        new("mg_edge *[]", list(map(_PTR, edges))),
+        new("int[]", list(map(gindex.__getitem__, egroup))),
+        new("int[]", list(chain.from_iterable(map(_WIRING, edges)))),
         len(groups), new("mg_dgroup *[]", [g.ptr for g in groups]),
         new("int[]", [port_base(g.dst.g, g.port, "in")[0] for g in groups]), order, err)
     if plan == ffi.NULL:
@@ -257,18 +272,6 @@ def build(nodes: list[LiveNode], edges: list[LiveEdge], refs: Refs) -> Compiled:
     lib.mg_plan_gangs(plan, steps, sizes, n_gangs)
     gangs = [(nodes[order[steps[k]]].g.type.name, sizes[k]) for k in range(n_gangs)]
     return Compiled(rec, gangs, lib.mg_plan_buffers(plan))
-
-
-def _wiring(e: LiveEdge) -> tuple[int, int, int, int]:
-    """A connection's mix operations, as mg_plan_build reads them: (first
-    channel of the input it feeds, first channel of its source's port, channels
-    of the input, 1 if each reads its own source channel or 0 if a mono source
-    fans out). Fixed for the edge's life (channel counts never change), so
-    cached on it."""
-    sbase, sch = port_base(e.src.g, e.conn.src_port, "out")
-    dbase, dch = port_base(e.dst.g, e.conn.dst_port, "in")
-    w = e.wiring = (dbase, sbase, dch, 1 if sch == dch else 0)
-    return w
 
 
 def drop(rec: PlanRecord, refs: Refs) -> None:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from contextlib import suppress
+from operator import attrgetter
 from pathlib import Path
 
-from . import patch, planner
+from . import patch, planner, retire
 from ._core import ffi, lib
 from .catalog import CATALOG
 from .diskio import DiskIO
@@ -42,6 +43,7 @@ FADE_MS = 5.0
 # a parameter set timed further ahead than this is recorded in the model when it
 # applies; nearer ones (an immediate bundle's two-block lead) at once
 DEFER_SAMPLES = lib.MG_MAX_BLOCK
+_LATENCY, _DELAY = attrgetter("latency"), attrgetter("delay")
 
 
 class Session:
@@ -417,8 +419,8 @@ class Session:
         edge gain, so a fade reaches the output `delay` frames after it
         starts: the fade of the path with the shorter delay waits for the
         difference, and the two meet at the output."""
-        if not any(n.latency for n in self.live.values()):
-            if not any(e.delay for e in self.edges.values()):
+        if not any(map(_LATENCY, self.live.values())):  # a C loop: no bytecode per node
+            if not any(map(_DELAY, self.edges.values())):
                 return
         wanted = planner.compensation(self.live, self.graph.conns)
         for conn, edge in list(self.edges.items()):
@@ -449,7 +451,7 @@ class Session:
         def due(e: LiveEdge, t: int) -> None:  # a dying node waits for its dying edges
             if e in self.dying_edges:  # (a bypass's fade-out is no removal)
                 self.dying_edges[e] = max(self.dying_edges[e], t)
-        self.fades.push(self.engine, self.fade_samples, due)
+        self.fades.push(self.engine, self.fade_samples, due, lambda e: retire.holds(self, e))
 
     def commit(self) -> None:
         """Compile and hand over a new plan if the graph changed; push the queued
@@ -526,26 +528,7 @@ class Session:
             self.commit()
 
     def _collect_dying(self, force: bool = False) -> None:
-        now = self.engine.time
-        keep = {}
-        for e, due in self.dying_edges.items():
-            if force or e.dead or (now >= due and lib.mg_edge_gain(e.ptr) == 0.0):
-                if not e.dead:
-                    e.dead = True
-                    self._dirty = True
-                if not self.refs.held(e) and e.ptr != ffi.NULL:
-                    self.refs.release_if_unused(e)
-            else:
-                keep[e] = due
-        self.dying_edges = keep
-        # a node leaves the plan only after its retired connections have faded
-        # (their fades may still be queued, their deadlines later than the node's)
-        fading = {id(x) for e in self.dying_edges for x in (e.src, e.dst)}
-        for n in self.dying_nodes:
-            if force or (now >= self._dying_due.get(id(n), 0) and id(n) not in fading):
-                n.dead = self._dirty = True
-                self._dying_due.pop(id(n), None)
-        self.dying_nodes = [n for n in self.dying_nodes if not n.dead]
+        retire.collect(self, force)  # server/retire.py
 
     def next_due(self) -> int | None:
         """The earliest sample time at which deferred work falls due."""
