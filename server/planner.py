@@ -236,7 +236,7 @@ def build(nodes: list[LiveNode], edges: list[LiveEdge], refs: Refs) -> Compiled:
     (no call per node or connection), and what a connection's operations
     are is worked out once per connection (live.wiring), not per plan."""
     # every per-object step is a C loop (map, attrgetter): no bytecode per object
-    index = {n: i for i, n in enumerate(nodes)}
+    index = dict(zip(nodes, range(len(nodes)), strict=True))
     src = list(map(index.get, map(_SRC, edges)))
     dst = list(map(index.get, map(_DST, edges)))
     if None in src or None in dst:  # an edge of a node not in the plan

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from contextlib import suppress
+from itertools import filterfalse
 from operator import attrgetter
 from pathlib import Path
 
@@ -43,7 +44,7 @@ FADE_MS = 5.0
 # a parameter set timed further ahead than this is recorded in the model when it
 # applies; nearer ones (an immediate bundle's two-block lead) at once
 DEFER_SAMPLES = lib.MG_MAX_BLOCK
-_LATENCY, _DELAY = attrgetter("latency"), attrgetter("delay")
+_LATENCY, _DELAY, _PUBLISHED = attrgetter("latency"), attrgetter("delay"), attrgetter("published")
 
 
 class Session:
@@ -490,7 +491,7 @@ class Session:
         self.plans_built += 1
         self.gangs = compiled.gangs
         self.buffers = compiled.buffers
-        for node in nodes:
+        for node in filterfalse(_PUBLISHED, nodes):  # the new ones (a C loop over the rest)
             node.published = True
         self._dirty = False
         # fade-ins first, then the fade-outs and bypass switches queued since the
