@@ -395,6 +395,25 @@ int mg_plan_add_mix(mg_plan *p, int step, int dst_in, mg_node *src,
                     int src_out, mg_edge *edge, int edge_ch);
 void mg_plan_add_edge(mg_plan *p, mg_edge *edge);
 int mg_plan_finish(mg_plan *p);  /* after all steps and mixes; 0 = ok */
+/* A whole plan in one call, finished: the nodes in topological order (Kahn's
+ * waves, each sorted stably by rank[], the node's type order, so that nodes of
+ * a type sit together where they can run as a gang), then for each node the
+ * delay groups' member ops (groups in the order of their first member edge),
+ * its other connections' ops in edge order, and the groups' outputs. Edge i
+ * runs from node src[i] to node dst[i] into group[i] (-1: none); wire[4i..]
+ * is (first input channel of the port it feeds, first output channel of its
+ * source port, channels of the input, 1 if each channel reads its own source
+ * channel or 0 if a mono source fans out). Group j is gptr[j], feeding input
+ * channels gbase[j].. of its node. order[] gets the node index of each step;
+ * *err: 0 ok, 1 the edges close a cycle, 2 out of memory, 3 bad wiring,
+ * 4 mg_plan_finish refused the plan. */
+mg_plan *mg_plan_build(int n_nodes, mg_node *const *nodes, const int *rank, int n_ranks,
+                       int n_edges, const int *src, const int *dst, mg_edge *const *eptr,
+                       const int *group, const int *wire, int n_groups,
+                       mg_dgroup *const *gptr, const int *gbase, int *order, int *err);
+/* After finish: the gangs (first step, size) of more than one node; returns
+ * how many there are (only the first max are written). */
+int mg_plan_gangs(const mg_plan *p, int *steps, int *sizes, int max);
 /* After finish: how many steps from `step` run as one gang (1 alone, 0 inside one). */
 int mg_plan_step_gang(const mg_plan *p, int step);
 /* After finish: how many channel buffers the plan's outputs share (each

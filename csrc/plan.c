@@ -724,3 +724,186 @@ void mg_plan_add_edge(mg_plan *p, mg_edge *edge)
     if (p->edges_used < p->n_edges)
         p->edges[p->edges_used++] = edge;
 }
+
+/* ---- one-call plan building (server/planner.py) ------------------------- */
+
+/* Stable counting sort of idx[0..n) by key[idx[i]] (keys 0..n_keys-1), via tmp. */
+static void sort_by_key(int *idx, int n, const int *key, int n_keys, int *count, int *tmp)
+{
+    memset(count, 0, sizeof(int) * ((size_t)n_keys + 1));
+    for (int i = 0; i < n; i++)
+        count[key[idx[i]] + 1]++;
+    for (int k = 0; k < n_keys; k++)
+        count[k + 1] += count[k];
+    for (int i = 0; i < n; i++)
+        tmp[count[key[idx[i]]]++] = idx[i];
+    memcpy(idx, tmp, sizeof(int) * (size_t)n);
+}
+
+mg_plan *mg_plan_build(int n_nodes, mg_node *const *nodes, const int *rank, int n_ranks,
+                       int n_edges, const int *src, const int *dst, mg_edge *const *eptr,
+                       const int *group, const int *wire, int n_groups,
+                       mg_dgroup *const *gptr, const int *gbase, int *order, int *err)
+{
+    int err_dummy;
+    if (!err)
+        err = &err_dummy;
+    *err = 2;
+    if (n_nodes < 0 || n_edges < 0 || n_groups < 0 || n_ranks < 1)
+        return NULL;
+    mg_plan *p = NULL;
+    const size_t nn = (size_t)n_nodes + 1, ne = (size_t)n_edges + 1;
+    int *indeg = mg_calloc(nn, sizeof(int));
+    int *out_first = mg_calloc(nn + 1, sizeof(int)); /* edges by source (CSR) */
+    int *in_first = mg_calloc(nn + 1, sizeof(int));  /* edges by destination */
+    int *out_e = mg_calloc(ne, sizeof(int));
+    int *in_e = mg_calloc(ne, sizeof(int));
+    int *ready = mg_calloc(nn, sizeof(int));
+    int *tmp = mg_calloc(ne > nn ? ne : nn, sizeof(int));
+    int *count = mg_calloc((size_t)n_ranks + (size_t)n_groups + 2, sizeof(int));
+    int *gmark = mg_calloc((size_t)n_groups + 1, sizeof(int)); /* step + 1 that listed it */
+    int *gl = mg_calloc(ne, sizeof(int)); /* a step's groups, first appearance order */
+    if (!indeg || !out_first || !in_first || !out_e || !in_e || !ready || !tmp || !count ||
+        !gmark || !gl)
+        goto out;
+    *err = 3;
+    for (int i = 0; i < n_nodes; i++)
+        if (rank[i] < 0 || rank[i] >= n_ranks || !nodes[i])
+            goto out;
+    int n_mix = 0;
+    for (int i = 0; i < n_edges; i++) {
+        if (src[i] < 0 || src[i] >= n_nodes || dst[i] < 0 || dst[i] >= n_nodes || !eptr[i] ||
+            group[i] < -1 || group[i] >= n_groups || wire[4 * i + 2] < 0)
+            goto out;
+        out_first[src[i] + 1]++;
+        in_first[dst[i] + 1]++;
+        indeg[dst[i]]++;
+        n_mix += wire[4 * i + 2];
+        if (group[i] >= 0 && !gmark[group[i]]) {
+            gmark[group[i]] = 1;
+            n_mix += gptr[group[i]]->channels;
+        }
+    }
+    memset(gmark, 0, sizeof(int) * ((size_t)n_groups + 1));
+    for (int v = 0; v < n_nodes; v++) {
+        out_first[v + 1] += out_first[v];
+        in_first[v + 1] += in_first[v];
+    }
+    /* edge lists in edge order (tmp: fill positions) */
+    memcpy(tmp, out_first, sizeof(int) * (size_t)n_nodes);
+    for (int i = 0; i < n_edges; i++)
+        out_e[tmp[src[i]]++] = i;
+    memcpy(tmp, in_first, sizeof(int) * (size_t)n_nodes);
+    for (int i = 0; i < n_edges; i++)
+        in_e[tmp[dst[i]]++] = i;
+    /* Kahn's algorithm in waves (every node whose inputs are all in earlier
+     * waves), each wave sorted by type rank, stably: as graph.topo_order */
+    int n_ready = 0, done = 0;
+    for (int v = 0; v < n_nodes; v++)
+        if (indeg[v] == 0)
+            ready[n_ready++] = v;
+    while (n_ready > 0) {
+        sort_by_key(ready, n_ready, rank, n_ranks, count, tmp);
+        const int wave_start = done;
+        memcpy(order + done, ready, sizeof(int) * (size_t)n_ready);
+        done += n_ready;
+        n_ready = 0;
+        for (int w = wave_start; w < done; w++) {
+            const int v = order[w];
+            for (int k = out_first[v]; k < out_first[v + 1]; k++) {
+                const int u = dst[out_e[k]];
+                if (--indeg[u] == 0)
+                    ready[n_ready++] = u;
+            }
+        }
+    }
+    if (done != n_nodes) {
+        *err = 1;
+        goto out;
+    }
+    *err = 2;
+    p = mg_plan_new(n_nodes, n_mix, n_edges);
+    if (!p)
+        goto out;
+    *err = 3;
+    for (int s = 0; s < n_nodes; s++) {
+        const int v = order[s];
+        mg_plan_set_step(p, s, nodes[v]);
+        const int a = in_first[v], b = in_first[v + 1];
+        /* the delay groups into this node, in the order of their first member */
+        int n_gl = 0;
+        for (int k = a; k < b; k++) {
+            const int g = group[in_e[k]];
+            if (g >= 0 && gmark[g] != s + 1) {
+                gmark[g] = s + 1;
+                gl[n_gl++] = g;
+            }
+        }
+        /* members first: each group sums them before its delay line runs */
+        for (int j = 0; j < n_gl; j++) {
+            const int g = gl[j];
+            for (int k = a; k < b; k++) {
+                const int i = in_e[k];
+                if (group[i] != g)
+                    continue;
+                const int *w = wire + 4 * i;
+                for (int c = 0; c < w[2]; c++)
+                    if (mg_plan_add_group_mix(p, s, gptr[g], c, nodes[src[i]],
+                                              w[1] + (w[3] ? c : 0), eptr[i]) != 0)
+                        goto fail;
+            }
+        }
+        for (int k = a; k < b; k++) {
+            const int i = in_e[k];
+            if (group[i] >= 0)
+                continue;
+            const int *w = wire + 4 * i;
+            for (int c = 0; c < w[2]; c++)
+                if (mg_plan_add_mix(p, s, w[0] + c, nodes[src[i]], w[1] + (w[3] ? c : 0),
+                                    eptr[i], c) != 0)
+                    goto fail;
+        }
+        for (int j = 0; j < n_gl; j++) {
+            const int g = gl[j];
+            for (int c = 0; c < gptr[g]->channels; c++)
+                if (mg_plan_add_group_out(p, s, gbase[g] + c, gptr[g], c) != 0)
+                    goto fail;
+        }
+    }
+    for (int i = 0; i < n_edges; i++)
+        mg_plan_add_edge(p, eptr[i]);
+    *err = 4;
+    if (mg_plan_finish(p) != 0)
+        goto fail;
+    *err = 0;
+    goto out;
+fail:
+    mg_plan_free(p);
+    p = NULL;
+out:
+    mg_free(indeg);
+    mg_free(out_first);
+    mg_free(in_first);
+    mg_free(out_e);
+    mg_free(in_e);
+    mg_free(ready);
+    mg_free(tmp);
+    mg_free(count);
+    mg_free(gmark);
+    mg_free(gl);
+    return p;
+}
+
+int mg_plan_gangs(const mg_plan *p, int *steps, int *sizes, int max)
+{
+    int k = 0;
+    for (int s = 0; s < p->n_steps; s++)
+        if (p->steps[s].gang > 1) {
+            if (k < max) {
+                steps[k] = s;
+                sizes[k] = p->steps[s].gang;
+            }
+            k++;
+        }
+    return k;
+}

@@ -186,6 +186,19 @@ class Graph:
         return None
 
 
+def port_base(g: GNode, port: str, direction: str) -> tuple[int, int]:
+    """(first channel, channel count) of a node's port among its ins or outs."""
+    base = 0
+    for p in g.type.ports:
+        if p.direction != direction:
+            continue
+        n = p.channel_count(g.channels)
+        if p.name == port:
+            return base, n
+        base += n
+    raise MixgraphError(f"{g.name} has no port {port!r}")
+
+
 def topo_order(names: list, edges: list[tuple], key: Callable | None = None) -> list:
     """Kahn's algorithm in waves (every node whose inputs are all in earlier
     waves), stable in the given node order; raises on a cycle. With `key`,

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import chain
+from operator import attrgetter
 
 from ._core import ffi, lib
+from .catalog import CATALOG
 from .engine import CMD_EDGE
 from .errors import MixgraphError
-from .graph import Conn, GNode, topo_order
+from .graph import Conn, port_base, topo_order
 from .live import LiveEdge, LiveGroup, LiveNode, Refs
 
 
@@ -60,16 +63,27 @@ class FadeQueue:
             e.wait = 0  # an edge's wait is used once
         self.fade_in.clear()
 
-    def push(self, engine, fade_samples: int, due: Callable[[LiveEdge, int], None]) -> None:
+    def push(self, engine, fade_samples: int, due: Callable[[LiveEdge, int], None],
+             hold: Callable[[LiveEdge], bool] | None = None) -> None:
         """Push the queued commands in order (EngineBusy from a full ring leaves
-        the rest queued); due(edge, sample) gets each fade-out's end."""
-        while self.cmds:
-            e, target, wait = self.cmds[0]
-            if not e.dead:
-                engine.push(CMD_EDGE, e.ptr, fade_samples, target, wait)  # may raise
-                if target == 0.0:
-                    due(e, engine.time + wait + fade_samples + e.delay + lib.MG_MAX_BLOCK)
-            self.cmds.pop(0)
+        the rest queued); due(edge, sample) gets each fade-out's end. A fade-out
+        of an edge for which hold(edge) is true is not sent: the edge keeps its
+        gain and is marked held (server/retire.py)."""
+        cmds = self.cmds
+        done = 0
+        try:
+            for e, target, wait in cmds:
+                if not e.dead:
+                    if target == 0.0 and hold is not None and hold(e):
+                        e.held = True
+                    else:
+                        engine.push(CMD_EDGE, e.ptr, fade_samples, target, wait)  # may raise
+                        if target == 0.0:
+                            due(e, engine.time + wait + fade_samples + e.delay
+                                + lib.MG_MAX_BLOCK)
+                done += 1
+        finally:
+            del cmds[:done]
 
 
 @dataclass
@@ -122,19 +136,6 @@ def bypass_plan(graph, bypassed: set[str], live: dict, edges: dict,
         eb = edges.get(k[1])  # on release, b fades in to meet the old direct edge
         bp.hold_b[k[1]] = max(bp.hold_b.get(k[1], 0), d - (eb.delay if eb else 0))
     return bp
-
-
-def port_base(g: GNode, port: str, direction: str) -> tuple[int, int]:
-    """(first channel, channel count) of a node's port among its ins or outs."""
-    base = 0
-    for p in g.type.ports:
-        if p.direction != direction:
-            continue
-        n = p.channel_count(g.channels)
-        if p.name == port:
-            return base, n
-        base += n
-    raise MixgraphError(f"{g.name} has no port {port!r}")
 
 
 SINK_TYPES = frozenset({"output", "recorder"})
@@ -200,108 +201,80 @@ def delay_group(groups: dict[tuple, LiveGroup], dst: LiveNode, port: str, channe
     return g
 
 
+TYPE_RANK: dict[str, int] = {}
+"""Each node type's place in name order: a wave of the plan's order is sorted by
+it, so nodes of one type sit next to each other (where they can run as a gang)."""
+
+
+_SRC, _DST, _GROUP = attrgetter("src"), attrgetter("dst"), attrgetter("group")
+_PTR, _WIRING, _TYPE = attrgetter("ptr"), attrgetter("wiring"), attrgetter("g.type.name")
+
+
+def _ranks(nodes: list[LiveNode]) -> list[int]:
+    """TYPE_RANK of each node (worked out again when the catalog has grown)."""
+    try:
+        return list(map(TYPE_RANK.__getitem__, map(_TYPE, nodes)))
+    except KeyError:
+        TYPE_RANK.clear()
+        TYPE_RANK.update({name: i for i, name in enumerate(sorted(CATALOG))})
+        return list(map(TYPE_RANK.__getitem__, map(_TYPE, nodes)))
+
+_BUILD_ERRORS = {
+    2: "out of memory building the plan",
+    3: "internal error wiring the plan",
+    4: "cannot finish the plan (out of memory, or mix operations the engine refuses)",
+}
+
+
 def build(nodes: list[LiveNode], edges: list[LiveEdge], refs: Refs) -> Compiled:
     """Compile nodes and edges into a new engine plan, every object it uses
     referenced in refs. Raises PlanCycle when the edges close a loop and
-    MixgraphError when the engine refuses the plan (the references are given
-    back then). Linear in nodes and connections (the order's waves are sorted
-    by type); what a connection's mix operations are is worked out once per
-    connection (_wiring), not per plan."""
-    member = set(nodes)
-    edges = [e for e in edges if e.src in member and e.dst in member]
-    try:
-        order = topo_order(nodes, [(e.src, e.dst) for e in edges], key=_type_name)
-    except MixgraphError as err:
-        raise PlanCycle(str(err)) from err
-    into: dict[LiveNode, list[LiveEdge]] = {}
-    # delay groups in this plan: those with a member edge in it
-    grouped: dict[LiveNode, dict[LiveGroup, list[LiveEdge]]] = {}
-    n_mix = 0
-    for e in edges:
-        if e.group is not None:
-            grouped.setdefault(e.dst, {}).setdefault(e.group, []).append(e)
-        else:
-            into.setdefault(e.dst, []).append(e)
-        n_mix += len(_wiring(e))
-    groups = [g for gs in grouped.values() for g in gs]
-    n_mix += sum(g.channels for g in groups)
-    plan = lib.mg_plan_new(len(order), n_mix, len(edges))
+    MixgraphError when the engine refuses the plan.
+
+    The order, the mix operations and their buffers are worked out in C
+    (mg_plan_build) from flat arrays: per plan, Python only lists the objects
+    (no call per node or connection), and what a connection's operations
+    are is worked out once per connection (live.wiring), not per plan."""
+    # every per-object step is a C loop (map, attrgetter): no bytecode per object
+    index = dict(zip(nodes, range(len(nodes)), strict=True))
+    src = list(map(index.get, map(_SRC, edges)))
+    dst = list(map(index.get, map(_DST, edges)))
+    if None in src or None in dst:  # an edge of a node not in the plan
+        edges = [e for e, a, b in zip(edges, src, dst, strict=True)
+                 if a is not None and b is not None]
+        src = list(map(index.__getitem__, map(_SRC, edges)))
+        dst = list(map(index.__getitem__, map(_DST, edges)))
+    egroup = list(map(_GROUP, edges))
+    gindex = dict.fromkeys(egroup)
+    gindex.pop(None, None)
+    groups = list(gindex)
+    gindex = {g: i for i, g in enumerate(groups)}
+    gindex[None] = -1
+    new = ffi.new
+    order = new("int[]", len(nodes))
+    err = new("int *")
+    plan = lib.mg_plan_build(
+        len(nodes), new("mg_node *[]", list(map(_PTR, nodes))),
+        new("int[]", _ranks(nodes)), max(1, len(TYPE_RANK)),
+        len(edges), new("int[]", src), new("int[]", dst),
+        new("mg_edge *[]", list(map(_PTR, edges))),
+        new("int[]", list(map(gindex.__getitem__, egroup))),
+        new("int[]", list(chain.from_iterable(map(_WIRING, edges)))),
+        len(groups), new("mg_dgroup *[]", [g.ptr for g in groups]),
+        new("int[]", [port_base(g.dst.g, g.port, "in")[0] for g in groups]), order, err)
     if plan == ffi.NULL:
-        raise MixgraphError("out of memory building the plan")
-    rec = PlanRecord(plan)
-    try:
-        _fill(plan, rec, refs, order, edges, into, grouped, groups)
-    except BaseException:
-        drop(rec, refs)
-        raise
-    gangs = []
-    step_gang = lib.mg_plan_step_gang
-    for step, node in enumerate(order):
-        g = step_gang(plan, step)
-        if g > 1:
-            gangs.append((node.g.type.name, g))
+        if err[0] == 1:
+            raise PlanCycle("the graph has a cycle")
+        raise MixgraphError(_BUILD_ERRORS.get(err[0], "cannot build the plan"))
+    rec = PlanRecord(plan, refs.ref_all([*nodes, *groups, *edges]))
+    n_gangs = lib.mg_plan_gangs(plan, ffi.NULL, ffi.NULL, 0)
+    steps, sizes = new("int[]", n_gangs + 1), new("int[]", n_gangs + 1)
+    lib.mg_plan_gangs(plan, steps, sizes, n_gangs)
+    gangs = [(nodes[order[steps[k]]].g.type.name, sizes[k]) for k in range(n_gangs)]
     return Compiled(rec, gangs, lib.mg_plan_buffers(plan))
-
-
-def _type_name(node: LiveNode) -> str:
-    return node.g.type.name
-
-
-def _wiring(e: LiveEdge) -> list[tuple[int, int, int]]:
-    """A connection's mix operations, (destination input, source output, edge
-    channel) per channel of the input it feeds (a mono source fans out); for a
-    connection into a delay group the destination is the group's channel.
-    Fixed for the edge's life (channel counts never change), so cached on it."""
-    w = e.wiring
-    if w is None:
-        sbase, sch = port_base(e.src.g, e.conn.src_port, "out")
-        dbase, dch = port_base(e.dst.g, e.conn.dst_port, "in")
-        base = 0 if e.group is not None else dbase
-        w = e.wiring = [(base + c, sbase + (c if sch == dch else 0), c) for c in range(dch)]
-    return w
 
 
 def drop(rec: PlanRecord, refs: Refs) -> None:
     """Free a plan that never reached the engine, and give back its references."""
     refs.unref(rec.keys, release=False)
     lib.mg_plan_free(rec.ptr)
-
-
-def _fill(plan, rec: PlanRecord, refs: Refs, order: list[LiveNode], edges: list[LiveEdge],
-          into: dict, grouped: dict, groups: list) -> None:
-    """Steps, mix operations and edges of a new plan, each referenced in rec."""
-    set_step, add_mix = lib.mg_plan_set_step, lib.mg_plan_add_mix
-    add_group_mix, add_group_out = lib.mg_plan_add_group_mix, lib.mg_plan_add_group_out
-    keys = rec.keys
-    ref = refs.ref
-    for step, node in enumerate(order):
-        set_step(plan, step, node.ptr)
-        keys.append(ref(node))
-        gs = grouped.get(node)
-        if gs:
-            # members first: each group sums them before its delay line runs
-            for g, members in gs.items():
-                for e in members:
-                    for c, src_out, _ in _wiring(e):
-                        if add_group_mix(plan, step, g.ptr, c, e.src.ptr, src_out, e.ptr) != 0:
-                            raise MixgraphError(f"internal error wiring {e.conn}")
-        for e in into.get(node, ()):
-            src, ptr = e.src.ptr, e.ptr
-            for dst_in, src_out, c in _wiring(e):
-                if add_mix(plan, step, dst_in, src, src_out, ptr, c) != 0:
-                    raise MixgraphError(f"internal error wiring {e.conn}")
-        if gs:
-            for g in gs:
-                dbase, _ = port_base(g.dst.g, g.port, "in")
-                for c in range(g.channels):
-                    if add_group_out(plan, step, dbase + c, g.ptr, c) != 0:
-                        raise MixgraphError(f"internal error wiring the delay into {g.port}")
-    for g in groups:
-        keys.append(ref(g))
-    add_edge = lib.mg_plan_add_edge
-    for e in edges:
-        add_edge(plan, e.ptr)
-        keys.append(ref(e))
-    if lib.mg_plan_finish(plan) != 0:
-        raise MixgraphError("cannot finish the plan (out of memory, or mix operations "
-                            "the engine refuses)")

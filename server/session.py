@@ -12,9 +12,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from contextlib import suppress
+from itertools import filterfalse
+from operator import attrgetter
 from pathlib import Path
 
-from . import history, patch, planner, vca
+from . import history, patch, planner, retire, vca
 from ._core import ffi, lib
 from .catalog import CATALOG
 from .diskio import DiskIO
@@ -43,6 +45,7 @@ FADE_MS = 5.0
 # a parameter set timed further ahead than this is recorded in the model when it
 # applies; nearer ones (an immediate bundle's two-block lead) at once
 DEFER_SAMPLES = lib.MG_MAX_BLOCK
+_LATENCY, _DELAY, _PUBLISHED = attrgetter("latency"), attrgetter("delay"), attrgetter("published")
 
 
 class Session:
@@ -406,8 +409,8 @@ class Session:
         edge gain, so a fade reaches the output `delay` frames after it
         starts: the fade of the path with the shorter delay waits for the
         difference, and the two meet at the output."""
-        if not any(n.latency for n in self.live.values()):
-            if not any(e.delay for e in self.edges.values()):
+        if not any(map(_LATENCY, self.live.values())):  # a C loop: no bytecode per node
+            if not any(map(_DELAY, self.edges.values())):
                 return
         wanted = planner.compensation(self.live, self.graph.conns)
         for conn, edge in list(self.edges.items()):
@@ -438,7 +441,7 @@ class Session:
         def due(e: LiveEdge, t: int) -> None:  # a dying node waits for its dying edges
             if e in self.dying_edges:  # (a bypass's fade-out is no removal)
                 self.dying_edges[e] = max(self.dying_edges[e], t)
-        self.fades.push(self.engine, self.fade_samples, due)
+        self.fades.push(self.engine, self.fade_samples, due, lambda e: retire.holds(self, e))
 
     def commit(self) -> None:
         """Compile and hand over a new plan if the graph changed; push the queued
@@ -477,7 +480,7 @@ class Session:
         self.plans_built += 1
         self.gangs = compiled.gangs
         self.buffers = compiled.buffers
-        for node in nodes:
+        for node in filterfalse(_PUBLISHED, nodes):  # the new ones (a C loop over the rest)
             node.published = True
         self._dirty = False
         # fade-ins first, then the fade-outs and bypass switches queued since the
@@ -515,26 +518,7 @@ class Session:
             self.commit()
 
     def _collect_dying(self, force: bool = False) -> None:
-        now = self.engine.time
-        keep = {}
-        for e, due in self.dying_edges.items():
-            if force or e.dead or (now >= due and lib.mg_edge_gain(e.ptr) == 0.0):
-                if not e.dead:
-                    e.dead = True
-                    self._dirty = True
-                if not self.refs.held(e) and e.ptr != ffi.NULL:
-                    self.refs.release_if_unused(e)
-            else:
-                keep[e] = due
-        self.dying_edges = keep
-        # a node leaves the plan only after its retired connections have faded
-        # (their fades may still be queued, their deadlines later than the node's)
-        fading = {id(x) for e in self.dying_edges for x in (e.src, e.dst)}
-        for n in self.dying_nodes:
-            if force or (now >= self._dying_due.get(id(n), 0) and id(n) not in fading):
-                n.dead = self._dirty = True
-                self._dying_due.pop(id(n), None)
-        self.dying_nodes = [n for n in self.dying_nodes if not n.dead]
+        retire.collect(self, force)  # server/retire.py
 
     def next_due(self) -> int | None:
         """The earliest sample time at which deferred work falls due."""

@@ -1,0 +1,66 @@
+"""Removals (control thread): which removed connections fade out, and when a
+removed node and its connections leave the plan.
+
+A removed node keeps running while the connections from and into it fade
+out, and leaves the plan once they have. Only the connections at the border
+of what was removed need that fade: a connection from one removed node into
+another that is no sink (planner.SINK_TYPES) is heard only through the
+removed nodes' own connections, which fade themselves. So it keeps its gain
+(it is "held": LiveEdge.held, no fade command) and leaves the plan with its
+nodes. Clearing a 10,000-node chain so fades the one connection into the
+output instead of 10,000 (a fading connection costs the audio thread a mix
+into its destination's own buffer every block, where a steady one is read in
+place)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ._core import ffi, lib
+from .live import LiveEdge
+from .planner import SINK_TYPES
+
+if TYPE_CHECKING:
+    from .session import Session
+
+
+def holds(s: Session, e: LiveEdge) -> bool:
+    """True when removed connection e needs no fade: both its nodes are removed
+    and its destination is no sink."""
+    return (e in s.dying_edges and s.live.get(e.src.g.name) is not e.src
+            and s.live.get(e.dst.g.name) is not e.dst
+            and e.dst.g.type.name not in SINK_TYPES)
+
+
+def collect(s: Session, force: bool = False) -> None:
+    """Drop the removed connections whose fade is over and the removed nodes
+    whose connections are gone (all of them with force: the audio thread
+    never hears them again, or a plan must be made without them)."""
+    now = s.engine.time
+    keep = {}
+    for e, due in s.dying_edges.items():
+        if force or e.dead or (not e.held and now >= due and lib.mg_edge_gain(e.ptr) == 0.0):
+            if not e.dead:
+                e.dead = True
+                s._dirty = True
+            if not s.refs.held(e) and e.ptr != ffi.NULL:
+                s.refs.release_if_unused(e)
+        else:
+            keep[e] = due
+    s.dying_edges = keep
+    # a node leaves the plan only after its retired connections have faded (their
+    # fades may still be queued, their deadlines later than the node's); a node
+    # with held connections waits until no fade of a removal is left at all, and
+    # then goes with them (what they feed has faded, wherever it leads)
+    fading = {id(x) for e in keep if not e.held for x in (e.src, e.dst)}
+    held = {id(x) for e in keep if e.held for x in (e.src, e.dst)} if fading else set()
+    dying_due = s._dying_due
+    for n in s.dying_nodes:
+        if force or (now >= dying_due.get(id(n), 0) and id(n) not in fading
+                     and id(n) not in held):
+            n.dead = s._dirty = True
+            dying_due.pop(id(n), None)
+    s.dying_nodes = [n for n in s.dying_nodes if not n.dead]
+    for e in keep:
+        if e.held and (e.src.dead or e.dst.dead):
+            e.dead = True  # out of the next plan; freed at the next collect
