@@ -19,6 +19,7 @@
 #endif
 
 #include "mg_internal.h"
+#include "mg_taper.h"
 
 /* ------------------------------------------------------------------ */
 /* denormals: FTZ/DAZ for the duration of one engine_process call      */
@@ -221,8 +222,43 @@ int mg_push(mg_engine *e, const mg_cmd *cmd)
 
 int mg_push_cmd(mg_engine *e, uint64_t time, int kind, int index, float value, void *ptr)
 {
-    mg_cmd c = {time, kind, index, value, ++e->push_seq, ptr};
+    mg_cmd c = {time, kind, index, value, ++e->push_seq, ptr, 0, 0};
     return mg_ring_push(&e->cmd, &c);
+}
+
+int mg_push_ramp(mg_engine *e, uint64_t time, void *ptr, int index, float target,
+                 int frames, int curve)
+{
+    mg_cmd c = {time, MG_CMD_RAMP, index, target, ++e->push_seq, ptr, frames, curve};
+    return mg_ring_push(&e->cmd, &c);
+}
+
+double mg_taper_value(int taper, double lo, double hi, double norm)
+{
+    return mg_taper_to_value(taper, lo, hi, norm);
+}
+
+double mg_taper_norm(int taper, double lo, double hi, double value)
+{
+    return mg_taper_to_norm(taper, lo, hi, value);
+}
+
+double mg_ramp_curve(int curve, double t)
+{
+    return mg_curve_at(curve, t);
+}
+
+double mg_node_param_now(mg_node *n, int index)
+{
+    if (index < 0 || index >= n->type->n_params)
+        return 0.0;
+    const mg_param_spec *s = &n->type->params[index];
+    const mg_param *p = &n->params[index];
+    if (p->remaining <= 0)
+        return p->target_unit;
+    if (p->ramp)
+        return mg_taper_to_value(s->taper, s->min, s->max, p->pos);
+    return mg_node_to_unit(s->map, p->cur);
 }
 
 int mg_cmd_space(mg_engine *e)
@@ -360,6 +396,7 @@ static void apply_param(mg_engine *e, mg_node *n, int index, float v)
     int ns = (int)(s->smooth_ms * 0.001 * e->sample_rate + 0.5);
     if (p->remaining > 0)
         n->n_ramping--;
+    p->ramp = 0; /* a set takes over from a ramp where it has got to (cur) */
     p->tgt = tgt;
     if (ns <= 1 || p->cur == tgt) {
         p->cur = tgt;
@@ -373,6 +410,43 @@ static void apply_param(mg_engine *e, mg_node *n, int index, float v)
     }
     if (n->type->on_param)
         n->type->on_param(n->state, index, tgt);
+}
+
+/* Start a taper ramp (MG_CMD_RAMP): from the parameter's taper position now
+ * (a ramp's exact position, else the value it has reached) to the target's,
+ * over `frames` samples; node_ramps evaluates the taper at every sample. */
+static void apply_ramp(mg_engine *e, mg_node *n, int index, float v, int frames, int curve)
+{
+    if (index < 0 || index >= n->type->n_params || !isfinite(v))
+        return;
+    const mg_param_spec *s = &n->type->params[index];
+    if (frames <= 0 || s->taper == MG_TAPER_STEP) {
+        apply_param(e, n, index, v);
+        return;
+    }
+    mg_param *p = &n->params[index];
+    double p0;
+    if (p->remaining > 0 && p->ramp)
+        p0 = p->pos;
+    else if (p->remaining > 0)
+        p0 = mg_taper_to_norm(s->taper, s->min, s->max, mg_node_to_unit(s->map, p->cur));
+    else
+        p0 = mg_taper_to_norm(s->taper, s->min, s->max, p->target_unit);
+    v = v < s->min ? s->min : v > s->max ? s->max : v;
+    n->pv_fresh = 0;
+    if (p->remaining <= 0)
+        n->n_ramping++;
+    p->target_unit = v;
+    p->tgt = s->map == MG_MAP_DB ? mg_db_to_amp(v) : v;
+    p->ramp = 1;
+    p->curve = curve;
+    p->total = frames;
+    p->remaining = frames;
+    p->p0 = p0;
+    p->pos = p0;
+    p->p1 = mg_taper_to_norm(s->taper, s->min, s->max, v);
+    if (n->type->on_param)
+        n->type->on_param(n->state, index, p->tgt);
 }
 
 static void apply_plan(mg_engine *e, mg_plan *p)
@@ -396,7 +470,8 @@ static void apply_plan(mg_engine *e, mg_plan *p)
         int w = 0;
         for (int i = 0; i < e->heap_len; i++) {
             const mg_cmd *c = &e->heap[i].cmd;
-            if ((c->kind == MG_CMD_PARAM || c->kind == MG_CMD_RESET) &&
+            if ((c->kind == MG_CMD_PARAM || c->kind == MG_CMD_RESET ||
+                 c->kind == MG_CMD_RAMP) &&
                 ((mg_node *)c->ptr)->live_gen != p->gen)
                 continue;
             e->heap[w++] = e->heap[i];
@@ -414,6 +489,9 @@ static void apply_now(mg_engine *e, const mg_cmd *c)
     switch (c->kind) {
     case MG_CMD_PARAM:
         apply_param(e, (mg_node *)c->ptr, c->index, c->value);
+        break;
+    case MG_CMD_RAMP:
+        apply_ramp(e, (mg_node *)c->ptr, c->index, c->value, c->frames, c->curve);
         break;
     case MG_CMD_RESET: {
         mg_node *n = (mg_node *)c->ptr;
@@ -528,6 +606,31 @@ static inline void node_ramps(mg_node *nd, int n)
         float *r = nd->ramp_mem + (size_t)k * MG_MAX_BLOCK;
         int i = 0;
         double cur = pr->cur;
+        if (pr->ramp) {
+            /* a taper ramp: the taper evaluated at every sample, sample j of
+             * the ramp (1..total) at position p0 + (p1 - p0) * curve(j / total) */
+            const mg_param_spec *s = &nd->type->params[k];
+            const double lo = s->min, hi = s->max, p0 = pr->p0, dp = pr->p1 - pr->p0;
+            for (; i < n && pr->remaining > 0; i++) {
+                int j = pr->total - --pr->remaining;
+                pr->pos = p0 + dp * mg_curve_at(pr->curve, (double)j / (double)pr->total);
+                if (pr->remaining == 0) {
+                    pr->pos = pr->p1;
+                    cur = pr->tgt;
+                    pr->ramp = 0;
+                    nd->n_ramping--;
+                } else {
+                    cur = mg_unit_to_node(s->map, mg_taper_to_value(s->taper, lo, hi, pr->pos));
+                }
+                r[i] = (float)cur;
+            }
+            for (; i < n; i++)
+                r[i] = pr->tgt;
+            pr->cur = cur;
+            nd->pv[k].ramp = r;
+            nd->pv[k].value = (float)cur;
+            continue;
+        }
         for (; i < n && pr->remaining > 0; i++) {
             cur = pr->geometric ? cur * pr->step : cur + pr->step;
             if (--pr->remaining == 0) {

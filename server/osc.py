@@ -25,7 +25,7 @@ from pythonosc.osc_message import OscMessage
 from mixgraph.clients.protocol import encode
 from mixgraph.clients.protocol import ostr as _ostr
 
-from . import __version__, planner, tapers
+from . import __version__, planner, ramps, tapers
 from .actions import actions_for, is_action_or_trigger, run_action
 from .catalog import CATALOG
 from .engine import EngineBusy
@@ -1170,6 +1170,11 @@ class Dispatcher:
                 self._changed(name, param, value, client)
             return
         sub = parts[4]
+        if sub == "ramp" and spec is not None:  # server/ramps.py
+            self._check_touch(name, param, client)
+            reply("/done", [address, *ramps.osc_ramp(s, name, param, args, t)])
+            self._changed(name, param, s.get_param(name, param), client)
+            return
         if sub == "norm":
             if spec is None:
                 if s.has_readout(name, param) and not args:

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("mixgraph.session")
 
 PATCH_FORMAT = "mixgraph-patch"
-PATCH_VERSION = 1
+PATCH_VERSION = 2  # 2: scenes, recall safes and the cue list (`show`)
+PATCH_VERSIONS = (1, 2)  # what load_doc reads (a version 1 patch has no show)
 STATE_MAX = 1 << 16  # floats of saved node state (a profile: channels x bins)
 
 
@@ -133,7 +134,7 @@ def validate_doc(doc) -> tuple[list[dict], list[list[str]]]:
     its connections."""
     if not isinstance(doc, dict) or doc.get("format") != PATCH_FORMAT:
         raise MixgraphError(f"not a {PATCH_FORMAT} document")
-    if doc.get("version") != PATCH_VERSION:
+    if doc.get("version") not in PATCH_VERSIONS:
         raise MixgraphError(
             f"patch version {doc.get('version')!r} is not supported (this is {PATCH_VERSION})"
         )
