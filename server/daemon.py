@@ -32,6 +32,7 @@ from .engine import Engine
 from .errors import MixgraphError
 from .journal import Journal, read_journal
 from .osc import Counters, Dispatcher
+from .scenes import show_of
 from .service import Notifier, StateLock, Watchdog
 from .session import Session
 from .state import AUTOSAVE, Autosaver, PatchStore, generation, read_patch
@@ -364,6 +365,8 @@ class Daemon:
             s.set_bypass(a[0], bool(a[1]))
         elif op == "doc":
             s.load_doc(a[0])
+        elif op == "show":  # scenes, safes, cues, playhead (server/scenes.py)
+            show_of(s).load(a[0])
         else:
             raise MixgraphError(f"unknown journal record {op!r}")
 

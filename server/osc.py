@@ -25,7 +25,7 @@ from pythonosc.osc_message import OscMessage
 from mixgraph.clients.protocol import encode
 from mixgraph.clients.protocol import ostr as _ostr
 
-from . import __version__, planner, ramps, tapers
+from . import __version__, planner, ramps, show_osc, tapers
 from .actions import actions_for, is_action_or_trigger, run_action
 from .catalog import CATALOG
 from .engine import EngineBusy
@@ -384,6 +384,7 @@ class Dispatcher:
             "/reply-port": self._reply_port,
             "/hello": self._hello,
         }
+        self._literal.update(show_osc.handlers(self))  # /scene/*, /cue/*: server/show_osc.py
 
     # ---- entry points ----------------------------------------------------------
     def dispatch(self, address: str, args: list, reply: Reply, time_: int = 0,
@@ -801,7 +802,7 @@ class Dispatcher:
         if address == "/graph/add":
             return [a for a in args[1:2] if isinstance(a, str)]
         if address in ("/graph/remove", "/patch/save", "/patch/load", "/sync",
-                       "/catalog/type"):
+                       "/catalog/type") or address.startswith(("/scene/", "/cue/")):
             return args[:1]
         if address in ("/graph/connect", "/graph/disconnect"):
             return [a for a in args[:2] if isinstance(a, str)]

@@ -17,6 +17,7 @@ from .actions import triggers_for
 from .catalog import CATALOG
 from .errors import MixgraphError
 from .graph import Conn, Graph
+from .scenes import Show, show_of
 from .values import doc_node, plain, vca_members
 
 if TYPE_CHECKING:
@@ -76,6 +77,7 @@ def to_doc(session: Session) -> dict:
         "connections": [[f"{c.src}:{c.src_port}", f"{c.dst}:{c.dst_port}"]
                         for c in session.graph.conns],
         "metadata": dict(session.metadata),
+        "show": show_of(session).to_dict(),
     }
 
 
@@ -83,6 +85,7 @@ def to_doc(session: Session) -> dict:
 def load_doc(session: Session, doc: dict) -> None:
     """Make the graph equal to doc, touching only what differs (a diff)."""
     nodes, conns = validate_doc(doc)
+    Show(session).load(doc.get("show"))  # checked before anything changes
     for n in nodes:  # a trigger saved by an older version must not start an action
         skip = triggers_for(n["type"])
         if skip:
@@ -125,6 +128,7 @@ def load_doc(session: Session, doc: dict) -> None:
         if n["bypass"] != (n["name"] in session.bypassed):
             session.set_bypass(n["name"], n["bypass"])
     session.metadata = dict(doc.get("metadata") or {})
+    show_of(session).load(doc.get("show"))  # a version 1 patch: no scenes, no cues
 
 
 

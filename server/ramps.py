@@ -63,11 +63,35 @@ def ramp(session: Session, name: str, param: str, target, secs: float, curve: st
         session.set_param(name, param, v, time)
         return v
     session.engine.push_ramp(node.ptr, spec.index, v, frames, code, time)
+    _record_at(session, node, param, v, time)
+    if node.g.type.name == "vca":  # its members' offsets ramp with it
+        for m, want in _vca_offsets(session, name, v).items():
+            mn = session.live.get(m)
+            if mn is not None and mn.published and mn.g.params.get("vca") != want:
+                session.engine.push_ramp(mn.ptr, mn.g.type.param("vca").index, want, frames,
+                                         code, time)
+                _record_at(session, mn, "vca", want, time)
+    return v
+
+
+def _vca_offsets(session: Session, name: str, level: float) -> dict[str, float]:
+    """Each member fader's `vca` offset once VCA `name` is at `level`."""
+    offsets: dict[str, float] = {}
+    for v, node in session.live.items():
+        if node.g.type.name != "vca":
+            continue
+        lvl = level if v == name else node.g.params["level"]
+        for m in node.g.options.get("members", "").split(","):
+            if m:
+                offsets[m] = offsets.get(m, 0.0) + lvl
+    return offsets
+
+
+def _record_at(session: Session, node: LiveNode, param: str, v: float, time: int) -> None:
     if session.will_defer(node, time):
         session.at(time, lambda: _record(session, node, param, v))
     else:
         _record(session, node, param, v)
-    return v
 
 
 def _record(session: Session, node: LiveNode, param: str, v: float) -> None:

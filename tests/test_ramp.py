@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 import soundfile as sf
-from server._core import lib
 
-from server import tapers
-from server.render import render
+from mixgraph.server import tapers
+from mixgraph.server._core import lib
+from mixgraph.server.render import render
 
 RATE = 48000
 
