@@ -166,3 +166,24 @@ def test_sigkill_during_running_cue_restores_show(tmp_path):
         assert d.call("/cue/go") == ["/cue/go", "3", "End"]
     finally:
         d.stop()
+
+
+def test_client_helpers(daemon):
+    c = daemon.client
+    assert c.scene_store("a", "/node/vox1/*") == 4  # gain, mute, polarity, bypass
+    c.set("vox1", "gain", -12.0)
+    assert c.ramp("vox1", "gain", -6.0, 0.25, "scurve") == [-6.0, 0.25, "scurve"]
+    assert c.get("vox1", "gain") == -6.0
+    c.scene_fade("a", 0.125)
+    assert c.scene_recall("a") is None
+    assert c.scene_list() == [["a", 4, 0.125]]
+    c.scene_store("b", "/node/vox1/gain")
+    c.scene_safe("/node/vox2/*")
+    assert c.safes() == ["/node/vox2/*"]
+    assert c.cue_set(1, name="One", scene="a", continue_="none",
+                     osc=["/node/vox2/gain -3"]) == "1 name One scene a osc '/node/vox2/gain -3'"
+    assert c.cue_list() == [["1", "1 name One scene a osc '/node/vox2/gain -3'"]]
+    assert c.cue_go() == ["1", "One"]
+    c.sync()
+    assert c.get("vox2", "gain") == -3.0  # an OSC action is not a recall: safes don't apply
+    assert c.cue_standby(1) == ["1", "One"]

@@ -172,3 +172,19 @@ def test_bad_inputs_fail_and_change_nothing(tmp_path):
     y, fails = run(tmp_path, score, 0.3)
     assert len(fails) == len(bad), fails
     np.testing.assert_allclose(y, amp(-20), rtol=1e-6)
+
+
+def test_cue_stop_holds_fades_where_they_are(tmp_path):
+    """A cue's 2 s fade stopped after 1 s stays at the level it had reached (the
+    taper interpolation at that sample, within 1e-5), and the next cue, set to
+    auto-follow, never fires."""
+    score = (SCENES + "0 /cue/set 1 scene B fade 2 continue auto-follow\n"
+             "0 /cue/set 2 osc \"/node/g/gain -60\"\n"
+             "0.1 /cue/go\n1.1 /cue/stop\n")
+    score = score.replace("0 /node/m/mute 1\n", "")
+    y, fails = run(tmp_path, score, 2.6)
+    assert fails == []
+    s0, n, stop = int(0.1 * RATE), 2 * RATE, int(1.1 * RATE)
+    p0, p1 = fader_norm(-20), fader_norm(6)
+    held = amp(fader_db(p0 + (p1 - p0) * (stop - s0) / n))
+    np.testing.assert_allclose(y[stop:], held, rtol=1e-5)
