@@ -578,6 +578,96 @@ static void drain_commands(mg_engine *e, uint64_t now)
     }
 }
 
+/* A taper ramp's values for the n frames of this sub-block into r (node
+ * domain); returns the last. Sample j of the ramp (1..total) is the taper at
+ * position p0 + (p1 - p0) * curve(j / total); the last sample is the target.
+ * A linear-curve stretch that stays within one segment of the taper is a
+ * geometric (dB or log value) or arithmetic sequence: its ends are evaluated
+ * exactly and the samples between follow the sequence (the same values to
+ * within double rounding); anything else is evaluated at every sample. */
+static double taper_ramp(mg_node *nd, int k, mg_param *pr, float *r, int n)
+{
+    const mg_param_spec *s = &nd->type->params[k];
+    const double lo = s->min, hi = s->max, p0 = pr->p0, dp = pr->p1 - pr->p0;
+    const double tot = (double)pr->total;
+    const int m = pr->remaining < n ? pr->remaining : n; /* ramp samples in this call */
+    const int last = m == pr->remaining;                 /* the ramp ends here */
+    const int mm = last ? m - 1 : m;                     /* samples from the formula */
+    const int j0 = pr->total - pr->remaining;            /* ramp samples already done */
+    double cur = pr->cur;
+    int done = 0;
+    if (pr->curve == MG_CURVE_LINEAR && mm >= 3) {
+        const double pa = p0 + dp * ((double)(j0 + 1) / tot);
+        const double pb = p0 + dp * ((double)(j0 + mm) / tot);
+        int same = 1;
+        if (s->taper == MG_TAPER_FADER) {
+            double ns[6];
+            double ds[6];
+            int np = mg_fader_law(lo, hi, ns, ds);
+            int sa = 0, sb = 0;
+            while (sa < np - 2 && ns[sa + 1] <= pa)
+                sa++;
+            while (sb < np - 2 && ns[sb + 1] <= pb)
+                sb++;
+            same = sa == sb;
+        }
+        if (same) {
+            const double va = mg_unit_to_node(s->map, mg_taper_to_value(s->taper, lo, hi, pa));
+            const double vb = mg_unit_to_node(s->map, mg_taper_to_value(s->taper, lo, hi, pb));
+            const int geo = s->map == MG_MAP_DB || (s->taper == MG_TAPER_LOG && lo > 0.0);
+            if (!geo) {
+                const double step = (vb - va) / (double)(mm - 1);
+                for (int i = 0; i < mm; i++)
+                    r[i] = (float)(va + step * (double)i);
+                cur = vb;
+                done = 1;
+            } else if (va > 0.0 && vb > 0.0) {
+                const double q = pow(vb / va, 1.0 / (double)(mm - 1));
+                double x = va;
+                for (int i = 0; i < mm - 1; i++, x *= q)
+                    r[i] = (float)x;
+                r[mm - 1] = (float)vb;
+                cur = vb;
+                done = 1;
+            }
+        }
+    }
+    if (!done && s->taper == MG_TAPER_FADER && hi > lo) {
+        /* mg_taper_to_value's fader branch, its breakpoints built once */
+        double ns[6];
+        double ds[6];
+        const int np = mg_fader_law(lo, hi, ns, ds);
+        for (int i = 0; i < mm; i++) {
+            double pos = p0 + dp * mg_curve_at(pr->curve, (double)(j0 + 1 + i) / tot);
+            pos = pos < 0.0 ? 0.0 : pos > 1.0 ? 1.0 : pos;
+            cur = mg_unit_to_node(s->map, mg_interp(pos, ns, ds, np));
+            r[i] = (float)cur;
+        }
+        done = 1;
+    }
+    if (!done) {
+        for (int i = 0; i < mm; i++) {
+            double pos = p0 + dp * mg_curve_at(pr->curve, (double)(j0 + 1 + i) / tot);
+            cur = mg_unit_to_node(s->map, mg_taper_to_value(s->taper, lo, hi, pos));
+            r[i] = (float)cur;
+        }
+    }
+    pr->remaining -= m;
+    if (last) {
+        pr->pos = pr->p1;
+        cur = pr->tgt;
+        r[m - 1] = pr->tgt;
+        pr->ramp = 0;
+        nd->n_ramping--;
+        for (int i = m; i < n; i++)
+            r[i] = pr->tgt;
+    } else {
+        pr->pos = p0 + dp * mg_curve_at(pr->curve, (double)(j0 + m) / tot);
+    }
+    pr->cur = cur;
+    return cur;
+}
+
 /* Advance a node's parameter ramps for a sub-block of n frames (run_plan
  * calls it at the node's step, where its struct is being read anyway). */
 static inline void node_ramps(mg_node *nd, int n)
@@ -607,26 +697,7 @@ static inline void node_ramps(mg_node *nd, int n)
         int i = 0;
         double cur = pr->cur;
         if (pr->ramp) {
-            /* a taper ramp: the taper evaluated at every sample, sample j of
-             * the ramp (1..total) at position p0 + (p1 - p0) * curve(j / total) */
-            const mg_param_spec *s = &nd->type->params[k];
-            const double lo = s->min, hi = s->max, p0 = pr->p0, dp = pr->p1 - pr->p0;
-            for (; i < n && pr->remaining > 0; i++) {
-                int j = pr->total - --pr->remaining;
-                pr->pos = p0 + dp * mg_curve_at(pr->curve, (double)j / (double)pr->total);
-                if (pr->remaining == 0) {
-                    pr->pos = pr->p1;
-                    cur = pr->tgt;
-                    pr->ramp = 0;
-                    nd->n_ramping--;
-                } else {
-                    cur = mg_unit_to_node(s->map, mg_taper_to_value(s->taper, lo, hi, pr->pos));
-                }
-                r[i] = (float)cur;
-            }
-            for (; i < n; i++)
-                r[i] = pr->tgt;
-            pr->cur = cur;
+            cur = taper_ramp(nd, k, pr, r, n);
             nd->pv[k].ramp = r;
             nd->pv[k].value = (float)cur;
             continue;

@@ -97,7 +97,7 @@ static inline double mg_curve_at(int curve, double t)
 static inline double mg_unit_to_node(int map, double v)
 {
     if (map == MG_MAP_DB)
-        return v <= -120.0 ? 0.0 : pow(10.0, v / 20.0);
+        return v <= -120.0 ? 0.0 : exp(v * 0.11512925464970229); /* 10^(v/20) */
     return v;
 }
 

@@ -94,8 +94,6 @@ def cue_number(value, what: str = "cue number") -> float:
 
 def parse_osc(text) -> tuple[str, list]:
     """An OSC action of a cue: "/address arg..." (not a /cue/ address)."""
-    from .score import parse_arg
-
     if not isinstance(text, str):
         raise MixgraphError("osc: expected one string \"/address args...\"")
     try:
@@ -150,8 +148,6 @@ def apply_keys(cue: Cue, pairs: list, scenes: dict) -> Cue:
 def parse_text(text: str, scenes: dict | None = None) -> dict[float, Cue]:
     """A cue list from its text form; a syntax error names its line."""
     out: dict[float, Cue] = {}
-    from .score import parse_arg
-
     for n, raw in enumerate(text.splitlines(), 1):
         try:
             toks = shlex.split(raw, comments=True)
@@ -172,9 +168,21 @@ def parse_text(text: str, scenes: dict | None = None) -> dict[float, Cue]:
     return out
 
 
-def _value(tok: str):
-    from .score import parse_arg
+def parse_arg(tok: str):
+    """A cue-file or osc-action argument: an int, a float, true/false or a string
+    (as the score format, server/score.py)."""
+    low = tok.lower()
+    if low in ("true", "t", "false", "f"):
+        return low in ("true", "t")
+    for kind in (int, float):
+        try:
+            return kind(tok)
+        except ValueError:
+            pass
+    return tok
 
+
+def _value(tok: str):
     v = parse_arg(tok)
     return v if isinstance(v, int | float) and not isinstance(v, bool) else tok
 

@@ -62,16 +62,24 @@ def ramp(session: Session, name: str, param: str, target, secs: float, curve: st
     if frames <= 0 or spec.taper == "stepped" or not node.published:
         session.set_param(name, param, v, time)
         return v
+    start(session, node, spec, v, frames, code, time)
+    return v
+
+
+def start(session: Session, node: LiveNode, spec, v: float, frames: int, code: int,
+          time: int = 0) -> None:
+    """Push a checked ramp (v in range, frames > 0, node published, continuous) and
+    record its target: the part of ramp() a scene recall shares."""
+    param = spec.name
     session.engine.push_ramp(node.ptr, spec.index, v, frames, code, time)
     _record_at(session, node, param, v, time)
     if node.g.type.name == "vca":  # its members' offsets ramp with it
-        for m, want in _vca_offsets(session, name, v).items():
+        for m, want in _vca_offsets(session, node.g.name, v).items():
             mn = session.live.get(m)
             if mn is not None and mn.published and mn.g.params.get("vca") != want:
                 session.engine.push_ramp(mn.ptr, mn.g.type.param("vca").index, want, frames,
                                          code, time)
                 _record_at(session, mn, "vca", want, time)
-    return v
 
 
 def _vca_offsets(session: Session, name: str, level: float) -> dict[str, float]:
@@ -88,7 +96,7 @@ def _vca_offsets(session: Session, name: str, level: float) -> dict[str, float]:
 
 
 def _record_at(session: Session, node: LiveNode, param: str, v: float, time: int) -> None:
-    if session.will_defer(node, time):
+    if time and session.will_defer(node, time):
         session.at(time, lambda: _record(session, node, param, v))
     else:
         _record(session, node, param, v)

@@ -254,24 +254,27 @@ class Show:
         start = time or s.engine.time
         skipped: list[str] = []
         changes: list[tuple[str, str, float, float]] = []
+        safe = self.is_safe if self.safes else None
+        code = ramps.CURVES[sc.curve]
         # VCA masters first (as Ardour): their members' offsets follow them
         order = sorted(sc.values.items(), key=lambda kv: _type(s, kv[0]) != "vca")
         for n, ps in order:
             node = s.live.get(n)
+            params = node.g.params if node is not None else {}
             for p, v in ps.items():
-                a = f"/node/{n}/{p}"
                 spec = node.g.type.param(p) if node is not None else None
                 if spec is None:
-                    skipped.append(a)
+                    skipped.append(f"/node/{n}/{p}")
                     continue
-                if self.is_safe(a):
+                if safe is not None and safe(f"/node/{n}/{p}"):
                     continue
-                before = node.g.params[p]
-                stepped = spec.taper == "stepped"
-                if frames > 0 and not stepped:
+                before = params[p]
+                v = min(max(v, spec.min), spec.max)
+                if frames > 0 and spec.taper != "stepped" and node.published:
                     if before == v and not _moving(s, n, p):
                         continue
-                    after = ramps.ramp(s, n, p, v, secs, sc.curve, time)
+                    ramps.start(s, node, spec, v, frames, code, time)
+                    after = v
                 else:
                     if before == v:
                         continue
