@@ -140,3 +140,26 @@ def test_ramp_bad_input(tmp_path):
     assert len(res.failures) == 5
     y, _ = sf.read(out, dtype="float64")
     np.testing.assert_allclose(y, 10 ** (-20 / 20), rtol=1e-6)
+
+
+def test_vca_ramp_moves_its_members(tmp_path):
+    """A ramp of a VCA's level ramps each member's `vca` offset with it (same
+    samples, same curve), along the offset's fader law: the member's output is
+    the fader-law interpolation from 0 dB to -20 dB at every sample (rel 2e-6)."""
+    doc = dc_patch()
+    doc["nodes"][1]["params"] = {"gain": 0.0}
+    doc["nodes"].append({"name": "v", "type": "vca", "channels": 1,
+                         "options": {"members": "g"}, "params": {}})
+    score = tmp_path / "s.txt"
+    score.write_text("0.1 /node/v/level/ramp -20 0.5\n")
+    out = tmp_path / "o.wav"
+    res = render(doc, out, score=score, duration_s=0.8, inputs={"in": dc_file(tmp_path, 0.8)})
+    assert res.failures == []
+    y, _ = sf.read(out, dtype="float64")
+    s0, n = int(0.1 * RATE), int(0.5 * RATE)
+    np.testing.assert_allclose(y[:s0], 1.0, rtol=1e-6)
+    p0, p1 = fader_norm(0.0), fader_norm(-20.0)
+    j = np.arange(1, n + 1)
+    np.testing.assert_allclose(y[s0:s0 + n], 10 ** (fader_db(p0 + (p1 - p0) * j / n) / 20),
+                               rtol=2e-6)
+    np.testing.assert_allclose(y[s0 + n:], 0.1, rtol=1e-6)

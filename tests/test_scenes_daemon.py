@@ -187,3 +187,30 @@ def test_client_helpers(daemon):
     c.sync()
     assert c.get("vox2", "gain") == -3.0  # an OSC action is not a recall: safes don't apply
     assert c.cue_standby(1) == ["1", "One"]
+
+
+def test_subscribers_get_playhead_running_and_moved_values(tmp_path):
+    d = Daemon(tmp_path / "state", "--backend", "null")
+    watcher = None
+    try:
+        from mixgraph.clients import Client
+
+        d.call("/graph/add", "gain", "g")
+        d.call("/scene/store", "a")
+        d.call("/node/g/gain", -6.0)
+        d.call("/cue/set", 1, "name", "Open", "scene", "a", "fade", 0.2)
+        d.call("/cue/set", 2, "name", "Next")
+        got: list = []
+        watcher = Client("127.0.0.1", d.port, timeout=3.0)
+        watcher.subscribe(lambda a, args: got.append((a, list(args))))
+        d.call("/cue/go")
+        deadline = time.monotonic() + 5
+        while ("/cue/running", ["1", 0]) not in got and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ("/cue/playhead", ["2", "Next"]) in got
+        assert ("/cue/running", ["1", 1]) in got and ("/cue/running", ["1", 0]) in got
+        assert ("/node/g/gain", [0.0]) in got  # the recall's moved value
+    finally:
+        if watcher is not None:
+            watcher.close()
+        d.stop()
