@@ -2,7 +2,8 @@
 
 A cue recalls a scene (with its fade, or the cue's) and/or sends OSC messages
 to this server (`osc "/node/fx/mix 0.3"`, ramps included), after its
-pre-wait. `continue` says what follows: `none`; `auto-continue` fires the
+pre-wait; a message to a recall-safe parameter is not sent (safes are what no
+recall, morph or cue may touch). `continue` says what follows: `none`; `auto-continue` fires the
 next cue `postwait` seconds after this cue's action starts; `auto-follow`
 fires it when this cue's action completes (its fade has run). Every time is a
 sample time: a cue's action is dispatched with the exact sample time it is
@@ -336,6 +337,10 @@ class CueList:
                     self.moving[token] |= {(n, p) for n, ps in sc.values.items() for p in ps}
             for m in c.osc:
                 addr, args = parse_osc(m)
+                target = "/".join(addr.split("/")[:4])  # /node/<name>/<param>
+                if addr.startswith("/node/") and self.show.safes and self.show.is_safe(target):
+                    log.info("cue %s: %s is recall safe: not sent", fmt_number(c.number), addr)
+                    continue
                 if self.dispatch is not None:
                     self.dispatch(addr, args, _warn(c, addr), when)
 

@@ -185,7 +185,12 @@ def test_client_helpers(daemon):
     assert c.cue_list() == [["1", "1 name One scene a osc '/node/vox2/gain -3'"]]
     assert c.cue_go() == ["1", "One"]
     c.sync()
-    assert c.get("vox2", "gain") == -3.0  # an OSC action is not a recall: safes don't apply
+    assert c.get("vox2", "gain") == 0.0  # the cue's OSC action: vox2 is recall safe
+    c.scene_safe("/node/vox2/*", False)
+    c.cue_standby(1)
+    c.cue_go()
+    c.sync()
+    assert c.get("vox2", "gain") == -3.0
     assert c.cue_standby(1) == ["1", "One"]
 
 
