@@ -202,3 +202,73 @@ class CommandsMixin:
     def reply_port(self, port: int):
         """Ask the server to send replies and feedback to this UDP port instead."""
         return self._run("call", "/reply-port", (int(port),), _ident)
+
+    # ---- show: ramps, scenes, safes, cues, undo (docs/protocol.md) ---------------------
+    def ramp(self, name: str, param: str, target: float, seconds: float,
+             curve: str = "linear"):
+        """Move a parameter to target over seconds in the engine, along its taper
+        (curve linear, scurve or exp); returns [target, seconds, curve]."""
+        return self._run("call", f"/node/{name}/{param}/ramp",
+                         (float(target), float(seconds), curve), lambda r: list(r[1:]))
+
+    def scene_store(self, name: str, *patterns: str):
+        """Store the current values (of what the patterns match) as a scene; returns
+        how many values it holds."""
+        return self._run("call", "/scene/store", (name, *patterns), lambda r: r[2])
+
+    def scene_recall(self, name: str, fade: float | None = None):
+        """Start recalling a scene (fade in seconds; None: the scene's own). Returns
+        what it skipped (a string) or None."""
+        args = (name,) if fade is None else (name, float(fade))
+        return self._run("call", "/scene/recall", args, lambda r: r[2] if len(r) > 2 else None)
+
+    def scene_morph(self, a: str, b: str, x: float):
+        """Set every parameter in both scenes to the point x (0..1) between them."""
+        return self._run("call", "/scene/morph", (a, b, float(x)), lambda r: r[-1])
+
+    def scene_fade(self, name: str, seconds: float, curve: str | None = None):
+        args = (name, float(seconds)) + ((curve,) if curve else ())
+        return self._run("call", "/scene/fade", args, _none)
+
+    def scene_delete(self, name: str):
+        return self._run("call", "/scene/delete", (name,), _none)
+
+    def scene_rename(self, old: str, new: str):
+        return self._run("call", "/scene/rename", (old, new), _none)
+
+    def scene_safe(self, pattern: str, on: bool = True):
+        """Mark (or unmark) what an address pattern matches as recall safe."""
+        return self._run("call", "/scene/safe", (pattern, 1 if on else 0), _none)
+
+    def cue_set(self, number: float, osc: list[str] | None = None, **keys: Any):
+        """Create or edit a cue: cue_set(2, name="Half", scene="half", fade=5,
+        continue_="auto-follow", osc=["/node/fx/mix 0.3"]). Returns its text line."""
+        args: list = []
+        for k, v in keys.items():
+            args += [k.rstrip("_"), v]
+        for m in osc or []:
+            args += ["osc", m]
+        return self._run("call", "/cue/set", (number, *args), lambda r: r[2])
+
+    def cue_go(self):
+        """GO: fire the cue at the playhead; returns [number, name]."""
+        return self._run("call", "/cue/go", (), lambda r: list(r[1:]))
+
+    def cue_standby(self, number: float):
+        return self._run("call", "/cue/standby", (number,), lambda r: list(r[1:]))
+
+    def cue_stop(self):
+        return self._run("call", "/cue/stop", (), lambda r: r[1])
+
+    def cue_delete(self, number: float):
+        return self._run("call", "/cue/delete", (number,), _none)
+
+    def cue_load(self, file_name: str):
+        """Replace the cue list with a text file in the server's state directory."""
+        return self._run("call", "/cue/load", (file_name,), lambda r: r[2])
+
+    def undo(self, n: int = 1):
+        return self._run("call", "/undo", (int(n),), _ident)
+
+    def redo(self, n: int = 1):
+        return self._run("call", "/redo", (int(n),), _ident)

@@ -290,6 +290,31 @@ class Client(CommandsMixin):
             return post(*self.request(address, *args, timeout=timeout))
         return post(self.call(address, *args, timeout=timeout, once=kind == "action"))
 
+    def collect(self, address: str, *args: Any, timeout: float | None = None) -> list:
+        """Send a list request (/scene/list, /cue/list, /scene/safe) and return its
+        `.reply` messages' arguments, up to its /done (MixgraphFail on /fail)."""
+        addr, rargs = self.request(address, *args, timeout=timeout)
+        rows = []
+        while addr != "/done":
+            if addr == "/fail":
+                raise MixgraphFail(address, rargs[1:])
+            if addr == address + ".reply":
+                rows.append(rargs)
+            addr, rargs = self.receive(timeout)
+        return rows
+
+    def scene_list(self) -> list:
+        """[name, count, fade_s] per scene."""
+        return self.collect("/scene/list")
+
+    def cue_list(self) -> list:
+        """[number, text line] per cue."""
+        return self.collect("/cue/list")
+
+    def safes(self) -> list[str]:
+        """The recall-safe patterns."""
+        return [r[0] for r in self.collect("/scene/safe")]
+
     # ---- feedback -------------------------------------------------------------------
     def subscribe(self, callback: Callback, lease_s: float | None = None,
                   renew: bool = True) -> list:

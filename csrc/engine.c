@@ -19,6 +19,7 @@
 #endif
 
 #include "mg_internal.h"
+#include "mg_taper.h"
 
 /* ------------------------------------------------------------------ */
 /* denormals: FTZ/DAZ for the duration of one engine_process call      */
@@ -222,8 +223,43 @@ int mg_push(mg_engine *e, const mg_cmd *cmd)
 
 int mg_push_cmd(mg_engine *e, uint64_t time, int kind, int index, float value, void *ptr)
 {
-    mg_cmd c = {time, kind, index, value, ++e->push_seq, ptr};
+    mg_cmd c = {time, kind, index, value, ++e->push_seq, ptr, 0, 0};
     return mg_ring_push(&e->cmd, &c);
+}
+
+int mg_push_ramp(mg_engine *e, uint64_t time, void *ptr, int index, float target,
+                 int frames, int curve)
+{
+    mg_cmd c = {time, MG_CMD_RAMP, index, target, ++e->push_seq, ptr, frames, curve};
+    return mg_ring_push(&e->cmd, &c);
+}
+
+double mg_taper_value(int taper, double lo, double hi, double norm)
+{
+    return mg_taper_to_value(taper, lo, hi, norm);
+}
+
+double mg_taper_norm(int taper, double lo, double hi, double value)
+{
+    return mg_taper_to_norm(taper, lo, hi, value);
+}
+
+double mg_ramp_curve(int curve, double t)
+{
+    return mg_curve_at(curve, t);
+}
+
+double mg_node_param_now(mg_node *n, int index)
+{
+    if (index < 0 || index >= n->type->n_params)
+        return 0.0;
+    const mg_param_spec *s = &n->type->params[index];
+    const mg_param *p = &n->params[index];
+    if (p->remaining <= 0)
+        return p->target_unit;
+    if (p->ramp)
+        return mg_taper_to_value(s->taper, s->min, s->max, p->pos);
+    return mg_node_to_unit(s->map, p->cur);
 }
 
 int mg_cmd_space(mg_engine *e)
@@ -389,6 +425,7 @@ static void apply_param(mg_engine *e, mg_node *n, int index, float v)
     int ns = (int)(s->smooth_ms * 0.001 * e->sample_rate + 0.5);
     if (p->remaining > 0)
         n->n_ramping--;
+    p->ramp = 0; /* a set takes over from a ramp where it has got to (cur) */
     p->tgt = tgt;
     if (ns <= 1 || p->cur == tgt) {
         p->cur = tgt;
@@ -402,6 +439,43 @@ static void apply_param(mg_engine *e, mg_node *n, int index, float v)
     }
     if (n->type->on_param)
         n->type->on_param(n->state, index, tgt);
+}
+
+/* Start a taper ramp (MG_CMD_RAMP): from the parameter's taper position now
+ * (a ramp's exact position, else the value it has reached) to the target's,
+ * over `frames` samples; node_ramps evaluates the taper at every sample. */
+static void apply_ramp(mg_engine *e, mg_node *n, int index, float v, int frames, int curve)
+{
+    if (index < 0 || index >= n->type->n_params || !isfinite(v))
+        return;
+    const mg_param_spec *s = &n->type->params[index];
+    if (frames <= 0 || s->taper == MG_TAPER_STEP) {
+        apply_param(e, n, index, v);
+        return;
+    }
+    mg_param *p = &n->params[index];
+    double p0;
+    if (p->remaining > 0 && p->ramp)
+        p0 = p->pos;
+    else if (p->remaining > 0)
+        p0 = mg_taper_to_norm(s->taper, s->min, s->max, mg_node_to_unit(s->map, p->cur));
+    else
+        p0 = mg_taper_to_norm(s->taper, s->min, s->max, p->target_unit);
+    v = v < s->min ? s->min : v > s->max ? s->max : v;
+    n->pv_fresh = 0;
+    if (p->remaining <= 0)
+        n->n_ramping++;
+    p->target_unit = v;
+    p->tgt = s->map == MG_MAP_DB ? mg_db_to_amp(v) : v;
+    p->ramp = 1;
+    p->curve = curve;
+    p->total = frames;
+    p->remaining = frames;
+    p->p0 = p0;
+    p->pos = p0;
+    p->p1 = mg_taper_to_norm(s->taper, s->min, s->max, v);
+    if (n->type->on_param)
+        n->type->on_param(n->state, index, p->tgt);
 }
 
 static void apply_plan(mg_engine *e, mg_plan *p)
@@ -425,7 +499,8 @@ static void apply_plan(mg_engine *e, mg_plan *p)
         int w = 0;
         for (int i = 0; i < e->heap_len; i++) {
             const mg_cmd *c = &e->heap[i].cmd;
-            if ((c->kind == MG_CMD_PARAM || c->kind == MG_CMD_RESET) &&
+            if ((c->kind == MG_CMD_PARAM || c->kind == MG_CMD_RESET ||
+                 c->kind == MG_CMD_RAMP) &&
                 ((mg_node *)c->ptr)->live_gen != p->gen)
                 continue;
             e->heap[w++] = e->heap[i];
@@ -443,6 +518,9 @@ static void apply_now(mg_engine *e, const mg_cmd *c)
     switch (c->kind) {
     case MG_CMD_PARAM:
         apply_param(e, (mg_node *)c->ptr, c->index, c->value);
+        break;
+    case MG_CMD_RAMP:
+        apply_ramp(e, (mg_node *)c->ptr, c->index, c->value, c->frames, c->curve);
         break;
     case MG_CMD_RESET: {
         mg_node *n = (mg_node *)c->ptr;
@@ -529,6 +607,96 @@ static void drain_commands(mg_engine *e, uint64_t now)
     }
 }
 
+/* A taper ramp's values for the n frames of this sub-block into r (node
+ * domain); returns the last. Sample j of the ramp (1..total) is the taper at
+ * position p0 + (p1 - p0) * curve(j / total); the last sample is the target.
+ * A linear-curve stretch that stays within one segment of the taper is a
+ * geometric (dB or log value) or arithmetic sequence: its ends are evaluated
+ * exactly and the samples between follow the sequence (the same values to
+ * within double rounding); anything else is evaluated at every sample. */
+static double taper_ramp(mg_node *nd, int k, mg_param *pr, float *r, int n)
+{
+    const mg_param_spec *s = &nd->type->params[k];
+    const double lo = s->min, hi = s->max, p0 = pr->p0, dp = pr->p1 - pr->p0;
+    const double tot = (double)pr->total;
+    const int m = pr->remaining < n ? pr->remaining : n; /* ramp samples in this call */
+    const int last = m == pr->remaining;                 /* the ramp ends here */
+    const int mm = last ? m - 1 : m;                     /* samples from the formula */
+    const int j0 = pr->total - pr->remaining;            /* ramp samples already done */
+    double cur = pr->cur;
+    int done = 0;
+    if (pr->curve == MG_CURVE_LINEAR && mm >= 3) {
+        const double pa = p0 + dp * ((double)(j0 + 1) / tot);
+        const double pb = p0 + dp * ((double)(j0 + mm) / tot);
+        int same = 1;
+        if (s->taper == MG_TAPER_FADER) {
+            double ns[6];
+            double ds[6];
+            int np = mg_fader_law(lo, hi, ns, ds);
+            int sa = 0, sb = 0;
+            while (sa < np - 2 && ns[sa + 1] <= pa)
+                sa++;
+            while (sb < np - 2 && ns[sb + 1] <= pb)
+                sb++;
+            same = sa == sb;
+        }
+        if (same) {
+            const double va = mg_unit_to_node(s->map, mg_taper_to_value(s->taper, lo, hi, pa));
+            const double vb = mg_unit_to_node(s->map, mg_taper_to_value(s->taper, lo, hi, pb));
+            const int geo = s->map == MG_MAP_DB || (s->taper == MG_TAPER_LOG && lo > 0.0);
+            if (!geo) {
+                const double step = (vb - va) / (double)(mm - 1);
+                for (int i = 0; i < mm; i++)
+                    r[i] = (float)(va + step * (double)i);
+                cur = vb;
+                done = 1;
+            } else if (va > 0.0 && vb > 0.0) {
+                const double q = pow(vb / va, 1.0 / (double)(mm - 1));
+                double x = va;
+                for (int i = 0; i < mm - 1; i++, x *= q)
+                    r[i] = (float)x;
+                r[mm - 1] = (float)vb;
+                cur = vb;
+                done = 1;
+            }
+        }
+    }
+    if (!done && s->taper == MG_TAPER_FADER && hi > lo) {
+        /* mg_taper_to_value's fader branch, its breakpoints built once */
+        double ns[6];
+        double ds[6];
+        const int np = mg_fader_law(lo, hi, ns, ds);
+        for (int i = 0; i < mm; i++) {
+            double pos = p0 + dp * mg_curve_at(pr->curve, (double)(j0 + 1 + i) / tot);
+            pos = pos < 0.0 ? 0.0 : pos > 1.0 ? 1.0 : pos;
+            cur = mg_unit_to_node(s->map, mg_interp(pos, ns, ds, np));
+            r[i] = (float)cur;
+        }
+        done = 1;
+    }
+    if (!done) {
+        for (int i = 0; i < mm; i++) {
+            double pos = p0 + dp * mg_curve_at(pr->curve, (double)(j0 + 1 + i) / tot);
+            cur = mg_unit_to_node(s->map, mg_taper_to_value(s->taper, lo, hi, pos));
+            r[i] = (float)cur;
+        }
+    }
+    pr->remaining -= m;
+    if (last) {
+        pr->pos = pr->p1;
+        cur = pr->tgt;
+        r[m - 1] = pr->tgt;
+        pr->ramp = 0;
+        nd->n_ramping--;
+        for (int i = m; i < n; i++)
+            r[i] = pr->tgt;
+    } else {
+        pr->pos = p0 + dp * mg_curve_at(pr->curve, (double)(j0 + m) / tot);
+    }
+    pr->cur = cur;
+    return cur;
+}
+
 /* Advance a node's parameter ramps for a sub-block of n frames (run_plan
  * calls it at the node's step, where its struct is being read anyway). */
 static inline void node_ramps(mg_node *nd, int n)
@@ -557,6 +725,12 @@ static inline void node_ramps(mg_node *nd, int n)
         float *r = nd->ramp_mem + (size_t)k * MG_MAX_BLOCK;
         int i = 0;
         double cur = pr->cur;
+        if (pr->ramp) {
+            cur = taper_ramp(nd, k, pr, r, n);
+            nd->pv[k].ramp = r;
+            nd->pv[k].value = (float)cur;
+            continue;
+        }
         for (; i < n && pr->remaining > 0; i++) {
             cur = pr->geometric ? cur * pr->step : cur + pr->step;
             if (--pr->remaining == 0) {

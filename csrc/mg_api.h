@@ -39,6 +39,12 @@
 #define MG_CMD_SYNC 4
 #define MG_CMD_RESET 5
 #define MG_CMD_TAP 6
+#define MG_CMD_RAMP 7   /* index = parameter, value = target (unit), frames, curve */
+
+/* Ramp curves (MG_CMD_RAMP), in taper position: see csrc/mg_taper.h. */
+#define MG_CURVE_LINEAR 0
+#define MG_CURVE_SCURVE 1
+#define MG_CURVE_EXP 2
 
 /* Event kinds (audio -> control). */
 #define MG_EV_PLAN_RETIRED 1
@@ -190,6 +196,8 @@ typedef struct {
     float value;
     uint32_t seq;
     void *ptr;
+    int32_t frames;    /* MG_CMD_RAMP: its length in samples */
+    int32_t curve;     /* MG_CMD_RAMP: MG_CURVE_* */
 } mg_cmd;
 
 typedef struct {
@@ -243,6 +251,19 @@ int mg_push(mg_engine *e, const mg_cmd *cmd);       /* [control] 1 = queued */
 /* The same from its fields, numbered in push order (one call from Python). */
 int mg_push_cmd(mg_engine *e, uint64_t time, int kind, int index, float value, void *ptr);
 int mg_cmd_space(mg_engine *e);                     /* [control] */
+/* A taper ramp (MG_CMD_RAMP): parameter `index` of node `ptr` moves to
+ * `target` (unit domain) over `frames` samples from sample `time` (0: the
+ * next block), along curve (MG_CURVE_*) in its taper's position, from where
+ * it is (a ramp or a smoothing under way included); a later set or ramp takes
+ * over from where this one has got to. [control] 1 = queued */
+int mg_push_ramp(mg_engine *e, uint64_t time, void *ptr, int index, float target,
+                 int frames, int curve);
+/* The C tapers and curves (csrc/mg_taper.h), for tests against server/tapers.py. [any] */
+double mg_taper_value(int taper, double lo, double hi, double norm);
+double mg_taper_norm(int taper, double lo, double hi, double value);
+double mg_ramp_curve(int curve, double t);
+/* A parameter's value now, unit domain (a ramp's or smoothing's current point). [any] */
+double mg_node_param_now(mg_node *n, int index);
 int mg_poll(mg_engine *e, mg_event *ev);            /* [control] 1 = got one */
 void mg_engine_stats(mg_engine *e, mg_stats *out);  /* [any] */
 double mg_engine_take_worst_us(mg_engine *e);       /* [any] */

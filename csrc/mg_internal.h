@@ -33,6 +33,11 @@ typedef struct {
     double step;        /* linear increment or geometric ratio (audio) */
     int remaining;      /* samples left in the ramp (audio) */
     int geometric;      /* 1: cur *= step (audio) */
+    int ramp;           /* 1: `remaining` counts down a taper ramp (audio) */
+    int curve;          /* its MG_CURVE_* */
+    int total;          /* its length in samples */
+    double p0, p1;      /* its start and end taper positions */
+    double pos;         /* the taper position it has reached */
 } mg_param;
 
 struct mg_node {

@@ -193,6 +193,7 @@ void mg_node_init_param(mg_node *n, int index, float v)
     p->tgt = s->map == MG_MAP_DB ? mg_db_to_amp(v) : v;
     p->cur = p->tgt;
     p->remaining = 0;
+    p->ramp = 0;
     n->pv_fresh = 0;
     n->pv[index].ramp = NULL;
     n->pv[index].value = p->tgt;

@@ -241,6 +241,21 @@ def _cmd_patch(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cues(a: argparse.Namespace) -> int:
+    """Check a cue file offline (server/cues.py): print its cues, or the error's line."""
+    from .cues import check_file
+
+    try:
+        text = Path(a.file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise MixgraphError(f"cannot read {a.file}: {e}") from None
+    lines = check_file(text)
+    for line in lines:
+        print(line)
+    print(f"{len(lines)} cues ok")
+    return 0
+
+
 def _client_errors(fn):
     """Client-side commands: a missing server or a /fail is a message, not a traceback."""
     import functools
@@ -590,6 +605,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--width", type=int, default=1024, help="layout width in points")
     s.add_argument("--height", type=int, default=768, help="layout height in points")
     s.set_defaults(func=_cmd_layout)
+
+    s = sub.add_parser("cues", help="check a cue list file (the text form of /cue/load)")
+    s.add_argument("file")
+    s.set_defaults(func=_cmd_cues)
     return p
 
 

@@ -35,6 +35,7 @@ from .oplog import OpLog
 from .osc import Counters, Dispatcher
 from .patch import restore_state
 from .pending import check_entries, reschedule
+from .scenes import show_of
 from .service import Notifier, StateLock, Watchdog
 from .session import Session
 from .state import AUTOSAVE, Autosaver, PatchStore, generation, read_patch
@@ -419,6 +420,8 @@ class Daemon:
             restore_state(s, a[0], a[1])
         elif op == "order":  # the graph's order an undo put back
             s.history.reorder(a[0], a[1])
+        elif op == "show":  # scenes, safes, cues, playhead (server/scenes.py)
+            show_of(s).load(a[0])
         else:
             raise MixgraphError(f"unknown journal record {op!r}")
 

@@ -110,6 +110,12 @@ class Engine:
         if not lib.mg_push_cmd(self.ptr, time, kind, index, value, ptr):
             raise EngineBusy("engine command queue full; try again")
 
+    def push_ramp(self, ptr, index: int, target: float, frames: int, curve: int,
+                  time: int = 0) -> None:
+        """Queue a taper ramp (MG_CMD_RAMP); raises EngineBusy when the ring is full."""
+        if not lib.mg_push_ramp(self.ptr, time, ptr, index, target, frames, curve):
+            raise EngineBusy("engine command queue full; try again")
+
     def space(self) -> int:
         return lib.mg_cmd_space(self.ptr)
 

@@ -150,6 +150,13 @@ class Feedback:
             if s.params and key != okey:
                 self._send(s, [data])
 
+    def message(self, address: str, args: list) -> None:
+        """One message to every parameter subscriber (the show's /cue/playhead...)."""
+        data = encode_message(address, args)
+        for s in list(self.subs.values()):
+            if s.params:
+                self._send(s, [data])
+
     def device_changed(self, state: str, backend: str) -> None:
         """The audio device went away or came back: `/device/state <state>
         <backend>` to every subscriber (state is running or waiting)."""

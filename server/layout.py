@@ -26,6 +26,10 @@ What is generated, one strip per node (pages of strips when they do not fit):
 - meters (non-interactive FADERs that only receive), one per channel, for dB
   readouts such as a meter node's peak, bound to `/meters/<name>/<readout>/<ch>`
   (what `/meters/subscribe` streams: 0..1, -60 dBFS to 0 dBFS);
+- when the graph has a show (a live graph always has; a patch of version 2):
+  a `show` page with GO, STOP, the playhead's number and name, one button per
+  scene and a morph crossfader with its two scene selectors
+  (show_page);
 - a root script that proves its address on load (`/hello`, echoing the
   cookie the server answers; docs/protocol.md "Address proof"), then
   subscribes (`/subscribe 10`, `/meters/subscribe * 20`), keeps the lease
@@ -434,7 +438,8 @@ def build(doc: dict, catalog: list[dict], width: int = 1024, height: int = 768,
             used = 0
         pages[-1].append(s)
         used += s[2]
-    if len(pages) == 1:
+    show = doc.get("show") if isinstance(doc.get("show"), dict) else None
+    if len(pages) == 1 and show is None:
         x = 0
         for n, cs, w in pages[0]:
             _strip(root, n, cs, x, w, height)
@@ -445,7 +450,7 @@ def build(doc: dict, catalog: list[dict], width: int = 1024, height: int = 768,
     _value(pager.find("values"), "page", "0")
     _value(pager.find("values"), "touch", "false")
     for i, page in enumerate(pages):
-        names = f"{page[0][0]['name']}..{page[-1][0]['name']}"
+        names = f"{page[0][0]['name']}..{page[-1][0]['name']}" if page else "empty"
         pg = _node(_children(pager), "GROUP", f"page{i + 1}", (0, 40, width, height - 40),
                    COLORS["root"], interactive=False, tabLabel=("s", names))
         _value(pg.find("values"), "touch", "false")
@@ -453,6 +458,11 @@ def build(doc: dict, catalog: list[dict], width: int = 1024, height: int = 768,
         for n, cs, w in page:
             _strip(pg, n, cs, x, w, height - 40)
             x += w
+    if show is not None:  # GO, STOP, playhead, scenes, morph: show_page
+        pg = _node(_children(pager), "GROUP", "show", (0, 40, width, height - 40),
+                   COLORS["root"], interactive=False, tabLabel=("s", "show"))
+        _value(pg.find("values"), "touch", "false")
+        show_page(pg, show, width, height - 40)
     return lexml
 
 
@@ -475,3 +485,100 @@ def local_catalog() -> list[dict]:
     from .osc import Dispatcher
 
     return [Dispatcher.describe_type(t) for t in CATALOG.values()]
+
+
+# ---- the show page: GO, STOP, the playhead, a button per scene, a morph crossfader ----
+# Every control talks through a small Lua script: GO and STOP send /cue/go and
+# /cue/stop on press; the playhead label shows /cue/playhead <number> <name>
+# (subscriber feedback); a scene button sends /scene/recall <name> (the scene's
+# own fade applies); the crossfader sends /scene/morph <a> <b> <x> with the scenes
+# the two selectors (RADIOs, one step per scene) point at.
+
+SCENE_BUTTONS_MAX = 48  # more scenes than that: the first 48 get buttons
+
+
+def _press_script(address: str, *args: str) -> str:
+    a = "".join(", " + _lua(x) for x in args)
+    return (f"-- mixgraph: {address} on press\nfunction onValueChanged(key)\n"
+            f"  if key == 'x' and self.values.x == 1 then sendOSC({_lua(address)}{a}) end\n"
+            f"end\n")
+
+
+PLAYHEAD_SCRIPT = """-- mixgraph: the playhead, from /cue/playhead <number> <name>
+function onReceiveOSC(message, connections)
+  if message[1] == '/cue/playhead' and message[2][1] then
+    local name = message[2][2] and message[2][2].value or ''
+    self.values.text = 'next: ' .. tostring(message[2][1].value) .. '  ' .. name
+  end
+end
+"""
+
+
+def morph_script(names: list[str]) -> str:
+    """The Lua of the crossfader: /scene/morph <a> <b> <x> from the two selectors."""
+    table = ", ".join(_lua(n) for n in names)
+    return (f"-- mixgraph: a crossfader between the scenes the selectors choose\n"
+            f"local names = {{{table}}}\n"
+            f"function onValueChanged(key)\n"
+            f"  if key ~= 'x' then return end\n"
+            f"  local a = names[math.floor(self.parent.children['morph a'].values.x + 0.5) + 1]\n"
+            f"  local b = names[math.floor(self.parent.children['morph b'].values.x + 0.5) + 1]\n"
+            f"  if a and b then sendOSC('/scene/morph', a, b, self.values.x) end\n"
+            f"end\n")
+
+
+def _button(parent: ET.Element, name: str, frame, color, script: str, text: str) -> None:
+    n = _node(_children(parent), "BUTTON", name, frame, color, buttonType=("i", 0),
+              press=("b", True), release=("b", True), script=("s", script))
+    _value(n.find("values"), "x", "0")
+    _value(n.find("values"), "touch", "false")
+    x, y, w, h = frame
+    _label(parent, text, (x, y + h // 2 - 10, w, 20), 14)
+
+
+def _radio(parent: ET.Element, name: str, names: list[str], frame) -> None:
+    x, y, w, h = frame
+    n = _node(_children(parent), "RADIO", name, (x, y, w, h - 16), COLORS["knob"],
+              steps=("i", max(1, len(names))), orientation=("i", 0), radioType=("i", 0))
+    _value(n.find("values"), "x", "0")
+    _value(n.find("values"), "touch", "false")
+    seg = w / max(1, len(names))
+    for k, s in enumerate(names):
+        _label(parent, s, (x + k * seg, y + h - 16, seg, 16), 9)
+
+
+def show_page(parent: ET.Element, show: dict, width: int, height: int) -> int:
+    """Fill a page with the show's controls; returns how many send OSC."""
+    names = list((show.get("scenes") or {}).keys())
+    pad = 10
+    _button(parent, "go", (pad, pad, 200, 120), COLORS["button"], _press_script("/cue/go"), "GO")
+    _button(parent, "stop", (pad + 210, pad, 120, 120), COLORS["mute"],
+            _press_script("/cue/stop"), "STOP")
+    lab = _node(_children(parent), "LABEL", "playhead", (pad + 340, pad, width - 350 - pad, 120),
+                COLORS["label"], background=False, textSize=("i", 22),
+                textColor=("c", COLORS["label"]), script=("s", PLAYHEAD_SCRIPT))
+    _value(lab.find("values"), "text", "next: -")
+    _value(lab.find("values"), "touch", "false")
+    top = 150
+    _label(parent, "scenes", (pad, top, 200, 18), 12)
+    top += 20
+    cols = max(1, (width - 2 * pad) // 120)
+    shown = names[:SCENE_BUTTONS_MAX]
+    for i, s in enumerate(shown):
+        x = pad + (i % cols) * 120
+        y = top + (i // cols) * 60
+        _button(parent, f"scene {s}", (x, y, 110, 50), COLORS["fader"],
+                _press_script("/scene/recall", s), s)
+    top += max(1, -(-len(shown) // cols)) * 60 + 10
+    _label(parent, "morph", (pad, top, 200, 18), 12)
+    top += 20
+    mh = max(40, min(60, (height - top - 10) // 3))
+    _radio(parent, "morph a", names, (pad, top, width - 2 * pad, mh))
+    fader = _node(_children(parent), "FADER", "morph", (pad, top + mh + 4, width - 2 * pad, mh),
+                  COLORS["fader"], orientation=("i", 1), bar=("b", True), cursor=("b", True),
+                  grid=("b", True), gridSteps=("i", 10), response=("i", 0),
+                  responseFactor=("i", 100), script=("s", morph_script(names)))
+    _value(fader.find("values"), "x", "0")
+    _value(fader.find("values"), "touch", "false")
+    _radio(parent, "morph b", names, (pad, top + 2 * mh + 8, width - 2 * pad, mh))
+    return 2 + len(shown) + 1

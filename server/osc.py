@@ -25,7 +25,7 @@ from pythonosc.osc_message import OscMessage
 from mixgraph.clients.protocol import encode
 from mixgraph.clients.protocol import ostr as _ostr
 
-from . import __version__, planner, tapers
+from . import __version__, planner, ramps, show_osc, tapers
 from .actions import actions_for, is_action_or_trigger, run_action
 from .catalog import CATALOG
 from .engine import EngineBusy
@@ -388,6 +388,7 @@ class Dispatcher:
         session.history.attach(self)  # /undo, /redo, /history (server/history.py)
         self.midi = MidiManager(self)  # /midi/*: server/midi.py
         self._literal.update(self.midi.handlers())
+        self._literal.update(show_osc.handlers(self))  # /scene/*, /cue/*: server/show_osc.py
 
     # ---- entry points ----------------------------------------------------------
     def dispatch(self, address: str, args: list, reply: Reply, time_: int = 0,
@@ -808,7 +809,7 @@ class Dispatcher:
         if address == "/graph/add":
             return [a for a in args[1:2] if isinstance(a, str)]
         if address in ("/graph/remove", "/patch/save", "/patch/load", "/sync",
-                       "/catalog/type"):
+                       "/catalog/type") or address.startswith(("/scene/", "/cue/")):
             return args[:1]
         if address in ("/graph/connect", "/graph/disconnect"):
             return [a for a in args[:2] if isinstance(a, str)]
@@ -1178,6 +1179,11 @@ class Dispatcher:
                 self._changed(name, param, value, client)
             return
         sub = parts[4]
+        if sub == "ramp" and spec is not None:  # server/ramps.py
+            self._check_touch(name, param, client)
+            reply("/done", [address, *ramps.osc_ramp(s, name, param, args, t)])
+            self._changed(name, param, s.get_param(name, param), client)
+            return
         if sub == "norm":
             if spec is None:
                 if s.has_readout(name, param) and not args:

@@ -17,6 +17,7 @@ from .actions import triggers_for
 from .catalog import CATALOG
 from .errors import MixgraphError
 from .graph import Conn, Graph
+from .scenes import Show, show_of
 from .values import doc_node, plain, vca_members
 
 if TYPE_CHECKING:
@@ -25,7 +26,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("mixgraph.session")
 
 PATCH_FORMAT = "mixgraph-patch"
-PATCH_VERSION = 1
+PATCH_VERSION = 2  # 2: scenes, recall safes and the cue list (`show`)
+PATCH_VERSIONS = (1, 2)  # what load_doc reads (a version 1 patch has no show)
 STATE_MAX = 1 << 16  # floats of saved node state (a profile: channels x bins)
 
 
@@ -76,6 +78,7 @@ def to_doc(session: Session) -> dict:
                         for c in session.graph.conns],
         "metadata": dict(session.metadata),
         **_midi_doc(session),
+        "show": show_of(session).to_dict(),
     }
 
 
@@ -90,6 +93,7 @@ def _midi_doc(session: Session) -> dict:
 def load_doc(session: Session, doc: dict) -> None:
     """Make the graph equal to doc, touching only what differs (a diff)."""
     nodes, conns = validate_doc(doc)
+    Show(session).load(doc.get("show"))  # checked before anything changes
     for n in nodes:  # a trigger saved by an older version must not start an action
         skip = triggers_for(n["type"])
         if skip:
@@ -138,6 +142,7 @@ def load_doc(session: Session, doc: dict) -> None:
             midi.load_doc(doc["midi"], strict=False)
         else:  # restored before the dispatcher exists: it loads them (MidiManager)
             session.midi_doc = doc["midi"]
+    show_of(session).load(doc.get("show"))  # a version 1 patch: no scenes, no cues
 
 
 
@@ -147,7 +152,7 @@ def validate_doc(doc) -> tuple[list[dict], list[list[str]]]:
     its connections."""
     if not isinstance(doc, dict) or doc.get("format") != PATCH_FORMAT:
         raise MixgraphError(f"not a {PATCH_FORMAT} document")
-    if doc.get("version") != PATCH_VERSION:
+    if doc.get("version") not in PATCH_VERSIONS:
         raise MixgraphError(
             f"patch version {doc.get('version')!r} is not supported (this is {PATCH_VERSION})"
         )

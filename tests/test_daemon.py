@@ -151,7 +151,7 @@ def test_graph_dump_is_msgpack(daemon):
     build_tone(daemon)
     (blob,) = daemon.call("/graph/dump")
     doc = msgpack.unpackb(blob)
-    assert doc["format"] == "mixgraph-patch" and doc["version"] == 1
+    assert doc["format"] == "mixgraph-patch" and doc["version"] == 2
     assert {n["name"] for n in doc["nodes"]} == {"osc", "g", "out", "m"}
     assert ["osc:out", "g:in"] in doc["connections"]
 

@@ -144,6 +144,7 @@ def test_every_documented_address_is_in_the_dispatcher_and_back():
     unknown = doc_literal - replies - lit - {"/done", "/fail", "/late", "/synced",
                                              "/graph/changed", "/rate-limit", "/meter",
                                              "/device/state",  # to subscribers
+                                             "/cue/playhead", "/cue/running",
                                              "/node", "/catalog/type.port",
                                              "/xremote"}  # another desk's, named in prose
     # node suffixes (`/norm`, `/touch`, `/bypass`) and prefixes (`/graph/`) named in prose

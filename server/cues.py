@@ -1,0 +1,417 @@
+"""The cue list: numbered cues fired by GO, timed on the audio clock (control thread).
+
+A cue recalls a scene (with its fade, or the cue's) and/or sends OSC messages
+to this server (`osc "/node/fx/mix 0.3"`, ramps included), after its
+pre-wait; a message to a recall-safe parameter is not sent (safes are what no
+recall, morph or cue may touch). `continue` says what follows: `none`; `auto-continue` fires the
+next cue `postwait` seconds after this cue's action starts; `auto-follow`
+fires it when this cue's action completes (its fade has run). Every time is a
+sample time: a cue's action is dispatched with the exact sample time it is
+due (a timer wakes the control thread two blocks earlier), so an offline
+render of a score that fires /cue/go equals the live result.
+
+The text form (`/cue/load <file>`, `mixgraph cues FILE`): one cue per line,
+`<number> [<key> <value>]...` with the keys of /cue/set, values quoted with
+"..." when they hold spaces, `#` starts a comment, e.g.
+
+    1   name "Preshow" scene preshow fade 0
+    2   name "House to half" scene half fade 5 continue auto-follow
+    2.5 name "Lights cue" prewait 1 osc "/node/fx/mix 0.3" osc "/node/vox/gain/ramp -10 2"
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import shlex
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from . import ramps
+from .errors import MixgraphError
+from .values import number
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .scenes import Show
+
+log = logging.getLogger("mixgraph.session")
+
+CONTINUE = ("none", "auto-continue", "auto-follow")
+KEYS = ("name", "scene", "fade", "prewait", "postwait", "continue", "osc")
+CUES_MAX = 10000
+OSC_MAX = 64  # actions per cue
+
+
+@dataclass
+class Cue:
+    """One cue of the list."""
+
+    number: float
+    name: str = ""
+    scene: str = ""
+    fade: float | None = None  # None: the scene's own fade
+    prewait: float = 0.0
+    postwait: float = 0.0
+    cont: str = "none"
+    osc: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        d: dict = {"number": self.number, "name": self.name, "scene": self.scene,
+                   "prewait": self.prewait, "postwait": self.postwait, "continue": self.cont,
+                   "osc": list(self.osc)}
+        if self.fade is not None:
+            d["fade"] = self.fade
+        return d
+
+    def line(self) -> str:
+        """The cue in the text form."""
+        parts = [fmt_number(self.number)]
+        for k, v in (("name", self.name), ("scene", self.scene)):
+            if v:
+                parts += [k, shlex.quote(v)]
+        for k, f in (("fade", self.fade), ("prewait", self.prewait), ("postwait", self.postwait)):
+            if f:
+                parts += [k, f"{f:g}"]
+        if self.cont != "none":
+            parts += ["continue", self.cont]
+        for m in self.osc:
+            parts += ["osc", shlex.quote(m)]
+        return " ".join(parts)
+
+
+def fmt_number(n: float) -> str:
+    return f"{n:g}"
+
+
+def cue_number(value, what: str = "cue number") -> float:
+    """A cue number: finite, > 0 (1, 2.5 ...)."""
+    v = number(value, what)
+    if not v > 0:
+        raise MixgraphError(f"{what}: expected a number > 0, got {v:g}")
+    return v
+
+
+def parse_osc(text) -> tuple[str, list]:
+    """An OSC action of a cue: "/address arg..." (not a /cue/ address)."""
+    if not isinstance(text, str):
+        raise MixgraphError("osc: expected one string \"/address args...\"")
+    try:
+        toks = shlex.split(text)
+    except ValueError as e:
+        raise MixgraphError(f"osc: {e}") from None
+    if not toks or not toks[0].startswith("/"):
+        raise MixgraphError(f"osc: {text[:64]!r} does not start with an OSC address")
+    if toks[0].startswith("/cue/"):
+        raise MixgraphError("osc: a cue cannot send /cue/ messages (GO is the operator's)")
+    return toks[0], [parse_arg(a) for a in toks[1:]]
+
+
+def apply_keys(cue: Cue, pairs: list, scenes: dict) -> Cue:
+    """A copy of cue with key/value pairs applied (checked: /cue/set's rules)."""
+    if len(pairs) % 2:
+        raise MixgraphError("usage: /cue/set <number> [<key> <value>]...")
+    c = copy.deepcopy(cue)
+    new_osc: list[str] | None = None
+    for k, v in zip(pairs[::2], pairs[1::2], strict=True):
+        if k == "name":
+            if not isinstance(v, str) or len(v) > 64:
+                raise MixgraphError("name: expected a string of at most 64 characters")
+            c.name = v
+        elif k == "scene":
+            if v in ("", "none"):
+                c.scene = ""
+            elif not isinstance(v, str) or v not in scenes:
+                raise MixgraphError(f"no scene named {str(v)[:64]!r}")
+            else:
+                c.scene = v
+        elif k == "fade":
+            c.fade = None if v in ("", "scene") else ramps.seconds(v, "fade")
+        elif k in ("prewait", "postwait"):
+            setattr(c, k, ramps.seconds(v, k))
+        elif k == "continue":
+            if v not in CONTINUE:
+                raise MixgraphError(f"continue: expected one of {', '.join(CONTINUE)}")
+            c.cont = v
+        elif k == "osc":
+            parse_osc(v)
+            new_osc = (new_osc or []) + [v]
+            if len(new_osc) > OSC_MAX:
+                raise MixgraphError(f"osc: at most {OSC_MAX} actions per cue")
+        else:
+            raise MixgraphError(f"unknown cue key {str(k)[:32]!r} (keys: {', '.join(KEYS)})")
+    if new_osc is not None:
+        c.osc = new_osc
+    return c
+
+
+def parse_text(text: str, scenes: dict | None = None) -> dict[float, Cue]:
+    """A cue list from its text form; a syntax error names its line."""
+    out: dict[float, Cue] = {}
+    for n, raw in enumerate(text.splitlines(), 1):
+        try:
+            toks = shlex.split(raw, comments=True)
+        except ValueError as e:
+            raise MixgraphError(f"cue file line {n}: {e}") from None
+        if not toks:
+            continue
+        try:
+            num = cue_number(parse_arg(toks[0]))
+            vals = [t if i % 2 == 0 else _value(t) for i, t in enumerate(toks[1:])]
+            if num in out:
+                raise MixgraphError(f"cue {fmt_number(num)} is listed twice")
+            out[num] = apply_keys(Cue(num), vals, scenes if scenes is not None else _Any())
+        except MixgraphError as e:
+            raise MixgraphError(f"cue file line {n}: {e}") from None
+        if len(out) > CUES_MAX:
+            raise MixgraphError(f"cue file: more than {CUES_MAX} cues")
+    return out
+
+
+def parse_arg(tok: str):
+    """A cue-file or osc-action argument: an int, a float, true/false or a string
+    (as the score format, server/score.py)."""
+    low = tok.lower()
+    if low in ("true", "t", "false", "f"):
+        return low in ("true", "t")
+    for kind in (int, float):
+        try:
+            return kind(tok)
+        except ValueError:
+            pass
+    return tok
+
+
+def _value(tok: str):
+    v = parse_arg(tok)
+    return v if isinstance(v, int | float) and not isinstance(v, bool) else tok
+
+
+class _Any(dict):
+    """Every scene name exists (checking a cue file offline)."""
+
+    def __contains__(self, k) -> bool:
+        return True
+
+
+class CueList:
+    """The cues, the playhead and the cues running now."""
+
+    def __init__(self, show: Show) -> None:
+        self.show = show
+        self.cues: dict[float, Cue] = {}
+        self.playhead: float | None = None
+        self.running: dict[float, int] = {}  # cue number -> token of its run
+        self.moving: dict[int, set[tuple[str, str]]] = {}  # token -> parameters it fades
+        self._token = 0
+        self._stopped: set[int] = set()  # runs cut short by /cue/stop: they never continue
+        self.dispatch: Callable[[str, list, Callable, int], None] | None = None
+        self.publish: Callable[[str, list], None] | None = None
+        self.lead = 128  # frames a timer wakes before a cue action's sample time
+
+    # ---- the document ----------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {"cues": [c.to_dict() for c in self.sorted()], "playhead": self.playhead}
+
+    def parse_dict(self, d: dict) -> tuple[dict[float, Cue], float | None]:
+        raw = d.get("cues") or []
+        if not isinstance(raw, list):
+            raise MixgraphError("patch: show `cues` must be a list")
+        cues: dict[float, Cue] = {}
+        for item in raw:
+            if not isinstance(item, dict):
+                raise MixgraphError("patch: a cue must be a map")
+            num = cue_number(item.get("number"))
+            pairs: list = []
+            for k in ("name", "scene", "prewait", "postwait", "continue"):
+                if k in item:
+                    pairs += [k, item[k]]
+            if item.get("fade") is not None:
+                pairs += ["fade", item["fade"]]
+            for m in item.get("osc") or []:
+                pairs += ["osc", m]
+            cues[num] = apply_keys(Cue(num), pairs, _Any())
+        ph = d.get("playhead")
+        ph = None if ph is None else cue_number(ph, "playhead")
+        return cues, ph
+
+    def install(self, cues: dict[float, Cue], playhead: float | None) -> None:
+        self.cues = dict(sorted(cues.items()))
+        self.playhead = playhead if playhead in self.cues else self._first()
+
+    def sorted(self) -> list[Cue]:
+        return [self.cues[k] for k in sorted(self.cues)]
+
+    def _first(self) -> float | None:
+        return min(self.cues) if self.cues else None
+
+    def _next(self, num: float) -> float | None:
+        later = [k for k in self.cues if k > num]
+        return min(later) if later else None
+
+    # ---- edits -----------------------------------------------------------------------
+    def set(self, num, pairs: list) -> Cue:
+        num = cue_number(num)
+        if num not in self.cues and len(self.cues) >= CUES_MAX:
+            raise MixgraphError(f"too many cues (at most {CUES_MAX})")
+        c = apply_keys(self.cues.get(num) or Cue(num), pairs, self.show.scenes)
+        before = self.show.to_dict()
+        self.cues[num] = c
+        self.cues = dict(sorted(self.cues.items()))
+        if self.playhead is None:
+            self.playhead = self._first()
+        self.show.changed(f"cue set {fmt_number(num)}", before)
+        self._announce()
+        return c
+
+    def delete(self, num) -> None:
+        num = self.get(num).number
+        before = self.show.to_dict()
+        nxt = self._next(num)
+        del self.cues[num]
+        if self.playhead == num:
+            self.playhead = nxt
+        self.show.changed(f"cue delete {fmt_number(num)}", before)
+        self._announce()
+
+    def load_text(self, text: str) -> int:
+        """Replace the cue list with a text file's (checked completely first)."""
+        cues = parse_text(text, self.show.scenes)
+        before = self.show.to_dict()
+        self.install(cues, None)
+        self.show.changed("cue load", before)
+        self._announce()
+        return len(cues)
+
+    def get(self, num) -> Cue:
+        n = number(num, "cue number")
+        c = self.cues.get(n)
+        if c is None:
+            raise MixgraphError(f"no cue {fmt_number(n)}")
+        return c
+
+    def standby(self, num) -> Cue:
+        c = self.get(num)
+        self.playhead = c.number
+        self.show.changed()
+        self._announce()
+        return c
+
+    # ---- running -----------------------------------------------------------------------
+    def go(self, time: int = 0) -> Cue:
+        """Fire the cue at the playhead (at sample `time`, 0: now) and move the
+        playhead to the next cue."""
+        if self.playhead is None or self.playhead not in self.cues:
+            raise MixgraphError("no cue at the playhead")
+        c = self.cues[self.playhead]
+        self._fire(c, time or self.show.session.engine.time)
+        return c
+
+    def _fire(self, c: Cue, t0: int) -> None:
+        s = self.show.session
+        rate = s.engine.sample_rate
+        self._token += 1
+        token = self._token
+        self.running[c.number] = token
+        self.moving[token] = set()
+        self.playhead = self._next(c.number)
+        self.show.changed()
+        self._announce()
+        self._say("/cue/running", [fmt_number(c.number), 1])
+        sc = self.show.scenes.get(c.scene) if c.scene else None
+        fade = c.fade if c.fade is not None else (sc.fade if sc is not None else 0.0)
+        t_act = t0 + _frames(c.prewait, rate)
+        t_end = t_act + (_frames(fade, rate) if sc is not None else 0)
+
+        def action() -> None:
+            if self.running.get(c.number) != token:
+                return
+            when = t_act if t_act > s.engine.time else 0  # 0: now (the next block)
+            if sc is not None and c.scene in self.show.scenes:
+                try:
+                    self.show.recall(c.scene, fade, when)
+                except MixgraphError as e:
+                    log.warning("cue %s: scene %s: %s", fmt_number(c.number), c.scene, e)
+                if fade > 0:
+                    self.moving[token] |= {(n, p) for n, ps in sc.values.items() for p in ps}
+            for m in c.osc:
+                addr, args = parse_osc(m)
+                target = "/".join(addr.split("/")[:4])  # /node/<name>/<param>
+                if addr.startswith("/node/") and self.show.safes and self.show.is_safe(target):
+                    log.info("cue %s: %s is recall safe: not sent", fmt_number(c.number), addr)
+                    continue
+                if self.dispatch is not None:
+                    self.dispatch(addr, args, _warn(c, addr), when)
+
+        def end() -> None:
+            if self.running.get(c.number) == token:
+                del self.running[c.number]
+                self.moving.pop(token, None)
+                self._say("/cue/running", [fmt_number(c.number), 0])
+
+        self._at(t_act, action)
+        self._at(t_end, end)
+        nxt = self._next(c.number)
+        if nxt is not None and c.cont != "none":
+            t_next = t_act + _frames(c.postwait, rate) if c.cont == "auto-continue" else t_end
+
+            def follow() -> None:
+                n2 = self.cues.get(nxt)
+                if token not in self._stopped and n2 is not None:
+                    self._fire(n2, t_next)
+            self._at(t_next, follow)
+
+    def _at(self, when: int, fn: Callable[[], None]) -> None:
+        """Call fn from the control thread `lead` frames before sample time `when`
+        (what it sends is timed to that sample), or at once when that has passed."""
+        s = self.show.session
+        wake = when - self.lead
+        if wake <= s.engine.time:
+            fn()
+        else:
+            s.at(wake, fn)
+
+    def stop(self) -> int:
+        """Stop every running cue and their fades where they are."""
+        s = self.show.session
+        n = len(self.running)
+        for num, token in list(self.running.items()):
+            self._stopped.add(token)
+            for node, param in self.moving.pop(token, set()):
+                if node in s.live and param in s.graph.nodes[node].params:
+                    v = ramps.stop(s, node, param)
+                    if self.show.notify is not None:
+                        self.show.notify(node, param, v)
+            del self.running[num]
+            self._say("/cue/running", [fmt_number(num), 0])
+        return n
+
+    # ---- subscribers ---------------------------------------------------------------------
+    def _announce(self) -> None:
+        ph = self.playhead
+        c = self.cues.get(ph) if ph is not None else None
+        self._say("/cue/playhead", [fmt_number(ph) if ph is not None else "", c.name if c else ""])
+
+    def _say(self, address: str, args: list) -> None:
+        if self.publish is not None:
+            self.publish(address, args)
+
+
+def _frames(secs: float, rate: float) -> int:
+    return int(round(secs * rate))
+
+
+def _warn(c: Cue, addr: str):
+    def reply(address: str, args: list) -> None:
+        if address == "/fail":
+            log.warning("cue %s: %s failed: %s", fmt_number(c.number), addr,
+                        " ".join(str(a) for a in args[1:])[:200])
+    return reply
+
+
+def check_file(text: str) -> list[str]:
+    """`mixgraph cues FILE`: the cues, one line each, or MixgraphError naming the line."""
+    cues = parse_text(text)
+    return [cues[k].line() for k in sorted(cues)]
+

@@ -1,0 +1,392 @@
+"""Scenes, morphs and recall safes (control thread).
+
+A scene is a named set of parameter values and bypass states of the graph's
+nodes, with a scope (the address patterns it was stored with; none: every
+parameter), a fade time and a curve. The show (scenes, safes, the cue list of
+server/cues.py, its playhead) lives at `session.show` (show_of), is saved in
+the patch document (`show`, patch version 2) and journaled as one `show`
+record per change, so a SIGKILL and restart brings it back.
+
+Recall with a fade: every continuous parameter moves from where it is to the
+scene's value as an engine ramp along its taper (server/ramps.py), with the
+scene's curve (`linear` or `scurve` in taper position). Stepped and switched
+parameters (choices, mute, polarity) and bypass switch when the fade starts,
+except a switch that cuts sound: a `mute` turning on switches when the fade
+ends (so a mute never silences a channel before its fader has come down, and
+an unmute is heard while the fader comes up). Recall safes (global address
+patterns) are never touched by a recall, a morph or a cue."""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import ramps, tapers
+from .actions import triggers_for
+from .errors import MixgraphError
+from .patterns import compile_pattern
+from .values import number
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .session import Session
+
+NAME_MAX = 64
+SCENES_MAX = 1000
+SAFES_MAX = 256
+CURVES = ("linear", "scurve")
+
+
+@dataclass
+class Scene:
+    """A stored scene: values[node][param], bypass[node], its scope, fade and curve."""
+
+    values: dict[str, dict[str, float]] = field(default_factory=dict)
+    bypass: dict[str, bool] = field(default_factory=dict)
+    scope: list[str] = field(default_factory=list)
+    fade: float = 0.0
+    curve: str = "linear"
+
+    def count(self) -> int:
+        return sum(len(v) for v in self.values.values()) + len(self.bypass)
+
+    def to_dict(self) -> dict:
+        return {"values": copy.deepcopy(self.values), "bypass": dict(self.bypass),
+                "scope": list(self.scope), "fade": self.fade, "curve": self.curve}
+
+    @classmethod
+    def from_dict(cls, d: Any, what: str) -> Scene:
+        if not isinstance(d, dict):
+            raise MixgraphError(f"{what}: a scene must be a map")
+        vals = d.get("values") or {}
+        byp = d.get("bypass") or {}
+        if not isinstance(vals, dict) or not isinstance(byp, dict):
+            raise MixgraphError(f"{what}: `values` and `bypass` must be maps")
+        values: dict[str, dict[str, float]] = {}
+        for n, ps in vals.items():
+            if not isinstance(n, str) or not isinstance(ps, dict):
+                raise MixgraphError(f"{what}: bad values for {str(n)[:64]!r}")
+            values[n] = {str(p): number(v, f"{what} {n}/{p}") for p, v in ps.items()}
+        scope = d.get("scope") or []
+        if not isinstance(scope, list) or not all(isinstance(s, str) for s in scope):
+            raise MixgraphError(f"{what}: `scope` must be a list of patterns")
+        curve = d.get("curve", "linear")
+        if curve not in CURVES:
+            raise MixgraphError(f"{what}: curve must be linear or scurve")
+        return cls(values, {str(k): bool(v) for k, v in byp.items()}, list(scope),
+                   ramps.seconds(d.get("fade", 0.0), f"{what} fade"), curve)
+
+
+def scene_name(value, what: str = "scene name") -> str:
+    """A scene (or cue) name: a non-empty string of at most 64 characters."""
+    if not isinstance(value, str) or not value or len(value) > NAME_MAX or "\0" in value:
+        raise MixgraphError(f"{what}: expected a name of 1..{NAME_MAX} characters")
+    return value
+
+
+class Show:
+    """The show of one session: scenes, recall safes and the cue list."""
+
+    def __init__(self, session: Session) -> None:
+        from .cues import CueList  # cues build on scenes
+
+        self.session = session
+        self.scenes: dict[str, Scene] = {}
+        self.safes: list[str] = []
+        self.cues = CueList(self)
+        # set by the OSC layer: a value a recall/morph moved -> subscribers
+        self.notify: Callable[[str, str, float], None] | None = None
+
+    # ---- the document --------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """The show as a plain document (the patch's `show`)."""
+        return {"scenes": {k: s.to_dict() for k, s in self.scenes.items()},
+                "safes": list(self.safes), **self.cues.to_dict()}
+
+    def load(self, d: Any) -> None:
+        """Replace the show with a document's (checked completely first)."""
+        d = d or {}
+        if not isinstance(d, dict):
+            raise MixgraphError("patch: `show` must be a map")
+        raw = d.get("scenes") or {}
+        if not isinstance(raw, dict):
+            raise MixgraphError("patch: show `scenes` must be a map")
+        scenes = {scene_name(k): Scene.from_dict(v, f"scene {k!r}") for k, v in raw.items()}
+        safes = d.get("safes") or []
+        if not isinstance(safes, list) or not all(isinstance(s, str) for s in safes):
+            raise MixgraphError("patch: show `safes` must be a list of patterns")
+        for s in safes:
+            _compile(s)
+        cues = self.cues.parse_dict(d)
+        self.scenes, self.safes = scenes, list(safes)
+        self.cues.install(*cues)
+
+    def changed(self, label: str | None = None, before: dict | None = None) -> None:
+        """A show edit: autosave, journal (one `show` record) and history."""
+        s = self.session
+        s._touch()
+        if s.journal is not None and not s._quiet:
+            s.journal.add(("show", self.to_dict()))
+        h = getattr(s, "history", None)
+        if h and label and before is not None:
+            after = self.to_dict()
+            h.record(label, lambda: self._restore(before), lambda: self._restore(after))
+
+    def _restore(self, d: dict) -> None:
+        self.load(copy.deepcopy(d))
+        self.changed()
+
+    # ---- addresses ------------------------------------------------------------------
+    def addresses(self) -> list[str]:
+        """Every address a scene may hold: /node/<n>/<param> and /node/<n>/bypass."""
+        out = []
+        for name, node in self.session.live.items():
+            t = node.g.type
+            skip = triggers_for(t.name)
+            for p in t.params:
+                if p.name in skip or (p.name == "vca" and t.name != "vca"):
+                    continue  # an action's trigger; a fader's VCA offset (set by its VCAs)
+                out.append(f"/node/{name}/{p.name}")
+            if t.param("bypass") is None and t.port(None, "in") and t.port(None, "out"):
+                out.append(f"/node/{name}/bypass")
+        return out
+
+    def is_safe(self, address: str) -> bool:
+        return any(_compile(p).match(address) for p in self.safes)
+
+    # ---- scenes ----------------------------------------------------------------------
+    def get(self, name) -> Scene:
+        sc = self.scenes.get(name) if isinstance(name, str) else None
+        if sc is None:
+            raise MixgraphError(f"no scene named {str(name)[:64]!r}")
+        return sc
+
+    def store(self, name, patterns: list) -> int:
+        """Store the current values (of what the patterns match) as scene `name`."""
+        name = scene_name(name)
+        if name not in self.scenes and len(self.scenes) >= SCENES_MAX:
+            raise MixgraphError(f"too many scenes (at most {SCENES_MAX})")
+        addrs = self.addresses()
+        if patterns:
+            chosen: set[str] = set()
+            for p in patterns:
+                if not isinstance(p, str):
+                    raise MixgraphError("scene scope: expected address patterns")
+                got = _compile(p).filter(addrs)
+                if not got:
+                    raise MixgraphError(f"the pattern {p[:64]!r} matches nothing")
+                chosen.update(got)
+            addrs = [a for a in addrs if a in chosen]
+        old = self.scenes.get(name)
+        sc = Scene(scope=[str(p) for p in patterns],
+                   fade=old.fade if old else 0.0, curve=old.curve if old else "linear")
+        s = self.session
+        for a in addrs:
+            _, _, n, p = a.split("/", 3)
+            if p == "bypass":
+                sc.bypass[n] = n in s.bypassed
+            else:
+                sc.values.setdefault(n, {})[p] = float(s.graph.nodes[n].params[p])
+        before = self.to_dict()
+        self.scenes[name] = sc
+        self.changed(f"scene store {name}", before)
+        return sc.count()
+
+    def delete(self, name) -> None:
+        self.get(name)
+        before = self.to_dict()
+        del self.scenes[name]
+        self.changed(f"scene delete {name}", before)
+
+    def rename(self, old, new) -> None:
+        sc = self.get(old)
+        new = scene_name(new)
+        if new in self.scenes:
+            raise MixgraphError(f"a scene named {new!r} already exists")
+        before = self.to_dict()
+        self.scenes = {(new if k == old else k): v for k, v in self.scenes.items()}
+        self.scenes[new] = sc
+        self.changed(f"scene rename {old} {new}", before)
+
+    def set_fade(self, name, secs, curve=None) -> None:
+        sc = self.get(name)
+        f = ramps.seconds(secs, f"scene {name} fade")
+        if curve is not None and curve not in CURVES:
+            raise MixgraphError("curve: expected linear or scurve")
+        before = self.to_dict()
+        sc.fade = f
+        if curve is not None:
+            sc.curve = curve
+        self.changed(f"scene fade {name}", before)
+
+    def set_safe(self, pattern, on: bool) -> None:
+        """Mark (on) or unmark the parameters a pattern matches as recall safe."""
+        if not isinstance(pattern, str):
+            raise MixgraphError("usage: /scene/safe <address-pattern> 1|0")
+        rx = _compile(pattern)
+        if on:
+            if not rx.filter(self.addresses()):
+                raise MixgraphError(f"the pattern {pattern[:64]!r} matches nothing")
+            if pattern in self.safes:
+                return
+            if len(self.safes) >= SAFES_MAX:
+                raise MixgraphError(f"too many safes (at most {SAFES_MAX})")
+        elif pattern not in self.safes:
+            raise MixgraphError(f"{pattern[:64]!r} is not a recall safe")
+        before = self.to_dict()
+        if on:
+            self.safes.append(pattern)
+        else:
+            self.safes.remove(pattern)
+        self.changed(f"safe {pattern} {int(on)}", before)
+
+    # ---- recall and morph -----------------------------------------------------------
+    def recall(self, name, fade=None, time: int = 0) -> list[str]:
+        """Start recalling a scene (fade in seconds; None: the scene's own) at sample
+        time `time` (0: now). Returns the addresses it skipped (gone from the graph)."""
+        sc = self.get(name)
+        secs = sc.fade if fade is None else ramps.seconds(fade, "fade")
+        s = self.session
+        frames = int(round(secs * s.engine.sample_rate))
+        start = time or s.engine.time
+        skipped: list[str] = []
+        changes: list[tuple[str, str, float, float]] = []
+        safe = self.is_safe if self.safes else None
+        code = ramps.CURVES[sc.curve]
+        # VCA masters first (as Ardour): their members' offsets follow them
+        order = sorted(sc.values.items(), key=lambda kv: _type(s, kv[0]) != "vca")
+        for n, ps in order:
+            node = s.live.get(n)
+            params = node.g.params if node is not None else {}
+            for p, v in ps.items():
+                spec = node.g.type.param(p) if node is not None else None
+                if spec is None:
+                    skipped.append(f"/node/{n}/{p}")
+                    continue
+                if safe is not None and safe(f"/node/{n}/{p}"):
+                    continue
+                before = params[p]
+                v = min(max(v, spec.min), spec.max)
+                if frames > 0 and spec.taper != "stepped" and node.published:
+                    if before == v and not _moving(s, n, p):
+                        continue
+                    ramps.start(s, node, spec, v, frames, code, time)
+                    after = v
+                else:
+                    if before == v:
+                        continue
+                    at_end = frames > 0 and p == "mute" and v > before
+                    t = start + frames if at_end else time
+                    after, _ = s.set_param(n, p, v, t)
+                changes.append((n, p, before, after))
+                if self.notify is not None:
+                    self.notify(n, p, after)
+        for n, on in sc.bypass.items():
+            a = f"/node/{n}/bypass"
+            if n not in s.live:
+                skipped.append(a)
+                continue
+            if self.is_safe(a) or (n in s.bypassed) == on:
+                continue
+            self._bypass(n, on, time)
+            changes.append((n, "bypass", float(not on), float(on)))
+        h = getattr(s, "history", None)
+        if h and changes:
+            h.record_values(f"scene recall {name}", changes)
+        return skipped
+
+    def _bypass(self, n: str, on: bool, time: int) -> None:
+        s = self.session
+
+        def go() -> None:
+            if n in s.live:
+                s.set_bypass(n, on)
+                if self.notify is not None:
+                    self.notify(n, "bypass", float(on))
+        if time and time > s.engine.time:
+            s.at(time, go)
+        else:
+            go()
+
+    def morph(self, a, b, x, time: int = 0) -> int:
+        """Set every parameter in both scenes to the point x (0..1) between them along
+        its taper (stepped ones and bypass: a's below 0.5, b's from 0.5). Returns how
+        many values it set."""
+        sa, sb = self.get(a), self.get(b)
+        x = number(x, "morph position")
+        if not 0.0 <= x <= 1.0:
+            raise MixgraphError(f"morph position {x:g} is outside 0..1")
+        s = self.session
+        changes = []
+        for n, pa in sa.values.items():
+            pb = sb.values.get(n)
+            node = s.live.get(n)
+            if not pb or node is None:
+                continue
+            for p, va in pa.items():
+                spec = node.g.type.param(p)
+                if p not in pb or spec is None or self.is_safe(f"/node/{n}/{p}"):
+                    continue
+                vb = pb[p]
+                if spec.taper == "stepped":
+                    v = vb if x >= 0.5 else va
+                else:
+                    na = tapers.to_norm(spec.taper, spec.min, spec.max, va)
+                    nb = tapers.to_norm(spec.taper, spec.min, spec.max, vb)
+                    v = tapers.to_value(spec.taper, spec.min, spec.max, na + (nb - na) * x)
+                before = node.g.params[p]
+                after, _ = s.set_param(n, p, v, time)
+                if after != before:
+                    changes.append((n, p, before, after))
+                    if self.notify is not None:
+                        self.notify(n, p, after)
+        for n, on_a in sa.bypass.items():
+            if n in sb.bypass and n in s.live and not self.is_safe(f"/node/{n}/bypass"):
+                on = sb.bypass[n] if x >= 0.5 else on_a
+                if (n in s.bypassed) != on:
+                    self._bypass(n, on, 0)
+                    changes.append((n, "bypass", float(not on), float(on)))
+        h = getattr(s, "history", None)
+        if h and changes:
+            h.record_values(f"scene morph {a} {b} {x:g}", changes)
+        return len(changes)
+
+
+def _type(s: Session, n: str) -> str:
+    node = s.live.get(n)
+    return node.g.type.name if node is not None else ""
+
+
+def _moving(s: Session, n: str, p: str) -> bool:
+    """True when a parameter is not where the model says (a ramp under way)."""
+    v = ramps.now(s, n, p)
+    return not math.isclose(v, s.graph.nodes[n].params[p], rel_tol=1e-6, abs_tol=1e-9)
+
+
+_RX: dict[str, Any] = {}
+
+
+def _compile(pattern: str):
+    rx = _RX.get(pattern)
+    if rx is None:
+        if not pattern.startswith("/node/"):
+            raise MixgraphError(f"{pattern[:64]!r}: expected a /node/... address pattern")
+        try:
+            rx = compile_pattern(pattern)
+        except ValueError as e:
+            raise MixgraphError(str(e)) from None
+        if len(_RX) > 4096:
+            _RX.clear()
+        _RX[pattern] = rx
+    return rx
+
+
+def show_of(session: Session) -> Show:
+    """The session's show, made on first use."""
+    sh = getattr(session, "show", None)
+    if sh is None:
+        sh = session.show = Show(session)
+    return sh
