@@ -266,9 +266,3 @@ class CommandsMixin:
     def cue_load(self, file_name: str):
         """Replace the cue list with a text file in the server's state directory."""
         return self._run("call", "/cue/load", (file_name,), lambda r: r[2])
-
-    def undo(self, n: int = 1):
-        return self._run("call", "/undo", (int(n),), _ident)
-
-    def redo(self, n: int = 1):
-        return self._run("call", "/redo", (int(n),), _ident)
