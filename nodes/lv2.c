@@ -1,0 +1,193 @@
+/* lv2: an LV2 plugin hosted through lilv.
+ *
+ * The registered type is a template: a node is made from the type that
+ * csrc/lv2host.c builds for one plugin (its ports, parameters and readouts
+ * from the plugin's description; `data` is the mg_lv2_plugin). prepare
+ * (control thread) instantiates the plugin at the engine's rate and
+ * activates it; process (audio thread) connects the node's buffers and the
+ * control values and calls run() for the sub-block, so a parameter event
+ * inside a block splits run() at its frame; release deactivates and frees.
+ * Nothing here allocates or locks on the audio thread (a plugin's own run()
+ * is its own business). */
+#include "mg_node.h"
+#include "mg_lv2.h"
+
+#ifdef MG_HAVE_LILV
+#include <lilv/lilv.h>
+#include <lv2/atom/atom.h>
+
+typedef struct {
+    const mg_lv2_plugin *pl;
+    LilvInstance *inst;
+    const LV2_Descriptor *desc;
+    LV2_Handle handle;
+    float *controls;          /* one float per LV2 port (control ports use theirs) */
+    float *zero, *scratch;    /* MG_MAX_BLOCK each: silent CV in, discarded CV out */
+    uint8_t *atoms;           /* n_atom buffers of MG_LV2_ATOM_CAPACITY */
+    uint32_t urid_chunk, urid_sequence;
+    int latency;
+    int active;
+    mg_lv2_features feats;
+} lv2_state;
+
+/* An atom input holds an empty sequence; an output offers its whole capacity. */
+static void reset_atoms(lv2_state *s)
+{
+    const mg_lv2_plugin *pl = s->pl;
+    for (uint32_t i = 0; i < pl->n_ports; i++) {
+        const mg_lv2_port *lp = &pl->ports[i];
+        if (lp->kind != MG_LV2_ATOM_IN && lp->kind != MG_LV2_ATOM_OUT)
+            continue;
+        LV2_Atom_Sequence *seq = (LV2_Atom_Sequence *)(s->atoms + (size_t)lp->index *
+                                                       MG_LV2_ATOM_CAPACITY);
+        if (lp->kind == MG_LV2_ATOM_IN) {
+            seq->atom.size = sizeof(LV2_Atom_Sequence_Body);
+            seq->atom.type = s->urid_sequence;
+        } else {
+            seq->atom.size = MG_LV2_ATOM_CAPACITY - sizeof(LV2_Atom);
+            seq->atom.type = s->urid_chunk;
+        }
+        seq->body.unit = 0;
+        seq->body.pad = 0;
+    }
+}
+
+static void release(void *st)
+{
+    lv2_state *s = st;
+    if (s->inst) {
+        if (s->active)
+            lilv_instance_deactivate(s->inst);
+        lilv_instance_free(s->inst);
+    }
+    free(s->controls);
+    free(s->zero);
+    free(s->scratch);
+    free(s->atoms);
+    memset(s, 0, sizeof *s);
+}
+
+/* Connect every port that is not the node's audio or a parameter. */
+static void connect_fixed(lv2_state *s)
+{
+    const mg_lv2_plugin *pl = s->pl;
+    for (uint32_t i = 0; i < pl->n_ports; i++) {
+        const mg_lv2_port *lp = &pl->ports[i];
+        void *buf = NULL;
+        switch (lp->kind) {
+        case MG_LV2_AUDIO_IN: buf = s->zero; break;
+        case MG_LV2_AUDIO_OUT: buf = s->scratch; break;
+        case MG_LV2_CONTROL_IN:
+        case MG_LV2_CONTROL_OUT: buf = &s->controls[i]; break;
+        case MG_LV2_ATOM_IN:
+        case MG_LV2_ATOM_OUT: buf = s->atoms + (size_t)lp->index * MG_LV2_ATOM_CAPACITY; break;
+        case MG_LV2_CV_IN: buf = s->zero; break;
+        case MG_LV2_CV_OUT: buf = s->scratch; break;
+        default: buf = NULL;
+        }
+        s->desc->connect_port(s->handle, i, buf);
+    }
+}
+
+static int prepare(void *st, const mg_prepare_ctx *ctx)
+{
+    lv2_state *s = st;
+    const mg_lv2_plugin *pl = ctx->type_data;
+    mg_lv2_set_error("", NULL);
+    if (!pl) {
+        mg_lv2_set_error("an lv2 node needs a plugin: `uri <plugin-URI>`", NULL);
+        return -1;
+    }
+    s->pl = pl;
+    s->controls = mg_zalloc(pl->n_ports + 1, sizeof(float));
+    s->zero = mg_zalloc(MG_MAX_BLOCK, sizeof(float));
+    s->scratch = mg_zalloc(MG_MAX_BLOCK, sizeof(float));
+    s->atoms = mg_zalloc((size_t)pl->n_atom + 1, MG_LV2_ATOM_CAPACITY);
+    if (!s->controls || !s->zero || !s->scratch || !s->atoms) {
+        mg_lv2_set_error("out of memory", NULL);
+        release(s);
+        return -1;
+    }
+    s->urid_chunk = mg_lv2_urid(LV2_ATOM__Chunk);
+    s->urid_sequence = mg_lv2_urid(LV2_ATOM__Sequence);
+    mg_lv2_features_init(&s->feats, ctx->sample_rate);
+    s->inst = lilv_plugin_instantiate(pl->plugin, ctx->sample_rate, s->feats.list);
+    if (!s->inst) {
+        mg_lv2_set_error("the plugin failed to instantiate: ", pl->info.uri);
+        release(s);
+        return -1;
+    }
+    s->desc = lilv_instance_get_descriptor(s->inst);
+    s->handle = lilv_instance_get_handle(s->inst);
+    /* controls start at their defaults (the engine's values arrive in process) */
+    connect_fixed(s);
+    reset_atoms(s);
+    lilv_instance_activate(s->inst);
+    s->active = 1;
+    if (pl->latency_port >= 0) {
+        /* the latency output is valid after a run: one silent block, then a
+         * fresh start (deactivate + activate resets the plugin) */
+        lilv_instance_run(s->inst, 64);
+        float lat = s->controls[pl->latency_port];
+        s->latency = isfinite(lat) && lat > 0.0f && lat < 1e7f ? (int)lrintf(lat) : 0;
+        lilv_instance_deactivate(s->inst);
+        lilv_instance_activate(s->inst);
+        reset_atoms(s);
+    }
+    return 0;
+}
+
+static void process(void *st, const mg_proc *p)
+{
+    lv2_state *s = st;
+    const mg_lv2_plugin *pl = s->pl;
+    LV2_Handle h = s->handle;
+    void (*connect)(LV2_Handle, uint32_t, void *) = s->desc->connect_port;
+    for (uint32_t i = 0; i < pl->n_ports; i++) {
+        const mg_lv2_port *lp = &pl->ports[i];
+        if (lp->kind == MG_LV2_AUDIO_IN)
+            connect(h, i, (void *)p->in[lp->index]);
+        else if (lp->kind == MG_LV2_AUDIO_OUT)
+            connect(h, i, p->out[lp->index]);
+    }
+    for (int k = 0; k < pl->n_params; k++)
+        s->controls[pl->param_port[k]] = mg_pv_at(&p->pv[k], 0);
+    if (pl->n_atom)
+        reset_atoms(s);
+    s->desc->run(h, (uint32_t)p->nframes);
+    for (int k = 0; k < pl->n_readouts; k++)
+        p->readout[k] = s->controls[pl->readout_port[k]];
+}
+
+static int latency(const void *st) { return ((const lv2_state *)st)->latency; }
+
+#else /* no lilv: the type exists so patches name it, but no node can be made */
+
+typedef struct {
+    int unused;
+} lv2_state;
+
+static int prepare(void *st, const mg_prepare_ctx *ctx)
+{
+    mg_lv2_set_error("this build of mixgraph has no LV2 support "
+                     "(liblilv-dev was missing when it was built)", NULL);
+    return -1;
+}
+
+static void process(void *st, const mg_proc *p) {}
+static void release(void *st) {}
+static int latency(const void *st) { return 0; }
+
+#endif
+
+const mg_node_type mg_type_lv2 = {
+    .name = "lv2",
+    .doc = "An LV2 plugin hosted through lilv: `uri <plugin-URI>`; its ports, parameters "
+           "and readouts are the plugin's own (`mixgraph lv2 show <uri>`).",
+    .default_channels = 1, .min_channels = 1, .max_channels = 1,
+    .state_size = sizeof(lv2_state),
+    .prepare = prepare,
+    .process = process,
+    .release = release,
+    .latency = latency,
+};
