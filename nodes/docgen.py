@@ -46,6 +46,49 @@ def _doc(p) -> str:
     return f"{p.doc}. Choices: {names}"
 
 
+# prose for a type whose tables say too little (an lv2 node's tables are its plugin's)
+EXTRA = {
+    "lv2": """\
+Hosting, through lilv: the LV2 world is loaded once, on first use, from
+`LV2_PATH` (or lilv's default path: `~/.lv2`, `/usr/lib/lv2`, ...).
+`/graph/add lv2 <name> uri <plugin-URI> [<symbol> <value>]...` (or a patch
+node `{"type": "lv2", "options": {"uri": ...}, "params": {...}}`) makes a node
+whose tables are the plugin's own; `mixgraph lv2 list` lists the plugins on the
+machine (and why any is refused), `mixgraph lv2 show <uri>` and
+`/catalog/type lv2 <uri>` describe one as this reference describes a type.
+
+- **Ports**: each LV2 audio port is a mono node port named by its LV2 symbol,
+  main inputs first, then side chains (`lv2:isSideChain`), then outputs
+  (`src -> fx:in_l`, `src -> fx:in_r`; a bare `fx` is its first input). A mono
+  source fans out to one port; a stereo node's `out` feeds a mono port its
+  first channel only, so connect stereo plugins port by port.
+- **Parameters**: every control input, named by its symbol, with range and
+  default from `lv2:minimum/maximum/default` and its unit's symbol
+  (units extension). `lv2:toggled` is stepped `off|on`; `lv2:integer` and
+  `lv2:enumeration` are stepped, with the scale points' labels as choice names
+  when they name every step; `pprops:logarithmic` gives the log taper. Values
+  reach the plugin as given (no engine smoothing: a plugin smooths itself or
+  not), and an event inside a block splits `run()` at its frame.
+- **Readouts**: every control output (meters, gain reduction, `latency`).
+- **Latency**: the control output with `lv2:reportsLatency` (or designation
+  `lv2:latency`) is read once when the node is made, with its creation
+  values (the plugin runs silent blocks until it reports the same value twice,
+  then is deactivated and activated afresh); the graph compensates it like any
+  node's. A later parameter change that changes the plugin's latency is not
+  followed: recreate the node.
+- **Life**: instantiated at the engine's sample rate and activated when the
+  node is made (control thread), deactivated and freed when it goes. Atom
+  ports get an empty sequence in / a buffer out, CV ports silence in / a
+  scratch buffer out, optional ports of other kinds NULL.
+- **Host features**: `urid:map`, `urid:unmap`, `options` (block length 1..512,
+  nominal 512, sample rate) and `bufsz:boundedBlockLength`. A plugin that
+  requires any other (e.g. `worker:schedule`: x42 convolvers, Dragonfly
+  reverbs) is refused with a `/fail` naming the feature. Not yet: worker,
+  state save/restore, presets loading (the listing is in `lv2 show`), log.
+""",
+}
+
+
 def render() -> str:
     """The whole of docs/nodes.md."""
     out = [HEADER]
@@ -54,6 +97,8 @@ def render() -> str:
         out.append(f"| [`{t.name}`](#{t.name}) | {t.doc} |")
     for t in CATALOG.values():
         out.append(f"\n## {t.name}\n\n{t.doc}\n")
+        if t.name in EXTRA:
+            out.append(EXTRA[t.name])
         out.append(f"Channels: {t.min_channels}..{t.max_channels}, default "
                    f"{t.default_channels}." + (" Streams a file through the disk worker."
                                                 if t.needs_fifo else ""))

@@ -25,7 +25,7 @@ typedef struct {
     float *zero, *scratch;    /* MG_MAX_BLOCK each: silent CV in, discarded CV out */
     uint8_t *atoms;           /* n_atom buffers of MG_LV2_ATOM_CAPACITY */
     uint32_t urid_chunk, urid_sequence;
-    int latency;
+    int latency, latency_known;
     int active;
     mg_lv2_features feats;
 } lv2_state;
@@ -124,16 +124,7 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
     reset_atoms(s);
     lilv_instance_activate(s->inst);
     s->active = 1;
-    if (pl->latency_port >= 0) {
-        /* the latency output is valid after a run: one silent block, then a
-         * fresh start (deactivate + activate resets the plugin) */
-        lilv_instance_run(s->inst, 64);
-        float lat = s->controls[pl->latency_port];
-        s->latency = isfinite(lat) && lat > 0.0f && lat < 1e7f ? (int)lrintf(lat) : 0;
-        lilv_instance_deactivate(s->inst);
-        lilv_instance_activate(s->inst);
-        reset_atoms(s);
-    }
+    return 0;
     return 0;
 }
 
@@ -159,7 +150,47 @@ static void process(void *st, const mg_proc *p)
         p->readout[k] = s->controls[pl->readout_port[k]];
 }
 
-static int latency(const void *st) { return ((const lv2_state *)st)->latency; }
+/* [control, and audio through the engine's setter] a parameter's value
+ * reaches the plugin's control port (process sets them again each call) */
+static void on_param(void *st, int index, float target)
+{
+    lv2_state *s = st;
+    if (s->pl && index >= 0 && index < s->pl->n_params)
+        s->controls[s->pl->param_port[index]] = target;
+}
+
+/* [control] The plugin's latency output is valid only after a run, and may
+ * depend on its parameters: the first call (mixgraph asks once, when the node
+ * is made with its creation values and is in no plan yet) runs silent
+ * blocks until it reads the same twice, and starts the plugin afresh (deactivate + activate resets it).
+ * Later calls give that value: a parameter that changes the plugin's latency
+ * afterwards is not followed (docs/nodes.md). */
+static int latency(const void *cst)
+{
+    lv2_state *s = (lv2_state *)cst; /* the first call measures: see above */
+    if (!s->inst || s->pl->latency_port < 0)
+        return 0;
+    if (!s->latency_known) {
+        connect_fixed(s);
+        reset_atoms(s);
+        /* some plugins (x42 nodelay) announce at the start of run() what the
+         * previous run left: run until two announcements agree (at most 64) */
+        float lat = NAN;
+        for (int k = 0; k < 64; k++) {
+            lilv_instance_run(s->inst, 64);
+            const float v = s->controls[s->pl->latency_port];
+            if (k > 0 && v == lat)
+                break;
+            lat = v;
+        }
+        s->latency = isfinite(lat) && lat > 0.0f && lat < 1e7f ? (int)lrintf(lat) : 0;
+        lilv_instance_deactivate(s->inst);
+        lilv_instance_activate(s->inst);
+        reset_atoms(s);
+        s->latency_known = 1;
+    }
+    return s->latency;
+}
 
 #else /* no lilv: the type exists so patches name it, but no node can be made */
 
@@ -177,6 +208,7 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
 static void process(void *st, const mg_proc *p) {}
 static void release(void *st) {}
 static int latency(const void *st) { return 0; }
+static void on_param(void *st, int index, float target) {}
 
 #endif
 
@@ -190,4 +222,5 @@ const mg_node_type mg_type_lv2 = {
     .process = process,
     .release = release,
     .latency = latency,
+    .on_param = on_param,
 };

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from .catalog import NodeType, ParamSpec
 from .errors import MixgraphError
 from .graph import GNode, check_name
+from .lv2 import lv2_type
 
 INT64_MIN, UINT64_MAX = -(1 << 63), (1 << 64) - 1
 MAX_HW_CHANNEL = 256  # the engine's limit on hardware channels (mg_engine_new)
@@ -155,6 +156,12 @@ def _members(t: NodeType, v, what: str) -> str:
     return ",".join(names)
 
 
+def _uri(t: NodeType, v, what: str) -> str:
+    if t.name != "lv2":
+        raise MixgraphError(f"{what}: only lv2 nodes take a plugin URI")
+    return text(v, what, MAX_PATH)
+
+
 @dataclass(frozen=True)
 class Option:
     """A creation option: what it expects (for the catalog and errors) and its check."""
@@ -171,6 +178,7 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("path", f"a file path of 1..{MAX_PATH} characters", _path),
     Option("format", f"a recorder format: {', '.join(RECORDER_FORMATS)}", _format),
     Option("members", f"up to {MAX_MEMBERS} fader names, comma-separated", _members),
+    Option("uri", "an lv2 node's plugin URI (`mixgraph lv2 list`)", _uri),
 )}
 
 
@@ -205,6 +213,7 @@ class Creation:
     channels: int | None  # None: the type's default (or a player's file)
     first: int  # first hardware channel, from 0
     seed: int  # 64-bit generator seed
+    type: NodeType  # the node's type: an lv2 node's is its plugin's (server/lv2.py)
 
 
 def creation_settings(t: NodeType, name: str, settings: Mapping) -> Creation:
@@ -213,6 +222,7 @@ def creation_settings(t: NodeType, name: str, settings: Mapping) -> Creation:
     check_name(name)
     if not isinstance(settings, Mapping):
         raise MixgraphError(f"{name}: settings must be a map")
+    t = lv2_type(t, settings)
     options: dict = {}
     params: dict[str, float] = {}
     clamped = []
@@ -227,7 +237,7 @@ def creation_settings(t: NodeType, name: str, settings: Mapping) -> Creation:
     if t.needs_fifo and "path" not in options:
         raise MixgraphError(f"{name}: {t.name} needs a `path` option")
     return Creation(options, params, clamped, channels, options.get("first", 1) - 1,
-                    options.get("seed", 1))
+                    options.get("seed", 1), t)
 
 
 def vca_members(vca: str, members, nodes: Mapping[str, GNode]) -> list[str]:
@@ -282,6 +292,7 @@ def doc_node(n, types: Mapping[str, NodeType], state_max: int) -> tuple[NodeType
     if t is None:
         raise MixgraphError(f"patch: node {name!r} has unknown type {_show(tn)}")
     opts = n.get("options") or {}
+    t = lv2_type(t, opts if isinstance(opts, dict) else {})
     params = n.get("params") or {}
     if not isinstance(opts, dict) or not isinstance(params, dict):
         raise MixgraphError(f"patch: node {name!r}: options/params must be maps")
