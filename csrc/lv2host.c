@@ -488,8 +488,12 @@ const mg_node_type *mg_lv2_type(const char *uri, char *err, int err_len)
     m->type.n_params = n_params;
     m->type.ports = nports;
     m->type.n_ports = n_ain + n_aout;
+    /* and one of the host's own: output samples that were NaN or Inf (scrubbed) */
+    readouts[n_readouts].name = "nonfinite";
+    readouts[n_readouts].unit = "";
+    readouts[n_readouts].map = MG_MAP_LIN;
     m->type.readouts = readouts;
-    m->type.n_readouts = n_readouts;
+    m->type.n_readouts = n_readouts + 1;
     m->type.choices = choices;
     m->type.n_choices = n_choices;
     m->type.data = pl;
@@ -520,6 +524,57 @@ const char *mg_lv2_preset(const mg_node_type *t, int index, const char **label)
     return NULL;
 }
 
+typedef struct {
+    const mg_node_type *t;
+    float *values;
+    int n, set;
+} preset_sink;
+
+static void preset_value(const char *symbol, void *ud, const void *value, uint32_t size,
+                         uint32_t type)
+{
+    preset_sink *ps = ud;
+    double v;
+    if (type == urid_map(NULL, LV2_ATOM__Float) && size == sizeof(float))
+        v = *(const float *)value;
+    else if (type == urid_map(NULL, LV2_ATOM__Double) && size == sizeof(double))
+        v = *(const double *)value;
+    else if (type == urid_map(NULL, LV2_ATOM__Int) && size == sizeof(int32_t))
+        v = *(const int32_t *)value;
+    else if (type == urid_map(NULL, LV2_ATOM__Long) && size == sizeof(int64_t))
+        v = (double)*(const int64_t *)value;
+    else
+        return;
+    for (int k = 0; k < ps->t->n_params && k < ps->n; k++)
+        if (!strcmp(ps->t->params[k].name, symbol)) {
+            ps->values[k] = (float)v;
+            ps->set++;
+            return;
+        }
+}
+
+int mg_lv2_preset_values(const mg_node_type *t, const char *preset_uri, float *values, int n)
+{
+    int found = 0;
+    for (made *m = made_types; m; m = m->next)
+        if (&m->type == t)
+            for (int k = 0; k < m->pl.info.n_presets && m->presets; k++)
+                found |= !strcmp(m->presets[2 * k], preset_uri);
+    if (!found)
+        return -1;
+    LilvNode *node = lilv_new_uri(world, preset_uri);
+    LilvState *st = node ? lilv_state_new_from_world(world, &map_data, node) : NULL;
+    lilv_node_free(node);
+    if (!st)
+        return -1;
+    for (int k = 0; k < n; k++)
+        values[k] = NAN;
+    preset_sink ps = {t, values, n, 0};
+    lilv_state_emit_port_values(st, preset_value, &ps);
+    lilv_state_free(st);
+    return ps.set;
+}
+
 #else /* no <lilv/lilv.h> at build time */
 
 int mg_lv2_available(void) { return 0; }
@@ -542,6 +597,11 @@ const mg_node_type *mg_lv2_type(const char *uri, char *err, int err_len)
 int mg_lv2_describe(const mg_node_type *t, mg_lv2_info *out) { return -1; }
 
 const char *mg_lv2_preset(const mg_node_type *t, int index, const char **label) { return NULL; }
+
+int mg_lv2_preset_values(const mg_node_type *t, const char *preset_uri, float *values, int n)
+{
+    return -1;
+}
 
 uint32_t mg_lv2_urid(const char *uri) { return 0; }
 

@@ -409,6 +409,9 @@ int mg_lv2_describe(const mg_node_type *t, mg_lv2_info *out);  /* 0, or -1: no L
 const char *mg_lv2_last_error(void);
 /* Presets of a plugin: the index-th preset's URI and label (NULL past the end). */
 const char *mg_lv2_preset(const mg_node_type *t, int index, const char **label);
+/* The control values a preset sets, by parameter index, into values[0..n) (NaN
+ * where the preset names no value); how many it set, or -1 (no such preset). */
+int mg_lv2_preset_values(const mg_node_type *t, const char *preset_uri, float *values, int n);
 
 /* ---- self tests (used by the pytest suite) ---- */
 int mg_ring_stress(int n_items, int capacity);      /* 0 = ok */

@@ -83,8 +83,18 @@ machine (and why any is refused), `mixgraph lv2 show <uri>` and
 - **Host features**: `urid:map`, `urid:unmap`, `options` (block length 1..512,
   nominal 512, sample rate) and `bufsz:boundedBlockLength`. A plugin that
   requires any other (e.g. `worker:schedule`: x42 convolvers, Dragonfly
-  reverbs) is refused with a `/fail` naming the feature. Not yet: worker,
-  state save/restore, presets loading (the listing is in `lv2 show`), log.
+  reverbs) is refused with a `/fail` naming the feature.
+- **Real time**: the daemon refuses a plugin that is not `lv2:hardRTCapable`
+  unless the node is made with `allow_non_rt 1`; offline renders run any.
+- **Bad output**: NaN and Inf samples a plugin writes are replaced by 0 at its
+  outputs and counted in the node's own readout `nonfinite`.
+- **Presets**: `/node/<name>/preset` lists the plugin's presets;
+  `/node/<name>/preset <label-or-URI>` sets the parameters to the preset's
+  port values (as parameter changes: feedback, scenes and patches see them).
+- **Not yet**: `worker:schedule`, `state:makePath`, `log`, saving a plugin's
+  internal state (LV2 state extension) into patches (its parameters are
+  saved as any node's), a placeholder node for a plugin missing at patch load
+  (the load fails naming it).
 """,
 }
 

@@ -26,6 +26,7 @@ typedef struct {
     uint8_t *atoms;           /* n_atom buffers of MG_LV2_ATOM_CAPACITY */
     uint32_t urid_chunk, urid_sequence;
     int latency, latency_known;
+    uint64_t nonfinite;       /* output samples scrubbed */
     int active;
     mg_lv2_features feats;
 } lv2_state;
@@ -148,6 +149,21 @@ static void process(void *st, const mg_proc *p)
     s->desc->run(h, (uint32_t)p->nframes);
     for (int k = 0; k < pl->n_readouts; k++)
         p->readout[k] = s->controls[pl->readout_port[k]];
+    /* a plugin's NaN or Inf stops here (counted in the `nonfinite` readout), so
+     * it never reaches a downstream node's state */
+    uint32_t bad = 0;
+    for (int k = 0; k < pl->info.n_audio_out; k++) {
+        float *y = p->out[k];
+        for (int i = 0; i < p->nframes; i++) {
+            const int ok = isfinite(y[i]);
+            bad += (uint32_t)!ok;
+            y[i] = ok ? y[i] : 0.0f;
+        }
+    }
+    if (bad) {
+        s->nonfinite += bad;
+        p->readout[pl->n_readouts] = (float)s->nonfinite;
+    }
 }
 
 /* [control, and audio through the engine's setter] a parameter's value

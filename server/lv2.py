@@ -18,6 +18,9 @@ from .catalog import NodeType, from_c
 from .errors import MixgraphError
 
 _TYPES: dict[str, NodeType] = {}
+# the daemon sets this: its engine runs live, where a plugin that is not
+# lv2:hardRTCapable may block the audio thread (offline renders run any plugin)
+REFUSE_NON_RT = False
 
 
 def available() -> bool:
@@ -60,7 +63,11 @@ def lv2_type(t: NodeType, settings: Mapping | None) -> NodeType:
     if not isinstance(uri, str) or not uri:
         raise MixgraphError("an lv2 node needs its plugin: `uri <plugin-URI>` "
                             "(`mixgraph lv2 list` lists them)")
-    return plugin_type(uri)
+    pt = plugin_type(uri)
+    if REFUSE_NON_RT and not info(pt)["hard_rt"] and (settings or {}).get("allow_non_rt") != 1:
+        raise MixgraphError(f"{uri} is not lv2:hardRTCapable (it may block the live audio "
+                            "thread): give `allow_non_rt 1` to run it anyway")
+    return pt
 
 
 def info(t: NodeType) -> dict:

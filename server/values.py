@@ -179,6 +179,8 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("format", f"a recorder format: {', '.join(RECORDER_FORMATS)}", _format),
     Option("members", f"up to {MAX_MEMBERS} fader names, comma-separated", _members),
     Option("uri", "an lv2 node's plugin URI (`mixgraph lv2 list`)", _uri),
+    Option("allow_non_rt", "1: run an lv2 plugin that is not hard real-time capable",
+           lambda t, v, what: whole(v, what, 0, 1)),
 )}
 
 

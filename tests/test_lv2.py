@@ -219,7 +219,7 @@ def test_catalog_describes_a_plugin_as_a_type():
     mode = {p["name"]: p for p in nd["params"]}["report_latency"]
     assert mode["taper"] == "stepped" and len(mode["choices"]) == 4
     assert nd["lv2"]["latency_readout"] == "latency"
-    assert [r["name"] for r in nd["readouts"]] == ["latency"]
+    assert [r["name"] for r in nd["readouts"]] == ["latency", "nonfinite"]  # + the host's
 
     from mixgraph.server.engine import Engine
     from mixgraph.server.osc import Dispatcher
@@ -335,3 +335,85 @@ def test_unknown_uri_and_missing_lilv_are_clear_errors():
     require(lv2.available(), "mixgraph was built without lilv (Debian: liblilv-dev)")
     with pytest.raises(MixgraphError, match="no LV2 plugin with URI urn:x"):
         lv2.plugin_type("urn:x")
+
+
+@pytest.fixture(scope="module")
+def test_bundle(tmp_path_factory) -> Path:
+    """tests/lv2/mgtest.c built into an LV2 bundle (NaN writer, failing
+    instantiate, not hard-RT): a directory for LV2_PATH."""
+    require(lv2.available(), "mixgraph was built without lilv (Debian: liblilv-dev)")
+    cc = shutil.which("cc") or shutil.which("gcc")
+    require(cc is not None, "no C compiler")
+    root = tmp_path_factory.mktemp("lv2path")
+    b = root / "mgtest.lv2"
+    b.mkdir()
+    shutil.copy(HERE / "lv2" / "manifest.ttl", b / "manifest.ttl")
+    subprocess.run([cc, "-std=c11", "-O2", "-Wall", "-shared", "-fPIC",
+                    str(HERE / "lv2" / "mgtest.c"), "-o", str(b / "mgtest.so"), "-lm"],
+                   check=True)
+    return root
+
+
+def test_bad_plugins_are_refused_or_contained(test_bundle, tmp_path):
+    """With a real daemon (LV2_PATH = the test bundle, then the system's): a plugin
+    whose instantiate fails and a plugin that is not hard-RT capable are /fail with
+    the reason (the latter runs with allow_non_rt 1); a plugin writing NaN and Inf
+    has them scrubbed to 0 at its output and counted in its `nonfinite` readout, and
+    the meter after it stays finite."""
+    need_plugins(MDA + "Overdrive")
+    env = {"LV2_PATH": f"{test_bundle}:/usr/lib/lv2"}
+    d = Daemon(tmp_path / "state", "--backend", "null", env=env)
+    try:
+        addr, args = d.request("/graph/add", "lv2", "f", "uri", "urn:mixgraph:test:fail")
+        assert addr == "/fail" and "failed to instantiate" in str(args)
+        addr, args = d.request("/graph/add", "lv2", "r", "uri", "urn:mixgraph:test:nonrt")
+        assert addr == "/fail" and "hardRTCapable" in str(args) and "allow_non_rt" in str(args)
+        d.call("/graph/add", "lv2", "r", "uri", "urn:mixgraph:test:nonrt", "allow_non_rt", 1)
+        d.call("/graph/add", "sine", "osc", "level", -12.0)
+        d.call("/graph/add", "lv2", "nz", "uri", "urn:mixgraph:test:nan")
+        d.call("/graph/add", "meter", "m")
+        d.call("/graph/connect", "osc", "nz")
+        d.call("/graph/connect", "nz", "m")
+        d.sync()
+        import time
+        deadline = time.monotonic() + 10
+        count = 0.0
+        while time.monotonic() < deadline and count < 20:
+            count = d.request("/node/nz/nonfinite")[1][-1]
+            time.sleep(0.1)
+        assert count >= 20  # 2 per 1000 samples: 96 per second at 48 kHz
+        level = d.request("/node/m/peak")[1][-1]
+        assert np.isfinite(level) and -13.0 < level < -11.0
+    finally:
+        d.stop()
+
+
+def test_presets_set_the_parameters_the_preset_file_names(tmp_path):
+    """/node/<n>/preset lists the plugin's presets and loads one by label: the
+    parameters take the values written in the preset's Turtle file (read here
+    with a regular expression, not through lilv)."""
+    import re
+
+    uri = MDA + "ThruZero"
+    need_plugins(uri)
+    ttl = Path("/usr/lib/lv2/mda.lv2/ThruZero-presets.ttl")
+    require(ttl.exists(), "mda-lv2's ThruZero presets are not installed")
+    text = ttl.read_text()
+    block = text[text.index("<http://drobilla.net/plugins/mda/presets#ThruZero-chorus-doubler>"):]
+    block = block[:block.index(" .\n")]
+    want = {m[0]: float(m[1]) for m in re.findall(
+        r'lv2:symbol "(\w+)" ;\s*pset:value ([-0-9.e]+)', block)}
+    assert len(want) == 5
+    d = Daemon(tmp_path / "state", "--backend", "null")
+    try:
+        d.call("/graph/add", "lv2", "tz", "uri", uri)
+        r = d.call("/node/tz/preset")
+        assert r[1] == 4 and "Chorus Doubler" in r[2:]
+        r = d.call("/node/tz/preset", "Chorus Doubler")
+        assert r[1:] == ["Chorus Doubler", 5]
+        for sym, v in want.items():
+            assert d.request(f"/node/tz/{sym}")[1][-1] == pytest.approx(v, abs=1e-6), sym
+        addr, args = d.request("/node/tz/preset", "nope")
+        assert addr == "/fail" and "Chorus Doubler" in str(args)
+    finally:
+        d.stop()
