@@ -417,3 +417,17 @@ def test_presets_set_the_parameters_the_preset_file_names(tmp_path):
         assert addr == "/fail" and "Chorus Doubler" in str(args)
     finally:
         d.stop()
+
+
+def test_touchosc_layout_has_the_plugins_controls():
+    """The TouchOSC layout of a patch with an lv2 node has a control for each of the
+    plugin's parameters (stepped with choices: a selector)."""
+    from mixgraph.server.layout import local_catalog, plan
+
+    uri = "http://gareus.org/oss/lv2/fil4#mono"
+    need_plugins(uri)
+    doc, _, _ = plugin_patch(uri, {}, 1, 1)
+    got = {n["name"]: cs for n, cs in plan(doc, local_catalog())}
+    names = {c.param for c in got["pl"]}
+    assert {p.name for p in lv2.plugin_type(uri).params} <= names
+    assert next(c for c in got["pl"] if c.param == "freq1").address == "/node/pl/freq1/norm"
