@@ -22,6 +22,67 @@ void mg_lv2_set_error(const char *what, const char *detail)
 
 const char *mg_lv2_last_error(void) { return last_error; }
 
+/* the comma-separated names of s, each strdup'ed, into out (room for max); how many */
+static int split_names(const char *s, char **out, int max)
+{
+    int n = 0;
+    while (s && *s && n < max) {
+        const char *e = strchr(s, ',');
+        size_t len = e ? (size_t)(e - s) : strlen(s);
+        if (len) {
+            char *w = malloc(len + 1);
+            if (!w)
+                break;
+            memcpy(w, s, len);
+            w[len] = 0;
+            out[n++] = w;
+        }
+        s = e ? e + 1 : NULL;
+    }
+    return n;
+}
+
+const mg_node_type *mg_lv2_placeholder(const char *doc, const char *ins, const char *outs,
+                                       const char *params, const float *defs)
+{
+    enum { MAXN = 1024 };
+    char **in = calloc(MAXN, sizeof(char *)), **out = calloc(MAXN, sizeof(char *)),
+         **par = calloc(MAXN, sizeof(char *));
+    mg_node_type *t = calloc(1, sizeof *t);
+    mg_lv2_hole *h = calloc(1, sizeof *h);
+    if (!in || !out || !par || !t || !h) {
+        free(in), free(out), free(par), free(t), free(h);
+        return NULL;
+    }
+    const int ni = split_names(ins, in, MAXN), no = split_names(outs, out, MAXN),
+              np = split_names(params, par, MAXN);
+    mg_port_spec *ports = calloc((size_t)(ni + no) + 1, sizeof *ports);
+    mg_param_spec *ps = calloc((size_t)np + 1, sizeof *ps);
+    if (!ports || !ps) {
+        free(ports), free(ps), free(t), free(h);
+        return NULL; /* (the names leak: out of memory anyway) */
+    }
+    for (int k = 0; k < ni; k++)
+        ports[k] = (mg_port_spec){in[k], MG_PORT_IN, 1};
+    for (int k = 0; k < no; k++)
+        ports[ni + k] = (mg_port_spec){out[k], MG_PORT_OUT, 1};
+    for (int k = 0; k < np; k++)
+        ps[k] = (mg_param_spec){par[k], "", "kept from the patch (the plugin is missing)",
+                                -1e30f, 1e30f, defs ? defs[k] : 0.0f, MG_MAP_LIN,
+                                MG_TAPER_LIN, 0.0f};
+    free(in), free(out), free(par);
+    *t = mg_lv2_placeholder_template;
+    t->doc = strdup(doc ? doc : "");
+    t->ports = ports;
+    t->n_ports = ni + no;
+    t->params = ps;
+    t->n_params = np;
+    h->n_in = ni;
+    h->n_out = no;
+    t->data = h;
+    return t;
+}
+
 #ifdef MG_HAVE_LILV
 #include <math.h>
 #include <pthread.h>

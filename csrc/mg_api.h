@@ -405,6 +405,12 @@ const char *mg_lv2_uri(int index);          /* the index-th plugin's URI, or NUL
  * a port kind it cannot connect). */
 const mg_node_type *mg_lv2_type(const char *uri, char *err, int err_len);
 int mg_lv2_describe(const mg_node_type *t, mg_lv2_info *out);  /* 0, or -1: no LV2 type */
+/* A placeholder type for a plugin this machine lacks (any build, with or without
+ * lilv): mono ports named in ins and outs, parameters named in params (values
+ * in defs, any value accepted), all comma-separated; audio passes through
+ * (input k to output k). A new type each call, kept for the process's life. */
+const mg_node_type *mg_lv2_placeholder(const char *doc, const char *ins, const char *outs,
+                                       const char *params, const float *defs);
 /* The reason the last lv2 node's prepare failed ("" if none). */
 const char *mg_lv2_last_error(void);
 /* Presets of a plugin: the index-th preset's URI and label (NULL past the end). */

@@ -38,6 +38,12 @@ typedef struct {
     int n_atom;                /* atom ports (each gets a buffer) */
 } mg_lv2_plugin;
 
+/* A missing plugin's placeholder (nodes/lv2.c): the type's `data`. */
+typedef struct {
+    int n_in, n_out;
+} mg_lv2_hole;
+extern const mg_node_type mg_lv2_placeholder_template;
+
 #ifdef MG_HAVE_LILV
 #include <lv2/core/lv2.h>
 #include <lv2/options/options.h>

@@ -91,10 +91,14 @@ machine (and why any is refused), `mixgraph lv2 show <uri>` and
 - **Presets**: `/node/<name>/preset` lists the plugin's presets;
   `/node/<name>/preset <label-or-URI>` sets the parameters to the preset's
   port values (as parameter changes: feedback, scenes and patches see them).
+- **Missing plugins**: a node keeps its plugin's port layout in the option
+  `ports` (`in1,in2>out1,out2`, set by itself). A patch (or a restart) naming
+  a plugin this machine lacks loads it as a placeholder with those ports and
+  the saved parameter values, passing input k to output k; `/status` counts
+  it in `missing_files`, the log says why, and saving keeps it unchanged.
 - **Not yet**: `worker:schedule`, `state:makePath`, `log`, saving a plugin's
   internal state (LV2 state extension) into patches (its parameters are
-  saved as any node's), a placeholder node for a plugin missing at patch load
-  (the load fails naming it).
+  saved as any node's); several channels per port (LV2 port groups).
 """,
 }
 

@@ -328,7 +328,8 @@ class Daemon:
             if failed:
                 what += f" ({failed} failed, see the log)"
         for name, why in sorted(s.missing.items()):
-            notes.append(f"player {name}: file missing ({why}); restored silent")
+            notes.append(f"{name}: {why}" if why.startswith("placeholder")  # an lv2 node
+                         else f"player {name}: file missing ({why}); restored silent")
         if notes or jnotes:
             what = "; ".join([*notes, *jnotes, what])
         log.info("state: %s", what)

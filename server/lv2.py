@@ -11,11 +11,15 @@ the plugin's type before anything else looks at the settings."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 from ._core import ffi, lib
 from .catalog import NodeType, from_c
 from .errors import MixgraphError
+from .graph import check_name
+
+log = logging.getLogger("mixgraph.lv2")
 
 _TYPES: dict[str, NodeType] = {}
 # the daemon sets this: its engine runs live, where a plugin that is not
@@ -63,11 +67,65 @@ def lv2_type(t: NodeType, settings: Mapping | None) -> NodeType:
     if not isinstance(uri, str) or not uri:
         raise MixgraphError("an lv2 node needs its plugin: `uri <plugin-URI>` "
                             "(`mixgraph lv2 list` lists them)")
-    pt = plugin_type(uri)
+    try:
+        pt = plugin_type(uri)
+    except MixgraphError as e:
+        if not str(e).startswith("no LV2 plugin") or not isinstance(settings.get("ports"), str):
+            raise
+        return placeholder(uri, settings, str(e))
     if REFUSE_NON_RT and not info(pt)["hard_rt"] and (settings or {}).get("allow_non_rt") != 1:
         raise MixgraphError(f"{uri} is not lv2:hardRTCapable (it may block the live audio "
                             "thread): give `allow_non_rt 1` to run it anyway")
     return pt
+
+
+def port_layout(t: NodeType) -> str:
+    """A node's mono ports as the `ports` option keeps them: `in1,in2>out1,out2`."""
+    return (",".join(p.name for p in t.ports if p.direction == "in") + ">"
+            + ",".join(p.name for p in t.ports if p.direction == "out"))
+
+
+def is_placeholder(t: NodeType) -> bool:
+    """True for the stand-in of a plugin this machine lacks."""
+    i = ffi.new("mg_lv2_info *")
+    return t.ctype is not None and lib.mg_lv2_describe(t.ctype, i) != 0
+
+
+_HOLES: dict[tuple, NodeType] = {}
+
+
+def placeholder(uri: str, settings: Mapping, why: str) -> NodeType:
+    """A stand-in for a plugin that is missing here (a patch made elsewhere, a
+    package removed): the saved ports (option `ports`) and parameters, audio
+    passed through, so the rest of the patch loads and the node keeps its
+    values until the plugin is installed."""
+    from .values import OPTIONS
+
+    ins, _, outs = str(settings.get("ports", "")).partition(">")
+    names = [k for k in settings if isinstance(k, str) and k not in OPTIONS]
+    key = (uri, ins, outs, tuple(names))
+    t = _HOLES.get(key)
+    if t is None:
+        for n in [*ins.split(","), *outs.split(","), *names]:
+            if n:
+                check_name(n)
+        defs = ffi.new("float[]", [_num(settings[k]) for k in names] or [0.0])
+        doc = f"placeholder: {why}; audio passes through, values are kept"
+        ct = lib.mg_lv2_placeholder(doc.encode(), ins.encode(), outs.encode(),
+                                    ",".join(names).encode(), defs)
+        if ct == ffi.NULL:
+            raise MixgraphError(f"{uri}: out of memory for its placeholder")
+        t = _HOLES[key] = from_c(lib.mg_type_find(b"lv2"), ct, uri)
+        log.warning("%s", doc)
+    return t
+
+
+def _num(v) -> float:
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return 0.0
+    return x if abs(x) < 1e30 else 0.0
 
 
 def info(t: NodeType) -> dict:

@@ -115,9 +115,8 @@ class Session:
         refusing the node) undoes every part already made."""
         t = CATALOG.get(type_name) if isinstance(type_name, str) else None
         if t is None:
-            raise MixgraphError(
-                f"unknown node type {str(type_name)[:64]!r} (known: {', '.join(sorted(CATALOG))})"
-            )
+            raise MixgraphError(f"unknown node type {str(type_name)[:64]!r} "
+                                f"(known: {', '.join(sorted(CATALOG))})")
         c = creation_settings(t, name, settings or {})
         t = c.type  # an lv2 node's type is its plugin's (server/lv2.py)
         if name in self.graph.nodes:
@@ -142,6 +141,7 @@ class Session:
                 self.disk.close(stream)
             raise
         self._dirty = True
+        self.missing.update(c.missing)  # a stand-in for what is missing (lv2 placeholder)
         if type_name == "vca":
             self._vcas[name] = None
         try:

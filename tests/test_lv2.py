@@ -431,3 +431,48 @@ def test_touchosc_layout_has_the_plugins_controls():
     names = {c.param for c in got["pl"]}
     assert {p.name for p in lv2.plugin_type(uri).params} <= names
     assert next(c for c in got["pl"] if c.param == "freq1").address == "/node/pl/freq1/norm"
+
+
+def test_a_missing_plugin_loads_as_a_placeholder(tmp_path):
+    """A patch naming a plugin this machine lacks still loads: the node is a stand-in
+    with the saved ports and parameter values that passes audio through (input k to
+    output k), /status counts it as missing, and saving keeps it as it was."""
+    need_plugins(MDA + "Overdrive")
+    from mixgraph.server import patch as patchmod
+    from mixgraph.server.engine import Engine
+    from mixgraph.server.session import Session
+
+    doc, _, ins = plugin_patch(MDA + "Overdrive", {"drive": 0.4}, 2, 2)
+    e = Engine(RATE, 2, 2)
+    s = Session(e, confine_paths=False)
+    try:
+        patchmod.load_doc(s, doc)
+        saved = patchmod.to_doc(s)
+        node = next(n for n in saved["nodes"] if n["name"] == "pl")
+        assert node["options"]["ports"] == "left_in,right_in>left_out,right_out"
+    finally:
+        s.close()
+        e.free()
+    # the same patch on a machine without that plugin: another URI, same saved layout
+    node["options"]["uri"] = "urn:mixgraph:not-installed"
+    e = Engine(RATE, 2, 2)
+    s = Session(e, confine_paths=False)
+    try:
+        patchmod.load_doc(s, saved)
+        assert "urn:mixgraph:not-installed" in s.missing["pl"]
+        assert s.graph.nodes["pl"].params["drive"] == pytest.approx(0.4)
+        s.commit()
+        x = noise(4800, 2)
+        y = e.process(len(x), x, block=64)
+        # through: left in -> left out, right in -> right out (after the fade-in)
+        np.testing.assert_array_equal(y[2400:], x[2400:])
+        again = patchmod.to_doc(s)
+        n2 = next(n for n in again["nodes"] if n["name"] == "pl")
+        assert n2["options"] == node["options"] and n2["params"] == node["params"]
+    finally:
+        s.close()
+        e.free()
+    # without a saved layout an unknown URI is still refused
+    from mixgraph.server.catalog import CATALOG
+    with pytest.raises(MixgraphError, match="no LV2 plugin"):
+        lv2.lv2_type(CATALOG["lv2"], {"uri": "urn:x", "drive": 0.4})
