@@ -94,6 +94,7 @@ const mg_node_type *mg_lv2_placeholder(const char *doc, const char *ins, const c
 #include <lv2/presets/presets.h>
 #include <lv2/units/units.h>
 #include <lv2/urid/urid.h>
+#include <lv2/worker/worker.h>
 
 extern const mg_node_type mg_type_lv2;
 
@@ -165,7 +166,8 @@ static const LV2_Feature f_bounded = {LV2_BUF_SIZE__boundedBlockLength, NULL};
  * properties that some list there too are accepted as well. */
 static const char *const supported[] = {
     LV2_URID__map, LV2_URID__unmap, LV2_OPTIONS__options, LV2_BUF_SIZE__boundedBlockLength,
-    LV2_CORE__isLive, LV2_CORE__inPlaceBroken, LV2_CORE__hardRTCapable, NULL,
+    LV2_CORE__isLive, LV2_CORE__inPlaceBroken, LV2_CORE__hardRTCapable, LV2_WORKER__schedule,
+    NULL,
 };
 
 void mg_lv2_features_init(mg_lv2_features *f, double rate)
@@ -513,6 +515,11 @@ const mg_node_type *mg_lv2_type(const char *uri, char *err, int err_len)
     pl->readout_port = readout_port;
     pl->latency_port = latency_port;
     pl->n_atom = n_atom;
+    {
+        LilvNode *ws = lilv_new_uri(world, LV2_WORKER__schedule);
+        pl->worker = lilv_plugin_has_feature(p, ws);
+        lilv_node_free(ws);
+    }
     mg_lv2_info *info = &pl->info;
     info->uri = strdup(uri);
     info->name = take_string(lilv_plugin_get_name(p));

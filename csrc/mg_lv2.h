@@ -36,6 +36,7 @@ typedef struct {
     int *readout_port;         /* n_readouts */
     int latency_port;          /* LV2 index of the latency output, or -1 */
     int n_atom;                /* atom ports (each gets a buffer) */
+    int worker;                /* the plugin uses worker:schedule */
 } mg_lv2_plugin;
 
 /* A missing plugin's placeholder (nodes/lv2.c): the type's `data`. */

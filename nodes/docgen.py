@@ -81,9 +81,11 @@ machine (and why any is refused), `mixgraph lv2 show <uri>` and
   ports get an empty sequence in / a buffer out, CV ports silence in / a
   scratch buffer out, optional ports of other kinds NULL.
 - **Host features**: `urid:map`, `urid:unmap`, `options` (block length 1..512,
-  nominal 512, sample rate) and `bufsz:boundedBlockLength`. A plugin that
-  requires any other (e.g. `worker:schedule`: x42 convolvers, Dragonfly
-  reverbs) is refused with a `/fail` naming the feature.
+  nominal 512, sample rate), `bufsz:boundedBlockLength` and `worker:schedule`
+  (a thread per node that uses it; requests and responses go through
+  lock-free rings, responses are delivered before the next `run()`, then
+  `end_run()`). A plugin that requires any other is refused with a `/fail`
+  naming the feature.
 - **Real time**: the daemon refuses a plugin that is not `lv2:hardRTCapable`
   unless the node is made with `allow_non_rt 1`; offline renders run any.
 - **Bad output**: NaN and Inf samples a plugin writes are replaced by 0 at its
@@ -96,7 +98,7 @@ machine (and why any is refused), `mixgraph lv2 show <uri>` and
   a plugin this machine lacks loads it as a placeholder with those ports and
   the saved parameter values, passing input k to output k; `/status` counts
   it in `missing_files`, the log says why, and saving keeps it unchanged.
-- **Not yet**: `worker:schedule`, `state:makePath`, `log`, saving a plugin's
+- **Not yet**: `state:makePath`, `log`, saving a plugin's
   internal state (LV2 state extension) into patches (its parameters are
   saved as any node's); several channels per port (LV2 port groups).
 """,

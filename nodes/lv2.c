@@ -15,6 +15,61 @@
 #ifdef MG_HAVE_LILV
 #include <lilv/lilv.h>
 #include <lv2/atom/atom.h>
+#include <lv2/worker/worker.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdatomic.h>
+
+/* ---- worker:schedule: a single-producer single-consumer byte ring per
+ * direction; messages are [uint32 size][bytes]. The audio thread writes
+ * requests and reads responses without locks; the worker thread sleeps on
+ * a semaphore (sem_post does not block). */
+#define RING_BYTES 65536u
+#define MSG_MAX 4096u
+typedef struct {
+    _Atomic uint32_t head, tail; /* free-running byte counts: written, read */
+    uint8_t buf[RING_BYTES];
+} msg_ring;
+
+static void ring_copy_in(msg_ring *r, uint32_t at, const void *src, uint32_t n)
+{
+    const uint32_t off = at % RING_BYTES, first = n < RING_BYTES - off ? n : RING_BYTES - off;
+    memcpy(r->buf + off, src, first);
+    memcpy(r->buf, (const uint8_t *)src + first, n - first);
+}
+
+static void ring_copy_out(const msg_ring *r, uint32_t at, void *dst, uint32_t n)
+{
+    const uint32_t off = at % RING_BYTES, first = n < RING_BYTES - off ? n : RING_BYTES - off;
+    memcpy(dst, r->buf + off, first);
+    memcpy((uint8_t *)dst + first, r->buf, n - first);
+}
+
+static int ring_put(msg_ring *r, const void *data, uint32_t n)
+{
+    const uint32_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
+    const uint32_t tail = atomic_load_explicit(&r->tail, memory_order_acquire);
+    if (n > MSG_MAX || RING_BYTES - (head - tail) < n + 4u)
+        return 0;
+    ring_copy_in(r, head, &n, 4);
+    ring_copy_in(r, head + 4, data, n);
+    atomic_store_explicit(&r->head, head + 4 + n, memory_order_release);
+    return 1;
+}
+
+/* the next message into dst (room for MSG_MAX); its size, or -1 when empty */
+static int ring_get(msg_ring *r, void *dst)
+{
+    const uint32_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
+    const uint32_t head = atomic_load_explicit(&r->head, memory_order_acquire);
+    if (head == tail)
+        return -1;
+    uint32_t n;
+    ring_copy_out(r, tail, &n, 4);
+    ring_copy_out(r, tail + 4, dst, n);
+    atomic_store_explicit(&r->tail, tail + 4 + n, memory_order_release);
+    return (int)n;
+}
 
 typedef struct {
     const mg_lv2_plugin *pl;
@@ -27,6 +82,16 @@ typedef struct {
     uint32_t urid_chunk, urid_sequence;
     int latency, latency_known;
     uint64_t nonfinite;       /* output samples scrubbed */
+    /* worker:schedule (when the plugin asks for it) */
+    const LV2_Worker_Interface *wiface;
+    LV2_Worker_Schedule sched;
+    LV2_Feature f_sched;
+    msg_ring *req, *resp;
+    uint8_t *msg_audio, *msg_worker; /* MSG_MAX each */
+    sem_t sem;
+    pthread_t thread;
+    int thread_on;
+    _Atomic int quit;
     int active;
     mg_lv2_features feats;
 } lv2_state;
@@ -56,6 +121,16 @@ static void reset_atoms(lv2_state *s)
 static void release(void *st)
 {
     lv2_state *s = st;
+    if (s->thread_on) {
+        atomic_store(&s->quit, 1);
+        sem_post(&s->sem);
+        pthread_join(s->thread, NULL);
+        sem_destroy(&s->sem);
+    }
+    free(s->req);
+    free(s->resp);
+    free(s->msg_audio);
+    free(s->msg_worker);
     if (s->inst) {
         if (s->active)
             lilv_instance_deactivate(s->inst);
@@ -90,6 +165,48 @@ static void connect_fixed(lv2_state *s)
     }
 }
 
+/* [audio, or control during the latency run] the plugin asks for work */
+static LV2_Worker_Status schedule_work(LV2_Worker_Schedule_Handle h, uint32_t size,
+                                       const void *data)
+{
+    lv2_state *s = h;
+    if (!ring_put(s->req, data, size))
+        return LV2_WORKER_ERR_NO_SPACE;
+    sem_post(&s->sem);
+    return LV2_WORKER_SUCCESS;
+}
+
+/* [worker] the plugin's work() answers: delivered before the next run() */
+static LV2_Worker_Status respond(LV2_Worker_Respond_Handle h, uint32_t size, const void *data)
+{
+    lv2_state *s = h;
+    return ring_put(s->resp, data, size) ? LV2_WORKER_SUCCESS : LV2_WORKER_ERR_NO_SPACE;
+}
+
+static void *worker_main(void *arg)
+{
+    lv2_state *s = arg;
+    for (;;) {
+        while (sem_wait(&s->sem) != 0) {
+        }
+        if (atomic_load(&s->quit))
+            return NULL;
+        int n;
+        while ((n = ring_get(s->req, s->msg_worker)) >= 0)
+            if (s->wiface && s->wiface->work)
+                s->wiface->work(s->handle, respond, s, (uint32_t)n, s->msg_worker);
+    }
+}
+
+/* [audio] hand the plugin the worker's responses (before run) */
+static void deliver_responses(lv2_state *s)
+{
+    int n;
+    while ((n = ring_get(s->resp, s->msg_audio)) >= 0)
+        if (s->wiface->work_response)
+            s->wiface->work_response(s->handle, (uint32_t)n, s->msg_audio);
+}
+
 static int prepare(void *st, const mg_prepare_ctx *ctx)
 {
     lv2_state *s = st;
@@ -112,6 +229,32 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
     s->urid_chunk = mg_lv2_urid(LV2_ATOM__Chunk);
     s->urid_sequence = mg_lv2_urid(LV2_ATOM__Sequence);
     mg_lv2_features_init(&s->feats, ctx->sample_rate);
+    if (pl->worker) {
+        s->req = mg_zalloc(1, sizeof(msg_ring));
+        s->resp = mg_zalloc(1, sizeof(msg_ring));
+        s->msg_audio = mg_zalloc(MSG_MAX, 1);
+        s->msg_worker = mg_zalloc(MSG_MAX, 1);
+        if (!s->req || !s->resp || !s->msg_audio || !s->msg_worker ||
+            sem_init(&s->sem, 0, 0) != 0) {
+            mg_lv2_set_error("out of memory", NULL);
+            release(s);
+            return -1;
+        }
+        s->sched = (LV2_Worker_Schedule){s, schedule_work};
+        s->f_sched = (LV2_Feature){LV2_WORKER__schedule, &s->sched};
+        int k = 0;
+        while (s->feats.list[k])
+            k++;
+        s->feats.list[k] = &s->f_sched;
+        s->feats.list[k + 1] = NULL;
+        if (pthread_create(&s->thread, NULL, worker_main, s) != 0) {
+            sem_destroy(&s->sem);
+            mg_lv2_set_error("cannot start the plugin's worker thread", NULL);
+            release(s);
+            return -1;
+        }
+        s->thread_on = 1;
+    }
     s->inst = lilv_plugin_instantiate(pl->plugin, ctx->sample_rate, s->feats.list);
     if (!s->inst) {
         mg_lv2_set_error("the plugin failed to instantiate: ", pl->info.uri);
@@ -120,6 +263,8 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
     }
     s->desc = lilv_instance_get_descriptor(s->inst);
     s->handle = lilv_instance_get_handle(s->inst);
+    if (pl->worker)
+        s->wiface = lilv_instance_get_extension_data(s->inst, LV2_WORKER__interface);
     /* controls start at their defaults (the engine's values arrive in process) */
     connect_fixed(s);
     reset_atoms(s);
@@ -146,7 +291,11 @@ static void process(void *st, const mg_proc *p)
         s->controls[pl->param_port[k]] = mg_pv_at(&p->pv[k], 0);
     if (pl->n_atom)
         reset_atoms(s);
+    if (s->wiface)
+        deliver_responses(s);
     s->desc->run(h, (uint32_t)p->nframes);
+    if (s->wiface && s->wiface->end_run)
+        s->wiface->end_run(h);
     for (int k = 0; k < pl->n_readouts; k++)
         p->readout[k] = s->controls[pl->readout_port[k]];
     /* a plugin's NaN or Inf stops here (counted in the `nonfinite` readout), so

@@ -240,8 +240,8 @@ def test_catalog_describes_a_plugin_as_a_type():
 def test_daemon_adds_sets_and_refuses(tmp_path):
     """Over OSC with a real daemon: /graph/add lv2 with parameters (one out of range:
     clamped and reported), a parameter set by name, a readout; an unknown URI, a
-    missing uri and a plugin that needs a feature the host lacks are /fail with
-    the reason; patch save/load keeps the plugin and its values."""
+    missing uri and a built-in type given a uri are /fail with the reason;
+    patch save/load keeps the plugin and its values."""
     need_plugins(MDA + "Overdrive", NODELAY)
     d = Daemon(tmp_path / "state", "--backend", "null")
     try:
@@ -261,9 +261,6 @@ def test_daemon_adds_sets_and_refuses(tmp_path):
         assert addr == "/fail" and "uri" in str(args)
         addr, args = d.request("/graph/add", "gain", "z", "uri", MDA + "Overdrive")
         assert addr == "/fail" and "only lv2 nodes" in str(args)
-        if "urn:dragonfly:room" in lv2.uris():
-            addr, args = d.request("/graph/add", "lv2", "w", "uri", "urn:dragonfly:room")
-            assert addr == "/fail" and "worker#schedule" in str(args)
         d.call("/patch/save", "p1")
         d.call("/graph/remove", "od")
         d.call("/patch/load", "p1")
@@ -314,7 +311,8 @@ def test_no_allocation_on_the_audio_thread(tmp_path):
     tests/test_rt_alloc.py); these plugins' own run() does not allocate either."""
     plugins = [(MDA + "Overdrive", {"drive": (0.0, 1.0)}),
                (LSP + "compressor_mono", {"al": (0.01, 1.0)}),
-               ("http://gareus.org/oss/lv2/fil4#mono", {"gain1": (-18.0, 18.0)})]
+               ("http://gareus.org/oss/lv2/fil4#mono", {"gain1": (-18.0, 18.0)}),
+               ("urn:dragonfly:room", {})]
     need_plugins(*(u for u, _ in plugins))
     cc = shutil.which("cc") or shutil.which("gcc")
     require(cc is not None, "no C compiler")
@@ -354,9 +352,10 @@ def test_bundle(tmp_path_factory) -> Path:
     return root
 
 
-def test_bad_plugins_are_refused_or_contained(test_bundle, tmp_path):
+def test_bad_plugins_are_refused_or_contained_and_the_worker_answers(test_bundle, tmp_path):
     """With a real daemon (LV2_PATH = the test bundle, then the system's): a plugin
-    whose instantiate fails and a plugin that is not hard-RT capable are /fail with
+    whose instantiate fails, one that requires a feature the host lacks (named in
+    the reply) and one that is not hard-RT capable are /fail with
     the reason (the latter runs with allow_non_rt 1); a plugin writing NaN and Inf
     has them scrubbed to 0 at its output and counted in its `nonfinite` readout, and
     the meter after it stays finite."""
@@ -366,6 +365,9 @@ def test_bad_plugins_are_refused_or_contained(test_bundle, tmp_path):
     try:
         addr, args = d.request("/graph/add", "lv2", "f", "uri", "urn:mixgraph:test:fail")
         assert addr == "/fail" and "failed to instantiate" in str(args)
+        addr, args = d.request("/graph/add", "lv2", "q", "uri", "urn:mixgraph:test:needs")
+        assert addr == "/fail" and "requires the LV2 feature" in str(args) \
+            and "state#makePath" in str(args)
         addr, args = d.request("/graph/add", "lv2", "r", "uri", "urn:mixgraph:test:nonrt")
         assert addr == "/fail" and "hardRTCapable" in str(args) and "allow_non_rt" in str(args)
         d.call("/graph/add", "lv2", "r", "uri", "urn:mixgraph:test:nonrt", "allow_non_rt", 1)
@@ -384,6 +386,17 @@ def test_bad_plugins_are_refused_or_contained(test_bundle, tmp_path):
         assert count >= 20  # 2 per 1000 samples: 96 per second at 48 kHz
         level = d.request("/node/m/peak")[1][-1]
         assert np.isfinite(level) and -13.0 < level < -11.0
+        # worker:schedule: the plugin's request goes to the worker thread, whose
+        # answer (twice the request) comes back before a later run()
+        d.call("/graph/add", "lv2", "wk", "uri", "urn:mixgraph:test:worker")
+        d.call("/graph/connect", "osc", "wk")
+        d.sync()
+        deadline = time.monotonic() + 10
+        echo = 0.0
+        while time.monotonic() < deadline and echo < 100:
+            echo = d.request("/node/wk/echo")[1][-1]
+            time.sleep(0.1)
+        assert echo >= 100 and echo % 20 == 0  # 2 x a multiple of 10 runs
     finally:
         d.stop()
 
@@ -476,3 +489,21 @@ def test_a_missing_plugin_loads_as_a_placeholder(tmp_path):
     from mixgraph.server.catalog import CATALOG
     with pytest.raises(MixgraphError, match="no LV2 plugin"):
         lv2.lv2_type(CATALOG["lv2"], {"uri": "urn:x", "drive": 0.4})
+
+
+def test_dragonfly_room_runs_with_its_worker(tmp_path):
+    """Dragonfly Room Reverb requires worker:schedule: it is hosted, and an impulse
+    through it gives a finite tail that decays (energy of 0.5..1 s after the click
+    below a tenth of 0..0.5 s)."""
+    uri = "urn:dragonfly:room"
+    need_plugins(uri)
+    t = lv2.plugin_type(uri)
+    n_in = sum(1 for p in t.ports if p.direction == "in")
+    x = np.zeros((RATE * 2, n_in), np.float32)
+    x[RATE // 10] = 0.5
+    y = mixgraph_render(tmp_path, uri, {}, x, sum(1 for p in t.ports if p.direction == "out"))
+    assert np.all(np.isfinite(y))
+    k = RATE // 10
+    first = float(np.sum(y[k:k + RATE // 2] ** 2))
+    later = float(np.sum(y[k + RATE // 2:k + RATE] ** 2))
+    assert first > 1e-4 and later < 0.1 * first
