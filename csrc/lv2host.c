@@ -22,6 +22,42 @@ void mg_lv2_set_error(const char *what, const char *detail)
 
 const char *mg_lv2_last_error(void) { return last_error; }
 
+/* ---- a placeholder for a plugin that is missing (a patch names a plugin this
+ * machine lacks): its saved ports and parameters, audio passed through (input
+ * k to output k, outputs past the inputs silent), nothing run. Made by
+ * mg_lv2_placeholder below; works in builds without lilv too. */
+typedef struct {
+    int n_in, n_out;
+} placeholder_state;
+
+static int placeholder_prepare(void *st, const mg_prepare_ctx *ctx)
+{
+    const mg_lv2_hole *h = ctx->type_data;
+    placeholder_state *s = st;
+    s->n_in = h ? h->n_in : 0;
+    s->n_out = h ? h->n_out : 0;
+    return 0;
+}
+
+static void placeholder_process(void *st, const mg_proc *p)
+{
+    const placeholder_state *s = st;
+    for (int k = 0; k < s->n_out; k++) {
+        if (k < s->n_in)
+            memcpy(p->out[k], p->in[k], (size_t)p->nframes * sizeof(float));
+        else
+            memset(p->out[k], 0, (size_t)p->nframes * sizeof(float));
+    }
+}
+
+static const mg_node_type placeholder_template = {
+    .name = "lv2",
+    .default_channels = 1, .min_channels = 1, .max_channels = 1,
+    .state_size = sizeof(placeholder_state),
+    .prepare = placeholder_prepare,
+    .process = placeholder_process,
+};
+
 /* the comma-separated names of s, each strdup'ed, into out (room for max); how many */
 static int split_names(const char *s, char **out, int max)
 {
@@ -71,7 +107,7 @@ const mg_node_type *mg_lv2_placeholder(const char *doc, const char *ins, const c
                                 -1e30f, 1e30f, defs ? defs[k] : 0.0f, MG_MAP_LIN,
                                 MG_TAPER_LIN, 0.0f};
     free(in), free(out), free(par);
-    *t = mg_lv2_placeholder_template;
+    *t = placeholder_template;
     t->doc = strdup(doc ? doc : "");
     t->ports = ports;
     t->n_ports = ni + no;
@@ -95,8 +131,6 @@ const mg_node_type *mg_lv2_placeholder(const char *doc, const char *ins, const c
 #include <lv2/units/units.h>
 #include <lv2/urid/urid.h>
 #include <lv2/worker/worker.h>
-
-extern const mg_node_type mg_type_lv2;
 
 static LilvWorld *world;
 static const LilvPlugin **plugins;
@@ -549,7 +583,9 @@ const mg_node_type *mg_lv2_type(const char *uri, char *err, int err_len)
     lilv_nodes_free(pre);
     info->n_presets = k;
 
-    m->type = mg_type_lv2; /* the process, prepare, release and latency hooks */
+    /* the registered template (nodes/lv2.c): its process, prepare, release,
+     * latency and on_param hooks */
+    m->type = *mg_type_get(mg_type_find("lv2"));
     m->type.doc = info->name;
     m->type.default_channels = m->type.min_channels = m->type.max_channels = 1;
     m->type.params = params;

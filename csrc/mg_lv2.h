@@ -39,11 +39,10 @@ typedef struct {
     int worker;                /* the plugin uses worker:schedule */
 } mg_lv2_plugin;
 
-/* A missing plugin's placeholder (nodes/lv2.c): the type's `data`. */
+/* A missing plugin's placeholder (csrc/lv2host.c): the type's `data`. */
 typedef struct {
     int n_in, n_out;
 } mg_lv2_hole;
-extern const mg_node_type mg_lv2_placeholder_template;
 
 #ifdef MG_HAVE_LILV
 #include <lv2/core/lv2.h>

@@ -389,39 +389,3 @@ const mg_node_type mg_type_lv2 = {
     .latency = latency,
     .on_param = on_param,
 };
-
-/* ---- a placeholder for a plugin that is missing (a patch names a plugin this
- * machine lacks): its saved ports and parameters, audio passed through (input
- * k to output k, outputs past the inputs silent), nothing run. Made by
- * mg_lv2_placeholder (csrc/lv2host.c); works in builds without lilv too. */
-typedef struct {
-    int n_in, n_out;
-} placeholder_state;
-
-static int placeholder_prepare(void *st, const mg_prepare_ctx *ctx)
-{
-    const mg_lv2_hole *h = ctx->type_data;
-    placeholder_state *s = st;
-    s->n_in = h ? h->n_in : 0;
-    s->n_out = h ? h->n_out : 0;
-    return 0;
-}
-
-static void placeholder_process(void *st, const mg_proc *p)
-{
-    const placeholder_state *s = st;
-    for (int k = 0; k < s->n_out; k++) {
-        if (k < s->n_in)
-            memcpy(p->out[k], p->in[k], (size_t)p->nframes * sizeof(float));
-        else
-            memset(p->out[k], 0, (size_t)p->nframes * sizeof(float));
-    }
-}
-
-const mg_node_type mg_lv2_placeholder_template = {
-    .name = "lv2",
-    .default_channels = 1, .min_channels = 1, .max_channels = 1,
-    .state_size = sizeof(placeholder_state),
-    .prepare = placeholder_prepare,
-    .process = placeholder_process,
-};

@@ -12,7 +12,7 @@ the plugin's type before anything else looks at the settings."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from ._core import ffi, lib
 from .catalog import NodeType, from_c
@@ -58,9 +58,10 @@ def plugin_type(uri: str) -> NodeType:
     return t
 
 
-def lv2_type(t: NodeType, settings: Mapping | None) -> NodeType:
+def lv2_type(t: NodeType, settings: Mapping | None, options: Collection[str] = ()) -> NodeType:
     """t itself, or for the generic `lv2` type the type of the plugin that the
-    settings' `uri` names."""
+    settings' `uri` names (options: the keys of settings that are creation
+    options, not parameters)."""
     if t.name != "lv2" or t.uri:
         return t
     uri = (settings or {}).get("uri")
@@ -72,7 +73,7 @@ def lv2_type(t: NodeType, settings: Mapping | None) -> NodeType:
     except MixgraphError as e:
         if not str(e).startswith("no LV2 plugin") or not isinstance(settings.get("ports"), str):
             raise
-        return placeholder(uri, settings, str(e))
+        return placeholder(uri, settings, str(e), options)
     if REFUSE_NON_RT and not info(pt)["hard_rt"] and (settings or {}).get("allow_non_rt") != 1:
         raise MixgraphError(f"{uri} is not lv2:hardRTCapable (it may block the live audio "
                             "thread): give `allow_non_rt 1` to run it anyway")
@@ -94,15 +95,13 @@ def is_placeholder(t: NodeType) -> bool:
 _HOLES: dict[tuple, NodeType] = {}
 
 
-def placeholder(uri: str, settings: Mapping, why: str) -> NodeType:
+def placeholder(uri: str, settings: Mapping, why: str, options: Collection[str] = ()) -> NodeType:
     """A stand-in for a plugin that is missing here (a patch made elsewhere, a
     package removed): the saved ports (option `ports`) and parameters, audio
     passed through, so the rest of the patch loads and the node keeps its
     values until the plugin is installed."""
-    from .values import OPTIONS
-
     ins, _, outs = str(settings.get("ports", "")).partition(">")
-    names = [k for k in settings if isinstance(k, str) and k not in OPTIONS]
+    names = [k for k in settings if isinstance(k, str) and k not in options]
     key = (uri, ins, outs, tuple(names))
     t = _HOLES.get(key)
     if t is None:

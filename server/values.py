@@ -227,7 +227,7 @@ def creation_settings(t: NodeType, name: str, settings: Mapping) -> Creation:
     check_name(name)
     if not isinstance(settings, Mapping):
         raise MixgraphError(f"{name}: settings must be a map")
-    t = lv2_type(t, settings)
+    t = lv2_type(t, settings, OPTIONS)
     options: dict = {}
     params: dict[str, float] = {}
     clamped = []
@@ -305,7 +305,7 @@ def doc_node(n, types: Mapping[str, NodeType], state_max: int) -> tuple[NodeType
     params = n.get("params") or {}
     if not isinstance(opts, dict) or not isinstance(params, dict):
         raise MixgraphError(f"patch: node {name!r}: options/params must be maps")
-    t = lv2_type(t, {**params, **opts})  # an lv2 node's type is its plugin's
+    t = lv2_type(t, {**params, **opts}, OPTIONS)  # an lv2 node's type is its plugin's
     if any(k == "channels" for k in opts):
         raise MixgraphError(f"patch: node {name!r}: channels is not an option here")
     for k in params:
