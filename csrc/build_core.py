@@ -17,7 +17,7 @@ HERE = Path(__file__).resolve().parent
 # one C file per node type: nodes/<type>.c (the Python package mixgraph.nodes)
 NODES = HERE.parent / "nodes"
 # the shared core, in link order
-CORE = ("engine.c", "plan.c", "ring.c", "alloc.c", "jack.c", "midi.c")
+CORE = ("engine.c", "plan.c", "ring.c", "alloc.c", "jack.c", "midi.c", "lv2host.c")
 # -fno-trapping-math: FP operations are assumed not to trap (mixgraph never
 # unmasks FP exceptions), so GCC may if-convert selects and vectorise loops
 # such as denoise's gain rule. Values are unchanged: NaN and Inf keep their
@@ -87,6 +87,42 @@ def have_jack() -> bool:
 
 HAVE_JACK = have_jack()
 
+
+def lilv_flags() -> tuple[list[str], list[str]] | None:
+    """(include dirs, libraries) of lilv when pkg-config knows lilv-0 and
+    <lilv/lilv.h> compiles (Debian: liblilv-dev): then LV2 plugins can be
+    hosted (csrc/lv2host.c, nodes/lv2.c, MG_HAVE_LILV), else the lv2 type
+    says the build has no LV2 support. The build never fails for want of lilv."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    if os.environ.get("MIXGRAPH_NO_LILV") or not shutil.which("pkg-config"):
+        return None
+    r = subprocess.run(["pkg-config", "--cflags", "--libs", "lilv-0"], capture_output=True,
+                       text=True)
+    if r.returncode != 0:
+        return None
+    words = r.stdout.split()
+    incs = [w[2:] for w in words if w.startswith("-I")]
+    libs = [w[2:] for w in words if w.startswith("-l")]
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "t.c"
+        src.write_text("#include <lilv/lilv.h>\n#include <lv2/options/options.h>\n"
+                       "int main(void) { LilvWorld *w = lilv_world_new(); "
+                       "lilv_world_free(w); return 0; }\n")
+        r2 = subprocess.run([*cc.split(), str(src), "-o", str(Path(tmp) / "t"), *words],
+                            capture_output=True)
+    return (incs, libs) if r2.returncode == 0 else None
+
+
+LILV = lilv_flags()
+HAVE_LILV = LILV is not None
+
 ffibuilder = FFI()
 ffibuilder.cdef(api_cdef())
 _sources = [str(HERE / f) for f in CORE]
@@ -95,10 +131,11 @@ ffibuilder.set_source(
     "mixgraph.server._core",
     registry_source(),
     sources=[str(Path(s).relative_to(HERE.parent)) for s in _sources],
-    include_dirs=["csrc"],
-    define_macros=[("_POSIX_C_SOURCE", "200809L")] + ([("MG_HAVE_JACK", "1")] if HAVE_JACK else []),
+    include_dirs=["csrc"] + (LILV[0] if LILV else []),
+    define_macros=[("_POSIX_C_SOURCE", "200809L")] + ([("MG_HAVE_JACK", "1")] if HAVE_JACK else [])
+    + ([("MG_HAVE_LILV", "1")] if HAVE_LILV else []),
     extra_compile_args=CFLAGS,
-    libraries=["m", "pthread"] + (["jack"] if HAVE_JACK else []),
+    libraries=["m", "pthread"] + (["jack"] if HAVE_JACK else []) + (LILV[1] if LILV else []),
 )
 
 if __name__ == "__main__":

@@ -137,6 +137,7 @@ typedef struct {
     int hw_out_ch;
     uint64_t seed;
     mg_fifo *fifo;     /* disk streaming ring (player/recorder) or NULL */
+    const void *type_data; /* the type's `data` (per-instance types, e.g. lv2) */
 } mg_prepare_ctx;
 
 typedef struct mg_node_type {
@@ -185,6 +186,10 @@ typedef struct mg_node_type {
     /* the choice names of the stepped parameters (MG_CHOICES(choices)) */
     const mg_choice_spec *choices;
     int n_choices;
+    /* what prepare needs beyond the tables (ctx->type_data): NULL for the
+     * built-in types; a type made at run time (an LV2 plugin's, by
+     * csrc/lv2host.c) points it at its own description */
+    const void *data;
 } mg_node_type;
 
 #define MG_MAX_GANG 64
@@ -386,6 +391,10 @@ float mg_node_param_target(const mg_node *n, int index);  /* [audio] its target,
 /* ---- nodes ---- [control] */
 mg_node *mg_node_new(mg_engine *e, int type_index, int channels, int hw_first,
                      uint64_t seed, mg_fifo *fifo, int *error);
+/* The same for a type that is not in the registry: one made at run time from
+ * a description (an LV2 plugin's: mg_lv2_type), which outlives the node. */
+mg_node *mg_node_new_type(mg_engine *e, const mg_node_type *t, int channels, int hw_first,
+                          uint64_t seed, mg_fifo *fifo, int *error);
 void mg_node_free(mg_node *n);
 /* Set a parameter before the node is in any plan (no smoothing). */
 void mg_node_init_param(mg_node *n, int index, float unit_value);
@@ -487,6 +496,42 @@ uint32_t mg_fifo_status(mg_fifo *f);                 /* [audio] */
 #define MG_FIFO_FLAG_LOOP 1
 #define MG_FIFO_FLAG_ACTIVE 2
 #define MG_FIFO_STATUS_EOF 1
+
+/* ---- LV2 plugins through lilv (csrc/lv2host.c) ---- [control]
+ * Built where <lilv/lilv.h> exists (MG_HAVE_LILV); elsewhere mg_lv2_available
+ * is 0 and the rest say so. The world is loaded once (LV2_PATH honoured). */
+typedef struct {
+    const char *uri;
+    const char *name;
+    const char *klass;      /* the plugin class's label ("Reverb Plugin") */
+    const char *author;
+    int hard_rt;            /* lv2:hardRTCapable */
+    int n_audio_in, n_audio_out;
+    int latency_readout;    /* index of the readout reporting latency, or -1 */
+    int n_presets;
+} mg_lv2_info;
+int mg_lv2_available(void);
+/* Load the world (once); the number of plugins, or -1 (reason in err). */
+int mg_lv2_load(char *err, int err_len);
+const char *mg_lv2_uri(int index);          /* the index-th plugin's URI, or NULL */
+/* The node type of a plugin (made once per URI, kept for the process's life):
+ * NULL with the reason in err (unknown URI, a required feature the host lacks,
+ * a port kind it cannot connect). */
+const mg_node_type *mg_lv2_type(const char *uri, char *err, int err_len);
+int mg_lv2_describe(const mg_node_type *t, mg_lv2_info *out);  /* 0, or -1: no LV2 type */
+/* A placeholder type for a plugin this machine lacks (any build, with or without
+ * lilv): mono ports named in ins and outs, parameters named in params (values
+ * in defs, any value accepted), all comma-separated; audio passes through
+ * (input k to output k). A new type each call, kept for the process's life. */
+const mg_node_type *mg_lv2_placeholder(const char *doc, const char *ins, const char *outs,
+                                       const char *params, const float *defs);
+/* The reason the last lv2 node's prepare failed ("" if none). */
+const char *mg_lv2_last_error(void);
+/* Presets of a plugin: the index-th preset's URI and label (NULL past the end). */
+const char *mg_lv2_preset(const mg_node_type *t, int index, const char **label);
+/* The control values a preset sets, by parameter index, into values[0..n) (NaN
+ * where the preset names no value); how many it set, or -1 (no such preset). */
+int mg_lv2_preset_values(const mg_node_type *t, const char *preset_uri, float *values, int n);
 
 /* ---- self tests (used by the pytest suite) ---- */
 int mg_ring_stress(int n_items, int capacity);      /* 0 = ok */

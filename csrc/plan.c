@@ -60,11 +60,16 @@ static size_t pad16(size_t n)
 mg_node *mg_node_new(mg_engine *e, int type_index, int channels, int hw_first,
                      uint64_t seed, mg_fifo *fifo, int *error)
 {
+    return mg_node_new_type(e, mg_type_get(type_index), channels, hw_first, seed, fifo, error);
+}
+
+mg_node *mg_node_new_type(mg_engine *e, const mg_node_type *t, int channels, int hw_first,
+                          uint64_t seed, mg_fifo *fifo, int *error)
+{
     int err_dummy;
     if (!error)
         error = &err_dummy;
     *error = 0;
-    const mg_node_type *t = mg_type_get(type_index);
     if (!t) {
         *error = 1;
         return NULL;
@@ -143,7 +148,8 @@ mg_node *mg_node_new(mg_engine *e, int type_index, int channels, int hw_first,
         n->out_ptr[c] = n->out_base[c];
     for (int k = 0; k < t->n_params; k++)
         mg_node_init_param(n, k, t->params[k].def);
-    mg_prepare_ctx ctx = {n->sample_rate, channels, MG_MAX_BLOCK, hw_first, 0, 0, seed, fifo};
+    mg_prepare_ctx ctx = {n->sample_rate, channels, MG_MAX_BLOCK, hw_first, 0, 0, seed, fifo,
+                          t->data};
     extern void mg_engine_hw_channels(mg_engine *, int *, int *);
     mg_engine_hw_channels(e, &ctx.hw_in_ch, &ctx.hw_out_ch);
     if (t->prepare && t->prepare(n->state, &ctx) != 0) {

@@ -46,6 +46,65 @@ def _doc(p) -> str:
     return f"{p.doc}. Choices: {names}"
 
 
+# prose for a type whose tables say too little (an lv2 node's tables are its plugin's)
+EXTRA = {
+    "lv2": """\
+Hosting, through lilv: the LV2 world is loaded once, on first use, from
+`LV2_PATH` (or lilv's default path: `~/.lv2`, `/usr/lib/lv2`, ...).
+`/graph/add lv2 <name> uri <plugin-URI> [<symbol> <value>]...` (or a patch
+node `{"type": "lv2", "options": {"uri": ...}, "params": {...}}`) makes a node
+whose tables are the plugin's own; `mixgraph lv2 list` lists the plugins on the
+machine (and why any is refused), `mixgraph lv2 show <uri>` and
+`/catalog/type lv2 <uri>` describe one as this reference describes a type.
+
+- **Ports**: each LV2 audio port is a mono node port named by its LV2 symbol,
+  main inputs first, then side chains (`lv2:isSideChain`), then outputs
+  (`src -> fx:in_l`, `src -> fx:in_r`; a bare `fx` is its first input). A mono
+  source fans out to one port; a stereo node's `out` feeds a mono port its
+  first channel only, so connect stereo plugins port by port.
+- **Parameters**: every control input, named by its symbol, with range and
+  default from `lv2:minimum/maximum/default` and its unit's symbol
+  (units extension). `lv2:toggled` is stepped `off|on`; `lv2:integer` and
+  `lv2:enumeration` are stepped, with the scale points' labels as choice names
+  when they name every step; `pprops:logarithmic` gives the log taper. Values
+  reach the plugin as given (no engine smoothing: a plugin smooths itself or
+  not), and an event inside a block splits `run()` at its frame.
+- **Readouts**: every control output (meters, gain reduction, `latency`).
+- **Latency**: the control output with `lv2:reportsLatency` (or designation
+  `lv2:latency`) is read once when the node is made, with its creation
+  values (the plugin runs silent blocks until it reports the same value twice,
+  then is deactivated and activated afresh); the graph compensates it like any
+  node's. A later parameter change that changes the plugin's latency is not
+  followed: recreate the node.
+- **Life**: instantiated at the engine's sample rate and activated when the
+  node is made (control thread), deactivated and freed when it goes. Atom
+  ports get an empty sequence in / a buffer out, CV ports silence in / a
+  scratch buffer out, optional ports of other kinds NULL.
+- **Host features**: `urid:map`, `urid:unmap`, `options` (block length 1..512,
+  nominal 512, sample rate), `bufsz:boundedBlockLength` and `worker:schedule`
+  (a thread per node that uses it; requests and responses go through
+  lock-free rings, responses are delivered before the next `run()`, then
+  `end_run()`). A plugin that requires any other is refused with a `/fail`
+  naming the feature.
+- **Real time**: the daemon refuses a plugin that is not `lv2:hardRTCapable`
+  unless the node is made with `allow_non_rt 1`; offline renders run any.
+- **Bad output**: NaN and Inf samples a plugin writes are replaced by 0 at its
+  outputs and counted in the node's own readout `nonfinite`.
+- **Presets**: `/node/<name>/preset` lists the plugin's presets;
+  `/node/<name>/preset <label-or-URI>` sets the parameters to the preset's
+  port values (as parameter changes: feedback, scenes and patches see them).
+- **Missing plugins**: a node keeps its plugin's port layout in the option
+  `ports` (`in1,in2>out1,out2`, set by itself). A patch (or a restart) naming
+  a plugin this machine lacks loads it as a placeholder with those ports and
+  the saved parameter values, passing input k to output k; `/status` counts
+  it in `missing_files`, the log says why, and saving keeps it unchanged.
+- **Not yet**: `state:makePath`, `log`, saving a plugin's
+  internal state (LV2 state extension) into patches (its parameters are
+  saved as any node's); several channels per port (LV2 port groups).
+""",
+}
+
+
 def render() -> str:
     """The whole of docs/nodes.md."""
     out = [HEADER]
@@ -54,6 +113,8 @@ def render() -> str:
         out.append(f"| [`{t.name}`](#{t.name}) | {t.doc} |")
     for t in CATALOG.values():
         out.append(f"\n## {t.name}\n\n{t.doc}\n")
+        if t.name in EXTRA:
+            out.append(EXTRA[t.name])
         out.append(f"Channels: {t.min_channels}..{t.max_channels}, default "
                    f"{t.default_channels}." + (" Streams a file through the disk worker."
                                                 if t.needs_fifo else ""))

@@ -96,6 +96,10 @@ class NodeType:
     readouts: tuple[ReadoutSpec, ...]
     param_index: dict[str, int] = field(default_factory=dict, compare=False)
     has_state: bool = False  # C restore hook: `capture` is state that patches keep
+    # a type made at run time for one LV2 plugin (server/lv2.py): the plugin's URI
+    # and its C type (mg_node_new_type); "" and None for the built-in types
+    uri: str = field(default="", compare=False)
+    ctype: object = field(default=None, compare=False, repr=False)
 
     def param(self, name: str) -> ParamSpec | None:
         i = self.param_index.get(name)
@@ -178,59 +182,66 @@ def _choices(t) -> dict[str, tuple[str, ...]]:
     return out
 
 
+def from_c(i: int, t, uri: str = "") -> NodeType:
+    """The NodeType of C type t (registry index i); a run-time type (an LV2
+    plugin's) gives its URI and keeps t for mg_node_new_type."""
+    choices = _choices(t)
+    params = tuple(
+        ParamSpec(
+            k,
+            _s(t.params[k].name),
+            _s(t.params[k].unit),
+            _s(t.params[k].doc),
+            float(t.params[k].min),
+            float(t.params[k].max),
+            float(getattr(t.params[k], "def")),
+            MAP_NAMES[t.params[k].map],
+            TAPER_NAMES[t.params[k].taper],
+            float(t.params[k].smooth_ms),
+            choices.get(_s(t.params[k].name), ()),
+        )
+        for k in range(t.n_params)
+    )
+    ports = tuple(
+        PortSpec(
+            k,
+            _s(t.ports[k].name),
+            "in" if t.ports[k].dir == lib.MG_PORT_IN else "out",
+            int(t.ports[k].channels),
+        )
+        for k in range(t.n_ports)
+    )
+    readouts = tuple(
+        ReadoutSpec(
+            _s(t.readouts[k].name),
+            _s(t.readouts[k].unit),
+            MAP_NAMES[t.readouts[k].map],
+            bool(t.readouts[k].per_channel),
+        )
+        for k in range(t.n_readouts)
+    )
+    return NodeType(
+        i,
+        _s(t.name),
+        _s(t.doc),
+        int(t.default_channels),
+        int(t.min_channels),
+        int(t.max_channels),
+        bool(t.needs_fifo),
+        params,
+        ports,
+        readouts,
+        {p.name: p.index for p in params},
+        has_state=t.restore != ffi.NULL,
+        uri=uri,
+        ctype=t if uri else None,
+    )
+
+
 def _load() -> dict[str, NodeType]:
     types: dict[str, NodeType] = {}
     for i in range(lib.mg_type_count()):
-        t = lib.mg_type_get(i)
-        choices = _choices(t)
-        params = tuple(
-            ParamSpec(
-                k,
-                _s(t.params[k].name),
-                _s(t.params[k].unit),
-                _s(t.params[k].doc),
-                float(t.params[k].min),
-                float(t.params[k].max),
-                float(getattr(t.params[k], "def")),
-                MAP_NAMES[t.params[k].map],
-                TAPER_NAMES[t.params[k].taper],
-                float(t.params[k].smooth_ms),
-                choices.get(_s(t.params[k].name), ()),
-            )
-            for k in range(t.n_params)
-        )
-        ports = tuple(
-            PortSpec(
-                k,
-                _s(t.ports[k].name),
-                "in" if t.ports[k].dir == lib.MG_PORT_IN else "out",
-                int(t.ports[k].channels),
-            )
-            for k in range(t.n_ports)
-        )
-        readouts = tuple(
-            ReadoutSpec(
-                _s(t.readouts[k].name),
-                _s(t.readouts[k].unit),
-                MAP_NAMES[t.readouts[k].map],
-                bool(t.readouts[k].per_channel),
-            )
-            for k in range(t.n_readouts)
-        )
-        nt = NodeType(
-            i,
-            _s(t.name),
-            _s(t.doc),
-            int(t.default_channels),
-            int(t.min_channels),
-            int(t.max_channels),
-            bool(t.needs_fifo),
-            params,
-            ports,
-            readouts,
-            {p.name: p.index for p in params},
-            has_state=t.restore != ffi.NULL,
-        )
+        nt = from_c(i, lib.mg_type_get(i))
         types[nt.name] = nt
     return types
 

@@ -522,6 +522,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("type", nargs="*", help="only these types")
     s.set_defaults(func=_cmd_nodes)
 
+    s = sub.add_parser("lv2", help="LV2 plugins on this machine: list, or show one as a node type")
+    s.add_argument("what", choices=["list", "show"])
+    s.add_argument("uri", nargs="?", help="show: the plugin's URI")
+    s.set_defaults(func=lambda a: __import__("mixgraph.server.lv2", fromlist=["cli"]).cli(a))
+
     s = sub.add_parser("render", help="render a patch offline")
     s.add_argument("patch", help="patch file (.mgp msgpack or .json)")
     s.add_argument("-o", "--output", required=True, help="output sound file (.wav/.flac)")

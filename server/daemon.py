@@ -24,7 +24,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from . import __version__
+from . import __version__, lv2
 from .backends import BackendConfig, choose_backend
 from .devices import DeviceWatch
 from .diskio import DEFAULT_MAX_RECORDER_CHANNELS, DEFAULT_MIN_FREE_MB, DiskIO
@@ -282,6 +282,7 @@ class Daemon:
             fb.device_changed(state, backend)
 
     def _new_session(self) -> Session:
+        lv2.REFUSE_NON_RT = True  # a live engine: plugins must be hard real-time capable
         return Session(self.engine, data_dir=self.state_dir / "audio", confine_paths=True,
                        disk=self.disk)
 
@@ -355,7 +356,8 @@ class Daemon:
             if failed:
                 what += f" ({failed} failed, see the log)"
         for name, why in sorted(s.missing.items()):
-            notes.append(f"player {name}: file missing ({why}); restored silent")
+            notes.append(f"{name}: {why}" if why.startswith("placeholder")  # an lv2 node
+                         else f"player {name}: file missing ({why}); restored silent")
         if notes or jnotes:
             what = "; ".join([*notes, *jnotes, what])
         log.info("state: %s", what)

@@ -63,15 +63,17 @@ class Graph:
         self.ins: dict[str, dict[Conn, None]] = {}
 
     # ---- nodes ---------------------------------------------------------
-    def add_node(self, type_name: str, name: str, channels: int | None = None,
+    def add_node(self, type_name: str | NodeType, name: str, channels: int | None = None,
                  options: dict | None = None) -> GNode:
-        """Add a node; its channel count is fixed from here on."""
+        """Add a node (of a type named, or given: an LV2 plugin's); its channel
+        count is fixed from here on."""
         check_name(name)
-        t = CATALOG.get(type_name)
+        t = type_name if isinstance(type_name, NodeType) else CATALOG.get(type_name)
         if t is None:
             raise MixgraphError(
                 f"unknown node type {type_name!r} (known: {', '.join(sorted(CATALOG))})"
             )
+        type_name = t.name
         if name in self.nodes:
             raise MixgraphError(f"a node named {name!r} already exists")
         ch = t.default_channels if channels is None else channels

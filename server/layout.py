@@ -146,6 +146,19 @@ def controls_for(node: dict, ntype: dict) -> list[Control]:
     return out
 
 
+def _lv2_type(node: dict) -> dict | None:
+    """The catalog description of an lv2 node's plugin, None if lilv cannot find it."""
+    from .errors import MixgraphError
+    from .lv2 import plugin_type
+    from .osc import Dispatcher
+
+    uri = (node.get("options") or {}).get("uri")
+    try:
+        return Dispatcher.describe_type(plugin_type(uri)) if isinstance(uri, str) else None
+    except MixgraphError:
+        return None
+
+
 def plan(doc: dict, catalog: list[dict]) -> list[tuple[dict, list[Control]]]:
     """(node, controls) for every node of the patch that has any control."""
     types = {t["name"]: t for t in catalog}
@@ -154,6 +167,8 @@ def plan(doc: dict, catalog: list[dict]) -> list[tuple[dict, list[Control]]]:
         t = types.get(n.get("type"))
         if t is None:
             continue
+        if t["name"] == "lv2":  # its controls are its plugin's (described on this machine)
+            t = _lv2_type(n) or t
         cs = controls_for(n, t)
         if cs:
             out.append((n, cs))

@@ -119,14 +119,19 @@ def new_node(engine, t, g: GNode, first: int, seed: int, stream, params: dict) -
     MixgraphError, with nothing left allocated, when the engine refuses it."""
     err = ffi.new("int *")
     fifo = stream.fifo.ptr if stream is not None else ffi.NULL
-    ptr = lib.mg_node_new(engine.ptr, t.index, g.channels, first, seed, fifo, err)
+    if t.ctype is not None:  # a type made at run time (an LV2 plugin's)
+        ptr = lib.mg_node_new_type(engine.ptr, t.ctype, g.channels, first, seed, fifo, err)
+    else:
+        ptr = lib.mg_node_new(engine.ptr, t.index, g.channels, first, seed, fifo, err)
     if ptr == ffi.NULL:
         reasons = {
             2: "bad channel count",
             3: "out of memory",
             4: (f"hardware channels {first + 1}..{first + g.channels} do not exist "
                 f"(the device has {engine.hw_in} in / {engine.hw_out} out)"
-                if t.name in ("input", "output") else "the node could not be prepared"),
+                if t.name in ("input", "output") else
+                ffi.string(lib.mg_lv2_last_error()).decode() if t.name == "lv2"
+                else "the node could not be prepared"),
         }
         why = f"cannot create {g.name}: {reasons.get(err[0], 'error')}"
         raise (DeviceMismatch if err[0] == 4 and t.name in ("input", "output")

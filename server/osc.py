@@ -31,6 +31,7 @@ from .catalog import CATALOG
 from .engine import EngineBusy
 from .errors import MixgraphError, echo
 from .errors import reason as _reason
+from .lv2 import plugin_type
 from .midi import MidiManager
 from .patterns import compile_pattern, is_pattern
 from .ratelog import RateLog, library_warnings, source_of
@@ -909,8 +910,9 @@ class Dispatcher:
         reply("/done", ["/catalog/list", len(CATALOG)])
 
     def _catalog_type(self, args: list, reply: Reply, _t: int, client=None) -> None:
-        self._want(args, 1, "/catalog/type <type>")
-        t = CATALOG.get(args[0])
+        lv2_uri = args[1:] if args[:1] == ["lv2"] and len(args) == 2 else []  # lv2 <uri>
+        self._want(args[:1] if lv2_uri else args, 1, "/catalog/type <type> | lv2 <uri>")
+        t = plugin_type(str(lv2_uri[0])) if lv2_uri else CATALOG.get(args[0])
         if t is None:
             raise MixgraphError(f"unknown node type {args[0]!r}")
         for p in t.ports:

@@ -170,7 +170,7 @@ def validate_doc(doc) -> tuple[list[dict], list[list[str]]]:
     out = []
     for n in nodes:
         t, entry = doc_node(n, CATALOG, STATE_MAX)
-        scratch.add_node(t.name, entry["name"], entry["channels"], entry["options"])
+        scratch.add_node(t, entry["name"], entry["channels"], entry["options"])
         out.append(entry)
     for n in out:
         if n["type"] == "vca":

@@ -120,10 +120,10 @@ class Session:
         refusing the node) undoes every part already made."""
         t = CATALOG.get(type_name) if isinstance(type_name, str) else None
         if t is None:
-            raise MixgraphError(
-                f"unknown node type {str(type_name)[:64]!r} (known: {', '.join(sorted(CATALOG))})"
-            )
+            raise MixgraphError(f"unknown node type {str(type_name)[:64]!r} "
+                                f"(known: {', '.join(sorted(CATALOG))})")
         c = creation_settings(t, name, settings or {})
+        t = c.type  # an lv2 node's type is its plugin's (server/lv2.py)
         if name in self.graph.nodes:
             raise MixgraphError(f"a node named {name!r} already exists")
         options, channels, first = c.options, c.channels, c.first
@@ -137,7 +137,7 @@ class Session:
                 stream = self.disk.open_for(t, options, channels, self.resolve_path,
                                             self.missing if self.missing_ok else None, name)
                 channels = stream.channels
-            g = self.graph.add_node(type_name, name, channels, options)
+            g = self.graph.add_node(t, name, channels, options)
             self.live[name] = new_node(self.engine, t, g, first, c.seed, stream, c.params)
         except BaseException:
             # undo fully: nothing half-created stays in the model, the engine or on disk
@@ -147,6 +147,7 @@ class Session:
                 self.disk.close(stream)
             raise
         self._dirty = True
+        self.missing.update(c.missing)  # a stand-in for what is missing (lv2 placeholder)
         if type_name == "vca":
             self._vcas[name] = None
         try:

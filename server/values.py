@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .catalog import NodeType, ParamSpec
 from .errors import MixgraphError
 from .graph import GNode, check_name
+from .lv2 import is_placeholder, lv2_type, port_layout
 
 INT64_MIN, UINT64_MAX = -(1 << 63), (1 << 64) - 1
 MAX_HW_CHANNEL = 256  # the engine's limit on hardware channels (mg_engine_new)
@@ -155,6 +156,12 @@ def _members(t: NodeType, v, what: str) -> str:
     return ",".join(names)
 
 
+def _uri(t: NodeType, v, what: str) -> str:
+    if t.name != "lv2":
+        raise MixgraphError(f"{what}: only lv2 nodes take a plugin URI")
+    return text(v, what, MAX_PATH)
+
+
 @dataclass(frozen=True)
 class Option:
     """A creation option: what it expects (for the catalog and errors) and its check."""
@@ -171,6 +178,11 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("path", f"a file path of 1..{MAX_PATH} characters", _path),
     Option("format", f"a recorder format: {', '.join(RECORDER_FORMATS)}", _format),
     Option("members", f"up to {MAX_MEMBERS} fader names, comma-separated", _members),
+    Option("uri", "an lv2 node's plugin URI (`mixgraph lv2 list`)", _uri),
+    Option("ports", "an lv2 node's audio ports, `in1,in2>out1,out2` (kept by itself)",
+           lambda t, v, what: text(v, what, MAX_PATH)),
+    Option("allow_non_rt", "1: run an lv2 plugin that is not hard real-time capable",
+           lambda t, v, what: whole(v, what, 0, 1)),
 )}
 
 
@@ -205,6 +217,8 @@ class Creation:
     channels: int | None  # None: the type's default (or a player's file)
     first: int  # first hardware channel, from 0
     seed: int  # 64-bit generator seed
+    type: NodeType  # the node's type: an lv2 node's is its plugin's (server/lv2.py)
+    missing: dict = field(default_factory=dict)  # {name: why} when a stand-in is made
 
 
 def creation_settings(t: NodeType, name: str, settings: Mapping) -> Creation:
@@ -213,6 +227,7 @@ def creation_settings(t: NodeType, name: str, settings: Mapping) -> Creation:
     check_name(name)
     if not isinstance(settings, Mapping):
         raise MixgraphError(f"{name}: settings must be a map")
+    t = lv2_type(t, settings, OPTIONS)
     options: dict = {}
     params: dict[str, float] = {}
     clamped = []
@@ -224,10 +239,15 @@ def creation_settings(t: NodeType, name: str, settings: Mapping) -> Creation:
             if was:
                 clamped.append(k)
     channels = options.pop("channels", None)
+    missing = {}
+    if t.uri:  # an lv2 node: its port layout is kept, for a stand-in where it is missing
+        options["ports"] = port_layout(t)
+        if is_placeholder(t):
+            missing[name] = t.doc
     if t.needs_fifo and "path" not in options:
         raise MixgraphError(f"{name}: {t.name} needs a `path` option")
     return Creation(options, params, clamped, channels, options.get("first", 1) - 1,
-                    options.get("seed", 1))
+                    options.get("seed", 1), t, missing)
 
 
 def vca_members(vca: str, members, nodes: Mapping[str, GNode],
@@ -291,6 +311,7 @@ def doc_node(n, types: Mapping[str, NodeType], state_max: int) -> tuple[NodeType
     params = n.get("params") or {}
     if not isinstance(opts, dict) or not isinstance(params, dict):
         raise MixgraphError(f"patch: node {name!r}: options/params must be maps")
+    t = lv2_type(t, {**params, **opts}, OPTIONS)  # an lv2 node's type is its plugin's
     if any(k == "channels" for k in opts):
         raise MixgraphError(f"patch: node {name!r}: channels is not an option here")
     for k in params:

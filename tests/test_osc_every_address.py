@@ -53,7 +53,8 @@ def every(tmp_path_factory):
     t = np.arange(4800) / 48000.0
     sf.write(audio / "tone.wav", np.stack([np.sin(2 * np.pi * 440 * t)] * 2, 1) * 0.1, 48000)
     d = Daemon(state, "--backend", "null", "--inputs", "2", "--outputs", "2")
-    types = sorted(CATALOG, key=lambda n: (n == "vca", n))
+    # an lv2 node's parameters are its plugin's, not the catalog entry's: tests/test_lv2.py
+    types = sorted((n for n in CATALOG if n != "lv2"), key=lambda n: (n == "vca", n))
     try:
         for typ in types:
             d.call("/graph/add", typ, _name(typ), *_settings(typ))
@@ -323,7 +324,7 @@ def test_no_address_form_gets_an_internal_error_in_process(tmp_path, caplog):
     e = Engine(48000, 2, 2)
     s = Session(e, data_dir=tmp_path)
     try:
-        types = sorted(CATALOG, key=lambda n: (n == "vca", n))
+        types = sorted((n for n in CATALOG if n != "lv2"), key=lambda n: (n == "vca", n))
         for typ in types:
             st = _settings(typ)
             s.add_node(typ, _name(typ), dict(zip(st[::2], st[1::2], strict=True)))

@@ -1,0 +1,391 @@
+/* lv2: an LV2 plugin hosted through lilv.
+ *
+ * The registered type is a template: a node is made from the type that
+ * csrc/lv2host.c builds for one plugin (its ports, parameters and readouts
+ * from the plugin's description; `data` is the mg_lv2_plugin). prepare
+ * (control thread) instantiates the plugin at the engine's rate and
+ * activates it; process (audio thread) connects the node's buffers and the
+ * control values and calls run() for the sub-block, so a parameter event
+ * inside a block splits run() at its frame; release deactivates and frees.
+ * Nothing here allocates or locks on the audio thread (a plugin's own run()
+ * is its own business). */
+#include "mg_node.h"
+#include "mg_lv2.h"
+
+#ifdef MG_HAVE_LILV
+#include <lilv/lilv.h>
+#include <lv2/atom/atom.h>
+#include <lv2/worker/worker.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdatomic.h>
+
+/* ---- worker:schedule: a single-producer single-consumer byte ring per
+ * direction; messages are [uint32 size][bytes]. The audio thread writes
+ * requests and reads responses without locks; the worker thread sleeps on
+ * a semaphore (sem_post does not block). */
+#define RING_BYTES 65536u
+#define MSG_MAX 4096u
+typedef struct {
+    _Atomic uint32_t head, tail; /* free-running byte counts: written, read */
+    uint8_t buf[RING_BYTES];
+} msg_ring;
+
+static void ring_copy_in(msg_ring *r, uint32_t at, const void *src, uint32_t n)
+{
+    const uint32_t off = at % RING_BYTES, first = n < RING_BYTES - off ? n : RING_BYTES - off;
+    memcpy(r->buf + off, src, first);
+    memcpy(r->buf, (const uint8_t *)src + first, n - first);
+}
+
+static void ring_copy_out(const msg_ring *r, uint32_t at, void *dst, uint32_t n)
+{
+    const uint32_t off = at % RING_BYTES, first = n < RING_BYTES - off ? n : RING_BYTES - off;
+    memcpy(dst, r->buf + off, first);
+    memcpy((uint8_t *)dst + first, r->buf, n - first);
+}
+
+static int ring_put(msg_ring *r, const void *data, uint32_t n)
+{
+    const uint32_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
+    const uint32_t tail = atomic_load_explicit(&r->tail, memory_order_acquire);
+    if (n > MSG_MAX || RING_BYTES - (head - tail) < n + 4u)
+        return 0;
+    ring_copy_in(r, head, &n, 4);
+    ring_copy_in(r, head + 4, data, n);
+    atomic_store_explicit(&r->head, head + 4 + n, memory_order_release);
+    return 1;
+}
+
+/* the next message into dst (room for MSG_MAX); its size, or -1 when empty */
+static int ring_get(msg_ring *r, void *dst)
+{
+    const uint32_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
+    const uint32_t head = atomic_load_explicit(&r->head, memory_order_acquire);
+    if (head == tail)
+        return -1;
+    uint32_t n;
+    ring_copy_out(r, tail, &n, 4);
+    ring_copy_out(r, tail + 4, dst, n);
+    atomic_store_explicit(&r->tail, tail + 4 + n, memory_order_release);
+    return (int)n;
+}
+
+typedef struct {
+    const mg_lv2_plugin *pl;
+    LilvInstance *inst;
+    const LV2_Descriptor *desc;
+    LV2_Handle handle;
+    float *controls;          /* one float per LV2 port (control ports use theirs) */
+    float *zero, *scratch;    /* MG_MAX_BLOCK each: silent CV in, discarded CV out */
+    uint8_t *atoms;           /* n_atom buffers of MG_LV2_ATOM_CAPACITY */
+    uint32_t urid_chunk, urid_sequence;
+    int latency, latency_known;
+    uint64_t nonfinite;       /* output samples scrubbed */
+    /* worker:schedule (when the plugin asks for it) */
+    const LV2_Worker_Interface *wiface;
+    LV2_Worker_Schedule sched;
+    LV2_Feature f_sched;
+    msg_ring *req, *resp;
+    uint8_t *msg_audio, *msg_worker; /* MSG_MAX each */
+    sem_t sem;
+    pthread_t thread;
+    int thread_on;
+    _Atomic int quit;
+    int active;
+    mg_lv2_features feats;
+} lv2_state;
+
+/* An atom input holds an empty sequence; an output offers its whole capacity. */
+static void reset_atoms(lv2_state *s)
+{
+    const mg_lv2_plugin *pl = s->pl;
+    for (uint32_t i = 0; i < pl->n_ports; i++) {
+        const mg_lv2_port *lp = &pl->ports[i];
+        if (lp->kind != MG_LV2_ATOM_IN && lp->kind != MG_LV2_ATOM_OUT)
+            continue;
+        LV2_Atom_Sequence *seq = (LV2_Atom_Sequence *)(s->atoms + (size_t)lp->index *
+                                                       MG_LV2_ATOM_CAPACITY);
+        if (lp->kind == MG_LV2_ATOM_IN) {
+            seq->atom.size = sizeof(LV2_Atom_Sequence_Body);
+            seq->atom.type = s->urid_sequence;
+        } else {
+            seq->atom.size = MG_LV2_ATOM_CAPACITY - sizeof(LV2_Atom);
+            seq->atom.type = s->urid_chunk;
+        }
+        seq->body.unit = 0;
+        seq->body.pad = 0;
+    }
+}
+
+static void release(void *st)
+{
+    lv2_state *s = st;
+    if (s->thread_on) {
+        atomic_store(&s->quit, 1);
+        sem_post(&s->sem);
+        pthread_join(s->thread, NULL);
+        sem_destroy(&s->sem);
+    }
+    free(s->req);
+    free(s->resp);
+    free(s->msg_audio);
+    free(s->msg_worker);
+    if (s->inst) {
+        if (s->active)
+            lilv_instance_deactivate(s->inst);
+        lilv_instance_free(s->inst);
+    }
+    free(s->controls);
+    free(s->zero);
+    free(s->scratch);
+    free(s->atoms);
+    memset(s, 0, sizeof *s);
+}
+
+/* Connect every port that is not the node's audio or a parameter. */
+static void connect_fixed(lv2_state *s)
+{
+    const mg_lv2_plugin *pl = s->pl;
+    for (uint32_t i = 0; i < pl->n_ports; i++) {
+        const mg_lv2_port *lp = &pl->ports[i];
+        void *buf = NULL;
+        switch (lp->kind) {
+        case MG_LV2_AUDIO_IN: buf = s->zero; break;
+        case MG_LV2_AUDIO_OUT: buf = s->scratch; break;
+        case MG_LV2_CONTROL_IN:
+        case MG_LV2_CONTROL_OUT: buf = &s->controls[i]; break;
+        case MG_LV2_ATOM_IN:
+        case MG_LV2_ATOM_OUT: buf = s->atoms + (size_t)lp->index * MG_LV2_ATOM_CAPACITY; break;
+        case MG_LV2_CV_IN: buf = s->zero; break;
+        case MG_LV2_CV_OUT: buf = s->scratch; break;
+        default: buf = NULL;
+        }
+        s->desc->connect_port(s->handle, i, buf);
+    }
+}
+
+/* [audio, or control during the latency run] the plugin asks for work */
+static LV2_Worker_Status schedule_work(LV2_Worker_Schedule_Handle h, uint32_t size,
+                                       const void *data)
+{
+    lv2_state *s = h;
+    if (!ring_put(s->req, data, size))
+        return LV2_WORKER_ERR_NO_SPACE;
+    sem_post(&s->sem);
+    return LV2_WORKER_SUCCESS;
+}
+
+/* [worker] the plugin's work() answers: delivered before the next run() */
+static LV2_Worker_Status respond(LV2_Worker_Respond_Handle h, uint32_t size, const void *data)
+{
+    lv2_state *s = h;
+    return ring_put(s->resp, data, size) ? LV2_WORKER_SUCCESS : LV2_WORKER_ERR_NO_SPACE;
+}
+
+static void *worker_main(void *arg)
+{
+    lv2_state *s = arg;
+    for (;;) {
+        while (sem_wait(&s->sem) != 0) {
+        }
+        if (atomic_load(&s->quit))
+            return NULL;
+        int n;
+        while ((n = ring_get(s->req, s->msg_worker)) >= 0)
+            if (s->wiface && s->wiface->work)
+                s->wiface->work(s->handle, respond, s, (uint32_t)n, s->msg_worker);
+    }
+}
+
+/* [audio] hand the plugin the worker's responses (before run) */
+static void deliver_responses(lv2_state *s)
+{
+    int n;
+    while ((n = ring_get(s->resp, s->msg_audio)) >= 0)
+        if (s->wiface->work_response)
+            s->wiface->work_response(s->handle, (uint32_t)n, s->msg_audio);
+}
+
+static int prepare(void *st, const mg_prepare_ctx *ctx)
+{
+    lv2_state *s = st;
+    const mg_lv2_plugin *pl = ctx->type_data;
+    mg_lv2_set_error("", NULL);
+    if (!pl) {
+        mg_lv2_set_error("an lv2 node needs a plugin: `uri <plugin-URI>`", NULL);
+        return -1;
+    }
+    s->pl = pl;
+    s->controls = mg_zalloc(pl->n_ports + 1, sizeof(float));
+    s->zero = mg_zalloc(MG_MAX_BLOCK, sizeof(float));
+    s->scratch = mg_zalloc(MG_MAX_BLOCK, sizeof(float));
+    s->atoms = mg_zalloc((size_t)pl->n_atom + 1, MG_LV2_ATOM_CAPACITY);
+    if (!s->controls || !s->zero || !s->scratch || !s->atoms) {
+        mg_lv2_set_error("out of memory", NULL);
+        release(s);
+        return -1;
+    }
+    s->urid_chunk = mg_lv2_urid(LV2_ATOM__Chunk);
+    s->urid_sequence = mg_lv2_urid(LV2_ATOM__Sequence);
+    mg_lv2_features_init(&s->feats, ctx->sample_rate);
+    if (pl->worker) {
+        s->req = mg_zalloc(1, sizeof(msg_ring));
+        s->resp = mg_zalloc(1, sizeof(msg_ring));
+        s->msg_audio = mg_zalloc(MSG_MAX, 1);
+        s->msg_worker = mg_zalloc(MSG_MAX, 1);
+        if (!s->req || !s->resp || !s->msg_audio || !s->msg_worker ||
+            sem_init(&s->sem, 0, 0) != 0) {
+            mg_lv2_set_error("out of memory", NULL);
+            release(s);
+            return -1;
+        }
+        s->sched = (LV2_Worker_Schedule){s, schedule_work};
+        s->f_sched = (LV2_Feature){LV2_WORKER__schedule, &s->sched};
+        int k = 0;
+        while (s->feats.list[k])
+            k++;
+        s->feats.list[k] = &s->f_sched;
+        s->feats.list[k + 1] = NULL;
+        if (pthread_create(&s->thread, NULL, worker_main, s) != 0) {
+            sem_destroy(&s->sem);
+            mg_lv2_set_error("cannot start the plugin's worker thread", NULL);
+            release(s);
+            return -1;
+        }
+        s->thread_on = 1;
+    }
+    s->inst = lilv_plugin_instantiate(pl->plugin, ctx->sample_rate, s->feats.list);
+    if (!s->inst) {
+        mg_lv2_set_error("the plugin failed to instantiate: ", pl->info.uri);
+        release(s);
+        return -1;
+    }
+    s->desc = lilv_instance_get_descriptor(s->inst);
+    s->handle = lilv_instance_get_handle(s->inst);
+    if (pl->worker)
+        s->wiface = lilv_instance_get_extension_data(s->inst, LV2_WORKER__interface);
+    /* controls start at their defaults (the engine's values arrive in process) */
+    connect_fixed(s);
+    reset_atoms(s);
+    lilv_instance_activate(s->inst);
+    s->active = 1;
+    return 0;
+    return 0;
+}
+
+static void process(void *st, const mg_proc *p)
+{
+    lv2_state *s = st;
+    const mg_lv2_plugin *pl = s->pl;
+    LV2_Handle h = s->handle;
+    void (*connect)(LV2_Handle, uint32_t, void *) = s->desc->connect_port;
+    for (uint32_t i = 0; i < pl->n_ports; i++) {
+        const mg_lv2_port *lp = &pl->ports[i];
+        if (lp->kind == MG_LV2_AUDIO_IN)
+            connect(h, i, (void *)p->in[lp->index]);
+        else if (lp->kind == MG_LV2_AUDIO_OUT)
+            connect(h, i, p->out[lp->index]);
+    }
+    for (int k = 0; k < pl->n_params; k++)
+        s->controls[pl->param_port[k]] = mg_pv_at(&p->pv[k], 0);
+    if (pl->n_atom)
+        reset_atoms(s);
+    if (s->wiface)
+        deliver_responses(s);
+    s->desc->run(h, (uint32_t)p->nframes);
+    if (s->wiface && s->wiface->end_run)
+        s->wiface->end_run(h);
+    for (int k = 0; k < pl->n_readouts; k++)
+        p->readout[k] = s->controls[pl->readout_port[k]];
+    /* a plugin's NaN or Inf stops here (counted in the `nonfinite` readout), so
+     * it never reaches a downstream node's state */
+    uint32_t bad = 0;
+    for (int k = 0; k < pl->info.n_audio_out; k++) {
+        float *y = p->out[k];
+        for (int i = 0; i < p->nframes; i++) {
+            const int ok = isfinite(y[i]);
+            bad += (uint32_t)!ok;
+            y[i] = ok ? y[i] : 0.0f;
+        }
+    }
+    if (bad) {
+        s->nonfinite += bad;
+        p->readout[pl->n_readouts] = (float)s->nonfinite;
+    }
+}
+
+/* [control, and audio through the engine's setter] a parameter's value
+ * reaches the plugin's control port (process sets them again each call) */
+static void on_param(void *st, int index, float target)
+{
+    lv2_state *s = st;
+    if (s->pl && index >= 0 && index < s->pl->n_params)
+        s->controls[s->pl->param_port[index]] = target;
+}
+
+/* [control] The plugin's latency output is valid only after a run, and may
+ * depend on its parameters: the first call (mixgraph asks once, when the node
+ * is made with its creation values and is in no plan yet) runs silent
+ * blocks until it reads the same twice, and starts the plugin afresh (deactivate + activate resets it).
+ * Later calls give that value: a parameter that changes the plugin's latency
+ * afterwards is not followed (docs/nodes.md). */
+static int latency(const void *cst)
+{
+    lv2_state *s = (lv2_state *)cst; /* the first call measures: see above */
+    if (!s->inst || s->pl->latency_port < 0)
+        return 0;
+    if (!s->latency_known) {
+        connect_fixed(s);
+        reset_atoms(s);
+        /* some plugins (x42 nodelay) announce at the start of run() what the
+         * previous run left: run until two announcements agree (at most 64) */
+        float lat = NAN;
+        for (int k = 0; k < 64; k++) {
+            lilv_instance_run(s->inst, 64);
+            const float v = s->controls[s->pl->latency_port];
+            if (k > 0 && v == lat)
+                break;
+            lat = v;
+        }
+        s->latency = isfinite(lat) && lat > 0.0f && lat < 1e7f ? (int)lrintf(lat) : 0;
+        lilv_instance_deactivate(s->inst);
+        lilv_instance_activate(s->inst);
+        reset_atoms(s);
+        s->latency_known = 1;
+    }
+    return s->latency;
+}
+
+#else /* no lilv: the type exists so patches name it, but no node can be made */
+
+typedef struct {
+    int unused;
+} lv2_state;
+
+static int prepare(void *st, const mg_prepare_ctx *ctx)
+{
+    mg_lv2_set_error("this build of mixgraph has no LV2 support "
+                     "(liblilv-dev was missing when it was built)", NULL);
+    return -1;
+}
+
+static void process(void *st, const mg_proc *p) {}
+static void release(void *st) {}
+static int latency(const void *st) { return 0; }
+static void on_param(void *st, int index, float target) {}
+
+#endif
+
+const mg_node_type mg_type_lv2 = {
+    .name = "lv2",
+    .doc = "An LV2 plugin hosted through lilv: `uri <plugin-URI>`; its ports, parameters "
+           "and readouts are the plugin's own (`mixgraph lv2 show <uri>`).",
+    .default_channels = 1, .min_channels = 1, .max_channels = 1,
+    .state_size = sizeof(lv2_state),
+    .prepare = prepare,
+    .process = process,
+    .release = release,
+    .latency = latency,
+    .on_param = on_param,
+};
