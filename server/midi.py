@@ -485,7 +485,7 @@ class MidiManager:
                 node, spec, _param, n_lo, n_hi = r
                 lut = _lut(spec.taper, spec.min, spec.max, n_lo, n_hi, size)
                 index = spec.index
-                keys.append(self.session.refs.ref(node))
+                keys += self.session.refs.ref_all([node])
                 self._resolved[m.slot] = r
                 node = node.ptr
             mode = MODES[m.mode] if m.kind == "note" else 0
