@@ -662,3 +662,35 @@ def _wait(cond, timeout: float = 10.0) -> None:
     while not cond():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.02)
+
+
+def test_heartbeat_disconnects_a_client_that_does_not_answer(tmp_path):
+    port = free_tcp_port()
+    d = Daemon(tmp_path / "state", "--backend", "null", "--http", str(port), "--http-ping", "1")
+    try:
+        d.call("/graph/add", "gain", "g", "gain", 0.0)
+        mute, alive = WS(port), WS(port)
+        for w in (mute, alive):
+            w.send("/node/g/gain/touch", 1)  # a touch the silent client must not keep
+            w.until(lambda m: m[0] in ("/done", "/fail"))
+        # the server pings each one; `alive` answers with the payload, `mute` never does
+        pings = 0
+        deadline = time.monotonic() + 4.5
+        while time.monotonic() < deadline:
+            try:
+                op, payload = alive.frame(0.2)
+            except TimeoutError:
+                continue
+            if op == 0x9:
+                pings += 1
+                alive.send_frame(0xA, payload)
+        assert pings >= 2
+        closed = mute.closed_with(5.0)  # the server closes it (no close frame needed)
+        assert closed is None or closed == 1001
+        assert "did not answer the ping" in d.output()
+        assert d.status()["idle_closed"] == 1
+        alive.send("/sync", 4)
+        assert alive.until(lambda m: m[0] == "/synced") == ("/synced", [4])
+        alive.close()
+    finally:
+        d.stop()
