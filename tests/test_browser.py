@@ -199,7 +199,7 @@ def test_mixer_strips_faders_and_meters(env):
     d.call("/node/g6/gain/norm", 0.25)
     wait_norm(page, "/node/g6/gain", 0.25)
     # the meter follows the sine: -60 dBFS -> 0, 0 dBFS -> 1, linear in dB (protocol.md)
-    bar = "parseFloat(document.querySelector(\"[data-meter='m7/1'] .bar\").style.height)"
+    bar = "parseFloat(document.querySelector(\"[data-meter='m7/1'] .bar\").dataset.level)"
     page.wait_for_function(f"Math.abs({bar} - 80) < 1", timeout=15000)  # -12 dBFS
     d.call("/node/s7/level", -30.0)
     page.wait_for_function(f"Math.abs({bar} - 50) < 1", timeout=15000)
@@ -215,8 +215,7 @@ def test_mixer_strips_faders_and_meters(env):
     assert count >= 20
     # peak hold: after a drop the hold mark stays at the old peak for a while
     d.call("/node/s8/level", -6.0)
-    hold = ("parseFloat(document.querySelector(\"[data-meter='m8/1'] .hold\")"
-            ".style.bottom.slice(5))")  # calc(<v>% - 2px)
+    hold = "parseFloat(document.querySelector(\"[data-meter='m8/1'] .hold\").dataset.level)"
     page.wait_for_function(f"Math.abs({hold} - 90) < 1", timeout=15000)
     d.call("/node/s8/level", -48.0)
     # as soon as the bar has fallen below it, the mark is still at the old peak

@@ -563,3 +563,27 @@ def test_heartbeat_disconnects_a_client_that_does_not_answer(tmp_path):
         alive.close()
     finally:
         d.stop()
+
+
+def test_meters_as_the_blob_alone(daemon):
+    """`/meters/subscribe <pattern> <rate> blob`: each period's `/meters <blob>` without the
+    per-readout messages (what the page reads; 30 times fewer messages than the full
+    stream); `all` (or no third argument) is the full stream."""
+    import msgpack
+
+    w = WS(daemon.http)
+    w.send("/meters/subscribe", "m", 30.0, "blob")
+    assert w.until(lambda m: m[0] in ("/done", "/fail")) == (
+        "/done", ["/meters/subscribe", "m", 30.0, 1])
+    got = [w.until(lambda m: m[0].startswith("/meters")) for _ in range(10)]
+    assert {a for a, _ in got} == {"/meters"}
+    peak = msgpack.unpackb(got[-1][1][0])["meters"]["m"]["peak"]
+    assert peak[0] == pytest.approx(-12.0, abs=0.1)  # the sine's peak, dBFS
+    w.send("/meters/subscribe", "m", 30.0, "all")
+    w.until(lambda m: m[0] == "/done")
+    w.until(lambda m: m[0] == "/meters/m/peak/1")
+    w.send("/meters/subscribe", "m", 30.0, "some")
+    addr, args = w.until(lambda m: m[0] in ("/done", "/fail"))
+    assert (addr, args[0]) == ("/fail", "/meters/subscribe")
+    assert "blob|all" in args[1]
+    w.close()
