@@ -11,7 +11,9 @@ kind "ws") whose framing is WebSocket, so the TCP limits apply unchanged: connec
 caps per host and in all, the idle timeout, the per-client and total output bounds, the
 rate limit, the frame size limit. The server pings each WebSocket client every
 --http-ping seconds (20); one whose pong is not back by the next ping is closed, which
-frees its subscriptions and touches (a phone that left the Wi-Fi sends no FIN).
+frees its subscriptions and touches (a phone that left the Wi-Fi sends no FIN). Any input
+since the ping counts as an answer (a page under load may queue its pong behind its own
+messages).
 
 Parsing is done here, sans-I/O style, on the connection's input buffer: the request head
 is bounded (MAX_HEAD bytes, MAX_HEADERS lines), a frame's length is checked against
@@ -197,7 +199,8 @@ class WebConn(TcpConn):
             # the heartbeat: a ping each period; the pong must be back by the next one (a
             # browser answers by itself; a phone gone from the Wi-Fi does not, and its
             # socket would otherwise hold its subscriptions and touches until TCP gives up)
-            if self.ping_out is not None:
+            if self.ping_out is not None and self.last_in < self.ping_at - \
+                    self.server.limits.http_ping:  # nothing at all heard since that ping
                 self.server.ratelog.warn(self.addr[0], "%s did not answer the ping in %g s; "
                                          "closed", self.peer.label,
                                          self.server.limits.http_ping)
