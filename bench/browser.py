@@ -162,7 +162,7 @@ MOVE = """([n, gap]) => new Promise((done) => {
   m.send("/node/fader0/gain/touch", { i: 1 });
   const next = () => {
     if (i === n) { m.send("/node/fader0/gain/touch", { i: 0 }); done(sent); return; }
-    const v = 0.3 + 0.4 * ((i * 37) % 100) / 100;  // each move a new position
+    const v = 0.2 + 0.6 * i / n;  // a slow ramp: each position sent once, so never mistaken
     sent.push([performance.timeOrigin + performance.now(), Math.fround(v)]);
     m.send("/node/fader0/gain/norm", v); i++; setTimeout(next, gap);
   };
@@ -212,7 +212,7 @@ def part_meters(d: Daemon, port: int, browsers: int, seconds: float, exe: str) -
         st = d.status()
         print(f"  {what}: control thread {100 * (c1 - c0) / (time.monotonic() - t0):.1f} % of "
               f"a core; worst block so far {st['worst_us']:.0f} us (budget "
-              f"{st['budget_us']:.0f}); DSP load {100 * st['load']:.1f} %; xruns {st['xruns']}, "
+              f"{st['budget_us']:.0f}); DSP load {st['load']:.1f} %; xruns {st['xruns']}, "
               f"late {st['late']}, meters_dropped {st['meters_dropped']}")
 
     print(f"meters: {seconds:g} s windows")

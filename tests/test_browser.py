@@ -418,3 +418,41 @@ def test_reconnect_resyncs_and_says_it_was_offline(env, tmp_path):
         page.close()
     finally:
         d.stop()
+
+
+def test_show_page_from_the_scene_and_cue_messages(env):
+    """The page's side of the show page, fed the issue 14 replies and events as if from the
+    server (this server has no scenes yet): the tab appears, and each control sends its
+    address. With a server that has scenes and cues, the same with real replies is still
+    to be tested."""
+    page = open_page(env, record=True)
+    page.wait_for_function("window.mixgraph.sceneAcc === null", timeout=15000)  # its answer
+    page.evaluate("""() => { const m = window.mixgraph; m.sceneAcc = [];  // as if asked
+        m.receive('/scene/list.reply', 'intro', 12, 2.0);
+        m.receive('/scene/list.reply', 'verse', 12, 0.5);
+        m.receive('/done', '/scene/list', 2); }""")
+    page.wait_for_selector("#tab-show:not([hidden])")
+    page.click("#tab-show")
+    assert page.locator("#mixer").is_hidden()
+    assert page.locator("#scenes button").all_inner_texts() == ["intro", "verse"]
+    page.click("#scenes button[data-scene=verse]")
+    page.click("#go")
+    page.click("#stop")
+    x = page.locator("#morph-x").bounding_box()
+    page.mouse.move(x["x"] + 10, x["y"] + x["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(x["x"] + x["width"] / 2, x["y"] + x["height"] / 2, steps=5)
+    page.mouse.up()
+    sent = page.evaluate("window.__sent")
+    for address in ("/scene/recall", "/cue/go", "/cue/stop", "/scene/morph"):
+        assert address in sent, address
+    page.evaluate("() => { window.mixgraph.receive('/cue/playhead', 3, 'verse');"
+                  " window.mixgraph.receive('/cue/running', 3, 1); }")
+    assert page.locator("#playhead").inner_text() == "cue 3 verse"
+    assert "running" in page.locator("#go").get_attribute("class")
+    # an empty list hides it again and goes back to the mixer
+    page.evaluate("() => { window.mixgraph.receive('/done', '/scene/list', 0); }")
+    page.wait_for_selector("#tab-show[hidden]", state="attached")
+    assert page.locator("#mixer").is_visible()
+    assert not page.errors, page.errors
+    page.context.close()
