@@ -1,28 +1,41 @@
-"""The browser surface (`mixgraph serve --http`): page size, time to first paint and to a
-ready mixer with the mix64 graph, and WebSocket latency.
+"""The browser surface (`mixgraph serve --http`): page size and load times, WebSocket
+latency, the browser-to-browser round trip of a fader move, and the cost of 16 metered
+browsers, with the mix64 graph.
 
-    python bench/browser.py [--channels 64] [--moves 300]
+    python bench/browser.py [--channels 64] [--parts load,ws,moves,meters]
+                            [--moves 1000] [--browsers 16] [--seconds 10]
 
 Starts a real daemon (null backend) whose state is the mix64 reference session
-(bench/mix64.py build_mix64, restored from its autosave), then:
+(bench/mix64.py build_mix64, restored from its autosave) with a meter node after each
+channel's fader (so each browser streams 65 meter nodes), then, by part:
 
-- the page's size as served (bytes, and gzip -9 for comparison: it is served plain);
-- in Debian's chromium (Playwright, the system executable): navigation start to
-  first-contentful-paint (the header, before any OSC), to the mixer built (every strip in
-  the DOM: /graph/nodes, /catalog/type per type, then the strips: the page's mark
-  "built") and to the first frame painted after that (mark "painted"), median of 5 loads;
-- over WebSocket (a raw RFC 6455 client, two connections A and B both subscribed):
-  request -> reply on one socket (a query of `/node/fader0/gain`), and a set from A -> its
-  feedback at B (`/node/fader0/gain`), median and 99th percentile of --moves round trips;
-  the sets are spaced 40 ms apart so that each is a lone change (feedback's 30 Hz coalescing sends a
-  lone change at once).
+- load: the page's size as served (and gzip -9 for comparison: it is served plain); in
+  Debian's chromium (Playwright, the system executable) navigation start to
+  first-contentful-paint, to the mixer built (the page's mark "built": /catalog and
+  /graph/dump read, every strip in the DOM) and to the first frame painted after that
+  (mark "painted"), median of 3 loads;
+- ws: over WebSocket (a raw RFC 6455 client, two connections A and B both subscribed):
+  request -> reply on one socket, and a set from A -> its feedback at B;
+- moves: two chromium pages A and B on the mixer; --moves fader moves sent by page A
+  (`/node/fader0/gain/norm`, holding `/touch` as a drag does), each timed from A's send
+  to the moment B's fader has moved (a MutationObserver on its position, in B), on one
+  clock (both pages' performance.timeOrigin + now()); median and 99th percentile. Moves
+  are spaced 40 ms apart so each is a lone change (feedback's 30 Hz coalescing sends a lone
+  change at once; a drag's moves inside one 33 ms period are sent together at its end);
+- meters: the daemon's control thread CPU (% of one core, from /proc: the thread whose
+  CPU time grows with a burst of OSC queries) and the audio's worst block time (/status
+  worst_us: the slowest engine call since the start) over --seconds with no browser,
+  then over --seconds with --browsers chromium pages on the mixer, each streaming every
+  meter at 30 Hz.
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import os
 import shutil
+import socket
 import statistics
 import sys
 import tempfile
@@ -34,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mix64 import build_mix64  # noqa: E402
-from test_http import WS, free_tcp_port  # noqa: E402
+from test_http import WS, free_tcp_port, osc  # noqa: E402
 
 from mixgraph.server.engine import Engine  # noqa: E402
 from mixgraph.server.session import Session  # noqa: E402
@@ -42,89 +55,231 @@ from mixgraph.server.state import AUTOSAVE, write_patch  # noqa: E402
 
 from daemon_util import Daemon  # noqa: E402
 
+READY = "document.body.dataset.ready === '1'"
+
 
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of each thread of a process."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            f = open(f"/proc/{pid}/task/{t}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(t)] = (int(f[11]) + int(f[12])) / tick
+    return out
+
+
+def control_thread(d: Daemon) -> int:
+    """The daemon's control thread: the one whose CPU time grows most while it answers
+    a burst of 5,000 UDP queries."""
+    before = thread_cpu(d.proc.pid)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    pkt = osc("/node/fader0/gain")
+    for i in range(5000):
+        s.sendto(pkt, ("127.0.0.1", d.port))
+        if i % 100 == 99:
+            time.sleep(0.01)
+    s.close()
+    d.sync()
+    after = thread_cpu(d.proc.pid)
+    return max(after, key=lambda t: after[t] - before.get(t, 0.0))
+
+
+def part_load(port: int, nodes: int, exe: str) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe)
+        fcp, built, ready = [], [], []
+        for _ in range(3):
+            pg = b.new_page(viewport={"width": 1280, "height": 800})
+            pg.goto(f"http://127.0.0.1:{port}/")
+            pg.wait_for_function(READY, timeout=60000)
+            pg.wait_for_function("performance.getEntriesByName('painted').length > 0",
+                                 timeout=60000)
+            t = pg.evaluate("""() => [
+                performance.getEntriesByName('first-contentful-paint')[0].startTime,
+                performance.getEntriesByName('built')[0].startTime,
+                performance.getEntriesByName('painted')[0].startTime,
+                document.querySelectorAll('.strip').length]""")
+            fcp.append(t[0])
+            built.append(t[1])
+            ready.append(t[2])
+            strips = t[3]
+            pg.close()
+        b.close()
+    print(f"first contentful paint: {statistics.median(fcp):.0f} ms; mixer built "
+          f"({nodes} nodes in {strips} strips): {statistics.median(built):.0f} ms; "
+          f"first frame painted after it: {statistics.median(ready):.0f} ms "
+          "(median of 3 loads, from navigation start)")
+
+
+def part_ws(port: int, moves: int) -> None:
+    wa, wb = WS(port), WS(port)
+    for w in (wa, wb):
+        w.send("/subscribe", 60.0)
+        w.until(lambda m: m[0] == "/done" and m[1][0] == "/subscribe", 30)
+        w.send("/sync", 1)
+        w.until(lambda m: m == ("/synced", [1]), 30)
+    rtt = []
+    for _ in range(moves):
+        t0 = time.perf_counter()
+        wa.send("/node/fader0/gain")
+        wa.until(lambda m: m[0] == "/node/fader0/gain")
+        rtt.append((time.perf_counter() - t0) * 1e3)
+    fb = []
+    target = "/node/fader0/gain"
+    for i in range(moves):
+        v = -20.0 + (i % 40) * 0.5
+        t0 = time.perf_counter()
+        wa.send(target, v)
+        wb.until(lambda m, v=v: m[0] == target and abs(m[1][0] - v) < 1e-6)
+        fb.append((time.perf_counter() - t0) * 1e3)
+        wa.until(lambda m: m[0] == "/done")
+        time.sleep(0.04)
+    print(f"websocket request->reply: median {statistics.median(rtt):.2f} ms, "
+          f"p99 {pct(rtt, 0.99):.2f} ms ({moves})")
+    print(f"websocket set at A -> feedback at B: median {statistics.median(fb):.2f} ms, "
+          f"p99 {pct(fb, 0.99):.2f} ms ({moves})")
+    wa.close()
+    wb.close()
+
+
+WATCH = """() => { window.__seen = [];
+  const f = document.querySelector(".fader[data-address='/node/fader0/gain']");
+  new MutationObserver(() => window.__seen.push(
+      [performance.timeOrigin + performance.now(), Number(f.dataset.norm)]))
+    .observe(f, { attributes: true, attributeFilter: ["data-norm"] }); }"""
+MOVE = """([n, gap]) => new Promise((done) => {
+  const m = window.mixgraph, sent = []; let i = 0;
+  m.send("/node/fader0/gain/touch", { i: 1 });
+  const next = () => {
+    if (i === n) { m.send("/node/fader0/gain/touch", { i: 0 }); done(sent); return; }
+    const v = 0.2 + 0.6 * i / n;  // a slow ramp: each position sent once, so never mistaken
+    sent.push([performance.timeOrigin + performance.now(), Math.fround(v)]);
+    m.send("/node/fader0/gain/norm", v); i++; setTimeout(next, gap);
+  };
+  next(); })"""
+
+
+def part_moves(port: int, moves: int, exe: str) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe)
+        pa, pb = (b.new_context(viewport={"width": 1280, "height": 800}).new_page()
+                  for _ in range(2))
+        for pg in (pa, pb):
+            pg.goto(f"http://127.0.0.1:{port}/")
+            pg.wait_for_function(READY, timeout=60000)
+        pb.evaluate(WATCH)
+        sent = pa.evaluate(MOVE, [moves, 40])
+        time.sleep(0.5)
+        seen = pb.evaluate("window.__seen")
+        b.close()
+    # in order: each move's first sighting at B after it was sent (the server's norm comes
+    # back through the taper and float32, so within 1e-4 of what A sent)
+    lat, j = [], 0
+    for t, v in sent:
+        k = j
+        while k < len(seen) and not (seen[k][0] >= t and abs(seen[k][1] - v) < 1e-4):
+            k += 1
+        if k < len(seen):
+            lat.append(seen[k][0] - t)
+            j = k + 1
+    print(f"browser A fader move -> server -> browser B fader moved: median "
+          f"{statistics.median(lat):.2f} ms, p99 {pct(lat, 0.99):.2f} ms, max {max(lat):.1f} ms "
+          f"({len(lat)} of {len(sent)} moves seen at B; 40 ms apart)")
+
+
+def part_meters(d: Daemon, port: int, browsers: int, seconds: float, exe: str) -> None:
+    from playwright.sync_api import sync_playwright
+
+    tid = control_thread(d)
+
+    def window(what: str) -> None:
+        c0 = thread_cpu(d.proc.pid).get(tid, 0.0)
+        t0 = time.monotonic()
+        time.sleep(seconds)
+        c1 = thread_cpu(d.proc.pid).get(tid, 0.0)
+        st = d.status()
+        print(f"  {what}: control thread {100 * (c1 - c0) / (time.monotonic() - t0):.1f} % of "
+              f"a core; worst block so far {st['worst_us']:.0f} us (budget "
+              f"{st['budget_us']:.0f}); DSP load {st['load']:.1f} %; xruns {st['xruns']}, "
+              f"late {st['late']}, meters_dropped {st['meters_dropped']}")
+
+    print(f"meters: {seconds:g} s windows")
+    window("no browser")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe)
+        pages = []
+        for _ in range(browsers):
+            # a context each: a page of its own window, in front (a background tab is
+            # throttled: it answers no ping and the server rightly closes it)
+            pg = b.new_context(viewport={"width": 1280, "height": 800}).new_page()
+            pg.goto(f"http://127.0.0.1:{port}/")
+            pages.append(pg)
+        for pg in pages:
+            pg.wait_for_function(READY, timeout=120000)
+        n = pages[0].evaluate("Object.keys(window.mixgraph.meters).length")
+        time.sleep(2)
+        window(f"{browsers} browsers, {n} meter bars each at 30 Hz")
+        counted = pages[-1].evaluate("""() => new Promise((ok) => {
+            const bar = [...window.mixgraph.meters['/meters/mtr0/peak/1']][0].bar;
+            let k = 0; const o = new MutationObserver(() => k++);
+            o.observe(bar, { attributes: true });
+            setTimeout(() => { o.disconnect(); ok(k); }, 2000); })""")
+        print(f"  the last browser's channel 1 meter was drawn {counted / 2:.0f} times a second")
+        b.close()
+    window("after they closed")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--channels", type=int, default=64)
-    ap.add_argument("--moves", type=int, default=300)
+    ap.add_argument("--parts", default="load,ws,moves,meters")
+    ap.add_argument("--moves", type=int, default=1000)
+    ap.add_argument("--ws-moves", type=int, default=300)
+    ap.add_argument("--browsers", type=int, default=16)
+    ap.add_argument("--seconds", type=float, default=10.0)
     a = ap.parse_args()
+    parts = set(a.parts.split(","))
     page = (resources.files("mixgraph.server") / "web" / "index.html").read_bytes()
     print(f"page: {len(page)} bytes ({len(gzip.compress(page, 9))} gzipped), one file")
+    exe = shutil.which("chromium")
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp) / "state"
         state.mkdir()
         s = Session(Engine(48000.0, 0, 2))
         build_mix64(s, a.channels)
-        doc = s.to_doc()
-        write_patch(doc, state / AUTOSAVE)
+        for i in range(a.channels):
+            s.add_node("meter", f"mtr{i}", {"channels": 2})
+            s.connect(f"fader{i}", f"mtr{i}")
+        s.commit()
+        write_patch(s.to_doc(), state / AUTOSAVE)
         port = free_tcp_port()
         d = Daemon(state, "--backend", "null", "--http", str(port))
         try:
             nodes = d.status()["nodes"]
-            print(f"graph: mix{a.channels}, {nodes} nodes")
-            exe = shutil.which("chromium")
-            if exe:
-                from playwright.sync_api import sync_playwright
-
-                with sync_playwright() as p:
-                    b = p.chromium.launch(executable_path=exe)
-                    fcp, built, ready = [], [], []
-                    for _ in range(5):
-                        pg = b.new_page(viewport={"width": 1280, "height": 800})
-                        pg.goto(f"http://127.0.0.1:{port}/")
-                        pg.wait_for_function("document.body.dataset.ready === '1'",
-                                             timeout=30000)
-                        pg.wait_for_function(
-                            "performance.getEntriesByName('painted').length > 0",
-                            timeout=30000)
-                        t = pg.evaluate("""() => [
-                            performance.getEntriesByName('first-contentful-paint')[0].startTime,
-                            performance.getEntriesByName('built')[0].startTime,
-                            performance.getEntriesByName('painted')[0].startTime,
-                            document.querySelectorAll('.strip').length]""")
-                        fcp.append(t[0])
-                        built.append(t[1])
-                        ready.append(t[2])
-                        assert t[3] == nodes, t
-                        pg.close()
-                    b.close()
-                print(f"first contentful paint: {statistics.median(fcp):.0f} ms; mixer built "
-                      f"({nodes} strips in the DOM): {statistics.median(built):.0f} ms; "
-                      f"first frame painted after it: {statistics.median(ready):.0f} ms "
-                      "(median of 5 loads, from navigation start)")
-            else:
-                print("no chromium: paint times not measured")
-            wa, wb = WS(port), WS(port)
-            for w in (wa, wb):
-                w.send("/subscribe", 60.0)
-                w.until(lambda m: m[0] == "/done" and m[1][0] == "/subscribe", 30)
-                w.send("/sync", 1)
-                w.until(lambda m: m == ("/synced", [1]), 30)
-            rtt = []
-            for _ in range(a.moves):
-                t0 = time.perf_counter()
-                wa.send("/node/fader0/gain")
-                wa.until(lambda m: m[0] == "/node/fader0/gain")
-                rtt.append((time.perf_counter() - t0) * 1e3)
-            fb = []
-            target = "/node/fader0/gain"
-            for i in range(a.moves):
-                v = -20.0 + (i % 40) * 0.5
-                t0 = time.perf_counter()
-                wa.send(target, v)
-                wb.until(lambda m, v=v: m[0] == target and abs(m[1][0] - v) < 1e-6)
-                fb.append((time.perf_counter() - t0) * 1e3)
-                wa.until(lambda m: m[0] == "/done")
-                time.sleep(0.04)
-            print(f"websocket request->reply: median {statistics.median(rtt):.2f} ms, "
-                  f"p99 {pct(rtt, 0.99):.2f} ms ({a.moves})")
-            print(f"websocket set at A -> feedback at B: median {statistics.median(fb):.2f} ms, "
-                  f"p99 {pct(fb, 0.99):.2f} ms ({a.moves})")
+            print(f"graph: mix{a.channels} and a meter per channel, {nodes} nodes")
+            if not exe and parts - {"ws"}:
+                print("no chromium: only the ws part runs")
+                parts &= {"ws"}
+            if "load" in parts:
+                part_load(port, nodes, exe)
+            if "ws" in parts:
+                part_ws(port, a.ws_moves)
+            if "moves" in parts:
+                part_moves(port, a.moves, exe)
+            if "meters" in parts:
+                part_meters(d, port, a.browsers, a.seconds, exe)
         finally:
             d.stop()
     return 0

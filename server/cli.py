@@ -43,7 +43,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         limits=Limits(max_conns=a.max_conns, max_conns_per_host=a.max_conns_per_host,
                       idle_timeout=a.idle_timeout, max_subscribers=a.max_subscribers,
                       max_output=int(a.max_output_mb * (1 << 20)),
-                      trust_loopback=not a.prove_loopback),
+                      trust_loopback=not a.prove_loopback, http_ping=a.http_ping),
         max_recorder_channels=a.max_recorder_channels, min_free_mb=a.min_free_mb,
         fsync_ms=a.fsync_ms, journal=not a.no_journal,
         jack_server=a.jack_server, jack_name=a.jack_name, jack_connect=a.jack_connect,
@@ -475,6 +475,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "one made at the first start and kept in the state dir)")
     s.add_argument("--http-read-only", action="store_true",
                    help="browser (WebSocket) clients may look and subscribe, not change anything")
+    s.add_argument("--http-ping", type=_in_range("--http-ping", 0.2, 3600), default=20.0,
+                   metavar="SECONDS",
+                   help="the server pings each WebSocket client this often; one that has "
+                        "not answered by the next ping is disconnected (default 20)")
     s.add_argument("--max-frame", type=int, default=65536, help="largest OSC packet, bytes")
     s.add_argument("--rate-limit", type=_in_range("--rate-limit", 0, 1e7), default=20000.0,
                    help="messages/s per client (0 = unlimited; default 20000)")

@@ -38,7 +38,7 @@ METER_BACKLOG = 64 << 10  # a TCP subscriber this far behind gets no meter frame
 
 class Subscriber:
     __slots__ = ("peer", "lease", "expires", "params", "sent", "meters", "meter_rate",
-                 "next_meter", "errors", "dropped", "names")
+                 "next_meter", "errors", "dropped", "names", "blob_only")
 
     def __init__(self, peer: Peer, lease: float) -> None:
         self.peer = peer
@@ -52,6 +52,7 @@ class Subscriber:
         self.errors = 0  # failed sends since it was last heard from
         self.dropped = 0  # meter frames not sent because it did not read (TCP)
         self.names: tuple | None = None  # (graph key, node names its patterns match)
+        self.blob_only = False  # meters as the `/meters <blob>` alone (a browser's choice)
 
 
 class Feedback:
@@ -120,8 +121,10 @@ class Feedback:
             log.info("subscriber %s dropped: %d sends failed", s.peer.label, s.errors)
             self.drop(key)
 
-    def meters_subscribe(self, peer: Peer, pattern: str, rate: float) -> None:
+    def meters_subscribe(self, peer: Peer, pattern: str, rate: float,
+                         blob_only: bool = False) -> None:
         s = self._sub(peer)
+        s.blob_only = blob_only
         s.meters[pattern] = compile_pattern("/" + pattern)
         s.meter_rate = rate
         s.next_meter = 0.0
@@ -287,7 +290,8 @@ class Feedback:
             if node is None:
                 continue
             m, per = self._frame(name, node)
-            msgs += m
+            if not s.blob_only:
+                msgs += m
             blob[name] = per
         if not blob:
             return

@@ -1068,9 +1068,11 @@ class Dispatcher:
 
     def _meters_subscribe(self, args: list, reply: Reply, _t: int, client=None) -> None:
         fb = self._need_feedback(client)
-        if len(args) not in (1, 2) or not isinstance(args[0], str):
-            raise MixgraphError("usage: /meters/subscribe <node-or-pattern> [<rate_hz>]")
-        rate = number(args[1], "rate") if len(args) == 2 else 20.0
+        if len(args) not in (1, 2, 3) or not isinstance(args[0], str) \
+                or (len(args) == 3 and args[2] not in ("blob", "all")):
+            raise MixgraphError("usage: /meters/subscribe <node-or-pattern> [<rate_hz> "
+                                "[blob|all]]")
+        rate = number(args[1], "rate") if len(args) >= 2 else 20.0
         if not 0.1 <= rate <= 100:
             raise MixgraphError("meter rate must be 0.1..100 Hz")
         pat = args[0].strip("/")
@@ -1081,7 +1083,7 @@ class Dispatcher:
         except ValueError as e:
             raise MixgraphError(str(e)) from None
         names = [n for n in self.session.live if compile_pattern("/" + pat).match("/" + n)]
-        fb.meters_subscribe(client, pat, rate)
+        fb.meters_subscribe(client, pat, rate, blob_only=args[2:] == ["blob"])
         reply("/done", ["/meters/subscribe", echo(args[0]), float(rate), len(names)])
 
     def _meters_unsubscribe(self, args: list, reply: Reply, _t: int, client=None) -> None:

@@ -73,6 +73,7 @@ class Limits:
     max_output: int = 64 << 20  # bytes queued for all TCP clients together
     fd_reserve: int = 64  # descriptors kept for state files, recorders, players
     trust_loopback: bool = True  # loopback UDP sources count as proven
+    http_ping: float = 20.0  # s between a browser's pings; one unanswered this long: closed
 
 
 class Access:

@@ -9,7 +9,11 @@ WebSocket port sends them); it enters the same dispatcher as UDP and TCP, and re
 feedback and meters come back as binary messages. A WebConn is a TcpConn (a Peer of
 kind "ws") whose framing is WebSocket, so the TCP limits apply unchanged: connection
 caps per host and in all, the idle timeout, the per-client and total output bounds, the
-rate limit, the frame size limit.
+rate limit, the frame size limit. The server pings each WebSocket client every
+--http-ping seconds (20); one whose pong is not back by the next ping is closed, which
+frees its subscriptions and touches (a phone that left the Wi-Fi sends no FIN). Any input
+since the ping counts as an answer (a page under load may queue its pong behind its own
+messages).
 
 Parsing is done here, sans-I/O style, on the connection's input buffer: the request head
 is bounded (MAX_HEAD bytes, MAX_HEADERS lines), a frame's length is checked against
@@ -143,6 +147,8 @@ class WebConn(TcpConn):
         self.fragments: bytearray | None = None  # a fragmented message being assembled
         self.linger_until = 0.0  # closing: the time the connection is closed regardless
         self.head_by = time.monotonic() + HEAD_TIMEOUT_S  # slowloris: no head by then, closed
+        self.ping_at = 0.0  # WebSocket: when the next heartbeat ping is due
+        self.ping_out: bytes | None = None  # the payload of a ping not answered yet
         self.peer = Peer(self.key, self.send_packet, mtu=60000, kind="ws",
                          label=f"ws {addr[0]}:{addr[1]}", backlog=self.backlog)
 
@@ -189,6 +195,20 @@ class WebConn(TcpConn):
         if self.mode == "http" and now > self.head_by:
             self.server.web_bad(self, f"no complete request after {HEAD_TIMEOUT_S:g} s")
             return True
+        if self.mode == "ws" and not self.closing and now >= self.ping_at:
+            # the heartbeat: a ping each period; the pong must be back by the next one (a
+            # browser answers by itself; a phone gone from the Wi-Fi does not, and its
+            # socket would otherwise hold its subscriptions and touches until TCP gives up)
+            if self.ping_out is not None and self.last_in < self.ping_at - \
+                    self.server.limits.http_ping:  # nothing at all heard since that ping
+                self.server.ratelog.warn(self.addr[0], "%s did not answer the ping in %g s; "
+                                         "closed", self.peer.label,
+                                         self.server.limits.http_ping)
+                self.server.counters.idle_closed += 1
+                return True
+            self.ping_out = int(now * 1000).to_bytes(8, "big")
+            self.ping_at = now + self.server.limits.http_ping
+            self._queue(ws_frame(0x9, self.ping_out))
         return False
 
     def _bad(self, why: str, status: int = 400) -> None:
@@ -302,6 +322,7 @@ class WebConn(TcpConn):
         self._respond(101, extra=("Upgrade: websocket", "Connection: Upgrade",
                                   f"Sec-WebSocket-Accept: {ws_accept(key)}"))
         self.mode = "ws"
+        self.ping_at = time.monotonic() + self.server.limits.http_ping
         log.info("%s: WebSocket open", self.peer.label)
 
     def _ws_frames(self, limit: int):
@@ -352,6 +373,8 @@ class WebConn(TcpConn):
                 self._queue(ws_frame(0xA, payload))
                 continue
             if opcode == 0xA:
+                if payload == self.ping_out:
+                    self.ping_out = None
                 continue
             if opcode == 0x1 or (opcode == 0x0 and self.fragments is None) or opcode > 2 \
                     or (opcode == 0x2 and self.fragments is not None):

@@ -1,8 +1,8 @@
 """The browser surface's transport (`mixgraph serve --http`, server/web.py) against a real
 daemon over real sockets: HTTP GET of the page, a WebSocket client written here (RFC 6455
 handshake, masked frames, binary OSC encoded and parsed with python-osc), feedback to a
-second client, --allow, malformed HTTP and WebSocket input, the output bound; then the page
-in a real browser (Debian's chromium driven by Playwright)."""
+second client, --allow, malformed HTTP and WebSocket input, the output bound, the heartbeat.
+The page in a real browser is tests/test_browser.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import base64
 import hashlib
 import os
 import re
-import shutil
 import socket
 import struct
 import time
@@ -534,131 +533,57 @@ def test_slowloris_is_closed_and_connection_caps_apply(tmp_path):
         d.stop()
 
 
-# ---- the page in a real browser ------------------------------------------------------------
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def test_the_page_in_a_real_browser(tmp_path, require):
-    exe = _chromium()
-    require(exe is not None, "chromium is not installed (Debian: chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        sync_playwright = None
-    require(sync_playwright is not None, "playwright is not installed (pip: playwright)")
+def test_heartbeat_disconnects_a_client_that_does_not_answer(tmp_path):
     port = free_tcp_port()
-    d = Daemon(tmp_path / "state", "--backend", "null", "--http", str(port))
-    shots = os.environ.get("MIXGRAPH_SCREENSHOTS")  # a directory to keep them in
+    d = Daemon(tmp_path / "state", "--backend", "null", "--http", str(port), "--http-ping", "1")
     try:
-        d.call("/graph/add", "sine", "osc", "freq", 1000.0, "level", -12.0)
-        for i in range(1, 5):
-            d.call("/graph/add", "gain", f"g{i}", "gain", 0.0)
-        d.call("/graph/add", "meter", "m", "channels", 1)
-        d.call("/graph/connect", "osc", "g1")
-        d.call("/graph/connect", "osc", "m")
-        names = [a[0] for a in _graph_nodes(d)]
-        assert len(names) == 6
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=exe)
-            errors: list[str] = []
-            page = browser.new_page(viewport={"width": 1180, "height": 820})  # a 10" tablet
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(f"http://127.0.0.1:{port}/")
-            page.wait_for_function("document.body.dataset.ready === '1'", timeout=20000)
-            # one strip per node, labelled with its name
-            assert sorted(page.locator(".strip h2").all_inner_texts()) == sorted(names)
-            # the dump arrived: the readout says the server's value in its unit
-            page.wait_for_function(
-                "document.querySelector('.strip[data-node=g1] output').textContent"
-                " === '0.00 dB'", timeout=15000)
-            # a drag on g1's fader: touch held while the finger is down, value moves on the
-            # taper, touch released after
-            fader = page.locator("input[data-address='/node/g1/gain']")
-            box = fader.bounding_box()
-            x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-            page.mouse.move(x, y)
-            page.mouse.down()
-            page.mouse.move(x, box["y"] + box["height"] * 0.8, steps=8)
-            _wait(lambda: d.call("/node/g1/gain/touch") == [1])
-            page.mouse.up()
-            _wait(lambda: d.call("/node/g1/gain/touch") == [0])
-            norm = float(fader.input_value())
-            assert 0.05 < norm < 0.5  # dragged down from the middle
-            _wait(lambda: d.call("/node/g1/gain/norm")[0] == pytest.approx(norm, abs=1e-6))
-            gain = d.call("/node/g1/gain")[0]
-            assert gain < -10.0  # below the fader's 0.5 -> -10 dB breakpoint
-            # the page shows what the server applied
-            page.wait_for_function(
-                "document.querySelector('.strip[data-node=g1] output').textContent"
-                f" === '{gain:.1f} dB'", timeout=15000)
-            # another client's change moves the page's fader (feedback)
-            d.call("/node/g2/gain/norm", 0.25)
-            page.wait_for_function(
-                "document.querySelector(\"input[data-address='/node/g2/gain']\").value"
-                " === '0.25'", timeout=15000)
-            # the meter follows the sine: a -12 dBFS peak is 80% of the meter scale
-            # (-60 dBFS -> 0, 0 dBFS -> 1, linear in dB: docs/protocol.md)
-            page.wait_for_function(
-                "Math.abs(parseFloat(document.querySelector('.strip[data-node=m] .bar')"
-                ".style.height) - 80) < 1", timeout=15000)
-            out = tmp_path / "mixer-tablet.png"
-            page.screenshot(path=str(out))
-            phone = browser.new_page(viewport={"width": 390, "height": 844},
-                                     device_scale_factor=2, is_mobile=True, has_touch=True)
-            phone.goto(f"http://127.0.0.1:{port}/")
-            phone.wait_for_function("document.body.dataset.ready === '1'", timeout=20000)
-            phone.screenshot(path=str(tmp_path / "mixer-phone.png"))
-            # a second browser follows the first; a fader held in one is not moved by
-            # anyone else (the server refuses them) nor by feedback
-            other = browser.new_page(viewport={"width": 1180, "height": 820})
-            other.on("pageerror", lambda e: errors.append(str(e)))
-            other.goto(f"http://127.0.0.1:{port}/")
-            other.wait_for_function("document.body.dataset.ready === '1'", timeout=20000)
-            g3 = "input[data-address='/node/g3/gain']"
-            box = page.locator(g3).bounding_box()
-            x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-            page.mouse.move(x, y)
-            page.mouse.down()
-            page.mouse.move(x, box["y"] + box["height"] * 0.3, steps=6)
-            _wait(lambda: d.call("/node/g3/gain/touch") == [1])
-            held = page.locator(g3).input_value()
-            other.wait_for_function(f"document.querySelector(\"{g3}\").value === '{held}'",
-                                    timeout=15000)
-            d.client.send("/node/g3/gain/norm", 0.1)  # another client, while it is held
-            assert d.client.receive(3.0) == ("/fail", ["/node/g3/gain/norm",
-                                                       "touched by another client"])
-            d.sync()
-            assert page.locator(g3).input_value() == held
-            assert other.locator(g3).input_value() == held
-            page.mouse.up()
-            _wait(lambda: d.call("/node/g3/gain/touch") == [0])
-            d.call("/node/g3/gain/norm", 0.1)  # now it may
-            for pg in (page, other):
-                pg.wait_for_function(f"document.querySelector(\"{g3}\").value === '0.1'",
-                                     timeout=15000)
-            assert not errors, errors
-            browser.close()
-        if shots:
-            for f in ("mixer-tablet.png", "mixer-phone.png"):
-                shutil.copy(tmp_path / f, os.path.join(shots, f))
+        d.call("/graph/add", "gain", "g", "gain", 0.0)
+        mute, alive = WS(port), WS(port)
+        for w in (mute, alive):
+            w.send("/node/g/gain/touch", 1)  # a touch the silent client must not keep
+            w.until(lambda m: m[0] in ("/done", "/fail"))
+        # the server pings each one; `alive` answers with the payload, `mute` never does
+        pings = 0
+        deadline = time.monotonic() + 4.5
+        while time.monotonic() < deadline:
+            try:
+                op, payload = alive.frame(0.2)
+            except TimeoutError:
+                continue
+            if op == 0x9:
+                pings += 1
+                alive.send_frame(0xA, payload)
+        assert pings >= 2
+        closed = mute.closed_with(5.0)  # the server closes it (no close frame needed)
+        assert closed is None or closed == 1001
+        assert "did not answer the ping" in d.output()
+        assert d.status()["idle_closed"] == 1
+        alive.send("/sync", 4)
+        assert alive.until(lambda m: m[0] == "/synced") == ("/synced", [4])
+        alive.close()
     finally:
         d.stop()
 
 
-def _graph_nodes(d: Daemon) -> list[list]:
-    d.client.send("/graph/nodes")
-    out = []
-    while True:
-        addr, args = d.client.receive(3.0)
-        if addr == "/graph/nodes.reply":
-            out.append(args)
-        elif addr == "/done":
-            return out
+def test_meters_as_the_blob_alone(daemon):
+    """`/meters/subscribe <pattern> <rate> blob`: each period's `/meters <blob>` without the
+    per-readout messages (what the page reads; 30 times fewer messages than the full
+    stream); `all` (or no third argument) is the full stream."""
+    import msgpack
 
-
-def _wait(cond, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
+    w = WS(daemon.http)
+    w.send("/meters/subscribe", "m", 30.0, "blob")
+    assert w.until(lambda m: m[0] in ("/done", "/fail")) == (
+        "/done", ["/meters/subscribe", "m", 30.0, 1])
+    got = [w.until(lambda m: m[0].startswith("/meters")) for _ in range(10)]
+    assert {a for a, _ in got} == {"/meters"}
+    peak = msgpack.unpackb(got[-1][1][0])["meters"]["m"]["peak"]
+    assert peak[0] == pytest.approx(-12.0, abs=0.1)  # the sine's peak, dBFS
+    w.send("/meters/subscribe", "m", 30.0, "all")
+    w.until(lambda m: m[0] == "/done")
+    w.until(lambda m: m[0] == "/meters/m/peak/1")
+    w.send("/meters/subscribe", "m", 30.0, "some")
+    addr, args = w.until(lambda m: m[0] in ("/done", "/fail"))
+    assert (addr, args[0]) == ("/fail", "/meters/subscribe")
+    assert "blob|all" in args[1]
+    w.close()

@@ -180,7 +180,7 @@ VALID: dict[str, list[list]] = {
     "/sync": [[1], [2**31], [-1]],
     "/subscribe": [[10.0], [0.1], [1e9]],
     "/meters/subscribe": [["*"], ["n_meter", 10.0], ["node/n_*", 5], ["[", 1], ["*", 0],
-                          ["*", 1000]],
+                          ["*", 1000], ["n_meter", 10.0, "blob"], ["n_meter", 10.0, "x"]],
     "/meters/unsubscribe": [["*"], ["n_meter"]],
     "/reply-port": [[0], [70000], [-1]],
     "/graph/remove": [["extra1"], ["nope"], ["n_vca"]],
