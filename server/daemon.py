@@ -422,6 +422,11 @@ class Daemon:
             restore_state(s, a[0], a[1])
         elif op == "order":  # the graph's order an undo put back
             s.history.reorder(a[0], a[1])
+        elif op == "midi":  # the MIDI maps after a change (server/midi.py)
+            if getattr(s, "midi", None) is not None:
+                s.midi.load_doc(a[0], strict=False)
+            else:  # before the dispatcher exists: its MidiManager loads them
+                s.midi_doc = a[0]
         elif op == "show":  # scenes, safes, cues, playhead (server/scenes.py)
             show_of(s).load(a[0])
         else:

@@ -320,12 +320,18 @@ class MidiManager:
         self._sig = None  # rebuild the table at the next service
         self.session._touch()  # the autosave
 
+    def _journal(self) -> None:
+        """The maps as one journal op, before the reply that acknowledges a change
+        leaves (server/journal.py): a SIGKILL right after it loses nothing."""
+        self.session._log(("midi", self.to_doc()))
+
     def _map(self, args: list, reply, _t: int, client=None) -> None:
         if len(args) < 4:
             raise MixgraphError("usage: /midi/map <address> <kind> <channel 1-16> <number> "
                                 "[<key> <value>]...")
         m = self.make(args[0], args[1], args[2], args[3], list(args[4:]))
         self.add(m)
+        self._journal()
         reply("/done", ["/midi/map", *m.describe()])
 
     def _unmap(self, args: list, reply, _t: int, client=None) -> None:
@@ -341,6 +347,7 @@ class MidiManager:
         for k in gone:
             del self.maps[k]
         self._changed()
+        self._journal()
         reply("/done", ["/midi/unmap", args[0], len(gone)])
 
     def _list(self, args: list, reply, _t: int, client=None) -> None:
@@ -424,6 +431,7 @@ class MidiManager:
         if not isinstance(doc, dict) or doc.get("format") != "mixgraph-midi":
             raise MixgraphError(f"{args[0]}: not a MIDI map file")
         self.load_doc(doc.get("maps"), strict=True)
+        self._journal()
         reply("/done", ["/midi/load", args[0], len(self.maps)])
 
     # ---- the table the audio thread uses --------------------------------------------
@@ -638,6 +646,7 @@ class MidiManager:
         try:
             m = self.make(ln["address"], pick[0], pick[1], pick[2], ln["opts"])
             self.add(m)
+            self._journal()
         except MixgraphError as e:
             reply("/fail", ["/midi/learn", ln["address"], str(e)])
             return

@@ -579,3 +579,28 @@ def test_maps_survive_a_restart(tmp_path):
                                         "momentary", ";"]
     finally:
         d.stop()
+
+
+def test_a_map_change_survives_sigkill_at_once(tmp_path):
+    """Map edits are journaled before their /done: a SIGKILL right after /midi/map
+    (long before the autosave's next snapshot could run) or /midi/unmap loses
+    nothing. Needs no JACK: the maps are kept whatever MIDI is available."""
+    import signal as _signal
+
+    d = Daemon(tmp_path / "state", "--backend", "null")
+    d.call("/graph/add", "gain", "g", "gain", 0.0)
+    d.call("/graph/add", "gain", "h", "gain", 0.0)
+    d.call("/midi/map", "/node/g/gain", "cc", 1, 7)
+    d.call("/midi/map", "/node/h/gain", "cc", 2, 9)
+    d.stop(_signal.SIGKILL)
+    d = Daemon(tmp_path / "state", "--backend", "null")
+    try:
+        maps = d.call("/midi/maps")
+        assert maps[0] == 2, maps
+        d.call("/midi/unmap", "/node/g/gain")
+        d.stop(_signal.SIGKILL)
+        d = Daemon(tmp_path / "state", "--backend", "null")
+        maps = d.call("/midi/maps")
+        assert maps[0] == 1 and "/node/h/gain" in maps, maps
+    finally:
+        d.stop()
