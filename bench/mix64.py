@@ -2,6 +2,13 @@
 and the same channel strip through Pedalboard, side by side.
 
     python bench/mix64.py [--channels 16 64 256] [--seconds 5] [--repeats 3] [--hard] [--cpu N]
+    python bench/mix64.py --peers [--channels 64] [--seconds 5] [--repeats 3]
+
+--peers renders the session in mixgraph, scsynth (NRT) and Pedalboard
+(bench/peers.py says how each is built) in alternating rounds on the same
+core and prints CPU us per 64-frame block and the ratios (a peer that is not
+installed gets a line saying so: `apt-get install supercollider-server`,
+`pip install pedalboard`).
 
 The whole run is pinned to one core (--cpu, default the last; -1 turns it
 off): the figures are "on one core", and migrating between the cores of a
@@ -227,6 +234,37 @@ def run_mix64(sizes: list[int], seconds: float, repeats: int, hard: bool = False
         print(f"mixgraph {o:.1f}, Pedalboard not installed")
 
 
+def run_peers(sizes: list[int], seconds: float, repeats: int) -> None:
+    """mix64 in mixgraph, scsynth and Pedalboard, in alternating rounds."""
+    import peers
+
+    print(f"\n# mix64 vs peers, {RATE} Hz, {BLOCK}-frame blocks, CPU us per block on one core, "
+          f"{repeats} alternating rounds of {seconds:g} s (median, min..max)")
+    if peers.scsynth_bin() is None:
+        print("scsynth: not installed (apt-get install supercollider-server), skipped")
+    for n in sizes:
+        runs: dict[str, list[float]] = {"mixgraph": [], "scsynth": [], "Pedalboard": []}
+        for _ in range(repeats):
+            r = time_session(lambda s, n=n: build_mix64(s, n), seconds, 1)
+            runs["mixgraph"].append(r["us_per_block"])
+            for name, f in (("scsynth", peers.scsynth_us_per_block),
+                            ("Pedalboard", peers.pedalboard_us_per_block)):
+                v = f(n, seconds)
+                if v is not None:
+                    runs[name].append(v)
+        ours = statistics.median(runs["mixgraph"])
+        print(f"{n} channels: mixgraph {ours:.1f} ({min(runs['mixgraph']):.1f}.."
+              f"{max(runs['mixgraph']):.1f})")
+        for name in ("scsynth", "Pedalboard"):
+            if not runs[name]:
+                print(f"  {name}: not installed, skipped")
+                continue
+            t = statistics.median(runs[name])
+            per = sorted(a / b for a, b in zip(runs[name], runs["mixgraph"], strict=True))
+            print(f"  {name} {t:.1f} ({min(runs[name]):.1f}..{max(runs[name]):.1f}): mixgraph is "
+                  f"{t / ours:.2f}x cheaper (per round {per[0]:.2f}..{per[-1]:.2f})", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -235,12 +273,17 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--hard", action="store_true",
                     help="also with denoise on 8 channels and autotune on 2")
+    ap.add_argument("--peers", action="store_true",
+                    help="mix64 in mixgraph, scsynth and Pedalboard, alternating (bench/peers.py)")
     ap.add_argument("--cpu", type=int, default=default_cpu(),
                     help="core to pin the bench to (default: the last one; -1: no pinning)")
     a = ap.parse_args()
     print(f"# pinned to core {a.cpu}" if a.cpu is not None and a.cpu >= 0 else "# not pinned")
     with one_core(a.cpu):
-        run_mix64(a.channels, a.seconds, a.repeats, a.hard)
+        if a.peers:
+            run_peers(a.channels, a.seconds, a.repeats)
+        else:
+            run_mix64(a.channels, a.seconds, a.repeats, a.hard)
 
 
 if __name__ == "__main__":

@@ -22,15 +22,17 @@
 #define MG_READOUTS(t) .readouts = (t), .n_readouts = MG_COUNT(t)
 #define MG_CHOICES(t) .choices = (t), .n_choices = MG_COUNT(t)
 
-/* Hot loops get an x86-64-v3 clone (AVX2 and FMA) chosen at load time (GCC
- * function multiversioning through an ifunc); other x86-64 CPUs run the
- * baseline SSE2 code. There the build contracts a * b + c into fused
- * multiply-adds (build_core.py), so results differ from the baseline's in the
- * last bits; nothing is reassociated. A node whose scalar and ganged paths
- * must agree bit for bit keeps both in MG_HOT functions with the same
- * expressions, which GCC fuses the same way (tests/test_gang.py). */
+/* Hot loops get x86-64-v4 (AVX-512) and x86-64-v3 (AVX2 and FMA) clones,
+ * one chosen at load time (GCC function multiversioning through an ifunc);
+ * other x86-64 CPUs run the baseline SSE2 code. Both clones contract
+ * a * b + c into fused multiply-adds (build_core.py), the same way, so they
+ * agree bit for bit (wider vectors do not reorder a sum: nothing is
+ * reassociated); the baseline differs from them in the last bits. A node
+ * whose scalar and ganged paths must agree bit for bit keeps both in MG_HOT
+ * functions with the same expressions, which GCC fuses the same way
+ * (tests/test_gang.py). */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
-#define MG_HOT __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define MG_HOT __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define MG_HOT
 #endif

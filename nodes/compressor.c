@@ -397,6 +397,47 @@ MG_HOT static void recur_lanes(float *dv, int m, const float *e0, const float *a
     memcpy(e_out, &e, sizeof e);
 }
 
+/* The recursion's output dv[i * COMP_LANES + l] (frame-major) back into
+ * rows[l][i] (lane-major), eight frames at a time as 8x8 transposes in
+ * registers, so det_post adds a row with contiguous (vector) loads instead
+ * of a strided scalar walk. Pure data movement: the values are unchanged. */
+MG_HOT static void lanes_to_rows(const float *dv, int m, float (*rows)[DYN_CHUNK])
+{
+    int i = 0;
+    for (; i + COMP_LANES <= m; i += COMP_LANES) {
+        comp_v8f r0, r1, r2, r3, r4, r5, r6, r7;
+        const float *q = dv + i * COMP_LANES;
+        memcpy(&r0, q, sizeof r0), memcpy(&r1, q + 8, sizeof r1);
+        memcpy(&r2, q + 16, sizeof r2), memcpy(&r3, q + 24, sizeof r3);
+        memcpy(&r4, q + 32, sizeof r4), memcpy(&r5, q + 40, sizeof r5);
+        memcpy(&r6, q + 48, sizeof r6), memcpy(&r7, q + 56, sizeof r7);
+        const comp_v8i lo = {0, 8, 2, 10, 4, 12, 6, 14}, hi = {1, 9, 3, 11, 5, 13, 7, 15};
+        const comp_v8f t0 = __builtin_shuffle(r0, r1, lo), t1 = __builtin_shuffle(r0, r1, hi);
+        const comp_v8f t2 = __builtin_shuffle(r2, r3, lo), t3 = __builtin_shuffle(r2, r3, hi);
+        const comp_v8f t4 = __builtin_shuffle(r4, r5, lo), t5 = __builtin_shuffle(r4, r5, hi);
+        const comp_v8f t6 = __builtin_shuffle(r6, r7, lo), t7 = __builtin_shuffle(r6, r7, hi);
+        const comp_v8i lo2 = {0, 1, 8, 9, 4, 5, 12, 13}, hi2 = {2, 3, 10, 11, 6, 7, 14, 15};
+        const comp_v8f u0 = __builtin_shuffle(t0, t2, lo2), u2 = __builtin_shuffle(t0, t2, hi2);
+        const comp_v8f u1 = __builtin_shuffle(t1, t3, lo2), u3 = __builtin_shuffle(t1, t3, hi2);
+        const comp_v8f u4 = __builtin_shuffle(t4, t6, lo2), u6 = __builtin_shuffle(t4, t6, hi2);
+        const comp_v8f u5 = __builtin_shuffle(t5, t7, lo2), u7 = __builtin_shuffle(t5, t7, hi2);
+        const comp_v8i lo4 = {0, 1, 2, 3, 8, 9, 10, 11}, hi4 = {4, 5, 6, 7, 12, 13, 14, 15};
+        /* after the three stages, frame-major row f holds frame i+f of
+         * every lane; column l of the tile is lane l's frames i..i+7 */
+        const comp_v8f o0 = __builtin_shuffle(u0, u4, lo4), o4 = __builtin_shuffle(u0, u4, hi4);
+        const comp_v8f o1 = __builtin_shuffle(u1, u5, lo4), o5 = __builtin_shuffle(u1, u5, hi4);
+        const comp_v8f o2 = __builtin_shuffle(u2, u6, lo4), o6 = __builtin_shuffle(u2, u6, hi4);
+        const comp_v8f o3 = __builtin_shuffle(u3, u7, lo4), o7 = __builtin_shuffle(u3, u7, hi4);
+        memcpy(rows[0] + i, &o0, sizeof o0), memcpy(rows[1] + i, &o1, sizeof o1);
+        memcpy(rows[2] + i, &o2, sizeof o2), memcpy(rows[3] + i, &o3, sizeof o3);
+        memcpy(rows[4] + i, &o4, sizeof o4), memcpy(rows[5] + i, &o5, sizeof o5);
+        memcpy(rows[6] + i, &o6, sizeof o6), memcpy(rows[7] + i, &o7, sizeof o7);
+    }
+    for (; i < m; i++)
+        for (int l = 0; l < COMP_LANES; l++)
+            rows[l][i] = dv[i * COMP_LANES + l];
+}
+
 typedef struct {
     comp_blk *b;
     float l[DYN_CHUNK];
@@ -413,8 +454,10 @@ static void run_lanes(comp_lane *ln, int nl, float *dv, int o, int m)
         for (int i = 0; i < m; i++)
             dv[i * COMP_LANES + l] = 0.0f;
     recur_lanes(dv, m, e0, aa, ar, e1);
+    float rows[COMP_LANES][DYN_CHUNK];
+    lanes_to_rows(dv, m, rows);
     for (int l = 0; l < nl; l++)
-        det_post(ln[l].b, 0, o, m, ln[l].l, dv + l, COMP_LANES, e1[l]);
+        det_post(ln[l].b, 0, o, m, ln[l].l, rows[l], 1, e1[l]);
 }
 
 static void process_many(void *const *states, const mg_proc *procs, int k)

@@ -418,16 +418,17 @@ static void process(void *stv, const mg_proc *p)
         run_cascade(s, p, steady, nsteady);
 }
 
-/* Ganged cascades: four lanes (a channel of one node each) run in the four
- * doubles of one vector, each lane with its own coefficients and states. The
- * lanes' samples are first interleaved (frame-major, four floats a frame) so
- * the loop loads and stores whole vectors. The arithmetic is the scalar
- * cascade's, expression for expression and in MG_HOT code like it (so fused
- * the same way), so a lane's result is bit-identical to running its node
- * alone. */
-typedef double eq_vd __attribute__((vector_size(32)));
-typedef float eq_vf __attribute__((vector_size(16)));
-#define EQ_LANES 4
+/* Ganged cascades: eight lanes (a channel of one node each) run in the
+ * eight doubles of one vector (one AVX-512 register in the x86-64-v4 clone,
+ * two AVX registers in the v3 one: two independent recursions in flight),
+ * each lane with its own coefficients and states. The lanes' samples are
+ * first interleaved (frame-major, eight floats a frame) so the loop loads and
+ * stores whole vectors. The arithmetic is the scalar cascade's, expression
+ * for expression and in MG_HOT code like it (so fused the same way), so a
+ * lane's result is bit-identical to running its node alone. */
+typedef double eq_vd __attribute__((vector_size(64)));
+typedef float eq_vf __attribute__((vector_size(32)));
+#define EQ_LANES 8
 
 typedef struct {
     eq_state *s;
@@ -458,23 +459,25 @@ cascade_v(eq_vf *x, int n, const eq_vd *b0, const eq_vd *b1, const eq_vd *b2,
         s1i[k] = s1[k], s2i[k] = s2[k];
 }
 
-/* Frames [0, returned) of four full lanes into x, four frames at a time:
- * each 4x4 tile (4 frames of 4 lanes) is transposed in registers. */
+/* Frames [0, returned) of eight full lanes into x, four frames at a time:
+ * each 4x4 tile (4 frames of 4 lanes) is transposed in registers, lanes 0-3
+ * into the first half of a frame's vector, lanes 4-7 into the second. */
 static inline int lanes_in(const eq_lane *ln, int nln, eq_vf *x, int n)
 {
 #if defined(__SSE2__)
     if (nln == EQ_LANES) {
         int i = 0;
-        const float *a = ln[0].buf, *b = ln[1].buf, *c = ln[2].buf, *d = ln[3].buf;
-        for (; i + 4 <= n; i += 4) {
-            __m128 r0 = _mm_loadu_ps(a + i), r1 = _mm_loadu_ps(b + i);
-            __m128 r2 = _mm_loadu_ps(c + i), r3 = _mm_loadu_ps(d + i);
-            _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
-            _mm_storeu_ps((float *)&x[i], r0);
-            _mm_storeu_ps((float *)&x[i + 1], r1);
-            _mm_storeu_ps((float *)&x[i + 2], r2);
-            _mm_storeu_ps((float *)&x[i + 3], r3);
-        }
+        for (; i + 4 <= n; i += 4)
+            for (int h = 0; h < EQ_LANES; h += 4) {
+                const float *a = ln[h].buf, *b = ln[h + 1].buf, *c = ln[h + 2].buf, *d = ln[h + 3].buf;
+                __m128 r0 = _mm_loadu_ps(a + i), r1 = _mm_loadu_ps(b + i);
+                __m128 r2 = _mm_loadu_ps(c + i), r3 = _mm_loadu_ps(d + i);
+                _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+                _mm_storeu_ps((float *)&x[i] + h, r0);
+                _mm_storeu_ps((float *)&x[i + 1] + h, r1);
+                _mm_storeu_ps((float *)&x[i + 2] + h, r2);
+                _mm_storeu_ps((float *)&x[i + 3] + h, r3);
+            }
         return i;
     }
 #endif
@@ -482,22 +485,25 @@ static inline int lanes_in(const eq_lane *ln, int nln, eq_vf *x, int n)
     return 0;
 }
 
-/* The way back: frames [0, returned) of x into four full lanes. */
+/* The way back: frames [0, returned) of x into eight full lanes. */
 static inline int lanes_out(const eq_lane *ln, int nln, const eq_vf *x, int n)
 {
 #if defined(__SSE2__)
     if (nln == EQ_LANES) {
         int i = 0;
-        float *a = ln[0].buf, *b = ln[1].buf, *c = ln[2].buf, *d = ln[3].buf;
-        for (; i + 4 <= n; i += 4) {
-            __m128 r0 = _mm_loadu_ps((const float *)&x[i]), r1 = _mm_loadu_ps((const float *)&x[i + 1]);
-            __m128 r2 = _mm_loadu_ps((const float *)&x[i + 2]), r3 = _mm_loadu_ps((const float *)&x[i + 3]);
-            _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
-            _mm_storeu_ps(a + i, r0);
-            _mm_storeu_ps(b + i, r1);
-            _mm_storeu_ps(c + i, r2);
-            _mm_storeu_ps(d + i, r3);
-        }
+        for (; i + 4 <= n; i += 4)
+            for (int h = 0; h < EQ_LANES; h += 4) {
+                float *a = ln[h].buf, *b = ln[h + 1].buf, *c = ln[h + 2].buf, *d = ln[h + 3].buf;
+                __m128 r0 = _mm_loadu_ps((const float *)&x[i] + h);
+                __m128 r1 = _mm_loadu_ps((const float *)&x[i + 1] + h);
+                __m128 r2 = _mm_loadu_ps((const float *)&x[i + 2] + h);
+                __m128 r3 = _mm_loadu_ps((const float *)&x[i + 3] + h);
+                _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+                _mm_storeu_ps(a + i, r0);
+                _mm_storeu_ps(b + i, r1);
+                _mm_storeu_ps(c + i, r2);
+                _mm_storeu_ps(d + i, r3);
+            }
         return i;
     }
 #endif
@@ -508,11 +514,10 @@ static inline int lanes_out(const eq_lane *ln, int nln, const eq_vf *x, int n)
 /* mg_bq_guard on every lane of ns sections at once: non-finite states are
  * reset, a tail below 1e-30 is flushed to exact zero (the same rule, so the
  * same states, as the scalar guard). */
-typedef long long eq_vl __attribute__((vector_size(32)));
+typedef long long eq_vl __attribute__((vector_size(64)));
 static inline void guard_v(eq_vd *s1, eq_vd *s2, int ns)
 {
-    const eq_vd lo = {-1e-30, -1e-30, -1e-30, -1e-30}, hi = {1e-30, 1e-30, 1e-30, 1e-30};
-    const eq_vd zero = {0.0, 0.0, 0.0, 0.0};
+    const eq_vd zero = {0.0}, lo = zero - 1e-30, hi = zero + 1e-30;
     for (int k = 0; k < ns; k++) {
         const eq_vd a = s1[k], b = s2[k];
         const eq_vl finite = ((a - a) == zero) & ((b - b) == zero);
