@@ -14,11 +14,39 @@
 
 #ifdef MG_HAVE_LILV
 #include <lilv/lilv.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#endif
 #include <lv2/atom/atom.h>
 #include <lv2/worker/worker.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdatomic.h>
+
+/* the control thread's floating-point mode (MXCSR on x86, FPCR on arm64) */
+static unsigned long fp_mode_get(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    return _mm_getcsr();
+#elif defined(__aarch64__)
+    unsigned long v;
+    __asm__ volatile("mrs %0, fpcr" : "=r"(v));
+    return v;
+#else
+    return 0;
+#endif
+}
+
+static void fp_mode_set(unsigned long v)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    _mm_setcsr((unsigned int)v);
+#elif defined(__aarch64__)
+    __asm__ volatile("msr fpcr, %0" : : "r"(v));
+#else
+    (void)v;
+#endif
+}
 
 /* ---- worker:schedule: a single-producer single-consumer byte ring per
  * direction; messages are [uint32 size][bytes]. The audio thread writes
@@ -255,7 +283,13 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
         }
         s->thread_on = 1;
     }
+    /* a plugin library built with -ffast-math sets FTZ/DAZ when it is loaded
+     * (crtfastmath's constructor) in the thread that loads it: this one, the
+     * control thread, whose numbers must stay IEEE (the audio thread sets its
+     * own mode per block). Keep the floating-point mode as it was. */
+    const unsigned long fpmode = fp_mode_get();
     s->inst = lilv_plugin_instantiate(pl->plugin, ctx->sample_rate, s->feats.list);
+    fp_mode_set(fpmode);
     if (!s->inst) {
         mg_lv2_set_error("the plugin failed to instantiate: ", pl->info.uri);
         release(s);

@@ -507,3 +507,38 @@ def test_dragonfly_room_runs_with_its_worker(tmp_path):
     first = float(np.sum(y[k:k + RATE // 2] ** 2))
     later = float(np.sum(y[k + RATE // 2:k + RATE] ** 2))
     assert first > 1e-4 and later < 0.1 * first
+
+
+FP_CHILD = r"""
+import json, sys
+from mixgraph.server.engine import Engine
+from mixgraph.server.session import Session
+TINY = sys.float_info.min / 4  # a subnormal: flushed to zero under FTZ/DAZ
+out = {}
+for uri in json.loads(sys.argv[1]):
+    e = Engine(48000, 2, 2)
+    s = Session(e, confine_paths=False)
+    s.add_node("lv2", "p", {"uri": uri})
+    s.commit()
+    out[uri] = (TINY * 1.0 > 0.0, TINY + 0.0 > 0.0)
+    s.close()
+    e.free()
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_loading_a_plugin_keeps_the_control_threads_float_mode(tmp_path):
+    """A plugin library built with -ffast-math sets FTZ/DAZ (crtfastmath) in the
+    thread that loads it: the control thread, where Python's arithmetic must stay
+    IEEE. After instantiating each plugin, a subnormal is still a subnormal (in a
+    child process: a broken mode must not leak into the rest of the test run, as
+    it did into hypothesis's float strategies)."""
+    plugins = [MDA + "Overdrive", LSP + "compressor_mono", LSP + "para_equalizer_x16_mono",
+               "http://gareus.org/oss/lv2/fil4#mono", NODELAY, "urn:dragonfly:room"]
+    need_plugins(*plugins)
+    p = subprocess.run([sys.executable, "-c", FP_CHILD, json.dumps(plugins)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    res = json.loads([x for x in p.stdout.splitlines() if x.startswith("RESULT ")][-1][7:])
+    bad = [u for u, ok in res.items() if not all(ok)]
+    assert not bad, f"these plugins left FTZ/DAZ on the loading thread: {bad}"

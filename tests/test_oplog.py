@@ -128,6 +128,7 @@ def test_daemon_logs_for_an_operator_in_json(tmp_path):
             stops += 1
             time.sleep(0.15)
         time.sleep(1.0)
+        xruns_at_stop = d.status()["xruns"]
         xr_early = [o for o in _json_lines(d.output()) if o.get("event", {}).get("kind") == "xruns"]
         time.sleep(10.5)  # the next interval: the rest of the count in one line
         xruns_total = d.status()["xruns"]
@@ -147,7 +148,9 @@ def test_daemon_logs_for_an_operator_in_json(tmp_path):
     assert 2 <= len(xr) <= 3, xr
     assert all(o["level"] == "warning" and "worst block" in o["msg"] for o in xr)
     assert sum(o["event"]["count"] for o in xr) <= xruns_total
-    assert xr[-1]["event"]["total"] >= xruns_total - 2  # the last line is current
+    # the line after the interval counts every xrun of the SIGSTOP rounds (a loaded
+    # machine may add more later, for the next line)
+    assert xr[-1]["event"]["total"] >= xruns_at_stop - 2
 
 
 def test_log_level_warning_hides_the_info_lines(tmp_path):
