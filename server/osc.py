@@ -1258,7 +1258,7 @@ class Dispatcher:
             t = node.g.type
             for p in t.params:
                 a = f"/node/{name}/{p.name}"
-                out += [a, a + "/norm", a + "/touch"]
+                out += [a, a + "/norm", a + "/touch", a + "/ramp"]
             for r in t.readouts:
                 a = f"/node/{name}/{r.name}"
                 out += [a, a + "/norm"]

@@ -163,3 +163,27 @@ def test_vca_ramp_moves_its_members(tmp_path):
     np.testing.assert_allclose(y[s0:s0 + n], 10 ** (fader_db(p0 + (p1 - p0) * j / n) / 20),
                                rtol=2e-6)
     np.testing.assert_allclose(y[s0 + n:], 0.1, rtol=1e-6)
+
+
+def test_a_ramp_by_pattern_moves_every_match(tmp_path):
+    """`/node/g*/gain/ramp` ramps every matching fader, each along the same
+    trajectory as a literal ramp (the ramp address is in the pattern address set
+    like `/norm` and `/touch`)."""
+    doc = dc_patch()
+    doc["nodes"].insert(2, {"name": "g2", "type": "gain", "channels": 1, "options": {},
+                            "params": {"gain": -20.0}})
+    doc["nodes"].insert(3, {"name": "out2", "type": "output", "channels": 1,
+                            "options": {"first": 2}, "params": {}})
+    doc["connections"] += [["in:out", "g2:in"], ["g2:out", "out2:in"]]
+    score = tmp_path / "s.txt"
+    score.write_text("0.1 /node/g*/gain/ramp 6 0.5 linear\n")
+    out = tmp_path / "o.wav"
+    res = render(doc, out, score=score, duration_s=0.8, inputs={"in": dc_file(tmp_path, 0.8)})
+    assert res.failures == []
+    y, _ = sf.read(out, dtype="float64", always_2d=True)
+    s0, n = int(0.1 * RATE), int(0.5 * RATE)
+    p0, p1 = fader_norm(-20.0), fader_norm(6.0)
+    want = 10 ** (fader_db(p0 + (p1 - p0) * np.arange(1, n + 1) / n) / 20)
+    for ch in (0, 1):
+        np.testing.assert_allclose(y[s0:s0 + n, ch], want, rtol=2e-6)
+        np.testing.assert_allclose(y[s0 + n:, ch], 10 ** (6 / 20), rtol=1e-6)
