@@ -168,9 +168,16 @@ def test_mixgraph_under_pipewire_jack(pw, probe, tmp_path):  # noqa: F811
         x[: RATE // 10] = 0.0
         sig, rec = tmp_path / "sig.f32", tmp_path / "rec.f32"
         x.tofile(sig)
-        r = pw.run(str(probe), pw.core, "probe", str(sig), str(rec), str(8 * QUANTUM), "1",
-                   "mixgraph:in_1", "mixgraph:out_1", timeout=120)
-        assert r.returncode == 0, r.stdout + r.stderr
+        for attempt in (1, 2):
+            # once (a fresh-clone CI run, 2 loaded cores) the hand-run PipeWire, which has
+            # no session manager, never scheduled the probe's own client and the probe
+            # timed out with mixgraph idle and well: a second probe is a new client. A
+            # fault of mixgraph's fails both.
+            r = pw.run(str(probe), pw.core, "probe", str(sig), str(rec), str(8 * QUANTUM),
+                       "1", "mixgraph:in_1", "mixgraph:out_1", timeout=120)
+            if r.returncode == 0 or "did not finish" not in r.stderr:
+                break
+        assert r.returncode == 0, f"attempt {attempt}: {r.stdout}{r.stderr}"
         y = np.fromfile(rec, np.float32)
         g = 10 ** (GAIN_DB / 20)
         # one graph cycle: probe_tx -> mixgraph -> probe_rx, no period added,
