@@ -175,7 +175,7 @@ def test_mixgraph_under_pipewire_jack(pw, probe, tmp_path):  # noqa: F811
             # fault of mixgraph's fails both.
             r = pw.run(str(probe), pw.core, "probe", str(sig), str(rec), str(8 * QUANTUM),
                        "1", "mixgraph:in_1", "mixgraph:out_1", timeout=120)
-            if r.returncode == 0 or "did not finish" not in r.stderr:
+            if r.returncode == 0 or "did not finish" not in r.stderr or attempt == 2:
                 break
         assert r.returncode == 0, f"attempt {attempt}: {r.stdout}{r.stderr}"
         y = np.fromfile(rec, np.float32)
