@@ -233,12 +233,18 @@ def test_notes_pc_and_encoders(rig):
              ([0xB0, 23, 0x40 | 3], -3), ([0xB0, 23, 6], 6)]
     pos = 0.5
     for msg, ticks in steps:
+        before = rig.value("/node/g/gain")
         pos += 0.01 * ticks
         rig.send(msg)
         want = fader_db(pos)
         # the current value's position is found in a 16384-entry table
-        assert rig.wait_value("/node/g/gain", f32(want), tol=2e-3) == \
-            pytest.approx(want, abs=0.01), (msg, ticks)
+        got = rig.wait_value("/node/g/gain", f32(want), tol=2e-3)
+        if got == before:  # the tick never reached mixgraph (rtmidi's JACK client
+            # drops events when jackd, not real-time here, skips its cycle; seen once
+            # in CI): a relative tick may be sent again only when nothing moved
+            rig.send(msg)
+            got = rig.wait_value("/node/g/gain", f32(want), tol=2e-3)
+        assert got == pytest.approx(want, abs=0.01), (msg, ticks)
         rig.settle(0.05)
 
 
