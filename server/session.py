@@ -347,6 +347,7 @@ class Session:
             if self.will_defer(node, time):
                 key, entry = self.pending.add(time, node.g.name, param, v)
                 self._log(("at", *entry))  # kept across a crash: server/pending.py
+                self._touch()  # and in the next snapshot (its `scheduled` list)
                 self.timers.at(time, lambda: self._deferred_applied(node, param, v, key))
                 return True
         else:

@@ -39,6 +39,8 @@ def test_a_timed_set_ahead_survives_sigkill(tmp_path, where):
     extra = ("--no-journal",) if where == "snapshot" else ()
     d = Daemon(tmp_path / "state", "--backend", "null", *extra)
     d.call("/graph/add", "gain", "g", "gain", -3.0)
+    if where == "snapshot":
+        time.sleep(1.0)  # the add's snapshot is written: only the schedule can make another
     due = time.time() + 4.0
     _schedule(d, due, -12.0)
     if where == "snapshot":
