@@ -37,13 +37,8 @@ from mixgraph.clients import Client  # noqa: E402
 
 from daemon_util import free_udp_port  # noqa: E402
 
-
-def chain_doc(n: int) -> dict:
-    nodes = [{"name": "out", "type": "output", "channels": 2}]
-    nodes += [{"name": f"g{i}", "type": "gain", "channels": 2, "params": {"gain": -0.01}}
-              for i in range(n)]
-    conns = [[f"g{i}", f"g{i + 1}"] for i in range(n - 1)] + [[f"g{n - 1}", "out"]]
-    return {"format": "mixgraph-patch", "version": 1, "nodes": nodes, "connections": conns}
+sys.path.insert(0, str(HERE))
+from scale import chain_patch as chain_doc  # noqa: E402  (the same 10k-chain builder)
 
 
 def serve_cmd(port: int, state: Path, *extra: str) -> list[str]:
