@@ -47,6 +47,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         max_recorder_channels=a.max_recorder_channels, min_free_mb=a.min_free_mb,
         fsync_ms=a.fsync_ms, journal=not a.no_journal,
         jack_server=a.jack_server, jack_name=a.jack_name, jack_connect=a.jack_connect,
+        midi_api=a.midi_api,
     ))
 
 
@@ -456,6 +457,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="system (physical ports in order), none, or our=their pairs, "
                         "e.g. 'out_1=system:playback_1,in_.*=system:capture_.*' "
                         "or 'midi_in=a2j:.*' (repeatable; see docs/operations.md)")
+    s.add_argument("--midi-api", default="auto", choices=["auto", "alsa", "jack"],
+                   help="where MIDI comes from: auto (the JACK backend's own ports, else the "
+                        "ALSA sequencer), alsa, or jack (a JACK client for MIDI while the "
+                        "audio runs on another backend; see docs/operations.md)")
     s.add_argument("--rate", type=float, default=48000.0, help="sample rate in Hz")
     s.add_argument("--block", type=int, default=64, help="frames per block")
     s.add_argument("--inputs", type=int, help="hardware input channels")

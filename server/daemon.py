@@ -79,6 +79,7 @@ class ServeOptions:
     jack_server: str | None = None  # --jack-server: a named JACK server
     jack_name: str = "mixgraph"     # --jack-name: the client name (its ports' prefix)
     jack_connect: list[str] | None = None  # --jack-connect: system, none, or ours=theirs pairs
+    midi_api: str = "auto"  # --midi-api: auto, alsa, or jack (python-rtmidi's JACK client)
     http_port: int | None = None  # the browser surface (HTTP + WebSocket); None: off
     http_token: str | None = None  # its access token; None: none on loopback, else generated
     http_read_only: bool = False  # browser clients may look, not change
@@ -574,6 +575,9 @@ class Daemon:
     def start(self) -> None:
         self.disk.start()
         self.devices.start()
+        if self.opts.midi_api != "auto":  # MIDI from where the user named (server/midi.py)
+            self.dispatcher.midi.configure(self.opts.midi_api, self.opts.jack_server,
+                                           self.opts.jack_name)
         if self._resched:  # timed sets restored, at their wall-clock times (before the
             # control thread, which owns the session from then on)
             s, e = self.session, self.engine

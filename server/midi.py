@@ -160,15 +160,38 @@ class MidiManager:
             self.load_doc(pending, strict=False)
 
     # ---- where MIDI comes from ------------------------------------------------------
+    def configure(self, api: str = "auto", jack_server: str | None = None,
+                  jack_name: str = "mixgraph") -> None:
+        """Choose where MIDI comes from (`serve --midi-api`): auto (the JACK backend's own
+        ports, else the ALSA sequencer), alsa, or jack (python-rtmidi's JACK client, for
+        MIDI on a JACK server while the audio runs on another backend)."""
+        if api not in ("auto", "alsa", "jack"):
+            raise MixgraphError(f"--midi-api: expected auto, alsa or jack, not {api!r}")
+        self._api, self._jack_server, self._jack_name = api, jack_server, jack_name
+        self.mode, self.why = self._probe()
+        log.info("MIDI: %s", self.why)
+        if self.mode in ("alsa", "rtmidi-jack") and api != "auto":
+            self._ensure()  # asked for by name: open the ports now, so the banner is true
+
     def _probe(self) -> tuple[str, str]:
+        api = getattr(self, "_api", "auto")
         backend = str(self.d.info.get("backend", ""))
-        if backend.startswith("jack") and lib.mg_jack_available():
+        if api != "alsa" and backend.startswith("jack") and lib.mg_jack_available():
             return "jack", "JACK MIDI ports <client>:midi_in and <client>:midi_out"
+        if api == "jack":
+            try:
+                import rtmidi  # noqa: F401  (python-rtmidi, the `midi` extra)
+            except ImportError:
+                return "unavailable", ("unavailable: --midi-api jack needs python-rtmidi "
+                                       "(pip install 'mixgraph[midi]')")
+            name = getattr(self, "_jack_name", "mixgraph")
+            return "rtmidi-jack", (f"python-rtmidi's JACK clients: ports {name}:midi_in and "
+                                   f"{name}-out:midi_out")
         if not os.path.exists("/dev/snd/seq"):
             return "unavailable", ("unavailable: no JACK backend (--backend jack) and no ALSA "
                                    "sequencer (/dev/snd/seq is missing)")
         try:
-            import rtmidi  # noqa: F401  (python-rtmidi, the `midi` extra)
+            import rtmidi  # noqa: F401,F811
         except ImportError:
             return "unavailable", ("unavailable: no JACK backend, and python-rtmidi is not "
                                    "installed for the ALSA sequencer (pip install "
@@ -184,22 +207,33 @@ class MidiManager:
             raise MixgraphError("out of memory for the MIDI maps")
         self.ptr = m
         lib.mg_engine_set_midi(self.session.engine.ptr, m)  # freed with the engine
-        if self.mode == "alsa":
+        if self.mode in ("alsa", "rtmidi-jack"):
             self._open_alsa()
 
     def _open_alsa(self) -> None:
+        """Open the python-rtmidi ports of the control-thread path: the ALSA sequencer's,
+        or (mode rtmidi-jack) a JACK client's. Events from them go through the same C
+        decoder and maps as the JACK backend's, applied by the dispatcher."""
         try:
             import rtmidi
 
-            mi = rtmidi.MidiIn(rtmidi.API_LINUX_ALSA, "mixgraph")
+            if self.mode == "rtmidi-jack":
+                if self._jack_server:  # libjack reads the server's name from here
+                    os.environ["JACK_DEFAULT_SERVER"] = self._jack_server
+                api, name_in = rtmidi.API_UNIX_JACK, self._jack_name
+                name_out = f"{self._jack_name}-out"
+            else:
+                api, name_in, name_out = rtmidi.API_LINUX_ALSA, "mixgraph", "mixgraph"
+            mi = rtmidi.MidiIn(api, name_in)
             mi.ignore_types(sysex=False)
             mi.set_callback(lambda msg, _data: self._alsa_queue.append(bytes(msg[0])))
             mi.open_virtual_port("midi_in")
-            mo = rtmidi.MidiOut(rtmidi.API_LINUX_ALSA, "mixgraph")
+            mo = rtmidi.MidiOut(api, name_out)
             mo.open_virtual_port("midi_out")
             self._alsa = (mi, mo)
         except Exception as e:  # noqa: BLE001 - a missing sequencer must not stop the server
-            self.mode, self.why = "unavailable", f"unavailable: ALSA sequencer: {e}"
+            where = "JACK (python-rtmidi)" if self.mode == "rtmidi-jack" else "ALSA sequencer"
+            self.mode, self.why = "unavailable", f"unavailable: {where}: {e}"
             log.warning("MIDI: %s", self.why)
 
     # ---- the address space --------------------------------------------------------

@@ -51,6 +51,19 @@ def f32(x: float) -> float:
 @pytest.fixture
 def rig(tmp_path, request, monkeypatch):
     """jackd, mixgraph on it (sine -> gain g -> output), and a controller here."""
+    yield from _rig(tmp_path, request, monkeypatch, "jack")
+
+
+@pytest.fixture(params=["jack", "rtmidi"])
+def any_rig(tmp_path, request, monkeypatch):
+    """Both ways MIDI reaches mixgraph: the JACK backend's own ports (read in the audio
+    callback), and the control thread's python-rtmidi path (`--midi-api jack` beside
+    the null backend: the ALSA sequencer's code path with JACK's API, since this
+    machine has no /dev/snd)."""
+    yield from _rig(tmp_path, request, monkeypatch, request.param)
+
+
+def _rig(tmp_path, request, monkeypatch, via: str):
     require(shutil.which("jack_connect") is not None, "jack_connect is not installed (jackd2)")
     rtmidi = pytest.importorskip("rtmidi") if not os.environ.get("CI") else __import__("rtmidi")
     name = f"mg-midi-{os.getpid()}-{request.node.name[:16]}"
@@ -59,7 +72,12 @@ def rig(tmp_path, request, monkeypatch):
     d = None
     ctl = fb = None
     try:
-        d = serve(tmp_path, name)
+        if via == "jack":
+            d = serve(tmp_path, name)
+        else:
+            d = Daemon(tmp_path / "state", "--backend", "null", "--midi-api", "jack",
+                       "--jack-server", name)
+            d.client.timeout = 10.0
         d.call("/graph/add", "sine", "osc", "freq", 1000.0, "level", -20.0)
         d.call("/graph/add", "gain", "g", "gain", 0.0)
         d.call("/graph/add", "output", "out", "channels", 1)
@@ -72,7 +90,8 @@ def rig(tmp_path, request, monkeypatch):
         fb.ignore_types(sysex=False)
         fb.open_virtual_port("fb")
         env = jack_env(name)
-        for a, b in (("mgctl:ctl", "mixgraph:midi_in"), ("mixgraph:midi_out", "mgfb:fb")):
+        out = "mixgraph:midi_out" if via == "jack" else "mixgraph-out:midi_out"
+        for a, b in (("mgctl:ctl", "mixgraph:midi_in"), (out, "mgfb:fb")):
             r = subprocess.run(["jack_connect", a, b], env=env, capture_output=True,
                                text=True, timeout=10)
             assert r.returncode == 0, r.stdout + r.stderr
@@ -139,7 +158,35 @@ def test_midi_ports_and_status(rig):
     assert st["midi"] == "jack" and st["midi_maps"] == 0
 
 
-def test_cc_moves_gain_along_the_fader_law(rig):
+def test_rtmidi_path_ports_status_and_a_missing_server(tmp_path, request, monkeypatch):
+    """--midi-api jack beside the null backend: python-rtmidi's JACK clients carry the
+    MIDI; with no JACK server the banner and /midi/status say why it is unavailable."""
+    (tmp_path / "a").mkdir()
+    gen = _rig(tmp_path / "a", request, monkeypatch, "rtmidi")
+    rig = next(gen)
+    try:
+        r = subprocess.run(["jack_lsp", "-s", rig.server, "-t"], env=jack_env(rig.server),
+                           capture_output=True, text=True, timeout=10).stdout
+        assert "mixgraph:midi_in\n\t8 bit raw midi" in r, r
+        assert "mixgraph-out:midi_out\n\t8 bit raw midi" in r, r
+        st = rig.d.status()
+        assert st["midi"] == "rtmidi-jack" and st["backend"] == "null"
+    finally:
+        gen.close()
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", f"mg-none-{os.getpid()}")
+    d = Daemon(tmp_path / "b", "--backend", "null", "--midi-api", "jack",
+               "--jack-server", f"mg-none-{os.getpid()}")
+    try:
+        assert d.status()["midi"] == "unavailable"
+        why = d.call("/midi/status")
+        assert why[:2] == ["state", "unavailable"] and "JACK (python-rtmidi)" in why[3], why
+        assert "MIDI: unavailable: JACK (python-rtmidi)" in d.output()
+    finally:
+        d.stop()
+
+
+def test_cc_moves_gain_along_the_fader_law(any_rig):
+    rig = any_rig
     rig.d.call("/midi/map", "/node/g/gain", "cc", 1, 7, "pickup", 0)
     for v in (0, 8, 32, 64, 95, 100, 127):
         rig.send([0xB0, 7, v])
@@ -162,7 +209,8 @@ def test_cc_applies_in_the_audio(rig):
     assert rms_db(x[4800:]) == pytest.approx(-20 - 3.0103 + want, abs=0.05)
 
 
-def test_cc14_nrpn_pb_move_a_log_parameter_at_14_bits(rig):
+def test_cc14_nrpn_pb_move_a_log_parameter_at_14_bits(any_rig):
+    rig = any_rig
     d = rig.d
     d.call("/midi/map", "/node/osc/freq", "cc14", 2, 5)
     d.call("/midi/map", "/node/osc/freq", "nrpn", 3, 1000)
@@ -182,7 +230,8 @@ def test_cc14_nrpn_pb_move_a_log_parameter_at_14_bits(rig):
         pytest.approx(log_hz(x / 16383), rel=1e-5)
 
 
-def test_min_max_and_norm_targets(rig):
+def test_min_max_and_norm_targets(any_rig):
+    rig = any_rig
     d = rig.d
     # -30..+6 dB over the fader law's travel between those two values
     d.call("/midi/map", "/node/g/gain", "cc", 1, 1, "min", -30.0, "max", 6.0, "pickup", 0)
@@ -205,7 +254,8 @@ def test_min_max_and_norm_targets(rig):
         assert got == pytest.approx(want, abs=1e-4)
 
 
-def test_notes_pc_and_encoders(rig):
+def test_notes_pc_and_encoders(any_rig):
+    rig = any_rig
     d = rig.d
     d.call("/midi/map", "/node/g/mute", "note", 1, 60)  # a parameter: toggle by default
     d.call("/midi/map", "/node/g/polarity", "note", 1, 61, "mode", "momentary")
@@ -248,7 +298,8 @@ def test_notes_pc_and_encoders(rig):
         rig.settle(0.05)
 
 
-def test_learn_and_cancel(rig):
+def test_learn_and_cancel(any_rig):
+    rig = any_rig
     d = rig.d
     # from a plain UDP socket: the learned control comes back to the asker
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -278,7 +329,8 @@ def test_learn_and_cancel(rig):
     assert d.call("/midi/maps")[0] == 2
 
 
-def test_soft_takeover(rig):
+def test_soft_takeover(any_rig):
+    rig = any_rig
     d = rig.d
     d.call("/midi/map", "/node/g/gain", "cc", 1, 7)  # pickup on by default for cc
     d.call("/node/g/gain", 0.0)  # fader position 0.75: CC 95.25
@@ -305,7 +357,8 @@ def test_soft_takeover(rig):
     assert st["midi_pickup_waits"] >= 4
 
 
-def test_feedback_out_and_no_echo(rig):
+def test_feedback_out_and_no_echo(any_rig):
+    rig = any_rig
     d = rig.d
     d.call("/midi/map", "/node/g/gain", "cc", 1, 7, "pickup", 0)
     d.call("/midi/map", "/node/g/gain", "pb", 2, 0, "pickup", 0)
