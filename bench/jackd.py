@@ -15,7 +15,10 @@ over the 64 channels) and, when mixgraph has a `mixgraph:midi_in` port,
 API. Over the measured window: mixgraph's xruns (/status, its xrun callback:
 every xrun jackd reports, whoever caused it) and jackd's log of the window by
 cause, with the late-client lines per client, so mixgraph's client-late count
-stands beside jack_metro's in the same window.
+stands beside jack_metro's in the same window, and beside a load-matched peer
+(bench/jack_burn.c, a client that uses as much CPU per cycle as mixgraph did
+just before the window: a stall of a shared host lands in whichever client
+is running, so the longer client is hit more often).
 
 On a shared virtual machine jackd's dummy driver logs xruns with no client at
 all: its timer thread wakes up late (`JackTimedDriver::Process XRun = N usec`).
@@ -282,6 +285,25 @@ def status(c) -> dict:
     return dict(zip(a[::2], a[1::2], strict=True))
 
 
+def burn_peer(server: str, client: str, burn_us: float, seconds: float) -> subprocess.Popen:
+    """bench/jack_burn.c (built here with cc -ljack): a JACK client that uses
+    burn_us of CPU every cycle, the load-matched peer (a host stall lands in
+    whichever client runs, so a longer client is hit more often)."""
+    exe = Path(tempfile.gettempdir()) / f"mg_jack_burn_{os.getpid()}"
+    if not exe.exists():
+        cc = os.environ.get("CC") or shutil.which("cc") or "gcc"
+        subprocess.run([cc, "-std=c11", "-O2", "-Wall", "-Wextra",
+                        str(Path(__file__).with_name("jack_burn.c")), "-o", str(exe),
+                        "-ljack"], check=True)
+    proc = subprocess.Popen([str(exe), client, f"{burn_us:.1f}", str(int(seconds))],
+                            env=dict(os.environ, JACK_DEFAULT_SERVER=server),
+                            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    if proc.stdout.readline().strip() != "ready":
+        proc.kill()
+        raise RuntimeError("jack_burn did not start")
+    return proc
+
+
 def mix64_live(seconds: float, osc_rate: int, midi_rate: int) -> dict:
     """The figure: mixgraph (native JACK, mix64) and jack_metro on one jackd,
     one measured window under the load; each one's late-client count."""
@@ -314,9 +336,15 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int) -> dict:
                     if addr != "/done":
                         print(f"# /midi/map: {addr} {args}", flush=True)
             time.sleep(1.0)
+            burn_us = float(status(c)["load"]) / 100 * BLOCK / RATE * 1e6
+            burner = burn_peer(name, "burn", burn_us, seconds + 10)
             x0 = status(c)["xruns"]
             m0 = log.mark()
-            sent, midis = load(port, seconds, osc_rate, midi, midi_rate)
+            try:
+                sent, midis = load(port, seconds, osc_rate, midi, midi_rate)
+            finally:
+                burner.kill()
+                burner.wait()
             st = status(c)
             late = log.late_clients(m0)
             return {"seconds": seconds, "osc_sent": sent, "osc_per_s": round(sent / seconds),
@@ -324,6 +352,7 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int) -> dict:
                     "mixgraph_xruns_status": st["xruns"] - x0,
                     "mixgraph_late": late.get("mixgraph", 0),
                     "jack_metro_late": late.get("metro", 0),
+                    "burn_us": round(burn_us, 1), "burn_peer_late": late.get("burn", 0),
                     "late_by_client": late, "jackd_log": log.xruns(m0),
                     "dsp_load_pct": st["load"], "worst_us": st.get("worst_us"),
                     "nodes": st["nodes"], "mixgraph_client": thread_line(state)}
@@ -361,7 +390,8 @@ def main() -> None:
     print(r)
     verdict = "within" if r["mixgraph_late"] <= r["jack_metro_late"] else "OVER"
     print(f"client-late in the same window: mixgraph {r['mixgraph_late']}, jack_metro "
-          f"{r['jack_metro_late']} ({verdict} the peer's); every xrun mixgraph was told "
+          f"{r['jack_metro_late']} ({verdict} the peer's), a client that burns mixgraph's "
+          f"{r['burn_us']} µs per cycle {r['burn_peer_late']}; every xrun mixgraph was told "
           f"of: {r['mixgraph_xruns_status']}; jackd's timer woke late "
           f"{r['jackd_log']['timer']} times; DSP load {r['dsp_load_pct']}%")
     if a.baseline:
