@@ -304,6 +304,10 @@ class Peer:
         self.reply = reply
 
 
+class _NoSuchNode(MixgraphError):
+    """A bundle's precheck found no node (or no address) where a message points."""
+
+
 class _Collect:
     """A reply function that keeps what it is given."""
 
@@ -661,11 +665,17 @@ class Dispatcher:
                       t: int) -> None:
         """All or nothing: every parameter message is checked before any is applied;
         a bundle with graph edits is applied with commits deferred and rolled back
-        (the graph restored from a snapshot) if any of its messages fails."""
+        (the graph restored from a snapshot) if any of its messages fails. There a
+        message may name a node an earlier message of the bundle adds (/graph/add
+        then its first values): it is checked when it is applied."""
+        edits = not self._params_only(msgs) and any(
+            m.address not in _SIDE_EFFECT_FREE for m in msgs)
         for i, m in enumerate(msgs):
             try:
                 self._check(m.address, m.args, client)
             except MixgraphError as e:
+                if edits and isinstance(e, _NoSuchNode):
+                    continue
                 self.counters.messages += len(msgs)
                 self.counters.failed += len(msgs)
                 for j, o in enumerate(msgs):
@@ -673,8 +683,6 @@ class Dispatcher:
                         f"bundle not applied: {echo(m.address)} failed: {e}"
                     reply("/fail", [*self._echo(o.address, o.args), _reason(why)])
                 return
-        edits = not self._params_only(msgs) and any(
-            m.address not in _SIDE_EFFECT_FREE for m in msgs)
         snapshot = self.session.to_doc() if edits else None
         collect = _Collect(reply)
         self._bundle = {"changes": [], "graph": []}
@@ -724,7 +732,7 @@ class Dispatcher:
         if is_pattern(address):
             matched = self._match(address)
             if not matched:
-                raise MixgraphError("no address matches the pattern")
+                raise _NoSuchNode("no address matches the pattern")
             for a in matched:
                 if a.startswith("/node/"):
                     self._check(a, args, client)
@@ -737,7 +745,7 @@ class Dispatcher:
         name, param = parts[2], parts[3]
         node = self.session.live.get(name)
         if node is None:
-            raise MixgraphError(f"no node named {name!r}")
+            raise _NoSuchNode(f"no node named {name!r}")
         if len(parts) == 4 and param in actions_for(node.g.type.name):
             raise MixgraphError(f"{param} is a node action: it takes audio time and answers "
                                 "on its own, so it cannot be part of a bundle")

@@ -279,6 +279,32 @@ def test_bundle_with_graph_edits_rolls_back(rig):
     assert "new" in s.live
 
 
+def test_bundle_adds_a_node_and_sets_its_first_values(rig):
+    """A script builds a strip in one bundle: the add, then values and patterns that
+    name the new node. A typo in a later name still rolls the whole bundle back."""
+    e, s, d, a = rig
+    pkt = _bundle([("/graph/add", ["gain", "vox", "channels", 1]),
+                   ("/node/vox/gain", [-6.0]), ("/node/vox/gain/norm", [0.5]),
+                   ("/node/v?x/mute", [1]), ("/graph/connect", ["vox", "out"])])
+    d.dispatch_packet(parse_packet(pkt), a.peer, True)
+    r = a.take()
+    assert [x[0] for x in r] == ["/done"] * 5, r
+    assert s.get_param("vox", "gain") == pytest.approx(-10.0) and s.get_param("vox", "mute") == 1
+    before = s.to_doc()
+    pkt = _bundle([("/graph/add", ["gain", "gtr", "channels", 1]),
+                   ("/node/gtr/gain", [-3.0]), ("/node/gtar/gain", [-3.0])])
+    d.dispatch_packet(parse_packet(pkt), a.peer, True)
+    r = a.take()
+    assert [x[0] for x in r] == ["/fail"] * 3, r
+    assert "no node named 'gtar'" in r[2][1][-1] and "rolled back" in r[0][1][-1], r
+    assert s.to_doc() == before and "gtr" not in s.live
+    # parameters only: still checked whole before any is applied
+    pkt = _bundle([("/node/vox/gain", [-1.0]), ("/node/gtr/gain", [-2.0])])
+    d.dispatch_packet(parse_packet(pkt), a.peer, True)
+    assert [x[0] for x in a.take()] == ["/fail"] * 2
+    assert s.get_param("vox", "gain") == pytest.approx(-10.0)
+
+
 def test_bundle_lands_on_one_sample_and_late_is_reported(rig):
     e, s, d, a = rig
     e.process(640)
