@@ -369,10 +369,13 @@ uint32_t mg_midi_adopted(mg_midi *m);      /* [any] generation the audio thread 
 void mg_midi_set_learn(mg_midi *m, int on);  /* [any] 1: unmapped controls are posted */
 /* Control path (no JACK): the value the model holds for a map's parameter. */
 void mg_midi_set_current(mg_midi *m, int slot, float value);
+void mg_midi_set_held(mg_midi *m, int slot, int on);  /* [control] 1: touched, ignore the control */
 int mg_midi_poll(mg_midi *m, mg_midi_event *ev);               /* [control] 1 = got one */
 int mg_midi_send(mg_midi *m, const uint8_t *bytes, int len);   /* [control] 1 = queued */
 /* events, applied, pickup_waits, malformed, sysex, lost, sent, out_dropped, unmapped */
-void mg_midi_stats(mg_midi *m, uint64_t *out);                 /* [any] */
+/* [any] the counters in the order of server/midi.py STATS: writes at most max,
+ * returns how many there are */
+int mg_midi_stats(mg_midi *m, uint64_t *out, int max);
 /* [audio] adopt a published table (at the start of a period) */
 void mg_midi_begin(mg_midi *m);
 /* [audio] raw bytes of one event at sample time `time`: decoded, matched and

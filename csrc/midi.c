@@ -72,8 +72,9 @@ struct mg_midi {
     uint8_t nrpn_sel_msb[16], nrpn_sel_lsb[16], nrpn_msb[16];
     mg_midi_slot slot[MG_MIDI_MAX_MAPS];
     float current[MG_MIDI_MAX_MAPS];   /* control path: the values the model holds */
+    _Atomic uint8_t held[MG_MIDI_MAX_MAPS]; /* control -> audio: the parameter is touched */
     _Atomic uint64_t n_events, n_applied, n_pickup, n_malformed, n_sysex, n_lost,
-        n_sent, n_out_dropped, n_unmapped;
+        n_sent, n_out_dropped, n_unmapped, n_held;
 };
 
 mg_midi *mg_midi_new(void)
@@ -167,6 +168,12 @@ void mg_midi_set_current(mg_midi *m, int slot, float value)
         m->current[slot] = value;
 }
 
+void mg_midi_set_held(mg_midi *m, int slot, int on)
+{
+    if (slot >= 0 && slot < MG_MIDI_MAX_MAPS)
+        atomic_store_explicit(&m->held[slot], (uint8_t)(on != 0), memory_order_release);
+}
+
 int mg_midi_poll(mg_midi *m, mg_midi_event *ev) { return mg_ring_pop(&m->ev, ev); }
 
 int mg_midi_send(mg_midi *m, const uint8_t *bytes, int len)
@@ -197,17 +204,17 @@ void mg_midi_count_out_dropped(mg_midi *m, uint64_t n)
     atomic_fetch_add_explicit(&m->n_out_dropped, n, memory_order_relaxed);
 }
 
-void mg_midi_stats(mg_midi *m, uint64_t *out)
+int mg_midi_stats(mg_midi *m, uint64_t *out, int max)
 {
-    out[0] = atomic_load(&m->n_events);
-    out[1] = atomic_load(&m->n_applied);
-    out[2] = atomic_load(&m->n_pickup);
-    out[3] = atomic_load(&m->n_malformed);
-    out[4] = atomic_load(&m->n_sysex);
-    out[5] = atomic_load(&m->n_lost);
-    out[6] = atomic_load(&m->n_sent);
-    out[7] = atomic_load(&m->n_out_dropped);
-    out[8] = atomic_load(&m->n_unmapped);
+    const uint64_t all[] = {
+        atomic_load(&m->n_events),    atomic_load(&m->n_applied), atomic_load(&m->n_pickup),
+        atomic_load(&m->n_malformed), atomic_load(&m->n_sysex),   atomic_load(&m->n_lost),
+        atomic_load(&m->n_sent),      atomic_load(&m->n_out_dropped),
+        atomic_load(&m->n_unmapped),  atomic_load(&m->n_held)};
+    const int n = (int)(sizeof all / sizeof all[0]);
+    for (int i = 0; i < n && i < max; i++)
+        out[i] = all[i];
+    return n;
 }
 
 /* ---- audio side -------------------------------------------------------------- */
@@ -271,6 +278,13 @@ static void apply_map(mg_midi *m, mg_engine *e, const mg_midi_map *mp, int value
         st->last_norm = -1.0f;
         st->last_applied = NAN;
         st->pending_until = 0;
+    }
+    if (atomic_load_explicit(&m->held[mp->slot], memory_order_acquire)) {
+        /* a client's finger is on the parameter (/touch): the control is ignored,
+         * and one without a motor must pick the value up again once it is let go */
+        st->picked = !mp->pickup;
+        atomic_fetch_add_explicit(&m->n_held, 1, memory_order_relaxed);
+        return;
     }
     mg_midi_event ev = {.time = time, .slot = mp->slot, .kind = mp->kind,
                         .channel = mp->channel, .number = number_seen, .value = value};

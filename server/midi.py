@@ -55,7 +55,7 @@ QUERIES = {"/status", "/info", "/catalog", "/catalog/list", "/catalog/type", "/g
 LEARN_WINDOW_S = 0.15  # a CC waits this long for its LSB (cc14) or an NRPN to show
 POLL_MAX = 8192        # events handled per service call (a flood waits for the next)
 STATS = ("events", "applied", "pickup_waits", "malformed", "sysex", "lost", "sent",
-         "out_dropped", "unmapped")
+         "out_dropped", "unmapped", "held")
 
 
 def _lut_size(kind: str) -> int:
@@ -151,6 +151,7 @@ class MidiManager:
         self._learning: dict | None = None
         self._ev = ffi.new("mg_midi_event *")
         self._fail_log = 0.0
+        self._held: set[int] = set()  # map slots held by a touch (_hold_touched)
         self._alsa = None
         self._alsa_queue: collections.deque = collections.deque(maxlen=65536)
         self.mode, self.why = self._probe()
@@ -246,8 +247,8 @@ class MidiManager:
         """What /status adds: midi <state>, midi_maps, and the counters once in use."""
         out: list = ["midi", self.mode, "midi_maps", len(self.maps)]
         if self.ptr != ffi.NULL:
-            st = ffi.new("uint64_t[9]")
-            lib.mg_midi_stats(self.ptr, st)
+            st = ffi.new(f"uint64_t[{len(STATS)}]")
+            lib.mg_midi_stats(self.ptr, st, len(STATS))
             out += [x for k, v in zip(STATS, st, strict=True) for x in (f"midi_{k}", int(v))]
         return out
 
@@ -564,6 +565,7 @@ class MidiManager:
             self._publish()
             self._sig = sig
         self._collect_tables()
+        self._hold_touched()
         if self._alsa is not None:
             self._alsa_in()
         self._drain()
@@ -573,6 +575,20 @@ class MidiManager:
         self._feedback()
         if self._alsa is not None:
             self._alsa_out()
+
+    def _hold_touched(self) -> None:
+        """A parameter a client touches (/touch, a finger on a fader) is not moved by
+        MIDI: its maps are held in the engine until the touch ends or lapses."""
+        if not self.d.touch and not self._held:
+            return
+        held = set()
+        for m in self.maps.values():
+            r = self._resolved.get(m.slot)
+            if r is not None and self.d.touch_holder(r[0].g.name, r[2]) is not None:
+                held.add(m.slot)
+        for slot in held ^ self._held:
+            lib.mg_midi_set_held(self.ptr, slot, int(slot in held))
+        self._held = held
 
     def _drain(self) -> None:
         by_slot = {m.slot: m for m in self.maps.values()}

@@ -1127,18 +1127,22 @@ class Dispatcher:
         return out
 
     # ---- /node/<name>/<param>[/norm|/touch], /node/<name>/bypass ---------------------
-    def _check_touch(self, name: str, param: str, client: Peer | None) -> None:
+    def touch_holder(self, name: str, param: str):
+        """Who holds a touch on a parameter; None: nobody, or the holder went silent
+        (then the touch lapses). MIDI maps are held while a parameter is touched."""
         holder = self.touch.get((name, param))
         if holder is None:
-            return
-        me = _holder(client)
-        if holder == me:
-            return
+            return None
         seen = self.counters.clients.get(holder)
         if seen is not None and time.monotonic() - seen > TOUCH_TIMEOUT_S:
-            del self.touch[(name, param)]  # the holder went silent: the touch lapses
-            return
-        raise MixgraphError("touched by another client")
+            del self.touch[(name, param)]
+            return None
+        return holder
+
+    def _check_touch(self, name: str, param: str, client: Peer | None) -> None:
+        holder = self.touch_holder(name, param)
+        if holder is not None and holder != _holder(client):
+            raise MixgraphError("touched by another client")
 
     def _drop_touches(self, name: str) -> None:
         for k in [k for k in self.touch if k[0] == name]:

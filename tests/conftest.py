@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from jack_registry import reclaim as reclaim_jack_registry
 
 JACK_RATE = 48000
 JACK_PERIOD = 64
@@ -60,6 +61,47 @@ class JackServer:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
+def launch_jackd(name: str, log: Path, opts: list[str], driver: list[str],
+                 up_s: float = 15.0) -> JackServer:
+    """jackd `opts` -n name `driver`, in a session of its own, its output in `log`;
+    returned once jack_lsp lists system:playback_1 on it. A failure says what
+    jackd logged. Registry slots of servers that died unannounced are freed
+    first (tests/jack_registry.py: jackd2 has room for 8)."""
+    exe = shutil.which("jackd")
+    require(exe is not None, "jackd is not installed (Debian: jackd2)")
+    require(shutil.which("jack_lsp") is not None, "jack_lsp is not installed (Debian: jackd2)")
+    reclaim_jack_registry()
+    env = dict(os.environ, JACK_DEFAULT_SERVER=name)
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen([exe, *opts, "-n", name, *driver], env=env,
+                                stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    server = JackServer(name, proc, log)
+    deadline = time.monotonic() + up_s
+    while not _jack_up(name, env):
+        if proc.poll() is not None:
+            pytest.fail(f"jackd {name} exited with status {proc.returncode}:\n"
+                        f"{server.log_text()[-3000:]}", pytrace=False)
+        if time.monotonic() > deadline:
+            stop_jackd(server)
+            pytest.fail(f"jackd {name} did not come up within {up_s:g} s:\n"
+                        f"{server.log_text()[-3000:]}", pytrace=False)
+        time.sleep(0.1)
+    return server
+
+
+def stop_jackd(server: JackServer, wait_s: float = 30.0) -> None:
+    """SIGTERM and a generous wait: jackd leaves JACK's server registry on the way
+    out, which SIGKILL (the last resort) skips."""
+    if server.proc.poll() is None:
+        server.proc.terminate()
+        try:
+            server.proc.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            server.proc.kill()
+            server.proc.wait(timeout=10)
+
+
 @pytest.fixture(scope="session")
 def jackd(tmp_path_factory):
     """jackd --no-realtime -d dummy -r 48000 -p 64 under a private server name.
@@ -68,43 +110,18 @@ def jackd(tmp_path_factory):
     host API (which connects to the default server) in this process and in
     every subprocess finds it; PortAudio is re-initialised here because it
     enumerates devices once, when it starts."""
-    exe = shutil.which("jackd")
-    require(exe is not None, "jackd is not installed (Debian: jackd2)")
-    require(shutil.which("jack_lsp") is not None, "jack_lsp is not installed (Debian: jackd2)")
     name = f"mixgraph-test-{os.getpid()}"
     log = tmp_path_factory.mktemp("jackd") / "jackd.log"
-    env = dict(os.environ, JACK_DEFAULT_SERVER=name)
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(
-            [exe, "--no-realtime", "-n", name, "-d", "dummy", "-r", str(JACK_RATE),
-             "-p", str(JACK_PERIOD)],
-            env=env, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = JackServer(name, proc, log)
+    server = launch_jackd(name, log, ["--no-realtime"],
+                          ["-d", "dummy", "-r", str(JACK_RATE), "-p", str(JACK_PERIOD)])
     old = os.environ.get("JACK_DEFAULT_SERVER")
     try:
-        deadline = time.monotonic() + 15.0
-        while not _jack_up(name, env):
-            if proc.poll() is not None:
-                pytest.fail(f"jackd exited with status {proc.returncode}:\n{server.log_text()}",
-                            pytrace=False)
-            if time.monotonic() > deadline:
-                pytest.fail(f"jackd did not come up within 15 s:\n{server.log_text()}",
-                            pytrace=False)
-            time.sleep(0.1)
         os.environ["JACK_DEFAULT_SERVER"] = name
         _rescan()
         yield server
     finally:
         reopen = _close_portaudio()
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        stop_jackd(server)
         if old is None:
             os.environ.pop("JACK_DEFAULT_SERVER", None)
         else:

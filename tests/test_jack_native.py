@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-from conftest import JackServer, _jack_up, require
+from conftest import JackServer, launch_jackd, require, stop_jackd
 
 from mixgraph.clients import Client
 
@@ -31,37 +31,10 @@ PERIOD = 64
 
 
 def start_jackd(name: str, log: Path, rate: int = RATE, period: int = PERIOD) -> JackServer:
-    exe = shutil.which("jackd")
-    require(exe is not None, "jackd is not installed (Debian: jackd2)")
-    require(shutil.which("jack_lsp") is not None, "jack_lsp is not installed (Debian: jackd2)")
-    env = dict(os.environ, JACK_DEFAULT_SERVER=name)
-    with open(log, "ab") as fh:
-        proc = subprocess.Popen(
-            [exe, "--no-realtime", "-n", name, "-d", "dummy", "-r", str(rate), "-p", str(period)],
-            env=env, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = JackServer(name, proc, log)
+    server = launch_jackd(name, log, ["--no-realtime"],
+                          ["-d", "dummy", "-r", str(rate), "-p", str(period)])
     server.rate, server.period = rate, period
-    deadline = time.monotonic() + 15.0
-    while not _jack_up(name, env):
-        if proc.poll() is not None:
-            pytest.fail(f"jackd exited with status {proc.returncode}:\n{server.log_text()}")
-        if time.monotonic() > deadline:
-            stop_jackd(server)
-            pytest.fail(f"jackd did not come up within 15 s:\n{server.log_text()}")
-        time.sleep(0.1)
     return server
-
-
-def stop_jackd(server: JackServer) -> None:
-    if server.proc.poll() is None:
-        server.proc.terminate()
-        try:
-            server.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.proc.kill()
-            server.proc.wait(timeout=10)
 
 
 @pytest.fixture

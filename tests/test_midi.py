@@ -385,6 +385,30 @@ def test_feedback_out_and_no_echo(any_rig):
     assert not [m for m in fb if m[0] == 0xB0], fb
 
 
+def test_a_touched_parameter_is_not_moved_by_midi(any_rig):
+    """A finger on a fader (/touch from a browser or TouchOSC) holds the parameter:
+    MIDI does not move it until the touch ends, as another client's set is refused."""
+    rig = any_rig
+    d = rig.d
+    d.call("/midi/map", "/node/g/gain", "cc", 1, 7, "pickup", 0)
+    rig.send([0xB0, 7, 64])
+    want = f32(fader_db(64 / 127))
+    assert rig.wait_value("/node/g/gain", want, resend=True) == pytest.approx(want, abs=1e-4)
+    with Client("127.0.0.1", d.port, timeout=5.0, transport="tcp") as finger:
+        finger.call("/node/g/gain/touch", 1)
+        finger.call("/node/g/gain", -3.0)
+        rig.settle()
+        rig.send([0xB0, 7, 100], [0xB0, 7, 110])
+        rig.settle(0.5)
+        assert rig.value("/node/g/gain") == -3.0
+        assert d.status()["midi_held"] >= 1
+        finger.call("/node/g/gain/touch", 0)
+        rig.settle()
+    rig.send([0xB0, 7, 110])
+    want = f32(fader_db(110 / 127))
+    assert rig.wait_value("/node/g/gain", want, resend=True) == pytest.approx(want, abs=1e-4)
+
+
 def test_addresses_that_are_no_parameter_are_dispatched(rig):
     d = rig.d
     d.call("/midi/map", "/node/g/bypass", "note", 1, 70, "mode", "momentary")
@@ -551,8 +575,8 @@ class Decoder:
     def stats(self) -> dict:
         from mixgraph.server.midi import STATS
 
-        st = self.ffi.new("uint64_t[9]")
-        self.lib.mg_midi_stats(self.m, st)
+        st = self.ffi.new(f"uint64_t[{len(STATS)}]")
+        assert self.lib.mg_midi_stats(self.m, st, len(STATS)) == len(STATS)
         return dict(zip(STATS, st, strict=True))
 
     def close(self) -> None:

@@ -36,14 +36,13 @@ import os
 import re
 import shutil
 import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.signal
-from conftest import JackServer, _jack_up, require
+from conftest import JackServer, launch_jackd, require, stop_jackd
 
 from daemon_util import Daemon, free_udp_port
 
@@ -71,37 +70,11 @@ def realtime() -> list[str]:
 def start_server(name: str, log: Path, *args: str) -> JackServer:
     """jackd under server name `name` with `args` (`-d <driver> ...`), up when
     jack_lsp lists system:playback_1 on it; a failure says what jackd logged."""
-    exe = shutil.which("jackd")
-    require(exe is not None, "jackd is not installed (Debian: jackd2)")
-    require(shutil.which("jack_lsp") is not None, "jack_lsp is not installed (Debian: jackd2)")
-    env = dict(os.environ, JACK_DEFAULT_SERVER=name)
-    with open(log, "ab") as fh:
-        proc = subprocess.Popen([exe, *realtime(), "-n", name, *args], env=env,
-                                stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    server = JackServer(name, proc, log)
-    deadline = time.monotonic() + 20.0
-    while not _jack_up(name, env):
-        if proc.poll() is not None:
-            pytest.fail(f"jackd {name} exited with status {proc.returncode}:\n"
-                        f"{server.log_text()[-3000:]}")
-        if time.monotonic() > deadline:
-            stop_server(server)
-            pytest.fail(f"jackd {name} did not come up within 20 s:\n{server.log_text()[-3000:]}")
-        time.sleep(0.1)
-    return server
+    return launch_jackd(name, log, realtime(), list(args), up_s=20.0)
 
 
 def stop_server(server: JackServer) -> None:
-    """SIGTERM and a generous wait: jackd unregisters itself from JACK's
-    server registry on the way out, which SIGKILL would skip."""
-    if server.proc.poll() is None:
-        server.proc.terminate()
-        try:
-            server.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.proc.kill()
-            server.proc.wait(timeout=10)
+    stop_jackd(server)
 
 
 def lsp(server: str, *flags: str) -> str:
