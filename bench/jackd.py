@@ -104,6 +104,10 @@ def dummy(name: str, rate: int, block: int) -> Iterator[JackLog]:
     MIXGRAPH_JACK_RT is set (needs rtprio: root or limits.conf); stopped on exit.
     Clients find it through JACK_DEFAULT_SERVER, which the caller sets."""
     rt = ["-R", "-P", "80"] if os.environ.get("MIXGRAPH_JACK_RT") else ["--no-realtime"]
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from jack_registry import reclaim  # slots of servers killed earlier (jackd2 has 8)
+
+    reclaim()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "jackd.log"
         with open(path, "wb") as log:

@@ -22,11 +22,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
+
+from jackd import dummy  # noqa: E402
 
 from daemon_util import Daemon  # noqa: E402
 
@@ -50,37 +51,31 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmpd:
         tmp = Path(tmpd)
         exe = build_probe(tmp)
-        jackd = subprocess.Popen(["jackd", "--no-realtime", "-n", name, "-d", "dummy", "-r",
-                                  "48000", "-p", str(a.period)], env=env,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                 start_new_session=True)
         d = None
-        try:
-            time.sleep(1.0)
-            d = Daemon(tmp / "state", "--backend", "jack", "--jack-server", name,
-                       "--inputs", "1", "--outputs", "1")
-            d.client.timeout = 10.0
-            d.call("/graph/add", "input", "in", "channels", 1)
-            d.call("/graph/add", "gain", "g", "gain", -20.0)
-            d.call("/graph/add", "output", "out", "channels", 1)
-            d.call("/graph/connect", "in", "g")
-            d.call("/graph/connect", "g", "out")
-            d.call("/midi/map", "/node/g/gain", "cc", 1, 7, "min", -20.0, "max", 0.0,
-                   "pickup", 0)
-            d.sync(1)
-            r = subprocess.run([str(exe), "mixgraph", str(a.seconds), str(a.every)], env=env,
-                               capture_output=True, text=True, timeout=a.seconds + 30)
-            if r.returncode != 0:
-                print(r.stdout, r.stderr, file=sys.stderr)
-                return 1
-            lines = r.stdout.split("\n")
-            head, lat = lines[0], [int(x) for x in lines[1:] if x.strip()]
-            st = d.status()
-        finally:
-            if d is not None:
-                d.stop()
-            jackd.terminate()
-            jackd.wait(10)
+        with dummy(name, 48000, a.period):
+            try:
+                d = Daemon(tmp / "state", "--backend", "jack", "--jack-server", name,
+                           "--inputs", "1", "--outputs", "1")
+                d.client.timeout = 10.0
+                d.call("/graph/add", "input", "in", "channels", 1)
+                d.call("/graph/add", "gain", "g", "gain", -20.0)
+                d.call("/graph/add", "output", "out", "channels", 1)
+                d.call("/graph/connect", "in", "g")
+                d.call("/graph/connect", "g", "out")
+                d.call("/midi/map", "/node/g/gain", "cc", 1, 7, "min", -20.0, "max", 0.0,
+                       "pickup", 0)
+                d.sync(1)
+                r = subprocess.run([str(exe), "mixgraph", str(a.seconds), str(a.every)], env=env,
+                                   capture_output=True, text=True, timeout=a.seconds + 30)
+                if r.returncode != 0:
+                    print(r.stdout, r.stderr, file=sys.stderr)
+                    return 1
+                lines = r.stdout.split("\n")
+                head, lat = lines[0], [int(x) for x in lines[1:] if x.strip()]
+                st = d.status()
+            finally:
+                if d is not None:
+                    d.stop()
     if not lat:
         print("no change was seen at the output", head)
         return 1
