@@ -533,6 +533,28 @@ const char *mg_lv2_preset(const mg_node_type *t, int index, const char **label);
  * where the preset names no value); how many it set, or -1 (no such preset). */
 int mg_lv2_preset_values(const mg_node_type *t, const char *preset_uri, float *values, int n);
 
+/* ---- LV2 state, files and log (nodes/lv2.c, csrc/lv2host.c) ---- [control] */
+/* The name and state directory of the next lv2 node made (state:makePath puts
+ * its files there, sandboxed; log lines carry the name). */
+void mg_lv2_next_node(const char *name, const char *dir);
+/* The plugin's state (LV2_State_Interface save) into buf as records of
+ * [key urid u32][type urid u32][flags u32][size u32][bytes, padded to 8]: the
+ * bytes used, -1 (no state interface or not an lv2 node), -2 (more than cap or
+ * the plugin failed: reason in mg_lv2_last_error). */
+int mg_lv2_state_save(mg_node *n, uint8_t *buf, int cap);
+/* Restore such records into a node in no plan yet; waits (at most timeout_ms)
+ * for the work the plugin scheduled while restoring: 0, -1 as above, or the
+ * plugin's LV2_State_Status (reason in mg_lv2_last_error). */
+int mg_lv2_state_restore(mg_node *n, const uint8_t *buf, int len, int timeout_ms);
+/* A URI's URID (urid:map; 0 without lilv) and back (urid:unmap, NULL if unknown). */
+uint32_t mg_lv2_urid(const char *uri);
+const char *mg_lv2_unurid(uint32_t id);
+/* The oldest log line a plugin wrote (any thread; a lock-free ring): 1 with
+ * level (0 error, 1 warning, 2 note, 3 trace), node name and text, 0 if none. */
+int mg_lv2_log_pop(int *level, char *node, int node_len, char *msg, int msg_len);
+/* Log lines lost because the ring was full. */
+uint64_t mg_lv2_log_dropped(void);
+
 /* ---- self tests (used by the pytest suite) ---- */
 int mg_ring_stress(int n_items, int capacity);      /* 0 = ok */
 uint64_t mg_rt_alloc_count(void);

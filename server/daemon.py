@@ -283,6 +283,7 @@ class Daemon:
 
     def _new_session(self) -> Session:
         lv2.REFUSE_NON_RT = True  # a live engine: plugins must be hard real-time capable
+        lv2.STATE_ROOT = str(self.state_dir)  # plugins' files: <state dir>/lv2/<node>
         return Session(self.engine, data_dir=self.state_dir / "audio", confine_paths=True,
                        disk=self.disk)
 
@@ -460,6 +461,7 @@ class Daemon:
 
         now = time.monotonic()
         self.oplog.tick(now, self._op_counts())
+        lv2.drain_log()  # plugins' log lines, rate-limited
         self.devices.tick(now)
         self._jack_tick()
         self.watchdog.tick(now)

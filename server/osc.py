@@ -32,6 +32,7 @@ from .engine import EngineBusy
 from .errors import MixgraphError, echo
 from .errors import reason as _reason
 from .lv2 import plugin_type
+from .lv2 import status as lv2_status
 from .midi import MidiManager
 from .patterns import compile_pattern, is_pattern
 from .ratelog import RateLog, library_warnings, source_of
@@ -973,6 +974,7 @@ class Dispatcher:
             "latency_ms", float(round(lat * 1000.0 / e.sample_rate, 3)),
             "device_state", str(self.info.get("device_state", "running")),
             *self.midi.status(),
+            *lv2_status(self.session),
         ])
 
     def _info(self, args: list, reply: Reply, _t: int, client=None) -> None:

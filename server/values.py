@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from .catalog import NodeType, ParamSpec
 from .errors import MixgraphError
 from .graph import GNode, check_name
-from .lv2 import is_placeholder, lv2_type, port_layout
+from .lv2 import check_state, is_placeholder, lv2_type, port_layout
 
 INT64_MIN, UINT64_MAX = -(1 << 63), (1 << 64) - 1
 MAX_HW_CHANNEL = 256  # the engine's limit on hardware channels (mg_engine_new)
@@ -332,4 +332,6 @@ def doc_node(n, types: Mapping[str, NodeType], state_max: int) -> tuple[NodeType
         state = [number(x, f"patch: {name}: state") for x in state]
         if state:
             out["state"] = state
+    if n.get("lv2_state") is not None:  # an LV2 plugin's own state (server/lv2.py)
+        out["lv2_state"] = check_state(n["lv2_state"], f"patch: {name}")
     return t, out
