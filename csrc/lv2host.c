@@ -188,10 +188,20 @@ const mg_node_type *mg_lv2_placeholder(const char *doc, const char *ins, const c
         free(ports), free(ps), free(t), free(h);
         return NULL; /* (the names leak: out of memory anyway) */
     }
-    for (int k = 0; k < ni; k++)
-        ports[k] = (mg_port_spec){in[k], MG_PORT_IN, 1};
-    for (int k = 0; k < no; k++)
-        ports[ni + k] = (mg_port_spec){out[k], MG_PORT_OUT, 1};
+    /* `name*N`: a port of N channels (a grouped plugin's `in*2`) */
+    int ch_in = 0, ch_out = 0;
+    for (int k = 0; k < ni + no; k++) {
+        char *name = k < ni ? in[k] : out[k - ni];
+        char *star = strchr(name, '*');
+        int ch = 1;
+        if (star) {
+            *star = 0;
+            ch = atoi(star + 1);
+            ch = ch < 1 ? 1 : ch > 64 ? 64 : ch;
+        }
+        ports[k] = (mg_port_spec){name, k < ni ? MG_PORT_IN : MG_PORT_OUT, ch};
+        *(k < ni ? &ch_in : &ch_out) += ch;
+    }
     for (int k = 0; k < np; k++)
         ps[k] = (mg_param_spec){par[k], "", "kept from the patch (the plugin is missing)",
                                 -1e30f, 1e30f, defs ? defs[k] : 0.0f, MG_MAP_LIN,
@@ -203,8 +213,8 @@ const mg_node_type *mg_lv2_placeholder(const char *doc, const char *ins, const c
     t->n_ports = ni + no;
     t->params = ps;
     t->n_params = np;
-    h->n_in = ni;
-    h->n_out = no;
+    h->n_in = ch_in;
+    h->n_out = ch_out;
     t->data = h;
     return t;
 }
@@ -230,7 +240,7 @@ static int n_plugins = -1;
 static struct {
     LilvNode *audio, *control, *input, *output, *atom, *cv, *toggled, *integer, *enumeration,
         *logarithmic, *latency, *reports_latency, *designation, *unit, *unit_symbol, *hard_rt,
-        *optional, *preset, *label, *side_chain, *sample_rate;
+        *optional, *preset, *label, *side_chain, *sample_rate, *pg_group, *pg_side_chain_of;
 } U;
 
 /* ---- urid:map / unmap: a growing table, behind a mutex (plugins map URIs
@@ -399,6 +409,8 @@ int mg_lv2_load(char *err, int err_len)
     URI(preset, LV2_PRESETS__Preset);
     URI(label, "http://www.w3.org/2000/01/rdf-schema#label");
     URI(side_chain, "http://lv2plug.in/ns/lv2core#isSideChain");
+    URI(pg_group, "http://lv2plug.in/ns/ext/port-groups#group");
+    URI(pg_side_chain_of, "http://lv2plug.in/ns/ext/port-groups#sideChainOf");
     URI(sample_rate, LV2_CORE__sampleRate);
 #undef URI
     const LilvPlugins *all = lilv_world_get_all_plugins(world);
@@ -427,6 +439,8 @@ typedef struct made {
     mg_node_type type;
     mg_lv2_plugin pl;
     char **presets;   /* URI, label pairs */
+    struct made *grouped; /* the variant with grouped main ports (mg_lv2_grouped) */
+    int is_variant;       /* this is such a variant */
     struct made *next;
 } made;
 static made *made_types;
@@ -510,6 +524,20 @@ static char *choice_names(const LilvPlugin *p, const LilvPort *port, float min, 
     return out;
 }
 
+/* lv2:isSideChain, or a member of a port group that is pg:sideChainOf another
+ * (LSP marks its side chains that way) */
+static int is_side_chain(const LilvPlugin *p, const LilvPort *port)
+{
+    if (lilv_port_has_property(p, port, U.side_chain))
+        return 1;
+    int sc = 0;
+    LilvNodes *groups = lilv_port_get_value(p, port, U.pg_group);
+    LILV_FOREACH (nodes, i, groups)
+        sc |= lilv_world_ask(world, lilv_nodes_get(groups, i), U.pg_side_chain_of, NULL);
+    lilv_nodes_free(groups);
+    return sc;
+}
+
 static const LilvPlugin *find(const char *uri)
 {
     for (int i = 0; i < n_plugins; i++)
@@ -529,7 +557,7 @@ const mg_node_type *mg_lv2_type(const char *uri, char *err, int err_len)
     if (mg_lv2_load(err, err_len) < 0)
         return NULL;
     for (made *m = made_types; m; m = m->next)
-        if (!strcmp(m->pl.info.uri, uri))
+        if (!m->is_variant && !strcmp(m->pl.info.uri, uri))
             return &m->type;
     const LilvPlugin *p = find(uri);
     if (!p) {
@@ -570,7 +598,7 @@ const mg_node_type *mg_lv2_type(const char *uri, char *err, int err_len)
     float *mins = calloc(np, sizeof(float)), *maxs = calloc(np, sizeof(float)),
           *defs = calloc(np, sizeof(float));
     lilv_plugin_get_port_ranges_float(p, mins, maxs, defs);
-    int n_ain = 0, n_aout = 0, n_params = 0, n_readouts = 0, n_choices = 0, n_atom = 0;
+    int n_main_in = 0, n_ain = 0, n_aout = 0, n_params = 0, n_readouts = 0, n_choices = 0, n_atom = 0;
     int latency_port = -1, latency_readout = -1;
     /* audio ports: main inputs, side chains, then outputs (main first) */
     for (int pass = 0; pass < 3; pass++) {
@@ -579,9 +607,10 @@ const mg_node_type *mg_lv2_type(const char *uri, char *err, int err_len)
             if (!lilv_port_is_a(p, port, U.audio))
                 continue;
             int in = lilv_port_is_a(p, port, U.input);
-            int sc = lilv_port_has_property(p, port, U.side_chain);
+            int sc = is_side_chain(p, port);
             if ((pass == 0 && !(in && !sc)) || (pass == 1 && !(in && sc)) || (pass == 2 && in))
                 continue;
+            n_main_in += pass == 0;
             int k = n_ain + n_aout;
             nports[k].name = dup_node(lilv_port_get_symbol(p, port));
             nports[k].dir = in ? MG_PORT_IN : MG_PORT_OUT;
@@ -675,6 +704,7 @@ const mg_node_type *mg_lv2_type(const char *uri, char *err, int err_len)
     pl->readout_port = readout_port;
     pl->latency_port = latency_port;
     pl->n_atom = n_atom;
+    pl->n_main_in = n_main_in;
     {
         LilvNode *ws = lilv_new_uri(world, LV2_WORKER__schedule);
         pl->worker = lilv_plugin_has_feature(p, ws);
@@ -730,6 +760,54 @@ const mg_node_type *mg_lv2_type(const char *uri, char *err, int err_len)
     m->next = made_types;
     made_types = m;
     return &m->type;
+}
+
+const mg_node_type *mg_lv2_grouped(const mg_node_type *t)
+{
+    made *m = made_types;
+    while (m && &m->type != t)
+        m = m->next;
+    if (!m)
+        return NULL;
+    if (m->is_variant)
+        return t;
+    if (m->grouped)
+        return &m->grouped->type;
+    const int nmi = m->pl.n_main_in, nsc = m->pl.info.n_audio_in - nmi,
+              no = m->pl.info.n_audio_out;
+    if (nmi < 2 && no < 2)
+        return t;
+    /* a side chain named `in` or `out` would collide with the groups' names */
+    for (int k = nmi; k < nmi + nsc; k++)
+        if (!strcmp(t->ports[k].name, "in") || !strcmp(t->ports[k].name, "out"))
+            return t;
+    made *g = calloc(1, sizeof *g);
+    mg_port_spec *ports = calloc((size_t)(nmi + nsc + no) + 1, sizeof *ports);
+    if (!g || !ports) {
+        free(g), free(ports);
+        return NULL;
+    }
+    *g = *m;
+    int k = 0;
+    if (nmi >= 2)
+        ports[k++] = (mg_port_spec){"in", MG_PORT_IN, nmi};
+    else if (nmi == 1)
+        ports[k++] = t->ports[0];
+    for (int j = 0; j < nsc; j++)
+        ports[k++] = t->ports[nmi + j];
+    if (no >= 2)
+        ports[k++] = (mg_port_spec){"out", MG_PORT_OUT, no};
+    else if (no == 1)
+        ports[k++] = t->ports[nmi + nsc];
+    g->type.ports = ports;
+    g->type.n_ports = k;
+    g->type.data = &g->pl;
+    g->grouped = NULL;
+    g->is_variant = 1;
+    m->grouped = g;
+    g->next = made_types;
+    made_types = g;
+    return &g->type;
 }
 
 int mg_lv2_describe(const mg_node_type *t, mg_lv2_info *out)
@@ -825,6 +903,8 @@ const mg_node_type *mg_lv2_type(const char *uri, char *err, int err_len)
 }
 
 int mg_lv2_describe(const mg_node_type *t, mg_lv2_info *out) { return -1; }
+
+const mg_node_type *mg_lv2_grouped(const mg_node_type *t) { return NULL; }
 
 const char *mg_lv2_preset(const mg_node_type *t, int index, const char **label) { return NULL; }
 

@@ -519,6 +519,12 @@ const char *mg_lv2_uri(int index);          /* the index-th plugin's URI, or NUL
  * a port kind it cannot connect). */
 const mg_node_type *mg_lv2_type(const char *uri, char *err, int err_len);
 int mg_lv2_describe(const mg_node_type *t, mg_lv2_info *out);  /* 0, or -1: no LV2 type */
+/* The plugin's type with its main audio inputs as one port `in` of as many
+ * channels and its audio outputs as one port `out` (side chains stay mono
+ * ports by symbol); t itself when there is nothing to group (mono in and out,
+ * or a side chain named in/out). Made once per plugin. The node's channel
+ * buffers are the same, in the same order, as t's. */
+const mg_node_type *mg_lv2_grouped(const mg_node_type *t);
 /* A placeholder type for a plugin this machine lacks (any build, with or without
  * lilv): mono ports named in ins and outs, parameters named in params (values
  * in defs, any value accepted), all comma-separated; audio passes through

@@ -37,6 +37,7 @@ typedef struct {
     int latency_port;          /* LV2 index of the latency output, or -1 */
     int n_atom;                /* atom ports (each gets a buffer) */
     int worker;                /* the plugin uses worker:schedule */
+    int n_main_in;             /* audio inputs that are not side chains (first) */
 } mg_lv2_plugin;
 
 /* A missing plugin's placeholder (csrc/lv2host.c): the type's `data`. */

@@ -81,13 +81,45 @@ def lv2_type(t: NodeType, settings: Mapping | None, options: Collection[str] = (
     if REFUSE_NON_RT and not info(pt)["hard_rt"] and (settings or {}).get("allow_non_rt") != 1:
         raise MixgraphError(f"{uri} is not lv2:hardRTCapable (it may block the live audio "
                             "thread): give `allow_non_rt 1` to run it anyway")
-    return pt
+    return grouped(pt) if group_of(settings) else pt
+
+
+def group_of(settings: Mapping | None) -> int:
+    """The `group` option of an lv2 node: as given, else 1 for a new node and 0 for
+    a node of a document saved before the option existed (it has `ports`, the
+    layout of mono ports its connections name)."""
+    s = settings or {}
+    if "group" in s:
+        return 1 if _num(s["group"]) == 1 else 0
+    return 0 if "ports" in s else 1
+
+
+_GROUPED: dict[str, NodeType] = {}
+
+
+def grouped(t: NodeType) -> NodeType:
+    """The plugin's type with its main audio inputs as one port `in` and its
+    outputs as one port `out` (as many channels as the plugin has; side chains
+    stay mono ports by symbol): a stereo node connects to a stereo plugin as to
+    a built-in stereo node. t itself for a mono plugin."""
+    g = _GROUPED.get(t.uri or "")
+    if g is None:
+        ct = lib.mg_lv2_grouped(t.ctype)
+        if ct == ffi.NULL:
+            raise MixgraphError(f"{t.uri}: out of memory")
+        g = t if ct == t.ctype else from_c(lib.mg_type_find(b"lv2"), ct, t.uri)
+        _GROUPED[t.uri or ""] = g
+    return g
 
 
 def port_layout(t: NodeType) -> str:
-    """A node's mono ports as the `ports` option keeps them: `in1,in2>out1,out2`."""
-    return (",".join(p.name for p in t.ports if p.direction == "in") + ">"
-            + ",".join(p.name for p in t.ports if p.direction == "out"))
+    """A node's ports as the `ports` option keeps them: `in1,in2>out1,out2`, a port
+    of several channels as `name*N` (`in*2>out*2`)."""
+    def one(p) -> str:
+        n = p.channel_count(1)
+        return p.name if n == 1 else f"{p.name}*{n}"
+    return (",".join(one(p) for p in t.ports if p.direction == "in") + ">"
+            + ",".join(one(p) for p in t.ports if p.direction == "out"))
 
 
 def is_placeholder(t: NodeType) -> bool:
@@ -110,8 +142,11 @@ def placeholder(uri: str, settings: Mapping, why: str, options: Collection[str] 
     t = _HOLES.get(key)
     if t is None:
         for n in [*ins.split(","), *outs.split(","), *names]:
-            if n:
-                check_name(n)
+            name, _, ch = n.partition("*")
+            if name:
+                check_name(name)
+            if ch and not (ch.isdigit() and 1 <= int(ch) <= 64):
+                raise MixgraphError(f"{uri}: bad port {n!r} in the saved `ports` layout")
         defs = ffi.new("float[]", [_num(settings[k]) for k in names] or [0.0])
         doc = f"placeholder: {why}; audio passes through, values are kept"
         ct = lib.mg_lv2_placeholder(doc.encode(), ins.encode(), outs.encode(),
@@ -167,9 +202,11 @@ def listing() -> list[dict]:
 
 
 def describe(uri: str) -> dict:
-    """A plugin as the catalog describes a type, with its LV2 facts under `lv2`."""
+    """A plugin as the catalog describes a type (the ports of a new node: grouped),
+    with its LV2 facts under `lv2` (`mono_ports`: the ports with `group 0`)."""
     t = plugin_type(uri)
-    return {**t.describe(), "lv2": info(t)}
+    return {**grouped(t).describe(), "lv2": {**info(t), "mono_ports": [
+        {"name": p.name, "direction": p.direction} for p in t.ports]}}
 
 
 def cli(a) -> int:
@@ -199,8 +236,12 @@ def cli(a) -> int:
           f"{'hard real-time capable' if info_['hard_rt'] else 'NOT hard real-time capable'}"
           + (f", latency reported by `{info_['latency_readout']}`"
              if info_["latency_readout"] else ""))
-    print("ports: " + (", ".join(f"{p['name']} ({p['direction']})" for p in d["ports"])
-                       or "none"))
+    print("ports: " + (", ".join(f"{p['name']} ({p['direction']}"
+                                 + (f", {p['channels']} ch" if p["channels"] != 1 else "") + ")"
+                                 for p in d["ports"]) or "none"))
+    mono = ", ".join(p["name"] for p in info_["mono_ports"])
+    if [p["name"] for p in d["ports"]] != [p["name"] for p in info_["mono_ports"]]:
+        print(f"  with `group 0`: {mono}")
     for p in d["params"]:
         rng = (", ".join(f"{int(p['min']) + k} {c}" for k, c in enumerate(p["choices"]))
                if p.get("choices") else f"{p['min']:g}..{p['max']:g}")

@@ -48,8 +48,8 @@ def plugin_patch(uri: str, params: dict, n_in: int, n_out: int) -> tuple[dict, l
     ins = [p.name for p in t.ports if p.direction == "in"]
     outs = [p.name for p in t.ports if p.direction == "out"]
     assert (len(ins), len(outs)) == (n_in, n_out)
-    nodes = [{"name": "pl", "type": "lv2", "channels": 1, "options": {"uri": uri},
-              "params": params}]
+    nodes = [{"name": "pl", "type": "lv2", "channels": 1,
+              "options": {"uri": uri, "group": 0}, "params": params}]
     conns = []
     for k, p in enumerate(ins):
         nodes.append({"name": f"i{k}", "type": "input", "channels": 1,
@@ -319,7 +319,7 @@ RT_CHILD = textwrap.dedent(r"""
         e = Engine(48000, 2, 2)
         s = Session(e, confine_paths=False)
         s.add_node("input", "in", {"channels": 1})
-        s.add_node("lv2", "pl", {"uri": uri})
+        s.add_node("lv2", "pl", {"uri": uri, "group": 0})
         s.add_node("output", "out", {"channels": 1})
         s.connect("in", "pl")
         s.connect("pl", "out")
@@ -713,3 +713,83 @@ def test_bad_lv2_state_in_a_patch_is_refused_whole():
                 [{**good, "base64": "AAAA"}], [{"key": "", "type": atom + "Int", "value": 1}]):
         with pytest.raises(MixgraphError):
             lv2.check_state(bad, "t")
+
+
+def test_a_stereo_node_connects_to_a_stereo_plugin_as_to_a_built_in_one(tmp_path, lv2ref):
+    """A new lv2 node of a stereo plugin has its main inputs as one 2-channel port
+    `in` and its outputs as `out` (option `group`, default 1), so `src -> fx ->
+    dst` with stereo nodes connects channel k to the plugin's k-th audio port:
+    the render equals the reference host's with the same stereo input, and the
+    port-by-port node (`group 0`, mono input nodes) bit for bit. Side chains stay
+    mono ports by symbol. The layout is saved (`in*2>out*2`) and a stand-in for a
+    missing plugin keeps it, so the stereo connections still load."""
+    uri = MDA + "Overdrive"
+    need_plugins(uri)
+    from mixgraph.server import patch as patchmod
+    from mixgraph.server.catalog import CATALOG
+    from mixgraph.server.engine import Engine
+    from mixgraph.server.session import Session
+
+    t = lv2.lv2_type(CATALOG["lv2"], {"uri": uri})
+    assert [(p.name, p.direction, p.channel_count(1)) for p in t.ports] == [
+        ("in", "in", 2), ("out", "out", 2)]
+    params = {"drive": 0.6, "muffle": 0.3}
+    doc = {"format": "mixgraph-patch", "version": 1, "sample_rate": RATE, "nodes": [
+        {"name": "pl", "type": "lv2", "channels": 1, "options": {"uri": uri},
+         "params": params},
+        {"name": "i", "type": "input", "channels": 2, "options": {"first": 1}, "params": {}},
+        {"name": "o", "type": "output", "channels": 2, "options": {"first": 1}, "params": {}}],
+        "connections": [["i", "pl"], ["pl", "o"]], "metadata": {}}
+    x = noise(RATE // 2, 2)
+    sf.write(tmp_path / "st.wav", x, RATE, subtype="FLOAT")
+    render(doc, tmp_path / "g.wav", inputs={"i": str(tmp_path / "st.wav")}, subtype="FLOAT",
+           progress=False, block=64)
+    y, _ = sf.read(tmp_path / "g.wav", dtype="float32", always_2d=True)
+    assert np.sqrt(np.mean(y ** 2)) > 1e-3 and not np.allclose(y, x, atol=1e-3)
+    np.testing.assert_allclose(y, lv2ref(tmp_path, uri, params, x, 64), rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(y, mixgraph_render(tmp_path, uri, params, x, 2))
+    # side chains stay mono ports (LSP's stereo compressor: in, sc_l, sc_r, out)
+    sc = LSP + "sc_compressor_stereo"
+    if sc in set(lv2.uris()):
+        ports = lv2.lv2_type(CATALOG["lv2"], {"uri": sc}).ports
+        assert [p.channel_count(1) for p in ports] == [2, 1, 1, 2]
+        assert ports[0].name == "in" and ports[-1].name == "out"
+    e = Engine(RATE, 2, 2)
+    s = Session(e, confine_paths=False)
+    try:
+        patchmod.load_doc(s, doc)
+        saved = patchmod.to_doc(s)
+    finally:
+        s.close()
+        e.free()
+    node = next(n for n in saved["nodes"] if n["name"] == "pl")
+    assert node["options"]["group"] == 1 and node["options"]["ports"] == "in*2>out*2"
+    # described as a new node's ports: /catalog/type and mixgraph lv2 show
+    from mixgraph.server.osc import Dispatcher
+    e = Engine(RATE, 2, 2)
+    s = Session(e, confine_paths=False)
+    try:
+        got = []
+        Dispatcher(s).dispatch("/catalog/type", ["lv2", uri], lambda a, b: got.append((a, b)))
+        assert [b[1:] for a, b in got if a == "/catalog/type.port"] == [
+            ["in", "in", 2], ["out", "out", 2]]
+    finally:
+        s.close()
+        e.free()
+    assert [(p["name"], p["channels"]) for p in lv2.describe(uri)["ports"]] == [
+        ("in", 2), ("out", 2)]
+    node["options"]["uri"] = "urn:mixgraph:not-installed"
+    e = Engine(RATE, 2, 2)
+    s = Session(e, confine_paths=False)
+    try:
+        patchmod.load_doc(s, saved)  # the stereo connections load onto the stand-in
+        assert "urn:mixgraph:not-installed" in s.missing["pl"]
+        s.commit()
+        z = e.process(4800, noise(4800, 2), block=64)
+        np.testing.assert_array_equal(z[2400:], noise(4800, 2)[2400:])  # passed through
+    finally:
+        s.close()
+        e.free()
+    # a document from before `group` (mono `ports`, no `group`) keeps mono ports
+    t0 = lv2.lv2_type(CATALOG["lv2"], {"uri": uri, "ports": "left_in,right_in>left_out,right_out"})
+    assert [p.name for p in t0.ports] == ["left_in", "right_in", "left_out", "right_out"]
