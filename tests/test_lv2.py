@@ -287,6 +287,11 @@ def test_daemon_adds_sets_and_refuses(tmp_path):
         assert args[-1] == pytest.approx(0.75)
         addr, args = d.request("/node/od/muffle")
         assert args[-1] == pytest.approx(1.0)
+        # a set outside the plugin's range: clamped and reported too
+        addr, args = d.request("/node/od/drive", -3.0)
+        assert addr == "/done" and "clamped to 0..1" in str(args)
+        assert d.request("/node/od/drive")[1][-1] == 0.0
+        d.call("/node/od/drive", 0.25)
         d.call("/graph/add", "lv2", "nd", "uri", NODELAY, "delay", 48)
         d.sync()
         addr, args = d.request("/graph/add", "lv2", "x", "uri", "urn:nope")
@@ -793,3 +798,64 @@ def test_a_stereo_node_connects_to_a_stereo_plugin_as_to_a_built_in_one(tmp_path
     # a document from before `group` (mono `ports`, no `group`) keeps mono ports
     t0 = lv2.lv2_type(CATALOG["lv2"], {"uri": uri, "ports": "left_in,right_in>left_out,right_out"})
     assert [p.name for p in t0.ports] == ["left_in", "right_in", "left_out", "right_out"]
+
+
+def test_a_bundle_gone_at_restart_leaves_a_placeholder_that_keeps_the_state(
+        test_bundle, tmp_path):
+    """The daemon restarts without the plugin's bundle (LV2_PATH no longer has it):
+    the node is a placeholder that passes audio through, /status counts it in
+    missing_files, the log says why, the rest of the patch loads, and the next
+    save keeps the plugin's saved lv2_state unchanged, so a restart with the bundle
+    back gives the plugin its state again."""
+    from mixgraph.server.state import PatchStore
+
+    state = tmp_path / "state"
+    with_bundle = {"LV2_PATH": f"{test_bundle}:/usr/lib/lv2"}
+    d = Daemon(state, "--backend", "null", env=with_bundle)
+    try:
+        d.call("/graph/add", "sine", "osc", "level", -6.0)
+        d.call("/graph/add", "lv2", "st", "uri", "urn:mixgraph:test:state")
+        d.call("/graph/add", "meter", "m")
+        d.call("/graph/connect", "osc", "st")
+        d.call("/graph/connect", "st", "m")
+        d.sync()
+        import time
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and d.request("/node/st/learned")[1][-1] < 0.5:
+            time.sleep(0.1)
+        d.call("/graph/disconnect", "osc", "st")
+        d.sync()
+        time.sleep(0.2)
+        d.call("/patch/save", "before")
+        saved = next(n for n in PatchStore(state).load("before")["nodes"] if n["name"] == "st")
+        assert saved["lv2_state"]
+        d.call("/graph/connect", "osc", "st")
+        d.sync()
+        time.sleep(0.6)  # the autosave snapshot
+    finally:
+        d.stop()
+    d = Daemon(state, "--backend", "null", env={"LV2_PATH": "/usr/lib/lv2"})
+    try:
+        d.sync()
+        assert d.status()["missing_files"] == 1
+        assert "placeholder: no LV2 plugin with URI urn:mixgraph:test:state" in d.output()
+        time.sleep(0.5)
+        peak = d.request("/node/m/peak")[1][-1]
+        assert -7.0 < peak < -5.0  # passed through to the meter
+        d.call("/patch/save", "without")
+        kept = next(n for n in PatchStore(state).load("without")["nodes"] if n["name"] == "st")
+        assert kept["lv2_state"] == saved["lv2_state"]
+        assert kept["options"] == saved["options"]
+    finally:
+        d.stop()
+    d = Daemon(state, "--backend", "null", env=with_bundle)
+    try:
+        d.sync()
+        assert d.status()["missing_files"] == 0
+        d.call("/patch/load", "without")
+        d.sync()
+        time.sleep(0.3)
+        assert d.request("/node/st/learned")[1][-1] >= 10 ** (-6 / 20) * 0.999
+        assert "saved plugin state not restored" not in d.output()
+    finally:
+        d.stop()
