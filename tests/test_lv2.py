@@ -319,6 +319,7 @@ RT_CHILD = textwrap.dedent(r"""
         getattr(hook, name).restype = ctypes.c_uint64
     from mixgraph.server.engine import Engine
     from mixgraph.server.session import Session
+    from mixgraph.server import lv2
     out = {}
     for uri, params in json.loads(sys.argv[1]):
         e = Engine(48000, 2, 2)
@@ -337,35 +338,40 @@ RT_CHILD = textwrap.dedent(r"""
                 s.set_param("pl", name, lo + (hi - lo) * ((k % 7) / 6))
             s.service()
             e.process(256, x)
-        out[uri] = [hook.rt_hook_enters(), hook.rt_hook_count()]
+        out[uri] = [hook.rt_hook_enters(), hook.rt_hook_count(), lv2.drain_log()]
         s.close()
         e.free()
     print("RESULT " + json.dumps(out))
 """)
 
 
-def test_no_allocation_on_the_audio_thread(tmp_path):
+def test_no_allocation_on_the_audio_thread(tmp_path, test_bundle):
     """The engine's audio code, with hosted plugins run()ning under parameter
     changes, allocates nothing (LD_PRELOAD malloc hook armed by mg_rt_enter, as in
-    tests/test_rt_alloc.py); these plugins' own run() does not allocate either."""
+    tests/test_rt_alloc.py); these plugins' own run() does not allocate either,
+    nor does the host's log:log when a plugin logs from run() (the test plugin
+    urn:mixgraph:test:state, whose lines are then taken on the control thread)."""
     plugins = [(MDA + "Overdrive", {"drive": (0.0, 1.0)}),
                (LSP + "compressor_mono", {"al": (0.01, 1.0)}),
                ("http://gareus.org/oss/lv2/fil4#mono", {"gain1": (-18.0, 18.0)}),
-               ("urn:dragonfly:room", {})]
-    need_plugins(*(u for u, _ in plugins))
+               ("urn:dragonfly:room", {}),
+               ("urn:mixgraph:test:state", {"gain": (0.0, 2.0)})]
+    need_plugins(*(u for u, _ in plugins if not u.startswith("urn:mixgraph:")))
     cc = shutil.which("cc") or shutil.which("gcc")
     require(cc is not None, "no C compiler")
     hook = tmp_path / "rt_hook.so"
     subprocess.run([cc, "-std=c11", "-O2", "-shared", "-fPIC", str(HERE / "rt_hook.c"),
                     "-o", str(hook), "-ldl"], check=True)
-    env = dict(os.environ, LD_PRELOAD=str(hook), RT_HOOK=str(hook))
+    env = dict(os.environ, LD_PRELOAD=str(hook), RT_HOOK=str(hook),
+               LV2_PATH=f"{test_bundle}:/usr/lib/lv2")
     p = subprocess.run([sys.executable, "-c", RT_CHILD, json.dumps(plugins)], env=env,
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-3000:]
     res = json.loads([x for x in p.stdout.splitlines() if x.startswith("RESULT ")][-1][7:])
-    for uri, (enters, allocs) in res.items():
+    for uri, (enters, allocs, _) in res.items():
         assert enters == 200, uri
         assert allocs == 0, uri
+    assert res["urn:mixgraph:test:state"][2] >= 3  # it logged at instantiate and from run()
 
 
 def test_unknown_uri_and_missing_lilv_are_clear_errors():
