@@ -118,10 +118,10 @@ machine (and why any is refused), `mixgraph lv2 show <uri>` and
   thread, before the node runs: a loaded patch whose `lv2_state` differs
   from the node's makes the node afresh with it, and the work the plugin
   schedules while restoring (loading a file) is finished before its first
-  `run()`, so an offline render is exact from its first sample. The journal
-  does not record state (it changes only through a patch load, which the
-  next snapshot holds); undo of a node's removal gives back its parameters,
-  not its `lv2_state`. A placeholder keeps the saved `lv2_state` unchanged.
+  `run()`, so an offline render is exact from its first sample. A patch load
+  is journaled with its document (state included); an undo that makes a
+  removed node again gives its plugin the state it had (journaled as an
+  `lv2_state` op). A placeholder keeps the saved `lv2_state` unchanged.
 - **Files**: a plugin's own files (`state:makePath`) go in
   `<state dir>/lv2/<node>/` (the daemon's `--state-dir`; a temporary
   directory for an offline render): the path it asks for is taken relative

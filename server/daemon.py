@@ -421,6 +421,8 @@ class Daemon:
                 self._dirty = True
         elif op == "state":  # learned state an undo gave back (server/history.py)
             restore_state(s, a[0], a[1])
+        elif op == "lv2_state":  # an LV2 plugin's state an undo gave back
+            lv2.restore_state(s, a[0], a[1])
         elif op == "order":  # the graph's order an undo put back
             s.history.reorder(a[0], a[1])
         elif op == "midi":  # the MIDI maps after a change (server/midi.py)

@@ -865,3 +865,47 @@ def test_a_bundle_gone_at_restart_leaves_a_placeholder_that_keeps_the_state(
         assert "saved plugin state not restored" not in d.output()
     finally:
         d.stop()
+
+
+def test_undo_of_a_removal_gives_the_plugin_its_state_back(test_bundle, tmp_path):
+    """Removing an lv2 node and undoing it makes the node again with its plugin's
+    state (the history keeps its lv2_state and journals what it gave back), also
+    across a SIGKILL right after the undo."""
+    import signal
+    import time
+
+    env = {"LV2_PATH": f"{test_bundle}:/usr/lib/lv2"}
+    state = tmp_path / "state"
+    d = Daemon(state, "--backend", "null", env=env)
+    try:
+        d.call("/graph/add", "sine", "osc", "level", -3.0)
+        d.call("/graph/add", "lv2", "st", "uri", "urn:mixgraph:test:state")
+        d.call("/graph/connect", "osc", "st")
+        d.sync()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and d.request("/node/st/learned")[1][-1] < 0.7:
+            time.sleep(0.1)
+        d.call("/graph/disconnect", "osc", "st")
+        d.sync()
+        time.sleep(0.2)
+        learned = d.request("/node/st/learned")[1][-1]
+        assert learned == pytest.approx(10 ** (-3 / 20), rel=1e-3)
+        d.call("/graph/remove", "st")
+        d.call("/undo")
+        d.sync()
+        time.sleep(0.2)
+        assert d.request("/node/st/learned")[1][-1] == learned
+        # again, killed as soon as the undo is done (its journal record is on disk
+        # before /done; the autosave snapshot comes up to 0.25 s later)
+        d.call("/graph/remove", "st")
+        d.call("/undo")
+        d.stop(signal.SIGKILL)
+    finally:
+        d.stop()
+    d = Daemon(state, "--backend", "null", env=env)
+    try:
+        d.sync()
+        time.sleep(0.2)
+        assert d.request("/node/st/learned")[1][-1] == learned
+    finally:
+        d.stop()
