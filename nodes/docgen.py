@@ -102,8 +102,11 @@ machine (and why any is refused), `mixgraph lv2 show <uri>` and
   filters work a block at a time with SIMD code whose rounding depends on the
   frames per `run()` (its para EQ differs by up to 4e-6 between 1 and 64
   frames per call, in any host), and a partitioned convolver such as x42
-  convoLV2 processes whole periods of the nominal block (512) and is silent in
-  a shorter `run()`. tests/test_lv2.py compares mixgraph's renders with
+  convoLV2 processes whole periods of the maximum block it is told (512) and
+  is silent in a shorter `run()`, so it needs the engine at 512-frame blocks
+  (`--block 512`, a render's `block 512`) and no parameter event inside a
+  block (mixgraph tells every plugin 1..512 frames and splits `run()` at
+  events, which such a plugin's `bufsz:minBlockLength` forbids). tests/test_lv2.py compares mixgraph's renders with
   lilv's `lv2apply` at one frame per `run()` (how it runs) and with
   tests/lv2/lv2ref.c (lv2apply with the frames per `run()` as an argument) at
   64: bit-exact or within 1e-6 at the same split.
