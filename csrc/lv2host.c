@@ -22,6 +22,96 @@ void mg_lv2_set_error(const char *what, const char *detail)
 
 const char *mg_lv2_last_error(void) { return last_error; }
 
+/* ---- the name and state directory of the next node made (control thread) */
+static char next_name[64], next_dir[1024];
+
+void mg_lv2_next_node(const char *name, const char *dir)
+{
+    snprintf(next_name, sizeof next_name, "%s", name ? name : "");
+    snprintf(next_dir, sizeof next_dir, "%s", dir ? dir : "");
+}
+
+/* ---- plugin log lines: a bounded multi-producer single-consumer ring
+ * (Vyukov's: a sequence number per slot, producers claim a position with one
+ * compare-and-swap), so a plugin may log from the audio thread, its worker or
+ * the control thread without a lock or an allocation; the control thread pops
+ * the lines and writes them (server/lv2.py, rate-limited). A full ring drops the
+ * line and counts it. */
+#include <stdatomic.h>
+#define LOG_SLOTS 256u
+typedef struct {
+    _Atomic uint32_t seq;
+    int level;
+    char node[64];
+    char msg[256];
+} log_slot;
+static log_slot log_ring[LOG_SLOTS];
+static uint32_t log_tail;
+static _Atomic uint64_t log_lost;
+static _Atomic int log_ready;
+
+#ifdef MG_HAVE_LILV
+static _Atomic uint32_t log_head;
+
+static void log_init(void)
+{
+    if (atomic_load(&log_ready))
+        return;
+    for (uint32_t i = 0; i < LOG_SLOTS; i++)
+        atomic_store(&log_ring[i].seq, i);
+    atomic_store(&log_ready, 1);
+}
+
+/* [any thread] one line into the ring (dropped and counted when it is full) */
+static void log_push(const char *node, int level, const char *msg)
+{
+    if (!atomic_load_explicit(&log_ready, memory_order_acquire)) {
+        atomic_fetch_add(&log_lost, 1);
+        return;
+    }
+    uint32_t pos = atomic_load_explicit(&log_head, memory_order_relaxed);
+    log_slot *sl;
+    for (;;) {
+        sl = &log_ring[pos % LOG_SLOTS];
+        const uint32_t seq = atomic_load_explicit(&sl->seq, memory_order_acquire);
+        const int32_t dif = (int32_t)(seq - pos);
+        if (dif == 0) {
+            if (atomic_compare_exchange_weak_explicit(&log_head, &pos, pos + 1,
+                                                      memory_order_relaxed,
+                                                      memory_order_relaxed))
+                break;
+        } else if (dif < 0) {
+            atomic_fetch_add_explicit(&log_lost, 1, memory_order_relaxed);
+            return;
+        } else {
+            pos = atomic_load_explicit(&log_head, memory_order_relaxed);
+        }
+    }
+    sl->level = level;
+    snprintf(sl->node, sizeof sl->node, "%s", node ? node : "");
+    snprintf(sl->msg, sizeof sl->msg, "%s", msg ? msg : "");
+    atomic_store_explicit(&sl->seq, pos + 1, memory_order_release);
+}
+#endif
+
+int mg_lv2_log_pop(int *level, char *node, int node_len, char *msg, int msg_len)
+{
+    if (!atomic_load(&log_ready))
+        return 0;
+    log_slot *sl = &log_ring[log_tail % LOG_SLOTS];
+    const uint32_t seq = atomic_load_explicit(&sl->seq, memory_order_acquire);
+    if ((int32_t)(seq - (log_tail + 1)) < 0)
+        return 0;
+    *level = sl->level;
+    snprintf(node, (size_t)node_len, "%s", sl->node);
+    snprintf(msg, (size_t)msg_len, "%s", sl->msg);
+    atomic_store_explicit(&sl->seq, log_tail + LOG_SLOTS, memory_order_release);
+    log_tail++;
+    return 1;
+}
+
+uint64_t mg_lv2_log_dropped(void) { return atomic_load(&log_lost); }
+
 /* ---- a placeholder for a plugin that is missing (a patch names a plugin this
  * machine lacks): its saved ports and parameters, audio passed through (input
  * k to output k, outputs past the inputs silent), nothing run. Made by
@@ -98,10 +188,20 @@ const mg_node_type *mg_lv2_placeholder(const char *doc, const char *ins, const c
         free(ports), free(ps), free(t), free(h);
         return NULL; /* (the names leak: out of memory anyway) */
     }
-    for (int k = 0; k < ni; k++)
-        ports[k] = (mg_port_spec){in[k], MG_PORT_IN, 1};
-    for (int k = 0; k < no; k++)
-        ports[ni + k] = (mg_port_spec){out[k], MG_PORT_OUT, 1};
+    /* `name*N`: a port of N channels (a grouped plugin's `in*2`) */
+    int ch_in = 0, ch_out = 0;
+    for (int k = 0; k < ni + no; k++) {
+        char *name = k < ni ? in[k] : out[k - ni];
+        char *star = strchr(name, '*');
+        int ch = 1;
+        if (star) {
+            *star = 0;
+            ch = atoi(star + 1);
+            ch = ch < 1 ? 1 : ch > 64 ? 64 : ch;
+        }
+        ports[k] = (mg_port_spec){name, k < ni ? MG_PORT_IN : MG_PORT_OUT, ch};
+        *(k < ni ? &ch_in : &ch_out) += ch;
+    }
     for (int k = 0; k < np; k++)
         ps[k] = (mg_param_spec){par[k], "", "kept from the patch (the plugin is missing)",
                                 -1e30f, 1e30f, defs ? defs[k] : 0.0f, MG_MAP_LIN,
@@ -113,8 +213,8 @@ const mg_node_type *mg_lv2_placeholder(const char *doc, const char *ins, const c
     t->n_ports = ni + no;
     t->params = ps;
     t->n_params = np;
-    h->n_in = ni;
-    h->n_out = no;
+    h->n_in = ch_in;
+    h->n_out = ch_out;
     t->data = h;
     return t;
 }
@@ -128,9 +228,11 @@ const mg_node_type *mg_lv2_placeholder(const char *doc, const char *ins, const c
 #include <lv2/buf-size/buf-size.h>
 #include <lv2/port-props/port-props.h>
 #include <lv2/presets/presets.h>
+#include <lv2/state/state.h>
 #include <lv2/units/units.h>
 #include <lv2/urid/urid.h>
 #include <lv2/worker/worker.h>
+#include <stdarg.h>
 
 static LilvWorld *world;
 static const LilvPlugin **plugins;
@@ -138,7 +240,7 @@ static int n_plugins = -1;
 static struct {
     LilvNode *audio, *control, *input, *output, *atom, *cv, *toggled, *integer, *enumeration,
         *logarithmic, *latency, *reports_latency, *designation, *unit, *unit_symbol, *hard_rt,
-        *optional, *preset, *label, *side_chain, *sample_rate;
+        *optional, *preset, *label, *side_chain, *sample_rate, *pg_group, *pg_side_chain_of;
 } U;
 
 /* ---- urid:map / unmap: a growing table, behind a mutex (plugins map URIs
@@ -190,6 +292,34 @@ static const char *urid_unmap(LV2_URID_Unmap_Handle h, LV2_URID id)
 
 uint32_t mg_lv2_urid(const char *uri) { return urid_map(NULL, uri); }
 
+const char *mg_lv2_unurid(uint32_t id) { return urid_unmap(NULL, id); }
+
+/* ---- log:log: a plugin's line, formatted into a stack buffer and queued (any
+ * thread; vsnprintf allocates nothing for the formats plugins use) */
+static LV2_URID log_error, log_warning, log_note, log_trace;
+
+static int log_vprintf(LV2_Log_Handle h, LV2_URID type, const char *fmt, va_list ap)
+{
+    const mg_lv2_features *f = h;
+    char line[256];
+    const int n = vsnprintf(line, sizeof line, fmt, ap);
+    size_t len = strlen(line);
+    while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+        line[--len] = 0;
+    const int level = type == log_error ? 0 : type == log_warning ? 1 : type == log_note ? 2 : 3;
+    log_push(f ? f->name : "", level, line);
+    return n;
+}
+
+static int log_printf(LV2_Log_Handle h, LV2_URID type, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    const int n = log_vprintf(h, type, fmt, ap);
+    va_end(ap);
+    return n;
+}
+
 static LV2_URID_Map map_data = {NULL, urid_map};
 static LV2_URID_Unmap unmap_data = {NULL, urid_unmap};
 static const LV2_Feature f_map = {LV2_URID__map, &map_data};
@@ -201,6 +331,7 @@ static const LV2_Feature f_bounded = {LV2_BUF_SIZE__boundedBlockLength, NULL};
 static const char *const supported[] = {
     LV2_URID__map, LV2_URID__unmap, LV2_OPTIONS__options, LV2_BUF_SIZE__boundedBlockLength,
     LV2_CORE__isLive, LV2_CORE__inPlaceBroken, LV2_CORE__hardRTCapable, LV2_WORKER__schedule,
+    LV2_LOG__log, LV2_STATE__makePath, LV2_STATE__mapPath, LV2_STATE__freePath,
     NULL,
 };
 
@@ -226,11 +357,17 @@ void mg_lv2_features_init(mg_lv2_features *f, double rate)
                                 sizeof(float), atom_float, &f->rate};
     o[4] = (LV2_Options_Option){LV2_OPTIONS_INSTANCE, 0, 0, 0, 0, NULL};
     f->f_opts = (LV2_Feature){LV2_OPTIONS__options, f->opts};
+    snprintf(f->name, sizeof f->name, "%s", next_name);
+    snprintf(f->dir, sizeof f->dir, "%s", next_dir);
+    next_name[0] = next_dir[0] = 0; /* one node's */
+    f->log = (LV2_Log_Log){f, log_printf, log_vprintf};
+    f->f_log = (LV2_Feature){LV2_LOG__log, &f->log};
     int k = 0;
     f->list[k++] = &f_map;
     f->list[k++] = &f_unmap;
     f->list[k++] = &f->f_opts;
     f->list[k++] = &f_bounded;
+    f->list[k++] = &f->f_log;
     f->list[k] = NULL;
 }
 
@@ -246,6 +383,11 @@ int mg_lv2_load(char *err, int err_len)
         return -1;
     }
     lilv_world_load_all(world); /* LV2_PATH, or the default search path */
+    log_init();
+    log_error = urid_map(NULL, LV2_LOG__Error);
+    log_warning = urid_map(NULL, LV2_LOG__Warning);
+    log_note = urid_map(NULL, LV2_LOG__Note);
+    log_trace = urid_map(NULL, LV2_LOG__Trace);
 #define URI(field, u) U.field = lilv_new_uri(world, u)
     URI(audio, LV2_CORE__AudioPort);
     URI(control, LV2_CORE__ControlPort);
@@ -267,6 +409,8 @@ int mg_lv2_load(char *err, int err_len)
     URI(preset, LV2_PRESETS__Preset);
     URI(label, "http://www.w3.org/2000/01/rdf-schema#label");
     URI(side_chain, "http://lv2plug.in/ns/lv2core#isSideChain");
+    URI(pg_group, "http://lv2plug.in/ns/ext/port-groups#group");
+    URI(pg_side_chain_of, "http://lv2plug.in/ns/ext/port-groups#sideChainOf");
     URI(sample_rate, LV2_CORE__sampleRate);
 #undef URI
     const LilvPlugins *all = lilv_world_get_all_plugins(world);
@@ -295,6 +439,8 @@ typedef struct made {
     mg_node_type type;
     mg_lv2_plugin pl;
     char **presets;   /* URI, label pairs */
+    struct made *grouped; /* the variant with grouped main ports (mg_lv2_grouped) */
+    int is_variant;       /* this is such a variant */
     struct made *next;
 } made;
 static made *made_types;
@@ -325,12 +471,6 @@ static char *unit_of(const LilvPlugin *p, const LilvPort *port)
     }
     lilv_nodes_free(units);
     return s ? s : strdup("");
-}
-
-static int cmp_float(const void *a, const void *b)
-{
-    float x = *(const float *)a, y = *(const float *)b;
-    return (x > y) - (x < y);
 }
 
 /* Choice names of a stepped parameter from its scale points: one per whole
@@ -384,6 +524,20 @@ static char *choice_names(const LilvPlugin *p, const LilvPort *port, float min, 
     return out;
 }
 
+/* lv2:isSideChain, or a member of a port group that is pg:sideChainOf another
+ * (LSP marks its side chains that way) */
+static int is_side_chain(const LilvPlugin *p, const LilvPort *port)
+{
+    if (lilv_port_has_property(p, port, U.side_chain))
+        return 1;
+    int sc = 0;
+    LilvNodes *groups = lilv_port_get_value(p, port, U.pg_group);
+    LILV_FOREACH (nodes, i, groups)
+        sc |= lilv_world_ask(world, lilv_nodes_get(groups, i), U.pg_side_chain_of, NULL);
+    lilv_nodes_free(groups);
+    return sc;
+}
+
 static const LilvPlugin *find(const char *uri)
 {
     for (int i = 0; i < n_plugins; i++)
@@ -403,7 +557,7 @@ const mg_node_type *mg_lv2_type(const char *uri, char *err, int err_len)
     if (mg_lv2_load(err, err_len) < 0)
         return NULL;
     for (made *m = made_types; m; m = m->next)
-        if (!strcmp(m->pl.info.uri, uri))
+        if (!m->is_variant && !strcmp(m->pl.info.uri, uri))
             return &m->type;
     const LilvPlugin *p = find(uri);
     if (!p) {
@@ -444,7 +598,7 @@ const mg_node_type *mg_lv2_type(const char *uri, char *err, int err_len)
     float *mins = calloc(np, sizeof(float)), *maxs = calloc(np, sizeof(float)),
           *defs = calloc(np, sizeof(float));
     lilv_plugin_get_port_ranges_float(p, mins, maxs, defs);
-    int n_ain = 0, n_aout = 0, n_params = 0, n_readouts = 0, n_choices = 0, n_atom = 0;
+    int n_main_in = 0, n_ain = 0, n_aout = 0, n_params = 0, n_readouts = 0, n_choices = 0, n_atom = 0;
     int latency_port = -1, latency_readout = -1;
     /* audio ports: main inputs, side chains, then outputs (main first) */
     for (int pass = 0; pass < 3; pass++) {
@@ -453,9 +607,10 @@ const mg_node_type *mg_lv2_type(const char *uri, char *err, int err_len)
             if (!lilv_port_is_a(p, port, U.audio))
                 continue;
             int in = lilv_port_is_a(p, port, U.input);
-            int sc = lilv_port_has_property(p, port, U.side_chain);
+            int sc = is_side_chain(p, port);
             if ((pass == 0 && !(in && !sc)) || (pass == 1 && !(in && sc)) || (pass == 2 && in))
                 continue;
+            n_main_in += pass == 0;
             int k = n_ain + n_aout;
             nports[k].name = dup_node(lilv_port_get_symbol(p, port));
             nports[k].dir = in ? MG_PORT_IN : MG_PORT_OUT;
@@ -549,6 +704,7 @@ const mg_node_type *mg_lv2_type(const char *uri, char *err, int err_len)
     pl->readout_port = readout_port;
     pl->latency_port = latency_port;
     pl->n_atom = n_atom;
+    pl->n_main_in = n_main_in;
     {
         LilvNode *ws = lilv_new_uri(world, LV2_WORKER__schedule);
         pl->worker = lilv_plugin_has_feature(p, ws);
@@ -604,6 +760,54 @@ const mg_node_type *mg_lv2_type(const char *uri, char *err, int err_len)
     m->next = made_types;
     made_types = m;
     return &m->type;
+}
+
+const mg_node_type *mg_lv2_grouped(const mg_node_type *t)
+{
+    made *m = made_types;
+    while (m && &m->type != t)
+        m = m->next;
+    if (!m)
+        return NULL;
+    if (m->is_variant)
+        return t;
+    if (m->grouped)
+        return &m->grouped->type;
+    const int nmi = m->pl.n_main_in, nsc = m->pl.info.n_audio_in - nmi,
+              no = m->pl.info.n_audio_out;
+    if (nmi < 2 && no < 2)
+        return t;
+    /* a side chain named `in` or `out` would collide with the groups' names */
+    for (int k = nmi; k < nmi + nsc; k++)
+        if (!strcmp(t->ports[k].name, "in") || !strcmp(t->ports[k].name, "out"))
+            return t;
+    made *g = calloc(1, sizeof *g);
+    mg_port_spec *ports = calloc((size_t)(nmi + nsc + no) + 1, sizeof *ports);
+    if (!g || !ports) {
+        free(g), free(ports);
+        return NULL;
+    }
+    *g = *m;
+    int k = 0;
+    if (nmi >= 2)
+        ports[k++] = (mg_port_spec){"in", MG_PORT_IN, nmi};
+    else if (nmi == 1)
+        ports[k++] = t->ports[0];
+    for (int j = 0; j < nsc; j++)
+        ports[k++] = t->ports[nmi + j];
+    if (no >= 2)
+        ports[k++] = (mg_port_spec){"out", MG_PORT_OUT, no};
+    else if (no == 1)
+        ports[k++] = t->ports[nmi + nsc];
+    g->type.ports = ports;
+    g->type.n_ports = k;
+    g->type.data = &g->pl;
+    g->grouped = NULL;
+    g->is_variant = 1;
+    m->grouped = g;
+    g->next = made_types;
+    made_types = g;
+    return &g->type;
 }
 
 int mg_lv2_describe(const mg_node_type *t, mg_lv2_info *out)
@@ -700,6 +904,8 @@ const mg_node_type *mg_lv2_type(const char *uri, char *err, int err_len)
 
 int mg_lv2_describe(const mg_node_type *t, mg_lv2_info *out) { return -1; }
 
+const mg_node_type *mg_lv2_grouped(const mg_node_type *t) { return NULL; }
+
 const char *mg_lv2_preset(const mg_node_type *t, int index, const char **label) { return NULL; }
 
 int mg_lv2_preset_values(const mg_node_type *t, const char *preset_uri, float *values, int n)
@@ -708,5 +914,7 @@ int mg_lv2_preset_values(const mg_node_type *t, const char *preset_uri, float *v
 }
 
 uint32_t mg_lv2_urid(const char *uri) { return 0; }
+
+const char *mg_lv2_unurid(uint32_t id) { return NULL; }
 
 #endif

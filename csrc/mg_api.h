@@ -522,6 +522,12 @@ const char *mg_lv2_uri(int index);          /* the index-th plugin's URI, or NUL
  * a port kind it cannot connect). */
 const mg_node_type *mg_lv2_type(const char *uri, char *err, int err_len);
 int mg_lv2_describe(const mg_node_type *t, mg_lv2_info *out);  /* 0, or -1: no LV2 type */
+/* The plugin's type with its main audio inputs as one port `in` of as many
+ * channels and its audio outputs as one port `out` (side chains stay mono
+ * ports by symbol); t itself when there is nothing to group (mono in and out,
+ * or a side chain named in/out). Made once per plugin. The node's channel
+ * buffers are the same, in the same order, as t's. */
+const mg_node_type *mg_lv2_grouped(const mg_node_type *t);
 /* A placeholder type for a plugin this machine lacks (any build, with or without
  * lilv): mono ports named in ins and outs, parameters named in params (values
  * in defs, any value accepted), all comma-separated; audio passes through
@@ -535,6 +541,28 @@ const char *mg_lv2_preset(const mg_node_type *t, int index, const char **label);
 /* The control values a preset sets, by parameter index, into values[0..n) (NaN
  * where the preset names no value); how many it set, or -1 (no such preset). */
 int mg_lv2_preset_values(const mg_node_type *t, const char *preset_uri, float *values, int n);
+
+/* ---- LV2 state, files and log (nodes/lv2.c, csrc/lv2host.c) ---- [control] */
+/* The name and state directory of the next lv2 node made (state:makePath puts
+ * its files there, sandboxed; log lines carry the name). */
+void mg_lv2_next_node(const char *name, const char *dir);
+/* The plugin's state (LV2_State_Interface save) into buf as records of
+ * [key urid u32][type urid u32][flags u32][size u32][bytes, padded to 8]: the
+ * bytes used, -1 (no state interface or not an lv2 node), -2 (more than cap or
+ * the plugin failed: reason in mg_lv2_last_error). */
+int mg_lv2_state_save(mg_node *n, uint8_t *buf, int cap);
+/* Restore such records into a node in no plan yet; waits (at most timeout_ms)
+ * for the work the plugin scheduled while restoring: 0, -1 as above, or the
+ * plugin's LV2_State_Status (reason in mg_lv2_last_error). */
+int mg_lv2_state_restore(mg_node *n, const uint8_t *buf, int len, int timeout_ms);
+/* A URI's URID (urid:map; 0 without lilv) and back (urid:unmap, NULL if unknown). */
+uint32_t mg_lv2_urid(const char *uri);
+const char *mg_lv2_unurid(uint32_t id);
+/* The oldest log line a plugin wrote (any thread; a lock-free ring): 1 with
+ * level (0 error, 1 warning, 2 note, 3 trace), node name and text, 0 if none. */
+int mg_lv2_log_pop(int *level, char *node, int node_len, char *msg, int msg_len);
+/* Log lines lost because the ring was full. */
+uint64_t mg_lv2_log_dropped(void);
 
 /* ---- self tests (used by the pytest suite) ---- */
 int mg_ring_stress(int n_items, int capacity);      /* 0 = ok */

@@ -37,6 +37,7 @@ typedef struct {
     int latency_port;          /* LV2 index of the latency output, or -1 */
     int n_atom;                /* atom ports (each gets a buffer) */
     int worker;                /* the plugin uses worker:schedule */
+    int n_main_in;             /* audio inputs that are not side chains (first) */
 } mg_lv2_plugin;
 
 /* A missing plugin's placeholder (csrc/lv2host.c): the type's `data`. */
@@ -48,16 +49,26 @@ typedef struct {
 #include <lv2/core/lv2.h>
 #include <lv2/options/options.h>
 
-#define MG_LV2_MAX_FEATURES 8
-/* The host features one instance gets (options carry its rate and block sizes). */
+#include <lv2/log/log.h>
+
+#define MG_LV2_MAX_FEATURES 12
+#define MG_LV2_NAME_MAX 64
+#define MG_LV2_DIR_MAX 1024
+/* The host features one instance gets (options carry its rate and block sizes;
+ * log lines carry its node's name). */
 typedef struct {
     float rate;
     int32_t min_block, max_block, nominal_block;
     LV2_Options_Option opts[5];
     LV2_Feature f_opts;
+    LV2_Log_Log log;
+    LV2_Feature f_log;
+    char name[MG_LV2_NAME_MAX]; /* the node's name (mg_lv2_next_node) */
+    char dir[MG_LV2_DIR_MAX];   /* its state directory ("" if none was given) */
     const LV2_Feature *list[MG_LV2_MAX_FEATURES + 1];
 } mg_lv2_features;
-/* [control] Fill f for an instance running at rate. */
+/* [control] Fill f for an instance running at rate, named and placed by the
+ * last mg_lv2_next_node. */
 void mg_lv2_features_init(mg_lv2_features *f, double rate);
 #endif
 /* [control] A URI's number (urid:map), for the node's own use. */

@@ -57,11 +57,20 @@ whose tables are the plugin's own; `mixgraph lv2 list` lists the plugins on the
 machine (and why any is refused), `mixgraph lv2 show <uri>` and
 `/catalog/type lv2 <uri>` describe one as this reference describes a type.
 
-- **Ports**: each LV2 audio port is a mono node port named by its LV2 symbol,
-  main inputs first, then side chains (`lv2:isSideChain`), then outputs
-  (`src -> fx:in_l`, `src -> fx:in_r`; a bare `fx` is its first input). A mono
-  source fans out to one port; a stereo node's `out` feeds a mono port its
-  first channel only, so connect stereo plugins port by port.
+- **Ports**: the plugin's main audio inputs are one port `in` with as many
+  channels, its audio outputs one port `out` (option `group 1`, the default),
+  so a stereo plugin connects as a built-in stereo node does: `src -> fx ->
+  dst` with stereo `src` and `dst` sends channel k to the plugin's k-th audio
+  port (the order of the plugin's description, main inputs before side
+  chains); a mono source fans out to every channel. Side chains
+  (`lv2:isSideChain`) stay mono ports named by their LV2 symbol (`key -> fx:sc_l`).
+  A mono plugin's ports are its symbols (`in`, `out`, or whatever they are
+  called; a bare `fx` is its first input). With `group 0` every LV2 audio port
+  is a mono port named by its symbol (`src_l -> fx:in_l`); a graph connection
+  joins whole ports (channel counts equal, or a mono source), so a stereo
+  node's `out` cannot feed one mono port: use `group 1` for that. A patch
+  saved before the option existed (a `ports` layout of mono symbols and no
+  `group`) loads with `group 0`, as it was made.
 - **Parameters**: every control input, named by its symbol, with range and
   default from `lv2:minimum/maximum/default` and its unit's symbol
   (units extension). `lv2:toggled` is stepped `off|on`; `lv2:integer` and
@@ -81,26 +90,74 @@ machine (and why any is refused), `mixgraph lv2 show <uri>` and
   ports get an empty sequence in / a buffer out, CV ports silence in / a
   scratch buffer out, optional ports of other kinds NULL.
 - **Host features**: `urid:map`, `urid:unmap`, `options` (block length 1..512,
-  nominal 512, sample rate), `bufsz:boundedBlockLength` and `worker:schedule`
+  nominal 512, sample rate), `bufsz:boundedBlockLength`, `worker:schedule`
   (a thread per node that uses it; requests and responses go through
   lock-free rings, responses are delivered before the next `run()`, then
-  `end_run()`). A plugin that requires any other is refused with a `/fail`
+  `end_run()`), `state:makePath`, `state:mapPath`, `state:freePath` and
+  `log:log`. A plugin that requires any other is refused with a `/fail`
   naming the feature.
+- **Block splitting**: `run()` gets the engine's block (`--block`, the
+  render's `block`), split at each parameter event inside it. Most plugins
+  give the same samples however the audio is split; some do not: LSP's
+  filters work a block at a time with SIMD code whose rounding depends on the
+  frames per `run()` (its para EQ differs by up to 4e-6 between 1 and 64
+  frames per call, in any host), and a partitioned convolver such as x42
+  convoLV2 processes whole periods of the maximum block it is told (512) and
+  is silent in a shorter `run()`, so it needs the engine at 512-frame blocks
+  (`--block 512`, a render's `block 512`) and no parameter event inside a
+  block (mixgraph tells every plugin 1..512 frames and splits `run()` at
+  events, which such a plugin's `bufsz:minBlockLength` forbids). tests/test_lv2.py compares mixgraph's renders with
+  lilv's `lv2apply` at one frame per `run()` (how it runs) and with
+  tests/lv2/lv2ref.c (lv2apply with the frames per `run()` as an argument) at
+  64: bit-exact or within 1e-6 at the same split.
+- **State**: a plugin with the LV2 state extension (`state:interface`) saves
+  what it holds beyond its controls (an impulse-response or sample file, a
+  learned profile, a text) into the patch document as the node's `lv2_state`:
+  a list of `{"key": <URI>, "type": <URI>, "flags": n, "value": ...}` (strings
+  and paths as text, numbers as numbers, a URID as its URI, anything else as
+  `"base64"`). It is saved with every patch save, autosave snapshot and
+  therefore restart (the plugin's `save()` runs on the control thread, which
+  the extension allows while `run()` goes on) and restored, on the control
+  thread, before the node runs: a loaded patch whose `lv2_state` differs
+  from the node's makes the node afresh with it, and the work the plugin
+  schedules while restoring (loading a file) is finished before its first
+  `run()`, so an offline render is exact from its first sample. A patch load
+  is journaled with its document (state included); an undo that makes a
+  removed node again gives its plugin the state it had (journaled as an
+  `lv2_state` op). A placeholder keeps the saved `lv2_state` unchanged.
+- **Files**: a plugin's own files (`state:makePath`) go in
+  `<state dir>/lv2/<node>/` (the daemon's `--state-dir`; a temporary
+  directory for an offline render): the path it asks for is taken relative
+  to that directory with `..`, `.` and empty components dropped, so it cannot
+  leave it; a saved path inside it is kept relative (`state:mapPath`), one
+  outside it (a file the user chose) absolute.
+- **Log**: a plugin's `log:log` lines (from any thread, the audio thread
+  included: formatted into a fixed buffer and queued in a lock-free ring,
+  nothing written there) are written to the daemon's log by the control
+  thread as `<node>: plugin <level>: <text>` (trace lines at debug level),
+  rate-limited per node as client warnings are (the first line at once, then
+  one summary per 10 s); `/status` counts them in `lv2_log` and the lines
+  lost to a full ring in `lv2_log_lost`.
 - **Real time**: the daemon refuses a plugin that is not `lv2:hardRTCapable`
-  unless the node is made with `allow_non_rt 1`; offline renders run any.
+  unless the node is made with `allow_non_rt 1`; then the log says so when
+  the node is made and `/status` names the node in `non_rt` (comma-separated,
+  "" when none). Offline renders run any plugin.
 - **Bad output**: NaN and Inf samples a plugin writes are replaced by 0 at its
   outputs and counted in the node's own readout `nonfinite`.
 - **Presets**: `/node/<name>/preset` lists the plugin's presets;
   `/node/<name>/preset <label-or-URI>` sets the parameters to the preset's
   port values (as parameter changes: feedback, scenes and patches see them).
 - **Missing plugins**: a node keeps its plugin's port layout in the option
-  `ports` (`in1,in2>out1,out2`, set by itself). A patch (or a restart) naming
+  `ports` (`in*2>out*2`, or `in1,in2>out1,out2` with `group 0`; set by
+  itself). A patch (or a restart) naming
   a plugin this machine lacks loads it as a placeholder with those ports and
   the saved parameter values, passing input k to output k; `/status` counts
   it in `missing_files`, the log says why, and saving keeps it unchanged.
-- **Not yet**: `state:makePath`, `log`, saving a plugin's
-  internal state (LV2 state extension) into patches (its parameters are
-  saved as any node's); several channels per port (LV2 port groups).
+- **Not yet**: a preset's state properties (a preset sets the controls
+  only); atom messages to the plugin (`patch:Set` of a file parameter: a
+  file reaches a plugin through `lv2_state` in a patch); following a
+  latency that changes after the node is made; LV2 port groups beyond the
+  main inputs and outputs (`group` takes the order of the description).
 """,
 }
 

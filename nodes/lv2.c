@@ -11,9 +11,14 @@
  * is its own business). */
 #include "mg_node.h"
 #include "mg_lv2.h"
+#include "mg_internal.h" /* the node's state, for the state save/restore calls */
 
 #ifdef MG_HAVE_LILV
+#include <errno.h>
 #include <lilv/lilv.h>
+#include <lv2/state/state.h>
+#include <sys/stat.h>
+#include <time.h>
 #if defined(__x86_64__) || defined(__i386__)
 #include <xmmintrin.h>
 #endif
@@ -120,7 +125,10 @@ typedef struct {
     pthread_t thread;
     int thread_on;
     _Atomic int quit;
+    _Atomic int work_pending; /* requests scheduled and not yet worked */
     int active;
+    LV2_State_Make_Path make_path;
+    LV2_Feature f_make_path;
     mg_lv2_features feats;
 } lv2_state;
 
@@ -200,6 +208,7 @@ static LV2_Worker_Status schedule_work(LV2_Worker_Schedule_Handle h, uint32_t si
     lv2_state *s = h;
     if (!ring_put(s->req, data, size))
         return LV2_WORKER_ERR_NO_SPACE;
+    atomic_fetch_add(&s->work_pending, 1);
     sem_post(&s->sem);
     return LV2_WORKER_SUCCESS;
 }
@@ -220,9 +229,11 @@ static void *worker_main(void *arg)
         if (atomic_load(&s->quit))
             return NULL;
         int n;
-        while ((n = ring_get(s->req, s->msg_worker)) >= 0)
+        while ((n = ring_get(s->req, s->msg_worker)) >= 0) {
             if (s->wiface && s->wiface->work)
                 s->wiface->work(s->handle, respond, s, (uint32_t)n, s->msg_worker);
+            atomic_fetch_sub(&s->work_pending, 1);
+        }
     }
 }
 
@@ -233,6 +244,92 @@ static void deliver_responses(lv2_state *s)
     while ((n = ring_get(s->resp, s->msg_audio)) >= 0)
         if (s->wiface->work_response)
             s->wiface->work_response(s->handle, (uint32_t)n, s->msg_audio);
+}
+
+/* ---- files: state:makePath, state:mapPath, state:freePath [control/worker]
+ * A plugin's files live in its node's state directory (server/lv2.py:
+ * <state dir>/lv2/<node>); a path the plugin names is taken relative to it
+ * with every `..`, `.` and empty component dropped, so it cannot leave it. */
+
+/* dir + "/" + rel, sanitised; NULL when too long or out of memory */
+static char *inside(const char *dir, const char *rel)
+{
+    const size_t cap = strlen(dir) + strlen(rel) + 2;
+    char *out = malloc(cap);
+    if (!out)
+        return NULL;
+    size_t len = (size_t)snprintf(out, cap, "%s", dir);
+    while (len > 1 && out[len - 1] == '/')
+        out[--len] = 0;
+    const char *p = rel;
+    while (*p) {
+        while (*p == '/')
+            p++;
+        const char *e = strchr(p, '/');
+        const size_t n = e ? (size_t)(e - p) : strlen(p);
+        if (n && !(n == 1 && p[0] == '.') && !(n == 2 && p[0] == '.' && p[1] == '.')) {
+            out[len++] = '/';
+            memcpy(out + len, p, n);
+            len += n;
+            out[len] = 0;
+        }
+        p += n;
+    }
+    return out;
+}
+
+/* mkdir -p of path's parent directories (path itself is a file) */
+static void make_parents(const char *path)
+{
+    char buf[MG_LV2_DIR_MAX * 2];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *q = buf + 1; *q; q++)
+        if (*q == '/') {
+            *q = 0;
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+                return;
+            *q = '/';
+        }
+}
+
+static const char *node_dir(const lv2_state *s)
+{
+    return s->feats.dir[0] ? s->feats.dir : "/tmp/mixgraph-lv2";
+}
+
+static char *make_path(LV2_State_Make_Path_Handle h, const char *path)
+{
+    lv2_state *s = h;
+    char *out = inside(node_dir(s), path ? path : "");
+    if (out)
+        make_parents(out);
+    return out;
+}
+
+/* an absolute path inside the node's directory becomes relative to it (so a
+ * saved patch keeps working when the state directory moves); others stay */
+static char *abstract_path(LV2_State_Map_Path_Handle h, const char *abs)
+{
+    const lv2_state *s = h;
+    const char *dir = node_dir(s);
+    const size_t n = strlen(dir);
+    if (abs && !strncmp(abs, dir, n) && abs[n] == '/')
+        return strdup(abs + n + 1);
+    return strdup(abs ? abs : "");
+}
+
+static char *absolute_path(LV2_State_Map_Path_Handle h, const char *path)
+{
+    const lv2_state *s = h;
+    if (path && path[0] == '/')
+        return strdup(path);
+    return inside(node_dir(s), path ? path : "");
+}
+
+static void free_path(LV2_State_Free_Path_Handle h, char *path)
+{
+    (void)h;
+    free(path);
 }
 
 static int prepare(void *st, const mg_prepare_ctx *ctx)
@@ -257,6 +354,15 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
     s->urid_chunk = mg_lv2_urid(LV2_ATOM__Chunk);
     s->urid_sequence = mg_lv2_urid(LV2_ATOM__Sequence);
     mg_lv2_features_init(&s->feats, ctx->sample_rate);
+    {
+        int k = 0;
+        while (s->feats.list[k])
+            k++;
+        s->make_path = (LV2_State_Make_Path){s, make_path};
+        s->f_make_path = (LV2_Feature){LV2_STATE__makePath, &s->make_path};
+        s->feats.list[k] = &s->f_make_path;
+        s->feats.list[k + 1] = NULL;
+    }
     if (pl->worker) {
         s->req = mg_zalloc(1, sizeof(msg_ring));
         s->resp = mg_zalloc(1, sizeof(msg_ring));
@@ -304,7 +410,6 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
     reset_atoms(s);
     lilv_instance_activate(s->inst);
     s->active = 1;
-    return 0;
     return 0;
 }
 
@@ -391,6 +496,156 @@ static int latency(const void *cst)
     return s->latency;
 }
 
+/* ---- state: the plugin's LV2_State_Interface, records in a flat buffer
+ * ([key][type][flags][size] u32 each, then the bytes padded to 8) that
+ * server/lv2.py turns into the patch document and back. Control thread only:
+ * save may run while the audio thread runs the plugin (the state extension
+ * allows it); restore only into a node in no plan yet (server/lv2.py). */
+typedef struct {
+    uint8_t *buf;
+    size_t cap, len;
+    int over;
+} save_sink;
+
+static LV2_State_Status store(LV2_State_Handle h, uint32_t key, const void *value, size_t size,
+                              uint32_t type, uint32_t flags)
+{
+    save_sink *k = h;
+    const size_t need = 16 + ((size + 7) & ~(size_t)7);
+    if (!key || !type || size > 0x7fffffffu || k->len + need > k->cap) {
+        k->over = 1;
+        return LV2_STATE_ERR_UNKNOWN;
+    }
+    const uint32_t hdr[4] = {key, type, flags, (uint32_t)size};
+    memcpy(k->buf + k->len, hdr, sizeof hdr);
+    if (size)
+        memcpy(k->buf + k->len + 16, value, size);
+    memset(k->buf + k->len + 16 + size, 0, need - 16 - size);
+    k->len += need;
+    return LV2_STATE_SUCCESS;
+}
+
+typedef struct {
+    const uint8_t *buf;
+    size_t len;
+} restore_src;
+
+static const void *retrieve(LV2_State_Handle h, uint32_t key, size_t *size, uint32_t *type,
+                            uint32_t *flags)
+{
+    const restore_src *r = h;
+    for (size_t at = 0; at + 16 <= r->len;) {
+        uint32_t hdr[4];
+        memcpy(hdr, r->buf + at, sizeof hdr);
+        if (hdr[0] == key) {
+            *size = hdr[3];
+            *type = hdr[1];
+            *flags = hdr[2];
+            return r->buf + at + 16;
+        }
+        at += 16 + (((size_t)hdr[3] + 7) & ~(size_t)7);
+    }
+    return NULL;
+}
+
+/* the instance's features and the state ones (map/make/free path), into out */
+static void state_features(lv2_state *s, const LV2_Feature **out, LV2_State_Map_Path *mp,
+                           LV2_State_Free_Path *fp, LV2_Feature *f_mp, LV2_Feature *f_fp)
+{
+    *mp = (LV2_State_Map_Path){s, abstract_path, absolute_path};
+    *fp = (LV2_State_Free_Path){NULL, free_path};
+    *f_mp = (LV2_Feature){LV2_STATE__mapPath, mp};
+    *f_fp = (LV2_Feature){LV2_STATE__freePath, fp};
+    int k = 0;
+    for (; s->feats.list[k] && k < MG_LV2_MAX_FEATURES; k++)
+        out[k] = s->feats.list[k];
+    out[k++] = f_mp;
+    out[k++] = f_fp;
+    out[k] = NULL;
+}
+
+static const LV2_State_Interface *state_iface(mg_node *n, lv2_state **sp)
+{
+    if (!n || n->type->prepare != prepare)
+        return NULL;
+    lv2_state *s = n->state;
+    if (!s->inst)
+        return NULL;
+    *sp = s;
+    return lilv_instance_get_extension_data(s->inst, LV2_STATE__interface);
+}
+
+int mg_lv2_state_save(mg_node *n, uint8_t *buf, int cap)
+{
+    lv2_state *s = NULL;
+    const LV2_State_Interface *si = state_iface(n, &s);
+    mg_lv2_set_error("", NULL);
+    if (!si || !si->save)
+        return -1;
+    const LV2_Feature *feats[MG_LV2_MAX_FEATURES + 3];
+    LV2_State_Map_Path mp;
+    LV2_State_Free_Path fp;
+    LV2_Feature f_mp, f_fp;
+    state_features(s, feats, &mp, &fp, &f_mp, &f_fp);
+    save_sink k = {buf, cap > 0 ? (size_t)cap : 0, 0, 0};
+    const unsigned long fpmode = fp_mode_get();
+    const LV2_State_Status st = si->save(s->handle, store, &k, 0, feats);
+    fp_mode_set(fpmode);
+    if (k.over) {
+        mg_lv2_set_error("the plugin's state is larger than a patch keeps", NULL);
+        return -2;
+    }
+    if (st != LV2_STATE_SUCCESS) {
+        mg_lv2_set_error("the plugin failed to save its state", NULL);
+        return -2;
+    }
+    return (int)k.len;
+}
+
+int mg_lv2_state_restore(mg_node *n, const uint8_t *buf, int len, int timeout_ms)
+{
+    lv2_state *s = NULL;
+    const LV2_State_Interface *si = state_iface(n, &s);
+    mg_lv2_set_error("", NULL);
+    if (!si || !si->restore)
+        return -1;
+    /* every record inside the buffer before the plugin reads any */
+    size_t at = 0;
+    while (len > 0 && at + 16 <= (size_t)len) {
+        uint32_t hdr[4];
+        memcpy(hdr, buf + at, sizeof hdr);
+        at += 16 + (((size_t)hdr[3] + 7) & ~(size_t)7);
+    }
+    if (len < 0 || at != (size_t)len) {
+        mg_lv2_set_error("malformed state records", NULL);
+        return -2;
+    }
+    const LV2_Feature *feats[MG_LV2_MAX_FEATURES + 3];
+    LV2_State_Map_Path mp;
+    LV2_State_Free_Path fp;
+    LV2_Feature f_mp, f_fp;
+    state_features(s, feats, &mp, &fp, &f_mp, &f_fp);
+    restore_src r = {buf, (size_t)len};
+    const unsigned long fpmode = fp_mode_get();
+    const LV2_State_Status st = si->restore(s->handle, retrieve, &r, 0, feats);
+    fp_mode_set(fpmode);
+    if (st != LV2_STATE_SUCCESS) {
+        mg_lv2_set_error("the plugin refused the saved state", NULL);
+        return (int)st;
+    }
+    /* what the plugin scheduled while restoring (loading a file, say) is worked
+     * now, so its first run() gets the response (an offline render is exact) */
+    for (int waited = 0; atomic_load(&s->work_pending) > 0; waited++) {
+        if (waited >= timeout_ms) {
+            mg_lv2_set_error("the plugin's worker did not finish restoring in time", NULL);
+            return -3;
+        }
+        const struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+    return 0;
+}
+
 #else /* no lilv: the type exists so patches name it, but no node can be made */
 
 typedef struct {
@@ -408,6 +663,12 @@ static void process(void *st, const mg_proc *p) {}
 static void release(void *st) {}
 static int latency(const void *st) { return 0; }
 static void on_param(void *st, int index, float target) {}
+
+int mg_lv2_state_save(mg_node *n, uint8_t *buf, int cap) { return -1; }
+int mg_lv2_state_restore(mg_node *n, const uint8_t *buf, int len, int timeout_ms)
+{
+    return -1;
+}
 
 #endif
 

@@ -284,6 +284,7 @@ class Daemon:
 
     def _new_session(self) -> Session:
         lv2.REFUSE_NON_RT = True  # a live engine: plugins must be hard real-time capable
+        lv2.STATE_ROOT = str(self.state_dir)  # plugins' files: <state dir>/lv2/<node>
         return Session(self.engine, data_dir=self.state_dir / "audio", confine_paths=True,
                        disk=self.disk)
 
@@ -421,6 +422,8 @@ class Daemon:
                 self._dirty = True
         elif op == "state":  # learned state an undo gave back (server/history.py)
             restore_state(s, a[0], a[1])
+        elif op == "lv2_state":  # an LV2 plugin's state an undo gave back
+            lv2.restore_state(s, a[0], a[1])
         elif op == "order":  # the graph's order an undo put back
             s.history.reorder(a[0], a[1])
         elif op == "midi":  # the MIDI maps after a change (server/midi.py)
@@ -461,6 +464,7 @@ class Daemon:
 
         now = time.monotonic()
         self.oplog.tick(now, self._op_counts())
+        lv2.drain_log()  # plugins' log lines, rate-limited
         self.devices.tick(now)
         self._jack_tick()
         self.watchdog.tick(now)

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING
 
 import msgpack
 
-from . import patch
+from . import lv2, patch
 from .actions import triggers_for
 from .diskio import keep_take
 from .errors import MixgraphError
@@ -490,6 +490,7 @@ class History:
              "options": {k: v for k, v in g.options.items() if not k.startswith("_")},
              "params": {k: v for k, v in g.params.items() if k not in skip},
              "state": array("f", st) if st else None,
+             "lv2_state": lv2.node_state(s, name) if g.type.uri else None,  # an LV2 plugin's
              "bypass": name in s.bypassed, "rank": self._rank.get(name), "conns": []}
         if conns:
             gc = s.graph.conns
@@ -780,6 +781,8 @@ class History:
             state = e["state"].tolist()
             if patch.restore_state(s, name, state):
                 s._log(("state", name, state))
+        if e.get("lv2_state") is not None and lv2.restore_state(s, name, e["lv2_state"]):
+            s._log(("lv2_state", name, e["lv2_state"]))
         if e["rank"] is not None:
             self._rank[name] = e["rank"]
         self._reorder = True

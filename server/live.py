@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import attrgetter
 
+from . import lv2
 from ._core import ffi, lib
 from .errors import DeviceMismatch, MixgraphError
 from .graph import Conn, GNode, port_base
@@ -120,6 +121,7 @@ def new_node(engine, t, g: GNode, first: int, seed: int, stream, params: dict) -
     err = ffi.new("int *")
     fifo = stream.fifo.ptr if stream is not None else ffi.NULL
     if t.ctype is not None:  # a type made at run time (an LV2 plugin's)
+        lv2.before_new(g.name, t, g.options)  # its name and state directory
         ptr = lib.mg_node_new_type(engine.ptr, t.ctype, g.channels, first, seed, fifo, err)
     else:
         ptr = lib.mg_node_new(engine.ptr, t.index, g.channels, first, seed, fifo, err)

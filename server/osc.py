@@ -31,7 +31,8 @@ from .catalog import CATALOG
 from .engine import EngineBusy
 from .errors import MixgraphError, echo
 from .errors import reason as _reason
-from .lv2 import plugin_type
+from .lv2 import grouped, plugin_type
+from .lv2 import status as lv2_status
 from .midi import MidiManager
 from .patterns import compile_pattern, is_pattern
 from .ratelog import RateLog, library_warnings, source_of
@@ -920,7 +921,7 @@ class Dispatcher:
     def _catalog_type(self, args: list, reply: Reply, _t: int, client=None) -> None:
         lv2_uri = args[1:] if args[:1] == ["lv2"] and len(args) == 2 else []  # lv2 <uri>
         self._want(args[:1] if lv2_uri else args, 1, "/catalog/type <type> | lv2 <uri>")
-        t = plugin_type(str(lv2_uri[0])) if lv2_uri else CATALOG.get(args[0])
+        t = grouped(plugin_type(str(lv2_uri[0]))) if lv2_uri else CATALOG.get(args[0])
         if t is None:
             raise MixgraphError(f"unknown node type {args[0]!r}")
         for p in t.ports:
@@ -981,6 +982,7 @@ class Dispatcher:
             "latency_ms", float(round(lat * 1000.0 / e.sample_rate, 3)),
             "device_state", str(self.info.get("device_state", "running")),
             *self.midi.status(),
+            *lv2_status(self.session),
         ])
 
     def _info(self, args: list, reply: Reply, _t: int, client=None) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from . import lv2
 from ._core import ffi, lib
 from .actions import triggers_for
 from .catalog import CATALOG
@@ -67,6 +68,9 @@ def to_doc(session: Session) -> dict:
         state = node_state(session, g.name) if g.type.has_state else None
         if state:
             nodes[-1]["state"] = state
+        plugin_state = lv2.node_state(session, g.name) if g.type.uri else None
+        if plugin_state is not None:  # an LV2 plugin's own state (server/lv2.py)
+            nodes[-1]["lv2_state"] = plugin_state
         if g.name in session.bypassed:
             nodes[-1]["bypass"] = True
     return {
@@ -107,7 +111,9 @@ def load_doc(session: Session, doc: dict) -> None:
                                     if not k.startswith("_")}
                 # saved state can only be loaded into a node in no plan yet
                 or (g.type.has_state and w.get("state")
-                    and w["state"] != node_state(session, name))):
+                    and w["state"] != node_state(session, name))
+                or (g.type.uri and w.get("lv2_state") is not None
+                    and w["lv2_state"] != lv2.node_state(session, name))):
             session.remove_node(name)
     # VCAs last: their members must exist
     for n in sorted(nodes, key=lambda n: n["type"] == "vca"):
@@ -116,6 +122,8 @@ def load_doc(session: Session, doc: dict) -> None:
                           {**n["options"], "channels": n["channels"], **n["params"]})
             if n.get("state"):
                 restore_state(session, n["name"], n["state"])
+            if n.get("lv2_state") is not None:
+                lv2.restore_state(session, n["name"], n["lv2_state"])
         else:
             g = session.graph.nodes[n["name"]]
             for k, v in n["params"].items():

@@ -26,6 +26,7 @@ import numpy as np
 import soundfile as sf
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from . import lv2
 from .analyze import READ_FRAMES, Analysis, LoudnessMeter, measure_file
 from .diskio import DiskIO
 from .engine import MAX_BLOCK, Engine
@@ -255,6 +256,7 @@ def _render_pass(doc: dict, base: Path, out_path, rate: float, hw_in: int, hw_ou
                     k += 1
                 session.service()
                 disk.pump()
+                lv2.drain_log()  # LV2 plugins' log lines (rate-limited per node)
                 stop = min(total, t + CHUNK)
                 if k < len(events):
                     stop = min(stop, max(ev_samples[k], t + 1))

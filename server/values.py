@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from .catalog import NodeType, ParamSpec
 from .errors import MixgraphError
 from .graph import GNode, check_name
-from .lv2 import is_placeholder, lv2_type, port_layout
+from .lv2 import check_state, group_of, is_placeholder, lv2_type, port_layout
 
 INT64_MIN, UINT64_MAX = -(1 << 63), (1 << 64) - 1
 MAX_HW_CHANNEL = 256  # the engine's limit on hardware channels (mg_engine_new)
@@ -156,6 +156,11 @@ def _members(t: NodeType, v, what: str) -> str:
     return ",".join(names)
 
 
+def _lv2_only(t: NodeType, what: str) -> None:
+    if t.name != "lv2":
+        raise MixgraphError(f"{what}: only lv2 nodes take this option")
+
+
 def _uri(t: NodeType, v, what: str) -> str:
     if t.name != "lv2":
         raise MixgraphError(f"{what}: only lv2 nodes take a plugin URI")
@@ -183,6 +188,9 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
            lambda t, v, what: text(v, what, MAX_PATH)),
     Option("allow_non_rt", "1: run an lv2 plugin that is not hard real-time capable",
            lambda t, v, what: whole(v, what, 0, 1)),
+    Option("group", "lv2: 1 (default) the plugin's main audio ports as one port `in` and one "
+           "`out` of several channels, 0 one mono port per LV2 port",
+           lambda t, v, what: _lv2_only(t, what) or whole(v, what, 0, 1)),
 )}
 
 
@@ -241,6 +249,7 @@ def creation_settings(t: NodeType, name: str, settings: Mapping) -> Creation:
     channels = options.pop("channels", None)
     missing = {}
     if t.uri:  # an lv2 node: its port layout is kept, for a stand-in where it is missing
+        options["group"] = group_of(settings)
         options["ports"] = port_layout(t)
         if is_placeholder(t):
             missing[name] = t.doc
@@ -332,4 +341,6 @@ def doc_node(n, types: Mapping[str, NodeType], state_max: int) -> tuple[NodeType
         state = [number(x, f"patch: {name}: state") for x in state]
         if state:
             out["state"] = state
+    if n.get("lv2_state") is not None:  # an LV2 plugin's own state (server/lv2.py)
+        out["lv2_state"] = check_state(n["lv2_state"], f"patch: {name}")
     return t, out
