@@ -19,7 +19,9 @@ channel's fader (so each browser streams 65 meter nodes), then, by part:
 - moves: two chromium pages A and B on the mixer; --moves fader moves sent by page A
   (`/node/fader0/gain/norm`, holding `/touch` as a drag does), each timed from A's send
   to the moment B's fader has moved (a MutationObserver on its position, in B), on one
-  clock (both pages' performance.timeOrigin + now()); median and 99th percentile. Moves
+  clock (both pages' performance.timeOrigin + now()); median and 99th percentile; and the
+  same moves as a raw WebSocket client in this process sees them (the transport's and the
+  server's share, without a browser's), and the load average. Moves
   are spaced 40 ms apart so each is a lone change (feedback's 30 Hz coalescing sends a lone
   change at once; a drag's moves inside one 33 ms period are sent together at its end);
 - meters: the daemon's control thread CPU (% of one core, from /proc: the thread whose
@@ -47,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mix64 import build_mix64  # noqa: E402
+from pythonosc.osc_packet import OscPacket  # noqa: E402
 from test_http import WS, free_tcp_port, osc  # noqa: E402
 
 from mixgraph.server.engine import Engine  # noqa: E402
@@ -169,8 +172,45 @@ MOVE = """([n, gap]) => new Promise((done) => {
   next(); })"""
 
 
+def _match(sent: list, seen: list, slack: float = 0.0) -> list[float]:
+    """In order: each move's first sighting after it was sent (the server's norm comes back
+    through the taper and float32, so within 1e-4 of what A sent), in ms."""
+    lat, j = [], 0
+    for t, v in sent:
+        k = j
+        while k < len(seen) and not (seen[k][0] >= t - slack and abs(seen[k][1] - v) < 1e-4):
+            k += 1
+        if k < len(seen):
+            lat.append(max(0.0, seen[k][0] - t))
+            j = k + 1
+    return lat
+
+
 def part_moves(port: int, moves: int, exe: str) -> None:
+    import threading
+
     from playwright.sync_api import sync_playwright
+
+    # C: a raw WebSocket client (this process) seeing the same feedback as browser B, so
+    # that the browser's share and the transport's + server's share can be told apart
+    wc = WS(port)
+    wc.send("/subscribe", 120.0)
+    wc.until(lambda m: m[0] == "/done" and m[1][0] == "/subscribe", 30)
+    at_c: list = []
+    stop = threading.Event()
+
+    def read_c() -> None:
+        while not stop.is_set():
+            try:
+                op, payload = wc.frame(0.5)
+            except OSError:
+                continue
+            if op == 0x9:
+                wc.send_frame(0xA, payload)  # the server's heartbeat
+            elif op == 0x2:
+                for m in OscPacket(payload).messages:
+                    if m.message.address == "/node/fader0/gain/norm":
+                        at_c.append([time.time() * 1e3, m.message.params[0]])
 
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=exe)
@@ -180,23 +220,28 @@ def part_moves(port: int, moves: int, exe: str) -> None:
             pg.goto(f"http://127.0.0.1:{port}/")
             pg.wait_for_function(READY, timeout=60000)
         pb.evaluate(WATCH)
+        th = threading.Thread(target=read_c, daemon=True)
+        th.start()
         sent = pa.evaluate(MOVE, [moves, 40])
         time.sleep(0.5)
+        stop.set()
+        th.join()
         seen = pb.evaluate("window.__seen")
         b.close()
-    # in order: each move's first sighting at B after it was sent (the server's norm comes
-    # back through the taper and float32, so within 1e-4 of what A sent)
-    lat, j = [], 0
-    for t, v in sent:
-        k = j
-        while k < len(seen) and not (seen[k][0] >= t and abs(seen[k][1] - v) < 1e-4):
-            k += 1
-        if k < len(seen):
-            lat.append(seen[k][0] - t)
-            j = k + 1
+    wc.close()
+    lat = _match(sent, seen)
     print(f"browser A fader move -> server -> browser B fader moved: median "
           f"{statistics.median(lat):.2f} ms, p99 {pct(lat, 0.99):.2f} ms, max {max(lat):.1f} ms "
-          f"({len(lat)} of {len(sent)} moves seen at B; 40 ms apart)")
+          f"({len(lat)} of {len(sent)} moves seen at B; sent 40 ms apart: the ones not seen "
+          "came less than a feedback period (33 ms) after the one before, and only the "
+          "latest of those is sent)")
+    lat_c = _match(sent, at_c, slack=1.0)  # two clocks (the page's and this process's)
+    if lat_c:
+        print(f"  the same moves at a raw WebSocket client: median {statistics.median(lat_c):.2f}"
+              f" ms, p99 {pct(lat_c, 0.99):.2f} ms ({len(lat_c)} seen): the transport's and "
+              "the server's share")
+    with open("/proc/loadavg") as f:
+        print(f"  load average during the run: {f.read().split()[0]}")
 
 
 def part_meters(d: Daemon, port: int, browsers: int, seconds: float, exe: str) -> None:

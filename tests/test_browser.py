@@ -148,6 +148,23 @@ def wait_norm(page, address: str, value: float, tol: float = 1e-4) -> None:
         f".dataset.norm) - {value}) <= {tol}", timeout=15000)
 
 
+def lit_height(page, meter: str) -> float:
+    """The fraction of a meter's column that is drawn lit (not the dark background) on the
+    page's meter layer, read from the canvas's pixels in the middle of the column."""
+    return page.evaluate("""(meter) => {
+        const box = document.querySelector(`.meters[data-meters~='${meter}']`);
+        const k = box.dataset.meters.split(' ').indexOf(meter);
+        const r = box.getBoundingClientRect(), dpr = window.devicePixelRatio;
+        const x = Math.round((r.left + k * 9 + 3) * dpr);
+        const y0 = Math.round(r.top * dpr), h = Math.round(r.height * dpr);
+        const px = document.querySelector('#meterlayer').getContext('2d')
+            .getImageData(x, y0, 1, h).data;
+        let lit = 0;
+        for (let i = 0; i < h; i++) { const [R, G, B] = px.slice(4 * i, 4 * i + 3);
+            if (R + G + B > 150 && !(R > 240 && G > 240 && B > 240)) lit++; }  // not the hold
+        return lit / h; }""", meter)
+
+
 def shoot(page, tmp: Path, name: str) -> None:
     page.screenshot(path=str(tmp / name))
     keep = os.environ.get("MIXGRAPH_SCREENSHOTS")
@@ -199,23 +216,26 @@ def test_mixer_strips_faders_and_meters(env):
     d.call("/node/g6/gain/norm", 0.25)
     wait_norm(page, "/node/g6/gain", 0.25)
     # the meter follows the sine: -60 dBFS -> 0, 0 dBFS -> 1, linear in dB (protocol.md)
-    bar = "parseFloat(document.querySelector(\"[data-meter='m7/1'] .bar\").dataset.level)"
+    bar = "parseFloat(document.querySelector(\".meters[data-meters~='m7/1']\").dataset.level)"
     page.wait_for_function(f"Math.abs({bar} - 80) < 1", timeout=15000)  # -12 dBFS
+    # and that is what is on screen: the lit part of the column drawn on the meter layer
+    assert lit_height(page, "m7/1") == pytest.approx(0.8, abs=0.03)
     d.call("/node/s7/level", -30.0)
     page.wait_for_function(f"Math.abs({bar} - 50) < 1", timeout=15000)
+    assert lit_height(page, "m7/1") == pytest.approx(0.5, abs=0.03)
     d.call("/node/s7/level", -12.0)
     page.wait_for_function(f"Math.abs({bar} - 80) < 1", timeout=15000)
     # the meters stream at 30 Hz (>= 20 asked by the issue): count frames over a second
     count = page.evaluate("""() => new Promise((ok) => {
         const m = window.mixgraph.meters['/meters/m7/peak/1'];
-        const bar = [...m][0].bar; let n = 0;
+        const cv = [...m][0].box.cv; let n = 0;
         const o = new MutationObserver(() => n++);
-        o.observe(bar, { attributes: true });
+        o.observe(cv, { attributes: true, attributeFilter: ["data-level"] });
         setTimeout(() => { o.disconnect(); ok(n); }, 1000); })""")
     assert count >= 20
     # peak hold: after a drop the hold mark stays at the old peak for a while
     d.call("/node/s8/level", -6.0)
-    hold = "parseFloat(document.querySelector(\"[data-meter='m8/1'] .hold\").dataset.level)"
+    hold = "parseFloat(document.querySelector(\".meters[data-meters~='m8/1']\").dataset.hold)"
     page.wait_for_function(f"Math.abs({hold} - 90) < 1", timeout=15000)
     d.call("/node/s8/level", -48.0)
     # as soon as the bar has fallen below it, the mark is still at the old peak
