@@ -88,6 +88,14 @@ def catalog_points(d: Daemon, type_: str, param: str) -> list[tuple[float, float
             return pts
 
 
+def interp_inv(points, v: float) -> float:
+    """The position (0..1) of a value on a taper given by its breakpoints."""
+    for (n0, v0), (n1, v1) in zip(points, points[1:], strict=False):
+        if min(v0, v1) <= v <= max(v0, v1) and v1 != v0:
+            return n0 + (n1 - n0) * (v - v0) / (v1 - v0)
+    raise AssertionError(v)
+
+
 def interp(points, n: float) -> float:
     for (n0, v0), (n1, v1) in zip(points, points[1:], strict=False):
         if n0 <= n <= n1:
@@ -440,39 +448,98 @@ def test_reconnect_resyncs_and_says_it_was_offline(env, tmp_path):
         d.stop()
 
 
-def test_show_page_from_the_scene_and_cue_messages(env):
-    """The page's side of the show page, fed the issue 14 replies and events as if from the
-    server (this server has no scenes yet): the tab appears, and each control sends its
-    address. With a server that has scenes and cues, the same with real replies is still
-    to be tested."""
-    page = open_page(env, record=True)
-    page.wait_for_function("window.mixgraph.sceneAcc === null", timeout=15000)  # its answer
-    page.evaluate("""() => { const m = window.mixgraph; m.sceneAcc = [];  // as if asked
-        m.receive('/scene/list.reply', 'intro', 12, 2.0);
-        m.receive('/scene/list.reply', 'verse', 12, 0.5);
-        m.receive('/done', '/scene/list', 2); }""")
-    page.wait_for_selector("#tab-show:not([hidden])")
-    page.click("#tab-show")
-    assert page.locator("#mixer").is_hidden()
-    assert page.locator("#scenes button").all_inner_texts() == ["intro", "verse"]
-    page.click("#scenes button[data-scene=verse]")
-    page.click("#go")
-    page.click("#stop")
-    x = page.locator("#morph-x").bounding_box()
-    page.mouse.move(x["x"] + 10, x["y"] + x["height"] / 2)
-    page.mouse.down()
-    page.mouse.move(x["x"] + x["width"] / 2, x["y"] + x["height"] / 2, steps=5)
-    page.mouse.up()
-    sent = page.evaluate("window.__sent")
-    for address in ("/scene/recall", "/cue/go", "/cue/stop", "/scene/morph"):
-        assert address in sent, address
-    page.evaluate("() => { window.mixgraph.receive('/cue/playhead', 3, 'verse');"
-                  " window.mixgraph.receive('/cue/running', 3, 1); }")
-    assert page.locator("#playhead").inner_text() == "cue 3 verse"
-    assert "running" in page.locator("#go").get_attribute("class")
-    # an empty list hides it again and goes back to the mixer
-    page.evaluate("() => { window.mixgraph.receive('/done', '/scene/list', 0); }")
-    page.wait_for_selector("#tab-show[hidden]", state="attached")
-    assert page.locator("#mixer").is_visible()
-    assert not page.errors, page.errors
-    page.context.close()
+def replies(d: Daemon, address: str, *args) -> list[tuple[str, list]]:
+    """Every message the server answers to one request, up to and with its /done."""
+    d.client.send(address, *args)
+    out = []
+    while True:
+        addr, a = d.client.receive(3.0)
+        out.append((addr, a))
+        if addr in ("/done", "/fail") and a and a[0] == address:
+            return out
+
+
+def test_show_page_with_real_scenes_and_cues(env):
+    """The show page against the server's own scenes and cue list (server/scenes.py,
+    cues.py): the tab appears, GO fires the cue at the playhead on the server and the
+    page's playhead follows the server's, STOP, a cue tapped is stood by, a scene button
+    recalls, the morph crossfader moves the values between two scenes."""
+    d, _ = env
+    g = "/node/g12/gain"
+    page = open_page(env)
+    try:
+        assert page.locator("#tab-show").is_hidden()  # no scenes, no cues yet
+        d.call(g, -10.0)
+        d.call("/scene/store", "intro", g)
+        d.call(g, -30.0)
+        d.call("/scene/store", "verse", g)
+        d.call("/scene/store", "bridge", g, "/node/g13/mute")
+        d.call("/cue/set", 1, "name", "Intro", "scene", "intro")
+        d.call("/cue/set", 2, "name", "Verse", "scene", "verse")
+        d.call("/cue/set", 3, "name", "Bridge", "scene", "bridge")
+        # stored by another client: the page finds them by itself (its heartbeat asks)
+        page.wait_for_selector("#tab-show:not([hidden])", timeout=15000)
+        page.click("#tab-show")
+        assert page.locator("#mixer").is_hidden()
+        page.wait_for_function("document.querySelectorAll('#cues button').length === 3",
+                               timeout=15000)
+        assert page.locator("#scenes button").all_inner_texts() == ["intro", "verse", "bridge"]
+        assert page.locator("#cues button span").all_inner_texts() == ["Intro", "Verse",
+                                                                        "Bridge"]
+        page.wait_for_function("document.querySelector('#playhead').dataset.cue === '1'",
+                               timeout=15000)
+        assert page.locator("#playhead").inner_text() == "standby: cue 1 Intro"
+        assert page.locator("#cues button.next").get_attribute("data-cue") == "1"
+        # GO fires cue 1 on the server (its scene recalled) and the playhead moves to 2
+        page.click("#go")
+        _wait(lambda: d.call(g) == [pytest.approx(-10.0, abs=1e-4)])
+        assert replies(d, "/cue/list")[-1][1][2] == "2"
+        page.wait_for_function("document.querySelector('#playhead').dataset.cue === '2'",
+                               timeout=15000)
+        assert page.locator("#playhead").inner_text() == "standby: cue 2 Verse"
+        page.click("#go")
+        _wait(lambda: d.call(g) == [pytest.approx(-30.0, abs=1e-4)])
+        page.wait_for_function("document.querySelector('#playhead').dataset.cue === '3'",
+                               timeout=15000)
+        # a cue tapped is stood by on the server; STOP answers
+        page.click("#cues button[data-cue='1']")
+        _wait(lambda: replies(d, "/cue/list")[-1][1][2] == "1")
+        page.wait_for_function("document.querySelector('#playhead').dataset.cue === '1'",
+                               timeout=15000)
+        page.click("#stop")
+        d.sync()
+        assert page.locator("#msg").inner_text() == ""  # nothing refused
+        # a scene button recalls that scene
+        page.click("#scenes button[data-scene=intro]")
+        _wait(lambda: d.call(g) == [pytest.approx(-10.0, abs=1e-4)])
+        # the morph crossfader, intro -> verse: half way along the gain's fader taper
+        assert page.locator("#morph-a").input_value() == "intro"
+        assert page.locator("#morph-b").input_value() == "verse"
+        x = page.locator("#morph-x")
+        box, track = x.bounding_box(), x.locator(".track").bounding_box()
+        cap = x.locator(".cap").bounding_box()
+        y = box["y"] + box["height"] / 2
+        page.mouse.move(cap["x"] + cap["width"] / 2, y)
+        page.mouse.down()
+        page.mouse.move(cap["x"] + cap["width"] / 2 + track["width"] / 2, y, steps=6)
+        page.mouse.up()
+        page.wait_for_function("Math.abs(Number(document.querySelector('#morph output')"
+                               ".textContent) - 0.5) < 0.02", timeout=15000)
+        pos = float(x.get_attribute("data-norm"))
+        pts = catalog_points(d, "gain", "gain")
+        lo, hi = (interp_inv(pts, v) for v in (-10.0, -30.0))
+        want = interp(pts, lo + (hi - lo) * pos)
+        _wait(lambda: d.call(g)[0] == pytest.approx(want, abs=0.05))
+        assert -30.0 < want < -10.0
+        shoot(page, d.tmp, "show-tablet.png")
+        # the page's own mixer shows the morphed value
+        page.click("#tab-mixer")
+        wait_norm(page, g, float(d.call(g + "/norm")[0]))
+        assert not page.errors, page.errors
+    finally:
+        for c in (1, 2, 3):
+            d.client.send("/cue/delete", c)
+        for sc in ("intro", "verse", "bridge"):
+            d.client.send("/scene/delete", sc)
+        d.sync()
+        page.context.close()
