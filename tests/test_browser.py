@@ -543,3 +543,78 @@ def test_show_page_with_real_scenes_and_cues(env):
             d.client.send("/scene/delete", sc)
         d.sync()
         page.context.close()
+
+
+OVERDRIVE = "http://drobilla.net/plugins/mda/Overdrive"
+BALANCE = "http://gareus.org/oss/lv2/balance"
+
+
+def test_lv2_node_page_has_the_plugins_parameters(env):
+    """An lv2 node's page lists its plugin's parameters (the catalog of that plugin, asked
+    with /catalog lv2 <uri>), with the plugin's units and labelled choices, and moving one
+    sets it on the server."""
+    from conftest import require
+
+    d, _ = env
+    d.client.send("/catalog/type", "lv2", OVERDRIVE)
+    if d.client.receive(3.0)[0] == "/fail":
+        require(False, "mda-lv2 is not installed (Debian: mda-lv2) or no lilv in this build")
+    while d.client.receive(3.0)[0] != "/done":
+        pass
+    page = open_page(env)
+    try:
+        d.call("/graph/add", "lv2", "od", "uri", OVERDRIVE)
+        d.call("/graph/add", "lv2", "bal", "uri", BALANCE)
+        # the page rebuilds on /graph/changed; each plugin node is a strip of its own
+        page.click(".chain button[data-node=od]", timeout=15000)
+        page.wait_for_selector("#node:not([hidden])")
+        d.client.send("/catalog/type", "lv2", OVERDRIVE)
+        params = []
+        while True:
+            addr, args = d.client.receive(3.0)
+            if addr == "/catalog/type.param":
+                params.append(args[1])
+            elif addr == "/done":
+                break
+        assert params == ["drive", "muffle", "output"]
+        assert page.locator("#node .param").evaluate_all(
+            "ps => ps.map(p => p.dataset.param)") == params
+        assert "MDA Overdrive" in page.locator("#node .doc").first.inner_text()
+        # a drag on drive's slider sets it on the server, along its linear 0..1 range
+        s = page.locator("#node .hslider[data-address='/node/od/drive']")
+        track = s.locator(".track").bounding_box()
+        cap = s.locator(".cap").bounding_box()
+        x, y = cap["x"] + cap["width"] / 2, cap["y"] + cap["height"] / 2
+        page.mouse.move(x, y)
+        page.mouse.down()
+        page.mouse.move(x + 0.6 * track["width"], y, steps=8)
+        page.mouse.up()
+        _wait(lambda: d.call("/node/od/drive/touch") == [0])
+        n = float(s.get_attribute("data-norm"))
+        assert n == pytest.approx(0.6, abs=0.02)
+        _wait(lambda: d.call("/node/od/drive")[0] == pytest.approx(n, abs=1e-5))
+        page.wait_for_function("document.querySelector('#node .param[data-param=drive] "
+                               f"output').textContent === '{n:.2f}'", timeout=15000)
+        page.click("#node button.close")
+        # another plugin: its unit (dB) and its labelled choices, from its own catalog
+        page.click(".chain button[data-node=bal]")
+        page.wait_for_selector("#node:not([hidden]) .param[data-param=trim]")
+        d.call("/node/bal/trim", -6.0)
+        page.wait_for_function("document.querySelector('#node .param[data-param=trim] output')"
+                               ".textContent === '-6.00 dB'", timeout=15000)
+        mode = page.locator("#node .param[data-param=unitygain]")
+        assert mode.locator(".choices button").all_inner_texts() == [
+            "Balance", "Unity Gain - Equal Amplitude", "Seesaw - Equal Power"]
+        mode.locator("button", has_text="Seesaw").click()
+        _wait(lambda: d.call("/node/bal/unitygain") == [2.0])
+        page.wait_for_function("document.querySelector('#node .param[data-param=unitygain] "
+                               "output').textContent === 'Seesaw - Equal Power'", timeout=15000)
+        assert page.locator("#node .param[data-param=phaseL] .choices button") \
+            .all_inner_texts() == ["off", "on"]
+        assert not page.errors, page.errors
+        shoot(page, d.tmp, "node-lv2-tablet.png")
+    finally:
+        for n in ("od", "bal"):
+            d.client.send("/graph/remove", n)
+        d.sync()
+        page.context.close()
