@@ -18,6 +18,7 @@ others: every loop works on a copy of the subscriber list."""
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 import msgpack
@@ -66,7 +67,8 @@ class Feedback:
         self.period = 1.0 / rate_hz
         self.default_lease = default_lease
         self.max_subscribers = max_subscribers
-        self._frames: dict[str, tuple[list[bytes], dict]] = {}  # this turn's meter readings
+        self._frames: dict[str, dict] = {}  # this turn's meter readings, by node
+        self._msgs: dict[str, list[bytes]] = {}  # and as OSC messages, when asked
         self.subs: dict[object, Subscriber] = {}
         self.dirty: dict[tuple[str, str], tuple[float, object]] = {}
         self.last_flush = 0.0
@@ -202,12 +204,16 @@ class Feedback:
             self.last_flush = now
             self._flush()
         self._frames.clear()  # readings are taken at most once per node per turn
+        self._msgs.clear()
         subs = self.subs
         for key, s in list(subs.items()):  # a send may close a connection (drop)
             if s.meters and now >= s.next_meter and subs.get(key) is s:
-                s.next_meter = max(s.next_meter + 1.0 / s.meter_rate, now)
+                # on a grid shared by every subscriber at this rate: they all take the
+                # same turn's readings (16 browsers read the meters once, not 16 times)
+                s.next_meter = (math.floor(now * s.meter_rate) + 1.0) / s.meter_rate
                 self._send_meters(s)
         self._frames.clear()
+        self._msgs.clear()
 
     def _flush(self) -> None:
         dirty, self.dirty = self.dirty, {}
@@ -256,24 +262,34 @@ class Feedback:
         s.names = (key, names)
         return names
 
-    def _frame(self, name: str, node) -> tuple[list[bytes], dict]:
-        """One node's readings, encoded (once per turn, shared by every subscriber)."""
+    def _frame(self, name: str, node) -> dict:
+        """One node's readings (once per turn, shared by every subscriber)."""
         f = self._frames.get(name)
         if f is not None:
             return f
         session = self.d.session
+        per = {r.name: session.readout(name, r.name) for r in node.g.type.readouts}
+        self._frames[name] = per
+        return per
+
+    def _frame_msgs(self, name: str, node, per: dict) -> list[bytes]:
+        """One node's readings as OSC messages (once per turn, and only when a subscriber
+        takes the full stream: a meter node is 14 messages, and encoding them for the
+        browsers' blob-only streams cost the control thread milliseconds a period, which
+        delayed everyone's feedback)."""
+        m = self._msgs.get(name)
+        if m is not None:
+            return m
         msgs: list[bytes] = []
-        per: dict = {}
         for r in node.g.type.readouts:
-            vals = session.readout(name, r.name)
-            per[r.name] = vals
+            vals = per[r.name]
             a = f"/meters/{name}/{r.name}"
             msgs.append(encode_message(a, [float(v) for v in vals]))
             if r.map == "db":
                 for i, v in enumerate(vals):
                     msgs.append(encode_message(f"{a}/{i + 1}", [meter_norm(v)]))
-        f = self._frames[name] = (msgs, per)
-        return f
+        self._msgs[name] = msgs
+        return msgs
 
     def _send_meters(self, s: Subscriber) -> None:
         backlog = s.peer.backlog
@@ -289,9 +305,9 @@ class Feedback:
             node = live.get(name)
             if node is None:
                 continue
-            m, per = self._frame(name, node)
+            per = self._frame(name, node)
             if not s.blob_only:
-                msgs += m
+                msgs += self._frame_msgs(name, node, per)
             blob[name] = per
         if not blob:
             return

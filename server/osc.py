@@ -908,8 +908,15 @@ class Dispatcher:
         return d
 
     def _catalog(self, args: list, reply: Reply, _t: int, client=None) -> None:
-        blob = msgpack.packb([self.describe_type(t) for t in CATALOG.values()],
-                             use_bin_type=True)
+        if args:  # /catalog lv2 <uri>...: those plugins' own types, each with its "uri"
+            if args[0] != "lv2" or len(args) < 2 or len(args) > 65:
+                raise MixgraphError("usage: /catalog [lv2 <uri>...]")
+            types = [plugin_type(str(u)) for u in args[1:]]
+            blob = msgpack.packb([self.describe_type(t) | {"uri": t.uri} for t in types],
+                                 use_bin_type=True)
+        else:
+            blob = msgpack.packb([self.describe_type(t) for t in CATALOG.values()],
+                                 use_bin_type=True)
         reply("/catalog.reply", [blob])
 
     def _catalog_list(self, args: list, reply: Reply, _t: int, client=None) -> None:

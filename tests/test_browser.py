@@ -88,6 +88,14 @@ def catalog_points(d: Daemon, type_: str, param: str) -> list[tuple[float, float
             return pts
 
 
+def interp_inv(points, v: float) -> float:
+    """The position (0..1) of a value on a taper given by its breakpoints."""
+    for (n0, v0), (n1, v1) in zip(points, points[1:], strict=False):
+        if min(v0, v1) <= v <= max(v0, v1) and v1 != v0:
+            return n0 + (n1 - n0) * (v - v0) / (v1 - v0)
+    raise AssertionError(v)
+
+
 def interp(points, n: float) -> float:
     for (n0, v0), (n1, v1) in zip(points, points[1:], strict=False):
         if n0 <= n <= n1:
@@ -148,6 +156,23 @@ def wait_norm(page, address: str, value: float, tol: float = 1e-4) -> None:
         f".dataset.norm) - {value}) <= {tol}", timeout=15000)
 
 
+def lit_height(page, meter: str) -> float:
+    """The fraction of a meter's column that is drawn lit (not the dark background) on the
+    page's meter layer, read from the canvas's pixels in the middle of the column."""
+    return page.evaluate("""(meter) => {
+        const box = document.querySelector(`.meters[data-meters~='${meter}']`);
+        const k = box.dataset.meters.split(' ').indexOf(meter);
+        const r = box.getBoundingClientRect(), dpr = window.devicePixelRatio;
+        const x = Math.round((r.left + k * 9 + 3) * dpr);
+        const y0 = Math.round(r.top * dpr), h = Math.round(r.height * dpr);
+        const px = document.querySelector('#meterlayer').getContext('2d')
+            .getImageData(x, y0, 1, h).data;
+        let lit = 0;
+        for (let i = 0; i < h; i++) { const [R, G, B] = px.slice(4 * i, 4 * i + 3);
+            if (R + G + B > 150 && !(R > 240 && G > 240 && B > 240)) lit++; }  // not the hold
+        return lit / h; }""", meter)
+
+
 def shoot(page, tmp: Path, name: str) -> None:
     page.screenshot(path=str(tmp / name))
     keep = os.environ.get("MIXGRAPH_SCREENSHOTS")
@@ -199,23 +224,26 @@ def test_mixer_strips_faders_and_meters(env):
     d.call("/node/g6/gain/norm", 0.25)
     wait_norm(page, "/node/g6/gain", 0.25)
     # the meter follows the sine: -60 dBFS -> 0, 0 dBFS -> 1, linear in dB (protocol.md)
-    bar = "parseFloat(document.querySelector(\"[data-meter='m7/1'] .bar\").dataset.level)"
+    bar = "parseFloat(document.querySelector(\".meters[data-meters~='m7/1']\").dataset.level)"
     page.wait_for_function(f"Math.abs({bar} - 80) < 1", timeout=15000)  # -12 dBFS
+    # and that is what is on screen: the lit part of the column drawn on the meter layer
+    assert lit_height(page, "m7/1") == pytest.approx(0.8, abs=0.03)
     d.call("/node/s7/level", -30.0)
     page.wait_for_function(f"Math.abs({bar} - 50) < 1", timeout=15000)
+    assert lit_height(page, "m7/1") == pytest.approx(0.5, abs=0.03)
     d.call("/node/s7/level", -12.0)
     page.wait_for_function(f"Math.abs({bar} - 80) < 1", timeout=15000)
     # the meters stream at 30 Hz (>= 20 asked by the issue): count frames over a second
     count = page.evaluate("""() => new Promise((ok) => {
         const m = window.mixgraph.meters['/meters/m7/peak/1'];
-        const bar = [...m][0].bar; let n = 0;
+        const cv = [...m][0].box.cv; let n = 0;
         const o = new MutationObserver(() => n++);
-        o.observe(bar, { attributes: true });
+        o.observe(cv, { attributes: true, attributeFilter: ["data-level"] });
         setTimeout(() => { o.disconnect(); ok(n); }, 1000); })""")
     assert count >= 20
     # peak hold: after a drop the hold mark stays at the old peak for a while
     d.call("/node/s8/level", -6.0)
-    hold = "parseFloat(document.querySelector(\"[data-meter='m8/1'] .hold\").dataset.level)"
+    hold = "parseFloat(document.querySelector(\".meters[data-meters~='m8/1']\").dataset.hold)"
     page.wait_for_function(f"Math.abs({hold} - 90) < 1", timeout=15000)
     d.call("/node/s8/level", -48.0)
     # as soon as the bar has fallen below it, the mark is still at the old peak
@@ -420,39 +448,173 @@ def test_reconnect_resyncs_and_says_it_was_offline(env, tmp_path):
         d.stop()
 
 
-def test_show_page_from_the_scene_and_cue_messages(env):
-    """The page's side of the show page, fed the issue 14 replies and events as if from the
-    server (this server has no scenes yet): the tab appears, and each control sends its
-    address. With a server that has scenes and cues, the same with real replies is still
-    to be tested."""
-    page = open_page(env, record=True)
-    page.wait_for_function("window.mixgraph.sceneAcc === null", timeout=15000)  # its answer
-    page.evaluate("""() => { const m = window.mixgraph; m.sceneAcc = [];  // as if asked
-        m.receive('/scene/list.reply', 'intro', 12, 2.0);
-        m.receive('/scene/list.reply', 'verse', 12, 0.5);
-        m.receive('/done', '/scene/list', 2); }""")
-    page.wait_for_selector("#tab-show:not([hidden])")
-    page.click("#tab-show")
-    assert page.locator("#mixer").is_hidden()
-    assert page.locator("#scenes button").all_inner_texts() == ["intro", "verse"]
-    page.click("#scenes button[data-scene=verse]")
-    page.click("#go")
-    page.click("#stop")
-    x = page.locator("#morph-x").bounding_box()
-    page.mouse.move(x["x"] + 10, x["y"] + x["height"] / 2)
-    page.mouse.down()
-    page.mouse.move(x["x"] + x["width"] / 2, x["y"] + x["height"] / 2, steps=5)
-    page.mouse.up()
-    sent = page.evaluate("window.__sent")
-    for address in ("/scene/recall", "/cue/go", "/cue/stop", "/scene/morph"):
-        assert address in sent, address
-    page.evaluate("() => { window.mixgraph.receive('/cue/playhead', 3, 'verse');"
-                  " window.mixgraph.receive('/cue/running', 3, 1); }")
-    assert page.locator("#playhead").inner_text() == "cue 3 verse"
-    assert "running" in page.locator("#go").get_attribute("class")
-    # an empty list hides it again and goes back to the mixer
-    page.evaluate("() => { window.mixgraph.receive('/done', '/scene/list', 0); }")
-    page.wait_for_selector("#tab-show[hidden]", state="attached")
-    assert page.locator("#mixer").is_visible()
-    assert not page.errors, page.errors
-    page.context.close()
+def replies(d: Daemon, address: str, *args) -> list[tuple[str, list]]:
+    """Every message the server answers to one request, up to and with its /done."""
+    d.client.send(address, *args)
+    out = []
+    while True:
+        addr, a = d.client.receive(3.0)
+        out.append((addr, a))
+        if addr in ("/done", "/fail") and a and a[0] == address:
+            return out
+
+
+def test_show_page_with_real_scenes_and_cues(env):
+    """The show page against the server's own scenes and cue list (server/scenes.py,
+    cues.py): the tab appears, GO fires the cue at the playhead on the server and the
+    page's playhead follows the server's, STOP, a cue tapped is stood by, a scene button
+    recalls, the morph crossfader moves the values between two scenes."""
+    d, _ = env
+    g = "/node/g12/gain"
+    page = open_page(env)
+    try:
+        assert page.locator("#tab-show").is_hidden()  # no scenes, no cues yet
+        d.call(g, -10.0)
+        d.call("/scene/store", "intro", g)
+        d.call(g, -30.0)
+        d.call("/scene/store", "verse", g)
+        d.call("/scene/store", "bridge", g, "/node/g13/mute")
+        d.call("/cue/set", 1, "name", "Intro", "scene", "intro")
+        d.call("/cue/set", 2, "name", "Verse", "scene", "verse")
+        d.call("/cue/set", 3, "name", "Bridge", "scene", "bridge")
+        # stored by another client: the page finds them by itself (its heartbeat asks)
+        page.wait_for_selector("#tab-show:not([hidden])", timeout=15000)
+        page.click("#tab-show")
+        assert page.locator("#mixer").is_hidden()
+        page.wait_for_function("document.querySelectorAll('#cues button').length === 3",
+                               timeout=15000)
+        assert page.locator("#scenes button").all_inner_texts() == ["intro", "verse", "bridge"]
+        assert page.locator("#cues button span").all_inner_texts() == ["Intro", "Verse",
+                                                                        "Bridge"]
+        page.wait_for_function("document.querySelector('#playhead').dataset.cue === '1'",
+                               timeout=15000)
+        assert page.locator("#playhead").inner_text() == "standby: cue 1 Intro"
+        assert page.locator("#cues button.next").get_attribute("data-cue") == "1"
+        # GO fires cue 1 on the server (its scene recalled) and the playhead moves to 2
+        page.click("#go")
+        _wait(lambda: d.call(g) == [pytest.approx(-10.0, abs=1e-4)])
+        assert replies(d, "/cue/list")[-1][1][2] == "2"
+        page.wait_for_function("document.querySelector('#playhead').dataset.cue === '2'",
+                               timeout=15000)
+        assert page.locator("#playhead").inner_text() == "standby: cue 2 Verse"
+        page.click("#go")
+        _wait(lambda: d.call(g) == [pytest.approx(-30.0, abs=1e-4)])
+        page.wait_for_function("document.querySelector('#playhead').dataset.cue === '3'",
+                               timeout=15000)
+        # a cue tapped is stood by on the server; STOP answers
+        page.click("#cues button[data-cue='1']")
+        _wait(lambda: replies(d, "/cue/list")[-1][1][2] == "1")
+        page.wait_for_function("document.querySelector('#playhead').dataset.cue === '1'",
+                               timeout=15000)
+        page.click("#stop")
+        d.sync()
+        assert page.locator("#msg").inner_text() == ""  # nothing refused
+        # a scene button recalls that scene
+        page.click("#scenes button[data-scene=intro]")
+        _wait(lambda: d.call(g) == [pytest.approx(-10.0, abs=1e-4)])
+        # the morph crossfader, intro -> verse: half way along the gain's fader taper
+        assert page.locator("#morph-a").input_value() == "intro"
+        assert page.locator("#morph-b").input_value() == "verse"
+        x = page.locator("#morph-x")
+        box, track = x.bounding_box(), x.locator(".track").bounding_box()
+        cap = x.locator(".cap").bounding_box()
+        y = box["y"] + box["height"] / 2
+        page.mouse.move(cap["x"] + cap["width"] / 2, y)
+        page.mouse.down()
+        page.mouse.move(cap["x"] + cap["width"] / 2 + track["width"] / 2, y, steps=6)
+        page.mouse.up()
+        page.wait_for_function("Math.abs(Number(document.querySelector('#morph output')"
+                               ".textContent) - 0.5) < 0.02", timeout=15000)
+        pos = float(x.get_attribute("data-norm"))
+        pts = catalog_points(d, "gain", "gain")
+        lo, hi = (interp_inv(pts, v) for v in (-10.0, -30.0))
+        want = interp(pts, lo + (hi - lo) * pos)
+        _wait(lambda: d.call(g)[0] == pytest.approx(want, abs=0.05))
+        assert -30.0 < want < -10.0
+        shoot(page, d.tmp, "show-tablet.png")
+        # the page's own mixer shows the morphed value
+        page.click("#tab-mixer")
+        wait_norm(page, g, float(d.call(g + "/norm")[0]))
+        assert not page.errors, page.errors
+    finally:
+        for c in (1, 2, 3):
+            d.client.send("/cue/delete", c)
+        for sc in ("intro", "verse", "bridge"):
+            d.client.send("/scene/delete", sc)
+        d.sync()
+        page.context.close()
+
+
+OVERDRIVE = "http://drobilla.net/plugins/mda/Overdrive"
+BALANCE = "http://gareus.org/oss/lv2/balance"
+
+
+def test_lv2_node_page_has_the_plugins_parameters(env):
+    """An lv2 node's page lists its plugin's parameters (the catalog of that plugin, asked
+    with /catalog lv2 <uri>), with the plugin's units and labelled choices, and moving one
+    sets it on the server."""
+    from conftest import require
+
+    d, _ = env
+    d.client.send("/catalog/type", "lv2", OVERDRIVE)
+    if d.client.receive(3.0)[0] == "/fail":
+        require(False, "mda-lv2 is not installed (Debian: mda-lv2) or no lilv in this build")
+    while d.client.receive(3.0)[0] != "/done":
+        pass
+    page = open_page(env)
+    try:
+        d.call("/graph/add", "lv2", "od", "uri", OVERDRIVE)
+        d.call("/graph/add", "lv2", "bal", "uri", BALANCE)
+        # the page rebuilds on /graph/changed; each plugin node is a strip of its own
+        page.click(".chain button[data-node=od]", timeout=15000)
+        page.wait_for_selector("#node:not([hidden])")
+        d.client.send("/catalog/type", "lv2", OVERDRIVE)
+        params = []
+        while True:
+            addr, args = d.client.receive(3.0)
+            if addr == "/catalog/type.param":
+                params.append(args[1])
+            elif addr == "/done":
+                break
+        assert params == ["drive", "muffle", "output"]
+        assert page.locator("#node .param").evaluate_all(
+            "ps => ps.map(p => p.dataset.param)") == params
+        assert "MDA Overdrive" in page.locator("#node .doc").first.inner_text()
+        # a drag on drive's slider sets it on the server, along its linear 0..1 range
+        s = page.locator("#node .hslider[data-address='/node/od/drive']")
+        track = s.locator(".track").bounding_box()
+        cap = s.locator(".cap").bounding_box()
+        x, y = cap["x"] + cap["width"] / 2, cap["y"] + cap["height"] / 2
+        page.mouse.move(x, y)
+        page.mouse.down()
+        page.mouse.move(x + 0.6 * track["width"], y, steps=8)
+        page.mouse.up()
+        _wait(lambda: d.call("/node/od/drive/touch") == [0])
+        n = float(s.get_attribute("data-norm"))
+        assert n == pytest.approx(0.6, abs=0.02)
+        _wait(lambda: d.call("/node/od/drive")[0] == pytest.approx(n, abs=1e-5))
+        page.wait_for_function("document.querySelector('#node .param[data-param=drive] "
+                               f"output').textContent === '{n:.2f}'", timeout=15000)
+        page.click("#node button.close")
+        # another plugin: its unit (dB) and its labelled choices, from its own catalog
+        page.click(".chain button[data-node=bal]")
+        page.wait_for_selector("#node:not([hidden]) .param[data-param=trim]")
+        d.call("/node/bal/trim", -6.0)
+        page.wait_for_function("document.querySelector('#node .param[data-param=trim] output')"
+                               ".textContent === '-6.00 dB'", timeout=15000)
+        mode = page.locator("#node .param[data-param=unitygain]")
+        assert mode.locator(".choices button").all_inner_texts() == [
+            "Balance", "Unity Gain - Equal Amplitude", "Seesaw - Equal Power"]
+        mode.locator("button", has_text="Seesaw").click()
+        _wait(lambda: d.call("/node/bal/unitygain") == [2.0])
+        page.wait_for_function("document.querySelector('#node .param[data-param=unitygain] "
+                               "output').textContent === 'Seesaw - Equal Power'", timeout=15000)
+        assert page.locator("#node .param[data-param=phaseL] .choices button") \
+            .all_inner_texts() == ["off", "on"]
+        assert not page.errors, page.errors
+        shoot(page, d.tmp, "node-lv2-tablet.png")
+    finally:
+        for n in ("od", "bal"):
+            d.client.send("/graph/remove", n)
+        d.sync()
+        page.context.close()

@@ -10,6 +10,7 @@ import base64
 import hashlib
 import os
 import re
+import select
 import socket
 import struct
 import time
@@ -421,6 +422,7 @@ def test_malformed_input_is_closed_and_others_carry_on(daemon):
         m = OscPacket(data).messages[0].message
         return m.address, list(m.params)
 
+    t0 = daemon.status()["time"]
     sub = WS(daemon.http)  # a subscribed browser that must keep its feedback
     sub.send("/subscribe", 10.0)
     sub.until(lambda m: m[0] == "/done" and m[1][0] == "/subscribe")
@@ -469,6 +471,14 @@ def test_malformed_input_is_closed_and_others_carry_on(daemon):
     assert st["bad_http"] == bad
     assert st["garbage"] >= 1
     assert st["oversized"] >= 2
+    # each is a log line, up to the per-source limit (the rest counted as suppressed)
+    out = daemon.output()
+    assert "request head too large; closed (1 so far)" in out
+    logged = sum(f"closed ({k} so far)" in out for k in range(1, bad + 1))
+    assert logged >= 1 and logged + st["log_suppressed"] >= bad
+    # and the audio carried on: the engine's clock ran, the sine still reads -12 dBFS
+    assert st["time"] > t0
+    assert daemon.call("/node/m/peak")[0] == pytest.approx(-12.0, abs=0.5)
     tcp.close()
     sub.close()
 
@@ -587,3 +597,55 @@ def test_meters_as_the_blob_alone(daemon):
     assert (addr, args[0]) == ("/fail", "/meters/subscribe")
     assert "blob|all" in args[1]
     w.close()
+
+
+def test_a_thousand_connections_are_refused_beyond_the_caps(daemon):
+    """1,000 connections to the HTTP port from 40 addresses (25 each, under the per-host
+    cap): the server holds what --max-conns allows, accepts and closes the rest at once
+    (counted, one log line per 10 s), and a subscribed browser, an OSC client and the audio
+    carry on; when they go, a new browser connects."""
+    sub = WS(daemon.http)
+    sub.send("/subscribe", 30.0)
+    sub.until(lambda m: m[0] == "/done" and m[1][0] == "/subscribe")
+    sub.send("/sync", 1)
+    sub.until(lambda m: m == ("/synced", [1]))
+    t0 = daemon.status()["time"]
+    socks = []
+    try:
+        for i in range(1000):
+            s = socket.socket()
+            s.bind((f"127.0.0.{2 + i // 25}", 0))
+            s.settimeout(5)
+            s.connect(("127.0.0.1", daemon.http))
+            socks.append(s)
+        # the server has taken every one when its refusal count stops moving (well inside
+        # the 10 s a request head may take: the held ones are still open)
+        last = -1
+        while (st := daemon.status())["refused"] != last:
+            last = st["refused"]
+            time.sleep(0.3)
+        # a refused one was closed at once: readable (EOF or a reset); a held one is quiet
+        closed, _, _ = select.select(socks, [], [], 0.5)
+        assert 0 < len(closed) < 1000
+        assert st["refused"] == len(closed)
+        assert "connections open (--max-conns)" in daemon.output()
+        # the others carry on: an OSC set reaches the subscribed browser, the audio runs
+        assert daemon.call("/node/g/gain", -5.0) == ["/node/g/gain", -5.0]
+        assert sub.until(lambda m: m[0] == "/node/g/gain") == ("/node/g/gain", [-5.0])
+        assert st["time"] > t0
+        deadline = time.monotonic() + 10  # the meter's peak falls back to the new level
+        while abs(daemon.call("/node/m/peak")[0] + 17.0) > 0.5:
+            assert time.monotonic() < deadline, daemon.call("/node/m/peak")
+            time.sleep(0.1)
+    finally:
+        for s in socks:
+            s.close()
+    deadline = time.monotonic() + 10
+    while True:  # the server sees the closes on its next turns
+        w = WS(daemon.http)
+        if w.status == 101 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert w.status == 101
+    w.close()
+    sub.close()
