@@ -233,12 +233,19 @@ class CueList:
                 pairs += ["osc", m]
             cues[num] = apply_keys(Cue(num), pairs, _Any())
         ph = d.get("playhead")
+        at_end = "playhead" in d and ph is None  # saved after the last cue had run
         ph = None if ph is None else cue_number(ph, "playhead")
-        return cues, ph
+        return cues, ph, at_end
 
-    def install(self, cues: dict[float, Cue], playhead: float | None) -> None:
+    def install(self, cues: dict[float, Cue], playhead: float | None,
+                at_end: bool = False) -> None:
+        """Take a cue list; the playhead where it was saved (past the end of the list
+        when `at_end`), else on the first cue."""
         self.cues = dict(sorted(cues.items()))
-        self.playhead = playhead if playhead in self.cues else self._first()
+        if playhead in self.cues or (at_end and playhead is None):
+            self.playhead = playhead
+        else:
+            self.playhead = self._first()
 
     def sorted(self) -> list[Cue]:
         return [self.cues[k] for k in sorted(self.cues)]
@@ -257,9 +264,10 @@ class CueList:
             raise MixgraphError(f"too many cues (at most {CUES_MAX})")
         c = apply_keys(self.cues.get(num) or Cue(num), pairs, self.show.scenes)
         before = self.show.to_dict()
+        first = not self.cues
         self.cues[num] = c
         self.cues = dict(sorted(self.cues.items()))
-        if self.playhead is None:
+        if first:  # past the end of a list stays there: the next GO is a standby away
             self.playhead = self._first()
         self.show.changed(f"cue set {fmt_number(num)}", before)
         self._announce()
@@ -299,9 +307,11 @@ class CueList:
         return c
 
     # ---- running -----------------------------------------------------------------------
-    def go(self, time: int = 0) -> Cue:
-        """Fire the cue at the playhead (at sample `time`, 0: now) and move the
-        playhead to the next cue."""
+    def go(self, time: int = 0, num=None) -> Cue:
+        """Fire the cue at the playhead, or cue `num` (the playhead jumps there
+        first), at sample `time` (0: now), and move the playhead to the next cue."""
+        if num is not None:
+            self.playhead = self.get(num).number
         if self.playhead is None or self.playhead not in self.cues:
             raise MixgraphError("no cue at the playhead")
         c = self.cues[self.playhead]

@@ -113,7 +113,9 @@ def handlers(d: Dispatcher) -> dict[str, Callable]:
         reply("/done", ["/cue/set", fmt_number(c.number), c.line()])
 
     def cue_go(args, reply, t, client=None):
-        c = sh().cues.go(t)
+        if len(args) > 1:
+            raise MixgraphError("usage: /cue/go [<number>]")
+        c = sh().cues.go(t, args[0] if args else None)
         commit()
         reply("/done", ["/cue/go", fmt_number(c.number), c.name])
 

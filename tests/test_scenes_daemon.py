@@ -168,6 +168,42 @@ def test_sigkill_during_running_cue_restores_show(tmp_path):
         d.stop()
 
 
+def test_go_on_a_typed_cue_number_and_the_end_of_the_list(tmp_path):
+    """/cue/go 3 fires cue 3 (not the cue at the playhead) or fails; a playhead past
+    the last cue stays there over a restart (a show does not start over by itself)."""
+    state = tmp_path / "state"
+    d = Daemon(state, "--backend", "null")
+    try:
+        d.call("/graph/add", "gain", "g")
+        d.call("/cue/set", 1, "name", "Open", "osc", "/node/g/gain -10")
+        d.call("/cue/set", 2, "name", "Mid", "osc", "/node/g/gain -20")
+        d.call("/cue/set", 3, "name", "End", "osc", "/node/g/gain -30")
+        with pytest.raises(MixgraphFail, match="no cue 7"):
+            d.call("/cue/go", 7)
+        assert d.call("/cue/go", 2) == ["/cue/go", "2", "Mid"]
+        d.sync(1)
+        assert d.call("/node/g/gain") == [-20.0]
+        assert d.call("/cue/go") == ["/cue/go", "3", "End"]
+        with pytest.raises(MixgraphFail, match="no cue at the playhead"):
+            d.call("/cue/go")
+        d.call("/cue/set", 4, "name", "Encore")  # added past the end: the playhead stays
+        with pytest.raises(MixgraphFail, match="no cue at the playhead"):
+            d.call("/cue/go")
+        d.call("/patch/save", "show")
+    finally:
+        d.stop()
+    d = Daemon(state, "--backend", "null")
+    try:
+        with pytest.raises(MixgraphFail, match="no cue at the playhead"):
+            d.call("/cue/go")
+        assert d.call("/cue/go", 1) == ["/cue/go", "1", "Open"]
+        d.call("/patch/load", "show")  # the document's playhead: past the end
+        with pytest.raises(MixgraphFail, match="no cue at the playhead"):
+            d.call("/cue/go")
+    finally:
+        d.stop()
+
+
 def test_client_helpers(daemon):
     c = daemon.client
     assert c.scene_store("a", "/node/vox1/*") == 4  # gain, mute, polarity, bypass
