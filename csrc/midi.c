@@ -386,8 +386,11 @@ static void apply_map(mg_midi *m, mg_engine *e, const mg_midi_map *mp, int value
     post(m, &ev);
 }
 
-static void match(mg_midi *m, mg_engine *e, int kind, int ch, int number, int value, int on,
-                  uint64_t time, uint64_t delay)
+/* Apply every map this reading of a message hits; 1 if any did. One message can
+ * be read several ways (a CC below 64 is also half of a 14-bit CC, CC 6/38 also
+ * an NRPN's data): message() counts it unmapped once, when no reading hit. */
+static int match(mg_midi *m, mg_engine *e, int kind, int ch, int number, int value, int on,
+                 uint64_t time, uint64_t delay)
 {
     const mg_midi_table *t = m->cur;
     int found = 0;
@@ -411,7 +414,6 @@ static void match(mg_midi *m, mg_engine *e, int kind, int ch, int number, int va
         }
     }
     if (!found) {
-        atomic_fetch_add_explicit(&m->n_unmapped, 1, memory_order_relaxed);
         if (atomic_load_explicit(&m->learn, memory_order_relaxed)) {
             mg_midi_event ev = {.time = time, .slot = -1, .kind = kind, .channel = ch,
                                 .number = number, .value = value,
@@ -419,29 +421,31 @@ static void match(mg_midi *m, mg_engine *e, int kind, int ch, int number, int va
             post(m, &ev);
         }
     }
+    return found;
 }
 
 static void message(mg_midi *m, mg_engine *e, uint8_t status, uint8_t d1, uint8_t d2,
                     uint64_t time, uint64_t delay)
 {
     const int ch = status & 0x0f;
+    int hit = 0;
     atomic_fetch_add_explicit(&m->n_events, 1, memory_order_relaxed);
     switch (status & 0xf0) {
     case 0x80:
     case 0x90: {
         const int on = (status & 0xf0) == 0x90 && d2 > 0;
-        match(m, e, MG_MIDI_NOTE, ch, d1, d2, on, time, delay);
+        hit |= match(m, e, MG_MIDI_NOTE, ch, d1, d2, on, time, delay);
         break;
     }
     case 0xB0:
         if (d1 < 32) {
             m->cc_msb[ch][d1] = d2;
             m->cc_lsb[ch][d1] = 0;
-            match(m, e, MG_MIDI_CC14, ch, d1, (d2 << 7), 1, time, delay);
+            hit |= match(m, e, MG_MIDI_CC14, ch, d1, (d2 << 7), 1, time, delay);
         } else if (d1 < 64) {
             m->cc_lsb[ch][d1 - 32] = d2;
-            match(m, e, MG_MIDI_CC14, ch, d1 - 32, (m->cc_msb[ch][d1 - 32] << 7) | d2, 1, time,
-                  delay);
+            hit |= match(m, e, MG_MIDI_CC14, ch, d1 - 32,
+                         (m->cc_msb[ch][d1 - 32] << 7) | d2, 1, time, delay);
         }
         if (d1 == 99) {
             m->nrpn_sel_msb[ch] = d2;
@@ -453,22 +457,24 @@ static void message(mg_midi *m, mg_engine *e, uint8_t status, uint8_t d1, uint8_
             m->nrpn_num[ch] = -1; /* an RPN is selected now */
         } else if (d1 == 6 && m->nrpn_num[ch] >= 0) {
             m->nrpn_msb[ch] = d2;
-            match(m, e, MG_MIDI_NRPN, ch, m->nrpn_num[ch], d2 << 7, 1, time, delay);
+            hit |= match(m, e, MG_MIDI_NRPN, ch, m->nrpn_num[ch], d2 << 7, 1, time, delay);
         } else if (d1 == 38 && m->nrpn_num[ch] >= 0) {
-            match(m, e, MG_MIDI_NRPN, ch, m->nrpn_num[ch], (m->nrpn_msb[ch] << 7) | d2, 1, time,
-                  delay);
+            hit |= match(m, e, MG_MIDI_NRPN, ch, m->nrpn_num[ch],
+                         (m->nrpn_msb[ch] << 7) | d2, 1, time, delay);
         }
-        match(m, e, MG_MIDI_CC, ch, d1, d2, 1, time, delay);
+        hit |= match(m, e, MG_MIDI_CC, ch, d1, d2, 1, time, delay);
         break;
     case 0xC0:
-        match(m, e, MG_MIDI_PC, ch, 0, d1, 1, time, delay);
+        hit |= match(m, e, MG_MIDI_PC, ch, 0, d1, 1, time, delay);
         break;
     case 0xE0:
-        match(m, e, MG_MIDI_PB, ch, 0, (d2 << 7) | d1, 1, time, delay);
+        hit |= match(m, e, MG_MIDI_PB, ch, 0, (d2 << 7) | d1, 1, time, delay);
         break;
     default: /* poly and channel pressure: not mapped */
         break;
     }
+    if (!hit)
+        atomic_fetch_add_explicit(&m->n_unmapped, 1, memory_order_relaxed);
 }
 
 static void malformed(mg_midi *m)

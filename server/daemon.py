@@ -579,9 +579,9 @@ class Daemon:
     def start(self) -> None:
         self.disk.start()
         self.devices.start()
-        if self.opts.midi_api != "auto":  # MIDI from where the user named (server/midi.py)
-            self.dispatcher.midi.configure(self.opts.midi_api, self.opts.jack_server,
-                                           self.opts.jack_name)
+        # MIDI from the backend's ports or where the user named (server/midi.py)
+        self.dispatcher.midi.configure(self.opts.midi_api, self.opts.jack_server,
+                                       self.opts.jack_name)
         if self._resched:  # timed sets restored, at their wall-clock times (before the
             # control thread, which owns the session from then on)
             s, e = self.session, self.engine

@@ -154,8 +154,7 @@ class MidiManager:
         self._held: set[int] = set()  # map slots held by a touch (_hold_touched)
         self._alsa = None
         self._alsa_queue: collections.deque = collections.deque(maxlen=65536)
-        self.mode, self.why = self._probe()
-        log.info("MIDI: %s", self.why)
+        self.mode, self.why = self._probe()  # the daemon's configure() says it in the log
         pending = getattr(self.session, "midi_doc", None)
         if pending:
             self.load_doc(pending, strict=False)
@@ -178,7 +177,8 @@ class MidiManager:
         api = getattr(self, "_api", "auto")
         backend = str(self.d.info.get("backend", ""))
         if api != "alsa" and backend.startswith("jack") and lib.mg_jack_available():
-            return "jack", "JACK MIDI ports <client>:midi_in and <client>:midi_out"
+            name = getattr(self, "_jack_name", "mixgraph")
+            return "jack", f"JACK MIDI ports {name}:midi_in and {name}:midi_out"
         if api == "jack":
             try:
                 import rtmidi  # noqa: F401  (python-rtmidi, the `midi` extra)

@@ -77,7 +77,11 @@ class Limits:
 
 
 class Access:
-    """Which source addresses may talk to the server (a list of CIDR networks)."""
+    """Which source addresses may talk to the server (a list of CIDR networks). The
+    box itself (127.0.0.1, ::1) always may: `--allow <LAN>` must not lock out the
+    tools run on the box (mixgraph ctl, health, the service's checks)."""
+
+    SELF = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
 
     def __init__(self, allow: list[str] | None) -> None:
         try:
@@ -94,7 +98,8 @@ class Access:
                 ip = ipaddress.ip_address(host.split("%")[0])
                 if ip.version == 6 and ip.ipv4_mapped:
                     ip = ip.ipv4_mapped
-                r = any(ip in n for n in self.nets if n.version == ip.version)
+                r = ip in self.SELF or any(ip in n for n in self.nets
+                                           if n.version == ip.version)
             except ValueError:
                 r = False
             if len(self._cache) > 65536:

@@ -285,13 +285,15 @@ def test_feedback_goes_to_the_other_client_not_the_sender(daemon):
 
 def test_allow_refuses_a_disallowed_source(tmp_path):
     port = free_tcp_port()
-    # 127.0.0.2 allowed, 127.0.0.1 not (both reach the daemon's 127.0.0.1)
+    # 127.0.0.2 allowed, 127.0.0.3 not (both reach the daemon's 127.0.0.1); the box
+    # itself (127.0.0.1) always is
     d = Daemon(tmp_path / "state", "--backend", "null", "--http", str(port),
                "--allow", "127.0.0.2/32")
     try:
-        assert http_get(port, "/")[0] == 0  # closed without a word
-        ws = WS(port)
+        assert http_get(port, "/", source="127.0.0.3")[0] == 0  # closed without a word
+        ws = WS(port, source="127.0.0.3")
         assert ws.status == 0
+        assert http_get(port, "/")[0] == 200
         assert http_get(port, "/", source="127.0.0.2")[0] == 200
         ws = WS(port, source="127.0.0.2")
         assert ws.status == 101

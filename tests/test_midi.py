@@ -602,6 +602,15 @@ def test_decoder_running_status_and_realtime_bytes(dec):
     assert dec.stats()["malformed"] == 0
 
 
+def test_decoder_counts_an_unmapped_message_once(dec):
+    """A CC below 64 is read as a CC and as half of a 14-bit CC, CC 6 after an NRPN
+    select also as NRPN data: still one message, so one unmapped count."""
+    dec.feed(b"\xb0\x07\x10", b"\xb0\x27\x05", b"\xb0\x63\x01", b"\xb0\x62\x02",
+             b"\xb0\x06\x40", b"\x90\x3c\x40", b"\xe0\x00\x40", b"\xc0\x05")
+    st = dec.stats()
+    assert st["events"] == 8 and st["unmapped"] == 8, st
+
+
 def test_decoder_malformed_input_is_counted_and_dropped(dec):
     assert dec.feed(b"\x07\x10") == []  # data bytes with no status
     assert dec.stats()["malformed"] == 2
