@@ -106,10 +106,11 @@ machine (and why any is refused), `mixgraph lv2 show <uri>` and
   is silent in a shorter `run()`, so it needs the engine at 512-frame blocks
   (`--block 512`, a render's `block 512`) and no parameter event inside a
   block (mixgraph tells every plugin 1..512 frames and splits `run()` at
-  events, which such a plugin's `bufsz:minBlockLength` forbids). tests/test_lv2.py compares mixgraph's renders with
-  lilv's `lv2apply` at one frame per `run()` (how it runs) and with
-  tests/lv2/lv2ref.c (lv2apply with the frames per `run()` as an argument) at
-  64: bit-exact or within 1e-6 at the same split.
+  events, which such a plugin's `bufsz:minBlockLength` forbids).
+  tests/test_lv2.py compares mixgraph's renders with lilv's `lv2apply` at
+  one frame per `run()` (how it runs) and with tests/lv2/lv2ref.c (lv2apply
+  with the frames per `run()` as an argument) at 64: bit-exact or within
+  1e-6 at the same split.
 - **State**: a plugin with the LV2 state extension (`state:interface`) saves
   what it holds beyond its controls (an impulse-response or sample file, a
   learned profile, a text) into the patch document as the node's `lv2_state`:
