@@ -132,7 +132,7 @@ def render(patch: str | Path | dict, out_path: str | Path, score: str | Path | N
     if isinstance(patch, dict):
         doc, base = patch, Path.cwd()
     else:
-        doc, base = read_patch(patch), Path(patch).resolve().parent
+        doc, base = read_patch(patch), data_dir_for(Path(patch))
     nodes, _ = validate_doc(doc)
     rate = float(sample_rate or doc.get("sample_rate") or 48000.0)
     hw_in, hw_out = _hw_counts(nodes)
@@ -214,6 +214,19 @@ def _open_out(path, rate: float, channels: int, subtype: str | None) -> sf.Sound
         return sf.SoundFile(p, "w", int(rate), channels, subtype, format=fmt)
     except (RuntimeError, sf.LibsndfileError, TypeError, ValueError) as e:
         raise MixgraphError(f"cannot write {path}: {e}") from None
+
+
+def data_dir_for(patch: Path) -> Path:
+    """Where a patch's relative file paths (players, convolvers) are found: a patch in
+    a state directory (<state>/patches/<name>.mgp, or <state>/autosave.*) reads them
+    from <state>/audio as the daemon does, so a render plays what the show plays;
+    any other patch file, from its own folder."""
+    folder = patch.resolve().parent
+    if folder.name == "patches" and (folder.parent / "audio").is_dir():
+        return folder.parent / "audio"
+    if patch.name.startswith("autosave") and (folder / "audio").is_dir():
+        return folder / "audio"
+    return folder
 
 
 def _render_pass(doc: dict, base: Path, out_path, rate: float, hw_in: int, hw_out: int,

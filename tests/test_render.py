@@ -142,6 +142,33 @@ def test_render_with_input_file(tmp_path):
     assert np.max(np.abs(y[:, 1])) < 1e-7
 
 
+def test_render_of_a_saved_show_finds_its_audio_files(tmp_path):
+    """A patch saved by the daemon names its player files relative to
+    <state>/audio, as the daemon reads them; rendering that patch file (and the
+    autosave) finds them there, so the render plays what the show plays."""
+    from daemon_util import Daemon
+
+    state = tmp_path / "state"
+    (state / "audio").mkdir(parents=True)
+    x = (0.25 * np.sin(2 * np.pi * 500 * np.arange(4800) / RATE)).astype(np.float32)
+    sf.write(state / "audio" / "loop.wav", x, RATE, subtype="FLOAT")
+    d = Daemon(state, "--backend", "null")
+    try:
+        d.call("/graph/add", "player", "pl", "path", "loop.wav", "channels", 1, "play", 1)
+        d.call("/graph/add", "output", "out", "channels", 1)
+        d.call("/graph/connect", "pl", "out")
+        d.call("/patch/save", "show")
+    finally:
+        d.stop()
+    for patch in (state / "patches" / "show.mgp", next(state.glob("autosave.*"))):
+        out = tmp_path / f"{patch.stem}.wav"
+        r = subprocess.run([sys.executable, "-m", "mixgraph.server.cli", "render", str(patch),
+                            "-o", str(out), "--duration", "0.1"], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        y, _ = sf.read(out, dtype="float32", always_2d=True)
+        assert np.max(np.abs(y[:, 0])) == pytest.approx(0.25, abs=1e-3), patch
+
+
 def test_render_errors_are_clear(tmp_path):
     p = tmp_path / "tone.mgp"
     write_patch(tone_patch(), p)
