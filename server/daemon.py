@@ -85,6 +85,29 @@ class ServeOptions:
     http_read_only: bool = False  # browser clients may look, not change
 
 
+def lan_address() -> str:
+    """The address other machines reach this box at, for the browser URL and its QR
+    code when listening on every interface: the source address of the default route
+    (a UDP socket is connected, which sends nothing); a phone cannot resolve a bare
+    host name. Falls back to the host name's address, then the name."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("10.254.254.254", 9))
+        ip = probe.getsockname()[0]
+        if not ip.startswith("127.") and ip != "0.0.0.0":
+            return ip
+    except OSError:
+        pass
+    finally:
+        probe.close()
+    name = socket.gethostname()
+    try:
+        ip = socket.gethostbyname(name)
+        return name if ip.startswith("127.") else ip
+    except OSError:
+        return name
+
+
 def raise_fd_limit() -> str:
     """Raise RLIMIT_NOFILE's soft limit to the hard limit (at most 65536); says what
     it is, for the banner. Connections are capped below it (transport.Limits)."""
@@ -563,7 +586,7 @@ class Daemon:
         """The browser surface's address, as a user types it."""
         host, port = self.server.http_address[:2]
         if host in ("0.0.0.0", "::"):
-            host = socket.gethostname()
+            host = lan_address()
         token = self.server.http_token
         return (f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
                 + (f"?token={token}" if token else ""))

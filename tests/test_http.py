@@ -335,6 +335,11 @@ def test_token(tmp_path):
         # and the URL as a QR code in the terminal, read back by a QR decoder
         url = re.search(r"browser console at (\S+)", d.output()).group(1)
         assert url.endswith(f":{port}/?token={token}")
+        # a phone reaches it by address, not by a bare host name it cannot resolve
+        from mixgraph.server.daemon import lan_address
+
+        host = url.split("//")[1].rsplit(":", 1)[0]
+        assert host == lan_address() and host != socket.gethostname()
         assert read_terminal_qr(d.output()) == url
         assert WS(port).status == 403
         assert WS(port, path=f"/osc?token={token}").status == 101
