@@ -292,7 +292,8 @@ def choose_backend(kind: str = "auto", device: str | int | None = None,
         if strict:
             raise MixgraphError(f"portaudio backend: {reason}")
         note = f"{reason}: running on the null backend"
-        log.info("%s", note)
+        # a device the user named and did not get is a warning (a typo is silence)
+        (log.warning if device is not None else log.info)("%s", note)
         return _null("null", sample_rate, block, hw_in, hw_out, note)
 
     try:
