@@ -8,6 +8,7 @@ bounds are about rates, never wall times of single blocks."""
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
@@ -157,9 +158,13 @@ def test_output_only_device_gets_no_inputs(fake_sd):
     assert (c.kind, c.hw_in, c.hw_out) == ("portaudio", 0, 2)
 
 
-def test_bad_device_auto_falls_back_with_a_note(fake_sd):
+def test_bad_device_auto_falls_back_with_a_note(fake_sd, caplog):
     fake_sd([dev("system", 1, 2, 2)])
-    c = choose_backend("auto", device="no-such-card")
+    with caplog.at_level(logging.INFO, logger="mixgraph"):
+        c = choose_backend("auto", device="no-such-card")
+    # a device that was named and not found is a warning (a typo is silence on stage)
+    assert [r.levelno for r in caplog.records if "no-such-card" in r.getMessage()] == \
+        [logging.WARNING]
     assert c.kind == "null"
     assert "no audio device matching 'no-such-card'" in c.note
     assert "JACK Audio Connection Kit (system)" in c.note  # says what there is
