@@ -339,11 +339,40 @@ def _cmd_ctl(a: argparse.Namespace) -> int:
             print(addr, *[format_value(x) for x in rargs], flush=True)
             if addr in REPLY_ADDRESSES and rargs and rargs[0] == a.address:
                 status = 1 if addr == "/fail" else 0
+                if addr == "/done" and a.address == "/midi/learn" and args:
+                    # the map comes when a control moves: wait for it (Ctrl-C cancels)
+                    return _await_learn(c, a.address)
                 break
             if token is None:
                 token = int(time.monotonic_ns() & 0x3FFFFFFF)
                 c.send("/sync", token)
     return status
+
+
+LEARN_WAIT_S = 120.0  # how long `ctl /midi/learn <address>` waits for a control to move
+
+
+def _await_learn(c, address: str) -> int:
+    """After /midi/learn's /done: print the learned map (/midi/learn.reply) or the
+    /fail; Ctrl-C or LEARN_WAIT_S without a move cancels the learn on the server."""
+    import time
+
+    print("move the control to map (Ctrl-C cancels)", file=sys.stderr, flush=True)
+    end = time.monotonic() + LEARN_WAIT_S
+    try:
+        while (left := end - time.monotonic()) > 0:
+            try:
+                addr, rargs = c.receive(min(left, 1.0))
+            except TimeoutError:
+                continue
+            if addr == "/midi/learn.reply" or (addr == "/fail" and rargs[:1] == [address]):
+                print(addr, *[format_value(x) for x in rargs], flush=True)
+                return 1 if addr == "/fail" else 0
+    except KeyboardInterrupt:
+        pass
+    c.send(address)  # no argument: cancel
+    print(f"{address}: cancelled, no control moved", file=sys.stderr, flush=True)
+    return 1
 
 
 @_client_errors

@@ -329,6 +329,31 @@ def test_learn_and_cancel(any_rig):
     assert d.call("/midi/maps")[0] == 2
 
 
+def test_ctl_learn_prints_the_learned_map(rig):
+    """`mixgraph ctl /midi/learn <address>` waits for the control to move and prints
+    the map made, as docs/protocol.md shows it."""
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "mixgraph.server.cli", "ctl", "--port",
+                          str(rig.d.port), "/midi/learn", "/node/g/gain"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().split()[:3] == ["/done", "/midi/learn", "/node/g/gain"]
+        for _ in range(20):  # again while it waits: JACK may drop a period's MIDI here
+            rig.send([0xB3, 21, 10])
+            try:
+                p.wait(1.0)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+        out, err = p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err
+    assert out.split() == ["/midi/learn.reply", "/node/g/gain", "cc", "4", "21"], out
+
+
 def test_soft_takeover(any_rig):
     rig = any_rig
     d = rig.d
