@@ -450,9 +450,13 @@ def _cmd_health(a: argparse.Namespace) -> int:
         print(f"CRITICAL - mixgraph at {a.host}:{a.port} does not answer ({e})")
         return 1
     s1, s2 = (dict(zip(r[::2], r[1::2], strict=False)) for r in (r1, r2))
-    line = (f"{s2.get('backend')} load {s2.get('load')}% xruns {s2.get('xruns')} "
-            f"worst {s2.get('worst_us')} us of {s2.get('budget_us')} "
-            f"nodes {s2.get('nodes')} uptime {s2.get('uptime')} s")
+    def num(key: str, fmt: str) -> str:
+        v = s2.get(key)
+        return format(v, fmt) if isinstance(v, int | float) else str(v)
+
+    line = (f"{s2.get('backend')} load {num('load', '.1f')}% xruns {s2.get('xruns')} "
+            f"worst {num('worst_us', '.1f')} us of {num('budget_us', '.1f')} "
+            f"nodes {s2.get('nodes')} uptime {num('uptime', '.0f')} s")
     if s2.get("time") == s1.get("time"):
         print(f"CRITICAL - the audio clock is not moving: {line}")
         return 1

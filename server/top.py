@@ -39,6 +39,22 @@ def bar(db: float, width: int = 24) -> Text:
     return t
 
 
+GR_RANGE_DB = 24.0  # a gain-reduction bar's full travel
+
+
+def gr_bar(db: float, width: int = 24) -> Text:
+    """A gain-reduction bar (readouts gr, gr1...: 0 dB = none, negative = reduction):
+    empty at 0 dB, growing with the reduction up to GR_RANGE_DB, as a console's GR
+    meter; a level bar would read full when nothing is reduced."""
+    red = 0.0 if db != db else max(0.0, -db)
+    n = int(round(min(1.0, red / GR_RANGE_DB) * width))
+    t = Text()
+    t.append("█" * n, style="yellow")
+    t.append("·" * (width - n), style="grey37")
+    t.append(f" {db:6.1f} dB" if db > -200 else "   -inf dB")
+    return t
+
+
 class Snapshot:
     """What one frame shows."""
 
@@ -126,7 +142,8 @@ def render(s: Snapshot, width: int = WIDTH, height: int = HEIGHT) -> Group:
             suffix = f".{what}" + (f"[{ch + 1}]" if nch > 1 else "")
             room_name = max(1, label_w - len(suffix))
             short = name if len(name) <= room_name else name[:room_name - 1] + "…"
-            m.add_row(short + suffix, bar(float(v), bar_w))
+            draw = gr_bar if r.startswith("gr") else bar
+            m.add_row(short + suffix, draw(float(v), bar_w))
         parts.append(m)
     parts.append(Text(KEYS, style="dim"))
     title = f"mixgraph top — {s.transport} {s.host}:{s.port}  {time.strftime('%H:%M:%S')}"

@@ -243,3 +243,31 @@ def test_top_frame_fits_80x24_names_truncated_not_meters():
     assert mlines, text
     for x in mlines:  # the whole bar and its reading: the name was cut, not the meter
         assert x.count("█") + x.count("·") == 24 and " dB" in x and "…" in x
+
+
+def test_top_gain_reduction_bars_grow_with_the_reduction():
+    """A gr readout (0 dB: nothing reduced) draws an empty bar at 0 dB and a longer
+    one the more is reduced; a level bar is full at 0 dBFS."""
+    from rich.console import Console
+
+    from mixgraph.server import top
+
+    def filled(text) -> int:
+        con = Console(width=80, record=True, color_system=None, file=open(os.devnull, "w"))
+        con.print(text)
+        return con.export_text().count("█")
+
+    assert filled(top.gr_bar(0.0, 24)) == 0
+    assert filled(top.gr_bar(-6.0, 24)) == 6
+    assert filled(top.gr_bar(-40.0, 24)) == 24
+    assert filled(top.bar(0.0, 24)) == 24
+    snap = top.Snapshot({"load": 1.0, "xruns": 0, "clients": 1, "nodes": 1, "backend": "null",
+                         "sample_rate": 48000.0, "block": 64},
+                        {"nodes": [], "connections": []},
+                        [("lim", "gr", [0.0]), ("comp", "gr", [-12.0])], "127.0.0.1", 8000,
+                        "udp")
+    con = Console(width=80, height=24, record=True, color_system=None,
+                  file=open(os.devnull, "w"))
+    con.print(top.render(snap, 80, 24))
+    rows = {x.split()[1]: x for x in con.export_text().splitlines() if ".gr " in x}
+    assert rows["lim.gr"].count("█") == 0 and rows["comp.gr"].count("█") == 12, rows
