@@ -673,6 +673,11 @@ def main(argv: list[str] | None = None) -> int:
     except MixgraphError as e:
         Console(stderr=True).print(f"[bold red]mixgraph: {escape(str(e))}[/]")
         return 2
+    except BrokenPipeError:  # `mixgraph nodes eq | head`: the reader has enough
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error
+        return 0
 
 
 if __name__ == "__main__":

@@ -271,3 +271,11 @@ def test_top_gain_reduction_bars_grow_with_the_reduction():
     con.print(top.render(snap, 80, 24))
     rows = {x.split()[1]: x for x in con.export_text().splitlines() if ".gr " in x}
     assert rows["lim.gr"].count("█") == 0 and rows["comp.gr"].count("█") == 12, rows
+
+
+def test_output_into_a_closed_pipe_is_quiet():
+    """`mixgraph nodes eq | head -1`: the reader stops early; no BrokenPipeError traceback."""
+    # `true` has gone before mixgraph writes: its first write meets a closed pipe
+    r = subprocess.run(f"{sys.executable} -m mixgraph.server.cli nodes eq | true",
+                       shell=True, capture_output=True, text=True, timeout=60)
+    assert "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr, r.stderr
