@@ -154,11 +154,19 @@ def _choices(t) -> dict[str, tuple[str, ...]]:
     tname = _s(t.name)
     out: dict[str, tuple[str, ...]] = {}
     entries = [(_s(t.choices[k].param), t.choices[k].names) for k in range(t.n_choices)]
-    for k in range(t.n_params):
+    # exact names by lookup, `#` patterns (eq's band#_type) by a regex each: an LV2
+    # plugin has hundreds of parameters and choice entries, so no pairwise regex
+    exact: dict[str, list] = {}
+    wild: list[tuple[re.Pattern, str, object]] = []
+    for key, names in entries:
+        if "#" in key:
+            wild.append((re.compile(re.escape(key).replace("\\#", "[0-9]+")), key, names))
+        else:
+            exact.setdefault(key, []).append(names)
+    pnames = [_s(t.params[k].name) for k in range(t.n_params)]
+    for k, name in enumerate(pnames):
         ps = t.params[k]
-        name = _s(ps.name)
-        hits = [names for key, names in entries
-                if re.fullmatch(re.escape(key).replace("\\#", "[0-9]+"), name)]
+        hits = exact.get(name, []) + [names for rx, _, names in wild if rx.fullmatch(name)]
         if ps.taper != lib.MG_TAPER_STEP:
             if hits:
                 raise RuntimeError(f"{tname}.{name}: choice names for a parameter that "
@@ -175,9 +183,12 @@ def _choices(t) -> dict[str, tuple[str, ...]]:
             raise RuntimeError(f"{tname}.{name}: {steps} steps but choice names "
                                f"{'|'.join(names)}")
         out[name] = names
-    for key, _ in entries:
-        pat = re.escape(key).replace("\\#", "[0-9]+")
-        if not any(re.fullmatch(pat, _s(t.params[k].name)) for k in range(t.n_params)):
+    known = set(pnames)
+    for key in exact:
+        if key not in known:
+            raise RuntimeError(f"{tname}: choice names for {key!r}, which is no parameter")
+    for rx, key, _ in wild:
+        if not any(rx.fullmatch(n) for n in pnames):
             raise RuntimeError(f"{tname}: choice names for {key!r}, which is no parameter")
     return out
 
