@@ -173,6 +173,19 @@ def lit_height(page, meter: str) -> float:
         return lit / h; }""", meter)
 
 
+def stale_pixels(page, at) -> int:
+    """Pixels drawn on the meter layer in a column [x, y, height] where no meter is now
+    (0 unless an old drawing was left behind), or 0 when a meter is there now."""
+    return page.evaluate("""([x, y, h]) => {
+        const hit = [...document.querySelectorAll('.meters')].some((b) => {
+            const r = b.getBoundingClientRect(); return r.left <= x && x <= r.right; });
+        if (hit) return 0;
+        const dpr = window.devicePixelRatio;
+        const px = document.querySelector('#meterlayer').getContext('2d')
+            .getImageData(Math.round(x * dpr), Math.round(y * dpr), 1, Math.round(h * dpr)).data;
+        let n = 0; for (let i = 3; i < px.length; i += 4) n += px[i] > 0; return n; }""", at)
+
+
 def shoot(page, tmp: Path, name: str) -> None:
     page.screenshot(path=str(tmp / name))
     keep = os.environ.get("MIXGRAPH_SCREENSHOTS")
@@ -391,6 +404,19 @@ def test_phone_portrait(env):
     assert cap["width"] >= 40 and cap["height"] >= 28
     assert page.locator(".strip.channel").first.bounding_box()["height"] > 600
     shoot(page, d.tmp, "mixer-phone.png")
+    # scrolled to a strip that was off screen: its meter is drawn where the strip now is,
+    # and nothing is left drawn where the first strip's meter was
+    old = page.evaluate("(() => { const r = document.querySelector("
+                        "\".meters[data-meters~='m1/1']\").getBoundingClientRect();"
+                        " return [r.left + 3, r.top, r.height]; })()")
+    page.evaluate("document.querySelector('#mixer').scrollLeft += 40")  # still in view
+    _wait(lambda: abs(lit_height(page, "m1/1") - 0.8) < 0.03)
+    assert stale_pixels(page, old) == 0
+    page.evaluate("document.querySelector('.strip[data-node=s7]').scrollIntoView()")
+    page.wait_for_function("document.querySelector(\".meters[data-meters~='m7/1']\")"
+                           ".dataset.level !== undefined", timeout=15000)
+    _wait(lambda: abs(lit_height(page, "m7/1") - 0.8) < 0.03)
+    assert stale_pixels(page, old) == 0
     page.click(".chain button[data-node=e1]")
     page.wait_for_selector("#node:not([hidden])")
     shoot(page, d.tmp, "node-phone.png")
