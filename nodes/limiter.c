@@ -65,10 +65,13 @@
 #define REACH_BEFORE 32 /* look-ahead: adds to the latency */
 #define REACH_AFTER 96  /* hold: free */
 
-/* 8 lanes of float (GCC vector extension: AVX in the x86-64-v3 clone, two
- * SSE registers in the baseline) */
-typedef float tp_v8 __attribute__((vector_size(32)));
-typedef int32_t tp_i8 __attribute__((vector_size(32)));
+/* 16 lanes of float, 16 samples at a time (GCC vector extension: one
+ * AVX-512 register in the x86-64-v4 clone, two AVX ones in the v3 clone, four
+ * SSE ones in the baseline); each lane's sums are a scalar loop's, in the
+ * same order */
+#define TP_LANES 16
+typedef float tp_v8 __attribute__((vector_size(4 * TP_LANES)));
+typedef int32_t tp_i8 __attribute__((vector_size(4 * TP_LANES)));
 
 typedef struct {
     /* c[j][k]: tap j (x[n-j]) of phase k = 1..15; c[j][0]: tap j of the
@@ -137,8 +140,8 @@ static void tpdet_design(tpdet_coefs *t)
 #define TPDET_ABS(v) ((tp_v8)((tp_i8)(v) & 0x7fffffff))
 #define TPDET_MAX(a, b) ((tp_v8)(((tp_i8)(a) & ((a) > (b))) | ((tp_i8)(b) & ~((a) > (b)))))
 
-/* a[k] = sum over taps j of c[j * TP_PHASES + k] x w[i - j], 8 samples i at
- * once: 8 accumulators of 8 lanes (registers), one load of the input per tap */
+/* a[k] = sum over taps j of c[j * TP_PHASES + k] x w[i - j], TP_LANES samples
+ * i at once: 8 accumulators (registers), one load of the input per tap */
 static inline __attribute__((always_inline)) void tpdet_dot8(tp_v8 *restrict a,
                                                              const float *restrict c,
                                                              const float *restrict b)
@@ -164,6 +167,8 @@ static inline __attribute__((always_inline)) void tpdet_dot8(tp_v8 *restrict a,
  * value, margin included) over [i-32, i-31]. Non-finite input samples count
  * as 0; the returned pointer holds the input as used (n samples). acc is
  * scratch of n floats. */
+_Static_assert(MG_MAX_BLOCK % TP_LANES == 0, "tpdet_run rounds n up to TP_LANES");
+
 MG_HOT static const float *tpdet_run(tpdet *restrict t, const tpdet_coefs *restrict co,
                                    const float *restrict x, int n, float *restrict est,
                                    float *restrict acc)
@@ -173,11 +178,11 @@ MG_HOT static const float *tpdet_run(tpdet *restrict t, const tpdet_coefs *restr
         const float v = x[i];
         b[i] = fabsf(v) <= FLT_MAX ? v : 0.0f;
     }
-    /* 8 samples at a time, the 15 phases and the high-pass in two groups of
-     * 8: 8 independent accumulators of 8 lanes (registers), one load of the
-     * input per tap. n is rounded up to 8 (MG_MAX_BLOCK is a multiple of 8): the
-     * extra results read stale samples and are not used. */
-    for (int i0 = 0; i0 < n; i0 += 8) {
+    /* TP_LANES samples at a time, the 15 phases and the high-pass in two
+     * groups of 8: 8 independent accumulators (registers), one load of the
+     * input per tap. n is rounded up to TP_LANES (MG_MAX_BLOCK is a multiple
+     * of it): the extra results read stale samples and are not used. */
+    for (int i0 = 0; i0 < n; i0 += TP_LANES) {
         tp_v8 lo[8], hi[8];
         tpdet_dot8(lo, co->c[0], b + i0);     /* lanes 0..7: high-pass, phases 1..7 */
         tpdet_dot8(hi, co->c[0] + 8, b + i0); /* phases 8..15 */
