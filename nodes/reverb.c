@@ -273,12 +273,16 @@ static inline void positions(reverb_state *s, int adv, unsigned *M, float *eta)
 typedef float rv_f __attribute__((vector_size(64)));
 typedef int32_t rv_i __attribute__((vector_size(64)));
 
-static inline __attribute__((always_inline)) rv_f rv_stage(rv_f v, rv_i perm, rv_i lower)
-{
-    const rv_f o = __builtin_shuffle(v, perm); /* each lane's butterfly partner */
-    const rv_f sum = v + o, dif = o - v;       /* a + b (lower lane), a - b (upper) */
-    return (rv_f)(((rv_i)sum & lower) | ((rv_i)dif & ~lower));
-}
+/* One butterfly stage: each lane with its partner (lane ^ h, by perm),
+ * a + b in the lower lane of a pair, a - b in the upper one. A macro, so that
+ * no 64-byte vector crosses a function boundary (its ABI differs with and
+ * without AVX-512). */
+#define RV_STAGE(v, perm, lower)                                                                  \
+    do {                                                                                          \
+        const rv_f o_ = __builtin_shuffle(v, perm);                                               \
+        const rv_f sum_ = v + o_, dif_ = o_ - v;                                                  \
+        v = (rv_f)(((rv_i)sum_ & (lower)) | ((rv_i)dif_ & ~(lower)));                             \
+    } while (0)
 
 MG_HOT static void fdn_block(reverb_state *s, int len, const unsigned *M, const float *eta,
                              float *gb, float *bb, const float *dgb, const float *dbb, int glide,
@@ -324,10 +328,11 @@ MG_HOT static void fdn_block(reverb_state *s, int len, const unsigned *M, const 
             b += y[k + 1] - y[k + 3];
         }
         wl[i] = a, wr[i] = b;
-        rv_f v = rv_stage(y, p8, l8);
-        v = rv_stage(v, p4, l4);
-        v = rv_stage(v, p2, l2);
-        v = rv_stage(v, p1, l1);
+        rv_f v = y;
+        RV_STAGE(v, p8, l8);
+        RV_STAGE(v, p4, l4);
+        RV_STAGE(v, p2, l2);
+        RV_STAGE(v, p1, l1);
         v *= 0.25f;
         const float pl = il[i], pr = ir[i];
         const rv_f in = {pl, pr, -pl, -pr, pl, pr, -pl, -pr, pl, pr, -pl, -pr, pl, pr, -pl, -pr};
