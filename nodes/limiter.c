@@ -241,6 +241,7 @@ static const mg_readout_spec readouts[] = {
 
 #define LIM_MAX_CH 64
 #define LIM_FIX 1099511627776.0 /* 2^40: the moving average sums integers (no drift) */
+#define LIM_ONES_CAP (1 << 30)
 
 typedef struct {
     float *delay;  /* dmask + 1 */
@@ -251,6 +252,7 @@ typedef struct {
     int qh, qn;    /* head, length */
     double h2;
     int64_t sum;
+    int ones;      /* how many of the latest rr values are 1 (capped) */
     tpdet tp;
 } lim_chan;
 
@@ -298,6 +300,7 @@ static void reset(void *st)
         k->qh = k->qn = 0;
         k->h2 = 1.0;
         k->sum = (int64_t)s->a * (int64_t)LIM_FIX;
+        k->ones = LIM_ONES_CAP;
         memset(&k->tp, 0, sizeof k->tp);
     }
 }
@@ -370,6 +373,7 @@ static inline float chain_step(lim_chan *restrict k, const lim_state *restrict s
 {
     const uint32_t am = s->amask, qm = s->qmask, rm = s->rmask;
     k->rr[t & rm] = rin;
+    k->ones = rin != 1.0f ? 0 : k->ones < LIM_ONES_CAP ? k->ones + 1 : k->ones;
     float rc = k->rr[(t - det) & rm];
     const float r0 = k->rr[(t - det - 1) & rm], r1 = k->rr[(t - det + 1) & rm];
     rc = r0 < rc ? r0 : rc;
@@ -409,6 +413,65 @@ static inline float chain_step(lim_chan *restrict k, const lim_state *restrict s
     return (float)g;
 }
 
+/* A block in which nothing is limited, nor was within reach: the attack
+ * length is settled, every channel's gain chain is at rest (h2 = 1, the
+ * minimum deque one 1, the moving average's window all 1, the needed gains
+ * the detection delay still holds all 1) and no estimate of the block is over
+ * the ceiling. Then every needed gain of the block is 1, and the block is
+ * what the per-sample loop in process would do, done in bulk: the same ring
+ * writes, the deque's one entry restamped, the input delayed times the
+ * constant gain sum / (a 2^40) (so the output is the same, bit for bit).
+ * Returns 0, having changed nothing, when the block is not idle. */
+MG_HOT static int idle_block(lim_state *s, const mg_proc *p, int n, double inva,
+                             const float *const *xs, float *gmin)
+{
+    const int nc = s->channels;
+    if (s->a != s->a_target)
+        return 0;
+    const uint32_t det = (uint32_t)(s->amax - s->a + 1), qm = s->qmask;
+    const int64_t full = (int64_t)s->a * (int64_t)LIM_FIX;
+    for (int c = 0; c < nc; c++) {
+        const lim_chan *k = &s->ch[c];
+        if (!(k->h2 == 1.0 && k->qn == 1 && k->qv[k->qh & qm] == 1.0f && k->sum == full &&
+              k->ones >= (int)det + 1))
+            return 0;
+    }
+    const mg_pv *pc = &p->pv[P_CEILING];
+    for (int c = 0; c < nc; c++) {
+        const float *d = s->est + (size_t)c * MG_MAX_BLOCK;
+        int over = 0;
+        if (pc->ramp)
+            for (int i = 0; i < n; i++)
+                over |= d[i] > pc->ramp[i];
+        else
+            for (int i = 0; i < n; i++)
+                over |= d[i] > pc->value;
+        if (over)
+            return 0;
+    }
+    const uint32_t t0 = s->t, dm = s->dmask, am = s->amask, rm = s->rmask, dl = (uint32_t)s->dlat;
+    const int64_t q = (int64_t)LIM_FIX;
+    for (int c = 0; c < nc; c++) {
+        lim_chan *k = &s->ch[c];
+        double g = (double)k->sum * inva;
+        g = g > 1.0 ? 1.0 : g;
+        const float gc = (float)g;
+        const float *x = xs[c]; /* the input as tpdet_run used it */
+        float *y = p->out[c];
+        for (int i = 0; i < n; i++) {
+            const uint32_t t = t0 + (uint32_t)i;
+            k->delay[t & dm] = x[i];
+            y[i] = k->delay[(t - dl) & dm] * gc;
+            k->rr[t & rm] = 1.0f;
+            k->avg[t & am] = q;
+        }
+        k->qt[k->qh & qm] = t0 + (uint32_t)n - 1u;
+        k->ones = k->ones < LIM_ONES_CAP - n ? k->ones + n : LIM_ONES_CAP;
+        gmin[c] = gc < gmin[c] ? gc : gmin[c];
+    }
+    return 1;
+}
+
 MG_HOT static void process(void *st, const mg_proc *p)
 {
     lim_state *s = st;
@@ -428,6 +491,10 @@ MG_HOT static void process(void *st, const mg_proc *p)
     uint32_t t = s->t;
     int a = s->a;
     double inva = 1.0 / ((double)a * LIM_FIX);
+    if (idle_block(s, p, n, inva, xs, gmin)) {
+        t += (uint32_t)n;
+        goto done;
+    }
     for (int i = 0; i < n; i++, t++) {
         const float ceil_ = mg_pv_at(pc, i);
         const float link = mg_pv_at(pl, i) * 0.01f;
@@ -457,6 +524,7 @@ MG_HOT static void process(void *st, const mg_proc *p)
             inva = inv;
         }
     }
+done:
     s->t = t;
     s->a = a;
     for (int c = 0; c < nc; c++) {
