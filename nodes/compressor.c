@@ -397,6 +397,33 @@ MG_HOT static void recur_lanes(float *dv, int m, const float *e0, const float *a
     memcpy(e_out, &e, sizeof e);
 }
 
+/* Two groups of COMP_LANES at once: two independent recursions in flight
+ * (the loop is latency-bound), each lane's expressions those of
+ * recur_lanes. */
+MG_HOT static void recur_lanes2(float *dv0, float *dv1, int m, const float *e0, const float *aa,
+                                const float *ar, float *e_out)
+{
+    comp_v8f e, va, vr, f, wa, wr;
+    memcpy(&e, e0, sizeof e), memcpy(&f, e0 + COMP_LANES, sizeof f);
+    memcpy(&va, aa, sizeof va), memcpy(&wa, aa + COMP_LANES, sizeof wa);
+    memcpy(&vr, ar, sizeof vr), memcpy(&wr, ar + COMP_LANES, sizeof wr);
+    const comp_v8f zero = {0};
+    for (int i = 0; i < m; i++) {
+        comp_v8f x, y;
+        memcpy(&x, dv0 + i * COMP_LANES, sizeof x);
+        memcpy(&y, dv1 + i * COMP_LANES, sizeof y);
+        const comp_v8f d = e + x, g = f + y;
+        const comp_v8f ea = va * d, er = vr * d, fa = wa * g, fr = wr * g;
+        const comp_v8i lt = d < zero, lu = g < zero;
+        e = (comp_v8f)(((comp_v8i)ea & lt) | ((comp_v8i)er & ~lt));
+        f = (comp_v8f)(((comp_v8i)fa & lu) | ((comp_v8i)fr & ~lu));
+        memcpy(dv0 + i * COMP_LANES, &e, sizeof e);
+        memcpy(dv1 + i * COMP_LANES, &f, sizeof f);
+    }
+    memcpy(e_out, &e, sizeof e);
+    memcpy(e_out + COMP_LANES, &f, sizeof f);
+}
+
 /* An 8x8 transpose in registers: out[j][i] = in[i][j]. */
 static inline __attribute__((always_inline)) void
 tr8x8(const float *const in[COMP_LANES], float *const out[COMP_LANES])
@@ -469,18 +496,28 @@ typedef struct {
     float l[DYN_CHUNK];
 } comp_lane;
 
-static void run_lanes(comp_lane *ln, int nl, float (*d)[DYN_CHUNK], float *dv, int o, int m)
+#define COMP_GROUPS 2 /* groups of COMP_LANES whose recursions run together */
+
+static void run_lanes(comp_lane *ln, int nl, float (*d)[DYN_CHUNK], float (*dv)[DYN_CHUNK * COMP_LANES],
+                      int o, int m)
 {
-    float e0[COMP_LANES] = {0}, aa[COMP_LANES] = {0}, ar[COMP_LANES] = {0}, e1[COMP_LANES];
+    float e0[COMP_GROUPS * COMP_LANES] = {0}, aa[COMP_GROUPS * COMP_LANES] = {0};
+    float ar[COMP_GROUPS * COMP_LANES] = {0}, e1[COMP_GROUPS * COMP_LANES];
+    const int ng = (nl + COMP_LANES - 1) / COMP_LANES;
     for (int l = 0; l < nl; l++) {
         const comp_state *s = ln[l].b->s;
         e0[l] = s->e[0], aa[l] = s->aa, ar[l] = s->ar;
     }
-    for (int l = nl; l < COMP_LANES; l++) /* empty lanes: zeros in, zeros out */
+    for (int l = nl; l < ng * COMP_LANES; l++) /* empty lanes: zeros in, zeros out */
         memset(d[l], 0, sizeof(float) * (size_t)m);
-    rows_to_lanes(d, m, dv);
-    recur_lanes(dv, m, e0, aa, ar, e1);
-    lanes_to_rows(dv, m, d);
+    for (int g = 0; g < ng; g++)
+        rows_to_lanes(d + g * COMP_LANES, m, dv[g]);
+    if (ng == 2)
+        recur_lanes2(dv[0], dv[1], m, e0, aa, ar, e1);
+    else
+        recur_lanes(dv[0], m, e0, aa, ar, e1);
+    for (int g = 0; g < ng; g++)
+        lanes_to_rows(dv[g], m, d + g * COMP_LANES);
     for (int l = 0; l < nl; l++)
         det_post(ln[l].b, 0, o, m, ln[l].l, d[l], e1[l]);
 }
@@ -488,9 +525,9 @@ static void run_lanes(comp_lane *ln, int nl, float (*d)[DYN_CHUNK], float *dv, i
 static void process_many(void *const *states, const mg_proc *procs, int k)
 {
     comp_blk b[MG_MAX_GANG];
-    comp_lane ln[COMP_LANES];
-    float dv[DYN_CHUNK * COMP_LANES];
-    float d[COMP_LANES][DYN_CHUNK]; /* each lane's level differences, then its errors */
+    comp_lane ln[COMP_GROUPS * COMP_LANES];
+    float dv[COMP_GROUPS][DYN_CHUNK * COMP_LANES];
+    float d[COMP_GROUPS * COMP_LANES][DYN_CHUNK]; /* each lane's level differences, then its errors */
     for (int j = 0; j < k; j++)
         blk_init(&b[j], states[j], &procs[j]);
     const int n = procs[0].nframes;
@@ -513,7 +550,7 @@ static void process_many(void *const *states, const mg_proc *procs, int k)
             if (!det_pre(&b[j], 0, o, m, ln[nl].l, d[nl]))
                 continue;
             ln[nl++].b = &b[j];
-            if (nl == COMP_LANES) {
+            if (nl == COMP_GROUPS * COMP_LANES) {
                 run_lanes(ln, nl, d, dv, o, m);
                 nl = 0;
             }
