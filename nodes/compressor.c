@@ -263,8 +263,8 @@ static inline void det_write(const comp_blk *b, int c, int o, int m, const float
 
 /* Step 4, before the recursion, for detector c with levels l: returns 0 when
  * there is nothing to compress (the block is written at a constant gain);
- * else fills dv[i * stride] with the level differences the recursion eats. */
-MG_HOT static int det_pre(comp_blk *b, int c, int o, int m, const float *l, float *dv, int stride)
+ * else fills dv[0..m) with the level differences the recursion eats. */
+MG_HOT static int det_pre(comp_blk *b, int c, int o, int m, const float *l, float *dv)
 {
     comp_state *s = b->s;
     const mg_pv *pv = b->p->pv;
@@ -276,7 +276,7 @@ MG_HOT static int det_pre(comp_blk *b, int c, int o, int m, const float *l, floa
     }
     dv[0] = vp - l[0];
     for (int i = 1; i < m; i++)
-        dv[i * stride] = l[i - 1] - l[i];
+        dv[i] = l[i - 1] - l[i];
     s->v[c] = l[m - 1];
     return 1;
 }
@@ -297,15 +297,15 @@ MG_HOT static float det_recur(float e, float aa, float ar, float *dv, int m)
     return e;
 }
 
-/* Step 4 after the recursion (e: its last value, dv[i * stride]: the
+/* Step 4 after the recursion (e: its last value, dv[0..m): the
  * errors) and step 5: the gain and the output. */
-MG_HOT static void det_post(comp_blk *b, int c, int o, int m, float *l, const float *dv, int stride,
+MG_HOT static void det_post(comp_blk *b, int c, int o, int m, float *l, const float *dv,
                      float e)
 {
     comp_state *s = b->s;
     const mg_pv *pv = b->p->pv;
     for (int i = 0; i < m; i++)
-        l[i] += dv[i * stride];
+        l[i] += dv[i];
     const float any = dyn_peak(l, m, 0.0f);
     if (!(fabsf(e) > 1e-6f)) /* settled (or NaN): exactly on v */
         e = 0.0f;
@@ -343,8 +343,8 @@ static void chunk_alone(comp_blk *b, int o, int m)
     float dv[DYN_CHUNK];
     chunk_levels(b, o, m, lv);
     for (int c = 0; c < b->nd; c++)
-        if (det_pre(b, c, o, m, lv[c], dv, 1))
-            det_post(b, c, o, m, lv[c], dv, 1, det_recur(s->e[c], s->aa, s->ar, dv, m));
+        if (det_pre(b, c, o, m, lv[c], dv))
+            det_post(b, c, o, m, lv[c], dv, det_recur(s->e[c], s->aa, s->ar, dv, m));
 }
 
 static void blk_finish(comp_blk *b)
@@ -397,45 +397,98 @@ MG_HOT static void recur_lanes(float *dv, int m, const float *e0, const float *a
     memcpy(e_out, &e, sizeof e);
 }
 
+/* Two groups of COMP_LANES at once: two independent recursions in flight
+ * (the loop is latency-bound), each lane's expressions those of
+ * recur_lanes. */
+MG_HOT static void recur_lanes2(float *dv0, float *dv1, int m, const float *e0, const float *aa,
+                                const float *ar, float *e_out)
+{
+    comp_v8f e, va, vr, f, wa, wr;
+    memcpy(&e, e0, sizeof e), memcpy(&f, e0 + COMP_LANES, sizeof f);
+    memcpy(&va, aa, sizeof va), memcpy(&wa, aa + COMP_LANES, sizeof wa);
+    memcpy(&vr, ar, sizeof vr), memcpy(&wr, ar + COMP_LANES, sizeof wr);
+    const comp_v8f zero = {0};
+    for (int i = 0; i < m; i++) {
+        comp_v8f x, y;
+        memcpy(&x, dv0 + i * COMP_LANES, sizeof x);
+        memcpy(&y, dv1 + i * COMP_LANES, sizeof y);
+        const comp_v8f d = e + x, g = f + y;
+        const comp_v8f ea = va * d, er = vr * d, fa = wa * g, fr = wr * g;
+        const comp_v8i lt = d < zero, lu = g < zero;
+        e = (comp_v8f)(((comp_v8i)ea & lt) | ((comp_v8i)er & ~lt));
+        f = (comp_v8f)(((comp_v8i)fa & lu) | ((comp_v8i)fr & ~lu));
+        memcpy(dv0 + i * COMP_LANES, &e, sizeof e);
+        memcpy(dv1 + i * COMP_LANES, &f, sizeof f);
+    }
+    memcpy(e_out, &e, sizeof e);
+    memcpy(e_out + COMP_LANES, &f, sizeof f);
+}
+
+/* An 8x8 transpose in registers: out[j][i] = in[i][j]. */
+static inline __attribute__((always_inline)) void
+tr8x8(const float *const in[COMP_LANES], float *const out[COMP_LANES])
+{
+    comp_v8f r0, r1, r2, r3, r4, r5, r6, r7;
+    memcpy(&r0, in[0], sizeof r0), memcpy(&r1, in[1], sizeof r1);
+    memcpy(&r2, in[2], sizeof r2), memcpy(&r3, in[3], sizeof r3);
+    memcpy(&r4, in[4], sizeof r4), memcpy(&r5, in[5], sizeof r5);
+    memcpy(&r6, in[6], sizeof r6), memcpy(&r7, in[7], sizeof r7);
+    const comp_v8i lo = {0, 8, 2, 10, 4, 12, 6, 14}, hi = {1, 9, 3, 11, 5, 13, 7, 15};
+    const comp_v8f t0 = __builtin_shuffle(r0, r1, lo), t1 = __builtin_shuffle(r0, r1, hi);
+    const comp_v8f t2 = __builtin_shuffle(r2, r3, lo), t3 = __builtin_shuffle(r2, r3, hi);
+    const comp_v8f t4 = __builtin_shuffle(r4, r5, lo), t5 = __builtin_shuffle(r4, r5, hi);
+    const comp_v8f t6 = __builtin_shuffle(r6, r7, lo), t7 = __builtin_shuffle(r6, r7, hi);
+    const comp_v8i lo2 = {0, 1, 8, 9, 4, 5, 12, 13}, hi2 = {2, 3, 10, 11, 6, 7, 14, 15};
+    const comp_v8f u0 = __builtin_shuffle(t0, t2, lo2), u2 = __builtin_shuffle(t0, t2, hi2);
+    const comp_v8f u1 = __builtin_shuffle(t1, t3, lo2), u3 = __builtin_shuffle(t1, t3, hi2);
+    const comp_v8f u4 = __builtin_shuffle(t4, t6, lo2), u6 = __builtin_shuffle(t4, t6, hi2);
+    const comp_v8f u5 = __builtin_shuffle(t5, t7, lo2), u7 = __builtin_shuffle(t5, t7, hi2);
+    const comp_v8i lo4 = {0, 1, 2, 3, 8, 9, 10, 11}, hi4 = {4, 5, 6, 7, 12, 13, 14, 15};
+    /* after the three stages, o_j holds element j of every input row */
+    const comp_v8f o0 = __builtin_shuffle(u0, u4, lo4), o4 = __builtin_shuffle(u0, u4, hi4);
+    const comp_v8f o1 = __builtin_shuffle(u1, u5, lo4), o5 = __builtin_shuffle(u1, u5, hi4);
+    const comp_v8f o2 = __builtin_shuffle(u2, u6, lo4), o6 = __builtin_shuffle(u2, u6, hi4);
+    const comp_v8f o3 = __builtin_shuffle(u3, u7, lo4), o7 = __builtin_shuffle(u3, u7, hi4);
+    memcpy(out[0], &o0, sizeof o0), memcpy(out[1], &o1, sizeof o1);
+    memcpy(out[2], &o2, sizeof o2), memcpy(out[3], &o3, sizeof o3);
+    memcpy(out[4], &o4, sizeof o4), memcpy(out[5], &o5, sizeof o5);
+    memcpy(out[6], &o6, sizeof o6), memcpy(out[7], &o7, sizeof o7);
+}
+
 /* The recursion's output dv[i * COMP_LANES + l] (frame-major) back into
- * rows[l][i] (lane-major), eight frames at a time as 8x8 transposes in
- * registers, so det_post adds a row with contiguous (vector) loads instead
- * of a strided scalar walk. Pure data movement: the values are unchanged. */
+ * rows[l][i] (lane-major), eight frames at a time, so det_post adds a row
+ * with contiguous (vector) loads instead of a strided scalar walk. Pure data
+ * movement: the values are unchanged. */
 MG_HOT static void lanes_to_rows(const float *dv, int m, float (*rows)[DYN_CHUNK])
 {
     int i = 0;
     for (; i + COMP_LANES <= m; i += COMP_LANES) {
-        comp_v8f r0, r1, r2, r3, r4, r5, r6, r7;
         const float *q = dv + i * COMP_LANES;
-        memcpy(&r0, q, sizeof r0), memcpy(&r1, q + 8, sizeof r1);
-        memcpy(&r2, q + 16, sizeof r2), memcpy(&r3, q + 24, sizeof r3);
-        memcpy(&r4, q + 32, sizeof r4), memcpy(&r5, q + 40, sizeof r5);
-        memcpy(&r6, q + 48, sizeof r6), memcpy(&r7, q + 56, sizeof r7);
-        const comp_v8i lo = {0, 8, 2, 10, 4, 12, 6, 14}, hi = {1, 9, 3, 11, 5, 13, 7, 15};
-        const comp_v8f t0 = __builtin_shuffle(r0, r1, lo), t1 = __builtin_shuffle(r0, r1, hi);
-        const comp_v8f t2 = __builtin_shuffle(r2, r3, lo), t3 = __builtin_shuffle(r2, r3, hi);
-        const comp_v8f t4 = __builtin_shuffle(r4, r5, lo), t5 = __builtin_shuffle(r4, r5, hi);
-        const comp_v8f t6 = __builtin_shuffle(r6, r7, lo), t7 = __builtin_shuffle(r6, r7, hi);
-        const comp_v8i lo2 = {0, 1, 8, 9, 4, 5, 12, 13}, hi2 = {2, 3, 10, 11, 6, 7, 14, 15};
-        const comp_v8f u0 = __builtin_shuffle(t0, t2, lo2), u2 = __builtin_shuffle(t0, t2, hi2);
-        const comp_v8f u1 = __builtin_shuffle(t1, t3, lo2), u3 = __builtin_shuffle(t1, t3, hi2);
-        const comp_v8f u4 = __builtin_shuffle(t4, t6, lo2), u6 = __builtin_shuffle(t4, t6, hi2);
-        const comp_v8f u5 = __builtin_shuffle(t5, t7, lo2), u7 = __builtin_shuffle(t5, t7, hi2);
-        const comp_v8i lo4 = {0, 1, 2, 3, 8, 9, 10, 11}, hi4 = {4, 5, 6, 7, 12, 13, 14, 15};
-        /* after the three stages, frame-major row f holds frame i+f of
-         * every lane; column l of the tile is lane l's frames i..i+7 */
-        const comp_v8f o0 = __builtin_shuffle(u0, u4, lo4), o4 = __builtin_shuffle(u0, u4, hi4);
-        const comp_v8f o1 = __builtin_shuffle(u1, u5, lo4), o5 = __builtin_shuffle(u1, u5, hi4);
-        const comp_v8f o2 = __builtin_shuffle(u2, u6, lo4), o6 = __builtin_shuffle(u2, u6, hi4);
-        const comp_v8f o3 = __builtin_shuffle(u3, u7, lo4), o7 = __builtin_shuffle(u3, u7, hi4);
-        memcpy(rows[0] + i, &o0, sizeof o0), memcpy(rows[1] + i, &o1, sizeof o1);
-        memcpy(rows[2] + i, &o2, sizeof o2), memcpy(rows[3] + i, &o3, sizeof o3);
-        memcpy(rows[4] + i, &o4, sizeof o4), memcpy(rows[5] + i, &o5, sizeof o5);
-        memcpy(rows[6] + i, &o6, sizeof o6), memcpy(rows[7] + i, &o7, sizeof o7);
+        const float *const in[COMP_LANES] = {q, q + 8, q + 16, q + 24, q + 32, q + 40, q + 48, q + 56};
+        float *const out[COMP_LANES] = {rows[0] + i, rows[1] + i, rows[2] + i, rows[3] + i,
+                                        rows[4] + i, rows[5] + i, rows[6] + i, rows[7] + i};
+        tr8x8(in, out);
     }
     for (; i < m; i++)
         for (int l = 0; l < COMP_LANES; l++)
             rows[l][i] = dv[i * COMP_LANES + l];
+}
+
+/* The way in: rows[l][i] (det_pre's contiguous output) into
+ * dv[i * COMP_LANES + l] for the recursion. */
+MG_HOT static void rows_to_lanes(float (*rows)[DYN_CHUNK], int m, float *dv)
+{
+    int i = 0;
+    for (; i + COMP_LANES <= m; i += COMP_LANES) {
+        float *q = dv + i * COMP_LANES;
+        const float *const in[COMP_LANES] = {rows[0] + i, rows[1] + i, rows[2] + i, rows[3] + i,
+                                             rows[4] + i, rows[5] + i, rows[6] + i, rows[7] + i};
+        float *const out[COMP_LANES] = {q, q + 8, q + 16, q + 24, q + 32, q + 40, q + 48, q + 56};
+        tr8x8(in, out);
+    }
+    for (; i < m; i++)
+        for (int l = 0; l < COMP_LANES; l++)
+            dv[i * COMP_LANES + l] = rows[l][i];
 }
 
 typedef struct {
@@ -443,28 +496,38 @@ typedef struct {
     float l[DYN_CHUNK];
 } comp_lane;
 
-static void run_lanes(comp_lane *ln, int nl, float *dv, int o, int m)
+#define COMP_GROUPS 2 /* groups of COMP_LANES whose recursions run together */
+
+static void run_lanes(comp_lane *ln, int nl, float (*d)[DYN_CHUNK], float (*dv)[DYN_CHUNK * COMP_LANES],
+                      int o, int m)
 {
-    float e0[COMP_LANES] = {0}, aa[COMP_LANES] = {0}, ar[COMP_LANES] = {0}, e1[COMP_LANES];
+    float e0[COMP_GROUPS * COMP_LANES] = {0}, aa[COMP_GROUPS * COMP_LANES] = {0};
+    float ar[COMP_GROUPS * COMP_LANES] = {0}, e1[COMP_GROUPS * COMP_LANES];
+    const int ng = (nl + COMP_LANES - 1) / COMP_LANES;
     for (int l = 0; l < nl; l++) {
         const comp_state *s = ln[l].b->s;
         e0[l] = s->e[0], aa[l] = s->aa, ar[l] = s->ar;
     }
-    for (int l = nl; l < COMP_LANES; l++) /* empty lanes: zeros in, zeros out */
-        for (int i = 0; i < m; i++)
-            dv[i * COMP_LANES + l] = 0.0f;
-    recur_lanes(dv, m, e0, aa, ar, e1);
-    float rows[COMP_LANES][DYN_CHUNK];
-    lanes_to_rows(dv, m, rows);
+    for (int l = nl; l < ng * COMP_LANES; l++) /* empty lanes: zeros in, zeros out */
+        memset(d[l], 0, sizeof(float) * (size_t)m);
+    for (int g = 0; g < ng; g++)
+        rows_to_lanes(d + g * COMP_LANES, m, dv[g]);
+    if (ng == 2)
+        recur_lanes2(dv[0], dv[1], m, e0, aa, ar, e1);
+    else
+        recur_lanes(dv[0], m, e0, aa, ar, e1);
+    for (int g = 0; g < ng; g++)
+        lanes_to_rows(dv[g], m, d + g * COMP_LANES);
     for (int l = 0; l < nl; l++)
-        det_post(ln[l].b, 0, o, m, ln[l].l, rows[l], 1, e1[l]);
+        det_post(ln[l].b, 0, o, m, ln[l].l, d[l], e1[l]);
 }
 
 static void process_many(void *const *states, const mg_proc *procs, int k)
 {
     comp_blk b[MG_MAX_GANG];
-    comp_lane ln[COMP_LANES];
-    float dv[DYN_CHUNK * COMP_LANES];
+    comp_lane ln[COMP_GROUPS * COMP_LANES];
+    float dv[COMP_GROUPS][DYN_CHUNK * COMP_LANES];
+    float d[COMP_GROUPS * COMP_LANES][DYN_CHUNK]; /* each lane's level differences, then its errors */
     for (int j = 0; j < k; j++)
         blk_init(&b[j], states[j], &procs[j]);
     const int n = procs[0].nframes;
@@ -484,16 +547,16 @@ static void process_many(void *const *states, const mg_proc *procs, int k)
             } else {
                 chunk_levels(&b[j], o, m, lv);
             }
-            if (!det_pre(&b[j], 0, o, m, ln[nl].l, dv + nl, COMP_LANES))
+            if (!det_pre(&b[j], 0, o, m, ln[nl].l, d[nl]))
                 continue;
             ln[nl++].b = &b[j];
-            if (nl == COMP_LANES) {
-                run_lanes(ln, nl, dv, o, m);
+            if (nl == COMP_GROUPS * COMP_LANES) {
+                run_lanes(ln, nl, d, dv, o, m);
                 nl = 0;
             }
         }
         if (nl)
-            run_lanes(ln, nl, dv, o, m);
+            run_lanes(ln, nl, d, dv, o, m);
     }
     for (int j = 0; j < k; j++)
         blk_finish(&b[j]);

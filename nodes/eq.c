@@ -16,6 +16,7 @@
 #include "mg_node.h"
 #include "dsp_biquad.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #if defined(__SSE2__)
 #include <xmmintrin.h>
@@ -74,9 +75,16 @@ typedef struct {
     mg_bq_coef oc[4];  /* the outgoing design during a crossfade */
 } eq_unit;
 
+struct eq_gang;
+
 typedef struct {
     int channels, nbands, nunits;
     double fs;
+    /* changes (to a value never used before, by any node) whenever the
+     * coefficients, the steady list or the states may have changed other
+     * than by the ganged cascade: the key of the gang caches */
+    unsigned long long stamp;
+    struct eq_gang *gang; /* this node's gang cache (run_lanes), when it leads a gang */
     eq_unit unit[EQ_MAX_BANDS + 2];
     int xf_len;       /* type/slope crossfade length (10 ms) */
     /* the last block's steady list, valid while parameters stay as they were
@@ -89,9 +97,21 @@ typedef struct {
     float old[MG_MAX_BLOCK];
 } eq_state;
 
+/* Stamps: prepare gives each node a range of 2^40 values no node has had
+ * (relaxed: only uniqueness matters; never on the audio thread), and the node
+ * steps through its range (restamp: at most once a block, 46 years at 750
+ * blocks a second), so a gang cache's key never matches a node it was not
+ * built from, even one that reuses a freed node's memory. */
+static atomic_ullong eq_stamps = 1;
+static inline void restamp(eq_state *s) { s->stamp++; }
+
+static void *gang_alloc(void);
+
 static int prepare_n(void *stv, const mg_prepare_ctx *ctx, int nbands)
 {
     eq_state *s = stv;
+    s->stamp = atomic_fetch_add_explicit(&eq_stamps, 1, memory_order_relaxed) << 40;
+    s->gang = gang_alloc();
     s->channels = ctx->channels;
     s->nbands = nbands;
     s->nunits = nbands + 2;
@@ -101,7 +121,7 @@ static int prepare_n(void *stv, const mg_prepare_ctx *ctx, int nbands)
         s->xf_len = 1;
     s->st = mg_zalloc((size_t)ctx->channels * (size_t)s->nunits * 4, sizeof(mg_bq_state));
     s->ost = mg_zalloc((size_t)ctx->channels * (size_t)s->nunits * 4, sizeof(mg_bq_state));
-    if (!s->st || !s->ost)
+    if (!s->st || !s->ost || !s->gang)
         return 3;
     for (int u = 0; u < s->nunits; u++)
         s->unit[u].idle = 1;
@@ -116,7 +136,9 @@ static void release(void *stv)
     eq_state *s = stv;
     free(s->st);
     free(s->ost);
+    free(s->gang);
     s->st = s->ost = NULL;
+    s->gang = NULL;
 }
 
 static void reset(void *stv)
@@ -127,6 +149,7 @@ static void reset(void *stv)
     for (int u = 0; u < s->nunits; u++)
         s->unit[u].xf = 0;
     s->cache_ok = 0;
+    restamp(s);
 }
 
 static inline mg_bq_state *unit_state(eq_state *s, int c, int u)
@@ -310,6 +333,7 @@ MG_HOT static int units_block(eq_state *s, const mg_proc *p, int *steady)
         memcpy(steady, s->cache, sizeof(int) * (size_t)s->cache_n);
         return s->cache_n;
     }
+    restamp(s); /* designs, the steady list or states may change */
     int nsteady = 0, alone = 0;
     for (int u = 0; u < s->nunits; u++) {
         int kind, type, base;
@@ -414,6 +438,7 @@ static void process(void *stv, const mg_proc *p)
     eq_state *s = stv;
     int steady[EQ_MAX_BANDS + 2];
     const int nsteady = units_block(s, p, steady);
+    restamp(s); /* the states move outside any gang */
     if (nsteady)
         run_cascade(s, p, steady, nsteady);
 }
@@ -513,30 +538,66 @@ static inline int lanes_out(const eq_lane *ln, int nln, const eq_vf *x, int n)
 
 /* mg_bq_guard on every lane of ns sections at once: non-finite states are
  * reset, a tail below 1e-30 is flushed to exact zero (the same rule, so the
- * same states, as the scalar guard). */
+ * same states, as the scalar guard). The tests are integer compares of the
+ * magnitudes' bits (which order like the magnitudes, NaN above infinity):
+ * GCC splits float vector compares into scalar ones here. */
 typedef long long eq_vl __attribute__((vector_size(64)));
 static inline void guard_v(eq_vd *s1, eq_vd *s2, int ns)
 {
-    const eq_vd zero = {0.0}, lo = zero - 1e-30, hi = zero + 1e-30;
+    const eq_vl zero = {0}, mag = zero + 0x7fffffffffffffffLL;
+    const eq_vl inf = zero + 0x7ff0000000000000LL; /* bits of +infinity */
+    const eq_vl tinyb = zero + 0x39b4484bfeebc2a0LL; /* bits of 1e-30 */
     for (int k = 0; k < ns; k++) {
-        const eq_vd a = s1[k], b = s2[k];
-        const eq_vl finite = ((a - a) == zero) & ((b - b) == zero);
-        const eq_vl tiny = (a > lo) & (a < hi) & (b > lo) & (b < hi);
+        const eq_vl a = (eq_vl)s1[k], b = (eq_vl)s2[k];
+        const eq_vl ua = a & mag, ub = b & mag;
+        const eq_vl finite = (ua < inf) & (ub < inf);
+        const eq_vl tiny = (ua < tinyb) & (ub < tinyb);
         const eq_vl keep = finite & ~tiny;
-        s1[k] = (eq_vd)((eq_vl)a & keep);
-        s2[k] = (eq_vd)((eq_vl)b & keep);
+        s1[k] = (eq_vd)(a & keep);
+        s2[k] = (eq_vd)(b & keep);
     }
+}
+
+/* A gang cache: a gang's coefficients and states as vectors, with what
+ * they were gathered from. It belongs to the node of the gang's first lane;
+ * while every lane's node keeps its stamp, the next block finds everything
+ * in place and gathers nothing (the states go back to each node's own
+ * layout after every block all the same, so the node can run alone at any
+ * time). Building one restamps its lanes' nodes, so at most one cache holds
+ * a node's current stamp: states a node ran with elsewhere are never read
+ * back from a stale cache. Cascades longer than EQ_GANG_SEC are not cached. */
+#define EQ_GANG_SEC 8
+struct eq_gang {
+    eq_vd b0[EQ_GANG_SEC], b1[EQ_GANG_SEC], b2[EQ_GANG_SEC], a1[EQ_GANG_SEC], a2[EQ_GANG_SEC];
+    eq_vd s1[EQ_GANG_SEC], s2[EQ_GANG_SEC];
+    int valid, nln, ns;
+    const eq_state *ks[EQ_LANES];
+    int kc[EQ_LANES];
+    unsigned long long kst[EQ_LANES];
+    mg_bq_state *sp[EQ_LANES][EQ_GANG_SEC]; /* where each lane's states live */
+};
+
+static void *gang_alloc(void)
+{
+    const size_t size = (sizeof(struct eq_gang) + 63) & ~(size_t)63;
+    void *g = aligned_alloc(64, size);
+    if (g)
+        memset(g, 0, size);
+    return g;
 }
 
 /* Run up to EQ_LANES lanes whose cascades have ns sections each. */
 MG_HOT static void run_lanes(const eq_lane *ln, int nln, int ns, int n)
 {
-    eq_vd b0[EQ_MAX_SEC], b1[EQ_MAX_SEC], b2[EQ_MAX_SEC], a1[EQ_MAX_SEC], a2[EQ_MAX_SEC];
-    eq_vd s1[EQ_MAX_SEC], s2[EQ_MAX_SEC];
+    eq_vd lb0[EQ_MAX_SEC], lb1[EQ_MAX_SEC], lb2[EQ_MAX_SEC], la1[EQ_MAX_SEC], la2[EQ_MAX_SEC];
+    eq_vd ls1[EQ_MAX_SEC], ls2[EQ_MAX_SEC];
+    struct eq_gang *g = ns <= EQ_GANG_SEC ? ln[0].s->gang : NULL;
+    eq_vd *b0 = g ? g->b0 : lb0, *b1 = g ? g->b1 : lb1, *b2 = g ? g->b2 : lb2;
+    eq_vd *a1 = g ? g->a1 : la1, *a2 = g ? g->a2 : la2, *s1 = g ? g->s1 : ls1, *s2 = g ? g->s2 : ls2;
     eq_vf x[MG_MAX_BLOCK];
-    const size_t used = sizeof(eq_vd) * (size_t)ns;
-    memset(b0, 0, used), memset(b1, 0, used), memset(b2, 0, used);
-    memset(a1, 0, used), memset(a2, 0, used), memset(s1, 0, used), memset(s2, 0, used);
+    int hit = g && g->valid && g->nln == nln && g->ns == ns;
+    for (int l = 0; hit && l < nln; l++)
+        hit = g->ks[l] == ln[l].s && g->kc[l] == ln[l].c && g->kst[l] == ln[l].s->stamp;
     if (nln < EQ_LANES) /* empty lanes: zero coefficients over zeros */
         memset(x, 0, sizeof(eq_vf) * (size_t)n);
     const int tiles = lanes_in(ln, nln, x, n);
@@ -544,15 +605,31 @@ MG_HOT static void run_lanes(const eq_lane *ln, int nln, int ns, int n)
         const float *src = ln[l].buf;
         for (int i = tiles; i < n; i++)
             x[i][l] = src[i];
-        int j = 0;
-        for (int u = 0; u < ln[l].nl; u++) {
-            const eq_unit *un = &ln[l].s->unit[ln[l].list[u]];
-            const mg_bq_state *st = unit_state(ln[l].s, ln[l].c, ln[l].list[u]);
-            for (int k = 0; k < un->nsec; k++, j++) {
-                b0[j][l] = un->c[k].b0, b1[j][l] = un->c[k].b1, b2[j][l] = un->c[k].b2;
-                a1[j][l] = un->c[k].a1, a2[j][l] = un->c[k].a2;
-                s1[j][l] = st[k].s1, s2[j][l] = st[k].s2;
+    }
+    if (!hit) {
+        const size_t used = sizeof(eq_vd) * (size_t)ns;
+        memset(b0, 0, used), memset(b1, 0, used), memset(b2, 0, used);
+        memset(a1, 0, used), memset(a2, 0, used), memset(s1, 0, used), memset(s2, 0, used);
+        for (int l = 0; l < nln; l++) {
+            if (g)
+                restamp(ln[l].s); /* other caches of this node go stale */
+            int j = 0;
+            for (int u = 0; u < ln[l].nl; u++) {
+                const eq_unit *un = &ln[l].s->unit[ln[l].list[u]];
+                mg_bq_state *st = unit_state(ln[l].s, ln[l].c, ln[l].list[u]);
+                for (int k = 0; k < un->nsec; k++, j++) {
+                    b0[j][l] = un->c[k].b0, b1[j][l] = un->c[k].b1, b2[j][l] = un->c[k].b2;
+                    a1[j][l] = un->c[k].a1, a2[j][l] = un->c[k].a2;
+                    s1[j][l] = st[k].s1, s2[j][l] = st[k].s2;
+                    if (g)
+                        g->sp[l][j] = &st[k];
+                }
             }
+        }
+        if (g) {
+            for (int l = 0; l < nln; l++) /* after every restamp (a node may have two lanes) */
+                g->ks[l] = ln[l].s, g->kc[l] = ln[l].c, g->kst[l] = ln[l].s->stamp;
+            g->valid = 1, g->nln = nln, g->ns = ns;
         }
     }
     switch (ns) {
@@ -569,6 +646,11 @@ MG_HOT static void run_lanes(const eq_lane *ln, int nln, int ns, int n)
         float *dst = ln[l].buf;
         for (int i = done; i < n; i++)
             dst[i] = x[i][l];
+        if (g) {
+            for (int j = 0; j < ns; j++)
+                g->sp[l][j]->s1 = s1[j][l], g->sp[l][j]->s2 = s2[j][l];
+            continue;
+        }
         int j = 0;
         for (int u = 0; u < ln[l].nl; u++) {
             mg_bq_state *st = unit_state(ln[l].s, ln[l].c, ln[l].list[u]);

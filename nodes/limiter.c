@@ -65,10 +65,13 @@
 #define REACH_BEFORE 32 /* look-ahead: adds to the latency */
 #define REACH_AFTER 96  /* hold: free */
 
-/* 8 lanes of float (GCC vector extension: AVX in the x86-64-v3 clone, two
- * SSE registers in the baseline) */
-typedef float tp_v8 __attribute__((vector_size(32)));
-typedef int32_t tp_i8 __attribute__((vector_size(32)));
+/* 16 lanes of float, 16 samples at a time (GCC vector extension: one
+ * AVX-512 register in the x86-64-v4 clone, two AVX ones in the v3 clone, four
+ * SSE ones in the baseline); each lane's sums are a scalar loop's, in the
+ * same order */
+#define TP_LANES 16
+typedef float tp_v8 __attribute__((vector_size(4 * TP_LANES)));
+typedef int32_t tp_i8 __attribute__((vector_size(4 * TP_LANES)));
 
 typedef struct {
     /* c[j][k]: tap j (x[n-j]) of phase k = 1..15; c[j][0]: tap j of the
@@ -137,8 +140,8 @@ static void tpdet_design(tpdet_coefs *t)
 #define TPDET_ABS(v) ((tp_v8)((tp_i8)(v) & 0x7fffffff))
 #define TPDET_MAX(a, b) ((tp_v8)(((tp_i8)(a) & ((a) > (b))) | ((tp_i8)(b) & ~((a) > (b)))))
 
-/* a[k] = sum over taps j of c[j * TP_PHASES + k] x w[i - j], 8 samples i at
- * once: 8 accumulators of 8 lanes (registers), one load of the input per tap */
+/* a[k] = sum over taps j of c[j * TP_PHASES + k] x w[i - j], TP_LANES samples
+ * i at once: 8 accumulators (registers), one load of the input per tap */
 static inline __attribute__((always_inline)) void tpdet_dot8(tp_v8 *restrict a,
                                                              const float *restrict c,
                                                              const float *restrict b)
@@ -164,6 +167,8 @@ static inline __attribute__((always_inline)) void tpdet_dot8(tp_v8 *restrict a,
  * value, margin included) over [i-32, i-31]. Non-finite input samples count
  * as 0; the returned pointer holds the input as used (n samples). acc is
  * scratch of n floats. */
+_Static_assert(MG_MAX_BLOCK % TP_LANES == 0, "tpdet_run rounds n up to TP_LANES");
+
 MG_HOT static const float *tpdet_run(tpdet *restrict t, const tpdet_coefs *restrict co,
                                    const float *restrict x, int n, float *restrict est,
                                    float *restrict acc)
@@ -173,11 +178,11 @@ MG_HOT static const float *tpdet_run(tpdet *restrict t, const tpdet_coefs *restr
         const float v = x[i];
         b[i] = fabsf(v) <= FLT_MAX ? v : 0.0f;
     }
-    /* 8 samples at a time, the 15 phases and the high-pass in two groups of
-     * 8: 8 independent accumulators of 8 lanes (registers), one load of the
-     * input per tap. n is rounded up to 8 (MG_MAX_BLOCK is a multiple of 8): the
-     * extra results read stale samples and are not used. */
-    for (int i0 = 0; i0 < n; i0 += 8) {
+    /* TP_LANES samples at a time, the 15 phases and the high-pass in two
+     * groups of 8: 8 independent accumulators (registers), one load of the
+     * input per tap. n is rounded up to TP_LANES (MG_MAX_BLOCK is a multiple
+     * of it): the extra results read stale samples and are not used. */
+    for (int i0 = 0; i0 < n; i0 += TP_LANES) {
         tp_v8 lo[8], hi[8];
         tpdet_dot8(lo, co->c[0], b + i0);     /* lanes 0..7: high-pass, phases 1..7 */
         tpdet_dot8(hi, co->c[0] + 8, b + i0); /* phases 8..15 */
@@ -236,6 +241,7 @@ static const mg_readout_spec readouts[] = {
 
 #define LIM_MAX_CH 64
 #define LIM_FIX 1099511627776.0 /* 2^40: the moving average sums integers (no drift) */
+#define LIM_ONES_CAP (1 << 30)
 
 typedef struct {
     float *delay;  /* dmask + 1 */
@@ -246,6 +252,7 @@ typedef struct {
     int qh, qn;    /* head, length */
     double h2;
     int64_t sum;
+    int ones;      /* how many of the latest rr values are 1 (capped) */
     tpdet tp;
 } lim_chan;
 
@@ -293,6 +300,7 @@ static void reset(void *st)
         k->qh = k->qn = 0;
         k->h2 = 1.0;
         k->sum = (int64_t)s->a * (int64_t)LIM_FIX;
+        k->ones = LIM_ONES_CAP;
         memset(&k->tp, 0, sizeof k->tp);
     }
 }
@@ -365,6 +373,7 @@ static inline float chain_step(lim_chan *restrict k, const lim_state *restrict s
 {
     const uint32_t am = s->amask, qm = s->qmask, rm = s->rmask;
     k->rr[t & rm] = rin;
+    k->ones = rin != 1.0f ? 0 : k->ones < LIM_ONES_CAP ? k->ones + 1 : k->ones;
     float rc = k->rr[(t - det) & rm];
     const float r0 = k->rr[(t - det - 1) & rm], r1 = k->rr[(t - det + 1) & rm];
     rc = r0 < rc ? r0 : rc;
@@ -404,6 +413,65 @@ static inline float chain_step(lim_chan *restrict k, const lim_state *restrict s
     return (float)g;
 }
 
+/* A block in which nothing is limited, nor was within reach: the attack
+ * length is settled, every channel's gain chain is at rest (h2 = 1, the
+ * minimum deque one 1, the moving average's window all 1, the needed gains
+ * the detection delay still holds all 1) and no estimate of the block is over
+ * the ceiling. Then every needed gain of the block is 1, and the block is
+ * what the per-sample loop in process would do, done in bulk: the same ring
+ * writes, the deque's one entry restamped, the input delayed times the
+ * constant gain sum / (a 2^40) (so the output is the same, bit for bit).
+ * Returns 0, having changed nothing, when the block is not idle. */
+MG_HOT static int idle_block(lim_state *s, const mg_proc *p, int n, double inva,
+                             const float *const *xs, float *gmin)
+{
+    const int nc = s->channels;
+    if (s->a != s->a_target)
+        return 0;
+    const uint32_t det = (uint32_t)(s->amax - s->a + 1), qm = s->qmask;
+    const int64_t full = (int64_t)s->a * (int64_t)LIM_FIX;
+    for (int c = 0; c < nc; c++) {
+        const lim_chan *k = &s->ch[c];
+        if (!(k->h2 == 1.0 && k->qn == 1 && k->qv[k->qh & qm] == 1.0f && k->sum == full &&
+              k->ones >= (int)det + 1))
+            return 0;
+    }
+    const mg_pv *pc = &p->pv[P_CEILING];
+    for (int c = 0; c < nc; c++) {
+        const float *d = s->est + (size_t)c * MG_MAX_BLOCK;
+        int over = 0;
+        if (pc->ramp)
+            for (int i = 0; i < n; i++)
+                over |= d[i] > pc->ramp[i];
+        else
+            for (int i = 0; i < n; i++)
+                over |= d[i] > pc->value;
+        if (over)
+            return 0;
+    }
+    const uint32_t t0 = s->t, dm = s->dmask, am = s->amask, rm = s->rmask, dl = (uint32_t)s->dlat;
+    const int64_t q = (int64_t)LIM_FIX;
+    for (int c = 0; c < nc; c++) {
+        lim_chan *k = &s->ch[c];
+        double g = (double)k->sum * inva;
+        g = g > 1.0 ? 1.0 : g;
+        const float gc = (float)g;
+        const float *x = xs[c]; /* the input as tpdet_run used it */
+        float *y = p->out[c];
+        for (int i = 0; i < n; i++) {
+            const uint32_t t = t0 + (uint32_t)i;
+            k->delay[t & dm] = x[i];
+            y[i] = k->delay[(t - dl) & dm] * gc;
+            k->rr[t & rm] = 1.0f;
+            k->avg[t & am] = q;
+        }
+        k->qt[k->qh & qm] = t0 + (uint32_t)n - 1u;
+        k->ones = k->ones < LIM_ONES_CAP - n ? k->ones + n : LIM_ONES_CAP;
+        gmin[c] = gc < gmin[c] ? gc : gmin[c];
+    }
+    return 1;
+}
+
 MG_HOT static void process(void *st, const mg_proc *p)
 {
     lim_state *s = st;
@@ -423,6 +491,10 @@ MG_HOT static void process(void *st, const mg_proc *p)
     uint32_t t = s->t;
     int a = s->a;
     double inva = 1.0 / ((double)a * LIM_FIX);
+    if (idle_block(s, p, n, inva, xs, gmin)) {
+        t += (uint32_t)n;
+        goto done;
+    }
     for (int i = 0; i < n; i++, t++) {
         const float ceil_ = mg_pv_at(pc, i);
         const float link = mg_pv_at(pl, i) * 0.01f;
@@ -452,6 +524,7 @@ MG_HOT static void process(void *st, const mg_proc *p)
             inva = inv;
         }
     }
+done:
     s->t = t;
     s->a = a;
     for (int c = 0; c < nc; c++) {

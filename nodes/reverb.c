@@ -261,6 +261,93 @@ static inline void positions(reverb_state *s, int adv, unsigned *M, float *eta)
     }
 }
 
+/* The FDN of one sub-block with the 16 lines in the 16 lanes of a vector
+ * (one AVX-512 register in the x86-64-v4 clone), sample by sample: every
+ * line's read positions stay whole sub-block ahead of the writes (lines are
+ * longer than SUB samples: see process), so all reads of the sub-block are
+ * gathered first, time-major. Lane k computes line k's expressions of the
+ * scalar loop in process, in the same order (the Hadamard butterflies as
+ * a + b and b' - a' per pair, the output sums in the scalar order), so the
+ * result is the scalar loop's, bit for bit. il/ir: the diffused inputs;
+ * wl/wr: the wet outputs (before the wet gain). */
+typedef float rv_f __attribute__((vector_size(64)));
+typedef int32_t rv_i __attribute__((vector_size(64)));
+
+/* One butterfly stage: each lane with its partner (lane ^ h, by perm),
+ * a + b in the lower lane of a pair, a - b in the upper one. A macro, so that
+ * no 64-byte vector crosses a function boundary (its ABI differs with and
+ * without AVX-512). */
+#define RV_STAGE(v, perm, lower)                                                                  \
+    do {                                                                                          \
+        const rv_f o_ = __builtin_shuffle(v, perm);                                               \
+        const rv_f sum_ = v + o_, dif_ = o_ - v;                                                  \
+        v = (rv_f)(((rv_i)sum_ & (lower)) | ((rv_i)dif_ & ~(lower)));                             \
+    } while (0)
+
+MG_HOT static void fdn_block(reverb_state *s, int len, const unsigned *M, const float *eta,
+                             float *gb, float *bb, const float *dgb, const float *dbb, int glide,
+                             float *yk, float *ap, const float *il, const float *ir, float *wl,
+                             float *wr)
+{
+    rv_f x[SUB + 1]; /* x[t][k]: line k at (w - M[k] - 1 + t) */
+    float *restrict mem = s->mem;
+    const size_t stride = s->stride;
+    const unsigned w0 = s->w, mask = s->mask;
+    for (int k = 0; k < NL; k++) {
+        const float *buf = mem + (size_t)k * stride;
+        const unsigned j0 = w0 - M[k] - 1u;
+        for (int t = 0; t <= len; t++)
+            x[t][k] = buf[(j0 + (unsigned)t) & mask];
+    }
+    rv_f ve, vg, vb, vdg, vdb, vy, va;
+    memcpy(&ve, eta, sizeof ve), memcpy(&vg, gb, sizeof vg), memcpy(&vb, bb, sizeof vb);
+    memcpy(&vdg, dgb, sizeof vdg), memcpy(&vdb, dbb, sizeof vdb);
+    memcpy(&vy, yk, sizeof vy), memcpy(&va, ap, sizeof va);
+    const rv_i p8 = {8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7};
+    const rv_i p4 = {4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11};
+    const rv_i p2 = {2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13};
+    const rv_i p1 = {1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14};
+    const rv_i l8 = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+    const rv_i l4 = {-1, -1, -1, -1, 0, 0, 0, 0, -1, -1, -1, -1, 0, 0, 0, 0};
+    const rv_i l2 = {-1, -1, 0, 0, -1, -1, 0, 0, -1, -1, 0, 0, -1, -1, 0, 0};
+    const rv_i l1 = {-1, 0, -1, 0, -1, 0, -1, 0, -1, 0, -1, 0, -1, 0, -1, 0};
+    rv_f out[SUB];
+    for (int i = 0; i < len; i++) {
+        if (glide) {
+            vg += vdg;
+            vb += vdb;
+        }
+        /* first-order allpass (Thiran) interpolation, then the damping pole */
+        const rv_f r = ve * (x[i + 1] - va) + x[i];
+        va = r;
+        const rv_f y = vg * r + vb * vy;
+        vy = y;
+        float a = 0.0f, b = 0.0f;
+        for (int k = 0; k < NL; k += 4) {
+            a += y[k] - y[k + 2];
+            b += y[k + 1] - y[k + 3];
+        }
+        wl[i] = a, wr[i] = b;
+        rv_f v = y;
+        RV_STAGE(v, p8, l8);
+        RV_STAGE(v, p4, l4);
+        RV_STAGE(v, p2, l2);
+        RV_STAGE(v, p1, l1);
+        v *= 0.25f;
+        const float pl = il[i], pr = ir[i];
+        const rv_f in = {pl, pr, -pl, -pr, pl, pr, -pl, -pr, pl, pr, -pl, -pr, pl, pr, -pl, -pr};
+        out[i] = v + in;
+    }
+    for (int k = 0; k < NL; k++) {
+        float *buf = mem + (size_t)k * stride;
+        for (int i = 0; i < len; i++)
+            buf[(w0 + (unsigned)i) & mask] = out[i][k];
+    }
+    s->w = (w0 + (unsigned)len) & mask;
+    memcpy(gb, &vg, sizeof vg), memcpy(bb, &vb, sizeof vb);
+    memcpy(yk, &vy, sizeof vy), memcpy(ap, &va, sizeof va);
+}
+
 MG_HOT static void process(void *st, const mg_proc *p)
 {
     reverb_state *s = st;
@@ -302,6 +389,50 @@ MG_HOT static void process(void *st, const mg_proc *p)
             for (int k = 0; k < ND; k++)
                 ddg[k] = (s->dg[k] - dg[k]) * inv;
             glide = 1;
+        }
+        int fast = !moving; /* every line longer than a sub-block (and its modulation) */
+        for (int k = 0; k < NL; k++)
+            fast &= s->len[k] - s->depth - 2.0f > (float)SUB;
+        if (fast) {
+            float fxl[SUB], fxr[SUB], fil[SUB], fir[SUB], fwl[SUB], fwr[SUB];
+            for (int i = i0; i < i1; i++) { /* the pre-delay and diffusers, as below */
+                const float xl = dl_sane(p->in[0][i]), xr = dl_sane(p->in[1][i]);
+                dl_write(&s->pre[0], xl);
+                dl_write(&s->pre[1], xr);
+                const float a = dl_tap_step(&s->ptap);
+                float il = dl_read_lin(&s->pre[0], (float)s->ptap.cur + 1.0f);
+                float ir = dl_read_lin(&s->pre[1], (float)s->ptap.cur + 1.0f);
+                if (a > 0.0f) {
+                    il += a * (dl_read_lin(&s->pre[0], (float)s->ptap.nxt + 1.0f) - il);
+                    ir += a * (dl_read_lin(&s->pre[1], (float)s->ptap.nxt + 1.0f) - ir);
+                }
+                for (int k = 0; k < ND; k++) {
+                    dl_line *la = &s->ap_line[0][k], *ra = &s->ap_line[1][k];
+                    const float g = dg[k] += ddg[k];
+                    const float dla = dl_tap_int(la, s->ap_len[0][k]);
+                    const float dra = dl_tap_int(ra, s->ap_len[1][k]);
+                    const float wla = il + g * dla, wra = ir + g * dra;
+                    dl_write(la, wla);
+                    dl_write(ra, wra);
+                    il = dla - g * wla;
+                    ir = dra - g * wra;
+                }
+                fxl[i - i0] = xl, fxr[i - i0] = xr, fil[i - i0] = il, fir[i - i0] = ir;
+            }
+            positions(s, len, M, eta);
+            fdn_block(s, len, M, eta, gb, bb, dgb, dbb, glide, yk, ap, fil, fir, fwl, fwr);
+            for (int i = i0; i < i1; i++) {
+                const float xl = fxl[i - i0], xr = fxr[i - i0];
+                const float wl = fwl[i - i0] * s->wet_gain, wr = fwr[i - i0] * s->wet_gain;
+                const float wdt = mg_pv_at(wd, i) * 0.01f;
+                const float mid = 0.5f * (wl + wr), side = 0.5f * (wl - wr) * wdt;
+                const float mix = mg_pv_at(mx, i) * 0.01f;
+                p->out[0][i] = xl + mix * (mid + side - xl);
+                p->out[1][i] = xr + mix * (mid - side - xr);
+            }
+            memcpy(s->y, yk, sizeof yk);
+            memcpy(s->ap, ap, sizeof ap);
+            continue;
         }
         float *restrict mem = s->mem;
         const size_t stride = s->stride;

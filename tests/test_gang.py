@@ -119,3 +119,36 @@ def test_gang_stops_where_a_member_feeds_another(sessions):
         s.connect(a, b)
     s.commit()
     assert s.gangs == [("eq", 2)]  # a and b together; c runs after them, alone
+
+
+def _render_regroup(gang: bool) -> np.ndarray:
+    """17 mono eqs of 5 sections: two full gangs of eight and one lane. One
+    eq of the first gang drops a band for a while and takes it back, so the
+    lanes after it shift into other gangs and then return to the ones they
+    left (whose cached states they must not find again)."""
+    n, k = RATE // 2, 17
+    e = Engine(RATE, k, k)
+    e.set_ganging(gang)
+    s = Session(e)
+    try:
+        for i in range(k):
+            s.add_node("input", f"in{i}", {"first": i + 1, "channels": 1})
+            s.add_node("eq", f"eq{i}", {"channels": 1, **EQS[0]})
+            s.add_node("output", f"out{i}", {"first": i + 1, "channels": 1})
+            s.connect(f"in{i}", f"eq{i}")
+            s.connect(f"eq{i}", f"out{i}")
+        s.commit()
+        s.set_param("eq2", "b4on", 0, time=4000)
+        s.set_param("eq2", "b4on", 1, time=12000)
+        x = np.random.default_rng(5).standard_normal((n, k)).astype(np.float32) * 0.3
+        return e.process(n, x, block=64).copy()
+    finally:
+        s.close()
+        e.free()
+
+
+def test_gang_regrouped_lanes_keep_their_states():
+    ganged, alone = _render_regroup(True), _render_regroup(False)
+    assert np.abs(ganged).max() > 0.01
+    for c in range(ganged.shape[1]):
+        np.testing.assert_array_equal(ganged[:, c], alone[:, c], err_msg=f"output channel {c}")
