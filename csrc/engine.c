@@ -1046,7 +1046,7 @@ static inline void feed_par(const mg_plan *p, const mg_par *par, int s, int off,
         nd->out_off = off;
         nd->out_gen = tag;
     }
-    for (int q = par->pin_first[s]; q < par->pin_first[s + 1]; q++) {
+    for (int q = par->pin_first[s]; q < par->pin_end[s]; q++) {
         const mg_mixop *op = &p->mix[par->pin[q]];
         mix_from(op, par->src[par->pin[q]], off, n, op->assign);
     }
@@ -1069,8 +1069,15 @@ static void par_unit(void *ctx, int u)
     const int off = c->off, n = c->n;
     for (int i = par->unit_atom[u]; i < par->unit_atom[u + 1]; i++) {
         const mg_atom *a = &par->atoms[par->atom_list[i]];
+        if (a->gang < 0) { /* a push segment: adds into a bus, in one thread's order */
+            for (int q = a->first; q < a->first + a->len; q++) {
+                const mg_mixop *op = &p->mix[par->pin[q]];
+                mix_from(op, par->src[par->pin[q]], off, n, op->assign);
+            }
+            continue;
+        }
         const mg_step *st = &p->steps[a->first];
-        if (i + 1 < par->unit_atom[u + 1]) /* as run_plan: the next node early */
+        if (i + 1 < par->unit_atom[u + 1] && par->atoms[par->atom_list[i + 1]].gang >= 0)
             prefetch_node(p->steps[par->atoms[par->atom_list[i + 1]].first].node);
         if (a->gang && e->ganging) {
             void *states[MG_MAX_GANG];

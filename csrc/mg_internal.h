@@ -190,11 +190,13 @@ struct mg_plan {
 /* ---- the plan on several threads (csrc/pool.c builds, csrc/workers.c and
  * engine.c run) ---------------------------------------------------------- */
 
-/* An atom: one step, or a slice of a gang run by one process_many call. */
+/* An atom: one step, a slice of a gang run by one process_many call, or a
+ * push segment (ops one thread pushes into a bus, in its order). */
 typedef struct {
-    int first;                /* its first step */
-    int len;                  /* its steps */
-    int gang;                 /* 1: len > 1 members of a gang (process_many) */
+    int first;                /* its first step; a segment: its first pin index */
+    int len;                  /* its steps; a segment: its ops */
+    int gang;                 /* 1: len > 1 members of a gang (process_many);
+                                 -1: a push segment, par->pin[first .. first + len) */
 } mg_atom;
 
 /* Immutable after mg_par_build (control), but for the run-time counters. */
@@ -208,6 +210,8 @@ typedef struct mg_par {
     int *roots;               /* units with none */
     int *pin_first, *pin;     /* per step: the ops one thread pushes into it,
                                  by (source step, op): pin[pin_first[s] .. [s+1]) */
+    int *pin_end;             /* per step: those mixed at the step are pin[pin_first[s]
+                                 .. pin_end[s]); none when push segments mix them */
     float **outb;             /* per node output (mg_step.out_first): its buffer */
     const float **src;        /* per op: where it reads */
     float *pool_mem;

@@ -25,7 +25,7 @@
 /* units beyond this: the ancestor bitsets cost too much; one thread */
 #define PAR_MAX_UNITS 8192
 /* free slots looked at per allocation, most recently freed first */
-#define PAR_SCAN 64
+#define PAR_SCAN 512
 
 typedef struct {
     const mg_node *node;
@@ -64,6 +64,7 @@ void mg_par_free(mg_par *par)
     mg_free(par->roots);
     mg_free(par->pin_first);
     mg_free(par->pin);
+    mg_free(par->pin_end);
     mg_free(par->outb);
     mg_free((void *)par->src);
     mg_free(par->pool_mem);
@@ -95,39 +96,55 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
     par_ns *ns = mg_calloc((size_t)S + 1, sizeof(par_ns));
     int *atom_of = mg_calloc((size_t)S + 1, sizeof(int));
     /* atom edges (a -> b), at most one per op plus one per output node */
-    int *ea = mg_calloc((size_t)M + (size_t)S + 1, sizeof(int));
-    int *eb = mg_calloc((size_t)M + (size_t)S + 1, sizeof(int));
-    int *stamp = mg_calloc((size_t)S + 1, sizeof(int));
-    int *npred = mg_calloc((size_t)S + 1, sizeof(int));
-    int *nsucc = mg_calloc((size_t)S + 1, sizeof(int));
-    int *e_first = mg_calloc((size_t)S + 2, sizeof(int)); /* an atom's edges in */
-    int *unit_of = mg_calloc((size_t)S + 1, sizeof(int));
-    int *next = mg_calloc((size_t)S + 1, sizeof(int));   /* next atom in its unit */
-    int *head = mg_calloc((size_t)S + 1, sizeof(int));   /* unit -> first atom */
-    int *tail = mg_calloc((size_t)S + 1, sizeof(int));
-    int *ue_a = mg_calloc((size_t)M + (size_t)S + 1, sizeof(int)); /* unit edges */
-    int *ue_b = mg_calloc((size_t)M + (size_t)S + 1, sizeof(int));
+    /* atoms: at most a step or a push segment each; edges: at most two per op
+     * and two per step */
+    const size_t A = (size_t)S + (size_t)M + 1, E = 2 * ((size_t)S + (size_t)M) + 1;
+    int *ea = mg_calloc(E, sizeof(int));
+    int *eb = mg_calloc(E, sizeof(int));
+    int *stamp = mg_calloc(A, sizeof(int));
+    int *npred = mg_calloc(A, sizeof(int));
+    int *nsucc = mg_calloc(A, sizeof(int));
+    int *e_first = mg_calloc(A + 1, sizeof(int)); /* an atom's edges in */
+    int *unit_of = mg_calloc(A, sizeof(int));
+    int *next = mg_calloc(A, sizeof(int));   /* next atom in its unit */
+    int *head = mg_calloc(A, sizeof(int));   /* unit -> first atom */
+    int *tail = mg_calloc(A, sizeof(int));
+    int *ue_a = mg_calloc(E, sizeof(int)); /* unit edges */
+    int *ue_b = mg_calloc(E, sizeof(int));
+    mg_atom *patoms = mg_calloc((size_t)S + 1, sizeof(mg_atom)); /* steps' atoms */
+    int *patom = mg_calloc((size_t)S + 1, sizeof(int));  /* step -> its patoms index */
+    int *seg_d = mg_calloc((size_t)M + 1, sizeof(int));  /* push segments: step fed, */
+    int *seg_a = mg_calloc((size_t)M + 1, sizeof(int));  /* pin range, */
+    int *seg_b = mg_calloc((size_t)M + 1, sizeof(int));
+    int *seg_after = mg_calloc((size_t)M + 1, sizeof(int)); /* patom it follows, */
+    int *seg_atom = mg_calloc((size_t)M + 1, sizeof(int));  /* its atom */
+    int *op_seg = mg_calloc((size_t)M + 1, sizeof(int));    /* a pushed op's segment */
+    int *aseg = mg_calloc(A, sizeof(int));                  /* atom -> segment or -1 */
+    int *last_seg = mg_calloc((size_t)S + 1, sizeof(int));  /* step -> its last segment */
     int *r_first = mg_calloc((size_t)n_out + 2, sizeof(int)); /* readers per output */
     int *r_atom = mg_calloc((size_t)M + 1, sizeof(int));
     int *prod = mg_calloc((size_t)n_out + 1, sizeof(int));    /* producing atom */
     int *last = mg_calloc((size_t)n_out + 1, sizeof(int));    /* last user atom */
     int *slot = mg_calloc((size_t)n_out + 1, sizeof(int));
-    int *l_first = mg_calloc((size_t)S + 2, sizeof(int));     /* outputs by last user */
+    int *l_first = mg_calloc(A + 1, sizeof(int));             /* outputs by last user */
     int *l_out = mg_calloc((size_t)n_out + 1, sizeof(int));
     int *freel = mg_calloc((size_t)n_out + 1, sizeof(int));   /* free outputs (stack) */
     par_pair *pairs = mg_calloc((size_t)M + 1, sizeof(par_pair));
     uint64_t *anc = NULL;
     int ok = par && src_step && op_step && ns && atom_of && ea && eb && stamp && npred &&
              nsucc && e_first && unit_of && next && head && tail && ue_a && ue_b && r_first &&
-             r_atom && prod && last && slot && l_first && l_out && freel && pairs;
+             r_atom && prod && last && slot && l_first && l_out && freel && pairs && patoms &&
+             patom && seg_d && seg_a && seg_b && seg_after && seg_atom && op_seg && aseg &&
+             last_seg;
     if (!ok)
         goto fail;
-    par->atoms = mg_calloc((size_t)S + 1, sizeof(mg_atom));
+    par->atoms = mg_calloc(A, sizeof(mg_atom));
     par->outb = mg_calloc((size_t)n_out + 1, sizeof(float *));
     par->src = mg_calloc((size_t)M + 1, sizeof(float *));
     par->pin_first = mg_calloc((size_t)S + 2, sizeof(int));
+    par->pin_end = mg_calloc((size_t)S + 1, sizeof(int));
     par->pin = mg_calloc((size_t)M + 1, sizeof(int));
-    if (!par->atoms || !par->outb || !par->src || !par->pin_first || !par->pin)
+    if (!par->atoms || !par->outb || !par->src || !par->pin_first || !par->pin || !par->pin_end)
         goto fail;
 
     /* each op's source step (-1: a delay group's sum) and own step */
@@ -149,7 +166,21 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
         src_step[m] = f->step;
     }
 
-    /* atoms: steps, gang slices; input nodes are no work */
+    /* the ops one thread pushes into each step, in the order it pushes them */
+    for (int s = 0, at = 0; s < S; s++) {
+        const mg_step *st = &p->steps[s];
+        int k = 0;
+        for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++)
+            if (p->mix[m].push)
+                pairs[k++] = (par_pair){src_step[m], m};
+        qsort(pairs, (size_t)k, sizeof *pairs, cmp_pair);
+        par->pin_first[s] = at;
+        for (int i = 0; i < k; i++)
+            par->pin[at++] = pairs[i].m;
+        par->pin_first[s + 1] = at;
+    }
+
+    /* atoms of steps: steps, gang slices; input nodes are no work */
     const int slice = slice_size(threads);
     int na = 0;
     for (int s = 0; s < S;) {
@@ -158,48 +189,134 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
         if (g > 1) {
             for (int j = 0; j < g; j += slice) {
                 const int len = g - j < slice ? g - j : slice;
-                par->atoms[na] = (mg_atom){s + j, len, len > 1};
+                patoms[na] = (mg_atom){s + j, len, len > 1};
                 for (int q = 0; q < len; q++)
-                    atom_of[s + j + q] = na;
+                    patom[s + j + q] = na;
                 na++;
             }
             s += g;
             continue;
         }
         if (st->inert) {
-            atom_of[s] = -1;
+            patom[s] = -1;
         } else {
-            par->atoms[na] = (mg_atom){s, 1, 0};
-            atom_of[s] = na++;
+            patoms[na] = (mg_atom){s, 1, 0};
+            patom[s] = na++;
         }
         s++;
     }
+    const int n_patoms = na;
+
+    /* push segments. One thread adds a bus's sources into it as each runs;
+     * here a bus fed by many atoms gets those adds in segments of `per`
+     * source atoms, in one thread's order, each an atom of its own after its
+     * last source and after the segment before it: the sum is the same, it
+     * grows while later strips still run, and each source's buffer is free
+     * after its segment instead of at the bus. */
+    int n_seg = 0;
+    for (int d = 0; d < S; d++) {
+        const int a = par->pin_first[d], b = par->pin_first[d + 1];
+        last_seg[d] = -1;
+        par->pin_end[d] = b;
+        int distinct = 0, prev = -1, ok = patom[d] >= 0;
+        for (int q = a; q < b && ok; q++) {
+            const int ss = src_step[par->pin[q]];
+            ok = ss >= 0 && patom[ss] >= 0;
+            if (ok && patom[ss] != prev)
+                distinct++;
+            prev = ok ? patom[ss] : prev;
+        }
+        if (!ok || distinct < 2)
+            continue;
+        const int per = (distinct + 4 * threads - 1) / (4 * threads);
+        int start = a, cnt = 0;
+        prev = -1;
+        for (int q = a; q <= b; q++) {
+            const int pa = q < b ? patom[src_step[par->pin[q]]] : -2;
+            if (pa == prev)
+                continue;
+            if (cnt == per || q == b) {
+                seg_d[n_seg] = d;
+                seg_a[n_seg] = start;
+                seg_b[n_seg] = q;
+                seg_after[n_seg] = prev;
+                for (int r = start; r < q; r++)
+                    op_seg[par->pin[r]] = n_seg + 1; /* + 1: 0 is none */
+                n_seg++;
+                start = q;
+                cnt = 0;
+            }
+            cnt++;
+            prev = pa;
+        }
+        par->pin_end[d] = a; /* mixed by its segments, not at its step */
+    }
+    /* the atoms: each step atom, then the segments that follow it */
+    int *seg_order = seg_atom; /* segments by the atom they follow (stable) */
+    memset(e_first, 0, sizeof(int) * (A + 1));
+    for (int g = 0; g < n_seg; g++)
+        e_first[seg_after[g] + 1]++;
+    for (int i = 0; i < n_patoms; i++)
+        e_first[i + 1] += e_first[i];
+    memcpy(tail, e_first, sizeof(int) * (size_t)n_patoms);
+    for (int g = 0; g < n_seg; g++)
+        seg_order[tail[seg_after[g]]++] = g;
+    int *seg_at = l_first; /* scratch: segment -> atom */
+    na = 0;
+    for (int i = 0; i < n_patoms; i++) {
+        par->atoms[na] = patoms[i];
+        aseg[na] = -1;
+        head[i] = na++; /* scratch: patom -> atom */
+        for (int q = e_first[i]; q < e_first[i + 1]; q++) {
+            const int g = seg_order[q];
+            par->atoms[na] = (mg_atom){seg_a[g], seg_b[g] - seg_a[g], -1};
+            aseg[na] = g;
+            seg_at[g] = na++;
+        }
+    }
+    for (int g = 0; g < n_seg; g++)
+        seg_atom[g] = seg_at[g];
+    for (int s = 0; s < S; s++)
+        atom_of[s] = patom[s] >= 0 ? head[patom[s]] : -1;
+    memset(e_first, 0, sizeof(int) * (A + 1));
+    memset(l_first, 0, sizeof(int) * (A + 1));
+    memset(head, 0, sizeof(int) * A);
+    memset(tail, 0, sizeof(int) * A);
     par->n_atoms = na;
 
     /* atom dependencies; the output nodes in plan order */
     int ne = 0, last_output = -1;
+#define EDGE(a, b)                                  \
+    do {                                            \
+        if ((a) >= 0 && (a) != (b) && stamp[a] != (b) + 1) { \
+            stamp[a] = (b) + 1;                     \
+            ea[ne] = (a);                           \
+            eb[ne++] = (b);                         \
+        }                                           \
+    } while (0)
     for (int b = 0; b < na; b++) {
         const mg_atom *at = &par->atoms[b];
+        if (at->gang < 0) { /* a push segment: its sources, the segment before */
+            const int g = aseg[b], d = seg_d[g];
+            for (int q = at->first; q < at->first + at->len; q++)
+                EDGE(atom_of[src_step[par->pin[q]]], b);
+            EDGE(last_seg[d], b);
+            last_seg[d] = b;
+            continue;
+        }
         for (int s = at->first; s < at->first + at->len; s++) {
             const mg_step *st = &p->steps[s];
-            for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++) {
-                const int a = src_step[m] >= 0 ? atom_of[src_step[m]] : -1;
-                if (a < 0 || a == b || stamp[a] == b + 1)
-                    continue;
-                stamp[a] = b + 1;
-                ea[ne] = a;
-                eb[ne++] = b;
-            }
+            for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++)
+                if (!op_seg[m] && src_step[m] >= 0)
+                    EDGE(atom_of[src_step[m]], b);
+            EDGE(last_seg[s], b);
             if (strcmp(st->node->type->name, "output") == 0) {
-                if (last_output >= 0 && last_output != b && stamp[last_output] != b + 1) {
-                    stamp[last_output] = b + 1;
-                    ea[ne] = last_output;
-                    eb[ne++] = b;
-                }
+                EDGE(last_output, b);
                 last_output = b;
             }
         }
     }
+#undef EDGE
     for (int i = 0; i < ne; i++) { /* made in the order of eb */
         nsucc[ea[i]]++;
         npred[eb[i]]++;
@@ -220,7 +337,7 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
         n_src += npred[b] == 0;
     const int cap = na / (2 * threads) > 1 ? na / (2 * threads) : 1;
     const int roots_per = (n_src + 4 * threads - 1) / (4 * threads);
-    memset(stamp, 0, sizeof(int) * ((size_t)S + 1)); /* atoms per unit */
+    memset(stamp, 0, sizeof(int) * A); /* atoms per unit */
     int nu = 0, src_unit = -1;
     for (int b = 0; b < na; b++) {
         next[b] = -1;
@@ -275,7 +392,7 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
     }
     /* unit edges, deduplicated (all edges into a unit come from its head) */
     int nue = 0;
-    memset(stamp, 0, sizeof(int) * ((size_t)S + 1));
+    memset(stamp, 0, sizeof(int) * A);
     for (int i = 0; i < ne; i++) {
         const int ua = unit_of[ea[i]], ub = unit_of[eb[i]];
         if (ua == ub || stamp[ua] == ub + 1)
@@ -314,19 +431,6 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
      * numbers grow with head atoms, so each unit's ancestors are complete
      * before any edge out of it is read above */
 
-    /* the ops one thread pushes into each step, in the order it pushes them */
-    for (int s = 0, at = 0; s < S; s++) {
-        const mg_step *st = &p->steps[s];
-        int k = 0;
-        for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++)
-            if (p->mix[m].push)
-                pairs[k++] = (par_pair){src_step[m], m};
-        qsort(pairs, (size_t)k, sizeof *pairs, cmp_pair);
-        par->pin_first[s] = at;
-        for (int i = 0; i < k; i++)
-            par->pin[at++] = pairs[i].m;
-        par->pin_first[s + 1] = at;
-    }
 
     /* buffers: who makes and who reads each output */
     for (int s = 0; s < S; s++) {
@@ -345,7 +449,7 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
     for (int m = 0; m < M; m++)
         if (src_step[m] >= 0) {
             const int k = p->steps[src_step[m]].out_first + p->mix[m].src_index;
-            const int b = atom_of[op_step[m]];
+            const int b = op_seg[m] ? seg_atom[op_seg[m] - 1] : atom_of[op_step[m]];
             r_atom[slot[k]++] = b;
             if (b > last[k])
                 last[k] = b;
@@ -370,7 +474,7 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
     int n_free = 0, n_slots = 0;
     for (int x = 0; x < na; x++) {
         const mg_atom *at = &par->atoms[x];
-        for (int s = at->first; s < at->first + at->len; s++) {
+        for (int s = at->first; at->gang >= 0 && s < at->first + at->len; s++) {
             const mg_step *st = &p->steps[s];
             for (int c = 0; c < st->node->n_out; c++) {
                 const int k = st->out_first + c;
@@ -446,5 +550,15 @@ done:
     mg_free(freel);
     mg_free(pairs);
     mg_free(anc);
+    mg_free(patoms);
+    mg_free(patom);
+    mg_free(seg_d);
+    mg_free(seg_a);
+    mg_free(seg_b);
+    mg_free(seg_after);
+    mg_free(seg_atom);
+    mg_free(op_seg);
+    mg_free(aseg);
+    mg_free(last_seg);
     return par;
 }
