@@ -237,11 +237,19 @@ mg_workers *mg_workers_new(int threads)
         return NULL;
     }
     w->fpmode = fp_get();
+    /* a small stack: with mlockall(MCL_FUTURE) every page of it is locked and
+     * resident (the audio thread's code uses well under the 128 KiB touched) */
+    pthread_attr_t attr;
+    const int have_attr = pthread_attr_init(&attr) == 0;
+    if (have_attr)
+        (void)pthread_attr_setstacksize(&attr, 1 << 20);
     for (int i = 0; i < threads - 1; i++) {
-        if (pthread_create(&w->tid[i], NULL, worker_main, w) != 0)
+        if (pthread_create(&w->tid[i], have_attr ? &attr : NULL, worker_main, w) != 0)
             break;
         w->n++;
     }
+    if (have_attr)
+        pthread_attr_destroy(&attr);
     if (w->n == 0) {
         mg_workers_free(w);
         return NULL;
