@@ -315,7 +315,7 @@ def run_live(threads: list[int], seconds: float) -> None:
     print(f"\n# largest mix64 running live on the null clock, {BLOCK}-frame blocks, "
           f"with >= 30% of the block to spare (no xrun in {seconds:g} s, mean load <= 70%)")
     for t in threads:
-        lo, hi, seen = 0, 1024, []
+        lo, hi, seen = 0, 2048, []
         while hi - lo > 16:
             mid = (lo + hi) // 2 // 16 * 16
             ok, load, xr = live_ok(mid, t, seconds)
