@@ -3,6 +3,7 @@ and the same channel strip through Pedalboard, side by side.
 
     python bench/mix64.py [--channels 16 64 256] [--seconds 5] [--repeats 3] [--hard] [--cpu N]
     python bench/mix64.py --peers [--channels 64] [--seconds 5] [--repeats 3]
+    python bench/mix64.py --threads 1 2 [--channels 64 256] [--seconds 2] [--repeats 3] [--live]
 
 --peers renders the session in mixgraph, scsynth (NRT) and Pedalboard
 (bench/peers.py says how each is built) in alternating rounds on the same
@@ -24,6 +25,16 @@ Each size runs twice, as shared/bench/mix64.md allows: sources from seeded
 file of the same", fed as hardware inputs (what `mixgraph render --in` and a
 live console do; the de-interleave is part of the cost).
 
+--threads N [N ...] runs mix64 on N audio threads (the audio thread and N-1
+workers, docs/architecture.md "The graph on every core"), not pinned, in
+alternating rounds, at 64- and 128-frame blocks, and reports the wall-clock
+time of each engine call (mean, 99th percentile, worst: what a live backend's
+deadline sees), the process's CPU time per block (all threads) and the
+throughput against the first thread count given. --live adds, per thread
+count, the largest channel count (a multiple of 16) that runs live on the
+null clock at 64 frames with at least 30% of the block to spare: no xrun in
+the run and a mean DSP load (the engine's own figure) of at most 70%.
+
 Reports, per size: offline x real time on one core (CPU time), us per 64-frame
 block (median, and the best run: the load on this shared machine moves the
 median by up to 40% from one run to the next) and DSP load in % of one core at
@@ -38,6 +49,7 @@ mono one), in alternating turns.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -234,6 +246,84 @@ def run_mix64(sizes: list[int], seconds: float, repeats: int, hard: bool = False
         print(f"mixgraph {o:.1f}, Pedalboard not installed")
 
 
+def time_threads(n: int, threads: int, block: int, seconds: float) -> dict:
+    """mix64 with n channels on `threads` threads: each call's wall-clock us
+    and the CPU us per block of the whole process (every thread)."""
+    e = Engine(RATE, 0, 2, threads=threads)
+    s = Session(e)
+    build_mix64(s, n)
+    frames = int(seconds * RATE) // block * block
+    out = np.zeros((frames, 2), np.float32)
+    e.process(RATE // 4 // block * block, block=block)  # warm: caches, page faults
+    c0 = time.process_time()
+    us = e.process_timed(frames, None, block, out)
+    cpu = (time.process_time() - c0) / len(us) * 1e6
+    s.close()
+    e.free()
+    return {"us": us, "cpu": cpu}
+
+
+def run_threads(sizes: list[int], threads: list[int], seconds: float, repeats: int) -> None:
+    print(f"\n# mix64 on several threads, {RATE} Hz, wall-clock us per engine call over "
+          f"{repeats} alternating rounds of {seconds:g} s (not pinned; load average "
+          f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores)")
+    print("| channels | block | threads | mean us | p99 us | worst us | p99 % of budget "
+          "| CPU us per block | throughput vs " f"{threads[0]} thread(s) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for n in sizes:
+        for block in (64, 128):
+            runs: dict[int, list[dict]] = {t: [] for t in threads}
+            for _ in range(repeats):
+                for t in threads:
+                    runs[t].append(time_threads(n, t, block, seconds))
+            base = None
+            budget = block / RATE * 1e6
+            for t in threads:
+                us = np.concatenate([r["us"] for r in runs[t]])
+                mean = float(us.mean())
+                base = base or mean
+                cpu = statistics.median(r["cpu"] for r in runs[t])
+                p99 = float(np.percentile(us, 99))
+                print(f"| {n} | {block} | {t} | {mean:.1f} | {p99:.1f} | {us.max():.1f} | "
+                      f"{100 * p99 / budget:.0f}% | {cpu:.1f} | {base / mean:.2f}x |", flush=True)
+
+
+def live_ok(n: int, threads: int, seconds: float) -> tuple[bool, float, int]:
+    """mix64 with n channels live on the null clock at 64 frames: (no xrun and
+    mean load <= 70%, mean load, xruns)."""
+    e = Engine(RATE, 0, 2, threads=threads)
+    s = Session(e)
+    build_mix64(s, n)
+    e.null_start(BLOCK)
+    time.sleep(0.5)
+    x0 = e.stats().xruns
+    loads = []
+    t_end = time.monotonic() + seconds
+    while time.monotonic() < t_end:
+        time.sleep(0.1)
+        s.service()
+        loads.append(e.stats().load)
+    xr = e.stats().xruns - x0
+    e.null_stop()
+    s.close()
+    e.free()
+    load = statistics.mean(loads)
+    return xr == 0 and load <= 0.70, load, xr
+
+
+def run_live(threads: list[int], seconds: float) -> None:
+    print(f"\n# largest mix64 running live on the null clock, {BLOCK}-frame blocks, "
+          f"with >= 30% of the block to spare (no xrun in {seconds:g} s, mean load <= 70%)")
+    for t in threads:
+        lo, hi, seen = 0, 2048, []
+        while hi - lo > 16:
+            mid = (lo + hi) // 2 // 16 * 16
+            ok, load, xr = live_ok(mid, t, seconds)
+            seen.append(f"{mid}: {100 * load:.0f}%{'' if xr == 0 else f' {xr} xruns'}")
+            lo, hi = (mid, hi) if ok else (lo, mid)
+        print(f"{t} thread(s): {lo} channels  (tried {'; '.join(seen)})", flush=True)
+
+
 def run_peers(sizes: list[int], seconds: float, repeats: int) -> None:
     """mix64 in mixgraph, scsynth and Pedalboard, in alternating rounds."""
     import peers
@@ -275,9 +365,18 @@ def main() -> None:
                     help="also with denoise on 8 channels and autotune on 2")
     ap.add_argument("--peers", action="store_true",
                     help="mix64 in mixgraph, scsynth and Pedalboard, alternating (bench/peers.py)")
+    ap.add_argument("--threads", type=int, nargs="+", metavar="N",
+                    help="mix64 on N audio threads: wall-clock per block, CPU, throughput")
+    ap.add_argument("--live", action="store_true",
+                    help="with --threads: the largest channel count live on the null clock")
     ap.add_argument("--cpu", type=int, default=default_cpu(),
                     help="core to pin the bench to (default: the last one; -1: no pinning)")
     a = ap.parse_args()
+    if a.threads:
+        run_threads(a.channels, a.threads, a.seconds, a.repeats)
+        if a.live:
+            run_live(a.threads, a.seconds)
+        return
     print(f"# pinned to core {a.cpu}" if a.cpu is not None and a.cpu >= 0 else "# not pinned")
     with one_core(a.cpu):
         if a.peers:

@@ -61,6 +61,14 @@ static inline void mg_fpu_leave(const mg_fpu_state *s)
 
 #define MG_MAX_RETIRE 16
 
+/* What one cycle of the workers runs: a sub-block of a plan (audio). */
+typedef struct {
+    const struct mg_engine *e;
+    const mg_plan *p;
+    int off, n;
+    uint64_t t;
+} mg_cycle;
+
 struct mg_engine {
     /* immutable after mg_engine_new */
     double sample_rate;
@@ -107,6 +115,11 @@ struct mg_engine {
     float *null_out;
     float *tap_scratch;       /* MG_MAX_BLOCK interleaved frames: the tap of a planar call */
     _Atomic(mg_midi *) midi;  /* MIDI maps and rings (csrc/midi.c); the control side frees it */
+
+    /* several threads (csrc/workers.c): set by control before the engine runs */
+    mg_workers *workers;      /* NULL: one thread, the old path */
+    int threads;
+    mg_cycle cycle;           /* the sub-block a cycle runs (audio) */
 };
 
 /* What unconnected inputs read. */
@@ -126,6 +139,7 @@ mg_engine *mg_engine_new(double sample_rate, int hw_in_ch, int hw_out_ch,
     e->hw_out_ch = hw_out_ch;
     e->ceiling = 1.0f;
     e->ganging = 1;
+    e->threads = 1;
     /* read the zeros once here: their page must not fault on the audio thread */
     volatile float touch = 0.0f;
     for (size_t i = 0; i < MG_MAX_BLOCK; i += 256)
@@ -155,6 +169,7 @@ void mg_engine_free(mg_engine *e)
     if (!e)
         return;
     mg_null_stop(e);
+    mg_workers_free(e->workers);
     for (int c = 0; c < e->hw_in_ch; c++)
         mg_free(e->hw_in[c]);
     for (int c = 0; c < e->hw_out_ch; c++)
@@ -183,6 +198,38 @@ float *mg_engine_hw_in_buffer(mg_engine *e, int c)
 void mg_engine_set_ganging(mg_engine *e, int on)
 {
     e->ganging = on != 0;
+}
+
+int mg_engine_set_threads(mg_engine *e, int threads)
+{
+    if (threads < 1)
+        threads = 1;
+    if (threads > 64)
+        threads = 64;
+    if (threads == e->threads || atomic_load(&e->null_running))
+        return e->threads;
+    mg_workers_free(e->workers);
+    e->workers = threads > 1 ? mg_workers_new(threads) : NULL;
+    e->threads = mg_workers_threads(e->workers);
+    return e->threads;
+}
+
+int mg_engine_threads(mg_engine *e) { return e->threads; }
+
+int mg_plan_units(const mg_plan *p) { return p->par ? p->par->n_units : 0; }
+
+int mg_plan_par_buffers(const mg_plan *p) { return p->par ? p->par->pool_slots : 0; }
+
+/* [control] A plan about to go to an engine with workers: its parallel form
+ * (csrc/pool.c), once. Without one (too many units, no memory) it runs on
+ * one thread. */
+static void prepare_plan(mg_engine *e, int kind, void *ptr)
+{
+    if (kind == MG_CMD_PLAN && ptr && e->workers) {
+        mg_plan *p = ptr;
+        if (p->finished && !p->par)
+            p->par = mg_par_build(p, e->threads);
+    }
 }
 
 void mg_engine_hw_channels(mg_engine *e, int *in, int *out)
@@ -218,11 +265,13 @@ void mg_engine_add_xruns(mg_engine *e, uint64_t n)
 
 int mg_push(mg_engine *e, const mg_cmd *cmd)
 {
+    prepare_plan(e, cmd->kind, cmd->ptr);
     return mg_ring_push(&e->cmd, cmd);
 }
 
 int mg_push_cmd(mg_engine *e, uint64_t time, int kind, int index, float value, void *ptr)
 {
+    prepare_plan(e, kind, ptr);
     mg_cmd c = {time, kind, index, value, ++e->push_seq, ptr, 0, 0};
     return mg_ring_push(&e->cmd, &c);
 }
@@ -824,11 +873,12 @@ static const float *delay_edge(mg_edge *ed, int ch, const float *src, int n, flo
     return scratch;
 }
 
-/* One connection channel: dst (+)= gain * src over [off, off+n). */
-MG_HOT static void mix_into(const mg_mixop *op, int off, int n, int assign)
+/* One connection channel: dst (+)= gain * src over [off, off+n); src is
+ * op->src, or where the op reads in the plan's parallel form. */
+MG_HOT static void mix_from(const mg_mixop *op, const float *src, int off, int n, int assign)
 {
     float *restrict d = op->dst + off;
-    const float *restrict x = op->src + off;
+    const float *restrict x = src + off;
     const mg_edge *ed = op->edge;
     float g0, g1;
     float scratch[MG_MAX_BLOCK];
@@ -877,6 +927,11 @@ MG_HOT static void mix_into(const mg_mixop *op, int off, int n, int assign)
                 d[i] += g1 * x[i];
         }
     }
+}
+
+static inline void mix_into(const mg_mixop *op, int off, int n, int assign)
+{
+    mix_from(op, op->src, off, n, assign);
 }
 
 /* Set up step st's inputs for frames [off, off+n): clear the unconnected
@@ -961,6 +1016,93 @@ static inline void prefetch_node(const mg_node *nd)
     __builtin_prefetch(b + 192);
 }
 
+/* ---- the plan on several threads (csrc/pool.c, csrc/workers.c) ---------- */
+
+/* feed_step for the plan's parallel form: its buffers (par->outb, par->src),
+ * and the ops one thread pushes into this step mixed here, in the order one
+ * thread pushes them, then the rest as one thread mixes them: every input
+ * is the same sum of the same products in the same order. */
+static inline void feed_par(const mg_plan *p, const mg_par *par, int s, int off, int n)
+{
+    const mg_step *st = &p->steps[s];
+    mg_node *nd = st->node;
+    const uint32_t tag = ~p->gen; /* not the one-thread pointers of this plan */
+    if (nd->in_off != off || nd->in_gen != tag || nd->in_epoch != p->epoch) {
+        for (int k = st->clear_first; k < st->clear_first + st->clear_count; k++)
+            nd->in_ptr[p->clear[k]] = (float *)mg_zeros + off;
+        for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++) {
+            const mg_mixop *op = &p->mix[m];
+            if (op->dst_index >= 0)
+                nd->in_ptr[op->dst_index] = (op->inplace ? (float *)par->src[m] : op->dst) + off;
+        }
+        nd->in_off = off;
+        nd->in_gen = tag;
+        nd->in_epoch = p->epoch;
+    }
+    if (nd->out_off != off || nd->out_gen != tag) {
+        float *const *ob = par->outb + st->out_first;
+        for (int c = 0; c < nd->n_out; c++)
+            nd->out_ptr[c] = ob[c] + off;
+        nd->out_off = off;
+        nd->out_gen = tag;
+    }
+    for (int q = par->pin_first[s]; q < par->pin_end[s]; q++) {
+        const mg_mixop *op = &p->mix[par->pin[q]];
+        mix_from(op, par->src[par->pin[q]], off, n, op->assign);
+    }
+    if (st->pull)
+        for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++) {
+            const mg_mixop *op = &p->mix[m];
+            if (!op->push && !op->inplace)
+                mix_from(op, par->src[m], off, n, op->assign);
+        }
+}
+
+/* One unit of the parallel form (mg_unit_fn): its atoms in order, a gang
+ * slice through process_many as run_plan runs a gang. */
+static void par_unit(void *ctx, int u)
+{
+    const mg_cycle *c = ctx;
+    const mg_engine *e = c->e;
+    const mg_plan *p = c->p;
+    const mg_par *par = p->par;
+    const int off = c->off, n = c->n;
+    for (int i = par->unit_atom[u]; i < par->unit_atom[u + 1]; i++) {
+        const mg_atom *a = &par->atoms[par->atom_list[i]];
+        if (a->gang < 0) { /* a push segment: adds into a bus, in one thread's order */
+            for (int q = a->first; q < a->first + a->len; q++) {
+                const mg_mixop *op = &p->mix[par->pin[q]];
+                mix_from(op, par->src[par->pin[q]], off, n, op->assign);
+            }
+            continue;
+        }
+        const mg_step *st = &p->steps[a->first];
+        if (i + 1 < par->unit_atom[u + 1] && par->atoms[par->atom_list[i + 1]].gang >= 0)
+            prefetch_node(p->steps[par->atoms[par->atom_list[i + 1]].first].node);
+        if (a->gang && e->ganging) {
+            void *states[MG_MAX_GANG];
+            mg_proc procs[MG_MAX_GANG];
+            for (int j = 0; j < a->len; j++) {
+                if (j + 1 < a->len)
+                    prefetch_node(st[j + 1].node);
+                node_ramps(st[j].node, n);
+                feed_par(p, par, a->first + j, off, n);
+                states[j] = st[j].node->state;
+                procs[j] = step_proc(e, st[j].node, n, c->t);
+            }
+            st->node->type->process_many(states, procs, a->len);
+            continue;
+        }
+        for (int j = 0; j < a->len; j++) {
+            mg_node *nd = st[j].node;
+            node_ramps(nd, n);
+            feed_par(p, par, a->first + j, off, n);
+            mg_proc pr = step_proc(e, nd, n, c->t);
+            nd->type->process(nd->state, &pr);
+        }
+    }
+}
+
 /* Run the plan over frames [off, off+n) of the current block. */
 static void run_plan(mg_engine *e, int off, int n, uint64_t t)
 {
@@ -976,6 +1118,15 @@ static void run_plan(mg_engine *e, int off, int n, uint64_t t)
     advance_fades(p, n);
     if (p->ops_stale)
         refresh_ops(p);
+    if (p->par && e->workers) {
+        e->cycle.e = e;
+        e->cycle.p = p;
+        e->cycle.off = off;
+        e->cycle.n = n;
+        e->cycle.t = t;
+        mg_workers_run(e->workers, p->par, par_unit, &e->cycle);
+        return;
+    }
     const int gangs = p->finished && e->ganging;
     for (int s = 0; s < p->n_steps;) {
         const mg_step *st = &p->steps[s];
@@ -1203,6 +1354,23 @@ void mg_engine_process_blocks(mg_engine *e, const float *in, float *out,
         unsigned long n = nframes - done < (unsigned long)block ? nframes - done
                                                                 : (unsigned long)block;
         mg_engine_process(e, in ? in + done * ci : NULL, out ? out + done * co : NULL, n);
+        done += n;
+    }
+}
+
+void mg_engine_process_blocks_timed(mg_engine *e, const float *in, float *out,
+                                    unsigned long nframes, int block, double *us)
+{
+    if (block < 1)
+        block = 64;
+    const size_t ci = (size_t)e->hw_in_ch, co = (size_t)e->hw_out_ch;
+    size_t k = 0;
+    for (unsigned long done = 0; done < nframes; k++) {
+        unsigned long n = nframes - done < (unsigned long)block ? nframes - done
+                                                                : (unsigned long)block;
+        const double t0 = mono_us();
+        mg_engine_process(e, in ? in + done * ci : NULL, out ? out + done * co : NULL, n);
+        us[k] = mono_us() - t0;
         done += n;
     }
 }

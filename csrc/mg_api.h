@@ -280,6 +280,20 @@ void mg_engine_set_ceiling(mg_engine *e, float amplitude);  /* [control] before 
 /* 0: run every node by itself even where its type has process_many (tests
  * compare the two); 1 (the default): gangs run together. [control] before start */
 void mg_engine_set_ganging(mg_engine *e, int on);
+/* [control, before the engine runs] Run plans on `threads` threads: the
+ * calling audio thread and threads - 1 workers (csrc/workers.c); 1: one
+ * thread, the plan's steps in order. Plans pushed afterwards get their
+ * parallel form. Returns the threads it runs (1 if workers cannot start). */
+int mg_engine_set_threads(mg_engine *e, int threads);
+int mg_engine_threads(mg_engine *e);                               /* [any] */
+/* [control] a pushed plan's units of work and its parallel pool's buffers
+ * (0: it runs on one thread) */
+int mg_plan_units(const mg_plan *p);
+int mg_plan_par_buffers(const mg_plan *p);
+/* [audio] mg_engine_process_blocks, with each call's wall-clock time in
+ * us[0 .. ceil(nframes / block)) (microseconds; bench/mix64.py) */
+void mg_engine_process_blocks_timed(mg_engine *e, const float *in, float *out,
+                                    unsigned long nframes, int block, double *us);
 /* Null backend: a C thread paced by CLOCK_MONOTONIC. [control] */
 int mg_null_start(mg_engine *e, int block_frames);
 void mg_null_stop(mg_engine *e);

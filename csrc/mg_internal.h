@@ -182,7 +182,60 @@ struct mg_plan {
     float *pool_mem;          /* the pool's allocation */
     int *push;                /* pushed ops by source step (see mg_step) */
     int pool_slots;
+    struct mg_par *par;       /* the plan on several threads (csrc/pool.c), or NULL:
+                                 built by the control thread when the plan is
+                                 pushed to an engine with workers; freed with it */
 };
+
+/* ---- the plan on several threads (csrc/pool.c builds, csrc/workers.c and
+ * engine.c run) ---------------------------------------------------------- */
+
+/* An atom: one step, a slice of a gang run by one process_many call, or a
+ * push segment (ops one thread pushes into a bus, in its order). */
+typedef struct {
+    int first;                /* its first step; a segment: its first pin index */
+    int len;                  /* its steps; a segment: its ops */
+    int gang;                 /* 1: len > 1 members of a gang (process_many);
+                                 -1: a push segment, par->pin[first .. first + len) */
+} mg_atom;
+
+/* Immutable after mg_par_build (control), but for the run-time counters. */
+typedef struct mg_par {
+    int n_units, n_atoms, n_roots, n_sinks; /* sinks: units with no successor */
+    mg_atom *atoms;           /* in step order */
+    int *unit_atom;           /* unit u runs atom_list[unit_atom[u] .. unit_atom[u+1]) */
+    int *atom_list;
+    int *succ_first, *succ;   /* unit u's successors: succ[succ_first[u] .. [u+1]) */
+    int *init;                /* activation count: predecessors per unit */
+    int *roots;               /* units with none */
+    int *pin_first, *pin;     /* per step: the ops one thread pushes into it,
+                                 by (source step, op): pin[pin_first[s] .. [s+1]) */
+    int *pin_end;             /* per step: those mixed at the step are pin[pin_first[s]
+                                 .. pin_end[s]); none when push segments mix them */
+    float **outb;             /* per node output (mg_step.out_first): its buffer */
+    const float **src;        /* per op: where it reads */
+    float *pool_mem;
+    int pool_slots;
+    /* run time: audio thread and workers, one cycle at a time */
+    _Atomic int *count;       /* per unit: predecessors still to finish */
+    _Atomic int *queue;       /* ready units + 1 (0: empty slot), n_units + 1 */
+    _Alignas(64) _Atomic int q_rd;
+    _Alignas(64) _Atomic int q_wr;
+    _Alignas(64) _Atomic int remaining; /* sinks of this cycle still to finish */
+} mg_par;
+
+mg_par *mg_par_build(const mg_plan *p, int threads); /* [control] NULL: one thread */
+void mg_par_free(mg_par *par);                       /* [control] */
+
+/* The worker threads (csrc/workers.c). */
+typedef struct mg_workers mg_workers;
+typedef void (*mg_unit_fn)(void *ctx, int unit);
+mg_workers *mg_workers_new(int threads);  /* [control] threads - 1 workers */
+void mg_workers_free(mg_workers *w);      /* [control] */
+int mg_workers_threads(const mg_workers *w);
+/* [audio] Run every unit of par once, fn(ctx, unit) on this thread and the
+ * workers, each after its predecessors; returns when all are done. */
+void mg_workers_run(mg_workers *w, mg_par *par, mg_unit_fn fn, void *ctx);
 
 struct mg_fifo {
     int channels;             /* immutable */

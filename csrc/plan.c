@@ -373,6 +373,7 @@ void mg_plan_free(mg_plan *p)
     mg_free(p->outb);
     mg_free(p->pool_mem);
     mg_free(p->push);
+    mg_par_free(p->par);
     mg_free(p);
 }
 

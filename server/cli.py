@@ -28,12 +28,31 @@ def _in_range(what: str, lo: float, hi: float):
     return parse
 
 
+def _threads(text: str) -> int:
+    """--threads: 1..64 audio threads."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--threads {text!r}: expected a whole number") from None
+    if not 1 <= n <= 64:
+        raise argparse.ArgumentTypeError(f"--threads {n}: expected 1..64")
+    return n
+
+
+def _threads_or_default(n: int | None) -> int:
+    """--threads, or its default: cores - 1, at least 1."""
+    from .engine import default_threads
+
+    return n if n is not None else default_threads()
+
+
 def _cmd_serve(a: argparse.Namespace) -> int:
     from .daemon import ServeOptions, serve
     from .transport import Limits
 
     return serve(ServeOptions(
         backend=a.backend, device=a.device, sample_rate=a.rate, block=a.block,
+        threads=_threads_or_default(a.threads),
         inputs=a.inputs, outputs=a.outputs, host=a.host, port=a.port,
         state_dir=Path(a.state_dir) if a.state_dir else None, status=not a.no_status,
         ceiling_db=a.ceiling_db, tcp_port=-1 if a.no_tcp else a.tcp_port, allow=a.allow,
@@ -153,7 +172,7 @@ def _cmd_render(a: argparse.Namespace) -> int:
         inputs[name] = path
     res = render(a.patch, a.output, score=a.score, duration_s=a.duration, inputs=inputs,
                  block=a.block, target_lufs=a.target_lufs, true_peak=a.true_peak,
-                 subtype=a.subtype)
+                 subtype=a.subtype, threads=_threads_or_default(a.threads))
     console = Console(stderr=True)
     for f in res.failures:
         console.print(f"[yellow]score: {escape(str(f))}[/]")
@@ -496,6 +515,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "audio runs on another backend; see docs/operations.md)")
     s.add_argument("--rate", type=float, default=48000.0, help="sample rate in Hz")
     s.add_argument("--block", type=int, default=64, help="frames per block")
+    s.add_argument("--threads", type=_threads, default=None, metavar="N",
+                   help="audio threads: the audio thread and N-1 workers run the graph's "
+                        "independent parts (default: cores - 1, at least 1)")
     s.add_argument("--inputs", type=int, help="hardware input channels")
     s.add_argument("--outputs", type=int, help="hardware output channels")
     s.add_argument("--host", "--listen", dest="host", default="127.0.0.1",
@@ -577,6 +599,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--in", dest="inputs", action="append", metavar="NAME=FILE",
                    help="feed FILE to input node NAME")
     s.add_argument("--block", type=int, default=64, help="frames per block")
+    s.add_argument("--threads", type=_threads, default=None, metavar="N",
+                   help="audio threads (default: cores - 1, at least 1); the same samples "
+                        "with any number")
     s.add_argument("--strict", action="store_true", help="exit 1 if a score command failed")
     s.add_argument("--subtype", type=str.upper, metavar="SUBTYPE",
                    help="sample format: FLOAT (the default for .wav; keeps levels over "

@@ -55,6 +55,7 @@ class ServeOptions:
     device: str | None = None
     sample_rate: float = 48000.0
     block: int = 64
+    threads: int = 1  # audio threads (the audio thread and threads - 1 workers)
     inputs: int | None = None
     outputs: int | None = None
     host: str = "127.0.0.1"
@@ -168,7 +169,7 @@ class Daemon:
         self.fd_limit = raise_fd_limit()
         self.config = self._choose(opts)
         cfg = self.config
-        self.engine = Engine(cfg.sample_rate, cfg.hw_in, cfg.hw_out)
+        self.engine = Engine(cfg.sample_rate, cfg.hw_in, cfg.hw_out, threads=opts.threads)
         self.engine.set_ceiling_db(opts.ceiling_db)
         self.disk = DiskIO(cfg.sample_rate, max_recorder_channels=opts.max_recorder_channels,
                            min_free_bytes=int(opts.min_free_mb * (1 << 20)), enforce=False)

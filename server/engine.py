@@ -7,6 +7,7 @@ by the offline loop)."""
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,11 +86,25 @@ class Fifo:
         self.ptr = None
 
 
+def default_threads() -> int:
+    """Audio threads by default: one per core this process may use, less one
+    for everything else (as Ardour does), at least one."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
+
+
 class Engine:
     """The C engine: owns hardware channel counts and the command/event rings."""
 
     def __init__(self, sample_rate: float, hw_in: int, hw_out: int,
-                 cmd_capacity: int = 1 << 15, heap_capacity: int = 1 << 14) -> None:
+                 cmd_capacity: int = 1 << 15, heap_capacity: int = 1 << 14,
+                 threads: int = 1) -> None:
+        """threads: the audio thread and threads - 1 audio workers run each
+        plan's independent work (docs/architecture.md, "The graph on every
+        core"); 1 runs the plan's steps in order on the audio thread."""
         self.ptr = lib.mg_engine_new(float(sample_rate), hw_in, hw_out, cmd_capacity,
                                      heap_capacity)
         self.cmd_capacity = cmd_capacity
@@ -98,6 +113,7 @@ class Engine:
             raise MixgraphError(
                 f"cannot create an engine at {sample_rate} Hz with {hw_in} in / {hw_out} out"
             )
+        self.threads = lib.mg_engine_set_threads(self.ptr, max(1, int(threads)))
         self.sample_rate = float(sample_rate)
         self.hw_in = hw_in
         self.hw_out = hw_out
@@ -159,6 +175,20 @@ class Engine:
         else:
             lib.mg_engine_process_blocks(self.ptr, inp, outp, nframes, block)
         return out
+
+    def process_timed(self, nframes: int, inputs: np.ndarray | None, block: int,
+                      out: np.ndarray) -> np.ndarray:
+        """process() with one engine call per block, as a live backend makes
+        them; returns each call's wall-clock time in microseconds (bench/)."""
+        us = np.zeros(-(-nframes // block), np.float64)
+        inp = ffi.NULL
+        if inputs is not None and self.hw_in:
+            inputs = np.ascontiguousarray(inputs, dtype=np.float32).reshape(nframes, self.hw_in)
+            inp = ffi.from_buffer("float[]", inputs)
+        outp = ffi.from_buffer("float[]", out) if self.hw_out else ffi.NULL
+        lib.mg_engine_process_blocks_timed(self.ptr, inp, outp, nframes, block,
+                                           ffi.from_buffer("double[]", us))
+        return us
 
     def null_start(self, block: int) -> None:
         if lib.mg_null_start(self.ptr, block) != 0:

@@ -117,12 +117,13 @@ def render(patch: str | Path | dict, out_path: str | Path, score: str | Path | N
            duration_s: float | None = None, inputs: dict[str, str] | None = None,
            sample_rate: float | None = None, block: int = 64, subtype: str | None = None,
            progress: bool | None = None, target_lufs: float | None = None,
-           true_peak: float | None = None) -> RenderResult:
+           true_peak: float | None = None, threads: int = 1) -> RenderResult:
     """Render patch to out_path; score events are dispatched at their exact sample.
 
     target_lufs / true_peak: master the render to that integrated loudness
     (LUFS) with its true peak at or under true_peak (dBTP; -1 when only
-    target_lufs is given). See the module docstring."""
+    target_lufs is given). threads: audio threads (the same samples with any
+    number). See the module docstring."""
     mastering = target_lufs is not None or true_peak is not None
     if mastering:
         if target_lufs is not None and true_peak is None:
@@ -175,14 +176,14 @@ def render(patch: str | Path | dict, out_path: str | Path, score: str | Path | N
     show = sys.stderr.isatty() if progress is None else progress
     if not mastering:
         return _render_pass(doc, base, out_path, rate, hw_in, hw_out, in_data, events, total,
-                            block, subtype, show)
+                            block, subtype, show, threads)
     # pass 1: unclipped float to a temporary file beside the output
     out_path = Path(out_path)
     fd, tmp = _temp_beside(out_path, ".mixgraph-pass1-", ".w64")
     os.close(fd)
     try:
         result = _render_pass(doc, base, tmp, rate, hw_in, hw_out, in_data, events, total,
-                              block, "FLOAT", show)
+                              block, "FLOAT", show, threads)
         rep = master(tmp, out_path, target_lufs, true_peak, subtype=subtype, progress=show)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -231,13 +232,13 @@ def data_dir_for(patch: Path) -> Path:
 
 def _render_pass(doc: dict, base: Path, out_path, rate: float, hw_in: int, hw_out: int,
                  in_data: np.ndarray, events: list[ScoreEvent], total: int, block: int,
-                 subtype: str | None, show: bool) -> RenderResult:
+                 subtype: str | None, show: bool, threads: int = 1) -> RenderResult:
     """Run the patch for total frames into out_path. The output ceiling is for
     speakers: a float file gets none (what is over 0 dBFS is kept and counted,
     NaN and Inf are still scrubbed); an integer file cannot hold more than
     full scale, so it is clipped at 0 dBFS and the clipped samples counted."""
     out = _open_out(out_path, rate, hw_out, subtype)
-    engine = Engine(rate, hw_in, hw_out)
+    engine = Engine(rate, hw_in, hw_out, threads=threads)
     result = RenderResult(total, hw_out, rate)
     result.float_file = out.subtype in FLOAT_SUBTYPES
     engine.set_ceiling_db(None if result.float_file else 0.0)

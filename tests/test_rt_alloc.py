@@ -57,7 +57,7 @@ CHILD = textwrap.dedent(r"""
     sf.write(tmp / "loop.wav", (0.1 * np.sin(np.arange(4800) / 7)).astype(np.float32),
              sr, subtype="FLOAT")
 
-    e = Engine(sr, 2, 2)
+    e = Engine(sr, 2, 2, threads=int(os.environ.get("MG_RT_THREADS", "1")))
     disk = DiskIO(sr)
     s = Session(e, data_dir=tmp, confine_paths=False, disk=disk)
     s.add_node("input", "in", {"channels": 2})
@@ -276,4 +276,19 @@ def test_no_page_faults_on_the_null_clock_thread(child_result, capsys):
     with capsys.disabled():
         print(f"\n  [measured] audio thread over ~1 s of churn: {r['null_allocs']} allocations, "
               f"{r['null_faults']} page faults")
+    assert r["null_faults"] == 0
+
+
+def test_no_allocation_or_page_fault_on_audio_workers(hook_lib, tmp_path, capsys):
+    """The same churn with the graph on two threads (--threads 2): the audio
+    thread and its worker arm the hook while they work (csrc/workers.c), and
+    neither allocates nor takes a page fault."""
+    r = run_child(hook_lib, tmp_path, MG_RT_THREADS="2")
+    with capsys.disabled():
+        print(f"\n  [measured] audio thread and worker over ~1 s of churn: {r['null_allocs']} "
+              f"allocations, {r['null_faults']} page faults")
+    assert r["null_enters"] > r["null_blocks"]  # the worker armed the hook too
+    assert r["null_edits"] > 50
+    assert r["null_allocs"] == 0 and r["offline_allocs"] == 0 and r["rt_allocs"] == 0
+    assert r["mlock"] == 0
     assert r["null_faults"] == 0

@@ -1,0 +1,564 @@
+/* mixgraph C core: a finished plan as units of work for several threads.
+ *
+ * Control thread only. mg_par_build reads a finished plan (csrc/plan.c) and
+ * works out what the audio thread and its workers (csrc/workers.c) need to
+ * run it at once on several cores, with the very samples one thread makes:
+ *
+ * - atoms: a step, or a slice of a gang (one process_many call);
+ * - dependencies between atoms (who reads whose output; output nodes, which
+ *   add into the shared hardware buffers, in plan order);
+ * - units: chains of atoms with one successor / one predecessor, with an
+ *   activation count and a successor list each;
+ * - per step, the ops one thread pushes into it, in the order it pushes them
+ *   (by source step, then op): with workers they are mixed at the
+ *   destination, in that order, so every sum is the same;
+ * - a pool of buffers of its own, where a slot is reused only by an atom that
+ *   every user of the slot's previous output happens before.
+ *
+ * See docs/architecture.md, "The graph on every core". */
+#include <stdlib.h>
+
+#include "mg_internal.h"
+
+/* as csrc/plan.c: a slot is MG_MAX_BLOCK floats and one cache line */
+#define PAR_STRIDE (MG_MAX_BLOCK + 16)
+/* units beyond this: the ancestor bitsets cost too much; one thread */
+#define PAR_MAX_UNITS 8192
+/* free slots looked at per allocation, most recently freed first */
+#define PAR_SCAN 512
+
+typedef struct {
+    const mg_node *node;
+    int step;
+} par_ns;
+
+static int cmp_ns(const void *a, const void *b)
+{
+    const uintptr_t x = (uintptr_t)((const par_ns *)a)->node;
+    const uintptr_t y = (uintptr_t)((const par_ns *)b)->node;
+    return x < y ? -1 : x > y;
+}
+
+typedef struct {
+    int key, m;
+} par_pair;
+
+static int cmp_pair(const void *a, const void *b)
+{
+    const par_pair *x = a, *y = b;
+    if (x->key != y->key)
+        return x->key < y->key ? -1 : 1;
+    return (x->m > y->m) - (x->m < y->m);
+}
+
+void mg_par_free(mg_par *par)
+{
+    if (!par)
+        return;
+    mg_free(par->atoms);
+    mg_free(par->unit_atom);
+    mg_free(par->atom_list);
+    mg_free(par->succ_first);
+    mg_free(par->succ);
+    mg_free(par->init);
+    mg_free(par->roots);
+    mg_free(par->pin_first);
+    mg_free(par->pin);
+    mg_free(par->pin_end);
+    mg_free(par->outb);
+    mg_free((void *)par->src);
+    mg_free(par->pool_mem);
+    mg_free((void *)par->count);
+    mg_free((void *)par->queue);
+    mg_free(par);
+}
+
+/* Gang slice size: enough slices of a 64-member gang for every thread to
+ * have two, in multiples of 8 (the widest process_many vector). */
+static int slice_size(int threads)
+{
+    int c = (MG_MAX_GANG + 2 * threads - 1) / (2 * threads);
+    c = (c + 7) & ~7;
+    return c < 8 ? 8 : c;
+}
+
+mg_par *mg_par_build(const mg_plan *p, int threads)
+{
+    if (!p || !p->finished || p->n_steps < 1 || threads < 2)
+        return NULL;
+    const int S = p->n_steps, M = p->mix_used;
+    int n_out = 0;
+    for (int s = 0; s < S; s++)
+        n_out += p->steps[s].node->n_out;
+    mg_par *par = mg_calloc(1, sizeof *par);
+    int *src_step = mg_calloc((size_t)M + 1, sizeof(int));
+    int *op_step = mg_calloc((size_t)M + 1, sizeof(int));
+    par_ns *ns = mg_calloc((size_t)S + 1, sizeof(par_ns));
+    int *atom_of = mg_calloc((size_t)S + 1, sizeof(int));
+    /* atom edges (a -> b), at most one per op plus one per output node */
+    /* atoms: at most a step or a push segment each; edges: at most two per op
+     * and two per step */
+    const size_t A = (size_t)S + (size_t)M + 1, E = 2 * ((size_t)S + (size_t)M) + 1;
+    int *ea = mg_calloc(E, sizeof(int));
+    int *eb = mg_calloc(E, sizeof(int));
+    int *stamp = mg_calloc(A, sizeof(int));
+    int *npred = mg_calloc(A, sizeof(int));
+    int *nsucc = mg_calloc(A, sizeof(int));
+    int *e_first = mg_calloc(A + 1, sizeof(int)); /* an atom's edges in */
+    int *unit_of = mg_calloc(A, sizeof(int));
+    int *next = mg_calloc(A, sizeof(int));   /* next atom in its unit */
+    int *head = mg_calloc(A, sizeof(int));   /* unit -> first atom */
+    int *tail = mg_calloc(A, sizeof(int));
+    int *ue_a = mg_calloc(E, sizeof(int)); /* unit edges */
+    int *ue_b = mg_calloc(E, sizeof(int));
+    mg_atom *patoms = mg_calloc((size_t)S + 1, sizeof(mg_atom)); /* steps' atoms */
+    int *patom = mg_calloc((size_t)S + 1, sizeof(int));  /* step -> its patoms index */
+    int *seg_d = mg_calloc((size_t)M + 1, sizeof(int));  /* push segments: step fed, */
+    int *seg_a = mg_calloc((size_t)M + 1, sizeof(int));  /* pin range, */
+    int *seg_b = mg_calloc((size_t)M + 1, sizeof(int));
+    int *seg_after = mg_calloc((size_t)M + 1, sizeof(int)); /* patom it follows, */
+    int *seg_atom = mg_calloc((size_t)M + 1, sizeof(int));  /* its atom */
+    int *op_seg = mg_calloc((size_t)M + 1, sizeof(int));    /* a pushed op's segment */
+    int *aseg = mg_calloc(A, sizeof(int));                  /* atom -> segment or -1 */
+    int *last_seg = mg_calloc((size_t)S + 1, sizeof(int));  /* step -> its last segment */
+    int *r_first = mg_calloc((size_t)n_out + 2, sizeof(int)); /* readers per output */
+    int *r_atom = mg_calloc((size_t)M + 1, sizeof(int));
+    int *prod = mg_calloc((size_t)n_out + 1, sizeof(int));    /* producing atom */
+    int *last = mg_calloc((size_t)n_out + 1, sizeof(int));    /* last user atom */
+    int *slot = mg_calloc((size_t)n_out + 1, sizeof(int));
+    int *l_first = mg_calloc(A + 1, sizeof(int));             /* outputs by last user */
+    int *l_out = mg_calloc((size_t)n_out + 1, sizeof(int));
+    int *freel = mg_calloc((size_t)n_out + 1, sizeof(int));   /* free outputs (stack) */
+    par_pair *pairs = mg_calloc((size_t)M + 1, sizeof(par_pair));
+    uint64_t *anc = NULL;
+    int ok = par && src_step && op_step && ns && atom_of && ea && eb && stamp && npred &&
+             nsucc && e_first && unit_of && next && head && tail && ue_a && ue_b && r_first &&
+             r_atom && prod && last && slot && l_first && l_out && freel && pairs && patoms &&
+             patom && seg_d && seg_a && seg_b && seg_after && seg_atom && op_seg && aseg &&
+             last_seg;
+    if (!ok)
+        goto fail;
+    par->atoms = mg_calloc(A, sizeof(mg_atom));
+    par->outb = mg_calloc((size_t)n_out + 1, sizeof(float *));
+    par->src = mg_calloc((size_t)M + 1, sizeof(float *));
+    par->pin_first = mg_calloc((size_t)S + 2, sizeof(int));
+    par->pin_end = mg_calloc((size_t)S + 1, sizeof(int));
+    par->pin = mg_calloc((size_t)M + 1, sizeof(int));
+    if (!par->atoms || !par->outb || !par->src || !par->pin_first || !par->pin || !par->pin_end)
+        goto fail;
+
+    /* each op's source step (-1: a delay group's sum) and own step */
+    for (int s = 0; s < S; s++) {
+        ns[s].node = p->steps[s].node;
+        ns[s].step = s;
+        for (int m = p->steps[s].mix_first; m < p->steps[s].mix_first + p->steps[s].mix_count; m++)
+            op_step[m] = s;
+    }
+    qsort(ns, (size_t)S, sizeof *ns, cmp_ns);
+    for (int m = 0; m < M; m++) {
+        src_step[m] = -1;
+        if (!p->mix[m].src_node)
+            continue;
+        par_ns key = {p->mix[m].src_node, 0};
+        const par_ns *f = bsearch(&key, ns, (size_t)S, sizeof *ns, cmp_ns);
+        if (!f || f->step >= op_step[m])
+            goto fail;
+        src_step[m] = f->step;
+    }
+
+    /* the ops one thread pushes into each step, in the order it pushes them */
+    for (int s = 0, at = 0; s < S; s++) {
+        const mg_step *st = &p->steps[s];
+        int k = 0;
+        for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++)
+            if (p->mix[m].push)
+                pairs[k++] = (par_pair){src_step[m], m};
+        qsort(pairs, (size_t)k, sizeof *pairs, cmp_pair);
+        par->pin_first[s] = at;
+        for (int i = 0; i < k; i++)
+            par->pin[at++] = pairs[i].m;
+        par->pin_first[s + 1] = at;
+    }
+
+    /* atoms of steps: steps, gang slices; input nodes are no work */
+    const int slice = slice_size(threads);
+    int na = 0;
+    for (int s = 0; s < S;) {
+        const mg_step *st = &p->steps[s];
+        const int g = st->gang > 1 ? st->gang : 1;
+        if (g > 1) {
+            for (int j = 0; j < g; j += slice) {
+                const int len = g - j < slice ? g - j : slice;
+                patoms[na] = (mg_atom){s + j, len, len > 1};
+                for (int q = 0; q < len; q++)
+                    patom[s + j + q] = na;
+                na++;
+            }
+            s += g;
+            continue;
+        }
+        if (st->inert) {
+            patom[s] = -1;
+        } else {
+            patoms[na] = (mg_atom){s, 1, 0};
+            patom[s] = na++;
+        }
+        s++;
+    }
+    const int n_patoms = na;
+
+    /* push segments. One thread adds a bus's sources into it as each runs;
+     * here a bus fed by many atoms gets those adds in segments of `per`
+     * source atoms, in one thread's order, each an atom of its own after its
+     * last source and after the segment before it: the sum is the same, it
+     * grows while later strips still run, and each source's buffer is free
+     * after its segment instead of at the bus. */
+    int n_seg = 0;
+    for (int d = 0; d < S; d++) {
+        const int a = par->pin_first[d], b = par->pin_first[d + 1];
+        last_seg[d] = -1;
+        par->pin_end[d] = b;
+        int distinct = 0, prev = -1, ok = patom[d] >= 0;
+        for (int q = a; q < b && ok; q++) {
+            const int ss = src_step[par->pin[q]];
+            ok = ss >= 0 && patom[ss] >= 0;
+            if (ok && patom[ss] != prev)
+                distinct++;
+            prev = ok ? patom[ss] : prev;
+        }
+        if (!ok || distinct < 2)
+            continue;
+        const int per = (distinct + 4 * threads - 1) / (4 * threads);
+        int start = a, cnt = 0;
+        prev = -1;
+        for (int q = a; q <= b; q++) {
+            const int pa = q < b ? patom[src_step[par->pin[q]]] : -2;
+            if (pa == prev)
+                continue;
+            if (cnt == per || q == b) {
+                seg_d[n_seg] = d;
+                seg_a[n_seg] = start;
+                seg_b[n_seg] = q;
+                seg_after[n_seg] = prev;
+                for (int r = start; r < q; r++)
+                    op_seg[par->pin[r]] = n_seg + 1; /* + 1: 0 is none */
+                n_seg++;
+                start = q;
+                cnt = 0;
+            }
+            cnt++;
+            prev = pa;
+        }
+        par->pin_end[d] = a; /* mixed by its segments, not at its step */
+    }
+    /* the atoms: each step atom, then the segments that follow it */
+    int *seg_order = seg_atom; /* segments by the atom they follow (stable) */
+    memset(e_first, 0, sizeof(int) * (A + 1));
+    for (int g = 0; g < n_seg; g++)
+        e_first[seg_after[g] + 1]++;
+    for (int i = 0; i < n_patoms; i++)
+        e_first[i + 1] += e_first[i];
+    memcpy(tail, e_first, sizeof(int) * (size_t)n_patoms);
+    for (int g = 0; g < n_seg; g++)
+        seg_order[tail[seg_after[g]]++] = g;
+    int *seg_at = l_first; /* scratch: segment -> atom */
+    na = 0;
+    for (int i = 0; i < n_patoms; i++) {
+        par->atoms[na] = patoms[i];
+        aseg[na] = -1;
+        head[i] = na++; /* scratch: patom -> atom */
+        for (int q = e_first[i]; q < e_first[i + 1]; q++) {
+            const int g = seg_order[q];
+            par->atoms[na] = (mg_atom){seg_a[g], seg_b[g] - seg_a[g], -1};
+            aseg[na] = g;
+            seg_at[g] = na++;
+        }
+    }
+    for (int g = 0; g < n_seg; g++)
+        seg_atom[g] = seg_at[g];
+    for (int s = 0; s < S; s++)
+        atom_of[s] = patom[s] >= 0 ? head[patom[s]] : -1;
+    memset(e_first, 0, sizeof(int) * (A + 1));
+    memset(l_first, 0, sizeof(int) * (A + 1));
+    memset(head, 0, sizeof(int) * A);
+    memset(tail, 0, sizeof(int) * A);
+    par->n_atoms = na;
+
+    /* atom dependencies; the output nodes in plan order */
+    int ne = 0, last_output = -1;
+#define EDGE(a, b)                                  \
+    do {                                            \
+        if ((a) >= 0 && (a) != (b) && stamp[a] != (b) + 1) { \
+            stamp[a] = (b) + 1;                     \
+            ea[ne] = (a);                           \
+            eb[ne++] = (b);                         \
+        }                                           \
+    } while (0)
+    for (int b = 0; b < na; b++) {
+        const mg_atom *at = &par->atoms[b];
+        if (at->gang < 0) { /* a push segment: its sources, the segment before */
+            const int g = aseg[b], d = seg_d[g];
+            for (int q = at->first; q < at->first + at->len; q++)
+                EDGE(atom_of[src_step[par->pin[q]]], b);
+            EDGE(last_seg[d], b);
+            last_seg[d] = b;
+            continue;
+        }
+        for (int s = at->first; s < at->first + at->len; s++) {
+            const mg_step *st = &p->steps[s];
+            for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++)
+                if (!op_seg[m] && src_step[m] >= 0)
+                    EDGE(atom_of[src_step[m]], b);
+            EDGE(last_seg[s], b);
+            if (strcmp(st->node->type->name, "output") == 0) {
+                EDGE(last_output, b);
+                last_output = b;
+            }
+        }
+    }
+#undef EDGE
+    for (int i = 0; i < ne; i++) { /* made in the order of eb */
+        nsucc[ea[i]]++;
+        npred[eb[i]]++;
+        e_first[eb[i] + 1]++;
+    }
+    for (int b = 0; b < na; b++)
+        e_first[b + 1] += e_first[b];
+
+    /* units. An atom joins the unit of its predecessors when they are all in
+     * one unit: always when it is its one predecessor's one successor (a
+     * chain), else while the unit is under `cap` atoms (a fan-out: a gang
+     * slice's strips, a fader's sends). Atoms with no predecessor (sources)
+     * are batched, `roots_per` to a unit. So edges into a unit always reach
+     * its head, and units numbered in the order of their heads are in
+     * dependency order. The caps keep a few units per thread. */
+    int n_src = 0;
+    for (int b = 0; b < na; b++)
+        n_src += npred[b] == 0;
+    const int cap = na / (2 * threads) > 1 ? na / (2 * threads) : 1;
+    const int roots_per = (n_src + 4 * threads - 1) / (4 * threads);
+    memset(stamp, 0, sizeof(int) * A); /* atoms per unit */
+    int nu = 0, src_unit = -1;
+    for (int b = 0; b < na; b++) {
+        next[b] = -1;
+        int u = -1;
+        if (npred[b] == 0) {
+            if (src_unit >= 0 && stamp[src_unit] < roots_per)
+                u = src_unit;
+        } else {
+            int one = -1, same = 1;
+            for (int i = e_first[b]; i < e_first[b + 1] && same; i++) {
+                const int pu = unit_of[ea[i]];
+                same = one < 0 || pu == one;
+                one = pu;
+                if (npred[b] == 1 && nsucc[ea[i]] == 1)
+                    u = pu; /* a chain */
+            }
+            if (u < 0 && same && stamp[one] < cap)
+                u = one;
+        }
+        if (u < 0) {
+            u = nu++;
+            head[u] = tail[u] = b;
+            if (npred[b] == 0)
+                src_unit = u;
+        } else {
+            next[tail[u]] = b;
+            tail[u] = b;
+        }
+        unit_of[b] = u;
+        stamp[u]++;
+    }
+    if (nu > PAR_MAX_UNITS)
+        goto fail;
+    par->n_units = nu;
+    par->unit_atom = mg_calloc((size_t)nu + 1, sizeof(int));
+    par->atom_list = mg_calloc((size_t)na + 1, sizeof(int));
+    par->succ_first = mg_calloc((size_t)nu + 2, sizeof(int));
+    par->init = mg_calloc((size_t)nu + 1, sizeof(int));
+    par->roots = mg_calloc((size_t)nu + 1, sizeof(int));
+    par->count = mg_calloc((size_t)nu + 1, sizeof(_Atomic int));
+    par->queue = mg_calloc((size_t)nu + 1, sizeof(_Atomic int));
+    const size_t words = ((size_t)nu + 63) / 64;
+    anc = mg_calloc((size_t)nu * words + 1, sizeof(uint64_t));
+    if (!par->unit_atom || !par->atom_list || !par->succ_first || !par->init || !par->roots ||
+        !par->count || !par->queue || !anc)
+        goto fail;
+    for (int u = 0, k = 0; u < nu; u++) {
+        par->unit_atom[u] = k;
+        for (int b = head[u]; b >= 0; b = next[b])
+            par->atom_list[k++] = b;
+        par->unit_atom[u + 1] = k;
+    }
+    /* unit edges, deduplicated (all edges into a unit come from its head) */
+    int nue = 0;
+    memset(stamp, 0, sizeof(int) * A);
+    for (int i = 0; i < ne; i++) {
+        const int ua = unit_of[ea[i]], ub = unit_of[eb[i]];
+        if (ua == ub || stamp[ua] == ub + 1)
+            continue;
+        stamp[ua] = ub + 1;
+        ue_a[nue] = ua;
+        ue_b[nue++] = ub;
+    }
+    par->succ = mg_calloc((size_t)nue + 1, sizeof(int));
+    if (!par->succ)
+        goto fail;
+    for (int i = 0; i < nue; i++) {
+        par->succ_first[ue_a[i] + 1]++;
+        par->init[ue_b[i]]++;
+    }
+    for (int u = 0; u < nu; u++)
+        par->succ_first[u + 1] += par->succ_first[u];
+    memcpy(tail, par->succ_first, sizeof(int) * (size_t)nu);
+    for (int i = 0; i < nue; i++)
+        par->succ[tail[ue_a[i]]++] = ue_b[i];
+    for (int u = 0; u < nu; u++) {
+        atomic_store_explicit(&par->count[u], par->init[u], memory_order_relaxed);
+        if (par->init[u] == 0)
+            par->roots[par->n_roots++] = u;
+        par->n_sinks += par->succ_first[u] == par->succ_first[u + 1];
+    }
+    /* ancestors: unit edges go from lower to higher unit numbers */
+    for (int i = 0; i < nue; i++) {
+        uint64_t *d = anc + (size_t)ue_b[i] * words;
+        const uint64_t *a = anc + (size_t)ue_a[i] * words;
+        for (size_t w = 0; w < words; w++)
+            d[w] |= a[w];
+        d[ue_a[i] / 64] |= 1ull << (ue_a[i] % 64);
+    }
+    /* the edges were made in the order of their destination atom, and unit
+     * numbers grow with head atoms, so each unit's ancestors are complete
+     * before any edge out of it is read above */
+
+
+    /* buffers: who makes and who reads each output */
+    for (int s = 0; s < S; s++) {
+        const mg_step *st = &p->steps[s];
+        for (int c = 0; c < st->node->n_out; c++) {
+            prod[st->out_first + c] = atom_of[s];
+            last[st->out_first + c] = atom_of[s];
+        }
+    }
+    for (int m = 0; m < M; m++)
+        if (src_step[m] >= 0)
+            r_first[p->steps[src_step[m]].out_first + p->mix[m].src_index + 1]++;
+    for (int k = 0; k < n_out; k++)
+        r_first[k + 1] += r_first[k];
+    memcpy(slot, r_first, sizeof(int) * (size_t)n_out);
+    for (int m = 0; m < M; m++)
+        if (src_step[m] >= 0) {
+            const int k = p->steps[src_step[m]].out_first + p->mix[m].src_index;
+            const int b = op_seg[m] ? seg_atom[op_seg[m] - 1] : atom_of[op_step[m]];
+            r_atom[slot[k]++] = b;
+            if (b > last[k])
+                last[k] = b;
+        }
+    for (int k = 0; k < n_out; k++) {
+        slot[k] = -1; /* until its atom takes one (never, for hardware buffers) */
+        if (last[k] >= 0)
+            l_first[last[k] + 1]++;
+    }
+    for (int b = 0; b < na; b++)
+        l_first[b + 1] += l_first[b];
+    memcpy(tail, l_first, sizeof(int) * (size_t)na);
+    for (int k = 0; k < n_out; k++)
+        if (last[k] >= 0)
+            l_out[tail[last[k]]++] = k;
+    /* a before x: the same unit and earlier, or a unit that is an ancestor */
+#define BEFORE(a, x)                                                                     \
+    ((a) != (x) && (unit_of[a] == unit_of[x]                                             \
+                        ? (a) < (x)                                                      \
+                        : ((anc[(size_t)unit_of[x] * words + (size_t)unit_of[a] / 64] >> \
+                            ((unsigned)unit_of[a] % 64)) & 1u)))
+    int n_free = 0, n_slots = 0;
+    for (int x = 0; x < na; x++) {
+        const mg_atom *at = &par->atoms[x];
+        for (int s = at->first; at->gang >= 0 && s < at->first + at->len; s++) {
+            const mg_step *st = &p->steps[s];
+            for (int c = 0; c < st->node->n_out; c++) {
+                const int k = st->out_first + c;
+                if (st->node->out_aliased)
+                    continue;
+                int got = -1;
+                for (int i = n_free - 1; i >= 0 && i >= n_free - PAR_SCAN && got < 0; i--) {
+                    const int o = freel[i];
+                    int free_here = BEFORE(prod[o], x);
+                    for (int r = r_first[o]; r < r_first[o + 1] && free_here; r++)
+                        free_here = BEFORE(r_atom[r], x);
+                    if (free_here) {
+                        got = slot[o];
+                        memmove(freel + i, freel + i + 1, sizeof(int) * (size_t)(n_free - 1 - i));
+                        n_free--;
+                    }
+                }
+                slot[k] = got >= 0 ? got : n_slots++;
+            }
+        }
+        for (int i = l_first[x]; i < l_first[x + 1]; i++)
+            if (slot[l_out[i]] >= 0)
+                freel[n_free++] = l_out[i];
+    }
+#undef BEFORE
+    par->pool_mem = mg_calloc((size_t)n_slots * PAR_STRIDE + 16, sizeof(float));
+    if (!par->pool_mem)
+        goto fail;
+    par->pool_slots = n_slots;
+    float *base = (float *)(((uintptr_t)par->pool_mem + 63) & ~(uintptr_t)63);
+    for (int s = 0; s < S; s++) {
+        const mg_step *st = &p->steps[s];
+        for (int c = 0; c < st->node->n_out; c++) {
+            const int k = st->out_first + c;
+            /* inert steps have no atom: their outputs are the hardware's */
+            par->outb[k] = st->node->out_aliased || atom_of[s] < 0
+                               ? st->node->out_base[c]
+                               : base + (size_t)slot[k] * PAR_STRIDE;
+        }
+    }
+    for (int m = 0; m < M; m++)
+        par->src[m] = src_step[m] >= 0
+                          ? par->outb[p->steps[src_step[m]].out_first + p->mix[m].src_index]
+                          : p->mix[m].src;
+    goto done;
+fail:
+    mg_par_free(par);
+    par = NULL;
+done:
+    mg_free(src_step);
+    mg_free(op_step);
+    mg_free(ns);
+    mg_free(atom_of);
+    mg_free(ea);
+    mg_free(eb);
+    mg_free(stamp);
+    mg_free(npred);
+    mg_free(nsucc);
+    mg_free(e_first);
+    mg_free(unit_of);
+    mg_free(next);
+    mg_free(head);
+    mg_free(tail);
+    mg_free(ue_a);
+    mg_free(ue_b);
+    mg_free(r_first);
+    mg_free(r_atom);
+    mg_free(prod);
+    mg_free(last);
+    mg_free(slot);
+    mg_free(l_first);
+    mg_free(l_out);
+    mg_free(freel);
+    mg_free(pairs);
+    mg_free(anc);
+    mg_free(patoms);
+    mg_free(patom);
+    mg_free(seg_d);
+    mg_free(seg_a);
+    mg_free(seg_b);
+    mg_free(seg_after);
+    mg_free(seg_atom);
+    mg_free(op_seg);
+    mg_free(aseg);
+    mg_free(last_seg);
+    return par;
+}

@@ -1,0 +1,322 @@
+/* mixgraph C core: the audio worker threads.
+ *
+ * mg_workers_run (audio thread) runs every unit of a plan's parallel form
+ * (csrc/pool.c) once, on the calling thread and the workers, each unit after
+ * its predecessors, after SuperCollider supernova's DSP thread queue and
+ * Ardour's process graph:
+ *
+ * - each unit has an activation count (its predecessors); the thread that
+ *   finishes a unit decrements its successors' counts, runs the first one it
+ *   made ready itself and queues the others, waking one sleeping thread each;
+ * - the ready queue is lock-free: an array and two atomic counters (a unit
+ *   enters it at most once per cycle, so it never wraps);
+ * - a thread with nothing to run sleeps on a semaphore (a futex): it
+ *   registers as idle, looks at the queue once more, then waits; a thread that
+ *   queues work takes one registration and posts once. No spinning;
+ * - workers take the audio thread's floating-point mode and its scheduling
+ *   policy, never allocate, lock or call Python, and arm the allocation hook
+ *   while they work (csrc/alloc.c).
+ *
+ * Worker threads are created and joined on the control thread. */
+#include <errno.h>
+#include <sched.h>
+#include <semaphore.h>
+#include <stdlib.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#endif
+
+#include "mg_internal.h"
+
+#define MG_MAX_WORKERS 63
+
+struct mg_workers {
+    int n;                            /* worker threads (threads - 1) */
+    pthread_t tid[MG_MAX_WORKERS];
+    int started;
+    sem_t sem;                        /* sleeping workers wait here */
+    sem_t main_sem;                   /* the audio thread waits here */
+    _Alignas(64) _Atomic int idle;    /* workers registered to sleep, not yet posted */
+    _Alignas(64) _Atomic int main_idle;
+    _Alignas(64) _Atomic(mg_par *) par; /* the cycle being run, or NULL */
+    _Alignas(64) _Atomic int busy;    /* workers that may be reading par */
+    /* the cycle: written by the audio thread before it publishes par */
+    _Alignas(64) mg_unit_fn fn;
+    void *ctx;
+    unsigned int fpmode;              /* the audio thread's MXCSR / FPCR */
+    _Atomic int sched_gen;            /* bumped when the audio thread's policy is new */
+    int policy, prio;
+    pthread_t main_tid;
+    int main_known;
+    _Atomic int quit;
+};
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    _mm_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
+
+static inline unsigned int fp_get(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    return _mm_getcsr();
+#elif defined(__aarch64__)
+    uint64_t v;
+    __asm__ volatile("mrs %0, fpcr" : "=r"(v));
+    return (unsigned int)v;
+#else
+    return 0;
+#endif
+}
+
+static inline void fp_set(unsigned int m)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    _mm_setcsr(m);
+#elif defined(__aarch64__)
+    uint64_t v = m;
+    __asm__ volatile("msr fpcr, %0" : : "r"(v));
+#else
+    (void)m;
+#endif
+}
+
+/* A unit from the ready queue, or -1. Claims slot r only once it is
+ * written, so a reader never waits for a writer. */
+static inline int pop(mg_par *par)
+{
+    for (;;) {
+        const int r = atomic_load_explicit(&par->q_rd, memory_order_acquire);
+        if (r >= atomic_load_explicit(&par->q_wr, memory_order_acquire))
+            return -1;
+        const int v = atomic_load_explicit(&par->queue[r], memory_order_acquire);
+        if (v == 0)
+            return -1; /* being written: its writer wakes a sleeper after */
+        int want = r;
+        if (atomic_compare_exchange_weak_explicit(&par->q_rd, &want, r + 1,
+                                                  memory_order_acq_rel,
+                                                  memory_order_relaxed)) {
+            atomic_store_explicit(&par->queue[r], 0, memory_order_relaxed);
+            return v - 1;
+        }
+    }
+}
+
+static inline void push(mg_par *par, int u)
+{
+    const int i = atomic_fetch_add(&par->q_wr, 1);
+    atomic_store_explicit(&par->queue[i], u + 1, memory_order_seq_cst);
+}
+
+/* Wake one sleeping thread (the audio thread first), if any sleeps. */
+static inline void wake_one(mg_workers *w)
+{
+    if (atomic_load(&w->main_idle) && atomic_exchange(&w->main_idle, 0)) {
+        sem_post(&w->main_sem);
+        return;
+    }
+    int i = atomic_load(&w->idle);
+    while (i > 0)
+        if (atomic_compare_exchange_weak(&w->idle, &i, i - 1)) {
+            sem_post(&w->sem);
+            return;
+        }
+}
+
+/* Run unit u, then the successors it makes ready, one after the other. */
+static void run_chain(mg_workers *w, mg_par *par, int u)
+{
+    const mg_unit_fn fn = w->fn;
+    void *ctx = w->ctx;
+    for (;;) {
+        /* every predecessor has counted down: ready for the next cycle */
+        atomic_store_explicit(&par->count[u], par->init[u], memory_order_relaxed);
+        fn(ctx, u);
+        int next = -1;
+        for (int i = par->succ_first[u]; i < par->succ_first[u + 1]; i++) {
+            const int v = par->succ[i];
+            if (atomic_fetch_sub_explicit(&par->count[v], 1, memory_order_acq_rel) == 1) {
+                if (next < 0) {
+                    next = v;
+                } else {
+                    push(par, v);
+                    wake_one(w);
+                }
+            }
+        }
+        /* the cycle ends with its last sink (the others are its ancestors,
+         * and each counted its successors down before they could run) */
+        if (par->succ_first[u] == par->succ_first[u + 1] &&
+            atomic_fetch_sub(&par->remaining, 1) == 1)
+            if (atomic_exchange(&w->main_idle, 0))
+                sem_post(&w->main_sem);
+        if (next < 0)
+            return;
+        u = next;
+    }
+}
+
+static void drain(mg_workers *w, mg_par *par)
+{
+    int u;
+    while ((u = pop(par)) >= 0)
+        run_chain(w, par, u);
+}
+
+/* 1 when the cycle has queued work (workers: under busy). */
+static int has_work(mg_workers *w)
+{
+    atomic_fetch_add(&w->busy, 1);
+    mg_par *par = atomic_load(&w->par);
+    const int yes = par && atomic_load(&par->q_rd) < atomic_load(&par->q_wr);
+    atomic_fetch_sub(&w->busy, 1);
+    return yes;
+}
+
+static __attribute__((noinline)) void prefault_stack(void)
+{
+    volatile unsigned char pages[128 * 1024];
+    for (size_t i = 0; i < sizeof pages; i += 4096)
+        pages[i] = 0;
+}
+
+static void *worker_main(void *arg)
+{
+    mg_workers *w = arg;
+    prefault_stack();
+    int sched_seen = 0;
+    for (;;) {
+        /* sleep: register, look once more, wait */
+        atomic_fetch_add(&w->idle, 1);
+        int skip = 0;
+        if (has_work(w)) {
+            int i = atomic_load(&w->idle);
+            while (i > 0 && !skip)
+                skip = atomic_compare_exchange_weak(&w->idle, &i, i - 1);
+        }
+        if (!skip)
+            while (sem_wait(&w->sem) != 0 && errno == EINTR) {
+            }
+        if (atomic_load(&w->quit))
+            return NULL;
+        const int sg = atomic_load_explicit(&w->sched_gen, memory_order_acquire);
+        if (sg != sched_seen) { /* the audio thread's policy, once per change */
+            sched_seen = sg;
+            struct sched_param sp = {.sched_priority = w->prio};
+            (void)sched_setscheduler(0, w->policy, &sp);
+        }
+        atomic_fetch_add(&w->busy, 1);
+        mg_par *par = atomic_load(&w->par);
+        if (par) {
+            mg_audio_enter();
+            if (fp_get() != w->fpmode)
+                fp_set(w->fpmode);
+            drain(w, par);
+            mg_audio_leave();
+        }
+        atomic_fetch_sub(&w->busy, 1);
+    }
+}
+
+mg_workers *mg_workers_new(int threads)
+{
+    if (threads < 2)
+        return NULL;
+    if (threads > MG_MAX_WORKERS + 1)
+        threads = MG_MAX_WORKERS + 1;
+    mg_workers *w = mg_calloc(1, sizeof *w);
+    if (!w)
+        return NULL;
+    if (sem_init(&w->sem, 0, 0) != 0 || sem_init(&w->main_sem, 0, 0) != 0) {
+        mg_free(w);
+        return NULL;
+    }
+    w->fpmode = fp_get();
+    /* a small stack: with mlockall(MCL_FUTURE) every page of it is locked and
+     * resident (the audio thread's code uses well under the 128 KiB touched) */
+    pthread_attr_t attr;
+    const int have_attr = pthread_attr_init(&attr) == 0;
+    if (have_attr)
+        (void)pthread_attr_setstacksize(&attr, 1 << 20);
+    for (int i = 0; i < threads - 1; i++) {
+        if (pthread_create(&w->tid[i], have_attr ? &attr : NULL, worker_main, w) != 0)
+            break;
+        w->n++;
+    }
+    if (have_attr)
+        pthread_attr_destroy(&attr);
+    if (w->n == 0) {
+        mg_workers_free(w);
+        return NULL;
+    }
+    return w;
+}
+
+void mg_workers_free(mg_workers *w)
+{
+    if (!w)
+        return;
+    atomic_store(&w->quit, 1);
+    for (int i = 0; i < w->n; i++)
+        sem_post(&w->sem);
+    for (int i = 0; i < w->n; i++)
+        pthread_join(w->tid[i], NULL);
+    sem_destroy(&w->sem);
+    sem_destroy(&w->main_sem);
+    mg_free(w);
+}
+
+int mg_workers_threads(const mg_workers *w) { return w ? w->n + 1 : 1; }
+
+void mg_workers_run(mg_workers *w, mg_par *par, mg_unit_fn fn, void *ctx)
+{
+    /* a new audio thread (another backend): workers take its policy */
+    const pthread_t self = pthread_self();
+    if (!w->main_known || !pthread_equal(self, w->main_tid)) {
+        struct sched_param sp = {0};
+        const int pol = sched_getscheduler(0);
+        if (pol >= 0 && sched_getparam(0, &sp) == 0) {
+            w->policy = pol;
+            w->prio = sp.sched_priority;
+            atomic_fetch_add_explicit(&w->sched_gen, 1, memory_order_release);
+        }
+        w->main_tid = self;
+        w->main_known = 1;
+    }
+    w->fn = fn;
+    w->ctx = ctx;
+    w->fpmode = fp_get();
+    atomic_store_explicit(&par->remaining, par->n_sinks, memory_order_relaxed);
+    atomic_store_explicit(&par->q_rd, 0, memory_order_relaxed);
+    for (int i = 0; i < par->n_roots; i++)
+        atomic_store_explicit(&par->queue[i], par->roots[i] + 1, memory_order_relaxed);
+    atomic_store_explicit(&par->q_wr, par->n_roots, memory_order_release);
+    atomic_store(&w->par, par); /* publish the cycle */
+    for (int i = 1; i < par->n_roots && i <= w->n; i++)
+        wake_one(w);
+    drain(w, par);
+    while (atomic_load_explicit(&par->remaining, memory_order_acquire) > 0) {
+        /* nothing ready here: sleep until work is queued or the last unit ends */
+        atomic_store(&w->main_idle, 1);
+        if (atomic_load(&par->remaining) == 0 ||
+            atomic_load(&par->q_rd) < atomic_load(&par->q_wr)) {
+            if (!atomic_exchange(&w->main_idle, 0))
+                while (sem_wait(&w->main_sem) != 0 && errno == EINTR) {
+                } /* taken by a waker: its post is ours */
+        } else {
+            while (sem_wait(&w->main_sem) != 0 && errno == EINTR) {
+            }
+        }
+        drain(w, par);
+    }
+    /* unpublish, then let workers still looking at the queue leave it: the
+     * plan may be retired (and freed by the control thread) after this */
+    atomic_store(&w->par, NULL);
+    while (atomic_load(&w->busy) > 0)
+        cpu_relax();
+}

@@ -1,0 +1,285 @@
+"""The graph on several threads (`--threads N`, csrc/pool.c, csrc/workers.c):
+the audio thread and its workers run a plan's independent units at once, and
+the output must be the very samples one thread makes, bit for bit, for every
+patch: the mix64 session (64 channels, sends, delay-compensated buses, the
+limiter and meters), the hard mix (denoise, autotune), the gang patch of
+tests/test_gang.py, and random graphs with fan-outs, buses, delay groups and
+several output nodes adding into one hardware channel. Edits during the
+render (parameter sets at odd samples, taper ramps, fades of new and removed
+connections, plan swaps) take the same paths on every thread count."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from mixgraph.server import ramps
+from mixgraph.server._core import lib
+from mixgraph.server.engine import Engine, default_threads
+from mixgraph.server.render import render
+from mixgraph.server.session import Session
+from mixgraph.server.state import write_patch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+from mix64 import build_mix64  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import test_gang  # noqa: E402
+
+RATE = 48000
+
+
+def _units(s: Session) -> int:
+    """Units of work of the session's newest plan (0: it runs on one thread)."""
+    rec = list(s._plans.values())[-1]
+    return lib.mg_plan_units(rec.ptr)
+
+
+def _same(a: np.ndarray, b: np.ndarray, what: str) -> None:
+    assert a.shape == b.shape
+    bad = np.flatnonzero((a.view(np.uint32) != b.view(np.uint32)).any(axis=1))
+    assert bad.size == 0, f"{what}: first differing frame {bad[0]} of {len(a)}"
+
+
+def _run(threads: int, build, edits, frames: int, block: int, hw_in: int = 0,
+         hw_out: int = 2, inputs: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """Render `frames` with the given threads; edits(s, k) runs before chunk k
+    of 8 (same sample times on every thread count). Returns (output, units)."""
+    e = Engine(RATE, hw_in, hw_out, threads=threads)
+    assert e.threads == threads
+    s = Session(e)
+    try:
+        build(s)
+        units = _units(s)
+        chunk = frames // 8
+        out = np.zeros((chunk * 8, hw_out), np.float32)
+        for k in range(8):
+            edits(s, k)
+            s.service()
+            x = None if inputs is None else inputs[k * chunk:(k + 1) * chunk]
+            out[k * chunk:(k + 1) * chunk] = e.process(chunk, x, block=block)
+        assert e.stats().rt_allocs == 0
+        return out, units
+    finally:
+        s.close()
+        e.free()
+
+
+def _mix64_edits(n: int):
+    def edits(s: Session, k: int) -> None:
+        t = s.engine.time
+        if k == 1:  # sets inside blocks: the block splits at each
+            s.set_param("comp3", "threshold", -30.0, time=t + 1001)
+            s.set_param("eq5", "b2gain", 6.0, time=t + 77)
+            s.set_param("m_comp", "ratio", 4.0, time=t + 3333)
+        elif k == 2:  # taper ramps on a strip fader and the master limiter
+            ramps.ramp(s, f"fader{n - 1}", "gain", -30.0, 0.05, time=t + 50)
+            ramps.ramp(s, "m_lim", "ceiling", -6.0, 0.1)
+        elif k == 3:  # a removed connection fades out, a new one fades in: plan swaps
+            s.disconnect("fader2", "master")
+            s.connect("comp2", "revbus")
+            s.commit()
+        elif k == 5:  # a new strip, and a node removed
+            s.add_node("noise", "late", {"seed": 99, "level": -12.0})
+            s.add_node("gain", "late_g", {"gain": -3.0})
+            s.connect("late", "late_g")
+            s.connect("late_g", "master")
+            s.remove_node("dsend7")
+            s.commit()
+        elif k == 6:
+            s.set_param("verb", "decay", 4.0, time=t + 5)
+    return edits
+
+
+@pytest.mark.parametrize("block", [64, 100])
+def test_mix64_two_threads_bit_identical(block):
+    n = 64
+    frames = RATE // 2
+    one, u1 = _run(1, lambda s: build_mix64(s, n), _mix64_edits(n), frames, block)
+    two, u2 = _run(2, lambda s: build_mix64(s, n), _mix64_edits(n), frames, block)
+    assert u1 == 0 and u2 > 2, (u1, u2)  # one thread: the old path; two: units of work
+    assert np.all(np.isfinite(one)) and np.abs(one).max() > 0.05
+    _same(one, two, f"mix64 {n} ch, {block}-frame blocks")
+
+
+def test_hard_mix_two_and_three_threads_bit_identical():
+    n = 24
+    frames = RATE // 2
+    none = _mix64_edits(n)
+    one, _ = _run(1, lambda s: build_mix64(s, n, hard=True), none, frames, 64)
+    for th in (2, 3):
+        got, units = _run(th, lambda s: build_mix64(s, n, hard=True), none, frames, 64)
+        assert units > 2
+        _same(one, got, f"hard mix, {th} threads")
+
+
+def test_mix64_from_hardware_inputs_bit_identical():
+    """Sources are the engine's input buffers (input nodes are no work)."""
+    n = 32
+    rng = np.random.default_rng(5)
+    x = (rng.uniform(-1, 1, (RATE // 4, n)) * 0.2).astype(np.float32)
+    build = lambda s: build_mix64(s, n, source="file")  # noqa: E731
+    one, _ = _run(1, build, _mix64_edits(n), len(x), 64, hw_in=n, inputs=x)
+    two, _ = _run(2, build, _mix64_edits(n), len(x), 64, hw_in=n, inputs=x)
+    _same(one, two, "mix64 from inputs")
+
+
+@pytest.mark.parametrize("gang", [True, False])
+def test_gang_patch_bit_identical(gang):
+    """tests/test_gang.py's patch: gangs cut into slices on several threads,
+    and each member alone (ganging off); moving parameters, NaN input,
+    sidechains, 12 output nodes."""
+    n = RATE // 2
+    x = test_gang._signals(n)
+    hw_in, hw_out = test_gang.N + 2, 2 * test_gang.N + 2
+
+    def build(s: Session) -> None:
+        s.engine.set_ganging(gang)
+        test_gang._build(s)
+        test_gang._automate(s)
+
+    one, _ = _run(1, build, lambda s, k: None, n, 64, hw_in, hw_out, x)
+    two, units = _run(2, build, lambda s, k: None, n, 64, hw_in, hw_out, x)
+    assert units > 1
+    _same(one, two, f"gang patch, ganging {gang}")
+
+
+def _random_graph(seed: int):
+    """A random patch: sources, chains of light and heavy nodes, fan-outs,
+    buses fed by many, a limiter (latency: delay groups at the joins), and
+    several output nodes on the same hardware channels."""
+
+    def build(s: Session) -> None:
+        rnd = random.Random(seed)  # the same graph on every call
+        names: list[str] = []
+        for i in range(rnd.randint(3, 8)):
+            s.add_node("noise", f"n{i}", {"seed": i + 1, "level": -18.0, "channels": 2})
+            names.append(f"n{i}")
+        kinds = [("gain", {"gain": -2.0}), ("eq", {"b1on": 1, "b1gain": 3.0}),
+                 ("compressor", {"threshold": -30.0, "ratio": 3.0}),
+                 ("limiter", {"ceiling": -3.0, "lookahead": 2.0}), ("bus", {}),
+                 ("delay", {"time": 3.0, "mix": 50.0})]
+        for j in range(rnd.randint(15, 40)):
+            kind, opts = rnd.choice(kinds)
+            name = f"x{j}"
+            s.add_node(kind, name, {"channels": 2, **opts})
+            for src in rnd.sample(names, k=min(len(names), rnd.choice([1, 1, 1, 2, 4]))):
+                s.connect(src, name)
+            names.append(name)
+        for o in range(3):
+            s.add_node("output", f"out{o}", {"channels": 2})
+            for src in rnd.sample(names[-12:], k=3):
+                s.connect(src, f"out{o}")
+        s.commit()
+
+    def edits(s: Session, k: int) -> None:
+        if k == 4:
+            s.set_param("n0", "level", -6.0, time=s.engine.time + 123)
+    return build, edits
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_graphs_bit_identical(seed):
+    build, edits = _random_graph(seed)
+    one, _ = _run(1, build, edits, RATE // 8, 64)
+    assert np.abs(one).max() > 0.001
+    for th in (2, 4):
+        got, units = _run(th, build, edits, RATE // 8, 64)
+        assert units > 1
+        _same(one, got, f"random graph {seed}, {th} threads")
+
+
+def test_null_clock_runs_on_workers():
+    """Live on the null clock with workers: blocks run, nothing allocates on
+    the audio thread or a worker, and the engine stops and frees cleanly."""
+    e = Engine(RATE, 0, 2, threads=2)
+    s = Session(e)
+    try:
+        build_mix64(s, 16)
+        assert _units(s) > 1
+        e.null_start(64)
+        time.sleep(0.5)
+        s.set_param("fader0", "gain", -20.0)
+        s.service()
+        time.sleep(0.2)
+        e.null_stop()
+        st = e.stats()
+        assert st.blocks > 100 and st.rt_allocs == 0
+        peak = s.readout("m_meter", "peak")
+        assert max(peak) > -60.0  # the master meter saw the mix
+    finally:
+        s.close()
+        e.free()
+
+
+def test_render_cli_threads_same_file(tmp_path):
+    e = Engine(RATE, 0, 2)
+    s = Session(e)
+    build_mix64(s, 16)
+    doc = s.to_doc()
+    s.close()
+    e.free()
+    patch = tmp_path / "mix.json"
+    write_patch(doc, patch)
+    outs = []
+    for th in (1, 2):
+        out = tmp_path / f"t{th}.wav"
+        r = subprocess.run([sys.executable, "-m", "mixgraph.server.cli", "render", str(patch),
+                            "-o", str(out), "--duration", "0.3", "--threads", str(th),
+                            "--subtype", "FLOAT"], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        outs.append(sf.read(out, dtype="float32")[0])
+    _same(outs[0], outs[1], "mixgraph render --threads 1 / 2")
+    # the library call takes the same argument
+    res = render(doc, tmp_path / "api.wav", duration_s=0.3, threads=2, subtype="FLOAT")
+    assert res.failures == []
+    _same(outs[0], sf.read(tmp_path / "api.wav", dtype="float32")[0], "render(threads=2)")
+
+
+def test_threads_option_checked_and_default():
+    r = subprocess.run([sys.executable, "-m", "mixgraph.server.cli", "render", "x.json",
+                        "-o", "y.wav", "--threads", "0"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode != 0 and "--threads 0: expected 1..64" in r.stderr
+    import os
+    assert default_threads() == max(1, len(os.sched_getaffinity(0)) - 1)
+
+
+def test_serve_with_two_threads(tmp_path):
+    """`mixgraph serve --threads 2` on the null clock: a graph of parallel
+    strips into a bus, edited over OSC while it plays; the meter reads what
+    the formula says (two sines at -6 dBFS in phase through -6 dB each: a
+    peak of -6 dBFS, within 0.1 dB), and the daemon stops cleanly."""
+    from daemon_util import Daemon
+
+    d = Daemon(tmp_path / "state", "--backend", "null", "--threads", "2")
+    try:
+        for i in range(2):
+            d.call("/graph/add", "sine", f"osc{i}", "freq", 1000.0, "level", -6.0)
+            d.call("/graph/add", "gain", f"g{i}", "gain", -6.0)
+            d.call("/graph/connect", f"osc{i}", f"g{i}")
+        d.call("/graph/add", "bus", "b", "channels", 1)
+        d.call("/graph/add", "meter", "m", "channels", 1)
+        d.call("/graph/add", "output", "out")
+        for a, b in (("g0", "b"), ("g1", "b"), ("b", "m"), ("b", "out")):
+            d.call("/graph/connect", a, b)
+        deadline = time.monotonic() + 5.0
+        peak = -200.0
+        while time.monotonic() < deadline:
+            peak = d.request("/node/m/peak")[1][0]
+            if abs(peak - -6.0) < 0.1:
+                break
+            time.sleep(0.05)
+        assert peak == pytest.approx(-6.0, abs=0.1)
+        assert d.stop() == 0
+    finally:
+        if d.proc.poll() is None:
+            d.stop()
