@@ -46,7 +46,8 @@ def _wait(cond, timeout: float = 10.0) -> None:
 def build_patch(d: Daemon) -> None:
     """16 channels: sine -> gain -> pan -> master, a meter off each fader; channel 1 has an
     eq before its fader, channel 2 a denoise; a reverb send on channel 3; master -> out
-    with its meter; a VCA leading g1 and g2."""
+    with its meter; a VCA leading g1 and g2. The send is wired pre (from g3) and post
+    (from p3): it belongs in channel 3's strip all the same."""
     c = d.call
     c("/graph/add", "bus", "master", "channels", 2)
     c("/graph/add", "output", "out", "channels", 2)
@@ -71,6 +72,7 @@ def build_patch(d: Daemon) -> None:
             c("/graph/connect", a, b)
     c("/graph/add", "send", "rs3", "channels", 2)
     c("/graph/connect", "p3", "rs3:post")
+    c("/graph/connect", "g3", "rs3:pre")  # wired both ways, as docs/nodes.md shows a send
     c("/graph/connect", "rs3", "revbus")
     c("/graph/add", "vca", "v12", "members", "g1,g2")
 
@@ -469,6 +471,28 @@ def test_reconnect_resyncs_and_says_it_was_offline(env, tmp_path):
         wait_norm(page, "/node/g/gain", 0.5)
         wait_norm(page, "/node/g2/gain", 0.5)
         assert "was offline" in page.locator("#msg").inner_text()
+        page.close()
+    finally:
+        d.stop()
+
+
+def test_a_page_without_its_token_says_what_is_missing(env, tmp_path):
+    """A server listening beyond loopback refuses a page opened without the token
+    (the WebSocket handshake gets 403); the page says so instead of only 'offline'."""
+    _, browser = env
+    port = free_tcp_port()
+    d = Daemon(tmp_path / "state", "--backend", "null", "--http", str(port),
+               "--listen", "0.0.0.0", "--allow", "127.0.0.0/8")
+    try:
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_function("document.querySelector('#msg').textContent.includes('token')",
+                               timeout=15000)
+        assert page.locator("#conn").inner_text() == "offline"
+        token = (tmp_path / "state" / "http-token").read_text().strip()
+        page.goto(f"http://127.0.0.1:{port}/?token={token}")
+        page.wait_for_function(READY, timeout=20000)
+        assert "token" not in page.locator("#msg").inner_text()
         page.close()
     finally:
         d.stop()
