@@ -258,6 +258,8 @@ class Session:
     def _sync_bypass(self) -> None:
         """Make the stand-in connections of bypassed nodes what planner.bypass_plan
         says, and fade the bypassed nodes' outputs out (and back in)."""
+        if not (self.bypassed or self.bypass_edges or self._muted):
+            return  # no bypass, no stand-in, nothing muted: nothing to do
         bp = planner.bypass_plan(self.graph, self.bypassed, self.live, self.edges,
                                  self.bypass_edges)
         want, out_port, delay, wait, hold_b = bp.want, bp.out_port, bp.delay, bp.wait, bp.hold_b
