@@ -1,9 +1,9 @@
 """Big graphs: how building and editing a 10,000-node graph scales (issue 13, "Scale").
 
-    python bench/scale.py [--nodes 10000] [--connects 50]
+    python bench/scale.py [--nodes 10000] [--connects 50] [--parts daemon,inproc]
 
-Runs a real `mixgraph serve` on the null clock (real time, 48 kHz, 64-frame
-blocks) and measures, in one run:
+Part `daemon` runs a real `mixgraph serve` on the null clock (real time, 48 kHz,
+64-frame blocks) and measures, in one run:
 
 1. patch load: a chain of N stereo gains into an output, as a patch file,
    loaded by `/patch/load` (seconds, from the request to its /done, and again
@@ -16,6 +16,22 @@ blocks) and measures, in one run:
    since the start, so it is also printed after each phase: the load, a
    `/graph/clear` of the loaded chain, the adds, the connects), against the
    1333 us budget of a 64-frame block.
+
+The daemon's round trips cannot show what a connect costs the control thread (the
+reply goes out before the batch's plan is built, and the old plan is freed later),
+nor what one block costs the audio thread. Part `inproc` measures both in this
+process, with a Session on an Engine driven block by block (Engine.process: the
+audio thread's work, timed by the engine itself):
+
+5. a connect (and its disconnect) on the N-node chain plus a second output:
+   control-thread CPU time (time.thread_time) of the edit, its commit (the plan
+   build) and every service() until the edit is done (the old plan handed back
+   and freed, the fade finished), median and worst of --connects rounds;
+6. audio: the median block of the steady chain, and the block that swaps in a
+   new plan (worst over the connects);
+7. removing every node (as /graph/clear does) and running blocks until the
+   session is idle: control CPU of the removals and commit, and every block's
+   time (median, worst, and how many were over budget).
 
 Figures, not assertions: the machine is shared, so quote the medians of a few
 runs. The targets of the issue are a 10,000-node load <= 2 s, 10,000 adds <= 5 s,
@@ -59,8 +75,92 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nodes", type=int, default=10000)
     ap.add_argument("--connects", type=int, default=50)
+    ap.add_argument("--parts", default="daemon,inproc",
+                    help="comma-separated: daemon, inproc (default both)")
     a = ap.parse_args()
-    n = a.nodes
+    parts = set(a.parts.split(","))
+    if "daemon" in parts:
+        daemon(a.nodes, a.connects)
+    if "inproc" in parts:
+        inproc(a.nodes, a.connects)
+
+
+BUDGET_US = 64 / 48000 * 1e6
+
+
+def inproc(n: int, connects: int) -> None:
+    """Parts 5-7 (see the module docstring): control-thread CPU per connect and
+    per-block audio time, in this process."""
+    import numpy as np
+
+    from mixgraph.server._core import lib
+    from mixgraph.server.engine import Engine
+    from mixgraph.server.session import Session
+
+    e = Engine(48000, 0, 2)
+    s = Session(e)
+    silence = np.zeros((64, 0), np.float32)
+
+    def block() -> float:  # the engine's own timing of the block (mg_engine_process)
+        lib.mg_engine_take_worst_us(e.ptr)
+        e.process(64, silence, block=64)
+        return lib.mg_engine_take_worst_us(e.ptr)
+
+    t0 = time.thread_time()
+    s.load_doc(chain_patch(n))
+    s.add_node("output", "o2", {"channels": 2})
+    s.commit()
+    print(f"[inproc] {n}-node chain built and committed: {time.thread_time() - t0:.2f} s CPU")
+    steady = []
+    for _ in range(50):
+        steady.append(block())
+        s.service()
+    ctl, swap = [], []
+    for i in range(connects):
+        src = f"g{(i * 7919) % n}"
+        for edit in (s.connect, s.disconnect):
+            t = time.thread_time()
+            edit(src, "o2")
+            s.commit()
+            c = time.thread_time() - t
+            swap.append(block())  # the block that takes the new plan
+            for _ in range(40):  # until the fade is over and the old plan is freed
+                t = time.thread_time()
+                s.service()
+                c += time.thread_time() - t
+                if s.idle():
+                    break
+                block()
+            ctl.append(c * 1e3)
+    print(f"[inproc] connect or disconnect on {n + 1} nodes, {len(ctl)} edits: control-thread "
+          f"CPU (edit + commit + service until idle) median {statistics.median(ctl):.2f} ms, "
+          f"worst {max(ctl):.2f} ms")
+    print(f"[inproc] audio: steady block median {statistics.median(steady):.0f} us; the block "
+          f"that swaps in a plan median {statistics.median(swap):.0f} us, worst "
+          f"{max(swap):.0f} us (budget {BUDGET_US:.0f} us)")
+    t = time.thread_time()
+    for name in list(s.graph.nodes):
+        s.remove_node(name)
+    s.commit()
+    clear_cpu = time.thread_time() - t
+    blocks, svc = [], []
+    while len(blocks) < 2000:
+        blocks.append(block())
+        t = time.thread_time()
+        s.service()
+        svc.append((time.thread_time() - t) * 1e3)
+        if s.idle() and not s.refs.owners:
+            break
+    over = sum(b > BUDGET_US for b in blocks)
+    print(f"[inproc] clear: removals + commit {clear_cpu * 1e3:.0f} ms CPU; {len(blocks)} "
+          f"blocks until idle: median {statistics.median(blocks):.0f} us, worst "
+          f"{max(blocks):.0f} us, {over} over budget; service() worst {max(svc):.1f} ms CPU")
+    s.close()
+    e.free()
+
+
+def daemon(n: int, connects: int) -> None:
+    """Parts 1-4 (see the module docstring), against a real daemon."""
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp) / "state"
         (state / "patches").mkdir(parents=True)
@@ -117,7 +217,7 @@ def main() -> None:
                   f"{adds_sync_s:.2f} s to /synced")
 
             rt = []
-            for i in range(a.connects):
+            for i in range(connects):
                 src = f"a{(i * 7919) % n}"
                 t0 = time.perf_counter()
                 c.call("/graph/connect", src, "o2")

@@ -527,15 +527,26 @@ static void apply_ramp(mg_engine *e, mg_node *n, int index, float v, int frames,
         n->type->on_param(n->state, index, p->tgt);
 }
 
+/* How far ahead apply_plan fetches the nodes and edges it visits. */
+#define MG_SWAP_AHEAD 16
+
 static void apply_plan(mg_engine *e, mg_plan *p)
 {
     mg_plan *old = e->plan;
     e->plan = p;
     if (p) {
-        for (int i = 0; i < p->n_steps; i++)
+        /* nodes and edges are separate allocations, cold here on a big
+         * graph (its nodes outgrow the cache, and a steady block reads no
+         * edge): fetch a few ahead, so the swap is not one miss at a time */
+        for (int i = 0; i < p->n_steps; i++) {
+            if (i + MG_SWAP_AHEAD < p->n_steps)
+                __builtin_prefetch(&p->steps[i + MG_SWAP_AHEAD].node->live_gen, 1);
             p->steps[i].node->live_gen = p->gen;
+        }
         p->n_fading = 0;
         for (int i = 0; i < p->edges_used; i++) {
+            if (i + MG_SWAP_AHEAD < p->edges_used)
+                __builtin_prefetch(p->edges[i + MG_SWAP_AHEAD], 1);
             mg_edge *ed = p->edges[i];
             ed->live_gen = p->gen;
             ed->listed = ed->remaining > 0 || ed->g0 != ed->gain || ed->g1 != ed->gain ||

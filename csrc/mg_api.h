@@ -458,6 +458,39 @@ mg_plan *mg_plan_build(int n_nodes, mg_node *const *nodes, const int *rank, int 
                        int n_edges, const int *src, const int *dst, mg_edge *const *eptr,
                        const int *group, const int *wire, int n_groups,
                        mg_dgroup *const *gptr, const int *gbase, int *order, int *err);
+/* ---- plan inputs kept across plans ---- [control]
+ * The nodes, edges and delay groups the next plan is built from, updated per
+ * edit instead of listed whole for every plan: mg_pin_build builds exactly
+ * what mg_plan_build builds from arrays of them in this order: each kind's
+ * regions one after the other (nodes: 0 live, 1 removed and still running;
+ * edges: 0 live, 1 bypass stand-ins, 2 removed and fading), each region in
+ * the order its entries were put there. Each add returns a handle (never
+ * reused; -1 out of memory). An edge runs from node handle src to node
+ * handle dst into group handle group (-1: none), with wire[4] as in
+ * mg_plan_build; an edge whose node was dropped is left out. A group feeds
+ * input channels gbase.. of its node. kind: 0 node, 1 edge, 2 group. */
+typedef struct mg_pin mg_pin;
+mg_pin *mg_pin_new(void);
+void mg_pin_free(mg_pin *pin);
+int mg_pin_add_node(mg_pin *pin, mg_node *node, int rank);
+void mg_pin_set_rank(mg_pin *pin, int node, int rank);
+int mg_pin_add_group(mg_pin *pin, mg_dgroup *g, int gbase);
+int mg_pin_add_edge(mg_pin *pin, mg_edge *edge, int region, int src, int dst, int group,
+                    const int *wire);
+/* Move an entry to the end of a region of its kind (0 ok, -1 no such entry). */
+int mg_pin_move(mg_pin *pin, int kind, int handle, int region);
+/* Exchange the places of two entries of a kind (a replacement takes the
+ * place of what it replaces). */
+int mg_pin_swap(mg_pin *pin, int kind, int a, int b);
+void mg_pin_drop(mg_pin *pin, int kind, int handle);
+int mg_pin_count(const mg_pin *pin, int kind);  /* entries held now */
+/* The plan of everything held now (*err as mg_plan_build's); NULL on failure. */
+mg_plan *mg_pin_build(mg_pin *pin, int n_ranks, int *err);
+/* The node handle at step `step` of the last plan mg_pin_build made (-1 none). */
+int mg_pin_step_node(const mg_pin *pin, int step);
+/* 1 if two finished plans run the same steps with the same mix operations in
+ * the same order (buffers of their own pools aside): tests. */
+int mg_plan_same(const mg_plan *a, const mg_plan *b);
 /* After finish: the gangs (first step, size) of more than one node; returns
  * how many there are (only the first max are written). */
 int mg_plan_gangs(const mg_plan *p, int *steps, int *sizes, int max);

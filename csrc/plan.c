@@ -902,6 +902,385 @@ out:
     return p;
 }
 
+/* ---- plan inputs kept across plans (server/planner.py) ----------------- */
+
+/* One region of entries of a kind, in the order they were put there: slots
+ * hold the entries, dropped or moved ones leave holes, squeezed out when they
+ * outnumber the rest. */
+typedef struct {
+    void **ptr; /* by slot; NULL: a hole */
+    int *hnd;   /* by slot: its handle */
+    int *data;  /* by slot: width ints */
+    int n_slots, n_live, cap;
+} pin_seq;
+
+/* A kind of entry (nodes, edges or groups): its regions, read one after the
+ * other (nodes: live, removed and still running; edges: live, bypass
+ * stand-ins, removed and fading; as the session lists them), and where each
+ * handle's entry is (a handle names an entry for its life, never reused). */
+typedef struct {
+    pin_seq r[3];
+    int n_regions, width;
+    int *reg, *slot; /* by handle: its region and slot; slot -1 dropped */
+    int n_hnd, hcap;
+} pin_fam;
+
+struct mg_pin {
+    pin_fam f[3]; /* nodes (rank), edges (src, dst, group, wire[4]), groups (gbase) */
+    int *order;   /* node handle of each step of the last plan built */
+    int n_order;
+};
+
+mg_pin *mg_pin_new(void)
+{
+    mg_pin *pin = mg_calloc(1, sizeof *pin);
+    if (pin) {
+        pin->f[0].width = 1;
+        pin->f[0].n_regions = 2;
+        pin->f[1].width = 7;
+        pin->f[1].n_regions = 3;
+        pin->f[2].width = 1;
+        pin->f[2].n_regions = 1;
+    }
+    return pin;
+}
+
+void mg_pin_free(mg_pin *pin)
+{
+    if (!pin)
+        return;
+    for (int k = 0; k < 3; k++) {
+        for (int r = 0; r < 3; r++) {
+            mg_free(pin->f[k].r[r].ptr);
+            mg_free(pin->f[k].r[r].hnd);
+            mg_free(pin->f[k].r[r].data);
+        }
+        mg_free(pin->f[k].reg);
+        mg_free(pin->f[k].slot);
+    }
+    mg_free(pin->order);
+    mg_free(pin);
+}
+
+/* old's first `used` bytes in a new zeroed block of `want` (old freed); NULL
+ * and old kept when out of memory. */
+static void *grow(void *old, size_t used, size_t want)
+{
+    void *p = mg_calloc(want, 1);
+    if (p && old)
+        memcpy(p, old, used);
+    if (p)
+        mg_free(old);
+    return p;
+}
+
+/* Squeeze region q's holes out, keeping the order (O(slots), amortised over
+ * the drops that made the holes). */
+static void seq_compact(pin_fam *f, pin_seq *q)
+{
+    int w = 0;
+    for (int s = 0; s < q->n_slots; s++) {
+        if (!q->ptr[s])
+            continue;
+        q->ptr[w] = q->ptr[s];
+        q->hnd[w] = q->hnd[s];
+        memmove(q->data + (size_t)w * f->width, q->data + (size_t)s * f->width,
+                sizeof(int) * (size_t)f->width);
+        f->slot[q->hnd[w]] = w;
+        w++;
+    }
+    q->n_slots = w;
+}
+
+/* Put handle h's entry at the end of region r; 0 ok, -1 out of memory. */
+static int fam_put(pin_fam *f, int r, int h, void *ptr, const int *data)
+{
+    pin_seq *q = &f->r[r];
+    if (q->n_slots == q->cap && q->n_live < q->cap / 2)
+        seq_compact(f, q);
+    if (q->n_slots == q->cap) {
+        const size_t c = (size_t)q->cap, n = c ? 2 * c : 64, w = (size_t)f->width;
+        void **np = grow(q->ptr, c * sizeof(void *), n * sizeof(void *));
+        if (!np)
+            return -1;
+        q->ptr = np;
+        int *nh = grow(q->hnd, c * sizeof(int), n * sizeof(int));
+        if (!nh)
+            return -1;
+        q->hnd = nh;
+        int *nd = grow(q->data, c * w * sizeof(int), n * w * sizeof(int));
+        if (!nd)
+            return -1;
+        q->data = nd;
+        q->cap = (int)n;
+    }
+    const int s = q->n_slots++;
+    q->ptr[s] = ptr;
+    q->hnd[s] = h;
+    memcpy(q->data + (size_t)s * f->width, data, sizeof(int) * (size_t)f->width);
+    f->reg[h] = r;
+    f->slot[h] = s;
+    q->n_live++;
+    return 0;
+}
+
+static int fam_add(pin_fam *f, int r, void *ptr, const int *data)
+{
+    if (!ptr || r < 0 || r >= f->n_regions)
+        return -1;
+    if (f->n_hnd == f->hcap) {
+        const size_t c = (size_t)f->hcap, n = c ? 2 * c : 64;
+        int *ns = grow(f->slot, c * sizeof(int), n * sizeof(int));
+        if (!ns)
+            return -1;
+        f->slot = ns;
+        int *nr = grow(f->reg, c * sizeof(int), n * sizeof(int));
+        if (!nr)
+            return -1;
+        f->reg = nr;
+        f->hcap = (int)n;
+    }
+    const int h = f->n_hnd;
+    if (fam_put(f, r, h, ptr, data) != 0)
+        return -1;
+    f->n_hnd++;
+    return h;
+}
+
+/* The slot of handle h, -1 if dropped or never made. */
+static int fam_slot(const pin_fam *f, int h)
+{
+    return h >= 0 && h < f->n_hnd ? f->slot[h] : -1;
+}
+
+static void *fam_ptr(const pin_fam *f, int h)
+{
+    const int s = fam_slot(f, h);
+    return s < 0 ? NULL : f->r[f->reg[h]].ptr[s];
+}
+
+static void fam_drop(pin_fam *f, int h)
+{
+    const int s = fam_slot(f, h);
+    if (s < 0)
+        return;
+    pin_seq *q = &f->r[f->reg[h]];
+    q->ptr[s] = NULL;
+    q->n_live--;
+    f->slot[h] = -1;
+}
+
+int mg_pin_add_node(mg_pin *pin, mg_node *node, int rank)
+{
+    return fam_add(&pin->f[0], 0, node, &rank);
+}
+
+void mg_pin_set_rank(mg_pin *pin, int node, int rank)
+{
+    const int s = fam_slot(&pin->f[0], node);
+    if (s >= 0)
+        pin->f[0].r[pin->f[0].reg[node]].data[s] = rank;
+}
+
+int mg_pin_add_group(mg_pin *pin, mg_dgroup *g, int gbase)
+{
+    return fam_add(&pin->f[2], 0, g, &gbase);
+}
+
+int mg_pin_add_edge(mg_pin *pin, mg_edge *edge, int region, int src, int dst, int group,
+                    const int *wire)
+{
+    const int d[7] = {src, dst, group, wire[0], wire[1], wire[2], wire[3]};
+    return fam_add(&pin->f[1], region, edge, d);
+}
+
+int mg_pin_move(mg_pin *pin, int kind, int handle, int region)
+{
+    if (kind < 0 || kind > 2)
+        return -1;
+    pin_fam *f = &pin->f[kind];
+    const int s = fam_slot(f, handle);
+    if (s < 0 || region < 0 || region >= f->n_regions)
+        return -1;
+    pin_seq *q = &f->r[f->reg[handle]];
+    int d[7];
+    memcpy(d, q->data + (size_t)s * f->width, sizeof(int) * (size_t)f->width);
+    void *ptr = q->ptr[s];
+    q->ptr[s] = NULL; /* the old place is a hole (first: putting may squeeze q) */
+    q->n_live--;
+    f->slot[handle] = -1;
+    return fam_put(f, region, handle, ptr, d); /* out of memory: dropped */
+}
+
+int mg_pin_swap(mg_pin *pin, int kind, int a, int b)
+{
+    if (kind < 0 || kind > 2)
+        return -1;
+    pin_fam *f = &pin->f[kind];
+    const int sa = fam_slot(f, a), sb = fam_slot(f, b);
+    if (sa < 0 || sb < 0)
+        return -1;
+    const int ra = f->reg[a], rb = f->reg[b], w = f->width;
+    pin_seq *qa = &f->r[ra], *qb = &f->r[rb];
+    void *tp = qa->ptr[sa];
+    qa->ptr[sa] = qb->ptr[sb];
+    qb->ptr[sb] = tp;
+    qa->hnd[sa] = b;
+    qb->hnd[sb] = a;
+    int td[7];
+    memcpy(td, qa->data + (size_t)sa * w, sizeof(int) * (size_t)w);
+    memcpy(qa->data + (size_t)sa * w, qb->data + (size_t)sb * w, sizeof(int) * (size_t)w);
+    memcpy(qb->data + (size_t)sb * w, td, sizeof(int) * (size_t)w);
+    f->reg[a] = rb;
+    f->slot[a] = sb;
+    f->reg[b] = ra;
+    f->slot[b] = sa;
+    return 0;
+}
+
+void mg_pin_drop(mg_pin *pin, int kind, int handle)
+{
+    if (kind >= 0 && kind <= 2)
+        fam_drop(&pin->f[kind], handle);
+}
+
+int mg_pin_count(const mg_pin *pin, int kind)
+{
+    if (kind < 0 || kind > 2)
+        return -1;
+    int n = 0;
+    for (int r = 0; r < pin->f[kind].n_regions; r++)
+        n += pin->f[kind].r[r].n_live;
+    return n;
+}
+
+int mg_pin_step_node(const mg_pin *pin, int step)
+{
+    return step >= 0 && step < pin->n_order ? pin->order[step] : -1;
+}
+
+mg_plan *mg_pin_build(mg_pin *pin, int n_ranks, int *err)
+{
+    int err_dummy;
+    if (!err)
+        err = &err_dummy;
+    *err = 2;
+    for (int k = 0; k < 3; k++)
+        for (int r = 0; r < pin->f[k].n_regions; r++)
+            if (pin->f[k].r[r].n_slots > 2 * pin->f[k].r[r].n_live + 64)
+                seq_compact(&pin->f[k], &pin->f[k].r[r]);
+    const pin_fam *fn = &pin->f[0], *fe = &pin->f[1], *fg = &pin->f[2];
+    const size_t nn = (size_t)mg_pin_count(pin, 0) + 1, ne = (size_t)mg_pin_count(pin, 1) + 1;
+    const size_t ng_max = (size_t)mg_pin_count(pin, 2) + 1;
+    mg_plan *p = NULL;
+    mg_node **nodes = mg_calloc(nn, sizeof *nodes);
+    int *rank = mg_calloc(nn, sizeof(int));
+    int *nh = mg_calloc(nn, sizeof(int));                      /* node index -> handle */
+    int *pos = mg_calloc((size_t)fn->n_hnd + 1, sizeof(int));  /* node handle -> index */
+    mg_edge **eptr = mg_calloc(ne, sizeof *eptr);
+    int *src = mg_calloc(ne, sizeof(int)), *dst = mg_calloc(ne, sizeof(int));
+    int *group = mg_calloc(ne, sizeof(int)), *wire = mg_calloc(4 * ne, sizeof(int));
+    int *gidx = mg_calloc((size_t)fg->n_hnd + 1, sizeof(int)); /* group handle -> index + 1 */
+    mg_dgroup **gptr = mg_calloc(ng_max, sizeof *gptr);
+    int *gbase = mg_calloc(ng_max, sizeof(int));
+    int *order = mg_calloc(nn, sizeof(int));
+    int *hord = mg_calloc(nn, sizeof(int));
+    if (!nodes || !rank || !nh || !pos || !eptr || !src || !dst || !group || !wire || !gidx ||
+        !gptr || !gbase || !order || !hord)
+        goto out;
+    int n = 0, m = 0, ng = 0;
+    for (int r = 0; r < fn->n_regions; r++)
+        for (int s = 0; s < fn->r[r].n_slots; s++)
+            if (fn->r[r].ptr[s]) {
+                nodes[n] = fn->r[r].ptr[s];
+                rank[n] = fn->r[r].data[s];
+                nh[n] = fn->r[r].hnd[s];
+                pos[nh[n]] = n;
+                n++;
+            }
+    for (int r = 0; r < fe->n_regions; r++)
+        for (int s = 0; s < fe->r[r].n_slots; s++) {
+            if (!fe->r[r].ptr[s])
+                continue;
+            const int *d = fe->r[r].data + (size_t)s * 7;
+            if (fam_slot(fn, d[0]) < 0 || fam_slot(fn, d[1]) < 0)
+                continue; /* an edge of a node not in the plan */
+            int gi = -1;
+            if (d[2] >= 0) {
+                mg_dgroup *g = fam_ptr(fg, d[2]);
+                if (!g) {
+                    *err = 3;
+                    goto out;
+                }
+                if (!gidx[d[2]]) {
+                    gptr[ng] = g;
+                    gbase[ng] = fg->r[fg->reg[d[2]]].data[fam_slot(fg, d[2])];
+                    gidx[d[2]] = ++ng;
+                }
+                gi = gidx[d[2]] - 1;
+            }
+            eptr[m] = fe->r[r].ptr[s];
+            src[m] = pos[d[0]];
+            dst[m] = pos[d[1]];
+            group[m] = gi;
+            memcpy(wire + 4 * m, d + 3, sizeof(int) * 4);
+            m++;
+        }
+    p = mg_plan_build(n, nodes, rank, n_ranks, m, src, dst, eptr, group, wire, ng, gptr, gbase,
+                      order, err);
+    if (p) {
+        for (int k = 0; k < n; k++)
+            hord[k] = nh[order[k]];
+        mg_free(pin->order);
+        pin->order = hord;
+        pin->n_order = n;
+        hord = NULL;
+    }
+out:
+    mg_free(nodes);
+    mg_free(rank);
+    mg_free(nh);
+    mg_free(pos);
+    mg_free(eptr);
+    mg_free(src);
+    mg_free(dst);
+    mg_free(group);
+    mg_free(wire);
+    mg_free(gidx);
+    mg_free(gptr);
+    mg_free(gbase);
+    mg_free(order);
+    mg_free(hord);
+    return p;
+}
+
+int mg_plan_same(const mg_plan *a, const mg_plan *b)
+{
+    if (a->n_steps != b->n_steps || a->mix_used != b->mix_used ||
+        a->edges_used != b->edges_used || a->pool_slots != b->pool_slots)
+        return 0;
+    for (int s = 0; s < a->n_steps; s++) {
+        const mg_step *x = &a->steps[s], *y = &b->steps[s];
+        if (x->node != y->node || x->mix_first != y->mix_first ||
+            x->mix_count != y->mix_count || x->gang != y->gang ||
+            x->push_first != y->push_first || x->push_count != y->push_count)
+            return 0;
+    }
+    for (int m = 0; m < a->mix_used; m++) {
+        const mg_mixop *x = &a->mix[m], *y = &b->mix[m];
+        if (x->dst != y->dst || x->edge != y->edge || x->dst_index != y->dst_index ||
+            x->src_index != y->src_index || x->src_node != y->src_node ||
+            x->assign != y->assign || x->edge_ch != y->edge_ch || x->alias != y->alias ||
+            x->to_acc != y->to_acc || x->push != y->push ||
+            (!x->src_node && x->src != y->src) || a->push[m] != b->push[m])
+            return 0;
+    }
+    for (int i = 0; i < a->edges_used; i++)
+        if (a->edges[i] != b->edges[i])
+            return 0;
+    return 1;
+}
+
 int mg_plan_gangs(const mg_plan *p, int *steps, int *sizes, int max)
 {
     int k = 0;

@@ -3,24 +3,28 @@
 A node, a connection (edge) or a delay group realised in C is a Live* record
 here, beside the model object it realises. The audio thread may still read a
 C object after the control thread has dropped it, for as long as a plan that
-uses it is running, so every plan holds a reference to each object it uses
-(`Refs`), and an object is freed only once it is dead (removed from the
-graph) and no plan holds it any more."""
+uses it is running, so an object is freed only once it is dead (removed from
+the graph) and no plan that may use it is running any more (`Refs`).
+
+Per plan generation, not per object: plans are numbered as they are built,
+an object is in every plan built from its first (`first_gen`) until it dies
+(`last_gen`, the newest plan built then), and the plans the engine holds are
+a few generations; so a plan costs no step per object it uses, and an
+object's death one step. `Refs` also keeps the plans' inputs in C (mg_pin,
+csrc/plan.c), updated per object born and dead, so that building a plan
+lists nothing in Python."""
 
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from operator import attrgetter
 
 from . import lv2
 from ._core import ffi, lib
 from .errors import DeviceMismatch, MixgraphError
 from .graph import Conn, GNode, port_base
-
-_PK, _DEAD = attrgetter("pk"), attrgetter("dead")
 
 
 def ptr_key(ptr) -> int:
@@ -39,6 +43,9 @@ class LiveNode:
     dead: bool = False
     latency: int = 0
     pk: int | None = None  # its pointer as a key (Refs)
+    h: int = -1  # its handle in the plan inputs (Refs.pin), -1 when not there
+    first_gen: int | None = None  # first plan generation that holds it (Refs)
+    last_gen: int | None = None  # the newest plan built when it died (Refs)
 
     def __post_init__(self) -> None:
         self.pk = ptr_key(self.ptr)
@@ -74,6 +81,9 @@ class LiveEdge:
     held: bool = False  # removed with both its nodes: leaves with them, unfaded (retire.py)
     wiring: tuple = ()  # its mix operations (wiring()), worked out once
     pk: int | None = None  # its pointer as a key (Refs)
+    h: int = -1  # its handle in the plan inputs (Refs.pin), -1 when not there
+    first_gen: int | None = None  # first plan generation that holds it (Refs)
+    last_gen: int | None = None  # the newest plan built when it died (Refs)
 
     def __post_init__(self) -> None:
         self.pk = ptr_key(self.ptr)
@@ -106,6 +116,9 @@ class LiveGroup:
     members: set = field(default_factory=set)  # LiveEdges not yet freed
     dead: bool = False
     pk: int | None = None  # its pointer as a key (Refs)
+    h: int = -1  # its handle in the plan inputs (Refs.pin), -1 when not there
+    first_gen: int | None = None  # first plan generation that holds it (Refs)
+    last_gen: int | None = None  # the newest plan built when it died (Refs)
 
     def __post_init__(self) -> None:
         self.pk = ptr_key(self.ptr)
@@ -144,60 +157,168 @@ def new_node(engine, t, g: GNode, first: int, seed: int, stream, params: dict) -
     return LiveNode(g, ptr, stream, latency=int(lib.mg_node_latency(ptr)))
 
 
-class Refs:
-    """How many plans hold each C object, and the object for each pointer;
-    frees an object once it is dead and no plan holds it.
+_NODE, _EDGE, _GROUP = 0, 1, 2  # mg_pin kinds
+_NEVER = float("inf")
 
-    Counted at C speed (a plan of 10,000 nodes takes no Python step per
-    object): `taken` counts the plans that took each key and `given` those
-    that gave it back (both by Counter.update, a C loop); the difference is
-    how many hold it."""
+
+class Refs:
+    """Which C objects a plan may use, when each may be freed, and the plans'
+    inputs (mg_pin) kept in C.
+
+    An object is added once, when it is made (add), and killed once, when it
+    leaves the graph for good (kill: dead, out of the next plan). Plans are
+    numbered as they are built (built); the engine holds the ones handed to it
+    (taken) until it hands them back (retired). An object is held while some
+    held plan's generation lies in [first_gen, last_gen]; a dead object is
+    freed once none does: at its death if no plan ever had it, else when the
+    plans that had it come back (the dead wait in `leaving`, in order of
+    last_gen, so a retired plan looks only at what it frees). No step per
+    object per plan: a 10,000-node plan is counted in O(1).
+
+    Holds other than plans (a MIDI map's table: server/midi.py) are counted per
+    object with ref_all/unref."""
 
     def __init__(self, close_stream: Callable[[object], None],
                  groups: dict[tuple, LiveGroup]) -> None:
-        self.taken: Counter[int] = Counter()
-        self.given: Counter[int] = Counter()
-        self.owners: dict[int, object] = {}
+        self.pin = ffi.gc(lib.mg_pin_new(), lib.mg_pin_free)
+        if self.pin == ffi.NULL:
+            raise MixgraphError("out of memory for the plan inputs")
+        self.owners: dict[int, object] = {}  # every object made and not yet freed
+        self.nodes: dict[int, LiveNode] = {}  # node handle in pin -> node
+        self.pins: Counter[int] = Counter()  # holds other than plans (ref_all)
+        self.held_gens: dict[int, None] = {}  # plans the engine holds, oldest first
+        self.built = 0  # generation of the newest plan built
+        self.fresh: list = []  # added since the last plan the engine took
+        self.leaving: deque = deque()  # dead, maybe held: by last_gen
         self._close_stream = close_stream  # a player's/recorder's disk stream
         self._groups = groups  # the session's live delay groups, by key
 
+    # ---- objects --------------------------------------------------------------
+    def add(self, obj, rank: int = 0, region: int = 0) -> None:
+        """obj was made: it is in every plan built from now until it is killed.
+        A node's rank is its type's place (planner.rank); an edge's region is
+        0 for a connection, 1 for a bypass stand-in (the order mg_pin_build
+        reads: see move)."""
+        pin = self.pin
+        if isinstance(obj, LiveNode):
+            obj.h = lib.mg_pin_add_node(pin, obj.ptr, rank)
+            self.nodes[obj.h] = obj
+        elif isinstance(obj, LiveGroup):
+            obj.h = lib.mg_pin_add_group(pin, obj.ptr, port_base(obj.dst.g, obj.port, "in")[0])
+        else:
+            g = obj.group
+            obj.h = lib.mg_pin_add_edge(pin, obj.ptr, region, obj.src.h, obj.dst.h,
+                                        -1 if g is None else g.h,
+                                        ffi.new("int[4]", list(obj.wiring)))
+        if obj.h < 0:
+            raise MixgraphError("out of memory for the plan inputs")
+        self.owners[obj.pk] = obj
+        self.fresh.append(obj)
+
+    def move(self, obj, region: int) -> None:
+        """obj was removed from the graph but still plays (a node while its
+        connections fade, region 1; a fading connection, region 2): it goes to
+        the end of that region, where the session lists what is dying."""
+        if obj.h >= 0 and lib.mg_pin_move(self.pin, _NODE if isinstance(obj, LiveNode)
+                                          else _EDGE, obj.h, region) != 0:
+            raise MixgraphError("out of memory for the plan inputs")
+
+    def swap(self, a: LiveEdge, b: LiveEdge) -> None:
+        """Edge a takes edge b's place in the plan's order, and b a's (a
+        connection replaced by one with another delay: the session keeps it
+        under the same key)."""
+        lib.mg_pin_swap(self.pin, _EDGE, a.h, b.h)
+
+    def kill(self, obj) -> None:
+        """obj leaves the graph for good: out of every plan built from now on;
+        freed once no plan that had it is held (release_if_unused, or retired)."""
+        if obj.dead and obj.h < 0:
+            return
+        obj.dead = True
+        if obj.h >= 0:
+            if isinstance(obj, LiveNode):
+                lib.mg_pin_drop(self.pin, _NODE, obj.h)
+                del self.nodes[obj.h]
+            else:
+                lib.mg_pin_drop(self.pin, _GROUP if isinstance(obj, LiveGroup) else _EDGE, obj.h)
+            obj.h = -1
+        if obj.first_gen is not None:
+            obj.last_gen = self.built
+            self.leaving.append(obj)
+
+    def set_rank(self, node: LiveNode, rank: int) -> None:
+        """The node's type order changed (the catalog grew)."""
+        lib.mg_pin_set_rank(self.pin, node.h, rank)
+
+    # ---- plans ------------------------------------------------------------------
+    def built_plan(self) -> int:
+        """A plan was built from what pin holds now: its generation."""
+        self.built += 1
+        gen = self.built
+        for o in self.fresh:
+            if not o.dead:
+                o.first_gen = gen
+        return gen
+
+    def taken(self, gen: int) -> list:
+        """The engine took plan gen; returns the objects new in it."""
+        self.held_gens[gen] = None
+        fresh, self.fresh = self.fresh, []
+        return fresh
+
+    def retired(self, gen: int) -> None:
+        """The engine handed plan gen back: free the dead that no held plan has."""
+        self.held_gens.pop(gen, None)
+        oldest = next(iter(self.held_gens), _NEVER)
+        leaving = self.leaving
+        while leaving and (leaving[0].last_gen < oldest or leaving[0].ptr == ffi.NULL):
+            obj = leaving.popleft()
+            if obj.ptr != ffi.NULL:
+                self.release_if_unused(obj)
+
     def held(self, obj) -> bool:
-        """True while some plan (handed over or being built) uses obj."""
-        return self.count(ptr_key(obj.ptr)) > 0
+        """True while some plan the engine holds may use obj (or a MIDI table does)."""
+        first = obj.first_gen
+        if first is not None:
+            last = obj.last_gen if obj.dead else _NEVER
+            for g in self.held_gens:
+                if first <= g <= last:
+                    return True
+        return bool(self.pins) and self.pins.get(obj.pk, 0) > 0
 
     def count(self, k: int) -> int:
-        """How many plans hold the object with key k."""
-        return self.taken.get(k, 0) - self.given.get(k, 0)
+        """How many holds other than plans the object with key k has."""
+        return self.pins.get(k, 0)
 
     def ref_all(self, objs: list) -> list[int]:
-        """One more plan uses each of objs; returns their keys (no Python call
-        per object: a plan of 10,000 nodes is counted at C speed)."""
-        keys = list(map(_PK, objs))
-        self.taken.update(keys)
-        self.owners.update(zip(keys, objs, strict=True))
+        """A hold other than a plan (a MIDI table) uses each of objs; returns their keys."""
+        keys = [o.pk for o in objs]
+        self.pins.update(keys)
         return keys
 
     def unref(self, keys: list[int], release: bool = True) -> None:
-        """A plan that used keys is gone; with release, free what is dead and unused."""
-        self.given.update(keys)
-        if not release:
-            return
+        """A hold that used keys is gone; with release, free what is dead and unused."""
+        self.pins.subtract(keys)
         owners = self.owners
-        for obj in list(filter(_DEAD, filter(None, map(owners.get, keys)))):
-            if owners.get(obj.pk) is obj and self.count(obj.pk) == 0:
+        for k in keys:
+            if self.pins.get(k, 1) <= 0:
+                del self.pins[k]
+            obj = owners.get(k)
+            if release and obj is not None and obj.dead and not self.held(obj):
                 self.release_if_unused(obj)
 
     def force_release(self, obj) -> None:
         """Free obj whatever holds it (the audio thread must be stopped)."""
         if obj.ptr != ffi.NULL:
-            k = ptr_key(obj.ptr)
-            self.given[k] = self.taken.get(k, 0)
+            self.pins.pop(obj.pk, None)
+            obj.first_gen = None
             self.release_if_unused(obj)
 
     def free_all(self, objs: list) -> None:
         """Free objs and everything any plan still holds (the audio thread must
         be stopped: at the session's close)."""
         seen = set()
+        self.held_gens.clear()
         for o in objs:
             if o.ptr != ffi.NULL and id(o) not in seen:
                 seen.add(id(o))
@@ -206,13 +327,12 @@ class Refs:
             self.force_release(o)
 
     def release_if_unused(self, obj) -> None:
-        """Free obj's C object unless a plan still holds it."""
-        k = ptr_key(obj.ptr)
-        if self.count(k) > 0:
+        """Free obj's C object unless a plan (or a MIDI table) still holds it."""
+        if obj.ptr == ffi.NULL or self.held(obj):
             return
-        self.taken.pop(k, None)
-        self.given.pop(k, None)
-        self.owners.pop(k, None)
+        if obj.h >= 0:  # freed without being killed (never in a plan, or at close)
+            self.kill(obj)
+        self.owners.pop(obj.pk, None)
         if isinstance(obj, LiveNode):
             lib.mg_node_free(obj.ptr)
             if obj.stream is not None:
@@ -225,10 +345,13 @@ class Refs:
             if g is not None:
                 g.members.discard(obj)
                 if not g.members:  # nothing can mix into it any more
-                    g.dead = True
                     if self._groups.get(g.key) is g:
                         del self._groups[g.key]
                     if g.ptr != ffi.NULL:
                         obj.ptr = ffi.NULL
+                        # a plan has the group only through a member, and no plan
+                        # holds any member now: it goes at once
+                        g.first_gen = None
+                        self.kill(g)
                         self.release_if_unused(g)
         obj.ptr = ffi.NULL

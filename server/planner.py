@@ -6,21 +6,19 @@ input's mix operations, the delay groups that carry latency compensation, and
 the edges whose gains the plan fades. Here too: the latency at every node's
 output and the compensation delay every connection needs, and each node
 port's channel range. It allocates nothing the audio thread owns: the plan
-goes to the engine through Session.commit, which keeps the references
-(live.Refs) that say when the plan's objects may be freed."""
+goes to the engine through Session.commit; live.Refs keeps the plan's inputs
+in C between plans and says when the plan's objects may be freed."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from itertools import chain
-from operator import attrgetter
+from dataclasses import dataclass
 
 from ._core import ffi, lib
 from .catalog import CATALOG
 from .engine import CMD_EDGE
 from .errors import MixgraphError
-from .graph import Conn, port_base, topo_order
+from .graph import Conn, topo_order
 from .live import LiveEdge, LiveGroup, LiveNode, Refs
 
 
@@ -30,10 +28,10 @@ class PlanCycle(MixgraphError):
 
 @dataclass
 class PlanRecord:
-    """A plan built for the engine, and the keys (live.Refs) of what it uses."""
+    """A plan built for the engine, and its generation (live.Refs)."""
 
     ptr: object
-    keys: list[int] = field(default_factory=list)
+    gen: int
 
 
 @dataclass
@@ -188,8 +186,9 @@ def compensation(live: dict[str, LiveNode], conns) -> dict[Conn, int]:
 
 
 def delay_group(groups: dict[tuple, LiveGroup], dst: LiveNode, port: str, channels: int,
-                delay: int) -> LiveGroup:
-    """The delay group for (dst, port, delay) in groups: the live one, or a new one."""
+                delay: int, refs: Refs) -> LiveGroup:
+    """The delay group for (dst, port, delay) in groups: the live one, or a new one
+    (added to refs)."""
     g = groups.get((dst, port, delay))
     if g is None:
         ptr = lib.mg_dgroup_new(channels, delay)
@@ -198,6 +197,7 @@ def delay_group(groups: dict[tuple, LiveGroup], dst: LiveNode, port: str, channe
                                 f"{dst.g.name}:{port}")
         g = LiveGroup(dst, port, delay, channels, ptr)
         groups[g.key] = g
+        refs.add(g)
     return g
 
 
@@ -206,18 +206,18 @@ TYPE_RANK: dict[str, int] = {}
 it, so nodes of one type sit next to each other (where they can run as a gang)."""
 
 
-_SRC, _DST, _GROUP = attrgetter("src"), attrgetter("dst"), attrgetter("group")
-_PTR, _WIRING, _TYPE = attrgetter("ptr"), attrgetter("wiring"), attrgetter("g.type.name")
-
-
-def _ranks(nodes: list[LiveNode]) -> list[int]:
-    """TYPE_RANK of each node (worked out again when the catalog has grown)."""
-    try:
-        return list(map(TYPE_RANK.__getitem__, map(_TYPE, nodes)))
-    except KeyError:
+def rank(refs: Refs, type_name: str) -> int:
+    """TYPE_RANK of a node type; when the catalog has grown, the ranks are worked
+    out again and every node's in the plan inputs updated (rare: O(nodes))."""
+    r = TYPE_RANK.get(type_name)
+    if r is None:
         TYPE_RANK.clear()
         TYPE_RANK.update({name: i for i, name in enumerate(sorted(CATALOG))})
-        return list(map(TYPE_RANK.__getitem__, map(_TYPE, nodes)))
+        for n in refs.nodes.values():
+            refs.set_rank(n, TYPE_RANK.get(n.g.type.name, 0))
+        r = TYPE_RANK.get(type_name, 0)
+    return r
+
 
 _BUILD_ERRORS = {
     2: "out of memory building the plan",
@@ -226,55 +226,32 @@ _BUILD_ERRORS = {
 }
 
 
-def build(nodes: list[LiveNode], edges: list[LiveEdge], refs: Refs) -> Compiled:
-    """Compile nodes and edges into a new engine plan, every object it uses
-    referenced in refs. Raises PlanCycle when the edges close a loop and
-    MixgraphError when the engine refuses the plan.
+def build(refs: Refs) -> Compiled:
+    """Compile what the plan inputs hold (refs.pin: every node and connection
+    alive or still fading, kept in C and updated per edit) into a new engine
+    plan. Raises PlanCycle when the edges close a loop and MixgraphError when
+    the engine refuses the plan.
 
     The order, the mix operations and their buffers are worked out in C
-    (mg_plan_build) from flat arrays: per plan, Python only lists the objects
-    (no call per node or connection), and what a connection's operations
-    are is worked out once per connection (live.wiring), not per plan."""
-    # every per-object step is a C loop (map, attrgetter): no bytecode per object
-    index = dict(zip(nodes, range(len(nodes)), strict=True))
-    src = list(map(index.get, map(_SRC, edges)))
-    dst = list(map(index.get, map(_DST, edges)))
-    if None in src or None in dst:  # an edge of a node not in the plan
-        edges = [e for e, a, b in zip(edges, src, dst, strict=True)
-                 if a is not None and b is not None]
-        src = list(map(index.__getitem__, map(_SRC, edges)))
-        dst = list(map(index.__getitem__, map(_DST, edges)))
-    egroup = list(map(_GROUP, edges))
-    gindex = dict.fromkeys(egroup)
-    gindex.pop(None, None)
-    groups = list(gindex)
-    gindex = {g: i for i, g in enumerate(groups)}
-    gindex[None] = -1
-    new = ffi.new
-    order = new("int[]", len(nodes))
-    err = new("int *")
-    plan = lib.mg_plan_build(
-        len(nodes), new("mg_node *[]", list(map(_PTR, nodes))),
-        new("int[]", _ranks(nodes)), max(1, len(TYPE_RANK)),
-        len(edges), new("int[]", src), new("int[]", dst),
-        new("mg_edge *[]", list(map(_PTR, edges))),
-        new("int[]", list(map(gindex.__getitem__, egroup))),
-        new("int[]", list(chain.from_iterable(map(_WIRING, edges)))),
-        len(groups), new("mg_dgroup *[]", [g.ptr for g in groups]),
-        new("int[]", [port_base(g.dst.g, g.port, "in")[0] for g in groups]), order, err)
+    (mg_pin_build, then mg_plan_build) from the inputs as they stand: per plan,
+    Python lists nothing and counts no reference (live.Refs numbers plans), and
+    what a connection's operations are is worked out once per connection
+    (live.wiring), not per plan."""
+    err = ffi.new("int *")
+    plan = lib.mg_pin_build(refs.pin, max(1, len(TYPE_RANK)), err)
     if plan == ffi.NULL:
         if err[0] == 1:
             raise PlanCycle("the graph has a cycle")
         raise MixgraphError(_BUILD_ERRORS.get(err[0], "cannot build the plan"))
-    rec = PlanRecord(plan, refs.ref_all([*nodes, *groups, *edges]))
+    rec = PlanRecord(plan, refs.built_plan())
     n_gangs = lib.mg_plan_gangs(plan, ffi.NULL, ffi.NULL, 0)
-    steps, sizes = new("int[]", n_gangs + 1), new("int[]", n_gangs + 1)
+    steps, sizes = ffi.new("int[]", n_gangs + 1), ffi.new("int[]", n_gangs + 1)
     lib.mg_plan_gangs(plan, steps, sizes, n_gangs)
-    gangs = [(nodes[order[steps[k]]].g.type.name, sizes[k]) for k in range(n_gangs)]
+    gangs = [(refs.nodes[lib.mg_pin_step_node(refs.pin, steps[k])].g.type.name, sizes[k])
+             for k in range(n_gangs)]
     return Compiled(rec, gangs, lib.mg_plan_buffers(plan))
 
 
-def drop(rec: PlanRecord, refs: Refs) -> None:
-    """Free a plan that never reached the engine, and give back its references."""
-    refs.unref(rec.keys, release=False)
+def drop(rec: PlanRecord) -> None:
+    """Free a plan that never reached the engine."""
     lib.mg_plan_free(rec.ptr)

@@ -41,7 +41,7 @@ def collect(s: Session, force: bool = False) -> None:
     for e, due in s.dying_edges.items():
         if force or e.dead or (not e.held and now >= due and lib.mg_edge_gain(e.ptr) == 0.0):
             if not e.dead:
-                e.dead = True
+                s.refs.kill(e)
                 s._dirty = True
             if not s.refs.held(e) and e.ptr != ffi.NULL:
                 s.refs.release_if_unused(e)
@@ -58,9 +58,10 @@ def collect(s: Session, force: bool = False) -> None:
     for n in s.dying_nodes:
         if force or (now >= dying_due.get(id(n), 0) and id(n) not in fading
                      and id(n) not in held):
-            n.dead = s._dirty = True
+            s.refs.kill(n)
+            s._dirty = True
             dying_due.pop(id(n), None)
     s.dying_nodes = [n for n in s.dying_nodes if not n.dead]
     for e in keep:
         if e.held and (e.src.dead or e.dst.dead):
-            e.dead = True  # out of the next plan; freed at the next collect
+            s.refs.kill(e)  # out of the next plan; freed at the next collect

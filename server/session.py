@@ -12,8 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from contextlib import suppress
-from itertools import filterfalse
-from operator import attrgetter
 from pathlib import Path
 
 from . import history, patch, planner, retire, vca
@@ -31,7 +29,7 @@ from .engine import (
     EngineBusy,
 )
 from .errors import MixgraphError
-from .graph import Conn, GNode, Graph
+from .graph import Conn, GNode, Graph, port_base
 from .journal import Journal
 from .live import LiveEdge, LiveGroup, LiveNode, Refs, new_node, ptr_key
 from .pending import Pending
@@ -45,7 +43,6 @@ FADE_MS = 5.0
 # a parameter set timed further ahead than this is recorded in the model when it
 # applies; nearer ones (an immediate bundle's two-block lead) at once
 DEFER_SAMPLES = lib.MG_MAX_BLOCK
-_LATENCY, _DELAY, _PUBLISHED = attrgetter("latency"), attrgetter("delay"), attrgetter("published")
 
 
 class Session:
@@ -67,7 +64,9 @@ class Session:
         self.dying_nodes: list[LiveNode] = []
         self.dying_edges: dict[LiveEdge, int] = {}  # fading out: edge -> due sample time
         self._dying_due: dict[int, int] = {}  # id(node) -> due time
-        self.refs = Refs(self.disk.close, self.groups)  # which plans hold which C objects
+        self.refs = Refs(self.disk.close, self.groups)  # plan inputs; when objects are freed
+        self._latent = 0  # live nodes with a latency (0: no compensation walk)
+        self._compensated = False  # the last compensation pass found latency
         self._plans: dict[int, planner.PlanRecord] = {}  # handed to the engine, by generation
         self.gangs: list[tuple[str, int]] = []  # newest plan's gangs: (type, size)
         self.buffers = 0  # channel buffers the newest plan's node outputs share
@@ -138,7 +137,10 @@ class Session:
                                             self.missing if self.missing_ok else None, name)
                 channels = stream.channels
             g = self.graph.add_node(t, name, channels, options)
-            self.live[name] = new_node(self.engine, t, g, first, c.seed, stream, c.params)
+            node = self.live[name] = new_node(self.engine, t, g, first, c.seed, stream,
+                                              c.params)
+            self.refs.add(node, planner.rank(self.refs, t.name))
+            self._latent += node.latency > 0
         except BaseException:
             # undo fully: nothing half-created stays in the model, the engine or on disk
             if g is not None and self.graph.nodes.get(name) is g:
@@ -166,6 +168,7 @@ class Session:
         """Remove a node: its connections fade out, then it leaves the plan."""
         gone = self.graph.remove_node(name)
         node = self.live.pop(name)
+        self._latent -= node.latency > 0
         for c in gone:
             self._retire_edge(self.edges.pop(c))
         # bypass connections through or around it fade first, so that the node's
@@ -181,11 +184,12 @@ class Session:
 
     def _retire_node(self, node: LiveNode) -> None:
         if not node.published or not self.started:
-            node.dead = True
+            self.refs.kill(node)
             self._dirty = True
             self.refs.release_if_unused(node)
             return
         self.dying_nodes.append(node)
+        self.refs.move(node, 1)
         due = self.engine.time + self.fade_samples + lib.MG_MAX_BLOCK
         # it keeps running while connections from or into it still fade (and feed
         # a delay line): _collect_dying waits for them
@@ -200,12 +204,13 @@ class Session:
                 or not self.refs.held(edge)):
             # never in a plan (created in this same batch of edits): nothing plays
             # through it, and no command may reach it once it is freed
-            edge.dead = True
+            self.refs.kill(edge)
             self._dirty = True
             self.refs.release_if_unused(edge)
             return
         due = self.engine.time + wait + self.fade_samples + edge.delay + lib.MG_MAX_BLOCK
         self.dying_edges[edge] = due
+        self.refs.move(edge, 2)
         self.fades.cmds.append((edge, 0.0, wait))  # due moves to the push (_push_fades)
 
     # ---- connections ------------------------------------------------------------
@@ -215,6 +220,7 @@ class Session:
         ptr = lib.mg_edge_new(gain)
         edge = LiveEdge(conn, self.live[conn.src], self.live[conn.dst], ptr)
         self.edges[conn] = edge
+        self.refs.add(edge)
         if gain == 0.0:
             self.fades.fade_in.append(edge)
         self._dirty = True
@@ -252,6 +258,8 @@ class Session:
     def _sync_bypass(self) -> None:
         """Make the stand-in connections of bypassed nodes what planner.bypass_plan
         says, and fade the bypassed nodes' outputs out (and back in)."""
+        if not (self.bypassed or self.bypass_edges or self._muted):
+            return  # no bypass, no stand-in, nothing muted: nothing to do
         bp = planner.bypass_plan(self.graph, self.bypassed, self.live, self.edges,
                                  self.bypass_edges)
         want, out_port, delay, wait, hold_b = bp.want, bp.out_port, bp.delay, bp.wait, bp.hold_b
@@ -268,13 +276,14 @@ class Session:
             dst = self.live[conn.dst]
             group = None
             if d > 0:
-                _, dch = planner.port_base(dst.g, conn.dst_port, "in")
-                group = planner.delay_group(self.groups, dst, conn.dst_port, dch, d)
+                _, dch = port_base(dst.g, conn.dst_port, "in")
+                group = planner.delay_group(self.groups, dst, conn.dst_port, dch, d, self.refs)
             gain = 0.0 if self.started else 1.0
             edge = LiveEdge(conn, self.live[conn.src], dst, lib.mg_edge_new(gain), delay=d,
                             group=group, wait=wait(k, d))
             if group is not None:
                 group.members.add(edge)
+            self.refs.add(edge, region=1)
             if gain == 0.0:
                 self.fades.fade_in.append(edge)
             self.bypass_edges[k] = edge
@@ -403,6 +412,14 @@ class Session:
         """Latency in samples at each live node's output (its inputs aligned)."""
         return planner.latencies(self.live, self.graph.conns)
 
+    def set_latency(self, name: str, samples: int) -> None:
+        """Give a live node a new latency (tests; a node whose latency changes):
+        the next commit compensates every path again."""
+        node = self.live[name]
+        self._latent += (samples > 0) - (node.latency > 0)
+        node.latency = samples
+        self._dirty = True
+
     def _compensate(self) -> None:
         """Give every connection the delay that aligns it with the slowest path
         into the same node; a connection whose delay changes is replaced by a
@@ -411,18 +428,18 @@ class Session:
         edge gain, so a fade reaches the output `delay` frames after it
         starts: the fade of the path with the shorter delay waits for the
         difference, and the two meet at the output."""
-        if not any(map(_LATENCY, self.live.values())):  # a C loop: no bytecode per node
-            if not any(map(_DELAY, self.edges.values())):
-                return
+        if not self._latent and not self._compensated:  # no latency: no walk of the graph
+            return
+        self._compensated = self._latent > 0  # after this pass, no delays without latency
         wanted = planner.compensation(self.live, self.graph.conns)
         for conn, edge in list(self.edges.items()):
             want = wanted[conn]
             if want == edge.delay:
                 continue
-            _, dch = planner.port_base(edge.dst.g, conn.dst_port, "in")
+            _, dch = port_base(edge.dst.g, conn.dst_port, "in")
             gain = 0.0 if self.started else edge.target
-            group = (planner.delay_group(self.groups, edge.dst, conn.dst_port, dch, want)
-                     if want > 0 else None)
+            group = (planner.delay_group(self.groups, edge.dst, conn.dst_port, dch, want,
+                                         self.refs) if want > 0 else None)
             ptr = lib.mg_edge_new(gain)
             if ptr == ffi.NULL:
                 raise MixgraphError(f"out of memory connecting {conn}")
@@ -431,6 +448,8 @@ class Session:
                            group=group, wait=hold - want)
             if group is not None:
                 group.members.add(new)
+            self.refs.add(new)
+            self.refs.swap(new, edge)  # in its place, as under the same key in self.edges
             self.edges[conn] = new
             self._retire_edge(edge, hold - edge.delay)
             if self.started and edge.target > 0.0:
@@ -455,15 +474,12 @@ class Session:
                     self._push_fades()
             return
         self._compensate()
-        nodes = list(self.live.values()) + [n for n in self.dying_nodes if not n.dead]
-        edges = list(self.edges.values()) + list(self.bypass_edges.values())
-        edges += [e for e in self.dying_edges if not e.dead]
-        try:
-            compiled = planner.build(nodes, edges, self.refs)
+        try:  # from the plan inputs, kept in C per edit (live.Refs): no listing here
+            compiled = planner.build(self.refs)
         except planner.PlanCycle:
             # a fading edge closes a loop with a new one: cut the fades short
             for e in self.dying_edges:
-                e.dead = True
+                self.refs.kill(e)
             self._dirty = True
             self._collect_dying(force=True)
             return self.commit()
@@ -476,14 +492,15 @@ class Session:
                 raise EngineBusy("no room in the command ring for the plan and its fades")
             self.engine.push(CMD_PLAN, rec.ptr)
         except EngineBusy:
-            planner.drop(rec, self.refs)
+            planner.drop(rec)
             return  # still dirty: retried on the next service()
         self._plans[ptr_key(rec.ptr)] = rec
         self.plans_built += 1
         self.gangs = compiled.gangs
         self.buffers = compiled.buffers
-        for node in filterfalse(_PUBLISHED, nodes):  # the new ones (a C loop over the rest)
-            node.published = True
+        for obj in self.refs.taken(rec.gen):  # the objects new in this plan
+            if isinstance(obj, LiveNode):
+                obj.published = True
         self._dirty = False
         # fade-ins first, then the fade-outs and bypass switches queued since the
         # last commit (an edge's wait is used once)
@@ -506,7 +523,7 @@ class Session:
                 if rec is None:
                     continue
                 lib.mg_plan_free(rec.ptr)
-                self.refs.unref(rec.keys)
+                self.refs.retired(rec.gen)
             elif kind == EV_SYNC:
                 cb = self._sync_waiters.pop(index, None)
                 if cb:

@@ -27,7 +27,7 @@ def parallel(latency: int) -> tuple[Engine, Session]:
     for a, b in (("in", "slow"), ("in", "fast"), ("slow", "sum"), ("fast", "sum"),
                  ("sum", "out")):
         s.connect(a, b)
-    s.live["slow"].latency = latency
+    s.set_latency("slow", latency)
     s._dirty = True
     s.commit()
     return e, s
@@ -58,7 +58,7 @@ def test_compensation_follows_graph_changes_without_clicks():
     rng = np.random.default_rng(3)
     x = (rng.standard_normal((9600, 1)) * 0.1).astype(np.float32)
     e.process(4800, x[:4800], block=64)
-    s.live["slow"].latency = 64
+    s.set_latency("slow", 64)
     s._dirty = True
     s.service()
     y = e.process(4800, x[4800:], block=64)[:, 0]
@@ -232,7 +232,7 @@ def fan_in(n_fast: int, latency: int, fast_gain_db: float = 0.0) -> tuple[Engine
         s.add_node("gain", f"fast{i}", {"gain": fast_gain_db})
         s.connect("in", f"fast{i}")
         s.connect(f"fast{i}", "sum")
-    s.live["slow"].latency = latency
+    s.set_latency("slow", latency)
     s._dirty = True
     s.commit()
     return e, s
@@ -271,7 +271,7 @@ def test_latency_change_moves_connections_between_groups_with_aligned_crossfades
         dc = np.full((4800, 1), 0.1, np.float32)
         run(e, s, dc)
         for lat in (64, 200, 0):
-            s.live["slow"].latency = lat
+            s.set_latency("slow", lat)
             s._dirty = True
             s.service()
             y = run(e, s, dc)
@@ -287,7 +287,7 @@ def test_latency_change_moves_connections_between_groups_with_aligned_crossfades
         steady = run(e, s, x[:4800])
         bound = np.max(np.abs(np.diff(steady[2400:])))
         for k, lat in enumerate((64, 200), start=1):
-            s.live["slow"].latency = lat
+            s.set_latency("slow", lat)
             s._dirty = True
             s.service()
             y = run(e, s, x[4800 * k: 4800 * (k + 1)])

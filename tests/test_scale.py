@@ -8,12 +8,16 @@ the times."""
 from __future__ import annotations
 
 import sys
+import tracemalloc
 
 import numpy as np
 
 from mixgraph.clients import Client
 from mixgraph.clients.protocol import encode
+from mixgraph.server import planner
+from mixgraph.server._core import ffi, lib
 from mixgraph.server.engine import CMD_EDGE, Engine
+from mixgraph.server.graph import port_base
 from mixgraph.server.session import Session
 
 from daemon_util import Daemon
@@ -179,5 +183,157 @@ def test_clearing_a_chain_fades_only_what_reaches_the_output():
     assert fades == 1
     assert np.max(np.abs(y - ramp)) < 1e-4, np.max(np.abs(y - ramp))
     assert s.idle() and not s.live and not s.refs.owners  # everything freed
+    s.close()
+    e.free()
+
+
+def _python_bytes(fn) -> int:
+    """Peak bytes the Python allocator hands out while fn runs (tracemalloc)."""
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_connect_and_its_plan_list_nothing_per_node_in_python():
+    """A connect, its plan, the block that takes it and the service that frees
+    the old plan, then the disconnect, its fade and the frees after it: the
+    Python memory all that needs is the same on 200 strips as on 1,600, so no
+    step of it lists the graph. On the old code each plan listed every node and
+    connection in Python (an index of the nodes, arrays of pointers, a reference
+    count per object: ~2 MB more at 1,600 strips); now the plan's inputs are
+    kept in C per edit (mg_pin) and references are counted per plan generation
+    (live.Refs)."""
+    def cost(n: int) -> int:
+        s = _graph(n, vca=True, bypass=True)
+        e = s.engine
+        s.add_node("output", "o2", {"channels": 2})
+        s.commit()
+        for _ in range(3):
+            e.process(64, block=64)
+            s.service()
+
+        def edit() -> None:
+            s.connect("f3", "o2")
+            s.commit()
+            for _ in range(3):
+                e.process(64, block=64)
+                s.service()
+            s.disconnect("f3", "o2")
+            s.commit()
+            for _ in range(40):  # the fade, its end, the plan without the edge
+                e.process(64, block=64)
+                s.service()
+                if s.idle():
+                    break
+            assert s.idle()
+
+        edit()  # warm: whatever is made once
+        used = _python_bytes(edit)
+        s.close()
+        e.free()
+        return used
+
+    small, big = cost(200), cost(1600)
+    assert big <= small + 16384, (small, big)
+
+
+def _listed_plan(s: Session):
+    """The plan the old planner built: every node and connection listed from the
+    session's own collections (live then dying nodes; connections, bypass
+    stand-ins, then fading ones), handed to mg_plan_build as arrays."""
+    nodes = list(s.live.values()) + [n for n in s.dying_nodes if not n.dead]
+    edges = list(s.edges.values()) + list(s.bypass_edges.values())
+    edges += [e for e in s.dying_edges if not e.dead]
+    index = {n: i for i, n in enumerate(nodes)}
+    edges = [e for e in edges if e.src in index and e.dst in index]
+    groups = list(dict.fromkeys(e.group for e in edges if e.group is not None))
+    gi = {g: i for i, g in enumerate(groups)}
+    new = ffi.new
+    plan = lib.mg_plan_build(
+        len(nodes), new("mg_node *[]", [n.ptr for n in nodes]),
+        new("int[]", [planner.TYPE_RANK[n.g.type.name] for n in nodes]),
+        max(1, len(planner.TYPE_RANK)), len(edges),
+        new("int[]", [index[e.src] for e in edges]), new("int[]", [index[e.dst] for e in edges]),
+        new("mg_edge *[]", [e.ptr for e in edges]),
+        new("int[]", [gi.get(e.group, -1) for e in edges]),
+        new("int[]", [w for e in edges for w in e.wiring]), len(groups),
+        new("mg_dgroup *[]", [g.ptr for g in groups]),
+        new("int[]", [port_base(g.dst.g, g.port, "in")[0] for g in groups]),
+        new("int[]", len(nodes) + 1), new("int *"))
+    assert plan != ffi.NULL
+    return plan
+
+
+def test_the_kept_plan_inputs_build_the_plan_the_session_lists():
+    """The plan built from the inputs kept in C (mg_pin) equals, step for step
+    and operation for operation, the plan built from the session's collections
+    listed whole (the old planner), through removals that still fade, bypass
+    stand-ins, latency compensation that replaces connections, and a clear:
+    summing order included, so renders stay bit-identical."""
+    e = Engine(48000, 1, 2)
+    s = Session(e)
+    s.add_node("input", "in", {"channels": 1})
+    s.add_node("bus", "mix", {"channels": 2})
+    s.add_node("output", "out", {"channels": 2})
+    s.connect("mix", "out")
+    for i in range(6):
+        s.add_node("gain", f"t{i}")
+        s.add_node("pan", f"p{i}")
+        s.connect("in", f"t{i}")
+        s.connect(f"t{i}", f"p{i}")
+        s.connect(f"p{i}", "mix")
+    checked = 0
+
+    def check() -> None:
+        nonlocal checked
+        rec = planner.build(s.refs).record
+        old = _listed_plan(s)
+        try:
+            assert lib.mg_plan_same(rec.ptr, old) == 1
+        finally:
+            lib.mg_plan_free(rec.ptr)
+            lib.mg_plan_free(old)
+        checked += 1
+
+    def run(blocks: int) -> None:
+        for _ in range(blocks):
+            e.process(64, np.ones((64, 1), np.float32), block=64)
+            s.service()
+            check()
+
+    s.commit()
+    run(2)
+    s.remove_node("t1")  # fades out, still in the plan while it does
+    s.connect("in", "p1")
+    s.commit()
+    run(1)
+    assert s.dying_nodes
+    run(6)
+    s.set_bypass("t3", True)  # a stand-in in/ -> p3
+    s.commit()
+    run(2)
+    assert s.bypass_edges
+    s.add_node("limiter", "lim", {"channels": 2, "lookahead": 2.0})  # latency:
+    s.connect("p4", "lim")  # the other paths into mix are replaced by delayed ones
+    s.connect("lim", "mix")
+    s.commit()
+    run(2)
+    assert s.groups and s.dying_edges
+    run(8)
+    s.set_bypass("t3", False)
+    s.remove_node("p0")
+    s.commit()
+    run(8)
+    for name in list(s.graph.nodes):
+        s.remove_node(name)
+    s.commit()
+    for _ in range(20):
+        run(1)
+        if s.idle() and not s.refs.owners:
+            break
+    assert s.idle() and not s.refs.owners and checked > 30
     s.close()
     e.free()
