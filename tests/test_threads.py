@@ -256,16 +256,18 @@ def test_threads_option_checked_and_default():
 def test_serve_with_two_threads(tmp_path):
     """`mixgraph serve --threads 2` on the null clock: a graph of parallel
     strips into a bus, edited over OSC while it plays; the meter reads what
-    the formula says (two sines at -6 dBFS in phase through -6 dB each: a
+    the formula says (a sine at -6 dBFS through two strips of -6 dB each: a
     peak of -6 dBFS, within 0.1 dB), and the daemon stops cleanly."""
     from daemon_util import Daemon
 
     d = Daemon(tmp_path / "state", "--backend", "null", "--threads", "2")
     try:
+        # one sine into both strips: two sines added one block apart would be 120
+        # degrees apart at 1 kHz (a block is 1.33 periods) and sum to -12 dBFS
+        d.call("/graph/add", "sine", "osc", "freq", 1000.0, "level", -6.0)
         for i in range(2):
-            d.call("/graph/add", "sine", f"osc{i}", "freq", 1000.0, "level", -6.0)
             d.call("/graph/add", "gain", f"g{i}", "gain", -6.0)
-            d.call("/graph/connect", f"osc{i}", f"g{i}")
+            d.call("/graph/connect", "osc", f"g{i}")
         d.call("/graph/add", "bus", "b", "channels", 1)
         d.call("/graph/add", "meter", "m", "channels", 1)
         d.call("/graph/add", "output", "out")
