@@ -52,7 +52,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
 
     return serve(ServeOptions(
         backend=a.backend, device=a.device, sample_rate=a.rate, block=a.block,
-        threads=_threads_or_default(a.threads),
+        threads=a.threads or 1,  # live: one until workers are shown not to add xruns
         inputs=a.inputs, outputs=a.outputs, host=a.host, port=a.port,
         state_dir=Path(a.state_dir) if a.state_dir else None, status=not a.no_status,
         ceiling_db=a.ceiling_db, tcp_port=-1 if a.no_tcp else a.tcp_port, allow=a.allow,
@@ -517,7 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--block", type=int, default=64, help="frames per block")
     s.add_argument("--threads", type=_threads, default=None, metavar="N",
                    help="audio threads: the audio thread and N-1 workers run the graph's "
-                        "independent parts (default: cores - 1, at least 1)")
+                        "independent parts (default 1 live; see docs/operations.md)")
     s.add_argument("--inputs", type=int, help="hardware input channels")
     s.add_argument("--outputs", type=int, help="hardware output channels")
     s.add_argument("--host", "--listen", dest="host", default="127.0.0.1",
