@@ -245,6 +245,37 @@ static inline void hadamard16(float *v)
 
 /* advance the modulation by adv samples; integer delays M and the allpass
  * interpolation coefficients of every line */
+/* One sample into the pre-delay and through the input diffusers, for both paths of
+ * process (the sub-block fast path and the general one): the scrubbed dry input
+ * (xl, xr) and the diffused pair (il, ir) that feeds the FDN. The pre-delay is
+ * written first (delay 0 is the current sample); the diffusers' gains glide by ddg. */
+static inline void front(reverb_state *s, float inl, float inr, float *dg, const float *ddg,
+                         float *xl_out, float *xr_out, float *il_out, float *ir_out)
+{
+    const float xl = dl_sane(inl), xr = dl_sane(inr);
+    dl_write(&s->pre[0], xl);
+    dl_write(&s->pre[1], xr);
+    const float a = dl_tap_step(&s->ptap);
+    float il = dl_read_lin(&s->pre[0], (float)s->ptap.cur + 1.0f);
+    float ir = dl_read_lin(&s->pre[1], (float)s->ptap.cur + 1.0f);
+    if (a > 0.0f) {
+        il += a * (dl_read_lin(&s->pre[0], (float)s->ptap.nxt + 1.0f) - il);
+        ir += a * (dl_read_lin(&s->pre[1], (float)s->ptap.nxt + 1.0f) - ir);
+    }
+    for (int k = 0; k < ND; k++) {
+        dl_line *la = &s->ap_line[0][k], *ra = &s->ap_line[1][k];
+        const float g = dg[k] += ddg[k];
+        const float dla = dl_tap_int(la, s->ap_len[0][k]);
+        const float dra = dl_tap_int(ra, s->ap_len[1][k]);
+        const float wla = il + g * dla, wra = ir + g * dra;
+        dl_write(la, wla);
+        dl_write(ra, wra);
+        il = dla - g * wla;
+        ir = dra - g * wra;
+    }
+    *xl_out = xl, *xr_out = xr, *il_out = il, *ir_out = ir;
+}
+
 static inline void positions(reverb_state *s, int adv, unsigned *M, float *eta)
 {
     for (int k = 0; k < NL; k++) {
@@ -395,28 +426,9 @@ MG_HOT static void process(void *st, const mg_proc *p)
             fast &= s->len[k] - s->depth - 2.0f > (float)SUB;
         if (fast) {
             float fxl[SUB], fxr[SUB], fil[SUB], fir[SUB], fwl[SUB], fwr[SUB];
-            for (int i = i0; i < i1; i++) { /* the pre-delay and diffusers, as below */
-                const float xl = dl_sane(p->in[0][i]), xr = dl_sane(p->in[1][i]);
-                dl_write(&s->pre[0], xl);
-                dl_write(&s->pre[1], xr);
-                const float a = dl_tap_step(&s->ptap);
-                float il = dl_read_lin(&s->pre[0], (float)s->ptap.cur + 1.0f);
-                float ir = dl_read_lin(&s->pre[1], (float)s->ptap.cur + 1.0f);
-                if (a > 0.0f) {
-                    il += a * (dl_read_lin(&s->pre[0], (float)s->ptap.nxt + 1.0f) - il);
-                    ir += a * (dl_read_lin(&s->pre[1], (float)s->ptap.nxt + 1.0f) - ir);
-                }
-                for (int k = 0; k < ND; k++) {
-                    dl_line *la = &s->ap_line[0][k], *ra = &s->ap_line[1][k];
-                    const float g = dg[k] += ddg[k];
-                    const float dla = dl_tap_int(la, s->ap_len[0][k]);
-                    const float dra = dl_tap_int(ra, s->ap_len[1][k]);
-                    const float wla = il + g * dla, wra = ir + g * dra;
-                    dl_write(la, wla);
-                    dl_write(ra, wra);
-                    il = dla - g * wla;
-                    ir = dra - g * wra;
-                }
+            for (int i = i0; i < i1; i++) {
+                float xl, xr, il, ir;
+                front(s, p->in[0][i], p->in[1][i], dg, ddg, &xl, &xr, &il, &ir);
                 fxl[i - i0] = xl, fxr[i - i0] = xr, fil[i - i0] = il, fir[i - i0] = ir;
             }
             positions(s, len, M, eta);
@@ -437,28 +449,8 @@ MG_HOT static void process(void *st, const mg_proc *p)
         float *restrict mem = s->mem;
         const size_t stride = s->stride;
         for (int i = i0; i < i1; i++) {
-            /* pre-delay (write first: delay 0 is the current sample) */
-            const float xl = dl_sane(p->in[0][i]), xr = dl_sane(p->in[1][i]);
-            dl_write(&s->pre[0], xl);
-            dl_write(&s->pre[1], xr);
-            const float a = dl_tap_step(&s->ptap);
-            float il = dl_read_lin(&s->pre[0], (float)s->ptap.cur + 1.0f);
-            float ir = dl_read_lin(&s->pre[1], (float)s->ptap.cur + 1.0f);
-            if (a > 0.0f) {
-                il += a * (dl_read_lin(&s->pre[0], (float)s->ptap.nxt + 1.0f) - il);
-                ir += a * (dl_read_lin(&s->pre[1], (float)s->ptap.nxt + 1.0f) - ir);
-            }
-            for (int k = 0; k < ND; k++) {
-                dl_line *la = &s->ap_line[0][k], *ra = &s->ap_line[1][k];
-                const float g = dg[k] += ddg[k];
-                const float dla = dl_tap_int(la, s->ap_len[0][k]);
-                const float dra = dl_tap_int(ra, s->ap_len[1][k]);
-                const float wla = il + g * dla, wra = ir + g * dra;
-                dl_write(la, wla);
-                dl_write(ra, wra);
-                il = dla - g * wla;
-                ir = dra - g * wra;
-            }
+            float xl, xr, il, ir;
+            front(s, p->in[0][i], p->in[1][i], dg, ddg, &xl, &xr, &il, &ir);
             if (moving || i == i0) {
                 const int adv = moving ? 1 : len;
                 if (moving) {
