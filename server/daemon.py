@@ -38,7 +38,7 @@ from .pending import check_entries, reschedule
 from .scenes import show_of
 from .service import Notifier, StateLock, Watchdog
 from .session import Session
-from .state import AUTOSAVE, Autosaver, PatchStore, generation, read_patch
+from .state import AUDIO_DIR, AUTOSAVE, Autosaver, PatchStore, generation, read_patch
 from .transport import ControlServer, Limits, _is_loopback
 
 log = logging.getLogger("mixgraph")
@@ -174,12 +174,12 @@ class Daemon:
         self.disk = DiskIO(cfg.sample_rate, max_recorder_channels=opts.max_recorder_channels,
                            min_free_bytes=int(opts.min_free_mb * (1 << 20)), enforce=False)
         self.session = self._new_session()
-        (self.state_dir / "audio").mkdir(exist_ok=True)
+        (self.state_dir / AUDIO_DIR).mkdir(exist_ok=True)
         self.store = PatchStore(self.state_dir)
         self.autosave_path = self.state_dir / AUTOSAVE
         self._dirty = False
         self.restored, last_seq = self._restore()
-        self.disk.start_quota(self.state_dir / "audio")  # a restart keeps its recorders
+        self.disk.start_quota(self.state_dir / AUDIO_DIR)  # a restart keeps its recorders
         self.journal = Journal(self.state_dir, last_seq, opts.fsync_ms) if opts.journal else None
         self.autosaver = Autosaver(self.autosave_path, keep=opts.keep_snapshots,
                                    on_saved=self.journal.compact if self.journal else None)
@@ -309,7 +309,7 @@ class Daemon:
     def _new_session(self) -> Session:
         lv2.REFUSE_NON_RT = True  # a live engine: plugins must be hard real-time capable
         lv2.STATE_ROOT = str(self.state_dir)  # plugins' files: <state dir>/lv2/<node>
-        return Session(self.engine, data_dir=self.state_dir / "audio", confine_paths=True,
+        return Session(self.engine, data_dir=self.state_dir / AUDIO_DIR, confine_paths=True,
                        disk=self.disk)
 
     def _restore(self) -> tuple[str, int]:

@@ -35,7 +35,7 @@ from .osc import Dispatcher
 from .patch import validate_doc
 from .score import ScoreEvent, read_score
 from .session import Session
-from .state import read_patch
+from .state import AUDIO_DIR, AUTOSAVE, PATCHES_DIR, read_patch
 
 # frames per trip through Python: engine calls stay `block` frames each; the
 # disk worker is pumped between trips (players buffer 2 s, far more than this)
@@ -223,10 +223,10 @@ def data_dir_for(patch: Path) -> Path:
     from <state>/audio as the daemon does, so a render plays what the show plays;
     any other patch file, from its own folder."""
     folder = patch.resolve().parent
-    if folder.name == "patches" and (folder.parent / "audio").is_dir():
-        return folder.parent / "audio"
-    if patch.name.startswith("autosave") and (folder / "audio").is_dir():
-        return folder / "audio"
+    if folder.name == PATCHES_DIR and (folder.parent / AUDIO_DIR).is_dir():
+        return folder.parent / AUDIO_DIR
+    if patch.name.startswith(Path(AUTOSAVE).stem) and (folder / AUDIO_DIR).is_dir():
+        return folder / AUDIO_DIR
     return folder
 
 

@@ -22,6 +22,8 @@ log = logging.getLogger("mixgraph.state")
 
 PATCH_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # matched whole
 AUTOSAVE = "autosave.mgp"
+AUDIO_DIR = "audio"  # <state>/audio: the data directory of players and recorders
+PATCHES_DIR = "patches"  # <state>/patches: named patches
 RETRY_S = 1.0  # a failed autosave is tried again this often until it succeeds
 
 
@@ -154,7 +156,7 @@ class PatchStore:
 
     def __init__(self, state_dir: str | Path) -> None:
         self.root = Path(state_dir)
-        self.patches = self.root / "patches"
+        self.patches = self.root / PATCHES_DIR
 
     def path_for(self, name: str, must_exist: bool = False) -> Path:
         if not isinstance(name, str) or not PATCH_NAME_RE.fullmatch(name) or ".." in name:
