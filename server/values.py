@@ -156,15 +156,6 @@ def _members(t: NodeType, v, what: str) -> str:
     return ",".join(names)
 
 
-def _lv2_only(t: NodeType, what: str) -> None:
-    if t.name != "lv2":
-        raise MixgraphError(f"{what}: only lv2 nodes take this option")
-
-
-def _uri(t: NodeType, v, what: str) -> str:
-    if t.name != "lv2":
-        raise MixgraphError(f"{what}: only lv2 nodes take a plugin URI")
-    return text(v, what, MAX_PATH)
 
 
 @dataclass(frozen=True)
@@ -174,32 +165,48 @@ class Option:
     name: str
     expects: str
     check: object  # (NodeType, value, what) -> normalised value
+    types: frozenset[str] | None = None  # the built-in types that take it; None: all
+
+    def takes(self, t: NodeType) -> bool:
+        """Whether nodes of type `t` take this option (a plugin's type is named lv2 too)."""
+        return self.types is None or t.name in self.types
 
 
+_LV2 = frozenset({"lv2"})
 OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("channels", "a whole number within the type's channel range", _channels),
-    Option("first", f"the first hardware channel, 1..{MAX_HW_CHANNEL}", _first),
-    Option("seed", "a 64-bit whole number", _seed),
-    Option("path", f"a file path of 1..{MAX_PATH} characters", _path),
-    Option("format", f"a recorder format: {', '.join(RECORDER_FORMATS)}", _format),
-    Option("members", f"up to {MAX_MEMBERS} fader names, comma-separated", _members),
-    Option("uri", "an lv2 node's plugin URI (`mixgraph lv2 list`)", _uri),
+    Option("first", f"the first hardware channel, 1..{MAX_HW_CHANNEL}", _first,
+           frozenset({"input", "output"})),
+    Option("seed", "a 64-bit whole number", _seed, frozenset({"noise", "dither"})),
+    Option("path", f"a file path of 1..{MAX_PATH} characters", _path,
+           frozenset({"player", "recorder"})),
+    Option("format", f"a recorder format: {', '.join(RECORDER_FORMATS)}", _format,
+           frozenset({"recorder"})),
+    Option("members", f"up to {MAX_MEMBERS} fader names, comma-separated", _members,
+           frozenset({"vca"})),
+    Option("uri", "an lv2 node's plugin URI (`mixgraph lv2 list`)",
+           lambda t, v, what: text(v, what, MAX_PATH), _LV2),
     Option("ports", "an lv2 node's audio ports, `in1,in2>out1,out2` (kept by itself)",
-           lambda t, v, what: text(v, what, MAX_PATH)),
+           lambda t, v, what: text(v, what, MAX_PATH), _LV2),
     Option("allow_non_rt", "1: run an lv2 plugin that is not hard real-time capable",
-           lambda t, v, what: whole(v, what, 0, 1)),
+           lambda t, v, what: whole(v, what, 0, 1), _LV2),
     Option("group", "lv2: 1 (default) the plugin's main audio ports as one port `in` and one "
            "`out` of several channels, 0 one mono port per LV2 port",
-           lambda t, v, what: _lv2_only(t, what) or whole(v, what, 0, 1)),
+           lambda t, v, what: whole(v, what, 0, 1), _LV2),
 )}
+
+
+def options_of(t: NodeType) -> list[str]:
+    """The creation options nodes of type `t` take (for errors and the catalog)."""
+    return [o.name for o in OPTIONS.values() if o.takes(t)]
 
 
 def option(t: NodeType, node: str, key: str, value):
     """One creation option, checked and normalised."""
     spec = OPTIONS.get(key) if isinstance(key, str) else None
-    if spec is None:
+    if spec is None or not spec.takes(t):
         raise MixgraphError(f"{node}: {t.name} has no option {_show(key)} "
-                            f"(options: {', '.join(OPTIONS)})")
+                            f"(options: {', '.join(options_of(t))})")
     return spec.check(t, value, f"{node}: option {key}")  # type: ignore[operator]
 
 
@@ -207,8 +214,8 @@ def param_value(t: NodeType, node: str, key: str, value) -> tuple[float, bool]:
     """A parameter value: (value clamped to its range, was it clamped?)."""
     spec = t.param(key) if isinstance(key, str) else None
     if spec is None:
-        known = sorted([p.name for p in t.params] + list(OPTIONS))
-        raise MixgraphError(f"{t.name} has no parameter or option {_show(key)} "
+        known = sorted([p.name for p in t.params] + options_of(t))
+        raise MixgraphError(f"{node}: {t.name} has no parameter or option {_show(key)} "
                             f"(known: {', '.join(known)})")
     x = choice_or_number(spec, value, f"{node}/{key}")
     v = min(max(x, spec.min), spec.max)
@@ -323,6 +330,10 @@ def doc_node(n, types: Mapping[str, NodeType], state_max: int) -> tuple[NodeType
     t = lv2_type(t, {**params, **opts}, OPTIONS)  # an lv2 node's type is its plugin's
     if any(k == "channels" for k in opts):
         raise MixgraphError(f"patch: node {name!r}: channels is not an option here")
+    # a patch saved before options were checked per type may carry one its type never
+    # used (a `seed` on a gain): it had no effect, so it is dropped, not the whole patch
+    opts = {k: v for k, v in opts.items()
+            if not (isinstance(k, str) and k in OPTIONS and not OPTIONS[k].takes(t))}
     for k in params:
         if not isinstance(k, str) or t.param(k) is None:
             raise MixgraphError(f"patch: {name} ({t.name}) has no parameter {_show(k)}")

@@ -299,7 +299,7 @@ def test_daemon_adds_sets_and_refuses(tmp_path):
         addr, args = d.request("/graph/add", "lv2", "y")
         assert addr == "/fail" and "uri" in str(args)
         addr, args = d.request("/graph/add", "gain", "z", "uri", MDA + "Overdrive")
-        assert addr == "/fail" and "only lv2 nodes" in str(args)
+        assert addr == "/fail" and "gain has no option 'uri' (options: channels)" in str(args)
         d.call("/patch/save", "p1")
         d.call("/graph/remove", "od")
         d.call("/patch/load", "p1")

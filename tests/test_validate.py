@@ -22,6 +22,10 @@ import msgpack
 import pytest
 from pythonosc.osc_packet import OscPacket
 
+from server import values
+from server.catalog import CATALOG
+from server.errors import MixgraphError
+
 from daemon_util import Daemon
 
 NTP = 2208988800
@@ -597,3 +601,36 @@ def test_the_control_loop_survives_a_failing_step():
         srv.close()
         s.close()
         e.free()
+
+
+@pytest.mark.parametrize("tname", sorted(CATALOG))
+def test_every_type_takes_only_its_own_options(tname: str) -> None:
+    """Each option is taken by the types docs/protocol.md names and refused by the
+    others with a reply that lists the type's own options (not every type's)."""
+    takes = {"channels": set(CATALOG), "first": {"input", "output"},
+             "seed": {"noise", "dither"}, "path": {"player", "recorder"},
+             "format": {"recorder"}, "members": {"vca"},
+             "uri": {"lv2"}, "ports": {"lv2"}, "allow_non_rt": {"lv2"}, "group": {"lv2"}}
+    assert set(takes) == set(values.OPTIONS)
+    t = CATALOG[tname]
+    own = sorted(k for k, ts in takes.items() if tname in ts)
+    assert sorted(values.options_of(t)) == own
+    for key, ts in takes.items():
+        if tname in ts:
+            continue
+        with pytest.raises(MixgraphError) as e:
+            values.option(t, "n", key, 1)
+        assert f"{tname} has no option '{key}'" in str(e.value)
+        assert f"(options: {', '.join(values.options_of(t))})" in str(e.value)
+
+
+def test_a_patch_keeps_loading_when_a_node_carries_an_option_its_type_never_used() -> None:
+    """Before options were checked per type, `seed` on a gain was accepted and saved;
+    such a patch still loads (the option had no effect and is dropped)."""
+    node = {"name": "g", "type": "gain", "channels": 1, "options": {"seed": 3},
+            "params": {"gain": -6.0}}
+    t, out = values.doc_node(node, CATALOG, 64)
+    assert t.name == "gain" and out["options"] == {} and out["params"]["gain"] == -6.0
+    node["options"] = {"seed": 3, "nonsense": 1}
+    with pytest.raises(MixgraphError):
+        values.doc_node(node, CATALOG, 64)
