@@ -542,6 +542,8 @@ void mg_fifo_request_rewind(mg_fifo *f);             /* [audio] */
 int mg_fifo_rewind_sync(mg_fifo *f, uint32_t *synced_gen);
 void mg_fifo_set_status(mg_fifo *f, uint32_t status); /* [disk worker] */
 uint32_t mg_fifo_status(mg_fifo *f);                 /* [audio] */
+void mg_fifo_set_length(mg_fifo *f, uint64_t frames); /* [disk worker] player's file */
+uint64_t mg_fifo_length(mg_fifo *f);                 /* [audio] 0 when unknown */
 
 #define MG_FIFO_FLAG_LOOP 1
 #define MG_FIFO_FLAG_ACTIVE 2

@@ -249,6 +249,7 @@ struct mg_fifo {
     _Atomic uint64_t ack_pos;     /* player: write index of the fresh data */
     _Atomic uint32_t flags;       /* node -> disk worker, e.g. loop/playing */
     _Atomic uint32_t status;      /* disk worker -> node, e.g. end of file */
+    _Atomic uint64_t length;      /* player: the file's frames, 0 unknown; disk -> node */
 };
 
 typedef struct {

@@ -249,3 +249,13 @@ uint32_t mg_fifo_status(mg_fifo *f)
 {
     return atomic_load_explicit(&f->status, memory_order_acquire);
 }
+
+void mg_fifo_set_length(mg_fifo *f, uint64_t frames)
+{
+    atomic_store_explicit(&f->length, frames, memory_order_relaxed);
+}
+
+uint64_t mg_fifo_length(mg_fifo *f)
+{
+    return atomic_load_explicit(&f->length, memory_order_relaxed);
+}

@@ -26,7 +26,7 @@ typedef struct {
     mg_stream io; /* first: fifo, scratch, channels, rate */
     uint32_t synced_gen;
     int was_playing;
-    uint64_t played;       /* frames since the last rewind */
+    uint64_t played;       /* frames since the last rewind (across loops) */
     uint64_t underruns;
 } player_state;
 
@@ -74,7 +74,11 @@ static void process(void *st, const mg_proc *p)
         for (int i = got; i < n; i++)
             y[i] = 0.0f;
     }
-    p->readout[R_POSITION] = (float)((double)s->played / s->io.rate);
+    /* the position in the file: a loop wraps it to the start (the end of the
+     * file reads as its length, not 0) */
+    const uint64_t len = mg_fifo_length(s->io.fifo);
+    const uint64_t at = len && s->played > len ? (s->played - 1) % len + 1 : s->played;
+    p->readout[R_POSITION] = (float)((double)at / s->io.rate);
     p->readout[R_UNDERRUNS] = (float)s->underruns;
 }
 

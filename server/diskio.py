@@ -54,6 +54,7 @@ class PlayerStream:
                 f"{path.name} has {self.file_channels} channels; the player has {self.channels}"
             )
         self.fifo = Fifo(self.channels, int(sample_rate * FIFO_SECONDS))
+        lib.mg_fifo_set_length(self.fifo.ptr, max(self.file.frames, 0))
         self.ack = 0
         self.eof = False
         self.path = path

@@ -102,6 +102,8 @@ def test_player_loop(make, tmp_path):
     reps = np.tile(data, (len(y) // 5000 + 1, 1))[: len(y)]
     assert np.array_equal(y, reps)  # seamless: the file again and again
     assert s.readout("pl", "underruns") == [0.0]
+    # the position is where in the file the output is, not the time played in all
+    assert abs(s.readout("pl", "position")[0] - (len(y) % 5000) / SR) < 1e-6
 
 
 def test_player_stop_rewinds_and_level(make, tmp_path):
