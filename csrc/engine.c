@@ -99,7 +99,8 @@ struct mg_engine {
     _Atomic uint64_t blocks;
     _Atomic double load;
     _Atomic double mean_us;
-    _Atomic double worst_us;
+    _Atomic double worst_us;       /* since the start */
+    _Atomic double window_us;      /* since the last mg_engine_take_worst_us */
     _Atomic uint64_t xruns;
     _Atomic uint64_t late;
     _Atomic uint64_t nan_scrubbed;
@@ -340,7 +341,7 @@ void mg_engine_stats(mg_engine *e, mg_stats *o)
 
 double mg_engine_take_worst_us(mg_engine *e)
 {
-    return atomic_exchange(&e->worst_us, 0.0);
+    return atomic_exchange(&e->window_us, 0.0);
 }
 
 /* ---- audio thread helpers ---------------------------------------- */
@@ -1339,6 +1340,10 @@ static void process_any(mg_engine *e, const float *in, const float *const *in_pl
         atomic_store_explicit(&e->load, load + 0.01 * (dt / budget - load), memory_order_relaxed);
     if (dt > atomic_load_explicit(&e->worst_us, memory_order_relaxed))
         atomic_store_explicit(&e->worst_us, dt, memory_order_relaxed);
+    /* the window's worst: the control side exchanges it for 0, so a lost
+     * update costs at most one block's figure in one window */
+    if (dt > atomic_load_explicit(&e->window_us, memory_order_relaxed))
+        atomic_store_explicit(&e->window_us, dt, memory_order_relaxed);
     atomic_fetch_add_explicit(&e->blocks, 1, memory_order_relaxed);
     mg_fpu_leave(&fpu);
     mg_audio_leave();

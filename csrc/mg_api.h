@@ -218,7 +218,7 @@ typedef struct {
     uint64_t blocks;        /* engine_process calls */
     double load;            /* smoothed DSP load, fraction of the block time */
     double mean_us;         /* smoothed cost of one engine_process call */
-    double worst_us;        /* worst call since the last take */
+    double worst_us;        /* worst call since the start */
     uint64_t xruns;
     uint64_t late;          /* events applied late */
     uint64_t nan_scrubbed;  /* non-finite output samples replaced by 0 */
@@ -271,7 +271,8 @@ double mg_ramp_curve(int curve, double t);
 double mg_node_param_now(mg_node *n, int index);
 int mg_poll(mg_engine *e, mg_event *ev);            /* [control] 1 = got one */
 void mg_engine_stats(mg_engine *e, mg_stats *out);  /* [any] */
-double mg_engine_take_worst_us(mg_engine *e);       /* [any] */
+/* the worst call since the previous take (the start for the first), and a new window [any] */
+double mg_engine_take_worst_us(mg_engine *e);
 uint64_t mg_engine_time(mg_engine *e);              /* [any] */
 double mg_engine_rate(mg_engine *e);                /* [any] */
 /* The safety stage's hard ceiling on the hardware outputs (amplitude, default

@@ -487,6 +487,7 @@ class Daemon:
                     log.error("autosave snapshot failed (%s); retrying", e)
 
         now = time.monotonic()
+        self.engine.recent.tick(now)
         self.oplog.tick(now, self._op_counts())
         lv2.drain_log()  # plugins' log lines, rate-limited
         self.devices.tick(now)
@@ -527,7 +528,8 @@ class Daemon:
     def _oplog_extra(self, kind: str) -> str:
         if kind != "xruns":
             return ""
-        return f"worst block {self.engine.stats().worst_us:.0f} µs of {self._budget_us():.0f}"
+        return (f"worst block of the last 10 s {self.engine.recent.us:.0f} µs of "
+                f"{self._budget_us():.0f}")
 
     def startup_line(self) -> str:
         """What the log says once the daemon runs: backend, device, rate, block,
@@ -594,7 +596,7 @@ class Daemon:
 
     def status_line(self) -> str:
         st = self.engine.stats()
-        return (f"DSP {st.load * 100:5.1f}%  worst {st.worst_us:4.0f} µs of "
+        return (f"DSP {st.load * 100:5.1f}%  worst {self.engine.recent.us:4.0f} µs of "
                 f"{self._budget_us():.0f}  xruns {st.xruns}  "
                 f"clients {self.counters.active_clients()}  nodes {len(self.session.graph.nodes)}"
                 f"  msgs {self.counters.messages}  fails {self.counters.failed}"
@@ -639,7 +641,6 @@ class Daemon:
                       transient=True) as live:
                 while not self._stop.wait(0.25):
                     live.update(self.status_line())
-                    self.engine.take_worst_us()
         else:
             while not self._stop.wait(0.25):
                 pass

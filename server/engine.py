@@ -119,6 +119,7 @@ class Engine:
         self.hw_out = hw_out
         self._ev = ffi.new("mg_event *")
         self._stats = ffi.new("mg_stats *")
+        self.recent = RecentWorst(self)  # the worst block of the last 10 s
 
     def push(self, kind: int, ptr=ffi.NULL, index: int = 0, value: float = 0.0,
              time: int = 0) -> None:
@@ -155,6 +156,7 @@ class Engine:
                      s.nan_scrubbed, s.clipped, s.events_lost, s.rt_allocs, s.heap_deferred)
 
     def take_worst_us(self) -> float:
+        """The slowest engine call since the previous take (one window's worst)."""
         return lib.mg_engine_take_worst_us(self.ptr)
 
     def process(self, nframes: int, inputs: np.ndarray | None = None,
@@ -216,3 +218,28 @@ class Engine:
             lib.mg_engine_free(self.ptr)
             lib.mg_midi_free(midi)
             self.ptr = None
+
+
+class RecentWorst:
+    """The slowest engine call of the last `seconds` (for /status `worst_recent_us`
+    and the terminal's status line): one thread (the control thread) calls tick();
+    any thread may read `us`. Kept as per-second maxima of the engine's window."""
+
+    def __init__(self, engine: Engine, seconds: int = 10) -> None:
+        self.engine = engine
+        self.slots = [0.0] * seconds
+        self.second = -1
+        self.us = 0.0
+
+    def tick(self, now: float) -> float:
+        """Take the engine's window into the current second's slot; returns `us`."""
+        sec = int(now)
+        n = len(self.slots)
+        if sec != self.second:
+            for s in range(max(self.second + 1, sec - n + 1), sec + 1):
+                self.slots[s % n] = 0.0  # seconds gone by without a tick
+            self.second = sec
+        i = sec % n
+        self.slots[i] = max(self.slots[i], self.engine.take_worst_us())
+        self.us = max(self.slots)
+        return self.us

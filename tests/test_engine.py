@@ -511,3 +511,41 @@ def test_reused_buffers_hold_each_signal_until_its_last_reader(sessions):
     lin = lambda d: 10.0 ** (d / 20.0)  # noqa: E731
     want = (lin(-6.0) + sum(lin(g) for g in db)) * x[:, 0] + (lin(12.0) + 1.0) * x[:, 1]
     assert np.max(np.abs(y - want)) < 1e-5
+
+
+def test_worst_block_since_the_start_survives_a_window_take():
+    """/status worst_us is documented as the slowest call since the start; the
+    terminal's status line takes the window's worst every 0.25 s, and that used
+    to reset it too."""
+    e = Engine(48000, 0, 2)
+    for _ in range(50):
+        e.process(64)
+    first = e.take_worst_us()
+    assert first > 0.0
+    assert e.stats().worst_us == first  # the start's figure is kept
+    assert e.take_worst_us() == 0.0  # a new window: nothing run since
+    e.process(64)
+    assert 0.0 < e.take_worst_us() <= e.stats().worst_us
+
+
+def test_recent_worst_is_the_slowest_block_of_the_last_ten_seconds():
+    from mixgraph.server.engine import RecentWorst
+
+    class Windows:  # stands in for the engine: each take gives the next window's worst
+        def __init__(self, seq):
+            self.seq = list(seq)
+
+        def take_worst_us(self):
+            return self.seq.pop(0) if self.seq else 0.0
+
+    r = RecentWorst(Windows([900.0, 50.0, 40.0]), seconds=10)
+    assert r.tick(100.2) == 900.0
+    assert r.tick(100.7) == 900.0  # same second
+    assert r.tick(105.0) == 900.0  # 5 s later, still inside the window
+    assert r.tick(110.1) == 40.0  # second 100 left the window; 105's 40 is the worst
+    r2 = RecentWorst(Windows([900.0] + [10.0] * 30), seconds=10)
+    r2.tick(0.5)
+    for t in range(1, 10):
+        assert r2.tick(t + 0.5) == 900.0
+    assert r2.tick(10.5) == 10.0  # second 0 left the window
+    assert r2.tick(40.0) == 10.0  # a long gap clears every slot but the new one

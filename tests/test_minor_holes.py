@@ -201,3 +201,17 @@ def test_a_restart_keeps_its_recorders_over_the_quota(tmp_path):
     finally:
         d.stop()
 
+
+
+def test_status_reports_the_worst_block_of_the_last_ten_seconds(tmp_path):
+    """`worst_us` is since the start; `worst_recent_us` the last 10 s (a box that
+    runs for weeks needs the second: one slow block at start-up hides every later
+    one in the first)."""
+    d = Daemon(tmp_path / "state", "--backend", "null")
+    try:
+        d.call("/graph/add", "sine", "s")
+        d.sync()
+        st = d.status()
+        assert 0.0 < st["worst_recent_us"] <= st["worst_us"]
+    finally:
+        d.stop()
