@@ -474,7 +474,8 @@ def _cmd_health(a: argparse.Namespace) -> int:
         return format(v, fmt) if isinstance(v, int | float) else str(v)
 
     line = (f"{s2.get('backend')} load {num('load', '.1f')}% xruns {s2.get('xruns')} "
-            f"worst {num('worst_us', '.1f')} us of {num('budget_us', '.1f')} "
+            f"worst {num('worst_recent_us', '.1f')} us of {num('budget_us', '.1f')} in 10 s "
+            f"({num('worst_us', '.1f')} since the start) "
             f"nodes {s2.get('nodes')} uptime {num('uptime', '.0f')} s")
     if s2.get("time") == s1.get("time"):
         print(f"CRITICAL - the audio clock is not moving: {line}")

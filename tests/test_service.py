@@ -8,6 +8,7 @@ processes (one SIGKILLed) compete for a state directory."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -140,6 +141,8 @@ def test_health_is_ok_for_a_running_server_and_critical_for_none(tmp_path):
                            text=True, timeout=30)
         assert r.returncode == 0 and r.stdout.startswith("OK - null"), r.stdout + r.stderr
         assert len(r.stdout.strip().splitlines()) == 1
+        assert re.search(r"worst \d+\.\d us of 1333\.3 in 10 s \(\d+\.\d since the start\)",
+                         r.stdout), r.stdout
     finally:
         d.stop()
     r = subprocess.run([*CLI, "health", "--port", str(free_udp_port()), "--timeout", "0.5"],
