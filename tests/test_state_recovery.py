@@ -151,3 +151,27 @@ def test_a_restart_keeps_what_a_recorder_recorded(tmp_path):
         assert "kept as take.take-1.wav" in d.output()
     finally:
         d.stop()
+
+
+@pytest.mark.parametrize("size_kb", [40, 400])
+def test_a_cut_off_json_patch_is_refused_at_once(size_kb):
+    """A JSON patch cut inside a string full of escaped quotes (a full disk, an
+    interrupted copy of a patch with an LV2 state) was scanned by a regex that
+    went back to the end of the file from every escaped quote: 40 kB took 42 s on
+    the control thread. It is refused as soon as the parser sees the end. (The
+    bound only guards against a hang; it is 100x what the parser takes.)"""
+    from mixgraph.server.errors import MixgraphError
+    from mixgraph.server.state import decode
+
+    text = '{"format": "mixgraph-patch", "version": 2, "metadata": {"note": "'
+    text += '<p id=\\"1\\"/>' * (size_kb * 1024 // 13)
+    t0 = time.perf_counter()
+    with pytest.raises(MixgraphError, match="not valid msgpack or JSON"):
+        decode(text.encode(), "cut.json")
+    assert time.perf_counter() - t0 < 2.0
+    # and a valid document nested too deep is still refused by depth, with a reason
+    with pytest.raises(MixgraphError, match="nested deeper than"):
+        decode(CORRUPT["json_deep"], "deep.json")
+    with pytest.raises(MixgraphError, match="nested deeper than"):
+        decode(json.dumps({"format": "mixgraph-patch", "x": [[[[1]]]] * 2 + [
+            json.loads("[" * 200 + "]" * 200)]}).encode(), "deep200.json")
