@@ -282,11 +282,13 @@ class Peer:
     """A client as dispatch sees it: an identity, a way to send it packets, and a
     datagram size limit for feedback. Transports make these; None = in-process."""
 
-    __slots__ = ("key", "send_packet", "mtu", "kind", "reply", "label", "proven", "backlog")
+    __slots__ = ("key", "send_packet", "mtu", "kind", "reply", "label", "proven", "backlog",
+                 "max_packet")
 
     def __init__(self, key, send_packet: Callable[[bytes], None], mtu: int = 1400,
                  kind: str = "local", label: str = "", proven: bool = True,
-                 backlog: Callable[[], int] | None = None) -> None:
+                 backlog: Callable[[], int] | None = None,
+                 max_packet: int | None = None) -> None:
         self.key = key
         self.send_packet = send_packet
         self.mtu = mtu
@@ -298,9 +300,18 @@ class Peer:
         # backlog: bytes queued for the client and not yet sent (TCP), None when the
         # transport queues nothing (UDP); feedback drops meter frames for slow readers
         self.backlog = backlog
+        # max_packet: the largest packet the transport can carry (a UDP datagram); a
+        # reply past it becomes a /fail that says so, instead of nothing at all
+        self.max_packet = max_packet
 
         def reply(address: str, args: list) -> None:
-            send_packet(encode_message(address, args))
+            pkt = encode_message(address, args)
+            if max_packet is not None and len(pkt) > max_packet:
+                asked = address.removesuffix(".reply")
+                pkt = encode_message("/fail", [asked, (
+                    f"the reply is {len(pkt)} bytes, more than a {kind.upper()} datagram "
+                    f"holds ({max_packet}): ask over TCP or WebSocket")])
+            send_packet(pkt)
 
         self.reply = reply
 

@@ -56,6 +56,7 @@ IP_RECVERR, IPV6_RECVERR = 11, 25  # Linux: ICMP errors on an unconnected UDP so
 _ICMP_ERRNOS = frozenset((errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH,
                           errno.EHOSTDOWN, errno.EPROTO, errno.EMSGSIZE))
 UDP_MTU = 1400  # feedback bundles over UDP stay under a typical path MTU
+UDP_MAX_PACKET = 65507  # the largest UDP payload over IPv4 (65535 - 8 - 20)
 QUEUE_MAX = 8192  # packets queued per UDP client before more are dropped
 BATCH = 32  # packets per client per round-robin turn
 FIFO_SHARE = 512  # packets a UDP client may have waiting in the arrival-order queue
@@ -364,7 +365,7 @@ class ControlServer:
                 self._sendto(data, box[0])
 
             p = Peer(addr, send, mtu=UDP_MTU, kind="udp", label=f"udp {addr[0]}:{addr[1]}",
-                     proven=self._is_trusted(addr[0]))
+                     proven=self._is_trusted(addr[0]), max_packet=UDP_MAX_PACKET)
             self.peers[addr] = p
             self._targets[addr] = box
         return p

@@ -388,3 +388,38 @@ def test_lease_lapses_and_meters(daemon):
     assert m.drain() == []
     sub.close()
     m.close()
+
+
+def test_a_reply_too_large_for_udp_is_a_fail_that_says_so(tmp_path):
+    """A reply past a UDP datagram's 65507 bytes could not be sent, and the client
+    heard nothing (only /status send_errors moved). It gets a /fail naming the size
+    and TCP; over TCP the whole reply comes."""
+    import json
+
+    state = tmp_path / "state"
+    (state / "patches").mkdir(parents=True)
+    names = [f"n{i:04d}" + "x" * 59 for i in range(1100)]  # 64-character names
+    doc = {"format": "mixgraph-patch", "version": 1, "sample_rate": 48000.0,
+           "nodes": [{"name": n, "type": "gain", "channels": 1} for n in names],
+           "connections": [], "metadata": {}}
+    (state / "patches" / "big.json").write_text(json.dumps(doc))
+    d = Daemon(state, "--backend", "null")
+    try:
+        d.call("/patch/load", "big")
+        c = Udp(d.port)
+        c.send("/graph/dump")
+        c.s.settimeout(5.0)
+        data, _ = c.s.recvfrom(65536)
+        [m] = parse_packet(data)
+        assert m.address == "/fail" and m.args[0] == "/graph/dump", (m.address, m.args)
+        assert "more than a UDP datagram holds (65507)" in m.args[-1]
+        assert "TCP" in m.args[-1]
+        t = Tcp(d.port)
+        t.send("/graph/dump")
+        [(addr, args)] = t.recv()
+        assert addr == "/graph/dump.reply" and len(args[0]) > 65507
+        assert sorted(n["name"] for n in msgpack.unpackb(args[0])["nodes"]) == names
+        t.close()
+        assert d.status()["send_errors"] == 0
+    finally:
+        d.stop()
