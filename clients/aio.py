@@ -38,6 +38,7 @@ from .protocol import (
     is_repeatable,
     is_reply_to,
     needs_proof,
+    udp_endpoint,
 )
 
 log = logging.getLogger("mixgraph.client")
@@ -82,10 +83,10 @@ class AsyncClient(CommandsMixin):
         self = cls(host, port, timeout, transport, framing, max_frame, retries)
         loop = asyncio.get_running_loop()
         if transport == "udp":
-            ip = socket.gethostbyname(host)
-            local = ("127.0.0.1" if ip.startswith("127.") else "0.0.0.0", 0)
+            family, remote, local = udp_endpoint(host, port)
             self._udp, _ = await loop.create_datagram_endpoint(
-                lambda: _UdpProtocol(self), local_addr=local, remote_addr=(ip, port))
+                lambda: _UdpProtocol(self), local_addr=local, remote_addr=remote[:2],
+                family=family)
         elif transport == "tcp":
             frame(b"", framing)  # validates the name
             reader, self._writer = await asyncio.wait_for(

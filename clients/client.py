@@ -40,6 +40,7 @@ from .protocol import (
     is_repeatable,
     is_reply_to,
     needs_proof,
+    udp_endpoint,
 )
 
 __all__ = ["Client", "MixgraphFail", "MixgraphTimeout", "encode"]
@@ -49,10 +50,10 @@ Callback = Callable[[str, list], Any]
 
 class _Udp:
     def __init__(self, host: str, port: int) -> None:
-        self.addr = (socket.gethostbyname(host), port)
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        family, self.addr, local = udp_endpoint(host, port)
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        self.sock.bind(("127.0.0.1" if self.addr[0].startswith("127.") else "", 0))
+        self.sock.bind(local)
 
     def send(self, packet: bytes) -> None:
         self.sock.sendto(packet, self.addr)

@@ -14,7 +14,9 @@ TCP framings (the server detects which one per connection):
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import socket
 import struct
 from typing import Any
 
@@ -42,6 +44,17 @@ _Q = struct.Struct(">q").pack
 _F = struct.Struct(">f").pack
 _D = struct.Struct(">d").pack
 _OSTR_CACHE: dict[str, bytes] = {}
+
+
+def udp_endpoint(host: str, port: int) -> tuple[int, tuple, tuple]:
+    """Where a UDP client sends, over IPv4 or IPv6 as the name resolves ("::1" and
+    "localhost" included): (address family, server address, local address to bind;
+    loopback for a loopback server, so replies never leave the box)."""
+    family, _, _, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+    loop = ipaddress.ip_address(addr[0].split("%")[0]).is_loopback
+    if family == socket.AF_INET6:
+        return family, addr, ("::1" if loop else "::", 0)
+    return family, addr, ("127.0.0.1" if loop else "0.0.0.0", 0)
 
 
 def ostr(s: str) -> bytes:

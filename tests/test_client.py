@@ -199,3 +199,31 @@ def test_pattern_replies_match_their_request():
     assert not is_reply_to("/node/ch1/mute", "/node/ch*/gain", [0.0])
     assert pattern_regex("/node/{a,bc}/gain").match("/node/bc/gain")
     assert not pattern_regex("/node/?/gain").match("/node/ab/gain")
+
+
+def test_clients_reach_a_server_on_ipv6_loopback(tmp_path):
+    """`serve --listen ::1` worked, but the clients resolved names with
+    gethostbyname (IPv4 only): `mixgraph ctl --host ::1` failed with 'Address family
+    for hostname not supported'. Client, AsyncClient and ctl over UDP and TCP."""
+    import subprocess
+    import sys
+
+    d = Daemon(tmp_path / "state", "--backend", "null", "--listen", "::1")
+    try:
+        for transport in ("udp", "tcp"):
+            with Client("::1", d.port, timeout=3.0, transport=transport) as cl:
+                assert cl.add("gain", f"g{transport}") == f"g{transport}"
+                assert cl.status()["nodes"] >= 1
+
+        async def main():
+            async with await AsyncClient.open("::1", d.port, timeout=3.0) as a:
+                await a.set("gudp", "gain", -4.0)
+                return await a.get("gudp", "gain")
+        assert asyncio.run(main()) == -4.0
+        for extra in ([], ["--tcp"]):
+            r = subprocess.run([sys.executable, "-m", "mixgraph.server.cli", "ctl", "--host",
+                                "::1", "--port", str(d.port), *extra, "/node/gtcp/gain"],
+                               capture_output=True, text=True, timeout=30)
+            assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        d.stop()
