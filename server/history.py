@@ -360,11 +360,11 @@ class History:
         set_bypass, set_param = s.set_bypass, s.set_param
         record, load_doc = s._record, s.load_doc
 
-        def add_node_(type_name, name, settings=None):
+        def add_node_(type_name, name, settings=None, stand_in=True):
             rec = h._recording()
             h._inner += 1
             try:
-                g = add_node(type_name, name, settings)
+                g = add_node(type_name, name, settings, stand_in)
             finally:
                 h._inner -= 1
             h._rank[name] = h._next_rank

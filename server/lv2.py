@@ -143,8 +143,13 @@ def placeholder(uri: str, settings: Mapping, why: str, options: Collection[str] 
     if t is None:
         for n in [*ins.split(","), *outs.split(","), *names]:
             name, _, ch = n.partition("*")
-            if name:
-                check_name(name)
+            try:
+                if name:
+                    check_name(name)
+            except MixgraphError:
+                raise MixgraphError(f"{uri}: bad port {n!r} in the saved `ports` layout "
+                                    "(`in1,in2>out1,out2`, names of 1-64 of A-Z a-z 0-9 _ -)"
+                                    ) from None
             if ch and not (ch.isdigit() and 1 <= int(ch) <= 64):
                 raise MixgraphError(f"{uri}: bad port {n!r} in the saved `ports` layout")
         defs = ffi.new("float[]", [_num(settings[k]) for k in names] or [0.0])
@@ -348,7 +353,7 @@ def _raw(p: dict) -> bytes:
     """A property's bytes, as the plugin stored them."""
     t = p["type"]
     if "base64" in p:
-        return base64.b64decode(p["base64"])
+        return base64.b64decode(p["base64"], validate=True)  # "!!!" is refused, not b""
     v = p["value"]
     if t == _ATOM + "URID":
         return struct.pack("<I", lib.mg_lv2_urid(str(v).encode()))

@@ -852,7 +852,7 @@ class Dispatcher:
             if not isinstance(k, str):
                 raise MixgraphError(f"setting name must be a string, got {k!r}")
             settings[k] = v
-        g = self.session.add_node(args[0], args[1], settings)
+        g = self.session.add_node(args[0], args[1], settings, stand_in=False)
         clamped = g.options.pop("_clamped", None)
         extra = [f"clamped to range: {', '.join(clamped)}"] if clamped else []
         self._commit()

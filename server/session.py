@@ -111,8 +111,12 @@ class Session:
         return confine_path(self.data_dir, path, write, self.confine_paths)
 
     # ---- nodes -----------------------------------------------------------------
-    def add_node(self, type_name: str, name: str, settings: dict | None = None) -> GNode:
+    def add_node(self, type_name: str, name: str, settings: dict | None = None,
+                 stand_in: bool = True) -> GNode:
         """Create a node. settings holds creation options and parameter values.
+        stand_in: an lv2 node whose plugin is not installed may be a silent stand-in
+        that keeps its place (restoring a document, an undo); a client's new node
+        (stand_in False) is refused instead.
 
         Atomic: every value is checked (server/values.py) before anything is
         created, and a failure after that (a file that will not open, the engine
@@ -123,6 +127,9 @@ class Session:
                                 f"(known: {', '.join(sorted(CATALOG))})")
         c = creation_settings(t, name, settings or {})
         t = c.type  # an lv2 node's type is its plugin's (server/lv2.py)
+        if c.missing and not stand_in:
+            raise MixgraphError(f"{name}: no LV2 plugin with URI {t.uri} on this machine "
+                                "(`mixgraph lv2 list` lists them)")
         if name in self.graph.nodes:
             raise MixgraphError(f"a node named {name!r} already exists")
         options, channels, first = c.options, c.channels, c.first

@@ -296,6 +296,14 @@ def test_daemon_adds_sets_and_refuses(tmp_path):
         d.sync()
         addr, args = d.request("/graph/add", "lv2", "x", "uri", "urn:nope")
         assert addr == "/fail" and "no LV2 plugin with URI urn:nope" in str(args)
+        # a client's new node is never a stand-in, even with a saved port layout
+        # (that is for documents made elsewhere): it answered /done, silent
+        addr, args = d.request("/graph/add", "lv2", "x", "uri", "urn:nope", "ports",
+                               "in*2>out*2")
+        assert addr == "/fail" and "no LV2 plugin with URI urn:nope" in str(args), args
+        addr, args = d.request("/graph/add", "lv2", "x", "uri", "urn:nope", "ports",
+                               "garbage>>>")
+        assert addr == "/fail" and "bad port" in str(args), args
         addr, args = d.request("/graph/add", "lv2", "y")
         assert addr == "/fail" and "uri" in str(args)
         addr, args = d.request("/graph/add", "gain", "z", "uri", MDA + "Overdrive")
@@ -721,7 +729,9 @@ def test_bad_lv2_state_in_a_patch_is_refused_whole():
     for bad in ({"x": 1}, [{"key": "urn:k", "type": atom + "Float"}],
                 [{**good, "value": "text"}], [{**good, "value": float("nan")}],
                 [{**good, "extra": 1}], [{**good, "flags": -1}],
-                [{**good, "base64": "AAAA"}], [{"key": "", "type": atom + "Int", "value": 1}]):
+                [{**good, "base64": "AAAA"}], [{"key": "", "type": atom + "Int", "value": 1}],
+                # not base64 at all: it was decoded as empty data
+                [{"key": "urn:k", "type": atom + "Chunk", "flags": 0, "base64": "!!!"}]):
         with pytest.raises(MixgraphError):
             lv2.check_state(bad, "t")
 
