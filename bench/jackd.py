@@ -456,8 +456,8 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64
     jackd, one measured window under the load; each one's late-client count.
 
     The counts are comparable: one window of jackd's log, the same lines for
-    every client (LATE), the window closed when the load stops and before any
-    client is stopped (a killed client is caught unfinished at every cycle
+    every client (LATE), the window closed while the load still runs and
+    before any client is stopped (a killed client is caught unfinished at every cycle
     until jackd notices). The load runs `warm` seconds before the window, and
     the burner is matched to mixgraph's time on a core under it. `keep_log`: a
     file for jackd's log of the window."""
@@ -474,6 +474,8 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64
                                   "--jack-name", "mixgraph", "--outputs", "2",
                                   "--rate-limit", "0", *extra)
         midi = None
+        stop = threading.Event()
+        sender: threading.Thread | None = None
         try:
             c = Client("127.0.0.1", port, timeout=30)
             st = status(c)
@@ -492,7 +494,6 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64
                         print(f"# /midi/map: {addr} {args}", flush=True)
             time.sleep(1.0)
             sent: list[int] = []
-            stop = threading.Event()
             sender = threading.Thread(
                 target=lambda: sent.extend(load(port, 1e9, osc_rate, midi, midi_rate, stop)))
             load_t0 = time.monotonic()
@@ -521,6 +522,7 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64
                 time.sleep(seconds)
                 m1 = log.mark()  # the window ends before the load or any client stops
                 window = time.monotonic() - t0
+                x1 = status(c)["xruns"]
                 steal = steal_ticks() - steal0
                 s1 = {k: rt_sched(v) for k, v in pids.items()}
                 f1 = thread_faults(proc.pid)
@@ -551,7 +553,7 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64
                     "osc_per_s": round(osc_sent / loaded), "midi_per_s": round(midis / loaded),
                     "steal_pct": round(100 * steal / os.sysconf("SC_CLK_TCK") / window
                                        / (os.cpu_count() or 1), 1),
-                    "mixgraph_xruns_status": st["xruns"] - x0,
+                    "mixgraph_xruns_status": x1 - x0,
                     "mixgraph_late": late.get("mixgraph", 0),
                     "jack_metro_late": late.get("metro", 0),
                     "burn_us": round(burn_us, 1), "burn_peer_late": late.get("burn", 0),
@@ -567,6 +569,9 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64
                     "nodes": st["nodes"], "loadavg": os.getloadavg()[0],
                     "mixgraph_client": thread_line(state)}
         finally:
+            stop.set()
+            if sender is not None and sender.is_alive():
+                sender.join()
             if midi is not None:
                 midi.close()
             proc.send_signal(signal.SIGTERM)
