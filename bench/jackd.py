@@ -4,6 +4,7 @@ issue-15 figure: the 64-channel mix64 session live on JACK beside JACK's own
 example client, under load.
 
     python bench/jackd.py [--seconds 60] [--osc-rate 10000] [--midi-rate 1000]
+                          [--channels 64] [--block 64]
 
 The script: jackd on the dummy driver at 48 kHz / 64 frames; `mixgraph serve
 --backend jack` (native JACK client) with the mix64 session of bench/mix64.py
@@ -12,13 +13,29 @@ master chain), started from a patch file; jack_metro on the same jackd at the
 same time; a sender at --osc-rate parameter messages per second (fader moves
 over the 64 channels) and, when mixgraph has a `mixgraph:midi_in` port,
 --midi-rate control changes per second into it through python-rtmidi's JACK
-API. Over the measured window: mixgraph's xruns (/status, its xrun callback:
-every xrun jackd reports, whoever caused it) and jackd's log of the window by
-cause, with the late-client lines per client, so mixgraph's client-late count
-stands beside jack_metro's in the same window, and beside a load-matched peer
-(bench/jack_burn.c, a client that uses as much CPU per cycle as mixgraph did
-just before the window: a stall of a shared host lands in whichever client
-is running, so the longer client is hit more often).
+API; a load-matched peer (bench/jack_burn.c, a client that uses as much CPU
+per cycle as mixgraph's thread under the same load, measured in a warm-up,
+less jack_metro's, since the burner has libjack's own part too:
+a stall of a shared host lands in whichever client is running, so the longer
+client is hit more often).
+
+The window is the same for every client: it starts once the burner runs and
+ends while the load still runs and before any client stops (a killed client
+is caught unfinished at every cycle until jackd notices: those lines are
+reported apart, `after_window`). Every client's late lines are the same two
+of jackd's (`client = X was not finished, state = S`: caught at the next
+cycle's start, S Triggered = woken but not started, Running = not done; and
+`client X finished after current callback`). They are counted in two parts:
+`full` cycles, and the `catch_up` cycle jackd's dummy driver starts at once
+after its timer woke more than a period late (`JackTimedDriver::Process
+XRun`), which gives the clients ~20 µs, so that every client longer than that
+is caught there whatever it does: those lines are the host's, and the timer
+line counts them already. Beside the counts: each client's time on a core and
+waiting for one per cycle (schedstat of its SCHED_FIFO thread), mixgraph's
+real-time thread (policy, page faults in the window), its control thread's
+CPU, the host's steal time, and which clients were caught late together
+(a host stall catches several; a client's own overrun, one).
+bench/jack_attr.py runs the figure one factor at a time.
 
 On a shared virtual machine jackd's dummy driver logs xruns with no client at
 all: its timer thread wakes up late (`JackTimedDriver::Process XRun = N usec`).
@@ -46,42 +63,105 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 TIMER = re.compile(r"JackTimedDriver::Process XRun")
-CLIENT = re.compile(r"not finished|was not triggered|client .* xrun", re.IGNORECASE)
-LATE = re.compile(r"client = (\S+) was not (?:finished|triggered)")
+CLIENT = re.compile(r"not finished|was not triggered|finished after current callback"
+                    r"|client .* xrun", re.IGNORECASE)
+# a client caught unfinished at the next cycle's start (state Triggered: it
+# had not started; Running: it had not finished), or one that finished after
+# that start: jackd's two late-client lines (JackEngine::CheckXRun)
+LATE = re.compile(r"client = (\S+) was not (?:finished|triggered)(?:, state = (\w+))?"
+                  r"|client (\S+) finished after current callback()")
 ANY_XRUN = re.compile(r"xrun", re.IGNORECASE)
 
 
 class JackLog:
     """jackd's captured stderr/stdout; `mark()` then `xruns(since)` count a window."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, pid: int = 0) -> None:
         self.path = path
+        self.pid = pid  # jackd's process id
 
     def mark(self) -> int:
         """The log's current length: the start of a measured window."""
         return self.path.stat().st_size
 
-    def text(self, since: int = 0) -> str:
+    def text(self, since: int = 0, until: int | None = None) -> str:
+        """The log from byte `since` to byte `until` (the end when None)."""
         with open(self.path, "rb") as f:
             f.seek(since)
-            return f.read().decode("utf-8", "replace")
+            data = f.read() if until is None else f.read(max(0, until - since))
+        return data.decode("utf-8", "replace")
 
-    def late_clients(self, since: int = 0) -> dict[str, int]:
-        """Late-client lines logged after `since`, per client name
-        (`JackEngine::XRun: client = NAME was not finished`)."""
+    def late_clients(self, since: int = 0, until: int | None = None) -> dict[str, int]:
+        """Late-client lines logged between `since` and `until`, per client
+        name (`client = NAME was not finished, state = ...` and `client NAME
+        finished after current callback`)."""
         counts: dict[str, int] = {}
-        for m in LATE.finditer(self.text(since)):
-            counts[m.group(1)] = counts.get(m.group(1), 0) + 1
+        for name, _ in late_lines(self.text(since, until)):
+            counts[name] = counts.get(name, 0) + 1
         return counts
 
-    def xruns(self, since: int = 0) -> dict[str, int]:
-        """Xrun lines logged after `since`, by cause (see the module docstring)."""
-        text = self.text(since)
+    def late_split(self, since: int = 0,
+                   until: int | None = None) -> tuple[dict[str, int], dict[str, int]]:
+        """Late-client lines per client, split in two: (full, catch_up).
+
+        When the dummy driver's timer wakes more than a period late it logs
+        `JackTimedDriver::Process XRun` and starts the next cycle at once
+        (it sleeps 0 and re-anchors), about 20 µs after it triggered the
+        clients: every client that needs more than that is caught
+        unfinished in that catch-up cycle, whatever it does. `catch_up`
+        counts the lines of the cycle right after such a timer line (the
+        host's lateness, which the timer line records); `full` the others,
+        cycles in which the clients had their whole period."""
+        full: dict[str, int] = {}
+        catch_up: dict[str, int] = {}
+        after_timer = False
+        for line in self.text(since, until).splitlines():
+            m = LATE.search(line)
+            if m:
+                d = catch_up if after_timer else full
+                name = m.group(1) or m.group(3)
+                d[name] = d.get(name, 0) + 1
+            else:  # the timer line, or the end of a cycle's checks
+                after_timer = bool(TIMER.search(line))
+        return full, catch_up
+
+    def late_states(self, since: int = 0, until: int | None = None) -> dict[str, dict]:
+        """The late-client lines per client and per state: `Triggered` (woken,
+        not started: the thread did not get a core in time), `Running`
+        (started, not done), `after` (finished after the next cycle began)."""
+        out: dict[str, dict[str, int]] = {}
+        for name, state in late_lines(self.text(since, until)):
+            d = out.setdefault(name, {})
+            d[state] = d.get(state, 0) + 1
+        return out
+
+    def late_sets(self, since: int = 0, until: int | None = None) -> dict[str, int]:
+        """How often each set of clients was caught late together: jackd logs
+        every late client of one cycle in consecutive lines, so a host stall
+        shows as several clients in one set and a client's own overrun as a
+        set of one. Keys are the names joined by `+`."""
+        sets: dict[str, int] = {}
+        group: set[str] = set()
+        for line in self.text(since, until).splitlines() + [""]:
+            m = LATE.search(line)
+            if m:
+                group.add(m.group(1) or m.group(3))
+            elif group:
+                key = "+".join(sorted(group))
+                sets[key] = sets.get(key, 0) + 1
+                group = set()
+        return sets
+
+    def xruns(self, since: int = 0, until: int | None = None) -> dict[str, int]:
+        """Xrun lines logged between `since` and `until`, by cause (see the
+        module docstring)."""
+        text = self.text(since, until)
         counts = {"timer": 0, "client": 0, "other": 0}
         for line in text.splitlines():
             if TIMER.search(line):
@@ -91,6 +171,12 @@ class JackLog:
             elif ANY_XRUN.search(line):
                 counts["other"] += 1
         return counts
+
+
+def late_lines(text: str) -> list[tuple[str, str]]:
+    """(client, state) of every late-client line in `text`."""
+    return [(m.group(1), m.group(2) or "?") if m.group(1) else (m.group(3), "after")
+            for m in LATE.finditer(text)]
 
 
 def available() -> bool:
@@ -121,7 +207,7 @@ def dummy(name: str, rate: int, block: int) -> Iterator[JackLog]:
             time.sleep(1.5)
             if jack.poll() is not None:
                 raise RuntimeError(f"jackd exited at start-up: {path.read_text()[-500:]}")
-            yield JackLog(path)
+            yield JackLog(path, jack.pid)
         finally:
             jack.send_signal(signal.SIGTERM)
             try:
@@ -132,9 +218,10 @@ def dummy(name: str, rate: int, block: int) -> Iterator[JackLog]:
 
 
 @contextlib.contextmanager
-def metro(name: str, client: str = "metro") -> Iterator[None]:
+def metro(name: str, client: str = "metro") -> Iterator[int]:
     """JACK's example client jack_metro (a metronome, a few operations per
-    sample) on the jackd named `name`: the peer a mixgraph run is compared with."""
+    sample) on the jackd named `name`: the peer a mixgraph run is compared
+    with. Yields its process id."""
     if shutil.which("jack_metro") is None:
         raise RuntimeError("jack_metro not installed (Debian: jackd2)")
     proc = subprocess.Popen(["jack_metro", "-b", "120", "-n", client],
@@ -142,7 +229,7 @@ def metro(name: str, client: str = "metro") -> Iterator[None]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(0.5)
-        yield
+        yield proc.pid
     finally:
         proc.terminate()
         proc.wait(10)
@@ -254,16 +341,17 @@ class MidiSender:
 
 
 def load(port: int, seconds: float, osc_rate: int, midi: MidiSender | None,
-         midi_rate: int) -> tuple[int, int]:
+         midi_rate: int, stop: threading.Event | None = None) -> tuple[int, int]:
     """osc_rate fader moves per second over the 64 channels (UDP, replies
-    drained) and midi_rate control changes per second, for `seconds`."""
+    drained) and midi_rate control changes per second, for `seconds` or
+    until `stop` is set."""
     from mixgraph.clients.protocol import encode
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setblocking(False)
     sent = midis = 0
     t0 = time.perf_counter()
-    while (elapsed := time.perf_counter() - t0) < seconds:
+    while (elapsed := time.perf_counter() - t0) < seconds and not (stop and stop.is_set()):
         due = int(elapsed * osc_rate)
         while sent < due:
             sock.sendto(encode(f"/node/fader{sent % 64}/gain", [-6.0 - (sent % 40) * 0.25]),
@@ -308,59 +396,182 @@ def burn_peer(server: str, client: str, burn_us: float, seconds: float) -> subpr
     return proc
 
 
-def mix64_live(seconds: float, osc_rate: int, midi_rate: int) -> dict:
-    """The figure: mixgraph (native JACK, mix64) and jack_metro on one jackd,
-    one measured window under the load; each one's late-client count."""
+def rt_sched(pid: int) -> tuple[int, int, int]:
+    """(ns on a core, ns waiting on a run queue, times run) summed over the
+    SCHED_FIFO/SCHED_RR threads of process `pid` (/proc/<pid>/task/*/schedstat):
+    a JACK client's process thread, when the server runs real-time."""
+    run = wait = slices = 0
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            stat = (task / "stat").read_text()
+            ss = (task / "schedstat").read_text().split()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2:].split()[38]) in (1, 2):  # field 41: policy
+            run, wait, slices = run + int(ss[0]), wait + int(ss[1]), slices + int(ss[2])
+    return run, wait, slices
+
+
+def rt_threads(pid: int) -> list[str]:
+    """`policy/priority` of the process's real-time threads (FIFO 75: JACK's
+    client thread of a jackd started with -P 80)."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            f = (task / "stat").read_text()
+        except OSError:
+            continue
+        f = f[f.rindex(")") + 2:].split()
+        if int(f[38]) in (1, 2):
+            out.append(f"{'FIFO' if f[38] == '1' else 'RR'} {f[37]}")
+    return out
+
+
+def steal_ticks() -> int:
+    """Time the hypervisor ran something else while this guest's cores had
+    work (/proc/stat's steal column, all cores), in clock ticks."""
+    with open("/proc/stat") as f:
+        return int(f.readline().split()[8])
+
+
+def thread_faults(pid: int) -> dict[int, tuple[int, float]]:
+    """Per thread of `pid`: (minor page faults, CPU seconds)."""
+    tck = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            f = (task / "stat").read_text()
+        except OSError:
+            continue
+        f = f[f.rindex(")") + 2:].split()
+        out[int(task.name)] = (int(f[7]), (int(f[11]) + int(f[12])) / tck, int(f[38]))
+    return out
+
+
+def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64,
+               warm: float = 3.0, extra: tuple[str, ...] = (), block: int = BLOCK,
+               keep_log: Path | None = None) -> dict:
+    """The figure: mixgraph (native JACK, the mix64 session with `channels`
+    strips; 0: an empty graph), jack_metro and the load-matched burner on one
+    jackd, one measured window under the load; each one's late-client count.
+
+    The counts are comparable: one window of jackd's log, the same lines for
+    every client (LATE), the window closed while the load still runs and
+    before any client is stopped (a killed client is caught unfinished at every cycle
+    until jackd notices). The load runs `warm` seconds before the window, and
+    the burner is matched to mixgraph's time on a core under it. `keep_log`: a
+    file for jackd's log of the window."""
     from mixgraph.clients import Client
+    from mixgraph.server.state import AUTOSAVE
 
     name = f"mgj64-{os.getpid()}"
-    with dummy(name, RATE, BLOCK) as log, metro(name, "metro"), \
+    with dummy(name, RATE, block) as log, metro(name, "metro") as metro_pid, \
             tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp)
-        from mixgraph.server.state import AUTOSAVE
-        mix64_patch(state / AUTOSAVE)
+        if channels:
+            mix64_patch(state / AUTOSAVE, channels)
         proc, port = start_daemon(state, "--backend", "jack", "--jack-server", name,
                                   "--jack-name", "mixgraph", "--outputs", "2",
-                                  "--rate-limit", "0")
+                                  "--rate-limit", "0", *extra)
         midi = None
+        stop = threading.Event()
+        sender: threading.Thread | None = None
         try:
             c = Client("127.0.0.1", port, timeout=30)
             st = status(c)
-            if st["backend"] != "jack" or st["nodes"] < 64 * 7:
+            if st["backend"] != "jack" or st["nodes"] < channels * 7:
                 raise RuntimeError(f"not the mix64 session on JACK: {st}")
             if midi_rate:
                 midi = MidiSender(name, "mixgraph")
                 if midi.out is None:
                     print(f"# --midi-rate {midi_rate}: skipped, {midi.reason}", flush=True)
                     midi = None
-                else:
-                    # the CCs move fader0 where /midi/map exists; else they are
-                    # still read and counted by the JACK MIDI port
+                elif channels:
+                    # the CCs move fader0; else they are still read and
+                    # counted by the JACK MIDI port
                     addr, args = c.request("/midi/map", "/node/fader0/gain", "cc", 1, 7)
                     if addr != "/done":
                         print(f"# /midi/map: {addr} {args}", flush=True)
             time.sleep(1.0)
-            burn_us = float(status(c)["load"]) / 100 * BLOCK / RATE * 1e6
+            sent: list[int] = []
+            sender = threading.Thread(
+                target=lambda: sent.extend(load(port, 1e9, osc_rate, midi, midi_rate, stop)))
+            load_t0 = time.monotonic()
+            sender.start()
+            time.sleep(warm / 2)
+            # the burner's cost: mixgraph's time on a core per cycle under the
+            # load, less jack_metro's (libjack's own part, which the burner has too)
+            w0 = rt_sched(proc.pid)[0], rt_sched(metro_pid)[0], time.monotonic()
+            time.sleep(warm / 2)
+            w1 = rt_sched(proc.pid)[0], rt_sched(metro_pid)[0], time.monotonic()
+            warm_cycles = (w1[2] - w0[2]) * RATE / block
+            burn_us = max(0.0, ((w1[0] - w0[0]) - (w1[1] - w0[1])) / warm_cycles / 1e3)
             burner = burn_peer(name, "burn", burn_us, seconds + 10)
-            x0 = status(c)["xruns"]
-            m0 = log.mark()
+            pids = {"mixgraph": proc.pid, "metro": metro_pid, "burn": burner.pid,
+                    "jackd": log.pid}
+            if midi is not None:
+                pids["mgbench"] = os.getpid()  # python-rtmidi's JACK client is ours
             try:
-                sent, midis = load(port, seconds, osc_rate, midi, midi_rate)
+                time.sleep(0.5)  # the burner's first cycles
+                x0 = status(c)["xruns"]
+                steal0 = steal_ticks()
+                f0 = thread_faults(proc.pid)
+                s0 = {k: rt_sched(v) for k, v in pids.items()}
+                m0 = log.mark()
+                t0 = time.monotonic()
+                time.sleep(seconds)
+                m1 = log.mark()  # the window ends before the load or any client stops
+                window = time.monotonic() - t0
+                x1 = status(c)["xruns"]
+                steal = steal_ticks() - steal0
+                s1 = {k: rt_sched(v) for k, v in pids.items()}
+                f1 = thread_faults(proc.pid)
             finally:
+                stop.set()
+                sender.join()
+                loaded = time.monotonic() - load_t0
                 burner.kill()
                 burner.wait()
             st = status(c)
-            late = log.late_clients(m0)
-            return {"seconds": seconds, "osc_sent": sent, "osc_per_s": round(sent / seconds),
-                    "midi_sent": midis, "midi_per_s": round(midis / seconds),
-                    "mixgraph_xruns_status": st["xruns"] - x0,
+            # the count as this bench took it before (for the before/after):
+            # one kind of line, the log read to its end after the burner was killed
+            old = {}
+            for m in re.finditer(r"client = (\S+) was not (?:finished|triggered)", log.text(m0)):
+                old[m.group(1)] = old.get(m.group(1), 0) + 1
+            late = log.late_clients(m0, m1)
+            full, catch_up = log.late_split(m0, m1)
+            if keep_log is not None:
+                keep_log.write_text(log.text(m0, m1))
+            cycles = window * RATE / block
+            per_cycle = {k: {"run_us": round((s1[k][0] - s0[k][0]) / cycles / 1e3, 1),
+                             "wait_us": round((s1[k][1] - s0[k][1]) / cycles / 1e3, 1)}
+                         for k in pids}
+            rt_faults = sum(f1[t][0] - f0[t][0] for t in f1 if t in f0 and f1[t][2] in (1, 2))
+            control_cpu = sum(f1[t][1] - f0[t][1] for t in f1 if t in f0 and f1[t][2] == 0)
+            osc_sent, midis = sent or (0, 0)
+            return {"seconds": round(window, 1), "channels": channels,
+                    "osc_per_s": round(osc_sent / loaded), "midi_per_s": round(midis / loaded),
+                    "steal_pct": round(100 * steal / os.sysconf("SC_CLK_TCK") / window
+                                       / (os.cpu_count() or 1), 1),
+                    "mixgraph_xruns_status": x1 - x0,
                     "mixgraph_late": late.get("mixgraph", 0),
                     "jack_metro_late": late.get("metro", 0),
                     "burn_us": round(burn_us, 1), "burn_peer_late": late.get("burn", 0),
-                    "late_by_client": late, "jackd_log": log.xruns(m0),
-                    "dsp_load_pct": st["load"], "worst_us": st.get("worst_us"),
-                    "nodes": st["nodes"], "mixgraph_client": thread_line(state)}
+                    "late_by_client": late, "late_states": log.late_states(m0, m1),
+                    "full_cycle_late": full, "catch_up_late": catch_up,
+                    "late_sets": log.late_sets(m0, m1),
+                    "jackd_log": log.xruns(m0, m1),
+                    "after_window": log.late_clients(m1), "old_count": old,
+                    "per_cycle": per_cycle,
+                    "rt_thread": rt_threads(proc.pid), "rt_thread_faults": rt_faults,
+                    "control_cpu_pct": round(100 * control_cpu / window),
+                    "dsp_load_pct": round(float(st["load"]), 1), "worst_us": st.get("worst_us"),
+                    "nodes": st["nodes"], "loadavg": os.getloadavg()[0],
+                    "mixgraph_client": thread_line(state)}
         finally:
+            stop.set()
+            if sender is not None and sender.is_alive():
+                sender.join()
             if midi is not None:
                 midi.close()
             proc.send_signal(signal.SIGTERM)
@@ -369,6 +580,35 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int) -> dict:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def summary(r: dict) -> str:
+    """The figure's lines: each client's late count in the window (all of
+    jackd's late-client lines, and those of full cycles), the ratios."""
+    def counts(d: dict) -> tuple[int, int, int]:
+        return d.get("mixgraph", 0), d.get("metro", 0), d.get("burn", 0)
+
+    def verdict(mg: int, me: int) -> str:
+        return "within" if mg <= me else "OVER"
+
+    mg, me, bu = counts(r["late_by_client"])
+    omg, ome, obu = counts(r["old_count"])
+    fmg, fme, fbu = counts(r["full_cycle_late"])
+    cmg, cme, cbu = counts(r["catch_up_late"])
+    pc = r["per_cycle"]
+    return (f"client-late in the same {r['seconds']:g} s window (mixgraph / jack_metro / a client "
+            f"burning mixgraph's {r['burn_us']} µs per cycle):\n"
+            f"  as counted before (the log read after the burner was killed): "
+            f"{omg} / {ome} / {obu}\n"
+            f"  all of jackd's late-client lines: {mg} / {me} / {bu} "
+            f"({verdict(mg, me)} jack_metro's)\n"
+            f"  in full cycles: {fmg} / {fme} / {fbu} ({verdict(fmg, fme)} jack_metro's)\n"
+            f"  in the catch-up cycle after jackd's timer woke late "
+            f"({r['jackd_log']['timer']} times; ~20 µs given): {cmg} / {cme} / {cbu}\n"
+            f"  on a core per cycle: {pc['mixgraph']['run_us']} / {pc['metro']['run_us']} / "
+            f"{pc['burn']['run_us']} µs; every xrun mixgraph was told of: "
+            f"{r['mixgraph_xruns_status']}; DSP load {r['dsp_load_pct']}%; "
+            f"load average {r['loadavg']:.1f}, steal {r['steal_pct']}% of the cores")
 
 
 def main() -> None:
@@ -380,26 +620,24 @@ def main() -> None:
     ap.add_argument("--midi-rate", type=int, default=0,
                     help="MIDI control changes per second into mixgraph:midi_in (skipped, "
                          "with a message, when that port does not exist)")
+    ap.add_argument("--channels", type=int, default=64,
+                    help="mix64 strips (0: an empty graph, for attribution)")
+    ap.add_argument("--block", type=int, default=BLOCK, help="frames per JACK period")
     ap.add_argument("--baseline", action="store_true",
                     help="also run jackd alone for the same time (the host's own xruns)")
     a = ap.parse_args()
     if not available():
         raise SystemExit("jackd is not installed (Debian: jackd2)")
-    print(f"# mix64 (64 channels) on JACK dummy, {RATE} Hz, {BLOCK} frames, "
+    print(f"# mix64 ({a.channels} channels) on JACK dummy, {RATE} Hz, {a.block} frames, "
           f"{a.seconds:g} s window, {a.osc_rate} OSC messages/s"
           + (f", {a.midi_rate} MIDI CCs/s" if a.midi_rate else "")
           + (", jackd realtime" if os.environ.get("MIXGRAPH_JACK_RT") else
              ", jackd --no-realtime (MIXGRAPH_JACK_RT=1 for -R)"), flush=True)
-    r = mix64_live(a.seconds, a.osc_rate, a.midi_rate)
+    r = mix64_live(a.seconds, a.osc_rate, a.midi_rate, a.channels, block=a.block)
     print(r)
-    verdict = "within" if r["mixgraph_late"] <= r["jack_metro_late"] else "OVER"
-    print(f"client-late in the same window: mixgraph {r['mixgraph_late']}, jack_metro "
-          f"{r['jack_metro_late']} ({verdict} the peer's), a client that burns mixgraph's "
-          f"{r['burn_us']} µs per cycle {r['burn_peer_late']}; every xrun mixgraph was told "
-          f"of: {r['mixgraph_xruns_status']}; jackd's timer woke late "
-          f"{r['jackd_log']['timer']} times; DSP load {r['dsp_load_pct']}%")
+    print(summary(r))
     if a.baseline:
-        print(f"jackd alone, no client, {a.seconds:g} s: {baseline(a.seconds, RATE, BLOCK)}")
+        print(f"jackd alone, no client, {a.seconds:g} s: {baseline(a.seconds, RATE, a.block)}")
 
 
 if __name__ == "__main__":
