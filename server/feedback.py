@@ -2,7 +2,11 @@
 
 Runs on the control thread. Changes are recorded as they are applied
 (latest value per address wins) and flushed at a bounded rate (default
-30 Hz, leading edge: a lone change goes out on the next control-loop turn).
+30 Hz, leading edge: a lone change goes out on the same control-loop turn;
+periods are on a grid with one period of credit, so a flush that went out
+late does not hold the next change back, and a flood gets one a period).
+The loop sleeps no longer than next_due(): a held change and a meter frame
+go out when due, not at the loop's next wake-up.
 Each subscriber gets only what someone else changed, and only values that
 differ from what it was last sent.
 
@@ -200,8 +204,11 @@ class Feedback:
         for key in [k for k, s in self.subs.items() if s.expires < now]:
             log.info("subscription of %s lapsed", self.subs[key].peer.label)
             self.drop(key)
-        if self.dirty and now - self.last_flush >= self.period:
-            self.last_flush = now
+        if self.dirty and now >= self.last_flush + self.period:  # next_due()
+            # periods on a grid, with one period of credit: a flush that went out late
+            # (the loop was held up) does not hold the next lone change back a whole
+            # period from then, and a flood still gets one flush a period
+            self.last_flush = max(self.last_flush + self.period, now - self.period)
             self._flush()
         self._frames.clear()  # readings are taken at most once per node per turn
         self._msgs.clear()
@@ -214,6 +221,20 @@ class Feedback:
                 self._send_meters(s)
         self._frames.clear()
         self._msgs.clear()
+
+    def next_due(self) -> float:
+        """When service() next has something to send (time.monotonic(); inf: nothing):
+        held changes at the end of their period, else the earliest subscriber's next
+        meter frame. The control loop sleeps no longer than this."""
+        t = math.inf
+        if not self.subs:
+            return t
+        if self.dirty:
+            t = self.last_flush + self.period
+        for s in self.subs.values():
+            if s.meters and s.next_meter < t:
+                t = s.next_meter
+        return t
 
     def _flush(self) -> None:
         dirty, self.dirty = self.dirty, {}
