@@ -173,3 +173,27 @@ def test_the_daemon_freezes_its_start_up_heap(tmp_path):
         assert st["gc_worst_ms"] >= 0.0
     finally:
         d.stop()
+
+
+def test_subscribers_to_different_meters_get_their_own_blobs(rig):
+    """The `/meters` blob is packed once per turn for each set of metered nodes and
+    shared by the subscribers to that set; one with another set gets its own."""
+    import msgpack
+
+    fb, a, b = rig
+    s = fb.d.session
+    s.add_node("meter", "m2", {"channels": 1})
+    s.commit()
+    c = Box(("127.0.0.1", 3))
+    fb.meters_subscribe(a.peer, "m1", 30.0, blob_only=True)
+    fb.meters_subscribe(b.peer, "m*", 30.0, blob_only=True)
+    fb.meters_subscribe(c.peer, "m1", 30.0, blob_only=True)
+    fb.service(time.monotonic())
+    blobs = {k: [msgpack.unpackb(args[0])["meters"] for args in box.take("/meters")]
+             for k, box in (("a", a), ("b", b), ("c", c))}
+    assert [sorted(x) for x in blobs["a"]] == [["m1"]] == [sorted(x) for x in blobs["c"]]
+    assert [sorted(x) for x in blobs["b"]] == [["m1", "m2"]]
+    want = {r.name: s.readout("m2", r.name) for r in s.live["m2"].g.type.readouts}
+    assert blobs["b"][0]["m2"].keys() == want.keys()
+    for k, v in want.items():  # (float32 in the blob)
+        assert blobs["b"][0]["m2"][k] == pytest.approx(v, rel=1e-6, abs=1e-6)
