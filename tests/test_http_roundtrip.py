@@ -1,7 +1,9 @@
-"""What keeps a fader move's feedback prompt (issue 17's round-trip figure): the feedback
-coalescer's periods on a grid with one period of credit, the control loop sleeping no
-longer than the next feedback or meter frame is due, and the start-up heap frozen out of
-the garbage collector's way. Times are handed in (Feedback.service(now)) or read from
+"""The browser round trip (issue 17's figure: a fader move in one browser, through the
+server, to another): what keeps it prompt - the feedback coalescer's periods on a grid
+with one period of credit, the control loop sleeping no longer than the next feedback or
+meter frame is due, the start-up heap frozen out of the garbage collector's way, one
+/meters blob shared by the subscribers to the same meters - and sound: a browser's edit
+is journaled before its /done. Times are handed in (Feedback.service(now)) or read from
 the loop's select() calls: nothing here depends on how fast the machine is."""
 
 from __future__ import annotations
@@ -197,3 +199,30 @@ def test_subscribers_to_different_meters_get_their_own_blobs(rig):
     assert blobs["b"][0]["m2"].keys() == want.keys()
     for k, v in want.items():  # (float32 in the blob)
         assert blobs["b"][0]["m2"][k] == pytest.approx(v, rel=1e-6, abs=1e-6)
+
+
+def test_a_browser_edit_is_journaled_before_its_done(tmp_path):
+    """A set over WebSocket is in the journal before its /done reaches the browser, as
+    over UDP and TCP: killed right after the /done, the server comes back with it. The
+    WebSocket connection's send skipped the journal's hook, so its edits waited for the
+    next autosave (up to 0.25 s) or another client's reply to be written."""
+    import signal
+
+    from test_http import WS, free_tcp_port
+
+    state = tmp_path / "state"
+    port = free_tcp_port()
+    d = Daemon(state, "--backend", "null", "--http", str(port))
+    try:
+        d.call("/graph/add", "gain", "g", "gain", -3.0)
+        time.sleep(1.0)  # the add's snapshot; after it only the journal can hold the set
+        ws = WS(port)
+        ws.send("/node/g/gain", -21.5)
+        assert ws.until(lambda m: m[0] == "/done") == ("/done", ["/node/g/gain", -21.5])
+    finally:
+        d.stop(signal.SIGKILL)
+    d = Daemon(state, "--backend", "null")
+    try:
+        assert d.request("/node/g/gain") == ("/node/g/gain", [-21.5])
+    finally:
+        d.stop()
