@@ -315,6 +315,11 @@ def analyse(sent, seen, ev, b_port: int, worst: int, quiet: bool = False) -> lis
     for n, xs in sorted(steps.items()):
         print(f"  step {n:28s} n={len(xs):6d} median {1e3 * statistics.median(xs):6.3f} ms "
               f"p99 {1e3 * pct(xs, 0.99):6.3f} max {1e3 * max(xs):7.3f} ms")
+    for n in ("Journal.flush", "Journal.rotate", "Session.to_doc", "Daemon._save"):
+        big = sorted((e for e in ev if e[1] == n), key=lambda e: e[2], reverse=True)[:3]
+        if big:
+            print(f"  longest {n}: " + ", ".join(
+                f"{1e3 * e[2]:.1f} ms (cpu {1e3 * e[3]:.2f})" for e in big))
     order = sorted(range(len(rows)), key=lambda i: rows[i][6] - rows[i][0], reverse=True)
     for i in order[:worst]:
         r = rows[i]
