@@ -3,7 +3,7 @@ latency, the browser-to-browser round trip of a fader move, and the cost of 16 m
 browsers, with the mix64 graph.
 
     python bench/browser.py [--channels 64] [--parts load,ws,moves,meters]
-                            [--moves 1000] [--browsers 16] [--seconds 10]
+                            [--moves 1000] [--browsers 16] [--seconds 10] [--raw 16]
 
 Starts a real daemon (null backend) whose state is the mix64 reference session
 (bench/mix64.py build_mix64, restored from its autosave) with a meter node after each
@@ -33,6 +33,9 @@ channel's fader (so each browser streams 65 meter nodes), then, by part:
   the mixer (each in a context of its own, loaded in parallel; the daemon allows 64
   connections per host for them), each streaming every meter at 30 Hz, then after they
   closed. 16 pages of this mixer take minutes to load on a busy 2-core machine.
+  With --raw N, first a window with N raw WebSocket clients streaming what a page
+  streams (the server's share of 16 browsers without 16 chromium renderers on the same
+  cores; --browsers 0 skips chromium).
 """
 
 from __future__ import annotations
@@ -257,7 +260,51 @@ def part_moves(port: int, moves: int, exe: str) -> None:
         print(f"  load average during the run: {f.read().split()[0]}")
 
 
-def part_meters(d: Daemon, port: int, browsers: int, seconds: float, exe: str) -> None:
+class RawPage:
+    """A raw WebSocket client that streams what a mixer page streams (every meter node at
+    30 Hz as blobs, the parameter subscription, /sync every 2 s), read by a thread: the
+    server's share of a browser, without a chromium on the same 2 cores."""
+
+    def __init__(self, port: int, metered: list[str]) -> None:
+        import threading
+
+        self.ws = WS(port)
+        self.lock = threading.Lock()
+        self.frames = 0
+        self.stop = threading.Event()
+        self.ws.send("/subscribe", 10.0)
+        for n in metered:
+            self.ws.send("/meters/subscribe", n, 30.0, "blob")
+        self.th = threading.Thread(target=self.run, daemon=True)
+        self.th.start()
+
+    def run(self) -> None:
+        beat = time.monotonic() + 2.0
+        while not self.stop.is_set():
+            if time.monotonic() > beat:
+                beat += 2.0
+                with self.lock:
+                    self.ws.send("/sync", 0)
+            try:
+                op, payload = self.ws.frame(0.5)
+            except OSError:
+                continue
+            if op == 0x9:
+                with self.lock:
+                    self.ws.send_frame(0xA, payload)
+            elif op == 0x2 and b"/meters\0" in payload:
+                self.frames += 1
+            elif op == -1:
+                return
+
+    def close(self) -> None:
+        self.stop.set()
+        self.th.join()
+        self.ws.close()
+
+
+def part_meters(d: Daemon, port: int, browsers: int, seconds: float, exe: str,
+                raw: int = 0, channels: int = 64) -> None:
     from playwright.sync_api import sync_playwright
 
     tid = control_thread(d)
@@ -280,6 +327,18 @@ def part_meters(d: Daemon, port: int, browsers: int, seconds: float, exe: str) -
 
     print(f"meters: {seconds:g} s windows")
     window("no browser")
+    if raw:
+        pages = [RawPage(port, [f"mtr{i}" for i in range(channels)]) for _ in range(raw)]
+        time.sleep(2)
+        f0 = sum(r.frames for r in pages)
+        window(f"{raw} raw WebSocket clients (no chromium), {channels} meter nodes each at 30 Hz")
+        print(f"  they received {(sum(r.frames for r in pages) - f0) / raw / seconds:.1f} "
+              "meter frames a second each")
+        for r in pages:
+            r.close()
+        window("after they closed")
+    if not browsers:
+        return
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=exe)
         pages = []
@@ -314,6 +373,9 @@ def main() -> int:
     ap.add_argument("--ws-moves", type=int, default=300)
     ap.add_argument("--browsers", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--raw", type=int, default=0, help="meters: first a window with this "
+                    "many raw WebSocket clients streaming what a page streams (0: none; "
+                    "--browsers 0 then skips chromium)")
     a = ap.parse_args()
     parts = set(a.parts.split(","))
     page = (resources.files("mixgraph.server") / "web" / "index.html").read_bytes()
@@ -335,7 +397,7 @@ def main() -> int:
         try:
             nodes = d.status()["nodes"]
             print(f"graph: mix{a.channels} and a meter per channel, {nodes} nodes")
-            if not exe and parts - {"ws"}:
+            if not exe and parts - {"ws"} and not (a.raw and a.browsers == 0):
                 print("no chromium: only the ws part runs")
                 parts &= {"ws"}
             if "load" in parts:
@@ -345,7 +407,7 @@ def main() -> int:
             if "moves" in parts:
                 part_moves(port, a.moves, exe)
             if "meters" in parts:
-                part_meters(d, port, a.browsers, a.seconds, exe)
+                part_meters(d, port, a.browsers, a.seconds, exe, a.raw, a.channels)
         finally:
             d.stop()
     return 0

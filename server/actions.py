@@ -105,9 +105,18 @@ def expire_actions(session: Session, now: float | None = None) -> int:
     return n
 
 
-def triggers_for(type_name: str) -> set[str]:
-    """Parameters of a node type that only its actions drive."""
-    return {t for a in actions_for(type_name).values() for t in a.triggers}
+_TRIGGERS: dict[str, tuple[int, frozenset[str]]] = {}  # type -> (its actions, triggers)
+
+
+def triggers_for(type_name: str) -> frozenset[str]:
+    """Parameters of a node type that only its actions drive (kept per type: the
+    autosave's snapshot asks for every node, four times a second while faders move)."""
+    acts = actions_for(type_name)
+    hit = _TRIGGERS.get(type_name)
+    if hit is None or hit[0] != len(acts):
+        hit = _TRIGGERS[type_name] = (len(acts), frozenset(
+            t for a in acts.values() for t in a.triggers))
+    return hit[1]
 
 
 def is_action_or_trigger(type_name: str, name: str) -> bool:

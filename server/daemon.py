@@ -24,7 +24,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from . import __version__, lv2
+from . import __version__, heap, lv2
 from .backends import BackendConfig, choose_backend
 from .devices import DeviceWatch
 from .diskio import DEFAULT_MAX_RECORDER_CHANNELS, DEFAULT_MIN_FREE_MB, DiskIO
@@ -615,6 +615,8 @@ class Daemon:
                                   e.sample_rate, e.time, time.time())
             log.info("state: %d scheduled sets restored for later", later)
             self._resched = []
+        frozen = heap.settle()  # start-up's objects out of the collector's way
+        log.debug("gc: %d objects frozen after start-up", frozen)
         self._control = threading.Thread(target=self.server.serve_forever,
                                          name="mixgraph-control", daemon=True)
         self._control.start()

@@ -2,7 +2,11 @@
 
 Runs on the control thread. Changes are recorded as they are applied
 (latest value per address wins) and flushed at a bounded rate (default
-30 Hz, leading edge: a lone change goes out on the next control-loop turn).
+30 Hz, leading edge: a lone change goes out on the same control-loop turn;
+periods are on a grid with one period of credit, so a flush that went out
+late does not hold the next change back, and a flood gets one a period).
+The loop sleeps no longer than next_due(): a held change and a meter frame
+go out when due, not at the loop's next wake-up.
 Each subscriber gets only what someone else changed, and only values that
 differ from what it was last sent.
 
@@ -69,6 +73,7 @@ class Feedback:
         self.max_subscribers = max_subscribers
         self._frames: dict[str, dict] = {}  # this turn's meter readings, by node
         self._msgs: dict[str, list[bytes]] = {}  # and as OSC messages, when asked
+        self._blobs: dict[tuple, bytes] = {}  # and as `/meters <blob>`, by node list
         self.subs: dict[object, Subscriber] = {}
         self.dirty: dict[tuple[str, str], tuple[float, object]] = {}
         self.last_flush = 0.0
@@ -200,11 +205,15 @@ class Feedback:
         for key in [k for k, s in self.subs.items() if s.expires < now]:
             log.info("subscription of %s lapsed", self.subs[key].peer.label)
             self.drop(key)
-        if self.dirty and now - self.last_flush >= self.period:
-            self.last_flush = now
+        if self.dirty and now >= self.last_flush + self.period:  # next_due()
+            # periods on a grid, with one period of credit: a flush that went out late
+            # (the loop was held up) does not hold the next lone change back a whole
+            # period from then, and a flood still gets one flush a period
+            self.last_flush = max(self.last_flush + self.period, now - self.period)
             self._flush()
         self._frames.clear()  # readings are taken at most once per node per turn
         self._msgs.clear()
+        self._blobs.clear()
         subs = self.subs
         for key, s in list(subs.items()):  # a send may close a connection (drop)
             if s.meters and now >= s.next_meter and subs.get(key) is s:
@@ -214,6 +223,21 @@ class Feedback:
                 self._send_meters(s)
         self._frames.clear()
         self._msgs.clear()
+        self._blobs.clear()
+
+    def next_due(self) -> float:
+        """When service() next has something to send (time.monotonic(); inf: nothing):
+        held changes at the end of their period, else the earliest subscriber's next
+        meter frame. The control loop sleeps no longer than this."""
+        t = math.inf
+        if not self.subs:
+            return t
+        if self.dirty:
+            t = self.last_flush + self.period
+        for s in self.subs.values():
+            if s.meters and s.next_meter < t:
+                t = s.next_meter
+        return t
 
     def _flush(self) -> None:
         dirty, self.dirty = self.dirty, {}
@@ -267,9 +291,7 @@ class Feedback:
         f = self._frames.get(name)
         if f is not None:
             return f
-        session = self.d.session
-        per = {r.name: session.readout(name, r.name) for r in node.g.type.readouts}
-        self._frames[name] = per
+        per = self._frames[name] = node.readouts()
         return per
 
     def _frame_msgs(self, name: str, node, per: dict) -> list[bytes]:
@@ -299,23 +321,31 @@ class Feedback:
             return
         session = self.d.session
         live = session.live
-        msgs: list[bytes] = []
-        blob: dict = {}
-        for name in self._names(s):
-            node = live.get(name)
-            if node is None:
-                continue
-            per = self._frame(name, node)
-            if not s.blob_only:
-                msgs += self._frame_msgs(name, node, per)
-            blob[name] = per
-        if not blob:
+        names = self._names(s)
+        key = tuple(names)
+        blob_msg = self._blobs.get(key)
+        if blob_msg is None:
+            # once per turn for every subscriber to the same nodes (16 browsers on one
+            # mixer take the same bytes: packing them 16 times cost 0.1 ms each)
+            blob = {}
+            for name in names:
+                node = live.get(name)
+                if node is not None:
+                    blob[name] = self._frame(name, node)
+            blob_msg = self._blobs[key] = encode_message("/meters", [msgpack.packb(
+                {"time": session.engine.time, "meters": blob}, use_single_float=True)]) \
+                if blob else b""
+        if not blob_msg:
             return
+        msgs: list[bytes] = []
+        if not s.blob_only:
+            for name in names:
+                node = live.get(name)
+                if node is not None:
+                    msgs += self._frame_msgs(name, node, self._frame(name, node))
         if s.dropped:
             msgs.insert(0, encode_message("/fail", [
                 "/meters", s.dropped, f"slow reader: {s.dropped} meter frames dropped"]))
             s.dropped = 0
-        packed = msgpack.packb({"time": session.engine.time, "meters": blob},
-                               use_single_float=True)
-        msgs.append(encode_message("/meters", [packed]))
+        msgs.append(blob_msg)
         self._send(s, msgs)

@@ -57,12 +57,28 @@ class LiveNode:
         for r in g.type.readouts:
             n = g.channels if r.per_channel else 1
             if r.name == what:
-                vals = [float(lib.mg_node_readout(self.ptr, flat + i)) for i in range(n)]
-                if r.map == "db":
-                    vals = [20.0 * math.log10(v) if v > 1e-10 else -200.0 for v in vals]
-                return vals
+                return self._values(r, flat, n)
             flat += n
         raise MixgraphError(f"{g.name} ({g.type.name}) has no parameter or readout {what!r}")
+
+    def readouts(self) -> dict[str, list[float]]:
+        """Every published value, by name, in one pass (the meter stream reads them all:
+        one readout() per name would walk the type's readouts again for each)."""
+        out: dict[str, list[float]] = {}
+        flat = 0
+        g = self.g
+        for r in g.type.readouts:
+            n = g.channels if r.per_channel else 1
+            out[r.name] = self._values(r, flat, n)
+            flat += n
+        return out
+
+    def _values(self, r, flat: int, n: int) -> list[float]:
+        ptr = self.ptr
+        vals = [float(lib.mg_node_readout(ptr, flat + i)) for i in range(n)]
+        if r.map == "db":
+            vals = [20.0 * math.log10(v) if v > 1e-10 else -200.0 for v in vals]
+        return vals
 
 
 @dataclass(eq=False)

@@ -25,7 +25,7 @@ from pythonosc.osc_message import OscMessage
 from mixgraph.clients.protocol import encode
 from mixgraph.clients.protocol import ostr as _ostr
 
-from . import __version__, planner, ramps, show_osc, tapers
+from . import __version__, heap, planner, ramps, show_osc, tapers
 from .actions import actions_for, is_action_or_trigger, run_action
 from .catalog import CATALOG
 from .engine import EngineBusy
@@ -1002,6 +1002,7 @@ class Dispatcher:
             "device_state", str(self.info.get("device_state", "running")),
             *self.midi.status(),
             *lv2_status(self.session),
+            *heap.status(),
         ])
 
     def _info(self, args: list, reply: Reply, _t: int, client=None) -> None:

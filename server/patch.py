@@ -60,11 +60,13 @@ def to_doc(session: Session) -> dict:
     """The patch as a plain document (msgpack/JSON)."""
     nodes = []
     for g in session.graph.nodes.values():
-        opts = {k: v for k, v in g.options.items() if not k.startswith("_")}
+        opts = {k: v for k, v in g.options.items() if not k.startswith("_")} \
+            if g.options else {}
         skip = triggers_for(g.type.name)  # an action's trigger is not state
         nodes.append({"name": g.name, "type": g.type.name, "channels": g.channels,
                       "options": opts,
-                      "params": {k: v for k, v in g.params.items() if k not in skip}})
+                      "params": {k: v for k, v in g.params.items() if k not in skip}
+                      if skip else dict(g.params)})  # (the autosave runs this at 4 Hz)
         state = node_state(session, g.name) if g.type.has_state else None
         if state:
             nodes[-1]["state"] = state

@@ -886,6 +886,8 @@ class ControlServer:
         _packet), never a dead control thread."""
         while not self._stop:
             timeout = 0.0 if self.ready or self.fifo else 0.001 if self._paused else 0.005
+            if timeout:  # feedback and meters go out when due, not at the next wake-up
+                timeout = max(0.0, min(timeout, self.feedback.next_due() - time.monotonic()))
             try:
                 events = self.sel.select(timeout)
             except InterruptedError:
