@@ -120,6 +120,13 @@ class Engine:
         self._ev = ffi.new("mg_event *")
         self._stats = ffi.new("mg_stats *")
 
+    def set_sched(self, spin_us: float, min_work_us: float) -> None:
+        """How the audio threads share a cycle (mg_engine_set_sched): a thread
+        with nothing ready spins up to spin_us before it sleeps, and workers
+        are woken only for cycles of at least min_work_us of work (-1: every
+        other cycle, for tests). No effect on one thread."""
+        lib.mg_engine_set_sched(self.ptr, float(spin_us), float(min_work_us))
+
     def push(self, kind: int, ptr=ffi.NULL, index: int = 0, value: float = 0.0,
              time: int = 0) -> None:
         """Queue one command for the audio thread; raises EngineBusy when the ring is full."""
