@@ -1223,16 +1223,18 @@ static void run_plan(mg_engine *e, int off, int n, uint64_t t)
      * one-thread path, timed, for the estimate: the same samples either way */
     uint64_t t0 = 0;
     if (p->par && e->workers) {
-        if (mg_workers_handoff(e->workers, n)) {
+        const int handed = mg_workers_handoff(e->workers, p, n);
+        t0 = mono_ns();
+        if (handed) {
             e->cycle.e = e;
             e->cycle.p = p;
             e->cycle.off = off;
             e->cycle.n = n;
             e->cycle.t = t;
             mg_workers_run(e->workers, p->par, par_unit, &e->cycle, n);
+            mg_workers_note(e->workers, 1, mono_ns() - t0, n);
             return;
         }
-        t0 = mono_ns();
     }
     const int gangs = p->finished && e->ganging;
     for (int s = 0; s < p->n_steps;) {
@@ -1273,7 +1275,7 @@ static void run_plan(mg_engine *e, int off, int n, uint64_t t)
         s++;
     }
     if (t0)
-        mg_workers_note(e->workers, mono_ns() - t0, n);
+        mg_workers_note(e->workers, 0, mono_ns() - t0, n);
 }
 
 /* One chunk of at most MG_MAX_BLOCK frames, hardware buffers planar. */

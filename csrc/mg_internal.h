@@ -242,13 +242,15 @@ int mg_workers_threads(const mg_workers *w);
 void mg_workers_run(mg_workers *w, mg_par *par, mg_unit_fn fn, void *ctx, int n_frames);
 /* [control] see mg_engine_set_sched; the defaults: */
 #define MG_SPIN_US 50.0
-#define MG_MIN_WORK_US 40.0
+#define MG_MIN_WORK_US 20.0
 void mg_workers_sched(mg_workers *w, double spin_us, double min_work_us);
 /* [audio] 1: run this cycle on the workers; 0: on this thread alone, the
- * one-thread path (its expected work is under the minimum). */
-int mg_workers_handoff(mg_workers *w, int n_frames);
-/* [audio] a cycle's measured work (ns, every thread), for mg_workers_handoff */
-void mg_workers_note(mg_workers *w, uint64_t work_ns, int n_frames);
+ * one-thread path: whichever has been faster (wall-clock ns per frame,
+ * measured by mg_workers_note; the other path is tried 8 cycles in 256),
+ * and never the workers for a cycle under the minimum work. */
+int mg_workers_handoff(mg_workers *w, const void *plan, int n_frames);
+/* [audio] a cycle's wall-clock time on the path mg_workers_handoff chose */
+void mg_workers_note(mg_workers *w, int handed, uint64_t wall_ns, int n_frames);
 /* [audio, between cycles] 1 when no worker may be reading the last cycle's
  * plan: only then may it be retired (its memory goes back to control). */
 int mg_workers_quiet(mg_workers *w);

@@ -69,11 +69,14 @@ struct mg_workers {
      * spins for work within a cycle before it sleeps; the least work a
      * cycle is expected to have for the audio thread to wake workers */
     _Atomic uint64_t spin_ns;
-    _Atomic int64_t min_work_ns;      /* < 0: every other cycle (tests) */
-    double est_ns;                    /* audio: work per frame, moving average */
-    unsigned flip;                    /* audio: cycles decided (min_work_ns < 0) */
-    uint64_t work_seen;               /* audio: work_ns at the last cycle's end */
-    _Alignas(64) _Atomic uint64_t work_ns; /* this cycle's work, every thread */
+    _Atomic int64_t min_work_ns;      /* 0: always; < 0: every other cycle (tests) */
+    /* audio: which path is faster, measured (mg_workers_handoff) */
+    double wall[2];                   /* ns per frame, moving averages: alone, on workers */
+    const void *plan;                 /* the plan they were measured on */
+    int best;                         /* the path taken outside trials */
+    int last;                         /* the previous cycle's path */
+    int trial;                        /* cycles of the other path still to run */
+    unsigned cycles;
     _Atomic int trace;                /* record events (mg_workers_trace) */
     mg_tev *tev;                      /* TRACE_CAP events, allocated by control */
     _Alignas(64) _Atomic int n_tev;
@@ -215,17 +218,11 @@ static void run_chain(mg_workers *w, mg_par *par, int u)
     }
 }
 
-/* Run what is ready; the time it took counts as the cycle's work. */
 static void drain(mg_workers *w, mg_par *par)
 {
-    int u = pop(par);
-    if (u < 0)
-        return;
-    const uint64_t t0 = now_ns();
-    do
+    int u;
+    while ((u = pop(par)) >= 0)
         run_chain(w, par, u);
-    while ((u = pop(par)) >= 0);
-    atomic_fetch_add_explicit(&w->work_ns, now_ns() - t0, memory_order_relaxed);
 }
 
 /* Nothing ready: spin (never sleep) for at most spin_ns while the cycle
@@ -374,18 +371,64 @@ void mg_workers_sched(mg_workers *w, double spin_us, double min_work_us)
                                                               : 0));
 }
 
-int mg_workers_handoff(mg_workers *w, int n_frames)
+/* Trials: every TRIAL_EVERY cycles, TRIAL_LEN cycles of the other path (the
+ * first of them not measured: its caches are the other path's). */
+#define TRIAL_EVERY 256
+#define TRIAL_LEN 8
+/* Cycles that could take longer than this on one thread always run on the
+ * workers (no trials of the one-thread path: it might miss its deadline). */
+#define SMALL_NS 200000.0
+
+int mg_workers_handoff(mg_workers *w, const void *plan, int n_frames)
 {
     const int64_t min_work = atomic_load_explicit(&w->min_work_ns, memory_order_relaxed);
+    if (min_work == 0)
+        return 1;
     if (min_work < 0)
-        return (w->flip++ & 1) == 0;
-    return w->est_ns * n_frames >= (double)min_work;
+        return (w->cycles++ & 1) == 0;
+    if (plan != w->plan) { /* a new plan: the workers, until measured */
+        w->plan = plan;
+        w->wall[0] = w->wall[1] = 0.0;
+        w->best = w->last = 1;
+        w->trial = 0;
+        w->cycles = 0;
+    }
+    /* one thread could take the cycle's whole work: never a trial */
+    if (w->wall[1] * (w->n + 1) * n_frames > SMALL_NS)
+        return 1;
+    /* a cycle whose one-thread time is under the minimum never wakes a worker */
+    if (w->wall[0] > 0.0 && w->wall[0] * n_frames < (double)min_work)
+        return 0;
+    if (w->trial > 0) {
+        w->trial--;
+        return !w->best;
+    }
+    if (++w->cycles % TRIAL_EVERY == 0) {
+        w->trial = TRIAL_LEN - 1;
+        return !w->best;
+    }
+    return w->best;
 }
 
-void mg_workers_note(mg_workers *w, uint64_t work_ns, int n_frames)
+void mg_workers_note(mg_workers *w, int handed, uint64_t wall_ns, int n_frames)
 {
-    if (n_frames > 0)
-        w->est_ns += ((double)work_ns / n_frames - w->est_ns) * 0.125;
+    handed = handed != 0;
+    const int settled = handed == w->last;
+    w->last = handed;
+    if (n_frames <= 0 || !settled)
+        return;
+    double per = (double)wall_ns / n_frames;
+    double *m = &w->wall[handed];
+    if (*m > 0.0 && per > 2.0 * *m)
+        per = 2.0 * *m; /* a preempted cycle moves the average by 12.5% at most */
+    *m = *m > 0.0 ? *m + (per - *m) * 0.125 : per;
+    /* the faster path, once both are known; a 5% margin against flapping */
+    if (w->wall[0] > 0.0 && w->wall[1] > 0.0) {
+        if (w->best && w->wall[1] > 1.05 * w->wall[0])
+            w->best = 0;
+        else if (!w->best && w->wall[0] > 1.05 * w->wall[1])
+            w->best = 1;
+    }
 }
 
 void mg_workers_run(mg_workers *w, mg_par *par, mg_unit_fn fn, void *ctx, int n_frames)
@@ -441,9 +484,7 @@ void mg_workers_run(mg_workers *w, mg_par *par, mg_unit_fn fn, void *ctx, int n_
      * workers still looking at the queue: they cannot claim anything of this
      * cycle, and the plan is only retired once none is (mg_workers_quiet). */
     atomic_store(&w->par, NULL);
-    const uint64_t total = atomic_load_explicit(&w->work_ns, memory_order_relaxed);
-    mg_workers_note(w, total - w->work_seen, n_frames); /* late work: the next cycle's */
-    w->work_seen = total;
+
     tev(w, TEV_DONE, 0);
 }
 
