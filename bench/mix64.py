@@ -4,6 +4,7 @@ and the same channel strip through Pedalboard, side by side.
     python bench/mix64.py [--channels 16 64 256] [--seconds 5] [--repeats 3] [--hard] [--cpu N]
     python bench/mix64.py --peers [--channels 64] [--seconds 5] [--repeats 3]
     python bench/mix64.py --threads 1 2 [--channels 64 256] [--seconds 2] [--repeats 3] [--live]
+    python bench/mix64.py --live-ab 1 2 2:0,0 [--channels 256] [--seconds 2] [--repeats 3]
 
 --peers renders the session in mixgraph, scsynth (NRT) and Pedalboard
 (bench/peers.py says how each is built) in alternating rounds on the same
@@ -33,7 +34,19 @@ deadline sees), the process's CPU time per block (all threads) and the
 throughput against the first thread count given. --live adds, per thread
 count, the largest channel count (a multiple of 16) that runs live on the
 null clock at 64 frames with at least 30% of the block to spare: no xrun in
-the run and a mean DSP load (the engine's own figure) of at most 70%.
+the run and a mean DSP load (the engine's own figure) of at most 70%. After
+the table it prints the units' bound (bench/threads_trace.py): the work, the
+critical path and the best speed-up the plan's units allow, at 64 and 128
+frames.
+
+--live-ab runs the session live on the null clock (real-time paced, at
+SCHED_FIFO when the system grants it, as a live backend runs, so the audio
+threads go ahead of the machine's other work) in alternating rounds of the
+configurations given, `threads[:spin,min_work]` (mg_engine_set_sched's
+arguments in us; without them the engine's defaults), and prints each
+block's wall-clock us (mean, p99, worst, at 64 and 128 frames), xruns and
+throughput against the first configuration: on a shared machine the
+figure to quote.
 
 Reports, per size: offline x real time on one core (CPU time), us per 64-frame
 block (median, and the best run: the load on this shared machine moves the

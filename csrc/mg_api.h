@@ -310,9 +310,11 @@ const char *mg_plan_step_type(const mg_plan *p, int step);
 int mg_engine_trace(mg_engine *e, int on);
 /* [control] How the threads share a cycle (docs/architecture.md): a thread
  * with nothing ready spins up to spin_us for more before it sleeps (within a
- * cycle only; 0: sleeps at once), and the audio thread wakes workers only for
- * a cycle expected to take at least min_work_us of work (its measured work
- * per frame, a moving average; 0: always). Default 50 and 40. -1: no workers. */
+ * cycle only; 0: sleeps at once). Each cycle runs on the workers or on the
+ * audio thread alone (the one-thread path), whichever has been faster,
+ * measured; a cycle whose one-thread time is under min_work_us never wakes a
+ * worker. min_work_us 0: always the workers; < 0: every other cycle (tests).
+ * Defaults 50 and 20. Returns -1 without workers. */
 int mg_engine_set_sched(mg_engine *e, double spin_us, double min_work_us);
 /* [control, the audio thread stopped] Wait until no worker thread may still
  * be reading a plan of the last cycle (one preempted while it left the

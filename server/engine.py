@@ -122,9 +122,11 @@ class Engine:
 
     def set_sched(self, spin_us: float, min_work_us: float) -> None:
         """How the audio threads share a cycle (mg_engine_set_sched): a thread
-        with nothing ready spins up to spin_us before it sleeps, and workers
-        are woken only for cycles of at least min_work_us of work (-1: every
-        other cycle, for tests). No effect on one thread."""
+        with nothing ready spins up to spin_us within a cycle before it
+        sleeps; each cycle takes the faster path, the workers or the audio
+        thread alone, and never the workers under min_work_us of one-thread
+        time (0: always the workers; -1: every other cycle, for tests). No
+        effect on one thread."""
         lib.mg_engine_set_sched(self.ptr, float(spin_us), float(min_work_us))
 
     def push(self, kind: int, ptr=ffi.NULL, index: int = 0, value: float = 0.0,
