@@ -4,6 +4,7 @@ and the same channel strip through Pedalboard, side by side.
     python bench/mix64.py [--channels 16 64 256] [--seconds 5] [--repeats 3] [--hard] [--cpu N]
     python bench/mix64.py --peers [--channels 64] [--seconds 5] [--repeats 3]
     python bench/mix64.py --threads 1 2 [--channels 64 256] [--seconds 2] [--repeats 3] [--live]
+    python bench/mix64.py --live-ab 1 2 2:0,0 [--channels 256] [--seconds 2] [--repeats 3]
 
 --peers renders the session in mixgraph, scsynth (NRT) and Pedalboard
 (bench/peers.py says how each is built) in alternating rounds on the same
@@ -33,7 +34,19 @@ deadline sees), the process's CPU time per block (all threads) and the
 throughput against the first thread count given. --live adds, per thread
 count, the largest channel count (a multiple of 16) that runs live on the
 null clock at 64 frames with at least 30% of the block to spare: no xrun in
-the run and a mean DSP load (the engine's own figure) of at most 70%.
+the run and a mean DSP load (the engine's own figure) of at most 70%. After
+the table it prints the units' bound (bench/threads_trace.py): the work, the
+critical path and the best speed-up the plan's units allow, at 64 and 128
+frames.
+
+--live-ab runs the session live on the null clock (real-time paced, at
+SCHED_FIFO when the system grants it, as a live backend runs, so the audio
+threads go ahead of the machine's other work) in alternating rounds of the
+configurations given, `threads[:spin,min_work]` (mg_engine_set_sched's
+arguments in us; without them the engine's defaults), and prints each
+block's wall-clock us (mean, p99, worst, at 64 and 128 frames), xruns and
+throughput against the first configuration: on a shared machine the
+figure to quote.
 
 Reports, per size: offline x real time on one core (CPU time), us per 64-frame
 block (median, and the best run: the load on this shared machine moves the
@@ -263,6 +276,27 @@ def time_threads(n: int, threads: int, block: int, seconds: float) -> dict:
     return {"us": us, "cpu": cpu}
 
 
+def print_bounds(sizes: list[int], threads: list[int]) -> None:
+    """The plan's critical-path bound (bench/threads_trace.py): per size and
+    block, the work, the longest chain of dependent units and the best
+    speed-up the units allow."""
+    import threads_trace
+
+    print("\n# the units' bound (threads_trace.py: median unit costs over 500 traced blocks)")
+    print("| channels | block | threads | units | work us | critical path us | "
+          "best speed-up | as the workers schedule, no overhead |")
+    print("|---|---|---|---|---|---|---|---|")
+    for n in sizes:
+        for block in (64, 128):
+            for t in threads:
+                if t < 2:
+                    continue
+                r = threads_trace.trace(n, t, block, 500, sched=(0.0, 0.0))
+                print(f"| {n} | {block} | {t} | {len(r['cost'])} | {r['work']:.1f} | "
+                      f"{r['cp']:.1f} | {r['bound']:.2f}x | {r['sim_speedup']:.2f}x |",
+                      flush=True)
+
+
 def run_threads(sizes: list[int], threads: list[int], seconds: float, repeats: int) -> None:
     print(f"\n# mix64 on several threads, {RATE} Hz, wall-clock us per engine call over "
           f"{repeats} alternating rounds of {seconds:g} s (not pinned; load average "
@@ -324,6 +358,69 @@ def run_live(threads: list[int], seconds: float) -> None:
         print(f"{t} thread(s): {lo} channels  (tried {'; '.join(seen)})", flush=True)
 
 
+def live_blocks(n: int, threads: int, block: int, seconds: float,
+                sched: tuple[float, float] | None = None) -> tuple[np.ndarray, int]:
+    """mix64 with n channels live on the null clock (SCHED_FIFO when the
+    system grants it, as a live backend runs): each block's wall-clock us and
+    the xruns. sched: mg_engine_set_sched (spin us, min work us)."""
+    from mixgraph.server._core import ffi, lib
+
+    e = Engine(RATE, 0, 2, threads=threads)
+    s = Session(e)
+    build_mix64(s, n)
+    if sched is not None and threads > 1:
+        lib.mg_engine_set_sched(e.ptr, *sched)
+    log = np.zeros(int(seconds * RATE / block) + 1000, np.float64)
+    e.null_start(block)
+    time.sleep(0.3)
+    x0 = e.stats().xruns
+    lib.mg_engine_block_log(e.ptr, ffi.from_buffer("double[]", log), len(log))
+    time.sleep(seconds)
+    got = lib.mg_engine_block_log(e.ptr, ffi.NULL, 0)
+    xr = e.stats().xruns - x0
+    e.null_stop()
+    s.close()
+    e.free()
+    return log[:got].copy(), xr
+
+
+def parse_sched(text: str) -> tuple[int, tuple[float, float] | None]:
+    """'2' -> (2, None); '2:50,40' -> (2, (50.0, 40.0))."""
+    t, _, sc = text.partition(":")
+    return int(t), (tuple(float(x) for x in sc.split(",")) if sc else None)  # type: ignore[return-value]
+
+
+def run_live_ab(sizes: list[int], configs: list[str], seconds: float, repeats: int) -> None:
+    """Alternating live rounds of each configuration (threads[:spin,min]):
+    wall-clock us per block on the null clock, real-time paced, so the
+    audio threads run at SCHED_FIFO ahead of the machine's other work."""
+    print(f"\n# mix64 live on the null clock, {RATE} Hz, wall-clock us per block, "
+          f"{repeats} alternating rounds of {seconds:g} s (load average "
+          f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores)")
+    print("| channels | block | threads[:spin,min work] | mean us | p99 us | worst us | "
+          "p99 % of budget | xruns | throughput vs first |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for n in sizes:
+        for block in (64, 128):
+            runs: dict[str, list[np.ndarray]] = {c: [] for c in configs}
+            xr = dict.fromkeys(configs, 0)
+            for _ in range(repeats):
+                for c in configs:
+                    t, sc = parse_sched(c)
+                    us, x = live_blocks(n, t, block, seconds, sc)
+                    runs[c].append(us)
+                    xr[c] += x
+            base = None
+            budget = block / RATE * 1e6
+            for c in configs:
+                us = np.concatenate(runs[c])
+                mean = float(us.mean())
+                base = base or mean
+                p99 = float(np.percentile(us, 99))
+                print(f"| {n} | {block} | {c} | {mean:.1f} | {p99:.1f} | {us.max():.1f} | "
+                      f"{100 * p99 / budget:.0f}% | {xr[c]} | {base / mean:.2f}x |", flush=True)
+
+
 def run_peers(sizes: list[int], seconds: float, repeats: int) -> None:
     """mix64 in mixgraph, scsynth and Pedalboard, in alternating rounds."""
     import peers
@@ -369,11 +466,19 @@ def main() -> None:
                     help="mix64 on N audio threads: wall-clock per block, CPU, throughput")
     ap.add_argument("--live", action="store_true",
                     help="with --threads: the largest channel count live on the null clock")
+    ap.add_argument("--live-ab", nargs="+", metavar="T[:SPIN,MIN]",
+                    help="alternating live rounds of these configurations: threads, "
+                    "optionally with mg_engine_set_sched's spin and min work in us "
+                    "(e.g. 1 2:0,0 2)")
     ap.add_argument("--cpu", type=int, default=default_cpu(),
                     help="core to pin the bench to (default: the last one; -1: no pinning)")
     a = ap.parse_args()
+    if a.live_ab:
+        run_live_ab(a.channels, a.live_ab, a.seconds, a.repeats)
+        return
     if a.threads:
         run_threads(a.channels, a.threads, a.seconds, a.repeats)
+        print_bounds(a.channels, a.threads)
         if a.live:
             run_live(a.threads, a.seconds)
         return

@@ -121,6 +121,10 @@ struct mg_engine {
     mg_workers *workers;      /* NULL: one thread, the old path */
     int threads;
     mg_cycle cycle;           /* the sub-block a cycle runs (audio) */
+    /* bench: each engine call's wall-clock us, while the log has room */
+    _Atomic(double *) blog;
+    int blog_cap;
+    _Atomic int blog_n;
 };
 
 /* What unconnected inputs read. */
@@ -220,6 +224,76 @@ int mg_engine_threads(mg_engine *e) { return e->threads; }
 int mg_plan_units(const mg_plan *p) { return p->par ? p->par->n_units : 0; }
 
 int mg_plan_par_buffers(const mg_plan *p) { return p->par ? p->par->pool_slots : 0; }
+
+int mg_plan_par_graph(const mg_plan *p, int *succ_first, int *succ, int *atom_first,
+                      int *atom_step, int *atom_len, int *atom_kind, int cap)
+{
+    const mg_par *par = p->par;
+    if (!par)
+        return 0;
+    if (par->succ_first[par->n_units] > cap || par->n_atoms > cap)
+        return -1;
+    for (int u = 0; u <= par->n_units; u++) {
+        succ_first[u] = par->succ_first[u];
+        atom_first[u] = par->unit_atom[u];
+    }
+    for (int i = 0; i < par->succ_first[par->n_units]; i++)
+        succ[i] = par->succ[i];
+    for (int i = 0; i < par->unit_atom[par->n_units]; i++) {
+        const mg_atom *a = &par->atoms[par->atom_list[i]];
+        atom_kind[i] = a->gang < 0 ? -1 : a->gang;
+        atom_len[i] = a->len;
+        atom_step[i] = a->first;
+        if (a->gang < 0) { /* the step the segment feeds */
+            const mg_mixop *op = &p->mix[par->pin[a->first]];
+            int s = 0;
+            while (s < p->n_steps && !(op >= &p->mix[p->steps[s].mix_first] &&
+                                       op < &p->mix[p->steps[s].mix_first + p->steps[s].mix_count]))
+                s++;
+            atom_step[i] = s;
+        }
+    }
+    return par->n_units;
+}
+
+const char *mg_plan_step_type(const mg_plan *p, int step)
+{
+    return step >= 0 && step < p->n_steps ? p->steps[step].node->type->name : "";
+}
+
+int mg_engine_block_log(mg_engine *e, double *us, int cap)
+{
+    if (!us || cap < 1) {
+        atomic_store(&e->blog, NULL);
+        return atomic_load(&e->blog_n);
+    }
+    atomic_store(&e->blog, NULL);
+    e->blog_cap = cap;
+    atomic_store(&e->blog_n, 0);
+    atomic_store(&e->blog, us);
+    return 0;
+}
+
+void mg_engine_quiesce(mg_engine *e)
+{
+    while (!mg_workers_quiet(e->workers))
+        sched_yield();
+}
+
+int mg_engine_set_sched(mg_engine *e, double spin_us, double min_work_us)
+{
+    if (!e->workers)
+        return -1;
+    mg_workers_sched(e->workers, spin_us, min_work_us);
+    return 0;
+}
+
+int mg_engine_trace(mg_engine *e, int on) { return e->workers ? mg_workers_trace(e->workers, on) : -1; }
+
+int mg_engine_trace_read(mg_engine *e, double *t, int *kind, int *thread, int *arg, int cap)
+{
+    return e->workers ? mg_workers_trace_read(e->workers, t, kind, thread, arg, cap) : -1;
+}
 
 /* [control] A plan about to go to an engine with workers: its parallel form
  * (csrc/pool.c), once. Without one (too many units, no memory) it runs on
@@ -357,6 +431,13 @@ static void retire_plan(mg_engine *e, mg_plan *old)
 {
     if (!old)
         return;
+    if (!mg_workers_quiet(e->workers)) { /* a worker still leaving a cycle */
+        if (e->n_retire < MG_MAX_RETIRE)
+            e->retire[e->n_retire++] = old; /* retried next block */
+        else
+            atomic_fetch_add_explicit(&e->events_lost, 1, memory_order_relaxed);
+        return;
+    }
     mg_event ev = {atomic_load_explicit(&e->time, memory_order_relaxed),
                    MG_EV_PLAN_RETIRED, 0, (int64_t)old->gen, old};
     if (!mg_ring_push(&e->ev, &ev)) {
@@ -369,6 +450,8 @@ static void retire_plan(mg_engine *e, mg_plan *old)
 
 static void flush_retired(mg_engine *e)
 {
+    if (e->n_retire > 0 && !mg_workers_quiet(e->workers))
+        return;
     while (e->n_retire > 0) {
         mg_plan *p = e->retire[0];
         mg_event ev = {atomic_load_explicit(&e->time, memory_order_relaxed),
@@ -1115,6 +1198,13 @@ static void par_unit(void *ctx, int u)
     }
 }
 
+static inline uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 /* Run the plan over frames [off, off+n) of the current block. */
 static void run_plan(mg_engine *e, int off, int n, uint64_t t)
 {
@@ -1130,14 +1220,22 @@ static void run_plan(mg_engine *e, int off, int n, uint64_t t)
     advance_fades(p, n);
     if (p->ops_stale)
         refresh_ops(p);
+    /* several threads when the cycle is worth it (csrc/workers.c); else the
+     * one-thread path, timed, for the estimate: the same samples either way */
+    uint64_t t0 = 0;
     if (p->par && e->workers) {
-        e->cycle.e = e;
-        e->cycle.p = p;
-        e->cycle.off = off;
-        e->cycle.n = n;
-        e->cycle.t = t;
-        mg_workers_run(e->workers, p->par, par_unit, &e->cycle);
-        return;
+        const int handed = mg_workers_handoff(e->workers, p, n);
+        t0 = mono_ns();
+        if (handed) {
+            e->cycle.e = e;
+            e->cycle.p = p;
+            e->cycle.off = off;
+            e->cycle.n = n;
+            e->cycle.t = t;
+            mg_workers_run(e->workers, p->par, par_unit, &e->cycle, n);
+            mg_workers_note(e->workers, 1, mono_ns() - t0, n);
+            return;
+        }
     }
     const int gangs = p->finished && e->ganging;
     for (int s = 0; s < p->n_steps;) {
@@ -1177,6 +1275,8 @@ static void run_plan(mg_engine *e, int off, int n, uint64_t t)
         push_step(p, st, off, n);
         s++;
     }
+    if (t0)
+        mg_workers_note(e->workers, 0, mono_ns() - t0, n);
 }
 
 /* One chunk of at most MG_MAX_BLOCK frames, hardware buffers planar. */
@@ -1344,6 +1444,14 @@ static void process_any(mg_engine *e, const float *in, const float *const *in_pl
      * update costs at most one block's figure in one window */
     if (dt > atomic_load_explicit(&e->window_us, memory_order_relaxed))
         atomic_store_explicit(&e->window_us, dt, memory_order_relaxed);
+    double *blog = atomic_load_explicit(&e->blog, memory_order_acquire);
+    if (blog) {
+        const int i = atomic_load_explicit(&e->blog_n, memory_order_relaxed);
+        if (i < e->blog_cap) {
+            blog[i] = dt;
+            atomic_store_explicit(&e->blog_n, i + 1, memory_order_release);
+        }
+    }
     atomic_fetch_add_explicit(&e->blocks, 1, memory_order_relaxed);
     mg_fpu_leave(&fpu);
     mg_audio_leave();

@@ -291,6 +291,42 @@ int mg_engine_threads(mg_engine *e);                               /* [any] */
  * (0: it runs on one thread) */
 int mg_plan_units(const mg_plan *p);
 int mg_plan_par_buffers(const mg_plan *p);
+/* [control] A pushed plan's units (bench/threads_trace.py): succ[succ_first[u]
+ * .. succ_first[u + 1]) are unit u's successors, its atoms are
+ * atom_step/atom_len/atom_kind[atom_first[u] .. atom_first[u + 1]) (kind 0 a
+ * step, 1 a gang slice of len steps, -1 a push segment into step atom_step).
+ * Arrays of n_units + 1, n_units * n_units and n_atoms; returns n_units (0:
+ * one thread), -1 when cap (the length of succ and atom_*) is too short. */
+int mg_plan_par_graph(const mg_plan *p, int *succ_first, int *succ, int *atom_first,
+                      int *atom_step, int *atom_len, int *atom_kind, int cap);
+/* [control] The type name of a finished plan's step. */
+const char *mg_plan_step_type(const mg_plan *p, int step);
+/* [control, engine not running] Trace the worker threads' cycles (on 1, off
+ * 0; bench/threads_trace.py): each event's time (us, CLOCK_MONOTONIC), kind
+ * (1 cycle published, arg roots; 2/3 a unit starts/ends, arg the unit; 4 a
+ * post, arg 0 to the audio thread, 1 to a worker; 5 a thread wakes from its
+ * semaphore; 6 a thread goes to sleep; 7 the cycle is over), thread (0 the
+ * audio thread, i worker i) and arg. read returns the events since the last
+ * read (at most cap, and at most 2^18 are kept). -1: no workers. */
+int mg_engine_trace(mg_engine *e, int on);
+/* [control] How the threads share a cycle (docs/architecture.md): a thread
+ * with nothing ready spins up to spin_us for more before it sleeps (within a
+ * cycle only; 0: sleeps at once). Each cycle runs on the workers or on the
+ * audio thread alone (the one-thread path), whichever has been faster,
+ * measured; a cycle whose one-thread time is under min_work_us never wakes a
+ * worker. min_work_us 0: always the workers; < 0: every other cycle (tests).
+ * Defaults 50 and 20. Returns -1 without workers. */
+int mg_engine_set_sched(mg_engine *e, double spin_us, double min_work_us);
+/* [control, the audio thread stopped] Wait until no worker thread may still
+ * be reading a plan of the last cycle (one preempted while it left the
+ * cycle), before plans the engine has run are freed (Session.close). */
+void mg_engine_quiesce(mg_engine *e);
+/* [control; bench] Log each engine call's wall-clock time (us) into us[0 ..
+ * cap) from now on, as long as there is room (a live backend's blocks);
+ * us NULL: stop, and return how many were logged. The caller keeps us alive
+ * until it stops the log. */
+int mg_engine_block_log(mg_engine *e, double *us, int cap);
+int mg_engine_trace_read(mg_engine *e, double *t, int *kind, int *thread, int *arg, int cap);
 /* [audio] mg_engine_process_blocks, with each call's wall-clock time in
  * us[0 .. ceil(nframes / block)) (microseconds; bench/mix64.py) */
 void mg_engine_process_blocks_timed(mg_engine *e, const float *in, float *out,

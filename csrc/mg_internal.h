@@ -218,9 +218,13 @@ typedef struct mg_par {
     int pool_slots;
     /* run time: audio thread and workers, one cycle at a time */
     _Atomic int *count;       /* per unit: predecessors still to finish */
-    _Atomic int *queue;       /* ready units + 1 (0: empty slot), n_units + 1 */
-    _Alignas(64) _Atomic int q_rd;
-    _Alignas(64) _Atomic int q_wr;
+    /* the ready queue: positions q_rd < q_wr grow for ever (never reset, so
+     * a thread that looked at it in an earlier cycle cannot claim a stale
+     * slot); slot queue[pos & q_mask] holds (pos + 1) << 16 | unit */
+    _Atomic uint64_t *queue;
+    uint64_t q_mask;          /* slots - 1: a power of two > n_units */
+    _Alignas(64) _Atomic uint64_t q_rd;
+    _Alignas(64) _Atomic uint64_t q_wr;
     _Alignas(64) _Atomic int remaining; /* sinks of this cycle still to finish */
 } mg_par;
 
@@ -235,7 +239,23 @@ void mg_workers_free(mg_workers *w);      /* [control] */
 int mg_workers_threads(const mg_workers *w);
 /* [audio] Run every unit of par once, fn(ctx, unit) on this thread and the
  * workers, each after its predecessors; returns when all are done. */
-void mg_workers_run(mg_workers *w, mg_par *par, mg_unit_fn fn, void *ctx);
+void mg_workers_run(mg_workers *w, mg_par *par, mg_unit_fn fn, void *ctx, int n_frames);
+/* [control] see mg_engine_set_sched; the defaults: */
+#define MG_SPIN_US 50.0
+#define MG_MIN_WORK_US 20.0
+void mg_workers_sched(mg_workers *w, double spin_us, double min_work_us);
+/* [audio] 1: run this cycle on the workers; 0: on this thread alone, the
+ * one-thread path: whichever has been faster (wall-clock ns per frame,
+ * measured by mg_workers_note; the other path is tried 8 cycles in 256),
+ * and never the workers for a cycle under the minimum work. */
+int mg_workers_handoff(mg_workers *w, const void *plan, int n_frames);
+/* [audio] a cycle's wall-clock time on the path mg_workers_handoff chose */
+void mg_workers_note(mg_workers *w, int handed, uint64_t wall_ns, int n_frames);
+/* [audio, between cycles] 1 when no worker may be reading the last cycle's
+ * plan: only then may it be retired (its memory goes back to control). */
+int mg_workers_quiet(mg_workers *w);
+int mg_workers_trace(mg_workers *w, int on);   /* [control] see mg_engine_trace */
+int mg_workers_trace_read(mg_workers *w, double *t, int *kind, int *thread, int *arg, int cap);
 
 struct mg_fifo {
     int channels;             /* immutable */

@@ -378,7 +378,11 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
     par->init = mg_calloc((size_t)nu + 1, sizeof(int));
     par->roots = mg_calloc((size_t)nu + 1, sizeof(int));
     par->count = mg_calloc((size_t)nu + 1, sizeof(_Atomic int));
-    par->queue = mg_calloc((size_t)nu + 1, sizeof(_Atomic int));
+    size_t q_slots = 2;
+    while (q_slots <= (size_t)nu)
+        q_slots *= 2;
+    par->q_mask = q_slots - 1;
+    par->queue = mg_calloc(q_slots, sizeof(_Atomic uint64_t));
     const size_t words = ((size_t)nu + 63) / 64;
     anc = mg_calloc((size_t)nu * words + 1, sizeof(uint64_t));
     if (!par->unit_atom || !par->atom_list || !par->succ_first || !par->init || !par->roots ||

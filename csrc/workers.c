@@ -22,6 +22,7 @@
 #include <sched.h>
 #include <semaphore.h>
 #include <stdlib.h>
+#include <time.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <xmmintrin.h>
@@ -29,7 +30,20 @@
 
 #include "mg_internal.h"
 
+enum { TEV_CYCLE = 1, TEV_START, TEV_END, TEV_POST, TEV_WAKE, TEV_SLEEP, TEV_DONE };
+
 #define MG_MAX_WORKERS 63
+
+/* Tracing (bench/threads_trace.py): each cycle's events with their time, so a
+ * bench can tell the work from the waits. Off: one predictable branch each. */
+#define TRACE_CAP (1 << 18)
+typedef struct {
+    uint64_t t;                       /* CLOCK_MONOTONIC ns */
+    int16_t kind, thread;             /* MG_TEV_*, 0: the audio thread, i: worker i */
+    int32_t arg;                      /* a unit; a post's target (0 audio, 1 a worker) */
+} mg_tev;
+
+static _Thread_local int tl_thread; /* 0 on the audio thread */
 
 struct mg_workers {
     int n;                            /* worker threads (threads - 1) */
@@ -50,7 +64,39 @@ struct mg_workers {
     pthread_t main_tid;
     int main_known;
     _Atomic int quit;
+    _Atomic int next_id;              /* worker numbers, 1 .. n */
+    /* scheduling (mg_workers_sched): how long a thread with nothing ready
+     * spins for work within a cycle before it sleeps; the least work a
+     * cycle is expected to have for the audio thread to wake workers */
+    _Atomic uint64_t spin_ns;
+    _Atomic int64_t min_work_ns;      /* 0: always; < 0: every other cycle (tests) */
+    /* audio: which path is faster, measured (mg_workers_handoff) */
+    double wall[2];                   /* ns per frame, moving averages: alone, on workers */
+    const void *plan;                 /* the plan they were measured on */
+    int best;                         /* the path taken outside trials */
+    int last;                         /* the previous cycle's path */
+    int trial;                        /* cycles of the other path still to run */
+    unsigned cycles;
+    _Atomic int trace;                /* record events (mg_workers_trace) */
+    mg_tev *tev;                      /* TRACE_CAP events, allocated by control */
+    _Alignas(64) _Atomic int n_tev;
 };
+
+static inline uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static inline void tev(mg_workers *w, int kind, int arg)
+{
+    if (__builtin_expect(!atomic_load_explicit(&w->trace, memory_order_relaxed), 1))
+        return;
+    const int i = atomic_fetch_add_explicit(&w->n_tev, 1, memory_order_relaxed);
+    if (i < TRACE_CAP)
+        w->tev[i] = (mg_tev){now_ns(), (int16_t)kind, (int16_t)tl_thread, arg};
+}
 
 static inline void cpu_relax(void)
 {
@@ -86,43 +132,50 @@ static inline void fp_set(unsigned int m)
 #endif
 }
 
-/* A unit from the ready queue, or -1. Claims slot r only once it is
- * written, so a reader never waits for a writer. */
+/* A unit from the ready queue, or -1. Claims position r only once its slot
+ * is written, so a reader never waits for a writer. A slot tagged with a
+ * later position means r was read in an earlier cycle (this thread was
+ * preempted): read again. Each cycle queues at most n_units positions and
+ * claims all it queues, so a slot is rewritten only in a later cycle. */
 static inline int pop(mg_par *par)
 {
     for (;;) {
-        const int r = atomic_load_explicit(&par->q_rd, memory_order_acquire);
+        uint64_t r = atomic_load_explicit(&par->q_rd, memory_order_acquire);
         if (r >= atomic_load_explicit(&par->q_wr, memory_order_acquire))
             return -1;
-        const int v = atomic_load_explicit(&par->queue[r], memory_order_acquire);
-        if (v == 0)
-            return -1; /* being written: its writer wakes a sleeper after */
-        int want = r;
-        if (atomic_compare_exchange_weak_explicit(&par->q_rd, &want, r + 1,
-                                                  memory_order_acq_rel,
-                                                  memory_order_relaxed)) {
-            atomic_store_explicit(&par->queue[r], 0, memory_order_relaxed);
-            return v - 1;
+        const uint64_t v = atomic_load_explicit(&par->queue[r & par->q_mask],
+                                                memory_order_acquire);
+        if ((v >> 16) != r + 1) {
+            if ((v >> 16) > r + 1)
+                continue; /* a stale r */
+            return -1;    /* being written: its writer wakes a sleeper after */
         }
+        if (atomic_compare_exchange_weak_explicit(&par->q_rd, &r, r + 1,
+                                                  memory_order_acq_rel,
+                                                  memory_order_relaxed))
+            return (int)(v & 0xffff);
     }
 }
 
 static inline void push(mg_par *par, int u)
 {
-    const int i = atomic_fetch_add(&par->q_wr, 1);
-    atomic_store_explicit(&par->queue[i], u + 1, memory_order_seq_cst);
+    const uint64_t i = atomic_fetch_add(&par->q_wr, 1);
+    atomic_store_explicit(&par->queue[i & par->q_mask], (i + 1) << 16 | (uint64_t)u,
+                          memory_order_seq_cst);
 }
 
 /* Wake one sleeping thread (the audio thread first), if any sleeps. */
 static inline void wake_one(mg_workers *w)
 {
     if (atomic_load(&w->main_idle) && atomic_exchange(&w->main_idle, 0)) {
+        tev(w, TEV_POST, 0);
         sem_post(&w->main_sem);
         return;
     }
     int i = atomic_load(&w->idle);
     while (i > 0)
         if (atomic_compare_exchange_weak(&w->idle, &i, i - 1)) {
+            tev(w, TEV_POST, 1);
             sem_post(&w->sem);
             return;
         }
@@ -136,7 +189,9 @@ static void run_chain(mg_workers *w, mg_par *par, int u)
     for (;;) {
         /* every predecessor has counted down: ready for the next cycle */
         atomic_store_explicit(&par->count[u], par->init[u], memory_order_relaxed);
+        tev(w, TEV_START, u);
         fn(ctx, u);
+        tev(w, TEV_END, u);
         int next = -1;
         for (int i = par->succ_first[u]; i < par->succ_first[u + 1]; i++) {
             const int v = par->succ[i];
@@ -153,8 +208,10 @@ static void run_chain(mg_workers *w, mg_par *par, int u)
          * and each counted its successors down before they could run) */
         if (par->succ_first[u] == par->succ_first[u + 1] &&
             atomic_fetch_sub(&par->remaining, 1) == 1)
-            if (atomic_exchange(&w->main_idle, 0))
+            if (atomic_exchange(&w->main_idle, 0)) {
+                tev(w, TEV_POST, 0);
                 sem_post(&w->main_sem);
+            }
         if (next < 0)
             return;
         u = next;
@@ -166,6 +223,31 @@ static void drain(mg_workers *w, mg_par *par)
     int u;
     while ((u = pop(par)) >= 0)
         run_chain(w, par, u);
+}
+
+/* Nothing ready: spin (never sleep) for at most spin_ns while the cycle
+ * runs. 1: work is queued; 0: the cycle is over, or the bound has passed. */
+static int spin_for_work(mg_workers *w, mg_par *par)
+{
+    const uint64_t ns = atomic_load_explicit(&w->spin_ns, memory_order_relaxed);
+    uint64_t until = 0;
+    for (unsigned k = 0; ns; k++) {
+        if (atomic_load_explicit(&par->q_rd, memory_order_acquire) <
+            atomic_load_explicit(&par->q_wr, memory_order_acquire))
+            return 1;
+        if (atomic_load_explicit(&par->remaining, memory_order_acquire) == 0 ||
+            atomic_load_explicit(&w->par, memory_order_acquire) != par)
+            return 0;
+        if ((k & 31) == 0) {
+            const uint64_t t = now_ns();
+            if (!until)
+                until = t + ns;
+            else if (t >= until)
+                return 0;
+        }
+        cpu_relax();
+    }
+    return 0;
 }
 
 /* 1 when the cycle has queued work (workers: under busy). */
@@ -188,6 +270,7 @@ static __attribute__((noinline)) void prefault_stack(void)
 static void *worker_main(void *arg)
 {
     mg_workers *w = arg;
+    tl_thread = atomic_fetch_add(&w->next_id, 1) + 1;
     prefault_stack();
     int sched_seen = 0;
     for (;;) {
@@ -199,9 +282,12 @@ static void *worker_main(void *arg)
             while (i > 0 && !skip)
                 skip = atomic_compare_exchange_weak(&w->idle, &i, i - 1);
         }
-        if (!skip)
+        if (!skip) {
+            tev(w, TEV_SLEEP, 0);
             while (sem_wait(&w->sem) != 0 && errno == EINTR) {
             }
+            tev(w, TEV_WAKE, 0);
+        }
         if (atomic_load(&w->quit))
             return NULL;
         const int sg = atomic_load_explicit(&w->sched_gen, memory_order_acquire);
@@ -216,7 +302,9 @@ static void *worker_main(void *arg)
             mg_audio_enter();
             if (fp_get() != w->fpmode)
                 fp_set(w->fpmode);
-            drain(w, par);
+            do /* within the cycle: spin a little before sleeping again */
+                drain(w, par);
+            while (spin_for_work(w, par));
             mg_audio_leave();
         }
         atomic_fetch_sub(&w->busy, 1);
@@ -237,6 +325,7 @@ mg_workers *mg_workers_new(int threads)
         return NULL;
     }
     w->fpmode = fp_get();
+    mg_workers_sched(w, MG_SPIN_US, MG_MIN_WORK_US);
     /* a small stack: with mlockall(MCL_FUTURE) every page of it is locked and
      * resident (the audio thread's code uses well under the 128 KiB touched) */
     pthread_attr_t attr;
@@ -268,12 +357,81 @@ void mg_workers_free(mg_workers *w)
         pthread_join(w->tid[i], NULL);
     sem_destroy(&w->sem);
     sem_destroy(&w->main_sem);
+    mg_free(w->tev);
     mg_free(w);
 }
 
 int mg_workers_threads(const mg_workers *w) { return w ? w->n + 1 : 1; }
 
-void mg_workers_run(mg_workers *w, mg_par *par, mg_unit_fn fn, void *ctx)
+void mg_workers_sched(mg_workers *w, double spin_us, double min_work_us)
+{
+    atomic_store(&w->spin_ns, (uint64_t)(spin_us > 0 ? spin_us * 1e3 : 0));
+    atomic_store(&w->min_work_ns, (int64_t)(min_work_us > 0    ? min_work_us * 1e3
+                                            : min_work_us < 0 ? -1
+                                                              : 0));
+}
+
+/* Trials: every TRIAL_EVERY cycles, TRIAL_LEN cycles of the other path (the
+ * first of them not measured: its caches are the other path's). */
+#define TRIAL_EVERY 256
+#define TRIAL_LEN 8
+/* Cycles that could take longer than this on one thread always run on the
+ * workers (no trials of the one-thread path: it might miss its deadline). */
+#define SMALL_NS 200000.0
+
+int mg_workers_handoff(mg_workers *w, const void *plan, int n_frames)
+{
+    const int64_t min_work = atomic_load_explicit(&w->min_work_ns, memory_order_relaxed);
+    if (min_work == 0)
+        return 1;
+    if (min_work < 0)
+        return (w->cycles++ & 1) == 0;
+    if (plan != w->plan) { /* a new plan: the workers, until measured */
+        w->plan = plan;
+        w->wall[0] = w->wall[1] = 0.0;
+        w->best = w->last = 1;
+        w->trial = 0;
+        w->cycles = 0;
+    }
+    /* one thread could take the cycle's whole work: never a trial */
+    if (w->wall[1] * (w->n + 1) * n_frames > SMALL_NS)
+        return 1;
+    /* a cycle whose one-thread time is under the minimum never wakes a worker */
+    if (w->wall[0] > 0.0 && w->wall[0] * n_frames < (double)min_work)
+        return 0;
+    if (w->trial > 0) {
+        w->trial--;
+        return !w->best;
+    }
+    if (++w->cycles % TRIAL_EVERY == 0) {
+        w->trial = TRIAL_LEN - 1;
+        return !w->best;
+    }
+    return w->best;
+}
+
+void mg_workers_note(mg_workers *w, int handed, uint64_t wall_ns, int n_frames)
+{
+    handed = handed != 0;
+    const int settled = handed == w->last;
+    w->last = handed;
+    if (n_frames <= 0 || !settled)
+        return;
+    double per = (double)wall_ns / n_frames;
+    double *m = &w->wall[handed];
+    if (*m > 0.0 && per > 2.0 * *m)
+        per = 2.0 * *m; /* a preempted cycle moves the average by 12.5% at most */
+    *m = *m > 0.0 ? *m + (per - *m) * 0.125 : per;
+    /* the faster path, once both are known; a 5% margin against flapping */
+    if (w->wall[0] > 0.0 && w->wall[1] > 0.0) {
+        if (w->best && w->wall[1] > 1.05 * w->wall[0])
+            w->best = 0;
+        else if (!w->best && w->wall[0] > 1.05 * w->wall[1])
+            w->best = 1;
+    }
+}
+
+void mg_workers_run(mg_workers *w, mg_par *par, mg_unit_fn fn, void *ctx, int n_frames)
 {
     /* a new audio thread (another backend): workers take its policy */
     const pthread_t self = pthread_self();
@@ -291,32 +449,78 @@ void mg_workers_run(mg_workers *w, mg_par *par, mg_unit_fn fn, void *ctx)
     w->fn = fn;
     w->ctx = ctx;
     w->fpmode = fp_get();
-    atomic_store_explicit(&par->remaining, par->n_sinks, memory_order_relaxed);
-    atomic_store_explicit(&par->q_rd, 0, memory_order_relaxed);
+    atomic_store_explicit(&par->remaining, par->n_sinks, memory_order_release);
     for (int i = 0; i < par->n_roots; i++)
-        atomic_store_explicit(&par->queue[i], par->roots[i] + 1, memory_order_relaxed);
-    atomic_store_explicit(&par->q_wr, par->n_roots, memory_order_release);
+        push(par, par->roots[i]);
+    tev(w, TEV_CYCLE, par->n_roots);
     atomic_store(&w->par, par); /* publish the cycle */
     for (int i = 1; i < par->n_roots && i <= w->n; i++)
         wake_one(w);
     drain(w, par);
     while (atomic_load_explicit(&par->remaining, memory_order_acquire) > 0) {
+        if (spin_for_work(w, par)) {
+            drain(w, par);
+            continue;
+        }
         /* nothing ready here: sleep until work is queued or the last unit ends */
         atomic_store(&w->main_idle, 1);
         if (atomic_load(&par->remaining) == 0 ||
             atomic_load(&par->q_rd) < atomic_load(&par->q_wr)) {
-            if (!atomic_exchange(&w->main_idle, 0))
+            if (!atomic_exchange(&w->main_idle, 0)) {
+                tev(w, TEV_SLEEP, 0);
                 while (sem_wait(&w->main_sem) != 0 && errno == EINTR) {
                 } /* taken by a waker: its post is ours */
+                tev(w, TEV_WAKE, 0);
+            }
         } else {
+            tev(w, TEV_SLEEP, 0);
             while (sem_wait(&w->main_sem) != 0 && errno == EINTR) {
             }
+            tev(w, TEV_WAKE, 0);
         }
         drain(w, par);
     }
-    /* unpublish, then let workers still looking at the queue leave it: the
-     * plan may be retired (and freed by the control thread) after this */
+    /* unpublish (a worker woken late goes back to sleep). No waiting for
+     * workers still looking at the queue: they cannot claim anything of this
+     * cycle, and the plan is only retired once none is (mg_workers_quiet). */
     atomic_store(&w->par, NULL);
-    while (atomic_load(&w->busy) > 0)
-        cpu_relax();
+
+    tev(w, TEV_DONE, 0);
+}
+
+int mg_workers_quiet(mg_workers *w)
+{
+    return !w || atomic_load(&w->busy) == 0;
+}
+
+int mg_workers_trace(mg_workers *w, int on)
+{
+    if (!w)
+        return -1;
+    if (on && !w->tev) {
+        w->tev = mg_calloc(TRACE_CAP, sizeof(mg_tev));
+        if (!w->tev)
+            return -1;
+    }
+    atomic_store(&w->n_tev, 0);
+    atomic_store(&w->trace, on != 0);
+    return 0;
+}
+
+int mg_workers_trace_read(mg_workers *w, double *t, int *kind, int *thread, int *arg, int cap)
+{
+    if (!w || !w->tev)
+        return 0;
+    int n = atomic_exchange(&w->n_tev, 0);
+    if (n > TRACE_CAP)
+        n = TRACE_CAP;
+    if (n > cap)
+        n = cap;
+    for (int i = 0; i < n; i++) {
+        t[i] = (double)w->tev[i].t * 1e-3;
+        kind[i] = w->tev[i].kind;
+        thread[i] = w->tev[i].thread;
+        arg[i] = w->tev[i].arg;
+    }
+    return n;
 }

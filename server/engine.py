@@ -121,6 +121,15 @@ class Engine:
         self._stats = ffi.new("mg_stats *")
         self.recent = RecentWorst(self)  # the worst block of the last 10 s
 
+    def set_sched(self, spin_us: float, min_work_us: float) -> None:
+        """How the audio threads share a cycle (mg_engine_set_sched): a thread
+        with nothing ready spins up to spin_us within a cycle before it
+        sleeps; each cycle takes the faster path, the workers or the audio
+        thread alone, and never the workers under min_work_us of one-thread
+        time (0: always the workers; -1: every other cycle, for tests). No
+        effect on one thread."""
+        lib.mg_engine_set_sched(self.ptr, float(spin_us), float(min_work_us))
+
     def push(self, kind: int, ptr=ffi.NULL, index: int = 0, value: float = 0.0,
              time: int = 0) -> None:
         """Queue one command for the audio thread; raises EngineBusy when the ring is full."""

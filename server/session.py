@@ -586,6 +586,8 @@ class Session:
 
     def close(self) -> None:
         """Free every C object (the audio thread must be stopped)."""
+        if self.engine.ptr is not None:
+            lib.mg_engine_quiesce(self.engine.ptr)  # workers leaving the last cycle
         for rec in self._plans.values():
             lib.mg_plan_free(rec.ptr)
         self._plans.clear()

@@ -6,7 +6,13 @@ limiter and meters), the hard mix (denoise, autotune), the gang patch of
 tests/test_gang.py, and random graphs with fan-outs, buses, delay groups and
 several output nodes adding into one hardware channel. Edits during the
 render (parameter sets at odd samples, taper ramps, fades of new and removed
-connections, plan swaps) take the same paths on every thread count."""
+connections, plan swaps) take the same paths on every thread count.
+
+The scheduling modes (Engine.set_sched) give the same samples too: workers
+woken for every cycle and sleeping at once (0, 0), the defaults (a short spin
+within a cycle; small cycles on the audio thread alone, the one-thread path),
+and every other cycle on one thread (-1), which switches paths between
+cycles."""
 
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ import pytest
 import soundfile as sf
 
 from mixgraph.server import ramps
-from mixgraph.server._core import lib
+from mixgraph.server._core import ffi, lib
 from mixgraph.server.engine import Engine, default_threads
 from mixgraph.server.render import render
 from mixgraph.server.session import Session
@@ -49,14 +55,34 @@ def _same(a: np.ndarray, b: np.ndarray, what: str) -> None:
     assert bad.size == 0, f"{what}: first differing frame {bad[0]} of {len(a)}"
 
 
+ALWAYS = (0.0, 0.0)     # workers on every cycle, no spin
+DEFAULT = None           # the engine's defaults
+ALTERNATE = (50.0, -1.0)  # every other cycle on the audio thread alone
+
+
+def _worker_units(e: Engine) -> tuple[int, int]:
+    """(cycles handed to the workers, units a worker ran) since the trace was
+    last read (mg_engine_trace)."""
+    cap = 1 << 18
+    t = ffi.new("double[]", cap)
+    k, th, ar = (ffi.new("int[]", cap) for _ in range(3))
+    n = lib.mg_engine_trace_read(e.ptr, t, k, th, ar, cap)
+    cycles = sum(1 for i in range(n) if k[i] == 1)
+    return cycles, sum(1 for i in range(n) if k[i] == 2 and th[i] != 0)
+
+
 def _run(threads: int, build, edits, frames: int, block: int, hw_in: int = 0,
-         hw_out: int = 2, inputs: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+         hw_out: int = 2, inputs: np.ndarray | None = None,
+         sched: tuple[float, float] | None = ALWAYS) -> tuple[np.ndarray, int]:
     """Render `frames` with the given threads; edits(s, k) runs before chunk k
-    of 8 (same sample times on every thread count). Returns (output, units)."""
+    of 8 (same sample times on every thread count). Returns (output, units).
+    sched: Engine.set_sched's arguments (None: the defaults)."""
     e = Engine(RATE, hw_in, hw_out, threads=threads)
     assert e.threads == threads
     s = Session(e)
     try:
+        if sched is not None and threads > 1:
+            e.set_sched(*sched)
         build(s)
         units = _units(s)
         chunk = frames // 8
@@ -99,15 +125,48 @@ def _mix64_edits(n: int):
     return edits
 
 
-@pytest.mark.parametrize("block", [64, 100])
-def test_mix64_two_threads_bit_identical(block):
+@pytest.mark.parametrize("block,sched", [(64, ALWAYS), (100, ALWAYS), (64, DEFAULT),
+                                         (100, ALTERNATE)])
+def test_mix64_two_threads_bit_identical(block, sched):
     n = 64
     frames = RATE // 2
     one, u1 = _run(1, lambda s: build_mix64(s, n), _mix64_edits(n), frames, block)
-    two, u2 = _run(2, lambda s: build_mix64(s, n), _mix64_edits(n), frames, block)
+    two, u2 = _run(2, lambda s: build_mix64(s, n), _mix64_edits(n), frames, block,
+                   sched=sched)
     assert u1 == 0 and u2 > 2, (u1, u2)  # one thread: the old path; two: units of work
     assert np.all(np.isfinite(one)) and np.abs(one).max() > 0.05
-    _same(one, two, f"mix64 {n} ch, {block}-frame blocks")
+    _same(one, two, f"mix64 {n} ch, {block}-frame blocks, sched {sched}")
+
+
+@pytest.mark.parametrize("sched,handed,alone", [(ALWAYS, True, False),
+                                                ((50.0, 1e9), False, True),
+                                                (ALTERNATE, True, True)])
+def test_sched_modes_take_the_paths_they_say(sched, handed, alone):
+    """The modes do what the bit-identical tests rely on: cycles handed to
+    the workers (and a worker runs units in them), or the one-thread path
+    (no cycle published), or both. A small session: the one-thread path is
+    only tried for cycles that one thread surely finishes in time."""
+    e = Engine(RATE, 0, 2, threads=2)
+    s = Session(e)
+    try:
+        e.set_sched(*sched)
+        build_mix64(s, 8)
+        e.process(600 * 64, block=64)  # measured both ways (a trial every 256 cycles)
+        assert lib.mg_engine_trace(e.ptr, 1) == 0
+        blocks = 200
+        e.process(blocks * 64, block=64)
+        cycles, worker_units = _worker_units(e)
+        assert (cycles > 0) == handed and (cycles < blocks) == alone, (cycles, blocks)
+        for _ in range(50):  # a worker takes part (a loaded machine may wake it late)
+            if worker_units > 0 or not handed:
+                break
+            e.process(blocks * 64, block=64)
+            worker_units += _worker_units(e)[1]
+        lib.mg_engine_trace(e.ptr, 0)
+        assert (worker_units > 0) == handed
+    finally:
+        s.close()
+        e.free()
 
 
 def test_hard_mix_two_and_three_threads_bit_identical():
@@ -116,7 +175,8 @@ def test_hard_mix_two_and_three_threads_bit_identical():
     none = _mix64_edits(n)
     one, _ = _run(1, lambda s: build_mix64(s, n, hard=True), none, frames, 64)
     for th in (2, 3):
-        got, units = _run(th, lambda s: build_mix64(s, n, hard=True), none, frames, 64)
+        got, units = _run(th, lambda s: build_mix64(s, n, hard=True), none, frames, 64,
+                          sched=ALTERNATE if th == 3 else ALWAYS)
         assert units > 2
         _same(one, got, f"hard mix, {th} threads")
 
@@ -191,10 +251,10 @@ def test_random_graphs_bit_identical(seed):
     build, edits = _random_graph(seed)
     one, _ = _run(1, build, edits, RATE // 8, 64)
     assert np.abs(one).max() > 0.001
-    for th in (2, 4):
-        got, units = _run(th, build, edits, RATE // 8, 64)
+    for th, sched in ((2, ALWAYS), (4, ALWAYS), (2, ALTERNATE)):
+        got, units = _run(th, build, edits, RATE // 8, 64, sched=sched)
         assert units > 1
-        _same(one, got, f"random graph {seed}, {th} threads")
+        _same(one, got, f"random graph {seed}, {th} threads, sched {sched}")
 
 
 def test_null_clock_runs_on_workers():
