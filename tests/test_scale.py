@@ -337,3 +337,84 @@ def test_the_kept_plan_inputs_build_the_plan_the_session_lists():
     assert s.idle() and not s.refs.owners and checked > 30
     s.close()
     e.free()
+
+
+def _lines_in(fn, filename: str) -> int:
+    """Python lines run in `filename` while fn runs (sys.settrace)."""
+    n = 0
+
+    def local(frame, event, arg):
+        nonlocal n
+        n += event == "line"
+        return local
+
+    def glob(frame, event, arg):
+        return local if frame.f_code.co_filename.endswith(filename) else None
+
+    sys.settrace(glob)
+    try:
+        fn()
+    finally:
+        sys.settrace(None)
+    return n
+
+
+def test_a_fading_removal_is_not_walked_at_every_service():
+    """While the border of a cleared 400-gain chain fades (5 ms, ~4 blocks),
+    the removal is walked (retire.collect's pass over every dying node and
+    connection) only when something may be over: calling service() ten times a
+    block instead of twice runs about as many lines of server/retire.py, and
+    the passes are as few for 50 gains as for 400. On the old code every
+    service() walked all of it (a 10,000-node clear: 20,000 objects, ~10 ms of
+    control thread at every call), so five times the calls ran five times the
+    lines."""
+    def run(n: int, per_block: int) -> tuple[int, int]:
+        s, e = _dc_chain(n)
+        for name in list(s.graph.nodes):
+            s.remove_node(name)
+        s.commit()
+
+        def until_idle() -> None:
+            for _ in range(100):
+                e.process(64, np.ones((64, 1), np.float32), block=64)
+                for _ in range(per_block):  # a control loop turns more often than blocks come
+                    s.service()
+                if s.idle() and not s.refs.owners:
+                    return
+            raise AssertionError("never idle")
+
+        lines = _lines_in(until_idle, "retire.py")
+        walks = getattr(s, "retire_walks", None)
+        s.close()
+        e.free()
+        return lines, walks
+
+    (few, _), (many, walks_big) = run(400, 2), run(400, 10)
+    assert many <= few * 1.25 + 200, (few, many)
+    assert run(50, 10)[1] == walks_big <= 8, walks_big
+
+
+def test_a_big_removal_is_freed_a_batch_per_service(monkeypatch):
+    """Clearing a 300-gain chain frees its ~600 nodes and connections at most
+    live.FREE_BATCH per service() call (here 100), so one call never stalls the
+    control thread on all of them, and all of them are freed in the end. On the
+    old code the service() that got the last plan back freed every one."""
+    from mixgraph.server import live
+
+    monkeypatch.setattr(live, "FREE_BATCH", 100, raising=False)
+    s, e = _dc_chain(300)
+    for name in list(s.graph.nodes):
+        s.remove_node(name)
+    s.commit()
+    owned = [len(s.refs.owners)]
+    for _ in range(200):
+        e.process(64, np.ones((64, 1), np.float32), block=64)
+        s.service()
+        owned.append(len(s.refs.owners))
+        if s.idle() and not s.refs.owners:
+            break
+    freed = [a - b for a, b in zip(owned[:-1], owned[1:], strict=True)]
+    assert owned[0] >= 600 and owned[-1] == 0, owned
+    assert max(freed) <= 100 and sum(f > 0 for f in freed) >= 6, freed
+    s.close()
+    e.free()
