@@ -11,6 +11,7 @@
 #include <float.h>
 #include <sched.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -106,6 +107,12 @@ struct mg_engine {
     _Atomic uint64_t clipped;
     _Atomic uint64_t events_lost;
     _Atomic uint64_t heap_deferred;
+    _Atomic double worst_swap_us;       /* most time one call spent on plan swaps */
+    _Atomic double worst_swap_block_us; /* the worst call that swapped in a plan */
+    _Atomic uint64_t swap_work;         /* items the last swap visited (see mg_stats) */
+    double swap_t;                      /* audio: this call's time on swaps so far */
+    uint64_t swap_work_acc;             /* audio: this call's swap work so far */
+    int swapped;                        /* audio: this call swapped in a plan */
 
     /* null backend */
     pthread_t null_thread;
@@ -335,15 +342,27 @@ void mg_engine_stats(mg_engine *e, mg_stats *o)
     o->events_lost = atomic_load(&e->events_lost);
     o->rt_allocs = mg_rt_alloc_count();
     o->heap_deferred = atomic_load(&e->heap_deferred);
+    o->worst_swap_us = atomic_load(&e->worst_swap_us);
+    o->worst_swap_block_us = atomic_load(&e->worst_swap_block_us);
+    o->swap_work = atomic_load(&e->swap_work);
     o->running = atomic_load(&e->null_running) ? (e->null_realtime ? 2 : 1) : 0;
 }
 
 double mg_engine_take_worst_us(mg_engine *e)
 {
+    atomic_store(&e->worst_swap_us, 0.0);
+    atomic_store(&e->worst_swap_block_us, 0.0);
     return atomic_exchange(&e->worst_us, 0.0);
 }
 
 /* ---- audio thread helpers ---------------------------------------- */
+
+static inline double mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec * 1e-3;
+}
 
 static void post_event(mg_engine *e, int32_t kind, int32_t index, int64_t value, void *ptr)
 {
@@ -532,6 +551,8 @@ static void apply_ramp(mg_engine *e, mg_node *n, int index, float v, int frames,
 
 static void apply_plan(mg_engine *e, mg_plan *p)
 {
+    const double t0 = mono_us();
+    uint64_t work = 0;
     mg_plan *old = e->plan;
     e->plan = p;
     if (p) {
@@ -569,8 +590,12 @@ static void apply_plan(mg_engine *e, mg_plan *p)
             e->heap_len = w;
             heap_rebuild(e);
         }
+        work += (uint64_t)p->n_steps + (uint64_t)p->edges_used;
     }
     retire_plan(e, old);
+    e->swapped = 1;
+    e->swap_work_acc = work;
+    e->swap_t += mono_us() - t0;
 }
 
 static void apply_now(mg_engine *e, const mg_cmd *c)
@@ -841,7 +866,7 @@ static void advance_fades(mg_plan *p, int n)
 /* Copy each op's edge gain into the op while the edge is steady: O(ops),
  * once per change of the fading list (a plan swap, a fade starting or
  * ending), so that blocks without fades never load an edge. */
-static void refresh_ops(mg_plan *p)
+static uint64_t refresh_ops(mg_plan *p)
 {
     for (int m = 0; m < p->mix_used; m++) {
         mg_mixop *op = &p->mix[m];
@@ -859,6 +884,7 @@ static void refresh_ops(mg_plan *p)
     }
     p->epoch++; /* input pointers set before may now be wrong */
     p->ops_stale = 0;
+    return (uint64_t)p->mix_used + (uint64_t)p->n_steps;
 }
 
 /* Latency compensation: push n samples of src into the edge's delay line
@@ -1127,8 +1153,15 @@ static void run_plan(mg_engine *e, int off, int n, uint64_t t)
     if (!p)
         return;
     advance_fades(p, n);
-    if (p->ops_stale)
-        refresh_ops(p);
+    if (p->ops_stale) {
+        if (e->swapped) { /* the refresh a swap causes is part of the swap */
+            const double t0 = mono_us();
+            e->swap_work_acc += refresh_ops(p);
+            e->swap_t += mono_us() - t0;
+        } else {
+            refresh_ops(p);
+        }
+    }
     if (p->par && e->workers) {
         e->cycle.e = e;
         e->cycle.p = p;
@@ -1243,12 +1276,6 @@ MG_HOT static int all_within(const float *restrict s, int n, float ceiling)
     return ok;
 }
 
-static inline double mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec * 1e-3;
-}
 
 /* One call of the audio thread. Input and output are either interleaved
  * (in, out: PortAudio, the null clock, offline renders) or planar (in_pl,
@@ -1339,6 +1366,15 @@ static void process_any(mg_engine *e, const float *in, const float *const *in_pl
         atomic_store_explicit(&e->load, load + 0.01 * (dt / budget - load), memory_order_relaxed);
     if (dt > atomic_load_explicit(&e->worst_us, memory_order_relaxed))
         atomic_store_explicit(&e->worst_us, dt, memory_order_relaxed);
+    if (e->swapped) {
+        if (e->swap_t > atomic_load_explicit(&e->worst_swap_us, memory_order_relaxed))
+            atomic_store_explicit(&e->worst_swap_us, e->swap_t, memory_order_relaxed);
+        if (dt > atomic_load_explicit(&e->worst_swap_block_us, memory_order_relaxed))
+            atomic_store_explicit(&e->worst_swap_block_us, dt, memory_order_relaxed);
+        atomic_store_explicit(&e->swap_work, e->swap_work_acc, memory_order_relaxed);
+        e->swapped = 0;
+        e->swap_t = 0.0;
+    }
     atomic_fetch_add_explicit(&e->blocks, 1, memory_order_relaxed);
     mg_fpu_leave(&fpu);
     mg_audio_leave();
@@ -1416,6 +1452,7 @@ static __attribute__((noinline)) void prefault_stack(void)
 static void *null_main(void *arg)
 {
     mg_engine *e = (mg_engine *)arg;
+    prctl(PR_SET_NAME, "mg-audio"); /* top -H, /proc/<pid>/task/<tid>/comm */
     prefault_stack();
     const long long block_ns = (long long)((double)e->null_block * 1e9 / e->sample_rate + 0.5);
     struct timespec next;

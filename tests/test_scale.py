@@ -418,3 +418,54 @@ def test_a_big_removal_is_freed_a_batch_per_service(monkeypatch):
     assert max(freed) <= 100 and sum(f > 0 for f in freed) >= 6, freed
     s.close()
     e.free()
+
+
+def test_the_engine_says_what_a_plan_swap_cost():
+    """The engine reports, apart from its worst block, the block that swapped in
+    a plan and the part of it the swap took, and the work of the last swap: a
+    swap visits every step, every edge of the plan (apply_plan stamps them and
+    lists the fading ones) and then every op and step again (refresh_ops), so
+    a chain of 3 mono gains into a mono output (4 steps, 3 edges, 3 ops) is
+    4 + 3 + 3 + 4 = 14. A block without a swap leaves the swap figures alone,
+    and taking the worst resets them."""
+    e = Engine(48000, 0, 1)
+    s = Session(e)
+    prev = None
+    for i in range(3):
+        s.add_node("gain", f"g{i}", {"channels": 1})
+        if prev:
+            s.connect(prev, f"g{i}")
+        prev = f"g{i}"
+    s.add_node("output", "out", {"channels": 1})
+    s.connect(prev, "out")
+    s.commit()
+    e.take_worst_us()
+    e.process(64, block=64)
+    st = e.stats()
+    assert st.swap_work == 14, st.swap_work
+    assert 0.0 < st.worst_swap_us <= st.worst_swap_block_us <= st.worst_us, st
+    e.take_worst_us()
+    e.process(64, block=64)
+    st = e.stats()
+    assert st.worst_swap_us == 0.0 and st.worst_swap_block_us == 0.0 and st.worst_us > 0.0
+    s.close()
+    e.free()
+
+
+def test_status_reports_the_worst_block_that_swapped_a_plan(tmp_path):
+    """/status has worst_swap_us: the slowest block that swapped in a plan, which
+    a connect on a running daemon makes, at most the worst block of all."""
+    d = Daemon(tmp_path / "state", "--backend", "null")
+    try:
+        c = Client("127.0.0.1", d.port, timeout=30.0)
+        try:
+            c.call("/graph/add", "gain", "a")
+            c.call("/graph/add", "output", "o")
+            c.call("/graph/connect", "a", "o")
+            assert c.request("/sync", 3)[1] == [3]
+        finally:
+            c.close()
+        st = d.status()
+        assert 0.0 < st["worst_swap_us"] <= st["worst_us"], st
+    finally:
+        d.stop()
