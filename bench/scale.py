@@ -15,7 +15,12 @@ Part `daemon` runs a real `mixgraph serve` on the null clock (real time, 48 kHz,
 4. the engine's worst block during all of it (`/status` worst_us, the worst
    since the start, so it is also printed after each phase: the load, a
    `/graph/clear` of the loaded chain, the adds, the connects), against the
-   1333 us budget of a 64-frame block.
+   1333 us budget of a 64-frame block, and which phase set it. Beside it, per
+   phase, the worst block that swapped in a plan (`/status` worst_swap_us),
+   and what happened to the audio thread (`mg-audio`, read from /proc): how
+   often the kernel preempted it (nonvoluntary context switches) and its page
+   faults. A worst block in a phase where the thread was preempted, while the
+   blocks that swapped plans stayed in budget, is the machine, not the plan.
 
 The daemon's round trips cannot show what a connect costs the control thread (the
 reply goes out before the batch's plan is built, and the old plan is freed later),
@@ -28,7 +33,9 @@ audio thread's work, timed by the engine itself):
    build) and every service() until the edit is done (the old plan handed back
    and freed, the fade finished), median and worst of --connects rounds;
 6. audio: the median block of the steady chain, and the block that swaps in a
-   new plan (worst over the connects);
+   new plan (worst over the connects), with the part of it the swap itself
+   took (apply_plan and the op refresh it causes: mg_stats.worst_swap_us) and
+   the nodes, edges and ops it visited (mg_stats.swap_work);
 7. removing every node (as /graph/clear does) and running blocks until the
    session is idle: control CPU of the removals and commit, and every block's
    time (median, worst, and how many were over budget).
@@ -101,9 +108,12 @@ def inproc(n: int, connects: int) -> None:
     s = Session(e)
     silence = np.zeros((64, 0), np.float32)
 
+    last = [None]  # the engine's counters after the latest block
+
     def block() -> float:  # the engine's own timing of the block (mg_engine_process)
         lib.mg_engine_take_worst_us(e.ptr)
         e.process(64, silence, block=64)
+        last[0] = e.stats()
         return lib.mg_engine_take_worst_us(e.ptr)
 
     t0 = time.thread_time()
@@ -115,7 +125,7 @@ def inproc(n: int, connects: int) -> None:
     for _ in range(50):
         steady.append(block())
         s.service()
-    ctl, swap = [], []
+    ctl, swap, part, work = [], [], [], []
     for i in range(connects):
         src = f"g{(i * 7919) % n}"
         for edit in (s.connect, s.disconnect):
@@ -124,6 +134,9 @@ def inproc(n: int, connects: int) -> None:
             s.commit()
             c = time.thread_time() - t
             swap.append(block())  # the block that takes the new plan
+            st = last[0]
+            part.append(st.last_swap_us)
+            work.append(st.swap_work)
             for _ in range(40):  # until the fade is over and the old plan is freed
                 t = time.thread_time()
                 s.service()
@@ -137,7 +150,9 @@ def inproc(n: int, connects: int) -> None:
           f"worst {max(ctl):.2f} ms")
     print(f"[inproc] audio: steady block median {statistics.median(steady):.0f} us; the block "
           f"that swaps in a plan median {statistics.median(swap):.0f} us, worst "
-          f"{max(swap):.0f} us (budget {BUDGET_US:.0f} us)")
+          f"{max(swap):.0f} us (budget {BUDGET_US:.0f} us); of it the swap itself median "
+          f"{statistics.median(part):.0f} us, worst {max(part):.0f} us, visiting "
+          f"{int(statistics.median(work))} nodes, edges and ops")
     t = time.thread_time()
     for name in list(s.graph.nodes):
         s.remove_node(name)
@@ -157,6 +172,67 @@ def inproc(n: int, connects: int) -> None:
           f"{max(blocks):.0f} us, {over} over budget; service() worst {max(svc):.1f} ms CPU")
     s.close()
     e.free()
+
+
+def audio_thread(pid: int) -> Path | None:
+    """/proc/<pid>/task/<tid> of the daemon's audio thread (named mg-audio)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            if (task / "comm").read_text().strip() == "mg-audio":
+                return task
+        except OSError:
+            continue
+    return None
+
+
+def thread_counts(task: Path | None) -> tuple[int, int]:
+    """(nonvoluntary context switches, page faults) of a thread so far."""
+    if task is None:
+        return 0, 0
+    try:
+        status = (task / "status").read_text()
+        stat = (task / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0, 0
+    preempted = next((int(line.split()[1]) for line in status.splitlines()
+                      if line.startswith("nonvoluntary_ctxt_switches")), 0)
+    return preempted, int(stat[7]) + int(stat[9])  # minflt + majflt (fields 10 and 12)
+
+
+class Phases:
+    """Per phase of the daemon part: the engine's worst block and worst
+    swapping block so far (/status keeps the worst since the start), and what
+    the audio thread went through during the phase."""
+
+    def __init__(self, c: Client, task: Path | None) -> None:
+        self.c, self.task = c, task
+        self.rows: list[tuple] = []
+        self.worst = 0.0
+        self.mark = thread_counts(task)
+
+    def end(self, name: str) -> None:
+        st = status(self.c)
+        counts = thread_counts(self.task)
+        worst = float(st.get("worst_us", 0.0))
+        self.rows.append((name, worst, float(st.get("worst_swap_us", 0.0)), worst > self.worst,
+                          counts[0] - self.mark[0], counts[1] - self.mark[1]))
+        self.worst = max(self.worst, worst)
+        self.mark = counts
+
+    def report(self) -> None:
+        print("phase        worst block  worst swap block  set the worst  audio thread: "
+              "preempted  page faults   (us, so far; counts in the phase)")
+        for name, worst, swap, new, pre, faults in self.rows:
+            print(f"{name:<12} {worst:>11.0f}  {swap:>16.0f}  {'yes' if new else '':>13}  "
+                  f"{pre:>23}  {faults:>11}")
+        setters = [r for r in self.rows if r[3]]
+        if setters:
+            name, worst, swap, _, pre, faults = setters[-1]
+            cause = ("the audio thread was preempted in it" if pre else
+                     "page faults" if faults else "no preemption nor fault was seen")
+            print(f"worst block {worst:.0f} us (budget {BUDGET_US:.0f} us) during {name}; worst "
+                  f"block that swapped in a plan by then {swap:.0f} us; {cause} "
+                  f"({pre} preemptions, {faults} page faults)")
 
 
 def daemon(n: int, connects: int) -> None:
@@ -180,12 +256,15 @@ def daemon(n: int, connects: int) -> None:
                 time.sleep(0.05)
             c = Client("127.0.0.1", port, timeout=120.0, transport="tcp")
             status(c)  # resets nothing; worst_us is the worst since start
+            ph = Phases(c, audio_thread(proc.pid))
+            ph.end("start")
             t0 = time.perf_counter()
             c.call("/patch/load", "chain.json", timeout=300)
             load_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             c.call("/patch/load", "chain.json", timeout=300)
             reload_s = time.perf_counter() - t0
+            ph.end("load")
             st = status(c)
             print(f"patch load, {n}-node chain: {load_s:.2f} s (again, unchanged: "
                   f"{reload_s:.2f} s)")
@@ -197,6 +276,7 @@ def daemon(n: int, connects: int) -> None:
             c.request("/sync", 1, timeout=300)
             time.sleep(0.5)  # the removal's fades and the plan without the nodes
             worst_clear = status(c).get("worst_us")
+            ph.end("clear")
             print(f"/graph/clear of it: {clear_s:.2f} s to /done")
             pkts = [encode("/graph/add", ["output", "o2", "channels", 2])]
             pkts += [encode("/graph/add", ["gain", f"a{i}", "channels", 2]) for i in range(n)]
@@ -213,6 +293,7 @@ def daemon(n: int, connects: int) -> None:
             c.request("/sync", 2, timeout=300)
             adds_sync_s = time.perf_counter() - t0
             worst_adds = status(c).get("worst_us")
+            ph.end("adds")
             print(f"{n} adds by OSC over TCP (pipelined): {adds_s:.2f} s to the last /done, "
                   f"{adds_sync_s:.2f} s to /synced")
 
@@ -227,6 +308,7 @@ def daemon(n: int, connects: int) -> None:
                 rt.append((time.perf_counter() - t1) * 1e3)
             print(f"connect/disconnect on {n + 1} nodes, {len(rt)} round trips: median "
                   f"{statistics.median(rt):.2f} ms, worst {max(rt):.2f} ms")
+            ph.end("connects")
             st = status(c)
             worst = st.get("worst_us")
             print(f"engine: worst block so far after the load {worst_load} us, after the clear "
@@ -236,6 +318,7 @@ def daemon(n: int, connects: int) -> None:
             print(f"engine: worst block {worst} us (budget 1333 us), DSP load now "
                   f"{st.get('load')}% with {st.get('nodes')} nodes; xruns {st.get('xruns')}; "
                   f"{st.get('plans')} plans built")
+            ph.report()
             c.close()
         finally:
             proc.terminate()

@@ -11,6 +11,7 @@
 #include <float.h>
 #include <sched.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -107,6 +108,14 @@ struct mg_engine {
     _Atomic uint64_t clipped;
     _Atomic uint64_t events_lost;
     _Atomic uint64_t heap_deferred;
+    _Atomic double worst_swap_us;       /* most time one call spent on plan swaps */
+    _Atomic double worst_swap_block_us; /* the worst call that swapped in a plan */
+    _Atomic uint64_t swap_work;         /* items the last swap visited (see mg_stats) */
+    _Atomic double last_swap_us;        /* the latest call that swapped: its swap time */
+    _Atomic double last_swap_block_us;  /* ... and the whole call's */
+    double swap_t;                      /* audio: this call's time on swaps so far */
+    uint64_t swap_work_acc;             /* audio: this call's swap work so far */
+    int swapped;                        /* audio: this call swapped in a plan */
 
     /* null backend */
     pthread_t null_thread;
@@ -410,6 +419,11 @@ void mg_engine_stats(mg_engine *e, mg_stats *o)
     o->events_lost = atomic_load(&e->events_lost);
     o->rt_allocs = mg_rt_alloc_count();
     o->heap_deferred = atomic_load(&e->heap_deferred);
+    o->worst_swap_us = atomic_load(&e->worst_swap_us);
+    o->worst_swap_block_us = atomic_load(&e->worst_swap_block_us);
+    o->swap_work = atomic_load(&e->swap_work);
+    o->last_swap_us = atomic_load(&e->last_swap_us);
+    o->last_swap_block_us = atomic_load(&e->last_swap_block_us);
     o->running = atomic_load(&e->null_running) ? (e->null_realtime ? 2 : 1) : 0;
 }
 
@@ -419,6 +433,13 @@ double mg_engine_take_worst_us(mg_engine *e)
 }
 
 /* ---- audio thread helpers ---------------------------------------- */
+
+static inline double mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec * 1e-3;
+}
 
 static void post_event(mg_engine *e, int32_t kind, int32_t index, int64_t value, void *ptr)
 {
@@ -616,6 +637,8 @@ static void apply_ramp(mg_engine *e, mg_node *n, int index, float v, int frames,
 
 static void apply_plan(mg_engine *e, mg_plan *p)
 {
+    const double t0 = mono_us();
+    uint64_t work = 0;
     mg_plan *old = e->plan;
     e->plan = p;
     if (p) {
@@ -653,8 +676,12 @@ static void apply_plan(mg_engine *e, mg_plan *p)
             e->heap_len = w;
             heap_rebuild(e);
         }
+        work += (uint64_t)p->n_steps + (uint64_t)p->edges_used;
     }
     retire_plan(e, old);
+    e->swapped = 1;
+    e->swap_work_acc = work;
+    e->swap_t += mono_us() - t0;
 }
 
 static void apply_now(mg_engine *e, const mg_cmd *c)
@@ -925,7 +952,7 @@ static void advance_fades(mg_plan *p, int n)
 /* Copy each op's edge gain into the op while the edge is steady: O(ops),
  * once per change of the fading list (a plan swap, a fade starting or
  * ending), so that blocks without fades never load an edge. */
-static void refresh_ops(mg_plan *p)
+static uint64_t refresh_ops(mg_plan *p)
 {
     for (int m = 0; m < p->mix_used; m++) {
         mg_mixop *op = &p->mix[m];
@@ -943,6 +970,7 @@ static void refresh_ops(mg_plan *p)
     }
     p->epoch++; /* input pointers set before may now be wrong */
     p->ops_stale = 0;
+    return (uint64_t)p->mix_used + (uint64_t)p->n_steps;
 }
 
 /* Latency compensation: push n samples of src into the edge's delay line
@@ -1218,8 +1246,15 @@ static void run_plan(mg_engine *e, int off, int n, uint64_t t)
     if (!p)
         return;
     advance_fades(p, n);
-    if (p->ops_stale)
-        refresh_ops(p);
+    if (p->ops_stale) {
+        if (e->swapped) { /* the refresh a swap causes is part of the swap */
+            const double t0 = mono_us();
+            e->swap_work_acc += refresh_ops(p);
+            e->swap_t += mono_us() - t0;
+        } else {
+            refresh_ops(p);
+        }
+    }
     /* several threads when the cycle is worth it (csrc/workers.c); else the
      * one-thread path, timed, for the estimate: the same samples either way */
     uint64_t t0 = 0;
@@ -1344,12 +1379,6 @@ MG_HOT static int all_within(const float *restrict s, int n, float ceiling)
     return ok;
 }
 
-static inline double mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec * 1e-3;
-}
 
 /* One call of the audio thread. Input and output are either interleaved
  * (in, out: PortAudio, the null clock, offline renders) or planar (in_pl,
@@ -1452,6 +1481,17 @@ static void process_any(mg_engine *e, const float *in, const float *const *in_pl
             atomic_store_explicit(&e->blog_n, i + 1, memory_order_release);
         }
     }
+    if (e->swapped) {
+        if (e->swap_t > atomic_load_explicit(&e->worst_swap_us, memory_order_relaxed))
+            atomic_store_explicit(&e->worst_swap_us, e->swap_t, memory_order_relaxed);
+        if (dt > atomic_load_explicit(&e->worst_swap_block_us, memory_order_relaxed))
+            atomic_store_explicit(&e->worst_swap_block_us, dt, memory_order_relaxed);
+        atomic_store_explicit(&e->swap_work, e->swap_work_acc, memory_order_relaxed);
+        atomic_store_explicit(&e->last_swap_us, e->swap_t, memory_order_relaxed);
+        atomic_store_explicit(&e->last_swap_block_us, dt, memory_order_relaxed);
+        e->swapped = 0;
+        e->swap_t = 0.0;
+    }
     atomic_fetch_add_explicit(&e->blocks, 1, memory_order_relaxed);
     mg_fpu_leave(&fpu);
     mg_audio_leave();
@@ -1529,6 +1569,7 @@ static __attribute__((noinline)) void prefault_stack(void)
 static void *null_main(void *arg)
 {
     mg_engine *e = (mg_engine *)arg;
+    prctl(PR_SET_NAME, "mg-audio"); /* top -H, /proc/<pid>/task/<tid>/comm */
     prefault_stack();
     const long long block_ns = (long long)((double)e->null_block * 1e9 / e->sample_rate + 0.5);
     struct timespec next;

@@ -227,6 +227,13 @@ typedef struct {
     uint64_t rt_allocs;     /* engine allocations seen on the audio thread */
     uint64_t heap_deferred; /* commands left in the ring: scheduler full */
     int running;            /* null clock: 0 stopped, 1 running, 2 running SCHED_FIFO */
+    double worst_swap_us;   /* since the start: most time one call spent swapping
+                               in plans (apply_plan and the op refresh it causes) */
+    double worst_swap_block_us; /* since the start: the worst call that swapped
+                                   in a plan (worst_us is over every call) */
+    uint64_t swap_work;     /* nodes, edges and ops the last swap visited */
+    double last_swap_us;    /* the latest call that swapped in a plan: its swap time */
+    double last_swap_block_us; /* ... and that whole call's time */
 } mg_stats;
 
 /* ---- node types (the C tables are the catalog) ---- [any] */

@@ -182,6 +182,8 @@ struct mg_plan {
     float *pool_mem;          /* the pool's allocation */
     int *push;                /* pushed ops by source step (see mg_step) */
     int pool_slots;
+    int *src_step;            /* control, while mg_plan_build builds it: each op's
+                                 source step (NULL: mg_plan_finish searches) */
     struct mg_par *par;       /* the plan on several threads (csrc/pool.c), or NULL:
                                  built by the control thread when the plan is
                                  pushed to an engine with workers; freed with it */

@@ -373,6 +373,7 @@ void mg_plan_free(mg_plan *p)
     mg_free(p->outb);
     mg_free(p->pool_mem);
     mg_free(p->push);
+    mg_free(p->src_step);
     mg_par_free(p->par);
     mg_free(p);
 }
@@ -486,6 +487,13 @@ static int cmp_node_step(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* What mg_plan_finish reads of a step's node, gathered in one pass. */
+typedef struct {
+    const mg_node_type *type;
+    int n_in, n_out, aliased, inert;
+    float **out_base;
+} step_info;
+
 /* Where each op reads, then the buffers.
  *
  * Push: an op summing into an input with several connections (a bus) runs
@@ -502,12 +510,12 @@ static int cmp_node_step(const void *a, const void *b)
  * its members' inputs are fed before any of them runs, so no member's
  * output may take a buffer a member reads. Outputs of hardware input nodes
  * stay the engine's buffers. Rewrites every op's src. 0 = ok. */
-static int assign_buffers(mg_plan *p)
+static int assign_buffers(mg_plan *p, const step_info *info)
 {
     int n_out = 0;
     for (int s = 0; s < p->n_steps; s++) {
         p->steps[s].out_first = n_out;
-        n_out += p->steps[s].node->n_out;
+        n_out += info[s].n_out;
     }
     int *last = mg_calloc((size_t)n_out + 1, sizeof(int));      /* unit end of last use */
     int *slot = mg_calloc((size_t)n_out + 1, sizeof(int));
@@ -526,13 +534,15 @@ static int assign_buffers(mg_plan *p)
         ns[s].node = p->steps[s].node;
         ns[s].step = s;
     }
-    qsort(ns, (size_t)p->n_steps, sizeof *ns, cmp_node_step);
+    /* mg_plan_build leaves each op's source step (p->src_step): no search */
+    if (!p->src_step)
+        qsort(ns, (size_t)p->n_steps, sizeof *ns, cmp_node_step);
     int unit_end = 0; /* one past the last step of s's unit (gang or single step) */
     for (int s = 0; s < p->n_steps; s++) {
         if (s >= unit_end)
             unit_end = s + unit_len(p, s);
         const mg_step *st = &p->steps[s];
-        for (int c = 0; c < st->node->n_out; c++)
+        for (int c = 0; c < info[s].n_out; c++)
             last[st->out_first + c] = unit_end - 1; /* unread: free after its unit */
         for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++) {
             mg_mixop *op = &p->mix[m];
@@ -540,15 +550,22 @@ static int assign_buffers(mg_plan *p)
             op->push = 0;
             if (!op->src_node)
                 continue;
-            node_step key = {op->src_node, 0};
-            const node_step *f = bsearch(&key, ns, (size_t)p->n_steps, sizeof *ns, cmp_node_step);
-            if (!f || f->step >= s)
+            int from;
+            if (p->src_step) {
+                from = p->src_step[m];
+            } else {
+                node_step key = {op->src_node, 0};
+                const node_step *f =
+                    bsearch(&key, ns, (size_t)p->n_steps, sizeof *ns, cmp_node_step);
+                from = f ? f->step : s;
+            }
+            if (from < 0 || from >= s || p->steps[from].node != op->src_node)
                 goto out; /* a source must run before its reader */
-            src_step[m] = f->step;
+            src_step[m] = from;
             op->push = !op->alias && !op->to_acc && op->dst_index >= 0 && op->edge->delay == 0;
             if (op->push)
                 continue; /* read at its source's own step */
-            const int k = p->steps[f->step].out_first + op->src_index;
+            const int k = p->steps[from].out_first + op->src_index;
             if (last[k] < unit_end - 1)
                 last[k] = unit_end - 1;
         }
@@ -604,12 +621,10 @@ static int assign_buffers(mg_plan *p)
     for (int s = 0; s < p->n_steps; s++) {
         if (s >= unit_end) {
             unit_end = s + unit_len(p, s);
-            for (int j = s; j < unit_end; j++) {
-                const mg_node *nd = p->steps[j].node;
-                for (int c = 0; c < nd->n_out; c++)
+            for (int j = s; j < unit_end; j++)
+                for (int c = 0; c < info[j].n_out; c++)
                     slot[p->steps[j].out_first + c] =
-                        nd->out_aliased ? -1 : n_free > 0 ? freed[--n_free] : n_slots++;
-            }
+                        info[j].aliased ? -1 : n_free > 0 ? freed[--n_free] : n_slots++;
         }
         const int end = s + 2 <= p->n_steps ? first[s + 2] : n_out;
         for (int q = first[s + 1]; q < end; q++)
@@ -623,18 +638,15 @@ static int assign_buffers(mg_plan *p)
     float *base = (float *)(((uintptr_t)p->pool_mem + 63) & ~(uintptr_t)63);
     for (int s = 0; s < p->n_steps; s++) {
         const mg_step *st = &p->steps[s];
-        for (int c = 0; c < st->node->n_out; c++) {
+        for (int c = 0; c < info[s].n_out; c++) {
             const int k = st->out_first + c;
-            p->outb[k] = slot[k] < 0 ? st->node->out_base[c] : base + (size_t)slot[k] * POOL_STRIDE;
+            p->outb[k] = slot[k] < 0 ? info[s].out_base[c] : base + (size_t)slot[k] * POOL_STRIDE;
         }
     }
     for (int m = 0; m < p->mix_used; m++) {
         mg_mixop *op = &p->mix[m];
-        if (!op->src_node)
-            continue;
-        node_step key = {op->src_node, 0};
-        const node_step *f = bsearch(&key, ns, (size_t)p->n_steps, sizeof *ns, cmp_node_step);
-        op->src = p->outb[p->steps[f->step].out_first + op->src_index];
+        if (op->src_node)
+            op->src = p->outb[p->steps[src_step[m]].out_first + op->src_index];
     }
     rc = 0;
 out:
@@ -650,22 +662,40 @@ out:
 
 int mg_plan_buffers(const mg_plan *p) { return p->pool_slots; }
 
+static int cmp_ptr(const void *a, const void *b)
+{
+    const uintptr_t x = *(const uintptr_t *)a, y = *(const uintptr_t *)b;
+    return x < y ? -1 : x > y;
+}
+
 int mg_plan_finish(mg_plan *p)
 {
-    int total = 0;
+    /* what the passes below need of each node, read once: a big graph's
+     * nodes outgrow the cache, and every pass over them would miss again */
+    step_info *info = mg_calloc((size_t)p->n_steps + 1, sizeof *info);
+    if (!info)
+        return -1;
+    int rc = -1, total = 0;
     for (int s = 0; s < p->n_steps; s++) {
-        if (!p->steps[s].node)
-            return -1;
-        total += p->steps[s].node->n_in;
+        const mg_node *nd = p->steps[s].node;
+        if (!nd)
+            goto out;
+        if (s + 8 < p->n_steps)
+            __builtin_prefetch(p->steps[s + 8].node);
+        info[s] = (step_info){nd->type, nd->n_in, nd->n_out, nd->out_aliased,
+                              nd->type->outputs_are_hw_in && nd->n_in == 0 &&
+                                  nd->type->n_params == 0 && nd->n_readout == 0,
+                              nd->out_base};
+        total += nd->n_in;
     }
     p->clear = mg_calloc((size_t)total + 1, sizeof(int));
     if (!p->clear)
-        return -1;
+        goto out;
     int k = 0;
     for (int s = 0; s < p->n_steps; s++) {
         mg_step *st = &p->steps[s];
         st->clear_first = k;
-        for (int c = 0; c < st->node->n_in; c++) {
+        for (int c = 0; c < info[s].n_in; c++) {
             int covered = 0;
             for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++)
                 covered |= p->mix[m].dst_index == c;
@@ -687,27 +717,40 @@ int mg_plan_finish(mg_plan *p)
             }
             op->alias = !op->to_acc && count == 1;
             if (op->src_node == NULL && (before == 0 || after > 0))
-                return -1;
+                goto out;
         }
         st->clear_count = k - st->clear_first;
     }
-    for (int s = 0; s < p->n_steps; s++) {
-        const mg_node *nd = p->steps[s].node;
-        p->steps[s].inert = nd->type->outputs_are_hw_in && nd->n_in == 0 &&
-                            nd->type->n_params == 0 && nd->n_readout == 0;
+    for (int s = 0; s < p->n_steps; s++)
+        p->steps[s].inert = info[s].inert;
+    /* a group channel's delay line runs once per block: one output op each
+     * (the group outputs' accumulators sorted, no two alike) */
+    {
+        int n_go = 0;
+        for (int m = 0; m < p->mix_used; m++)
+            n_go += p->mix[m].src_node == NULL;
+        if (n_go > 1) {
+            uintptr_t *acc = mg_calloc((size_t)n_go, sizeof *acc);
+            if (!acc)
+                goto out;
+            for (int m = 0, j = 0; m < p->mix_used; m++)
+                if (p->mix[m].src_node == NULL)
+                    acc[j++] = (uintptr_t)p->mix[m].src;
+            qsort(acc, (size_t)n_go, sizeof *acc, cmp_ptr);
+            int dup = 0;
+            for (int j = 1; j < n_go; j++)
+                dup |= acc[j] == acc[j - 1];
+            mg_free(acc);
+            if (dup)
+                goto out;
+        }
     }
-    /* a group channel's delay line runs once per block: one output op each */
-    for (int m = 0; m < p->mix_used; m++)
-        if (p->mix[m].src_node == NULL)
-            for (int q = m + 1; q < p->mix_used; q++)
-                if (p->mix[q].src_node == NULL && p->mix[q].src == p->mix[m].src)
-                    return -1;
     /* gangs: runs of one type with process_many, none fed by another member */
     for (int s = 0; s < p->n_steps;) {
-        const mg_node_type *t = p->steps[s].node->type;
+        const mg_node_type *t = info[s].type;
         int g = 1;
         while (t->process_many && s + g < p->n_steps && g < MG_MAX_GANG &&
-               p->steps[s + g].node->type == t) {
+               info[s + g].type == t) {
             const mg_step *nx = &p->steps[s + g];
             int fed = 0;
             for (int m = nx->mix_first; m < nx->mix_first + nx->mix_count && !fed; m++)
@@ -721,10 +764,13 @@ int mg_plan_finish(mg_plan *p)
             p->steps[j].gang = j == s ? g : 0;
         s += g;
     }
-    if (assign_buffers(p) != 0)
-        return -1;
+    if (assign_buffers(p, info) != 0)
+        goto out;
     p->finished = 1;
-    return 0;
+    rc = 0;
+out:
+    mg_free(info);
+    return rc;
 }
 
 void mg_plan_add_edge(mg_plan *p, mg_edge *edge)
@@ -811,7 +857,8 @@ mg_plan *mg_plan_build(int n_nodes, mg_node *const *nodes, const int *rank, int 
         if (indeg[v] == 0)
             ready[n_ready++] = v;
     while (n_ready > 0) {
-        sort_by_key(ready, n_ready, rank, n_ranks, count, tmp);
+        if (n_ready > 1) /* a chain's waves are single nodes: nothing to sort */
+            sort_by_key(ready, n_ready, rank, n_ranks, count, tmp);
         const int wave_start = done;
         memcpy(order + done, ready, sizeof(int) * (size_t)n_ready);
         done += n_ready;
@@ -833,6 +880,11 @@ mg_plan *mg_plan_build(int n_nodes, mg_node *const *nodes, const int *rank, int 
     p = mg_plan_new(n_nodes, n_mix, n_edges);
     if (!p)
         goto out;
+    p->src_step = mg_calloc((size_t)n_mix + 1, sizeof(int));
+    if (!p->src_step)
+        goto fail;
+    for (int s = 0; s < n_nodes; s++)
+        indeg[order[s]] = s; /* indeg is spent: now each node's step */
     *err = 3;
     for (int s = 0; s < n_nodes; s++) {
         const int v = order[s];
@@ -855,10 +907,12 @@ mg_plan *mg_plan_build(int n_nodes, mg_node *const *nodes, const int *rank, int 
                 if (group[i] != g)
                     continue;
                 const int *w = wire + 4 * i;
-                for (int c = 0; c < w[2]; c++)
+                for (int c = 0; c < w[2]; c++) {
                     if (mg_plan_add_group_mix(p, s, gptr[g], c, nodes[src[i]],
                                               w[1] + (w[3] ? c : 0), eptr[i]) != 0)
                         goto fail;
+                    p->src_step[p->mix_used - 1] = indeg[src[i]];
+                }
             }
         }
         for (int k = a; k < b; k++) {
@@ -866,10 +920,12 @@ mg_plan *mg_plan_build(int n_nodes, mg_node *const *nodes, const int *rank, int 
             if (group[i] >= 0)
                 continue;
             const int *w = wire + 4 * i;
-            for (int c = 0; c < w[2]; c++)
+            for (int c = 0; c < w[2]; c++) {
                 if (mg_plan_add_mix(p, s, w[0] + c, nodes[src[i]], w[1] + (w[3] ? c : 0),
                                     eptr[i], c) != 0)
                     goto fail;
+                p->src_step[p->mix_used - 1] = indeg[src[i]];
+            }
         }
         for (int j = 0; j < n_gl; j++) {
             const int g = gl[j];
@@ -883,6 +939,8 @@ mg_plan *mg_plan_build(int n_nodes, mg_node *const *nodes, const int *rank, int 
     *err = 4;
     if (mg_plan_finish(p) != 0)
         goto fail;
+    mg_free(p->src_step);
+    p->src_step = NULL;
     *err = 0;
     goto out;
 fail:

@@ -43,6 +43,11 @@ class Stats:
     events_lost: int
     rt_allocs: int
     heap_deferred: int
+    worst_swap_us: float = 0.0  # most time one call spent swapping in plans (since the start)
+    worst_swap_block_us: float = 0.0  # the worst call that swapped in a plan (since the start)
+    swap_work: int = 0  # nodes, edges and ops the last plan swap visited
+    last_swap_us: float = 0.0  # the latest call that swapped in a plan: time spent swapping
+    last_swap_block_us: float = 0.0  # ... and that whole call's time
 
 
 class Fifo:
@@ -162,7 +167,9 @@ class Engine:
         s = self._stats
         lib.mg_engine_stats(self.ptr, s)
         return Stats(s.time, s.blocks, s.load, s.mean_us, s.worst_us, s.xruns, s.late,
-                     s.nan_scrubbed, s.clipped, s.events_lost, s.rt_allocs, s.heap_deferred)
+                     s.nan_scrubbed, s.clipped, s.events_lost, s.rt_allocs, s.heap_deferred,
+                     s.worst_swap_us, s.worst_swap_block_us, s.swap_work, s.last_swap_us,
+                     s.last_swap_block_us)
 
     def take_worst_us(self) -> float:
         """The slowest engine call since the previous take (one window's worst)."""

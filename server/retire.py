@@ -32,19 +32,35 @@ def holds(s: Session, e: LiveEdge) -> bool:
             and e.dst.g.type.name not in SINK_TYPES)
 
 
+_NEVER = float("inf")
+
+
 def collect(s: Session, force: bool = False) -> None:
     """Drop the removed connections whose fade is over and the removed nodes
     whose connections are gone (all of them with force: the audio thread
-    never hears them again, or a plan must be made without them)."""
+    never hears them again, or a plan must be made without them).
+
+    A pass walks every removal still in flight, so it runs only when one may
+    be over: when something was removed since the last pass (a removal only
+    ever adds to the dying lists between passes), or the engine has reached
+    the earliest deadline the last pass saw (Session.retire_walks counts
+    the passes).
+    Clearing a 10,000-node graph walked 20,000 dying objects at every
+    service() while the border faded."""
     now = s.engine.time
+    memo = getattr(s, "_retire_memo", None)
+    sig = (len(s.dying_edges), len(s.dying_nodes))
+    if not force and memo is not None and memo[0] == sig and now < memo[1]:
+        return
+    s.retire_walks = getattr(s, "retire_walks", 0) + 1
     keep = {}
     for e, due in s.dying_edges.items():
         if force or e.dead or (not e.held and now >= due and lib.mg_edge_gain(e.ptr) == 0.0):
             if not e.dead:
                 s.refs.kill(e)
                 s._dirty = True
-            if not s.refs.held(e) and e.ptr != ffi.NULL:
-                s.refs.release_if_unused(e)
+            if e.first_gen is None and e.ptr != ffi.NULL:  # in no plan: not queued
+                s.refs.release_if_unused(e)  # (the rest: Refs.free_due, a batch a call)
         else:
             keep[e] = due
     s.dying_edges = keep
@@ -62,6 +78,16 @@ def collect(s: Session, force: bool = False) -> None:
             s._dirty = True
             dying_due.pop(id(n), None)
     s.dying_nodes = [n for n in s.dying_nodes if not n.dead]
+    again = False
     for e in keep:
         if e.held and (e.src.dead or e.dst.dead):
             s.refs.kill(e)  # out of the next plan; freed at the next collect
+            again = True
+    # the next pass: at once if this one dropped or killed anything (what it
+    # dropped may have held others back), else at the earliest deadline of a
+    # fading connection or of a node nothing holds back any more
+    nxt = now if again or len(keep) != sig[0] or len(s.dying_nodes) != sig[1] else min(
+        [due for e, due in keep.items() if not e.held]
+        + [dying_due.get(id(n), 0) for n in s.dying_nodes
+           if id(n) not in fading and id(n) not in held], default=_NEVER)
+    s._retire_memo = ((len(s.dying_edges), len(s.dying_nodes)), nxt)

@@ -538,6 +538,7 @@ class Session:
             elif kind == EV_LATE:
                 self.late_events += 1
                 log.info("event applied %d samples late", value)
+        self.refs.free_due()  # a big removal's frees, a batch per call (live.FREE_BATCH)
         self._collect_dying()
         self.timers.run(self.engine.time)
         if commit:

@@ -337,3 +337,139 @@ def test_the_kept_plan_inputs_build_the_plan_the_session_lists():
     assert s.idle() and not s.refs.owners and checked > 30
     s.close()
     e.free()
+
+
+def _lines_in(fn, filename: str) -> int:
+    """Python lines run in `filename` while fn runs (sys.settrace)."""
+    n = 0
+
+    def local(frame, event, arg):
+        nonlocal n
+        n += event == "line"
+        return local
+
+    def glob(frame, event, arg):
+        return local if frame.f_code.co_filename.endswith(filename) else None
+
+    sys.settrace(glob)
+    try:
+        fn()
+    finally:
+        sys.settrace(None)
+    return n
+
+
+def test_a_fading_removal_is_not_walked_at_every_service():
+    """While the border of a cleared 400-gain chain fades (5 ms, ~4 blocks),
+    the removal is walked (retire.collect's pass over every dying node and
+    connection) only when something may be over: calling service() ten times a
+    block instead of twice runs about as many lines of server/retire.py, and
+    the passes are as few for 50 gains as for 400. On the old code every
+    service() walked all of it (a 10,000-node clear: 20,000 objects, ~10 ms of
+    control thread at every call), so five times the calls ran five times the
+    lines."""
+    def run(n: int, per_block: int) -> tuple[int, int]:
+        s, e = _dc_chain(n)
+        for name in list(s.graph.nodes):
+            s.remove_node(name)
+        s.commit()
+
+        def until_idle() -> None:
+            for _ in range(100):
+                e.process(64, np.ones((64, 1), np.float32), block=64)
+                for _ in range(per_block):  # a control loop turns more often than blocks come
+                    s.service()
+                if s.idle() and not s.refs.owners:
+                    return
+            raise AssertionError("never idle")
+
+        lines = _lines_in(until_idle, "retire.py")
+        walks = getattr(s, "retire_walks", None)
+        s.close()
+        e.free()
+        return lines, walks
+
+    (few, _), (many, walks_big) = run(400, 2), run(400, 10)
+    assert many <= few * 1.25 + 200, (few, many)
+    assert run(50, 10)[1] == walks_big <= 8, walks_big
+
+
+def test_a_big_removal_is_freed_a_batch_per_service(monkeypatch):
+    """Clearing a 300-gain chain frees its ~600 nodes and connections at most
+    live.FREE_BATCH per service() call (here 100), so one call never stalls the
+    control thread on all of them, and all of them are freed in the end. On the
+    old code the service() that got the last plan back freed every one."""
+    from mixgraph.server import live
+
+    monkeypatch.setattr(live, "FREE_BATCH", 100, raising=False)
+    s, e = _dc_chain(300)
+    for name in list(s.graph.nodes):
+        s.remove_node(name)
+    s.commit()
+    owned = [len(s.refs.owners)]
+    for _ in range(200):
+        e.process(64, np.ones((64, 1), np.float32), block=64)
+        s.service()
+        owned.append(len(s.refs.owners))
+        if s.idle() and not s.refs.owners:
+            break
+    freed = [a - b for a, b in zip(owned[:-1], owned[1:], strict=True)]
+    assert owned[0] >= 600 and owned[-1] == 0, owned
+    assert max(freed) <= 100 and sum(f > 0 for f in freed) >= 6, freed
+    s.close()
+    e.free()
+
+
+def test_the_engine_says_what_a_plan_swap_cost():
+    """The engine reports, apart from its worst block, the block that swapped in
+    a plan and the part of it the swap took, and the work of the last swap: a
+    swap visits every step, every edge of the plan (apply_plan stamps them and
+    lists the fading ones) and then every op and step again (refresh_ops), so
+    a chain of 3 mono gains into a mono output (4 steps, 3 edges, 3 ops) is
+    4 + 3 + 3 + 4 = 14. A block without a swap leaves the swap figures alone,
+    and so does taking the window's worst (they count from the start; the last
+    swap's are apart)."""
+    e = Engine(48000, 0, 1)
+    s = Session(e)
+    prev = None
+    for i in range(3):
+        s.add_node("gain", f"g{i}", {"channels": 1})
+        if prev:
+            s.connect(prev, f"g{i}")
+        prev = f"g{i}"
+    s.add_node("output", "out", {"channels": 1})
+    s.connect(prev, "out")
+    s.commit()
+    e.take_worst_us()
+    e.process(64, block=64)
+    st = e.stats()
+    assert st.swap_work == 14, st.swap_work
+    assert 0.0 < st.worst_swap_us <= st.worst_swap_block_us <= st.worst_us, st
+    assert (st.last_swap_us, st.last_swap_block_us) == (st.worst_swap_us,
+                                                        st.worst_swap_block_us)
+    e.take_worst_us()
+    e.process(64, block=64)  # no swap: the figures stay those of the last swap
+    st2 = e.stats()
+    assert (st2.worst_swap_us, st2.worst_swap_block_us, st2.last_swap_us) == (
+        st.worst_swap_us, st.worst_swap_block_us, st.last_swap_us)
+    s.close()
+    e.free()
+
+
+def test_status_reports_the_worst_block_that_swapped_a_plan(tmp_path):
+    """/status has worst_swap_us: the slowest block that swapped in a plan, which
+    a connect on a running daemon makes, at most the worst block of all."""
+    d = Daemon(tmp_path / "state", "--backend", "null")
+    try:
+        c = Client("127.0.0.1", d.port, timeout=30.0)
+        try:
+            c.call("/graph/add", "gain", "a")
+            c.call("/graph/add", "output", "o")
+            c.call("/graph/connect", "a", "o")
+            assert c.request("/sync", 3)[1] == [3]
+        finally:
+            c.close()
+        st = d.status()
+        assert 0.0 < st["worst_swap_us"] <= st["worst_us"], st
+    finally:
+        d.stop()
