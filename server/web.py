@@ -154,24 +154,17 @@ def names_this_server(host: str, server: ControlServer, sock: socket.socket) -> 
     return _local_ip(str(ip))
 
 
-_LOCAL: dict[str, bool] = {}
-
-
 def _local_ip(ip: str) -> bool:
-    """Whether an address belongs to an interface of this machine: one can bind to it."""
-    r = _LOCAL.get(ip)
-    if r is None:
-        fam = socket.AF_INET6 if ":" in ip else socket.AF_INET
-        try:
-            with socket.socket(fam, socket.SOCK_DGRAM) as s:
-                s.bind((ip, 0))
-            r = True
-        except OSError:
-            r = False
-        if len(_LOCAL) > 1024:
-            _LOCAL.clear()
-        _LOCAL[ip] = r
-    return r
+    """Whether an address belongs to an interface of this machine now: one can bind to
+    it (asked each time, no cache: interfaces come and go; a bind costs microseconds,
+    and only a request whose Host is an address of no loopback asks)."""
+    fam = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    try:
+        with socket.socket(fam, socket.SOCK_DGRAM) as s:
+            s.bind((ip, 0))
+    except OSError:
+        return False
+    return True
 
 
 def close_frame_error(payload: bytes) -> str:
