@@ -590,9 +590,10 @@ class Daemon:
         host, port = self.server.http_address[:2]
         if host in ("0.0.0.0", "::"):
             host = lan_address()
-        token = self.server.http_token
-        return (f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
-                + (f"?token={token}" if token else ""))
+        from .web import token_url
+
+        return token_url(f"http://{'[' + host + ']' if ':' in host else host}:{port}/",
+                         self.server.http_token)
 
     def status_line(self) -> str:
         st = self.engine.stats()

@@ -660,12 +660,12 @@ class ControlServer:
         if not msgs:
             return
         if read_only:
-            from .web import read_only_refusal
+            from .readonly import refusal
 
-            bad = read_only_refusal(d.session, msgs)
+            bad = refusal(self, peer, msgs)
             if bad is not None:  # a bundle is refused as a whole
                 d.counters.failed += 1
-                peer.reply("/fail", [bad, "read-only surface (--http-read-only)"])
+                peer.reply("/fail", list(bad))
                 return
         try:
             d.dispatch_packet(msgs, peer, bundle)
@@ -719,6 +719,10 @@ class ControlServer:
                 s.close()
                 self._refuse(addr, f"{self.limits.max_conns_per_host} connections from "
                                    "this address (--max-conns-per-host)")
+                continue
+            if cls is not TcpConn and self.http_read_only and (why := cls.no_room(self, host)):
+                s.close()  # viewers may not take the slots kept for control surfaces
+                self._refuse(addr, why)
                 continue
             s.setblocking(False)
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -19,8 +19,13 @@ Parsing is done here, sans-I/O style, on the connection's input buffer: the requ
 is bounded (MAX_HEAD bytes, MAX_HEADERS lines), a frame's length is checked against
 --max-frame before anything is buffered for it, client frames must be masked, text
 frames (the surface speaks binary OSC only), reserved bits and unknown opcodes close the
-connection with the RFC's status code. When the server has an access token (always
-when it listens beyond loopback), the handshake must carry it as `?token=`. Each such
+connection with the RFC's status code (so do close frames with a 1-byte body or a code
+no endpoint may send). Lines may end in CRLF or a bare LF; only GET opens a WebSocket.
+When the server has an access token (always when it listens beyond loopback), the
+handshake must carry it as `?token=` (percent-encoded; query_token). Without one, only a
+Host that names this server is served, page and WebSocket alike (DNS rebinding:
+names_this_server). On a read-only surface browsers may hold half of the connection
+slots (WebConn.no_room; what they may send is server/readonly.py). Each such
 close is counted (`bad_http` in /status) and logged like other per-source warnings. Static files
 are a fixed table read from the package at start: a request names a key of that table or
 gets 404, so no path can reach outside it."""
@@ -31,16 +36,18 @@ import base64
 import hashlib
 import hmac
 import io
+import ipaddress
 import logging
+import re
 import socket
 import time
 from importlib import resources
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
-from .actions import is_action_or_trigger
 from .conn import TcpConn
-from .osc import _SIDE_EFFECT_FREE, Peer
+from .osc import Peer
+from .readonly import viewer_share
 
 if TYPE_CHECKING:
     from .transport import ControlServer
@@ -51,6 +58,7 @@ MAX_HEAD = 8192  # bytes in a request line and its headers
 MAX_HEADERS = 64
 LINGER_S = 2.0  # how long a closing connection's input is still read and discarded
 HEAD_TIMEOUT_S = 10.0  # a request head must be complete this long after the connection
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP header name (RFC 9110 5.6.2)
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
          ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png",
@@ -77,28 +85,6 @@ def load_files() -> dict[str, tuple[bytes, str, str]]:
     return out
 
 
-_READ_ONLY_OK = {"/subscribe", "/unsubscribe", "/meters/subscribe", "/meters/unsubscribe",
-                 "/hello", "/sync"}
-
-
-def read_only_refusal(session, msgs) -> str | None:
-    """For `--http-read-only`: the address of the first message in a packet that could
-    change anything (None when every one is a query or a subscription). /node/ addresses
-    pass only as plain queries: no arguments, no pattern, not an action or its trigger."""
-    for m in msgs:
-        a = m.address
-        if a in _SIDE_EFFECT_FREE or a in _READ_ONLY_OK:
-            continue
-        if a.startswith("/node/") and not m.args and not any(c in a for c in "*?[]{}"):
-            parts = a.split("/")
-            node = session.live.get(parts[2]) if len(parts) in (4, 5) else None
-            if node is not None and (len(parts) == 5 or parts[3] == "bypass"
-                                     or not is_action_or_trigger(node.g.type.name, parts[3])):
-                continue
-        return a
-    return None
-
-
 def qr_text(url: str) -> str:
     """The URL as a QR code in terminal block characters (segno; a light-on-dark
     terminal's full block is a light module), for a phone's camera; "" without segno."""
@@ -109,6 +95,94 @@ def qr_text(url: str) -> str:
     out = io.StringIO()
     segno.make(url, error="l").terminal(out=out, compact=True)
     return out.getvalue()
+
+
+def query_token(query: str) -> str:
+    """The `token` of a request's query, percent-decoded only: a `+` stays a `+` (the
+    banner's URL percent-encodes the token, and one typed by hand keeps its `+`), where
+    a form decoder (parse_qs) would make it a space. "" when there is none."""
+    for part in query.split("&"):
+        name, sep, value = part.partition("=")
+        if sep and unquote(name) == "token":
+            try:
+                return unquote(value, errors="strict")
+            except UnicodeDecodeError:
+                return ""
+    return ""
+
+
+def token_url(base: str, token: str) -> str:
+    """The surface's URL with its token as the query, percent-encoded (RFC 3986) so that
+    any token survives: `s3cr+t/=` is `?token=s3cr%2Bt%2F%3D`."""
+    return base + (f"?token={quote(token, safe='')}" if token else "")
+
+
+def names_this_server(host: str, server: ControlServer, sock: socket.socket) -> bool:
+    """Whether a Host header names this server: localhost, a loopback address, the
+    listen address, the address the connection reached, or an IP literal of one of this
+    machine's interfaces (with or without a port)."""
+    name = host.strip().lower()
+    if name.startswith("["):
+        name, sep, rest = name[1:].partition("]")
+        if not sep or (rest and not (rest[:1] == ":" and rest[1:].isdigit())):
+            return False
+    elif name.count(":") == 1:
+        name, _, port = name.partition(":")
+        if not port.isdigit():
+            return False
+    elif ":" in name:
+        return False
+    if name.endswith("."):
+        name = name[:-1]
+    if name == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    if ip.is_loopback:
+        return True
+    if ip.is_unspecified or ip.is_multicast:
+        return False
+    mine = {server.http_address[0] if server.http_address else ""}
+    try:
+        mine.add(sock.getsockname()[0])
+    except OSError:
+        pass
+    if str(ip) in mine:
+        return True
+    return _local_ip(str(ip))
+
+
+def _local_ip(ip: str) -> bool:
+    """Whether an address belongs to an interface of this machine now: one can bind to
+    it (asked each time, no cache: interfaces come and go; a bind costs microseconds,
+    and only a request whose Host is an address of no loopback asks)."""
+    fam = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    try:
+        with socket.socket(fam, socket.SOCK_DGRAM) as s:
+            s.bind((ip, 0))
+    except OSError:
+        return False
+    return True
+
+
+def close_frame_error(payload: bytes) -> str:
+    """What is wrong with a client's close frame (RFC 6455 sections 5.5.1, 7.4), or "":
+    a body of one byte, a status code no endpoint may send (below 1000, 1004-1006,
+    1015-2999, 5000 and up), a reason that is not UTF-8."""
+    if not payload:
+        return ""
+    if len(payload) == 1:
+        return "a close frame with a 1-byte body"
+    code = int.from_bytes(payload[:2], "big")
+    if not (1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999):
+        return f"close code {code} may not be sent"
+    try:
+        payload[2:].decode("utf-8")
+    except UnicodeDecodeError:
+        return "close reason is not UTF-8"
+    return ""
 
 
 def ws_accept(key: str) -> str:
@@ -151,6 +225,22 @@ class WebConn(TcpConn):
         self.ping_out: bytes | None = None  # the payload of a ping not answered yet
         self.peer = Peer(self.key, self.send_packet, mtu=60000, kind="ws",
                          label=f"ws {addr[0]}:{addr[1]}", backlog=self.backlog)
+
+    @classmethod
+    def no_room(cls, server: ControlServer, host: str) -> str:
+        """On a read-only surface, every browser is a viewer: viewers together may hold
+        half of the connection slots (--max-conns) and half of one address's
+        (--max-conns-per-host), so that a control surface can still connect. Why a new
+        one may not, or ""."""
+        mine = [c for c in server.conns.values() if isinstance(c, cls)]
+        room = viewer_share(server.max_conns)
+        if len(mine) >= room:
+            return f"{room} read-only browser connections open (half of --max-conns)"
+        room = viewer_share(server.limits.max_conns_per_host)
+        if sum(1 for c in mine if c.addr[0] == host) >= room:
+            return (f"{room} read-only browser connections from this address "
+                    "(half of --max-conns-per-host)")
+        return ""
 
     # ---- output ------------------------------------------------------------------
     def _queue(self, data: bytes) -> None:
@@ -246,17 +336,22 @@ class WebConn(TcpConn):
 
     def _http(self) -> None:
         buf = self.inbuf
-        end = buf.find(b"\r\n\r\n")
-        if end < 0:
+        # the head ends at an empty line; a bare LF ends a line as CRLF does (RFC 9112
+        # section 2.2 lets a server take LF alone, as most do), so such a request is
+        # answered at once instead of waiting out the head timeout
+        ends = [(i, n) for i, n in ((buf.find(b"\r\n\r\n"), 4), (buf.find(b"\n\n"), 2),
+                                    (buf.find(b"\n\r\n"), 3)) if i >= 0]
+        if not ends:
             if len(buf) > MAX_HEAD:
                 self._bad("request head too large", 431)
             return
+        end, n = min(ends)
         if end > MAX_HEAD:
             self._bad("request head too large", 431)
             return
         head = bytes(buf[:end]).decode("latin-1")
-        del buf[:end + 4]
-        lines = head.split("\r\n")
+        del buf[:end + n]
+        lines = [x[:-1] if x.endswith("\r") else x for x in head.split("\n")]
         if len(lines) > MAX_HEADERS + 1:
             self._bad("too many header lines", 431)
             return
@@ -268,7 +363,7 @@ class WebConn(TcpConn):
         headers: dict[str, str] = {}
         for line in lines[1:]:
             name, sep, value = line.partition(":")
-            if not sep or not name or name != name.strip():
+            if not sep or not _TOKEN.fullmatch(name):  # a name is a token: no space, no fold
                 self._bad("malformed header line")
                 return
             headers[name.lower()] = value.strip()
@@ -279,7 +374,15 @@ class WebConn(TcpConn):
         if method not in ("GET", "HEAD"):
             self._respond(405, b"GET or HEAD only\n", extra=("Allow: GET, HEAD",))
             return
+        why = self._foreign_host(headers.get("host"))
+        if why:
+            self.server.web_bad(self, why)
+            self._respond(403, (why + "\n").encode())
+            return
         if path == "/osc":
+            if method != "GET":  # only a GET may open a WebSocket (RFC 6455 section 4.1)
+                self._respond(405, b"a WebSocket is opened with GET\n", extra=("Allow: GET",))
+                return
             self._upgrade(headers, urlsplit(target).query)
             return
         f = self.server.web_files.get(path)
@@ -292,6 +395,25 @@ class WebConn(TcpConn):
             self._respond(304, extra=cache)
             return
         self._respond(200, data, ctype, extra=cache, head_only=method == "HEAD")
+
+    def _foreign_host(self, host: str | None) -> str:
+        """DNS rebinding: without a token, only a Host that names this server is served
+        (the page and the WebSocket); "" when it does, else why not. A page of
+        http://evil.example:8080 whose name the attacker then points at 127.0.0.1 talks
+        to this server as a same-origin page (its Origin matches its Host): only the
+        Host, which keeps the attacker's name, tells it apart. With a token, the token
+        is what protects."""
+        srv = self.server
+        if srv.http_token:
+            return ""
+        if host is None:
+            return "no Host header (a server without --http-token answers only requests " \
+                   "that name it)"
+        if names_this_server(host, srv, self.sock):
+            return ""
+        port = srv.http_address[1] if srv.http_address else 0
+        return (f"Host {host[:80]!r} is not this server: open it as http://127.0.0.1:{port}/ "
+                f"or http://localhost:{port}/ (another name needs --http-token)")
 
     def _upgrade(self, h: dict[str, str], query: str) -> None:
         key = h.get("sec-websocket-key", "")
@@ -317,7 +439,7 @@ class WebConn(TcpConn):
             return
         want = self.server.http_token
         if want:
-            got = parse_qs(query).get("token", [""])[0]
+            got = query_token(query)
             if not hmac.compare_digest(got.encode(), want.encode()):
                 self.server.web_bad(self, "missing or wrong token")
                 self._respond(403, b"missing or wrong token: open the URL with ?token=\n")
@@ -370,7 +492,11 @@ class WebConn(TcpConn):
             payload = _unmask(bytes(buf[pos + 4:pos + 4 + n]), mask)
             del buf[:pos + 4 + n]
             if opcode == 0x8:
-                self._ws_close(1000)
+                why = close_frame_error(payload)
+                if why:
+                    self._ws_fail(1007 if why.startswith("close reason") else 1002, why)
+                else:
+                    self._ws_close(1000)
                 return
             if opcode == 0x9:
                 self._queue(ws_frame(0xA, payload))

@@ -668,3 +668,50 @@ def test_lv2_node_page_has_the_plugins_parameters(env):
             d.client.send("/graph/remove", n)
         d.sync()
         page.context.close()
+
+
+def test_read_only_page_shows_the_show_tab(env, tmp_path):
+    """A --http-read-only server answers the page's /scene/list and /cue/list (queries):
+    the Show tab appears with the server's scenes; a scene button's recall is refused
+    and changes nothing."""
+    _, browser = env
+    port = free_tcp_port()
+    d = Daemon(tmp_path / "state", "--backend", "null", "--http", str(port), "--http-read-only")
+    try:
+        d.call("/graph/add", "gain", "g", "gain", -10.0)
+        d.call("/scene/store", "intro", "/node/g/gain")
+        d.call("/cue/set", 1, "name", "Intro", "scene", "intro")
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_function(READY, timeout=20000)
+        page.wait_for_selector("#tab-show", state="visible", timeout=15000)
+        page.click("#tab-show")
+        page.wait_for_selector("#scenes button[data-scene='intro']", timeout=15000)
+        d.call("/node/g/gain", -20.0)
+        page.click("#scenes button[data-scene='intro']")
+        time.sleep(0.5)
+        assert d.call("/node/g/gain") == [-20.0]  # refused: a view
+        page.close()
+    finally:
+        d.stop()
+
+
+def test_a_token_with_url_special_characters_opens_the_page(env, tmp_path):
+    """--http-token 's3cr+t/= %&#': the URL the banner prints (percent-encoded) opens a
+    working page, as the page passes its query on and the server decodes it."""
+    import re
+
+    _, browser = env
+    port = free_tcp_port()
+    d = Daemon(tmp_path / "state", "--backend", "null", "--http", str(port),
+               "--http-token", "s3cr+t/= %&#")
+    try:
+        url = re.search(r"browser console at (\S+)", d.output()).group(1)
+        assert url == f"http://127.0.0.1:{port}/?token=s3cr%2Bt%2F%3D%20%25%26%23"
+        page = browser.new_page()
+        page.goto(url)
+        page.wait_for_function(READY, timeout=20000)
+        assert page.locator("#conn").inner_text() == "online"
+        page.close()
+    finally:
+        d.stop()

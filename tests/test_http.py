@@ -363,7 +363,7 @@ def test_read_only_surface(tmp_path):
         refused = "read-only surface (--http-read-only)"
         for msg in [("/node/g/gain", -6.0), ("/node/g/gain/norm", 0.5),
                     ("/node/g/gain/touch", 1), ("/node/g/bypass", 1), ("/node/al/measure",),
-                    ("/node/*/gain",), ("/graph/add", "gain", "g2"), ("/graph/clear",),
+                    ("/node/*/gain", -6.0), ("/graph/add", "gain", "g2"), ("/graph/clear",),
                     ("/patch/save", "x")]:
             w.send(*msg)
             assert w.until(lambda m: m[0] in ("/done", "/fail")) == ("/fail", [msg[0], refused])
