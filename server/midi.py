@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
+
 from . import tapers
 from ._core import ffi, lib
 from .actions import actions_for
@@ -72,9 +74,12 @@ def _lut(taper: str, lo: float, hi: float, n_lo: float, n_hi: float, size: int) 
     return bytes(ffi.buffer(ffi.new("float[]", vals)))
 
 
+@lru_cache(maxsize=64)
 def _linear_lut(lo: float, hi: float, size: int) -> bytes:
-    return bytes(ffi.buffer(ffi.new("float[]", [lo + (hi - lo) * i / (size - 1)
-                                                for i in range(size)])))
+    """The values lo..hi at `size` evenly spaced control positions (float32), for an
+    address that is no parameter. Cached: a publish rebuilds the table of every map."""
+    x = lo + (hi - lo) * np.arange(size, dtype=np.float64) / (size - 1)
+    return x.astype(np.float32).tobytes()
 
 
 @dataclass
