@@ -157,6 +157,7 @@ class MidiManager:
         self._ev = ffi.new("mg_midi_event *")
         self._fail_log = 0.0
         self._held: set[int] = set()  # map slots held by a touch (_hold_touched)
+        self._applied = 0  # parameters set by _dispatch (the ALSA / rtmidi path)
         self._alsa = None
         self._alsa_queue: collections.deque = collections.deque(maxlen=65536)
         self.mode, self.why = self._probe()  # the daemon's configure() says it in the log
@@ -254,6 +255,7 @@ class MidiManager:
         if self.ptr != ffi.NULL:
             st = ffi.new(f"uint64_t[{len(STATS)}]")
             lib.mg_midi_stats(self.ptr, st, len(STATS))
+            st[STATS.index("applied")] += self._applied  # the control thread's path
             out += [x for k, v in zip(STATS, st, strict=True) for x in (f"midi_{k}", int(v))]
         return out
 
@@ -641,7 +643,16 @@ class MidiManager:
             address, args = m.address, [*m.args, int(ev.value)]
         else:
             address, args = m.address, [*m.args, float(ev.out)]
-        self.d.dispatch(address, args, self._reply)
+        failed = []
+
+        def reply(a: str, r: list) -> None:
+            if a == "/fail":
+                failed.append(r)
+            self._reply(a, r)
+
+        self.d.dispatch(address, args, reply)
+        if t[0] == "param" and not failed:
+            self._applied += 1
         if t[0] == "param":
             node = self.session.live.get(t[1])
             if node is not None:

@@ -193,6 +193,8 @@ def test_cc_moves_gain_along_the_fader_law(any_rig):
         want = f32(fader_db(v / 127))
         got = rig.wait_value("/node/g/gain", want, resend=True)
         assert got == pytest.approx(want, abs=1e-4), (v, got, want)
+    # counted on either path (the rtmidi path's sets were not counted)
+    assert rig.d.status()["midi_applied"] >= 7
     # another channel and another number move nothing
     rig.send([0xB1, 7, 0], [0xB0, 8, 0])
     rig.settle()
