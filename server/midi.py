@@ -338,8 +338,13 @@ class MidiManager:
         (MixgraphError, the maps as they were); else (the autosave, the journal) a
         map that fails is logged and left out. The new set is built whole, then
         swapped in."""
-        made = check_maps(docs, strict)
+        made = check_maps(docs, strict, hint=self._is_param)
         self.install(made)
+
+    def _is_param(self, address: str) -> bool | None:
+        """Whether address names a parameter now; None when it cannot be told."""
+        t = self.target_or_none(address)
+        return None if t is None else t[0] == "param"
 
     def install(self, made: list[Map]) -> None:
         """Make `made` (checked maps, at most MAX_MAPS) the maps, all at once."""

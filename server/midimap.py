@@ -14,6 +14,7 @@ OSC message can carry: strings, int32, finite float32.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ._core import lib
@@ -162,11 +163,13 @@ def _limit(v, what: str) -> float:
     return x
 
 
-def check_map(address, kind, channel, number_, opts, param: bool | None = None) -> Map:
+def check_map(address, kind, channel, number_, opts, param: bool | None = None,
+              hint: bool | None = None) -> Map:
     """A Map with every field checked (MixgraphError otherwise). param: whether the
     address is a parameter, when the caller knows it (/midi/map: its node is there);
     None when loading (the node may be absent: `args` are then kept, not refused,
-    unless the address is a /norm one)."""
+    unless the address is a /norm one). hint: what a loading caller knows of it
+    now, used only for a note's default mode."""
     if not isinstance(kind, str) or kind not in NUMBER_MAX:
         raise MixgraphError(f"kind {_show(kind)}: one of {', '.join(KIND_NAMES)}")
     channel = whole(channel, "channel", 1, 16)
@@ -183,9 +186,10 @@ def check_map(address, kind, channel, number_, opts, param: bool | None = None) 
         param = True
     m = Map(address, kind, channel, number_, pickup=kind in ("cc", "pb"))
     if kind == "note":
-        if param is None:  # loading, the node unknown: what a parameter's name suggests
-            param = address.startswith("/node/") and address.split("/")[3] != "bypass"
-        m.mode = "toggle" if param else "trigger"
+        p = param if param is not None else hint
+        if p is None:  # loading, the node unknown: what a parameter's name suggests
+            p = address.startswith("/node/") and address.split("/")[3] != "bypass"
+        m.mode = "toggle" if p else "trigger"
     if isinstance(opts, list | tuple):
         if len(opts) % 2:
             raise MixgraphError("options come in pairs: <key> <value>")
@@ -223,11 +227,13 @@ def check_map(address, kind, channel, number_, opts, param: bool | None = None) 
     return m
 
 
-def check_maps(docs, strict: bool, what: str = "midi maps") -> list[Map]:
+def check_maps(docs, strict: bool, what: str = "midi maps",
+               hint: Callable[[str], bool | None] | None = None) -> list[Map]:
     """The maps of a document's list (a /midi/load file, a patch's `midi`, the
     autosave), each checked by check_map. strict: the first bad entry (or more
     than MAX_MAPS) is a MixgraphError naming it; else bad entries are logged and
-    left out, and maps past MAX_MAPS dropped."""
+    left out, and maps past MAX_MAPS dropped. hint(address): whether it names a
+    parameter now (None: unknown), for a note map's default mode."""
     if not isinstance(docs, list):
         if strict:
             raise MixgraphError(f"{what}: expected a list, got {_kind(docs)}")
@@ -241,8 +247,9 @@ def check_maps(docs, strict: bool, what: str = "midi maps") -> list[Map]:
             if not isinstance(d, dict):
                 raise MixgraphError(f"expected a map object, got {_kind(d)}")
             opts = {k: v for k, v in d.items() if k not in FIELDS}
-            m = check_map(d.get("address"), d.get("kind"), d.get("channel"),
-                          d.get("number"), opts)
+            a = d.get("address")
+            m = check_map(a, d.get("kind"), d.get("channel"), d.get("number"), opts,
+                          hint=hint(a) if hint is not None and isinstance(a, str) else None)
         except MixgraphError as e:
             if strict:
                 raise MixgraphError(f"{what}: map {i + 1}: {e}") from None

@@ -219,6 +219,21 @@ def test_maps_to_absent_nodes_are_kept_by_every_load(tmp_path):
         d.stop()
 
 
+def test_a_loaded_note_map_without_mode_gets_the_default_of_its_address(d):
+    """A hand-written file may leave `mode` out: toggle for a parameter, trigger for
+    an action or another address, as /midi/map would choose (a guess from the
+    address's form when the node is not there)."""
+    d.call("/graph/add", "denoise", "dn")
+    _maps_file(d, "modes", [{"address": a, "kind": "note", "channel": 1, "number": i}
+                            for i, a in enumerate(["/node/dn/threshold", "/node/dn/learn",
+                                                   "/node/g/bypass", "/cue/go",
+                                                   "/node/absent/gain"])])
+    d.call("/midi/load", "modes")
+    maps = d.call("/midi/maps")
+    modes = [maps[i + 1] for i, x in enumerate(maps) if x == "mode"]
+    assert modes == ["toggle", "trigger", "trigger", "trigger", "toggle"], maps
+
+
 def test_many_14_bit_maps_to_other_addresses_do_not_stall_the_control_thread(d):
     """Each publish built a 16384-entry table in Python for every 14-bit map to an
     address that is no parameter: 300 of them held the control thread for seconds
