@@ -22,18 +22,21 @@ from __future__ import annotations
 import collections
 import json
 import logging
-import math
 import os
 import time
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+
+import msgpack
+import numpy as np
 
 from . import tapers
 from ._core import ffi, lib
 from .actions import actions_for
 from .errors import MixgraphError
+from .midimap import MAX_MAPS, QUERIES, Map, check_map, check_maps
 from .state import PATCH_NAME_RE, confine_path
+from .values import whole
 
 log = logging.getLogger("mixgraph.midi")
 
@@ -42,16 +45,8 @@ KINDS = {"cc": lib.MG_MIDI_CC, "cc14": lib.MG_MIDI_CC14, "nrpn": lib.MG_MIDI_NRP
          "enc-r": lib.MG_MIDI_ENC_R, "enc-l": lib.MG_MIDI_ENC_L,
          "enc-2": lib.MG_MIDI_ENC_2, "enc-b": lib.MG_MIDI_ENC_B}
 KIND_NAMES = {v: k for k, v in KINDS.items()}
-NUMBER_MAX = {"cc": 127, "cc14": 31, "nrpn": 16383, "pb": 0, "note": 127, "pc": 0,
-              "enc-r": 127, "enc-l": 127, "enc-2": 127, "enc-b": 127}
 MODES = {"momentary": lib.MG_MIDI_MOMENTARY, "toggle": lib.MG_MIDI_TOGGLE,
          "trigger": lib.MG_MIDI_TRIGGER}
-OPTION_KEYS = ("min", "max", "pickup", "mode", "step", "feedback", "args")
-# addresses that only answer (or manage the connection): never a map's target
-QUERIES = {"/status", "/info", "/catalog", "/catalog/list", "/catalog/type", "/graph/dump",
-           "/graph/nodes", "/graph/connections", "/patch/list", "/subscribe", "/unsubscribe",
-           "/dump", "/meters/subscribe", "/meters/unsubscribe", "/reply-port", "/hello",
-           "/sync"}
 LEARN_WINDOW_S = 0.15  # a CC waits this long for its LSB (cc14) or an NRPN to show
 POLL_MAX = 8192        # events handled per service call (a flood waits for the next)
 STATS = ("events", "applied", "pickup_waits", "malformed", "sysex", "lost", "sent",
@@ -72,66 +67,12 @@ def _lut(taper: str, lo: float, hi: float, n_lo: float, n_hi: float, size: int) 
     return bytes(ffi.buffer(ffi.new("float[]", vals)))
 
 
+@lru_cache(maxsize=64)
 def _linear_lut(lo: float, hi: float, size: int) -> bytes:
-    return bytes(ffi.buffer(ffi.new("float[]", [lo + (hi - lo) * i / (size - 1)
-                                                for i in range(size)])))
-
-
-@dataclass
-class Map:
-    """One binding of a MIDI control to an address, as /midi/map made it."""
-
-    address: str
-    kind: str
-    channel: int  # 1-16
-    number: int
-    min: float | None = None
-    max: float | None = None
-    pickup: bool = False
-    mode: str = "momentary"
-    step: float = 1.0 / 127.0  # encoders: control travel per tick
-    feedback: bool = True
-    args: list = field(default_factory=list)  # leading arguments of a dispatched address
-    slot: int = -1
-    stamp: int = 0
-    last: float | None = None  # the value this control shows (sent or moved to)
-
-    def doc(self) -> dict:
-        d = {"address": self.address, "kind": self.kind, "channel": self.channel,
-             "number": self.number}
-        if self.min is not None:
-            d["min"] = self.min
-        if self.max is not None:
-            d["max"] = self.max
-        if self.pickup != (self.kind in ("cc", "pb")):
-            d["pickup"] = int(self.pickup)
-        if self.kind == "note":
-            d["mode"] = self.mode
-        if self.kind.startswith("enc"):
-            d["step"] = self.step
-        if not self.feedback:
-            d["feedback"] = 0
-        if self.args:
-            d["args"] = list(self.args)
-        return d
-
-    def describe(self) -> list:
-        """Its /midi/maps entry: address kind channel number key value ..."""
-        out: list = [self.address, self.kind, self.channel, self.number]
-        for k, v in self.doc().items():
-            if k not in ("address", "kind", "channel", "number"):
-                out += [k, " ".join(map(str, v)) if k == "args" else v]
-        return out
-
-
-def _arg_value(text: str):
-    try:
-        return int(text)
-    except ValueError:
-        try:
-            return float(text)
-        except ValueError:
-            return text
+    """The values lo..hi at `size` evenly spaced control positions (float32), for an
+    address that is no parameter. Cached: a publish rebuilds the table of every map."""
+    x = lo + (hi - lo) * np.arange(size, dtype=np.float64) / (size - 1)
+    return x.astype(np.float32).tobytes()
 
 
 class MidiManager:
@@ -152,6 +93,7 @@ class MidiManager:
         self._ev = ffi.new("mg_midi_event *")
         self._fail_log = 0.0
         self._held: set[int] = set()  # map slots held by a touch (_hold_touched)
+        self._applied = 0  # parameters set by _dispatch (the ALSA / rtmidi path)
         self._alsa = None
         self._alsa_queue: collections.deque = collections.deque(maxlen=65536)
         self.mode, self.why = self._probe()  # the daemon's configure() says it in the log
@@ -249,6 +191,7 @@ class MidiManager:
         if self.ptr != ffi.NULL:
             st = ffi.new(f"uint64_t[{len(STATS)}]")
             lib.mg_midi_stats(self.ptr, st, len(STATS))
+            st[STATS.index("applied")] += self._applied  # the control thread's path
             out += [x for k, v in zip(STATS, st, strict=True) for x in (f"midi_{k}", int(v))]
         return out
 
@@ -256,7 +199,7 @@ class MidiManager:
         reply("/midi/status.reply", ["state", self.mode, "why", self.why, *self.status()[2:]])
 
     def target(self, address: str) -> tuple:
-        """What an address names: ("param", node, param, norm) or ("osc",);
+        """What an address names now: ("param", node, param, norm) or ("osc",);
         MixgraphError when it does not exist or cannot be set."""
         if not isinstance(address, str) or not address.startswith("/"):
             raise MixgraphError("expected an OSC address (/node/<name>/<param> ...)")
@@ -285,49 +228,13 @@ class MidiManager:
         return ("osc",)
 
     def make(self, address: str, kind: str, channel, number, opts: list | dict) -> Map:
-        """A checked Map (not yet added)."""
-        if not isinstance(kind, str) or kind not in KINDS:
-            raise MixgraphError(f"kind {kind!r}: one of {', '.join(KINDS)}")
-        if isinstance(channel, bool) or not isinstance(channel, int | float) or \
-                channel != int(channel) or not 1 <= channel <= 16:
-            raise MixgraphError(f"channel {channel!r}: 1-16")
-        top = NUMBER_MAX[kind]
-        if isinstance(number, bool) or not isinstance(number, int | float) or \
-                number != int(number) or not 0 <= number <= top:
-            raise MixgraphError(f"number {number!r}: 0-{top} for {kind}"
-                                + (" (cc14 is the MSB's number; its LSB is number+32)"
-                                   if kind == "cc14" else ""))
-        self.target(address)
-        m = Map(address, kind, int(channel), int(number), pickup=kind in ("cc", "pb"))
-        if kind == "note":
-            m.mode = "trigger" if self.target(address)[0] == "osc" else "toggle"
-        if isinstance(opts, list):
-            if len(opts) % 2:
-                raise MixgraphError("options come in pairs: <key> <value>")
-            opts = dict(zip(opts[::2], opts[1::2], strict=True))
-        for k, v in opts.items():
-            if k not in OPTION_KEYS:
-                raise MixgraphError(f"unknown option {k!r}: {', '.join(OPTION_KEYS)}")
-            if k == "mode":
-                if kind != "note" or v not in MODES:
-                    raise MixgraphError("mode: momentary, toggle or trigger (notes only)")
-                m.mode = v
-            elif k == "args":
-                m.args = [_arg_value(x) for x in str(v).split()] if isinstance(v, str) \
-                    else list(v)
-            else:
-                if isinstance(v, bool) or not isinstance(v, int | float) or \
-                        not math.isfinite(v):
-                    raise MixgraphError(f"{k}: expected a number")
-                if k in ("min", "max"):
-                    setattr(m, k, float(v))
-                elif k == "step":
-                    if not 0 < v <= 1:
-                        raise MixgraphError("step: the control travel per tick, 0..1")
-                    m.step = float(v)
-                else:
-                    setattr(m, k, bool(v))
+        """A checked Map (not yet added) for /midi/map and /midi/learn: its form
+        (server/midimap.py), then against the address as it is now: the node is
+        there, has that parameter, min/max lie in its range, no `args` for a
+        parameter."""
+        check_map(address, kind, channel, number, opts)  # the form's reasons first
         t = self.target(address)
+        m = check_map(address, kind, channel, number, opts, param=t[0] == "param")
         if t[0] == "param":
             spec = self.session.live[t[1]].g.type.param(t[2])
             lo, hi = (0.0, 1.0) if t[3] else (spec.min, spec.max)
@@ -338,17 +245,26 @@ class MidiManager:
                                         f"{lo:g}..{hi:g}{' (norm)' if t[3] else ''}")
         return m
 
+    @staticmethod
+    def _journalable(docs: list[dict]) -> None:
+        """MixgraphError unless the journal and the autosave can hold these maps: checked
+        before a change, so no /done goes out for an edit that could not be saved."""
+        try:
+            msgpack.packb(docs, use_bin_type=True)
+        except (TypeError, ValueError, OverflowError) as e:
+            raise MixgraphError(f"the map cannot be saved ({e})") from None
+
     def add(self, m: Map) -> None:
-        key = (m.address, m.kind, m.channel, m.number)
-        used = {x.slot for x in self.maps.values()}
-        old = self.maps.get(key)
-        if old is None and len(self.maps) >= lib.MG_MIDI_MAX_MAPS:
-            raise MixgraphError(f"at most {lib.MG_MIDI_MAX_MAPS} maps")
+        old = self.maps.get(m.key)
+        if old is None and len(self.maps) >= MAX_MAPS:
+            raise MixgraphError(f"at most {MAX_MAPS} maps")
+        self._journalable([m.doc()])
         self._ensure()
-        m.slot = old.slot if old else min(set(range(lib.MG_MIDI_MAX_MAPS)) - used)
+        used = {x.slot for x in self.maps.values()}
+        m.slot = old.slot if old else min(set(range(MAX_MAPS)) - used)
         self._stamp += 1
         m.stamp = self._stamp
-        self.maps[key] = m
+        self.maps[m.key] = m
         self._changed()
 
     def _changed(self) -> None:
@@ -373,10 +289,11 @@ class MidiManager:
         if not args:
             raise MixgraphError("usage: /midi/unmap <address> [<kind> <channel> <number>]")
         which = tuple(args[1:4])
-        if which and (len(which) != 3 or not all(isinstance(x, int | float) for x in which[1:])):
+        if which and len(which) != 3:
             raise MixgraphError("usage: /midi/unmap <address> [<kind> <channel> <number>]")
-        gone = [k for k in self.maps if k[0] == args[0]
-                and (not which or k[1:] == (which[0], int(which[1]), int(which[2])))]
+        if which:
+            which = (which[0], whole(which[1], "channel"), whole(which[2], "number"))
+        gone = [k for k in self.maps if k[0] == args[0] and (not which or k[1:] == which)]
         if not gone:
             raise MixgraphError(f"no map to {args[0]}")
         for k in gone:
@@ -399,7 +316,8 @@ class MidiManager:
             reply("/done", ["/midi/learn", "cancelled"])
             return
         address = args[0]
-        kind = args[1] if len(args) > 1 and args[1] in KINDS else None
+        kind = args[1] if len(args) > 1 and isinstance(args[1], str) and args[1] in KINDS \
+            else None
         opts = list(args[2:] if kind else args[1:])
         self.make(address, kind or "cc", 1, 0, opts)  # checks the address and options now
         if self.mode == "unavailable":
@@ -415,26 +333,30 @@ class MidiManager:
         return [m.doc() for m in self.maps.values()]
 
     def load_doc(self, docs, strict: bool = True) -> None:
-        """Replace the maps with docs'. strict: all or nothing (MixgraphError);
-        else (a patch or autosave loading) a map that fails is logged and left out."""
-        if not isinstance(docs, list):
-            raise MixgraphError("midi maps: expected a list")
-        made = []
-        for i, d in enumerate(docs):
-            try:
-                if not isinstance(d, dict):
-                    raise MixgraphError("expected a map object")
-                opts = {k: v for k, v in d.items()
-                        if k not in ("address", "kind", "channel", "number")}
-                made.append(self.make(d.get("address"), d.get("kind"), d.get("channel"),
-                                      d.get("number"), opts))
-            except MixgraphError as e:
-                if strict:
-                    raise MixgraphError(f"map {i + 1}: {e}") from None
-                log.warning("MIDI map %d not restored: %s", i + 1, e)
-        self.maps.clear()
-        for m in made:
-            self.add(m)
+        """Replace the maps with docs' (each checked by server/midimap.py, by its form:
+        a map to a node that is not there is kept). strict: all or nothing
+        (MixgraphError, the maps as they were); else (the autosave, the journal) a
+        map that fails is logged and left out. The new set is built whole, then
+        swapped in."""
+        made = check_maps(docs, strict, hint=self._is_param)
+        self.install(made)
+
+    def _is_param(self, address: str) -> bool | None:
+        """Whether address names a parameter now; None when it cannot be told."""
+        t = self.target_or_none(address)
+        return None if t is None else t[0] == "param"
+
+    def install(self, made: list[Map]) -> None:
+        """Make `made` (checked maps, at most MAX_MAPS) the maps, all at once."""
+        self._journalable([m.doc() for m in made])
+        if made:
+            self._ensure()
+        new: dict[tuple[str, str, int, int], Map] = {}
+        for slot, m in enumerate(made):
+            self._stamp += 1
+            m.slot, m.stamp = slot, self._stamp
+            new[m.key] = m
+        self.maps = new
         self._changed()
 
     def _path(self, name) -> Path:
@@ -461,6 +383,8 @@ class MidiManager:
             raise MixgraphError(f"no saved MIDI maps named {args[0]!r}")
         try:
             doc = json.loads(p.read_text())
+        except RecursionError:
+            raise MixgraphError(f"{args[0]}: not a MIDI map file (nested too deep)") from None
         except (ValueError, UnicodeDecodeError) as e:
             raise MixgraphError(f"{args[0]}: not a MIDI map file ({e})") from None
         if not isinstance(doc, dict) or doc.get("format") != "mixgraph-midi":
@@ -636,7 +560,16 @@ class MidiManager:
             address, args = m.address, [*m.args, int(ev.value)]
         else:
             address, args = m.address, [*m.args, float(ev.out)]
-        self.d.dispatch(address, args, self._reply)
+        failed = []
+
+        def reply(a: str, r: list) -> None:
+            if a == "/fail":
+                failed.append(r)
+            self._reply(a, r)
+
+        self.d.dispatch(address, args, reply)
+        if t[0] == "param" and not failed:
+            self._applied += 1
         if t[0] == "param":
             node = self.session.live.get(t[1])
             if node is not None:

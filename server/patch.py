@@ -18,6 +18,7 @@ from .actions import triggers_for
 from .catalog import CATALOG
 from .errors import MixgraphError
 from .graph import Conn, Graph
+from .midimap import check_maps
 from .scenes import Show, show_of
 from .values import doc_node, plain, vca_members
 
@@ -98,8 +99,12 @@ def _midi_doc(session: Session) -> dict:
 
 def load_doc(session: Session, doc: dict) -> None:
     """Make the graph equal to doc, touching only what differs (a diff)."""
-    nodes, conns = validate_doc(doc)
+    restoring = bool(getattr(session, "missing_ok", False))  # the autosave at start-up
+    nodes, conns = validate_doc(doc, restoring)
     Show(session).load(doc.get("show"))  # checked before anything changes
+    maps = None
+    if "midi" in doc:  # checked before anything changes; restoring leaves a bad map out
+        maps = check_maps(doc["midi"], not restoring, "patch: midi")
     for n in nodes:  # a trigger saved by an older version must not start an action
         skip = triggers_for(n["type"])
         if skip:
@@ -146,20 +151,21 @@ def load_doc(session: Session, doc: dict) -> None:
         if n["bypass"] != (n["name"] in session.bypassed):
             session.set_bypass(n["name"], n["bypass"])
     session.metadata = dict(doc.get("metadata") or {})
-    if "midi" in doc:  # a document without maps leaves the maps as they are
+    if maps is not None:  # a document without maps leaves the maps as they are
         midi = getattr(session, "midi", None)
         if midi is not None:
-            midi.load_doc(doc["midi"], strict=False)
+            midi.install(maps)
         else:  # restored before the dispatcher exists: it loads them (MidiManager)
-            session.midi_doc = doc["midi"]
+            session.midi_doc = [m.doc() for m in maps]
     show_of(session).load(doc.get("show"))  # a version 1 patch: no scenes, no cues
 
 
 
-def validate_doc(doc) -> tuple[list[dict], list[list[str]]]:
+def validate_doc(doc, restoring: bool = False) -> tuple[list[dict], list[list[str]]]:
     """Check a patch document completely (every value through server/values.py, the
-    graph on a scratch copy) before applying it; returns its nodes, normalised, and
-    its connections."""
+    graph on a scratch copy, the MIDI maps through server/midimap.py) before applying
+    it; returns its nodes, normalised, and its connections. restoring (the autosave
+    at start-up): a bad MIDI map is not an error here (load_doc leaves it out)."""
     if not isinstance(doc, dict) or doc.get("format") != PATCH_FORMAT:
         raise MixgraphError(f"not a {PATCH_FORMAT} document")
     if doc.get("version") not in PATCH_VERSIONS:
@@ -176,6 +182,8 @@ def validate_doc(doc) -> tuple[list[dict], list[list[str]]]:
     if meta is not None and not isinstance(meta, dict):
         raise MixgraphError("patch: `metadata` must be a map")
     plain(meta, "patch: metadata")
+    if "midi" in doc and not restoring:
+        check_maps(doc["midi"], True, "patch: midi")
     scratch = Graph()
     out = []
     for n in nodes:

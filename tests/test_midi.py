@@ -193,6 +193,8 @@ def test_cc_moves_gain_along_the_fader_law(any_rig):
         want = f32(fader_db(v / 127))
         got = rig.wait_value("/node/g/gain", want, resend=True)
         assert got == pytest.approx(want, abs=1e-4), (v, got, want)
+    # counted on either path (the rtmidi path's sets were not counted)
+    assert rig.d.status()["midi_applied"] >= 7
     # another channel and another number move nothing
     rig.send([0xB1, 7, 0], [0xB0, 8, 0])
     rig.settle()
@@ -252,6 +254,18 @@ def test_min_max_and_norm_targets(any_rig):
         rig.send([0xB0, 2, v])
         got = rig.wait_value("/node/osc/level", f32(want), resend=True)
         assert got == pytest.approx(want, abs=1e-4)
+    # a node of another type takes the name: min/max outside its range are clamped
+    # when applied (docs/protocol.md): -60..-50 on denoise's -10..20 holds it at -10
+    d.call("/graph/add", "compressor", "rt")
+    d.call("/midi/map", "/node/rt/threshold", "cc", 1, 3, "min", -60.0, "max", -50.0,
+           "pickup", 0)
+    d.call("/graph/remove", "rt")
+    d.call("/graph/add", "denoise", "rt", "threshold", 5.0)
+    d.sync(3)
+    for v in (127, 0):
+        rig.send([0xB0, 3, v])
+        assert rig.wait_value("/node/rt/threshold", -10.0, resend=True) == -10.0
+        d.call("/node/rt/threshold", 5.0)
 
 
 def test_notes_pc_and_encoders(any_rig):
