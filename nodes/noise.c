@@ -70,14 +70,15 @@ static inline float noise_next(uint64_t *r)
 
 /* The eight lanes in one vector (one AVX-512 register, two AVX2 ones):
  * noise_next on each, the same operations (so the same samples), eight at a
- * time. Eight lanes, not four: the xorshift chain is latency-bound, and one
- * chain step now yields eight samples (mix64: the noise nodes' cost per
- * block about halves). */
+ * time, into y[0..8) times g. Eight lanes, not four: the xorshift chain is
+ * latency-bound, and one chain step now yields eight samples. (No function
+ * here takes or returns a vector: the ABI of a 32-byte vector differs with
+ * and without AVX.) */
 typedef uint64_t noise_vu __attribute__((vector_size(8 * NOISE_LANES)));
 typedef int32_t noise_vi __attribute__((vector_size(4 * NOISE_LANES)));
 typedef float noise_vf __attribute__((vector_size(4 * NOISE_LANES)));
 
-static inline noise_vf noise_nextv(noise_vu *r)
+static inline __attribute__((always_inline)) void noise_nextv(noise_vu *r, float *y, float g)
 {
     noise_vu x = *r;
     x ^= x >> 12;
@@ -87,7 +88,8 @@ static inline noise_vf noise_nextv(noise_vu *r)
     /* the top 32 bits of each product, as int32 (truncating the shifted
      * 64-bit value keeps exactly those bits) */
     const noise_vi h = __builtin_convertvector((x * 0x2545F4914F6CDD1DULL) >> 32, noise_vi);
-    return __builtin_convertvector(h, noise_vf) * (1.0f / 2147483648.0f);
+    const noise_vf v = __builtin_convertvector(h, noise_vf) * (1.0f / 2147483648.0f) * g;
+    memcpy(y, &v, sizeof v);
 }
 
 MG_HOT static void process(void *st, const mg_proc *p)
@@ -106,10 +108,8 @@ MG_HOT static void process(void *st, const mg_proc *p)
             y[i] = noise_next(&r[l]) * g;
         noise_vu rv;
         memcpy(&rv, r, sizeof rv);
-        for (; i + NOISE_LANES <= n; i += NOISE_LANES) {
-            const noise_vf v = noise_nextv(&rv) * g;
-            memcpy(y + i, &v, sizeof v);
-        }
+        for (; i + NOISE_LANES <= n; i += NOISE_LANES)
+            noise_nextv(&rv, y + i, g);
         memcpy(r, &rv, sizeof rv);
         for (; i < n; i++, l = (l + 1) % NOISE_LANES)
             y[i] = noise_next(&r[l]) * g;
