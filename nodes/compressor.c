@@ -167,6 +167,17 @@ MG_HOT static void chunk_levels(comp_blk *b, int o, int m, float (*lv)[DYN_CHUNK
             s->hp_fc = fc;
         }
     }
+    if (ch == 1 && !b->hpon && !b->rms && !b->curve_ramp) {
+        /* a mono peak detector with a steady curve (the usual channel
+         * strip): steps 1 and 3 in one pass, the same expressions */
+        const float *src = (b->sidechain ? p->in[1] : p->in[0]) + o;
+        const comp_curve cs = b->cs;
+        float *l = lv[0];
+        for (int i = 0; i < m; i++)
+            l[i] = -dyn_comp_gain(DYN_DB_PER_LOG2 * dyn_log2f(dyn_clean(src[i])), cs.t, cs.s, cs.hw,
+                                  cs.iw);
+        return;
+    }
     /* 1. detector levels, dB */
     for (int c = 0; c < ch; c++) {
         const float *src = (b->sidechain ? p->in[ch + c] : p->in[c]) + o;
@@ -269,14 +280,21 @@ MG_HOT static int det_pre(comp_blk *b, int c, int o, int m, const float *l, floa
     comp_state *s = b->s;
     const mg_pv *pv = b->p->pv;
     const float vp = s->v[c];
-    if (dyn_peak(l, m, vp + s->e[c]) == 0.0f && !b->gain_ramp) {
+    /* the differences the recursion eats, and (as dyn_peak) the largest
+     * reduction wanted, in one pass */
+    int32_t pk = (int32_t)dyn_bits(vp + s->e[c]);
+    dv[0] = vp - l[0];
+    for (int i = 0; i < m; i++) {
+        const int32_t q = (int32_t)dyn_bits(l[i]);
+        pk = q > pk ? q : pk;
+        if (i > 0)
+            dv[i] = l[i - 1] - l[i];
+    }
+    if (dyn_float((uint32_t)pk) == 0.0f && !b->gain_ramp) {
         const float mix = 0.01f * pv[P_MIX].value;
         det_write(b, c, o, m, NULL, (1.0f - mix) + mix * dyn_exp2f(steady_makeup(b) * DYN_LOG2_PER_DB));
         return 0;
     }
-    dv[0] = vp - l[0];
-    for (int i = 1; i < m; i++)
-        dv[i] = l[i - 1] - l[i];
     s->v[c] = l[m - 1];
     return 1;
 }
@@ -304,9 +322,33 @@ MG_HOT static void det_post(comp_blk *b, int c, int o, int m, float *l, const fl
 {
     comp_state *s = b->s;
     const mg_pv *pv = b->p->pv;
-    for (int i = 0; i < m; i++)
-        l[i] += dv[i];
-    const float any = dyn_peak(l, m, 0.0f);
+    int c0, c1;
+    det_outputs(b, c, &c0, &c1);
+    float any;
+    int written = 0;
+    if (!b->gain_ramp && c1 == c0 + 1) {
+        /* one output at a steady gain law (a mono strip): the reduction, its
+         * peak (as dyn_peak), the gain and the output in one pass, the
+         * expressions of the general path below */
+        const float mk = steady_makeup(b);
+        const float mix = 0.01f * pv[P_MIX].value;
+        const float dry = 1.0f - mix;
+        const float *x = b->p->in[c0] + o;
+        float *out = b->p->out[c0] + o;
+        int32_t pk = 0;
+        for (int i = 0; i < m; i++) {
+            const float r = l[i] + dv[i];
+            const int32_t q = (int32_t)dyn_bits(r);
+            pk = q > pk ? q : pk;
+            out[i] = dyn_clean(x[i]) * (dry + mix * dyn_exp2f((mk - r) * DYN_LOG2_PER_DB));
+        }
+        any = dyn_float((uint32_t)pk);
+        written = 1;
+    } else {
+        for (int i = 0; i < m; i++)
+            l[i] += dv[i];
+        any = dyn_peak(l, m, 0.0f);
+    }
     if (!(fabsf(e) > 1e-6f)) /* settled (or NaN): exactly on v */
         e = 0.0f;
     if (!(fabsf(e) < 1e4f))
@@ -314,6 +356,8 @@ MG_HOT static void det_post(comp_blk *b, int c, int o, int m, float *l, const fl
     s->e[c] = e;
     if (any > b->grmax[c])
         b->grmax[c] = any;
+    if (written)
+        return;
     /* l becomes the gain: wet part with makeup, plus the dry part */
     if (!b->gain_ramp) {
         const float mk = steady_makeup(b);

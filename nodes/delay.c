@@ -140,6 +140,92 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
 }
 
 
+/* dl_read_pos as it reads k writes from now (the line's samples up to then
+ * already written). */
+static inline float read_ahead(const dl_line *l, const dl_pos *p, unsigned k)
+{
+    const unsigned j = l->w + k - p->i;
+    return p->c[0] * l->buf[(j + 1u) & l->mask] + p->c[1] * l->buf[j & l->mask] +
+           p->c[2] * l->buf[(j - 1u) & l->mask] + p->c[3] * l->buf[(j - 2u) & l->mask];
+}
+
+/* The usual block: the tap at rest and every parameter steady, and the
+ * delay longer than the block plus the interpolator's reach, so no read of
+ * the block touches a sample the block writes. Then the per-sample loop's
+ * steps run block-wise, each a pass of its own: every read, the loop
+ * filters (per sample, the channels side by side), then the writes and the
+ * output, with the per-sample loop's expressions, in MG_HOT code like it
+ * (so fused the same way: the same samples).
+ * Returns 0, having done nothing, when the block is not such a block. */
+MG_HOT static int steady_block(delay_state *s, const mg_proc *p)
+{
+    const int n = p->nframes, ch = s->ch;
+    const mg_pv *pv = p->pv;
+    for (int k = P_FEEDBACK; k < P_N; k++)
+        if (pv[k].ramp)
+            return 0;
+    if (s->tap.fade != 0 || s->tap.tgt != s->tap.cur || s->tap.cur != s->pos_d ||
+        s->pos.i < (unsigned)n + 2u)
+        return 0;
+    const float fb = pv[P_FEEDBACK].value * 0.01f, mix = pv[P_MIX].value * 0.01f;
+    const int use_lc = pv[P_LOWCUTON].value > 0.0f, use_hc = pv[P_HIGHCUTON].value > 0.0f;
+    const float lk = pv[P_LOWCUTON].value, hk = pv[P_HIGHCUTON].value, q = pv[P_PINGPONG].value;
+    float wet[2][MG_MAX_BLOCK];
+    for (int c = 0; c < ch; c++)
+        for (int i = 0; i < n; i++)
+            wet[c][i] = read_ahead(&s->line[c], &s->pos, (unsigned)i);
+    if (use_hc || use_lc)
+        for (int i = 0; i < n; i++)
+            for (int c = 0; c < ch; c++) {
+                float w = wet[c][i];
+                if (use_hc) {
+                    double hp;
+                    const float h = (float)svf_run(&s->hc, &s->hcs[c], w, &hp);
+                    w += hk * (h - w);
+                }
+                if (use_lc) {
+                    double hp;
+                    svf_run(&s->lc, &s->lcs[c], w, &hp);
+                    const float h = (float)hp;
+                    w += lk * (h - w);
+                }
+                wet[c][i] = w;
+            }
+    if (ch == 2) {
+        const float *inl = p->in[0], *inr = p->in[1];
+        float *bl = s->line[0].buf, *br = s->line[1].buf;
+        const unsigned ml = s->line[0].mask, mr = s->line[1].mask;
+        unsigned wl0 = s->line[0].w, wr0 = s->line[1].w;
+        for (int i = 0; i < n; i++) {
+            const float x0 = dl_sane(inl[i]), x1 = dl_sane(inr[i]);
+            float wl = x0, wr = x1, fl = wet[0][i], fr = wet[1][i];
+            if (q > 0.0f) {
+                wl += q * 0.5f * (x1 - x0);
+                wr -= q * x1;
+                fl += q * (wet[1][i] - wet[0][i]);
+                fr += q * (wet[0][i] - wet[1][i]);
+            }
+            bl[(wl0 + (unsigned)i) & ml] = dl_sane(wl + fb * fl);
+            br[(wr0 + (unsigned)i) & mr] = dl_sane(wr + fb * fr);
+            p->out[0][i] = x0 + mix * (wet[0][i] - x0);
+            p->out[1][i] = x1 + mix * (wet[1][i] - x1);
+        }
+        s->line[0].w = (wl0 + (unsigned)n) & ml;
+        s->line[1].w = (wr0 + (unsigned)n) & mr;
+    } else {
+        const float *in = p->in[0];
+        float *b = s->line[0].buf;
+        const unsigned mk = s->line[0].mask, w0 = s->line[0].w;
+        for (int i = 0; i < n; i++) {
+            const float x = dl_sane(in[i]);
+            b[(w0 + (unsigned)i) & mk] = dl_sane(x + fb * wet[0][i]);
+            p->out[0][i] = x + mix * (wet[0][i] - x);
+        }
+        s->line[0].w = (w0 + (unsigned)n) & mk;
+    }
+    return 1;
+}
+
 MG_HOT static void process(void *st, const mg_proc *p)
 {
     delay_state *s = st;
@@ -151,62 +237,64 @@ MG_HOT static void process(void *st, const mg_proc *p)
     const int use_hc = hcon->ramp || hcon->value > 0.0f;
     const int stereo = ch == 2;
     s->fresh = 0;
-    for (int i0 = 0; i0 < n; i0 += SUB) {
-        const int i1 = i0 + SUB < n ? i0 + SUB : n;
-        if (use_lc && lcf->ramp && lcf->ramp[i0] != s->lcf) {
-            s->lcf = lcf->ramp[i0];
-            s->lc = svf_butter2(s->lcf, s->fs);
-        }
-        if (use_hc && hcf->ramp && hcf->ramp[i0] != s->hcf) {
-            s->hcf = hcf->ramp[i0];
-            s->hc = svf_butter2(s->hcf, s->fs);
-        }
-        for (int i = i0; i < i1; i++) {
-            const float a = dl_tap_step(&s->tap);
-            /* read positions: recomputed only when the tap moves */
-            if (s->tap.cur != s->pos_d) {
-                s->pos_d = s->tap.cur;
-                s->pos = dl_cubic_pos(s->pos_d);
+    if (!steady_block(s, p)) { /* the general case, sample by sample */
+        for (int i0 = 0; i0 < n; i0 += SUB) {
+            const int i1 = i0 + SUB < n ? i0 + SUB : n;
+            if (use_lc && lcf->ramp && lcf->ramp[i0] != s->lcf) {
+                s->lcf = lcf->ramp[i0];
+                s->lc = svf_butter2(s->lcf, s->fs);
             }
-            dl_pos pn;
-            if (a > 0.0f)
-                pn = dl_cubic_pos(s->tap.nxt);
-            const float fb = mg_pv_at(fbp, i) * 0.01f, mix = mg_pv_at(mixp, i) * 0.01f;
-            float wet[2], x[2];
-            for (int c = 0; c < ch; c++) {
-                x[c] = dl_sane(p->in[c][i]);
-                float w = dl_read_pos(&s->line[c], &s->pos);
+            if (use_hc && hcf->ramp && hcf->ramp[i0] != s->hcf) {
+                s->hcf = hcf->ramp[i0];
+                s->hc = svf_butter2(s->hcf, s->fs);
+            }
+            for (int i = i0; i < i1; i++) {
+                const float a = dl_tap_step(&s->tap);
+                /* read positions: recomputed only when the tap moves */
+                if (s->tap.cur != s->pos_d) {
+                    s->pos_d = s->tap.cur;
+                    s->pos = dl_cubic_pos(s->pos_d);
+                }
+                dl_pos pn;
                 if (a > 0.0f)
-                    w += a * (dl_read_pos(&s->line[c], &pn) - w);
-                if (use_hc) {
-                    double hp;
-                    const float h = (float)svf_run(&s->hc, &s->hcs[c], w, &hp);
-                    w += mg_pv_at(hcon, i) * (h - w);
+                    pn = dl_cubic_pos(s->tap.nxt);
+                const float fb = mg_pv_at(fbp, i) * 0.01f, mix = mg_pv_at(mixp, i) * 0.01f;
+                float wet[2], x[2];
+                for (int c = 0; c < ch; c++) {
+                    x[c] = dl_sane(p->in[c][i]);
+                    float w = dl_read_pos(&s->line[c], &s->pos);
+                    if (a > 0.0f)
+                        w += a * (dl_read_pos(&s->line[c], &pn) - w);
+                    if (use_hc) {
+                        double hp;
+                        const float h = (float)svf_run(&s->hc, &s->hcs[c], w, &hp);
+                        w += mg_pv_at(hcon, i) * (h - w);
+                    }
+                    if (use_lc) {
+                        double hp;
+                        svf_run(&s->lc, &s->lcs[c], w, &hp);
+                        const float h = (float)hp;
+                        w += mg_pv_at(lcon, i) * (h - w);
+                    }
+                    wet[c] = w;
                 }
-                if (use_lc) {
-                    double hp;
-                    svf_run(&s->lc, &s->lcs[c], w, &hp);
-                    const float h = (float)hp;
-                    w += mg_pv_at(lcon, i) * (h - w);
+                if (stereo) {
+                    const float q = mg_pv_at(pp, i);
+                    float wl = x[0], wr = x[1], fl = wet[0], fr = wet[1];
+                    if (q > 0.0f) {
+                        wl += q * 0.5f * (x[1] - x[0]);
+                        wr -= q * x[1];
+                        fl += q * (wet[1] - wet[0]);
+                        fr += q * (wet[0] - wet[1]);
+                    }
+                    dl_write(&s->line[0], dl_sane(wl + fb * fl));
+                    dl_write(&s->line[1], dl_sane(wr + fb * fr));
+                } else {
+                    dl_write(&s->line[0], dl_sane(x[0] + fb * wet[0]));
                 }
-                wet[c] = w;
+                for (int c = 0; c < ch; c++)
+                    p->out[c][i] = x[c] + mix * (wet[c] - x[c]);
             }
-            if (stereo) {
-                const float q = mg_pv_at(pp, i);
-                float wl = x[0], wr = x[1], fl = wet[0], fr = wet[1];
-                if (q > 0.0f) {
-                    wl += q * 0.5f * (x[1] - x[0]);
-                    wr -= q * x[1];
-                    fl += q * (wet[1] - wet[0]);
-                    fr += q * (wet[0] - wet[1]);
-                }
-                dl_write(&s->line[0], dl_sane(wl + fb * fl));
-                dl_write(&s->line[1], dl_sane(wr + fb * fr));
-            } else {
-                dl_write(&s->line[0], dl_sane(x[0] + fb * wet[0]));
-            }
-            for (int c = 0; c < ch; c++)
-                p->out[c][i] = x[c] + mix * (wet[c] - x[c]);
         }
     }
     for (int c = 0; c < ch; c++) {

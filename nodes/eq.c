@@ -316,23 +316,40 @@ MG_HOT static void run_cascade(eq_state *s, const mg_proc *p, const int *list, i
  * copy of the input, designs, crossfades and moving units. Returns how many
  * units are left in `steady` (in order) for the caller to run as one
  * cascade: process runs them itself, process_many with other nodes' lanes. */
-MG_HOT static int units_block(eq_state *s, const mg_proc *p, int *steady)
+static inline float sanitise(float v)
 {
-    const int n = p->nframes;
-    /* sanitised copy: non-finite input becomes 0, magnitudes held below 1e6 */
+    v = v > 1e6f ? 1e6f : v < -1e6f ? -1e6f : v;
+    return v == v ? v : 0.0f;
+}
+
+static void sanitised_copy(eq_state *s, const mg_proc *p)
+{
     for (int c = 0; c < s->channels; c++) {
         const float *x = p->in[c];
         float *y = p->out[c];
-        for (int i = 0; i < n; i++) {
-            float v = x[i];
-            v = v > 1e6f ? 1e6f : v < -1e6f ? -1e6f : v;
-            y[i] = v == v ? v : 0.0f;
-        }
+        for (int i = 0; i < p->nframes; i++)
+            y[i] = sanitise(x[i]);
     }
+}
+
+/* With `deferred` non-NULL, a block that only runs steady units (the usual
+ * one) skips the sanitised copy and sets *deferred: the caller's gang reads
+ * the input and sanitises it on the way in (lanes_in), one pass less. */
+MG_HOT static int units_block(eq_state *s, const mg_proc *p, int *steady, int *deferred)
+{
+    const int n = p->nframes;
+    if (deferred)
+        *deferred = 0;
     if (p->pv_same && s->cache_ok) { /* nothing to redesign or switch */
+        if (deferred && s->cache_n > 0)
+            *deferred = 1;
+        else
+            sanitised_copy(s, p);
         memcpy(steady, s->cache, sizeof(int) * (size_t)s->cache_n);
         return s->cache_n;
     }
+    /* sanitised copy: non-finite input becomes 0, magnitudes held below 1e6 */
+    sanitised_copy(s, p);
     restamp(s); /* designs, the steady list or states may change */
     int nsteady = 0, alone = 0;
     for (int u = 0; u < s->nunits; u++) {
@@ -437,7 +454,7 @@ static void process(void *stv, const mg_proc *p)
 {
     eq_state *s = stv;
     int steady[EQ_MAX_BANDS + 2];
-    const int nsteady = units_block(s, p, steady);
+    const int nsteady = units_block(s, p, steady, NULL);
     restamp(s); /* the states move outside any gang */
     if (nsteady)
         run_cascade(s, p, steady, nsteady);
@@ -457,6 +474,7 @@ typedef float eq_vf __attribute__((vector_size(32)));
 
 typedef struct {
     eq_state *s;
+    const float *src; /* the input: buf itself, or the node's input, sanitised on the way in */
     float *buf;
     int c;
     const int *list;
@@ -484,19 +502,82 @@ cascade_v(eq_vf *x, int n, const eq_vd *b0, const eq_vd *b1, const eq_vd *b2,
         s1i[k] = s1[k], s2i[k] = s2[k];
 }
 
+/* cascade_v on lanes [4h, 4h+4) only, in four-double vectors: for CPUs
+ * without AVX-512, where an eight-double vector is two AVX registers and the
+ * states of a five-section cascade (20 registers) no longer fit in the 16
+ * there are, so every section would spill its states to memory and back each
+ * sample. Each lane's expressions are cascade_v's: the same results. */
+typedef double eq_vd4 __attribute__((vector_size(32)));
+typedef float eq_vf4 __attribute__((vector_size(16)));
+
+/* (no function returning a vector: its ABI differs with and without AVX) */
+#define EQ_HALF(dst, v, h) memcpy(&(dst), (const double *)(v) + 4 * (h), sizeof(dst))
+
+static inline __attribute__((always_inline)) void
+cascade_h(eq_vf *x, int n, int h, const eq_vd *b0v, const eq_vd *b1v, const eq_vd *b2v,
+          const eq_vd *a1v, const eq_vd *a2v, eq_vd *s1i, eq_vd *s2i, const int ns)
+{
+    eq_vd4 b0[EQ_MAX_SEC], b1[EQ_MAX_SEC], b2[EQ_MAX_SEC], a1[EQ_MAX_SEC], a2[EQ_MAX_SEC];
+    eq_vd4 s1[EQ_MAX_SEC], s2[EQ_MAX_SEC];
+    for (int k = 0; k < ns; k++) {
+        EQ_HALF(b0[k], &b0v[k], h), EQ_HALF(b1[k], &b1v[k], h), EQ_HALF(b2[k], &b2v[k], h);
+        EQ_HALF(a1[k], &a1v[k], h), EQ_HALF(a2[k], &a2v[k], h);
+        EQ_HALF(s1[k], &s1i[k], h), EQ_HALF(s2[k], &s2i[k], h);
+    }
+    for (int i = 0; i < n; i++) {
+        eq_vf4 xf;
+        memcpy(&xf, (const float *)&x[i] + 4 * h, sizeof xf);
+        eq_vd4 v = __builtin_convertvector(xf, eq_vd4);
+        for (int k = 0; k < ns; k++) {
+            const eq_vd4 y = b0[k] * v + s1[k];
+            s1[k] = (b1[k] * v + s2[k]) - a1[k] * y;
+            s2[k] = b2[k] * v - a2[k] * y;
+            v = y;
+        }
+        xf = __builtin_convertvector(v, eq_vf4);
+        memcpy((float *)&x[i] + 4 * h, &xf, sizeof xf);
+    }
+    for (int k = 0; k < ns; k++) {
+        memcpy((double *)&s1i[k] + 4 * h, &s1[k], sizeof s1[k]);
+        memcpy((double *)&s2i[k] + 4 * h, &s2[k], sizeof s2[k]);
+    }
+}
+
+/* 1 when the CPU has AVX-512 (eight doubles in a register): set at load.
+ * MIXGRAPH_EQ_NARROW=1 in the environment takes the four-double path on any
+ * CPU (tests/test_gang.py runs it so on machines with AVX-512). */
+static int eq_wide;
+__attribute__((constructor)) static void eq_cpu(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    eq_wide = __builtin_cpu_supports("avx512f");
+#endif
+    const char *narrow = getenv("MIXGRAPH_EQ_NARROW");
+    if (narrow && narrow[0] == '1')
+        eq_wide = 0;
+}
+
 /* Frames [0, returned) of eight full lanes into x, four frames at a time:
  * each 4x4 tile (4 frames of 4 lanes) is transposed in registers, lanes 0-3
- * into the first half of a frame's vector, lanes 4-7 into the second. */
+ * into the first half of a frame's vector, lanes 4-7 into the second. The
+ * samples are sanitised as units_block does (NaN -> 0, then held within
+ * +-1e6: the same values as sanitise()); on a lane already sanitised this
+ * changes nothing. */
 static inline int lanes_in(const eq_lane *ln, int nln, eq_vf *x, int n)
 {
 #if defined(__SSE2__)
     if (nln == EQ_LANES) {
+        const __m128 hi = _mm_set1_ps(1e6f), lo = _mm_set1_ps(-1e6f);
         int i = 0;
         for (; i + 4 <= n; i += 4)
             for (int h = 0; h < EQ_LANES; h += 4) {
-                const float *a = ln[h].buf, *b = ln[h + 1].buf, *c = ln[h + 2].buf, *d = ln[h + 3].buf;
+                const float *a = ln[h].src, *b = ln[h + 1].src, *c = ln[h + 2].src, *d = ln[h + 3].src;
                 __m128 r0 = _mm_loadu_ps(a + i), r1 = _mm_loadu_ps(b + i);
                 __m128 r2 = _mm_loadu_ps(c + i), r3 = _mm_loadu_ps(d + i);
+#define EQ_SANE(r) r = _mm_min_ps(_mm_max_ps(_mm_and_ps(r, _mm_cmpord_ps(r, r)), lo), hi)
+                EQ_SANE(r0), EQ_SANE(r1), EQ_SANE(r2), EQ_SANE(r3);
+#undef EQ_SANE
                 _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
                 _mm_storeu_ps((float *)&x[i] + h, r0);
                 _mm_storeu_ps((float *)&x[i + 1] + h, r1);
@@ -539,14 +620,25 @@ static inline int lanes_out(const eq_lane *ln, int nln, const eq_vf *x, int n)
 /* mg_bq_guard on every lane of ns sections at once: non-finite states are
  * reset, a tail below 1e-30 is flushed to exact zero (the same rule, so the
  * same states, as the scalar guard). The tests are integer compares of the
- * magnitudes' bits (which order like the magnitudes, NaN above infinity):
- * GCC splits float vector compares into scalar ones here. */
+ * magnitudes' bits (which order like the magnitudes, NaN above infinity),
+ * first as one OR over every state: in the usual block nothing is non-finite
+ * or tiny, and the states are not touched. */
 typedef long long eq_vl __attribute__((vector_size(64)));
 static inline void guard_v(eq_vd *s1, eq_vd *s2, int ns)
 {
     const eq_vl zero = {0}, mag = zero + 0x7fffffffffffffffLL;
     const eq_vl inf = zero + 0x7ff0000000000000LL; /* bits of +infinity */
     const eq_vl tinyb = zero + 0x39b4484bfeebc2a0LL; /* bits of 1e-30 */
+    eq_vl bad = zero;
+    for (int k = 0; k < ns; k++) {
+        const eq_vl ua = (eq_vl)s1[k] & mag, ub = (eq_vl)s2[k] & mag;
+        bad |= (ua >= inf) | (ub >= inf) | ((ua < tinyb) & (ub < tinyb));
+    }
+    long long any = 0;
+    for (int l = 0; l < EQ_LANES; l++)
+        any |= bad[l];
+    if (!any)
+        return;
     for (int k = 0; k < ns; k++) {
         const eq_vl a = (eq_vl)s1[k], b = (eq_vl)s2[k];
         const eq_vl ua = a & mag, ub = b & mag;
@@ -602,9 +694,9 @@ MG_HOT static void run_lanes(const eq_lane *ln, int nln, int ns, int n)
         memset(x, 0, sizeof(eq_vf) * (size_t)n);
     const int tiles = lanes_in(ln, nln, x, n);
     for (int l = 0; l < nln; l++) {
-        const float *src = ln[l].buf;
+        const float *src = ln[l].src;
         for (int i = tiles; i < n; i++)
-            x[i][l] = src[i];
+            x[i][l] = sanitise(src[i]);
     }
     if (!hit) {
         const size_t used = sizeof(eq_vd) * (size_t)ns;
@@ -632,13 +724,25 @@ MG_HOT static void run_lanes(const eq_lane *ln, int nln, int ns, int n)
             g->valid = 1, g->nln = nln, g->ns = ns;
         }
     }
-    switch (ns) {
+    if (eq_wide || nln <= 4) {
+        switch (ns) {
 #define EQ_CASE(N) case N: cascade_v(x, n, b0, b1, b2, a1, a2, s1, s2, N); break;
-    EQ_CASE(1) EQ_CASE(2) EQ_CASE(3) EQ_CASE(4) EQ_CASE(5) EQ_CASE(6)
+        EQ_CASE(1) EQ_CASE(2) EQ_CASE(3) EQ_CASE(4) EQ_CASE(5) EQ_CASE(6)
 #undef EQ_CASE
-    default:
-        cascade_v(x, n, b0, b1, b2, a1, a2, s1, s2, ns);
-        break;
+        default:
+            cascade_v(x, n, b0, b1, b2, a1, a2, s1, s2, ns);
+            break;
+        }
+    } else {
+        for (int h = 0; h < 2; h++)
+            switch (ns) {
+#define EQ_CASE(N) case N: cascade_h(x, n, h, b0, b1, b2, a1, a2, s1, s2, N); break;
+            EQ_CASE(1) EQ_CASE(2) EQ_CASE(3) EQ_CASE(4) EQ_CASE(5) EQ_CASE(6)
+#undef EQ_CASE
+            default:
+                cascade_h(x, n, h, b0, b1, b2, a1, a2, s1, s2, ns);
+                break;
+            }
     }
     guard_v(s1, s2, ns);
     const int done = lanes_out(ln, nln, x, n);
@@ -672,7 +776,8 @@ static void process_many(void *const *states, const mg_proc *procs, int k)
     const int n = procs[0].nframes;
     for (int j = 0; j < k; j++) {
         eq_state *s = states[j];
-        nst[j] = units_block(s, &procs[j], steady[j]);
+        int deferred;
+        nst[j] = units_block(s, &procs[j], steady[j], &deferred);
         int ns = 0;
         for (int u = 0; u < nst[j]; u++)
             ns += s->unit[steady[j][u]].nsec;
@@ -681,6 +786,7 @@ static void process_many(void *const *states, const mg_proc *procs, int k)
         for (int c = 0; c < s->channels; c++) {
             eq_lane *q = &pend[ns][npend[ns]++];
             q->s = s, q->buf = procs[j].out[c], q->c = c, q->list = steady[j], q->nl = nst[j];
+            q->src = deferred ? procs[j].in[c] : q->buf;
             if (npend[ns] == EQ_LANES) {
                 run_lanes(pend[ns], EQ_LANES, ns, n);
                 npend[ns] = 0;
