@@ -20,6 +20,10 @@ for the side-by-side figure of bench/mix64.py --peers:
   in numpy, Reverb and Delay boards on the buses, a master board (shelves,
   Compressor, Limiter), every board at 64-frame buffers.
 
+Install the peers with `pip install -e '.[bench]'` (Pedalboard) and
+`apt-get install supercollider-server` (scsynth); a missing one is skipped with a
+line that says so.
+
 Cost is CPU time per 64-frame block: for scsynth, the difference between a
 long and a short render of the same score (start-up and plug-in loading
 cancel out), measured on the child process.
