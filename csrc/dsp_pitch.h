@@ -514,6 +514,7 @@ typedef struct {
     float *wacc;          /* sum of windows */
     float *pacc;          /* the largest peak bound of the shifted grains here (0: none) */
     float *gw, *gx[PS_MAXCH]; /* one grain's window and input samples (2 Hmax + 4) */
+    double *ly;           /* ps_level's output period, sampled (2 Hmax + 4) */
     int iM, oM;
     int Hmax, L, Tu;
     int64_t n;            /* input samples pushed */
@@ -569,6 +570,9 @@ static inline int ps_alloc(ps_shift *s, double fs, int ch)
         return -1;
     const size_t gn = 2 * (size_t)s->Hmax + 4;
     s->gw = mg_zalloc(gn, sizeof(float));
+    s->ly = mg_zalloc(gn, sizeof(double));
+    if (!s->ly)
+        return -1;
     for (int c = 0; c < s->ch; c++)
         if (!(s->gx[c] = mg_zalloc(gn, sizeof(float))))
             return -1;
@@ -594,6 +598,8 @@ static inline void ps_free(ps_shift *s)
     free(s->pacc);
     s->pacc = NULL;
     free(s->gw);
+    free(s->ly);
+    s->ly = NULL;
     for (int c = 0; c < PS_MAXCH; c++) {
         free(s->gx[c]);
         s->gx[c] = NULL;
@@ -760,7 +766,7 @@ static inline float ps_at(const ps_shift *s, double t)
  * repeated every S (the steady state of a steady tone: the grains' sum over
  * one output period, the overlaps and their interference included), square
  * root, held within [1/16, 16]. */
-static float ps_level(const ps_shift *s, double src, double Ta, double S, double H, float *pmx)
+MG_HOT static float ps_level(const ps_shift *s, double src, double Ta, double S, double H, float *pmx)
 {
     const int mask = s->iM - 1;
     const int64_t c = (int64_t)llround(src);
@@ -788,16 +794,27 @@ static float ps_level(const ps_shift *s, double src, double Ta, double S, double
     }
     /* its variance (the mean taken off, as from the grains) */
     const double pin = sw0 > 0.0 ? sxx / sw0 - (sx0 / sw0) * (sx0 / sw0) : 0.0;
-    /* the grain's window-weighted mean, as ps_place takes it off */
+    /* the grain's window-weighted mean, as ps_place takes it off: its samples
+     * src + q (q integer) share one fractional part, so one set of Lagrange
+     * weights (ps_at's) serves them all */
     double sw = 0.0, sx = 0.0;
     {
         const int q0 = (int)ceil(-H), q1 = (int)floor(H);
+        const double fl = floor(src);
+        const float f = (float)(src - fl);
+        const float a0 = -f * (f - 1.0f) * (f - 2.0f) / 6.0f;
+        const float a1 = (f + 1.0f) * (f - 1.0f) * (f - 2.0f) / 2.0f;
+        const float a2 = (f + 1.0f) * f * (f - 2.0f) / 2.0f;
+        const float a3 = (f + 1.0f) * f * (f - 1.0f) / 6.0f;
+        /* the ring is doubled: the 2 H + 4 samples from here are contiguous */
+        const float *x = s->mono + (((int64_t)fl + q0 - 1) & mask);
         const double st = PD_PI / H, cs = cos(st), sn = sin(st);
         double wc = cos(q0 * st), ws = sin(q0 * st);
         for (int q = q0; q <= q1; q++) {
             const double w = 0.5 + 0.5 * wc;
             sw += w;
-            sx += w * ps_at(s, src + q);
+            sx += w * (a0 * x[0] + a1 * x[1] - a2 * x[2] + a3 * x[3]);
+            x++;
             const double nc = wc * cs - ws * sn;
             ws = ws * cs + wc * sn;
             wc = nc;
@@ -806,24 +823,35 @@ static float ps_level(const ps_shift *s, double src, double Ta, double S, double
     const double mu = sw > 0.0 ? sx / sw : 0.0;
     int ns = (int)ceil(S);
     ns = ns < 8 ? 8 : ns;
-    double acc = 0.0, ypk = 0.0;
-    /* grain k at t - k S: its window angle steps by -pi S / H per k */
-    const double kst = PD_PI * S / H, kc = cos(kst), ks = sin(kst);
-    for (int j = 0; j < ns; j++) {
-        const double t = j * S / ns;
-        const int k0 = (int)ceil((t - H) / S);
-        double y = 0.0;
-        double wc = cos(PD_PI * (t - k0 * S) / H), ws = sin(PD_PI * (t - k0 * S) / H);
-        for (int k = k0; k * S < t + H; k++) {
-            const double u = t - k * S;
+    /* The output over one period, at t_j = j S / ns (j < ns): y_j = sum over k
+     * of the grain at t_j - k S, i.e. of w(u) (x(src + u) - mu) at u = t_j - k S
+     * in (-H, H). Those u are the grid u_i = i S / ns, each used once (by
+     * j = i mod ns): one pass over the grid from the top (the order of k
+     * upwards), its window by rotation, folded into ly[]. */
+    double *ly = s->ly;
+    for (int j = 0; j < ns; j++)
+        ly[j] = 0.0;
+    {
+        const double du = S / ns;
+        const int imax = (int)ceil(H / du);
+        const double st = PD_PI * du / H, cs = cos(st), sn = sin(st);
+        double wc = cos(imax * st), ws = sin(imax * st);
+        int j = ((imax % ns) + ns) % ns;
+        for (int i = imax; i >= -imax; i--) {
+            const double u = i * du;
             if (u > -H && u < H)
-                y += (0.5 + 0.5 * wc) * (ps_at(s, src + u) - mu);
-            const double nc = wc * kc + ws * ks; /* angle - kst */
-            ws = ws * kc - wc * ks;
+                ly[j] += (0.5 + 0.5 * wc) * (ps_at(s, src + u) - mu);
+            /* angle - st */
+            const double nc = wc * cs + ws * sn;
+            ws = ws * cs - wc * sn;
             wc = nc;
+            j = j == 0 ? ns - 1 : j - 1;
         }
-        acc += y * y;
-        ypk = fabs(y) > ypk ? fabs(y) : ypk;
+    }
+    double acc = 0.0, ypk = 0.0;
+    for (int j = 0; j < ns; j++) {
+        acc += ly[j] * ly[j];
+        ypk = fabs(ly[j]) > ypk ? fabs(ly[j]) : ypk;
     }
     const double pout = acc / ns;
     /* and its peak within (1 + PS_PEAK |log2 r|) sqrt(max(r, 1 / r)) input peaks */
