@@ -121,6 +121,7 @@ typedef struct {
     int hop, hcount;    /* input samples per analysis */
     float *cm;          /* CMNDF scratch, lmax + 2 */
     float *hw;          /* Hann window over the full-rate ring (fM), for pd_fund */
+    double hw_sum;      /* its sum */
     float *pe;          /* per-period energies over that ring and their running maxima, fM + 4 */
     int64_t poly_until; /* input sample until which estimates are not mono */
     int64_t n;          /* input samples pushed */
@@ -167,6 +168,36 @@ MG_HOT static float pd_sqdiff(const float *a, const float *b, int n)
         t += e * e;
     }
     return t + ((s0[0] + s0[4]) + (s0[1] + s0[5])) + ((s0[2] + s0[6]) + (s0[3] + s0[7]));
+}
+
+/* Sum of a[j]^2 over n, in eight float lanes (the period energies of the
+ * beating test, compared by factors of 2). */
+MG_HOT static float pd_sqsum(const float *a, int n)
+{
+    pd_v8 s0 = {0, 0, 0, 0, 0, 0, 0, 0};
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        pd_v8 x0;
+        memcpy(&x0, a + j, sizeof x0);
+        s0 += x0 * x0;
+    }
+    float t = 0.0f;
+    for (; j < n; j++)
+        t += a[j] * a[j];
+    return t + ((s0[0] + s0[4]) + (s0[1] + s0[5])) + ((s0[2] + s0[6]) + (s0[3] + s0[7]));
+}
+
+/* Sum of a[j]^2 over n in double, four partial sums (independent chains). */
+static inline double pd_sqsum_d(const float *a, int n)
+{
+    double p[4] = {0.0, 0.0, 0.0, 0.0};
+    int j = 0;
+    for (; j + 4 <= n; j += 4)
+        for (int k = 0; k < 4; k++)
+            p[k] += (double)a[j + k] * a[j + k];
+    for (; j < n; j++)
+        p[0] += (double)a[j] * a[j];
+    return (p[0] + p[1]) + (p[2] + p[3]);
 }
 
 static inline void pd_lowpass(double *c, double fc, double fs, double q)
@@ -222,6 +253,9 @@ static inline int pd_alloc(pd_det *s, double fs)
         return -1;
     for (int j = 0; j < s->fM; j++)
         s->hw[j] = (float)(0.5 - 0.5 * cos(2.0 * PD_PI * (j + 0.5) / s->fM));
+    s->hw_sum = 0.0;
+    for (int j = 0; j < s->fM; j++)
+        s->hw_sum += s->hw[j];
     pd_reset(s);
     return 0;
 }
@@ -251,7 +285,7 @@ static inline void pd_store(pd_det *s, double t, float f, float conf, float fund
  * instrument has a partial at its fundamental; a chord read at a common
  * subharmonic of its notes (A4 + D#5 at 211 Hz, an A major triad at 110 Hz)
  * has next to nothing there. */
-static float pd_fund(const pd_det *s, double T, int *beat)
+MG_HOT static float pd_fund(const pd_det *s, double T, int *beat)
 {
     const float *x = s->fr + s->fpos;
     const int n = s->fM;
@@ -263,13 +297,8 @@ static float pd_fund(const pd_det *s, double T, int *beat)
         P = P < 2 ? 2 : P;
         const int K = n / P;
         float *e = s->pe;
-        for (int k = 0; k < K; k++) {
-            const float *xp = x + n - (K - k) * P;
-            double a = 0.0;
-            for (int j = 0; j < P; j++)
-                a += (double)xp[j] * xp[j];
-            e[k] = (float)a;
-        }
+        for (int k = 0; k < K; k++)
+            e[k] = pd_sqsum(x + n - (K - k) * P, P);
         /* the largest energy before each period (pm), then after it (after) */
         float *pm = s->pe + n / 2 + 2;
         float before = 0.0f;
@@ -285,17 +314,32 @@ static float pd_fund(const pd_det *s, double T, int *beat)
             after = e[k] > after ? e[k] : after;
         }
     }
-    const double cw = 2.0 * cos(2.0 * PD_PI / T);
-    double s1 = 0.0, s2 = 0.0, sw = 0.0, sxx = 0.0;
-    for (int j = 0; j < n; j++) {
-        const double v = (double)s->hw[j] * x[j];
-        const double s0 = v + cw * s1 - s2;
-        s2 = s1;
-        s1 = s0;
-        sw += s->hw[j];
-        sxx += v * x[j];
+    /* Goertzel at w = 2 pi / T, as four independent recursions over the four
+     * quarters of the ring (their chains interleave): quarter q, of length
+     * L from q L, ends with Y_q = s1 - e^-iw s2 = e^iw(L-1) X_q, and
+     * X = sum_q e^-iw q L X_q, so |X|^2 = |sum_q e^-iw q L Y_q|^2 */
+    const double wf = 2.0 * PD_PI / T, cw = 2.0 * cos(wf);
+    const int L = n / 4;
+    double s1[4] = {0.0, 0.0, 0.0, 0.0}, s2[4] = {0.0, 0.0, 0.0, 0.0};
+    double sxq[4] = {0.0, 0.0, 0.0, 0.0};
+    for (int j = 0; j < L; j++)
+        for (int q = 0; q < 4; q++) {
+            const float xv = x[q * L + j];
+            const double v = (double)s->hw[q * L + j] * xv;
+            const double s0 = v + cw * s1[q] - s2[q];
+            s2[q] = s1[q];
+            s1[q] = s0;
+            sxq[q] += v * xv;
+        }
+    double xr = 0.0, xi = 0.0;
+    for (int q = 0; q < 4; q++) {
+        const double yr = s1[q] - cos(wf) * s2[q], yi = sin(wf) * s2[q]; /* s1 - e^-iw s2 */
+        const double c = cos(wf * q * L), sn = -sin(wf * q * L);
+        xr += c * yr - sn * yi;
+        xi += c * yi + sn * yr;
     }
-    const double re2 = s1 * s1 + s2 * s2 - cw * s1 * s2; /* |X(1/T)|^2 */
+    const double sw = s->hw_sum, sxx = (sxq[0] + sxq[1]) + (sxq[2] + sxq[3]);
+    const double re2 = xr * xr + xi * xi; /* |X(1/T)|^2 */
     if (!(sxx > 0.0 && sw > 0.0))
         return 0.0f;
     const double p1 = 2.0 * re2 / (sw * sw); /* A^2 / 2 with A = 2 |X| / sum w */
@@ -304,14 +348,12 @@ static float pd_fund(const pd_det *s, double T, int *beat)
 }
 
 /* One analysis over the latest samples (end = s->n). */
-static void pd_analyse(pd_det *s)
+MG_HOT static void pd_analyse(pd_det *s)
 {
     const int W = PD_W, lmax = s->lmax, N = W + lmax + 1;
     const float *x = s->dr + s->dpos + s->dM - N;
     const double end = (double)s->n;
-    double e = 0.0;
-    for (int j = 0; j < N; j++)
-        e += (double)x[j] * x[j];
+    const double e = pd_sqsum_d(x, N);
     if (!(e / N >= PD_SILENCE)) {
         s->voiced = 0;
         pd_store(s, end - 0.5 * N * s->D, 0.0f, 0.0f, 0.0f, 0, 0);
@@ -382,11 +424,7 @@ static void pd_analyse(pd_det *s)
             }
         }
         const int ti = t0 - R + tb;
-        double e0 = 0.0, e1 = 0.0;
-        for (int j = 0; j < s->Wf; j++) {
-            e0 += (double)y[j] * y[j];
-            e1 += (double)y[j + ti] * y[j + ti];
-        }
+        const double e0 = pd_sqsum_d(y, s->Wf), e1 = pd_sqsum_d(y + ti, s->Wf);
         aper = e0 + e1 > 0.0 ? (dmin > 0.0 ? dmin : 0.0) / (e0 + e1) : 1.0;
     }
     const float conf = cmin < 0.0f ? 1.0f : cmin > 1.0f ? 0.0f : 1.0f - cmin;
