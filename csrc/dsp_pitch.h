@@ -668,10 +668,53 @@ static inline double ps_mark(const ps_shift *s)
     return s->ts;
 }
 
+/* One channel's grain samples: gx[j] = the input at q0 + j + d (x: the
+ * doubled ring from sample q0 + floor(d) - 1, so x[j + 1] is that sample;
+ * c0..c3 the Lagrange weights, fr == 0: the samples themselves); returns
+ * sum w[j] gx[j] (four partial sums). */
+MG_HOT static double ps_grain_samples(float *restrict gx, const float *restrict x,
+                                      const float *restrict w, int n, int frac, float c0,
+                                      float c1, float c2, float c3)
+{
+    if (frac) {
+        for (int j = 0; j < n; j++)
+            gx[j] = c0 * x[j] + c1 * x[j + 1] + c2 * x[j + 2] + c3 * x[j + 3];
+    } else {
+        memcpy(gx, x + 1, (size_t)n * sizeof(float));
+    }
+    double p[4] = {0.0, 0.0, 0.0, 0.0};
+    int j = 0;
+    for (; j + 4 <= n; j += 4)
+        for (int k = 0; k < 4; k++)
+            p[k] += (double)w[j + k] * gx[j + k];
+    for (; j < n; j++)
+        p[0] += (double)w[j] * gx[j];
+    return (p[0] + p[1]) + (p[2] + p[3]);
+}
+
+/* acc[j] += g w[j] (gx[j] - mu) over one contiguous stretch of the ring */
+MG_HOT static void ps_grain_add(float *restrict acc, const float *restrict w,
+                                const float *restrict gx, int n, float g, float mu)
+{
+    for (int j = 0; j < n; j++)
+        acc[j] += g * w[j] * (gx[j] - mu);
+}
+
+/* wacc[j] += v w[j]; pacc[j] = max(pacc[j], pmax) */
+MG_HOT static void ps_window_add(float *restrict wacc, float *restrict pacc,
+                                 const float *restrict w, int n, float v, float pmax)
+{
+    for (int j = 0; j < n; j++) {
+        wacc[j] += v * w[j];
+        pacc[j] = pmax > pacc[j] ? pmax : pacc[j];
+    }
+}
+
 /* Overlap-add one grain: output positions |q - ts| < H get window w(q - ts)
  * times the input at q + d, times g. A shifted grain (pmax > 0: its peak
  * bound) has its window-weighted mean taken off first (repeated grains make
- * no DC) and marks its bound in the peak ring (ps_pull). */
+ * no DC) and marks its bound in the peak ring (ps_pull). The window comes
+ * from four rotations a step apart (independent chains). */
 static void ps_place(ps_shift *s, double ts, double d, double H, float g, float v, float pmax)
 {
     const int dc = pmax > 0.0f;
@@ -681,8 +724,6 @@ static void ps_place(ps_shift *s, double ts, double d, double H, float g, float 
     const float fr = (float)(d - dfl);
     const int imask = s->iM - 1, omask = s->oM - 1;
     const double dth = PD_PI / H, th0 = (q0 - ts) * dth;
-    double wc = cos(th0), ws = sin(th0);
-    const double cd = cos(dth), sd = sin(dth);
     /* 4-point Lagrange at points -1, 0, 1, 2 (fr = 0: the sample itself) */
     const float f = fr;
     const float c0 = -f * (f - 1.0f) * (f - 2.0f) / 6.0f;
@@ -690,39 +731,50 @@ static void ps_place(ps_shift *s, double ts, double d, double H, float g, float 
     const float c2 = -(f + 1.0f) * f * (f - 2.0f) / 2.0f;
     const float c3 = (f + 1.0f) * f * (f - 1.0f) / 6.0f;
     const int n = q1 - q0 + 1;
-    double sw = 0.0, sx[PS_MAXCH] = {0.0, 0.0};
-    for (int j = 0; j < n; j++) {
-        const int q = q0 + j;
-        float w = (float)(0.5 + 0.5 * wc);
-        w = w > 0.0f ? w : 0.0f;
-        s->gw[j] = w;
-        const int i = q + di;
-        for (int c = 0; c < s->ch; c++) {
-            const float *x = s->in[c];
-            const float xv = fr == 0.0f ? x[i & imask]
-                : c0 * x[(i - 1) & imask] + c1 * x[i & imask] + c2 * x[(i + 1) & imask] +
-                  c3 * x[(i + 2) & imask];
-            s->gx[c][j] = xv;
-            sx[c] += (double)w * xv;
+    if (n <= 0)
+        return;
+    float *gw = s->gw;
+    double sw = 0.0;
+    {
+        const double c4 = cos(4.0 * dth), s4 = sin(4.0 * dth);
+        double wc[4], ws[4];
+        for (int k = 0; k < 4; k++) {
+            wc[k] = cos(th0 + k * dth);
+            ws[k] = sin(th0 + k * dth);
         }
-        sw += w;
-        const double nc = wc * cd - ws * sd;
-        ws = ws * cd + wc * sd;
-        wc = nc;
+        int j = 0;
+        for (; j + 4 <= n; j += 4)
+            for (int k = 0; k < 4; k++) {
+                const float w = (float)(0.5 + 0.5 * wc[k]);
+                gw[j + k] = w > 0.0f ? w : 0.0f;
+                const double nc = wc[k] * c4 - ws[k] * s4;
+                ws[k] = ws[k] * c4 + wc[k] * s4;
+                wc[k] = nc;
+            }
+        for (int k = 0; j < n; j++, k++) {
+            const float w = (float)(0.5 + 0.5 * wc[k]);
+            gw[j] = w > 0.0f ? w : 0.0f;
+        }
+        for (j = 0; j < n; j++)
+            sw += gw[j];
     }
+    double sx[PS_MAXCH] = {0.0, 0.0};
+    for (int c = 0; c < s->ch; c++)
+        sx[c] = ps_grain_samples(s->gx[c], s->in[c] + ((q0 + di - 1) & imask), gw, n,
+                                 fr != 0.0f, c0, c1, c2, c3);
     float mu[PS_MAXCH] = {0.0f, 0.0f};
     if (dc && sw > 0.0)
         for (int c = 0; c < s->ch; c++)
             mu[c] = (float)(sx[c] / sw);
-    for (int j = 0; j < n; j++) {
-        const int o = (q0 + j) & omask;
-        const float w = s->gw[j], gw = g * w;
-        for (int c = 0; c < s->ch; c++)
-            s->acc[c][o] += gw * (s->gx[c][j] - mu[c]);
-        s->wacc[o] += v * w;
-        if (pmax > s->pacc[o])
-            s->pacc[o] = pmax;
+    /* the output ring is not doubled: at most two stretches */
+    const int o0 = q0 & omask;
+    const int n1 = n < s->oM - o0 ? n : s->oM - o0;
+    for (int c = 0; c < s->ch; c++) {
+        ps_grain_add(s->acc[c] + o0, gw, s->gx[c], n1, g, mu[c]);
+        ps_grain_add(s->acc[c], gw + n1, s->gx[c] + n1, n - n1, g, mu[c]);
     }
+    ps_window_add(s->wacc + o0, s->pacc + o0, gw, n1, v, pmax);
+    ps_window_add(s->wacc, s->pacc, gw + n1, n - n1, v, pmax);
 }
 
 /* Pitch-mark refinement by waveform matching: the source offset within
