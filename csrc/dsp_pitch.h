@@ -85,7 +85,7 @@
 #define PD_FMIN 70.0    /* Hz: lowest detected pitch (sets the latency) */
 #define PD_FMAX 2400.0  /* Hz: highest detected pitch */
 #define PD_W 192        /* decimated samples in the YIN window */
-#define PD_HOP 64       /* decimated samples between analyses */
+#define PD_HOP 64       /* decimated samples between analyses (PD_W is 3 of them) */
 #define PD_NEST 16      /* estimates kept for pd_at */
 #define PD_RMAX 12      /* largest refine search radius */
 #define PD_THRESH 0.15f /* YIN absolute threshold */
@@ -120,6 +120,10 @@ typedef struct {
     int Wf, R, tmaxf;   /* full-rate refine window, lag search radius, longest lag */
     int hop, hcount;    /* input samples per analysis */
     float *cm;          /* CMNDF scratch, lmax + 2 */
+    float *bp;          /* difference function of hop-blocks of the window: 4 slots of ntau */
+    int64_t bkey[4];    /* the decimated sample each slot's block starts at (-1: none) */
+    int ntau;           /* lags per slot: lmax + 1 rounded up to 64 */
+    int64_t ndec;       /* decimated samples pushed */
     float *hw;          /* Hann window over the full-rate ring (fM), for pd_fund */
     double hw_sum;      /* its sum */
     float *pe;          /* per-period energies over that ring and their running maxima, fM + 4 */
@@ -200,6 +204,28 @@ static inline double pd_sqsum_d(const float *a, int n)
     return (p[0] + p[1]) + (p[2] + p[3]);
 }
 
+/* p[tau] = sum over j < PD_HOP of (x[j] - x[j + tau])^2, tau = 0..ntau-1 (a
+ * multiple of 64): 64 lags at a time in eight 8-lane accumulators, the
+ * samples in order (each lag's sum runs over j in order). */
+MG_HOT static void pd_block_diff(float *restrict p, const float *restrict x, int ntau)
+{
+    for (int t0 = 0; t0 < ntau; t0 += 64) {
+        pd_v8 a[8];
+        for (int g = 0; g < 8; g++)
+            a[g] = (pd_v8){0, 0, 0, 0, 0, 0, 0, 0};
+        for (int j = 0; j < PD_HOP; j++) {
+            const float xj = x[j];
+            for (int g = 0; g < 8; g++) {
+                pd_v8 y;
+                memcpy(&y, x + j + t0 + 8 * g, sizeof y);
+                const pd_v8 e = xj - y;
+                a[g] += e * e;
+            }
+        }
+        memcpy(p + t0, a, sizeof a);
+    }
+}
+
 static inline void pd_lowpass(double *c, double fc, double fs, double q)
 {
     const double w = 2.0 * PD_PI * fc / fs, cw = cos(w), al = sin(w) / (2.0 * q);
@@ -221,6 +247,9 @@ static inline void pd_reset(pd_det *s)
     s->poly_until = 0;
     s->voiced = 0;
     s->ne = s->head = 0;
+    s->ndec = 0;
+    for (int k = 0; k < 4; k++)
+        s->bkey[k] = -1;
 }
 
 /* [control] 0 = ok */
@@ -244,12 +273,15 @@ static inline int pd_alloc(pd_det *s, double fs)
     s->tmaxf = (int)ceil(fs / PD_FMIN) + 3 * s->D + s->R + 8;
     s->fM = (int)pd_pow2((uint32_t)(s->Wf + s->tmaxf + 2));
     s->hop = PD_HOP * s->D;
-    s->dr = mg_zalloc(2 * (size_t)s->dM, sizeof(float));
+    s->ntau = (s->lmax + 1 + 63) / 64 * 64;
+    /* pd_block_diff reads up to ntau - lmax samples past the window's end */
+    s->dr = mg_zalloc(2 * (size_t)s->dM + (size_t)s->ntau, sizeof(float));
+    s->bp = mg_zalloc(4 * (size_t)s->ntau, sizeof(float));
     s->fr = mg_zalloc(2 * (size_t)s->fM, sizeof(float));
     s->cm = mg_zalloc((size_t)s->lmax + 2, sizeof(float));
     s->hw = mg_zalloc((size_t)s->fM, sizeof(float));
     s->pe = mg_zalloc((size_t)s->fM + 4, sizeof(float));
-    if (!s->dr || !s->fr || !s->cm || !s->hw || !s->pe)
+    if (!s->dr || !s->fr || !s->cm || !s->hw || !s->pe || !s->bp)
         return -1;
     for (int j = 0; j < s->fM; j++)
         s->hw[j] = (float)(0.5 - 0.5 * cos(2.0 * PD_PI * (j + 0.5) / s->fM));
@@ -265,6 +297,8 @@ static inline void pd_free(pd_det *s)
     free(s->dr);
     free(s->fr);
     free(s->cm);
+    free(s->bp);
+    s->bp = NULL;
     free(s->hw);
     free(s->pe);
     s->dr = s->fr = s->cm = s->hw = s->pe = NULL;
@@ -359,11 +393,26 @@ MG_HOT static void pd_analyse(pd_det *s)
         pd_store(s, end - 0.5 * N * s->D, 0.0f, 0.0f, 0.0f, 0, 0);
         return;
     }
+    /* the difference function d(tau) = sum over the window's three hop-blocks
+     * of each block's own sum: a block's sum depends only on its samples and
+     * those after it, so it is computed once, when it is the newest block,
+     * and kept for the next two analyses (slots keyed by where it starts) */
+    const float *bd[PD_W / PD_HOP];
+    for (int b = 0; b < PD_W / PD_HOP; b++) {
+        const int64_t key = s->ndec - N + (int64_t)PD_HOP * b;
+        const int slot = (int)(((uint64_t)(key + ((int64_t)1 << 40)) / PD_HOP) & 3u);
+        float *p = s->bp + (size_t)slot * s->ntau;
+        if (s->bkey[slot] != key) {
+            pd_block_diff(p, x + PD_HOP * b, s->ntau);
+            s->bkey[slot] = key;
+        }
+        bd[b] = p;
+    }
     float *cm = s->cm;
     float run = 0.0f;
     cm[0] = 1.0f;
     for (int tau = 1; tau <= lmax; tau++) {
-        const float d = pd_sqdiff(x, x + tau, W);
+        const float d = (bd[0][tau] + bd[1][tau]) + bd[2][tau];
         run += d;
         cm[tau] = run > 0.0f ? d * (float)tau / run : 1.0f;
     }
@@ -473,6 +522,7 @@ static inline void pd_push(pd_det *s, float x)
         s->dr[s->dpos] = dv;
         s->dr[s->dpos + s->dM] = dv;
         s->dpos = (s->dpos + 1) & (s->dM - 1);
+        s->ndec++;
     }
     s->n++;
     if (++s->hcount >= s->hop) {
