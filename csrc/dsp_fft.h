@@ -22,8 +22,8 @@
  * z[r + t m/8], t = 0..7, so eight consecutive r are one vector per t
  * (eight 8-point DFTs at once, across the lanes), transposed 8x8 on the way
  * out. No separate bit-reversal pass. The later stages (half-size h = 8 ..
- * m/2) are radix-2 butterflies over whole vectors, one contiguous twiddle
- * table per stage; the split into X[k] and X[m-k] runs eight bins a step
+ * m/2) are radix-2 butterflies over whole vectors, two stages per pass, one
+ * contiguous twiddle table per stage; the split into X[k] and X[m-k] runs eight bins a step
  * (the m-k side through a lane reversal).
  *
  * n is a power of two, 128..65536 (the STFT nodes use 512..4096). Twiddles are
@@ -209,23 +209,60 @@ MG_HOT static void mg_fft_first_(const uint32_t *restrict grp, int m, const floa
     }
 }
 
-/* The later stages (h = 8 .. m/2), in place, eight butterflies a step. */
+/* The later stages (h = 8 .. m/2), in place, eight butterflies a step: one
+ * radix-2 stage first when their number is odd, then two stages per pass
+ * (h and 2h on the same four vectors: half the loads and stores; the same
+ * operations as two radix-2 stages, so the same result). */
 MG_HOT static void mg_fft_stages_(int m, float *restrict zr, float *restrict zi,
                                   const float *restrict twr, const float *restrict twi)
 {
-    for (int h = 8; h < m; h <<= 1) {
+    int h = 8;
+    int nst = 0;
+    for (int k = 8; k < m; k <<= 1)
+        nst++;
+    if (nst & 1) {
         const float *wr = twr + h - 1, *wi = twi + h - 1;
-        for (int b = 0; b < m; b += 2 * h) {
-            float *ar = zr + b, *ai = zi + b, *br = zr + b + h, *bi = zi + b + h;
+        const mg_fv8 cr = mg_fv8_load(wr), ci = mg_fv8_load(wi);
+        for (int b = 0; b < m; b += 16) {
+            const mg_fv8 xr = mg_fv8_load(zr + b + 8), xi = mg_fv8_load(zi + b + 8);
+            const mg_fv8 pr = mg_fv8_load(zr + b), pi = mg_fv8_load(zi + b);
+            const mg_fv8 tr = xr * cr - xi * ci, ti = xr * ci + xi * cr;
+            mg_fv8_store(zr + b + 8, pr - tr);
+            mg_fv8_store(zi + b + 8, pi - ti);
+            mg_fv8_store(zr + b, pr + tr);
+            mg_fv8_store(zi + b, pi + ti);
+        }
+        h = 16;
+    }
+    for (; h < m; h <<= 2) {
+        /* stage h: (0, 1) and (2, 3) with w_h^j; stage 2h: (0, 2) with
+         * w_2h^j, (1, 3) with w_2h^(j+h); element e at b + j + e h */
+        const float *w1r = twr + h - 1, *w1i = twi + h - 1;
+        const float *w2r = twr + 2 * h - 1, *w2i = twi + 2 * h - 1;
+        for (int b = 0; b < m; b += 4 * h) {
+            float *r0 = zr + b, *i0 = zi + b;
             for (int j = 0; j < h; j += 8) {
-                const mg_fv8 xr = mg_fv8_load(br + j), xi = mg_fv8_load(bi + j);
-                const mg_fv8 cr = mg_fv8_load(wr + j), ci = mg_fv8_load(wi + j);
-                const mg_fv8 pr = mg_fv8_load(ar + j), pi = mg_fv8_load(ai + j);
-                const mg_fv8 tr = xr * cr - xi * ci, ti = xr * ci + xi * cr;
-                mg_fv8_store(br + j, pr - tr);
-                mg_fv8_store(bi + j, pi - ti);
-                mg_fv8_store(ar + j, pr + tr);
-                mg_fv8_store(ai + j, pi + ti);
+                const mg_fv8 c1r = mg_fv8_load(w1r + j), c1i = mg_fv8_load(w1i + j);
+                const mg_fv8 a0r = mg_fv8_load(r0 + j), a0i = mg_fv8_load(i0 + j);
+                const mg_fv8 a1r = mg_fv8_load(r0 + j + h), a1i = mg_fv8_load(i0 + j + h);
+                const mg_fv8 a2r = mg_fv8_load(r0 + j + 2 * h), a2i = mg_fv8_load(i0 + j + 2 * h);
+                const mg_fv8 a3r = mg_fv8_load(r0 + j + 3 * h), a3i = mg_fv8_load(i0 + j + 3 * h);
+                const mg_fv8 t1r = a1r * c1r - a1i * c1i, t1i = a1r * c1i + a1i * c1r;
+                const mg_fv8 t3r = a3r * c1r - a3i * c1i, t3i = a3r * c1i + a3i * c1r;
+                const mg_fv8 b0r = a0r + t1r, b0i = a0i + t1i, b1r = a0r - t1r, b1i = a0i - t1i;
+                const mg_fv8 b2r = a2r + t3r, b2i = a2i + t3i, b3r = a2r - t3r, b3i = a2i - t3i;
+                const mg_fv8 c2r = mg_fv8_load(w2r + j), c2i = mg_fv8_load(w2i + j);
+                const mg_fv8 c3r = mg_fv8_load(w2r + j + h), c3i = mg_fv8_load(w2i + j + h);
+                const mg_fv8 u2r = b2r * c2r - b2i * c2i, u2i = b2r * c2i + b2i * c2r;
+                const mg_fv8 u3r = b3r * c3r - b3i * c3i, u3i = b3r * c3i + b3i * c3r;
+                mg_fv8_store(r0 + j, b0r + u2r);
+                mg_fv8_store(i0 + j, b0i + u2i);
+                mg_fv8_store(r0 + j + 2 * h, b0r - u2r);
+                mg_fv8_store(i0 + j + 2 * h, b0i - u2i);
+                mg_fv8_store(r0 + j + h, b1r + u3r);
+                mg_fv8_store(i0 + j + h, b1i + u3i);
+                mg_fv8_store(r0 + j + 3 * h, b1r - u3r);
+                mg_fv8_store(i0 + j + 3 * h, b1i - u3i);
             }
         }
     }

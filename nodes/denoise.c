@@ -247,12 +247,18 @@ typedef int dn_i8 __attribute__((vector_size(32)));
  * sum over the full spectrum of |X|^2 = n * sum (w x)^2 = n * sigma^2 * n / 2. */
 MG_HOT static float level_of(const dn_state *s, const float *lam)
 {
-    /* four partial sums: the additions need not wait for each other */
-    double part[4] = {0.0, 0.0, 0.0, 0.0};
+    /* four partial sums (one 4-double vector): the additions need not wait
+     * for each other */
+    typedef double d4 __attribute__((vector_size(32)));
+    typedef float f4 __attribute__((vector_size(16)));
+    d4 acc = {0.0, 0.0, 0.0, 0.0};
     int b = 1;
-    for (; b + 4 <= s->nb - 1; b += 4)
-        for (int j = 0; j < 4; j++)
-            part[j] += lam[b + j];
+    for (; b + 4 <= s->nb - 1; b += 4) {
+        f4 v;
+        memcpy(&v, lam + b, sizeof v);
+        acc += __builtin_convertvector(v, d4);
+    }
+    double part[4] = {acc[0], acc[1], acc[2], acc[3]};
     for (; b < s->nb - 1; b++)
         part[0] += lam[b];
     double sum = 0.5 * ((double)lam[0] + lam[s->nb - 1]) + ((part[0] + part[1]) + (part[2] + part[3]));
