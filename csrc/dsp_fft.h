@@ -7,15 +7,26 @@
  *
  * Method: the n real samples are read as m = n/2 complex ones
  * z[j] = x[2j] + i x[2j+1]; a radix-2 decimation-in-time complex FFT of m
- * points (bit reversal done while loading, split re/im arrays so the
- * butterflies of the later stages vectorise, one contiguous twiddle table per
- * stage) gives Z; the spectra of the even and odd samples are
+ * points gives Z; the spectra of the even and odd samples are
  *   E[k] = (Z[k] + conj Z[m-k]) / 2,   O[k] = (Z[k] - conj Z[m-k]) / 2i,
  * and X[k] = E[k] + W^k O[k], X[m-k] = conj(E[k] - W^k O[k]), W = exp(-2 pi i/n).
- * The inverse undoes that split, runs the same complex FFT with conjugated
- * twiddles and interleaves the result.
+ * The inverse undoes that split (into the output buffer, as interleaved
+ * complex scratch), runs the same complex FFT with conjugated twiddles and
+ * interleaves the result.
  *
- * n is a power of two, 16..65536 (the STFT nodes use 256..4096). Twiddles are
+ * The complex FFT works on split re/im arrays in eight-float vectors (GCC
+ * vector extension; AVX2/AVX-512 clones through MG_HOT). Its first three
+ * stages are one 8-point DFT per group of 8 outputs; that pass reads the
+ * interleaved input directly in the order the bit reversal wants: for
+ * r = 0..m/8-1, group rev(r) (reversal of log2(m/8) bits) holds the DFT of
+ * z[r + t m/8], t = 0..7, so eight consecutive r are one vector per t
+ * (eight 8-point DFTs at once, across the lanes), transposed 8x8 on the way
+ * out. No separate bit-reversal pass. The later stages (half-size h = 8 ..
+ * m/2) are radix-2 butterflies over whole vectors, two stages per pass, one
+ * contiguous twiddle table per stage; the split into X[k] and X[m-k] runs eight bins a step
+ * (the m-k side through a lane reversal).
+ *
+ * n is a power of two, 128..65536 (the STFT nodes use 512..4096). Twiddles are
  * computed in double at init. mg_fft_init allocates (control thread);
  * forward/inverse only compute (audio thread) and use the struct's scratch,
  * so one mg_fft serves one caller at a time. */
@@ -30,7 +41,7 @@
 
 typedef struct {
     int n, m;          /* real size, complex size m = n/2 */
-    uint32_t *rev;     /* m: bit reversal of log2(m) bits */
+    uint32_t *grp;     /* m/8: group of the first pass's r, rev(r) over log2(m/8) bits */
     float *tw_re;      /* m - 1: stage with half-size h uses entries h-1 .. 2h-2, */
     float *tw_im;      /*        exp(-2 pi i j / (2h)), j < h                     */
     float *tw_imc;     /* m - 1: -tw_im (inverse transform) */
@@ -39,37 +50,46 @@ typedef struct {
     float *zr, *zi;    /* m each: scratch */
 } mg_fft;
 
+/* eight floats; loads and stores through memcpy (no alignment assumed) */
+typedef float mg_fv8 __attribute__((vector_size(32)));
+typedef int mg_iv8 __attribute__((vector_size(32)));
+
+/* (macros: a function taking or returning a 32-byte vector would change the
+ * ABI of the baseline build, -Wpsabi) */
+#define mg_fv8_load(p) __extension__({ mg_fv8 v_; memcpy(&v_, (p), sizeof v_); v_; })
+#define mg_fv8_store(p, v) do { const mg_fv8 v_ = (v); memcpy((p), &v_, sizeof v_); } while (0)
+
 static inline void mg_fft_free(mg_fft *f)
 {
-    free(f->rev);
+    free(f->grp);
     free(f->tw_re);
     free(f->rt_re);
     free(f->zr);
-    f->rev = NULL;
+    f->grp = NULL;
     f->tw_re = f->tw_im = f->tw_imc = NULL;
     f->rt_re = f->rt_im = NULL;
     f->zr = f->zi = NULL;
     f->n = f->m = 0;
 }
 
-/* [control] 0 = ok; -1: n not a power of two in 16..65536 or no memory. */
+/* [control] 0 = ok; -1: n not a power of two in 128..65536 or no memory. */
 static inline int mg_fft_init(mg_fft *f, int n)
 {
-    f->rev = NULL;
+    f->grp = NULL;
     f->tw_re = f->rt_re = f->zr = NULL;
-    if (n < 16 || n > 65536 || (n & (n - 1)))
+    if (n < 128 || n > 65536 || (n & (n - 1)))
         return -1;
-    const int m = n / 2;
+    const int m = n / 2, m8 = m / 8;
     int bits = 0;
-    while ((1 << bits) < m)
+    while ((1 << bits) < m8)
         bits++;
     f->n = n;
     f->m = m;
-    f->rev = mg_zalloc((size_t)m, sizeof(uint32_t));
+    f->grp = mg_zalloc((size_t)m8, sizeof(uint32_t));
     f->tw_re = mg_zalloc((size_t)3 * m, sizeof(float));
     f->rt_re = mg_zalloc((size_t)2 * (m / 2 + 1), sizeof(float));
     f->zr = mg_zalloc((size_t)2 * m, sizeof(float));
-    if (!f->rev || !f->tw_re || !f->rt_re || !f->zr) {
+    if (!f->grp || !f->tw_re || !f->rt_re || !f->zr) {
         mg_fft_free(f);
         return -1;
     }
@@ -77,11 +97,11 @@ static inline int mg_fft_init(mg_fft *f, int n)
     f->tw_imc = f->tw_re + 2 * m;
     f->rt_im = f->rt_re + (m / 2 + 1);
     f->zi = f->zr + m;
-    for (int j = 0; j < m; j++) {
+    for (int j = 0; j < m8; j++) {
         uint32_t r = 0;
         for (int b = 0; b < bits; b++)
             r |= (uint32_t)((j >> b) & 1) << (bits - 1 - b);
-        f->rev[j] = r;
+        f->grp[j] = r;
     }
     const double pi = 3.14159265358979323846;
     for (int h = 1; h < m; h <<= 1)
@@ -99,42 +119,217 @@ static inline int mg_fft_init(mg_fft *f, int n)
     return 0;
 }
 
-/* In-place complex FFT of bit-reversed data (decimation in time). */
-MG_HOT static void mg_fft_complex_(int m, float *restrict zr, float *restrict zi,
-                                   const float *restrict twr, const float *restrict twi)
+/* The first three stages: for r = 0..m/8-1, the 8-point DFT of the complex
+ * samples xc[r + t m/8] (t = 0..7; xc interleaved re, im) into zr/zi
+ * [8 grp[r] .. 8 grp[r] + 7], eight r at once (one lane each). s = Im W4:
+ * -1 forward, +1 inverse. */
+MG_HOT static void mg_fft_first_(const uint32_t *restrict grp, int m, const float *restrict xc,
+                                 float *restrict zr, float *restrict zi, float s)
 {
-    /* stages 1 and 2 together (radix 4, twiddles 1 and -/+i) */
-    const float s = twi[2]; /* Im W4: -1 forward (W4 = -i), +1 inverse */
-    for (int b = 0; b < m; b += 4) {
-        const float ar = zr[b] + zr[b + 1], ai = zi[b] + zi[b + 1];
-        const float br = zr[b] - zr[b + 1], bi = zi[b] - zi[b + 1];
-        const float cr = zr[b + 2] + zr[b + 3], ci = zi[b + 2] + zi[b + 3];
-        const float dr = zr[b + 2] - zr[b + 3], di = zi[b + 2] - zi[b + 3];
-        /* d * W4: (dr + i di)(i s) = -s di + i s dr */
-        const float er = -s * di, ei = s * dr;
-        zr[b] = ar + cr;
-        zi[b] = ai + ci;
-        zr[b + 2] = ar - cr;
-        zi[b + 2] = ai - ci;
-        zr[b + 1] = br + er;
-        zi[b + 1] = bi + ei;
-        zr[b + 3] = br - er;
-        zi[b + 3] = bi - ei;
-    }
-    for (int h = 4; h < m; h <<= 1) {
-        const float *wr = twr + h - 1, *wi = twi + h - 1;
-        for (int b = 0; b < m; b += 2 * h) {
-            float *restrict ar = zr + b, *restrict ai = zi + b;
-            float *restrict br = zr + b + h, *restrict bi = zi + b + h;
-            for (int j = 0; j < h; j++) {
-                const float tr = br[j] * wr[j] - bi[j] * wi[j];
-                const float ti = br[j] * wi[j] + bi[j] * wr[j];
-                br[j] = ar[j] - tr;
-                bi[j] = ai[j] - ti;
-                ar[j] = ar[j] + tr;
-                ai[j] = ai[j] + ti;
+    const int m8 = m / 8;
+    const float c = 0.70710678118654752f; /* W8 = c + i s c, W8^3 = -c + i s c */
+    const mg_iv8 ev = {0, 2, 4, 6, 8, 10, 12, 14}, od = {1, 3, 5, 7, 9, 11, 13, 15};
+    const mg_iv8 lo1 = {0, 8, 1, 9, 4, 12, 5, 13}, hi1 = {2, 10, 3, 11, 6, 14, 7, 15};
+    const mg_iv8 lo2 = {0, 1, 8, 9, 4, 5, 12, 13}, hi2 = {2, 3, 10, 11, 6, 7, 14, 15};
+    const mg_iv8 lo4 = {0, 1, 2, 3, 8, 9, 10, 11}, hi4 = {4, 5, 6, 7, 12, 13, 14, 15};
+    for (int q = 0; q < m8; q += 8) {
+        mg_fv8 vr[8], vi[8];
+        for (int t = 0; t < 8; t++) {
+            const float *p = xc + 2 * (t * m8 + q);
+            const mg_fv8 a = mg_fv8_load(p), b = mg_fv8_load(p + 8);
+            vr[t] = __builtin_shuffle(a, b, ev);
+            vi[t] = __builtin_shuffle(a, b, od);
+        }
+        /* stage h = 1: (t, t + 4) at positions (0,1) (2,3) (4,5) (6,7): order 0 4 2 6 1 5 3 7 */
+        mg_fv8 ar[8], ai[8];
+        for (int j = 0; j < 4; j++) {
+            const int t = (j & 1) * 2 + (j >> 1); /* 0 2 1 3 */
+            ar[2 * j] = vr[t] + vr[t + 4];
+            ai[2 * j] = vi[t] + vi[t + 4];
+            ar[2 * j + 1] = vr[t] - vr[t + 4];
+            ai[2 * j + 1] = vi[t] - vi[t + 4];
+        }
+        /* stage h = 2: w = 1 at (0,2) (4,6); w = W4 = i s at (1,3) (5,7) */
+        mg_fv8 br[8], bi[8];
+        for (int b = 0; b < 8; b += 4) {
+            br[b] = ar[b] + ar[b + 2];
+            bi[b] = ai[b] + ai[b + 2];
+            br[b + 2] = ar[b] - ar[b + 2];
+            bi[b + 2] = ai[b] - ai[b + 2];
+            const mg_fv8 er = -s * ai[b + 3], ei = s * ar[b + 3];
+            br[b + 1] = ar[b + 1] + er;
+            bi[b + 1] = ai[b + 1] + ei;
+            br[b + 3] = ar[b + 1] - er;
+            bi[b + 3] = ai[b + 1] - ei;
+        }
+        /* stage h = 4: w = W8^j at (j, j + 4) */
+        mg_fv8 yr[8], yi[8];
+        {
+            yr[0] = br[0] + br[4];
+            yi[0] = bi[0] + bi[4];
+            yr[4] = br[0] - br[4];
+            yi[4] = bi[0] - bi[4];
+            const mg_fv8 t1r = c * br[5] - (s * c) * bi[5], t1i = (s * c) * br[5] + c * bi[5];
+            yr[1] = br[1] + t1r;
+            yi[1] = bi[1] + t1i;
+            yr[5] = br[1] - t1r;
+            yi[5] = bi[1] - t1i;
+            const mg_fv8 t2r = -s * bi[6], t2i = s * br[6];
+            yr[2] = br[2] + t2r;
+            yi[2] = bi[2] + t2i;
+            yr[6] = br[2] - t2r;
+            yi[6] = bi[2] - t2i;
+            const mg_fv8 t3r = -c * br[7] - (s * c) * bi[7], t3i = (s * c) * br[7] - c * bi[7];
+            yr[3] = br[3] + t3r;
+            yi[3] = bi[3] + t3i;
+            yr[7] = br[3] - t3r;
+            yi[7] = bi[3] - t3i;
+        }
+        /* transpose: lane l of yr[k] -> element k of group grp[q + l] */
+        for (int part = 0; part < 2; part++) {
+            mg_fv8 *y = part ? yi : yr;
+            float *dst = part ? zi : zr;
+            mg_fv8 u[8], w[8];
+            for (int j = 0; j < 8; j += 2) {
+                u[j] = __builtin_shuffle(y[j], y[j + 1], lo1);
+                u[j + 1] = __builtin_shuffle(y[j], y[j + 1], hi1);
+            }
+            for (int j = 0; j < 8; j += 4) {
+                w[j] = __builtin_shuffle(u[j], u[j + 2], lo2);
+                w[j + 1] = __builtin_shuffle(u[j], u[j + 2], hi2);
+                w[j + 2] = __builtin_shuffle(u[j + 1], u[j + 3], lo2);
+                w[j + 3] = __builtin_shuffle(u[j + 1], u[j + 3], hi2);
+            }
+            for (int j = 0; j < 4; j++) {
+                mg_fv8_store(dst + 8 * (size_t)grp[q + j], __builtin_shuffle(w[j], w[j + 4], lo4));
+                mg_fv8_store(dst + 8 * (size_t)grp[q + j + 4],
+                             __builtin_shuffle(w[j], w[j + 4], hi4));
             }
         }
+    }
+}
+
+/* The later stages (h = 8 .. m/2), in place, eight butterflies a step: one
+ * radix-2 stage first when their number is odd, then two stages per pass
+ * (h and 2h on the same four vectors: half the loads and stores; the same
+ * operations as two radix-2 stages, so the same result). */
+MG_HOT static void mg_fft_stages_(int m, float *restrict zr, float *restrict zi,
+                                  const float *restrict twr, const float *restrict twi)
+{
+    int h = 8;
+    int nst = 0;
+    for (int k = 8; k < m; k <<= 1)
+        nst++;
+    if (nst & 1) {
+        const float *wr = twr + h - 1, *wi = twi + h - 1;
+        const mg_fv8 cr = mg_fv8_load(wr), ci = mg_fv8_load(wi);
+        for (int b = 0; b < m; b += 16) {
+            const mg_fv8 xr = mg_fv8_load(zr + b + 8), xi = mg_fv8_load(zi + b + 8);
+            const mg_fv8 pr = mg_fv8_load(zr + b), pi = mg_fv8_load(zi + b);
+            const mg_fv8 tr = xr * cr - xi * ci, ti = xr * ci + xi * cr;
+            mg_fv8_store(zr + b + 8, pr - tr);
+            mg_fv8_store(zi + b + 8, pi - ti);
+            mg_fv8_store(zr + b, pr + tr);
+            mg_fv8_store(zi + b, pi + ti);
+        }
+        h = 16;
+    }
+    for (; h < m; h <<= 2) {
+        /* stage h: (0, 1) and (2, 3) with w_h^j; stage 2h: (0, 2) with
+         * w_2h^j, (1, 3) with w_2h^(j+h); element e at b + j + e h */
+        const float *w1r = twr + h - 1, *w1i = twi + h - 1;
+        const float *w2r = twr + 2 * h - 1, *w2i = twi + 2 * h - 1;
+        for (int b = 0; b < m; b += 4 * h) {
+            float *r0 = zr + b, *i0 = zi + b;
+            for (int j = 0; j < h; j += 8) {
+                const mg_fv8 c1r = mg_fv8_load(w1r + j), c1i = mg_fv8_load(w1i + j);
+                const mg_fv8 a0r = mg_fv8_load(r0 + j), a0i = mg_fv8_load(i0 + j);
+                const mg_fv8 a1r = mg_fv8_load(r0 + j + h), a1i = mg_fv8_load(i0 + j + h);
+                const mg_fv8 a2r = mg_fv8_load(r0 + j + 2 * h), a2i = mg_fv8_load(i0 + j + 2 * h);
+                const mg_fv8 a3r = mg_fv8_load(r0 + j + 3 * h), a3i = mg_fv8_load(i0 + j + 3 * h);
+                const mg_fv8 t1r = a1r * c1r - a1i * c1i, t1i = a1r * c1i + a1i * c1r;
+                const mg_fv8 t3r = a3r * c1r - a3i * c1i, t3i = a3r * c1i + a3i * c1r;
+                const mg_fv8 b0r = a0r + t1r, b0i = a0i + t1i, b1r = a0r - t1r, b1i = a0i - t1i;
+                const mg_fv8 b2r = a2r + t3r, b2i = a2i + t3i, b3r = a2r - t3r, b3i = a2i - t3i;
+                const mg_fv8 c2r = mg_fv8_load(w2r + j), c2i = mg_fv8_load(w2i + j);
+                const mg_fv8 c3r = mg_fv8_load(w2r + j + h), c3i = mg_fv8_load(w2i + j + h);
+                const mg_fv8 u2r = b2r * c2r - b2i * c2i, u2i = b2r * c2i + b2i * c2r;
+                const mg_fv8 u3r = b3r * c3r - b3i * c3i, u3i = b3r * c3i + b3i * c3r;
+                mg_fv8_store(r0 + j, b0r + u2r);
+                mg_fv8_store(i0 + j, b0i + u2i);
+                mg_fv8_store(r0 + j + 2 * h, b0r - u2r);
+                mg_fv8_store(i0 + j + 2 * h, b0i - u2i);
+                mg_fv8_store(r0 + j + h, b1r + u3r);
+                mg_fv8_store(i0 + j + h, b1i + u3i);
+                mg_fv8_store(r0 + j + 3 * h, b1r - u3r);
+                mg_fv8_store(i0 + j + 3 * h, b1i - u3i);
+            }
+        }
+    }
+}
+
+static const mg_iv8 mg_fft_rev8_ = {7, 6, 5, 4, 3, 2, 1, 0};
+
+/* X from Z (forward split), bins 1..m/2 and m/2..m-1, eight a step. */
+MG_HOT static void mg_fft_split_(int m, const float *restrict zr, const float *restrict zi,
+                                 const float *restrict rt_re, const float *restrict rt_im,
+                                 float *restrict re, float *restrict im)
+{
+    for (int k = 1; k <= m / 2; k += 8) {
+        /* lanes k .. k+7; the mirrored side m-k .. m-k-7 read as m-k-7 .. m-k reversed */
+        const int mk = m - k - 7;
+        const mg_fv8 ar = mg_fv8_load(zr + k), ai = mg_fv8_load(zi + k);
+        const mg_fv8 br = __builtin_shuffle(mg_fv8_load(zr + mk), mg_fft_rev8_);
+        const mg_fv8 bi = -__builtin_shuffle(mg_fv8_load(zi + mk), mg_fft_rev8_);
+        const mg_fv8 er = 0.5f * (ar + br), ei = 0.5f * (ai + bi);
+        /* O = (a - b) / 2i = (ai - bi)/2 - i (ar - br)/2 */
+        const mg_fv8 or_ = 0.5f * (ai - bi), oi = -0.5f * (ar - br);
+        const mg_fv8 wr = mg_fv8_load(rt_re + k), wi = mg_fv8_load(rt_im + k);
+        const mg_fv8 tr = wr * or_ - wi * oi, ti = wr * oi + wi * or_;
+        mg_fv8_store(re + k, er + tr);
+        mg_fv8_store(im + k, ei + ti);
+        /* the last step's k + 7 = m/2 = m - k - 7 + 7... both sides write the same value there */
+        mg_fv8_store(re + mk, __builtin_shuffle(er - tr, mg_fft_rev8_));
+        mg_fv8_store(im + mk, __builtin_shuffle(-(ei - ti), mg_fft_rev8_));
+    }
+}
+
+/* Z' from X (inverse split) into xc, interleaved, bins 1..m-1, eight a step:
+ * Z'[k] = E' + i O', E' = X[k] + conj X[m-k], O' = (X[k] - conj X[m-k]) conj(W^k);
+ * Z'[m-k] = conj E' + i conj O'. */
+MG_HOT static void mg_fft_unsplit_(int m, const float *restrict re, const float *restrict im,
+                                   const float *restrict rt_re, const float *restrict rt_im,
+                                   float *restrict xc)
+{
+    const mg_iv8 lo = {0, 8, 1, 9, 2, 10, 3, 11}, hi = {4, 12, 5, 13, 6, 14, 7, 15};
+    for (int k = 1; k <= m / 2; k += 8) {
+        const int mk = m - k - 7;
+        const mg_fv8 xr = mg_fv8_load(re + k), xi = mg_fv8_load(im + k);
+        const mg_fv8 yr = __builtin_shuffle(mg_fv8_load(re + mk), mg_fft_rev8_);
+        const mg_fv8 yi = -__builtin_shuffle(mg_fv8_load(im + mk), mg_fft_rev8_);
+        const mg_fv8 er = xr + yr, ei = xi + yi;
+        const mg_fv8 dr = xr - yr, di = xi - yi;
+        const mg_fv8 wr = mg_fv8_load(rt_re + k), wi = -mg_fv8_load(rt_im + k);
+        const mg_fv8 or_ = dr * wr - di * wi, oi = dr * wi + di * wr;
+        const mg_fv8 pr = er - oi, pi = ei + or_;
+        const mg_fv8 qr = __builtin_shuffle(er + oi, mg_fft_rev8_);
+        const mg_fv8 qi = __builtin_shuffle(or_ - ei, mg_fft_rev8_);
+        mg_fv8_store(xc + 2 * k, __builtin_shuffle(pr, pi, lo));
+        mg_fv8_store(xc + 2 * k + 8, __builtin_shuffle(pr, pi, hi));
+        mg_fv8_store(xc + 2 * mk, __builtin_shuffle(qr, qi, lo));
+        mg_fv8_store(xc + 2 * mk + 8, __builtin_shuffle(qr, qi, hi));
+    }
+}
+
+/* x[2j] = zr[j], x[2j+1] = zi[j] */
+MG_HOT static void mg_fft_interleave_(int m, const float *restrict zr, const float *restrict zi,
+                                      float *restrict x)
+{
+    const mg_iv8 lo = {0, 8, 1, 9, 2, 10, 3, 11}, hi = {4, 12, 5, 13, 6, 14, 7, 15};
+    for (int j = 0; j < m; j += 8) {
+        const mg_fv8 a = mg_fv8_load(zr + j), b = mg_fv8_load(zi + j);
+        mg_fv8_store(x + 2 * j, __builtin_shuffle(a, b, lo));
+        mg_fv8_store(x + 2 * j + 8, __builtin_shuffle(a, b, hi));
     }
 }
 
@@ -144,61 +339,28 @@ static inline void mg_fft_forward(mg_fft *f, const float *restrict x, float *res
 {
     const int m = f->m;
     float *zr = f->zr, *zi = f->zi;
-    for (int j = 0; j < m; j++) {
-        const uint32_t r = f->rev[j];
-        zr[r] = x[2 * j];
-        zi[r] = x[2 * j + 1];
-    }
-    mg_fft_complex_(m, zr, zi, f->tw_re, f->tw_im);
+    mg_fft_first_(f->grp, m, x, zr, zi, -1.0f);
+    mg_fft_stages_(m, zr, zi, f->tw_re, f->tw_im);
     re[0] = zr[0] + zi[0];
     im[0] = 0.0f;
     re[m] = zr[0] - zi[0];
     im[m] = 0.0f;
-    for (int k = 1; k <= m / 2; k++) {
-        const float ar = zr[k], ai = zi[k], br = zr[m - k], bi = -zi[m - k];
-        const float er = 0.5f * (ar + br), ei = 0.5f * (ai + bi);
-        /* O = (a - b) / 2i = (ai - bi)/2 - i (ar - br)/2 */
-        const float or_ = 0.5f * (ai - bi), oi = -0.5f * (ar - br);
-        const float wr = f->rt_re[k], wi = f->rt_im[k];
-        const float tr = wr * or_ - wi * oi, ti = wr * oi + wi * or_;
-        re[k] = er + tr;
-        im[k] = ei + ti;
-        re[m - k] = er - tr;
-        im[m - k] = -(ei - ti);
-    }
+    mg_fft_split_(m, zr, zi, f->rt_re, f->rt_im, re, im);
 }
 
-/* [audio] x = n * irfft(X) (unnormalised inverse of mg_fft_forward). */
+/* [audio] x = n * irfft(X) (unnormalised inverse of mg_fft_forward); x (n
+ * floats) also serves as the scratch of the split. */
 static inline void mg_fft_inverse(mg_fft *f, const float *restrict re, const float *restrict im,
                                   float *restrict x)
 {
     const int m = f->m;
     float *zr = f->zr, *zi = f->zi;
-    const uint32_t *rev = f->rev;
-    /* Z'[k] = E' + i O', E' = X[k] + conj X[m-k], O' = (X[k] - conj X[m-k]) conj(W^k);
-     * Z'[m-k] = conj E' + i conj O'. Stored at bit-reversed positions. */
-    {
-        const float e = re[0] + re[m], o = re[0] - re[m];
-        zr[0] = e;
-        zi[0] = o;
-    }
-    for (int k = 1; k <= m / 2; k++) {
-        const float xr = re[k], xi = im[k], yr = re[m - k], yi = -im[m - k];
-        const float er = xr + yr, ei = xi + yi;
-        const float dr = xr - yr, di = xi - yi;
-        const float wr = f->rt_re[k], wi = -f->rt_im[k];
-        const float or_ = dr * wr - di * wi, oi = dr * wi + di * wr;
-        /* Z'[k] = (er - oi) + i (ei + or);  Z'[m-k] = (er + oi) + i (or - ei) */
-        zr[rev[k]] = er - oi;
-        zi[rev[k]] = ei + or_;
-        zr[rev[m - k]] = er + oi;
-        zi[rev[m - k]] = or_ - ei;
-    }
-    mg_fft_complex_(m, zr, zi, f->tw_re, f->tw_imc);
-    for (int j = 0; j < m; j++) {
-        x[2 * j] = zr[j];
-        x[2 * j + 1] = zi[j];
-    }
+    x[0] = re[0] + re[m];
+    x[1] = re[0] - re[m];
+    mg_fft_unsplit_(m, re, im, f->rt_re, f->rt_im, x);
+    mg_fft_first_(f->grp, m, x, zr, zi, 1.0f);
+    mg_fft_stages_(m, zr, zi, f->tw_re, f->tw_imc);
+    mg_fft_interleave_(m, zr, zi, x);
 }
 
 #endif

@@ -85,7 +85,7 @@
 #define PD_FMIN 70.0    /* Hz: lowest detected pitch (sets the latency) */
 #define PD_FMAX 2400.0  /* Hz: highest detected pitch */
 #define PD_W 192        /* decimated samples in the YIN window */
-#define PD_HOP 64       /* decimated samples between analyses */
+#define PD_HOP 64       /* decimated samples between analyses (PD_W is 3 of them) */
 #define PD_NEST 16      /* estimates kept for pd_at */
 #define PD_RMAX 12      /* largest refine search radius */
 #define PD_THRESH 0.15f /* YIN absolute threshold */
@@ -120,7 +120,12 @@ typedef struct {
     int Wf, R, tmaxf;   /* full-rate refine window, lag search radius, longest lag */
     int hop, hcount;    /* input samples per analysis */
     float *cm;          /* CMNDF scratch, lmax + 2 */
+    float *bp;          /* difference function of hop-blocks of the window: 4 slots of ntau */
+    int64_t bkey[4];    /* the decimated sample each slot's block starts at (-1: none) */
+    int ntau;           /* lags per slot: lmax + 1 rounded up to 64 */
+    int64_t ndec;       /* decimated samples pushed */
     float *hw;          /* Hann window over the full-rate ring (fM), for pd_fund */
+    double hw_sum;      /* its sum */
     float *pe;          /* per-period energies over that ring and their running maxima, fM + 4 */
     int64_t poly_until; /* input sample until which estimates are not mono */
     int64_t n;          /* input samples pushed */
@@ -169,6 +174,58 @@ MG_HOT static float pd_sqdiff(const float *a, const float *b, int n)
     return t + ((s0[0] + s0[4]) + (s0[1] + s0[5])) + ((s0[2] + s0[6]) + (s0[3] + s0[7]));
 }
 
+/* Sum of a[j]^2 over n, in eight float lanes (the period energies of the
+ * beating test, compared by factors of 2). */
+MG_HOT static float pd_sqsum(const float *a, int n)
+{
+    pd_v8 s0 = {0, 0, 0, 0, 0, 0, 0, 0};
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        pd_v8 x0;
+        memcpy(&x0, a + j, sizeof x0);
+        s0 += x0 * x0;
+    }
+    float t = 0.0f;
+    for (; j < n; j++)
+        t += a[j] * a[j];
+    return t + ((s0[0] + s0[4]) + (s0[1] + s0[5])) + ((s0[2] + s0[6]) + (s0[3] + s0[7]));
+}
+
+/* Sum of a[j]^2 over n in double, four partial sums (independent chains). */
+static inline double pd_sqsum_d(const float *a, int n)
+{
+    double p[4] = {0.0, 0.0, 0.0, 0.0};
+    int j = 0;
+    for (; j + 4 <= n; j += 4)
+        for (int k = 0; k < 4; k++)
+            p[k] += (double)a[j + k] * a[j + k];
+    for (; j < n; j++)
+        p[0] += (double)a[j] * a[j];
+    return (p[0] + p[1]) + (p[2] + p[3]);
+}
+
+/* p[tau] = sum over j < PD_HOP of (x[j] - x[j + tau])^2, tau = 0..ntau-1 (a
+ * multiple of 64): 64 lags at a time in eight 8-lane accumulators, the
+ * samples in order (each lag's sum runs over j in order). */
+MG_HOT static void pd_block_diff(float *restrict p, const float *restrict x, int ntau)
+{
+    for (int t0 = 0; t0 < ntau; t0 += 64) {
+        pd_v8 a[8];
+        for (int g = 0; g < 8; g++)
+            a[g] = (pd_v8){0, 0, 0, 0, 0, 0, 0, 0};
+        for (int j = 0; j < PD_HOP; j++) {
+            const float xj = x[j];
+            for (int g = 0; g < 8; g++) {
+                pd_v8 y;
+                memcpy(&y, x + j + t0 + 8 * g, sizeof y);
+                const pd_v8 e = xj - y;
+                a[g] += e * e;
+            }
+        }
+        memcpy(p + t0, a, sizeof a);
+    }
+}
+
 static inline void pd_lowpass(double *c, double fc, double fs, double q)
 {
     const double w = 2.0 * PD_PI * fc / fs, cw = cos(w), al = sin(w) / (2.0 * q);
@@ -190,6 +247,9 @@ static inline void pd_reset(pd_det *s)
     s->poly_until = 0;
     s->voiced = 0;
     s->ne = s->head = 0;
+    s->ndec = 0;
+    for (int k = 0; k < 4; k++)
+        s->bkey[k] = -1;
 }
 
 /* [control] 0 = ok */
@@ -213,15 +273,21 @@ static inline int pd_alloc(pd_det *s, double fs)
     s->tmaxf = (int)ceil(fs / PD_FMIN) + 3 * s->D + s->R + 8;
     s->fM = (int)pd_pow2((uint32_t)(s->Wf + s->tmaxf + 2));
     s->hop = PD_HOP * s->D;
-    s->dr = mg_zalloc(2 * (size_t)s->dM, sizeof(float));
+    s->ntau = (s->lmax + 1 + 63) / 64 * 64;
+    /* pd_block_diff reads up to ntau - lmax samples past the window's end */
+    s->dr = mg_zalloc(2 * (size_t)s->dM + (size_t)s->ntau, sizeof(float));
+    s->bp = mg_zalloc(4 * (size_t)s->ntau, sizeof(float));
     s->fr = mg_zalloc(2 * (size_t)s->fM, sizeof(float));
     s->cm = mg_zalloc((size_t)s->lmax + 2, sizeof(float));
     s->hw = mg_zalloc((size_t)s->fM, sizeof(float));
     s->pe = mg_zalloc((size_t)s->fM + 4, sizeof(float));
-    if (!s->dr || !s->fr || !s->cm || !s->hw || !s->pe)
+    if (!s->dr || !s->fr || !s->cm || !s->hw || !s->pe || !s->bp)
         return -1;
     for (int j = 0; j < s->fM; j++)
         s->hw[j] = (float)(0.5 - 0.5 * cos(2.0 * PD_PI * (j + 0.5) / s->fM));
+    s->hw_sum = 0.0;
+    for (int j = 0; j < s->fM; j++)
+        s->hw_sum += s->hw[j];
     pd_reset(s);
     return 0;
 }
@@ -231,6 +297,8 @@ static inline void pd_free(pd_det *s)
     free(s->dr);
     free(s->fr);
     free(s->cm);
+    free(s->bp);
+    s->bp = NULL;
     free(s->hw);
     free(s->pe);
     s->dr = s->fr = s->cm = s->hw = s->pe = NULL;
@@ -251,7 +319,7 @@ static inline void pd_store(pd_det *s, double t, float f, float conf, float fund
  * instrument has a partial at its fundamental; a chord read at a common
  * subharmonic of its notes (A4 + D#5 at 211 Hz, an A major triad at 110 Hz)
  * has next to nothing there. */
-static float pd_fund(const pd_det *s, double T, int *beat)
+MG_HOT static float pd_fund(const pd_det *s, double T, int *beat)
 {
     const float *x = s->fr + s->fpos;
     const int n = s->fM;
@@ -263,13 +331,8 @@ static float pd_fund(const pd_det *s, double T, int *beat)
         P = P < 2 ? 2 : P;
         const int K = n / P;
         float *e = s->pe;
-        for (int k = 0; k < K; k++) {
-            const float *xp = x + n - (K - k) * P;
-            double a = 0.0;
-            for (int j = 0; j < P; j++)
-                a += (double)xp[j] * xp[j];
-            e[k] = (float)a;
-        }
+        for (int k = 0; k < K; k++)
+            e[k] = pd_sqsum(x + n - (K - k) * P, P);
         /* the largest energy before each period (pm), then after it (after) */
         float *pm = s->pe + n / 2 + 2;
         float before = 0.0f;
@@ -285,17 +348,32 @@ static float pd_fund(const pd_det *s, double T, int *beat)
             after = e[k] > after ? e[k] : after;
         }
     }
-    const double cw = 2.0 * cos(2.0 * PD_PI / T);
-    double s1 = 0.0, s2 = 0.0, sw = 0.0, sxx = 0.0;
-    for (int j = 0; j < n; j++) {
-        const double v = (double)s->hw[j] * x[j];
-        const double s0 = v + cw * s1 - s2;
-        s2 = s1;
-        s1 = s0;
-        sw += s->hw[j];
-        sxx += v * x[j];
+    /* Goertzel at w = 2 pi / T, as four independent recursions over the four
+     * quarters of the ring (their chains interleave): quarter q, of length
+     * L from q L, ends with Y_q = s1 - e^-iw s2 = e^iw(L-1) X_q, and
+     * X = sum_q e^-iw q L X_q, so |X|^2 = |sum_q e^-iw q L Y_q|^2 */
+    const double wf = 2.0 * PD_PI / T, cw = 2.0 * cos(wf);
+    const int L = n / 4;
+    double s1[4] = {0.0, 0.0, 0.0, 0.0}, s2[4] = {0.0, 0.0, 0.0, 0.0};
+    double sxq[4] = {0.0, 0.0, 0.0, 0.0};
+    for (int j = 0; j < L; j++)
+        for (int q = 0; q < 4; q++) {
+            const float xv = x[q * L + j];
+            const double v = (double)s->hw[q * L + j] * xv;
+            const double s0 = v + cw * s1[q] - s2[q];
+            s2[q] = s1[q];
+            s1[q] = s0;
+            sxq[q] += v * xv;
+        }
+    double xr = 0.0, xi = 0.0;
+    for (int q = 0; q < 4; q++) {
+        const double yr = s1[q] - cos(wf) * s2[q], yi = sin(wf) * s2[q]; /* s1 - e^-iw s2 */
+        const double c = cos(wf * q * L), sn = -sin(wf * q * L);
+        xr += c * yr - sn * yi;
+        xi += c * yi + sn * yr;
     }
-    const double re2 = s1 * s1 + s2 * s2 - cw * s1 * s2; /* |X(1/T)|^2 */
+    const double sw = s->hw_sum, sxx = (sxq[0] + sxq[1]) + (sxq[2] + sxq[3]);
+    const double re2 = xr * xr + xi * xi; /* |X(1/T)|^2 */
     if (!(sxx > 0.0 && sw > 0.0))
         return 0.0f;
     const double p1 = 2.0 * re2 / (sw * sw); /* A^2 / 2 with A = 2 |X| / sum w */
@@ -304,24 +382,37 @@ static float pd_fund(const pd_det *s, double T, int *beat)
 }
 
 /* One analysis over the latest samples (end = s->n). */
-static void pd_analyse(pd_det *s)
+MG_HOT static void pd_analyse(pd_det *s)
 {
     const int W = PD_W, lmax = s->lmax, N = W + lmax + 1;
     const float *x = s->dr + s->dpos + s->dM - N;
     const double end = (double)s->n;
-    double e = 0.0;
-    for (int j = 0; j < N; j++)
-        e += (double)x[j] * x[j];
+    const double e = pd_sqsum_d(x, N);
     if (!(e / N >= PD_SILENCE)) {
         s->voiced = 0;
         pd_store(s, end - 0.5 * N * s->D, 0.0f, 0.0f, 0.0f, 0, 0);
         return;
     }
+    /* the difference function d(tau) = sum over the window's three hop-blocks
+     * of each block's own sum: a block's sum depends only on its samples and
+     * those after it, so it is computed once, when it is the newest block,
+     * and kept for the next two analyses (slots keyed by where it starts) */
+    const float *bd[PD_W / PD_HOP];
+    for (int b = 0; b < PD_W / PD_HOP; b++) {
+        const int64_t key = s->ndec - N + (int64_t)PD_HOP * b;
+        const int slot = (int)(((uint64_t)(key + ((int64_t)1 << 40)) / PD_HOP) & 3u);
+        float *p = s->bp + (size_t)slot * s->ntau;
+        if (s->bkey[slot] != key) {
+            pd_block_diff(p, x + PD_HOP * b, s->ntau);
+            s->bkey[slot] = key;
+        }
+        bd[b] = p;
+    }
     float *cm = s->cm;
     float run = 0.0f;
     cm[0] = 1.0f;
     for (int tau = 1; tau <= lmax; tau++) {
-        const float d = pd_sqdiff(x, x + tau, W);
+        const float d = (bd[0][tau] + bd[1][tau]) + bd[2][tau];
         run += d;
         cm[tau] = run > 0.0f ? d * (float)tau / run : 1.0f;
     }
@@ -382,11 +473,7 @@ static void pd_analyse(pd_det *s)
             }
         }
         const int ti = t0 - R + tb;
-        double e0 = 0.0, e1 = 0.0;
-        for (int j = 0; j < s->Wf; j++) {
-            e0 += (double)y[j] * y[j];
-            e1 += (double)y[j + ti] * y[j + ti];
-        }
+        const double e0 = pd_sqsum_d(y, s->Wf), e1 = pd_sqsum_d(y + ti, s->Wf);
         aper = e0 + e1 > 0.0 ? (dmin > 0.0 ? dmin : 0.0) / (e0 + e1) : 1.0;
     }
     const float conf = cmin < 0.0f ? 1.0f : cmin > 1.0f ? 0.0f : 1.0f - cmin;
@@ -435,6 +522,7 @@ static inline void pd_push(pd_det *s, float x)
         s->dr[s->dpos] = dv;
         s->dr[s->dpos + s->dM] = dv;
         s->dpos = (s->dpos + 1) & (s->dM - 1);
+        s->ndec++;
     }
     s->n++;
     if (++s->hcount >= s->hop) {
@@ -514,6 +602,7 @@ typedef struct {
     float *wacc;          /* sum of windows */
     float *pacc;          /* the largest peak bound of the shifted grains here (0: none) */
     float *gw, *gx[PS_MAXCH]; /* one grain's window and input samples (2 Hmax + 4) */
+    double *ly;           /* ps_level's output period, sampled (2 Hmax + 4) */
     int iM, oM;
     int Hmax, L, Tu;
     int64_t n;            /* input samples pushed */
@@ -569,6 +658,9 @@ static inline int ps_alloc(ps_shift *s, double fs, int ch)
         return -1;
     const size_t gn = 2 * (size_t)s->Hmax + 4;
     s->gw = mg_zalloc(gn, sizeof(float));
+    s->ly = mg_zalloc(gn, sizeof(double));
+    if (!s->ly)
+        return -1;
     for (int c = 0; c < s->ch; c++)
         if (!(s->gx[c] = mg_zalloc(gn, sizeof(float))))
             return -1;
@@ -594,6 +686,8 @@ static inline void ps_free(ps_shift *s)
     free(s->pacc);
     s->pacc = NULL;
     free(s->gw);
+    free(s->ly);
+    s->ly = NULL;
     for (int c = 0; c < PS_MAXCH; c++) {
         free(s->gx[c]);
         s->gx[c] = NULL;
@@ -624,10 +718,53 @@ static inline double ps_mark(const ps_shift *s)
     return s->ts;
 }
 
+/* One channel's grain samples: gx[j] = the input at q0 + j + d (x: the
+ * doubled ring from sample q0 + floor(d) - 1, so x[j + 1] is that sample;
+ * c0..c3 the Lagrange weights, fr == 0: the samples themselves); returns
+ * sum w[j] gx[j] (four partial sums). */
+MG_HOT static double ps_grain_samples(float *restrict gx, const float *restrict x,
+                                      const float *restrict w, int n, int frac, float c0,
+                                      float c1, float c2, float c3)
+{
+    if (frac) {
+        for (int j = 0; j < n; j++)
+            gx[j] = c0 * x[j] + c1 * x[j + 1] + c2 * x[j + 2] + c3 * x[j + 3];
+    } else {
+        memcpy(gx, x + 1, (size_t)n * sizeof(float));
+    }
+    double p[4] = {0.0, 0.0, 0.0, 0.0};
+    int j = 0;
+    for (; j + 4 <= n; j += 4)
+        for (int k = 0; k < 4; k++)
+            p[k] += (double)w[j + k] * gx[j + k];
+    for (; j < n; j++)
+        p[0] += (double)w[j] * gx[j];
+    return (p[0] + p[1]) + (p[2] + p[3]);
+}
+
+/* acc[j] += g w[j] (gx[j] - mu) over one contiguous stretch of the ring */
+MG_HOT static void ps_grain_add(float *restrict acc, const float *restrict w,
+                                const float *restrict gx, int n, float g, float mu)
+{
+    for (int j = 0; j < n; j++)
+        acc[j] += g * w[j] * (gx[j] - mu);
+}
+
+/* wacc[j] += v w[j]; pacc[j] = max(pacc[j], pmax) */
+MG_HOT static void ps_window_add(float *restrict wacc, float *restrict pacc,
+                                 const float *restrict w, int n, float v, float pmax)
+{
+    for (int j = 0; j < n; j++) {
+        wacc[j] += v * w[j];
+        pacc[j] = pmax > pacc[j] ? pmax : pacc[j];
+    }
+}
+
 /* Overlap-add one grain: output positions |q - ts| < H get window w(q - ts)
  * times the input at q + d, times g. A shifted grain (pmax > 0: its peak
  * bound) has its window-weighted mean taken off first (repeated grains make
- * no DC) and marks its bound in the peak ring (ps_pull). */
+ * no DC) and marks its bound in the peak ring (ps_pull). The window comes
+ * from four rotations a step apart (independent chains). */
 static void ps_place(ps_shift *s, double ts, double d, double H, float g, float v, float pmax)
 {
     const int dc = pmax > 0.0f;
@@ -637,8 +774,6 @@ static void ps_place(ps_shift *s, double ts, double d, double H, float g, float 
     const float fr = (float)(d - dfl);
     const int imask = s->iM - 1, omask = s->oM - 1;
     const double dth = PD_PI / H, th0 = (q0 - ts) * dth;
-    double wc = cos(th0), ws = sin(th0);
-    const double cd = cos(dth), sd = sin(dth);
     /* 4-point Lagrange at points -1, 0, 1, 2 (fr = 0: the sample itself) */
     const float f = fr;
     const float c0 = -f * (f - 1.0f) * (f - 2.0f) / 6.0f;
@@ -646,39 +781,50 @@ static void ps_place(ps_shift *s, double ts, double d, double H, float g, float 
     const float c2 = -(f + 1.0f) * f * (f - 2.0f) / 2.0f;
     const float c3 = (f + 1.0f) * f * (f - 1.0f) / 6.0f;
     const int n = q1 - q0 + 1;
-    double sw = 0.0, sx[PS_MAXCH] = {0.0, 0.0};
-    for (int j = 0; j < n; j++) {
-        const int q = q0 + j;
-        float w = (float)(0.5 + 0.5 * wc);
-        w = w > 0.0f ? w : 0.0f;
-        s->gw[j] = w;
-        const int i = q + di;
-        for (int c = 0; c < s->ch; c++) {
-            const float *x = s->in[c];
-            const float xv = fr == 0.0f ? x[i & imask]
-                : c0 * x[(i - 1) & imask] + c1 * x[i & imask] + c2 * x[(i + 1) & imask] +
-                  c3 * x[(i + 2) & imask];
-            s->gx[c][j] = xv;
-            sx[c] += (double)w * xv;
+    if (n <= 0)
+        return;
+    float *gw = s->gw;
+    double sw = 0.0;
+    {
+        const double c4 = cos(4.0 * dth), s4 = sin(4.0 * dth);
+        double wc[4], ws[4];
+        for (int k = 0; k < 4; k++) {
+            wc[k] = cos(th0 + k * dth);
+            ws[k] = sin(th0 + k * dth);
         }
-        sw += w;
-        const double nc = wc * cd - ws * sd;
-        ws = ws * cd + wc * sd;
-        wc = nc;
+        int j = 0;
+        for (; j + 4 <= n; j += 4)
+            for (int k = 0; k < 4; k++) {
+                const float w = (float)(0.5 + 0.5 * wc[k]);
+                gw[j + k] = w > 0.0f ? w : 0.0f;
+                const double nc = wc[k] * c4 - ws[k] * s4;
+                ws[k] = ws[k] * c4 + wc[k] * s4;
+                wc[k] = nc;
+            }
+        for (int k = 0; j < n; j++, k++) {
+            const float w = (float)(0.5 + 0.5 * wc[k]);
+            gw[j] = w > 0.0f ? w : 0.0f;
+        }
+        for (j = 0; j < n; j++)
+            sw += gw[j];
     }
+    double sx[PS_MAXCH] = {0.0, 0.0};
+    for (int c = 0; c < s->ch; c++)
+        sx[c] = ps_grain_samples(s->gx[c], s->in[c] + ((q0 + di - 1) & imask), gw, n,
+                                 fr != 0.0f, c0, c1, c2, c3);
     float mu[PS_MAXCH] = {0.0f, 0.0f};
     if (dc && sw > 0.0)
         for (int c = 0; c < s->ch; c++)
             mu[c] = (float)(sx[c] / sw);
-    for (int j = 0; j < n; j++) {
-        const int o = (q0 + j) & omask;
-        const float w = s->gw[j], gw = g * w;
-        for (int c = 0; c < s->ch; c++)
-            s->acc[c][o] += gw * (s->gx[c][j] - mu[c]);
-        s->wacc[o] += v * w;
-        if (pmax > s->pacc[o])
-            s->pacc[o] = pmax;
+    /* the output ring is not doubled: at most two stretches */
+    const int o0 = q0 & omask;
+    const int n1 = n < s->oM - o0 ? n : s->oM - o0;
+    for (int c = 0; c < s->ch; c++) {
+        ps_grain_add(s->acc[c] + o0, gw, s->gx[c], n1, g, mu[c]);
+        ps_grain_add(s->acc[c], gw + n1, s->gx[c] + n1, n - n1, g, mu[c]);
     }
+    ps_window_add(s->wacc + o0, s->pacc + o0, gw, n1, v, pmax);
+    ps_window_add(s->wacc, s->pacc, gw + n1, n - n1, v, pmax);
 }
 
 /* Pitch-mark refinement by waveform matching: the source offset within
@@ -760,7 +906,7 @@ static inline float ps_at(const ps_shift *s, double t)
  * repeated every S (the steady state of a steady tone: the grains' sum over
  * one output period, the overlaps and their interference included), square
  * root, held within [1/16, 16]. */
-static float ps_level(const ps_shift *s, double src, double Ta, double S, double H, float *pmx)
+MG_HOT static float ps_level(const ps_shift *s, double src, double Ta, double S, double H, float *pmx)
 {
     const int mask = s->iM - 1;
     const int64_t c = (int64_t)llround(src);
@@ -788,16 +934,27 @@ static float ps_level(const ps_shift *s, double src, double Ta, double S, double
     }
     /* its variance (the mean taken off, as from the grains) */
     const double pin = sw0 > 0.0 ? sxx / sw0 - (sx0 / sw0) * (sx0 / sw0) : 0.0;
-    /* the grain's window-weighted mean, as ps_place takes it off */
+    /* the grain's window-weighted mean, as ps_place takes it off: its samples
+     * src + q (q integer) share one fractional part, so one set of Lagrange
+     * weights (ps_at's) serves them all */
     double sw = 0.0, sx = 0.0;
     {
         const int q0 = (int)ceil(-H), q1 = (int)floor(H);
+        const double fl = floor(src);
+        const float f = (float)(src - fl);
+        const float a0 = -f * (f - 1.0f) * (f - 2.0f) / 6.0f;
+        const float a1 = (f + 1.0f) * (f - 1.0f) * (f - 2.0f) / 2.0f;
+        const float a2 = (f + 1.0f) * f * (f - 2.0f) / 2.0f;
+        const float a3 = (f + 1.0f) * f * (f - 1.0f) / 6.0f;
+        /* the ring is doubled: the 2 H + 4 samples from here are contiguous */
+        const float *x = s->mono + (((int64_t)fl + q0 - 1) & mask);
         const double st = PD_PI / H, cs = cos(st), sn = sin(st);
         double wc = cos(q0 * st), ws = sin(q0 * st);
         for (int q = q0; q <= q1; q++) {
             const double w = 0.5 + 0.5 * wc;
             sw += w;
-            sx += w * ps_at(s, src + q);
+            sx += w * (a0 * x[0] + a1 * x[1] - a2 * x[2] + a3 * x[3]);
+            x++;
             const double nc = wc * cs - ws * sn;
             ws = ws * cs + wc * sn;
             wc = nc;
@@ -806,24 +963,35 @@ static float ps_level(const ps_shift *s, double src, double Ta, double S, double
     const double mu = sw > 0.0 ? sx / sw : 0.0;
     int ns = (int)ceil(S);
     ns = ns < 8 ? 8 : ns;
-    double acc = 0.0, ypk = 0.0;
-    /* grain k at t - k S: its window angle steps by -pi S / H per k */
-    const double kst = PD_PI * S / H, kc = cos(kst), ks = sin(kst);
-    for (int j = 0; j < ns; j++) {
-        const double t = j * S / ns;
-        const int k0 = (int)ceil((t - H) / S);
-        double y = 0.0;
-        double wc = cos(PD_PI * (t - k0 * S) / H), ws = sin(PD_PI * (t - k0 * S) / H);
-        for (int k = k0; k * S < t + H; k++) {
-            const double u = t - k * S;
+    /* The output over one period, at t_j = j S / ns (j < ns): y_j = sum over k
+     * of the grain at t_j - k S, i.e. of w(u) (x(src + u) - mu) at u = t_j - k S
+     * in (-H, H). Those u are the grid u_i = i S / ns, each used once (by
+     * j = i mod ns): one pass over the grid from the top (the order of k
+     * upwards), its window by rotation, folded into ly[]. */
+    double *ly = s->ly;
+    for (int j = 0; j < ns; j++)
+        ly[j] = 0.0;
+    {
+        const double du = S / ns;
+        const int imax = (int)ceil(H / du);
+        const double st = PD_PI * du / H, cs = cos(st), sn = sin(st);
+        double wc = cos(imax * st), ws = sin(imax * st);
+        int j = ((imax % ns) + ns) % ns;
+        for (int i = imax; i >= -imax; i--) {
+            const double u = i * du;
             if (u > -H && u < H)
-                y += (0.5 + 0.5 * wc) * (ps_at(s, src + u) - mu);
-            const double nc = wc * kc + ws * ks; /* angle - kst */
-            ws = ws * kc - wc * ks;
+                ly[j] += (0.5 + 0.5 * wc) * (ps_at(s, src + u) - mu);
+            /* angle - st */
+            const double nc = wc * cs + ws * sn;
+            ws = ws * cs - wc * sn;
             wc = nc;
+            j = j == 0 ? ns - 1 : j - 1;
         }
-        acc += y * y;
-        ypk = fabs(y) > ypk ? fabs(y) : ypk;
+    }
+    double acc = 0.0, ypk = 0.0;
+    for (int j = 0; j < ns; j++) {
+        acc += ly[j] * ly[j];
+        ypk = fabs(ly[j]) > ypk ? fabs(ly[j]) : ypk;
     }
     const double pout = acc / ns;
     /* and its peak within (1 + PS_PEAK |log2 r|) sqrt(max(r, 1 / r)) input peaks */

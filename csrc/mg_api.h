@@ -660,5 +660,9 @@ uint64_t mg_lv2_log_dropped(void);
 /* ---- self tests (used by the pytest suite) ---- */
 int mg_ring_stress(int n_items, int capacity);      /* 0 = ok */
 uint64_t mg_rt_alloc_count(void);
+/* dsp_fft.h's real FFT of n samples (a power of two, 128..65536): re/im = rfft(x)
+ * (n/2 + 1 bins each), back = n * irfft(re + i im) (n samples). 0, or -1 for
+ * a bad n or no memory. */
+int mg_fft_check(int n, const float *x, float *re, float *im, float *back);
 
 #endif

@@ -236,16 +236,29 @@ static void on_param(void *st, int index, float target)
     }
 }
 
+/* eight floats (GCC vector extension), unaligned loads and stores */
+typedef float dn_v8 __attribute__((vector_size(32)));
+typedef int dn_i8 __attribute__((vector_size(32)));
+
+#define dn_load(p) __extension__({ dn_v8 v_; memcpy(&v_, (p), sizeof v_); v_; })
+#define dn_store(p, v) do { const dn_v8 v_ = (v); memcpy((p), &v_, sizeof v_); } while (0)
+
 /* Noise power per bin -> RMS level (amplitude) of that noise in the time domain:
  * sum over the full spectrum of |X|^2 = n * sum (w x)^2 = n * sigma^2 * n / 2. */
-static float level_of(const dn_state *s, const float *lam)
+MG_HOT static float level_of(const dn_state *s, const float *lam)
 {
-    /* four partial sums: the additions need not wait for each other */
-    double part[4] = {0.0, 0.0, 0.0, 0.0};
+    /* four partial sums (one 4-double vector): the additions need not wait
+     * for each other */
+    typedef double d4 __attribute__((vector_size(32)));
+    typedef float f4 __attribute__((vector_size(16)));
+    d4 acc = {0.0, 0.0, 0.0, 0.0};
     int b = 1;
-    for (; b + 4 <= s->nb - 1; b += 4)
-        for (int j = 0; j < 4; j++)
-            part[j] += lam[b + j];
+    for (; b + 4 <= s->nb - 1; b += 4) {
+        f4 v;
+        memcpy(&v, lam + b, sizeof v);
+        acc += __builtin_convertvector(v, d4);
+    }
+    double part[4] = {acc[0], acc[1], acc[2], acc[3]};
     for (; b < s->nb - 1; b++)
         part[0] += lam[b];
     double sum = 0.5 * ((double)lam[0] + lam[s->nb - 1]) + ((part[0] + part[1]) + (part[2] + part[3]));
@@ -293,12 +306,24 @@ MG_HOT static void track_update(float *restrict ps, float *restrict cmin, const 
     }
 }
 
-/* X *= G; the frame's energy before and after (for the `gr` readout). */
+/* X *= G; the frame's energy before and after (for the `gr` readout), summed
+ * in eight lanes. */
 MG_HOT static void apply_gains(float *restrict re, float *restrict im, const float *restrict g,
                                int nb, float *ein, float *eout)
 {
-    float ei = 0.0f, eo = 0.0f;
-    for (int b = 0; b < nb; b++) {
+    dn_v8 vi = {0, 0, 0, 0, 0, 0, 0, 0}, vo = vi;
+    int b = 0;
+    for (; b + 8 <= nb; b += 8) {
+        const dn_v8 r = dn_load(re + b), i = dn_load(im + b), gv = dn_load(g + b);
+        const dn_v8 p = r * r + i * i;
+        vi += p;
+        vo += p * gv * gv;
+        dn_store(re + b, r * gv);
+        dn_store(im + b, i * gv);
+    }
+    float ei = ((vi[0] + vi[4]) + (vi[1] + vi[5])) + ((vi[2] + vi[6]) + (vi[3] + vi[7]));
+    float eo = ((vo[0] + vo[4]) + (vo[1] + vo[5])) + ((vo[2] + vo[6]) + (vo[3] + vo[7]));
+    for (; b < nb; b++) {
         const float p = re[b] * re[b] + im[b] * im[b];
         ei += p;
         eo += p * g[b] * g[b];
@@ -312,45 +337,83 @@ MG_HOT static void apply_gains(float *restrict re, float *restrict im, const flo
 /* The gains smoothed across frequency by a one-pole, y[b] = c0 g[b] + c1 y[b-1]
  * from y[0] = g[0] (smooth_up), then the same downwards from the top bin
  * (smooth_down): zero phase, so a partial's gain is not shifted in frequency.
- * Four bins a step: their sums over the step's own gains do not wait for
- * y, which joins each through one multiply-add by c1^(j+1); the recursion's
- * critical path is then a quarter as long. */
-static void smooth_up(float *restrict g, int nb, float c0, float c1)
+ * Eight bins a step: the step's own part of the recursion (from zero) is a
+ * prefix scan in the vector (three shifted multiply-adds by c1, c1^2, c1^4),
+ * and y before the step joins each lane j through one multiply-add by
+ * c1^(j+1); the recursion's critical path is one multiply-add per 8 bins. */
+MG_HOT static void smooth_up(float *restrict g, int nb, float c0, float c1)
 {
-    const float k1 = c1, k2 = c1 * c1, k3 = k2 * c1, k4 = k3 * c1;
+    const float c2 = c1 * c1, c4 = c2 * c2;
+    dn_v8 kp; /* c1^(j+1) */
+    float k = c1;
+    for (int j = 0; j < 8; j++, k *= c1)
+        kp[j] = k;
+    const dn_v8 z = {0, 0, 0, 0, 0, 0, 0, 0};
+    const dn_i8 s1 = {8, 0, 1, 2, 3, 4, 5, 6}, s2 = {8, 8, 0, 1, 2, 3, 4, 5},
+                s4 = {8, 8, 8, 8, 0, 1, 2, 3};
     float y = g[0];
     int b = 1;
-    for (; b + 4 <= nb; b += 4) {
-        const float p0 = c0 * g[b];
-        const float p1 = c0 * g[b + 1] + c1 * p0;
-        const float p2 = c0 * g[b + 2] + c1 * p1;
-        const float p3 = c0 * g[b + 3] + c1 * p2;
-        g[b] = p0 + k1 * y;
-        g[b + 1] = p1 + k2 * y;
-        g[b + 2] = p2 + k3 * y;
-        g[b + 3] = y = p3 + k4 * y;
+    for (; b + 8 <= nb; b += 8) {
+        dn_v8 p = c0 * dn_load(g + b);
+        p += c1 * __builtin_shuffle(p, z, s1);
+        p += c2 * __builtin_shuffle(p, z, s2);
+        p += c4 * __builtin_shuffle(p, z, s4);
+        const dn_v8 v = p + kp * y;
+        dn_store(g + b, v);
+        y = v[7];
     }
     for (; b < nb; b++)
         g[b] = y = c0 * g[b] + c1 * y;
 }
 
-static void smooth_down(float *restrict g, int nb, float c0, float c1)
+MG_HOT static void smooth_down(float *restrict g, int nb, float c0, float c1)
 {
-    const float k1 = c1, k2 = c1 * c1, k3 = k2 * c1, k4 = k3 * c1;
+    const float c2 = c1 * c1, c4 = c2 * c2;
+    dn_v8 kp; /* lane j of the step g[b-7 .. b]: c1^(8-j) */
+    float k = c1;
+    for (int j = 7; j >= 0; j--, k *= c1)
+        kp[j] = k;
+    const dn_v8 z = {0, 0, 0, 0, 0, 0, 0, 0};
+    const dn_i8 s1 = {1, 2, 3, 4, 5, 6, 7, 8}, s2 = {2, 3, 4, 5, 6, 7, 8, 8},
+                s4 = {4, 5, 6, 7, 8, 8, 8, 8};
     float y = g[nb - 1];
     int b = nb - 2;
-    for (; b - 3 >= 0; b -= 4) {
-        const float p0 = c0 * g[b];
-        const float p1 = c0 * g[b - 1] + c1 * p0;
-        const float p2 = c0 * g[b - 2] + c1 * p1;
-        const float p3 = c0 * g[b - 3] + c1 * p2;
-        g[b] = p0 + k1 * y;
-        g[b - 1] = p1 + k2 * y;
-        g[b - 2] = p2 + k3 * y;
-        g[b - 3] = y = p3 + k4 * y;
+    for (; b - 7 >= 0; b -= 8) {
+        dn_v8 p = c0 * dn_load(g + b - 7);
+        p += c1 * __builtin_shuffle(p, z, s1);
+        p += c2 * __builtin_shuffle(p, z, s2);
+        p += c4 * __builtin_shuffle(p, z, s4);
+        const dn_v8 v = p + kp * y;
+        dn_store(g + b - 7, v);
+        y = v[0];
     }
     for (; b >= 0; b--)
         g[b] = y = c0 * g[b] + c1 * y;
+}
+
+/* dst = x w (the analysis window) */
+MG_HOT static void window(float *restrict dst, const float *restrict x, const float *restrict w,
+                          int n)
+{
+    for (int i = 0; i < n; i++)
+        dst[i] = x[i] * w[i];
+}
+
+/* ola += y w (the synthesis window) */
+MG_HOT static void overlap_add(float *restrict ola, const float *restrict y,
+                               const float *restrict w, int n)
+{
+    for (int i = 0; i < n; i++)
+        ola[i] += y[i] * w[i];
+}
+
+/* the tracker's noise estimate: the smaller of the stored sub-windows'
+ * minimum and the current one's */
+MG_HOT static void noise_min(float *restrict dst, const float *restrict wmin,
+                             const float *restrict cmin, int nb)
+{
+    for (int b = 0; b < nb; b++)
+        dst[b] = wmin[b] < cmin[b] ? wmin[b] : cmin[b];
 }
 
 MG_HOT static void frame(dn_state *s, float red_db, float thr_db, float smooth, float link,
@@ -370,8 +433,7 @@ MG_HOT static void frame(dn_state *s, float red_db, float thr_db, float smooth, 
     for (int c = 0; c < s->channels; c++) {
         dn_chan *k = &s->ch[c];
         float *re = k->re, *im = k->im, *g = k->g;
-        for (int i = 0; i < n; i++)
-            s->frame[i] = k->in[i] * s->wa[i];
+        window(s->frame, k->in, s->wa, n);
         mg_fft_forward(&s->fft, s->frame, re, im);
         /* tracker: smoothed periodogram, running minimum */
         if (warm)
@@ -398,10 +460,8 @@ MG_HOT static void frame(dn_state *s, float red_db, float thr_db, float smooth, 
         const float *lam = k->prof;
         float lscale = 1.0f;
         if (track) {
-            for (int b = 0; b < nb; b++) {
-                const float w = k->wmin[b] < k->cmin[b] ? k->wmin[b] : k->cmin[b];
-                s->frame[b] = w; /* the frame is free until the inverse FFT */
-            }
+            /* the frame is free until the inverse FFT */
+            noise_min(s->frame, k->wmin, k->cmin, nb);
             lam = s->frame;
             lscale = DN_TRACK_BIAS;
         }
@@ -442,8 +502,7 @@ MG_HOT static void frame(dn_state *s, float red_db, float thr_db, float smooth, 
         k->gr = ein > 1e-20f ? sqrtf(eout / ein) : 1.0f;
         mg_fft_inverse(&s->fft, re, im, s->frame);
         float *ola = k->ola;
-        for (int i = 0; i < n; i++)
-            ola[i] += s->frame[i] * s->ws[i];
+        overlap_add(ola, s->frame, s->ws, n);
         memcpy(k->outq, ola, (size_t)h * sizeof(float));
         memmove(ola, ola + h, (size_t)(n - h) * sizeof(float));
         memset(ola + n - h, 0, (size_t)h * sizeof(float));

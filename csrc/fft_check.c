@@ -1,0 +1,15 @@
+/* The real FFT of dsp_fft.h (the denoise node's), exposed for the test suite
+ * (tests/test_fft.py compares it with numpy.fft.rfft / irfft). [control] */
+#include "dsp_fft.h"
+#include "mg_api.h"
+
+int mg_fft_check(int n, const float *x, float *re, float *im, float *back)
+{
+    mg_fft f;
+    if (mg_fft_init(&f, n) != 0)
+        return -1;
+    mg_fft_forward(&f, x, re, im);
+    mg_fft_inverse(&f, re, im, back);
+    mg_fft_free(&f);
+    return 0;
+}
