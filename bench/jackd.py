@@ -412,19 +412,22 @@ def rt_sched(pid: int) -> tuple[int, int, int]:
     return run, wait, slices
 
 
-def rt_threads(pid: int) -> list[str]:
-    """`policy/priority` of the process's real-time threads (FIFO 75: JACK's
-    client thread of a jackd started with -P 80)."""
-    out = []
+def task_stats(pid: int):
+    """(thread id, /proc/<pid>/task/<tid>/stat fields after the name) of each
+    thread of `pid` that is still there."""
     for task in Path(f"/proc/{pid}/task").glob("*"):
         try:
             f = (task / "stat").read_text()
         except OSError:
             continue
-        f = f[f.rindex(")") + 2:].split()
-        if int(f[38]) in (1, 2):
-            out.append(f"{'FIFO' if f[38] == '1' else 'RR'} {f[37]}")
-    return out
+        yield int(task.name), f[f.rindex(")") + 2:].split()
+
+
+def rt_threads(pid: int) -> list[str]:
+    """`policy/priority` of the process's real-time threads (FIFO 75: JACK's
+    client thread of a jackd started with -P 80)."""
+    return [f"{'FIFO' if f[38] == '1' else 'RR'} {f[37]}"
+            for _, f in task_stats(pid) if int(f[38]) in (1, 2)]
 
 
 def steal_ticks() -> int:
@@ -434,17 +437,12 @@ def steal_ticks() -> int:
         return int(f.readline().split()[8])
 
 
-def thread_faults(pid: int) -> dict[int, tuple[int, float]]:
-    """Per thread of `pid`: (minor page faults, CPU seconds)."""
+def thread_faults(pid: int) -> dict[int, tuple[int, float, int]]:
+    """Per thread of `pid`: (minor page faults, CPU seconds, scheduling policy)."""
     tck = os.sysconf("SC_CLK_TCK")
     out = {}
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            f = (task / "stat").read_text()
-        except OSError:
-            continue
-        f = f[f.rindex(")") + 2:].split()
-        out[int(task.name)] = (int(f[7]), (int(f[11]) + int(f[12])) / tck, int(f[38]))
+    for tid, f in task_stats(pid):
+        out[tid] = (int(f[7]), (int(f[11]) + int(f[12])) / tck, int(f[38]))
     return out
 
 
