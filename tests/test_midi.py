@@ -284,7 +284,9 @@ def test_notes_pc_and_encoders(any_rig):
     # program change: the value itself (a stepped parameter: mute 0/1)
     d.call("/midi/map", "/node/g/mute", "pc", 5, 0)
     rig.send([0xC4, 1])
-    assert rig.wait_value("/node/g/mute", 1.0) == 1.0
+    # an absolute value, so it may be sent again: the JACK variant lost this one event
+    # twice in a loaded full-suite run (a skipped cycle drops its MIDI, see wait_value)
+    assert rig.wait_value("/node/g/mute", 1.0, resend=True) == 1.0
     # relative encoders move from where the parameter is, a step per tick
     d.call("/node/g/gain", -10.0)  # fader position 0.5
     d.call("/midi/map", "/node/g/gain", "enc-2", 1, 20, "step", 0.01)
