@@ -49,11 +49,24 @@ struct mg_jack {
  * control thread retries a missing server every 2 s that is noise. */
 static _Atomic int quiet;
 
+/* 1 on JACK's process thread (set by thread_init_cb). libjack reports errors
+ * from that thread too (the server going away: "JackSocketClientChannel read
+ * fail"), and stdio may lock and allocate: there they are only counted.
+ * initial-exec: static TLS, never allocated lazily on the thread's first use. */
+static _Thread_local int on_rt_thread __attribute__((tls_model("initial-exec")));
+static _Atomic uint64_t rt_errors;
+
 static void on_error(const char *msg)
 {
+    if (on_rt_thread) {
+        atomic_fetch_add_explicit(&rt_errors, 1, memory_order_relaxed);
+        return;
+    }
     if (!atomic_load(&quiet))
         fprintf(stderr, "JACK: %s\n", msg);
 }
+
+uint64_t mg_jack_rt_errors(void) { return atomic_load(&rt_errors); }
 
 static void on_info(const char *msg)
 {
@@ -137,6 +150,7 @@ static void shutdown_cb(jack_status_t code, const char *reason, void *arg)
 static __attribute__((noinline)) void thread_init_cb(void *arg)
 {
     (void)arg;
+    on_rt_thread = 1;
     volatile unsigned char pages[128 * 1024];
     for (size_t i = 0; i < sizeof pages; i += 4096)
         pages[i] = 0;
@@ -373,6 +387,7 @@ uint32_t mg_jack_rate(mg_jack *j) { (void)j; return 0; }
 uint32_t mg_jack_period(mg_jack *j) { (void)j; return 0; }
 uint64_t mg_jack_period_changes(mg_jack *j) { (void)j; return 0; }
 uint64_t mg_jack_xruns(mg_jack *j) { (void)j; return 0; }
+uint64_t mg_jack_rt_errors(void) { return 0; }
 int mg_jack_realtime(mg_jack *j) { (void)j; return 0; }
 void mg_jack_set_latency(mg_jack *j, uint32_t frames) { (void)j, (void)frames; }
 int mg_jack_connect(mg_jack *j, const char *src, const char *dst)

@@ -366,6 +366,8 @@ uint32_t mg_jack_rate(mg_jack *j);
 uint32_t mg_jack_period(mg_jack *j);           /* [any] frames per period, now */
 uint64_t mg_jack_period_changes(mg_jack *j);   /* [any] buffer-size changes seen */
 uint64_t mg_jack_xruns(mg_jack *j);            /* [any] xrun callbacks */
+/* [any] libjack errors reported on its process thread: counted, never printed there */
+uint64_t mg_jack_rt_errors(void);
 int mg_jack_realtime(mg_jack *j);              /* 1 when JACK runs its thread SCHED_FIFO */
 /* The graph's latency in frames, added to the ports' latency ranges. */
 void mg_jack_set_latency(mg_jack *j, uint32_t frames);

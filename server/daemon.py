@@ -30,6 +30,7 @@ from .devices import DeviceWatch
 from .diskio import DEFAULT_MAX_RECORDER_CHANNELS, DEFAULT_MIN_FREE_MB, DiskIO
 from .engine import Engine
 from .errors import DeviceMismatch, MixgraphError
+from .jack import rt_errors as jack_rt_errors
 from .journal import Journal, read_journal
 from .oplog import OpLog
 from .osc import Counters, Dispatcher
@@ -208,6 +209,7 @@ class Daemon:
             self.server.before_send = self.journal.flush
         self.devices = DeviceWatch(cfg, self.engine, self._device_changed)
         self._latency_plans = -1
+        self._jack_rt_errors = 0
         self._control: threading.Thread | None = None
         self._stop = threading.Event()
         # systemd: READY/STATUS/STOPPING, and WATCHDOG=1 while the sample clock moves
@@ -501,7 +503,14 @@ class Daemon:
         """On JACK: follow buffer-size changes in /status, and report the graph's
         latency (the slowest path to an output node) on the ports."""
         jack = getattr(self.running, "jack", None)
-        if jack is None or jack.lost:
+        if jack is None:
+            return
+        errors = jack_rt_errors()
+        if errors != self._jack_rt_errors:  # said here, not printed on JACK's thread
+            log.warning("JACK reported %d error(s) on its process thread (%d in all)",
+                        errors - self._jack_rt_errors, errors)
+            self._jack_rt_errors = errors
+        if jack.lost:
             return
         if self.dispatcher.info.get("block") != jack.period and jack.period:
             self.devices.config.block = jack.period

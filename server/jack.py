@@ -21,6 +21,12 @@ PORT_IS_OUTPUT = 0x2
 PORT_IS_PHYSICAL = 0x4
 
 
+def rt_errors() -> int:
+    """Errors libjack reported on its process thread, where they are counted, not
+    printed (stdio may lock or allocate there)."""
+    return int(lib.mg_jack_rt_errors())
+
+
 def available() -> bool:
     """True when this build links libjack (built where <jack/jack.h> was)."""
     return bool(lib.mg_jack_available())
