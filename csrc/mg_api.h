@@ -330,8 +330,9 @@ int mg_engine_set_sched(mg_engine *e, double spin_us, double min_work_us);
 void mg_engine_quiesce(mg_engine *e);
 /* [control; bench] Log each engine call's wall-clock time (us) into us[0 ..
  * cap) from now on, as long as there is room (a live backend's blocks);
- * us NULL: stop, and return how many were logged. The caller keeps us alive
- * until it stops the log. */
+ * us NULL: stop, and return how many were logged. A call under way may still
+ * write one entry after the stop, so the caller keeps us alive until the audio
+ * thread has stopped (bench/mix64.py: after null_stop) or a block has passed. */
 int mg_engine_block_log(mg_engine *e, double *us, int cap);
 int mg_engine_trace_read(mg_engine *e, double *t, int *kind, int *thread, int *arg, int cap);
 /* [audio] mg_engine_process_blocks, with each call's wall-clock time in
