@@ -190,6 +190,26 @@ def ws_accept(key: str) -> str:
     return base64.b64encode(hashlib.sha1(key.encode() + WS_GUID).digest()).decode()
 
 
+_TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                   b"abcdefghijklmnopqrstuvwxyz")
+
+
+def not_a_request_line(buf: bytearray) -> str | None:
+    """Why the bytes so far cannot start an HTTP request (None: they may), so that a
+    client speaking something else is answered at once rather than after the head
+    timeout. A request line starts with a method token (RFC 9110 section 9.1), after
+    at most a few empty lines (RFC 9112 section 2.2)."""
+    start = bytes(buf[:64]).lstrip(b"\r\n")
+    if not start:
+        return None
+    if start[0] == 0x16 and (len(start) < 2 or start[1] == 0x03):
+        return "a TLS handshake: this port speaks plain HTTP (http://, or a TLS proxy in front)"
+    method = start.split(b" ", 1)[0]
+    if any(c not in _TCHAR for c in method) or (b" " not in start and len(method) > 32):
+        return "not an HTTP request"
+    return None
+
+
 def ws_frame(opcode: int, payload: bytes) -> bytes:
     """One unmasked, final frame (what a server sends)."""
     n = len(payload)
@@ -336,6 +356,13 @@ class WebConn(TcpConn):
 
     def _http(self) -> None:
         buf = self.inbuf
+        # empty lines before a request line are ignored (RFC 9112 section 2.2)
+        lead = 0
+        if buf[:1] in (b"\r", b"\n"):
+            first = bytes(buf[:16])
+            lead = len(first) - len(first.lstrip(b"\r\n"))
+        if lead:
+            del buf[:lead]
         # the head ends at an empty line; a bare LF ends a line as CRLF does (RFC 9112
         # section 2.2 lets a server take LF alone, as most do), so such a request is
         # answered at once instead of waiting out the head timeout
@@ -344,6 +371,8 @@ class WebConn(TcpConn):
         if not ends:
             if len(buf) > MAX_HEAD:
                 self._bad("request head too large", 431)
+            elif (why := not_a_request_line(buf)) is not None:
+                self._bad(why)
             return
         end, n = min(ends)
         if end > MAX_HEAD:

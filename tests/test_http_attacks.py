@@ -388,3 +388,32 @@ def test_close_frames_are_answered_as_rfc_6455_asks(web, payload, code):
     w.send_frame(0x8, payload)
     assert w.closed_with() == code
     w.close()
+
+
+def test_a_tls_handshake_or_binary_on_the_http_port_is_answered_at_once(web):
+    """A browser told https:// (or any client that speaks something other than HTTP)
+    sends bytes no request line starts with: a TLS ClientHello record starts 0x16 0x03.
+    Answered 400 and closed at once, with a reason naming TLS, instead of holding the
+    connection for the 10 s head timeout."""
+    port = web.http
+    hello = bytes([0x16, 0x03, 0x01, 0x00, 0xa5, 0x01, 0x00, 0x00, 0xa1, 0x03, 0x03])
+    hello += os.urandom(32)
+    answer, took = raw(port, hello, timeout=8)
+    assert status_of(answer) == 400, answer[:80]
+    assert b"TLS" in answer, answer
+    assert took < 5, took  # generous: a hang would take the 10 s head timeout
+    for junk in (b"\x00\x01\x02", b"\xff" * 40, b"{\"a\":1}", b"/node/x/gain\0\0\0\0,f\0\0"):
+        answer, took = raw(port, junk, timeout=8)
+        assert status_of(answer) == 400, (junk, answer[:80])
+        assert took < 5, (junk, took)
+    # leading empty lines before a request line are allowed (RFC 9112 section 2.2)
+    answer, _ = raw(port, f"\r\nGET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    assert status_of(answer) == 200, answer[:80]
+    # a request line arriving a byte at a time is still waited for
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    for b in b"GE":
+        s.sendall(bytes([b]))
+        time.sleep(0.05)
+    s.sendall(f"T / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    assert s.recv(64).startswith(b"HTTP/1.1 200")
+    s.close()
