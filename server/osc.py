@@ -25,7 +25,7 @@ from pythonosc.osc_message import OscMessage
 from mixgraph.clients.protocol import encode
 from mixgraph.clients.protocol import ostr as _ostr
 
-from . import __version__, heap, planner, ramps, show_osc, tapers
+from . import __version__, heap, planner, ramps, readonly, show_osc, tapers
 from .actions import actions_for, is_action_or_trigger, run_action
 from .catalog import CATALOG
 from .engine import EngineBusy
@@ -332,9 +332,6 @@ class _Collect:
 
 
 _PARAM_ONLY = ("/node/",)
-_SIDE_EFFECT_FREE = {"/status", "/info", "/catalog", "/catalog/list", "/catalog/type",
-                     "/graph/dump", "/graph/nodes", "/graph/connections", "/patch/list",
-                     "/dump", "/sync"}
 
 
 class Dispatcher:
@@ -681,7 +678,7 @@ class Dispatcher:
         message may name a node an earlier message of the bundle adds (/graph/add
         then its first values): it is checked when it is applied."""
         edits = not self._params_only(msgs) and any(
-            m.address not in _SIDE_EFFECT_FREE for m in msgs)
+            not readonly.only_reads(self, m.address, len(m.args)) for m in msgs)
         for i, m in enumerate(msgs):
             try:
                 self._check(m.address, m.args, client)
