@@ -26,6 +26,8 @@ from .graph import check_name
 log = logging.getLogger("mixgraph.lv2")
 
 _TYPES: dict[str, NodeType] = {}
+_REFUSED: dict[str, str] = {}  # URI -> why plugin_type refused it
+REFUSED_MAX = 4096  # refusals kept (an unknown URI costs little to look up again)
 # the daemon sets this: its engine runs live, where a plugin that is not
 # lv2:hardRTCapable may block the audio thread (offline renders run any plugin)
 REFUSE_NON_RT = False
@@ -51,15 +53,28 @@ def uris() -> list[str]:
 
 def plugin_type(uri: str) -> NodeType:
     """The node type of the plugin with this URI; MixgraphError naming the reason
-    (unknown URI, a required feature the host lacks, a port it cannot connect)."""
+    (unknown URI, a required feature the host lacks, a port it cannot connect).
+    The first look at a plugin reads its data files (lsp's take tens of ms); the
+    answer, type or refusal, is kept (the plugins are loaded once per process)."""
     t = _TYPES.get(uri)
     if t is None:
+        why = _REFUSED.get(uri)
+        if why is not None:
+            raise MixgraphError(why)
         err = ffi.new("char[512]")
         ct = lib.mg_lv2_type(uri.encode(), err, 512)
         if ct == ffi.NULL:
-            raise MixgraphError(ffi.string(err).decode())
+            why = ffi.string(err).decode()
+            if len(_REFUSED) < REFUSED_MAX:
+                _REFUSED[uri] = why
+            raise MixgraphError(why)
         t = _TYPES[uri] = from_c(lib.mg_type_find(b"lv2"), ct, uri)
     return t
+
+
+def known(uri: str) -> bool:
+    """True when plugin_type(uri) answers at once (looked at before)."""
+    return uri in _TYPES or uri in _REFUSED
 
 
 def lv2_type(t: NodeType, settings: Mapping | None, options: Collection[str] = ()) -> NodeType:

@@ -32,6 +32,7 @@ from .engine import EngineBusy
 from .errors import MixgraphError, echo
 from .errors import reason as _reason
 from .lv2 import grouped, plugin_type
+from .lv2 import known as lv2_known
 from .lv2 import status as lv2_status
 from .midi import MidiManager
 from .patterns import compile_pattern, is_pattern
@@ -54,6 +55,7 @@ TOUCH_TIMEOUT_S = 10.0  # a touch whose holder stays silent this long lapses
 # sets that apply now).
 MAX_LEAD_S = 600.0
 CLIENT_TIMED = 4096  # timed messages pending per client (scheduled + held)
+LV2_JOBS = 4  # /catalog lv2 requests describing plugins a turn at a time, at once
 CLIENT_HELD_BYTES = 1 << 20  # held bundles per client, bytes (estimated)
 HELD_MAX = 32768  # held messages, all clients
 HELD_BYTES_MAX = 16 << 20  # held bundles, all clients, bytes (estimated)
@@ -349,6 +351,7 @@ class Dispatcher:
         self._held_msgs = 0
         self._held_bytes = 0
         self._engine_timed = 0  # future sets scheduled in the engine, all clients
+        self._lv2_jobs = 0  # /catalog lv2 requests in progress (_lv2_stepwise)
         self._inflight: list = []  # (sample time, seq, client key, count): scheduled sets
         session.applied = lambda n, p, v: self._changed(n, p, v, None)
         self.store = store
@@ -919,6 +922,11 @@ class Dispatcher:
         if args:  # /catalog lv2 <uri>...: those plugins' own types, each with its "uri"
             if args[0] != "lv2" or len(args) < 2 or len(args) > 65:
                 raise MixgraphError("usage: /catalog [lv2 <uri>...]")
+            fresh = [u for u in dict.fromkeys(str(u) for u in args[1:]) if not lv2_known(u)]
+            if len(fresh) > 1:
+                self._lv2_stepwise(fresh, lambda: self.dispatch("/catalog", args, reply, 0,
+                                                                client))
+                return
             types = [plugin_type(str(u)) for u in args[1:]]
             blob = msgpack.packb([self.describe_type(t) | {"uri": t.uri} for t in types],
                                  use_bin_type=True)
@@ -926,6 +934,35 @@ class Dispatcher:
             blob = msgpack.packb([self.describe_type(t) for t in CATALOG.values()],
                                  use_bin_type=True)
         reply("/catalog.reply", [blob])
+
+    def _lv2_stepwise(self, fresh: list[str], then: Callable[[], None]) -> None:
+        """Look at plugins never looked at before one per control-loop turn (each may
+        read its data files for tens of ms; 64 at once froze control for seconds),
+        then call `then`, which answers from what is now known."""
+        if self._bundle is not None:
+            raise MixgraphError("a bundle may describe at most one LV2 plugin not described "
+                                "before: send /catalog lv2 <uri>... on its own")
+        if self._lv2_jobs >= LV2_JOBS:
+            raise MixgraphError("busy describing LV2 plugins for other requests; "
+                                "try again in a moment")
+        self._lv2_jobs += 1
+        s = self.session
+
+        def step() -> None:
+            try:
+                try:
+                    plugin_type(fresh.pop())
+                except MixgraphError:
+                    pass  # kept: the answer names it
+                if fresh:
+                    s.at(s.engine.time + 1, step)
+                    return
+            except BaseException:
+                self._lv2_jobs -= 1
+                raise
+            self._lv2_jobs -= 1
+            then()
+        s.at(s.engine.time + 1, step)
 
     def _catalog_list(self, args: list, reply: Reply, _t: int, client=None) -> None:
         for t in CATALOG.values():

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -922,3 +923,73 @@ def test_undo_of_a_removal_gives_the_plugin_its_state_back(test_bundle, tmp_path
         assert d.request("/node/st/learned")[1][-1] == learned
     finally:
         d.stop()
+
+
+def test_catalog_of_many_new_plugins_answers_a_turn_at_a_time():
+    """`/catalog lv2 <uri>...` (a read-only query, up to 64 URIs) looks at each plugin
+    never looked at before in a control-loop turn of its own, then answers: the first
+    look reads a plugin's data files (tens of ms for lsp's; 64 of them froze control
+    for seconds). Refusals are kept as answers; a bundle may look at one new plugin."""
+    require(lv2.available(), "mixgraph was built without lilv (Debian: liblilv-dev)")
+    fresh = [u for u in lv2.uris() if not lv2.known(u)][:4]
+    require(len(fresh) == 4, "fewer than 4 LV2 plugins installed")
+    bogus = "urn:mixgraph:test:no-such-plugin"
+
+    from mixgraph.server.engine import Engine
+    from mixgraph.server.osc import Dispatcher
+    from mixgraph.server.session import Session
+    e = Engine(RATE, 0, 2)
+    s = Session(e, confine_paths=False)
+    d = Dispatcher(s)
+    e.null_start(64)
+    try:
+        got: list = []
+        d.dispatch("/catalog", ["lv2", *fresh], lambda a, b: got.append((a, b)))
+        assert got == [] and not any(lv2.known(u) for u in fresh)  # nothing looked at yet
+        turns = 0
+        deadline = time.monotonic() + 60
+        while not got and time.monotonic() < deadline:
+            before = sum(lv2.known(u) for u in fresh)
+            s.service()
+            assert sum(lv2.known(u) for u in fresh) - before <= 1  # one plugin a turn
+            turns += 1
+            time.sleep(0.002)
+        assert [a for a, _ in got] == ["/catalog.reply"], got
+        import msgpack
+        assert [t["uri"] for t in msgpack.unpackb(got[0][1][0])] == fresh
+        assert turns >= 4
+        # known now: answered at once
+        got.clear()
+        d.dispatch("/catalog", ["lv2", *fresh], lambda a, b: got.append((a, b)))
+        assert [a for a, _ in got] == ["/catalog.reply"]
+        # an unknown URI among new ones: the answer names it, after the turns
+        more = [u for u in lv2.uris() if not lv2.known(u)][:2]
+        got.clear()
+        d.dispatch("/catalog", ["lv2", *more, bogus], lambda a, b: got.append((a, b)))
+        while not got and time.monotonic() < deadline:
+            s.service()
+            time.sleep(0.002)
+        assert got and got[0][0] == "/fail" and bogus in str(got[0][1]), got
+        assert lv2.known(bogus)  # the refusal is kept
+        # in a bundle: at most one new plugin
+        more = [u for u in lv2.uris() if not lv2.known(u)][:2]
+        if len(more) == 2:
+            from pythonosc.osc_message_builder import OscMessageBuilder
+
+            from mixgraph.server.osc import Timed
+            b = OscMessageBuilder("/catalog")
+            for a in ("lv2", *more):
+                b.add_arg(a)
+            m = b.build()
+            got.clear()
+            d.dispatch_packet([Timed(m.address, m.params)], None, True,
+                              lambda a, b: got.append((a, b)))
+            while not got and time.monotonic() < deadline:  # held to the next turn
+                s.service()
+                d.service()
+                time.sleep(0.002)
+            assert got and got[0][0] == "/fail" and "bundle" in str(got[0][1]), got
+    finally:
+        e.null_stop()
+        s.close()
+        e.free()
