@@ -263,7 +263,7 @@ class CueList:
         if num not in self.cues and len(self.cues) >= CUES_MAX:
             raise MixgraphError(f"too many cues (at most {CUES_MAX})")
         c = apply_keys(self.cues.get(num) or Cue(num), pairs, self.show.scenes)
-        before = self.show.to_dict()
+        before = self.show.part()
         first = not self.cues
         self.cues[num] = c
         self.cues = dict(sorted(self.cues.items()))
@@ -275,7 +275,7 @@ class CueList:
 
     def delete(self, num) -> None:
         num = self.get(num).number
-        before = self.show.to_dict()
+        before = self.show.part()
         nxt = self._next(num)
         del self.cues[num]
         if self.playhead == num:
@@ -286,7 +286,7 @@ class CueList:
     def load_text(self, text: str) -> int:
         """Replace the cue list with a text file's (checked completely first)."""
         cues = parse_text(text, self.show.scenes)
-        before = self.show.to_dict()
+        before = self.show.part()
         self.install(cues, None)
         self.show.changed("cue load", before)
         self._announce()

@@ -457,7 +457,9 @@ class Daemon:
                 s.midi.load_doc(a[0], strict=False)
             else:  # before the dispatcher exists: its MidiManager loads them
                 s.midi_doc = a[0]
-        elif op == "show":  # scenes, safes, cues, playhead (server/scenes.py)
+        elif op == "show_part":  # some scenes, safes, cues, playhead (server/scenes.py)
+            show_of(s).load_part(a[0])
+        elif op == "show":  # the whole show (journals written before show_part)
             show_of(s).load(a[0])
         else:
             raise MixgraphError(f"unknown journal record {op!r}")

@@ -106,6 +106,8 @@ def _op_size(op: list) -> int:
                 + 200 * len(e.get("conns", ())))
     if k == "doc":
         return 200 + len(op[1]) + len(op[2])
+    if k == "call":
+        return 200 + (op[3] if len(op) > 3 else 0)
     return 200
 
 
@@ -138,12 +140,14 @@ class History:
         self._wrap_session()
 
     # ---- the API other parts of the server use -------------------------------------
-    def record(self, label: str, undo: Callable[[], None], redo: Callable[[], None]) -> None:
+    def record(self, label: str, undo: Callable[[], None], redo: Callable[[], None],
+               size: int = 0) -> None:
         """Record a step that undo() and redo() apply (scene store/delete, safes, cue
-        edits). Inside a client command it joins that command's step and names it."""
+        edits); `size`: about how many bytes what they hold takes (the memory budget).
+        Inside a client command it joins that command's step and names it."""
         if self._applying:
             return
-        self._add(["call", undo, redo], label, explicit=True)
+        self._add(["call", undo, redo, int(size)], label, explicit=True)
 
     def record_values(self, label: str, changes, gesture: str | None = None) -> None:
         """Record values moved by one action (a scene recall or morph): changes is a

@@ -4,8 +4,9 @@ A scene is a named set of parameter values and bypass states of the graph's
 nodes, with a scope (the address patterns it was stored with; none: every
 parameter), a fade time and a curve. The show (scenes, safes, the cue list of
 server/cues.py, its playhead) lives at `session.show` (show_of), is saved in
-the patch document (`show`, patch version 2) and journaled as one `show`
-record per change, so a SIGKILL and restart brings it back.
+the patch document (`show`, patch version 2) and journaled as one `show_part`
+record per change (Show.part: only the scenes the change touched, with the
+safes, cues and playhead), so a SIGKILL and restart brings it back.
 
 Recall with a fade: every continuous parameter moves from where it is to the
 scene's value as an engine ramp along its taper (server/ramps.py), with the
@@ -18,7 +19,6 @@ patterns) are never touched by a recall, a morph or a cue."""
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -30,7 +30,7 @@ from .patterns import compile_pattern
 from .values import number
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
     from .session import Session
 
@@ -54,7 +54,10 @@ class Scene:
         return sum(len(v) for v in self.values.values()) + len(self.bypass)
 
     def to_dict(self) -> dict:
-        return {"values": copy.deepcopy(self.values), "bypass": dict(self.bypass),
+        """The scene as a document. Its values are shared, not copied: a stored scene's
+        values and bypass maps are never changed (a store makes a new Scene), and a
+        whole-console scene holds thousands of them."""
+        return {"values": self.values, "bypass": self.bypass,
                 "scope": list(self.scope), "fade": self.fade, "curve": self.curve}
 
     @classmethod
@@ -124,20 +127,63 @@ class Show:
         self.scenes, self.safes = scenes, list(safes)
         self.cues.install(*cues)
 
-    def changed(self, label: str | None = None, before: dict | None = None) -> None:
-        """A show edit: autosave, journal (one `show` record) and history."""
+    def part(self, names: Iterable[str] = ()) -> dict:
+        """What an edit of the scenes `names` (and of the safes, cues and playhead) may
+        change: those scenes (None: absent), the order of the scene names, the safes,
+        the cues and the playhead. An edit journals and keeps for undo only this, so
+        its cost does not grow with the scenes it leaves alone (a GO or a cue renamed
+        used to write every scene of the show)."""
+        return {"scenes": {n: (self.scenes[n].to_dict() if n in self.scenes else None)
+                           for n in names},
+                "order": list(self.scenes), "safes": list(self.safes), **self.cues.to_dict()}
+
+    def load_part(self, d: Any) -> None:
+        """Put a part (Show.part) back: its scenes, the scene order, safes, cues and
+        playhead (checked completely first); the other scenes stay as they are."""
+        if not isinstance(d, dict) or not isinstance(d.get("scenes"), dict) \
+                or not isinstance(d.get("order"), list):
+            raise MixgraphError("show part: expected `scenes` and `order`")
+        got = {scene_name(k): (None if v is None else Scene.from_dict(v, f"scene {k!r}"))
+               for k, v in d["scenes"].items()}
+        safes = d.get("safes") or []
+        if not isinstance(safes, list) or not all(isinstance(s, str) for s in safes):
+            raise MixgraphError("show part: `safes` must be a list of patterns")
+        for s in safes:
+            _compile(s)
+        cues = self.cues.parse_dict(d)
+        scenes = dict(self.scenes)
+        for k, v in got.items():
+            if v is None:
+                scenes.pop(k, None)
+            else:
+                scenes[k] = v
+        order = [n for n in d["order"] if isinstance(n, str) and n in scenes]
+        self.scenes = {**{n: scenes[n] for n in order}, **scenes}
+        self.safes = list(safes)
+        self.cues.install(*cues)
+
+    def changed(self, label: str | None = None, before: dict | None = None,
+                names: Iterable[str] = ()) -> None:
+        """A show edit of the scenes `names` (and maybe the safes, cues, playhead):
+        autosave, journal (one `show_part` record of what it may change) and history
+        (`before`: the part as it was, from part(names))."""
         s = self.session
         s._touch()
-        if s.journal is not None and not s._quiet:
-            s.journal.add(("show", self.to_dict()))
+        names = tuple(names)
+        quiet = s.journal is None or s._quiet
         h = getattr(s, "history", None)
-        if h and label and before is not None:
-            after = self.to_dict()
-            h.record(label, lambda: self._restore(before), lambda: self._restore(after))
+        keep = bool(h and label and before is not None)
+        after = self.part(names) if keep or not quiet else None
+        if not quiet:
+            s.journal.add(("show_part", after))
+        if keep:
+            size = _part_size(before) + _part_size(after)
+            h.record(label, lambda: self._restore(before), lambda: self._restore(after),
+                     size=size)
 
     def _restore(self, d: dict) -> None:
-        self.load(copy.deepcopy(d))
-        self.changed()
+        self.load_part(d)
+        self.changed(names=d["scenes"])
 
     # ---- addresses ------------------------------------------------------------------
     def addresses(self) -> list[str]:
@@ -190,37 +236,36 @@ class Show:
                 sc.bypass[n] = n in s.bypassed
             else:
                 sc.values.setdefault(n, {})[p] = float(s.graph.nodes[n].params[p])
-        before = self.to_dict()
+        before = self.part((name,))
         self.scenes[name] = sc
-        self.changed(f"scene store {name}", before)
+        self.changed(f"scene store {name}", before, (name,))
         return sc.count()
 
     def delete(self, name) -> None:
         self.get(name)
-        before = self.to_dict()
+        before = self.part((name,))
         del self.scenes[name]
-        self.changed(f"scene delete {name}", before)
+        self.changed(f"scene delete {name}", before, (name,))
 
     def rename(self, old, new) -> None:
         sc = self.get(old)
         new = scene_name(new)
         if new in self.scenes:
             raise MixgraphError(f"a scene named {new!r} already exists")
-        before = self.to_dict()
+        before = self.part((old, new))
         self.scenes = {(new if k == old else k): v for k, v in self.scenes.items()}
         self.scenes[new] = sc
-        self.changed(f"scene rename {old} {new}", before)
+        self.changed(f"scene rename {old} {new}", before, (old, new))
 
     def set_fade(self, name, secs, curve=None) -> None:
         sc = self.get(name)
         f = ramps.seconds(secs, f"scene {name} fade")
         if curve is not None and curve not in CURVES:
             raise MixgraphError("curve: expected linear or scurve")
-        before = self.to_dict()
-        sc.fade = f
-        if curve is not None:
-            sc.curve = curve
-        self.changed(f"scene fade {name}", before)
+        before = self.part((name,))
+        sc = self.scenes[name] = Scene(sc.values, sc.bypass, list(sc.scope), f,
+                                       curve if curve is not None else sc.curve)
+        self.changed(f"scene fade {name}", before, (name,))
 
     def set_safe(self, pattern, on: bool) -> None:
         """Mark (on) or unmark the parameters a pattern matches as recall safe."""
@@ -236,7 +281,7 @@ class Show:
                 raise MixgraphError(f"too many safes (at most {SAFES_MAX})")
         elif pattern not in self.safes:
             raise MixgraphError(f"{pattern[:64]!r} is not a recall safe")
-        before = self.to_dict()
+        before = self.part()
         if on:
             self.safes.append(pattern)
         else:
@@ -353,6 +398,13 @@ class Show:
         if h and changes:
             h.record_values(f"scene morph {a} {b} {x:g}", changes)
         return len(changes)
+
+
+def _part_size(d: dict) -> int:
+    """About how many bytes a show part holds (history's memory budget)."""
+    vals = sum(sum(len(v) for v in sc["values"].values()) + len(sc["bypass"])
+               for sc in d["scenes"].values() if sc is not None)
+    return 120 * vals + 80 * len(d["order"]) + 300 * len(d["cues"]) + 100 * len(d["safes"])
 
 
 def _type(s: Session, n: str) -> str:

@@ -17,7 +17,7 @@ class Recorder:
     def __init__(self) -> None:
         self.steps: list = []
 
-    def record(self, label, undo, redo) -> None:
+    def record(self, label, undo, redo, size: int = 0) -> None:
         self.steps.append(("edit", label, undo, redo))
 
     def record_values(self, label, changes) -> None:
