@@ -273,6 +273,7 @@ class Counters:
     internal_errors: int = 0  # control-loop steps that failed (logged, loop kept going)
     quota: int = 0  # timed messages refused by the scheduling budgets
     bad_http: int = 0  # HTTP/WebSocket connections closed for malformed input (server/web.py)
+    backlog_dropped: int = 0  # UDP packets dropped: the server was behind (queue bounds)
     clients: dict = field(default_factory=dict)  # client key -> last seen (monotonic)
 
     def active_clients(self, window_s: float = 30.0) -> int:
@@ -1024,6 +1025,7 @@ class Dispatcher:
             "timed_refused", self.counters.quota,
             "internal_errors", self.counters.internal_errors,
             "bad_http", self.counters.bad_http,
+            "backlog_dropped", self.counters.backlog_dropped,
             "subscribers", len(fb.subs) if fb is not None else 0,
             "worst_us", float(round(st.worst_us, 1)),
             "worst_recent_us", float(round(e.recent.tick(time.monotonic()), 1)),

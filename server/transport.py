@@ -58,8 +58,12 @@ _ICMP_ERRNOS = frozenset((errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNRE
 UDP_MTU = 1400  # feedback bundles over UDP stay under a typical path MTU
 UDP_MAX_PACKET = 65507  # the largest UDP payload over IPv4 (65535 - 8 - 20)
 QUEUE_MAX = 8192  # packets queued per UDP client before more are dropped
-BATCH = 32  # packets per client per round-robin turn
-FIFO_SHARE = 512  # packets a UDP client may have waiting in the arrival-order queue
+QUEUE_BYTES = 1 << 20  # bytes queued per UDP client before more are dropped
+BACKLOG_BYTES = 32 << 20  # bytes queued for all UDP clients together
+QUANTUM = 8192  # bytes of packets a source host is served per round-robin round
+BATCH = 32  # messages per TCP connection per round-robin turn
+FIFO_SHARE = 64  # packets a UDP client may have waiting in the arrival-order queue
+FIFO_BYTES = 65536  # bytes the arrival-order queue holds, all clients together
 DRAIN_S = 0.005  # time per loop turn spent moving datagrams from the kernel to queues
 
 
@@ -233,6 +237,11 @@ class ControlServer:
         self.ready: deque = deque()  # clients (UDP address or TcpConn) with work, in turn
         self.fifo: deque = deque()  # (UDP address, packet) in arrival order
         self.pending: dict[tuple, int] = {}  # UDP address -> its packets in the FIFO
+        self.fifo_bytes = 0  # bytes in the FIFO
+        self.qbytes: dict[tuple, int] = {}  # UDP address -> bytes in its own queue
+        self.backlog = 0  # bytes in all UDP clients' own queues
+        self.deficit: dict[tuple, int] = {}  # UDP address -> bytes it may still be served
+        self.host_queues: dict[str, int] = {}  # source host -> its clients with a queue
         self._ready_set: set = set()
         self._paused: set[TcpConn] = set()
         self._stop = False
@@ -459,24 +468,76 @@ class ControlServer:
         if len(data) > self.max_frame:
             self.counters.oversized += 1
             return
-        if addr not in self.queues and self.pending.get(addr, 0) < FIFO_SHARE:
+        if addr not in self.queues and self.pending.get(addr, 0) < FIFO_SHARE \
+                and self.fifo_bytes < FIFO_BYTES:
             self.fifo.append((addr, data))
             self.pending[addr] = self.pending.get(addr, 0) + 1
+            self.fifo_bytes += len(data)
         else:
             self._overflow(addr, data)
 
     def _overflow(self, addr, data: bytes) -> None:
-        """A client with FIFO_SHARE packets already waiting: its own queue, served in turn."""
+        """A client the arrival-order queue has no room for (its share used, or the
+        queue full): its own queue, served in turn. Bounded per client (packets and
+        bytes) and in all; past the bound of all, a client with little queued still
+        gets in (up to twice the bound), so a flood cannot shut a quiet client out."""
         q = self.queues.get(addr)
+        n = len(data)
+        held = self.qbytes.get(addr, 0)
+        if (q is not None and (len(q) >= QUEUE_MAX or held + n > QUEUE_BYTES)) or \
+                (self.backlog + n > BACKLOG_BYTES
+                 and (held > QUANTUM or self.backlog + n > 2 * BACKLOG_BYTES)):
+            self.counters.backlog_dropped += 1
+            return
         if q is None:
             q = self.queues[addr] = deque()
-        if len(q) >= QUEUE_MAX:
-            self.counters.rate_limited += 1
-            return
+            self.host_queues[addr[0]] = self.host_queues.get(addr[0], 0) + 1
         q.append(data)
+        self.qbytes[addr] = held + n
+        self.backlog += n
         if addr not in self._ready_set:
             self._ready_set.add(addr)
             self.ready.append(addr)
+
+    def _udp_turn(self, addr) -> bool:
+        """One round-robin turn of a UDP client with its own queue (deficit round
+        robin by bytes): it is served whole packets while its credit lasts, and gets
+        QUANTUM / (its host's clients with a queue) more each turn, so a host with
+        many source ports has the share of one. True if it has more waiting."""
+        q = self.queues[addr]
+        host = addr[0]
+        credit = self.deficit.get(addr, 0) + max(64, QUANTUM // self.host_queues.get(host, 1))
+        peer = None
+        used = 0
+        now = time.monotonic()
+        while q and len(q[0]) <= credit:
+            data = q.popleft()
+            credit -= len(data)
+            used += len(data)
+            if peer is None:
+                peer = self._udp_peer(addr)
+            self._packet(data, peer, now)
+        self.backlog -= used
+        self.qbytes[addr] -= used
+        if q:
+            self.deficit[addr] = credit
+            return True
+        self._drop_queue(addr)
+        return False
+
+    def _drop_queue(self, addr) -> None:
+        """Forget a UDP client's own queue (served empty)."""
+        q = self.queues.pop(addr, None)
+        if q is None:
+            return
+        self.backlog -= self.qbytes.pop(addr, 0)
+        self.deficit.pop(addr, None)
+        host = addr[0]
+        n = self.host_queues.get(host, 1) - 1
+        if n > 0:
+            self.host_queues[host] = n
+        else:
+            self.host_queues.pop(host, None)
 
     def _drain_udp(self) -> None:
         """Read what the kernel holds (cheap), so that one sender cannot fill its buffer.
@@ -521,9 +582,11 @@ class ControlServer:
             if len(data) > self.max_frame:
                 counters.oversized += 1
                 continue
-            if addr not in queues and pending.get(addr, 0) < FIFO_SHARE:
+            if addr not in queues and pending.get(addr, 0) < FIFO_SHARE \
+                    and self.fifo_bytes < FIFO_BYTES:
                 fifo.append((addr, data))
                 pending[addr] = pending.get(addr, 0) + 1
+                self.fifo_bytes += len(data)
             else:
                 self._overflow(addr, data)
 
@@ -579,34 +642,30 @@ class ControlServer:
         while fifo or ready:
             if fifo:
                 now = time.monotonic()
-                for _ in range(min(BATCH, len(fifo))):
+                served = 0
+                while fifo and served < QUANTUM:
                     addr, data = fifo.popleft()
+                    served += len(data)
                     n = pending[addr] - 1
                     if n:
                         pending[addr] = n
                     else:
                         del pending[addr]
                     self._packet(data, self._udp_peer(addr), now)
+                self.fifo_bytes -= served
             for _ in range(len(ready)):
                 item = ready.popleft()
                 if isinstance(item, TcpConn):
                     more = not item.closed and self._process_conn(item, limit=BATCH)
                 else:
-                    q = self.queues.get(item)
-                    if not q:
+                    if not self.queues.get(item):
                         self._ready_set.discard(item)
-                        self.queues.pop(item, None)
+                        self._drop_queue(item)
                         continue
                     if item in pending:  # its earlier packets are still in the FIFO
                         ready.append(item)
                         continue
-                    peer = self._udp_peer(item)
-                    now = time.monotonic()
-                    for _ in range(min(BATCH, len(q))):
-                        self._packet(q.popleft(), peer, now)
-                    more = bool(q)
-                    if not more:
-                        del self.queues[item]
+                    more = self._udp_turn(item)
                 if more:
                     ready.append(item)
                 else:
