@@ -56,6 +56,11 @@ TOUCH_TIMEOUT_S = 10.0  # a touch whose holder stays silent this long lapses
 MAX_LEAD_S = 600.0
 CLIENT_TIMED = 4096  # timed messages pending per client (scheduled + held)
 LV2_JOBS = 4  # /catalog lv2 requests describing plugins a turn at a time, at once
+# pattern matching is paid for in control-thread time: one packet may spend this much
+# (more patterns in it fail), and one source host this much per second (a bucket)
+PATTERN_PACKET_S = 0.05
+PATTERN_HOST_S = 0.2
+MATCH_MEMO = 256  # patterns whose matches are kept while the address set stays the same
 CLIENT_HELD_BYTES = 1 << 20  # held bundles per client, bytes (estimated)
 HELD_MAX = 32768  # held messages, all clients
 HELD_BYTES_MAX = 16 << 20  # held bundles, all clients, bytes (estimated)
@@ -353,6 +358,12 @@ class Dispatcher:
         self._held_bytes = 0
         self._engine_timed = 0  # future sets scheduled in the engine, all clients
         self._lv2_jobs = 0  # /catalog lv2 requests in progress (_lv2_stepwise)
+        # pattern matching budgets (_match): the packet being handled and its host's
+        self._pat_host: str | None = None
+        self._pat_spent = 0.0
+        self._pat_tokens: dict[str, list[float]] = {}  # host -> [seconds left, when]
+        self._match_memo: dict[str, list[str]] = {}
+        self._match_key: object = None
         self._inflight: list = []  # (sample time, seq, client key, count): scheduled sets
         session.applied = lambda n, p, v: self._changed(n, p, v, None)
         self.store = store
@@ -504,6 +515,7 @@ class Dispatcher:
                         reply: Reply | None = None) -> None:
         """Apply a parsed packet: a lone message, or a bundle (atomically, on one sample)."""
         reply = reply or (client.reply if client is not None else (lambda a, b: None))
+        self._pattern_payer(client)
         if not bundle:
             m = msgs[0]
             self.dispatch(m.address, m.args, reply, 0, client)
@@ -630,6 +642,7 @@ class Dispatcher:
         lead = self._lead()
         while self._held and self._held[0][0] <= e.time + lead:
             t, _, msgs, reply, client, cost = heapq.heappop(self._held)
+            self._pattern_payer(client)
             if cost is not None:
                 self._held_msgs -= len(msgs)
                 self._held_bytes -= cost
@@ -1339,17 +1352,65 @@ class Dispatcher:
         self._addr_cache = (key, out)
         return out
 
+    def _pattern_payer(self, client: Peer | None) -> None:
+        """Who pays for the pattern matching of the packet about to be handled."""
+        self._pat_host = source_of(client.key) if client is not None else None
+        self._pat_spent = 0.0
+
     def _match(self, pattern: str) -> list[str]:
+        """The live addresses a pattern matches. Matches are kept while the address
+        set stays the same (a check, a read-only test and the dispatch of one message
+        match once). Matching a pattern walks every live address, so a client pays in
+        time: a packet may spend PATTERN_PACKET_S and a source host PATTERN_HOST_S a
+        second; past either the message fails (one packet of 250 patterns on a
+        400-node graph held control for 17 s)."""
+        addrs = self.addresses()
+        key = self._addr_cache[0] if self._addr_cache is not None else None
+        if key != self._match_key:
+            self._match_memo.clear()
+            self._match_key = key
+        out = self._match_memo.get(pattern)
+        if out is not None:
+            return out
+        host = self._pat_host
+        bucket = None
+        if host is not None:
+            now = time.monotonic()
+            bucket = self._pat_tokens.get(host)
+            if bucket is None:
+                if len(self._pat_tokens) >= 4096:
+                    self._pat_tokens = {h: b for h, b in self._pat_tokens.items()
+                                        if b[0] < PATTERN_HOST_S or now - b[1] < 10.0}
+                bucket = self._pat_tokens[host] = [PATTERN_HOST_S, now]
+            else:
+                bucket[0] = min(PATTERN_HOST_S, bucket[0] + (now - bucket[1]) * PATTERN_HOST_S)
+                bucket[1] = now
+            if self._pat_spent >= PATTERN_PACKET_S:
+                raise MixgraphError(f"this packet has used its pattern matching time "
+                                    f"({PATTERN_PACKET_S * 1e3:g} ms): send fewer patterns "
+                                    "per packet, or literal addresses")
+            if bucket[0] <= 0.0:
+                raise MixgraphError(f"too much pattern matching from this host (at most "
+                                    f"{PATTERN_HOST_S * 1e3:g} ms a second): try again, or "
+                                    "send literal addresses")
         try:
             rx = compile_pattern(pattern)
         except ValueError as e:
             raise MixgraphError(str(e)) from None
-        out = rx.filter(self.addresses())
+        t0 = time.perf_counter()
+        out = rx.filter(addrs)
         last = pattern.rsplit("/", 1)[-1]
         if is_pattern(last) or "//" in pattern:
             # `/node/dn/* 0.5` sets parameters; it does not start node actions (learn,
             # measure) nor pull their triggers: name those literally
             out = [a for a in out if not self._is_action_address(a)]
+        dt = time.perf_counter() - t0
+        self._pat_spent += dt
+        if bucket is not None:
+            bucket[0] -= dt
+        if len(self._match_memo) >= MATCH_MEMO:
+            self._match_memo.clear()
+        self._match_memo[pattern] = out
         return out
 
     def _is_action_address(self, address: str) -> bool:

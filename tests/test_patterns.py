@@ -237,3 +237,57 @@ def test_daemon_answers_after_the_48_byte_packet(tmp_path):
         assert time.monotonic() - t0 < FAST  # still answering while the meter pattern runs
     finally:
         d.stop()
+
+
+def test_pattern_work_is_budgeted_per_packet_and_host():
+    """Each pattern is within the bounds, but each walks every live address (80
+    eq8 nodes: ~15,000): a bundle of 250 distinct ones held control for seconds
+    (attack2 f01: 17 s over UDP on 400 nodes, 45 s from a read-only viewer). A
+    packet may spend PATTERN_PACKET_S on matching and a host PATTERN_HOST_S a
+    second: past that its pattern messages fail with the reason, fast; another
+    host's patterns still work, and so does this one's a second later."""
+    from mixgraph.server import osc
+    from mixgraph.server.osc import Timed
+
+    e = Engine(48000, 1, 1)
+    s = Session(e)
+    d = Dispatcher(s, info={"block": 64})
+    attacker, other = Box(), Box()
+    other.peer = Peer(("127.0.0.2", 9), other._recv, kind="udp")
+    try:
+        for i in range(80):
+            d.dispatch("/graph/add", ["eq8", f"n{i:04d}_" + "x" * 40], attacker.peer.reply, 0,
+                       attacker.peer)
+        attacker.got.clear()
+        alts = ",".join(["x" * 9 + c for c in "abcdefghijklmnopqrstuvwxyz"] * 3)[:190]
+        # 250 distinct patterns that each match one parameter, through the `//` matcher
+        params = [f"b{b}{p}" for b in range(1, 9) for p in ("gain", "freq", "q")]
+        msgs = [Timed(f"//n{k % 80:04d}_*/{params[k // 80]}", []) for k in range(250)]
+        t0 = time.monotonic()
+        d.dispatch_packet(msgs, attacker.peer, True)
+        while not attacker.got and time.monotonic() - t0 < 60:
+            d.service()  # an immediate bundle with queries is held to the next turn
+        took = time.monotonic() - t0
+        assert attacker.got and attacker.got[0][0] == "/fail", attacker.got[:2]
+        reasons = " ".join(str(x[-1]) for _, x in attacker.got)
+        assert "pattern matching time" in reasons, reasons[:300]
+        # generous: the budget is 50 ms; unbudgeted, this took seconds here
+        assert took < 2.0, took
+        d.service()
+        time.sleep(osc.PATTERN_HOST_S * 1.1)
+        # the host's second's worth is used up by a stream of packets; another host's not
+        for k in range(40):
+            attacker.got.clear()
+            d.dispatch_packet([Timed(f"//{{{alts}}}{k:03d}x", [])], attacker.peer, False)
+        assert "from this host" in str(attacker.got[-1][1][-1]), attacker.got[-1]
+        other.got.clear()
+        d.dispatch_packet([Timed("/node/n000*/b1gain", [])], other.peer, False)
+        assert other.got and other.got[0][0] == "/node/n0000_" + "x" * 40 + "/b1gain"
+        assert osc.PATTERN_HOST_S <= 1.0
+        time.sleep(1.1)  # the bucket refills
+        attacker.got.clear()
+        d.dispatch_packet([Timed("/node/n000*/b1gain", [])], attacker.peer, False)
+        assert attacker.got and attacker.got[0][0] != "/fail", attacker.got
+    finally:
+        s.close()
+        e.free()
