@@ -534,6 +534,52 @@ static inline void pd_push(pd_det *s, float x)
     }
 }
 
+/* [audio] m input samples (finite) that complete no hop (s->hcount + m <
+ * s->hop): pd_push's work for a run of samples, the same arithmetic in the
+ * same order (not MG_HOT: the low-pass stays as pd_push rounds it, without
+ * fused multiply-adds), with no analysis among them. */
+static inline void pd_push_run(pd_det *s, const float *restrict x, int m)
+{
+    const int fmask = s->fM - 1, dmask = s->dM - 1;
+    int fp = s->fpos, dp = s->dpos, ph = s->dphase;
+    for (int j = 0; j < m; j++) {
+        s->fr[fp] = x[j];
+        s->fr[fp + s->fM] = x[j];
+        fp = (fp + 1) & fmask;
+    }
+    const double b00 = s->bq[0][0], b01 = s->bq[0][1], b02 = s->bq[0][2], b03 = s->bq[0][3],
+                 b04 = s->bq[0][4];
+    const double b10 = s->bq[1][0], b11 = s->bq[1][1], b12 = s->bq[1][2], b13 = s->bq[1][3],
+                 b14 = s->bq[1][4];
+    double z00 = s->z[0][0], z01 = s->z[0][1], z10 = s->z[1][0], z11 = s->z[1][1];
+    for (int j = 0; j < m; j++) {
+        const double v = x[j];
+        const double o0 = b00 * v + z00;
+        z00 = b01 * v - b03 * o0 + z01;
+        z01 = b02 * v - b04 * o0;
+        const double o1 = b10 * o0 + z10;
+        z10 = b11 * o0 - b13 * o1 + z11;
+        z11 = b12 * o0 - b14 * o1;
+        if (++ph >= s->D) {
+            ph = 0;
+            const float dv = (float)o1;
+            s->dr[dp] = dv;
+            s->dr[dp + s->dM] = dv;
+            dp = (dp + 1) & dmask;
+            s->ndec++;
+        }
+    }
+    s->z[0][0] = z00;
+    s->z[0][1] = z01;
+    s->z[1][0] = z10;
+    s->z[1][1] = z11;
+    s->fpos = fp;
+    s->dpos = dp;
+    s->dphase = ph;
+    s->n += m;
+    s->hcount += m;
+}
+
 /* The track at time t (input samples): interpolated between the estimates
  * around t, the latest one held beyond it. Returns voiced; *f in Hz. */
 static inline int pd_at(const pd_det *s, double t, double *f, float *conf)
@@ -710,6 +756,13 @@ static inline void ps_push(ps_shift *s, const float *x, float mean)
 static inline int ps_due(const ps_shift *s)
 {
     return s->ts <= (double)(s->n - 1 - s->Hmax - 2);
+}
+
+/* ps_due as it was when n input samples had been pushed (a run of
+ * samples pushed at once places its grains afterwards: pv_push_run). */
+static inline int ps_due_n(const ps_shift *s, int64_t n)
+{
+    return s->ts <= (double)(n - 1 - s->Hmax - 2);
 }
 
 /* The time of the next mark (ask the pitch track there). */
@@ -1072,6 +1125,45 @@ static inline void ps_pull(ps_shift *s, float *y)
     s->pacc[o] = 0.0f;
 }
 
+/* ps_pull for one stretch of the output ring: positions o .. o + m - 1 (no
+ * wrap), channel c into y (the same per-sample arithmetic as ps_pull) */
+MG_HOT static void ps_pull_span(float *restrict acc, float *restrict wacc, float *restrict pacc,
+                                float *restrict y, int m, int last)
+{
+    for (int j = 0; j < m; j++) {
+        const float w = wacc[j];
+        const float pm = PS_PEAK_MARGIN * pacc[j];
+        float v = w > 1.0f ? acc[j] / w : acc[j];
+        if (pm > 0.0f)
+            v = v > pm ? pm : v < -pm ? -pm : v;
+        y[j] = v;
+        acc[j] = 0.0f;
+        if (last) {
+            wacc[j] = 0.0f;
+            pacc[j] = 0.0f;
+        }
+    }
+}
+
+/* [audio] ps_pull for the last m input samples pushed at once (after their
+ * grains are placed): out[c][i0 + j] is the frame of the input's sample
+ * n - m + j. Placing a run's grains before pulling any of its frames gives
+ * the same frames as the per-sample order: a grain due at sample n_d starts
+ * at ceil(ts - H) > n_d - 1 - L, after every frame pulled before it. */
+static inline void ps_pull_run(ps_shift *s, float *const *out, int i0, int m)
+{
+    const int mask = s->oM - 1;
+    int o = (int)((s->n - m - s->L) & mask), j = 0;
+    while (j < m) {
+        const int k = m - j < s->oM - o ? m - j : s->oM - o;
+        for (int c = 0; c < s->ch; c++)
+            ps_pull_span(s->acc[c] + o, s->wacc + o, s->pacc + o, out[c] + i0 + j, k,
+                         c == s->ch - 1);
+        j += k;
+        o = (o + k) & mask;
+    }
+}
+
 /* The input delayed by the latency (the dry path of a mix). */
 static inline float ps_dry(const ps_shift *s, int c)
 {
@@ -1121,6 +1213,49 @@ static inline void pv_push(pv_voice *v, const float *const *in, int i)
     }
     pd_push(&v->det, v->ch == 2 ? 0.5f * mono : mono);
     ps_push(&v->sh, x, v->ch == 2 ? 0.5f * mono : mono);
+}
+
+#define PV_RUN 64 /* most samples pv_push_run takes at once */
+
+/* [audio] Frames i.. of the node's inputs (avail of them) into the detector
+ * and the shifter, as pv_push would one at a time: either the one frame
+ * whose push completes the detector's hop (its analysis runs), or up to
+ * PV_RUN frames that complete none. Returns how many. The caller then
+ * places the grains due after each of them (ps_due_n) and pulls their
+ * frames (ps_pull_run): no analysis falls between those grains, so they see
+ * the pitch track pv_push's order gives them. */
+static inline int pv_push_run(pv_voice *v, const float *const *in, int i, int avail)
+{
+    const int k = v->det.hop - v->det.hcount - 1; /* pushes before the one that analyses */
+    if (k <= 0) {
+        pv_push(v, in, i);
+        return 1;
+    }
+    int m = avail < k ? avail : k;
+    m = m < PV_RUN ? m : PV_RUN;
+    ps_shift *sh = &v->sh;
+    float mono[PV_RUN];
+    const int imask = sh->iM - 1;
+    const int k0 = (int)(sh->n & imask);
+    for (int c = 0; c < v->ch; c++) {
+        const float *x = in[c] + i;
+        float *r = sh->in[c];
+        for (int j = 0; j < m; j++) {
+            const float xv = pd_sane(x[j]);
+            const int kk = (k0 + j) & imask;
+            r[kk] = r[kk + sh->iM] = xv;
+            mono[j] = c == 0 ? 0.0f + xv : mono[j] + xv;
+        }
+    }
+    if (v->ch == 2)
+        for (int j = 0; j < m; j++) {
+            mono[j] = 0.5f * mono[j];
+            const int kk = (k0 + j) & imask;
+            sh->mono[kk] = sh->mono[kk + sh->iM] = mono[j];
+        }
+    sh->n += m;
+    pd_push_run(&v->det, mono, m);
+    return m;
 }
 
 /* [audio] The newest estimate: pitch (Hz, 0 when none yet) and confidence. */
