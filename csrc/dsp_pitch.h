@@ -649,6 +649,9 @@ typedef struct {
     float *pacc;          /* the largest peak bound of the shifted grains here (0: none) */
     float *gw, *gx[PS_MAXCH]; /* one grain's window and input samples (2 Hmax + 4) */
     double *ly;           /* ps_level's output period, sampled (2 Hmax + 4) */
+    double *lw, *lv;      /* ps_level's windows and grid terms (3 Hmax + 16 each) */
+    float *lf;            /* ps_level's interpolated grain, or its grid's fractions and
+                             indices (2 (3 Hmax + 16) floats) */
     int iM, oM;
     int Hmax, L, Tu;
     int64_t n;            /* input samples pushed */
@@ -705,7 +708,11 @@ static inline int ps_alloc(ps_shift *s, double fs, int ch)
     const size_t gn = 2 * (size_t)s->Hmax + 4;
     s->gw = mg_zalloc(gn, sizeof(float));
     s->ly = mg_zalloc(gn, sizeof(double));
-    if (!s->ly)
+    const size_t ln = 3 * (size_t)s->Hmax + 16;
+    s->lw = mg_zalloc(ln, sizeof(double));
+    s->lv = mg_zalloc(ln, sizeof(double));
+    s->lf = mg_zalloc(2 * ln, sizeof(float));
+    if (!s->ly || !s->lw || !s->lv || !s->lf)
         return -1;
     for (int c = 0; c < s->ch; c++)
         if (!(s->gx[c] = mg_zalloc(gn, sizeof(float))))
@@ -734,6 +741,11 @@ static inline void ps_free(ps_shift *s)
     free(s->gw);
     free(s->ly);
     s->ly = NULL;
+    free(s->lw);
+    free(s->lv);
+    free(s->lf);
+    s->lw = s->lv = NULL;
+    s->lf = NULL;
     for (int c = 0; c < PS_MAXCH; c++) {
         free(s->gx[c]);
         s->gx[c] = NULL;
@@ -939,18 +951,75 @@ static double ps_epoch(const ps_shift *s, double Ta)
     return (double)best - s->ts;
 }
 
-/* The mono input at fractional position t (4-point Lagrange, as ps_place). */
-static inline float ps_at(const ps_shift *s, double t)
+typedef double ps_d4 __attribute__((vector_size(32)));
+typedef float ps_f4 __attribute__((vector_size(16)));
+
+/* wv[k] = 0.5 + 0.5 cos(a0 + k da), k < n: the Hann weights by rotation,
+ * as four rotations a step apart (independent chains); the first four
+ * angles come from a0 by single steps, as one chain has them. */
+static inline void ps_hann_rot(double *restrict wv, int n, double a0, double da)
 {
-    const double fl = floor(t);
-    const int64_t i = (int64_t)fl;
-    const int mask = s->iM - 1;
-    const float f = (float)(t - fl);
-    const float *x = s->mono;
-    return -f * (f - 1.0f) * (f - 2.0f) / 6.0f * x[(i - 1) & mask] +
-           (f + 1.0f) * (f - 1.0f) * (f - 2.0f) / 2.0f * x[i & mask] -
-           (f + 1.0f) * f * (f - 2.0f) / 2.0f * x[(i + 1) & mask] +
-           (f + 1.0f) * f * (f - 1.0f) / 6.0f * x[(i + 2) & mask];
+    const double cs = cos(da), sn = sin(da), c4 = cos(4.0 * da), s4 = sin(4.0 * da);
+    ps_d4 wc, ws;
+    wc[0] = cos(a0);
+    ws[0] = sin(a0);
+    for (int l = 1; l < 4; l++) {
+        wc[l] = wc[l - 1] * cs - ws[l - 1] * sn;
+        ws[l] = ws[l - 1] * cs + wc[l - 1] * sn;
+    }
+    int k = 0;
+    for (; k + 4 <= n; k += 4) {
+        const ps_d4 w = 0.5 + 0.5 * wc;
+        memcpy(wv + k, &w, sizeof w);
+        const ps_d4 nc = wc * c4 - ws * s4;
+        ws = ws * c4 + wc * s4;
+        wc = nc;
+    }
+    for (int l = 0; k < n; k++, l++)
+        wv[k] = 0.5 + 0.5 * wc[l];
+}
+
+/* sum w[k], sum w[k] x[k], sum w[k] x[k]^2 over n, four double lanes */
+static inline void ps_wsums(const double *restrict w, const float *restrict x, int n,
+                            double *sw, double *sx, double *sxx)
+{
+    ps_d4 aw = {0.0, 0.0, 0.0, 0.0}, ax = aw, axx = aw;
+    int k = 0;
+    for (; k + 4 <= n; k += 4) {
+        ps_f4 xf;
+        ps_d4 wv;
+        memcpy(&xf, x + k, sizeof xf);
+        memcpy(&wv, w + k, sizeof wv);
+        const ps_d4 xv = __builtin_convertvector(xf, ps_d4);
+        aw += wv;
+        ax += wv * xv;
+        axx += wv * xv * xv;
+    }
+    double tw = 0.0, tx = 0.0, txx = 0.0;
+    for (; k < n; k++) {
+        tw += w[k];
+        tx += w[k] * x[k];
+        txx += w[k] * x[k] * x[k];
+    }
+    *sw = tw + ((aw[0] + aw[1]) + (aw[2] + aw[3]));
+    *sx = tx + ((ax[0] + ax[1]) + (ax[2] + ax[3]));
+    *sxx = txx + ((axx[0] + axx[1]) + (axx[2] + axx[3]));
+}
+
+/* The largest |x[k]| over n (finite samples: their magnitudes' bit patterns
+ * order as the values do, and an integer maximum vectorises) */
+static inline float ps_absmax(const float *restrict x, int n)
+{
+    uint32_t m = 0;
+    for (int k = 0; k < n; k++) {
+        uint32_t b;
+        memcpy(&b, x + k, sizeof b);
+        b &= 0x7fffffffu;
+        m = b > m ? b : m;
+    }
+    float r;
+    memcpy(&r, &m, sizeof r);
+    return r;
 }
 
 /* The grain weight that keeps the level: the input's mean square (Hann of
@@ -958,41 +1027,38 @@ static inline float ps_at(const ps_shift *s, double t)
  * periodic input) over the mean square of the output this grain makes when
  * repeated every S (the steady state of a steady tone: the grains' sum over
  * one output period, the overlaps and their interference included), square
- * root, held within [1/16, 16]. */
+ * root, held within [1/16, 16]. Each sum runs as vector loops over the
+ * doubled rings (no mask per sample), its window from four rotations a step
+ * apart (ps_hann_rot) into the scratch s->lw. */
 MG_HOT static float ps_level(const ps_shift *s, double src, double Ta, double S, double H, float *pmx)
 {
     const int mask = s->iM - 1;
     const int64_t c = (int64_t)llround(src);
     const int h = (int)floor(Ta);
-    double sw0 = 0.0, sx0 = 0.0, sxx = 0.0;
+    double *W = s->lw;
+    double sw0, sx0, sxx;
     float pk = 0.0f;
     {
-        /* Hann weights by rotation: cos(pi j / Ta) from j = -h */
-        const double st = PD_PI / Ta, cs = cos(st), sn = sin(st);
-        double wc = cos(-h * st), ws = sin(-h * st);
-        for (int j = -h; j <= h; j++) {
-            const double w = 0.5 + 0.5 * wc;
-            const float xv = s->mono[(c + j) & mask];
-            sw0 += w;
-            sx0 += w * xv;
-            sxx += w * xv * xv;
-            for (int ch = 0; ch < s->ch; ch++) {
-                const float a = fabsf(s->in[ch][(c + j) & mask]);
-                pk = a > pk ? a : pk;
-            }
-            const double nc = wc * cs - ws * sn;
-            ws = ws * cs + wc * sn;
-            wc = nc;
+        /* Hann weights cos(pi j / Ta), j = -h .. h; the rings are doubled, so
+         * the 2 h + 1 samples from c - h are contiguous */
+        const int n1 = 2 * h + 1;
+        const double st = PD_PI / Ta;
+        ps_hann_rot(W, n1, -h * st, st);
+        ps_wsums(W, s->mono + ((c - h) & mask), n1, &sw0, &sx0, &sxx);
+        for (int ch = 0; ch < s->ch; ch++) {
+            const float a = ps_absmax(s->in[ch] + ((c - h) & mask), n1);
+            pk = a > pk ? a : pk;
         }
     }
     /* its variance (the mean taken off, as from the grains) */
     const double pin = sw0 > 0.0 ? sxx / sw0 - (sx0 / sw0) * (sx0 / sw0) : 0.0;
     /* the grain's window-weighted mean, as ps_place takes it off: its samples
      * src + q (q integer) share one fractional part, so one set of Lagrange
-     * weights (ps_at's) serves them all */
-    double sw = 0.0, sx = 0.0;
+     * weights (4-point Lagrange, as ps_place) serves them all */
+    double sw, sx;
     {
         const int q0 = (int)ceil(-H), q1 = (int)floor(H);
+        const int n2 = q1 - q0 + 1;
         const double fl = floor(src);
         const float f = (float)(src - fl);
         const float a0 = -f * (f - 1.0f) * (f - 2.0f) / 6.0f;
@@ -1001,17 +1067,23 @@ MG_HOT static float ps_level(const ps_shift *s, double src, double Ta, double S,
         const float a3 = (f + 1.0f) * f * (f - 1.0f) / 6.0f;
         /* the ring is doubled: the 2 H + 4 samples from here are contiguous */
         const float *x = s->mono + (((int64_t)fl + q0 - 1) & mask);
-        const double st = PD_PI / H, cs = cos(st), sn = sin(st);
-        double wc = cos(q0 * st), ws = sin(q0 * st);
-        for (int q = q0; q <= q1; q++) {
-            const double w = 0.5 + 0.5 * wc;
-            sw += w;
-            sx += w * (a0 * x[0] + a1 * x[1] - a2 * x[2] + a3 * x[3]);
-            x++;
-            const double nc = wc * cs - ws * sn;
-            ws = ws * cs + wc * sn;
-            wc = nc;
+        float *F = s->lf;
+        int q = 0;
+        for (; q + 8 <= n2; q += 8) {
+            pd_v8 x0, x1, x2, x3;
+            memcpy(&x0, x + q, sizeof x0);
+            memcpy(&x1, x + q + 1, sizeof x1);
+            memcpy(&x2, x + q + 2, sizeof x2);
+            memcpy(&x3, x + q + 3, sizeof x3);
+            const pd_v8 y = a0 * x0 + a1 * x1 - a2 * x2 + a3 * x3;
+            memcpy(F + q, &y, sizeof y);
         }
+        for (; q < n2; q++)
+            F[q] = a0 * x[q] + a1 * x[q + 1] - a2 * x[q + 2] + a3 * x[q + 3];
+        const double st = PD_PI / H;
+        ps_hann_rot(W, n2, q0 * st, st);
+        double sxx2;
+        ps_wsums(W, F, n2, &sw, &sx, &sxx2);
     }
     const double mu = sw > 0.0 ? sx / sw : 0.0;
     int ns = (int)ceil(S);
@@ -1019,26 +1091,74 @@ MG_HOT static float ps_level(const ps_shift *s, double src, double Ta, double S,
     /* The output over one period, at t_j = j S / ns (j < ns): y_j = sum over k
      * of the grain at t_j - k S, i.e. of w(u) (x(src + u) - mu) at u = t_j - k S
      * in (-H, H). Those u are the grid u_i = i S / ns, each used once (by
-     * j = i mod ns): one pass over the grid from the top (the order of k
-     * upwards), its window by rotation, folded into ly[]. */
+     * j = i mod ns): the grid's terms in vector loops (index k = imax - i:
+     * from the top, the order of k upwards), then folded into ly[] in that
+     * order. */
     double *ly = s->ly;
     for (int j = 0; j < ns; j++)
         ly[j] = 0.0;
     {
         const double du = S / ns;
         const int imax = (int)ceil(H / du);
-        const double st = PD_PI * du / H, cs = cos(st), sn = sin(st);
-        double wc = cos(imax * st), ws = sin(imax * st);
-        int j = ((imax % ns) + ns) % ns;
-        for (int i = imax; i >= -imax; i--) {
-            const double u = i * du;
-            if (u > -H && u < H)
-                ly[j] += (0.5 + 0.5 * wc) * (ps_at(s, src + u) - mu);
-            /* angle - st */
-            const double nc = wc * cs + ws * sn;
-            ws = ws * cs - wc * sn;
-            wc = nc;
-            j = j == 0 ? ns - 1 : j - 1;
+        /* the terms with u in (-H, H): k in [klo, khi] (u falls with k) */
+        int klo = 0, khi = 2 * imax;
+        while (klo <= khi && !((imax - klo) * du < H))
+            klo++;
+        while (khi >= klo && !((imax - khi) * du > -H))
+            khi--;
+        const int N = khi - klo + 1;
+        if (N > 0) {
+            const double st = PD_PI * du / H;
+            ps_hann_rot(W, N, (imax - klo) * st, -st);
+            /* samples from b0: every read below is within 2 H + 8 of it */
+            const int64_t b0 = (int64_t)floor(src + (imax - khi) * du) - 2;
+            const float *xb = s->mono + (b0 & mask);
+            double *V = s->lv;
+            float *fr = s->lf;
+            int *ix = (int *)(void *)(s->lf + (N + 7) / 8 * 8);
+            const double b0d = (double)b0;
+            /* positions: fractions and indices from b0 (vectorises) */
+            for (int k = 0; k < N; k++) {
+                const double u = (imax - klo - k) * du;
+                const double t = src + u;
+                const double fl = floor(t);
+                fr[k] = (float)(t - fl);
+                ix[k] = (int)(fl - b0d);
+            }
+            /* the Lagrange reads, eight points a step (their samples gathered
+             * into vectors), then the rest one by one */
+            int k = 0;
+            for (; k + 8 <= N; k += 8) {
+                pd_v8 f, x0, x1, x2, x3;
+                memcpy(&f, fr + k, sizeof f);
+                for (int l = 0; l < 8; l++) {
+                    const float *xp = xb + ix[k + l];
+                    x0[l] = xp[-1];
+                    x1[l] = xp[0];
+                    x2[l] = xp[1];
+                    x3[l] = xp[2];
+                }
+                const pd_v8 v = -f * (f - 1.0f) * (f - 2.0f) / 6.0f * x0 +
+                                (f + 1.0f) * (f - 1.0f) * (f - 2.0f) / 2.0f * x1 -
+                                (f + 1.0f) * f * (f - 2.0f) / 2.0f * x2 +
+                                (f + 1.0f) * f * (f - 1.0f) / 6.0f * x3;
+                for (int l = 0; l < 8; l++)
+                    V[k + l] = v[l] - mu;
+            }
+            for (; k < N; k++) {
+                const float f = fr[k];
+                const int i = ix[k];
+                const float v = -f * (f - 1.0f) * (f - 2.0f) / 6.0f * xb[i - 1] +
+                                (f + 1.0f) * (f - 1.0f) * (f - 2.0f) / 2.0f * xb[i] -
+                                (f + 1.0f) * f * (f - 2.0f) / 2.0f * xb[i + 1] +
+                                (f + 1.0f) * f * (f - 1.0f) / 6.0f * xb[i + 2];
+                V[k] = v - mu;
+            }
+            int j = (((imax - klo) % ns) + ns) % ns;
+            for (int k = 0; k < N; k++) {
+                ly[j] += W[k] * V[k];
+                j = j == 0 ? ns - 1 : j - 1;
+            }
         }
     }
     double acc = 0.0, ypk = 0.0;
