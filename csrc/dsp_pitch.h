@@ -124,7 +124,8 @@ typedef struct {
     int64_t bkey[4];    /* the decimated sample each slot's block starts at (-1: none) */
     int ntau;           /* lags per slot: lmax + 1 rounded up to 64 */
     int64_t ndec;       /* decimated samples pushed */
-    float *hw;          /* Hann window over the full-rate ring (fM), for pd_fund */
+    float *hw;          /* Hann window over the full-rate ring (fM), for pd_fund,
+                           quarter-interleaved: hw[4 j + q] = w(q fM/4 + j) */
     double hw_sum;      /* its sum */
     float *pe;          /* per-period energies over that ring and their running maxima, fM + 4 */
     int64_t poly_until; /* input sample until which estimates are not mono */
@@ -191,17 +192,25 @@ MG_HOT static float pd_sqsum(const float *a, int n)
     return t + ((s0[0] + s0[4]) + (s0[1] + s0[5])) + ((s0[2] + s0[6]) + (s0[3] + s0[7]));
 }
 
-/* Sum of a[j]^2 over n in double, four partial sums (independent chains). */
+/* Sum of a[j]^2 over n in double, four partial sums (independent chains,
+ * the lanes of one 4-double vector: partial sum k takes j = k mod 4). */
+typedef double pd_d4 __attribute__((vector_size(32)));
+typedef float pd_f4 __attribute__((vector_size(16)));
+
 static inline double pd_sqsum_d(const float *a, int n)
 {
-    double p[4] = {0.0, 0.0, 0.0, 0.0};
+    pd_d4 p = {0.0, 0.0, 0.0, 0.0};
     int j = 0;
-    for (; j + 4 <= n; j += 4)
-        for (int k = 0; k < 4; k++)
-            p[k] += (double)a[j + k] * a[j + k];
+    for (; j + 4 <= n; j += 4) {
+        pd_f4 xf;
+        memcpy(&xf, a + j, sizeof xf);
+        const pd_d4 x = __builtin_convertvector(xf, pd_d4);
+        p += x * x;
+    }
+    double p0 = p[0];
     for (; j < n; j++)
-        p[0] += (double)a[j] * a[j];
-    return (p[0] + p[1]) + (p[2] + p[3]);
+        p0 += (double)a[j] * a[j];
+    return (p0 + p[1]) + (p[2] + p[3]);
 }
 
 /* p[tau] = sum over j < PD_HOP of (x[j] - x[j + tau])^2, tau = 0..ntau-1 (a
@@ -283,11 +292,13 @@ static inline int pd_alloc(pd_det *s, double fs)
     s->pe = mg_zalloc((size_t)s->fM + 4, sizeof(float));
     if (!s->dr || !s->fr || !s->cm || !s->hw || !s->pe || !s->bp)
         return -1;
-    for (int j = 0; j < s->fM; j++)
-        s->hw[j] = (float)(0.5 - 0.5 * cos(2.0 * PD_PI * (j + 0.5) / s->fM));
+    /* hw quarter-interleaved for pd_fund: hw[4 j + q] = w(q fM/4 + j) */
     s->hw_sum = 0.0;
-    for (int j = 0; j < s->fM; j++)
-        s->hw_sum += s->hw[j];
+    for (int j = 0; j < s->fM; j++) {
+        const float w = (float)(0.5 - 0.5 * cos(2.0 * PD_PI * (j + 0.5) / s->fM));
+        s->hw[4 * (j % (s->fM / 4)) + j / (s->fM / 4)] = w;
+        s->hw_sum += w;
+    }
     pd_reset(s);
     return 0;
 }
@@ -356,15 +367,27 @@ MG_HOT static float pd_fund(const pd_det *s, double T, int *beat)
     const int L = n / 4;
     double s1[4] = {0.0, 0.0, 0.0, 0.0}, s2[4] = {0.0, 0.0, 0.0, 0.0};
     double sxq[4] = {0.0, 0.0, 0.0, 0.0};
-    for (int j = 0; j < L; j++)
-        for (int q = 0; q < 4; q++) {
-            const float xv = x[q * L + j];
-            const double v = (double)s->hw[q * L + j] * xv;
-            const double s0 = v + cw * s1[q] - s2[q];
-            s2[q] = s1[q];
-            s1[q] = s0;
-            sxq[q] += v * xv;
+    {
+        /* the four recursions are the lanes of 4-double vectors; the window
+         * is stored quarter-interleaved (hw[4 j + q] = w(q L + j)) */
+        pd_d4 v1 = {0.0, 0.0, 0.0, 0.0}, v2 = v1, vxx = v1;
+        const float *x0 = x, *x1 = x + L, *x2 = x + 2 * L, *x3 = x + 3 * L;
+        for (int j = 0; j < L; j++) {
+            const pd_d4 xv = {x0[j], x1[j], x2[j], x3[j]};
+            pd_f4 wf;
+            memcpy(&wf, s->hw + 4 * j, sizeof wf);
+            const pd_d4 v = __builtin_convertvector(wf, pd_d4) * xv;
+            const pd_d4 s0 = v + cw * v1 - v2;
+            v2 = v1;
+            v1 = s0;
+            vxx += v * xv;
         }
+        for (int q = 0; q < 4; q++) {
+            s1[q] = v1[q];
+            s2[q] = v2[q];
+            sxq[q] = vxx[q];
+        }
+    }
     double xr = 0.0, xi = 0.0;
     for (int q = 0; q < 4; q++) {
         const double yr = s1[q] - cos(wf) * s2[q], yi = sin(wf) * s2[q]; /* s1 - e^-iw s2 */
