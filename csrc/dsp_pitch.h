@@ -815,19 +815,34 @@ MG_HOT static double ps_grain_samples(float *restrict gx, const float *restrict 
                                       float c1, float c2, float c3)
 {
     if (frac) {
-        for (int j = 0; j < n; j++)
+        int j = 0;
+        for (; j + 8 <= n; j += 8) {
+            pd_v8 x0, x1, x2, x3;
+            memcpy(&x0, x + j, sizeof x0);
+            memcpy(&x1, x + j + 1, sizeof x1);
+            memcpy(&x2, x + j + 2, sizeof x2);
+            memcpy(&x3, x + j + 3, sizeof x3);
+            const pd_v8 y = c0 * x0 + c1 * x1 + c2 * x2 + c3 * x3;
+            memcpy(gx + j, &y, sizeof y);
+        }
+        for (; j < n; j++)
             gx[j] = c0 * x[j] + c1 * x[j + 1] + c2 * x[j + 2] + c3 * x[j + 3];
     } else {
         memcpy(gx, x + 1, (size_t)n * sizeof(float));
     }
-    double p[4] = {0.0, 0.0, 0.0, 0.0};
+    /* four partial sums (k = j mod 4) as the lanes of one vector */
+    pd_d4 p = {0.0, 0.0, 0.0, 0.0};
     int j = 0;
-    for (; j + 4 <= n; j += 4)
-        for (int k = 0; k < 4; k++)
-            p[k] += (double)w[j + k] * gx[j + k];
+    for (; j + 4 <= n; j += 4) {
+        pd_f4 wf, xf;
+        memcpy(&wf, w + j, sizeof wf);
+        memcpy(&xf, gx + j, sizeof xf);
+        p += __builtin_convertvector(wf, pd_d4) * __builtin_convertvector(xf, pd_d4);
+    }
+    double p0 = p[0];
     for (; j < n; j++)
-        p[0] += (double)w[j] * gx[j];
-    return (p[0] + p[1]) + (p[2] + p[3]);
+        p0 += (double)w[j] * gx[j];
+    return (p0 + p[1]) + (p[2] + p[3]);
 }
 
 /* acc[j] += g w[j] (gx[j] - mu) over one contiguous stretch of the ring */
@@ -875,20 +890,22 @@ static void ps_place(ps_shift *s, double ts, double d, double H, float g, float 
     double sw = 0.0;
     {
         const double c4 = cos(4.0 * dth), s4 = sin(4.0 * dth);
-        double wc[4], ws[4];
+        /* the four rotations are the lanes of 4-double vectors (each lane the
+         * arithmetic its scalar chain had) */
+        pd_d4 wc, ws;
         for (int k = 0; k < 4; k++) {
             wc[k] = cos(th0 + k * dth);
             ws[k] = sin(th0 + k * dth);
         }
         int j = 0;
-        for (; j + 4 <= n; j += 4)
-            for (int k = 0; k < 4; k++) {
-                const float w = (float)(0.5 + 0.5 * wc[k]);
-                gw[j + k] = w > 0.0f ? w : 0.0f;
-                const double nc = wc[k] * c4 - ws[k] * s4;
-                ws[k] = ws[k] * c4 + wc[k] * s4;
-                wc[k] = nc;
-            }
+        for (; j + 4 <= n; j += 4) {
+            const pd_f4 w = __builtin_convertvector(0.5 + 0.5 * wc, pd_f4);
+            for (int k = 0; k < 4; k++)
+                gw[j + k] = w[k] > 0.0f ? w[k] : 0.0f;
+            const pd_d4 nc = wc * c4 - ws * s4;
+            ws = ws * c4 + wc * s4;
+            wc = nc;
+        }
         for (int k = 0; j < n; j++, k++) {
             const float w = (float)(0.5 + 0.5 * wc[k]);
             gw[j] = w > 0.0f ? w : 0.0f;
