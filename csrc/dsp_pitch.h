@@ -59,7 +59,7 @@
  * off (grains repeated every S would otherwise build DC, half the output of a
  * sine moved up an octave). Peaks: the weight is held so the predicted output
  * peak stays within (1 + 0.2 |log2 r|) sqrt(max(r, 1/r)) times the input's
- * peak (a sine an octave down needs 1.63x for its level), and ps_pull holds
+ * peak (a sine an octave down needs 1.63x for its level), and ps_pull_run holds
  * each output sample within 1.15x the largest bound of the shifted grains
  * over it (where grains of different shapes meet: a new note).
  *
@@ -866,7 +866,7 @@ MG_HOT static void ps_window_add(float *restrict wacc, float *restrict pacc,
 /* Overlap-add one grain: output positions |q - ts| < H get window w(q - ts)
  * times the input at q + d, times g. A shifted grain (pmax > 0: its peak
  * bound) has its window-weighted mean taken off first (repeated grains make
- * no DC) and marks its bound in the peak ring (ps_pull). The window comes
+ * no DC) and marks its bound in the peak ring (ps_pull_run). The window comes
  * from four rotations a step apart (independent chains). */
 static void ps_place(ps_shift *s, double ts, double d, double H, float g, float v, float pmax)
 {
@@ -1266,27 +1266,13 @@ static inline void ps_grain(ps_shift *s, int voiced, double Ta, double ratio)
     s->ts += S;
 }
 
-/* [audio] the output frame for the latest input (latency L). */
-static inline void ps_pull(ps_shift *s, float *y)
-{
-    const int o = (int)((s->n - 1 - s->L) & (s->oM - 1));
-    const float w = s->wacc[o];
-    const float pm = PS_PEAK_MARGIN * s->pacc[o];
-    for (int c = 0; c < s->ch; c++) {
-        float v = w > 1.0f ? s->acc[c][o] / w : s->acc[c][o];
-        /* where shifted grains meet grains of another shape (a new note, a
-         * detector jump) their sum can pass the bound a steady tone keeps */
-        if (pm > 0.0f)
-            v = v > pm ? pm : v < -pm ? -pm : v;
-        y[c] = v;
-        s->acc[c][o] = 0.0f;
-    }
-    s->wacc[o] = 0.0f;
-    s->pacc[o] = 0.0f;
-}
-
-/* ps_pull for one stretch of the output ring: positions o .. o + m - 1 (no
- * wrap), channel c into y (the same per-sample arithmetic as ps_pull) */
+/* The output frames at ring positions o .. o + m - 1 (no wrap), channel c
+ * into y: the overlap-add divided by the sum of the windows where that
+ * exceeds 1, held within PS_PEAK_MARGIN times the largest peak bound of the
+ * shifted grains there (where shifted grains meet grains of another shape, a
+ * new note or a detector jump, their sum can pass the bound a steady tone
+ * keeps); the positions are cleared for the next pass of the ring (the
+ * window and bound sums with the last channel). */
 MG_HOT static void ps_pull_span(float *restrict acc, float *restrict wacc, float *restrict pacc,
                                 float *restrict y, int m, int last)
 {
@@ -1305,9 +1291,9 @@ MG_HOT static void ps_pull_span(float *restrict acc, float *restrict wacc, float
     }
 }
 
-/* [audio] ps_pull for the last m input samples pushed at once (after their
- * grains are placed): out[c][i0 + j] is the frame of the input's sample
- * n - m + j. Placing a run's grains before pulling any of its frames gives
+/* [audio] The output frames (latency L) for the last m input samples pushed
+ * (after their grains are placed): out[c][i0 + j] is the frame of the
+ * input's sample n - m + j. Placing a run's grains before pulling any of its frames gives
  * the same frames as the per-sample order: a grain due at sample n_d starts
  * at ceil(ts - H) > n_d - 1 - L, after every frame pulled before it. */
 static inline void ps_pull_run(ps_shift *s, float *const *out, int i0, int m)
@@ -1324,10 +1310,11 @@ static inline void ps_pull_run(ps_shift *s, float *const *out, int i0, int m)
     }
 }
 
-/* The input delayed by the latency (the dry path of a mix). */
-static inline float ps_dry(const ps_shift *s, int c)
+/* The input delayed by the latency (the dry path of a mix) as it was when n
+ * input samples had been pushed. */
+static inline float ps_dry_n(const ps_shift *s, int c, int64_t n)
 {
-    return s->in[c][(s->n - 1 - s->L) & (s->iM - 1)];
+    return s->in[c][(n - 1 - s->L) & (s->iM - 1)];
 }
 
 /* ---- a pitch voice: the detector and the shifter a node drives together -- */
