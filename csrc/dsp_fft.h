@@ -120,11 +120,12 @@ static inline int mg_fft_init(mg_fft *f, int n)
 }
 
 /* The first three stages: for r = 0..m/8-1, the 8-point DFT of the complex
- * samples xc[r + t m/8] (t = 0..7; xc interleaved re, im) into zr/zi
- * [8 grp[r] .. 8 grp[r] + 7], eight r at once (one lane each). s = Im W4:
- * -1 forward, +1 inverse. */
+ * samples xc[r + t m/8] (t = 0..7; xc interleaved re, im; times win[] when
+ * win is not NULL) into zr/zi [8 grp[r] .. 8 grp[r] + 7], eight r at once
+ * (one lane each). s = Im W4: -1 forward, +1 inverse. */
 MG_HOT static void mg_fft_first_(const uint32_t *restrict grp, int m, const float *restrict xc,
-                                 float *restrict zr, float *restrict zi, float s)
+                                 const float *restrict win, float *restrict zr,
+                                 float *restrict zi, float s)
 {
     const int m8 = m / 8;
     const float c = 0.70710678118654752f; /* W8 = c + i s c, W8^3 = -c + i s c */
@@ -136,7 +137,13 @@ MG_HOT static void mg_fft_first_(const uint32_t *restrict grp, int m, const floa
         mg_fv8 vr[8], vi[8];
         for (int t = 0; t < 8; t++) {
             const float *p = xc + 2 * (t * m8 + q);
-            const mg_fv8 a = mg_fv8_load(p), b = mg_fv8_load(p + 8);
+            mg_fv8 a = mg_fv8_load(p), b = mg_fv8_load(p + 8);
+            if (win) {
+                /* the window as window() applied it: one rounded product */
+                const float *wp = win + 2 * (t * m8 + q);
+                a = a * mg_fv8_load(wp);
+                b = b * mg_fv8_load(wp + 8);
+            }
             vr[t] = __builtin_shuffle(a, b, ev);
             vi[t] = __builtin_shuffle(a, b, od);
         }
@@ -333,13 +340,29 @@ MG_HOT static void mg_fft_interleave_(int m, const float *restrict zr, const flo
     }
 }
 
+/* ola[2j] += zr[j] w[2j], ola[2j+1] += zi[j] w[2j+1]: the interleaved
+ * output times a synthesis window, added into an overlap-add buffer */
+MG_HOT static void mg_fft_interleave_ola_(int m, const float *restrict zr,
+                                          const float *restrict zi, const float *restrict w,
+                                          float *restrict ola)
+{
+    const mg_iv8 lo = {0, 8, 1, 9, 2, 10, 3, 11}, hi = {4, 12, 5, 13, 6, 14, 7, 15};
+    for (int j = 0; j < m; j += 8) {
+        const mg_fv8 a = mg_fv8_load(zr + j), b = mg_fv8_load(zi + j);
+        const mg_fv8 y0 = __builtin_shuffle(a, b, lo), y1 = __builtin_shuffle(a, b, hi);
+        mg_fv8_store(ola + 2 * j, mg_fv8_load(ola + 2 * j) + y0 * mg_fv8_load(w + 2 * j));
+        mg_fv8_store(ola + 2 * j + 8,
+                     mg_fv8_load(ola + 2 * j + 8) + y1 * mg_fv8_load(w + 2 * j + 8));
+    }
+}
+
 /* [audio] X = rfft(x): re/im hold n/2 + 1 bins. */
 static inline void mg_fft_forward(mg_fft *f, const float *restrict x, float *restrict re,
                                   float *restrict im)
 {
     const int m = f->m;
     float *zr = f->zr, *zi = f->zi;
-    mg_fft_first_(f->grp, m, x, zr, zi, -1.0f);
+    mg_fft_first_(f->grp, m, x, NULL, zr, zi, -1.0f);
     mg_fft_stages_(m, zr, zi, f->tw_re, f->tw_im);
     re[0] = zr[0] + zi[0];
     im[0] = 0.0f;
@@ -358,9 +381,44 @@ static inline void mg_fft_inverse(mg_fft *f, const float *restrict re, const flo
     x[0] = re[0] + re[m];
     x[1] = re[0] - re[m];
     mg_fft_unsplit_(m, re, im, f->rt_re, f->rt_im, x);
-    mg_fft_first_(f->grp, m, x, zr, zi, 1.0f);
+    mg_fft_first_(f->grp, m, x, NULL, zr, zi, 1.0f);
     mg_fft_stages_(m, zr, zi, f->tw_re, f->tw_imc);
     mg_fft_interleave_(m, zr, zi, x);
+}
+
+/* [audio] mg_fft_forward of x times the window w (n floats each): the
+ * product as x[i] * w[i] rounded, taken in by the first pass (no windowed
+ * copy). */
+static inline void mg_fft_forward_win(mg_fft *f, const float *restrict x, const float *restrict w,
+                                      float *restrict re, float *restrict im)
+{
+    const int m = f->m;
+    float *zr = f->zr, *zi = f->zi;
+    mg_fft_first_(f->grp, m, x, w, zr, zi, -1.0f);
+    mg_fft_stages_(m, zr, zi, f->tw_re, f->tw_im);
+    re[0] = zr[0] + zi[0];
+    im[0] = 0.0f;
+    re[m] = zr[0] - zi[0];
+    im[m] = 0.0f;
+    mg_fft_split_(m, zr, zi, f->rt_re, f->rt_im, re, im);
+}
+
+/* [audio] ola[i] += mg_fft_inverse(X)[i] * w[i], i < n: the inverse
+ * transform overlap-added through a synthesis window w (n floats), the same
+ * products and sums as mg_fft_inverse then ola += x w; x (n floats) is the
+ * split's scratch. */
+static inline void mg_fft_inverse_ola(mg_fft *f, const float *restrict re, const float *restrict im,
+                                      float *restrict x, const float *restrict w,
+                                      float *restrict ola)
+{
+    const int m = f->m;
+    float *zr = f->zr, *zi = f->zi;
+    x[0] = re[0] + re[m];
+    x[1] = re[0] - re[m];
+    mg_fft_unsplit_(m, re, im, f->rt_re, f->rt_im, x);
+    mg_fft_first_(f->grp, m, x, NULL, zr, zi, 1.0f);
+    mg_fft_stages_(m, zr, zi, f->tw_re, f->tw_imc);
+    mg_fft_interleave_ola_(m, zr, zi, w, ola);
 }
 
 #endif

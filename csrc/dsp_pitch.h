@@ -59,7 +59,7 @@
  * off (grains repeated every S would otherwise build DC, half the output of a
  * sine moved up an octave). Peaks: the weight is held so the predicted output
  * peak stays within (1 + 0.2 |log2 r|) sqrt(max(r, 1/r)) times the input's
- * peak (a sine an octave down needs 1.63x for its level), and ps_pull holds
+ * peak (a sine an octave down needs 1.63x for its level), and ps_pull_run holds
  * each output sample within 1.15x the largest bound of the shifted grains
  * over it (where grains of different shapes meet: a new note).
  *
@@ -124,7 +124,8 @@ typedef struct {
     int64_t bkey[4];    /* the decimated sample each slot's block starts at (-1: none) */
     int ntau;           /* lags per slot: lmax + 1 rounded up to 64 */
     int64_t ndec;       /* decimated samples pushed */
-    float *hw;          /* Hann window over the full-rate ring (fM), for pd_fund */
+    float *hw;          /* Hann window over the full-rate ring (fM), for pd_fund,
+                           quarter-interleaved: hw[4 j + q] = w(q fM/4 + j) */
     double hw_sum;      /* its sum */
     float *pe;          /* per-period energies over that ring and their running maxima, fM + 4 */
     int64_t poly_until; /* input sample until which estimates are not mono */
@@ -191,17 +192,25 @@ MG_HOT static float pd_sqsum(const float *a, int n)
     return t + ((s0[0] + s0[4]) + (s0[1] + s0[5])) + ((s0[2] + s0[6]) + (s0[3] + s0[7]));
 }
 
-/* Sum of a[j]^2 over n in double, four partial sums (independent chains). */
+/* Sum of a[j]^2 over n in double, four partial sums (independent chains,
+ * the lanes of one 4-double vector: partial sum k takes j = k mod 4). */
+typedef double pd_d4 __attribute__((vector_size(32)));
+typedef float pd_f4 __attribute__((vector_size(16)));
+
 static inline double pd_sqsum_d(const float *a, int n)
 {
-    double p[4] = {0.0, 0.0, 0.0, 0.0};
+    pd_d4 p = {0.0, 0.0, 0.0, 0.0};
     int j = 0;
-    for (; j + 4 <= n; j += 4)
-        for (int k = 0; k < 4; k++)
-            p[k] += (double)a[j + k] * a[j + k];
+    for (; j + 4 <= n; j += 4) {
+        pd_f4 xf;
+        memcpy(&xf, a + j, sizeof xf);
+        const pd_d4 x = __builtin_convertvector(xf, pd_d4);
+        p += x * x;
+    }
+    double p0 = p[0];
     for (; j < n; j++)
-        p[0] += (double)a[j] * a[j];
-    return (p[0] + p[1]) + (p[2] + p[3]);
+        p0 += (double)a[j] * a[j];
+    return (p0 + p[1]) + (p[2] + p[3]);
 }
 
 /* p[tau] = sum over j < PD_HOP of (x[j] - x[j + tau])^2, tau = 0..ntau-1 (a
@@ -283,11 +292,13 @@ static inline int pd_alloc(pd_det *s, double fs)
     s->pe = mg_zalloc((size_t)s->fM + 4, sizeof(float));
     if (!s->dr || !s->fr || !s->cm || !s->hw || !s->pe || !s->bp)
         return -1;
-    for (int j = 0; j < s->fM; j++)
-        s->hw[j] = (float)(0.5 - 0.5 * cos(2.0 * PD_PI * (j + 0.5) / s->fM));
+    /* hw quarter-interleaved for pd_fund: hw[4 j + q] = w(q fM/4 + j) */
     s->hw_sum = 0.0;
-    for (int j = 0; j < s->fM; j++)
-        s->hw_sum += s->hw[j];
+    for (int j = 0; j < s->fM; j++) {
+        const float w = (float)(0.5 - 0.5 * cos(2.0 * PD_PI * (j + 0.5) / s->fM));
+        s->hw[4 * (j % (s->fM / 4)) + j / (s->fM / 4)] = w;
+        s->hw_sum += w;
+    }
     pd_reset(s);
     return 0;
 }
@@ -356,15 +367,27 @@ MG_HOT static float pd_fund(const pd_det *s, double T, int *beat)
     const int L = n / 4;
     double s1[4] = {0.0, 0.0, 0.0, 0.0}, s2[4] = {0.0, 0.0, 0.0, 0.0};
     double sxq[4] = {0.0, 0.0, 0.0, 0.0};
-    for (int j = 0; j < L; j++)
-        for (int q = 0; q < 4; q++) {
-            const float xv = x[q * L + j];
-            const double v = (double)s->hw[q * L + j] * xv;
-            const double s0 = v + cw * s1[q] - s2[q];
-            s2[q] = s1[q];
-            s1[q] = s0;
-            sxq[q] += v * xv;
+    {
+        /* the four recursions are the lanes of 4-double vectors; the window
+         * is stored quarter-interleaved (hw[4 j + q] = w(q L + j)) */
+        pd_d4 v1 = {0.0, 0.0, 0.0, 0.0}, v2 = v1, vxx = v1;
+        const float *x0 = x, *x1 = x + L, *x2 = x + 2 * L, *x3 = x + 3 * L;
+        for (int j = 0; j < L; j++) {
+            const pd_d4 xv = {x0[j], x1[j], x2[j], x3[j]};
+            pd_f4 wf;
+            memcpy(&wf, s->hw + 4 * j, sizeof wf);
+            const pd_d4 v = __builtin_convertvector(wf, pd_d4) * xv;
+            const pd_d4 s0 = v + cw * v1 - v2;
+            v2 = v1;
+            v1 = s0;
+            vxx += v * xv;
         }
+        for (int q = 0; q < 4; q++) {
+            s1[q] = v1[q];
+            s2[q] = v2[q];
+            sxq[q] = vxx[q];
+        }
+    }
     double xr = 0.0, xi = 0.0;
     for (int q = 0; q < 4; q++) {
         const double yr = s1[q] - cos(wf) * s2[q], yi = sin(wf) * s2[q]; /* s1 - e^-iw s2 */
@@ -534,6 +557,52 @@ static inline void pd_push(pd_det *s, float x)
     }
 }
 
+/* [audio] m input samples (finite) that complete no hop (s->hcount + m <
+ * s->hop): pd_push's work for a run of samples, the same arithmetic in the
+ * same order (not MG_HOT: the low-pass stays as pd_push rounds it, without
+ * fused multiply-adds), with no analysis among them. */
+static inline void pd_push_run(pd_det *s, const float *restrict x, int m)
+{
+    const int fmask = s->fM - 1, dmask = s->dM - 1;
+    int fp = s->fpos, dp = s->dpos, ph = s->dphase;
+    for (int j = 0; j < m; j++) {
+        s->fr[fp] = x[j];
+        s->fr[fp + s->fM] = x[j];
+        fp = (fp + 1) & fmask;
+    }
+    const double b00 = s->bq[0][0], b01 = s->bq[0][1], b02 = s->bq[0][2], b03 = s->bq[0][3],
+                 b04 = s->bq[0][4];
+    const double b10 = s->bq[1][0], b11 = s->bq[1][1], b12 = s->bq[1][2], b13 = s->bq[1][3],
+                 b14 = s->bq[1][4];
+    double z00 = s->z[0][0], z01 = s->z[0][1], z10 = s->z[1][0], z11 = s->z[1][1];
+    for (int j = 0; j < m; j++) {
+        const double v = x[j];
+        const double o0 = b00 * v + z00;
+        z00 = b01 * v - b03 * o0 + z01;
+        z01 = b02 * v - b04 * o0;
+        const double o1 = b10 * o0 + z10;
+        z10 = b11 * o0 - b13 * o1 + z11;
+        z11 = b12 * o0 - b14 * o1;
+        if (++ph >= s->D) {
+            ph = 0;
+            const float dv = (float)o1;
+            s->dr[dp] = dv;
+            s->dr[dp + s->dM] = dv;
+            dp = (dp + 1) & dmask;
+            s->ndec++;
+        }
+    }
+    s->z[0][0] = z00;
+    s->z[0][1] = z01;
+    s->z[1][0] = z10;
+    s->z[1][1] = z11;
+    s->fpos = fp;
+    s->dpos = dp;
+    s->dphase = ph;
+    s->n += m;
+    s->hcount += m;
+}
+
 /* The track at time t (input samples): interpolated between the estimates
  * around t, the latest one held beyond it. Returns voiced; *f in Hz. */
 static inline int pd_at(const pd_det *s, double t, double *f, float *conf)
@@ -603,6 +672,9 @@ typedef struct {
     float *pacc;          /* the largest peak bound of the shifted grains here (0: none) */
     float *gw, *gx[PS_MAXCH]; /* one grain's window and input samples (2 Hmax + 4) */
     double *ly;           /* ps_level's output period, sampled (2 Hmax + 4) */
+    double *lw, *lv;      /* ps_level's windows and grid terms (3 Hmax + 16 each) */
+    float *lf;            /* ps_level's interpolated grain, or its grid's fractions and
+                             indices (2 (3 Hmax + 16) floats) */
     int iM, oM;
     int Hmax, L, Tu;
     int64_t n;            /* input samples pushed */
@@ -659,7 +731,11 @@ static inline int ps_alloc(ps_shift *s, double fs, int ch)
     const size_t gn = 2 * (size_t)s->Hmax + 4;
     s->gw = mg_zalloc(gn, sizeof(float));
     s->ly = mg_zalloc(gn, sizeof(double));
-    if (!s->ly)
+    const size_t ln = 3 * (size_t)s->Hmax + 16;
+    s->lw = mg_zalloc(ln, sizeof(double));
+    s->lv = mg_zalloc(ln, sizeof(double));
+    s->lf = mg_zalloc(2 * ln, sizeof(float));
+    if (!s->ly || !s->lw || !s->lv || !s->lf)
         return -1;
     for (int c = 0; c < s->ch; c++)
         if (!(s->gx[c] = mg_zalloc(gn, sizeof(float))))
@@ -688,6 +764,11 @@ static inline void ps_free(ps_shift *s)
     free(s->gw);
     free(s->ly);
     s->ly = NULL;
+    free(s->lw);
+    free(s->lv);
+    free(s->lf);
+    s->lw = s->lv = NULL;
+    s->lf = NULL;
     for (int c = 0; c < PS_MAXCH; c++) {
         free(s->gx[c]);
         s->gx[c] = NULL;
@@ -712,6 +793,13 @@ static inline int ps_due(const ps_shift *s)
     return s->ts <= (double)(s->n - 1 - s->Hmax - 2);
 }
 
+/* ps_due as it was when n input samples had been pushed (a run of
+ * samples pushed at once places its grains afterwards: pv_push_run). */
+static inline int ps_due_n(const ps_shift *s, int64_t n)
+{
+    return s->ts <= (double)(n - 1 - s->Hmax - 2);
+}
+
 /* The time of the next mark (ask the pitch track there). */
 static inline double ps_mark(const ps_shift *s)
 {
@@ -727,19 +815,34 @@ MG_HOT static double ps_grain_samples(float *restrict gx, const float *restrict 
                                       float c1, float c2, float c3)
 {
     if (frac) {
-        for (int j = 0; j < n; j++)
+        int j = 0;
+        for (; j + 8 <= n; j += 8) {
+            pd_v8 x0, x1, x2, x3;
+            memcpy(&x0, x + j, sizeof x0);
+            memcpy(&x1, x + j + 1, sizeof x1);
+            memcpy(&x2, x + j + 2, sizeof x2);
+            memcpy(&x3, x + j + 3, sizeof x3);
+            const pd_v8 y = c0 * x0 + c1 * x1 + c2 * x2 + c3 * x3;
+            memcpy(gx + j, &y, sizeof y);
+        }
+        for (; j < n; j++)
             gx[j] = c0 * x[j] + c1 * x[j + 1] + c2 * x[j + 2] + c3 * x[j + 3];
     } else {
         memcpy(gx, x + 1, (size_t)n * sizeof(float));
     }
-    double p[4] = {0.0, 0.0, 0.0, 0.0};
+    /* four partial sums (k = j mod 4) as the lanes of one vector */
+    pd_d4 p = {0.0, 0.0, 0.0, 0.0};
     int j = 0;
-    for (; j + 4 <= n; j += 4)
-        for (int k = 0; k < 4; k++)
-            p[k] += (double)w[j + k] * gx[j + k];
+    for (; j + 4 <= n; j += 4) {
+        pd_f4 wf, xf;
+        memcpy(&wf, w + j, sizeof wf);
+        memcpy(&xf, gx + j, sizeof xf);
+        p += __builtin_convertvector(wf, pd_d4) * __builtin_convertvector(xf, pd_d4);
+    }
+    double p0 = p[0];
     for (; j < n; j++)
-        p[0] += (double)w[j] * gx[j];
-    return (p[0] + p[1]) + (p[2] + p[3]);
+        p0 += (double)w[j] * gx[j];
+    return (p0 + p[1]) + (p[2] + p[3]);
 }
 
 /* acc[j] += g w[j] (gx[j] - mu) over one contiguous stretch of the ring */
@@ -763,7 +866,7 @@ MG_HOT static void ps_window_add(float *restrict wacc, float *restrict pacc,
 /* Overlap-add one grain: output positions |q - ts| < H get window w(q - ts)
  * times the input at q + d, times g. A shifted grain (pmax > 0: its peak
  * bound) has its window-weighted mean taken off first (repeated grains make
- * no DC) and marks its bound in the peak ring (ps_pull). The window comes
+ * no DC) and marks its bound in the peak ring (ps_pull_run). The window comes
  * from four rotations a step apart (independent chains). */
 static void ps_place(ps_shift *s, double ts, double d, double H, float g, float v, float pmax)
 {
@@ -787,20 +890,22 @@ static void ps_place(ps_shift *s, double ts, double d, double H, float g, float 
     double sw = 0.0;
     {
         const double c4 = cos(4.0 * dth), s4 = sin(4.0 * dth);
-        double wc[4], ws[4];
+        /* the four rotations are the lanes of 4-double vectors (each lane the
+         * arithmetic its scalar chain had) */
+        pd_d4 wc, ws;
         for (int k = 0; k < 4; k++) {
             wc[k] = cos(th0 + k * dth);
             ws[k] = sin(th0 + k * dth);
         }
         int j = 0;
-        for (; j + 4 <= n; j += 4)
-            for (int k = 0; k < 4; k++) {
-                const float w = (float)(0.5 + 0.5 * wc[k]);
-                gw[j + k] = w > 0.0f ? w : 0.0f;
-                const double nc = wc[k] * c4 - ws[k] * s4;
-                ws[k] = ws[k] * c4 + wc[k] * s4;
-                wc[k] = nc;
-            }
+        for (; j + 4 <= n; j += 4) {
+            const pd_f4 w = __builtin_convertvector(0.5 + 0.5 * wc, pd_f4);
+            for (int k = 0; k < 4; k++)
+                gw[j + k] = w[k] > 0.0f ? w[k] : 0.0f;
+            const pd_d4 nc = wc * c4 - ws * s4;
+            ws = ws * c4 + wc * s4;
+            wc = nc;
+        }
         for (int k = 0; j < n; j++, k++) {
             const float w = (float)(0.5 + 0.5 * wc[k]);
             gw[j] = w > 0.0f ? w : 0.0f;
@@ -886,18 +991,75 @@ static double ps_epoch(const ps_shift *s, double Ta)
     return (double)best - s->ts;
 }
 
-/* The mono input at fractional position t (4-point Lagrange, as ps_place). */
-static inline float ps_at(const ps_shift *s, double t)
+typedef double ps_d4 __attribute__((vector_size(32)));
+typedef float ps_f4 __attribute__((vector_size(16)));
+
+/* wv[k] = 0.5 + 0.5 cos(a0 + k da), k < n: the Hann weights by rotation,
+ * as four rotations a step apart (independent chains); the first four
+ * angles come from a0 by single steps, as one chain has them. */
+static inline void ps_hann_rot(double *restrict wv, int n, double a0, double da)
 {
-    const double fl = floor(t);
-    const int64_t i = (int64_t)fl;
-    const int mask = s->iM - 1;
-    const float f = (float)(t - fl);
-    const float *x = s->mono;
-    return -f * (f - 1.0f) * (f - 2.0f) / 6.0f * x[(i - 1) & mask] +
-           (f + 1.0f) * (f - 1.0f) * (f - 2.0f) / 2.0f * x[i & mask] -
-           (f + 1.0f) * f * (f - 2.0f) / 2.0f * x[(i + 1) & mask] +
-           (f + 1.0f) * f * (f - 1.0f) / 6.0f * x[(i + 2) & mask];
+    const double cs = cos(da), sn = sin(da), c4 = cos(4.0 * da), s4 = sin(4.0 * da);
+    ps_d4 wc, ws;
+    wc[0] = cos(a0);
+    ws[0] = sin(a0);
+    for (int l = 1; l < 4; l++) {
+        wc[l] = wc[l - 1] * cs - ws[l - 1] * sn;
+        ws[l] = ws[l - 1] * cs + wc[l - 1] * sn;
+    }
+    int k = 0;
+    for (; k + 4 <= n; k += 4) {
+        const ps_d4 w = 0.5 + 0.5 * wc;
+        memcpy(wv + k, &w, sizeof w);
+        const ps_d4 nc = wc * c4 - ws * s4;
+        ws = ws * c4 + wc * s4;
+        wc = nc;
+    }
+    for (int l = 0; k < n; k++, l++)
+        wv[k] = 0.5 + 0.5 * wc[l];
+}
+
+/* sum w[k], sum w[k] x[k], sum w[k] x[k]^2 over n, four double lanes */
+static inline void ps_wsums(const double *restrict w, const float *restrict x, int n,
+                            double *sw, double *sx, double *sxx)
+{
+    ps_d4 aw = {0.0, 0.0, 0.0, 0.0}, ax = aw, axx = aw;
+    int k = 0;
+    for (; k + 4 <= n; k += 4) {
+        ps_f4 xf;
+        ps_d4 wv;
+        memcpy(&xf, x + k, sizeof xf);
+        memcpy(&wv, w + k, sizeof wv);
+        const ps_d4 xv = __builtin_convertvector(xf, ps_d4);
+        aw += wv;
+        ax += wv * xv;
+        axx += wv * xv * xv;
+    }
+    double tw = 0.0, tx = 0.0, txx = 0.0;
+    for (; k < n; k++) {
+        tw += w[k];
+        tx += w[k] * x[k];
+        txx += w[k] * x[k] * x[k];
+    }
+    *sw = tw + ((aw[0] + aw[1]) + (aw[2] + aw[3]));
+    *sx = tx + ((ax[0] + ax[1]) + (ax[2] + ax[3]));
+    *sxx = txx + ((axx[0] + axx[1]) + (axx[2] + axx[3]));
+}
+
+/* The largest |x[k]| over n (finite samples: their magnitudes' bit patterns
+ * order as the values do, and an integer maximum vectorises) */
+static inline float ps_absmax(const float *restrict x, int n)
+{
+    uint32_t m = 0;
+    for (int k = 0; k < n; k++) {
+        uint32_t b;
+        memcpy(&b, x + k, sizeof b);
+        b &= 0x7fffffffu;
+        m = b > m ? b : m;
+    }
+    float r;
+    memcpy(&r, &m, sizeof r);
+    return r;
 }
 
 /* The grain weight that keeps the level: the input's mean square (Hann of
@@ -905,41 +1067,38 @@ static inline float ps_at(const ps_shift *s, double t)
  * periodic input) over the mean square of the output this grain makes when
  * repeated every S (the steady state of a steady tone: the grains' sum over
  * one output period, the overlaps and their interference included), square
- * root, held within [1/16, 16]. */
+ * root, held within [1/16, 16]. Each sum runs as vector loops over the
+ * doubled rings (no mask per sample), its window from four rotations a step
+ * apart (ps_hann_rot) into the scratch s->lw. */
 MG_HOT static float ps_level(const ps_shift *s, double src, double Ta, double S, double H, float *pmx)
 {
     const int mask = s->iM - 1;
     const int64_t c = (int64_t)llround(src);
     const int h = (int)floor(Ta);
-    double sw0 = 0.0, sx0 = 0.0, sxx = 0.0;
+    double *W = s->lw;
+    double sw0, sx0, sxx;
     float pk = 0.0f;
     {
-        /* Hann weights by rotation: cos(pi j / Ta) from j = -h */
-        const double st = PD_PI / Ta, cs = cos(st), sn = sin(st);
-        double wc = cos(-h * st), ws = sin(-h * st);
-        for (int j = -h; j <= h; j++) {
-            const double w = 0.5 + 0.5 * wc;
-            const float xv = s->mono[(c + j) & mask];
-            sw0 += w;
-            sx0 += w * xv;
-            sxx += w * xv * xv;
-            for (int ch = 0; ch < s->ch; ch++) {
-                const float a = fabsf(s->in[ch][(c + j) & mask]);
-                pk = a > pk ? a : pk;
-            }
-            const double nc = wc * cs - ws * sn;
-            ws = ws * cs + wc * sn;
-            wc = nc;
+        /* Hann weights cos(pi j / Ta), j = -h .. h; the rings are doubled, so
+         * the 2 h + 1 samples from c - h are contiguous */
+        const int n1 = 2 * h + 1;
+        const double st = PD_PI / Ta;
+        ps_hann_rot(W, n1, -h * st, st);
+        ps_wsums(W, s->mono + ((c - h) & mask), n1, &sw0, &sx0, &sxx);
+        for (int ch = 0; ch < s->ch; ch++) {
+            const float a = ps_absmax(s->in[ch] + ((c - h) & mask), n1);
+            pk = a > pk ? a : pk;
         }
     }
     /* its variance (the mean taken off, as from the grains) */
     const double pin = sw0 > 0.0 ? sxx / sw0 - (sx0 / sw0) * (sx0 / sw0) : 0.0;
     /* the grain's window-weighted mean, as ps_place takes it off: its samples
      * src + q (q integer) share one fractional part, so one set of Lagrange
-     * weights (ps_at's) serves them all */
-    double sw = 0.0, sx = 0.0;
+     * weights (4-point Lagrange, as ps_place) serves them all */
+    double sw, sx;
     {
         const int q0 = (int)ceil(-H), q1 = (int)floor(H);
+        const int n2 = q1 - q0 + 1;
         const double fl = floor(src);
         const float f = (float)(src - fl);
         const float a0 = -f * (f - 1.0f) * (f - 2.0f) / 6.0f;
@@ -948,17 +1107,23 @@ MG_HOT static float ps_level(const ps_shift *s, double src, double Ta, double S,
         const float a3 = (f + 1.0f) * f * (f - 1.0f) / 6.0f;
         /* the ring is doubled: the 2 H + 4 samples from here are contiguous */
         const float *x = s->mono + (((int64_t)fl + q0 - 1) & mask);
-        const double st = PD_PI / H, cs = cos(st), sn = sin(st);
-        double wc = cos(q0 * st), ws = sin(q0 * st);
-        for (int q = q0; q <= q1; q++) {
-            const double w = 0.5 + 0.5 * wc;
-            sw += w;
-            sx += w * (a0 * x[0] + a1 * x[1] - a2 * x[2] + a3 * x[3]);
-            x++;
-            const double nc = wc * cs - ws * sn;
-            ws = ws * cs + wc * sn;
-            wc = nc;
+        float *F = s->lf;
+        int q = 0;
+        for (; q + 8 <= n2; q += 8) {
+            pd_v8 x0, x1, x2, x3;
+            memcpy(&x0, x + q, sizeof x0);
+            memcpy(&x1, x + q + 1, sizeof x1);
+            memcpy(&x2, x + q + 2, sizeof x2);
+            memcpy(&x3, x + q + 3, sizeof x3);
+            const pd_v8 y = a0 * x0 + a1 * x1 - a2 * x2 + a3 * x3;
+            memcpy(F + q, &y, sizeof y);
         }
+        for (; q < n2; q++)
+            F[q] = a0 * x[q] + a1 * x[q + 1] - a2 * x[q + 2] + a3 * x[q + 3];
+        const double st = PD_PI / H;
+        ps_hann_rot(W, n2, q0 * st, st);
+        double sxx2;
+        ps_wsums(W, F, n2, &sw, &sx, &sxx2);
     }
     const double mu = sw > 0.0 ? sx / sw : 0.0;
     int ns = (int)ceil(S);
@@ -966,26 +1131,74 @@ MG_HOT static float ps_level(const ps_shift *s, double src, double Ta, double S,
     /* The output over one period, at t_j = j S / ns (j < ns): y_j = sum over k
      * of the grain at t_j - k S, i.e. of w(u) (x(src + u) - mu) at u = t_j - k S
      * in (-H, H). Those u are the grid u_i = i S / ns, each used once (by
-     * j = i mod ns): one pass over the grid from the top (the order of k
-     * upwards), its window by rotation, folded into ly[]. */
+     * j = i mod ns): the grid's terms in vector loops (index k = imax - i:
+     * from the top, the order of k upwards), then folded into ly[] in that
+     * order. */
     double *ly = s->ly;
     for (int j = 0; j < ns; j++)
         ly[j] = 0.0;
     {
         const double du = S / ns;
         const int imax = (int)ceil(H / du);
-        const double st = PD_PI * du / H, cs = cos(st), sn = sin(st);
-        double wc = cos(imax * st), ws = sin(imax * st);
-        int j = ((imax % ns) + ns) % ns;
-        for (int i = imax; i >= -imax; i--) {
-            const double u = i * du;
-            if (u > -H && u < H)
-                ly[j] += (0.5 + 0.5 * wc) * (ps_at(s, src + u) - mu);
-            /* angle - st */
-            const double nc = wc * cs + ws * sn;
-            ws = ws * cs - wc * sn;
-            wc = nc;
-            j = j == 0 ? ns - 1 : j - 1;
+        /* the terms with u in (-H, H): k in [klo, khi] (u falls with k) */
+        int klo = 0, khi = 2 * imax;
+        while (klo <= khi && !((imax - klo) * du < H))
+            klo++;
+        while (khi >= klo && !((imax - khi) * du > -H))
+            khi--;
+        const int N = khi - klo + 1;
+        if (N > 0) {
+            const double st = PD_PI * du / H;
+            ps_hann_rot(W, N, (imax - klo) * st, -st);
+            /* samples from b0: every read below is within 2 H + 8 of it */
+            const int64_t b0 = (int64_t)floor(src + (imax - khi) * du) - 2;
+            const float *xb = s->mono + (b0 & mask);
+            double *V = s->lv;
+            float *fr = s->lf;
+            int *ix = (int *)(void *)(s->lf + (N + 7) / 8 * 8);
+            const double b0d = (double)b0;
+            /* positions: fractions and indices from b0 (vectorises) */
+            for (int k = 0; k < N; k++) {
+                const double u = (imax - klo - k) * du;
+                const double t = src + u;
+                const double fl = floor(t);
+                fr[k] = (float)(t - fl);
+                ix[k] = (int)(fl - b0d);
+            }
+            /* the Lagrange reads, eight points a step (their samples gathered
+             * into vectors), then the rest one by one */
+            int k = 0;
+            for (; k + 8 <= N; k += 8) {
+                pd_v8 f, x0, x1, x2, x3;
+                memcpy(&f, fr + k, sizeof f);
+                for (int l = 0; l < 8; l++) {
+                    const float *xp = xb + ix[k + l];
+                    x0[l] = xp[-1];
+                    x1[l] = xp[0];
+                    x2[l] = xp[1];
+                    x3[l] = xp[2];
+                }
+                const pd_v8 v = -f * (f - 1.0f) * (f - 2.0f) / 6.0f * x0 +
+                                (f + 1.0f) * (f - 1.0f) * (f - 2.0f) / 2.0f * x1 -
+                                (f + 1.0f) * f * (f - 2.0f) / 2.0f * x2 +
+                                (f + 1.0f) * f * (f - 1.0f) / 6.0f * x3;
+                for (int l = 0; l < 8; l++)
+                    V[k + l] = v[l] - mu;
+            }
+            for (; k < N; k++) {
+                const float f = fr[k];
+                const int i = ix[k];
+                const float v = -f * (f - 1.0f) * (f - 2.0f) / 6.0f * xb[i - 1] +
+                                (f + 1.0f) * (f - 1.0f) * (f - 2.0f) / 2.0f * xb[i] -
+                                (f + 1.0f) * f * (f - 2.0f) / 2.0f * xb[i + 1] +
+                                (f + 1.0f) * f * (f - 1.0f) / 6.0f * xb[i + 2];
+                V[k] = v - mu;
+            }
+            int j = (((imax - klo) % ns) + ns) % ns;
+            for (int k = 0; k < N; k++) {
+                ly[j] += W[k] * V[k];
+                j = j == 0 ? ns - 1 : j - 1;
+            }
         }
     }
     double acc = 0.0, ypk = 0.0;
@@ -1053,29 +1266,55 @@ static inline void ps_grain(ps_shift *s, int voiced, double Ta, double ratio)
     s->ts += S;
 }
 
-/* [audio] the output frame for the latest input (latency L). */
-static inline void ps_pull(ps_shift *s, float *y)
+/* The output frames at ring positions o .. o + m - 1 (no wrap), channel c
+ * into y: the overlap-add divided by the sum of the windows where that
+ * exceeds 1, held within PS_PEAK_MARGIN times the largest peak bound of the
+ * shifted grains there (where shifted grains meet grains of another shape, a
+ * new note or a detector jump, their sum can pass the bound a steady tone
+ * keeps); the positions are cleared for the next pass of the ring (the
+ * window and bound sums with the last channel). */
+MG_HOT static void ps_pull_span(float *restrict acc, float *restrict wacc, float *restrict pacc,
+                                float *restrict y, int m, int last)
 {
-    const int o = (int)((s->n - 1 - s->L) & (s->oM - 1));
-    const float w = s->wacc[o];
-    const float pm = PS_PEAK_MARGIN * s->pacc[o];
-    for (int c = 0; c < s->ch; c++) {
-        float v = w > 1.0f ? s->acc[c][o] / w : s->acc[c][o];
-        /* where shifted grains meet grains of another shape (a new note, a
-         * detector jump) their sum can pass the bound a steady tone keeps */
+    for (int j = 0; j < m; j++) {
+        const float w = wacc[j];
+        const float pm = PS_PEAK_MARGIN * pacc[j];
+        float v = w > 1.0f ? acc[j] / w : acc[j];
         if (pm > 0.0f)
             v = v > pm ? pm : v < -pm ? -pm : v;
-        y[c] = v;
-        s->acc[c][o] = 0.0f;
+        y[j] = v;
+        acc[j] = 0.0f;
+        if (last) {
+            wacc[j] = 0.0f;
+            pacc[j] = 0.0f;
+        }
     }
-    s->wacc[o] = 0.0f;
-    s->pacc[o] = 0.0f;
 }
 
-/* The input delayed by the latency (the dry path of a mix). */
-static inline float ps_dry(const ps_shift *s, int c)
+/* [audio] The output frames (latency L) for the last m input samples pushed
+ * (after their grains are placed): out[c][i0 + j] is the frame of the
+ * input's sample n - m + j. Placing a run's grains before pulling any of its frames gives
+ * the same frames as the per-sample order: a grain due at sample n_d starts
+ * at ceil(ts - H) > n_d - 1 - L, after every frame pulled before it. */
+static inline void ps_pull_run(ps_shift *s, float *const *out, int i0, int m)
 {
-    return s->in[c][(s->n - 1 - s->L) & (s->iM - 1)];
+    const int mask = s->oM - 1;
+    int o = (int)((s->n - m - s->L) & mask), j = 0;
+    while (j < m) {
+        const int k = m - j < s->oM - o ? m - j : s->oM - o;
+        for (int c = 0; c < s->ch; c++)
+            ps_pull_span(s->acc[c] + o, s->wacc + o, s->pacc + o, out[c] + i0 + j, k,
+                         c == s->ch - 1);
+        j += k;
+        o = (o + k) & mask;
+    }
+}
+
+/* The input delayed by the latency (the dry path of a mix) as it was when n
+ * input samples had been pushed. */
+static inline float ps_dry_n(const ps_shift *s, int c, int64_t n)
+{
+    return s->in[c][(n - 1 - s->L) & (s->iM - 1)];
 }
 
 /* ---- a pitch voice: the detector and the shifter a node drives together -- */
@@ -1121,6 +1360,49 @@ static inline void pv_push(pv_voice *v, const float *const *in, int i)
     }
     pd_push(&v->det, v->ch == 2 ? 0.5f * mono : mono);
     ps_push(&v->sh, x, v->ch == 2 ? 0.5f * mono : mono);
+}
+
+#define PV_RUN 64 /* most samples pv_push_run takes at once */
+
+/* [audio] Frames i.. of the node's inputs (avail of them) into the detector
+ * and the shifter, as pv_push would one at a time: either the one frame
+ * whose push completes the detector's hop (its analysis runs), or up to
+ * PV_RUN frames that complete none. Returns how many. The caller then
+ * places the grains due after each of them (ps_due_n) and pulls their
+ * frames (ps_pull_run): no analysis falls between those grains, so they see
+ * the pitch track pv_push's order gives them. */
+static inline int pv_push_run(pv_voice *v, const float *const *in, int i, int avail)
+{
+    const int k = v->det.hop - v->det.hcount - 1; /* pushes before the one that analyses */
+    if (k <= 0) {
+        pv_push(v, in, i);
+        return 1;
+    }
+    int m = avail < k ? avail : k;
+    m = m < PV_RUN ? m : PV_RUN;
+    ps_shift *sh = &v->sh;
+    float mono[PV_RUN];
+    const int imask = sh->iM - 1;
+    const int k0 = (int)(sh->n & imask);
+    for (int c = 0; c < v->ch; c++) {
+        const float *x = in[c] + i;
+        float *r = sh->in[c];
+        for (int j = 0; j < m; j++) {
+            const float xv = pd_sane(x[j]);
+            const int kk = (k0 + j) & imask;
+            r[kk] = r[kk + sh->iM] = xv;
+            mono[j] = c == 0 ? 0.0f + xv : mono[j] + xv;
+        }
+    }
+    if (v->ch == 2)
+        for (int j = 0; j < m; j++) {
+            mono[j] = 0.5f * mono[j];
+            const int kk = (k0 + j) & imask;
+            sh->mono[kk] = sh->mono[kk + sh->iM] = mono[j];
+        }
+    sh->n += m;
+    pd_push_run(&v->det, mono, m);
+    return m;
 }
 
 /* [audio] The newest estimate: pitch (Hz, 0 when none yet) and confidence. */

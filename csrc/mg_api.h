@@ -667,5 +667,8 @@ uint64_t mg_rt_alloc_count(void);
  * (n/2 + 1 bins each), back = n * irfft(re + i im) (n samples). 0, or -1 for
  * a bad n or no memory. */
 int mg_fft_check(int n, const float *x, float *re, float *im, float *back);
+/* The same with a window: re/im = rfft(x w) (mg_fft_forward_win), then
+ * ola[i] += n * irfft(re + i im)[i] * w[i] (mg_fft_inverse_ola). */
+int mg_fft_check_win(int n, const float *x, const float *w, float *re, float *im, float *ola);
 
 #endif

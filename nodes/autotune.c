@@ -108,6 +108,36 @@ static int pick(double m, int key, unsigned mask, int cur)
     return best;
 }
 
+/* Place the due mark, with the parameters at frame i of this call. */
+static void grain(at_state *s, const mg_proc *p, int i, int key, unsigned mask, float speed)
+{
+    pv_voice *vc = &s->v;
+    double f;
+    float conf;
+    const int v = pd_at(&vc->det, ps_mark(&vc->sh), &f, &conf);
+    const int mono = pd_mono_at(&vc->det, ps_mark(&vc->sh));
+    if (!v || !mono || !(f > 0.0)) {
+        s->note = NO_NOTE;
+        s->corr = 0.0;
+        ps_grain(&vc->sh, 0, 0.0, 1.0);
+        return;
+    }
+    const double ref = mg_pv_at(&p->pv[P_REFERENCE], i);
+    const double m = 69.0 + 12.0 * log2(f / ref);
+    s->note = pick(m, key, mask, s->note);
+    const double Ta = vc->fs / f;
+    double want = 0.0;
+    if (s->note != NO_NOTE)
+        want = (s->note - m) * 100.0 * (mg_pv_at(&p->pv[P_AMOUNT], i) * 0.01);
+    if (speed <= 0.0f)
+        s->corr = want;
+    else
+        s->corr += (want - s->corr) * (1.0 - exp(-Ta / (speed * 0.001 * vc->fs)));
+    if (!isfinite(s->corr))
+        s->corr = 0.0;
+    ps_grain(&vc->sh, 1, Ta, exp2(s->corr / 1200.0));
+}
+
 static void process(void *st, const mg_proc *p)
 {
     at_state *s = st;
@@ -124,38 +154,16 @@ static void process(void *st, const mg_proc *p)
         mask = scale_mask[sc < 0 ? 0 : sc];
     }
     const float speed = p->pv[P_SPEED].value;
-    float conf = 0.0f;
-    for (int i = 0; i < n; i++) {
-        pv_push(vc, p->in, i);
-        while (ps_due(&vc->sh)) {
-            double f;
-            const int v = pd_at(&vc->det, ps_mark(&vc->sh), &f, &conf);
-            const int mono = pd_mono_at(&vc->det, ps_mark(&vc->sh));
-            if (!v || !mono || !(f > 0.0)) {
-                s->note = NO_NOTE;
-                s->corr = 0.0;
-                ps_grain(&vc->sh, 0, 0.0, 1.0);
-                continue;
-            }
-            const double ref = mg_pv_at(&p->pv[P_REFERENCE], i);
-            const double m = 69.0 + 12.0 * log2(f / ref);
-            s->note = pick(m, key, mask, s->note);
-            const double Ta = vc->fs / f;
-            double want = 0.0;
-            if (s->note != NO_NOTE)
-                want = (s->note - m) * 100.0 * (mg_pv_at(&p->pv[P_AMOUNT], i) * 0.01);
-            if (speed <= 0.0f)
-                s->corr = want;
-            else
-                s->corr += (want - s->corr) * (1.0 - exp(-Ta / (speed * 0.001 * vc->fs)));
-            if (!isfinite(s->corr))
-                s->corr = 0.0;
-            ps_grain(&vc->sh, 1, Ta, exp2(s->corr / 1200.0));
-        }
-        float y[PS_MAXCH];
-        ps_pull(&vc->sh, y);
-        for (int c = 0; c < vc->ch; c++)
-            p->out[c][i] = y[c];
+    /* frames in runs (pv_push_run): push, place the grains due after each
+     * frame of the run, pull the run's output */
+    for (int i = 0; i < n;) {
+        const int64_t n0 = vc->sh.n;
+        const int m = pv_push_run(vc, p->in, i, n - i);
+        for (int j = 0; j < m; j++)
+            while (ps_due_n(&vc->sh, n0 + j + 1))
+                grain(s, p, i + j, key, mask, speed);
+        ps_pull_run(&vc->sh, p->out, i, m);
+        i += m;
     }
     pv_readout(vc, &p->readout[0], &p->readout[1]);
     p->readout[2] = (float)s->corr;

@@ -391,22 +391,6 @@ MG_HOT static void smooth_down(float *restrict g, int nb, float c0, float c1)
         g[b] = y = c0 * g[b] + c1 * y;
 }
 
-/* dst = x w (the analysis window) */
-MG_HOT static void window(float *restrict dst, const float *restrict x, const float *restrict w,
-                          int n)
-{
-    for (int i = 0; i < n; i++)
-        dst[i] = x[i] * w[i];
-}
-
-/* ola += y w (the synthesis window) */
-MG_HOT static void overlap_add(float *restrict ola, const float *restrict y,
-                               const float *restrict w, int n)
-{
-    for (int i = 0; i < n; i++)
-        ola[i] += y[i] * w[i];
-}
-
 /* the tracker's noise estimate: the smaller of the stored sub-windows'
  * minimum and the current one's */
 MG_HOT static void noise_min(float *restrict dst, const float *restrict wmin,
@@ -433,8 +417,7 @@ MG_HOT static void frame(dn_state *s, float red_db, float thr_db, float smooth, 
     for (int c = 0; c < s->channels; c++) {
         dn_chan *k = &s->ch[c];
         float *re = k->re, *im = k->im, *g = k->g;
-        window(s->frame, k->in, s->wa, n);
-        mg_fft_forward(&s->fft, s->frame, re, im);
+        mg_fft_forward_win(&s->fft, k->in, s->wa, re, im); /* rfft(in wa) */
         /* tracker: smoothed periodogram, running minimum */
         if (warm)
             track_update(k->ps, k->cmin, re, im, first ? 0.0f : s->ps_a, nb);
@@ -500,9 +483,8 @@ MG_HOT static void frame(dn_state *s, float red_db, float thr_db, float smooth, 
         float ein = 0.0f, eout = 0.0f;
         apply_gains(re, im, g, nb, &ein, &eout);
         k->gr = ein > 1e-20f ? sqrtf(eout / ein) : 1.0f;
-        mg_fft_inverse(&s->fft, re, im, s->frame);
         float *ola = k->ola;
-        overlap_add(ola, s->frame, s->ws, n);
+        mg_fft_inverse_ola(&s->fft, re, im, s->frame, s->ws, ola); /* ola += irfft ws */
         memcpy(k->outq, ola, (size_t)h * sizeof(float));
         memmove(ola, ola + h, (size_t)(n - h) * sizeof(float));
         memset(ola + n - h, 0, (size_t)h * sizeof(float));

@@ -47,35 +47,45 @@ static int latency(const void *st)
     return ps_latency(&((const psh_state *)st)->v.sh);
 }
 
+/* Place the due mark, with the controls at frame i of this call. */
+static void grain(pv_voice *vc, const mg_proc *p, int i)
+{
+    double f;
+    float conf;
+    const int v = pd_at(&vc->det, ps_mark(&vc->sh), &f, &conf);
+    const double st_ = mg_pv_at(&p->pv[P_SEMITONES], i) + 0.01 * mg_pv_at(&p->pv[P_CENTS], i);
+    const double ratio = st_ == 0.0 ? 1.0 : exp2(st_ / 12.0);
+    if (v && f > 0.0)
+        ps_grain(&vc->sh, 1, vc->fs / f, ratio);
+    else
+        ps_grain(&vc->sh, 0, 0.0, 1.0);
+}
+
 static void process(void *st, const mg_proc *p)
 {
     pv_voice *vc = &((psh_state *)st)->v;
     const int n = p->nframes, ch = vc->ch;
-    const mg_pv *semi = &p->pv[P_SEMITONES], *cents = &p->pv[P_CENTS], *mixp = &p->pv[P_MIX];
-    for (int i = 0; i < n; i++) {
-        pv_push(vc, p->in, i);
-        while (ps_due(&vc->sh)) {
-            double f;
-            float conf;
-            const int v = pd_at(&vc->det, ps_mark(&vc->sh), &f, &conf);
-            const double st_ = mg_pv_at(semi, i) + 0.01 * mg_pv_at(cents, i);
-            const double ratio = st_ == 0.0 ? 1.0 : exp2(st_ / 12.0);
-            if (v && f > 0.0)
-                ps_grain(&vc->sh, 1, vc->fs / f, ratio);
-            else
-                ps_grain(&vc->sh, 0, 0.0, 1.0);
-        }
-        float y[PS_MAXCH];
-        ps_pull(&vc->sh, y);
-        const float mix = mg_pv_at(mixp, i) * 0.01f;
-        if (mix >= 1.0f)
-            for (int c = 0; c < ch; c++)
-                p->out[c][i] = y[c];
-        else
+    const mg_pv *mixp = &p->pv[P_MIX];
+    /* frames in runs (pv_push_run, as autotune): push, place the grains due
+     * after each frame of the run, pull the run's output, then the dry mix */
+    for (int i = 0; i < n;) {
+        const int64_t n0 = vc->sh.n;
+        const int m = pv_push_run(vc, p->in, i, n - i);
+        for (int j = 0; j < m; j++)
+            while (ps_due_n(&vc->sh, n0 + j + 1))
+                grain(vc, p, i + j);
+        ps_pull_run(&vc->sh, p->out, i, m);
+        for (int j = 0; j < m; j++) {
+            const float mix = mg_pv_at(mixp, i + j) * 0.01f;
+            if (mix >= 1.0f)
+                continue;
             for (int c = 0; c < ch; c++) {
-                const float dry = ps_dry(&vc->sh, c);
-                p->out[c][i] = dry + mix * (y[c] - dry);
+                const float dry = ps_dry_n(&vc->sh, c, n0 + j + 1);
+                const float y = p->out[c][i + j];
+                p->out[c][i + j] = dry + mix * (y - dry);
             }
+        }
+        i += m;
     }
     pv_readout(vc, &p->readout[0], &p->readout[1]);
 }

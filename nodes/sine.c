@@ -1,4 +1,16 @@
-/* sine: a sine oscillator, the same signal on every channel. */
+/* sine: a sine oscillator, the same signal on every channel.
+ *
+ * A phase accumulator in double (cycles): each frame's phase is the last
+ * one plus freq / fs, so a frequency change or glide keeps the phase
+ * continuous (no step in the waveform); it is wrapped into [0, 1) at the end
+ * of each call. sin(2 pi ph) is not a libm call per sample but, for a
+ * chunk of frames at once (a loop that vectorises), r = ph - round(ph) folded
+ * into [-1/4, 1/4] by sin(pi - x) = sin(x), then an odd polynomial of degree
+ * 11 in r (least-squares fit to sin(2 pi r) at Chebyshev nodes, Horner in
+ * double): largest error 2.1e-11 against numpy's sin over the whole period,
+ * far below the float output's rounding (6e-8 at full scale), so the output
+ * is the correctly rounded float of the true sine up to that 2.1e-11
+ * (tests/test_nodes.py test_sine_matches_numpy_sin). */
 #include "mg_node.h"
 
 enum { P_FREQ, P_LEVEL };
@@ -30,7 +42,35 @@ static void reset(void *st)
     ((sine_state *)st)->phase = 0.0;
 }
 
-#define MG_TWO_PI 6.28318530717958647692
+#define SINE_CHUNK 64
+
+/* sin(2 pi ph) for any ph >= 0 (error 2.1e-11, see the top of the file) */
+static inline double sine_2pi(double ph)
+{
+    double r = ph - floor(ph + 0.5); /* [-1/2, 1/2] */
+    r = r > 0.25 ? 0.5 - r : r;      /* exact (Sterbenz) */
+    r = r < -0.25 ? -0.5 - r : r;
+    const double r2 = r * r;
+    double p = -14.381221754255062;
+    p = p * r2 + 42.007770137847523;
+    p = p * r2 + -76.70416873318969;
+    p = p * r2 + 81.605223654921929;
+    p = p * r2 + -41.341702096636119;
+    p = p * r2 + 6.2831853070462982;
+    return p * r;
+}
+
+/* y[i] = sin(2 pi ph[i]) times the level (steady a, or amp[i] when amp) */
+MG_HOT static void sine_fill(float *restrict y, const double *restrict ph,
+                             const float *restrict amp, float a, int n)
+{
+    if (amp)
+        for (int i = 0; i < n; i++)
+            y[i] = (float)sine_2pi(ph[i]) * amp[i];
+    else
+        for (int i = 0; i < n; i++)
+            y[i] = (float)sine_2pi(ph[i]) * a;
+}
 
 static void process(void *st, const mg_proc *p)
 {
@@ -38,10 +78,23 @@ static void process(void *st, const mg_proc *p)
     const mg_pv *f = &p->pv[P_FREQ], *a = &p->pv[P_LEVEL];
     float *y = p->out[0];
     double ph = s->phase;
-    for (int i = 0; i < p->nframes; i++) {
-        y[i] = (float)sin(MG_TWO_PI * ph) * mg_pv_at(a, i);
-        ph += (double)mg_pv_at(f, i) * s->inv_rate;
+    double pa[SINE_CHUNK];
+    for (int i0 = 0; i0 < p->nframes; i0 += SINE_CHUNK) {
+        const int m = p->nframes - i0 < SINE_CHUNK ? p->nframes - i0 : SINE_CHUNK;
+        if (f->ramp) {
+            const float *fr = f->ramp + i0;
+            for (int i = 0; i < m; i++) {
+                pa[i] = ph;
+                ph += (double)fr[i] * s->inv_rate;
+            }
+        } else {
+            const double inc = (double)f->value * s->inv_rate;
+            for (int i = 0; i < m; i++)
+                pa[i] = ph + i * inc;
+            ph += m * inc;
+        }
         ph -= floor(ph);
+        sine_fill(y + i0, pa, a->ramp ? a->ramp + i0 : NULL, a->value, m);
     }
     s->phase = ph;
     for (int c = 1; c < s->channels; c++)

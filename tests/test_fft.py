@@ -66,6 +66,40 @@ def test_forward_and_inverse_match_numpy(n):
         assert np.max(np.abs(rt - x32)) <= 4 * bound * xs, (name, n)
 
 
+@pytest.mark.parametrize("n", SIZES)
+def test_windowed_forward_and_overlap_add_match_numpy(n):
+    """mg_fft_forward_win / mg_fft_inverse_ola (denoise's frame): rfft of the
+    float32 product x w, and ola + n irfft(X) w, against numpy in float64 with
+    the bounds above (eps per stage of the RMS, 2 eps of the largest bin; the
+    overlap-add within 4 eps per stage of the windowed input's RMS)."""
+    eps = 2.0 ** -24
+    bound = eps * np.log2(n)
+    w = np.sqrt(0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)).astype(np.float32)
+    rng = np.random.default_rng(n + 1)
+    for name, x in signals(n).items():
+        x32 = np.ascontiguousarray(x, np.float32)
+        ola0 = rng.uniform(-1, 1, n).astype(np.float32)
+        re = np.zeros(n // 2 + 1, np.float32)
+        im = np.zeros(n // 2 + 1, np.float32)
+        ola = ola0.copy()
+        rc = lib.mg_fft_check_win(n, ffi.from_buffer("float[]", x32), ffi.from_buffer("float[]", w),
+                                  ffi.from_buffer("float[]", re), ffi.from_buffer("float[]", im),
+                                  ffi.from_buffer("float[]", ola))
+        assert rc == 0
+        xw = (x32 * w).astype(np.float64)  # the float32 product, as the C code rounds it
+        X = re.astype(np.float64) + 1j * im.astype(np.float64)
+        ref = np.fft.rfft(xw)
+        err = np.abs(X - ref)
+        assert np.sqrt(np.mean(err ** 2)) <= bound * np.sqrt(np.mean(np.abs(ref) ** 2)), (name, n)
+        assert np.max(err) <= 2 * bound * np.max(np.abs(ref)), (name, n)
+        # ola + n irfft(X) w: the round trip of x w, windowed again, over the old contents
+        want = ola0.astype(np.float64) + n * xw * w.astype(np.float64)
+        scale = n * np.sqrt(np.mean(xw ** 2))
+        got = ola.astype(np.float64)
+        assert np.max(np.abs(got - want)) <= 4 * bound * scale + 2 * eps * np.max(np.abs(want)), \
+            (name, n)
+
+
 def test_impulse_gives_the_twiddles():
     # x = delta[t - 1]: X[k] = exp(-2 pi i k / n), so every bin's phase is known
     n = 1024

@@ -184,6 +184,22 @@ def test_sine_frequency_and_level(make, freq):
     assert np.max(np.abs(y - ref)) < 2e-6
 
 
+@pytest.mark.parametrize("freq", [31.0, 997.0, 12345.0, 23999.5])
+def test_sine_matches_numpy_sin(make, freq):
+    """Full scale, 1 s in 64-frame blocks against numpy's sin in float64: each
+    sample is the float32 nearest the true sine (half a float32 spacing of the
+    sample) up to 1e-9 (the node's polynomial: 2.1e-11, nodes/sine.c)."""
+    s, e = make(0, 1)
+    s.add_node("sine", "osc", {"freq": freq, "level": 0})
+    s.add_node("output", "out", {"channels": 1})
+    chain(s, "osc", "out")
+    y32 = e.process(SR, block=64)[:, 0]
+    ref = np.sin(2 * np.pi * freq * np.arange(SR) / SR)
+    err = np.abs(y32.astype(np.float64) - ref)
+    half_ulp = np.spacing(np.abs(y32)).astype(np.float64) / 2
+    assert np.all(err <= half_ulp + 1e-9), float(np.max(err - half_ulp))
+
+
 def test_sine_same_signal_on_every_channel(make):
     s, e = make(0, 4)
     s.add_node("sine", "osc", {"channels": 4, "freq": 100})
