@@ -1149,6 +1149,8 @@ struct mg_pin {
     int n_order;
     step_info *info; /* by node handle: what a build reads of the node, read
                         once when it is added (a build touches no node) */
+    char *wait;      /* by node handle: 1 while it waits to join the plans
+                        (mg_pin_wait), with every edge into or out of it */
     int info_cap;
     arena scratch;   /* the builds' temporary arrays */
 };
@@ -1182,6 +1184,7 @@ void mg_pin_free(mg_pin *pin)
     }
     mg_free(pin->order);
     mg_free(pin->info);
+    mg_free(pin->wait);
     free(pin->scratch.mem);
     mg_free(pin);
 }
@@ -1305,10 +1308,20 @@ int mg_pin_add_node(mg_pin *pin, mg_node *node, int rank)
         if (!ni)
             return -1;
         pin->info = ni;
+        char *nw = grow(pin->wait, c, n);
+        if (!nw)
+            return -1;
+        pin->wait = nw;
         pin->info_cap = (int)n;
     }
     pin->info[h] = node_info(node);
     return fam_add(&pin->f[0], 0, node, &rank);
+}
+
+void mg_pin_wait(mg_pin *pin, int node, int on)
+{
+    if (node >= 0 && node < pin->f[0].n_hnd)
+        pin->wait[node] = on != 0;
 }
 
 void mg_pin_set_rank(mg_pin *pin, int node, int rank)
@@ -1430,7 +1443,7 @@ mg_plan *mg_pin_build(mg_pin *pin, int n_ranks, int *err)
     int n = 0, m = 0, ng = 0;
     for (int r = 0; r < fn->n_regions; r++)
         for (int s = 0; s < fn->r[r].n_slots; s++)
-            if (fn->r[r].ptr[s]) {
+            if (fn->r[r].ptr[s] && !pin->wait[fn->r[r].hnd[s]]) {
                 nodes[n] = fn->r[r].ptr[s];
                 rank[n] = fn->r[r].data[s];
                 nh[n] = fn->r[r].hnd[s];
@@ -1443,7 +1456,8 @@ mg_plan *mg_pin_build(mg_pin *pin, int n_ranks, int *err)
             if (!fe->r[r].ptr[s])
                 continue;
             const int *d = fe->r[r].data + (size_t)s * 7;
-            if (fam_slot(fn, d[0]) < 0 || fam_slot(fn, d[1]) < 0)
+            if (fam_slot(fn, d[0]) < 0 || fam_slot(fn, d[1]) < 0 || pin->wait[d[0]] ||
+                pin->wait[d[1]])
                 continue; /* an edge of a node not in the plan */
             int gi = -1;
             if (d[2] >= 0) {

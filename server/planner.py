@@ -54,12 +54,17 @@ class FadeQueue:
         self.fade_in: list[LiveEdge] = []  # new edges, created at gain 0
         self.cmds: list[tuple[LiveEdge, float, int]] = []  # (edge, target gain, wait)
 
-    def release_fade_ins(self) -> None:
-        """The plan holding the new edges is out: their fade-ins go first."""
+    def release_fade_ins(self, outside: Callable[[LiveEdge], bool] | None = None) -> None:
+        """The plan holding the new edges is out: their fade-ins go first. An
+        edge for which outside(edge) is true is in no plan yet (a node of it
+        waits to join: server/admit.py) and keeps its fade-in for a later plan."""
+        keep = [e for e in self.fade_in if outside is not None and outside(e)]
+        if keep:
+            self.fade_in = [e for e in self.fade_in if not outside(e)]
         self.cmds[0:0] = [(e, e.target, e.wait) for e in self.fade_in if not e.dead]
         for e in self.fade_in:
             e.wait = 0  # an edge's wait is used once
-        self.fade_in.clear()
+        self.fade_in = keep
 
     def push(self, engine, fade_samples: int, due: Callable[[LiveEdge, int], None],
              hold: Callable[[LiveEdge], bool] | None = None) -> None:
