@@ -231,6 +231,9 @@ _BUILD_ERRORS = {
 }
 
 
+_GANGS = (ffi.new("int[]", 256), ffi.new("int[]", 256))  # build's answer space for gangs
+
+
 def build(refs: Refs) -> Compiled:
     """Compile what the plan inputs hold (refs.pin: every node and connection
     alive or still fading, kept in C and updated per edit) into a new engine
@@ -249,9 +252,11 @@ def build(refs: Refs) -> Compiled:
             raise PlanCycle("the graph has a cycle")
         raise MixgraphError(_BUILD_ERRORS.get(err[0], "cannot build the plan"))
     rec = PlanRecord(plan, refs.built_plan())
-    n_gangs = lib.mg_plan_gangs(plan, ffi.NULL, ffi.NULL, 0)
-    steps, sizes = ffi.new("int[]", n_gangs + 1), ffi.new("int[]", n_gangs + 1)
-    lib.mg_plan_gangs(plan, steps, sizes, n_gangs)
+    steps, sizes = _GANGS
+    n_gangs = lib.mg_plan_gangs(plan, steps, sizes, len(steps))
+    if n_gangs > len(steps):  # a second walk of the steps only for that many gangs
+        steps, sizes = ffi.new("int[]", n_gangs), ffi.new("int[]", n_gangs)
+        lib.mg_plan_gangs(plan, steps, sizes, n_gangs)
     gangs = [(refs.nodes[lib.mg_pin_step_node(refs.pin, steps[k])].g.type.name, sizes[k])
              for k in range(n_gangs)]
     return Compiled(rec, gangs, lib.mg_plan_buffers(plan))
