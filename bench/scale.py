@@ -6,8 +6,11 @@ Part `daemon` runs a real `mixgraph serve` on the null clock (real time, 48 kHz,
 64-frame blocks) and measures, in one run:
 
 1. patch load: a chain of N stereo gains into an output, as a patch file,
-   loaded by `/patch/load` (seconds, from the request to its /done, and again
-   on a second load of the same patch, which is a diff that changes nothing);
+   loaded by `/patch/load` (seconds, from the request to its /done, then to
+   the /synced of a `/sync` sent after it, which answers once every node has
+   joined the engine's plans (a big load joins in batches: server/admit.py),
+   and again on a second load of the same patch, which is a diff that changes
+   nothing);
 2. N adds by OSC over TCP, pipelined (every /graph/add sent at once, then every
    reply read): seconds until the last /done, then `/sync`;
 3. a connect (and its disconnect) on the N-node graph: the round trip of each,
@@ -261,12 +264,15 @@ def daemon(n: int, connects: int) -> None:
             t0 = time.perf_counter()
             c.call("/patch/load", "chain.json", timeout=300)
             load_s = time.perf_counter() - t0
+            c.request("/sync", 3, timeout=300)  # every node in the engine (server/admit.py)
+            load_sync_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             c.call("/patch/load", "chain.json", timeout=300)
             reload_s = time.perf_counter() - t0
             ph.end("load")
             st = status(c)
-            print(f"patch load, {n}-node chain: {load_s:.2f} s (again, unchanged: "
+            print(f"patch load, {n}-node chain: {load_s:.2f} s to /done, {load_sync_s:.2f} s "
+                  f"to /synced (every node in the engine's plan; again, unchanged: "
                   f"{reload_s:.2f} s)")
 
             worst_load = st.get("worst_us")

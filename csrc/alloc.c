@@ -46,12 +46,24 @@ static inline void count_if_audio(void)
 void *mg_calloc(size_t n, size_t size)
 {
     count_if_audio();
-    void *p = calloc(n, size);
-    /* Touch every page now, on the control thread, so the audio thread
-     * never takes the page faults of lazily mapped zero pages. */
+    if (size && n > SIZE_MAX / size)
+        return NULL;
+    /* Zeroed here, which also touches every page now, on the control
+     * thread, so the audio thread never takes the page faults of lazily
+     * mapped zero pages (malloc, not calloc: calloc would zero a reused
+     * block once more) */
+    void *p = malloc(n && size ? n * size : 1);
     if (p)
         memset(p, 0, n * size);
     return p;
+}
+
+void *mg_malloc(size_t n, size_t size)
+{
+    count_if_audio();
+    if (size && n > SIZE_MAX / size)
+        return NULL;
+    return malloc(n && size ? n * size : 1);
 }
 
 void *mg_calloc_lines(size_t bytes)

@@ -13,6 +13,10 @@
 /* Zeroed memory with every page touched (no lazy zero-page faults later). */
 void *mg_calloc(size_t n, size_t size);
 void mg_free(void *p);
+/* n * size bytes, not zeroed: for an array whose every element the caller
+ * writes on the control thread before any other thread reads it (which also
+ * touches its pages there). */
+void *mg_malloc(size_t n, size_t size);
 /* mg_calloc aligned to a 64-byte cache line (freed with mg_free). */
 void *mg_calloc_lines(size_t bytes);
 /* Zeroed pages of their own mapping, away from the heap, for memory a node

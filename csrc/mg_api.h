@@ -521,6 +521,9 @@ mg_pin *mg_pin_new(void);
 void mg_pin_free(mg_pin *pin);
 int mg_pin_add_node(mg_pin *pin, mg_node *node, int rank);
 void mg_pin_set_rank(mg_pin *pin, int node, int rank);
+/* on: node (a handle) waits to join the plans: mg_pin_build leaves it and its
+ * edges out, in its place; off: it is in the next plan built. */
+void mg_pin_wait(mg_pin *pin, int node, int on);
 int mg_pin_add_group(mg_pin *pin, mg_dgroup *g, int gbase);
 int mg_pin_add_edge(mg_pin *pin, mg_edge *edge, int region, int src, int dst, int group,
                     const int *wire);

@@ -351,7 +351,9 @@ mg_plan *mg_plan_new(int n_steps, int n_mix, int n_edges)
     p->n_mix = n_mix;
     p->n_edges = n_edges;
     p->steps = mg_calloc((size_t)n_steps + 1, sizeof(mg_step));
-    p->mix = mg_calloc((size_t)n_mix + 1, sizeof(mg_mixop));
+    /* not zeroed: add_op writes each op whole, and the audio thread reads
+     * none past mix_used (a 10,000-node plan's ops are ~1.6 MB) */
+    p->mix = mg_malloc((size_t)n_mix + 1, sizeof(mg_mixop));
     p->edges = mg_calloc((size_t)n_edges + 1, sizeof(mg_edge *));
     p->fading = mg_calloc((size_t)n_edges + 1, sizeof(mg_edge *));
     if (!p->steps || !p->mix || !p->edges || !p->fading) {
@@ -396,14 +398,10 @@ static mg_mixop *add_op(mg_plan *p, int step, float *dst, int dst_index, const f
     if (st->mix_first + st->mix_count != p->mix_used)
         return NULL;
     mg_mixop *op = &p->mix[p->mix_used++];
-    op->dst = dst;
-    op->src = src;
-    op->edge = edge;
-    op->dst_index = dst_index;
-    op->src_index = src_out;
-    op->src_node = src_node;
-    op->edge_ch = edge_ch;
-    op->assign = 1;
+    /* every field written (the array is not zeroed: mg_plan_new) */
+    *op = (mg_mixop){.dst = dst, .src = src, .edge = edge, .dst_index = dst_index,
+                     .src_index = src_out, .src_node = src_node, .assign = 1,
+                     .edge_ch = edge_ch};
     for (int m = st->mix_first; m < p->mix_used - 1; m++)
         if (p->mix[m].dst == dst)
             op->assign = 0;
@@ -487,12 +485,99 @@ static int cmp_node_step(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* What mg_plan_finish reads of a step's node, gathered in one pass. */
+/* What building and finishing a plan read of a node: gathered once per node
+ * (mg_pin keeps it from the node's creation on, so a build reads no node: a
+ * big graph's nodes outgrow the cache, and every read of one would miss). A
+ * node's input and output channel buffers are consecutive blocks of
+ * MG_MAX_BLOCK floats (mg_node_new), but for the hardware buffers an input
+ * node's outputs are (aliased: read through the node's out_base). */
 typedef struct {
     const mg_node_type *type;
-    int n_in, n_out, aliased, inert;
     float **out_base;
+    float *in0, *out0;
+    int n_in, n_out, aliased, inert;
 } step_info;
+
+static step_info node_info(const mg_node *nd)
+{
+    return (step_info){nd->type, nd->out_base, nd->n_in > 0 ? nd->in_base[0] : NULL,
+                       nd->n_out > 0 ? nd->out_base[0] : NULL, nd->n_in, nd->n_out,
+                       nd->out_aliased,
+                       nd->type->outputs_are_hw_in && nd->n_in == 0 &&
+                           nd->type->n_params == 0 && nd->n_readout == 0};
+}
+
+static inline float *info_in(const step_info *i, int c)
+{
+    return i->in0 + (size_t)c * MG_MAX_BLOCK;
+}
+
+static inline float *info_out(const step_info *i, int c)
+{
+    return i->aliased ? i->out_base[c] : i->out0 + (size_t)c * MG_MAX_BLOCK;
+}
+
+/* Scratch memory for building a plan, which never reaches the audio thread:
+ * carved from one block that an mg_pin keeps from build to build (a build
+ * allocates ~30 arrays; fresh ones cost a page fault per page and an
+ * unmap each time), or from calloc without an arena. Zeroed. A build that
+ * needs more than the block holds gets the rest from calloc, and the next
+ * build finds the block grown to what this one needed. */
+typedef struct {
+    char *mem;
+    size_t cap, used, want;
+} arena;
+
+/* Scratch of n * size bytes, not zeroed: for arrays written in full before
+ * they are read. */
+static void *tmp_alloc(arena *a, size_t n, size_t size)
+{
+    const size_t bytes = ((n ? n : 1) * size + 63) & ~(size_t)63;
+    if (!a)
+        return malloc(bytes);
+    a->want += bytes;
+    if (a->used + bytes > a->cap)
+        return malloc(bytes);
+    void *p = a->mem + a->used;
+    a->used += bytes;
+    return p;
+}
+
+/* Zeroed scratch: tmp_alloc, then zeroed. */
+static void *tmp_calloc(arena *a, size_t n, size_t size)
+{
+    void *p = tmp_alloc(a, n, size);
+    if (p)
+        memset(p, 0, (n ? n : 1) * size);
+    return p;
+}
+
+static void tmp_free(arena *a, void *p)
+{
+    if (!a || (char *)p < a->mem || (char *)p >= a->mem + a->cap)
+        free(p);
+}
+
+/* Start a build: the block is as large as the last build needed. */
+static void arena_reset(arena *a)
+{
+    if (a->want > a->cap) {
+        const size_t cap = a->want + a->want / 4;
+        char *m = malloc(cap);
+        if (m) {
+            free(a->mem);
+            a->mem = m;
+            a->cap = cap;
+        }
+    }
+    a->used = a->want = 0;
+}
+
+static int cmp_ptr(const void *a, const void *b)
+{
+    const uintptr_t x = *(const uintptr_t *)a, y = *(const uintptr_t *)b;
+    return x < y ? -1 : x > y;
+}
 
 /* Where each op reads, then the buffers.
  *
@@ -510,20 +595,20 @@ typedef struct {
  * its members' inputs are fed before any of them runs, so no member's
  * output may take a buffer a member reads. Outputs of hardware input nodes
  * stay the engine's buffers. Rewrites every op's src. 0 = ok. */
-static int assign_buffers(mg_plan *p, const step_info *info)
+static int assign_buffers(mg_plan *p, const step_info *info, arena *sc)
 {
     int n_out = 0;
     for (int s = 0; s < p->n_steps; s++) {
         p->steps[s].out_first = n_out;
         n_out += info[s].n_out;
     }
-    int *last = mg_calloc((size_t)n_out + 1, sizeof(int));      /* unit end of last use */
-    int *slot = mg_calloc((size_t)n_out + 1, sizeof(int));
-    int *freed = mg_calloc((size_t)n_out + 1, sizeof(int));     /* free list (a stack) */
-    int *order = mg_calloc((size_t)n_out + 1, sizeof(int));     /* outputs by last use */
-    int *first = mg_calloc((size_t)p->n_steps + 2, sizeof(int));
-    node_step *ns = mg_calloc((size_t)p->n_steps + 1, sizeof(node_step));
-    int *src_step = mg_calloc((size_t)p->mix_used + 1, sizeof(int));
+    int *last = tmp_alloc(sc, (size_t)n_out + 1, sizeof(int));      /* unit end of last use */
+    int *slot = tmp_alloc(sc, (size_t)n_out + 1, sizeof(int));
+    int *freed = tmp_alloc(sc, (size_t)n_out + 1, sizeof(int));     /* free list (a stack) */
+    int *order = tmp_alloc(sc, (size_t)n_out + 1, sizeof(int));     /* outputs by last use */
+    int *first = tmp_calloc(sc, (size_t)p->n_steps + 2, sizeof(int));
+    node_step *ns = tmp_alloc(sc, (size_t)p->n_steps + 1, sizeof(node_step));
+    int *src_step = tmp_alloc(sc, (size_t)p->mix_used + 1, sizeof(int));
     p->outb = mg_calloc((size_t)n_out + 1, sizeof(float *));
     p->push = mg_calloc((size_t)p->mix_used + 1, sizeof(int));
     int rc = -1;
@@ -537,11 +622,44 @@ static int assign_buffers(mg_plan *p, const step_info *info)
     /* mg_plan_build leaves each op's source step (p->src_step): no search */
     if (!p->src_step)
         qsort(ns, (size_t)p->n_steps, sizeof *ns, cmp_node_step);
+    /* one pass over the steps and their ops (a big plan's ops outgrow the
+     * cache: each pass over them would miss again): the step's unconnected
+     * inputs and which ops are read in place, then where each op reads, the
+     * outputs' last readers, which ops are pushed and which assign */
     int unit_end = 0; /* one past the last step of s's unit (gang or single step) */
+    int k_clear = 0, n_go = 0;
     for (int s = 0; s < p->n_steps; s++) {
         if (s >= unit_end)
             unit_end = s + unit_len(p, s);
-        const mg_step *st = &p->steps[s];
+        mg_step *st = &p->steps[s];
+        const int end = st->mix_first + st->mix_count;
+        st->inert = info[s].inert;
+        st->clear_first = k_clear;
+        for (int c = 0; c < info[s].n_in; c++) {
+            int covered = 0;
+            for (int m = st->mix_first; m < end; m++)
+                covered |= p->mix[m].dst_index == c;
+            if (!covered)
+                p->clear[k_clear++] = c;
+        }
+        st->clear_count = k_clear - st->clear_first;
+        for (int m = st->mix_first; m < end; m++) {
+            mg_mixop *op = &p->mix[m];
+            int count = 0, before = 0, after = 0;
+            for (int q = st->mix_first; q < end; q++) {
+                count += p->mix[q].dst == op->dst;
+                /* a group's out op reads its accumulator: every member op
+                 * must come first (and at least one, or it reads stale sums) */
+                if (p->mix[q].to_acc && p->mix[q].dst == op->src) {
+                    before += q < m;
+                    after += q > m;
+                }
+            }
+            op->alias = !op->to_acc && count == 1;
+            if (op->src_node == NULL && (before == 0 || after > 0))
+                goto out;
+            n_go += op->src_node == NULL;
+        }
         for (int c = 0; c < info[s].n_out; c++)
             last[st->out_first + c] = unit_end - 1; /* unread: free after its unit */
         for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++) {
@@ -563,18 +681,18 @@ static int assign_buffers(mg_plan *p, const step_info *info)
                 goto out; /* a source must run before its reader */
             src_step[m] = from;
             op->push = !op->alias && !op->to_acc && op->dst_index >= 0 && op->edge->delay == 0;
-            if (op->push)
+            if (op->push) {
+                p->steps[from].push_count++;
                 continue; /* read at its source's own step */
+            }
             const int k = p->steps[from].out_first + op->src_index;
             if (last[k] < unit_end - 1)
                 last[k] = unit_end - 1;
         }
-    }
-    /* into each input, the first op to run assigns: the pushed op of the
-     * earliest source (ops of one source run in op order), else the first
-     * op at the destination's step */
-    for (int s = 0; s < p->n_steps; s++) {
-        const int a = p->steps[s].mix_first, b = a + p->steps[s].mix_count;
+        /* into each input, the first op to run assigns: the pushed op of the
+         * earliest source (ops of one source run in op order), else the
+         * first op at the destination's step */
+        const int a = st->mix_first, b = end;
         for (int m = a; m < b; m++) {
             mg_mixop *op = &p->mix[m];
             if (op->to_acc)
@@ -592,22 +710,30 @@ static int assign_buffers(mg_plan *p, const step_info *info)
                 op->assign = op->push && first_push;
         }
     }
-    /* the pushed ops, grouped by source step, in op order */
-    for (int s = 0; s < p->n_steps; s++)
-        p->steps[s].push_count = 0;
-    for (int m = 0; m < p->mix_used; m++)
-        if (p->mix[m].push)
-            p->steps[src_step[m]].push_count++;
+    /* a group channel's delay line runs once per block: one output op each
+     * (the group outputs' accumulators sorted, no two alike) */
+    if (n_go > 1) {
+        uintptr_t *acc = tmp_alloc(sc, (size_t)n_go, sizeof *acc);
+        if (!acc)
+            goto out;
+        for (int m = 0, j = 0; m < p->mix_used; m++)
+            if (p->mix[m].src_node == NULL)
+                acc[j++] = (uintptr_t)p->mix[m].src;
+        qsort(acc, (size_t)n_go, sizeof *acc, cmp_ptr);
+        int dup = 0;
+        for (int j = 1; j < n_go; j++)
+            dup |= acc[j] == acc[j - 1];
+        tmp_free(sc, acc);
+        if (dup)
+            goto out;
+    }
+    /* the pushed ops, grouped by source step (counted above), in op order:
+     * placed in the pass that points the ops at their sources' buffers */
     for (int s = 0, at = 0; s < p->n_steps; s++) {
         p->steps[s].push_first = at;
         at += p->steps[s].push_count;
         p->steps[s].push_count = 0;
     }
-    for (int m = 0; m < p->mix_used; m++)
-        if (p->mix[m].push) {
-            mg_step *ps = &p->steps[src_step[m]];
-            p->push[ps->push_first + ps->push_count++] = m;
-        }
     /* outputs bucketed by the step after which they are given back */
     for (int k = 0; k < n_out; k++)
         first[last[k] + 1]++;
@@ -640,111 +766,41 @@ static int assign_buffers(mg_plan *p, const step_info *info)
         const mg_step *st = &p->steps[s];
         for (int c = 0; c < info[s].n_out; c++) {
             const int k = st->out_first + c;
-            p->outb[k] = slot[k] < 0 ? info[s].out_base[c] : base + (size_t)slot[k] * POOL_STRIDE;
+            p->outb[k] = slot[k] < 0 ? info_out(&info[s], c) : base + (size_t)slot[k] * POOL_STRIDE;
         }
     }
     for (int m = 0; m < p->mix_used; m++) {
         mg_mixop *op = &p->mix[m];
-        if (op->src_node)
-            op->src = p->outb[p->steps[src_step[m]].out_first + op->src_index];
+        if (!op->src_node)
+            continue;
+        mg_step *ps = &p->steps[src_step[m]];
+        op->src = p->outb[ps->out_first + op->src_index];
+        if (op->push)
+            p->push[ps->push_first + ps->push_count++] = m;
     }
     rc = 0;
 out:
-    mg_free(last);
-    mg_free(slot);
-    mg_free(freed);
-    mg_free(order);
-    mg_free(first);
-    mg_free(ns);
-    mg_free(src_step);
+    tmp_free(sc, last);
+    tmp_free(sc, slot);
+    tmp_free(sc, freed);
+    tmp_free(sc, order);
+    tmp_free(sc, first);
+    tmp_free(sc, ns);
+    tmp_free(sc, src_step);
     return rc;
 }
 
 int mg_plan_buffers(const mg_plan *p) { return p->pool_slots; }
 
-static int cmp_ptr(const void *a, const void *b)
+/* mg_plan_finish with what it needs of each step's node in info (by step). */
+static int finish(mg_plan *p, const step_info *info, arena *sc)
 {
-    const uintptr_t x = *(const uintptr_t *)a, y = *(const uintptr_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-int mg_plan_finish(mg_plan *p)
-{
-    /* what the passes below need of each node, read once: a big graph's
-     * nodes outgrow the cache, and every pass over them would miss again */
-    step_info *info = mg_calloc((size_t)p->n_steps + 1, sizeof *info);
-    if (!info)
-        return -1;
     int rc = -1, total = 0;
-    for (int s = 0; s < p->n_steps; s++) {
-        const mg_node *nd = p->steps[s].node;
-        if (!nd)
-            goto out;
-        if (s + 8 < p->n_steps)
-            __builtin_prefetch(p->steps[s + 8].node);
-        info[s] = (step_info){nd->type, nd->n_in, nd->n_out, nd->out_aliased,
-                              nd->type->outputs_are_hw_in && nd->n_in == 0 &&
-                                  nd->type->n_params == 0 && nd->n_readout == 0,
-                              nd->out_base};
-        total += nd->n_in;
-    }
+    for (int s = 0; s < p->n_steps; s++)
+        total += info[s].n_in;
     p->clear = mg_calloc((size_t)total + 1, sizeof(int));
     if (!p->clear)
         goto out;
-    int k = 0;
-    for (int s = 0; s < p->n_steps; s++) {
-        mg_step *st = &p->steps[s];
-        st->clear_first = k;
-        for (int c = 0; c < info[s].n_in; c++) {
-            int covered = 0;
-            for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++)
-                covered |= p->mix[m].dst_index == c;
-            if (!covered)
-                p->clear[k++] = c;
-        }
-        const int end = st->mix_first + st->mix_count;
-        for (int m = st->mix_first; m < end; m++) {
-            mg_mixop *op = &p->mix[m];
-            int count = 0, before = 0, after = 0;
-            for (int q = st->mix_first; q < end; q++) {
-                count += p->mix[q].dst == op->dst;
-                /* a group's out op reads its accumulator: every member op
-                 * must come first (and at least one, or it reads stale sums) */
-                if (p->mix[q].to_acc && p->mix[q].dst == op->src) {
-                    before += q < m;
-                    after += q > m;
-                }
-            }
-            op->alias = !op->to_acc && count == 1;
-            if (op->src_node == NULL && (before == 0 || after > 0))
-                goto out;
-        }
-        st->clear_count = k - st->clear_first;
-    }
-    for (int s = 0; s < p->n_steps; s++)
-        p->steps[s].inert = info[s].inert;
-    /* a group channel's delay line runs once per block: one output op each
-     * (the group outputs' accumulators sorted, no two alike) */
-    {
-        int n_go = 0;
-        for (int m = 0; m < p->mix_used; m++)
-            n_go += p->mix[m].src_node == NULL;
-        if (n_go > 1) {
-            uintptr_t *acc = mg_calloc((size_t)n_go, sizeof *acc);
-            if (!acc)
-                goto out;
-            for (int m = 0, j = 0; m < p->mix_used; m++)
-                if (p->mix[m].src_node == NULL)
-                    acc[j++] = (uintptr_t)p->mix[m].src;
-            qsort(acc, (size_t)n_go, sizeof *acc, cmp_ptr);
-            int dup = 0;
-            for (int j = 1; j < n_go; j++)
-                dup |= acc[j] == acc[j - 1];
-            mg_free(acc);
-            if (dup)
-                goto out;
-        }
-    }
     /* gangs: runs of one type with process_many, none fed by another member */
     for (int s = 0; s < p->n_steps;) {
         const mg_node_type *t = info[s].type;
@@ -760,16 +816,39 @@ int mg_plan_finish(mg_plan *p)
                 break;
             g++;
         }
-        for (int j = s; j < s + g; j++)
+        for (int j = s; j < s + g; j++) {
             p->steps[j].gang = j == s ? g : 0;
+            p->steps[j].push_count = 0; /* counted by assign_buffers */
+        }
         s += g;
     }
-    if (assign_buffers(p, info) != 0)
+    if (assign_buffers(p, info, sc) != 0)
         goto out;
     p->finished = 1;
     rc = 0;
 out:
-    mg_free(info);
+    return rc;
+}
+
+int mg_plan_finish(mg_plan *p)
+{
+    /* what the passes need of each node, read once: a big graph's nodes
+     * outgrow the cache, and every pass over them would miss again */
+    step_info *info = tmp_alloc(NULL, (size_t)p->n_steps + 1, sizeof *info);
+    if (!info)
+        return -1;
+    int rc = -1;
+    for (int s = 0; s < p->n_steps; s++) {
+        const mg_node *nd = p->steps[s].node;
+        if (!nd)
+            goto out;
+        if (s + 8 < p->n_steps)
+            __builtin_prefetch(p->steps[s + 8].node);
+        info[s] = node_info(nd);
+    }
+    rc = finish(p, info, NULL);
+out:
+    free(info);
     return rc;
 }
 
@@ -794,10 +873,55 @@ static void sort_by_key(int *idx, int n, const int *key, int n_keys, int *count,
     memcpy(idx, tmp, sizeof(int) * (size_t)n);
 }
 
-mg_plan *mg_plan_build(int n_nodes, mg_node *const *nodes, const int *rank, int n_ranks,
-                       int n_edges, const int *src, const int *dst, mg_edge *const *eptr,
-                       const int *group, const int *wire, int n_groups,
-                       mg_dgroup *const *gptr, const int *gbase, int *order, int *err)
+/* mg_plan_add_mix, mg_plan_add_group_mix and mg_plan_add_group_out with what
+ * they read of the nodes in step_info (the same checks, the same ops). */
+static int mix(mg_plan *p, int step, const step_info *di, int dst_in, mg_node *src,
+               const step_info *si, int src_out, mg_edge *edge, int edge_ch)
+{
+    if (!step_ok(p, step) || !edge || !src)
+        return -1;
+    if (edge->delay > 0 && (edge_ch < 0 || edge_ch >= edge->channels))
+        return -1;
+    if (dst_in < 0 || dst_in >= di->n_in || src_out < 0 || src_out >= si->n_out)
+        return -1;
+    return add_op(p, step, info_in(di, dst_in), dst_in, info_out(si, src_out), src, src_out,
+                  edge, edge_ch)
+               ? 0
+               : -1;
+}
+
+static int group_mix(mg_plan *p, int step, mg_dgroup *g, int g_ch, mg_node *src,
+                     const step_info *si, int src_out, mg_edge *edge)
+{
+    if (!step_ok(p, step) || !g || !edge || !src || g_ch < 0 || g_ch >= g->channels ||
+        src_out < 0 || src_out >= si->n_out || edge->delay > 0)
+        return -1;
+    mg_mixop *op = add_op(p, step, g->acc[g_ch], -1, info_out(si, src_out), src, src_out,
+                          edge, 0);
+    if (!op)
+        return -1;
+    op->to_acc = 1;
+    return 0;
+}
+
+static int group_out(mg_plan *p, int step, const step_info *di, int dst_in, mg_dgroup *g,
+                     int g_ch)
+{
+    if (!step_ok(p, step) || !g || g_ch < 0 || g_ch >= g->channels)
+        return -1;
+    if (dst_in < 0 || dst_in >= di->n_in)
+        return -1;
+    return add_op(p, step, info_in(di, dst_in), dst_in, g->acc[g_ch], NULL, -1, g->line, g_ch)
+               ? 0
+               : -1;
+}
+
+/* mg_plan_build with what it reads of each node in ninfo (by node index). */
+static mg_plan *build(int n_nodes, mg_node *const *nodes, const step_info *ninfo,
+                      const int *rank, int n_ranks, int n_edges, const int *src,
+                      const int *dst, mg_edge *const *eptr, const int *group, const int *wire,
+                      int n_groups, mg_dgroup *const *gptr, const int *gbase, int *order,
+                      int *err, arena *sc)
 {
     int err_dummy;
     if (!err)
@@ -807,16 +931,16 @@ mg_plan *mg_plan_build(int n_nodes, mg_node *const *nodes, const int *rank, int 
         return NULL;
     mg_plan *p = NULL;
     const size_t nn = (size_t)n_nodes + 1, ne = (size_t)n_edges + 1;
-    int *indeg = mg_calloc(nn, sizeof(int));
-    int *out_first = mg_calloc(nn + 1, sizeof(int)); /* edges by source (CSR) */
-    int *in_first = mg_calloc(nn + 1, sizeof(int));  /* edges by destination */
-    int *out_e = mg_calloc(ne, sizeof(int));
-    int *in_e = mg_calloc(ne, sizeof(int));
-    int *ready = mg_calloc(nn, sizeof(int));
-    int *tmp = mg_calloc(ne > nn ? ne : nn, sizeof(int));
-    int *count = mg_calloc((size_t)n_ranks + (size_t)n_groups + 2, sizeof(int));
-    int *gmark = mg_calloc((size_t)n_groups + 1, sizeof(int)); /* step + 1 that listed it */
-    int *gl = mg_calloc(ne, sizeof(int)); /* a step's groups, first appearance order */
+    int *indeg = tmp_calloc(sc, nn, sizeof(int));
+    int *out_first = tmp_calloc(sc, nn + 1, sizeof(int)); /* edges by source (CSR) */
+    int *in_first = tmp_calloc(sc, nn + 1, sizeof(int));  /* edges by destination */
+    int *out_e = tmp_alloc(sc, ne, sizeof(int));
+    int *in_e = tmp_alloc(sc, ne, sizeof(int));
+    int *ready = tmp_alloc(sc, nn, sizeof(int));
+    int *tmp = tmp_alloc(sc, ne > nn ? ne : nn, sizeof(int));
+    int *count = tmp_calloc(sc, (size_t)n_ranks + (size_t)n_groups + 2, sizeof(int));
+    int *gmark = tmp_calloc(sc, (size_t)n_groups + 1, sizeof(int)); /* step + 1 that listed it */
+    int *gl = tmp_alloc(sc, ne, sizeof(int)); /* a step's groups, first appearance order */
     if (!indeg || !out_first || !in_first || !out_e || !in_e || !ready || !tmp || !count ||
         !gmark || !gl)
         goto out;
@@ -880,7 +1004,7 @@ mg_plan *mg_plan_build(int n_nodes, mg_node *const *nodes, const int *rank, int 
     p = mg_plan_new(n_nodes, n_mix, n_edges);
     if (!p)
         goto out;
-    p->src_step = mg_calloc((size_t)n_mix + 1, sizeof(int));
+    p->src_step = tmp_alloc(sc, (size_t)n_mix + 1, sizeof(int));
     if (!p->src_step)
         goto fail;
     for (int s = 0; s < n_nodes; s++)
@@ -908,8 +1032,8 @@ mg_plan *mg_plan_build(int n_nodes, mg_node *const *nodes, const int *rank, int 
                     continue;
                 const int *w = wire + 4 * i;
                 for (int c = 0; c < w[2]; c++) {
-                    if (mg_plan_add_group_mix(p, s, gptr[g], c, nodes[src[i]],
-                                              w[1] + (w[3] ? c : 0), eptr[i]) != 0)
+                    if (group_mix(p, s, gptr[g], c, nodes[src[i]], &ninfo[src[i]],
+                                  w[1] + (w[3] ? c : 0), eptr[i]) != 0)
                         goto fail;
                     p->src_step[p->mix_used - 1] = indeg[src[i]];
                 }
@@ -921,8 +1045,8 @@ mg_plan *mg_plan_build(int n_nodes, mg_node *const *nodes, const int *rank, int 
                 continue;
             const int *w = wire + 4 * i;
             for (int c = 0; c < w[2]; c++) {
-                if (mg_plan_add_mix(p, s, w[0] + c, nodes[src[i]], w[1] + (w[3] ? c : 0),
-                                    eptr[i], c) != 0)
+                if (mix(p, s, &ninfo[v], w[0] + c, nodes[src[i]], &ninfo[src[i]],
+                        w[1] + (w[3] ? c : 0), eptr[i], c) != 0)
                     goto fail;
                 p->src_step[p->mix_used - 1] = indeg[src[i]];
             }
@@ -930,33 +1054,69 @@ mg_plan *mg_plan_build(int n_nodes, mg_node *const *nodes, const int *rank, int 
         for (int j = 0; j < n_gl; j++) {
             const int g = gl[j];
             for (int c = 0; c < gptr[g]->channels; c++)
-                if (mg_plan_add_group_out(p, s, gbase[g] + c, gptr[g], c) != 0)
+                if (group_out(p, s, &ninfo[v], gbase[g] + c, gptr[g], c) != 0)
                     goto fail;
         }
     }
     for (int i = 0; i < n_edges; i++)
         mg_plan_add_edge(p, eptr[i]);
     *err = 4;
-    if (mg_plan_finish(p) != 0)
-        goto fail;
-    mg_free(p->src_step);
+    {
+        step_info *info = tmp_alloc(sc, nn, sizeof *info); /* by step */
+        if (!info)
+            goto fail;
+        for (int s = 0; s < n_nodes; s++)
+            info[s] = ninfo[order[s]];
+        const int rc = finish(p, info, sc);
+        tmp_free(sc, info);
+        if (rc != 0)
+            goto fail;
+    }
+    tmp_free(sc, p->src_step);
     p->src_step = NULL;
     *err = 0;
     goto out;
 fail:
+    if (p) {
+        tmp_free(sc, p->src_step);
+        p->src_step = NULL;
+    }
     mg_plan_free(p);
     p = NULL;
 out:
-    mg_free(indeg);
-    mg_free(out_first);
-    mg_free(in_first);
-    mg_free(out_e);
-    mg_free(in_e);
-    mg_free(ready);
-    mg_free(tmp);
-    mg_free(count);
-    mg_free(gmark);
-    mg_free(gl);
+    tmp_free(sc, indeg);
+    tmp_free(sc, out_first);
+    tmp_free(sc, in_first);
+    tmp_free(sc, out_e);
+    tmp_free(sc, in_e);
+    tmp_free(sc, ready);
+    tmp_free(sc, tmp);
+    tmp_free(sc, count);
+    tmp_free(sc, gmark);
+    tmp_free(sc, gl);
+    return p;
+}
+
+mg_plan *mg_plan_build(int n_nodes, mg_node *const *nodes, const int *rank, int n_ranks,
+                       int n_edges, const int *src, const int *dst, mg_edge *const *eptr,
+                       const int *group, const int *wire, int n_groups,
+                       mg_dgroup *const *gptr, const int *gbase, int *order, int *err)
+{
+    int err_dummy;
+    if (!err)
+        err = &err_dummy;
+    *err = 2;
+    if (n_nodes < 0)
+        return NULL;
+    step_info *ninfo = tmp_alloc(NULL, (size_t)n_nodes + 1, sizeof *ninfo);
+    if (!ninfo)
+        return NULL;
+    for (int i = 0; i < n_nodes; i++)
+        if (nodes[i])
+            ninfo[i] = node_info(nodes[i]);
+    mg_plan *p = build(n_nodes, nodes, ninfo, rank, n_ranks, n_edges, src, dst, eptr, group,
+                       wire, n_groups, gptr, gbase, order, err, NULL);
+    free(ninfo);
     return p;
 }
 
@@ -987,6 +1147,12 @@ struct mg_pin {
     pin_fam f[3]; /* nodes (rank), edges (src, dst, group, wire[4]), groups (gbase) */
     int *order;   /* node handle of each step of the last plan built */
     int n_order;
+    step_info *info; /* by node handle: what a build reads of the node, read
+                        once when it is added (a build touches no node) */
+    char *wait;      /* by node handle: 1 while it waits to join the plans
+                        (mg_pin_wait), with every edge into or out of it */
+    int info_cap;
+    arena scratch;   /* the builds' temporary arrays */
 };
 
 mg_pin *mg_pin_new(void)
@@ -1017,6 +1183,9 @@ void mg_pin_free(mg_pin *pin)
         mg_free(pin->f[k].slot);
     }
     mg_free(pin->order);
+    mg_free(pin->info);
+    mg_free(pin->wait);
+    free(pin->scratch.mem);
     mg_free(pin);
 }
 
@@ -1130,7 +1299,29 @@ static void fam_drop(pin_fam *f, int h)
 
 int mg_pin_add_node(mg_pin *pin, mg_node *node, int rank)
 {
+    if (!node)
+        return -1;
+    const int h = pin->f[0].n_hnd;
+    if (h >= pin->info_cap) {
+        const size_t c = (size_t)pin->info_cap, n = c ? 2 * c : 64;
+        step_info *ni = grow(pin->info, c * sizeof *ni, n * sizeof *ni);
+        if (!ni)
+            return -1;
+        pin->info = ni;
+        char *nw = grow(pin->wait, c, n);
+        if (!nw)
+            return -1;
+        pin->wait = nw;
+        pin->info_cap = (int)n;
+    }
+    pin->info[h] = node_info(node);
     return fam_add(&pin->f[0], 0, node, &rank);
+}
+
+void mg_pin_wait(mg_pin *pin, int node, int on)
+{
+    if (node >= 0 && node < pin->f[0].n_hnd)
+        pin->wait[node] = on != 0;
 }
 
 void mg_pin_set_rank(mg_pin *pin, int node, int rank)
@@ -1227,33 +1418,37 @@ mg_plan *mg_pin_build(mg_pin *pin, int n_ranks, int *err)
         for (int r = 0; r < pin->f[k].n_regions; r++)
             if (pin->f[k].r[r].n_slots > 2 * pin->f[k].r[r].n_live + 64)
                 seq_compact(&pin->f[k], &pin->f[k].r[r]);
+    arena *sc = &pin->scratch;
+    arena_reset(sc);
     const pin_fam *fn = &pin->f[0], *fe = &pin->f[1], *fg = &pin->f[2];
     const size_t nn = (size_t)mg_pin_count(pin, 0) + 1, ne = (size_t)mg_pin_count(pin, 1) + 1;
     const size_t ng_max = (size_t)mg_pin_count(pin, 2) + 1;
     mg_plan *p = NULL;
-    mg_node **nodes = mg_calloc(nn, sizeof *nodes);
-    int *rank = mg_calloc(nn, sizeof(int));
-    int *nh = mg_calloc(nn, sizeof(int));                      /* node index -> handle */
-    int *pos = mg_calloc((size_t)fn->n_hnd + 1, sizeof(int));  /* node handle -> index */
-    mg_edge **eptr = mg_calloc(ne, sizeof *eptr);
-    int *src = mg_calloc(ne, sizeof(int)), *dst = mg_calloc(ne, sizeof(int));
-    int *group = mg_calloc(ne, sizeof(int)), *wire = mg_calloc(4 * ne, sizeof(int));
-    int *gidx = mg_calloc((size_t)fg->n_hnd + 1, sizeof(int)); /* group handle -> index + 1 */
-    mg_dgroup **gptr = mg_calloc(ng_max, sizeof *gptr);
-    int *gbase = mg_calloc(ng_max, sizeof(int));
-    int *order = mg_calloc(nn, sizeof(int));
-    int *hord = mg_calloc(nn, sizeof(int));
+    mg_node **nodes = tmp_alloc(sc, nn, sizeof *nodes);
+    int *rank = tmp_alloc(sc, nn, sizeof(int));
+    int *nh = tmp_alloc(sc, nn, sizeof(int));                      /* node index -> handle */
+    int *pos = tmp_alloc(sc, (size_t)fn->n_hnd + 1, sizeof(int));  /* node handle -> index */
+    mg_edge **eptr = tmp_alloc(sc, ne, sizeof *eptr);
+    int *src = tmp_alloc(sc, ne, sizeof(int)), *dst = tmp_alloc(sc, ne, sizeof(int));
+    int *group = tmp_alloc(sc, ne, sizeof(int)), *wire = tmp_alloc(sc, 4 * ne, sizeof(int));
+    int *gidx = tmp_calloc(sc, (size_t)fg->n_hnd + 1, sizeof(int)); /* group handle -> index + 1 */
+    mg_dgroup **gptr = tmp_alloc(sc, ng_max, sizeof *gptr);
+    int *gbase = tmp_alloc(sc, ng_max, sizeof(int));
+    int *order = tmp_alloc(sc, nn, sizeof(int));
+    int *hord = mg_calloc(nn, sizeof(int)) /* kept: pin->order */;
+    step_info *ninfo = tmp_alloc(sc, nn, sizeof *ninfo);
     if (!nodes || !rank || !nh || !pos || !eptr || !src || !dst || !group || !wire || !gidx ||
-        !gptr || !gbase || !order || !hord)
+        !gptr || !gbase || !order || !hord || !ninfo)
         goto out;
     int n = 0, m = 0, ng = 0;
     for (int r = 0; r < fn->n_regions; r++)
         for (int s = 0; s < fn->r[r].n_slots; s++)
-            if (fn->r[r].ptr[s]) {
+            if (fn->r[r].ptr[s] && !pin->wait[fn->r[r].hnd[s]]) {
                 nodes[n] = fn->r[r].ptr[s];
                 rank[n] = fn->r[r].data[s];
                 nh[n] = fn->r[r].hnd[s];
                 pos[nh[n]] = n;
+                ninfo[n] = pin->info[nh[n]];
                 n++;
             }
     for (int r = 0; r < fe->n_regions; r++)
@@ -1261,7 +1456,8 @@ mg_plan *mg_pin_build(mg_pin *pin, int n_ranks, int *err)
             if (!fe->r[r].ptr[s])
                 continue;
             const int *d = fe->r[r].data + (size_t)s * 7;
-            if (fam_slot(fn, d[0]) < 0 || fam_slot(fn, d[1]) < 0)
+            if (fam_slot(fn, d[0]) < 0 || fam_slot(fn, d[1]) < 0 || pin->wait[d[0]] ||
+                pin->wait[d[1]])
                 continue; /* an edge of a node not in the plan */
             int gi = -1;
             if (d[2] >= 0) {
@@ -1284,8 +1480,8 @@ mg_plan *mg_pin_build(mg_pin *pin, int n_ranks, int *err)
             memcpy(wire + 4 * m, d + 3, sizeof(int) * 4);
             m++;
         }
-    p = mg_plan_build(n, nodes, rank, n_ranks, m, src, dst, eptr, group, wire, ng, gptr, gbase,
-                      order, err);
+    p = build(n, nodes, ninfo, rank, n_ranks, m, src, dst, eptr, group, wire, ng, gptr, gbase,
+              order, err, sc);
     if (p) {
         for (int k = 0; k < n; k++)
             hord[k] = nh[order[k]];
@@ -1295,20 +1491,21 @@ mg_plan *mg_pin_build(mg_pin *pin, int n_ranks, int *err)
         hord = NULL;
     }
 out:
-    mg_free(nodes);
-    mg_free(rank);
-    mg_free(nh);
-    mg_free(pos);
-    mg_free(eptr);
-    mg_free(src);
-    mg_free(dst);
-    mg_free(group);
-    mg_free(wire);
-    mg_free(gidx);
-    mg_free(gptr);
-    mg_free(gbase);
-    mg_free(order);
-    mg_free(hord);
+    tmp_free(sc, nodes);
+    tmp_free(sc, rank);
+    tmp_free(sc, nh);
+    tmp_free(sc, pos);
+    tmp_free(sc, eptr);
+    tmp_free(sc, src);
+    tmp_free(sc, dst);
+    tmp_free(sc, group);
+    tmp_free(sc, wire);
+    tmp_free(sc, gidx);
+    tmp_free(sc, gptr);
+    tmp_free(sc, gbase);
+    tmp_free(sc, order);
+    tmp_free(sc, hord);
+    tmp_free(sc, ninfo);
     return p;
 }
 

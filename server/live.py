@@ -46,6 +46,7 @@ class LiveNode:
     h: int = -1  # its handle in the plan inputs (Refs.pin), -1 when not there
     first_gen: int | None = None  # first plan generation that holds it (Refs)
     last_gen: int | None = None  # the newest plan built when it died (Refs)
+    waiting: bool = False  # kept out of plans until it joins (server/admit.py)
 
     def __post_init__(self) -> None:
         self.pk = ptr_key(self.ptr)
@@ -209,6 +210,7 @@ class Refs:
         self.held_gens: dict[int, None] = {}  # plans the engine holds, oldest first
         self.built = 0  # generation of the newest plan built
         self.fresh: list = []  # added since the last plan the engine took
+        self.waiting: set[LiveNode] = set()  # new nodes kept out of plans (server/admit.py)
         self.leaving: deque = deque()  # dead, maybe held: by last_gen
         self._close_stream = close_stream  # a player's/recorder's disk stream
         self._groups = groups  # the session's live delay groups, by key
@@ -255,6 +257,9 @@ class Refs:
         if obj.dead and obj.h < 0:
             return
         obj.dead = True
+        if isinstance(obj, LiveNode) and obj.waiting:
+            self.waiting.discard(obj)
+            obj.waiting = False
         if obj.h >= 0:
             if isinstance(obj, LiveNode):
                 lib.mg_pin_drop(self.pin, _NODE, obj.h)
@@ -265,6 +270,23 @@ class Refs:
         if obj.first_gen is not None:
             obj.last_gen = self.built
             self.leaving.append(obj)
+
+    def wait(self, node: LiveNode, on: bool) -> None:
+        """A node not yet in any plan waits to join them (on), with its
+        edges, or joins the next plan built (off): server/admit.py."""
+        node.waiting = on
+        if on:
+            self.waiting.add(node)
+        else:
+            self.waiting.discard(node)
+        lib.mg_pin_wait(self.pin, node.h, 1 if on else 0)
+
+    @staticmethod
+    def outside(obj) -> bool:
+        """True for a waiting node and an edge into or out of one: in no plan."""
+        if isinstance(obj, LiveEdge):
+            return obj.src.waiting or obj.dst.waiting
+        return isinstance(obj, LiveNode) and obj.waiting
 
     def set_rank(self, node: LiveNode, rank: int) -> None:
         """The node's type order changed (the catalog grew)."""
@@ -281,7 +303,8 @@ class Refs:
         return gen
 
     def taken(self, gen: int) -> list:
-        """The engine took plan gen; returns the objects new in it."""
+        """The engine took plan gen; returns the objects new in it (those
+        waiting to join are not in `fresh`: server/admit.py hands them back)."""
         self.held_gens[gen] = None
         fresh, self.fresh = self.fresh, []
         return fresh

@@ -54,12 +54,17 @@ class FadeQueue:
         self.fade_in: list[LiveEdge] = []  # new edges, created at gain 0
         self.cmds: list[tuple[LiveEdge, float, int]] = []  # (edge, target gain, wait)
 
-    def release_fade_ins(self) -> None:
-        """The plan holding the new edges is out: their fade-ins go first."""
+    def release_fade_ins(self, outside: Callable[[LiveEdge], bool] | None = None) -> None:
+        """The plan holding the new edges is out: their fade-ins go first. An
+        edge for which outside(edge) is true is in no plan yet (a node of it
+        waits to join: server/admit.py) and keeps its fade-in for a later plan."""
+        keep = [e for e in self.fade_in if outside is not None and outside(e)]
+        if keep:
+            self.fade_in = [e for e in self.fade_in if not outside(e)]
         self.cmds[0:0] = [(e, e.target, e.wait) for e in self.fade_in if not e.dead]
         for e in self.fade_in:
             e.wait = 0  # an edge's wait is used once
-        self.fade_in.clear()
+        self.fade_in = keep
 
     def push(self, engine, fade_samples: int, due: Callable[[LiveEdge, int], None],
              hold: Callable[[LiveEdge], bool] | None = None) -> None:
@@ -226,6 +231,9 @@ _BUILD_ERRORS = {
 }
 
 
+_GANGS = (ffi.new("int[]", 256), ffi.new("int[]", 256))  # build's answer space for gangs
+
+
 def build(refs: Refs) -> Compiled:
     """Compile what the plan inputs hold (refs.pin: every node and connection
     alive or still fading, kept in C and updated per edit) into a new engine
@@ -244,9 +252,11 @@ def build(refs: Refs) -> Compiled:
             raise PlanCycle("the graph has a cycle")
         raise MixgraphError(_BUILD_ERRORS.get(err[0], "cannot build the plan"))
     rec = PlanRecord(plan, refs.built_plan())
-    n_gangs = lib.mg_plan_gangs(plan, ffi.NULL, ffi.NULL, 0)
-    steps, sizes = ffi.new("int[]", n_gangs + 1), ffi.new("int[]", n_gangs + 1)
-    lib.mg_plan_gangs(plan, steps, sizes, n_gangs)
+    steps, sizes = _GANGS
+    n_gangs = lib.mg_plan_gangs(plan, steps, sizes, len(steps))
+    if n_gangs > len(steps):  # a second walk of the steps only for that many gangs
+        steps, sizes = ffi.new("int[]", n_gangs), ffi.new("int[]", n_gangs)
+        lib.mg_plan_gangs(plan, steps, sizes, n_gangs)
     gangs = [(refs.nodes[lib.mg_pin_step_node(refs.pin, steps[k])].g.type.name, sizes[k])
              for k in range(n_gangs)]
     return Compiled(rec, gangs, lib.mg_plan_buffers(plan))

@@ -14,14 +14,13 @@ from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
-from . import history, patch, planner, retire, vca
+from . import admit, history, patch, planner, retire, vca
 from ._core import ffi, lib
 from .catalog import CATALOG
 from .diskio import DiskIO
 from .engine import (
     CMD_PARAM,
     CMD_PLAN,
-    CMD_SYNC,
     EV_LATE,
     EV_PLAN_RETIRED,
     EV_SYNC,
@@ -91,6 +90,7 @@ class Session:
         self._vcas: dict[str, None] = {}  # names of the vca nodes
         self._vca_set: set[str] = set()  # faders whose `vca` offset a VCA set
         self.history = history.History(self)  # undo/redo: wraps the edit methods above
+        self.admission = admit.Admission(self)  # a big load joins the plans in batches
 
     # ---- helpers --------------------------------------------------------------
     @property
@@ -199,7 +199,7 @@ class Session:
         self.refs.move(node, 1)
         due = self.engine.time + self.fade_samples + lib.MG_MAX_BLOCK
         # it keeps running while connections from or into it still fade (and feed
-        # a delay line): _collect_dying waits for them
+        # a delay line): retire.collect waits for them
         self._dying_due[id(node)] = due
 
     def _retire_edge(self, edge: LiveEdge, wait: int = 0) -> None:
@@ -480,6 +480,8 @@ class Session:
                 with suppress(EngineBusy):
                     self._push_fades()
             return
+        if not self.admission.before_build():
+            return  # the last batch of new nodes is not in the engine yet
         self._compensate()
         try:  # from the plan inputs, kept in C per edit (live.Refs): no listing here
             compiled = planner.build(self.refs)
@@ -488,7 +490,7 @@ class Session:
             for e in self.dying_edges:
                 self.refs.kill(e)
             self._dirty = True
-            self._collect_dying(force=True)
+            retire.collect(self, True)
             return self.commit()
         rec = compiled.record
         # the plan, its fade-ins and the queued fades go out together: with too
@@ -508,10 +510,10 @@ class Session:
         for obj in self.refs.taken(rec.gen):  # the objects new in this plan
             if isinstance(obj, LiveNode):
                 obj.published = True
-        self._dirty = False
+        self._dirty = self.admission.after_push()  # True while new nodes wait to join
         # fade-ins first, then the fade-outs and bypass switches queued since the
-        # last commit (an edge's wait is used once)
-        self.fades.release_fade_ins()
+        # last commit (an edge's wait is used once); not of edges still outside plans
+        self.fades.release_fade_ins(self.refs.outside)
         with suppress(EngineBusy):  # the rest goes out at the next commit
             self._push_fades()
 
@@ -539,13 +541,10 @@ class Session:
                 self.late_events += 1
                 log.info("event applied %d samples late", value)
         self.refs.free_due()  # a big removal's frees, a batch per call (live.FREE_BATCH)
-        self._collect_dying()
+        retire.collect(self, False)  # server/retire.py
         self.timers.run(self.engine.time)
         if commit:
             self.commit()
-
-    def _collect_dying(self, force: bool = False) -> None:
-        retire.collect(self, force)  # server/retire.py
 
     def next_due(self) -> int | None:
         """The earliest sample time at which deferred work falls due."""
@@ -562,7 +561,7 @@ class Session:
         """Call callback once every command queued so far has reached the engine."""
         self.commit()
         token = int(token) & 0x7FFFFFFF
-        self.engine.push(CMD_SYNC, ffi.NULL, token)
+        self.admission.sync(token)  # once every new node has joined the plans
         self._sync_waiters[token] = callback
 
     def idle(self) -> bool:
@@ -593,8 +592,7 @@ class Session:
             lib.mg_plan_free(rec.ptr)
         self._plans.clear()
         self.refs.free_all([*self.live.values(), *self.edges.values(), *self.dying_nodes,
-                            *self.bypass_edges.values(), *self.dying_edges,
-                            *self.groups.values()])
+                            *self.bypass_edges.values(), *self.dying_edges, *self.groups.values()])
         for d in (self.live, self.edges, self.bypass_edges, self.groups):
             d.clear()
         self.disk.close_all()

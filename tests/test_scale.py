@@ -473,3 +473,70 @@ def test_status_reports_the_worst_block_that_swapped_a_plan(tmp_path):
         assert 0.0 < st["worst_swap_us"] <= st["worst_us"], st
     finally:
         d.stop()
+
+
+def _chain_doc(n: int) -> dict:
+    nodes = [{"name": "in", "type": "input", "channels": 1},
+             {"name": "out", "type": "output", "channels": 1}]
+    nodes += [{"name": f"g{i}", "type": "gain", "channels": 1, "params": {"gain": -0.01}}
+              for i in range(n)]
+    conns = [["in", "g0"]] + [[f"g{i}", f"g{i + 1}"] for i in range(n - 1)] + [
+        [f"g{n - 1}", "out"]]
+    return {"format": "mixgraph-patch", "version": 1, "nodes": nodes, "connections": conns}
+
+
+def _load_running(n: int, batch: int, monkeypatch) -> tuple[Session, list[np.ndarray], dict]:
+    """A chain of n gains loaded into a running engine with admit.ADMIT_BATCH =
+    batch; 120 blocks of a 440 Hz input, each block's output kept, and what
+    each plan swap brought in."""
+    from mixgraph.server import admit
+    monkeypatch.setattr(admit, "ADMIT_BATCH", batch)
+    e = Engine(48000, 1, 1)
+    s = Session(e)
+    t = np.arange(120 * 64) / 48000
+    x = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32).reshape(-1, 1)
+    outs, seen = [], {"plans": [], "synced_waiting": None}
+    e.process(64, x[:64], block=64)  # the engine runs: a load now is an edit of a live graph
+    s.service()
+    seen["before"] = s.plans_built
+    s.load_doc(_chain_doc(n))
+    s.sync(7, lambda: seen.__setitem__("synced_waiting", len(s.refs.waiting)))
+    for b in range(1, 120):
+        waiting = len(s.refs.waiting)
+        s.service()
+        if s.plans_built and (not seen["plans"] or seen["plans"][-1][0] != s.plans_built):
+            seen["plans"].append((s.plans_built, waiting - len(s.refs.waiting)))
+        outs.append(e.process(64, x[b * 64:(b + 1) * 64], block=64).copy())
+    return s, outs, seen
+
+
+def test_a_big_load_joins_a_running_engine_in_batches(monkeypatch):
+    """Loading 1,300 nodes into a running engine brings at most ADMIT_BATCH new
+    nodes into each plan (the block that swaps one in runs each of them for the
+    first time: at 10,000 nodes in one plan that block was three times over
+    budget); /sync answers only once all have joined; the plan then is the one
+    a single commit builds (the session's collections listed whole); and the
+    output, once the last fade is over, is the output of the load in one plan,
+    sample for sample (gains have no state: what differs is only when each
+    batch's connections faded in). On the old code the load was one plan of
+    1,300 new nodes."""
+    s, outs, seen = _load_running(1300, 500, monkeypatch)
+    assert not s.refs.waiting and not s.admission.queue
+    assert s.plans_built - seen["before"] == 3, seen  # 1,302 new nodes: 500, 500, 302
+    assert all(joined <= 500 for _, joined in seen["plans"]), seen
+    assert seen["synced_waiting"] == 0
+    rec = planner.build(s.refs).record
+    old = _listed_plan(s)
+    try:
+        assert lib.mg_plan_same(rec.ptr, old) == 1
+    finally:
+        lib.mg_plan_free(rec.ptr)
+        lib.mg_plan_free(old)
+    one, outs1, seen1 = _load_running(1300, 100000, monkeypatch)
+    assert one.plans_built - seen1["before"] == 1
+    a, b = np.concatenate(outs[-40:]), np.concatenate(outs1[-40:])
+    assert np.max(np.abs(b)) > 0.1  # the chain is heard (-13 dB of 0.5)
+    assert np.array_equal(a, b)
+    for sess in (s, one):
+        sess.close()
+        sess.engine.free()
