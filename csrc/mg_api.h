@@ -321,8 +321,9 @@ int mg_engine_trace(mg_engine *e, int on);
  * cycle only; 0: sleeps at once). Each cycle runs on the workers or on the
  * audio thread alone (the one-thread path), whichever has been faster,
  * measured; a cycle whose one-thread time is under min_work_us never wakes a
- * worker. min_work_us 0: always the workers; < 0: every other cycle (tests).
- * Defaults 50 and 20. Returns -1 without workers. */
+ * worker. min_work_us 0: always the workers; < 0: every other cycle (tests);
+ * <= -2: the workers' path on the audio thread alone, no worker woken (bench:
+ * what the parallel form itself costs on one core). Defaults 50 and 20. Returns -1 without workers. */
 int mg_engine_set_sched(mg_engine *e, double spin_us, double min_work_us);
 /* [control, the audio thread stopped] Wait until no worker thread may still
  * be reading a plan of the last cycle (one preempted while it left the

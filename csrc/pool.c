@@ -228,7 +228,12 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
         }
         if (!ok || distinct < 2)
             continue;
-        const int per = (distinct + 4 * threads - 1) / (4 * threads);
+        /* rounded down: mix64's master bus (256 faders, then the reverb and
+         * the delay) gets segments of 32 faders, one per root unit of 32
+         * strips, and a last one of the two returns alone, so the faders'
+         * adds need not wait for the reverb (rounded up: 33, each segment
+         * waiting for two root units, and 25 faders after the reverb) */
+        const int per = distinct / (4 * threads) > 1 ? distinct / (4 * threads) : 1;
         int start = a, cnt = 0;
         prev = -1;
         for (int q = a; q <= b; q++) {

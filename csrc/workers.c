@@ -7,7 +7,8 @@
  *
  * - each unit has an activation count (its predecessors); the thread that
  *   finishes a unit decrements its successors' counts, runs the first one it
- *   made ready itself and queues the others, waking one sleeping thread each;
+ *   made ready itself and queues the others, waking one sleeping thread each
+ *   (while the queue holds other work it keeps them: they read its output);
  * - the ready queue is lock-free: an array and two atomic counters (a unit
  *   enters it at most once per cycle, so it never wraps);
  * - a thread with nothing to run sleeps on a semaphore (a futex): it
@@ -69,7 +70,8 @@ struct mg_workers {
      * spins for work within a cycle before it sleeps; the least work a
      * cycle is expected to have for the audio thread to wake workers */
     _Atomic uint64_t spin_ns;
-    _Atomic int64_t min_work_ns;      /* 0: always; < 0: every other cycle (tests) */
+    _Atomic int64_t min_work_ns;      /* 0: always; -1: every other cycle (tests);
+                                       * -2: the units, no worker woken (bench) */
     /* audio: which path is faster, measured (mg_workers_handoff) */
     double wall[2];                   /* ns per frame, moving averages: alone, on workers */
     const void *plan;                 /* the plan they were measured on */
@@ -167,6 +169,8 @@ static inline void push(mg_par *par, int u)
 /* Wake one sleeping thread (the audio thread first), if any sleeps. */
 static inline void wake_one(mg_workers *w)
 {
+    if (__builtin_expect(atomic_load_explicit(&w->min_work_ns, memory_order_relaxed) == -2, 0))
+        return; /* solo: the parallel form on the audio thread alone (bench) */
     if (atomic_load(&w->main_idle) && atomic_exchange(&w->main_idle, 0)) {
         tev(w, TEV_POST, 0);
         sem_post(&w->main_sem);
@@ -181,8 +185,25 @@ static inline void wake_one(mg_workers *w)
         }
 }
 
+/* Units a thread made ready and keeps for itself while the other threads
+ * have queued work of their own: they read what this thread just wrote (a
+ * bus's push segment reads its strips' outputs), which on another core
+ * costs a transfer of every line (mix64 256 ch: a segment 4.3 us there,
+ * 1.3 us here). Exposed on the shared queue once that runs dry. */
+#define LOCAL_CAP 64
+typedef struct {
+    int n, first;
+    int u[LOCAL_CAP];
+} mg_local;
+
+static inline int queue_busy(mg_par *par)
+{
+    return atomic_load_explicit(&par->q_rd, memory_order_relaxed) <
+           atomic_load_explicit(&par->q_wr, memory_order_relaxed);
+}
+
 /* Run unit u, then the successors it makes ready, one after the other. */
-static void run_chain(mg_workers *w, mg_par *par, int u)
+static void run_chain(mg_workers *w, mg_par *par, int u, mg_local *lo)
 {
     const mg_unit_fn fn = w->fn;
     void *ctx = w->ctx;
@@ -198,6 +219,8 @@ static void run_chain(mg_workers *w, mg_par *par, int u)
             if (atomic_fetch_sub_explicit(&par->count[v], 1, memory_order_acq_rel) == 1) {
                 if (next < 0) {
                     next = v;
+                } else if (lo->n < LOCAL_CAP && queue_busy(par)) {
+                    lo->u[lo->n++] = v; /* the others have queued work: kept here */
                 } else {
                     push(par, v);
                     wake_one(w);
@@ -218,11 +241,31 @@ static void run_chain(mg_workers *w, mg_par *par, int u)
     }
 }
 
+/* Run what this thread kept and what is queued. Kept units go first, in the
+ * order they were made ready; when the shared queue is empty, the kept
+ * units beyond the next are queued, so an idle thread can take them. */
 static void drain(mg_workers *w, mg_par *par)
 {
-    int u;
-    while ((u = pop(par)) >= 0)
-        run_chain(w, par, u);
+    mg_local lo;
+    lo.n = lo.first = 0;
+    for (;;) {
+        int u;
+        if (lo.first < lo.n) {
+            if (lo.n - lo.first > 1 && !queue_busy(par)) {
+                for (int i = lo.first + 1; i < lo.n; i++) {
+                    push(par, lo.u[i]);
+                    wake_one(w);
+                }
+                lo.n = lo.first + 1;
+            }
+            u = lo.u[lo.first++];
+            if (lo.first == lo.n)
+                lo.n = lo.first = 0;
+        } else if ((u = pop(par)) < 0) {
+            return;
+        }
+        run_chain(w, par, u, &lo);
+    }
 }
 
 /* Nothing ready: spin (never sleep) for at most spin_ns while the cycle
@@ -366,9 +409,10 @@ int mg_workers_threads(const mg_workers *w) { return w ? w->n + 1 : 1; }
 void mg_workers_sched(mg_workers *w, double spin_us, double min_work_us)
 {
     atomic_store(&w->spin_ns, (uint64_t)(spin_us > 0 ? spin_us * 1e3 : 0));
-    atomic_store(&w->min_work_ns, (int64_t)(min_work_us > 0    ? min_work_us * 1e3
-                                            : min_work_us < 0 ? -1
-                                                              : 0));
+    atomic_store(&w->min_work_ns, (int64_t)(min_work_us > 0      ? min_work_us * 1e3
+                                            : min_work_us <= -2 ? -2
+                                            : min_work_us < 0   ? -1
+                                                                : 0));
 }
 
 /* Trials: every TRIAL_EVERY cycles, TRIAL_LEN cycles of the other path (the
@@ -383,6 +427,8 @@ int mg_workers_handoff(mg_workers *w, const void *plan, int n_frames)
 {
     const int64_t min_work = atomic_load_explicit(&w->min_work_ns, memory_order_relaxed);
     if (min_work == 0)
+        return 1;
+    if (min_work == -2)
         return 1;
     if (min_work < 0)
         return (w->cycles++ & 1) == 0;

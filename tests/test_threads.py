@@ -58,6 +58,7 @@ def _same(a: np.ndarray, b: np.ndarray, what: str) -> None:
 ALWAYS = (0.0, 0.0)     # workers on every cycle, no spin
 DEFAULT = None           # the engine's defaults
 ALTERNATE = (50.0, -1.0)  # every other cycle on the audio thread alone
+SOLO = (0.0, -2.0)       # the workers' path, every unit on the audio thread
 
 
 def _worker_units(e: Engine) -> tuple[int, int]:
@@ -126,7 +127,7 @@ def _mix64_edits(n: int):
 
 
 @pytest.mark.parametrize("block,sched", [(64, ALWAYS), (100, ALWAYS), (64, DEFAULT),
-                                         (100, ALTERNATE)])
+                                         (100, ALTERNATE), (64, SOLO)])
 def test_mix64_two_threads_bit_identical(block, sched):
     n = 64
     frames = RATE // 2
@@ -138,13 +139,15 @@ def test_mix64_two_threads_bit_identical(block, sched):
     _same(one, two, f"mix64 {n} ch, {block}-frame blocks, sched {sched}")
 
 
-@pytest.mark.parametrize("sched,handed,alone", [(ALWAYS, True, False),
-                                                ((50.0, 1e9), False, True),
-                                                (ALTERNATE, True, True)])
-def test_sched_modes_take_the_paths_they_say(sched, handed, alone):
+@pytest.mark.parametrize("sched,handed,alone,worker", [(ALWAYS, True, False, True),
+                                                       ((50.0, 1e9), False, True, False),
+                                                       (ALTERNATE, True, True, True),
+                                                       (SOLO, True, False, False)])
+def test_sched_modes_take_the_paths_they_say(sched, handed, alone, worker):
     """The modes do what the bit-identical tests rely on: cycles handed to
     the workers (and a worker runs units in them), or the one-thread path
-    (no cycle published), or both. A small session: the one-thread path is
+    (no cycle published), or both; or cycles handed to the workers' path
+    that the audio thread runs alone. A small session: the one-thread path is
     only tried for cycles that one thread surely finishes in time."""
     e = Engine(RATE, 0, 2, threads=2)
     s = Session(e)
@@ -158,12 +161,40 @@ def test_sched_modes_take_the_paths_they_say(sched, handed, alone):
         cycles, worker_units = _worker_units(e)
         assert (cycles > 0) == handed and (cycles < blocks) == alone, (cycles, blocks)
         for _ in range(50):  # a worker takes part (a loaded machine may wake it late)
-            if worker_units > 0 or not handed:
+            if worker_units > 0 or not worker:
                 break
             e.process(blocks * 64, block=64)
             worker_units += _worker_units(e)[1]
         lib.mg_engine_trace(e.ptr, 0)
-        assert (worker_units > 0) == handed
+        assert (worker_units > 0) == worker
+    finally:
+        s.close()
+        e.free()
+
+
+def test_bus_returns_get_a_push_segment_of_their_own():
+    """mix64 on 2 threads: the master bus's adds are cut into segments of
+    whole root units of strips, and the reverb's and the delay's returns (2 x 2
+    channels) come last in a segment of their own, so no fader's add waits
+    for the reverb (before: 9 faders a segment, the last fader with the
+    returns)."""
+    e = Engine(RATE, 0, 2, threads=2)
+    s = Session(e)
+    try:
+        build_mix64(s, 64)
+        p = list(s._plans.values())[-1].ptr
+        nu = lib.mg_plan_units(p)
+        cap = 1 << 14
+        sf_, af = ffi.new("int[]", nu + 2), ffi.new("int[]", nu + 2)
+        su, ast, al, ak = (ffi.new("int[]", cap) for _ in range(4))
+        assert lib.mg_plan_par_graph(p, sf_, su, af, ast, al, ak, cap) == nu
+        kinds = [[(ffi.string(lib.mg_plan_step_type(p, ast[i])).decode(), ak[i], al[i])
+                  for i in range(af[u], af[u + 1])] for u in range(nu)]
+        verb = [u for u in range(nu) if any(t == "reverb" for t, _, _ in kinds[u])]
+        assert len(verb) == 1
+        after = [kinds[v][0] for v in (su[i] for i in range(sf_[verb[0]], sf_[verb[0] + 1]))]
+        # the unit after the reverb starts with the master bus's last segment
+        assert after == [("bus", -1, 4)], after
     finally:
         s.close()
         e.free()
