@@ -589,6 +589,15 @@ static void apply_param(mg_engine *e, mg_node *n, int index, float v)
         p->geometric = geo;
         p->step = geo ? pow((double)tgt / p->cur, 1.0 / ns) : ((double)tgt - p->cur) / ns;
         p->remaining = ns;
+        p->total = ns;
+        p->base = p->cur;
+        if (geo) { /* samples 1..4 of the ramp, one chain each (node_ramps) */
+            p->lane[0] = p->cur * p->step;
+            p->lane[1] = p->lane[0] * p->step;
+            p->lane[2] = p->lane[1] * p->step;
+            p->lane[3] = p->lane[2] * p->step;
+            p->step4 = (p->step * p->step) * (p->step * p->step);
+        }
         n->n_ramping++;
     }
     if (n->type->on_param)
@@ -868,6 +877,68 @@ static double taper_ramp(mg_node *nd, int k, mg_param *pr, float *r, int n)
     return cur;
 }
 
+/* A smoothing ramp's values for the n frames of this sub-block into r (node
+ * domain); returns the last. Sample k of the ramp (1..total) is base + step
+ * * k (linear) or the geometric sequence cur * step^k kept as four chains
+ * (mg_param's lane); its last sample is the target exactly, and the frames
+ * after it hold the target. Each sample depends on k alone, so the values do
+ * not depend on where blocks split the ramp, and no sample waits on the one
+ * before it (one chain of n dependent multiplies per parameter was the
+ * cost of a fader move). */
+typedef double mg_v4d __attribute__((vector_size(32)));
+typedef float mg_v4f __attribute__((vector_size(16)));
+
+MG_HOT static double smooth_ramp(mg_node *nd, mg_param *pr, float *r, int n)
+{
+    const int m = pr->remaining < n ? pr->remaining : n; /* ramp samples here */
+    const int k0 = pr->total - pr->remaining;            /* samples already done */
+    double cur = pr->cur;
+    if (pr->geometric) {
+        const double s4 = pr->step4;
+        int i = 0;
+        /* to a chain boundary (k0 + i a multiple of 4), one sample at a time */
+        for (; i < m && ((k0 + i) & 3); i++) {
+            double *l = &pr->lane[(k0 + i) & 3];
+            cur = *l;
+            r[i] = (float)cur;
+            *l = cur * s4;
+        }
+        /* the four chains side by side: one multiply, one conversion and
+         * one store per four samples (each conversion rounds as (float) does) */
+        mg_v4d v = {pr->lane[0], pr->lane[1], pr->lane[2], pr->lane[3]};
+        for (; i + 4 <= m; i += 4) {
+            const mg_v4f f = __builtin_convertvector(v, mg_v4f);
+            memcpy(r + i, &f, sizeof f);
+            cur = v[3];
+            v *= s4;
+        }
+        pr->lane[0] = v[0], pr->lane[1] = v[1], pr->lane[2] = v[2], pr->lane[3] = v[3];
+        for (; i < m; i++) {
+            double *l = &pr->lane[(k0 + i) & 3];
+            cur = *l;
+            r[i] = (float)cur;
+            *l = cur * s4;
+        }
+    } else {
+        const double base = pr->base, step = pr->step;
+        for (int i = 0; i < m; i++)
+            r[i] = (float)(base + step * (double)(k0 + i + 1));
+        if (m > 0)
+            cur = base + step * (double)(k0 + m);
+    }
+    pr->remaining -= m;
+    if (pr->remaining == 0) {
+        cur = pr->tgt; /* the last sample is the target, exactly */
+        if (m > 0)
+            r[m - 1] = pr->tgt;
+        nd->n_ramping--;
+    }
+    for (int i = m; i < n; i++)
+        r[i] = pr->tgt;
+    pr->cur = cur;
+    return cur;
+}
+
 /* Advance a node's parameter ramps for a sub-block of n frames (run_plan
  * calls it at the node's step, where its struct is being read anyway). */
 static inline void node_ramps(mg_node *nd, int n)
@@ -894,25 +965,11 @@ static inline void node_ramps(mg_node *nd, int n)
             continue;
         }
         float *r = nd->ramp_mem + (size_t)k * MG_MAX_BLOCK;
-        int i = 0;
-        double cur = pr->cur;
-        if (pr->ramp) {
+        double cur;
+        if (pr->ramp)
             cur = taper_ramp(nd, k, pr, r, n);
-            nd->pv[k].ramp = r;
-            nd->pv[k].value = (float)cur;
-            continue;
-        }
-        for (; i < n && pr->remaining > 0; i++) {
-            cur = pr->geometric ? cur * pr->step : cur + pr->step;
-            if (--pr->remaining == 0) {
-                cur = pr->tgt;
-                nd->n_ramping--;
-            }
-            r[i] = (float)cur;
-        }
-        for (; i < n; i++)
-            r[i] = pr->tgt;
-        pr->cur = cur;
+        else
+            cur = smooth_ramp(nd, pr, r, n);
         nd->pv[k].ramp = r;
         nd->pv[k].value = (float)cur;
     }

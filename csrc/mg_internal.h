@@ -38,6 +38,15 @@ typedef struct {
     int total;          /* its length in samples */
     double p0, p1;      /* its start and end taper positions */
     double pos;         /* the taper position it has reached */
+    /* smoothing (ramp == 0), laid out so that its samples are independent
+     * chains, not one multiply or add per sample waiting on the previous
+     * (node_ramps): sample k of the ramp (1..total) is base + step * k when
+     * linear; when geometric, lane[k % 4] holds it before it is written and
+     * times step4 after, so four products are in flight at once. Both
+     * depend only on k, never on where blocks split the ramp. (audio) */
+    double base;        /* linear: the value the ramp started from */
+    double step4;       /* geometric: step^4 */
+    double lane[4];     /* geometric: the next value of each chain, by k % 4 */
 } mg_param;
 
 struct mg_node {

@@ -36,12 +36,38 @@ MG_HOT static void process(void *st, const mg_proc *p)
             mg_scale(p->out[c], p->in[c], &k, n);
         return;
     }
-    for (int c = 0; c < s->channels; c++) {
-        const float *x = p->in[c];
-        float *y = p->out[c];
+    /* a moving fader: the gain of each frame once, f = g * vca * (1 - mute)
+     * * (1 - 2 polarity), a steady factor of 1 skipped; then every channel
+     * times f. No branch per sample, so both loops vectorise. */
+    float f[MG_MAX_BLOCK];
+    if (g->ramp)
+        memcpy(f, g->ramp, sizeof(float) * (size_t)n);
+    else
         for (int i = 0; i < n; i++)
-            y[i] = x[i] * mg_pv_at(g, i) * mg_pv_at(v, i) * (1.0f - mg_pv_at(m, i)) *
-                   (1.0f - 2.0f * mg_pv_at(pol, i));
+            f[i] = g->value;
+    if (v->ramp)
+        for (int i = 0; i < n; i++)
+            f[i] *= v->ramp[i];
+    else if (v->value != 1.0f)
+        for (int i = 0; i < n; i++)
+            f[i] *= v->value;
+    if (m->ramp)
+        for (int i = 0; i < n; i++)
+            f[i] *= 1.0f - m->ramp[i];
+    else if (m->value != 0.0f)
+        for (int i = 0; i < n; i++)
+            f[i] *= 1.0f - m->value;
+    if (pol->ramp)
+        for (int i = 0; i < n; i++)
+            f[i] *= 1.0f - 2.0f * pol->ramp[i];
+    else if (pol->value != 0.0f)
+        for (int i = 0; i < n; i++)
+            f[i] *= 1.0f - 2.0f * pol->value;
+    for (int c = 0; c < s->channels; c++) {
+        const float *restrict x = p->in[c];
+        float *restrict y = p->out[c];
+        for (int i = 0; i < n; i++)
+            y[i] = x[i] * f[i];
     }
 }
 

@@ -144,6 +144,48 @@ def test_retarget_mid_ramp_has_no_jump(dc_gain):
     assert np.all(y[500 + SMOOTH - 1:] == 1.0)
 
 
+@pytest.mark.parametrize("param,value,map_", [("gain", -30.0, "geometric"),
+                                               ("mute", 1.0, "linear"),
+                                               ("vca", -9.0, "geometric")])
+def test_smoothing_does_not_depend_on_where_blocks_split_it(param, value, map_):
+    """A smoothing ramp's samples are a function of their index in the ramp
+    alone (the engine computes them as four interleaved chains, not one):
+    split into blocks of 1, 3, 7, 64 and 1000 frames, with the set landing
+    off every chain boundary, the output is the same to the bit, and it is
+    the closed form: start * ratio^k (geometric, dB parameters) or
+    start + step * k (linear), the last sample on the target exactly."""
+    outs = []
+    for block in (1000, 1, 3, 7, 64):
+        e = Engine(SR, 1, 1)
+        s = Session(e)
+        s.add_node("input", "in", {"channels": 1})
+        s.add_node("gain", "g", {"gain": -6.0})
+        s.add_node("output", "out", {"channels": 1})
+        s.connect("in", "g")
+        s.connect("g", "out")
+        s.commit()
+        s.set_param("g", param, value, time=101)  # 101: not a multiple of 4
+        outs.append(run(e, 1400, block, ones(1400))[:, 0].astype(np.float64))
+        s.close()
+        e.free()
+    for y in outs[1:]:
+        assert np.array_equal(y, outs[0])
+    y = outs[0]
+    g0 = 10 ** (-6 / 20)
+    n = SMOOTH if param != "mute" else int(round(0.010 * SR))  # mute: 10 ms
+    k = np.arange(1, n + 1)
+    if map_ == "geometric":  # gain moves to the value; vca's dB add to the gain's
+        end = 10 ** (value / 20) * (g0 if param == "vca" else 1.0)
+        want = g0 * (end / g0) ** (k / n)
+    else:
+        end = 0.0
+        want = g0 * (1 - k / n)
+    assert np.all(y[:101] == np.float32(g0))
+    # 1e-6 of the start level: float32 output of a double ramp
+    assert np.max(np.abs(y[101:101 + n] - want)) < 1e-6 * g0
+    assert np.all(y[101 + n - 1:] == np.float32(end))
+
+
 def test_pan_ramp_is_linear_in_position(sessions):
     s, e = sessions(1, 2)
     s.add_node("input", "in", {"channels": 1})

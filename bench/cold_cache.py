@@ -1,0 +1,80 @@
+"""What a live cycle costs when the machine's other work has been through the
+caches since the last one: the mix64 session (bench/mix64.py) rendered one
+64-frame block at a time on one core, with N MB of other memory written
+between blocks, in alternating rounds.
+
+    python bench/cold_cache.py [--channels 64] [--mb 0 1 4 16 64] [--rounds 4] [--cpu N]
+
+A live JACK client runs for ~100 µs out of every 1333 µs; in between, jackd,
+the other clients, mixgraph's own control thread (parsing 10,000 OSC messages
+a second) and everything else on the machine use the same cores and caches.
+The burner of bench/jackd.py touches no memory, so its time per cycle does
+not depend on that; mixgraph's does. This prints the CPU time per block
+(median of the rounds' medians) after 0, 1, 4, 16, 64 MB written between
+blocks: the 0 MB row is the hot-cache figure of bench/mix64.py, and the row
+that matches the live DSP time (`/status` load x period) says how much other
+memory traffic a live cycle sees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from mix64 import build_mix64  # noqa: E402  bench/mix64.py
+
+from mixgraph.server.engine import Engine  # noqa: E402
+from mixgraph.server.session import Session  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--channels", type=int, default=64)
+    ap.add_argument("--mb", type=int, nargs="+", default=[0, 1, 4, 16, 64],
+                    help="MB of other memory written between two blocks")
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--blocks", type=int, default=150, help="blocks per size per round")
+    ap.add_argument("--cpu", type=int, default=(os.cpu_count() or 1) - 1,
+                    help="the core to run on (-1: not pinned)")
+    a = ap.parse_args()
+    if a.cpu >= 0:
+        os.sched_setaffinity(0, {a.cpu})
+    e = Engine(48000, 0, 2)
+    s = Session(e)
+    build_mix64(s, a.channels)
+    out = np.zeros((64, 2), np.float32)
+    junk = np.ones((max(a.mb) << 20) >> 3)
+    for _ in range(300):
+        e.process(64, None, block=64, out=out)
+    res: dict[int, list[float]] = {}
+    for _ in range(a.rounds):
+        for mb in a.mb:
+            n = (mb << 20) >> 3
+            ts = []
+            for _ in range(a.blocks):
+                if n:
+                    junk[:n] += 1.0
+                t0 = time.thread_time_ns()
+                e.process(64, None, block=64, out=out)
+                ts.append(time.thread_time_ns() - t0)
+            res.setdefault(mb, []).append(statistics.median(ts) / 1e3)
+    print(f"# mix64, {a.channels} channels, 64-frame blocks, one core; CPU µs per block "
+          f"(median of {a.rounds} rounds' medians; load average {os.getloadavg()[0]:.1f})")
+    for mb, v in res.items():
+        print(f"{mb:4} MB written between blocks: {statistics.median(v):7.1f} µs  "
+              f"(rounds {', '.join(f'{x:.1f}' for x in v)})")
+    s.close()
+    e.free()
+
+
+if __name__ == "__main__":
+    main()
