@@ -622,32 +622,39 @@ static inline int lanes_out(const eq_lane *ln, int nln, const eq_vf *x, int n)
  * same states, as the scalar guard). The tests are integer compares of the
  * magnitudes' bits (which order like the magnitudes, NaN above infinity),
  * first as one OR over every state: in the usual block nothing is non-finite
- * or tiny, and the states are not touched. */
-typedef long long eq_vl __attribute__((vector_size(64)));
+ * or tiny, and the states are not touched. The compares run on halves of
+ * four lanes: GCC lowers compares of eight 64-bit integers to scalar code
+ * (set/insert per lane) in the x86-64-v3 clone, and in every clone once
+ * inlined, where compares of four vectorise in both. */
+typedef long long eq_vl4 __attribute__((vector_size(32)));
+#define EQ_HALF_L(dst, v, h) memcpy(&(dst), (const char *)(v) + 32 * (h), sizeof(dst))
 static inline void guard_v(eq_vd *s1, eq_vd *s2, int ns)
 {
-    const eq_vl zero = {0}, mag = zero + 0x7fffffffffffffffLL;
-    const eq_vl inf = zero + 0x7ff0000000000000LL; /* bits of +infinity */
-    const eq_vl tinyb = zero + 0x39b4484bfeebc2a0LL; /* bits of 1e-30 */
-    eq_vl bad = zero;
-    for (int k = 0; k < ns; k++) {
-        const eq_vl ua = (eq_vl)s1[k] & mag, ub = (eq_vl)s2[k] & mag;
-        bad |= (ua >= inf) | (ub >= inf) | ((ua < tinyb) & (ub < tinyb));
-    }
-    long long any = 0;
-    for (int l = 0; l < EQ_LANES; l++)
-        any |= bad[l];
-    if (!any)
+    const eq_vl4 zero = {0}, mag = zero + 0x7fffffffffffffffLL;
+    const eq_vl4 inf = zero + 0x7ff0000000000000LL; /* bits of +infinity */
+    const eq_vl4 tinyb = zero + 0x39b4484bfeebc2a0LL; /* bits of 1e-30 */
+    eq_vl4 bad = zero;
+    for (int k = 0; k < ns; k++)
+        for (int h = 0; h < 2; h++) {
+            eq_vl4 a, b;
+            EQ_HALF_L(a, &s1[k], h), EQ_HALF_L(b, &s2[k], h);
+            const eq_vl4 ua = a & mag, ub = b & mag;
+            bad |= (ua >= inf) | (ub >= inf) | ((ua < tinyb) & (ub < tinyb));
+        }
+    if (!(bad[0] | bad[1] | bad[2] | bad[3]))
         return;
-    for (int k = 0; k < ns; k++) {
-        const eq_vl a = (eq_vl)s1[k], b = (eq_vl)s2[k];
-        const eq_vl ua = a & mag, ub = b & mag;
-        const eq_vl finite = (ua < inf) & (ub < inf);
-        const eq_vl tiny = (ua < tinyb) & (ub < tinyb);
-        const eq_vl keep = finite & ~tiny;
-        s1[k] = (eq_vd)(a & keep);
-        s2[k] = (eq_vd)(b & keep);
-    }
+    for (int k = 0; k < ns; k++)
+        for (int h = 0; h < 2; h++) {
+            eq_vl4 a, b;
+            EQ_HALF_L(a, &s1[k], h), EQ_HALF_L(b, &s2[k], h);
+            const eq_vl4 ua = a & mag, ub = b & mag;
+            const eq_vl4 finite = (ua < inf) & (ub < inf);
+            const eq_vl4 tiny = (ua < tinyb) & (ub < tinyb);
+            const eq_vl4 keep = finite & ~tiny;
+            a &= keep, b &= keep;
+            memcpy((char *)&s1[k] + 32 * h, &a, sizeof a);
+            memcpy((char *)&s2[k] + 32 * h, &b, sizeof b);
+        }
 }
 
 /* A gang cache: a gang's coefficients and states as vectors, with what
