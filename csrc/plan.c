@@ -608,6 +608,13 @@ static int assign_buffers(mg_plan *p, const step_info *info)
             mg_step *ps = &p->steps[src_step[m]];
             p->push[ps->push_first + ps->push_count++] = m;
         }
+    /* a step may fold (engine.c, fold_step) when its type can and every op
+     * reading its outputs is pushed: fold counts the others down from 1 */
+    for (int s = 0; s < p->n_steps; s++)
+        p->steps[s].fold = info[s].type->fold && p->steps[s].gang == 1 && p->steps[s].push_count > 0;
+    for (int m = 0; m < p->mix_used; m++)
+        if (src_step[m] >= 0 && !p->mix[m].push)
+            p->steps[src_step[m]].fold = 0;
     /* outputs bucketed by the step after which they are given back */
     for (int k = 0; k < n_out; k++)
         first[last[k] + 1]++;
