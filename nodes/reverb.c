@@ -23,6 +23,7 @@
  * value decays geometrically, so the silent tail reaches exact zero. */
 #include "mg_node.h"
 #include "dsp_delay.h"
+#include "dsp_transpose.h"
 
 enum { P_DECAY, P_SIZE, P_PREDELAY, P_DAMPING, P_WIDTH, P_MIX, P_N };
 
@@ -324,7 +325,37 @@ MG_HOT static void fdn_block(reverb_state *s, int len, const unsigned *M, const 
     float *restrict mem = s->mem;
     const size_t stride = s->stride;
     const unsigned w0 = s->w, mask = s->mask;
+    /* a full sub-block: the lines' reads that do not wrap around the ring,
+     * 8x8 tiles at a time through register transposes */
+    int whole = 0; /* bit k: line k's first SUB reads went through a tile */
+    if (len == SUB) {
+        const float *row[NL];
+        for (int k = 0; k < NL; k++) {
+            const unsigned j0 = (w0 - M[k] - 1u) & mask;
+            row[k] = mem + (size_t)k * stride + j0;
+            whole |= (j0 + SUB <= mask) << k; /* the extra read at SUB too */
+        }
+        for (int kb = 0; kb < NL; kb += 8) {
+            if (((whole >> kb) & 0xff) != 0xff) {
+                whole &= ~(0xff << kb);
+                continue;
+            }
+            for (int tb = 0; tb < SUB; tb += 8) {
+                const float *const in[8] = {row[kb] + tb,     row[kb + 1] + tb, row[kb + 2] + tb,
+                                            row[kb + 3] + tb, row[kb + 4] + tb, row[kb + 5] + tb,
+                                            row[kb + 6] + tb, row[kb + 7] + tb};
+                float *const o[8] = {&x[tb][kb],     &x[tb + 1][kb], &x[tb + 2][kb],
+                                     &x[tb + 3][kb], &x[tb + 4][kb], &x[tb + 5][kb],
+                                     &x[tb + 6][kb], &x[tb + 7][kb]};
+                mg_tr8x8(in, o);
+            }
+            for (int k = kb; k < kb + 8; k++)
+                x[SUB][k] = row[k][SUB];
+        }
+    }
     for (int k = 0; k < NL; k++) {
+        if ((whole >> k) & 1)
+            continue;
         const float *buf = mem + (size_t)k * stride;
         const unsigned j0 = w0 - M[k] - 1u;
         for (int t = 0; t <= len; t++)
@@ -342,6 +373,12 @@ MG_HOT static void fdn_block(reverb_state *s, int len, const unsigned *M, const 
     const rv_i l4 = {-1, -1, -1, -1, 0, 0, 0, 0, -1, -1, -1, -1, 0, 0, 0, 0};
     const rv_i l2 = {-1, -1, 0, 0, -1, -1, 0, 0, -1, -1, 0, 0, -1, -1, 0, 0};
     const rv_i l1 = {-1, 0, -1, 0, -1, 0, -1, 0, -1, 0, -1, 0, -1, 0, -1, 0};
+    /* lanes 0 and 1 (the rest unused) from lanes 2 and 3, 4 and 5, ... */
+    const rv_i q2 = {2, 3, 0, 0, 6, 7, 0, 0, 10, 11, 0, 0, 14, 15, 0, 0};
+    const rv_i q4 = {4, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    const rv_i q8 = {8, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    const rv_i q12 = {12, 13, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    const rv_f zero = {0.0f};
     rv_f out[SUB];
     for (int i = 0; i < len; i++) {
         if (glide) {
@@ -353,12 +390,15 @@ MG_HOT static void fdn_block(reverb_state *s, int len, const unsigned *M, const 
         va = r;
         const rv_f y = vg * r + vb * vy;
         vy = y;
-        float a = 0.0f, b = 0.0f;
-        for (int k = 0; k < NL; k += 4) {
-            a += y[k] - y[k + 2];
-            b += y[k + 1] - y[k + 3];
-        }
-        wl[i] = a, wr[i] = b;
+        /* the output sums of the scalar loop, a += y[k] - y[k + 2] and
+         * b += y[k + 1] - y[k + 3] for k = 0, 4, 8, 12 in that order, in
+         * lanes 0 and 1 */
+        const rv_f d = y - __builtin_shuffle(y, q2);
+        rv_f ab = zero + d;
+        ab += __builtin_shuffle(d, q4);
+        ab += __builtin_shuffle(d, q8);
+        ab += __builtin_shuffle(d, q12);
+        wl[i] = ab[0], wr[i] = ab[1];
         rv_f v = y;
         RV_STAGE(v, p8, l8);
         RV_STAGE(v, p4, l4);
@@ -369,10 +409,24 @@ MG_HOT static void fdn_block(reverb_state *s, int len, const unsigned *M, const 
         const rv_f in = {pl, pr, -pl, -pr, pl, pr, -pl, -pr, pl, pr, -pl, -pr, pl, pr, -pl, -pr};
         out[i] = v + in;
     }
-    for (int k = 0; k < NL; k++) {
-        float *buf = mem + (size_t)k * stride;
-        for (int i = 0; i < len; i++)
-            buf[(w0 + (unsigned)i) & mask] = out[i][k];
+    if (len == SUB && (w0 & mask) + SUB <= mask + 1) { /* the writes do not wrap */
+        for (int kb = 0; kb < NL; kb += 8)
+            for (int tb = 0; tb < SUB; tb += 8) {
+                const float *const in[8] = {&out[tb][kb],     &out[tb + 1][kb], &out[tb + 2][kb],
+                                            &out[tb + 3][kb], &out[tb + 4][kb], &out[tb + 5][kb],
+                                            &out[tb + 6][kb], &out[tb + 7][kb]};
+                float *const b = mem + (size_t)kb * stride + (w0 & mask) + tb;
+                float *const o[8] = {b,              b + stride,     b + 2 * stride,
+                                     b + 3 * stride, b + 4 * stride, b + 5 * stride,
+                                     b + 6 * stride, b + 7 * stride};
+                mg_tr8x8(in, o);
+            }
+    } else {
+        for (int k = 0; k < NL; k++) {
+            float *buf = mem + (size_t)k * stride;
+            for (int i = 0; i < len; i++)
+                buf[(w0 + (unsigned)i) & mask] = out[i][k];
+        }
     }
     s->w = (w0 + (unsigned)len) & mask;
     memcpy(gb, &vg, sizeof vg), memcpy(bb, &vb, sizeof vb);
