@@ -277,6 +277,85 @@ static inline void front(reverb_state *s, float inl, float inr, float *dg, const
     *xl_out = xl, *xr_out = xr, *il_out = il, *ir_out = ir;
 }
 
+/* m samples from x into line l (advancing its write index), in at most two
+ * contiguous runs */
+static inline void ring_write(dl_line *l, const float *x, int m)
+{
+    const unsigned w = l->w, cap = l->mask + 1u, k = cap - w < (unsigned)m ? cap - w : (unsigned)m;
+    memcpy(l->buf + w, x, sizeof(float) * k);
+    memcpy(l->buf, x + k, sizeof(float) * ((unsigned)m - k));
+    l->w = (w + (unsigned)m) & l->mask;
+}
+
+/* y[i] = the sample written `back` writes before the write index, then the
+ * next m - 1 (back >= m: all written before this sub-block) */
+static inline void ring_read(const dl_line *l, unsigned back, float *y, int m)
+{
+    const unsigned j = (l->w - back) & l->mask;
+    if (j + (unsigned)m <= l->mask + 1u) {
+        memcpy(y, l->buf + j, sizeof(float) * (size_t)m);
+        return;
+    }
+    for (int i = 0; i < m; i++)
+        y[i] = l->buf[(j + (unsigned)i) & l->mask];
+}
+
+/* front() for a whole sub-block of m samples while the pre-delay tap is at
+ * rest: the pre-delay written, then read; each diffuser stage over the
+ * sub-block at once (its delay is longer than a sub-block, so the stage's
+ * reads all precede its writes). Every sample gets front()'s expressions on
+ * the same values, so the same results. Returns 0 (nothing done) when the
+ * tap moves or a diffuser is not longer than m. Inlined into process, so
+ * that its multiply-adds fuse as front()'s do there. */
+static inline __attribute__((always_inline)) int front_block(reverb_state *s, const float *inl, const float *inr, int m, float *dg,
+                       const float *ddg, float *xl, float *xr, float *il, float *ir)
+{
+    const dl_tap *tp = &s->ptap;
+    if (tp->fade > 0 || tp->tgt != tp->cur)
+        return 0; /* dl_tap_step would move it */
+    for (int k = 0; k < ND; k++)
+        if (s->ap_len[0][k] <= (unsigned)m || s->ap_len[1][k] <= (unsigned)m)
+            return 0;
+    for (int i = 0; i < m; i++) {
+        xl[i] = dl_sane(inl[i]);
+        xr[i] = dl_sane(inr[i]);
+    }
+    ring_write(&s->pre[0], xl, m);
+    ring_write(&s->pre[1], xr, m);
+    /* dl_read_lin at d = cur + 1 after each sample's write: delays i and
+     * i + 1 from the write index past sample i */
+    const float d = (float)tp->cur + 1.0f;
+    const int di = (int)d;
+    const float f = d - (float)di;
+    float a[2][SUB], b[2][SUB];
+    for (int c = 0; c < 2; c++) {
+        ring_read(&s->pre[c], (unsigned)di + (unsigned)m - 1u, a[c], m);
+        ring_read(&s->pre[c], (unsigned)di + (unsigned)m, b[c], m);
+    }
+    for (int i = 0; i < m; i++) {
+        il[i] = a[0][i] + f * (b[0][i] - a[0][i]);
+        ir[i] = a[1][i] + f * (b[1][i] - a[1][i]);
+    }
+    for (int k = 0; k < ND; k++) {
+        float g[SUB], wl[SUB], wr[SUB];
+        float gk = dg[k];
+        for (int i = 0; i < m; i++)
+            g[i] = gk += ddg[k];
+        dg[k] = gk;
+        ring_read(&s->ap_line[0][k], s->ap_len[0][k], a[0], m);
+        ring_read(&s->ap_line[1][k], s->ap_len[1][k], a[1], m);
+        for (int i = 0; i < m; i++) {
+            wl[i] = il[i] + g[i] * a[0][i];
+            wr[i] = ir[i] + g[i] * a[1][i];
+            il[i] = a[0][i] - g[i] * wl[i];
+            ir[i] = a[1][i] - g[i] * wr[i];
+        }
+        ring_write(&s->ap_line[0][k], wl, m);
+        ring_write(&s->ap_line[1][k], wr, m);
+    }
+    return 1;
+}
+
 static inline void positions(reverb_state *s, int adv, unsigned *M, float *eta)
 {
     for (int k = 0; k < NL; k++) {
@@ -480,11 +559,12 @@ MG_HOT static void process(void *st, const mg_proc *p)
             fast &= s->len[k] - s->depth - 2.0f > (float)SUB;
         if (fast) {
             float fxl[SUB], fxr[SUB], fil[SUB], fir[SUB], fwl[SUB], fwr[SUB];
-            for (int i = i0; i < i1; i++) {
-                float xl, xr, il, ir;
-                front(s, p->in[0][i], p->in[1][i], dg, ddg, &xl, &xr, &il, &ir);
-                fxl[i - i0] = xl, fxr[i - i0] = xr, fil[i - i0] = il, fir[i - i0] = ir;
-            }
+            if (!front_block(s, p->in[0] + i0, p->in[1] + i0, len, dg, ddg, fxl, fxr, fil, fir))
+                for (int i = i0; i < i1; i++) {
+                    float xl, xr, il, ir;
+                    front(s, p->in[0][i], p->in[1][i], dg, ddg, &xl, &xr, &il, &ir);
+                    fxl[i - i0] = xl, fxr[i - i0] = xr, fil[i - i0] = il, fir[i - i0] = ir;
+                }
             positions(s, len, M, eta);
             fdn_block(s, len, M, eta, gb, bb, dgb, dbb, glide, yk, ap, fil, fir, fwl, fwr);
             for (int i = i0; i < i1; i++) {
