@@ -277,23 +277,27 @@ static inline void front(reverb_state *s, float inl, float inr, float *dg, const
     *xl_out = xl, *xr_out = xr, *il_out = il, *ir_out = ir;
 }
 
-/* m samples from x into line l (advancing its write index), in at most two
- * contiguous runs */
+/* m samples from x into line l (advancing its write index); a whole
+ * sub-block that does not wrap as one fixed-size copy (inlined: a copy of a
+ * variable size would be a library call) */
 static inline void ring_write(dl_line *l, const float *x, int m)
 {
-    const unsigned w = l->w, cap = l->mask + 1u, k = cap - w < (unsigned)m ? cap - w : (unsigned)m;
-    memcpy(l->buf + w, x, sizeof(float) * k);
-    memcpy(l->buf, x + k, sizeof(float) * ((unsigned)m - k));
+    const unsigned w = l->w;
+    if (m == SUB && w + SUB <= l->mask + 1u)
+        memcpy(l->buf + w, x, sizeof(float) * SUB);
+    else
+        for (int i = 0; i < m; i++)
+            l->buf[(w + (unsigned)i) & l->mask] = x[i];
     l->w = (w + (unsigned)m) & l->mask;
 }
 
 /* y[i] = the sample written `back` writes before the write index, then the
- * next m - 1 (back >= m: all written before this sub-block) */
+ * next m - 1 */
 static inline void ring_read(const dl_line *l, unsigned back, float *y, int m)
 {
     const unsigned j = (l->w - back) & l->mask;
-    if (j + (unsigned)m <= l->mask + 1u) {
-        memcpy(y, l->buf + j, sizeof(float) * (size_t)m);
+    if (m == SUB && j + SUB <= l->mask + 1u) {
+        memcpy(y, l->buf + j, sizeof(float) * SUB);
         return;
     }
     for (int i = 0; i < m; i++)
