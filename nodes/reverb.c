@@ -305,7 +305,7 @@ static inline void ring_read(const dl_line *l, unsigned back, float *y, int m)
 }
 
 /* front() for a whole sub-block of m samples while the pre-delay tap is at
- * rest: the pre-delay written, then read; each diffuser stage over the
+ * rest: the pre-delay sample by sample; each diffuser stage over the
  * sub-block at once (its delay is longer than a sub-block, so the stage's
  * reads all precede its writes). Every sample gets front()'s expressions on
  * the same values, so the same results. Returns 0 (nothing done) when the
@@ -320,26 +320,19 @@ static inline __attribute__((always_inline)) int front_block(reverb_state *s, co
     for (int k = 0; k < ND; k++)
         if (s->ap_len[0][k] <= (unsigned)m || s->ap_len[1][k] <= (unsigned)m)
             return 0;
-    for (int i = 0; i < m; i++) {
-        xl[i] = dl_sane(inl[i]);
-        xr[i] = dl_sane(inr[i]);
-    }
-    ring_write(&s->pre[0], xl, m);
-    ring_write(&s->pre[1], xr, m);
-    /* dl_read_lin at d = cur + 1 after each sample's write: delays i and
-     * i + 1 from the write index past sample i */
+    /* the pre-delay sample by sample, as front() does (scalar stores and
+     * the loads that follow them: a vector read of what was just written,
+     * at another offset, waits until the stores have reached the cache) */
     const float d = (float)tp->cur + 1.0f;
-    const int di = (int)d;
-    const float f = d - (float)di;
-    float a[2][SUB], b[2][SUB];
-    for (int c = 0; c < 2; c++) {
-        ring_read(&s->pre[c], (unsigned)di + (unsigned)m - 1u, a[c], m);
-        ring_read(&s->pre[c], (unsigned)di + (unsigned)m, b[c], m);
-    }
     for (int i = 0; i < m; i++) {
-        il[i] = a[0][i] + f * (b[0][i] - a[0][i]);
-        ir[i] = a[1][i] + f * (b[1][i] - a[1][i]);
+        const float x0 = dl_sane(inl[i]), x1 = dl_sane(inr[i]);
+        xl[i] = x0, xr[i] = x1;
+        dl_write(&s->pre[0], x0);
+        dl_write(&s->pre[1], x1);
+        il[i] = dl_read_lin(&s->pre[0], d);
+        ir[i] = dl_read_lin(&s->pre[1], d);
     }
+    float a[2][SUB];
     for (int k = 0; k < ND; k++) {
         float g[SUB], wl[SUB], wr[SUB];
         float gk = dg[k];
