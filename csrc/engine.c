@@ -1185,6 +1185,44 @@ static inline void push_step(const mg_plan *p, const mg_step *st, int off, int n
     }
 }
 
+/* d (+)= x * g with the product rounded on its own (no fused multiply-add):
+ * what a node writing out = in * g, and a unity push adding out into d, give */
+MG_HOT __attribute__((optimize("fp-contract=off"))) static void
+mix_product(float *restrict d, const float *restrict x, float g, int n, int assign)
+{
+    if (assign)
+        for (int i = 0; i < n; i++)
+            d[i] = x[i] * g;
+    else
+        for (int i = 0; i < n; i++)
+            d[i] += x[i] * g;
+}
+
+/* A folding step (mg_step.fold) whose node is, this sub-block, a steady gain
+ * of its inputs (the type's fold) with every push out of it steady at unity:
+ * instead of the node writing out = in * g and the pushes adding out into
+ * their buses, the buses get in * g directly, the same samples without the
+ * node's pass (an aux send into its bus). Returns 0, having done nothing,
+ * when the node must run. One thread only: the parallel form runs the node,
+ * which gives the same samples. */
+static int fold_step(const mg_plan *p, const mg_step *st, const mg_node *nd, int off, int n)
+{
+    float g;
+    const int k = nd->type->fold(nd->state, nd->pv, &g);
+    if (k < 0 || g == 0.0f) /* (a zero gain writes +0, whatever the input) */
+        return 0;
+    for (int q = st->push_first; q < st->push_first + st->push_count; q++) {
+        const mg_mixop *op = &p->mix[p->push[q]];
+        if (!op->fast || op->g != 1.0f)
+            return 0;
+    }
+    for (int q = st->push_first; q < st->push_first + st->push_count; q++) {
+        const mg_mixop *op = &p->mix[p->push[q]];
+        mix_product(op->dst + off, nd->in_ptr[k + op->src_index], g, n, op->assign);
+    }
+    return 1;
+}
+
 /* The first lines of a node's allocation: the struct, its input and output
  * pointers and parameter values (mg_node_new packs them in that order). */
 static inline void prefetch_node(const mg_node *nd)
@@ -1362,6 +1400,10 @@ static void run_plan(mg_engine *e, int off, int n, uint64_t t)
             prefetch_node(p->steps[s + 1].node);
         node_ramps(nd, n);
         feed_step(p, st, off, n);
+        if (st->fold && gangs && fold_step(p, st, nd, off, n)) {
+            s++;
+            continue;
+        }
         mg_proc pr = step_proc(e, nd, n, t);
         nd->type->process(nd->state, &pr);
         push_step(p, st, off, n);

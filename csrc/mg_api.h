@@ -190,6 +190,14 @@ typedef struct mg_node_type {
      * built-in types; a type made at run time (an LV2 plugin's, by
      * csrc/lv2host.c) points it at its own description */
     const void *data;
+    /* [audio] optional: whether process would, with these parameter values
+     * (pv as process gets them), write each output channel c as
+     * out[c][i] = in[k + c][i] * gain, one rounded product and nothing else
+     * (an aux send at a steady level). Returns k and sets *gain, or -1 when
+     * not. A node whose outputs only ever go into buses then need not run:
+     * the engine adds in[k + c] * gain into the buses itself, the same
+     * samples bit for bit (csrc/engine.c, fold_step). */
+    int (*fold)(const void *state, const mg_pv *pv, float *gain);
 } mg_node_type;
 
 #define MG_MAX_GANG 64
@@ -285,8 +293,9 @@ double mg_engine_rate(mg_engine *e);                /* [any] */
 /* The safety stage's hard ceiling on the hardware outputs (amplitude, default
  * 1.0); +INFINITY: no ceiling, non-finite samples still scrubbed to 0. */
 void mg_engine_set_ceiling(mg_engine *e, float amplitude);  /* [control] before start */
-/* 0: run every node by itself even where its type has process_many (tests
- * compare the two); 1 (the default): gangs run together. [control] before start */
+/* 0: run every node by itself even where its type has process_many or fold
+ * (tests compare the two); 1 (the default): gangs run together, steady sends
+ * fold into their buses. [control] before start */
 void mg_engine_set_ganging(mg_engine *e, int on);
 /* [control, before the engine runs] Run plans on `threads` threads: the
  * calling audio thread and threads - 1 workers (csrc/workers.c); 1: one

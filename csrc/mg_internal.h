@@ -163,6 +163,9 @@ typedef struct {
     int push_count;           /* plan->push[push_first ..] (op indices) */
     int pull;                 /* audio, finished plans: ops mixed at this step
                                  (neither pushed nor read in place; refresh_ops) */
+    int fold;                 /* finished plans: the node's type has `fold` and
+                                 every op reading its outputs is pushed (no
+                                 one else reads them): see fold_step */
 } mg_step;
 
 /* Immutable once pushed to the audio thread (but for the fading list). */

@@ -778,6 +778,13 @@ static int assign_buffers(mg_plan *p, const step_info *info, arena *sc)
         if (op->push)
             p->push[ps->push_first + ps->push_count++] = m;
     }
+    /* a step may fold (engine.c, fold_step) when its type can and every op
+     * reading its outputs is pushed */
+    for (int s = 0; s < p->n_steps; s++)
+        p->steps[s].fold = info[s].type->fold && p->steps[s].gang == 1 && p->steps[s].push_count > 0;
+    for (int m = 0; m < p->mix_used; m++)
+        if (src_step[m] >= 0 && !p->mix[m].push)
+            p->steps[src_step[m]].fold = 0;
     rc = 0;
 out:
     tmp_free(sc, last);

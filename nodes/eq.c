@@ -15,12 +15,10 @@
  * which `eq` uses the first 26 entries of). */
 #include "mg_node.h"
 #include "dsp_biquad.h"
+#include "dsp_transpose.h"
 
 #include <stdatomic.h>
 #include <stdlib.h>
-#if defined(__SSE2__)
-#include <xmmintrin.h>
-#endif
 
 #define EQ_MAX_BANDS 8
 #define EQ_CHUNK 16
@@ -345,7 +343,7 @@ MG_HOT static int units_block(eq_state *s, const mg_proc *p, int *steady, int *d
             *deferred = 1;
         else
             sanitised_copy(s, p);
-        memcpy(steady, s->cache, sizeof(int) * (size_t)s->cache_n);
+        memcpy(steady, s->cache, sizeof s->cache); /* (a fixed size: inlined, no call) */
         return s->cache_n;
     }
     /* sanitised copy: non-finite input becomes 0, magnitudes held below 1e6 */
@@ -558,63 +556,52 @@ __attribute__((constructor)) static void eq_cpu(void)
         eq_wide = 0;
 }
 
-/* Frames [0, returned) of eight full lanes into x, four frames at a time:
- * each 4x4 tile (4 frames of 4 lanes) is transposed in registers, lanes 0-3
- * into the first half of a frame's vector, lanes 4-7 into the second. The
- * samples are sanitised as units_block does (NaN -> 0, then held within
- * +-1e6: the same values as sanitise()); on a lane already sanitised this
+/* Frames [0, returned) of eight full lanes into x, eight frames at a time:
+ * each 8x8 tile (8 frames of the 8 lanes) is transposed in registers
+ * (csrc/dsp_transpose.h), then the frames' vectors are sanitised as
+ * units_block does (NaN -> 0, then held within +-1e6: the same values as
+ * sanitise(), -0.0 and +-inf included); on a lane already sanitised this
  * changes nothing. */
+typedef int32_t eq_vi __attribute__((vector_size(32)));
 static inline int lanes_in(const eq_lane *ln, int nln, eq_vf *x, int n)
 {
-#if defined(__SSE2__)
-    if (nln == EQ_LANES) {
-        const __m128 hi = _mm_set1_ps(1e6f), lo = _mm_set1_ps(-1e6f);
-        int i = 0;
-        for (; i + 4 <= n; i += 4)
-            for (int h = 0; h < EQ_LANES; h += 4) {
-                const float *a = ln[h].src, *b = ln[h + 1].src, *c = ln[h + 2].src, *d = ln[h + 3].src;
-                __m128 r0 = _mm_loadu_ps(a + i), r1 = _mm_loadu_ps(b + i);
-                __m128 r2 = _mm_loadu_ps(c + i), r3 = _mm_loadu_ps(d + i);
-#define EQ_SANE(r) r = _mm_min_ps(_mm_max_ps(_mm_and_ps(r, _mm_cmpord_ps(r, r)), lo), hi)
-                EQ_SANE(r0), EQ_SANE(r1), EQ_SANE(r2), EQ_SANE(r3);
-#undef EQ_SANE
-                _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
-                _mm_storeu_ps((float *)&x[i] + h, r0);
-                _mm_storeu_ps((float *)&x[i + 1] + h, r1);
-                _mm_storeu_ps((float *)&x[i + 2] + h, r2);
-                _mm_storeu_ps((float *)&x[i + 3] + h, r3);
-            }
-        return i;
+    if (nln != EQ_LANES)
+        return 0;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const float *const in[8] = {ln[0].src + i, ln[1].src + i, ln[2].src + i, ln[3].src + i,
+                                    ln[4].src + i, ln[5].src + i, ln[6].src + i, ln[7].src + i};
+        float *const out[8] = {(float *)&x[i],     (float *)&x[i + 1], (float *)&x[i + 2],
+                               (float *)&x[i + 3], (float *)&x[i + 4], (float *)&x[i + 5],
+                               (float *)&x[i + 6], (float *)&x[i + 7]};
+        mg_tr8x8(in, out);
     }
-#endif
-    (void)ln, (void)nln, (void)x, (void)n;
-    return 0;
+    const eq_vf hi = {1e6f, 1e6f, 1e6f, 1e6f, 1e6f, 1e6f, 1e6f, 1e6f}, lo = -hi;
+    for (int j = 0; j < i; j++) {
+        eq_vf v = (eq_vf)((eq_vi)x[j] & (x[j] == x[j])); /* NaN -> +0 */
+        v = (eq_vf)(((eq_vi)hi & (v > hi)) | ((eq_vi)v & ~(v > hi)));
+        v = (eq_vf)(((eq_vi)lo & (v < lo)) | ((eq_vi)v & ~(v < lo)));
+        x[j] = v;
+    }
+    return i;
 }
 
 /* The way back: frames [0, returned) of x into eight full lanes. */
 static inline int lanes_out(const eq_lane *ln, int nln, const eq_vf *x, int n)
 {
-#if defined(__SSE2__)
-    if (nln == EQ_LANES) {
-        int i = 0;
-        for (; i + 4 <= n; i += 4)
-            for (int h = 0; h < EQ_LANES; h += 4) {
-                float *a = ln[h].buf, *b = ln[h + 1].buf, *c = ln[h + 2].buf, *d = ln[h + 3].buf;
-                __m128 r0 = _mm_loadu_ps((const float *)&x[i] + h);
-                __m128 r1 = _mm_loadu_ps((const float *)&x[i + 1] + h);
-                __m128 r2 = _mm_loadu_ps((const float *)&x[i + 2] + h);
-                __m128 r3 = _mm_loadu_ps((const float *)&x[i + 3] + h);
-                _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
-                _mm_storeu_ps(a + i, r0);
-                _mm_storeu_ps(b + i, r1);
-                _mm_storeu_ps(c + i, r2);
-                _mm_storeu_ps(d + i, r3);
-            }
-        return i;
+    if (nln != EQ_LANES)
+        return 0;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const float *const in[8] = {(const float *)&x[i],     (const float *)&x[i + 1],
+                                    (const float *)&x[i + 2], (const float *)&x[i + 3],
+                                    (const float *)&x[i + 4], (const float *)&x[i + 5],
+                                    (const float *)&x[i + 6], (const float *)&x[i + 7]};
+        float *const out[8] = {ln[0].buf + i, ln[1].buf + i, ln[2].buf + i, ln[3].buf + i,
+                               ln[4].buf + i, ln[5].buf + i, ln[6].buf + i, ln[7].buf + i};
+        mg_tr8x8(in, out);
     }
-#endif
-    (void)ln, (void)nln, (void)x, (void)n;
-    return 0;
+    return i;
 }
 
 /* mg_bq_guard on every lane of ns sections at once: non-finite states are
@@ -622,32 +609,39 @@ static inline int lanes_out(const eq_lane *ln, int nln, const eq_vf *x, int n)
  * same states, as the scalar guard). The tests are integer compares of the
  * magnitudes' bits (which order like the magnitudes, NaN above infinity),
  * first as one OR over every state: in the usual block nothing is non-finite
- * or tiny, and the states are not touched. */
-typedef long long eq_vl __attribute__((vector_size(64)));
+ * or tiny, and the states are not touched. The compares run on halves of
+ * four lanes: GCC lowers compares of eight 64-bit integers to scalar code
+ * (set/insert per lane) in the x86-64-v3 clone, and in every clone once
+ * inlined, where compares of four vectorise in both. */
+typedef long long eq_vl4 __attribute__((vector_size(32)));
+#define EQ_HALF_L(dst, v, h) memcpy(&(dst), (const char *)(v) + 32 * (h), sizeof(dst))
 static inline void guard_v(eq_vd *s1, eq_vd *s2, int ns)
 {
-    const eq_vl zero = {0}, mag = zero + 0x7fffffffffffffffLL;
-    const eq_vl inf = zero + 0x7ff0000000000000LL; /* bits of +infinity */
-    const eq_vl tinyb = zero + 0x39b4484bfeebc2a0LL; /* bits of 1e-30 */
-    eq_vl bad = zero;
-    for (int k = 0; k < ns; k++) {
-        const eq_vl ua = (eq_vl)s1[k] & mag, ub = (eq_vl)s2[k] & mag;
-        bad |= (ua >= inf) | (ub >= inf) | ((ua < tinyb) & (ub < tinyb));
-    }
-    long long any = 0;
-    for (int l = 0; l < EQ_LANES; l++)
-        any |= bad[l];
-    if (!any)
+    const eq_vl4 zero = {0}, mag = zero + 0x7fffffffffffffffLL;
+    const eq_vl4 inf = zero + 0x7ff0000000000000LL; /* bits of +infinity */
+    const eq_vl4 tinyb = zero + 0x39b4484bfeebc2a0LL; /* bits of 1e-30 */
+    eq_vl4 bad = zero;
+    for (int k = 0; k < ns; k++)
+        for (int h = 0; h < 2; h++) {
+            eq_vl4 a, b;
+            EQ_HALF_L(a, &s1[k], h), EQ_HALF_L(b, &s2[k], h);
+            const eq_vl4 ua = a & mag, ub = b & mag;
+            bad |= (ua >= inf) | (ub >= inf) | ((ua < tinyb) & (ub < tinyb));
+        }
+    if (!(bad[0] | bad[1] | bad[2] | bad[3]))
         return;
-    for (int k = 0; k < ns; k++) {
-        const eq_vl a = (eq_vl)s1[k], b = (eq_vl)s2[k];
-        const eq_vl ua = a & mag, ub = b & mag;
-        const eq_vl finite = (ua < inf) & (ub < inf);
-        const eq_vl tiny = (ua < tinyb) & (ub < tinyb);
-        const eq_vl keep = finite & ~tiny;
-        s1[k] = (eq_vd)(a & keep);
-        s2[k] = (eq_vd)(b & keep);
-    }
+    for (int k = 0; k < ns; k++)
+        for (int h = 0; h < 2; h++) {
+            eq_vl4 a, b;
+            EQ_HALF_L(a, &s1[k], h), EQ_HALF_L(b, &s2[k], h);
+            const eq_vl4 ua = a & mag, ub = b & mag;
+            const eq_vl4 finite = (ua < inf) & (ub < inf);
+            const eq_vl4 tiny = (ua < tinyb) & (ub < tinyb);
+            const eq_vl4 keep = finite & ~tiny;
+            a &= keep, b &= keep;
+            memcpy((char *)&s1[k] + 32 * h, &a, sizeof a);
+            memcpy((char *)&s2[k] + 32 * h, &b, sizeof b);
+        }
 }
 
 /* A gang cache: a gang's coefficients and states as vectors, with what

@@ -67,16 +67,29 @@
 
 /* 16 lanes of float, 16 samples at a time (GCC vector extension: one
  * AVX-512 register in the x86-64-v4 clone, two AVX ones in the v3 clone, four
- * SSE ones in the baseline); each lane's sums are a scalar loop's, in the
- * same order */
+ * SSE ones in the baseline) */
 #define TP_LANES 16
+#define TP_HALF (TP_TAPS / 2)
 typedef float tp_v8 __attribute__((vector_size(4 * TP_LANES)));
 typedef int32_t tp_i8 __attribute__((vector_size(4 * TP_LANES)));
 
+/* The interpolator is a symmetric prototype cut into phases, so phase 16 - k
+ * is phase k reversed: h_{16-k}[j] = h_k[63 - j]. With a_j = x[n - j],
+ * b_j = x[n - 63 + j] (the window read from both ends), p_j = a_j + b_j and
+ * m_j = a_j - b_j (j < 32), and each phase's taps split into their symmetric
+ * and antisymmetric halves e_k[j] = (h_k[j] + h_k[63 - j]) / 2 and
+ * o_k[j] = (h_k[j] - h_k[63 - j]) / 2:
+ *   phase k      = S_k + D_k,  phase 16 - k = S_k - D_k,
+ *   S_k = sum e_k[j] p_j,  D_k = sum o_k[j] m_j  (j < 32),
+ * so a pair of phases costs 64 multiply-adds instead of 128, and phase 8
+ * (its own mirror image, o_8 = 0) 32. The detector wants the larger magnitude
+ * of the pair, max(|S + D|, |S - D|) = |S| + |D| (also in floating point:
+ * rounding to nearest is symmetric in sign). */
 typedef struct {
-    /* c[j][k]: tap j (x[n-j]) of phase k = 1..15; c[j][0]: tap j of the
-     * margin's high-pass (phase 0 is the sample itself: no taps) */
-    float c[TP_TAPS][TP_PHASES];
+    /* per tap pair j: ea = e_1..e_4, o_1..o_4; eb = e_5..e_8, o_5..o_7, 0 */
+    float ea[TP_HALF][8], eb[TP_HALF][8];
+    /* the margin's high-pass, tap j on x[n - j] */
+    float hp[TP_TAPS];
     float env_dec;
 } tpdet_coefs;
 
@@ -108,7 +121,8 @@ static void tpdet_design(tpdet_coefs *t)
 {
     const int m = TP_TAPS * TP_PHASES, mid = m / 2;
     const double beta = 5.0, i0b = bessel_i0(beta);
-    for (int k = 1; k < TP_PHASES; k++) {
+    memset(t, 0, sizeof *t);
+    for (int k = 1; k <= TP_PHASES / 2; k++) {
         double h[TP_TAPS], sum = 0.0;
         for (int j = 0; j < TP_TAPS; j++) {
             const int idx = TP_PHASES * j + k;
@@ -118,7 +132,18 @@ static void tpdet_design(tpdet_coefs *t)
             sum += h[j];
         }
         for (int j = 0; j < TP_TAPS; j++)
-            t->c[j][k] = (float)(h[j] / sum); /* each phase passes DC at 1 */
+            h[j] /= sum; /* each phase passes DC at 1 */
+        for (int j = 0; j < TP_HALF; j++) {
+            const double e = 0.5 * (h[j] + h[TP_TAPS - 1 - j]), o = 0.5 * (h[j] - h[TP_TAPS - 1 - j]);
+            if (k <= 4) {
+                t->ea[j][k - 1] = (float)e;
+                t->ea[j][k + 3] = (float)o;
+            } else {
+                t->eb[j][k - 5] = (float)e; /* e_8 at [3] */
+                if (k < 8)
+                    t->eb[j][k - 1] = (float)o;
+            }
+        }
     }
     /* high-pass: the sample at the centre minus a 63-tap Kaiser low-pass */
     double lp[TP_TAPS], sum = 0.0;
@@ -131,7 +156,7 @@ static void tpdet_design(tpdet_coefs *t)
         sum += lp[j];
     }
     for (int j = 0; j < TP_TAPS; j++)
-        t->c[j][0] = (float)((j == TP_DELAY ? 1.0 : 0.0) - lp[j] / sum);
+        t->hp[j] = (float)((j == TP_DELAY ? 1.0 : 0.0) - lp[j] / sum);
     t->env_dec = (float)exp(-1.0 / TP_ENV_DECAY);
 }
 
@@ -139,29 +164,6 @@ static void tpdet_design(tpdet_coefs *t)
  * vector crosses a function boundary (its ABI differs with and without AVX) */
 #define TPDET_ABS(v) ((tp_v8)((tp_i8)(v) & 0x7fffffff))
 #define TPDET_MAX(a, b) ((tp_v8)(((tp_i8)(a) & ((a) > (b))) | ((tp_i8)(b) & ~((a) > (b)))))
-
-/* a[k] = sum over taps j of c[j * TP_PHASES + k] x w[i - j], TP_LANES samples
- * i at once: 8 accumulators (registers), one load of the input per tap */
-static inline __attribute__((always_inline)) void tpdet_dot8(tp_v8 *restrict a,
-                                                             const float *restrict c,
-                                                             const float *restrict b)
-{
-    tp_v8 a0 = {0.0f}, a1 = {0.0f}, a2 = {0.0f}, a3 = {0.0f}, a4 = {0.0f}, a5 = {0.0f},
-          a6 = {0.0f}, a7 = {0.0f};
-    for (int j = 0; j < TP_TAPS; j++, c += TP_PHASES) {
-        tp_v8 w;
-        memcpy(&w, b - j, sizeof w);
-        a0 += c[0] * w;
-        a1 += c[1] * w;
-        a2 += c[2] * w;
-        a3 += c[3] * w;
-        a4 += c[4] * w;
-        a5 += c[5] * w;
-        a6 += c[6] * w;
-        a7 += c[7] * w;
-    }
-    a[0] = a0, a[1] = a1, a[2] = a2, a[3] = a3, a[4] = a4, a[5] = a5, a[6] = a6, a[7] = a7;
-}
 
 /* Run n <= MG_MAX_BLOCK input samples: est[i] = the peak estimate (absolute
  * value, margin included) over [i-32, i-31]. Non-finite input samples count
@@ -178,26 +180,50 @@ MG_HOT static const float *tpdet_run(tpdet *restrict t, const tpdet_coefs *restr
         const float v = x[i];
         b[i] = fabsf(v) <= FLT_MAX ? v : 0.0f;
     }
-    /* TP_LANES samples at a time, the 15 phases and the high-pass in two
-     * groups of 8: 8 independent accumulators (registers), one load of the
-     * input per tap. n is rounded up to TP_LANES (MG_MAX_BLOCK is a multiple
-     * of it): the extra results read stale samples and are not used. */
+    /* TP_LANES samples at a time, in two passes over the tap pairs (each
+     * with at most 9 accumulators, registers even in the v3 clone's two-
+     * register vectors): phases 1..4 and 12..15; then 5..11 and the
+     * high-pass. n is rounded up to TP_LANES (MG_MAX_BLOCK is a multiple of
+     * it): the extra results read stale samples and are not used. */
     for (int i0 = 0; i0 < n; i0 += TP_LANES) {
-        tp_v8 lo[8], hi[8];
-        tpdet_dot8(lo, co->c[0], b + i0);     /* lanes 0..7: high-pass, phases 1..7 */
-        tpdet_dot8(hi, co->c[0] + 8, b + i0); /* phases 8..15 */
-        tp_v8 m = TPDET_ABS(hi[0]);
-        for (int k = 1; k < 8; k++) {
-            const tp_v8 l = TPDET_ABS(lo[k]), h = TPDET_ABS(hi[k]);
-            m = TPDET_MAX(m, l);
-            m = TPDET_MAX(m, h);
+        const float *const w0 = b + i0; /* w0[-j] = x[i0 + lane - j] */
+        tp_v8 s1 = {0.0f}, s2 = {0.0f}, s3 = {0.0f}, s4 = {0.0f};
+        tp_v8 d1 = {0.0f}, d2 = {0.0f}, d3 = {0.0f}, d4 = {0.0f};
+        for (int j = 0; j < TP_HALF; j++) {
+            tp_v8 va, vb;
+            memcpy(&va, w0 - j, sizeof va);
+            memcpy(&vb, w0 - (TP_TAPS - 1) + j, sizeof vb);
+            const tp_v8 pj = va + vb, mj = va - vb;
+            const float *c = co->ea[j];
+            s1 += c[0] * pj, s2 += c[1] * pj, s3 += c[2] * pj, s4 += c[3] * pj;
+            d1 += c[4] * mj, d2 += c[5] * mj, d3 += c[6] * mj, d4 += c[7] * mj;
         }
+        tp_v8 m = TPDET_ABS(s1) + TPDET_ABS(d1);
+        m = TPDET_MAX(m, TPDET_ABS(s2) + TPDET_ABS(d2));
+        m = TPDET_MAX(m, TPDET_ABS(s3) + TPDET_ABS(d3));
+        m = TPDET_MAX(m, TPDET_ABS(s4) + TPDET_ABS(d4));
+        tp_v8 s5 = {0.0f}, s6 = {0.0f}, s7 = {0.0f}, s8 = {0.0f};
+        tp_v8 d5 = {0.0f}, d6 = {0.0f}, d7 = {0.0f}, ha = {0.0f}, hb = {0.0f};
+        for (int j = 0; j < TP_HALF; j++) {
+            tp_v8 va, vb;
+            memcpy(&va, w0 - j, sizeof va);
+            memcpy(&vb, w0 - (TP_TAPS - 1) + j, sizeof vb);
+            const tp_v8 pj = va + vb, mj = va - vb;
+            const float *c = co->eb[j];
+            s5 += c[0] * pj, s6 += c[1] * pj, s7 += c[2] * pj, s8 += c[3] * pj;
+            d5 += c[4] * mj, d6 += c[5] * mj, d7 += c[6] * mj;
+            ha += co->hp[j] * va, hb += co->hp[TP_TAPS - 1 - j] * vb;
+        }
+        m = TPDET_MAX(m, TPDET_ABS(s5) + TPDET_ABS(d5));
+        m = TPDET_MAX(m, TPDET_ABS(s6) + TPDET_ABS(d6));
+        m = TPDET_MAX(m, TPDET_ABS(s7) + TPDET_ABS(d7));
+        m = TPDET_MAX(m, TPDET_ABS(s8));
         tp_v8 x0;
-        memcpy(&x0, b + i0 - TP_DELAY, sizeof x0); /* phase 0: the sample itself */
-        x0 = TPDET_ABS(x0);
-        m = TPDET_MAX(m, x0);
+        memcpy(&x0, w0 - TP_DELAY, sizeof x0); /* phase 0: the sample itself */
+        m = TPDET_MAX(m, TPDET_ABS(x0));
+        const tp_v8 hp = ha + hb;
         memcpy(est + i0, &m, sizeof m);
-        memcpy(acc + i0, &lo[0], sizeof m);
+        memcpy(acc + i0, &hp, sizeof hp);
     }
     float env = t->env;
     const float dec = co->env_dec;

@@ -198,18 +198,47 @@ MG_HOT static void process(void *st, const mg_proc *p)
     const int skip = s->tpskip;
     s->tpskip = skip > n ? skip - n : 0;
     float est[MG_MAX_BLOCK];
+    /* peak and mean square: serial recursions per channel, so a stereo
+     * meter runs its two side by side (the same arithmetic) */
+    float pks[MG_METER_MAX_CH];
+    double mss[MG_METER_MAX_CH];
+    const double a = s->alpha;
+    const float fall = s->fall;
+    if (nc == 2) {
+        const float *x0 = p->in[0], *x1 = p->in[1];
+        float pk0 = s->peak[0], pk1 = s->peak[1];
+        double ms0 = s->ms[0], ms1 = s->ms[1];
+        for (int i = 0; i < n; i++) {
+            const float v0 = fabsf(x0[i]), v1 = fabsf(x1[i]);
+            pk0 *= fall;
+            pk1 *= fall;
+            if (v0 > pk0 || !(pk0 == pk0))
+                pk0 = v0;
+            if (v1 > pk1 || !(pk1 == pk1))
+                pk1 = v1;
+            ms0 += a * ((double)x0[i] * x0[i] - ms0);
+            ms1 += a * ((double)x1[i] * x1[i] - ms1);
+        }
+        pks[0] = pk0, pks[1] = pk1, mss[0] = ms0, mss[1] = ms1;
+    } else {
+        for (int c = 0; c < nc; c++) {
+            const float *x = p->in[c];
+            float pk = s->peak[c];
+            double ms = s->ms[c];
+            for (int i = 0; i < n; i++) {
+                const float v = fabsf(x[i]);
+                pk *= fall;
+                if (v > pk || !(pk == pk))
+                    pk = v;
+                ms += a * ((double)x[i] * x[i] - ms);
+            }
+            pks[c] = pk, mss[c] = ms;
+        }
+    }
     for (int c = 0; c < nc; c++) {
         const float *x = p->in[c];
-        float pk = s->peak[c];
-        double ms = s->ms[c];
-        const double a = s->alpha;
-        for (int i = 0; i < n; i++) {
-            const float v = fabsf(x[i]);
-            pk *= s->fall;
-            if (v > pk || !(pk == pk))
-                pk = v;
-            ms += a * ((double)x[i] * x[i] - ms);
-        }
+        float pk = pks[c];
+        double ms = mss[c];
         mg_tp_run(&s->tp[c], x, n, est);
         float tpm = s->tpmax[c];
         for (int i = skip; i < n; i++)
@@ -231,10 +260,19 @@ MG_HOT static void process(void *st, const mg_proc *p)
         int m = s->hop - s->pos;
         if (m > n - i)
             m = n - i;
-        for (int c = 0; c < nc; c++) {
-            if (s->weight[c] == 0.0)
-                continue;
-            s->acc += s->weight[c] * mg_kweight_energy(&s->kw1, &s->kw2, s->kst[c], p->in[c] + i, m);
+        if (nc == 2 && s->weight[0] != 0.0 && s->weight[1] != 0.0) {
+            double e0, e1;
+            mg_kweight_energy2(&s->kw1, &s->kw2, s->kst[0], s->kst[1], p->in[0] + i, p->in[1] + i,
+                               m, &e0, &e1);
+            s->acc += s->weight[0] * e0;
+            s->acc += s->weight[1] * e1;
+        } else {
+            for (int c = 0; c < nc; c++) {
+                if (s->weight[c] == 0.0)
+                    continue;
+                s->acc += s->weight[c] * mg_kweight_energy(&s->kw1, &s->kw2, s->kst[c],
+                                                           p->in[c] + i, m);
+            }
         }
         double xy = 0.0, xx = 0.0, yy = 0.0;
         for (int j = i; j < i + m; j++) {

@@ -23,6 +23,7 @@
  * value decays geometrically, so the silent tail reaches exact zero. */
 #include "mg_node.h"
 #include "dsp_delay.h"
+#include "dsp_transpose.h"
 
 enum { P_DECAY, P_SIZE, P_PREDELAY, P_DAMPING, P_WIDTH, P_MIX, P_N };
 
@@ -276,6 +277,82 @@ static inline void front(reverb_state *s, float inl, float inr, float *dg, const
     *xl_out = xl, *xr_out = xr, *il_out = il, *ir_out = ir;
 }
 
+/* m samples from x into line l (advancing its write index); a whole
+ * sub-block that does not wrap as one fixed-size copy (inlined: a copy of a
+ * variable size would be a library call) */
+static inline void ring_write(dl_line *l, const float *x, int m)
+{
+    const unsigned w = l->w;
+    if (m == SUB && w + SUB <= l->mask + 1u)
+        memcpy(l->buf + w, x, sizeof(float) * SUB);
+    else
+        for (int i = 0; i < m; i++)
+            l->buf[(w + (unsigned)i) & l->mask] = x[i];
+    l->w = (w + (unsigned)m) & l->mask;
+}
+
+/* y[i] = the sample written `back` writes before the write index, then the
+ * next m - 1 */
+static inline void ring_read(const dl_line *l, unsigned back, float *y, int m)
+{
+    const unsigned j = (l->w - back) & l->mask;
+    if (m == SUB && j + SUB <= l->mask + 1u) {
+        memcpy(y, l->buf + j, sizeof(float) * SUB);
+        return;
+    }
+    for (int i = 0; i < m; i++)
+        y[i] = l->buf[(j + (unsigned)i) & l->mask];
+}
+
+/* front() for a whole sub-block of m samples while the pre-delay tap is at
+ * rest: the pre-delay sample by sample; each diffuser stage over the
+ * sub-block at once (its delay is longer than a sub-block, so the stage's
+ * reads all precede its writes). Every sample gets front()'s expressions on
+ * the same values, so the same results. Returns 0 (nothing done) when the
+ * tap moves or a diffuser is not longer than m. Inlined into process, so
+ * that its multiply-adds fuse as front()'s do there. */
+static inline __attribute__((always_inline)) int front_block(reverb_state *s, const float *inl, const float *inr, int m, float *dg,
+                       const float *ddg, float *xl, float *xr, float *il, float *ir)
+{
+    const dl_tap *tp = &s->ptap;
+    if (tp->fade > 0 || tp->tgt != tp->cur)
+        return 0; /* dl_tap_step would move it */
+    for (int k = 0; k < ND; k++)
+        if (s->ap_len[0][k] <= (unsigned)m || s->ap_len[1][k] <= (unsigned)m)
+            return 0;
+    /* the pre-delay sample by sample, as front() does (scalar stores and
+     * the loads that follow them: a vector read of what was just written,
+     * at another offset, waits until the stores have reached the cache) */
+    const float d = (float)tp->cur + 1.0f;
+    for (int i = 0; i < m; i++) {
+        const float x0 = dl_sane(inl[i]), x1 = dl_sane(inr[i]);
+        xl[i] = x0, xr[i] = x1;
+        dl_write(&s->pre[0], x0);
+        dl_write(&s->pre[1], x1);
+        il[i] = dl_read_lin(&s->pre[0], d);
+        ir[i] = dl_read_lin(&s->pre[1], d);
+    }
+    float a[2][SUB];
+    for (int k = 0; k < ND; k++) {
+        float g[SUB], wl[SUB], wr[SUB];
+        float gk = dg[k];
+        for (int i = 0; i < m; i++)
+            g[i] = gk += ddg[k];
+        dg[k] = gk;
+        ring_read(&s->ap_line[0][k], s->ap_len[0][k], a[0], m);
+        ring_read(&s->ap_line[1][k], s->ap_len[1][k], a[1], m);
+        for (int i = 0; i < m; i++) {
+            wl[i] = il[i] + g[i] * a[0][i];
+            wr[i] = ir[i] + g[i] * a[1][i];
+            il[i] = a[0][i] - g[i] * wl[i];
+            ir[i] = a[1][i] - g[i] * wr[i];
+        }
+        ring_write(&s->ap_line[0][k], wl, m);
+        ring_write(&s->ap_line[1][k], wr, m);
+    }
+    return 1;
+}
+
 static inline void positions(reverb_state *s, int adv, unsigned *M, float *eta)
 {
     for (int k = 0; k < NL; k++) {
@@ -324,7 +401,37 @@ MG_HOT static void fdn_block(reverb_state *s, int len, const unsigned *M, const 
     float *restrict mem = s->mem;
     const size_t stride = s->stride;
     const unsigned w0 = s->w, mask = s->mask;
+    /* a full sub-block: the lines' reads that do not wrap around the ring,
+     * 8x8 tiles at a time through register transposes */
+    int whole = 0; /* bit k: line k's first SUB reads went through a tile */
+    if (len == SUB) {
+        const float *row[NL];
+        for (int k = 0; k < NL; k++) {
+            const unsigned j0 = (w0 - M[k] - 1u) & mask;
+            row[k] = mem + (size_t)k * stride + j0;
+            whole |= (j0 + SUB <= mask) << k; /* the extra read at SUB too */
+        }
+        for (int kb = 0; kb < NL; kb += 8) {
+            if (((whole >> kb) & 0xff) != 0xff) {
+                whole &= ~(0xff << kb);
+                continue;
+            }
+            for (int tb = 0; tb < SUB; tb += 8) {
+                const float *const in[8] = {row[kb] + tb,     row[kb + 1] + tb, row[kb + 2] + tb,
+                                            row[kb + 3] + tb, row[kb + 4] + tb, row[kb + 5] + tb,
+                                            row[kb + 6] + tb, row[kb + 7] + tb};
+                float *const o[8] = {&x[tb][kb],     &x[tb + 1][kb], &x[tb + 2][kb],
+                                     &x[tb + 3][kb], &x[tb + 4][kb], &x[tb + 5][kb],
+                                     &x[tb + 6][kb], &x[tb + 7][kb]};
+                mg_tr8x8(in, o);
+            }
+            for (int k = kb; k < kb + 8; k++)
+                x[SUB][k] = row[k][SUB];
+        }
+    }
     for (int k = 0; k < NL; k++) {
+        if ((whole >> k) & 1)
+            continue;
         const float *buf = mem + (size_t)k * stride;
         const unsigned j0 = w0 - M[k] - 1u;
         for (int t = 0; t <= len; t++)
@@ -342,6 +449,12 @@ MG_HOT static void fdn_block(reverb_state *s, int len, const unsigned *M, const 
     const rv_i l4 = {-1, -1, -1, -1, 0, 0, 0, 0, -1, -1, -1, -1, 0, 0, 0, 0};
     const rv_i l2 = {-1, -1, 0, 0, -1, -1, 0, 0, -1, -1, 0, 0, -1, -1, 0, 0};
     const rv_i l1 = {-1, 0, -1, 0, -1, 0, -1, 0, -1, 0, -1, 0, -1, 0, -1, 0};
+    /* lanes 0 and 1 (the rest unused) from lanes 2 and 3, 4 and 5, ... */
+    const rv_i q2 = {2, 3, 0, 0, 6, 7, 0, 0, 10, 11, 0, 0, 14, 15, 0, 0};
+    const rv_i q4 = {4, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    const rv_i q8 = {8, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    const rv_i q12 = {12, 13, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    const rv_f zero = {0.0f};
     rv_f out[SUB];
     for (int i = 0; i < len; i++) {
         if (glide) {
@@ -353,12 +466,15 @@ MG_HOT static void fdn_block(reverb_state *s, int len, const unsigned *M, const 
         va = r;
         const rv_f y = vg * r + vb * vy;
         vy = y;
-        float a = 0.0f, b = 0.0f;
-        for (int k = 0; k < NL; k += 4) {
-            a += y[k] - y[k + 2];
-            b += y[k + 1] - y[k + 3];
-        }
-        wl[i] = a, wr[i] = b;
+        /* the output sums of the scalar loop, a += y[k] - y[k + 2] and
+         * b += y[k + 1] - y[k + 3] for k = 0, 4, 8, 12 in that order, in
+         * lanes 0 and 1 */
+        const rv_f d = y - __builtin_shuffle(y, q2);
+        rv_f ab = zero + d;
+        ab += __builtin_shuffle(d, q4);
+        ab += __builtin_shuffle(d, q8);
+        ab += __builtin_shuffle(d, q12);
+        wl[i] = ab[0], wr[i] = ab[1];
         rv_f v = y;
         RV_STAGE(v, p8, l8);
         RV_STAGE(v, p4, l4);
@@ -369,10 +485,24 @@ MG_HOT static void fdn_block(reverb_state *s, int len, const unsigned *M, const 
         const rv_f in = {pl, pr, -pl, -pr, pl, pr, -pl, -pr, pl, pr, -pl, -pr, pl, pr, -pl, -pr};
         out[i] = v + in;
     }
-    for (int k = 0; k < NL; k++) {
-        float *buf = mem + (size_t)k * stride;
-        for (int i = 0; i < len; i++)
-            buf[(w0 + (unsigned)i) & mask] = out[i][k];
+    if (len == SUB && (w0 & mask) + SUB <= mask + 1) { /* the writes do not wrap */
+        for (int kb = 0; kb < NL; kb += 8)
+            for (int tb = 0; tb < SUB; tb += 8) {
+                const float *const in[8] = {&out[tb][kb],     &out[tb + 1][kb], &out[tb + 2][kb],
+                                            &out[tb + 3][kb], &out[tb + 4][kb], &out[tb + 5][kb],
+                                            &out[tb + 6][kb], &out[tb + 7][kb]};
+                float *const b = mem + (size_t)kb * stride + (w0 & mask) + tb;
+                float *const o[8] = {b,              b + stride,     b + 2 * stride,
+                                     b + 3 * stride, b + 4 * stride, b + 5 * stride,
+                                     b + 6 * stride, b + 7 * stride};
+                mg_tr8x8(in, o);
+            }
+    } else {
+        for (int k = 0; k < NL; k++) {
+            float *buf = mem + (size_t)k * stride;
+            for (int i = 0; i < len; i++)
+                buf[(w0 + (unsigned)i) & mask] = out[i][k];
+        }
     }
     s->w = (w0 + (unsigned)len) & mask;
     memcpy(gb, &vg, sizeof vg), memcpy(bb, &vb, sizeof vb);
@@ -426,11 +556,12 @@ MG_HOT static void process(void *st, const mg_proc *p)
             fast &= s->len[k] - s->depth - 2.0f > (float)SUB;
         if (fast) {
             float fxl[SUB], fxr[SUB], fil[SUB], fir[SUB], fwl[SUB], fwr[SUB];
-            for (int i = i0; i < i1; i++) {
-                float xl, xr, il, ir;
-                front(s, p->in[0][i], p->in[1][i], dg, ddg, &xl, &xr, &il, &ir);
-                fxl[i - i0] = xl, fxr[i - i0] = xr, fil[i - i0] = il, fir[i - i0] = ir;
-            }
+            if (!front_block(s, p->in[0] + i0, p->in[1] + i0, len, dg, ddg, fxl, fxr, fil, fir))
+                for (int i = i0; i < i1; i++) {
+                    float xl, xr, il, ir;
+                    front(s, p->in[0][i], p->in[1][i], dg, ddg, &xl, &xr, &il, &ir);
+                    fxl[i - i0] = xl, fxr[i - i0] = xr, fil[i - i0] = il, fir[i - i0] = ir;
+                }
             positions(s, len, M, eta);
             fdn_block(s, len, M, eta, gb, bb, dgb, dbb, glide, yk, ap, fil, fir, fwl, fwr);
             for (int i = i0; i < i1; i++) {

@@ -57,6 +57,17 @@ MG_HOT static void process(void *st, const mg_proc *p)
     }
 }
 
+/* While no parameter moves, process writes out[c] = in[k + c] * g (the
+ * steady path above): the engine may add that into the bus itself. */
+static int fold(const void *st, const mg_pv *pv, float *gain)
+{
+    const mg_pv *lv = &pv[P_LEVEL], *md = &pv[P_MODE], *on = &pv[P_ON];
+    if (lv->ramp || md->ramp || on->ramp)
+        return -1;
+    *gain = lv->value * on->value;
+    return md->value >= 0.5f ? ((const send_state *)st)->channels : 0;
+}
+
 /* names of the stepped parameters' choices, one per step from min (mg_choice_spec) */
 static const mg_choice_spec choices[] = {
     {"mode", "post-fader|pre-fader"},
@@ -73,4 +84,5 @@ const mg_node_type mg_type_send = {
     .ports = ports, .n_ports = MG_COUNT(ports),
     .state_size = sizeof(send_state),
     .prepare = prepare, .process = process,
+    .fold = fold,
 };

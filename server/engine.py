@@ -216,8 +216,9 @@ class Engine:
         lib.mg_null_stop(self.ptr)
 
     def set_ganging(self, on: bool) -> None:
-        """Run ganged nodes together (the default) or each by itself: the two
-        give the same samples, and tests compare them."""
+        """Run ganged nodes together and fold steady sends into their buses
+        (the default), or run each node by itself: the two give the same
+        samples, and tests compare them."""
         lib.mg_engine_set_ganging(self.ptr, 1 if on else 0)
 
     def set_ceiling_db(self, ceiling_db: float | None) -> None:
