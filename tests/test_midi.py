@@ -273,10 +273,17 @@ def test_notes_pc_and_encoders(any_rig):
     d = rig.d
     d.call("/midi/map", "/node/g/mute", "note", 1, 60)  # a parameter: toggle by default
     d.call("/midi/map", "/node/g/polarity", "note", 1, 61, "mode", "momentary")
-    rig.send([0x90, 60, 100], [0x80, 60, 0])
-    assert rig.wait_value("/node/g/mute", 1.0) == 1.0
-    rig.send([0x90, 60, 100], [0x90, 60, 0])  # note on with velocity 0 is a note off
-    assert rig.wait_value("/node/g/mute", 0.0) == 0.0
+    # a toggle may be sent again only when nothing moved: on a loaded host JACK drops a
+    # skipped cycle's MIDI before mixgraph sees it (seen in a loaded full-suite run)
+    for want, press in ((1.0, ([0x90, 60, 100], [0x80, 60, 0])),
+                        (0.0, ([0x90, 60, 100], [0x90, 60, 0]))):  # velocity 0: note off
+        before = rig.value("/node/g/mute")
+        rig.send(*press)
+        got = rig.wait_value("/node/g/mute", want)
+        if got == before:
+            rig.send(*press)
+            got = rig.wait_value("/node/g/mute", want)
+        assert got == want
     rig.send([0x90, 61, 1])
     assert rig.wait_value("/node/g/polarity", 1.0, resend=True) == 1.0
     rig.send([0x80, 61, 0])
