@@ -200,7 +200,7 @@ def test_show_edits_journal_only_what_they_change(tmp_path):
         call(*msg)
         if msg[0] == "/scene/store":  # undo keeps the scene: counted in history's budget
             assert h.bytes - held > 50 * show_of(s).scenes[msg[1]].count(), (msg, h.bytes)
-        recs = [r for r in cap.recs[n:] if r[0].startswith("show")]
+        recs = [r for r in cap.recs[n:] if r[0].startswith(("show", "cue_playhead"))]
         assert recs, msg
         size = sum(len(msgpack.packb(r)) for r in recs)
         if msg[0] in ("/scene/store", "/scene/rename", "/scene/fade"):
@@ -213,7 +213,7 @@ def test_show_edits_journal_only_what_they_change(tmp_path):
     s2.load_doc(base)
     host = types.SimpleNamespace(session=s2)
     for rec in cap.recs:
-        if rec[0].startswith("show"):
+        if rec[0].startswith(("show", "cue_playhead")):
             Server._replay(host, rec)
     got = show_of(s2).to_dict()
     assert list(got["scenes"]) == list(want["scenes"])  # the order kept (rename in place)
