@@ -24,6 +24,8 @@ from __future__ import annotations
 import copy
 import logging
 import shlex
+from bisect import bisect_right
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -209,6 +211,8 @@ class CueList:
         self.dispatch: Callable[[str, list, Callable, int], None] | None = None
         self.publish: Callable[[str, list], None] | None = None
         self.lead = 128  # frames a timer wakes before a cue action's sample time
+        self._due: deque | None = None  # callbacks already due, run in order by _at
+        self._keys: tuple[dict, list[float]] | None = None  # cues and their numbers, sorted
 
     # ---- the document ----------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -254,8 +258,29 @@ class CueList:
         return min(self.cues) if self.cues else None
 
     def _next(self, num: float) -> float | None:
-        later = [k for k in self.cues if k > num]
-        return min(later) if later else None
+        keys = self._keys
+        if keys is None or keys[0] is not self.cues or len(keys[1]) != len(self.cues):
+            keys = self._keys = (self.cues, sorted(self.cues))
+        ks = keys[1]
+        i = bisect_right(ks, num)
+        return ks[i] if i < len(ks) else None
+
+    def put_playhead(self, num) -> None:
+        """Put the playhead where a journal record says (None: past the end of the
+        list); a number the list does not hold leaves it where it is."""
+        if num is None:
+            self.playhead = None
+        elif cue_number(num, "playhead") in self.cues:
+            self.playhead = cue_number(num, "playhead")
+
+    def _moved(self) -> None:
+        """The playhead moved (GO, standby, a continue): autosave, and journal it
+        alone (`cue_playhead`), not the cue list: a chain of n cues used to journal
+        n whole cue lists."""
+        s = self.show.session
+        s._touch()
+        if s.journal is not None and not s._quiet:
+            s.journal.add(("cue_playhead", self.playhead))
 
     # ---- edits -----------------------------------------------------------------------
     def set(self, num, pairs: list) -> Cue:
@@ -278,6 +303,7 @@ class CueList:
         before = self.show.part()
         nxt = self._next(num)
         del self.cues[num]
+        self._keys = None
         if self.playhead == num:
             self.playhead = nxt
         self.show.changed(f"cue delete {fmt_number(num)}", before)
@@ -302,7 +328,7 @@ class CueList:
     def standby(self, num) -> Cue:
         c = self.get(num)
         self.playhead = c.number
-        self.show.changed()
+        self._moved()
         self._announce()
         return c
 
@@ -326,7 +352,7 @@ class CueList:
         self.running[c.number] = token
         self.moving[token] = set()
         self.playhead = self._next(c.number)
-        self.show.changed()
+        self._moved()
         self._announce()
         self._say("/cue/running", [fmt_number(c.number), 1])
         sc = self.show.scenes.get(c.scene) if c.scene else None
@@ -374,13 +400,25 @@ class CueList:
 
     def _at(self, when: int, fn: Callable[[], None]) -> None:
         """Call fn from the control thread `lead` frames before sample time `when`
-        (what it sends is timed to that sample), or at once when that has passed."""
+        (what it sends is timed to that sample), or at once when that has passed.
+        Callbacks that come due while one runs (a chain of cues with no waits: each
+        fires the next) wait in a queue and run in order after it, so a chain is a
+        loop, not a recursion (400 cues ran out of stack); each cue's action still
+        carries its own sample time."""
         s = self.show.session
         wake = when - self.lead
-        if wake <= s.engine.time:
-            fn()
-        else:
+        if wake > s.engine.time:
             s.at(wake, fn)
+            return
+        if self._due is not None:  # inside a run of due callbacks: after them
+            self._due.append(fn)
+            return
+        self._due = deque((fn,))
+        try:
+            while self._due:
+                self._due.popleft()()
+        finally:
+            self._due = None
 
     def stop(self) -> int:
         """Stop every running cue and their fades where they are."""

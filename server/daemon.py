@@ -31,7 +31,7 @@ from .diskio import DEFAULT_MAX_RECORDER_CHANNELS, DEFAULT_MIN_FREE_MB, DiskIO
 from .engine import Engine
 from .errors import DeviceMismatch, MixgraphError
 from .jack import rt_errors as jack_rt_errors
-from .journal import Journal, read_journal
+from .journal import SEQ_MAX, Journal, read_journal
 from .oplog import OpLog
 from .osc import Counters, Dispatcher
 from .patch import restore_state
@@ -332,8 +332,8 @@ class Daemon:
             try:
                 doc = read_patch(path)
                 seq = doc.get("journal_seq", 0)
-                if type(seq) is not int or seq < 0:
-                    raise MixgraphError(f"bad journal_seq {seq!r}")
+                if type(seq) is not int or not 0 <= seq <= SEQ_MAX:  # no journal numbers past it
+                    raise MixgraphError(f"bad journal_seq {str(seq)[:40]}")
                 s.load_doc(doc)
                 used = path
                 for e in check_entries(doc.get("scheduled", [])):
@@ -459,6 +459,8 @@ class Daemon:
                 s.midi_doc = a[0]
         elif op == "show_part":  # some scenes, safes, cues, playhead (server/scenes.py)
             show_of(s).load_part(a[0])
+        elif op == "cue_playhead":  # GO, standby, a continue moved it (server/cues.py)
+            show_of(s).cues.put_playhead(a[0])
         elif op == "show":  # the whole show (journals written before show_part)
             show_of(s).load(a[0])
         else:

@@ -16,6 +16,14 @@ before the record was written, so dropping a torn one loses nothing that was
 acknowledged. Records live in segments
 `journal.<first seq, 16 hex>.mgj`; each autosave rotates to a new segment and,
 once the snapshot is on disk, deletes the segments every kept snapshot covers.
+
+Sequence numbers stay at or below SEQ_MAX (2^53: a million records a second
+would take 285 years to get there), well inside the 16 hex digits of a segment
+name and what msgpack holds; a snapshot or record numbered beyond it is corrupt
+(the daemon sets such a snapshot aside; replay ignores such records). An op is
+encoded when it is noted, so a record is only assembled from bytes and cannot
+fail; an op that cannot be encoded is not journaled and the edit's `/done`
+becomes a `/fail` (Journal.guard).
 """
 
 from __future__ import annotations
@@ -28,8 +36,12 @@ import threading
 import time
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgpack
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 log = logging.getLogger("mixgraph.state")
 
@@ -37,6 +49,8 @@ MAGIC = b"MGJ1"
 HEADER = struct.Struct("<II")  # payload length, crc32 of the payload
 MAX_RECORD = 256 << 20
 SEGMENT_RE = re.compile(r"^journal\.([0-9a-f]{16})\.mgj$")
+SEQ_MAX = 1 << 53  # the highest sequence number a record or snapshot may carry
+_ARRAY2 = b"\x92"  # msgpack: an array of 2 ([seq, ops])
 
 
 def segment_path(state_dir: Path, first_seq: int) -> Path:
@@ -109,6 +123,13 @@ def read_journal(state_dir: Path, after: int) -> tuple[list[list], int, list[str
         if why:
             notes.append(why)
         for seq, ops in recs:
+            if seq > SEQ_MAX:
+                if not stopped:
+                    notes.append(f"{path.name}: record numbered {seq}, beyond what the "
+                                 "journal numbers: it and the records after it were not "
+                                 "replayed")
+                stopped = True
+                continue
             top = max(top, seq)
             if stopped or seq < want:
                 continue
@@ -126,6 +147,8 @@ class Journal:
     """The append side (control thread) and its fdatasync worker."""
 
     def __init__(self, state_dir: Path, last_seq: int, fsync_ms: float = 100.0) -> None:
+        if not 0 <= last_seq <= SEQ_MAX:
+            raise ValueError(f"journal sequence {last_seq} is outside 0..{SEQ_MAX}")
         self.dir = Path(state_dir)
         self.seq = last_seq  # the last sequence number given out
         self.fsync_ms = float(fsync_ms)
@@ -133,7 +156,9 @@ class Journal:
         self.writes = 0
         self.syncs = 0
         self._buf = bytearray()
-        self._ops: list[tuple] = []
+        self._ops: list[bytes] = []  # the ops noted since the last record, encoded
+        self._pack = msgpack.Packer(use_bin_type=True)
+        self.lost: str | None = None  # why an op noted since guard() was not journaled
         # parameter sets since the last other op, latest value per (node, param): a
         # flood of sets to a few faders is a few ops per record, not one per message
         self.sets: dict[tuple[str, str], float] = {}
@@ -172,11 +197,44 @@ class Journal:
         return fd
 
     def add(self, op: tuple) -> None:
-        """Note a state change (op, *args) for the next record."""
+        """Note a state change (op, *args) for the next record, encoded now: one that
+        cannot be (a value msgpack cannot hold, the sequence numbers used up) is left
+        out, logged, and makes the edit's /done a /fail (guard)."""
         if self.sets:
-            self._ops += [("set", n, p, v) for (n, p), v in self.sets.items()]
-            self.sets.clear()
-        self._ops.append(op)
+            self._sets()
+        if self.seq >= SEQ_MAX:
+            why = "the journal's sequence numbers are used up"
+        else:
+            try:
+                self._ops.append(self._pack.pack(op))
+                return
+            except (TypeError, ValueError, OverflowError) as e:
+                self._pack = msgpack.Packer(use_bin_type=True)  # a failed pack may leave bytes
+                why = f"{op[0]} {str(op[1:3])[:80]} cannot be journaled ({e})"
+        log.error("journal: %s", why)
+        self.lost = why
+
+    def _sets(self) -> None:
+        pack = self._pack.pack
+        self._ops += [pack(("set", n, p, v)) for (n, p), v in self.sets.items()]
+        self.sets.clear()
+
+    def guard(self, reply: Callable[[str, list], None]) -> Callable[[str, list], None]:
+        """The reply function for one command (the dispatcher wraps every command's
+        reply with it): a `/done` for a command whose change could not be journaled
+        goes out as `/fail <address> not journaled: ...` instead (no `/done` for a
+        change a restart would lose)."""
+        self.lost = None
+
+        def checked(address: str, args: list) -> None:
+            why = self.lost
+            if why is not None and address == "/done":
+                self.lost = None
+                reply("/fail", [args[0] if args else "",
+                                f"applied but not journaled (a restart loses it): {why}"])
+            else:
+                reply(address, args)
+        return checked
 
     def set(self, node: str, param: str, value: float) -> None:
         """Note a parameter set (only the latest value per record counts). The flood
@@ -184,23 +242,15 @@ class Journal:
         self.sets[(node, param)] = value
 
     def _record(self) -> None:
-        """The ops noted since the last flush become the next record."""
-        ops = self._ops[:]
-        self._ops.clear()
+        """The ops noted since the last flush become the next record (bytes encoded
+        when they were noted: nothing here can fail)."""
         if self.sets:
-            ops += [("set", n, p, v) for (n, p), v in self.sets.items()]
-            self.sets.clear()
-        try:
-            payload = msgpack.packb([self.seq + 1, ops], use_bin_type=True)
-        except (TypeError, ValueError, OverflowError) as e:  # a value msgpack cannot hold
-            kept = []
-            for op in ops:
-                try:
-                    msgpack.packb(op, use_bin_type=True)
-                    kept.append(op)
-                except (TypeError, ValueError, OverflowError):
-                    log.error("journal: %s %r cannot be journaled (%s)", op[0], op[1:3], e)
-            payload = msgpack.packb([self.seq + 1, kept], use_bin_type=True)
+            self._sets()
+        ops = self._ops
+        self._ops = []
+        pack = self._pack
+        payload = b"".join((_ARRAY2, pack.pack(self.seq + 1), pack.pack_array_header(len(ops)),
+                            *ops))
         self.seq += 1
         self._buf += HEADER.pack(len(payload), zlib.crc32(payload))
         self._buf += payload

@@ -424,6 +424,9 @@ class Dispatcher:
                  client: Peer | None = None) -> None:
         """Run one command; every path ends in a reply (done, fail or the query's answer)."""
         self.counters.messages += 1
+        j = self.session.journal
+        if j is not None:  # no /done for a change the journal could not take
+            reply = j.guard(reply)
         try:
             handler = self._literal.get(address)
             if handler is not None:

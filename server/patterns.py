@@ -306,6 +306,13 @@ class Pattern:
 
     __call__ = match
 
+    def part_matchers(self) -> list[_Part] | None:
+        """Without `//`: one matcher (part -> bool) per '/'-separated part of the
+        pattern. An address matches exactly when it has as many parts and each part
+        matches its own matcher, so a caller with many addresses built from few names
+        (/node/<n>/<param>) can test each distinct name once. None with `//`."""
+        return None if self.ngaps else list(self.items)
+
     def filter(self, addresses: Iterable[str]) -> list[str]:
         """The addresses that match, in order (the first filter run over all at once)."""
         rx = self.rx

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from . import ramps, tapers
 from .actions import triggers_for
 from .errors import MixgraphError
-from .patterns import compile_pattern
+from .patterns import compile_pattern, is_pattern
 from .values import number
 
 if TYPE_CHECKING:
@@ -201,7 +201,54 @@ class Show:
         return out
 
     def is_safe(self, address: str) -> bool:
+        """True when a recall safe covers the address (one address; a recall, morph or
+        GO resolves all its addresses at once with safe_among)."""
         return any(_compile(p).match(address) for p in self.safes)
+
+    def safe_among(self, addresses: Iterable[str]) -> set[str]:
+        """The addresses, of those given, that a recall safe covers (for each the same
+        answer as is_safe). The safes are resolved once over them all, so a recall,
+        morph or GO costs about values + safes x names, not values x safes (200 safes
+        made a recall of 200 eq8 nodes take seconds): a literal safe is one set lookup;
+        a pattern /node/<n>/<p> (no //) tests each distinct node name and parameter
+        name once (patterns.Pattern.part_matchers) and then only the pairs both let
+        through; anything else runs the pattern's filter over the addresses."""
+        if not self.safes:
+            return set()
+        have = set(addresses)
+        by_param: dict[str, set[str]] = {}  # /node/<n>/<p>: p -> {n} (not yet safe)
+        other = []  # any other shape (none from a recall; kept exact all the same)
+        for a in have:
+            parts = a.split("/")
+            if len(parts) == 4 and parts[0] == "" and parts[1] == "node":
+                by_param.setdefault(parts[3], set()).add(parts[2])
+            else:
+                other.append(a)
+        nodes = set().union(*by_param.values())
+        out: set[str] = set()
+        for pat in self.safes:
+            if not is_pattern(pat):
+                if pat in have:  # a literal pattern matches exactly its own address
+                    out.add(pat)
+                continue
+            rx = _compile(pat)
+            if other:
+                out.update(rx.filter(other))
+            m = rx.part_matchers()
+            if m is None:  # OSC 1.1 //: any number of parts
+                out.update(rx.filter(a for a in have if a not in out))
+                continue
+            if len(m) != 4 or not (m[0]("") and m[1]("node")):
+                continue
+            ps = [p for p, left in by_param.items() if left and m[3](p)]
+            if not ps:
+                continue
+            ns = {n for n in nodes if m[2](n)}
+            for p in ps:
+                hit = by_param[p] & ns
+                by_param[p] -= hit  # the nodes not yet found safe for p
+                out.update([f"/node/{n}/{p}" for n in hit])
+        return out
 
     # ---- scenes ----------------------------------------------------------------------
     def get(self, name) -> Scene:
@@ -299,7 +346,9 @@ class Show:
         start = time or s.engine.time
         skipped: list[str] = []
         changes: list[tuple[str, str, float, float]] = []
-        safe = self.is_safe if self.safes else None
+        safe = self.safe_among(
+            [f"/node/{n}/{p}" for n, ps in sc.values.items() for p in ps]
+            + [f"/node/{n}/bypass" for n in sc.bypass]) if self.safes else None
         code = ramps.CURVES[sc.curve]
         # VCA masters first (as Ardour): their members' offsets follow them
         order = sorted(sc.values.items(), key=lambda kv: _type(s, kv[0]) != "vca")
@@ -311,7 +360,7 @@ class Show:
                 if spec is None:
                     skipped.append(f"/node/{n}/{p}")
                     continue
-                if safe is not None and safe(f"/node/{n}/{p}"):
+                if safe and f"/node/{n}/{p}" in safe:
                     continue
                 before = params[p]
                 v = min(max(v, spec.min), spec.max)
@@ -334,7 +383,7 @@ class Show:
             if n not in s.live:
                 skipped.append(a)
                 continue
-            if self.is_safe(a) or (n in s.bypassed) == on:
+            if (safe and a in safe) or (n in s.bypassed) == on:
                 continue
             self._bypass(n, on, time)
             changes.append((n, "bypass", float(not on), float(on)))
@@ -366,6 +415,10 @@ class Show:
             raise MixgraphError(f"morph position {x:g} is outside 0..1")
         s = self.session
         changes = []
+        safe = self.safe_among(
+            [f"/node/{n}/{p}" for n, pa in sa.values.items() for p in pa
+             if p in sb.values.get(n, ())]
+            + [f"/node/{n}/bypass" for n in sa.bypass if n in sb.bypass])
         for n, pa in sa.values.items():
             pb = sb.values.get(n)
             node = s.live.get(n)
@@ -373,7 +426,7 @@ class Show:
                 continue
             for p, va in pa.items():
                 spec = node.g.type.param(p)
-                if p not in pb or spec is None or self.is_safe(f"/node/{n}/{p}"):
+                if p not in pb or spec is None or f"/node/{n}/{p}" in safe:
                     continue
                 vb = pb[p]
                 if spec.taper == "stepped":
@@ -389,7 +442,7 @@ class Show:
                     if self.notify is not None:
                         self.notify(n, p, after)
         for n, on_a in sa.bypass.items():
-            if n in sb.bypass and n in s.live and not self.is_safe(f"/node/{n}/bypass"):
+            if n in sb.bypass and n in s.live and f"/node/{n}/bypass" not in safe:
                 on = sb.bypass[n] if x >= 0.5 else on_a
                 if (n in s.bypassed) != on:
                     self._bypass(n, on, 0)

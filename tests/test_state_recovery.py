@@ -175,3 +175,34 @@ def test_a_cut_off_json_patch_is_refused_at_once(size_kb):
     with pytest.raises(MixgraphError, match="nested deeper than"):
         decode(json.dumps({"format": "mixgraph-patch", "x": [[[[1]]]] * 2 + [
             json.loads("[" * 200 + "]" * 200)]}).encode(), "deep200.json")
+
+
+@pytest.mark.parametrize("seq", [2**64 - 1, 2**53 + 1])
+def test_journal_seq_beyond_what_the_journal_numbers_is_set_aside(tmp_path, seq):
+    """attack2 F9: an autosave whose journal_seq is past what the journal can number
+    (segment names are 16 hex digits, msgpack holds at most 2^64 - 1) was accepted;
+    edits then got /done, then internal errors, and a SIGKILL lost every one. Such a
+    snapshot is corrupt: set aside, the previous one restored (the banner says so),
+    and the edits after it are journaled and survive SIGKILL."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "autosave.1.mgp").write_bytes(msgpack.packb({**GOOD, "journal_seq": 0}))
+    data = msgpack.packb(doc([node("cur", "gain")], journal_seq=seq))
+    (state / "autosave.mgp").write_bytes(data)
+    d = Daemon(state, "--backend", "null")
+    try:
+        out = d.output()
+        assert "bad journal_seq" in out and "restored 1 nodes from autosave.1.mgp" in out
+        bad = set_aside(state)
+        assert len(bad) == 1 and bad[0].read_bytes() == data
+        assert [n["name"] for n in dump(d)["nodes"]] == ["prev"]
+        for i in range(10):
+            assert d.call("/graph/add", "gain", f"n{i}") == ["/graph/add", f"n{i}"]
+    finally:
+        d.stop(signal.SIGKILL)
+    d = Daemon(state, "--backend", "null")
+    try:
+        assert [n["name"] for n in dump(d)["nodes"]] == ["prev"] + [f"n{i}" for i in range(10)]
+        assert "Traceback" not in d.output()
+    finally:
+        d.stop()
