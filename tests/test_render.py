@@ -160,7 +160,7 @@ def test_render_of_a_saved_show_finds_its_audio_files(tmp_path):
         d.call("/patch/save", "show")
     finally:
         d.stop()
-    for patch in (state / "patches" / "show.mgp", next(state.glob("autosave.*"))):
+    for patch in (state / "patches" / "show.mgp", state / "autosave.mgp"):
         out = tmp_path / f"{patch.stem}.wav"
         r = subprocess.run([sys.executable, "-m", "mixgraph.server.cli", "render", str(patch),
                             "-o", str(out), "--duration", "0.1"], capture_output=True, text=True)
