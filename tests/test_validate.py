@@ -503,7 +503,9 @@ def test_held_future_bundles_have_bounded_memory(tmp_path):
         # held: at most the per-client quota (~1 MB of bundles); 60,000 held
         # bundles take tens of MB
         assert grown < 12 * 1024, f"RSS grew {grown} kB"
-        assert d.status()["timed_refused"] > 50000
+        st = d.status()
+        # refused by the timed-work quota, or dropped earlier by the UDP queue bounds
+        assert st["timed_refused"] + st["backlog_dropped"] > 50000, st
         d.sync()
     finally:
         flood.close()
