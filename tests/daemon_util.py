@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -13,16 +14,30 @@ from pathlib import Path
 from mixgraph.clients import Client
 
 
+def _below_ephemeral() -> range:
+    """Ports to pick a server's from: below the kernel's ephemeral range, from which it
+    hands out the local ports of clients' connections; a port picked from that range
+    can be taken by some connection between the check and the daemon's bind (seen
+    in CI: "Address already in use")."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(max(1024, low - 12000), low)
+
+
 def free_udp_port() -> int:
     """A port number free for UDP and for TCP on loopback (the daemon listens on both:
     its TCP port is the UDP port's number by default)."""
-    for _ in range(50):
+    ports = _below_ephemeral()
+    for _ in range(200):
+        port = random.choice(ports)
         u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        u.bind(("127.0.0.1", 0))
-        port = u.getsockname()[1]
         t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
-            t.bind(("127.0.0.1", port))
+            u.bind(("127.0.0.1", port))
+            t.bind(("0.0.0.0", port))
             return port
         except OSError:
             continue
@@ -30,6 +45,22 @@ def free_udp_port() -> int:
             t.close()
             u.close()
     raise RuntimeError("no port free for both UDP and TCP")
+
+
+def free_tcp_port() -> int:
+    """A TCP port number free on every address (a server's: see _below_ephemeral)."""
+    ports = _below_ephemeral()
+    for _ in range(200):
+        port = random.choice(ports)
+        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            t.bind(("0.0.0.0", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            t.close()
+    raise RuntimeError("no TCP port free")
 
 
 class Daemon:
