@@ -27,40 +27,37 @@ def _below_ephemeral() -> range:
     return range(max(1024, low - 12000), low)
 
 
-def free_udp_port() -> int:
-    """A port number free for UDP and for TCP on loopback (the daemon listens on both:
-    its TCP port is the UDP port's number by default)."""
+def _free_port(udp: bool) -> int:
+    """A port below the ephemeral range free for TCP on every address, and with udp
+    also for UDP on loopback."""
     ports = _below_ephemeral()
     for _ in range(200):
         port = random.choice(ports)
-        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM)]
+        if udp:
+            socks.append(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
         try:
-            u.bind(("127.0.0.1", port))
-            t.bind(("0.0.0.0", port))
+            socks[0].bind(("0.0.0.0", port))
+            if udp:
+                socks[1].bind(("127.0.0.1", port))
             return port
         except OSError:
             continue
         finally:
-            t.close()
-            u.close()
-    raise RuntimeError("no port free for both UDP and TCP")
+            for s in socks:
+                s.close()
+    raise RuntimeError("no port free")
+
+
+def free_udp_port() -> int:
+    """A port number free for UDP and for TCP (the daemon listens on both: its TCP
+    port is the UDP port's number by default)."""
+    return _free_port(udp=True)
 
 
 def free_tcp_port() -> int:
     """A TCP port number free on every address (a server's: see _below_ephemeral)."""
-    ports = _below_ephemeral()
-    for _ in range(200):
-        port = random.choice(ports)
-        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            t.bind(("0.0.0.0", port))
-            return port
-        except OSError:
-            continue
-        finally:
-            t.close()
-    raise RuntimeError("no TCP port free")
+    return _free_port(udp=False)
 
 
 class Daemon:
