@@ -151,13 +151,15 @@ def default_state_dir() -> Path:
 class Daemon:
     """The server's parts wired together; start(), then wait(), then stop()."""
 
-    def __init__(self, opts: ServeOptions, console: Console | None = None) -> None:
+    def __init__(self, opts: ServeOptions, console: Console | None = None,
+                 stop: threading.Event | None = None) -> None:
         self.opts = opts
         self.console = console or Console(stderr=False)
         self.state_dir = Path(opts.state_dir or default_state_dir())
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.lock = StateLock(self.state_dir)  # one server per state directory
         self.lock.acquire()
+        self._stop = stop if stop is not None else threading.Event()
         try:
             self._build(opts)
         except BaseException:
@@ -211,7 +213,6 @@ class Daemon:
         self._latency_plans = -1
         self._jack_rt_errors = 0
         self._control: threading.Thread | None = None
-        self._stop = threading.Event()
         # systemd: READY/STATUS/STOPPING, and WATCHDOG=1 while the sample clock moves
         self.notifier = Notifier()
         self.watchdog = Watchdog(self.notifier, lambda: self.engine.time,
@@ -647,11 +648,6 @@ class Daemon:
 
     def wait(self) -> None:
         """Block the main thread until SIGINT/SIGTERM, showing the status line on a TTY."""
-        def on_signal(signum, _frame):
-            self._stop.set()
-
-        signal.signal(signal.SIGINT, on_signal)
-        signal.signal(signal.SIGTERM, on_signal)
         if self.opts.status and self.console.is_terminal:
             with Live(self.status_line(), console=self.console, refresh_per_second=4,
                       transient=True) as live:
@@ -686,16 +682,52 @@ class Daemon:
         self.lock.release()
 
 
+def _catch_signals() -> threading.Event:
+    """An event that SIGINT/SIGTERM set from now on: an orderly stop.
+
+    Installed before the daemon loads its state and starts, so a signal at
+    any point of the startup (systemd's stop, a Ctrl-C just after 'ready')
+    still saves and closes instead of raising KeyboardInterrupt through it."""
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    return stop
+
+
 def serve(opts: ServeOptions) -> int:
     """Run the daemon until a signal; the exit code for the CLI."""
     console = Console()
+    stop = _catch_signals()
     try:
-        d = Daemon(opts, console)
+        d = Daemon(opts, console, stop)
     except MixgraphError as e:
         console.print(f"[bold red]mixgraph: {escape(str(e))}[/]")
         return 2
     console.print(d.banner())
-    d.start()
+    try:
+        d.start()
+        _announce(d, opts)
+        d.wait()
+    finally:
+        console.print("mixgraph: shutting down")
+        d.stop()
+        console.print(d.final_status)
+    sys.stdout.flush()
+    if d.devices.stuck:
+        # PortAudio still holds the lost stream: its exit handler (Pa_Terminate)
+        # would wait for it forever. Everything of ours is saved and closed.
+        sys.stderr.flush()
+        os._exit(0)
+    return 0
+
+
+def _announce(d: Daemon, opts: ServeOptions) -> None:
+    """The startup lines after start(): JACK, MIDI, the browser URL, 'ready'."""
+    console = d.console
     jack = getattr(d.running, "jack", None)
     if jack is not None:
         console.print(f"mixgraph: JACK client {jack.name}, {jack.n_in} in / {jack.n_out} out, "
@@ -717,16 +749,5 @@ def serve(opts: ServeOptions) -> int:
     log.info("%s", d.startup_line())
     d.oplog.baseline(d._op_counts())
     d.notifier.notify("READY=1", "STATUS=" + d.summary())
-    try:
-        d.wait()
-    finally:
-        console.print("mixgraph: shutting down")
-        d.stop()
-        console.print(d.final_status)
-    sys.stdout.flush()
-    if d.devices.stuck:
-        # PortAudio still holds the lost stream: its exit handler (Pa_Terminate)
-        # would wait for it forever. Everything of ours is saved and closed.
-        sys.stderr.flush()
-        os._exit(0)
-    return 0
+    if os.environ.get("MIXGRAPH_TEST_SIGNAL_AFTER_READY"):  # tests/test_daemon.py
+        os.kill(os.getpid(), signal.SIGINT)

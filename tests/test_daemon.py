@@ -4,10 +4,12 @@ real UDP sockets by our client and by liblo's oscsend (a client nobody here wrot
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import msgpack
@@ -15,7 +17,7 @@ import pytest
 
 from mixgraph.clients import MixgraphFail
 
-from daemon_util import Daemon
+from daemon_util import Daemon, free_udp_port
 
 
 @pytest.fixture
@@ -204,6 +206,21 @@ def test_sigterm_shuts_down_cleanly(tmp_path):
 def test_sigint_shuts_down_cleanly(tmp_path):
     d = Daemon(tmp_path / "state", "--backend", "null")
     assert d.stop(signal.SIGINT) == 0
+
+
+def test_sigint_just_after_ready_is_an_orderly_stop(tmp_path):
+    """A stop signal in the moment between the 'ready' line and the wait for
+    signals (systemd's stop, a Ctrl-C) saves and closes with exit code 0: it
+    used to raise KeyboardInterrupt through the shutdown (CI saw this test's
+    neighbour, test_sigint_shuts_down_cleanly, fail once)."""
+    cmd = [sys.executable, "-m", "mixgraph.server.cli", "serve", "--port", str(free_udp_port()),
+           "--state-dir", str(tmp_path / "state"), "--no-status", "--backend", "null"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+                       env={**os.environ, "MIXGRAPH_TEST_SIGNAL_AFTER_READY": "1"})
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, out
+    assert "ready on udp" in out and "shutting down" in out, out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
 
 
 def test_port_in_use_is_a_clear_error(tmp_path):
