@@ -329,6 +329,45 @@ def test_a_cue_list_survives_sigkill(tmp_path):
     assert got == want
 
 
+def test_no_done_for_an_edit_the_journal_could_not_write(tmp_path):
+    """Durability first: a reply leaves only after the journal has written every
+    edit made before it (ControlServer.journal_first, on every path: UDP, TCP,
+    WebSocket). When it cannot write - here the daemon's file size limit
+    (RLIMIT_FSIZE) is 1 byte, so every write fails with EFBIG, as on a full disk -
+    the edits are answered `/fail <address> applied but not journaled`, over UDP
+    and over TCP, never /done (the write error was logged and the /done sent).
+    Once it can write again the record it kept is written and /done comes back;
+    killed with SIGKILL right after that reply, the restarted server has it."""
+    import resource
+
+    from mixgraph.clients.client import Client
+
+    d = Daemon(tmp_path / "state", "--backend", "null")
+    tcp = Client("127.0.0.1", d.port, timeout=3.0, transport="tcp")
+    replies = []
+    try:
+        d.call("/graph/add", "gain", "f0")
+        d.call("/node/f0/gain", -40.0)
+        resource.prlimit(d.proc.pid, resource.RLIMIT_FSIZE, (1, resource.RLIM_INFINITY))
+        for k, c in enumerate([d.client, tcp] * 4):
+            replies.append(c.request("/node/f0/gain", -30.0 + k))
+        resource.prlimit(d.proc.pid, resource.RLIMIT_FSIZE,
+                         (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        last = tcp.request("/node/f0/gain", -5.0)
+    finally:
+        tcp.close()
+        d.stop(signal.SIGKILL)
+    for addr, args in replies:
+        assert addr == "/fail" and args[0] == "/node/f0/gain", (addr, args)
+        assert "applied but not journaled" in args[1] and "journal write failed" in args[1]
+    assert last == ("/done", ["/node/f0/gain", -5.0])
+    d = Daemon(tmp_path / "state", "--backend", "null")
+    try:
+        assert d.call("/node/f0/gain") == [-5.0]
+    finally:
+        d.stop()
+
+
 def test_no_done_for_a_change_the_journal_cannot_take(tmp_path):
     """An op msgpack cannot hold is left out of the record (the others of the record
     are written) and its command answers /fail, never /done: a /done promises the
