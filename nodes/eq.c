@@ -8,7 +8,8 @@
  * are designed every 64 samples from the ramp and glide linearly per sample
  * in between (no zipper), in the cascade of the unit's neighbours and, in a
  * gang, eight lanes at a time (run_lanes_glide); a unit that moves while it
- * switches on/off or crossfades a type is designed every 16 samples. An `on` switch crossfades the section in and out
+ * switches on/off or crossfades a type is designed every 16 samples. An `on`
+ * switch crossfades the section in and out
  * over 10 ms; a type or slope change crossfades from the outgoing design to
  * the new one (started from rest) over 10 ms. Steady sections run as one
  * sample-major cascade. Input: non-finite samples become 0, magnitudes are
