@@ -5,8 +5,11 @@
  * Signal order: high-pass -> bands 1..N -> low-pass. Biquads are transposed
  * direct form II with double state (csrc/dsp_biquad.h). Coefficients are
  * recomputed when a value changes; while a frequency, gain or Q ramps they
- * are designed every 16 samples from the ramp and glide linearly per sample
- * in between (no zipper). An `on` switch crossfades the section in and out
+ * are designed every 64 samples from the ramp and glide linearly per sample
+ * in between (no zipper), in the cascade of the unit's neighbours and, in a
+ * gang, eight lanes at a time (run_lanes_glide); a unit that moves while it
+ * switches on/off or crossfades a type is designed every 16 samples. An `on`
+ * switch crossfades the section in and out
  * over 10 ms; a type or slope change crossfades from the outgoing design to
  * the new one (started from rest) over 10 ms. Steady sections run as one
  * sample-major cascade. Input: non-finite samples become 0, magnitudes are
@@ -71,6 +74,9 @@ typedef struct {
     int onsec;         /* sections of the outgoing design (0: identity) */
     mg_bq_coef c[4];
     mg_bq_coef oc[4];  /* the outgoing design during a crossfade */
+    /* a glide (glide_design): frame k (1..m) of it runs g0 + k gd; a unit
+     * that does not move this chunk has g0 = c, gd = 0 */
+    mg_bq_coef g0[4], gd[4];
 } eq_unit;
 
 struct eq_gang;
@@ -310,6 +316,123 @@ MG_HOT static void run_cascade(eq_state *s, const mg_proc *p, const int *list, i
         guard_unit(s, list[l]);
 }
 
+/* Moving units. A unit whose frequency, gain or Q ramps (and that is not
+ * switching on/off or crossfading a type change) runs in one cascade with
+ * its steady neighbours: it is designed once per EQ_MOVE_CHUNK frames, at
+ * the chunk's last frame from the ramp, and its coefficients glide linearly
+ * per sample from the previous design (the stable region of (a1, a2) is a
+ * triangle, so every filter on the way between two stable ones is stable).
+ * In a gang (process_many) a block of at most EQ_MOVE_CHUNK frames runs its
+ * moving nodes' lanes eight at a time like the steady ones (run_lanes_glide),
+ * the same expressions as the scalar cascade_glide, so ganged and alone agree
+ * bit for bit. Once the ramps end, the last design is the settled one. */
+#define EQ_MOVE_CHUNK 64
+
+/* How to design a moving unit of a run: kind < 0 for a steady one. */
+typedef struct {
+    int kind, type, had; /* had: coefficients to glide from */
+    const mg_pv *f, *g, *q;
+} eq_move;
+
+/* Design the moving units of `list` at frame ie of the ramps and set every
+ * unit's glide over the next m frames (steady units: gd = 0). */
+static void glide_design(eq_state *s, const int *list, int nl, eq_move *mv, int ie, int m)
+{
+    const double r = 1.0 / m;
+    for (int l = 0; l < nl; l++) {
+        eq_unit *un = &s->unit[list[l]];
+        eq_move *v = &mv[list[l]];
+        if (v->kind < 0) {
+            memcpy(un->g0, un->c, sizeof un->g0);
+            memset(un->gd, 0, sizeof un->gd);
+            continue;
+        }
+        mg_bq_coef from[4];
+        memcpy(from, un->c, sizeof from);
+        const int had = v->had ? un->nsec : 0;
+        design(s, list[l], v->kind, v->type, mg_pv_at(v->f, ie), v->g ? mg_pv_at(v->g, ie) : 1.0f,
+               v->q ? mg_pv_at(v->q, ie) : 0.7071f);
+        v->had = 1;
+        for (int k = 0; k < un->nsec; k++) {
+            const mg_bq_coef *c0 = had == un->nsec ? &from[k] : &un->c[k];
+            un->g0[k] = *c0;
+            un->gd[k].b0 = (un->c[k].b0 - c0->b0) * r, un->gd[k].b1 = (un->c[k].b1 - c0->b1) * r;
+            un->gd[k].b2 = (un->c[k].b2 - c0->b2) * r, un->gd[k].a1 = (un->c[k].a1 - c0->a1) * r;
+            un->gd[k].a2 = (un->c[k].a2 - c0->a2) * r;
+        }
+    }
+}
+
+/* The glide's coefficients of ns sections: g[0..4] the start (b0 b1 b2 a1
+ * a2), g[5..9] the step per frame; frame i runs start + (i + 1) step. */
+MG_HOT static void cascade_glide(float *buf, int n, const double (*g)[EQ_MAX_SEC], double *s1i,
+                                 double *s2i, int ns)
+{
+    double s1[EQ_MAX_SEC], s2[EQ_MAX_SEC];
+    for (int k = 0; k < ns; k++)
+        s1[k] = s1i[k], s2[k] = s2i[k];
+    for (int i = 0; i < n; i++) {
+        const double t = i + 1;
+        double v = buf[i];
+        for (int k = 0; k < ns; k++) {
+            const double b0 = g[0][k] + t * g[5][k], b1 = g[1][k] + t * g[6][k];
+            const double b2 = g[2][k] + t * g[7][k], a1 = g[3][k] + t * g[8][k];
+            const double a2 = g[4][k] + t * g[9][k];
+            const double y = b0 * v + s1[k];
+            s1[k] = (b1 * v + s2[k]) - a1 * y;
+            s2[k] = b2 * v - a2 * y;
+            v = y;
+        }
+        buf[i] = (float)v;
+    }
+    for (int k = 0; k < ns; k++)
+        s1i[k] = s1[k], s2i[k] = s2[k];
+}
+
+/* Frames [i0, i0+m) of every channel through the units of `list` on their
+ * glides (glide_design), one cascade. */
+static void run_glide(eq_state *s, const mg_proc *p, const int *list, int nl, int i0, int m)
+{
+    double g[10][EQ_MAX_SEC], s1[EQ_MAX_SEC], s2[EQ_MAX_SEC];
+    int ns = 0;
+    for (int l = 0; l < nl; l++) {
+        const eq_unit *un = &s->unit[list[l]];
+        for (int k = 0; k < un->nsec; k++, ns++) {
+            g[0][ns] = un->g0[k].b0, g[1][ns] = un->g0[k].b1, g[2][ns] = un->g0[k].b2;
+            g[3][ns] = un->g0[k].a1, g[4][ns] = un->g0[k].a2;
+            g[5][ns] = un->gd[k].b0, g[6][ns] = un->gd[k].b1, g[7][ns] = un->gd[k].b2;
+            g[8][ns] = un->gd[k].a1, g[9][ns] = un->gd[k].a2;
+        }
+    }
+    for (int c = 0; c < s->channels; c++) {
+        int j = 0;
+        for (int l = 0; l < nl; l++) {
+            const mg_bq_state *st = unit_state(s, c, list[l]);
+            for (int k = 0; k < s->unit[list[l]].nsec; k++, j++)
+                s1[j] = st[k].s1, s2[j] = st[k].s2;
+        }
+        cascade_glide(p->out[c] + i0, m, (const double(*)[EQ_MAX_SEC])g, s1, s2, ns);
+        j = 0;
+        for (int l = 0; l < nl; l++) {
+            mg_bq_state *st = unit_state(s, c, list[l]);
+            for (int k = 0; k < s->unit[list[l]].nsec; k++, j++)
+                st[k].s1 = s1[j], st[k].s2 = s2[j];
+        }
+    }
+}
+
+/* A run of units with moving ones among them, over the whole block. */
+static void run_moving(eq_state *s, const mg_proc *p, const int *list, int nl, eq_move *mv)
+{
+    for (int i0 = 0; i0 < p->nframes; i0 += EQ_MOVE_CHUNK) {
+        const int m = p->nframes - i0 < EQ_MOVE_CHUNK ? p->nframes - i0 : EQ_MOVE_CHUNK;
+        glide_design(s, list, nl, mv, i0 + m - 1, m);
+        run_glide(s, p, list, nl, i0, m);
+    }
+    for (int l = 0; l < nl; l++)
+        guard_unit(s, list[l]);
+}
+
 /* Everything of a block but the last run of steady units: the sanitised
  * copy of the input, designs, crossfades and moving units. Returns how many
  * units are left in `steady` (in order) for the caller to run as one
@@ -332,12 +455,18 @@ static void sanitised_copy(eq_state *s, const mg_proc *p)
 
 /* With `deferred` non-NULL, a block that only runs steady units (the usual
  * one) skips the sanitised copy and sets *deferred: the caller's gang reads
- * the input and sanitises it on the way in (lanes_in), one pass less. */
-MG_HOT static int units_block(eq_state *s, const mg_proc *p, int *steady, int *deferred)
+ * the input and sanitises it on the way in (lanes_in), one pass less. With
+ * `glide` non-NULL, a last run with moving units in a block of at most
+ * EQ_MOVE_CHUNK frames is designed but not run: it is returned, *glide set,
+ * for the caller to run on its glides (run_lanes_glide). */
+MG_HOT static int units_block(eq_state *s, const mg_proc *p, int *steady, int *deferred,
+                              int *glide)
 {
     const int n = p->nframes;
     if (deferred)
         *deferred = 0;
+    if (glide)
+        *glide = 0;
     if (p->pv_same && s->cache_ok) { /* nothing to redesign or switch */
         if (deferred && s->cache_n > 0)
             *deferred = 1;
@@ -349,7 +478,8 @@ MG_HOT static int units_block(eq_state *s, const mg_proc *p, int *steady, int *d
     /* sanitised copy: non-finite input becomes 0, magnitudes held below 1e6 */
     sanitised_copy(s, p);
     restamp(s); /* designs, the steady list or states may change */
-    int nsteady = 0, alone = 0;
+    int nsteady = 0, alone = 0, nmoving = 0;
+    eq_move mv[EQ_MAX_BANDS + 2];
     for (int u = 0; u < s->nunits; u++) {
         int kind, type, base;
         const mg_pv *on, *f, *g = NULL, *q = NULL;
@@ -409,14 +539,22 @@ MG_HOT static int units_block(eq_state *s, const mg_proc *p, int *steady, int *d
         un->ident = 0;
         if (!moving && !on->ramp && un->xf == 0) {
             design(s, u, kind, type, f->value, g ? g->value : 1.0f, q ? q->value : 0.7071f);
+            mv[u].kind = -1;
             steady[nsteady++] = u; /* run later, with its steady neighbours */
             continue;
         }
-        alone = 1;
-        if (nsteady) {
-            run_cascade(s, p, steady, nsteady);
-            nsteady = 0;
+        if (!on->ramp && un->xf == 0) { /* moving: glides in the run of its neighbours */
+            mv[u] = (eq_move){kind, type, !was_idle, f, g, q};
+            steady[nsteady++] = u;
+            nmoving++;
+            continue;
         }
+        alone = 1;
+        if (nmoving)
+            run_moving(s, p, steady, nsteady, mv);
+        else if (nsteady)
+            run_cascade(s, p, steady, nsteady);
+        nsteady = nmoving = 0;
         if (!moving) {
             design(s, u, kind, type, f->value, g ? g->value : 1.0f, q ? q->value : 0.7071f);
             run_unit(s, p, u, on, 0, n, NULL);
@@ -442,6 +580,16 @@ MG_HOT static int units_block(eq_state *s, const mg_proc *p, int *steady, int *d
                     mg_bq_guard(&unit_ostate(s, c, u)[k]);
         }
     }
+    if (nmoving) { /* the last run glides: in the caller's gang when it can */
+        alone = 1;
+        if (glide && n <= EQ_MOVE_CHUNK) {
+            glide_design(s, steady, nsteady, mv, n - 1, n);
+            *glide = 1;
+        } else {
+            run_moving(s, p, steady, nsteady, mv);
+            nsteady = 0;
+        }
+    }
     s->cache_ok = !alone;
     s->cache_n = nsteady;
     memcpy(s->cache, steady, sizeof(int) * (size_t)nsteady);
@@ -452,7 +600,7 @@ static void process(void *stv, const mg_proc *p)
 {
     eq_state *s = stv;
     int steady[EQ_MAX_BANDS + 2];
-    const int nsteady = units_block(s, p, steady, NULL);
+    const int nsteady = units_block(s, p, steady, NULL, NULL);
     restamp(s); /* the states move outside any gang */
     if (nsteady)
         run_cascade(s, p, steady, nsteady);
@@ -758,6 +906,81 @@ MG_HOT static void run_lanes(const eq_lane *ln, int nln, int ns, int n)
     }
 }
 
+/* cascade_glide on eight lanes: the same expressions, lane by lane. */
+static inline __attribute__((always_inline)) void
+cascade_glide_v(eq_vf *x, int n, const eq_vd (*g)[EQ_MAX_SEC], eq_vd *s1i, eq_vd *s2i, int ns)
+{
+    eq_vd s1[EQ_MAX_SEC], s2[EQ_MAX_SEC];
+    const eq_vd zero = {0};
+    for (int k = 0; k < ns; k++)
+        s1[k] = s1i[k], s2[k] = s2i[k];
+    for (int i = 0; i < n; i++) {
+        const eq_vd t = zero + (double)(i + 1);
+        eq_vd v = __builtin_convertvector(x[i], eq_vd);
+        for (int k = 0; k < ns; k++) {
+            const eq_vd b0 = g[0][k] + t * g[5][k], b1 = g[1][k] + t * g[6][k];
+            const eq_vd b2 = g[2][k] + t * g[7][k], a1 = g[3][k] + t * g[8][k];
+            const eq_vd a2 = g[4][k] + t * g[9][k];
+            const eq_vd y = b0 * v + s1[k];
+            s1[k] = (b1 * v + s2[k]) - a1 * y;
+            s2[k] = b2 * v - a2 * y;
+            v = y;
+        }
+        x[i] = __builtin_convertvector(v, eq_vf);
+    }
+    for (int k = 0; k < ns; k++)
+        s1i[k] = s1[k], s2i[k] = s2[k];
+}
+
+/* run_lanes for lanes whose runs glide (units_block set *glide): each
+ * lane's coefficients move per frame from g0 by gd (glide_design), so a
+ * node stays in a gang while its values move. No gang cache: the
+ * coefficients change every block. */
+MG_HOT static void run_lanes_glide(const eq_lane *ln, int nln, int ns, int n)
+{
+    eq_vd g[10][EQ_MAX_SEC], s1[EQ_MAX_SEC], s2[EQ_MAX_SEC];
+    eq_vf x[MG_MAX_BLOCK];
+    if (nln < EQ_LANES) /* empty lanes: zero coefficients over zeros */
+        memset(x, 0, sizeof(eq_vf) * (size_t)n);
+    const int tiles = lanes_in(ln, nln, x, n);
+    for (int l = 0; l < nln; l++) {
+        const float *src = ln[l].src;
+        for (int i = tiles; i < n; i++)
+            x[i][l] = sanitise(src[i]);
+    }
+    for (int r = 0; r < 10; r++)
+        memset(g[r], 0, sizeof(eq_vd) * (size_t)ns);
+    memset(s1, 0, sizeof(eq_vd) * (size_t)ns), memset(s2, 0, sizeof(eq_vd) * (size_t)ns);
+    for (int l = 0; l < nln; l++) {
+        int j = 0;
+        for (int u = 0; u < ln[l].nl; u++) {
+            const eq_unit *un = &ln[l].s->unit[ln[l].list[u]];
+            const mg_bq_state *st = unit_state(ln[l].s, ln[l].c, ln[l].list[u]);
+            for (int k = 0; k < un->nsec; k++, j++) {
+                g[0][j][l] = un->g0[k].b0, g[1][j][l] = un->g0[k].b1, g[2][j][l] = un->g0[k].b2;
+                g[3][j][l] = un->g0[k].a1, g[4][j][l] = un->g0[k].a2;
+                g[5][j][l] = un->gd[k].b0, g[6][j][l] = un->gd[k].b1, g[7][j][l] = un->gd[k].b2;
+                g[8][j][l] = un->gd[k].a1, g[9][j][l] = un->gd[k].a2;
+                s1[j][l] = st[k].s1, s2[j][l] = st[k].s2;
+            }
+        }
+    }
+    cascade_glide_v(x, n, (const eq_vd(*)[EQ_MAX_SEC])g, s1, s2, ns);
+    guard_v(s1, s2, ns);
+    const int done = lanes_out(ln, nln, x, n);
+    for (int l = 0; l < nln; l++) {
+        float *dst = ln[l].buf;
+        for (int i = done; i < n; i++)
+            dst[i] = x[i][l];
+        int j = 0;
+        for (int u = 0; u < ln[l].nl; u++) {
+            mg_bq_state *st = unit_state(ln[l].s, ln[l].c, ln[l].list[u]);
+            for (int k = 0; k < ln[l].s->unit[ln[l].list[u]].nsec; k++, j++)
+                st[k].s1 = s1[j][l], st[k].s2 = s2[j][l];
+        }
+    }
+}
+
 /* Several eq nodes at once: each does its block's bookkeeping alone, then
  * the steady cascades of all their channels run EQ_LANES at a time, lanes
  * grouped by section count. */
@@ -765,31 +988,37 @@ static void process_many(void *const *states, const mg_proc *procs, int k)
 {
     int steady[MG_MAX_GANG][EQ_MAX_BANDS + 2];
     int nst[MG_MAX_GANG];
-    eq_lane pend[EQ_MAX_SEC + 1][EQ_LANES];
-    int npend[EQ_MAX_SEC + 1] = {0};
+    eq_lane pend[2][EQ_MAX_SEC + 1][EQ_LANES]; /* [gliding] */
+    int npend[2][EQ_MAX_SEC + 1] = {{0}};
     const int n = procs[0].nframes;
     for (int j = 0; j < k; j++) {
         eq_state *s = states[j];
-        int deferred;
-        nst[j] = units_block(s, &procs[j], steady[j], &deferred);
+        int deferred, gl;
+        nst[j] = units_block(s, &procs[j], steady[j], &deferred, &gl);
         int ns = 0;
         for (int u = 0; u < nst[j]; u++)
             ns += s->unit[steady[j][u]].nsec;
         if (ns == 0)
             continue;
         for (int c = 0; c < s->channels; c++) {
-            eq_lane *q = &pend[ns][npend[ns]++];
+            eq_lane *q = &pend[gl][ns][npend[gl][ns]++];
             q->s = s, q->buf = procs[j].out[c], q->c = c, q->list = steady[j], q->nl = nst[j];
             q->src = deferred ? procs[j].in[c] : q->buf;
-            if (npend[ns] == EQ_LANES) {
-                run_lanes(pend[ns], EQ_LANES, ns, n);
-                npend[ns] = 0;
+            if (npend[gl][ns] == EQ_LANES) {
+                if (gl)
+                    run_lanes_glide(pend[1][ns], EQ_LANES, ns, n);
+                else
+                    run_lanes(pend[0][ns], EQ_LANES, ns, n);
+                npend[gl][ns] = 0;
             }
         }
     }
-    for (int ns = 1; ns <= EQ_MAX_SEC; ns++)
-        if (npend[ns])
-            run_lanes(pend[ns], npend[ns], ns, n); /* guarded there */
+    for (int ns = 1; ns <= EQ_MAX_SEC; ns++) { /* guarded there */
+        if (npend[0][ns])
+            run_lanes(pend[0][ns], npend[0][ns], ns, n);
+        if (npend[1][ns])
+            run_lanes_glide(pend[1][ns], npend[1][ns], ns, n);
+    }
 }
 
 /* names of the stepped parameters' choices, one per step from min (mg_choice_spec) */

@@ -89,15 +89,13 @@ class TcpConn:
     def send_packet(self, data: bytes) -> None:
         if self.closed:
             return
+        data = self.server.journal_first(data)  # the journal written before it is queued
         before = len(self.outbuf)
         if self.mode == "slip":
             self.outbuf += slip_encode(data)
         else:
             self.outbuf += len(data).to_bytes(4, "big") + data
         self.server.out_bytes += len(self.outbuf) - before
-        hook = self.server.before_send
-        if hook is not None:
-            hook()
         self.flush()
 
     def flush(self) -> None:

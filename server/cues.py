@@ -83,6 +83,23 @@ class Cue:
         return " ".join(parts)
 
 
+def cue_from_dict(item) -> Cue:
+    """A cue from its document form (Cue.to_dict; a patch's show, a journal record),
+    checked as /cue/set checks (any scene name: the scenes may load after it)."""
+    if not isinstance(item, dict):
+        raise MixgraphError("patch: a cue must be a map")
+    num = cue_number(item.get("number"))
+    pairs: list = []
+    for k in ("name", "scene", "prewait", "postwait", "continue"):
+        if k in item:
+            pairs += [k, item[k]]
+    if item.get("fade") is not None:
+        pairs += ["fade", item["fade"]]
+    for m in item.get("osc") or []:
+        pairs += ["osc", m]
+    return apply_keys(Cue(num), pairs, _Any())
+
+
 def fmt_number(n: float) -> str:
     return f"{n:g}"
 
@@ -224,18 +241,8 @@ class CueList:
             raise MixgraphError("patch: show `cues` must be a list")
         cues: dict[float, Cue] = {}
         for item in raw:
-            if not isinstance(item, dict):
-                raise MixgraphError("patch: a cue must be a map")
-            num = cue_number(item.get("number"))
-            pairs: list = []
-            for k in ("name", "scene", "prewait", "postwait", "continue"):
-                if k in item:
-                    pairs += [k, item[k]]
-            if item.get("fade") is not None:
-                pairs += ["fade", item["fade"]]
-            for m in item.get("osc") or []:
-                pairs += ["osc", m]
-            cues[num] = apply_keys(Cue(num), pairs, _Any())
+            c = cue_from_dict(item)
+            cues[c.number] = c
         ph = d.get("playhead")
         at_end = "playhead" in d and ph is None  # saved after the last cue had run
         ph = None if ph is None else cue_number(ph, "playhead")
@@ -287,27 +294,60 @@ class CueList:
         num = cue_number(num)
         if num not in self.cues and len(self.cues) >= CUES_MAX:
             raise MixgraphError(f"too many cues (at most {CUES_MAX})")
-        c = apply_keys(self.cues.get(num) or Cue(num), pairs, self.show.scenes)
-        before = self.show.part()
-        first = not self.cues
-        self.cues[num] = c
-        self.cues = dict(sorted(self.cues.items()))
-        if first:  # past the end of a list stays there: the next GO is a standby away
-            self.playhead = self._first()
-        self.show.changed(f"cue set {fmt_number(num)}", before)
+        old = self.cues.get(num)
+        c = apply_keys(old or Cue(num), pairs, self.show.scenes)
+        # the first cue takes the playhead; past the end of a list stays there (the
+        # next GO is a standby away)
+        ph = self.playhead if self.cues else num
+        self._edit(f"cue set {fmt_number(num)}", num, old, c, self.playhead, ph)
         self._announce()
         return c
 
     def delete(self, num) -> None:
         num = self.get(num).number
-        before = self.show.part()
-        nxt = self._next(num)
-        del self.cues[num]
-        self._keys = None
-        if self.playhead == num:
-            self.playhead = nxt
-        self.show.changed(f"cue delete {fmt_number(num)}", before)
+        ph = self._next(num) if self.playhead == num else self.playhead
+        self._edit(f"cue delete {fmt_number(num)}", num, self.cues[num], None, self.playhead, ph)
         self._announce()
+
+    def _edit(self, label: str, num: float, old: Cue | None, new: Cue | None,
+              ph0: float | None, ph1: float | None) -> None:
+        """One cue edited (old -> new, None: absent) and the playhead moved ph0 -> ph1:
+        applied, journaled and kept for undo as that cue alone (put), so an edit costs
+        the same in a list of ten cues or ten thousand (it used to journal and keep the
+        whole list: building n cues wrote O(n^2) bytes)."""
+        self.put(num, new, ph1)
+        h = getattr(self.show.session, "history", None)
+        if h:
+            size = 300 * ((old is not None) + (new is not None))
+            h.record(label, lambda: self.put(num, old, ph0), lambda: self.put(num, new, ph1),
+                     size=size)
+
+    def put(self, num: float, cue: Cue | None, playhead: float | None) -> None:
+        """Put one cue (None: remove cue `num`) and the playhead: a cue edit, its undo
+        and redo, and the replay of its journal record (`cue_put`); autosaved and
+        journaled (when the session journals)."""
+        if cue is None:
+            self.cues.pop(num, None)
+        else:
+            ahead = num not in self.cues and bool(self.cues) and num < next(reversed(self.cues))
+            self.cues[num] = cue
+            if ahead:  # kept in number order (appending keeps it so)
+                self.cues = dict(sorted(self.cues.items()))
+        self._keys = None
+        self.playhead = playhead
+        s = self.show.session
+        s._touch()
+        if s.journal is not None and not s._quiet:
+            s.journal.add(("cue_put", num, None if cue is None else cue.to_dict(), playhead))
+
+    def load_put(self, num, d: dict | None, playhead) -> None:
+        """Replay a `cue_put` journal record (put's arguments as journaled)."""
+        num = cue_number(num)
+        cue = None if d is None else cue_from_dict(d)
+        if cue is not None and cue.number != num:
+            raise MixgraphError(f"cue_put: cue {fmt_number(cue.number)} journaled as "
+                                f"{fmt_number(num)}")
+        self.put(num, cue, None if playhead is None else cue_number(playhead, "playhead"))
 
     def load_text(self, text: str) -> int:
         """Replace the cue list with a text file's (checked completely first)."""

@@ -460,6 +460,8 @@ class Daemon:
                 s.midi_doc = a[0]
         elif op == "show_part":  # some scenes, safes, cues, playhead (server/scenes.py)
             show_of(s).load_part(a[0])
+        elif op == "cue_put":  # one cue set or deleted, and the playhead (server/cues.py)
+            show_of(s).cues.load_put(a[0], a[1], a[2])
         elif op == "cue_playhead":  # GO, standby, a continue moved it (server/cues.py)
             show_of(s).cues.put_playhead(a[0])
         elif op == "show":  # the whole show (journals written before show_part)

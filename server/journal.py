@@ -159,6 +159,7 @@ class Journal:
         self._ops: list[bytes] = []  # the ops noted since the last record, encoded
         self._pack = msgpack.Packer(use_bin_type=True)
         self.lost: str | None = None  # why an op noted since guard() was not journaled
+        self.unwritten: str | None = None  # why the last flush left bytes unwritten
         # parameter sets since the last other op, latest value per (node, param): a
         # flood of sets to a few faders is a few ops per record, not one per message
         self.sets: dict[tuple[str, str], float] = {}
@@ -255,13 +256,17 @@ class Journal:
         self._buf += HEADER.pack(len(payload), zlib.crc32(payload))
         self._buf += payload
 
-    def flush(self) -> None:
-        """Hand what is noted to the kernel: called before any reply is sent."""
+    def flush(self) -> bool:
+        """Hand what is noted to the kernel: called before any reply is sent (the
+        replies of a batch wait for one write: a group commit). False when some of it
+        could not be written (kept for the next flush; `unwritten` says why): then no
+        reply may say /done (ControlServer.journal_first)."""
         if self._ops or self.sets:
             self._record()
         buf = self._buf
         if not buf:
-            return
+            self.unwritten = None
+            return True
         try:
             while buf:
                 n = os.write(self._fd, buf)
@@ -272,14 +277,18 @@ class Journal:
                 self.syncs += 1
             else:
                 self._unsynced = True
+            self.unwritten = None
+            return True
         except OSError as e:
             # kept in the buffer and written at the next flush; the operator is told
+            self.unwritten = f"journal write failed: {e.strerror}"
             self.errors += 1
             now = time.monotonic()
             if now - self._last_err_log > 5.0:
                 self._last_err_log = now
                 log.error("journal write failed (%s); %d bytes wait for the next attempt",
                           e.strerror, len(buf))
+            return False
 
     def rotate(self) -> int:
         """Start a new segment (before a snapshot is taken); the seq the snapshot covers."""

@@ -18,6 +18,7 @@ from . import admit, history, patch, planner, retire, vca
 from ._core import ffi, lib
 from .catalog import CATALOG
 from .diskio import DiskIO
+from .dues import EDGE, NODE, Dues
 from .engine import (
     CMD_PARAM,
     CMD_PLAN,
@@ -63,6 +64,7 @@ class Session:
         self.dying_nodes: list[LiveNode] = []
         self.dying_edges: dict[LiveEdge, int] = {}  # fading out: edge -> due sample time
         self._dying_due: dict[int, int] = {}  # id(node) -> due time
+        self.dues = Dues(self)  # both tables' deadlines as a heap (next_due)
         self.refs = Refs(self.disk.close, self.groups)  # plan inputs; when objects are freed
         self._latent = 0  # live nodes with a latency (0: no compensation walk)
         self._compensated = False  # the last compensation pass found latency
@@ -200,7 +202,7 @@ class Session:
         due = self.engine.time + self.fade_samples + lib.MG_MAX_BLOCK
         # it keeps running while connections from or into it still fade (and feed
         # a delay line): retire.collect waits for them
-        self._dying_due[id(node)] = due
+        self._dying_due[id(node)] = self.dues.add(NODE, id(node), due)
 
     def _retire_edge(self, edge: LiveEdge, wait: int = 0) -> None:
         """Fade an edge out (after holding its gain for `wait` frames) and
@@ -216,7 +218,7 @@ class Session:
             self.refs.release_if_unused(edge)
             return
         due = self.engine.time + wait + self.fade_samples + edge.delay + lib.MG_MAX_BLOCK
-        self.dying_edges[edge] = due
+        self.dying_edges[edge] = self.dues.add(EDGE, edge, due)
         self.refs.move(edge, 2)
         self.fades.cmds.append((edge, 0.0, wait))  # due moves to the push (_push_fades)
 
@@ -468,7 +470,7 @@ class Session:
         """Push the queued fades; a fade-out's deadline counts from its push."""
         def due(e: LiveEdge, t: int) -> None:  # a dying node waits for its dying edges
             if e in self.dying_edges:  # (a bypass's fade-out is no removal)
-                self.dying_edges[e] = max(self.dying_edges[e], t)
+                self.dying_edges[e] = self.dues.add(EDGE, e, max(self.dying_edges[e], t))
         self.fades.push(self.engine, self.fade_samples, due, lambda e: retire.holds(self, e))
 
     def commit(self) -> None:
@@ -548,10 +550,8 @@ class Session:
 
     def next_due(self) -> int | None:
         """The earliest sample time at which deferred work falls due."""
-        t = self.timers.next_due()
-        dues = [*self.dying_edges.values(), *self._dying_due.values()]
-        dues += [] if t is None else [t]
-        return min(dues) if dues else None
+        t, d = self.timers.next_due(), self.dues.next()  # two heaps: no scan
+        return d if t is None else t if d is None else min(t, d)
 
     def at(self, sample_time: int, callback: Callable[[], None]) -> None:
         """Call callback from service() once the engine has reached sample_time."""

@@ -42,7 +42,7 @@ from .actions import expire_actions
 from .conn import OUT_HIGH, Bucket, TcpConn
 from .errors import MixgraphError
 from .feedback import Feedback
-from .osc import Dispatcher, Peer, encode_message, pack_bundles, parse_packet
+from .osc import Dispatcher, Peer, encode_bundle, encode_message, pack_bundles, parse_packet
 from .ratelog import RateLog, source_of
 
 log = logging.getLogger("mixgraph.transport")
@@ -254,8 +254,9 @@ class ControlServer:
         self._last_gc = time.monotonic()
         self._last_tick = 0.0
         self._last_expire = 0.0
-        # called before any reply leaves (the journal's flush: server/journal.py)
-        self.before_send: Callable[[], None] | None = None
+        # called before any reply leaves (the journal's flush: server/journal.py);
+        # False: the journal could not take everything (journal_first)
+        self.before_send: Callable[[], bool | None] | None = None
 
     # ---- limits --------------------------------------------------------------------
     def _conn_cap(self) -> int:
@@ -368,10 +369,7 @@ class ControlServer:
                         counters.unproven_refused += 1
                         return
                     credit[addr] = c - len(data)
-                hook = self.before_send
-                if hook is not None:
-                    hook()
-                self._sendto(data, box[0])
+                self._sendto(self.journal_first(data), box[0])
 
             p = Peer(addr, send, mtu=UDP_MTU, kind="udp", label=f"udp {addr[0]}:{addr[1]}",
                      proven=self._is_trusted(addr[0]), max_packet=UDP_MAX_PACKET)
@@ -603,10 +601,36 @@ class ControlServer:
             self._flush_one(addr, msgs)
         outbox.clear()
 
+    def journal_first(self, data: bytes) -> bytes:
+        """Every reply leaves through here (or _flush_one), after the journal holds
+        every edit made so far (before_send: one write() for a batch's replies, the
+        group commit), so a SIGKILL after a /done loses nothing it acknowledged. When
+        the journal could not write (a full disk, an I/O error), the packet's /done
+        replies become `/fail <address> applied but not journaled ...`: an edit a
+        restart would lose is never acknowledged. The other messages go as they are."""
+        hook = self.before_send
+        if hook is None or hook() is not False:
+            return data
+        return self._unjournaled(data)
+
+    def _unjournaled(self, data: bytes) -> bytes:
+        """A packet with its /done replies turned into /fail (the journal is behind)."""
+        try:
+            msgs = parse_packet(data)
+        except MixgraphError:
+            return data
+        if not any(m.address == "/done" for m in msgs):
+            return data
+        why = getattr(getattr(self.dispatcher.session, "journal", None), "unwritten", None)
+        out = [encode_message("/fail", [m.args[0] if m.args else "", "applied but not "
+                                        f"journaled (a restart loses it): {why}"])
+               if m.address == "/done" else encode_message(m.address, m.args) for m in msgs]
+        return out[0] if len(out) == 1 else encode_bundle(out)
+
     def _flush_one(self, addr, msgs: list[bytes]) -> None:
         hook = self.before_send
-        if hook is not None:
-            hook()
+        if hook is not None and hook() is False:  # journal first (journal_first)
+            msgs = [self._unjournaled(m) for m in msgs]
         target = self._targets.get(addr, [addr])[0]
         sock = self.sock
         peer = self.peers.get(addr)

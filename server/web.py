@@ -272,10 +272,8 @@ class WebConn(TcpConn):
 
     def send_packet(self, data: bytes) -> None:
         if self.mode == "ws" and not self.closing:
-            hook = self.server.before_send  # the journal: edits on disk before replies
-            if hook is not None:
-                hook()
-            self._queue(ws_frame(0x2, data))
+            # the journal: edits on disk before replies (ControlServer.journal_first)
+            self._queue(ws_frame(0x2, self.server.journal_first(data)))
 
     def flush(self) -> None:
         super().flush()

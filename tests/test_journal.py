@@ -203,7 +203,7 @@ def test_show_edits_journal_only_what_they_change(tmp_path):
         call(*msg)
         if msg[0] == "/scene/store":  # undo keeps the scene: counted in history's budget
             assert h.bytes - held > 50 * show_of(s).scenes[msg[1]].count(), (msg, h.bytes)
-        recs = [r for r in cap.recs[n:] if r[0].startswith(("show", "cue_playhead"))]
+        recs = [r for r in cap.recs[n:] if r[0].startswith(("show", "cue_"))]
         assert recs, msg
         size = sum(len(msgpack.packb(r)) for r in recs)
         if msg[0] in ("/scene/store", "/scene/rename", "/scene/fade"):
@@ -216,7 +216,7 @@ def test_show_edits_journal_only_what_they_change(tmp_path):
     s2.load_doc(base)
     host = types.SimpleNamespace(session=s2)
     for rec in cap.recs:
-        if rec[0].startswith(("show", "cue_playhead")):
+        if rec[0].startswith(("show", "cue_")):
             Server._replay(host, rec)
     got = show_of(s2).to_dict()
     assert list(got["scenes"]) == list(want["scenes"])  # the order kept (rename in place)
@@ -224,6 +224,148 @@ def test_show_edits_journal_only_what_they_change(tmp_path):
     for x, eng in ((s, e), (s2, e2)):
         x.close()
         eng.free()
+
+
+def test_cue_edits_journal_one_cue_and_replay_to_the_same_list():
+    """/cue/set and /cue/delete journal the cue they edit and the playhead
+    (`cue_put`), not the whole list: building n cues wrote O(n^2) bytes (10,000
+    cues: gigabytes). Replaying the records into a fresh session after every
+    edit gives the list and playhead the session has (what replaying the old
+    whole-list records gave), through out-of-order numbers, edits of a cue,
+    deletes of the playhead's cue and of the last one, undo and redo."""
+    import types
+
+    from mixgraph.server.daemon import Daemon as Server
+    from mixgraph.server.engine import Engine
+    from mixgraph.server.osc import Dispatcher
+    from mixgraph.server.scenes import show_of
+    from mixgraph.server.session import Session
+
+    def session():
+        e = Engine(48000, 0, 2)
+        s = Session(e)
+        s.add_node("gain", "f0", {})
+        s.commit()
+        return e, s
+
+    e, s = session()
+    d = Dispatcher(s, info={"backend": "offline", "block": 64})
+    replies: list = []
+
+    def call(*msg):
+        d.dispatch(msg[0], list(msg[1:]), lambda a, b: replies.append((a, b)))
+        assert replies[-1][0] == "/done", (msg, replies[-1])
+
+    call("/scene/store", "A")
+    base = s.to_doc()
+    s.journal = cap = _Capture()
+    e2, s2 = session()
+    s2.load_doc(base)
+    host = types.SimpleNamespace(session=s2)
+    done = 0
+
+    def same() -> None:
+        nonlocal done
+        for rec in cap.recs[done:]:
+            if rec[0].startswith(("show", "cue_")):
+                Server._replay(host, rec)
+        done = len(cap.recs)
+        a, b = show_of(s).cues, show_of(s2).cues
+        assert show_of(s2).to_dict() == show_of(s).to_dict()
+        assert [c.number for c in b.sorted()] == list(b.cues)  # kept in number order
+        assert (a.playhead, list(a.cues)) == (b.playhead, list(b.cues))
+
+    for i in range(1, 301):  # a list of 300 cues: each record holds one
+        n = len(cap.recs)
+        call("/cue/set", i, "name", f"cue {i}", "osc", f"/node/f0/gain {-(i % 40)}")
+        size = sum(len(msgpack.packb(r)) for r in cap.recs[n:])
+        assert size < 300, (i, size)  # the old whole-list record: 200 bytes a cue
+    same()
+    edits = [("/cue/set", 0.5, "name", "before all", "scene", "A"),
+             ("/cue/set", 150.5, "prewait", 2, "continue", "auto-follow"),
+             ("/cue/set", 7, "name", "renamed", "fade", 3), ("/cue/standby", 7),
+             ("/cue/delete", 7), ("/cue/go",), ("/cue/delete", 300), ("/undo",),
+             ("/undo",), ("/redo",), ("/cue/standby", 299), ("/cue/go",), ("/cue/go",),
+             ("/cue/set", 301, "name", "after the end"), ("/cue/delete", 0.5), ("/undo",)]
+    for msg in edits:
+        call(*msg)
+        same()
+    assert 7 not in show_of(s).cues.cues and 150.5 in show_of(s).cues.cues
+    for x, eng in ((s, e), (s2, e2)):
+        x.close()
+        eng.free()
+
+
+def test_a_cue_list_survives_sigkill(tmp_path):
+    """A real daemon: cues set out of order, edited and deleted, killed with
+    SIGKILL after the last /done; the restarted daemon (snapshot + journal
+    replay) lists the same cues and playhead."""
+    def listing(d):  # the /cue/list.reply rows and the /done (count, playhead)
+        addr, args = d.request("/cue/list")
+        rows = []
+        while addr != "/done":
+            rows.append(args)
+            addr, args = d.client.receive(5.0)
+        return rows, args
+
+    d = Daemon(tmp_path / "state", "--backend", "null")
+    try:
+        d.call("/graph/add", "gain", "f0")
+        for i in list(range(1, 41)) + [0.5, 20.5]:
+            d.call("/cue/set", float(i), "name", f"cue {i}", "osc", f"/node/f0/gain {-i}")
+        d.call("/cue/set", 3.0, "name", "three", "prewait", 1.5)
+        d.call("/cue/standby", 20.5)
+        d.call("/cue/delete", 20.5)
+        d.call("/cue/delete", 40.0)
+        want = listing(d)
+    finally:
+        d.stop(signal.SIGKILL)
+    d = Daemon(tmp_path / "state", "--backend", "null")
+    try:
+        got = listing(d)
+    finally:
+        d.stop()
+    assert len(want[0]) == 40 and want[1] == ["/cue/list", 40, "21"], want[1]
+    assert got == want
+
+
+def test_no_done_for_an_edit_the_journal_could_not_write(tmp_path):
+    """Durability first: a reply leaves only after the journal has written every
+    edit made before it (ControlServer.journal_first, on every path: UDP, TCP,
+    WebSocket). When it cannot write - here the daemon's file size limit
+    (RLIMIT_FSIZE) is 1 byte, so every write fails with EFBIG, as on a full disk -
+    the edits are answered `/fail <address> applied but not journaled`, over UDP
+    and over TCP, never /done (the write error was logged and the /done sent).
+    Once it can write again the record it kept is written and /done comes back;
+    killed with SIGKILL right after that reply, the restarted server has it."""
+    import resource
+
+    from mixgraph.clients.client import Client
+
+    d = Daemon(tmp_path / "state", "--backend", "null")
+    tcp = Client("127.0.0.1", d.port, timeout=3.0, transport="tcp")
+    replies = []
+    try:
+        d.call("/graph/add", "gain", "f0")
+        d.call("/node/f0/gain", -40.0)
+        resource.prlimit(d.proc.pid, resource.RLIMIT_FSIZE, (1, resource.RLIM_INFINITY))
+        for k, c in enumerate([d.client, tcp] * 4):
+            replies.append(c.request("/node/f0/gain", -30.0 + k))
+        resource.prlimit(d.proc.pid, resource.RLIMIT_FSIZE,
+                         (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        last = tcp.request("/node/f0/gain", -5.0)
+    finally:
+        tcp.close()
+        d.stop(signal.SIGKILL)
+    for addr, args in replies:
+        assert addr == "/fail" and args[0] == "/node/f0/gain", (addr, args)
+        assert "applied but not journaled" in args[1] and "journal write failed" in args[1]
+    assert last == ("/done", ["/node/f0/gain", -5.0])
+    d = Daemon(tmp_path / "state", "--backend", "null")
+    try:
+        assert d.call("/node/f0/gain") == [-5.0]
+    finally:
+        d.stop()
 
 
 def test_no_done_for_a_change_the_journal_cannot_take(tmp_path):

@@ -311,6 +311,70 @@ def test_no_zipper_when_sweeping_hp_and_lp(made):
         assert 20 * np.log10(np.max(np.abs(_hf(y, fc=6000.0)[2400:-2400])) / 0.1) < ZIP_DB
 
 
+def _smooth(v0, v1, n):
+    """The engine's smoothing of a log- or dB-mapped value (docs/nodes.md: 20 ms,
+    geometric in the node's domain): samples 1..n from v0 to v1, as floats."""
+    v0, v1 = float(np.float32(v0)), float(np.float32(v1))
+    r = (v0 * (v1 / v0) ** (np.arange(1, n + 1) / n)).astype(np.float32)
+    r[-1] = v1
+    return r.astype(np.float64)
+
+
+def _moving_bell(x, sr, before, after, t0, chunk):
+    """Outside reference for a bell whose (freq, amp, q) move from `before` to
+    `after` at frame t0: each value smoothed over 20 ms, the RBJ design at the
+    last frame of every `chunk` frames, the coefficients gliding linearly per
+    sample from the previous design (frame i of a chunk: c_prev + (i + 1)/chunk
+    of the way), transposed direct form II in float64."""
+    n, ns = len(x), int(0.020 * sr + 0.5)
+    vals = []
+    for v0, v1 in zip(before, after, strict=True):
+        v = np.full(n, float(np.float32(v1)))
+        v[:t0] = float(np.float32(v0))
+        v[t0:t0 + ns] = _smooth(v0, v1, ns)[:n - t0]
+        vals.append(v)
+
+    def coef(i):
+        b, a = rbj("bell", sr, vals[0][i], 20 * np.log10(vals[1][i]), vals[2][i])
+        return np.concatenate([b, a[1:]])
+
+    y = np.zeros(n)
+    s1 = s2 = 0.0
+    prev = coef(0)
+    for c0 in range(0, n, chunk):
+        cur = coef(min(c0 + chunk, n) - 1)
+        m = min(chunk, n - c0)
+        for i in range(m):
+            b0, b1, b2, a1, a2 = prev + (i + 1) * (cur - prev) / m
+            v = float(x[c0 + i])
+            out = b0 * v + s1
+            s1 = b1 * v + s2 - a1 * out
+            s2 = b2 * v - a2 * out
+            y[c0 + i] = out
+        prev = cur
+    return y
+
+
+def test_moving_band_glides_between_designs_a_block_apart(made):
+    # a bell moving in frequency, gain and Q at once (20 ms ramps): designed
+    # once per 64 frames, gliding per sample in between, as the reference;
+    # designs every 16 frames (the old moving path, 4x the cost) differ from
+    # it by ~1e-4 here. Tolerance: float32 rounding of the output (1e-6).
+    sr, t0 = 48000, 640
+    rng = np.random.default_rng(5)
+    x = (0.1 * rng.standard_normal(3200)).astype(np.float32)
+    before, after = (300.0, 6.0, 1.0), (3000.0, -9.0, 4.0)
+    s, e = _eq(made, sr, {"b2type": 0, "b2freq": before[0], "b2gain": before[1],
+                          "b2q": before[2]})
+    for name, v in zip(("b2freq", "b2gain", "b2q"), after, strict=True):
+        s.set_param("q", name, v, time=t0)
+    y = _run(e, x)[:, 0]
+    amp = [(f, 10 ** (g / 20), q) for f, g, q in (before, after)]
+    ref = _moving_bell(x, sr, amp[0], amp[1], t0, 64)
+    assert np.max(np.abs(y - ref)) < 1e-6, np.max(np.abs(y - ref))
+    assert np.max(np.abs(ref - _moving_bell(x, sr, amp[0], amp[1], t0, 16))) > 1e-5
+
+
 def test_type_and_slope_switches_crossfade(made):
     # a 1 kHz tone while band 2 (at 1 kHz, +12 dB, Q 1) steps through every
     # type, then while the HP (at 1 kHz) steps through its slopes: each switch
