@@ -289,7 +289,16 @@ class Journal:
         if first == self.seq + 1 or self._buf:
             return self.seq  # nothing written since the last rotation (or a write failed)
         try:
-            fd = self._open(self.seq + 1)
+            try:
+                fd = self._open(self.seq + 1)
+            except FileNotFoundError:
+                # the state directory was removed while the server runs (rm -rf, a tmp
+                # cleaner): make it again, or every record from here on would go to a
+                # segment no name reaches and a crash would lose acknowledged edits
+                self.dir.mkdir(parents=True, exist_ok=True)
+                fd = self._open(self.seq + 1)
+                log.error("journal: the state directory %s was gone; made it again (the "
+                          "next snapshot holds everything before)", self.dir)
         except OSError as e:
             log.error("journal: cannot start a new segment (%s); the current one grows",
                       e.strerror)
