@@ -526,6 +526,26 @@ class Dispatcher:
         if not msgs:
             return
         tt = msgs[0].timetag
+        if any(m.timetag != tt for m in msgs):
+            self._split_bundle(msgs, client, reply)
+            return
+        self._dispatch_bundle(msgs, client, reply)
+
+    def _split_bundle(self, msgs: list[Timed], client: Peer | None, reply: Reply) -> None:
+        """Nested bundles with timetags of their own: each run of messages that share a
+        timetag is a bundle of its own, applied at its own time (atomic within it), as
+        OSC says; the whole packet was applied at the first message's time."""
+        run: list[Timed] = []
+        for m in msgs:
+            if run and m.timetag != run[0].timetag:
+                self._dispatch_bundle(run, client, reply)
+                run = []
+            run.append(m)
+        self._dispatch_bundle(run, client, reply)
+
+    def _dispatch_bundle(self, msgs: list[Timed], client: Peer | None, reply: Reply) -> None:
+        """A bundle's messages, all with one timetag: now, scheduled or held."""
+        tt = msgs[0].timetag
         try:
             t, late_ms = self._bundle_time(tt)
         except MixgraphError as e:
