@@ -244,7 +244,11 @@ class CueList:
                     pairs += [k, item[k]]
             if item.get("fade") is not None:
                 pairs += ["fade", item["fade"]]
-            for m in item.get("osc") or []:
+            osc = item.get("osc") or []
+            if not isinstance(osc, list):  # a string would be taken a character at a time
+                raise MixgraphError(f"cue {fmt_number(num)}: `osc` must be a list of "
+                                    "messages, each one string \"/address args...\"")
+            for m in osc:
                 pairs += ["osc", m]
             cues[num] = apply_keys(Cue(num), pairs, _Any())
         ph = d.get("playhead")

@@ -56,3 +56,20 @@ def test_canonical_keeps_six_significant_digits():
     for x in (1.1, 2.3, 10.7, 123.456, 0.5, 99999.9):
         assert canonical(_f32(x)) == canonical(x) == x
     assert canonical(1.0000001) == 1.0
+
+
+def test_a_document_s_cue_osc_must_be_a_list():
+    """attack3 (p09_docs_midi.py): a script's show with `"osc": "///"` loaded as three
+    actions `/`, and `"osc": {"/node/g/gain": 1}` as the action `/node/g/gain` (the
+    keys): one string, or a map, is not a list of messages."""
+    import pytest
+
+    from mixgraph.server.cues import CueList
+    from mixgraph.server.errors import MixgraphError
+
+    cl = CueList.__new__(CueList)
+    for bad in ("///", {"/node/g/gain": 1}, "/node/g/gain -6"):
+        with pytest.raises(MixgraphError, match="must be a list"):
+            cl.parse_dict({"cues": [{"number": 1, "osc": bad}]})
+    cues, _, _ = cl.parse_dict({"cues": [{"number": 1, "osc": ["/node/g/gain -6"]}]})
+    assert cues[1.0].osc == ["/node/g/gain -6"]
