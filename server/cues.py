@@ -44,6 +44,10 @@ CONTINUE = ("none", "auto-continue", "auto-follow")
 KEYS = ("name", "scene", "fade", "prewait", "postwait", "continue", "osc")
 CUES_MAX = 10000
 OSC_MAX = 64  # actions per cue
+# significant digits a cue number keeps: what a 32-bit float holds exactly (FLT_DIG),
+# and what fmt_number shows. A controller sends `/cue/go 1.1` as the float32
+# 1.100000023841858, a cue file holds the double 1.1: both are cue 1.1.
+CUE_DIGITS = 6
 
 
 @dataclass
@@ -95,21 +99,32 @@ def cue_from_dict(item) -> Cue:
             pairs += [k, item[k]]
     if item.get("fade") is not None:
         pairs += ["fade", item["fade"]]
-    for m in item.get("osc") or []:
+    osc = item.get("osc") or []
+    if not isinstance(osc, list):  # a string would be taken a character at a time
+        raise MixgraphError(f"cue {fmt_number(num)}: `osc` must be a list of "
+                            "messages, each one string \"/address args...\"")
+    for m in osc:
         pairs += ["osc", m]
     return apply_keys(Cue(num), pairs, _Any())
 
 
 def fmt_number(n: float) -> str:
-    return f"{n:g}"
+    return f"{n:.{CUE_DIGITS}g}"
+
+
+def canonical(v: float) -> float:
+    """A cue number as the list keys it: rounded to CUE_DIGITS significant digits, so
+    the float32 an OSC controller sends (1.100000023841858) and the double a cue file
+    or a patch holds (1.1) are the same cue, and two cues never show the same number."""
+    return float(f"{v:.{CUE_DIGITS}g}")
 
 
 def cue_number(value, what: str = "cue number") -> float:
-    """A cue number: finite, > 0 (1, 2.5 ...)."""
+    """A cue number: finite, > 0 (1, 2.5 ...), as the list keys it (canonical)."""
     v = number(value, what)
     if not v > 0:
         raise MixgraphError(f"{what}: expected a number > 0, got {v:g}")
-    return v
+    return canonical(v)
 
 
 def parse_osc(text) -> tuple[str, list]:
@@ -359,7 +374,7 @@ class CueList:
         return len(cues)
 
     def get(self, num) -> Cue:
-        n = number(num, "cue number")
+        n = canonical(number(num, "cue number"))
         c = self.cues.get(n)
         if c is None:
             raise MixgraphError(f"no cue {fmt_number(n)}")

@@ -156,7 +156,13 @@ class Daemon:
         self.opts = opts
         self.console = console or Console(stderr=False)
         self.state_dir = Path(opts.state_dir or default_state_dir())
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # a file in the way, a read-only disk: say so, no traceback
+            why = "a file is in the way" if isinstance(e, FileExistsError | NotADirectoryError) \
+                else (e.strerror or str(e))
+            raise MixgraphError(f"cannot use {self.state_dir} as the state directory "
+                                f"(--state-dir): {why}") from None
         self.lock = StateLock(self.state_dir)  # one server per state directory
         self.lock.acquire()
         self._stop = stop if stop is not None else threading.Event()

@@ -658,6 +658,7 @@ class History:
         s = self.session
         if self.dispatcher is not None and self.dispatcher._bundle is not None:
             raise MixgraphError("/undo and /redo cannot be part of a bundle")
+        self._scheduled(steps, back)
         self._gestures.clear()
         values_only = all(o[0] == "val" for st in steps for o in st.ops)
         snapshot = None
@@ -695,6 +696,22 @@ class History:
         finally:
             self._applying = False
             self._flush_events()
+
+    def _scheduled(self, steps: list[Step], back: bool) -> None:
+        """Refuse to undo or redo a value that a timed set will still change (a bundle
+        timetagged for later, whose step is recorded when it is accepted): the engine
+        holds that set and would apply it at its time all the same, after the /done."""
+        pend = self.session.pending.entries
+        if not pend:
+            return
+        later = {(e[1], e[2]): e[0] for e in pend.values()}
+        for st in steps:
+            for o in st.ops:
+                if o[0] == "val" and (o[1], o[2]) in later:
+                    ahead = max(0.0, later[(o[1], o[2])] - self.session.pending.clock())
+                    raise MixgraphError(
+                        f"{o[1]}/{o[2]} has a change scheduled {ahead:.1f} s from now (a timed "
+                        f"bundle): {'undo' if back else 'redo'} after it applies")
 
     def _apply(self, st: Step, back: bool) -> None:
         later: list[list] = []  # VCAs are made after their members

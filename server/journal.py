@@ -174,7 +174,18 @@ class Journal:
         self._retired: list[int] = []  # closed segments' fds, for the worker to sync+close
         self._unsynced = False
         self._last_err_log = 0.0
-        self._fd = self._open(self.seq + 1)
+        # the current segment's descriptor; None while none could be opened (a full disk
+        # at start-up: the server still starts, the records wait in memory, and the
+        # segment is opened, numbered from _first, at the first flush that can)
+        self._fd: int | None = None
+        self._first = self.seq + 1
+        try:
+            self._fd = self._open(self._first)
+        except OSError as e:
+            self.errors += 1
+            self._last_err_log = time.monotonic()
+            log.error("journal: cannot start a segment in %s (%s); edits are kept in memory "
+                      "and written once it can be", self.dir, e.strerror or e)
         self._stop = threading.Event()
         self._thread = None
         if self.fsync_ms > 0:
@@ -187,7 +198,12 @@ class Journal:
         path = segment_path(self.dir, first)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC,
                      0o644)
-        os.write(fd, MAGIC)
+        try:
+            if os.write(fd, MAGIC) != len(MAGIC):
+                raise OSError(28, "No space left on device")
+        except OSError:
+            os.close(fd)
+            raise
         with self._lock:
             self._segments = [s for s in self._segments if s[1] != path]
             if self._segments and self._segments[-1][2] is None:
@@ -268,6 +284,8 @@ class Journal:
             self.unwritten = None
             return True
         try:
+            if self._fd is None:
+                self._fd = self._open(self._first)
             while buf:
                 n = os.write(self._fd, buf)
                 del buf[:n]
@@ -295,10 +313,19 @@ class Journal:
         self.flush()
         with self._lock:
             first = self._segments[-1][0] if self._segments else None
-        if first == self.seq + 1 or self._buf:
+        if first == self.seq + 1 or self._buf or self._fd is None:
             return self.seq  # nothing written since the last rotation (or a write failed)
         try:
-            fd = self._open(self.seq + 1)
+            try:
+                fd = self._open(self.seq + 1)
+            except FileNotFoundError:
+                # the state directory was removed while the server runs (rm -rf, a tmp
+                # cleaner): make it again, or every record from here on would go to a
+                # segment no name reaches and a crash would lose acknowledged edits
+                self.dir.mkdir(parents=True, exist_ok=True)
+                fd = self._open(self.seq + 1)
+                log.error("journal: the state directory %s was gone; made it again (the "
+                          "next snapshot holds everything before)", self.dir)
         except OSError as e:
             log.error("journal: cannot start a new segment (%s); the current one grows",
                       e.strerror)
@@ -341,7 +368,7 @@ class Journal:
                 os.close(r)
             if retired:
                 _fsync_dir(self.dir)
-            if unsynced:
+            if unsynced and fd is not None:
                 os.fdatasync(fd)
                 self.syncs += 1
         except OSError as e:
@@ -356,7 +383,8 @@ class Journal:
             self._thread.join()
         self._unsynced = True
         self.sync()
-        os.close(self._fd)
+        if self._fd is not None:
+            os.close(self._fd)
 
 
 def _fsync_dir(path: Path) -> None:

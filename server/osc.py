@@ -17,6 +17,7 @@ import math
 import struct
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import msgpack
@@ -525,6 +526,26 @@ class Dispatcher:
             return
         if not msgs:
             return
+        tt = msgs[0].timetag
+        if any(m.timetag != tt for m in msgs):
+            self._split_bundle(msgs, client, reply)
+            return
+        self._dispatch_bundle(msgs, client, reply)
+
+    def _split_bundle(self, msgs: list[Timed], client: Peer | None, reply: Reply) -> None:
+        """Nested bundles with timetags of their own: each run of messages that share a
+        timetag is a bundle of its own, applied at its own time (atomic within it), as
+        OSC says; the whole packet was applied at the first message's time."""
+        run: list[Timed] = []
+        for m in msgs:
+            if run and m.timetag != run[0].timetag:
+                self._dispatch_bundle(run, client, reply)
+                run = []
+            run.append(m)
+        self._dispatch_bundle(run, client, reply)
+
+    def _dispatch_bundle(self, msgs: list[Timed], client: Peer | None, reply: Reply) -> None:
+        """A bundle's messages, all with one timetag: now, scheduled or held."""
         tt = msgs[0].timetag
         try:
             t, late_ms = self._bundle_time(tt)
@@ -1129,10 +1150,11 @@ class Dispatcher:
             if not 0.5 <= lease <= 3600:
                 raise MixgraphError("lease must be 0.5..3600 s")
         # everything that can fail comes before the /done: the state, the subscriber cap
-        msgs = self.state_messages()
-        fb.subscribe(client, lease)
-        reply("/done", ["/subscribe", float(lease), len(msgs)])
-        fb.dump(client, msgs)
+        with self._whole_state(client, "/subscribe"):
+            msgs = self.state_messages()
+            fb.subscribe(client, lease)
+            reply("/done", ["/subscribe", float(lease), len(msgs)])
+            fb.dump(client, msgs)
 
     def _unsubscribe(self, args: list, reply: Reply, _t: int, client=None) -> None:
         fb = self._need_feedback(client, stream=False)
@@ -1140,13 +1162,14 @@ class Dispatcher:
         reply("/done", ["/unsubscribe"])
 
     def _dump(self, args: list, reply: Reply, _t: int, client=None) -> None:
-        if self.feedback is not None and client is not None:
-            n = self.feedback.dump(client)
-        else:
-            msgs = self.state_messages()
-            for a, v in msgs:
-                reply(a, v)
-            n = len(msgs)
+        with self._whole_state(client, "/dump"):
+            if self.feedback is not None and client is not None:
+                n = self.feedback.dump(client)
+            else:
+                msgs = self.state_messages()
+                for a, v in msgs:
+                    reply(a, v)
+                n = len(msgs)
         reply("/done", ["/dump", n])
 
     def _meters_subscribe(self, args: list, reply: Reply, _t: int, client=None) -> None:
@@ -1360,6 +1383,42 @@ class Dispatcher:
         self._pat_host = source_of(client.key) if client is not None else None
         self._pat_spent = 0.0
 
+    def _host_bucket(self, host) -> list[float]:
+        """A source host's bucket of control-thread time (seconds; PATTERN_HOST_S a
+        second, refilled as time passes) for work that grows with the graph: pattern
+        matching, and the whole-state replies of /dump and /subscribe."""
+        now = time.monotonic()
+        bucket = self._pat_tokens.get(host)
+        if bucket is None:
+            if len(self._pat_tokens) >= 4096:
+                self._pat_tokens = {h: b for h, b in self._pat_tokens.items()
+                                    if b[0] < PATTERN_HOST_S or now - b[1] < 10.0}
+            bucket = self._pat_tokens[host] = [PATTERN_HOST_S, now]
+        else:
+            bucket[0] = min(PATTERN_HOST_S, bucket[0] + (now - bucket[1]) * PATTERN_HOST_S)
+            bucket[1] = now
+        return bucket
+
+    @contextmanager
+    def _whole_state(self, client: Peer | None, what: str):
+        """Around a reply of the whole state (/dump, a /subscribe's first dump: tens of
+        thousands of messages on a big graph, 0.6 s for 200 eq8 nodes): refused while the
+        client's host has used its control-thread time, and charged what it took. A
+        read-only viewer sending /dump in a loop held other clients 11 s (attack3)."""
+        if client is None:
+            yield
+            return
+        bucket = self._host_bucket(source_of(client.key))
+        if bucket[0] <= 0.0:
+            raise MixgraphError(f"{what}: too much whole-state work from this host (at most "
+                                f"{PATTERN_HOST_S * 1e3:g} ms a second with pattern "
+                                "matching): try again later")
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            bucket[0] -= time.perf_counter() - t0
+
     def _match(self, pattern: str) -> list[str]:
         """The live addresses a pattern matches. Matches are kept while the address
         set stays the same (a check, a read-only test and the dispatch of one message
@@ -1378,16 +1437,7 @@ class Dispatcher:
         host = self._pat_host
         bucket = None
         if host is not None:
-            now = time.monotonic()
-            bucket = self._pat_tokens.get(host)
-            if bucket is None:
-                if len(self._pat_tokens) >= 4096:
-                    self._pat_tokens = {h: b for h, b in self._pat_tokens.items()
-                                        if b[0] < PATTERN_HOST_S or now - b[1] < 10.0}
-                bucket = self._pat_tokens[host] = [PATTERN_HOST_S, now]
-            else:
-                bucket[0] = min(PATTERN_HOST_S, bucket[0] + (now - bucket[1]) * PATTERN_HOST_S)
-                bucket[1] = now
+            bucket = self._host_bucket(host)
             if self._pat_spent >= PATTERN_PACKET_S:
                 raise MixgraphError(f"this packet has used its pattern matching time "
                                     f"({PATTERN_PACKET_S * 1e3:g} ms): send fewer patterns "

@@ -40,6 +40,10 @@ from .state import AUDIO_DIR, AUTOSAVE, PATCHES_DIR, read_patch
 # frames per trip through Python: engine calls stay `block` frames each; the
 # disk worker is pumped between trips (players buffer 2 s, far more than this)
 CHUNK = 4096
+# the longest render a score or the input files may ask for by themselves; a longer
+# one needs --duration (a typo such as `1e12 /node/g/gain 0`, or an NRT score with
+# absolute NTP timetags, wrote until the disk was full)
+SCORE_END_MAX_S = 24 * 3600.0
 
 # loudness targeting
 TARGET_RANGE = (-60.0, 0.0)  # LUFS accepted by --target-lufs
@@ -169,6 +173,15 @@ def render(patch: str | Path | dict, out_path: str | Path, score: str | Path | N
     if duration_s is None:
         ends = [e.time_s for e in events] + [len(in_data) / rate]
         duration_s = max(ends) if max(ends) > 0 else None
+        if duration_s is not None and duration_s > SCORE_END_MAX_S:
+            last = max(events, key=lambda e: e.time_s) if events else None
+            where = f" (line {last.line}: {last.address})" if last is not None else ""
+            raise MixgraphError(
+                f"the score ends at {duration_s:g} s{where}, more than "
+                f"{SCORE_END_MAX_S / 3600:g} hours: give --duration to render that long "
+                "(an NRT score's timetags count seconds from 0)")
+    elif not math.isfinite(duration_s):
+        raise MixgraphError(f"--duration {duration_s}: give a finite number of seconds")
     if duration_s is None or not duration_s > 0:
         raise MixgraphError("give --duration (the patch has no score or input files to end it)")
     total = int(round(duration_s * rate))

@@ -518,6 +518,12 @@ class WebConn(TcpConn):
             mask = bytes(buf[pos:pos + 4])
             payload = _unmask(bytes(buf[pos + 4:pos + 4 + n]), mask)
             del buf[:pos + 4 + n]
+            # every frame is paid for, pings and fragments as data: an endless stream
+            # of empty pings (each answered) or continuation frames used to pass the
+            # rate limit and the per-turn share for nothing (attack3 A6)
+            limit -= 1
+            if self.bucket is not None:
+                self.bucket.tokens -= 1.0
             if opcode == 0x8:
                 why = close_frame_error(payload)
                 if why:
@@ -546,9 +552,6 @@ class WebConn(TcpConn):
             if self.fragments is not None:
                 self.fragments += payload
                 payload, self.fragments = bytes(self.fragments), None
-            limit -= 1
-            if self.bucket is not None:
-                self.bucket.tokens -= 1.0
             if payload:
                 yield payload
         self.paused = False

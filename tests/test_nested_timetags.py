@@ -1,0 +1,46 @@
+"""A nested bundle keeps its own timetag (attack3 A2).
+
+protocol.md: nested bundles are flattened, each element keeping its own timetag. The
+dispatcher took the first message's timetag for the whole packet, so a bundle
+timetagged for later inside an immediate one was applied at once, with no /late and
+no /fail."""
+
+from __future__ import annotations
+
+import time
+
+from mixgraph.clients.protocol import encode, encode_bundle, timetag_from_unix
+
+from daemon_util import Daemon
+
+
+def test_a_nested_future_bundle_waits_for_its_time(tmp_path):
+    d = Daemon(tmp_path / "state", "--backend", "null")
+    try:
+        d.call("/graph/add", "gain", "g")
+        due = time.time() + 1.5
+        inner = encode_bundle([("/node/g/gain", [-20.0])], timetag_from_unix(due))
+        d.client.send_packet(encode_bundle([encode("/node/g/mute", [1]), inner]))
+        got = [d.client.receive(5) for _ in range(2)]
+        assert sorted(a[1][0] for a in got if a[0] == "/done") == ["/node/g/gain",
+                                                                    "/node/g/mute"]
+        d.sync(1)
+        assert d.request("/node/g/mute")[1] == [1.0]  # the outer message: now
+        assert d.request("/node/g/gain")[1] == [0.0]  # the nested one: not yet
+        time.sleep(max(0.0, due - time.time()) + 0.4)
+        assert d.request("/node/g/gain")[1] == [-20.0]
+    finally:
+        d.stop()
+
+
+def test_elements_with_one_timetag_stay_one_atomic_bundle(tmp_path):
+    d = Daemon(tmp_path / "state", "--backend", "null")
+    try:
+        d.call("/graph/add", "gain", "g")
+        inner = encode_bundle([("/node/nope/gain", [-20.0])])  # the same (immediate) time
+        d.client.send_packet(encode_bundle([encode("/node/g/gain", [-6.0]), inner]))
+        got = [d.client.receive(5) for _ in range(2)]
+        assert [a[0] for a in got] == ["/fail", "/fail"]  # one fails: nothing applied
+        assert d.request("/node/g/gain")[1] == [0.0]
+    finally:
+        d.stop()
