@@ -4,7 +4,8 @@ A full disk at start-up (after a crash or a power cut on a rig whose disk filled
 made `Journal()` raise from writing the segment's first bytes: serve ended in a
 traceback, and under systemd it restarted into the same traceback, the show never
 coming back until someone freed the disk. Now the server starts with the show, keeps
-the journal's records in memory (logged), and writes them once it can.
+the journal's records in memory (logged), answers each edit `/fail ... applied but
+not journaled` until then, and writes them once it can.
 
 The test puts a directory where the first segment goes (os.open fails as it does on
 a full disk, without needing root to mount a small filesystem); the in-process test
@@ -16,6 +17,9 @@ import errno
 import os
 import signal
 
+import pytest
+
+from mixgraph.clients import MixgraphFail
 from mixgraph.server import journal as jmod
 from mixgraph.server.journal import Journal, read_journal, segment_path
 
@@ -30,7 +34,9 @@ def test_serve_starts_and_journals_once_the_segment_can_be_made(tmp_path):
     d = Daemon(state, "--backend", "null")
     try:
         assert "cannot start a segment" in d.output()
-        d.call("/graph/add", "gain", "a")
+        # applied, but the reply says it is not yet durable (durability first)
+        with pytest.raises(MixgraphFail, match="applied but not journaled"):
+            d.call("/graph/add", "gain", "a")
         blocker.rmdir()  # the disk has room again
         d.call("/graph/add", "gain", "b")  # its flush writes both records
     finally:
