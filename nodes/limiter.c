@@ -230,14 +230,25 @@ MG_HOT static const float *tpdet_run(tpdet *restrict t, const tpdet_coefs *restr
 }
 
 /* The margin: est[i] += TP_MARGIN x the envelope of |acc| (instant attack,
- * TP_ENV_DECAY decay), for two channels at once (t1 == t0 for one): the
- * envelope is a serial recursion (a multiply and a max a sample), so two
- * channels' recursions run side by side, each with the same operations as
- * alone. */
+ * TP_ENV_DECAY decay). The envelope is a serial recursion (a multiply and a
+ * max a sample), so two channels' recursions run side by side (t1 non-NULL),
+ * each with the same operations as alone. */
 MG_HOT static void tpdet_margin(tpdet *restrict t0, tpdet *restrict t1, const float *acc0,
-                                const float *acc1, float *est0, float *est1, int n, float dec)
+                                const float *acc1, float *restrict est0, float *restrict est1,
+                                int n, float dec)
 {
-    float e0 = t0->env, e1 = t1->env;
+    float e0 = t0->env;
+    if (!t1) {
+        for (int i = 0; i < n; i++) {
+            const float a0 = fabsf(acc0[i]);
+            e0 *= dec;
+            e0 = a0 > e0 ? a0 : e0;
+            est0[i] += TP_MARGIN * e0;
+        }
+        t0->env = e0 < 1e-30f ? 0.0f : e0;
+        return;
+    }
+    float e1 = t1->env;
     for (int i = 0; i < n; i++) {
         const float a0 = fabsf(acc0[i]), a1 = fabsf(acc1[i]);
         e0 *= dec;
@@ -247,8 +258,8 @@ MG_HOT static void tpdet_margin(tpdet *restrict t0, tpdet *restrict t1, const fl
         est0[i] += TP_MARGIN * e0;
         est1[i] += TP_MARGIN * e1;
     }
+    t0->env = e0 < 1e-30f ? 0.0f : e0;
     t1->env = e1 < 1e-30f ? 0.0f : e1;
-    t0->env = e0 < 1e-30f ? 0.0f : e0; /* (t0's, when t1 is t0) */
 }
 
 enum { P_CEILING, P_LOOKAHEAD, P_RELEASE, P_LINK };
@@ -571,8 +582,8 @@ MG_HOT static void process(void *st, const mg_proc *p)
                           s->acc + (size_t)c * MG_MAX_BLOCK);
     }
     for (int c = 0; c < nc; c += 2) {
-        const int d = c + 1 < nc ? c + 1 : c;
-        tpdet_margin(&s->ch[c].tp, &s->ch[d].tp, s->acc + (size_t)c * MG_MAX_BLOCK,
+        const int two = c + 1 < nc, d = two ? c + 1 : c;
+        tpdet_margin(&s->ch[c].tp, two ? &s->ch[d].tp : NULL, s->acc + (size_t)c * MG_MAX_BLOCK,
                      s->acc + (size_t)d * MG_MAX_BLOCK, s->est + (size_t)c * MG_MAX_BLOCK,
                      s->est + (size_t)d * MG_MAX_BLOCK, n, s->co.env_dec);
     }
