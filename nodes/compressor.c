@@ -539,6 +539,179 @@ static void run_lanes(comp_lane *ln, int nl, float (*d)[DYN_CHUNK], float (*dv)[
         det_post(ln[l].b, 0, o, m, ln[l].l, d[l], e1[l]);
 }
 
+/* The usual strip's compressor (mono, peak detection on its own input, no
+ * key filter, no parameter moving: `fusable`) runs ganged as one pass per
+ * group of COMP_FUSED lanes, a node a lane, over frame-major vectors: the
+ * inputs are transposed in (8x8 register transposes), then levels, gain
+ * computer, the differences, the recursion, the gain and the output run on
+ * every lane at once, and the outputs are transposed back. Alone, a node's
+ * block is a few short passes (four vectors each) whose fixed costs and
+ * latencies are most of its time. Each lane's operations are the scalar
+ * path's (chunk_levels' mono path, det_pre, det_recur, det_post's mono
+ * path), expression for expression, in MG_HOT code like them (the
+ * recursion as recur_lanes runs it, in vectors of 16), so the
+ * samples, states and readouts are the same bit for bit. A lane whose
+ * block has nothing to compress (det_pre's constant-gain case: every level
+ * and the smoothed reduction exactly 0) goes through the same loop: its
+ * reduction stays exactly +0 there, so its gain is det_pre's constant one;
+ * its detector state is left as det_pre leaves it. */
+#define COMP_FUSED 32
+#define COMP_FV (COMP_FUSED / 16)
+typedef float comp_vf __attribute__((vector_size(64)));
+typedef int32_t comp_vi __attribute__((vector_size(64)));
+
+static inline int fusable(const comp_blk *b)
+{
+    return b->nd == 1 && b->s->ch == 1 && !b->sidechain && !b->hpon && !b->rms &&
+           !b->curve_ramp && !b->gain_ramp;
+}
+
+/* rows[l] + f0 (lanes l0..l0+7 of a group, frames f0..f0+7) <-> v[f0..f0+8][l0..l0+8) */
+static inline __attribute__((always_inline)) void
+tile_in(const float *const *rows, int l0, int f0, float (*v)[COMP_FUSED])
+{
+    const float *const in[8] = {rows[l0] + f0,     rows[l0 + 1] + f0, rows[l0 + 2] + f0,
+                                rows[l0 + 3] + f0, rows[l0 + 4] + f0, rows[l0 + 5] + f0,
+                                rows[l0 + 6] + f0, rows[l0 + 7] + f0};
+    float *const out[8] = {v[f0] + l0,     v[f0 + 1] + l0, v[f0 + 2] + l0, v[f0 + 3] + l0,
+                           v[f0 + 4] + l0, v[f0 + 5] + l0, v[f0 + 6] + l0, v[f0 + 7] + l0};
+    mg_tr8x8(in, out);
+}
+
+static inline __attribute__((always_inline)) void
+tile_out(float (*v)[COMP_FUSED], int l0, int f0, float *const *rows)
+{
+    const float *const in[8] = {v[f0] + l0,     v[f0 + 1] + l0, v[f0 + 2] + l0, v[f0 + 3] + l0,
+                                v[f0 + 4] + l0, v[f0 + 5] + l0, v[f0 + 6] + l0, v[f0 + 7] + l0};
+    float *const out[8] = {rows[l0] + f0,     rows[l0 + 1] + f0, rows[l0 + 2] + f0,
+                           rows[l0 + 3] + f0, rows[l0 + 4] + f0, rows[l0 + 5] + f0,
+                           rows[l0 + 6] + f0, rows[l0 + 7] + f0};
+    mg_tr8x8(in, out);
+}
+
+/* Frames [o, o+m) of nl <= COMP_FUSED fusable nodes. */
+MG_HOT static void fused_group(comp_blk *const *bl, int nl, int o, int m)
+{
+    float X[DYN_CHUNK][COMP_FUSED], L[DYN_CHUNK][COMP_FUSED], D[DYN_CHUNK][COMP_FUSED];
+    float t[COMP_FUSED], sl[COMP_FUSED], hw[COMP_FUSED], iw[COMP_FUSED], mk[COMP_FUSED];
+    float mix[COMP_FUSED], dry[COMP_FUSED], aa[COMP_FUSED], ar[COMP_FUSED];
+    float vp[COMP_FUSED], e[COMP_FUSED];
+    int32_t pk[COMP_FUSED], pk2[COMP_FUSED];
+    const float *in[COMP_FUSED];
+    float *out[COMP_FUSED];
+    for (int l = 0; l < COMP_FUSED; l++) {
+        if (l < nl) {
+            const comp_blk *b = bl[l];
+            const comp_state *st = b->s;
+            t[l] = b->cs.t, sl[l] = b->cs.s, hw[l] = b->cs.hw, iw[l] = b->cs.iw;
+            mk[l] = steady_makeup(b);
+            mix[l] = 0.01f * b->p->pv[P_MIX].value;
+            dry[l] = 1.0f - mix[l];
+            aa[l] = st->aa, ar[l] = st->ar, vp[l] = st->v[0], e[l] = st->e[0];
+            in[l] = b->p->in[0] + o;
+            out[l] = b->p->out[0] + o;
+        } else { /* an empty lane: zeros through, nothing kept */
+            t[l] = sl[l] = hw[l] = iw[l] = mk[l] = mix[l] = aa[l] = ar[l] = vp[l] = e[l] = 0.0f;
+            dry[l] = 1.0f;
+            in[l] = NULL;
+            out[l] = NULL;
+        }
+    }
+    /* the inputs, frame-major */
+    const int tiles = m & ~7;
+    for (int l0 = 0; l0 < COMP_FUSED; l0 += 8) {
+        if (l0 + 8 <= nl) {
+            for (int f0 = 0; f0 < tiles; f0 += 8)
+                tile_in(in, l0, f0, X);
+            for (int i = tiles; i < m; i++)
+                for (int l = l0; l < l0 + 8; l++)
+                    X[i][l] = in[l][i];
+        } else {
+            for (int i = 0; i < m; i++)
+                for (int l = l0; l < l0 + 8; l++)
+                    X[i][l] = l < nl ? in[l][i] : 0.0f;
+        }
+    }
+    /* chunk_levels' mono path, and det_pre's differences and peak */
+    for (int i = 0; i < m; i++)
+        for (int l = 0; l < COMP_FUSED; l++)
+            L[i][l] = -dyn_comp_gain(DYN_DB_PER_LOG2 * dyn_log2f(dyn_clean(X[i][l])), t[l], sl[l],
+                                     hw[l], iw[l]);
+    for (int l = 0; l < COMP_FUSED; l++) {
+        pk[l] = (int32_t)dyn_bits(vp[l] + e[l]);
+        D[0][l] = vp[l] - L[0][l];
+        pk2[l] = 0;
+    }
+    for (int i = 1; i < m; i++)
+        for (int l = 0; l < COMP_FUSED; l++)
+            D[i][l] = L[i - 1][l] - L[i][l];
+    for (int i = 0; i < m; i++)
+        for (int l = 0; l < COMP_FUSED; l++) {
+            const int32_t q = (int32_t)dyn_bits(L[i][l]);
+            pk[l] = q > pk[l] ? q : pk[l];
+        }
+    /* det_recur on every lane, its vectors in registers through the block
+     * (the latency-bound part: COMP_FUSED / 16 recursions in flight); the
+     * errors replace the differences in D */
+    {
+        comp_vf ev[COMP_FV], va[COMP_FV], vr[COMP_FV];
+        memcpy(ev, e, sizeof ev), memcpy(va, aa, sizeof va), memcpy(vr, ar, sizeof vr);
+        const comp_vf zero = {0};
+        for (int i = 0; i < m; i++) {
+#pragma GCC unroll 4
+            for (int v = 0; v < COMP_FV; v++) {
+                comp_vf x;
+                memcpy(&x, &D[i][16 * v], sizeof x);
+                const comp_vf d = ev[v] + x;
+                const comp_vf ea = va[v] * d, er = vr[v] * d;
+                const comp_vi lt = d < zero;
+                ev[v] = (comp_vf)(((comp_vi)ea & lt) | ((comp_vi)er & ~lt));
+                memcpy(&D[i][16 * v], &ev[v], sizeof ev[v]);
+            }
+        }
+        memcpy(e, ev, sizeof ev);
+    }
+    /* det_post's mono path: the gain and the output */
+    for (int i = 0; i < m; i++)
+        for (int l = 0; l < COMP_FUSED; l++) {
+            const float r = L[i][l] + D[i][l];
+            const int32_t q = (int32_t)dyn_bits(r);
+            pk2[l] = q > pk2[l] ? q : pk2[l];
+            X[i][l] = dyn_clean(X[i][l]) *
+                      (dry[l] + mix[l] * dyn_exp2f((mk[l] - r) * DYN_LOG2_PER_DB));
+        }
+    /* the outputs, channel-major */
+    for (int l0 = 0; l0 < COMP_FUSED; l0 += 8) {
+        if (l0 + 8 <= nl) {
+            for (int f0 = 0; f0 < tiles; f0 += 8)
+                tile_out(X, l0, f0, out);
+            for (int i = tiles; i < m; i++)
+                for (int l = l0; l < l0 + 8; l++)
+                    out[l][i] = X[i][l];
+        } else {
+            for (int l = l0; l < nl; l++)
+                for (int i = 0; i < m; i++)
+                    out[l][i] = X[i][l];
+        }
+    }
+    /* the detector states: det_pre's (nothing to compress: unchanged) or det_post's */
+    for (int l = 0; l < nl; l++) {
+        comp_blk *b = bl[l];
+        if (dyn_float((uint32_t)pk[l]) == 0.0f)
+            continue;
+        b->s->v[0] = L[m - 1][l];
+        float el = e[l];
+        if (!(fabsf(el) > 1e-6f)) /* settled (or NaN): exactly on v */
+            el = 0.0f;
+        if (!(fabsf(el) < 1e4f))
+            el = 0.0f;
+        b->s->e[0] = el;
+        const float any = dyn_float((uint32_t)pk2[l]);
+        if (any > b->grmax[0])
+            b->grmax[0] = any;
+    }
+}
+
 static void process_many(void *const *states, const mg_proc *procs, int k)
 {
     comp_blk b[MG_MAX_GANG];
@@ -550,8 +723,17 @@ static void process_many(void *const *states, const mg_proc *procs, int k)
     const int n = procs[0].nframes;
     for (int o = 0; o < n; o += DYN_CHUNK) {
         const int m = n - o < DYN_CHUNK ? n - o : DYN_CHUNK;
-        int nl = 0;
+        int nl = 0, nf = 0;
+        comp_blk *fl[COMP_FUSED];
         for (int j = 0; j < k; j++) {
+            if (fusable(&b[j])) {
+                fl[nf++] = &b[j];
+                if (nf == COMP_FUSED) {
+                    fused_group(fl, nf, o, m);
+                    nf = 0;
+                }
+                continue;
+            }
             if (b[j].nd != 1) {
                 chunk_alone(&b[j], o, m);
                 continue;
@@ -574,6 +756,8 @@ static void process_many(void *const *states, const mg_proc *procs, int k)
         }
         if (nl)
             run_lanes(ln, nl, d, dv, o, m);
+        if (nf)
+            fused_group(fl, nf, o, m);
     }
     for (int j = 0; j < k; j++)
         blk_finish(&b[j]);

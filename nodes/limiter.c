@@ -166,9 +166,9 @@ static void tpdet_design(tpdet_coefs *t)
 #define TPDET_MAX(a, b) ((tp_v8)(((tp_i8)(a) & ((a) > (b))) | ((tp_i8)(b) & ~((a) > (b)))))
 
 /* Run n <= MG_MAX_BLOCK input samples: est[i] = the peak estimate (absolute
- * value, margin included) over [i-32, i-31]. Non-finite input samples count
- * as 0; the returned pointer holds the input as used (n samples). acc is
- * scratch of n floats. */
+ * value, margin not yet included: tpdet_margin adds it) over [i-32, i-31],
+ * acc[i] the margin's high-pass output. Non-finite input samples count as 0;
+ * the returned pointer holds the input as used (n samples). */
 _Static_assert(MG_MAX_BLOCK % TP_LANES == 0, "tpdet_run rounds n up to TP_LANES");
 
 MG_HOT static const float *tpdet_run(tpdet *restrict t, const tpdet_coefs *restrict co,
@@ -225,17 +225,41 @@ MG_HOT static const float *tpdet_run(tpdet *restrict t, const tpdet_coefs *restr
         memcpy(est + i0, &m, sizeof m);
         memcpy(acc + i0, &hp, sizeof hp);
     }
-    float env = t->env;
-    const float dec = co->env_dec;
-    for (int i = 0; i < n; i++) {
-        const float a = fabsf(acc[i]);
-        env *= dec;
-        env = a > env ? a : env;
-        est[i] += TP_MARGIN * env;
-    }
-    t->env = env < 1e-30f ? 0.0f : env;
     memmove(t->buf, t->buf + n, (TP_TAPS - 1) * sizeof(float));
     return b; /* valid until the next call: the caller uses it at once */
+}
+
+/* The margin: est[i] += TP_MARGIN x the envelope of |acc| (instant attack,
+ * TP_ENV_DECAY decay). The envelope is a serial recursion (a multiply and a
+ * max a sample), so two channels' recursions run side by side (t1 non-NULL),
+ * each with the same operations as alone. */
+MG_HOT static void tpdet_margin(tpdet *restrict t0, tpdet *restrict t1, const float *acc0,
+                                const float *acc1, float *restrict est0, float *restrict est1,
+                                int n, float dec)
+{
+    float e0 = t0->env;
+    if (!t1) {
+        for (int i = 0; i < n; i++) {
+            const float a0 = fabsf(acc0[i]);
+            e0 *= dec;
+            e0 = a0 > e0 ? a0 : e0;
+            est0[i] += TP_MARGIN * e0;
+        }
+        t0->env = e0 < 1e-30f ? 0.0f : e0;
+        return;
+    }
+    float e1 = t1->env;
+    for (int i = 0; i < n; i++) {
+        const float a0 = fabsf(acc0[i]), a1 = fabsf(acc1[i]);
+        e0 *= dec;
+        e1 *= dec;
+        e0 = a0 > e0 ? a0 : e0;
+        e1 = a1 > e1 ? a1 : e1;
+        est0[i] += TP_MARGIN * e0;
+        est1[i] += TP_MARGIN * e1;
+    }
+    t0->env = e0 < 1e-30f ? 0.0f : e0;
+    t1->env = e1 < 1e-30f ? 0.0f : e1;
 }
 
 enum { P_CEILING, P_LOOKAHEAD, P_RELEASE, P_LINK };
@@ -291,7 +315,7 @@ typedef struct {
     uint32_t t;                  /* sample counter (wraps; used modulo the ring sizes) */
     float *mem;
     float *est;                  /* channels x MG_MAX_BLOCK: true-peak estimates */
-    float acc[MG_MAX_BLOCK];     /* detector scratch */
+    float *acc;                  /* channels x MG_MAX_BLOCK: the margin's high-pass */
     tpdet_coefs co;
     lim_chan ch[LIM_MAX_CH];
 } lim_state;
@@ -309,8 +333,10 @@ static void release(void *st)
     lim_state *s = st;
     free(s->mem);
     free(s->est);
+    free(s->acc);
     s->mem = NULL;
     s->est = NULL;
+    s->acc = NULL;
 }
 
 static void reset(void *st)
@@ -356,7 +382,8 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
                        (s->rmask + 1) * sizeof(float);
     s->mem = mg_zalloc((size_t)s->channels, per);
     s->est = mg_zalloc((size_t)s->channels * MG_MAX_BLOCK, sizeof(float));
-    if (!s->mem || !s->est)
+    s->acc = mg_zalloc((size_t)s->channels * MG_MAX_BLOCK, sizeof(float));
+    if (!s->mem || !s->est || !s->acc)
         return -1;
     char *m = (char *)s->mem;
     for (int c = 0; c < s->channels; c++) {
@@ -392,51 +419,93 @@ static void on_param(void *st, int index, float target)
     }
 }
 
-/* One sample of one gain chain: needed gain r in, gain out. */
-static inline float chain_step(lim_chan *restrict k, const lim_state *restrict s, float rin,
-                               uint32_t t, uint32_t det, uint32_t hold, int a, int grow,
-                               int shrink, double inv, double arel)
+static inline __attribute__((always_inline)) float
+chain_loop(lim_chan *restrict k, const lim_state *restrict s, const float *restrict rin,
+           const float *restrict x, float *y, int n, uint32_t t, int a, double inva, double arel,
+           const int walking)
 {
-    const uint32_t am = s->amask, qm = s->qmask, rm = s->rmask;
-    k->rr[t & rm] = rin;
-    k->ones = rin != 1.0f ? 0 : k->ones < LIM_ONES_CAP ? k->ones + 1 : k->ones;
-    float rc = k->rr[(t - det) & rm];
-    const float r0 = k->rr[(t - det - 1) & rm], r1 = k->rr[(t - det + 1) & rm];
-    rc = r0 < rc ? r0 : rc;
-    rc = r1 < rc ? r1 : rc;
-    /* sliding minimum over the last `hold` samples */
-    while (k->qn > 0 && k->qv[(k->qh + k->qn - 1) & qm] >= rc)
-        k->qn--;
-    k->qv[(k->qh + k->qn) & qm] = rc;
-    k->qt[(k->qh + k->qn) & qm] = t;
-    k->qn++;
-    while (t - k->qt[k->qh & qm] >= hold) {
-        k->qh = (k->qh + 1) & (int)qm;
-        k->qn--;
-    }
-    const double h = k->qv[k->qh & qm];
-    /* instant attack, exponential release, never above h */
+    const uint32_t am = s->amask, qm = s->qmask, rm = s->rmask, dm = s->dmask;
+    const uint32_t dl = (uint32_t)s->dlat;
+    const int a_target = s->a_target;
+    float *restrict rr = k->rr, *restrict qv = k->qv, *restrict delay = k->delay;
+    uint32_t *restrict qt = k->qt;
+    int64_t *restrict avg = k->avg;
+    int qh = k->qh, qn = k->qn, ones = k->ones;
     double h2 = k->h2;
-    if (h <= h2)
-        h2 = h;
-    else {
-        h2 += (h - h2) * arel;
-        if (h - h2 < 1e-9)
-            h2 = h;
+    int64_t sum = k->sum;
+    float gmin = 1.0f;
+    for (int i = 0; i < n; i++, t++) {
+        const int grow = walking && a < a_target, shrink = walking && a > a_target;
+        const double inv =
+            (grow | shrink) ? 1.0 / ((double)(a + grow - shrink) * LIM_FIX) : inva;
+        /* detection delay and min-hold window for the look-ahead in use */
+        const uint32_t det = (uint32_t)(s->amax - a + 1),
+                       hold = (uint32_t)(a + REACH_BEFORE + REACH_AFTER + 2);
+        const float r = rin[i];
+        rr[t & rm] = r;
+        ones = r != 1.0f ? 0 : ones < LIM_ONES_CAP ? ones + 1 : ones;
+        float rc = rr[(t - det) & rm];
+        const float r0 = rr[(t - det - 1) & rm], r1 = rr[(t - det + 1) & rm];
+        rc = r0 < rc ? r0 : rc;
+        rc = r1 < rc ? r1 : rc;
+        /* sliding minimum over the last `hold` samples */
+        while (qn > 0 && qv[(qh + qn - 1) & qm] >= rc)
+            qn--;
+        qv[(qh + qn) & qm] = rc;
+        qt[(qh + qn) & qm] = t;
+        qn++;
+        while (t - qt[qh & qm] >= hold) {
+            qh = (qh + 1) & (int)qm;
+            qn--;
+        }
+        const double h = qv[qh & qm];
+        /* instant attack, exponential release, never above h: both ways
+         * computed and one selected (no branch on the signal) */
+        const double hr = h2 + (h - h2) * arel;
+        const double hn = h - hr < 1e-9 ? h : hr;
+        h2 = h <= h2 ? h : hn;
+        /* moving average of h2 over the last a samples, in 2^-40 units */
+        const int64_t q = (int64_t)(h2 * LIM_FIX);
+        sum += q;
+        if (!grow)
+            sum -= avg[(t - (uint32_t)a) & am];
+        if (shrink)
+            sum -= avg[(t - (uint32_t)a + 1) & am];
+        avg[t & am] = q;
+        double g = (double)sum * inv;
+        g = g > 1.0 ? 1.0 : g;
+        const float gc = (float)g;
+        gmin = gc < gmin ? gc : gmin;
+        delay[t & dm] = x[i]; /* NaN / Inf were made silence */
+        y[i] = delay[(t - dl) & dm] * gc;
+        if (grow | shrink) {
+            a += grow - shrink;
+            inva = inv;
+        }
     }
+    k->qh = qh, k->qn = qn, k->ones = ones;
     k->h2 = h2;
-    /* moving average of h2 over the last a samples, in 2^-40 units */
-    const int64_t q = (int64_t)(h2 * LIM_FIX);
-    int64_t sum = k->sum + q;
-    if (!grow)
-        sum -= k->avg[(t - (uint32_t)a) & am];
-    if (shrink)
-        sum -= k->avg[(t - (uint32_t)a + 1) & am];
-    k->avg[t & am] = q;
     k->sum = sum;
-    double g = (double)sum * inv;
-    g = g > 1.0 ? 1.0 : g;
-    return (float)g;
+    return gmin;
+}
+
+/* One channel's gain chain over a block: needed gains rin[0..n) in, the
+ * delayed input times the gain out. The chain's state is held in locals for
+ * the block (stored back at its end), so the per-sample recursion runs
+ * through registers rather than through the channel's struct: each
+ * sample's operations are those of the chain, in order (the rings are the
+ * channel's own, written and read in the same order), so the gains are the
+ * same bit for bit. The attack length a walks one sample per sample towards
+ * a_target, the same walk for every channel; a block where it is settled
+ * (the usual one) runs a loop with the walk's terms constant. Returns the
+ * smallest gain. */
+MG_HOT static float chain_run(lim_chan *restrict k, const lim_state *restrict s,
+                              const float *restrict rin, const float *restrict x, float *y,
+                              int n, uint32_t t, int a, double inva, double arel)
+{
+    if (a == s->a_target)
+        return chain_loop(k, s, rin, x, y, n, t, a, inva, arel, 0);
+    return chain_loop(k, s, rin, x, y, n, t, a, inva, arel, 1);
 }
 
 /* A block in which nothing is limited, nor was within reach: the attack
@@ -505,14 +574,18 @@ MG_HOT static void process(void *st, const mg_proc *p)
     const mg_pv *pc = &p->pv[P_CEILING], *pl = &p->pv[P_LINK];
     const float rel_ms = mg_pv_at(&p->pv[P_RELEASE], n - 1);
     const double arel = 1.0 - exp(-1.0 / (rel_ms * 0.001 * s->sr));
-    const uint32_t dm = s->dmask, dl = (uint32_t)s->dlat;
-    float r[LIM_MAX_CH];
     float gmin[LIM_MAX_CH];
     const float *xs[LIM_MAX_CH];
     for (int c = 0; c < nc; c++) {
         gmin[c] = 1.0f;
         xs[c] = tpdet_run(&s->ch[c].tp, &s->co, p->in[c], n, s->est + (size_t)c * MG_MAX_BLOCK,
-                        s->acc);
+                          s->acc + (size_t)c * MG_MAX_BLOCK);
+    }
+    for (int c = 0; c < nc; c += 2) {
+        const int two = c + 1 < nc, d = two ? c + 1 : c;
+        tpdet_margin(&s->ch[c].tp, two ? &s->ch[d].tp : NULL, s->acc + (size_t)c * MG_MAX_BLOCK,
+                     s->acc + (size_t)d * MG_MAX_BLOCK, s->est + (size_t)c * MG_MAX_BLOCK,
+                     s->est + (size_t)d * MG_MAX_BLOCK, n, s->co.env_dec);
     }
     uint32_t t = s->t;
     int a = s->a;
@@ -521,34 +594,42 @@ MG_HOT static void process(void *st, const mg_proc *p)
         t += (uint32_t)n;
         goto done;
     }
+    /* the needed gains of every channel first (they depend on the estimates
+     * only: each replaces its estimate in s->est), a channel at a time (the
+     * same expressions as sample by sample, in vectors), then each channel's
+     * chain over the block */
+    float rmin[MG_MAX_BLOCK];
+    for (int i = 0; i < n; i++)
+        rmin[i] = 1.0f;
+    for (int c = 0; c < nc; c++) {
+        float *restrict e = s->est + (size_t)c * MG_MAX_BLOCK;
+        if (pc->ramp)
+            for (int i = 0; i < n; i++)
+                e[i] = e[i] > pc->ramp[i] ? pc->ramp[i] / e[i] : 1.0f;
+        else
+            for (int i = 0; i < n; i++)
+                e[i] = e[i] > pc->value ? pc->value / e[i] : 1.0f;
+        for (int i = 0; i < n; i++)
+            rmin[i] = e[i] < rmin[i] ? e[i] : rmin[i];
+    }
+    for (int c = 0; c < nc; c++) {
+        float *restrict e = s->est + (size_t)c * MG_MAX_BLOCK;
+        if (pl->ramp)
+            for (int i = 0; i < n; i++)
+                e[i] = e[i] + pl->ramp[i] * 0.01f * (rmin[i] - e[i]);
+        else
+            for (int i = 0; i < n; i++)
+                e[i] = e[i] + pl->value * 0.01f * (rmin[i] - e[i]);
+    }
+    for (int c = 0; c < nc; c++) {
+        const float gc = chain_run(&s->ch[c], s, s->est + (size_t)c * MG_MAX_BLOCK, xs[c],
+                                   p->out[c], n, t, a, inva, arel);
+        gmin[c] = gc < gmin[c] ? gc : gmin[c];
+    }
+    /* the attack length's walk over the block, as each chain walked it */
     for (int i = 0; i < n; i++, t++) {
-        const float ceil_ = mg_pv_at(pc, i);
-        const float link = mg_pv_at(pl, i) * 0.01f;
-        float rmin = 1.0f;
-        for (int c = 0; c < nc; c++) {
-            s->ch[c].delay[t & dm] = xs[c][i]; /* NaN / Inf were made silence */
-            const float d = s->est[(size_t)c * MG_MAX_BLOCK + i];
-            const float rc = d > ceil_ ? ceil_ / d : 1.0f;
-            r[c] = rc;
-            rmin = rc < rmin ? rc : rmin;
-        }
-        /* the attack length walks one sample per sample towards its setting */
         const int grow = a < s->a_target, shrink = a > s->a_target;
-        const double inv =
-            (grow | shrink) ? 1.0 / ((double)(a + grow - shrink) * LIM_FIX) : inva;
-        /* detection delay and min-hold window for the look-ahead in use */
-        const uint32_t det = (uint32_t)(s->amax - a + 1),
-                       hold = (uint32_t)(a + REACH_BEFORE + REACH_AFTER + 2);
-        for (int c = 0; c < nc; c++) {
-            const float gc = chain_step(&s->ch[c], s, r[c] + link * (rmin - r[c]), t, det, hold,
-                                        a, grow, shrink, inv, arel);
-            gmin[c] = gc < gmin[c] ? gc : gmin[c];
-            p->out[c][i] = s->ch[c].delay[(t - dl) & dm] * gc;
-        }
-        if (grow | shrink) {
-            a += grow - shrink;
-            inva = inv;
-        }
+        a += grow - shrink;
     }
 done:
     s->t = t;
