@@ -196,6 +196,7 @@ MG_HOT static float pd_sqsum(const float *a, int n)
  * the lanes of one 4-double vector: partial sum k takes j = k mod 4). */
 typedef double pd_d4 __attribute__((vector_size(32)));
 typedef float pd_f4 __attribute__((vector_size(16)));
+typedef int pd_i4 __attribute__((vector_size(16)));
 
 static inline double pd_sqsum_d(const float *a, int n)
 {
@@ -1165,24 +1166,28 @@ MG_HOT static float ps_level(const ps_shift *s, double src, double Ta, double S,
                 fr[k] = (float)(t - fl);
                 ix[k] = (int)(fl - b0d);
             }
-            /* the Lagrange reads, eight points a step (their samples gathered
-             * into vectors), then the rest one by one */
+            /* the Lagrange reads, four points a step, then the rest one by
+             * one: each point's four samples are one 4-float load, the four
+             * loads transposed into the vectors of samples -1, 0, 1, 2 */
+            const pd_i4 ulo = {0, 4, 1, 5}, uhi = {2, 6, 3, 7};
+            const pd_i4 plo = {0, 1, 4, 5}, phi = {2, 3, 6, 7};
             int k = 0;
-            for (; k + 8 <= N; k += 8) {
-                pd_v8 f, x0, x1, x2, x3;
+            for (; k + 4 <= N; k += 4) {
+                pd_f4 f, a[4];
                 memcpy(&f, fr + k, sizeof f);
-                for (int l = 0; l < 8; l++) {
-                    const float *xp = xb + ix[k + l];
-                    x0[l] = xp[-1];
-                    x1[l] = xp[0];
-                    x2[l] = xp[1];
-                    x3[l] = xp[2];
-                }
-                const pd_v8 v = -f * (f - 1.0f) * (f - 2.0f) / 6.0f * x0 +
+                for (int l = 0; l < 4; l++)
+                    memcpy(&a[l], xb + ix[k + l] - 1, sizeof a[l]);
+                const pd_f4 t0 = __builtin_shuffle(a[0], a[1], ulo);
+                const pd_f4 t1 = __builtin_shuffle(a[0], a[1], uhi);
+                const pd_f4 t2 = __builtin_shuffle(a[2], a[3], ulo);
+                const pd_f4 t3 = __builtin_shuffle(a[2], a[3], uhi);
+                const pd_f4 x0 = __builtin_shuffle(t0, t2, plo), x1 = __builtin_shuffle(t0, t2, phi);
+                const pd_f4 x2 = __builtin_shuffle(t1, t3, plo), x3 = __builtin_shuffle(t1, t3, phi);
+                const pd_f4 v = -f * (f - 1.0f) * (f - 2.0f) / 6.0f * x0 +
                                 (f + 1.0f) * (f - 1.0f) * (f - 2.0f) / 2.0f * x1 -
                                 (f + 1.0f) * f * (f - 2.0f) / 2.0f * x2 +
                                 (f + 1.0f) * f * (f - 1.0f) / 6.0f * x3;
-                for (int l = 0; l < 8; l++)
+                for (int l = 0; l < 4; l++)
                     V[k + l] = v[l] - mu;
             }
             for (; k < N; k++) {
@@ -1194,10 +1199,18 @@ MG_HOT static float ps_level(const ps_shift *s, double src, double Ta, double S,
                                 (f + 1.0f) * f * (f - 1.0f) / 6.0f * xb[i + 2];
                 V[k] = v - mu;
             }
+            /* term k goes to ly[j], j falling from (imax - klo) mod ns with k
+             * and wrapping to ns - 1: runs of consecutive k in reverse over
+             * ly (vector loops; each ly[j] still gets its terms in k order) */
             int j = (((imax - klo) % ns) + ns) % ns;
-            for (int k = 0; k < N; k++) {
-                ly[j] += W[k] * V[k];
-                j = j == 0 ? ns - 1 : j - 1;
+            for (int k = 0; k < N;) {
+                const int run = N - k < j + 1 ? N - k : j + 1;
+                double *restrict yj = ly + j;
+                const double *restrict wk = W + k, *restrict vk = V + k;
+                for (int t = 0; t < run; t++)
+                    yj[-t] += wk[t] * vk[t];
+                k += run;
+                j = ns - 1;
             }
         }
     }
