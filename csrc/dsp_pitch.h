@@ -807,6 +807,27 @@ static inline double ps_mark(const ps_shift *s)
     return s->ts;
 }
 
+/* y[j] = c0 x[j] + c1 x[j + 1] + c2 x[j + 2] + c3 x[j + 3], j < n: a
+ * fractional read with one set of 4-point Lagrange weights (ps_place's
+ * grain, ps_level's grain mean), eight points a step. (inline: it takes the
+ * caller's clone) */
+static inline void ps_lagrange_run(float *restrict y, const float *restrict x, int n, float c0,
+                                   float c1, float c2, float c3)
+{
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        pd_v8 x0, x1, x2, x3;
+        memcpy(&x0, x + j, sizeof x0);
+        memcpy(&x1, x + j + 1, sizeof x1);
+        memcpy(&x2, x + j + 2, sizeof x2);
+        memcpy(&x3, x + j + 3, sizeof x3);
+        const pd_v8 v = c0 * x0 + c1 * x1 + c2 * x2 + c3 * x3;
+        memcpy(y + j, &v, sizeof v);
+    }
+    for (; j < n; j++)
+        y[j] = c0 * x[j] + c1 * x[j + 1] + c2 * x[j + 2] + c3 * x[j + 3];
+}
+
 /* One channel's grain samples: gx[j] = the input at q0 + j + d (x: the
  * doubled ring from sample q0 + floor(d) - 1, so x[j + 1] is that sample;
  * c0..c3 the Lagrange weights, fr == 0: the samples themselves); returns
@@ -816,18 +837,7 @@ MG_HOT static double ps_grain_samples(float *restrict gx, const float *restrict 
                                       float c1, float c2, float c3)
 {
     if (frac) {
-        int j = 0;
-        for (; j + 8 <= n; j += 8) {
-            pd_v8 x0, x1, x2, x3;
-            memcpy(&x0, x + j, sizeof x0);
-            memcpy(&x1, x + j + 1, sizeof x1);
-            memcpy(&x2, x + j + 2, sizeof x2);
-            memcpy(&x3, x + j + 3, sizeof x3);
-            const pd_v8 y = c0 * x0 + c1 * x1 + c2 * x2 + c3 * x3;
-            memcpy(gx + j, &y, sizeof y);
-        }
-        for (; j < n; j++)
-            gx[j] = c0 * x[j] + c1 * x[j + 1] + c2 * x[j + 2] + c3 * x[j + 3];
+        ps_lagrange_run(gx, x, n, c0, c1, c2, c3);
     } else {
         memcpy(gx, x + 1, (size_t)n * sizeof(float));
     }
@@ -1109,18 +1119,7 @@ MG_HOT static float ps_level(const ps_shift *s, double src, double Ta, double S,
         /* the ring is doubled: the 2 H + 4 samples from here are contiguous */
         const float *x = s->mono + (((int64_t)fl + q0 - 1) & mask);
         float *F = s->lf;
-        int q = 0;
-        for (; q + 8 <= n2; q += 8) {
-            pd_v8 x0, x1, x2, x3;
-            memcpy(&x0, x + q, sizeof x0);
-            memcpy(&x1, x + q + 1, sizeof x1);
-            memcpy(&x2, x + q + 2, sizeof x2);
-            memcpy(&x3, x + q + 3, sizeof x3);
-            const pd_v8 y = a0 * x0 + a1 * x1 - a2 * x2 + a3 * x3;
-            memcpy(F + q, &y, sizeof y);
-        }
-        for (; q < n2; q++)
-            F[q] = a0 * x[q] + a1 * x[q + 1] - a2 * x[q + 2] + a3 * x[q + 3];
+        ps_lagrange_run(F, x, n2, a0, a1, -a2, a3);
         const double st = PD_PI / H;
         ps_hann_rot(W, n2, q0 * st, st);
         double sxx2;
