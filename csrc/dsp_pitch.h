@@ -373,15 +373,30 @@ MG_HOT static float pd_fund(const pd_det *s, double T, int *beat)
          * is stored quarter-interleaved (hw[4 j + q] = w(q L + j)) */
         pd_d4 v1 = {0.0, 0.0, 0.0, 0.0}, v2 = v1, vxx = v1;
         const float *x0 = x, *x1 = x + L, *x2 = x + 2 * L, *x3 = x + 3 * L;
-        for (int j = 0; j < L; j++) {
-            const pd_d4 xv = {x0[j], x1[j], x2[j], x3[j]};
-            pd_f4 wf;
-            memcpy(&wf, s->hw + 4 * j, sizeof wf);
-            const pd_d4 v = __builtin_convertvector(wf, pd_d4) * xv;
-            const pd_d4 s0 = v + cw * v1 - v2;
-            v2 = v1;
-            v1 = s0;
-            vxx += v * xv;
+        /* four j a step: one 4-float load per quarter, transposed 4x4 into
+         * the lanes {x0[j], x1[j], x2[j], x3[j]} (L is a multiple of 4) */
+        const pd_i4 ulo = {0, 4, 1, 5}, uhi = {2, 6, 3, 7};
+        const pd_i4 plo = {0, 1, 4, 5}, phi = {2, 3, 6, 7};
+        for (int j = 0; j < L; j += 4) {
+            pd_f4 q0, q1, q2, q3;
+            memcpy(&q0, x0 + j, sizeof q0);
+            memcpy(&q1, x1 + j, sizeof q1);
+            memcpy(&q2, x2 + j, sizeof q2);
+            memcpy(&q3, x3 + j, sizeof q3);
+            const pd_f4 t0 = __builtin_shuffle(q0, q1, ulo), t1 = __builtin_shuffle(q0, q1, uhi);
+            const pd_f4 t2 = __builtin_shuffle(q2, q3, ulo), t3 = __builtin_shuffle(q2, q3, uhi);
+            const pd_f4 xq[4] = {__builtin_shuffle(t0, t2, plo), __builtin_shuffle(t0, t2, phi),
+                                 __builtin_shuffle(t1, t3, plo), __builtin_shuffle(t1, t3, phi)};
+            for (int i = 0; i < 4; i++) {
+                const pd_d4 xv = __builtin_convertvector(xq[i], pd_d4);
+                pd_f4 wf;
+                memcpy(&wf, s->hw + 4 * (j + i), sizeof wf);
+                const pd_d4 v = __builtin_convertvector(wf, pd_d4) * xv;
+                const pd_d4 s0 = v + cw * v1 - v2;
+                v2 = v1;
+                v1 = s0;
+                vxx += v * xv;
+            }
         }
         for (int q = 0; q < 4; q++) {
             s1[q] = v1[q];
