@@ -22,8 +22,12 @@
  * z[r + t m/8], t = 0..7, so eight consecutive r are one vector per t
  * (eight 8-point DFTs at once, across the lanes), transposed 8x8 on the way
  * out. No separate bit-reversal pass. The later stages (half-size h = 8 ..
- * m/2) are radix-2 butterflies over whole vectors, two stages per pass, one
- * contiguous twiddle table per stage; the split into X[k] and X[m-k] runs eight bins a step
+ * m/2) run over whole vectors: log2(m/8) mod 3 radix-2 stages (one, or a
+ * pair on four vectors), then radix-8 passes (three stages each: seven
+ * twiddle products and an 8-point DFT per eight points, against twelve
+ * products for three radix-2 stages; two passes over the data instead of
+ * three at n = 1024); forward and inverse run the same passes, the inverse with the
+ * twiddles conjugated. The split into X[k] and X[m-k] runs eight bins a step
  * (the m-k side through a lane reversal).
  *
  * n is a power of two, 128..65536 (the STFT nodes use 512..4096). Twiddles are
@@ -42,9 +46,12 @@
 typedef struct {
     int n, m;          /* real size, complex size m = n/2 */
     uint32_t *grp;     /* m/8: group of the first pass's r, rev(r) over log2(m/8) bits */
-    float *tw_re;      /* m - 1: stage with half-size h uses entries h-1 .. 2h-2, */
-    float *tw_im;      /*        exp(-2 pi i j / (2h)), j < h                     */
-    float *tw_imc;     /* m - 1: -tw_im (inverse transform) */
+    int h8;            /* half-size of the first radix-8 pass (the radix-2 stages below it) */
+    float *tw_re;      /* MG_FFT_TW2: radix-2 stage with half-size h (8, 16) uses entries */
+    float *tw_im;      /*   h-1 .. 2h-2, exp(-2 pi i j / (2h)), j < h                     */
+    float *tw_imc;     /* MG_FFT_TW2: -tw_im (inverse transform) */
+    float *t8_re;      /* the radix-8 passes' twiddles, pass after pass (h = h8, 8 h8, ..): */
+    float *t8_im;      /*   7 h each, [(r - 1) h + j] = exp(-2 pi i r j / (8h)), r = 1..7 */
     float *rt_re;      /* m/2 + 1: W^k = exp(-2 pi i k / n), k = 0..m/2 */
     float *rt_im;
     float *zr, *zi;    /* m each: scratch */
@@ -52,6 +59,8 @@ typedef struct {
 
 /* eight floats; loads and stores through memcpy (no alignment assumed) */
 typedef float mg_fv8 __attribute__((vector_size(32)));
+
+#define MG_FFT_TW2 32 /* radix-2 twiddles kept: half-sizes 8 and 16 */
 typedef int mg_iv8 __attribute__((vector_size(32)));
 
 /* (macros: a function taking or returning a 32-byte vector would change the
@@ -63,10 +72,12 @@ static inline void mg_fft_free(mg_fft *f)
 {
     free(f->grp);
     free(f->tw_re);
+    free(f->t8_re);
     free(f->rt_re);
     free(f->zr);
     f->grp = NULL;
     f->tw_re = f->tw_im = f->tw_imc = NULL;
+    f->t8_re = f->t8_im = NULL;
     f->rt_re = f->rt_im = NULL;
     f->zr = f->zi = NULL;
     f->n = f->m = 0;
@@ -76,7 +87,7 @@ static inline void mg_fft_free(mg_fft *f)
 static inline int mg_fft_init(mg_fft *f, int n)
 {
     f->grp = NULL;
-    f->tw_re = f->rt_re = f->zr = NULL;
+    f->tw_re = f->t8_re = f->rt_re = f->zr = NULL;
     if (n < 128 || n > 65536 || (n & (n - 1)))
         return -1;
     const int m = n / 2, m8 = m / 8;
@@ -86,15 +97,23 @@ static inline int mg_fft_init(mg_fft *f, int n)
     f->n = n;
     f->m = m;
     f->grp = mg_zalloc((size_t)m8, sizeof(uint32_t));
-    f->tw_re = mg_zalloc((size_t)3 * m, sizeof(float));
+    /* the stages after the first pass: radix-2 for log2(m/8) mod 3 of them
+     * (one radix-2 stage, or a pair), then radix-8 passes */
+    int nst = 0;
+    for (int k = 8; k < m; k <<= 1)
+        nst++;
+    f->h8 = 8 << (nst % 3);
+    f->tw_re = mg_zalloc((size_t)3 * MG_FFT_TW2, sizeof(float));
+    f->t8_re = mg_zalloc((size_t)2 * m, sizeof(float));
     f->rt_re = mg_zalloc((size_t)2 * (m / 2 + 1), sizeof(float));
     f->zr = mg_zalloc((size_t)2 * m, sizeof(float));
-    if (!f->grp || !f->tw_re || !f->rt_re || !f->zr) {
+    if (!f->grp || !f->tw_re || !f->t8_re || !f->rt_re || !f->zr) {
         mg_fft_free(f);
         return -1;
     }
-    f->tw_im = f->tw_re + m;
-    f->tw_imc = f->tw_re + 2 * m;
+    f->tw_im = f->tw_re + MG_FFT_TW2;
+    f->tw_imc = f->tw_re + 2 * MG_FFT_TW2;
+    f->t8_im = f->t8_re + m;
     f->rt_im = f->rt_re + (m / 2 + 1);
     f->zi = f->zr + m;
     for (int j = 0; j < m8; j++) {
@@ -104,13 +123,22 @@ static inline int mg_fft_init(mg_fft *f, int n)
         f->grp[j] = r;
     }
     const double pi = 3.14159265358979323846;
-    for (int h = 1; h < m; h <<= 1)
+    for (int h = 1; h < f->h8; h <<= 1)
         for (int j = 0; j < h; j++) {
             const double a = -pi * j / h;
             f->tw_re[h - 1 + j] = (float)cos(a);
             f->tw_im[h - 1 + j] = (float)sin(a);
             f->tw_imc[h - 1 + j] = -(float)sin(a);
         }
+    /* 7 h per pass, h = h8 .. m/8: at most m - 1 in all */
+    size_t o = 0;
+    for (int h = f->h8; h < m; h *= 8)
+        for (int r = 1; r < 8; r++)
+            for (int j = 0; j < h; j++, o++) {
+                const double a = -pi * r * j / (4.0 * h);
+                f->t8_re[o] = (float)cos(a);
+                f->t8_im[o] = (float)sin(a);
+            }
     for (int k = 0; k <= m / 2; k++) {
         const double a = -2.0 * pi * k / n;
         f->rt_re[k] = 4 * k == n ? 0.0f : (float)cos(a);
@@ -216,18 +244,97 @@ MG_HOT static void mg_fft_first_(const uint32_t *restrict grp, int m, const floa
     }
 }
 
-/* The later stages (h = 8 .. m/2), in place, eight butterflies a step: one
- * radix-2 stage first when their number is odd, then two stages per pass
- * (h and 2h on the same four vectors: half the loads and stores; the same
- * operations as two radix-2 stages, so the same result). */
-MG_HOT static void mg_fft_stages_(int m, float *restrict zr, float *restrict zi,
-                                  const float *restrict twr, const float *restrict twi)
+/* One radix-8 pass, in place: the eight h-point transforms of each block of
+ * 8h (slot e holds the one of the samples r = rev3(e) mod 8 of the block's
+ * 8h-point transform: the order the bit reversal left) combined into the
+ * 8h-point one, X[j + q h] = sum_r W8^(r q) T_r, T_r = W_8h^(r j) Y_r[j]:
+ * seven twiddle products, then an 8-point DFT over r (radix 2 within it;
+ * W8 = c + i s c, W4 = i s), eight j a step. s = Im W4: -1 forward, +1
+ * inverse (the twiddles conjugated through s). */
+static inline __attribute__((always_inline)) void
+mg_fft_r8_body_(int m, int h, float *restrict zr, float *restrict zi, const float *restrict wr,
+                const float *restrict wi, float s)
 {
-    int h = 8;
-    int nst = 0;
-    for (int k = 8; k < m; k <<= 1)
-        nst++;
-    if (nst & 1) {
+    const float c = 0.70710678118654752f, sc = s * c;
+    const float sw = -s; /* the table holds the forward twiddles */
+    for (int b = 0; b < m; b += 8 * h) {
+        float *r0 = zr + b, *i0 = zi + b;
+        for (int j = 0; j < h; j += 8) {
+            mg_fv8 tr[8], ti[8];
+            tr[0] = mg_fv8_load(r0 + j);
+            ti[0] = mg_fv8_load(i0 + j);
+            for (int r = 1; r < 8; r++) {
+                const int e = ((r & 1) << 2) | (r & 2) | ((r >> 2) & 1); /* rev3(r) */
+                const mg_fv8 ar = mg_fv8_load(r0 + j + e * h), ai = mg_fv8_load(i0 + j + e * h);
+                const mg_fv8 cr = mg_fv8_load(wr + (r - 1) * h + j);
+                const mg_fv8 ci = sw * mg_fv8_load(wi + (r - 1) * h + j);
+                tr[r] = ar * cr - ai * ci;
+                ti[r] = ar * ci + ai * cr;
+            }
+            /* a_r = T_r + T_(r+4), b_r = (T_r - T_(r+4)) W8^r, r < 4 */
+            mg_fv8 ar[4], ai[4], br[4], bi[4];
+            for (int r = 0; r < 4; r++) {
+                ar[r] = tr[r] + tr[r + 4];
+                ai[r] = ti[r] + ti[r + 4];
+                br[r] = tr[r] - tr[r + 4];
+                bi[r] = ti[r] - ti[r + 4];
+            }
+            {
+                /* W8 = c + i s c; W8^2 = i s; W8^3 = -c + i s c */
+                const mg_fv8 xr = br[1], xi = bi[1];
+                br[1] = c * xr - sc * xi;
+                bi[1] = c * xi + sc * xr;
+                const mg_fv8 yr = br[2];
+                br[2] = -s * bi[2];
+                bi[2] = s * yr;
+                const mg_fv8 zr3 = br[3], zi3 = bi[3];
+                br[3] = -c * zr3 - sc * zi3;
+                bi[3] = sc * zr3 - c * zi3;
+            }
+            /* X[2p] = DFT4(a)[p], X[2p + 1] = DFT4(b)[p], stored at slot q */
+            for (int o = 0; o < 2; o++) {
+                const mg_fv8 *xr = o ? br : ar, *xi = o ? bi : ai;
+                const mg_fv8 e0r = xr[0] + xr[2], e0i = xi[0] + xi[2];
+                const mg_fv8 e1r = xr[1] + xr[3], e1i = xi[1] + xi[3];
+                const mg_fv8 f0r = xr[0] - xr[2], f0i = xi[0] - xi[2];
+                const mg_fv8 f1r = -s * (xi[1] - xi[3]), f1i = s * (xr[1] - xr[3]);
+                mg_fv8_store(r0 + j + (0 + o) * h, e0r + e1r);
+                mg_fv8_store(i0 + j + (0 + o) * h, e0i + e1i);
+                mg_fv8_store(r0 + j + (4 + o) * h, e0r - e1r);
+                mg_fv8_store(i0 + j + (4 + o) * h, e0i - e1i);
+                mg_fv8_store(r0 + j + (2 + o) * h, f0r + f1r);
+                mg_fv8_store(i0 + j + (2 + o) * h, f0i + f1i);
+                mg_fv8_store(r0 + j + (6 + o) * h, f0r - f1r);
+                mg_fv8_store(i0 + j + (6 + o) * h, f0i - f1i);
+            }
+        }
+    }
+}
+
+/* (the body with h a constant at the sizes the STFT nodes use: the compiler
+ * folds the eight slots' offsets) */
+MG_HOT static void mg_fft_r8_(int m, int h, float *restrict zr, float *restrict zi,
+                              const float *restrict wr, const float *restrict wi, float s)
+{
+    if (h == 8)
+        mg_fft_r8_body_(m, 8, zr, zi, wr, wi, s);
+    else if (h == 64)
+        mg_fft_r8_body_(m, 64, zr, zi, wr, wi, s);
+    else
+        mg_fft_r8_body_(m, h, zr, zi, wr, wi, s);
+}
+
+/* The later stages (h = 8 .. m/2), in place, eight butterflies a step: the
+ * radix-2 stages below h8 (one alone, or a pair on four vectors), then
+ * radix-8 passes (three stages each: mg_fft_r8_). twi: the radix-2
+ * twiddles' imaginary parts for this direction; s as mg_fft_r8_. */
+MG_HOT static void mg_fft_stages_(const mg_fft *f, float *restrict zr, float *restrict zi,
+                                  const float *restrict twi, float s)
+{
+    const int m = f->m;
+    const float *twr = f->tw_re;
+    if (f->h8 == 16) {
+        const int h = 8;
         const float *wr = twr + h - 1, *wi = twi + h - 1;
         const mg_fv8 cr = mg_fv8_load(wr), ci = mg_fv8_load(wi);
         for (int b = 0; b < m; b += 16) {
@@ -239,11 +346,10 @@ MG_HOT static void mg_fft_stages_(int m, float *restrict zr, float *restrict zi,
             mg_fv8_store(zr + b, pr + tr);
             mg_fv8_store(zi + b, pi + ti);
         }
-        h = 16;
-    }
-    for (; h < m; h <<= 2) {
+    } else if (f->h8 == 32) {
         /* stage h: (0, 1) and (2, 3) with w_h^j; stage 2h: (0, 2) with
          * w_2h^j, (1, 3) with w_2h^(j+h); element e at b + j + e h */
+        const int h = 8;
         const float *w1r = twr + h - 1, *w1i = twi + h - 1;
         const float *w2r = twr + 2 * h - 1, *w2i = twi + 2 * h - 1;
         for (int b = 0; b < m; b += 4 * h) {
@@ -272,6 +378,12 @@ MG_HOT static void mg_fft_stages_(int m, float *restrict zr, float *restrict zi,
                 mg_fv8_store(i0 + j + 3 * h, b1i - u3i);
             }
         }
+    }
+    const float *w8r = f->t8_re, *w8i = f->t8_im;
+    for (int h = f->h8; h < m; h *= 8) {
+        mg_fft_r8_(m, h, zr, zi, w8r, w8i, s);
+        w8r += 7 * h;
+        w8i += 7 * h;
     }
 }
 
@@ -356,19 +468,41 @@ MG_HOT static void mg_fft_interleave_ola_(int m, const float *restrict zr,
     }
 }
 
-/* [audio] X = rfft(x): re/im hold n/2 + 1 bins. */
-static inline void mg_fft_forward(mg_fft *f, const float *restrict x, float *restrict re,
-                                  float *restrict im)
+/* [audio] mg_fft_forward of x times the window w (n floats each; NULL: no
+ * window): the product as x[i] * w[i] rounded, taken in by the first pass
+ * (no windowed copy). */
+static inline void mg_fft_forward_win(mg_fft *f, const float *restrict x, const float *restrict w,
+                                      float *restrict re, float *restrict im)
 {
     const int m = f->m;
     float *zr = f->zr, *zi = f->zi;
-    mg_fft_first_(f->grp, m, x, NULL, zr, zi, -1.0f);
-    mg_fft_stages_(m, zr, zi, f->tw_re, f->tw_im);
+    mg_fft_first_(f->grp, m, x, w, zr, zi, -1.0f);
+    mg_fft_stages_(f, zr, zi, f->tw_im, -1.0f);
     re[0] = zr[0] + zi[0];
     im[0] = 0.0f;
     re[m] = zr[0] - zi[0];
     im[m] = 0.0f;
     mg_fft_split_(m, zr, zi, f->rt_re, f->rt_im, re, im);
+}
+
+/* [audio] X = rfft(x): re/im hold n/2 + 1 bins. */
+static inline void mg_fft_forward(mg_fft *f, const float *restrict x, float *restrict re,
+                                  float *restrict im)
+{
+    mg_fft_forward_win(f, x, NULL, re, im);
+}
+
+/* The inverse up to its interleave: the complex transform of the unsplit
+ * spectrum in f->zr / f->zi (x, n floats: the split's scratch). */
+static inline void mg_fft_inverse_z_(mg_fft *f, const float *restrict re, const float *restrict im,
+                                     float *restrict x)
+{
+    const int m = f->m;
+    x[0] = re[0] + re[m];
+    x[1] = re[0] - re[m];
+    mg_fft_unsplit_(m, re, im, f->rt_re, f->rt_im, x);
+    mg_fft_first_(f->grp, m, x, NULL, f->zr, f->zi, 1.0f);
+    mg_fft_stages_(f, f->zr, f->zi, f->tw_imc, 1.0f);
 }
 
 /* [audio] x = n * irfft(X) (unnormalised inverse of mg_fft_forward); x (n
@@ -376,31 +510,8 @@ static inline void mg_fft_forward(mg_fft *f, const float *restrict x, float *res
 static inline void mg_fft_inverse(mg_fft *f, const float *restrict re, const float *restrict im,
                                   float *restrict x)
 {
-    const int m = f->m;
-    float *zr = f->zr, *zi = f->zi;
-    x[0] = re[0] + re[m];
-    x[1] = re[0] - re[m];
-    mg_fft_unsplit_(m, re, im, f->rt_re, f->rt_im, x);
-    mg_fft_first_(f->grp, m, x, NULL, zr, zi, 1.0f);
-    mg_fft_stages_(m, zr, zi, f->tw_re, f->tw_imc);
-    mg_fft_interleave_(m, zr, zi, x);
-}
-
-/* [audio] mg_fft_forward of x times the window w (n floats each): the
- * product as x[i] * w[i] rounded, taken in by the first pass (no windowed
- * copy). */
-static inline void mg_fft_forward_win(mg_fft *f, const float *restrict x, const float *restrict w,
-                                      float *restrict re, float *restrict im)
-{
-    const int m = f->m;
-    float *zr = f->zr, *zi = f->zi;
-    mg_fft_first_(f->grp, m, x, w, zr, zi, -1.0f);
-    mg_fft_stages_(m, zr, zi, f->tw_re, f->tw_im);
-    re[0] = zr[0] + zi[0];
-    im[0] = 0.0f;
-    re[m] = zr[0] - zi[0];
-    im[m] = 0.0f;
-    mg_fft_split_(m, zr, zi, f->rt_re, f->rt_im, re, im);
+    mg_fft_inverse_z_(f, re, im, x);
+    mg_fft_interleave_(f->m, f->zr, f->zi, x);
 }
 
 /* [audio] ola[i] += mg_fft_inverse(X)[i] * w[i], i < n: the inverse
@@ -411,14 +522,8 @@ static inline void mg_fft_inverse_ola(mg_fft *f, const float *restrict re, const
                                       float *restrict x, const float *restrict w,
                                       float *restrict ola)
 {
-    const int m = f->m;
-    float *zr = f->zr, *zi = f->zi;
-    x[0] = re[0] + re[m];
-    x[1] = re[0] - re[m];
-    mg_fft_unsplit_(m, re, im, f->rt_re, f->rt_im, x);
-    mg_fft_first_(f->grp, m, x, NULL, zr, zi, 1.0f);
-    mg_fft_stages_(m, zr, zi, f->tw_re, f->tw_imc);
-    mg_fft_interleave_ola_(m, zr, zi, w, ola);
+    mg_fft_inverse_z_(f, re, im, x);
+    mg_fft_interleave_ola_(f->m, f->zr, f->zi, w, ola);
 }
 
 #endif

@@ -196,6 +196,7 @@ MG_HOT static float pd_sqsum(const float *a, int n)
  * the lanes of one 4-double vector: partial sum k takes j = k mod 4). */
 typedef double pd_d4 __attribute__((vector_size(32)));
 typedef float pd_f4 __attribute__((vector_size(16)));
+typedef int pd_i4 __attribute__((vector_size(16)));
 
 static inline double pd_sqsum_d(const float *a, int n)
 {
@@ -372,15 +373,30 @@ MG_HOT static float pd_fund(const pd_det *s, double T, int *beat)
          * is stored quarter-interleaved (hw[4 j + q] = w(q L + j)) */
         pd_d4 v1 = {0.0, 0.0, 0.0, 0.0}, v2 = v1, vxx = v1;
         const float *x0 = x, *x1 = x + L, *x2 = x + 2 * L, *x3 = x + 3 * L;
-        for (int j = 0; j < L; j++) {
-            const pd_d4 xv = {x0[j], x1[j], x2[j], x3[j]};
-            pd_f4 wf;
-            memcpy(&wf, s->hw + 4 * j, sizeof wf);
-            const pd_d4 v = __builtin_convertvector(wf, pd_d4) * xv;
-            const pd_d4 s0 = v + cw * v1 - v2;
-            v2 = v1;
-            v1 = s0;
-            vxx += v * xv;
+        /* four j a step: one 4-float load per quarter, transposed 4x4 into
+         * the lanes {x0[j], x1[j], x2[j], x3[j]} (L is a multiple of 4) */
+        const pd_i4 ulo = {0, 4, 1, 5}, uhi = {2, 6, 3, 7};
+        const pd_i4 plo = {0, 1, 4, 5}, phi = {2, 3, 6, 7};
+        for (int j = 0; j < L; j += 4) {
+            pd_f4 q0, q1, q2, q3;
+            memcpy(&q0, x0 + j, sizeof q0);
+            memcpy(&q1, x1 + j, sizeof q1);
+            memcpy(&q2, x2 + j, sizeof q2);
+            memcpy(&q3, x3 + j, sizeof q3);
+            const pd_f4 t0 = __builtin_shuffle(q0, q1, ulo), t1 = __builtin_shuffle(q0, q1, uhi);
+            const pd_f4 t2 = __builtin_shuffle(q2, q3, ulo), t3 = __builtin_shuffle(q2, q3, uhi);
+            const pd_f4 xq[4] = {__builtin_shuffle(t0, t2, plo), __builtin_shuffle(t0, t2, phi),
+                                 __builtin_shuffle(t1, t3, plo), __builtin_shuffle(t1, t3, phi)};
+            for (int i = 0; i < 4; i++) {
+                const pd_d4 xv = __builtin_convertvector(xq[i], pd_d4);
+                pd_f4 wf;
+                memcpy(&wf, s->hw + 4 * (j + i), sizeof wf);
+                const pd_d4 v = __builtin_convertvector(wf, pd_d4) * xv;
+                const pd_d4 s0 = v + cw * v1 - v2;
+                v2 = v1;
+                v1 = s0;
+                vxx += v * xv;
+            }
         }
         for (int q = 0; q < 4; q++) {
             s1[q] = v1[q];
@@ -806,6 +822,27 @@ static inline double ps_mark(const ps_shift *s)
     return s->ts;
 }
 
+/* y[j] = c0 x[j] + c1 x[j + 1] + c2 x[j + 2] + c3 x[j + 3], j < n: a
+ * fractional read with one set of 4-point Lagrange weights (ps_place's
+ * grain, ps_level's grain mean), eight points a step. (inline: it takes the
+ * caller's clone) */
+static inline void ps_lagrange_run(float *restrict y, const float *restrict x, int n, float c0,
+                                   float c1, float c2, float c3)
+{
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        pd_v8 x0, x1, x2, x3;
+        memcpy(&x0, x + j, sizeof x0);
+        memcpy(&x1, x + j + 1, sizeof x1);
+        memcpy(&x2, x + j + 2, sizeof x2);
+        memcpy(&x3, x + j + 3, sizeof x3);
+        const pd_v8 v = c0 * x0 + c1 * x1 + c2 * x2 + c3 * x3;
+        memcpy(y + j, &v, sizeof v);
+    }
+    for (; j < n; j++)
+        y[j] = c0 * x[j] + c1 * x[j + 1] + c2 * x[j + 2] + c3 * x[j + 3];
+}
+
 /* One channel's grain samples: gx[j] = the input at q0 + j + d (x: the
  * doubled ring from sample q0 + floor(d) - 1, so x[j + 1] is that sample;
  * c0..c3 the Lagrange weights, fr == 0: the samples themselves); returns
@@ -815,18 +852,7 @@ MG_HOT static double ps_grain_samples(float *restrict gx, const float *restrict 
                                       float c1, float c2, float c3)
 {
     if (frac) {
-        int j = 0;
-        for (; j + 8 <= n; j += 8) {
-            pd_v8 x0, x1, x2, x3;
-            memcpy(&x0, x + j, sizeof x0);
-            memcpy(&x1, x + j + 1, sizeof x1);
-            memcpy(&x2, x + j + 2, sizeof x2);
-            memcpy(&x3, x + j + 3, sizeof x3);
-            const pd_v8 y = c0 * x0 + c1 * x1 + c2 * x2 + c3 * x3;
-            memcpy(gx + j, &y, sizeof y);
-        }
-        for (; j < n; j++)
-            gx[j] = c0 * x[j] + c1 * x[j + 1] + c2 * x[j + 2] + c3 * x[j + 3];
+        ps_lagrange_run(gx, x, n, c0, c1, c2, c3);
     } else {
         memcpy(gx, x + 1, (size_t)n * sizeof(float));
     }
@@ -1108,18 +1134,7 @@ MG_HOT static float ps_level(const ps_shift *s, double src, double Ta, double S,
         /* the ring is doubled: the 2 H + 4 samples from here are contiguous */
         const float *x = s->mono + (((int64_t)fl + q0 - 1) & mask);
         float *F = s->lf;
-        int q = 0;
-        for (; q + 8 <= n2; q += 8) {
-            pd_v8 x0, x1, x2, x3;
-            memcpy(&x0, x + q, sizeof x0);
-            memcpy(&x1, x + q + 1, sizeof x1);
-            memcpy(&x2, x + q + 2, sizeof x2);
-            memcpy(&x3, x + q + 3, sizeof x3);
-            const pd_v8 y = a0 * x0 + a1 * x1 - a2 * x2 + a3 * x3;
-            memcpy(F + q, &y, sizeof y);
-        }
-        for (; q < n2; q++)
-            F[q] = a0 * x[q] + a1 * x[q + 1] - a2 * x[q + 2] + a3 * x[q + 3];
+        ps_lagrange_run(F, x, n2, a0, a1, -a2, a3);
         const double st = PD_PI / H;
         ps_hann_rot(W, n2, q0 * st, st);
         double sxx2;
@@ -1165,24 +1180,28 @@ MG_HOT static float ps_level(const ps_shift *s, double src, double Ta, double S,
                 fr[k] = (float)(t - fl);
                 ix[k] = (int)(fl - b0d);
             }
-            /* the Lagrange reads, eight points a step (their samples gathered
-             * into vectors), then the rest one by one */
+            /* the Lagrange reads, four points a step, then the rest one by
+             * one: each point's four samples are one 4-float load, the four
+             * loads transposed into the vectors of samples -1, 0, 1, 2 */
+            const pd_i4 ulo = {0, 4, 1, 5}, uhi = {2, 6, 3, 7};
+            const pd_i4 plo = {0, 1, 4, 5}, phi = {2, 3, 6, 7};
             int k = 0;
-            for (; k + 8 <= N; k += 8) {
-                pd_v8 f, x0, x1, x2, x3;
+            for (; k + 4 <= N; k += 4) {
+                pd_f4 f, a[4];
                 memcpy(&f, fr + k, sizeof f);
-                for (int l = 0; l < 8; l++) {
-                    const float *xp = xb + ix[k + l];
-                    x0[l] = xp[-1];
-                    x1[l] = xp[0];
-                    x2[l] = xp[1];
-                    x3[l] = xp[2];
-                }
-                const pd_v8 v = -f * (f - 1.0f) * (f - 2.0f) / 6.0f * x0 +
+                for (int l = 0; l < 4; l++)
+                    memcpy(&a[l], xb + ix[k + l] - 1, sizeof a[l]);
+                const pd_f4 t0 = __builtin_shuffle(a[0], a[1], ulo);
+                const pd_f4 t1 = __builtin_shuffle(a[0], a[1], uhi);
+                const pd_f4 t2 = __builtin_shuffle(a[2], a[3], ulo);
+                const pd_f4 t3 = __builtin_shuffle(a[2], a[3], uhi);
+                const pd_f4 x0 = __builtin_shuffle(t0, t2, plo), x1 = __builtin_shuffle(t0, t2, phi);
+                const pd_f4 x2 = __builtin_shuffle(t1, t3, plo), x3 = __builtin_shuffle(t1, t3, phi);
+                const pd_f4 v = -f * (f - 1.0f) * (f - 2.0f) / 6.0f * x0 +
                                 (f + 1.0f) * (f - 1.0f) * (f - 2.0f) / 2.0f * x1 -
                                 (f + 1.0f) * f * (f - 2.0f) / 2.0f * x2 +
                                 (f + 1.0f) * f * (f - 1.0f) / 6.0f * x3;
-                for (int l = 0; l < 8; l++)
+                for (int l = 0; l < 4; l++)
                     V[k + l] = v[l] - mu;
             }
             for (; k < N; k++) {
@@ -1194,10 +1213,18 @@ MG_HOT static float ps_level(const ps_shift *s, double src, double Ta, double S,
                                 (f + 1.0f) * f * (f - 1.0f) / 6.0f * xb[i + 2];
                 V[k] = v - mu;
             }
+            /* term k goes to ly[j], j falling from (imax - klo) mod ns with k
+             * and wrapping to ns - 1: runs of consecutive k in reverse over
+             * ly (vector loops; each ly[j] still gets its terms in k order) */
             int j = (((imax - klo) % ns) + ns) % ns;
-            for (int k = 0; k < N; k++) {
-                ly[j] += W[k] * V[k];
-                j = j == 0 ? ns - 1 : j - 1;
+            for (int k = 0; k < N;) {
+                const int run = N - k < j + 1 ? N - k : j + 1;
+                double *restrict yj = ly + j;
+                const double *restrict wk = W + k, *restrict vk = V + k;
+                for (int t = 0; t < run; t++)
+                    yj[-t] += wk[t] * vk[t];
+                k += run;
+                j = ns - 1;
             }
         }
     }

@@ -103,6 +103,7 @@ typedef struct {
     float *a2;    /* k: previous frame's G^2 P (decision-directed) */
     float *re, *im, *g; /* k: this frame's spectrum and gains */
     double *acc;  /* k: learning accumulator */
+    double prof_sum; /* profile_sum of prof (the `noise` readout's level) */
     float noise, gr;
 } dn_chan;
 
@@ -244,40 +245,33 @@ typedef int dn_i8 __attribute__((vector_size(32)));
 #define dn_store(p, v) do { const dn_v8 v_ = (v); memcpy((p), &v_, sizeof v_); } while (0)
 
 /* Noise power per bin -> RMS level (amplitude) of that noise in the time domain:
- * sum over the full spectrum of |X|^2 = n * sum (w x)^2 = n * sigma^2 * n / 2. */
-MG_HOT static float level_of(const dn_state *s, const float *lam)
+ * sum over the full spectrum of |X|^2 = n * sum (w x)^2 = n * sigma^2 * n / 2.
+ * sum: the powers of bins 0..n/2 summed, the end bins halved. */
+static float level_from_sum(const dn_state *s, double sum)
 {
-    /* four partial sums (one 4-double vector): the additions need not wait
-     * for each other */
-    typedef double d4 __attribute__((vector_size(32)));
-    typedef float f4 __attribute__((vector_size(16)));
-    d4 acc = {0.0, 0.0, 0.0, 0.0};
-    int b = 1;
-    for (; b + 4 <= s->nb - 1; b += 4) {
-        f4 v;
-        memcpy(&v, lam + b, sizeof v);
-        acc += __builtin_convertvector(v, d4);
-    }
-    double part[4] = {acc[0], acc[1], acc[2], acc[3]};
-    for (; b < s->nb - 1; b++)
-        part[0] += lam[b];
-    double sum = 0.5 * ((double)lam[0] + lam[s->nb - 1]) + ((part[0] + part[1]) + (part[2] + part[3]));
     const double var = 2.0 * (2.0 * sum) / ((double)s->n * s->n);
     return (float)sqrt(var > 0.0 ? var : 0.0);
+}
+
+/* The same sum over a learned profile (computed once per learn or restore) */
+static double profile_sum(const float *lam, int nb)
+{
+    double sum = 0.5 * ((double)lam[0] + lam[nb - 1]);
+    for (int b = 1; b < nb - 1; b++)
+        sum += lam[b];
+    return sum;
 }
 
 /* Wiener gains with the decision-directed a-priori SNR. The maximum-likelihood
  * term uses the periodogram smoothed over 3 bins (1/4, 1/2, 1/4): a lone noise
  * bin that happens to peak (the cause of "musical noise") no longer opens its
  * gain, while a partial, whose window main lobe spans those bins, keeps its SNR.
- * pw: nb + 2 floats of scratch. */
+ * pw: nb + 2 floats, the frame's power |X[k]|^2 at pw[k + 1] (spectrum_pass);
+ * pw[0] and pw[nb + 1] are the mirrored neighbours of the end bins. */
 MG_HOT static void frame_gains(float *restrict g, float *restrict a2, float *restrict pw,
-                               const float *restrict re, const float *restrict im,
                                const float *restrict lam, float thr, int nb)
 {
     const float a = DN_DD_ALPHA, b = 1.0f - DN_DD_ALPHA;
-    for (int k = 0; k < nb; k++)
-        pw[k + 1] = re[k] * re[k] + im[k] * im[k];
     pw[0] = pw[2];
     pw[nb + 1] = pw[nb - 1];
     for (int k = 0; k < nb; k++) {
@@ -295,15 +289,60 @@ MG_HOT static void frame_gains(float *restrict g, float *restrict a2, float *res
     }
 }
 
-MG_HOT static void track_update(float *restrict ps, float *restrict cmin, const float *restrict re,
-                                const float *restrict im, float pa, int nb)
+/* eight lanes of a < b ? a : b (NaN in a: b), as the scalar rule */
+#define dn_min(a, b) __extension__({ const dn_v8 a_ = (a), b_ = (b); \
+    const dn_i8 k_ = a_ < b_; \
+    (dn_v8)(((dn_i8)a_ & k_) | ((dn_i8)b_ & ~k_)); })
+
+/* One pass over the frame's bins, eight a step: the power P = |X|^2 into
+ * pw[b + 1] (frame_gains' input); with `warm`, the tracker's smoothed
+ * periodogram ps = pa ps + (1 - pa) P and its running minimum cmin; with lam
+ * not NULL, the tracker's noise estimate lam = min(wmin, cmin) (after this
+ * frame's update) and the return value sum over b of lam[b] in double, the
+ * end bins halved (level_from_sum's input). */
+MG_HOT static double spectrum_pass(float *restrict pw, float *restrict ps, float *restrict cmin,
+                                   const float *restrict wmin, float *restrict lam,
+                                   const float *restrict re, const float *restrict im, float pa,
+                                   int warm, int nb)
 {
+    typedef double d4 __attribute__((vector_size(32)));
+    typedef float f4 __attribute__((vector_size(16)));
     const float pb = 1.0f - pa;
-    for (int b = 0; b < nb; b++) {
-        const float q = pa * ps[b] + pb * (re[b] * re[b] + im[b] * im[b]);
-        ps[b] = q;
-        cmin[b] = q < cmin[b] ? q : cmin[b];
+    d4 acc = {0.0, 0.0, 0.0, 0.0};
+    int b = 0;
+    for (; b + 8 <= nb; b += 8) {
+        const dn_v8 r = dn_load(re + b), i = dn_load(im + b);
+        const dn_v8 p = r * r + i * i;
+        dn_store(pw + b + 1, p);
+        if (warm) {
+            const dn_v8 q = pa * dn_load(ps + b) + pb * p;
+            dn_store(ps + b, q);
+            dn_store(cmin + b, dn_min(q, dn_load(cmin + b)));
+        }
+        if (lam) {
+            const dn_v8 l = dn_min(dn_load(wmin + b), dn_load(cmin + b));
+            dn_store(lam + b, l);
+            const f4 lo = {l[0], l[1], l[2], l[3]}, hi = {l[4], l[5], l[6], l[7]};
+            acc += __builtin_convertvector(lo, d4) + __builtin_convertvector(hi, d4);
+        }
     }
+    double sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    for (; b < nb; b++) {
+        const float p = re[b] * re[b] + im[b] * im[b];
+        pw[b + 1] = p;
+        if (warm) {
+            const float q = pa * ps[b] + pb * p;
+            ps[b] = q;
+            cmin[b] = q < cmin[b] ? q : cmin[b];
+        }
+        if (lam) {
+            lam[b] = wmin[b] < cmin[b] ? wmin[b] : cmin[b];
+            sum += lam[b];
+        }
+    }
+    if (lam)
+        sum -= 0.5 * ((double)lam[0] + lam[nb - 1]);
+    return sum;
 }
 
 /* X *= G; the frame's energy before and after (for the `gr` readout), summed
@@ -392,12 +431,14 @@ MG_HOT static void smooth_down(float *restrict g, int nb, float c0, float c1)
 }
 
 /* the tracker's noise estimate: the smaller of the stored sub-windows'
- * minimum and the current one's */
-MG_HOT static void noise_min(float *restrict dst, const float *restrict wmin,
-                             const float *restrict cmin, int nb)
+ * minimum and the current one's (after a sub-window ends; spectrum_pass
+ * takes it otherwise); returns its sum as spectrum_pass does */
+static double noise_min(float *restrict dst, const float *restrict wmin,
+                        const float *restrict cmin, int nb)
 {
     for (int b = 0; b < nb; b++)
         dst[b] = wmin[b] < cmin[b] ? wmin[b] : cmin[b];
+    return profile_sum(dst, nb);
 }
 
 MG_HOT static void frame(dn_state *s, float red_db, float thr_db, float smooth, float link,
@@ -418,9 +459,13 @@ MG_HOT static void frame(dn_state *s, float red_db, float thr_db, float smooth, 
         dn_chan *k = &s->ch[c];
         float *re = k->re, *im = k->im, *g = k->g;
         mg_fft_forward_win(&s->fft, k->in, s->wa, re, im); /* rfft(in wa) */
-        /* tracker: smoothed periodogram, running minimum */
-        if (warm)
-            track_update(k->ps, k->cmin, re, im, first ? 0.0f : s->ps_a, nb);
+        /* the power into pw; tracker: smoothed periodogram, running minimum;
+         * and, unless a sub-window ends here (below), the tracker's noise
+         * estimate into the frame (free until the inverse FFT) and its sum */
+        const int fused = track && !sub_end;
+        const double tsum = spectrum_pass(s->pw, k->ps, k->cmin, k->wmin,
+                                          fused ? s->frame : NULL, re, im,
+                                          first ? 0.0f : s->ps_a, warm, nb);
         if (learning)
             for (int b = 0; b < nb; b++)
                 k->acc[b] += (double)re[b] * re[b] + (double)im[b] * im[b];
@@ -442,23 +487,23 @@ MG_HOT static void frame(dn_state *s, float red_db, float thr_db, float smooth, 
         /* the noise estimate in use */
         const float *lam = k->prof;
         float lscale = 1.0f;
+        double lsum = k->prof_sum;
         if (track) {
-            /* the frame is free until the inverse FFT */
-            noise_min(s->frame, k->wmin, k->cmin, nb);
             lam = s->frame;
             lscale = DN_TRACK_BIAS;
+            lsum = fused ? tsum : noise_min(s->frame, k->wmin, k->cmin, nb);
         }
         /* the tracker has an estimate once its first real frame is in */
         const int have = track ? warm : s->has_profile;
-        k->noise = have ? level_of(s, lam) * sqrtf(lscale) : 0.0f;
+        k->noise = have ? level_from_sum(s, lsum) * sqrtf(lscale) : 0.0f;
         if (gmin >= 1.0f || !have) {
             /* transparent: every gain exactly 1; the decision-directed state follows */
             for (int b = 0; b < nb; b++) {
                 g[b] = 1.0f;
-                k->a2[b] = re[b] * re[b] + im[b] * im[b];
+                k->a2[b] = s->pw[b + 1];
             }
         } else {
-            frame_gains(g, k->a2, s->pw, re, im, lam, thr * lscale, nb);
+            frame_gains(g, k->a2, s->pw, lam, thr * lscale, nb);
             if (c1 > 0.0f) {
                 smooth_up(g, nb, c0, c1);
                 smooth_down(g, nb, c0, c1);
@@ -535,9 +580,11 @@ static void learn_finish(dn_state *s)
     const unsigned gen = atomic_load_explicit(&s->prof_gen, memory_order_relaxed);
     atomic_store_explicit(&s->prof_gen, gen + 1u, memory_order_relaxed);
     atomic_thread_fence(memory_order_release);
-    for (int c = 0; c < s->channels; c++)
+    for (int c = 0; c < s->channels; c++) {
         for (int b = 0; b < s->nb; b++)
             s->ch[c].prof[b] = (float)(s->ch[c].acc[b] * inv);
+        s->ch[c].prof_sum = profile_sum(s->ch[c].prof, s->nb);
+    }
     s->has_profile = 1;
     atomic_store_explicit(&s->prof_gen, gen + 2u, memory_order_release);
     s->profile_state = 2.0f;
@@ -621,8 +668,10 @@ static int restore(void *st, const float *src, int n)
     for (int i = 0; i < n; i++)
         if (!(src[i] >= 0.0f && src[i] < FLT_MAX))
             return -1;
-    for (int c = 0; c < s->channels; c++)
+    for (int c = 0; c < s->channels; c++) {
         memcpy(s->ch[c].prof, src + (size_t)c * s->nb, (size_t)s->nb * sizeof(float));
+        s->ch[c].prof_sum = profile_sum(s->ch[c].prof, s->nb);
+    }
     s->has_profile = 1;
     atomic_store_explicit(&s->prof_gen, 2u, memory_order_release);
     s->profile_state = 2.0f;
