@@ -226,11 +226,19 @@ typedef struct mg_par {
                                  by (source step, op): pin[pin_first[s] .. [s+1]) */
     int *pin_end;             /* per step: those mixed at the step are pin[pin_first[s]
                                  .. pin_end[s]); none when push segments mix them */
+    int *pin_src;             /* per pin entry: its op's source step (-1: a delay
+                                 group's sum) */
     float **outb;             /* per node output (mg_step.out_first): its buffer */
     const float **src;        /* per op: where it reads */
     float *pool_mem;
     int pool_slots;
     /* run time: audio thread and workers, one cycle at a time */
+    int *fold_k;              /* per step: a folding step (mg_step.fold) that did
+                                 not run this cycle: the input channel its pushes
+                                 read (fold_step's k); -1: it ran. Written by the
+                                 step's atom, read by the atoms after it that mix
+                                 its pushes (engine.c, pin_mix) */
+    float *fold_g;            /* per step: that cycle's gain, when fold_k >= 0 */
     _Atomic int *count;       /* per unit: predecessors still to finish */
     /* the ready queue: positions q_rd < q_wr grow for ever (never reset, so
      * a thread that looked at it in an earlier cycle cannot claim a stale

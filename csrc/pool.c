@@ -65,6 +65,9 @@ void mg_par_free(mg_par *par)
     mg_free(par->pin_first);
     mg_free(par->pin);
     mg_free(par->pin_end);
+    mg_free(par->pin_src);
+    mg_free(par->fold_k);
+    mg_free(par->fold_g);
     mg_free(par->outb);
     mg_free((void *)par->src);
     mg_free(par->pool_mem);
@@ -122,7 +125,9 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
     int *aseg = mg_calloc(A, sizeof(int));                  /* atom -> segment or -1 */
     int *last_seg = mg_calloc((size_t)S + 1, sizeof(int));  /* step -> its last segment */
     int *r_first = mg_calloc((size_t)n_out + 2, sizeof(int)); /* readers per output */
-    int *r_atom = mg_calloc((size_t)M + 1, sizeof(int));
+    int *r_atom = NULL; /* (sized below) */
+    int *rs_first = mg_calloc((size_t)S + 2, sizeof(int)); /* reader atoms per step */
+    int *rs_atom = mg_calloc((size_t)M + 1, sizeof(int));
     int *prod = mg_calloc((size_t)n_out + 1, sizeof(int));    /* producing atom */
     int *last = mg_calloc((size_t)n_out + 1, sizeof(int));    /* last user atom */
     int *slot = mg_calloc((size_t)n_out + 1, sizeof(int));
@@ -133,7 +138,7 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
     uint64_t *anc = NULL;
     int ok = par && src_step && op_step && ns && atom_of && ea && eb && stamp && npred &&
              nsucc && e_first && unit_of && next && head && tail && ue_a && ue_b && r_first &&
-             r_atom && prod && last && slot && l_first && l_out && freel && pairs && patoms &&
+             rs_first && rs_atom && prod && last && slot && l_first && l_out && freel && pairs && patoms &&
              patom && seg_d && seg_a && seg_b && seg_after && seg_atom && op_seg && aseg &&
              last_seg;
     if (!ok)
@@ -144,8 +149,14 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
     par->pin_first = mg_calloc((size_t)S + 2, sizeof(int));
     par->pin_end = mg_calloc((size_t)S + 1, sizeof(int));
     par->pin = mg_calloc((size_t)M + 1, sizeof(int));
-    if (!par->atoms || !par->outb || !par->src || !par->pin_first || !par->pin || !par->pin_end)
+    par->pin_src = mg_calloc((size_t)M + 1, sizeof(int));
+    par->fold_k = mg_calloc((size_t)S + 1, sizeof(int));
+    par->fold_g = mg_calloc((size_t)S + 1, sizeof(float));
+    if (!par->atoms || !par->outb || !par->src || !par->pin_first || !par->pin ||
+        !par->pin_end || !par->pin_src || !par->fold_k || !par->fold_g)
         goto fail;
+    for (int s = 0; s < S; s++)
+        par->fold_k[s] = -1;
 
     /* each op's source step (-1: a delay group's sum) and own step */
     for (int s = 0; s < S; s++) {
@@ -175,8 +186,10 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
                 pairs[k++] = (par_pair){src_step[m], m};
         qsort(pairs, (size_t)k, sizeof *pairs, cmp_pair);
         par->pin_first[s] = at;
-        for (int i = 0; i < k; i++)
+        for (int i = 0; i < k; i++) {
+            par->pin_src[at] = pairs[i].key;
             par->pin[at++] = pairs[i].m;
+        }
         par->pin_first[s + 1] = at;
     }
 
@@ -449,20 +462,49 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
             last[st->out_first + c] = atom_of[s];
         }
     }
+    /* the atoms that read each step's outputs (where its ops are mixed) */
+#define READER(m) (op_seg[m] ? seg_atom[op_seg[m] - 1] : atom_of[op_step[m]])
     for (int m = 0; m < M; m++)
         if (src_step[m] >= 0)
-            r_first[p->steps[src_step[m]].out_first + p->mix[m].src_index + 1]++;
+            rs_first[src_step[m] + 1]++;
+    for (int s = 0; s < S; s++)
+        rs_first[s + 1] += rs_first[s];
+    memcpy(tail, rs_first, sizeof(int) * (size_t)S);
+    for (int m = 0; m < M; m++)
+        if (src_step[m] >= 0)
+            rs_atom[tail[src_step[m]]++] = READER(m);
+    /* a folding step's pushes may read its inputs instead of its outputs
+     * (engine.c, pin_mix): whatever feeds a folding step is read by its
+     * outputs' readers too */
+    size_t n_reads = 0;
+    for (int m = 0; m < M; m++)
+        if (src_step[m] >= 0) {
+            const int d = op_step[m];
+            const int more = p->steps[d].fold ? rs_first[d + 1] - rs_first[d] : 0;
+            r_first[p->steps[src_step[m]].out_first + p->mix[m].src_index + 1] += 1 + more;
+            n_reads += 1 + (size_t)more;
+        }
+    r_atom = mg_calloc(n_reads + 1, sizeof(int));
+    if (!r_atom)
+        goto fail;
     for (int k = 0; k < n_out; k++)
         r_first[k + 1] += r_first[k];
     memcpy(slot, r_first, sizeof(int) * (size_t)n_out);
     for (int m = 0; m < M; m++)
         if (src_step[m] >= 0) {
             const int k = p->steps[src_step[m]].out_first + p->mix[m].src_index;
-            const int b = op_seg[m] ? seg_atom[op_seg[m] - 1] : atom_of[op_step[m]];
+            const int d = op_step[m];
+            const int b = READER(m);
             r_atom[slot[k]++] = b;
             if (b > last[k])
                 last[k] = b;
+            for (int i = rs_first[d]; p->steps[d].fold && i < rs_first[d + 1]; i++) {
+                r_atom[slot[k]++] = rs_atom[i];
+                if (rs_atom[i] > last[k])
+                    last[k] = rs_atom[i];
+            }
         }
+#undef READER
     for (int k = 0; k < n_out; k++) {
         slot[k] = -1; /* until its atom takes one (never, for hardware buffers) */
         if (last[k] >= 0)
@@ -551,6 +593,8 @@ done:
     mg_free(ue_b);
     mg_free(r_first);
     mg_free(r_atom);
+    mg_free(rs_first);
+    mg_free(rs_atom);
     mg_free(prod);
     mg_free(last);
     mg_free(slot);
