@@ -62,6 +62,10 @@ void mg_par_free(mg_par *par)
     mg_free(par->succ);
     mg_free(par->init);
     mg_free(par->roots);
+    mg_free(par->root_first);
+    mg_free(par->data_pred);
+    mg_free(par->ran_by);
+    mg_free(par->q);
     mg_free(par->pin_first);
     mg_free(par->pin);
     mg_free(par->pin_end);
@@ -400,11 +404,17 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
     while (q_slots <= (size_t)nu)
         q_slots *= 2;
     par->q_mask = q_slots - 1;
-    par->queue = mg_calloc(q_slots, sizeof(_Atomic uint64_t));
+    par->n_q = threads;
+    par->queue = mg_calloc(q_slots * (size_t)threads, sizeof(_Atomic uint64_t));
+    par->q = mg_calloc_lines(sizeof(struct mg_par_q) * (size_t)threads);
+    par->root_first = mg_calloc((size_t)threads + 1, sizeof(int));
+    par->data_pred = mg_calloc((size_t)nu + 1, sizeof(int));
+    par->ran_by = mg_calloc((size_t)nu + 1, sizeof(int));
     const size_t words = ((size_t)nu + 63) / 64;
     anc = mg_calloc((size_t)nu * words + 1, sizeof(uint64_t));
     if (!par->unit_atom || !par->atom_list || !par->succ_first || !par->init || !par->roots ||
-        !par->count || !par->queue || !anc)
+        !par->count || !par->queue || !par->q || !par->root_first || !par->data_pred ||
+        !par->ran_by || !anc)
         goto fail;
     for (int u = 0, k = 0; u < nu; u++) {
         par->unit_atom[u] = k;
@@ -437,9 +447,43 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
         par->succ[tail[ue_a[i]]++] = ue_b[i];
     for (int u = 0; u < nu; u++) {
         atomic_store_explicit(&par->count[u], par->init[u], memory_order_relaxed);
-        if (par->init[u] == 0)
-            par->roots[par->n_roots++] = u;
+        par->n_roots += par->init[u] == 0;
         par->n_sinks += par->succ_first[u] == par->succ_first[u + 1];
+    }
+    /* the roots dealt to the threads in turn (root i to thread i % threads),
+     * so that units finish in about their order on every thread and the
+     * push segments, which follow them in order, run as they finish; the
+     * same each cycle, so a thread's strips stay on its core */
+    for (int t = 0, k = 0; t < threads; t++) {
+        par->root_first[t] = k;
+        for (int u = 0, i = 0; u < nu; u++)
+            if (par->init[u] == 0 && i++ % threads == t)
+                par->roots[k++] = u;
+        par->root_first[t + 1] = k;
+    }
+    /* each unit's data predecessor: the one with the most atom edges into
+     * it (all reach its head), when one has more than every other */
+    memset(stamp, 0, sizeof(int) * A); /* edges per predecessor unit */
+    for (int u = 0; u < nu; u++) {
+        const int h = head[u];
+        int best = -1, best_n = 0, tie = 0;
+        for (int i = e_first[h]; i < e_first[h + 1]; i++)
+            stamp[unit_of[ea[i]]]++;
+        for (int i = e_first[h]; i < e_first[h + 1]; i++) {
+            const int pu = unit_of[ea[i]];
+            const int c = stamp[pu];
+            stamp[pu] = 0; /* counted: each predecessor once */
+            if (pu == u || c == 0)
+                continue;
+            if (c > best_n) {
+                best = pu;
+                best_n = c;
+                tie = 0;
+            } else if (c == best_n && pu != best) {
+                tie = 1;
+            }
+        }
+        par->data_pred[u] = tie ? -1 : best;
     }
     /* ancestors: unit edges go from lower to higher unit numbers */
     for (int i = 0; i < nue; i++) {
