@@ -264,6 +264,7 @@ typedef struct mg_par {
     struct mg_par_q *q;       /* n_q: rd, wr; and the roots not yet claimed:
                                  front << 32 | back, the owner takes the front,
                                  another thread the back */
+    void *q_mem;              /* q's allocation (q: its first line) */
     _Alignas(64) _Atomic int remaining; /* sinks of this cycle still to finish */
 } mg_par;
 

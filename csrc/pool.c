@@ -71,7 +71,7 @@ void mg_par_free(mg_par *par)
     mg_free(par->root_first);
     mg_free(par->data_pred);
     mg_free(par->ran_by);
-    mg_free(par->q);
+    mg_free(par->q_mem);
     mg_free(par->pin_first);
     mg_free(par->pin);
     mg_free(par->pin_end);
@@ -424,7 +424,9 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
     par->q_mask = q_slots - 1;
     par->n_q = threads;
     par->queue = mg_calloc(q_slots * (size_t)threads, sizeof(_Atomic uint64_t));
-    par->q = mg_calloc_lines(sizeof(struct mg_par_q) * (size_t)threads);
+    par->q_mem = mg_calloc(sizeof(struct mg_par_q) * (size_t)threads + 64, 1);
+    par->q = par->q_mem ? (struct mg_par_q *)(((uintptr_t)par->q_mem + 63) & ~(uintptr_t)63)
+                        : NULL;
     par->root_first = mg_calloc((size_t)threads + 1, sizeof(int));
     par->data_pred = mg_calloc((size_t)nu + 1, sizeof(int));
     par->ran_by = mg_calloc((size_t)nu + 1, sizeof(int));
