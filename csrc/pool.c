@@ -25,10 +25,11 @@
 /* units beyond this: the ancestor bitsets cost too much; one thread */
 #define PAR_MAX_UNITS 8192
 /* roots (batches of source atoms) and push segments per thread, but none
- * smaller than a gang slice: enough for a thread that finishes early to take
- * another's last root, and for the threads to finish their strips close
- * together (mix64 256 ch, 2 threads: 16 roots of 16 strips; 8 roots gave
- * 5-8% longer cycles, 32 longer again) */
+ * smaller than a gang slice while that leaves 4 a thread: enough for a
+ * thread that finishes early to take another's last root, and for the
+ * threads to finish their strips close together (mix64 256 ch, 2 threads:
+ * 16 roots of 16 strips; 8 roots gave 5-8% longer cycles, 32 longer again;
+ * 64 ch: 8 roots of 8; a patch of a few sources: one source a root) */
 #define PAR_SPLIT 8
 /* free slots looked at per allocation, most recently freed first */
 #define PAR_SCAN 512
@@ -263,8 +264,9 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
         /* at least a gang slice of source steps (as the roots) per segment */
         const int per_min = (int)(((int64_t)slice * distinct + steps - 1) / (steps > 0 ? steps : 1));
         int per = distinct / split > 1 ? distinct / split : 1;
+        const int per_cap = distinct / (split / 2); /* 4 a thread at most */
         if (per < per_min)
-            per = per_min;
+            per = per_min < per_cap ? per_min : per_cap > per ? per_cap : per;
         int start = a, cnt = 0;
         prev = -1;
         for (int q = a; q <= b; q++) {
@@ -374,9 +376,11 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
     const int cap = na / (2 * threads) > 1 ? na / (2 * threads) : 1;
     const int split_roots = PAR_SPLIT * threads;
     int roots_per = (n_src + split_roots - 1) / split_roots;
+    /* no root smaller than a gang slice (the slice after it would wait for
+     * several roots), as long as every thread still gets 4 */
+    const int roots_cap = (n_src + split_roots / 2 - 1) / (split_roots / 2);
     if (roots_per < slice)
-        roots_per = slice; /* no root smaller than a gang slice: the slice after it
-                             * would wait for several roots */
+        roots_per = slice < roots_cap ? slice : roots_cap > roots_per ? roots_cap : roots_per;
     memset(stamp, 0, sizeof(int) * A); /* atoms per unit */
     int nu = 0, src_unit = -1;
     for (int b = 0; b < na; b++) {
