@@ -101,27 +101,40 @@ def critical_path(g: Graph, cost: list[float]) -> tuple[float, list[int]]:
 
 
 def simulate(g: Graph, cost: list[float], threads: int) -> float:
-    """The cycle's length on `threads` threads with no overhead at all, run as
-    csrc/workers.c runs it: roots queued in order, a thread that finishes a
-    unit runs the first successor it made ready and queues the others, a free
-    thread takes the oldest queued unit."""
+    """The cycle's length on `threads` threads with no overhead at all, run
+    about as csrc/workers.c runs it: root i dealt to thread i % threads, a
+    thread that finishes a unit runs the first successor it made ready and
+    queues the others; a free thread takes its next root, else another
+    thread's last root, else the oldest queued unit. (Where a made-ready unit
+    is handed, to the thread that ran its data predecessor, is left out.)"""
     n = len(cost)
     left = [0] * n
     for u in range(n):
         for v in g.succ[u]:
             left[v] += 1
-    queue = [u for u in range(n) if left[u] == 0]
+    roots = [u for u in range(n) if left[u] == 0]
+    dealt = [[r for i, r in enumerate(roots) if i % threads == k] for k in range(threads)]
+    queue: list[int] = []
     free = [0.0] * threads          # when each thread is next free
     running: list[tuple[float, int, int]] = []  # (end, thread, unit)
     t_end = 0.0
-    qi = 0
-    while qi < len(queue) or running:
-        # start queued units on free threads, earliest free first
+
+    def take(k: int) -> int | None:
+        if dealt[k]:
+            return dealt[k].pop(0)
+        for j in range(1, threads):
+            other = dealt[(k + j) % threads]
+            if other:
+                return other.pop()
+        return queue.pop(0) if queue else None
+
+    while any(dealt) or queue or running:
+        # start work on free threads, earliest free first
         for k in sorted(range(threads), key=lambda k: free[k]):
-            if qi < len(queue) and all(r[1] != k for r in running):
-                u = queue[qi]
-                qi += 1
-                running.append((free[k] + cost[u], k, u))
+            if all(r[1] != k for r in running):
+                u = take(k)
+                if u is not None:
+                    running.append((free[k] + cost[u], k, u))
         running.sort()
         end, k, u = running.pop(0)
         t_end = max(t_end, end)

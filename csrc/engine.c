@@ -234,6 +234,14 @@ int mg_plan_units(const mg_plan *p) { return p->par ? p->par->n_units : 0; }
 
 int mg_plan_par_buffers(const mg_plan *p) { return p->par ? p->par->pool_slots : 0; }
 
+int mg_plan_par_folded(const mg_plan *p)
+{
+    int k = 0;
+    for (int s = 0; p->par && s < p->n_steps; s++)
+        k += p->par->fold_k[s] >= 0;
+    return k;
+}
+
 int mg_plan_par_graph(const mg_plan *p, int *succ_first, int *succ, int *atom_first,
                       int *atom_step, int *atom_len, int *atom_kind, int cap)
 {
@@ -1198,24 +1206,34 @@ mix_product(float *restrict d, const float *restrict x, float g, int n, int assi
             d[i] += x[i] * g;
 }
 
-/* A folding step (mg_step.fold) whose node is, this sub-block, a steady gain
- * of its inputs (the type's fold) with every push out of it steady at unity:
- * instead of the node writing out = in * g and the pushes adding out into
- * their buses, the buses get in * g directly, the same samples without the
- * node's pass (an aux send into its bus). Returns 0, having done nothing,
- * when the node must run. One thread only: the parallel form runs the node,
- * which gives the same samples. */
-static int fold_step(const mg_plan *p, const mg_step *st, const mg_node *nd, int off, int n)
+/* Whether a folding step (mg_step.fold) may fold this sub-block: its node
+ * is a steady gain g of its inputs from channel k on (the type's fold) and
+ * every push out of it is steady at unity. Returns k, or -1: it must run. */
+static inline int fold_gain(const mg_plan *p, const mg_step *st, const mg_node *nd, float *g)
 {
-    float g;
-    const int k = nd->type->fold(nd->state, nd->pv, &g);
-    if (k < 0 || g == 0.0f) /* (a zero gain writes +0, whatever the input) */
-        return 0;
+    const int k = nd->type->fold(nd->state, nd->pv, g);
+    if (k < 0 || *g == 0.0f) /* (a zero gain writes +0, whatever the input) */
+        return -1;
     for (int q = st->push_first; q < st->push_first + st->push_count; q++) {
         const mg_mixop *op = &p->mix[p->push[q]];
         if (!op->fast || op->g != 1.0f)
-            return 0;
+            return -1;
     }
+    return k;
+}
+
+/* A folding step whose node may fold (fold_gain): instead of the node
+ * writing out = in * g and the pushes adding out into their buses, the buses
+ * get in * g directly, the same samples without the node's pass (an aux
+ * send into its bus). Returns 0, having done nothing, when the node must
+ * run. The parallel form folds the same way: par_unit decides at the step,
+ * pin_mix adds the products where the pushes are mixed. */
+static int fold_step(const mg_plan *p, const mg_step *st, const mg_node *nd, int off, int n)
+{
+    float g;
+    const int k = fold_gain(p, st, nd, &g);
+    if (k < 0)
+        return 0;
     for (int q = st->push_first; q < st->push_first + st->push_count; q++) {
         const mg_mixop *op = &p->mix[p->push[q]];
         mix_product(op->dst + off, nd->in_ptr[k + op->src_index], g, n, op->assign);
@@ -1235,6 +1253,20 @@ static inline void prefetch_node(const mg_node *nd)
 }
 
 /* ---- the plan on several threads (csrc/pool.c, csrc/workers.c) ---------- */
+
+/* Pin entry q (an op one thread pushes) mixed into its destination: from
+ * where the op reads, or, when its source step folded this cycle, its
+ * source's input times the step's gain, as fold_step adds it. */
+static inline void pin_mix(const mg_plan *p, const mg_par *par, int q, int off, int n)
+{
+    const int m = par->pin[q], ss = par->pin_src[q];
+    const mg_mixop *op = &p->mix[m];
+    if (ss >= 0 && par->fold_k[ss] >= 0)
+        mix_product(op->dst + off, p->steps[ss].node->in_ptr[par->fold_k[ss] + op->src_index],
+                    par->fold_g[ss], n, op->assign);
+    else
+        mix_from(op, par->src[m], off, n, op->assign);
+}
 
 /* feed_step for the plan's parallel form: its buffers (par->outb, par->src),
  * and the ops one thread pushes into this step mixed here, in the order one
@@ -1264,10 +1296,8 @@ static inline void feed_par(const mg_plan *p, const mg_par *par, int s, int off,
         nd->out_off = off;
         nd->out_gen = tag;
     }
-    for (int q = par->pin_first[s]; q < par->pin_end[s]; q++) {
-        const mg_mixop *op = &p->mix[par->pin[q]];
-        mix_from(op, par->src[par->pin[q]], off, n, op->assign);
-    }
+    for (int q = par->pin_first[s]; q < par->pin_end[s]; q++)
+        pin_mix(p, par, q, off, n);
     if (st->pull)
         for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++) {
             const mg_mixop *op = &p->mix[m];
@@ -1288,10 +1318,8 @@ static void par_unit(void *ctx, int u)
     for (int i = par->unit_atom[u]; i < par->unit_atom[u + 1]; i++) {
         const mg_atom *a = &par->atoms[par->atom_list[i]];
         if (a->gang < 0) { /* a push segment: adds into a bus, in one thread's order */
-            for (int q = a->first; q < a->first + a->len; q++) {
-                const mg_mixop *op = &p->mix[par->pin[q]];
-                mix_from(op, par->src[par->pin[q]], off, n, op->assign);
-            }
+            for (int q = a->first; q < a->first + a->len; q++)
+                pin_mix(p, par, q, off, n);
             continue;
         }
         const mg_step *st = &p->steps[a->first];
@@ -1315,6 +1343,14 @@ static void par_unit(void *ctx, int u)
             mg_node *nd = st[j].node;
             node_ramps(nd, n);
             feed_par(p, par, a->first + j, off, n);
+            if (st[j].fold) { /* pin_mix adds its pushes: in * g, or its outputs */
+                float g = 0.0f;
+                const int k = e->ganging ? fold_gain(p, &st[j], nd, &g) : -1;
+                par->fold_k[a->first + j] = k;
+                par->fold_g[a->first + j] = g;
+                if (k >= 0)
+                    continue;
+            }
             mg_proc pr = step_proc(e, nd, n, c->t);
             nd->type->process(nd->state, &pr);
         }

@@ -307,6 +307,9 @@ int mg_engine_threads(mg_engine *e);                               /* [any] */
  * (0: it runs on one thread) */
 int mg_plan_units(const mg_plan *p);
 int mg_plan_par_buffers(const mg_plan *p);
+/* [control, engine not running] steps of a pushed plan's parallel form that
+ * folded (engine.c, fold_step) in its last cycle on the workers' path */
+int mg_plan_par_folded(const mg_plan *p);
 /* [control] A pushed plan's units (bench/threads_trace.py): succ[succ_first[u]
  * .. succ_first[u + 1]) are unit u's successors, its atoms are
  * atom_step/atom_len/atom_kind[atom_first[u] .. atom_first[u + 1]) (kind 0 a

@@ -213,6 +213,12 @@ typedef struct {
                                  -1: a push segment, par->pin[first .. first + len) */
 } mg_atom;
 
+struct mg_par_q {
+    _Alignas(64) _Atomic uint64_t rd;
+    _Atomic uint64_t wr;
+    _Alignas(64) _Atomic uint64_t roots;
+};
+
 /* Immutable after mg_par_build (control), but for the run-time counters. */
 typedef struct mg_par {
     int n_units, n_atoms, n_roots, n_sinks; /* sinks: units with no successor */
@@ -221,24 +227,44 @@ typedef struct mg_par {
     int *atom_list;
     int *succ_first, *succ;   /* unit u's successors: succ[succ_first[u] .. [u+1]) */
     int *init;                /* activation count: predecessors per unit */
-    int *roots;               /* units with none */
+    int *roots;               /* units with none, by their thread: thread t's
+                                 are roots[root_first[t] .. root_first[t + 1]) */
+    int n_q;                  /* threads the form was built for: one ready queue
+                                 and one list of roots each */
+    int *root_first;          /* n_q + 1 */
+    int *data_pred;           /* per unit: the predecessor unit whose outputs it
+                                 reads most (a bus's push segment: its strips'
+                                 unit), -1: none stands out. It runs on the
+                                 thread that ran that one (csrc/workers.c) */
     int *pin_first, *pin;     /* per step: the ops one thread pushes into it,
                                  by (source step, op): pin[pin_first[s] .. [s+1]) */
     int *pin_end;             /* per step: those mixed at the step are pin[pin_first[s]
                                  .. pin_end[s]); none when push segments mix them */
+    int *pin_src;             /* per pin entry: its op's source step (-1: a delay
+                                 group's sum) */
     float **outb;             /* per node output (mg_step.out_first): its buffer */
     const float **src;        /* per op: where it reads */
     float *pool_mem;
     int pool_slots;
     /* run time: audio thread and workers, one cycle at a time */
+    int *fold_k;              /* per step: a folding step (mg_step.fold) that did
+                                 not run this cycle: the input channel its pushes
+                                 read (fold_step's k); -1: it ran. Written by the
+                                 step's atom, read by the atoms after it that mix
+                                 its pushes (engine.c, pin_mix) */
+    float *fold_g;            /* per step: that cycle's gain, when fold_k >= 0 */
     _Atomic int *count;       /* per unit: predecessors still to finish */
-    /* the ready queue: positions q_rd < q_wr grow for ever (never reset, so
-     * a thread that looked at it in an earlier cycle cannot claim a stale
-     * slot); slot queue[pos & q_mask] holds (pos + 1) << 16 | unit */
+    int *ran_by;              /* per unit: the thread that ran it this cycle */
+    /* per thread t < n_q, the ready queue of units handed to it: positions
+     * rd < wr grow for ever (never reset, so a thread that looked at it in
+     * an earlier cycle cannot claim a stale slot); slot
+     * queue[t * (q_mask + 1) + (pos & q_mask)] holds (pos + 1) << 16 | unit */
     _Atomic uint64_t *queue;
     uint64_t q_mask;          /* slots - 1: a power of two > n_units */
-    _Alignas(64) _Atomic uint64_t q_rd;
-    _Alignas(64) _Atomic uint64_t q_wr;
+    struct mg_par_q *q;       /* n_q: rd, wr; and the roots not yet claimed:
+                                 front << 32 | back, the owner takes the front,
+                                 another thread the back */
+    void *q_mem;              /* q's allocation (q: its first line) */
     _Alignas(64) _Atomic int remaining; /* sinks of this cycle still to finish */
 } mg_par;
 

@@ -24,6 +24,13 @@
 #define PAR_STRIDE (MG_MAX_BLOCK + 16)
 /* units beyond this: the ancestor bitsets cost too much; one thread */
 #define PAR_MAX_UNITS 8192
+/* roots (batches of source atoms) and push segments per thread, but none
+ * smaller than a gang slice while that leaves 4 a thread: enough for a
+ * thread that finishes early to take another's last root, and for the
+ * threads to finish their strips close together (mix64 256 ch, 2 threads:
+ * 16 roots of 16 strips; 8 roots gave 5-8% longer cycles, 32 longer again;
+ * 64 ch: 8 roots of 8; a patch of a few sources: one source a root) */
+#define PAR_SPLIT 8
 /* free slots looked at per allocation, most recently freed first */
 #define PAR_SCAN 512
 
@@ -62,9 +69,16 @@ void mg_par_free(mg_par *par)
     mg_free(par->succ);
     mg_free(par->init);
     mg_free(par->roots);
+    mg_free(par->root_first);
+    mg_free(par->data_pred);
+    mg_free(par->ran_by);
+    mg_free(par->q_mem);
     mg_free(par->pin_first);
     mg_free(par->pin);
     mg_free(par->pin_end);
+    mg_free(par->pin_src);
+    mg_free(par->fold_k);
+    mg_free(par->fold_g);
     mg_free(par->outb);
     mg_free((void *)par->src);
     mg_free(par->pool_mem);
@@ -122,7 +136,9 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
     int *aseg = mg_calloc(A, sizeof(int));                  /* atom -> segment or -1 */
     int *last_seg = mg_calloc((size_t)S + 1, sizeof(int));  /* step -> its last segment */
     int *r_first = mg_calloc((size_t)n_out + 2, sizeof(int)); /* readers per output */
-    int *r_atom = mg_calloc((size_t)M + 1, sizeof(int));
+    int *r_atom = NULL; /* (sized below) */
+    int *rs_first = mg_calloc((size_t)S + 2, sizeof(int)); /* reader atoms per step */
+    int *rs_atom = mg_calloc((size_t)M + 1, sizeof(int));
     int *prod = mg_calloc((size_t)n_out + 1, sizeof(int));    /* producing atom */
     int *last = mg_calloc((size_t)n_out + 1, sizeof(int));    /* last user atom */
     int *slot = mg_calloc((size_t)n_out + 1, sizeof(int));
@@ -133,7 +149,7 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
     uint64_t *anc = NULL;
     int ok = par && src_step && op_step && ns && atom_of && ea && eb && stamp && npred &&
              nsucc && e_first && unit_of && next && head && tail && ue_a && ue_b && r_first &&
-             r_atom && prod && last && slot && l_first && l_out && freel && pairs && patoms &&
+             rs_first && rs_atom && prod && last && slot && l_first && l_out && freel && pairs && patoms &&
              patom && seg_d && seg_a && seg_b && seg_after && seg_atom && op_seg && aseg &&
              last_seg;
     if (!ok)
@@ -144,8 +160,14 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
     par->pin_first = mg_calloc((size_t)S + 2, sizeof(int));
     par->pin_end = mg_calloc((size_t)S + 1, sizeof(int));
     par->pin = mg_calloc((size_t)M + 1, sizeof(int));
-    if (!par->atoms || !par->outb || !par->src || !par->pin_first || !par->pin || !par->pin_end)
+    par->pin_src = mg_calloc((size_t)M + 1, sizeof(int));
+    par->fold_k = mg_calloc((size_t)S + 1, sizeof(int));
+    par->fold_g = mg_calloc((size_t)S + 1, sizeof(float));
+    if (!par->atoms || !par->outb || !par->src || !par->pin_first || !par->pin ||
+        !par->pin_end || !par->pin_src || !par->fold_k || !par->fold_g)
         goto fail;
+    for (int s = 0; s < S; s++)
+        par->fold_k[s] = -1;
 
     /* each op's source step (-1: a delay group's sum) and own step */
     for (int s = 0; s < S; s++) {
@@ -175,8 +197,10 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
                 pairs[k++] = (par_pair){src_step[m], m};
         qsort(pairs, (size_t)k, sizeof *pairs, cmp_pair);
         par->pin_first[s] = at;
-        for (int i = 0; i < k; i++)
+        for (int i = 0; i < k; i++) {
+            par->pin_src[at] = pairs[i].key;
             par->pin[at++] = pairs[i].m;
+        }
         par->pin_first[s + 1] = at;
     }
 
@@ -218,22 +242,31 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
         const int a = par->pin_first[d], b = par->pin_first[d + 1];
         last_seg[d] = -1;
         par->pin_end[d] = b;
-        int distinct = 0, prev = -1, ok = patom[d] >= 0;
+        int distinct = 0, prev = -1, ok = patom[d] >= 0, steps = 0;
         for (int q = a; q < b && ok; q++) {
             const int ss = src_step[par->pin[q]];
             ok = ss >= 0 && patom[ss] >= 0;
-            if (ok && patom[ss] != prev)
+            if (ok && patom[ss] != prev) {
                 distinct++;
+                steps += patoms[patom[ss]].len;
+            }
             prev = ok ? patom[ss] : prev;
         }
         if (!ok || distinct < 2)
             continue;
         /* rounded down: mix64's master bus (256 faders, then the reverb and
-         * the delay) gets segments of 32 faders, one per root unit of 32
-         * strips, and a last one of the two returns alone, so the faders'
-         * adds need not wait for the reverb (rounded up: 33, each segment
-         * waiting for two root units, and 25 faders after the reverb) */
-        const int per = distinct / (4 * threads) > 1 ? distinct / (4 * threads) : 1;
+         * the delay) on 2 threads gets segments of 16 faders, one per root
+         * unit of 16 strips, and a last one of the two returns alone, so the
+         * faders' adds need not wait for the reverb (rounded up: 17, each
+         * segment waiting for two root units, and some faders after the
+         * reverb) */
+        const int split = PAR_SPLIT * threads;
+        /* at least a gang slice of source steps (as the roots) per segment */
+        const int per_min = (int)(((int64_t)slice * distinct + steps - 1) / (steps > 0 ? steps : 1));
+        int per = distinct / split > 1 ? distinct / split : 1;
+        const int per_cap = distinct / (split / 2); /* 4 a thread at most */
+        if (per < per_min)
+            per = per_min < per_cap ? per_min : per_cap > per ? per_cap : per;
         int start = a, cnt = 0;
         prev = -1;
         for (int q = a; q <= b; q++) {
@@ -341,7 +374,13 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
     for (int b = 0; b < na; b++)
         n_src += npred[b] == 0;
     const int cap = na / (2 * threads) > 1 ? na / (2 * threads) : 1;
-    const int roots_per = (n_src + 4 * threads - 1) / (4 * threads);
+    const int split_roots = PAR_SPLIT * threads;
+    int roots_per = (n_src + split_roots - 1) / split_roots;
+    /* no root smaller than a gang slice (the slice after it would wait for
+     * several roots), as long as every thread still gets 4 */
+    const int roots_cap = (n_src + split_roots / 2 - 1) / (split_roots / 2);
+    if (roots_per < slice)
+        roots_per = slice < roots_cap ? slice : roots_cap > roots_per ? roots_cap : roots_per;
     memset(stamp, 0, sizeof(int) * A); /* atoms per unit */
     int nu = 0, src_unit = -1;
     for (int b = 0; b < na; b++) {
@@ -387,11 +426,19 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
     while (q_slots <= (size_t)nu)
         q_slots *= 2;
     par->q_mask = q_slots - 1;
-    par->queue = mg_calloc(q_slots, sizeof(_Atomic uint64_t));
+    par->n_q = threads;
+    par->queue = mg_calloc(q_slots * (size_t)threads, sizeof(_Atomic uint64_t));
+    par->q_mem = mg_calloc(sizeof(struct mg_par_q) * (size_t)threads + 64, 1);
+    par->q = par->q_mem ? (struct mg_par_q *)(((uintptr_t)par->q_mem + 63) & ~(uintptr_t)63)
+                        : NULL;
+    par->root_first = mg_calloc((size_t)threads + 1, sizeof(int));
+    par->data_pred = mg_calloc((size_t)nu + 1, sizeof(int));
+    par->ran_by = mg_calloc((size_t)nu + 1, sizeof(int));
     const size_t words = ((size_t)nu + 63) / 64;
     anc = mg_calloc((size_t)nu * words + 1, sizeof(uint64_t));
     if (!par->unit_atom || !par->atom_list || !par->succ_first || !par->init || !par->roots ||
-        !par->count || !par->queue || !anc)
+        !par->count || !par->queue || !par->q || !par->root_first || !par->data_pred ||
+        !par->ran_by || !anc)
         goto fail;
     for (int u = 0, k = 0; u < nu; u++) {
         par->unit_atom[u] = k;
@@ -424,9 +471,43 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
         par->succ[tail[ue_a[i]]++] = ue_b[i];
     for (int u = 0; u < nu; u++) {
         atomic_store_explicit(&par->count[u], par->init[u], memory_order_relaxed);
-        if (par->init[u] == 0)
-            par->roots[par->n_roots++] = u;
+        par->n_roots += par->init[u] == 0;
         par->n_sinks += par->succ_first[u] == par->succ_first[u + 1];
+    }
+    /* the roots dealt to the threads in turn (root i to thread i % threads),
+     * so that units finish in about their order on every thread and the
+     * push segments, which follow them in order, run as they finish; the
+     * same each cycle, so a thread's strips stay on its core */
+    for (int t = 0, k = 0; t < threads; t++) {
+        par->root_first[t] = k;
+        for (int u = 0, i = 0; u < nu; u++)
+            if (par->init[u] == 0 && i++ % threads == t)
+                par->roots[k++] = u;
+        par->root_first[t + 1] = k;
+    }
+    /* each unit's data predecessor: the one with the most atom edges into
+     * it (all reach its head), when one has more than every other */
+    memset(stamp, 0, sizeof(int) * A); /* edges per predecessor unit */
+    for (int u = 0; u < nu; u++) {
+        const int h = head[u];
+        int best = -1, best_n = 0, tie = 0;
+        for (int i = e_first[h]; i < e_first[h + 1]; i++)
+            stamp[unit_of[ea[i]]]++;
+        for (int i = e_first[h]; i < e_first[h + 1]; i++) {
+            const int pu = unit_of[ea[i]];
+            const int c = stamp[pu];
+            stamp[pu] = 0; /* counted: each predecessor once */
+            if (pu == u || c == 0)
+                continue;
+            if (c > best_n) {
+                best = pu;
+                best_n = c;
+                tie = 0;
+            } else if (c == best_n && pu != best) {
+                tie = 1;
+            }
+        }
+        par->data_pred[u] = tie ? -1 : best;
     }
     /* ancestors: unit edges go from lower to higher unit numbers */
     for (int i = 0; i < nue; i++) {
@@ -449,20 +530,49 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
             last[st->out_first + c] = atom_of[s];
         }
     }
+    /* the atoms that read each step's outputs (where its ops are mixed) */
+#define READER(m) (op_seg[m] ? seg_atom[op_seg[m] - 1] : atom_of[op_step[m]])
     for (int m = 0; m < M; m++)
         if (src_step[m] >= 0)
-            r_first[p->steps[src_step[m]].out_first + p->mix[m].src_index + 1]++;
+            rs_first[src_step[m] + 1]++;
+    for (int s = 0; s < S; s++)
+        rs_first[s + 1] += rs_first[s];
+    memcpy(tail, rs_first, sizeof(int) * (size_t)S);
+    for (int m = 0; m < M; m++)
+        if (src_step[m] >= 0)
+            rs_atom[tail[src_step[m]]++] = READER(m);
+    /* a folding step's pushes may read its inputs instead of its outputs
+     * (engine.c, pin_mix): whatever feeds a folding step is read by its
+     * outputs' readers too */
+    size_t n_reads = 0;
+    for (int m = 0; m < M; m++)
+        if (src_step[m] >= 0) {
+            const int d = op_step[m];
+            const int more = p->steps[d].fold ? rs_first[d + 1] - rs_first[d] : 0;
+            r_first[p->steps[src_step[m]].out_first + p->mix[m].src_index + 1] += 1 + more;
+            n_reads += 1 + (size_t)more;
+        }
+    r_atom = mg_calloc(n_reads + 1, sizeof(int));
+    if (!r_atom)
+        goto fail;
     for (int k = 0; k < n_out; k++)
         r_first[k + 1] += r_first[k];
     memcpy(slot, r_first, sizeof(int) * (size_t)n_out);
     for (int m = 0; m < M; m++)
         if (src_step[m] >= 0) {
             const int k = p->steps[src_step[m]].out_first + p->mix[m].src_index;
-            const int b = op_seg[m] ? seg_atom[op_seg[m] - 1] : atom_of[op_step[m]];
+            const int d = op_step[m];
+            const int b = READER(m);
             r_atom[slot[k]++] = b;
             if (b > last[k])
                 last[k] = b;
+            for (int i = rs_first[d]; p->steps[d].fold && i < rs_first[d + 1]; i++) {
+                r_atom[slot[k]++] = rs_atom[i];
+                if (rs_atom[i] > last[k])
+                    last[k] = rs_atom[i];
+            }
         }
+#undef READER
     for (int k = 0; k < n_out; k++) {
         slot[k] = -1; /* until its atom takes one (never, for hardware buffers) */
         if (last[k] >= 0)
@@ -551,6 +661,8 @@ done:
     mg_free(ue_b);
     mg_free(r_first);
     mg_free(r_atom);
+    mg_free(rs_first);
+    mg_free(rs_atom);
     mg_free(prod);
     mg_free(last);
     mg_free(slot);

@@ -7,13 +7,23 @@
  *
  * - each unit has an activation count (its predecessors); the thread that
  *   finishes a unit decrements its successors' counts, runs the first one it
- *   made ready itself and queues the others, waking one sleeping thread each
- *   (while the queue holds other work it keeps them: they read its output);
- * - the ready queue is lock-free: an array and two atomic counters (a unit
- *   enters it at most once per cycle, so it never wraps);
- * - a thread with nothing to run sleeps on a semaphore (a futex): it
- *   registers as idle, looks at the queue once more, then waits; a thread that
- *   queues work takes one registration and posts once. No spinning;
+ *   made ready itself and keeps the others (they read its output), queueing
+ *   them for the other threads when those have nothing queued;
+ * - a unit runs on the thread that ran the unit whose outputs it reads (its
+ *   data predecessor, csrc/pool.c: a bus's push segment where its strips
+ *   ran), handed to that thread's ready queue while it is awake: read on the
+ *   other core, every line of those outputs is a transfer;
+ * - the roots are dealt to the threads the same way every cycle (a
+ *   thread's strips and their state stay on its core); a thread with none
+ *   left and nothing handed to it takes another thread's last root, then
+ *   anything queued anywhere;
+ * - the ready queues are lock-free: an array and two atomic counters per
+ *   thread (a unit enters one at most once per cycle, so none wraps); the
+ *   roots, a word per thread (front, back) taken by compare-and-swap;
+ * - a thread with nothing to run sleeps on its semaphore (a futex): it
+ *   registers as idle, looks at the queues once more, then waits; a thread
+ *   that gives it work takes the registration and posts once. No spinning
+ *   between cycles;
  * - workers take the audio thread's floating-point mode and its scheduling
  *   policy, never allocate, lock or call Python, and arm the allocation hook
  *   while they work (csrc/alloc.c).
@@ -50,9 +60,13 @@ struct mg_workers {
     int n;                            /* worker threads (threads - 1) */
     pthread_t tid[MG_MAX_WORKERS];
     int started;
-    sem_t sem;                        /* sleeping workers wait here */
+    int n_sem;                        /* semaphores made (threads - 1) */
+    sem_t sem[MG_MAX_WORKERS];        /* worker i + 1 sleeps on sem[i] */
     sem_t main_sem;                   /* the audio thread waits here */
-    _Alignas(64) _Atomic int idle;    /* workers registered to sleep, not yet posted */
+    /* worker i + 1 registered to sleep, not yet posted (a line each) */
+    struct {
+        _Alignas(64) _Atomic int on;
+    } idle[MG_MAX_WORKERS];
     _Alignas(64) _Atomic int main_idle;
     _Alignas(64) _Atomic(mg_par *) par; /* the cycle being run, or NULL */
     _Alignas(64) _Atomic int busy;    /* workers that may be reading par */
@@ -134,53 +148,166 @@ static inline void fp_set(unsigned int m)
 #endif
 }
 
-/* A unit from the ready queue, or -1. Claims position r only once its slot
- * is written, so a reader never waits for a writer. A slot tagged with a
- * later position means r was read in an earlier cycle (this thread was
+/* Thread t's ready queue (t < par->n_q). */
+static inline _Atomic uint64_t *q_slots(mg_par *par, int t)
+{
+    return par->queue + (size_t)t * (size_t)(par->q_mask + 1);
+}
+
+/* A unit from thread t's ready queue, or -1. Claims position r only once its
+ * slot is written, so a reader never waits for a writer. A slot tagged with
+ * a later position means r was read in an earlier cycle (this thread was
  * preempted): read again. Each cycle queues at most n_units positions and
  * claims all it queues, so a slot is rewritten only in a later cycle. */
-static inline int pop(mg_par *par)
+static inline int pop(mg_par *par, int t)
 {
+    struct mg_par_q *q = &par->q[t];
+    _Atomic uint64_t *slot = q_slots(par, t);
     for (;;) {
-        uint64_t r = atomic_load_explicit(&par->q_rd, memory_order_acquire);
-        if (r >= atomic_load_explicit(&par->q_wr, memory_order_acquire))
+        uint64_t r = atomic_load_explicit(&q->rd, memory_order_acquire);
+        if (r >= atomic_load_explicit(&q->wr, memory_order_acquire))
             return -1;
-        const uint64_t v = atomic_load_explicit(&par->queue[r & par->q_mask],
-                                                memory_order_acquire);
+        const uint64_t v = atomic_load_explicit(&slot[r & par->q_mask], memory_order_acquire);
         if ((v >> 16) != r + 1) {
             if ((v >> 16) > r + 1)
                 continue; /* a stale r */
             return -1;    /* being written: its writer wakes a sleeper after */
         }
-        if (atomic_compare_exchange_weak_explicit(&par->q_rd, &r, r + 1,
-                                                  memory_order_acq_rel,
+        if (atomic_compare_exchange_weak_explicit(&q->rd, &r, r + 1, memory_order_acq_rel,
                                                   memory_order_relaxed))
             return (int)(v & 0xffff);
     }
 }
 
-static inline void push(mg_par *par, int u)
+static inline void push(mg_par *par, int t, int u)
 {
-    const uint64_t i = atomic_fetch_add(&par->q_wr, 1);
-    atomic_store_explicit(&par->queue[i & par->q_mask], (i + 1) << 16 | (uint64_t)u,
+    const uint64_t i = atomic_fetch_add(&par->q[t].wr, 1);
+    atomic_store_explicit(&q_slots(par, t)[i & par->q_mask], (i + 1) << 16 | (uint64_t)u,
                           memory_order_seq_cst);
+}
+
+/* One of thread t's roots not yet claimed, or -1: the first (own: t's own
+ * thread), else the last. */
+static inline int take_root(mg_par *par, int t, int own)
+{
+    _Atomic uint64_t *r = &par->q[t].roots;
+    uint64_t v = atomic_load_explicit(r, memory_order_acquire);
+    for (;;) {
+        const uint32_t f = (uint32_t)(v >> 32), b = (uint32_t)v;
+        if (f >= b)
+            return -1;
+        const uint64_t nv = own ? (uint64_t)(f + 1) << 32 | b : (uint64_t)f << 32 | (b - 1);
+        if (atomic_compare_exchange_weak_explicit(r, &v, nv, memory_order_acq_rel,
+                                                  memory_order_acquire))
+            return par->roots[par->root_first[t] + (int)(own ? f : b - 1)];
+    }
+}
+
+/* 1 when any thread's queue or roots hold work. */
+static inline int queued(mg_par *par)
+{
+    for (int t = 0; t < par->n_q; t++) {
+        const struct mg_par_q *q = &par->q[t];
+        const uint64_t r = atomic_load_explicit(&q->roots, memory_order_acquire);
+        if ((uint32_t)(r >> 32) < (uint32_t)r ||
+            atomic_load_explicit(&q->rd, memory_order_acquire) <
+                atomic_load_explicit(&q->wr, memory_order_acquire))
+            return 1;
+    }
+    return 0;
+}
+
+/* This thread's queue. */
+static inline int my_q(const mg_par *par)
+{
+    return tl_thread < par->n_q ? tl_thread : tl_thread % par->n_q;
+}
+
+/* The first root not yet claimed in the order the roots were dealt (root i
+ * is thread i % n_q's (i / n_q)th), or -1: for a thread that runs alone. */
+static inline int first_root(mg_par *par)
+{
+    for (;;) {
+        int best = -1;
+        uint64_t bi = UINT64_MAX, bv = 0;
+        for (int t = 0; t < par->n_q; t++) {
+            const uint64_t v = atomic_load_explicit(&par->q[t].roots, memory_order_acquire);
+            const uint64_t f = v >> 32;
+            if (f < (uint32_t)v && f * (uint64_t)par->n_q + (uint64_t)t < bi) {
+                bi = f * (uint64_t)par->n_q + (uint64_t)t;
+                best = t;
+                bv = v;
+            }
+        }
+        if (best < 0)
+            return -1;
+        if (atomic_compare_exchange_strong_explicit(&par->q[best].roots, &bv, bv + (1ull << 32),
+                                                    memory_order_acq_rel, memory_order_acquire))
+            return par->roots[par->root_first[best] + (int)(bv >> 32)];
+    }
+}
+
+/* Work for thread `me`: what was handed to it, its own roots, another
+ * thread's last root, anything queued anywhere; -1: none. Alone (solo):
+ * the roots in the order they were dealt. */
+static inline int next_work(mg_par *par, int me, int alone)
+{
+    int u;
+    if ((u = pop(par, me)) >= 0)
+        return u;
+    if (alone && (u = first_root(par)) >= 0)
+        return u;
+    if ((u = take_root(par, me, 1)) >= 0)
+        return u;
+    for (int k = 1; k < par->n_q; k++)
+        if ((u = take_root(par, (me + k) % par->n_q, 0)) >= 0)
+            return u;
+    for (int k = 1; k < par->n_q; k++)
+        if ((u = pop(par, (me + k) % par->n_q)) >= 0)
+            return u;
+    return -1;
+}
+
+static inline int solo(mg_workers *w)
+{
+    return atomic_load_explicit(&w->min_work_ns, memory_order_relaxed) == -2;
+}
+
+/* Wake thread t (0: the audio thread) if it is registered to sleep. */
+static inline void wake(mg_workers *w, int t)
+{
+    if (__builtin_expect(solo(w), 0))
+        return; /* solo: the parallel form on the audio thread alone (bench) */
+    _Atomic int *f = t == 0 ? &w->main_idle : t <= w->n ? &w->idle[t - 1].on : NULL;
+    if (f && atomic_load(f) && atomic_exchange(f, 0)) {
+        tev(w, TEV_POST, t);
+        sem_post(t == 0 ? &w->main_sem : &w->sem[t - 1]);
+    }
+}
+
+/* 1 when thread t is not registered to sleep (and may take handed work). */
+static inline int awake(mg_workers *w, int t)
+{
+    if (solo(w))
+        return t == 0;
+    return t == 0 ? !atomic_load_explicit(&w->main_idle, memory_order_relaxed)
+                  : t <= w->n && !atomic_load_explicit(&w->idle[t - 1].on, memory_order_relaxed);
 }
 
 /* Wake one sleeping thread (the audio thread first), if any sleeps. */
 static inline void wake_one(mg_workers *w)
 {
-    if (__builtin_expect(atomic_load_explicit(&w->min_work_ns, memory_order_relaxed) == -2, 0))
-        return; /* solo: the parallel form on the audio thread alone (bench) */
+    if (__builtin_expect(solo(w), 0))
+        return;
     if (atomic_load(&w->main_idle) && atomic_exchange(&w->main_idle, 0)) {
         tev(w, TEV_POST, 0);
         sem_post(&w->main_sem);
         return;
     }
-    int i = atomic_load(&w->idle);
-    while (i > 0)
-        if (atomic_compare_exchange_weak(&w->idle, &i, i - 1)) {
-            tev(w, TEV_POST, 1);
-            sem_post(&w->sem);
+    for (int i = 0; i < w->n; i++)
+        if (atomic_load(&w->idle[i].on) && atomic_exchange(&w->idle[i].on, 0)) {
+            tev(w, TEV_POST, i + 1);
+            sem_post(&w->sem[i]);
             return;
         }
 }
@@ -196,12 +323,6 @@ typedef struct {
     int u[LOCAL_CAP];
 } mg_local;
 
-static inline int queue_busy(mg_par *par)
-{
-    return atomic_load_explicit(&par->q_rd, memory_order_relaxed) <
-           atomic_load_explicit(&par->q_wr, memory_order_relaxed);
-}
-
 /* Run unit u, then the successors it makes ready, one after the other. */
 static void run_chain(mg_workers *w, mg_par *par, int u, mg_local *lo)
 {
@@ -213,16 +334,22 @@ static void run_chain(mg_workers *w, mg_par *par, int u, mg_local *lo)
         tev(w, TEV_START, u);
         fn(ctx, u);
         tev(w, TEV_END, u);
+        par->ran_by[u] = tl_thread; /* before the counts: read by whoever makes a successor ready */
         int next = -1;
         for (int i = par->succ_first[u]; i < par->succ_first[u + 1]; i++) {
             const int v = par->succ[i];
             if (atomic_fetch_sub_explicit(&par->count[v], 1, memory_order_acq_rel) == 1) {
-                if (next < 0) {
+                const int dp = par->data_pred[v];
+                const int h = dp >= 0 ? par->ran_by[dp] : tl_thread;
+                if (h != tl_thread && h < par->n_q && awake(w, h)) {
+                    push(par, h, v); /* where its inputs were written */
+                    wake(w, h);
+                } else if (next < 0) {
                     next = v;
-                } else if (lo->n < LOCAL_CAP && queue_busy(par)) {
+                } else if (lo->n < LOCAL_CAP && queued(par)) {
                     lo->u[lo->n++] = v; /* the others have queued work: kept here */
                 } else {
-                    push(par, v);
+                    push(par, my_q(par), v);
                     wake_one(w);
                 }
             }
@@ -242,18 +369,19 @@ static void run_chain(mg_workers *w, mg_par *par, int u, mg_local *lo)
 }
 
 /* Run what this thread kept and what is queued. Kept units go first, in the
- * order they were made ready; when the shared queue is empty, the kept
- * units beyond the next are queued, so an idle thread can take them. */
+ * order they were made ready; when no queue holds work, the kept units
+ * beyond the next are queued, so an idle thread can take them. */
 static void drain(mg_workers *w, mg_par *par)
 {
     mg_local lo;
     lo.n = lo.first = 0;
+    const int me = my_q(par);
     for (;;) {
         int u;
         if (lo.first < lo.n) {
-            if (lo.n - lo.first > 1 && !queue_busy(par)) {
+            if (lo.n - lo.first > 1 && !queued(par)) {
                 for (int i = lo.first + 1; i < lo.n; i++) {
-                    push(par, lo.u[i]);
+                    push(par, me, lo.u[i]);
                     wake_one(w);
                 }
                 lo.n = lo.first + 1;
@@ -261,7 +389,7 @@ static void drain(mg_workers *w, mg_par *par)
             u = lo.u[lo.first++];
             if (lo.first == lo.n)
                 lo.n = lo.first = 0;
-        } else if ((u = pop(par)) < 0) {
+        } else if ((u = next_work(par, me, solo(w))) < 0) {
             return;
         }
         run_chain(w, par, u, &lo);
@@ -275,8 +403,7 @@ static int spin_for_work(mg_workers *w, mg_par *par)
     const uint64_t ns = atomic_load_explicit(&w->spin_ns, memory_order_relaxed);
     uint64_t until = 0;
     for (unsigned k = 0; ns; k++) {
-        if (atomic_load_explicit(&par->q_rd, memory_order_acquire) <
-            atomic_load_explicit(&par->q_wr, memory_order_acquire))
+        if (queued(par))
             return 1;
         if (atomic_load_explicit(&par->remaining, memory_order_acquire) == 0 ||
             atomic_load_explicit(&w->par, memory_order_acquire) != par)
@@ -298,7 +425,7 @@ static int has_work(mg_workers *w)
 {
     atomic_fetch_add(&w->busy, 1);
     mg_par *par = atomic_load(&w->par);
-    const int yes = par && atomic_load(&par->q_rd) < atomic_load(&par->q_wr);
+    const int yes = par && queued(par);
     atomic_fetch_sub(&w->busy, 1);
     return yes;
 }
@@ -317,17 +444,13 @@ static void *worker_main(void *arg)
     prefault_stack();
     int sched_seen = 0;
     for (;;) {
-        /* sleep: register, look once more, wait */
-        atomic_fetch_add(&w->idle, 1);
-        int skip = 0;
-        if (has_work(w)) {
-            int i = atomic_load(&w->idle);
-            while (i > 0 && !skip)
-                skip = atomic_compare_exchange_weak(&w->idle, &i, i - 1);
-        }
+        /* sleep: register, look once more, wait (a waker that took the
+         * registration posts: then the wait returns at once) */
+        atomic_store(&w->idle[tl_thread - 1].on, 1);
+        const int skip = has_work(w) && atomic_exchange(&w->idle[tl_thread - 1].on, 0);
         if (!skip) {
             tev(w, TEV_SLEEP, 0);
-            while (sem_wait(&w->sem) != 0 && errno == EINTR) {
+            while (sem_wait(&w->sem[tl_thread - 1]) != 0 && errno == EINTR) {
             }
             tev(w, TEV_WAKE, 0);
         }
@@ -363,10 +486,16 @@ mg_workers *mg_workers_new(int threads)
     mg_workers *w = mg_calloc(1, sizeof *w);
     if (!w)
         return NULL;
-    if (sem_init(&w->sem, 0, 0) != 0 || sem_init(&w->main_sem, 0, 0) != 0) {
+    int sems = 0;
+    while (sems < threads - 1 && sem_init(&w->sem[sems], 0, 0) == 0)
+        sems++;
+    if (sems < threads - 1 || sem_init(&w->main_sem, 0, 0) != 0) {
+        while (sems > 0)
+            sem_destroy(&w->sem[--sems]);
         mg_free(w);
         return NULL;
     }
+    w->n_sem = sems;
     w->fpmode = fp_get();
     mg_workers_sched(w, MG_SPIN_US, MG_MIN_WORK_US);
     /* a small stack: with mlockall(MCL_FUTURE) every page of it is locked and
@@ -395,10 +524,11 @@ void mg_workers_free(mg_workers *w)
         return;
     atomic_store(&w->quit, 1);
     for (int i = 0; i < w->n; i++)
-        sem_post(&w->sem);
+        sem_post(&w->sem[i]);
     for (int i = 0; i < w->n; i++)
         pthread_join(w->tid[i], NULL);
-    sem_destroy(&w->sem);
+    for (int i = 0; i < w->n_sem; i++)
+        sem_destroy(&w->sem[i]);
     sem_destroy(&w->main_sem);
     mg_free(w->tev);
     mg_free(w);
@@ -496,12 +626,15 @@ void mg_workers_run(mg_workers *w, mg_par *par, mg_unit_fn fn, void *ctx, int n_
     w->ctx = ctx;
     w->fpmode = fp_get();
     atomic_store_explicit(&par->remaining, par->n_sinks, memory_order_release);
-    for (int i = 0; i < par->n_roots; i++)
-        push(par, par->roots[i]);
+    for (int t = 0; t < par->n_q; t++)
+        atomic_store_explicit(&par->q[t].roots,
+                              (uint64_t)(par->root_first[t + 1] - par->root_first[t]),
+                              memory_order_release);
     tev(w, TEV_CYCLE, par->n_roots);
     atomic_store(&w->par, par); /* publish the cycle */
-    for (int i = 1; i < par->n_roots && i <= w->n; i++)
-        wake_one(w);
+    for (int t = 1; t <= w->n; t++) /* each worker with roots of its own */
+        if (t >= par->n_q || par->root_first[t + 1] > par->root_first[t])
+            wake(w, t);
     drain(w, par);
     while (atomic_load_explicit(&par->remaining, memory_order_acquire) > 0) {
         if (spin_for_work(w, par)) {
@@ -510,8 +643,7 @@ void mg_workers_run(mg_workers *w, mg_par *par, mg_unit_fn fn, void *ctx, int n_
         }
         /* nothing ready here: sleep until work is queued or the last unit ends */
         atomic_store(&w->main_idle, 1);
-        if (atomic_load(&par->remaining) == 0 ||
-            atomic_load(&par->q_rd) < atomic_load(&par->q_wr)) {
+        if (atomic_load(&par->remaining) == 0 || queued(par)) {
             if (!atomic_exchange(&w->main_idle, 0)) {
                 tev(w, TEV_SLEEP, 0);
                 while (sem_wait(&w->main_sem) != 0 && errno == EINTR) {

@@ -8,13 +8,18 @@ what decides whether a send folds: post- and pre-fader, mono and stereo,
 level and mode ramps, the send switched off (a zero gain) and back, a send
 that is its bus's only input (read in place, never folded), a send whose
 output also goes straight to an output (not only pushes), connections fading
-in and out mid-render, and non-finite input samples."""
+in and out mid-render, and non-finite input samples.
+
+The parallel form (--threads N) folds the same sends: the send's atom
+decides, and the products are added where its pushes are mixed (a bus's
+push segment); its output must be the same bits as one thread's."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from mixgraph.server._core import lib
 from mixgraph.server.engine import Engine
 from mixgraph.server.session import Session
 
@@ -69,11 +74,15 @@ def _automate(s: Session) -> None:
     s.set_param("lone", "level", 0.0, time=8000)
 
 
-def _render(gang: bool, block: int) -> np.ndarray:
+def _render(gang: bool, block: int, threads: int = 1,
+            sched: tuple[float, float] | None = None) -> np.ndarray:
     n = RATE
     x = _signals(n)
-    e = Engine(RATE, N, 8)
+    e = Engine(RATE, N, 8, threads=threads)
+    assert e.threads == threads
     e.set_ganging(gang)
+    if sched is not None:
+        e.set_sched(*sched)
     s = Session(e)
     try:
         _build(s)
@@ -102,3 +111,38 @@ def test_folded_sends_equal_sends_that_run_bit_for_bit(block):
     for c in range(folded.shape[1]):
         np.testing.assert_array_equal(folded[:, c].view(np.uint32), ran[:, c].view(np.uint32),
                                       err_msg=f"output channel {c}")
+
+
+# the workers' path on every cycle: with a worker (0, 0), and every unit on
+# the audio thread alone (0, -2)
+@pytest.mark.parametrize("block,sched", [(64, (0.0, 0.0)), (100, (0.0, 0.0)), (64, (0.0, -2.0))])
+def test_parallel_form_folds_bit_for_bit(block, sched):
+    one = _render(True, block)
+    two = _render(True, block, threads=2, sched=sched)
+    ran = _render(False, block, threads=2, sched=sched)
+    for c in range(one.shape[1]):
+        np.testing.assert_array_equal(two[:, c].view(np.uint32), one[:, c].view(np.uint32),
+                                      err_msg=f"output channel {c}, 2 threads folded")
+        np.testing.assert_array_equal(ran[:, c].view(np.uint32), one[:, c].view(np.uint32),
+                                      err_msg=f"output channel {c}, 2 threads, sends run")
+
+
+def test_parallel_form_folds_the_steady_sends():
+    """After the automation has settled, every steady send whose outputs only
+    go into buses folds on the workers' path; none does without ganging."""
+    for gang, want in ((True, 2 * N), (False, 0)):
+        e = Engine(RATE, N, 8, threads=2)
+        e.set_ganging(gang)
+        e.set_sched(0.0, 0.0)
+        s = Session(e)
+        try:
+            _build(s)
+            e.process(RATE // 10, _signals(RATE // 10), block=64)
+            plan = list(s._plans.values())[-1].ptr
+            assert lib.mg_plan_units(plan) > 2
+            # sa5 also feeds an output directly and the lone send is read in
+            # place: neither folds; sa*, sb* of the other strips do
+            assert lib.mg_plan_par_folded(plan) == (want - 1 if gang else 0)
+        finally:
+            s.close()
+            e.free()
