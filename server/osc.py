@@ -706,8 +706,8 @@ class Dispatcher:
     def _params_only(msgs: list[Timed]) -> bool:
         for m in msgs:
             a = m.address
-            if not a.startswith("/node/") or a.endswith("/bypass") or a.endswith("/touch"):
-                return False
+            if not a.startswith("/node/") or a.endswith(("/bypass", "/touch", "/ramp")):
+                return False  # a ramp is held to its time (its model value is the target)
         return True
 
     # ---- bundles ---------------------------------------------------------------
@@ -808,6 +808,10 @@ class Dispatcher:
         spec = node.g.type.param(param)
         if spec is None:
             raise MixgraphError(f"{name} ({node.g.type.name}) has no parameter {param!r}")
+        if len(parts) == 5 and parts[4] == "ramp":  # a ramp in a bundle (attack3)
+            ramps.check_args(name, param, args)
+            self._check_touch(name, param, client)
+            return
         if len(args) != 1:
             raise MixgraphError(f"expected one value, got {len(args)}")
         number(args[0], f"{name}/{param}")
