@@ -256,25 +256,6 @@ class CueList:
         ph = None if ph is None else cue_number(ph, "playhead")
         return cues, ph, at_end
 
-    def parse_changes(self, d: dict) -> tuple[dict[float, Cue], float | None, bool]:
-        """The cue list with a show part's `cue_changes` ([number, cue or None] pairs:
-        server/scenes.py Show.part) applied to the current one, and its playhead
-        (checked completely first, as parse_dict)."""
-        ch = d.get("cue_changes")
-        if not isinstance(ch, list) or not all(isinstance(c, list) and len(c) == 2
-                                                for c in ch):
-            raise MixgraphError("show part: `cue_changes` must be [number, cue] pairs")
-        cues = dict(self.cues)
-        for num, item in ch:
-            n = cue_number(num)
-            if item is None:
-                cues.pop(n, None)
-            else:
-                got, _, _ = self.parse_dict({"cues": [item]})
-                cues.update(got)
-        _, ph, at_end = self.parse_dict({"playhead": d["playhead"]} if "playhead" in d else {})
-        return cues, ph, at_end
-
     def install(self, cues: dict[float, Cue], playhead: float | None,
                 at_end: bool = False) -> None:
         """Take a cue list; the playhead where it was saved (past the end of the list
@@ -322,33 +303,33 @@ class CueList:
         if num not in self.cues and len(self.cues) >= CUES_MAX:
             raise MixgraphError(f"too many cues (at most {CUES_MAX})")
         c = apply_keys(self.cues.get(num) or Cue(num), pairs, self.show.scenes)
-        before = self.show.part(cues=(num,))
+        before = self.show.part()
         first = not self.cues
         self.cues[num] = c
         self.cues = dict(sorted(self.cues.items()))
         if first:  # past the end of a list stays there: the next GO is a standby away
             self.playhead = self._first()
-        self.show.changed(f"cue set {fmt_number(num)}", before, cues=(num,))
+        self.show.changed(f"cue set {fmt_number(num)}", before)
         self._announce()
         return c
 
     def delete(self, num) -> None:
         num = self.get(num).number
-        before = self.show.part(cues=(num,))
+        before = self.show.part()
         nxt = self._next(num)
         del self.cues[num]
         self._keys = None
         if self.playhead == num:
             self.playhead = nxt
-        self.show.changed(f"cue delete {fmt_number(num)}", before, cues=(num,))
+        self.show.changed(f"cue delete {fmt_number(num)}", before)
         self._announce()
 
     def load_text(self, text: str) -> int:
         """Replace the cue list with a text file's (checked completely first)."""
         cues = parse_text(text, self.show.scenes)
-        before = self.show.part(cues=None)
+        before = self.show.part()
         self.install(cues, None)
-        self.show.changed("cue load", before, cues=None)
+        self.show.changed("cue load", before)
         self._announce()
         return len(cues)
 

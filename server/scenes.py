@@ -127,23 +127,15 @@ class Show:
         self.scenes, self.safes = scenes, list(safes)
         self.cues.install(*cues)
 
-    def part(self, names: Iterable[str] = (), cues: Iterable[float] | None = ()) -> dict:
-        """What an edit of the scenes `names` and of the cues `cues` (and of the safes
-        and playhead) may change: those scenes (None: absent), the order of the scene
-        names, the safes, those cues (`cue_changes`: [number, cue or None] pairs) and
-        the playhead; cues=None: the whole cue list (`cues`, a cue file loaded). An
-        edit journals and keeps for undo only this, so its cost does not grow with the
-        scenes and cues it leaves alone (a GO or a cue renamed used to write every
-        scene of the show; a cue set, every cue: 173 ms an edit at 3,000 cues)."""
-        cl = self.cues
-        if cues is None:
-            cue_part = cl.to_dict()
-        else:
-            cue_part = {"cue_changes": [[n, cl.cues[n].to_dict() if n in cl.cues else None]
-                                        for n in cues], "playhead": cl.playhead}
+    def part(self, names: Iterable[str] = ()) -> dict:
+        """What an edit of the scenes `names` (and of the safes, cues and playhead) may
+        change: those scenes (None: absent), the order of the scene names, the safes,
+        the cues and the playhead. An edit journals and keeps for undo only this, so
+        its cost does not grow with the scenes it leaves alone (a GO or a cue renamed
+        used to write every scene of the show)."""
         return {"scenes": {n: (self.scenes[n].to_dict() if n in self.scenes else None)
                            for n in names},
-                "order": list(self.scenes), "safes": list(self.safes), **cue_part}
+                "order": list(self.scenes), "safes": list(self.safes), **self.cues.to_dict()}
 
     def load_part(self, d: Any) -> None:
         """Put a part (Show.part) back: its scenes, the scene order, safes, cues and
@@ -158,7 +150,7 @@ class Show:
             raise MixgraphError("show part: `safes` must be a list of patterns")
         for s in safes:
             _compile(s)
-        cues = self.cues.parse_changes(d) if "cue_changes" in d else self.cues.parse_dict(d)
+        cues = self.cues.parse_dict(d)
         scenes = dict(self.scenes)
         for k, v in got.items():
             if v is None:
@@ -171,7 +163,7 @@ class Show:
         self.cues.install(*cues)
 
     def changed(self, label: str | None = None, before: dict | None = None,
-                names: Iterable[str] = (), cues: Iterable[float] | None = ()) -> None:
+                names: Iterable[str] = ()) -> None:
         """A show edit of the scenes `names` (and maybe the safes, cues, playhead):
         autosave, journal (one `show_part` record of what it may change) and history
         (`before`: the part as it was, from part(names))."""
@@ -181,7 +173,7 @@ class Show:
         quiet = s.journal is None or s._quiet
         h = getattr(s, "history", None)
         keep = bool(h and label and before is not None)
-        after = self.part(names, cues) if keep or not quiet else None
+        after = self.part(names) if keep or not quiet else None
         if not quiet:
             s.journal.add(("show_part", after))
         if keep:
@@ -191,8 +183,7 @@ class Show:
 
     def _restore(self, d: dict) -> None:
         self.load_part(d)
-        self.changed(names=d["scenes"], cues=[c[0] for c in d["cue_changes"]]
-                     if "cue_changes" in d else None)
+        self.changed(names=d["scenes"])
 
     # ---- addresses ------------------------------------------------------------------
     def addresses(self) -> list[str]:
@@ -466,8 +457,7 @@ def _part_size(d: dict) -> int:
     """About how many bytes a show part holds (history's memory budget)."""
     vals = sum(sum(len(v) for v in sc["values"].values()) + len(sc["bypass"])
                for sc in d["scenes"].values() if sc is not None)
-    cues = d["cue_changes"] if "cue_changes" in d else d["cues"]
-    return 120 * vals + 80 * len(d["order"]) + 300 * len(cues) + 100 * len(d["safes"])
+    return 120 * vals + 80 * len(d["order"]) + 300 * len(d["cues"]) + 100 * len(d["safes"])
 
 
 def _type(s: Session, n: str) -> str:
