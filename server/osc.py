@@ -61,6 +61,10 @@ LV2_JOBS = 4  # /catalog lv2 requests describing plugins a turn at a time, at on
 # (more patterns in it fail), and one source host this much per second (a bucket)
 PATTERN_PACKET_S = 0.05
 PATTERN_HOST_S = 0.2
+# control-thread time (s) the whole-state replies (/dump, /subscribe) of one source host
+# may take: bursts of WHOLE_STATE_BURST_S, WHOLE_STATE_RATE a second after them
+WHOLE_STATE_BURST_S = 0.6
+WHOLE_STATE_RATE = 0.25
 MATCH_MEMO = 256  # patterns whose matches are kept while the address set stays the same
 CLIENT_HELD_BYTES = 1 << 20  # held bundles per client, bytes (estimated)
 HELD_MAX = 32768  # held messages, all clients
@@ -363,6 +367,7 @@ class Dispatcher:
         self._pat_host: str | None = None
         self._pat_spent = 0.0
         self._pat_tokens: dict[str, list[float]] = {}  # host -> [seconds left, when]
+        self._whole_tokens: dict[str, list[float]] = {}  # the same for /dump, /subscribe
         self._match_memo: dict[str, list[str]] = {}
         self._match_key: object = None
         self._inflight: list = []  # (sample time, seq, client key, count): scheduled sets
@@ -706,8 +711,8 @@ class Dispatcher:
     def _params_only(msgs: list[Timed]) -> bool:
         for m in msgs:
             a = m.address
-            if not a.startswith("/node/") or a.endswith("/bypass") or a.endswith("/touch"):
-                return False
+            if not a.startswith("/node/") or a.endswith(("/bypass", "/touch", "/ramp")):
+                return False  # a ramp is held to its time (its model value is the target)
         return True
 
     # ---- bundles ---------------------------------------------------------------
@@ -808,6 +813,10 @@ class Dispatcher:
         spec = node.g.type.param(param)
         if spec is None:
             raise MixgraphError(f"{name} ({node.g.type.name}) has no parameter {param!r}")
+        if len(parts) == 5 and parts[4] == "ramp":  # a ramp in a bundle (attack3)
+            ramps.check_args(name, param, args)
+            self._check_touch(name, param, client)
+            return
         if len(args) != 1:
             raise MixgraphError(f"expected one value, got {len(args)}")
         number(args[0], f"{name}/{param}")
@@ -1383,19 +1392,23 @@ class Dispatcher:
         self._pat_host = source_of(client.key) if client is not None else None
         self._pat_spent = 0.0
 
-    def _host_bucket(self, host) -> list[float]:
-        """A source host's bucket of control-thread time (seconds; PATTERN_HOST_S a
-        second, refilled as time passes) for work that grows with the graph: pattern
-        matching, and the whole-state replies of /dump and /subscribe."""
+    def _host_bucket(self, host, buckets: dict | None = None, burst: float = PATTERN_HOST_S,
+                     rate: float = PATTERN_HOST_S) -> list[float]:
+        """A source host's bucket of control-thread time (seconds: `burst` at most,
+        refilled at `rate` a second) for work that grows with the graph: pattern
+        matching (the default), and the whole-state replies of /dump and /subscribe
+        (their own bucket: _whole_state)."""
+        if buckets is None:
+            buckets = self._pat_tokens
         now = time.monotonic()
-        bucket = self._pat_tokens.get(host)
+        bucket = buckets.get(host)
         if bucket is None:
-            if len(self._pat_tokens) >= 4096:
-                self._pat_tokens = {h: b for h, b in self._pat_tokens.items()
-                                    if b[0] < PATTERN_HOST_S or now - b[1] < 10.0}
-            bucket = self._pat_tokens[host] = [PATTERN_HOST_S, now]
+            if len(buckets) >= 4096:
+                for h in [h for h, b in buckets.items() if b[0] >= burst and now - b[1] >= 10.0]:
+                    del buckets[h]
+            bucket = buckets[host] = [burst, now]
         else:
-            bucket[0] = min(PATTERN_HOST_S, bucket[0] + (now - bucket[1]) * PATTERN_HOST_S)
+            bucket[0] = min(burst, bucket[0] + (now - bucket[1]) * rate)
             bucket[1] = now
         return bucket
 
@@ -1403,16 +1416,19 @@ class Dispatcher:
     def _whole_state(self, client: Peer | None, what: str):
         """Around a reply of the whole state (/dump, a /subscribe's first dump: tens of
         thousands of messages on a big graph, 0.6 s for 200 eq8 nodes): refused while the
-        client's host has used its control-thread time, and charged what it took. A
-        read-only viewer sending /dump in a loop held other clients 11 s (attack3)."""
+        client's host has used its control-thread time for them (WHOLE_STATE_BURST_S,
+        refilled at WHOLE_STATE_RATE a second: the browser page subscribes again after
+        each graph change), and charged what it took. A read-only viewer sending /dump
+        in a loop held other clients 11 s (attack3)."""
         if client is None:
             yield
             return
-        bucket = self._host_bucket(source_of(client.key))
+        bucket = self._host_bucket(source_of(client.key), self._whole_tokens,
+                                   WHOLE_STATE_BURST_S, WHOLE_STATE_RATE)
         if bucket[0] <= 0.0:
             raise MixgraphError(f"{what}: too much whole-state work from this host (at most "
-                                f"{PATTERN_HOST_S * 1e3:g} ms a second with pattern "
-                                "matching): try again later")
+                                f"{WHOLE_STATE_RATE * 1e3:g} ms a second of /dump and "
+                                "/subscribe): try again later")
         t0 = time.perf_counter()
         try:
             yield

@@ -124,14 +124,23 @@ def stop(session: Session, name: str, param: str) -> float:
     return v
 
 
-def osc_ramp(session: Session, name: str, param: str, args: list, time: int = 0) -> list:
-    """`/node/<name>/<param>/ramp <target> <seconds> [linear|scurve|exp]`: the
-    reply's arguments after the address (target applied, seconds, curve)."""
+def check_args(name: str, param: str, args: list) -> tuple[float, str]:
+    """The checks of a ramp's arguments (target, seconds, curve) that a bundle runs
+    before applying any of its messages; (seconds, curve)."""
     if len(args) not in (2, 3):
         raise MixgraphError("usage: /node/<name>/<param>/ramp <target> <seconds> "
                             "[linear|scurve|exp]")
+    if not isinstance(args[0], str):
+        number(args[0], f"{name}/{param}/ramp target")
     secs = seconds(args[1], f"{name}/{param}/ramp seconds")
     curve = args[2] if len(args) == 3 else "linear"
     curve_code(curve)
+    return secs, curve
+
+
+def osc_ramp(session: Session, name: str, param: str, args: list, time: int = 0) -> list:
+    """`/node/<name>/<param>/ramp <target> <seconds> [linear|scurve|exp]`: the
+    reply's arguments after the address (target applied, seconds, curve)."""
+    secs, curve = check_args(name, param, args)
     v = ramp(session, name, param, args[0], secs, curve, time)
     return [float(v), float(secs), curve]
