@@ -78,9 +78,10 @@ struct mg_node {
     uint32_t in_gen;          /* plan (gen) and */
     uint32_t in_epoch;        /* its ops' epoch (see mg_plan.epoch) */
     uint32_t live_gen;        /* generation of the plan that last held it */
+    uint32_t block_bytes;     /* this block's size (mg_calloc_lines); here, in the
+                                 padding before readout, the struct stays 160 bytes */
     /* written by audio, read by any thread */
     _Atomic float *readout;
-    size_t block_bytes;       /* this block's size (mg_calloc_lines) */
 };
 
 struct mg_edge {

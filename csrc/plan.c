@@ -111,13 +111,13 @@ mg_node *mg_node_new_type(mg_engine *e, const mg_node_type *t, int channels, int
     const size_t o_state = (o_readout + pad16(((size_t)n_readout + 1) * sizeof(_Atomic float)) + 63) &
                            ~(size_t)63;
     const size_t total = o_state + (t->state_size ? t->state_size : 1);
-    char *blk = mg_calloc_lines(total);
+    char *blk = total < UINT32_MAX ? mg_calloc_lines(total) : NULL;
     if (!blk) {
         *error = 3;
         return NULL;
     }
     mg_node *n = (mg_node *)blk;
-    n->block_bytes = total;
+    n->block_bytes = (uint32_t)total;
     n->type = t;
     n->channels = channels;
     n->sample_rate = mg_engine_rate(e);
