@@ -806,30 +806,6 @@ int mg_plan_buffers(const mg_plan *p) { return p->pool_slots; }
 
 int mg_plan_block(const mg_plan *p) { return p->block; }
 
-int mg_plan_layout(mg_plan *p, int block)
-{
-    if (!p->finished)
-        return 0;
-    block = mg_block_frames(block);
-    if (p->block == block)
-        return 0;
-    const size_t stride = mg_slot_floats(block);
-    float *mem = mg_calloc((size_t)p->pool_slots * stride + 16, sizeof(float));
-    if (!mem)
-        return -1;
-    mg_free(p->pool_mem);
-    p->pool_mem = mem;
-    p->block = block;
-    float *base = (float *)(((uintptr_t)mem + 63) & ~(uintptr_t)63);
-    for (int k = 0; k < p->n_outputs; k++)
-        if (p->slot[k] >= 0)
-            p->outb[k] = base + (size_t)p->slot[k] * stride;
-    for (int m = 0; m < p->mix_used; m++)
-        if (p->op_out[m] >= 0)
-            p->mix[m].src = p->outb[p->op_out[m]];
-    return 0;
-}
-
 /* mg_plan_finish with what it needs of each step's node in info (by step). */
 static int finish(mg_plan *p, const step_info *info, arena *sc)
 {
