@@ -48,7 +48,7 @@ def main() -> None:
     a = ap.parse_args()
     if a.cpu >= 0:
         os.sched_setaffinity(0, {a.cpu})
-    e = Engine(48000, 0, 2)
+    e = Engine(48000, 0, 2, block=64)
     s = Session(e)
     build_mix64(s, a.channels)
     out = np.zeros((64, 2), np.float32)

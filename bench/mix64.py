@@ -141,7 +141,7 @@ def build_mix64(s: Session, n: int, hard: bool = False, source: str = "noise") -
 
 
 def time_session(build, seconds: float, repeats: int, hw_in: int = 0) -> dict:
-    e = Engine(RATE, hw_in, 2)
+    e = Engine(RATE, hw_in, 2, block=BLOCK)  # the plan's buffers for 64-frame cycles
     s = Session(e)
     build(s)
     out = np.zeros((RATE, 2), np.float32)
@@ -263,7 +263,7 @@ def run_mix64(sizes: list[int], seconds: float, repeats: int, hard: bool = False
 def time_threads(n: int, threads: int, block: int, seconds: float) -> dict:
     """mix64 with n channels on `threads` threads: each call's wall-clock us
     and the CPU us per block of the whole process (every thread)."""
-    e = Engine(RATE, 0, 2, threads=threads)
+    e = Engine(RATE, 0, 2, threads=threads, block=block)
     s = Session(e)
     build_mix64(s, n)
     frames = int(seconds * RATE) // block * block
@@ -326,7 +326,7 @@ def run_threads(sizes: list[int], threads: list[int], seconds: float, repeats: i
 def live_ok(n: int, threads: int, seconds: float) -> tuple[bool, float, int]:
     """mix64 with n channels live on the null clock at 64 frames: (no xrun and
     mean load <= 70%, mean load, xruns)."""
-    e = Engine(RATE, 0, 2, threads=threads)
+    e = Engine(RATE, 0, 2, threads=threads, block=BLOCK)
     s = Session(e)
     build_mix64(s, n)
     e.null_start(BLOCK)
@@ -366,7 +366,7 @@ def live_blocks(n: int, threads: int, block: int, seconds: float,
     the xruns. sched: mg_engine_set_sched (spin us, min work us)."""
     from mixgraph.server._core import ffi, lib
 
-    e = Engine(RATE, 0, 2, threads=threads)
+    e = Engine(RATE, 0, 2, threads=threads, block=block)
     s = Session(e)
     build_mix64(s, n)
     if sched is not None and threads > 1:

@@ -4,6 +4,7 @@
  * thread; a call from the audio thread is a defect, and is counted so the
  * tests (tests/test_rt_alloc.py) can catch it. */
 #define _DEFAULT_SOURCE /* MAP_ANONYMOUS under -std=c11 */
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,14 +67,114 @@ void *mg_malloc(size_t n, size_t size)
     return malloc(n && size ? n * size : 1);
 }
 
+/* The node arena: node blocks (mg_calloc_lines) are carved from 2 MB chunks,
+ * 2 MB-aligned and advised as transparent huge pages, one after the other in
+ * the order the nodes are made. A cycle walks every node of the plan, and
+ * with 4 KB pages each node's block is a TLB entry of its own (a 64-strip
+ * mix's ~520 blocks: ~500 entries, lost when other work runs between two
+ * cycles, each a page walk when the cycle comes back); in huge pages the
+ * whole graph's blocks are a few entries. A freed block goes on a free list
+ * of its size in lines, for the next block of that size; chunks are kept for
+ * the life of the process. Blocks over ARENA_MAX bytes are posix_memalign's.
+ * Control thread only (a mutex, never taken by the audio thread). */
+#define ARENA_CHUNK ((size_t)2 << 20)
+#define ARENA_MAX ((size_t)256 << 10)
+static pthread_mutex_t arena_lock = PTHREAD_MUTEX_INITIALIZER;
+static char *arena_at;                    /* the next free byte of the current chunk */
+static size_t arena_left;
+static void *arena_free[ARENA_MAX / 64 + 1]; /* by size in lines: freed blocks, linked */
+static _Atomic int arena_on = 1;
+static char **arena_chunks;               /* every chunk, to tell arena blocks on free */
+static size_t arena_n, arena_cap;
+
+static int arena_owns(const void *p)
+{
+    for (size_t i = 0; i < arena_n; i++)
+        if ((const char *)p >= arena_chunks[i] && (const char *)p < arena_chunks[i] + ARENA_CHUNK)
+            return 1;
+    return 0;
+}
+
+void mg_node_arena(int on) { atomic_store(&arena_on, on != 0); }
+
+static void *arena_chunk(void)
+{
+    if (arena_n == arena_cap) {
+        const size_t cap = arena_cap ? 2 * arena_cap : 16;
+        char **c = realloc(arena_chunks, cap * sizeof *c);
+        if (!c)
+            return NULL;
+        arena_chunks = c;
+        arena_cap = cap;
+    }
+    /* twice the size, then the aligned 2 MB kept */
+    char *m = mmap(NULL, 2 * ARENA_CHUNK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                   -1, 0);
+    if (m == MAP_FAILED)
+        return NULL;
+    char *a = (char *)(((uintptr_t)m + ARENA_CHUNK - 1) & ~(uintptr_t)(ARENA_CHUNK - 1));
+    if (a > m)
+        munmap(m, (size_t)(a - m));
+    if (a + ARENA_CHUNK < m + 2 * ARENA_CHUNK)
+        munmap(a + ARENA_CHUNK, (size_t)(m + 2 * ARENA_CHUNK - (a + ARENA_CHUNK)));
+#ifdef MADV_HUGEPAGE
+    madvise(a, ARENA_CHUNK, MADV_HUGEPAGE); /* a hint: without THP, 4 KB pages */
+#endif
+    arena_chunks[arena_n++] = a;
+    return a;
+}
+
 void *mg_calloc_lines(size_t bytes)
 {
     count_if_audio();
+    const size_t lines = (bytes + 63) / 64 ? (bytes + 63) / 64 : 1;
     void *p = NULL;
-    if (posix_memalign(&p, 64, bytes ? bytes : 1) != 0)
+    if (lines * 64 <= ARENA_MAX && atomic_load(&arena_on)) {
+        pthread_mutex_lock(&arena_lock);
+        if (arena_free[lines]) {
+            p = arena_free[lines];
+            arena_free[lines] = *(void **)p;
+        } else {
+            if (arena_left < lines * 64) {
+                char *c = arena_chunk();
+                if (c) {
+                    arena_at = c;
+                    arena_left = ARENA_CHUNK;
+                }
+            }
+            if (arena_left >= lines * 64) {
+                p = arena_at;
+                arena_at += lines * 64;
+                arena_left -= lines * 64;
+            }
+        }
+        pthread_mutex_unlock(&arena_lock);
+    }
+    if (!p && posix_memalign(&p, 64, lines * 64) != 0)
         return NULL;
-    memset(p, 0, bytes);
+    memset(p, 0, lines * 64); /* also faults the pages in here, on the control thread */
     return p;
+}
+
+void mg_free_lines(void *p, size_t bytes)
+{
+    if (!p)
+        return;
+    count_if_audio();
+    const size_t lines = (bytes + 63) / 64 ? (bytes + 63) / 64 : 1;
+    int mine = 0;
+    if (lines * 64 <= ARENA_MAX) {
+        /* an arena block, or posix_memalign's (the arena full or off) */
+        pthread_mutex_lock(&arena_lock);
+        mine = arena_owns(p);
+        if (mine) {
+            *(void **)p = arena_free[lines];
+            arena_free[lines] = p;
+        }
+        pthread_mutex_unlock(&arena_lock);
+    }
+    if (!mine)
+        free(p);
 }
 
 void mg_free(void *p)

@@ -18,7 +18,7 @@ HERE = Path(__file__).resolve().parent
 NODES = HERE.parent / "nodes"
 # the shared core, in link order
 CORE = ("engine.c", "plan.c", "ring.c", "alloc.c", "jack.c", "midi.c", "lv2host.c", "pool.c",
-        "workers.c", "fft_check.c")
+        "workers.c", "fft_check.c", "layout.c")
 # -fno-trapping-math: FP operations are assumed not to trap (mixgraph never
 # unmasks FP exceptions), so GCC may if-convert selects and vectorise loops
 # such as denoise's gain rule. Values are unchanged: NaN and Inf keep their

@@ -94,6 +94,8 @@ struct mg_engine {
     float ceiling;
     uint32_t plan_gen;
     int ganging;              /* set by control before start */
+    int block;                /* [control] frames the pools of the plans it is
+                                 handed are laid out for (mg_engine_set_block) */
 
     /* written by audio, read by any thread */
     _Atomic uint64_t time;
@@ -154,6 +156,7 @@ mg_engine *mg_engine_new(double sample_rate, int hw_in_ch, int hw_out_ch,
     e->ceiling = 1.0f;
     e->ganging = 1;
     e->threads = 1;
+    e->block = MG_MAX_BLOCK;
     /* read the zeros once here: their page must not fault on the audio thread */
     volatile float touch = 0.0f;
     for (size_t i = 0; i < MG_MAX_BLOCK; i += 256)
@@ -312,17 +315,35 @@ int mg_engine_trace_read(mg_engine *e, double *t, int *kind, int *thread, int *a
     return e->workers ? mg_workers_trace_read(e->workers, t, kind, thread, arg, cap) : -1;
 }
 
-/* [control] A plan about to go to an engine with workers: its parallel form
+/* [control] A plan about to go to the engine: its pool laid out for the
+ * engine's block (mg_plan_layout), and with workers its parallel form
  * (csrc/pool.c), once. Without one (too many units, no memory) it runs on
- * one thread. */
-static void prepare_plan(mg_engine *e, int kind, void *ptr)
+ * one thread. 0 ok, -1 no memory for the pool. */
+static int prepare_plan(mg_engine *e, int kind, void *ptr)
 {
-    if (kind == MG_CMD_PLAN && ptr && e->workers) {
-        mg_plan *p = ptr;
-        if (p->finished && !p->par)
-            p->par = mg_par_build(p, e->threads);
+    if (kind != MG_CMD_PLAN || !ptr)
+        return 0;
+    mg_plan *p = ptr;
+    if (!p->finished)
+        return 0;
+    if (p->block != mg_block_frames(e->block)) {
+        if (mg_plan_layout(p, e->block) != 0)
+            return -1;
+        mg_par_free(p->par); /* laid out for the old pool's block */
+        p->par = NULL;
     }
+    if (e->workers && !p->par)
+        p->par = mg_par_build(p, e->threads);
+    return 0;
 }
+
+int mg_engine_set_block(mg_engine *e, int frames)
+{
+    e->block = mg_block_frames(frames);
+    return e->block;
+}
+
+int mg_engine_block(mg_engine *e) { return e->block; }
 
 void mg_engine_hw_channels(mg_engine *e, int *in, int *out)
 {
@@ -357,13 +378,15 @@ void mg_engine_add_xruns(mg_engine *e, uint64_t n)
 
 int mg_push(mg_engine *e, const mg_cmd *cmd)
 {
-    prepare_plan(e, cmd->kind, cmd->ptr);
+    if (prepare_plan(e, cmd->kind, cmd->ptr) != 0)
+        return 0;
     return mg_ring_push(&e->cmd, cmd);
 }
 
 int mg_push_cmd(mg_engine *e, uint64_t time, int kind, int index, float value, void *ptr)
 {
-    prepare_plan(e, kind, ptr);
+    if (prepare_plan(e, kind, ptr) != 0)
+        return 0;
     mg_cmd c = {time, kind, index, value, ++e->push_seq, ptr, 0, 0};
     return mg_ring_push(&e->cmd, &c);
 }
@@ -1449,13 +1472,15 @@ static void run_plan(mg_engine *e, int off, int n, uint64_t t)
         mg_workers_note(e->workers, 0, mono_ns() - t0, n);
 }
 
-/* One chunk of at most MG_MAX_BLOCK frames, hardware buffers planar. */
-static void run_chunk(mg_engine *e, int n)
+/* One chunk of at most MG_MAX_BLOCK frames, hardware buffers planar; returns
+ * the frames it ran: fewer than n when the plan's buffers hold fewer (its
+ * pool is laid out for the engine's block, mg_plan_layout), the chunk then
+ * ending where that plan came in. */
+static int run_chunk(mg_engine *e, int n)
 {
     uint64_t start = atomic_load_explicit(&e->time, memory_order_relaxed);
     flush_retired(e);
     drain_commands(e, start);
-    const uint64_t end = start + (uint64_t)n;
     int pos = 0;
     while (pos < n) {
         uint64_t now = start + (uint64_t)pos;
@@ -1464,13 +1489,20 @@ static void run_chunk(mg_engine *e, int n)
             heap_pop(e);
             apply_now(e, &c);
         }
+        const int cap = e->plan ? e->plan->block : MG_MAX_BLOCK;
+        if (n > cap) { /* sub-blocks of this plan must end within its slots */
+            if (pos >= cap)
+                break;
+            n = cap;
+        }
         int len = n - pos;
-        if (e->heap_len > 0 && e->heap[0].cmd.time < end)
+        if (e->heap_len > 0 && e->heap[0].cmd.time < start + (uint64_t)n)
             len = (int)(e->heap[0].cmd.time - now);
         run_plan(e, pos, len, now);
         pos += len;
     }
-    atomic_store_explicit(&e->time, end, memory_order_release);
+    atomic_store_explicit(&e->time, start + (uint64_t)pos, memory_order_release);
+    return pos;
 }
 
 /* Interleaved frames to planar channels. The source is read in order, four
@@ -1542,7 +1574,7 @@ static void process_any(mg_engine *e, const float *in, const float *const *in_pl
             for (int c = 0; c < ci; c++)
                 memset(e->hw_in[c], 0, sizeof(float) * (size_t)n);
         }
-        run_chunk(e, n);
+        n = run_chunk(e, n);
         /* safety stage: scrub non-finite samples, hold the hard ceiling */
         for (int c = 0; c < co; c++) {
             float *s = e->hw_out[c];

@@ -17,8 +17,12 @@ void mg_free(void *p);
  * writes on the control thread before any other thread reads it (which also
  * touches its pages there). */
 void *mg_malloc(size_t n, size_t size);
-/* mg_calloc aligned to a 64-byte cache line (freed with mg_free). */
+/* Zeroed whole cache lines for a node's block, from the node arena (2 MB
+ * huge pages, see alloc.c); freed with mg_free_lines and the same size. */
 void *mg_calloc_lines(size_t bytes);
+void mg_free_lines(void *p, size_t bytes);
+/* Bench: 0 makes later node blocks posix_memalign's, as before the arena. */
+void mg_node_arena(int on);
 /* Zeroed pages of their own mapping, away from the heap, for memory a node
  * rarely touches (ramp buffers, its own block buffers): keeps the hot node
  * blocks that run_plan walks close together. */

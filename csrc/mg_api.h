@@ -302,6 +302,16 @@ void mg_engine_set_ganging(mg_engine *e, int on);
  * thread, the plan's steps in order. Plans pushed afterwards get their
  * parallel form. Returns the threads it runs (1 if workers cannot start). */
 int mg_engine_set_threads(mg_engine *e, int threads);
+/* [control] The longest sub-block the engine runs a plan on: the pools of
+ * the plans pushed from now on hold that many frames per buffer (the period
+ * of the backend: JACK's buffer size, the null clock's block), rounded up to
+ * 16 in 16..MG_MAX_BLOCK; returns it. A call of more frames runs in chunks
+ * of that many. Default MG_MAX_BLOCK. */
+int mg_engine_set_block(mg_engine *e, int frames);
+int mg_engine_block(mg_engine *e);
+/* Bench A/B: 0 allocates later nodes' blocks with posix_memalign instead
+ * of from the node arena of huge pages (csrc/alloc.c); default 1. */
+void mg_node_arena(int on);
 int mg_engine_threads(mg_engine *e);                               /* [any] */
 /* [control] a pushed plan's units of work and its parallel pool's buffers
  * (0: it runs on one thread) */
@@ -562,6 +572,9 @@ int mg_plan_step_gang(const mg_plan *p, int step);
 /* After finish: how many channel buffers the plan's outputs share (each
  * output holds one from its step to its last reader, then it is reused). */
 int mg_plan_buffers(const mg_plan *p);
+/* The frames each of those buffers holds: the block of the engine the plan
+ * was pushed to (mg_engine_set_block); 0 before, for a finished plan. */
+int mg_plan_block(const mg_plan *p);
 /* MG_CMD_EDGE: index = fade length in frames, value = target gain, time =
  * frames to hold the current gain before the fade starts (0: at once; used
  * to meet, at the output, the fade of a connection delayed differently). */

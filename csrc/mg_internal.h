@@ -78,6 +78,8 @@ struct mg_node {
     uint32_t in_gen;          /* plan (gen) and */
     uint32_t in_epoch;        /* its ops' epoch (see mg_plan.epoch) */
     uint32_t live_gen;        /* generation of the plan that last held it */
+    uint32_t block_bytes;     /* this block's size (mg_calloc_lines); here, in the
+                                 padding before readout, the struct stays 160 bytes */
     /* written by audio, read by any thread */
     _Atomic float *readout;
 };
@@ -191,15 +193,55 @@ struct mg_plan {
      * back for reuse after its last reader (see assign_buffers) */
     float **outb;             /* per step, node->n_out pointers (hw input nodes:
                                  the engine's buffers) */
-    float *pool_mem;          /* the pool's allocation */
+    float *pool_mem;          /* the pool's allocation (mg_plan_layout) */
     int *push;                /* pushed ops by source step (see mg_step) */
     int pool_slots;
+    int *slot;                /* per node output: its pool slot (-1: the engine's
+                                 hardware buffer), as assign_buffers gave them */
+    int n_outputs;            /* their count */
+    int block;                /* frames each pool slot holds: the longest sub-block
+                                 the engine may run this plan on (MG_MAX_BLOCK for
+                                 unfinished plans; 0 until mg_plan_layout) */
+    int *op_out;              /* per op: the node output it reads (an index of
+                                 outb), -1 for a delay group's output */
     int *src_step;            /* control, while mg_plan_build builds it: each op's
                                  source step (NULL: mg_plan_finish searches) */
     struct mg_par *par;       /* the plan on several threads (csrc/pool.c), or NULL:
                                  built by the control thread when the plan is
                                  pushed to an engine with workers; freed with it */
 };
+
+/* ---- the layout of a plan's buffers (csrc/plan.c, csrc/pool.c) ----------
+ *
+ * A plan's channel buffers are slots of one pool, each holding `block`
+ * frames: the engine's period (mg_engine_set_block), not MG_MAX_BLOCK, so a
+ * 64-frame cycle touches whole slots and the pool spans a few pages instead
+ * of ~2 KB per slot. Slots are packed (rounded up to whole cache lines): a
+ * block's slots then fill the L1 sets evenly. A slot of a whole number of KB
+ * gets one line more, so that the first lines of slots in use together (a
+ * plan laid out for long blocks run on shorter sub-blocks) do not all fall
+ * into the same few sets. */
+static inline size_t mg_slot_floats(int block)
+{
+    size_t f = ((size_t)block + 15) & ~(size_t)15;
+    return f % 256 == 0 ? f + 16 : f;
+}
+
+/* [control] Lay out (again) a finished plan's pool for sub-blocks of at most
+ * `block` frames (16 .. MG_MAX_BLOCK), before it goes to the audio thread:
+ * allocates the pool, points the outputs and the ops reading them at it.
+ * 0 ok (nothing to do when it is laid out so already), -1 out of memory
+ * (the old layout is kept). */
+int mg_plan_layout(mg_plan *p, int block);
+/* The frames a plan's pool is laid out for, from what an engine asks. */
+static inline int mg_block_frames(int frames)
+{
+    if (frames < 16)
+        frames = 16;
+    if (frames > MG_MAX_BLOCK)
+        frames = MG_MAX_BLOCK;
+    return (frames + 15) & ~15;
+}
 
 /* ---- the plan on several threads (csrc/pool.c builds, csrc/workers.c and
  * engine.c run) ---------------------------------------------------------- */

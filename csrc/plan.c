@@ -111,12 +111,13 @@ mg_node *mg_node_new_type(mg_engine *e, const mg_node_type *t, int channels, int
     const size_t o_state = (o_readout + pad16(((size_t)n_readout + 1) * sizeof(_Atomic float)) + 63) &
                            ~(size_t)63;
     const size_t total = o_state + (t->state_size ? t->state_size : 1);
-    char *blk = mg_calloc_lines(total);
+    char *blk = total < UINT32_MAX ? mg_calloc_lines(total) : NULL;
     if (!blk) {
         *error = 3;
         return NULL;
     }
     mg_node *n = (mg_node *)blk;
+    n->block_bytes = (uint32_t)total;
     n->type = t;
     n->channels = channels;
     n->sample_rate = mg_engine_rate(e);
@@ -185,7 +186,8 @@ void mg_node_free(mg_node *n)
     if (n->type->release && n->state)
         n->type->release(n->state);
     mg_cold_free(n->ramp_mem, n->cold_bytes);
-    mg_free(n); /* with in_ptr, out_ptr, pv, in/out_base, params, readout, state */
+    /* with in_ptr, out_ptr, pv, in/out_base, params, readout, state */
+    mg_free_lines(n, n->block_bytes);
 }
 
 void mg_node_init_param(mg_node *n, int index, float v)
@@ -350,6 +352,7 @@ mg_plan *mg_plan_new(int n_steps, int n_mix, int n_edges)
     p->n_steps = n_steps;
     p->n_mix = n_mix;
     p->n_edges = n_edges;
+    p->block = MG_MAX_BLOCK; /* unfinished plans run on the nodes' own buffers */
     p->steps = mg_calloc((size_t)n_steps + 1, sizeof(mg_step));
     /* not zeroed: add_op writes each op whole, and the audio thread reads
      * none past mix_used (a 10,000-node plan's ops are ~1.6 MB) */
@@ -374,6 +377,8 @@ void mg_plan_free(mg_plan *p)
     mg_free(p->clear);
     mg_free(p->outb);
     mg_free(p->pool_mem);
+    mg_free(p->slot);
+    mg_free(p->op_out);
     mg_free(p->push);
     mg_free(p->src_step);
     mg_par_free(p->par);
@@ -462,10 +467,6 @@ int mg_plan_step_gang(const mg_plan *p, int step)
 {
     return step >= 0 && step < p->n_steps ? p->steps[step].gang : -1;
 }
-
-/* Pool slots are MG_MAX_BLOCK floats plus one cache line, so slots in use
- * together do not all start in the same L1 sets. */
-#define POOL_STRIDE (MG_MAX_BLOCK + 16)
 
 typedef struct {
     const mg_node *node;
@@ -603,7 +604,7 @@ static int assign_buffers(mg_plan *p, const step_info *info, arena *sc)
         n_out += info[s].n_out;
     }
     int *last = tmp_alloc(sc, (size_t)n_out + 1, sizeof(int));      /* unit end of last use */
-    int *slot = tmp_alloc(sc, (size_t)n_out + 1, sizeof(int));
+    int *slot = mg_malloc((size_t)n_out + 1, sizeof(int));         /* kept: p->slot */
     int *freed = tmp_alloc(sc, (size_t)n_out + 1, sizeof(int));     /* free list (a stack) */
     int *order = tmp_alloc(sc, (size_t)n_out + 1, sizeof(int));     /* outputs by last use */
     int *first = tmp_calloc(sc, (size_t)p->n_steps + 2, sizeof(int));
@@ -611,8 +612,10 @@ static int assign_buffers(mg_plan *p, const step_info *info, arena *sc)
     int *src_step = tmp_alloc(sc, (size_t)p->mix_used + 1, sizeof(int));
     p->outb = mg_calloc((size_t)n_out + 1, sizeof(float *));
     p->push = mg_calloc((size_t)p->mix_used + 1, sizeof(int));
+    p->op_out = mg_malloc((size_t)p->mix_used + 1, sizeof(int));
     int rc = -1;
-    if (!last || !slot || !freed || !order || !first || !ns || !src_step || !p->outb || !p->push)
+    if (!last || !slot || !freed || !order || !first || !ns || !src_step || !p->outb || !p->push ||
+        !p->op_out)
         goto out;
     /* steps by node, to find each op's source step */
     for (int s = 0; s < p->n_steps; s++) {
@@ -757,24 +760,26 @@ static int assign_buffers(mg_plan *p, const step_info *info, arena *sc)
             if (slot[order[q]] >= 0)
                 freed[n_free++] = slot[order[q]];
     }
-    p->pool_mem = mg_calloc((size_t)n_slots * POOL_STRIDE + 16, sizeof(float));
-    if (!p->pool_mem)
-        goto out;
+    /* the pool itself is laid out for the engine's block when the plan goes
+     * to it (mg_plan_layout): here the hardware buffers, and the ops by source */
     p->pool_slots = n_slots;
-    float *base = (float *)(((uintptr_t)p->pool_mem + 63) & ~(uintptr_t)63);
+    p->slot = slot;
+    p->n_outputs = n_out;
+    slot = NULL;
+    p->block = 0;
     for (int s = 0; s < p->n_steps; s++) {
         const mg_step *st = &p->steps[s];
-        for (int c = 0; c < info[s].n_out; c++) {
-            const int k = st->out_first + c;
-            p->outb[k] = slot[k] < 0 ? info_out(&info[s], c) : base + (size_t)slot[k] * POOL_STRIDE;
-        }
+        for (int c = 0; c < info[s].n_out; c++)
+            if (p->slot[st->out_first + c] < 0)
+                p->outb[st->out_first + c] = info_out(&info[s], c);
     }
     for (int m = 0; m < p->mix_used; m++) {
         mg_mixop *op = &p->mix[m];
+        p->op_out[m] = -1;
         if (!op->src_node)
             continue;
         mg_step *ps = &p->steps[src_step[m]];
-        op->src = p->outb[ps->out_first + op->src_index];
+        p->op_out[m] = ps->out_first + op->src_index;
         if (op->push)
             p->push[ps->push_first + ps->push_count++] = m;
     }
@@ -788,7 +793,7 @@ static int assign_buffers(mg_plan *p, const step_info *info, arena *sc)
     rc = 0;
 out:
     tmp_free(sc, last);
-    tmp_free(sc, slot);
+    mg_free(slot);
     tmp_free(sc, freed);
     tmp_free(sc, order);
     tmp_free(sc, first);
@@ -798,6 +803,8 @@ out:
 }
 
 int mg_plan_buffers(const mg_plan *p) { return p->pool_slots; }
+
+int mg_plan_block(const mg_plan *p) { return p->block; }
 
 /* mg_plan_finish with what it needs of each step's node in info (by step). */
 static int finish(mg_plan *p, const step_info *info, arena *sc)

@@ -20,8 +20,6 @@
 
 #include "mg_internal.h"
 
-/* as csrc/plan.c: a slot is MG_MAX_BLOCK floats and one cache line */
-#define PAR_STRIDE (MG_MAX_BLOCK + 16)
 /* units beyond this: the ancestor bitsets cost too much; one thread */
 #define PAR_MAX_UNITS 8192
 /* roots (batches of source atoms) and push segments per thread, but none
@@ -619,7 +617,9 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
                 freel[n_free++] = l_out[i];
     }
 #undef BEFORE
-    par->pool_mem = mg_calloc((size_t)n_slots * PAR_STRIDE + 16, sizeof(float));
+    /* slots as the plan's own (mg_slot_floats), for the block it is laid out for */
+    const size_t stride = mg_slot_floats(p->block);
+    par->pool_mem = mg_calloc((size_t)n_slots * stride + 16, sizeof(float));
     if (!par->pool_mem)
         goto fail;
     par->pool_slots = n_slots;
@@ -631,7 +631,7 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
             /* inert steps have no atom: their outputs are the hardware's */
             par->outb[k] = st->node->out_aliased || atom_of[s] < 0
                                ? st->node->out_base[c]
-                               : base + (size_t)slot[k] * PAR_STRIDE;
+                               : base + (size_t)slot[k] * stride;
         }
     }
     for (int m = 0; m < M; m++)

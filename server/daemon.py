@@ -178,7 +178,8 @@ class Daemon:
         self.fd_limit = raise_fd_limit()
         self.config = self._choose(opts)
         cfg = self.config
-        self.engine = Engine(cfg.sample_rate, cfg.hw_in, cfg.hw_out, threads=opts.threads)
+        self.engine = Engine(cfg.sample_rate, cfg.hw_in, cfg.hw_out, threads=opts.threads,
+                             block=cfg.block)
         self.engine.set_ceiling_db(opts.ceiling_db)
         self.disk = DiskIO(cfg.sample_rate, max_recorder_channels=opts.max_recorder_channels,
                            min_free_bytes=int(opts.min_free_mb * (1 << 20)), enforce=False)
@@ -529,6 +530,8 @@ class Daemon:
             self.devices.config.block = jack.period
             self.dispatcher.info["block"] = jack.period
             log.info("audio: JACK buffer size is now %d frames", jack.period)
+            if self.engine.block != self.engine.set_block(jack.period):
+                self.session._dirty = True  # a plan whose buffers fit the new period
         plans = self.session.plans_built
         if plans != self._latency_plans:
             self._latency_plans = plans

@@ -106,10 +106,11 @@ class Engine:
 
     def __init__(self, sample_rate: float, hw_in: int, hw_out: int,
                  cmd_capacity: int = 1 << 15, heap_capacity: int = 1 << 14,
-                 threads: int = 1) -> None:
+                 threads: int = 1, block: int | None = None) -> None:
         """threads: the audio thread and threads - 1 audio workers run each
         plan's independent work (docs/architecture.md, "The graph on every
-        core"); 1 runs the plan's steps in order on the audio thread."""
+        core"); 1 runs the plan's steps in order on the audio thread. block:
+        the backend's period in frames, see set_block (None: the largest)."""
         self.ptr = lib.mg_engine_new(float(sample_rate), hw_in, hw_out, cmd_capacity,
                                      heap_capacity)
         self.cmd_capacity = cmd_capacity
@@ -119,6 +120,7 @@ class Engine:
                 f"cannot create an engine at {sample_rate} Hz with {hw_in} in / {hw_out} out"
             )
         self.threads = lib.mg_engine_set_threads(self.ptr, max(1, int(threads)))
+        self.block = lib.mg_engine_set_block(self.ptr, int(block or lib.MG_MAX_BLOCK))
         self.sample_rate = float(sample_rate)
         self.hw_in = hw_in
         self.hw_out = hw_out
@@ -208,7 +210,18 @@ class Engine:
                                            ffi.from_buffer("double[]", us))
         return us
 
+    def set_block(self, frames: int) -> int:
+        """The backend's period: the channel buffers of the plans pushed from
+        now on hold that many frames (rounded up to 16), so a cycle's buffers
+        are a few compact pages (docs/architecture.md, "Buffers"). Longer
+        engine calls run in chunks of that many frames, with the same samples.
+        A plan already pushed keeps its layout: push a new one (Session:
+        mark it dirty) to follow a change. Returns the frames."""
+        self.block = lib.mg_engine_set_block(self.ptr, int(frames))
+        return self.block
+
     def null_start(self, block: int) -> None:
+        self.set_block(block)
         if lib.mg_null_start(self.ptr, block) != 0:
             raise MixgraphError(f"cannot start the null clock with {block}-frame blocks")
 

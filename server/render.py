@@ -251,7 +251,7 @@ def _render_pass(doc: dict, base: Path, out_path, rate: float, hw_in: int, hw_ou
     NaN and Inf are still scrubbed); an integer file cannot hold more than
     full scale, so it is clipped at 0 dBFS and the clipped samples counted."""
     out = _open_out(out_path, rate, hw_out, subtype)
-    engine = Engine(rate, hw_in, hw_out, threads=threads)
+    engine = Engine(rate, hw_in, hw_out, threads=threads, block=block)
     result = RenderResult(total, hw_out, rate)
     result.float_file = out.subtype in FLOAT_SUBTYPES
     engine.set_ceiling_db(None if result.float_file else 0.0)
