@@ -107,9 +107,15 @@ static void *arena_chunk(void)
         arena_chunks = c;
         arena_cap = cap;
     }
-    /* twice the size, then the aligned 2 MB kept */
-    char *m = mmap(NULL, 2 * ARENA_CHUNK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                   -1, 0);
+    /* twice the size, then the aligned 2 MB kept. Mapped PROT_NONE first and
+     * made writable after the MADV_HUGEPAGE hint: under mlockall(MCL_FUTURE)
+     * (serve --mlock) a writable mapping is populated at once, with 4 KB pages
+     * before the hint could apply, and khugepaged later collapsed those into a
+     * huge page while the audio thread ran on them: a page fault there, and a
+     * wait for the copy (seen in bench/jackd.py as rt_thread_faults and
+     * /proc/vmstat thp_collapse_alloc). mprotect() of a locked mapping
+     * populates it after the hint, with a huge page from the start. */
+    char *m = mmap(NULL, 2 * ARENA_CHUNK, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED)
         return NULL;
     char *a = (char *)(((uintptr_t)m + ARENA_CHUNK - 1) & ~(uintptr_t)(ARENA_CHUNK - 1));
@@ -120,6 +126,10 @@ static void *arena_chunk(void)
 #ifdef MADV_HUGEPAGE
     madvise(a, ARENA_CHUNK, MADV_HUGEPAGE); /* a hint: without THP, 4 KB pages */
 #endif
+    if (mprotect(a, ARENA_CHUNK, PROT_READ | PROT_WRITE) != 0) {
+        munmap(a, ARENA_CHUNK);
+        return NULL;
+    }
     arena_chunks[arena_n++] = a;
     return a;
 }
