@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from undo import close  # the in-process daemon's teardown (bench/undo.py)
+
 
 def main() -> int:
     from mixgraph.server.backends import start_backend
@@ -71,14 +73,7 @@ def main() -> int:
             total = time.thread_time() - t_all
             assert not fails, fails[:3]
         finally:
-            running.stop()
-            d.autosaver.close()
-            if d.journal is not None:
-                d.journal.close()
-            sink.close()
-            d.session.close()
-            d.server.close()
-            d.engine.free()
+            close(d, running, sink)
     print(f"{a.cues} cues set: control-thread CPU {total:.2f} s; journal records "
           f"{written[0]:,} bytes")
     print(f"  CPU s per {a.every} cues: " + " ".join(f"{x:.2f}" for x in steps))

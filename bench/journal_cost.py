@@ -31,6 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from undo import close  # noqa: E402  (the in-process daemon's teardown, bench/undo.py)
+
 from mixgraph.clients.protocol import decode, encode  # noqa: E402
 
 from daemon_util import Daemon  # noqa: E402
@@ -152,14 +154,7 @@ def inproc(journal: bool, fsync_ms: float, kind: str, batches: int) -> float:
                         break
             return cpu / (batches * 64) * 1e6
         finally:
-            running.stop()
-            d.autosaver.close()
-            if d.journal is not None:
-                d.journal.close()
-            sink.close()
-            d.session.close()
-            d.server.close()
-            d.engine.free()
+            close(d, running, sink)
 
 
 def main() -> int:
