@@ -379,14 +379,14 @@ void mg_engine_add_xruns(mg_engine *e, uint64_t n)
 int mg_push(mg_engine *e, const mg_cmd *cmd)
 {
     if (prepare_plan(e, cmd->kind, cmd->ptr) != 0)
-        return 0;
+        return -1; /* no memory for the plan's pool: not a full ring */
     return mg_ring_push(&e->cmd, cmd);
 }
 
 int mg_push_cmd(mg_engine *e, uint64_t time, int kind, int index, float value, void *ptr)
 {
     if (prepare_plan(e, kind, ptr) != 0)
-        return 0;
+        return -1; /* no memory for the plan's pool: not a full ring */
     mg_cmd c = {time, kind, index, value, ++e->push_seq, ptr, 0, 0};
     return mg_ring_push(&e->cmd, &c);
 }

@@ -267,7 +267,9 @@ void mg_engine_process_blocks(mg_engine *e, const float *in, float *out,
 int mg_pa_callback(const void *input, void *output, unsigned long frames,
                    const void *time_info, unsigned long status_flags,
                    void *user_data);
-int mg_push(mg_engine *e, const mg_cmd *cmd);       /* [control] 1 = queued */
+/* [control] 1 = queued, 0 = the ring is full, -1 = no memory to lay out a
+ * plan's pool for the engine's block (the command is not queued) */
+int mg_push(mg_engine *e, const mg_cmd *cmd);
 /* The same from its fields, numbered in push order (one call from Python). */
 int mg_push_cmd(mg_engine *e, uint64_t time, int kind, int index, float value, void *ptr);
 int mg_cmd_space(mg_engine *e);                     /* [control] */

@@ -139,9 +139,13 @@ class Engine:
 
     def push(self, kind: int, ptr=ffi.NULL, index: int = 0, value: float = 0.0,
              time: int = 0) -> None:
-        """Queue one command for the audio thread; raises EngineBusy when the ring is full."""
-        if not lib.mg_push_cmd(self.ptr, time, kind, index, value, ptr):
+        """Queue one command for the audio thread; raises EngineBusy when the ring is
+        full, MixgraphError when a plan's buffers cannot be laid out (no memory)."""
+        r = lib.mg_push_cmd(self.ptr, time, kind, index, value, ptr)
+        if r == 0:
             raise EngineBusy("engine command queue full; try again")
+        if r < 0:
+            raise MixgraphError("out of memory laying out the plan's buffers")
 
     def push_ramp(self, ptr, index: int, target: float, frames: int, curve: int,
                   time: int = 0) -> None:
