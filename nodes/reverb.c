@@ -64,6 +64,12 @@ typedef struct {
     int moving;                                /* some length is still slewing */
     float g[NL], gb[NL], b[NL], y[NL]; /* gain*(1-b), pole, one-pole state */
     float ap[NL];                      /* allpass interpolator state */
+    unsigned M[NL];                    /* line read positions of this sub-block */
+    float eta[NL];                     /* and their allpass coefficients */
+    int sub_pos; /* samples into the sub-block: sub-blocks are SUB samples of the
+                  * node's own clock, so a call that ends mid-sub-block leaves the
+                  * read positions where they were and the output does not depend
+                  * on how the host splits the signal into calls */
     float coef_decay, coef_damp; /* what g/b were computed for */
     float dg[ND];                /* diffuser gains */
     float wet_gain;
@@ -110,6 +116,7 @@ static void clear_state(reverb_state *s)
     if (s->mem)
         memset(s->mem, 0, sizeof(float) * (size_t)s->stride * NL);
     s->w = 0;
+    s->sub_pos = 0;
     for (int i = 0; i < NL; i++) {
         s->y[i] = 0.0f;
         s->ap[i] = 0.0f;
@@ -516,16 +523,18 @@ MG_HOT static void process(void *st, const mg_proc *p)
     const mg_pv *dec = &p->pv[P_DECAY], *dmp = &p->pv[P_DAMPING];
     const mg_pv *wd = &p->pv[P_WIDTH], *mx = &p->pv[P_MIX];
     s->fresh = 0;
-    for (int i0 = 0; i0 < n; i0 += SUB) {
-        const int i1 = i0 + SUB < n ? i0 + SUB : n;
+    for (int i0 = 0, i1; i0 < n; i0 = i1) {
+        i1 = i0 + (SUB - s->sub_pos) < n ? i0 + (SUB - s->sub_pos) : n;
+        const int at_start = s->sub_pos == 0;
+        s->sub_pos = (s->sub_pos + (i1 - i0)) % SUB;
         const float dv = mg_pv_at(dec, i0), mv = mg_pv_at(dmp, i0);
         /* line read positions: the modulation moves by ~0.01 sample per
          * sub-block, so steady state computes them once per sub-block; while
          * the size slews (up to 0.05 sample per sample) they follow per sample */
         const int len = i1 - i0;
         const int moving = s->moving;
-        unsigned M[NL];
-        float eta[NL];
+        const unsigned *M = s->M;
+        const float *eta = s->eta;
         /* loop gains and damping poles: computed for the end of the sub-block
          * and approached linearly sample by sample (no zipper while decay,
          * damping or size move) */
@@ -562,7 +571,8 @@ MG_HOT static void process(void *st, const mg_proc *p)
                     front(s, p->in[0][i], p->in[1][i], dg, ddg, &xl, &xr, &il, &ir);
                     fxl[i - i0] = xl, fxr[i - i0] = xr, fil[i - i0] = il, fir[i - i0] = ir;
                 }
-            positions(s, len, M, eta);
+            if (at_start)
+                positions(s, SUB, s->M, s->eta);
             fdn_block(s, len, M, eta, gb, bb, dgb, dbb, glide, yk, ap, fil, fir, fwl, fwr);
             for (int i = i0; i < i1; i++) {
                 const float xl = fxl[i - i0], xr = fxr[i - i0];
@@ -582,8 +592,8 @@ MG_HOT static void process(void *st, const mg_proc *p)
         for (int i = i0; i < i1; i++) {
             float xl, xr, il, ir;
             front(s, p->in[0][i], p->in[1][i], dg, ddg, &xl, &xr, &il, &ir);
-            if (moving || i == i0) {
-                const int adv = moving ? 1 : len;
+            if (moving || (i == i0 && at_start)) {
+                const int adv = moving ? 1 : SUB;
                 if (moving) {
                     int still = 0;
                     for (int k = 0; k < NL; k++) {
@@ -593,7 +603,7 @@ MG_HOT static void process(void *st, const mg_proc *p)
                     }
                     s->moving = still;
                 }
-                positions(s, adv, M, eta);
+                positions(s, adv, s->M, s->eta);
             }
             if (glide)
                 for (int k = 0; k < NL; k++) {
