@@ -586,8 +586,10 @@ static int cmp_ptr(const void *a, const void *b)
  * right after its source's step, while the source's output is hot, instead
  * of at the destination's step; the destination's input then accumulates
  * over the plan. The first op to run into an input assigns it, the rest add.
- * Ops read in place (alias), delayed edges and delay groups stay at the
- * destination's step.
+ * A delay group's members are pushed the same way, into the group's
+ * accumulator (its first push assigns it); the group's delay line and the
+ * add of its sum into the input stay at the destination's step, as do ops
+ * read in place (alias) and delayed edges.
  *
  * Liveness: each node output gets a buffer of the plan's pool for the span
  * from its step to its last reader, and the buffer is then reused by a
@@ -683,7 +685,10 @@ static int assign_buffers(mg_plan *p, const step_info *info, arena *sc)
             if (from < 0 || from >= s || p->steps[from].node != op->src_node)
                 goto out; /* a source must run before its reader */
             src_step[m] = from;
-            op->push = !op->alias && !op->to_acc && op->dst_index >= 0 && op->edge->delay == 0;
+            /* a delay group's member adds into the group's accumulator as
+             * its source runs too (the group's line runs at the step, after
+             * every push into it) */
+            op->push = !op->alias && (op->to_acc || op->dst_index >= 0) && op->edge->delay == 0;
             if (op->push) {
                 p->steps[from].push_count++;
                 continue; /* read at its source's own step */
@@ -698,8 +703,6 @@ static int assign_buffers(mg_plan *p, const step_info *info, arena *sc)
         const int a = st->mix_first, b = end;
         for (int m = a; m < b; m++) {
             mg_mixop *op = &p->mix[m];
-            if (op->to_acc)
-                continue; /* an accumulator's own rule (add_op) */
             int pushed = 0, first_push = 1;
             for (int q = a; q < b; q++) {
                 const mg_mixop *o = &p->mix[q];
