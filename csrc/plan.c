@@ -877,6 +877,12 @@ void mg_plan_add_edge(mg_plan *p, mg_edge *edge)
 
 /* ---- one-call plan building (server/planner.py) ------------------------- */
 
+static int cmp_int(const void *a, const void *b)
+{
+    const int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
 /* Stable counting sort of idx[0..n) by key[idx[i]] (keys 0..n_keys-1), via tmp. */
 static void sort_by_key(int *idx, int n, const int *key, int n_keys, int *count, int *tmp)
 {
@@ -960,8 +966,9 @@ static mg_plan *build(int n_nodes, mg_node *const *nodes, const step_info *ninfo
     int *gl = tmp_alloc(sc, ne, sizeof(int)); /* a step's groups, first appearance order */
     int *left = tmp_calloc(sc, (size_t)n_ranks + 1, sizeof(int)); /* gang types: not placed */
     int *nready = tmp_calloc(sc, (size_t)n_ranks + 1, sizeof(int)); /* and ready, per rank */
+    char *waited = tmp_calloc(sc, nn, 1);                             /* per node */
     if (!indeg || !out_first || !in_first || !out_e || !in_e || !ready || !tmp || !count ||
-        !gmark || !gl || !left || !nready)
+        !gmark || !gl || !left || !nready || !waited)
         goto out;
     *err = 3;
     for (int i = 0; i < n_nodes; i++)
@@ -1014,13 +1021,15 @@ static mg_plan *build(int n_nodes, mg_node *const *nodes, const step_info *ninfo
         /* the wave: ready nodes that need not wait; the rest stay ready */
         for (int i = 0; i < n_ready; i++)
             nready[rank[ready[i]]] += ninfo[ready[i]].type->process_many != NULL;
-        int n_wave = 0, n_wait = 0, best = -1;
+        int n_wave = 0, n_wait = 0, best = -1, late = 0;
         for (int i = 0; i < n_ready; i++) {
             const int v = ready[i], r = rank[v];
-            if (!ninfo[v].type->process_many || nready[r] == left[r])
+            if (!ninfo[v].type->process_many || nready[r] == left[r]) {
                 order[done + n_wave++] = v;
-            else
+                late |= waited[v];
+            } else {
                 tmp[n_wait++] = v;
+            }
             if (ninfo[v].type->process_many && (best < 0 || nready[r] > nready[best]))
                 best = r;
         }
@@ -1028,14 +1037,24 @@ static mg_plan *build(int n_nodes, mg_node *const *nodes, const step_info *ninfo
             n_wait = 0;
             for (int i = 0; i < n_ready; i++) {
                 const int v = ready[i];
-                if (rank[v] == best)
+                if (rank[v] == best) {
                     order[done + n_wave++] = v;
-                else
+                    late |= waited[v];
+                } else {
                     tmp[n_wait++] = v;
+                }
             }
         }
         for (int i = 0; i < n_ready; i++)
             nready[rank[ready[i]]] = 0;
+        for (int i = 0; i < n_wait; i++)
+            waited[tmp[i]] = 1;
+        /* a wave with nodes that waited: by type, then in the nodes' order (a
+         * gang's lanes in strip order, as when all arrive in one wave) */
+        if (late) {
+            qsort(order + done, (size_t)n_wave, sizeof(int), cmp_int);
+            sort_by_key(order + done, n_wave, rank, n_ranks, count, ready); /* ready: scratch */
+        }
         for (int w = done; w < done + n_wave; w++)
             left[rank[order[w]]] -= ninfo[order[w]].type->process_many != NULL;
         memcpy(ready, tmp, sizeof(int) * (size_t)n_wait);
@@ -1151,6 +1170,7 @@ out:
     tmp_free(sc, gl);
     tmp_free(sc, left);
     tmp_free(sc, nready);
+    tmp_free(sc, waited);
     return p;
 }
 
