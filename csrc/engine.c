@@ -1055,6 +1055,11 @@ static uint64_t refresh_ops(mg_plan *p)
         st->pull = 0;
         for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++)
             st->pull += !p->mix[m].push && !p->mix[m].inplace;
+        st->fold_unity = st->fold;
+        for (int q = st->push_first; st->fold && q < st->push_first + st->push_count; q++) {
+            const mg_mixop *op = &p->mix[p->push[q]];
+            st->fold_unity &= op->fast && op->g == 1.0f;
+        }
     }
     p->epoch++; /* input pointers set before may now be wrong */
     p->ops_stale = 0;
@@ -1231,17 +1236,15 @@ mix_product(float *restrict d, const float *restrict x, float g, int n, int assi
 
 /* Whether a folding step (mg_step.fold) may fold this sub-block: its node
  * is a steady gain g of its inputs from channel k on (the type's fold) and
- * every push out of it is steady at unity. Returns k, or -1: it must run. */
-static inline int fold_gain(const mg_plan *p, const mg_step *st, const mg_node *nd, float *g)
+ * every push out of it is steady at unity (mg_step.fold_unity, which
+ * refresh_ops keeps). Returns k, or -1: it must run. */
+static inline int fold_gain(const mg_step *st, const mg_node *nd, float *g)
 {
+    if (!st->fold_unity) /* a push fades or has a gain (refresh_ops) */
+        return -1;
     const int k = nd->type->fold(nd->state, nd->pv, g);
     if (k < 0 || *g == 0.0f) /* (a zero gain writes +0, whatever the input) */
         return -1;
-    for (int q = st->push_first; q < st->push_first + st->push_count; q++) {
-        const mg_mixop *op = &p->mix[p->push[q]];
-        if (!op->fast || op->g != 1.0f)
-            return -1;
-    }
     return k;
 }
 
@@ -1254,7 +1257,7 @@ static inline int fold_gain(const mg_plan *p, const mg_step *st, const mg_node *
 static int fold_step(const mg_plan *p, const mg_step *st, const mg_node *nd, int off, int n)
 {
     float g;
-    const int k = fold_gain(p, st, nd, &g);
+    const int k = fold_gain(st, nd, &g);
     if (k < 0)
         return 0;
     for (int q = st->push_first; q < st->push_first + st->push_count; q++) {
@@ -1368,7 +1371,7 @@ static void par_unit(void *ctx, int u)
             feed_par(p, par, a->first + j, off, n);
             if (st[j].fold) { /* pin_mix adds its pushes: in * g, or its outputs */
                 float g = 0.0f;
-                const int k = e->ganging ? fold_gain(p, &st[j], nd, &g) : -1;
+                const int k = e->ganging ? fold_gain(&st[j], nd, &g) : -1;
                 par->fold_k[a->first + j] = k;
                 par->fold_g[a->first + j] = g;
                 if (k >= 0)

@@ -168,6 +168,8 @@ typedef struct {
     int fold;                 /* finished plans: the node's type has `fold` and
                                  every op reading its outputs is pushed (no
                                  one else reads them): see fold_step */
+    int fold_unity;           /* audio: a folding step whose pushes are all
+                                 steady at unity (refresh_ops) */
 } mg_step;
 
 /* Immutable once pushed to the audio thread (but for the fading list). */

@@ -586,8 +586,10 @@ static int cmp_ptr(const void *a, const void *b)
  * right after its source's step, while the source's output is hot, instead
  * of at the destination's step; the destination's input then accumulates
  * over the plan. The first op to run into an input assigns it, the rest add.
- * Ops read in place (alias), delayed edges and delay groups stay at the
- * destination's step.
+ * A delay group's members are pushed the same way, into the group's
+ * accumulator (its first push assigns it); the group's delay line and the
+ * add of its sum into the input stay at the destination's step, as do ops
+ * read in place (alias) and delayed edges.
  *
  * Liveness: each node output gets a buffer of the plan's pool for the span
  * from its step to its last reader, and the buffer is then reused by a
@@ -683,7 +685,10 @@ static int assign_buffers(mg_plan *p, const step_info *info, arena *sc)
             if (from < 0 || from >= s || p->steps[from].node != op->src_node)
                 goto out; /* a source must run before its reader */
             src_step[m] = from;
-            op->push = !op->alias && !op->to_acc && op->dst_index >= 0 && op->edge->delay == 0;
+            /* a delay group's member adds into the group's accumulator as
+             * its source runs too (the group's line runs at the step, after
+             * every push into it) */
+            op->push = !op->alias && (op->to_acc || op->dst_index >= 0) && op->edge->delay == 0;
             if (op->push) {
                 p->steps[from].push_count++;
                 continue; /* read at its source's own step */
@@ -698,8 +703,6 @@ static int assign_buffers(mg_plan *p, const step_info *info, arena *sc)
         const int a = st->mix_first, b = end;
         for (int m = a; m < b; m++) {
             mg_mixop *op = &p->mix[m];
-            if (op->to_acc)
-                continue; /* an accumulator's own rule (add_op) */
             int pushed = 0, first_push = 1;
             for (int q = a; q < b; q++) {
                 const mg_mixop *o = &p->mix[q];
@@ -874,6 +877,12 @@ void mg_plan_add_edge(mg_plan *p, mg_edge *edge)
 
 /* ---- one-call plan building (server/planner.py) ------------------------- */
 
+static int cmp_int(const void *a, const void *b)
+{
+    const int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
 /* Stable counting sort of idx[0..n) by key[idx[i]] (keys 0..n_keys-1), via tmp. */
 static void sort_by_key(int *idx, int n, const int *key, int n_keys, int *count, int *tmp)
 {
@@ -955,8 +964,11 @@ static mg_plan *build(int n_nodes, mg_node *const *nodes, const step_info *ninfo
     int *count = tmp_calloc(sc, (size_t)n_ranks + (size_t)n_groups + 2, sizeof(int));
     int *gmark = tmp_calloc(sc, (size_t)n_groups + 1, sizeof(int)); /* step + 1 that listed it */
     int *gl = tmp_alloc(sc, ne, sizeof(int)); /* a step's groups, first appearance order */
+    int *left = tmp_calloc(sc, (size_t)n_ranks + 1, sizeof(int)); /* gang types: not placed */
+    int *nready = tmp_calloc(sc, (size_t)n_ranks + 1, sizeof(int)); /* and ready, per rank */
+    char *waited = tmp_calloc(sc, nn, 1);                             /* per node */
     if (!indeg || !out_first || !in_first || !out_e || !in_e || !ready || !tmp || !count ||
-        !gmark || !gl)
+        !gmark || !gl || !left || !nready || !waited)
         goto out;
     *err = 3;
     for (int i = 0; i < n_nodes; i++)
@@ -989,18 +1001,66 @@ static mg_plan *build(int n_nodes, mg_node *const *nodes, const step_info *ninfo
     for (int i = 0; i < n_edges; i++)
         in_e[tmp[dst[i]]++] = i;
     /* Kahn's algorithm in waves (every node whose inputs are all in earlier
-     * waves), each wave sorted by type rank, stably: as graph.topo_order */
+     * waves), each wave sorted by type rank, stably, so nodes of one type sit
+     * together where they can run as a gang (finish). A ready node of a type
+     * with process_many waits while more nodes of its type are still to come
+     * and other nodes can be placed: a strip with a node more at its head
+     * (denoise before the gate) reaches its equaliser a wave later than the
+     * other strips, and the equalisers would otherwise make two gangs (54 and
+     * 10 of 64: 9 vectors of 8 lanes instead of 8). When only waiting nodes
+     * are ready, the type with most of them goes. */
     int n_ready = 0, done = 0;
-    for (int v = 0; v < n_nodes; v++)
+    for (int v = 0; v < n_nodes; v++) {
         if (indeg[v] == 0)
             ready[n_ready++] = v;
+        left[rank[v]] += ninfo[v].type->process_many != NULL;
+    }
     while (n_ready > 0) {
         if (n_ready > 1) /* a chain's waves are single nodes: nothing to sort */
             sort_by_key(ready, n_ready, rank, n_ranks, count, tmp);
+        /* the wave: ready nodes that need not wait; the rest stay ready */
+        for (int i = 0; i < n_ready; i++)
+            nready[rank[ready[i]]] += ninfo[ready[i]].type->process_many != NULL;
+        int n_wave = 0, n_wait = 0, best = -1, late = 0;
+        for (int i = 0; i < n_ready; i++) {
+            const int v = ready[i], r = rank[v];
+            if (!ninfo[v].type->process_many || nready[r] == left[r]) {
+                order[done + n_wave++] = v;
+                late |= waited[v];
+            } else {
+                tmp[n_wait++] = v;
+            }
+            if (ninfo[v].type->process_many && (best < 0 || nready[r] > nready[best]))
+                best = r;
+        }
+        if (n_wave == 0) { /* only waiting nodes: the most numerous type goes */
+            n_wait = 0;
+            for (int i = 0; i < n_ready; i++) {
+                const int v = ready[i];
+                if (rank[v] == best) {
+                    order[done + n_wave++] = v;
+                    late |= waited[v];
+                } else {
+                    tmp[n_wait++] = v;
+                }
+            }
+        }
+        for (int i = 0; i < n_ready; i++)
+            nready[rank[ready[i]]] = 0;
+        for (int i = 0; i < n_wait; i++)
+            waited[tmp[i]] = 1;
+        /* a wave with nodes that waited: by type, then in the nodes' order (a
+         * gang's lanes in strip order, as when all arrive in one wave) */
+        if (late) {
+            qsort(order + done, (size_t)n_wave, sizeof(int), cmp_int);
+            sort_by_key(order + done, n_wave, rank, n_ranks, count, ready); /* ready: scratch */
+        }
+        for (int w = done; w < done + n_wave; w++)
+            left[rank[order[w]]] -= ninfo[order[w]].type->process_many != NULL;
+        memcpy(ready, tmp, sizeof(int) * (size_t)n_wait);
         const int wave_start = done;
-        memcpy(order + done, ready, sizeof(int) * (size_t)n_ready);
-        done += n_ready;
-        n_ready = 0;
+        done += n_wave;
+        n_ready = n_wait;
         for (int w = wave_start; w < done; w++) {
             const int v = order[w];
             for (int k = out_first[v]; k < out_first[v + 1]; k++) {
@@ -1108,6 +1168,9 @@ out:
     tmp_free(sc, count);
     tmp_free(sc, gmark);
     tmp_free(sc, gl);
+    tmp_free(sc, left);
+    tmp_free(sc, nready);
+    tmp_free(sc, waited);
     return p;
 }
 

@@ -35,7 +35,10 @@ def _signals(n: int) -> np.ndarray:
     return x
 
 
-def _build(s: Session) -> None:
+LATENT = {0: 200, 3: 77}  # strip -> the latency a node at its head declares
+
+
+def _build(s: Session, latent: bool = False) -> None:
     s.add_node("bus", "auxa", {"channels": 2})
     s.add_node("bus", "auxb", {"channels": 2})
     s.add_node("bus", "solo", {"channels": 2})
@@ -51,7 +54,13 @@ def _build(s: Session) -> None:
         s.add_node("gain", f"fader{i}", {"channels": 2, "gain": -3.0 - i})
         s.add_node("send", f"sa{i}", {"channels": 2, "level": -12.0 + i})
         s.add_node("send", f"sb{i}", {"channels": 2, "level": -6.0, "mode": i % 2})
-        for a, b in ((f"in{i}", f"pan{i}"), (f"pan{i}", f"fader{i}"),
+        head = f"in{i}"
+        if latent and i in LATENT:  # a gain declaring latency (no real delay): the
+            s.add_node("gain", f"slow{i}")  # other strips' sends reach the buses
+            s.connect(head, f"slow{i}")  # through delay groups
+            s.set_latency(f"slow{i}", LATENT[i])
+            head = f"slow{i}"
+        for a, b in ((head, f"pan{i}"), (f"pan{i}", f"fader{i}"),
                      (f"fader{i}", f"sa{i}:post"), (f"pan{i}", f"sa{i}:pre"),
                      (f"fader{i}", f"sb{i}:post"), (f"pan{i}", f"sb{i}:pre"),
                      (f"sa{i}", "auxa"), (f"sb{i}", "auxb")):
@@ -75,7 +84,7 @@ def _automate(s: Session) -> None:
 
 
 def _render(gang: bool, block: int, threads: int = 1,
-            sched: tuple[float, float] | None = None) -> np.ndarray:
+            sched: tuple[float, float] | None = None, latent: bool = False) -> np.ndarray:
     n = RATE
     x = _signals(n)
     e = Engine(RATE, N, 8, threads=threads)
@@ -85,7 +94,7 @@ def _render(gang: bool, block: int, threads: int = 1,
         e.set_sched(*sched)
     s = Session(e)
     try:
-        _build(s)
+        _build(s, latent)
         _automate(s)
         parts = [e.process(n // 4, x[: n // 4], block=block).copy()]
         s.connect("fader0", "auxa")  # a connection fading in mid-render
@@ -102,10 +111,14 @@ def _render(gang: bool, block: int, threads: int = 1,
         e.free()
 
 
+@pytest.mark.parametrize("latent", [False, True])
 @pytest.mark.parametrize("block", [64, 100])
-def test_folded_sends_equal_sends_that_run_bit_for_bit(block):
-    folded = _render(True, block)
-    ran = _render(False, block)
+def test_folded_sends_equal_sends_that_run_bit_for_bit(block, latent):
+    """With `latent`, two strips declare latency, so the other strips' sends
+    (and faders) reach the buses through delay groups: a send folds into its
+    group's accumulator as it folds into a bus."""
+    folded = _render(True, block, latent=latent)
+    ran = _render(False, block, latent=latent)
     for c in range(6):  # the buses and the lone send pass signal
         assert np.abs(folded[:, c]).max() > 0.01, c
     for c in range(folded.shape[1]):
@@ -115,11 +128,12 @@ def test_folded_sends_equal_sends_that_run_bit_for_bit(block):
 
 # the workers' path on every cycle: with a worker (0, 0), and every unit on
 # the audio thread alone (0, -2)
+@pytest.mark.parametrize("latent", [False, True])
 @pytest.mark.parametrize("block,sched", [(64, (0.0, 0.0)), (100, (0.0, 0.0)), (64, (0.0, -2.0))])
-def test_parallel_form_folds_bit_for_bit(block, sched):
-    one = _render(True, block)
-    two = _render(True, block, threads=2, sched=sched)
-    ran = _render(False, block, threads=2, sched=sched)
+def test_parallel_form_folds_bit_for_bit(block, sched, latent):
+    one = _render(True, block, latent=latent)
+    two = _render(True, block, threads=2, sched=sched, latent=latent)
+    ran = _render(False, block, threads=2, sched=sched, latent=latent)
     for c in range(one.shape[1]):
         np.testing.assert_array_equal(two[:, c].view(np.uint32), one[:, c].view(np.uint32),
                                       err_msg=f"output channel {c}, 2 threads folded")
@@ -127,22 +141,82 @@ def test_parallel_form_folds_bit_for_bit(block, sched):
                                       err_msg=f"output channel {c}, 2 threads, sends run")
 
 
-def test_parallel_form_folds_the_steady_sends():
+@pytest.mark.parametrize("latent", [False, True])
+def test_parallel_form_folds_the_steady_sends(latent):
     """After the automation has settled, every steady send whose outputs only
-    go into buses folds on the workers' path; none does without ganging."""
+    go into buses folds on the workers' path; none does without ganging.
+    With `latent`, most sends feed a delay group, and fold into it (before,
+    a send into a delay group never folded: 2 of the 11 here did)."""
     for gang, want in ((True, 2 * N), (False, 0)):
         e = Engine(RATE, N, 8, threads=2)
         e.set_ganging(gang)
         e.set_sched(0.0, 0.0)
         s = Session(e)
         try:
-            _build(s)
+            _build(s, latent)
+            if latent:
+                assert sorted((g.dst.g.name, g.delay) for g in s.groups.values()) == [
+                    ("auxa", 123), ("auxa", 200), ("auxb", 123), ("auxb", 200),
+                    ("direct", 200), ("outs", 200)]
             e.process(RATE // 10, _signals(RATE // 10), block=64)
             plan = list(s._plans.values())[-1].ptr
             assert lib.mg_plan_units(plan) > 2
             # sa5 also feeds an output directly and the lone send is read in
-            # place: neither folds; sa*, sb* of the other strips do
-            assert lib.mg_plan_par_folded(plan) == (want - 1 if gang else 0)
+            # place: neither folds; sa*, sb* of the other strips do. With
+            # `latent`, sa5's connection to the output is delayed (an output
+            # aligns to the graph's latency): a group member, pushed, so sa5
+            # folds too
+            assert lib.mg_plan_par_folded(plan) == (want - (not latent) if gang else 0)
         finally:
             s.close()
             e.free()
+
+
+def test_sends_into_delay_groups_match_gain_delay_sum():
+    """The outside reference for a folded send into a delay group: mono strips
+    in_i -> [a node declaring latency L_i, no real delay] -> fader_i -> send_i
+    -> aux -> out, the aux sum computed in float64 as
+        aux[t] = sum_i level_i * fader_i * x_i[t - (max L - L_i)].
+    Tolerance: 1e-6 of the signal's peak (float32 products and a 6-term sum
+    round to a few 1e-8 here; a sample of misalignment or a lost gain is
+    ~1e-1)."""
+    n, lat = RATE // 4, {1: 300, 4: 45}
+    lvl = [-12.0 + 2 * i for i in range(N)]
+    fdr = [-1.0 - i for i in range(N)]
+    x = _signals(n)
+    x[~np.isfinite(x)] = 0.0
+    for threads in (1, 2):
+        e = Engine(RATE, N, 1, threads=threads)
+        if threads == 2:
+            e.set_sched(0.0, 0.0)
+        s = Session(e)
+        try:
+            s.add_node("bus", "aux", {"channels": 1})
+            s.add_node("output", "out", {"channels": 1})
+            s.connect("aux", "out")
+            for i in range(N):
+                s.add_node("input", f"in{i}", {"first": i + 1, "channels": 1})
+                s.add_node("gain", f"slow{i}")
+                s.add_node("gain", f"fader{i}", {"gain": fdr[i]})
+                s.add_node("send", f"snd{i}", {"level": lvl[i]})
+                for a, b in ((f"in{i}", f"slow{i}"), (f"slow{i}", f"fader{i}"),
+                             (f"fader{i}", f"snd{i}:post"), (f"snd{i}", "aux")):
+                    s.connect(a, b)
+                if i in lat:
+                    s.set_latency(f"slow{i}", lat[i])
+            s.commit()
+            assert sorted(g.delay for g in s.groups.values()) == [255, 300]
+            y = e.process(n, x, block=64)[:, 0].astype(np.float64)
+            if threads == 2:
+                assert lib.mg_plan_par_folded(list(s._plans.values())[-1].ptr) == N
+        finally:
+            s.close()
+            e.free()
+        top = max(lat.values())
+        want = np.zeros(n)
+        for i in range(N):
+            d = top - lat.get(i, 0)
+            want[d:] += 10 ** (lvl[i] / 20) * 10 ** (fdr[i] / 20) * x[: n - d, i].astype(np.float64)
+        assert np.abs(want).max() > 0.1
+        err = np.abs(y - want).max()
+        assert err <= 1e-6 * np.abs(want).max(), (threads, err)

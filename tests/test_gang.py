@@ -121,6 +121,51 @@ def test_gang_stops_where_a_member_feeds_another(sessions):
     assert s.gangs == [("eq", 2)]  # a and b together; c runs after them, alone
 
 
+def _render_heads(gang: bool) -> tuple[np.ndarray, list]:
+    """12 strips in -> eq -> compressor -> bus -> eq -> out, where three strips
+    have one or two nodes more at their head (as denoise or autotune before
+    the gate): their eqs become ready a wave or two after the others."""
+    n = RATE // 4
+    e = Engine(RATE, 12, 1)
+    e.set_ganging(gang)
+    s = Session(e)
+    try:
+        s.add_node("bus", "sum", {"channels": 1})
+        s.add_node("eq", "m_eq", {"channels": 1, **EQS[1]})  # fed by the strips: alone
+        s.add_node("output", "out", {"channels": 1})
+        s.connect("sum", "m_eq")
+        s.connect("m_eq", "out")
+        for i in range(12):
+            s.add_node("input", f"in{i}", {"first": i + 1, "channels": 1})
+            head = f"in{i}"
+            for k in range({2: 1, 5: 1, 7: 2}.get(i, 0)):
+                s.add_node("gain", f"h{i}_{k}", {"gain": -1.0})
+                s.connect(head, f"h{i}_{k}")
+                head = f"h{i}_{k}"
+            s.add_node("eq", f"eq{i}", {"channels": 1, **EQS[i % len(EQS)]})
+            s.add_node("compressor", f"comp{i}", {"channels": 1, **COMPS[i % len(COMPS)]})
+            for a, b in ((head, f"eq{i}"), (f"eq{i}", f"comp{i}"), (f"comp{i}", "sum")):
+                s.connect(a, b)
+        s.commit()
+        return e.process(n, _signals(n)[:, :12], block=64).copy(), list(s.gangs)
+    finally:
+        s.close()
+        e.free()
+
+
+def test_strips_with_more_nodes_at_their_head_share_one_gang():
+    """The plan's order lets the eqs (and compressors) of strips that reach
+    them later wait for the rest: one gang of 12 each, not 9 + 2 + 1 (the
+    waves of a topological sort put the longer strips' eqs in later waves;
+    in the hard mix, 54 + 10 eqs: 9 vectors of 8 lanes instead of 8). The
+    output is the nodes' run alone, bit for bit."""
+    ganged, gangs = _render_heads(True)
+    alone, _ = _render_heads(False)
+    assert gangs == [("eq", 12), ("compressor", 12)], gangs
+    assert np.abs(ganged).max() > 0.01
+    np.testing.assert_array_equal(ganged.view(np.uint32), alone.view(np.uint32))
+
+
 def _render_regroup(gang: bool) -> np.ndarray:
     """17 mono eqs of 5 sections: two full gangs of eight and one lane. One
     eq of the first gang drops a band for a while and takes it back, so the

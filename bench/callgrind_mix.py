@@ -1,0 +1,46 @@
+"""Instruction counts per block of the mix64 session, for A/B comparisons on
+a loaded machine (callgrind counts do not move with the load).
+
+    valgrind --tool=callgrind --toggle-collect=mg_engine_process_blocks \\
+        python bench/callgrind_mix.py [--hard] [--channels 64] [--blocks 200]
+
+builds bench/mix64.py's session (with --hard: denoise on channels 1-8,
+autotune on 9-10), runs `--warm` frames outside the measurement
+(mg_engine_process), then `--blocks` blocks of 64 frames through
+mg_engine_process_blocks, the only function collected: callgrind's
+"Collected" total over --blocks is the instructions per block. Under
+valgrind the hot loops run their x86-64-v3 (AVX2) clones, not the v4
+(AVX-512) ones a CPU with AVX-512 runs natively, so a node kernel's count
+is not its share of native time; the engine's own code counts as it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from mix64 import build_mix64
+
+from mixgraph.server.engine import Engine
+from mixgraph.server.session import Session
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--hard", action="store_true", help="denoise x8, autotune x2")
+    ap.add_argument("--channels", type=int, default=64)
+    ap.add_argument("--blocks", type=int, default=200, help="64-frame blocks measured")
+    ap.add_argument("--warm", type=int, default=24000, help="frames run before")
+    a = ap.parse_args()
+    e = Engine(48000, 0, 2, block=64)
+    s = Session(e)
+    try:
+        build_mix64(s, a.channels, a.hard)
+        e.process(a.warm)
+        e.process(64 * a.blocks, block=64)
+    finally:
+        s.close()
+        e.free()
+
+
+if __name__ == "__main__":
+    main()
