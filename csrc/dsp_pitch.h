@@ -573,6 +573,17 @@ static inline void pd_push(pd_det *s, float x)
     }
 }
 
+/* dst[(k0 + j) mod M] and its double dst[(k0 + j) mod M + M] = x[j], j < m
+ * <= M: a doubled ring written in at most two contiguous stretches */
+static inline void pd_ring_put(float *restrict dst, int M, int k0, const float *restrict x, int m)
+{
+    const int n1 = m < M - k0 ? m : M - k0;
+    memcpy(dst + k0, x, (size_t)n1 * sizeof(float));
+    memcpy(dst + k0 + M, x, (size_t)n1 * sizeof(float));
+    memcpy(dst, x + n1, (size_t)(m - n1) * sizeof(float));
+    memcpy(dst + M, x + n1, (size_t)(m - n1) * sizeof(float));
+}
+
 /* [audio] m input samples (finite) that complete no hop (s->hcount + m <
  * s->hop): pd_push's work for a run of samples, the same arithmetic in the
  * same order (not MG_HOT: the low-pass stays as pd_push rounds it, without
@@ -580,12 +591,9 @@ static inline void pd_push(pd_det *s, float x)
 static inline void pd_push_run(pd_det *s, const float *restrict x, int m)
 {
     const int fmask = s->fM - 1, dmask = s->dM - 1;
-    int fp = s->fpos, dp = s->dpos, ph = s->dphase;
-    for (int j = 0; j < m; j++) {
-        s->fr[fp] = x[j];
-        s->fr[fp + s->fM] = x[j];
-        fp = (fp + 1) & fmask;
-    }
+    int dp = s->dpos, ph = s->dphase;
+    pd_ring_put(s->fr, s->fM, s->fpos, x, m);
+    const int fp = (s->fpos + m) & fmask;
     const double b00 = s->bq[0][0], b01 = s->bq[0][1], b02 = s->bq[0][2], b03 = s->bq[0][3],
                  b04 = s->bq[0][4];
     const double b10 = s->bq[1][0], b11 = s->bq[1][1], b12 = s->bq[1][2], b13 = s->bq[1][3],
@@ -1413,20 +1421,19 @@ static inline int pv_push_run(pv_voice *v, const float *const *in, int i, int av
     const int k0 = (int)(sh->n & imask);
     for (int c = 0; c < v->ch; c++) {
         const float *x = in[c] + i;
-        float *r = sh->in[c];
+        float xs[PV_RUN];
         for (int j = 0; j < m; j++) {
             const float xv = pd_sane(x[j]);
-            const int kk = (k0 + j) & imask;
-            r[kk] = r[kk + sh->iM] = xv;
+            xs[j] = xv;
             mono[j] = c == 0 ? 0.0f + xv : mono[j] + xv;
         }
+        pd_ring_put(sh->in[c], sh->iM, k0, xs, m);
     }
-    if (v->ch == 2)
-        for (int j = 0; j < m; j++) {
+    if (v->ch == 2) {
+        for (int j = 0; j < m; j++)
             mono[j] = 0.5f * mono[j];
-            const int kk = (k0 + j) & imask;
-            sh->mono[kk] = sh->mono[kk + sh->iM] = mono[j];
-        }
+        pd_ring_put(sh->mono, sh->iM, k0, mono, m);
+    }
     sh->n += m;
     pd_push_run(&v->det, mono, m);
     return m;
