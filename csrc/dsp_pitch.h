@@ -124,8 +124,9 @@ typedef struct {
     int64_t bkey[4];    /* the decimated sample each slot's block starts at (-1: none) */
     int ntau;           /* lags per slot: lmax + 1 rounded up to 64 */
     int64_t ndec;       /* decimated samples pushed */
-    float *hw;          /* Hann window over the full-rate ring (fM), for pd_fund,
-                           quarter-interleaved: hw[4 j + q] = w(q fM/4 + j) */
+    double *hw;         /* Hann window over the full-rate ring (fM), for pd_fund,
+                           quarter-interleaved: hw[4 j + q] = w(q fM/4 + j), each
+                           value a float's (the window is rounded to float) */
     double hw_sum;      /* its sum */
     float *pe;          /* per-period energies over that ring and their running maxima, fM + 4 */
     int64_t poly_until; /* input sample until which estimates are not mono */
@@ -289,7 +290,7 @@ static inline int pd_alloc(pd_det *s, double fs)
     s->bp = mg_zalloc(4 * (size_t)s->ntau, sizeof(float));
     s->fr = mg_zalloc(2 * (size_t)s->fM, sizeof(float));
     s->cm = mg_zalloc((size_t)s->lmax + 2, sizeof(float));
-    s->hw = mg_zalloc((size_t)s->fM, sizeof(float));
+    s->hw = mg_zalloc((size_t)s->fM, sizeof(double));
     s->pe = mg_zalloc((size_t)s->fM + 4, sizeof(float));
     if (!s->dr || !s->fr || !s->cm || !s->hw || !s->pe || !s->bp)
         return -1;
@@ -313,7 +314,8 @@ static inline void pd_free(pd_det *s)
     s->bp = NULL;
     free(s->hw);
     free(s->pe);
-    s->dr = s->fr = s->cm = s->hw = s->pe = NULL;
+    s->dr = s->fr = s->cm = s->pe = NULL;
+    s->hw = NULL;
 }
 
 static inline void pd_store(pd_det *s, double t, float f, float conf, float fund, int voiced,
@@ -389,9 +391,9 @@ MG_HOT static float pd_fund(const pd_det *s, double T, int *beat)
                                  __builtin_shuffle(t1, t3, plo), __builtin_shuffle(t1, t3, phi)};
             for (int i = 0; i < 4; i++) {
                 const pd_d4 xv = __builtin_convertvector(xq[i], pd_d4);
-                pd_f4 wf;
-                memcpy(&wf, s->hw + 4 * (j + i), sizeof wf);
-                const pd_d4 v = __builtin_convertvector(wf, pd_d4) * xv;
+                pd_d4 wd;
+                memcpy(&wd, s->hw + 4 * (j + i), sizeof wd);
+                const pd_d4 v = wd * xv;
                 const pd_d4 s0 = v + cw * v1 - v2;
                 v2 = v1;
                 v1 = s0;
@@ -854,16 +856,18 @@ static inline void ps_lagrange_run(float *restrict y, const float *restrict x, i
 /* One channel's grain samples: gx[j] = the input at q0 + j + d (x: the
  * doubled ring from sample q0 + floor(d) - 1, so x[j + 1] is that sample;
  * c0..c3 the Lagrange weights, fr == 0: the samples themselves); returns
- * sum w[j] gx[j] (four partial sums). */
+ * sum w[j] gx[j] (four partial sums) when `sum`, else 0. */
 MG_HOT static double ps_grain_samples(float *restrict gx, const float *restrict x,
-                                      const float *restrict w, int n, int frac, float c0,
-                                      float c1, float c2, float c3)
+                                      const float *restrict w, int n, int frac, int sum,
+                                      float c0, float c1, float c2, float c3)
 {
     if (frac) {
         ps_lagrange_run(gx, x, n, c0, c1, c2, c3);
     } else {
         memcpy(gx, x + 1, (size_t)n * sizeof(float));
     }
+    if (!sum)
+        return 0.0;
     /* four partial sums (k = j mod 4) as the lanes of one vector */
     pd_d4 p = {0.0, 0.0, 0.0, 0.0};
     int j = 0;
@@ -947,10 +951,11 @@ static void ps_place(ps_shift *s, double ts, double d, double H, float g, float 
         for (j = 0; j < n; j++)
             sw += gw[j];
     }
+    /* the window-weighted sums only for a shifted grain (its mean is taken off) */
     double sx[PS_MAXCH] = {0.0, 0.0};
     for (int c = 0; c < s->ch; c++)
         sx[c] = ps_grain_samples(s->gx[c], s->in[c] + ((q0 + di - 1) & imask), gw, n,
-                                 fr != 0.0f, c0, c1, c2, c3);
+                                 fr != 0.0f, dc, c0, c1, c2, c3);
     float mu[PS_MAXCH] = {0.0f, 0.0f};
     if (dc && sw > 0.0)
         for (int c = 0; c < s->ch; c++)

@@ -262,6 +262,10 @@ static double profile_sum(const float *lam, int nb)
     return sum;
 }
 
+/* eight lanes of m ? a : b (m: a vector comparison's lanes, all ones or zeros) */
+#define dn_sel(m, a, b) __extension__({ const dn_i8 m_ = (m); \
+    (dn_v8)(((dn_i8)(a) & m_) | ((dn_i8)(b) & ~m_)); })
+
 /* Wiener gains with the decision-directed a-priori SNR. The maximum-likelihood
  * term uses the periodogram smoothed over 3 bins (1/4, 1/2, 1/4): a lone noise
  * bin that happens to peak (the cause of "musical noise") no longer opens its
@@ -274,7 +278,24 @@ MG_HOT static void frame_gains(float *restrict g, float *restrict a2, float *res
     const float a = DN_DD_ALPHA, b = 1.0f - DN_DD_ALPHA;
     pw[0] = pw[2];
     pw[nb + 1] = pw[nb - 1];
-    for (int k = 0; k < nb; k++) {
+    int k = 0;
+    /* eight bins a step, each lane the scalar loop's expressions below (GCC's
+     * own vectorisation of that loop read pw[k], pw[k + 2] one float at a time) */
+    const dn_v8 z8 = {0, 0, 0, 0, 0, 0, 0, 0}, one8 = z8 + 1.0f, fl8 = z8 + DN_FLOOR;
+    for (; k + 8 <= nb; k += 8) {
+        const dn_v8 p = dn_load(pw + k + 1);
+        const dn_v8 ps = 0.25f * (dn_load(pw + k) + dn_load(pw + k + 2)) + 0.5f * p;
+        dn_v8 l = dn_load(lam + k) * thr;
+        l = dn_sel(l > DN_FLOOR, l, fl8);
+        const dn_v8 il = 1.0f / l;
+        const dn_v8 gm1 = ps * il - 1.0f;
+        const dn_v8 xi = a * dn_load(a2 + k) * il + b * dn_sel(gm1 > 0.0f, gm1, z8);
+        dn_v8 gk = xi / (one8 + xi);
+        gk = dn_sel(gk > 0.0f, gk, z8); /* NaN -> 0 */
+        dn_store(a2 + k, gk * gk * p);
+        dn_store(g + k, gk);
+    }
+    for (; k < nb; k++) {
         const float p = pw[k + 1];
         const float ps = 0.25f * (pw[k] + pw[k + 2]) + 0.5f * p;
         float l = lam[k] * thr;
@@ -405,8 +426,14 @@ MG_HOT static void smooth_up(float *restrict g, int nb, float c0, float c1)
         g[b] = y = c0 * g[b] + c1 * y;
 }
 
-MG_HOT static void smooth_down(float *restrict g, int nb, float c0, float c1)
+/* (smooth_down also clamps what it stores to [gmin, 1], as frame's clamp
+ * loop: min then max, NaN -> 1; the recursion runs on the unclamped values) */
+#define dn_clamp(v, lo) __extension__({ const dn_v8 m_ = dn_min((v), one8); \
+    const dn_i8 k_ = m_ > (lo); (dn_v8)(((dn_i8)m_ & k_) | ((dn_i8)(lo) & ~k_)); })
+
+MG_HOT static void smooth_down(float *restrict g, int nb, float c0, float c1, float gmin)
 {
+    const dn_v8 one8 = {1, 1, 1, 1, 1, 1, 1, 1}, lo8 = one8 * gmin;
     const float c2 = c1 * c1, c4 = c2 * c2;
     dn_v8 kp; /* lane j of the step g[b-7 .. b]: c1^(8-j) */
     float k = c1;
@@ -416,6 +443,10 @@ MG_HOT static void smooth_down(float *restrict g, int nb, float c0, float c1)
     const dn_i8 s1 = {1, 2, 3, 4, 5, 6, 7, 8}, s2 = {2, 3, 4, 5, 6, 7, 8, 8},
                 s4 = {4, 5, 6, 7, 8, 8, 8, 8};
     float y = g[nb - 1];
+    {
+        const float v = y < 1.0f ? y : 1.0f;
+        g[nb - 1] = v > gmin ? v : gmin;
+    }
     int b = nb - 2;
     for (; b - 7 >= 0; b -= 8) {
         dn_v8 p = c0 * dn_load(g + b - 7);
@@ -423,11 +454,14 @@ MG_HOT static void smooth_down(float *restrict g, int nb, float c0, float c1)
         p += c2 * __builtin_shuffle(p, z, s2);
         p += c4 * __builtin_shuffle(p, z, s4);
         const dn_v8 v = p + kp * y;
-        dn_store(g + b - 7, v);
+        dn_store(g + b - 7, dn_clamp(v, lo8));
         y = v[0];
     }
-    for (; b >= 0; b--)
-        g[b] = y = c0 * g[b] + c1 * y;
+    for (; b >= 0; b--) {
+        y = c0 * g[b] + c1 * y;
+        const float v = y < 1.0f ? y : 1.0f;
+        g[b] = v > gmin ? v : gmin;
+    }
 }
 
 /* the tracker's noise estimate: the smaller of the stored sub-windows'
@@ -506,11 +540,12 @@ MG_HOT static void frame(dn_state *s, float red_db, float thr_db, float smooth, 
             frame_gains(g, k->a2, s->pw, lam, thr * lscale, nb);
             if (c1 > 0.0f) {
                 smooth_up(g, nb, c0, c1);
-                smooth_down(g, nb, c0, c1);
-            }
-            for (int b = 0; b < nb; b++) {
-                float v = g[b] < 1.0f ? g[b] : 1.0f;
-                g[b] = v > gmin ? v : gmin;
+                smooth_down(g, nb, c0, c1, gmin); /* and the clamp below */
+            } else {
+                for (int b = 0; b < nb; b++) {
+                    float v = g[b] < 1.0f ? g[b] : 1.0f;
+                    g[b] = v > gmin ? v : gmin;
+                }
             }
         }
     }
