@@ -526,4 +526,19 @@ static inline void mg_fft_inverse_ola(mg_fft *f, const float *restrict re, const
     mg_fft_interleave_ola_(f->m, f->zr, f->zi, w, ola);
 }
 
+/* [audio] mg_fft_inverse_ola into a ring of n floats from position o (a
+ * multiple of 16, < n): ola[(o + i) mod n] += mg_fft_inverse(X)[i] * w[i],
+ * the same products and sums, so no frame has to be moved along a linear
+ * accumulator. */
+static inline void mg_fft_inverse_ola_ring(mg_fft *f, const float *restrict re,
+                                           const float *restrict im, float *restrict x,
+                                           const float *restrict w, float *restrict ola, int o)
+{
+    mg_fft_inverse_z_(f, re, im, x);
+    const int m1 = (f->n - o) / 2; /* complex samples before the ring wraps */
+    mg_fft_interleave_ola_(m1, f->zr, f->zi, w, ola + o);
+    if (m1 < f->m)
+        mg_fft_interleave_ola_(f->m - m1, f->zr + m1, f->zi + m1, w + 2 * m1, ola);
+}
+
 #endif

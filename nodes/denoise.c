@@ -92,9 +92,10 @@ static const mg_readout_spec readouts[] = {
 #define DN_SILENCE_DB -120.0
 
 typedef struct {
-    float *in;    /* n: the last n input samples */
-    float *ola;   /* n: overlap-add accumulator */
-    float *outq;  /* h: completed output samples */
+    float *in;    /* 2n: the last n input samples from in + s->ioff (a sliding window:
+                     moved back to the start once it reaches the end) */
+    float *ola;   /* n: overlap-add accumulator, a ring: the frame adds at s->ooff */
+    float *outq;  /* h: completed output samples, in the ola ring (ola + ooff) */
     float *ps;    /* k: smoothed periodogram */
     float *cmin;  /* k: minimum of ps in the current sub-window */
     float *wmin;  /* k: minimum over the stored sub-windows */
@@ -112,6 +113,8 @@ typedef struct {
     double sr;
     int n, h, nb;         /* frame, hop, bins (n/2 + 1) */
     int pos;              /* samples of the current hop taken in */
+    int ioff;             /* where the frame's n input samples start in each in[] */
+    int ooff;             /* where the next frame adds in each ola ring (a multiple of h) */
     mg_fft fft;
     float *mem;
     double *dmem;
@@ -143,9 +146,9 @@ static void reset(void *st)
     dn_state *s = st;
     for (int c = 0; c < s->channels; c++) {
         dn_chan *k = &s->ch[c];
-        memset(k->in, 0, (size_t)s->n * sizeof(float));
+        memset(k->in, 0, 2 * (size_t)s->n * sizeof(float));
         memset(k->ola, 0, (size_t)s->n * sizeof(float));
-        memset(k->outq, 0, (size_t)s->h * sizeof(float));
+        k->outq = k->ola + s->n - s->h; /* zeros: nothing completed yet */
         memset(k->a2, 0, (size_t)s->nb * sizeof(float));
         memset(k->ps, 0, (size_t)s->nb * sizeof(float));
         for (int b = 0; b < s->nb; b++)
@@ -155,6 +158,7 @@ static void reset(void *st)
         k->gr = 1.0f;
     }
     s->pos = 0;
+    s->ioff = s->ooff = 0;
     s->sub_n = s->sub_i = s->frames = 0;
     s->learn_left = 0;
     if (s->profile_state == 1.0f)
@@ -180,7 +184,7 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
         return -1;
     const size_t nb = (size_t)s->nb, nn = (size_t)n, h = (size_t)s->h;
     const size_t shared = 3 * nn + nb + 2;
-    const size_t per = 2 * nn + h + (8 + DN_U) * nb;
+    const size_t per = 3 * nn + (8 + DN_U) * nb;
     s->mem = mg_zalloc(shared + per * (size_t)s->channels, sizeof(float));
     s->dmem = mg_zalloc(nb * (size_t)s->channels, sizeof(double));
     if (!s->mem || !s->dmem)
@@ -192,9 +196,8 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
     s->pw = m, m += nb + 2;
     for (int c = 0; c < s->channels; c++) {
         dn_chan *k = &s->ch[c];
-        k->in = m, m += nn;
+        k->in = m, m += 2 * nn;
         k->ola = m, m += nn;
-        k->outq = m, m += h;
         k->ps = m, m += nb;
         k->cmin = m, m += nb;
         k->wmin = m, m += nb;
@@ -492,7 +495,7 @@ MG_HOT static void frame(dn_state *s, float red_db, float thr_db, float smooth, 
     for (int c = 0; c < s->channels; c++) {
         dn_chan *k = &s->ch[c];
         float *re = k->re, *im = k->im, *g = k->g;
-        mg_fft_forward_win(&s->fft, k->in, s->wa, re, im); /* rfft(in wa) */
+        mg_fft_forward_win(&s->fft, k->in + s->ioff, s->wa, re, im); /* rfft(in wa) */
         /* the power into pw; tracker: smoothed periodogram, running minimum;
          * and, unless a sub-window ends here (below), the tracker's noise
          * estimate into the frame (free until the inverse FFT) and its sum */
@@ -563,12 +566,19 @@ MG_HOT static void frame(dn_state *s, float red_db, float thr_db, float smooth, 
         float ein = 0.0f, eout = 0.0f;
         apply_gains(re, im, g, nb, &ein, &eout);
         k->gr = ein > 1e-20f ? sqrtf(eout / ein) : 1.0f;
-        float *ola = k->ola;
-        mg_fft_inverse_ola(&s->fft, re, im, s->frame, s->ws, ola); /* ola += irfft ws */
-        memcpy(k->outq, ola, (size_t)h * sizeof(float));
-        memmove(ola, ola + h, (size_t)(n - h) * sizeof(float));
-        memset(ola + n - h, 0, (size_t)h * sizeof(float));
-        memmove(k->in, k->in + h, (size_t)(n - h) * sizeof(float));
+        /* the last frame's completed samples (output during this hop) are
+         * the ring's h before ooff: zeroed, they take this frame's tail */
+        memset(k->ola + (s->ooff + n - h) % n, 0, (size_t)h * sizeof(float));
+        /* ola += irfft ws from ooff, around the ring */
+        mg_fft_inverse_ola_ring(&s->fft, re, im, s->frame, s->ws, k->ola, s->ooff);
+        k->outq = k->ola + s->ooff;
+    }
+    s->ooff = (s->ooff + h) % n;
+    s->ioff += h;
+    if (s->ioff > n) { /* the next hop would pass the end: the window back to the start */
+        for (int c = 0; c < s->channels; c++)
+            memmove(s->ch[c].in, s->ch[c].in + s->ioff, (size_t)(n - h) * sizeof(float));
+        s->ioff = 0;
     }
     if (sub_end) {
         s->sub_n = 0;
@@ -645,7 +655,7 @@ static void process(void *st, const mg_proc *p)
         const int m = n - i < h - pos ? n - i : h - pos;
         for (int c = 0; c < nc; c++) {
             dn_chan *k = &s->ch[c];
-            take_in(k->in + s->n - h + pos, p->in[c] + i, m);
+            take_in(k->in + s->ioff + s->n - h + pos, p->in[c] + i, m);
             /* output sample j of the hop is outq[j + 1]; the hop's last one is the
              * first of the next frame's (latency n - 1) */
             const int last = pos + m == h ? m - 1 : m;
