@@ -826,6 +826,18 @@ static inline int ps_due_n(const ps_shift *s, int64_t n)
     return s->ts <= (double)(n - 1 - s->Hmax - 2);
 }
 
+/* The first j in [j0, m) with ps_due_n(s, n0 + j + 1), else m: where a
+ * run's frame-by-frame scan for due marks first stops (ts moves only when a
+ * grain is placed), found at once: ts <= n0 + j - Hmax - 2 exactly when
+ * j >= ceil(ts) - (n0 - Hmax - 2), integers held exactly in a double. */
+static inline int ps_next_due(const ps_shift *s, int64_t n0, int j0, int m)
+{
+    const double c = ceil(s->ts) - (double)(n0 - s->Hmax - 2);
+    if (!(c < (double)m))
+        return m;
+    return c <= (double)j0 ? j0 : (int)c;
+}
+
 /* The time of the next mark (ask the pitch track there). */
 static inline double ps_mark(const ps_shift *s)
 {
