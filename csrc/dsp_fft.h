@@ -10,9 +10,9 @@
  * points gives Z; the spectra of the even and odd samples are
  *   E[k] = (Z[k] + conj Z[m-k]) / 2,   O[k] = (Z[k] - conj Z[m-k]) / 2i,
  * and X[k] = E[k] + W^k O[k], X[m-k] = conj(E[k] - W^k O[k]), W = exp(-2 pi i/n).
- * The inverse undoes that split (into the output buffer, as interleaved
- * complex scratch), runs the same complex FFT with conjugated twiddles and
- * interleaves the result.
+ * The inverse undoes that split (into the output buffer, as planar complex
+ * scratch: the m re, then the m im), runs the same complex FFT with
+ * conjugated twiddles and interleaves the result.
  *
  * The complex FFT works on split re/im arrays in eight-float vectors (GCC
  * vector extension; AVX2/AVX-512 clones through MG_HOT). Its first three
@@ -149,21 +149,33 @@ static inline int mg_fft_init(mg_fft *f, int n)
 
 /* The first three stages: for r = 0..m/8-1, the 8-point DFT of the complex
  * samples xc[r + t m/8] (t = 0..7; xc interleaved re, im; times win[] when
- * win is not NULL) into zr/zi [8 grp[r] .. 8 grp[r] + 7], eight r at once
- * (one lane each). s = Im W4: -1 forward, +1 inverse. */
-MG_HOT static void mg_fft_first_(const uint32_t *restrict grp, int m, const float *restrict xc,
-                                 const float *restrict win, float *restrict zr,
-                                 float *restrict zi, float s)
+ * win is not NULL; planar: xc holds the m re, then the m im, and win is NULL)
+ * into zr/zi [8 grp[r] .. 8 grp[r] + 7], eight r at once (one lane each).
+ * s = Im W4: -1 forward, +1 inverse. */
+static inline __attribute__((always_inline)) void
+mg_fft_first_body_(const uint32_t *restrict grp, int m, const float *restrict xc,
+                   const float *restrict win, const int planar, float *restrict zr,
+                   float *restrict zi, float s)
 {
     const int m8 = m / 8;
     const float c = 0.70710678118654752f; /* W8 = c + i s c, W8^3 = -c + i s c */
-    const mg_iv8 ev = {0, 2, 4, 6, 8, 10, 12, 14}, od = {1, 3, 5, 7, 9, 11, 13, 15};
+    /* re and im of the eight complex samples r = q .. q+7 (two 8-float loads):
+     * one in-lane shuffle each (vshufps), which leaves lane l holding
+     * r = q + pi[l]; the DFT is the same in every lane, so only the stores
+     * below follow pi */
+    const mg_iv8 ev = {0, 2, 8, 10, 4, 6, 12, 14}, od = {1, 3, 9, 11, 5, 7, 13, 15};
+    static const int pv[8] = {0, 1, 4, 5, 2, 3, 6, 7}, pid[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+    const int *pi = planar ? pid : pv; /* planar input: lane l holds r = q + l */
     const mg_iv8 lo1 = {0, 8, 1, 9, 4, 12, 5, 13}, hi1 = {2, 10, 3, 11, 6, 14, 7, 15};
     const mg_iv8 lo2 = {0, 1, 8, 9, 4, 5, 12, 13}, hi2 = {2, 3, 10, 11, 6, 7, 14, 15};
     const mg_iv8 lo4 = {0, 1, 2, 3, 8, 9, 10, 11}, hi4 = {4, 5, 6, 7, 12, 13, 14, 15};
     for (int q = 0; q < m8; q += 8) {
         mg_fv8 vr[8], vi[8];
-        for (int t = 0; t < 8; t++) {
+        for (int t = 0; t < 8 && planar; t++) {
+            vr[t] = mg_fv8_load(xc + t * m8 + q);
+            vi[t] = mg_fv8_load(xc + m + t * m8 + q);
+        }
+        for (int t = 0; t < 8 && !planar; t++) {
             const float *p = xc + 2 * (t * m8 + q);
             mg_fv8 a = mg_fv8_load(p), b = mg_fv8_load(p + 8);
             if (win) {
@@ -220,7 +232,7 @@ MG_HOT static void mg_fft_first_(const uint32_t *restrict grp, int m, const floa
             yr[7] = br[3] - t3r;
             yi[7] = bi[3] - t3i;
         }
-        /* transpose: lane l of yr[k] -> element k of group grp[q + l] */
+        /* transpose: lane l of yr[k] -> element k of group grp[q + pi[l]] */
         for (int part = 0; part < 2; part++) {
             mg_fv8 *y = part ? yi : yr;
             float *dst = part ? zi : zr;
@@ -236,12 +248,29 @@ MG_HOT static void mg_fft_first_(const uint32_t *restrict grp, int m, const floa
                 w[j + 3] = __builtin_shuffle(u[j + 1], u[j + 3], hi2);
             }
             for (int j = 0; j < 4; j++) {
-                mg_fv8_store(dst + 8 * (size_t)grp[q + j], __builtin_shuffle(w[j], w[j + 4], lo4));
-                mg_fv8_store(dst + 8 * (size_t)grp[q + j + 4],
+                mg_fv8_store(dst + 8 * (size_t)grp[q + pi[j]],
+                             __builtin_shuffle(w[j], w[j + 4], lo4));
+                mg_fv8_store(dst + 8 * (size_t)grp[q + pi[j + 4]],
                              __builtin_shuffle(w[j], w[j + 4], hi4));
             }
         }
     }
+}
+
+/* (the body with the input's layout a constant: interleaved with the
+ * forward transform's window, or planar from the inverse split) */
+MG_HOT static void mg_fft_first_(const uint32_t *restrict grp, int m, const float *restrict xc,
+                                 const float *restrict win, float *restrict zr,
+                                 float *restrict zi, float s)
+{
+    mg_fft_first_body_(grp, m, xc, win, 0, zr, zi, s);
+}
+
+MG_HOT static void mg_fft_first_planar_(const uint32_t *restrict grp, int m,
+                                        const float *restrict xc, float *restrict zr,
+                                        float *restrict zi, float s)
+{
+    mg_fft_first_body_(grp, m, xc, NULL, 1, zr, zi, s);
 }
 
 /* One radix-8 pass, in place: the eight h-point transforms of each block of
@@ -413,14 +442,14 @@ MG_HOT static void mg_fft_split_(int m, const float *restrict zr, const float *r
     }
 }
 
-/* Z' from X (inverse split) into xc, interleaved, bins 1..m-1, eight a step:
+/* Z' from X (inverse split) into xc, planar (re at xc[k], im at xc[m + k]:
+ * mg_fft_first_planar_'s input), bins 1..m-1, eight a step:
  * Z'[k] = E' + i O', E' = X[k] + conj X[m-k], O' = (X[k] - conj X[m-k]) conj(W^k);
  * Z'[m-k] = conj E' + i conj O'. */
 MG_HOT static void mg_fft_unsplit_(int m, const float *restrict re, const float *restrict im,
                                    const float *restrict rt_re, const float *restrict rt_im,
                                    float *restrict xc)
 {
-    const mg_iv8 lo = {0, 8, 1, 9, 2, 10, 3, 11}, hi = {4, 12, 5, 13, 6, 14, 7, 15};
     for (int k = 1; k <= m / 2; k += 8) {
         const int mk = m - k - 7;
         const mg_fv8 xr = mg_fv8_load(re + k), xi = mg_fv8_load(im + k);
@@ -433,10 +462,10 @@ MG_HOT static void mg_fft_unsplit_(int m, const float *restrict re, const float 
         const mg_fv8 pr = er - oi, pi = ei + or_;
         const mg_fv8 qr = __builtin_shuffle(er + oi, mg_fft_rev8_);
         const mg_fv8 qi = __builtin_shuffle(or_ - ei, mg_fft_rev8_);
-        mg_fv8_store(xc + 2 * k, __builtin_shuffle(pr, pi, lo));
-        mg_fv8_store(xc + 2 * k + 8, __builtin_shuffle(pr, pi, hi));
-        mg_fv8_store(xc + 2 * mk, __builtin_shuffle(qr, qi, lo));
-        mg_fv8_store(xc + 2 * mk + 8, __builtin_shuffle(qr, qi, hi));
+        mg_fv8_store(xc + k, pr);
+        mg_fv8_store(xc + m + k, pi);
+        mg_fv8_store(xc + mk, qr);
+        mg_fv8_store(xc + m + mk, qi);
     }
 }
 
@@ -499,9 +528,9 @@ static inline void mg_fft_inverse_z_(mg_fft *f, const float *restrict re, const 
 {
     const int m = f->m;
     x[0] = re[0] + re[m];
-    x[1] = re[0] - re[m];
+    x[m] = re[0] - re[m];
     mg_fft_unsplit_(m, re, im, f->rt_re, f->rt_im, x);
-    mg_fft_first_(f->grp, m, x, NULL, f->zr, f->zi, 1.0f);
+    mg_fft_first_planar_(f->grp, m, x, f->zr, f->zi, 1.0f);
     mg_fft_stages_(f, f->zr, f->zi, f->tw_imc, 1.0f);
 }
 
@@ -524,6 +553,21 @@ static inline void mg_fft_inverse_ola(mg_fft *f, const float *restrict re, const
 {
     mg_fft_inverse_z_(f, re, im, x);
     mg_fft_interleave_ola_(f->m, f->zr, f->zi, w, ola);
+}
+
+/* [audio] mg_fft_inverse_ola into a ring of n floats from position o (a
+ * multiple of 16, < n): ola[(o + i) mod n] += mg_fft_inverse(X)[i] * w[i],
+ * the same products and sums, so no frame has to be moved along a linear
+ * accumulator. */
+static inline void mg_fft_inverse_ola_ring(mg_fft *f, const float *restrict re,
+                                           const float *restrict im, float *restrict x,
+                                           const float *restrict w, float *restrict ola, int o)
+{
+    mg_fft_inverse_z_(f, re, im, x);
+    const int m1 = (f->n - o) / 2; /* complex samples before the ring wraps */
+    mg_fft_interleave_ola_(m1, f->zr, f->zi, w, ola + o);
+    if (m1 < f->m)
+        mg_fft_interleave_ola_(f->m - m1, f->zr + m1, f->zi + m1, w + 2 * m1, ola);
 }
 
 #endif

@@ -124,8 +124,9 @@ typedef struct {
     int64_t bkey[4];    /* the decimated sample each slot's block starts at (-1: none) */
     int ntau;           /* lags per slot: lmax + 1 rounded up to 64 */
     int64_t ndec;       /* decimated samples pushed */
-    float *hw;          /* Hann window over the full-rate ring (fM), for pd_fund,
-                           quarter-interleaved: hw[4 j + q] = w(q fM/4 + j) */
+    double *hw;         /* Hann window over the full-rate ring (fM), for pd_fund,
+                           quarter-interleaved: hw[4 j + q] = w(q fM/4 + j), each
+                           value a float's (the window is rounded to float) */
     double hw_sum;      /* its sum */
     float *pe;          /* per-period energies over that ring and their running maxima, fM + 4 */
     int64_t poly_until; /* input sample until which estimates are not mono */
@@ -289,7 +290,7 @@ static inline int pd_alloc(pd_det *s, double fs)
     s->bp = mg_zalloc(4 * (size_t)s->ntau, sizeof(float));
     s->fr = mg_zalloc(2 * (size_t)s->fM, sizeof(float));
     s->cm = mg_zalloc((size_t)s->lmax + 2, sizeof(float));
-    s->hw = mg_zalloc((size_t)s->fM, sizeof(float));
+    s->hw = mg_zalloc((size_t)s->fM, sizeof(double));
     s->pe = mg_zalloc((size_t)s->fM + 4, sizeof(float));
     if (!s->dr || !s->fr || !s->cm || !s->hw || !s->pe || !s->bp)
         return -1;
@@ -313,7 +314,8 @@ static inline void pd_free(pd_det *s)
     s->bp = NULL;
     free(s->hw);
     free(s->pe);
-    s->dr = s->fr = s->cm = s->hw = s->pe = NULL;
+    s->dr = s->fr = s->cm = s->pe = NULL;
+    s->hw = NULL;
 }
 
 static inline void pd_store(pd_det *s, double t, float f, float conf, float fund, int voiced,
@@ -389,9 +391,9 @@ MG_HOT static float pd_fund(const pd_det *s, double T, int *beat)
                                  __builtin_shuffle(t1, t3, plo), __builtin_shuffle(t1, t3, phi)};
             for (int i = 0; i < 4; i++) {
                 const pd_d4 xv = __builtin_convertvector(xq[i], pd_d4);
-                pd_f4 wf;
-                memcpy(&wf, s->hw + 4 * (j + i), sizeof wf);
-                const pd_d4 v = __builtin_convertvector(wf, pd_d4) * xv;
+                pd_d4 wd;
+                memcpy(&wd, s->hw + 4 * (j + i), sizeof wd);
+                const pd_d4 v = wd * xv;
                 const pd_d4 s0 = v + cw * v1 - v2;
                 v2 = v1;
                 v1 = s0;
@@ -573,6 +575,17 @@ static inline void pd_push(pd_det *s, float x)
     }
 }
 
+/* dst[(k0 + j) mod M] and its double dst[(k0 + j) mod M + M] = x[j], j < m
+ * <= M: a doubled ring written in at most two contiguous stretches */
+static inline void pd_ring_put(float *restrict dst, int M, int k0, const float *restrict x, int m)
+{
+    const int n1 = m < M - k0 ? m : M - k0;
+    memcpy(dst + k0, x, (size_t)n1 * sizeof(float));
+    memcpy(dst + k0 + M, x, (size_t)n1 * sizeof(float));
+    memcpy(dst, x + n1, (size_t)(m - n1) * sizeof(float));
+    memcpy(dst + M, x + n1, (size_t)(m - n1) * sizeof(float));
+}
+
 /* [audio] m input samples (finite) that complete no hop (s->hcount + m <
  * s->hop): pd_push's work for a run of samples, the same arithmetic in the
  * same order (not MG_HOT: the low-pass stays as pd_push rounds it, without
@@ -580,12 +593,9 @@ static inline void pd_push(pd_det *s, float x)
 static inline void pd_push_run(pd_det *s, const float *restrict x, int m)
 {
     const int fmask = s->fM - 1, dmask = s->dM - 1;
-    int fp = s->fpos, dp = s->dpos, ph = s->dphase;
-    for (int j = 0; j < m; j++) {
-        s->fr[fp] = x[j];
-        s->fr[fp + s->fM] = x[j];
-        fp = (fp + 1) & fmask;
-    }
+    int dp = s->dpos, ph = s->dphase;
+    pd_ring_put(s->fr, s->fM, s->fpos, x, m);
+    const int fp = (s->fpos + m) & fmask;
     const double b00 = s->bq[0][0], b01 = s->bq[0][1], b02 = s->bq[0][2], b03 = s->bq[0][3],
                  b04 = s->bq[0][4];
     const double b10 = s->bq[1][0], b11 = s->bq[1][1], b12 = s->bq[1][2], b13 = s->bq[1][3],
@@ -816,6 +826,18 @@ static inline int ps_due_n(const ps_shift *s, int64_t n)
     return s->ts <= (double)(n - 1 - s->Hmax - 2);
 }
 
+/* The first j in [j0, m) with ps_due_n(s, n0 + j + 1), else m: where a
+ * run's frame-by-frame scan for due marks first stops (ts moves only when a
+ * grain is placed), found at once: ts <= n0 + j - Hmax - 2 exactly when
+ * j >= ceil(ts) - (n0 - Hmax - 2), integers held exactly in a double. */
+static inline int ps_next_due(const ps_shift *s, int64_t n0, int j0, int m)
+{
+    const double c = ceil(s->ts) - (double)(n0 - s->Hmax - 2);
+    if (!(c < (double)m))
+        return m;
+    return c <= (double)j0 ? j0 : (int)c;
+}
+
 /* The time of the next mark (ask the pitch track there). */
 static inline double ps_mark(const ps_shift *s)
 {
@@ -846,16 +868,18 @@ static inline void ps_lagrange_run(float *restrict y, const float *restrict x, i
 /* One channel's grain samples: gx[j] = the input at q0 + j + d (x: the
  * doubled ring from sample q0 + floor(d) - 1, so x[j + 1] is that sample;
  * c0..c3 the Lagrange weights, fr == 0: the samples themselves); returns
- * sum w[j] gx[j] (four partial sums). */
+ * sum w[j] gx[j] (four partial sums) when `sum`, else 0. */
 MG_HOT static double ps_grain_samples(float *restrict gx, const float *restrict x,
-                                      const float *restrict w, int n, int frac, float c0,
-                                      float c1, float c2, float c3)
+                                      const float *restrict w, int n, int frac, int sum,
+                                      float c0, float c1, float c2, float c3)
 {
     if (frac) {
         ps_lagrange_run(gx, x, n, c0, c1, c2, c3);
     } else {
         memcpy(gx, x + 1, (size_t)n * sizeof(float));
     }
+    if (!sum)
+        return 0.0;
     /* four partial sums (k = j mod 4) as the lanes of one vector */
     pd_d4 p = {0.0, 0.0, 0.0, 0.0};
     int j = 0;
@@ -939,10 +963,11 @@ static void ps_place(ps_shift *s, double ts, double d, double H, float g, float 
         for (j = 0; j < n; j++)
             sw += gw[j];
     }
+    /* the window-weighted sums only for a shifted grain (its mean is taken off) */
     double sx[PS_MAXCH] = {0.0, 0.0};
     for (int c = 0; c < s->ch; c++)
         sx[c] = ps_grain_samples(s->gx[c], s->in[c] + ((q0 + di - 1) & imask), gw, n,
-                                 fr != 0.0f, c0, c1, c2, c3);
+                                 fr != 0.0f, dc, c0, c1, c2, c3);
     float mu[PS_MAXCH] = {0.0f, 0.0f};
     if (dc && sw > 0.0)
         for (int c = 0; c < s->ch; c++)
@@ -1413,20 +1438,19 @@ static inline int pv_push_run(pv_voice *v, const float *const *in, int i, int av
     const int k0 = (int)(sh->n & imask);
     for (int c = 0; c < v->ch; c++) {
         const float *x = in[c] + i;
-        float *r = sh->in[c];
+        float xs[PV_RUN];
         for (int j = 0; j < m; j++) {
             const float xv = pd_sane(x[j]);
-            const int kk = (k0 + j) & imask;
-            r[kk] = r[kk + sh->iM] = xv;
+            xs[j] = xv;
             mono[j] = c == 0 ? 0.0f + xv : mono[j] + xv;
         }
+        pd_ring_put(sh->in[c], sh->iM, k0, xs, m);
     }
-    if (v->ch == 2)
-        for (int j = 0; j < m; j++) {
+    if (v->ch == 2) {
+        for (int j = 0; j < m; j++)
             mono[j] = 0.5f * mono[j];
-            const int kk = (k0 + j) & imask;
-            sh->mono[kk] = sh->mono[kk + sh->iM] = mono[j];
-        }
+        pd_ring_put(sh->mono, sh->iM, k0, mono, m);
+    }
     sh->n += m;
     pd_push_run(&v->det, mono, m);
     return m;

@@ -92,9 +92,10 @@ static const mg_readout_spec readouts[] = {
 #define DN_SILENCE_DB -120.0
 
 typedef struct {
-    float *in;    /* n: the last n input samples */
-    float *ola;   /* n: overlap-add accumulator */
-    float *outq;  /* h: completed output samples */
+    float *in;    /* 2n: the last n input samples from in + s->ioff (a sliding window:
+                     moved back to the start once it reaches the end) */
+    float *ola;   /* n: overlap-add accumulator, a ring: the frame adds at s->ooff */
+    float *outq;  /* h: completed output samples, in the ola ring (ola + ooff) */
     float *ps;    /* k: smoothed periodogram */
     float *cmin;  /* k: minimum of ps in the current sub-window */
     float *wmin;  /* k: minimum over the stored sub-windows */
@@ -112,6 +113,8 @@ typedef struct {
     double sr;
     int n, h, nb;         /* frame, hop, bins (n/2 + 1) */
     int pos;              /* samples of the current hop taken in */
+    int ioff;             /* where the frame's n input samples start in each in[] */
+    int ooff;             /* where the next frame adds in each ola ring (a multiple of h) */
     mg_fft fft;
     float *mem;
     double *dmem;
@@ -143,9 +146,9 @@ static void reset(void *st)
     dn_state *s = st;
     for (int c = 0; c < s->channels; c++) {
         dn_chan *k = &s->ch[c];
-        memset(k->in, 0, (size_t)s->n * sizeof(float));
+        memset(k->in, 0, 2 * (size_t)s->n * sizeof(float));
         memset(k->ola, 0, (size_t)s->n * sizeof(float));
-        memset(k->outq, 0, (size_t)s->h * sizeof(float));
+        k->outq = k->ola + s->n - s->h; /* zeros: nothing completed yet */
         memset(k->a2, 0, (size_t)s->nb * sizeof(float));
         memset(k->ps, 0, (size_t)s->nb * sizeof(float));
         for (int b = 0; b < s->nb; b++)
@@ -155,6 +158,7 @@ static void reset(void *st)
         k->gr = 1.0f;
     }
     s->pos = 0;
+    s->ioff = s->ooff = 0;
     s->sub_n = s->sub_i = s->frames = 0;
     s->learn_left = 0;
     if (s->profile_state == 1.0f)
@@ -180,7 +184,7 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
         return -1;
     const size_t nb = (size_t)s->nb, nn = (size_t)n, h = (size_t)s->h;
     const size_t shared = 3 * nn + nb + 2;
-    const size_t per = 2 * nn + h + (8 + DN_U) * nb;
+    const size_t per = 3 * nn + (8 + DN_U) * nb;
     s->mem = mg_zalloc(shared + per * (size_t)s->channels, sizeof(float));
     s->dmem = mg_zalloc(nb * (size_t)s->channels, sizeof(double));
     if (!s->mem || !s->dmem)
@@ -192,9 +196,8 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
     s->pw = m, m += nb + 2;
     for (int c = 0; c < s->channels; c++) {
         dn_chan *k = &s->ch[c];
-        k->in = m, m += nn;
+        k->in = m, m += 2 * nn;
         k->ola = m, m += nn;
-        k->outq = m, m += h;
         k->ps = m, m += nb;
         k->cmin = m, m += nb;
         k->wmin = m, m += nb;
@@ -262,6 +265,10 @@ static double profile_sum(const float *lam, int nb)
     return sum;
 }
 
+/* eight lanes of m ? a : b (m: a vector comparison's lanes, all ones or zeros) */
+#define dn_sel(m, a, b) __extension__({ const dn_i8 m_ = (m); \
+    (dn_v8)(((dn_i8)(a) & m_) | ((dn_i8)(b) & ~m_)); })
+
 /* Wiener gains with the decision-directed a-priori SNR. The maximum-likelihood
  * term uses the periodogram smoothed over 3 bins (1/4, 1/2, 1/4): a lone noise
  * bin that happens to peak (the cause of "musical noise") no longer opens its
@@ -274,7 +281,24 @@ MG_HOT static void frame_gains(float *restrict g, float *restrict a2, float *res
     const float a = DN_DD_ALPHA, b = 1.0f - DN_DD_ALPHA;
     pw[0] = pw[2];
     pw[nb + 1] = pw[nb - 1];
-    for (int k = 0; k < nb; k++) {
+    int k = 0;
+    /* eight bins a step, each lane the scalar loop's expressions below (GCC's
+     * own vectorisation of that loop read pw[k], pw[k + 2] one float at a time) */
+    const dn_v8 z8 = {0, 0, 0, 0, 0, 0, 0, 0}, one8 = z8 + 1.0f, fl8 = z8 + DN_FLOOR;
+    for (; k + 8 <= nb; k += 8) {
+        const dn_v8 p = dn_load(pw + k + 1);
+        const dn_v8 ps = 0.25f * (dn_load(pw + k) + dn_load(pw + k + 2)) + 0.5f * p;
+        dn_v8 l = dn_load(lam + k) * thr;
+        l = dn_sel(l > DN_FLOOR, l, fl8);
+        const dn_v8 il = 1.0f / l;
+        const dn_v8 gm1 = ps * il - 1.0f;
+        const dn_v8 xi = a * dn_load(a2 + k) * il + b * dn_sel(gm1 > 0.0f, gm1, z8);
+        dn_v8 gk = xi / (one8 + xi);
+        gk = dn_sel(gk > 0.0f, gk, z8); /* NaN -> 0 */
+        dn_store(a2 + k, gk * gk * p);
+        dn_store(g + k, gk);
+    }
+    for (; k < nb; k++) {
         const float p = pw[k + 1];
         const float ps = 0.25f * (pw[k] + pw[k + 2]) + 0.5f * p;
         float l = lam[k] * thr;
@@ -405,8 +429,14 @@ MG_HOT static void smooth_up(float *restrict g, int nb, float c0, float c1)
         g[b] = y = c0 * g[b] + c1 * y;
 }
 
-MG_HOT static void smooth_down(float *restrict g, int nb, float c0, float c1)
+/* (smooth_down also clamps what it stores to [gmin, 1], as frame's clamp
+ * loop: min then max, NaN -> 1; the recursion runs on the unclamped values) */
+#define dn_clamp(v, lo) __extension__({ const dn_v8 m_ = dn_min((v), one8); \
+    const dn_i8 k_ = m_ > (lo); (dn_v8)(((dn_i8)m_ & k_) | ((dn_i8)(lo) & ~k_)); })
+
+MG_HOT static void smooth_down(float *restrict g, int nb, float c0, float c1, float gmin)
 {
+    const dn_v8 one8 = {1, 1, 1, 1, 1, 1, 1, 1}, lo8 = one8 * gmin;
     const float c2 = c1 * c1, c4 = c2 * c2;
     dn_v8 kp; /* lane j of the step g[b-7 .. b]: c1^(8-j) */
     float k = c1;
@@ -416,6 +446,10 @@ MG_HOT static void smooth_down(float *restrict g, int nb, float c0, float c1)
     const dn_i8 s1 = {1, 2, 3, 4, 5, 6, 7, 8}, s2 = {2, 3, 4, 5, 6, 7, 8, 8},
                 s4 = {4, 5, 6, 7, 8, 8, 8, 8};
     float y = g[nb - 1];
+    {
+        const float v = y < 1.0f ? y : 1.0f;
+        g[nb - 1] = v > gmin ? v : gmin;
+    }
     int b = nb - 2;
     for (; b - 7 >= 0; b -= 8) {
         dn_v8 p = c0 * dn_load(g + b - 7);
@@ -423,11 +457,14 @@ MG_HOT static void smooth_down(float *restrict g, int nb, float c0, float c1)
         p += c2 * __builtin_shuffle(p, z, s2);
         p += c4 * __builtin_shuffle(p, z, s4);
         const dn_v8 v = p + kp * y;
-        dn_store(g + b - 7, v);
+        dn_store(g + b - 7, dn_clamp(v, lo8));
         y = v[0];
     }
-    for (; b >= 0; b--)
-        g[b] = y = c0 * g[b] + c1 * y;
+    for (; b >= 0; b--) {
+        y = c0 * g[b] + c1 * y;
+        const float v = y < 1.0f ? y : 1.0f;
+        g[b] = v > gmin ? v : gmin;
+    }
 }
 
 /* the tracker's noise estimate: the smaller of the stored sub-windows'
@@ -458,7 +495,7 @@ MG_HOT static void frame(dn_state *s, float red_db, float thr_db, float smooth, 
     for (int c = 0; c < s->channels; c++) {
         dn_chan *k = &s->ch[c];
         float *re = k->re, *im = k->im, *g = k->g;
-        mg_fft_forward_win(&s->fft, k->in, s->wa, re, im); /* rfft(in wa) */
+        mg_fft_forward_win(&s->fft, k->in + s->ioff, s->wa, re, im); /* rfft(in wa) */
         /* the power into pw; tracker: smoothed periodogram, running minimum;
          * and, unless a sub-window ends here (below), the tracker's noise
          * estimate into the frame (free until the inverse FFT) and its sum */
@@ -506,11 +543,12 @@ MG_HOT static void frame(dn_state *s, float red_db, float thr_db, float smooth, 
             frame_gains(g, k->a2, s->pw, lam, thr * lscale, nb);
             if (c1 > 0.0f) {
                 smooth_up(g, nb, c0, c1);
-                smooth_down(g, nb, c0, c1);
-            }
-            for (int b = 0; b < nb; b++) {
-                float v = g[b] < 1.0f ? g[b] : 1.0f;
-                g[b] = v > gmin ? v : gmin;
+                smooth_down(g, nb, c0, c1, gmin); /* and the clamp below */
+            } else {
+                for (int b = 0; b < nb; b++) {
+                    float v = g[b] < 1.0f ? g[b] : 1.0f;
+                    g[b] = v > gmin ? v : gmin;
+                }
             }
         }
     }
@@ -528,12 +566,19 @@ MG_HOT static void frame(dn_state *s, float red_db, float thr_db, float smooth, 
         float ein = 0.0f, eout = 0.0f;
         apply_gains(re, im, g, nb, &ein, &eout);
         k->gr = ein > 1e-20f ? sqrtf(eout / ein) : 1.0f;
-        float *ola = k->ola;
-        mg_fft_inverse_ola(&s->fft, re, im, s->frame, s->ws, ola); /* ola += irfft ws */
-        memcpy(k->outq, ola, (size_t)h * sizeof(float));
-        memmove(ola, ola + h, (size_t)(n - h) * sizeof(float));
-        memset(ola + n - h, 0, (size_t)h * sizeof(float));
-        memmove(k->in, k->in + h, (size_t)(n - h) * sizeof(float));
+        /* the last frame's completed samples (output during this hop) are
+         * the ring's h before ooff: zeroed, they take this frame's tail */
+        memset(k->ola + (s->ooff + n - h) % n, 0, (size_t)h * sizeof(float));
+        /* ola += irfft ws from ooff, around the ring */
+        mg_fft_inverse_ola_ring(&s->fft, re, im, s->frame, s->ws, k->ola, s->ooff);
+        k->outq = k->ola + s->ooff;
+    }
+    s->ooff = (s->ooff + h) % n;
+    s->ioff += h;
+    if (s->ioff > n) { /* the next hop would pass the end: the window back to the start */
+        for (int c = 0; c < s->channels; c++)
+            memmove(s->ch[c].in, s->ch[c].in + s->ioff, (size_t)(n - h) * sizeof(float));
+        s->ioff = 0;
     }
     if (sub_end) {
         s->sub_n = 0;
@@ -610,7 +655,7 @@ static void process(void *st, const mg_proc *p)
         const int m = n - i < h - pos ? n - i : h - pos;
         for (int c = 0; c < nc; c++) {
             dn_chan *k = &s->ch[c];
-            take_in(k->in + s->n - h + pos, p->in[c] + i, m);
+            take_in(k->in + s->ioff + s->n - h + pos, p->in[c] + i, m);
             /* output sample j of the hop is outq[j + 1]; the hop's last one is the
              * first of the next frame's (latency n - 1) */
             const int last = pos + m == h ? m - 1 : m;

@@ -71,7 +71,8 @@ static void process(void *st, const mg_proc *p)
     for (int i = 0; i < n;) {
         const int64_t n0 = vc->sh.n;
         const int m = pv_push_run(vc, p->in, i, n - i);
-        for (int j = 0; j < m; j++)
+        for (int j = ps_next_due(&vc->sh, n0, 0, m); j < m;
+             j = ps_next_due(&vc->sh, n0, j + 1, m))
             while (ps_due_n(&vc->sh, n0 + j + 1))
                 grain(vc, p, i + j);
         ps_pull_run(&vc->sh, p->out, i, m);
