@@ -1,14 +1,16 @@
-"""mix64 for profilers and render hashes: builds the session, warms it up,
-then runs --blocks 64-frame blocks in one mg_engine_process_blocks call.
+"""mix64 for profilers and render hashes: builds the session, runs
+--warm-blocks 64-frame blocks, then --blocks more.
 
     python bench/prof_mix64.py --channels 64 --blocks 500 [--hash]
-    valgrind --tool=callgrind --toggle-collect=mg_engine_process_blocks \
-        python bench/prof_mix64.py --channels 64 --blocks 200
+    valgrind --tool=callgrind --toggle-collect=run_plan \
+        python bench/prof_mix64.py --channels 64 --blocks 100 --warm-blocks 100
+    perf record -e cpu-clock python bench/prof_mix64.py --blocks 60000
 
-Under callgrind, only the timed call is collected (the warm-up goes through
-mg_engine_process). --hash
-prints the sha256 of the rendered samples (warm-up and timed blocks), the
-check that a restructuring change leaves the output bit for bit the same.
+Under callgrind with --toggle-collect=run_plan, every block is collected
+(warm-up included): the instructions per block are the total over
+warm-blocks + blocks. --hash prints the sha256 of the rendered samples
+(warm-up and the rest), the check that a restructuring change leaves the
+output bit for bit the same.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 
-import numpy as np
 from mix64 import build_mix64
 
 from mixgraph.server.engine import Engine
