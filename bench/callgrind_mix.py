@@ -11,12 +11,18 @@ mg_engine_process_blocks, the only function collected: callgrind's
 "Collected" total over --blocks is the instructions per block. Under
 valgrind the hot loops run their x86-64-v3 (AVX2) clones, not the v4
 (AVX-512) ones a CPU with AVX-512 runs natively, so a node kernel's count
-is not its share of native time; the engine's own code counts as it runs.
+is not its share of native time (pick targets from `perf record -e
+cpu-clock python bench/callgrind_mix.py --blocks 60000`; use callgrind for
+A/B counts); the engine's own code counts as it runs.
+
+--hash prints the sha256 of the rendered samples (warm-up and the rest):
+the check that a restructuring leaves the output bit for bit the same.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 
 from mix64 import build_mix64
 
@@ -30,13 +36,18 @@ def main() -> None:
     ap.add_argument("--channels", type=int, default=64)
     ap.add_argument("--blocks", type=int, default=200, help="64-frame blocks measured")
     ap.add_argument("--warm", type=int, default=24000, help="frames run before")
+    ap.add_argument("--hash", action="store_true", help="print the render's sha256")
     a = ap.parse_args()
     e = Engine(48000, 0, 2, block=64)
     s = Session(e)
     try:
         build_mix64(s, a.channels, a.hard)
-        e.process(a.warm)
-        e.process(64 * a.blocks, block=64)
+        warm = e.process(a.warm)
+        out = e.process(64 * a.blocks, block=64)
+        if a.hash:
+            h = hashlib.sha256(warm.tobytes() + out.tobytes()).hexdigest()[:16]
+            print(f"mix64{' --hard' if a.hard else ''} {a.channels} ch, "
+                  f"{a.warm} + {64 * a.blocks} frames: {h}")
     finally:
         s.close()
         e.free()

@@ -50,38 +50,46 @@ typedef struct {
 } mg_param;
 
 struct mg_node {
-    /* immutable after mg_node_new */
-    const mg_node_type *type;
-    void *state;
-    int channels;
-    int n_in, n_out;          /* flattened channel counts */
-    float **in_base;          /* n_in buffers of MG_MAX_BLOCK */
-    float **out_base;         /* n_out buffers of MG_MAX_BLOCK */
-    int out_aliased;          /* out_base are the engine's hw input buffers */
-    int n_readout;
+    /* Laid out for run_plan: the first cache line holds what a step never
+     * reads (immutable or cold fields); the second everything a usual step
+     * reads and writes of the node (node_ramps, feed_step, step_proc, the
+     * process call) but the keys of its input and output pointers, which
+     * share the third with the start of the node's in_ptr[] and out_ptr[]
+     * (mg_node_new puts them right after the struct, then pv[]): a step
+     * touches the node's lines 1 to 3, and no line it does not use. */
+    /* immutable after mg_node_new; cold */
     double sample_rate;
-    /* audio thread only (set up by control before publishing) */
-    float **in_ptr;           /* in_base + sub-block offset */
-    float **out_ptr;
     mg_param *params;
-    mg_pv *pv;
     float *ramp_mem;          /* n_params * MG_MAX_BLOCK, then the in_base and
                                  out_base buffers: one mg_cold_alloc block */
     size_t cold_bytes;        /* its size */
+    float **in_base;          /* n_in buffers of MG_MAX_BLOCK */
+    float **out_base;         /* n_out buffers of MG_MAX_BLOCK */
+    uint32_t block_bytes;     /* this block's size (mg_calloc_lines) */
+    int channels;
+    int n_in, n_out;          /* flattened channel counts */
+    /* second line: a step's */
+    const mg_node_type *type; /* immutable */
+    void *state;              /* immutable */
+    /* audio thread only (set up by control before publishing) */
+    float **in_ptr;           /* in_base + sub-block offset */
+    float **out_ptr;
+    mg_pv *pv;
+    /* written by audio, read by any thread */
+    _Atomic float *readout;
     int n_ramping;
     int pv_fresh;             /* pv[] holds the steady values: nothing to refresh */
     int pv_same;              /* this call's pv[] is steady and as the last call's */
+    int in_off;               /* finished plans: in_ptr[] is set for this offset, */
+    /* third line, with in_ptr[] and out_ptr[] */
+    uint32_t in_gen;          /* plan (gen) and */
+    uint32_t in_epoch;        /* its ops' epoch (see mg_plan.epoch) */
     int out_off;              /* sub-block offset out_ptr[] currently points at */
     uint32_t out_gen;         /* plan whose buffers out_ptr[] points into (0: the
                                  node's own, for unfinished plans) */
-    int in_off;               /* finished plans: in_ptr[] is set for this offset, */
-    uint32_t in_gen;          /* plan (gen) and */
-    uint32_t in_epoch;        /* its ops' epoch (see mg_plan.epoch) */
-    uint32_t live_gen;        /* generation of the plan that last held it */
-    uint32_t block_bytes;     /* this block's size (mg_calloc_lines); here, in the
-                                 padding before readout, the struct stays 160 bytes */
-    /* written by audio, read by any thread */
-    _Atomic float *readout;
+    int out_aliased;          /* out_base are the engine's hw input buffers */
+    int n_readout;
+    uint32_t live_gen;        /* generation of the plan that last held it (audio) */
 };
 
 struct mg_edge {

@@ -95,6 +95,8 @@ typedef struct {
      * and no unit ran on its own (moving, switching or crossfading) */
     int cache_ok, cache_n;
     int cache[EQ_MAX_BANDS + 2];
+    int cache_ns;     /* the sections of the last block's steady list (so a
+                         gang's block reads no unit to count them) */
     mg_bq_state *st;  /* [channel][unit][4] */
     mg_bq_state *ost; /* the outgoing design's states, same layout */
     float dry[MG_MAX_BLOCK];
@@ -460,7 +462,7 @@ static void sanitised_copy(eq_state *s, const mg_proc *p)
  * EQ_MOVE_CHUNK frames is designed but not run: it is returned, *glide set,
  * for the caller to run on its glides (run_lanes_glide). */
 MG_HOT static int units_block(eq_state *s, const mg_proc *p, int *steady, int *deferred,
-                              int *glide)
+                              int *glide, int *nsec)
 {
     const int n = p->nframes;
     if (deferred)
@@ -473,6 +475,8 @@ MG_HOT static int units_block(eq_state *s, const mg_proc *p, int *steady, int *d
         else
             sanitised_copy(s, p);
         memcpy(steady, s->cache, sizeof s->cache); /* (a fixed size: inlined, no call) */
+        if (nsec)
+            *nsec = s->cache_ns;
         return s->cache_n;
     }
     /* sanitised copy: non-finite input becomes 0, magnitudes held below 1e6 */
@@ -593,6 +597,12 @@ MG_HOT static int units_block(eq_state *s, const mg_proc *p, int *steady, int *d
     s->cache_ok = !alone;
     s->cache_n = nsteady;
     memcpy(s->cache, steady, sizeof(int) * (size_t)nsteady);
+    int ns = 0;
+    for (int u = 0; u < nsteady; u++)
+        ns += s->unit[steady[u]].nsec;
+    s->cache_ns = ns;
+    if (nsec)
+        *nsec = ns;
     return nsteady;
 }
 
@@ -600,7 +610,7 @@ static void process(void *stv, const mg_proc *p)
 {
     eq_state *s = stv;
     int steady[EQ_MAX_BANDS + 2];
-    const int nsteady = units_block(s, p, steady, NULL, NULL);
+    const int nsteady = units_block(s, p, steady, NULL, NULL, NULL);
     restamp(s); /* the states move outside any gang */
     if (nsteady)
         run_cascade(s, p, steady, nsteady);
@@ -994,10 +1004,8 @@ static void process_many(void *const *states, const mg_proc *procs, int k)
     for (int j = 0; j < k; j++) {
         eq_state *s = states[j];
         int deferred, gl;
-        nst[j] = units_block(s, &procs[j], steady[j], &deferred, &gl);
-        int ns = 0;
-        for (int u = 0; u < nst[j]; u++)
-            ns += s->unit[steady[j][u]].nsec;
+        int ns;
+        nst[j] = units_block(s, &procs[j], steady[j], &deferred, &gl, &ns);
         if (ns == 0)
             continue;
         for (int c = 0; c < s->channels; c++) {

@@ -12,8 +12,10 @@
  * A = `lookahead` (samples, <= 5 ms):
  *   r is delayed by 5 ms - A + 1 samples (read as the minimum of 3
  *     neighbours, so that a changing A never skips one),
- *   h  = minimum of that over the last A + 32 + 96 + 2 samples (a monotonic
- *     deque),
+ *   h  = minimum of that over the last A + 32 + 96 + 2 samples (a sliding
+ *     minimum, van Herk / Gil-Werman: per chunk of at most 64 samples, the
+ *     minimum of the history part of each window by one backward scan, of
+ *     the chunk part by one forward scan),
  *   h2 = h with an exponential release (instant attack, never above h),
  *   g  = moving average of h2 over the last A samples.
  * Every gain value applied from 32 samples before to 96 samples after a peak
@@ -293,16 +295,19 @@ static const mg_readout_spec readouts[] = {
 #define LIM_FIX 1099511627776.0 /* 2^40: the moving average sums integers (no drift) */
 #define LIM_ONES_CAP (1 << 30)
 
+/* The needed gains and their 3-sample minima are kept as linear histories:
+ * rr[0 .. rr_h) holds the needed gains of the rr_h samples before the block,
+ * rr[rr_h ..] the block's; rc likewise with rc_h samples (the longest min-hold
+ * window but one). After a block each history moves down by the block. */
 typedef struct {
     float *delay;  /* dmask + 1 */
     int64_t *avg;  /* amask + 1: the h2 history, in 2^-40 units */
-    float *rr;     /* rmask + 1: the needed gains, for the detection delay */
-    float *qv;     /* deque of (value, time), qmask + 1 */
-    uint32_t *qt;
-    int qh, qn;    /* head, length */
+    float *rr;     /* rr_h + MG_MAX_BLOCK: the needed gains, for the detection delay */
+    float *rc;     /* rc_h + MG_MAX_BLOCK: their 3-sample minima, for the min-hold */
     double h2;
     int64_t sum;
     int ones;      /* how many of the latest rr values are 1 (capped) */
+    int rc_ones;   /* how many of the latest rc values are 1 (capped) */
     tpdet tp;
 } lim_chan;
 
@@ -311,7 +316,8 @@ typedef struct {
     double sr;
     int amax, dlat;              /* samples: max look-ahead, delay D */
     int a, a_target;             /* current / wanted attack (moving-average length) */
-    uint32_t dmask, amask, qmask, rmask;
+    uint32_t dmask, amask;
+    int rr_h, rc_h;              /* history lengths of rr and rc */
     uint32_t t;                  /* sample counter (wraps; used modulo the ring sizes) */
     float *mem;
     float *est;                  /* channels x MG_MAX_BLOCK: true-peak estimates */
@@ -347,12 +353,15 @@ static void reset(void *st)
         memset(k->delay, 0, (s->dmask + 1) * sizeof *k->delay);
         for (uint32_t i = 0; i <= s->amask; i++)
             k->avg[i] = (int64_t)LIM_FIX;
-        for (uint32_t i = 0; i <= s->rmask; i++)
+        /* a history of 1 (no gain needed) reads as none: every gain is <= 1 */
+        for (int i = 0; i < s->rr_h + MG_MAX_BLOCK; i++)
             k->rr[i] = 1.0f;
-        k->qh = k->qn = 0;
+        for (int i = 0; i < s->rc_h + MG_MAX_BLOCK; i++)
+            k->rc[i] = 1.0f;
         k->h2 = 1.0;
         k->sum = (int64_t)s->a * (int64_t)LIM_FIX;
         k->ones = LIM_ONES_CAP;
+        k->rc_ones = LIM_ONES_CAP;
         memset(&k->tp, 0, sizeof k->tp);
     }
 }
@@ -375,11 +384,12 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
     tpdet_design(&s->co);
     s->dmask = pow2_at_least((uint32_t)s->dlat + 1) - 1;
     s->amask = pow2_at_least((uint32_t)s->amax + 1) - 1;
-    s->qmask = pow2_at_least((uint32_t)s->amax + REACH_BEFORE + REACH_AFTER + 4) - 1;
-    s->rmask = pow2_at_least((uint32_t)s->amax + 4) - 1;
+    /* rc reads rr back to det + 1 <= amax + 1 samples; h reads rc back to
+     * hold - 1 <= amax + 129 samples (hold = a + REACH_BEFORE + REACH_AFTER + 2) */
+    s->rr_h = s->amax + 2;
+    s->rc_h = s->amax + REACH_BEFORE + REACH_AFTER + 1;
     const size_t per = (s->dmask + 1) * sizeof(float) + (s->amask + 1) * sizeof(int64_t) +
-                       (s->qmask + 1) * (sizeof(float) + sizeof(uint32_t)) +
-                       (s->rmask + 1) * sizeof(float);
+                       ((size_t)s->rr_h + (size_t)s->rc_h + 2 * MG_MAX_BLOCK) * sizeof(float);
     s->mem = mg_zalloc((size_t)s->channels, per);
     s->est = mg_zalloc((size_t)s->channels * MG_MAX_BLOCK, sizeof(float));
     s->acc = mg_zalloc((size_t)s->channels * MG_MAX_BLOCK, sizeof(float));
@@ -392,12 +402,10 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
         m += (s->amask + 1) * sizeof(int64_t);
         k->delay = (float *)m;
         m += (s->dmask + 1) * sizeof(float);
-        k->qv = (float *)m;
-        m += (s->qmask + 1) * sizeof(float);
-        k->qt = (uint32_t *)m;
-        m += (s->qmask + 1) * sizeof(uint32_t);
         k->rr = (float *)m;
-        m += (s->rmask + 1) * sizeof(float);
+        m += ((size_t)s->rr_h + MG_MAX_BLOCK) * sizeof(float);
+        k->rc = (float *)m;
+        m += ((size_t)s->rc_h + MG_MAX_BLOCK) * sizeof(float);
     }
     if (s->a_target <= 0)
         s->a_target = s->amax;
@@ -419,18 +427,149 @@ static void on_param(void *st, int index, float target)
     }
 }
 
-static inline __attribute__((always_inline)) float
-chain_loop(lim_chan *restrict k, const lim_state *restrict s, const float *restrict rin,
-           const float *restrict x, float *y, int n, uint32_t t, int a, double inva, double arel,
-           const int walking)
+/* Latest-run count of a value 1 after a block of v[0..n): how many of the
+ * latest values are 1 (capped), as a per-sample count would have it. */
+static inline int ones_after(int ones, const float *v, int n)
 {
-    const uint32_t am = s->amask, qm = s->qmask, rm = s->rmask, dm = s->dmask;
+    int last = -1; /* the last value that is not 1 (NaN neither): a max, so it vectorises */
+    for (int i = 0; i < n; i++) {
+        const int k = v[i] != 1.0f ? i : -1;
+        last = k > last ? k : last;
+    }
+    if (last >= 0)
+        return n - 1 - last;
+    return ones < LIM_ONES_CAP - n ? ones + n : LIM_ONES_CAP;
+}
+
+/* The look-ahead's walk over a block, per sample: the detection delay and the
+ * min-hold length in force there (the attack length a walks one sample per
+ * sample towards a_target). */
+typedef struct {
+    int det[MG_MAX_BLOCK], hold[MG_MAX_BLOCK];
+} lim_walk;
+
+static inline int lim_det(const lim_state *s, int a) { return s->amax - a + 1; }
+static inline int lim_hold(int a) { return a + REACH_BEFORE + REACH_AFTER + 2; }
+
+#define LIM_CHUNK 64 /* samples per sliding-minimum pass: less than any hold */
+_Static_assert(LIM_CHUNK < REACH_BEFORE + REACH_AFTER + 3, "a window reaches before its chunk");
+
+/* One channel's minima over a block, from its needed gains rin[0..n):
+ *   rc[i] = the smallest of the needed gains det, det + 1 and det - 1
+ *           samples back (in that order, det the detection delay at i),
+ *   h[i]  = the smallest rc over the last hold samples (i included),
+ * with det and hold from w, or dc and hc throughout when w is NULL. Every
+ * gain is in [0, 1] (never NaN, never -0), so a minimum is the same value
+ * whatever the order it is taken in, and compares as the float's bits do
+ * as integers: h is what the monotonic deque of an earlier version gave,
+ * without its data-dependent branches (its window was always exactly the
+ * last hold samples: hold moves by at most one a sample). The window of each
+ * sample of a chunk of at
+ * most LIM_CHUNK samples reaches back before the chunk: its minimum is that
+ * of the part before the chunk (a backward scan from the chunk's start,
+ * shared by the chunk's windows) and of the part in it (a forward scan).
+ * Then the histories move on by the block. */
+MG_HOT static void minima(lim_chan *restrict k, const lim_state *restrict s,
+                          const float *restrict rin, int n, const lim_walk *w, int dc, int hc,
+                          float *restrict h)
+{
+    const int rh = s->rr_h, ch = s->rc_h;
+    float *restrict rr = k->rr, *restrict rc = k->rc;
+    memcpy(rr + rh, rin, sizeof(float) * (size_t)n);
+    k->ones = ones_after(k->ones, rin, n);
+    float *restrict rcb = rc + ch;
+    if (!w) {
+        const float *a0 = rr + rh - dc - 1, *a1 = rr + rh - dc, *a2 = rr + rh - dc + 1;
+        for (int i = 0; i < n; i++) {
+            const float r0 = a0[i], r1 = a2[i];
+            float v = a1[i];
+            v = r0 < v ? r0 : v;
+            v = r1 < v ? r1 : v;
+            rcb[i] = v;
+        }
+    } else {
+        for (int i = 0; i < n; i++) {
+            const float *q = rr + rh + i - w->det[i];
+            const float r0 = q[-1], r1 = q[1];
+            float v = q[0];
+            v = r0 < v ? r0 : v;
+            v = r1 < v ? r1 : v;
+            rcb[i] = v;
+        }
+    }
+    k->rc_ones = ones_after(k->rc_ones, rcb, n);
+    for (int c0 = 0; c0 < n; c0 += LIM_CHUNK) {
+        const int m = n - c0 < LIM_CHUNK ? n - c0 : LIM_CHUNK;
+        const float *restrict base = rcb + c0; /* the chunk; its history at base[-1], ... */
+        /* sample j's window starts at base[1 + j - hold_j] (non-decreasing in j) */
+        const int l0 = 1 - (w ? w->hold[c0] : hc);
+        const int lm = m - (w ? w->hold[c0 + m - 1] : hc);
+        /* the smallest of base[lm + 1 .. -1] (as bits: values >= 0 order so) */
+        int32_t mb = INT32_MAX;
+        const float *restrict hist = base + lm + 1;
+        const int nh = -(lm + 1);
+        for (int x = 0; x < nh; x++) {
+            int32_t b;
+            memcpy(&b, &hist[x], sizeof b);
+            mb = b < mb ? b : mb;
+        }
+        /* the scans compare bits too: an integer minimum is one cycle */
+        int32_t cur = mb, suf[2 * LIM_CHUNK];
+        if (!w) {
+            /* windows of one length: sample j's starts at l0 + j, so the
+             * backward scan over the history and the forward one over the
+             * chunk have m steps each: one loop, two chains in flight */
+            int32_t pre = INT32_MAX, pf[LIM_CHUNK];
+            for (int j = 0; j < m; j++) {
+                int32_t b, f;
+                memcpy(&b, &base[lm - j], sizeof b);
+                memcpy(&f, &base[j], sizeof f);
+                cur = b < cur ? b : cur;
+                pre = f < pre ? f : pre;
+                suf[m - 1 - j] = cur;
+                pf[j] = pre;
+            }
+            for (int j = 0; j < m; j++) {
+                const int32_t v = pf[j] < suf[j] ? pf[j] : suf[j];
+                memcpy(&h[c0 + j], &v, sizeof v);
+            }
+            continue;
+        }
+        for (int x = lm; x >= l0; x--) {
+            int32_t b;
+            memcpy(&b, &base[x], sizeof b);
+            cur = b < cur ? b : cur;
+            suf[x - l0] = cur;
+        }
+        int32_t pre = INT32_MAX;
+        for (int j = 0; j < m; j++) {
+            int32_t f;
+            memcpy(&f, &base[j], sizeof f);
+            pre = f < pre ? f : pre;
+            const int32_t sv = suf[1 + j - w->hold[c0 + j] - l0];
+            const int32_t v = pre < sv ? pre : sv;
+            memcpy(&h[c0 + j], &v, sizeof v);
+        }
+    }
+    memmove(rr, rr + n, sizeof(float) * (size_t)rh);
+    memmove(rc, rc + n, sizeof(float) * (size_t)ch);
+}
+
+/* The chain after the minima, per sample: h2 (instant attack, exponential
+ * release, never above h), its moving average over the attack length a
+ * (walking towards a_target when `walking`), the gain, the delayed input
+ * times it. The state is held in locals for the block (stored back at its
+ * end), so the recursion runs through registers. Returns the smallest gain. */
+static inline __attribute__((always_inline)) float
+chain_loop(lim_chan *restrict k, const lim_state *restrict s, const float *restrict hv,
+           const float *restrict x, float *restrict y, int n, uint32_t t, int a, double inva,
+           double arel, const int walking)
+{
+    const uint32_t am = s->amask, dm = s->dmask;
     const uint32_t dl = (uint32_t)s->dlat;
     const int a_target = s->a_target;
-    float *restrict rr = k->rr, *restrict qv = k->qv, *restrict delay = k->delay;
-    uint32_t *restrict qt = k->qt;
+    float *restrict delay = k->delay;
     int64_t *restrict avg = k->avg;
-    int qh = k->qh, qn = k->qn, ones = k->ones;
     double h2 = k->h2;
     int64_t sum = k->sum;
     float gmin = 1.0f;
@@ -438,27 +577,7 @@ chain_loop(lim_chan *restrict k, const lim_state *restrict s, const float *restr
         const int grow = walking && a < a_target, shrink = walking && a > a_target;
         const double inv =
             (grow | shrink) ? 1.0 / ((double)(a + grow - shrink) * LIM_FIX) : inva;
-        /* detection delay and min-hold window for the look-ahead in use */
-        const uint32_t det = (uint32_t)(s->amax - a + 1),
-                       hold = (uint32_t)(a + REACH_BEFORE + REACH_AFTER + 2);
-        const float r = rin[i];
-        rr[t & rm] = r;
-        ones = r != 1.0f ? 0 : ones < LIM_ONES_CAP ? ones + 1 : ones;
-        float rc = rr[(t - det) & rm];
-        const float r0 = rr[(t - det - 1) & rm], r1 = rr[(t - det + 1) & rm];
-        rc = r0 < rc ? r0 : rc;
-        rc = r1 < rc ? r1 : rc;
-        /* sliding minimum over the last `hold` samples */
-        while (qn > 0 && qv[(qh + qn - 1) & qm] >= rc)
-            qn--;
-        qv[(qh + qn) & qm] = rc;
-        qt[(qh + qn) & qm] = t;
-        qn++;
-        while (t - qt[qh & qm] >= hold) {
-            qh = (qh + 1) & (int)qm;
-            qn--;
-        }
-        const double h = qv[qh & qm];
+        const double h = hv[i];
         /* instant attack, exponential release, never above h: both ways
          * computed and one selected (no branch on the signal) */
         const double hr = h2 + (h - h2) * arel;
@@ -483,39 +602,81 @@ chain_loop(lim_chan *restrict k, const lim_state *restrict s, const float *restr
             inva = inv;
         }
     }
-    k->qh = qh, k->qn = qn, k->ones = ones;
     k->h2 = h2;
     k->sum = sum;
     return gmin;
 }
 
-/* One channel's gain chain over a block: needed gains rin[0..n) in, the
- * delayed input times the gain out. The chain's state is held in locals for
- * the block (stored back at its end), so the per-sample recursion runs
- * through registers rather than through the channel's struct: each
- * sample's operations are those of the chain, in order (the rings are the
- * channel's own, written and read in the same order), so the gains are the
- * same bit for bit. The attack length a walks one sample per sample towards
- * a_target, the same walk for every channel; a block where it is settled
- * (the usual one) runs a loop with the walk's terms constant. Returns the
- * smallest gain. */
+/* One channel's chain over a block (minima's h in): chain_loop with the
+ * walk's terms constant when the attack length is settled (the usual
+ * block). */
 MG_HOT static float chain_run(lim_chan *restrict k, const lim_state *restrict s,
-                              const float *restrict rin, const float *restrict x, float *y,
-                              int n, uint32_t t, int a, double inva, double arel)
+                              const float *restrict hv, const float *restrict x,
+                              float *restrict y, int n, uint32_t t, int a, double inva,
+                              double arel)
 {
     if (a == s->a_target)
-        return chain_loop(k, s, rin, x, y, n, t, a, inva, arel, 0);
-    return chain_loop(k, s, rin, x, y, n, t, a, inva, arel, 1);
+        return chain_loop(k, s, hv, x, y, n, t, a, inva, arel, 0);
+    return chain_loop(k, s, hv, x, y, n, t, a, inva, arel, 1);
+}
+
+/* Two channels' chains side by side with the attack length settled: each
+ * channel's operations are chain_loop's, in its order (two independent
+ * recursions in flight: the per-sample chain is latency-bound). */
+MG_HOT static void chain_pair(lim_chan *restrict k0, lim_chan *restrict k1,
+                              const lim_state *restrict s, const float *restrict h0v,
+                              const float *restrict h1v, const float *restrict x0,
+                              const float *restrict x1, float *restrict y0, float *restrict y1,
+                              int n, uint32_t t, int a, double inva, double arel, float *gmin)
+{
+    const uint32_t am = s->amask, dm = s->dmask;
+    const uint32_t dl = (uint32_t)s->dlat;
+    float *restrict d0 = k0->delay, *restrict d1 = k1->delay;
+    int64_t *restrict v0 = k0->avg, *restrict v1 = k1->avg;
+    double h20 = k0->h2, h21 = k1->h2;
+    int64_t sum0 = k0->sum, sum1 = k1->sum;
+    float gm0 = 1.0f, gm1 = 1.0f;
+    for (int i = 0; i < n; i++, t++) {
+        const double h0 = h0v[i], h1 = h1v[i];
+        const double hr0 = h20 + (h0 - h20) * arel;
+        const double hr1 = h21 + (h1 - h21) * arel;
+        const double hn0 = h0 - hr0 < 1e-9 ? h0 : hr0;
+        const double hn1 = h1 - hr1 < 1e-9 ? h1 : hr1;
+        h20 = h0 <= h20 ? h0 : hn0;
+        h21 = h1 <= h21 ? h1 : hn1;
+        const int64_t q0 = (int64_t)(h20 * LIM_FIX);
+        const int64_t q1 = (int64_t)(h21 * LIM_FIX);
+        sum0 += q0;
+        sum1 += q1;
+        sum0 -= v0[(t - (uint32_t)a) & am];
+        sum1 -= v1[(t - (uint32_t)a) & am];
+        v0[t & am] = q0;
+        v1[t & am] = q1;
+        double g0 = (double)sum0 * inva, g1 = (double)sum1 * inva;
+        g0 = g0 > 1.0 ? 1.0 : g0;
+        g1 = g1 > 1.0 ? 1.0 : g1;
+        const float gc0 = (float)g0, gc1 = (float)g1;
+        gm0 = gc0 < gm0 ? gc0 : gm0;
+        gm1 = gc1 < gm1 ? gc1 : gm1;
+        d0[t & dm] = x0[i];
+        d1[t & dm] = x1[i];
+        y0[i] = d0[(t - dl) & dm] * gc0;
+        y1[i] = d1[(t - dl) & dm] * gc1;
+    }
+    k0->h2 = h20, k1->h2 = h21;
+    k0->sum = sum0, k1->sum = sum1;
+    gmin[0] = gm0 < gmin[0] ? gm0 : gmin[0];
+    gmin[1] = gm1 < gmin[1] ? gm1 : gmin[1];
 }
 
 /* A block in which nothing is limited, nor was within reach: the attack
  * length is settled, every channel's gain chain is at rest (h2 = 1, the
- * minimum deque one 1, the moving average's window all 1, the needed gains
- * the detection delay still holds all 1) and no estimate of the block is over
- * the ceiling. Then every needed gain of the block is 1, and the block is
- * what the per-sample loop in process would do, done in bulk: the same ring
- * writes, the deque's one entry restamped, the input delayed times the
- * constant gain sum / (a 2^40) (so the output is the same, bit for bit).
+ * minima of the min-hold window all 1, the moving average's window all 1, the
+ * needed gains the detection delay still holds all 1) and no estimate of the
+ * block is over the ceiling. Then every needed gain of the block is 1, and
+ * the block is what the per-sample chain would do, done in bulk: the same
+ * histories and ring writes, the input delayed times the constant gain
+ * sum / (a 2^40) (so the output is the same, bit for bit).
  * Returns 0, having changed nothing, when the block is not idle. */
 MG_HOT static int idle_block(lim_state *s, const mg_proc *p, int n, double inva,
                              const float *const *xs, float *gmin)
@@ -523,12 +684,11 @@ MG_HOT static int idle_block(lim_state *s, const mg_proc *p, int n, double inva,
     const int nc = s->channels;
     if (s->a != s->a_target)
         return 0;
-    const uint32_t det = (uint32_t)(s->amax - s->a + 1), qm = s->qmask;
+    const int det = lim_det(s, s->a), hold = lim_hold(s->a);
     const int64_t full = (int64_t)s->a * (int64_t)LIM_FIX;
     for (int c = 0; c < nc; c++) {
         const lim_chan *k = &s->ch[c];
-        if (!(k->h2 == 1.0 && k->qn == 1 && k->qv[k->qh & qm] == 1.0f && k->sum == full &&
-              k->ones >= (int)det + 1))
+        if (!(k->h2 == 1.0 && k->rc_ones >= hold && k->sum == full && k->ones >= det + 1))
             return 0;
     }
     const mg_pv *pc = &p->pv[P_CEILING];
@@ -544,7 +704,7 @@ MG_HOT static int idle_block(lim_state *s, const mg_proc *p, int n, double inva,
         if (over)
             return 0;
     }
-    const uint32_t t0 = s->t, dm = s->dmask, am = s->amask, rm = s->rmask, dl = (uint32_t)s->dlat;
+    const uint32_t t0 = s->t, dm = s->dmask, am = s->amask, dl = (uint32_t)s->dlat;
     const int64_t q = (int64_t)LIM_FIX;
     for (int c = 0; c < nc; c++) {
         lim_chan *k = &s->ch[c];
@@ -557,11 +717,15 @@ MG_HOT static int idle_block(lim_state *s, const mg_proc *p, int n, double inva,
             const uint32_t t = t0 + (uint32_t)i;
             k->delay[t & dm] = x[i];
             y[i] = k->delay[(t - dl) & dm] * gc;
-            k->rr[t & rm] = 1.0f;
             k->avg[t & am] = q;
         }
-        k->qt[k->qh & qm] = t0 + (uint32_t)n - 1u;
+        /* the histories: n more gains of 1 and their minima, 1 */
+        for (int i = 0; i < n; i++)
+            k->rr[s->rr_h + i] = k->rc[s->rc_h + i] = 1.0f;
+        memmove(k->rr, k->rr + n, sizeof(float) * (size_t)s->rr_h);
+        memmove(k->rc, k->rc + n, sizeof(float) * (size_t)s->rc_h);
         k->ones = k->ones < LIM_ONES_CAP - n ? k->ones + n : LIM_ONES_CAP;
+        k->rc_ones = k->rc_ones < LIM_ONES_CAP - n ? k->rc_ones + n : LIM_ONES_CAP;
         gmin[c] = gc < gmin[c] ? gc : gmin[c];
     }
     return 1;
@@ -621,10 +785,35 @@ MG_HOT static void process(void *st, const mg_proc *p)
             for (int i = 0; i < n; i++)
                 e[i] = e[i] + pl->value * 0.01f * (rmin[i] - e[i]);
     }
-    for (int c = 0; c < nc; c++) {
-        const float gc = chain_run(&s->ch[c], s, s->est + (size_t)c * MG_MAX_BLOCK, xs[c],
-                                   p->out[c], n, t, a, inva, arel);
-        gmin[c] = gc < gmin[c] ? gc : gmin[c];
+    /* the look-ahead's walk over the block, when it moves */
+    lim_walk wk;
+    const lim_walk *w = NULL;
+    if (a != s->a_target) {
+        int aw = a;
+        for (int i = 0; i < n; i++) {
+            wk.det[i] = lim_det(s, aw);
+            wk.hold[i] = lim_hold(aw);
+            aw += (aw < s->a_target) - (aw > s->a_target);
+        }
+        w = &wk;
+    }
+    /* each channel's minima, then the chains, two channels side by side */
+    for (int c = 0; c < nc; c += 2) {
+        float hb[2][MG_MAX_BLOCK];
+        const int two = c + 1 < nc;
+        for (int j = 0; j <= two; j++)
+            minima(&s->ch[c + j], s, s->est + (size_t)(c + j) * MG_MAX_BLOCK, n, w, lim_det(s, a),
+                   lim_hold(a), hb[j]);
+        if (two && !w) {
+            chain_pair(&s->ch[c], &s->ch[c + 1], s, hb[0], hb[1], xs[c], xs[c + 1], p->out[c],
+                       p->out[c + 1], n, t, a, inva, arel, gmin + c);
+            continue;
+        }
+        for (int j = 0; j <= two; j++) {
+            const float gc = chain_run(&s->ch[c + j], s, hb[j], xs[c + j], p->out[c + j], n, t,
+                                       a, inva, arel);
+            gmin[c + j] = gc < gmin[c + j] ? gc : gmin[c + j];
+        }
     }
     /* the attack length's walk over the block, as each chain walked it */
     for (int i = 0; i < n; i++, t++) {

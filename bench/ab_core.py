@@ -1,0 +1,106 @@
+"""A/B of two builds of the C core on mix64, alternating on one core.
+
+    python bench/ab_core.py A.so B.so [--channels 64] [--rounds 15] [--blocks 1500]
+
+Each build runs in a worker process of its own (the core is loaded from the
+given file as mixgraph.server._core), with the mix64 session built and warmed
+once; then the driver asks A and B in turn, round after round, to run
+--blocks 64-frame blocks, and each reports the CPU time (thread time) per
+block. Both workers are pinned to the same core and never run at once, so a
+drift in the machine's load falls on both alike. Prints the median us per
+block of each, and the median and range of the per-round ratio B / A.
+To make A, copy server/_core.abi3.so aside before rebuilding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.machinery
+import importlib.util
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def worker(so: str, channels: int, blocks: int) -> None:
+    """Serve rounds on stdin/stdout: each line in runs `blocks` blocks."""
+    name = "mixgraph.server._core"
+    loader = importlib.machinery.ExtensionFileLoader(name, so)
+    spec = importlib.util.spec_from_file_location(name, so, loader=loader)
+    assert spec is not None
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    sys.modules[name] = mod
+    sys.path.insert(0, str(HERE))
+    import numpy as np
+    from mix64 import build_mix64
+
+    from mixgraph.server.engine import Engine
+    from mixgraph.server.session import Session
+
+    e = Engine(48000, 0, 2, block=64)
+    s = Session(e)
+    build_mix64(s, channels)
+    out = np.zeros((blocks * 64, 2), np.float32)
+    e.process(48000, None, block=64)
+    print("ready", flush=True)
+    for _ in sys.stdin:
+        t0 = time.thread_time()
+        e.process(blocks * 64, None, block=64, out=out)
+        dt = time.thread_time() - t0
+        s.service()
+        print(f"{dt / blocks * 1e6:.4f}", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("a")
+    ap.add_argument("b")
+    ap.add_argument("--channels", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--blocks", type=int, default=1500)
+    ap.add_argument("--cpu", type=int, default=max(os.sched_getaffinity(0)))
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.worker:
+        os.sched_setaffinity(0, {a.cpu})
+        worker(a.worker, a.channels, a.blocks)
+        return
+    procs = []
+    for so in (a.a, a.b):
+        p = subprocess.Popen([sys.executable, __file__, a.a, a.b, "--worker", so,
+                              "--channels", str(a.channels), "--blocks", str(a.blocks),
+                              "--cpu", str(a.cpu)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        procs.append(p)
+    runs: list[list[float]] = [[], []]
+    for r in range(a.rounds):
+        order = (0, 1) if r % 2 == 0 else (1, 0)
+        for k in order:
+            p = procs[k]
+            assert p.stdin is not None and p.stdout is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+            runs[k].append(float(p.stdout.readline()))
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.close()
+        p.wait()
+    ma, mb = statistics.median(runs[0]), statistics.median(runs[1])
+    ratios = sorted(y / x for x, y in zip(runs[0], runs[1], strict=True))
+    print(f"mix64 {a.channels} ch, {a.rounds} alternating rounds of {a.blocks} blocks on core "
+          f"{a.cpu} (load {os.getloadavg()[0]:.1f}): A {ma:.2f} us/block, B {mb:.2f} "
+          f"(B/A {mb / ma:.3f}; per round median {statistics.median(ratios):.3f}, "
+          f"{ratios[0]:.3f}..{ratios[-1]:.3f}); best A {min(runs[0]):.2f}, B {min(runs[1]):.2f} "
+          f"(B/A {min(runs[1]) / min(runs[0]):.3f})")
+
+
+if __name__ == "__main__":
+    main()
