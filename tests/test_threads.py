@@ -200,6 +200,37 @@ def test_bus_returns_get_a_push_segment_of_their_own():
         e.free()
 
 
+def _atoms(s: Session) -> list[tuple[str, int, int]]:
+    """(type, kind, members) of every atom of the session's newest plan's
+    parallel form (kind 1: a gang slice, 0: a step, -1: a push segment)."""
+    p = list(s._plans.values())[-1].ptr
+    nu = lib.mg_plan_units(p)
+    cap = 1 << 16
+    sf_, af = ffi.new("int[]", nu + 2), ffi.new("int[]", nu + 2)
+    su, ast, al, ak = (ffi.new("int[]", cap) for _ in range(4))
+    assert lib.mg_plan_par_graph(p, sf_, su, af, ast, al, ak, cap) == nu
+    return [(ffi.string(lib.mg_plan_step_type(p, ast[i])).decode(), ak[i], al[i])
+            for i in range(af[nu])]
+
+
+@pytest.mark.parametrize("channels,size", [(256, 32), (128, 32), (64, 16)])
+def test_compressor_gang_slices_fill_its_lanes(channels, size):
+    """The compressor runs its gangs 32 lanes at a time (nodes/compressor.c,
+    fused_group): a slice of 16 runs half the lanes empty at the cost of 32
+    (mix64 256 ch on 2 threads, the parallel form on one thread: compressors
+    121 against 64 Mcycles over 1000 blocks, rdtsc). Slices are 32 when the
+    gangs still give each thread two; 64 channels keep 16 (4 slices)."""
+    e = Engine(RATE, 0, 2, threads=2)
+    s = Session(e)
+    try:
+        build_mix64(s, channels)
+        comp = [m for t, k, m in _atoms(s) if t == "compressor" and k == 1]
+        assert comp and all(m == size for m in comp), comp
+    finally:
+        s.close()
+        e.free()
+
+
 def test_hard_mix_two_and_three_threads_bit_identical():
     n = 24
     frames = RATE // 2
