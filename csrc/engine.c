@@ -308,6 +308,11 @@ int mg_engine_set_sched(mg_engine *e, double spin_us, double min_work_us)
     return 0;
 }
 
+int mg_engine_par_stats(mg_engine *e, uint64_t *v, int cap)
+{
+    return e->workers ? mg_workers_stats(e->workers, v, cap) : 0;
+}
+
 int mg_engine_trace(mg_engine *e, int on) { return e->workers ? mg_workers_trace(e->workers, on) : -1; }
 
 int mg_engine_trace_read(mg_engine *e, double *t, int *kind, int *thread, int *arg, int cap)

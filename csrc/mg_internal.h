@@ -336,6 +336,7 @@ void mg_workers_note(mg_workers *w, int handed, uint64_t wall_ns, int n_frames);
 /* [audio, between cycles] 1 when no worker may be reading the last cycle's
  * plan: only then may it be retired (its memory goes back to control). */
 int mg_workers_quiet(mg_workers *w);
+int mg_workers_stats(mg_workers *w, uint64_t *v, int cap); /* [control] see mg_engine_par_stats */
 int mg_workers_trace(mg_workers *w, int on);   /* [control] see mg_engine_trace */
 int mg_workers_trace_read(mg_workers *w, double *t, int *kind, int *thread, int *arg, int cap);
 
