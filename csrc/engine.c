@@ -236,6 +236,7 @@ int mg_engine_threads(mg_engine *e) { return e->threads; }
 int mg_plan_units(const mg_plan *p) { return p->par ? p->par->n_units : 0; }
 
 int mg_plan_par_buffers(const mg_plan *p) { return p->par ? p->par->pool_slots : 0; }
+int mg_plan_par_fold_buffers(const mg_plan *p) { return p->par ? p->par->fold_slots : 0; }
 
 int mg_plan_par_folded(const mg_plan *p)
 {

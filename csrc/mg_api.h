@@ -319,6 +319,9 @@ int mg_engine_threads(mg_engine *e);                               /* [any] */
  * (0: it runs on one thread) */
 int mg_plan_units(const mg_plan *p);
 int mg_plan_par_buffers(const mg_plan *p);
+/* [control] of those, the folding steps' (aux sends written only in a
+ * cycle they cannot fold), laid out after the rest (csrc/pool.c) */
+int mg_plan_par_fold_buffers(const mg_plan *p);
 /* [control, engine not running] steps of a pushed plan's parallel form that
  * folded (engine.c, fold_step) in its last cycle on the workers' path */
 int mg_plan_par_folded(const mg_plan *p);

@@ -287,7 +287,9 @@ typedef struct mg_par {
     float **outb;             /* per node output (mg_step.out_first): its buffer */
     const float **src;        /* per op: where it reads */
     float *pool_mem;
-    int pool_slots;
+    int pool_slots;           /* of which the last fold_slots are the folding
+                                 steps' outputs (csrc/pool.c) */
+    int fold_slots;
     /* run time: audio thread and workers, one cycle at a time */
     int *fold_k;              /* per step: a folding step (mg_step.fold) that did
                                  not run this cycle: the input channel its pushes

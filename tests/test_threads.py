@@ -231,6 +231,51 @@ def test_compressor_gang_slices_fill_its_lanes(channels, size):
         e.free()
 
 
+def test_folding_sends_outputs_lie_after_the_pool_a_cycle_touches():
+    """mix64 256 ch on 2 threads: the aux sends fold (their buses get
+    input x level; docs/architecture.md, folds), so their 1024 outputs are
+    written only in a cycle a send cannot fold. They get slots of their own
+    after every other output's, so the slots a folding cycle touches are
+    one run of about the one-thread pool's size (514), not 530 spread among
+    1024 untouched ones. The samples with the sends not folding (ganging
+    off: every send writes its outputs) are test_gang_patch_bit_identical's
+    and test_fold.py's."""
+    e = Engine(RATE, 0, 2, threads=2, block=64)
+    s = Session(e)
+    try:
+        build_mix64(s, 256)
+        p = list(s._plans.values())[-1].ptr
+        total, fold = lib.mg_plan_par_buffers(p), lib.mg_plan_par_fold_buffers(p)
+        assert 1000 <= fold <= 1024, fold
+        assert total - fold <= 600, (total, fold)
+    finally:
+        s.close()
+        e.free()
+
+
+@pytest.mark.parametrize("gang", [True, False])
+def test_mix64_sends_that_cannot_fold_bit_identical(gang):
+    """mix64's aux sends written out (ganging off: no send folds) or
+    unfolding for a while (a send level ramp): their outputs are the
+    folding steps' own slots (csrc/pool.c), and the samples are one
+    thread's."""
+    n = 64
+
+    def build(s: Session) -> None:
+        s.engine.set_ganging(gang)
+        build_mix64(s, n)
+
+    def edits(s: Session, k: int) -> None:
+        if k == 2:
+            ramps.ramp(s, "rsend5", "level", -3.0, 0.05, time=s.engine.time + 33)
+            ramps.ramp(s, f"dsend{n - 1}", "level", -40.0, 0.02)
+
+    one, _ = _run(1, build, edits, RATE // 2, 64)
+    two, units = _run(2, build, edits, RATE // 2, 64)
+    assert units > 1
+    _same(one, two, f"mix64, sends unfolding, ganging {gang}")
+
+
 def test_hard_mix_two_and_three_threads_bit_identical():
     n = 24
     frames = RATE // 2
