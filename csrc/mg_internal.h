@@ -267,6 +267,7 @@ typedef struct mg_par {
     mg_atom *atoms;           /* in step order */
     int *unit_atom;           /* unit u runs atom_list[unit_atom[u] .. unit_atom[u+1]) */
     int *atom_list;
+    mg_atom *uatom;           /* atoms[atom_list[i]] for every i: what units run, in a row */
     int *succ_first, *succ;   /* unit u's successors: succ[succ_first[u] .. [u+1]) */
     int *init;                /* activation count: predecessors per unit */
     int *roots;               /* units with none, by their thread: thread t's

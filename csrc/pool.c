@@ -63,6 +63,7 @@ void mg_par_free(mg_par *par)
     mg_free(par->atoms);
     mg_free(par->unit_atom);
     mg_free(par->atom_list);
+    mg_free(par->uatom);
     mg_free(par->succ_first);
     mg_free(par->succ);
     mg_free(par->init);
@@ -486,6 +487,13 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
             par->atom_list[k++] = b;
         par->unit_atom[u + 1] = k;
     }
+    /* the atoms again in the order units run them: par_unit reads them in
+     * a row, not through atom_list (one dependent load less an atom) */
+    par->uatom = mg_calloc((size_t)na + 1, sizeof(mg_atom));
+    if (!par->uatom)
+        goto fail;
+    for (int i = 0; i < na; i++)
+        par->uatom[i] = par->atoms[par->atom_list[i]];
     /* unit edges, deduplicated (all edges into a unit come from its head) */
     int nue = 0;
     memset(stamp, 0, sizeof(int) * A);
@@ -663,9 +671,9 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
             }
         }
         for (int i = l_first[x]; i < l_first[x + 1]; i++) {
-            const int o = l_out[i];
+            const int o = l_out[i], f = is_fold[o];
             if (slot[o] >= 0)
-                fl[is_fold[o]][n_free[is_fold[o]]++] = o;
+                fl[f][n_free[f]++] = o;
         }
     }
 #undef BEFORE
