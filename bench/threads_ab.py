@@ -15,12 +15,20 @@ worker joined each cycle; per thread per block the scheduler's counters
 (Engine.par_stats: units, time in the cycle, spinning, handoffs, steals,
 posts, sleeps) and the time it ran units; and each unit's median cost alone
 and on each thread of the 2-thread runs (traced, mg_engine_trace).
+
+Each round also runs two copies of the one-thread path at once, one on
+core 0 and one on core 1 (twin): their CPU per block over one copy alone in
+the same round says whether the two vCPUs were two cores in that round
+(about 1) or shared one (up to 2: then no scheduling gains). The host
+changes its phase within seconds here, so that ratio is per round.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import threading
 import time
 
 import numpy as np
@@ -32,7 +40,12 @@ from mixgraph.server.engine import Engine
 from mixgraph.server.session import Session
 
 B = 64
-MODES = ("one", "alone", "two")
+
+
+def twin_cpu() -> float:
+    """The process's CPU time (both twin threads)."""
+    return time.process_time()
+MODES = ("one", "alone", "two", "twin")
 
 
 def main() -> None:
@@ -57,6 +70,22 @@ def main() -> None:
 
     e1, s1 = make(1)
     e2, s2 = make(2)
+    e3, s3 = make(1)  # twin's second copy
+
+    def twin() -> None:
+        """e1 on core 0 and e3 on core 1 at once (a thread each)."""
+        cores = sorted(os.sched_getaffinity(0))[:2]
+
+        def run(e: Engine, core: int) -> None:
+            os.sched_setaffinity(0, {core})  # this thread only (Linux)
+            e.process(nb * B, block=B)
+
+        ths = [threading.Thread(target=run, args=(e, c)) for e, c in ((e1, cores[0]),
+                                                                   (e3, cores[1]))]
+        for t in ths:
+            t.start()
+        for t in ths:
+            t.join()
     g = plan_graph(s2)
     nu = len(g.succ)
     cap = 1 << 18
@@ -72,8 +101,16 @@ def main() -> None:
     out = np.zeros((nb * B, 2), np.float32)
     for _ in range(a.rounds):
         for mode in MODES:
+            if mode == "twin":
+                if len(os.sched_getaffinity(0)) < 2:
+                    continue
+                c0, w0 = twin_cpu(), time.perf_counter()
+                twin()
+                wall[mode].append((time.perf_counter() - w0) / nb * 1e6)
+                cpu[mode].append((twin_cpu() - c0) / 2 / nb * 1e6)
+                continue
             e = e1 if mode == "one" else e2
-            if mode != "one":
+            if mode not in ("one",):
                 e.set_sched(*((0.0, -2.0) if mode == "alone" else sched))
                 e.process(8 * B, block=B)
                 lib.mg_engine_trace(e.ptr, 1)
@@ -107,16 +144,18 @@ def main() -> None:
                     (alone_cost[u] if mode == "alone" else two_cost[min(th, 1)][u]).append(d)
             if mode == "two":
                 ran.append([x / nb for x in run])
-    for s in (s1, s2):
+    for s in (s1, s2, s3):
         s.close()
     e1.free()
     e2.free()
+    e3.free()
 
     med = statistics.median
     print(f"# mix64 {a.channels} ch, {B}-frame blocks, {a.rounds} alternating rounds of {nb} "
           f"blocks: the one-thread path (one), the parallel form on the audio thread alone "
-          f"(alone), on 2 threads (two, sched {a.sched})")
-    for m in MODES:
+          f"(alone), on 2 threads (two, sched {a.sched}), and two copies of the one-thread "
+          f"path on cores 0 and 1 at once (twin: CPU per block of each)")
+    for m in (m for m in MODES if wall[m]):
         print(f"{m}: wall us per block {med(wall[m]):.1f} (best {min(wall[m]):.1f}), "
               f"CPU {med(cpu[m]):.1f} (best {min(cpu[m]):.1f})")
 
@@ -127,6 +166,10 @@ def main() -> None:
     print(f"per round: CPU two / one {ratios(cpu['two'], cpu['one'])}; CPU alone / one "
           f"{ratios(cpu['alone'], cpu['one'])}; throughput two against one "
           f"{ratios(wall['one'], wall['two'])}")
+    if cpu["twin"]:
+        print(f"per round: CPU per block of each of two one-thread copies on both cores at once "
+              f"over one alone {ratios(cpu['twin'], cpu['one'])} (near 2: the vCPUs share a "
+              f"core in that round, and 2 threads cannot gain)")
     if joined:
         print(f"the worker's first unit starts {med(joined):.1f} us after the cycle's "
               f"publication (p90 {np.percentile(joined, 90):.1f})")
