@@ -170,6 +170,12 @@ def main() -> None:
         print(f"per round: CPU per block of each of two one-thread copies on both cores at once "
               f"over one alone {ratios(cpu['twin'], cpu['one'])} (near 2: the vCPUs share a "
               f"core in that round, and 2 threads cannot gain)")
+    if cpu["twin"]:
+        print("each round, one thread's CPU us per block / throughput of 2 threads against "
+              "one / twin CPU over one: " + "; ".join(
+                  f"{o:.0f} / {w1 / w2:.2f}x / {t / o:.2f}"
+                  for o, w1, w2, t in zip(cpu["one"], wall["one"], wall["two"], cpu["twin"],
+                                          strict=True)))
     if joined:
         print(f"the worker's first unit starts {med(joined):.1f} us after the cycle's "
               f"publication (p90 {np.percentile(joined, 90):.1f})")
