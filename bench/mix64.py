@@ -32,7 +32,15 @@ workers, docs/architecture.md "The graph on every core"), not pinned, in
 alternating rounds, at 64- and 128-frame blocks, and reports the wall-clock
 time of each engine call (mean, 99th percentile, worst: what a live backend's
 deadline sees), the process's CPU time per block (all threads) and the
-throughput against the first thread count given. --live adds, per thread
+throughput against the first thread count given; then, per thread,
+what the scheduler did per block (Engine.par_stats: units run, time inside
+the cycle and spinning, units handed to another thread, kept, shared, roots
+and queued units taken from another thread, posts, sleeps, and how long
+after the cycle's publication the worker joined). Before the table, a
+second-core check (core_check): mix64 on one thread on core 0 alone and on
+cores 0 and 1 at once; a ratio near 2 means the two virtual CPUs share one
+physical core at the moment (this VM's host places them), and then no
+scheduling gets a speed-up out of a second thread. --live adds, per thread
 count, the largest channel count (a multiple of 16) that runs live on the
 null clock at 64 frames with at least 30% of the block to spare: no xrun in
 the run and a mean DSP load (the engine's own figure) of at most 70%. After
@@ -269,12 +277,105 @@ def time_threads(n: int, threads: int, block: int, seconds: float) -> dict:
     frames = int(seconds * RATE) // block * block
     out = np.zeros((frames, 2), np.float32)
     e.process(RATE // 4 // block * block, block=block)  # warm: caches, page faults
+    ps0 = e.par_stats()
     c0 = time.process_time()
     us = e.process_timed(frames, None, block, out)
     cpu = (time.process_time() - c0) / len(us) * 1e6
+    ps = [{k: (b[k] - a[k]) / len(us) for k in a} for a, b in zip(ps0, e.par_stats(), strict=True)]
     s.close()
     e.free()
-    return {"us": us, "cpu": cpu}
+    return {"us": us, "cpu": cpu, "ps": ps}
+
+
+def counters_line(ps: list[list[dict[str, float]]]) -> str:
+    """Per thread, per block, medians over runs: what the scheduler did
+    (Engine.par_stats, csrc/workers.c)."""
+    if not ps or not ps[0]:
+        return ""
+    out = []
+    for t in range(len(ps[0])):
+        def m(k: str, t: int = t) -> float:
+            return statistics.median(p[t][k] for p in ps)
+        who = "audio thread" if t == 0 else f"worker {t}"
+        out.append(f"{who}: {m('units'):.1f} units, busy {m('busy_ns') / 1e3:.1f} us, "
+                   f"spun {m('spin_ns') / 1e3:.1f} us ({m('spins'):.2f} spins, "
+                   f"{m('spin_found'):.2f} found work), handed {m('handed'):.2f}, "
+                   f"kept {m('kept'):.2f}, shared {m('shared'):.2f}, took "
+                   f"{m('roots_other'):.2f} roots and {m('pop_other'):.2f} queued units of "
+                   f"another thread, {m('posts'):.2f} posts, {m('sleeps'):.2f} sleeps"
+                   + (f", joined {m('start_ns') / m('cycles') / 1e3 if m('cycles') else 0:.1f} "
+                      "us after the publication" if t else ""))
+    return "; ".join(out)
+
+
+def core_check(n: int, seconds: float, rounds: int = 3) -> str:
+    """Whether the machine's first two cores are two cores now: mix64 with n
+    channels on one thread, on core 0 alone and on cores 0 and 1 at once (a
+    copy of the session each, one Python thread per core; the engine call
+    releases the GIL), in alternating rounds. Each core's CPU us per block
+    together over alone: about 1 when the cores are separate, up to 2 when
+    the two virtual CPUs share one physical core (hyper-threads of one core,
+    or a host that time-slices them), which no scheduling of ours can beat.
+    Also the wall-clock ratio (the kernel leaves steal out of CPU time, so a
+    host that runs both virtual CPUs on one core in turns shows only there;
+    other processes' load shows there too) and the steal time /proc/stat
+    counted while the rounds ran."""
+    import threading
+
+    if len(os.sched_getaffinity(0)) < 2:
+        return "one core: no check"
+    cores = sorted(os.sched_getaffinity(0))[:2]
+    engines = []
+    for _ in cores:
+        e = Engine(RATE, 0, 2, threads=1, block=BLOCK)
+        s = Session(e)
+        build_mix64(s, n)
+        engines.append((e, s))
+    blocks = max(1, int(seconds * RATE / BLOCK))
+    res: dict[int, float] = {}
+    wall: dict[int, float] = {}
+
+    def run(k: int) -> None:
+        os.sched_setaffinity(0, {cores[k]})  # this thread only (Linux)
+        e = engines[k][0]
+        e.process(BLOCK * 200, block=BLOCK)
+        c0, w0 = time.thread_time(), time.perf_counter()
+        e.process(BLOCK * blocks, block=BLOCK)
+        res[k] = (time.thread_time() - c0) / blocks * 1e6
+        wall[k] = (time.perf_counter() - w0) / blocks * 1e6
+
+    def steal() -> int:
+        with open("/proc/stat") as f:
+            return sum(int(line.split()[8]) for line in f
+                       if line.startswith("cpu") and line[3:4].isdigit())
+
+    alone, both, walone, wboth = [], [], [], []
+    st0 = steal()
+    for _ in range(rounds):
+        th = threading.Thread(target=run, args=(0,))
+        th.start()
+        th.join()
+        alone.append(res[0])
+        walone.append(wall[0])
+        ths = [threading.Thread(target=run, args=(k,)) for k in (0, 1)]
+        for t in ths:
+            t.start()
+        for t in ths:
+            t.join()
+        both.append((res[0] + res[1]) / 2)
+        wboth.append((wall[0] + wall[1]) / 2)
+    st = steal() - st0
+    for e, s in engines:
+        s.close()
+        e.free()
+    a, b = statistics.median(alone), statistics.median(both)
+    wa, wb = statistics.median(walone), statistics.median(wboth)
+    return (f"cores {cores[0]},{cores[1]} at once against core {cores[0]} alone, mix64 {n} ch "
+            f"on one thread each, CPU us per block (median of {rounds} alternating rounds): "
+            f"alone {a:.1f}, together {b:.1f} each: {b / a:.2f}x "
+            f"({'two cores' if b / a < 1.25 else 'the cores share one: no speed-up to be had'}); "
+            f"wall-clock us per block {wa:.1f} and {wb:.1f} ({wb / wa:.2f}x: a host that "
+            f"time-slices the two virtual CPUs shows here, and as steal); steal {st} ticks")
 
 
 def print_bounds(sizes: list[int], threads: list[int]) -> None:
@@ -299,12 +400,14 @@ def print_bounds(sizes: list[int], threads: list[int]) -> None:
 
 
 def run_threads(sizes: list[int], threads: list[int], seconds: float, repeats: int) -> None:
+    print("\n# second-core check: " + core_check(sizes[-1], min(seconds, 1.0)), flush=True)
     print(f"\n# mix64 on several threads, {RATE} Hz, wall-clock us per engine call over "
           f"{repeats} alternating rounds of {seconds:g} s (not pinned; load average "
           f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores)")
     print("| channels | block | threads | mean us | p99 us | worst us | p99 % of budget "
           "| CPU us per block | throughput vs " f"{threads[0]} thread(s) |")
     print("|---|---|---|---|---|---|---|---|---|")
+    notes: list[str] = []
     for n in sizes:
         for block in (64, 128):
             runs: dict[int, list[dict]] = {t: [] for t in threads}
@@ -321,6 +424,12 @@ def run_threads(sizes: list[int], threads: list[int], seconds: float, repeats: i
                 p99 = float(np.percentile(us, 99))
                 print(f"| {n} | {block} | {t} | {mean:.1f} | {p99:.1f} | {us.max():.1f} | "
                       f"{100 * p99 / budget:.0f}% | {cpu:.1f} | {base / mean:.2f}x |", flush=True)
+            for t in threads:
+                line = counters_line([r["ps"] for r in runs[t]])
+                if line:
+                    notes.append(f"{n} ch, {block} frames, {t} threads, per block: {line}")
+    for line in notes:
+        print(line)
 
 
 def live_ok(n: int, threads: int, seconds: float) -> tuple[bool, float, int]:

@@ -236,6 +236,7 @@ int mg_engine_threads(mg_engine *e) { return e->threads; }
 int mg_plan_units(const mg_plan *p) { return p->par ? p->par->n_units : 0; }
 
 int mg_plan_par_buffers(const mg_plan *p) { return p->par ? p->par->pool_slots : 0; }
+int mg_plan_par_fold_buffers(const mg_plan *p) { return p->par ? p->par->fold_slots : 0; }
 
 int mg_plan_par_folded(const mg_plan *p)
 {
@@ -306,6 +307,11 @@ int mg_engine_set_sched(mg_engine *e, double spin_us, double min_work_us)
         return -1;
     mg_workers_sched(e->workers, spin_us, min_work_us);
     return 0;
+}
+
+int mg_engine_par_stats(mg_engine *e, uint64_t *v, int cap)
+{
+    return e->workers ? mg_workers_stats(e->workers, v, cap) : 0;
 }
 
 int mg_engine_trace(mg_engine *e, int on) { return e->workers ? mg_workers_trace(e->workers, on) : -1; }
@@ -1343,16 +1349,17 @@ static void par_unit(void *ctx, int u)
     const mg_plan *p = c->p;
     const mg_par *par = p->par;
     const int off = c->off, n = c->n;
-    for (int i = par->unit_atom[u]; i < par->unit_atom[u + 1]; i++) {
-        const mg_atom *a = &par->atoms[par->atom_list[i]];
+    const int end = par->unit_atom[u + 1];
+    for (int i = par->unit_atom[u]; i < end; i++) {
+        const mg_atom *a = &par->uatom[i];
         if (a->gang < 0) { /* a push segment: adds into a bus, in one thread's order */
             for (int q = a->first; q < a->first + a->len; q++)
                 pin_mix(p, par, q, off, n);
             continue;
         }
         const mg_step *st = &p->steps[a->first];
-        if (i + 1 < par->unit_atom[u + 1] && par->atoms[par->atom_list[i + 1]].gang >= 0)
-            prefetch_node(p->steps[par->atoms[par->atom_list[i + 1]].first].node);
+        if (i + 1 < end && a[1].gang >= 0)
+            prefetch_node(p->steps[a[1].first].node);
         if (a->gang && e->ganging) {
             void *states[MG_MAX_GANG];
             mg_proc procs[MG_MAX_GANG];

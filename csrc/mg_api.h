@@ -319,6 +319,9 @@ int mg_engine_threads(mg_engine *e);                               /* [any] */
  * (0: it runs on one thread) */
 int mg_plan_units(const mg_plan *p);
 int mg_plan_par_buffers(const mg_plan *p);
+/* [control] of those, the folding steps' (aux sends written only in a
+ * cycle they cannot fold), laid out after the rest (csrc/pool.c) */
+int mg_plan_par_fold_buffers(const mg_plan *p);
 /* [control, engine not running] steps of a pushed plan's parallel form that
  * folded (engine.c, fold_step) in its last cycle on the workers' path */
 int mg_plan_par_folded(const mg_plan *p);
@@ -349,6 +352,27 @@ int mg_engine_trace(mg_engine *e, int on);
  * <= -2: the workers' path on the audio thread alone, no worker woken (bench:
  * what the parallel form itself costs on one core). Defaults 50 and 20. Returns -1 without workers. */
 int mg_engine_set_sched(mg_engine *e, double spin_us, double min_work_us);
+/* [control; bench] The audio threads' counters since the engine was made
+ * (csrc/workers.c): MG_PSTAT_N values per thread (0 the audio thread, i
+ * worker i) into v[t * MG_PSTAT_N + k], at most cap values. Returns the
+ * threads, 0 without workers. Each thread writes its own; read while the
+ * engine runs they are a moment's values. */
+#define MG_PSTAT_CYCLES 0      /* cycles it took part in (ran the workers' path) */
+#define MG_PSTAT_UNITS 1       /* units it ran */
+#define MG_PSTAT_HANDED 2      /* units it made ready and handed to another thread */
+#define MG_PSTAT_SHARED 3      /* units it made ready and queued for any thread */
+#define MG_PSTAT_KEPT 4        /* units it made ready and kept for itself */
+#define MG_PSTAT_ROOTS_OTHER 5 /* another thread's roots it took */
+#define MG_PSTAT_POP_OTHER 6   /* units it took from another thread's queue */
+#define MG_PSTAT_SPINS 7       /* times it spun for work within a cycle */
+#define MG_PSTAT_SPIN_FOUND 8  /* spins that found work */
+#define MG_PSTAT_SPIN_NS 9     /* ns spent spinning */
+#define MG_PSTAT_SLEEPS 10     /* semaphore waits (audio thread: within a cycle) */
+#define MG_PSTAT_POSTS 11      /* semaphore posts it made (wakes) */
+#define MG_PSTAT_BUSY_NS 12    /* ns inside cycles (units, spins, scheduling) */
+#define MG_PSTAT_START_NS 13   /* workers: ns from a cycle's publication to joining it */
+#define MG_PSTAT_N 14
+int mg_engine_par_stats(mg_engine *e, uint64_t *v, int cap);
 /* [control, the audio thread stopped] Wait until no worker thread may still
  * be reading a plan of the last cycle (one preempted while it left the
  * cycle), before plans the engine has run are freed (Session.close). */

@@ -277,6 +277,7 @@ typedef struct mg_par {
     mg_atom *atoms;           /* in step order */
     int *unit_atom;           /* unit u runs atom_list[unit_atom[u] .. unit_atom[u+1]) */
     int *atom_list;
+    mg_atom *uatom;           /* atoms[atom_list[i]] for every i: what units run, in a row */
     int *succ_first, *succ;   /* unit u's successors: succ[succ_first[u] .. [u+1]) */
     int *init;                /* activation count: predecessors per unit */
     int *roots;               /* units with none, by their thread: thread t's
@@ -297,7 +298,9 @@ typedef struct mg_par {
     float **outb;             /* per node output (mg_step.out_first): its buffer */
     const float **src;        /* per op: where it reads */
     float *pool_mem;
-    int pool_slots;
+    int pool_slots;           /* of which the last fold_slots are the folding
+                                 steps' outputs (csrc/pool.c) */
+    int fold_slots;
     /* run time: audio thread and workers, one cycle at a time */
     int *fold_k;              /* per step: a folding step (mg_step.fold) that did
                                  not run this cycle: the input channel its pushes
@@ -346,6 +349,7 @@ void mg_workers_note(mg_workers *w, int handed, uint64_t wall_ns, int n_frames);
 /* [audio, between cycles] 1 when no worker may be reading the last cycle's
  * plan: only then may it be retired (its memory goes back to control). */
 int mg_workers_quiet(mg_workers *w);
+int mg_workers_stats(mg_workers *w, uint64_t *v, int cap); /* [control] see mg_engine_par_stats */
 int mg_workers_trace(mg_workers *w, int on);   /* [control] see mg_engine_trace */
 int mg_workers_trace_read(mg_workers *w, double *t, int *kind, int *thread, int *arg, int cap);
 

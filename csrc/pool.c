@@ -63,6 +63,7 @@ void mg_par_free(mg_par *par)
     mg_free(par->atoms);
     mg_free(par->unit_atom);
     mg_free(par->atom_list);
+    mg_free(par->uatom);
     mg_free(par->succ_first);
     mg_free(par->succ);
     mg_free(par->init);
@@ -85,13 +86,52 @@ void mg_par_free(mg_par *par)
     mg_free(par);
 }
 
+/* The widest group of lanes a process_many runs at once: the compressor's
+ * fused groups (nodes/compressor.c, COMP_FUSED). A slice of fewer members
+ * runs the group half empty at the full group's cost. */
+#define PAR_LANES 32
+
 /* Gang slice size: enough slices of a 64-member gang for every thread to
- * have two, in multiples of 8 (the widest process_many vector). */
-static int slice_size(int threads)
+ * have two, in multiples of 8 (the EQ's and the noise's vectors); PAR_LANES
+ * when the plan's largest ganged type (`members` steps in its gangs) still
+ * gives every thread two slices of that. mix64 256 ch on 2 threads: 16 was
+ * the old size, and the compressor's gangs of 16 cost twice what 32 cost
+ * (rdtsc per type, the parallel form on one thread: 121 against 64 Mcycles
+ * over 1000 blocks, the one-thread path's gangs of 64); 64 ch keeps 16. */
+static int slice_size(int threads, int members)
 {
+    if (members / PAR_LANES >= 2 * threads)
+        return PAR_LANES;
     int c = (MG_MAX_GANG + 2 * threads - 1) / (2 * threads);
     c = (c + 7) & ~7;
     return c < 8 ? 8 : c;
+}
+
+/* The most steps one node type has in gangs (csrc/plan.c makes gangs of up
+ * to MG_MAX_GANG). */
+static int gang_members(const mg_plan *p)
+{
+    enum { TYPES = 32 };
+    const mg_node_type *type[TYPES];
+    int count[TYPES], n = 0, best = 0;
+    for (int s = 0; s < p->n_steps; s++) {
+        const int g = p->steps[s].gang;
+        if (g < 2)
+            continue;
+        const mg_node_type *t = p->steps[s].node->type;
+        int i = 0;
+        while (i < n && type[i] != t)
+            i++;
+        if (i == n) {
+            if (n == TYPES)
+                continue;
+            type[n] = t;
+            count[n++] = 0;
+        }
+        count[i] += g;
+        best = count[i] > best ? count[i] : best;
+    }
+    return best;
 }
 
 mg_par *mg_par_build(const mg_plan *p, int threads)
@@ -143,11 +183,14 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
     int *l_first = mg_calloc(A + 1, sizeof(int));             /* outputs by last user */
     int *l_out = mg_calloc((size_t)n_out + 1, sizeof(int));
     int *freel = mg_calloc((size_t)n_out + 1, sizeof(int));   /* free outputs (stack) */
+    int *freel_f = mg_calloc((size_t)n_out + 1, sizeof(int)); /* the folding steps' */
+    char *is_fold = mg_calloc((size_t)n_out + 1, 1);          /* an output of a folding step */
     par_pair *pairs = mg_calloc((size_t)M + 1, sizeof(par_pair));
     uint64_t *anc = NULL;
     int ok = par && src_step && op_step && ns && atom_of && ea && eb && stamp && npred &&
              nsucc && e_first && unit_of && next && head && tail && ue_a && ue_b && r_first &&
-             rs_first && rs_atom && prod && last && slot && l_first && l_out && freel && pairs && patoms &&
+             rs_first && rs_atom && prod && last && slot && l_first && l_out && freel && freel_f &&
+             is_fold && pairs && patoms &&
              patom && seg_d && seg_a && seg_b && seg_after && seg_atom && op_seg && aseg &&
              last_seg;
     if (!ok)
@@ -203,7 +246,7 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
     }
 
     /* atoms of steps: steps, gang slices; input nodes are no work */
-    const int slice = slice_size(threads);
+    const int slice = slice_size(threads, gang_members(p));
     int na = 0;
     for (int s = 0; s < S;) {
         const mg_step *st = &p->steps[s];
@@ -444,6 +487,13 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
             par->atom_list[k++] = b;
         par->unit_atom[u + 1] = k;
     }
+    /* the atoms again in the order units run them: par_unit reads them in
+     * a row, not through atom_list (one dependent load less an atom) */
+    par->uatom = mg_calloc((size_t)na + 1, sizeof(mg_atom));
+    if (!par->uatom)
+        goto fail;
+    for (int i = 0; i < na; i++)
+        par->uatom[i] = par->atoms[par->atom_list[i]];
     /* unit edges, deduplicated (all edges into a unit come from its head) */
     int nue = 0;
     memset(stamp, 0, sizeof(int) * A);
@@ -588,41 +638,56 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
                         ? (a) < (x)                                                      \
                         : ((anc[(size_t)unit_of[x] * words + (size_t)unit_of[a] / 64] >> \
                             ((unsigned)unit_of[a] % 64)) & 1u)))
-    int n_free = 0, n_slots = 0;
+    /* Two regions: the folding steps' outputs (an aux send's, written only
+     * in a cycle it cannot fold: mix64 256 ch, 1024 of its outputs) take
+     * slots of their own after every other output's, so the slots a
+     * cycle touches while the sends fold are one compact run, as the
+     * one-thread pool's are. [1]: the folding steps' free list and count. */
+    int n_free[2] = {0, 0}, n_slots[2] = {0, 0};
+    int *fl[2] = {freel, freel_f};
     for (int x = 0; x < na; x++) {
         const mg_atom *at = &par->atoms[x];
         for (int s = at->first; at->gang >= 0 && s < at->first + at->len; s++) {
             const mg_step *st = &p->steps[s];
+            const int f = st->fold != 0;
             for (int c = 0; c < st->node->n_out; c++) {
                 const int k = st->out_first + c;
                 if (st->node->out_aliased)
                     continue;
-                int got = -1;
-                for (int i = n_free - 1; i >= 0 && i >= n_free - PAR_SCAN && got < 0; i--) {
-                    const int o = freel[i];
+                int got = -1, *fr = fl[f];
+                for (int i = n_free[f] - 1; i >= 0 && i >= n_free[f] - PAR_SCAN && got < 0; i--) {
+                    const int o = fr[i];
                     int free_here = BEFORE(prod[o], x);
                     for (int r = r_first[o]; r < r_first[o + 1] && free_here; r++)
                         free_here = BEFORE(r_atom[r], x);
                     if (free_here) {
                         got = slot[o];
-                        memmove(freel + i, freel + i + 1, sizeof(int) * (size_t)(n_free - 1 - i));
-                        n_free--;
+                        memmove(fr + i, fr + i + 1, sizeof(int) * (size_t)(n_free[f] - 1 - i));
+                        n_free[f]--;
                     }
                 }
-                slot[k] = got >= 0 ? got : n_slots++;
+                slot[k] = got >= 0 ? got : n_slots[f]++;
+                is_fold[k] = (char)f;
             }
         }
-        for (int i = l_first[x]; i < l_first[x + 1]; i++)
-            if (slot[l_out[i]] >= 0)
-                freel[n_free++] = l_out[i];
+        for (int i = l_first[x]; i < l_first[x + 1]; i++) {
+            const int o = l_out[i], f = is_fold[o];
+            if (slot[o] >= 0)
+                fl[f][n_free[f]++] = o;
+        }
     }
 #undef BEFORE
+    for (int k = 0; k < n_out; k++) /* the folding steps' region after the rest */
+        if (slot[k] >= 0 && is_fold[k])
+            slot[k] += n_slots[0];
+    par->fold_slots = n_slots[1];
+    const int n_all = n_slots[0] + n_slots[1];
     /* slots as the plan's own (mg_slot_floats), for the block it is laid out for */
     const size_t stride = mg_slot_floats(p->block);
-    par->pool_mem = mg_calloc((size_t)n_slots * stride + 16, sizeof(float));
+    par->pool_mem = mg_calloc((size_t)n_all * stride + 16, sizeof(float));
     if (!par->pool_mem)
         goto fail;
-    par->pool_slots = n_slots;
+    par->pool_slots = n_all;
     float *base = (float *)(((uintptr_t)par->pool_mem + 63) & ~(uintptr_t)63);
     for (int s = 0; s < S; s++) {
         const mg_step *st = &p->steps[s];
@@ -669,6 +734,8 @@ done:
     mg_free(l_first);
     mg_free(l_out);
     mg_free(freel);
+    mg_free(freel_f);
+    mg_free(is_fold);
     mg_free(pairs);
     mg_free(anc);
     mg_free(patoms);

@@ -56,6 +56,14 @@ typedef struct {
 
 static _Thread_local int tl_thread; /* 0 on the audio thread */
 
+/* Counters (mg_engine_par_stats, bench/): per thread, on a line of its own,
+ * written by that thread only (a load and a store, no locked instruction),
+ * read by the control thread. Always on: two clock reads per cycle and per
+ * spin, the rest increments. */
+typedef struct {
+    _Alignas(64) _Atomic uint64_t v[MG_PSTAT_N];
+} mg_pstat;
+
 struct mg_workers {
     int n;                            /* worker threads (threads - 1) */
     pthread_t tid[MG_MAX_WORKERS];
@@ -72,6 +80,7 @@ struct mg_workers {
     _Alignas(64) _Atomic int busy;    /* workers that may be reading par */
     /* the cycle: written by the audio thread before it publishes par */
     _Alignas(64) mg_unit_fn fn;
+    _Atomic uint64_t t_pub;           /* when the cycle was published (ns) */
     void *ctx;
     unsigned int fpmode;              /* the audio thread's MXCSR / FPCR */
     _Atomic int sched_gen;            /* bumped when the audio thread's policy is new */
@@ -93,6 +102,7 @@ struct mg_workers {
     int last;                         /* the previous cycle's path */
     int trial;                        /* cycles of the other path still to run */
     unsigned cycles;
+    mg_pstat pstat[MG_MAX_WORKERS + 1]; /* [thread]: 0 the audio thread */
     _Atomic int trace;                /* record events (mg_workers_trace) */
     mg_tev *tev;                      /* TRACE_CAP events, allocated by control */
     _Alignas(64) _Atomic int n_tev;
@@ -103,6 +113,14 @@ static inline uint64_t now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* This thread's counter k += d. */
+static inline void pst(mg_workers *w, int k, uint64_t d)
+{
+    _Atomic uint64_t *c = &w->pstat[tl_thread].v[k];
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + d,
+                          memory_order_relaxed);
 }
 
 static inline void tev(mg_workers *w, int kind, int arg)
@@ -250,7 +268,7 @@ static inline int first_root(mg_par *par)
 /* Work for thread `me`: what was handed to it, its own roots, another
  * thread's last root, anything queued anywhere; -1: none. Alone (solo):
  * the roots in the order they were dealt. */
-static inline int next_work(mg_par *par, int me, int alone)
+static inline int next_work(mg_workers *w, mg_par *par, int me, int alone)
 {
     int u;
     if ((u = pop(par, me)) >= 0)
@@ -260,11 +278,15 @@ static inline int next_work(mg_par *par, int me, int alone)
     if ((u = take_root(par, me, 1)) >= 0)
         return u;
     for (int k = 1; k < par->n_q; k++)
-        if ((u = take_root(par, (me + k) % par->n_q, 0)) >= 0)
+        if ((u = take_root(par, (me + k) % par->n_q, 0)) >= 0) {
+            pst(w, MG_PSTAT_ROOTS_OTHER, 1);
             return u;
+        }
     for (int k = 1; k < par->n_q; k++)
-        if ((u = pop(par, (me + k) % par->n_q)) >= 0)
+        if ((u = pop(par, (me + k) % par->n_q)) >= 0) {
+            pst(w, MG_PSTAT_POP_OTHER, 1);
             return u;
+        }
     return -1;
 }
 
@@ -281,6 +303,7 @@ static inline void wake(mg_workers *w, int t)
     _Atomic int *f = t == 0 ? &w->main_idle : t <= w->n ? &w->idle[t - 1].on : NULL;
     if (f && atomic_load(f) && atomic_exchange(f, 0)) {
         tev(w, TEV_POST, t);
+        pst(w, MG_PSTAT_POSTS, 1);
         sem_post(t == 0 ? &w->main_sem : &w->sem[t - 1]);
     }
 }
@@ -301,12 +324,14 @@ static inline void wake_one(mg_workers *w)
         return;
     if (atomic_load(&w->main_idle) && atomic_exchange(&w->main_idle, 0)) {
         tev(w, TEV_POST, 0);
+        pst(w, MG_PSTAT_POSTS, 1);
         sem_post(&w->main_sem);
         return;
     }
     for (int i = 0; i < w->n; i++)
         if (atomic_load(&w->idle[i].on) && atomic_exchange(&w->idle[i].on, 0)) {
             tev(w, TEV_POST, i + 1);
+            pst(w, MG_PSTAT_POSTS, 1);
             sem_post(&w->sem[i]);
             return;
         }
@@ -334,6 +359,7 @@ static void run_chain(mg_workers *w, mg_par *par, int u, mg_local *lo)
         tev(w, TEV_START, u);
         fn(ctx, u);
         tev(w, TEV_END, u);
+        pst(w, MG_PSTAT_UNITS, 1);
         par->ran_by[u] = tl_thread; /* before the counts: read by whoever makes a successor ready */
         int next = -1;
         for (int i = par->succ_first[u]; i < par->succ_first[u + 1]; i++) {
@@ -343,13 +369,16 @@ static void run_chain(mg_workers *w, mg_par *par, int u, mg_local *lo)
                 const int h = dp >= 0 ? par->ran_by[dp] : tl_thread;
                 if (h != tl_thread && h < par->n_q && awake(w, h)) {
                     push(par, h, v); /* where its inputs were written */
+                    pst(w, MG_PSTAT_HANDED, 1);
                     wake(w, h);
                 } else if (next < 0) {
                     next = v;
                 } else if (lo->n < LOCAL_CAP && queued(par)) {
                     lo->u[lo->n++] = v; /* the others have queued work: kept here */
+                    pst(w, MG_PSTAT_KEPT, 1);
                 } else {
                     push(par, my_q(par), v);
+                    pst(w, MG_PSTAT_SHARED, 1);
                     wake_one(w);
                 }
             }
@@ -360,6 +389,7 @@ static void run_chain(mg_workers *w, mg_par *par, int u, mg_local *lo)
             atomic_fetch_sub(&par->remaining, 1) == 1)
             if (atomic_exchange(&w->main_idle, 0)) {
                 tev(w, TEV_POST, 0);
+                pst(w, MG_PSTAT_POSTS, 1);
                 sem_post(&w->main_sem);
             }
         if (next < 0)
@@ -382,6 +412,7 @@ static void drain(mg_workers *w, mg_par *par)
             if (lo.n - lo.first > 1 && !queued(par)) {
                 for (int i = lo.first + 1; i < lo.n; i++) {
                     push(par, me, lo.u[i]);
+                    pst(w, MG_PSTAT_SHARED, 1);
                     wake_one(w);
                 }
                 lo.n = lo.first + 1;
@@ -389,7 +420,7 @@ static void drain(mg_workers *w, mg_par *par)
             u = lo.u[lo.first++];
             if (lo.first == lo.n)
                 lo.n = lo.first = 0;
-        } else if ((u = next_work(par, me, solo(w))) < 0) {
+        } else if ((u = next_work(w, par, me, solo(w))) < 0) {
             return;
         }
         run_chain(w, par, u, &lo);
@@ -401,23 +432,27 @@ static void drain(mg_workers *w, mg_par *par)
 static int spin_for_work(mg_workers *w, mg_par *par)
 {
     const uint64_t ns = atomic_load_explicit(&w->spin_ns, memory_order_relaxed);
-    uint64_t until = 0;
-    for (unsigned k = 0; ns; k++) {
-        if (queued(par))
-            return 1;
+    if (!ns)
+        return 0;
+    const uint64_t t0 = now_ns();
+    const uint64_t until = t0 + ns;
+    int found = 0;
+    for (unsigned k = 1;; k++) {
+        if (queued(par)) {
+            found = 1;
+            break;
+        }
         if (atomic_load_explicit(&par->remaining, memory_order_acquire) == 0 ||
             atomic_load_explicit(&w->par, memory_order_acquire) != par)
-            return 0;
-        if ((k & 31) == 0) {
-            const uint64_t t = now_ns();
-            if (!until)
-                until = t + ns;
-            else if (t >= until)
-                return 0;
-        }
+            break;
+        if ((k & 31) == 0 && now_ns() >= until)
+            break;
         cpu_relax();
     }
-    return 0;
+    pst(w, MG_PSTAT_SPINS, 1);
+    pst(w, MG_PSTAT_SPIN_FOUND, (uint64_t)found);
+    pst(w, MG_PSTAT_SPIN_NS, now_ns() - t0);
+    return found;
 }
 
 /* 1 when the cycle has queued work (workers: under busy). */
@@ -450,6 +485,7 @@ static void *worker_main(void *arg)
         const int skip = has_work(w) && atomic_exchange(&w->idle[tl_thread - 1].on, 0);
         if (!skip) {
             tev(w, TEV_SLEEP, 0);
+            pst(w, MG_PSTAT_SLEEPS, 1);
             while (sem_wait(&w->sem[tl_thread - 1]) != 0 && errno == EINTR) {
             }
             tev(w, TEV_WAKE, 0);
@@ -465,6 +501,8 @@ static void *worker_main(void *arg)
         atomic_fetch_add(&w->busy, 1);
         mg_par *par = atomic_load(&w->par);
         if (par) {
+            const uint64_t t0 = now_ns();
+            const uint64_t pub = atomic_load_explicit(&w->t_pub, memory_order_relaxed);
             mg_audio_enter();
             if (fp_get() != w->fpmode)
                 fp_set(w->fpmode);
@@ -472,6 +510,9 @@ static void *worker_main(void *arg)
                 drain(w, par);
             while (spin_for_work(w, par));
             mg_audio_leave();
+            pst(w, MG_PSTAT_CYCLES, 1);
+            pst(w, MG_PSTAT_START_NS, t0 > pub ? t0 - pub : 0);
+            pst(w, MG_PSTAT_BUSY_NS, now_ns() - t0);
         }
         atomic_fetch_sub(&w->busy, 1);
     }
@@ -631,6 +672,8 @@ void mg_workers_run(mg_workers *w, mg_par *par, mg_unit_fn fn, void *ctx, int n_
                               (uint64_t)(par->root_first[t + 1] - par->root_first[t]),
                               memory_order_release);
     tev(w, TEV_CYCLE, par->n_roots);
+    const uint64_t t0 = now_ns();
+    atomic_store_explicit(&w->t_pub, t0, memory_order_relaxed);
     atomic_store(&w->par, par); /* publish the cycle */
     for (int t = 1; t <= w->n; t++) /* each worker with roots of its own */
         if (t >= par->n_q || par->root_first[t + 1] > par->root_first[t])
@@ -646,12 +689,14 @@ void mg_workers_run(mg_workers *w, mg_par *par, mg_unit_fn fn, void *ctx, int n_
         if (atomic_load(&par->remaining) == 0 || queued(par)) {
             if (!atomic_exchange(&w->main_idle, 0)) {
                 tev(w, TEV_SLEEP, 0);
+                pst(w, MG_PSTAT_SLEEPS, 1);
                 while (sem_wait(&w->main_sem) != 0 && errno == EINTR) {
                 } /* taken by a waker: its post is ours */
                 tev(w, TEV_WAKE, 0);
             }
         } else {
             tev(w, TEV_SLEEP, 0);
+            pst(w, MG_PSTAT_SLEEPS, 1);
             while (sem_wait(&w->main_sem) != 0 && errno == EINTR) {
             }
             tev(w, TEV_WAKE, 0);
@@ -662,8 +707,21 @@ void mg_workers_run(mg_workers *w, mg_par *par, mg_unit_fn fn, void *ctx, int n_
      * workers still looking at the queue: they cannot claim anything of this
      * cycle, and the plan is only retired once none is (mg_workers_quiet). */
     atomic_store(&w->par, NULL);
+    pst(w, MG_PSTAT_CYCLES, 1);
+    pst(w, MG_PSTAT_BUSY_NS, now_ns() - t0);
 
     tev(w, TEV_DONE, 0);
+}
+
+int mg_workers_stats(mg_workers *w, uint64_t *v, int cap)
+{
+    if (!w)
+        return 0;
+    for (int t = 0; t <= w->n; t++)
+        for (int k = 0; k < MG_PSTAT_N && t * MG_PSTAT_N + k < cap; k++)
+            v[t * MG_PSTAT_N + k] =
+                atomic_load_explicit(&w->pstat[t].v[k], memory_order_relaxed);
+    return w->n + 1;
 }
 
 int mg_workers_quiet(mg_workers *w)

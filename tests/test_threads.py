@@ -200,6 +200,82 @@ def test_bus_returns_get_a_push_segment_of_their_own():
         e.free()
 
 
+def _atoms(s: Session) -> list[tuple[str, int, int]]:
+    """(type, kind, members) of every atom of the session's newest plan's
+    parallel form (kind 1: a gang slice, 0: a step, -1: a push segment)."""
+    p = list(s._plans.values())[-1].ptr
+    nu = lib.mg_plan_units(p)
+    cap = 1 << 16
+    sf_, af = ffi.new("int[]", nu + 2), ffi.new("int[]", nu + 2)
+    su, ast, al, ak = (ffi.new("int[]", cap) for _ in range(4))
+    assert lib.mg_plan_par_graph(p, sf_, su, af, ast, al, ak, cap) == nu
+    return [(ffi.string(lib.mg_plan_step_type(p, ast[i])).decode(), ak[i], al[i])
+            for i in range(af[nu])]
+
+
+@pytest.mark.parametrize("channels,size", [(256, 32), (128, 32), (64, 16)])
+def test_compressor_gang_slices_fill_its_lanes(channels, size):
+    """The compressor runs its gangs 32 lanes at a time (nodes/compressor.c,
+    fused_group): a slice of 16 runs half the lanes empty at the cost of 32
+    (mix64 256 ch on 2 threads, the parallel form on one thread: compressors
+    121 against 64 Mcycles over 1000 blocks, rdtsc). Slices are 32 when the
+    gangs still give each thread two; 64 channels keep 16 (4 slices)."""
+    e = Engine(RATE, 0, 2, threads=2)
+    s = Session(e)
+    try:
+        build_mix64(s, channels)
+        comp = [m for t, k, m in _atoms(s) if t == "compressor" and k == 1]
+        assert comp and all(m == size for m in comp), comp
+    finally:
+        s.close()
+        e.free()
+
+
+def test_folding_sends_outputs_lie_after_the_pool_a_cycle_touches():
+    """mix64 256 ch on 2 threads: the aux sends fold (their buses get
+    input x level; docs/architecture.md, folds), so their 1024 outputs are
+    written only in a cycle a send cannot fold. They get slots of their own
+    after every other output's, so the slots a folding cycle touches are
+    one run of about the one-thread pool's size (514), not 530 spread among
+    1024 untouched ones. The samples with the sends not folding (ganging
+    off: every send writes its outputs) are test_gang_patch_bit_identical's
+    and test_fold.py's."""
+    e = Engine(RATE, 0, 2, threads=2, block=64)
+    s = Session(e)
+    try:
+        build_mix64(s, 256)
+        p = list(s._plans.values())[-1].ptr
+        total, fold = lib.mg_plan_par_buffers(p), lib.mg_plan_par_fold_buffers(p)
+        assert 1000 <= fold <= 1024, fold
+        assert total - fold <= 600, (total, fold)
+    finally:
+        s.close()
+        e.free()
+
+
+@pytest.mark.parametrize("gang", [True, False])
+def test_mix64_sends_that_cannot_fold_bit_identical(gang):
+    """mix64's aux sends written out (ganging off: no send folds) or
+    unfolding for a while (a send level ramp): their outputs are the
+    folding steps' own slots (csrc/pool.c), and the samples are one
+    thread's."""
+    n = 64
+
+    def build(s: Session) -> None:
+        s.engine.set_ganging(gang)
+        build_mix64(s, n)
+
+    def edits(s: Session, k: int) -> None:
+        if k == 2:
+            ramps.ramp(s, "rsend5", "level", -3.0, 0.05, time=s.engine.time + 33)
+            ramps.ramp(s, f"dsend{n - 1}", "level", -40.0, 0.02)
+
+    one, _ = _run(1, build, edits, RATE // 2, 64)
+    two, units = _run(2, build, edits, RATE // 2, 64)
+    assert units > 1
+    _same(one, two, f"mix64, sends unfolding, ganging {gang}")
+
+
 def test_hard_mix_two_and_three_threads_bit_identical():
     n = 24
     frames = RATE // 2
