@@ -48,6 +48,7 @@ Reply = Callable[[str, list], None]
 NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900 to 1970
 IMMEDIATE = (0, 1)
 MAX_BUNDLE_DEPTH = 8  # bundles inside bundles: a ninth level makes the packet garbage
+MAX_ARRAY_DEPTH = 8  # OSC arrays inside arrays: deeper makes the packet garbage
 TOUCH_TIMEOUT_S = 10.0  # a touch whose holder stays silent this long lapses
 # Scheduling budgets (docs/protocol.md, "Bundles"): how far ahead a timetag
 # may be, how many timed messages one client may have pending (scheduled in the
@@ -118,6 +119,10 @@ def parse_packet(data: bytes, timetag: tuple[int, int] = IMMEDIATE,
         # warning per tag and the arguments after it misread: it is garbage here
         t1 = data.find(b"\0", pos)
         tags = data[pos + 1:t1 if t1 > 0 else len(data)].decode("latin-1")
+        if "[" in tags and _array_depth(tags) > MAX_ARRAY_DEPTH:
+            # no address takes an array; a reason naming one nested 2,000 deep recursed
+            # in repr() ("internal error: maximum recursion depth exceeded", attack4)
+            raise MixgraphError(f"OSC arrays nested more than {MAX_ARRAY_DEPTH} deep")
         if data[pos:pos + 1] == b"," and not _LIBRARY_TAGS.issuperset(tags):
             bad = sorted(set(tags) - _LIBRARY_TAGS - _SIMPLE_TAGS)
             if bad:
@@ -142,6 +147,18 @@ _unpack_u = struct.Struct(">I").unpack_from
 _unpack_f = struct.Struct(">f").unpack_from
 _unpack_d = struct.Struct(">d").unpack_from
 # decoded here: OSC 1.0's required and optional types but blobs, timetags, arrays
+def _array_depth(tags: str) -> int:
+    """How deep the arrays of a type tag string nest ('[[f]]' is 2)."""
+    depth = top = 0
+    for c in tags:
+        if c == "[":
+            depth += 1
+            top = max(top, depth)
+        elif c == "]":
+            depth -= 1
+    return top
+
+
 _SIMPLE_TAGS = frozenset("ifhdsTFSIcNrm")
 # decoded by python-osc (without a warning); a mix of the two needs both, and is refused
 _LIBRARY_TAGS = frozenset("ifhdsbtrmTFN[]")
