@@ -76,3 +76,57 @@ def test_arrays_nested_2000_deep_are_garbage_not_an_internal_error(daemon, addre
     assert b"expected a number" in data, data
     assert daemon.status()["garbage"] == before + 1
     assert daemon.request("/node/g/gain")[1] == [0.0]
+
+
+def _tcp_frames(sock, until: bytes, limit_s: float = 120.0) -> list[bytes]:
+    """Read size-prefixed OSC frames until one holds `until`."""
+    import struct
+    import time
+    buf, out = b"", []
+    end = time.monotonic() + limit_s
+    sock.settimeout(30.0)
+    while time.monotonic() < end:
+        while len(buf) >= 4 and len(buf) >= 4 + struct.unpack(">i", buf[:4])[0]:
+            n = struct.unpack(">i", buf[:4])[0]
+            out.append(buf[4:4 + n])
+            buf = buf[4 + n:]
+            if until in out[-1]:
+                return out
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            break
+        buf += chunk
+    raise AssertionError(f"no frame with {until!r} in {len(out)} frames")
+
+
+@pytest.mark.parametrize("address", [b"/graph/nodes", b"/graph/connections", b"/graph/dump",
+                                     b"/catalog"])
+def test_introspection_loops_are_charged_to_the_whole_state_budget(daemon, address):
+    """attack4 A3: /graph/nodes, /graph/connections, /graph/dump and /catalog were free
+    of the per-host whole-state budget that bounds /dump: a read-only viewer sending
+    /graph/nodes in a loop on 200 nodes held others' round trips at 277 ms (median).
+    Now a loop of them is refused once the host's budget is spent, and the refusal
+    names it."""
+    import socket
+    import struct
+
+    def frame(b: bytes) -> bytes:
+        return struct.pack(">i", len(b)) + b
+
+    def s(x: str) -> bytes:
+        b = x.encode()
+        return b + b"\0" * (4 - len(b) % 4)
+
+    t = socket.create_connection(("127.0.0.1", daemon.port))
+    setup = [frame(_osc(b"/graph/add", b",ss", s("gain") + s(f"n{i}"))) for i in range(400)]
+    setup += [frame(_osc(b"/graph/connect", b",ss", s(f"n{i}") + s(f"n{i + 1}")))
+              for i in range(0, 398, 2)]
+    t.sendall(b"".join(setup) + frame(_osc(b"/sync", b",i", struct.pack(">i", 1))))
+    _tcp_frames(t, b"/synced")
+    one = _osc(address, b",")
+    t.sendall(frame(one) * 1500 + frame(_osc(b"/sync", b",i", struct.pack(">i", 77))))
+    frames = _tcp_frames(t, b"/synced")
+    refused = [f for f in frames if f.startswith(b"/fail") and b"whole-state" in f]
+    assert refused, f"{len(frames)} frames, none refused"
+    assert address in refused[0]
+    assert daemon.status()["internal_errors"] == 0
