@@ -61,6 +61,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         http_port=a.http, http_token=a.http_token, http_read_only=a.http_read_only,
         limits=Limits(max_conns=a.max_conns, max_conns_per_host=a.max_conns_per_host,
                       idle_timeout=a.idle_timeout, max_subscribers=a.max_subscribers,
+                      max_subscribers_per_host=a.max_subscribers_per_host,
                       max_output=int(a.max_output_mb * (1 << 20)),
                       trust_loopback=not a.prove_loopback, http_ping=a.http_ping),
         max_recorder_channels=a.max_recorder_channels, min_free_mb=a.min_free_mb,
@@ -556,6 +557,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "0 = never (default 600)")
     s.add_argument("--max-subscribers", type=int, default=32,
                    help="feedback/meter subscribers at once (default 32)")
+    s.add_argument("--max-subscribers-per-host", type=int, default=16,
+                   help="of those, from one address (default 16)")
     s.add_argument("--max-output-mb", type=float, default=64.0,
                    help="output queued for all TCP clients together, MiB (default 64)")
     s.add_argument("--prove-loopback", action="store_true",

@@ -31,6 +31,7 @@ from . import tapers
 from .errors import MixgraphError
 from .osc import Dispatcher, Peer, encode_message, meter_norm, pack_bundles
 from .patterns import compile_pattern
+from .ratelog import source_of
 
 log = logging.getLogger("mixgraph.feedback")
 
@@ -65,8 +66,13 @@ class Feedback:
 
     def __init__(self, dispatcher: Dispatcher, rate_hz: float = DEFAULT_RATE_HZ,
                  default_lease: float = DEFAULT_LEASE_S,
-                 max_subscribers: int = DEFAULT_MAX_SUBSCRIBERS) -> None:
+                 max_subscribers: int = DEFAULT_MAX_SUBSCRIBERS,
+                 max_per_host: int = DEFAULT_MAX_SUBSCRIBERS) -> None:
         self.d = dispatcher
+        # one source address (any ports, UDP, TCP and WebSocket together) holds at most
+        # this many: 32 UDP ports of one host took every slot and no other host's
+        # console could subscribe (attack4)
+        self.max_per_host = max_per_host
         dispatcher.feedback = self
         self.period = 1.0 / rate_hz
         self.default_lease = default_lease
@@ -86,6 +92,10 @@ class Feedback:
             if len(self.subs) >= self.max_subscribers:
                 raise MixgraphError(f"too many subscribers ({self.max_subscribers}; "
                                     "see --max-subscribers)")
+            host = source_of(peer.key)
+            if sum(1 for k in self.subs if source_of(k) == host) >= self.max_per_host:
+                raise MixgraphError(f"too many subscribers from this address "
+                                    f"({self.max_per_host}; see --max-subscribers-per-host)")
             s = self.subs[peer.key] = Subscriber(peer, lease or self.default_lease)
         else:
             s.peer = peer

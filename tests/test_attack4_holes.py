@@ -130,3 +130,35 @@ def test_introspection_loops_are_charged_to_the_whole_state_budget(daemon, addre
     assert refused, f"{len(frames)} frames, none refused"
     assert address in refused[0]
     assert daemon.status()["internal_errors"] == 0
+
+
+def test_one_address_cannot_take_every_subscriber_slot(daemon):
+    """attack4 A4: 32 UDP ports of one host, each `/subscribe 3600`, took all 32
+    subscriber slots; a console on another host got `too many subscribers` and no
+    feedback for an hour. Now one address holds at most --max-subscribers-per-host (16)."""
+    import socket
+    import struct
+
+    def sub(sock) -> bytes:
+        sock.sendto(_osc(b"/subscribe", b",f", struct.pack(">f", 3600.0)),
+                    ("127.0.0.1", daemon.port))
+        while True:
+            data = sock.recvfrom(65536)[0]
+            if data.startswith((b"/done", b"/fail")):
+                return data
+
+    hogs = []
+    answers = []
+    for _ in range(32):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(3.0)
+        s.bind(("127.0.0.1", 0))
+        hogs.append(s)
+        answers.append(sub(s))
+    assert sum(a.startswith(b"/done") for a in answers) == 16, answers
+    assert b"too many subscribers from this address (16" in answers[16]
+    other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    other.settimeout(3.0)
+    other.bind(("127.0.0.2", 0))
+    assert sub(other).startswith(b"/done\0")
+    assert daemon.status()["subscribers"] == 17
