@@ -185,7 +185,7 @@ class Daemon:
                            min_free_bytes=int(opts.min_free_mb * (1 << 20)), enforce=False)
         self.session = self._new_session()
         (self.state_dir / AUDIO_DIR).mkdir(exist_ok=True)
-        self.store = PatchStore(self.state_dir)
+        self.store = PatchStore(self.state_dir, min_free=int(opts.min_free_mb * (1 << 20)))
         self.autosave_path = self.state_dir / AUTOSAVE
         self._dirty = False
         self.restored, last_seq = self._restore()

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 import threading
 import time
@@ -192,12 +193,34 @@ def write_patch(doc: dict, path: str | Path) -> None:
     write_atomic(p, encode(doc, p))
 
 
-class PatchStore:
-    """Named patches under <state_dir>/patches; names from the network are confined."""
+def check_room(where: Path, need: int, min_free: int, what: str) -> None:
+    """Refuse (MixgraphError) a write of `need` bytes under `where` that would leave
+    less than `min_free` bytes free on its disk: a script saving a patch under a new
+    name in a loop wrote 37 GB an hour, and a full state disk stops the journal and the
+    autosave (attack4). The journal and the autosave themselves are never refused."""
+    if min_free <= 0:
+        return
+    probe = where
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError as e:
+        raise MixgraphError(f"cannot check the free space for {what}: {e.strerror}") from None
+    if free - need < min_free:
+        raise MixgraphError(f"the state disk is nearly full: {free >> 20} MB free, {what} "
+                            f"must leave {min_free >> 20} MB for the journal and the "
+                            "autosave (serve --min-free-mb)")
 
-    def __init__(self, state_dir: str | Path) -> None:
+
+class PatchStore:
+    """Named patches under <state_dir>/patches; names from the network are confined.
+    A save that would leave less than `min_free` bytes on the disk is refused."""
+
+    def __init__(self, state_dir: str | Path, min_free: int = 0) -> None:
         self.root = Path(state_dir)
         self.patches = self.root / PATCHES_DIR
+        self.min_free = min_free
 
     def path_for(self, name: str, must_exist: bool = False) -> Path:
         if not isinstance(name, str) or not PATCH_NAME_RE.fullmatch(name) or ".." in name:
@@ -216,7 +239,13 @@ class PatchStore:
 
     def save(self, name: str, doc: dict) -> Path:
         p = self.path_for(name)
-        write_patch(doc, p)
+        if self.min_free > 0:
+            data = encode(doc, p)
+            check_room(self.patches, len(data), self.min_free, "a saved patch")
+            self.patches.mkdir(parents=True, exist_ok=True)
+            write_atomic(p, data)
+        else:
+            write_patch(doc, p)
         return p
 
     def load(self, name: str) -> dict:

@@ -162,3 +162,30 @@ def test_one_address_cannot_take_every_subscriber_slot(daemon):
     other.bind(("127.0.0.2", 0))
     assert sub(other).startswith(b"/done\0")
     assert daemon.status()["subscribers"] == 17
+
+
+def test_saves_that_would_fill_the_state_disk_are_refused(tmp_path):
+    """attack4 A5: /patch/save under new names in a loop wrote 37 GB an hour (200 eq8
+    nodes) with no bound, until the state disk was full and the journal and autosave
+    stopped. A save that would leave less than --min-free-mb on the state disk is now
+    refused (the journal and autosave are not), /midi/save too."""
+    import shutil
+    free_mb = shutil.disk_usage(tmp_path).free >> 20
+    d = Daemon(tmp_path / "state", "--backend", "null", "--min-free-mb", str(free_mb + 10**6))
+    try:
+        d.call("/graph/add", "gain", "g")
+        for address in ("/patch/save", "/midi/save"):
+            addr, args = d.request(address, "backup-1")
+            assert addr == "/fail" and "state disk is nearly full" in args[-1], args
+            assert "--min-free-mb" in args[-1] and str(tmp_path) not in args[-1]
+        assert not list((tmp_path / "state").rglob("backup-1*"))
+        d.call("/node/g/gain", -3.0)  # edits still journaled and acknowledged
+    finally:
+        d.stop()
+    d = Daemon(tmp_path / "state", "--backend", "null")
+    try:
+        assert d.request("/node/g/gain")[1] == [-3.0]
+        d.call("/patch/save", "backup-1")
+        d.call("/midi/save", "backup-1")
+    finally:
+        d.stop()
