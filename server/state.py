@@ -147,13 +147,27 @@ def decode(data: bytes, what: str = "patch") -> dict:
     return doc
 
 
-def read_patch(path: str | Path) -> dict:
+MAX_DOC_BYTES = 512 << 20  # a patch document (an autosave of 100 whole-console scenes: 14 MB)
+
+
+def read_bounded(path: str | Path, limit: int, what: str) -> bytes:
+    """A file's bytes, refused (MixgraphError) past `limit`: `mixgraph render --score
+    /dev/zero` (or a patch named so) read until memory ran out (attack4). A pipe or
+    process substitution still works: only the size is bounded."""
     p = Path(path)
     try:
-        data = p.read_bytes()
+        with open(p, "rb") as f:
+            data = f.read(limit + 1)
     except OSError as e:
-        raise MixgraphError(f"cannot read {p}: {e.strerror}") from None
-    return decode(data, p.name)
+        raise MixgraphError(f"cannot read {what} {p}: {e.strerror}") from None
+    if len(data) > limit:
+        raise MixgraphError(f"{what} {p.name} is larger than {limit >> 20} MB")
+    return data
+
+
+def read_patch(path: str | Path) -> dict:
+    p = Path(path)
+    return decode(read_bounded(p, MAX_DOC_BYTES, "patch"), p.name)
 
 
 def generation(path: Path, i: int) -> Path:
