@@ -192,7 +192,9 @@ class Daemon:
         self.disk.start_quota(self.state_dir / AUDIO_DIR)  # a restart keeps its recorders
         self.journal = Journal(self.state_dir, last_seq, opts.fsync_ms) if opts.journal else None
         self.autosaver = Autosaver(self.autosave_path, keep=opts.keep_snapshots,
-                                   on_saved=self.journal.compact if self.journal else None)
+                                   on_saved=self.journal.compact if self.journal else None,
+                                   on_written=self.journal.snapshot_written if self.journal
+                                   else None)
         self._last_save_error = -1e9
         self.session.changed = self._mark_dirty
         if self.journal is not None:

@@ -1112,6 +1112,7 @@ class Dispatcher:
             *self.midi.status(),
             *lv2_status(self.session),
             *heap.status(),
+            "journal_dropped", int(getattr(self.session.journal, "dropped", 0)),
         ])
 
     def _info(self, args: list, reply: Reply, _t: int, client=None) -> None:

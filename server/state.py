@@ -279,8 +279,10 @@ class Autosaver:
     once `keep` snapshots were written by this process (the journal compacts to it)."""
 
     def __init__(self, path: Path, min_interval_s: float = 0.2, keep: int = 3,
-                 on_saved: Callable[[int], None] | None = None, retry_s: float = 1.0) -> None:
+                 on_saved: Callable[[int], None] | None = None, retry_s: float = 1.0,
+                 on_written: Callable[[int], None] | None = None) -> None:
         self.path = path
+        self.on_written = on_written  # each snapshot written, with its seq (Journal)
         self.min_interval_s = min_interval_s
         self.keep = keep
         self.on_saved = on_saved
@@ -316,6 +318,8 @@ class Autosaver:
                 try:
                     write_atomic(self.path, data, keep=self.keep)
                     self.saves += 1
+                    if self.on_written is not None:
+                        self.on_written(seq)
                     self._seqs.append(seq)
                     if self.on_saved is not None and len(self._seqs) == self.keep:
                         try:

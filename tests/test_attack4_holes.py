@@ -189,3 +189,51 @@ def test_saves_that_would_fill_the_state_disk_are_refused(tmp_path):
         d.call("/midi/save", "backup-1")
     finally:
         d.stop()
+
+
+def test_unwritten_journal_records_are_bounded_and_nothing_acknowledged_is_lost(tmp_path):
+    """attack4 A10 (left by attack3): while the disk stays full the journal kept every
+    record it could not write in memory, without bound (~50 kB/s under a moving fader,
+    hours of a show: hundreds of MB, locked by mlockall). Now past
+    MIXGRAPH_JOURNAL_MAX_UNWRITTEN_MB (1 here, 32 by default) they are dropped - none
+    was acknowledged - and nothing is journaled or acknowledged until a snapshot taken
+    after the drop is on disk; after that, an acknowledged edit survives SIGKILL.
+    The full disk is the daemon's RLIMIT_FSIZE of 1 byte (every write fails, EFBIG)."""
+    import resource
+    import signal
+    import time
+
+    d = Daemon(tmp_path / "state", "--backend", "null",
+               env={"MIXGRAPH_JOURNAL_MAX_UNWRITTEN_MB": "1"})
+    try:
+        for i in range(60):
+            d.client.send("/graph/add", "eq8", f"e{i}")
+        d.call("/graph/add", "gain", "g")
+        d.call("/patch/save", "big")
+        resource.prlimit(d.proc.pid, resource.RLIMIT_FSIZE, (1, resource.RLIM_INFINITY))
+        for _ in range(60):  # each load journals the whole document (~40 kB)
+            with pytest.raises(MixgraphFail, match="not journaled"):
+                d.call("/patch/load", "big")
+        with pytest.raises(MixgraphFail, match="not journaled"):
+            d.call("/node/g/gain", -7.0)
+        assert d.status()["journal_dropped"] > 1 << 20  # the log cannot be written either
+        resource.prlimit(d.proc.pid, resource.RLIMIT_FSIZE,
+                         (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        end = time.monotonic() + 20  # the autosave retries every second
+        while True:
+            addr, args = d.request("/node/g/gain", -5.0)
+            if addr == "/done":
+                break
+            assert "not journaled" in args[-1], args
+            assert time.monotonic() < end, "never journaled again"
+            time.sleep(0.2)
+        d.call("/node/e3/b1gain", 4.0)
+    finally:
+        d.stop(signal.SIGKILL)
+    d = Daemon(tmp_path / "state", "--backend", "null")
+    try:
+        assert d.call("/node/g/gain") == [-5.0]
+        assert d.call("/node/e3/b1gain") == [4.0]
+        assert d.status()["nodes"] == 61
+    finally:
+        d.stop()
