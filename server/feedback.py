@@ -37,6 +37,7 @@ log = logging.getLogger("mixgraph.feedback")
 
 DEFAULT_LEASE_S = 10.0
 DEFAULT_RATE_HZ = 30.0
+METER_PATTERNS_MAX = 64  # /meters/subscribe patterns one client holds at once
 DEFAULT_MAX_SUBSCRIBERS = 32  # tablets, desks and scripts at once (an X32 takes 4 /xremote)
 SEND_ERRORS_MAX = 3  # failed sends in a row (nothing heard from it between) drop a subscriber
 METER_BACKLOG = 64 << 10  # a TCP subscriber this far behind gets no meter frames
@@ -140,6 +141,12 @@ class Feedback:
 
     def meters_subscribe(self, peer: Peer, pattern: str, rate: float,
                          blob_only: bool = False) -> None:
+        old = self.subs.get(peer.key)
+        if old is not None and pattern not in old.meters and len(old.meters) >= METER_PATTERNS_MAX:
+            # each is kept and matched against every node after each graph change: 50,000
+            # from one client held 175 MB and made a graph change cost 5 s (attack4)
+            raise MixgraphError(f"at most {METER_PATTERNS_MAX} meter patterns per client: "
+                                "/meters/unsubscribe some, or use one pattern for many")
         s = self._sub(peer)
         s.blob_only = blob_only
         s.meters[pattern] = compile_pattern("/" + pattern)

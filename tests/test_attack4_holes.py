@@ -237,3 +237,36 @@ def test_unwritten_journal_records_are_bounded_and_nothing_acknowledged_is_lost(
         assert d.status()["nodes"] == 61
     finally:
         d.stop()
+
+
+def test_a_client_holds_at_most_64_meter_patterns(daemon):
+    """attack4 A12: each /meters/subscribe with a new pattern was kept (and matched
+    against every node after each graph change) without bound: 50,000 from one client
+    took 175 MB and made a /status after a graph change wait 5 s."""
+    import socket
+    import struct
+
+    def s(x: str) -> bytes:
+        b = x.encode()
+        return b + b"\0" * (4 - len(b) % 4)
+
+    daemon.call("/graph/add", "meter", "m0")
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.settimeout(3.0)
+    answers = []
+    for i in range(66):
+        u.sendto(_osc(b"/meters/subscribe", b",sf", s(f"m{i}*") + struct.pack(">f", 1.0)),
+                 ("127.0.0.1", daemon.port))
+        while True:
+            data = u.recvfrom(65536)[0]
+            if data.startswith((b"/done\0", b"/fail\0")):
+                answers.append(data)
+                break
+    assert all(a.startswith(b"/done") for a in answers[:64]), answers[:64]
+    assert answers[64].startswith(b"/fail") and b"at most 64 meter patterns" in answers[64]
+    # a pattern it holds may be subscribed again (a new rate)
+    u.sendto(_osc(b"/meters/subscribe", b",sf", s("m3*") + struct.pack(">f", 2.0)),
+             ("127.0.0.1", daemon.port))
+    while not (data := u.recvfrom(65536)[0]).startswith((b"/done\0", b"/fail\0")):
+        pass
+    assert data.startswith(b"/done"), data
