@@ -73,6 +73,7 @@ class ServeOptions:
     mlock: bool = True  # lock the process's memory so the audio thread never page-faults
     limits: Limits | None = None  # connection, subscriber and output caps (transport.Limits)
     max_lead_s: float = 600.0  # how far ahead a bundle's timetag may be (docs/protocol.md)
+    max_nodes: int = 4096  # /graph/add refused at this many nodes
     max_recorder_channels: int = DEFAULT_MAX_RECORDER_CHANNELS  # all recorders together
     min_free_mb: float = DEFAULT_MIN_FREE_MB  # a recorder's disk must have this much free
     fsync_ms: float = 100.0  # journal fdatasync period (power loss); 0 = before every reply
@@ -204,6 +205,7 @@ class Daemon:
                 "inputs": cfg.hw_in, "outputs": cfg.hw_out, "device_state": "running"}
         self.dispatcher = Dispatcher(self.session, self.store, info, self.counters,
                                      max_lead_s=opts.max_lead_s)
+        self.dispatcher.max_nodes = int(opts.max_nodes)
         self.server = ControlServer(self.dispatcher, opts.host, opts.port, tick=self._tick,
                                     tcp_port=opts.tcp_port, allow=opts.allow,
                                     max_frame=opts.max_frame, rate=opts.rate_limit,

@@ -49,6 +49,7 @@ NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900 to 1970
 IMMEDIATE = (0, 1)
 MAX_BUNDLE_DEPTH = 8  # bundles inside bundles: a ninth level makes the packet garbage
 MAX_ARRAY_DEPTH = 8  # OSC arrays inside arrays: deeper makes the packet garbage
+MAX_NODES = 4096  # nodes /graph/add makes at most (serve --max-nodes)
 TOUCH_TIMEOUT_S = 10.0  # a touch whose holder stays silent this long lapses
 # Scheduling budgets (docs/protocol.md, "Bundles"): how far ahead a timetag
 # may be, how many timed messages one client may have pending (scheduled in the
@@ -373,6 +374,7 @@ class Dispatcher:
                  max_lead_s: float = MAX_LEAD_S, client_timed: int = CLIENT_TIMED) -> None:
         self.session = session
         self.max_lead_s = max_lead_s
+        self.max_nodes = MAX_NODES  # /graph/add refused at this many nodes (--max-nodes)
         self.client_timed = client_timed
         # timed work in flight, per client key: [messages, held bytes]; and totals
         self._budget: dict = {}
@@ -916,6 +918,11 @@ class Dispatcher:
             if not isinstance(k, str):
                 raise MixgraphError(f"setting name must be a string, got {k!r}")
             settings[k] = v
+        if len(self.session.graph.nodes) >= self.max_nodes:
+            # a script adding nodes in a loop: 30,000 gain nodes broke the audio (17 xruns)
+            # and held other clients 2.9 s (attack4); patches and the autosave may hold more
+            raise MixgraphError(f"the graph has {len(self.session.graph.nodes)} nodes, the "
+                                f"most /graph/add makes (serve --max-nodes)")
         g = self.session.add_node(args[0], args[1], settings, stand_in=False)
         clamped = g.options.pop("_clamped", None)
         extra = [f"clamped to range: {', '.join(clamped)}"] if clamped else []

@@ -270,3 +270,21 @@ def test_a_client_holds_at_most_64_meter_patterns(daemon):
     while not (data := u.recvfrom(65536)[0]).startswith((b"/done\0", b"/fail\0")):
         pass
     assert data.startswith(b"/done"), data
+
+
+def test_graph_add_stops_at_max_nodes(tmp_path):
+    """attack4 A8: nothing bounded the graph: a script adding gain nodes in a loop reached
+    30,000 (17 xruns, others' /status 2.9 s, 649 MB). /graph/add now stops at
+    --max-nodes (default 4096) with a reason; removing one makes room again."""
+    d = Daemon(tmp_path / "state", "--backend", "null", "--max-nodes", "5")
+    try:
+        for i in range(5):
+            d.call("/graph/add", "gain", f"g{i}")
+        addr, args = d.request("/graph/add", "gain", "g5")
+        assert addr == "/fail" and "the graph has 5 nodes" in args[-1], args
+        assert "--max-nodes" in args[-1]
+        assert d.status()["nodes"] == 5
+        d.call("/graph/remove", "g0")
+        d.call("/graph/add", "gain", "g5")
+    finally:
+        d.stop()
