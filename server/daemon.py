@@ -39,7 +39,7 @@ from .pending import check_entries, reschedule
 from .scenes import show_of
 from .service import Notifier, StateLock, Watchdog
 from .session import Session
-from .state import AUDIO_DIR, AUTOSAVE, Autosaver, PatchStore, generation, read_patch
+from .state import AUDIO_DIR, AUTOSAVE, Autosaver, PatchStore, generation, read_patch, unseal
 from .transport import ControlServer, Limits, _is_loopback
 
 log = logging.getLogger("mixgraph")
@@ -343,6 +343,7 @@ class Daemon:
                 continue
             try:
                 doc = read_patch(path)
+                unseal(doc, path.name)  # a damaged snapshot: the previous one + the journal
                 seq = doc.get("journal_seq", 0)
                 if type(seq) is not int or not 0 <= seq <= SEQ_MAX:  # no journal numbers past it
                     raise MixgraphError(f"bad journal_seq {str(seq)[:40]}")
