@@ -58,9 +58,11 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         ceiling_db=a.ceiling_db, tcp_port=-1 if a.no_tcp else a.tcp_port, allow=a.allow,
         max_frame=a.max_frame, rate_limit=a.rate_limit, rate_burst=a.rate_burst,
         zeroconf=a.zeroconf, mlock=not a.no_mlock, max_lead_s=a.max_lead_s,
+        max_nodes=a.max_nodes,
         http_port=a.http, http_token=a.http_token, http_read_only=a.http_read_only,
         limits=Limits(max_conns=a.max_conns, max_conns_per_host=a.max_conns_per_host,
                       idle_timeout=a.idle_timeout, max_subscribers=a.max_subscribers,
+                      max_subscribers_per_host=a.max_subscribers_per_host,
                       max_output=int(a.max_output_mb * (1 << 20)),
                       trust_loopback=not a.prove_loopback, http_ping=a.http_ping),
         max_recorder_channels=a.max_recorder_channels, min_free_mb=a.min_free_mb,
@@ -547,6 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rate-limit burst")
     s.add_argument("--max-lead-s", type=_in_range("--max-lead-s", 1, 86400), default=600.0,
                    help="how far ahead a bundle's timetag may be, seconds (default 600)")
+    s.add_argument("--max-nodes", type=_in_range("--max-nodes", 1, 1e6), default=4096,
+                   help="nodes /graph/add makes at most (default 4096)")
     s.add_argument("--max-conns", type=int, default=256,
                    help="TCP connections at once (default 256; also capped by descriptors)")
     s.add_argument("--max-conns-per-host", type=int, default=32,
@@ -556,6 +560,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "0 = never (default 600)")
     s.add_argument("--max-subscribers", type=int, default=32,
                    help="feedback/meter subscribers at once (default 32)")
+    s.add_argument("--max-subscribers-per-host", type=int, default=16,
+                   help="of those, from one address (default 16)")
     s.add_argument("--max-output-mb", type=float, default=64.0,
                    help="output queued for all TCP clients together, MiB (default 64)")
     s.add_argument("--prove-loopback", action="store_true",

@@ -39,7 +39,7 @@ from .pending import check_entries, reschedule
 from .scenes import show_of
 from .service import Notifier, StateLock, Watchdog
 from .session import Session
-from .state import AUDIO_DIR, AUTOSAVE, Autosaver, PatchStore, generation, read_patch
+from .state import AUDIO_DIR, AUTOSAVE, Autosaver, PatchStore, generation, read_patch, unseal
 from .transport import ControlServer, Limits, _is_loopback
 
 log = logging.getLogger("mixgraph")
@@ -73,6 +73,7 @@ class ServeOptions:
     mlock: bool = True  # lock the process's memory so the audio thread never page-faults
     limits: Limits | None = None  # connection, subscriber and output caps (transport.Limits)
     max_lead_s: float = 600.0  # how far ahead a bundle's timetag may be (docs/protocol.md)
+    max_nodes: int = 4096  # /graph/add refused at this many nodes
     max_recorder_channels: int = DEFAULT_MAX_RECORDER_CHANNELS  # all recorders together
     min_free_mb: float = DEFAULT_MIN_FREE_MB  # a recorder's disk must have this much free
     fsync_ms: float = 100.0  # journal fdatasync period (power loss); 0 = before every reply
@@ -185,14 +186,16 @@ class Daemon:
                            min_free_bytes=int(opts.min_free_mb * (1 << 20)), enforce=False)
         self.session = self._new_session()
         (self.state_dir / AUDIO_DIR).mkdir(exist_ok=True)
-        self.store = PatchStore(self.state_dir)
+        self.store = PatchStore(self.state_dir, min_free=int(opts.min_free_mb * (1 << 20)))
         self.autosave_path = self.state_dir / AUTOSAVE
         self._dirty = False
         self.restored, last_seq = self._restore()
         self.disk.start_quota(self.state_dir / AUDIO_DIR)  # a restart keeps its recorders
         self.journal = Journal(self.state_dir, last_seq, opts.fsync_ms) if opts.journal else None
         self.autosaver = Autosaver(self.autosave_path, keep=opts.keep_snapshots,
-                                   on_saved=self.journal.compact if self.journal else None)
+                                   on_saved=self.journal.compact if self.journal else None,
+                                   on_written=self.journal.snapshot_written if self.journal
+                                   else None)
         self._last_save_error = -1e9
         self.session.changed = self._mark_dirty
         if self.journal is not None:
@@ -202,6 +205,7 @@ class Daemon:
                 "inputs": cfg.hw_in, "outputs": cfg.hw_out, "device_state": "running"}
         self.dispatcher = Dispatcher(self.session, self.store, info, self.counters,
                                      max_lead_s=opts.max_lead_s)
+        self.dispatcher.max_nodes = int(opts.max_nodes)
         self.server = ControlServer(self.dispatcher, opts.host, opts.port, tick=self._tick,
                                     tcp_port=opts.tcp_port, allow=opts.allow,
                                     max_frame=opts.max_frame, rate=opts.rate_limit,
@@ -339,6 +343,7 @@ class Daemon:
                 continue
             try:
                 doc = read_patch(path)
+                unseal(doc, path.name)  # a damaged snapshot: the previous one + the journal
                 seq = doc.get("journal_seq", 0)
                 if type(seq) is not int or not 0 <= seq <= SEQ_MAX:  # no journal numbers past it
                     raise MixgraphError(f"bad journal_seq {str(seq)[:40]}")

@@ -31,11 +31,13 @@ from . import tapers
 from .errors import MixgraphError
 from .osc import Dispatcher, Peer, encode_message, meter_norm, pack_bundles
 from .patterns import compile_pattern
+from .ratelog import source_of
 
 log = logging.getLogger("mixgraph.feedback")
 
 DEFAULT_LEASE_S = 10.0
 DEFAULT_RATE_HZ = 30.0
+METER_PATTERNS_MAX = 64  # /meters/subscribe patterns one client holds at once
 DEFAULT_MAX_SUBSCRIBERS = 32  # tablets, desks and scripts at once (an X32 takes 4 /xremote)
 SEND_ERRORS_MAX = 3  # failed sends in a row (nothing heard from it between) drop a subscriber
 METER_BACKLOG = 64 << 10  # a TCP subscriber this far behind gets no meter frames
@@ -65,8 +67,13 @@ class Feedback:
 
     def __init__(self, dispatcher: Dispatcher, rate_hz: float = DEFAULT_RATE_HZ,
                  default_lease: float = DEFAULT_LEASE_S,
-                 max_subscribers: int = DEFAULT_MAX_SUBSCRIBERS) -> None:
+                 max_subscribers: int = DEFAULT_MAX_SUBSCRIBERS,
+                 max_per_host: int = DEFAULT_MAX_SUBSCRIBERS) -> None:
         self.d = dispatcher
+        # one source address (any ports, UDP, TCP and WebSocket together) holds at most
+        # this many: 32 UDP ports of one host took every slot and no other host's
+        # console could subscribe (attack4)
+        self.max_per_host = max_per_host
         dispatcher.feedback = self
         self.period = 1.0 / rate_hz
         self.default_lease = default_lease
@@ -86,6 +93,10 @@ class Feedback:
             if len(self.subs) >= self.max_subscribers:
                 raise MixgraphError(f"too many subscribers ({self.max_subscribers}; "
                                     "see --max-subscribers)")
+            host = source_of(peer.key)
+            if sum(1 for k in self.subs if source_of(k) == host) >= self.max_per_host:
+                raise MixgraphError(f"too many subscribers from this address "
+                                    f"({self.max_per_host}; see --max-subscribers-per-host)")
             s = self.subs[peer.key] = Subscriber(peer, lease or self.default_lease)
         else:
             s.peer = peer
@@ -130,6 +141,12 @@ class Feedback:
 
     def meters_subscribe(self, peer: Peer, pattern: str, rate: float,
                          blob_only: bool = False) -> None:
+        old = self.subs.get(peer.key)
+        if old is not None and pattern not in old.meters and len(old.meters) >= METER_PATTERNS_MAX:
+            # each is kept and matched against every node after each graph change: 50,000
+            # from one client held 175 MB and made a graph change cost 5 s (attack4)
+            raise MixgraphError(f"at most {METER_PATTERNS_MAX} meter patterns per client: "
+                                "/meters/unsubscribe some, or use one pattern for many")
         s = self._sub(peer)
         s.blob_only = blob_only
         s.meters[pattern] = compile_pattern("/" + pattern)

@@ -50,6 +50,9 @@ HEADER = struct.Struct("<II")  # payload length, crc32 of the payload
 MAX_RECORD = 256 << 20
 SEGMENT_RE = re.compile(r"^journal\.([0-9a-f]{16})\.mgj$")
 SEQ_MAX = 1 << 53  # the highest sequence number a record or snapshot may carry
+# records kept in memory while they cannot be written (a full disk), bytes: past this
+# they are dropped and the journal waits for a snapshot that holds them (see flush)
+MAX_UNWRITTEN = int(float(os.environ.get("MIXGRAPH_JOURNAL_MAX_UNWRITTEN_MB", "32")) * (1 << 20))
 _ARRAY2 = b"\x92"  # msgpack: an array of 2 ([seq, ops])
 
 
@@ -159,6 +162,14 @@ class Journal:
         self._ops: list[bytes] = []  # the ops noted since the last record, encoded
         self._pack = msgpack.Packer(use_bin_type=True)
         self.lost: str | None = None  # why an op noted since guard() was not journaled
+        # unwritten records past MAX_UNWRITTEN were dropped (a full disk for hours: the
+        # buffer grew ~50 kB/s under a moving fader, without bound): the segment on disk
+        # now misses records, so nothing is written (and no /done goes out) until a
+        # snapshot taken after the drop (rotate: _cover, its seq) is on disk (_saved)
+        self._hole = False
+        self._cover: int | None = None
+        self._saved = -1  # the seq of the newest snapshot written (autosave thread)
+        self.dropped = 0  # bytes of unwritten records dropped so, all told
         self.unwritten: str | None = None  # why the last flush left bytes unwritten
         # parameter sets since the last other op, latest value per (node, param): a
         # flood of sets to a few faders is a few ops per record, not one per message
@@ -279,6 +290,15 @@ class Journal:
         reply may say /done (ControlServer.journal_first)."""
         if self._ops or self.sets:
             self._record()
+        if self._hole:
+            if self._cover is None or self._saved < self._cover:
+                self._bound()
+                self.unwritten = ("journal write failed (records were dropped); waiting for "
+                                  "a snapshot to hold them")
+                return False
+            self._hole = False  # the snapshot holds everything up to _cover: go on
+            self._cover = None  # in a new segment from _cover + 1 (rotate set _first)
+            log.warning("journal: a snapshot holds the dropped records; journaling again")
         buf = self._buf
         if not buf:
             self.unwritten = None
@@ -306,11 +326,44 @@ class Journal:
                 self._last_err_log = now
                 log.error("journal write failed (%s); %d bytes wait for the next attempt",
                           e.strerror, len(buf))
+            self._bound()
             return False
+
+    def _bound(self) -> None:
+        """Unwritten records past MAX_UNWRITTEN are dropped: none was acknowledged (their
+        replies said `not journaled`), and the next snapshot taken holds their effect."""
+        if len(self._buf) <= MAX_UNWRITTEN:
+            return
+        self.dropped += len(self._buf)
+        log.error("journal: %d MB of records could not be written (disk full?): dropped; "
+                  "the next snapshot holds them, edits are journaled again once it is on "
+                  "disk", len(self._buf) >> 20)
+        self._buf.clear()
+        self._hole = True
+        self._cover = None  # a snapshot taken from now on (rotate)
+
+    def snapshot_written(self, seq: int) -> None:
+        """The autosave wrote a snapshot covering records up to seq (autosave thread)."""
+        self._saved = max(self._saved, seq)
 
     def rotate(self) -> int:
         """Start a new segment (before a snapshot is taken); the seq the snapshot covers."""
         self.flush()
+        if self._hole:
+            # records were dropped: the snapshot about to be taken holds everything up
+            # to seq, so what is unwritten up to there is not needed, and the records
+            # after it go to a new segment (from seq + 1) once that snapshot is on disk
+            self._buf.clear()
+            self._cover = self.seq
+            self._first = self.seq + 1
+            old, self._fd = self._fd, None
+            if old is not None:
+                if self.fsync_ms <= 0:
+                    os.close(old)
+                else:
+                    with self._lock:
+                        self._retired.append(old)
+            return self.seq
         with self._lock:
             first = self._segments[-1][0] if self._segments else None
         if first == self.seq + 1 or self._buf or self._fd is None:

@@ -35,7 +35,7 @@ from ._core import ffi, lib
 from .actions import actions_for
 from .errors import MixgraphError
 from .midimap import MAX_MAPS, QUERIES, Map, check_map, check_maps
-from .state import PATCH_NAME_RE, confine_path
+from .state import PATCH_NAME_RE, check_room, confine_path
 from .values import whole
 
 log = logging.getLogger("mixgraph.midi")
@@ -369,9 +369,12 @@ class MidiManager:
         if len(args) != 1:
             raise MixgraphError("usage: /midi/save <name>")
         p = self._path(args[0])
+        text = json.dumps({"format": "mixgraph-midi", "version": 1,
+                           "maps": self.to_doc()}, indent=1) + "\n"
+        if self.d.store is not None:  # as a patch: never the journal's last MBs
+            check_room(p.parent, len(text), self.d.store.min_free, "a saved MIDI map file")
         tmp = p.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"format": "mixgraph-midi", "version": 1,
-                                   "maps": self.to_doc()}, indent=1) + "\n")
+        tmp.write_text(text)
         os.replace(tmp, p)
         reply("/done", ["/midi/save", args[0], len(self.maps)])
 

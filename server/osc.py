@@ -48,6 +48,8 @@ Reply = Callable[[str, list], None]
 NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900 to 1970
 IMMEDIATE = (0, 1)
 MAX_BUNDLE_DEPTH = 8  # bundles inside bundles: a ninth level makes the packet garbage
+MAX_ARRAY_DEPTH = 8  # OSC arrays inside arrays: deeper makes the packet garbage
+MAX_NODES = 4096  # nodes /graph/add makes at most (serve --max-nodes)
 TOUCH_TIMEOUT_S = 10.0  # a touch whose holder stays silent this long lapses
 # Scheduling budgets (docs/protocol.md, "Bundles"): how far ahead a timetag
 # may be, how many timed messages one client may have pending (scheduled in the
@@ -118,6 +120,10 @@ def parse_packet(data: bytes, timetag: tuple[int, int] = IMMEDIATE,
         # warning per tag and the arguments after it misread: it is garbage here
         t1 = data.find(b"\0", pos)
         tags = data[pos + 1:t1 if t1 > 0 else len(data)].decode("latin-1")
+        if "[" in tags and _array_depth(tags) > MAX_ARRAY_DEPTH:
+            # no address takes an array; a reason naming one nested 2,000 deep recursed
+            # in repr() ("internal error: maximum recursion depth exceeded", attack4)
+            raise MixgraphError(f"OSC arrays nested more than {MAX_ARRAY_DEPTH} deep")
         if data[pos:pos + 1] == b"," and not _LIBRARY_TAGS.issuperset(tags):
             bad = sorted(set(tags) - _LIBRARY_TAGS - _SIMPLE_TAGS)
             if bad:
@@ -142,6 +148,18 @@ _unpack_u = struct.Struct(">I").unpack_from
 _unpack_f = struct.Struct(">f").unpack_from
 _unpack_d = struct.Struct(">d").unpack_from
 # decoded here: OSC 1.0's required and optional types but blobs, timetags, arrays
+def _array_depth(tags: str) -> int:
+    """How deep the arrays of a type tag string nest ('[[f]]' is 2)."""
+    depth = top = 0
+    for c in tags:
+        if c == "[":
+            depth += 1
+            top = max(top, depth)
+        elif c == "]":
+            depth -= 1
+    return top
+
+
 _SIMPLE_TAGS = frozenset("ifhdsTFSIcNrm")
 # decoded by python-osc (without a warning); a mix of the two needs both, and is refused
 _LIBRARY_TAGS = frozenset("ifhdsbtrmTFN[]")
@@ -356,6 +374,7 @@ class Dispatcher:
                  max_lead_s: float = MAX_LEAD_S, client_timed: int = CLIENT_TIMED) -> None:
         self.session = session
         self.max_lead_s = max_lead_s
+        self.max_nodes = MAX_NODES  # /graph/add refused at this many nodes (--max-nodes)
         self.client_timed = client_timed
         # timed work in flight, per client key: [messages, held bytes]; and totals
         self._budget: dict = {}
@@ -899,6 +918,11 @@ class Dispatcher:
             if not isinstance(k, str):
                 raise MixgraphError(f"setting name must be a string, got {k!r}")
             settings[k] = v
+        if len(self.session.graph.nodes) >= self.max_nodes:
+            # a script adding nodes in a loop: 30,000 gain nodes broke the audio (17 xruns)
+            # and held other clients 2.9 s (attack4); patches and the autosave may hold more
+            raise MixgraphError(f"the graph has {len(self.session.graph.nodes)} nodes, the "
+                                f"most /graph/add makes (serve --max-nodes)")
         g = self.session.add_node(args[0], args[1], settings, stand_in=False)
         clamped = g.options.pop("_clamped", None)
         extra = [f"clamped to range: {', '.join(clamped)}"] if clamped else []
@@ -938,20 +962,28 @@ class Dispatcher:
         reply("/done", ["/graph/clear"])
         self._graph_event(["clear"], client)
 
+    # the introspection replies grow with the graph (or the catalog) and are charged to
+    # the host's whole-state budget like /dump: a read-only viewer sending /graph/nodes
+    # in a loop held other clients 277 ms (median) on 200 nodes (attack4)
     def _graph_dump(self, args: list, reply: Reply, _t: int, client=None) -> None:
-        reply("/graph/dump.reply", [msgpack.packb(self.session.to_doc(), use_bin_type=True)])
+        with self._whole_state(client, "/graph/dump"):
+            reply("/graph/dump.reply", [msgpack.packb(self.session.to_doc(),
+                                                      use_bin_type=True)])
 
     def _graph_nodes(self, args: list, reply: Reply, _t: int, client=None) -> None:
         s = self.session
-        for g in s.graph.nodes.values():
-            reply("/graph/nodes.reply", [g.name, g.type.name, g.channels,
-                                         int(g.name in s.bypassed)])
+        with self._whole_state(client, "/graph/nodes"):
+            for g in s.graph.nodes.values():
+                reply("/graph/nodes.reply", [g.name, g.type.name, g.channels,
+                                             int(g.name in s.bypassed)])
         reply("/done", ["/graph/nodes", len(s.graph.nodes)])
 
     def _graph_connections(self, args: list, reply: Reply, _t: int, client=None) -> None:
         conns = self.session.graph.conns
-        for c in conns:
-            reply("/graph/connections.reply", [f"{c.src}:{c.src_port}", f"{c.dst}:{c.dst_port}"])
+        with self._whole_state(client, "/graph/connections"):
+            for c in conns:
+                reply("/graph/connections.reply", [f"{c.src}:{c.src_port}",
+                                                   f"{c.dst}:{c.dst_port}"])
         reply("/done", ["/graph/connections", len(conns)])
 
     # ---- /catalog ----------------------------------------------------------------
@@ -977,10 +1009,11 @@ class Dispatcher:
             types = [plugin_type(str(u)) for u in args[1:]]
             blob = msgpack.packb([self.describe_type(t) | {"uri": t.uri} for t in types],
                                  use_bin_type=True)
-        else:
-            blob = msgpack.packb([self.describe_type(t) for t in CATALOG.values()],
-                                 use_bin_type=True)
-        reply("/catalog.reply", [blob])
+            reply("/catalog.reply", [blob])
+            return
+        with self._whole_state(client, "/catalog"):
+            reply("/catalog.reply", [msgpack.packb(
+                [self.describe_type(t) for t in CATALOG.values()], use_bin_type=True)])
 
     def _lv2_stepwise(self, fresh: list[str], then: Callable[[], None]) -> None:
         """Look at plugins never looked at before one per control-loop turn (each may
@@ -1086,6 +1119,7 @@ class Dispatcher:
             *self.midi.status(),
             *lv2_status(self.session),
             *heap.status(),
+            "journal_dropped", int(getattr(self.session.journal, "dropped", 0)),
         ])
 
     def _info(self, args: list, reply: Reply, _t: int, client=None) -> None:
@@ -1427,8 +1461,9 @@ class Dispatcher:
                                    WHOLE_STATE_BURST_S, WHOLE_STATE_RATE)
         if bucket[0] <= 0.0:
             raise MixgraphError(f"{what}: too much whole-state work from this host (at most "
-                                f"{WHOLE_STATE_RATE * 1e3:g} ms a second of /dump and "
-                                "/subscribe): try again later")
+                                f"{WHOLE_STATE_RATE * 1e3:g} ms a second of /dump, "
+                                "/subscribe, /graph/dump, /graph/nodes, /graph/connections "
+                                "and /catalog): try again later")
         t0 = time.perf_counter()
         try:
             yield

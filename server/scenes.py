@@ -79,7 +79,15 @@ class Scene:
         curve = d.get("curve", "linear")
         if curve not in CURVES:
             raise MixgraphError(f"{what}: curve must be linear or scurve")
-        return cls(values, {str(k): bool(v) for k, v in byp.items()}, list(scope),
+        bypass: dict[str, bool] = {}
+        for n, on in byp.items():
+            # as a patch's node bypass: true/false or 0/1, never bool() of anything
+            # (bool("false") is True: a document saying "false" bypassed the node)
+            if not isinstance(on, bool | int) or on not in (0, 1):
+                raise MixgraphError(f"{what}: bypass of {str(n)[:64]!r} must be true or "
+                                    f"false, not {str(on)[:32]!r}")
+            bypass[str(n)] = bool(on)
+        return cls(values, bypass, list(scope),
                    ramps.seconds(d.get("fade", 0.0), f"{what} fade"), curve)
 
 

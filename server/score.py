@@ -17,6 +17,9 @@ from pathlib import Path
 
 from .errors import MixgraphError
 from .osc import parse_packet
+from .state import read_bounded
+
+MAX_SCORE_BYTES = 256 << 20  # a score file (a million events of text is about 40 MB)
 
 
 @dataclass
@@ -108,10 +111,7 @@ def build_binary(events: list[ScoreEvent]) -> bytes:
 def read_score(path: str | Path) -> list[ScoreEvent]:
     """Read a text or binary score; events sorted by time (stable)."""
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as e:
-        raise MixgraphError(f"cannot read score {p}: {e.strerror}") from None
+    data = read_bounded(p, MAX_SCORE_BYTES, "score")
     if len(data) >= 12 and data[4:12] == b"#bundle\0":
         events = parse_binary(data)
     else:

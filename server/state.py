@@ -7,9 +7,11 @@ import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -146,13 +148,58 @@ def decode(data: bytes, what: str = "patch") -> dict:
     return doc
 
 
-def read_patch(path: str | Path) -> dict:
+CHECKSUM = "checksum"  # the autosave's own crc32, the last key of its map (seal/unseal)
+
+
+def seal(data: bytes) -> bytes:
+    """A msgpack map document with one more key at its end, `checksum`: the crc32 of
+    `data` (the map without it), so unseal() can tell a damaged snapshot: a byte flipped
+    in a value's payload decoded as another value without a word (attack4). Readers
+    that do not know the key ignore it (as they do journal_seq)."""
+    b = data[:1]
+    if b and 0x80 <= b[0] <= 0x8E:
+        n, head = b[0] & 0x0F, 1
+    elif b == b"\xde" and len(data) >= 3:
+        n, head = int.from_bytes(data[1:3], "big"), 3
+    else:
+        return data  # not a map of fewer than 65,535 keys: left as it is
+    pk = msgpack.Packer(use_bin_type=True)
+    return b"".join((pk.pack_map_header(n + 1), data[head:], pk.pack(CHECKSUM),
+                     pk.pack(zlib.crc32(data))))
+
+
+def unseal(doc: dict, what: str) -> None:
+    """Check and remove a sealed document's checksum (MixgraphError when it does not
+    match: the file was damaged or changed by hand); a document without one passes."""
+    if CHECKSUM not in doc:
+        return
+    want = doc.pop(CHECKSUM)
+    if type(want) is not int or zlib.crc32(msgpack.packb(doc, use_bin_type=True)) != want:
+        raise MixgraphError(f"{what}: checksum mismatch (the file is damaged, or was "
+                            f"edited: remove its `{CHECKSUM}` key to load it anyway)")
+
+
+MAX_DOC_BYTES = 512 << 20  # a patch document (an autosave of 100 whole-console scenes: 14 MB)
+
+
+def read_bounded(path: str | Path, limit: int, what: str) -> bytes:
+    """A file's bytes, refused (MixgraphError) past `limit`: `mixgraph render --score
+    /dev/zero` (or a patch named so) read until memory ran out (attack4). A pipe or
+    process substitution still works: only the size is bounded."""
     p = Path(path)
     try:
-        data = p.read_bytes()
+        with open(p, "rb") as f:
+            data = f.read(limit + 1)
     except OSError as e:
-        raise MixgraphError(f"cannot read {p}: {e.strerror}") from None
-    return decode(data, p.name)
+        raise MixgraphError(f"cannot read {what} {p}: {e.strerror}") from None
+    if len(data) > limit:
+        raise MixgraphError(f"{what} {p.name} is larger than {limit >> 20} MB")
+    return data
+
+
+def read_patch(path: str | Path) -> dict:
+    p = Path(path)
+    return decode(read_bounded(p, MAX_DOC_BYTES, "patch"), p.name)
 
 
 def generation(path: Path, i: int) -> Path:
@@ -192,12 +239,34 @@ def write_patch(doc: dict, path: str | Path) -> None:
     write_atomic(p, encode(doc, p))
 
 
-class PatchStore:
-    """Named patches under <state_dir>/patches; names from the network are confined."""
+def check_room(where: Path, need: int, min_free: int, what: str) -> None:
+    """Refuse (MixgraphError) a write of `need` bytes under `where` that would leave
+    less than `min_free` bytes free on its disk: a script saving a patch under a new
+    name in a loop wrote 37 GB an hour, and a full state disk stops the journal and the
+    autosave (attack4). The journal and the autosave themselves are never refused."""
+    if min_free <= 0:
+        return
+    probe = where
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError as e:
+        raise MixgraphError(f"cannot check the free space for {what}: {e.strerror}") from None
+    if free - need < min_free:
+        raise MixgraphError(f"the state disk is nearly full: {free >> 20} MB free, {what} "
+                            f"must leave {min_free >> 20} MB for the journal and the "
+                            "autosave (serve --min-free-mb)")
 
-    def __init__(self, state_dir: str | Path) -> None:
+
+class PatchStore:
+    """Named patches under <state_dir>/patches; names from the network are confined.
+    A save that would leave less than `min_free` bytes on the disk is refused."""
+
+    def __init__(self, state_dir: str | Path, min_free: int = 0) -> None:
         self.root = Path(state_dir)
         self.patches = self.root / PATCHES_DIR
+        self.min_free = min_free
 
     def path_for(self, name: str, must_exist: bool = False) -> Path:
         if not isinstance(name, str) or not PATCH_NAME_RE.fullmatch(name) or ".." in name:
@@ -216,7 +285,13 @@ class PatchStore:
 
     def save(self, name: str, doc: dict) -> Path:
         p = self.path_for(name)
-        write_patch(doc, p)
+        if self.min_free > 0:
+            data = encode(doc, p)
+            check_room(self.patches, len(data), self.min_free, "a saved patch")
+            self.patches.mkdir(parents=True, exist_ok=True)
+            write_atomic(p, data)
+        else:
+            write_patch(doc, p)
         return p
 
     def load(self, name: str) -> dict:
@@ -236,8 +311,10 @@ class Autosaver:
     once `keep` snapshots were written by this process (the journal compacts to it)."""
 
     def __init__(self, path: Path, min_interval_s: float = 0.2, keep: int = 3,
-                 on_saved: Callable[[int], None] | None = None, retry_s: float = 1.0) -> None:
+                 on_saved: Callable[[int], None] | None = None, retry_s: float = 1.0,
+                 on_written: Callable[[int], None] | None = None) -> None:
         self.path = path
+        self.on_written = on_written  # each snapshot written, with its seq (Journal)
         self.min_interval_s = min_interval_s
         self.keep = keep
         self.on_saved = on_saved
@@ -271,8 +348,10 @@ class Autosaver:
             if item is not None:
                 data, seq = item
                 try:
-                    write_atomic(self.path, data, keep=self.keep)
+                    write_atomic(self.path, seal(data), keep=self.keep)
                     self.saves += 1
+                    if self.on_written is not None:
+                        self.on_written(seq)
                     self._seqs.append(seq)
                     if self.on_saved is not None and len(self._seqs) == self.keep:
                         try:

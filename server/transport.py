@@ -75,6 +75,7 @@ class Limits:
     max_conns_per_host: int = 32  # TCP connections from one source address
     idle_timeout: float = 600.0  # s without input before a TCP connection is closed
     max_subscribers: int = 32  # feedback/meter subscribers at once (UDP and TCP)
+    max_subscribers_per_host: int = 16  # of those, from one source address (any port)
     max_output: int = 64 << 20  # bytes queued for all TCP clients together
     fd_reserve: int = 64  # descriptors kept for state files, recorders, players
     trust_loopback: bool = True  # loopback UDP sources count as proven
@@ -136,7 +137,8 @@ class ControlServer:
             allow = DEFAULT_ALLOW_PRIVATE
         self.access = Access(allow)
         self.feedback = Feedback(dispatcher, rate_hz=feedback_rate,
-                                 max_subscribers=limits.max_subscribers)
+                                 max_subscribers=limits.max_subscribers,
+                                 max_per_host=limits.max_subscribers_per_host)
         dispatcher.on_reply_port = self._set_reply_port
         dispatcher.on_hello = self.hello
         self._secret = os.urandom(32)

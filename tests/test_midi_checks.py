@@ -53,6 +53,7 @@ def test_a_bad_map_in_the_autosave_is_left_out_and_the_server_starts(tmp_path):
         d.stop()  # the final autosave holds the map
     path = tmp_path / "state" / AUTOSAVE
     doc = read_patch(path)
+    doc.pop("checksum")  # an autosave edited by hand (or written before checksums)
     good = doc["midi"]
     assert len(good) == 1
     doc["midi"] = good + [

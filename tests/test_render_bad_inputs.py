@@ -57,3 +57,22 @@ def test_an_infinite_duration_is_one_line(tmp_path):
     for d in ("inf", "-inf"):
         r = _render(tmp_path, "--duration", d)
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+
+
+def _as_limit() -> None:
+    import resource
+    resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))  # the old code: no end
+
+
+def test_a_score_that_never_ends_is_refused(tmp_path):
+    """attack4 A7: `--score /dev/zero` (or a FIFO that never closes) read until memory
+    ran out; now a score is read up to 256 MB and refused past it, in one line."""
+    p = tmp_path / "p.mgp"
+    write_patch(PATCH, p)
+    r = subprocess.run([sys.executable, "-m", "mixgraph.server.cli", "render", str(p),
+                        "-o", str(tmp_path / "o.wav"), "--duration", "1", "--score",
+                        "/dev/zero"], capture_output=True, text=True, timeout=120,
+                       preexec_fn=_as_limit)
+    out = " ".join(r.stderr.split())
+    assert r.returncode != 0 and "score zero is larger than 256 MB" in out, out
+    assert "Traceback" not in out
