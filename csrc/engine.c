@@ -150,6 +150,7 @@ static const float mg_zeros[MG_MAX_BLOCK];
 /* Parameters a lone node may have for its ramps to go to the engine's
  * ramp_scratch (node_ramps); a node with more uses its own ramp_mem. */
 #define MG_RAMP_SCRATCH_PARAMS 32
+#define MG_RAMP_SCRATCH_BYTES ((size_t)MG_RAMP_SCRATCH_PARAMS * MG_MAX_BLOCK * sizeof(float))
 
 mg_engine *mg_engine_new(double sample_rate, int hw_in_ch, int hw_out_ch,
                          int cmd_capacity, int heap_capacity)
@@ -181,7 +182,8 @@ mg_engine *mg_engine_new(double sample_rate, int hw_in_ch, int hw_out_ch,
     for (int c = 0; c < hw_out_ch; c++)
         e->hw_out[c] = mg_calloc(MG_MAX_BLOCK, sizeof(float));
     e->tap_scratch = mg_calloc((size_t)MG_MAX_BLOCK * (size_t)(hw_out_ch + 1), sizeof(float));
-    e->ramp_scratch = mg_calloc((size_t)MG_RAMP_SCRATCH_PARAMS * MG_MAX_BLOCK, sizeof(float));
+    /* whole lines (a 64-frame ramp is 4 of them), from the node arena */
+    e->ramp_scratch = mg_calloc_lines(MG_RAMP_SCRATCH_BYTES);
     e->heap_cap = heap_capacity > 16 ? heap_capacity : 16;
     e->heap = mg_calloc((size_t)e->heap_cap, sizeof(mg_sched));
     if (mg_ring_init(&e->cmd, cmd_capacity > 16 ? cmd_capacity : 16, sizeof(mg_cmd)) ||
@@ -209,7 +211,8 @@ void mg_engine_free(mg_engine *e)
     mg_free(e->heap);
     mg_free(e->null_out);
     mg_free(e->tap_scratch);
-    mg_free(e->ramp_scratch);
+    if (e->ramp_scratch)
+        mg_free_lines(e->ramp_scratch, MG_RAMP_SCRATCH_BYTES);
     mg_ring_destroy(&e->cmd);
     mg_ring_destroy(&e->ev);
     /* Plans and nodes belong to the control side, which frees them. */
