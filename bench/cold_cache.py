@@ -4,6 +4,7 @@ caches since the last one: the mix64 session (bench/mix64.py) rendered one
 between blocks, in alternating rounds.
 
     python bench/cold_cache.py [--channels 64] [--mb 0 1 4 16 64] [--rounds 4] [--cpu N]
+                               [--code-warm]
 
 A live JACK client runs for ~100 µs out of every 1333 µs; in between, jackd,
 the other clients, mixgraph's own control thread (parsing 10,000 OSC messages
@@ -14,6 +15,12 @@ not depend on that; mixgraph's does. This prints the CPU time per block
 blocks: the 0 MB row is the hot-cache figure of bench/mix64.py, and the row
 that matches the live DSP time (`/status` load x period) says how much other
 memory traffic a live cycle sees.
+
+--code-warm adds, for every size but 0, a row where a second mix64 engine
+(its own nodes and buffers, the same code) renders a block after the other
+memory is written and before the timed block: the code is then warm and the
+timed engine's data still cold, so the rows split a cold cycle's extra time
+into code (instruction fetch) and data.
 """
 
 from __future__ import annotations
@@ -45,35 +52,50 @@ def main() -> None:
     ap.add_argument("--blocks", type=int, default=150, help="blocks per size per round")
     ap.add_argument("--cpu", type=int, default=(os.cpu_count() or 1) - 1,
                     help="the core to run on (-1: not pinned)")
+    ap.add_argument("--code-warm", action="store_true",
+                    help="also each size with the code warmed by a second engine's block")
     a = ap.parse_args()
     if a.cpu >= 0:
         os.sched_setaffinity(0, {a.cpu})
     e = Engine(48000, 0, 2, block=64)
     s = Session(e)
     build_mix64(s, a.channels)
+    e2 = s2 = None
+    if a.code_warm:
+        e2 = Engine(48000, 0, 2, block=64)
+        s2 = Session(e2)
+        build_mix64(s2, a.channels)
     out = np.zeros((64, 2), np.float32)
     junk = np.ones((max(a.mb) << 20) >> 3)
     for _ in range(300):
         e.process(64, None, block=64, out=out)
-    res: dict[int, list[float]] = {}
+        if e2 is not None:
+            e2.process(64, None, block=64, out=out)
+    rows = [(mb, False) for mb in a.mb] + [(mb, True) for mb in a.mb if mb and a.code_warm]
+    res: dict[tuple[int, bool], list[float]] = {}
     for _ in range(a.rounds):
-        for mb in a.mb:
+        for mb, warm_code in rows:
             n = (mb << 20) >> 3
             ts = []
             for _ in range(a.blocks):
                 if n:
                     junk[:n] += 1.0
+                if warm_code:
+                    e2.process(64, None, block=64, out=out)
                 t0 = time.thread_time_ns()
                 e.process(64, None, block=64, out=out)
                 ts.append(time.thread_time_ns() - t0)
-            res.setdefault(mb, []).append(statistics.median(ts) / 1e3)
+            res.setdefault((mb, warm_code), []).append(statistics.median(ts) / 1e3)
     print(f"# mix64, {a.channels} channels, 64-frame blocks, one core; CPU µs per block "
           f"(median of {a.rounds} rounds' medians; load average {os.getloadavg()[0]:.1f})")
-    for mb, v in res.items():
-        print(f"{mb:4} MB written between blocks: {statistics.median(v):7.1f} µs  "
+    for (mb, warm_code), v in res.items():
+        what = ", code warmed" if warm_code else ""
+        print(f"{mb:4} MB written between blocks{what}: {statistics.median(v):7.1f} µs  "
               f"(rounds {', '.join(f'{x:.1f}' for x in v)})")
-    s.close()
-    e.free()
+    for x, y in ((s, e), (s2, e2)):
+        if x is not None:
+            x.close()
+            y.free()
 
 
 if __name__ == "__main__":

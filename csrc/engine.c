@@ -126,6 +126,12 @@ struct mg_engine {
     int null_realtime;
     float *null_out;
     float *tap_scratch;       /* MG_MAX_BLOCK interleaved frames: the tap of a planar call */
+    /* audio, one-thread steps: where a lone node's parameter ramps for the
+     * sub-block are written (node_ramps), MG_RAMP_SCRATCH_PARAMS of them
+     * packed by the sub-block's length: one buffer every step reuses, so a
+     * moving parameter writes lines the cycle already holds, not its node's
+     * own ramp_mem (a page of its own, cold and TLB-missing each cycle) */
+    float *ramp_scratch;
     _Atomic(mg_midi *) midi;  /* MIDI maps and rings (csrc/midi.c); the control side frees it */
 
     /* several threads (csrc/workers.c): set by control before the engine runs */
@@ -140,6 +146,11 @@ struct mg_engine {
 
 /* What unconnected inputs read. */
 static const float mg_zeros[MG_MAX_BLOCK];
+
+/* Parameters a lone node may have for its ramps to go to the engine's
+ * ramp_scratch (node_ramps); a node with more uses its own ramp_mem. */
+#define MG_RAMP_SCRATCH_PARAMS 32
+#define MG_RAMP_SCRATCH_BYTES ((size_t)MG_RAMP_SCRATCH_PARAMS * MG_MAX_BLOCK * sizeof(float))
 
 mg_engine *mg_engine_new(double sample_rate, int hw_in_ch, int hw_out_ch,
                          int cmd_capacity, int heap_capacity)
@@ -171,10 +182,12 @@ mg_engine *mg_engine_new(double sample_rate, int hw_in_ch, int hw_out_ch,
     for (int c = 0; c < hw_out_ch; c++)
         e->hw_out[c] = mg_calloc(MG_MAX_BLOCK, sizeof(float));
     e->tap_scratch = mg_calloc((size_t)MG_MAX_BLOCK * (size_t)(hw_out_ch + 1), sizeof(float));
+    /* whole lines (a 64-frame ramp is 4 of them), from the node arena */
+    e->ramp_scratch = mg_calloc_lines(MG_RAMP_SCRATCH_BYTES);
     e->heap_cap = heap_capacity > 16 ? heap_capacity : 16;
     e->heap = mg_calloc((size_t)e->heap_cap, sizeof(mg_sched));
     if (mg_ring_init(&e->cmd, cmd_capacity > 16 ? cmd_capacity : 16, sizeof(mg_cmd)) ||
-        mg_ring_init(&e->ev, 4096, sizeof(mg_event)) || !e->heap) {
+        mg_ring_init(&e->ev, 4096, sizeof(mg_event)) || !e->heap || !e->ramp_scratch) {
         mg_engine_free(e);
         return NULL;
     }
@@ -198,6 +211,8 @@ void mg_engine_free(mg_engine *e)
     mg_free(e->heap);
     mg_free(e->null_out);
     mg_free(e->tap_scratch);
+    if (e->ramp_scratch)
+        mg_free_lines(e->ramp_scratch, MG_RAMP_SCRATCH_BYTES);
     mg_ring_destroy(&e->cmd);
     mg_ring_destroy(&e->ev);
     /* Plans and nodes belong to the control side, which frees them. */
@@ -977,8 +992,13 @@ MG_HOT static double smooth_ramp(mg_node *nd, mg_param *pr, float *r, int n)
 }
 
 /* Advance a node's parameter ramps for a sub-block of n frames (run_plan
- * calls it at the node's step, where its struct is being read anyway). */
-static inline void node_ramps(mg_node *nd, int n)
+ * calls it at the node's step, where its struct is being read anyway). The
+ * ramp values (pv[k].ramp, read only by this step's process or fold) go to
+ * `scratch` when given and the node has at most MG_RAMP_SCRATCH_PARAMS
+ * parameters, packed at a stride of n rounded up to whole lines; else to
+ * the node's own ramp_mem (gang members, whose ramps must all live until
+ * their one call, and the parallel form's threads). */
+static inline void node_ramps(mg_node *nd, int n, float *scratch)
 {
     const int np = nd->type->n_params;
     if (nd->n_ramping == 0) {
@@ -994,6 +1014,9 @@ static inline void node_ramps(mg_node *nd, int n)
     }
     nd->pv_same = 0;
     nd->pv_fresh = 0;
+    const int packed = scratch && np <= MG_RAMP_SCRATCH_PARAMS;
+    const size_t stride = packed ? ((size_t)n + 15) & ~(size_t)15 : MG_MAX_BLOCK;
+    float *const base = packed ? scratch : nd->ramp_mem;
     for (int k = 0; k < np; k++) {
         mg_param *pr = &nd->params[k];
         if (pr->remaining <= 0) {
@@ -1001,7 +1024,7 @@ static inline void node_ramps(mg_node *nd, int n)
             nd->pv[k].value = (float)pr->cur;
             continue;
         }
-        float *r = nd->ramp_mem + (size_t)k * MG_MAX_BLOCK;
+        float *r = base + (size_t)k * stride;
         double cur;
         if (pr->ramp)
             cur = taper_ramp(nd, k, pr, r, n);
@@ -1366,7 +1389,7 @@ static void par_unit(void *ctx, int u)
             for (int j = 0; j < a->len; j++) {
                 if (j + 1 < a->len)
                     prefetch_node(st[j + 1].node);
-                node_ramps(st[j].node, n);
+                node_ramps(st[j].node, n, NULL);
                 feed_par(p, par, a->first + j, off, n);
                 states[j] = st[j].node->state;
                 procs[j] = step_proc(e, st[j].node, n, c->t);
@@ -1376,7 +1399,7 @@ static void par_unit(void *ctx, int u)
         }
         for (int j = 0; j < a->len; j++) {
             mg_node *nd = st[j].node;
-            node_ramps(nd, n);
+            node_ramps(nd, n, NULL);
             feed_par(p, par, a->first + j, off, n);
             if (st[j].fold) { /* pin_mix adds its pushes: in * g, or its outputs */
                 float g = 0.0f;
@@ -1450,7 +1473,7 @@ static void run_plan(mg_engine *e, int off, int n, uint64_t t)
             for (int j = 0; j < g; j++) {
                 if (j + 1 < g)
                     prefetch_node(st[j + 1].node);
-                node_ramps(st[j].node, n);
+                node_ramps(st[j].node, n, NULL);
                 feed_step(p, st + j, off, n);
                 states[j] = st[j].node->state;
                 procs[j] = step_proc(e, st[j].node, n, t);
@@ -1469,7 +1492,7 @@ static void run_plan(mg_engine *e, int off, int n, uint64_t t)
         mg_node *nd = st->node;
         if (s + 1 < p->n_steps) /* nodes are separate allocations: fetch the next early */
             prefetch_node(p->steps[s + 1].node);
-        node_ramps(nd, n);
+        node_ramps(nd, n, e->ramp_scratch);
         feed_step(p, st, off, n);
         if (st->fold && gangs && fold_step(p, st, nd, off, n)) {
             s++;

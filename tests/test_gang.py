@@ -76,6 +76,11 @@ def _automate(s: Session) -> None:
     s.set_param("eq2", "hpon", 1, time=15000)       # a unit crossfading in
     s.set_param("eq5", "b1type", 3, time=20000)     # a type change crossfade
     s.set_param("comp0", "threshold", -40.0, time=10001)
+    # several parameters of one node ramping at once, from an odd frame: a
+    # lone node packs their ramps side by side in the engine's scratch
+    # (node_ramps), a gang member writes them to its own ramp_mem
+    s.set_param("comp0", "makeup", 6.0, time=10001)
+    s.set_param("comp0", "ratio", 8.0, time=10001)
     s.set_param("comp3", "attack", 20.0, time=17000)
     s.set_param("comp6", "makeup", -3.0, time=25000)
 
