@@ -358,11 +358,7 @@ class Journal:
             self._first = self.seq + 1
             old, self._fd = self._fd, None
             if old is not None:
-                if self.fsync_ms <= 0:
-                    os.close(old)
-                else:
-                    with self._lock:
-                        self._retired.append(old)
+                self._retire(old)
             return self.seq
         with self._lock:
             first = self._segments[-1][0] if self._segments else None
@@ -384,12 +380,17 @@ class Journal:
                       e.strerror)
             return self.seq
         old, self._fd = self._fd, fd
+        self._retire(old)
+        return self.seq
+
+    def _retire(self, fd: int) -> None:
+        """Close a segment's descriptor that rotation replaced: at once without a
+        flusher, else after the flusher's next fsync of it."""
         if self.fsync_ms <= 0:
-            os.close(old)
+            os.close(fd)
         else:
             with self._lock:
-                self._retired.append(old)
-        return self.seq
+                self._retired.append(fd)
 
     # ---- autosave thread ------------------------------------------------------------
     def compact(self, covered: int) -> None:
