@@ -78,7 +78,9 @@ class Daemon:
                                          stdin=subprocess.DEVNULL,
                                          env={**os.environ, **(env or {})},
                                          preexec_fn=preexec_fn)
-            self.client = Client("127.0.0.1", self.port, timeout=3.0)
+            # 10 s: a reply is ms on a quiet machine, but on 2 cores at load 10+ each
+            # thread hand-off waits for a time slice and a one-node /patch/load took 1-3 s
+            self.client = Client("127.0.0.1", self.port, timeout=10.0)
             try:
                 self._wait_ready()
                 return
