@@ -1448,7 +1448,7 @@ static void run_plan(mg_engine *e, int off, int n, uint64_t t)
      * one-thread path, timed, for the estimate: the same samples either way */
     uint64_t t0 = 0;
     if (p->par && e->workers) {
-        const int handed = mg_workers_handoff(e->workers, p, n);
+        const int handed = mg_workers_handoff(e->workers, p, n, n * 1e9 / e->sample_rate);
         t0 = mono_ns();
         if (handed) {
             e->cycle.e = e;

@@ -586,15 +586,24 @@ void mg_workers_sched(mg_workers *w, double spin_us, double min_work_us)
                                                                 : 0));
 }
 
-/* Trials: every TRIAL_EVERY cycles, TRIAL_LEN cycles of the other path (the
- * first of them not measured: its caches are the other path's). */
+/* Trials: every TRIAL_EVERY cycles (TRIAL_CLEAR while the path taken is
+ * clearly the faster, by CLEAR_MARGIN), TRIAL_LEN cycles of the other path
+ * (the first of them not measured: its caches are the other path's). A
+ * trial's cycles are among a live run's slowest when the workers win: 8 in
+ * 2048 (0.4%) stay out of the 99th percentile, 8 in 256 (3%) do not. */
 #define TRIAL_EVERY 256
+#define TRIAL_CLEAR 2048
+#define CLEAR_MARGIN 1.25
 #define TRIAL_LEN 8
-/* Cycles that could take longer than this on one thread always run on the
- * workers (no trials of the one-thread path: it might miss its deadline). */
-#define SMALL_NS 200000.0
+/* Cycles that could take more than this share of their period on one thread
+ * always run on the workers (no trials of the one-thread path: it might miss
+ * its deadline). This was a fixed 200 us, which sent every cycle of a big
+ * session to the workers whatever they cost: mix64 256 ch takes ~200 us of
+ * a 1333 us period on one thread, and never had its one-thread path measured,
+ * not even while the two vCPUs shared one core and the workers lost. */
+#define TRIAL_SHARE 0.5
 
-int mg_workers_handoff(mg_workers *w, const void *plan, int n_frames)
+int mg_workers_handoff(mg_workers *w, const void *plan, int n_frames, double period_ns)
 {
     const int64_t min_work = atomic_load_explicit(&w->min_work_ns, memory_order_relaxed);
     if (min_work == 0)
@@ -610,8 +619,10 @@ int mg_workers_handoff(mg_workers *w, const void *plan, int n_frames)
         w->trial = 0;
         w->cycles = 0;
     }
-    /* one thread could take the cycle's whole work: never a trial */
-    if (w->wall[1] * (w->n + 1) * n_frames > SMALL_NS)
+    /* what one thread would take: measured, else the workers' time as if
+     * they had scaled perfectly (an upper bound while they help at all) */
+    const double one = w->wall[0] > 0.0 ? w->wall[0] : w->wall[1] * (w->n + 1);
+    if (one * n_frames > TRIAL_SHARE * period_ns)
         return 1;
     /* a cycle whose one-thread time is under the minimum never wakes a worker */
     if (w->wall[0] > 0.0 && w->wall[0] * n_frames < (double)min_work)
@@ -620,7 +631,9 @@ int mg_workers_handoff(mg_workers *w, const void *plan, int n_frames)
         w->trial--;
         return !w->best;
     }
-    if (++w->cycles % TRIAL_EVERY == 0) {
+    const int clear = w->wall[0] > 0.0 && w->wall[1] > 0.0 &&
+                      w->wall[!w->best] > CLEAR_MARGIN * w->wall[w->best];
+    if (++w->cycles % (clear ? TRIAL_CLEAR : TRIAL_EVERY) == 0) {
         w->trial = TRIAL_LEN - 1;
         return !w->best;
     }
