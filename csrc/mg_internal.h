@@ -333,8 +333,11 @@ mg_workers *mg_workers_new(int threads);  /* [control] threads - 1 workers */
 void mg_workers_free(mg_workers *w);      /* [control] */
 int mg_workers_threads(const mg_workers *w);
 /* [audio] Run every unit of par once, fn(ctx, unit) on this thread and the
- * workers, each after its predecessors; returns when all are done. */
-void mg_workers_run(mg_workers *w, mg_par *par, mg_unit_fn fn, void *ctx, int n_frames);
+ * workers, each after its predecessors; returns when all are done. follows:
+ * the next cycle comes at once (more blocks in this engine call): the
+ * workers wait for it spinning (at most the spin bound), not sleeping. */
+void mg_workers_run(mg_workers *w, mg_par *par, mg_unit_fn fn, void *ctx, int n_frames,
+                    int follows);
 /* [control] see mg_engine_set_sched; the defaults: */
 #define MG_SPIN_US 50.0
 #define MG_MIN_WORK_US 20.0
