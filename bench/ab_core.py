@@ -10,6 +10,13 @@ block. Both workers are pinned to the same core and never run at once, so a
 drift in the machine's load falls on both alike. Prints the median us per
 block of each, and the median and range of the per-round ratio B / A.
 To make A, copy server/_core.abi3.so aside before rebuilding.
+
+--threads 2: each build runs the session on 2 audio threads, not pinned, and
+reports wall-clock us per block (the figure several threads improve), still
+in alternating rounds; --sched SPIN,MIN sets mg_engine_set_sched (0,-2: the
+parallel form on the audio thread alone, CPU time again). Under `chrt -f 10`
+(the workers take the audio thread's policy) a break before every turn lets
+the real-time budget refill (bench/cpu.py, rt_break).
 """
 
 from __future__ import annotations
@@ -25,9 +32,12 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from cpu import rt_break  # noqa: E402
 
 
-def worker(so: str, channels: int, blocks: int) -> None:
+def worker(so: str, channels: int, blocks: int, threads: int = 1,
+           sched: str | None = None) -> None:
     """Serve rounds on stdin/stdout: each line in runs `blocks` blocks."""
     name = "mixgraph.server._core"
     loader = importlib.machinery.ExtensionFileLoader(name, so)
@@ -43,16 +53,19 @@ def worker(so: str, channels: int, blocks: int) -> None:
     from mixgraph.server.engine import Engine
     from mixgraph.server.session import Session
 
-    e = Engine(48000, 0, 2, block=64)
+    e = Engine(48000, 0, 2, threads=threads, block=64)
+    if sched:
+        e.set_sched(*(float(x) for x in sched.split(",")))
     s = Session(e)
     build_mix64(s, channels)
     out = np.zeros((blocks * 64, 2), np.float32)
     e.process(48000, None, block=64)
     print("ready", flush=True)
+    clock = time.perf_counter if threads > 1 and sched != "0,-2" else time.thread_time
     for _ in sys.stdin:
-        t0 = time.thread_time()
+        t0 = clock()
         e.process(blocks * 64, None, block=64, out=out)
-        dt = time.thread_time() - t0
+        dt = clock() - t0
         s.service()
         print(f"{dt / blocks * 1e6:.4f}", flush=True)
 
@@ -66,17 +79,21 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--blocks", type=int, default=1500)
     ap.add_argument("--cpu", type=int, default=max(os.sched_getaffinity(0)))
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--sched", default=None, metavar="SPIN,MIN")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
-        os.sched_setaffinity(0, {a.cpu})
-        worker(a.worker, a.channels, a.blocks)
+        if a.threads < 2:
+            os.sched_setaffinity(0, {a.cpu})
+        worker(a.worker, a.channels, a.blocks, a.threads, a.sched)
         return
     procs = []
     for so in (a.a, a.b):
         p = subprocess.Popen([sys.executable, __file__, a.a, a.b, "--worker", so,
                               "--channels", str(a.channels), "--blocks", str(a.blocks),
-                              "--cpu", str(a.cpu)],
+                              "--cpu", str(a.cpu), "--threads", str(a.threads)]
+                             + (["--sched", a.sched] if a.sched else []),
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert p.stdout is not None and p.stdout.readline().strip() == "ready"
         procs.append(p)
@@ -84,6 +101,7 @@ def main() -> None:
     for r in range(a.rounds):
         order = (0, 1) if r % 2 == 0 else (1, 0)
         for k in order:
+            rt_break()  # under chrt: the real-time budget refills (bench/cpu.py)
             p = procs[k]
             assert p.stdin is not None and p.stdout is not None
             p.stdin.write("go\n")
@@ -95,8 +113,9 @@ def main() -> None:
         p.wait()
     ma, mb = statistics.median(runs[0]), statistics.median(runs[1])
     ratios = sorted(y / x for x, y in zip(runs[0], runs[1], strict=True))
-    print(f"mix64 {a.channels} ch, {a.rounds} alternating rounds of {a.blocks} blocks on core "
-          f"{a.cpu} (load {os.getloadavg()[0]:.1f}): A {ma:.2f} us/block, B {mb:.2f} "
+    where = f"core {a.cpu}" if a.threads < 2 else f"{a.threads} threads, wall-clock"
+    print(f"mix64 {a.channels} ch, {a.rounds} alternating rounds of {a.blocks} blocks on {where} "
+          f"(load {os.getloadavg()[0]:.1f}): A {ma:.2f} us/block, B {mb:.2f} "
           f"(B/A {mb / ma:.3f}; per round median {statistics.median(ratios):.3f}, "
           f"{ratios[0]:.3f}..{ratios[-1]:.3f}); best A {min(runs[0]):.2f}, B {min(runs[1]):.2f} "
           f"(B/A {min(runs[1]) / min(runs[0]):.3f})")

@@ -15,6 +15,12 @@ is not its share of native time (pick targets from `perf record -e
 cpu-clock python bench/callgrind_mix.py --blocks 60000`; use callgrind for
 A/B counts); the engine's own code counts as it runs.
 
+--threads 2 --sched 0,-2 counts the plan's parallel form run on the audio
+thread alone (mg_engine_set_sched: the workers never woken), so its
+instructions can be set against the one-thread path's (--threads 1); with
+2 threads and the default scheduling, the workers' instructions count too
+(callgrind runs one thread at a time).
+
 --hash prints the sha256 of the rendered samples (warm-up and the rest):
 the check that a restructuring leaves the output bit for bit the same.
 """
@@ -37,8 +43,13 @@ def main() -> None:
     ap.add_argument("--blocks", type=int, default=200, help="64-frame blocks measured")
     ap.add_argument("--warm", type=int, default=24000, help="frames run before")
     ap.add_argument("--hash", action="store_true", help="print the render's sha256")
+    ap.add_argument("--threads", type=int, default=1, help="audio threads")
+    ap.add_argument("--sched", default=None, metavar="SPIN,MIN",
+                    help="mg_engine_set_sched (0,-2: the parallel form on one thread)")
     a = ap.parse_args()
-    e = Engine(48000, 0, 2, block=64)
+    e = Engine(48000, 0, 2, threads=a.threads, block=64)
+    if a.sched:
+        e.set_sched(*(float(x) for x in a.sched.split(",")))
     s = Session(e)
     try:
         build_mix64(s, a.channels, a.hard)

@@ -76,7 +76,16 @@ import statistics
 import time
 
 import numpy as np
-from cpu import default_cpu, one_core
+from cpu import (
+    RT_BUSY_S,
+    STALL_US,
+    default_cpu,
+    one_core,
+    process_timed_breaks,
+    rt_break,
+    rt_break_s,
+    stalled_blocks,
+)
 
 from mixgraph.server.engine import Engine
 from mixgraph.server.session import Session
@@ -277,14 +286,15 @@ def time_threads(n: int, threads: int, block: int, seconds: float) -> dict:
     frames = int(seconds * RATE) // block * block
     out = np.zeros((frames, 2), np.float32)
     e.process(RATE // 4 // block * block, block=block)  # warm: caches, page faults
+    rt_break()  # under chrt: the building and warming used the real-time budget
     ps0 = e.par_stats()
     c0 = time.process_time()
-    us = e.process_timed(frames, None, block, out)
+    us = process_timed_breaks(e, frames, block, out)
     cpu = (time.process_time() - c0) / len(us) * 1e6
     ps = [{k: (b[k] - a[k]) / len(us) for k in a} for a, b in zip(ps0, e.par_stats(), strict=True)]
     s.close()
     e.free()
-    return {"us": us, "cpu": cpu, "ps": ps}
+    return {"us": us, "cpu": cpu, "ps": ps, "stalls": stalled_blocks(us)}
 
 
 def counters_line(ps: list[list[dict[str, float]]]) -> str:
@@ -302,7 +312,8 @@ def counters_line(ps: list[list[dict[str, float]]]) -> str:
                    f"{m('spin_found'):.2f} found work), handed {m('handed'):.2f}, "
                    f"kept {m('kept'):.2f}, shared {m('shared'):.2f}, took "
                    f"{m('roots_other'):.2f} roots and {m('pop_other'):.2f} queued units of "
-                   f"another thread, {m('posts'):.2f} posts, {m('sleeps'):.2f} sleeps"
+                   f"another thread, {m('posts'):.2f} posts, {m('sleeps'):.2f} sleeps, "
+                   f"{m('helped'):.2f} parts of another thread's node run"
                    + (f", joined {m('start_ns') / m('cycles') / 1e3 if m('cycles') else 0:.1f} "
                       "us after the publication" if t else ""))
     return "; ".join(out)
@@ -352,11 +363,13 @@ def core_check(n: int, seconds: float, rounds: int = 3) -> str:
     alone, both, walone, wboth = [], [], [], []
     st0 = steal()
     for _ in range(rounds):
+        rt_break()
         th = threading.Thread(target=run, args=(0,))
         th.start()
         th.join()
         alone.append(res[0])
         walone.append(wall[0])
+        rt_break()
         ths = [threading.Thread(target=run, args=(k,)) for k in (0, 1)]
         for t in ths:
             t.start()
@@ -393,6 +406,7 @@ def print_bounds(sizes: list[int], threads: list[int]) -> None:
             for t in threads:
                 if t < 2:
                     continue
+                rt_break()
                 r = threads_trace.trace(n, t, block, 500, sched=(0.0, 0.0))
                 print(f"| {n} | {block} | {t} | {len(r['cost'])} | {r['work']:.1f} | "
                       f"{r['cp']:.1f} | {r['bound']:.2f}x | {r['sim_speedup']:.2f}x |",
@@ -404,6 +418,12 @@ def run_threads(sizes: list[int], threads: list[int], seconds: float, repeats: i
     print(f"\n# mix64 on several threads, {RATE} Hz, wall-clock us per engine call over "
           f"{repeats} alternating rounds of {seconds:g} s (not pinned; load average "
           f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores)")
+    rt = rt_break_s() > 0.0
+    if rt:
+        print(f"(real-time policy: a {rt_break_s():.2f} s break after every "
+              f"{RT_BUSY_S:g} s of work so the kernel's real-time throttling does not stop "
+              f"the rounds; a round with a block of {STALL_US / 1e3:.0f} ms or more was "
+              "throttled anyway and is left out, counted under the table)")
     print("| channels | block | threads | mean us | p99 us | worst us | p99 % of budget "
           "| CPU us per block | throughput vs " f"{threads[0]} thread(s) |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -417,6 +437,17 @@ def run_threads(sizes: list[int], threads: list[int], seconds: float, repeats: i
             base = None
             budget = block / RATE * 1e6
             for t in threads:
+                stalled = [r for r in runs[t] if r["stalls"]]
+                if stalled:
+                    notes.append(
+                        f"{n} ch, {block} frames, {t} threads: {len(stalled)} of {len(runs[t])} "
+                        f"rounds had blocks of {STALL_US / 1e3:.0f} ms or more ("
+                        + ", ".join(f"{r['stalls']} up to {r['us'].max() / 1e3:.1f} ms"
+                                    for r in stalled)
+                        + ("; left out: throttled at the real-time policy" if rt else
+                           "; kept: preempted by the machine's other work") + ")")
+                    if rt and len(stalled) < len(runs[t]):
+                        runs[t] = [r for r in runs[t] if not r["stalls"]]
                 us = np.concatenate([r["us"] for r in runs[t]])
                 mean = float(us.mean())
                 base = base or mean

@@ -16,6 +16,12 @@ worker joined each cycle; per thread per block the scheduler's counters
 posts, sleeps) and the time it ran units; and each unit's median cost alone
 and on each thread of the 2-thread runs (traced, mg_engine_trace).
 
+Under a real-time policy each round starts after a break (bench/cpu.py,
+rt_break: the kernel's real-time throttling would otherwise stop both cores
+for ~47 ms about once a second, as offline rounds keep them busy), and a
+round with a block of 20 ms or more (throttled anyway) is left out of the
+figures and counted on its own line.
+
 Each round also runs two copies of the one-thread path at once, one on
 core 0 and one on core 1 (twin): their CPU per block over one copy alone in
 the same round says whether the two vCPUs were two cores in that round
@@ -32,6 +38,7 @@ import threading
 import time
 
 import numpy as np
+from cpu import STALL_US, rt_break, rt_break_s, stalled_blocks
 from mix64 import RATE, build_mix64
 from threads_trace import CYCLE, END, START, plan_graph
 
@@ -99,7 +106,11 @@ def main() -> None:
     joined: list[float] = []
     counters: list[list[dict[str, float]]] = []
     out = np.zeros((nb * B, 2), np.float32)
+    rt = rt_break_s() > 0.0
+    stalls: list[str] = []  # per round: the modes with stalled blocks
     for _ in range(a.rounds):
+        rt_break()
+        stalls.append("")
         for mode in MODES:
             if mode == "twin":
                 if len(os.sched_getaffinity(0)) < 2:
@@ -116,9 +127,11 @@ def main() -> None:
                 lib.mg_engine_trace(e.ptr, 1)
             ps0 = e.par_stats()
             c0, w0 = time.process_time(), time.perf_counter()
-            e.process(nb * B, block=B, out=out)
+            us = e.process_timed(nb * B, None, B, out)
             wall[mode].append((time.perf_counter() - w0) / nb * 1e6)
             cpu[mode].append((time.process_time() - c0) / nb * 1e6)
+            if stalled_blocks(us):
+                stalls[-1] += f" {mode} {us.max() / 1e3:.0f} ms"
             if mode == "one":
                 continue
             if mode == "two":
@@ -151,6 +164,21 @@ def main() -> None:
     e3.free()
 
     med = statistics.median
+    bad = [i for i, x in enumerate(stalls) if x]
+    if bad:
+        print(f"# {len(bad)} of {a.rounds} rounds had a block of {STALL_US / 1e3:.0f} ms or "
+              "more (" + "; ".join(f"round {i}:{stalls[i]}" for i in bad) + ")"
+              + ("; left out: throttled at the real-time policy" if rt else
+                 "; kept: preempted by the machine's other work"))
+        if rt and len(bad) < a.rounds:
+            keep = [i for i in range(a.rounds) if i not in bad]
+            for m in MODES:
+                if wall[m]:
+                    wall[m] = [wall[m][i] for i in keep]
+                    cpu[m] = [cpu[m][i] for i in keep]
+            if len(counters) == a.rounds:
+                counters = [counters[i] for i in keep]
+                ran = [ran[i] for i in keep]
     print(f"# mix64 {a.channels} ch, {B}-frame blocks, {a.rounds} alternating rounds of {nb} "
           f"blocks: the one-thread path (one), the parallel form on the audio thread alone "
           f"(alone), on 2 threads (two, sched {a.sched}), and two copies of the one-thread "

@@ -138,6 +138,12 @@ struct mg_engine {
     mg_workers *workers;      /* NULL: one thread, the old path */
     int threads;
     mg_cycle cycle;           /* the sub-block a cycle runs (audio) */
+    /* audio: another cycle follows the current one at once (the rest of an
+     * offline engine call, or of a period split at an event), so the
+     * workers wait for it spinning (mg_workers_run) */
+    int more_calls;           /* mg_engine_process_blocks: more blocks after this call */
+    int more_chunks;          /* process_any: more frames after this chunk */
+    int cycle_follows;        /* run_chunk: for run_plan */
     /* bench: each engine call's wall-clock us, while the log has room */
     _Atomic(double *) blog;
     int blog_cap;
@@ -1448,7 +1454,7 @@ static void run_plan(mg_engine *e, int off, int n, uint64_t t)
      * one-thread path, timed, for the estimate: the same samples either way */
     uint64_t t0 = 0;
     if (p->par && e->workers) {
-        const int handed = mg_workers_handoff(e->workers, p, n);
+        const int handed = mg_workers_handoff(e->workers, p, n, n * 1e9 / e->sample_rate);
         t0 = mono_ns();
         if (handed) {
             e->cycle.e = e;
@@ -1456,7 +1462,7 @@ static void run_plan(mg_engine *e, int off, int n, uint64_t t)
             e->cycle.off = off;
             e->cycle.n = n;
             e->cycle.t = t;
-            mg_workers_run(e->workers, p->par, par_unit, &e->cycle, n);
+            mg_workers_run(e->workers, p->par, par_unit, &e->cycle, n, e->cycle_follows);
             mg_workers_note(e->workers, 1, mono_ns() - t0, n);
             return;
         }
@@ -1516,6 +1522,7 @@ static int run_chunk(mg_engine *e, int n)
     uint64_t start = atomic_load_explicit(&e->time, memory_order_relaxed);
     flush_retired(e);
     drain_commands(e, start);
+    const int n_asked = n;
     int pos = 0;
     while (pos < n) {
         uint64_t now = start + (uint64_t)pos;
@@ -1533,6 +1540,7 @@ static int run_chunk(mg_engine *e, int n)
         int len = n - pos;
         if (e->heap_len > 0 && e->heap[0].cmd.time < start + (uint64_t)n)
             len = (int)(e->heap[0].cmd.time - now);
+        e->cycle_follows = e->more_chunks || pos + len < n_asked;
         run_plan(e, pos, len, now);
         pos += len;
     }
@@ -1609,6 +1617,7 @@ static void process_any(mg_engine *e, const float *in, const float *const *in_pl
             for (int c = 0; c < ci; c++)
                 memset(e->hw_in[c], 0, sizeof(float) * (size_t)n);
         }
+        e->more_chunks = e->more_calls || done + (unsigned long)n < nframes;
         n = run_chunk(e, n);
         /* safety stage: scrub non-finite samples, hold the hard ceiling */
         for (int c = 0; c < co; c++) {
@@ -1719,9 +1728,11 @@ void mg_engine_process_blocks(mg_engine *e, const float *in, float *out,
     for (unsigned long done = 0; done < nframes;) {
         unsigned long n = nframes - done < (unsigned long)block ? nframes - done
                                                                 : (unsigned long)block;
+        e->more_calls = done + n < nframes; /* the workers wait for the next block */
         mg_engine_process(e, in ? in + done * ci : NULL, out ? out + done * co : NULL, n);
         done += n;
     }
+    e->more_calls = 0;
 }
 
 void mg_engine_process_blocks_timed(mg_engine *e, const float *in, float *out,
@@ -1734,11 +1745,13 @@ void mg_engine_process_blocks_timed(mg_engine *e, const float *in, float *out,
     for (unsigned long done = 0; done < nframes; k++) {
         unsigned long n = nframes - done < (unsigned long)block ? nframes - done
                                                                 : (unsigned long)block;
+        e->more_calls = done + n < nframes; /* as mg_engine_process_blocks */
         const double t0 = mono_us();
         mg_engine_process(e, in ? in + done * ci : NULL, out ? out + done * co : NULL, n);
         us[k] = mono_us() - t0;
         done += n;
     }
+    e->more_calls = 0;
 }
 
 /* PortAudio's paInputUnderflow | paInputOverflow | paOutputUnderflow | paOutputOverflow */

@@ -333,17 +333,22 @@ mg_workers *mg_workers_new(int threads);  /* [control] threads - 1 workers */
 void mg_workers_free(mg_workers *w);      /* [control] */
 int mg_workers_threads(const mg_workers *w);
 /* [audio] Run every unit of par once, fn(ctx, unit) on this thread and the
- * workers, each after its predecessors; returns when all are done. */
-void mg_workers_run(mg_workers *w, mg_par *par, mg_unit_fn fn, void *ctx, int n_frames);
+ * workers, each after its predecessors; returns when all are done. follows:
+ * the next cycle comes at once (more blocks in this engine call): the
+ * workers wait for it spinning (at most the spin bound), not sleeping. */
+void mg_workers_run(mg_workers *w, mg_par *par, mg_unit_fn fn, void *ctx, int n_frames,
+                    int follows);
 /* [control] see mg_engine_set_sched; the defaults: */
 #define MG_SPIN_US 50.0
 #define MG_MIN_WORK_US 20.0
 void mg_workers_sched(mg_workers *w, double spin_us, double min_work_us);
 /* [audio] 1: run this cycle on the workers; 0: on this thread alone, the
  * one-thread path: whichever has been faster (wall-clock ns per frame,
- * measured by mg_workers_note; the other path is tried 8 cycles in 256),
- * and never the workers for a cycle under the minimum work. */
-int mg_workers_handoff(mg_workers *w, const void *plan, int n_frames);
+ * measured by mg_workers_note; the other path is tried 8 cycles in 256, in
+ * 2048 while one is 25% faster), never the workers for a cycle under the
+ * minimum work, and always the workers for a cycle one thread might take
+ * half its period (period_ns: n_frames at the sample rate) for. */
+int mg_workers_handoff(mg_workers *w, const void *plan, int n_frames, double period_ns);
 /* [audio] a cycle's wall-clock time on the path mg_workers_handoff chose */
 void mg_workers_note(mg_workers *w, int handed, uint64_t wall_ns, int n_frames);
 /* [audio, between cycles] 1 when no worker may be reading the last cycle's

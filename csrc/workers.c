@@ -23,7 +23,11 @@
  * - a thread with nothing to run sleeps on its semaphore (a futex): it
  *   registers as idle, looks at the queues once more, then waits; a thread
  *   that gives it work takes the registration and posts once. No spinning
- *   between cycles;
+ *   between cycles, except when the audio thread says the next cycle
+ *   follows at once (an offline render's blocks, a period's sub-blocks):
+ *   then a worker waits for it spinning, for at most the spin bound, and
+ *   neither pays the post (3-4 us on the audio thread) nor the wake (8-11
+ *   us before the worker's first unit, on this VM);
  * - workers take the audio thread's floating-point mode and its scheduling
  *   policy, never allocate, lock or call Python, and arm the allocation hook
  *   while they work (csrc/alloc.c).
@@ -55,6 +59,8 @@ typedef struct {
 } mg_tev;
 
 static _Thread_local int tl_thread; /* 0 on the audio thread */
+/* the workers whose cycle this thread is running (mg_par_for), or NULL */
+static _Thread_local mg_workers *tl_cycle;
 
 /* Counters (mg_engine_par_stats, bench/): per thread, on a line of its own,
  * written by that thread only (a load and a store, no locked instruction),
@@ -77,6 +83,8 @@ struct mg_workers {
     } idle[MG_MAX_WORKERS];
     _Alignas(64) _Atomic int main_idle;
     _Alignas(64) _Atomic(mg_par *) par; /* the cycle being run, or NULL */
+    _Atomic uint64_t seq;             /* cycles published (before par is) */
+    _Atomic int follows;              /* another cycle follows this one at once */
     _Alignas(64) _Atomic int busy;    /* workers that may be reading par */
     /* the cycle: written by the audio thread before it publishes par */
     _Alignas(64) mg_unit_fn fn;
@@ -89,6 +97,15 @@ struct mg_workers {
     int main_known;
     _Atomic int quit;
     _Atomic int next_id;              /* worker numbers, 1 .. n */
+    /* mg_par_for: one job at a time, its parts claimed from `job` (the
+     * job's number << 32 | the next part) by compare-and-swap, so a helper
+     * that read an older job's function claims nothing of a newer one */
+    _Alignas(64) _Atomic uint64_t job;
+    _Atomic(void (*)(void *, int)) job_fn;
+    _Atomic(void *) job_arg;
+    _Atomic int job_n;
+    _Atomic int job_busy;             /* a thread owns the job slot */
+    _Alignas(64) _Atomic int job_done; /* parts finished */
     /* scheduling (mg_workers_sched): how long a thread with nothing ready
      * spins for work within a cycle before it sleeps; the least work a
      * cycle is expected to have for the audio thread to wake workers */
@@ -427,6 +444,62 @@ static void drain(mg_workers *w, mg_par *par)
     }
 }
 
+/* Parts of an mg_par_for job, while one is open: run them. 1 when one ran. */
+static int help_job(mg_workers *w)
+{
+    int ran = 0;
+    for (;;) {
+        uint64_t j = atomic_load_explicit(&w->job, memory_order_acquire);
+        const int n = atomic_load_explicit(&w->job_n, memory_order_relaxed);
+        void (*fn)(void *, int) = atomic_load_explicit(&w->job_fn, memory_order_relaxed);
+        void *arg = atomic_load_explicit(&w->job_arg, memory_order_relaxed);
+        if ((int)(uint32_t)j >= n || !fn)
+            return ran;
+        /* succeeds only while the job read above is still open: n, fn and
+         * arg were written before its number (a job closes only once every
+         * part is claimed, so none of them changes while one is open) */
+        if (!atomic_compare_exchange_strong_explicit(&w->job, &j, j + 1, memory_order_acq_rel,
+                                                     memory_order_relaxed))
+            continue;
+        fn(arg, (int)(uint32_t)j);
+        atomic_fetch_add_explicit(&w->job_done, 1, memory_order_release);
+        pst(w, MG_PSTAT_HELPED, 1);
+        ran = 1;
+    }
+}
+
+void mg_par_for(void (*fn)(void *arg, int i), void *arg, int n)
+{
+    mg_workers *w = tl_cycle;
+    if (!w || n < 2 || solo(w) || atomic_exchange_explicit(&w->job_busy, 1, memory_order_acquire)) {
+        for (int i = 0; i < n; i++)
+            fn(arg, i);
+        return;
+    }
+    atomic_store_explicit(&w->job_fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&w->job_arg, arg, memory_order_relaxed);
+    atomic_store_explicit(&w->job_n, n, memory_order_relaxed);
+    atomic_store_explicit(&w->job_done, 0, memory_order_relaxed);
+    const uint64_t gen = (atomic_load_explicit(&w->job, memory_order_relaxed) >> 32) + 1;
+    atomic_store_explicit(&w->job, gen << 32, memory_order_release); /* open */
+    int mine = 0;
+    for (;;) {
+        uint64_t j = atomic_load_explicit(&w->job, memory_order_acquire);
+        if ((int)(uint32_t)j >= n)
+            break;
+        if (atomic_compare_exchange_weak_explicit(&w->job, &j, j + 1, memory_order_acq_rel,
+                                                  memory_order_relaxed)) {
+            fn(arg, (int)(uint32_t)j);
+            mine++;
+        }
+    }
+    /* every part is claimed: wait for those a helper runs (it is running
+     * them, not asleep: a part is claimed only by a thread that runs it) */
+    while (atomic_load_explicit(&w->job_done, memory_order_acquire) + mine < n)
+        cpu_relax();
+    atomic_store_explicit(&w->job_busy, 0, memory_order_release);
+}
+
 /* Nothing ready: spin (never sleep) for at most spin_ns while the cycle
  * runs. 1: work is queued; 0: the cycle is over, or the bound has passed. */
 static int spin_for_work(mg_workers *w, mg_par *par)
@@ -442,6 +515,8 @@ static int spin_for_work(mg_workers *w, mg_par *par)
             found = 1;
             break;
         }
+        if (help_job(w))
+            continue; /* (the clock is read every 32 turns) */
         if (atomic_load_explicit(&par->remaining, memory_order_acquire) == 0 ||
             atomic_load_explicit(&w->par, memory_order_acquire) != par)
             break;
@@ -472,17 +547,40 @@ static __attribute__((noinline)) void prefault_stack(void)
         pages[i] = 0;
 }
 
+/* The cycle this worker ran was followed at once by another (the audio
+ * thread said so when it published it): spin until a cycle after `seen` is
+ * published, for at most spin_ns. 1: one was (run it without sleeping); 0:
+ * none came, or quitting (sleep). */
+static int wait_next(mg_workers *w, uint64_t seen)
+{
+    const uint64_t ns = atomic_load_explicit(&w->spin_ns, memory_order_relaxed);
+    if (!ns)
+        return 0;
+    const uint64_t until = now_ns() + ns;
+    for (unsigned k = 1;; k++) {
+        if (atomic_load_explicit(&w->seq, memory_order_acquire) != seen)
+            return 1;
+        if (atomic_load_explicit(&w->quit, memory_order_relaxed))
+            return 0;
+        if ((k & 31) == 0 && now_ns() >= until)
+            return 0;
+        cpu_relax();
+    }
+}
+
 static void *worker_main(void *arg)
 {
     mg_workers *w = arg;
     tl_thread = atomic_fetch_add(&w->next_id, 1) + 1;
     prefault_stack();
     int sched_seen = 0;
+    int next = 0; /* a cycle was published while this worker waited for it */
     for (;;) {
         /* sleep: register, look once more, wait (a waker that took the
          * registration posts: then the wait returns at once) */
-        atomic_store(&w->idle[tl_thread - 1].on, 1);
-        const int skip = has_work(w) && atomic_exchange(&w->idle[tl_thread - 1].on, 0);
+        const int skip = next || (atomic_store(&w->idle[tl_thread - 1].on, 1),
+                                  has_work(w) && atomic_exchange(&w->idle[tl_thread - 1].on, 0));
+        next = 0;
         if (!skip) {
             tev(w, TEV_SLEEP, 0);
             pst(w, MG_PSTAT_SLEEPS, 1);
@@ -500,21 +598,28 @@ static void *worker_main(void *arg)
         }
         atomic_fetch_add(&w->busy, 1);
         mg_par *par = atomic_load(&w->par);
+        /* the cycle's number was published before par: at least par's */
+        const uint64_t seen = atomic_load(&w->seq);
+        const int follows = atomic_load_explicit(&w->follows, memory_order_relaxed);
         if (par) {
             const uint64_t t0 = now_ns();
             const uint64_t pub = atomic_load_explicit(&w->t_pub, memory_order_relaxed);
             mg_audio_enter();
             if (fp_get() != w->fpmode)
                 fp_set(w->fpmode);
+            tl_cycle = w;
             do /* within the cycle: spin a little before sleeping again */
                 drain(w, par);
             while (spin_for_work(w, par));
+            tl_cycle = NULL;
             mg_audio_leave();
             pst(w, MG_PSTAT_CYCLES, 1);
             pst(w, MG_PSTAT_START_NS, t0 > pub ? t0 - pub : 0);
             pst(w, MG_PSTAT_BUSY_NS, now_ns() - t0);
         }
         atomic_fetch_sub(&w->busy, 1);
+        if (par && follows)
+            next = wait_next(w, seen);
     }
 }
 
@@ -586,15 +691,24 @@ void mg_workers_sched(mg_workers *w, double spin_us, double min_work_us)
                                                                 : 0));
 }
 
-/* Trials: every TRIAL_EVERY cycles, TRIAL_LEN cycles of the other path (the
- * first of them not measured: its caches are the other path's). */
+/* Trials: every TRIAL_EVERY cycles (TRIAL_CLEAR while the path taken is
+ * clearly the faster, by CLEAR_MARGIN), TRIAL_LEN cycles of the other path
+ * (the first of them not measured: its caches are the other path's). A
+ * trial's cycles are among a live run's slowest when the workers win: 8 in
+ * 2048 (0.4%) stay out of the 99th percentile, 8 in 256 (3%) do not. */
 #define TRIAL_EVERY 256
+#define TRIAL_CLEAR 2048
+#define CLEAR_MARGIN 1.25
 #define TRIAL_LEN 8
-/* Cycles that could take longer than this on one thread always run on the
- * workers (no trials of the one-thread path: it might miss its deadline). */
-#define SMALL_NS 200000.0
+/* Cycles that could take more than this share of their period on one thread
+ * always run on the workers (no trials of the one-thread path: it might miss
+ * its deadline). This was a fixed 200 us, which sent every cycle of a big
+ * session to the workers whatever they cost: mix64 256 ch takes ~200 us of
+ * a 1333 us period on one thread, and never had its one-thread path measured,
+ * not even while the two vCPUs shared one core and the workers lost. */
+#define TRIAL_SHARE 0.5
 
-int mg_workers_handoff(mg_workers *w, const void *plan, int n_frames)
+int mg_workers_handoff(mg_workers *w, const void *plan, int n_frames, double period_ns)
 {
     const int64_t min_work = atomic_load_explicit(&w->min_work_ns, memory_order_relaxed);
     if (min_work == 0)
@@ -610,8 +724,10 @@ int mg_workers_handoff(mg_workers *w, const void *plan, int n_frames)
         w->trial = 0;
         w->cycles = 0;
     }
-    /* one thread could take the cycle's whole work: never a trial */
-    if (w->wall[1] * (w->n + 1) * n_frames > SMALL_NS)
+    /* what one thread would take: measured, else the workers' time as if
+     * they had scaled perfectly (an upper bound while they help at all) */
+    const double one = w->wall[0] > 0.0 ? w->wall[0] : w->wall[1] * (w->n + 1);
+    if (one * n_frames > TRIAL_SHARE * period_ns)
         return 1;
     /* a cycle whose one-thread time is under the minimum never wakes a worker */
     if (w->wall[0] > 0.0 && w->wall[0] * n_frames < (double)min_work)
@@ -620,7 +736,9 @@ int mg_workers_handoff(mg_workers *w, const void *plan, int n_frames)
         w->trial--;
         return !w->best;
     }
-    if (++w->cycles % TRIAL_EVERY == 0) {
+    const int clear = w->wall[0] > 0.0 && w->wall[1] > 0.0 &&
+                      w->wall[!w->best] > CLEAR_MARGIN * w->wall[w->best];
+    if (++w->cycles % (clear ? TRIAL_CLEAR : TRIAL_EVERY) == 0) {
         w->trial = TRIAL_LEN - 1;
         return !w->best;
     }
@@ -629,6 +747,12 @@ int mg_workers_handoff(mg_workers *w, const void *plan, int n_frames)
 
 void mg_workers_note(mg_workers *w, int handed, uint64_t wall_ns, int n_frames)
 {
+    /* a forced path (the workers always, every other cycle, the parallel
+     * form alone) is no measure of the adaptive choice: bench/threads_ab.py
+     * alternates the form alone (slower than one thread) with the default
+     * in one engine, and those cycles counted as the workers' */
+    if (atomic_load_explicit(&w->min_work_ns, memory_order_relaxed) <= 0)
+        return;
     handed = handed != 0;
     const int settled = handed == w->last;
     w->last = handed;
@@ -648,7 +772,8 @@ void mg_workers_note(mg_workers *w, int handed, uint64_t wall_ns, int n_frames)
     }
 }
 
-void mg_workers_run(mg_workers *w, mg_par *par, mg_unit_fn fn, void *ctx, int n_frames)
+void mg_workers_run(mg_workers *w, mg_par *par, mg_unit_fn fn, void *ctx, int n_frames,
+                    int follows)
 {
     /* a new audio thread (another backend): workers take its policy */
     const pthread_t self = pthread_self();
@@ -674,10 +799,13 @@ void mg_workers_run(mg_workers *w, mg_par *par, mg_unit_fn fn, void *ctx, int n_
     tev(w, TEV_CYCLE, par->n_roots);
     const uint64_t t0 = now_ns();
     atomic_store_explicit(&w->t_pub, t0, memory_order_relaxed);
-    atomic_store(&w->par, par); /* publish the cycle */
+    atomic_store_explicit(&w->follows, follows != 0, memory_order_relaxed);
+    atomic_fetch_add(&w->seq, 1); /* before par: a worker that sees par sees this */
+    atomic_store(&w->par, par);   /* publish the cycle */
     for (int t = 1; t <= w->n; t++) /* each worker with roots of its own */
         if (t >= par->n_q || par->root_first[t + 1] > par->root_first[t])
             wake(w, t);
+    tl_cycle = w;
     drain(w, par);
     while (atomic_load_explicit(&par->remaining, memory_order_acquire) > 0) {
         if (spin_for_work(w, par)) {
@@ -706,6 +834,7 @@ void mg_workers_run(mg_workers *w, mg_par *par, mg_unit_fn fn, void *ctx, int n_
     /* unpublish (a worker woken late goes back to sleep). No waiting for
      * workers still looking at the queue: they cannot claim anything of this
      * cycle, and the plan is only retired once none is (mg_workers_quiet). */
+    tl_cycle = NULL;
     atomic_store(&w->par, NULL);
     pst(w, MG_PSTAT_CYCLES, 1);
     pst(w, MG_PSTAT_BUSY_NS, now_ns() - t0);
