@@ -10,6 +10,10 @@ block. Both workers are pinned to the same core and never run at once, so a
 drift in the machine's load falls on both alike. Prints the median us per
 block of each, and the median and range of the per-round ratio B / A.
 To make A, copy server/_core.abi3.so aside before rebuilding.
+
+--mb N writes N MB of other memory before every block (as bench/cold_cache.py
+does) and times each block alone: a round's figure is then the median block
+(not the mean), the cold-cache cost of each build.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def worker(so: str, channels: int, blocks: int) -> None:
+def worker(so: str, channels: int, blocks: int, mb: int = 0) -> None:
     """Serve rounds on stdin/stdout: each line in runs `blocks` blocks."""
     name = "mixgraph.server._core"
     loader = importlib.machinery.ExtensionFileLoader(name, so)
@@ -49,7 +53,20 @@ def worker(so: str, channels: int, blocks: int) -> None:
     out = np.zeros((blocks * 64, 2), np.float32)
     e.process(48000, None, block=64)
     print("ready", flush=True)
+    n = (mb << 20) >> 3
+    junk = np.ones(max(n, 1))
+    one = np.zeros((64, 2), np.float32)
     for _ in sys.stdin:
+        if n:
+            ts = []
+            for _ in range(blocks):
+                junk[:n] += 1.0
+                t0 = time.thread_time_ns()
+                e.process(64, None, block=64, out=one)
+                ts.append(time.thread_time_ns() - t0)
+            s.service()
+            print(f"{statistics.median(ts) / 1e3:.4f}", flush=True)
+            continue
         t0 = time.thread_time()
         e.process(blocks * 64, None, block=64, out=out)
         dt = time.thread_time() - t0
@@ -66,17 +83,18 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--blocks", type=int, default=1500)
     ap.add_argument("--cpu", type=int, default=max(os.sched_getaffinity(0)))
+    ap.add_argument("--mb", type=int, default=0, help="MB written before every block")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
         os.sched_setaffinity(0, {a.cpu})
-        worker(a.worker, a.channels, a.blocks)
+        worker(a.worker, a.channels, a.blocks, a.mb)
         return
     procs = []
     for so in (a.a, a.b):
         p = subprocess.Popen([sys.executable, __file__, a.a, a.b, "--worker", so,
                               "--channels", str(a.channels), "--blocks", str(a.blocks),
-                              "--cpu", str(a.cpu)],
+                              "--cpu", str(a.cpu), "--mb", str(a.mb)],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert p.stdout is not None and p.stdout.readline().strip() == "ready"
         procs.append(p)
@@ -95,8 +113,9 @@ def main() -> None:
         p.wait()
     ma, mb = statistics.median(runs[0]), statistics.median(runs[1])
     ratios = sorted(y / x for x, y in zip(runs[0], runs[1], strict=True))
-    print(f"mix64 {a.channels} ch, {a.rounds} alternating rounds of {a.blocks} blocks on core "
-          f"{a.cpu} (load {os.getloadavg()[0]:.1f}): A {ma:.2f} us/block, B {mb:.2f} "
+    cold = f", {a.mb} MB written before each block (median block)" if a.mb else ""
+    print(f"mix64 {a.channels} ch{cold}, {a.rounds} alternating rounds of {a.blocks} blocks "
+          f"on core {a.cpu} (load {os.getloadavg()[0]:.1f}): A {ma:.2f} us/block, B {mb:.2f} "
           f"(B/A {mb / ma:.3f}; per round median {statistics.median(ratios):.3f}, "
           f"{ratios[0]:.3f}..{ratios[-1]:.3f}); best A {min(runs[0]):.2f}, B {min(runs[1]):.2f} "
           f"(B/A {min(runs[1]) / min(runs[0]):.3f})")
