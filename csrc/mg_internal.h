@@ -171,33 +171,34 @@ typedef struct {
 _Static_assert(sizeof(mg_mixop) == 48, "mg_mixop: 48 bytes");
 
 typedef struct {
-    /* 40 bytes (run_plan reads every step of the plan each cycle: the steps
-     * of a 522-node plan were 457 lines at 56 bytes, are 327) */
+    /* 32 bytes (run_plan reads every step of the plan each cycle: the steps
+     * of a 522-node plan were 457 lines at 56 bytes, are 261) */
     mg_node *node;
     int mix_first;
-    int mix_count;
     int push_first;           /* ops mixed after this step runs: */
-    int push_count;           /* plan->push[push_first ..] (op indices) */
     int out_first;            /* finished plans: the node's output buffers are
                                  plan->outb[out_first ..] */
     int clear_first;          /* inputs with no connection (p->clear) */
+    uint16_t mix_count;       /* (add_op refuses more than UINT16_MAX) */
+    uint16_t push_count;      /* plan->push[push_first ..] (op indices; a plan
+                                 with more from one step is refused) */
     uint16_t clear_count;     /* (at most the node's n_in) */
     uint8_t gang;             /* >1: this step and the next gang-1 run through
                                  the type's process_many; 1 alone; 0 inside a
                                  gang (at most MG_MAX_GANG) */
-    uint8_t inert;            /* nothing to run: no inputs, no parameters, outputs
+    unsigned inert : 1;       /* nothing to run: no inputs, no parameters, outputs
                                  are the hardware input buffers (input nodes) */
-    uint8_t pull;             /* audio, finished plans: 1 when some ops are mixed
-                                 at this step (neither pushed nor read in place;
+    unsigned pull : 1;        /* audio, finished plans: some ops are mixed at
+                                 this step (neither pushed nor read in place;
                                  refresh_ops) */
-    uint8_t fold;             /* finished plans: the node's type has `fold` and
+    unsigned fold : 1;        /* finished plans: the node's type has `fold` and
                                  every op reading its outputs is pushed (no
                                  one else reads them): see fold_step */
-    uint8_t fold_unity;       /* audio: a folding step whose pushes are all
+    unsigned fold_unity : 1;  /* audio: a folding step whose pushes are all
                                  steady at unity (refresh_ops) */
 } mg_step;
 
-_Static_assert(sizeof(mg_step) == 40, "mg_step: 40 bytes");
+_Static_assert(sizeof(mg_step) == 32, "mg_step: 32 bytes");
 
 /* Immutable once pushed to the audio thread (but for the fading list). */
 struct mg_plan {

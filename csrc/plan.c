@@ -404,8 +404,8 @@ static mg_mixop *add_op(mg_plan *p, int step, float *dst, int dst_index, const f
                         mg_node *src_node, int src_out, mg_edge *edge, int edge_ch)
 {
     mg_step *st = &p->steps[step];
-    if (st->mix_first + st->mix_count != p->mix_used || dst_index > INT16_MAX ||
-        src_out > INT16_MAX || edge_ch > INT16_MAX)
+    if (st->mix_first + st->mix_count != p->mix_used || st->mix_count == UINT16_MAX ||
+        dst_index > INT16_MAX || src_out > INT16_MAX || edge_ch > INT16_MAX)
         return NULL;
     mg_mixop *op = &p->mix[p->mix_used++];
     /* every field written (the array is not zeroed: mg_plan_new) */
@@ -695,6 +695,8 @@ static int assign_buffers(mg_plan *p, const step_info *info, arena *sc)
              * every push into it) */
             op->push = !op->alias && (op->to_acc || op->dst_index >= 0) && op->edge->delay == 0;
             if (op->push) {
+                if (p->steps[from].push_count == UINT16_MAX)
+                    goto out; /* more than mg_step holds */
                 p->steps[from].push_count++;
                 continue; /* read at its source's own step */
             }
