@@ -17,6 +17,10 @@ in alternating rounds; --sched SPIN,MIN sets mg_engine_set_sched (0,-2: the
 parallel form on the audio thread alone, CPU time again). Under `chrt -f 10`
 (the workers take the audio thread's policy) a break before every turn lets
 the real-time budget refill (bench/cpu.py, rt_break).
+
+--mb N writes N MB of other memory before every block (as bench/cold_cache.py
+does) and times each block alone: a round's figure is then the median block
+(not the mean), the cold-cache cost of each build.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from cpu import rt_break  # noqa: E402
 
 
 def worker(so: str, channels: int, blocks: int, threads: int = 1,
-           sched: str | None = None) -> None:
+           sched: str | None = None, mb: int = 0) -> None:
     """Serve rounds on stdin/stdout: each line in runs `blocks` blocks."""
     name = "mixgraph.server._core"
     loader = importlib.machinery.ExtensionFileLoader(name, so)
@@ -62,7 +66,20 @@ def worker(so: str, channels: int, blocks: int, threads: int = 1,
     e.process(48000, None, block=64)
     print("ready", flush=True)
     clock = time.perf_counter if threads > 1 and sched != "0,-2" else time.thread_time
+    n = (mb << 20) >> 3
+    junk = np.ones(max(n, 1))
+    one = np.zeros((64, 2), np.float32)
     for _ in sys.stdin:
+        if n:
+            ts = []
+            for _ in range(blocks):
+                junk[:n] += 1.0
+                t0 = clock()
+                e.process(64, None, block=64, out=one)
+                ts.append(clock() - t0)
+            s.service()
+            print(f"{statistics.median(ts) * 1e6:.4f}", flush=True)
+            continue
         t0 = clock()
         e.process(blocks * 64, None, block=64, out=out)
         dt = clock() - t0
@@ -81,18 +98,19 @@ def main() -> None:
     ap.add_argument("--cpu", type=int, default=max(os.sched_getaffinity(0)))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--sched", default=None, metavar="SPIN,MIN")
+    ap.add_argument("--mb", type=int, default=0, help="MB written before every block")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
         if a.threads < 2:
             os.sched_setaffinity(0, {a.cpu})
-        worker(a.worker, a.channels, a.blocks, a.threads, a.sched)
+        worker(a.worker, a.channels, a.blocks, a.threads, a.sched, a.mb)
         return
     procs = []
     for so in (a.a, a.b):
         p = subprocess.Popen([sys.executable, __file__, a.a, a.b, "--worker", so,
                               "--channels", str(a.channels), "--blocks", str(a.blocks),
-                              "--cpu", str(a.cpu), "--threads", str(a.threads)]
+                              "--cpu", str(a.cpu), "--threads", str(a.threads), "--mb", str(a.mb)]
                              + (["--sched", a.sched] if a.sched else []),
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert p.stdout is not None and p.stdout.readline().strip() == "ready"
@@ -114,7 +132,9 @@ def main() -> None:
     ma, mb = statistics.median(runs[0]), statistics.median(runs[1])
     ratios = sorted(y / x for x, y in zip(runs[0], runs[1], strict=True))
     where = f"core {a.cpu}" if a.threads < 2 else f"{a.threads} threads, wall-clock"
-    print(f"mix64 {a.channels} ch, {a.rounds} alternating rounds of {a.blocks} blocks on {where} "
+    cold = f", {a.mb} MB written before each block (median block)" if a.mb else ""
+    print(f"mix64 {a.channels} ch{cold}, {a.rounds} alternating rounds of {a.blocks} blocks "
+          f"on {where} "
           f"(load {os.getloadavg()[0]:.1f}): A {ma:.2f} us/block, B {mb:.2f} "
           f"(B/A {mb / ma:.3f}; per round median {statistics.median(ratios):.3f}, "
           f"{ratios[0]:.3f}..{ratios[-1]:.3f}); best A {min(runs[0]):.2f}, B {min(runs[1]):.2f} "

@@ -1089,7 +1089,7 @@ static uint64_t refresh_ops(mg_plan *p)
         mg_step *st = &p->steps[s];
         st->pull = 0;
         for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++)
-            st->pull += !p->mix[m].push && !p->mix[m].inplace;
+            st->pull |= !p->mix[m].push && !p->mix[m].inplace;
         st->fold_unity = st->fold;
         for (int q = st->push_first; st->fold && q < st->push_first + st->push_count; q++) {
             const mg_mixop *op = &p->mix[p->push[q]];
@@ -1241,7 +1241,8 @@ static inline void feed_step(const mg_plan *p, const mg_step *st, int off, int n
 
 static inline mg_proc step_proc(const mg_engine *e, const mg_node *nd, int n, uint64_t t)
 {
-    mg_proc pr = {n, (const float *const *)nd->in_ptr, nd->out_ptr, nd->pv, (float *)nd->readout,
+    mg_proc pr = {n, (const float *const *)nd->in_ptr, nd->out_ptr, nd->pv,
+                  (float *)mg_node_readouts(nd),
                   e->hw_in_ptr, e->hw_out_ptr, e->hw_in_ch, e->hw_out_ch, t, nd->pv_same};
     return pr;
 }
@@ -1302,17 +1303,15 @@ static int fold_step(const mg_plan *p, const mg_step *st, const mg_node *nd, int
     return 1;
 }
 
-/* The lines of a node's allocation a step reads: the struct's second and
- * third (its first holds nothing a step reads: mg_internal.h), then its input
- * and output pointers and parameter values (mg_node_new packs them in that
- * order). */
+/* The lines of a node's allocation a step reads: the struct's second (its
+ * first holds nothing a step reads: mg_internal.h), then its input and output
+ * pointers, parameter values and readouts (mg_node_new packs them there). */
 static inline void prefetch_node(const mg_node *nd)
 {
     const char *b = (const char *)nd;
     __builtin_prefetch(b + 64);
     __builtin_prefetch(b + 128);
     __builtin_prefetch(b + 192);
-    __builtin_prefetch(b + 256);
 }
 
 /* ---- the plan on several threads (csrc/pool.c, csrc/workers.c) ---------- */

@@ -50,16 +50,17 @@ typedef struct {
 } mg_param;
 
 struct mg_node {
-    /* Laid out for run_plan: the first cache line holds what a step never
-     * reads (immutable or cold fields); the second everything a usual step
-     * reads and writes of the node (node_ramps, feed_step, step_proc, the
-     * process call) but the keys of its input and output pointers, which
-     * share the third with the start of the node's in_ptr[] and out_ptr[]
-     * (mg_node_new puts them right after the struct, then pv[]): a step
-     * touches the node's lines 1 to 3, and no line it does not use. */
+    /* Laid out for run_plan (docs/architecture.md "Buffers"): the first
+     * cache line holds what a step never reads (immutable or cold fields);
+     * the second everything a step reads and writes of the node itself
+     * (node_ramps, feed_step, step_proc, the process call), and right after
+     * it, at the struct's end, in_ptr[], then out_ptr[], pv[] and the
+     * readouts (mg_node_new packs them with no gaps), so that a step touches
+     * the node's line 2 and the few lines of its pointers and values, and no
+     * line it does not use. The parameters, and the node's own block buffers'
+     * pointers (unfinished plans), come after its state. */
     /* immutable after mg_node_new; cold */
     double sample_rate;
-    mg_param *params;
     float *ramp_mem;          /* n_params * MG_MAX_BLOCK, then the in_base and
                                  out_base buffers: one mg_cold_alloc block */
     size_t cold_bytes;        /* its size */
@@ -68,29 +69,37 @@ struct mg_node {
     uint32_t block_bytes;     /* this block's size (mg_calloc_lines) */
     int channels;
     int n_in, n_out;          /* flattened channel counts */
-    /* second line: a step's */
-    const mg_node_type *type; /* immutable */
-    void *state;              /* immutable */
-    /* audio thread only (set up by control before publishing) */
-    float **in_ptr;           /* in_base + sub-block offset */
-    float **out_ptr;
-    mg_pv *pv;
-    /* written by audio, read by any thread */
-    _Atomic float *readout;
-    int n_ramping;
-    int pv_fresh;             /* pv[] holds the steady values: nothing to refresh */
-    int pv_same;              /* this call's pv[] is steady and as the last call's */
-    int in_off;               /* finished plans: in_ptr[] is set for this offset, */
-    /* third line, with in_ptr[] and out_ptr[] */
-    uint32_t in_gen;          /* plan (gen) and */
-    uint32_t in_epoch;        /* its ops' epoch (see mg_plan.epoch) */
-    int out_off;              /* sub-block offset out_ptr[] currently points at */
-    uint32_t out_gen;         /* plan whose buffers out_ptr[] points into (0: the
-                                 node's own, for unfinished plans) */
-    int out_aliased;          /* out_base are the engine's hw input buffers */
     int n_readout;
     uint32_t live_gen;        /* generation of the plan that last held it (audio) */
+    /* second line: a step's */
+    _Alignas(64) const mg_node_type *type; /* immutable */
+    void *state;              /* immutable */
+    mg_pv *pv;                /* audio thread only (set up by control before
+                                 publishing), as all below */
+    mg_param *params;
+    float **out_ptr;          /* = in_ptr + n_in */
+    int n_ramping;
+    uint8_t pv_fresh;         /* pv[] holds the steady values: nothing to refresh */
+    uint8_t pv_same;          /* this call's pv[] is steady and as the last call's */
+    uint8_t out_aliased;      /* out_base are the engine's hw input buffers */
+    uint16_t in_off;          /* finished plans: in_ptr[] is set for this offset, */
+    uint16_t out_off;         /* sub-block offset out_ptr[] currently points at */
+    uint32_t in_gen;          /* plan (gen) and */
+    uint32_t in_epoch;        /* its ops' epoch (see mg_plan.epoch) */
+    uint32_t out_gen;         /* plan whose buffers out_ptr[] points into (0: the
+                                 node's own, for unfinished plans) */
+    float *in_ptr[];          /* n_in: in_base + sub-block offset, or the plan's */
 };
+
+/* The node's readouts (n_readout, written by audio, read by any thread):
+ * right after pv[] (mg_node_new), found from the step's line and the type. */
+static inline _Atomic float *mg_node_readouts(const mg_node *nd)
+{
+    return (_Atomic float *)(nd->pv + nd->type->n_params);
+}
+
+_Static_assert(offsetof(mg_node, type) == 64 && offsetof(mg_node, in_ptr) == 128,
+               "mg_node: one cold line, then one line of a step's fields");
 
 struct mg_edge {
     /* audio thread only after the edge is in a plan. The fields every block
@@ -133,52 +142,63 @@ struct mg_dgroup {
 };
 
 typedef struct {
+    /* 48 bytes (was 72): a cycle reads every pushed op (a 64-strip mix's
+     * ~400), in plan order */
     float *dst;               /* a node input, or a group's accumulator */
     const float *src;
     mg_edge *edge;
-    int dst_index;            /* flattened input channel of the step's node */
-    int src_index;
     mg_node *src_node;
-    int assign;               /* first op into dst in its step: dst = src */
-    int edge_ch;              /* which of the edge's delay lines */
-    int alias;                /* the only op into dst: at unity gain the node
-                                 reads src in place, nothing is copied */
-    int to_acc;               /* dst is a delay group's accumulator (dst_index -1);
-                                 its assign flag holds even in unfinished plans */
     /* audio thread: a copy of the edge's gain while it is steady, so a block
      * with no fades reads no edge (refreshed when the plan's fading list
      * changes, see refresh_ops) */
     float g;
-    int fast;                 /* edge steady (g0 == g1 == g) and undelayed */
-    int push;                 /* finished plans: mixed right after its source
+    int16_t dst_index;        /* flattened input channel of the step's node */
+    int16_t src_index;        /* (add_op refuses channels past INT16_MAX) */
+    int16_t edge_ch;          /* which of the edge's delay lines (-1: none) */
+    uint8_t assign;           /* first op into dst in its step: dst = src */
+    uint8_t alias;            /* the only op into dst: at unity gain the node
+                                 reads src in place, nothing is copied */
+    uint8_t to_acc;           /* dst is a delay group's accumulator (dst_index -1);
+                                 its assign flag holds even in unfinished plans */
+    uint8_t fast;             /* edge steady (g0 == g1 == g) and undelayed */
+    uint8_t push;             /* finished plans: mixed right after its source
                                  runs (while the source is hot), not at its
                                  destination's step; see mg_plan_finish */
-    int inplace;              /* audio, finished plans: alias at a steady unity
+    uint8_t inplace;          /* audio, finished plans: alias at a steady unity
                                  gain, the node reads src (refresh_ops) */
 } mg_mixop;
 
+_Static_assert(sizeof(mg_mixop) == 48, "mg_mixop: 48 bytes");
+
 typedef struct {
+    /* 32 bytes (run_plan reads every step of the plan each cycle: the steps
+     * of a 522-node plan were 457 lines at 56 bytes, are 261) */
     mg_node *node;
     int mix_first;
-    int mix_count;
-    int clear_first;          /* inputs with no connection (p->clear) */
-    int clear_count;
-    int inert;                /* nothing to run: no inputs, no parameters, outputs
-                                 are the hardware input buffers (input nodes) */
-    int gang;                 /* >1: this step and the next gang-1 run through
-                                 the type's process_many; 1 alone; 0 inside a gang */
+    int push_first;           /* ops mixed after this step runs: */
     int out_first;            /* finished plans: the node's output buffers are
                                  plan->outb[out_first ..] */
-    int push_first;           /* ops mixed after this step runs: */
-    int push_count;           /* plan->push[push_first ..] (op indices) */
-    int pull;                 /* audio, finished plans: ops mixed at this step
-                                 (neither pushed nor read in place; refresh_ops) */
-    int fold;                 /* finished plans: the node's type has `fold` and
+    int clear_first;          /* inputs with no connection (p->clear) */
+    uint16_t mix_count;       /* (add_op refuses more than UINT16_MAX) */
+    uint16_t push_count;      /* plan->push[push_first ..] (op indices; a plan
+                                 with more from one step is refused) */
+    uint16_t clear_count;     /* (at most the node's n_in) */
+    uint8_t gang;             /* >1: this step and the next gang-1 run through
+                                 the type's process_many; 1 alone; 0 inside a
+                                 gang (at most MG_MAX_GANG) */
+    unsigned inert : 1;       /* nothing to run: no inputs, no parameters, outputs
+                                 are the hardware input buffers (input nodes) */
+    unsigned pull : 1;        /* audio, finished plans: some ops are mixed at
+                                 this step (neither pushed nor read in place;
+                                 refresh_ops) */
+    unsigned fold : 1;        /* finished plans: the node's type has `fold` and
                                  every op reading its outputs is pushed (no
                                  one else reads them): see fold_step */
-    int fold_unity;           /* audio: a folding step whose pushes are all
+    unsigned fold_unity : 1;  /* audio: a folding step whose pushes are all
                                  steady at unity (refresh_ops) */
 } mg_step;
+
+_Static_assert(sizeof(mg_step) == 32, "mg_step: 32 bytes");
 
 /* Immutable once pushed to the audio thread (but for the fading list). */
 struct mg_plan {

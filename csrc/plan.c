@@ -100,17 +100,23 @@ mg_node *mg_node_new_type(mg_engine *e, const mg_node_type *t, int channels, int
     }
     for (int r = 0; r < t->n_readouts; r++)
         n_readout += t->readouts[r].per_channel ? channels : 1;
+    /* the struct (its cold line, then a step's line), then with no gaps
+     * in_ptr[] (the struct's last member), out_ptr[], pv[] and the readouts:
+     * what a step reads of the node, in as few lines as they fit. The state
+     * from the next line; then the parameters (read only while one ramps or
+     * is set) and the block buffers' pointers (unfinished plans) */
     const size_t np1 = (size_t)t->n_params + 1;
-    const size_t o_in_ptr = pad16(sizeof(mg_node));
-    const size_t o_out_ptr = o_in_ptr + pad16(((size_t)n_in + 1) * sizeof(float *));
-    const size_t o_pv = o_out_ptr + pad16(((size_t)n_out + 1) * sizeof(float *));
-    const size_t o_in_base = o_pv + pad16(np1 * sizeof(mg_pv));
-    const size_t o_out_base = o_in_base + pad16(((size_t)n_in + 1) * sizeof(float *));
-    const size_t o_params = o_out_base + pad16(((size_t)n_out + 1) * sizeof(float *));
-    const size_t o_readout = o_params + pad16(np1 * sizeof(mg_param));
-    const size_t o_state = (o_readout + pad16(((size_t)n_readout + 1) * sizeof(_Atomic float)) + 63) &
-                           ~(size_t)63;
-    const size_t total = o_state + (t->state_size ? t->state_size : 1);
+    const size_t o_out_ptr = sizeof(mg_node) + (size_t)n_in * sizeof(float *);
+    const size_t o_pv = o_out_ptr + (size_t)n_out * sizeof(float *);
+    const size_t o_readout = o_pv + (size_t)t->n_params * sizeof(mg_pv);
+    const size_t o_state =
+        (o_readout + (size_t)n_readout * sizeof(_Atomic float) + 63) & ~(size_t)63;
+    const size_t o_params = o_state + pad16(t->state_size ? t->state_size : 1);
+    const size_t o_in_base = o_params + (size_t)t->n_params * sizeof(mg_param);
+    const size_t o_out_base = o_in_base + (size_t)n_in * sizeof(float *);
+    const size_t total = o_out_base + ((size_t)n_out + 1) * sizeof(float *);
+    _Static_assert(sizeof(mg_pv) % sizeof(float *) == 0 && sizeof(mg_param) % 8 == 0,
+                   "mg_node_new packs pv[] after the pointers and in_base after params");
     char *blk = total < UINT32_MAX ? mg_calloc_lines(total) : NULL;
     if (!blk) {
         *error = 3;
@@ -124,13 +130,11 @@ mg_node *mg_node_new_type(mg_engine *e, const mg_node_type *t, int channels, int
     n->n_in = n_in;
     n->n_out = n_out;
     n->n_readout = n_readout;
-    n->in_ptr = (float **)(blk + o_in_ptr);
     n->out_ptr = (float **)(blk + o_out_ptr);
     n->pv = (mg_pv *)(blk + o_pv);
     n->in_base = (float **)(blk + o_in_base);
     n->out_base = (float **)(blk + o_out_base);
     n->params = (mg_param *)(blk + o_params);
-    n->readout = (_Atomic float *)(blk + o_readout);
     n->state = blk + o_state;
     n->cold_bytes = (np1 + (size_t)n_in + (size_t)n_out) * MG_MAX_BLOCK * sizeof(float);
     n->ramp_mem = mg_cold_alloc(n->cold_bytes);
@@ -213,7 +217,7 @@ float mg_node_readout(mg_node *n, int flat_index)
 {
     if (flat_index < 0 || flat_index >= n->n_readout)
         return NAN;
-    return atomic_load_explicit(&n->readout[flat_index], memory_order_relaxed);
+    return atomic_load_explicit(&mg_node_readouts(n)[flat_index], memory_order_relaxed);
 }
 
 int mg_node_n_in(mg_node *n) { return n->n_in; }
@@ -400,13 +404,14 @@ static mg_mixop *add_op(mg_plan *p, int step, float *dst, int dst_index, const f
                         mg_node *src_node, int src_out, mg_edge *edge, int edge_ch)
 {
     mg_step *st = &p->steps[step];
-    if (st->mix_first + st->mix_count != p->mix_used)
+    if (st->mix_first + st->mix_count != p->mix_used || st->mix_count == UINT16_MAX ||
+        dst_index > INT16_MAX || src_out > INT16_MAX || edge_ch > INT16_MAX)
         return NULL;
     mg_mixop *op = &p->mix[p->mix_used++];
     /* every field written (the array is not zeroed: mg_plan_new) */
-    *op = (mg_mixop){.dst = dst, .src = src, .edge = edge, .dst_index = dst_index,
-                     .src_index = src_out, .src_node = src_node, .assign = 1,
-                     .edge_ch = edge_ch};
+    *op = (mg_mixop){.dst = dst, .src = src, .edge = edge, .dst_index = (int16_t)dst_index,
+                     .src_index = (int16_t)src_out, .src_node = src_node, .assign = 1,
+                     .edge_ch = (int16_t)edge_ch};
     for (int m = st->mix_first; m < p->mix_used - 1; m++)
         if (p->mix[m].dst == dst)
             op->assign = 0;
@@ -690,6 +695,8 @@ static int assign_buffers(mg_plan *p, const step_info *info, arena *sc)
              * every push into it) */
             op->push = !op->alias && (op->to_acc || op->dst_index >= 0) && op->edge->delay == 0;
             if (op->push) {
+                if (p->steps[from].push_count == UINT16_MAX)
+                    goto out; /* more than mg_step holds */
                 p->steps[from].push_count++;
                 continue; /* read at its source's own step */
             }
