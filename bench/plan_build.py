@@ -16,8 +16,9 @@ build, median and worst of --rounds (plans dropped, never pushed). Shapes:
 - fan: input -> gain x (N-2) in parallel -> output (one input summing N-2 ops).
 
 --core loads that build of the C core as mixgraph.server._core (an A/B: copy
-server/_core.abi3.so aside before rebuilding). Figures, not assertions: a build that grows faster than the node count shows as
-a per-node cost that grows with N (try --nodes 1024, 2048, 4096).
+server/_core.abi3.so aside before rebuilding). Figures, not assertions: a build
+that grows faster than the node count shows as a per-node cost that grows with N
+(try --nodes 1024, 2048, 4096).
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ def main() -> None:
     ap.add_argument("--core", help="a build of the C core to load instead of the installed one")
     a = ap.parse_args()
     if a.core:
+        from ab_core import load_core  # bench/, beside this script
+
         load_core(a.core)
 
     from mixgraph.server import planner
@@ -100,21 +103,6 @@ def main() -> None:
               f"gangs {[g for g in c.gangs if g[1] > 1][:4]}")
         s.close()
         e.free()
-
-
-def load_core(so: str) -> None:
-    """Make `so` the module mixgraph.server._core (before anything imports it)."""
-    import importlib.machinery
-    import importlib.util
-    import sys
-
-    name = "mixgraph.server._core"
-    loader = importlib.machinery.ExtensionFileLoader(name, so)
-    spec = importlib.util.spec_from_file_location(name, so, loader=loader)
-    assert spec is not None
-    mod = importlib.util.module_from_spec(spec)
-    loader.exec_module(mod)
-    sys.modules[name] = mod
 
 
 if __name__ == "__main__":
