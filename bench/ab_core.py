@@ -40,9 +40,9 @@ sys.path.insert(0, str(HERE))
 from cpu import rt_break  # noqa: E402
 
 
-def worker(so: str, channels: int, blocks: int, threads: int = 1,
-           sched: str | None = None, mb: int = 0) -> None:
-    """Serve rounds on stdin/stdout: each line in runs `blocks` blocks."""
+def load_core(so: str) -> None:
+    """Make the build `so` the module mixgraph.server._core (before anything
+    imports it): an A/B of two builds of the C core, one per process."""
     name = "mixgraph.server._core"
     loader = importlib.machinery.ExtensionFileLoader(name, so)
     spec = importlib.util.spec_from_file_location(name, so, loader=loader)
@@ -50,6 +50,12 @@ def worker(so: str, channels: int, blocks: int, threads: int = 1,
     mod = importlib.util.module_from_spec(spec)
     loader.exec_module(mod)
     sys.modules[name] = mod
+
+
+def worker(so: str, channels: int, blocks: int, threads: int = 1,
+           sched: str | None = None, mb: int = 0) -> None:
+    """Serve rounds on stdin/stdout: each line in runs `blocks` blocks."""
+    load_core(so)
     sys.path.insert(0, str(HERE))
     import numpy as np
     from mix64 import build_mix64

@@ -37,6 +37,8 @@ void mg_audio_leave(void)
         mg_rt_leave();
 }
 
+int mg_audio_thread(void) { return mg_in_audio; }
+
 /* Every allocator below counts the calls made on the audio thread. */
 static inline void count_if_audio(void)
 {

@@ -80,7 +80,8 @@ def have_jack() -> bool:
         return False
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "t.c"
-        src.write_text("#include <jack/jack.h>\nint main(void) { return jack_get_version_string() == 0; }\n")
+        src.write_text("#include <jack/jack.h>\n"
+                       "int main(void) { return jack_get_version_string() == 0; }\n")
         r = subprocess.run([*cc.split(), str(src), "-o", str(Path(tmp) / "t"), "-ljack"],
                            capture_output=True)
     return r.returncode == 0

@@ -5,7 +5,9 @@
  *
  * Built with lilv where <lilv/lilv.h> exists (build_core.py defines
  * MG_HAVE_LILV and links lilv-0); elsewhere every function says there is
- * no LV2 support. Nothing here runs on the audio thread. */
+ * no LV2 support. Nothing here runs on the audio thread but a plugin's
+ * log:log calls from run() (log_vprintf: no formatting there). */
+#include "mg_alloc.h"
 #include "mg_api.h"
 #include "mg_lv2.h"
 
@@ -36,19 +38,103 @@ void mg_lv2_next_node(const char *name, const char *dir)
  * compare-and-swap), so a plugin may log from the audio thread, its worker or
  * the control thread without a lock or an allocation; the control thread pops
  * the lines and writes them (server/lv2.py, rate-limited). A full ring drops the
- * line and counts it. */
+ * line and counts it. A line logged on the audio thread is not formatted there
+ * (printf's code is not bounded: long double, huge precisions, locales): its
+ * format and arguments are copied, bounded, and mg_lv2_log_pop formats it. */
+#include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
 #define LOG_SLOTS 256u
+#define LOG_ARGS 16
+typedef struct {
+    char kind; /* i: long long, u: unsigned long long, d: double, L: long double,
+                  p: pointer, s: string at strs + off */
+    union {
+        long long i;
+        unsigned long long u;
+        double d;
+        long double ld;
+        const void *p;
+        int off;
+    } v;
+} log_arg;
 typedef struct {
     _Atomic uint32_t seq;
     int level;
+    int n_args; /* -1: msg is the line; else msg is its format and args[] follow */
     char node[64];
     char msg[256];
+    log_arg args[LOG_ARGS];
+    char strs[256]; /* the %s arguments, each ended by a NUL */
 } log_slot;
 static log_slot log_ring[LOG_SLOTS];
 static uint32_t log_tail;
 static _Atomic uint64_t log_lost;
 static _Atomic int log_ready;
+
+/* One conversion of a printf format at fmt[0] == '%': its parts. Returns the
+ * length of the spec (0: not one this host passes on: %n, wide strings,
+ * an unknown conversion). */
+typedef struct {
+    int flags_at, flags_len; /* offsets into the spec */
+    int star_w, star_p;      /* width, precision given as * (an int argument) */
+    int w_at, w_len, p_at, p_len, has_p;
+    char len[3];             /* length modifier: "", hh, h, l, ll, L, j, z, t */
+    char conv;
+} fmt_spec;
+
+static int parse_spec(const char *f, fmt_spec *sp)
+{
+    int i = 1;
+    *sp = (fmt_spec){0};
+    sp->flags_at = i;
+    while (f[i] && (f[i] == '-' || f[i] == '+' || f[i] == ' ' || f[i] == '#' || f[i] == '0'))
+        i++;
+    sp->flags_len = i - sp->flags_at;
+    sp->w_at = i;
+    if (f[i] == '*') {
+        sp->star_w = 1;
+        i++;
+    } else {
+        while (f[i] >= '0' && f[i] <= '9')
+            i++;
+    }
+    sp->w_len = i - sp->w_at;
+    if (f[i] == '.') {
+        sp->has_p = 1;
+        i++;
+        sp->p_at = i;
+        if (f[i] == '*') {
+            sp->star_p = 1;
+            i++;
+        } else {
+            while (f[i] >= '0' && f[i] <= '9')
+                i++;
+        }
+        sp->p_len = i - sp->p_at;
+    }
+    if (f[i] == 'h' || f[i] == 'l') { /* h hh l ll */
+        sp->len[0] = f[i++];
+        if (f[i] == sp->len[0])
+            sp->len[1] = f[i++];
+    } else if (f[i] == 'q') {
+        sp->len[0] = sp->len[1] = 'l';
+        i++;
+    } else if (f[i] == 'L' || f[i] == 'j' || f[i] == 'z' || f[i] == 't') {
+        sp->len[0] = f[i++];
+    }
+    sp->conv = f[i];
+    switch (f[i]) {
+    case 'd': case 'i': case 'u': case 'o': case 'x': case 'X': case 'e': case 'E':
+    case 'f': case 'F': case 'g': case 'G': case 'a': case 'A': case 'p':
+        return i + 1;
+    case 'c': case 's':
+        return sp->len[0] ? 0 : i + 1; /* %lc, %ls: wide, not passed on */
+    default:
+        return 0;
+    }
+}
 
 #ifdef MG_HAVE_LILV
 static _Atomic uint32_t log_head;
@@ -62,37 +148,191 @@ static void log_init(void)
     atomic_store(&log_ready, 1);
 }
 
-/* [any thread] one line into the ring (dropped and counted when it is full) */
-static void log_push(const char *node, int level, const char *msg)
+/* [any thread] a slot to fill (then log_commit), NULL when the ring is full
+ * (the line is dropped and counted) */
+static log_slot *log_claim(uint32_t *at)
 {
     if (!atomic_load_explicit(&log_ready, memory_order_acquire)) {
         atomic_fetch_add(&log_lost, 1);
-        return;
+        return NULL;
     }
     uint32_t pos = atomic_load_explicit(&log_head, memory_order_relaxed);
-    log_slot *sl;
     for (;;) {
-        sl = &log_ring[pos % LOG_SLOTS];
+        log_slot *sl = &log_ring[pos % LOG_SLOTS];
         const uint32_t seq = atomic_load_explicit(&sl->seq, memory_order_acquire);
         const int32_t dif = (int32_t)(seq - pos);
         if (dif == 0) {
             if (atomic_compare_exchange_weak_explicit(&log_head, &pos, pos + 1,
                                                       memory_order_relaxed,
-                                                      memory_order_relaxed))
-                break;
+                                                      memory_order_relaxed)) {
+                *at = pos;
+                return sl;
+            }
         } else if (dif < 0) {
             atomic_fetch_add_explicit(&log_lost, 1, memory_order_relaxed);
-            return;
+            return NULL;
         } else {
             pos = atomic_load_explicit(&log_head, memory_order_relaxed);
         }
     }
-    sl->level = level;
-    snprintf(sl->node, sizeof sl->node, "%s", node ? node : "");
-    snprintf(sl->msg, sizeof sl->msg, "%s", msg ? msg : "");
+}
+
+static void log_commit(log_slot *sl, uint32_t pos)
+{
     atomic_store_explicit(&sl->seq, pos + 1, memory_order_release);
 }
+
+/* a bounded copy that stops at the NUL: no libc on the audio thread */
+static int copy_str(char *dst, int cap, const char *src)
+{
+    int n = 0;
+    while (src && n < cap - 1 && src[n]) {
+        dst[n] = src[n];
+        n++;
+    }
+    dst[n] = 0;
+    return n;
+}
+
+/* [audio thread] the format and its arguments into sl, unformatted: a
+ * conversion past LOG_ARGS arguments, or one not passed on, ends the format
+ * there. Returns the format's length. */
+static int log_defer(log_slot *sl, const char *fmt, va_list ap)
+{
+    const int n = copy_str(sl->msg, (int)sizeof sl->msg, fmt);
+    int na = 0, str_used = 0;
+    for (int i = 0; i < n; i++) {
+        if (sl->msg[i] != '%')
+            continue;
+        if (sl->msg[i + 1] == '%') {
+            i++;
+            continue;
+        }
+        fmt_spec sp;
+        const int len = parse_spec(sl->msg + i, &sp);
+        if (!len || na + sp.star_w + sp.star_p + 1 > LOG_ARGS) {
+            sl->msg[i] = 0;
+            break;
+        }
+        if (sp.star_w)
+            sl->args[na++] = (log_arg){'i', {.i = va_arg(ap, int)}};
+        if (sp.star_p)
+            sl->args[na++] = (log_arg){'i', {.i = va_arg(ap, int)}};
+        log_arg *a = &sl->args[na++];
+        const char l0 = sp.len[0], l1 = sp.len[1];
+        switch (sp.conv) {
+        case 'd': case 'i': case 'c':
+            a->kind = 'i';
+            a->v.i = (l0 == 'l' && l1 == 'l') || l0 == 'L' ? va_arg(ap, long long)
+                     : l0 == 'l'            ? va_arg(ap, long)
+                     : l0 == 'j'            ? (long long)va_arg(ap, intmax_t)
+                     : l0 == 'z' || l0 == 't' ? (long long)va_arg(ap, ptrdiff_t)
+                     : l0 == 'h' && l1 == 'h' ? (signed char)va_arg(ap, int)
+                     : l0 == 'h'            ? (short)va_arg(ap, int)
+                                            : va_arg(ap, int);
+            break;
+        case 'u': case 'o': case 'x': case 'X':
+            a->kind = 'u';
+            a->v.u = (l0 == 'l' && l1 == 'l') || l0 == 'L' ? va_arg(ap, unsigned long long)
+                     : l0 == 'l'            ? va_arg(ap, unsigned long)
+                     : l0 == 'j'            ? (unsigned long long)va_arg(ap, uintmax_t)
+                     : l0 == 'z' || l0 == 't' ? (unsigned long long)va_arg(ap, size_t)
+                     : l0 == 'h' && l1 == 'h' ? (unsigned char)va_arg(ap, unsigned)
+                     : l0 == 'h'            ? (unsigned short)va_arg(ap, unsigned)
+                                            : va_arg(ap, unsigned);
+            break;
+        case 'p':
+            a->kind = 'p';
+            a->v.p = va_arg(ap, void *);
+            break;
+        case 's':
+            a->kind = 's';
+            a->v.off = str_used;
+            str_used += copy_str(sl->strs + str_used, (int)sizeof sl->strs - str_used,
+                                 va_arg(ap, const char *)) + 1;
+            if (str_used >= (int)sizeof sl->strs)
+                str_used = (int)sizeof sl->strs - 1; /* the rest: empty strings */
+            break;
+        default: /* e f g a, either case */
+            if (l0 == 'L') {
+                a->kind = 'L';
+                a->v.ld = va_arg(ap, long double);
+            } else {
+                a->kind = 'd';
+                a->v.d = va_arg(ap, double);
+            }
+        }
+        i += len - 1;
+    }
+    sl->n_args = na;
+    return n;
+}
+
 #endif
+
+/* [control] a deferred line formatted into out (cap bytes): each conversion
+ * by snprintf with its one argument (and * values written into the spec) */
+static void log_format(const log_slot *sl, char *out, int cap)
+{
+    int o = 0, na = 0;
+    const char *f = sl->msg;
+    out[0] = 0;
+    for (int i = 0; f[i] && o < cap - 1;) {
+        if (f[i] != '%' || f[i + 1] == '%') {
+            out[o++] = f[i];
+            i += f[i] == '%' ? 2 : 1;
+            continue;
+        }
+        fmt_spec sp;
+        const int len = parse_spec(f + i, &sp);
+        if (!len || na + sp.star_w + sp.star_p + 1 > sl->n_args)
+            break;
+        char spec[64];
+        int k = 0;
+        spec[k++] = '%';
+        k += snprintf(spec + k, sizeof spec - (size_t)k, "%.*s", sp.flags_len, f + i + sp.flags_at);
+        if (sp.star_w)
+            k += snprintf(spec + k, sizeof spec - (size_t)k, "%lld", sl->args[na++].v.i);
+        else
+            k += snprintf(spec + k, sizeof spec - (size_t)k, "%.*s", sp.w_len, f + i + sp.w_at);
+        if (sp.star_p) {
+            const long long pr = sl->args[na++].v.i;
+            if (pr >= 0) /* a negative precision is as if none were given */
+                k += snprintf(spec + k, sizeof spec - (size_t)k, ".%lld", pr);
+        } else if (sp.has_p) {
+            k += snprintf(spec + k, sizeof spec - (size_t)k, ".%.*s", sp.p_len, f + i + sp.p_at);
+        }
+        if (k > (int)sizeof spec - 4)
+            break;
+        const log_arg *a = &sl->args[na++];
+        if (a->kind == 'i' || a->kind == 'u') {
+            if (sp.conv != 'c') {
+                spec[k++] = 'l';
+                spec[k++] = 'l';
+            }
+        } else if (a->kind == 'L') {
+            spec[k++] = 'L';
+        }
+        spec[k++] = sp.conv;
+        spec[k] = 0;
+        const size_t room = (size_t)(cap - o);
+        int w;
+        switch (a->kind) {
+        case 'i': w = sp.conv == 'c' ? snprintf(out + o, room, spec, (int)a->v.i)
+                                     : snprintf(out + o, room, spec, a->v.i); break;
+        case 'u': w = snprintf(out + o, room, spec, a->v.u); break;
+        case 'L': w = snprintf(out + o, room, spec, a->v.ld); break;
+        case 'p': w = snprintf(out + o, room, spec, a->v.p); break;
+        case 's': w = snprintf(out + o, room, spec, sl->strs + a->v.off); break;
+        default: w = snprintf(out + o, room, spec, a->v.d);
+        }
+        o += w < 0 ? 0 : w;
+        if (o > cap - 1)
+            o = cap - 1;
+        i += len;
+    }
+    out[o] = 0;
+}
 
 int mg_lv2_log_pop(int *level, char *node, int node_len, char *msg, int msg_len)
 {
@@ -104,7 +344,16 @@ int mg_lv2_log_pop(int *level, char *node, int node_len, char *msg, int msg_len)
         return 0;
     *level = sl->level;
     snprintf(node, (size_t)node_len, "%s", sl->node);
-    snprintf(msg, (size_t)msg_len, "%s", sl->msg);
+    if (sl->n_args < 0) {
+        snprintf(msg, (size_t)msg_len, "%s", sl->msg);
+    } else {
+        char line[512];
+        log_format(sl, line, (int)sizeof line);
+        size_t len = strlen(line);
+        while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+            line[--len] = 0;
+        snprintf(msg, (size_t)msg_len, "%s", line);
+    }
     atomic_store_explicit(&sl->seq, log_tail + LOG_SLOTS, memory_order_release);
     log_tail++;
     return 1;
@@ -294,20 +543,32 @@ uint32_t mg_lv2_urid(const char *uri) { return urid_map(NULL, uri); }
 
 const char *mg_lv2_unurid(uint32_t id) { return urid_unmap(NULL, id); }
 
-/* ---- log:log: a plugin's line, formatted into a stack buffer and queued (any
- * thread; vsnprintf allocates nothing for the formats plugins use) */
+/* ---- log:log: a plugin's line, queued (any thread). Off the audio thread
+ * it is formatted at once; on it (a plugin logging from run()) its format and
+ * arguments are queued and the control thread formats them (log_defer). */
 static LV2_URID log_error, log_warning, log_note, log_trace;
 
 static int log_vprintf(LV2_Log_Handle h, LV2_URID type, const char *fmt, va_list ap)
 {
     const mg_lv2_features *f = h;
-    char line[256];
-    const int n = vsnprintf(line, sizeof line, fmt, ap);
-    size_t len = strlen(line);
-    while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
-        line[--len] = 0;
     const int level = type == log_error ? 0 : type == log_warning ? 1 : type == log_note ? 2 : 3;
-    log_push(f ? f->name : "", level, line);
+    uint32_t pos;
+    log_slot *sl = log_claim(&pos);
+    if (!sl)
+        return 0;
+    sl->level = level;
+    copy_str(sl->node, (int)sizeof sl->node, f ? f->name : "");
+    int n;
+    if (mg_audio_thread()) {
+        n = log_defer(sl, fmt, ap);
+    } else {
+        n = vsnprintf(sl->msg, sizeof sl->msg, fmt, ap);
+        size_t len = strlen(sl->msg);
+        while (len && (sl->msg[len - 1] == '\n' || sl->msg[len - 1] == '\r'))
+            sl->msg[--len] = 0;
+        sl->n_args = -1;
+    }
+    log_commit(sl, pos);
     return n;
 }
 

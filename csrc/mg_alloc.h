@@ -32,6 +32,10 @@ void mg_cold_free(void *p, size_t bytes);
 /* The calling thread is (enter) / is no longer (leave) the audio thread. */
 void mg_audio_enter(void);
 void mg_audio_leave(void);
+/* 1 on a thread inside mg_engine_process (the audio thread, a worker running
+ * nodes): code that may be called there and elsewhere (a plugin's log:log)
+ * takes its real-time path. */
+int mg_audio_thread(void);
 /* Allocator calls made on the audio thread since the library loaded. */
 uint64_t mg_rt_alloc_count(void);
 

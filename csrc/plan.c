@@ -903,6 +903,18 @@ static void sort_by_key(int *idx, int n, const int *key, int n_keys, int *count,
     memcpy(idx, tmp, sizeof(int) * (size_t)n);
 }
 
+/* Kahn's waves in build: the waiting nodes of rank r into out[], in the order
+ * they came to wait; the list is then empty. Returns how many. */
+static int release(int r, int *whead, const int *wnext, int *wcount, int *out)
+{
+    int k = 0;
+    for (int u = whead[r]; u >= 0; u = wnext[u])
+        out[k++] = u;
+    whead[r] = -1;
+    wcount[r] = 0;
+    return k;
+}
+
 /* mg_plan_add_mix, mg_plan_add_group_mix and mg_plan_add_group_out with what
  * they read of the nodes in step_info (the same checks, the same ops). */
 static int mix(mg_plan *p, int step, const step_info *di, int dst_in, mg_node *src,
@@ -973,10 +985,16 @@ static mg_plan *build(int n_nodes, mg_node *const *nodes, const step_info *ninfo
     int *gl = tmp_alloc(sc, ne, sizeof(int)); /* a step's groups, first appearance order */
     int *left = tmp_calloc(sc, (size_t)n_ranks + 1, sizeof(int)); /* gang types: not placed */
     int *nready = tmp_calloc(sc, (size_t)n_ranks + 1, sizeof(int)); /* and ready, per rank */
-    char *waited = tmp_calloc(sc, nn, 1);                             /* per node */
+    int *wnext = tmp_alloc(sc, nn, sizeof(int)); /* waiting nodes: a list per rank */
+    int *whead = tmp_alloc(sc, (size_t)n_ranks + 1, sizeof(int));
+    int *wtail = tmp_alloc(sc, (size_t)n_ranks + 1, sizeof(int));
+    int *wcount = tmp_calloc(sc, (size_t)n_ranks + 1, sizeof(int));
+    char *goes = tmp_calloc(sc, (size_t)n_ranks + 1, 1); /* per rank, this wave */
     if (!indeg || !out_first || !in_first || !out_e || !in_e || !ready || !tmp || !count ||
-        !gmark || !gl || !left || !nready || !waited)
+        !gmark || !gl || !left || !nready || !wnext || !whead || !wtail || !wcount || !goes)
         goto out;
+    for (int r = 0; r <= n_ranks; r++)
+        whead[r] = -1;
     *err = 3;
     for (int i = 0; i < n_nodes; i++)
         if (rank[i] < 0 || rank[i] >= n_ranks || !nodes[i])
@@ -1016,46 +1034,72 @@ static mg_plan *build(int n_nodes, mg_node *const *nodes, const step_info *ninfo
      * other strips, and the equalisers would otherwise make two gangs (54 and
      * 10 of 64: 9 vectors of 8 lanes instead of 8). When only waiting nodes
      * are ready, the type with most of them goes. */
-    int n_ready = 0, done = 0;
+    int n_ready = 0, n_waiting = 0, done = 0;
     for (int v = 0; v < n_nodes; v++) {
         if (indeg[v] == 0)
             ready[n_ready++] = v;
         left[rank[v]] += ninfo[v].type->process_many != NULL;
     }
-    while (n_ready > 0) {
+    /* Waiting nodes are kept per rank (a list each, in the order they came to
+     * wait) and not looked at again until fresh nodes of their rank are ready
+     * or nothing else can go: a wave costs its fresh nodes (and the ranks when
+     * only waiting nodes are left), not every node that waits (a long strip
+     * beside many waiting equalisers was O(n^2): bench/plan_build.py late).
+     * ready[] holds the fresh nodes of a wave. */
+    while (n_ready > 0 || n_waiting > 0) {
         if (n_ready > 1) /* a chain's waves are single nodes: nothing to sort */
             sort_by_key(ready, n_ready, rank, n_ranks, count, tmp);
-        /* the wave: ready nodes that need not wait; the rest stay ready */
+        /* nready[r]: gang nodes of rank r fresh; with wcount[r] those ready */
         for (int i = 0; i < n_ready; i++)
             nready[rank[ready[i]]] += ninfo[ready[i]].type->process_many != NULL;
-        int n_wave = 0, n_wait = 0, best = -1, late = 0;
+        /* can a node go: not of a gang type, or all of its type left are ready
+         * (a rank waits while fewer are, and only fresh nodes add to them) */
+        int any = 0, best = -1;
+        for (int i = 0; i < n_ready; i++) {
+            const int r = rank[ready[i]];
+            goes[r] = wcount[r] + nready[r] == left[r];
+            any |= goes[r] || !ninfo[ready[i]].type->process_many;
+        }
+        int n_wave = 0, late = 0;
+        if (!any) { /* only waiting nodes: the most numerous type goes, its
+                     * waiting nodes first (as in the ready nodes sorted by rank) */
+            for (int r = 0; r < n_ranks; r++)
+                if (wcount[r] + nready[r] > 0 &&
+                    (best < 0 || wcount[r] + nready[r] > wcount[best] + nready[best]))
+                    best = r;
+            for (int i = 0; i < n_ready; i++)
+                goes[rank[ready[i]]] = 0;
+            goes[best] = 1;
+            late = wcount[best] > 0;
+            n_wave = release(best, whead, wnext, wcount, order + done);
+            n_waiting -= n_wave;
+        }
+        /* the wave in the order of the ready nodes sorted by rank (a rank's
+         * waiting nodes before its fresh ones); the rest wait */
         for (int i = 0; i < n_ready; i++) {
             const int v = ready[i], r = rank[v];
-            if (!ninfo[v].type->process_many || nready[r] == left[r]) {
-                order[done + n_wave++] = v;
-                late |= waited[v];
-            } else {
-                tmp[n_wait++] = v;
+            if (goes[r] && wcount[r] > 0) { /* at the first fresh node of r */
+                const int k = release(r, whead, wnext, wcount, order + done + n_wave);
+                n_wave += k;
+                n_waiting -= k;
+                late = 1;
             }
-            if (ninfo[v].type->process_many && (best < 0 || nready[r] > nready[best]))
-                best = r;
-        }
-        if (n_wave == 0) { /* only waiting nodes: the most numerous type goes */
-            n_wait = 0;
-            for (int i = 0; i < n_ready; i++) {
-                const int v = ready[i];
-                if (rank[v] == best) {
-                    order[done + n_wave++] = v;
-                    late |= waited[v];
-                } else {
-                    tmp[n_wait++] = v;
-                }
+            if (goes[r] || (any && !ninfo[v].type->process_many)) {
+                order[done + n_wave++] = v;
+            } else { /* waits: at the end of its rank's list */
+                wnext[v] = -1;
+                if (wcount[r]++ > 0)
+                    wnext[wtail[r]] = v;
+                else
+                    whead[r] = v;
+                wtail[r] = v;
+                n_waiting++;
             }
         }
         for (int i = 0; i < n_ready; i++)
-            nready[rank[ready[i]]] = 0;
-        for (int i = 0; i < n_wait; i++)
-            waited[tmp[i]] = 1;
+            nready[rank[ready[i]]] = goes[rank[ready[i]]] = 0;
+        if (best >= 0)
+            goes[best] = 0;
         /* a wave with nodes that waited: by type, then in the nodes' order (a
          * gang's lanes in strip order, as when all arrive in one wave) */
         if (late) {
@@ -1064,10 +1108,9 @@ static mg_plan *build(int n_nodes, mg_node *const *nodes, const step_info *ninfo
         }
         for (int w = done; w < done + n_wave; w++)
             left[rank[order[w]]] -= ninfo[order[w]].type->process_many != NULL;
-        memcpy(ready, tmp, sizeof(int) * (size_t)n_wait);
         const int wave_start = done;
         done += n_wave;
-        n_ready = n_wait;
+        n_ready = 0;
         for (int w = wave_start; w < done; w++) {
             const int v = order[w];
             for (int k = out_first[v]; k < out_first[v + 1]; k++) {
@@ -1177,7 +1220,11 @@ out:
     tmp_free(sc, gl);
     tmp_free(sc, left);
     tmp_free(sc, nready);
-    tmp_free(sc, waited);
+    tmp_free(sc, wnext);
+    tmp_free(sc, whead);
+    tmp_free(sc, wtail);
+    tmp_free(sc, wcount);
+    tmp_free(sc, goes);
     return p;
 }
 

@@ -133,12 +133,18 @@ machine (and why any is refused), `mixgraph lv2 show <uri>` and
   leave it; a saved path inside it is kept relative (`state:mapPath`), one
   outside it (a file the user chose) absolute.
 - **Log**: a plugin's `log:log` lines (from any thread, the audio thread
-  included: formatted into a fixed buffer and queued in a lock-free ring,
-  nothing written there) are written to the daemon's log by the control
-  thread as `<node>: plugin <level>: <text>` (trace lines at debug level),
-  rate-limited per node as client warnings are (the first line at once, then
-  one summary per 10 s); `/status` counts them in `lv2_log` and the lines
-  lost to a full ring in `lv2_log_lost`.
+  included, queued in a lock-free ring of 256 lines) are written to the
+  daemon's log by the control thread as `<node>: plugin <level>: <text>`
+  (trace lines at debug level), rate-limited per node as client warnings are
+  (the first line at once, then one summary per 10 s); `/status` counts them
+  in `lv2_log` and the lines lost to a full ring in `lv2_log_lost`. A line
+  logged on the audio thread (from `run()`) is not formatted there, since
+  glibc's printf may allocate (a `%.20000f` takes a work buffer from malloc):
+  its format (255 bytes at most) and its arguments (16 at most, `%s` strings
+  copied, 255 bytes in all) are copied into the ring and the control thread
+  formats the line, conversion by conversion; a format is cut at a conversion
+  past those bounds or one not passed on (`%n`, `%ls`, `%lc`). Lines from
+  other threads (instantiate, the plugin's worker) are formatted at once.
 - **Real time**: the daemon refuses a plugin that is not `lv2:hardRTCapable`
   unless the node is made with `allow_non_rt 1`; then the log says so when
   the node is made and `/status` names the node in `non_rt` (comma-separated,

@@ -383,6 +383,55 @@ def test_no_allocation_on_the_audio_thread(tmp_path, test_bundle):
     assert res["urn:mixgraph:test:state"][2] >= 3  # it logged at instantiate and from run()
 
 
+LOG_CHILD = textwrap.dedent(r"""
+    import json
+    import numpy as np
+    from mixgraph.server._core import ffi, lib
+    from mixgraph.server.engine import Engine
+    from mixgraph.server.session import Session
+    e = Engine(48000, 1, 1)
+    s = Session(e, confine_paths=False)
+    s.add_node("input", "in", {"channels": 1})
+    s.add_node("lv2", "pl", {"uri": "urn:mixgraph:test:state", "group": 0})
+    s.add_node("output", "out", {"channels": 1})
+    s.connect("in", "pl")
+    s.connect("pl", "out")
+    s.commit()
+    e.process(64, np.full((64, 1), 0.5, np.float32))
+    level, node, msg = ffi.new("int *"), ffi.new("char[64]"), ffi.new("char[256]")
+    lines = []
+    while lib.mg_lv2_log_pop(level, node, 64, msg, 256):
+        lines.append([level[0], ffi.string(node).decode(), ffi.string(msg).decode()])
+    print("RESULT " + json.dumps(lines))
+""")
+
+
+def test_a_plugins_log_line_from_run_is_formatted_as_printf_would(test_bundle):
+    """A plugin's log:log line from run() is not formatted on the audio thread: its
+    format and arguments are queued and the control thread formats them (csrc/
+    lv2host.c log_defer). The test plugin logs the same two lines of many
+    conversions (strings, widths and precisions given by *, hh/l/ll/z/j/L, %a, %%)
+    at instantiate (formatted there by vsnprintf) and from its first run(): the
+    lines are the same, and the first is what printf gives (written out here)."""
+    env = dict(os.environ, LV2_PATH=f"{test_bundle}:/usr/lib/lv2")
+    p = subprocess.run([sys.executable, "-c", LOG_CHILD], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    lines = json.loads([x for x in p.stdout.splitlines() if x.startswith("RESULT ")][-1][7:])
+    texts = [t for _, _, t in lines]
+    assert texts[0] == "instantiated at 48000 Hz"
+    a = [t for t in texts if t.startswith("A ")]
+    b = [t for t in texts if t.startswith("B ")]
+    assert len(a) == len(b) == 2, texts
+    assert a[0] == a[1] and b[0] == b[1], (a, b)
+    assert a[0] == ("A str|-42| 3.14|ff  |Z|123456789|-9000000000|%|     7|2.500|-3|77|"
+                    "1.000000e-05")
+    assert b[0] == ("B 1e+20|010|+5|1.500000|abc     |00042|65535|-1|1E-300|0x1p-1|1e+04|"
+                    f"{-2**31}")
+    assert all(lvl == 2 and who == "pl" for lvl, who, t in lines if t[:2] in ("A ", "B "))
+    assert any(t.startswith("run 1: peak 0.5000") for t in texts), texts
+
+
 def test_unknown_uri_and_missing_lilv_are_clear_errors():
     require(lv2.available(), "mixgraph was built without lilv (Debian: liblilv-dev)")
     with pytest.raises(MixgraphError, match="no LV2 plugin with URI urn:x"):

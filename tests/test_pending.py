@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import signal
 import time
+from pathlib import Path
 
+import msgpack
 import pytest
 
 from mixgraph.clients import Client
@@ -32,29 +34,60 @@ def _gain(d: Daemon) -> float:
     return d.request("/node/g/gain")[1][0]
 
 
+def _snapshot(state: Path) -> dict | None:
+    """The autosave document as last written (None before the first)."""
+    try:
+        return msgpack.unpackb((state / "autosave.mgp").read_bytes())
+    except (OSError, ValueError):  # not written yet, or caught mid-rename
+        return None
+
+
+def _wait_for(cond, what: str, timeout: float = 30.0) -> None:
+    """Wait until cond() holds (polled every 50 ms); fail naming `what` after timeout."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"{what}: not after {timeout} s"
+        time.sleep(0.05)
+
+
 @pytest.mark.parametrize("where", ["journal", "snapshot"])
 def test_a_timed_set_ahead_survives_sigkill(tmp_path, where):
-    """Scheduled 4 s ahead, SIGKILL at once: after the restart the gain is still
-    what it was until the time comes, then the scheduled value."""
+    """Scheduled ahead, SIGKILL at once: after the restart the gain is still
+    what it was until the time comes, then the scheduled value.
+
+    The lead is 4 s, or 4x the first start's time when that is longer (a loaded
+    machine: the restart must end before the set is due, or the test would see the
+    'due while down' path instead, which test_a_timed_set_due_while_down_... checks)."""
     extra = ("--no-journal",) if where == "snapshot" else ()
-    d = Daemon(tmp_path / "state", "--backend", "null", *extra)
+    state = tmp_path / "state"
+    t0 = time.monotonic()
+    d = Daemon(state, "--backend", "null", *extra)
+    lead_s = max(4.0, 4.0 * (time.monotonic() - t0))
     d.call("/graph/add", "gain", "g", "gain", -3.0)
     if where == "snapshot":
-        time.sleep(1.0)  # the add's snapshot is written: only the schedule can make another
-    due = time.time() + 4.0
+        # the add's snapshot is written: only the schedule can make another
+        _wait_for(lambda: (doc := _snapshot(state)) is not None and doc["nodes"],
+                  "the add's autosave")
+        assert _snapshot(state)["scheduled"] == []
+    due = time.time() + lead_s
     _schedule(d, due, -12.0)
     if where == "snapshot":
-        time.sleep(1.5)  # the autosave (at most 4 a second after a change) has it
+        _wait_for(lambda: _snapshot(state)["scheduled"] != [], "the schedule's autosave")
+        assert _snapshot(state)["scheduled"] == [[pytest.approx(due, abs=1.0), "g", "gain",
+                                                 -12.0]]
     assert _gain(d) == -3.0
     d.stop(signal.SIGKILL)
-    d = Daemon(tmp_path / "state", "--backend", "null", *extra)
+    d = Daemon(state, "--backend", "null", *extra)
     try:
-        if time.time() < due - 0.3:
-            assert _gain(d) == -3.0  # not yet
-        while time.time() < due + 0.5:
-            time.sleep(0.1)
-        assert _gain(d) == -12.0
+        assert time.time() < due - 0.3, \
+            f"the restart took longer than the lead ({lead_s:.1f} s): nothing left to check"
+        assert _gain(d) == -3.0  # not yet
         assert "scheduled sets restored for later" in d.output()
+        while time.time() < due - 0.3:  # not applied early (an answer is read after it)
+            g = _gain(d)
+            assert g == -3.0 or time.time() >= due - 0.3, "applied before its time"
+            time.sleep(0.1)
+        _wait_for(lambda: _gain(d) == -12.0, "the scheduled value", timeout=10.0)
     finally:
         d.stop()
 

@@ -12,13 +12,19 @@
  *                              float and in a file it makes through
  *                              state:makePath with a path that tries to leave
  *                              the directory (../../); restores from the file;
- *                              logs (log:log) at instantiate and from run() */
+ *                              logs (log:log) at instantiate and from run(),
+ *                              and the same two lines of many conversions
+ *                              (log_formats) from both: the host formats
+ *                              the audio thread's on its control thread */
 #include <lv2/core/lv2.h>
 #include <lv2/log/log.h>
 #include <lv2/state/state.h>
 #include <lv2/urid/urid.h>
 #include <lv2/worker/worker.h>
+#include <limits.h>
 #include <math.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +49,21 @@ typedef struct {
     LV2_URID_Map *map;
     LV2_URID u_peak, u_file, u_float, u_path, u_note, u_warning;
 } plug;
+
+/* Two lines whose every conversion a host must pass on as printf would. */
+static void log_formats(plug *p)
+{
+    p->log->printf(p->log->handle, p->u_note,
+                   "A %s|%d|%5.2f|%-4x|%c|%lu|%lld|%%|%*d|%.*f|%hhd|%zu|%e", "str", -42,
+                   3.14159, 255, 'Z', 123456789UL, -9000000000LL, 6, 7, 3, 2.5, -3,
+                   (size_t)77, 1e-5);
+    p->log->printf(p->log->handle, p->u_note,
+                   "B %g|%#o|%+i|%Lf|%-8.3s|%05u|%hu|%jd|%G|%a|%.0e|%i\n", 1e20, 8, 5,
+                   (long double)1.5, "abcdef", 42u, (unsigned short)65535, (intmax_t)-1,
+                   1e-300, 0.5, 12345.678, INT_MIN);
+    /* glibc's printf takes a work buffer this long from malloc */
+    p->log->printf(p->log->handle, p->u_note, "C %.20000f", 1e300);
+}
 
 static LV2_Handle inst(const LV2_Descriptor *d, double rate, const char *path,
                        const LV2_Feature *const *f)
@@ -76,6 +97,7 @@ static LV2_Handle inst(const LV2_Descriptor *d, double rate, const char *path,
         p->u_note = m->map(m->handle, LV2_LOG__Note);
         p->u_warning = m->map(m->handle, LV2_LOG__Warning);
         p->log->printf(p->log->handle, p->u_note, "instantiated at %.0f Hz\n", rate);
+        log_formats(p);
     }
     if (p && !strcmp(d->URI, "urn:mixgraph:test:worker") && !p->sched) {
         free(p);
@@ -114,6 +136,8 @@ static void run(LV2_Handle h, uint32_t n)
     }
     if (p->learned)
         *p->learned = p->peak;
+    if (p->state && p->runs % 100 == 0) /* and after a host's warm-up */
+        log_formats(p);
     if (p->state && p->runs++ % 100 == 0) /* from the audio thread */
         p->log->printf(p->log->handle, p->u_warning, "run %u: peak %.4f", p->runs, p->peak);
     if (p->sched && ++p->runs % 10 == 0) {
