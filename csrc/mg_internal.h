@@ -24,7 +24,7 @@ int mg_ring_push(mg_ring *r, const void *item);
 int mg_ring_pop(mg_ring *r, void *item);
 int mg_ring_space(mg_ring *r);
 
-typedef struct {
+struct mg_ctl {
     /* control thread writes before the node is published, audio after */
     float target_unit;  /* last target, unit domain */
     double cur;         /* current value, node domain (audio); double so a
@@ -47,7 +47,14 @@ typedef struct {
     double base;        /* linear: the value the ramp started from */
     double step4;       /* geometric: step^4 */
     double lane[4];     /* geometric: the next value of each chain, by k % 4 */
-} mg_param;
+    /* a MG_PARAM_CONTROL parameter (node_ramps, mg_ctl_at): its spec, and
+     * what the current call evaluates from, as it was at the call's start */
+    const mg_param_spec *spec; /* immutable after mg_node_new */
+    int at0;            /* `remaining` at the call's start */
+    int at_taper;       /* 1: a taper ramp, 0: a smoothing */
+    int control;        /* MG_PARAM_CONTROL (immutable after mg_node_new) */
+};
+typedef struct mg_ctl mg_param;
 
 struct mg_node {
     /* Laid out for run_plan: the first cache line holds what a step never

@@ -48,10 +48,17 @@ static inline void *mg_zalloc(size_t n, size_t size)
     return p;
 }
 
-/* The value of parameter pv at frame i of this sub-block. */
+/* The value of parameter pv at frame i of this sub-block (a MG_PARAM_CONTROL
+ * one evaluated from its ramp's formula: i may then lie past the call). */
 static inline float mg_pv_at(const mg_pv *pv, int i)
 {
-    return pv->ramp ? pv->ramp[i] : pv->value;
+    return pv->ramp ? pv->ramp[i] : pv->ctl ? (float)mg_ctl_at(pv->ctl, i) : pv->value;
+}
+
+/* 1 while parameter pv moves in this call (a ramp or a smoothing). */
+static inline int mg_pv_moving(const mg_pv *pv)
+{
+    return pv->ramp || pv->ctl;
 }
 
 static inline float mg_db_to_amp(float db)

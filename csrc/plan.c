@@ -197,6 +197,8 @@ void mg_node_init_param(mg_node *n, int index, float v)
     const mg_param_spec *s = &n->type->params[index];
     v = v < s->min ? s->min : v > s->max ? s->max : v;
     mg_param *p = &n->params[index];
+    p->spec = s;
+    p->control = n->type->param_flags && (n->type->param_flags[index] & MG_PARAM_CONTROL);
     p->target_unit = v;
     p->tgt = s->map == MG_MAP_DB ? mg_db_to_amp(v) : v;
     p->cur = p->tgt;
@@ -204,6 +206,7 @@ void mg_node_init_param(mg_node *n, int index, float v)
     p->ramp = 0;
     n->pv_fresh = 0;
     n->pv[index].ramp = NULL;
+    n->pv[index].ctl = NULL;
     n->pv[index].value = p->tgt;
     if (n->type->on_param)
         n->type->on_param(n->state, index, p->tgt);
