@@ -97,6 +97,10 @@ struct mg_node {
     int out_aliased;          /* out_base are the engine's hw input buffers */
     int n_readout;
     uint32_t live_gen;        /* generation of the plan that last held it (audio) */
+    uint64_t pv_dirty;        /* parameters 0..63 set or moving since their pv[]
+                                 entry was last made steady (audio): node_ramps
+                                 visits only these while others ramp (a node
+                                 with more parameters visits every one) */
 };
 
 struct mg_edge {
