@@ -96,9 +96,9 @@ def run(n: int) -> None:
           f"{np.median(settled):.1f} µs (worst {settled.max():.0f}); budget 1333 µs")
 
 
-def worker(so: str, n: int, nblocks: int) -> None:
-    """Serve rounds on stdin/stdout with the core loaded from `so`: the first
-    line answers the idle CPU µs per block, each later one a ramping round's."""
+def load_core(so: str) -> None:
+    """Load the C core from the file `so` as mixgraph.server._core (before
+    anything imports it)."""
     name = "mixgraph.server._core"
     loader = importlib.machinery.ExtensionFileLoader(name, so)
     spec = importlib.util.spec_from_file_location(name, so, loader=loader)
@@ -106,6 +106,12 @@ def worker(so: str, n: int, nblocks: int) -> None:
     mod = importlib.util.module_from_spec(spec)
     loader.exec_module(mod)
     sys.modules[name] = mod
+
+
+def worker(so: str, n: int, nblocks: int) -> None:
+    """Serve rounds on stdin/stdout with the core loaded from `so`: the first
+    line answers the idle CPU µs per block, each later one a ramping round's."""
+    load_core(so)
     e, s = build(n)
     t0 = time.thread_time()
     e.process(64 * nblocks, None, block=64)
@@ -177,9 +183,12 @@ def main() -> None:
     ap.add_argument("--cpu", type=int, default=max(os.sched_getaffinity(0)))
     ap.add_argument("--callgrind", type=int, metavar="BLOCKS",
                     help="run BLOCKS ramping blocks for callgrind (see callgrind())")
+    ap.add_argument("--so", help="with --callgrind: the core build to load")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.callgrind:
+        if a.so:
+            load_core(a.so)
         for n in a.nodes:
             callgrind(n, a.callgrind)
         return

@@ -1078,6 +1078,53 @@ cascade_glide_h(eq_vf *x, int n, int h, const eq_vd (*g)[EQ_MAX_SEC], eq_vd *s1i
     }
 }
 
+/* cascade_glide_h on both halves at once: two independent recursions in
+ * flight (one half alone waits on its own chain, two FMA latencies a frame
+ * and section). The same expressions lane by lane: the same results. */
+static inline __attribute__((always_inline)) void
+cascade_glide_hh(eq_vf *x, int n, const eq_vd (*g)[EQ_MAX_SEC], eq_vd *s1i, eq_vd *s2i, int ns)
+{
+    eq_vd4 v[2][EQ_MOVE_CHUNK];
+    const eq_vd4 zero = {0};
+    for (int i = 0; i < n; i++)
+        for (int h = 0; h < 2; h++) {
+            eq_vf4 xf;
+            memcpy(&xf, (const float *)&x[i] + 4 * h, sizeof xf);
+            v[h][i] = __builtin_convertvector(xf, eq_vd4);
+        }
+    for (int k = 0; k < ns; k++) {
+        eq_vd4 c[2][11], s1[2], s2[2];
+        for (int h = 0; h < 2; h++) {
+            for (int r = 0; r < 11; r++)
+                EQ_HALF(c[h][r], &g[r][k], h);
+            EQ_HALF(s1[h], &s1i[k], h), EQ_HALF(s2[h], &s2i[k], h);
+        }
+        for (int i = 0; i < n; i++) {
+            const eq_vd4 ti = zero + (double)(i + 1);
+            for (int h = 0; h < 2; h++) {
+                const eq_vd4 t = c[h][10] + ti;
+                const eq_vd4 b0 = c[h][0] + t * c[h][5], b1 = c[h][1] + t * c[h][6];
+                const eq_vd4 b2 = c[h][2] + t * c[h][7], a1 = c[h][3] + t * c[h][8];
+                const eq_vd4 a2 = c[h][4] + t * c[h][9];
+                const eq_vd4 xv = v[h][i];
+                const eq_vd4 y = b0 * xv + s1[h];
+                s1[h] = (b1 * xv + s2[h]) - a1 * y;
+                s2[h] = b2 * xv - a2 * y;
+                v[h][i] = y;
+            }
+        }
+        for (int h = 0; h < 2; h++) {
+            memcpy((double *)&s1i[k] + 4 * h, &s1[h], sizeof s1[h]);
+            memcpy((double *)&s2i[k] + 4 * h, &s2[h], sizeof s2[h]);
+        }
+    }
+    for (int i = 0; i < n; i++)
+        for (int h = 0; h < 2; h++) {
+            const eq_vf4 xf = __builtin_convertvector(v[h][i], eq_vf4);
+            memcpy((float *)&x[i] + 4 * h, &xf, sizeof xf);
+        }
+}
+
 /* run_lanes for lanes whose runs glide (units_block set *glide): each
  * lane's coefficients move per frame from g0 by gd (glide_design), so a
  * node stays in a gang while its values move. No gang cache: the
@@ -1113,9 +1160,10 @@ MG_HOT static void run_lanes_glide(const eq_lane *ln, int nln, int ns, int n)
     }
     if (eq_wide)
         cascade_glide_v(x, n, (const eq_vd(*)[EQ_MAX_SEC])g, s1, s2, ns);
+    else if (nln > 4)
+        cascade_glide_hh(x, n, (const eq_vd(*)[EQ_MAX_SEC])g, s1, s2, ns);
     else
-        for (int h = 0; h < (nln > 4 ? 2 : 1); h++)
-            cascade_glide_h(x, n, h, (const eq_vd(*)[EQ_MAX_SEC])g, s1, s2, ns);
+        cascade_glide_h(x, n, 0, (const eq_vd(*)[EQ_MAX_SEC])g, s1, s2, ns);
     guard_v(s1, s2, ns);
     const int done = lanes_out(ln, nln, x, n);
     for (int l = 0; l < nln; l++) {
