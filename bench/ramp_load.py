@@ -22,7 +22,8 @@ both pinned to one core and never at once; round after round (alternating
 which goes first) each starts fresh ramps on every node (towards the other
 end than the last round's) and runs --blocks blocks, reporting the CPU time
 (thread time) per block. Prints each build's median over the rounds, the
-idle figure and the median per-round ratio B / A.
+idle figure, the settled one (the last round's end values set: the scene the
+fade arrives at) and the per-round ratios B / A.
 """
 
 from __future__ import annotations
@@ -116,14 +117,25 @@ def worker(so: str, n: int, nblocks: int) -> None:
     t0 = time.thread_time()
     e.process(64 * nblocks, None, block=64)
     print(f"{(time.thread_time() - t0) / nblocks * 1e6:.3f}", flush=True)
+    toward = 0
     for r, _ in enumerate(sys.stdin):
-        start_ramps(s, n, r % 2)
+        toward = r % 2
+        start_ramps(s, n, toward)
         e.process(64, None, block=64)  # the ramps' first block (its commands) aside
         t0 = time.thread_time()
         e.process(64 * nblocks, None, block=64)
         dt = time.thread_time() - t0
         s.service()
         print(f"{dt / nblocks * 1e6:.3f}", flush=True)
+    # stdin closed: the last round's end values set, settled, then timed
+    gain, freq = (-6.0, 2000.0) if toward == 0 else (6.0, 500.0)
+    for i in range(n):
+        for p in PARAMS:
+            s.set_param(f"e{i}", p, gain if p.endswith("gain") else freq)
+    e.process(64 * 50, None, block=64)
+    t0 = time.thread_time()
+    e.process(64 * nblocks, None, block=64)
+    print(f"{(time.thread_time() - t0) / nblocks * 1e6:.3f}", flush=True)
     s.close()
     e.free()
 
@@ -146,16 +158,19 @@ def ab(a: str, b: str, n: int, rounds: int, nblocks: int, cpu: int) -> None:
             p.stdin.write("go\n")
             p.stdin.flush()
             runs[k].append(float(p.stdout.readline()))
+    settled = []
     for p in procs:
-        assert p.stdin is not None
+        assert p.stdin is not None and p.stdout is not None
         p.stdin.close()
+        settled.append(float(p.stdout.readline()))
         p.wait()
     ma, mb = statistics.median(runs[0]), statistics.median(runs[1])
     ratios = sorted(y / x for x, y in zip(runs[0], runs[1], strict=True))
     print(f"{n} eq8, {n * len(PARAMS)} ramps, {rounds} alternating rounds of {nblocks} blocks on "
           f"core {cpu} (load {os.getloadavg()[0]:.1f}), CPU µs per 64-frame block: "
-          f"A idle {idle[0]:.1f}, ramping {ma:.1f}; B idle {idle[1]:.1f}, ramping {mb:.1f} "
-          f"(B/A {mb / ma:.3f}; per round {ratios[0]:.3f}..{ratios[-1]:.3f}); budget 1333")
+          f"A idle {idle[0]:.1f}, ramping {ma:.1f}, settled {settled[0]:.1f}; "
+          f"B idle {idle[1]:.1f}, ramping {mb:.1f}, settled {settled[1]:.1f} "
+          f"(ramping B/A {mb / ma:.3f}; per round {ratios[0]:.3f}..{ratios[-1]:.3f}); budget 1333")
 
 
 def callgrind(n: int, nblocks: int) -> None:
