@@ -78,7 +78,7 @@ typedef struct {
  * node reads at a few frames it picks (an EQ's frequency, gain and Q at each
  * coefficient design), never sample by sample. While it moves, the engine
  * writes no per-sample values: pv.ramp stays NULL, pv.ctl is set, and the
- * node evaluates the ramp where it needs it (mg_pv_at / mg_ctl_at: the exact
+ * node evaluates the ramp where it needs it (mg_pv_ctl_at / mg_ctl_at: the exact
  * taper or smoothing formula at that frame, also past the end of the call).
  * A node whose code reads pv.ramp[i] must not set it on that parameter. */
 #define MG_PARAM_CONTROL 1
@@ -111,8 +111,8 @@ typedef struct {
 
 /* A parameter as node code sees it: a per-sample ramp while smoothing,
  * otherwise ramp == NULL and the steady value. A MG_PARAM_CONTROL parameter
- * never has a ramp: while it moves, ctl is set (evaluate it with mg_pv_at or
- * mg_ctl_at) and value is its value at the call's last frame. */
+ * never has a ramp: while it moves, ctl is set (evaluate it with mg_pv_ctl_at
+ * or mg_ctl_at) and value is its value at the call's last frame. */
 typedef struct {
     const float *ramp;
     float value;
