@@ -45,22 +45,28 @@ static inline void mg_bq_identity(mg_bq_coef *c)
 /* Design one section. fs, f0 in Hz; q > 0; amp = linear gain of the band
  * (bell/shelves: the cookbook's A = sqrt(amp)). f0 is kept inside
  * (1e-4, 0.4999) * fs. */
-static inline void mg_bq_design(mg_bq_coef *c, int type, double fs, double f0, double q, double amp)
+/* The design's cos(w0) and sin(w0) for f0 (kept inside (1e-4, 0.4999) * fs);
+ * fs > 0. A caller whose frequency stays while gain or Q move keeps them
+ * (mg_bq_design_cs): the same coefficients without the trigonometry. */
+static inline void mg_bq_trig(double fs, double f0, double *cw, double *sw)
 {
-    if (!(fs > 0.0)) {
-        mg_bq_identity(c);
-        return;
-    }
     if (!(f0 > 1e-4 * fs))
         f0 = 1e-4 * fs;
     if (f0 > 0.4999 * fs)
         f0 = 0.4999 * fs;
+    const double w0 = 2.0 * 3.14159265358979323846 * f0 / fs;
+    *cw = cos(w0);
+    *sw = sin(w0);
+}
+
+/* mg_bq_design from mg_bq_trig's cos(w0), sin(w0). */
+static inline void mg_bq_design_cs(mg_bq_coef *c, int type, double cw, double sw, double q,
+                                   double amp)
+{
     if (!(q > 1e-3))
         q = 1e-3;
     if (!(amp > 1e-9))
         amp = 1e-9;
-    const double w0 = 2.0 * 3.14159265358979323846 * f0 / fs;
-    const double cw = cos(w0), sw = sin(w0);
     const double alpha = sw / (2.0 * q);
     const double A = sqrt(amp);
     double b0, b1, b2, a0, a1, a2;
@@ -133,6 +139,17 @@ static inline void mg_bq_design(mg_bq_coef *c, int type, double fs, double f0, d
     c->b2 = b2 * r;
     c->a1 = a1 * r;
     c->a2 = a2 * r;
+}
+
+static inline void mg_bq_design(mg_bq_coef *c, int type, double fs, double f0, double q, double amp)
+{
+    if (!(fs > 0.0)) {
+        mg_bq_identity(c);
+        return;
+    }
+    double cw, sw;
+    mg_bq_trig(fs, f0, &cw, &sw);
+    mg_bq_design_cs(c, type, cw, sw, q, amp);
 }
 
 static inline double mg_bq_tick(const mg_bq_coef *c, mg_bq_state *s, double x)

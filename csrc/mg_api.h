@@ -62,6 +62,7 @@ typedef struct mg_dgroup mg_dgroup;
 typedef struct mg_fifo mg_fifo;
 typedef struct mg_midi mg_midi;
 typedef struct mg_midi_table mg_midi_table;
+typedef struct mg_ctl mg_ctl;
 
 typedef struct {
     const char *name;  /* short lowercase word, one OSC address part */
@@ -72,6 +73,15 @@ typedef struct {
     int taper;         /* MG_TAPER_* */
     float smooth_ms;   /* 0: the value jumps */
 } mg_param_spec;
+
+/* mg_node_type.param_flags. MG_PARAM_CONTROL: a control-rate parameter, one its
+ * node reads at a few frames it picks (an EQ's frequency, gain and Q at each
+ * coefficient design), never sample by sample. While it moves, the engine
+ * writes no per-sample values: pv.ramp stays NULL, pv.ctl is set, and the
+ * node evaluates the ramp where it needs it (mg_pv_ctl_at / mg_ctl_at: the exact
+ * taper or smoothing formula at that frame, also past the end of the call).
+ * A node whose code reads pv.ramp[i] must not set it on that parameter. */
+#define MG_PARAM_CONTROL 1
 
 /* The names of a stepped parameter's choices, one per step from min to max,
  * separated by '|': {"hpslope", "12 dB/oct|24 dB/oct|48 dB/oct"}. `param`
@@ -100,10 +110,13 @@ typedef struct {
 } mg_readout_spec;
 
 /* A parameter as node code sees it: a per-sample ramp while smoothing,
- * otherwise ramp == NULL and the steady value. */
+ * otherwise ramp == NULL and the steady value. A MG_PARAM_CONTROL parameter
+ * never has a ramp: while it moves, ctl is set (evaluate it with mg_pv_ctl_at
+ * or mg_ctl_at) and value is its value at the call's last frame. */
 typedef struct {
     const float *ramp;
     float value;
+    const mg_ctl *ctl;
 } mg_pv;
 
 /* Everything process() gets for one (sub-)block. Pointers are already
@@ -198,6 +211,8 @@ typedef struct mg_node_type {
      * the engine adds in[k + c] * gain into the buses itself, the same
      * samples bit for bit (csrc/engine.c, fold_step). */
     int (*fold)(const void *state, const mg_pv *pv, float *gain);
+    /* optional: n_params MG_PARAM_* flags, one per parameter (NULL: none) */
+    const unsigned char *param_flags;
 } mg_node_type;
 
 #define MG_MAX_GANG 64
@@ -284,6 +299,13 @@ int mg_push_ramp(mg_engine *e, uint64_t time, void *ptr, int index, float target
 double mg_taper_value(int taper, double lo, double hi, double norm);
 double mg_taper_norm(int taper, double lo, double hi, double value);
 double mg_ramp_curve(int curve, double t);
+/* A moving MG_PARAM_CONTROL parameter's value (node domain) at frame i of
+ * the current call (i >= 0; past the ramp's end: its target), evaluated in
+ * closed form from the ramp's formula. [audio: node code, during its call] */
+double mg_ctl_at(const mg_ctl *c, int i);
+/* For tests: parameter `index` of node n at frame `ahead` from now, as
+ * mg_ctl_at gives it to a node (any parameter; a steady one: its value). [control] */
+double mg_param_ahead(mg_node *n, int index, int ahead);
 /* A parameter's value now, unit domain (a ramp's or smoothing's current point). [any] */
 double mg_node_param_now(mg_node *n, int index);
 int mg_poll(mg_engine *e, mg_event *ev);            /* [control] 1 = got one */

@@ -24,7 +24,7 @@ int mg_ring_push(mg_ring *r, const void *item);
 int mg_ring_pop(mg_ring *r, void *item);
 int mg_ring_space(mg_ring *r);
 
-typedef struct {
+struct mg_ctl {
     /* control thread writes before the node is published, audio after */
     float target_unit;  /* last target, unit domain */
     double cur;         /* current value, node domain (audio); double so a
@@ -47,7 +47,14 @@ typedef struct {
     double base;        /* linear: the value the ramp started from */
     double step4;       /* geometric: step^4 */
     double lane[4];     /* geometric: the next value of each chain, by k % 4 */
-} mg_param;
+    /* a MG_PARAM_CONTROL parameter (node_ramps, mg_ctl_at): its spec, and
+     * what the current call evaluates from, as it was at the call's start */
+    const mg_param_spec *spec; /* immutable after mg_node_new */
+    int at0;            /* `remaining` at the call's start */
+    int at_taper;       /* 1: a taper ramp, 0: a smoothing */
+    int control;        /* MG_PARAM_CONTROL (immutable after mg_node_new) */
+};
+typedef struct mg_ctl mg_param;
 
 struct mg_node {
     /* Laid out for run_plan (docs/architecture.md "Buffers"): the first
@@ -63,14 +70,19 @@ struct mg_node {
     double sample_rate;
     float *ramp_mem;          /* n_params * MG_MAX_BLOCK, then the in_base and
                                  out_base buffers: one mg_cold_alloc block */
-    size_t cold_bytes;        /* its size */
     float **in_base;          /* n_in buffers of MG_MAX_BLOCK */
     float **out_base;         /* n_out buffers of MG_MAX_BLOCK */
+    uint32_t cold_bytes;      /* ramp_mem's size (mg_node_new refuses more) */
     uint32_t block_bytes;     /* this block's size (mg_calloc_lines) */
-    int channels;
     int n_in, n_out;          /* flattened channel counts */
-    int n_readout;
     uint32_t live_gen;        /* generation of the plan that last held it (audio) */
+    uint16_t channels;        /* (mg_node_new refuses more than UINT16_MAX) */
+    uint16_t n_readout;
+    /* audio thread, only while a parameter is set or moves (node_ramps) */
+    uint64_t pv_dirty;        /* parameters 0..63 set or moving since their pv[]
+                                 entry was last made steady (audio): node_ramps
+                                 visits only these while others ramp (a node
+                                 with more parameters visits every one) */
     /* second line: a step's */
     _Alignas(64) const mg_node_type *type; /* immutable */
     void *state;              /* immutable */

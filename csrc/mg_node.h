@@ -58,10 +58,27 @@ static inline void *mg_zalloc(size_t n, size_t size)
  * samples wherever it runs, so the output is the same as in order. */
 void mg_par_for(void (*fn)(void *arg, int i), void *arg, int n);
 
-/* The value of parameter pv at frame i of this sub-block. */
+/* The value of parameter pv at frame i of this sub-block (not for a moving
+ * MG_PARAM_CONTROL parameter: that gives its value at the call's last frame;
+ * use mg_pv_ctl_at). Kept as it was: every node inlines it in its hot loops,
+ * and a branch more there changes how GCC fuses their arithmetic (the
+ * reverb's output moved in its last bits). */
 static inline float mg_pv_at(const mg_pv *pv, int i)
 {
     return pv->ramp ? pv->ramp[i] : pv->value;
+}
+
+/* mg_pv_at for a parameter that may be MG_PARAM_CONTROL: a moving one is
+ * evaluated from its ramp's formula at frame i, which may lie past the call. */
+static inline float mg_pv_ctl_at(const mg_pv *pv, int i)
+{
+    return pv->ramp ? pv->ramp[i] : pv->ctl ? (float)mg_ctl_at(pv->ctl, i) : pv->value;
+}
+
+/* 1 while parameter pv moves in this call (a ramp or a smoothing). */
+static inline int mg_pv_moving(const mg_pv *pv)
+{
+    return pv->ramp || pv->ctl;
 }
 
 static inline float mg_db_to_amp(float db)

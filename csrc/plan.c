@@ -117,7 +117,10 @@ mg_node *mg_node_new_type(mg_engine *e, const mg_node_type *t, int channels, int
     const size_t total = o_out_base + ((size_t)n_out + 1) * sizeof(float *);
     _Static_assert(sizeof(mg_pv) % sizeof(float *) == 0 && sizeof(mg_param) % 8 == 0,
                    "mg_node_new packs pv[] after the pointers and in_base after params");
-    char *blk = total < UINT32_MAX ? mg_calloc_lines(total) : NULL;
+    const size_t cold = (np1 + (size_t)n_in + (size_t)n_out) * MG_MAX_BLOCK * sizeof(float);
+    const int fits = total < UINT32_MAX && cold < UINT32_MAX && channels <= UINT16_MAX &&
+                     n_readout <= UINT16_MAX;
+    char *blk = fits ? mg_calloc_lines(total) : NULL;
     if (!blk) {
         *error = 3;
         return NULL;
@@ -125,18 +128,18 @@ mg_node *mg_node_new_type(mg_engine *e, const mg_node_type *t, int channels, int
     mg_node *n = (mg_node *)blk;
     n->block_bytes = (uint32_t)total;
     n->type = t;
-    n->channels = channels;
+    n->channels = (uint16_t)channels;
     n->sample_rate = mg_engine_rate(e);
     n->n_in = n_in;
     n->n_out = n_out;
-    n->n_readout = n_readout;
+    n->n_readout = (uint16_t)n_readout;
     n->out_ptr = (float **)(blk + o_out_ptr);
     n->pv = (mg_pv *)(blk + o_pv);
     n->in_base = (float **)(blk + o_in_base);
     n->out_base = (float **)(blk + o_out_base);
     n->params = (mg_param *)(blk + o_params);
     n->state = blk + o_state;
-    n->cold_bytes = (np1 + (size_t)n_in + (size_t)n_out) * MG_MAX_BLOCK * sizeof(float);
+    n->cold_bytes = (uint32_t)cold;
     n->ramp_mem = mg_cold_alloc(n->cold_bytes);
     if (!n->ramp_mem) {
         *error = 3;
@@ -201,6 +204,8 @@ void mg_node_init_param(mg_node *n, int index, float v)
     const mg_param_spec *s = &n->type->params[index];
     v = v < s->min ? s->min : v > s->max ? s->max : v;
     mg_param *p = &n->params[index];
+    p->spec = s;
+    p->control = n->type->param_flags && (n->type->param_flags[index] & MG_PARAM_CONTROL);
     p->target_unit = v;
     p->tgt = s->map == MG_MAP_DB ? mg_db_to_amp(v) : v;
     p->cur = p->tgt;
@@ -208,6 +213,7 @@ void mg_node_init_param(mg_node *n, int index, float v)
     p->ramp = 0;
     n->pv_fresh = 0;
     n->pv[index].ramp = NULL;
+    n->pv[index].ctl = NULL;
     n->pv[index].value = p->tgt;
     if (n->type->on_param)
         n->type->on_param(n->state, index, p->tgt);

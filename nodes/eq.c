@@ -5,7 +5,8 @@
  * Signal order: high-pass -> bands 1..N -> low-pass. Biquads are transposed
  * direct form II with double state (csrc/dsp_biquad.h). Coefficients are
  * recomputed when a value changes; while a frequency, gain or Q ramps they
- * are designed every 64 samples from the ramp and glide linearly per sample
+ * are designed every 64 samples of the engine's clock from the ramp (read
+ * there only: MG_PARAM_CONTROL) and glide linearly per sample
  * in between (no zipper), in the cascade of the unit's neighbours and, in a
  * gang, eight lanes at a time (run_lanes_glide); a unit that moves while it
  * switches on/off or crossfades a type is designed every 16 samples. An `on`
@@ -36,9 +37,9 @@ enum { B_ON, B_TYPE, B_FREQ, B_GAIN, B_Q, B_NPARAMS };
     {"b" #n "type", "", "band " #n " type: 0 bell, 1 low shelf, 2 high shelf, 3 notch, 4 band-pass", \
      0.0f, 4.0f, type, MG_MAP_LIN, MG_TAPER_STEP, 0.0f},                                          \
     {"b" #n "freq", "Hz", "band " #n " centre / corner frequency", 20.0f, 20000.0f, freq,          \
-     MG_MAP_LOG, MG_TAPER_LOG, 20.0f},                                                            \
+     MG_MAP_LOG, MG_TAPER_LOG, 20.0f},                                          \
     {"b" #n "gain", "dB", "band " #n " gain (bell and shelves)", -24.0f, 24.0f, 0.0f, MG_MAP_DB,   \
-     MG_TAPER_LIN, 20.0f},                                                                        \
+     MG_TAPER_LIN, 20.0f},                                                      \
     {"b" #n "q", "", "band " #n " Q (shelves: 0.707 is the cookbook's slope S = 1)", 0.1f, 20.0f,  \
      0.7071f, MG_MAP_LOG, MG_TAPER_LOG, 20.0f}
 
@@ -59,6 +60,15 @@ static const mg_param_spec params[] = {
     EQ_BAND(8, 0.0f, 12000.0f),
 };
 
+/* frequencies, gains and Qs are read only at each design (MG_PARAM_CONTROL) */
+#define EQ_BAND_FLAGS 0, 0, MG_PARAM_CONTROL, MG_PARAM_CONTROL, MG_PARAM_CONTROL
+static const unsigned char param_flags[] = {
+    0, MG_PARAM_CONTROL, 0, 0, MG_PARAM_CONTROL, 0,
+    EQ_BAND_FLAGS, EQ_BAND_FLAGS, EQ_BAND_FLAGS, EQ_BAND_FLAGS,
+    EQ_BAND_FLAGS, EQ_BAND_FLAGS, EQ_BAND_FLAGS, EQ_BAND_FLAGS,
+};
+_Static_assert(sizeof param_flags == sizeof params / sizeof params[0], "one flag per parameter");
+
 static const mg_port_spec ports[] = {
     {"in", MG_PORT_IN, 0},
     {"out", MG_PORT_OUT, 0},
@@ -77,6 +87,14 @@ typedef struct {
     /* a glide (glide_design): frame k (1..m) of it runs g0 + k gd; a unit
      * that does not move this chunk has g0 = c, gd = 0 */
     mg_bq_coef g0[4], gd[4];
+    /* the glide under way: frames gs .. gs + glen - 1 of the engine's clock
+     * (mg_proc.time) run g0 + (frame - gs + 1) gd, reaching the design for
+     * the last one, a frame on the EQ_MOVE_CHUNK grid (glen 0: none); goff is
+     * frame - gs at the start of the piece being run (glide_design) */
+    uint64_t gs;
+    int glen;
+    double goff;
+    double kcw, ksw;   /* cos and sin of w0 for a band's kf (design) */
 } eq_unit;
 
 struct eq_gang;
@@ -195,7 +213,9 @@ static void design(eq_state *s, int u, int kind, int type, float f, float g, flo
     }
     if (un->nsec == 1 && un->ktype == type && un->kf == f && un->kg == g && un->kq == q)
         return;
-    mg_bq_design(&un->c[0], type, s->fs, f, q, g);
+    if (un->nsec != 1 || un->kf != f) /* (nsec 1: kcw, ksw belong to kf) */
+        mg_bq_trig(s->fs, f, &un->kcw, &un->ksw);
+    mg_bq_design_cs(&un->c[0], type, un->kcw, un->ksw, q, g);
     un->nsec = 1;
     un->ktype = type;
     un->kf = f;
@@ -320,15 +340,23 @@ MG_HOT static void run_cascade(eq_state *s, const mg_proc *p, const int *list, i
 
 /* Moving units. A unit whose frequency, gain or Q ramps (and that is not
  * switching on/off or crossfading a type change) runs in one cascade with
- * its steady neighbours: it is designed once per EQ_MOVE_CHUNK frames, at
- * the chunk's last frame from the ramp, and its coefficients glide linearly
- * per sample from the previous design (the stable region of (a1, a2) is a
- * triangle, so every filter on the way between two stable ones is stable).
- * In a gang (process_many) a block of at most EQ_MOVE_CHUNK frames runs its
- * moving nodes' lanes eight at a time like the steady ones (run_lanes_glide),
- * the same expressions as the scalar cascade_glide, so ganged and alone agree
- * bit for bit. Once the ramps end, the last design is the settled one. */
-#define EQ_MOVE_CHUNK 64
+ * its steady neighbours: it is designed at the frames of the engine's clock
+ * (mg_proc.time) on a grid of EQ_MOVE_CHUNK, from its values at that frame
+ * (MG_PARAM_CONTROL parameters: the engine evaluates the ramp's formula
+ * there, even when the frame lies in a later call, and writes no per-sample
+ * values), and its coefficients glide linearly per sample from the previous
+ * design to it (the stable region of (a1, a2) is a triangle, so every filter
+ * on the way between two stable ones is stable). A glide, once designed,
+ * runs to its grid frame whatever the calls and whether or not the ramps
+ * end before it: frame F of it runs g0 + (F - gs + 1) gd, so the output does
+ * not depend on where calls split the signal (tests/test_call_split.py).
+ * Only the moving units are designed; a band whose frequency stays keeps
+ * its cos/sin. In a gang (process_many) a block within one grid chunk runs
+ * its moving nodes' lanes eight at a time like the steady ones
+ * (run_lanes_glide), the same expressions as the scalar cascade_glide, so
+ * ganged and alone agree bit for bit. Once the ramps end, the last design
+ * is the settled one. */
+#define EQ_MOVE_CHUNK 64 /* a power of two */
 
 /* How to design a moving unit of a run: kind < 0 for a steady one. */
 typedef struct {
@@ -336,25 +364,64 @@ typedef struct {
     const mg_pv *f, *g, *q;
 } eq_move;
 
-/* Design the moving units of `list` at frame ie of the ramps and set every
- * unit's glide over the next m frames (steady units: gd = 0). */
-static void glide_design(eq_state *s, const int *list, int nl, eq_move *mv, int ie, int m)
+/* A parameter's value at frame i of a call of n frames; i may lie past the
+ * call (the grid frame of a glide): MG_PARAM_CONTROL parameters evaluate it
+ * (at the call's last frame: pv.value, the same value), a per-sample ramp
+ * (none of the EQ's) holds its last. */
+static inline float eq_val(const mg_pv *pv, int i, int n)
 {
-    const double r = 1.0 / m;
+    if (pv->ramp)
+        return pv->ramp[i < n ? i : n - 1];
+    if (pv->ctl && i != n - 1)
+        return (float)mg_ctl_at(pv->ctl, i);
+    return pv->value;
+}
+
+/* 1 while a unit's glide has frames left at or after frame t. */
+static inline int gliding(const eq_unit *un, uint64_t t)
+{
+    return un->glen > 0 && un->gs + (uint64_t)un->glen > t;
+}
+
+/* The call's frame (offset from its start) of the grid frame that ends the
+ * chunk holding frame i. */
+static inline int grid_end(const mg_proc *p, int i)
+{
+    return i + (EQ_MOVE_CHUNK - 1) - (int)((p->time + (uint64_t)i) & (EQ_MOVE_CHUNK - 1));
+}
+
+/* Set every unit of `list` for frames i0 .. ie of the call (one grid chunk
+ * or its start: ie may lie past the call): a moving unit without a glide
+ * that covers frame i0 is designed at the grid frame ie and glides to it
+ * from frame i0; steady units get gd = 0. */
+static void glide_design(eq_state *s, const mg_proc *p, const int *list, int nl, eq_move *mv,
+                         int i0, int ie)
+{
+    const uint64_t f0 = p->time + (uint64_t)i0;
     for (int l = 0; l < nl; l++) {
         eq_unit *un = &s->unit[list[l]];
         eq_move *v = &mv[list[l]];
         if (v->kind < 0) {
             memcpy(un->g0, un->c, sizeof un->g0);
             memset(un->gd, 0, sizeof un->gd);
+            un->goff = 0.0;
+            continue;
+        }
+        if (gliding(un, f0)) { /* designed in an earlier call: it ends at ie too */
+            un->goff = (double)(f0 - un->gs);
             continue;
         }
         mg_bq_coef from[4];
         memcpy(from, un->c, sizeof from);
         const int had = v->had ? un->nsec : 0;
-        design(s, list[l], v->kind, v->type, mg_pv_at(v->f, ie), v->g ? mg_pv_at(v->g, ie) : 1.0f,
-               v->q ? mg_pv_at(v->q, ie) : 0.7071f);
+        const int n = p->nframes;
+        design(s, list[l], v->kind, v->type, eq_val(v->f, ie, n), v->g ? eq_val(v->g, ie, n) : 1.0f,
+               v->q ? eq_val(v->q, ie, n) : 0.7071f);
         v->had = 1;
+        un->gs = f0;
+        un->glen = ie - i0 + 1;
+        un->goff = 0.0;
+        const double r = 1.0 / un->glen;
         for (int k = 0; k < un->nsec; k++) {
             const mg_bq_coef *c0 = had == un->nsec ? &from[k] : &un->c[k];
             un->g0[k] = *c0;
@@ -366,7 +433,8 @@ static void glide_design(eq_state *s, const int *list, int nl, eq_move *mv, int 
 }
 
 /* The glide's coefficients of ns sections: g[0..4] the start (b0 b1 b2 a1
- * a2), g[5..9] the step per frame; frame i runs start + (i + 1) step. */
+ * a2), g[5..9] the step per frame, g[10] the frames of the glide already
+ * run (goff); frame i runs start + (g[10] + i + 1) step. */
 MG_HOT static void cascade_glide(float *buf, int n, const double (*g)[EQ_MAX_SEC], double *s1i,
                                  double *s2i, int ns)
 {
@@ -374,9 +442,10 @@ MG_HOT static void cascade_glide(float *buf, int n, const double (*g)[EQ_MAX_SEC
     for (int k = 0; k < ns; k++)
         s1[k] = s1i[k], s2[k] = s2i[k];
     for (int i = 0; i < n; i++) {
-        const double t = i + 1;
+        const double ti = i + 1;
         double v = buf[i];
         for (int k = 0; k < ns; k++) {
+            const double t = g[10][k] + ti;
             const double b0 = g[0][k] + t * g[5][k], b1 = g[1][k] + t * g[6][k];
             const double b2 = g[2][k] + t * g[7][k], a1 = g[3][k] + t * g[8][k];
             const double a2 = g[4][k] + t * g[9][k];
@@ -395,7 +464,7 @@ MG_HOT static void cascade_glide(float *buf, int n, const double (*g)[EQ_MAX_SEC
  * glides (glide_design), one cascade. */
 static void run_glide(eq_state *s, const mg_proc *p, const int *list, int nl, int i0, int m)
 {
-    double g[10][EQ_MAX_SEC], s1[EQ_MAX_SEC], s2[EQ_MAX_SEC];
+    double g[11][EQ_MAX_SEC], s1[EQ_MAX_SEC], s2[EQ_MAX_SEC];
     int ns = 0;
     for (int l = 0; l < nl; l++) {
         const eq_unit *un = &s->unit[list[l]];
@@ -403,7 +472,7 @@ static void run_glide(eq_state *s, const mg_proc *p, const int *list, int nl, in
             g[0][ns] = un->g0[k].b0, g[1][ns] = un->g0[k].b1, g[2][ns] = un->g0[k].b2;
             g[3][ns] = un->g0[k].a1, g[4][ns] = un->g0[k].a2;
             g[5][ns] = un->gd[k].b0, g[6][ns] = un->gd[k].b1, g[7][ns] = un->gd[k].b2;
-            g[8][ns] = un->gd[k].a1, g[9][ns] = un->gd[k].a2;
+            g[8][ns] = un->gd[k].a1, g[9][ns] = un->gd[k].a2, g[10][ns] = un->goff;
         }
     }
     for (int c = 0; c < s->channels; c++) {
@@ -423,13 +492,16 @@ static void run_glide(eq_state *s, const mg_proc *p, const int *list, int nl, in
     }
 }
 
-/* A run of units with moving ones among them, over the whole block. */
+/* A run of units with moving ones among them, over the whole block: a
+ * piece per grid chunk the call touches. */
 static void run_moving(eq_state *s, const mg_proc *p, const int *list, int nl, eq_move *mv)
 {
-    for (int i0 = 0; i0 < p->nframes; i0 += EQ_MOVE_CHUNK) {
-        const int m = p->nframes - i0 < EQ_MOVE_CHUNK ? p->nframes - i0 : EQ_MOVE_CHUNK;
-        glide_design(s, list, nl, mv, i0 + m - 1, m);
+    for (int i0 = 0; i0 < p->nframes;) {
+        const int ie = grid_end(p, i0);
+        const int m = (ie < p->nframes ? ie + 1 : p->nframes) - i0;
+        glide_design(s, p, list, nl, mv, i0, ie);
         run_glide(s, p, list, nl, i0, m);
+        i0 += m;
     }
     for (int l = 0; l < nl; l++)
         guard_unit(s, list[l]);
@@ -510,9 +582,12 @@ MG_HOT static int units_block(eq_state *s, const mg_proc *p, int *steady, int *d
             }
             un->ident = 0;
             un->xf = 0;
+            un->glen = 0;
             continue;
         }
-        const int moving = f->ramp || (g && g->ramp) || (q && q->ramp);
+        /* moving: a value moves, or a glide designed earlier has frames left */
+        const int moving = mg_pv_moving(f) || (g && mg_pv_moving(g)) || (q && mg_pv_moving(q)) ||
+                           gliding(un, p->time);
         int was_idle = un->idle;
         /* a type or slope change crossfades from the outgoing design */
         const int nsec = kind < 2 ? (type == 0 ? 1 : type == 1 ? 2 : 4) : 1;
@@ -537,11 +612,13 @@ MG_HOT static int units_block(eq_state *s, const mg_proc *p, int *steady, int *d
             }
             un->ident = 1;
             un->ktype = type;
+            un->glen = 0;
             continue;
         }
         un->idle = 0;
         un->ident = 0;
         if (!moving && !on->ramp && un->xf == 0) {
+            un->glen = 0;
             design(s, u, kind, type, f->value, g ? g->value : 1.0f, q ? q->value : 0.7071f);
             mv[u].kind = -1;
             steady[nsteady++] = u; /* run later, with its steady neighbours */
@@ -554,6 +631,7 @@ MG_HOT static int units_block(eq_state *s, const mg_proc *p, int *steady, int *d
             continue;
         }
         alone = 1;
+        un->glen = 0; /* switching on/off or crossfading: designed every EQ_CHUNK frames */
         if (nmoving)
             run_moving(s, p, steady, nsteady, mv);
         else if (nsteady)
@@ -570,8 +648,8 @@ MG_HOT static int units_block(eq_state *s, const mg_proc *p, int *steady, int *d
                 mg_bq_coef from[4];
                 const int had = was_idle ? 0 : un->nsec;
                 memcpy(from, un->c, sizeof from);
-                design(s, u, kind, type, mg_pv_at(f, ie), g ? mg_pv_at(g, ie) : 1.0f,
-                       q ? mg_pv_at(q, ie) : 0.7071f);
+                design(s, u, kind, type, eq_val(f, ie, n), g ? eq_val(g, ie, n) : 1.0f,
+                       q ? eq_val(q, ie, n) : 0.7071f);
                 run_unit(s, p, u, on, i0, m, had == un->nsec ? from : NULL);
                 was_idle = 0;
             }
@@ -586,8 +664,8 @@ MG_HOT static int units_block(eq_state *s, const mg_proc *p, int *steady, int *d
     }
     if (nmoving) { /* the last run glides: in the caller's gang when it can */
         alone = 1;
-        if (glide && n <= EQ_MOVE_CHUNK) {
-            glide_design(s, steady, nsteady, mv, n - 1, n);
+        if (glide && grid_end(p, 0) >= n - 1) { /* the call lies in one grid chunk */
+            glide_design(s, p, steady, nsteady, mv, 0, grid_end(p, 0));
             *glide = 1;
         } else {
             run_moving(s, p, steady, nsteady, mv);
@@ -916,30 +994,135 @@ MG_HOT static void run_lanes(const eq_lane *ln, int nln, int ns, int n)
     }
 }
 
-/* cascade_glide on eight lanes: the same expressions, lane by lane. */
+/* cascade_glide on eight lanes: the same expressions, lane by lane (each
+ * lane's sections with their own goff), for n <= EQ_MOVE_CHUNK frames (one
+ * grid chunk). Section by section over every frame, the frames' values
+ * between sections kept in double (as the scalar cascade's v), so each
+ * section's coefficients and states stay in registers and its recursion is
+ * the only chain: frame by frame through all sections, the eleven glide
+ * vectors and two states of each section were loaded every frame, and the
+ * sections' chain waited on itself (the moving path was ~3x a steady
+ * block's cost). The order of the sections' work changes, not one
+ * operation: the results are the scalar cascade_glide's bit for bit. */
 static inline __attribute__((always_inline)) void
 cascade_glide_v(eq_vf *x, int n, const eq_vd (*g)[EQ_MAX_SEC], eq_vd *s1i, eq_vd *s2i, int ns)
 {
-    eq_vd s1[EQ_MAX_SEC], s2[EQ_MAX_SEC];
+    eq_vd v[EQ_MOVE_CHUNK];
     const eq_vd zero = {0};
-    for (int k = 0; k < ns; k++)
-        s1[k] = s1i[k], s2[k] = s2i[k];
-    for (int i = 0; i < n; i++) {
-        const eq_vd t = zero + (double)(i + 1);
-        eq_vd v = __builtin_convertvector(x[i], eq_vd);
-        for (int k = 0; k < ns; k++) {
-            const eq_vd b0 = g[0][k] + t * g[5][k], b1 = g[1][k] + t * g[6][k];
-            const eq_vd b2 = g[2][k] + t * g[7][k], a1 = g[3][k] + t * g[8][k];
-            const eq_vd a2 = g[4][k] + t * g[9][k];
-            const eq_vd y = b0 * v + s1[k];
-            s1[k] = (b1 * v + s2[k]) - a1 * y;
-            s2[k] = b2 * v - a2 * y;
-            v = y;
+    for (int i = 0; i < n; i++)
+        v[i] = __builtin_convertvector(x[i], eq_vd);
+    for (int k = 0; k < ns; k++) {
+        const eq_vd g0 = g[0][k], g1 = g[1][k], g2 = g[2][k], g3 = g[3][k], g4 = g[4][k];
+        const eq_vd d0 = g[5][k], d1 = g[6][k], d2 = g[7][k], d3 = g[8][k], d4 = g[9][k];
+        const eq_vd off = g[10][k];
+        eq_vd s1 = s1i[k], s2 = s2i[k];
+        for (int i = 0; i < n; i++) {
+            const eq_vd ti = zero + (double)(i + 1);
+            const eq_vd t = off + ti;
+            const eq_vd b0 = g0 + t * d0, b1 = g1 + t * d1;
+            const eq_vd b2 = g2 + t * d2, a1 = g3 + t * d3;
+            const eq_vd a2 = g4 + t * d4;
+            const eq_vd xv = v[i];
+            const eq_vd y = b0 * xv + s1;
+            s1 = (b1 * xv + s2) - a1 * y;
+            s2 = b2 * xv - a2 * y;
+            v[i] = y;
         }
-        x[i] = __builtin_convertvector(v, eq_vf);
+        s1i[k] = s1, s2i[k] = s2;
     }
-    for (int k = 0; k < ns; k++)
-        s1i[k] = s1[k], s2i[k] = s2[k];
+    for (int i = 0; i < n; i++)
+        x[i] = __builtin_convertvector(v[i], eq_vf);
+}
+
+/* cascade_glide_v on lanes [4h, 4h+4) only, in four-double vectors (CPUs
+ * without AVX-512, as cascade_h: GCC moves eight-double vectors through
+ * general registers there, lane by lane). The same expressions: the same
+ * results. */
+static inline __attribute__((always_inline)) void
+cascade_glide_h(eq_vf *x, int n, int h, const eq_vd (*g)[EQ_MAX_SEC], eq_vd *s1i, eq_vd *s2i,
+                int ns)
+{
+    eq_vd4 v[EQ_MOVE_CHUNK];
+    const eq_vd4 zero = {0};
+    for (int i = 0; i < n; i++) {
+        eq_vf4 xf;
+        memcpy(&xf, (const float *)&x[i] + 4 * h, sizeof xf);
+        v[i] = __builtin_convertvector(xf, eq_vd4);
+    }
+    for (int k = 0; k < ns; k++) {
+        eq_vd4 c[11];
+        for (int r = 0; r < 11; r++)
+            EQ_HALF(c[r], &g[r][k], h);
+        const eq_vd4 g0 = c[0], g1 = c[1], g2 = c[2], g3 = c[3], g4 = c[4];
+        const eq_vd4 d0 = c[5], d1 = c[6], d2 = c[7], d3 = c[8], d4 = c[9], off = c[10];
+        eq_vd4 s1, s2;
+        EQ_HALF(s1, &s1i[k], h), EQ_HALF(s2, &s2i[k], h);
+        for (int i = 0; i < n; i++) {
+            const eq_vd4 ti = zero + (double)(i + 1);
+            const eq_vd4 t = off + ti;
+            const eq_vd4 b0 = g0 + t * d0, b1 = g1 + t * d1;
+            const eq_vd4 b2 = g2 + t * d2, a1 = g3 + t * d3;
+            const eq_vd4 a2 = g4 + t * d4;
+            const eq_vd4 xv = v[i];
+            const eq_vd4 y = b0 * xv + s1;
+            s1 = (b1 * xv + s2) - a1 * y;
+            s2 = b2 * xv - a2 * y;
+            v[i] = y;
+        }
+        memcpy((double *)&s1i[k] + 4 * h, &s1, sizeof s1);
+        memcpy((double *)&s2i[k] + 4 * h, &s2, sizeof s2);
+    }
+    for (int i = 0; i < n; i++) {
+        const eq_vf4 xf = __builtin_convertvector(v[i], eq_vf4);
+        memcpy((float *)&x[i] + 4 * h, &xf, sizeof xf);
+    }
+}
+
+/* cascade_glide_h on both halves at once: two independent recursions in
+ * flight (one half alone waits on its own chain, two FMA latencies a frame
+ * and section). The same expressions lane by lane: the same results. */
+static inline __attribute__((always_inline)) void
+cascade_glide_hh(eq_vf *x, int n, const eq_vd (*g)[EQ_MAX_SEC], eq_vd *s1i, eq_vd *s2i, int ns)
+{
+    eq_vd4 v[2][EQ_MOVE_CHUNK];
+    const eq_vd4 zero = {0};
+    for (int i = 0; i < n; i++)
+        for (int h = 0; h < 2; h++) {
+            eq_vf4 xf;
+            memcpy(&xf, (const float *)&x[i] + 4 * h, sizeof xf);
+            v[h][i] = __builtin_convertvector(xf, eq_vd4);
+        }
+    for (int k = 0; k < ns; k++) {
+        eq_vd4 c[2][11], s1[2], s2[2];
+        for (int h = 0; h < 2; h++) {
+            for (int r = 0; r < 11; r++)
+                EQ_HALF(c[h][r], &g[r][k], h);
+            EQ_HALF(s1[h], &s1i[k], h), EQ_HALF(s2[h], &s2i[k], h);
+        }
+        for (int i = 0; i < n; i++) {
+            const eq_vd4 ti = zero + (double)(i + 1);
+            for (int h = 0; h < 2; h++) {
+                const eq_vd4 t = c[h][10] + ti;
+                const eq_vd4 b0 = c[h][0] + t * c[h][5], b1 = c[h][1] + t * c[h][6];
+                const eq_vd4 b2 = c[h][2] + t * c[h][7], a1 = c[h][3] + t * c[h][8];
+                const eq_vd4 a2 = c[h][4] + t * c[h][9];
+                const eq_vd4 xv = v[h][i];
+                const eq_vd4 y = b0 * xv + s1[h];
+                s1[h] = (b1 * xv + s2[h]) - a1 * y;
+                s2[h] = b2 * xv - a2 * y;
+                v[h][i] = y;
+            }
+        }
+        for (int h = 0; h < 2; h++) {
+            memcpy((double *)&s1i[k] + 4 * h, &s1[h], sizeof s1[h]);
+            memcpy((double *)&s2i[k] + 4 * h, &s2[h], sizeof s2[h]);
+        }
+    }
+    for (int i = 0; i < n; i++)
+        for (int h = 0; h < 2; h++) {
+            const eq_vf4 xf = __builtin_convertvector(v[h][i], eq_vf4);
+            memcpy((float *)&x[i] + 4 * h, &xf, sizeof xf);
+        }
 }
 
 /* run_lanes for lanes whose runs glide (units_block set *glide): each
@@ -948,7 +1131,7 @@ cascade_glide_v(eq_vf *x, int n, const eq_vd (*g)[EQ_MAX_SEC], eq_vd *s1i, eq_vd
  * coefficients change every block. */
 MG_HOT static void run_lanes_glide(const eq_lane *ln, int nln, int ns, int n)
 {
-    eq_vd g[10][EQ_MAX_SEC], s1[EQ_MAX_SEC], s2[EQ_MAX_SEC];
+    eq_vd g[11][EQ_MAX_SEC], s1[EQ_MAX_SEC], s2[EQ_MAX_SEC];
     eq_vf x[MG_MAX_BLOCK];
     if (nln < EQ_LANES) /* empty lanes: zero coefficients over zeros */
         memset(x, 0, sizeof(eq_vf) * (size_t)n);
@@ -958,7 +1141,7 @@ MG_HOT static void run_lanes_glide(const eq_lane *ln, int nln, int ns, int n)
         for (int i = tiles; i < n; i++)
             x[i][l] = sanitise(src[i]);
     }
-    for (int r = 0; r < 10; r++)
+    for (int r = 0; r < 11; r++)
         memset(g[r], 0, sizeof(eq_vd) * (size_t)ns);
     memset(s1, 0, sizeof(eq_vd) * (size_t)ns), memset(s2, 0, sizeof(eq_vd) * (size_t)ns);
     for (int l = 0; l < nln; l++) {
@@ -970,12 +1153,17 @@ MG_HOT static void run_lanes_glide(const eq_lane *ln, int nln, int ns, int n)
                 g[0][j][l] = un->g0[k].b0, g[1][j][l] = un->g0[k].b1, g[2][j][l] = un->g0[k].b2;
                 g[3][j][l] = un->g0[k].a1, g[4][j][l] = un->g0[k].a2;
                 g[5][j][l] = un->gd[k].b0, g[6][j][l] = un->gd[k].b1, g[7][j][l] = un->gd[k].b2;
-                g[8][j][l] = un->gd[k].a1, g[9][j][l] = un->gd[k].a2;
+                g[8][j][l] = un->gd[k].a1, g[9][j][l] = un->gd[k].a2, g[10][j][l] = un->goff;
                 s1[j][l] = st[k].s1, s2[j][l] = st[k].s2;
             }
         }
     }
-    cascade_glide_v(x, n, (const eq_vd(*)[EQ_MAX_SEC])g, s1, s2, ns);
+    if (eq_wide)
+        cascade_glide_v(x, n, (const eq_vd(*)[EQ_MAX_SEC])g, s1, s2, ns);
+    else if (nln > 4)
+        cascade_glide_hh(x, n, (const eq_vd(*)[EQ_MAX_SEC])g, s1, s2, ns);
+    else
+        cascade_glide_h(x, n, 0, (const eq_vd(*)[EQ_MAX_SEC])g, s1, s2, ns);
     guard_v(s1, s2, ns);
     const int done = lanes_out(ln, nln, x, n);
     for (int l = 0; l < nln; l++) {
@@ -1056,6 +1244,7 @@ const mg_node_type mg_type_eq = {
     .process_many = process_many,
     .reset = reset,
     .release = release,
+    .param_flags = param_flags,
 };
 
 const mg_node_type mg_type_eq8 = {
@@ -1073,4 +1262,5 @@ const mg_node_type mg_type_eq8 = {
     .process_many = process_many,
     .reset = reset,
     .release = release,
+    .param_flags = param_flags,
 };

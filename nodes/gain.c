@@ -31,7 +31,7 @@ MG_HOT static void process(void *st, const mg_proc *p)
     const mg_pv *v = &p->pv[P_VCA];
     const int n = p->nframes;
     if (!g->ramp && !m->ramp && !pol->ramp && !v->ramp) {
-        mg_pv k = {NULL, g->value * v->value * (1.0f - m->value) * (1.0f - 2.0f * pol->value)};
+        mg_pv k = {NULL, g->value * v->value * (1.0f - m->value) * (1.0f - 2.0f * pol->value), NULL};
         for (int c = 0; c < s->channels; c++)
             mg_scale(p->out[c], p->in[c], &k, n);
         return;
