@@ -1,0 +1,135 @@
+"""Holes found by the fifth attack run (/tmp/attack5-findings), against a real daemon
+(null backend) over real sockets where the defect needed one."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import pytest
+
+from mixgraph.server import cues as cues_mod
+from mixgraph.server import scenes as scenes_mod
+from mixgraph.server.engine import Engine
+from mixgraph.server.errors import MixgraphError
+from mixgraph.server.osc import Dispatcher
+from mixgraph.server.scenes import show_of
+from mixgraph.server.session import Session
+
+from daemon_util import Daemon
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    d = Daemon(tmp_path / "state", "--backend", "null")
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+@pytest.fixture
+def rig():
+    """An in-process session and dispatcher; say() returns the last reply."""
+    engine = Engine(48000, 0, 2)
+    s = Session(engine)
+    d = Dispatcher(s, info={"backend": "offline", "block": 64})
+    out: list = []
+
+    def say(*m):
+        d.dispatch(m[0], list(m[1:]), lambda a, r: out.append((a, r)))
+        return out[-1]
+    try:
+        yield s, say
+    finally:
+        s.close()
+        engine.free()
+
+
+def _ostr(x: str) -> bytes:
+    b = x.encode()
+    return b + b"\0" * (4 - len(b) % 4)
+
+
+def _tcp_request(port: int, address: str, *args: str | float) -> bytes:
+    """One size-prefixed OSC message over TCP; its first reply frame."""
+    tags, data = ",", b""
+    for a in args:
+        if isinstance(a, str):
+            tags, data = tags + "s", data + _ostr(a)
+        else:
+            tags, data = tags + "f", data + struct.pack(">f", a)
+    m = _ostr(address) + _ostr(tags) + data
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as t:
+        t.sendall(struct.pack(">i", len(m)) + m)
+        buf = b""
+        while len(buf) < 4 or len(buf) < 4 + struct.unpack(">i", buf[:4])[0]:
+            chunk = t.recv(1 << 16)
+            assert chunk, "connection closed without a reply"
+            buf += chunk
+        return buf[4:4 + struct.unpack(">i", buf[:4])[0]]
+
+
+def test_a_cue_action_longer_than_the_bound_is_refused(daemon):
+    """attack5 A1: a cue's osc action was any length: 500 cues of 60 kB actions over
+    TCP took the daemon to 402 MB and another client's /status to 1.6 s (the autosave
+    re-encodes the cue list 4 times a second); 10,000 of them would have made an
+    autosave too big to read back. An action past OSC_TEXT_MAX characters is refused
+    with the reason; a short one is still taken."""
+    daemon.call("/graph/add", "gain", "g")
+    long = "/node/g/gain -6 " + "x" * 60000
+    reply = _tcp_request(daemon.port, "/cue/set", 1.0, "osc", long)
+    assert reply.startswith(b"/fail"), reply[:80]
+    assert b"at most 1024 characters" in reply, reply[-200:]
+    daemon.call("/cue/set", 1.0, "osc", "/node/g/gain -6")
+    _, args = daemon.request("/cue/list")
+    assert args == ["1", "1 osc '/node/g/gain -6'"], args
+
+
+def test_the_cue_list_s_actions_are_bounded_together(rig, monkeypatch):
+    """The whole list's osc text is bounded too (CUE_TEXT_MAX), in /cue/set, a cue file
+    and a patch document alike; editing a cue that is already in the list does not
+    count its old actions twice."""
+    monkeypatch.setattr(cues_mod, "CUE_TEXT_MAX", 100)
+    s, say = rig
+    s.add_node("gain", "g")
+    s.commit()
+    act = "/node/g/gain -" + "1" * 26  # 40 characters
+    assert say("/cue/set", 1, "osc", act)[0] == "/done"
+    assert say("/cue/set", 2, "osc", act)[0] == "/done"
+    assert say("/cue/set", 2, "osc", act[:-1])[0] == "/done"  # an edit: 79 in all
+    a, r = say("/cue/set", 3, "osc", act)
+    assert a == "/fail" and "more than 100" in r[-1], r
+    assert sorted(show_of(s).cues.cues) == [1.0, 2.0]
+    with pytest.raises(MixgraphError, match="more than 100"):
+        cues_mod.parse_text("\n".join(f"{i} osc '{act}'" for i in (1, 2, 3)))
+    doc = {"cues": [{"number": i, "osc": [act]} for i in (1, 2, 3)]}
+    with pytest.raises(MixgraphError, match="more than 100"):
+        show_of(s).cues.parse_dict(doc)
+
+
+def test_stored_scene_values_are_bounded(rig, monkeypatch):
+    """attack5 A2: every scene could hold the whole console: SCENES_MAX (1,000)
+    scenes of 1,000 eq8 are 47 M values (41 of them took the daemon from 210 to
+    574 MB). A store that would take the show's scenes past SCENE_VALUES_MAX is
+    refused with the reason; storing a scene again over its old self, a scoped
+    store and a delete make room as they should."""
+    s, say = rig
+    for i in range(4):
+        s.add_node("eq8", f"e{i}")
+    s.commit()
+    assert say("/scene/store", "A")[0] == "/done"
+    whole = show_of(s).scenes["A"].count()
+    monkeypatch.setattr(scenes_mod, "SCENE_VALUES_MAX", 2 * whole + 10)
+    assert say("/scene/store", "B")[0] == "/done"
+    assert say("/scene/store", "B")[0] == "/done"  # again: replaces itself
+    a, r = say("/scene/store", "C")
+    assert a == "/fail" and f"more than {2 * whole + 10}" in r[-1], r
+    assert say("/scene/store", "C", "/node/e0/b1gain")[0] == "/done"  # scoped: 1 value
+    assert say("/scene/delete", "B")[0] == "/done"
+    assert say("/scene/store", "D")[0] == "/done"
+    assert sorted(show_of(s).scenes) == ["A", "C", "D"]
+    doc = show_of(s).to_dict()
+    doc["scenes"]["E"] = doc["scenes"]["A"]
+    with pytest.raises(MixgraphError, match="scenes would hold"):
+        show_of(s).load(doc)
