@@ -133,3 +133,35 @@ def test_stored_scene_values_are_bounded(rig, monkeypatch):
     doc["scenes"]["E"] = doc["scenes"]["A"]
     with pytest.raises(MixgraphError, match="scenes would hold"):
         show_of(s).load(doc)
+
+
+def test_partial_writes_left_by_a_kill_mid_save_are_removed_at_start(tmp_path):
+    """attack5 A3: a SIGKILL while the autosave was being written left its temporary
+    file (`.autosave.mgp.xxxxxxxx`, a whole snapshot) in the state directory forever:
+    6 kills mid-save of a 2 MB show left 6 files, 10 MB, and a crash loop fills the
+    disk. The next start removes them (and a patch save's), and nothing else."""
+    import signal
+
+    state = tmp_path / "state"
+    d = Daemon(state, "--backend", "null")
+    d.call("/graph/add", "gain", "g")
+    d.call("/node/g/gain", -7.0)
+    d.call("/patch/save", "p")
+    d.stop(signal.SIGKILL)
+    left = [state / ".autosave.mgp.k2j4x9_a", state / ".autosave.mgp.00000000",
+            state / "patches" / ".p.mgp.abcdefgh"]
+    for p in left:
+        p.write_bytes(b"\x80" * 100_000)
+    keep = [state / ".autosave.mgp.short", state / "notes.txt",
+            state / "patches" / ".hidden"]
+    for p in keep:
+        p.write_bytes(b"mine")
+    d = Daemon(state, "--backend", "null")
+    try:
+        assert d.request("/node/g/gain")[1] == [-7.0]
+        assert not [p for p in left if p.exists()]
+        assert all(p.read_bytes() == b"mine" for p in keep)
+        assert "removed 2 partial write(s)" in d.output()
+        assert "removed 1 partial write(s)" in d.output()
+    finally:
+        d.stop()
