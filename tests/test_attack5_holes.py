@@ -8,6 +8,7 @@ import struct
 
 import pytest
 
+from mixgraph.clients.client import MixgraphFail
 from mixgraph.server import cues as cues_mod
 from mixgraph.server import scenes as scenes_mod
 from mixgraph.server.engine import Engine
@@ -163,5 +164,68 @@ def test_partial_writes_left_by_a_kill_mid_save_are_removed_at_start(tmp_path):
         assert all(p.read_bytes() == b"mine" for p in keep)
         assert "removed 2 partial write(s)" in d.output()
         assert "removed 1 partial write(s)" in d.output()
+    finally:
+        d.stop()
+
+
+def _keep_show(d: Daemon) -> None:
+    d.call("/graph/add", "sine", "osc")
+    d.call("/graph/add", "gain", "keep")
+    d.call("/graph/add", "output", "out")
+    d.call("/graph/connect", "osc", "keep")
+    d.call("/graph/connect", "keep", "out")
+    d.call("/node/keep/gain", -3.0)
+
+
+def _doc(*nodes: dict) -> dict:
+    return {"format": "mixgraph-patch", "version": 2, "sample_rate": 48000.0,
+            "metadata": {}, "nodes": list(nodes), "connections": []}
+
+
+@pytest.mark.parametrize("node", [
+    {"name": "p", "type": "player", "options": {"path": "/etc/passwd"}},
+    {"name": "p", "type": "player", "options": {"path": "../../../etc/passwd"}},
+    {"name": "p", "type": "player", "options": {"path": "not-there.wav"}},
+    {"name": "r", "type": "recorder", "options": {"path": "../../x.wav"}},
+])
+def test_a_patch_with_a_bad_file_fails_without_touching_the_graph(daemon, node):
+    """attack5 A4: /patch/load of a document whose player or recorder has a path
+    outside the data directory (or no file) answered /fail only after every node of
+    the running graph had been removed: the mix went silent and the show was gone.
+    Now it fails before anything changes."""
+    import json
+
+    _keep_show(daemon)
+    patches = daemon.state_dir / "patches"
+    patches.mkdir(exist_ok=True)
+    (patches / "bad.json").write_text(json.dumps(_doc(node)))
+    with pytest.raises(MixgraphFail, match="outside the data directory|no such file"):
+        daemon.call("/patch/load", "bad")
+    assert daemon.request("/node/keep/gain")[1] == [-3.0]
+    assert daemon.status()["nodes"] == 3
+    with pytest.raises(MixgraphFail, match="already connected"):
+        daemon.call("/graph/connect", "keep", "out")
+
+
+def test_a_patch_that_fails_halfway_puts_the_graph_back(tmp_path):
+    """A failure only adding a node can find (the recorder quota: the second of two
+    recorders passes --max-recorder-channels) comes after nodes were removed and
+    added: the graph is put back as it was, and the error says so."""
+    import json
+
+    d = Daemon(tmp_path / "state", "--backend", "null", "--max-recorder-channels", "2")
+    try:
+        _keep_show(d)
+        patches = d.state_dir / "patches"
+        patches.mkdir(exist_ok=True)
+        (patches / "two.json").write_text(json.dumps(_doc(
+            {"name": "r1", "type": "recorder", "channels": 2, "options": {"path": "a.wav"}},
+            {"name": "r2", "type": "recorder", "channels": 2, "options": {"path": "b.wav"}})))
+        with pytest.raises(MixgraphFail, match="recorder quota.*nothing loaded"):
+            d.call("/patch/load", "two")
+        assert d.request("/node/keep/gain")[1] == [-3.0]
+        assert d.status()["nodes"] == 3
+        with pytest.raises(MixgraphFail, match="already connected"):
+            d.call("/graph/connect", "keep", "out")
     finally:
         d.stop()
