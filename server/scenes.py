@@ -145,6 +145,9 @@ class Show:
         safes = d.get("safes") or []
         if not isinstance(safes, list) or not all(isinstance(s, str) for s in safes):
             raise MixgraphError("patch: show `safes` must be a list of patterns")
+        if len(safes) > SAFES_MAX:  # as /scene/safe: each is compiled, and checked at
+            # every recall (a document of 5,000 held the control thread 3.5 s, attack5)
+            raise MixgraphError(f"patch: more than {SAFES_MAX} recall safes")
         for s in safes:
             _compile(s)
         cues = self.cues.parse_dict(d)

@@ -229,3 +229,15 @@ def test_a_patch_that_fails_halfway_puts_the_graph_back(tmp_path):
             d.call("/graph/connect", "keep", "out")
     finally:
         d.stop()
+
+
+def test_a_document_s_recall_safes_are_bounded_as_scene_safe_is(rig):
+    """A patch's `safes` list was not held to SAFES_MAX (256), which /scene/safe
+    enforces: a document of 5,000 loaded (the control thread compiling them for
+    seconds, and every recall checking them)."""
+    s, _ = rig
+    many = {"safes": [f"/node/a{i}/gain" for i in range(scenes_mod.SAFES_MAX + 1)]}
+    with pytest.raises(MixgraphError, match="more than 256 recall safes"):
+        show_of(s).load(many)
+    show_of(s).load({"safes": many["safes"][:256]})
+    assert len(show_of(s).safes) == 256
