@@ -241,3 +241,33 @@ def test_a_document_s_recall_safes_are_bounded_as_scene_safe_is(rig):
         show_of(s).load(many)
     show_of(s).load({"safes": many["safes"][:256]})
     assert len(show_of(s).safes) == 256
+
+
+def test_a_read_only_state_dir_is_one_line_not_a_traceback(tmp_path):
+    """attack5 A5: `serve --state-dir` on a read-only file system (a tmpfs remounted
+    ro, a card locked) ended in an OSError traceback from the lock file (exit 1); now
+    it is one line naming the directory and the cause (exit 2), as a file in the way
+    already was. Needs mount (root); skipped where it is not allowed."""
+    import subprocess
+
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        (mnt / "state").mkdir()
+        (mnt / "state" / "serve.lock").write_text("1\n")
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        logs = tmp_path / "logs"
+        logs.mkdir()
+        link = logs / "state"  # the daemon's log goes beside the state dir: keep it writable
+        link.symlink_to(mnt / "state")
+        with pytest.raises(RuntimeError) as e:
+            Daemon(link, "--backend", "null")
+        text = " ".join(str(e.value).split())  # the console wraps lines
+        assert "daemon exited 2" in text, text
+        assert "Traceback" not in text, text
+        assert "as the state directory (--state-dir): Read-only file system" in text, text
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
