@@ -197,7 +197,7 @@ class Daemon:
         (self.state_dir / AUDIO_DIR).mkdir(exist_ok=True)
         self.store = PatchStore(self.state_dir, min_free=int(opts.min_free_mb * (1 << 20)))
         self.autosave_path = self.state_dir / AUTOSAVE
-        for folder in (self.state_dir, self.store.patches):
+        for folder in (self.state_dir, self.store.patches, self.state_dir / "midi"):
             n, size = remove_partial_writes(folder)
             if n:
                 log.warning("removed %d partial write(s) (%d bytes) in %s left by a server "

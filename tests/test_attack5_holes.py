@@ -271,3 +271,30 @@ def test_a_read_only_state_dir_is_one_line_not_a_traceback(tmp_path):
         assert "as the state directory (--state-dir): Read-only file system" in text, text
     finally:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_midi_map_files_are_written_and_read_as_patches_are(tmp_path):
+    """/midi/save wrote `<name>.tmp` and renamed it without fsync (a power cut could
+    leave an empty map file; a full disk left the .tmp), and /midi/load read a file
+    of any size. Now a map file is written with write_atomic, a kill's partial write
+    in midi/ is removed at the next start, and a file past 16 MB is refused."""
+    import signal
+
+    state = tmp_path / "state"
+    d = Daemon(state, "--backend", "null")
+    d.call("/graph/add", "gain", "g")
+    d.call("/midi/map", "/node/g/gain", "cc", 1, 7)
+    d.call("/midi/save", "desk")
+    midi = state / "midi"
+    assert sorted(p.name for p in midi.iterdir()) == ["desk.json"]
+    (midi / "big.json").write_bytes(b" " * (16 << 20) + b"{}")
+    with pytest.raises(MixgraphFail, match="larger than 16 MB"):
+        d.call("/midi/load", "big")
+    d.stop(signal.SIGKILL)
+    (midi / ".desk.json.k2j4x9_a").write_bytes(b"{")
+    d = Daemon(state, "--backend", "null")
+    try:
+        assert not (midi / ".desk.json.k2j4x9_a").exists()
+        assert d.request("/midi/load", "desk")[1][-1] == 1
+    finally:
+        d.stop()
