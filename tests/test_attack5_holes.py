@@ -199,8 +199,10 @@ def test_a_patch_with_a_bad_file_fails_without_touching_the_graph(daemon, node):
     patches = daemon.state_dir / "patches"
     patches.mkdir(exist_ok=True)
     (patches / "bad.json").write_text(json.dumps(_doc(node)))
+    steps = daemon.request("/history")[1][:2]
     with pytest.raises(MixgraphFail, match="outside the data directory|no such file"):
         daemon.call("/patch/load", "bad")
+    assert daemon.request("/history")[1][:2] == steps  # a failed command is no step
     assert daemon.request("/node/keep/gain")[1] == [-3.0]
     assert daemon.status()["nodes"] == 3
     with pytest.raises(MixgraphFail, match="already connected"):
@@ -221,8 +223,10 @@ def test_a_patch_that_fails_halfway_puts_the_graph_back(tmp_path):
         (patches / "two.json").write_text(json.dumps(_doc(
             {"name": "r1", "type": "recorder", "channels": 2, "options": {"path": "a.wav"}},
             {"name": "r2", "type": "recorder", "channels": 2, "options": {"path": "b.wav"}})))
+        steps = d.request("/history")[1][:2]
         with pytest.raises(MixgraphFail, match="recorder quota.*nothing loaded"):
             d.call("/patch/load", "two")
+        assert d.request("/history")[1][:2] == steps
         assert d.request("/node/keep/gain")[1] == [-3.0]
         assert d.status()["nodes"] == 3
         with pytest.raises(MixgraphFail, match="already connected"):
