@@ -34,7 +34,7 @@ from .errors import MixgraphError
 from .values import number
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
     from .scenes import Show
 
@@ -44,6 +44,12 @@ CONTINUE = ("none", "auto-continue", "auto-follow")
 KEYS = ("name", "scene", "fade", "prewait", "postwait", "continue", "osc")
 CUES_MAX = 10000
 OSC_MAX = 64  # actions per cue
+# characters of one osc action, and of all the list's actions together: a cue's action
+# is a short OSC line, and a list of 10,000 cues of 64 actions of any length grew
+# without bound (attack5 A1: 500 cues of 60 kB held the control thread re-encoding
+# the autosave, and 10,000 would have made an autosave too big to be read back)
+OSC_TEXT_MAX = 1024
+CUE_TEXT_MAX = 4 << 20
 # significant digits a cue number keeps: what a 32-bit float holds exactly (FLT_DIG),
 # and what fmt_number shows. A controller sends `/cue/go 1.1` as the float32
 # 1.100000023841858, a cue file holds the double 1.1: both are cue 1.1.
@@ -131,6 +137,9 @@ def parse_osc(text) -> tuple[str, list]:
     """An OSC action of a cue: "/address arg..." (not a /cue/ address)."""
     if not isinstance(text, str):
         raise MixgraphError("osc: expected one string \"/address args...\"")
+    if len(text) > OSC_TEXT_MAX:
+        raise MixgraphError(f"osc: an action is at most {OSC_TEXT_MAX} characters, "
+                            f"not {len(text)}")
     try:
         toks = shlex.split(text)
     except ValueError as e:
@@ -200,7 +209,21 @@ def parse_text(text: str, scenes: dict | None = None) -> dict[float, Cue]:
             raise MixgraphError(f"cue file line {n}: {e}") from None
         if len(out) > CUES_MAX:
             raise MixgraphError(f"cue file: more than {CUES_MAX} cues")
+    check_text(out.values(), "cue file")
     return out
+
+
+def osc_text(cues: Iterable[Cue]) -> int:
+    """Characters of the cues' osc actions together (bounded by CUE_TEXT_MAX)."""
+    return sum(len(m) for c in cues for m in c.osc)
+
+
+def check_text(cues: Iterable[Cue], what: str) -> None:
+    """Refuse a cue list whose osc actions add up past CUE_TEXT_MAX characters."""
+    n = osc_text(cues)
+    if n > CUE_TEXT_MAX:
+        raise MixgraphError(f"{what}: the cue list's osc actions would hold {n} "
+                            f"characters, more than {CUE_TEXT_MAX}")
 
 
 def parse_arg(tok: str):
@@ -258,6 +281,9 @@ class CueList:
         for item in raw:
             c = cue_from_dict(item)
             cues[c.number] = c
+        if len(cues) > CUES_MAX:
+            raise MixgraphError(f"patch: more than {CUES_MAX} cues")
+        check_text(cues.values(), "patch")
         ph = d.get("playhead")
         at_end = "playhead" in d and ph is None  # saved after the last cue had run
         ph = None if ph is None else cue_number(ph, "playhead")
@@ -311,6 +337,8 @@ class CueList:
             raise MixgraphError(f"too many cues (at most {CUES_MAX})")
         old = self.cues.get(num)
         c = apply_keys(old or Cue(num), pairs, self.show.scenes)
+        if c.osc and (old is None or c.osc != old.osc):
+            check_text((*(x for k, x in self.cues.items() if k != num), c), "cue set")
         # the first cue takes the playhead; past the end of a list stays there (the
         # next GO is a standby away)
         ph = self.playhead if self.cues else num

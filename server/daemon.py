@@ -39,7 +39,16 @@ from .pending import check_entries, reschedule
 from .scenes import show_of
 from .service import Notifier, StateLock, Watchdog
 from .session import Session
-from .state import AUDIO_DIR, AUTOSAVE, Autosaver, PatchStore, generation, read_patch, unseal
+from .state import (
+    AUDIO_DIR,
+    AUTOSAVE,
+    Autosaver,
+    PatchStore,
+    generation,
+    read_patch,
+    remove_partial_writes,
+    unseal,
+)
 from .transport import ControlServer, Limits, _is_loopback
 
 log = logging.getLogger("mixgraph")
@@ -188,6 +197,11 @@ class Daemon:
         (self.state_dir / AUDIO_DIR).mkdir(exist_ok=True)
         self.store = PatchStore(self.state_dir, min_free=int(opts.min_free_mb * (1 << 20)))
         self.autosave_path = self.state_dir / AUTOSAVE
+        for folder in (self.state_dir, self.store.patches, self.state_dir / "midi"):
+            n, size = remove_partial_writes(folder)
+            if n:
+                log.warning("removed %d partial write(s) (%d bytes) in %s left by a server "
+                            "that died while saving", n, size, folder)
         self._dirty = False
         self.restored, last_seq = self._restore()
         self.disk.start_quota(self.state_dir / AUDIO_DIR)  # a restart keeps its recorders

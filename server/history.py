@@ -469,11 +469,17 @@ class History:
                     h._inner -= 1
             before = h._pack(s.to_doc())
             h._inner += 1
+            failed = True
             try:
                 load_doc(doc)
+                failed = False
             finally:
                 h._inner -= 1
-                h._add(["doc", before, h._pack(s.to_doc())])
+                after = h._pack(s.to_doc())
+                # a load that failed and put the graph back (server/patch.py) is no
+                # step: it would clear the history for nothing (a /patch/load step does)
+                if not (failed and after == before):
+                    h._add(["doc", before, after])
 
         s.add_node, s.remove_node = add_node_, remove_node_
         s.connect, s.disconnect = connect_, disconnect_

@@ -35,7 +35,7 @@ from ._core import ffi, lib
 from .actions import actions_for
 from .errors import MixgraphError
 from .midimap import MAX_MAPS, QUERIES, Map, check_map, check_maps
-from .state import PATCH_NAME_RE, check_room, confine_path
+from .state import PATCH_NAME_RE, check_room, confine_path, read_bounded, write_atomic
 from .values import whole
 
 log = logging.getLogger("mixgraph.midi")
@@ -49,6 +49,7 @@ MODES = {"momentary": lib.MG_MIDI_MOMENTARY, "toggle": lib.MG_MIDI_TOGGLE,
          "trigger": lib.MG_MIDI_TRIGGER}
 LEARN_WINDOW_S = 0.15  # a CC waits this long for its LSB (cc14) or an NRPN to show
 POLL_MAX = 8192        # events handled per service call (a flood waits for the next)
+MAP_FILE_MAX = 16 << 20  # bytes of a /midi/load file
 STATS = ("events", "applied", "pickup_waits", "malformed", "sysex", "lost", "sent",
          "out_dropped", "unmapped", "held")
 
@@ -373,9 +374,9 @@ class MidiManager:
                            "maps": self.to_doc()}, indent=1) + "\n"
         if self.d.store is not None:  # as a patch: never the journal's last MBs
             check_room(p.parent, len(text), self.d.store.min_free, "a saved MIDI map file")
-        tmp = p.with_suffix(".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, p)
+        # as a patch: write-and-rename with fsync (a power cut leaves the old file or
+        # the new, never an empty one; a kill's partial write is removed at start-up)
+        write_atomic(p, text.encode())
         reply("/done", ["/midi/save", args[0], len(self.maps)])
 
     def _load(self, args: list, reply, _t: int, client=None) -> None:
@@ -384,8 +385,8 @@ class MidiManager:
         p = self._path(args[0])
         if not p.is_file():
             raise MixgraphError(f"no saved MIDI maps named {args[0]!r}")
-        try:
-            doc = json.loads(p.read_text())
+        try:  # bounded as a patch or a score is (a map file is a few hundred kB)
+            doc = json.loads(read_bounded(p, MAP_FILE_MAX, "MIDI map file").decode())
         except RecursionError:
             raise MixgraphError(f"{args[0]}: not a MIDI map file (nested too deep)") from None
         except (ValueError, UnicodeDecodeError) as e:

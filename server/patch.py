@@ -97,14 +97,53 @@ def _midi_doc(session: Session) -> dict:
 
 
 
-def load_doc(session: Session, doc: dict) -> None:
-    """Make the graph equal to doc, touching only what differs (a diff)."""
+def load_doc(session: Session, doc: dict, _undo: bool = True) -> None:
+    """Make the graph equal to doc, touching only what differs (a diff). A document
+    that fails is refused before anything changes where that can be known (every
+    value, the graph on a scratch copy, the players' and recorders' files), and
+    anything that still fails halfway (a file that will not open, the engine
+    refusing a node) puts the graph back as it was before the error goes out: a
+    player's bad path used to fail the load after every other node was removed
+    (attack5 A4)."""
     restoring = bool(getattr(session, "missing_ok", False))  # the autosave at start-up
     nodes, conns = validate_doc(doc, restoring)
     Show(session).load(doc.get("show"))  # checked before anything changes
     maps = None
     if "midi" in doc:  # checked before anything changes; restoring leaves a bad map out
         maps = check_maps(doc["midi"], not restoring, "patch: midi")
+    if not restoring:
+        _check_files(session, nodes)
+    before = session.to_doc() if _undo and not restoring else None
+    try:
+        _load_checked(session, doc, nodes, conns, maps)
+    except BaseException as e:
+        if before is None:
+            raise
+        try:
+            load_doc(session, before, _undo=False)
+        except BaseException:  # noqa: BLE001 - the first error is the one to report
+            log.exception("patch: putting the graph back after a failed load failed")
+            raise e from None
+        raise MixgraphError(f"{e} (nothing loaded: the graph is as it was)") from None
+
+
+def _check_files(session: Session, nodes: list[dict]) -> None:
+    """The file of each new player or recorder: inside the data directory, and for a
+    player one that exists (what add_node would find only after the graph changed)."""
+    for n in nodes:
+        t = CATALOG.get(n["type"])
+        g = session.graph.nodes.get(n["name"])
+        if t is None or not t.needs_fifo or "path" not in n["options"]:
+            continue
+        if g is not None and g.type.name == t.name \
+                and g.options.get("path") == n["options"]["path"]:
+            continue
+        session.resolve_path(n["options"]["path"], t.name != "player")
+
+
+def _load_checked(session: Session, doc: dict, nodes: list[dict], conns: list,
+                  maps: list | None) -> None:
+    """load_doc's changes, the document and its maps checked."""
     for n in nodes:  # a trigger saved by an older version must not start an action
         skip = triggers_for(n["type"])
         if skip:

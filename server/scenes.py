@@ -37,6 +37,11 @@ if TYPE_CHECKING:
 NAME_MAX = 64
 SCENES_MAX = 1000
 SAFES_MAX = 256
+# values (and bypass switches) of all stored scenes together: SCENES_MAX whole-console
+# scenes of 1,000 eq8 would be 47 M values (~180 bytes each in memory, ~12 on disk);
+# 2 M holds 200 whole-console scenes of a 200-channel eq8 console (attack5 A2: 41
+# scenes of 1,000 eq8 took the daemon from 210 to 574 MB and the autosave to 61 MB)
+SCENE_VALUES_MAX = 2_000_000
 CURVES = ("linear", "scurve")
 
 
@@ -49,9 +54,15 @@ class Scene:
     scope: list[str] = field(default_factory=list)
     fade: float = 0.0
     curve: str = "linear"
+    _count: int | None = field(default=None, repr=False, compare=False)
 
     def count(self) -> int:
-        return sum(len(v) for v in self.values.values()) + len(self.bypass)
+        """Values and bypass switches held; kept after the first call, as a stored
+        scene never changes (the show's bound sums it over every scene at each store:
+        1,000 scenes of 1,000 nodes took 490 ms counted afresh)."""
+        if self._count is None:
+            self._count = sum(len(v) for v in self.values.values()) + len(self.bypass)
+        return self._count
 
     def to_dict(self) -> dict:
         """The scene as a document. Its values are shared, not copied: a stored scene's
@@ -91,6 +102,14 @@ class Scene:
                    ramps.seconds(d.get("fade", 0.0), f"{what} fade"), curve)
 
 
+def _check_values(scenes: Iterable[Scene], what: str) -> None:
+    """Refuse scenes whose values add up past SCENE_VALUES_MAX."""
+    n = sum(sc.count() for sc in scenes)
+    if n > SCENE_VALUES_MAX:
+        raise MixgraphError(f"{what}: the scenes would hold {n} values, more than "
+                            f"{SCENE_VALUES_MAX}; delete scenes or store them with a scope")
+
+
 def scene_name(value, what: str = "scene name") -> str:
     """A scene (or cue) name: a non-empty string of at most 64 characters."""
     if not isinstance(value, str) or not value or len(value) > NAME_MAX or "\0" in value:
@@ -126,9 +145,15 @@ class Show:
         if not isinstance(raw, dict):
             raise MixgraphError("patch: show `scenes` must be a map")
         scenes = {scene_name(k): Scene.from_dict(v, f"scene {k!r}") for k, v in raw.items()}
+        if len(scenes) > SCENES_MAX:
+            raise MixgraphError(f"patch: more than {SCENES_MAX} scenes")
+        _check_values(scenes.values(), "patch")
         safes = d.get("safes") or []
         if not isinstance(safes, list) or not all(isinstance(s, str) for s in safes):
             raise MixgraphError("patch: show `safes` must be a list of patterns")
+        if len(safes) > SAFES_MAX:  # as /scene/safe: each is compiled, and checked at
+            # every recall (a document of 5,000 held the control thread 3.5 s, attack5)
+            raise MixgraphError(f"patch: more than {SAFES_MAX} recall safes")
         for s in safes:
             _compile(s)
         cues = self.cues.parse_dict(d)
@@ -291,6 +316,8 @@ class Show:
                 sc.bypass[n] = n in s.bypassed
             else:
                 sc.values.setdefault(n, {})[p] = float(s.graph.nodes[n].params[p])
+        _check_values((*(x for k, x in self.scenes.items() if k != name), sc),
+                      f"scene {name!r}")
         before = self.part((name,))
         self.scenes[name] = sc
         self.changed(f"scene store {name}", before, (name,))

@@ -40,7 +40,13 @@ class StateLock:
 
     def acquire(self) -> None:
         """Take the lock or raise MixgraphError naming the PID that holds it."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as e:  # a read-only disk, no room: one line, not a traceback
+            raise MixgraphError(
+                f"cannot use {self.path.parent} as the state directory (--state-dir): "
+                f"{e.strerror or e} (the server keeps its lock, journal and autosave "
+                "there, so it must be writable)") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

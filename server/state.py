@@ -234,6 +234,34 @@ def write_atomic(path: str | Path, data: bytes, keep: int = 1) -> None:
         raise
 
 
+# what write_atomic's mkstemp names a file being written: `.autosave.mgp.k2j4x9_a`
+_PARTIAL_RE = re.compile(r"\.(.+\.(?:mgp|json))\.[a-z0-9_]{8}")
+
+
+def remove_partial_writes(folder: Path) -> tuple[int, int]:
+    """Delete the files write_atomic was writing in folder when its process died (a
+    SIGKILL or a power cut during an autosave leaves `.autosave.mgp.xxxxxxxx`, a whole
+    snapshot's size, that nothing reads or removes: a crash loop filled the disk,
+    attack5 A3). Only a server holding the state directory's lock writes them, so at
+    start-up none is in use. Returns (files, bytes) removed."""
+    n = size = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0, 0
+    for e in entries:
+        if not _PARTIAL_RE.fullmatch(e.name) or not e.is_file(follow_symlinks=False):
+            continue
+        try:
+            b = e.stat(follow_symlinks=False).st_size
+            os.unlink(e.path)
+        except OSError as err:
+            log.warning("cannot remove the partial write %s (%s)", e.path, err.strerror)
+            continue
+        n, size = n + 1, size + b
+    return n, size
+
+
 def write_patch(doc: dict, path: str | Path) -> None:
     p = Path(path)
     write_atomic(p, encode(doc, p))
