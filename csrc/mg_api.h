@@ -393,8 +393,7 @@ int mg_engine_set_sched(mg_engine *e, double spin_us, double min_work_us);
 #define MG_PSTAT_POSTS 11      /* semaphore posts it made (wakes) */
 #define MG_PSTAT_BUSY_NS 12    /* ns inside cycles (units, spins, scheduling) */
 #define MG_PSTAT_START_NS 13   /* workers: ns from a cycle's publication to joining it */
-#define MG_PSTAT_HELPED 14     /* parts of another thread's mg_par_for it ran */
-#define MG_PSTAT_N 15
+#define MG_PSTAT_N 14
 int mg_engine_par_stats(mg_engine *e, uint64_t *v, int cap);
 /* [control, the audio thread stopped] Wait until no worker thread may still
  * be reading a plan of the last cycle (one preempted while it left the

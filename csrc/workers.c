@@ -59,8 +59,6 @@ typedef struct {
 } mg_tev;
 
 static _Thread_local int tl_thread; /* 0 on the audio thread */
-/* the workers whose cycle this thread is running (mg_par_for), or NULL */
-static _Thread_local mg_workers *tl_cycle;
 
 /* Counters (mg_engine_par_stats, bench/): per thread, on a line of its own,
  * written by that thread only (a load and a store, no locked instruction),
@@ -97,15 +95,6 @@ struct mg_workers {
     int main_known;
     _Atomic int quit;
     _Atomic int next_id;              /* worker numbers, 1 .. n */
-    /* mg_par_for: one job at a time, its parts claimed from `job` (the
-     * job's number << 32 | the next part) by compare-and-swap, so a helper
-     * that read an older job's function claims nothing of a newer one */
-    _Alignas(64) _Atomic uint64_t job;
-    _Atomic(void (*)(void *, int)) job_fn;
-    _Atomic(void *) job_arg;
-    _Atomic int job_n;
-    _Atomic int job_busy;             /* a thread owns the job slot */
-    _Alignas(64) _Atomic int job_done; /* parts finished */
     /* scheduling (mg_workers_sched): how long a thread with nothing ready
      * spins for work within a cycle before it sleeps; the least work a
      * cycle is expected to have for the audio thread to wake workers */
@@ -444,62 +433,6 @@ static void drain(mg_workers *w, mg_par *par)
     }
 }
 
-/* Parts of an mg_par_for job, while one is open: run them. 1 when one ran. */
-static int help_job(mg_workers *w)
-{
-    int ran = 0;
-    for (;;) {
-        uint64_t j = atomic_load_explicit(&w->job, memory_order_acquire);
-        const int n = atomic_load_explicit(&w->job_n, memory_order_relaxed);
-        void (*fn)(void *, int) = atomic_load_explicit(&w->job_fn, memory_order_relaxed);
-        void *arg = atomic_load_explicit(&w->job_arg, memory_order_relaxed);
-        if ((int)(uint32_t)j >= n || !fn)
-            return ran;
-        /* succeeds only while the job read above is still open: n, fn and
-         * arg were written before its number (a job closes only once every
-         * part is claimed, so none of them changes while one is open) */
-        if (!atomic_compare_exchange_strong_explicit(&w->job, &j, j + 1, memory_order_acq_rel,
-                                                     memory_order_relaxed))
-            continue;
-        fn(arg, (int)(uint32_t)j);
-        atomic_fetch_add_explicit(&w->job_done, 1, memory_order_release);
-        pst(w, MG_PSTAT_HELPED, 1);
-        ran = 1;
-    }
-}
-
-void mg_par_for(void (*fn)(void *arg, int i), void *arg, int n)
-{
-    mg_workers *w = tl_cycle;
-    if (!w || n < 2 || solo(w) || atomic_exchange_explicit(&w->job_busy, 1, memory_order_acquire)) {
-        for (int i = 0; i < n; i++)
-            fn(arg, i);
-        return;
-    }
-    atomic_store_explicit(&w->job_fn, fn, memory_order_relaxed);
-    atomic_store_explicit(&w->job_arg, arg, memory_order_relaxed);
-    atomic_store_explicit(&w->job_n, n, memory_order_relaxed);
-    atomic_store_explicit(&w->job_done, 0, memory_order_relaxed);
-    const uint64_t gen = (atomic_load_explicit(&w->job, memory_order_relaxed) >> 32) + 1;
-    atomic_store_explicit(&w->job, gen << 32, memory_order_release); /* open */
-    int mine = 0;
-    for (;;) {
-        uint64_t j = atomic_load_explicit(&w->job, memory_order_acquire);
-        if ((int)(uint32_t)j >= n)
-            break;
-        if (atomic_compare_exchange_weak_explicit(&w->job, &j, j + 1, memory_order_acq_rel,
-                                                  memory_order_relaxed)) {
-            fn(arg, (int)(uint32_t)j);
-            mine++;
-        }
-    }
-    /* every part is claimed: wait for those a helper runs (it is running
-     * them, not asleep: a part is claimed only by a thread that runs it) */
-    while (atomic_load_explicit(&w->job_done, memory_order_acquire) + mine < n)
-        cpu_relax();
-    atomic_store_explicit(&w->job_busy, 0, memory_order_release);
-}
-
 /* Nothing ready: spin (never sleep) for at most spin_ns while the cycle
  * runs. 1: work is queued; 0: the cycle is over, or the bound has passed. */
 static int spin_for_work(mg_workers *w, mg_par *par)
@@ -515,8 +448,6 @@ static int spin_for_work(mg_workers *w, mg_par *par)
             found = 1;
             break;
         }
-        if (help_job(w))
-            continue; /* (the clock is read every 32 turns) */
         if (atomic_load_explicit(&par->remaining, memory_order_acquire) == 0 ||
             atomic_load_explicit(&w->par, memory_order_acquire) != par)
             break;
@@ -607,11 +538,9 @@ static void *worker_main(void *arg)
             mg_audio_enter();
             if (fp_get() != w->fpmode)
                 fp_set(w->fpmode);
-            tl_cycle = w;
             do /* within the cycle: spin a little before sleeping again */
                 drain(w, par);
             while (spin_for_work(w, par));
-            tl_cycle = NULL;
             mg_audio_leave();
             pst(w, MG_PSTAT_CYCLES, 1);
             pst(w, MG_PSTAT_START_NS, t0 > pub ? t0 - pub : 0);
@@ -805,7 +734,6 @@ void mg_workers_run(mg_workers *w, mg_par *par, mg_unit_fn fn, void *ctx, int n_
     for (int t = 1; t <= w->n; t++) /* each worker with roots of its own */
         if (t >= par->n_q || par->root_first[t + 1] > par->root_first[t])
             wake(w, t);
-    tl_cycle = w;
     drain(w, par);
     while (atomic_load_explicit(&par->remaining, memory_order_acquire) > 0) {
         if (spin_for_work(w, par)) {
@@ -834,7 +762,6 @@ void mg_workers_run(mg_workers *w, mg_par *par, mg_unit_fn fn, void *ctx, int n_
     /* unpublish (a worker woken late goes back to sleep). No waiting for
      * workers still looking at the queue: they cannot claim anything of this
      * cycle, and the plan is only retired once none is (mg_workers_quiet). */
-    tl_cycle = NULL;
     atomic_store(&w->par, NULL);
     pst(w, MG_PSTAT_CYCLES, 1);
     pst(w, MG_PSTAT_BUSY_NS, now_ns() - t0);
