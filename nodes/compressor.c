@@ -549,16 +549,19 @@ static void run_lanes(comp_lane *ln, int nl, float (*d)[DYN_CHUNK], float (*dv)[
  * latencies are most of its time. Each lane's operations are the scalar
  * path's (chunk_levels' mono path, det_pre, det_recur, det_post's mono
  * path), expression for expression, in MG_HOT code like them (the
- * recursion as recur_lanes runs it, in vectors of 16), so the
+ * recursion as recur_lanes runs it, in vectors of 8), so the
  * samples, states and readouts are the same bit for bit. A lane whose
  * block has nothing to compress (det_pre's constant-gain case: every level
  * and the smoothed reduction exactly 0) goes through the same loop: its
  * reduction stays exactly +0 there, so its gain is det_pre's constant one;
  * its detector state is left as det_pre leaves it. */
 #define COMP_FUSED 32
-#define COMP_FV (COMP_FUSED / 16)
-typedef float comp_vf __attribute__((vector_size(64)));
-typedef int32_t comp_vi __attribute__((vector_size(64)));
+/* The recursion's vectors are eight floats (one AVX register): in vectors
+ * of sixteen, the v3 (AVX2) clone got the compare and select lowered to a
+ * scalar compare, branch and move per lane, 16 a vector and sample. */
+#define COMP_FV (COMP_FUSED / 8)
+typedef comp_v8f comp_vf;
+typedef comp_v8i comp_vi;
 
 static inline int fusable(const comp_blk *b)
 {
@@ -651,7 +654,7 @@ MG_HOT static void fused_group(comp_blk *const *bl, int nl, int o, int m)
             pk[l] = q > pk[l] ? q : pk[l];
         }
     /* det_recur on every lane, its vectors in registers through the block
-     * (the latency-bound part: COMP_FUSED / 16 recursions in flight); the
+     * (the latency-bound part: COMP_FUSED / 8 recursions in flight); the
      * errors replace the differences in D */
     {
         comp_vf ev[COMP_FV], va[COMP_FV], vr[COMP_FV];
@@ -661,12 +664,12 @@ MG_HOT static void fused_group(comp_blk *const *bl, int nl, int o, int m)
 #pragma GCC unroll 4
             for (int v = 0; v < COMP_FV; v++) {
                 comp_vf x;
-                memcpy(&x, &D[i][16 * v], sizeof x);
+                memcpy(&x, &D[i][8 * v], sizeof x);
                 const comp_vf d = ev[v] + x;
                 const comp_vf ea = va[v] * d, er = vr[v] * d;
                 const comp_vi lt = d < zero;
                 ev[v] = (comp_vf)(((comp_vi)ea & lt) | ((comp_vi)er & ~lt));
-                memcpy(&D[i][16 * v], &ev[v], sizeof ev[v]);
+                memcpy(&D[i][8 * v], &ev[v], sizeof ev[v]);
             }
         }
         memcpy(e, ev, sizeof ev);

@@ -162,10 +162,80 @@ static void tpdet_design(tpdet_coefs *t)
     t->env_dec = (float)exp(-1.0 / TP_ENV_DECAY);
 }
 
-/* |v| and the lane-wise max (exact, by masks); macros, so that no 32-byte
- * vector crosses a function boundary (its ABI differs with and without AVX) */
-#define TPDET_ABS(v) ((tp_v8)((tp_i8)(v) & 0x7fffffff))
-#define TPDET_MAX(a, b) ((tp_v8)(((tp_i8)(a) & ((a) > (b))) | ((tp_i8)(b) & ~((a) > (b)))))
+/* |v| and the lane-wise max (exact, by masks) on vectors of type VT with
+ * integer lanes IT; macros, so that no 32-byte vector crosses a function
+ * boundary (its ABI differs with and without AVX) */
+#define TPDET_ABS(IT, VT, v) ((VT)((IT)(v) & 0x7fffffff))
+#define TPDET_MAX(IT, VT, a, b) ((VT)(((IT)(a) & ((a) > (b))) | ((IT)(b) & ~((a) > (b)))))
+
+/* Eight-lane vectors: one AVX register. The v3 (AVX2) clone runs the
+ * detector on these: with the sixteen-lane type each vector is two AVX
+ * registers, the 9 accumulators of a pass take 18 of the 16 there are, and
+ * GCC 12 spills every one through the stack and back by 64-bit halves at
+ * every tap pair (about 6x the instructions). The lanes' expressions are the
+ * same whatever the width, so both paths give the same bits. */
+typedef float tp_v8n __attribute__((vector_size(32)));
+typedef int32_t tp_i8n __attribute__((vector_size(32)));
+
+/* 1 when the CPU has AVX-512 (sixteen floats in a register): set at load.
+ * MIXGRAPH_TP_NARROW=1 in the environment takes the eight-lane path on any
+ * CPU (tests/test_limiter*.py compare the two). */
+static int tp_wide;
+__attribute__((constructor)) static void tp_cpu(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    tp_wide = __builtin_cpu_supports("avx512f");
+#endif
+    const char *narrow = getenv("MIXGRAPH_TP_NARROW");
+    if (narrow && narrow[0] == '1')
+        tp_wide = 0;
+}
+
+/* One group of L samples from w0 (w0[-j] = x[i0 + lane - j]): the peak
+ * estimates into est, the margin's high-pass into acc. In two passes over
+ * the tap pairs (each with at most 9 accumulators, registers in either
+ * width's clone): phases 1..4 and 12..15; then 5..11 and the high-pass. */
+#define TPDET_GROUP(VT, IT, w0, co, est, acc)                                                     \
+    do {                                                                                          \
+        VT s1 = {0.0f}, s2 = {0.0f}, s3 = {0.0f}, s4 = {0.0f};                                    \
+        VT d1 = {0.0f}, d2 = {0.0f}, d3 = {0.0f}, d4 = {0.0f};                                    \
+        for (int j = 0; j < TP_HALF; j++) {                                                       \
+            VT va, vb;                                                                            \
+            memcpy(&va, (w0) - j, sizeof va);                                                     \
+            memcpy(&vb, (w0) - (TP_TAPS - 1) + j, sizeof vb);                                     \
+            const VT pj = va + vb, mj = va - vb;                                                  \
+            const float *c = (co)->ea[j];                                                         \
+            s1 += c[0] * pj, s2 += c[1] * pj, s3 += c[2] * pj, s4 += c[3] * pj;                   \
+            d1 += c[4] * mj, d2 += c[5] * mj, d3 += c[6] * mj, d4 += c[7] * mj;                   \
+        }                                                                                         \
+        VT m = TPDET_ABS(IT, VT, s1) + TPDET_ABS(IT, VT, d1);                                     \
+        m = TPDET_MAX(IT, VT, m, TPDET_ABS(IT, VT, s2) + TPDET_ABS(IT, VT, d2));                  \
+        m = TPDET_MAX(IT, VT, m, TPDET_ABS(IT, VT, s3) + TPDET_ABS(IT, VT, d3));                  \
+        m = TPDET_MAX(IT, VT, m, TPDET_ABS(IT, VT, s4) + TPDET_ABS(IT, VT, d4));                  \
+        VT s5 = {0.0f}, s6 = {0.0f}, s7 = {0.0f}, s8 = {0.0f};                                    \
+        VT d5 = {0.0f}, d6 = {0.0f}, d7 = {0.0f}, ha = {0.0f}, hb = {0.0f};                       \
+        for (int j = 0; j < TP_HALF; j++) {                                                       \
+            VT va, vb;                                                                            \
+            memcpy(&va, (w0) - j, sizeof va);                                                     \
+            memcpy(&vb, (w0) - (TP_TAPS - 1) + j, sizeof vb);                                     \
+            const VT pj = va + vb, mj = va - vb;                                                  \
+            const float *c = (co)->eb[j];                                                         \
+            s5 += c[0] * pj, s6 += c[1] * pj, s7 += c[2] * pj, s8 += c[3] * pj;                   \
+            d5 += c[4] * mj, d6 += c[5] * mj, d7 += c[6] * mj;                                    \
+            ha += (co)->hp[j] * va, hb += (co)->hp[TP_TAPS - 1 - j] * vb;                         \
+        }                                                                                         \
+        m = TPDET_MAX(IT, VT, m, TPDET_ABS(IT, VT, s5) + TPDET_ABS(IT, VT, d5));                  \
+        m = TPDET_MAX(IT, VT, m, TPDET_ABS(IT, VT, s6) + TPDET_ABS(IT, VT, d6));                  \
+        m = TPDET_MAX(IT, VT, m, TPDET_ABS(IT, VT, s7) + TPDET_ABS(IT, VT, d7));                  \
+        m = TPDET_MAX(IT, VT, m, TPDET_ABS(IT, VT, s8));                                          \
+        VT x0;                                                                                    \
+        memcpy(&x0, (w0) - TP_DELAY, sizeof x0); /* phase 0: the sample itself */                 \
+        m = TPDET_MAX(IT, VT, m, TPDET_ABS(IT, VT, x0));                                          \
+        const VT hp = ha + hb;                                                                    \
+        memcpy((est), &m, sizeof m);                                                              \
+        memcpy((acc), &hp, sizeof hp);                                                            \
+    } while (0)
 
 /* Run n <= MG_MAX_BLOCK input samples: est[i] = the peak estimate (absolute
  * value, margin not yet included: tpdet_margin adds it) over [i-32, i-31],
@@ -182,51 +252,15 @@ MG_HOT static const float *tpdet_run(tpdet *restrict t, const tpdet_coefs *restr
         const float v = x[i];
         b[i] = fabsf(v) <= FLT_MAX ? v : 0.0f;
     }
-    /* TP_LANES samples at a time, in two passes over the tap pairs (each
-     * with at most 9 accumulators, registers even in the v3 clone's two-
-     * register vectors): phases 1..4 and 12..15; then 5..11 and the
-     * high-pass. n is rounded up to TP_LANES (MG_MAX_BLOCK is a multiple of
-     * it): the extra results read stale samples and are not used. */
-    for (int i0 = 0; i0 < n; i0 += TP_LANES) {
-        const float *const w0 = b + i0; /* w0[-j] = x[i0 + lane - j] */
-        tp_v8 s1 = {0.0f}, s2 = {0.0f}, s3 = {0.0f}, s4 = {0.0f};
-        tp_v8 d1 = {0.0f}, d2 = {0.0f}, d3 = {0.0f}, d4 = {0.0f};
-        for (int j = 0; j < TP_HALF; j++) {
-            tp_v8 va, vb;
-            memcpy(&va, w0 - j, sizeof va);
-            memcpy(&vb, w0 - (TP_TAPS - 1) + j, sizeof vb);
-            const tp_v8 pj = va + vb, mj = va - vb;
-            const float *c = co->ea[j];
-            s1 += c[0] * pj, s2 += c[1] * pj, s3 += c[2] * pj, s4 += c[3] * pj;
-            d1 += c[4] * mj, d2 += c[5] * mj, d3 += c[6] * mj, d4 += c[7] * mj;
-        }
-        tp_v8 m = TPDET_ABS(s1) + TPDET_ABS(d1);
-        m = TPDET_MAX(m, TPDET_ABS(s2) + TPDET_ABS(d2));
-        m = TPDET_MAX(m, TPDET_ABS(s3) + TPDET_ABS(d3));
-        m = TPDET_MAX(m, TPDET_ABS(s4) + TPDET_ABS(d4));
-        tp_v8 s5 = {0.0f}, s6 = {0.0f}, s7 = {0.0f}, s8 = {0.0f};
-        tp_v8 d5 = {0.0f}, d6 = {0.0f}, d7 = {0.0f}, ha = {0.0f}, hb = {0.0f};
-        for (int j = 0; j < TP_HALF; j++) {
-            tp_v8 va, vb;
-            memcpy(&va, w0 - j, sizeof va);
-            memcpy(&vb, w0 - (TP_TAPS - 1) + j, sizeof vb);
-            const tp_v8 pj = va + vb, mj = va - vb;
-            const float *c = co->eb[j];
-            s5 += c[0] * pj, s6 += c[1] * pj, s7 += c[2] * pj, s8 += c[3] * pj;
-            d5 += c[4] * mj, d6 += c[5] * mj, d7 += c[6] * mj;
-            ha += co->hp[j] * va, hb += co->hp[TP_TAPS - 1 - j] * vb;
-        }
-        m = TPDET_MAX(m, TPDET_ABS(s5) + TPDET_ABS(d5));
-        m = TPDET_MAX(m, TPDET_ABS(s6) + TPDET_ABS(d6));
-        m = TPDET_MAX(m, TPDET_ABS(s7) + TPDET_ABS(d7));
-        m = TPDET_MAX(m, TPDET_ABS(s8));
-        tp_v8 x0;
-        memcpy(&x0, w0 - TP_DELAY, sizeof x0); /* phase 0: the sample itself */
-        m = TPDET_MAX(m, TPDET_ABS(x0));
-        const tp_v8 hp = ha + hb;
-        memcpy(est + i0, &m, sizeof m);
-        memcpy(acc + i0, &hp, sizeof hp);
-    }
+    /* TP_LANES (or 8) samples at a time; n is rounded up to that
+     * (MG_MAX_BLOCK is a multiple of it): the extra results read stale
+     * samples and are not used. */
+    if (tp_wide)
+        for (int i0 = 0; i0 < n; i0 += TP_LANES)
+            TPDET_GROUP(tp_v8, tp_i8, b + i0, co, est + i0, acc + i0);
+    else
+        for (int i0 = 0; i0 < n; i0 += 8)
+            TPDET_GROUP(tp_v8n, tp_i8n, b + i0, co, est + i0, acc + i0);
     memmove(t->buf, t->buf + n, (TP_TAPS - 1) * sizeof(float));
     return b; /* valid until the next call: the caller uses it at once */
 }

@@ -399,6 +399,37 @@ typedef int32_t rv_i __attribute__((vector_size(64)));
         v = (rv_f)(((rv_i)sum_ & (lower)) | ((rv_i)dif_ & ~(lower)));                             \
     } while (0)
 
+/* Halves of eight lanes (one AVX register): CPUs without AVX-512 run the
+ * FDN on these (rv_wide 0). In sixteen-lane vectors the v3 (AVX2) clone got
+ * every shuffle of the butterflies and output sums lowered to lane-by-lane
+ * moves through the stack. Each lane's expressions are the wide loop's: the
+ * same bits. MIXGRAPH_RV_NARROW=1 in the environment takes this path on any
+ * CPU. */
+typedef float rv_h __attribute__((vector_size(32)));
+typedef int32_t rv_hi __attribute__((vector_size(32)));
+#define RV_SPLIT(lo, hi, v)                                                                       \
+    (memcpy(&(lo), (const float *)&(v), sizeof(lo)), memcpy(&(hi), (const float *)&(v) + 8, sizeof(hi)))
+#define RV_JOIN(v, lo, hi)                                                                        \
+    (memcpy((float *)&(v), &(lo), sizeof(lo)), memcpy((float *)&(v) + 8, &(hi), sizeof(hi)))
+#define RV_HSTAGE(v, perm, lower)                                                                 \
+    do {                                                                                          \
+        const rv_h o_ = __builtin_shuffle(v, perm);                                               \
+        const rv_h sum_ = v + o_, dif_ = o_ - v;                                                  \
+        v = (rv_h)(((rv_hi)sum_ & (lower)) | ((rv_hi)dif_ & ~(lower)));                           \
+    } while (0)
+
+static int rv_wide;
+__attribute__((constructor)) static void rv_cpu(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    rv_wide = __builtin_cpu_supports("avx512f");
+#endif
+    const char *narrow = getenv("MIXGRAPH_RV_NARROW");
+    if (narrow && narrow[0] == '1')
+        rv_wide = 0;
+}
+
 MG_HOT static void fdn_block(reverb_state *s, int len, const unsigned *M, const float *eta,
                              float *gb, float *bb, const float *dgb, const float *dbb, int glide,
                              float *yk, float *ap, const float *il, const float *ir, float *wl,
@@ -463,34 +494,82 @@ MG_HOT static void fdn_block(reverb_state *s, int len, const unsigned *M, const 
     const rv_i q12 = {12, 13, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
     const rv_f zero = {0.0f};
     rv_f out[SUB];
-    for (int i = 0; i < len; i++) {
-        if (glide) {
-            vg += vdg;
-            vb += vdb;
+    if (rv_wide)
+        for (int i = 0; i < len; i++) {
+            if (glide) {
+                vg += vdg;
+                vb += vdb;
+            }
+            /* first-order allpass (Thiran) interpolation, then the damping pole */
+            const rv_f r = ve * (x[i + 1] - va) + x[i];
+            va = r;
+            const rv_f y = vg * r + vb * vy;
+            vy = y;
+            /* the output sums of the scalar loop, a += y[k] - y[k + 2] and
+             * b += y[k + 1] - y[k + 3] for k = 0, 4, 8, 12 in that order, in
+             * lanes 0 and 1 */
+            const rv_f d = y - __builtin_shuffle(y, q2);
+            rv_f ab = zero + d;
+            ab += __builtin_shuffle(d, q4);
+            ab += __builtin_shuffle(d, q8);
+            ab += __builtin_shuffle(d, q12);
+            wl[i] = ab[0], wr[i] = ab[1];
+            rv_f v = y;
+            RV_STAGE(v, p8, l8);
+            RV_STAGE(v, p4, l4);
+            RV_STAGE(v, p2, l2);
+            RV_STAGE(v, p1, l1);
+            v *= 0.25f;
+            const float pl = il[i], pr = ir[i];
+            const rv_f in = {pl, pr, -pl, -pr, pl, pr, -pl, -pr, pl, pr, -pl, -pr, pl, pr, -pl, -pr};
+            out[i] = v + in;
         }
-        /* first-order allpass (Thiran) interpolation, then the damping pole */
-        const rv_f r = ve * (x[i + 1] - va) + x[i];
-        va = r;
-        const rv_f y = vg * r + vb * vy;
-        vy = y;
-        /* the output sums of the scalar loop, a += y[k] - y[k + 2] and
-         * b += y[k + 1] - y[k + 3] for k = 0, 4, 8, 12 in that order, in
-         * lanes 0 and 1 */
-        const rv_f d = y - __builtin_shuffle(y, q2);
-        rv_f ab = zero + d;
-        ab += __builtin_shuffle(d, q4);
-        ab += __builtin_shuffle(d, q8);
-        ab += __builtin_shuffle(d, q12);
-        wl[i] = ab[0], wr[i] = ab[1];
-        rv_f v = y;
-        RV_STAGE(v, p8, l8);
-        RV_STAGE(v, p4, l4);
-        RV_STAGE(v, p2, l2);
-        RV_STAGE(v, p1, l1);
-        v *= 0.25f;
-        const float pl = il[i], pr = ir[i];
-        const rv_f in = {pl, pr, -pl, -pr, pl, pr, -pl, -pr, pl, pr, -pl, -pr, pl, pr, -pl, -pr};
-        out[i] = v + in;
+    else {
+        /* the same lanes as two halves of eight (lines 0-7, 8-15) */
+        rv_h e0, e1, g0, g1, b0, b1, dg0, dg1, db0, db1, y0, y1, a0, a1;
+        RV_SPLIT(e0, e1, ve), RV_SPLIT(g0, g1, vg), RV_SPLIT(b0, b1, vb);
+        RV_SPLIT(dg0, dg1, vdg), RV_SPLIT(db0, db1, vdb), RV_SPLIT(y0, y1, vy);
+        RV_SPLIT(a0, a1, va);
+        const rv_hi h4 = {4, 5, 6, 7, 0, 1, 2, 3}, h2 = {2, 3, 0, 1, 6, 7, 4, 5};
+        const rv_hi h1 = {1, 0, 3, 2, 5, 4, 7, 6};
+        const rv_hi k4 = {-1, -1, -1, -1, 0, 0, 0, 0}, k2 = {-1, -1, 0, 0, -1, -1, 0, 0};
+        const rv_hi k1 = {-1, 0, -1, 0, -1, 0, -1, 0};
+        const rv_hi r2 = {2, 3, 0, 0, 6, 7, 0, 0};
+        for (int i = 0; i < len; i++) {
+            if (glide) {
+                g0 += dg0, g1 += dg1;
+                b0 += db0, b1 += db1;
+            }
+            rv_h xa0, xa1, xb0, xb1;
+            RV_SPLIT(xa0, xa1, x[i]), RV_SPLIT(xb0, xb1, x[i + 1]);
+            const rv_h r0 = e0 * (xb0 - a0) + xa0, r1 = e1 * (xb1 - a1) + xa1;
+            a0 = r0, a1 = r1;
+            const rv_h q0 = g0 * r0 + b0 * y0, q1 = g1 * r1 + b1 * y1;
+            y0 = q0, y1 = q1;
+            /* the output sums, in the order of the wide loop: lanes 0 and 1
+             * of d, then 4 and 5, 8 and 9, 12 and 13 */
+            const rv_h d0 = q0 - __builtin_shuffle(q0, r2), d1 = q1 - __builtin_shuffle(q1, r2);
+            float ab0 = 0.0f + d0[0], ab1 = 0.0f + d0[1];
+            ab0 += d0[4], ab1 += d0[5];
+            ab0 += d1[0], ab1 += d1[1];
+            ab0 += d1[4], ab1 += d1[5];
+            wl[i] = ab0, wr[i] = ab1;
+            /* stage 8: lane k and k + 8 are the halves' lane k */
+            rv_h v0 = q0 + q1, v1 = q0 - q1;
+            RV_HSTAGE(v0, h4, k4);
+            RV_HSTAGE(v1, h4, k4);
+            RV_HSTAGE(v0, h2, k2);
+            RV_HSTAGE(v1, h2, k2);
+            RV_HSTAGE(v0, h1, k1);
+            RV_HSTAGE(v1, h1, k1);
+            v0 *= 0.25f, v1 *= 0.25f;
+            const float pl = il[i], pr = ir[i];
+            const rv_h in = {pl, pr, -pl, -pr, pl, pr, -pl, -pr};
+            v0 += in, v1 += in;
+            memcpy(&out[i], &v0, sizeof v0);
+            memcpy((float *)&out[i] + 8, &v1, sizeof v1);
+        }
+        RV_JOIN(vg, g0, g1), RV_JOIN(vb, b0, b1), RV_JOIN(vy, y0, y1), RV_JOIN(va, a0, a1);
     }
     if (len == SUB && (w0 & mask) + SUB <= mask + 1) { /* the writes do not wrap */
         for (int kb = 0; kb < NL; kb += 8)

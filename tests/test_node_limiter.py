@@ -425,3 +425,33 @@ def test_output_does_not_depend_on_how_calls_split_the_signal(channels):
     got = _limit_split(x, [1, 7, 512, 63, 100, 255, 16, 129, 3], edits)
     assert np.abs(ref).max() > 0.1
     np.testing.assert_array_equal(got, ref)
+
+
+def test_detector_widths_give_the_same_bits():
+    """The true-peak detector runs on sixteen-float vectors where the CPU has
+    AVX-512 and on eight-float ones elsewhere (nodes/limiter.c tpdet_run);
+    MIXGRAPH_TP_NARROW=1 takes the eight-float path on any CPU. Both, in child
+    processes, limit the same hot noise (odd call lengths: groups that run
+    past the block's end) to the same bits."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import hashlib, numpy as np, test_node_limiter as t\n"
+        "rng = np.random.default_rng(5)\n"
+        "x = rng.standard_normal((24000, 2)) * 0.8\n"
+        "y = t._limit_split(x, [64, 37, 100], [(9000, 'lookahead', 1.0)])\n"
+        "assert np.abs(y).max() > 0.5\n"
+        "print(hashlib.sha256(np.ascontiguousarray(y).tobytes()).hexdigest())\n"
+    )
+    path = str(Path(__file__).parent) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    outs = []
+    for narrow in ("0", "1"):
+        env = {**os.environ, "MIXGRAPH_TP_NARROW": narrow, "PYTHONPATH": path}
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        outs.append(r.stdout.strip())
+    assert len(outs[0]) == 64 and outs[0] == outs[1]

@@ -202,3 +202,41 @@ def test_extreme_settings_still_decay_to_zero(make):
     assert np.all(np.isfinite(y))
     # -600 dB after a second, then below the smallest normal float: zeros
     assert not np.any(e.process(SR, None, block=64)[SR // 2:])
+
+
+def test_fdn_widths_give_the_same_bits():
+    """The FDN runs its 16 lines in one sixteen-float vector where the CPU has
+    AVX-512 and as two halves of eight elsewhere (nodes/reverb.c fdn_block);
+    MIXGRAPH_RV_NARROW=1 takes the halves on any CPU. Both, in child
+    processes, give the same bits for noise through a reverb whose decay and
+    damping glide (the loop gains' per-sample glide) and whose size moves (the
+    per-sample path in between)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import hashlib, numpy as np\n"
+        "from mixgraph.server.engine import Engine\n"
+        "from mixgraph.server.session import Session\n"
+        "e = Engine(48000, 2, 2); s = Session(e)\n"
+        "s.add_node('input', 'i', {'channels': 2}); s.add_node('reverb', 'r', {'decay': 1.5})\n"
+        "s.add_node('output', 'o', {'channels': 2}); s.connect('i', 'r'); s.connect('r', 'o')\n"
+        "s.commit()\n"
+        "x = (np.random.default_rng(3).standard_normal((48000, 2)) * 0.3).astype(np.float32)\n"
+        "a = e.process(12000, x[:12000], block=64).copy()\n"
+        "s.set_param('r', 'decay', 4.0, time=200); s.set_param('r', 'damping', 70.0, time=200)\n"
+        "b = e.process(12000, x[12000:24000], block=64).copy()\n"
+        "s.set_param('r', 'size', 80.0)\n"
+        "c = e.process(24000, x[24000:], block=100).copy()\n"
+        "y = np.concatenate([a, b, c]); assert np.abs(y).max() > 0.01\n"
+        "print(hashlib.sha256(y.tobytes()).hexdigest())\n"
+    )
+    outs = []
+    for narrow in ("0", "1"):
+        env = {**os.environ, "MIXGRAPH_RV_NARROW": narrow}
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        outs.append(r.stdout.strip())
+    assert len(outs[0]) == 64 and outs[0] == outs[1]
