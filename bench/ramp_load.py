@@ -29,8 +29,6 @@ fade arrives at) and the per-round ratios B / A.
 from __future__ import annotations
 
 import argparse
-import importlib.machinery
-import importlib.util
 import os
 import statistics
 import subprocess
@@ -97,21 +95,11 @@ def run(n: int) -> None:
           f"{np.median(settled):.1f} µs (worst {settled.max():.0f}); budget 1333 µs")
 
 
-def load_core(so: str) -> None:
-    """Load the C core from the file `so` as mixgraph.server._core (before
-    anything imports it)."""
-    name = "mixgraph.server._core"
-    loader = importlib.machinery.ExtensionFileLoader(name, so)
-    spec = importlib.util.spec_from_file_location(name, so, loader=loader)
-    assert spec is not None
-    mod = importlib.util.module_from_spec(spec)
-    loader.exec_module(mod)
-    sys.modules[name] = mod
-
-
 def worker(so: str, n: int, nblocks: int) -> None:
     """Serve rounds on stdin/stdout with the core loaded from `so`: the first
     line answers the idle CPU µs per block, each later one a ramping round's."""
+    from ab_core import load_core  # bench/, beside this script
+
     load_core(so)
     e, s = build(n)
     t0 = time.thread_time()
@@ -203,6 +191,8 @@ def main() -> None:
     a = ap.parse_args()
     if a.callgrind:
         if a.so:
+            from ab_core import load_core  # bench/, beside this script
+
             load_core(a.so)
         for n in a.nodes:
             callgrind(n, a.callgrind)
