@@ -29,11 +29,6 @@ def _patch_with_scene(d: Daemon, name: str, bypass) -> None:
     (d.state_dir / "patches" / f"{name}.mgp").write_bytes(msgpack.packb(doc))
 
 
-# the reply to a /patch/load, not its latency, is what these check: under load (two
-# busy loops on the 2 shared cores) it came after the client's default 3 s
-LOAD_S = 30.0
-
-
 @pytest.mark.parametrize("bad", ["false", "no", "0", 0.5, 2, None, [False]])
 def test_a_scene_bypass_that_is_not_true_or_false_is_refused(daemon, bad):
     """attack4 A1: a scene's bypass was read with bool(), so "false" bypassed the node
@@ -41,7 +36,7 @@ def test_a_scene_bypass_that_is_not_true_or_false_is_refused(daemon, bad):
     daemon.call("/graph/add", "gain", "g")
     _patch_with_scene(daemon, "q", bad)
     with pytest.raises(MixgraphFail, match="bypass of 'g' must be true or false"):
-        daemon.client.call("/patch/load", "q", timeout=LOAD_S)
+        daemon.call("/patch/load", "q")
     assert daemon.request("/node/g/bypass")[1] == [0.0]
 
 
@@ -49,7 +44,7 @@ def test_a_scene_bypass_that_is_not_true_or_false_is_refused(daemon, bad):
 def test_a_scene_bypass_of_true_false_0_1_is_recalled(daemon, on):
     daemon.call("/graph/add", "gain", "g")
     _patch_with_scene(daemon, "q", on)
-    daemon.client.call("/patch/load", "q", timeout=LOAD_S)
+    daemon.call("/patch/load", "q")
     daemon.call("/scene/recall", "s")
     assert daemon.request("/node/g/bypass")[1] == [float(bool(on))]
 
