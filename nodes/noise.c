@@ -68,27 +68,56 @@ static inline float noise_next(uint64_t *r)
     return (float)(int32_t)((x * 0x2545F4914F6CDD1DULL) >> 32) * (1.0f / 2147483648.0f);
 }
 
-/* The eight lanes in one vector (one AVX-512 register, two AVX2 ones):
- * noise_next on each, the same operations (so the same samples), eight at a
- * time, into y[0..8) times g. Eight lanes, not four: the xorshift chain is
- * latency-bound, and one chain step now yields eight samples. (No function
- * here takes or returns a vector: the ABI of a 32-byte vector differs with
- * and without AVX.) */
-typedef uint64_t noise_vu __attribute__((vector_size(8 * NOISE_LANES)));
-typedef int32_t noise_vi __attribute__((vector_size(4 * NOISE_LANES)));
-typedef float noise_vf __attribute__((vector_size(4 * NOISE_LANES)));
+/* The eight lanes as two vectors of four 64-bit generators, held permuted:
+ * A = lanes {0, 1, 4, 5}, B = lanes {2, 3, 6, 7} (noise_load / noise_store
+ * move them between that and rng[c][0..8) once a block). noise_step runs
+ * noise_next on each lane, the same operations on the same bits, so the same
+ * samples: the xorshift, the 64-bit product (of which only the top 32 bits
+ * are used), then one shuffle that takes the top halves of A's and B's
+ * products in lane order 0..7 (the permutation is what makes it one
+ * in-lane shuffle, vshufps, instead of a pack and a cross-lane permute),
+ * and one multiply: h * (2^-31 g) is h * 2^-31 * g rounded once either way
+ * (scaling by a power of two is exact), so the same float. Eight lanes, not
+ * four: the xorshift chain is latency-bound, and one chain step yields eight
+ * samples. (No function here takes or returns a vector: the ABI of a
+ * 32-byte vector differs with and without AVX.) */
+typedef uint64_t noise_v4u __attribute__((vector_size(32)));
+typedef int32_t noise_v8i __attribute__((vector_size(32)));
+typedef float noise_v8f __attribute__((vector_size(32)));
 
-static inline __attribute__((always_inline)) void noise_nextv(noise_vu *r, float *y, float g)
+static inline __attribute__((always_inline)) void noise_load(const uint64_t *r, noise_v4u *a,
+                                                             noise_v4u *b)
 {
-    noise_vu x = *r;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *r = x;
-    /* the top 32 bits of each product, as int32 (truncating the shifted
-     * 64-bit value keeps exactly those bits) */
-    const noise_vi h = __builtin_convertvector((x * 0x2545F4914F6CDD1DULL) >> 32, noise_vi);
-    const noise_vf v = __builtin_convertvector(h, noise_vf) * (1.0f / 2147483648.0f) * g;
+    noise_v4u lo, hi;
+    memcpy(&lo, r, sizeof lo);
+    memcpy(&hi, r + 4, sizeof hi);
+    *a = __builtin_shuffle(lo, hi, (noise_v4u){0, 1, 4, 5});
+    *b = __builtin_shuffle(lo, hi, (noise_v4u){2, 3, 6, 7});
+}
+
+static inline __attribute__((always_inline)) void noise_store(uint64_t *r, noise_v4u a,
+                                                              noise_v4u b)
+{
+    const noise_v4u lo = __builtin_shuffle(a, b, (noise_v4u){0, 1, 4, 5});
+    const noise_v4u hi = __builtin_shuffle(a, b, (noise_v4u){2, 3, 6, 7});
+    memcpy(r, &lo, sizeof lo);
+    memcpy(r + 4, &hi, sizeof hi);
+}
+
+/* y[0..8) = the next eight samples times g; s = 2^-31 g */
+static inline __attribute__((always_inline)) void noise_step(noise_v4u *a, noise_v4u *b,
+                                                             float *y, noise_v8f s)
+{
+    noise_v4u x = *a, z = *b;
+    x ^= x >> 12, z ^= z >> 12;
+    x ^= x << 25, z ^= z << 25;
+    x ^= x >> 27, z ^= z >> 27;
+    *a = x, *b = z;
+    const noise_v4u px = x * 0x2545F4914F6CDD1DULL, pz = z * 0x2545F4914F6CDD1DULL;
+    /* the top 32 bits of each product (odd int32 elements), lanes 0..7 */
+    const noise_v8i h = __builtin_shuffle((noise_v8i)px, (noise_v8i)pz,
+                                          (noise_v8i){1, 3, 9, 11, 5, 7, 13, 15});
+    const noise_v8f v = __builtin_convertvector(h, noise_v8f) * s;
     memcpy(y, &v, sizeof v);
 }
 
@@ -106,11 +135,14 @@ MG_HOT static void process(void *st, const mg_proc *p)
         int i = 0, l = s->pos;
         for (; i < n && l != 0; i++, l = (l + 1) % NOISE_LANES) /* up to lane 0 */
             y[i] = noise_next(&r[l]) * g;
-        noise_vu rv;
-        memcpy(&rv, r, sizeof rv);
-        for (; i + NOISE_LANES <= n; i += NOISE_LANES)
-            noise_nextv(&rv, y + i, g);
-        memcpy(r, &rv, sizeof rv);
+        if (i + NOISE_LANES <= n) {
+            const noise_v8f sv = (noise_v8f){0} + (1.0f / 2147483648.0f) * g;
+            noise_v4u a, b;
+            noise_load(r, &a, &b);
+            for (; i + NOISE_LANES <= n; i += NOISE_LANES)
+                noise_step(&a, &b, y + i, sv);
+            noise_store(r, a, b);
+        }
         for (; i < n; i++, l = (l + 1) % NOISE_LANES)
             y[i] = noise_next(&r[l]) * g;
         pos = l;
@@ -125,11 +157,11 @@ MG_HOT static void process(void *st, const mg_proc *p)
  * chain is latency-bound (three dependent shift-xors a step) and a node's
  * block is eight steps, so running alone a node mostly waits on its chain.
  * Here NOISE_CHAINS channels' chains step together, each exactly as process
- * steps it (noise_nextv: the same operations, so the same samples), their
+ * steps it (noise_step: the same operations, so the same samples), their
  * latencies overlapping. Channels of nodes at lane 0 with a steady level and
  * a block a multiple of NOISE_LANES (every block of a 64-frame engine) go
  * through it; any other node runs process itself. */
-#define NOISE_CHAINS 4
+#define NOISE_CHAINS 2
 
 typedef struct {
     uint64_t *r; /* the channel's NOISE_LANES generators */
@@ -139,20 +171,23 @@ typedef struct {
 
 MG_HOT static void run_chains(const noise_chain *ch, int k, int n)
 {
-    noise_vu rv[NOISE_CHAINS];
-    for (int j = 0; j < k; j++)
-        memcpy(&rv[j], ch[j].r, sizeof rv[j]);
+    noise_v4u a[NOISE_CHAINS], b[NOISE_CHAINS];
+    noise_v8f sv[NOISE_CHAINS];
+    for (int j = 0; j < k; j++) {
+        noise_load(ch[j].r, &a[j], &b[j]);
+        sv[j] = (noise_v8f){0} + (1.0f / 2147483648.0f) * ch[j].g;
+    }
     if (k == NOISE_CHAINS) {
         for (int i = 0; i < n; i += NOISE_LANES)
             for (int j = 0; j < NOISE_CHAINS; j++)
-                noise_nextv(&rv[j], ch[j].y + i, ch[j].g);
+                noise_step(&a[j], &b[j], ch[j].y + i, sv[j]);
     } else {
         for (int j = 0; j < k; j++)
             for (int i = 0; i < n; i += NOISE_LANES)
-                noise_nextv(&rv[j], ch[j].y + i, ch[j].g);
+                noise_step(&a[j], &b[j], ch[j].y + i, sv[j]);
     }
     for (int j = 0; j < k; j++)
-        memcpy(ch[j].r, &rv[j], sizeof rv[j]);
+        noise_store(ch[j].r, a[j], b[j]);
 }
 
 static void process_many(void *const *states, const mg_proc *procs, int k)
