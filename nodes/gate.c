@@ -155,13 +155,10 @@ MG_HOT static void process(void *st, const mg_proc *p)
                     dyn_biquad_run(&s->lp, s->lpz[c], tmp, m);
                 src = tmp;
             }
-            if (c == 0) {
-                for (int i = 0; i < m; i++)
-                    lvl[i] = fabsf(src[i]);
-            } else {
-                for (int i = 0; i < m; i++)
-                    lvl[i] = dyn_max(lvl[i], fabsf(src[i]));
-            }
+            if (c == 0)
+                MG_LOOP_N(i, m, lvl[i] = fabsf(src[i]));
+            else
+                MG_LOOP_N(i, m, lvl[i] = dyn_max(lvl[i], fabsf(src[i])));
         }
         /* state machine and gain, into lvl[] */
         int unity = 0;
@@ -212,13 +209,10 @@ MG_HOT static void process(void *st, const mg_proc *p)
         for (int c = 0; c < ch; c++) {
             const float *x = p->in[c] + o;
             float *y = p->out[c] + o;
-            if (unity) {
-                for (int i = 0; i < m; i++)
-                    y[i] = dyn_clean(x[i]);
-            } else {
-                for (int i = 0; i < m; i++)
-                    y[i] = dyn_clean(x[i]) * lvl[i];
-            }
+            if (unity)
+                MG_LOOP_N(i, m, y[i] = dyn_clean(x[i]));
+            else
+                MG_LOOP_N(i, m, y[i] = dyn_clean(x[i]) * lvl[i]);
         }
     }
     s->open = open;

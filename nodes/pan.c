@@ -93,10 +93,7 @@ MG_HOT static void process(void *st, const mg_proc *p)
             s->law = law->value;
         }
         const float gl = s->gl, gr = s->gr;
-        for (int i = 0; i < n; i++) {
-            l[i] = x[i] * gl;
-            r[i] = x[i] * gr;
-        }
+        MG_LOOP_N(i, n, (l[i] = x[i] * gl, r[i] = x[i] * gr));
         return;
     }
     /* the same arithmetic as the steady path, so a position gives the same
