@@ -282,15 +282,18 @@ def thread_line(state: Path) -> str:
     return m.group(0) if m else ""
 
 
-def start_daemon(state: Path, *extra: str) -> tuple[subprocess.Popen, int]:
-    """`mixgraph serve` on a free port, up when it says it is ready."""
+def start_daemon(state: Path, *extra: str,
+                 env: dict[str, str] | None = None) -> tuple[subprocess.Popen, int]:
+    """`mixgraph serve` on a free port, up when it says it is ready; `env`:
+    variables added to its environment."""
     port = free_port()
     log = state / "serve.log"
     with open(log, "w") as fh:
         proc = subprocess.Popen(
             [sys.executable, "-m", "mixgraph.server.cli", "serve", "--port", str(port),
              "--state-dir", str(state), "--no-status", *extra],
-            stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})})
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if "ready on udp" in log.read_text():
@@ -448,7 +451,8 @@ def thread_faults(pid: int) -> dict[int, tuple[int, float, int]]:
 
 def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64,
                warm: float = 3.0, extra: tuple[str, ...] = (), block: int = BLOCK,
-               keep_log: Path | None = None) -> dict:
+               keep_log: Path | None = None, env: dict[str, str] | None = None,
+               on_window=None) -> dict:
     """The figure: mixgraph (native JACK, the mix64 session with `channels`
     strips; 0: an empty graph), jack_metro and the load-matched burner on one
     jackd, one measured window under the load; each one's late-client count.
@@ -458,7 +462,9 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64
     before any client is stopped (a killed client is caught unfinished at every cycle
     until jackd notices). The load runs `warm` seconds before the window, and
     the burner is matched to mixgraph's time on a core under it. `keep_log`: a
-    file for jackd's log of the window."""
+    file for jackd's log of the window. `env`: added to the daemon's
+    environment; `on_window(pid, "start" | "end")`: called as the window opens
+    and closes (bench/jack_calls.py starts its recorders there)."""
     from mixgraph.clients import Client
     from mixgraph.server.state import AUTOSAVE
 
@@ -470,7 +476,7 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64
             mix64_patch(state / AUTOSAVE, channels)
         proc, port = start_daemon(state, "--backend", "jack", "--jack-server", name,
                                   "--jack-name", "mixgraph", "--outputs", "2",
-                                  "--rate-limit", "0", *extra)
+                                  "--rate-limit", "0", *extra, env=env)
         midi = None
         stop = threading.Event()
         sender: threading.Thread | None = None
@@ -516,6 +522,8 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64
                 steal0 = steal_ticks()
                 f0 = thread_faults(proc.pid)
                 s0 = {k: rt_sched(v) for k, v in pids.items()}
+                if on_window is not None:
+                    on_window(proc.pid, "start")
                 m0 = log.mark()
                 t0 = time.monotonic()
                 # the engine's longest process call, every 5 s (its figure
@@ -527,6 +535,8 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64
                     worst = max(worst, float(status(c).get("worst_recent_us", 0.0)))
                 m1 = log.mark()  # the window ends before the load or any client stops
                 window = time.monotonic() - t0
+                if on_window is not None:
+                    on_window(proc.pid, "end")
                 x1 = status(c)["xruns"]
                 steal = steal_ticks() - steal0
                 s1 = {k: rt_sched(v) for k, v in pids.items()}
