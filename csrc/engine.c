@@ -157,6 +157,10 @@ struct mg_engine {
     uint32_t n_cmds;               /* audio: commands popped off the ring, ever */
     uint32_t n_applied;            /* audio: parameter sets and ramps applied, ever */
     uint32_t n_swaps;              /* audio: plans swapped in, ever */
+    /* [control, before the audio thread runs] most "now" parameter sets and
+     * ramps one call applies (mg_engine_set_cap_sets; 0: no limit) */
+    uint32_t set_cap;
+    _Atomic uint64_t sets_carried; /* calls that left sets for the next call */
     uint64_t tr_cpu_ns, tr_engine_ns, tr_drain_ns; /* audio: this call's, while tracing */
     uint32_t tr_cmds, tr_applied, tr_swaps;
 };
@@ -326,6 +330,10 @@ int mg_engine_block_log(mg_engine *e, double *us, int cap)
     atomic_store(&e->blog, us);
     return 0;
 }
+
+void mg_engine_set_cap_sets(mg_engine *e, uint32_t n) { e->set_cap = n; }
+
+uint64_t mg_engine_sets_carried(mg_engine *e) { return atomic_load(&e->sets_carried); }
 
 uint64_t mg_engine_call_trace(mg_engine *e, mg_call_rec *rec, uint32_t cap)
 {
@@ -861,6 +869,7 @@ static void apply_now(mg_engine *e, const mg_cmd *c)
  * scheduler; edges, plans and taps apply at once. */
 static void drain_commands(mg_engine *e, uint64_t now)
 {
+    uint32_t sets = 0; /* "now" parameter sets and ramps taken in this call */
     for (;;) {
         mg_cmd c;
         if (e->has_pending) {
@@ -871,6 +880,15 @@ static void drain_commands(mg_engine *e, uint64_t now)
             e->n_cmds++;
         }
         e->has_pending = 0;
+        if (e->set_cap && c.time == MG_TIME_NOW &&
+            (c.kind == MG_CMD_PARAM || c.kind == MG_CMD_RAMP) && ++sets > e->set_cap) {
+            /* this call has applied its share: the rest waits for the next
+             * call, in order (a plan or edge behind them waits too) */
+            e->pending = c;
+            e->has_pending = 1;
+            atomic_fetch_add_explicit(&e->sets_carried, 1, memory_order_relaxed);
+            return;
+        }
         switch (c.kind) {
         case MG_CMD_EDGE: {
             mg_edge *ed = (mg_edge *)c.ptr;

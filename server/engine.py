@@ -258,6 +258,19 @@ class Engine:
         amp = math.inf if ceiling_db is None else 10.0 ** (ceiling_db / 20.0)
         lib.mg_engine_set_ceiling(self.ptr, amp)
 
+    SET_CAP_LIVE = int(lib.MG_SET_CAP_LIVE)
+
+    def cap_sets(self, n: int) -> None:
+        """Bounded work per block (mg_engine_set_cap_sets): at most n "now"
+        parameter sets and ramps are applied in one block, the rest queued in
+        order for the next; 0: no limit (the default, offline renders). Call
+        before the audio thread runs."""
+        lib.mg_engine_set_cap_sets(self.ptr, max(0, int(n)))
+
+    def sets_carried(self) -> int:
+        """Blocks that reached the cap of cap_sets and left sets for the next."""
+        return int(lib.mg_engine_sets_carried(self.ptr))
+
     CALL_FIELDS = ("start_ns", "engine_ns", "drain_ns", "end_ns", "cpu_ns", "cmds",
                    "applied", "swaps", "frames")
 
