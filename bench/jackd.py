@@ -282,15 +282,18 @@ def thread_line(state: Path) -> str:
     return m.group(0) if m else ""
 
 
-def start_daemon(state: Path, *extra: str) -> tuple[subprocess.Popen, int]:
-    """`mixgraph serve` on a free port, up when it says it is ready."""
+def start_daemon(state: Path, *extra: str,
+                 env: dict[str, str] | None = None) -> tuple[subprocess.Popen, int]:
+    """`mixgraph serve` on a free port, up when it says it is ready; `env`:
+    variables added to its environment."""
     port = free_port()
     log = state / "serve.log"
     with open(log, "w") as fh:
         proc = subprocess.Popen(
             [sys.executable, "-m", "mixgraph.server.cli", "serve", "--port", str(port),
              "--state-dir", str(state), "--no-status", *extra],
-            stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})})
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if "ready on udp" in log.read_text():
@@ -372,9 +375,20 @@ def load(port: int, seconds: float, osc_rate: int, midi: MidiSender | None,
     return sent, midis
 
 
-def status(c) -> dict:
-    _, a = c.request("/status")
-    return dict(zip(a[::2], a[1::2], strict=True))
+def status(c, tries: int = 4) -> dict:
+    """/status, asked again when a reply does not come: under the OSC load on
+    a busy host the request can be dropped with the load's datagrams when the
+    daemon's socket buffer is full."""
+    from mixgraph.clients.api import MixgraphTimeout
+
+    for k in range(tries):
+        try:
+            _, a = c.request("/status")
+            return dict(zip(a[::2], a[1::2], strict=True))
+        except MixgraphTimeout:
+            if k == tries - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def burn_peer(server: str, client: str, burn_us: float, seconds: float) -> subprocess.Popen:
@@ -448,7 +462,8 @@ def thread_faults(pid: int) -> dict[int, tuple[int, float, int]]:
 
 def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64,
                warm: float = 3.0, extra: tuple[str, ...] = (), block: int = BLOCK,
-               keep_log: Path | None = None) -> dict:
+               keep_log: Path | None = None, env: dict[str, str] | None = None,
+               on_window=None, windows: int = 1) -> dict:
     """The figure: mixgraph (native JACK, the mix64 session with `channels`
     strips; 0: an empty graph), jack_metro and the load-matched burner on one
     jackd, one measured window under the load; each one's late-client count.
@@ -458,7 +473,11 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64
     before any client is stopped (a killed client is caught unfinished at every cycle
     until jackd notices). The load runs `warm` seconds before the window, and
     the burner is matched to mixgraph's time on a core under it. `keep_log`: a
-    file for jackd's log of the window."""
+    file for jackd's log of the window. `env`: added to the daemon's
+    environment; `on_window(pid, "start" | "end")`: called as the window opens
+    and closes (bench/jack_calls.py starts its recorders there). `windows`:
+    that many consecutive windows of `seconds` each under the same load, each
+    one's counts in `windows` of the result (the totals cover them all)."""
     from mixgraph.clients import Client
     from mixgraph.server.state import AUTOSAVE
 
@@ -470,12 +489,12 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64
             mix64_patch(state / AUTOSAVE, channels)
         proc, port = start_daemon(state, "--backend", "jack", "--jack-server", name,
                                   "--jack-name", "mixgraph", "--outputs", "2",
-                                  "--rate-limit", "0", *extra)
+                                  "--rate-limit", "0", *extra, env=env)
         midi = None
         stop = threading.Event()
         sender: threading.Thread | None = None
         try:
-            c = Client("127.0.0.1", port, timeout=30)
+            c = Client("127.0.0.1", port, timeout=10)
             st = status(c)
             if st["backend"] != "jack" or st["nodes"] < channels * 7:
                 raise RuntimeError(f"not the mix64 session on JACK: {st}")
@@ -516,17 +535,27 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64
                 steal0 = steal_ticks()
                 f0 = thread_faults(proc.pid)
                 s0 = {k: rt_sched(v) for k, v in pids.items()}
+                if on_window is not None:
+                    on_window(proc.pid, "start")
                 m0 = log.mark()
                 t0 = time.monotonic()
                 # the engine's longest process call, every 5 s (its figure
                 # covers the last 10 s): a late cycle with no long call was
                 # late outside mixgraph's process function
                 worst = 0.0
-                while (left := seconds - (time.monotonic() - t0)) > 0:
-                    time.sleep(min(5.0, left))
-                    worst = max(worst, float(status(c).get("worst_recent_us", 0.0)))
+                wins = []  # per window: its log span, steal, load average
+                wm, wsteal, wt = m0, steal0, t0
+                for k in range(1, windows + 1):
+                    while (left := k * seconds - (time.monotonic() - t0)) > 0:
+                        time.sleep(min(5.0, left))
+                        worst = max(worst, float(status(c).get("worst_recent_us", 0.0)))
+                    mk, sk, tk = log.mark(), steal_ticks(), time.monotonic()
+                    wins.append((wm, mk, sk - wsteal, tk - wt, os.getloadavg()[0]))
+                    wm, wsteal, wt = mk, sk, tk
                 m1 = log.mark()  # the window ends before the load or any client stops
                 window = time.monotonic() - t0
+                if on_window is not None:
+                    on_window(proc.pid, "end")
                 x1 = status(c)["xruns"]
                 steal = steal_ticks() - steal0
                 s1 = {k: rt_sched(v) for k, v in pids.items()}
@@ -554,6 +583,18 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64
             rt_faults = sum(f1[t][0] - f0[t][0] for t in f1 if t in f0 and f1[t][2] in (1, 2))
             control_cpu = sum(f1[t][1] - f0[t][1] for t in f1 if t in f0 and f1[t][2] == 0)
             osc_sent, midis = sent or (0, 0)
+            tck = os.sysconf("SC_CLK_TCK")
+            per_window = []
+            for a, b, st_ticks, secs, la in wins:
+                lw = log.late_clients(a, b)
+                fw, _ = log.late_split(a, b)
+                per_window.append({
+                    "mixgraph": lw.get("mixgraph", 0), "metro": lw.get("metro", 0),
+                    "burn": lw.get("burn", 0), "full": {k: fw.get(k, 0) for k in
+                                                        ("mixgraph", "metro", "burn")},
+                    "timer": log.xruns(a, b)["timer"],
+                    "steal_pct": round(100 * st_ticks / tck / secs / (os.cpu_count() or 1), 1),
+                    "loadavg": round(la, 1)})
             return {"seconds": round(window, 1), "channels": channels,
                     "osc_per_s": round(osc_sent / loaded), "midi_per_s": round(midis / loaded),
                     "steal_pct": round(100 * steal / os.sysconf("SC_CLK_TCK") / window
@@ -574,6 +615,7 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64
                     "dsp_load_pct": round(float(st["load"]), 1), "worst_us": st.get("worst_us"),
                     "worst_window_us": round(worst, 1),
                     "nodes": st["nodes"], "loadavg": os.getloadavg()[0],
+                    "windows": per_window,
                     "mixgraph_client": thread_line(state)}
         finally:
             stop.set()
@@ -620,6 +662,32 @@ def summary(r: dict) -> str:
             f"load average {r['loadavg']:.1f}, steal {r['steal_pct']}% of the cores")
 
 
+def windows_summary(wins: list[dict], seconds: float) -> str:
+    """Per window of `seconds`: each client's late lines (all, and in full
+    cycles), jackd's late timer, steal, load average; then the medians and
+    how many windows met the figure (mixgraph's count <= jack_metro's)."""
+    import statistics
+
+    lines = [f"per {seconds:g} s window: mixgraph / jack_metro / burner late lines "
+             f"(in full cycles), jackd's timer late, steal, load average:"]
+    for i, w in enumerate(wins, 1):
+        f = w["full"]
+        lines.append(f"  {i}: {w['mixgraph']} / {w['metro']} / {w['burn']} "
+                     f"({f['mixgraph']} / {f['metro']} / {f['burn']}), timer {w['timer']}, "
+                     f"steal {w['steal_pct']}%, load {w['loadavg']}"
+                     + ("" if w["mixgraph"] <= w["metro"] else "  OVER"))
+
+    def med(k: str) -> float:
+        return statistics.median(w[k] for w in wins)
+
+    met = sum(1 for w in wins if w["mixgraph"] <= w["metro"])
+    met_burn = sum(1 for w in wins if w["mixgraph"] <= w["burn"])
+    lines.append(f"  medians: {med('mixgraph'):g} / {med('metro'):g} / {med('burn'):g}; "
+                 f"mixgraph <= jack_metro in {met} of {len(wins)} windows, <= the burner "
+                 f"in {met_burn}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -632,6 +700,9 @@ def main() -> None:
     ap.add_argument("--channels", type=int, default=64,
                     help="mix64 strips (0: an empty graph, for attribution)")
     ap.add_argument("--block", type=int, default=BLOCK, help="frames per JACK period")
+    ap.add_argument("--windows", type=int, default=1,
+                    help="consecutive windows of --seconds under one load, each counted "
+                         "on its own, with the medians")
     ap.add_argument("--baseline", action="store_true",
                     help="also run jackd alone for the same time (the host's own xruns)")
     a = ap.parse_args()
@@ -642,9 +713,12 @@ def main() -> None:
           + (f", {a.midi_rate} MIDI CCs/s" if a.midi_rate else "")
           + (", jackd realtime" if os.environ.get("MIXGRAPH_JACK_RT") else
              ", jackd --no-realtime (MIXGRAPH_JACK_RT=1 for -R)"), flush=True)
-    r = mix64_live(a.seconds, a.osc_rate, a.midi_rate, a.channels, block=a.block)
+    r = mix64_live(a.seconds, a.osc_rate, a.midi_rate, a.channels, block=a.block,
+                   windows=a.windows)
     print(r)
     print(summary(r))
+    if a.windows > 1:
+        print(windows_summary(r["windows"], a.seconds))
     if a.baseline:
         print(f"jackd alone, no client, {a.seconds:g} s: {baseline(a.seconds, RATE, a.block)}")
 

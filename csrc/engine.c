@@ -148,6 +148,21 @@ struct mg_engine {
     _Atomic(double *) blog;
     int blog_cap;
     _Atomic int blog_n;
+    /* bench (bench/jackd.py --trace): each call's timestamps and work, a
+     * ring of the last ctrace_cap calls; NULL (off): one branch a call */
+    _Atomic(mg_call_rec *) ctrace;
+    uint32_t ctrace_cap;
+    _Atomic uint64_t ctrace_n;     /* calls recorded since it was set */
+    uint64_t pre_ns;               /* audio: the backend's callback began (mg_engine_call_begin) */
+    uint32_t n_cmds;               /* audio: commands popped off the ring, ever */
+    uint32_t n_applied;            /* audio: parameter sets and ramps applied, ever */
+    uint32_t n_swaps;              /* audio: plans swapped in, ever */
+    /* [control, before the audio thread runs] most "now" parameter sets and
+     * ramps one call applies (mg_engine_set_cap_sets; 0: no limit) */
+    uint32_t set_cap;
+    _Atomic uint64_t sets_carried; /* calls that left sets for the next call */
+    uint64_t tr_cpu_ns, tr_engine_ns, tr_drain_ns; /* audio: this call's, while tracing */
+    uint32_t tr_cmds, tr_applied, tr_swaps;
 };
 
 /* What unconnected inputs read. */
@@ -314,6 +329,77 @@ int mg_engine_block_log(mg_engine *e, double *us, int cap)
     atomic_store(&e->blog_n, 0);
     atomic_store(&e->blog, us);
     return 0;
+}
+
+void mg_engine_set_cap_sets(mg_engine *e, uint32_t n) { e->set_cap = n; }
+
+uint64_t mg_engine_sets_carried(mg_engine *e) { return atomic_load(&e->sets_carried); }
+
+uint64_t mg_engine_call_trace(mg_engine *e, mg_call_rec *rec, uint32_t cap)
+{
+    if (!rec || cap < 1) {
+        atomic_store(&e->ctrace, NULL);
+        return atomic_load(&e->ctrace_n);
+    }
+    atomic_store(&e->ctrace, NULL);
+    e->ctrace_cap = cap;
+    atomic_store(&e->ctrace_n, 0);
+    atomic_store(&e->ctrace, rec);
+    return 0;
+}
+
+static inline uint64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts); /* a system call: only while tracing */
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static inline uint64_t trace_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void mg_engine_call_begin(mg_engine *e)
+{
+    if (__builtin_expect(atomic_load_explicit(&e->ctrace, memory_order_relaxed) == NULL, 1))
+        return;
+    e->pre_ns = trace_ns();
+    e->tr_cpu_ns = thread_cpu_ns();
+    e->tr_cmds = e->n_cmds;
+    e->tr_applied = e->n_applied;
+    e->tr_swaps = e->n_swaps;
+}
+
+/* process_any's part of the call trace: at its start (t0_ns) ... */
+static void trace_enter(mg_engine *e, uint64_t t0_ns)
+{
+    if (!e->pre_ns) /* no backend callback marked the start: the call's */
+        mg_engine_call_begin(e);
+    e->tr_engine_ns = t0_ns;
+    e->tr_drain_ns = 0;
+}
+
+/* ... and at its end: one record */
+static void trace_leave(mg_engine *e, mg_call_rec *ring, unsigned long nframes)
+{
+    const uint64_t end = trace_ns(), cpu = thread_cpu_ns();
+    const uint64_t k = atomic_load_explicit(&e->ctrace_n, memory_order_relaxed);
+    mg_call_rec *r = &ring[k % e->ctrace_cap];
+    const uint64_t s = e->pre_ns ? e->pre_ns : e->tr_engine_ns;
+    r->start_ns = s;
+    r->engine_ns = (uint32_t)(e->tr_engine_ns > s ? e->tr_engine_ns - s : 0);
+    r->drain_ns = (uint32_t)(e->tr_drain_ns > s ? e->tr_drain_ns - s : 0);
+    r->end_ns = (uint32_t)(end - s);
+    r->cpu_ns = (uint32_t)(cpu - e->tr_cpu_ns);
+    r->cmds = e->n_cmds - e->tr_cmds;
+    r->applied = e->n_applied - e->tr_applied;
+    r->swaps = e->n_swaps - e->tr_swaps;
+    r->frames = (uint32_t)nframes;
+    atomic_store_explicit(&e->ctrace_n, k + 1, memory_order_release);
+    e->pre_ns = 0;
 }
 
 void mg_engine_quiesce(mg_engine *e)
@@ -625,6 +711,7 @@ static void apply_param(mg_engine *e, mg_node *n, int index, float v)
 {
     if (index < 0 || index >= n->type->n_params || !isfinite(v))
         return;
+    e->n_applied++;
     const mg_param_spec *s = &n->type->params[index];
     if (v < s->min)
         v = s->min;
@@ -684,6 +771,7 @@ static void apply_ramp(mg_engine *e, mg_node *n, int index, float v, int frames,
     else
         p0 = mg_taper_to_norm(s->taper, s->min, s->max, p->target_unit);
     v = v < s->min ? s->min : v > s->max ? s->max : v;
+    e->n_applied++;
     n->pv_fresh = 0;
     n->pv_dirty |= index < 64 ? 1ull << index : 0;
     if (p->remaining <= 0)
@@ -710,6 +798,7 @@ static void apply_plan(mg_engine *e, mg_plan *p)
     uint64_t work = 0;
     mg_plan *old = e->plan;
     e->plan = p;
+    e->n_swaps++;
     if (p) {
         /* nodes and edges are separate allocations, cold here on a big
          * graph (its nodes outgrow the cache, and a steady block reads no
@@ -780,14 +869,26 @@ static void apply_now(mg_engine *e, const mg_cmd *c)
  * scheduler; edges, plans and taps apply at once. */
 static void drain_commands(mg_engine *e, uint64_t now)
 {
+    uint32_t sets = 0; /* "now" parameter sets and ramps taken in this call */
     for (;;) {
         mg_cmd c;
         if (e->has_pending) {
             c = e->pending;
         } else if (!mg_ring_pop(&e->cmd, &c)) {
             return;
+        } else {
+            e->n_cmds++;
         }
         e->has_pending = 0;
+        if (e->set_cap && c.time == MG_TIME_NOW &&
+            (c.kind == MG_CMD_PARAM || c.kind == MG_CMD_RAMP) && ++sets > e->set_cap) {
+            /* this call has applied its share: the rest waits for the next
+             * call, in order (a plan or edge behind them waits too) */
+            e->pending = c;
+            e->has_pending = 1;
+            atomic_fetch_add_explicit(&e->sets_carried, 1, memory_order_relaxed);
+            return;
+        }
         switch (c.kind) {
         case MG_CMD_EDGE: {
             mg_edge *ed = (mg_edge *)c.ptr;
@@ -1629,6 +1730,9 @@ static int run_chunk(mg_engine *e, int n)
     uint64_t start = atomic_load_explicit(&e->time, memory_order_relaxed);
     flush_retired(e);
     drain_commands(e, start);
+    if (__builtin_expect(atomic_load_explicit(&e->ctrace, memory_order_relaxed) != NULL, 0) &&
+        !e->tr_drain_ns)
+        e->tr_drain_ns = trace_ns();
     const int n_asked = n;
     int pos = 0;
     while (pos < n) {
@@ -1708,6 +1812,9 @@ static void process_any(mg_engine *e, const float *in, const float *const *in_pl
     mg_fpu_state fpu;
     mg_fpu_enter(&fpu);
     const double t0 = mono_us();
+    mg_call_rec *ctrace = atomic_load_explicit(&e->ctrace, memory_order_acquire);
+    if (__builtin_expect(ctrace != NULL, 0))
+        trace_enter(e, (uint64_t)(t0 * 1e3));
     const int ci = e->hw_in_ch, co = e->hw_out_ch;
     const float ceil_ = e->ceiling;
     uint64_t nan_count = 0, clip_count = 0;
@@ -1811,6 +1918,8 @@ static void process_any(mg_engine *e, const float *in, const float *const *in_pl
         e->swap_t = 0.0;
     }
     atomic_fetch_add_explicit(&e->blocks, 1, memory_order_relaxed);
+    if (__builtin_expect(ctrace != NULL, 0))
+        trace_leave(e, ctrace, nframes);
     mg_fpu_leave(&fpu);
     mg_audio_leave();
 }

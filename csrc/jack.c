@@ -109,6 +109,7 @@ static int process_cb(jack_nframes_t n, void *arg)
 {
     mg_jack *j = (mg_jack *)arg;
     atomic_store_explicit(&j->in_process, 1, memory_order_relaxed);
+    mg_engine_call_begin(j->e); /* the call trace's start, when it is on */
     for (int c = 0; c < j->n_in; c++)
         j->in_buf[c] = (const float *)jack_port_get_buffer(j->in[c], n);
     for (int c = 0; c < j->n_out; c++)

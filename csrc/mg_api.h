@@ -405,6 +405,37 @@ void mg_engine_quiesce(mg_engine *e);
  * write one entry after the stop, so the caller keeps us alive until the audio
  * thread has stopped (bench/mix64.py: after null_stop) or a block has passed. */
 int mg_engine_block_log(mg_engine *e, double *us, int cap);
+/* [control; bench] The call trace (bench/jackd.py --trace): from now on each
+ * engine call writes one record into rec[n % cap] (a ring: the last cap calls
+ * are kept), n counted from 0; rec NULL: stop. Returns the calls recorded
+ * since the trace was set (read it while it runs, or after it is stopped).
+ * A call under way may still write one record after the stop: the caller
+ * keeps rec alive until a period has passed. Off (the default) it costs one
+ * predictable branch per call and per chunk. Times are CLOCK_MONOTONIC ns. */
+typedef struct {
+    uint64_t start_ns;  /* the backend's callback began (mg_engine_call_begin), else the call */
+    uint32_t engine_ns; /* from start_ns: the engine call began (the backend's MIDI before) */
+    uint32_t drain_ns;  /* from start_ns: commands drained and due events applied, 1st chunk */
+    uint32_t end_ns;    /* from start_ns: the call ended */
+    uint32_t cpu_ns;    /* the thread's CPU time over the same span (CLOCK_THREAD_CPUTIME_ID) */
+    uint32_t cmds;      /* commands taken off the control ring in this call */
+    uint32_t applied;   /* parameter sets and ramps applied (MIDI's included) */
+    uint32_t swaps;     /* plans swapped in */
+    uint32_t frames;
+} mg_call_rec;
+uint64_t mg_engine_call_trace(mg_engine *e, mg_call_rec *rec, uint32_t cap);
+/* [control, before the audio thread runs] Bounded work per call: at most n
+ * parameter sets and ramps queued for "now" (MG_TIME_NOW) are taken off the
+ * command ring in one engine call; the rest stay queued, in order with
+ * everything behind them, for the next calls. 0 (the default, offline
+ * renders): no limit. A live daemon sets MG_SET_CAP_LIVE. */
+#define MG_SET_CAP_LIVE 128
+void mg_engine_set_cap_sets(mg_engine *e, uint32_t n);
+/* [any] How many calls left "now" sets for the next call (the cap above). */
+uint64_t mg_engine_sets_carried(mg_engine *e);
+/* [audio] A backend's callback begins (csrc/jack.c, before its MIDI): the
+ * call trace's start; a no-op while the trace is off. */
+void mg_engine_call_begin(mg_engine *e);
 int mg_engine_trace_read(mg_engine *e, double *t, int *kind, int *thread, int *arg, int cap);
 /* [audio] mg_engine_process_blocks, with each call's wall-clock time in
  * us[0 .. ceil(nframes / block)) (microseconds; bench/mix64.py) */

@@ -191,6 +191,9 @@ class Daemon:
         self.engine = Engine(cfg.sample_rate, cfg.hw_in, cfg.hw_out, threads=opts.threads,
                              block=cfg.block)
         self.engine.set_ceiling_db(opts.ceiling_db)
+        # bounded work per block: a burst of parameter sets (a control thread
+        # that paused, a flood) is applied over several blocks, in order
+        self.engine.cap_sets(Engine.SET_CAP_LIVE)
         self.disk = DiskIO(cfg.sample_rate, max_recorder_channels=opts.max_recorder_channels,
                            min_free_bytes=int(opts.min_free_mb * (1 << 20)), enforce=False)
         self.session = self._new_session()

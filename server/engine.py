@@ -258,6 +258,40 @@ class Engine:
         amp = math.inf if ceiling_db is None else 10.0 ** (ceiling_db / 20.0)
         lib.mg_engine_set_ceiling(self.ptr, amp)
 
+    SET_CAP_LIVE = int(lib.MG_SET_CAP_LIVE)
+
+    def cap_sets(self, n: int) -> None:
+        """Bounded work per block (mg_engine_set_cap_sets): at most n "now"
+        parameter sets and ramps are applied in one block, the rest queued in
+        order for the next; 0: no limit (the default, offline renders). Call
+        before the audio thread runs."""
+        lib.mg_engine_set_cap_sets(self.ptr, max(0, int(n)))
+
+    def sets_carried(self) -> int:
+        """Blocks that reached the cap of cap_sets and left sets for the next."""
+        return int(lib.mg_engine_sets_carried(self.ptr))
+
+    CALL_FIELDS = ("start_ns", "engine_ns", "drain_ns", "end_ns", "cpu_ns", "cmds",
+                   "applied", "swaps", "frames")
+
+    def call_trace_start(self, cap: int) -> None:
+        """Record each engine call's timestamps and work (mg_engine_call_trace)
+        in a ring of the last `cap` calls, for bench/jackd.py --trace."""
+        self._ctrace = ffi.new("mg_call_rec[]", cap)
+        lib.mg_engine_call_trace(self.ptr, self._ctrace, cap)
+
+    def call_trace_read(self) -> list[tuple[int, ...]]:
+        """The recorded calls, oldest first, as tuples of CALL_FIELDS; stops
+        the trace (the ring stays allocated: a call under way may still write)."""
+        ring = getattr(self, "_ctrace", None)
+        if ring is None or self.ptr is None:
+            return []
+        n = lib.mg_engine_call_trace(self.ptr, ffi.NULL, 0)
+        cap = len(ring)
+        first = max(0, n - cap)
+        return [tuple(getattr(ring[k % cap], f) for f in self.CALL_FIELDS)
+                for k in range(first, n)]
+
     def free(self) -> None:
         if self.ptr is not None:
             midi = lib.mg_engine_midi(self.ptr)  # server/midi.py's maps, if any were made

@@ -1109,6 +1109,7 @@ class Dispatcher:
             "worst_us", float(round(st.worst_us, 1)),
             "worst_recent_us", float(round(e.recent.tick(time.monotonic()), 1)),
             "worst_swap_us", float(round(st.worst_swap_block_us, 1)),
+            "sets_carried", e.sets_carried(),
             "plans", int(self.session.plans_built),
             "uptime", float(round(time.monotonic() - self.started, 1)),
             "budget_us", float(round(block / e.sample_rate * 1e6, 1)) if block else 0.0,

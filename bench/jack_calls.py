@@ -1,0 +1,259 @@
+"""What makes a long JACK process call: the engine's call trace and the kernel's
+view of the real-time thread, over the issue-15 figure's window.
+
+    python bench/jack_calls.py [--seconds 60] [--midi-rate 1000] [--osc-rate 10000]
+                               [--perf] [--over-us 400] [--show 15]
+
+Runs bench/jackd.py's figure (mix64 64 ch on JACK dummy, 64 frames, beside
+jack_metro and the load-matched burner) with two recorders:
+
+- the engine's call trace (mg_engine_call_trace, started in the daemon by a
+  sitecustomize on its PYTHONPATH; the daemon's code is not changed): per
+  process call, CLOCK_MONOTONIC at the JACK callback's start, at the engine
+  call's start (the MIDI port read before it), after the commands were drained,
+  at the end; the thread's CPU time over the call (CLOCK_THREAD_CPUTIME_ID,
+  which leaves out time the vCPU was stolen, other threads' time and, with
+  IRQ time accounting, interrupts); commands drained, parameter sets applied,
+  plans swapped in;
+- with --perf, `perf record -k mono` on the real-time thread: its sched_switch
+  (prev_state R: preempted; S: it slept inside the call), page faults, system
+  calls, hard and soft interrupts while it ran.
+
+A call is long when its wall time exceeds --over-us. For each: wall, CPU,
+what ran in it, and the kernel's events inside it, sorted into
+  preempted  - switched out runnable inside the call
+  blocked    - slept inside the call (a lock, a page fault that waited, I/O)
+  irq        - interrupts inside the call took the missing time
+  more work  - CPU time itself long (the engine did more: cmds/applied/swaps)
+  stolen     - wall >> CPU with none of the above: the vCPU did not run
+               (the hypervisor's steal; /proc/stat steal over the window beside)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+SITE = """import os
+if os.environ.get("MIXGRAPH_CALL_TRACE"):
+    import atexit, pickle
+    from mixgraph.server import engine as _eng
+    _init = _eng.Engine.__init__
+    _made = []
+
+    def _traced(self, *a, **k):
+        _init(self, *a, **k)
+        self.call_trace_start(int(os.environ.get("MIXGRAPH_CALL_TRACE_CAP", "200000")))
+        _made.append(self)
+
+    _eng.Engine.__init__ = _traced
+    _free = _eng.Engine.free
+
+    def _freed(self):
+        if self.ptr is not None and self in _made:
+            self._calls = self.call_trace_read()
+        _free(self)
+
+    _eng.Engine.free = _freed
+
+    def _dump():
+        out = []
+        for e in _made:
+            calls = getattr(e, "_calls", None)
+            if calls is None:
+                calls = e.call_trace_read()
+            out.append(calls)
+        best = max(out, key=len) if out else []
+        with open(os.environ["MIXGRAPH_CALL_TRACE"], "wb") as f:
+            pickle.dump(best, f)
+
+    atexit.register(_dump)
+"""
+
+EVENTS = ["sched:sched_switch", "sched:sched_migrate_task", "raw_syscalls:sys_enter",
+          "exceptions:page_fault_user", "exceptions:page_fault_kernel",
+          "irq:irq_handler_entry", "irq:irq_handler_exit", "irq:softirq_entry",
+          "irq:softirq_exit"]
+
+
+def site_env(tmp: Path, out: Path) -> dict[str, str]:
+    """The daemon's environment for the call trace."""
+    site = tmp / "site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(SITE)
+    return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+            "MIXGRAPH_CALL_TRACE": str(out)}
+
+
+def rt_tid(pid: int) -> int:
+    """The SCHED_FIFO thread of `pid` (JACK's process thread)."""
+    from jackd import task_stats
+    for tid, f in task_stats(pid):
+        if int(f[38]) in (1, 2):
+            return tid
+    return 0
+
+
+class Perf:
+    """perf record -k mono on one thread; `events()` parses its script."""
+
+    def __init__(self, tid: int, path: Path) -> None:
+        self.path = path
+        self.tid = tid
+        self.proc = subprocess.Popen(
+            ["perf", "record", "-q", "-k", "mono", "-t", str(tid), "-o", str(path),
+             *sum((["-e", e] for e in EVENTS), [])],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def stop(self) -> None:
+        self.proc.send_signal(2)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+    def events(self) -> list[tuple[float, str, str]]:
+        """(seconds CLOCK_MONOTONIC, event, its text) of every sample."""
+        r = subprocess.run(["perf", "script", "-i", str(self.path), "-F", "time,event,trace"],
+                           capture_output=True, text=True)
+        out = []
+        for line in r.stdout.splitlines():
+            m = re.match(r"\s*(\d+\.\d+):\s+(\S+?):?\s+(.*)", line)
+            if m:
+                out.append((float(m.group(1)), m.group(2).rstrip(":"), m.group(3)))
+        return out
+
+
+def classify(call: tuple, evs: list, period_us: float) -> tuple[str, dict]:
+    """Why one call was long (see the module docstring)."""
+    wall = call[3] / 1e3
+    cpu = call[4] / 1e3
+    kinds: dict[str, float] = {}
+    n: dict[str, int] = {}
+    open_irq: dict[str, float] = {}
+    for t, ev, text in evs:
+        n[ev] = n.get(ev, 0) + 1
+        if ev == "sched:sched_switch":
+            m = re.search(r"prev_state=(\S+)", text)
+            st = m.group(1) if m else "?"
+            n["switch_" + st] = n.get("switch_" + st, 0) + 1
+        if ev.endswith("_entry"):
+            open_irq[ev] = t
+        elif ev.endswith("_exit") and ev.replace("_exit", "_entry") in open_irq:
+            key = ev.replace("_exit", "")
+            kinds[key] = kinds.get(key, 0.0) + 1e6 * (t - open_irq.pop(ev.replace("_exit",
+                                                                                  "_entry")))
+    irq_us = sum(kinds.values())
+    if any(k.startswith("switch_R") for k in n):
+        why = "preempted"
+    elif any(k.startswith("switch_") for k in n):
+        why = "blocked"
+    elif cpu > period_us * 0.5:
+        why = "more work"
+    elif irq_us > 0.5 * (wall - cpu):
+        why = "irq"
+    elif wall - cpu > 0.5 * wall:
+        why = "stolen"
+    else:
+        why = "more work"
+    return why, {"n": n, "irq_us": round(irq_us, 1)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--osc-rate", type=int, default=10000)
+    ap.add_argument("--midi-rate", type=int, default=1000)
+    ap.add_argument("--perf", action="store_true", help="perf record the RT thread too")
+    ap.add_argument("--over-us", type=float, default=400.0, help="a long call")
+    ap.add_argument("--show", type=int, default=15, help="long calls printed in full")
+    ap.add_argument("--keep", help="a file for the calls and events (pickle)")
+    a = ap.parse_args()
+    from jackd import BLOCK, RATE, mix64_live, steal_ticks, summary
+
+    period_us = BLOCK / RATE * 1e6
+    with tempfile.TemporaryDirectory() as tmpd:
+        tmp = Path(tmpd)
+        out = tmp / "calls.pkl"
+        env = site_env(tmp, out)
+        perf: list[Perf] = []
+        marks: dict[str, float] = {}
+
+        def on_window(pid: int, phase: str) -> None:
+            marks[phase] = time.monotonic()
+            marks[phase + "_steal"] = steal_ticks()
+            if phase == "start" and a.perf:
+                perf.append(Perf(rt_tid(pid), tmp / "perf.data"))
+            elif phase == "end" and perf:
+                perf[0].stop()
+
+        print(f"# load average before {os.getloadavg()[0]:.1f}", flush=True)
+        r = mix64_live(a.seconds, a.osc_rate, a.midi_rate, env=env, on_window=on_window)
+        print(summary(r))
+        print(f"# load average after {os.getloadavg()[0]:.1f}", flush=True)
+        with open(out, "rb") as f:
+            calls = pickle.load(f)
+        evs = perf[0].events() if perf else []
+    t0, t1 = marks["start"], marks["end"]
+    win = [c for c in calls if t0 * 1e9 <= c[0] <= t1 * 1e9]
+    walls = sorted(c[3] / 1e3 for c in win)
+    cpus = sorted(c[4] / 1e3 for c in win)
+
+    def q(xs: list[float], p: float) -> float:
+        return xs[min(len(xs) - 1, int(p * len(xs)))] if xs else 0.0
+
+    print(f"{len(win)} calls in the window ({len(calls)} traced): wall median {q(walls, .5):.1f} "
+          f"p99 {q(walls, .99):.1f} p99.9 {q(walls, .999):.1f} max {walls[-1]:.1f} µs; CPU "
+          f"median {q(cpus, .5):.1f} p99 {q(cpus, .99):.1f} max {cpus[-1]:.1f} µs")
+    cmds = [c[5] for c in win]
+    applied = [c[6] for c in win]
+    print(f"  commands a call: median {statistics.median(cmds)}, max {max(cmds)}; "
+          f"parameter sets applied a call: median {statistics.median(applied)}, max "
+          f"{max(applied)}; calls with a plan swap: {sum(1 for c in win if c[7])}")
+    steal = (marks["end_steal"] - marks["start_steal"]) / os.sysconf("SC_CLK_TCK")
+    print(f"  steal over the window: {steal:.2f} s of {2 * (t1 - t0):.0f} core-s")
+    long_ = [c for c in win if c[3] / 1e3 > a.over_us]
+    evs.sort()
+    times = [e[0] for e in evs]
+    import bisect
+    whys: dict[str, int] = {}
+    rows = []
+    for c in long_:
+        s, e = c[0] / 1e9, (c[0] + c[3]) / 1e9
+        inside = evs[bisect.bisect_left(times, s):bisect.bisect_right(times, e)]
+        why, info = classify(c, inside, period_us) if perf else (
+            ("more work" if c[4] / 1e3 > period_us * 0.5 else
+             "not on a core (preempted/stolen/irq)" if c[4] < 0.5 * c[3] else "more work"), {})
+        whys[why] = whys.get(why, 0) + 1
+        rows.append((c, why, info))
+    print(f"  calls over {a.over_us:g} µs: {len(long_)}; by cause: {whys}")
+    for c, why, info in sorted(rows, key=lambda r: -r[0][3])[:a.show]:
+        print(f"    at {c[0] / 1e9 - t0:7.3f} s: wall {c[3] / 1e3:7.1f} µs, CPU {c[4] / 1e3:6.1f},"
+              f" midi part {c[1] / 1e3:6.1f}, drained by {c[2] / 1e3:6.1f}; cmds {c[5]}, "
+              f"applied {c[6]}, swaps {c[7]}: {why} {info}")
+    # the work's link to the length: CPU time by commands drained
+    by: dict[int, list[float]] = {}
+    for c in win:
+        by.setdefault(min(c[5] // 8 * 8, 64), []).append(c[4] / 1e3)
+    print("  CPU µs by commands drained in the call (bucket: n, median, p99, max): " + "; ".join(
+        f"{k}+: {len(v)}, {statistics.median(v):.0f}, {q(sorted(v), .99):.0f}, {max(v):.0f}"
+        for k, v in sorted(by.items())))
+    if a.keep:
+        with open(a.keep, "wb") as f:
+            pickle.dump({"calls": win, "events": evs, "marks": marks, "result": r}, f)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
