@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
     from .scenes import Show
 
+    Trim = Callable[[str], None]  # told of each item an old state held past a limit
+
 log = logging.getLogger("mixgraph.session")
 
 CONTINUE = ("none", "auto-continue", "auto-follow")
@@ -93,9 +95,11 @@ class Cue:
         return " ".join(parts)
 
 
-def cue_from_dict(item) -> Cue:
+def cue_from_dict(item, trim: Trim | None = None) -> Cue:
     """A cue from its document form (Cue.to_dict; a patch's show, a journal record),
-    checked as /cue/set checks (any scene name: the scenes may load after it)."""
+    checked as /cue/set checks (any scene name: the scenes may load after it).
+    trim (the state at start-up): an action longer than OSC_TEXT_MAX, which older
+    versions took, is left out with a note instead of failing the cue."""
     if not isinstance(item, dict):
         raise MixgraphError("patch: a cue must be a map")
     num = cue_number(item.get("number"))
@@ -110,8 +114,17 @@ def cue_from_dict(item) -> Cue:
         raise MixgraphError(f"cue {fmt_number(num)}: `osc` must be a list of "
                             "messages, each one string \"/address args...\"")
     for m in osc:
+        if trim is not None and isinstance(m, str) and len(m) > OSC_TEXT_MAX:
+            trim(f"cue {fmt_number(num)}: an osc action of {len(m)} characters left out "
+                 f"(at most {OSC_TEXT_MAX} since this version): {m[:80]!r}...")
+            continue
         pairs += ["osc", m]
     return apply_keys(Cue(num), pairs, _Any())
+
+
+def cue_text(c: Cue) -> int:
+    """Characters of one cue's osc actions (what CUE_TEXT_MAX bounds, summed)."""
+    return sum(len(m) for m in c.osc)
 
 
 def fmt_number(n: float) -> str:
@@ -215,15 +228,37 @@ def parse_text(text: str, scenes: dict | None = None) -> dict[float, Cue]:
 
 def osc_text(cues: Iterable[Cue]) -> int:
     """Characters of the cues' osc actions together (bounded by CUE_TEXT_MAX)."""
-    return sum(len(m) for c in cues for m in c.osc)
+    return sum(cue_text(c) for c in cues)
 
 
 def check_text(cues: Iterable[Cue], what: str) -> None:
     """Refuse a cue list whose osc actions add up past CUE_TEXT_MAX characters."""
-    n = osc_text(cues)
+    _check_total(osc_text(cues), what)
+
+
+def _check_total(n: int, what: str) -> None:
     if n > CUE_TEXT_MAX:
         raise MixgraphError(f"{what}: the cue list's osc actions would hold {n} "
                             f"characters, more than {CUE_TEXT_MAX}")
+
+
+def trim_text(cues: dict[float, Cue], trim: Trim) -> None:
+    """Bring a cue list an older version saved within CUE_TEXT_MAX (the state at
+    start-up): the last cues' osc actions are left out, a note for each cue."""
+    n = osc_text(cues.values())
+    for num in sorted(cues, reverse=True):
+        if n <= CUE_TEXT_MAX:
+            break
+        c = cues[num]
+        if not c.osc:
+            continue
+        k = cue_text(c)
+        trim(f"cue {fmt_number(num)}: its {len(c.osc)} osc actions ({k} characters) left "
+             f"out: the cue list's actions held {n} characters, more than {CUE_TEXT_MAX}"
+             f" since this version; first: {c.osc[0][:80]!r}")
+        cues[num] = copy.copy(c)
+        cues[num].osc = []
+        n -= k
 
 
 def parse_arg(tok: str):
@@ -268,21 +303,35 @@ class CueList:
         self.lead = 128  # frames a timer wakes before a cue action's sample time
         self._due: deque | None = None  # callbacks already due, run in order by _at
         self._keys: tuple[dict, list[float]] | None = None  # cues and their numbers, sorted
+        self.text = 0  # osc_text(self.cues.values()), kept as cues change (CUE_TEXT_MAX)
 
     # ---- the document ----------------------------------------------------------------
     def to_dict(self) -> dict:
         return {"cues": [c.to_dict() for c in self.sorted()], "playhead": self.playhead}
 
-    def parse_dict(self, d: dict) -> tuple[dict[float, Cue], float | None]:
-        raw = d.get("cues") or []
+    def parse_dict(self, d: dict, trim: Trim | None = None
+                   ) -> tuple[dict[float, Cue], float | None, bool]:
+        """A document's cues, playhead and whether it stood past the end, checked.
+        trim (the state at start-up): what an older version took past this one's
+        limits is left out with a note each, and of two cues of one number the later
+        is kept with a note, instead of failing the show."""
+        raw = d.get("cues")
+        raw = [] if raw is None else raw
         if not isinstance(raw, list):
             raise MixgraphError("patch: show `cues` must be a list")
         cues: dict[float, Cue] = {}
         for item in raw:
-            c = cue_from_dict(item)
+            c = cue_from_dict(item, trim)
+            if c.number in cues:
+                if trim is None:
+                    raise MixgraphError(f"patch: cue {fmt_number(c.number)} is listed twice")
+                trim(f"cue {fmt_number(c.number)} is listed twice: the later one kept, "
+                     f"{cues[c.number].line()[:200]!r} left out")
             cues[c.number] = c
         if len(cues) > CUES_MAX:
             raise MixgraphError(f"patch: more than {CUES_MAX} cues")
+        if trim is not None:
+            trim_text(cues, trim)
         check_text(cues.values(), "patch")
         ph = d.get("playhead")
         at_end = "playhead" in d and ph is None  # saved after the last cue had run
@@ -294,6 +343,7 @@ class CueList:
         """Take a cue list; the playhead where it was saved (past the end of the list
         when `at_end`), else on the first cue."""
         self.cues = dict(sorted(cues.items()))
+        self.text = osc_text(self.cues.values())
         if playhead in self.cues or (at_end and playhead is None):
             self.playhead = playhead
         else:
@@ -337,8 +387,9 @@ class CueList:
             raise MixgraphError(f"too many cues (at most {CUES_MAX})")
         old = self.cues.get(num)
         c = apply_keys(old or Cue(num), pairs, self.show.scenes)
-        if c.osc and (old is None or c.osc != old.osc):
-            check_text((*(x for k, x in self.cues.items() if k != num), c), "cue set")
+        if c.osc and (old is None or c.osc != old.osc):  # the running total: O(1) an edit
+            _check_total(self.text - (0 if old is None else cue_text(old)) + cue_text(c),
+                         "cue set")
         # the first cue takes the playhead; past the end of a list stays there (the
         # next GO is a standby away)
         ph = self.playhead if self.cues else num
@@ -369,6 +420,8 @@ class CueList:
         """Put one cue (None: remove cue `num`) and the playhead: a cue edit, its undo
         and redo, and the replay of its journal record (`cue_put`); autosaved and
         journaled (when the session journals)."""
+        old = self.cues.get(num)
+        self.text += (0 if cue is None else cue_text(cue)) - (0 if old is None else cue_text(old))
         if cue is None:
             self.cues.pop(num, None)
         else:
@@ -383,10 +436,20 @@ class CueList:
         if s.journal is not None and not s._quiet:
             s.journal.add(("cue_put", num, None if cue is None else cue.to_dict(), playhead))
 
-    def load_put(self, num, d: dict | None, playhead) -> None:
-        """Replay a `cue_put` journal record (put's arguments as journaled)."""
+    def load_put(self, num, d: dict | None, playhead, trim: Trim | None = None) -> None:
+        """Replay a `cue_put` journal record (put's arguments as journaled); trim: as
+        parse_dict's, the cue list's total included."""
         num = cue_number(num)
-        cue = None if d is None else cue_from_dict(d)
+        cue = None if d is None else cue_from_dict(d, trim)
+        if cue is not None and trim is not None:
+            old = self.cues.get(num)
+            n = self.text - (0 if old is None else cue_text(old)) + cue_text(cue)
+            if n > CUE_TEXT_MAX:
+                trim(f"cue {fmt_number(num)}: its {len(cue.osc)} osc actions "
+                     f"({cue_text(cue)} characters) left out: the cue list's actions "
+                     f"would hold {n} characters, more than {CUE_TEXT_MAX} since this "
+                     f"version; first: {cue.osc[0][:80]!r}")
+                cue.osc = []
         if cue is not None and cue.number != num:
             raise MixgraphError(f"cue_put: cue {fmt_number(cue.number)} journaled as "
                                 f"{fmt_number(num)}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import sys
@@ -36,7 +37,7 @@ from .oplog import OpLog
 from .osc import Counters, Dispatcher
 from .patch import restore_state
 from .pending import check_entries, reschedule
-from .scenes import show_of
+from .scenes import show_of, trimmer
 from .service import Notifier, StateLock, Watchdog
 from .session import Session
 from .state import (
@@ -397,6 +398,8 @@ class Daemon:
                 failed += 1
                 log.error("journal record %r not replayed: %s", rec[:3], e)
         s.missing_ok = False
+        if s.trimmed:
+            notes.append(self._keep_untrimmed(used, len(s.trimmed)))
         s.commit()
         if todo or notes:
             self._dirty = True  # a fresh snapshot soon, so the journal compacts
@@ -436,6 +439,25 @@ class Daemon:
                 f"{cfg.hw_out} out): kept as patch {name!r}; /patch/load {name} once the "
                 "device is there, or start with --inputs/--outputs")
         log.error("state: %s", note)
+        return note
+
+    def _keep_untrimmed(self, used: Path | None, n: int) -> str:
+        """Items of the show past this version's limits were left out at start-up
+        (each has its warning in the log): the snapshot as it was is copied to a
+        patch (the autosave overwrites it soon), so nothing is gone for good. Returns
+        the note for the log and banner."""
+        note = (f"{n} show items past this version's limits left out (each is a "
+                "warning in the log)")
+        if used is not None:
+            name = f"untrimmed-{time.strftime('%Y%m%d-%H%M%S')}-{used.stem}"
+            dest = self.store.patches / f"{name}.mgp"
+            try:
+                self.store.patches.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(used, dest)
+                note += f"; the snapshot as it was is kept as {dest}"
+            except OSError as e:
+                note += f"; the snapshot as it was could not be kept ({e})"
+        log.warning("state: %s", note)
         return note
 
     def _set_aside(self, path: Path) -> Path:
@@ -488,13 +510,14 @@ class Daemon:
             else:  # before the dispatcher exists: its MidiManager loads them
                 s.midi_doc = a[0]
         elif op == "show_part":  # some scenes, safes, cues, playhead (server/scenes.py)
-            show_of(s).load_part(a[0])
+            show_of(s).load_part(a[0], trimmer(s))
         elif op == "cue_put":  # one cue set or deleted, and the playhead (server/cues.py)
-            show_of(s).cues.load_put(a[0], a[1], a[2])
+            show_of(s).cues.load_put(a[0], a[1], a[2], trimmer(s))
         elif op == "cue_playhead":  # GO, standby, a continue moved it (server/cues.py)
             show_of(s).cues.put_playhead(a[0])
         elif op == "show":  # the whole show (journals written before show_part)
-            show_of(s).load(a[0])
+            sh = show_of(s)
+            sh.take(sh.check(a[0], trimmer(s)))
         else:
             raise MixgraphError(f"unknown journal record {op!r}")
 

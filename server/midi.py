@@ -19,7 +19,6 @@ values are set through the dispatcher. docs/protocol.md lists the addresses.
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
 import os
@@ -47,8 +46,13 @@ KINDS = {"cc": lib.MG_MIDI_CC, "cc14": lib.MG_MIDI_CC14, "nrpn": lib.MG_MIDI_NRP
 KIND_NAMES = {v: k for k, v in KINDS.items()}
 MODES = {"momentary": lib.MG_MIDI_MOMENTARY, "toggle": lib.MG_MIDI_TOGGLE,
          "trigger": lib.MG_MIDI_TRIGGER}
-LEARN_WINDOW_S = 0.15  # a CC waits this long for its LSB (cc14) or an NRPN to show
+# a CC waits this long for its LSB (cc14) or an NRPN to show, on the engine's clock
+# (the MIDI's own time: a JACK server that stalls stalls it too), or LEARN_STALL_S on
+# the wall clock when the engine's clock does not move
+LEARN_WINDOW_S = 0.15
+LEARN_STALL_S = 2.0
 POLL_MAX = 8192        # events handled per service call (a flood waits for the next)
+ALSA_QUEUE = 65536     # messages python-rtmidi holds for the control thread
 MAP_FILE_MAX = 16 << 20  # bytes of a /midi/load file
 STATS = ("events", "applied", "pickup_waits", "malformed", "sysex", "lost", "sent",
          "out_dropped", "unmapped", "held")
@@ -96,7 +100,6 @@ class MidiManager:
         self._held: set[int] = set()  # map slots held by a touch (_hold_touched)
         self._applied = 0  # parameters set by _dispatch (the ALSA / rtmidi path)
         self._alsa = None
-        self._alsa_queue: collections.deque = collections.deque(maxlen=65536)
         self.mode, self.why = self._probe()  # the daemon's configure() says it in the log
         pending = getattr(self.session, "midi_doc", None)
         if pending:
@@ -168,9 +171,13 @@ class MidiManager:
                 name_out = f"{self._jack_name}-out"
             else:
                 api, name_in, name_out = rtmidi.API_LINUX_ALSA, "mixgraph", "mixgraph"
-            mi = rtmidi.MidiIn(api, name_in)
+            # polled by the control thread (_alsa_in), no callback: python-rtmidi's
+            # input thread queues each message without the GIL, so a cc14's MSB and
+            # LSB of one period are queued together; a Python callback took the GIL
+            # per message, and on a loaded host the LSB could reach the queue after
+            # the learning window had closed on the MSB alone (learned as a 7-bit cc)
+            mi = rtmidi.MidiIn(api, name_in, queue_size_limit=ALSA_QUEUE)
             mi.ignore_types(sysex=False)
-            mi.set_callback(lambda msg, _data: self._alsa_queue.append(bytes(msg[0])))
             mi.open_virtual_port("midi_in")
             mo = rtmidi.MidiOut(api, name_out)
             mo.open_virtual_port("midi_out")
@@ -496,9 +503,12 @@ class MidiManager:
         self._hold_touched()
         if self._alsa is not None:
             self._alsa_in()
+        now = self.session.engine.time  # before the drain: every event up to now is in
         self._drain()
-        if self._learning is not None and self._learning["first"] is not None and \
-                time.monotonic() - self._learning["first"] >= LEARN_WINDOW_S:
+        ln = self._learning
+        if ln is not None and ln["first"] is not None and (
+                now - ln["first"] >= LEARN_WINDOW_S * self.session.engine.sample_rate
+                or time.monotonic() - ln["first_s"] >= LEARN_STALL_S):
             self._learn_decide()
         self._feedback()
         if self._alsa is not None:
@@ -597,8 +607,8 @@ class MidiManager:
         if m is not None:  # a control already mapped elsewhere: learn it as it is mapped
             kind = m.kind
         ln["seen"].append((kind, ev.channel + 1, ev.number))
-        if ln["first"] is None:
-            ln["first"] = time.monotonic()
+        if ln["first"] is None:  # the sample time it came in (a cc14's LSB follows it)
+            ln["first"], ln["first_s"] = int(ev.time), time.monotonic()
         if kind in ("note", "pb", "pc") and (ln["kind"] in (None, kind)):
             self._learn_decide()
 
@@ -687,17 +697,23 @@ class MidiManager:
 
     # ---- the ALSA sequencer path (no JACK) -------------------------------------------
     def _alsa_in(self) -> None:
-        q = self._alsa_queue
-        if not q:
+        mi = self._alsa[0]
+        msg = mi.get_message()
+        if msg is None:
             return
         for m in self.maps.values():  # soft takeover and encoders read the model here
             r = self._resolved.get(m.slot)
             if r is not None:
                 lib.mg_midi_set_current(self.ptr, m.slot, float(r[0].g.params[r[2]]))
         lib.mg_midi_begin(self.ptr)
-        for _ in range(min(len(q), POLL_MAX)):
-            msg = q.popleft()
-            lib.mg_midi_input(self.ptr, ffi.NULL, msg, len(msg), self.session.engine.time, 0)
+        now = self.session.engine.time
+        for k in range(POLL_MAX):  # a flood waits in python-rtmidi's queue for the next
+            if k:
+                msg = mi.get_message()
+                if msg is None:
+                    break
+            b = bytes(msg[0])
+            lib.mg_midi_input(self.ptr, ffi.NULL, b, len(b), now, 0)
 
     def _alsa_out(self) -> None:
         buf = ffi.new("uint8_t[16]")

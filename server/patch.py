@@ -19,7 +19,7 @@ from .catalog import CATALOG
 from .errors import MixgraphError
 from .graph import Conn, Graph
 from .midimap import check_maps
-from .scenes import Show, show_of
+from .scenes import Show, show_of, trimmer
 from .values import doc_node, plain, vca_members
 
 if TYPE_CHECKING:
@@ -107,7 +107,9 @@ def load_doc(session: Session, doc: dict, _undo: bool = True) -> None:
     (attack5 A4)."""
     restoring = bool(getattr(session, "missing_ok", False))  # the autosave at start-up
     nodes, conns = validate_doc(doc, restoring)
-    Show(session).load(doc.get("show"))  # checked before anything changes
+    # checked before anything changes; restoring trims what an older version held
+    # past this one's limits, a warning each, rather than start without the show
+    show = Show(session).check(doc.get("show"), trimmer(session) if restoring else None)
     maps = None
     if "midi" in doc:  # checked before anything changes; restoring leaves a bad map out
         maps = check_maps(doc["midi"], not restoring, "patch: midi")
@@ -115,7 +117,7 @@ def load_doc(session: Session, doc: dict, _undo: bool = True) -> None:
         _check_files(session, nodes)
     before = session.to_doc() if _undo and not restoring else None
     try:
-        _load_checked(session, doc, nodes, conns, maps)
+        _load_checked(session, doc, nodes, conns, maps, show)
     except BaseException as e:
         if before is None:
             raise
@@ -142,7 +144,7 @@ def _check_files(session: Session, nodes: list[dict]) -> None:
 
 
 def _load_checked(session: Session, doc: dict, nodes: list[dict], conns: list,
-                  maps: list | None) -> None:
+                  maps: list | None, show: tuple) -> None:
     """load_doc's changes, the document and its maps checked."""
     for n in nodes:  # a trigger saved by an older version must not start an action
         skip = triggers_for(n["type"])
@@ -196,7 +198,7 @@ def _load_checked(session: Session, doc: dict, nodes: list[dict], conns: list,
             midi.install(maps)
         else:  # restored before the dispatcher exists: it loads them (MidiManager)
             session.midi_doc = [m.doc() for m in maps]
-    show_of(session).load(doc.get("show"))  # a version 1 patch: no scenes, no cues
+    show_of(session).take(show)  # a version 1 patch: no scenes, no cues
 
 
 
@@ -221,6 +223,11 @@ def validate_doc(doc, restoring: bool = False) -> tuple[list[dict], list[list[st
     if meta is not None and not isinstance(meta, dict):
         raise MixgraphError("patch: `metadata` must be a map")
     plain(meta, "patch: metadata")
+    rate = doc.get("sample_rate")  # what it was saved at (a node's saved state checks it)
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float)
+                             or not 0 < rate < 1e7):
+        raise MixgraphError(f"patch: `sample_rate` must be a number of Hz > 0, not "
+                            f"{str(rate)[:40]!r}")
     if "midi" in doc and not restoring:
         check_maps(doc["midi"], True, "patch: midi")
     scratch = Graph()

@@ -19,6 +19,7 @@ patterns) are never touched by a recall, a morph or a cue."""
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,7 @@ from .values import number
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
+    from .cues import Trim
     from .session import Session
 
 NAME_MAX = 64
@@ -43,6 +45,8 @@ SAFES_MAX = 256
 # scenes of 1,000 eq8 took the daemon from 210 to 574 MB and the autosave to 61 MB)
 SCENE_VALUES_MAX = 2_000_000
 CURVES = ("linear", "scurve")
+
+log = logging.getLogger("mixgraph.session")
 
 
 @dataclass
@@ -110,6 +114,34 @@ def _check_values(scenes: Iterable[Scene], what: str) -> None:
                             f"{SCENE_VALUES_MAX}; delete scenes or store them with a scope")
 
 
+def _trim_values(scenes: dict[str, Scene], trim: Trim) -> None:
+    """Bring scenes an older version stored within SCENE_VALUES_MAX (the state at
+    start-up): the last stored scenes are left out, a note for each."""
+    n = sum(sc.count() for sc in scenes.values())
+    for name in reversed(list(scenes)):
+        if n <= SCENE_VALUES_MAX:
+            break
+        k = scenes.pop(name).count()
+        trim(f"scene {name!r} ({k} values) left out: the scenes held {n} values, more "
+             f"than {SCENE_VALUES_MAX} since this version")
+        n -= k
+
+
+def trimmer(session: Session) -> Trim:
+    """What the start-up restore passes as `trim`: each note is a warning in the log
+    and is kept in session.trimmed (the banner counts them; the daemon keeps the
+    snapshot as it was beside the state)."""
+    def note(what: str) -> None:
+        log.warning("state: %s", what)
+        session.trimmed.append(what)
+    return note
+
+
+def _kind(v: Any) -> str:
+    return {list: "a list", str: "a string", bool: "true/false", int: "a number",
+            float: "a number", dict: "a map"}.get(type(v), type(v).__name__)
+
+
 def scene_name(value, what: str = "scene name") -> str:
     """A scene (or cue) name: a non-empty string of at most 64 characters."""
     if not isinstance(value, str) or not value or len(value) > NAME_MAX or "\0" in value:
@@ -138,26 +170,46 @@ class Show:
 
     def load(self, d: Any) -> None:
         """Replace the show with a document's (checked completely first)."""
-        d = d or {}
+        self.take(self.check(d))
+
+    def check(self, d: Any, trim: Trim | None = None) -> tuple:
+        """A document's show checked completely, for take(): (scenes, safes, cues).
+        trim (the state at start-up, see trimmer): what an older version took past
+        this one's limits (the scenes' values, the recall safes, the cues' actions) is
+        left out with a note each, so the show still starts; else such a show fails."""
+        d = {} if d is None else d
         if not isinstance(d, dict):
-            raise MixgraphError("patch: `show` must be a map")
-        raw = d.get("scenes") or {}
+            raise MixgraphError(f"patch: `show` must be a map, not {_kind(d)}")
+        raw = d.get("scenes")
+        raw = {} if raw is None else raw
         if not isinstance(raw, dict):
-            raise MixgraphError("patch: show `scenes` must be a map")
+            raise MixgraphError(f"patch: show `scenes` must be a map, not {_kind(raw)}")
         scenes = {scene_name(k): Scene.from_dict(v, f"scene {k!r}") for k, v in raw.items()}
         if len(scenes) > SCENES_MAX:
             raise MixgraphError(f"patch: more than {SCENES_MAX} scenes")
+        if trim is not None:
+            _trim_values(scenes, trim)
         _check_values(scenes.values(), "patch")
-        safes = d.get("safes") or []
+        safes = d.get("safes")
+        safes = [] if safes is None else safes
         if not isinstance(safes, list) or not all(isinstance(s, str) for s in safes):
             raise MixgraphError("patch: show `safes` must be a list of patterns")
+        if trim is not None and len(safes) > SAFES_MAX:
+            for p in safes[SAFES_MAX:]:
+                trim(f"recall safe {p[:200]!r} left out: more than {SAFES_MAX} recall "
+                     "safes since this version")
+            safes = safes[:SAFES_MAX]
         if len(safes) > SAFES_MAX:  # as /scene/safe: each is compiled, and checked at
             # every recall (a document of 5,000 held the control thread 3.5 s, attack5)
             raise MixgraphError(f"patch: more than {SAFES_MAX} recall safes")
         for s in safes:
             _compile(s)
-        cues = self.cues.parse_dict(d)
-        self.scenes, self.safes = scenes, list(safes)
+        return scenes, list(safes), self.cues.parse_dict(d, trim)
+
+    def take(self, checked: tuple) -> None:
+        """Install a show check() returned."""
+        scenes, safes, cues = checked
+        self.scenes, self.safes = scenes, safes
         self.cues.install(*cues)
 
     def part(self, names: Iterable[str] = ()) -> dict:
@@ -170,9 +222,10 @@ class Show:
                            for n in names},
                 "order": list(self.scenes), "safes": list(self.safes), **self.cues.to_dict()}
 
-    def load_part(self, d: Any) -> None:
+    def load_part(self, d: Any, trim: Trim | None = None) -> None:
         """Put a part (Show.part) back: its scenes, the scene order, safes, cues and
-        playhead (checked completely first); the other scenes stay as they are."""
+        playhead (checked completely first); the other scenes stay as they are.
+        trim: as check's, for a journal record replayed at start-up."""
         if not isinstance(d, dict) or not isinstance(d.get("scenes"), dict) \
                 or not isinstance(d.get("order"), list):
             raise MixgraphError("show part: expected `scenes` and `order`")
@@ -183,7 +236,7 @@ class Show:
             raise MixgraphError("show part: `safes` must be a list of patterns")
         for s in safes:
             _compile(s)
-        cues = self.cues.parse_dict(d)
+        cues = self.cues.parse_dict(d, trim)
         scenes = dict(self.scenes)
         for k, v in got.items():
             if v is None:

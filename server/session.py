@@ -85,6 +85,7 @@ class Session:
         self._quiet = 0  # > 0 while a document loads (journaled as one "doc" op)
         self.missing_ok = False  # restoring: a player with no file is restored silent
         self.missing: dict[str, str] = {}  # such players: name -> why
+        self.trimmed: list[str] = []  # restoring: what was past this version's limits
         self.metadata: dict = {}
         self.bypassed: set[str] = set()  # bypassed nodes, and the stand-in edges by the
         self.bypass_edges: dict[tuple[Conn, Conn], LiveEdge] = {}  # (in, out) pair replaced

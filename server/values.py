@@ -338,6 +338,9 @@ def doc_node(n, types: Mapping[str, NodeType], state_max: int) -> tuple[NodeType
         if not isinstance(k, str) or t.param(k) is None:
             raise MixgraphError(f"patch: {name} ({t.name}) has no parameter {_show(k)}")
     ch = n.get("channels", t.default_channels)
+    if isinstance(ch, bool):  # true is not 1 channel in a document (whole() takes it)
+        raise MixgraphError(f"patch: node {name!r}: channels must be a whole number, "
+                            f"not {str(ch).lower()}")
     c = creation_settings(t, name, {**opts, "channels": ch, **params})
     bypass = n.get("bypass", False)
     if not isinstance(bypass, bool | int) or bypass not in (0, 1):

@@ -86,10 +86,20 @@ class Daemon:
                 return
             except RuntimeError:
                 taken = f"127.0.0.1:{self.port}: Address already in use" in self.output()
+                # a daemon that is slow to start must not outlive the test: left running
+                # (mlockall, ~200 MB each) they piled up and slowed every later start
+                self._kill()
                 if port is not None or not taken or attempt == 2:
+                    self.client.close()
+                    self.log.close()
                     raise
                 self.client.close()
                 self.log.close()
+
+    def _kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
     def _wait_ready(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout

@@ -330,18 +330,28 @@ def test_learn_and_cancel(any_rig):
     sock.sendto(encode_message("/midi/learn", ["/node/g/gain"]), ("127.0.0.1", d.port))
     first = OscMessage(sock.recv(65536))
     assert (first.address, first.params[:2]) == ("/done", ["/midi/learn", "/node/g/gain"])
-    rig.send([0xB2, 20, 10])
-    learned = OscMessage(sock.recv(65536))
+    sock.settimeout(1.0)
+    for _ in range(5):  # again after a second: JACK drops a period's MIDI at an xrun
+        rig.send([0xB2, 20, 10])
+        try:
+            learned = OscMessage(sock.recv(65536))
+            break
+        except TimeoutError:
+            continue
     sock.close()
     assert (learned.address, learned.params) == ("/midi/learn.reply",
                                                  ["/node/g/gain", "cc", 3, 20])
     maps = d.call("/midi/maps")
     assert maps[:5] == [1, "/node/g/gain", "cc", 3, 20]
-    # a 14-bit CC: MSB then LSB (number + 32)
+    # a 14-bit CC: MSB then LSB (number + 32), back to back as a controller sends them
+    # (with a gap between them here, a loaded host could hold this process past the
+    # learning window between the two: learned as a 7-bit cc, a slow controller's case)
     d.call("/midi/learn", "/node/osc/freq")
-    rig.send([0xB0, 3, 64], [0xB0, 35, 0])
-    end = time.monotonic() + 5
+    end, again = time.monotonic() + 5, 0.0
     while time.monotonic() < end and d.call("/midi/maps")[0] == 1:
+        if time.monotonic() >= again:  # again after a second: JACK dropped the pair
+            rig.send([0xB0, 3, 64], [0xB0, 35, 0], gap=0.0)
+            again = time.monotonic() + 1.0
         time.sleep(0.05)
     assert d.call("/midi/maps")[6:10] == ["/node/osc/freq", "cc14", 1, 3]
     # cancelled: nothing is bound
@@ -535,10 +545,14 @@ def test_malformed_running_status_and_a_flood(rig):
     rig.send([7, 90])  # running status: another CC 7 on channel 1
     want = f32(fader_db(90 / 127))
     assert rig.wait_value("/node/g/gain", want, resend=True) == pytest.approx(want, abs=1e-4)
-    rig.send([0xF0, 0x7D, 0x01, 0x02], [0xF0, 0x7D, 0x90, 0xF7], [0xF0, 0x7D, 1, 0xF7],
-             [0xB0, 7])  # unterminated SysEx, a status byte inside one, a good one, short
-    rig.settle()
-    st = d.status()
+    end = time.monotonic() + 5
+    while True:  # again when JACK dropped the period (an xrun): the counts are at least
+        rig.send([0xF0, 0x7D, 0x01, 0x02], [0xF0, 0x7D, 0x90, 0xF7], [0xF0, 0x7D, 1, 0xF7],
+                 [0xB0, 7])  # unterminated SysEx, a status byte inside one, a good one, short
+        rig.settle()
+        st = d.status()
+        if st["midi_sysex"] >= 1 or time.monotonic() > end:
+            break
     assert st["midi_malformed"] >= 3 and st["midi_sysex"] >= 1
     assert rig.value("/node/g/gain") == want
     t0 = st["time"]
