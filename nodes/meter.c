@@ -245,6 +245,8 @@ MG_HOT static void process(void *st, const mg_proc *p)
             tpm = est[i] > tpm ? est[i] : tpm;
         if (!isfinite(pk))
             pk = 0.0f;
+        if (tpm > FLT_MAX) /* finite samples near FLT_MAX overflow the interpolator: the */
+            tpm = FLT_MAX; /* maximum held +inf until a reset (attack6) */
         if (!isfinite(ms))
             ms = 0.0;
         s->peak[c] = pk;

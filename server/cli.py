@@ -58,7 +58,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         ceiling_db=a.ceiling_db, tcp_port=-1 if a.no_tcp else a.tcp_port, allow=a.allow,
         max_frame=a.max_frame, rate_limit=a.rate_limit, rate_burst=a.rate_burst,
         zeroconf=a.zeroconf, mlock=not a.no_mlock, max_lead_s=a.max_lead_s,
-        max_nodes=a.max_nodes,
+        max_nodes=a.max_nodes, max_connections=a.max_connections,
         http_port=a.http, http_token=a.http_token, http_read_only=a.http_read_only,
         limits=Limits(max_conns=a.max_conns, max_conns_per_host=a.max_conns_per_host,
                       idle_timeout=a.idle_timeout, max_subscribers=a.max_subscribers,
@@ -550,7 +550,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-lead-s", type=_in_range("--max-lead-s", 1, 86400), default=600.0,
                    help="how far ahead a bundle's timetag may be, seconds (default 600)")
     s.add_argument("--max-nodes", type=_in_range("--max-nodes", 1, 1e6), default=4096,
-                   help="nodes /graph/add makes at most (default 4096)")
+                   help="nodes /graph/add makes and /patch/load takes at most (default 4096)")
+    s.add_argument("--max-connections", type=_in_range("--max-connections", 1, 1e7),
+                   default=16384, help="connections /graph/connect makes and /patch/load "
+                   "takes at most (default 16384)")
     s.add_argument("--max-conns", type=int, default=256,
                    help="TCP connections at once (default 256; also capped by descriptors)")
     s.add_argument("--max-conns-per-host", type=int, default=32,

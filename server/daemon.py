@@ -83,7 +83,8 @@ class ServeOptions:
     mlock: bool = True  # lock the process's memory so the audio thread never page-faults
     limits: Limits | None = None  # connection, subscriber and output caps (transport.Limits)
     max_lead_s: float = 600.0  # how far ahead a bundle's timetag may be (docs/protocol.md)
-    max_nodes: int = 4096  # /graph/add refused at this many nodes
+    max_nodes: int = 4096  # /graph/add (and a /patch/load over it) refused at this many nodes
+    max_connections: int = 16384  # /graph/connect and /patch/load likewise
     max_recorder_channels: int = DEFAULT_MAX_RECORDER_CHANNELS  # all recorders together
     min_free_mb: float = DEFAULT_MIN_FREE_MB  # a recorder's disk must have this much free
     fsync_ms: float = 100.0  # journal fdatasync period (power loss); 0 = before every reply
@@ -224,6 +225,7 @@ class Daemon:
         self.dispatcher = Dispatcher(self.session, self.store, info, self.counters,
                                      max_lead_s=opts.max_lead_s)
         self.dispatcher.max_nodes = int(opts.max_nodes)
+        self.dispatcher.max_connections = int(opts.max_connections)
         self.server = ControlServer(self.dispatcher, opts.host, opts.port, tick=self._tick,
                                     tcp_port=opts.tcp_port, allow=opts.allow,
                                     max_frame=opts.max_frame, rate=opts.rate_limit,
@@ -739,7 +741,7 @@ class Daemon:
 
 
 def _catch_signals() -> threading.Event:
-    """An event that SIGINT/SIGTERM set from now on: an orderly stop.
+    """An event that SIGINT/SIGTERM/SIGHUP set from now on: an orderly stop.
 
     Installed before the daemon loads its state and starts, so a signal at
     any point of the startup (systemd's stop, a Ctrl-C just after 'ready')
@@ -751,6 +753,10 @@ def _catch_signals() -> threading.Event:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    # a hangup (the terminal or ssh session of a foreground `mixgraph serve` closed)
+    # killed the process with no final save, no log line and the lock left behind
+    # (attack6): it stops as SIGTERM does
+    signal.signal(signal.SIGHUP, on_signal)
     return stop
 
 

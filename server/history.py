@@ -565,12 +565,14 @@ class History:
 
     def _osc_undo(self, args: list, reply, _t: int, client=None) -> None:
         n = self._count(args, "undo")
-        labels = self.undo(n)
+        with self.dispatcher.graph_work(client, "/undo"):
+            labels = self.undo(n)
         reply("/done", ["/undo", len(labels), *labels[:16]])
 
     def _osc_redo(self, args: list, reply, _t: int, client=None) -> None:
         n = self._count(args, "redo")
-        labels = self.redo(n)
+        with self.dispatcher.graph_work(client, "/redo"):
+            labels = self.redo(n)
         reply("/done", ["/redo", len(labels), *labels[:16]])
 
     def _osc_history(self, args: list, reply, _t: int, client=None) -> None:

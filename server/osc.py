@@ -50,6 +50,7 @@ IMMEDIATE = (0, 1)
 MAX_BUNDLE_DEPTH = 8  # bundles inside bundles: a ninth level makes the packet garbage
 MAX_ARRAY_DEPTH = 8  # OSC arrays inside arrays: deeper makes the packet garbage
 MAX_NODES = 4096  # nodes /graph/add makes at most (serve --max-nodes)
+MAX_CONNECTIONS = 16384  # connections /graph/connect makes at most (serve --max-connections)
 TOUCH_TIMEOUT_S = 10.0  # a touch whose holder stays silent this long lapses
 # Scheduling budgets (docs/protocol.md, "Bundles"): how far ahead a timetag
 # may be, how many timed messages one client may have pending (scheduled in the
@@ -67,6 +68,10 @@ PATTERN_HOST_S = 0.2
 # may take: bursts of WHOLE_STATE_BURST_S, WHOLE_STATE_RATE a second after them
 WHOLE_STATE_BURST_S = 0.6
 WHOLE_STATE_RATE = 0.25
+# the same for whole-graph edits (/patch/load, /undo, /redo: a load of 40 eq8 nodes is
+# 0.1-0.7 s): a host may take bursts of GRAPH_WORK_BURST_S, GRAPH_WORK_RATE a second after
+GRAPH_WORK_BURST_S = 3.0
+GRAPH_WORK_RATE = 0.5
 MATCH_MEMO = 256  # patterns whose matches are kept while the address set stays the same
 CLIENT_HELD_BYTES = 1 << 20  # held bundles per client, bytes (estimated)
 HELD_MAX = 32768  # held messages, all clients
@@ -375,6 +380,8 @@ class Dispatcher:
         self.session = session
         self.max_lead_s = max_lead_s
         self.max_nodes = MAX_NODES  # /graph/add refused at this many nodes (--max-nodes)
+        # /graph/connect refused at this many connections (--max-connections)
+        self.max_connections = MAX_CONNECTIONS
         self.client_timed = client_timed
         # timed work in flight, per client key: [messages, held bytes]; and totals
         self._budget: dict = {}
@@ -387,6 +394,7 @@ class Dispatcher:
         self._pat_spent = 0.0
         self._pat_tokens: dict[str, list[float]] = {}  # host -> [seconds left, when]
         self._whole_tokens: dict[str, list[float]] = {}  # the same for /dump, /subscribe
+        self._graph_tokens: dict[str, list[float]] = {}  # and for /patch/load, /undo, /redo
         self._match_memo: dict[str, list[str]] = {}
         self._match_key: object = None
         self._inflight: list = []  # (sample time, seq, client key, count): scheduled sets
@@ -942,6 +950,11 @@ class Dispatcher:
 
     def _graph_connect(self, args: list, reply: Reply, _t: int, client=None) -> None:
         self._want(args, 2, "/graph/connect <src>[:port] <dst>[:port]")
+        if len(self.session.graph.conns) >= self.max_connections:
+            # each connection costs the control thread ~0.1 ms at every load, undo and
+            # plan: 400,000 of them froze it for 90 s (attack6)
+            raise MixgraphError(f"the graph has {len(self.session.graph.conns)} connections, "
+                                "the most /graph/connect makes (serve --max-connections)")
         self.session.connect(args[0], args[1])
         self._commit()
         reply("/done", ["/graph/connect", args[0], args[1]])
@@ -1156,15 +1169,31 @@ class Dispatcher:
 
     def _patch_load(self, args: list, reply: Reply, _t: int, client=None) -> None:
         self._want(args, 1, "/patch/load <name>")
-        doc = self._need_store().load(args[0])
-        self.session.load_doc(doc)
-        self._commit()
+        with self.graph_work(client, "/patch/load"):
+            doc = self._need_store().load(args[0])
+            self._check_size(doc)
+            self.session.load_doc(doc)
+            self._commit()
         reply("/done", ["/patch/load", args[0]])
         self._graph_event(["load", args[0]], client)
         for g in self.session.graph.nodes.values():
             for k, v in g.params.items():
                 self._changed(g.name, k, v, client)
             self._changed(g.name, "bypass", float(g.name in self.session.bypassed), client)
+
+    def _check_size(self, doc) -> None:
+        """A document over --max-nodes or --max-connections is refused before any of it is
+        checked or loaded: /graph/add and /graph/connect stop there, and a 5.8 MB patch
+        of 100,000 nodes held the control thread 42 s and took 2 GB (attack6); the
+        autosave at start-up is not held to them (server/daemon.py)."""
+        if not isinstance(doc, dict):
+            return  # load_doc says what it is not
+        for key, most, option in (("nodes", self.max_nodes, "--max-nodes"),
+                                  ("connections", self.max_connections, "--max-connections")):
+            items = doc.get(key)
+            if isinstance(items, list) and len(items) > most:
+                raise MixgraphError(f"the patch has {len(items)} {key}, more than this server "
+                                    f"takes (serve {option} {most}): nothing loaded")
 
     def _patch_list(self, args: list, reply: Reply, _t: int, client=None) -> None:
         reply("/patch/list.reply", list(self._need_store().names()))
@@ -1471,6 +1500,31 @@ class Dispatcher:
         finally:
             bucket[0] -= time.perf_counter() - t0
 
+    @contextmanager
+    def graph_work(self, client: Peer | None, what: str):
+        """Around an edit of the whole graph (/patch/load, /undo, /redo): refused while
+        the client's host has used its control-thread time for them (GRAPH_WORK_BURST_S,
+        refilled at GRAPH_WORK_RATE a second), and charged what it took. A script
+        sending /patch/load A, B, A, ... 200 times over UDP (40 eq8 against 30
+        compressors) held the control thread for over 5 minutes, every other client's
+        reply waiting behind it (attack6); the loads past the budget now fail at once."""
+        if client is None:
+            yield
+            return
+        bucket = self._host_bucket(source_of(client.key), self._graph_tokens,
+                                   GRAPH_WORK_BURST_S, GRAPH_WORK_RATE)
+        if bucket[0] <= 0.0:
+            wait = -bucket[0] / GRAPH_WORK_RATE
+            raise MixgraphError(f"{what}: too much whole-graph work from this host (at most "
+                                f"{GRAPH_WORK_RATE * 1e3:g} ms a second of /patch/load, /undo "
+                                f"and /redo after bursts of {GRAPH_WORK_BURST_S:g} s): try "
+                                f"again in {max(wait, 0.1):.1f} s")
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            bucket[0] -= time.perf_counter() - t0
+
     def _match(self, pattern: str) -> list[str]:
         """The live addresses a pattern matches. Matches are kept while the address
         set stays the same (a check, a read-only test and the dispatch of one message
@@ -1572,7 +1626,8 @@ def _holder(client: Peer | None) -> object:
 
 
 def meter_norm(db: float) -> float:
-    """A meter reading in dBFS on a 0..1 meter scale: linear in dB, -60 dB -> 0, 0 dB -> 1."""
-    if not math.isfinite(db):
+    """A meter reading in dBFS on a 0..1 meter scale: linear in dB, -60 dB -> 0, 0 dB -> 1;
+    +inf (an overflowed reading) is full scale, not an empty meter, and NaN is 0."""
+    if math.isnan(db):
         return 0.0
     return min(max((db + 60.0) / 60.0, 0.0), 1.0)
