@@ -18,6 +18,10 @@ parallel form on the audio thread alone, CPU time again). Under `chrt -f 10`
 (the workers take the audio thread's policy) a break before every turn lets
 the real-time budget refill (bench/cpu.py, rt_break).
 
+--hard: the hard mix (bench/mix64.py --hard: denoise on channels 1-8,
+autotune on 9-10) in both builds; `--hard b` makes only B the hard mix
+(give the same build twice: the hard stages' own cost, in alternating rounds).
+
 --mb N writes N MB of other memory before every block (as bench/cold_cache.py
 does) and times each block alone: a round's figure is then the median block
 (not the mean), the cold-cache cost of each build.
@@ -53,7 +57,7 @@ def load_core(so: str) -> None:
 
 
 def worker(so: str, channels: int, blocks: int, threads: int = 1,
-           sched: str | None = None, mb: int = 0) -> None:
+           sched: str | None = None, mb: int = 0, hard: bool = False) -> None:
     """Serve rounds on stdin/stdout: each line in runs `blocks` blocks."""
     load_core(so)
     sys.path.insert(0, str(HERE))
@@ -67,7 +71,7 @@ def worker(so: str, channels: int, blocks: int, threads: int = 1,
     if sched:
         e.set_sched(*(float(x) for x in sched.split(",")))
     s = Session(e)
-    build_mix64(s, channels)
+    build_mix64(s, channels, hard)
     out = np.zeros((blocks * 64, 2), np.float32)
     e.process(48000, None, block=64)
     print("ready", flush=True)
@@ -105,19 +109,24 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--sched", default=None, metavar="SPIN,MIN")
     ap.add_argument("--mb", type=int, default=0, help="MB written before every block")
+    ap.add_argument("--hard", nargs="?", const="ab", choices=("ab", "b"), default=None,
+                    help="the hard mix in both builds (ab) or in B only (b)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--worker-hard", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
         if a.threads < 2:
             os.sched_setaffinity(0, {a.cpu})
-        worker(a.worker, a.channels, a.blocks, a.threads, a.sched, a.mb)
+        worker(a.worker, a.channels, a.blocks, a.threads, a.sched, a.mb, a.worker_hard)
         return
     procs = []
-    for so in (a.a, a.b):
+    for k, so in enumerate((a.a, a.b)):
+        hard = a.hard == "ab" or (a.hard == "b" and k == 1)
         p = subprocess.Popen([sys.executable, __file__, a.a, a.b, "--worker", so,
                               "--channels", str(a.channels), "--blocks", str(a.blocks),
                               "--cpu", str(a.cpu), "--threads", str(a.threads), "--mb", str(a.mb)]
-                             + (["--sched", a.sched] if a.sched else []),
+                             + (["--sched", a.sched] if a.sched else [])
+                             + (["--worker-hard"] if hard else []),
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert p.stdout is not None and p.stdout.readline().strip() == "ready"
         procs.append(p)
@@ -139,7 +148,8 @@ def main() -> None:
     ratios = sorted(y / x for x, y in zip(runs[0], runs[1], strict=True))
     where = f"core {a.cpu}" if a.threads < 2 else f"{a.threads} threads, wall-clock"
     cold = f", {a.mb} MB written before each block (median block)" if a.mb else ""
-    print(f"mix64 {a.channels} ch{cold}, {a.rounds} alternating rounds of {a.blocks} blocks "
+    mix = {"ab": " --hard", "b": " (B: --hard)"}.get(a.hard or "", "")
+    print(f"mix64{mix} {a.channels} ch{cold}, {a.rounds} alternating rounds of {a.blocks} blocks "
           f"on {where} "
           f"(load {os.getloadavg()[0]:.1f}): A {ma:.2f} us/block, B {mb:.2f} "
           f"(B/A {mb / ma:.3f}; per round median {statistics.median(ratios):.3f}, "
