@@ -312,7 +312,8 @@ def counters_line(ps: list[list[dict[str, float]]]) -> str:
                    f"{m('spin_found'):.2f} found work), handed {m('handed'):.2f}, "
                    f"kept {m('kept'):.2f}, shared {m('shared'):.2f}, took "
                    f"{m('roots_other'):.2f} roots and {m('pop_other'):.2f} queued units of "
-                   f"another thread, {m('posts'):.2f} posts, {m('sleeps'):.2f} sleeps"
+                   f"another thread, {m('posts'):.2f} posts, {m('sleeps'):.2f} sleeps, "
+                   f"{m('helped'):.2f} parts of another thread's node run"
                    + (f", joined {m('start_ns') / m('cycles') / 1e3 if m('cycles') else 0:.1f} "
                       "us after the publication" if t else ""))
     return "; ".join(out)

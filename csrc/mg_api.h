@@ -393,8 +393,16 @@ int mg_engine_set_sched(mg_engine *e, double spin_us, double min_work_us);
 #define MG_PSTAT_POSTS 11      /* semaphore posts it made (wakes) */
 #define MG_PSTAT_BUSY_NS 12    /* ns inside cycles (units, spins, scheduling) */
 #define MG_PSTAT_START_NS 13   /* workers: ns from a cycle's publication to joining it */
-#define MG_PSTAT_N 14
+#define MG_PSTAT_HELPED 14     /* parts of another thread's mg_par_for it ran */
+#define MG_PSTAT_N 15
 int mg_engine_par_stats(mg_engine *e, uint64_t *v, int cap);
+/* [control, tests] The protocol by which mg_par_for shares a job's parts,
+ * alone: a helper thread and this one run `jobs` jobs of 1 .. max_parts
+ * parts (a seeded pseudo-random count each). Returns the jobs in which a part
+ * had not run exactly once when mg_par_for returned, or ran later, or a part
+ * beyond the job's ran (0: none); -1 when it could not start. *helped: the
+ * parts the helper ran. */
+int mg_par_for_selftest(int jobs, int max_parts, unsigned seed, uint64_t *helped);
 /* [control, the audio thread stopped] Wait until no worker thread may still
  * be reading a plan of the last cycle (one preempted while it left the
  * cycle), before plans the engine has run are freed (Session.close). */

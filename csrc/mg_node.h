@@ -48,6 +48,16 @@ static inline void *mg_zalloc(size_t n, size_t size)
     return p;
 }
 
+/* [audio] fn(arg, i) for every i in [0, n), in any order and possibly at
+ * once on several audio threads: parts of one node's block that touch
+ * disjoint state and memory (a limiter's per-channel detectors). Inside a
+ * cycle of the plan's parallel form (csrc/workers.c) an audio thread with
+ * nothing else to do while it spins takes parts; the caller takes the
+ * rest and returns when every part is done. Elsewhere (one thread, no idle
+ * thread) the parts run here in order. Each part must give the same
+ * samples wherever it runs, so the output is the same as in order. */
+void mg_par_for(void (*fn)(void *arg, int i), void *arg, int n);
+
 /* The value of parameter pv at frame i of this sub-block (not for a moving
  * MG_PARAM_CONTROL parameter: that gives its value at the call's last frame;
  * use mg_pv_ctl_at). Kept as it was: every node inlines it in its hot loops,

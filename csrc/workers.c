@@ -59,6 +59,8 @@ typedef struct {
 } mg_tev;
 
 static _Thread_local int tl_thread; /* 0 on the audio thread */
+/* the workers whose cycle this thread is running (mg_par_for), or NULL */
+static _Thread_local mg_workers *tl_cycle;
 
 /* Counters (mg_engine_par_stats, bench/): per thread, on a line of its own,
  * written by that thread only (a load and a store, no locked instruction),
@@ -95,6 +97,24 @@ struct mg_workers {
     int main_known;
     _Atomic int quit;
     _Atomic int next_id;              /* worker numbers, 1 .. n */
+    /* mg_par_for: one job at a time. `job` is the job's number << 32 | its
+     * parts << 16 | the next part to claim; a part is claimed by
+     * compare-and-swap on the whole word, and only while next < parts in
+     * that word. The count of parts must be in the word: read from a field of
+     * its own (threads5, eb62774), a helper could pair the closed word of the
+     * last job (next == its parts) with the larger count the next owner had
+     * already written, and claim a part of no job before the next one opened
+     * (the first job of an engine, its count up from 0, most of all): it
+     * ran the part with whatever it had read and counted it done in the next
+     * job, whose owner then returned before its own helper's part was
+     * written (limiter.c read channel 1's detector result as NULL). fn and
+     * arg are read after the claim: they cannot change until every part of
+     * the job is done. */
+    _Alignas(64) _Atomic uint64_t job;
+    _Atomic(void (*)(void *, int)) job_fn;
+    _Atomic(void *) job_arg;
+    _Atomic int job_busy;             /* a thread owns the job slot */
+    _Alignas(64) _Atomic int job_done; /* parts finished by helpers */
     /* scheduling (mg_workers_sched): how long a thread with nothing ready
      * spins for work within a cycle before it sleeps; the least work a
      * cycle is expected to have for the audio thread to wake workers */
@@ -433,6 +453,140 @@ static void drain(mg_workers *w, mg_par *par)
     }
 }
 
+#define JOB_PARTS(j) ((uint32_t)((j) >> 16) & 0xffffu)
+#define JOB_NEXT(j) ((uint32_t)(j) & 0xffffu)
+#define JOB_MAX_PARTS 0xffff
+
+/* Parts of an mg_par_for job, while one is open: run them. 1 when one ran. */
+static int help_job(mg_workers *w)
+{
+    int ran = 0;
+    uint64_t j = atomic_load_explicit(&w->job, memory_order_relaxed);
+    while (JOB_NEXT(j) < JOB_PARTS(j)) {
+        /* the word says the job is open and this part unclaimed; the claim
+         * succeeds only if it still is. Acquire: it reads the open store's
+         * release sequence (the open, then claims), so fn and arg are the
+         * job's; they stay until this part is counted done. */
+        if (!atomic_compare_exchange_weak_explicit(&w->job, &j, j + 1, memory_order_acquire,
+                                                   memory_order_relaxed))
+            continue; /* j is the word now */
+        void (*fn)(void *, int) = atomic_load_explicit(&w->job_fn, memory_order_relaxed);
+        void *arg = atomic_load_explicit(&w->job_arg, memory_order_relaxed);
+        fn(arg, (int)JOB_NEXT(j));
+        atomic_fetch_add_explicit(&w->job_done, 1, memory_order_release);
+        pst(w, MG_PSTAT_HELPED, 1);
+        ran = 1;
+        j = atomic_load_explicit(&w->job, memory_order_relaxed);
+    }
+    return ran;
+}
+
+void mg_par_for(void (*fn)(void *arg, int i), void *arg, int n)
+{
+    mg_workers *w = tl_cycle;
+    if (!w || n < 2 || n > JOB_MAX_PARTS || solo(w) ||
+        atomic_exchange_explicit(&w->job_busy, 1, memory_order_acquire)) {
+        for (int i = 0; i < n; i++)
+            fn(arg, i);
+        return;
+    }
+    /* the last job is closed (every part claimed and done) and no helper can
+     * claim in a closed word: the descriptor is this thread's until it opens */
+    atomic_store_explicit(&w->job_fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&w->job_arg, arg, memory_order_relaxed);
+    atomic_store_explicit(&w->job_done, 0, memory_order_relaxed);
+    const uint64_t gen = (atomic_load_explicit(&w->job, memory_order_relaxed) >> 32) + 1;
+    uint64_t j = gen << 32 | (uint64_t)n << 16;
+    atomic_store_explicit(&w->job, j, memory_order_release); /* open */
+    int mine = 0;
+    while (JOB_NEXT(j) < (uint32_t)n) {
+        if (atomic_compare_exchange_weak_explicit(&w->job, &j, j + 1, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+            fn(arg, (int)JOB_NEXT(j));
+            mine++;
+            j = atomic_load_explicit(&w->job, memory_order_relaxed);
+        }
+    }
+    /* every part is claimed: wait for those a helper runs (it is running
+     * them, not asleep: a part is claimed only by a thread that runs it) */
+    while (atomic_load_explicit(&w->job_done, memory_order_acquire) + mine < n)
+        cpu_relax();
+    atomic_store_explicit(&w->job_busy, 0, memory_order_release);
+}
+
+/* The mg_par_for protocol alone (mg_par_for_selftest, tests/test_par_for.py):
+ * a helper thread that does nothing but help_job, and the calling thread
+ * opening `jobs` jobs of 1 .. max_parts parts one after the other, each part
+ * counting its runs in the job's own row. */
+typedef struct {
+    _Atomic uint32_t *hits; /* the job's row: runs of each part */
+    int spin;               /* a part's length (busy turns): widens the races */
+} selftest_job;
+
+static void selftest_part(void *arg, int i)
+{
+    const selftest_job *j = arg;
+    for (volatile int k = 0; k < j->spin; k++) {
+    }
+    atomic_fetch_add_explicit(&j->hits[i], 1, memory_order_relaxed);
+}
+
+static void *selftest_helper(void *arg)
+{
+    mg_workers *w = arg;
+    tl_thread = 1;
+    atomic_store(&w->next_id, 1); /* started */
+    while (!atomic_load_explicit(&w->quit, memory_order_relaxed))
+        if (!help_job(w))
+            cpu_relax();
+    return NULL;
+}
+
+int mg_par_for_selftest(int jobs, int max_parts, unsigned seed, uint64_t *helped)
+{
+    if (jobs < 1 || max_parts < 1)
+        return -1;
+    mg_workers *w = mg_calloc(1, sizeof *w);
+    _Atomic uint32_t *hits = mg_calloc((size_t)jobs * (size_t)max_parts, sizeof *hits);
+    selftest_job *job = mg_calloc((size_t)jobs, sizeof *job);
+    int *parts = mg_calloc((size_t)jobs, sizeof *parts);
+    pthread_t tid;
+    if (!w || !hits || !job || !parts || pthread_create(&tid, NULL, selftest_helper, w) != 0) {
+        mg_free(w), mg_free(hits), mg_free(job), mg_free(parts);
+        return -1;
+    }
+    while (!atomic_load(&w->next_id)) /* the helper is running */
+        sched_yield();
+    int bad = 0;
+    uint32_t r = seed * 2654435761u + 1u;
+    mg_workers *const saved = tl_cycle;
+    tl_cycle = w; /* as inside a cycle */
+    for (int i = 0; i < jobs; i++) {
+        r = r * 1664525u + 1013904223u;
+        parts[i] = 1 + (int)((r >> 8) % (uint32_t)max_parts);
+        job[i] = (selftest_job){hits + (size_t)i * (size_t)max_parts, (int)((r >> 20) & 63)};
+        mg_par_for(selftest_part, &job[i], parts[i]);
+        for (int k = 0; k < parts[i]; k++) /* done at return, once each */
+            if (atomic_load_explicit(&job[i].hits[k], memory_order_relaxed) != 1) {
+                bad++;
+                break;
+            }
+    }
+    tl_cycle = saved;
+    atomic_store(&w->quit, 1);
+    pthread_join(tid, NULL);
+    for (int i = 0; i < jobs; i++) /* and never again, nor beyond the job's parts */
+        for (int k = 0; k < max_parts; k++)
+            if (atomic_load(&job[i].hits[k]) != (k < parts[i])) {
+                bad++;
+                break;
+            }
+    if (helped)
+        *helped = atomic_load(&w->pstat[1].v[MG_PSTAT_HELPED]);
+    mg_free(w), mg_free(hits), mg_free(job), mg_free(parts);
+    return bad;
+}
+
 /* Nothing ready: spin (never sleep) for at most spin_ns while the cycle
  * runs. 1: work is queued; 0: the cycle is over, or the bound has passed. */
 static int spin_for_work(mg_workers *w, mg_par *par)
@@ -448,6 +602,8 @@ static int spin_for_work(mg_workers *w, mg_par *par)
             found = 1;
             break;
         }
+        if (help_job(w))
+            continue; /* (the clock is read every 32 turns) */
         if (atomic_load_explicit(&par->remaining, memory_order_acquire) == 0 ||
             atomic_load_explicit(&w->par, memory_order_acquire) != par)
             break;
@@ -538,9 +694,11 @@ static void *worker_main(void *arg)
             mg_audio_enter();
             if (fp_get() != w->fpmode)
                 fp_set(w->fpmode);
+            tl_cycle = w;
             do /* within the cycle: spin a little before sleeping again */
                 drain(w, par);
             while (spin_for_work(w, par));
+            tl_cycle = NULL;
             mg_audio_leave();
             pst(w, MG_PSTAT_CYCLES, 1);
             pst(w, MG_PSTAT_START_NS, t0 > pub ? t0 - pub : 0);
@@ -734,6 +892,7 @@ void mg_workers_run(mg_workers *w, mg_par *par, mg_unit_fn fn, void *ctx, int n_
     for (int t = 1; t <= w->n; t++) /* each worker with roots of its own */
         if (t >= par->n_q || par->root_first[t + 1] > par->root_first[t])
             wake(w, t);
+    tl_cycle = w;
     drain(w, par);
     while (atomic_load_explicit(&par->remaining, memory_order_acquire) > 0) {
         if (spin_for_work(w, par)) {
@@ -762,6 +921,7 @@ void mg_workers_run(mg_workers *w, mg_par *par, mg_unit_fn fn, void *ctx, int n_
     /* unpublish (a worker woken late goes back to sleep). No waiting for
      * workers still looking at the queue: they cannot claim anything of this
      * cycle, and the plan is only retired once none is (mg_workers_quiet). */
+    tl_cycle = NULL;
     atomic_store(&w->par, NULL);
     pst(w, MG_PSTAT_CYCLES, 1);
     pst(w, MG_PSTAT_BUSY_NS, now_ns() - t0);

@@ -765,6 +765,22 @@ MG_HOT static int idle_block(lim_state *s, const mg_proc *p, int n, double inva,
     return 1;
 }
 
+/* One channel's true-peak detector over the block (mg_par_for): it reads
+ * that channel only and writes that channel's state and rows. */
+typedef struct {
+    lim_state *s;
+    const mg_proc *p;
+    const float **xs;
+} lim_detect;
+
+static void detect_channel(void *arg, int c)
+{
+    const lim_detect *d = arg;
+    lim_state *s = d->s;
+    d->xs[c] = tpdet_run(&s->ch[c].tp, &s->co, d->p->in[c], d->p->nframes,
+                         s->est + (size_t)c * MG_MAX_BLOCK, s->acc + (size_t)c * MG_MAX_BLOCK);
+}
+
 MG_HOT static void process(void *st, const mg_proc *p)
 {
     lim_state *s = st;
@@ -774,11 +790,14 @@ MG_HOT static void process(void *st, const mg_proc *p)
     const double arel = 1.0 - exp(-1.0 / (rel_ms * 0.001 * s->sr));
     float gmin[LIM_MAX_CH];
     const float *xs[LIM_MAX_CH];
-    for (int c = 0; c < nc; c++) {
+    for (int c = 0; c < nc; c++)
         gmin[c] = 1.0f;
-        xs[c] = tpdet_run(&s->ch[c].tp, &s->co, p->in[c], n, s->est + (size_t)c * MG_MAX_BLOCK,
-                          s->acc + (size_t)c * MG_MAX_BLOCK);
-    }
+    /* the detectors are most of the limiter's work (16x, 64 taps a phase)
+     * and each reads its own channel: on the idle audio threads beside this
+     * one when the plan runs on several (the master limiter is in the
+     * cycle's serial tail), in order otherwise */
+    lim_detect det = {s, p, xs};
+    mg_par_for(detect_channel, &det, nc);
     for (int c = 0; c < nc; c += 2) {
         const int two = c + 1 < nc, d = two ? c + 1 : c;
         tpdet_margin(&s->ch[c].tp, two ? &s->ch[d].tp : NULL, s->acc + (size_t)c * MG_MAX_BLOCK,

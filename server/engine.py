@@ -138,7 +138,8 @@ class Engine:
         lib.mg_engine_set_sched(self.ptr, float(spin_us), float(min_work_us))
 
     PAR_STATS = ("cycles", "units", "handed", "shared", "kept", "roots_other", "pop_other",
-                 "spins", "spin_found", "spin_ns", "sleeps", "posts", "busy_ns", "start_ns")
+                 "spins", "spin_found", "spin_ns", "sleeps", "posts", "busy_ns", "start_ns",
+                 "helped")
 
     def par_stats(self) -> list[dict[str, int]]:
         """The audio threads' counters since the engine was made
@@ -147,7 +148,8 @@ class Engine:
         n = lib.MG_PSTAT_N
         v = ffi.new("uint64_t[]", n * max(1, self.threads))
         t = lib.mg_engine_par_stats(self.ptr, v, n * max(1, self.threads))
-        return [{k: int(v[i * n + j]) for j, k in enumerate(self.PAR_STATS)} for i in range(t)]
+        return [{k: int(v[i * n + j]) for j, k in enumerate(self.PAR_STATS[:n])}
+                for i in range(t)]
 
     def push(self, kind: int, ptr=ffi.NULL, index: int = 0, value: float = 0.0,
              time: int = 0) -> None:

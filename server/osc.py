@@ -68,8 +68,9 @@ PATTERN_HOST_S = 0.2
 # may take: bursts of WHOLE_STATE_BURST_S, WHOLE_STATE_RATE a second after them
 WHOLE_STATE_BURST_S = 0.6
 WHOLE_STATE_RATE = 0.25
-# the same for whole-graph edits (/patch/load, /undo, /redo: a load of 40 eq8 nodes is
-# 0.1-0.7 s): a host may take bursts of GRAPH_WORK_BURST_S, GRAPH_WORK_RATE a second after
+# the same for whole-graph edits (/patch/load, /undo, /redo, scene and cue recalls: a
+# load of 40 eq8 nodes is 0.1-0.7 s): bursts of GRAPH_WORK_BURST_S, GRAPH_WORK_RATE a
+# second after them, per source host
 GRAPH_WORK_BURST_S = 3.0
 GRAPH_WORK_RATE = 0.5
 MATCH_MEMO = 256  # patterns whose matches are kept while the address set stays the same
@@ -1502,12 +1503,14 @@ class Dispatcher:
 
     @contextmanager
     def graph_work(self, client: Peer | None, what: str):
-        """Around an edit of the whole graph (/patch/load, /undo, /redo): refused while
+        """Around an edit of the whole graph (/patch/load, /undo, /redo; /scene/store,
+        /scene/recall, /scene/morph and /cue/go, which touch every stored value): refused while
         the client's host has used its control-thread time for them (GRAPH_WORK_BURST_S,
         refilled at GRAPH_WORK_RATE a second), and charged what it took. A script
         sending /patch/load A, B, A, ... 200 times over UDP (40 eq8 against 30
         compressors) held the control thread for over 5 minutes, every other client's
-        reply waiting behind it (attack6); the loads past the budget now fail at once."""
+        reply waiting behind it, and 2,000 /scene/morph of two 100-eq8 scenes likewise
+        (attack6); the edits past the budget now fail at once."""
         if client is None:
             yield
             return
@@ -1516,8 +1519,9 @@ class Dispatcher:
         if bucket[0] <= 0.0:
             wait = -bucket[0] / GRAPH_WORK_RATE
             raise MixgraphError(f"{what}: too much whole-graph work from this host (at most "
-                                f"{GRAPH_WORK_RATE * 1e3:g} ms a second of /patch/load, /undo "
-                                f"and /redo after bursts of {GRAPH_WORK_BURST_S:g} s): try "
+                                f"{GRAPH_WORK_RATE * 1e3:g} ms a second of /patch/load, /undo, "
+                                "/redo, scene and cue recalls after bursts of "
+                                f"{GRAPH_WORK_BURST_S:g} s): try "
                                 f"again in {max(wait, 0.1):.1f} s")
         t0 = time.perf_counter()
         try:

@@ -48,22 +48,25 @@ def handlers(d: Dispatcher) -> dict[str, Callable]:
     def scene_store(args, reply, _t, client=None):
         if not args:
             raise MixgraphError("usage: /scene/store <name> [<address-pattern>...]")
-        n = sh().store(args[0], list(args[1:]))
+        with d.graph_work(client, "/scene/store"):
+            n = sh().store(args[0], list(args[1:]))
         reply("/done", ["/scene/store", args[0], n])
 
     def scene_recall(args, reply, t, client=None):
         if len(args) not in (1, 2):
             raise MixgraphError("usage: /scene/recall <name> [<fade_s>]")
-        skipped = sh().recall(args[0], args[1] if len(args) == 2 else None, t)
-        commit()
+        with d.graph_work(client, "/scene/recall"):
+            skipped = sh().recall(args[0], args[1] if len(args) == 2 else None, t)
+            commit()
         extra = [f"skipped {len(skipped)}: " + " ".join(skipped)[:900]] if skipped else []
         reply("/done", ["/scene/recall", args[0], *extra])
 
     def scene_morph(args, reply, t, client=None):
         if len(args) != 3:
             raise MixgraphError("usage: /scene/morph <a> <b> <x>")
-        n = sh().morph(args[0], args[1], args[2], t)
-        commit()
+        with d.graph_work(client, "/scene/morph"):
+            n = sh().morph(args[0], args[1], args[2], t)
+            commit()
         reply("/done", ["/scene/morph", args[0], args[1], float(number(args[2], "x")), n])
 
     def scene_fade(args, reply, _t, client=None):
@@ -115,8 +118,9 @@ def handlers(d: Dispatcher) -> dict[str, Callable]:
     def cue_go(args, reply, t, client=None):
         if len(args) > 1:
             raise MixgraphError("usage: /cue/go [<number>]")
-        c = sh().cues.go(t, args[0] if args else None)
-        commit()
+        with d.graph_work(client, "/cue/go"):
+            c = sh().cues.go(t, args[0] if args else None)
+            commit()
         reply("/done", ["/cue/go", fmt_number(c.number), c.name])
 
     def cue_standby(args, reply, _t, client=None):

@@ -65,6 +65,10 @@ BATCH = 32  # messages per TCP connection per round-robin turn
 FIFO_SHARE = 64  # packets a UDP client may have waiting in the arrival-order queue
 FIFO_BYTES = 65536  # bytes the arrival-order queue holds, all clients together
 DRAIN_S = 0.005  # time per loop turn spent moving datagrams from the kernel to queues
+# control-thread time one FIFO batch or one client's turn may take: QUANTUM counts bytes,
+# and a 24-byte /graph/add eq8 costs milliseconds (attack6: 8 KB of them held every
+# other client's reply 10 s)
+TURN_S = 0.02
 
 
 @dataclass
@@ -510,6 +514,7 @@ class ControlServer:
         peer = None
         used = 0
         now = time.monotonic()
+        cut = now + TURN_S
         while q and len(q[0]) <= credit:
             data = q.popleft()
             credit -= len(data)
@@ -517,6 +522,9 @@ class ControlServer:
             if peer is None:
                 peer = self._udp_peer(addr)
             self._packet(data, peer, now)
+            if time.monotonic() > cut:  # its time is up: the others' turns come first
+                credit = min(credit, QUANTUM)
+                break
         self.backlog -= used
         self.qbytes[addr] -= used
         if q:
@@ -668,8 +676,9 @@ class ControlServer:
         while fifo or ready:
             if fifo:
                 now = time.monotonic()
+                cut = now + TURN_S
                 served = 0
-                while fifo and served < QUANTUM:
+                while fifo and served < QUANTUM and time.monotonic() <= cut:
                     addr, data = fifo.popleft()
                     served += len(data)
                     n = pending[addr] - 1
