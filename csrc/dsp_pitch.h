@@ -125,7 +125,7 @@ typedef struct {
     int ntau;           /* lags per slot: lmax + 1 rounded up to 64 */
     int64_t ndec;       /* decimated samples pushed */
     double *hw;         /* Hann window over the full-rate ring (fM), for pd_fund,
-                           quarter-interleaved: hw[4 j + q] = w(q fM/4 + j), each
+                           eighth-interleaved: hw[8 j + q] = w(q fM/8 + j), each
                            value a float's (the window is rounded to float) */
     double hw_sum;      /* its sum */
     float *pe;          /* per-period energies over that ring and their running maxima, fM + 4 */
@@ -174,6 +174,47 @@ MG_HOT static float pd_sqdiff(const float *a, const float *b, int n)
         t += e * e;
     }
     return t + ((s0[0] + s0[4]) + (s0[1] + s0[5])) + ((s0[2] + s0[6]) + (s0[3] + s0[7]));
+}
+
+/* dv[k] = pd_sqdiff(a, b + k, n) for k < nl, bit for bit: the lags four at
+ * a time over one pass of a (each a vector loaded once for the four), each
+ * lag with pd_sqdiff's own two accumulators, samples and sums in its order.
+ * The lags' accumulator chains are independent, so they run side by side
+ * instead of one lag's chain after another's. */
+MG_HOT static void pd_sqdiff_lags(float *restrict dv, const float *a, const float *b, int n,
+                                  int nl)
+{
+    int k = 0;
+    for (; k + 4 <= nl; k += 4) {
+        pd_v8 s0[4], s1[4];
+        for (int l = 0; l < 4; l++)
+            s0[l] = s1[l] = (pd_v8){0, 0, 0, 0, 0, 0, 0, 0};
+        int j = 0;
+        for (; j + 16 <= n; j += 16) {
+            pd_v8 x0, x1;
+            memcpy(&x0, a + j, sizeof x0);
+            memcpy(&x1, a + j + 8, sizeof x1);
+            for (int l = 0; l < 4; l++) {
+                pd_v8 y0, y1;
+                memcpy(&y0, b + k + l + j, sizeof y0);
+                memcpy(&y1, b + k + l + j + 8, sizeof y1);
+                const pd_v8 e0 = x0 - y0, e1 = x1 - y1;
+                s0[l] += e0 * e0;
+                s1[l] += e1 * e1;
+            }
+        }
+        for (int l = 0; l < 4; l++) {
+            const pd_v8 v = s0[l] + s1[l];
+            float t = 0.0f;
+            for (int i = j; i < n; i++) {
+                const float e = a[i] - b[k + l + i];
+                t += e * e;
+            }
+            dv[k + l] = t + ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+        }
+    }
+    for (; k < nl; k++)
+        dv[k] = pd_sqdiff(a, b + k, n);
 }
 
 /* Sum of a[j]^2 over n, in eight float lanes (the period energies of the
@@ -294,11 +335,11 @@ static inline int pd_alloc(pd_det *s, double fs)
     s->pe = mg_zalloc((size_t)s->fM + 4, sizeof(float));
     if (!s->dr || !s->fr || !s->cm || !s->hw || !s->pe || !s->bp)
         return -1;
-    /* hw quarter-interleaved for pd_fund: hw[4 j + q] = w(q fM/4 + j) */
+    /* hw eighth-interleaved for pd_fund: hw[8 j + q] = w(q fM/8 + j) */
     s->hw_sum = 0.0;
     for (int j = 0; j < s->fM; j++) {
         const float w = (float)(0.5 - 0.5 * cos(2.0 * PD_PI * (j + 0.5) / s->fM));
-        s->hw[4 * (j % (s->fM / 4)) + j / (s->fM / 4)] = w;
+        s->hw[8 * (j % (s->fM / 8)) + j / (s->fM / 8)] = w;
         s->hw_sum += w;
     }
     pd_reset(s);
@@ -362,58 +403,82 @@ MG_HOT static float pd_fund(const pd_det *s, double T, int *beat)
             after = e[k] > after ? e[k] : after;
         }
     }
-    /* Goertzel at w = 2 pi / T, as four independent recursions over the four
-     * quarters of the ring (their chains interleave): quarter q, of length
-     * L from q L, ends with Y_q = s1 - e^-iw s2 = e^iw(L-1) X_q, and
-     * X = sum_q e^-iw q L X_q, so |X|^2 = |sum_q e^-iw q L Y_q|^2 */
+    /* Goertzel at w = 2 pi / T, as eight independent recursions over the
+     * eight eighths of the ring (two vectors of four: their chains
+     * interleave): eighth q, of length L from q L, ends with
+     * Y_q = s1 - e^-iw s2 = e^iw(L-1) X_q, and X = sum_q e^-iw q L X_q, so
+     * |X|^2 = |sum_q e^-iw q L Y_q|^2 */
     const double wf = 2.0 * PD_PI / T, cw = 2.0 * cos(wf);
-    const int L = n / 4;
-    double s1[4] = {0.0, 0.0, 0.0, 0.0}, s2[4] = {0.0, 0.0, 0.0, 0.0};
-    double sxq[4] = {0.0, 0.0, 0.0, 0.0};
+    const int L = n / 8;
+    double s1[8], s2[8], sxq[8];
     {
-        /* the four recursions are the lanes of 4-double vectors; the window
-         * is stored quarter-interleaved (hw[4 j + q] = w(q L + j)) */
-        pd_d4 v1 = {0.0, 0.0, 0.0, 0.0}, v2 = v1, vxx = v1;
-        const float *x0 = x, *x1 = x + L, *x2 = x + 2 * L, *x3 = x + 3 * L;
-        /* four j a step: one 4-float load per quarter, transposed 4x4 into
-         * the lanes {x0[j], x1[j], x2[j], x3[j]} (L is a multiple of 4) */
+        /* the eight recursions are the lanes of two 4-double vectors (a:
+         * eighths 0-3, b: 4-7); the window is stored eighth-interleaved
+         * (hw[8 j + q] = w(q L + j)) */
+        pd_d4 a1 = {0.0, 0.0, 0.0, 0.0}, a2 = a1, axx = a1, b1 = a1, b2 = a1, bxx = a1;
+        /* four j a step: one 4-float load per eighth, transposed 4x4 (per
+         * four eighths) into the lanes {x0[j], x1[j], x2[j], x3[j]} and
+         * {x4[j] .. x7[j]} (L is a multiple of 4) */
         const pd_i4 ulo = {0, 4, 1, 5}, uhi = {2, 6, 3, 7};
         const pd_i4 plo = {0, 1, 4, 5}, phi = {2, 3, 6, 7};
         for (int j = 0; j < L; j += 4) {
-            pd_f4 q0, q1, q2, q3;
-            memcpy(&q0, x0 + j, sizeof q0);
-            memcpy(&q1, x1 + j, sizeof q1);
-            memcpy(&q2, x2 + j, sizeof q2);
-            memcpy(&q3, x3 + j, sizeof q3);
-            const pd_f4 t0 = __builtin_shuffle(q0, q1, ulo), t1 = __builtin_shuffle(q0, q1, uhi);
-            const pd_f4 t2 = __builtin_shuffle(q2, q3, ulo), t3 = __builtin_shuffle(q2, q3, uhi);
-            const pd_f4 xq[4] = {__builtin_shuffle(t0, t2, plo), __builtin_shuffle(t0, t2, phi),
-                                 __builtin_shuffle(t1, t3, plo), __builtin_shuffle(t1, t3, phi)};
+            pd_f4 xa[4], xb[4];
+            for (int h = 0; h < 2; h++) {
+                pd_f4 q[4];
+                for (int r = 0; r < 4; r++)
+                    memcpy(&q[r], x + (4 * h + r) * L + j, sizeof q[r]);
+                const pd_f4 t0 = __builtin_shuffle(q[0], q[1], ulo);
+                const pd_f4 t1 = __builtin_shuffle(q[0], q[1], uhi);
+                const pd_f4 t2 = __builtin_shuffle(q[2], q[3], ulo);
+                const pd_f4 t3 = __builtin_shuffle(q[2], q[3], uhi);
+                pd_f4 *o = h ? xb : xa;
+                o[0] = __builtin_shuffle(t0, t2, plo);
+                o[1] = __builtin_shuffle(t0, t2, phi);
+                o[2] = __builtin_shuffle(t1, t3, plo);
+                o[3] = __builtin_shuffle(t1, t3, phi);
+            }
             for (int i = 0; i < 4; i++) {
-                const pd_d4 xv = __builtin_convertvector(xq[i], pd_d4);
-                pd_d4 wd;
-                memcpy(&wd, s->hw + 4 * (j + i), sizeof wd);
-                const pd_d4 v = wd * xv;
-                const pd_d4 s0 = v + cw * v1 - v2;
-                v2 = v1;
-                v1 = s0;
-                vxx += v * xv;
+                const pd_d4 xva = __builtin_convertvector(xa[i], pd_d4);
+                const pd_d4 xvb = __builtin_convertvector(xb[i], pd_d4);
+                pd_d4 wa, wb;
+                memcpy(&wa, s->hw + 8 * (j + i), sizeof wa);
+                memcpy(&wb, s->hw + 8 * (j + i) + 4, sizeof wb);
+                const pd_d4 va = wa * xva, vb = wb * xvb;
+                const pd_d4 sa = va + cw * a1 - a2, sb = vb + cw * b1 - b2;
+                a2 = a1;
+                a1 = sa;
+                b2 = b1;
+                b1 = sb;
+                axx += va * xva;
+                bxx += vb * xvb;
             }
         }
         for (int q = 0; q < 4; q++) {
-            s1[q] = v1[q];
-            s2[q] = v2[q];
-            sxq[q] = vxx[q];
+            s1[q] = a1[q];
+            s2[q] = a2[q];
+            sxq[q] = axx[q];
+            s1[q + 4] = b1[q];
+            s2[q + 4] = b2[q];
+            sxq[q + 4] = bxx[q];
         }
     }
     double xr = 0.0, xi = 0.0;
-    for (int q = 0; q < 4; q++) {
-        const double yr = s1[q] - cos(wf) * s2[q], yi = sin(wf) * s2[q]; /* s1 - e^-iw s2 */
-        const double c = cos(wf * q * L), sn = -sin(wf * q * L);
-        xr += c * yr - sn * yi;
-        xi += c * yi + sn * yr;
+    {
+        const double cwf = cos(wf), swf = sin(wf);
+        const double cl = cos(wf * L), sl = -sin(wf * L); /* e^-iw L */
+        double c = 1.0, sn = 0.0;                          /* e^-iw q L */
+        for (int q = 0; q < 8; q++) {
+            const double yr = s1[q] - cwf * s2[q], yi = swf * s2[q]; /* s1 - e^-iw s2 */
+            xr += c * yr - sn * yi;
+            xi += c * yi + sn * yr;
+            const double nc = c * cl - sn * sl;
+            sn = sn * cl + c * sl;
+            c = nc;
+        }
     }
-    const double sw = s->hw_sum, sxx = (sxq[0] + sxq[1]) + (sxq[2] + sxq[3]);
+    const double sw = s->hw_sum;
+    const double sxx = ((sxq[0] + sxq[1]) + (sxq[2] + sxq[3])) +
+                       ((sxq[4] + sxq[5]) + (sxq[6] + sxq[7]));
     const double re2 = xr * xr + xi * xi; /* |X(1/T)|^2 */
     if (!(sxx > 0.0 && sw > 0.0))
         return 0.0f;
@@ -491,9 +556,16 @@ MG_HOT static void pd_analyse(pd_det *s)
     const float *y = s->fr + s->fpos + s->fM - (s->Wf + tmax);
     float dv[2 * PD_RMAX + 1];
     int tb = -1;
+    {
+        /* the lags t >= 2 (k >= k2) in one pass (pd_sqdiff_lags) */
+        const int k2 = 2 - (t0 - R) > 0 ? 2 - (t0 - R) : 0;
+        for (int k = 0; k < k2 && k <= 2 * R; k++)
+            dv[k] = INFINITY;
+        if (k2 <= 2 * R)
+            pd_sqdiff_lags(dv + k2, y, y + t0 - R + k2, s->Wf, 2 * R + 1 - k2);
+    }
     for (int k = 0; k <= 2 * R; k++) {
         const int t = t0 - R + k;
-        dv[k] = t >= 2 ? pd_sqdiff(y, y + t, s->Wf) : INFINITY;
         if (t >= 2 && (tb < 0 || dv[k] < dv[tb]))
             tb = k;
     }
@@ -698,7 +770,8 @@ typedef struct {
     float *pacc;          /* the largest peak bound of the shifted grains here (0: none) */
     float *gw, *gx[PS_MAXCH]; /* one grain's window and input samples (2 Hmax + 4) */
     double *ly;           /* ps_level's output period, sampled (2 Hmax + 4) */
-    double *lw, *lv;      /* ps_level's windows and grid terms (3 Hmax + 16 each) */
+    double *lw, *lv;      /* ps_level's three windows (3 Hmax + 16 each, one after
+                             another) and grid terms (3 Hmax + 16) */
     float *lf;            /* ps_level's interpolated grain, or its grid's fractions and
                              indices (2 (3 Hmax + 16) floats) */
     int iM, oM;
@@ -758,7 +831,7 @@ static inline int ps_alloc(ps_shift *s, double fs, int ch)
     s->gw = mg_zalloc(gn, sizeof(float));
     s->ly = mg_zalloc(gn, sizeof(double));
     const size_t ln = 3 * (size_t)s->Hmax + 16;
-    s->lw = mg_zalloc(ln, sizeof(double));
+    s->lw = mg_zalloc(3 * ln, sizeof(double)); /* ps_level's three windows */
     s->lv = mg_zalloc(ln, sizeof(double));
     s->lf = mg_zalloc(2 * ln, sizeof(float));
     if (!s->ly || !s->lw || !s->lv || !s->lf)
@@ -1005,11 +1078,10 @@ static double ps_match(const ps_shift *s, double d, double Ta)
     const float *b = s->mono + ((c0 - R - N / 2) & mask);
     float dv[2 * PS_RMAX + 1];
     int kb = 0;
-    for (int k = 0; k <= R + hi; k++) {
-        dv[k] = pd_sqdiff(a, b + k, N);
+    pd_sqdiff_lags(dv, a, b, N, R + hi + 1);
+    for (int k = 0; k <= R + hi; k++)
         if (dv[k] < dv[kb])
             kb = k;
-    }
     double off = 0.0;
     if (dv[kb] > 0.0f && kb > 0 && kb < R + hi) {
         const double p = dv[kb - 1], q = dv[kb], r = dv[kb + 1];
@@ -1045,29 +1117,56 @@ static double ps_epoch(const ps_shift *s, double Ta)
 typedef double ps_d4 __attribute__((vector_size(32)));
 typedef float ps_f4 __attribute__((vector_size(16)));
 
-/* wv[k] = 0.5 + 0.5 cos(a0 + k da), k < n: the Hann weights by rotation,
- * as four rotations a step apart (independent chains); the first four
- * angles come from a0 by single steps, as one chain has them. */
-static inline void ps_hann_rot(double *restrict wv, int n, double a0, double da)
+/* Three Hann windows by rotation, w_i[k] = 0.5 + 0.5 cos(a_i + k d_i),
+ * k < n_i (n_i <= 0: none): each as four rotations a step apart
+ * (independent chains; the first four angles come from a_i by single steps,
+ * as one chain has them), and the three windows' chains side by side while
+ * all three have four weights left (one chain's latency, not three), then
+ * each finishes alone. */
+static inline void ps_hann_rot3(double *restrict w0, int n0, double a0, double d0,
+                                double *restrict w1, int n1, double a1, double d1,
+                                double *restrict w2, int n2, double a2, double d2)
 {
-    const double cs = cos(da), sn = sin(da), c4 = cos(4.0 * da), s4 = sin(4.0 * da);
-    ps_d4 wc, ws;
-    wc[0] = cos(a0);
-    ws[0] = sin(a0);
-    for (int l = 1; l < 4; l++) {
-        wc[l] = wc[l - 1] * cs - ws[l - 1] * sn;
-        ws[l] = ws[l - 1] * cs + wc[l - 1] * sn;
+    double *const wv[3] = {w0, w1, w2};
+    const int nn[3] = {n0 > 0 ? n0 : 0, n1 > 0 ? n1 : 0, n2 > 0 ? n2 : 0};
+    const double aa[3] = {a0, a1, a2}, dd[3] = {d0, d1, d2};
+    ps_d4 wc[3], ws[3], c4[3], s4[3];
+    for (int i = 0; i < 3; i++) {
+        const double cs = cos(dd[i]), sn = sin(dd[i]);
+        c4[i] = (ps_d4){0.0, 0.0, 0.0, 0.0} + cos(4.0 * dd[i]);
+        s4[i] = (ps_d4){0.0, 0.0, 0.0, 0.0} + sin(4.0 * dd[i]);
+        wc[i][0] = cos(aa[i]);
+        ws[i][0] = sin(aa[i]);
+        for (int l = 1; l < 4; l++) {
+            wc[i][l] = wc[i][l - 1] * cs - ws[i][l - 1] * sn;
+            ws[i][l] = ws[i][l - 1] * cs + wc[i][l - 1] * sn;
+        }
     }
+    int nmin = nn[0] < nn[1] ? nn[0] : nn[1];
+    nmin = nmin < nn[2] ? nmin : nn[2];
     int k = 0;
-    for (; k + 4 <= n; k += 4) {
-        const ps_d4 w = 0.5 + 0.5 * wc;
-        memcpy(wv + k, &w, sizeof w);
-        const ps_d4 nc = wc * c4 - ws * s4;
-        ws = ws * c4 + wc * s4;
-        wc = nc;
+    for (; k + 4 <= nmin; k += 4) {
+        for (int i = 0; i < 3; i++) {
+            const ps_d4 w = 0.5 + 0.5 * wc[i];
+            memcpy(wv[i] + k, &w, sizeof w);
+            const ps_d4 nc = wc[i] * c4[i] - ws[i] * s4[i];
+            ws[i] = ws[i] * c4[i] + wc[i] * s4[i];
+            wc[i] = nc;
+        }
     }
-    for (int l = 0; k < n; k++, l++)
-        wv[k] = 0.5 + 0.5 * wc[l];
+    for (int i = 0; i < 3; i++) {
+        ps_d4 c = wc[i], sv = ws[i];
+        int j = k;
+        for (; j + 4 <= nn[i]; j += 4) {
+            const ps_d4 w = 0.5 + 0.5 * c;
+            memcpy(wv[i] + j, &w, sizeof w);
+            const ps_d4 nc = c * c4[i] - sv * s4[i];
+            sv = sv * c4[i] + c * s4[i];
+            c = nc;
+        }
+        for (int l = 0; j < nn[i]; j++, l++)
+            wv[i][j] = 0.5 + 0.5 * c[l];
+    }
 }
 
 /* sum w[k], sum w[k] x[k], sum w[k] x[k]^2 over n, four double lanes */
@@ -1120,22 +1219,43 @@ static inline float ps_absmax(const float *restrict x, int n)
  * one output period, the overlaps and their interference included), square
  * root, held within [1/16, 16]. Each sum runs as vector loops over the
  * doubled rings (no mask per sample), its window from four rotations a step
- * apart (ps_hann_rot) into the scratch s->lw. */
+ * apart (ps_hann_rot3: the three windows' rotations side by side) into the
+ * scratch s->lw. */
 MG_HOT static float ps_level(const ps_shift *s, double src, double Ta, double S, double H, float *pmx)
 {
     const int mask = s->iM - 1;
     const int64_t c = (int64_t)llround(src);
     const int h = (int)floor(Ta);
-    double *W = s->lw;
+    /* the three windows below (ps_hann_rot3: their rotations side by side),
+     * from what each block needs: the input's (n1), the grain's (n2) and the
+     * output grid's (N, k from klo) */
+    const size_t ln = 3 * (size_t)s->Hmax + 16;
+    double *W1 = s->lw, *W2 = s->lw + ln, *W3 = s->lw + 2 * ln;
+    const int n1 = 2 * h + 1;
+    const int q0 = (int)ceil(-H), q1 = (int)floor(H);
+    const int n2 = q1 - q0 + 1;
+    int ns = (int)ceil(S);
+    ns = ns < 8 ? 8 : ns;
+    const double du = S / ns;
+    const int imax = (int)ceil(H / du);
+    /* the grid's terms with u in (-H, H): k in [klo, khi] (u falls with k) */
+    int klo = 0, khi = 2 * imax;
+    while (klo <= khi && !((imax - klo) * du < H))
+        klo++;
+    while (khi >= klo && !((imax - khi) * du > -H))
+        khi--;
+    const int N = khi - klo + 1;
+    {
+        const double st1 = PD_PI / Ta, st2 = PD_PI / H, st3 = PD_PI * du / H;
+        ps_hann_rot3(W1, n1, -h * st1, st1, W2, n2, q0 * st2, st2, W3, N, (imax - klo) * st3,
+                     -st3);
+    }
     double sw0, sx0, sxx;
     float pk = 0.0f;
     {
         /* Hann weights cos(pi j / Ta), j = -h .. h; the rings are doubled, so
          * the 2 h + 1 samples from c - h are contiguous */
-        const int n1 = 2 * h + 1;
-        const double st = PD_PI / Ta;
-        ps_hann_rot(W, n1, -h * st, st);
-        ps_wsums(W, s->mono + ((c - h) & mask), n1, &sw0, &sx0, &sxx);
+        ps_wsums(W1, s->mono + ((c - h) & mask), n1, &sw0, &sx0, &sxx);
         for (int ch = 0; ch < s->ch; ch++) {
             const float a = ps_absmax(s->in[ch] + ((c - h) & mask), n1);
             pk = a > pk ? a : pk;
@@ -1148,8 +1268,6 @@ MG_HOT static float ps_level(const ps_shift *s, double src, double Ta, double S,
      * weights (4-point Lagrange, as ps_place) serves them all */
     double sw, sx;
     {
-        const int q0 = (int)ceil(-H), q1 = (int)floor(H);
-        const int n2 = q1 - q0 + 1;
         const double fl = floor(src);
         const float f = (float)(src - fl);
         const float a0 = -f * (f - 1.0f) * (f - 2.0f) / 6.0f;
@@ -1160,14 +1278,10 @@ MG_HOT static float ps_level(const ps_shift *s, double src, double Ta, double S,
         const float *x = s->mono + (((int64_t)fl + q0 - 1) & mask);
         float *F = s->lf;
         ps_lagrange_run(F, x, n2, a0, a1, -a2, a3);
-        const double st = PD_PI / H;
-        ps_hann_rot(W, n2, q0 * st, st);
         double sxx2;
-        ps_wsums(W, F, n2, &sw, &sx, &sxx2);
+        ps_wsums(W2, F, n2, &sw, &sx, &sxx2);
     }
     const double mu = sw > 0.0 ? sx / sw : 0.0;
-    int ns = (int)ceil(S);
-    ns = ns < 8 ? 8 : ns;
     /* The output over one period, at t_j = j S / ns (j < ns): y_j = sum over k
      * of the grain at t_j - k S, i.e. of w(u) (x(src + u) - mu) at u = t_j - k S
      * in (-H, H). Those u are the grid u_i = i S / ns, each used once (by
@@ -1178,18 +1292,8 @@ MG_HOT static float ps_level(const ps_shift *s, double src, double Ta, double S,
     for (int j = 0; j < ns; j++)
         ly[j] = 0.0;
     {
-        const double du = S / ns;
-        const int imax = (int)ceil(H / du);
-        /* the terms with u in (-H, H): k in [klo, khi] (u falls with k) */
-        int klo = 0, khi = 2 * imax;
-        while (klo <= khi && !((imax - klo) * du < H))
-            klo++;
-        while (khi >= klo && !((imax - khi) * du > -H))
-            khi--;
-        const int N = khi - klo + 1;
+        const double *W = W3;
         if (N > 0) {
-            const double st = PD_PI * du / H;
-            ps_hann_rot(W, N, (imax - klo) * st, -st);
             /* samples from b0: every read below is within 2 H + 8 of it */
             const int64_t b0 = (int64_t)floor(src + (imax - khi) * du) - 2;
             const float *xb = s->mono + (b0 & mask);
