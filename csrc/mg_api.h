@@ -421,7 +421,8 @@ typedef struct {
     uint32_t cmds;      /* commands taken off the control ring in this call */
     uint32_t applied;   /* parameter sets and ramps applied (MIDI's included) */
     uint32_t swaps;     /* plans swapped in */
-    uint32_t frames;
+    uint16_t frames;
+    int16_t cpu;        /* the CPU the call ended on (rdtscp's TSC_AUX; -1: unknown) */
 } mg_call_rec;
 uint64_t mg_engine_call_trace(mg_engine *e, mg_call_rec *rec, uint32_t cap);
 /* [control, before the audio thread runs] Bounded work per call: at most n
