@@ -15,6 +15,11 @@ jack_metro and the load-matched burner) with two recorders:
   which leaves out time the vCPU was stolen, other threads' time and, with
   IRQ time accounting, interrupts); commands drained, parameter sets applied,
   plans swapped in;
+- with --syscalls, `perf stat` on the real-time threads of mixgraph and
+  jack_metro: system calls, page faults, context switches and migrations
+  per cycle (libjack's own hand-over is the same in both: what mixgraph
+  adds is its callback's; run it with --no-trace, whose clock reads are
+  system calls);
 - with --perf, `perf record -k mono` on the real-time thread: its sched_switch
   (prev_state R: preempted; S: it slept inside the call), page faults, system
   calls, hard and soft interrupts while it ran.
@@ -176,6 +181,11 @@ def main() -> int:
     ap.add_argument("--osc-rate", type=int, default=10000)
     ap.add_argument("--midi-rate", type=int, default=1000)
     ap.add_argument("--perf", action="store_true", help="perf record the RT thread too")
+    ap.add_argument("--syscalls", action="store_true",
+                    help="perf stat the RT threads of mixgraph and jack_metro: system calls, "
+                         "page faults, context switches and migrations per cycle")
+    ap.add_argument("--no-trace", action="store_true",
+                    help="no call trace (its clock reads are 2 system calls a call)")
     ap.add_argument("--over-us", type=float, default=400.0, help="a long call")
     ap.add_argument("--show", type=int, default=15, help="long calls printed in full")
     ap.add_argument("--keep", help="a file for the calls and events (pickle)")
@@ -186,22 +196,47 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmpd:
         tmp = Path(tmpd)
         out = tmp / "calls.pkl"
-        env = site_env(tmp, out)
+        env = {} if a.no_trace else site_env(tmp, out)
         perf: list[Perf] = []
         marks: dict[str, float] = {}
 
-        def on_window(pid: int, phase: str) -> None:
+        stats: list[tuple[str, subprocess.Popen, Path]] = []
+
+        def on_window(pids: dict[str, int], phase: str) -> None:
             marks[phase] = time.monotonic()
             marks[phase + "_steal"] = steal_ticks()
             if phase == "start" and a.perf:
-                perf.append(Perf(rt_tid(pid), tmp / "perf.data"))
-            elif phase == "end" and perf:
-                perf[0].stop()
+                perf.append(Perf(rt_tid(pids["mixgraph"]), tmp / "perf.data"))
+            if phase == "start" and a.syscalls:
+                for who in ("mixgraph", "metro"):
+                    f = tmp / f"stat_{who}.txt"
+                    stats.append((who, subprocess.Popen(
+                        ["perf", "stat", "-x", ",", "-o", str(f), "-e",
+                         "raw_syscalls:sys_enter,page-faults,context-switches,cpu-migrations",
+                         "-t", str(rt_tid(pids[who]))],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), f))
+            elif phase == "end":
+                if perf:
+                    perf[0].stop()
+                for _, p, _ in stats:
+                    p.send_signal(2)
+                    p.wait(30)
 
         print(f"# load average before {os.getloadavg()[0]:.1f}", flush=True)
         r = mix64_live(a.seconds, a.osc_rate, a.midi_rate, env=env, on_window=on_window)
         print(summary(r))
         print(f"# load average after {os.getloadavg()[0]:.1f}", flush=True)
+        cycles = (marks["end"] - marks["start"]) * RATE / BLOCK
+        for who, _, f in stats:
+            counts = {}
+            for line in f.read_text().splitlines():
+                x = line.split(",")
+                if len(x) > 2 and x[0].strip().isdigit():
+                    counts[x[2]] = int(x[0])
+            print(f"  {who}'s RT thread over the window, per cycle: " + ", ".join(
+                f"{k} {v / cycles:.3f}" for k, v in counts.items()) + f" ({cycles:.0f} cycles)")
+        if a.no_trace:
+            return 0
         with open(out, "rb") as f:
             calls = pickle.load(f)
         evs = perf[0].events() if perf else []
@@ -249,6 +284,15 @@ def main() -> int:
     print("  CPU µs by commands drained in the call (bucket: n, median, p99, max): " + "; ".join(
         f"{k}+: {len(v)}, {statistics.median(v):.0f}, {q(sorted(v), .99):.0f}, {max(v):.0f}"
         for k, v in sorted(by.items())))
+    # a call on another CPU than the one before (the thread migrated between
+    # cycles): its caches are the other core's
+    moved = [c[4] / 1e3 for p, c in zip(win, win[1:], strict=False) if c[9] != p[9]]
+    stayed = [c[4] / 1e3 for p, c in zip(win, win[1:], strict=False) if c[9] == p[9]]
+    if moved and stayed:
+        print(f"  calls on another CPU than the call before: {len(moved)} of {len(win)}; CPU "
+              f"median {statistics.median(moved):.1f} µs (p99 {q(sorted(moved), .99):.0f}) "
+              f"against {statistics.median(stayed):.1f} (p99 {q(sorted(stayed), .99):.0f}) "
+              f"on the same CPU")
     if a.keep:
         with open(a.keep, "wb") as f:
             pickle.dump({"calls": win, "events": evs, "marks": marks, "result": r}, f)

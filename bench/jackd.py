@@ -474,7 +474,7 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64
     until jackd notices). The load runs `warm` seconds before the window, and
     the burner is matched to mixgraph's time on a core under it. `keep_log`: a
     file for jackd's log of the window. `env`: added to the daemon's
-    environment; `on_window(pid, "start" | "end")`: called as the window opens
+    environment; `on_window(pids, "start" | "end")`: called as the window opens
     and closes (bench/jack_calls.py starts its recorders there). `windows`:
     that many consecutive windows of `seconds` each under the same load, each
     one's counts in `windows` of the result (the totals cover them all)."""
@@ -524,7 +524,7 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64
             warm_cycles = (w1[2] - w0[2]) * RATE / block
             warm_us = (w1[0] - w0[0]) / warm_cycles / 1e3  # mixgraph's, in the warm-up
             burn_us = max(0.0, ((w1[0] - w0[0]) - (w1[1] - w0[1])) / warm_cycles / 1e3)
-            burner = burn_peer(name, "burn", burn_us, seconds + 10)
+            burner = burn_peer(name, "burn", burn_us, seconds * windows + 10)
             pids = {"mixgraph": proc.pid, "metro": metro_pid, "burn": burner.pid,
                     "jackd": log.pid}
             if midi is not None:
@@ -536,7 +536,7 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64
                 f0 = thread_faults(proc.pid)
                 s0 = {k: rt_sched(v) for k, v in pids.items()}
                 if on_window is not None:
-                    on_window(proc.pid, "start")
+                    on_window(pids, "start")
                 m0 = log.mark()
                 t0 = time.monotonic()
                 # the engine's longest process call, every 5 s (its figure
@@ -555,7 +555,7 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64
                 m1 = log.mark()  # the window ends before the load or any client stops
                 window = time.monotonic() - t0
                 if on_window is not None:
-                    on_window(proc.pid, "end")
+                    on_window(pids, "end")
                 x1 = status(c)["xruns"]
                 steal = steal_ticks() - steal0
                 s1 = {k: rt_sched(v) for k, v in pids.items()}

@@ -429,17 +429,19 @@ typedef struct {
     uint32_t cmds;      /* commands taken off the control ring in this call */
     uint32_t applied;   /* parameter sets and ramps applied (MIDI's included) */
     uint32_t swaps;     /* plans swapped in */
-    uint32_t frames;
+    uint16_t frames;
+    int16_t cpu;        /* the CPU the call ended on (rdtscp's TSC_AUX; -1: unknown) */
 } mg_call_rec;
 uint64_t mg_engine_call_trace(mg_engine *e, mg_call_rec *rec, uint32_t cap);
-/* [control, before the audio thread runs] Bounded work per call: at most n
+/* [control, before the audio thread runs] Bounded work per block: at most n
  * parameter sets and ramps queued for "now" (MG_TIME_NOW) are taken off the
- * command ring in one engine call; the rest stay queued, in order with
- * everything behind them, for the next calls. 0 (the default, offline
+ * command ring in one block (an engine call, or each chunk of a call longer
+ * than the plan's block); the rest stay queued, in order with everything
+ * behind them, for the next blocks. 0 (the default, offline
  * renders): no limit. A live daemon sets MG_SET_CAP_LIVE. */
 #define MG_SET_CAP_LIVE 128
 void mg_engine_set_cap_sets(mg_engine *e, uint32_t n);
-/* [any] How many calls left "now" sets for the next call (the cap above). */
+/* [any] How many blocks left "now" sets for the next block (the cap above). */
 uint64_t mg_engine_sets_carried(mg_engine *e);
 /* [audio] A backend's callback begins (csrc/jack.c, before its MIDI): the
  * call trace's start; a no-op while the trace is off. */

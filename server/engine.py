@@ -274,7 +274,7 @@ class Engine:
         return int(lib.mg_engine_sets_carried(self.ptr))
 
     CALL_FIELDS = ("start_ns", "engine_ns", "drain_ns", "end_ns", "cpu_ns", "cmds",
-                   "applied", "swaps", "frames")
+                   "applied", "swaps", "frames", "cpu")
 
     def call_trace_start(self, cap: int) -> None:
         """Record each engine call's timestamps and work (mg_engine_call_trace)
