@@ -414,13 +414,12 @@ static mg_mixop *add_op(mg_plan *p, int step, float *dst, int dst_index, const f
         dst_index > INT16_MAX || src_out > INT16_MAX || edge_ch > INT16_MAX)
         return NULL;
     mg_mixop *op = &p->mix[p->mix_used++];
-    /* every field written (the array is not zeroed: mg_plan_new) */
+    /* every field written (the array is not zeroed: mg_plan_new); assign is
+     * set by assign_buffers (the first op into each destination), for all of
+     * a step's ops at once: looked for here, op by op, it cost O(ops^2) */
     *op = (mg_mixop){.dst = dst, .src = src, .edge = edge, .dst_index = (int16_t)dst_index,
                      .src_index = (int16_t)src_out, .src_node = src_node, .assign = 1,
                      .edge_ch = (int16_t)edge_ch};
-    for (int m = st->mix_first; m < p->mix_used - 1; m++)
-        if (p->mix[m].dst == dst)
-            op->assign = 0;
     st->mix_count++;
     return op;
 }
@@ -591,6 +590,35 @@ static int cmp_ptr(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* A step's op m by where it writes: sorted by (dst, m), the ops into one
+ * input (or one group accumulator) side by side in op order. */
+typedef struct {
+    uintptr_t dst;
+    int m;
+} dst_op;
+
+static int cmp_dst_op(const void *a, const void *b)
+{
+    const dst_op *x = a, *y = b;
+    if (x->dst != y->dst)
+        return x->dst < y->dst ? -1 : 1;
+    return (x->m > y->m) - (x->m < y->m);
+}
+
+/* The first of the n sorted ops that writes at or after dst. */
+static int dst_lower(const dst_op *d, int n, uintptr_t dst)
+{
+    int lo = 0, hi = n;
+    while (lo < hi) {
+        const int mid = lo + (hi - lo) / 2;
+        if (d[mid].dst < dst)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
 /* Where each op reads, then the buffers.
  *
  * Push: an op summing into an input with several connections (a bus) runs
@@ -623,12 +651,22 @@ static int assign_buffers(mg_plan *p, const step_info *info, arena *sc)
     int *first = tmp_calloc(sc, (size_t)p->n_steps + 2, sizeof(int));
     node_step *ns = tmp_alloc(sc, (size_t)p->n_steps + 1, sizeof(node_step));
     int *src_step = tmp_alloc(sc, (size_t)p->mix_used + 1, sizeof(int));
+    /* a step's ops grouped by destination, and its inputs that some op covers:
+     * each step's ops are looked at O(ops log ops), not op by op against every
+     * other (a 4094-input fan took 53 ms) */
+    int max_ops = 0, max_in = 0;
+    for (int s = 0; s < p->n_steps; s++) {
+        max_ops = p->steps[s].mix_count > max_ops ? p->steps[s].mix_count : max_ops;
+        max_in = info[s].n_in > max_in ? info[s].n_in : max_in;
+    }
+    dst_op *by_dst = tmp_alloc(sc, (size_t)max_ops + 1, sizeof *by_dst);
+    unsigned char *covered = tmp_calloc(sc, (size_t)max_in + 1, 1);
     p->outb = mg_calloc((size_t)n_out + 1, sizeof(float *));
     p->push = mg_calloc((size_t)p->mix_used + 1, sizeof(int));
     p->op_out = mg_malloc((size_t)p->mix_used + 1, sizeof(int));
     int rc = -1;
-    if (!last || !slot || !freed || !order || !first || !ns || !src_step || !p->outb || !p->push ||
-        !p->op_out)
+    if (!last || !slot || !freed || !order || !first || !ns || !src_step || !by_dst || !covered ||
+        !p->outb || !p->push || !p->op_out)
         goto out;
     /* steps by node, to find each op's source step */
     for (int s = 0; s < p->n_steps; s++) {
@@ -651,30 +689,46 @@ static int assign_buffers(mg_plan *p, const step_info *info, arena *sc)
         const int end = st->mix_first + st->mix_count;
         st->inert = info[s].inert;
         st->clear_first = k_clear;
-        for (int c = 0; c < info[s].n_in; c++) {
-            int covered = 0;
-            for (int m = st->mix_first; m < end; m++)
-                covered |= p->mix[m].dst_index == c;
-            if (!covered)
+        const int n_in = info[s].n_in;
+        for (int m = st->mix_first; m < end; m++)
+            if (p->mix[m].dst_index >= 0 && p->mix[m].dst_index < n_in)
+                covered[p->mix[m].dst_index] = 1;
+        for (int c = 0; c < n_in; c++) {
+            if (!covered[c])
                 p->clear[k_clear++] = c;
+            covered[c] = 0;
         }
         st->clear_count = k_clear - st->clear_first;
+        const int n_ops = st->mix_count;
+        for (int i = 0; i < n_ops; i++)
+            by_dst[i] = (dst_op){(uintptr_t)p->mix[st->mix_first + i].dst, st->mix_first + i};
+        if (n_ops > 1)
+            qsort(by_dst, (size_t)n_ops, sizeof *by_dst, cmp_dst_op);
+        /* read in place: the one op into its input */
+        for (int i = 0, j; i < n_ops; i = j) {
+            for (j = i + 1; j < n_ops && by_dst[j].dst == by_dst[i].dst; j++)
+                ;
+            for (int k = i; k < j; k++) {
+                mg_mixop *op = &p->mix[by_dst[k].m];
+                op->alias = !op->to_acc && j - i == 1;
+            }
+        }
         for (int m = st->mix_first; m < end; m++) {
             mg_mixop *op = &p->mix[m];
-            int count = 0, before = 0, after = 0;
-            for (int q = st->mix_first; q < end; q++) {
-                count += p->mix[q].dst == op->dst;
-                /* a group's out op reads its accumulator: every member op
-                 * must come first (and at least one, or it reads stale sums) */
-                if (p->mix[q].to_acc && p->mix[q].dst == op->src) {
-                    before += q < m;
-                    after += q > m;
+            if (op->src_node != NULL)
+                continue;
+            /* a group's out op reads its accumulator: every member op must
+             * come first (and at least one, or it reads stale sums) */
+            int before = 0, after = 0;
+            for (int k = dst_lower(by_dst, n_ops, (uintptr_t)op->src);
+                 k < n_ops && by_dst[k].dst == (uintptr_t)op->src; k++)
+                if (p->mix[by_dst[k].m].to_acc) {
+                    before += by_dst[k].m < m;
+                    after += by_dst[k].m > m;
                 }
-            }
-            op->alias = !op->to_acc && count == 1;
-            if (op->src_node == NULL && (before == 0 || after > 0))
+            if (before == 0 || after > 0)
                 goto out;
-            n_go += op->src_node == NULL;
+            n_go++;
         }
         for (int c = 0; c < info[s].n_out; c++)
             last[st->out_first + c] = unit_end - 1; /* unread: free after its unit */
@@ -713,20 +767,19 @@ static int assign_buffers(mg_plan *p, const step_info *info, arena *sc)
         /* into each input, the first op to run assigns: the pushed op of the
          * earliest source (ops of one source run in op order), else the
          * first op at the destination's step */
-        const int a = st->mix_first, b = end;
-        for (int m = a; m < b; m++) {
-            mg_mixop *op = &p->mix[m];
-            int pushed = 0, first_push = 1;
-            for (int q = a; q < b; q++) {
-                const mg_mixop *o = &p->mix[q];
-                if (o->dst != op->dst || !o->push)
-                    continue;
-                pushed = 1;
-                if (op->push && (src_step[q] < src_step[m] || (src_step[q] == src_step[m] && q < m)))
-                    first_push = 0;
+        for (int i = 0, j; i < n_ops; i = j) {
+            int lead = -1; /* the pushed op of the earliest (source step, op) */
+            for (j = i; j < n_ops && by_dst[j].dst == by_dst[i].dst; j++) {
+                const int q = by_dst[j].m;
+                if (p->mix[q].push &&
+                    (lead < 0 || src_step[q] < src_step[lead] ||
+                     (src_step[q] == src_step[lead] && q < lead)))
+                    lead = q;
             }
-            if (pushed)
-                op->assign = op->push && first_push;
+            if (lead < 0) /* none pushed: the first op at the step assigns */
+                lead = by_dst[i].m;
+            for (int k = i; k < j; k++)
+                p->mix[by_dst[k].m].assign = by_dst[k].m == lead;
         }
     }
     /* a group channel's delay line runs once per block: one output op each
@@ -815,6 +868,8 @@ out:
     tmp_free(sc, first);
     tmp_free(sc, ns);
     tmp_free(sc, src_step);
+    tmp_free(sc, by_dst);
+    tmp_free(sc, covered);
     return rc;
 }
 

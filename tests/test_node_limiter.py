@@ -433,6 +433,9 @@ def test_detector_widths_give_the_same_bits():
     MIXGRAPH_TP_NARROW=1 takes the eight-float path on any CPU. Both, in child
     processes, limit the same hot noise (odd call lengths: groups that run
     past the block's end) to the same bits."""
+    from conftest import require_avx512
+
+    require_avx512("the limiter's true-peak detector widths")
     import os
     import subprocess
     import sys

@@ -211,6 +211,9 @@ def test_fdn_widths_give_the_same_bits():
     processes, give the same bits for noise through a reverb whose decay and
     damping glide (the loop gains' per-sample glide) and whose size moves (the
     per-sample path in between)."""
+    from conftest import require_avx512
+
+    require_avx512("the reverb's FDN widths")
     import os
     import subprocess
     import sys
