@@ -1336,21 +1336,10 @@ static const float *delay_edge(mg_edge *ed, int ch, const float *src, int n, flo
     return scratch;
 }
 
-/* `for (i < n) body` with a separate copy for n == 64, the sub-block of a
- * 64-frame engine: with the trip count known, GCC vectorises it without
- * the prologue, remainder loops and trip-count arithmetic that take most
- * of a 64-sample mix op's instructions otherwise (each element's operations
- * are the same in both copies: the same sums). */
-#define MG_MIX_LOOP(n, body)                                                                      \
-    do {                                                                                          \
-        if ((n) == 64) {                                                                          \
-            for (int i = 0; i < 64; i++)                                                          \
-                body;                                                                             \
-        } else {                                                                                  \
-            for (int i = 0; i < (n); i++)                                                         \
-                body;                                                                             \
-        }                                                                                         \
-    } while (0)
+/* `for (i < n) body` with a separate copy for n == 64 (mg_node.h's
+ * MG_LOOP_N, the nodes' form of it): the same sums, without the prologue and
+ * remainder loops of a 64-sample mix op. */
+#define MG_MIX_LOOP(n, body) MG_LOOP_N(i, n, body)
 
 /* One connection channel: dst (+)= gain * src over [off, off+n); src is
  * op->src, or where the op reads in the plan's parallel form. */
