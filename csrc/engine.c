@@ -165,8 +165,8 @@ struct mg_engine {
     uint32_t tr_cmds, tr_applied, tr_swaps;
 };
 
-/* What unconnected inputs read. */
-static const float mg_zeros[MG_MAX_BLOCK];
+/* What unconnected inputs read (mg_internal.h). */
+const float mg_zeros[MG_MAX_BLOCK];
 
 /* Parameters a lone node may have for its ramps to go to the engine's
  * ramp_scratch (node_ramps); a node with more uses its own ramp_mem. */
@@ -1299,14 +1299,25 @@ static uint64_t refresh_ops(mg_plan *p)
     }
     for (int s = 0; s < p->n_steps; s++) {
         mg_step *st = &p->steps[s];
-        st->pull = 0;
-        for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++)
-            st->pull |= !p->mix[m].push && !p->mix[m].inplace;
+        mg_call *c = p->calls ? &p->calls[s] : NULL; /* the prebuilt call (mg_plan_calls) */
+        const float **in = c ? (const float **)c->in : NULL;
+        int pull = 0;
+        for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++) {
+            const mg_mixop *op = &p->mix[m];
+            pull |= !op->push && !op->inplace;
+            if (in && op->dst_index >= 0) /* its input at offset 0, as feed_step sets it */
+                in[op->dst_index] = op->inplace ? op->src : op->dst;
+        }
+        st->pull = (unsigned)pull;
         st->fold_unity = st->fold;
         for (int q = st->push_first; st->fold && q < st->push_first + st->push_count; q++) {
             const mg_mixop *op = &p->mix[p->push[q]];
             st->fold_unity &= op->fast && op->g == 1.0f;
         }
+        if (c)
+            c->flags = (uint8_t)((c->flags & ~(MG_CALL_PULL | MG_CALL_FOLD_UNITY)) |
+                                 (st->pull ? MG_CALL_PULL : 0) |
+                                 (st->fold_unity ? MG_CALL_FOLD_UNITY : 0));
     }
     p->epoch++; /* input pointers set before may now be wrong */
     p->ops_stale = 0;
@@ -1639,6 +1650,102 @@ static inline uint64_t mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* The ops pushed from a prebuilt call's step (push_step at offset 0). */
+static inline void push_call(const mg_plan *p, const mg_call *c, int n)
+{
+    const int *q = p->push + c->push_first, *const end = q + c->push_count;
+    for (; q < end; q++) {
+        const mg_mixop *op = &p->mix[*q];
+        mix_into(op, 0, n, op->assign);
+    }
+}
+
+/* A step's ops mixed at the step (neither pushed nor read in place), at
+ * offset 0: feed_step's pull. */
+static inline void pull_step(const mg_plan *p, const mg_step *st, int n)
+{
+    for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++) {
+        const mg_mixop *op = &p->mix[m];
+        if (!op->push && !op->inplace)
+            mix_into(op, 0, n, op->assign);
+    }
+}
+
+/* fold_step for a prebuilt call (offset 0, its inputs c->in). */
+static inline int fold_call(const mg_plan *p, const mg_call *c, const mg_node *nd, int n)
+{
+    if (!(c->flags & MG_CALL_FOLD_UNITY)) /* a push fades or has a gain (refresh_ops) */
+        return 0;
+    float g;
+    const int k = nd->type->fold(c->state, c->pv, &g);
+    if (k < 0 || g == 0.0f) /* (a zero gain writes +0, whatever the input) */
+        return 0;
+    const int *q = p->push + c->push_first, *const end = q + c->push_count;
+    for (; q < end; q++) {
+        const mg_mixop *op = &p->mix[*q];
+        mix_product(op->dst, c->in[k + op->src_index], g, n, op->assign);
+    }
+    return 1;
+}
+
+/* The one-thread path over a finished plan's prebuilt calls (mg_call) on
+ * frames [0, n) of the block: run_plan's loop below without setting any
+ * pointer, the same calls in the same order (the same samples). */
+static void run_calls(const mg_engine *e, const mg_plan *p, int n, uint64_t t)
+{
+    const mg_call *const calls = p->calls;
+    const int n_steps = p->n_steps;
+    float *const *const hw_in = e->hw_in_ptr, *const *const hw_out = e->hw_out_ptr;
+    const int hw_in_ch = e->hw_in_ch, hw_out_ch = e->hw_out_ch;
+    float *const scratch = e->ramp_scratch;
+    for (int s = 0; s < n_steps;) {
+        const mg_call *c = &calls[s];
+        const int g = c->gang;
+        if (g > 1) {
+            /* a gang: every member's inputs first (none feeds another), then
+             * one call for all of them */
+            void *states[MG_MAX_GANG];
+            mg_proc procs[MG_MAX_GANG];
+            for (int j = 0; j < g; j++) {
+                mg_node *nd = c[j].node;
+                if (j + 1 < g)
+                    prefetch_node(c[j + 1].node);
+                node_ramps(nd, n, NULL);
+                if (c[j].flags & MG_CALL_PULL)
+                    pull_step(p, &p->steps[s + j], n);
+                states[j] = c[j].state;
+                procs[j] = (mg_proc){n, c[j].in, c[j].out, c[j].pv, c[j].readout, hw_in, hw_out,
+                                     hw_in_ch, hw_out_ch, t, nd->pv_same};
+            }
+            c->fn.process_many(states, procs, g);
+            for (int j = 0; j < g; j++)
+                push_call(p, &c[j], n);
+            s += g;
+            continue;
+        }
+        if (c->flags & MG_CALL_INERT) { /* an input node: downstream reads the hardware buffers */
+            push_call(p, c, n);
+            s++;
+            continue;
+        }
+        mg_node *nd = c->node;
+        if (s + 1 < n_steps) /* nodes are separate allocations: fetch the next early */
+            prefetch_node(c[1].node);
+        node_ramps(nd, n, scratch);
+        if (c->flags & MG_CALL_PULL)
+            pull_step(p, &p->steps[s], n);
+        if ((c->flags & MG_CALL_FOLD) && fold_call(p, c, nd, n)) {
+            s++;
+            continue;
+        }
+        const mg_proc pr = {n, c->in, c->out, c->pv, c->readout, hw_in, hw_out,
+                            hw_in_ch, hw_out_ch, t, nd->pv_same};
+        c->fn.process(c->state, &pr);
+        push_call(p, c, n);
+        s++;
+    }
+}
+
 /* Run the plan over frames [off, off+n) of the current block. */
 static void run_plan(mg_engine *e, int off, int n, uint64_t t)
 {
@@ -1677,6 +1784,12 @@ static void run_plan(mg_engine *e, int off, int n, uint64_t t)
             mg_workers_note(e->workers, 1, mono_ns() - t0, n);
             return;
         }
+    }
+    if (off == 0 && p->calls && e->ganging) { /* a block's start: the prebuilt calls */
+        run_calls(e, p, n, t);
+        if (t0)
+            mg_workers_note(e->workers, 0, mono_ns() - t0, n);
+        return;
     }
     const int gangs = p->finished && e->ganging;
     for (int s = 0; s < p->n_steps;) {

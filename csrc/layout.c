@@ -30,5 +30,59 @@ int mg_plan_layout(mg_plan *p, int block)
     for (int m = 0; m < p->mix_used; m++)
         if (p->op_out[m] >= 0)
             p->mix[m].src = p->outb[p->op_out[m]];
+    return mg_plan_calls(p);
+}
+
+/* The one-thread path's prebuilt calls (mg_call) and their input pointers at
+ * offset 0 (mg_plan.inb), from the plan's steps and pool. The flags the
+ * audio thread keeps (pull, fold_unity) and the inputs read in place are
+ * set again by refresh_ops before the plan first runs. */
+int mg_plan_calls(mg_plan *p)
+{
+    size_t total_in = 0;
+    for (int s = 0; s < p->n_steps; s++)
+        total_in += (size_t)p->steps[s].node->n_in;
+    mg_call *calls = mg_calloc((size_t)p->n_steps + 1, sizeof(mg_call));
+    const float **inb = mg_calloc(total_in + 1, sizeof(float *));
+    if (!calls || !inb) {
+        mg_free(calls);
+        mg_free(inb);
+        return -1;
+    }
+    size_t in_first = 0;
+    for (int s = 0; s < p->n_steps; s++) {
+        const mg_step *st = &p->steps[s];
+        mg_node *nd = st->node;
+        mg_call *c = &calls[s];
+        const float **in = inb + in_first;
+        in_first += (size_t)nd->n_in;
+        for (int k = st->clear_first; k < st->clear_first + st->clear_count; k++)
+            in[p->clear[k]] = mg_zeros;
+        for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++) {
+            const mg_mixop *op = &p->mix[m];
+            if (op->dst_index >= 0)
+                in[op->dst_index] = op->inplace ? op->src : op->dst;
+        }
+        c->node = nd;
+        c->state = nd->state;
+        if (st->gang > 1)
+            c->fn.process_many = nd->type->process_many;
+        else
+            c->fn.process = nd->type->process;
+        c->in = in;
+        c->out = p->outb + st->out_first;
+        c->pv = nd->pv;
+        c->readout = (float *)mg_node_readouts(nd);
+        c->push_first = st->push_first;
+        c->push_count = st->push_count;
+        c->gang = st->gang;
+        c->flags = (uint8_t)((st->inert ? MG_CALL_INERT : 0) | (st->fold ? MG_CALL_FOLD : 0) |
+                             (st->pull ? MG_CALL_PULL : 0) |
+                             (st->fold_unity ? MG_CALL_FOLD_UNITY : 0));
+    }
+    mg_free(p->calls);
+    mg_free(p->inb);
+    p->calls = calls;
+    p->inb = inb;
     return 0;
 }

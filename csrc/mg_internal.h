@@ -212,6 +212,41 @@ typedef struct {
 
 _Static_assert(sizeof(mg_step) == 32, "mg_step: 32 bytes");
 
+/* mg_call.flags */
+#define MG_CALL_INERT 1       /* mg_step.inert */
+#define MG_CALL_FOLD 2        /* mg_step.fold */
+#define MG_CALL_PULL 4        /* mg_step.pull (audio: refresh_ops) */
+#define MG_CALL_FOLD_UNITY 8  /* mg_step.fold_unity (audio: refresh_ops) */
+
+/* A step of a finished plan as the one-thread path calls it on a sub-block
+ * at offset 0 (every block that no timed command splits): what the process
+ * call gets, prebuilt when the plan is laid out (mg_plan_layout), so that
+ * run_plan's loop reads one line per step, in order, and calls. Its input
+ * pointers are the plan's (mg_plan.inb: offset 0), its outputs the pool's
+ * (mg_plan.outb); a sub-block at another offset, and the parallel form, set
+ * the node's own in_ptr[] and out_ptr[] (feed_step, feed_par) instead. */
+typedef struct {
+    mg_node *node;
+    void *state;              /* node->state */
+    union {                   /* the type's process; a gang's first: process_many */
+        void (*process)(void *state, const mg_proc *p);
+        void (*process_many)(void *const *states, const mg_proc *procs, int k);
+    } fn;
+    const float *const *in;   /* p->inb + the step's first input */
+    float *const *out;        /* p->outb + out_first */
+    const mg_pv *pv;          /* node->pv */
+    float *readout;           /* mg_node_readouts(node) */
+    int push_first;           /* as mg_step */
+    uint16_t push_count;
+    uint8_t gang;             /* as mg_step */
+    uint8_t flags;            /* MG_CALL_* */
+} mg_call;
+
+_Static_assert(sizeof(mg_call) == 64, "mg_call: one line");
+
+/* What unconnected inputs read (engine.c). */
+extern const float mg_zeros[MG_MAX_BLOCK];
+
 /* Immutable once pushed to the audio thread (but for the fading list). */
 struct mg_plan {
     uint32_t gen;
@@ -246,6 +281,12 @@ struct mg_plan {
                                  unfinished plans; 0 until mg_plan_layout) */
     int *op_out;              /* per op: the node output it reads (an index of
                                  outb), -1 for a delay group's output */
+    /* finished plans, once laid out (mg_plan_layout): the one-thread path's
+     * prebuilt calls (mg_call), per step, and their input pointers at
+     * offset 0: per step, node->n_in pointers (mg_zeros, an op's destination,
+     * or the source an op reads in place: refresh_ops keeps these) */
+    mg_call *calls;
+    const float **inb;
     int *src_step;            /* control, while mg_plan_build builds it: each op's
                                  source step (NULL: mg_plan_finish searches) */
     struct mg_par *par;       /* the plan on several threads (csrc/pool.c), or NULL:
@@ -275,6 +316,10 @@ static inline size_t mg_slot_floats(int block)
  * 0 ok (nothing to do when it is laid out so already), -1 out of memory
  * (the old layout is kept). */
 int mg_plan_layout(mg_plan *p, int block);
+/* [control] (Re)build a laid-out plan's prebuilt calls (mg_plan.calls,
+ * mg_plan.inb; mg_plan_layout does it). 0 ok, -1 out of memory (the plan
+ * keeps what it had: without calls it runs as an unprepared plan does). */
+int mg_plan_calls(mg_plan *p);
 /* The frames a plan's pool is laid out for, from what an engine asks. */
 static inline int mg_block_frames(int frames)
 {
