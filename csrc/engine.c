@@ -1216,10 +1216,10 @@ static inline int param_step(mg_node *nd, int k, int n, float *base, size_t stri
  * their one call, and the parallel form's threads). */
 static inline void node_ramps(mg_node *nd, int n, float *scratch)
 {
-    const int np = nd->type->n_params;
     if (nd->n_ramping == 0) {
         nd->pv_same = nd->pv_fresh;
         if (!nd->pv_fresh) {
+            const int np = nd->type->n_params;
             for (int k = 0; k < np; k++) {
                 nd->pv[k].ramp = NULL;
                 nd->pv[k].ctl = NULL;
@@ -1232,6 +1232,7 @@ static inline void node_ramps(mg_node *nd, int n, float *scratch)
     }
     nd->pv_same = 0;
     nd->pv_fresh = 0;
+    const int np = nd->type->n_params;
     const int packed = scratch && np <= MG_RAMP_SCRATCH_PARAMS;
     const size_t stride = packed ? ((size_t)n + 15) & ~(size_t)15 : MG_MAX_BLOCK;
     float *const base = packed ? scratch : nd->ramp_mem;
@@ -1405,9 +1406,31 @@ MG_HOT static void mix_from(const mg_mixop *op, const float *src, int off, int n
     }
 }
 
+/* mix_from's steady case (op->fast: g0 == g1 == g, not NaN, undelayed) in a
+ * function of its own: the same loops, so the same sums, without the frame
+ * mix_from sets up for fades and delay lines (a unity push of 64 samples
+ * spent more instructions entering and leaving mix_from than adding). */
+MG_HOT static void mix_steady(float *restrict d, const float *restrict x, float g, int n,
+                              int assign)
+{
+    if (g == 1.0f) {
+        if (assign)
+            memcpy(d, x, sizeof(float) * (size_t)n);
+        else
+            MG_MIX_LOOP(n, d[i] += x[i]);
+    } else if (assign) {
+        MG_MIX_LOOP(n, d[i] = g * x[i]);
+    } else {
+        MG_MIX_LOOP(n, d[i] += g * x[i]);
+    }
+}
+
 static inline void mix_into(const mg_mixop *op, int off, int n, int assign)
 {
-    mix_from(op, op->src, off, n, assign);
+    if (op->fast)
+        mix_steady(op->dst + off, op->src + off, op->g, n, assign);
+    else
+        mix_from(op, op->src, off, n, assign);
 }
 
 /* Set up step st's inputs for frames [off, off+n): clear the unconnected
