@@ -115,6 +115,7 @@ class Engine:
                                      heap_capacity)
         self.cmd_capacity = cmd_capacity
         self.heap_capacity = max(heap_capacity, 16)  # the scheduler's slots (mg_engine_new)
+        self.set_cap = 0  # cap_sets' bound ("now" sets a block; 0: none)
         if self.ptr == ffi.NULL:
             raise MixgraphError(
                 f"cannot create an engine at {sample_rate} Hz with {hw_in} in / {hw_out} out"
@@ -267,7 +268,8 @@ class Engine:
         parameter sets and ramps are applied in one block, the rest queued in
         order for the next; 0: no limit (the default, offline renders). Call
         before the audio thread runs."""
-        lib.mg_engine_set_cap_sets(self.ptr, max(0, int(n)))
+        self.set_cap = max(0, int(n))
+        lib.mg_engine_set_cap_sets(self.ptr, self.set_cap)
 
     def sets_carried(self) -> int:
         """Blocks that reached the cap of cap_sets and left sets for the next."""

@@ -35,5 +35,9 @@ class DeviceMismatch(MixgraphError):
     fine, it is the wrong device (a restart keeps such a snapshot as a patch)."""
 
 
+class GraphWorkRefused(MixgraphError):
+    """The source host's whole-graph budget is spent (osc.Dispatcher.graph_work)."""
+
+
 class EngineBusy(MixgraphError):
     """The engine's command ring is full: the command was not queued."""

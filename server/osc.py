@@ -30,7 +30,7 @@ from . import __version__, heap, planner, ramps, readonly, show_osc, tapers
 from .actions import actions_for, is_action_or_trigger, run_action
 from .catalog import CATALOG
 from .engine import EngineBusy
-from .errors import MixgraphError, echo
+from .errors import GraphWorkRefused, MixgraphError, echo
 from .errors import reason as _reason
 from .lv2 import grouped, plugin_type
 from .lv2 import known as lv2_known
@@ -308,6 +308,7 @@ class Counters:
     quota: int = 0  # timed messages refused by the scheduling budgets
     bad_http: int = 0  # HTTP/WebSocket connections closed for malformed input (server/web.py)
     backlog_dropped: int = 0  # UDP packets dropped: the server was behind (queue bounds)
+    morphs_coalesced: int = 0  # queued /scene/morph not applied: a later one waited (transport)
     clients: dict = field(default_factory=dict)  # client key -> last seen (monotonic)
 
     def active_clients(self, window_s: float = 30.0) -> int:
@@ -396,6 +397,9 @@ class Dispatcher:
         self._pat_tokens: dict[str, list[float]] = {}  # host -> [seconds left, when]
         self._whole_tokens: dict[str, list[float]] = {}  # the same for /dump, /subscribe
         self._graph_tokens: dict[str, list[float]] = {}  # and for /patch/load, /undo, /redo
+        # (host, scene a, scene b) -> a /scene/morph the host's budget refused, held
+        # until the budget allows (the latest wins): server/show_osc.py
+        self.morph_held: dict[tuple, tuple] = {}
         self._match_memo: dict[str, list[str]] = {}
         self._match_key: object = None
         self._inflight: list = []  # (sample time, seq, client key, count): scheduled sets
@@ -693,6 +697,10 @@ class Dispatcher:
         self.midi.service()
         if self._inflight:
             self._expire()
+        if self.morph_held:
+            from .show_osc import apply_held_morphs
+
+            apply_held_morphs(self)
         if not self._held:
             return
         e = self.session.engine
@@ -1119,6 +1127,7 @@ class Dispatcher:
             "internal_errors", self.counters.internal_errors,
             "bad_http", self.counters.bad_http,
             "backlog_dropped", self.counters.backlog_dropped,
+            "morphs_coalesced", self.counters.morphs_coalesced,
             "subscribers", len(fb.subs) if fb is not None else 0,
             "worst_us", float(round(st.worst_us, 1)),
             "worst_recent_us", float(round(e.recent.tick(time.monotonic()), 1)),
@@ -1520,7 +1529,7 @@ class Dispatcher:
                                    GRAPH_WORK_BURST_S, GRAPH_WORK_RATE)
         if bucket[0] <= 0.0:
             wait = -bucket[0] / GRAPH_WORK_RATE
-            raise MixgraphError(f"{what}: too much whole-graph work from this host (at most "
+            raise GraphWorkRefused(f"{what}: too much whole-graph work from this host (at most "
                                 f"{GRAPH_WORK_RATE * 1e3:g} ms a second of /patch/load, /undo, "
                                 "/redo, scene and cue recalls after bursts of "
                                 f"{GRAPH_WORK_BURST_S:g} s): try "

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .cues import fmt_number
-from .errors import MixgraphError
+from .errors import GraphWorkRefused, MixgraphError
 from .scenes import Show, show_of
 from .state import PATCH_NAME_RE
 from .values import number
@@ -25,6 +25,55 @@ CUE_FILE_MAX = 1 << 20
 def _want(args: list, n: int, usage: str) -> None:
     if len(args) != n:
         raise MixgraphError(f"usage: {usage}")
+
+
+MORPH_HELD_MAX = 64  # morphs held for the whole-graph budget, all hosts and scene pairs
+
+
+def hold_morph(d: Dispatcher, args: list, reply: Callable, t: int, client) -> bool:
+    """A /scene/morph the host's whole-graph budget refused: held (the latest for
+    the host and the two scenes wins; the one it replaces is answered
+    `/done /scene/morph a b x 0 superseded`, counted in morphs_coalesced) and
+    applied by the control loop once the budget allows (apply_held_morphs), so a
+    crossfader's last position always lands. Not in a bundle (atomic: refused
+    whole) nor for a timed one; False when it cannot be held (then refused)."""
+    from .ratelog import source_of
+
+    if client is None or t or d._bundle is not None:
+        return False
+    number(args[2], "x")  # a bad position fails now, not when held
+    key = (source_of(client.key), str(args[0]), str(args[1]))
+    old = d.morph_held.pop(key, None)
+    if old is not None:
+        _superseded(d, old)
+    elif len(d.morph_held) >= MORPH_HELD_MAX:
+        return False
+    d.morph_held[key] = (list(args), reply, client)
+    return True
+
+
+def _superseded(d: Dispatcher, held: tuple) -> None:
+    args, reply, _ = held
+    d.counters.morphs_coalesced += 1
+    reply("/done", ["/scene/morph", args[0], args[1], float(number(args[2], "x")), 0,
+                    "superseded"])
+
+
+def apply_held_morphs(d: Dispatcher) -> None:
+    """Apply the held morphs whose host's budget has refilled (Dispatcher.service)."""
+    for key in list(d.morph_held):
+        args, reply, client = d.morph_held[key]
+        try:
+            with d.graph_work(client, "/scene/morph"):
+                del d.morph_held[key]
+                n = show_of(d.session).morph(args[0], args[1], args[2], 0)
+                d._commit()
+        except GraphWorkRefused:
+            continue  # still spent: it waits
+        except MixgraphError as e:  # a scene deleted meanwhile...
+            reply("/fail", ["/scene/morph", *args, str(e)])
+            continue
+        reply("/done", ["/scene/morph", args[0], args[1], float(number(args[2], "x")), n])
 
 
 def bind(d: Dispatcher) -> Show:
@@ -64,9 +113,14 @@ def handlers(d: Dispatcher) -> dict[str, Callable]:
     def scene_morph(args, reply, t, client=None):
         if len(args) != 3:
             raise MixgraphError("usage: /scene/morph <a> <b> <x>")
-        with d.graph_work(client, "/scene/morph"):
-            n = sh().morph(args[0], args[1], args[2], t)
-            commit()
+        try:
+            with d.graph_work(client, "/scene/morph"):
+                n = sh().morph(args[0], args[1], args[2], t)
+                commit()
+        except GraphWorkRefused:
+            if not hold_morph(d, args, reply, t, client):
+                raise
+            return
         reply("/done", ["/scene/morph", args[0], args[1], float(number(args[2], "x")), n])
 
     def scene_fade(args, reply, _t, client=None):

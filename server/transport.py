@@ -63,6 +63,12 @@ BACKLOG_BYTES = 32 << 20  # bytes queued for all UDP clients together
 QUANTUM = 8192  # bytes of packets a source host is served per round-robin round
 BATCH = 32  # messages per TCP connection per round-robin turn
 FIFO_SHARE = 64  # packets a UDP client may have waiting in the arrival-order queue
+# A lone /scene/morph (a crossfader) that waits behind a later one from the same
+# UDP address between the same two scenes is not applied: the later position
+# wins, the earlier is answered `/done /scene/morph a b x 0 superseded` and
+# counted (/status morphs_coalesced), instead of each paying the host's
+# whole-graph budget (osc.GRAPH_WORK_*) and being refused once it is spent.
+MORPH_PREFIX = b"/scene/morph\0"
 FIFO_BYTES = 65536  # bytes the arrival-order queue holds, all clients together
 DRAIN_S = 0.005  # time per loop turn spent moving datagrams from the kernel to queues
 # control-thread time one FIFO batch or one client's turn may take: QUANTUM counts bytes,
@@ -243,6 +249,8 @@ class ControlServer:
         self.ready: deque = deque()  # clients (UDP address or TcpConn) with work, in turn
         self.fifo: deque = deque()  # (UDP address, packet) in arrival order
         self.pending: dict[tuple, int] = {}  # UDP address -> its packets in the FIFO
+        # (UDP address, scene a, scene b) -> its lone /scene/morph packets waiting
+        self._morphs: dict[tuple, int] = {}
         self.fifo_bytes = 0  # bytes in the FIFO
         self.qbytes: dict[tuple, int] = {}  # UDP address -> bytes in its own queue
         self.backlog = 0  # bytes in all UDP clients' own queues
@@ -477,6 +485,8 @@ class ControlServer:
             self.fifo.append((addr, data))
             self.pending[addr] = self.pending.get(addr, 0) + 1
             self.fifo_bytes += len(data)
+            if data[:13] == MORPH_PREFIX:
+                self._morph_queued(addr, data)
         else:
             self._overflow(addr, data)
 
@@ -497,11 +507,49 @@ class ControlServer:
             q = self.queues[addr] = deque()
             self.host_queues[addr[0]] = self.host_queues.get(addr[0], 0) + 1
         q.append(data)
+        if data[:13] == MORPH_PREFIX:
+            self._morph_queued(addr, data)
         self.qbytes[addr] = held + n
         self.backlog += n
         if addr not in self._ready_set:
             self._ready_set.add(addr)
             self.ready.append(addr)
+
+    @staticmethod
+    def _morph_key(addr, data: bytes) -> tuple | None:
+        """(address, scene a, scene b) of a lone /scene/morph packet, else None."""
+        try:
+            msgs = parse_packet(data)
+        except MixgraphError:
+            return None
+        if len(msgs) != 1 or len(msgs[0].args) != 3:
+            return None
+        a, b, _ = msgs[0].args
+        return (addr, a, b) if isinstance(a, str) and isinstance(b, str) else None
+
+    def _morph_queued(self, addr, data: bytes) -> None:
+        key = self._morph_key(addr, data)
+        if key is not None:
+            self._morphs[key] = self._morphs.get(key, 0) + 1
+
+    def _morph_superseded(self, data: bytes, peer: Peer) -> bool:
+        """A queued morph taken off its queue: True (answered, counted, not to be
+        applied) when a later one for the same scenes from the same address waits."""
+        key = self._morph_key(peer.key, data)
+        n = self._morphs.get(key, 0) if key is not None else 0
+        if n <= 0:
+            return False
+        if n > 1:
+            self._morphs[key] = n - 1
+        else:
+            del self._morphs[key]
+        if n == 1:
+            return False
+        x = parse_packet(data)[0].args[2]
+        self.dispatcher.counters.morphs_coalesced += 1
+        peer.reply("/done", ["/scene/morph", key[1], key[2],
+                             float(x) if isinstance(x, (int, float)) else 0.0, 0, "superseded"])
+        return True
 
     def _udp_turn(self, addr) -> bool:
         """One round-robin turn of a UDP client with its own queue (deficit round
@@ -595,6 +643,8 @@ class ControlServer:
                 fifo.append((addr, data))
                 pending[addr] = pending.get(addr, 0) + 1
                 self.fifo_bytes += len(data)
+                if data[:13] == MORPH_PREFIX:
+                    self._morph_queued(addr, data)
             else:
                 self._overflow(addr, data)
 
@@ -729,6 +779,9 @@ class ControlServer:
 
     def _handle(self, data: bytes, peer: Peer, now: float) -> None:
         d = self.dispatcher
+        if data[:13] == MORPH_PREFIX and peer.kind == "udp" and \
+                self._morph_superseded(data, peer):
+            return
         key = peer.key
         if key not in d.counters.clients and self.on_client is not None:
             self.on_client(peer)  # an operator log line the first time an address sends
