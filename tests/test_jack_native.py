@@ -409,3 +409,36 @@ def test_a_bad_jack_cpu_is_refused(jack, tmp_path):
         with pytest.raises(RuntimeError) as info:
             serve(tmp_path, jack.name, "--jack-cpu", bad)
         assert why in " ".join(str(info.value).split())
+
+
+def test_realtime_server_gives_a_fifo_thread_and_memory_is_locked(server_name, tmp_path):
+    """With jackd -R the process callback runs on JACK's SCHED_FIFO thread
+    (mixgraph says so), and the daemon's memory is locked (mlockall)."""
+    server = launch_jackd(server_name, tmp_path / "jackd.log", ["-R", "-P", "70"],
+                          ["-d", "dummy", "-r", str(RATE), "-p", str(PERIOD)])
+    try:
+        d = serve(tmp_path, server.name)
+        try:
+            text = " ".join(d.output().split())
+            if "not real-time" in text:
+                pytest.skip("jackd -R got no real-time scheduling here (rtprio limits)")
+            assert "real-time (JACK's SCHED_FIFO thread)" in text, text
+            fifo = []
+            for task in Path(f"/proc/{d.proc.pid}/task").iterdir():
+                try:
+                    if os.sched_getscheduler(int(task.name)) == os.SCHED_FIFO:
+                        fifo.append(os.sched_getparam(int(task.name)).sched_priority)
+                except OSError:
+                    continue
+            assert fifo, "no SCHED_FIFO thread in the daemon"
+            assert max(fifo) < 70  # below the server's own (-P 70)
+            status = Path(f"/proc/{d.proc.pid}/status").read_text()
+            locked_kb = int(re.search(r"VmLck:\s+(\d+)", status).group(1))
+            if "memory locked (mlockall)" in text:
+                assert locked_kb > 10_000, status
+            else:  # no RLIMIT_MEMLOCK here: the banner says why
+                assert "memory not locked (" in text, text
+        finally:
+            d.stop()
+    finally:
+        stop_jackd(server)
