@@ -20,6 +20,12 @@ jack_metro and the load-matched burner) with two recorders:
   per cycle (libjack's own hand-over is the same in both: what mixgraph
   adds is its callback's; run it with --no-trace, whose clock reads are
   system calls);
+- with --sched S, `perf record -a` of the scheduler's events (switch,
+  waking, migrate) for S seconds from the window's start, and every
+  migration of mixgraph's and jack_metro's real-time threads sorted by what
+  ran on the CPU it left at that moment (jackd's FIFO 80 thread, another
+  client's FIFO 75 thread, a thread of the daemon, another process) and how
+  (moved at its wake-up, or pushed/pulled while runnable);
 - with --perf, `perf record -k mono` on the real-time thread: its sched_switch
   (prev_state R: preempted; S: it slept inside the call), page faults, system
   calls, hard and soft interrupts while it ran.
@@ -140,6 +146,67 @@ class Perf:
         return out
 
 
+SCHED_EVENTS = ["sched:sched_switch", "sched:sched_waking", "sched:sched_migrate_task"]
+
+
+def sched_record(path: Path, seconds: float) -> subprocess.Popen:
+    """perf record -a of the scheduler's events for `seconds`."""
+    return subprocess.Popen(["perf", "record", "-q", "-a", "-o", str(path),
+                             *sum((["-e", e] for e in SCHED_EVENTS), []),
+                             "--", "sleep", str(seconds)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def migrations(path: Path, tids: dict[str, int], pids: dict[str, int]) -> dict[str, dict]:
+    """Each migration of the threads `tids` (name -> thread id) in a --sched
+    recording, counted by (how, what ran on the CPU it left): `how` is
+    `wakeup` (moved as it was woken: its CPU was busy with a thread of equal or
+    higher priority) or `runnable` (pushed or pulled while it waited for a
+    CPU); what ran is named by its process (`pids`: name -> process id) and
+    priority (sched_switch's prio: 24 = FIFO 75, 19 = FIFO 80, 120 = normal)."""
+    r = subprocess.run(["perf", "script", "-i", str(path), "-F", "cpu,time,event,trace"],
+                       capture_output=True, text=True)
+    tgid = {}
+    for name, pid in pids.items():
+        for t in Path(f"/proc/{pid}/task").glob("*"):
+            tgid[int(t.name)] = name
+    running: dict[int, tuple[int, str, int]] = {}  # cpu -> (pid, comm, prio)
+    waking: dict[int, float] = {}
+    waker: dict[int, tuple[int, str, int]] = {}  # who woke the thread last (on its CPU)
+    out: dict[str, dict] = {n: {} for n in tids}
+    by_tid = {v: k for k, v in tids.items()}
+    for line in r.stdout.splitlines():
+        m = re.match(r"\s*\[(\d+)\]\s+(\d+\.\d+):\s+(\S+?):?\s+(.*)", line)
+        if not m:
+            continue
+        cpu, t, ev, text = int(m.group(1)), float(m.group(2)), m.group(3), m.group(4)
+        if ev.endswith("sched_switch"):
+            n = re.search(r"next_comm=(.+?) next_pid=(\d+) next_prio=(\d+)", text)
+            if n:
+                running[cpu] = (int(n.group(2)), n.group(1), int(n.group(3)))
+        elif ev.endswith("sched_waking"):
+            n = re.search(r"pid=(\d+)", text)
+            if n and int(n.group(1)) in by_tid:
+                waking[int(n.group(1))] = t
+                waker[int(n.group(1))] = running.get(cpu, (0, "?", 0))
+        elif ev.endswith("sched_migrate_task"):
+            n = re.search(r"pid=(\d+) prio=\d+ orig_cpu=(\d+) dest_cpu=(\d+)", text)
+            if not n or int(n.group(1)) not in by_tid:
+                continue
+            tid, orig = int(n.group(1)), int(n.group(2))
+            how = "wakeup" if t - waking.get(tid, -1.0) < 50e-6 else "runnable"
+
+            def name(x: tuple[int, str, int]) -> str:
+                return f"{tgid.get(x[0]) or ('idle' if x[0] == 0 else x[1])} prio {x[2]}"
+
+            key = f"{how}, on the CPU it left: {name(running.get(orig, (0, '?', 0)))}"
+            if how == "wakeup":
+                key += f"; woken by {name(waker.get(tid, (0, '?', 0)))}"
+            d = out[by_tid[tid]]
+            d[key] = d.get(key, 0) + 1
+    return out
+
+
 def classify(call: tuple, evs: list, period_us: float) -> tuple[str, dict]:
     """Why one call was long (see the module docstring)."""
     wall = call[3] / 1e3
@@ -184,6 +251,11 @@ def main() -> int:
     ap.add_argument("--syscalls", action="store_true",
                     help="perf stat the RT threads of mixgraph and jack_metro: system calls, "
                          "page faults, context switches and migrations per cycle")
+    ap.add_argument("--sched", type=float, default=0.0, metavar="S",
+                    help="perf record -a the scheduler for S seconds from the window's "
+                         "start: what made the real-time threads migrate")
+    ap.add_argument("--jack-cpu", default=None, metavar="N|off",
+                    help="the daemon's --jack-cpu (default: its default, off)")
     ap.add_argument("--no-trace", action="store_true",
                     help="no call trace (its clock reads are 2 system calls a call)")
     ap.add_argument("--over-us", type=float, default=400.0, help="a long call")
@@ -201,12 +273,20 @@ def main() -> int:
         marks: dict[str, float] = {}
 
         stats: list[tuple[str, subprocess.Popen, Path]] = []
+        sched: list[subprocess.Popen] = []
+        sched_pids: dict[str, int] = {}
+        sched_tids: dict[str, int] = {}
 
         def on_window(pids: dict[str, int], phase: str) -> None:
             marks[phase] = time.monotonic()
             marks[phase + "_steal"] = steal_ticks()
             if phase == "start" and a.perf:
                 perf.append(Perf(rt_tid(pids["mixgraph"]), tmp / "perf.data"))
+            if phase == "start" and a.sched:
+                sched.append(sched_record(tmp / "sched.data", a.sched))
+                sched_pids.update(pids)
+                for who in ("mixgraph", "metro"):
+                    sched_tids[who] = rt_tid(pids[who])
             if phase == "start" and a.syscalls:
                 for who in ("mixgraph", "metro"):
                     f = tmp / f"stat_{who}.txt"
@@ -221,9 +301,20 @@ def main() -> int:
                 for _, p, _ in stats:
                     p.send_signal(2)
                     p.wait(30)
+                if sched:
+                    sched[0].wait(120)
+                    moved = migrations(tmp / "sched.data", sched_tids, sched_pids)
+                    for who, d in moved.items():
+                        print(f"  {who}'s RT thread migrations in the first {a.sched:g} s: "
+                              f"{sum(d.values())}; by how and what ran on the CPU it left: "
+                              + (", ".join(f"{k}: {v}" for k, v in
+                                           sorted(d.items(), key=lambda x: -x[1])) or "-"),
+                              flush=True)
 
         print(f"# load average before {os.getloadavg()[0]:.1f}", flush=True)
-        r = mix64_live(a.seconds, a.osc_rate, a.midi_rate, env=env, on_window=on_window)
+        extra = ("--jack-cpu", a.jack_cpu) if a.jack_cpu is not None else ()
+        r = mix64_live(a.seconds, a.osc_rate, a.midi_rate, env=env, on_window=on_window,
+                       extra=extra)
         print(summary(r))
         print(f"# load average after {os.getloadavg()[0]:.1f}", flush=True)
         cycles = (marks["end"] - marks["start"]) * RATE / BLOCK

@@ -426,6 +426,23 @@ def rt_sched(pid: int) -> tuple[int, int, int]:
     return run, wait, slices
 
 
+def rt_migrations(pid: int) -> int:
+    """Times the SCHED_FIFO/SCHED_RR threads of process `pid` moved to another
+    CPU (/proc/<pid>/task/*/sched, se.nr_migrations): a JACK client's process
+    thread, whose caches stay behind on the CPU it left."""
+    n = 0
+    for tid, f in task_stats(pid):
+        if int(f[38]) not in (1, 2):
+            continue
+        try:
+            text = Path(f"/proc/{pid}/task/{tid}/sched").read_text()
+        except OSError:
+            continue
+        m = re.search(r"se\.nr_migrations\s*:\s*(\d+)", text)
+        n += int(m.group(1)) if m else 0
+    return n
+
+
 def task_stats(pid: int):
     """(thread id, /proc/<pid>/task/<tid>/stat fields after the name) of each
     thread of `pid` that is still there."""
@@ -524,7 +541,9 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64
             warm_cycles = (w1[2] - w0[2]) * RATE / block
             warm_us = (w1[0] - w0[0]) / warm_cycles / 1e3  # mixgraph's, in the warm-up
             burn_us = max(0.0, ((w1[0] - w0[0]) - (w1[1] - w0[1])) / warm_cycles / 1e3)
-            burner = burn_peer(name, "burn", burn_us, seconds * windows + 10)
+            # (long enough for the windows' /status calls too: a burner gone
+            # before the window ends would leave it unmatched)
+            burner = burn_peer(name, "burn", burn_us, seconds * windows * 1.5 + 30)
             pids = {"mixgraph": proc.pid, "metro": metro_pid, "burn": burner.pid,
                     "jackd": log.pid}
             if midi is not None:
@@ -543,15 +562,19 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64
                 # covers the last 10 s): a late cycle with no long call was
                 # late outside mixgraph's process function
                 worst = 0.0
-                wins = []  # per window: its log span, steal, load average
+                wins = []  # per window: its log span, steal, load average, migrations
+                clients = ("mixgraph", "metro", "burn")
                 wm, wsteal, wt = m0, steal0, t0
+                wmig = {k: rt_migrations(pids[k]) for k in clients}
                 for k in range(1, windows + 1):
                     while (left := k * seconds - (time.monotonic() - t0)) > 0:
                         time.sleep(min(5.0, left))
                         worst = max(worst, float(status(c).get("worst_recent_us", 0.0)))
                     mk, sk, tk = log.mark(), steal_ticks(), time.monotonic()
-                    wins.append((wm, mk, sk - wsteal, tk - wt, os.getloadavg()[0]))
-                    wm, wsteal, wt = mk, sk, tk
+                    mig = {k: rt_migrations(pids[k]) for k in clients}
+                    wins.append((wm, mk, sk - wsteal, tk - wt, os.getloadavg()[0],
+                                 {k: mig[k] - wmig[k] for k in clients}))
+                    wm, wsteal, wt, wmig = mk, sk, tk, mig
                 m1 = log.mark()  # the window ends before the load or any client stops
                 window = time.monotonic() - t0
                 if on_window is not None:
@@ -585,7 +608,7 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64
             osc_sent, midis = sent or (0, 0)
             tck = os.sysconf("SC_CLK_TCK")
             per_window = []
-            for a, b, st_ticks, secs, la in wins:
+            for a, b, st_ticks, secs, la, mig in wins:
                 lw = log.late_clients(a, b)
                 fw, _ = log.late_split(a, b)
                 per_window.append({
@@ -594,7 +617,9 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64
                                                         ("mixgraph", "metro", "burn")},
                     "timer": log.xruns(a, b)["timer"],
                     "steal_pct": round(100 * st_ticks / tck / secs / (os.cpu_count() or 1), 1),
-                    "loadavg": round(la, 1)})
+                    "loadavg": round(la, 1),
+                    "migrations_per_cycle": {k: round(v / (secs * RATE / block), 4)
+                                             for k, v in mig.items()}})
             return {"seconds": round(window, 1), "channels": channels,
                     "osc_per_s": round(osc_sent / loaded), "midi_per_s": round(midis / loaded),
                     "steal_pct": round(100 * steal / os.sysconf("SC_CLK_TCK") / window
@@ -669,12 +694,15 @@ def windows_summary(wins: list[dict], seconds: float) -> str:
     import statistics
 
     lines = [f"per {seconds:g} s window: mixgraph / jack_metro / burner late lines "
-             f"(in full cycles), jackd's timer late, steal, load average:"]
+             f"(in full cycles), jackd's timer late, steal, load average, RT-thread "
+             f"migrations per cycle (mixgraph / jack_metro / burner):"]
     for i, w in enumerate(wins, 1):
         f = w["full"]
+        mig = w.get("migrations_per_cycle", {})
         lines.append(f"  {i}: {w['mixgraph']} / {w['metro']} / {w['burn']} "
                      f"({f['mixgraph']} / {f['metro']} / {f['burn']}), timer {w['timer']}, "
-                     f"steal {w['steal_pct']}%, load {w['loadavg']}"
+                     f"steal {w['steal_pct']}%, load {w['loadavg']}, migrations "
+                     + " / ".join(f"{mig.get(k, 0):.4f}" for k in ("mixgraph", "metro", "burn"))
                      + ("" if w["mixgraph"] <= w["metro"] else "  OVER"))
 
     def med(k: str) -> float:
@@ -703,6 +731,9 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=1,
                     help="consecutive windows of --seconds under one load, each counted "
                          "on its own, with the medians")
+    ap.add_argument("--jack-cpu", default=None, metavar="N|off",
+                    help="the daemon's --jack-cpu (pin its JACK process thread; default: "
+                         "the daemon's default, off)")
     ap.add_argument("--baseline", action="store_true",
                     help="also run jackd alone for the same time (the host's own xruns)")
     a = ap.parse_args()
@@ -713,8 +744,11 @@ def main() -> None:
           + (f", {a.midi_rate} MIDI CCs/s" if a.midi_rate else "")
           + (", jackd realtime" if os.environ.get("MIXGRAPH_JACK_RT") else
              ", jackd --no-realtime (MIXGRAPH_JACK_RT=1 for -R)"), flush=True)
+    extra = ("--jack-cpu", a.jack_cpu) if a.jack_cpu is not None else ()
+    print(f"# load average at the start {os.getloadavg()[0]:.1f}"
+          + (f", daemon --jack-cpu {a.jack_cpu}" if extra else ""), flush=True)
     r = mix64_live(a.seconds, a.osc_rate, a.midi_rate, a.channels, block=a.block,
-                   windows=a.windows)
+                   windows=a.windows, extra=extra)
     print(r)
     print(summary(r))
     if a.windows > 1:

@@ -13,9 +13,14 @@
  *                   what the ports on the other side report
  * The MIDI ports midi_in/midi_out are read and written in the process
  * callback too, before the engine runs the period (midi_cycle, csrc/midi.c).
+ * With a CPU set (mg_jack_set_cpu, --jack-cpu) the thread-init callback pins
+ * JACK's process thread to that CPU, once, on that thread, before its first
+ * period (a system call there, none in steady state); the daemon keeps its
+ * other threads off it (server/jack.py).
  *
  * Built only where <jack/jack.h> exists (build_core.py defines MG_HAVE_JACK
  * and links libjack); elsewhere every function is a stub that says so. */
+#define _GNU_SOURCE /* pthread_setaffinity_np, CPU_SET */
 #include "mg_api.h"
 
 #include <stdatomic.h>
@@ -26,6 +31,10 @@
 #ifdef MG_HAVE_JACK
 #include <errno.h>
 #include <jack/jack.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <jack/midiport.h>
 
 struct mg_jack {
@@ -42,6 +51,9 @@ struct mg_jack {
     _Atomic uint64_t xruns;
     _Atomic uint64_t period_changes;
     _Atomic uint32_t latency;   /* the graph's latency in frames (control thread) */
+    int cpu;                    /* pin the process thread to this CPU; -1: never */
+    _Atomic int pinned;         /* 1 pinned, 0 not asked (yet), -errno: refused */
+    _Atomic long tid;           /* the process thread's kernel id, 0: not started yet */
     char reason[256];           /* why the server shut us down */
 };
 
@@ -150,8 +162,16 @@ static void shutdown_cb(jack_status_t code, const char *reason, void *arg)
  * period, so a deep call never page-faults there (as the null clock does). */
 static __attribute__((noinline)) void thread_init_cb(void *arg)
 {
-    (void)arg;
+    mg_jack *j = (mg_jack *)arg;
     on_rt_thread = 1;
+    atomic_store(&j->tid, (long)syscall(SYS_gettid));
+    if (j->cpu >= 0 && j->cpu < CPU_SETSIZE) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(j->cpu, &set);
+        const int r = pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+        atomic_store(&j->pinned, r == 0 ? 1 : -r);
+    }
     volatile unsigned char pages[128 * 1024];
     for (size_t i = 0; i < sizeof pages; i += 4096)
         pages[i] = 0;
@@ -212,6 +232,7 @@ mg_jack *mg_jack_open(mg_engine *e, const char *client_name, const char *server_
         return NULL;
     }
     j->e = e;
+    j->cpu = -1;
     j->n_in = n_in;
     j->n_out = n_out;
     jack_options_t opts = JackNoStartServer;
@@ -304,6 +325,10 @@ int mg_jack_probe(const char *server_name, uint32_t *rate, uint32_t *period)
 
 int mg_jack_activate(mg_jack *j) { return jack_activate(j->client) == 0 ? 0 : -1; }
 
+void mg_jack_set_cpu(mg_jack *j, int cpu) { j->cpu = cpu < 0 ? -1 : cpu; }
+int mg_jack_pinned(mg_jack *j) { return atomic_load(&j->pinned); }
+long mg_jack_thread_id(mg_jack *j) { return atomic_load(&j->tid); }
+
 void mg_jack_close(mg_jack *j)
 {
     if (!j)
@@ -379,6 +404,9 @@ int mg_jack_probe(const char *server_name, uint32_t *rate, uint32_t *period)
     return 0;
 }
 int mg_jack_activate(mg_jack *j) { (void)j; return -1; }
+void mg_jack_set_cpu(mg_jack *j, int cpu) { (void)j, (void)cpu; }
+int mg_jack_pinned(mg_jack *j) { (void)j; return 0; }
+long mg_jack_thread_id(mg_jack *j) { (void)j; return 0; }
 void mg_jack_close(mg_jack *j) { (void)j; }
 int mg_jack_lost(mg_jack *j) { (void)j; return 1; }
 int mg_jack_busy(mg_jack *j) { (void)j; return 0; }

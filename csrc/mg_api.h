@@ -470,6 +470,11 @@ mg_jack *mg_jack_open(mg_engine *e, const char *client_name, const char *server_
 /* 1 when the server runs (its rate and period filled in), else 0. */
 int mg_jack_probe(const char *server_name, uint32_t *rate, uint32_t *period);
 int mg_jack_activate(mg_jack *j); /* 0, or -1 */
+/* Before activation: pin JACK's process thread to `cpu` (-1: leave it to the
+ * scheduler), done once by the thread itself before its first period. */
+void mg_jack_set_cpu(mg_jack *j, int cpu);
+int mg_jack_pinned(mg_jack *j);   /* [any] 1 pinned, 0 not asked (yet), -errno: refused */
+long mg_jack_thread_id(mg_jack *j); /* [any] the process thread's kernel id (0: not yet) */
 void mg_jack_close(mg_jack *j);   /* deactivate, close, free (also after the server went) */
 int mg_jack_lost(mg_jack *j);     /* [any] 1 once the server has shut the client down */
 int mg_jack_busy(mg_jack *j);     /* [any] 1 while the process callback runs */

@@ -2,7 +2,10 @@
  *
  * The JACK process callback (csrc/jack.c) hands every event of mixgraph:midi_in
  * to mg_midi_input with its frame. The decoder keeps running status, skips
- * real-time bytes, counts SysEx and malformed bytes, assembles 14-bit CCs,
+ * real-time bytes, counts SysEx (one may span several events: a long one
+ * comes in parts, the later ones data bytes up to its F7) and malformed
+ * input (a SysEx cut by a status byte, a data byte with no status, a
+ * truncated message), assembles 14-bit CCs,
  * NRPNs and pitch bend, and looks the control up in the map table the
  * control thread published. A mapped parameter is moved here, on the audio
  * thread: its value comes from the map's lookup table (the parameter's taper,
@@ -67,6 +70,7 @@ struct mg_midi {
     _Atomic int learn;
     /* decoder state (audio) */
     uint8_t status;                    /* running status, 0: none */
+    uint8_t in_sysex;                  /* 1: inside a SysEx (maybe from an earlier event) */
     uint8_t cc_msb[16][32], cc_lsb[16][32];
     int16_t nrpn_num[16];              /* -1: no NRPN selected */
     uint8_t nrpn_sel_msb[16], nrpn_sel_lsb[16], nrpn_msb[16];
@@ -492,18 +496,23 @@ void mg_midi_input(mg_midi *m, mg_engine *e, const uint8_t *b, int len, uint64_t
             i++;
             continue;
         }
-        if (s == 0xF0) { /* SysEx: counted, never mapped */
-            int j = i + 1;
-            while (j < len && (b[j] < 0x80 || b[j] >= 0xF8))
-                j++;
-            if (j < len && b[j] == 0xF7) {
-                atomic_fetch_add_explicit(&m->n_sysex, 1, memory_order_relaxed);
-                i = j + 1;
-            } else {
-                malformed(m); /* unterminated, or a status byte inside */
-                i = j;
+        if (m->in_sysex) { /* SysEx: its data bytes, here or in later events, to F7 */
+            if (s < 0x80) {
+                i++;
+                continue;
             }
+            m->in_sysex = 0;
+            if (s == 0xF7) {
+                atomic_fetch_add_explicit(&m->n_sysex, 1, memory_order_relaxed);
+                i++;
+                continue;
+            }
+            malformed(m); /* a status byte cut it short: that byte starts afresh */
+        }
+        if (s == 0xF0) { /* SysEx: counted at its F7, never mapped; clears running status */
+            m->in_sysex = 1;
             m->status = 0;
+            i++;
             continue;
         }
         if (s >= 0xF1) { /* system common: skipped; clears running status */

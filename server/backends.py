@@ -55,6 +55,7 @@ class BackendConfig:
     jack_server: str | None = None   # jack: the server's name (None: the default)
     jack_name: str = "mixgraph"      # jack: the client name (ports are <name>:out_1 ...)
     jack_connect: object = None      # jack: server.jack.parse_connect's result
+    jack_cpu: int | None = None      # jack: pin the process thread there (--jack-cpu)
     device_query: str | int | None = None  # portaudio: what --device asked for (retries)
 
 
@@ -474,7 +475,7 @@ def _start_jack(config: BackendConfig, engine: Engine) -> Running:
     and make the `--jack-connect` connections."""
     from .jack import JackClient
 
-    client = JackClient(engine, config.jack_name, config.jack_server)
+    client = JackClient(engine, config.jack_name, config.jack_server, config.jack_cpu)
     try:
         client.activate()
     except MixgraphError:

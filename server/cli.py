@@ -68,6 +68,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         max_recorder_channels=a.max_recorder_channels, min_free_mb=a.min_free_mb,
         fsync_ms=a.fsync_ms, journal=not a.no_journal,
         jack_server=a.jack_server, jack_name=a.jack_name, jack_connect=a.jack_connect,
+        jack_cpu=a.jack_cpu,
         midi_api=a.midi_api,
     ))
 
@@ -512,6 +513,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="system (physical ports in order), none, or our=their pairs, "
                         "e.g. 'out_1=system:playback_1,in_.*=system:capture_.*' "
                         "or 'midi_in=a2j:.*' (repeatable; see docs/operations.md)")
+    s.add_argument("--jack-cpu", default="off", metavar="N|off",
+                   help="pin JACK's process thread to CPU N and keep the daemon's other "
+                        "threads off it (default off: the scheduler places it; see "
+                        "docs/operations.md)")
     s.add_argument("--midi-api", default="auto", choices=["auto", "alsa", "jack"],
                    help="where MIDI comes from: auto (the JACK backend's own ports, else the "
                         "ALSA sequencer), alsa, or jack (a JACK client for MIDI while the "

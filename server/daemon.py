@@ -93,6 +93,7 @@ class ServeOptions:
     jack_server: str | None = None  # --jack-server: a named JACK server
     jack_name: str = "mixgraph"     # --jack-name: the client name (its ports' prefix)
     jack_connect: list[str] | None = None  # --jack-connect: system, none, or ours=theirs pairs
+    jack_cpu: str | None = None  # --jack-cpu: N (pin JACK's process thread), off (None)
     midi_api: str = "auto"  # --midi-api: auto, alsa, or jack (python-rtmidi's JACK client)
     http_port: int | None = None  # the browser surface (HTTP + WebSocket); None: off
     http_token: str | None = None  # its access token; None: none on loopback, else generated
@@ -279,7 +280,7 @@ class Daemon:
         return self.devices.current if hasattr(self, "devices") else None
 
     def _choose(self, opts: ServeOptions) -> BackendConfig:
-        from .jack import parse_connect
+        from .jack import parse_connect, parse_cpu
 
         hw_in, hw_out = opts.inputs, opts.outputs
         need = (0, 0)  # what the saved show's input/output nodes use
@@ -300,6 +301,7 @@ class Daemon:
                                 opts.block, 2 if hw_in is None else hw_in,
                                 2 if hw_out is None else hw_out,
                                 f"{e}: waiting for it", device_query=opts.device)
+        cfg.jack_cpu = parse_cpu(opts.jack_cpu)
         if cfg.device is None and cfg.kind != "jack":  # no device (yet): the show decides
             cfg.hw_in = max(cfg.hw_in, need[0]) if hw_in is None else cfg.hw_in
             cfg.hw_out = max(cfg.hw_out, need[1]) if hw_out is None else cfg.hw_out
@@ -787,6 +789,20 @@ def serve(opts: ServeOptions) -> int:
     return 0
 
 
+def _pin_note(jack) -> str:
+    """--jack-cpu's outcome for the JACK line: pinned, refused, or nothing (off)."""
+    if jack.cpu is None:
+        return ""
+    end = time.monotonic() + 1.0  # the thread pins itself before its first period
+    while jack.pinned == 0 and time.monotonic() < end:
+        time.sleep(0.01)
+    if jack.pinned > 0:
+        return f", pinned to CPU {jack.cpu} (the other threads off it)"
+    if jack.pinned < 0:
+        return f", NOT pinned to CPU {jack.cpu}: {os.strerror(-jack.pinned)}"
+    return f", not pinned to CPU {jack.cpu} yet (no period has run)"
+
+
 def _announce(d: Daemon, opts: ServeOptions) -> None:
     """The startup lines after start(): JACK, MIDI, the browser URL, 'ready'."""
     console = d.console
@@ -795,7 +811,7 @@ def _announce(d: Daemon, opts: ServeOptions) -> None:
         console.print(f"mixgraph: JACK client {jack.name}, {jack.n_in} in / {jack.n_out} out, "
                       f"{jack.period}-frame periods, "
                       + ("real-time (JACK's SCHED_FIFO thread)" if jack.realtime else
-                         "not real-time (the server runs without -R)"))
+                         "not real-time (the server runs without -R)") + _pin_note(jack))
     print(f"mixgraph: MIDI: {d.dispatcher.midi.why}", flush=True)
     host, port = d.server.address[:2]
     tcp = d.server.tcp_address

@@ -161,7 +161,8 @@ class DeviceWatch:
                 # open first (the rate check), then hand the engine over
                 from .jack import JackClient
 
-                client = JackClient(self.engine, cfg.jack_name, cfg.jack_server)
+                client = JackClient(self.engine, cfg.jack_name, cfg.jack_server,
+                                    cfg.jack_cpu)
                 self.current.stop()  # the null clock: one thread runs the engine at a time
                 try:
                     client.activate()

@@ -9,8 +9,11 @@ the graph's latency, and tells the daemon when the server has gone away
 
 from __future__ import annotations
 
+import os
 import re
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from ._core import ffi, lib
 from .errors import MixgraphError
@@ -76,10 +79,58 @@ def parse_connect(specs: list[str] | None) -> list[ConnectRule] | str | None:
     return rules
 
 
+def parse_cpu(value: str | int | None) -> int | None:
+    """`--jack-cpu`: None for `off` (or not given), else a CPU this process may
+    run on, with at least one more left for the daemon's other threads."""
+    if value is None or str(value).strip().lower() in ("off", "none", ""):
+        return None
+    try:
+        cpu = int(str(value).strip())
+    except ValueError:
+        raise MixgraphError(f"--jack-cpu {value!r}: give a CPU number or off") from None
+    allowed = sorted(os.sched_getaffinity(0))
+    if cpu not in allowed:
+        raise MixgraphError(f"--jack-cpu {cpu}: this process may run on CPUs "
+                            f"{','.join(map(str, allowed))} only")
+    if len(allowed) < 2:
+        raise MixgraphError(f"--jack-cpu {cpu}: the only CPU this process may use; the "
+                            "daemon's other threads need another (use --jack-cpu off)")
+    return cpu
+
+
+def keep_threads_off(cpu: int, skip: int = 0) -> int:
+    """Restrict every thread of this process but JACK's process thread (`skip`,
+    its kernel id) and real-time ones (the control, OSC, MIDI, disk and
+    autosave threads, libjack's notification thread) to the CPUs other than
+    `cpu`, where JACK's process thread is pinned; threads started later inherit
+    the mask of the thread that starts them. Returns how many threads were
+    restricted."""
+    others = os.sched_getaffinity(0) | {cpu}
+    others.discard(cpu)
+    if not others:
+        return 0
+    n = 0
+    for task in Path("/proc/self/task").iterdir():
+        tid = int(task.name)
+        if tid == skip:
+            continue
+        try:
+            if os.sched_getscheduler(tid) not in (os.SCHED_OTHER, os.SCHED_BATCH,
+                                                  os.SCHED_IDLE):
+                continue  # JACK's process thread (SCHED_FIFO), the null clock's
+            if os.sched_getaffinity(tid) != others:
+                os.sched_setaffinity(tid, others)
+            n += 1
+        except OSError:  # the thread ended meanwhile
+            continue
+    return n
+
+
 class JackClient:
     """One open client of a JACK server, running `engine` in its process callback."""
 
-    def __init__(self, engine, name: str = "mixgraph", server: str | None = None) -> None:
+    def __init__(self, engine, name: str = "mixgraph", server: str | None = None,
+                 cpu: int | None = None) -> None:
         err = ffi.new("char[512]")
         self.ptr = lib.mg_jack_open(engine.ptr, name.encode(), (server or "").encode(),
                                     engine.hw_in, engine.hw_out, err, 512)
@@ -91,10 +142,30 @@ class JackClient:
         self.n_in, self.n_out = engine.hw_in, engine.hw_out
         self.name = ffi.string(lib.mg_jack_client_name(self.ptr)).decode()
         self.rate = int(lib.mg_jack_rate(self.ptr))
+        self.cpu = cpu
+        if cpu is not None:
+            lib.mg_jack_set_cpu(self.ptr, int(cpu))
 
     def activate(self) -> None:
+        """Start the process callback; with a CPU, JACK's thread pins itself
+        there before its first period and the other threads are kept off it."""
+        if self.cpu is not None:
+            keep_threads_off(self.cpu)  # before: libjack's new threads inherit the mask
         if lib.mg_jack_activate(self.ptr) != 0:
             raise MixgraphError("cannot activate the JACK client")
+        if self.cpu is not None:
+            # libjack's threads started meanwhile; JACK's process thread (not
+            # real-time when the server runs without -R) pins itself as it starts
+            end = time.monotonic() + 2.0
+            while lib.mg_jack_thread_id(self.ptr) == 0 and time.monotonic() < end:
+                time.sleep(0.005)
+            keep_threads_off(self.cpu, int(lib.mg_jack_thread_id(self.ptr)))
+
+    @property
+    def pinned(self) -> int:
+        """1: JACK's process thread is pinned to `cpu`; 0: not asked, or its
+        first period has not come yet; negative: the errno that refused it."""
+        return int(lib.mg_jack_pinned(self.ptr)) if self.ptr != ffi.NULL else 0
 
     @property
     def lost(self) -> bool:

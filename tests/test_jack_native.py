@@ -366,3 +366,79 @@ def test_a_server_back_at_another_rate_is_refused_until_it_matches(jack, server_
         d.stop()
         for server in servers:
             stop_jackd(server)
+
+
+def _thread_cpus(pid: int) -> dict[int, set[int]]:
+    """Each thread of `pid`: the CPUs it may run on."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out[int(task.name)] = os.sched_getaffinity(int(task.name))
+        except OSError:
+            continue
+    return out
+
+
+def test_jack_cpu_pins_the_process_thread_and_keeps_the_others_off(jack, tmp_path):
+    cpus = sorted(os.sched_getaffinity(0))
+    require(len(cpus) >= 2, "--jack-cpu needs two CPUs")
+    cpu = cpus[-1]
+    d = serve(tmp_path, jack.name, "--jack-cpu", str(cpu))
+    try:
+        tone_patch(d)
+        assert f"pinned to CPU {cpu}" in " ".join(d.output().split())
+        threads = _thread_cpus(d.proc.pid)
+        pinned = [t for t, c in threads.items() if c == {cpu}]
+        assert len(pinned) == 1, threads  # JACK's process thread
+        others = [c for t, c in threads.items() if t != pinned[0]]
+        assert others and all(cpu not in c for c in others), threads
+        assert_tone(record(jack.name, "mixgraph:out_1", tmp_path / "pin.wav"), "pinned")
+    finally:
+        d.stop()
+    # off (the default): nothing is restricted
+    d = serve(tmp_path, jack.name)
+    try:
+        assert "pinned" not in d.output()
+        assert all(c == set(cpus) for c in _thread_cpus(d.proc.pid).values())
+    finally:
+        d.stop()
+
+
+def test_a_bad_jack_cpu_is_refused(jack, tmp_path):
+    for bad, why in (("9999", "may run on CPUs"), ("x", "a CPU number or off")):
+        with pytest.raises(RuntimeError) as info:
+            serve(tmp_path, jack.name, "--jack-cpu", bad)
+        assert why in " ".join(str(info.value).split())
+
+
+def test_realtime_server_gives_a_fifo_thread_and_memory_is_locked(server_name, tmp_path):
+    """With jackd -R the process callback runs on JACK's SCHED_FIFO thread
+    (mixgraph says so), and the daemon's memory is locked (mlockall)."""
+    server = launch_jackd(server_name, tmp_path / "jackd.log", ["-R", "-P", "70"],
+                          ["-d", "dummy", "-r", str(RATE), "-p", str(PERIOD)])
+    try:
+        d = serve(tmp_path, server.name)
+        try:
+            text = " ".join(d.output().split())
+            if "not real-time" in text:
+                pytest.skip("jackd -R got no real-time scheduling here (rtprio limits)")
+            assert "real-time (JACK's SCHED_FIFO thread)" in text, text
+            fifo = []
+            for task in Path(f"/proc/{d.proc.pid}/task").iterdir():
+                try:
+                    if os.sched_getscheduler(int(task.name)) == os.SCHED_FIFO:
+                        fifo.append(os.sched_getparam(int(task.name)).sched_priority)
+                except OSError:
+                    continue
+            assert fifo, "no SCHED_FIFO thread in the daemon"
+            assert max(fifo) < 70  # below the server's own (-P 70)
+            status = Path(f"/proc/{d.proc.pid}/status").read_text()
+            locked_kb = int(re.search(r"VmLck:\s+(\d+)", status).group(1))
+            if "memory locked (mlockall)" in text:
+                assert locked_kb > 10_000, status
+            else:  # no RLIMIT_MEMLOCK here: the banner says why
+                assert "memory not locked (" in text, text
+        finally:
+            d.stop()
+    finally:
+        stop_jackd(server)

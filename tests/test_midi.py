@@ -571,6 +571,38 @@ def test_malformed_running_status_and_a_flood(rig):
     d.call("/graph/add", "gain", "after")  # the server still does everything else
 
 
+def test_sysex_split_across_jack_events(rig):
+    """A SysEx may span JACK MIDI events (a long dump comes in parts, the later
+    ones data bytes up to its F7): one SysEx, nothing malformed; one cut short
+    by a status byte in a later event is malformed, and that message applies."""
+    d = rig.d
+    d.call("/midi/map", "/node/g/gain", "cc", 1, 7, "pickup", 0)
+    st0 = d.status()
+    # four events (the sends are 5 ms apart: several JACK periods), then a mapped
+    # CC whose value shows the events before it were read
+    for k in range(3):  # again when JACK dropped a period's MIDI (an xrun)
+        rig.send([0xF0, 0x7D, 0x01, 0x02], [0x03, 0x04], [0xF8, 0x05, 0x06], [0x07, 0xF7],
+                 [0xB0, 7, 20 + k])
+        want = f32(fader_db((20 + k) / 127))
+        assert rig.wait_value("/node/g/gain", want) == pytest.approx(want, abs=1e-4)
+        st = d.status()
+        if st["midi_sysex"] > st0["midi_sysex"]:
+            break
+    assert st["midi_sysex"] - st0["midi_sysex"] >= 1
+    assert st["midi_malformed"] == st0["midi_malformed"], (st0, st)
+    # cut short: the CC in the next event ends the SysEx (malformed) and applies
+    for k in range(3):
+        rig.send([0xF0, 0x7D, 0x01, 0x02], [0xB0, 7, 90 + k])
+        want = f32(fader_db((90 + k) / 127))
+        if rig.wait_value("/node/g/gain", want) == pytest.approx(want, abs=1e-4):
+            break
+    assert rig.value("/node/g/gain") == pytest.approx(want, abs=1e-4)
+    st1 = d.status()
+    assert st1["midi_malformed"] - st["midi_malformed"] >= 1
+    assert st1["midi_sysex"] == st["midi_sysex"]
+    assert st1["device_state"] == "running"
+
+
 def test_maps_saved_loaded_and_in_the_patch(rig):
     d = rig.d
     d.call("/midi/map", "/node/g/gain", "cc", 1, 7, "min", -30.0)
@@ -686,6 +718,25 @@ def test_decoder_malformed_input_is_counted_and_dropped(dec):
                                                           ("cc", 1, 7, 16)]
     assert dec.feed(b"\xb0\x07") == [] and dec.stats()["malformed"] == 7
     assert dec.feed(b"\xf7", b"\xf4") == [] and dec.stats()["malformed"] == 9
+
+
+def test_decoder_sysex_spans_events(dec):
+    # one SysEx in three events, a clock byte inside: counted once, at its F7
+    assert dec.feed(b"\xf0\x7d\x01", b"\x02\x03", b"\xf8\x04\xf7") == []
+    st = dec.stats()
+    assert st["sysex"] == 1 and st["malformed"] == 0
+    # cut short by a status byte in the next event: malformed, and that message counts
+    assert cc(dec.feed(b"\xf0\x7d\x01", b"\xb0\x07\x10")) == [("cc", 1, 7, 16)]
+    st = dec.stats()
+    assert st["sysex"] == 1 and st["malformed"] == 1
+    # running status does not outlive a SysEx: the data bytes after F0 are the SysEx's
+    assert cc(dec.feed(b"\xb0\x07\x10", b"\xf0\x01", b"\x07\x20", b"\xf7")) == [
+        ("cc", 1, 7, 16)]
+    st = dec.stats()
+    assert st["sysex"] == 2 and st["malformed"] == 1
+    # an open SysEx is not counted until it ends (or is cut)
+    dec.feed(b"\xf0\x01\x02")
+    assert dec.stats()["sysex"] == 2 and dec.stats()["malformed"] == 1
 
 
 def test_decoder_14_bit_kinds(dec):
