@@ -33,7 +33,10 @@ workers, docs/architecture.md "The graph on every core"), not pinned, in
 alternating rounds, at 64- and 128-frame blocks, and reports the wall-clock
 time of each engine call (mean, 99th percentile, worst: what a live backend's
 deadline sees), the process's CPU time per block (all threads) and the
-throughput against the first thread count given; then, per thread,
+throughput against the first thread count given (over all blocks, and the
+median and range of the rounds' own ratios, each round against the first
+thread count's in the same round: the figure to quote on a shared machine,
+with the load average over the rounds next to it); then, per thread,
 what the scheduler did per block (Engine.par_stats: units run, time inside
 the cycle and spinning, units handed to another thread, kept, shared, roots
 and queued units taken from another thread, posts, sleeps, and how long
@@ -440,15 +443,23 @@ def run_threads(sizes: list[int], threads: list[int], seconds: float, repeats: i
               f"the rounds; a round with a block of {STALL_US / 1e3:.0f} ms or more was "
               "throttled anyway and is left out, counted under the table)")
     print("| channels | block | threads | mean us | p99 us | worst us | p99 % of budget "
-          "| CPU us per block | throughput vs " f"{threads[0]} thread(s) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| CPU us per block | throughput vs " f"{threads[0]} thread(s) | per round, median "
+          "(range) | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     notes: list[str] = []
     for n in sizes:
         for block in (64, 128):
             runs: dict[int, list[dict]] = {t: [] for t in threads}
+            loads = [os.getloadavg()[0]]
             for _ in range(repeats):
                 for t in threads:
                     runs[t].append(time_threads(n, t, block, seconds))
+            loads.append(os.getloadavg()[0])
+            # each round's throughput against the first thread count's in the
+            # same round (a preempted round moves the mean of all blocks)
+            per = {t: sorted(a["us"].mean() / b["us"].mean()
+                             for a, b in zip(runs[threads[0]], runs[t], strict=True))
+                   for t in threads}
             base = None
             budget = block / RATE * 1e6
             for t in threads:
@@ -469,7 +480,9 @@ def run_threads(sizes: list[int], threads: list[int], seconds: float, repeats: i
                 cpu = statistics.median(r["cpu"] for r in runs[t])
                 p99 = float(np.percentile(us, 99))
                 print(f"| {n} | {block} | {t} | {mean:.1f} | {p99:.1f} | {us.max():.1f} | "
-                      f"{100 * p99 / budget:.0f}% | {cpu:.1f} | {base / mean:.2f}x |", flush=True)
+                      f"{100 * p99 / budget:.0f}% | {cpu:.1f} | {base / mean:.2f}x | "
+                      f"{statistics.median(per[t]):.2f}x ({per[t][0]:.2f}..{per[t][-1]:.2f}) | "
+                      f"{min(loads):.1f}..{max(loads):.1f} |", flush=True)
             for t in threads:
                 line = counters_line([r["ps"] for r in runs[t]])
                 if line:

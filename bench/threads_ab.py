@@ -14,7 +14,14 @@ the one-thread path, and the throughput of 2 threads against one); when the
 worker joined each cycle; per thread per block the scheduler's counters
 (Engine.par_stats: units, time in the cycle, spinning, handoffs, steals,
 posts, sleeps) and the time it ran units; and each unit's median cost alone
-and on each thread of the 2-thread runs (traced, mg_engine_trace).
+and on each thread of the 2-thread runs (traced, mg_engine_trace). A loss
+budget splits the throughput of 2 threads against one into factors that
+multiply to it: the parallel form's own cost (one / alone), the time outside
+units on one thread, the units' slow-down from running beside each other
+(hyper-threads and caches: alone / on 2 threads), the plan's shape (the
+2-thread unit costs scheduled with no overhead, threads_trace.simulate: at
+most 2) and the schedule's overhead (that over the 2-thread wall: wakes,
+posts, waits, preemption), all from median blocks and median unit costs.
 
 Under a real-time policy each round starts after a break (bench/cpu.py,
 rt_break: the kernel's real-time throttling would otherwise stop both cores
@@ -40,7 +47,7 @@ import time
 import numpy as np
 from cpu import STALL_US, rt_break, rt_break_s, stalled_blocks
 from mix64 import RATE, build_mix64
-from threads_trace import CYCLE, END, START, plan_graph
+from threads_trace import CYCLE, END, START, plan_graph, simulate
 
 from mixgraph.server._core import ffi, lib
 from mixgraph.server.engine import Engine
@@ -99,6 +106,7 @@ def main() -> None:
     tb = ffi.new("double[]", cap)
     kb, thb, ab = (ffi.new("int[]", cap) for _ in range(3))
     wall: dict[str, list[float]] = {m: [] for m in MODES}
+    bmed: dict[str, list[float]] = {m: [] for m in MODES}  # each round's median block
     cpu: dict[str, list[float]] = {m: [] for m in MODES}
     alone_cost: list[list[float]] = [[] for _ in range(nu)]
     two_cost: list[list[list[float]]] = [[[] for _ in range(nu)] for _ in range(2)]
@@ -130,6 +138,7 @@ def main() -> None:
             us = e.process_timed(nb * B, None, B, out)
             wall[mode].append((time.perf_counter() - w0) / nb * 1e6)
             cpu[mode].append((time.process_time() - c0) / nb * 1e6)
+            bmed[mode].append(float(np.median(us)))
             if stalled_blocks(us):
                 stalls[-1] += f" {mode} {us.max() / 1e3:.0f} ms"
             if mode == "one":
@@ -175,6 +184,8 @@ def main() -> None:
             for m in MODES:
                 if wall[m]:
                     wall[m] = [wall[m][i] for i in keep]
+                    if bmed[m]:
+                        bmed[m] = [bmed[m][i] for i in keep]
                     cpu[m] = [cpu[m][i] for i in keep]
             if len(counters) == a.rounds:
                 counters = [counters[i] for i in keep]
@@ -216,6 +227,22 @@ def main() -> None:
     total_two = sum(med(c0 + c1) for c0, c1 in zip(*two_cost, strict=True) if c0 + c1)
     print(f"sum of the units' median costs: alone {total_alone:.1f} us, on 2 threads "
           f"{total_two:.1f} us")
+    # where the throughput goes, as factors that multiply to two against one
+    cost2 = [med(c0 + c1) if c0 + c1 else 0.0 for c0, c1 in zip(*two_cost, strict=True)]
+    sim2 = simulate(g, cost2, 2)
+    # each round's median block, so the units' medians are set against medians
+    w1, wa, w2 = med(bmed["one"]), med(bmed["alone"]), med(bmed["two"])
+    f = {"form": w1 / wa, "cycle": wa / total_alone if total_alone else 0.0,
+         "corun": total_alone / total_two if total_two else 0.0,
+         "shape": total_two / sim2 if sim2 else 0.0, "sched": sim2 / w2 if w2 else 0.0}
+    print(f"loss budget (median blocks: one {w1:.1f}, alone {wa:.1f}, two {w2:.1f} us; the "
+          f"factors multiply to {w1 / w2:.2f}x, two against one): "
+          f"the parallel form's own cost (one / alone wall) {f['form']:.2f} x outside the "
+          f"units on one thread (alone wall / its units) {f['cycle']:.2f} x the units "
+          f"slowed by running beside each other (their costs alone / on 2 threads) "
+          f"{f['corun']:.2f} x the plan's shape (2-thread unit costs scheduled with no "
+          f"overhead, {sim2:.1f} us: work / that) {f['shape']:.2f} of 2 x the schedule's "
+          f"overhead (that / two's wall: wakes, posts, waits, preemption) {f['sched']:.2f}")
     if a.units:
         print("| unit | alone us | on thread 0 us (cycles) | on thread 1 us (cycles) | runs |")
         print("|---|---|---|---|---|")
