@@ -16,12 +16,13 @@ worker joined each cycle; per thread per block the scheduler's counters
 posts, sleeps) and the time it ran units; and each unit's median cost alone
 and on each thread of the 2-thread runs (traced, mg_engine_trace). A loss
 budget splits the throughput of 2 threads against one into factors that
-multiply to it: the parallel form's own cost (one / alone), the time outside
-units on one thread, the units' slow-down from running beside each other
-(hyper-threads and caches: alone / on 2 threads), the plan's shape (the
-2-thread unit costs scheduled with no overhead, threads_trace.simulate: at
-most 2) and the schedule's overhead (that over the 2-thread wall: wakes,
-posts, waits, preemption), all from median blocks and median unit costs.
+multiply to it: the parallel form's own cost (one / alone), the units'
+slow-down from running beside each other (hyper-threads and caches: alone /
+on 2 threads, with the engine call's time outside the units, o, on both
+sides), the plan's shape (the 2-thread unit costs plus o over their schedule
+with no overhead, threads_trace.simulate, plus o: at most 2) and the
+schedule's overhead (that over the 2-thread wall: wakes, posts, waits,
+preemption), all from median blocks and median unit costs.
 
 Under a real-time policy each round starts after a break (bench/cpu.py,
 rt_break: the kernel's real-time throttling would otherwise stop both cores
@@ -232,17 +233,19 @@ def main() -> None:
     sim2 = simulate(g, cost2, 2)
     # each round's median block, so the units' medians are set against medians
     w1, wa, w2 = med(bmed["one"]), med(bmed["alone"]), med(bmed["two"])
-    f = {"form": w1 / wa, "cycle": wa / total_alone if total_alone else 0.0,
-         "corun": total_alone / total_two if total_two else 0.0,
-         "shape": total_two / sim2 if sim2 else 0.0, "sched": sim2 / w2 if w2 else 0.0}
-    print(f"loss budget (median blocks: one {w1:.1f}, alone {wa:.1f}, two {w2:.1f} us; the "
-          f"factors multiply to {w1 / w2:.2f}x, two against one): "
-          f"the parallel form's own cost (one / alone wall) {f['form']:.2f} x outside the "
-          f"units on one thread (alone wall / its units) {f['cycle']:.2f} x the units "
-          f"slowed by running beside each other (their costs alone / on 2 threads) "
-          f"{f['corun']:.2f} x the plan's shape (2-thread unit costs scheduled with no "
-          f"overhead, {sim2:.1f} us: work / that) {f['shape']:.2f} of 2 x the schedule's "
-          f"overhead (that / two's wall: wakes, posts, waits, preemption) {f['sched']:.2f}")
+    # wa = the units alone + o, the engine call's time outside the units (one
+    # thread whatever the threads: in every configuration's wall)
+    o = max(0.0, wa - total_alone)
+    f = {"form": w1 / wa, "corun": wa / (total_two + o),
+         "shape": (total_two + o) / (sim2 + o), "sched": (sim2 + o) / w2}
+    print(f"loss budget (median blocks: one {w1:.1f}, alone {wa:.1f}, two {w2:.1f} us; "
+          f"the units alone {total_alone:.1f}, on 2 threads {total_two:.1f} us, outside "
+          f"them {o:.1f} us; the factors multiply to {w1 / w2:.2f}x, two against one): "
+          f"the parallel form's own cost (one / alone) {f['form']:.2f} x the units slowed "
+          f"by running beside each other {f['corun']:.2f} x the plan's shape (2-thread unit "
+          f"costs scheduled with no overhead: {sim2:.1f} us, plus the time outside the "
+          f"units) {f['shape']:.2f} of 2 x the schedule's overhead (wakes, posts, waits, "
+          f"preemption) {f['sched']:.2f}")
     if a.units:
         print("| unit | alone us | on thread 0 us (cycles) | on thread 1 us (cycles) | runs |")
         print("|---|---|---|---|---|")
