@@ -17,12 +17,12 @@ posts, sleeps) and the time it ran units; and each unit's median cost alone
 and on each thread of the 2-thread runs (traced, mg_engine_trace). A loss
 budget splits the throughput of 2 threads against one into factors that
 multiply to it: the parallel form's own cost (one / alone), the units'
-slow-down from running beside each other (hyper-threads and caches: alone /
-on 2 threads, with the engine call's time outside the units, o, on both
-sides), the plan's shape (the 2-thread unit costs plus o over their schedule
-with no overhead, threads_trace.simulate, plus o: at most 2) and the
-schedule's overhead (that over the 2-thread wall: wakes, posts, waits,
-preemption), all from median blocks and median unit costs.
+slow-down from running beside each other (hyper-threads and caches: the sum
+of their median costs alone / on 2 threads), the plan's shape (the 2-thread
+unit costs over their schedule with no overhead, threads_trace.simulate: at
+most 2) and the schedule's overhead (that schedule, scaled by alone's median
+block over its units' sum, over the 2-thread median block: wakes, posts,
+waits, preemption).
 
 Under a real-time policy each round starts after a break (bench/cpu.py,
 rt_break: the kernel's real-time throttling would otherwise stop both cores
@@ -233,19 +233,22 @@ def main() -> None:
     sim2 = simulate(g, cost2, 2)
     # each round's median block, so the units' medians are set against medians
     w1, wa, w2 = med(bmed["one"]), med(bmed["alone"]), med(bmed["two"])
-    # wa = the units alone + o, the engine call's time outside the units (one
-    # thread whatever the threads: in every configuration's wall)
-    o = max(0.0, wa - total_alone)
-    f = {"form": w1 / wa, "corun": wa / (total_two + o),
-         "shape": (total_two + o) / (sim2 + o), "sched": (sim2 + o) / w2}
+    # k = alone's median block over the sum of its units' medians: the units'
+    # right-skewed costs (a block's median holds a few slow units; each unit's
+    # median none) and the little the call does outside them; the 2-thread
+    # ideal is k times the units' schedule, so k cancels out of the product
+    k = wa / total_alone if total_alone else 1.0
+    f = {"form": w1 / wa, "corun": total_alone / total_two if total_two else 0.0,
+         "shape": total_two / sim2 if sim2 else 0.0, "sched": k * sim2 / w2 if w2 else 0.0}
     print(f"loss budget (median blocks: one {w1:.1f}, alone {wa:.1f}, two {w2:.1f} us; "
-          f"the units alone {total_alone:.1f}, on 2 threads {total_two:.1f} us, outside "
-          f"them {o:.1f} us; the factors multiply to {w1 / w2:.2f}x, two against one): "
-          f"the parallel form's own cost (one / alone) {f['form']:.2f} x the units slowed "
-          f"by running beside each other {f['corun']:.2f} x the plan's shape (2-thread unit "
-          f"costs scheduled with no overhead: {sim2:.1f} us, plus the time outside the "
-          f"units) {f['shape']:.2f} of 2 x the schedule's overhead (wakes, posts, waits, "
-          f"preemption) {f['sched']:.2f}")
+          f"the units' median costs alone {total_alone:.1f}, on 2 threads {total_two:.1f} "
+          f"us, scheduled with no overhead {sim2:.1f} us; the factors multiply to "
+          f"{w1 / w2:.2f}x, two against one): the parallel form's own cost (one / alone) "
+          f"{f['form']:.2f} x the units slowed by running beside each other (alone / on 2 "
+          f"threads) {f['corun']:.2f} x the plan's shape (on 2 threads / their schedule) "
+          f"{f['shape']:.2f} of 2 x the schedule's overhead (wakes, posts, waits, "
+          f"preemption: their schedule x {k:.2f}, alone's block over its units, / two's "
+          f"block) {f['sched']:.2f}")
     if a.units:
         print("| unit | alone us | on thread 0 us (cycles) | on thread 1 us (cycles) | runs |")
         print("|---|---|---|---|---|")
