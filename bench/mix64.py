@@ -635,7 +635,17 @@ def run_threads_peers(sizes: list[int], threads: list[int], seconds: float,
                 return f"{statistics.median(per):.2f}x ({per[0]:.2f}..{per[-1]:.2f})"
             sn_us = f"{statistics.median(sn[t]):.1f}" if sn[t] else "-"
             print(f"| {t} | {statistics.median(mg[t]):.1f} | {sp(mg)} | {sn_us} | {sp(sn)} |")
-        print(f"second-core ceiling on this host now: {cc.get('ceiling', float('nan')):.2f}x "
+        ceil = cc.get("ceiling", float("nan"))
+        for t in threads[1:]:
+            m = statistics.median(a / b for a, b in zip(mg[t0], mg[t], strict=True))
+            line = f"{t} threads: mixgraph {m:.2f}x"
+            if t == 2 and t0 == 1 and ceil > 1.01:  # nan compares false
+                line += f" ({100 * (m - 1) / (ceil - 1):.0f}% of the ceiling's gain)"
+            if sn[t]:
+                v = statistics.median(a / b for a, b in zip(sn[t0], sn[t], strict=True))
+                line += f", supernova {v:.2f}x: mixgraph's speed-up is {m / v:.2f}x supernova's"
+            print(line)
+        print(f"second-core ceiling on this host now: {ceil:.2f}x "
               f"(2 threads; cores together / alone {cc.get('ratio', float('nan')):.2f}); "
               f"load average {min(loads):.2f}..{max(loads):.2f} on {os.cpu_count()} cores "
               "during the rounds", flush=True)
