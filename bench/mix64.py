@@ -5,6 +5,7 @@ and the same channel strip through Pedalboard, side by side.
     python bench/mix64.py --peers [--channels 64] [--seconds 5] [--repeats 3]
     python bench/mix64.py --threads 1 2 [--channels 64 256] [--seconds 2] [--repeats 3] [--live]
     python bench/mix64.py --live-ab 1 2 2:0,0 [--channels 256] [--seconds 2] [--repeats 3]
+    python bench/mix64.py --threads 1 2 --peers --channels 256 [--seconds 2] [--repeats 7]
 
 --peers renders the session in mixgraph, scsynth (NRT) and Pedalboard
 (bench/peers.py says how each is built) in alternating rounds on the same
@@ -32,7 +33,10 @@ workers, docs/architecture.md "The graph on every core"), not pinned, in
 alternating rounds, at 64- and 128-frame blocks, and reports the wall-clock
 time of each engine call (mean, 99th percentile, worst: what a live backend's
 deadline sees), the process's CPU time per block (all threads) and the
-throughput against the first thread count given; then, per thread,
+throughput against the first thread count given (over all blocks, and the
+median and range of the rounds' own ratios, each round against the first
+thread count's in the same round: the figure to quote on a shared machine,
+with the load average over the rounds next to it); then, per thread,
 what the scheduler did per block (Engine.par_stats: units run, time inside
 the cycle and spinning, units handed to another thread, kept, shared, roots
 and queued units taken from another thread, posts, sleeps, and how long
@@ -47,6 +51,16 @@ the run and a mean DSP load (the engine's own figure) of at most 70%. After
 the table it prints the units' bound (bench/threads_trace.py): the work, the
 critical path and the best speed-up the plan's units allow, at 64 and 128
 frames.
+
+--threads N [N ...] --peers is the scaling figure against a peer: mixgraph
+on each thread count (wall-clock us per 64-frame engine call) and supernova
+(SuperCollider's multi-threaded server, `apt-get install
+supercollider-supernova`; skipped with a line when missing) rendering the same
+session in NRT on as many DSP threads (`-T`, the strips in a ParGroup), in
+alternating rounds in one run, then each one's speed-up over its first thread
+count (median of the rounds' ratios) side by side, the second-core ceiling
+(2 / core_check's together-over-alone ratio: what two threads can gain on
+this host now) and the load average at each round.
 
 --live-ab runs the session live on the null clock (real-time paced, at
 SCHED_FIFO when the system grants it, as a live backend runs, so the audio
@@ -319,7 +333,7 @@ def counters_line(ps: list[list[dict[str, float]]]) -> str:
     return "; ".join(out)
 
 
-def core_check(n: int, seconds: float, rounds: int = 3) -> str:
+def core_check(n: int, seconds: float, rounds: int = 3, out: dict | None = None) -> str:
     """Whether the machine's first two cores are two cores now: mix64 with n
     channels on one thread, on core 0 alone and on cores 0 and 1 at once (a
     copy of the session each, one Python thread per core; the engine call
@@ -330,7 +344,8 @@ def core_check(n: int, seconds: float, rounds: int = 3) -> str:
     Also the wall-clock ratio (the kernel leaves steal out of CPU time, so a
     host that runs both virtual CPUs on one core in turns shows only there;
     other processes' load shows there too) and the steal time /proc/stat
-    counted while the rounds ran."""
+    counted while the rounds ran. out, if given, gets "ratio" (together over
+    alone, CPU) and "ceiling" (2 / ratio: the most two threads can gain)."""
     import threading
 
     if len(os.sched_getaffinity(0)) < 2:
@@ -383,6 +398,9 @@ def core_check(n: int, seconds: float, rounds: int = 3) -> str:
         e.free()
     a, b = statistics.median(alone), statistics.median(both)
     wa, wb = statistics.median(walone), statistics.median(wboth)
+    if out is not None:
+        out["ratio"] = b / a
+        out["ceiling"] = 2 * a / b
     return (f"cores {cores[0]},{cores[1]} at once against core {cores[0]} alone, mix64 {n} ch "
             f"on one thread each, CPU us per block (median of {rounds} alternating rounds): "
             f"alone {a:.1f}, together {b:.1f} each: {b / a:.2f}x "
@@ -425,15 +443,23 @@ def run_threads(sizes: list[int], threads: list[int], seconds: float, repeats: i
               f"the rounds; a round with a block of {STALL_US / 1e3:.0f} ms or more was "
               "throttled anyway and is left out, counted under the table)")
     print("| channels | block | threads | mean us | p99 us | worst us | p99 % of budget "
-          "| CPU us per block | throughput vs " f"{threads[0]} thread(s) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| CPU us per block | throughput vs " f"{threads[0]} thread(s) | per round, median "
+          "(range) | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     notes: list[str] = []
     for n in sizes:
         for block in (64, 128):
             runs: dict[int, list[dict]] = {t: [] for t in threads}
+            loads = [os.getloadavg()[0]]
             for _ in range(repeats):
                 for t in threads:
                     runs[t].append(time_threads(n, t, block, seconds))
+            loads.append(os.getloadavg()[0])
+            # each round's throughput against the first thread count's in the
+            # same round (a preempted round moves the mean of all blocks)
+            per = {t: sorted(a["us"].mean() / b["us"].mean()
+                             for a, b in zip(runs[threads[0]], runs[t], strict=True))
+                   for t in threads}
             base = None
             budget = block / RATE * 1e6
             for t in threads:
@@ -454,7 +480,9 @@ def run_threads(sizes: list[int], threads: list[int], seconds: float, repeats: i
                 cpu = statistics.median(r["cpu"] for r in runs[t])
                 p99 = float(np.percentile(us, 99))
                 print(f"| {n} | {block} | {t} | {mean:.1f} | {p99:.1f} | {us.max():.1f} | "
-                      f"{100 * p99 / budget:.0f}% | {cpu:.1f} | {base / mean:.2f}x |", flush=True)
+                      f"{100 * p99 / budget:.0f}% | {cpu:.1f} | {base / mean:.2f}x | "
+                      f"{statistics.median(per[t]):.2f}x ({per[t][0]:.2f}..{per[t][-1]:.2f}) | "
+                      f"{min(loads):.1f}..{max(loads):.1f} |", flush=True)
             for t in threads:
                 line = counters_line([r["ps"] for r in runs[t]])
                 if line:
@@ -562,6 +590,67 @@ def run_live_ab(sizes: list[int], configs: list[str], seconds: float, repeats: i
                       f"{100 * p99 / budget:.0f}% | {xr[c]} | {base / mean:.2f}x |", flush=True)
 
 
+def run_threads_peers(sizes: list[int], threads: list[int], seconds: float,
+                      repeats: int) -> None:
+    """The scaling figure against a peer: mixgraph on each thread count (one
+    engine call per 64-frame block, wall-clock) and supernova NRT on as many
+    DSP threads (-T, the strips in a ParGroup, bench/peers.py), in
+    alternating rounds in one run; each one's speed-up over its own first
+    thread count (the median of the rounds' ratios) side by side, with the
+    second-core check's ceiling (2 / its together-over-alone ratio) and the
+    load average at each round."""
+    import peers
+
+    have_sn = peers.supernova_bin() is not None
+    for n in sizes:
+        cc: dict = {}
+        print("\n# second-core check: " + core_check(n, min(seconds, 1.0), out=cc), flush=True)
+        print(f"\n# mix64 {n} ch, {RATE} Hz, {BLOCK}-frame blocks: wall-clock us per block, "
+              f"mixgraph (--threads) and supernova NRT (-T, strips in a ParGroup), "
+              f"{repeats} alternating rounds of {seconds:g} s, not pinned")
+        if not have_sn:
+            print("supernova: not installed (apt-get install supercollider-supernova), skipped")
+        mg: dict[int, list[float]] = {t: [] for t in threads}
+        sn: dict[int, list[float]] = {t: [] for t in threads}
+        loads: list[float] = []
+        for r in range(repeats):
+            loads.append(os.getloadavg()[0])
+            row = []
+            for t in threads:
+                mg[t].append(float(time_threads(n, t, BLOCK, seconds)["us"].mean()))
+                row.append(f"mixgraph {t}: {mg[t][-1]:.1f}")
+                if have_sn:
+                    sn[t].append(peers.supernova_us_per_block(n, seconds, t))
+                    row.append(f"supernova {t}: {sn[t][-1]:.1f}")
+            print(f"round {r + 1} (load {loads[-1]:.2f}): " + ", ".join(row), flush=True)
+        loads.append(os.getloadavg()[0])
+        t0 = threads[0]
+        print("| threads | mixgraph us | mixgraph speed-up | supernova us | supernova speed-up |")
+        print("|---|---|---|---|---|")
+        for t in threads:
+            def sp(d: dict[int, list[float]], t: int = t, t0: int = t0) -> str:
+                if not d[t]:
+                    return "-"
+                per = sorted(a / b for a, b in zip(d[t0], d[t], strict=True))
+                return f"{statistics.median(per):.2f}x ({per[0]:.2f}..{per[-1]:.2f})"
+            sn_us = f"{statistics.median(sn[t]):.1f}" if sn[t] else "-"
+            print(f"| {t} | {statistics.median(mg[t]):.1f} | {sp(mg)} | {sn_us} | {sp(sn)} |")
+        ceil = cc.get("ceiling", float("nan"))
+        for t in threads[1:]:
+            m = statistics.median(a / b for a, b in zip(mg[t0], mg[t], strict=True))
+            line = f"{t} threads: mixgraph {m:.2f}x"
+            if t == 2 and t0 == 1 and ceil > 1.01:  # nan compares false
+                line += f" ({100 * (m - 1) / (ceil - 1):.0f}% of the ceiling's gain)"
+            if sn[t]:
+                v = statistics.median(a / b for a, b in zip(sn[t0], sn[t], strict=True))
+                line += f", supernova {v:.2f}x: mixgraph's speed-up is {m / v:.2f}x supernova's"
+            print(line)
+        print(f"second-core ceiling on this host now: {ceil:.2f}x "
+              f"(2 threads; cores together / alone {cc.get('ratio', float('nan')):.2f}); "
+              f"load average {min(loads):.2f}..{max(loads):.2f} on {os.cpu_count()} cores "
+              "during the rounds", flush=True)
+
+
 def run_peers(sizes: list[int], seconds: float, repeats: int) -> None:
     """mix64 in mixgraph, scsynth and Pedalboard, in alternating rounds."""
     import peers
@@ -616,6 +705,9 @@ def main() -> None:
     a = ap.parse_args()
     if a.live_ab:
         run_live_ab(a.channels, a.live_ab, a.seconds, a.repeats)
+        return
+    if a.threads and a.peers:
+        run_threads_peers(a.channels, a.threads, a.seconds, a.repeats)
         return
     if a.threads:
         run_threads(a.channels, a.threads, a.seconds, a.repeats)

@@ -32,6 +32,7 @@ cancel out), measured on the child process.
 from __future__ import annotations
 
 import os
+import re
 import resource
 import shutil
 import struct
@@ -112,8 +113,10 @@ class _Def:
 MASTER_BUS, REV_BUS, DLY_BUS = 4, 6, 8  # private stereo buses (after 2 outputs)
 
 
-def synthdefs() -> bytes:
-    """The three SynthDefs of the session, as one SCgf v2 file."""
+def synthdefs(each: bool = False) -> bytes | list[bytes]:
+    """The three SynthDefs of the session, as one SCgf v2 file (each: as
+    three files of one SynthDef each, for supernova: its reader does not
+    take the second SynthDef of a v2 file, 'corrupted synthdef')."""
     s = _Def("mg_strip", {"pan": 0.0})
     x = s.mul(s.ar("WhiteNoise"), NOISE_AMP)
     x = s.ar("Compander", x, x, _db(-50), 10.0, 1.0, 0.001, 0.1)            # gate
@@ -149,6 +152,8 @@ def synthdefs() -> bytes:
     outs = [m.ar("Limiter", y, _db(-1), 0.005) for y in outs]
     m.ugen("Out", 2, [0, *outs], 0)
     defs = [s, f, m]
+    if each:
+        return [b"SCgf" + struct.pack(">ih", 2, 1) + d.encode() for d in defs]
     return b"SCgf" + struct.pack(">ih", 2, len(defs)) + b"".join(d.encode() for d in defs)
 
 
@@ -184,14 +189,21 @@ def _bundle(t: float, *msgs: bytes) -> bytes:
     return struct.pack(">i", len(b)) + b
 
 
-def score(n: int, seconds: float) -> bytes:
+def score(n: int, seconds: float, par: bool = False) -> bytes:
     """The NRT score: load the defs, n strips, the buses' effects, the master
-    (in that order in the root group), end at `seconds`."""
-    msgs = [_msg("/d_recv", synthdefs())]
+    (in that order in the root group), end at `seconds`. par (supernova): the
+    strips in a ParGroup (/p_new), which supernova's DSP threads run at once,
+    the effects and the master after it; the SynthDefs one a file."""
+    defs = synthdefs(each=True) if par else [synthdefs()]
+    msgs = [_msg("/d_recv", d) for d in defs]
+    group = 0
+    if par:
+        group = 2
+        msgs.append(_msg("/p_new", group, 0, 0))
     nid = 1000
     for i in range(n):
         pan = -1.0 + 2.0 * i / max(1, n - 1)
-        msgs.append(_msg("/s_new", "mg_strip", nid, 1, 0, "pan", float(pan)))
+        msgs.append(_msg("/s_new", "mg_strip", nid, 1, group, "pan", float(pan)))
         nid += 1
     msgs.append(_msg("/s_new", "mg_fx", nid, 1, 0))
     msgs.append(_msg("/s_new", "mg_master", nid + 1, 1, 0))
@@ -227,6 +239,34 @@ def scsynth_us_per_block(n: int, seconds: float) -> float | None:
                                     "WAV", "float", "-o", "2", "-i", "0", "-z", str(BLOCK),
                                     "-m", "65536"]))
     return (cost[1] - cost[0]) / (seconds * RATE / BLOCK) * 1e6
+
+
+def supernova_bin() -> str | None:
+    return shutil.which("supernova")
+
+
+def supernova_us_per_block(n: int, seconds: float, threads: int) -> float | None:
+    """Wall-clock us per 64-frame block of supernova (SuperCollider's
+    multi-threaded server, Debian package supercollider-supernova) rendering
+    the session with n channels in NRT on `threads` DSP threads (-T), the
+    strips in a ParGroup: supernova's own "Non-rt synthesis finished in"
+    time (the render, without start-up and plug-in loading) over the blocks.
+    None when supernova is not installed."""
+    exe = supernova_bin()
+    if exe is None:
+        return None
+    tmpdir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    with tempfile.TemporaryDirectory(dir=tmpdir) as tmp:
+        sc = Path(tmp) / "s.osc"
+        sc.write_bytes(score(n, seconds, par=True))
+        r = subprocess.run([exe, "-N", str(sc), "_", str(Path(tmp) / "o.wav"), str(RATE), "WAV",
+                            "float", "-o", "2", "-i", "0", "-z", str(BLOCK), "-m", "65536",
+                            "-T", str(threads)],
+                           check=True, capture_output=True, text=True)
+    m = re.search(r"Non-rt synthesis finished in ([0-9.]+)s", r.stdout + r.stderr)
+    if m is None:
+        raise RuntimeError("supernova: no 'Non-rt synthesis finished' line:\n" + r.stdout[-500:])
+    return float(m.group(1)) / (seconds * RATE / BLOCK) * 1e6
 
 
 # ---------------------------------------------------------------- Pedalboard

@@ -14,7 +14,15 @@ the one-thread path, and the throughput of 2 threads against one); when the
 worker joined each cycle; per thread per block the scheduler's counters
 (Engine.par_stats: units, time in the cycle, spinning, handoffs, steals,
 posts, sleeps) and the time it ran units; and each unit's median cost alone
-and on each thread of the 2-thread runs (traced, mg_engine_trace).
+and on each thread of the 2-thread runs (traced, mg_engine_trace). A loss
+budget splits the throughput of 2 threads against one into factors that
+multiply to it: the parallel form's own cost (one / alone), the units'
+slow-down from running beside each other (hyper-threads and caches: the sum
+of their median costs alone / on 2 threads), the plan's shape (the 2-thread
+unit costs over their schedule with no overhead, threads_trace.simulate: at
+most 2) and the schedule's overhead (that schedule, scaled by alone's median
+block over its units' sum, over the 2-thread median block: wakes, posts,
+waits, preemption).
 
 Under a real-time policy each round starts after a break (bench/cpu.py,
 rt_break: the kernel's real-time throttling would otherwise stop both cores
@@ -40,7 +48,7 @@ import time
 import numpy as np
 from cpu import STALL_US, rt_break, rt_break_s, stalled_blocks
 from mix64 import RATE, build_mix64
-from threads_trace import CYCLE, END, START, plan_graph
+from threads_trace import CYCLE, END, START, plan_graph, simulate
 
 from mixgraph.server._core import ffi, lib
 from mixgraph.server.engine import Engine
@@ -99,6 +107,7 @@ def main() -> None:
     tb = ffi.new("double[]", cap)
     kb, thb, ab = (ffi.new("int[]", cap) for _ in range(3))
     wall: dict[str, list[float]] = {m: [] for m in MODES}
+    bmed: dict[str, list[float]] = {m: [] for m in MODES}  # each round's median block
     cpu: dict[str, list[float]] = {m: [] for m in MODES}
     alone_cost: list[list[float]] = [[] for _ in range(nu)]
     two_cost: list[list[list[float]]] = [[[] for _ in range(nu)] for _ in range(2)]
@@ -130,6 +139,7 @@ def main() -> None:
             us = e.process_timed(nb * B, None, B, out)
             wall[mode].append((time.perf_counter() - w0) / nb * 1e6)
             cpu[mode].append((time.process_time() - c0) / nb * 1e6)
+            bmed[mode].append(float(np.median(us)))
             if stalled_blocks(us):
                 stalls[-1] += f" {mode} {us.max() / 1e3:.0f} ms"
             if mode == "one":
@@ -175,6 +185,8 @@ def main() -> None:
             for m in MODES:
                 if wall[m]:
                     wall[m] = [wall[m][i] for i in keep]
+                    if bmed[m]:
+                        bmed[m] = [bmed[m][i] for i in keep]
                     cpu[m] = [cpu[m][i] for i in keep]
             if len(counters) == a.rounds:
                 counters = [counters[i] for i in keep]
@@ -216,6 +228,27 @@ def main() -> None:
     total_two = sum(med(c0 + c1) for c0, c1 in zip(*two_cost, strict=True) if c0 + c1)
     print(f"sum of the units' median costs: alone {total_alone:.1f} us, on 2 threads "
           f"{total_two:.1f} us")
+    # where the throughput goes, as factors that multiply to two against one
+    cost2 = [med(c0 + c1) if c0 + c1 else 0.0 for c0, c1 in zip(*two_cost, strict=True)]
+    sim2 = simulate(g, cost2, 2)
+    # each round's median block, so the units' medians are set against medians
+    w1, wa, w2 = med(bmed["one"]), med(bmed["alone"]), med(bmed["two"])
+    # k = alone's median block over the sum of its units' medians: the units'
+    # right-skewed costs (a block's median holds a few slow units; each unit's
+    # median none) and the little the call does outside them; the 2-thread
+    # ideal is k times the units' schedule, so k cancels out of the product
+    k = wa / total_alone if total_alone else 1.0
+    f = {"form": w1 / wa, "corun": total_alone / total_two if total_two else 0.0,
+         "shape": total_two / sim2 if sim2 else 0.0, "sched": k * sim2 / w2 if w2 else 0.0}
+    print(f"loss budget (median blocks: one {w1:.1f}, alone {wa:.1f}, two {w2:.1f} us; "
+          f"the units' median costs alone {total_alone:.1f}, on 2 threads {total_two:.1f} "
+          f"us, scheduled with no overhead {sim2:.1f} us; the factors multiply to "
+          f"{w1 / w2:.2f}x, two against one): the parallel form's own cost (one / alone) "
+          f"{f['form']:.2f} x the units slowed by running beside each other (alone / on 2 "
+          f"threads) {f['corun']:.2f} x the plan's shape (on 2 threads / their schedule) "
+          f"{f['shape']:.2f} of 2 x the schedule's overhead (wakes, posts, waits, "
+          f"preemption: their schedule x {k:.2f}, alone's block over its units, / two's "
+          f"block) {f['sched']:.2f}")
     if a.units:
         print("| unit | alone us | on thread 0 us (cycles) | on thread 1 us (cycles) | runs |")
         print("|---|---|---|---|---|")
