@@ -392,7 +392,8 @@ static void chunk_alone(comp_blk *b, int o, int m)
             det_post(b, c, o, m, lv[c], dv, det_recur(s->e[c], s->aa, s->ar, dv, m));
 }
 
-static void blk_finish(comp_blk *b)
+/* The end of a block: a shared detector's state to every channel. */
+static void blk_share(comp_blk *b)
 {
     comp_state *s = b->s;
     if (b->shared)
@@ -401,7 +402,12 @@ static void blk_finish(comp_blk *b)
             s->e[c] = s->e[0];
             b->grmax[c] = b->grmax[0];
         }
-    for (int c = 0; c < s->ch; c++)
+}
+
+static void blk_finish(comp_blk *b)
+{
+    blk_share(b);
+    for (int c = 0; c < b->s->ch; c++)
         b->p->readout[c] = dyn_exp2f(-b->grmax[c] * DYN_LOG2_PER_DB);
 }
 
@@ -540,28 +546,33 @@ static void run_lanes(comp_lane *ln, int nl, float (*d)[DYN_CHUNK], float (*dv)[
 }
 
 /* The usual strip's compressor (mono, peak detection on its own input, no
- * key filter, no parameter moving: `fusable`) runs ganged as one pass per
- * group of COMP_FUSED lanes, a node a lane, over frame-major vectors: the
- * inputs are transposed in (8x8 register transposes), then levels, gain
- * computer, the differences, the recursion, the gain and the output run on
- * every lane at once, and the outputs are transposed back. Alone, a node's
- * block is a few short passes (four vectors each) whose fixed costs and
- * latencies are most of its time. Each lane's operations are the scalar
- * path's (chunk_levels' mono path, det_pre, det_recur, det_post's mono
- * path), expression for expression, in MG_HOT code like them (the
- * recursion as recur_lanes runs it, in vectors of 8), so the
- * samples, states and readouts are the same bit for bit. A lane whose
- * block has nothing to compress (det_pre's constant-gain case: every level
- * and the smoothed reduction exactly 0) goes through the same loop: its
- * reduction stays exactly +0 there, so its gain is det_pre's constant one;
- * its detector state is left as det_pre leaves it. */
-#define COMP_FUSED 32
-/* The recursion's vectors are eight floats (one AVX register): in vectors
- * of sixteen, the v3 (AVX2) clone got the compare and select lowered to a
- * scalar compare, branch and move per lane, 16 a vector and sample. */
-#define COMP_FV (COMP_FUSED / 8)
+ * key filter, no parameter moving: `fusable`) runs ganged, a node a lane of
+ * an eight-float vector (one AVX register), in one pass over the block per
+ * group of eight: eight frames of the eight inputs are loaded and
+ * transposed in registers (csrc/dsp_transpose.h), each frame's vector goes
+ * through the level, the gain computer, the difference, the recursion, the
+ * gain and the output at once, with the detector states (last level,
+ * recursion error, the two peaks) and the parameters in registers through
+ * the block, and the eight output vectors are transposed back and stored.
+ * No intermediate array is written. The recursion is latency-bound, but a
+ * frame's other work (log2, exp2) is independent of it and overlaps it.
+ *
+ * Each lane's operations are the scalar path's (chunk_levels' mono path,
+ * det_pre, det_recur, det_post's mono path), expression for expression and
+ * in the same order, in MG_HOT code like them (the vector helpers below are
+ * dsp_dynamics.h's functions written on vectors, each lane the scalar
+ * function's IEEE operations), so the samples, states and readouts are the
+ * same bit for bit (tests/test_gang.py; `python bench/callgrind_mix.py
+ * --hash`). A lane whose block has nothing to compress (det_pre's
+ * constant-gain case: every level and the smoothed reduction exactly 0)
+ * goes through the same loop: its reduction stays exactly +0 there, so its
+ * gain is det_pre's constant one; its detector state is left as det_pre
+ * leaves it. */
+#define COMP_FUSED 8
 typedef comp_v8f comp_vf;
 typedef comp_v8i comp_vi;
+typedef uint32_t comp_vu __attribute__((vector_size(32)));
+#define COMP_INLINE static inline __attribute__((always_inline))
 
 static inline int fusable(const comp_blk *b)
 {
@@ -569,39 +580,133 @@ static inline int fusable(const comp_blk *b)
            !b->curve_ramp && !b->gain_ramp;
 }
 
-/* rows[l] + f0 (lanes l0..l0+7 of a group, frames f0..f0+7) <-> v[f0..f0+8][l0..l0+8) */
-static inline __attribute__((always_inline)) void
-tile_in(const float *const *rows, int l0, int f0, float (*v)[COMP_FUSED])
+/* dyn_sel, dyn_max, dyn_min and dyn_clean on vectors (c: a lane mask, all
+ * ones or zero). Macros and pointer arguments: no 32-byte vector crosses a
+ * function boundary (its ABI differs with and without AVX). */
+#define V_SEL(c, a, b) ((comp_vf)(((comp_vi)(a) & (c)) | ((comp_vi)(b) & ~(c))))
+#define V_MAX(a, b) V_SEL((a) > (b), a, b)
+#define V_MIN(a, b) V_SEL((a) < (b), a, b)
+#define V_CLEAN(x) V_SEL((comp_vf)((comp_vi)(x) & 0x7fffffff) <= 1e6f, x, (comp_vf){0})
+
+/* Signed 32-bit max and min per lane, written per element so that GCC
+ * turns them into one vpmaxsd / vpminsd (a mask blend in vector code is a
+ * compare and a blend). */
+COMP_INLINE void v_imax(comp_vi *r, const comp_vi *a, const comp_vi *b)
 {
-    const float *const in[8] = {rows[l0] + f0,     rows[l0 + 1] + f0, rows[l0 + 2] + f0,
-                                rows[l0 + 3] + f0, rows[l0 + 4] + f0, rows[l0 + 5] + f0,
-                                rows[l0 + 6] + f0, rows[l0 + 7] + f0};
-    float *const out[8] = {v[f0] + l0,     v[f0 + 1] + l0, v[f0 + 2] + l0, v[f0 + 3] + l0,
-                           v[f0 + 4] + l0, v[f0 + 5] + l0, v[f0 + 6] + l0, v[f0 + 7] + l0};
-    mg_tr8x8(in, out);
+    comp_vi t;
+    for (int l = 0; l < 8; l++)
+        t[l] = (*a)[l] > (*b)[l] ? (*a)[l] : (*b)[l];
+    *r = t;
+}
+COMP_INLINE void v_imin(comp_vi *r, const comp_vi *a, const comp_vi *b)
+{
+    comp_vi t;
+    for (int l = 0; l < 8; l++)
+        t[l] = (*a)[l] < (*b)[l] ? (*a)[l] : (*b)[l];
+    *r = t;
 }
 
-static inline __attribute__((always_inline)) void
-tile_out(float (*v)[COMP_FUSED], int l0, int f0, float *const *rows)
+/* *y = dyn_log2f(*x) per lane. Its unsigned clamps are signed ones here:
+ * u < 2^31 once the sign is cleared, so both compare alike. */
+COMP_INLINE void v_log2(comp_vf *y, const comp_vf *x)
 {
-    const float *const in[8] = {v[f0] + l0,     v[f0 + 1] + l0, v[f0 + 2] + l0, v[f0 + 3] + l0,
-                                v[f0 + 4] + l0, v[f0 + 5] + l0, v[f0 + 6] + l0, v[f0 + 7] + l0};
-    float *const out[8] = {rows[l0] + f0,     rows[l0 + 1] + f0, rows[l0 + 2] + f0,
-                           rows[l0 + 3] + f0, rows[l0 + 4] + f0, rows[l0 + 5] + f0,
-                           rows[l0 + 6] + f0, rows[l0 + 7] + f0};
-    mg_tr8x8(in, out);
+    const comp_vi lo = (comp_vi){0} + 0x00800000, hi = (comp_vi){0} + 0x7f7fffff;
+    comp_vi u = (comp_vi)*x & 0x7fffffff;
+    v_imax(&u, &u, &lo);
+    v_imin(&u, &u, &hi);
+    const comp_vi e = (u - 0x3f3504f3) >> 23; /* no overflow: u - c is in int32 */
+    const comp_vf m = (comp_vf)((comp_vu)u - ((comp_vu)e << 23));
+    const comp_vf s = (m - 1.0f) / (m + 1.0f);
+    const comp_vf s2 = s * s;
+    const comp_vf p = 2.88539008177792681f +
+                      s2 * (0.96179669392597560f + s2 * (0.57707801635558536f + s2 * 0.41219858311113240f));
+    *y = __builtin_convertvector(e, comp_vf) + s * p;
+}
+
+/* *y = dyn_exp2f(*x) per lane */
+COMP_INLINE void v_exp2(comp_vf *y, const comp_vf *x0)
+{
+    const comp_vf lo = (comp_vf){0} - 126.0f, hi = (comp_vf){0} + 126.0f;
+    const comp_vf x1 = V_MAX(*x0, lo);
+    const comp_vf x = V_MIN(x1, hi);
+    const comp_vi k = __builtin_convertvector(x + 126.5f, comp_vi) - 126;
+    const comp_vf f = x - __builtin_convertvector(k, comp_vf);
+    const comp_vf p =
+        1.0f + f * (0.69314718055994531f +
+                    f * (0.24022650695910071f +
+                         f * (0.05550410866482158f +
+                              f * (0.00961812910762848f + f * (0.00133335581464284f + f * 0.00015403530393381f)))));
+    *y = p * (comp_vf)((comp_vu)(k + 127) << 23);
+}
+
+/* The lane parameters and detector states of a group, in vectors. */
+typedef struct {
+    comp_vf t, sl, hw, hw2, iw, mk, mix, dry, aa, ar;
+    comp_vf vp, e;   /* last level, recursion error */
+    comp_vi pk, pk2; /* peaks (as dyn_peak): wanted, then smoothed reduction */
+} comp_gang;
+
+/* A frame's three stages on the eight lanes. Within a tile of eight frames
+ * each stage runs for all eight frames before the next one: the level and
+ * gain stages are long dependency chains with no dependency between frames,
+ * and only the recursion carries one from frame to frame, so the core has
+ * eight independent chains in flight where it would otherwise wait out each
+ * frame's whole latency (a frame at a time ran slower natively than the
+ * five-pass form it replaced, with fewer instructions). */
+
+/* chunk_levels' mono path: *x becomes dyn_clean(*x), *L the wanted
+ * reduction -dyn_comp_gain(level) */
+COMP_INLINE void gang_level(const comp_gang *g, comp_vf *x, comp_vf *L)
+{
+    const comp_vf zero = {0};
+    const comp_vf xc = V_CLEAN(*x);
+    *x = xc;
+    comp_vf lg;
+    v_log2(&lg, &xc);
+    const comp_vf lv = DYN_DB_PER_LOG2 * lg;
+    const comp_vf d0 = lv - g->t;
+    const comp_vf u0 = d0 + g->hw;
+    const comp_vf u1 = V_MAX(u0, zero);
+    const comp_vf u = V_MIN(u1, g->hw2);
+    const comp_vf dk = d0 - g->hw;
+    *L = -(g->sl * (u * u * g->iw + V_MAX(dk, zero)));
+}
+
+/* det_pre's difference and peak, and det_recur: *r becomes L + e (det_post's
+ * smoothed reduction) */
+COMP_INLINE void gang_recur(comp_gang *g, const comp_vf *L, comp_vf *r)
+{
+    const comp_vf zero = {0};
+    const comp_vf dv = g->vp - *L;
+    g->vp = *L;
+    const comp_vi q = (comp_vi)*L;
+    v_imax(&g->pk, &q, &g->pk);
+    const comp_vf d = g->e + dv;
+    const comp_vf ea = g->aa * d, er = g->ar * d;
+    g->e = V_SEL(d < zero, ea, er);
+    *r = *L + g->e;
+}
+
+/* det_post's mono path: its peak, the gain and the output (*x: the clean
+ * input in, the output out) */
+COMP_INLINE void gang_out(comp_gang *g, const comp_vf *r, comp_vf *x)
+{
+    const comp_vi q2 = (comp_vi)*r;
+    v_imax(&g->pk2, &q2, &g->pk2);
+    const comp_vf a = (g->mk - *r) * DYN_LOG2_PER_DB;
+    comp_vf ex;
+    v_exp2(&ex, &a);
+    *x = *x * (g->dry + g->mix * ex);
 }
 
 /* Frames [o, o+m) of nl <= COMP_FUSED fusable nodes. */
 MG_HOT static void fused_group(comp_blk *const *bl, int nl, int o, int m)
 {
-    float X[DYN_CHUNK][COMP_FUSED], L[DYN_CHUNK][COMP_FUSED], D[DYN_CHUNK][COMP_FUSED];
-    float t[COMP_FUSED], sl[COMP_FUSED], hw[COMP_FUSED], iw[COMP_FUSED], mk[COMP_FUSED];
-    float mix[COMP_FUSED], dry[COMP_FUSED], aa[COMP_FUSED], ar[COMP_FUSED];
-    float vp[COMP_FUSED], e[COMP_FUSED];
-    int32_t pk[COMP_FUSED], pk2[COMP_FUSED];
-    const float *in[COMP_FUSED];
-    float *out[COMP_FUSED];
+    static const float zrow[DYN_CHUNK]; /* an empty lane's input */
+    float sink[DYN_CHUNK];              /* and its output */
+    float t[8], sl[8], hw[8], iw[8], mk[8], mix[8], dry[8], aa[8], ar[8], vp[8], e[8];
+    const float *in[8];
+    float *out[8];
     for (int l = 0; l < COMP_FUSED; l++) {
         if (l < nl) {
             const comp_blk *b = bl[l];
@@ -616,93 +721,54 @@ MG_HOT static void fused_group(comp_blk *const *bl, int nl, int o, int m)
         } else { /* an empty lane: zeros through, nothing kept */
             t[l] = sl[l] = hw[l] = iw[l] = mk[l] = mix[l] = aa[l] = ar[l] = vp[l] = e[l] = 0.0f;
             dry[l] = 1.0f;
-            in[l] = NULL;
-            out[l] = NULL;
+            in[l] = zrow;
+            out[l] = sink;
         }
     }
-    /* the inputs, frame-major */
-    const int tiles = m & ~7;
-    for (int l0 = 0; l0 < COMP_FUSED; l0 += 8) {
-        if (l0 + 8 <= nl) {
-            for (int f0 = 0; f0 < tiles; f0 += 8)
-                tile_in(in, l0, f0, X);
-            for (int i = tiles; i < m; i++)
-                for (int l = l0; l < l0 + 8; l++)
-                    X[i][l] = in[l][i];
-        } else {
-            for (int i = 0; i < m; i++)
-                for (int l = l0; l < l0 + 8; l++)
-                    X[i][l] = l < nl ? in[l][i] : 0.0f;
-        }
+    comp_gang g;
+    memcpy(&g.t, t, sizeof g.t), memcpy(&g.sl, sl, sizeof g.sl);
+    memcpy(&g.hw, hw, sizeof g.hw), memcpy(&g.iw, iw, sizeof g.iw);
+    g.hw2 = 2.0f * g.hw; /* dyn_comp_gain's 2 hw: exact */
+    memcpy(&g.mk, mk, sizeof g.mk), memcpy(&g.mix, mix, sizeof g.mix);
+    memcpy(&g.dry, dry, sizeof g.dry), memcpy(&g.aa, aa, sizeof g.aa);
+    memcpy(&g.ar, ar, sizeof g.ar), memcpy(&g.vp, vp, sizeof g.vp);
+    memcpy(&g.e, e, sizeof g.e);
+    g.pk = (comp_vi)(g.vp + g.e); /* det_pre's start: dyn_bits(v + e) */
+    g.pk2 = (comp_vi){0};
+    int f0 = 0;
+    for (; f0 + 8 <= m; f0 += 8) {
+        mg_t8f x[8], r[8];
+        mg_tr8x8_load(in, f0, x);
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++)
+            gang_level(&g, &x[j], &r[j]);
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++)
+            gang_recur(&g, &r[j], &r[j]);
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++)
+            gang_out(&g, &r[j], &x[j]);
+        mg_tr8x8_store(x, out, f0);
     }
-    /* chunk_levels' mono path, and det_pre's differences and peak */
-    for (int i = 0; i < m; i++)
-        for (int l = 0; l < COMP_FUSED; l++)
-            L[i][l] = -dyn_comp_gain(DYN_DB_PER_LOG2 * dyn_log2f(dyn_clean(X[i][l])), t[l], sl[l],
-                                     hw[l], iw[l]);
-    for (int l = 0; l < COMP_FUSED; l++) {
-        pk[l] = (int32_t)dyn_bits(vp[l] + e[l]);
-        D[0][l] = vp[l] - L[0][l];
-        pk2[l] = 0;
+    for (; f0 < m; f0++) { /* the last frames of a chunk not a multiple of 8 */
+        comp_vf x, r;
+        for (int l = 0; l < 8; l++)
+            x[l] = in[l][f0];
+        gang_level(&g, &x, &r);
+        gang_recur(&g, &r, &r);
+        gang_out(&g, &r, &x);
+        for (int l = 0; l < 8; l++)
+            out[l][f0] = x[l];
     }
-    for (int i = 1; i < m; i++)
-        for (int l = 0; l < COMP_FUSED; l++)
-            D[i][l] = L[i - 1][l] - L[i][l];
-    for (int i = 0; i < m; i++)
-        for (int l = 0; l < COMP_FUSED; l++) {
-            const int32_t q = (int32_t)dyn_bits(L[i][l]);
-            pk[l] = q > pk[l] ? q : pk[l];
-        }
-    /* det_recur on every lane, its vectors in registers through the block
-     * (the latency-bound part: COMP_FUSED / 8 recursions in flight); the
-     * errors replace the differences in D */
-    {
-        comp_vf ev[COMP_FV], va[COMP_FV], vr[COMP_FV];
-        memcpy(ev, e, sizeof ev), memcpy(va, aa, sizeof va), memcpy(vr, ar, sizeof vr);
-        const comp_vf zero = {0};
-        for (int i = 0; i < m; i++) {
-#pragma GCC unroll 4
-            for (int v = 0; v < COMP_FV; v++) {
-                comp_vf x;
-                memcpy(&x, &D[i][8 * v], sizeof x);
-                const comp_vf d = ev[v] + x;
-                const comp_vf ea = va[v] * d, er = vr[v] * d;
-                const comp_vi lt = d < zero;
-                ev[v] = (comp_vf)(((comp_vi)ea & lt) | ((comp_vi)er & ~lt));
-                memcpy(&D[i][8 * v], &ev[v], sizeof ev[v]);
-            }
-        }
-        memcpy(e, ev, sizeof ev);
-    }
-    /* det_post's mono path: the gain and the output */
-    for (int i = 0; i < m; i++)
-        for (int l = 0; l < COMP_FUSED; l++) {
-            const float r = L[i][l] + D[i][l];
-            const int32_t q = (int32_t)dyn_bits(r);
-            pk2[l] = q > pk2[l] ? q : pk2[l];
-            X[i][l] = dyn_clean(X[i][l]) *
-                      (dry[l] + mix[l] * dyn_exp2f((mk[l] - r) * DYN_LOG2_PER_DB));
-        }
-    /* the outputs, channel-major */
-    for (int l0 = 0; l0 < COMP_FUSED; l0 += 8) {
-        if (l0 + 8 <= nl) {
-            for (int f0 = 0; f0 < tiles; f0 += 8)
-                tile_out(X, l0, f0, out);
-            for (int i = tiles; i < m; i++)
-                for (int l = l0; l < l0 + 8; l++)
-                    out[l][i] = X[i][l];
-        } else {
-            for (int l = l0; l < nl; l++)
-                for (int i = 0; i < m; i++)
-                    out[l][i] = X[i][l];
-        }
-    }
+    int32_t pk[8], pk2[8];
+    memcpy(vp, &g.vp, sizeof vp), memcpy(e, &g.e, sizeof e);
+    memcpy(pk, &g.pk, sizeof pk), memcpy(pk2, &g.pk2, sizeof pk2);
     /* the detector states: det_pre's (nothing to compress: unchanged) or det_post's */
     for (int l = 0; l < nl; l++) {
         comp_blk *b = bl[l];
         if (dyn_float((uint32_t)pk[l]) == 0.0f)
             continue;
-        b->s->v[0] = L[m - 1][l];
+        b->s->v[0] = vp[l];
         float el = e[l];
         if (!(fabsf(el) > 1e-6f)) /* settled (or NaN): exactly on v */
             el = 0.0f;
@@ -762,8 +828,23 @@ static void process_many(void *const *states, const mg_proc *procs, int k)
         if (nf)
             fused_group(fl, nf, o, m);
     }
-    for (int j = 0; j < k; j++)
-        blk_finish(&b[j]);
+    /* blk_finish for every member, the readouts' exp2 as one loop that GCC
+     * vectorises (this function is not MG_HOT: baseline code like
+     * process's, without FMA, so each value is blk_finish's bit for bit) */
+    float gr[MG_MAX_GANG * COMP_MAX_CH];
+    float *ro[MG_MAX_GANG * COMP_MAX_CH];
+    int nr = 0;
+    for (int j = 0; j < k; j++) {
+        blk_share(&b[j]);
+        for (int c = 0; c < b[j].s->ch; c++) {
+            gr[nr] = -b[j].grmax[c] * DYN_LOG2_PER_DB;
+            ro[nr++] = &b[j].p->readout[c];
+        }
+    }
+    for (int i = 0; i < nr; i++)
+        gr[i] = dyn_exp2f(gr[i]);
+    for (int i = 0; i < nr; i++)
+        *ro[i] = gr[i];
 }
 
 /* names of the stepped parameters' choices, one per step from min (mg_choice_spec) */

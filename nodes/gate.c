@@ -111,7 +111,7 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
     return 0;
 }
 
-MG_HOT static void process(void *st, const mg_proc *p)
+static inline __attribute__((always_inline)) void process_one(void *st, const mg_proc *p)
 {
     gate_state *s = st;
     const int ch = s->ch;
@@ -143,8 +143,15 @@ MG_HOT static void process(void *st, const mg_proc *p)
                 s->lp_fc = fc;
             }
         }
+        /* fully open and the hold cannot run out within this chunk: the gain
+         * stays exactly 1, only the hold counter moves (see below) */
+        const int steady_open = !ramp && open && e == 0.0f && cnt + m <= hold;
+        /* which a mono gate without key filters finds from the key itself:
+         * its level is |key|, and the filters (whose states must move) are
+         * off, so the level pass is skipped */
+        const int key_scan = steady_open && ch == 1 && !filt;
         /* key level: max |key| over the channels */
-        for (int c = 0; c < ch; c++) {
+        for (int c = 0; c < ch && !key_scan; c++) {
             const float *src = (sidechain ? p->in[ch + c] : p->in[c]) + o;
             if (filt) {
                 for (int i = 0; i < m; i++)
@@ -162,13 +169,19 @@ MG_HOT static void process(void *st, const mg_proc *p)
         }
         /* state machine and gain, into lvl[] */
         int unity = 0;
-        if (!ramp && open && e == 0.0f && cnt + m <= hold) {
-            /* fully open and the hold cannot run out within this chunk: the
-             * gain stays exactly 1, only the hold counter moves */
+        if (steady_open) {
+            /* the last sample at or above the lower threshold restarts the
+             * hold count */
             const float tc = pv[P_THRESH].value * hyst;
             int last = m - 1;
-            while (last >= 0 && !(lvl[last] >= tc))
-                last--;
+            if (key_scan) {
+                const float *key = (sidechain ? p->in[1] : p->in[0]) + o;
+                while (last >= 0 && !(fabsf(key[last]) >= tc))
+                    last--;
+            } else {
+                while (last >= 0 && !(lvl[last] >= tc))
+                    last--;
+            }
             cnt = last >= 0 ? m - 1 - last : cnt + m;
             unity = 1;
         } else if (!ramp && !open && e == 0.0f && tp == pv[P_RANGE].value &&
@@ -223,6 +236,19 @@ MG_HOT static void process(void *st, const mg_proc *p)
     p->readout[1] = (float)open;
 }
 
+MG_HOT static void process(void *st, const mg_proc *p)
+{
+    process_one(st, p);
+}
+
+/* Ganged (the strip's gates run as one step of the plan, as its EQs and
+ * compressors do): each member's block as process runs it, in one call. */
+MG_HOT static void process_many(void *const *states, const mg_proc *procs, int k)
+{
+    for (int j = 0; j < k; j++)
+        process_one(states[j], &procs[j]);
+}
+
 /* names of the stepped parameters' choices, one per step from min (mg_choice_spec) */
 static const mg_choice_spec choices[] = {
     {"sidechain", "main|key"},
@@ -245,6 +271,7 @@ const mg_node_type mg_type_gate = {
     .state_size = sizeof(gate_state),
     .prepare = prepare,
     .process = process,
+    .process_many = process_many,
     .reset = reset,
     .on_param = on_param,
 };

@@ -239,8 +239,8 @@ def test_noise_ganged_equals_alone_bit_for_bit(block):
 
 def _render_fused(gang: bool, block: int) -> tuple[np.ndarray, list[float]]:
     """37 mono compressors of the usual strip kind (peak, own input, nothing
-    moving), which the gang runs 32 lanes at a time over frame-major vectors
-    (nodes/compressor.c fused_group): a full group and a part one, each
+    moving), which the gang runs 8 lanes at a time over frame-major vectors
+    (nodes/compressor.c fused_group): four full groups and a part one, each
     compressor with its own curve, times and makeup; some inputs silent or
     too quiet to compress (det_pre's constant-gain case, whose detector
     state must stay as it is), one full-scale square, one with NaN and Inf;
@@ -288,6 +288,66 @@ def test_fused_compressor_lanes_equal_alone_bit_for_bit(block):
     alone, gr_a = _render_fused(False, block)
     assert np.all(np.isfinite(ganged))
     assert min(gr_g) < 0.5  # some compress hard
+    assert gr_g == gr_a
+    for c in range(ganged.shape[1]):
+        np.testing.assert_array_equal(ganged[:, c], alone[:, c], err_msg=f"output channel {c}")
+
+
+def _render_gates(gang: bool, block: int) -> tuple[np.ndarray, list, list[float]]:
+    """13 gates side by side: mono ones on bursts (opening, holding, closing;
+    the steady-open chunks that find the hold restart from the key itself),
+    one with the key high-pass and low-pass, a stereo one, one keyed from
+    another input, one whose threshold and range move, one on a silent
+    input and one with NaN and Inf samples."""
+    k = 13
+    rng = np.random.default_rng(5)
+    n = RATE // 2
+    t = np.arange(n) / RATE
+    x = np.zeros((n, k + 2), np.float32)
+    for c in range(k + 2):
+        burst = (np.sin(2 * np.pi * (2.1 + 0.53 * c) * t) > 0.3).astype(np.float32)
+        x[:, c] = rng.standard_normal(n) * 10 ** (rng.uniform(-40, -6) / 20) * burst
+    x[:, 4] = 0.0
+    x[4000:4010, 6] = np.nan
+    x[7000:7003, 6] = np.inf
+    e = Engine(RATE, k + 2, k + 2)
+    e.set_ganging(gang)
+    s = Session(e)
+    try:
+        for i in range(k):
+            ch = 2 if i == 9 else 1
+            g = {"threshold": float(rng.uniform(-50, -20)), "hysteresis": float(rng.uniform(0, 12)),
+                 "range": float(rng.uniform(-90, -10)), "attack": float(rng.uniform(0.05, 5)),
+                 "hold": float(rng.choice([0.0, 5.0, 40.0])), "release": float(rng.uniform(5, 300))}
+            if i == 3:
+                g.update(keyhpon=1, keyhp=200.0, keylpon=1, keylp=4000.0)
+            if i == 11:
+                g.update(sidechain=1)
+            s.add_node("input", f"in{i}", {"first": i + 1, "channels": ch})
+            s.add_node("gate", f"g{i}", {"channels": ch, **g})
+            s.add_node("output", f"out{i}", {"first": i + 1, "channels": ch})
+            s.connect(f"in{i}", f"g{i}")
+            s.connect(f"g{i}", f"out{i}")
+        s.add_node("input", "key", {"first": k + 2, "channels": 1})
+        s.connect("key", "g11:key")
+        s.commit()
+        s.set_param("g2", "threshold", -15.0, time=9001)
+        s.set_param("g2", "range", -40.0, time=9001)
+        y = e.process(n, x, block=block).copy()
+        s.service()
+        return y, list(s.gangs), [s.readout(f"g{i}", "gr")[0] for i in range(k)]
+    finally:
+        s.close()
+        e.free()
+
+
+@pytest.mark.parametrize("block", [64, 100])
+def test_gates_ganged_equal_alone_bit_for_bit(block):
+    ganged, gangs, gr_g = _render_gates(True, block)
+    alone, _, gr_a = _render_gates(False, block)
+    assert ("gate", 13) in gangs, gangs
+    assert np.all(np.isfinite(ganged))
+    assert max(gr_g) == 0.0 and min(gr_g) < -6.0  # dB: some open, some closed at the end
     assert gr_g == gr_a
     for c in range(ganged.shape[1]):
         np.testing.assert_array_equal(ganged[:, c], alone[:, c], err_msg=f"output channel {c}")
