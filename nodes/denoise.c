@@ -1,11 +1,13 @@
 /* denoise: STFT spectral noise reduction (Wiener gain, decision-directed SNR).
  *
  * Frames of N samples (1024 at 44.1/48 kHz, scaled with the rate: 512..4096)
- * every H = N/4 samples, sqrt-Hann analysis and synthesis windows (their
- * product, the periodic Hann, overlap-adds to exactly 2 at a hop of N/4, the
- * synthesis window carries 1/2 and the FFT's 1/N). The latency is N - 1
- * samples: the output at time t is the input at t - N + 1, all four frames
- * that cover it added.
+ * every H = N/2 samples (50 % overlap, as RNNoise and speexdsp's
+ * preprocessor; a hop of N/4 costs twice the frames for at most 0.9 dB more
+ * SNR improvement on the reference tests, tests/test_node_denoise.py), sqrt-Hann analysis
+ * and synthesis windows (their product, the periodic Hann, overlap-adds to
+ * exactly 1 at a hop of N/2; the synthesis window carries the FFT's 1/N).
+ * The latency is N - 1 samples: the output at time t is the input at
+ * t - N + 1, the two frames that cover it added.
  *
  * Per bin k of a frame, with P = |X|^2 and the noise power L (learned profile
  * or tracker, times `threshold`):
@@ -83,6 +85,7 @@ static const mg_readout_spec readouts[] = {
 };
 
 #define DN_MAX_CH 2
+#define DN_OVERLAP 2           /* frames over each sample: the hop is n / DN_OVERLAP */
 #define DN_U 8                 /* minimum-statistics sub-windows */
 #define DN_DD_ALPHA 0.98f
 #define DN_TRACK_TAU 0.040     /* s: periodogram smoothing of the tracker */
@@ -174,7 +177,7 @@ static void dn_tables_free(dn_tables *t)
     free(t);
 }
 
-/* [control] The tables for frame size n (hop n / 4), made on first use;
+/* [control] The tables for frame size n (hop n / DN_OVERLAP), made on first use;
  * NULL: no memory. */
 static dn_tables *dn_tables_get(int n)
 {
@@ -195,9 +198,9 @@ static dn_tables *dn_tables_get(int n)
         }
         if (t) {
             const double pi = 3.14159265358979323846;
-            const size_t nn = (size_t)n, h = nn / 4;
+            const size_t nn = (size_t)n, h = nn / DN_OVERLAP;
             t->ws = t->wa + nn;
-            /* sqrt of the periodic Hann; the product overlap-adds to n / (2 h) = 2 */
+            /* sqrt of the periodic Hann; the product overlap-adds to n / (2 h) (1 at h = n / 2) */
             const double syn = 1.0 / (nn * (nn / (2.0 * h)));
             for (int i = 0; i < n; i++) {
                 const double w = sqrt(0.5 - 0.5 * cos(2.0 * pi * i / n));
@@ -306,7 +309,7 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
     while (n > 512 && ctx->sample_rate < 33000.0 * (n / 1024))
         n /= 2;
     s->n = n;
-    s->h = n / 4;
+    s->h = n / DN_OVERLAP;
     s->nb = n / 2 + 1;
     s->tab = dn_tables_get(n);
     if (!s->tab)
@@ -863,7 +866,7 @@ static const mg_choice_spec choices[] = {
 
 const mg_node_type mg_type_denoise = {
     .name = "denoise",
-    .doc = "Spectral noise reduction (STFT 1024 / 256 hop at 48 kHz, Wiener gain with "
+    .doc = "Spectral noise reduction (STFT 1024 / 512 hop at 48 kHz, Wiener gain with "
            "decision-directed SNR smoothing). `track` 1 follows the noise floor continuously; "
            "`/node/<name>/learn <seconds>` learns a profile and switches to it (`track` 0). `reduction` "
            "is the largest attenuation (0: the input, delayed). Latency n - 1 samples "
