@@ -5,7 +5,8 @@ and the simulated misses per block counted inside mg_engine_process_blocks
 only.
 
     python bench/cache_misses.py [--channels 64] [--mb 4] [--blocks 40] [--sets 13]
-                                 [--d1 32768,8,64] [--ll 2097152,16,64] [--top 25]
+                                 [--d1 32768,8,64] [--ll 2097152,16,64] [--top 25] [--hard]
+                                 [--core SO]
 
 A live cycle runs after jackd, the other clients and mixgraph's own control
 thread have been through the caches (docs/scale-out.md "Where a live cycle's
@@ -17,6 +18,13 @@ beyond the simulated last level; with the default 2 MB and 4 MB written
 between blocks, nearly every line the block touches). Both are split into
 the engine's own code (csrc/: run_plan, the mixing, the ramps) and the node
 types' (nodes/, the DSP headers), and the functions with the most are listed.
+
+--hard counts the hard mix (bench/mix64.py --hard: denoise on channels 1-8,
+autotune on 9-10); their frames fall one block in four, so --blocks a
+multiple of 4.
+
+--core SO counts that build of the C core (bench/ab_core.py's load_core)
+instead of the installed one: an A/B of two builds, one run each.
 
 --sets N sets N faders' gains per block (a fader move, each restarting that
 fader's smoothing ramp), the OSC flood of bench/jackd.py (10,000 messages a
@@ -42,6 +50,9 @@ HERE = Path(__file__).resolve().parent
 def child(a: argparse.Namespace) -> None:
     """The part that runs under valgrind: build, warm up, then the blocks."""
     sys.path.insert(0, str(HERE))
+    if a.core:
+        from ab_core import load_core
+        load_core(a.core)
     import numpy as np
     from mix64 import build_mix64
 
@@ -50,7 +61,7 @@ def child(a: argparse.Namespace) -> None:
 
     e = Engine(48000, 0, 2, block=64)
     s = Session(e)
-    build_mix64(s, a.channels)
+    build_mix64(s, a.channels, a.hard)
     out = np.zeros((64, 2), np.float32)
     e.process(64 * 50, None)  # warm-up: mg_engine_process, not counted
     junk = np.ones(max(1, (a.mb << 20) >> 3))
@@ -110,6 +121,8 @@ def main() -> None:
     ap.add_argument("--d1", default="32768,8,64", help="size,assoc,line of the first level")
     ap.add_argument("--ll", default="2097152,16,64", help="size,assoc,line of the last level")
     ap.add_argument("--top", type=int, default=25, help="functions listed")
+    ap.add_argument("--hard", action="store_true", help="denoise x8, autotune x2")
+    ap.add_argument("--core", default=None, metavar="SO", help="this build of the C core")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -122,13 +135,15 @@ def main() -> None:
                f"--callgrind-out-file={outf}", sys.executable, __file__, "--child",
                "--channels", str(a.channels), "--mb", str(a.mb), "--blocks", str(a.blocks),
                "--sets", str(a.sets)]
+        cmd += (["--hard"] if a.hard else []) + (["--core", a.core] if a.core else [])
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         ann = subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=100",
                               str(outf)], check=True, capture_output=True, text=True).stdout
     total, rows = parse(ann)
     nb = a.blocks
-    print(f"# mix64 {a.channels} ch, {a.mb} MB written between blocks, {a.sets} fader sets "
-          f"a block; callgrind D1 {a.d1}, LL {a.ll}; per 64-frame block (mean of {nb})")
+    print(f"# mix64{' --hard' if a.hard else ''} {a.channels} ch, {a.mb} MB written between "
+          f"blocks, {a.sets} fader sets a block; callgrind D1 {a.d1}, LL {a.ll}; "
+          f"per 64-frame block (mean of {nb})")
     print_rows(total, rows, nb, a.top)
 
 

@@ -33,7 +33,8 @@
  * n is a power of two, 128..65536 (the STFT nodes use 512..4096). Twiddles are
  * computed in double at init. mg_fft_init allocates (control thread);
  * forward/inverse only compute (audio thread) and use the struct's scratch,
- * so one mg_fft serves one caller at a time. */
+ * so one mg_fft serves one caller at a time; mg_fft_share makes another
+ * mg_fft over the same read-only tables with scratch of its own. */
 #ifndef MG_DSP_FFT_H
 #define MG_DSP_FFT_H
 
@@ -55,6 +56,7 @@ typedef struct {
     float *rt_re;      /* m/2 + 1: W^k = exp(-2 pi i k / n), k = 0..m/2 */
     float *rt_im;
     float *zr, *zi;    /* m each: scratch */
+    int shared;        /* 1: the tables are another mg_fft's (mg_fft_share), the scratch the caller's */
 } mg_fft;
 
 /* eight floats; loads and stores through memcpy (no alignment assumed) */
@@ -70,11 +72,14 @@ typedef int mg_iv8 __attribute__((vector_size(32)));
 
 static inline void mg_fft_free(mg_fft *f)
 {
-    free(f->grp);
-    free(f->tw_re);
-    free(f->t8_re);
-    free(f->rt_re);
-    free(f->zr);
+    if (!f->shared) {
+        free(f->grp);
+        free(f->tw_re);
+        free(f->t8_re);
+        free(f->rt_re);
+        free(f->zr);
+    }
+    f->shared = 0;
     f->grp = NULL;
     f->tw_re = f->tw_im = f->tw_imc = NULL;
     f->t8_re = f->t8_im = NULL;
@@ -88,6 +93,7 @@ static inline int mg_fft_init(mg_fft *f, int n)
 {
     f->grp = NULL;
     f->tw_re = f->t8_re = f->rt_re = f->zr = NULL;
+    f->shared = 0;
     if (n < 128 || n > 65536 || (n & (n - 1)))
         return -1;
     const int m = n / 2, m8 = m / 8;
@@ -145,6 +151,19 @@ static inline int mg_fft_init(mg_fft *f, int n)
         f->rt_im[k] = (float)sin(a);
     }
     return 0;
+}
+
+/* [control] f as `from` (an mg_fft_init'ed transform, which must outlive f:
+ * free f first), with its read-only tables shared and `scratch` (n floats,
+ * the caller's) as its own scratch: several STFT nodes of one size keep one
+ * copy of the twiddles in the cache, not one each. The same products and sums
+ * as from's own transform. */
+static inline void mg_fft_share(mg_fft *f, const mg_fft *from, float *scratch)
+{
+    *f = *from;
+    f->zr = scratch;
+    f->zi = scratch + f->m;
+    f->shared = 1;
 }
 
 /* The first three stages: for r = 0..m/8-1, the 8-point DFT of the complex
