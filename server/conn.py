@@ -1,5 +1,6 @@
 """A client connection over TCP (control thread): OSC 1.0 size-prefix or OSC 1.1
-SLIP framing in, an output buffer with bounds out, a token bucket for its rate.
+SLIP framing in, an output buffer with bounds out, a token bucket for its rate
+(server/budget.py).
 
 TcpConn is the Peer of one TCP client of the ControlServer (server/transport.py),
 and the base of a browser's WebSocket connection (server/web.py); both modules
@@ -12,6 +13,7 @@ import socket
 import time
 from typing import TYPE_CHECKING
 
+from .budget import Bucket
 from .osc import Peer
 
 if TYPE_CHECKING:  # the server hands itself in
@@ -44,25 +46,6 @@ def slip_decode(data: bytes) -> bytes:
             out.append(c)
             i += 1
     return bytes(out)
-
-
-class Bucket:
-    """A token bucket: `rate` messages per second, bursts of `burst`."""
-
-    __slots__ = ("rate", "burst", "tokens", "stamp", "dropped", "told", "first")
-
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate, self.burst = rate, burst
-        self.tokens = burst
-        self.stamp = time.monotonic()
-        self.dropped = 0
-        self.told = 0.0
-        self.first = ""
-
-    def refill(self, now: float) -> float:
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        return self.tokens
 
 
 class TcpConn:

@@ -28,6 +28,7 @@ from mixgraph.clients.protocol import ostr as _ostr
 
 from . import __version__, heap, planner, ramps, readonly, show_osc, tapers
 from .actions import actions_for, is_action_or_trigger, run_action
+from .budget import Bucket, HostBudget
 from .catalog import CATALOG
 from .engine import EngineBusy
 from .errors import MixgraphError, echo
@@ -393,9 +394,9 @@ class Dispatcher:
         # pattern matching budgets (_match): the packet being handled and its host's
         self._pat_host: str | None = None
         self._pat_spent = 0.0
-        self._pat_tokens: dict[str, list[float]] = {}  # host -> [seconds left, when]
-        self._whole_tokens: dict[str, list[float]] = {}  # the same for /dump, /subscribe
-        self._graph_tokens: dict[str, list[float]] = {}  # and for /patch/load, /undo, /redo
+        self._pat_budget = HostBudget(PATTERN_HOST_S, PATTERN_HOST_S)
+        self._whole_budget = HostBudget(WHOLE_STATE_BURST_S, WHOLE_STATE_RATE)  # /dump ...
+        self._graph_budget = HostBudget(GRAPH_WORK_BURST_S, GRAPH_WORK_RATE)  # /patch/load ...
         self._match_memo: dict[str, list[str]] = {}
         self._match_key: object = None
         self._inflight: list = []  # (sample time, seq, client key, count): scheduled sets
@@ -1457,26 +1458,6 @@ class Dispatcher:
         self._pat_host = source_of(client.key) if client is not None else None
         self._pat_spent = 0.0
 
-    def _host_bucket(self, host, buckets: dict | None = None, burst: float = PATTERN_HOST_S,
-                     rate: float = PATTERN_HOST_S) -> list[float]:
-        """A source host's bucket of control-thread time (seconds: `burst` at most,
-        refilled at `rate` a second) for work that grows with the graph: pattern
-        matching (the default), and the whole-state replies of /dump and /subscribe
-        (their own bucket: _whole_state)."""
-        if buckets is None:
-            buckets = self._pat_tokens
-        now = time.monotonic()
-        bucket = buckets.get(host)
-        if bucket is None:
-            if len(buckets) >= 4096:
-                for h in [h for h, b in buckets.items() if b[0] >= burst and now - b[1] >= 10.0]:
-                    del buckets[h]
-            bucket = buckets[host] = [burst, now]
-        else:
-            bucket[0] = min(burst, bucket[0] + (now - bucket[1]) * rate)
-            bucket[1] = now
-        return bucket
-
     @contextmanager
     def _whole_state(self, client: Peer | None, what: str):
         """Around a reply of the whole state (/dump, a /subscribe's first dump: tens of
@@ -1488,18 +1469,15 @@ class Dispatcher:
         if client is None:
             yield
             return
-        bucket = self._host_bucket(source_of(client.key), self._whole_tokens,
-                                   WHOLE_STATE_BURST_S, WHOLE_STATE_RATE)
-        if bucket[0] <= 0.0:
-            raise MixgraphError(f"{what}: too much whole-state work from this host (at most "
-                                f"{WHOLE_STATE_RATE * 1e3:g} ms a second of /dump, "
-                                "/subscribe, /graph/dump, /graph/nodes, /graph/connections "
-                                "and /catalog): try again later")
-        t0 = time.perf_counter()
-        try:
+
+        def refuse(_b: Bucket) -> MixgraphError:
+            return MixgraphError(f"{what}: too much whole-state work from this host (at most "
+                                 f"{WHOLE_STATE_RATE * 1e3:g} ms a second of /dump, "
+                                 "/subscribe, /graph/dump, /graph/nodes, /graph/connections "
+                                 "and /catalog): try again later")
+
+        with self._whole_budget.spend(source_of(client.key), refuse):
             yield
-        finally:
-            bucket[0] -= time.perf_counter() - t0
 
     @contextmanager
     def graph_work(self, client: Peer | None, what: str):
@@ -1516,20 +1494,18 @@ class Dispatcher:
         if client is None:
             yield
             return
-        bucket = self._host_bucket(source_of(client.key), self._graph_tokens,
-                                   GRAPH_WORK_BURST_S, GRAPH_WORK_RATE)
-        if bucket[0] <= 0.0:
-            wait = -bucket[0] / GRAPH_WORK_RATE
-            raise MixgraphError(f"{what}: too much whole-graph work from this host (at most "
-                                f"{GRAPH_WORK_RATE * 1e3:g} ms a second of /patch/load, /undo, "
-                                "/redo, scene and cue recalls after bursts of "
-                                f"{GRAPH_WORK_BURST_S:g} s): try "
-                                f"again in {max(wait, 0.1):.1f} s")
-        t0 = time.thread_time()  # the control thread's CPU: a loaded box's waits are not charged
-        try:
+        budget = self._graph_budget
+
+        def refuse(b: Bucket) -> MixgraphError:
+            return MixgraphError(f"{what}: too much whole-graph work from this host (at most "
+                                 f"{GRAPH_WORK_RATE * 1e3:g} ms a second of /patch/load, /undo, "
+                                 "/redo, scene and cue recalls after bursts of "
+                                 f"{GRAPH_WORK_BURST_S:g} s): try "
+                                 f"again in {max(budget.wait_s(b), 0.1):.1f} s")
+
+        # the control thread's CPU: a loaded box's waits are not charged
+        with budget.spend(source_of(client.key), refuse, time.thread_time):
             yield
-        finally:
-            bucket[0] -= time.thread_time() - t0
 
     def _match(self, pattern: str) -> list[str]:
         """The live addresses a pattern matches. Matches are kept while the address
@@ -1549,12 +1525,12 @@ class Dispatcher:
         host = self._pat_host
         bucket = None
         if host is not None:
-            bucket = self._host_bucket(host)
+            bucket = self._pat_budget.bucket(host)
             if self._pat_spent >= PATTERN_PACKET_S:
                 raise MixgraphError(f"this packet has used its pattern matching time "
                                     f"({PATTERN_PACKET_S * 1e3:g} ms): send fewer patterns "
                                     "per packet, or literal addresses")
-            if bucket[0] <= 0.0:
+            if bucket.tokens <= 0.0:
                 raise MixgraphError(f"too much pattern matching from this host (at most "
                                     f"{PATTERN_HOST_S * 1e3:g} ms a second): try again, or "
                                     "send literal addresses")
@@ -1572,7 +1548,7 @@ class Dispatcher:
         dt = time.perf_counter() - t0
         self._pat_spent += dt
         if bucket is not None:
-            bucket[0] -= dt
+            bucket.tokens -= dt
         if len(self._match_memo) >= MATCH_MEMO:
             self._match_memo.clear()
         self._match_memo[pattern] = out

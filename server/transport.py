@@ -39,7 +39,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .actions import expire_actions
-from .conn import OUT_HIGH, Bucket, TcpConn
+from .budget import Bucket
+from .conn import OUT_HIGH, TcpConn
 from .errors import MixgraphError
 from .feedback import Feedback
 from .osc import Dispatcher, Peer, encode_bundle, encode_message, pack_bundles, parse_packet
