@@ -295,3 +295,65 @@ def test_host_budget_refuses_when_spent_and_refills():
         time.sleep(0.05)
     with b.spend("a", refuse):
         pass
+
+
+# ---- 5. a pattern's matches did unbounded work --------------------------------------
+def test_what_a_pattern_s_matches_do_is_paid_from_a_host_budget(monkeypatch):
+    """Only the matching of a pattern was paid for (and a pattern matched before cost
+    nothing): `/node/*/* 0` sets every parameter of the graph, 7,000 on 160 nodes in
+    0.2-0.8 s, and 40 such packets over UDP held another client's /info 57 s (12.6 s of
+    CPU). The sets and queries of the matches are now paid from a bucket per source
+    host (PATTERN_RUN_RATE a second after bursts of PATTERN_RUN_BURST_S): 100 packets,
+    /info after 2.1 s (0.7 s of CPU), 4 done, 96 refused. Literal addresses and other
+    hosts are not touched."""
+    from mixgraph.server import osc
+    from mixgraph.server.osc import Peer
+
+    monkeypatch.setattr(osc, "PATTERN_RUN_BURST_S", 1e-9)
+    monkeypatch.setattr(osc, "PATTERN_RUN_RATE", 1e-9)
+    e = Engine(48000, 2, 2)
+    s = Session(e)
+    d = Dispatcher(s, info={"block": 64})
+    try:
+        for i in range(4):
+            d.dispatch("/graph/add", ["gain", f"ch{i}"], lambda a, r: None)
+        out: list = []
+        a = Peer(("10.0.0.1", 5000), lambda _: None)
+        b = Peer(("10.0.0.2", 5000), lambda _: None)
+
+        def say(peer, address, *args):
+            d._pattern_payer(peer)
+            d.dispatch(address, list(args), lambda x, r: out.append((x, r)), client=peer)
+            return out[-1]
+
+        assert say(a, "/node/ch*/gain", -6.0)[0] == "/done"  # the bucket's first work
+        fail = say(a, "/node/ch*/gain", -3.0)
+        assert fail[0] == "/fail" and "too much work from patterns" in fail[1][1], fail
+        assert say(a, "/node/ch1/gain", -3.0)[0] == "/done"  # literal: no pattern work
+        assert say(b, "/node/ch*/gain", -3.0)[0] == "/done"  # another host: its own
+    finally:
+        s.close()
+        e.free()
+
+
+def test_a_pattern_flood_does_not_hold_a_daemon(tmp_path):
+    """Over a real daemon: 150 `/node/*/* 0` over TCP on 80 eq8 nodes; some are refused
+    for the host's pattern budget, and another client's /info is answered."""
+    d = Daemon(tmp_path / "state", "--backend", "null")
+    d.client.timeout = 120.0
+    try:
+        for i in range(80):
+            d.call("/graph/add", "eq8", f"q{i}")
+        n = 150
+        with socket.create_connection(("127.0.0.1", d.port)) as s:
+            s.sendall(b"".join(_frame("/node/*/*", 0.0) for _ in range(n)))
+            assert d.call("/info")[:2] == ["name", "mixgraph"]
+            replies = [parse_packet(f)[0] for f in _read_frames(s, n, 300.0)]
+        assert len(replies) == n
+        refused = [m for m in replies if m.address == "/fail"
+                   and "too much work from patterns" in str(m.args)]
+        done = [m for m in replies if m.address == "/done"]
+        assert refused and done and len(refused) + len(done) == n, replies[:3]
+        assert "Traceback" not in d.output()
+    finally:
+        d.stop()
