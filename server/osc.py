@@ -28,6 +28,7 @@ from mixgraph.clients.protocol import ostr as _ostr
 
 from . import __version__, heap, planner, ramps, readonly, show_osc, tapers
 from .actions import actions_for, is_action_or_trigger, run_action
+from .budget import Bucket, HostBudget
 from .catalog import CATALOG
 from .engine import EngineBusy
 from .errors import GraphWorkRefused, MixgraphError, echo
@@ -64,6 +65,12 @@ LV2_JOBS = 4  # /catalog lv2 requests describing plugins a turn at a time, at on
 # (more patterns in it fail), and one source host this much per second (a bucket)
 PATTERN_PACKET_S = 0.05
 PATTERN_HOST_S = 0.2
+# and what the matches then do (the sets or queries of every match) this much a second
+# per source host, after bursts of PATTERN_RUN_BURST_S; wall time, as matching is: CPU
+# time let a loaded box's waits refill the bucket as fast as the work spent it (a
+# pattern fader over 32 channels at 60 Hz is about 40 ms a second on a quiet box)
+PATTERN_RUN_BURST_S = 1.0
+PATTERN_RUN_RATE = 0.25
 # control-thread time (s) the whole-state replies (/dump, /subscribe) of one source host
 # may take: bursts of WHOLE_STATE_BURST_S, WHOLE_STATE_RATE a second after them
 WHOLE_STATE_BURST_S = 0.6
@@ -394,9 +401,10 @@ class Dispatcher:
         # pattern matching budgets (_match): the packet being handled and its host's
         self._pat_host: str | None = None
         self._pat_spent = 0.0
-        self._pat_tokens: dict[str, list[float]] = {}  # host -> [seconds left, when]
-        self._whole_tokens: dict[str, list[float]] = {}  # the same for /dump, /subscribe
-        self._graph_tokens: dict[str, list[float]] = {}  # and for /patch/load, /undo, /redo
+        self._pat_budget = HostBudget(PATTERN_HOST_S, PATTERN_HOST_S)
+        self._set_budget = HostBudget(PATTERN_RUN_BURST_S, PATTERN_RUN_RATE)  # _pattern
+        self._whole_budget = HostBudget(WHOLE_STATE_BURST_S, WHOLE_STATE_RATE)  # /dump ...
+        self._graph_budget = HostBudget(GRAPH_WORK_BURST_S, GRAPH_WORK_RATE)  # /patch/load ...
         # (host, scene a, scene b) -> a /scene/morph the host's budget refused, held
         # until the budget allows (the latest wins): server/show_osc.py
         self.morph_held: dict[tuple, tuple] = {}
@@ -1466,26 +1474,6 @@ class Dispatcher:
         self._pat_host = source_of(client.key) if client is not None else None
         self._pat_spent = 0.0
 
-    def _host_bucket(self, host, buckets: dict | None = None, burst: float = PATTERN_HOST_S,
-                     rate: float = PATTERN_HOST_S) -> list[float]:
-        """A source host's bucket of control-thread time (seconds: `burst` at most,
-        refilled at `rate` a second) for work that grows with the graph: pattern
-        matching (the default), and the whole-state replies of /dump and /subscribe
-        (their own bucket: _whole_state)."""
-        if buckets is None:
-            buckets = self._pat_tokens
-        now = time.monotonic()
-        bucket = buckets.get(host)
-        if bucket is None:
-            if len(buckets) >= 4096:
-                for h in [h for h, b in buckets.items() if b[0] >= burst and now - b[1] >= 10.0]:
-                    del buckets[h]
-            bucket = buckets[host] = [burst, now]
-        else:
-            bucket[0] = min(burst, bucket[0] + (now - bucket[1]) * rate)
-            bucket[1] = now
-        return bucket
-
     @contextmanager
     def _whole_state(self, client: Peer | None, what: str):
         """Around a reply of the whole state (/dump, a /subscribe's first dump: tens of
@@ -1497,18 +1485,15 @@ class Dispatcher:
         if client is None:
             yield
             return
-        bucket = self._host_bucket(source_of(client.key), self._whole_tokens,
-                                   WHOLE_STATE_BURST_S, WHOLE_STATE_RATE)
-        if bucket[0] <= 0.0:
-            raise MixgraphError(f"{what}: too much whole-state work from this host (at most "
-                                f"{WHOLE_STATE_RATE * 1e3:g} ms a second of /dump, "
-                                "/subscribe, /graph/dump, /graph/nodes, /graph/connections "
-                                "and /catalog): try again later")
-        t0 = time.perf_counter()
-        try:
+
+        def refuse(_b: Bucket) -> MixgraphError:
+            return MixgraphError(f"{what}: too much whole-state work from this host (at most "
+                                 f"{WHOLE_STATE_RATE * 1e3:g} ms a second of /dump, "
+                                 "/subscribe, /graph/dump, /graph/nodes, /graph/connections "
+                                 "and /catalog): try again later")
+
+        with self._whole_budget.spend(source_of(client.key), refuse):
             yield
-        finally:
-            bucket[0] -= time.perf_counter() - t0
 
     @contextmanager
     def graph_work(self, client: Peer | None, what: str):
@@ -1525,20 +1510,18 @@ class Dispatcher:
         if client is None:
             yield
             return
-        bucket = self._host_bucket(source_of(client.key), self._graph_tokens,
-                                   GRAPH_WORK_BURST_S, GRAPH_WORK_RATE)
-        if bucket[0] <= 0.0:
-            wait = -bucket[0] / GRAPH_WORK_RATE
-            raise GraphWorkRefused(f"{what}: too much whole-graph work from this host (at most "
-                                f"{GRAPH_WORK_RATE * 1e3:g} ms a second of /patch/load, /undo, "
-                                "/redo, scene and cue recalls after bursts of "
-                                f"{GRAPH_WORK_BURST_S:g} s): try "
-                                f"again in {max(wait, 0.1):.1f} s")
-        t0 = time.thread_time()  # the control thread's CPU: a loaded box's waits are not charged
-        try:
+        budget = self._graph_budget
+
+        def refuse(b: Bucket) -> GraphWorkRefused:
+            return GraphWorkRefused(f"{what}: too much whole-graph work from this host (at most "
+                                    f"{GRAPH_WORK_RATE * 1e3:g} ms a second of /patch/load, /undo, "
+                                    "/redo, scene and cue recalls after bursts of "
+                                    f"{GRAPH_WORK_BURST_S:g} s): try "
+                                    f"again in {max(budget.wait_s(b), 0.1):.1f} s")
+
+        # the control thread's CPU: a loaded box's waits are not charged
+        with budget.spend(source_of(client.key), refuse, time.thread_time):
             yield
-        finally:
-            bucket[0] -= time.thread_time() - t0
 
     def _match(self, pattern: str) -> list[str]:
         """The live addresses a pattern matches. Matches are kept while the address
@@ -1558,12 +1541,12 @@ class Dispatcher:
         host = self._pat_host
         bucket = None
         if host is not None:
-            bucket = self._host_bucket(host)
+            bucket = self._pat_budget.bucket(host)
             if self._pat_spent >= PATTERN_PACKET_S:
                 raise MixgraphError(f"this packet has used its pattern matching time "
                                     f"({PATTERN_PACKET_S * 1e3:g} ms): send fewer patterns "
                                     "per packet, or literal addresses")
-            if bucket[0] <= 0.0:
+            if bucket.tokens <= 0.0:
                 raise MixgraphError(f"too much pattern matching from this host (at most "
                                     f"{PATTERN_HOST_S * 1e3:g} ms a second): try again, or "
                                     "send literal addresses")
@@ -1581,7 +1564,7 @@ class Dispatcher:
         dt = time.perf_counter() - t0
         self._pat_spent += dt
         if bucket is not None:
-            bucket[0] -= dt
+            bucket.tokens -= dt
         if len(self._match_memo) >= MATCH_MEMO:
             self._match_memo.clear()
         self._match_memo[pattern] = out
@@ -1599,6 +1582,24 @@ class Dispatcher:
         matched = self._match(address)
         if not matched:
             raise MixgraphError("no address matches the pattern")
+        # what the matches do is paid for too, from the host's own bucket of control-thread
+        # time: `/node/*/* 0` sets 7,000 parameters of a 160-node graph in 0.8 s, and 40
+        # such packets over UDP held another client's reply 57 s (attack7)
+        bucket = self._set_budget.bucket(source_of(client.key)) if client is not None else None
+        if bucket is not None and bucket.tokens <= 0.0:
+            raise MixgraphError(f"too much work from patterns from this host (at most "
+                                f"{PATTERN_RUN_RATE * 1e3:g} ms a second of what their "
+                                f"matches do, after bursts of {PATTERN_RUN_BURST_S:g} s): "
+                                "try again, or send literal addresses")
+        t0 = time.perf_counter()
+        try:
+            self._pattern_run(matched, address, args, reply, t, client)
+        finally:
+            if bucket is not None:
+                bucket.tokens -= time.perf_counter() - t0
+
+    def _pattern_run(self, matched: list[str], address: str, args: list, reply: Reply,
+                     t: int, client: Peer | None) -> None:
         self.counters.messages -= 1  # counted once per match below
         if not args:
             for a in matched:

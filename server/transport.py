@@ -28,6 +28,7 @@ import errno
 import hashlib
 import hmac
 import ipaddress
+import itertools
 import logging
 import os
 import resource
@@ -39,7 +40,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .actions import expire_actions
-from .conn import OUT_HIGH, Bucket, TcpConn
+from .budget import Bucket
+from .conn import OUT_HIGH, TcpConn
 from .errors import MixgraphError
 from .feedback import Feedback
 from .osc import Dispatcher, Peer, encode_bundle, encode_message, pack_bundles, parse_packet
@@ -75,6 +77,11 @@ DRAIN_S = 0.005  # time per loop turn spent moving datagrams from the kernel to 
 # and a 24-byte /graph/add eq8 costs milliseconds (attack6: 8 KB of them held every
 # other client's reply 10 s)
 TURN_S = 0.02
+# UDP clients (source address and port) remembered: past PEERS_SOFT those silent for a
+# minute are forgotten (at most once a second: a scan of them all per new source port
+# was quadratic, attack7); past PEERS_MAX the oldest-remembered quiet one goes at once
+PEERS_SOFT = 4096
+PEERS_MAX = 16384
 
 
 @dataclass
@@ -266,6 +273,7 @@ class ControlServer:
         self._last_garbage_log = 0.0
         self._last_error_log = 0.0
         self._last_gc = time.monotonic()
+        self._last_peer_gc = 0.0  # the last _gc_peers run by _bound_peers
         self._last_tick = 0.0
         self._last_expire = 0.0
         # called before any reply leaves (the journal's flush: server/journal.py);
@@ -356,8 +364,8 @@ class ControlServer:
     def _udp_peer(self, addr) -> Peer:
         p = self.peers.get(addr)
         if p is None:
-            if len(self.peers) > 4096:
-                self._gc_peers()
+            if len(self.peers) > PEERS_SOFT:
+                self._bound_peers()
             port = self.reply_ports.get(addr)
             box = [(addr[0], port, *addr[2:]) if port else addr]
             counters = self.counters
@@ -439,16 +447,41 @@ class ControlServer:
             peer.proven = False  # a proof holds for where the cookie went
         self._targets[addr][0] = target
 
+    def _bound_peers(self) -> None:
+        """Before a new UDP client is remembered with PEERS_SOFT or more already: forget
+        those silent for a minute (a scan of all, so at most once a second), and past
+        PEERS_MAX the oldest-remembered ones that hold no subscription and no queued
+        work. A script opening a socket per message (oscsend in a loop) made a new
+        client each time, and each one scanned all the others: 8,000 source ports in
+        2.5 s took 10 s of control-thread CPU and held other clients' replies 46 s."""
+        now = time.monotonic()
+        if now - self._last_peer_gc >= 1.0:
+            self._last_peer_gc = now
+            self._gc_peers()
+        if len(self.peers) < PEERS_MAX:
+            return
+        busy = self.feedback.subs
+        for addr in list(itertools.islice(self.peers, len(busy) + 64)):
+            if addr not in busy and addr not in self.queues and addr not in self._outbox \
+                    and addr not in self.pending:
+                self._forget_peer(addr)
+                if len(self.peers) < PEERS_MAX:
+                    return
+
+    def _forget_peer(self, addr) -> None:
+        """Drop what is kept for one UDP client (it is made again if it sends)."""
+        self.peers.pop(addr, None)
+        self._targets.pop(addr, None)
+        self.buckets.pop(addr, None)
+        self.credit.pop(addr, None)
+        self.counters.clients.pop(addr, None)
+
     def _gc_peers(self) -> None:
         now = time.monotonic()
         clients = self.counters.clients
         for addr in list(self.peers):
             if now - clients.get(addr, 0) > 60 and addr not in self.feedback.subs:
-                self.peers.pop(addr, None)
-                self._targets.pop(addr, None)
-                self.buckets.pop(addr, None)
-                self.credit.pop(addr, None)
-                clients.pop(addr, None)
+                self._forget_peer(addr)
 
     def _limited(self, addr, data: bytes, now: float) -> bool:
         """Per-client token bucket (UDP): True if this packet is dropped."""
@@ -942,12 +975,19 @@ class ControlServer:
             ev |= selectors.EVENT_READ
         if c.outbuf:
             ev |= selectors.EVENT_WRITE
-        if ev == 0:
-            ev = selectors.EVENT_WRITE if c.outbuf else selectors.EVENT_READ
         try:
-            if self.sel.get_key(c.sock).events != ev:
+            if ev == 0:
+                # held back (its rate limit, or its input buffer full) with nothing to
+                # send: not watched until _resume_paused lets it go on. Watched for READ,
+                # select() returned at once while its input waited in the kernel, and the
+                # loop spun: one TCP client over its rate held 73 % of a core (attack7)
+                self.sel.unregister(c.sock)
+            elif self.sel.get_key(c.sock).events != ev:
                 self.sel.modify(c.sock, ev, c)
-        except (KeyError, ValueError):
+        except KeyError:
+            if ev:
+                self.sel.register(c.sock, ev, c)
+        except ValueError:
             pass
         if c.paused or len(c.outbuf) >= OUT_HIGH:
             self._paused.add(c)

@@ -232,3 +232,17 @@ def require_avx512(what: str) -> None:
         pytest.skip(f"{what}: this CPU has no AVX-512, so only the eight-float path can "
                     "run here (the sixteen-float one is chosen from CPUID at load and no "
                     "switch forces it); both runs would take the same path")
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    """A `mixgraph serve` on the null backend with its state in tmp_path/state, stopped
+    after the test (tests/daemon_util.Daemon). A module that needs another start (a
+    graph built first, --http) defines its own `daemon`, which takes precedence."""
+    from daemon_util import Daemon
+
+    d = Daemon(tmp_path / "state", "--backend", "null")
+    try:
+        yield d
+    finally:
+        d.stop()

@@ -13,15 +13,6 @@ from mixgraph.clients.client import MixgraphFail
 from daemon_util import Daemon
 
 
-@pytest.fixture
-def daemon(tmp_path):
-    d = Daemon(tmp_path / "state", "--backend", "null")
-    try:
-        yield d
-    finally:
-        d.stop()
-
-
 def _patch_with_scene(d: Daemon, name: str, bypass) -> None:
     """A patch document in the state dir's patches whose scene `s` holds bypass[g]."""
     d.call("/patch/save", "base")

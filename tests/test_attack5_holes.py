@@ -21,15 +21,6 @@ from daemon_util import Daemon
 
 
 @pytest.fixture
-def daemon(tmp_path):
-    d = Daemon(tmp_path / "state", "--backend", "null")
-    try:
-        yield d
-    finally:
-        d.stop()
-
-
-@pytest.fixture
 def rig():
     """An in-process session and dispatcher; say() returns the last reply."""
     engine = Engine(48000, 0, 2)

@@ -20,13 +20,6 @@ from mixgraph.clients import MixgraphFail
 from daemon_util import Daemon, free_udp_port
 
 
-@pytest.fixture
-def daemon(tmp_path):
-    d = Daemon(tmp_path / "state", "--backend", "null")
-    yield d
-    d.stop()
-
-
 def build_tone(d: Daemon, level_db: float = -6.0, gain_db: float = -6.0) -> None:
     d.call("/graph/add", "sine", "osc", "freq", 1000.0, "level", level_db)
     d.call("/graph/add", "gain", "g", "gain", gain_db)

@@ -21,13 +21,6 @@ from mixgraph.server.osc import encode_message, parse_packet
 from daemon_util import Daemon
 
 
-@pytest.fixture
-def daemon(tmp_path):
-    d = Daemon(tmp_path / "state", "--backend", "null")
-    yield d
-    d.stop()
-
-
 class Udp:
     def __init__(self, port: int, host: str = "127.0.0.1", bind: str = "127.0.0.1") -> None:
         self.s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -1,0 +1,79 @@
+"""Token buckets of the control thread: one class for every rate the server bounds.
+
+`Bucket` is a token bucket (`rate` tokens a second, bursts of `burst`): a client's
+messages (the per-client rate limit of server/transport.py and server/conn.py), or
+seconds of control-thread time. `HostBudget` keeps a Bucket of seconds per source
+host for work that grows with the graph (the Dispatcher's pattern matching,
+whole-state replies and whole-graph edits in server/osc.py): such work is refused
+while the host's bucket is empty, and charged what it took."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+
+class Bucket:
+    """A token bucket: `rate` tokens per second, bursts of `burst` (a client's
+    messages, or a host's seconds of control-thread time). `dropped`, `told` and
+    `first` are for the rate limit's notices (server/transport.py)."""
+
+    __slots__ = ("rate", "burst", "tokens", "stamp", "dropped", "told", "first")
+
+    def __init__(self, rate: float, burst: float, now: float | None = None) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens = burst
+        self.stamp = time.monotonic() if now is None else now
+        self.dropped = 0
+        self.told = 0.0
+        self.first = ""
+
+    def refill(self, now: float) -> float:
+        """The tokens after refilling up to `now` (monotonic seconds)."""
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        return self.tokens
+
+
+class HostBudget:
+    """A Bucket of control-thread seconds per source host: `burst_s` at most,
+    refilled at `rate` seconds a second. At most `hosts` buckets are kept when a new
+    host comes: those full again for 10 s are forgotten first."""
+
+    def __init__(self, burst_s: float, rate: float, hosts: int = 4096) -> None:
+        self.burst_s, self.rate, self.hosts = burst_s, rate, hosts
+        self._buckets: dict[str, Bucket] = {}
+
+    def bucket(self, host: str) -> Bucket:
+        """The host's bucket, refilled up to now (a new one is full)."""
+        now = time.monotonic()
+        b = self._buckets.get(host)
+        if b is None:
+            if len(self._buckets) >= self.hosts:
+                for h in [h for h, x in self._buckets.items() if now - x.stamp >= 10.0
+                          and x.tokens + (now - x.stamp) * x.rate >= x.burst]:
+                    del self._buckets[h]
+            b = self._buckets[host] = Bucket(self.rate, self.burst_s, now)
+        else:
+            b.refill(now)
+        return b
+
+    def wait_s(self, b: Bucket) -> float:
+        """Seconds until an empty bucket holds time again."""
+        return max(0.0, -b.tokens / self.rate)
+
+    @contextmanager
+    def spend(self, host: str, refuse: Callable[[Bucket], Exception],
+              clock: Callable[[], float] = time.perf_counter) -> Iterator[Bucket]:
+        """Around a piece of work of `host`: raises refuse(bucket) when its bucket is
+        empty, else charges the work's time by `clock` (time.thread_time: the control
+        thread's CPU, so that waits for a core on a loaded box are not charged)."""
+        b = self.bucket(host)
+        if b.tokens <= 0.0:
+            raise refuse(b)
+        t0 = clock()
+        try:
+            yield b
+        finally:
+            b.tokens -= clock() - t0
