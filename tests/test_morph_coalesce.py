@@ -89,7 +89,7 @@ def test_a_morph_the_budget_refuses_is_held_and_the_latest_lands():
         s.set_param(f"e{i}", "b1gain", 6.0)
     send(local, "/scene/store", "b", "/node/e*/b*")
     # the host's budget spent (0.2 s ahead of it: refilled in 0.4 s): every morph is held
-    d._graph_tokens[source_of_key(peer)][0] = -0.2
+    d._graph_budget.bucket(source_of_key(peer)).tokens = -0.2
     for x in (0.1, 0.2, 0.3, 0.4):
         send(peer, "/scene/morph", "a", "b", x)
     assert all(g[-1] == "superseded" for g in got) and len(got) == 3, got
@@ -105,8 +105,7 @@ def test_a_morph_the_budget_refuses_is_held_and_the_latest_lands():
     assert last[5] > 0 and len(last) == 6
     assert abs(s.get_param("e3", "b1gain") - 2.4) < 1e-4
     # a morph inside a bundle is not held: refused with the bundle
-    osc_budget = d._graph_tokens[source_of_key(peer)]
-    osc_budget[0] = -1.0
+    d._graph_budget.bucket(source_of_key(peer)).tokens = -1.0
     got.clear()
     d.dispatch_packet(parse_packet(osc.encode_bundle(
         [encode_message("/scene/morph", ["a", "b", 0.9])])), peer, True)
