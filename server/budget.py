@@ -30,10 +30,29 @@ class Bucket:
         self.first = ""
 
     def refill(self, now: float) -> float:
-        """The tokens after refilling up to `now` (monotonic seconds)."""
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        """The tokens after refilling up to `now` (monotonic seconds, or the
+        HostBudget's clock)."""
+        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.stamp) * self.rate)
         self.stamp = now
         return self.tokens
+
+
+def available_clock() -> float:
+    """Seconds the calling thread could have run: monotonic time less the time it
+    has waited on a run queue for a core (/proc/thread-self/schedstat; plain
+    monotonic time where that is missing). A budget charged in the thread's CPU
+    time and refilled on this clock gives a host the same share of the control
+    thread on a loaded box as on a quiet one: refilled on wall time, `rate` seconds
+    a second of CPU was all the CPU a control thread got at load 10, and a flood of
+    /patch/load was never refused (test_attack6's flood: no reply to another
+    client's /status in 60 s). Read on the thread that spends the budget (the
+    control thread): each thread has its own wait."""
+    try:
+        with open("/proc/thread-self/schedstat", "rb") as f:
+            wait_ns = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return time.monotonic()
+    return time.monotonic() - wait_ns * 1e-9
 
 
 class HostBudget:
@@ -41,13 +60,15 @@ class HostBudget:
     refilled at `rate` seconds a second. At most `hosts` buckets are kept when a new
     host comes: those full again for 10 s are forgotten first."""
 
-    def __init__(self, burst_s: float, rate: float, hosts: int = 4096) -> None:
+    def __init__(self, burst_s: float, rate: float, hosts: int = 4096,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.burst_s, self.rate, self.hosts = burst_s, rate, hosts
+        self.clock = clock  # what refills: wall time, or available_clock
         self._buckets: dict[str, Bucket] = {}
 
     def bucket(self, host: str) -> Bucket:
         """The host's bucket, refilled up to now (a new one is full)."""
-        now = time.monotonic()
+        now = self.clock()
         b = self._buckets.get(host)
         if b is None:
             if len(self._buckets) >= self.hosts:

@@ -28,7 +28,7 @@ from mixgraph.clients.protocol import ostr as _ostr
 
 from . import __version__, heap, planner, ramps, readonly, show_osc, tapers
 from .actions import actions_for, is_action_or_trigger, run_action
-from .budget import Bucket, HostBudget
+from .budget import Bucket, HostBudget, available_clock
 from .catalog import CATALOG
 from .engine import EngineBusy
 from .errors import GraphWorkRefused, MixgraphError, echo
@@ -404,7 +404,9 @@ class Dispatcher:
         self._pat_budget = HostBudget(PATTERN_HOST_S, PATTERN_HOST_S)
         self._set_budget = HostBudget(PATTERN_RUN_BURST_S, PATTERN_RUN_RATE)  # _pattern
         self._whole_budget = HostBudget(WHOLE_STATE_BURST_S, WHOLE_STATE_RATE)  # /dump ...
-        self._graph_budget = HostBudget(GRAPH_WORK_BURST_S, GRAPH_WORK_RATE)  # /patch/load ...
+        # /patch/load ...: charged in CPU time, refilled on the time the thread could run
+        self._graph_budget = HostBudget(GRAPH_WORK_BURST_S, GRAPH_WORK_RATE,
+                                        clock=available_clock)
         # (host, scene a, scene b) -> a /scene/morph the host's budget refused, held
         # until the budget allows (the latest wins): server/show_osc.py
         self.morph_held: dict[tuple, tuple] = {}
