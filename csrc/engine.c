@@ -165,8 +165,8 @@ struct mg_engine {
     uint32_t tr_cmds, tr_applied, tr_swaps;
 };
 
-/* What unconnected inputs read (mg_internal.h). */
-const float mg_zeros[MG_MAX_BLOCK];
+/* What unconnected inputs read: mg_zeros, defined in layout.c (which points
+ * the prebuilt calls at it), so that layout.c needs nothing of engine.c. */
 
 /* Parameters a lone node may have for its ramps to go to the engine's
  * ramp_scratch (node_ramps); a node with more uses its own ramp_mem. */

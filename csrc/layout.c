@@ -33,6 +33,10 @@ int mg_plan_layout(mg_plan *p, int block)
     return mg_plan_calls(p);
 }
 
+/* What unconnected inputs read (mg_internal.h): the prebuilt calls and the
+ * engine's plan steps point at it. */
+const float mg_zeros[MG_MAX_BLOCK];
+
 /* The one-thread path's prebuilt calls (mg_call) and their input pointers at
  * offset 0 (mg_plan.inb), from the plan's steps and pool. The flags the
  * audio thread keeps (pull, fold_unity) and the inputs read in place are
