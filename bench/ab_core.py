@@ -81,16 +81,12 @@ def git(*args: str) -> str:
 
 
 def header_cdef(text: str) -> str:
-    """mg_api.h as cffi's cdef, as csrc/build_core.py's api_cdef makes it."""
-    lines = []
-    for line in text.splitlines():
-        t = line.strip()
-        if t.startswith("#"):
-            if re.match(r"#define\s+MG_\w+\s+-?\w+\s*(/\*.*)?$", t):
-                lines.append(re.sub(r"/\*.*", "", t))
-            continue
-        lines.append(line)
-    return "\n".join(lines)
+    """mg_api.h's text as cffi's cdef: csrc/build_core.py's api_cdef."""
+    spec = importlib.util.spec_from_file_location(
+        "mg_build_core", HERE.parent / "csrc" / "build_core.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    return build.api_cdef(text)
 
 
 def header_api(text: str) -> dict[str, Any]:

@@ -31,10 +31,13 @@ CFLAGS = ["-std=c11", "-O3", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fno-
           "-fno-trapping-math", "-ffp-contract=fast"]
 
 
-def api_cdef() -> str:
-    """The public header without preprocessor lines (integer #defines kept)."""
+def api_cdef(text: str | None = None) -> str:
+    """The public header (`text`, else csrc/mg_api.h) without preprocessor lines
+    (integer #defines kept): cffi's cdef (bench/ab_core.py uses it on old headers)."""
     lines = []
-    for line in (HERE / "mg_api.h").read_text().splitlines():
+    if text is None:
+        text = (HERE / "mg_api.h").read_text()
+    for line in text.splitlines():
         s = line.strip()
         if s.startswith("#"):
             if re.match(r"#define\s+MG_\w+\s+-?\w+\s*(/\*.*)?$", s):

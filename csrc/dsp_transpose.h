@@ -16,38 +16,8 @@
 typedef float mg_t8f __attribute__((vector_size(32)));
 typedef int32_t mg_t8i __attribute__((vector_size(32)));
 
-static inline __attribute__((always_inline)) void mg_tr8x8(const float *const in[8],
-                                                           float *const out[8])
-{
-    mg_t8f r0, r1, r2, r3, r4, r5, r6, r7;
-    memcpy(&r0, in[0], sizeof r0), memcpy(&r1, in[1], sizeof r1);
-    memcpy(&r2, in[2], sizeof r2), memcpy(&r3, in[3], sizeof r3);
-    memcpy(&r4, in[4], sizeof r4), memcpy(&r5, in[5], sizeof r5);
-    memcpy(&r6, in[6], sizeof r6), memcpy(&r7, in[7], sizeof r7);
-    const mg_t8i lo = {0, 8, 2, 10, 4, 12, 6, 14}, hi = {1, 9, 3, 11, 5, 13, 7, 15};
-    const mg_t8f t0 = __builtin_shuffle(r0, r1, lo), t1 = __builtin_shuffle(r0, r1, hi);
-    const mg_t8f t2 = __builtin_shuffle(r2, r3, lo), t3 = __builtin_shuffle(r2, r3, hi);
-    const mg_t8f t4 = __builtin_shuffle(r4, r5, lo), t5 = __builtin_shuffle(r4, r5, hi);
-    const mg_t8f t6 = __builtin_shuffle(r6, r7, lo), t7 = __builtin_shuffle(r6, r7, hi);
-    const mg_t8i lo2 = {0, 1, 8, 9, 4, 5, 12, 13}, hi2 = {2, 3, 10, 11, 6, 7, 14, 15};
-    const mg_t8f u0 = __builtin_shuffle(t0, t2, lo2), u2 = __builtin_shuffle(t0, t2, hi2);
-    const mg_t8f u1 = __builtin_shuffle(t1, t3, lo2), u3 = __builtin_shuffle(t1, t3, hi2);
-    const mg_t8f u4 = __builtin_shuffle(t4, t6, lo2), u6 = __builtin_shuffle(t4, t6, hi2);
-    const mg_t8f u5 = __builtin_shuffle(t5, t7, lo2), u7 = __builtin_shuffle(t5, t7, hi2);
-    const mg_t8i lo4 = {0, 1, 2, 3, 8, 9, 10, 11}, hi4 = {4, 5, 6, 7, 12, 13, 14, 15};
-    /* after the three stages, o_j holds element j of every input row */
-    const mg_t8f o0 = __builtin_shuffle(u0, u4, lo4), o4 = __builtin_shuffle(u0, u4, hi4);
-    const mg_t8f o1 = __builtin_shuffle(u1, u5, lo4), o5 = __builtin_shuffle(u1, u5, hi4);
-    const mg_t8f o2 = __builtin_shuffle(u2, u6, lo4), o6 = __builtin_shuffle(u2, u6, hi4);
-    const mg_t8f o3 = __builtin_shuffle(u3, u7, lo4), o7 = __builtin_shuffle(u3, u7, hi4);
-    memcpy(out[0], &o0, sizeof o0), memcpy(out[1], &o1, sizeof o1);
-    memcpy(out[2], &o2, sizeof o2), memcpy(out[3], &o3, sizeof o3);
-    memcpy(out[4], &o4, sizeof o4), memcpy(out[5], &o5, sizeof o5);
-    memcpy(out[6], &o6, sizeof o6), memcpy(out[7], &o7, sizeof o7);
-}
-
-/* The same transpose on vectors held in registers: r[j] becomes the vector
- * of element j of every r[i] (the shuffles of mg_tr8x8). */
+/* An 8x8 transpose of vectors held in registers: r[j] becomes the vector of
+ * element j of every r[i] (three stages of shuffles). */
 static inline __attribute__((always_inline)) void mg_tr8x8_regs(mg_t8f r[8])
 {
     const mg_t8i lo = {0, 8, 2, 10, 4, 12, 6, 14}, hi = {1, 9, 3, 11, 5, 13, 7, 15};
@@ -65,6 +35,17 @@ static inline __attribute__((always_inline)) void mg_tr8x8_regs(mg_t8f r[8])
     r[1] = __builtin_shuffle(u1, u5, lo4), r[5] = __builtin_shuffle(u1, u5, hi4);
     r[2] = __builtin_shuffle(u2, u6, lo4), r[6] = __builtin_shuffle(u2, u6, hi4);
     r[3] = __builtin_shuffle(u3, u7, lo4), r[7] = __builtin_shuffle(u3, u7, hi4);
+}
+
+static inline __attribute__((always_inline)) void mg_tr8x8(const float *const in[8],
+                                                           float *const out[8])
+{
+    mg_t8f r[8];
+    for (int i = 0; i < 8; i++)
+        memcpy(&r[i], in[i], sizeof r[i]);
+    mg_tr8x8_regs(r);
+    for (int j = 0; j < 8; j++)
+        memcpy(out[j], &r[j], sizeof r[j]);
 }
 
 /* Eight floats from each of rows[0..8) at frame f, transposed: r[j] holds
