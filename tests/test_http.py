@@ -610,7 +610,8 @@ def test_a_thousand_connections_are_refused_beyond_the_caps(daemon):
     sub.until(lambda m: m[0] == "/done" and m[1][0] == "/subscribe")
     sub.send("/sync", 1)
     sub.until(lambda m: m == ("/synced", [1]))
-    t0 = daemon.status()["time"]
+    st0 = daemon.status()
+    t0, bad0 = st0["time"], st0["bad_http"]
     socks = []
     try:
         for i in range(1000):
@@ -633,8 +634,15 @@ def test_a_thousand_connections_are_refused_beyond_the_caps(daemon):
         ready = poller.poll(500)
         time.sleep(0.2)  # and once more for any EOF still on its way
         closed = {fd for fd, _ in ready} | {fd for fd, _ in poller.poll(0)}
+        # a held one is closed too once its request head is 10 s late (web.HEAD_TIMEOUT_S):
+        # when the 1,000 connects take that long (a loaded CI host), those closes are counted
+        # as bad_http, not as refusals; every close is one or the other
+        after = daemon.status()
         assert 0 < len(closed) < 1000
-        assert st["refused"] == len(closed)
+        timed_out = (st["bad_http"] - bad0, after["bad_http"] - bad0)
+        assert st["refused"] == after["refused"]
+        assert timed_out[0] <= len(closed) - st["refused"] <= timed_out[1], (
+            len(closed), st["refused"], timed_out)
         assert "connections open (--max-conns)" in daemon.output()
         # the others carry on: an OSC set reaches the subscribed browser, the audio runs
         assert daemon.call("/node/g/gain", -5.0) == ["/node/g/gain", -5.0]
