@@ -242,6 +242,65 @@ def classify(call: tuple, evs: list, period_us: float) -> tuple[str, dict]:
     return why, {"n": n, "irq_us": round(irq_us, 1)}
 
 
+def late_vs_calls(log_text: str, calls: list, span_ms: float = 8.0) -> None:
+    """mixgraph's late cycles (jackd's stamped log, bench/jackd.py
+    dummy(stamp=True)) against its process calls: for each cycle in which
+    jackd caught mixgraph unfinished, the longest call that started within
+    span_ms before the line was read (the stamp is late by the pipe's and the
+    stamper's delay, up to a few ms on a loaded host). A late cycle with no
+    call over a period there was late outside the callback (the thread woke
+    late, or stalled in libjack's hand-over); one with a long call is the
+    call's (its CPU time says whether it worked or waited)."""
+    import bisect
+
+    from jackd import LATE, TIMER
+    starts = [c[0] for c in calls]
+    rows = {"catch_up": [], "full": []}
+    prev_timer = False
+    group: dict[str, str] = {}
+    t_line = 0
+    for line in log_text.splitlines() + ["0 end"]:
+        ts, _, rest = line.partition(" ")
+        if not ts.isdigit():
+            continue
+        m = LATE.search(rest)
+        if m:
+            if not group:
+                t_line = int(ts)
+                catch = prev_timer
+            group[m.group(1) or m.group(3)] = m.group(2) or "after"
+            prev_timer = False
+            continue
+        if group:
+            if "mixgraph" in group:
+                lo = bisect.bisect_left(starts, t_line - span_ms * 1e6)
+                hi = bisect.bisect_right(starts, t_line)
+                near = calls[lo:hi]
+                longest = max(near, key=lambda c: c[3]) if near else None
+                rows["catch_up" if catch else "full"].append(
+                    (group["mixgraph"], len(group) == 1 or set(group) <= {"mixgraph", "mgbench"},
+                     longest))
+            group = {}
+        prev_timer = bool(TIMER.search(rest))
+    period_us = 64 / 48000 * 1e6
+    for kind, rs in rows.items():
+        if not rs:
+            continue
+        long_ = [r for r in rs if r[2] is not None and r[2][3] / 1e3 > period_us]
+        alone = [r for r in rs if r[1]]
+        alone_long = [r for r in alone if r[2] is not None and r[2][3] / 1e3 > period_us]
+        print(f"  mixgraph's late {kind} cycles: {len(rs)}; with a call over a period "
+              f"({period_us:.0f} µs) in the {span_ms:g} ms before: {len(long_)}; caught "
+              f"alone (no other client but its MIDI source): {len(alone)}, of them with "
+              f"such a call {len(alone_long)}")
+        for st, al, c in rs[:40]:
+            if c is None:
+                print(f"    {st}{' alone' if al else ''}: no call traced in the span")
+            else:
+                print(f"    {st}{' alone' if al else ''}: longest call near it wall "
+                      f"{c[3] / 1e3:.0f} µs, CPU {c[4] / 1e3:.0f} µs, cmds {c[5]}, cpu {c[9]}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=60.0)
@@ -313,8 +372,9 @@ def main() -> int:
 
         print(f"# load average before {os.getloadavg()[0]:.1f}", flush=True)
         extra = ("--jack-cpu", a.jack_cpu) if a.jack_cpu is not None else ()
+        jlog = tmp / "jackd.log"
         r = mix64_live(a.seconds, a.osc_rate, a.midi_rate, env=env, on_window=on_window,
-                       extra=extra)
+                       extra=extra, stamp_log=not a.no_trace, keep_log=jlog)
         print(summary(r))
         print(f"# load average after {os.getloadavg()[0]:.1f}", flush=True)
         cycles = (marks["end"] - marks["start"]) * RATE / BLOCK
@@ -331,6 +391,7 @@ def main() -> int:
         with open(out, "rb") as f:
             calls = pickle.load(f)
         evs = perf[0].events() if perf else []
+        jlog_text = jlog.read_text(errors="replace")
     t0, t1 = marks["start"], marks["end"]
     win = [c for c in calls if t0 * 1e9 <= c[0] <= t1 * 1e9]
     walls = sorted(c[3] / 1e3 for c in win)
@@ -384,6 +445,7 @@ def main() -> int:
               f"median {statistics.median(moved):.1f} µs (p99 {q(sorted(moved), .99):.0f}) "
               f"against {statistics.median(stayed):.1f} (p99 {q(sorted(stayed), .99):.0f}) "
               f"on the same CPU")
+    late_vs_calls(jlog_text, win)
     if a.keep:
         with open(a.keep, "wb") as f:
             pickle.dump({"calls": win, "events": evs, "marks": marks, "result": r}, f)

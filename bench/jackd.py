@@ -158,6 +158,38 @@ class JackLog:
                 group = set()
         return sets
 
+    def late_cycles(self, since: int = 0,
+                    until: int | None = None) -> list[tuple[bool, dict[str, str]]]:
+        """Every cycle with late clients: (catch_up, {client: state}).
+
+        jackd checks the clients only when the graph is unfinished at a
+        cycle's start (JackEngine::Process -> ProcessCurrent -> CheckXRun),
+        logs one line per client that has not finished (state `Triggered`:
+        woken or due, not started; `Running`: not done) or finished after
+        that start (`after`), then `ProcessGraphAsyncMaster: Process error`:
+        that line (or the next timer line) closes a cycle's group. `catch_up`:
+        the group right after a `JackTimedDriver::Process XRun` line, the
+        cycle the dummy driver starts at once after its timer woke late."""
+        out: list[tuple[bool, dict[str, str]]] = []
+        cur: dict[str, str] = {}
+        catch = prev_timer = False
+        for line in self.text(since, until).splitlines():
+            m = LATE.search(line)
+            if m:
+                if not cur:
+                    catch = prev_timer
+                cur[m.group(1) or m.group(3)] = m.group(2) or "after"
+                prev_timer = False
+                continue
+            if "Process error" in line or TIMER.search(line):
+                if cur:
+                    out.append((catch, cur))
+                    cur = {}
+                prev_timer = bool(TIMER.search(line))
+        if cur:
+            out.append((catch, cur))
+        return out
+
     def xruns(self, since: int = 0, until: int | None = None) -> dict[str, int]:
         """Xrun lines logged between `since` and `until`, by cause (see the
         module docstring)."""
@@ -173,6 +205,26 @@ class JackLog:
         return counts
 
 
+def late_detail(cycles: list[tuple[bool, dict[str, str]]], who: str = "mixgraph",
+                source: str = "mgbench") -> dict[str, dict[str, int]]:
+    """`who`'s late cycles (JackLog.late_cycles) by kind of cycle (`catch_up`,
+    `full`) and how it was caught: `behind_source` (not started, and its MIDI
+    source `source`, which JACK runs before it, not finished either: `who`
+    could not have run yet whatever its own cost), `Triggered` (not started,
+    its source done or absent), `Running`, `after` (finished between the
+    cycle's start and jackd's check)."""
+    out: dict[str, dict[str, int]] = {"catch_up": {}, "full": {}}
+    for catch, group in cycles:
+        st = group.get(who)
+        if st is None:
+            continue
+        if st == "Triggered" and group.get(source) in ("Triggered", "Running", "after"):
+            st = "behind_source"
+        d = out["catch_up" if catch else "full"]
+        d[st] = d.get(st, 0) + 1
+    return out
+
+
 def late_lines(text: str) -> list[tuple[str, str]]:
     """(client, state) of every late-client line in `text`."""
     return [(m.group(1), m.group(2) or "?") if m.group(1) else (m.group(3), "after")
@@ -185,10 +237,14 @@ def available() -> bool:
 
 
 @contextlib.contextmanager
-def dummy(name: str, rate: int, block: int) -> Iterator[JackLog]:
+def dummy(name: str, rate: int, block: int, stamp: bool = False) -> Iterator[JackLog]:
     """jackd on the dummy driver under server name `name`, realtime when
     MIXGRAPH_JACK_RT is set (needs rtprio: root or limits.conf); stopped on exit.
-    Clients find it through JACK_DEFAULT_SERVER, which the caller sets."""
+    Clients find it through JACK_DEFAULT_SERVER, which the caller sets.
+    `stamp`: every log line starts with CLOCK_MONOTONIC in ns as a process
+    of its own read it from jackd's pipe (a few ms late at worst on a loaded
+    host; the lines' regexes search, so the prefix changes no count): for
+    matching late lines with the engine's call trace (bench/jack_calls.py)."""
     rt = ["-R", "-P", "80"] if os.environ.get("MIXGRAPH_JACK_RT") else ["--no-realtime"]
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     from jack_registry import reclaim  # slots of servers killed earlier (jackd2 has 8)
@@ -196,13 +252,18 @@ def dummy(name: str, rate: int, block: int) -> Iterator[JackLog]:
     reclaim()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "jackd.log"
+        stamper = None
         with open(path, "wb") as log:
             jack = subprocess.Popen(
                 ["jackd", "-n", name, *rt, "-d", "dummy", "-r", str(rate), "-p", str(block)],
                 env={**os.environ, "JACK_DEFAULT_SERVER": name},
-                stdout=log,
+                stdout=subprocess.PIPE if stamp else log,
                 stderr=subprocess.STDOUT,
             )
+            if stamp:
+                stamper = subprocess.Popen(
+                    [sys.executable, "-c", STAMP], stdin=jack.stdout, stdout=log)
+                jack.stdout.close()
         try:
             time.sleep(1.5)
             if jack.poll() is not None:
@@ -215,6 +276,15 @@ def dummy(name: str, rate: int, block: int) -> Iterator[JackLog]:
             except subprocess.TimeoutExpired:
                 jack.kill()
                 jack.wait()
+            if stamper is not None:
+                stamper.wait(10)
+
+
+# dummy(stamp=True)'s line stamper: CLOCK_MONOTONIC ns, a space, the line
+STAMP = ("import sys, time\n"
+         "for line in sys.stdin.buffer:\n"
+         "    sys.stdout.buffer.write(b'%d ' % time.monotonic_ns() + line)\n"
+         "    sys.stdout.buffer.flush()\n")
 
 
 @contextlib.contextmanager
@@ -329,8 +399,17 @@ class MidiSender:
         mine = [p for p in subprocess.run(["jack_lsp", "-s", server], capture_output=True,
                                           text=True, timeout=10).stdout.split()
                 if p.startswith("mgbench")]
+        self.server = server
+        self.ports = mine
         for p in mine:
             subprocess.run(["jack_connect", "-s", server, p, f"{client}:midi_in"],
+                           capture_output=True, timeout=10)
+
+    def feed(self, client: str) -> None:
+        """Connect this MIDI client to `client:midi_in` too: JACK then runs
+        `client` after this one, at mixgraph's place in the graph."""
+        for p in self.ports:
+            subprocess.run(["jack_connect", "-s", self.server, p, f"{client}:midi_in"],
                            capture_output=True, timeout=10)
 
     def send(self, k: int) -> None:
@@ -391,17 +470,23 @@ def status(c, tries: int = 4) -> dict:
     raise AssertionError("unreachable")
 
 
-def burn_peer(server: str, client: str, burn_us: float, seconds: float) -> subprocess.Popen:
+def burn_peer(server: str, client: str, burn_us: float, seconds: float,
+              midi: bool = False, touch_kb: int = 0) -> subprocess.Popen:
     """bench/jack_burn.c (built here with cc -ljack): a JACK client that uses
     burn_us of CPU every cycle, the load-matched peer (a host stall lands in
-    whichever client runs, so a longer client is hit more often)."""
+    whichever client runs, so a longer client is hit more often); `midi`:
+    with a MIDI input port `midi_in`, to be fed by the bench's MIDI client;
+    `touch_kb`: it also touches every line of that much memory of its own a
+    cycle (within burn_us): mixgraph's footprint as well as its time."""
     exe = Path(tempfile.gettempdir()) / f"mg_jack_burn_{os.getpid()}"
     if not exe.exists():
         cc = os.environ.get("CC") or shutil.which("cc") or "gcc"
         subprocess.run([cc, "-std=c11", "-O2", "-Wall", "-Wextra",
                         str(Path(__file__).with_name("jack_burn.c")), "-o", str(exe),
                         "-ljack"], check=True)
-    proc = subprocess.Popen([str(exe), client, f"{burn_us:.1f}", str(int(seconds))],
+    proc = subprocess.Popen([str(exe), client, f"{burn_us:.1f}", str(int(seconds)),
+                             *(["midi"] if midi else []),
+                             *([f"touch={touch_kb}"] if touch_kb else [])],
                             env=dict(os.environ, JACK_DEFAULT_SERVER=server),
                             stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     if proc.stdout.readline().strip() != "ready":
@@ -480,7 +565,9 @@ def thread_faults(pid: int) -> dict[int, tuple[int, float, int]]:
 def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64,
                warm: float = 3.0, extra: tuple[str, ...] = (), block: int = BLOCK,
                keep_log: Path | None = None, env: dict[str, str] | None = None,
-               on_window=None, windows: int = 1) -> dict:
+               on_window=None, windows: int = 1, burn_fixed_us: float | None = None,
+               behind_midi: bool = False, burn_touch_kb: int = 0,
+               stamp_log: bool = False) -> dict:
     """The figure: mixgraph (native JACK, the mix64 session with `channels`
     strips; 0: an empty graph), jack_metro and the load-matched burner on one
     jackd, one measured window under the load; each one's late-client count.
@@ -494,12 +581,21 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64
     environment; `on_window(pids, "start" | "end")`: called as the window opens
     and closes (bench/jack_calls.py starts its recorders there). `windows`:
     that many consecutive windows of `seconds` each under the same load, each
-    one's counts in `windows` of the result (the totals cover them all)."""
+    one's counts in `windows` of the result (the totals cover them all).
+    `burn_fixed_us`: the burner's CPU per cycle, instead of matching it to
+    mixgraph's (an empty graph against a full-size burner, for attribution).
+    `behind_midi`: the burner has a MIDI input fed by the bench's MIDI client
+    (JACK runs it after that client, as it runs mixgraph: load- and
+    depth-matched), and a fourth client `tail` (jack_burn at 0 µs: libjack's
+    own part, jack_metro's cost) is fed the same way: jack_metro's cost at
+    mixgraph's place in the graph. `burn_touch_kb`: the burner touches
+    that much memory of its own every cycle (jack_burn.c touch=KB).
+    `stamp_log`: jackd's log lines start with CLOCK_MONOTONIC ns (dummy)."""
     from mixgraph.clients import Client
     from mixgraph.server.state import AUTOSAVE
 
     name = f"mgj64-{os.getpid()}"
-    with dummy(name, RATE, block) as log, metro(name, "metro") as metro_pid, \
+    with dummy(name, RATE, block, stamp_log) as log, metro(name, "metro") as metro_pid, \
             tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp)
         if channels:
@@ -541,11 +637,21 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64
             warm_cycles = (w1[2] - w0[2]) * RATE / block
             warm_us = (w1[0] - w0[0]) / warm_cycles / 1e3  # mixgraph's, in the warm-up
             burn_us = max(0.0, ((w1[0] - w0[0]) - (w1[1] - w0[1])) / warm_cycles / 1e3)
+            if burn_fixed_us is not None:
+                burn_us = burn_fixed_us
             # (long enough for the windows' /status calls too: a burner gone
             # before the window ends would leave it unmatched)
-            burner = burn_peer(name, "burn", burn_us, seconds * windows * 1.5 + 30)
+            life = seconds * windows * 1.5 + 30
+            deep = behind_midi and midi is not None
+            burner = burn_peer(name, "burn", burn_us, life, midi=deep, touch_kb=burn_touch_kb)
+            tail = burn_peer(name, "tail", 0.0, life, midi=True) if deep else None
+            if deep:
+                midi.feed("burn")
+                midi.feed("tail")
             pids = {"mixgraph": proc.pid, "metro": metro_pid, "burn": burner.pid,
                     "jackd": log.pid}
+            if tail is not None:
+                pids["tail"] = tail.pid
             if midi is not None:
                 pids["mgbench"] = os.getpid()  # python-rtmidi's JACK client is ours
             try:
@@ -587,8 +693,10 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64
                 stop.set()
                 sender.join()
                 loaded = time.monotonic() - load_t0
-                burner.kill()
-                burner.wait()
+                for b in (burner, tail):
+                    if b is not None:
+                        b.kill()
+                        b.wait()
             st = status(c)
             # the count as this bench took it before (for the before/after):
             # one kind of line, the log read to its end after the burner was killed
@@ -613,7 +721,8 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64
                 fw, _ = log.late_split(a, b)
                 per_window.append({
                     "mixgraph": lw.get("mixgraph", 0), "metro": lw.get("metro", 0),
-                    "burn": lw.get("burn", 0), "full": {k: fw.get(k, 0) for k in
+                    "burn": lw.get("burn", 0), "tail": lw.get("tail"),
+                    "full": {k: fw.get(k, 0) for k in
                                                         ("mixgraph", "metro", "burn")},
                     "timer": log.xruns(a, b)["timer"],
                     "steal_pct": round(100 * st_ticks / tck / secs / (os.cpu_count() or 1), 1),
@@ -632,6 +741,9 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64
                     "late_by_client": late, "late_states": log.late_states(m0, m1),
                     "full_cycle_late": full, "catch_up_late": catch_up,
                     "late_sets": log.late_sets(m0, m1),
+                    "mixgraph_late_detail": late_detail(log.late_cycles(m0, m1)),
+                    "metro_late_detail": late_detail(log.late_cycles(m0, m1), "metro", ""),
+                    "tail_late": late.get("tail", 0) if tail is not None else None,
                     "jackd_log": log.xruns(m0, m1),
                     "after_window": log.late_clients(m1), "old_count": old,
                     "per_cycle": per_cycle,
@@ -679,7 +791,13 @@ def summary(r: dict) -> str:
             f"  in full cycles: {fmg} / {fme} / {fbu} ({verdict(fmg, fme)} jack_metro's)\n"
             f"  in the catch-up cycle after jackd's timer woke late "
             f"({r['jackd_log']['timer']} times; ~20 µs given): {cmg} / {cme} / {cbu}\n"
-            f"  on a core per cycle: {pc['mixgraph']['run_us']} / {pc['metro']['run_us']} / "
+            f"  how mixgraph / jack_metro were caught (behind_source: not started while "
+            f"the MIDI client JACK runs before mixgraph had not finished either): "
+            f"{r.get('mixgraph_late_detail')} / {r.get('metro_late_detail')}\n"
+            + (f"  tail (jack_burn at 0 µs, fed by the MIDI client as mixgraph is): "
+               f"{r['tail_late']} late lines, {pc['tail']['run_us']} µs on a core per cycle\n"
+               if r.get("tail_late") is not None else "")
+            + f"  on a core per cycle: {pc['mixgraph']['run_us']} / {pc['metro']['run_us']} / "
             f"{pc['burn']['run_us']} µs (mixgraph's in the warm-up the burner was matched "
             f"to: {r['mixgraph_warm_us']} µs); every xrun mixgraph was told of: "
             f"{r['mixgraph_xruns_status']}; DSP load {r['dsp_load_pct']}%, its longest "
@@ -703,6 +821,8 @@ def windows_summary(wins: list[dict], seconds: float) -> str:
                      f"({f['mixgraph']} / {f['metro']} / {f['burn']}), timer {w['timer']}, "
                      f"steal {w['steal_pct']}%, load {w['loadavg']}, migrations "
                      + " / ".join(f"{mig.get(k, 0):.4f}" for k in ("mixgraph", "metro", "burn"))
+                     + (f", tail (0 µs behind the MIDI client) {w['tail']}"
+                        if w.get("tail") is not None else "")
                      + ("" if w["mixgraph"] <= w["metro"] else "  OVER"))
 
     def med(k: str) -> float:
@@ -734,6 +854,17 @@ def main() -> None:
     ap.add_argument("--jack-cpu", default=None, metavar="N|off",
                     help="the daemon's --jack-cpu (pin its JACK process thread; default: "
                          "the daemon's default, off)")
+    ap.add_argument("--burn-us", type=float, default=None, metavar="US",
+                    help="the burner's CPU per cycle (default: matched to mixgraph's in the "
+                         "warm-up); with --channels 0, an empty mixgraph beside a full-size "
+                         "burner")
+    ap.add_argument("--behind-midi", action="store_true",
+                    help="the burner fed by the bench's MIDI client as mixgraph is (JACK runs "
+                         "it after that client), and a zero-cost client `tail` fed the same "
+                         "way: peers at mixgraph's place in the graph (needs --midi-rate)")
+    ap.add_argument("--burn-touch-kb", type=int, default=0, metavar="KB",
+                    help="the burner also touches every cache line of KB of its own memory "
+                         "each cycle (within its time): mixgraph's footprint (~400) too")
     ap.add_argument("--baseline", action="store_true",
                     help="also run jackd alone for the same time (the host's own xruns)")
     a = ap.parse_args()
@@ -748,7 +879,8 @@ def main() -> None:
     print(f"# load average at the start {os.getloadavg()[0]:.1f}"
           + (f", daemon --jack-cpu {a.jack_cpu}" if extra else ""), flush=True)
     r = mix64_live(a.seconds, a.osc_rate, a.midi_rate, a.channels, block=a.block,
-                   windows=a.windows, extra=extra)
+                   windows=a.windows, extra=extra, burn_fixed_us=a.burn_us,
+                   behind_midi=a.behind_midi, burn_touch_kb=a.burn_touch_kb)
     print(r)
     print(summary(r))
     if a.windows > 1:
