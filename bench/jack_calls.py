@@ -26,6 +26,13 @@ jack_metro and the load-matched burner) with two recorders:
   ran on the CPU it left at that moment (jackd's FIFO 80 thread, another
   client's FIFO 75 thread, a thread of the daemon, another process) and how
   (moved at its wake-up, or pushed/pulled while runnable);
+- jackd's log stamped with CLOCK_MONOTONIC (bench/jackd.py dummy(stamp=True)):
+  each cycle in which jackd caught mixgraph late, matched with the longest
+  traced call just before it (a late cycle with no long call was late outside
+  the callback: woken late, or a short cycle); with --sched, the lengths of
+  jackd's cycles (its driver thread's wake-ups: a timer late by d under a
+  period gives a cycle of period - d) and the real-time threads' timeline in
+  the 4 ms before each cycle mixgraph alone was caught in;
 - with --perf, `perf record -k mono` on the real-time thread: its sched_switch
   (prev_state R: preempted; S: it slept inside the call), page faults, system
   calls, hard and soft interrupts while it ran.
@@ -151,7 +158,7 @@ SCHED_EVENTS = ["sched:sched_switch", "sched:sched_waking", "sched:sched_migrate
 
 def sched_record(path: Path, seconds: float) -> subprocess.Popen:
     """perf record -a of the scheduler's events for `seconds`."""
-    return subprocess.Popen(["perf", "record", "-q", "-a", "-o", str(path),
+    return subprocess.Popen(["perf", "record", "-q", "-a", "-k", "mono", "-o", str(path),
                              *sum((["-e", e] for e in SCHED_EVENTS), []),
                              "--", "sleep", str(seconds)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -242,7 +249,75 @@ def classify(call: tuple, evs: list, period_us: float) -> tuple[str, dict]:
     return why, {"n": n, "irq_us": round(irq_us, 1)}
 
 
-def late_vs_calls(log_text: str, calls: list, span_ms: float = 8.0) -> None:
+_PARSED: dict = {}  # sched_timeline's parsed recording, kept between calls
+
+
+def sched_timeline(lines: list[str], tids: dict[str, int], t0: float, t1: float) -> list[str]:
+    """The scheduler's events (a --sched recording's perf script lines, -k
+    mono) between t0 and t1 s that involve the named real-time threads, as
+    short strings: `+0.123 ms cpu1 mixgraph woken`, `... cpu0 burn in (after
+    X)`, `... out (R|S)`."""
+    import bisect
+
+    name = {str(v): k for k, v in tids.items()}
+    key = id(lines)
+    if _PARSED.get("key") != key:
+        rows = []
+        for line in lines:
+            m = re.match(r"\s*\[(\d+)\]\s+(\d+\.\d+):\s+(\S+?):?\s+(.*)", line)
+            if m:
+                rows.append((float(m.group(2)), m.group(1), m.group(3), m.group(4)))
+        _PARSED.update(key=key, rows=rows, times=[r[0] for r in rows])
+    rows, times = _PARSED["rows"], _PARSED["times"]
+    out = []
+    for t, cpu, ev, text in rows[bisect.bisect_left(times, t0):bisect.bisect_right(times, t1)]:
+        at = f"{(t - t1) * 1e3:+.3f} ms cpu{cpu}"
+        if ev.endswith("sched_switch"):
+            p = re.search(r"prev_comm=(.+?) prev_pid=(\d+) .*prev_state=(\S+) ==> "
+                          r"next_comm=(.+?) next_pid=(\d+)", text)
+            if not p:
+                continue
+            a, b = name.get(p.group(2)), name.get(p.group(5))
+            if a:
+                out.append(f"{at} {a} out ({p.group(3)}) -> {b or p.group(4)}")
+            if b:
+                out.append(f"{at} {b} in (after {a or p.group(1)})")
+        elif ev.endswith("sched_waking"):
+            p = re.search(r"pid=(\d+)", text)
+            if p and p.group(1) in name:
+                out.append(f"{at} {name[p.group(1)]} woken")
+        elif ev.endswith("sched_migrate_task"):
+            p = re.search(r"pid=(\d+) .*orig_cpu=(\d+) dest_cpu=(\d+)", text)
+            if p and p.group(1) in name:
+                out.append(f"{at} {name[p.group(1)]} moved cpu{p.group(2)}->cpu{p.group(3)}")
+    return out
+
+
+def cycle_lengths(lines: list[str], jackd_tid: int) -> list[float]:
+    """jackd's cycle starts in a --sched recording (its real-time thread
+    switched in after a timer wake-up) as the intervals between them, µs.
+    The dummy driver keeps its schedule anchored: a timer that wakes d late
+    (d under a period) makes that cycle start d late and the next one d
+    early, so the clients get period - d, with no `Process XRun` line; over
+    a period, the catch-up cycle starts at once."""
+    starts: list[float] = []
+    woken = False
+    for line in lines:
+        m = re.match(r"\s*\[(\d+)\]\s+(\d+\.\d+):\s+(\S+?):?\s+(.*)", line)
+        if not m:
+            continue
+        ev, text = m.group(3), m.group(4)
+        if ev.endswith("sched_waking") and re.search(rf"pid={jackd_tid}\b", text):
+            woken = True
+        elif ev.endswith("sched_switch") and woken and \
+                re.search(rf"next_pid={jackd_tid}\b", text):
+            starts.append(float(m.group(2)))
+            woken = False
+    return [(b - a) * 1e6 for a, b in zip(starts, starts[1:], strict=False)]
+
+
+def late_vs_calls(log_text: str, calls: list, sched: list[str] | None = None,
+                  tids: dict[str, int] | None = None, span_ms: float = 8.0) -> None:
     """mixgraph's late cycles (jackd's stamped log, bench/jackd.py
     dummy(stamp=True)) against its process calls: for each cycle in which
     jackd caught mixgraph unfinished, the longest call that started within
@@ -277,9 +352,14 @@ def late_vs_calls(log_text: str, calls: list, span_ms: float = 8.0) -> None:
                 hi = bisect.bisect_right(starts, t_line)
                 near = calls[lo:hi]
                 longest = max(near, key=lambda c: c[3]) if near else None
-                rows["catch_up" if catch else "full"].append(
-                    (group["mixgraph"], len(group) == 1 or set(group) <= {"mixgraph", "mgbench"},
-                     longest))
+                alone = len(group) == 1 or set(group) <= {"mixgraph", "mgbench"}
+                rows["catch_up" if catch else "full"].append((group["mixgraph"], alone, longest))
+                if sched and alone and not catch:
+                    tl = sched_timeline(sched, tids or {}, t_line / 1e9 - 0.004, t_line / 1e9)
+                    if tl:
+                        print(f"  mixgraph caught {group['mixgraph']} alone "
+                              f"({'+'.join(sorted(group))}), the RT threads' last 4 ms before "
+                              f"the line was read:\n      " + "\n      ".join(tl[-40:]))
             group = {}
         prev_timer = bool(TIMER.search(rest))
     period_us = 64 / 48000 * 1e6
@@ -335,6 +415,7 @@ def main() -> int:
         sched: list[subprocess.Popen] = []
         sched_pids: dict[str, int] = {}
         sched_tids: dict[str, int] = {}
+        sched_lines: list[str] = []
 
         def on_window(pids: dict[str, int], phase: str) -> None:
             marks[phase] = time.monotonic()
@@ -344,8 +425,9 @@ def main() -> int:
             if phase == "start" and a.sched:
                 sched.append(sched_record(tmp / "sched.data", a.sched))
                 sched_pids.update(pids)
-                for who in ("mixgraph", "metro"):
-                    sched_tids[who] = rt_tid(pids[who])
+                for who in ("mixgraph", "metro", "burn", "mgbench", "jackd"):
+                    if who in pids:
+                        sched_tids[who] = rt_tid(pids[who])
             if phase == "start" and a.syscalls:
                 for who in ("mixgraph", "metro"):
                     f = tmp / f"stat_{who}.txt"
@@ -363,6 +445,10 @@ def main() -> int:
                 if sched:
                     sched[0].wait(120)
                     moved = migrations(tmp / "sched.data", sched_tids, sched_pids)
+                    sched_lines.extend(subprocess.run(
+                        ["perf", "script", "-i", str(tmp / "sched.data"), "-F",
+                         "cpu,time,event,trace"], capture_output=True, text=True).stdout
+                        .splitlines())
                     for who, d in moved.items():
                         print(f"  {who}'s RT thread migrations in the first {a.sched:g} s: "
                               f"{sum(d.values())}; by how and what ran on the CPU it left: "
@@ -445,10 +531,20 @@ def main() -> int:
               f"median {statistics.median(moved):.1f} µs (p99 {q(sorted(moved), .99):.0f}) "
               f"against {statistics.median(stayed):.1f} (p99 {q(sorted(stayed), .99):.0f}) "
               f"on the same CPU")
-    late_vs_calls(jlog_text, win)
     if a.keep:
         with open(a.keep, "wb") as f:
-            pickle.dump({"calls": win, "events": evs, "marks": marks, "result": r}, f)
+            pickle.dump({"calls": win, "events": evs, "marks": marks, "result": r,
+                         "sched": sched_lines, "tids": sched_tids, "jackd_log": jlog_text}, f)
+    late_vs_calls(jlog_text, win, sched_lines, sched_tids)
+    if sched_lines and sched_tids.get("jackd"):
+        gaps = cycle_lengths(sched_lines, sched_tids["jackd"])
+        edges = [0, 150, 300, 600, 1000, 1250, 1420, 2000, 1e12]
+        hist = [sum(1 for g in gaps if lo <= g < hi) for lo, hi in zip(edges, edges[1:],
+                                                                            strict=False)]
+        names = [f"{lo:g}-{hi:g}" for lo, hi in zip(edges, edges[1:-1], strict=False)]
+        names.append(f"{edges[-2]:g}+")
+        print(f"  jackd's cycles in the --sched recording: {len(gaps)}; µs from one start to "
+              f"the next: " + ", ".join(f"{k}: {n}" for k, n in zip(names, hist, strict=True)))
     return 0
 
 

@@ -77,3 +77,43 @@ def test_clients_caught_in_one_cycle_are_one_set(tmp_path: Path) -> None:
     log, end = log_of(tmp_path)
     assert log.late_sets(0, end) == {"burn+mixgraph": 1, "burn+metro": 1, "mixgraph": 1,
                                      "burn": 1, "burn+mgbench+mixgraph": 1}
+
+
+def test_each_cycle_is_one_group_with_each_clients_state(tmp_path: Path) -> None:
+    """A cycle's lines end at 'Process error' (or the next timer line); the
+    group right after a timer line is the catch-up cycle."""
+    log, end = log_of(tmp_path)
+    assert log.late_cycles(0, end) == [
+        (True, {"mixgraph": "Running", "burn": "Triggered"}),
+        (False, {"metro": "Triggered", "burn": "Triggered"}),
+        (False, {"mixgraph": "Running"}),
+        (False, {"burn": "after"}),
+        (True, {"mixgraph": "Triggered", "mgbench": "Triggered", "burn": "Running"}),
+    ]
+
+
+def test_mixgraph_not_started_behind_its_midi_source_is_told_apart(tmp_path: Path) -> None:
+    """mixgraph `Triggered` while the MIDI client JACK runs before it had
+    not finished either: it could not have started, whatever its cost."""
+    log, end = log_of(tmp_path)
+    cycles = log.late_cycles(0, end)
+    assert jackd.late_detail(cycles) == {"catch_up": {"Running": 1, "behind_source": 1},
+                                         "full": {"Running": 1}}
+    # jack_metro has no source: Triggered stays Triggered
+    assert jackd.late_detail(cycles, "metro", "") == {"catch_up": {}, "full": {"Triggered": 1}}
+    assert jackd.late_detail(cycles, "burn", "") == {
+        "catch_up": {"Triggered": 1, "Running": 1}, "full": {"Triggered": 1, "after": 1}}
+
+
+def test_stamped_lines_count_the_same(tmp_path: Path) -> None:
+    """dummy(stamp=True) puts CLOCK_MONOTONIC ns before every line: no count
+    may change."""
+    path = tmp_path / "stamped.log"
+    path.write_text("".join(f"{1000 + k} {line}\n"
+                            for k, line in enumerate((WINDOW + KILLED).splitlines())))
+    stamped = jackd.JackLog(path)
+    log, end = log_of(tmp_path)
+    assert stamped.late_clients() == log.late_clients()
+    assert stamped.late_split() == log.late_split()
+    assert stamped.late_cycles() == log.late_cycles()
+    assert stamped.xruns() == log.xruns()
