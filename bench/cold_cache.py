@@ -4,7 +4,7 @@ caches since the last one: the mix64 session (bench/mix64.py) rendered one
 between blocks, in alternating rounds.
 
     python bench/cold_cache.py [--channels 64] [--mb 0 1 4 16 64] [--rounds 4] [--cpu N]
-                               [--code-warm]
+                               [--code-warm] [--idle-us 1250 [--idle-spin]]
 
 A live JACK client runs for ~100 µs out of every 1333 µs; in between, jackd,
 the other clients, mixgraph's own control thread (parsing 10,000 OSC messages
@@ -15,6 +15,12 @@ not depend on that; mixgraph's does. This prints the CPU time per block
 blocks: the 0 MB row is the hot-cache figure of bench/mix64.py, and the row
 that matches the live DSP time (`/status` load x period) says how much other
 memory traffic a live cycle sees.
+
+--idle-us adds a row with that long asleep between blocks and nothing
+written (a JACK cycle at 64 frames is ~80 µs of work and ~1250 µs of
+waiting), and --idle-spin one spinning on the core for that long instead:
+what the time away alone costs the next block (on a shared VM, more than 4 MB
+of the guest's own writes: the caches are shared with what runs outside it).
 
 --code-warm adds, for every size but 0, a row where a second mix64 engine
 (its own nodes and buffers, the same code) renders a block after the other
@@ -54,6 +60,14 @@ def main() -> None:
                     help="the core to run on (-1: not pinned)")
     ap.add_argument("--code-warm", action="store_true",
                     help="also each size with the code warmed by a second engine's block")
+    ap.add_argument("--idle-us", type=float, default=0.0, metavar="US",
+                    help="also a row with this long asleep between blocks and nothing "
+                         "written (1250: a JACK cycle's idle time at 64 frames): what the "
+                         "CPU's idle time alone costs the next block")
+    ap.add_argument("--idle-spin", action="store_true",
+                    help="with --idle-us: also a row that spends that time spinning on "
+                         "the core (touching no memory) instead of asleep, so that no other "
+                         "thread runs there in between")
     a = ap.parse_args()
     if a.cpu >= 0:
         os.sched_setaffinity(0, {a.cpu})
@@ -71,25 +85,36 @@ def main() -> None:
         e.process(64, None, block=64, out=out)
         if e2 is not None:
             e2.process(64, None, block=64, out=out)
-    rows = [(mb, False) for mb in a.mb] + [(mb, True) for mb in a.mb if mb and a.code_warm]
-    res: dict[tuple[int, bool], list[float]] = {}
+    rows = [(mb, False, 0.0) for mb in a.mb]
+    rows += [(mb, True, 0.0) for mb in a.mb if mb and a.code_warm]
+    rows += [(0, False, a.idle_us / 1e6)] if a.idle_us > 0 else []
+    rows += [(0, False, -a.idle_us / 1e6)] if a.idle_us > 0 and a.idle_spin else []
+    res: dict[tuple[int, bool, float], list[float]] = {}
     for _ in range(a.rounds):
-        for mb, warm_code in rows:
+        for mb, warm_code, idle_s in rows:
             n = (mb << 20) >> 3
             ts = []
             for _ in range(a.blocks):
                 if n:
                     junk[:n] += 1.0
+                if idle_s > 0:
+                    time.sleep(idle_s)
+                elif idle_s < 0:  # spin: the core stays ours (unless preempted)
+                    t_end = time.perf_counter() - idle_s
+                    while time.perf_counter() < t_end:
+                        pass
                 if warm_code:
                     e2.process(64, None, block=64, out=out)
                 t0 = time.thread_time_ns()
                 e.process(64, None, block=64, out=out)
                 ts.append(time.thread_time_ns() - t0)
-            res.setdefault((mb, warm_code), []).append(statistics.median(ts) / 1e3)
+            res.setdefault((mb, warm_code, idle_s), []).append(statistics.median(ts) / 1e3)
     print(f"# mix64, {a.channels} channels, 64-frame blocks, one core; CPU µs per block "
           f"(median of {a.rounds} rounds' medians; load average {os.getloadavg()[0]:.1f})")
-    for (mb, warm_code), v in res.items():
+    for (mb, warm_code, idle_s), v in res.items():
         what = ", code warmed" if warm_code else ""
+        what += (f", {idle_s * 1e6:.0f} µs asleep" if idle_s > 0 else
+                 f", {-idle_s * 1e6:.0f} µs spinning" if idle_s < 0 else "")
         print(f"{mb:4} MB written between blocks{what}: {statistics.median(v):7.1f} µs  "
               f"(rounds {', '.join(f'{x:.1f}' for x in v)})")
     for x, y in ((s, e), (s2, e2)):
