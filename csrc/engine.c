@@ -430,6 +430,14 @@ int mg_engine_set_sched(mg_engine *e, double spin_us, double min_work_us)
     return 0;
 }
 
+int mg_engine_set_spin_adapt(mg_engine *e, int on)
+{
+    if (!e->workers)
+        return -1;
+    mg_workers_spin_adapt(e->workers, on);
+    return 0;
+}
+
 int mg_engine_par_stats(mg_engine *e, uint64_t *v, int cap)
 {
     return e->workers ? mg_workers_stats(e->workers, v, cap) : 0;

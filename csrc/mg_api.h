@@ -374,6 +374,11 @@ int mg_engine_trace(mg_engine *e, int on);
  * <= -2: the workers' path on the audio thread alone, no worker woken (bench:
  * what the parallel form itself costs on one core). Defaults 50 and 20. Returns -1 without workers. */
 int mg_engine_set_sched(mg_engine *e, double spin_us, double min_work_us);
+/* [control] Whether each audio thread stops spinning while its spins are
+ * lost (run out their bound, or preempted: a host with more runnable threads
+ * than cores; csrc/workers.c, spin_pays): 1, the default; 0: always spin up
+ * to the bound (tests that need a thread spinning). -1 without workers. */
+int mg_engine_set_spin_adapt(mg_engine *e, int on);
 /* [control; bench] The audio threads' counters since the engine was made
  * (csrc/workers.c): MG_PSTAT_N values per thread (0 the audio thread, i
  * worker i) into v[t * MG_PSTAT_N + k], at most cap values. Returns the
@@ -394,7 +399,9 @@ int mg_engine_set_sched(mg_engine *e, double spin_us, double min_work_us);
 #define MG_PSTAT_BUSY_NS 12    /* ns inside cycles (units, spins, scheduling) */
 #define MG_PSTAT_START_NS 13   /* workers: ns from a cycle's publication to joining it */
 #define MG_PSTAT_HELPED 14     /* parts of another thread's mg_par_for it ran */
-#define MG_PSTAT_N 15
+#define MG_PSTAT_SPIN_LOST 15  /* spins that ran out their bound or were preempted */
+#define MG_PSTAT_SPIN_SKIP 16  /* spins not made: its recent spins were lost */
+#define MG_PSTAT_N 17
 int mg_engine_par_stats(mg_engine *e, uint64_t *v, int cap);
 /* [control, tests] The protocol by which mg_par_for shares a job's parts,
  * alone: a helper thread and this one run `jobs` jobs of 1 .. max_parts

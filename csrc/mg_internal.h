@@ -419,6 +419,7 @@ void mg_workers_run(mg_workers *w, mg_par *par, mg_unit_fn fn, void *ctx, int n_
 #define MG_SPIN_US 50.0
 #define MG_MIN_WORK_US 20.0
 void mg_workers_sched(mg_workers *w, double spin_us, double min_work_us);
+void mg_workers_spin_adapt(mg_workers *w, int on); /* [control] see mg_engine_set_spin_adapt */
 /* [audio] 1: run this cycle on the workers; 0: on this thread alone, the
  * one-thread path: whichever has been faster (wall-clock ns per frame,
  * measured by mg_workers_note; the other path is tried 8 cycles in 256, in

@@ -119,6 +119,7 @@ struct mg_workers {
      * spins for work within a cycle before it sleeps; the least work a
      * cycle is expected to have for the audio thread to wake workers */
     _Atomic uint64_t spin_ns;
+    _Atomic int spin_adapt;           /* spin_pays may say no (mg_engine_set_spin_adapt) */
     _Atomic int64_t min_work_ns;      /* 0: always; -1: every other cycle (tests);
                                        * -2: the units, no worker woken (bench) */
     /* audio: which path is faster, measured (mg_workers_handoff) */
@@ -481,6 +482,8 @@ static int help_job(mg_workers *w)
     return ran;
 }
 
+#define PAR_FOR_SPIN_NS 20000
+
 void mg_par_for(void (*fn)(void *arg, int i), void *arg, int n)
 {
     mg_workers *w = tl_cycle;
@@ -508,9 +511,28 @@ void mg_par_for(void (*fn)(void *arg, int i), void *arg, int n)
         }
     }
     /* every part is claimed: wait for those a helper runs (it is running
-     * them, not asleep: a part is claimed only by a thread that runs it) */
-    while (atomic_load_explicit(&w->job_done, memory_order_acquire) + mine < n)
+     * them, not asleep: a part is claimed only by a thread that runs it).
+     * But the helper may have been preempted inside its part, on a host with
+     * more runnable threads than cores, perhaps onto this very core's queue:
+     * after PAR_FOR_SPIN_NS of waiting, yield the core at every turn, so
+     * that it can finish (this wait spun without bound: a 2-thread render
+     * under load 8-10 took 20-60 ms blocks, bench/threads_sched.py). */
+    uint64_t t0 = 0;
+    int yielding = 0;
+    for (unsigned k = 0; atomic_load_explicit(&w->job_done, memory_order_acquire) + mine < n; k++) {
+        if (yielding) {
+            sched_yield();
+            continue;
+        }
+        if ((k & 31) == 0) {
+            const uint64_t t = now_ns();
+            if (!t0)
+                t0 = t;
+            else if (t - t0 > PAR_FOR_SPIN_NS)
+                yielding = 1;
+        }
         cpu_relax();
+    }
     atomic_store_explicit(&w->job_busy, 0, memory_order_release);
 }
 
@@ -587,16 +609,61 @@ int mg_par_for_selftest(int jobs, int max_parts, unsigned seed, uint64_t *helped
     return bad;
 }
 
+/* Whether spinning pays on this host now, per thread. A spin is lost when it
+ * runs out its bound, or when the thread finds itself preempted inside it (a
+ * gap between two looks at the clock): on a host with more runnable threads
+ * than cores, the thread holding the work the spinner waits for is itself
+ * waiting for a core, and the spin only takes a core (and this process's
+ * share of the machine) from it. Measured on this 2-vCPU host at load 8-9
+ * (`python bench/threads_sched.py`, SCHED_OTHER, mix64 256 ch): 2 threads at
+ * 0.73x one thread with the 50 us spin, 0.97x with 10 us, 1.29-1.32x with
+ * none; under SCHED_FIFO (no other runnable thread ahead of ours) the spin
+ * wins (1.05-1.15x against 0.92-1.01x without: the wake it saves is 13-15
+ * us). So each thread keeps a score, two up for a lost spin and one down
+ * for one that found work, saw its cycle end or the next one come, and
+ * while the score is at SPIN_OFF it sleeps at once, but for one spin in
+ * SPIN_PROBE (to see when spins pay again). */
+#define SPIN_OFF 8
+#define SPIN_MAX 16
+#define SPIN_PROBE 16
+/* a gap between two looks at the clock (32 pauses apart, ~1-2 us) longer
+ * than this: the thread was not running */
+#define SPIN_GAP_NS 20000
+static _Thread_local int tl_spin_score;
+static _Thread_local unsigned tl_spin_skips;
+
+/* 1: spin now; 0: sleep at once (counted). */
+static inline int spin_pays(mg_workers *w)
+{
+    if (tl_spin_score < SPIN_OFF || !atomic_load_explicit(&w->spin_adapt, memory_order_relaxed) ||
+        (++tl_spin_skips % SPIN_PROBE) == 0)
+        return 1;
+    pst(w, MG_PSTAT_SPIN_SKIP, 1);
+    return 0;
+}
+
+static inline void spin_result(mg_workers *w, int lost)
+{
+    if (lost) {
+        tl_spin_score = tl_spin_score + 2 > SPIN_MAX ? SPIN_MAX : tl_spin_score + 2;
+        pst(w, MG_PSTAT_SPIN_LOST, 1);
+    } else if (tl_spin_score > 0) {
+        tl_spin_score--;
+    }
+}
+
 /* Nothing ready: spin (never sleep) for at most spin_ns while the cycle
- * runs. 1: work is queued; 0: the cycle is over, or the bound has passed. */
+ * runs, when spins pay (spin_pays). 1: work is queued; 0: the cycle is over,
+ * or the bound has passed, or spinning does not pay. */
 static int spin_for_work(mg_workers *w, mg_par *par)
 {
     const uint64_t ns = atomic_load_explicit(&w->spin_ns, memory_order_relaxed);
-    if (!ns)
+    if (!ns || !spin_pays(w))
         return 0;
     const uint64_t t0 = now_ns();
     const uint64_t until = t0 + ns;
-    int found = 0;
+    uint64_t last = t0;
+    int found = 0, lost = 0;
     for (unsigned k = 1;; k++) {
         if (queued(par)) {
             found = 1;
@@ -607,10 +674,17 @@ static int spin_for_work(mg_workers *w, mg_par *par)
         if (atomic_load_explicit(&par->remaining, memory_order_acquire) == 0 ||
             atomic_load_explicit(&w->par, memory_order_acquire) != par)
             break;
-        if ((k & 31) == 0 && now_ns() >= until)
-            break;
+        if ((k & 31) == 0) {
+            const uint64_t t = now_ns();
+            if (t >= until || t - last > SPIN_GAP_NS) {
+                lost = 1;
+                break;
+            }
+            last = t;
+        }
         cpu_relax();
     }
+    spin_result(w, lost);
     pst(w, MG_PSTAT_SPINS, 1);
     pst(w, MG_PSTAT_SPIN_FOUND, (uint64_t)found);
     pst(w, MG_PSTAT_SPIN_NS, now_ns() - t0);
@@ -641,16 +715,29 @@ static __attribute__((noinline)) void prefault_stack(void)
 static int wait_next(mg_workers *w, uint64_t seen)
 {
     const uint64_t ns = atomic_load_explicit(&w->spin_ns, memory_order_relaxed);
-    if (!ns)
+    if (!ns || !spin_pays(w))
         return 0;
-    const uint64_t until = now_ns() + ns;
+    const uint64_t t0 = now_ns();
+    const uint64_t until = t0 + ns;
+    uint64_t last = t0;
     for (unsigned k = 1;; k++) {
-        if (atomic_load_explicit(&w->seq, memory_order_acquire) != seen)
+        if (atomic_load_explicit(&w->seq, memory_order_acquire) != seen) {
+            /* the next cycle follows a few us after this one ends (the
+             * engine's work between two blocks): much later, and the audio
+             * thread was not running */
+            spin_result(w, now_ns() - t0 > SPIN_GAP_NS);
             return 1;
+        }
         if (atomic_load_explicit(&w->quit, memory_order_relaxed))
             return 0;
-        if ((k & 31) == 0 && now_ns() >= until)
-            return 0;
+        if ((k & 31) == 0) {
+            const uint64_t t = now_ns();
+            if (t >= until || t - last > SPIN_GAP_NS) {
+                spin_result(w, 1);
+                return 0;
+            }
+            last = t;
+        }
         cpu_relax();
     }
 }
@@ -731,6 +818,7 @@ mg_workers *mg_workers_new(int threads)
     w->n_sem = sems;
     w->fpmode = fp_get();
     mg_workers_sched(w, MG_SPIN_US, MG_MIN_WORK_US);
+    atomic_store(&w->spin_adapt, 1);
     /* a small stack: with mlockall(MCL_FUTURE) every page of it is locked and
      * resident (the audio thread's code uses well under the 128 KiB touched) */
     pthread_attr_t attr;
@@ -777,6 +865,8 @@ void mg_workers_sched(mg_workers *w, double spin_us, double min_work_us)
                                             : min_work_us < 0   ? -1
                                                                 : 0));
 }
+
+void mg_workers_spin_adapt(mg_workers *w, int on) { atomic_store(&w->spin_adapt, on != 0); }
 
 /* Trials: every TRIAL_EVERY cycles (TRIAL_CLEAR while the path taken is
  * clearly the faster, by CLEAR_MARGIN), TRIAL_LEN cycles of the other path

@@ -138,9 +138,16 @@ class Engine:
         effect on one thread."""
         lib.mg_engine_set_sched(self.ptr, float(spin_us), float(min_work_us))
 
+    def set_spin_adapt(self, on: bool) -> None:
+        """Whether each audio thread stops spinning while its spins are lost
+        (run out their bound or preempted: a loaded host; the default), or
+        always spins up to the bound (tests that need a spinning thread).
+        No effect on one thread."""
+        lib.mg_engine_set_spin_adapt(self.ptr, int(on))
+
     PAR_STATS = ("cycles", "units", "handed", "shared", "kept", "roots_other", "pop_other",
                  "spins", "spin_found", "spin_ns", "sleeps", "posts", "busy_ns", "start_ns",
-                 "helped")
+                 "helped", "spin_lost", "spin_skip")
 
     def par_stats(self) -> list[dict[str, int]]:
         """The audio threads' counters since the engine was made
