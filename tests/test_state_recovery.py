@@ -165,10 +165,10 @@ def test_a_cut_off_json_patch_is_refused_at_once(size_kb):
 
     text = '{"format": "mixgraph-patch", "version": 2, "metadata": {"note": "'
     text += '<p id=\\"1\\"/>' * (size_kb * 1024 // 13)
-    t0 = time.perf_counter()
+    t0 = time.thread_time()  # CPU: a loaded host's waits are no hang
     with pytest.raises(MixgraphError, match="not valid msgpack or JSON"):
         decode(text.encode(), "cut.json")
-    assert time.perf_counter() - t0 < 2.0
+    assert time.thread_time() - t0 < 2.0
     # and a valid document nested too deep is still refused by depth, with a reason
     with pytest.raises(MixgraphError, match="nested deeper than"):
         decode(CORRUPT["json_deep"], "deep.json")
