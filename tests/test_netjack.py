@@ -70,7 +70,7 @@ def realtime() -> list[str]:
 def start_server(name: str, log: Path, *args: str) -> JackServer:
     """jackd under server name `name` with `args` (`-d <driver> ...`), up when
     jack_lsp lists system:playback_1 on it; a failure says what jackd logged."""
-    return launch_jackd(name, log, realtime(), list(args), up_s=20.0)
+    return launch_jackd(name, log, realtime(), list(args))
 
 
 def stop_server(server: JackServer) -> None:

@@ -412,10 +412,15 @@ def test_null_clock_runs_on_workers():
         build_mix64(s, 16)
         assert _units(s) > 1
         e.null_start(64)
-        time.sleep(0.5)
+        # blocks run at the clock's pace: ~375 in 0.5 s, fewer when a loaded host
+        # starves the clock thread, so wait for them (a generous deadline)
+        deadline = time.monotonic() + 60.0
+        while e.stats().blocks <= 50 and time.monotonic() < deadline:
+            time.sleep(0.05)
         s.set_param("fader0", "gain", -20.0)
         s.service()
-        time.sleep(0.2)
+        while e.stats().blocks <= 100 and time.monotonic() < deadline:
+            time.sleep(0.05)
         e.null_stop()
         st = e.stats()
         assert st.blocks > 100 and st.rt_allocs == 0
