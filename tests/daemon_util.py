@@ -78,9 +78,9 @@ class Daemon:
                                          stdin=subprocess.DEVNULL,
                                          env={**os.environ, **(env or {})},
                                          preexec_fn=preexec_fn)
-            # 10 s: a reply is ms on a quiet machine, but on 2 cores at load 10+ each
+            # 30 s: a reply is ms on a quiet machine, but on 2 cores at load 10+ each
             # thread hand-off waits for a time slice and a one-node /patch/load took 1-3 s
-            self.client = Client("127.0.0.1", self.port, timeout=10.0)
+            self.client = Client("127.0.0.1", self.port, timeout=30.0)
             try:
                 self._wait_ready()
                 return
@@ -101,7 +101,10 @@ class Daemon:
             self.proc.kill()
             self.proc.wait()
 
-    def _wait_ready(self, timeout: float = 20.0) -> None:
+    def _wait_ready(self, timeout: float = 60.0) -> None:
+        """Until the daemon logs "ready on udp": a start (Python, numpy, the C core,
+        mlockall) takes a second on a quiet machine and far longer at load 10+ on 2
+        cores; the deadline only ends a daemon that will not start."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

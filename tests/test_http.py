@@ -150,7 +150,7 @@ class WS:
         return [(m.message.address, list(m.message.params))
                 for m in OscPacket(payload).messages]
 
-    def until(self, pred, timeout: float = 5.0) -> tuple[str, list]:
+    def until(self, pred, timeout: float = 30.0) -> tuple[str, list]:
         """Read messages until one satisfies pred; return it (fail at the timeout)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

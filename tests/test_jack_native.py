@@ -51,7 +51,7 @@ def jack(server_name, tmp_path):
 
 def serve(tmp_path: Path, server: str, *extra: str) -> Daemon:
     d = Daemon(tmp_path / "state", "--backend", "jack", "--jack-server", server, *extra)
-    d.client.timeout = 10.0
+    d.client.timeout = 30.0
     return d
 
 

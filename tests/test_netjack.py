@@ -219,7 +219,7 @@ def test_mixgraph_on_the_slave_gain_and_latency(rig, probe, tmp_path):
     d = Daemon(tmp_path / "state", "--backend", "jack", "--jack-server", rig.slave_name,
                "--inputs", "2", "--outputs", "2", "--jack-connect", "system")
     try:
-        d.client.timeout = 10.0
+        d.client.timeout = 30.0
         st = d.status()
         assert st["backend"] == "jack" and st["sample_rate"] == RATE, st
         assert st["block"] == PERIOD, st

@@ -37,7 +37,7 @@ class Udp:
         data, _ = self.s.recvfrom(65536)
         return [(m.address, m.args) for m in parse_packet(data)]
 
-    def wait_for(self, pred, timeout=3.0):
+    def wait_for(self, pred, timeout=30.0):
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()

@@ -140,7 +140,7 @@ def serve(pw: PipeWire, tmp_path: Path, *extra: str) -> Daemon:
     server (`--jack-server <core name>`), with in_1 -> gain -> out_1."""
     d = Daemon(tmp_path / "state", "--backend", "jack", "--jack-server", pw.core,
                "--inputs", "1", "--outputs", "1", *extra, env=pw.env)
-    d.client.timeout = 10.0
+    d.client.timeout = 30.0
     d.call("/graph/add", "input", "in", "first", 1)
     d.call("/graph/add", "gain", "g", "gain", GAIN_DB)
     d.call("/graph/add", "output", "out", "channels", 1)

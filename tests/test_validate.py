@@ -160,7 +160,7 @@ def assert_readable_fails(replies: list, n: int, *words: str) -> None:
             assert w in reason, (w, reason)
 
 
-def wait_autosave(state, want: set[str], timeout: float = 10.0) -> None:
+def wait_autosave(state, want: set[str], timeout: float = 30.0) -> None:
     """Until the autosave file lists exactly the nodes in want (it is written by a
     worker at most 4 times a second)."""
     path = state / "autosave.mgp"
