@@ -114,6 +114,13 @@ class Daemon:
             time.sleep(0.05)
         raise RuntimeError(f"daemon not ready after {timeout} s:\n{self.output()}")
 
+    def cpu_s(self) -> float:
+        """CPU seconds the daemon has used (all its threads, user and system: /proc),
+        for bounds on work that a loaded host's waits must not count in."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def output(self) -> str:
         if not self.log.closed:
             self.log.flush()
