@@ -60,6 +60,29 @@ def free_tcp_port() -> int:
     return _free_port(udp=False)
 
 
+def wait_autosaved(state_dir: Path, timeout: float = 30.0) -> None:
+    """Until the autosave snapshot holds every record the journal has (its
+    journal_seq reaches the journal's highest): what a test slept a second for
+    ("the autosave"), which a loaded host's autosave worker can take longer than."""
+    import msgpack
+
+    from mixgraph.server.journal import read_journal
+
+    deadline = time.monotonic() + timeout
+    while True:
+        top = read_journal(state_dir, 0)[1]
+        try:
+            seq = msgpack.unpackb((state_dir / "autosave.mgp").read_bytes())["journal_seq"]
+        except (OSError, ValueError, KeyError, TypeError):
+            seq = -1
+        if seq >= top:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the autosave holds journal record {seq}, the journal "
+                                 f"{top}, after {timeout} s")
+        time.sleep(0.05)
+
+
 class Daemon:
     """A `mixgraph serve` subprocess and a client connected to it."""
 

@@ -17,7 +17,7 @@ import pytest
 
 from mixgraph.clients import MixgraphFail
 
-from daemon_util import Daemon, free_udp_port
+from daemon_util import Daemon, free_udp_port, wait_autosaved
 
 
 def build_tone(d: Daemon, level_db: float = -6.0, gain_db: float = -6.0) -> None:
@@ -176,7 +176,8 @@ def test_sigkill_restores_graph_and_parameters(tmp_path):
         d.call("/node/osc/freq", 440.0)
         d.call("/graph/add", "pan", "p", "pan", 0.25)
         (blob,) = d.call("/graph/dump")
-        time.sleep(1.0)  # autosave is debounced (0.2 s) and written by a worker thread
+        # autosave is debounced (0.2 s) and written by a worker thread: waited for
+        wait_autosaved(state)
     finally:
         assert d.stop(signal.SIGKILL) == -signal.SIGKILL
     d2 = Daemon(state, "--backend", "null")
@@ -266,7 +267,7 @@ def test_sigkill_keeps_a_learned_noise_profile(tmp_path):
         d.client.timeout = 30.0
         addr, args = d.request("/node/dn/learn", 0.5)
         assert addr == "/done" and abs(args[2] - -30.0) < 0.5, (addr, args)
-        time.sleep(1.0)  # the autosave
+        wait_autosaved(state)  # the snapshot after the learn's journal records
     finally:
         assert d.stop(signal.SIGKILL) == -signal.SIGKILL
     d2 = Daemon(state, "--backend", "null")
