@@ -138,8 +138,10 @@ def test_inputs_reach_the_graph(jack, tmp_path):
         d.sync(2)
         subprocess.run(["jack_connect", "-s", jack.name, "mixgraph:out_1", "mixgraph:in_1"],
                        check=True, timeout=10)
-        time.sleep(1.0)
-        _, peak = d.request("/node/m/peak")
+        deadline = time.monotonic() + 30  # the meter's reading, waited for (was 1 s)
+        while abs((peak := d.request("/node/m/peak")[1])[0] - (-26.0)) >= 0.1 \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert abs(peak[0] - (-26.0)) < 0.1, peak
     finally:
         d.stop()
