@@ -60,7 +60,7 @@ class JackServer:
     def ports(self, connections: bool = False) -> str:
         args = ["jack_lsp", "-s", self.name] + (["-c"] if connections else [])
         return subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=10).stdout
+                              timeout=60).stdout
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""

@@ -78,7 +78,7 @@ def rms_db(x: np.ndarray) -> float:
 
 def ports(name: str, *flags: str) -> str:
     return subprocess.run(["jack_lsp", "-s", name, *flags], capture_output=True, text=True,
-                          env=jack_env(name), timeout=10).stdout
+                          env=jack_env(name), timeout=60).stdout
 
 
 def tone_patch(d: Daemon) -> None:
@@ -137,7 +137,7 @@ def test_inputs_reach_the_graph(jack, tmp_path):
         d.call("/graph/connect", "in", "m")
         d.sync(2)
         subprocess.run(["jack_connect", "-s", jack.name, "mixgraph:out_1", "mixgraph:in_1"],
-                       check=True, timeout=10)
+                       check=True, timeout=60)
         deadline = time.monotonic() + 30  # the meter's reading, waited for (was 1 s)
         while abs((peak := d.request("/node/m/peak")[1])[0] - (-26.0)) >= 0.1 \
                 and time.monotonic() < deadline:
@@ -262,7 +262,7 @@ def test_buffer_size_change_keeps_the_graph(jack, tmp_path):
         tone_patch(d)
         assert d.status()["block"] == PERIOD
         subprocess.run(["jack_bufsize", "256"], env=jack_env(jack.name), check=True,
-                       capture_output=True, timeout=10)
+                       capture_output=True, timeout=60)
         deadline = time.monotonic() + 5.0
         while d.status()["block"] != 256:
             assert time.monotonic() < deadline, d.status()

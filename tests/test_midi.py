@@ -93,7 +93,7 @@ def _rig(tmp_path, request, monkeypatch, via: str):
         out = "mixgraph:midi_out" if via == "jack" else "mixgraph-out:midi_out"
         for a, b in (("mgctl:ctl", "mixgraph:midi_in"), (out, "mgfb:fb")):
             r = subprocess.run(["jack_connect", a, b], env=env, capture_output=True,
-                               text=True, timeout=10)
+                               text=True, timeout=60)
             assert r.returncode == 0, r.stdout + r.stderr
         yield Rig(d, ctl, fb, name)
     finally:
@@ -152,7 +152,7 @@ class Rig:
 
 def test_midi_ports_and_status(rig):
     r = subprocess.run(["jack_lsp", "-s", rig.server, "-t"], env=jack_env(rig.server),
-                       capture_output=True, text=True, timeout=10).stdout
+                       capture_output=True, text=True, timeout=60).stdout
     assert "mixgraph:midi_in\n\t8 bit raw midi" in r and "mixgraph:midi_out\n\t8 bit raw midi" in r
     st = rig.d.status()
     assert st["midi"] == "jack" and st["midi_maps"] == 0
@@ -166,7 +166,7 @@ def test_rtmidi_path_ports_status_and_a_missing_server(tmp_path, request, monkey
     rig = next(gen)
     try:
         r = subprocess.run(["jack_lsp", "-s", rig.server, "-t"], env=jack_env(rig.server),
-                           capture_output=True, text=True, timeout=10).stdout
+                           capture_output=True, text=True, timeout=60).stdout
         assert "mixgraph:midi_in\n\t8 bit raw midi" in r, r
         assert "mixgraph-out:midi_out\n\t8 bit raw midi" in r, r
         st = rig.d.status()
@@ -500,7 +500,7 @@ def test_jack_connect_wires_the_midi_ports(tmp_path, request, monkeypatch):
         d = serve(tmp_path, name, "--jack-connect", "midi_in=mgsurface:faders",
                   "--jack-connect", "midi_out=mgsurface-fb:.*")
         r = subprocess.run(["jack_lsp", "-s", name, "-c"], env=jack_env(name),
-                           capture_output=True, text=True, timeout=10).stdout
+                           capture_output=True, text=True, timeout=60).stdout
         assert "mixgraph:midi_in\n   mgsurface:faders" in r, r
         assert "mixgraph:midi_out\n   mgsurface-fb:motors" in r, r
     finally:

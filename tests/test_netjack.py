@@ -79,7 +79,7 @@ def stop_server(server: JackServer) -> None:
 
 def lsp(server: str, *flags: str) -> str:
     return subprocess.run(["jack_lsp", "-s", server, *flags], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=10).stdout
+                          stdin=subprocess.DEVNULL, timeout=60).stdout
 
 
 TOL = 1e-7  # |returned - sent x gain| per sample: float32 products of a 0.05 peak are

@@ -89,7 +89,7 @@ class PipeWire:
         require(shutil.which("pw-jack") is not None,
                 "pw-jack is not installed (Debian: pipewire-jack)")
         libdir = subprocess.run(["pw-jack", "sh", "-c", "echo $LD_LIBRARY_PATH"],
-                                capture_output=True, text=True, timeout=10).stdout.strip()
+                                capture_output=True, text=True, timeout=60).stdout.strip()
         runtime = tmp_path / "run"
         runtime.mkdir(mode=0o700)
         self.core = f"mg-pw-{tag}"
