@@ -189,15 +189,21 @@ def test_a_burst_is_one_step_and_a_pause_starts_another(d):
     c = d.client
     rig(c)
     n = len(c.history(100)["undo"])
-    for v in (-4.0, -5.0, -6.0, -7.0):  # back to back: well within 0.5 s
-        c.set("g1", "gain", v)
+    # back to back: well within 0.5 s. Sent without waiting for each /done (a round
+    # trip on a loaded host can take longer than 0.5 s by itself, which split the
+    # burst), then /sync: applied, each a message of its own
+    for v in (-4.0, -5.0, -6.0, -7.0):
+        c.send("/node/g1/gain", v)
+    assert c.request("/sync", 1) == ("/synced", [1])
     time.sleep(1.5)  # well over 0.5 s
     c.set("g1", "gain", -8.0)
-    # two clients moving two faders at once: a gesture each
-    with Client("127.0.0.1", d.port, timeout=3.0) as c2:
+    # two clients moving two faders at once: a gesture each (sent as above)
+    with Client("127.0.0.1", d.port, timeout=30.0) as c2:
         for v in (-1.0, -2.0, -3.0):
-            c.set("g2", "gain", v)
-            c2.set("q", "b1gain", v)
+            c.send("/node/g2/gain", v)
+            c2.send("/node/q/b1gain", v)
+        assert c.request("/sync", 2) == ("/synced", [2])
+        assert c2.request("/sync", 3) == ("/synced", [3])
     h = c.history(100)["undo"]
     assert len(h) == n + 4, h[:5]
     assert {h[0][1], h[1][1]} == {"g2/gain -6 -> -3 (3 changes)", "q/b1gain 4 -> -3 (3 changes)"}
