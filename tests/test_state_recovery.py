@@ -134,10 +134,17 @@ def test_a_restart_keeps_what_a_recorder_recorded(tmp_path):
         d.call("/graph/add", "recorder", "rec", "channels", 1, "path", "take.wav")
         d.call("/graph/connect", "osc", "rec")
         d.call("/node/rec/record", 1.0)
-        time.sleep(1.5)  # the disk worker writes the take as it goes
+        # the disk worker writes the take as it goes: waited for until a second is on
+        # disk (192,000 bytes: 48,000 frames of mono float32, the recorder's format),
+        # 30 s at most (was a 1.5 s sleep; a loaded host records late)
+        take = state / "audio" / "take.wav"
+        deadline = time.monotonic() + 30
+        while (not take.exists() or take.stat().st_size < 192100) \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
     finally:
         d.stop(signal.SIGKILL)
-    take = state / "audio" / "take.wav"
     assert take.stat().st_size > 48000, take.stat().st_size  # about a second is on disk
     d = Daemon(state, "--backend", "null")
     try:

@@ -23,7 +23,7 @@ from mixgraph.server.journal import read_journal
 from mixgraph.server.render import render
 from mixgraph.server.state import write_patch
 
-from daemon_util import Daemon
+from daemon_util import Daemon, wait_autosaved
 
 RATE = 48000
 
@@ -285,7 +285,7 @@ def test_an_undo_is_journaled(tmp_path):
     try:
         c = d.client
         rig(c)
-        time.sleep(1.0)  # an autosave covers the rig; the rest is in the journal
+        wait_autosaved(state)  # an autosave covers the rig; the rest is in the journal
         before = c.dump()
         c.remove("g1")
         c.undo()
