@@ -498,7 +498,7 @@ def test_bad_plugins_are_refused_or_contained_and_the_worker_answers(test_bundle
         d.call("/graph/connect", "nz", "m")
         d.sync()
         import time
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         count = 0.0
         while time.monotonic() < deadline and count < 20:
             count = d.request("/node/nz/nonfinite")[1][-1]
@@ -511,7 +511,7 @@ def test_bad_plugins_are_refused_or_contained_and_the_worker_answers(test_bundle
         d.call("/graph/add", "lv2", "wk", "uri", "urn:mixgraph:test:worker")
         d.call("/graph/connect", "osc", "wk")
         d.sync()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         echo = 0.0
         while time.monotonic() < deadline and echo < 100:
             echo = d.request("/node/wk/echo")[1][-1]
@@ -684,7 +684,7 @@ def test_plugin_state_its_files_and_its_log_survive_save_and_restart(test_bundle
         d.call("/graph/connect", "osc", "st")
         d.sync()
         import time
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         learned = 0.0
         while time.monotonic() < deadline and learned < 0.25:
             learned = d.request("/node/st/learned")[1][-1]
@@ -705,7 +705,7 @@ def test_plugin_state_its_files_and_its_log_survive_save_and_restart(test_bundle
         assert not (state / "lv2" / "escape").exists() and not (state / "escape").exists()
         # the log: the instantiate line at once; the audio thread's lines counted,
         # not each written (one line per node per interval)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline and d.status()["lv2_log"] < 10:
             time.sleep(0.2)
         st = d.status()
@@ -901,7 +901,7 @@ def test_a_bundle_gone_at_restart_leaves_a_placeholder_that_keeps_the_state(
         d.call("/graph/connect", "st", "m")
         d.sync()
         import time
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline and d.request("/node/st/learned")[1][-1] < 0.5:
             time.sleep(0.1)
         d.call("/graph/disconnect", "osc", "st")
@@ -956,7 +956,7 @@ def test_undo_of_a_removal_gives_the_plugin_its_state_back(test_bundle, tmp_path
         d.call("/graph/add", "lv2", "st", "uri", "urn:mixgraph:test:state")
         d.call("/graph/connect", "osc", "st")
         d.sync()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline and d.request("/node/st/learned")[1][-1] < 0.7:
             time.sleep(0.1)
         d.call("/graph/disconnect", "osc", "st")

@@ -274,7 +274,7 @@ def test_descriptor_exhaustion(tmp_path):
         assert str(tmp_path) not in repr(reply)
         d.call("/graph/add", "recorder", "rec", "path", "take.wav", "record", 1)
         d.call("/node/g/gain", -3.0)
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + 30
         auto = tmp_path / "state" / "autosave.mgp"
         while time.monotonic() < deadline:
             if auto.exists() and "rec" in read_patch(auto).get("nodes", {}).__repr__():
@@ -282,7 +282,7 @@ def test_descriptor_exhaustion(tmp_path):
             time.sleep(0.1)
         assert "rec" in repr(read_patch(auto).get("nodes"))
         take = tmp_path / "state" / "audio" / "take.wav"
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not (take.exists() and take.stat().st_size):
             time.sleep(0.1)
         assert take.stat().st_size > 44  # the recorder opened its file and writes
@@ -319,13 +319,13 @@ def test_failed_autosave_is_retried(tmp_path):
     saver = Autosaver(blocker / "autosave.mgp", min_interval_s=0.05)
     try:
         saver.submit({"nodes": [], "connections": []})
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + 30
         while saver.errors == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert saver.errors >= 1 and saver.saves == 0
         blocker.unlink()
         blocker.mkdir()
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + 30
         while saver.saves == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert saver.saves == 1
@@ -441,7 +441,7 @@ def test_dead_udp_subscriber_is_dropped(tmp_path):
                             if a == "/node/m/peak")
         answered += sum(1 for a, _ in msgs_of(recv_all(other, 0.5)) if a == "/node/m/peak")
         assert answered == 40
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + 30
         while d.status()["subscribers"] and time.monotonic() < deadline:
             time.sleep(0.1)
         st = d.status()

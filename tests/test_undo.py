@@ -98,7 +98,7 @@ def test_every_kind_of_step_undoes_and_redoes_exactly(d):
               encode("/graph/connect", ["osc", "g4"]), encode("/node/g1/gain", [-1.0])):
         pkt += len(m).to_bytes(4, "big") + m
     c.send_packet(pkt)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     while "g4" not in {n["name"] for n in c.dump()["nodes"]} and time.monotonic() < deadline:
         time.sleep(0.05)
     after = c.dump()
@@ -312,7 +312,7 @@ def test_subscribers_hear_what_an_undo_moves(d):
         time.sleep(0.3)
         seen.clear()
         c.undo(2)
-        deadline = time.monotonic() + 3
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline and ("/node/g1/gain", [-3.0]) not in seen:
             time.sleep(0.05)
         assert ("/node/g1/gain", [-3.0]) in seen
