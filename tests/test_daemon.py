@@ -211,7 +211,7 @@ def test_sigint_just_after_ready_is_an_orderly_stop(tmp_path):
     neighbour, test_sigint_shuts_down_cleanly, fail once)."""
     cmd = [sys.executable, "-m", "mixgraph.server.cli", "serve", "--port", str(free_udp_port()),
            "--state-dir", str(tmp_path / "state"), "--no-status", "--backend", "null"]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL,
                        env={**os.environ, "MIXGRAPH_TEST_SIGNAL_AFTER_READY": "1"})
     out = p.stdout + p.stderr
     assert p.returncode == 0, out
