@@ -60,6 +60,29 @@ def free_tcp_port() -> int:
     return _free_port(udp=False)
 
 
+def wait_autosaved(state_dir: Path, timeout: float = 30.0) -> None:
+    """Until the autosave snapshot holds every record the journal has (its
+    journal_seq reaches the journal's highest): what a test slept a second for
+    ("the autosave"), which a loaded host's autosave worker can take longer than."""
+    import msgpack
+
+    from mixgraph.server.journal import read_journal
+
+    deadline = time.monotonic() + timeout
+    while True:
+        top = read_journal(state_dir, 0)[1]
+        try:
+            seq = msgpack.unpackb((state_dir / "autosave.mgp").read_bytes())["journal_seq"]
+        except (OSError, ValueError, KeyError, TypeError):
+            seq = -1
+        if seq >= top:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the autosave holds journal record {seq}, the journal "
+                                 f"{top}, after {timeout} s")
+        time.sleep(0.05)
+
+
 class Daemon:
     """A `mixgraph serve` subprocess and a client connected to it."""
 
@@ -78,9 +101,9 @@ class Daemon:
                                          stdin=subprocess.DEVNULL,
                                          env={**os.environ, **(env or {})},
                                          preexec_fn=preexec_fn)
-            # 10 s: a reply is ms on a quiet machine, but on 2 cores at load 10+ each
+            # 30 s: a reply is ms on a quiet machine, but on 2 cores at load 10+ each
             # thread hand-off waits for a time slice and a one-node /patch/load took 1-3 s
-            self.client = Client("127.0.0.1", self.port, timeout=10.0)
+            self.client = Client("127.0.0.1", self.port, timeout=30.0)
             try:
                 self._wait_ready()
                 return
@@ -101,7 +124,10 @@ class Daemon:
             self.proc.kill()
             self.proc.wait()
 
-    def _wait_ready(self, timeout: float = 20.0) -> None:
+    def _wait_ready(self, timeout: float = 60.0) -> None:
+        """Until the daemon logs "ready on udp": a start (Python, numpy, the C core,
+        mlockall) takes a second on a quiet machine and far longer at load 10+ on 2
+        cores; the deadline only ends a daemon that will not start."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -110,6 +136,13 @@ class Daemon:
                 return
             time.sleep(0.05)
         raise RuntimeError(f"daemon not ready after {timeout} s:\n{self.output()}")
+
+    def cpu_s(self) -> float:
+        """CPU seconds the daemon has used (all its threads, user and system: /proc),
+        for bounds on work that a loaded host's waits must not count in."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def output(self) -> str:
         if not self.log.closed:

@@ -10,7 +10,7 @@ import pytest
 
 from mixgraph.clients.client import MixgraphFail
 
-from daemon_util import Daemon
+from daemon_util import Daemon, wait_autosaved
 
 
 def _patch_with_scene(d: Daemon, name: str, bypass) -> None:
@@ -297,7 +297,6 @@ def test_a_damaged_autosave_is_told_from_a_good_one(tmp_path):
     undamaged one (with scenes: the encoder that reuses their bytes) restores as before."""
     import signal
     import struct
-    import time
 
     state = tmp_path / "state"
     d = Daemon(state, "--backend", "null")
@@ -305,9 +304,9 @@ def test_a_damaged_autosave_is_told_from_a_good_one(tmp_path):
         d.call("/graph/add", "gain", "g")
         d.call("/node/g/gain", -3.25)
         d.call("/scene/store", "s")
-        time.sleep(1.5)  # a snapshot
+        wait_autosaved(state)  # a snapshot (waited for: was a 1.5 s sleep)
         d.call("/node/g/mute", 1)
-        time.sleep(1.5)  # and a newer one
+        wait_autosaved(state)  # and a newer one
     finally:
         d.stop(signal.SIGKILL)
     d = Daemon(state, "--backend", "null")  # undamaged: the newest snapshot is used
@@ -316,7 +315,7 @@ def test_a_damaged_autosave_is_told_from_a_good_one(tmp_path):
         assert "checksum" not in d.output()
         assert d.call("/node/g/gain") == [-3.25]
         d.call("/node/g/gain", -3.25)  # the show goes on: a new snapshot soon
-        time.sleep(1.5)
+        wait_autosaved(state)
     finally:
         d.stop(signal.SIGKILL)
     snap = state / "autosave.mgp"

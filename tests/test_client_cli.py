@@ -58,7 +58,12 @@ def test_ctl_tcp(daemon, framing):
 
 
 def test_top_once(daemon):
-    time.sleep(0.3)  # let the meter see the tone
+    # let the meter see the tone: waited for (was a 0.3 s sleep; a loaded host's null
+    # clock and meter publishing run late)
+    deadline = time.monotonic() + 30
+    while abs(daemon.request("/node/m/peak")[1][0] - -12.0) > 0.05 \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
     r = mg("top", "--once", "--port", str(daemon.port))
     assert r.returncode == 0, r.stderr
     out = r.stdout
@@ -120,10 +125,10 @@ def test_ctl_typed_arguments(daemon):
 
 
 def test_ctl_refuses_an_address_without_slash_at_once(daemon):
-    t0 = time.monotonic()
-    r = mg("ctl", "--port", str(daemon.port), "--timeout", "30", "status")
+    # a --timeout far past mg's own 60 s limit: a CLI that waited for a reply instead of
+    # refusing at once would be stopped there (TimeoutExpired), however slow the host
+    r = mg("ctl", "--port", str(daemon.port), "--timeout", "600", "status")
     assert r.returncode == 2 and "start with /" in r.stderr
-    assert time.monotonic() - t0 < 20  # not the 30 s timeout
 
 
 # ---- issue 12, item 10: the CLI a newcomer meets ----

@@ -15,7 +15,7 @@ from test_jack_native import start_jackd, stop_jackd
 from daemon_util import Daemon
 
 
-def wait_for(d: Daemon, state: str, seconds: float = 10.0) -> dict:
+def wait_for(d: Daemon, state: str, seconds: float = 30.0) -> dict:
     deadline = time.monotonic() + seconds
     while (st := d.status())["device_state"] != state:
         assert time.monotonic() < deadline, (st, d.output())
@@ -28,7 +28,7 @@ def test_portaudio_device_that_comes_and_goes(tmp_path):
     env = {"JACK_DEFAULT_SERVER": name}
     # no JACK server yet: PortAudio lists no JACK device, and the daemon waits for it
     d = Daemon(tmp_path / "state", "--backend", "portaudio", "--device", "JACK", env=env)
-    d.client.timeout = 10.0
+    d.client.timeout = 30.0
     server = None
     try:
         st = d.status()

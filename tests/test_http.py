@@ -150,7 +150,7 @@ class WS:
         return [(m.message.address, list(m.message.params))
                 for m in OscPacket(payload).messages]
 
-    def until(self, pred, timeout: float = 5.0) -> tuple[str, list]:
+    def until(self, pred, timeout: float = 30.0) -> tuple[str, list]:
         """Read messages until one satisfies pred; return it (fail at the timeout)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -269,7 +269,7 @@ def test_feedback_goes_to_the_other_client_not_the_sender(daemon):
     assert not [m for m in got if m[0].startswith("/node/g/gain")], got
     # closing the socket releases the touch
     a.close()
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     while daemon.call("/node/g/gain/touch") != [0] and time.monotonic() < deadline:
         time.sleep(0.05)
     b.send("/node/g/gain", 0.0)
@@ -494,7 +494,7 @@ def test_a_websocket_client_that_does_not_read_is_disconnected(tmp_path):
         req = struct.pack(">BB", 0x82, 0x80 | len(osc("/catalog"))) + b"\0\0\0\0" + osc("/catalog")
         for _ in range(400):  # 400 x 45 kB of replies, never read
             ws.sock.sendall(req)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while d.status()["slow_closed"] < 1 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert d.status()["slow_closed"] == 1
@@ -513,7 +513,7 @@ def test_slowloris_is_closed_and_connection_caps_apply(tmp_path):
         slow.sendall(b"GET / HTTP/1.1\r\n")
         t0 = time.monotonic()
         closed = False
-        while time.monotonic() - t0 < 20 and not closed:
+        while time.monotonic() - t0 < 60 and not closed:  # the 10 s timeout, checked once a second
             try:
                 slow.sendall(b"X-a: b\r\n")  # a header line a second, never the end
                 closed = slow.recv(100) == b""
@@ -531,7 +531,7 @@ def test_slowloris_is_closed_and_connection_caps_apply(tmp_path):
         assert WS(port).status == 0  # accepted and closed at once
         assert d.status()["refused"] == 1
         held.pop().close()
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             w = WS(port)
             if w.status == 101:
@@ -655,7 +655,7 @@ def test_a_thousand_connections_are_refused_beyond_the_caps(daemon):
     finally:
         for s in socks:
             s.close()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while True:  # the server sees the closes on its next turns
         w = WS(daemon.http)
         if w.status == 101 or time.monotonic() > deadline:

@@ -351,13 +351,15 @@ def web(tmp_path):
 def test_bare_lf_header_names_and_head_on_osc(web):
     port = web.http
     # a request with bare LF line endings is answered at once (not after the 10 s
-    # head timeout); so is one that mixes them
+    # head timeout); so is one that mixes them. A head the server did not see end is
+    # closed at the head timeout with no answer at all (web.py, expired), so a status
+    # proves it was not waited out, however long a loaded host took to send it; the
+    # client waits past the head timeout (30 s) to see either (was: 8 s and took < 5)
     for req in (f"GET / HTTP/1.1\nHost: 127.0.0.1:{port}\n\n",
                 f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\n\r\n",
                 f"HEAD / HTTP/1.1\nHost: 127.0.0.1:{port}\r\n\n"):
-        answer, took = raw(port, req.encode(), timeout=8)
+        answer, _ = raw(port, req.encode(), timeout=30)
         assert status_of(answer) == 200, (req, answer[:80])
-        assert took < 5, took  # generous: a hang would take the 10 s head timeout
     # a header name with a space inside, or an obs-fold continuation: 400
     for req in ("GET / HTTP/1.1\r\nHo st: 127.0.0.1\r\n\r\n",
                 "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX: a\r\n  b\r\n\r\n",
@@ -398,14 +400,15 @@ def test_a_tls_handshake_or_binary_on_the_http_port_is_answered_at_once(web):
     port = web.http
     hello = bytes([0x16, 0x03, 0x01, 0x00, 0xa5, 0x01, 0x00, 0x00, 0xa1, 0x03, 0x03])
     hello += os.urandom(32)
-    answer, took = raw(port, hello, timeout=8)
+    # a connection held to the head timeout gets no answer at all (web.py, expired): the
+    # 400 proves it was answered, not waited out, however slow the host (the client
+    # waits 30 s, past the 10 s timeout, to see either; was 8 s and took < 5)
+    answer, _ = raw(port, hello, timeout=30)
     assert status_of(answer) == 400, answer[:80]
     assert b"TLS" in answer, answer
-    assert took < 5, took  # generous: a hang would take the 10 s head timeout
     for junk in (b"\x00\x01\x02", b"\xff" * 40, b"{\"a\":1}", b"/node/x/gain\0\0\0\0,f\0\0"):
-        answer, took = raw(port, junk, timeout=8)
+        answer, _ = raw(port, junk, timeout=30)
         assert status_of(answer) == 400, (junk, answer[:80])
-        assert took < 5, (junk, took)
     # leading empty lines before a request line are allowed (RFC 9112 section 2.2)
     answer, _ = raw(port, f"\r\nGET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
     assert status_of(answer) == 200, answer[:80]

@@ -19,7 +19,7 @@ from mixgraph.server.osc import Dispatcher, Peer, parse_packet
 from mixgraph.server.session import Session
 from mixgraph.server.transport import ControlServer
 
-from daemon_util import Daemon
+from daemon_util import Daemon, wait_autosaved
 
 
 class Box:
@@ -215,7 +215,7 @@ def test_a_browser_edit_is_journaled_before_its_done(tmp_path):
     d = Daemon(state, "--backend", "null", "--http", str(port))
     try:
         d.call("/graph/add", "gain", "g", "gain", -3.0)
-        time.sleep(1.0)  # the add's snapshot; after it only the journal can hold the set
+        wait_autosaved(state)  # the add's snapshot; after it only the journal can hold the set
         ws = WS(port)
         ws.send("/node/g/gain", -21.5)
         assert ws.until(lambda m: m[0] == "/done") == ("/done", ["/node/g/gain", -21.5])

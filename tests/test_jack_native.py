@@ -51,7 +51,7 @@ def jack(server_name, tmp_path):
 
 def serve(tmp_path: Path, server: str, *extra: str) -> Daemon:
     d = Daemon(tmp_path / "state", "--backend", "jack", "--jack-server", server, *extra)
-    d.client.timeout = 10.0
+    d.client.timeout = 30.0
     return d
 
 
@@ -78,7 +78,7 @@ def rms_db(x: np.ndarray) -> float:
 
 def ports(name: str, *flags: str) -> str:
     return subprocess.run(["jack_lsp", "-s", name, *flags], capture_output=True, text=True,
-                          env=jack_env(name), timeout=10).stdout
+                          env=jack_env(name), timeout=60).stdout
 
 
 def tone_patch(d: Daemon) -> None:
@@ -137,9 +137,11 @@ def test_inputs_reach_the_graph(jack, tmp_path):
         d.call("/graph/connect", "in", "m")
         d.sync(2)
         subprocess.run(["jack_connect", "-s", jack.name, "mixgraph:out_1", "mixgraph:in_1"],
-                       check=True, timeout=10)
-        time.sleep(1.0)
-        _, peak = d.request("/node/m/peak")
+                       check=True, timeout=60)
+        deadline = time.monotonic() + 30  # the meter's reading, waited for (was 1 s)
+        while abs((peak := d.request("/node/m/peak")[1])[0] - (-26.0)) >= 0.1 \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert abs(peak[0] - (-26.0)) < 0.1, peak
     finally:
         d.stop()
@@ -221,7 +223,7 @@ def test_graph_latency_is_reported_on_the_output_ports(jack, tmp_path):
         d.sync(1)
         # the limiter's documented latency: 5 ms + 64 samples (docs/nodes.md)
         want = round(0.005 * RATE) + 64
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + 30
         while True:
             text = ports(jack.name, "-l")
             m = re.search(r"^mixgraph:out_1\n(?:\s+.*\n)*?"
@@ -260,8 +262,8 @@ def test_buffer_size_change_keeps_the_graph(jack, tmp_path):
         tone_patch(d)
         assert d.status()["block"] == PERIOD
         subprocess.run(["jack_bufsize", "256"], env=jack_env(jack.name), check=True,
-                       capture_output=True, timeout=10)
-        deadline = time.monotonic() + 5.0
+                       capture_output=True, timeout=60)
+        deadline = time.monotonic() + 30
         while d.status()["block"] != 256:
             assert time.monotonic() < deadline, d.status()
             time.sleep(0.1)
@@ -297,7 +299,7 @@ def test_server_killed_and_restarted(jack, server_name, tmp_path):
         watcher.subscribe(lambda addr, args: events.append((addr, args))
                           if addr == "/device/state" else None)
         stop_jackd(jack)
-        deadline = time.monotonic() + 10.0
+        deadline = time.monotonic() + 30
         while (st := d.status())["device_state"] != "waiting":
             assert time.monotonic() < deadline, st
             time.sleep(0.1)
@@ -324,7 +326,7 @@ def test_server_killed_and_restarted(jack, server_name, tmp_path):
         assert t_audio - t_up < 10.0
         assert "is back after" in d.output()
         waiting = f"null (waiting for JACK server '{server_name}')"
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + 30
         while len(events) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert events == [("/device/state", ["waiting", waiting]),
@@ -348,7 +350,7 @@ def test_a_server_back_at_another_rate_is_refused_until_it_matches(jack, server_
         tone_patch(d)
         stop_jackd(jack)
         servers.append(start_jackd(server_name, tmp_path / "jackd2.log", rate=44100))
-        deadline = time.monotonic() + 10.0
+        deadline = time.monotonic() + 30
         while "runs at 44100 Hz" not in d.output():
             assert time.monotonic() < deadline, d.output()
             time.sleep(0.1)
@@ -357,7 +359,7 @@ def test_a_server_back_at_another_rate_is_refused_until_it_matches(jack, server_
         assert st["nodes"] == 3
         stop_jackd(servers[-1])
         servers.append(start_jackd(server_name, tmp_path / "jackd3.log"))
-        deadline = time.monotonic() + 10.0
+        deadline = time.monotonic() + 30
         while d.status()["device_state"] != "running":
             assert time.monotonic() < deadline, d.output()
             time.sleep(0.1)

@@ -42,7 +42,7 @@ def prop(node: ET.Element, key: str) -> str | None:
 
 def run_lua(script: str, x: float = 1, a: int = 0, b: int = 1) -> list[list[str]]:
     src = HARNESS % {"x": x, "a": a, "b": b, "script": script}
-    r = subprocess.run(["lua5.4", "-"], input=src, capture_output=True, text=True, timeout=10)
+    r = subprocess.run(["lua5.4", "-"], input=src, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     return [line.split("\t") for line in r.stdout.splitlines()]
 

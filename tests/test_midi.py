@@ -77,7 +77,7 @@ def _rig(tmp_path, request, monkeypatch, via: str):
         else:
             d = Daemon(tmp_path / "state", "--backend", "null", "--midi-api", "jack",
                        "--jack-server", name)
-            d.client.timeout = 10.0
+            d.client.timeout = 30.0
         d.call("/graph/add", "sine", "osc", "freq", 1000.0, "level", -20.0)
         d.call("/graph/add", "gain", "g", "gain", 0.0)
         d.call("/graph/add", "output", "out", "channels", 1)
@@ -93,7 +93,7 @@ def _rig(tmp_path, request, monkeypatch, via: str):
         out = "mixgraph:midi_out" if via == "jack" else "mixgraph-out:midi_out"
         for a, b in (("mgctl:ctl", "mixgraph:midi_in"), (out, "mgfb:fb")):
             r = subprocess.run(["jack_connect", a, b], env=env, capture_output=True,
-                               text=True, timeout=10)
+                               text=True, timeout=60)
             assert r.returncode == 0, r.stdout + r.stderr
         yield Rig(d, ctl, fb, name)
     finally:
@@ -120,7 +120,7 @@ class Rig:
         return float(self.d.call(address)[0])
 
     def wait_value(self, address: str, want: float, tol: float = 1e-4,
-                   timeout: float = 5.0, resend: bool = False) -> float:
+                   timeout: float = 15.0, resend: bool = False) -> float:
         """The parameter's value once it equals want (or what it is after timeout).
         resend: send the last messages again every second (absolute values only):
         on a loaded host JACK drops a period's MIDI when it skips a client's
@@ -152,7 +152,7 @@ class Rig:
 
 def test_midi_ports_and_status(rig):
     r = subprocess.run(["jack_lsp", "-s", rig.server, "-t"], env=jack_env(rig.server),
-                       capture_output=True, text=True, timeout=10).stdout
+                       capture_output=True, text=True, timeout=60).stdout
     assert "mixgraph:midi_in\n\t8 bit raw midi" in r and "mixgraph:midi_out\n\t8 bit raw midi" in r
     st = rig.d.status()
     assert st["midi"] == "jack" and st["midi_maps"] == 0
@@ -166,7 +166,7 @@ def test_rtmidi_path_ports_status_and_a_missing_server(tmp_path, request, monkey
     rig = next(gen)
     try:
         r = subprocess.run(["jack_lsp", "-s", rig.server, "-t"], env=jack_env(rig.server),
-                           capture_output=True, text=True, timeout=10).stdout
+                           capture_output=True, text=True, timeout=60).stdout
         assert "mixgraph:midi_in\n\t8 bit raw midi" in r, r
         assert "mixgraph-out:midi_out\n\t8 bit raw midi" in r, r
         st = rig.d.status()
@@ -330,8 +330,8 @@ def test_learn_and_cancel(any_rig):
     sock.sendto(encode_message("/midi/learn", ["/node/g/gain"]), ("127.0.0.1", d.port))
     first = OscMessage(sock.recv(65536))
     assert (first.address, first.params[:2]) == ("/done", ["/midi/learn", "/node/g/gain"])
-    sock.settimeout(1.0)
-    for _ in range(5):  # again after a second: JACK drops a period's MIDI at an xrun
+    sock.settimeout(3.0)
+    for _ in range(10):  # again after 3 s: JACK drops a period's MIDI at an xrun
         rig.send([0xB2, 20, 10])
         try:
             learned = OscMessage(sock.recv(65536))
@@ -480,7 +480,7 @@ def test_addresses_that_are_no_parameter_are_dispatched(rig):
     assert rig.wait_value("/node/g/bypass", 1.0, resend=True) == 1.0
     assert "osc" in d.call("/graph/nodes")
     rig.send([0x91, 10, 100])
-    end = time.monotonic() + 5
+    end = time.monotonic() + 30
     while "osc" in d.call("/graph/nodes") and time.monotonic() < end:
         time.sleep(0.05)
     assert "osc" not in d.call("/graph/nodes")
@@ -500,7 +500,7 @@ def test_jack_connect_wires_the_midi_ports(tmp_path, request, monkeypatch):
         d = serve(tmp_path, name, "--jack-connect", "midi_in=mgsurface:faders",
                   "--jack-connect", "midi_out=mgsurface-fb:.*")
         r = subprocess.run(["jack_lsp", "-s", name, "-c"], env=jack_env(name),
-                           capture_output=True, text=True, timeout=10).stdout
+                           capture_output=True, text=True, timeout=60).stdout
         assert "mixgraph:midi_in\n   mgsurface:faders" in r, r
         assert "mixgraph:midi_out\n   mgsurface-fb:motors" in r, r
     finally:
@@ -577,27 +577,37 @@ def test_sysex_split_across_jack_events(rig):
     by a status byte in a later event is malformed, and that message applies."""
     d = rig.d
     d.call("/midi/map", "/node/g/gain", "cc", 1, 7, "pickup", 0)
-    st0 = d.status()
     # four events (the sends are 5 ms apart: several JACK periods), then a mapped
-    # CC whose value shows the events before it were read
-    for k in range(3):  # again when JACK dropped a period's MIDI (an xrun)
+    # CC whose value shows the events before it were read. Again (5 tries) when
+    # JACK dropped a period's MIDI (an xrun, jackd not real-time on a loaded host):
+    # a dropped middle part leaves the SysEx unterminated, and the CC after it then
+    # counts it malformed, rightly. A round that went through whole must show one
+    # SysEx and nothing malformed; a parser that split it wrongly fails every round.
+    for k in range(5):
+        st0 = d.status()
         rig.send([0xF0, 0x7D, 0x01, 0x02], [0x03, 0x04], [0xF8, 0x05, 0x06], [0x07, 0xF7],
                  [0xB0, 7, 20 + k])
         want = f32(fader_db((20 + k) / 127))
-        assert rig.wait_value("/node/g/gain", want) == pytest.approx(want, abs=1e-4)
+        got = rig.wait_value("/node/g/gain", want)
         st = d.status()
-        if st["midi_sysex"] > st0["midi_sysex"]:
+        if got == pytest.approx(want, abs=1e-4) and st["midi_sysex"] > st0["midi_sysex"] \
+                and st["midi_malformed"] == st0["midi_malformed"]:
             break
+    assert got == pytest.approx(want, abs=1e-4)
     assert st["midi_sysex"] - st0["midi_sysex"] >= 1
     assert st["midi_malformed"] == st0["midi_malformed"], (st0, st)
     # cut short: the CC in the next event ends the SysEx (malformed) and applies
-    for k in range(3):
+    # (again when a period's MIDI was dropped: the CC, or the SysEx's start)
+    for k in range(5):
+        st = d.status()
         rig.send([0xF0, 0x7D, 0x01, 0x02], [0xB0, 7, 90 + k])
         want = f32(fader_db((90 + k) / 127))
-        if rig.wait_value("/node/g/gain", want) == pytest.approx(want, abs=1e-4):
+        got = rig.wait_value("/node/g/gain", want)
+        st1 = d.status()
+        if got == pytest.approx(want, abs=1e-4) and \
+                st1["midi_malformed"] - st["midi_malformed"] >= 1:
             break
     assert rig.value("/node/g/gain") == pytest.approx(want, abs=1e-4)
-    st1 = d.status()
     assert st1["midi_malformed"] - st["midi_malformed"] >= 1
     assert st1["midi_sysex"] == st["midi_sysex"]
     assert st1["device_state"] == "running"

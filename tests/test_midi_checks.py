@@ -238,15 +238,16 @@ def test_a_loaded_note_map_without_mode_gets_the_default_of_its_address(d):
 def test_many_14_bit_maps_to_other_addresses_do_not_stall_the_control_thread(d):
     """Each publish built a 16384-entry table in Python for every 14-bit map to an
     address that is no parameter: 300 of them held the control thread for seconds
-    at every map change. A generous bound, against the stall only."""
+    at every map change. A generous bound, against the stall only, on the daemon's
+    CPU time (/proc: a loaded host stretches the wall time, not the work)."""
     _maps_file(d, "osc300", [{"address": "/cue/go", "kind": "nrpn", "channel": 1,
                               "number": i} for i in range(300)])
     d.call("/midi/load", "osc300")
-    t0 = time.monotonic()
+    c0 = d.cpu_s()
     for i in range(10):
         d.call("/midi/map", "/cue/go", "cc14", 2, i)
         d.status()  # answered after the publish the map caused
-    assert time.monotonic() - t0 < 10.0
+    assert d.cpu_s() - c0 < 10.0
     assert d.status()["midi_maps"] == 310
 
 

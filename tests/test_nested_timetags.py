@@ -18,7 +18,9 @@ def test_a_nested_future_bundle_waits_for_its_time(tmp_path):
     d = Daemon(tmp_path / "state", "--backend", "null")
     try:
         d.call("/graph/add", "gain", "g")
-        due = time.time() + 1.5
+        # 6 s ahead (was 1.5): the replies and the two reads below must come back
+        # before it is due, which takes seconds on a loaded host
+        due = time.time() + 6.0
         inner = encode_bundle([("/node/g/gain", [-20.0])], timetag_from_unix(due))
         d.client.send_packet(encode_bundle([encode("/node/g/mute", [1]), inner]))
         got = [d.client.receive(5) for _ in range(2)]
@@ -27,7 +29,11 @@ def test_a_nested_future_bundle_waits_for_its_time(tmp_path):
         d.sync(1)
         assert d.request("/node/g/mute")[1] == [1.0]  # the outer message: now
         assert d.request("/node/g/gain")[1] == [0.0]  # the nested one: not yet
+        assert time.time() < due, "the reads came back after the bundle's time"
         time.sleep(max(0.0, due - time.time()) + 0.4)
+        deadline = time.monotonic() + 30  # then applied (read late on a loaded host)
+        while d.request("/node/g/gain")[1] != [-20.0] and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert d.request("/node/g/gain")[1] == [-20.0]
     finally:
         d.stop()

@@ -192,12 +192,17 @@ def test_total_output_bounded(tmp_path):
         ok.call("/sync", 1)
         hog = tcp(d.port, rcvbuf=4096)
         tcp_send(hog, "/subscribe", 3600.0)
-        deadline = time.monotonic() + 20.0
+        deadline = time.monotonic() + 60.0
         i = 0
         while d.status()["slow_closed"] == 0 and time.monotonic() < deadline:
             for _ in range(10):  # 200 changes each: 400 feedback messages for the hog
                 i += 1
-                ok.call("/node/*/gain", -float(i % 40))
+                # literal addresses, then /sync: `/node/*/gain` is charged to the
+                # host's pattern budget in wall time, which a loaded host used up
+                # before the hog fell behind ("too much work from patterns")
+                ok.send_many([encode_message(f"/node/g{j}/gain", [-float(i % 40)])
+                              for j in range(200)])
+                ok.call("/sync", i)
             time.sleep(0.05)
         assert d.status()["slow_closed"] == 1
         assert closed_by_server(hog, 5.0)
@@ -210,11 +215,15 @@ def test_total_output_bounded(tmp_path):
 
 # ---- hole 7: descriptors, connection caps, idle connections, failed saves --------------
 def test_connection_caps_and_idle_timeout(tmp_path):
+    # idle timeout 5 s (was 2): the refusals below are told from the idle closes by
+    # time, and a loaded host can take seconds between the connects and the check
     d = Daemon(tmp_path / "state", "--backend", "null", "--max-conns-per-host", "4",
-               "--idle-timeout", "2")
+               "--idle-timeout", "5")
     try:
         conns = [tcp(d.port) for _ in range(6)]
-        time.sleep(0.3)
+        deadline = time.monotonic() + 30  # the refusals, waited for (was a 0.3 s sleep)
+        while d.status()["refused"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
         closed = [closed_by_server(c, 0.02) for c in conns]
         assert closed.count(True) == 2, closed  # refused at accept
         st = d.status()
@@ -223,12 +232,12 @@ def test_connection_caps_and_idle_timeout(tmp_path):
         live = [c for c, x in zip(conns, closed, strict=True) if not x]
         busy = live[0]
         r = TcpReader(busy)
-        t_end = time.monotonic() + 4.0
+        t_end = time.monotonic() + 7.0
         while time.monotonic() < t_end:  # one keeps talking; the others stay silent
             tcp_send(busy, "/status")
             r.read(0.3)
         for c in live[1:]:
-            assert closed_by_server(c, 2.0)
+            assert closed_by_server(c, 10.0)
         tcp_send(busy, "/status")
         assert any(a == "/status.reply" for a, _ in r.read(2.0) + r.read(0.5))
         assert d.status()["idle_closed"] == 3
@@ -270,7 +279,7 @@ def test_descriptor_exhaustion(tmp_path):
         assert str(tmp_path) not in repr(reply)
         d.call("/graph/add", "recorder", "rec", "path", "take.wav", "record", 1)
         d.call("/node/g/gain", -3.0)
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + 30
         auto = tmp_path / "state" / "autosave.mgp"
         while time.monotonic() < deadline:
             if auto.exists() and "rec" in read_patch(auto).get("nodes", {}).__repr__():
@@ -278,7 +287,7 @@ def test_descriptor_exhaustion(tmp_path):
             time.sleep(0.1)
         assert "rec" in repr(read_patch(auto).get("nodes"))
         take = tmp_path / "state" / "audio" / "take.wav"
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not (take.exists() and take.stat().st_size):
             time.sleep(0.1)
         assert take.stat().st_size > 44  # the recorder opened its file and writes
@@ -315,13 +324,13 @@ def test_failed_autosave_is_retried(tmp_path):
     saver = Autosaver(blocker / "autosave.mgp", min_interval_s=0.05)
     try:
         saver.submit({"nodes": [], "connections": []})
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + 30
         while saver.errors == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert saver.errors >= 1 and saver.saves == 0
         blocker.unlink()
         blocker.mkdir()
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + 30
         while saver.saves == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert saver.saves == 1
@@ -437,7 +446,7 @@ def test_dead_udp_subscriber_is_dropped(tmp_path):
                             if a == "/node/m/peak")
         answered += sum(1 for a, _ in msgs_of(recv_all(other, 0.5)) if a == "/node/m/peak")
         assert answered == 40
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + 30
         while d.status()["subscribers"] and time.monotonic() < deadline:
             time.sleep(0.1)
         st = d.status()

@@ -127,10 +127,20 @@ def test_daemon_logs_for_an_operator_in_json(tmp_path):
             os.kill(d.proc.pid, signal.SIGCONT)
             stops += 1
             time.sleep(0.15)
-        time.sleep(1.0)
+        def xruns_lines() -> list[dict]:
+            return [o for o in _json_lines(d.output()) if o.get("event", {}).get("kind") == "xruns"]
+
+        # the first line comes at once: waited for (was a 1 s sleep; a loaded host's
+        # control thread logs late), though not into the next 10 s interval
+        end = time.monotonic() + 5.0
+        while not xruns_lines() and time.monotonic() < end:
+            time.sleep(0.05)
         xruns_at_stop = d.status()["xruns"]
-        xr_early = [o for o in _json_lines(d.output()) if o.get("event", {}).get("kind") == "xruns"]
+        xr_early = xruns_lines()
         time.sleep(10.5)  # the next interval: the rest of the count in one line
+        end = time.monotonic() + 30.0  # (later on a loaded host)
+        while len(xruns_lines()) < 2 and time.monotonic() < end:
+            time.sleep(0.1)
         xruns_total = d.status()["xruns"]
         objs = _json_lines(d.output())
     finally:

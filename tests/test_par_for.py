@@ -38,7 +38,9 @@ print(runs, bad, helped)
 
 # The crash's reproducer: engines made, run live on the null clock with a
 # worker, edited and freed, one after the other. A crash is most likely in an
-# engine's first jobs, so many short runs.
+# engine's first jobs, so many short runs: {runs} of them, and more (up to 300 s)
+# until the worker has helped in one (a loaded host can keep the cycles on the
+# audio thread, or the worker off the CPU, for {runs} runs of 0.1 s).
 LIVE = """
 import sys, time
 sys.path.insert(0, {bench!r})
@@ -46,13 +48,19 @@ from mixgraph.server.engine import Engine
 from mixgraph.server.session import Session
 from mix64 import build_mix64
 helped = 0
-for i in range({runs}):
+i = 0
+t_end = time.monotonic() + 300
+while i < {runs} or (helped == 0 and time.monotonic() < t_end):
+    i += 1
     e = Engine(48000, 0, 2, threads=2)
     s = Session(e)
     try:
         build_mix64(s, 16)
         e.null_start(64)
         time.sleep(0.1)
+        deadline = time.monotonic() + 30  # a block, however late the clock thread runs
+        while e.stats().blocks == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
         s.set_param("fader0", "gain", -20.0)
         s.service()
         e.null_stop()

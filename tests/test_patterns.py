@@ -24,7 +24,13 @@ from mixgraph.server.session import Session
 
 from daemon_util import Daemon
 
-FAST = 1.0  # seconds: a generous bound against hangs (the old matcher took minutes)
+# seconds of this thread's CPU (time.thread_time, which a loaded host's waits do not
+# add to): a generous bound against hangs (the old matcher took minutes)
+FAST = 1.0
+# seconds of wall clock for a real daemon's answers: it shares a loaded host (load 10+
+# on 2 cores stretches a reply to seconds); the matcher's cost is bounded above in CPU
+# time, this only tells a daemon that answers from one that froze (minutes)
+LIVE_S = 30.0
 
 
 # ---- the reference: a direct regex translation of OSC 1.0/1.1 (backtracking, so
@@ -142,9 +148,9 @@ ADVERSARIAL = [
 
 @pytest.mark.parametrize("pattern,addrs", ADVERSARIAL)
 def test_adversarial_patterns_return_at_once(pattern, addrs):
-    t0 = time.monotonic()
+    t0 = time.thread_time()
     got = match(pattern, addrs * 50)
-    took = time.monotonic() - t0
+    took = time.thread_time() - t0
     assert got == []
     assert took < FAST, f"{pattern!r} took {took:.2f} s"
 
@@ -191,9 +197,9 @@ def rig():
 ])
 def test_dispatch_adversarial_pattern_fails_at_once(rig, address):
     d, b = rig
-    t0 = time.monotonic()
+    t0 = time.thread_time()
     d.dispatch(address, [1.0], b.peer.reply, 0, b.peer)
-    assert time.monotonic() - t0 < FAST
+    assert time.thread_time() - t0 < FAST
     assert b.got == [("/fail", [address, "no address matches the pattern"])]
 
 
@@ -214,7 +220,7 @@ def test_daemon_answers_after_the_48_byte_packet(tmp_path):
         assert len(pkt) == 48
         u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         u.bind(("127.0.0.1", 0))
-        u.settimeout(FAST)
+        u.settimeout(LIVE_S)
         try:
             u.sendto(pkt, ("127.0.0.1", d.port))
             u.sendto(encode_message("/node/*a*a*a*a*a*a!/gain", [0.0]), ("127.0.0.1", d.port))
@@ -225,7 +231,7 @@ def test_daemon_answers_after_the_48_byte_packet(tmp_path):
             got = []
             t0 = time.monotonic()
             while not any(a == "/status.reply" for a, _ in got):
-                assert time.monotonic() - t0 < FAST, f"no /status.reply within {FAST} s: {got}"
+                assert time.monotonic() - t0 < LIVE_S, f"no /status.reply in {LIVE_S} s: {got}"
                 got += [(m.address, m.args) for m in parse_packet(u.recv(65536))]
         finally:
             u.close()
@@ -234,7 +240,7 @@ def test_daemon_answers_after_the_48_byte_packet(tmp_path):
         assert got[2][0] == "/done" and got[2][1][-1] == 0  # subscribed, nothing matches
         t0 = time.monotonic()
         d.status()
-        assert time.monotonic() - t0 < FAST  # still answering while the meter pattern runs
+        assert time.monotonic() - t0 < LIVE_S  # still answering while the meter pattern runs
     finally:
         d.stop()
 
@@ -263,11 +269,11 @@ def test_pattern_work_is_budgeted_per_packet_and_host():
         # 250 distinct patterns that each match one parameter, through the `//` matcher
         params = [f"b{b}{p}" for b in range(1, 9) for p in ("gain", "freq", "q")]
         msgs = [Timed(f"//n{k % 80:04d}_*/{params[k // 80]}", []) for k in range(250)]
-        t0 = time.monotonic()
+        t0, c0 = time.monotonic(), time.thread_time()
         d.dispatch_packet(msgs, attacker.peer, True)
         while not attacker.got and time.monotonic() - t0 < 60:
             d.service()  # an immediate bundle with queries is held to the next turn
-        took = time.monotonic() - t0
+        took = time.thread_time() - c0  # the control thread's CPU, not a loaded host's waits
         assert attacker.got and attacker.got[0][0] == "/fail", attacker.got[:2]
         reasons = " ".join(str(x[-1]) for _, x in attacker.got)
         assert "pattern matching time" in reasons, reasons[:300]
@@ -290,9 +296,17 @@ def test_pattern_work_is_budgeted_per_packet_and_host():
         d.dispatch_packet([Timed("/node/n000*/b1gain", [])], other.peer, False)
         assert other.got and other.got[0][0] == "/node/n0000_" + "x" * 40 + "/b1gain"
         assert osc.PATTERN_HOST_S <= 1.0
-        time.sleep(1.1)  # the bucket refills
-        attacker.got.clear()
-        d.dispatch_packet([Timed("/node/n000*/b1gain", [])], attacker.peer, False)
+        # the bucket refills (PATTERN_HOST_S a second): in a second or so, unless the
+        # last match was charged a preemption (matching is charged in wall time), so
+        # try again until a generous deadline; a bucket that never refills fails
+        time.sleep(1.1)
+        end = time.monotonic() + 20.0
+        while True:
+            attacker.got.clear()
+            d.dispatch_packet([Timed("/node/n000*/b1gain", [])], attacker.peer, False)
+            if attacker.got and attacker.got[0][0] != "/fail" or time.monotonic() > end:
+                break
+            time.sleep(0.2)
         assert attacker.got and attacker.got[0][0] != "/fail", attacker.got
     finally:
         s.close()

@@ -89,7 +89,7 @@ class PipeWire:
         require(shutil.which("pw-jack") is not None,
                 "pw-jack is not installed (Debian: pipewire-jack)")
         libdir = subprocess.run(["pw-jack", "sh", "-c", "echo $LD_LIBRARY_PATH"],
-                                capture_output=True, text=True, timeout=10).stdout.strip()
+                                capture_output=True, text=True, timeout=60).stdout.strip()
         runtime = tmp_path / "run"
         runtime.mkdir(mode=0o700)
         self.core = f"mg-pw-{tag}"
@@ -140,7 +140,7 @@ def serve(pw: PipeWire, tmp_path: Path, *extra: str) -> Daemon:
     server (`--jack-server <core name>`), with in_1 -> gain -> out_1."""
     d = Daemon(tmp_path / "state", "--backend", "jack", "--jack-server", pw.core,
                "--inputs", "1", "--outputs", "1", *extra, env=pw.env)
-    d.client.timeout = 10.0
+    d.client.timeout = 30.0
     d.call("/graph/add", "input", "in", "first", 1)
     d.call("/graph/add", "gain", "g", "gain", GAIN_DB)
     d.call("/graph/add", "output", "out", "channels", 1)
@@ -220,7 +220,7 @@ def test_pipewire_quantum_change_reaches_mixgraph(pw, tmp_path):
         assert d.status()["block"] == QUANTUM
         r = pw.run("pw-metadata", "-n", "settings", "0", "clock.force-quantum", "256")
         assert r.returncode == 0, r.stdout + r.stderr
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while (st := d.status())["block"] != 256:
             assert time.monotonic() < deadline, st
             time.sleep(0.1)

@@ -10,7 +10,7 @@ import pytest
 
 from mixgraph.clients.client import MixgraphFail
 
-from daemon_util import Daemon
+from daemon_util import Daemon, wait_autosaved
 
 
 def values(d: Daemon, names: list[str]) -> dict:
@@ -147,7 +147,8 @@ def test_sigkill_during_running_cue_restores_show(tmp_path):
         d.call("/cue/set", 3, "name", "End", "osc", "/node/g/gain -60")
         d.call("/cue/go")
         assert d.call("/cue/go") == ["/cue/go", "2", "Fade down"]  # a 20 s fade under way
-        time.sleep(1.0)
+        time.sleep(1.0)  # past cue 2's prewait
+        wait_autosaved(state)  # and its snapshot, however late a loaded host writes it
     finally:
         d.stop(signal.SIGKILL)
     d = Daemon(state, "--backend", "null")
@@ -245,7 +246,7 @@ def test_subscribers_get_playhead_running_and_moved_values(tmp_path):
         watcher = Client("127.0.0.1", d.port, timeout=3.0)
         watcher.subscribe(lambda a, args: got.append((a, list(args))))
         d.call("/cue/go")
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 30
         while ("/cue/running", ["1", 0]) not in got and time.monotonic() < deadline:
             time.sleep(0.05)
         assert ("/cue/playhead", ["2", "Next"]) in got

@@ -158,7 +158,7 @@ def test_one_server_per_state_directory(tmp_path):
     try:
         r = subprocess.run([*CLI, "serve", "--backend", "null", "--port", str(free_udp_port()),
                             "--state-dir", str(state), "--no-status"],
-                           capture_output=True, text=True, timeout=60,
+                           capture_output=True, text=True, timeout=180,
                            stdin=subprocess.DEVNULL)
         assert r.returncode == 2, r.stdout + r.stderr
         assert f"pid {first.proc.pid}" in r.stdout + r.stderr, r.stdout + r.stderr

@@ -11,7 +11,7 @@ import shutil
 import signal
 import time
 
-from daemon_util import Daemon
+from daemon_util import Daemon, wait_autosaved
 
 
 def test_edits_after_the_state_dir_was_removed_survive_sigkill(tmp_path):
@@ -19,11 +19,11 @@ def test_edits_after_the_state_dir_was_removed_survive_sigkill(tmp_path):
     d = Daemon(state, "--backend", "null")
     try:
         d.call("/graph/add", "gain", "before")
-        time.sleep(0.6)  # autosaved
+        wait_autosaved(state)  # autosaved (waited for: was a 0.6 s sleep)
         shutil.rmtree(state)
         for i in range(3):
             d.call("/graph/add", "gain", f"a{i}")
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while not (state / "autosave.mgp").exists() and time.monotonic() < deadline:
             time.sleep(0.1)  # the next autosave makes the directory again
         time.sleep(0.3)

@@ -24,14 +24,20 @@ def test_undo_of_a_scheduled_set_is_refused_until_it_applies(tmp_path):
         d.call("/graph/add", "gain", "g")
         d.call("/node/g/gain", -10.0)
         time.sleep(0.7)  # its own step, not one gesture with the next
-        due = time.time() + 2.0
+        # 6 s ahead (was 2): the refused undo and the read below must come before it
+        # is due, which takes seconds on a loaded host
+        due = time.time() + 6.0
         d.client.send_packet(encode_bundle([("/node/g/gain", [6.0])], timetag_from_unix(due)))
         addr, args = d.client.receive(5)
         assert (addr, args[:2]) == ("/done", ["/node/g/gain", 6.0])
         with pytest.raises(MixgraphFail, match="scheduled"):
             d.call("/undo")
         assert d.request("/node/g/gain")[1] == [-10.0]  # still the value in effect now
+        assert time.time() < due, "the undo and the read came back after the set's time"
         time.sleep(max(0.0, due - time.time()) + 0.5)
+        deadline = time.monotonic() + 30  # (read late on a loaded host)
+        while d.request("/node/g/gain")[1] != [6.0] and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert d.request("/node/g/gain")[1] == [6.0]  # the set applied at its time
         assert d.call("/undo")[:2] == ["/undo", 1]
         time.sleep(0.3)
