@@ -41,9 +41,15 @@ static inline __attribute__((always_inline)) void mg_tr8x8(const float *const in
                                                            float *const out[8])
 {
     mg_t8f r[8];
+    /* unrolled, so that each row is one 32-byte load into a register: as
+     * plain loops GCC copied the rows through the stack in 16-byte halves,
+     * and each 32-byte reload of a row stalled on its two stores (perf: ~5%
+     * of mix64 in the eq's and the reverb's transposes) */
+#pragma GCC unroll 8
     for (int i = 0; i < 8; i++)
         memcpy(&r[i], in[i], sizeof r[i]);
     mg_tr8x8_regs(r);
+#pragma GCC unroll 8
     for (int j = 0; j < 8; j++)
         memcpy(out[j], &r[j], sizeof r[j]);
 }

@@ -322,6 +322,54 @@ pass_v(eq_vf *x, int n, const eq_vf (*c)[EQ_NC], eq_vf *s1i, eq_vf *s2i, const i
         s1i[k] = s1[k], s2i[k] = s2[k];
 }
 
+/* pass_v as a wavefront: step i runs section k on frame i - k, so the ns
+ * sections of one step are independent of each other (section k takes what
+ * section k - 1 gave in the step before, held in p[k]) and the CPU overlaps
+ * them without a window that spans ns frames of the cascade (pass_v's frame
+ * waits on the frame's own chain through every section: perf showed the loop
+ * stalled on it). Each section sees the same frames in the same order and
+ * runs the same expressions: the result is pass_v's bit for bit. Steps
+ * 0..ns-2 fill the pipe and the last ns - 1 drain it; n >= ns. */
+static inline __attribute__((always_inline)) void
+pass_skew_v(eq_vf *x, int n, const eq_vf (*c)[EQ_NC], eq_vf *s1i, eq_vf *s2i, const int ns)
+{
+    eq_vf s1[EQ_MAX_SEC], s2[EQ_MAX_SEC], p[EQ_MAX_SEC];
+    for (int k = 0; k < ns; k++)
+        s1[k] = s1i[k], s2[k] = s2i[k];
+#define EQ_SKEW_STEP(K)                                                                           \
+    do {                                                                                          \
+        eq_vf v_ = p[K];                                                                          \
+        MG_SV_TICK(v_, s1[K], s2[K], c[K][0], c[K][1], c[K][2], c[K][3], c[K][4], c[K][5]);      \
+        if ((K) == ns - 1)                                                                        \
+            x[i - (K)] = v_;                                                                      \
+        else                                                                                      \
+            p[(K) + 1] = v_;                                                                      \
+    } while (0)
+    int i = 0;
+    for (; i < ns - 1; i++) { /* fill: sections 0..i */
+        p[0] = x[i];
+#pragma GCC unroll 8
+        for (int k = ns - 1; k >= 0; k--)
+            if (k <= i)
+                EQ_SKEW_STEP(k);
+    }
+    for (; i < n; i++) { /* every section busy */
+        p[0] = x[i];
+#pragma GCC unroll 8
+        for (int k = ns - 1; k >= 0; k--)
+            EQ_SKEW_STEP(k);
+    }
+    for (; i < n + ns - 1; i++) { /* drain: sections i-n+1..ns-1 */
+#pragma GCC unroll 8
+        for (int k = ns - 1; k >= 0; k--)
+            if (k >= i - n + 1)
+                EQ_SKEW_STEP(k);
+    }
+#undef EQ_SKEW_STEP
+    for (int k = 0; k < ns; k++)
+        s1i[k] = s1[k], s2i[k] = s2[k];
+}
+
 /* The same with the coefficients gliding: section k of frame i runs
  * c0 + (off + i + 1) d (off: the frames of the glide already run, per lane;
  * a steady section has d = 0, and c0 + t 0 is c0 exactly: the steady
@@ -367,7 +415,13 @@ static inline __attribute__((always_inline)) void cascade_v(eq_vf *x, int n, con
     for (int k0 = 0; k0 < ns;) {
         const int m = pass_len(ns - k0);
         switch (m) { /* constant counts unroll: the states live in registers */
-#define EQ_CASE(N) case N: pass_v(x, n, c + k0, s1 + k0, s2 + k0, N); break;
+#define EQ_CASE(N)                                                                                \
+    case N:                                                                                       \
+        if (n >= N)                                                                               \
+            pass_skew_v(x, n, c + k0, s1 + k0, s2 + k0, N);                                       \
+        else                                                                                      \
+            pass_v(x, n, c + k0, s1 + k0, s2 + k0, N);                                            \
+        break;
         EQ_CASE(1) EQ_CASE(2) EQ_CASE(3) EQ_CASE(4) EQ_CASE(5)
 #undef EQ_CASE
         }
