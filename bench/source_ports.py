@@ -32,7 +32,7 @@ def rss_mb(pid: int) -> float:
 
 
 def control_cpu_s(pid: int) -> float:
-    """CPU seconds of the daemon's control thread (named mixgraph-control, else the
+    """CPU seconds of the daemon's control thread (named mg-control, else the
     busiest thread)."""
     best = 0.0
     for t in Path(f"/proc/{pid}/task").iterdir():
@@ -42,7 +42,7 @@ def control_cpu_s(pid: int) -> float:
         except OSError:
             continue
         cpu = (int(f[11]) + int(f[12])) / 100.0
-        if name.startswith("mixgraph-contr"):
+        if name == "mg-control":
             return cpu
         best = max(best, cpu)
     return best

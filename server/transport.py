@@ -44,7 +44,15 @@ from .budget import Bucket
 from .conn import OUT_HIGH, TcpConn
 from .errors import MixgraphError
 from .feedback import Feedback
-from .osc import Dispatcher, Peer, encode_bundle, encode_message, pack_bundles, parse_packet
+from .osc import (
+    Dispatcher,
+    Peer,
+    encode_bundle,
+    encode_message,
+    not_osc,
+    pack_bundles,
+    parse_packet,
+)
 from .ratelog import RateLog, source_of
 
 log = logging.getLogger("mixgraph.transport")
@@ -152,6 +160,9 @@ class ControlServer:
         self.limits = limits = limits or Limits()
         self.tick = tick
         self.max_packet = max_packet
+        # what a datagram is received into (_drain_udp): bytes are made only for OSC
+        self._rbuf = bytearray(max(max_packet, 1))
+        self._rview = memoryview(self._rbuf)
         self.max_frame = max_frame
         self.rate = rate
         self.burst = burst
@@ -658,8 +669,9 @@ class ControlServer:
     def _drain_udp(self) -> None:
         """Read what the kernel holds (cheap), so that one sender cannot fill its buffer.
         The same admission as handle_datagram, inlined: this is the flood path."""
-        recv = self.sock.recvfrom
-        maxp = self.max_packet
+        recv = self.sock.recvfrom_into
+        buf = self._rbuf
+        view = self._rview
         allowed = self.access._cache
         buckets = self.buckets
         queues = self.queues
@@ -673,7 +685,7 @@ class ControlServer:
             if not i & 63 and i and time.monotonic() > stop:
                 return
             try:
-                data, addr = recv(maxp)
+                n, addr = recv(buf)
             except (BlockingIOError, InterruptedError):  # drained
                 return
             except OSError:  # an ICMP error reported (IP_RECVERR): whose, then go on
@@ -692,12 +704,21 @@ class ControlServer:
                 if b.tokens < 1.0:
                     now = time.monotonic()
                     if b.refill(now) < 1.0:
-                        self._limited(addr, data, now)
+                        self._limited(addr, b"", now)
                         continue
                 b.tokens -= 1.0
-            if len(data) > self.max_frame:
+            if n > self.max_frame:
                 counters.oversized += 1
                 continue
+            first = buf[0] if n else 0
+            why = "not an OSC message or bundle" if first != 47 and first != 35 \
+                else not_osc(buf, n) if n > 512 else None  # small: parse_packet is cheap
+            if why is not None:
+                # garbage, rejected before it is copied or queued: random 64 kB frames
+                # cost a copy, a queue slot and a parse each (attack8)
+                self._garbage(addr, n, why)
+                continue
+            data = view[:n].tobytes()
             if addr not in queues and pending.get(addr, 0) < FIFO_SHARE \
                     and self.fifo_bytes < FIFO_BYTES:
                 fifo.append((addr, data))
@@ -707,6 +728,13 @@ class ControlServer:
                     self._morph_queued(addr, data)
             else:
                 self._overflow(addr, data)
+
+    def _garbage(self, addr, n: int, why: str) -> None:
+        """A datagram that cannot be OSC (osc.not_osc): counted and logged as
+        parse_packet's garbage is, from the receive path."""
+        self.counters.garbage += 1
+        self.ratelog.warn(addr[0], "garbage packet from udp %s:%s (%d bytes: %s); %d so "
+                          "far", addr[0], addr[1], n, why, self.counters.garbage)
 
     def _flush_replies(self) -> None:
         """Send the replies held during a batch: one client's replies go out as one
@@ -858,6 +886,13 @@ class ControlServer:
             d.counters.garbage += 1
             self.ratelog.warn(source_of(peer.key), "garbage packet from %s (%s); %d so far",
                               peer.label, e, d.counters.garbage)
+            # a bad bundle costs a token per element read, as a good one's messages do:
+            # a bundle of 4,000 good elements and a bad last one cost one (attack8)
+            cost = getattr(e, "elements", 0)
+            if cost > 1 and self.rate:
+                b = self.buckets.get(key) if peer.kind == "udp" else None
+                if b is not None:
+                    b.tokens -= cost - 1
             return
         bundle = data[:1] == b"#"
         if bundle and self.rate and len(msgs) > 1:
@@ -1102,6 +1137,7 @@ class ControlServer:
         """The control loop: until stop() is called. Every step is guarded: a
         failure is a logged error (and a /fail where there was a request, see
         _packet), never a dead control thread."""
+        _name_thread(b"mg-control")
         while not self._stop:
             timeout = 0.0 if self.ready or self.fifo else 0.001 if self._paused else 0.005
             if timeout:  # feedback and meters go out when due, not at the next wake-up
@@ -1209,6 +1245,18 @@ class ControlServer:
 
 
 UdpServer = ControlServer  # the historical name
+
+
+def _name_thread(name: bytes) -> None:
+    """Name the calling thread for the kernel (top -H, /proc/<pid>/task/<tid>/comm), as
+    the audio thread is named mg-audio: a bench or an operator can then tell the
+    control thread's CPU from the rest. Linux only; elsewhere nothing."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(15, name[:15], 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
 
 
 def _is_loopback(host: str) -> bool:

@@ -5,6 +5,7 @@ size, a count of decodes): those are what can fail without timing."""
 from __future__ import annotations
 
 import socket
+import struct
 import time
 
 import pytest
@@ -139,3 +140,95 @@ def _cue_lines(d: Daemon) -> list[str]:
                     return lines
     finally:
         u.close()
+
+
+# ---- 3. garbage was decoded deeply before it was refused -----------------------------
+def _garbage_kinds() -> dict[str, bytes]:
+    """64 kB-class frames that cannot be OSC, each of a kind that was decoded deeply."""
+    el = struct.pack(">i", 8) + b"/a\0\0,\0\0\0"
+    return {
+        "random": b"x" + bytes(range(256)) * 250 + b"\0\0\0",
+        "address without NUL": b"/" + b"a" * 64999,
+        "address too long": b"/" + b"a" * 60002 + b"\0,f\0\0" + b"\0" * 4,
+        "node address too long": b"/node/" + b"a" * 60002 + b"\0\0\0\0,f\0\0" + b"\0" * 4,
+        "tags claim too much": b"/a\0\0," + b"f" * 30000 + b"\0" * 3,
+        "strings without NUL": b"/a\0\0," + b"s" * 4000 + b"\0" * 4 + b"x" * 40000,
+        "args without tags": b"/a\0\0" + b"x" * 60000,
+        "bundle, bad last element": b"#bundle\0" + b"\0" * 8 + el * 4000 + b"\0\0\0\x40",
+        "bundle, bad last message": b"#bundle\0" + b"\0" * 8 + el * 4000
+        + struct.pack(">i", 8) + b"/a\0\0,fff",
+    }
+
+
+def test_garbage_is_refused_before_it_is_decoded(monkeypatch):
+    """Frames that cannot be OSC reached python-osc (a 64 kB address without its NUL:
+    4.5 ms; 30,000 `f` tags and no arguments: 2.7 ms) or were decoded element by
+    element (a bundle of 4,000 good elements and a bad last one: 22 ms) before they
+    were found to be garbage; bench/garbage.py at 4,000 frames a second held the
+    control thread 19-68 % of a core and another client's /status up to 316 ms. Now
+    the frame is checked first (osc.not_osc, then a bundle's element sizes): nothing
+    is decoded (no python-osc, no element of a bundle with a bad element size), and
+    each is still garbage."""
+    from mixgraph.server import osc
+
+    decoded = []
+    real_simple = osc._parse_simple
+    monkeypatch.setattr(osc, "OscMessage", lambda data: decoded.append(data) or None)
+    monkeypatch.setattr(osc, "_parse_simple", lambda d: decoded.append(d) or real_simple(d))
+    for kind, data in _garbage_kinds().items():
+        decoded.clear()
+        with pytest.raises(osc.MixgraphError):
+            osc.parse_packet(data)
+        if kind == "bundle, bad last message":  # its good elements, then the bad one
+            assert len(decoded) <= 4001, len(decoded)
+        else:
+            assert not decoded, (kind, len(decoded))
+    # a well-formed message still decodes, with many arguments too
+    good = encode_message("/a", [1.0] * 100 + ["x"] * 100)
+    assert osc.parse_packet(good)[0].args[:2] == [1.0, 1.0]
+
+
+def test_a_bad_bundle_costs_a_token_per_element(server):
+    """A bundle's messages cost a token each of the sender's rate limit, but a bundle
+    found to be garbage after thousands of good elements cost one: now as many as
+    its elements."""
+    server.rate, server.burst = 100.0, 10000.0
+    addr = ("127.0.0.1", 5000)
+    data = _garbage_kinds()["bundle, bad last message"]
+    g0 = server.counters.garbage
+    server.handle_datagram(data, addr)
+    server._work()
+    assert server.counters.garbage == g0 + 1
+    assert server.buckets[addr].tokens < 10000 - 3900, server.buckets[addr].tokens
+
+
+def test_a_daemon_counts_every_kind_of_garbage_and_answers(daemon):
+    """Over real UDP and TCP: each kind of garbage is counted once (UDP), the TCP
+    connection is not closed by it, and another client's /status is answered."""
+    kinds = _garbage_kinds()
+    g0 = daemon.status()["garbage"]
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 21)
+    try:
+        for data in kinds.values():
+            s.sendto(data, ("127.0.0.1", daemon.port))
+        daemon.sync()
+        deadline = time.monotonic() + 60
+        while daemon.status()["garbage"] < g0 + len(kinds) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert daemon.status()["garbage"] == g0 + len(kinds)
+    finally:
+        s.close()
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=60) as t:
+        for data in kinds.values():
+            if data[:1] == b"/" or data[:1] == b"#":  # a size-prefixed stream
+                t.sendall(struct.pack(">i", len(data)) + data)
+        m = encode_message("/sync", [9])
+        t.sendall(struct.pack(">i", len(m)) + m)
+        got = b""
+        while len(got) < 4 or len(got) < 4 + struct.unpack(">i", got[:4])[0]:
+            chunk = t.recv(65536)
+            assert chunk, "closed"
+            got += chunk
+        assert parse_packet(got[4:])[0].address == "/synced"
+    assert "Traceback" not in daemon.output()
