@@ -120,14 +120,23 @@ def parse_packet(data: bytes, timetag: tuple[int, int] = IMMEDIATE,
             e.elements = max(getattr(e, "elements", 0), len(elements))  # type: ignore
             raise
         return out
-    why = not_osc(data, len(data))
-    if why is not None:
+    if data[:1] != b"/":
+        raise MixgraphError("not an OSC message or bundle")
+    n = len(data)
+    if n % 4:
+        # python-osc pads a truncated argument with zeros; OSC sizes are multiples of 4
+        raise MixgraphError(f"truncated OSC message ({n} bytes)")
+    # a big frame is checked before it is decoded; a small one only when the fast
+    # decoder leaves it (what it decodes pays nothing more)
+    if n > 512 and (why := not_osc(data, n)) is not None:
         raise MixgraphError(why)
-    end = data.find(b"\0")
-    pos = (end + 4) & ~3
     fast = _parse_simple(data)
     if fast is not None:
         return [Timed(fast[0], fast[1], timetag)]
+    if n <= 512 and (why := not_osc(data, n)) is not None:
+        raise MixgraphError(why)
+    end = data.find(b"\0")
+    pos = (end + 4) & ~3
     if end > 0 and pos < len(data):
         # the type tag string follows the padded address (a ',' in the address is
         # part of the address); python-osc would skip a tag it does not know, with a
