@@ -17,7 +17,7 @@ import math
 import struct
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import msgpack
@@ -28,7 +28,7 @@ from mixgraph.clients.protocol import ostr as _ostr
 
 from . import __version__, heap, planner, ramps, readonly, show_osc, tapers
 from .actions import actions_for, is_action_or_trigger, run_action
-from .budget import Bucket, HostBudget, available_clock
+from .budget import Bucket, HostBudget
 from .catalog import CATALOG
 from .engine import EngineBusy
 from .errors import GraphWorkRefused, MixgraphError, echo
@@ -72,9 +72,10 @@ LV2_JOBS = 4  # /catalog lv2 requests describing plugins a turn at a time, at on
 PATTERN_PACKET_S = 0.05
 PATTERN_HOST_S = 0.2
 # and what the matches then do (the sets or queries of every match) this much a second
-# per source host, after bursts of PATTERN_RUN_BURST_S; wall time, as matching is: CPU
-# time let a loaded box's waits refill the bucket as fast as the work spent it (a
-# pattern fader over 32 channels at 60 Hz is about 40 ms a second on a quiet box)
+# per source host, after bursts of PATTERN_RUN_BURST_S (a pattern fader over 32
+# channels at 60 Hz is about 40 ms a second on a quiet box). Every budget here is
+# charged the control thread's CPU time and refilled on the time it could run
+# (server/budget.py: one measure)
 PATTERN_RUN_BURST_S = 1.0
 PATTERN_RUN_RATE = 0.25
 # control-thread time (s) the whole-state replies (/dump, /subscribe) of one source host
@@ -486,9 +487,7 @@ class Dispatcher:
         self._pat_budget = HostBudget(PATTERN_HOST_S, PATTERN_HOST_S)
         self._set_budget = HostBudget(PATTERN_RUN_BURST_S, PATTERN_RUN_RATE)  # _pattern
         self._whole_budget = HostBudget(WHOLE_STATE_BURST_S, WHOLE_STATE_RATE)  # /dump ...
-        # /patch/load ...: charged in CPU time, refilled on the time the thread could run
-        self._graph_budget = HostBudget(GRAPH_WORK_BURST_S, GRAPH_WORK_RATE,
-                                        clock=available_clock)
+        self._graph_budget = HostBudget(GRAPH_WORK_BURST_S, GRAPH_WORK_RATE)  # /patch/load
         # (host, scene a, scene b) -> a /scene/morph the host's budget refused, held
         # until the budget allows (the latest wins): server/show_osc.py
         self.morph_held: dict[tuple, tuple] = {}
@@ -1603,8 +1602,7 @@ class Dispatcher:
                                     f"{GRAPH_WORK_BURST_S:g} s): try "
                                     f"again in {max(budget.wait_s(b), 0.1):.1f} s")
 
-        # the control thread's CPU: a loaded box's waits are not charged
-        with budget.spend(source_of(client.key), refuse, time.thread_time):
+        with budget.spend(source_of(client.key), refuse):
             yield
 
     def _match(self, pattern: str) -> list[str]:
@@ -1623,32 +1621,30 @@ class Dispatcher:
         if out is not None:
             return out
         host = self._pat_host
-        bucket = None
-        if host is not None:
-            bucket = self._pat_budget.bucket(host)
-            if self._pat_spent >= PATTERN_PACKET_S:
-                raise MixgraphError(f"this packet has used its pattern matching time "
-                                    f"({PATTERN_PACKET_S * 1e3:g} ms): send fewer patterns "
-                                    "per packet, or literal addresses")
-            if bucket.tokens <= 0.0:
-                raise MixgraphError(f"too much pattern matching from this host (at most "
-                                    f"{PATTERN_HOST_S * 1e3:g} ms a second): try again, or "
-                                    "send literal addresses")
+        budget = self._pat_budget
+        if host is not None and self._pat_spent >= PATTERN_PACKET_S:
+            raise MixgraphError(f"this packet has used its pattern matching time "
+                                f"({PATTERN_PACKET_S * 1e3:g} ms): send fewer patterns "
+                                "per packet, or literal addresses")
         try:
             rx = compile_pattern(pattern)
         except ValueError as e:
             raise MixgraphError(str(e)) from None
-        t0 = time.perf_counter()
-        out = rx.filter(addrs)
-        last = pattern.rsplit("/", 1)[-1]
-        if is_pattern(last) or "//" in pattern:
-            # `/node/dn/* 0.5` sets parameters; it does not start node actions (learn,
-            # measure) nor pull their triggers: name those literally
-            out = [a for a in out if not self._is_action_address(a)]
-        dt = time.perf_counter() - t0
-        self._pat_spent += dt
-        if bucket is not None:
-            bucket.tokens -= dt
+
+        def refuse(_b: Bucket) -> MixgraphError:
+            return MixgraphError(f"too much pattern matching from this host (at most "
+                                 f"{PATTERN_HOST_S * 1e3:g} ms a second): try again, or "
+                                 "send literal addresses")
+
+        t0 = budget.cost()
+        with budget.spend(host, refuse) if host is not None else nullcontext():
+            out = rx.filter(addrs)
+            last = pattern.rsplit("/", 1)[-1]
+            if is_pattern(last) or "//" in pattern:
+                # `/node/dn/* 0.5` sets parameters; it does not start node actions
+                # (learn, measure) nor pull their triggers: name those literally
+                out = [a for a in out if not self._is_action_address(a)]
+        self._pat_spent += budget.cost() - t0
         if len(self._match_memo) >= MATCH_MEMO:
             self._match_memo.clear()
         self._match_memo[pattern] = out
@@ -1669,18 +1665,15 @@ class Dispatcher:
         # what the matches do is paid for too, from the host's own bucket of control-thread
         # time: `/node/*/* 0` sets 7,000 parameters of a 160-node graph in 0.8 s, and 40
         # such packets over UDP held another client's reply 57 s (attack7)
-        bucket = self._set_budget.bucket(source_of(client.key)) if client is not None else None
-        if bucket is not None and bucket.tokens <= 0.0:
-            raise MixgraphError(f"too much work from patterns from this host (at most "
-                                f"{PATTERN_RUN_RATE * 1e3:g} ms a second of what their "
-                                f"matches do, after bursts of {PATTERN_RUN_BURST_S:g} s): "
-                                "try again, or send literal addresses")
-        t0 = time.perf_counter()
-        try:
+        def refuse(_b: Bucket) -> MixgraphError:
+            return MixgraphError(f"too much work from patterns from this host (at most "
+                                 f"{PATTERN_RUN_RATE * 1e3:g} ms a second of what their "
+                                 f"matches do, after bursts of {PATTERN_RUN_BURST_S:g} s): "
+                                 "try again, or send literal addresses")
+
+        with self._set_budget.spend(source_of(client.key), refuse) if client is not None \
+                else nullcontext():
             self._pattern_run(matched, address, args, reply, t, client)
-        finally:
-            if bucket is not None:
-                bucket.tokens -= time.perf_counter() - t0
 
     def _pattern_run(self, matched: list[str], address: str, args: list, reply: Reply,
                      t: int, client: Peer | None) -> None:

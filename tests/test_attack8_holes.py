@@ -232,3 +232,59 @@ def test_a_daemon_counts_every_kind_of_garbage_and_answers(daemon):
             got += chunk
         assert parse_packet(got[4:])[0].address == "/synced"
     assert "Traceback" not in daemon.output()
+
+
+# ---- 4. two measures of control-thread time ------------------------------------------
+def test_every_host_budget_charges_cpu_and_refills_on_available_time():
+    """The pattern budgets were charged wall time and refilled on wall time, the
+    graph budget charged CPU time and refilled on the time the thread could run: on
+    a loaded box a pattern fader was refused for time spent waiting for a core while
+    a /patch/load flood was not. Every HostBudget of the Dispatcher now has the one
+    measure of server/budget.py."""
+    from mixgraph.server.budget import HostBudget, available_clock
+
+    e = Engine(48000, 2, 2)
+    s = Session(e)
+    d = Dispatcher(s, info={"block": 64})
+    try:
+        budgets = [v for v in vars(d).values() if isinstance(v, HostBudget)]
+        assert len(budgets) >= 4
+        for b in budgets:
+            assert b.clock is available_clock and b.cost is time.thread_time, vars(b)
+    finally:
+        s.close()
+        e.free()
+
+
+def test_a_pattern_set_is_not_charged_for_time_it_did_not_run(monkeypatch):
+    """What a pattern's matches do is charged the control thread's CPU time: time the
+    thread spends not running (here a sleep, on a loaded box a wait for a core) is
+    not charged. Charged wall time, the third of these sets was refused."""
+    from mixgraph.server import osc
+    from mixgraph.server.osc import Peer
+
+    monkeypatch.setattr(osc, "PATTERN_RUN_BURST_S", 0.1)
+    monkeypatch.setattr(osc, "PATTERN_RUN_RATE", 1e-6)
+    e = Engine(48000, 2, 2)
+    s = Session(e)
+    d = Dispatcher(s, info={"block": 64})
+    try:
+        for i in range(4):
+            d.dispatch("/graph/add", ["gain", f"ch{i}"], lambda a, r: None)
+        run = d._pattern_run
+
+        def slow(*args, **kw):
+            time.sleep(0.06)  # not running: no CPU
+            return run(*args, **kw)
+
+        monkeypatch.setattr(d, "_pattern_run", slow)
+        a = Peer(("10.0.0.1", 5000), lambda _: None)
+        out: list = []
+        for k in range(5):
+            d._pattern_payer(a)
+            d.dispatch("/node/ch*/gain", [-float(k)], lambda x, r: out.append((x, r)),
+                       client=a)
+        assert [x for x, _ in out] == ["/done"] * 5, out
+    finally:
+        s.close()
+        e.free()
