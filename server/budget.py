@@ -3,9 +3,16 @@
 `Bucket` is a token bucket (`rate` tokens a second, bursts of `burst`): a client's
 messages (the per-client rate limit of server/transport.py and server/conn.py), or
 seconds of control-thread time. `HostBudget` keeps a Bucket of seconds per source
-host for work that grows with the graph (the Dispatcher's pattern matching,
-whole-state replies and whole-graph edits in server/osc.py): such work is refused
-while the host's bucket is empty, and charged what it took."""
+host for work that grows with the graph (the Dispatcher's pattern matching and what
+the matches do, whole-state replies and whole-graph edits in server/osc.py): such
+work is refused while the host's bucket is empty, and charged what it took.
+
+Every HostBudget measures time one way: work is charged the control thread's CPU
+time (`time.thread_time`) and buckets refill on `available_clock`, the time the
+thread could have run. Two measures (pattern sets charged wall time and refilled on
+wall time, graph edits charged CPU and refilled on available time) refused a
+pattern fader on a box loaded by other programs, for time spent waiting for a core,
+while the graph budget let the same work through (attack8)."""
 
 from __future__ import annotations
 
@@ -57,13 +64,17 @@ def available_clock() -> float:
 
 class HostBudget:
     """A Bucket of control-thread seconds per source host: `burst_s` at most,
-    refilled at `rate` seconds a second. At most `hosts` buckets are kept when a new
-    host comes: those full again for 10 s are forgotten first."""
+    refilled at `rate` seconds a second of `clock` (available_clock), charged by
+    `cost` (the control thread's CPU time). At most `hosts` buckets are kept when a
+    new host comes: those full again for 10 s are forgotten first. `clock` and `cost`
+    are parameters for tests only: every budget of the server uses the defaults."""
 
     def __init__(self, burst_s: float, rate: float, hosts: int = 4096,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = available_clock,
+                 cost: Callable[[], float] = time.thread_time) -> None:
         self.burst_s, self.rate, self.hosts = burst_s, rate, hosts
-        self.clock = clock  # what refills: wall time, or available_clock
+        self.clock = clock  # what refills: the time the thread could run
+        self.cost = cost  # what work is charged: the thread's CPU time
         self._buckets: dict[str, Bucket] = {}
 
     def bucket(self, host: str) -> Bucket:
@@ -85,16 +96,14 @@ class HostBudget:
         return max(0.0, -b.tokens / self.rate)
 
     @contextmanager
-    def spend(self, host: str, refuse: Callable[[Bucket], Exception],
-              clock: Callable[[], float] = time.perf_counter) -> Iterator[Bucket]:
+    def spend(self, host: str, refuse: Callable[[Bucket], Exception]) -> Iterator[Bucket]:
         """Around a piece of work of `host`: raises refuse(bucket) when its bucket is
-        empty, else charges the work's time by `clock` (time.thread_time: the control
-        thread's CPU, so that waits for a core on a loaded box are not charged)."""
+        empty, else charges the work's `cost` time to it."""
         b = self.bucket(host)
         if b.tokens <= 0.0:
             raise refuse(b)
-        t0 = clock()
+        t0 = self.cost()
         try:
             yield b
         finally:
-            b.tokens -= clock() - t0
+            b.tokens -= self.cost() - t0

@@ -56,6 +56,11 @@ CUE_TEXT_MAX = 4 << 20
 # and what fmt_number shows. A controller sends `/cue/go 1.1` as the float32
 # 1.100000023841858, a cue file holds the double 1.1: both are cue 1.1.
 CUE_DIGITS = 6
+# the cue numbers a new cue may take: what CUE_DIGITS show as plain decimals (999999,
+# 0.001): 1e300 was taken (attack8) and showed as `1e+300`, and above a million
+# neighbouring integers are one cue (2147483647 and 2147483600 were both 2.14748e+09)
+CUE_NUMBER_MIN = 0.001
+CUE_NUMBER_MAX = 999999.0
 
 
 @dataclass
@@ -102,7 +107,7 @@ def cue_from_dict(item, trim: Trim | None = None) -> Cue:
     versions took, is left out with a note instead of failing the cue."""
     if not isinstance(item, dict):
         raise MixgraphError("patch: a cue must be a map")
-    num = cue_number(item.get("number"))
+    num = cue_number(item.get("number"), new=trim is None)
     pairs: list = []
     for k in ("name", "scene", "prewait", "postwait", "continue"):
         if k in item:
@@ -138,12 +143,19 @@ def canonical(v: float) -> float:
     return float(f"{v:.{CUE_DIGITS}g}")
 
 
-def cue_number(value, what: str = "cue number") -> float:
-    """A cue number: finite, > 0 (1, 2.5 ...), as the list keys it (canonical)."""
+def cue_number(value, what: str = "cue number", new: bool = True) -> float:
+    """A cue number: finite, > 0 (1, 2.5 ...), as the list keys it (canonical). `new`
+    (a cue made or named by a client, a cue file, a loaded patch): within
+    CUE_NUMBER_MIN..CUE_NUMBER_MAX too; the state at start-up keeps what an older
+    version took."""
     v = number(value, what)
     if not v > 0:
         raise MixgraphError(f"{what}: expected a number > 0, got {v:g}")
-    return canonical(v)
+    v = canonical(v)
+    if new and not CUE_NUMBER_MIN <= v <= CUE_NUMBER_MAX:
+        raise MixgraphError(f"{what}: expected {CUE_NUMBER_MIN:g}..{CUE_NUMBER_MAX:.0f}, "
+                            f"got {v:g}")
+    return v
 
 
 def parse_osc(text) -> tuple[str, list]:
@@ -335,7 +347,7 @@ class CueList:
         check_text(cues.values(), "patch")
         ph = d.get("playhead")
         at_end = "playhead" in d and ph is None  # saved after the last cue had run
-        ph = None if ph is None else cue_number(ph, "playhead")
+        ph = None if ph is None else cue_number(ph, "playhead", new=trim is None)
         return cues, ph, at_end
 
     def install(self, cues: dict[float, Cue], playhead: float | None,
@@ -368,8 +380,8 @@ class CueList:
         list); a number the list does not hold leaves it where it is."""
         if num is None:
             self.playhead = None
-        elif cue_number(num, "playhead") in self.cues:
-            self.playhead = cue_number(num, "playhead")
+        elif cue_number(num, "playhead", new=False) in self.cues:
+            self.playhead = cue_number(num, "playhead", new=False)
 
     def _moved(self) -> None:
         """The playhead moved (GO, standby, a continue): autosave, and journal it
@@ -439,7 +451,7 @@ class CueList:
     def load_put(self, num, d: dict | None, playhead, trim: Trim | None = None) -> None:
         """Replay a `cue_put` journal record (put's arguments as journaled); trim: as
         parse_dict's, the cue list's total included."""
-        num = cue_number(num)
+        num = cue_number(num, new=trim is None)
         cue = None if d is None else cue_from_dict(d, trim)
         if cue is not None and trim is not None:
             old = self.cues.get(num)
@@ -453,7 +465,8 @@ class CueList:
         if cue is not None and cue.number != num:
             raise MixgraphError(f"cue_put: cue {fmt_number(cue.number)} journaled as "
                                 f"{fmt_number(num)}")
-        self.put(num, cue, None if playhead is None else cue_number(playhead, "playhead"))
+        self.put(num, cue, None if playhead is None
+                 else cue_number(playhead, "playhead", new=trim is None))
 
     def load_text(self, text: str) -> int:
         """Replace the cue list with a text file's (checked completely first)."""

@@ -17,7 +17,7 @@ import math
 import struct
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import msgpack
@@ -28,7 +28,7 @@ from mixgraph.clients.protocol import ostr as _ostr
 
 from . import __version__, heap, planner, ramps, readonly, show_osc, tapers
 from .actions import actions_for, is_action_or_trigger, run_action
-from .budget import Bucket, HostBudget, available_clock
+from .budget import Bucket, HostBudget
 from .catalog import CATALOG
 from .engine import EngineBusy
 from .errors import GraphWorkRefused, MixgraphError, echo
@@ -50,6 +50,12 @@ NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900 to 1970
 IMMEDIATE = (0, 1)
 MAX_BUNDLE_DEPTH = 8  # bundles inside bundles: a ninth level makes the packet garbage
 MAX_ARRAY_DEPTH = 8  # OSC arrays inside arrays: deeper makes the packet garbage
+# bytes of an OSC address (its NUL excluded): the longest that means anything here is a
+# pattern (256 characters) or /node/<64>/<parameter>; a longer one is garbage, found
+# before decoding: a 64 kB address without its NUL took python-osc 4.5 ms (attack8)
+MAX_ADDRESS_BYTES = 1024
+# arguments of one message (its type tags): no address takes more than a few hundred
+MAX_ARGS = 4096
 MAX_NODES = 4096  # nodes /graph/add makes at most (serve --max-nodes)
 MAX_CONNECTIONS = 16384  # connections /graph/connect makes at most (serve --max-connections)
 TOUCH_TIMEOUT_S = 10.0  # a touch whose holder stays silent this long lapses
@@ -66,9 +72,10 @@ LV2_JOBS = 4  # /catalog lv2 requests describing plugins a turn at a time, at on
 PATTERN_PACKET_S = 0.05
 PATTERN_HOST_S = 0.2
 # and what the matches then do (the sets or queries of every match) this much a second
-# per source host, after bursts of PATTERN_RUN_BURST_S; wall time, as matching is: CPU
-# time let a loaded box's waits refill the bucket as fast as the work spent it (a
-# pattern fader over 32 channels at 60 Hz is about 40 ms a second on a quiet box)
+# per source host, after bursts of PATTERN_RUN_BURST_S (a pattern fader over 32
+# channels at 60 Hz is about 40 ms a second on a quiet box). Every budget here is
+# charged the control thread's CPU time and refilled on the time it could run
+# (server/budget.py: one measure)
 PATTERN_RUN_BURST_S = 1.0
 PATTERN_RUN_RATE = 0.25
 # control-thread time (s) the whole-state replies (/dump, /subscribe) of one source host
@@ -105,26 +112,30 @@ def parse_packet(data: bytes, timetag: tuple[int, int] = IMMEDIATE,
         if len(data) < 16:
             raise MixgraphError("truncated bundle")
         tt = struct.unpack(">II", data[8:16])
+        elements = _bundle_elements(data)  # the whole frame checked before any element
         out: list[Timed] = []
-        pos = 16
-        while pos < len(data):
-            if pos + 4 > len(data):
-                raise MixgraphError("truncated bundle element size")
-            (size,) = struct.unpack(">i", data[pos:pos + 4])
-            pos += 4
-            if size <= 0 or size % 4 or pos + size > len(data):
-                raise MixgraphError(f"bad bundle element size {size}")
-            out += parse_packet(data[pos:pos + size], tt, depth + 1)
-            pos += size
+        try:
+            for pos, size in elements:
+                out += parse_packet(data[pos:pos + size], tt, depth + 1)
+        except MixgraphError as e:  # garbage costs its sender what its elements would
+            e.elements = max(getattr(e, "elements", 0), len(elements))  # type: ignore
+            raise
         return out
     if data[:1] != b"/":
         raise MixgraphError("not an OSC message or bundle")
-    if len(data) % 4:
+    n = len(data)
+    if n % 4:
         # python-osc pads a truncated argument with zeros; OSC sizes are multiples of 4
-        raise MixgraphError(f"truncated OSC message ({len(data)} bytes)")
+        raise MixgraphError(f"truncated OSC message ({n} bytes)")
+    # a big frame is checked before it is decoded; a small one only when the fast
+    # decoder leaves it (what it decodes pays nothing more)
+    if n > 512 and (why := not_osc(data, n)) is not None:
+        raise MixgraphError(why)
     fast = _parse_simple(data)
     if fast is not None:
         return [Timed(fast[0], fast[1], timetag)]
+    if n <= 512 and (why := not_osc(data, n)) is not None:
+        raise MixgraphError(why)
     end = data.find(b"\0")
     pos = (end + 4) & ~3
     if end > 0 and pos < len(data):
@@ -155,6 +166,67 @@ def parse_packet(data: bytes, timetag: tuple[int, int] = IMMEDIATE,
     return [Timed(msg.address, list(msg.params), timetag)]
 
 
+def not_osc(data: bytes | bytearray, n: int) -> str | None:
+    """Why the first n bytes of data cannot be an OSC message, from its frame alone,
+    or None (a bundle: only its header; parse_packet checks its elements). Cheap and
+    before any decoding: the receive path calls it on its buffer before copying, and
+    parse_packet first; a 64 kB address without its NUL took python-osc 4.5 ms, and
+    30,000 `f` tags without arguments 2.7 ms (attack8)."""
+    if n == 0:
+        return "an empty packet"
+    first = data[0]
+    if first == 35:  # '#'
+        if data[:8] != b"#bundle\0":
+            return "not an OSC message or bundle"
+        return "truncated bundle" if n < 16 or n % 4 else None
+    if first != 47:  # '/'
+        return "not an OSC message or bundle"
+    if n % 4:
+        # python-osc pads a truncated argument with zeros; OSC sizes are multiples of 4
+        return f"truncated OSC message ({n} bytes)"
+    end = data.find(b"\0", 0, min(n, MAX_ADDRESS_BYTES + 1))
+    if end < 0:
+        return f"an OSC address longer than {MAX_ADDRESS_BYTES} bytes (or without its NUL)"
+    pos = (end + 4) & ~3
+    if pos >= n:
+        return None  # no arguments
+    if data[pos] != 44:  # not ','
+        return "OSC arguments without type tags"
+    t1 = data.find(b"\0", pos, min(n, pos + MAX_ARGS + 2))
+    if t1 < 0:
+        return f"more than {MAX_ARGS} OSC arguments (or type tags without their NUL)"
+    if t1 - pos <= 32:
+        return None  # a few tags: decoding them finds a short message at once
+    have = n - ((t1 + 4) & ~3)
+    need = _args_min_bytes(data, pos + 1, t1)
+    if need > have:
+        return (f"truncated OSC message: its {t1 - pos - 1} type tags need {need} bytes "
+                f"of arguments, {have} follow")
+    return None
+
+
+def _bundle_elements(data: bytes) -> list[tuple[int, int]]:
+    """(offset, size) of a bundle's elements, every size checked against the frame
+    first: a bundle of 4,000 good elements and a bad last one was decoded element by
+    element (22 ms) before it was found to be garbage (attack8)."""
+    out: list[tuple[int, int]] = []
+    pos, n = 16, len(data)
+    while pos < n:
+        if pos + 4 > n:
+            e = MixgraphError("truncated bundle element size")
+        else:
+            (size,) = _unpack_i(data, pos)
+            pos += 4
+            if size > 0 and not size % 4 and pos + size <= n:
+                out.append((pos, size))
+                pos += size
+                continue
+            e = MixgraphError(f"bad bundle element size {size} (element {len(out) + 1})")
+        e.elements = len(out)  # type: ignore[attr-defined]  # what its sender pays
+        raise e
+    return out
+
+
 _unpack_i = struct.Struct(">i").unpack_from
 _unpack_q = struct.Struct(">q").unpack_from
 _unpack_u = struct.Struct(">I").unpack_from
@@ -171,6 +243,17 @@ def _array_depth(tags: str) -> int:
         elif c == "]":
             depth -= 1
     return top
+
+
+def _args_min_bytes(data: bytes | bytearray, start: int, end: int) -> int:
+    """The fewest bytes the arguments of the type tags data[start:end] take (a string
+    or a blob at least 4, a 64-bit number 8, T F N I and arrays none): a message
+    whose tags claim more than it holds is garbage before anything is decoded (30,000
+    `f` tags and no arguments took python-osc 2.7 ms, attack8)."""
+    tags = bytes(data[start:end])
+    sized = tags.translate(None, b"TFNI[]")
+    n8 = len(sized) - len(sized.translate(None, b"hdt"))
+    return 4 * len(sized) + 4 * n8
 
 
 _SIMPLE_TAGS = frozenset("ifhdsTFSIcNrm")
@@ -404,9 +487,7 @@ class Dispatcher:
         self._pat_budget = HostBudget(PATTERN_HOST_S, PATTERN_HOST_S)
         self._set_budget = HostBudget(PATTERN_RUN_BURST_S, PATTERN_RUN_RATE)  # _pattern
         self._whole_budget = HostBudget(WHOLE_STATE_BURST_S, WHOLE_STATE_RATE)  # /dump ...
-        # /patch/load ...: charged in CPU time, refilled on the time the thread could run
-        self._graph_budget = HostBudget(GRAPH_WORK_BURST_S, GRAPH_WORK_RATE,
-                                        clock=available_clock)
+        self._graph_budget = HostBudget(GRAPH_WORK_BURST_S, GRAPH_WORK_RATE)  # /patch/load
         # (host, scene a, scene b) -> a /scene/morph the host's budget refused, held
         # until the budget allows (the latest wins): server/show_osc.py
         self.morph_held: dict[tuple, tuple] = {}
@@ -508,7 +589,7 @@ class Dispatcher:
         parameter within its range, with no touch held anywhere and no bundle being
         applied. Does what dispatch would do, byte for byte the same reply, without
         the general parsing; returns False to leave anything else to dispatch."""
-        end = data.find(b"\0")
+        end = data.find(b"\0", 0, MAX_ADDRESS_BYTES + 1)  # longer: garbage (parse_packet)
         if end < 0:
             return False
         pos = (end + 4) & ~3
@@ -1521,8 +1602,7 @@ class Dispatcher:
                                     f"{GRAPH_WORK_BURST_S:g} s): try "
                                     f"again in {max(budget.wait_s(b), 0.1):.1f} s")
 
-        # the control thread's CPU: a loaded box's waits are not charged
-        with budget.spend(source_of(client.key), refuse, time.thread_time):
+        with budget.spend(source_of(client.key), refuse):
             yield
 
     def _match(self, pattern: str) -> list[str]:
@@ -1541,32 +1621,30 @@ class Dispatcher:
         if out is not None:
             return out
         host = self._pat_host
-        bucket = None
-        if host is not None:
-            bucket = self._pat_budget.bucket(host)
-            if self._pat_spent >= PATTERN_PACKET_S:
-                raise MixgraphError(f"this packet has used its pattern matching time "
-                                    f"({PATTERN_PACKET_S * 1e3:g} ms): send fewer patterns "
-                                    "per packet, or literal addresses")
-            if bucket.tokens <= 0.0:
-                raise MixgraphError(f"too much pattern matching from this host (at most "
-                                    f"{PATTERN_HOST_S * 1e3:g} ms a second): try again, or "
-                                    "send literal addresses")
+        budget = self._pat_budget
+        if host is not None and self._pat_spent >= PATTERN_PACKET_S:
+            raise MixgraphError(f"this packet has used its pattern matching time "
+                                f"({PATTERN_PACKET_S * 1e3:g} ms): send fewer patterns "
+                                "per packet, or literal addresses")
         try:
             rx = compile_pattern(pattern)
         except ValueError as e:
             raise MixgraphError(str(e)) from None
-        t0 = time.perf_counter()
-        out = rx.filter(addrs)
-        last = pattern.rsplit("/", 1)[-1]
-        if is_pattern(last) or "//" in pattern:
-            # `/node/dn/* 0.5` sets parameters; it does not start node actions (learn,
-            # measure) nor pull their triggers: name those literally
-            out = [a for a in out if not self._is_action_address(a)]
-        dt = time.perf_counter() - t0
-        self._pat_spent += dt
-        if bucket is not None:
-            bucket.tokens -= dt
+
+        def refuse(_b: Bucket) -> MixgraphError:
+            return MixgraphError(f"too much pattern matching from this host (at most "
+                                 f"{PATTERN_HOST_S * 1e3:g} ms a second): try again, or "
+                                 "send literal addresses")
+
+        t0 = budget.cost()
+        with budget.spend(host, refuse) if host is not None else nullcontext():
+            out = rx.filter(addrs)
+            last = pattern.rsplit("/", 1)[-1]
+            if is_pattern(last) or "//" in pattern:
+                # `/node/dn/* 0.5` sets parameters; it does not start node actions
+                # (learn, measure) nor pull their triggers: name those literally
+                out = [a for a in out if not self._is_action_address(a)]
+        self._pat_spent += budget.cost() - t0
         if len(self._match_memo) >= MATCH_MEMO:
             self._match_memo.clear()
         self._match_memo[pattern] = out
@@ -1587,18 +1665,15 @@ class Dispatcher:
         # what the matches do is paid for too, from the host's own bucket of control-thread
         # time: `/node/*/* 0` sets 7,000 parameters of a 160-node graph in 0.8 s, and 40
         # such packets over UDP held another client's reply 57 s (attack7)
-        bucket = self._set_budget.bucket(source_of(client.key)) if client is not None else None
-        if bucket is not None and bucket.tokens <= 0.0:
-            raise MixgraphError(f"too much work from patterns from this host (at most "
-                                f"{PATTERN_RUN_RATE * 1e3:g} ms a second of what their "
-                                f"matches do, after bursts of {PATTERN_RUN_BURST_S:g} s): "
-                                "try again, or send literal addresses")
-        t0 = time.perf_counter()
-        try:
+        def refuse(_b: Bucket) -> MixgraphError:
+            return MixgraphError(f"too much work from patterns from this host (at most "
+                                 f"{PATTERN_RUN_RATE * 1e3:g} ms a second of what their "
+                                 f"matches do, after bursts of {PATTERN_RUN_BURST_S:g} s): "
+                                 "try again, or send literal addresses")
+
+        with self._set_budget.spend(source_of(client.key), refuse) if client is not None \
+                else nullcontext():
             self._pattern_run(matched, address, args, reply, t, client)
-        finally:
-            if bucket is not None:
-                bucket.tokens -= time.perf_counter() - t0
 
     def _pattern_run(self, matched: list[str], address: str, args: list, reply: Reply,
                      t: int, client: Peer | None) -> None:

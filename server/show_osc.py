@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from .cues import fmt_number
 from .errors import GraphWorkRefused, MixgraphError
 from .scenes import Show, show_of
-from .state import PATCH_NAME_RE
+from .state import PATCH_NAME_RE, read_bounded
 from .values import number
 
 if TYPE_CHECKING:
@@ -207,9 +207,7 @@ def handlers(d: Dispatcher) -> dict[str, Callable]:
         path = d._need_store().root / name
         if not path.is_file():
             raise MixgraphError(f"no file {name!r} in the state directory")
-        data = path.read_bytes()[:CUE_FILE_MAX + 1]
-        if len(data) > CUE_FILE_MAX:
-            raise MixgraphError("cue file: larger than 1 MiB")
+        data = read_bounded(path, CUE_FILE_MAX, "cue file")  # not the whole of a big file
         n = sh().cues.load_text(data.decode("utf-8", "replace"))
         reply("/done", ["/cue/load", name, n])
 
