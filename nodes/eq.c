@@ -788,7 +788,7 @@ static void glide_design(eq_state *s, const mg_proc *p, const int *list, int nl,
             continue;
         }
         mg_sv_coef from[4];
-        memcpy(from, un->c, sizeof(mg_sv_coef) * (size_t)un->nsec); /* (read: had == nsec) */
+        memcpy(from, un->c, sizeof from); /* (a fixed size: inlined; read: had == nsec) */
         const int had = v->had ? un->nsec : 0;
         const int n = p->nframes;
         design(s, list[l], v->kind, v->type, eq_val(v->f, ie, n), v->g ? eq_val(v->g, ie, n) : 1.0f,
@@ -834,9 +834,10 @@ static void sanitised_copy(eq_state *s, const mg_proc *p)
     }
 }
 
-/* With `deferred` non-NULL, a block that only runs steady units (the usual
- * one) skips the sanitised copy and sets *deferred: the caller's gang reads
- * the input and sanitises it on the way in (lanes_in), one pass less. With
+/* With `deferred` non-NULL, a block whose only run is its last one (steady
+ * units, the usual block, or moving ones on their glides: a scene fade)
+ * skips the sanitised copy and sets *deferred: the caller's gang reads the
+ * input and sanitises it on the way in (lanes_in), one pass less. With
  * `glide` non-NULL, a last run with moving units in a block of at most
  * EQ_MOVE_CHUNK frames is designed but not run: it is returned, *glide set,
  * for the caller to run on its glides (run_lanes_glide). */
@@ -858,8 +859,12 @@ MG_HOT static int units_block(eq_state *s, const mg_proc *p, int *steady, int *d
             *nsec = s->cache_ns;
         return s->cache_n;
     }
-    /* sanitised copy: non-finite input becomes 0, magnitudes held below 1e6 */
-    sanitised_copy(s, p);
+    /* the sanitised copy (non-finite input becomes 0, magnitudes held below
+     * 1e6) is made before the first unit runs on the output; a block whose
+     * only run is the last one (steady or gliding: the caller's gang) defers
+     * it to the gang as above */
+    int copied = 0;
+#define EQ_COPY() (copied ? (void)0 : (sanitised_copy(s, p), (void)(copied = 1)))
     restamp(s); /* designs, the steady list or states may change */
     int nsteady = 0, alone = 0, nmoving = 0;
     eq_move mv[EQ_MAX_BANDS + 2];
@@ -939,6 +944,7 @@ MG_HOT static int units_block(eq_state *s, const mg_proc *p, int *steady, int *d
         }
         alone = 1;
         un->glen = 0; /* switching on/off or crossfading: designed every EQ_CHUNK frames */
+        EQ_COPY();
         if (nmoving)
             run_moving(s, p, steady, nsteady, mv);
         else if (nsteady)
@@ -975,10 +981,16 @@ MG_HOT static int units_block(eq_state *s, const mg_proc *p, int *steady, int *d
             glide_design(s, p, steady, nsteady, mv, 0, grid_end(p, 0));
             *glide = 1;
         } else {
+            EQ_COPY();
             run_moving(s, p, steady, nsteady, mv);
             nsteady = 0;
         }
     }
+    if (deferred && nsteady > 0 && !copied)
+        *deferred = 1;
+    else
+        EQ_COPY();
+#undef EQ_COPY
     s->cache_ok = !alone;
     s->cache_n = nsteady;
     memcpy(s->cache, steady, sizeof(int) * (size_t)nsteady);
