@@ -19,7 +19,7 @@ from test_http import free_tcp_port
 from daemon_util import Daemon
 
 N = 16
-READY = "document.body.dataset.ready === '1'"
+READY = "document.body?.dataset.ready === '1'"
 # every packet the page sends, by address (the page's WebSocket, wrapped before it loads)
 RECORD = """
 window.__sent = [];
@@ -461,12 +461,12 @@ def test_reconnect_resyncs_and_says_it_was_offline(env, tmp_path):
         page.wait_for_function(READY, timeout=20000)
         wait_norm(page, "/node/g/gain", 0.75)
         d.stop()  # the Wi-Fi drops (the server is gone)
-        page.wait_for_function("document.querySelector('#conn').textContent === 'offline'",
+        page.wait_for_function("document.querySelector('#conn')?.textContent === 'offline'",
                                timeout=15000)
         d = Daemon(tmp_path / "state", "--backend", "null", "--http", str(port))
         d.call("/node/g/gain/norm", 0.5)  # changed while the page was away
         d.call("/graph/add", "gain", "g2", "gain", -10.0)
-        page.wait_for_function(READY + " && document.querySelector('#conn').textContent"
+        page.wait_for_function(READY + " && document.querySelector('#conn')?.textContent"
                                " === 'online'", timeout=20000)
         wait_norm(page, "/node/g/gain", 0.5)
         wait_norm(page, "/node/g2/gain", 0.5)
@@ -486,7 +486,7 @@ def test_a_page_without_its_token_says_what_is_missing(env, tmp_path):
     try:
         page = browser.new_page()
         page.goto(f"http://127.0.0.1:{port}/")
-        page.wait_for_function("document.querySelector('#msg').textContent.includes('token')",
+        page.wait_for_function("document.querySelector('#msg')?.textContent.includes('token')",
                                timeout=15000)
         assert page.locator("#conn").inner_text() == "offline"
         token = (tmp_path / "state" / "http-token").read_text().strip()
@@ -536,7 +536,7 @@ def test_show_page_with_real_scenes_and_cues(env):
         assert page.locator("#scenes button").all_inner_texts() == ["intro", "verse", "bridge"]
         assert page.locator("#cues button span").all_inner_texts() == ["Intro", "Verse",
                                                                         "Bridge"]
-        page.wait_for_function("document.querySelector('#playhead').dataset.cue === '1'",
+        page.wait_for_function("document.querySelector('#playhead')?.dataset.cue === '1'",
                                timeout=15000)
         assert page.locator("#playhead").inner_text() == "standby: cue 1 Intro"
         assert page.locator("#cues button.next").get_attribute("data-cue") == "1"
@@ -544,17 +544,17 @@ def test_show_page_with_real_scenes_and_cues(env):
         page.click("#go")
         _wait(lambda: d.call(g) == [pytest.approx(-10.0, abs=1e-4)])
         assert replies(d, "/cue/list")[-1][1][2] == "2"
-        page.wait_for_function("document.querySelector('#playhead').dataset.cue === '2'",
+        page.wait_for_function("document.querySelector('#playhead')?.dataset.cue === '2'",
                                timeout=15000)
         assert page.locator("#playhead").inner_text() == "standby: cue 2 Verse"
         page.click("#go")
         _wait(lambda: d.call(g) == [pytest.approx(-30.0, abs=1e-4)])
-        page.wait_for_function("document.querySelector('#playhead').dataset.cue === '3'",
+        page.wait_for_function("document.querySelector('#playhead')?.dataset.cue === '3'",
                                timeout=15000)
         # a cue tapped is stood by on the server; STOP answers
         page.click("#cues button[data-cue='1']")
         _wait(lambda: replies(d, "/cue/list")[-1][1][2] == "1")
-        page.wait_for_function("document.querySelector('#playhead').dataset.cue === '1'",
+        page.wait_for_function("document.querySelector('#playhead')?.dataset.cue === '1'",
                                timeout=15000)
         page.click("#stop")
         d.sync()
