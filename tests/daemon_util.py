@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from mixgraph.clients import Client
@@ -81,6 +83,29 @@ def wait_autosaved(state_dir: Path, timeout: float = 30.0) -> None:
             raise AssertionError(f"the autosave holds journal record {seq}, the journal "
                                  f"{top}, after {timeout} s")
         time.sleep(0.05)
+
+
+@contextmanager
+def in_process_server(**kw) -> Iterator:
+    """A ControlServer in this process on ephemeral ports, over a 2-in/2-out engine on
+    the null clock (so /sync is answered), with no loop: the test drives it. kw goes to
+    ControlServer (rate, burst, ...). Freed in order on exit."""
+    from mixgraph.server.engine import Engine
+    from mixgraph.server.osc import Dispatcher
+    from mixgraph.server.session import Session
+    from mixgraph.server.transport import ControlServer
+
+    e = Engine(48000, 2, 2)
+    s = Session(e)
+    srv = ControlServer(Dispatcher(s, info={"block": 64}), "127.0.0.1", 0, **kw)
+    e.null_start(64)
+    try:
+        yield srv
+    finally:
+        e.null_stop()
+        srv.close()
+        s.close()
+        e.free()
 
 
 class Daemon:

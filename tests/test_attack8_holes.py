@@ -14,26 +14,15 @@ from mixgraph.server import transport
 from mixgraph.server.engine import Engine
 from mixgraph.server.osc import Dispatcher, encode_message, parse_packet
 from mixgraph.server.session import Session
-from mixgraph.server.transport import ControlServer
 
-from daemon_util import Daemon
+from daemon_util import Daemon, in_process_server
 
 
 @pytest.fixture
 def server():
     """An in-process ControlServer (no loop: the test drives it) on ephemeral ports."""
-    e = Engine(48000, 2, 2)
-    s = Session(e)
-    d = Dispatcher(s, info={"block": 64})
-    srv = ControlServer(d, "127.0.0.1", 0, rate=0.0)
-    e.null_start(64)
-    try:
+    with in_process_server(rate=0.0) as srv:
         yield srv
-    finally:
-        e.null_stop()
-        srv.close()
-        s.close()
-        e.free()
 
 
 class Udp:
