@@ -48,6 +48,10 @@ log = logging.getLogger("mixgraph.osc")
 Reply = Callable[[str, list], None]
 NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900 to 1970
 IMMEDIATE = (0, 1)
+# a timetag of all zeros is not OSC's "immediately" (that is (0, 1)), but controllers
+# and libraries that never set one send it: read as immediately, not as a bundle
+# 127 years late (a /late reply for every bundle they send)
+ZERO_TIMETAG = (0, 0)
 MAX_BUNDLE_DEPTH = 8  # bundles inside bundles: a ninth level makes the packet garbage
 MAX_ARRAY_DEPTH = 8  # OSC arrays inside arrays: deeper makes the packet garbage
 # bytes of an OSC address (its NUL excluded): the longest that means anything here is a
@@ -816,7 +820,7 @@ class Dispatcher:
         """(sample time, ms late or None). Immediate bundles get a sample time two
         blocks ahead so that all of their messages land in the same engine block."""
         e = self.session.engine
-        if timetag == IMMEDIATE:
+        if timetag == IMMEDIATE or timetag == ZERO_TIMETAG:
             return (e.time + self._lead() if e.time > 0 else 0), None
         secs = timetag[0] - NTP_EPOCH_OFFSET + timetag[1] / 2**32
         ahead = secs - self.wallclock()

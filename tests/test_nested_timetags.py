@@ -50,3 +50,32 @@ def test_elements_with_one_timetag_stay_one_atomic_bundle(tmp_path):
         assert d.request("/node/g/gain")[1] == [0.0]
     finally:
         d.stop()
+
+
+def test_a_bundle_with_a_zero_timetag_is_immediate_not_late(tmp_path):
+    """A timetag of all zeros (OSC's immediate is (0, 1); controllers and libraries that
+    never set one send zeros) was read as NTP time 0: every such bundle was answered
+    `/late ... 3.9e12 ms` (127 years) and counted late. Now it is applied at once,
+    like an immediate one, with no /late, over a real UDP socket."""
+    import socket
+    import struct
+
+    d = Daemon(tmp_path / "state", "--backend", "null")
+    try:
+        d.call("/graph/add", "gain", "g")
+        late_before = d.status()["late"]
+        msg = encode("/node/g/gain", [-12.0])
+        packet = b"#bundle\0" + b"\0" * 8 + struct.pack(">i", len(msg)) + msg
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.settimeout(30)
+        u.sendto(packet, ("127.0.0.1", d.port))
+        got = [u.recvfrom(65536)[0]]
+        while not got[-1].startswith(b"/done") and len(got) < 10:
+            got.append(u.recvfrom(65536)[0])
+        assert got[-1].startswith(b"/done") and b"/node/g/gain" in got[-1], got
+        assert not any(g.startswith(b"/late") for g in got), got
+        d.sync(1)
+        assert d.request("/node/g/gain")[1] == [-12.0]
+        assert d.status()["late"] == late_before
+    finally:
+        d.stop()
