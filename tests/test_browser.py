@@ -32,11 +32,16 @@ WebSocket.prototype.send = function (data) {
 """
 
 
+# what a page wait may take: it returns as soon as its condition holds, so the bound only
+# matters on a starved host (a 15 s wait ran out at load 18 on the CI run's host)
+WAIT_MS = 60000
+
+
 def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def _wait(cond, timeout: float = 30.0) -> None:
+def _wait(cond, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         assert time.monotonic() < deadline, "timed out"
@@ -139,12 +144,13 @@ def open_page(env, touch: bool = False, phone: bool = False, record: bool = Fals
     else:
         ctx = browser.new_context(viewport={"width": 1180, "height": 820}, has_touch=touch)
     page = ctx.new_page()
+    page.set_default_timeout(WAIT_MS)
     page.errors = []
     page.on("pageerror", lambda e: page.errors.append(str(e)))
     if record:
         page.add_init_script(RECORD)
     page.goto(f"http://127.0.0.1:{d.http}/")
-    page.wait_for_function(READY, timeout=20000)
+    page.wait_for_function(READY, timeout=WAIT_MS)
     return page
 
 
@@ -155,7 +161,7 @@ def norm_of(page, address: str) -> float:
 def wait_norm(page, address: str, value: float, tol: float = 1e-4) -> None:
     page.wait_for_function(
         f"Math.abs(parseFloat(document.querySelector(\".fader[data-address='{address}']\")"
-        f".dataset.norm) - {value}) <= {tol}", timeout=15000)
+        f".dataset.norm) - {value}) <= {tol}", timeout=WAIT_MS)
 
 
 def lit_height(page, meter: str) -> float:
@@ -234,38 +240,47 @@ def test_mixer_strips_faders_and_meters(env):
     assert gain == pytest.approx(interp(catalog_points(d, "gain", "gain"), n), abs=0.01)
     page.wait_for_function(
         "document.querySelector(\".strip[data-node=s5] output.big\").textContent"
-        f" === '{gain:.1f} dB'", timeout=15000)
+        f" === '{gain:.1f} dB'", timeout=WAIT_MS)
     # an OSC client's change moves the page's fader and its read-out
     d.call("/node/g6/gain/norm", 0.25)
     wait_norm(page, "/node/g6/gain", 0.25)
     # the meter follows the sine: -60 dBFS -> 0, 0 dBFS -> 1, linear in dB (protocol.md)
     bar = "parseFloat(document.querySelector(\".meters[data-meters~='m7/1']\").dataset.level)"
-    page.wait_for_function(f"Math.abs({bar} - 80) < 1", timeout=15000)  # -12 dBFS
+    page.wait_for_function(f"Math.abs({bar} - 80) < 1", timeout=WAIT_MS)  # -12 dBFS
     # and that is what is on screen: the lit part of the column drawn on the meter layer
     assert lit_height(page, "m7/1") == pytest.approx(0.8, abs=0.03)
     d.call("/node/s7/level", -30.0)
-    page.wait_for_function(f"Math.abs({bar} - 50) < 1", timeout=15000)
+    page.wait_for_function(f"Math.abs({bar} - 50) < 1", timeout=WAIT_MS)
     assert lit_height(page, "m7/1") == pytest.approx(0.5, abs=0.03)
     d.call("/node/s7/level", -12.0)
-    page.wait_for_function(f"Math.abs({bar} - 80) < 1", timeout=15000)
-    # the meters stream at 30 Hz (>= 20 asked by the issue): count frames over a second
-    count = page.evaluate("""() => new Promise((ok) => {
+    page.wait_for_function(f"Math.abs({bar} - 80) < 1", timeout=WAIT_MS)
+    # the meters stream at 30 Hz (>= 20 asked by the issue) and are drawn on every
+    # animation frame the browser runs, up to that: over 2 s, the blobs received and
+    # the meter's redraws against the browser's own frames (a browser starved of CPU
+    # runs fewer: 19 redraws in a second at load 18, when that was the bound)
+    got = page.evaluate("""() => new Promise((ok) => {
         const m = window.mixgraph.meters['/meters/m7/peak/1'];
-        const cv = [...m][0].box.cv; let n = 0;
+        const cv = [...m][0].box.cv; let n = 0, frames = 0, live = true;
+        const b0 = window.mixgraph.meterBlobs, t0 = performance.now();
         const o = new MutationObserver(() => n++);
         o.observe(cv, { attributes: true, attributeFilter: ["data-level"] });
-        setTimeout(() => { o.disconnect(); ok(n); }, 1000); })""")
-    assert count >= 20
+        const tick = () => { if (live) { frames++; requestAnimationFrame(tick); } };
+        requestAnimationFrame(tick);
+        setTimeout(() => { live = false; o.disconnect();
+            ok({ n, frames, blobs: window.mixgraph.meterBlobs - b0,
+                 s: (performance.now() - t0) / 1000 }); }, 2000); })""")
+    assert got["blobs"] >= 20 * got["s"] * 0.9, got  # the stream, in the page's time
+    assert got["n"] >= min(20 * got["s"], got["frames"]) * 0.9, got  # every frame drawn
     # peak hold: after a drop the hold mark stays at the old peak for a while
     d.call("/node/s8/level", -6.0)
     hold = "parseFloat(document.querySelector(\".meters[data-meters~='m8/1']\").dataset.hold)"
-    page.wait_for_function(f"Math.abs({hold} - 90) < 1", timeout=15000)
+    page.wait_for_function(f"Math.abs({hold} - 90) < 1", timeout=WAIT_MS)
     d.call("/node/s8/level", -48.0)
     # as soon as the bar has fallen below it, the mark is still at the old peak
     bar8 = bar.replace("m7", "m8")
-    page.wait_for_function(f"{bar8} < 85 && Math.abs({hold} - 90) < 1", timeout=15000)
-    page.wait_for_function(f"Math.abs({bar8} - 20) < 1", timeout=15000)  # -48 dBFS
-    page.wait_for_function(f"{hold} < 25", timeout=15000)  # and then it falls too
+    page.wait_for_function(f"{bar8} < 85 && Math.abs({hold} - 90) < 1", timeout=WAIT_MS)
+    page.wait_for_function(f"Math.abs({bar8} - 20) < 1", timeout=WAIT_MS)  # -48 dBFS
+    page.wait_for_function(f"{hold} < 25", timeout=WAIT_MS)  # and then it falls too
     assert not page.errors, page.errors
     shoot(page, d.tmp, "mixer-tablet.png")
     page.context.close()
@@ -353,18 +368,18 @@ def test_node_page_parameters_choices_bypass_actions(env):
     # the server's value shown as its choice name, with the unit elsewhere
     d.call("/node/e1/b1type", 4.0)
     page.wait_for_function("document.querySelector('#node .param[data-param=b1type] output')"
-                           ".textContent === 'band-pass'", timeout=15000)
+                           ".textContent === 'band-pass'", timeout=WAIT_MS)
     d.call("/node/e1/b1freq", 250.0)
     page.wait_for_function("document.querySelector('#node .param[data-param=b1freq] output')"
-                           ".textContent === '250 Hz'", timeout=15000)
+                           ".textContent === '250 Hz'", timeout=WAIT_MS)
     # bypass, both ways
     page.click("#node button.bypass")
     _wait(lambda: d.call("/node/e1/bypass") == [1])
     page.wait_for_function("document.querySelector('.chain button[data-node=e1]')"
-                           ".classList.contains('byp')", timeout=15000)
+                           ".classList.contains('byp')", timeout=WAIT_MS)
     d.call("/node/e1/bypass", 0)
     page.wait_for_function("!document.querySelector('#node button.bypass')"
-                           ".classList.contains('on')", timeout=15000)
+                           ".classList.contains('on')", timeout=WAIT_MS)
     page.click("#node button.close")
     # an action and its result: denoise learn 0.3 s of its input
     page.click(".chain button[data-node=dn2]")
@@ -372,7 +387,7 @@ def test_node_page_parameters_choices_bypass_actions(env):
     page.fill("#node .action input", "0.3")
     page.click("#node button[data-action=learn]")
     page.wait_for_function("document.querySelector('#node output[data-action=learn]')"
-                           ".dataset.done === '1'", timeout=15000)
+                           ".dataset.done === '1'", timeout=WAIT_MS)
     result = page.locator("#node output[data-action=learn]").inner_text().split()
     assert float(result[0]) == pytest.approx(0.3)
     assert -120 < float(result[1]) < 0  # the learnt noise level, dBFS
@@ -380,7 +395,7 @@ def test_node_page_parameters_choices_bypass_actions(env):
     page.fill("#node .action input", "")
     page.click("#node button[data-action=learn]")
     page.wait_for_function("document.querySelector('#node output[data-action=learn]')"
-                           ".textContent.startsWith('failed: usage')", timeout=15000)
+                           ".textContent.startsWith('failed: usage')", timeout=WAIT_MS)
     assert not page.errors, page.errors
     shoot(page, d.tmp, "node-tablet.png")
     page.context.close()
@@ -389,9 +404,9 @@ def test_node_page_parameters_choices_bypass_actions(env):
 def test_show_page_hidden_without_scenes(env):
     d, _ = env
     page = open_page(env, record=True)
-    page.wait_for_function("window.__sent.includes('/scene/list')", timeout=15000)
+    page.wait_for_function("window.__sent.includes('/scene/list')", timeout=WAIT_MS)
     d.sync()  # the server answered (/fail on a server without scenes, or an empty list)
-    page.wait_for_function("window.mixgraph.sceneAcc === null", timeout=15000)
+    page.wait_for_function("window.mixgraph.sceneAcc === null", timeout=WAIT_MS)
     assert page.locator("#tab-show").is_hidden()
     assert page.locator("#show").is_hidden()
     assert page.locator("#msg").inner_text() == ""  # not an error the user must read
@@ -416,7 +431,7 @@ def test_phone_portrait(env):
     assert stale_pixels(page, old) == 0
     page.evaluate("document.querySelector('.strip[data-node=s7]').scrollIntoView()")
     page.wait_for_function("document.querySelector(\".meters[data-meters~='m7/1']\")"
-                           ".dataset.level !== undefined", timeout=15000)
+                           ".dataset.level !== undefined", timeout=WAIT_MS)
     _wait(lambda: abs(lit_height(page, "m7/1") - 0.8) < 0.03)
     assert stale_pixels(page, old) == 0
     page.click(".chain button[data-node=e1]")
@@ -443,7 +458,7 @@ def test_two_browsers_stay_in_sync(env):
     # the mute, both ways
     one.click("button[data-address='/node/g11/mute']")
     two.wait_for_function("document.querySelector(\"button[data-address='/node/g11/mute']\")"
-                          ".classList.contains('on')", timeout=15000)
+                          ".classList.contains('on')", timeout=WAIT_MS)
     assert d.call("/node/g11/mute") == [1.0]
     assert not one.errors and not two.errors
     one.context.close()
@@ -458,16 +473,16 @@ def test_reconnect_resyncs_and_says_it_was_offline(env, tmp_path):
         d.call("/graph/add", "gain", "g", "gain", 0.0)
         page = browser.new_page()
         page.goto(f"http://127.0.0.1:{port}/")
-        page.wait_for_function(READY, timeout=20000)
+        page.wait_for_function(READY, timeout=WAIT_MS)
         wait_norm(page, "/node/g/gain", 0.75)
         d.stop()  # the Wi-Fi drops (the server is gone)
         page.wait_for_function("document.querySelector('#conn')?.textContent === 'offline'",
-                               timeout=15000)
+                               timeout=WAIT_MS)
         d = Daemon(tmp_path / "state", "--backend", "null", "--http", str(port))
         d.call("/node/g/gain/norm", 0.5)  # changed while the page was away
         d.call("/graph/add", "gain", "g2", "gain", -10.0)
         page.wait_for_function(READY + " && document.querySelector('#conn')?.textContent"
-                               " === 'online'", timeout=20000)
+                               " === 'online'", timeout=WAIT_MS)
         wait_norm(page, "/node/g/gain", 0.5)
         wait_norm(page, "/node/g2/gain", 0.5)
         assert "was offline" in page.locator("#msg").inner_text()
@@ -487,11 +502,11 @@ def test_a_page_without_its_token_says_what_is_missing(env, tmp_path):
         page = browser.new_page()
         page.goto(f"http://127.0.0.1:{port}/")
         page.wait_for_function("document.querySelector('#msg')?.textContent.includes('token')",
-                               timeout=15000)
+                               timeout=WAIT_MS)
         assert page.locator("#conn").inner_text() == "offline"
         token = (tmp_path / "state" / "http-token").read_text().strip()
         page.goto(f"http://127.0.0.1:{port}/?token={token}")
-        page.wait_for_function(READY, timeout=20000)
+        page.wait_for_function(READY, timeout=WAIT_MS)
         assert "token" not in page.locator("#msg").inner_text()
         page.close()
     finally:
@@ -528,16 +543,16 @@ def test_show_page_with_real_scenes_and_cues(env):
         d.call("/cue/set", 2, "name", "Verse", "scene", "verse")
         d.call("/cue/set", 3, "name", "Bridge", "scene", "bridge")
         # stored by another client: the page finds them by itself (its heartbeat asks)
-        page.wait_for_selector("#tab-show:not([hidden])", timeout=15000)
+        page.wait_for_selector("#tab-show:not([hidden])", timeout=WAIT_MS)
         page.click("#tab-show")
         assert page.locator("#mixer").is_hidden()
         page.wait_for_function("document.querySelectorAll('#cues button').length === 3",
-                               timeout=15000)
+                               timeout=WAIT_MS)
         assert page.locator("#scenes button").all_inner_texts() == ["intro", "verse", "bridge"]
         assert page.locator("#cues button span").all_inner_texts() == ["Intro", "Verse",
                                                                         "Bridge"]
         page.wait_for_function("document.querySelector('#playhead')?.dataset.cue === '1'",
-                               timeout=15000)
+                               timeout=WAIT_MS)
         assert page.locator("#playhead").inner_text() == "standby: cue 1 Intro"
         assert page.locator("#cues button.next").get_attribute("data-cue") == "1"
         # GO fires cue 1 on the server (its scene recalled) and the playhead moves to 2
@@ -545,17 +560,17 @@ def test_show_page_with_real_scenes_and_cues(env):
         _wait(lambda: d.call(g) == [pytest.approx(-10.0, abs=1e-4)])
         assert replies(d, "/cue/list")[-1][1][2] == "2"
         page.wait_for_function("document.querySelector('#playhead')?.dataset.cue === '2'",
-                               timeout=15000)
+                               timeout=WAIT_MS)
         assert page.locator("#playhead").inner_text() == "standby: cue 2 Verse"
         page.click("#go")
         _wait(lambda: d.call(g) == [pytest.approx(-30.0, abs=1e-4)])
         page.wait_for_function("document.querySelector('#playhead')?.dataset.cue === '3'",
-                               timeout=15000)
+                               timeout=WAIT_MS)
         # a cue tapped is stood by on the server; STOP answers
         page.click("#cues button[data-cue='1']")
         _wait(lambda: replies(d, "/cue/list")[-1][1][2] == "1")
         page.wait_for_function("document.querySelector('#playhead')?.dataset.cue === '1'",
-                               timeout=15000)
+                               timeout=WAIT_MS)
         page.click("#stop")
         d.sync()
         assert page.locator("#msg").inner_text() == ""  # nothing refused
@@ -574,7 +589,7 @@ def test_show_page_with_real_scenes_and_cues(env):
         page.mouse.move(cap["x"] + cap["width"] / 2 + track["width"] / 2, y, steps=6)
         page.mouse.up()
         page.wait_for_function("Math.abs(Number(document.querySelector('#morph output')"
-                               ".textContent) - 0.5) < 0.02", timeout=15000)
+                               ".textContent) - 0.5) < 0.02", timeout=WAIT_MS)
         pos = float(x.get_attribute("data-norm"))
         pts = catalog_points(d, "gain", "gain")
         lo, hi = (interp_inv(pts, v) for v in (-10.0, -30.0))
@@ -616,7 +631,7 @@ def test_lv2_node_page_has_the_plugins_parameters(env):
         d.call("/graph/add", "lv2", "od", "uri", OVERDRIVE)
         d.call("/graph/add", "lv2", "bal", "uri", BALANCE)
         # the page rebuilds on /graph/changed; each plugin node is a strip of its own
-        page.click(".chain button[data-node=od]", timeout=15000)
+        page.click(".chain button[data-node=od]", timeout=WAIT_MS)
         page.wait_for_selector("#node:not([hidden])")
         d.client.send("/catalog/type", "lv2", OVERDRIVE)
         params = []
@@ -644,21 +659,21 @@ def test_lv2_node_page_has_the_plugins_parameters(env):
         assert n == pytest.approx(0.6, abs=0.02)
         _wait(lambda: d.call("/node/od/drive")[0] == pytest.approx(n, abs=1e-5))
         page.wait_for_function("document.querySelector('#node .param[data-param=drive] "
-                               f"output').textContent === '{n:.2f}'", timeout=15000)
+                               f"output').textContent === '{n:.2f}'", timeout=WAIT_MS)
         page.click("#node button.close")
         # another plugin: its unit (dB) and its labelled choices, from its own catalog
         page.click(".chain button[data-node=bal]")
         page.wait_for_selector("#node:not([hidden]) .param[data-param=trim]")
         d.call("/node/bal/trim", -6.0)
         page.wait_for_function("document.querySelector('#node .param[data-param=trim] output')"
-                               ".textContent === '-6.00 dB'", timeout=15000)
+                               ".textContent === '-6.00 dB'", timeout=WAIT_MS)
         mode = page.locator("#node .param[data-param=unitygain]")
         assert mode.locator(".choices button").all_inner_texts() == [
             "Balance", "Unity Gain - Equal Amplitude", "Seesaw - Equal Power"]
         mode.locator("button", has_text="Seesaw").click()
         _wait(lambda: d.call("/node/bal/unitygain") == [2.0])
         page.wait_for_function("document.querySelector('#node .param[data-param=unitygain] "
-                               "output').textContent === 'Seesaw - Equal Power'", timeout=15000)
+                               "output').textContent === 'Seesaw - Equal Power'", timeout=WAIT_MS)
         assert page.locator("#node .param[data-param=phaseL] .choices button") \
             .all_inner_texts() == ["off", "on"]
         assert not page.errors, page.errors
@@ -683,10 +698,10 @@ def test_read_only_page_shows_the_show_tab(env, tmp_path):
         d.call("/cue/set", 1, "name", "Intro", "scene", "intro")
         page = browser.new_page()
         page.goto(f"http://127.0.0.1:{port}/")
-        page.wait_for_function(READY, timeout=20000)
-        page.wait_for_selector("#tab-show", state="visible", timeout=15000)
+        page.wait_for_function(READY, timeout=WAIT_MS)
+        page.wait_for_selector("#tab-show", state="visible", timeout=WAIT_MS)
         page.click("#tab-show")
-        page.wait_for_selector("#scenes button[data-scene='intro']", timeout=15000)
+        page.wait_for_selector("#scenes button[data-scene='intro']", timeout=WAIT_MS)
         d.call("/node/g/gain", -20.0)
         page.click("#scenes button[data-scene='intro']")
         time.sleep(0.5)
@@ -710,7 +725,7 @@ def test_a_token_with_url_special_characters_opens_the_page(env, tmp_path):
         assert url == f"http://127.0.0.1:{port}/?token=s3cr%2Bt%2F%3D%20%25%26%23"
         page = browser.new_page()
         page.goto(url)
-        page.wait_for_function(READY, timeout=20000)
+        page.wait_for_function(READY, timeout=WAIT_MS)
         assert page.locator("#conn").inner_text() == "online"
         page.close()
     finally:
