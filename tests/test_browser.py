@@ -301,9 +301,11 @@ def test_multitouch_fine_mode_and_double_tap(env):
 
     (xa, ya, h), (xb, yb, _) = at(a), at(b)
 
-    def touches(kind, pts):
-        cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [
-            {"x": x, "y": y, "id": i} for i, x, y in pts]})
+    def touches(kind, pts, at: float | None = None):
+        ev = {"type": kind, "touchPoints": [{"x": x, "y": y, "id": i} for i, x, y in pts]}
+        if at is not None:  # the event's own time (s since the epoch), as a device stamps it
+            ev["timestamp"] = at
+        cdp.send("Input.dispatchTouchEvent", ev)
 
     # two fingers, two faders, at once: one down 20%, the other up 10%
     touches("touchStart", [(1, xa, ya), (2, xb, yb)])
@@ -332,10 +334,13 @@ def test_multitouch_fine_mode_and_double_tap(env):
     assert norm_of(page, a) == pytest.approx(na - 0.02, abs=0.003)
     _wait(lambda: d.call(a + "/norm")[0] == pytest.approx(norm_of(page, a), abs=1e-6))
     page.click("#fine")
-    # a double tap sets the default (0 dB for a gain)
-    for _ in range(2):
-        touches("touchStart", [(4, xa, ya)])
-        touches("touchEnd", [])
+    # a double tap sets the default (0 dB for a gain): two taps 100 ms apart by the
+    # events' own times (the page reads those, not when it got to them: at load 28 the
+    # dispatches alone were more than its 350 ms apart)
+    t0 = time.time()
+    for k in range(2):
+        touches("touchStart", [(4, xa, ya)], at=t0 + 0.1 * k)
+        touches("touchEnd", [], at=t0 + 0.1 * k + 0.03)
     _wait(lambda: d.call(a) == [0.0])
     wait_norm(page, a, 0.75)
     assert d.call(b + "/norm")[0] == pytest.approx(nb, abs=1e-6)  # the other one stayed
