@@ -93,3 +93,51 @@ def test_a_midi_fader_on_scene_morph_morphs_once_per_drain_at_its_last_position(
     assert sum(1 for a in sent if a[0] == "/cue/stop") == 3  # each press
     # the morph did what the last position says: b1gain 43/127 of the way to +6 dB
     assert say("/node/e0/b1gain")[1][0] == pytest.approx(6.0 * 43 / 127, abs=1e-3)
+
+
+# ---- 2. a GO of a long chain of scene recalls held the control thread ---------------
+def test_a_long_cue_chain_runs_in_parts_between_other_commands(rig, monkeypatch):
+    """A chain of auto-continue cues with no waits ran to its end inside the /cue/go
+    that fired it: 300 chained recalls of a 100-eq8 scene (4,700 values each) held
+    the daemon's control thread 30.6 s, another client's /status waiting 31.0 s
+    (/tmp/a9/cue_chain_d.py 300; after: /done in 0.2 s, the other /status at most
+    336 ms while the chain went on). Past cues.CHAIN_SLICE_S (the daemon's 50 ms) the
+    rest of a chain waits for the next block. With a slice of 0 each part is one
+    callback, so the parts are counted here, not timed; the chain still ends where
+    it did, every cue in order."""
+    import time
+
+    from mixgraph.server import cues
+
+    monkeypatch.setattr(cues, "CHAIN_SLICE_S", 0.0, raising=False)
+    d, say = rig
+    for i in range(4):
+        say("/graph/add", "gain", f"g{i}")
+    for k in range(1, 41):
+        assert say("/cue/set", k, "continue", "auto-continue", "osc",
+                   f"/node/g0/gain {-k}")[0] == "/done"
+    assert say("/cue/go", 1)[0] == "/done"
+    # not the whole chain inside the GO: the other commands get their turn
+    assert say("/node/g0/gain")[1][0] > -40.0
+    assert say("/status")[0] == "/status.reply"
+    s = d.session
+    deadline = time.monotonic() + 120.0
+    parts = 0
+    while say("/node/g0/gain")[1][0] != -40.0 and time.monotonic() < deadline:
+        t = s.engine.time
+        while s.engine.time == t and time.monotonic() < deadline:
+            time.sleep(0.001)
+        s.service()
+        parts += 1
+    assert say("/node/g0/gain")[1][0] == -40.0  # the last cue's action, in the end
+    assert parts >= 2
+    out = say("/cue/list")
+    assert out == ("/done", ["/cue/list", 40, ""])  # the playhead past the end
+
+
+def test_a_chain_runs_whole_at_once_offline():
+    """Without a slice (offline renders, in-process sessions: the default) a chain
+    still runs to its end inside its GO, as it always has."""
+    from mixgraph.server import cues
+
+    assert cues.CHAIN_SLICE_S is None
