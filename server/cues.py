@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import logging
 import shlex
+import time
 from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass, field
@@ -61,6 +62,14 @@ CUE_DIGITS = 6
 # neighbouring integers are one cue (2147483647 and 2147483600 were both 2.14748e+09)
 CUE_NUMBER_MIN = 0.001
 CUE_NUMBER_MAX = 999999.0
+# seconds (wall clock: what other clients wait) one run of due cue callbacks may take
+# before the rest of
+# a chain waits for the next turn of the control loop (other clients' commands are
+# handled between): None runs a chain to its end at once, as offline renders and
+# in-process sessions do (their output must not depend on how fast the host is); the
+# daemon sets it (server/daemon.py). A GO of 300 chained recalls of a 100-eq8 scene
+# held the control thread 30.6 s (attack9).
+CHAIN_SLICE_S: float | None = None
 
 
 @dataclass
@@ -572,10 +581,22 @@ class CueList:
         if self._due is not None:  # inside a run of due callbacks: after them
             self._due.append(fn)
             return
-        self._due = deque((fn,))
+        self._run_due(deque((fn,)))
+
+    def _run_due(self, due: deque) -> None:
+        """Run due callbacks in order; past CHAIN_SLICE_S the rest waits for the next
+        block (Session.at), so that a long chain leaves room for other clients'
+        commands between its parts (each part runs at least one callback)."""
+        s = self.show.session
+        limit = CHAIN_SLICE_S
+        end = time.monotonic() + limit if limit is not None else None
+        self._due = due
         try:
-            while self._due:
-                self._due.popleft()()
+            while due:
+                due.popleft()()
+                if due and end is not None and time.monotonic() >= end:
+                    s.at(s.engine.time + 1, lambda: self._run_due(due))
+                    return
         finally:
             self._due = None
 

@@ -25,7 +25,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from . import __version__, heap, lv2
+from . import __version__, cues, heap, lv2
 from .backends import BackendConfig, choose_backend
 from .devices import DeviceWatch
 from .diskio import DEFAULT_MAX_RECORDER_CHANNELS, DEFAULT_MIN_FREE_MB, DiskIO
@@ -55,6 +55,7 @@ from .transport import ControlServer, Limits, _is_loopback
 log = logging.getLogger("mixgraph")
 
 DEFAULT_PORT = 8000  # TouchOSC's default outgoing port
+CHAIN_SLICE_S = 0.05  # server/cues.py: seconds of a cue chain before others get a turn
 HTTP_TOKEN_FILE = "http-token"  # in the state dir: the browser surface's access token
 
 
@@ -344,6 +345,7 @@ class Daemon:
 
     def _new_session(self) -> Session:
         lv2.REFUSE_NON_RT = True  # a live engine: plugins must be hard real-time capable
+        cues.CHAIN_SLICE_S = CHAIN_SLICE_S  # a long cue chain lets other clients in
         lv2.STATE_ROOT = str(self.state_dir)  # plugins' files: <state dir>/lv2/<node>
         return Session(self.engine, data_dir=self.state_dir / AUDIO_DIR, confine_paths=True,
                        disk=self.disk)

@@ -10,6 +10,7 @@ list with the playhead."""
 from __future__ import annotations
 
 import signal
+import time
 
 import pytest
 
@@ -37,6 +38,16 @@ def test_go_runs_a_2000_cue_chain_to_the_end_and_survives_sigkill(tmp_path):
         (state / "chain.txt").write_text(_chain(2000))
         assert d.call("/cue/load", "chain.txt") == ["/cue/load", "chain.txt", 2000]
         assert d.call("/cue/go") == ["/cue/go", "1", "c1"]
+        # a chain longer than the daemon's slice (server/cues.py, CHAIN_SLICE_S) goes
+        # on after the /done, between other commands: wait for its end
+        deadline = time.monotonic() + 120.0
+        while time.monotonic() < deadline:
+            addr, args = d.request("/cue/list")
+            while addr != "/done":
+                addr, args = d.client.receive(timeout=5.0)
+            if args[2] == "" and d.call("/node/g/gain") == [-(1999 % 60)]:
+                break
+            time.sleep(0.05)
         d.sync(1)
         assert d.call("/node/g/gain") == [-(1999 % 60)]  # the last cue's value
         addr, args = d.request("/cue/list")
