@@ -23,6 +23,8 @@
 #include "mg_node.h"
 #include "dsp_transpose.h"
 
+#include <stddef.h>
+
 enum {
     P_THRESH, P_RATIO, P_KNEE, P_ATTACK, P_RELEASE, P_MAKEUP, P_AUTO, P_DETECT,
     P_WINDOW, P_LINK, P_SIDECHAIN, P_KEYHP, P_KEYHPON, P_MIX,
@@ -55,19 +57,37 @@ static const mg_readout_spec readouts[] = {
 
 #define COMP_MAX_CH 8
 
+/* gain-computer constants for threshold t, ratio r, knee w */
+typedef struct {
+    float t, s, hw, iw;
+} comp_curve;
+
+/* Line 0 holds what a ganged block derives from the parameters (kept while
+ * they stay: mg_proc.pv_same) and the coefficients, line 1 the detector
+ * states: a strip's usual block reads these two lines of its state and
+ * none of its parameters (perf: blk_init's reads of the node's pv[] lines
+ * missed, ~1 % of mix64). */
 typedef struct {
     int ch;
-    double sr;
-    float attack_ms, release_ms, window_ms;
+    int blk_ok; /* the fields below hold blk_init's derivation of the last call's parameters */
+    int mk_ok;  /* mk, mix and dry hold fused_group's derivation of them */
+    unsigned char sidechain, rms, hpon, link_on, shared, nd;
+    comp_curve cs;
+    float mk, mix, dry;
     float aa, ar, aw;     /* attack, release, RMS coefficients */
     /* smoothed gain reduction yL = v + e (dB >= 0), kept as the last
      * wanted reduction v and the error e (see process) */
-    float v[COMP_MAX_CH], e[COMP_MAX_CH];
+    _Alignas(64) float v[COMP_MAX_CH];
+    float e[COMP_MAX_CH];
+    double sr;
+    float attack_ms, release_ms, window_ms;
     float ms[COMP_MAX_CH]; /* RMS mean square */
     float hpz[COMP_MAX_CH][2];
     dyn_biquad hp;
     float hp_fc;
 } comp_state;
+_Static_assert(offsetof(comp_state, v) == 64 && offsetof(comp_state, e) == 96,
+               "comp_state: the detector states in line 1");
 
 static void update_coefs(comp_state *s)
 {
@@ -105,17 +125,13 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
 {
     comp_state *s = st;
     s->ch = ctx->channels;
+    s->blk_ok = 0;
     s->sr = ctx->sample_rate;
     update_coefs(s);
     s->hp_fc = -1.0f;
     reset(s);
     return 0;
 }
-
-/* gain-computer constants for threshold t, ratio r, knee w */
-typedef struct {
-    float t, s, hw, iw;
-} comp_curve;
 
 static inline comp_curve curve(float t, float r, float w)
 {
@@ -138,6 +154,14 @@ static void blk_init(comp_blk *b, comp_state *s, const mg_proc *p)
     const int ch = s->ch;
     b->s = s;
     b->p = p;
+    memset(b->grmax, 0, sizeof b->grmax);
+    if (p->pv_same && s->blk_ok) { /* no ramps, every value as last time */
+        b->sidechain = s->sidechain, b->rms = s->rms, b->hpon = s->hpon;
+        b->curve_ramp = b->gain_ramp = 0;
+        b->link_on = s->link_on, b->shared = s->shared, b->nd = s->nd;
+        b->cs = s->cs;
+        return;
+    }
     b->sidechain = pv[P_SIDECHAIN].value >= 0.5f;
     b->rms = pv[P_DETECT].value >= 0.5f;
     b->hpon = pv[P_KEYHPON].value >= 0.5f;
@@ -148,7 +172,12 @@ static void blk_init(comp_blk *b, comp_state *s, const mg_proc *p)
     /* fully linked, all channels share one detector */
     b->nd = b->link_on && b->shared ? 1 : ch;
     b->cs = curve(pv[P_THRESH].value, pv[P_RATIO].value, pv[P_KNEE].value);
-    memset(b->grmax, 0, sizeof b->grmax);
+    s->sidechain = (unsigned char)b->sidechain, s->rms = (unsigned char)b->rms;
+    s->hpon = (unsigned char)b->hpon, s->link_on = (unsigned char)b->link_on;
+    s->shared = (unsigned char)b->shared, s->nd = (unsigned char)b->nd;
+    s->cs = b->cs;
+    s->blk_ok = !b->gain_ramp && !pv[P_LINK].ramp; /* (gain_ramp covers the curve's) */
+    s->mk_ok = 0;
 }
 
 /* Steps 1-3 over frames [o, o+m): each detector's wanted gain reduction
@@ -710,11 +739,15 @@ MG_HOT static void fused_group(comp_blk *const *bl, int nl, int o, int m)
     for (int l = 0; l < COMP_FUSED; l++) {
         if (l < nl) {
             const comp_blk *b = bl[l];
-            const comp_state *st = b->s;
+            comp_state *st = b->s;
             t[l] = b->cs.t, sl[l] = b->cs.s, hw[l] = b->cs.hw, iw[l] = b->cs.iw;
-            mk[l] = steady_makeup(b);
-            mix[l] = 0.01f * b->p->pv[P_MIX].value;
-            dry[l] = 1.0f - mix[l];
+            if (!st->mk_ok) { /* derived here, in MG_HOT code as det_post does */
+                st->mk = steady_makeup(b);
+                st->mix = 0.01f * b->p->pv[P_MIX].value;
+                st->dry = 1.0f - st->mix;
+                st->mk_ok = st->blk_ok;
+            }
+            mk[l] = st->mk, mix[l] = st->mix, dry[l] = st->dry;
             aa[l] = st->aa, ar[l] = st->ar, vp[l] = st->v[0], e[l] = st->e[0];
             in[l] = b->p->in[0] + o;
             out[l] = b->p->out[0] + o;

@@ -27,6 +27,7 @@
 #include "dsp_transpose.h"
 
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdlib.h>
 
 #define EQ_MAX_BANDS 8
@@ -112,27 +113,34 @@ _Static_assert(sizeof(eq_unit) == 7 * 64, "eq_unit: 7 lines");
 
 struct eq_gang;
 
+/* Line 0 holds all that a gang's usual block reads of a node (process_many,
+ * units_block's steady path, run_lanes' cache key): one line a node, where
+ * cache_ok sat at the end of the units (perf: its load missed, ~0.4 % of
+ * mix64 on that one instruction). The steady list itself is read only when a
+ * gang cache is (re)built. */
 typedef struct {
-    int channels, nbands, nunits;
-    double fs;
+    int channels, nunits;
     /* changes (to a value never used before, by any node) whenever the
      * coefficients, the steady list or the states may have changed other
      * than by the ganged cascade: the key of the gang caches */
     unsigned long long stamp;
     struct eq_gang *gang; /* this node's gang cache (run_lanes), when it leads a gang */
-    eq_unit unit[EQ_MAX_BANDS + 2];
-    int xf_len;       /* type/slope crossfade length (10 ms) */
     /* the last block's steady list, valid while parameters stay as they were
      * and no unit ran on its own (moving, switching or crossfading) */
     int cache_ok, cache_n;
-    int cache[EQ_MAX_BANDS + 2];
     int cache_ns;     /* the sections of the last block's steady list (so a
                          gang's block reads no unit to count them) */
+    eq_unit unit[EQ_MAX_BANDS + 2];
+    int cache[EQ_MAX_BANDS + 2]; /* the list */
+    int nbands;
+    double fs;
+    int xf_len;       /* type/slope crossfade length (10 ms) */
     mg_sv_state *st;  /* [channel][unit][4] */
     mg_sv_state *ost; /* the outgoing design's states, same layout */
     float dry[MG_MAX_BLOCK];
     float old[MG_MAX_BLOCK];
 } eq_state;
+_Static_assert(offsetof(eq_state, unit) == 64, "eq_state: the steady block's fields in line 0");
 
 /* Stamps: prepare gives each node a range of 2^40 values no node has had
  * (relaxed: only uniqueness matters; never on the audio thread), and the node
@@ -834,15 +842,18 @@ static void sanitised_copy(eq_state *s, const mg_proc *p)
     }
 }
 
-/* With `deferred` non-NULL, a block whose only run is its last one (steady
+/* The block's units: returns how many run last (steady or gliding), and in
+ * *list where their indices are (steady[] as filled here, or the node's
+ * cached list when nothing changed, which this does not read).
+ * With `deferred` non-NULL, a block whose only run is its last one (steady
  * units, the usual block, or moving ones on their glides: a scene fade)
  * skips the sanitised copy and sets *deferred: the caller's gang reads the
  * input and sanitises it on the way in (lanes_in), one pass less. With
  * `glide` non-NULL, a last run with moving units in a block of at most
  * EQ_MOVE_CHUNK frames is designed but not run: it is returned, *glide set,
  * for the caller to run on its glides (run_lanes_glide). */
-MG_HOT static int units_block(eq_state *s, const mg_proc *p, int *steady, int *deferred,
-                              int *glide, int *nsec)
+MG_HOT static int units_block(eq_state *s, const mg_proc *p, int *steady, const int **list,
+                              int *deferred, int *glide, int *nsec)
 {
     const int n = p->nframes;
     if (deferred)
@@ -854,7 +865,7 @@ MG_HOT static int units_block(eq_state *s, const mg_proc *p, int *steady, int *d
             *deferred = 1;
         else
             sanitised_copy(s, p);
-        memcpy(steady, s->cache, sizeof s->cache); /* (a fixed size: inlined, no call) */
+        *list = s->cache; /* not read here: line 0 only */
         if (nsec)
             *nsec = s->cache_ns;
         return s->cache_n;
@@ -994,6 +1005,7 @@ MG_HOT static int units_block(eq_state *s, const mg_proc *p, int *steady, int *d
     s->cache_ok = !alone;
     s->cache_n = nsteady;
     memcpy(s->cache, steady, sizeof(int) * (size_t)nsteady);
+    *list = steady;
     int ns = 0;
     for (int u = 0; u < nsteady; u++)
         ns += s->unit[steady[u]].nsec;
@@ -1007,10 +1019,11 @@ static void process(void *stv, const mg_proc *p)
 {
     eq_state *s = stv;
     int steady[EQ_MAX_BANDS + 2];
-    const int nsteady = units_block(s, p, steady, NULL, NULL, NULL);
+    const int *list;
+    const int nsteady = units_block(s, p, steady, &list, NULL, NULL, NULL);
     restamp(s); /* the states move outside any gang */
     if (nsteady)
-        run_cascade(s, p, steady, nsteady);
+        run_cascade(s, p, list, nsteady);
 }
 
 /* Several eq nodes at once: each does its block's bookkeeping alone, then
@@ -1027,12 +1040,13 @@ static void process_many(void *const *states, const mg_proc *procs, int k)
         eq_state *s = states[j];
         int deferred, gl;
         int ns;
-        nst[j] = units_block(s, &procs[j], steady[j], &deferred, &gl, &ns);
+        const int *list;
+        nst[j] = units_block(s, &procs[j], steady[j], &list, &deferred, &gl, &ns);
         if (ns == 0)
             continue;
         for (int c = 0; c < s->channels; c++) {
             eq_lane *q = &pend[gl][ns][npend[gl][ns]++];
-            q->s = s, q->buf = procs[j].out[c], q->c = c, q->list = steady[j], q->nl = nst[j];
+            q->s = s, q->buf = procs[j].out[c], q->c = c, q->list = list, q->nl = nst[j];
             q->src = deferred ? procs[j].in[c] : q->buf;
             if (npend[gl][ns] == EQ_LANES) {
                 if (gl)
