@@ -21,14 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from mixgraph.clients.protocol import encode  # noqa: E402
 
-from daemon_util import Daemon  # noqa: E402
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+from daemon_util import Daemon, rss_mb  # noqa: E402
 
 
 def control_cpu_s(pid: int) -> float:

@@ -62,6 +62,16 @@ def free_tcp_port() -> int:
     return _free_port(udp=False)
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of process `pid` in MB (VmRSS of /proc/<pid>/status): the one
+    reading of a daemon's memory for the tests and bench/ (attack.py, source_ports.py).
+    Raises LookupError for a process that has none (exited: a zombie)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    raise LookupError(f"no VmRSS for process {pid}: it has exited")
+
+
 def wait_autosaved(state_dir: Path, timeout: float = 30.0) -> None:
     """Until the autosave snapshot holds every record the journal has (its
     journal_seq reaches the journal's highest): what a test slept a second for

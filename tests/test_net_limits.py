@@ -23,16 +23,9 @@ from mixgraph.clients import AsyncClient, Client
 from mixgraph.server.osc import encode_bundle, encode_message, parse_packet
 from mixgraph.server.state import Autosaver, read_patch, unseal
 
-from daemon_util import Daemon
+from daemon_util import Daemon, rss_mb
 
 SEED = 13
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    raise AssertionError("no VmRSS")
 
 
 def cpu_s(pid: int) -> float:

@@ -18,7 +18,7 @@ import pytest
 from mixgraph.server.conn import slip_decode, slip_encode
 from mixgraph.server.osc import encode_message, parse_packet
 
-from daemon_util import Daemon
+from daemon_util import Daemon, rss_mb
 
 
 class Udp:
@@ -446,14 +446,6 @@ print(sent, len(pkt))
 """
 
 
-def _rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
-
-
 def test_many_source_ports_of_one_host_share_one_turn(daemon):
     """One host floods from 40 UDP source ports, each under the per-client rate limit
     (bundles of 100 failing sets): the fair queue gives the host the turn of one
@@ -508,12 +500,12 @@ def test_udp_backlog_is_bounded_in_bytes(daemon):
     excess is counted as backlog_dropped, and the server still answers."""
     daemon.call("/graph/add", "gain", "g", "channels", 1)
     pid = daemon.proc.pid
-    rss0 = _rss_mb(pid)
+    rss0 = rss_mb(pid)
     flood = subprocess.Popen([sys.executable, "-c", PORTS_FLOODER, str(daemon.port), "6",
                               "2200", "5"], stdout=subprocess.PIPE, text=True)
     peak = rss0
     while flood.poll() is None:
-        peak = max(peak, _rss_mb(pid))
+        peak = max(peak, rss_mb(pid))
         time.sleep(0.2)
     sent, size = flood.communicate(timeout=30)[0].split()
     assert int(size) > 60000
