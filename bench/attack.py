@@ -36,16 +36,9 @@ from mixgraph.clients import Client  # noqa: E402
 from mixgraph.clients.protocol import encode  # noqa: E402
 from mixgraph.server.conn import slip_encode  # noqa: E402
 
-from daemon_util import free_udp_port  # noqa: E402
+from daemon_util import free_udp_port, rss_mb  # noqa: E402
 
 STATUS = encode("/status", [])
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def packets(rng: random.Random, n: int):

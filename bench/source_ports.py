@@ -21,31 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from mixgraph.clients.protocol import encode  # noqa: E402
 
-from daemon_util import Daemon  # noqa: E402
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def control_cpu_s(pid: int) -> float:
-    """CPU seconds of the daemon's control thread (named mg-control, else the
-    busiest thread)."""
-    best = 0.0
-    for t in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            name = (t / "comm").read_text().strip()
-            f = (t / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        cpu = (int(f[11]) + int(f[12])) / 100.0
-        if name == "mg-control":
-            return cpu
-        best = max(best, cpu)
-    return best
+from daemon_util import Daemon, control_cpu_s, rss_mb  # noqa: E402
 
 
 def main() -> None:

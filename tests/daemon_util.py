@@ -62,6 +62,35 @@ def free_tcp_port() -> int:
     return _free_port(udp=False)
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of process `pid` in MB (VmRSS of /proc/<pid>/status): the one
+    reading of a daemon's memory for the tests and bench/ (attack.py, source_ports.py).
+    Raises LookupError for a process that has none (exited: a zombie)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    raise LookupError(f"no VmRSS for process {pid}: it has exited")
+
+
+def control_cpu_s(pid: int) -> float:
+    """CPU seconds of a daemon's control thread (named mg-control, else the busiest
+    thread of process `pid`): what the host budgets of server/budget.py charge, so a
+    bound on it holds on a slow or loaded host as on a fast one, where a bound on wall
+    time does not."""
+    best = 0.0
+    for t in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (t / "comm").read_text().strip()
+            f = (t / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        cpu = (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+        if name == "mg-control":
+            return cpu
+        best = max(best, cpu)
+    return best
+
+
 def wait_autosaved(state_dir: Path, timeout: float = 30.0) -> None:
     """Until the autosave snapshot holds every record the journal has (its
     journal_seq reaches the journal's highest): what a test slept a second for

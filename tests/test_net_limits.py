@@ -17,22 +17,16 @@ import threading
 import time
 from pathlib import Path
 
+import msgpack
 import pytest
 
 from mixgraph.clients import AsyncClient, Client
 from mixgraph.server.osc import encode_bundle, encode_message, parse_packet
 from mixgraph.server.state import Autosaver, read_patch, unseal
 
-from daemon_util import Daemon
+from daemon_util import Daemon, rss_mb
 
 SEED = 13
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    raise AssertionError("no VmRSS")
 
 
 def cpu_s(pid: int) -> float:
@@ -119,15 +113,18 @@ def test_silent_tcp_subscribers_bounded_memory(tmp_path):
         reader = tcp(d.port)
         tcp_send(reader, "/subscribe", 120.0)  # a lease that outlasts the test
         tcp_send(reader, "/meters/subscribe", "*", 20.0)
-        seen: list[float] = []
+        sample_rate = d.status()["sample_rate"]
+        # (when a frame came, the engine's clock in it, s)
+        seen: list[tuple[float, float]] = []
         stop = threading.Event()
 
         def read_meters() -> None:  # a subscriber that keeps reading, all along
             r = TcpReader(reader)
             while not stop.is_set():
-                for a, _ in r.read(0.05):
+                for a, x in r.read(0.05):
                     if a == "/meters":
-                        seen.append(time.monotonic())
+                        seen.append((time.monotonic(),
+                                     msgpack.unpackb(x[0])["time"] / sample_rate))
 
         th = threading.Thread(target=read_meters, daemon=True)
         th.start()
@@ -148,7 +145,9 @@ def test_silent_tcp_subscribers_bounded_memory(tmp_path):
         raw = bytearray()
         late.settimeout(0.2)
         got: list[tuple[str, list]] = []
-        t_end = time.monotonic() + 10.0
+        # until the notice comes (60 s: 10 s was too short with 4 busy loops on this
+        # 2-core box, where the server's backlog and the kernel's drain slowly)
+        t_end = time.monotonic() + 60.0
         while time.monotonic() < t_end:
             try:
                 raw += late.recv(1 << 20)
@@ -172,9 +171,18 @@ def test_silent_tcp_subscribers_bounded_memory(tmp_path):
         fails = [x for a, x in got if a == "/fail" and x[:1] == ["/meters"]]
         assert fails and fails[0][1] > 0 and "slow reader" in fails[0][2]
         assert ("/node/g/gain", [-3.0]) in got  # the state change was not dropped
-        around = [t for t in seen if t_close - 0.5 <= t <= t_close + 2.0]
-        gaps = [b - a for a, b in zip(around, around[1:], strict=False)]
-        assert len(around) >= 10 and max(gaps) < 0.5, (len(around), max(gaps, default=0))
+        # no period missed around the disconnects: the gaps between the frames' own
+        # clocks (when the server made them; when they came here also counts this
+        # reader's stalls: 0.66 s with 4 busy loops on this 2-core box), under 0.5 s or,
+        # on a host whose scheduler stalls the daemon longer than that, 1.5 times the
+        # longest gap of the 20 s before
+        def gaps(frames: list[tuple[float, float]]) -> list[float]:
+            return [b[1] - a[1] for a, b in zip(frames, frames[1:], strict=False)]
+
+        around = [f for f in seen if t_close - 0.5 <= f[0] <= t_close + 2.0]
+        before = gaps([f for f in seen if f[0] < t_close - 0.5])
+        assert len(around) >= 10 and max(gaps(around)) < max(0.5, 1.5 * max(before)), (
+            len(around), max(gaps(around), default=0), max(before))
         out = d.output()
         assert "changed size during iteration" not in out and "Traceback" not in out
     finally:
@@ -187,12 +195,18 @@ def test_total_output_bounded(tmp_path):
     and counted; a client that reads is untouched."""
     d = Daemon(tmp_path / "state", "--backend", "null", "--max-output-mb", "0.25")
     try:
-        ok = Client("127.0.0.1", d.port, transport="tcp", timeout=3.0)
-        ok.send_many([encode_message("/graph/add", ["gain", f"g{i}"]) for i in range(200)])
+        # 60 s for a reply (was 3 s: /sync waits behind 200 sets and their feedback, which
+        # a loaded host works off slowly)
+        ok = Client("127.0.0.1", d.port, transport="tcp", timeout=60.0)
+        # long names: each change is ~180 bytes of feedback for the hog in both forms, so
+        # the bound is passed in fewer rounds (with g0..g199 and 4 busy loops on this
+        # 2-core box, not in 60 s nor in 300 s)
+        names = [f"g{i}_" + "x" * 60 for i in range(200)]
+        ok.send_many([encode_message("/graph/add", ["gain", n]) for n in names])
         ok.call("/sync", 1)
         hog = tcp(d.port, rcvbuf=4096)
         tcp_send(hog, "/subscribe", 3600.0)
-        deadline = time.monotonic() + 60.0
+        deadline = time.monotonic() + 300.0
         i = 0
         while d.status()["slow_closed"] == 0 and time.monotonic() < deadline:
             for _ in range(10):  # 200 changes each: 400 feedback messages for the hog
@@ -200,13 +214,13 @@ def test_total_output_bounded(tmp_path):
                 # literal addresses, then /sync: `/node/*/gain` is charged to the
                 # host's pattern budget in wall time, which a loaded host used up
                 # before the hog fell behind ("too much work from patterns")
-                ok.send_many([encode_message(f"/node/g{j}/gain", [-float(i % 40)])
-                              for j in range(200)])
+                ok.send_many([encode_message(f"/node/{n}/gain", [-float(i % 40)])
+                              for n in names])
                 ok.call("/sync", i)
             time.sleep(0.05)
         assert d.status()["slow_closed"] == 1
         assert closed_by_server(hog, 5.0)
-        assert ok.call("/node/g0/gain") == [-float(i % 40)]
+        assert ok.call(f"/node/{names[0]}/gain") == [-float(i % 40)]
         assert "is not reading its replies" in d.output()
         ok.close()
     finally:

@@ -27,7 +27,7 @@ from server import values
 from server.catalog import CATALOG
 from server.errors import MixgraphError
 
-from daemon_util import Daemon
+from daemon_util import Daemon, rss_mb
 
 NTP = 2208988800
 
@@ -483,13 +483,6 @@ def test_timetags_beyond_the_maximum_lead_are_refused(tmp_path):
         assert d.stop() == 0
 
 
-def rss_kb(pid: int) -> int:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
 def test_held_future_bundles_have_bounded_memory(tmp_path):
     """60,000 bundles of 40 bytes holding a graph command for 5 minutes from now:
     the held ones are capped per client, so the server's memory stays flat."""
@@ -503,17 +496,17 @@ def test_held_future_bundles_have_bounded_memory(tmp_path):
             flood.send(one)
         _pace(d)
         time.sleep(0.5)
-        base = rss_kb(d.proc.pid)
+        base = rss_mb(d.proc.pid)
         for i in range(60000):
             flood.send(one)
             if i % 500 == 499:
                 _pace(d)
         _pace(d)
-        grown = rss_kb(d.proc.pid) - base
-        print(f"RSS grew {grown} kB over 60,000 held-bundle attempts")
+        grown = rss_mb(d.proc.pid) - base
+        print(f"RSS grew {grown:.1f} MB over 60,000 held-bundle attempts")
         # held: at most the per-client quota (~1 MB of bundles); 60,000 held
         # bundles take tens of MB
-        assert grown < 12 * 1024, f"RSS grew {grown} kB"
+        assert grown < 12, f"RSS grew {grown:.1f} MB"
         st = d.status()
         # refused by the timed-work quota, or dropped earlier by the UDP queue bounds
         assert st["timed_refused"] + st["backlog_dropped"] > 50000, st
