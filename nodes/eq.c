@@ -27,6 +27,7 @@
 #include "dsp_transpose.h"
 
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdlib.h>
 
 #define EQ_MAX_BANDS 8
@@ -640,41 +641,66 @@ MG_HOT static void run_lanes(const eq_lane *ln, int nln, int ns, int n, int cach
 /* run_lanes for lanes whose runs glide (glide_design): each lane's
  * coefficients move per frame from g0 by gd, so a node stays in a gang
  * while its values move. No gang cache: the coefficients change every
- * block. */
+ * block. With eight lanes, each section's g0 and gd (12 floats side by side
+ * in the unit) come over as two 8x8 transposes of the lanes' rows instead
+ * of 96 scalar copies; the states' places are noted on the way in, for the
+ * way back. */
 MG_HOT static void run_lanes_glide(const eq_lane *ln, int nln, int ns, int n)
 {
     eq_vf c0[EQ_MAX_SEC][EQ_NC], d[EQ_MAX_SEC][EQ_NC], off[EQ_MAX_SEC];
     eq_vf s1[EQ_MAX_SEC], s2[EQ_MAX_SEC];
     eq_vf x[MG_MAX_BLOCK];
+    const float *gp[EQ_MAX_SEC][EQ_LANES]; /* section j of lane l: its unit's gl[k] */
+    mg_sv_state *sp[EQ_MAX_SEC][EQ_LANES];
     lanes_load(ln, nln, x, n);
-    memset(c0, 0, sizeof(eq_vf) * EQ_NC * (size_t)ns);
-    memset(d, 0, sizeof(eq_vf) * EQ_NC * (size_t)ns);
-    memset(off, 0, sizeof(eq_vf) * (size_t)ns);
-    memset(s1, 0, sizeof(eq_vf) * (size_t)ns), memset(s2, 0, sizeof(eq_vf) * (size_t)ns);
+    if (nln < EQ_LANES) {
+        memset(c0, 0, sizeof(eq_vf) * EQ_NC * (size_t)ns);
+        memset(d, 0, sizeof(eq_vf) * EQ_NC * (size_t)ns);
+        memset(off, 0, sizeof(eq_vf) * (size_t)ns);
+        memset(s1, 0, sizeof(eq_vf) * (size_t)ns), memset(s2, 0, sizeof(eq_vf) * (size_t)ns);
+    }
     for (int l = 0; l < nln; l++) {
         int j = 0;
         for (int u = 0; u < ln[l].nl; u++) {
             const eq_unit *un = &ln[l].s->unit[ln[l].list[u]];
-            const mg_sv_state *st = unit_state(ln[l].s, ln[l].c, ln[l].list[u]);
+            mg_sv_state *st = unit_state(ln[l].s, ln[l].c, ln[l].list[u]);
+            const float goff = un->goff;
             for (int k = 0; k < un->nsec; k++, j++) {
-                for (int r = 0; r < EQ_NC; r++)
-                    c0[j][r][l] = un->gl[k].g0.v[r], d[j][r][l] = un->gl[k].gd.v[r];
-                off[j][l] = un->goff;
+                gp[j][l] = un->gl[k].g0.v;
+                sp[j][l] = &st[k];
+                off[j][l] = goff;
                 s1[j][l] = st[k].s1, s2[j][l] = st[k].s2;
             }
         }
     }
+    if (nln == EQ_LANES) {
+        /* rows of 8 floats: g0[0..5] gd[0..1], then gd[2..5] and 4 floats
+         * after them (the next section's, or oc[0] after gl[3]: inside the
+         * unit, not used) */
+        _Static_assert(offsetof(eq_unit, oc) == offsetof(eq_unit, gl) + sizeof(((eq_unit *)0)->gl),
+                       "a row read past gl[3] stays in the unit");
+        for (int j = 0; j < ns; j++) {
+            mg_t8f r[8];
+            mg_tr8x8_load(gp[j], 0, r);
+            for (int q = 0; q < EQ_NC; q++)
+                c0[j][q] = r[q];
+            d[j][0] = r[6], d[j][1] = r[7];
+            mg_tr8x8_load(gp[j], 8, r);
+            for (int q = 2; q < EQ_NC; q++)
+                d[j][q] = r[q - 2];
+        }
+    } else {
+        for (int l = 0; l < nln; l++)
+            for (int j = 0; j < ns; j++)
+                for (int r = 0; r < EQ_NC; r++)
+                    c0[j][r][l] = gp[j][l][r], d[j][r][l] = gp[j][l][EQ_NC + r];
+    }
     cascade_glide_v(x, n, (const eq_vf(*)[EQ_NC])c0, (const eq_vf(*)[EQ_NC])d, off, s1, s2, ns);
     guard_v(s1, s2, ns);
     lanes_store(ln, nln, x, n);
-    for (int l = 0; l < nln; l++) {
-        int j = 0;
-        for (int u = 0; u < ln[l].nl; u++) {
-            mg_sv_state *st = unit_state(ln[l].s, ln[l].c, ln[l].list[u]);
-            for (int k = 0; k < ln[l].s->unit[ln[l].list[u]].nsec; k++, j++)
-                st[k].s1 = s1[j][l], st[k].s2 = s2[j][l];
-        }
-    }
+    for (int l = 0; l < nln; l++)
+        for (int j = 0; j < ns; j++)
+            sp[j][l]->s1 = s1[j][l], sp[j][l]->s2 = s2[j][l];
 }
 
 static inline int list_sections(const eq_state *s, const int *list, int nl)
