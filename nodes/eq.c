@@ -292,6 +292,7 @@ static void guard_unit(eq_state *s, int u)
  * runs through these kernels, so a lane's result does not depend on which
  * lanes run beside it: ganged and alone agree bit for bit. */
 typedef float eq_vf __attribute__((vector_size(32)));
+typedef int32_t eq_vi __attribute__((vector_size(32)));
 #define EQ_LANES 8
 #define EQ_NC MG_SV_NC
 
@@ -374,26 +375,30 @@ pass_skew_v(eq_vf *x, int n, const eq_vf (*c)[EQ_NC], eq_vf *s1i, eq_vf *s2i, co
 /* The same with the coefficients gliding: section k of frame i runs
  * c0 + (off + i + 1) d (off: the frames of the glide already run, per lane;
  * a steady section has d = 0, and c0 + t 0 is c0 exactly: the steady
- * pass's result). */
+ * pass's result). t is a whole number below 2^24, so stepping it by 1 a
+ * frame gives (float)(off + i + 1) exactly; with `uniform` (every section's
+ * off the same, as when a node's moving units were designed together) one
+ * t serves every section of the frame. */
 static inline __attribute__((always_inline)) void
 pass_glide_v(eq_vf *x, int n, const eq_vf (*c0)[EQ_NC], const eq_vf (*d)[EQ_NC], const eq_vf *off,
-             eq_vf *s1i, eq_vf *s2i, const int ns)
+             eq_vf *s1i, eq_vf *s2i, const int ns, const int uniform)
 {
-    eq_vf s1[EQ_MAX_SEC], s2[EQ_MAX_SEC];
-    const eq_vf zero = {0};
+    eq_vf s1[EQ_MAX_SEC], s2[EQ_MAX_SEC], t[EQ_MAX_SEC];
+    const eq_vf zero = {0}, one = zero + 1.0f;
     for (int k = 0; k < ns; k++)
-        s1[k] = s1i[k], s2[k] = s2i[k];
+        s1[k] = s1i[k], s2[k] = s2i[k], t[k] = off[uniform ? 0 : k] + one;
     for (int i = 0; i < n; i++) {
-        const eq_vf ti = zero + (float)(i + 1);
         eq_vf v = x[i];
         for (int k = 0; k < ns; k++) {
-            const eq_vf t = off[k] + ti;
+            const eq_vf tk = t[uniform ? 0 : k];
             eq_vf c[EQ_NC];
             for (int j = 0; j < EQ_NC; j++)
-                c[j] = c0[k][j] + t * d[k][j];
+                c[j] = c0[k][j] + tk * d[k][j];
             MG_SV_TICK(v, s1[k], s2[k], c[0], c[1], c[2], c[3], c[4], c[5]);
         }
         x[i] = v;
+        for (int k = 0; k < (uniform ? 1 : ns); k++)
+            t[k] += one;
     }
     for (int k = 0; k < ns; k++)
         s1i[k] = s1[k], s2i[k] = s2[k];
@@ -430,6 +435,18 @@ static inline __attribute__((always_inline)) void cascade_v(eq_vf *x, int n, con
     }
 }
 
+/* 1 when sections [0, ns) have the same off in every lane */
+static inline __attribute__((always_inline)) int same_off(const eq_vf *off, int ns)
+{
+    eq_vi ne = {0};
+    for (int k = 1; k < ns; k++)
+        ne |= off[k] != off[0];
+    int any = 0;
+    for (int l = 0; l < EQ_LANES; l++)
+        any |= ne[l];
+    return !any;
+}
+
 static inline __attribute__((always_inline)) void
 cascade_glide_v(eq_vf *x, int n, const eq_vf (*c0)[EQ_NC],
                                    const eq_vf (*d)[EQ_NC], const eq_vf *off, eq_vf *s1,
@@ -438,7 +455,13 @@ cascade_glide_v(eq_vf *x, int n, const eq_vf (*c0)[EQ_NC],
     for (int k0 = 0; k0 < ns;) {
         const int m = pass_len(ns - k0);
         switch (m) {
-#define EQ_CASE(N) case N: pass_glide_v(x, n, c0 + k0, d + k0, off + k0, s1 + k0, s2 + k0, N); break;
+#define EQ_CASE(N)                                                                                \
+    case N:                                                                                       \
+        if (same_off(off + k0, N))                                                                \
+            pass_glide_v(x, n, c0 + k0, d + k0, off + k0, s1 + k0, s2 + k0, N, 1);               \
+        else                                                                                      \
+            pass_glide_v(x, n, c0 + k0, d + k0, off + k0, s1 + k0, s2 + k0, N, 0);               \
+        break;
         EQ_CASE(1) EQ_CASE(2) EQ_CASE(3) EQ_CASE(4) EQ_CASE(5)
 #undef EQ_CASE
         }
@@ -458,7 +481,6 @@ static inline float sanitise(float v)
  * units_block does (NaN -> 0, then held within +-1e6: the same values as
  * sanitise(), -0.0 and +-inf included); on a lane already sanitised this
  * changes nothing. */
-typedef int32_t eq_vi __attribute__((vector_size(32)));
 static inline int lanes_in(const eq_lane *ln, int nln, eq_vf *x, int n)
 {
     if (nln != EQ_LANES)
