@@ -816,6 +816,7 @@ static inline int grid_end(const mg_proc *p, int i)
  * or its start: ie may lie past the call): a moving unit without a glide
  * that covers frame i0 is designed at the grid frame ie and glides to it
  * from frame i0; steady units get gd = 0. */
+__attribute__((flatten)) /* design inlined: a fade designs every moving band every 64 frames */
 static void glide_design(eq_state *s, const mg_proc *p, const int *list, int nl, eq_move *mv,
                          int i0, int ie)
 {
@@ -835,9 +836,11 @@ static void glide_design(eq_state *s, const mg_proc *p, const int *list, int nl,
             un->goff = (float)(f0 - un->gs);
             continue;
         }
-        mg_sv_coef from[4];
-        memcpy(from, un->c, sizeof from); /* (a fixed size: inlined; read: had == nsec) */
+        /* the glide starts from the design before (g0, read where had ==
+         * nsec), else from the new one (gd = (c - c) r) */
         const int had = v->had ? un->nsec : 0;
+        for (int k = 0; k < had; k++)
+            un->gl[k].g0 = un->c[k];
         const int n = p->nframes;
         design(s, list[l], v->kind, v->type, eq_val(v->f, ie, n), v->g ? eq_val(v->g, ie, n) : 1.0f,
                v->q ? eq_val(v->q, ie, n) : 0.7071f);
@@ -846,11 +849,12 @@ static void glide_design(eq_state *s, const mg_proc *p, const int *list, int nl,
         un->glen = ie - i0 + 1;
         un->goff = 0.0f;
         const float r = 1.0f / (float)un->glen;
+        const int from = had == un->nsec;
         for (int k = 0; k < un->nsec; k++) {
-            const mg_sv_coef *c0 = had == un->nsec ? &from[k] : &un->c[k];
-            un->gl[k].g0 = *c0;
+            if (!from)
+                un->gl[k].g0 = un->c[k];
             for (int j = 0; j < EQ_NC; j++)
-                un->gl[k].gd.v[j] = (un->c[k].v[j] - c0->v[j]) * r;
+                un->gl[k].gd.v[j] = (un->c[k].v[j] - un->gl[k].g0.v[j]) * r;
         }
     }
 }
