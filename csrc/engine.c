@@ -1122,6 +1122,20 @@ MG_HOT static double smooth_ramp(mg_node *nd, mg_param *pr, float *r, int n)
     return cur;
 }
 
+/* A taper ramp's position (unclamped) at sample j of its ramp (1..total). */
+static inline double ctl_taper_pos(const mg_param *pr, long j)
+{
+    return pr->p0 + (pr->p1 - pr->p0) * mg_curve_at(pr->curve, (double)j / (double)pr->total);
+}
+
+/* A taper ramp's value (node domain) at position pos (ctl_taper_pos). */
+static inline double ctl_taper_value(const mg_param *pr, double pos)
+{
+    const mg_param_spec *s = pr->spec;
+    pos = pos < 0.0 ? 0.0 : pos > 1.0 ? 1.0 : pos;
+    return mg_unit_to_node(s->map, mg_taper_to_value(s->taper, s->min, s->max, pos));
+}
+
 /* A moving parameter's value (node domain) at sample j of its ramp or
  * smoothing (1..total; at or past total: the target), in closed form: the
  * taper at position p0 + (p1 - p0) * curve(j / total) for a taper ramp (as
@@ -1133,12 +1147,8 @@ static double ctl_value(const mg_param *pr, int taper, long j)
         return pr->tgt;
     if (j < 0)
         j = 0;
-    if (taper) {
-        const mg_param_spec *s = pr->spec;
-        double pos = pr->p0 + (pr->p1 - pr->p0) * mg_curve_at(pr->curve, (double)j / (double)pr->total);
-        pos = pos < 0.0 ? 0.0 : pos > 1.0 ? 1.0 : pos;
-        return mg_unit_to_node(s->map, mg_taper_to_value(s->taper, s->min, s->max, pos));
-    }
+    if (taper)
+        return ctl_taper_value(pr, ctl_taper_pos(pr, j));
     if (pr->geometric)
         return pr->base * pow(pr->step, (double)j);
     return pr->base + pr->step * (double)j;
@@ -1178,10 +1188,11 @@ static double ctl_advance(mg_node *nd, mg_param *pr, int n)
             pr->pos = pr->p1;
         pr->ramp = 0;
         nd->n_ramping--;
+    } else if (pr->ramp) { /* (0 <= j < total) the position once, for the value and pos */
+        pr->pos = ctl_taper_pos(pr, j);
+        cur = ctl_taper_value(pr, pr->pos);
     } else {
-        cur = ctl_value(pr, pr->at_taper, j);
-        if (pr->ramp)
-            pr->pos = pr->p0 + (pr->p1 - pr->p0) * mg_curve_at(pr->curve, (double)j / (double)pr->total);
+        cur = ctl_value(pr, 0, j);
     }
     pr->cur = cur;
     return cur;

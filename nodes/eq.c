@@ -299,6 +299,7 @@ static void guard_unit(eq_state *s, int u)
  * runs through these kernels, so a lane's result does not depend on which
  * lanes run beside it: ganged and alone agree bit for bit. */
 typedef float eq_vf __attribute__((vector_size(32)));
+typedef int32_t eq_vi __attribute__((vector_size(32)));
 #define EQ_LANES 8
 #define EQ_NC MG_SV_NC
 
@@ -381,26 +382,30 @@ pass_skew_v(eq_vf *x, int n, const eq_vf (*c)[EQ_NC], eq_vf *s1i, eq_vf *s2i, co
 /* The same with the coefficients gliding: section k of frame i runs
  * c0 + (off + i + 1) d (off: the frames of the glide already run, per lane;
  * a steady section has d = 0, and c0 + t 0 is c0 exactly: the steady
- * pass's result). */
+ * pass's result). t is a whole number below 2^24, so stepping it by 1 a
+ * frame gives (float)(off + i + 1) exactly; with `uniform` (every section's
+ * off the same, as when a node's moving units were designed together) one
+ * t serves every section of the frame. */
 static inline __attribute__((always_inline)) void
 pass_glide_v(eq_vf *x, int n, const eq_vf (*c0)[EQ_NC], const eq_vf (*d)[EQ_NC], const eq_vf *off,
-             eq_vf *s1i, eq_vf *s2i, const int ns)
+             eq_vf *s1i, eq_vf *s2i, const int ns, const int uniform)
 {
-    eq_vf s1[EQ_MAX_SEC], s2[EQ_MAX_SEC];
-    const eq_vf zero = {0};
+    eq_vf s1[EQ_MAX_SEC], s2[EQ_MAX_SEC], t[EQ_MAX_SEC];
+    const eq_vf zero = {0}, one = zero + 1.0f;
     for (int k = 0; k < ns; k++)
-        s1[k] = s1i[k], s2[k] = s2i[k];
+        s1[k] = s1i[k], s2[k] = s2i[k], t[k] = off[uniform ? 0 : k] + one;
     for (int i = 0; i < n; i++) {
-        const eq_vf ti = zero + (float)(i + 1);
         eq_vf v = x[i];
         for (int k = 0; k < ns; k++) {
-            const eq_vf t = off[k] + ti;
+            const eq_vf tk = t[uniform ? 0 : k];
             eq_vf c[EQ_NC];
             for (int j = 0; j < EQ_NC; j++)
-                c[j] = c0[k][j] + t * d[k][j];
+                c[j] = c0[k][j] + tk * d[k][j];
             MG_SV_TICK(v, s1[k], s2[k], c[0], c[1], c[2], c[3], c[4], c[5]);
         }
         x[i] = v;
+        for (int k = 0; k < (uniform ? 1 : ns); k++)
+            t[k] += one;
     }
     for (int k = 0; k < ns; k++)
         s1i[k] = s1[k], s2i[k] = s2[k];
@@ -437,6 +442,18 @@ static inline __attribute__((always_inline)) void cascade_v(eq_vf *x, int n, con
     }
 }
 
+/* 1 when sections [0, ns) have the same off in every lane */
+static inline __attribute__((always_inline)) int same_off(const eq_vf *off, int ns)
+{
+    eq_vi ne = {0};
+    for (int k = 1; k < ns; k++)
+        ne |= off[k] != off[0];
+    int any = 0;
+    for (int l = 0; l < EQ_LANES; l++)
+        any |= ne[l];
+    return !any;
+}
+
 static inline __attribute__((always_inline)) void
 cascade_glide_v(eq_vf *x, int n, const eq_vf (*c0)[EQ_NC],
                                    const eq_vf (*d)[EQ_NC], const eq_vf *off, eq_vf *s1,
@@ -445,7 +462,13 @@ cascade_glide_v(eq_vf *x, int n, const eq_vf (*c0)[EQ_NC],
     for (int k0 = 0; k0 < ns;) {
         const int m = pass_len(ns - k0);
         switch (m) {
-#define EQ_CASE(N) case N: pass_glide_v(x, n, c0 + k0, d + k0, off + k0, s1 + k0, s2 + k0, N); break;
+#define EQ_CASE(N)                                                                                \
+    case N:                                                                                       \
+        if (same_off(off + k0, N))                                                                \
+            pass_glide_v(x, n, c0 + k0, d + k0, off + k0, s1 + k0, s2 + k0, N, 1);               \
+        else                                                                                      \
+            pass_glide_v(x, n, c0 + k0, d + k0, off + k0, s1 + k0, s2 + k0, N, 0);               \
+        break;
         EQ_CASE(1) EQ_CASE(2) EQ_CASE(3) EQ_CASE(4) EQ_CASE(5)
 #undef EQ_CASE
         }
@@ -465,7 +488,6 @@ static inline float sanitise(float v)
  * units_block does (NaN -> 0, then held within +-1e6: the same values as
  * sanitise(), -0.0 and +-inf included); on a lane already sanitised this
  * changes nothing. */
-typedef int32_t eq_vi __attribute__((vector_size(32)));
 static inline int lanes_in(const eq_lane *ln, int nln, eq_vf *x, int n)
 {
     if (nln != EQ_LANES)
@@ -648,41 +670,66 @@ MG_HOT static void run_lanes(const eq_lane *ln, int nln, int ns, int n, int cach
 /* run_lanes for lanes whose runs glide (glide_design): each lane's
  * coefficients move per frame from g0 by gd, so a node stays in a gang
  * while its values move. No gang cache: the coefficients change every
- * block. */
+ * block. With eight lanes, each section's g0 and gd (12 floats side by side
+ * in the unit) come over as two 8x8 transposes of the lanes' rows instead
+ * of 96 scalar copies; the states' places are noted on the way in, for the
+ * way back. */
 MG_HOT static void run_lanes_glide(const eq_lane *ln, int nln, int ns, int n)
 {
     eq_vf c0[EQ_MAX_SEC][EQ_NC], d[EQ_MAX_SEC][EQ_NC], off[EQ_MAX_SEC];
     eq_vf s1[EQ_MAX_SEC], s2[EQ_MAX_SEC];
     eq_vf x[MG_MAX_BLOCK];
+    const float *gp[EQ_MAX_SEC][EQ_LANES]; /* section j of lane l: its unit's gl[k] */
+    mg_sv_state *sp[EQ_MAX_SEC][EQ_LANES];
     lanes_load(ln, nln, x, n);
-    memset(c0, 0, sizeof(eq_vf) * EQ_NC * (size_t)ns);
-    memset(d, 0, sizeof(eq_vf) * EQ_NC * (size_t)ns);
-    memset(off, 0, sizeof(eq_vf) * (size_t)ns);
-    memset(s1, 0, sizeof(eq_vf) * (size_t)ns), memset(s2, 0, sizeof(eq_vf) * (size_t)ns);
+    if (nln < EQ_LANES) {
+        memset(c0, 0, sizeof(eq_vf) * EQ_NC * (size_t)ns);
+        memset(d, 0, sizeof(eq_vf) * EQ_NC * (size_t)ns);
+        memset(off, 0, sizeof(eq_vf) * (size_t)ns);
+        memset(s1, 0, sizeof(eq_vf) * (size_t)ns), memset(s2, 0, sizeof(eq_vf) * (size_t)ns);
+    }
     for (int l = 0; l < nln; l++) {
         int j = 0;
         for (int u = 0; u < ln[l].nl; u++) {
             const eq_unit *un = &ln[l].s->unit[ln[l].list[u]];
-            const mg_sv_state *st = unit_state(ln[l].s, ln[l].c, ln[l].list[u]);
+            mg_sv_state *st = unit_state(ln[l].s, ln[l].c, ln[l].list[u]);
+            const float goff = un->goff;
             for (int k = 0; k < un->nsec; k++, j++) {
-                for (int r = 0; r < EQ_NC; r++)
-                    c0[j][r][l] = un->gl[k].g0.v[r], d[j][r][l] = un->gl[k].gd.v[r];
-                off[j][l] = un->goff;
+                gp[j][l] = un->gl[k].g0.v;
+                sp[j][l] = &st[k];
+                off[j][l] = goff;
                 s1[j][l] = st[k].s1, s2[j][l] = st[k].s2;
             }
         }
     }
+    if (nln == EQ_LANES) {
+        /* rows of 8 floats: g0[0..5] gd[0..1], then gd[2..5] and 4 floats
+         * after them (the next section's, or oc[0] after gl[3]: inside the
+         * unit, not used) */
+        _Static_assert(offsetof(eq_unit, oc) == offsetof(eq_unit, gl) + sizeof(((eq_unit *)0)->gl),
+                       "a row read past gl[3] stays in the unit");
+        for (int j = 0; j < ns; j++) {
+            mg_t8f r[8];
+            mg_tr8x8_load(gp[j], 0, r);
+            for (int q = 0; q < EQ_NC; q++)
+                c0[j][q] = r[q];
+            d[j][0] = r[6], d[j][1] = r[7];
+            mg_tr8x8_load(gp[j], 8, r);
+            for (int q = 2; q < EQ_NC; q++)
+                d[j][q] = r[q - 2];
+        }
+    } else {
+        for (int l = 0; l < nln; l++)
+            for (int j = 0; j < ns; j++)
+                for (int r = 0; r < EQ_NC; r++)
+                    c0[j][r][l] = gp[j][l][r], d[j][r][l] = gp[j][l][EQ_NC + r];
+    }
     cascade_glide_v(x, n, (const eq_vf(*)[EQ_NC])c0, (const eq_vf(*)[EQ_NC])d, off, s1, s2, ns);
     guard_v(s1, s2, ns);
     lanes_store(ln, nln, x, n);
-    for (int l = 0; l < nln; l++) {
-        int j = 0;
-        for (int u = 0; u < ln[l].nl; u++) {
-            mg_sv_state *st = unit_state(ln[l].s, ln[l].c, ln[l].list[u]);
-            for (int k = 0; k < ln[l].s->unit[ln[l].list[u]].nsec; k++, j++)
-                st[k].s1 = s1[j][l], st[k].s2 = s2[j][l];
-        }
-    }
+    for (int l = 0; l < nln; l++)
+        for (int j = 0; j < ns; j++)
+            sp[j][l]->s1 = s1[j][l], sp[j][l]->s2 = s2[j][l];
 }
 
 static inline int list_sections(const eq_state *s, const int *list, int nl)
@@ -776,6 +823,7 @@ static inline int grid_end(const mg_proc *p, int i)
  * or its start: ie may lie past the call): a moving unit without a glide
  * that covers frame i0 is designed at the grid frame ie and glides to it
  * from frame i0; steady units get gd = 0. */
+__attribute__((flatten)) /* design inlined: a fade designs every moving band every 64 frames */
 static void glide_design(eq_state *s, const mg_proc *p, const int *list, int nl, eq_move *mv,
                          int i0, int ie)
 {
@@ -795,9 +843,11 @@ static void glide_design(eq_state *s, const mg_proc *p, const int *list, int nl,
             un->goff = (float)(f0 - un->gs);
             continue;
         }
-        mg_sv_coef from[4];
-        memcpy(from, un->c, sizeof from); /* (a fixed size: inlined; read: had == nsec) */
+        /* the glide starts from the design before (g0, read where had ==
+         * nsec), else from the new one (gd = (c - c) r) */
         const int had = v->had ? un->nsec : 0;
+        for (int k = 0; k < had; k++)
+            un->gl[k].g0 = un->c[k];
         const int n = p->nframes;
         design(s, list[l], v->kind, v->type, eq_val(v->f, ie, n), v->g ? eq_val(v->g, ie, n) : 1.0f,
                v->q ? eq_val(v->q, ie, n) : 0.7071f);
@@ -806,11 +856,12 @@ static void glide_design(eq_state *s, const mg_proc *p, const int *list, int nl,
         un->glen = ie - i0 + 1;
         un->goff = 0.0f;
         const float r = 1.0f / (float)un->glen;
+        const int from = had == un->nsec;
         for (int k = 0; k < un->nsec; k++) {
-            const mg_sv_coef *c0 = had == un->nsec ? &from[k] : &un->c[k];
-            un->gl[k].g0 = *c0;
+            if (!from)
+                un->gl[k].g0 = un->c[k];
             for (int j = 0; j < EQ_NC; j++)
-                un->gl[k].gd.v[j] = (un->c[k].v[j] - c0->v[j]) * r;
+                un->gl[k].gd.v[j] = (un->c[k].v[j] - un->gl[k].g0.v[j]) * r;
         }
     }
 }
