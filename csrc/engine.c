@@ -1334,10 +1334,23 @@ static uint64_t refresh_ops(mg_plan *p)
             const mg_mixop *op = &p->mix[p->push[q]];
             st->fold_unity &= op->fast && op->g == 1.0f;
         }
+        const uint8_t keep = (uint8_t)((st->pull ? MG_CALL_PULL : 0) |
+                                       (st->fold_unity ? MG_CALL_FOLD_UNITY : 0));
         if (c)
-            c->flags = (uint8_t)((c->flags & ~(MG_CALL_PULL | MG_CALL_FOLD_UNITY)) |
-                                 (st->pull ? MG_CALL_PULL : 0) |
-                                 (st->fold_unity ? MG_CALL_FOLD_UNITY : 0));
+            c->flags = (uint8_t)((c->flags & ~(MG_CALL_PULL | MG_CALL_FOLD_UNITY)) | keep);
+        /* the parallel form's prebuilt call of this step: the same, with its
+         * own buffers (an op read in place reads par->src) */
+        const mg_par *par = p->par;
+        if (par && par->calls && par->call_of[s] >= 0) {
+            mg_pcall *pc = &par->calls[par->call_of[s]];
+            const float **pin = (const float **)pc->in;
+            for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++) {
+                const mg_mixop *op = &p->mix[m];
+                if (op->dst_index >= 0)
+                    pin[op->dst_index] = op->inplace ? par->src[m] : op->dst;
+            }
+            pc->flags = (uint8_t)((pc->flags & ~(MG_CALL_PULL | MG_CALL_FOLD_UNITY)) | keep);
+        }
     }
     p->epoch++; /* input pointers set before may now be wrong */
     p->ops_stale = 0;
@@ -1595,6 +1608,17 @@ static inline void pin_mix(const mg_plan *p, const mg_par *par, int q, int off, 
         mix_from(op, par->src[m], off, n, op->assign);
 }
 
+/* feed_par's pull at offset 0: the step's ops mixed at the step (neither
+ * pushed nor read in place), from where they read in the parallel form. */
+static inline void pull_par(const mg_plan *p, const mg_par *par, const mg_step *st, int n)
+{
+    for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++) {
+        const mg_mixop *op = &p->mix[m];
+        if (!op->push && !op->inplace)
+            mix_from(op, par->src[m], 0, n, op->assign);
+    }
+}
+
 /* feed_step for the plan's parallel form: its buffers (par->outb, par->src),
  * and the ops one thread pushes into this step mixed here, in the order one
  * thread pushes them, then the rest as one thread mixes them: every input
@@ -1633,8 +1657,100 @@ static inline void feed_par(const mg_plan *p, const mg_par *par, int s, int off,
         }
 }
 
+/* A prebuilt pin (mg_ppin) mixed at offset 0: pin_mix without the lookups,
+ * a steady op through mix_steady as the one-thread path's push_call. */
+static inline void pin_call(const mg_par *par, const mg_ppin *q, int n)
+{
+    const mg_mixop *op = q->op;
+    if (q->fold_step >= 0) {
+        const int k = par->fold_k[q->fold_step];
+        if (k >= 0) {
+            mix_product(op->dst, q->fold_in[k], par->fold_g[q->fold_step], n, op->assign);
+            return;
+        }
+    }
+    if (op->fast)
+        mix_steady(op->dst, q->src, op->g, n, op->assign);
+    else
+        mix_from(op, q->src, 0, n, op->assign);
+}
+
+/* par_unit over the unit's prebuilt calls (mg_pcall) at offset 0, as
+ * run_calls runs the one-thread path's: the same calls in the same order as
+ * par_unit's loop below, setting no node pointer. */
+static void par_unit_calls(const mg_cycle *cy, const mg_par *par, int u)
+{
+    const mg_engine *e = cy->e;
+    const mg_plan *p = cy->p;
+    const int n = cy->n;
+    const uint64_t t = cy->t;
+    float *const *const hw_in = e->hw_in_ptr, *const *const hw_out = e->hw_out_ptr;
+    const int hw_in_ch = e->hw_in_ch, hw_out_ch = e->hw_out_ch;
+    const mg_pcall *c = par->calls + par->unit_call[u];
+    const mg_pcall *const end = par->calls + par->unit_call[u + 1];
+    const mg_ppin *q = par->pins + par->unit_pin[u];
+    while (c < end) {
+        const int g = c->gang;
+        if (c->flags & MG_CALL_SEG) { /* a push segment: adds into a bus, in one thread's order */
+            for (const mg_ppin *qe = q + c->pin_count; q < qe; q++)
+                pin_call(par, q, n);
+            c++;
+            continue;
+        }
+        const mg_pcall *const nx = c + (g > 1 ? g : 1); /* the next atom's */
+        if (nx < end && nx->node)
+            prefetch_node(nx->node);
+        if (g > 1) {
+            void *states[MG_MAX_GANG];
+            mg_proc procs[MG_MAX_GANG];
+            for (int j = 0; j < g; j++) {
+                mg_node *nd = c[j].node;
+                if (j + 1 < g)
+                    prefetch_node(c[j + 1].node);
+                node_ramps(nd, n, NULL);
+                for (const mg_ppin *qe = q + c[j].pin_count; q < qe; q++)
+                    pin_call(par, q, n);
+                if (c[j].flags & MG_CALL_PULL)
+                    pull_par(p, par, &p->steps[c[j].step], n);
+                states[j] = c[j].state;
+                procs[j] = (mg_proc){n, c[j].in, c[j].out, c[j].pv, c[j].readout, hw_in, hw_out,
+                                     hw_in_ch, hw_out_ch, t, nd->pv_same};
+            }
+            c->fn.process_many(states, procs, g);
+            c += g;
+            continue;
+        }
+        mg_node *nd = c->node;
+        node_ramps(nd, n, NULL);
+        for (const mg_ppin *qe = q + c->pin_count; q < qe; q++)
+            pin_call(par, q, n);
+        if (c->flags & MG_CALL_PULL)
+            pull_par(p, par, &p->steps[c->step], n);
+        if (c->flags & MG_CALL_FOLD) { /* pin_call adds its pushes: in * g, or its outputs */
+            float g1 = 0.0f;
+            int k = -1;
+            if (c->flags & MG_CALL_FOLD_UNITY) {
+                k = nd->type->fold(c->state, c->pv, &g1);
+                if (k < 0 || g1 == 0.0f) /* (a zero gain writes +0, whatever the input) */
+                    k = -1;
+            }
+            par->fold_k[c->step] = k;
+            par->fold_g[c->step] = g1;
+            if (k >= 0) {
+                c++;
+                continue;
+            }
+        }
+        const mg_proc pr = {n, c->in, c->out, c->pv, c->readout, hw_in, hw_out,
+                            hw_in_ch, hw_out_ch, t, nd->pv_same};
+        c->fn.process(c->state, &pr);
+        c++;
+    }
+}
+
 /* One unit of the parallel form (mg_unit_fn): its atoms in order, a gang
- * slice through process_many as run_plan runs a gang. */
+ * slice through process_many as run_plan runs a gang. At offset 0 (with
+ * ganging on) its prebuilt calls (par_unit_calls). */
 static void par_unit(void *ctx, int u)
 {
     const mg_cycle *c = ctx;
@@ -1642,6 +1758,10 @@ static void par_unit(void *ctx, int u)
     const mg_plan *p = c->p;
     const mg_par *par = p->par;
     const int off = c->off, n = c->n;
+    if (off == 0 && par->calls && e->ganging) {
+        par_unit_calls(c, par, u);
+        return;
+    }
     const int end = par->unit_atom[u + 1];
     for (int i = par->unit_atom[u]; i < end; i++) {
         const mg_atom *a = &par->uatom[i];

@@ -342,6 +342,50 @@ typedef struct {
                                  -1: a push segment, par->pin[first .. first + len) */
 } mg_atom;
 
+/* The parallel form's prebuilt calls (csrc/pool.c, mg_par_calls), unit by
+ * unit in the order par_unit runs their atoms: what mg_call is to the
+ * one-thread path, so that a cycle at offset 0 (every block no timed command
+ * splits) reads one line per step and calls, setting no node pointer.
+ *
+ * mg_pcall: a step (alone, or a member of a gang slice: the slice's first
+ * has gang = its members and process_many), or a push segment (flags
+ * MG_CALL_SEG, node NULL). Its pin_count prebuilt pins (mg_ppin) come first,
+ * in the pins' own array: the ops one thread pushes into it, mixed before it
+ * runs (a segment: its ops). */
+#define MG_CALL_SEG 16
+
+typedef struct {
+    mg_node *node;
+    void *state;
+    union {
+        void (*process)(void *state, const mg_proc *p);
+        void (*process_many)(void *const *states, const mg_proc *procs, int k);
+    } fn;
+    const float *const *in;   /* par->inb + the step's first input */
+    float *const *out;        /* par->outb + out_first */
+    const mg_pv *pv;
+    float *readout;
+    int step;
+    uint16_t pin_count;
+    uint8_t gang;             /* >1: the first of a slice of this many (process_many);
+                                 1: alone; 0: inside a slice */
+    uint8_t flags;            /* MG_CALL_*: FOLD, and PULL / FOLD_UNITY as the step's
+                                 own call has them (refresh_ops keeps both) */
+} mg_pcall;
+
+_Static_assert(sizeof(mg_pcall) == 64, "mg_pcall: one line");
+
+/* A pin entry prebuilt (engine.c, pin_call): the op, where it reads in the
+ * parallel form, and, when its source step folds, that step's inputs. */
+typedef struct {
+    const mg_mixop *op;
+    const float *src;              /* par->src[op] */
+    const float *const *fold_in;   /* a folding source: par->inb + its first input
+                                      + op->src_index; NULL: none */
+    int fold_step;                 /* that step (par->fold_k), or -1 */
+    int pad;
+} mg_ppin;
+
 struct mg_par_q {
     _Alignas(64) _Atomic uint64_t rd;
     _Atomic uint64_t wr;
@@ -374,6 +418,16 @@ typedef struct mg_par {
                                  group's sum) */
     float **outb;             /* per node output (mg_step.out_first): its buffer */
     const float **src;        /* per op: where it reads */
+    /* the prebuilt calls (mg_pcall, mg_ppin; NULL: par_unit sets the nodes'
+     * pointers at every offset) and their input pointers at offset 0: per
+     * step, node->n_in pointers (mg_zeros, an op's destination, or par->src
+     * of an op read in place: refresh_ops keeps these) */
+    mg_pcall *calls;          /* n_calls + 1 (the last: zeros) */
+    mg_ppin *pins;
+    int *unit_call;           /* unit u: calls[unit_call[u] .. unit_call[u + 1]) */
+    int *unit_pin;            /* unit u: its first pin */
+    int *call_of;             /* per step: its call (-1: an inert step) */
+    const float **inb;
     float *pool_mem;
     int pool_slots;           /* of which the last fold_slots are the folding
                                  steps' outputs (csrc/pool.c) */

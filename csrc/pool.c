@@ -76,6 +76,12 @@ void mg_par_free(mg_par *par)
     mg_free(par->pin);
     mg_free(par->pin_end);
     mg_free(par->pin_src);
+    mg_free(par->calls);
+    mg_free(par->pins);
+    mg_free(par->unit_call);
+    mg_free(par->unit_pin);
+    mg_free(par->call_of);
+    mg_free((void *)par->inb);
     mg_free(par->fold_k);
     mg_free(par->fold_g);
     mg_free(par->outb);
@@ -132,6 +138,112 @@ static int gang_members(const mg_plan *p)
         best = count[i] > best ? count[i] : best;
     }
     return best;
+}
+
+/* The prebuilt calls and pins (mg_pcall, mg_ppin) of a built form, unit by
+ * unit, and their input pointers at offset 0 (par->inb), as mg_plan_calls
+ * (csrc/layout.c) makes the one-thread path's: the type's functions and the
+ * flags from the step's own call (p->calls), the buffers the form's. The
+ * flags and inputs the audio thread keeps are set again by refresh_ops
+ * before the plan first runs. 0 ok, -1 out of memory. */
+static int par_calls(const mg_plan *p, mg_par *par)
+{
+    const int S = p->n_steps, nu = par->n_units;
+    size_t total_in = 0, n_calls = 0, n_pins = 0;
+    int *in_first = mg_calloc((size_t)S + 1, sizeof(int));
+    if (!in_first)
+        return -1;
+    for (int s = 0; s < S; s++) {
+        in_first[s] = (int)total_in;
+        total_in += (size_t)p->steps[s].node->n_in;
+    }
+    for (int i = 0; i < par->n_atoms; i++) {
+        const mg_atom *a = &par->uatom[i];
+        if (a->gang < 0) {
+            n_calls++;
+            n_pins += (size_t)a->len;
+            continue;
+        }
+        n_calls += (size_t)a->len;
+        for (int s = a->first; s < a->first + a->len; s++)
+            n_pins += (size_t)(par->pin_end[s] - par->pin_first[s]);
+    }
+    par->calls = mg_calloc(n_calls + 1, sizeof(mg_pcall));
+    par->pins = mg_calloc(n_pins + 1, sizeof(mg_ppin));
+    par->unit_call = mg_calloc((size_t)nu + 1, sizeof(int));
+    par->unit_pin = mg_calloc((size_t)nu + 1, sizeof(int));
+    par->call_of = mg_calloc((size_t)S + 1, sizeof(int));
+    par->inb = mg_calloc(total_in + 1, sizeof(float *));
+    if (!par->calls || !par->pins || !par->unit_call || !par->unit_pin || !par->call_of ||
+        !par->inb) {
+        mg_free(in_first);
+        return -1;
+    }
+    for (int s = 0; s < S; s++) {
+        const mg_step *st = &p->steps[s];
+        const float **in = par->inb + in_first[s];
+        par->call_of[s] = -1;
+        for (int k = st->clear_first; k < st->clear_first + st->clear_count; k++)
+            in[p->clear[k]] = mg_zeros;
+        for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++) {
+            const mg_mixop *op = &p->mix[m];
+            if (op->dst_index >= 0)
+                in[op->dst_index] = op->inplace ? par->src[m] : op->dst;
+        }
+    }
+    int nc = 0, np = 0;
+#define PIN(q)                                                                       \
+    do {                                                                             \
+        const int m_ = par->pin[q], ss_ = par->pin_src[q];                           \
+        const int f_ = ss_ >= 0 && p->steps[ss_].fold;                               \
+        par->pins[np++] = (mg_ppin){&p->mix[m_], par->src[m_],                        \
+                                   f_ ? par->inb + in_first[ss_] + p->mix[m_].src_index \
+                                      : NULL,                                        \
+                                   f_ ? ss_ : -1, 0};                                \
+    } while (0)
+    for (int u = 0; u < nu; u++) {
+        par->unit_call[u] = nc;
+        par->unit_pin[u] = np;
+        for (int i = par->unit_atom[u]; i < par->unit_atom[u + 1]; i++) {
+            const mg_atom *a = &par->uatom[i];
+            if (a->gang < 0) {
+                for (int q = a->first; q < a->first + a->len; q++)
+                    PIN(q);
+                par->calls[nc++] = (mg_pcall){.step = -1, .pin_count = (uint16_t)a->len,
+                                              .gang = 1, .flags = MG_CALL_SEG};
+                continue;
+            }
+            for (int j = 0; j < a->len; j++) {
+                const int s = a->first + j;
+                const mg_step *st = &p->steps[s];
+                mg_node *nd = st->node;
+                const mg_call *oc = &p->calls[s];
+                mg_pcall *c = &par->calls[nc];
+                for (int q = par->pin_first[s]; q < par->pin_end[s]; q++)
+                    PIN(q);
+                c->node = nd;
+                c->state = oc->state;
+                if (a->gang && j == 0)
+                    c->fn.process_many = nd->type->process_many;
+                else
+                    c->fn.process = nd->type->process;
+                c->in = par->inb + in_first[s];
+                c->out = par->outb + st->out_first;
+                c->pv = oc->pv;
+                c->readout = oc->readout;
+                c->step = s;
+                c->pin_count = (uint16_t)(par->pin_end[s] - par->pin_first[s]);
+                c->gang = (uint8_t)(a->gang ? (j == 0 ? a->len : 0) : 1);
+                c->flags = (uint8_t)(oc->flags & (MG_CALL_FOLD | MG_CALL_PULL | MG_CALL_FOLD_UNITY));
+                par->call_of[s] = nc++;
+            }
+        }
+    }
+#undef PIN
+    par->unit_call[nu] = nc;
+    par->unit_pin[nu] = np;
+    mg_free(in_first);
+    return 0;
 }
 
 mg_par *mg_par_build(const mg_plan *p, int threads)
@@ -703,6 +815,8 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
         par->src[m] = src_step[m] >= 0
                           ? par->outb[p->steps[src_step[m]].out_first + p->mix[m].src_index]
                           : p->mix[m].src;
+    if (p->calls && par_calls(p, par) != 0)
+        goto fail;
     goto done;
 fail:
     mg_par_free(par);
