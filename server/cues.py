@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from . import ramps
 from .errors import MixgraphError
-from .values import number
+from .values import has_control, number
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -195,6 +195,9 @@ def apply_keys(cue: Cue, pairs: list, scenes: dict) -> Cue:
         if k == "name":
             if not isinstance(v, str) or len(v) > 64:
                 raise MixgraphError("name: expected a string of at most 64 characters")
+            if has_control(v):
+                raise MixgraphError("name: control characters (newlines, tabs, escapes) "
+                                    "are not allowed in a name")
             c.name = v
         elif k == "scene":
             if v in ("", "none"):

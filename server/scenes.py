@@ -28,7 +28,7 @@ from . import ramps, tapers
 from .actions import triggers_for
 from .errors import MixgraphError
 from .patterns import compile_pattern, is_pattern
-from .values import number
+from .values import has_control, number
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -153,10 +153,14 @@ def _kind(v: Any) -> str:
             float: "a number", dict: "a map"}.get(type(v), type(v).__name__)
 
 
-def scene_name(value, what: str = "scene name") -> str:
-    """A scene (or cue) name: a non-empty string of at most 64 characters."""
+def scene_name(value, what: str = "scene name", new: bool = False) -> str:
+    """A scene (or cue) name: a non-empty string of at most 64 characters; a `new` one
+    (stored or renamed now, not read from a saved show) without control characters."""
     if not isinstance(value, str) or not value or len(value) > NAME_MAX or "\0" in value:
         raise MixgraphError(f"{what}: expected a name of 1..{NAME_MAX} characters")
+    if new and has_control(value):
+        raise MixgraphError(f"{what}: control characters (newlines, tabs, escapes) are not "
+                            "allowed in a name")
     return value
 
 
@@ -357,7 +361,7 @@ class Show:
 
     def store(self, name, patterns: list) -> int:
         """Store the current values (of what the patterns match) as scene `name`."""
-        name = scene_name(name)
+        name = scene_name(name, new=True)
         if name not in self.scenes and len(self.scenes) >= SCENES_MAX:
             raise MixgraphError(f"too many scenes (at most {SCENES_MAX})")
         addrs = self.addresses()
@@ -396,7 +400,7 @@ class Show:
 
     def rename(self, old, new) -> None:
         sc = self.get(old)
-        new = scene_name(new)
+        new = scene_name(new, new=True)
         if new in self.scenes:
             raise MixgraphError(f"a scene named {new!r} already exists")
         before = self.part((old, new))

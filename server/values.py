@@ -358,3 +358,10 @@ def doc_node(n, types: Mapping[str, NodeType], state_max: int) -> tuple[NodeType
     if n.get("lv2_state") is not None:  # an LV2 plugin's own state (server/lv2.py)
         out["lv2_state"] = check_state(n["lv2_state"], f"patch: {name}")
     return t, out
+
+
+def has_control(text: str) -> bool:
+    """Whether text holds a control character (C0, DEL or C1): a newline or an escape in
+    a scene or cue name broke the one-line forms (/cue/list, /scene/list) and a
+    terminal's log."""
+    return any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in text)
