@@ -90,6 +90,7 @@ TURN_S = 0.02
 # was quadratic, attack7); past PEERS_MAX the oldest-remembered quiet one goes at once
 PEERS_SOFT = 4096
 PEERS_MAX = 16384
+PEER_ACTIVE_S = 10.0  # a UDP client heard from this recently is forgotten last (_bound_peers)
 # /reply-port choices kept for clients no longer remembered (a client forgotten and back
 # gets its reply port again): the most recently set or forgotten this many, beyond those
 # of the clients remembered. Kept for ever, 20,000 source ports sending /reply-port
@@ -482,9 +483,19 @@ class ControlServer:
         if len(self.peers) < PEERS_MAX:
             return
         busy = self.feedback.subs
-        for addr in list(itertools.islice(self.peers, len(busy) + 64)):
-            if addr not in busy and addr not in self.queues and addr not in self._outbox \
-                    and addr not in self.pending:
+        seen = self.counters.clients
+        # first those not heard from for PEER_ACTIVE_S (a client sending steadily, a
+        # tablet among a flood of new source ports, keeps its rate bucket and its proof
+        # of address: it goes to the back), then, if every one looked at was active,
+        # the oldest remembered as before (the table stays bounded under any flood)
+        for recent_ok in (False, True):
+            for addr in list(itertools.islice(self.peers, len(busy) + 64)):
+                if addr in busy or addr in self.queues or addr in self._outbox \
+                        or addr in self.pending:
+                    continue
+                if not recent_ok and now - seen.get(addr, 0.0) < PEER_ACTIVE_S:
+                    self.peers[addr] = self.peers.pop(addr)  # to the back
+                    continue
                 self._forget_peer(addr)
                 if len(self.peers) < PEERS_MAX:
                     return
