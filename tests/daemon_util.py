@@ -62,6 +62,31 @@ def free_tcp_port() -> int:
     return _free_port(udp=False)
 
 
+def tcp_frames(sock: socket.socket, limit_s: float = 120.0) -> Iterator[bytes]:
+    """The size-prefixed OSC frames (OSC 1.0 over TCP) arriving on `sock`, one at a time,
+    for `limit_s` at most (AssertionError after). Read as fast as the server writes,
+    with no quadratic copies: a slow reader leaves the control thread idle, refilling
+    the budgets a flood test means to spend."""
+    import struct
+    buf, pos = bytearray(), 0
+    end = time.monotonic() + limit_s
+    sock.settimeout(60.0)
+    while time.monotonic() < end:
+        while len(buf) - pos >= 4:
+            n = struct.unpack_from(">i", buf, pos)[0]
+            if len(buf) - pos < 4 + n:
+                break
+            pos += 4 + n
+            yield bytes(buf[pos - n:pos])
+        del buf[:pos]
+        pos = 0
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            break
+        buf += chunk
+    raise AssertionError(f"frames ran out or {limit_s} s passed")
+
+
 def rss_mb(pid: int) -> float:
     """Resident memory of process `pid` in MB (VmRSS of /proc/<pid>/status): the one
     reading of a daemon's memory for the tests and bench/ (attack.py, source_ports.py).

@@ -72,29 +72,13 @@ def test_arrays_nested_2000_deep_are_garbage_not_an_internal_error(daemon, addre
 
 
 def _tcp_frames(sock, until: bytes, limit_s: float = 120.0) -> list[bytes]:
-    """Read size-prefixed OSC frames until one holds `until` (read as fast as the
-    server writes: a slow reader would leave the control thread idle, refilling the
-    budget the test means to spend)."""
-    import struct
-    import time
-    buf, pos, out = bytearray(), 0, []
-    end = time.monotonic() + limit_s
-    sock.settimeout(30.0)
-    while time.monotonic() < end:
-        while len(buf) - pos >= 4:
-            n = struct.unpack_from(">i", buf, pos)[0]
-            if len(buf) - pos < 4 + n:
-                break
-            out.append(bytes(buf[pos + 4:pos + 4 + n]))
-            pos += 4 + n
-            if until in out[-1]:
-                return out
-        del buf[:pos]
-        pos = 0
-        chunk = sock.recv(1 << 20)
-        if not chunk:
-            break
-        buf += chunk
+    """Read size-prefixed OSC frames until one holds `until`."""
+    from daemon_util import tcp_frames
+    out = []
+    for f in tcp_frames(sock, limit_s):
+        out.append(f)
+        if until in f:
+            return out
     raise AssertionError(f"no frame with {until!r} in {len(out)} frames")
 
 

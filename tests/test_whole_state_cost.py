@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import socket
 import struct
-import time
 
 from mixgraph.server.osc import encode_message, parse_packet
 
-from daemon_util import Daemon
+from daemon_util import Daemon, tcp_frames
 
 
 def _frame(address: str, *args) -> bytes:
@@ -28,28 +27,14 @@ def _replies_until_synced(sock: socket.socket, limit_s: float = 300.0) -> list:
     """The /done, /fail and /synced messages on `sock` up to the first /synced. The
     dumps' bundles of parameters are skipped unparsed: the reader keeps up with the
     server (a slow reader leaves the control thread idle, refilling the budget)."""
-    buf, pos, out = bytearray(), 0, []
-    end = time.monotonic() + limit_s
-    sock.settimeout(60.0)
-    while time.monotonic() < end:
-        while len(buf) - pos >= 4:
-            n = struct.unpack_from(">i", buf, pos)[0]
-            if len(buf) - pos < 4 + n:
-                break
-            f = bytes(buf[pos + 4:pos + 4 + n])
-            pos += 4 + n
-            if b"/done\0" in f or b"/fail\0" in f or b"/synced\0" in f:
-                for m in parse_packet(f):
-                    if m.address in ("/done", "/fail", "/synced"):
-                        out.append(m)
-                        if m.address == "/synced":
-                            return out
-        del buf[:pos]
-        pos = 0
-        chunk = sock.recv(1 << 20)
-        if not chunk:
-            break
-        buf += chunk
+    out = []
+    for f in tcp_frames(sock, limit_s):
+        if b"/done\0" in f or b"/fail\0" in f or b"/synced\0" in f:
+            for m in parse_packet(f):
+                if m.address in ("/done", "/fail", "/synced"):
+                    out.append(m)
+                    if m.address == "/synced":
+                        return out
     raise AssertionError(f"no /synced in {limit_s} s ({len(out)} replies)")
 
 
