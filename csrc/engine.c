@@ -94,6 +94,7 @@ struct mg_engine {
     float ceiling;
     uint32_t plan_gen;
     int ganging;              /* set by control before start */
+    int fusing;               /* fused strip tails (mg_fuse; set by control before start) */
     int block;                /* [control] frames the pools of the plans it is
                                  handed are laid out for (mg_engine_set_block) */
 
@@ -187,6 +188,7 @@ mg_engine *mg_engine_new(double sample_rate, int hw_in_ch, int hw_out_ch,
     e->hw_out_ch = hw_out_ch;
     e->ceiling = 1.0f;
     e->ganging = 1;
+    e->fusing = 1;
     e->threads = 1;
     e->block = MG_MAX_BLOCK;
     /* read the zeros once here: their page must not fault on the audio thread */
@@ -253,6 +255,11 @@ void mg_engine_set_ganging(mg_engine *e, int on)
     e->ganging = on != 0;
 }
 
+void mg_engine_set_fusing(mg_engine *e, int on)
+{
+    e->fusing = on != 0;
+}
+
 int mg_engine_set_threads(mg_engine *e, int threads)
 {
     if (threads < 1)
@@ -311,6 +318,16 @@ int mg_plan_par_graph(const mg_plan *p, int *succ_first, int *succ, int *atom_fi
         }
     }
     return par->n_units;
+}
+
+int mg_plan_fused_strips(const mg_plan *p, int *tails)
+{
+    int k = 0;
+    for (int i = 0; i < p->n_fuse; i++)
+        k += p->fuse[i].strips;
+    if (tails)
+        *tails = p->n_fuse;
+    return k;
 }
 
 const char *mg_plan_step_type(const mg_plan *p, int step)
@@ -1304,6 +1321,34 @@ static void advance_fades(mg_plan *p, int n)
     }
 }
 
+/* Whether a fused strip tail (mg_fuse) may run fused while its members are
+ * at rest: every member's inputs read in place where the plan put them
+ * (nothing pulled), the faders' pushes steady at unity, the sends' too
+ * (their fold_unity). refresh_ops, after the calls' flags and inputs. */
+static void fuse_check(const mg_plan *p, mg_fuse *f)
+{
+    const mg_call *calls = p->calls;
+    const int S = f->sends, T = 2 + 2 * S;
+    int ok = calls != NULL;
+    for (int k = 0; ok && k < f->strips; k++) {
+        const mg_call *pc = &calls[f->pan[k]], *fc = &calls[f->fader[k]];
+        ok &= !(pc->flags & MG_CALL_PULL) && !(fc->flags & MG_CALL_PULL);
+        ok &= fc->in[0] == pc->out[0] && fc->in[1] == pc->out[1];
+        for (int j = 0; j < S; j++) {
+            const mg_call *sc = &calls[f->send[k * S + j]];
+            ok &= !(sc->flags & MG_CALL_PULL) && (sc->flags & MG_CALL_FOLD_UNITY) &&
+                  (sc->flags & MG_CALL_FOLD);
+            ok &= sc->in[0] == fc->out[0] && sc->in[1] == fc->out[1];
+        }
+        for (int t = 0; t < T; t++) {
+            const mg_mixop *op = &p->mix[f->op[k * T + t]];
+            ok &= op->fast && op->g == 1.0f && op->push;
+        }
+    }
+    f->ok = ok;
+    f->cached = 0; /* its inputs may read elsewhere now */
+}
+
 /* Copy each op's edge gain into the op while the edge is steady: O(ops),
  * once per change of the fading list (a plan swap, a fade starting or
  * ending), so that blocks without fades never load an edge. */
@@ -1352,6 +1397,8 @@ static uint64_t refresh_ops(mg_plan *p)
             pc->flags = (uint8_t)((pc->flags & ~(MG_CALL_PULL | MG_CALL_FOLD_UNITY)) | keep);
         }
     }
+    for (int i = 0; i < p->n_fuse; i++)
+        fuse_check(p, &p->fuse[i]);
     p->epoch++; /* input pointers set before may now be wrong */
     p->ops_stale = 0;
     return (uint64_t)p->mix_used + (uint64_t)p->n_steps;
@@ -1850,6 +1897,141 @@ static inline int fold_call(const mg_plan *p, const mg_call *c, const mg_node *n
     return 1;
 }
 
+/* ---- fused strip tails (mg_fuse) ---------------------------------------- */
+
+typedef float mg_fz8 __attribute__((vector_size(32), aligned(4)));
+
+/* The tail of `strips` strips with J bus pairs (the fader's, then J - 1
+ * sends') on frames [0, n), n a multiple of 8: for each 8 frames, the pairs'
+ * bus samples stay in registers while every strip in plan order adds
+ *   l = x * gl, r = x * gr (the panner), l *= fl, r *= fr (the fader),
+ *   bus 0 += l, r (the fader's unity pushes), bus j += l * sj, r * sj (a
+ *   folded send: mix_product's separately rounded product),
+ * the first strip assigning where its op assigns (d = v: keeps -0). The same
+ * operations as the steps, in the same order per bus, no fused multiply-add
+ * (fp-contract off, as mix_product): the same samples. gv: per strip 4 + J - 1
+ * gains broadcast to 8 lanes. */
+#define MG_FUSE_BODY(J)                                                                           \
+    do {                                                                                          \
+        const int G = 3 + (J);                                                                    \
+        for (int i = 0; i < n; i += 8) {                                                          \
+            mg_fz8 acc[2 * (J)];                                                                  \
+            const mg_fz8 *g = gv;                                                                 \
+            {                                                                                     \
+                const mg_fz8 x0 = *(const mg_fz8 *)(x[0] + i);                                    \
+                const mg_fz8 l = x0 * g[0] * g[2], r = x0 * g[1] * g[3];                          \
+                _Pragma("GCC unroll 8") for (int t = 0; t < 2 * (J); t++)                         \
+                {                                                                                 \
+                    const mg_fz8 v = t < 2 ? (t & 1 ? r : l) : (t & 1 ? r : l) * g[3 + t / 2];    \
+                    acc[t] = assign[t] ? v : *(const mg_fz8 *)(dst[t] + i) + v;                   \
+                }                                                                                 \
+            }                                                                                     \
+            for (int k = 1; k < strips; k++) {                                                    \
+                g += G;                                                                           \
+                const mg_fz8 xk = *(const mg_fz8 *)(x[k] + i);                                    \
+                const mg_fz8 l = xk * g[0] * g[2], r = xk * g[1] * g[3];                          \
+                acc[0] += l;                                                                      \
+                acc[1] += r;                                                                      \
+                _Pragma("GCC unroll 8") for (int t = 2; t < 2 * (J); t++)                         \
+                    acc[t] += (t & 1 ? r : l) * g[3 + t / 2];                                      \
+            }                                                                                     \
+            _Pragma("GCC unroll 8") for (int t = 0; t < 2 * (J); t++)                             \
+                *(mg_fz8 *)(dst[t] + i) = acc[t];                                                 \
+        }                                                                                         \
+    } while (0)
+
+#define MG_FUSE_FN(J)                                                                             \
+    MG_HOT __attribute__((optimize("fp-contract=off"))) static void fuse_tail##J(                 \
+        float *const *dst, const uint8_t *assign, const float *const *x, const mg_fz8 *gv,       \
+        int strips, int n)                                                                        \
+    {                                                                                             \
+        MG_FUSE_BODY(J);                                                                          \
+    }
+MG_FUSE_FN(1)
+MG_FUSE_FN(2)
+MG_FUSE_FN(3)
+MG_FUSE_FN(4)
+_Static_assert(MG_FUSE_SENDS == 3, "fuse_tail1..4: one per count of sends");
+
+/* A fused strip tail's gains and inputs for this block, read from its
+ * members at rest (f->gv, f->x): 0 when one is not (a parameter moves, a
+ * send is pre-fader or off), having done nothing but node_ramps on nodes at
+ * rest, which the steps repeat to the same effect. */
+static int fuse_read(const mg_plan *p, mg_fuse *f, int n)
+{
+    const mg_call *calls = p->calls;
+    const int S = f->sends, N = f->strips, G = 4 + S;
+    for (int i = 0; i < f->n_nodes; i++)
+        if (f->nodes[i]->n_ramping)
+            return 0;
+    for (int k = 0; k < N; k++) {
+        const mg_call *pc = &calls[f->pan[k]], *fc = &calls[f->fader[k]];
+        float g[4 + MG_FUSE_SENDS];
+        node_ramps(pc->node, n, NULL);
+        node_ramps(fc->node, n, NULL);
+        if (pc->node->type->steady(pc->state, pc->pv, g) < 0 ||
+            fc->node->type->steady(fc->state, fc->pv, g + 2) < 0)
+            return 0;
+        for (int j = 0; j < S; j++) {
+            const mg_call *sc = &calls[f->send[k * S + j]];
+            node_ramps(sc->node, n, NULL);
+            /* a zero gain: the send writes +0 (fold_call does not fold it) */
+            if (sc->node->type->fold(sc->state, sc->pv, &g[4 + j]) != 0 || g[4 + j] == 0.0f)
+                return 0;
+        }
+        f->x[k] = pc->in[0];
+        for (int m = 0; m < G; m++) {
+            float *v = f->gv + ((size_t)k * (size_t)G + (size_t)m) * 8;
+            for (int i = 0; i < 8; i++)
+                v[i] = g[m];
+        }
+    }
+    return 1;
+}
+
+/* A fused strip tail on frames [0, n) of a prebuilt-calls block: 1 when it
+ * ran fused, 0 when its steps must run as they are: a member's parameter
+ * moves, a send is pre-fader or off (fuse_read), an op fades or has a gain
+ * (fuse_check), or n is not a multiple of 8. The gains read at rest are kept
+ * while no member is set and no other path runs them (mg_fuse.cached). */
+static int fuse_run(const mg_plan *p, mg_fuse *f, int n)
+{
+    if (!f->ok || (n & 7)) {
+        f->cached = 0;
+        return 0;
+    }
+    int fresh = f->cached && f->epoch == p->fuse_epoch;
+    if (fresh) { /* node_ramps would do nothing but what it did when read */
+        unsigned all = 1;
+        for (int i = 0; i < f->n_nodes; i++)
+            all &= f->nodes[i]->pv_fresh;
+        fresh = all != 0;
+    }
+    if (!fresh) {
+        f->cached = fuse_read(p, f, n);
+        if (!f->cached)
+            return 0;
+        f->epoch = p->fuse_epoch;
+    }
+    const mg_fz8 *v = (const mg_fz8 *)f->gv;
+    const int N = f->strips;
+    switch (f->sends) {
+    case 0:
+        fuse_tail1(f->dst, f->assign, f->x, v, N, n);
+        break;
+    case 1:
+        fuse_tail2(f->dst, f->assign, f->x, v, N, n);
+        break;
+    case 2:
+        fuse_tail3(f->dst, f->assign, f->x, v, N, n);
+        break;
+    default:
+        fuse_tail4(f->dst, f->assign, f->x, v, N, n);
+        break;
+    }
+    return 1;
+}
+
 /* The one-thread path over a finished plan's prebuilt calls (mg_call) on
  * frames [0, n) of the block: run_plan's loop below without setting any
  * pointer, the same calls in the same order (the same samples). */
@@ -1860,8 +2042,17 @@ static void run_calls(const mg_engine *e, const mg_plan *p, int n, uint64_t t)
     float *const *const hw_in = e->hw_in_ptr, *const *const hw_out = e->hw_out_ptr;
     const int hw_in_ch = e->hw_in_ch, hw_out_ch = e->hw_out_ch;
     float *const scratch = e->ramp_scratch;
+    mg_fuse *fz = p->fuse, *const fz_end = fz + (e->fusing ? p->n_fuse : 0);
     for (int s = 0; s < n_steps;) {
         const mg_call *c = &calls[s];
+        if (__builtin_expect(c->flags & MG_CALL_FUSE, 0) && fz < fz_end) {
+            while (fz < fz_end && fz->first < s)
+                fz++;
+            if (fz < fz_end && fz->first == s && fuse_run(p, fz, n)) {
+                s = fz->end;
+                continue;
+            }
+        }
         const int g = c->gang;
         if (g > 1) {
             /* a gang: every member's inputs first (none feeds another), then
@@ -1944,16 +2135,19 @@ static void run_plan(mg_engine *e, int off, int n, uint64_t t)
             e->cycle.t = t;
             mg_workers_run(e->workers, p->par, par_unit, &e->cycle, n, e->cycle_follows);
             mg_workers_note(e->workers, 1, mono_ns() - t0, n);
+            p->fuse_epoch++; /* the members ran elsewhere (mg_fuse.epoch) */
             return;
         }
     }
     if (off == 0 && p->calls && e->ganging) { /* a block's start: the prebuilt calls */
+        p->fuse_epoch += !e->fusing;
         run_calls(e, p, n, t);
         if (t0)
             mg_workers_note(e->workers, 0, mono_ns() - t0, n);
         return;
     }
     const int gangs = p->finished && e->ganging;
+    p->fuse_epoch++;
     for (int s = 0; s < p->n_steps;) {
         const mg_step *st = &p->steps[s];
         const int g = gangs ? st->gang : 1;

@@ -84,9 +84,283 @@ int mg_plan_calls(mg_plan *p)
                              (st->pull ? MG_CALL_PULL : 0) |
                              (st->fold_unity ? MG_CALL_FOLD_UNITY : 0));
     }
+    mg_plan_fuse_free(p); /* it points into the calls */
     mg_free(p->calls);
     mg_free(p->inb);
     p->calls = calls;
     p->inb = inb;
+    mg_plan_fuse(p); /* out of memory: no fused tails, the steps run as they are */
     return 0;
+}
+
+/* ---- fused strip tails (mg_fuse) ---------------------------------------- */
+
+void mg_plan_fuse_free(mg_plan *p)
+{
+    for (int i = 0; i < p->n_fuse; i++) {
+        mg_fuse *f = &p->fuse[i];
+        mg_free(f->pan);
+        mg_free(f->fader);
+        mg_free(f->send);
+        mg_free(f->op);
+        mg_free(f->x);
+        mg_free(f->gv_mem);
+        mg_free(f->nodes);
+    }
+    mg_free(p->fuse);
+    p->fuse = NULL;
+    p->n_fuse = 0;
+}
+
+/* What a step of a strip tail is (mg_fuse): a panner (steady, 1 in, 2 out),
+ * a fader (steady, 2 in, 2 out) or a send (fold, 2 out, post and pre 2 each). */
+enum { FZ_NONE, FZ_PAN, FZ_FADER, FZ_SEND };
+
+static int fz_kind(const mg_plan *p, int s)
+{
+    const mg_step *st = &p->steps[s];
+    const mg_node *nd = st->node;
+    if (st->gang > 1 || st->inert || (p->calls && p->calls[s].gang != 1))
+        return FZ_NONE;
+    if (nd->type->steady && nd->n_in == 1 && nd->n_out == 2)
+        return FZ_PAN;
+    if (nd->type->steady && nd->n_in == 2 && nd->n_out == 2)
+        return FZ_FADER;
+    if (nd->type->fold && st->fold && nd->n_in == 4 && nd->n_out == 2)
+        return FZ_SEND;
+    return FZ_NONE;
+}
+
+/* The op into input channel k of step s (-1: none, or more than one). */
+static int op_into(const mg_plan *p, int s, int k)
+{
+    const mg_step *st = &p->steps[s];
+    int found = -1;
+    for (int m = st->mix_first; m < st->mix_first + st->mix_count; m++)
+        if (p->mix[m].dst_index == k) {
+            if (found >= 0)
+                return -1;
+            found = m;
+        }
+    return found;
+}
+
+/* Of step s's pushes, the one from output channel c (-1: none or several). */
+static int push_of(const mg_plan *p, int s, int c)
+{
+    const mg_step *st = &p->steps[s];
+    int found = -1;
+    for (int q = st->push_first; q < st->push_first + st->push_count; q++)
+        if (p->mix[p->push[q]].src_index == c) {
+            if (found >= 0)
+                return -1;
+            found = p->push[q];
+        }
+    return found;
+}
+
+/* Whether steps [a, b) are one strip tail; fills f (its arrays allocated). */
+static int fz_group(const mg_plan *p, int a, int b, const int *op_step, const int *n_readers,
+                    mg_fuse *f)
+{
+    int strips = 0, n_send = 0;
+    for (int s = a; s < b; s++) {
+        const int k = fz_kind(p, s);
+        strips += k == FZ_PAN;
+        n_send += k == FZ_SEND;
+    }
+    if (strips < 2 || n_send % strips != 0 || n_send / strips > MG_FUSE_SENDS)
+        return 0;
+    const int S = n_send / strips, T = 2 + 2 * S;
+    if (b - a != strips * (2 + S))
+        return 0;
+    f->first = a;
+    f->end = b;
+    f->strips = strips;
+    f->sends = S;
+    f->pan = mg_calloc((size_t)strips, sizeof(int));
+    f->fader = mg_calloc((size_t)strips, sizeof(int));
+    f->send = mg_calloc((size_t)strips * (size_t)S + 1, sizeof(int));
+    f->op = mg_calloc((size_t)strips * (size_t)T, sizeof(int));
+    f->x = mg_calloc((size_t)strips, sizeof(float *));
+    f->gv_mem = mg_calloc((size_t)strips * (size_t)(4 + S) * 8 + 8, sizeof(float));
+    if (!f->pan || !f->fader || !f->send || !f->op || !f->x || !f->gv_mem)
+        return -1;
+    f->gv = (float *)(((uintptr_t)f->gv_mem + 31) & ~(uintptr_t)31);
+    int k = 0;
+    for (int s = a; s < b; s++) {
+        if (fz_kind(p, s) != FZ_PAN)
+            continue;
+        /* the panner: its two outputs read only by one fader's inputs 0, 1 */
+        const mg_step *ps = &p->steps[s];
+        if (ps->push_count || ps->mix_count != 1 || ps->clear_count)
+            return 0;
+        const int o = ps->out_first;
+        if (n_readers[o] != 1 || n_readers[o + 1] != 1)
+            return 0;
+        int fd = -1;
+        for (int m = 0; m < p->mix_used; m++)
+            if (p->op_out[m] == o)
+                fd = op_step[m];
+        if (fd < a || fd >= b || fz_kind(p, fd) != FZ_FADER)
+            return 0;
+        const int i0 = op_into(p, fd, 0), i1 = op_into(p, fd, 1);
+        if (i0 < 0 || i1 < 0 || p->op_out[i0] != o || p->op_out[i1] != o + 1 ||
+            p->steps[fd].mix_count != 2 || p->mix[i0].push || p->mix[i1].push)
+            return 0;
+        /* the fader: pushes from outputs 0 and 1, the rest read by its sends' post */
+        const mg_step *fs = &p->steps[fd];
+        if (fs->push_count != 2)
+            return 0;
+        int *op = f->op + (size_t)k * (size_t)T;
+        op[0] = push_of(p, fd, 0);
+        op[1] = push_of(p, fd, 1);
+        const int fo = fs->out_first;
+        if (op[0] < 0 || op[1] < 0 || n_readers[fo] != 1 + S || n_readers[fo + 1] != 1 + S)
+            return 0;
+        int j = 0;
+        for (int m = 0; m < p->mix_used; m++) {
+            if (p->op_out[m] != fo || p->mix[m].push)
+                continue;
+            const int sd = op_step[m];
+            if (sd < a || sd >= b || fz_kind(p, sd) != FZ_SEND || j >= S)
+                return 0;
+            const mg_step *ss = &p->steps[sd];
+            const int j0 = op_into(p, sd, 0), j1 = op_into(p, sd, 1);
+            if (j0 < 0 || j1 < 0 || p->op_out[j0] != fo || p->op_out[j1] != fo + 1 ||
+                ss->mix_count != 2 || ss->push_count != 2 || p->mix[j0].push || p->mix[j1].push)
+                return 0;
+            const int q0 = push_of(p, sd, 0), q1 = push_of(p, sd, 1);
+            if (q0 < 0 || q1 < 0)
+                return 0;
+            /* sends in the order of their buses in the first strip */
+            int slot = j;
+            if (k > 0) {
+                slot = -1;
+                for (int t = 0; t < S; t++)
+                    if (f->dst[2 + 2 * t] == p->mix[q0].dst)
+                        slot = t;
+                if (slot < 0 || f->send[(size_t)k * (size_t)S + (size_t)slot])
+                    return 0;
+            }
+            f->send[(size_t)k * (size_t)S + (size_t)slot] = sd;
+            op[2 + 2 * slot] = q0;
+            op[3 + 2 * slot] = q1;
+            j++;
+            if (k == 0) {
+                f->dst[2 + 2 * slot] = p->mix[q0].dst;
+                f->dst[3 + 2 * slot] = p->mix[q1].dst;
+            }
+        }
+        if (j != S)
+            return 0;
+        if (k == 0) {
+            f->dst[0] = p->mix[op[0]].dst;
+            f->dst[1] = p->mix[op[1]].dst;
+        }
+        f->pan[k] = s;
+        f->fader[k] = fd;
+        /* every strip writes the same bus channels; only the first assigns;
+         * each bus's writers (the fader, or the send) in strip order */
+        for (int t = 0; t < T; t++) {
+            const mg_mixop *q = &p->mix[op[t]];
+            if (q->dst != f->dst[t] || q->to_acc || q->dst_index < 0 || (k > 0 && q->assign))
+                return 0;
+            if (k == 0)
+                f->assign[t] = q->assign;
+            const int w = t < 2 ? fd : f->send[(size_t)k * (size_t)S + (size_t)(t / 2 - 1)];
+            const int w0 = k == 0 ? -1
+                                  : (t < 2 ? f->fader[k - 1]
+                                           : f->send[(size_t)(k - 1) * (size_t)S + (size_t)(t / 2 - 1)]);
+            if (w <= w0)
+                return 0;
+        }
+        k++;
+    }
+    for (int t = 0; t < T; t++)
+        for (int u = t + 1; u < T; u++)
+            if (f->dst[t] == f->dst[u])
+                return 0;
+    /* every step of [a, b) is one strip's */
+    char *seen = mg_calloc((size_t)(b - a), 1);
+    if (!seen)
+        return -1;
+    int all = 1;
+    for (int i = 0; i < strips; i++) {
+        all &= !seen[f->pan[i] - a]++;
+        all &= !seen[f->fader[i] - a]++;
+        for (int t = 0; t < S; t++)
+            all &= !seen[f->send[(size_t)i * (size_t)S + (size_t)t] - a]++;
+    }
+    mg_free(seen);
+    if (!all)
+        return 0;
+    f->n_nodes = b - a;
+    f->nodes = mg_calloc((size_t)f->n_nodes, sizeof(mg_node *));
+    if (!f->nodes)
+        return -1;
+    for (int s = a; s < b; s++)
+        f->nodes[s - a] = p->steps[s].node;
+    return 1;
+}
+
+int mg_plan_fuse(mg_plan *p)
+{
+    mg_plan_fuse_free(p);
+    if (!p->finished || !p->calls)
+        return 0;
+    int rc = -1, n_out = p->n_outputs;
+    int *op_step = mg_calloc((size_t)p->mix_used + 1, sizeof(int));
+    int *n_readers = mg_calloc((size_t)n_out + 1, sizeof(int));
+    mg_fuse *fz = mg_calloc((size_t)p->n_steps / 4 + 1, sizeof(mg_fuse));
+    int n_fz = 0;
+    if (!op_step || !n_readers || !fz)
+        goto out;
+    for (int s = 0; s < p->n_steps; s++)
+        for (int m = p->steps[s].mix_first; m < p->steps[s].mix_first + p->steps[s].mix_count; m++)
+            op_step[m] = s;
+    for (int m = 0; m < p->mix_used; m++)
+        if (p->op_out[m] >= 0)
+            n_readers[p->op_out[m]]++;
+    for (int s = 0; s < p->n_steps;) {
+        if (fz_kind(p, s) != FZ_PAN) {
+            s++;
+            continue;
+        }
+        int b = s;
+        while (b < p->n_steps && fz_kind(p, b) != FZ_NONE)
+            b++;
+        mg_fuse *f = &fz[n_fz];
+        const int r = fz_group(p, s, b, op_step, n_readers, f);
+        if (r < 0) {
+            p->fuse = fz;
+            p->n_fuse = n_fz + 1;
+            mg_plan_fuse_free(p);
+            fz = NULL;
+            goto out;
+        }
+        if (r > 0) {
+            p->calls[s].flags |= MG_CALL_FUSE;
+            n_fz++;
+        } else {
+            mg_free(f->pan);
+            mg_free(f->fader);
+            mg_free(f->send);
+            mg_free(f->op);
+            mg_free(f->x);
+            mg_free(f->gv_mem);
+            mg_free(f->nodes);
+            memset(f, 0, sizeof(*f));
+        }
+        s = b;
+    }
+    p->fuse = fz;
+    p->n_fuse = n_fz;
+    fz = NULL;
+    rc = 0;
+out:
+    mg_free(fz);
+    mg_free(op_step);
+    mg_free(n_readers);
+    return rc;
 }

@@ -213,6 +213,14 @@ typedef struct mg_node_type {
     int (*fold)(const void *state, const mg_pv *pv, float *gain);
     /* optional: n_params MG_PARAM_* flags, one per parameter (NULL: none) */
     const unsigned char *param_flags;
+    /* [audio] optional: whether process would, with these parameter values,
+     * write each output channel c as out[c][i] = in[c % n_in][i] * gain[c],
+     * one rounded product and nothing else (a panner or a fader at rest).
+     * Returns 0 and sets gain[0 .. n_out-1], or -1 when not. It may update
+     * the state as process would (a cache of the gains). The engine then
+     * runs a channel strip's tail as one fused kernel (csrc/engine.c,
+     * fuse_run; the same samples bit for bit). */
+    int (*steady)(void *state, const mg_pv *pv, float *gain);
 } mg_node_type;
 
 #define MG_MAX_GANG 64
@@ -321,6 +329,11 @@ void mg_engine_set_ceiling(mg_engine *e, float amplitude);  /* [control] before 
  * (tests compare the two); 1 (the default): gangs run together, steady sends
  * fold into their buses. [control] before start */
 void mg_engine_set_ganging(mg_engine *e, int on);
+/* 0: run a channel strip's tail (panner, fader, folded sends; mg_fuse in
+ * csrc/mg_internal.h) step by step even where it could run fused; 1 (the
+ * default, with ganging on): fused. The same samples either way (tests
+ * compare the two). [control] before start */
+void mg_engine_set_fusing(mg_engine *e, int on);
 /* [control, before the engine runs] Run plans on `threads` threads: the
  * calling audio thread and threads - 1 workers (csrc/workers.c); 1: one
  * thread, the plan's steps in order. Plans pushed afterwards get their
@@ -357,6 +370,9 @@ int mg_plan_par_graph(const mg_plan *p, int *succ_first, int *succ, int *atom_fi
                       int *atom_step, int *atom_len, int *atom_kind, int cap);
 /* [control] The type name of a finished plan's step. */
 const char *mg_plan_step_type(const mg_plan *p, int step);
+/* [control] the strips of a laid-out plan's fused strip tails (mg_fuse,
+ * csrc/layout.c), and the number of tails (*tails, may be NULL) */
+int mg_plan_fused_strips(const mg_plan *p, int *tails);
 /* [control, engine not running] Trace the worker threads' cycles (on 1, off
  * 0; bench/threads_trace.py): each event's time (us, CLOCK_MONOTONIC), kind
  * (1 cycle published, arg roots; 2/3 a unit starts/ends, arg the unit; 4 a

@@ -217,6 +217,7 @@ _Static_assert(sizeof(mg_step) == 32, "mg_step: 32 bytes");
 #define MG_CALL_FOLD 2        /* mg_step.fold */
 #define MG_CALL_PULL 4        /* mg_step.pull (audio: refresh_ops) */
 #define MG_CALL_FOLD_UNITY 8  /* mg_step.fold_unity (audio: refresh_ops) */
+#define MG_CALL_FUSE 16       /* the first step of a fused strip tail (mg_fuse) */
 
 /* A step of a finished plan as the one-thread path calls it on a sub-block
  * at offset 0 (every block that no timed command splits): what the process
@@ -243,6 +244,52 @@ typedef struct {
 } mg_call;
 
 _Static_assert(sizeof(mg_call) == 64, "mg_call: one line");
+
+/* A fused strip tail (csrc/layout.c, mg_plan_fuse; csrc/engine.c, fuse_run):
+ * a run of consecutive steps [first, end) of the one-thread path that is, for
+ * each of `strips` channel strips, a mono-to-stereo node with `steady` (a
+ * panner), the stereo node with `steady` it alone feeds, in place (a fader),
+ * whose two outputs are pushed into two bus channels, and `sends` folding
+ * nodes (aux sends) each reading the fader's outputs in place and pushing
+ * into two more bus channels. Every strip writes the same 2 + 2 * sends bus
+ * channels (dst), each bus's adds in strip order in the plan, and only the
+ * first strip's op into a bus may assign. While every member is at rest and
+ * every op steady at unity (ok, refresh_ops), the buses get the same sums
+ * from one pass that keeps their samples in registers and never writes the
+ * members' outputs; otherwise the steps run as they are. */
+#define MG_FUSE_SENDS 3
+#define MG_FUSE_TERMS (2 + 2 * MG_FUSE_SENDS)
+typedef struct {
+    int first, end;           /* the steps it replaces */
+    int strips, sends;
+    int ok;                   /* audio: refresh_ops found the ops steady, unity,
+                                 read in place as planned, nothing pulled */
+    float *dst[MG_FUSE_TERMS];          /* term 2j + c: bus channel of pair j,
+                                           from the fader's channel c */
+    uint8_t assign[MG_FUSE_TERMS];      /* the first strip's op assigns */
+    int *pan, *fader, *send;            /* steps: per strip; send: strips x sends */
+    int *op;                            /* per strip, its terms' ops (strips x terms) */
+    /* audio scratch of fuse_run: per strip its gains, each broadcast to 8
+     * floats (pan l, r, fader l, r, then each send's), and its input */
+    float *gv;                /* 32-byte aligned, in gv_mem */
+    const float **x;
+    void *gv_mem;
+    /* audio: gv and x hold what every member's pv[] gives while cached and
+     * epoch is the plan's fuse_epoch: no other path has run the members
+     * (their node_ramps) since, and a member whose pv_fresh is still 1 has
+     * not been set (apply_param clears it) */
+    int cached;
+    uint32_t epoch;
+    mg_node **nodes;          /* every member, for that check */
+    int n_nodes;
+} mg_fuse;
+
+/* [control] Find the plan's fused strip tails (mg_fuse) from its steps, ops
+ * and prebuilt calls (mg_plan_calls calls it). 0 ok, -1 out of memory (then
+ * none: the steps run as they are). */
+int mg_plan_fuse(mg_plan *p);
+/* [control] free them */
+void mg_plan_fuse_free(mg_plan *p);
 
 /* What unconnected inputs read (engine.c). */
 extern const float mg_zeros[MG_MAX_BLOCK];
@@ -287,6 +334,10 @@ struct mg_plan {
      * or the source an op reads in place: refresh_ops keeps these) */
     mg_call *calls;
     const float **inb;
+    mg_fuse *fuse;            /* the fused strip tails, in step order (mg_plan_fuse) */
+    int n_fuse;
+    uint32_t fuse_epoch;      /* audio: counts the cycles that ran this plan other
+                                 than through run_calls with fusing (mg_fuse.epoch) */
     int *src_step;            /* control, while mg_plan_build builds it: each op's
                                  source step (NULL: mg_plan_finish searches) */
     struct mg_par *par;       /* the plan on several threads (csrc/pool.c), or NULL:

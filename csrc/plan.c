@@ -391,6 +391,7 @@ void mg_plan_free(mg_plan *p)
     mg_free(p->op_out);
     mg_free(p->push);
     mg_free(p->src_step);
+    mg_plan_fuse_free(p);
     mg_free(p->calls);
     mg_free(p->inb);
     mg_par_free(p->par);

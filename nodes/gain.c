@@ -24,6 +24,13 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
     return 0;
 }
 
+/* The factor of a fader at rest: process's and steady's, one expression. */
+static inline float steady_factor(const mg_pv *pv)
+{
+    return pv[P_GAIN].value * pv[P_VCA].value * (1.0f - pv[P_MUTE].value) *
+           (1.0f - 2.0f * pv[P_POLARITY].value);
+}
+
 MG_HOT static void process(void *st, const mg_proc *p)
 {
     const gain_state *s = st;
@@ -31,7 +38,7 @@ MG_HOT static void process(void *st, const mg_proc *p)
     const mg_pv *v = &p->pv[P_VCA];
     const int n = p->nframes;
     if (!g->ramp && !m->ramp && !pol->ramp && !v->ramp) {
-        mg_pv k = {NULL, g->value * v->value * (1.0f - m->value) * (1.0f - 2.0f * pol->value), NULL};
+        mg_pv k = {NULL, steady_factor(p->pv), NULL};
         for (int c = 0; c < s->channels; c++)
             mg_scale(p->out[c], p->in[c], &k, n);
         return;
@@ -71,6 +78,18 @@ MG_HOT static void process(void *st, const mg_proc *p)
     }
 }
 
+/* While nothing moves, process writes out[c] = in[c] * f (mg_node_type.steady). */
+static int steady(void *st, const mg_pv *pv, float *gain)
+{
+    const gain_state *s = st;
+    if (pv[P_GAIN].ramp || pv[P_MUTE].ramp || pv[P_POLARITY].ramp || pv[P_VCA].ramp)
+        return -1;
+    const float f = steady_factor(pv);
+    for (int c = 0; c < s->channels; c++)
+        gain[c] = f;
+    return 0;
+}
+
 /* names of the stepped parameters' choices, one per step from min (mg_choice_spec) */
 static const mg_choice_spec choices[] = {
     {"mute", "off|on"},
@@ -87,4 +106,5 @@ const mg_node_type mg_type_gain = {
     .state_size = sizeof(gain_state),
     .prepare = prepare,
     .process = process,
+    .steady = steady,
 };

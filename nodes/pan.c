@@ -107,6 +107,24 @@ MG_HOT static void process(void *st, const mg_proc *p)
     }
 }
 
+/* While neither parameter moves, process writes l = x * gl, r = x * gr with
+ * the gains it caches here: the engine may fuse the strip's tail (mg_node_type.steady). */
+static int steady(void *st, const mg_pv *pv, float *g)
+{
+    pan_state *s = st;
+    const mg_pv *pos = &pv[P_PAN], *law = &pv[P_LAW];
+    if (pos->ramp || law->ramp)
+        return -1;
+    if (pos->value != s->pos || law->value != s->law) {
+        gains(law->value, pos->value, &s->gl, &s->gr);
+        s->pos = pos->value;
+        s->law = law->value;
+    }
+    g[0] = s->gl;
+    g[1] = s->gr;
+    return 0;
+}
+
 /* names of the stepped parameters' choices, one per step from min (mg_choice_spec) */
 static const mg_choice_spec choices[] = {
     {"law", "-3 dB|-4.5 dB|-6 dB|0 dB"},
@@ -123,4 +141,5 @@ const mg_node_type mg_type_pan = {
     .ports = ports, .n_ports = MG_COUNT(ports),
     .state_size = sizeof(pan_state),
     .prepare = prepare, .process = process,
+    .steady = steady,
 };

@@ -260,6 +260,13 @@ class Engine:
         samples, and tests compare them."""
         lib.mg_engine_set_ganging(self.ptr, 1 if on else 0)
 
+    def set_fusing(self, on: bool) -> None:
+        """Run a channel strip's tail (panner, fader, folded sends) as one
+        fused pass into its buses while it is at rest (the default, with
+        ganging on), or step by step: the two give the same samples, and
+        tests compare them."""
+        lib.mg_engine_set_fusing(self.ptr, 1 if on else 0)
+
     def set_ceiling_db(self, ceiling_db: float | None) -> None:
         """The safety stage's hard ceiling on the hardware outputs, dBFS (0 dBFS
         unless set: live backends keep one for the speakers). None: no ceiling,
