@@ -2043,13 +2043,19 @@ static void run_calls(const mg_engine *e, const mg_plan *p, int n, uint64_t t)
     const int hw_in_ch = e->hw_in_ch, hw_out_ch = e->hw_out_ch;
     float *const scratch = e->ramp_scratch;
     mg_fuse *fz = p->fuse, *const fz_end = fz + (e->fusing ? p->n_fuse : 0);
+    int fused_end = 0; /* the members of a tail that ran fused end before it */
     for (int s = 0; s < n_steps;) {
         const mg_call *c = &calls[s];
-        if (__builtin_expect(c->flags & MG_CALL_FUSE, 0) && fz < fz_end) {
+        if (__builtin_expect(c->flags & (MG_CALL_FUSE | MG_CALL_FUSED), 0)) {
+            if ((c->flags & MG_CALL_FUSED) && s < fused_end) {
+                s++;
+                continue;
+            }
             while (fz < fz_end && fz->first < s)
                 fz++;
             if (fz < fz_end && fz->first == s && fuse_run(p, fz, n)) {
-                s = fz->end;
+                fused_end = fz->end;
+                s++;
                 continue;
             }
         }

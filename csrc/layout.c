@@ -160,22 +160,24 @@ static int push_of(const mg_plan *p, int s, int c)
 }
 
 /* Whether steps [a, b) are one strip tail; fills f (its arrays allocated). */
-static int fz_group(const mg_plan *p, int a, int b, const int *op_step, const int *n_readers,
-                    mg_fuse *f)
+static int fz_group(const mg_plan *p, int a, int pans_end, const int *op_step,
+                    const int *n_readers, mg_fuse *f)
 {
-    int strips = 0, n_send = 0;
-    for (int s = a; s < b; s++) {
-        const int k = fz_kind(p, s);
-        strips += k == FZ_PAN;
-        n_send += k == FZ_SEND;
-    }
-    if (strips < 2 || n_send % strips != 0 || n_send / strips > MG_FUSE_SENDS)
+    const int strips = pans_end - a;
+    if (strips < 2)
         return 0;
-    const int S = n_send / strips, T = 2 + 2 * S;
-    if (b - a != strips * (2 + S))
+    /* the sends: what reads the first strip's fader besides its push */
+    int fd0 = -1;
+    for (int m = 0; m < p->mix_used; m++)
+        if (p->op_out[m] == p->steps[a].out_first)
+            fd0 = op_step[m];
+    if (fd0 < 0 || fz_kind(p, fd0) != FZ_FADER)
         return 0;
+    const int S = n_readers[p->steps[fd0].out_first] - 1, T = 2 + 2 * S;
+    if (S < 0 || S > MG_FUSE_SENDS)
+        return 0;
+    int b = a;
     f->first = a;
-    f->end = b;
     f->strips = strips;
     f->sends = S;
     f->pan = mg_calloc((size_t)strips, sizeof(int));
@@ -188,9 +190,7 @@ static int fz_group(const mg_plan *p, int a, int b, const int *op_step, const in
         return -1;
     f->gv = (float *)(((uintptr_t)f->gv_mem + 31) & ~(uintptr_t)31);
     int k = 0;
-    for (int s = a; s < b; s++) {
-        if (fz_kind(p, s) != FZ_PAN)
-            continue;
+    for (int s = a; s < pans_end; s++) {
         /* the panner: its two outputs read only by one fader's inputs 0, 1 */
         const mg_step *ps = &p->steps[s];
         if (ps->push_count || ps->mix_count != 1 || ps->clear_count)
@@ -202,7 +202,7 @@ static int fz_group(const mg_plan *p, int a, int b, const int *op_step, const in
         for (int m = 0; m < p->mix_used; m++)
             if (p->op_out[m] == o)
                 fd = op_step[m];
-        if (fd < a || fd >= b || fz_kind(p, fd) != FZ_FADER)
+        if (fd < a || fz_kind(p, fd) != FZ_FADER)
             return 0;
         const int i0 = op_into(p, fd, 0), i1 = op_into(p, fd, 1);
         if (i0 < 0 || i1 < 0 || p->op_out[i0] != o || p->op_out[i1] != o + 1 ||
@@ -223,7 +223,7 @@ static int fz_group(const mg_plan *p, int a, int b, const int *op_step, const in
             if (p->op_out[m] != fo || p->mix[m].push)
                 continue;
             const int sd = op_step[m];
-            if (sd < a || sd >= b || fz_kind(p, sd) != FZ_SEND || j >= S)
+            if (sd < a || fz_kind(p, sd) != FZ_SEND || j >= S)
                 return 0;
             const mg_step *ss = &p->steps[sd];
             const int j0 = op_into(p, sd, 0), j1 = op_into(p, sd, 1);
@@ -260,6 +260,11 @@ static int fz_group(const mg_plan *p, int a, int b, const int *op_step, const in
         }
         f->pan[k] = s;
         f->fader[k] = fd;
+        b = fd + 1 > b ? fd + 1 : b;
+        for (int t = 0; t < S; t++)
+            b = f->send[(size_t)k * (size_t)S + (size_t)t] + 1 > b
+                    ? f->send[(size_t)k * (size_t)S + (size_t)t] + 1
+                    : b;
         /* every strip writes the same bus channels; only the first assigns;
          * each bus's writers (the fader, or the send) in strip order */
         for (int t = 0; t < T; t++) {
@@ -281,7 +286,7 @@ static int fz_group(const mg_plan *p, int a, int b, const int *op_step, const in
         for (int u = t + 1; u < T; u++)
             if (f->dst[t] == f->dst[u])
                 return 0;
-    /* every step of [a, b) is one strip's */
+    /* no step is two strips' */
     char *seen = mg_calloc((size_t)(b - a), 1);
     if (!seen)
         return -1;
@@ -292,15 +297,43 @@ static int fz_group(const mg_plan *p, int a, int b, const int *op_step, const in
         for (int t = 0; t < S; t++)
             all &= !seen[f->send[(size_t)i * (size_t)S + (size_t)t] - a]++;
     }
-    mg_free(seen);
-    if (!all)
-        return 0;
-    f->n_nodes = b - a;
-    f->nodes = mg_calloc((size_t)f->n_nodes, sizeof(mg_node *));
-    if (!f->nodes)
-        return -1;
+    /* the other steps among them run as they are, after the fused pass: none
+     * may feed a member, nor write a bus channel the pass writes except
+     * through the members' pushes (its order would change) */
+    for (int s = a; all && s < b; s++) {
+        if (seen[s - a])
+            continue;
+        const mg_step *st = &p->steps[s];
+        const int o0 = st->out_first, o1 = o0 + st->node->n_out;
+        for (int m = 0; all && m < p->mix_used; m++) {
+            const int from_s = p->op_out[m] >= o0 && p->op_out[m] < o1;
+            if (from_s && op_step[m] >= a && op_step[m] < b && seen[op_step[m] - a])
+                all = 0; /* it feeds a member */
+            for (int t = 0; t < T; t++)
+                if (p->mix[m].dst == f->dst[t] && (from_s || (op_step[m] == s && !p->mix[m].push)))
+                    all = 0; /* it adds into a bus of the pass among the members' adds */
+        }
+    }
+    f->n_nodes = 0;
     for (int s = a; s < b; s++)
-        f->nodes[s - a] = p->steps[s].node;
+        f->n_nodes += seen[s - a] != 0;
+    if (!all) {
+        mg_free(seen);
+        return 0;
+    }
+    f->end = b;
+    f->nodes = mg_calloc((size_t)f->n_nodes + 1, sizeof(mg_node *));
+    if (!f->nodes) {
+        mg_free(seen);
+        return -1;
+    }
+    for (int s = a, i = 0; s < b; s++)
+        if (seen[s - a]) {
+            f->nodes[i++] = p->steps[s].node;
+            if (s > a)
+                p->calls[s].flags |= MG_CALL_FUSED;
+        }
+    mg_free(seen);
     return 1;
 }
 
@@ -328,7 +361,7 @@ int mg_plan_fuse(mg_plan *p)
             continue;
         }
         int b = s;
-        while (b < p->n_steps && fz_kind(p, b) != FZ_NONE)
+        while (b < p->n_steps && fz_kind(p, b) == FZ_PAN)
             b++;
         mg_fuse *f = &fz[n_fz];
         const int r = fz_group(p, s, b, op_step, n_readers, f);

@@ -218,6 +218,8 @@ _Static_assert(sizeof(mg_step) == 32, "mg_step: 32 bytes");
 #define MG_CALL_PULL 4        /* mg_step.pull (audio: refresh_ops) */
 #define MG_CALL_FOLD_UNITY 8  /* mg_step.fold_unity (audio: refresh_ops) */
 #define MG_CALL_FUSE 16       /* the first step of a fused strip tail (mg_fuse) */
+#define MG_CALL_FUSED 32      /* another member of one (run_calls skips it while
+                                 its tail ran fused) */
 
 /* A step of a finished plan as the one-thread path calls it on a sub-block
  * at offset 0 (every block that no timed command splits): what the process
@@ -246,7 +248,8 @@ typedef struct {
 _Static_assert(sizeof(mg_call) == 64, "mg_call: one line");
 
 /* A fused strip tail (csrc/layout.c, mg_plan_fuse; csrc/engine.c, fuse_run):
- * a run of consecutive steps [first, end) of the one-thread path that is, for
+ * steps in [first, end) of the one-thread path (first: the first of its
+ * consecutive panners) that are, for
  * each of `strips` channel strips, a mono-to-stereo node with `steady` (a
  * panner), the stereo node with `steady` it alone feeds, in place (a fader),
  * whose two outputs are pushed into two bus channels, and `sends` folding
@@ -256,7 +259,9 @@ _Static_assert(sizeof(mg_call) == 64, "mg_call: one line");
  * first strip's op into a bus may assign. While every member is at rest and
  * every op steady at unity (ok, refresh_ops), the buses get the same sums
  * from one pass that keeps their samples in registers and never writes the
- * members' outputs; otherwise the steps run as they are. */
+ * members' outputs; otherwise the steps run as they are. The other steps in
+ * [first, end) (a bus its faders complete) run as they are after the pass:
+ * none feeds a member or adds into one of its bus channels. */
 #define MG_FUSE_SENDS 3
 #define MG_FUSE_TERMS (2 + 2 * MG_FUSE_SENDS)
 typedef struct {
