@@ -654,8 +654,10 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64
                behind_midi: bool = False, burn_touch_kb: int = 0,
                stamp_log: bool = False) -> dict:
     """The figure: mixgraph (native JACK, the mix64 session with `channels`
-    strips; 0: an empty graph), jack_metro and the load-matched burner on one
-    jackd, one measured window under the load; each one's late-client count.
+    strips; 0: an empty graph), jack_metro, jack_midisine (fed by the bench's
+    MIDI client when there is one: JACK runs it at mixgraph's place) and the
+    load-matched burner on one jackd, one measured window under the load;
+    each one's late-client count.
 
     The counts are comparable: one window of jackd's log, the same lines for
     every client (LATE), the window closed while the load still runs and
