@@ -10,7 +10,12 @@ The script: jackd on the dummy driver at 48 kHz / 64 frames; `mixgraph serve
 --backend jack` (native JACK client) with the mix64 session of bench/mix64.py
 (64 channels: gate, EQ, compressor, pan, fader, two sends; reverb, delay,
 master chain), started from a patch file; jack_metro on the same jackd at the
-same time; a sender at --osc-rate parameter messages per second (fader moves
+same time (JACK's example metronome: no input, so JACK runs it at the
+graph's start, beside the MIDI client); jack_midisine, JACK's example MIDI
+synth (MIDI in -> sine out), fed by the bench's MIDI client with the same
+port fan-out as mixgraph, so that JACK runs it after that client, at
+mixgraph's place in the graph, with the same 1,000 events a second; a
+sender at --osc-rate parameter messages per second (fader moves
 over the 64 channels) and, when mixgraph has a `mixgraph:midi_in` port,
 --midi-rate control changes per second into it through python-rtmidi's JACK
 API; a load-matched peer (bench/jack_burn.c, a client that uses as much CPU
@@ -18,6 +23,32 @@ per cycle as mixgraph's thread under the same load, measured in a warm-up,
 less jack_metro's, since the burner has libjack's own part too:
 a stall of a shared host lands in whichever client is running, so the longer
 client is hit more often).
+
+What jackd counts (jack2 1.9.21, common/JackEngine.cpp, JackDriver.cpp,
+JackConnectionManager.cpp; jackd asynchronous, as started here): at every
+cycle's start the driver asks whether the previous cycle's graph finished
+(JackGraphManager::IsFinishedGraph: every client it waits for signalled). If
+not, and the last graph switch is less than the client timeout ago (with -R
+and no -t: two periods), JackEngine::ProcessCurrent -> CheckXRun(cycle start)
+walks every active client and logs, for each:
+  `client = X was not finished, state = S` when X is neither NotTriggered
+    nor Finished: `Triggered` (its input counter was signalled by the driver
+    or the last client feeding it, but its thread has not come back from
+    its wait: not started, whether it had no core or its sources were
+    late), `Running` (in its process callback, or in libjack around it
+    before it signals its successors);
+  `client X finished after current callback` when X finished (ResumeRefNum's
+    time stamp, after its callback returned, as it signals its successors)
+    after the cycle's start.
+The deadline is therefore the next cycle's start, one period after this
+one's (1333 µs at 48 kHz / 64 frames), for the whole chain a client is in;
+a line says a client was not done, not that its own work was long. Each line
+sends the xrun callback to every client (mixgraph's `/status` xruns count
+every client's lines). A graph still unfinished past the timeout is
+switched over without a check (JackEngine::Process -> ProcessNext), so a
+stall of several periods counts in fewer lines than the cycles it spans.
+The dummy driver's `JackTimedDriver::Process XRun` (its timer woke late)
+notifies nobody and is not a client line.
 
 The window is the same for every client: it starts once the burner runs and
 ends while the load still runs and before any client stops (a killed client
@@ -305,6 +336,50 @@ def metro(name: str, client: str = "metro") -> Iterator[int]:
         proc.wait(10)
 
 
+MIDISINE = "midisine"  # jack_midisine's client name (fixed in its source)
+
+
+@contextlib.contextmanager
+def midisine(name: str) -> Iterator[int]:
+    """JACK's example client jack_midisine (MIDI in -> a sine out: per
+    cycle it reads its `midisine:midi_in` events and computes 64 frames of
+    a sine) on the jackd named `name`: the peer that is JACK's own client
+    under mixgraph's load when the bench's MIDI client feeds it too
+    (MidiSender.feed), since JACK then runs it after that client, at
+    mixgraph's place in the graph, with the same events. Yields its process
+    id, or 0 when jack_midisine is not installed (Debian: jackd2 <= 1.9.21,
+    later jack-example-tools). Its process callback printf()s when a cycle
+    holds more than one event: stdout goes to /dev/null (fully buffered, so
+    a write(2) per ~4 KB of those lines, on its real-time thread: part of
+    what the example client does)."""
+    exe = shutil.which("jack_midisine")
+    if exe is None:
+        yield 0
+        return
+    # JackNullOption: it would start a default server if `name` were gone;
+    # JACK_DEFAULT_SERVER names ours, which runs
+    proc = subprocess.Popen([exe], env={**os.environ, "JACK_DEFAULT_SERVER": name},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and proc.poll() is None:
+            ports = subprocess.run(["jack_lsp", "-s", name], capture_output=True, text=True,
+                                   timeout=10).stdout.split()
+            if f"{MIDISINE}:midi_in" in ports:
+                break
+            time.sleep(0.1)
+        if proc.poll() is not None:
+            raise RuntimeError(f"jack_midisine exited at start-up ({proc.returncode})")
+        yield proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def baseline(seconds: float, rate: int, block: int) -> dict[str, int]:
     """The xruns this host causes by itself: jackd's log over `seconds` on a
     fresh jackd with no client."""
@@ -411,6 +486,16 @@ class MidiSender:
         for p in self.ports:
             subprocess.run(["jack_connect", "-s", self.server, p, f"{client}:midi_in"],
                            capture_output=True, timeout=10)
+        if not self.feeds(client):
+            raise RuntimeError(f"the bench's MIDI client could not feed {client}:midi_in")
+
+    def feeds(self, client: str) -> bool:
+        """Whether this MIDI client's port is connected to `client:midi_in`
+        (jack_lsp -c: a port's connections indented under it)."""
+        text = subprocess.run(["jack_lsp", "-s", self.server, "-c", f"{client}:midi_in"],
+                              capture_output=True, text=True, timeout=10).stdout
+        return any(line.strip() in self.ports for line in text.splitlines()
+                   if line.startswith((" ", "\t")))
 
     def send(self, k: int) -> None:
         # CC 7 on channels 1-16 in turn, the value sweeping 0..127
@@ -569,8 +654,10 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64
                behind_midi: bool = False, burn_touch_kb: int = 0,
                stamp_log: bool = False) -> dict:
     """The figure: mixgraph (native JACK, the mix64 session with `channels`
-    strips; 0: an empty graph), jack_metro and the load-matched burner on one
-    jackd, one measured window under the load; each one's late-client count.
+    strips; 0: an empty graph), jack_metro, jack_midisine (fed by the bench's
+    MIDI client when there is one: JACK runs it at mixgraph's place) and the
+    load-matched burner on one jackd, one measured window under the load;
+    each one's late-client count.
 
     The counts are comparable: one window of jackd's log, the same lines for
     every client (LATE), the window closed while the load still runs and
@@ -596,7 +683,7 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64
 
     name = f"mgj64-{os.getpid()}"
     with dummy(name, RATE, block, stamp_log) as log, metro(name, "metro") as metro_pid, \
-            tempfile.TemporaryDirectory() as tmp:
+            midisine(name) as sine_pid, tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp)
         if channels:
             mix64_patch(state / AUTOSAVE, channels)
@@ -622,6 +709,10 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64
                     addr, args = c.request("/midi/map", "/node/fader0/gain", "cc", 1, 7)
                     if addr != "/done":
                         print(f"# /midi/map: {addr} {args}", flush=True)
+            if midi is not None and sine_pid:
+                # JACK's own example client behind the same MIDI client,
+                # with the same events: at mixgraph's place in the graph
+                midi.feed(MIDISINE)
             time.sleep(1.0)
             sent: list[int] = []
             sender = threading.Thread(
@@ -652,6 +743,8 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64
                     "jackd": log.pid}
             if tail is not None:
                 pids["tail"] = tail.pid
+            if sine_pid:
+                pids[MIDISINE] = sine_pid
             if midi is not None:
                 pids["mgbench"] = os.getpid()  # python-rtmidi's JACK client is ours
             try:
@@ -669,7 +762,7 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64
                 # late outside mixgraph's process function
                 worst = 0.0
                 wins = []  # per window: its log span, steal, load average, migrations
-                clients = ("mixgraph", "metro", "burn")
+                clients = ("mixgraph", "metro", "burn") + ((MIDISINE,) if sine_pid else ())
                 wm, wsteal, wt = m0, steal0, t0
                 wmig = {k: rt_migrations(pids[k]) for k in clients}
                 for k in range(1, windows + 1):
@@ -722,8 +815,8 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64
                 per_window.append({
                     "mixgraph": lw.get("mixgraph", 0), "metro": lw.get("metro", 0),
                     "burn": lw.get("burn", 0), "tail": lw.get("tail"),
-                    "full": {k: fw.get(k, 0) for k in
-                                                        ("mixgraph", "metro", "burn")},
+                    MIDISINE: lw.get(MIDISINE, 0) if sine_pid else None,
+                    "full": {k: fw.get(k, 0) for k in ("mixgraph", "metro", "burn", MIDISINE)},
                     "timer": log.xruns(a, b)["timer"],
                     "steal_pct": round(100 * st_ticks / tck / secs / (os.cpu_count() or 1), 1),
                     "loadavg": round(la, 1),
@@ -736,6 +829,8 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64
                     "mixgraph_xruns_status": x1 - x0,
                     "mixgraph_late": late.get("mixgraph", 0),
                     "jack_metro_late": late.get("metro", 0),
+                    "midisine_late": late.get(MIDISINE, 0) if sine_pid else None,
+                    "midisine_fed": bool(sine_pid and midi is not None),
                     "burn_us": round(burn_us, 1), "burn_peer_late": late.get("burn", 0),
                     "mixgraph_warm_us": round(warm_us, 1),
                     "late_by_client": late, "late_states": log.late_states(m0, m1),
@@ -743,6 +838,8 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64
                     "late_sets": log.late_sets(m0, m1),
                     "mixgraph_late_detail": late_detail(log.late_cycles(m0, m1)),
                     "metro_late_detail": late_detail(log.late_cycles(m0, m1), "metro", ""),
+                    "midisine_late_detail": late_detail(log.late_cycles(m0, m1), MIDISINE)
+                    if sine_pid else None,
                     "tail_late": late.get("tail", 0) if tail is not None else None,
                     "jackd_log": log.xruns(m0, m1),
                     "after_window": log.late_clients(m1), "old_count": old,
@@ -770,36 +867,49 @@ def mix64_live(seconds: float, osc_rate: int, midi_rate: int, channels: int = 64
 
 def summary(r: dict) -> str:
     """The figure's lines: each client's late count in the window (all of
-    jackd's late-client lines, and those of full cycles), the ratios."""
-    def counts(d: dict) -> tuple[int, int, int]:
-        return d.get("mixgraph", 0), d.get("metro", 0), d.get("burn", 0)
+    jackd's late-client lines, and those of full cycles), mixgraph's against
+    both of JACK's example clients (jack_metro at the graph's start, and
+    jack_midisine behind the MIDI client, as mixgraph is)."""
+    sine = r.get("midisine_late") is not None
 
-    def verdict(mg: int, me: int) -> str:
-        return "within" if mg <= me else "OVER"
+    def counts(d: dict) -> tuple[int, ...]:
+        return tuple(d.get(k, 0) for k in ("mixgraph", "metro", "burn")
+                     + ((MIDISINE,) if sine else ()))
 
-    mg, me, bu = counts(r["late_by_client"])
-    omg, ome, obu = counts(r["old_count"])
-    fmg, fme, fbu = counts(r["full_cycle_late"])
-    cmg, cme, cbu = counts(r["catch_up_late"])
+    def verdict(c: tuple[int, ...]) -> str:
+        out = f"{'within' if c[0] <= c[1] else 'OVER'} jack_metro's"
+        if sine:
+            out += f", {'within' if c[0] <= c[3] else 'OVER'} jack_midisine's"
+        return out
+
+    def row(c: tuple[int, ...]) -> str:
+        return " / ".join(str(x) for x in c)
+
+    every, old = counts(r["late_by_client"]), counts(r["old_count"])
+    full, catch = counts(r["full_cycle_late"]), counts(r["catch_up_late"])
     pc = r["per_cycle"]
-    return (f"client-late in the same {r['seconds']:g} s window (mixgraph / jack_metro / a client "
-            f"burning mixgraph's {r['burn_us']} µs per cycle):\n"
-            f"  as counted before (the log read after the burner was killed): "
-            f"{omg} / {ome} / {obu}\n"
-            f"  all of jackd's late-client lines: {mg} / {me} / {bu} "
-            f"({verdict(mg, me)} jack_metro's)\n"
-            f"  in full cycles: {fmg} / {fme} / {fbu} ({verdict(fmg, fme)} jack_metro's)\n"
+    names = "mixgraph / jack_metro / a client burning mixgraph's " \
+        f"{r['burn_us']} µs per cycle" + (" / jack_midisine" + (
+            " (fed by the MIDI client, as mixgraph is)" if r.get("midisine_fed")
+            else " (not fed: no MIDI)") if sine else "")
+    on_core = " / ".join(f"{pc[k]['run_us']}" for k in ("mixgraph", "metro", "burn")
+                         + ((MIDISINE,) if sine else ()))
+    return (f"client-late in the same {r['seconds']:g} s window ({names}):\n"
+            f"  as counted before (the log read after the burner was killed): {row(old)}\n"
+            f"  all of jackd's late-client lines: {row(every)} ({verdict(every)})\n"
+            f"  in full cycles: {row(full)} ({verdict(full)})\n"
             f"  in the catch-up cycle after jackd's timer woke late "
-            f"({r['jackd_log']['timer']} times; ~20 µs given): {cmg} / {cme} / {cbu}\n"
-            f"  how mixgraph / jack_metro were caught (behind_source: not started while "
-            f"the MIDI client JACK runs before mixgraph had not finished either): "
-            f"{r.get('mixgraph_late_detail')} / {r.get('metro_late_detail')}\n"
+            f"({r['jackd_log']['timer']} times; ~20 µs given): {row(catch)}\n"
+            f"  how mixgraph / jack_metro / jack_midisine were caught (behind_source: not "
+            f"started while the MIDI client JACK runs before it had not finished either): "
+            f"{r.get('mixgraph_late_detail')} / {r.get('metro_late_detail')} / "
+            f"{r.get('midisine_late_detail')}\n"
             + (f"  tail (jack_burn at 0 µs, fed by the MIDI client as mixgraph is): "
                f"{r['tail_late']} late lines, {pc['tail']['run_us']} µs on a core per cycle\n"
                if r.get("tail_late") is not None else "")
-            + f"  on a core per cycle: {pc['mixgraph']['run_us']} / {pc['metro']['run_us']} / "
-            f"{pc['burn']['run_us']} µs (mixgraph's in the warm-up the burner was matched "
-            f"to: {r['mixgraph_warm_us']} µs); every xrun mixgraph was told of: "
+            + f"  on a core per cycle: {on_core} µs (mixgraph's in the warm-up the burner "
+            f"was matched to: {r['mixgraph_warm_us']} µs); every xrun mixgraph was told of "
+            f"(jackd notifies every client of every late line): "
             f"{r['mixgraph_xruns_status']}; DSP load {r['dsp_load_pct']}%, its longest "
             f"process call in the window {r['worst_window_us']} µs; "
             f"load average {r['loadavg']:.1f}, steal {r['steal_pct']}% of the cores")
@@ -808,31 +918,39 @@ def summary(r: dict) -> str:
 def windows_summary(wins: list[dict], seconds: float) -> str:
     """Per window of `seconds`: each client's late lines (all, and in full
     cycles), jackd's late timer, steal, load average; then the medians and
-    how many windows met the figure (mixgraph's count <= jack_metro's)."""
+    how many windows met the figure (mixgraph's count <= jack_metro's, and
+    <= jack_midisine's when it ran)."""
     import statistics
 
-    lines = [f"per {seconds:g} s window: mixgraph / jack_metro / burner late lines "
-             f"(in full cycles), jackd's timer late, steal, load average, RT-thread "
-             f"migrations per cycle (mixgraph / jack_metro / burner):"]
+    sine = all(w.get(MIDISINE) is not None for w in wins)
+    keys = ("mixgraph", "metro", "burn") + ((MIDISINE,) if sine else ())
+    lines = [f"per {seconds:g} s window: mixgraph / jack_metro / burner"
+             + (" / jack_midisine" if sine else "") + " late lines "
+             "(in full cycles), jackd's timer late, steal, load average, RT-thread "
+             "migrations per cycle (mixgraph / jack_metro / burner):"]
     for i, w in enumerate(wins, 1):
         f = w["full"]
         mig = w.get("migrations_per_cycle", {})
-        lines.append(f"  {i}: {w['mixgraph']} / {w['metro']} / {w['burn']} "
-                     f"({f['mixgraph']} / {f['metro']} / {f['burn']}), timer {w['timer']}, "
-                     f"steal {w['steal_pct']}%, load {w['loadavg']}, migrations "
+        over = [p for p, k in (("jack_metro", "metro"), ("jack_midisine", MIDISINE))
+                if k in keys and w["mixgraph"] > w[k]]
+        lines.append(f"  {i}: " + " / ".join(str(w[k]) for k in keys)
+                     + " (" + " / ".join(str(f.get(k, 0)) for k in keys) + f"), timer "
+                     f"{w['timer']}, steal {w['steal_pct']}%, load {w['loadavg']}, migrations "
                      + " / ".join(f"{mig.get(k, 0):.4f}" for k in ("mixgraph", "metro", "burn"))
                      + (f", tail (0 µs behind the MIDI client) {w['tail']}"
                         if w.get("tail") is not None else "")
-                     + ("" if w["mixgraph"] <= w["metro"] else "  OVER"))
+                     + (f"  OVER {' and '.join(over)}" if over else ""))
 
     def med(k: str) -> float:
         return statistics.median(w[k] for w in wins)
 
-    met = sum(1 for w in wins if w["mixgraph"] <= w["metro"])
-    met_burn = sum(1 for w in wins if w["mixgraph"] <= w["burn"])
-    lines.append(f"  medians: {med('mixgraph'):g} / {med('metro'):g} / {med('burn'):g}; "
-                 f"mixgraph <= jack_metro in {met} of {len(wins)} windows, <= the burner "
-                 f"in {met_burn}")
+    def met(k: str) -> int:
+        return sum(1 for w in wins if w["mixgraph"] <= w[k])
+
+    lines.append("  medians: " + " / ".join(f"{med(k):g}" for k in keys)
+                 + f"; mixgraph <= jack_metro in {met('metro')} of {len(wins)} windows"
+                 + (f", <= jack_midisine in {met(MIDISINE)}" if sine else "")
+                 + f", <= the burner in {met('burn')}")
     return "\n".join(lines)
 
 

@@ -8,8 +8,12 @@ it."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from pathlib import Path
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
@@ -117,3 +121,61 @@ def test_stamped_lines_count_the_same(tmp_path: Path) -> None:
     assert stamped.late_split() == log.late_split()
     assert stamped.late_cycles() == log.late_cycles()
     assert stamped.xruns() == log.xruns()
+
+
+def window(mg: int, metro: int, sine: int | None) -> dict:
+    """One window's counts as mix64_live reports them."""
+    return {"mixgraph": mg, "metro": metro, "burn": 0, "tail": None, jackd.MIDISINE: sine,
+            "full": {"mixgraph": mg, "metro": metro, "burn": 0, jackd.MIDISINE: sine or 0},
+            "timer": 0, "steal_pct": 0.0, "loadavg": 1.0}
+
+
+def test_the_figure_is_reported_against_both_example_clients() -> None:
+    """mixgraph against jack_metro and against jack_midisine, each window
+    marked OVER whichever it exceeds, and the windows counted both ways."""
+    text = jackd.windows_summary([window(3, 5, 2), window(4, 1, 6), window(2, 2, 2)], 60)
+    lines = text.splitlines()
+    assert "jack_metro / burner / jack_midisine" in lines[0]
+    assert lines[1].endswith("OVER jack_midisine")
+    assert lines[2].endswith("OVER jack_metro")
+    assert "OVER" not in lines[3]
+    assert lines[4].endswith("mixgraph <= jack_metro in 2 of 3 windows, <= jack_midisine in 2, "
+                             "<= the burner in 0")
+    # without jack_midisine (not installed): jack_metro's column alone
+    text = jackd.windows_summary([window(3, 5, None)], 60)
+    assert "midisine" not in text and "<= jack_metro in 1 of 1" in text
+
+
+def test_midisine_is_fed_by_the_midi_client(tmp_path: Path, monkeypatch) -> None:
+    """jack_midisine runs on the bench's jackd and the bench's MIDI client
+    feeds its midi_in (JACK then runs it after that client, as mixgraph);
+    feeding a client that has no midi_in is an error, not a silent peer at
+    another place in the graph."""
+    from conftest import launch_jackd, require, stop_jackd
+
+    require(jackd.available() and shutil.which("jack_midisine") is not None,
+            "jackd / jack_midisine not installed (Debian: jackd2)")
+    try:
+        import rtmidi  # noqa: F401
+    except ImportError:
+        require(False, "python-rtmidi is not installed")
+    name = f"mg-benchsine-{os.getpid()}"
+    server = launch_jackd(name, tmp_path / "jackd.log", ["--no-realtime"],
+                          ["-d", "dummy", "-r", "48000", "-p", "64"])
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", name)  # MidiSender sets it; restored after
+    try:
+        with jackd.midisine(name) as pid:
+            assert pid > 0
+            midi = jackd.MidiSender(name, jackd.MIDISINE)  # connects to midisine:midi_in
+            try:
+                assert midi.out is not None, midi.reason
+                assert midi.feeds(jackd.MIDISINE)
+                with pytest.raises(RuntimeError, match="could not feed"):
+                    midi.feed("nobody")
+                for k in range(100):
+                    midi.send(k)
+                assert os.waitpid(pid, os.WNOHANG) == (0, 0)  # still running
+            finally:
+                midi.close()
+    finally:
+        stop_jackd(server)
