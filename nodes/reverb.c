@@ -438,7 +438,7 @@ typedef int32_t rv_hi __attribute__((vector_size(32)));
         v = (rv_h)(((rv_hi)sum_ & (lower)) | ((rv_hi)dif_ & ~(lower)));                           \
     } while (0)
 
-static int rv_wide;
+static int rv_wide, rv_nosplit;
 __attribute__((constructor)) static void rv_cpu(void)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -448,6 +448,8 @@ __attribute__((constructor)) static void rv_cpu(void)
     const char *narrow = getenv("MIXGRAPH_RV_NARROW");
     if (narrow && narrow[0] == '1')
         rv_wide = 0;
+    const char *whole = getenv("MIXGRAPH_RV_NOSPLIT"); /* process_split off (tests) */
+    rv_nosplit = whole && whole[0] == '1';
 }
 
 MG_HOT static void fdn_block(reverb_state *s, int len, const unsigned *M, const float *eta,
@@ -837,11 +839,12 @@ static void rv_prefetch_block(const reverb_state *s, int n)
  * that every read of the block precedes its writes; each sample gets
  * process's expressions on the same values, in the same sub-blocks: the
  * output is the general path's, bit for bit (tests/test_threads.py, the
- * render hashes of bench/callgrind_mix.py), on one thread or two. */
+ * render hashes of bench/callgrind_mix.py; tests/test_node_reverb.py against
+ * MIXGRAPH_RV_NOSPLIT=1, which turns it off), on one thread or two. */
 static int split_ok(const reverb_state *s, const mg_proc *p)
 {
     const mg_pv *dec = &p->pv[P_DECAY], *dmp = &p->pv[P_DAMPING];
-    if (!s->split || s->moving || dec->ramp || dmp->ramp || dec->value != s->coef_decay ||
+    if (rv_nosplit || !s->split || s->moving || dec->ramp || dmp->ramp || dec->value != s->coef_decay ||
         dmp->value != s->coef_damp)
         return 0;
     const float need = (float)(p->nframes > SUB ? p->nframes : SUB);
