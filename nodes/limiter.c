@@ -781,6 +781,23 @@ static void detect_channel(void *arg, int c)
                          s->est + (size_t)c * MG_MAX_BLOCK, s->acc + (size_t)c * MG_MAX_BLOCK);
 }
 
+/* The minima of channels c and c + 1 (mg_par_for): each reads its own
+ * needed gains and writes its own histories and h row. */
+typedef struct {
+    lim_state *s;
+    const lim_walk *w;
+    int n, c, dc, hc;
+    float (*hb)[MG_MAX_BLOCK];
+} lim_minima;
+
+static void minima_channel(void *arg, int j)
+{
+    const lim_minima *m = arg;
+    const int c = m->c + j;
+    minima(&m->s->ch[c], m->s, m->s->est + (size_t)c * MG_MAX_BLOCK, m->n, m->w, m->dc, m->hc,
+           m->hb[j]);
+}
+
 MG_HOT static void process(void *st, const mg_proc *p)
 {
     lim_state *s = st;
@@ -854,9 +871,10 @@ MG_HOT static void process(void *st, const mg_proc *p)
     for (int c = 0; c < nc; c += 2) {
         float hb[2][MG_MAX_BLOCK];
         const int two = c + 1 < nc;
-        for (int j = 0; j <= two; j++)
-            minima(&s->ch[c + j], s, s->est + (size_t)(c + j) * MG_MAX_BLOCK, n, w, lim_det(s, a),
-                   lim_hold(a), hb[j]);
+        /* the two channels' minima at once where a thread is idle (the
+         * master limiter, in the serial tail), in order otherwise */
+        const lim_minima mj = {s, w, n, c, lim_det(s, a), lim_hold(a), hb};
+        mg_par_for(minima_channel, (void *)&mj, 1 + two);
         if (two && !w) {
             chain_pair(&s->ch[c], &s->ch[c + 1], s, hb[0], hb[1], xs[c], xs[c + 1], p->out[c],
                        p->out[c + 1], n, t, a, inva, arel, gmin + c);

@@ -187,16 +187,11 @@ static void end_subblock(meter_state *s)
     s->corr = isfinite(r) ? (float)r : 0.0f;
 }
 
-MG_HOT static void process(void *st, const mg_proc *p)
+/* The sample and true peaks and the mean squares of every channel, and
+ * their readouts. */
+MG_HOT static void levels(meter_state *s, const mg_proc *p, int skip)
 {
-    meter_state *s = st;
     const int n = p->nframes, nc = s->channels;
-    if (s->pending_reset) {
-        s->pending_reset = 0;
-        reset_stats(s);
-    }
-    const int skip = s->tpskip;
-    s->tpskip = skip > n ? skip - n : 0;
     float est[MG_MAX_BLOCK];
     /* peak and mean square: serial recursions per channel, so a stereo
      * meter runs its two side by side (the same arithmetic) */
@@ -256,7 +251,12 @@ MG_HOT static void process(void *st, const mg_proc *p)
         p->readout[nc + c] = (float)sqrt(ms);
         p->readout[2 * nc + c] = tpm;
     }
-    /* loudness and correlation, split at the 100 ms grid */
+}
+
+/* Loudness and correlation, split at the 100 ms grid. */
+MG_HOT static void loudness(meter_state *s, const mg_proc *p)
+{
+    const int n = p->nframes, nc = s->channels;
     const float *cl = p->in[0], *cr = p->in[nc > 1 ? 1 : 0];
     for (int i = 0; i < n;) {
         int m = s->hop - s->pos;
@@ -295,6 +295,39 @@ MG_HOT static void process(void *st, const mg_proc *p)
             end_subblock(s);
         }
     }
+}
+
+typedef struct {
+    meter_state *s;
+    const mg_proc *p;
+    int skip;
+} meter_job;
+
+static void meter_part(void *arg, int i)
+{
+    const meter_job *d = arg;
+    if (i == 0)
+        loudness(d->s, d->p);
+    else
+        levels(d->s, d->p, d->skip);
+}
+
+/* The levels and the loudness read the input and write state and readouts
+ * of their own: the two parts of an mg_par_for job, so that in a plan's
+ * parallel form the master meter (the last node of mix64's serial tail)
+ * runs on both threads; in order elsewhere (the same samples either way). */
+MG_HOT static void process(void *st, const mg_proc *p)
+{
+    meter_state *s = st;
+    const int n = p->nframes, nc = s->channels;
+    if (s->pending_reset) {
+        s->pending_reset = 0;
+        reset_stats(s);
+    }
+    const int skip = s->tpskip;
+    s->tpskip = skip > n ? skip - n : 0;
+    const meter_job d = {s, p, skip};
+    mg_par_for(meter_part, (void *)&d, 2);
     const int b = 3 * nc;
     p->readout[b + 0] = (float)s->mom;
     p->readout[b + 1] = (float)s->st;

@@ -73,7 +73,22 @@ typedef struct {
     float coef_decay, coef_damp; /* what g/b were computed for */
     float dg[ND];                /* diffuser gains */
     float wet_gain;
+    /* process_split's block of intermediates (prepare): the FDN side's
+     * Hadamard outputs (NL a frame, before the 1/4 and the diffused input)
+     * and wet sums, then, a line apart, the input side's dry and diffused
+     * samples; MG_MAX_BLOCK frames each */
+    float *split;
 } reverb_state;
+
+/* process_split's arrays in reverb_state.split */
+#define SPLIT_V(s) ((s)->split)
+#define SPLIT_WL(s) ((s)->split + (size_t)MG_MAX_BLOCK * NL)
+#define SPLIT_WR(s) (SPLIT_WL(s) + MG_MAX_BLOCK)
+#define SPLIT_XL(s) (SPLIT_WR(s) + MG_MAX_BLOCK + 16)
+#define SPLIT_XR(s) (SPLIT_XL(s) + MG_MAX_BLOCK)
+#define SPLIT_IL(s) (SPLIT_XR(s) + MG_MAX_BLOCK)
+#define SPLIT_IR(s) (SPLIT_IL(s) + MG_MAX_BLOCK)
+#define SPLIT_FLOATS ((size_t)MG_MAX_BLOCK * (NL + 6) + 16)
 
 static int is_prime(int n)
 {
@@ -163,6 +178,8 @@ static void release(void *st)
     reverb_state *s = st;
     free(s->mem);
     s->mem = NULL;
+    free(s->split);
+    s->split = NULL;
     dl_free(&s->pre[0]);
     dl_free(&s->pre[1]);
     for (int c = 0; c < 2; c++)
@@ -204,6 +221,9 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
     s->stride = pow2 + 80;
     s->mem = mg_zalloc((size_t)s->stride * NL, sizeof(float));
     if (!s->mem)
+        return 1;
+    s->split = mg_zalloc(SPLIT_FLOATS, sizeof(float));
+    if (!s->split)
         return 1;
     for (int c = 0; c < 2; c++)
         if (dl_alloc(&s->pre[c], (size_t)(0.25 * s->fs) + 8) != 0)
@@ -418,7 +438,7 @@ typedef int32_t rv_hi __attribute__((vector_size(32)));
         v = (rv_h)(((rv_hi)sum_ & (lower)) | ((rv_hi)dif_ & ~(lower)));                           \
     } while (0)
 
-static int rv_wide;
+static int rv_wide, rv_nosplit;
 __attribute__((constructor)) static void rv_cpu(void)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -428,6 +448,8 @@ __attribute__((constructor)) static void rv_cpu(void)
     const char *narrow = getenv("MIXGRAPH_RV_NARROW");
     if (narrow && narrow[0] == '1')
         rv_wide = 0;
+    const char *whole = getenv("MIXGRAPH_RV_NOSPLIT"); /* process_split off (tests) */
+    rv_nosplit = whole && whole[0] == '1';
 }
 
 MG_HOT static void fdn_block(reverb_state *s, int len, const unsigned *M, const float *eta,
@@ -595,6 +617,177 @@ MG_HOT static void fdn_block(reverb_state *s, int len, const unsigned *M, const 
     memcpy(yk, &vy, sizeof vy), memcpy(ap, &va, sizeof va);
 }
 
+/* fdn_block in two halves, for process_split: fdn_read does its reads,
+ * interpolators, damping, output sums and Hadamard for a sub-block whose
+ * first read is at write index w0 (every read of the block precedes its
+ * writes), with the gains steady (no glide), and leaves each frame's
+ * Hadamard output in v (NL floats a frame, before the 1/4); fdn_write then
+ * adds the diffused inputs (v / 4 + in, fused as fdn_block fuses it) and
+ * writes the lines. Each lane's expressions are fdn_block's: the same bits. */
+MG_HOT static void fdn_read(const reverb_state *s, unsigned w0, int len, const unsigned *M,
+                            const float *eta, const float *gb, const float *bb, float *yk,
+                            float *ap, float *v_out, float *wl, float *wr)
+{
+    rv_f x[SUB + 1]; /* x[t][k]: line k at (w0 - M[k] - 1 + t) */
+    const float *restrict mem = s->mem;
+    const size_t stride = s->stride;
+    const unsigned mask = s->mask;
+    int whole = 0;
+    if (len == SUB) {
+        const float *row[NL];
+        for (int k = 0; k < NL; k++) {
+            const unsigned j0 = (w0 - M[k] - 1u) & mask;
+            row[k] = mem + (size_t)k * stride + j0;
+            whole |= (j0 + SUB <= mask) << k;
+        }
+        for (int kb = 0; kb < NL; kb += 8) {
+            if (((whole >> kb) & 0xff) != 0xff) {
+                whole &= ~(0xff << kb);
+                continue;
+            }
+            for (int tb = 0; tb < SUB; tb += 8) {
+                const float *const in[8] = {row[kb] + tb,     row[kb + 1] + tb, row[kb + 2] + tb,
+                                            row[kb + 3] + tb, row[kb + 4] + tb, row[kb + 5] + tb,
+                                            row[kb + 6] + tb, row[kb + 7] + tb};
+                float *const o[8] = {&x[tb][kb],     &x[tb + 1][kb], &x[tb + 2][kb],
+                                     &x[tb + 3][kb], &x[tb + 4][kb], &x[tb + 5][kb],
+                                     &x[tb + 6][kb], &x[tb + 7][kb]};
+                mg_tr8x8(in, o);
+            }
+            for (int k = kb; k < kb + 8; k++)
+                x[SUB][k] = row[k][SUB];
+        }
+    }
+    for (int k = 0; k < NL; k++) {
+        if ((whole >> k) & 1)
+            continue;
+        const float *buf = mem + (size_t)k * stride;
+        const unsigned j0 = w0 - M[k] - 1u;
+        for (int t = 0; t <= len; t++)
+            x[t][k] = buf[(j0 + (unsigned)t) & mask];
+    }
+    rv_f ve, vg, vb, vy, va;
+    memcpy(&ve, eta, sizeof ve), memcpy(&vg, gb, sizeof vg), memcpy(&vb, bb, sizeof vb);
+    memcpy(&vy, yk, sizeof vy), memcpy(&va, ap, sizeof va);
+    const rv_i p8 = {8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7};
+    const rv_i p4 = {4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11};
+    const rv_i p2 = {2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13};
+    const rv_i p1 = {1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14};
+    const rv_i l8 = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+    const rv_i l4 = {-1, -1, -1, -1, 0, 0, 0, 0, -1, -1, -1, -1, 0, 0, 0, 0};
+    const rv_i l2 = {-1, -1, 0, 0, -1, -1, 0, 0, -1, -1, 0, 0, -1, -1, 0, 0};
+    const rv_i l1 = {-1, 0, -1, 0, -1, 0, -1, 0, -1, 0, -1, 0, -1, 0, -1, 0};
+    const rv_i q2 = {2, 3, 0, 0, 6, 7, 0, 0, 10, 11, 0, 0, 14, 15, 0, 0};
+    const rv_i q4 = {4, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    const rv_i q8 = {8, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    const rv_i q12 = {12, 13, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    const rv_f zero = {0.0f};
+    if (rv_wide)
+        for (int i = 0; i < len; i++) {
+            const rv_f r = ve * (x[i + 1] - va) + x[i];
+            va = r;
+            const rv_f y = vg * r + vb * vy;
+            vy = y;
+            const rv_f d = y - __builtin_shuffle(y, q2);
+            rv_f ab = zero + d;
+            ab += __builtin_shuffle(d, q4);
+            ab += __builtin_shuffle(d, q8);
+            ab += __builtin_shuffle(d, q12);
+            wl[i] = ab[0], wr[i] = ab[1];
+            rv_f v = y;
+            RV_STAGE(v, p8, l8);
+            RV_STAGE(v, p4, l4);
+            RV_STAGE(v, p2, l2);
+            RV_STAGE(v, p1, l1);
+            memcpy(v_out + (size_t)i * NL, &v, sizeof v);
+        }
+    else {
+        rv_h e0, e1, g0, g1, b0, b1, y0, y1, a0, a1;
+        RV_SPLIT(e0, e1, ve), RV_SPLIT(g0, g1, vg), RV_SPLIT(b0, b1, vb);
+        RV_SPLIT(y0, y1, vy), RV_SPLIT(a0, a1, va);
+        const rv_hi h4 = {4, 5, 6, 7, 0, 1, 2, 3}, h2 = {2, 3, 0, 1, 6, 7, 4, 5};
+        const rv_hi h1 = {1, 0, 3, 2, 5, 4, 7, 6};
+        const rv_hi k4 = {-1, -1, -1, -1, 0, 0, 0, 0}, k2 = {-1, -1, 0, 0, -1, -1, 0, 0};
+        const rv_hi k1 = {-1, 0, -1, 0, -1, 0, -1, 0};
+        const rv_hi r2 = {2, 3, 0, 0, 6, 7, 0, 0};
+        for (int i = 0; i < len; i++) {
+            rv_h xa0, xa1, xb0, xb1;
+            RV_SPLIT(xa0, xa1, x[i]), RV_SPLIT(xb0, xb1, x[i + 1]);
+            const rv_h r0 = e0 * (xb0 - a0) + xa0, r1 = e1 * (xb1 - a1) + xa1;
+            a0 = r0, a1 = r1;
+            const rv_h q0 = g0 * r0 + b0 * y0, q1 = g1 * r1 + b1 * y1;
+            y0 = q0, y1 = q1;
+            const rv_h d0 = q0 - __builtin_shuffle(q0, r2), d1 = q1 - __builtin_shuffle(q1, r2);
+            float ab0 = 0.0f + d0[0], ab1 = 0.0f + d0[1];
+            ab0 += d0[4], ab1 += d0[5];
+            ab0 += d1[0], ab1 += d1[1];
+            ab0 += d1[4], ab1 += d1[5];
+            wl[i] = ab0, wr[i] = ab1;
+            rv_h v0 = q0 + q1, v1 = q0 - q1;
+            RV_HSTAGE(v0, h4, k4);
+            RV_HSTAGE(v1, h4, k4);
+            RV_HSTAGE(v0, h2, k2);
+            RV_HSTAGE(v1, h2, k2);
+            RV_HSTAGE(v0, h1, k1);
+            RV_HSTAGE(v1, h1, k1);
+            memcpy(v_out + (size_t)i * NL, &v0, sizeof v0);
+            memcpy(v_out + (size_t)i * NL + 8, &v1, sizeof v1);
+        }
+        RV_JOIN(vy, y0, y1), RV_JOIN(va, a0, a1);
+    }
+    memcpy(yk, &vy, sizeof vy), memcpy(ap, &va, sizeof va);
+}
+
+MG_HOT static void fdn_write(reverb_state *s, int len, const float *v_in, const float *il,
+                             const float *ir)
+{
+    float *restrict mem = s->mem;
+    const size_t stride = s->stride;
+    const unsigned w0 = s->w, mask = s->mask;
+    rv_f out[SUB];
+    if (rv_wide)
+        for (int i = 0; i < len; i++) {
+            rv_f v;
+            memcpy(&v, v_in + (size_t)i * NL, sizeof v);
+            v *= 0.25f;
+            const float pl = il[i], pr = ir[i];
+            const rv_f in = {pl, pr, -pl, -pr, pl, pr, -pl, -pr, pl, pr, -pl, -pr, pl, pr, -pl, -pr};
+            out[i] = v + in;
+        }
+    else
+        for (int i = 0; i < len; i++) {
+            rv_h v0, v1;
+            memcpy(&v0, v_in + (size_t)i * NL, sizeof v0);
+            memcpy(&v1, v_in + (size_t)i * NL + 8, sizeof v1);
+            v0 *= 0.25f, v1 *= 0.25f;
+            const float pl = il[i], pr = ir[i];
+            const rv_h in = {pl, pr, -pl, -pr, pl, pr, -pl, -pr};
+            v0 += in, v1 += in;
+            memcpy(&out[i], &v0, sizeof v0);
+            memcpy((float *)&out[i] + 8, &v1, sizeof v1);
+        }
+    if (len == SUB && (w0 & mask) + SUB <= mask + 1) {
+        for (int kb = 0; kb < NL; kb += 8)
+            for (int tb = 0; tb < SUB; tb += 8) {
+                const float *const in[8] = {&out[tb][kb],     &out[tb + 1][kb], &out[tb + 2][kb],
+                                            &out[tb + 3][kb], &out[tb + 4][kb], &out[tb + 5][kb],
+                                            &out[tb + 6][kb], &out[tb + 7][kb]};
+                float *const b = mem + (size_t)kb * stride + (w0 & mask) + tb;
+                float *const o[8] = {b,              b + stride,     b + 2 * stride,
+                                     b + 3 * stride, b + 4 * stride, b + 5 * stride,
+                                     b + 6 * stride, b + 7 * stride};
+                mg_tr8x8(in, o);
+            }
+    } else {
+        for (int k = 0; k < NL; k++) {
+            float *buf = mem + (size_t)k * stride;
+            for (int i = 0; i < len; i++)
+                buf[(w0 + (unsigned)i) & mask] = out[i][k];
+        }
+    }
+    s->w = (w0 + (unsigned)len) & mask;
+}
+
 /* Fetch the cache lines of a ring's next `count` samples from index j0 (a
  * hint only: nothing is read or written). The lines' reads are their writes
  * of 30-100 ms ago: by the reverb's turn in a mix the rest of the block has
@@ -633,6 +826,112 @@ static void rv_prefetch_block(const reverb_state *s, int n)
         }
 }
 
+/* The usual block of a steady reverb in two sides that do not depend on
+ * each other: the FDN's reads (lines written at least a block ago), loop
+ * filters and Hadamard, which need none of this block's input, and the
+ * input side (pre-delay, diffusers), which needs nothing of the FDN; then
+ * the lines' writes and the output mix, in order. The two sides are the two
+ * parts of an mg_par_for job, so inside a cycle of the plan's parallel form
+ * a thread with nothing to do (in mix64's tail, the one that ran the delay
+ * return) takes the input side while the reverb's thread runs the FDN's.
+ * Taken when no parameter of the loop glides (decay, damping and size
+ * steady) and every line is longer than the block and its modulation, so
+ * that every read of the block precedes its writes; each sample gets
+ * process's expressions on the same values, in the same sub-blocks: the
+ * output is the general path's, bit for bit (tests/test_threads.py, the
+ * render hashes of bench/callgrind_mix.py; tests/test_node_reverb.py against
+ * MIXGRAPH_RV_NOSPLIT=1, which turns it off), on one thread or two. */
+static int split_ok(const reverb_state *s, const mg_proc *p)
+{
+    const mg_pv *dec = &p->pv[P_DECAY], *dmp = &p->pv[P_DAMPING];
+    if (rv_nosplit || !s->split || s->moving || dec->ramp || dmp->ramp || dec->value != s->coef_decay ||
+        dmp->value != s->coef_damp)
+        return 0;
+    const float need = (float)(p->nframes > SUB ? p->nframes : SUB);
+    for (int k = 0; k < NL; k++)
+        if (!(s->len[k] - s->depth - 2.0f > need))
+            return 0;
+    return 1;
+}
+
+typedef struct {
+    reverb_state *s;
+    const mg_proc *p;
+} rv_split;
+
+/* The FDN side over the block: read positions, reads, filters, sums. */
+MG_HOT static void split_fdn(reverb_state *s, int n)
+{
+    float yk[NL], ap[NL], gb[NL], bb[NL];
+    memcpy(yk, s->y, sizeof yk);
+    memcpy(ap, s->ap, sizeof ap);
+    memcpy(gb, s->gb, sizeof gb);
+    memcpy(bb, s->b, sizeof bb);
+    int sp = s->sub_pos;
+    for (int i0 = 0, i1; i0 < n; i0 = i1) {
+        i1 = i0 + (SUB - sp) < n ? i0 + (SUB - sp) : n;
+        if (sp == 0)
+            positions(s, SUB, s->M, s->eta);
+        sp = (sp + (i1 - i0)) % SUB;
+        fdn_read(s, s->w + (unsigned)i0, i1 - i0, s->M, s->eta, gb, bb, yk, ap,
+                 SPLIT_V(s) + (size_t)i0 * NL, SPLIT_WL(s) + i0, SPLIT_WR(s) + i0);
+    }
+    memcpy(s->y, yk, sizeof yk);
+    memcpy(s->ap, ap, sizeof ap);
+}
+
+/* The input side over the block: pre-delay and diffusers, per sub-block as
+ * process runs them. */
+MG_HOT static void split_front(reverb_state *s, const mg_proc *p)
+{
+    const int n = p->nframes;
+    float *fxl = SPLIT_XL(s), *fxr = SPLIT_XR(s), *fil = SPLIT_IL(s), *fir = SPLIT_IR(s);
+    int sp = s->sub_pos;
+    for (int i0 = 0, i1; i0 < n; i0 = i1) {
+        i1 = i0 + (SUB - sp) < n ? i0 + (SUB - sp) : n;
+        sp = (sp + (i1 - i0)) % SUB;
+        float dg[ND], ddg[ND] = {0};
+        memcpy(dg, s->dg, sizeof dg);
+        if (!front_block(s, p->in[0] + i0, p->in[1] + i0, i1 - i0, dg, ddg, fxl + i0, fxr + i0,
+                         fil + i0, fir + i0))
+            for (int i = i0; i < i1; i++)
+                front(s, p->in[0][i], p->in[1][i], dg, ddg, &fxl[i], &fxr[i], &fil[i], &fir[i]);
+    }
+}
+
+static void split_part(void *arg, int i)
+{
+    const rv_split *d = arg;
+    if (i == 0)
+        split_fdn(d->s, d->p->nframes);
+    else
+        split_front(d->s, d->p);
+}
+
+MG_HOT static void process_split(reverb_state *s, const mg_proc *p)
+{
+    const int n = p->nframes;
+    const rv_split d = {s, p};
+    mg_par_for(split_part, (void *)&d, 2);
+    const mg_pv *wd = &p->pv[P_WIDTH], *mx = &p->pv[P_MIX];
+    const float *fxl = SPLIT_XL(s), *fxr = SPLIT_XR(s), *fil = SPLIT_IL(s), *fir = SPLIT_IR(s);
+    const float *fwl = SPLIT_WL(s), *fwr = SPLIT_WR(s);
+    for (int i0 = 0, i1; i0 < n; i0 = i1) {
+        i1 = i0 + (SUB - s->sub_pos) < n ? i0 + (SUB - s->sub_pos) : n;
+        s->sub_pos = (s->sub_pos + (i1 - i0)) % SUB;
+        fdn_write(s, i1 - i0, SPLIT_V(s) + (size_t)i0 * NL, fil + i0, fir + i0);
+        for (int i = i0; i < i1; i++) {
+            const float xl = fxl[i], xr = fxr[i];
+            const float wl = fwl[i] * s->wet_gain, wr = fwr[i] * s->wet_gain;
+            const float wdt = mg_pv_at(wd, i) * 0.01f;
+            const float mid = 0.5f * (wl + wr), side = 0.5f * (wl - wr) * wdt;
+            const float mix = mg_pv_at(mx, i) * 0.01f;
+            p->out[0][i] = xl + mix * (mid + side - xl);
+            p->out[1][i] = xr + mix * (mid - side - xr);
+        }
+    }
+}
+
 MG_HOT static void process(void *st, const mg_proc *p)
 {
     reverb_state *s = st;
@@ -641,6 +940,10 @@ MG_HOT static void process(void *st, const mg_proc *p)
     const mg_pv *dec = &p->pv[P_DECAY], *dmp = &p->pv[P_DAMPING];
     const mg_pv *wd = &p->pv[P_WIDTH], *mx = &p->pv[P_MIX];
     s->fresh = 0;
+    if (split_ok(s, p)) {
+        process_split(s, p);
+        goto check;
+    }
     for (int i0 = 0, i1; i0 < n; i0 = i1) {
         i1 = i0 + (SUB - s->sub_pos) < n ? i0 + (SUB - s->sub_pos) : n;
         const int at_start = s->sub_pos == 0;
@@ -764,6 +1067,7 @@ MG_HOT static void process(void *st, const mg_proc *p)
         memcpy(s->y, yk, sizeof yk);
         memcpy(s->ap, ap, sizeof ap);
     }
+check:;
     int ok = 1;
     for (int k = 0; k < NL; k++)
         ok &= isfinite(s->y[k]) && fabsf(s->y[k]) < 1e25f && isfinite(s->ap[k]);
