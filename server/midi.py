@@ -51,6 +51,7 @@ MODES = {"momentary": lib.MG_MIDI_MOMENTARY, "toggle": lib.MG_MIDI_TOGGLE,
 # the wall clock when the engine's clock does not move
 LEARN_WINDOW_S = 0.15
 LEARN_STALL_S = 2.0
+MIDI_HOST = "midi"  # the budget host MIDI's whole-graph work is charged to (osc.graph_work)
 POLL_MAX = 8192        # events handled per service call (a flood waits for the next)
 ALSA_QUEUE = 65536     # messages python-rtmidi holds for the control thread
 MAP_FILE_MAX = 16 << 20  # bytes of a /midi/load file
@@ -607,7 +608,14 @@ class MidiManager:
                 failed.append(r)
             self._reply(a, r)
 
-        self.d.dispatch(address, args, reply)
+        # whole-graph work (a note on /scene/recall, /cue/go, /patch/load) is charged
+        # to the "midi" host's budget as a network host's is (osc.graph_work): a
+        # controller's pads could otherwise drive unbounded control work (attack10)
+        self.d.charged_to = MIDI_HOST
+        try:
+            self.d.dispatch(address, args, reply)
+        finally:
+            self.d.charged_to = None
         if t[0] == "param" and not failed:
             self._applied += 1
         if t[0] == "param":

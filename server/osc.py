@@ -492,6 +492,9 @@ class Dispatcher:
         self._set_budget = HostBudget(PATTERN_RUN_BURST_S, PATTERN_RUN_RATE)  # _pattern
         self._whole_budget = HostBudget(WHOLE_STATE_BURST_S, WHOLE_STATE_RATE)  # /dump ...
         self._graph_budget = HostBudget(GRAPH_WORK_BURST_S, GRAPH_WORK_RATE)  # /patch/load
+        # the budget host of whole-graph work dispatched with no client ("midi" while
+        # MIDI's moves are dispatched: graph_work)
+        self.charged_to: str | None = None
         # (host, scene a, scene b) -> a /scene/morph the host's budget refused, held
         # until the budget allows (the latest wins): server/show_osc.py
         self.morph_held: dict[tuple, tuple] = {}
@@ -1593,8 +1596,15 @@ class Dispatcher:
         reply waiting behind it, and 2,000 /scene/morph of two 100-eq8 scenes likewise
         (attack6); the edits past the budget now fail at once. What is charged is the
         control thread's CPU time, so that a box loaded by other programs does not refuse
-        an operator's edits for time spent waiting for a core."""
-        if client is None:
+        an operator's edits for time spent waiting for a core. Work with no client is
+        charged to `charged_to` when it is set: MIDI's (a note or program change on
+        /scene/recall, /cue/go or /patch/load is a press that dispatches every time,
+        attack10), else to no one (the server's own: cue chains, start-up)."""
+        if client is not None:
+            host = source_of(client.key)
+        elif self.charged_to is not None:
+            host = self.charged_to
+        else:
             yield
             return
         budget = self._graph_budget
@@ -1606,7 +1616,7 @@ class Dispatcher:
                                     f"{GRAPH_WORK_BURST_S:g} s): try "
                                     f"again in {max(budget.wait_s(b), 0.1):.1f} s")
 
-        with budget.spend(source_of(client.key), refuse):
+        with budget.spend(host, refuse):
             yield
 
     def _match(self, pattern: str) -> list[str]:
