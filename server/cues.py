@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from . import ramps
 from .errors import MixgraphError
+from .patterns import compile_pattern, is_pattern
 from .values import has_control, number
 
 if TYPE_CHECKING:
@@ -132,6 +133,12 @@ def cue_from_dict(item, trim: Trim | None = None) -> Cue:
             trim(f"cue {fmt_number(num)}: an osc action of {len(m)} characters left out "
                  f"(at most {OSC_TEXT_MAX} since this version): {m[:80]!r}...")
             continue
+        if trim is not None and isinstance(m, str):
+            try:
+                parse_osc(m)
+            except MixgraphError as e:  # taken by an older version: left out, said
+                trim(f"cue {fmt_number(num)}: an osc action left out: {e}")
+                continue
         pairs += ["osc", m]
     return apply_keys(Cue(num), pairs, _Any())
 
@@ -180,9 +187,20 @@ def parse_osc(text) -> tuple[str, list]:
         raise MixgraphError(f"osc: {e}") from None
     if not toks or not toks[0].startswith("/"):
         raise MixgraphError(f"osc: {text[:64]!r} does not start with an OSC address")
-    if toks[0].startswith("/cue/"):
+    addr = toks[0]
+    if addr.startswith("/cue/"):
         raise MixgraphError("osc: a cue cannot send /cue/ messages (GO is the operator's)")
-    return toks[0], [parse_arg(a) for a in toks[1:]]
+    # checked when the cue is made, not when it fires mid-show: `/`, a trailing `/`, a
+    # control character or a malformed pattern would only fail at GO (attack10)
+    if addr == "/" or addr.endswith("/") or has_control(addr) or " " in addr:
+        raise MixgraphError(f"osc: {addr[:64]!r} is not an OSC address (/part/part..., "
+                            "no empty last part, spaces or control characters)")
+    if is_pattern(addr):
+        try:
+            compile_pattern(addr)
+        except ValueError as e:
+            raise MixgraphError(f"osc: {addr[:64]!r}: {e}") from None
+    return addr, [parse_arg(a) for a in toks[1:]]
 
 
 def apply_keys(cue: Cue, pairs: list, scenes: dict) -> Cue:

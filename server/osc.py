@@ -1375,7 +1375,16 @@ class Dispatcher:
 
     def _meters_unsubscribe(self, args: list, reply: Reply, _t: int, client=None) -> None:
         fb = self._need_feedback(client, stream=False)
-        fb.meters_unsubscribe(client, args[0] if args and isinstance(args[0], str) else None)
+        if len(args) > 1 or (args and not isinstance(args[0], str)):
+            # `/meters/unsubscribe 5` stopped every stream of the client (attack10)
+            raise MixgraphError("usage: /meters/unsubscribe [<pattern>] (a name or pattern "
+                                "given to /meters/subscribe; none: all of this client's)")
+        held = fb.meters_unsubscribe(client, args[0] if args else None)
+        if held is not None:
+            raise MixgraphError(f"not subscribed to {args[0][:64]!r} from this client "
+                                f"address; its meter patterns: "
+                                f"{' '.join(held[:8]) or 'none'}"
+                                f"{' ...' if len(held) > 8 else ''}")
         reply("/done", ["/meters/unsubscribe", *(echo(a) for a in args[:1])])
 
     def _reply_port(self, args: list, reply: Reply, _t: int, client=None) -> None:

@@ -86,3 +86,75 @@ def test_midi_presses_on_whole_graph_addresses_spend_the_midi_budget(rig, kind):
     assert "whole-graph work" in str(fails[0])
     # a network host's budget is its own: the operator's recall still goes through
     assert say("/scene/recall", "a")[0] == "/done"
+
+
+# ---- 2. a cue action of `/` (or a malformed pattern) failed only at GO ---------------
+@pytest.mark.parametrize("action", ["/", "/node/g/gain/ -3", "/node/[g/gain -3",
+                                    "/node/{g,h/gain -3", "'/node/g /gain' -3",
+                                    "'/node/g\x1b/gain' -3"])
+def test_a_cue_action_that_is_no_address_is_refused_when_set(rig, action):
+    """`/cue/set 1 osc /` was taken and failed only when the cue fired, mid-show."""
+    _d, say = rig
+    say("/graph/add", "gain", "g")
+    a, r = say("/cue/set", 1, "osc", action)
+    assert a == "/fail", r
+    assert "osc:" in r[-1]
+    assert say("/cue/set", 1, "osc", "/node/*/gain -3")[0] == "/done"  # a pattern is fine
+
+
+def test_a_saved_cue_with_a_bad_action_still_loads_without_it():
+    """A show saved by an older version with such an action loads at start-up: the
+    action is left out with a note, the cue kept."""
+    from mixgraph.server.cues import cue_from_dict
+
+    notes: list[str] = []
+    c = cue_from_dict({"number": 3, "name": "x", "osc": ["/", "/node/g/gain -3"]},
+                      trim=notes.append)
+    assert c.osc == ["/node/g/gain -3"] and len(notes) == 1 and "left out" in notes[0]
+
+
+# ---- 3. /meters/unsubscribe 5 stopped every stream, and a typo answered /done --------
+def test_meters_unsubscribe_says_what_it_did_not_do(tmp_path):
+    """A real daemon and a TCP client: `/meters/unsubscribe 5` answered /done and
+    stopped all the client's meter streams; a pattern it never subscribed answered
+    /done and stopped nothing, so a typo left the stream running unsaid."""
+    from mixgraph.clients.client import Client
+
+    from daemon_util import Daemon
+
+    d = Daemon(tmp_path / "state", "--backend", "null")
+    try:
+        d.call("/graph/add", "meter", "m1")
+        d.call("/graph/add", "meter", "m2")
+        with Client("127.0.0.1", d.port, timeout=30.0, transport="tcp") as c:
+            assert c.request("/meters/subscribe", "m1", 1.0)[0] == "/done"
+            assert c.request("/meters/subscribe", "m2", 1.0)[0] == "/done"
+            a, r = c.request("/meters/unsubscribe", 5)
+            assert a == "/fail" and "usage" in r[-1], (a, r)
+            a, r = c.request("/meters/unsubscribe", "m3")
+            assert a == "/fail" and "m1 m2" in r[-1], (a, r)
+            # both streams still run: m1 goes, then m2 (a pattern given with /node/)
+            assert c.request("/meters/unsubscribe", "/node/m1") == \
+                ("/done", ["/meters/unsubscribe", "/node/m1"])
+            a, r = c.request("/meters/unsubscribe", "m1")
+            assert a == "/fail" and r[-1].endswith("m2"), (a, r)
+            assert c.request("/meters/unsubscribe")[0] == "/done"  # all
+            assert c.request("/meters/unsubscribe")[0] == "/done"  # all of none
+            a, r = c.request("/meters/unsubscribe", "m2")
+            assert a == "/fail" and r[-1].endswith("none"), (a, r)
+    finally:
+        d.stop()
+
+
+# ---- 4. `mixgraph ctl /history` printed 20 steps on one line -------------------------
+def test_ctl_prints_the_history_a_step_a_line():
+    from mixgraph.server.cli import format_reply
+
+    text = format_reply("/history.reply", [2, 1, 1, "/node/vox/gain", "vox/gain 0 -> -7.5",
+                                           2, "/graph/remove fx", "removed fx",
+                                           -1, "/node/vox/bypass 1", "bypass vox on"])
+    assert text.splitlines() == ["/history.reply 2 1",
+                                 "   1  /node/vox/gain  vox/gain 0 -> -7.5",
+                                 "   2  /graph/remove fx  removed fx",
+                                 "  -1  /node/vox/bypass 1  bypass vox on"]
+    assert format_reply("/done", ["/undo", 1]) == "/done /undo 1"
