@@ -158,3 +158,35 @@ def test_ctl_prints_the_history_a_step_a_line():
                                  "   2  /graph/remove fx  removed fx",
                                  "  -1  /node/vox/bypass 1  bypass vox on"]
     assert format_reply("/done", ["/undo", 1]) == "/done /undo 1"
+
+
+# ---- 5. empty size-prefixed TCP frames each cost a parse, a token and a warning -------
+def test_empty_size_prefixed_frames_are_keepalives_not_garbage(tmp_path):
+    """1M empty frames (a zero size prefix) on one TCP connection were each parsed as a
+    garbage packet: a full token of the rate limit and ~10 us of control CPU each
+    (10 s of it here), 1M counted as garbage. They are keep-alives now, skipped in
+    runs at a token per 64 bytes as SLIP's ENDs are; a message after them is answered."""
+    import socket
+    import struct
+
+    from mixgraph.server.osc import encode_message, parse_packet
+
+    from daemon_util import Daemon, control_cpu_s, tcp_frames
+
+    d = Daemon(tmp_path / "state", "--backend", "null")
+    try:
+        s = socket.create_connection(("127.0.0.1", d.port))
+        msg = encode_message("/sync", [77])
+        s.sendall(struct.pack(">i", len(msg)) + msg)  # size-prefixed framing
+        frames = tcp_frames(s, limit_s=300.0)
+        assert parse_packet(next(frames))[0].args == [77]
+        cpu0 = control_cpu_s(d.proc.pid)
+        s.sendall(b"\0\0\0\0" * 1_000_000 + struct.pack(">i", len(msg)) + msg)
+        assert parse_packet(next(frames))[0].args == [77]
+        spent = control_cpu_s(d.proc.pid) - cpu0
+        st = d.status()
+        assert st["garbage"] == 0, st["garbage"]  # was 1,000,000
+        assert spent < 3.0, spent  # was 10 s here
+        s.close()
+    finally:
+        d.stop()
