@@ -54,6 +54,7 @@ LEARN_STALL_S = 2.0
 MIDI_HOST = "midi"  # the budget host MIDI's whole-graph work is charged to (osc.graph_work)
 POLL_MAX = 8192        # events handled per service call (a flood waits for the next)
 ALSA_QUEUE = 65536     # messages python-rtmidi holds for the control thread
+MAP_FILE_VERSION = 1  # the "version" of a /midi/save file (one without is taken as this)
 MAP_FILE_MAX = 16 << 20  # bytes of a /midi/load file
 # kinds whose value is a position (absolute, or an encoder's running position): of
 # several moves of one such map in one drain, only the latest is dispatched
@@ -382,7 +383,7 @@ class MidiManager:
         if len(args) != 1:
             raise MixgraphError("usage: /midi/save <name>")
         p = self._path(args[0])
-        text = json.dumps({"format": "mixgraph-midi", "version": 1,
+        text = json.dumps({"format": "mixgraph-midi", "version": MAP_FILE_VERSION,
                            "maps": self.to_doc()}, indent=1) + "\n"
         if self.d.store is not None:  # as a patch: never the journal's last MBs
             check_room(p.parent, len(text), self.d.store.min_free, "a saved MIDI map file")
@@ -405,6 +406,11 @@ class MidiManager:
             raise MixgraphError(f"{args[0]}: not a MIDI map file ({e})") from None
         if not isinstance(doc, dict) or doc.get("format") != "mixgraph-midi":
             raise MixgraphError(f"{args[0]}: not a MIDI map file")
+        if doc.get("version", MAP_FILE_VERSION) != MAP_FILE_VERSION:
+            # a newer server's file: its maps may mean something else, and loading
+            # would replace the maps (a version 99 file of no maps emptied them; attack10)
+            raise MixgraphError(f"{args[0]}: MIDI map file version {doc.get('version')!r} "
+                                f"is not supported (this server reads {MAP_FILE_VERSION})")
         self.load_doc(doc.get("maps"), strict=True)
         self._journal()
         reply("/done", ["/midi/load", args[0], len(self.maps)])

@@ -190,3 +190,98 @@ def test_empty_size_prefixed_frames_are_keepalives_not_garbage(tmp_path):
         s.close()
     finally:
         d.stop()
+
+
+# ---- 6. one host's expensive packets held another host's reply for their whole burst --
+def test_a_udp_flood_of_slow_packets_does_not_hold_another_hosts_reply(tmp_path):
+    """A host sending 30 /patch/load of a 40-eq8 patch (each 0.1-0.7 s of control
+    time) over UDP had them all in the arrival-order queue ahead of another host's
+    /status, which waited for all 30 (or the flooder's whole-graph budget, 3 s of
+    CPU). A host that has had its turn's time (TURN_S) in the queue since it was last
+    empty now has its other packets moved to its own queue, served in turn: the other
+    host's /status comes after a few of them. Counted, not timed: /status's `messages`
+    says how many were handled before it (a faster host handles more in a turn, and
+    every one counts; the bound leaves room for that)."""
+    import socket
+
+    from mixgraph.server.osc import encode_message
+
+    from daemon_util import Daemon
+
+    d = Daemon(tmp_path / "state", "--backend", "null")
+    try:
+        for i in range(40):
+            d.call("/graph/add", "eq8", f"e{i}")
+        d.call("/patch/save", "p")
+        flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        flood.bind(("127.0.0.2", 0))  # another host: loopback has them all
+        flood.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        load = encode_message("/patch/load", ["p"])
+        n = 30
+        before = d.status()["messages"]
+        for _ in range(n):
+            flood.sendto(load, ("127.0.0.1", d.port))
+        st = d.status()
+        ahead = st["messages"] - before - 1
+        assert ahead < 12, f"{ahead} of {n} slow packets were handled before /status"
+        # and the flooder's packets are all handled in the end, in order
+        end = __import__("time").monotonic() + 300
+        while d.status()["messages"] < before + n + 2 and \
+                __import__("time").monotonic() < end:
+            __import__("time").sleep(0.2)
+        assert d.status()["messages"] >= before + n + 2
+        flood.close()
+    finally:
+        d.stop()
+
+
+# ---- 7. a patch with a 2M-number state held the control thread 21 s in its check -----
+def test_a_long_list_in_a_patch_is_checked_without_a_call_an_element(monkeypatch):
+    """check_plain (the decoded document's shape check, before anything else) called
+    itself and built a path string for every element: a hand-made patch whose node
+    `state` held 2M numbers (10 MB of JSON) spent 21 s of control CPU there before
+    /patch/load refused it for its length. Scalars are checked inline now: counted
+    calls, not time."""
+    from mixgraph.server import state
+
+    calls = [0]
+    real = state.check_plain
+
+    def counting(*a, **k):
+        calls[0] += 1
+        return real(*a, **k)
+    monkeypatch.setattr(state, "check_plain", counting)
+    doc = {"format": "mixgraph-patch", "nodes": [{"name": "a", "state": [0.5] * 100_000,
+                                                  "params": {"gain": -6.0, "x": 1}}]}
+    state.check_plain(doc, "p")
+    assert calls[0] < 10, calls[0]  # was 100,008
+    # and what it refuses, it still names
+    for bad, where in [({"a": [1, [2, {"b": 1 << 70}]]}, "a[1][1].b"),
+                       ({"a": [0.5, object()]}, "a[1]")]:
+        with pytest.raises(Exception, match=__import__("re").escape(where)):
+            state.check_plain(bad, "p")
+
+
+# ---- 8. a MIDI map file of another version emptied the maps --------------------------
+def test_a_midi_map_file_of_another_version_is_refused_and_the_maps_kept(tmp_path):
+    """`/midi/load` of a hand-edited or newer server's file with `"version": 99` and
+    no maps answered /done 0 and removed every map."""
+    import json
+
+    from daemon_util import Daemon
+
+    d = Daemon(tmp_path / "state", "--backend", "null")
+    try:
+        d.call("/graph/add", "gain", "g")
+        d.call("/midi/map", "/node/g/gain", "cc", 1, 7)
+        (tmp_path / "state" / "midi").mkdir(exist_ok=True)
+        f = tmp_path / "state" / "midi" / "new.json"
+        f.write_text(json.dumps({"format": "mixgraph-midi", "version": 99, "maps": []}))
+        a, r = d.request("/midi/load", "new")
+        assert a == "/fail" and "version 99" in r[-1], (a, r)
+        assert d.request("/midi/maps")[1][0] == 1  # kept
+        f.write_text(json.dumps({"format": "mixgraph-midi", "maps": []}))  # no version: 1
+        assert d.request("/midi/load", "new")[0] == "/done"
+        assert d.request("/midi/maps")[1][0] == 0
+    finally:
+        d.stop()
