@@ -31,7 +31,7 @@ from .actions import actions_for, is_action_or_trigger, run_action
 from .budget import Bucket, HostBudget
 from .catalog import CATALOG
 from .engine import EngineBusy
-from .errors import GraphWorkRefused, MixgraphError, echo
+from .errors import GRAPH_WORK_REFUSED, GraphWorkRefused, MixgraphError, echo
 from .errors import reason as _reason
 from .lv2 import grouped, plugin_type
 from .lv2 import known as lv2_known
@@ -1619,7 +1619,7 @@ class Dispatcher:
         budget = self._graph_budget
 
         def refuse(b: Bucket) -> GraphWorkRefused:
-            return GraphWorkRefused(f"{what}: too much whole-graph work from this host (at most "
+            return GraphWorkRefused(f"{what}: {GRAPH_WORK_REFUSED} from this host (at most "
                                     f"{GRAPH_WORK_RATE * 1e3:g} ms a second of /patch/load, /undo, "
                                     "/redo, scene and cue recalls after bursts of "
                                     f"{GRAPH_WORK_BURST_S:g} s): try "
