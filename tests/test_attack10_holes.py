@@ -198,13 +198,14 @@ def test_a_udp_flood_of_slow_packets_does_not_hold_another_hosts_reply(tmp_path)
     time) over UDP had them all in the arrival-order queue ahead of another host's
     /status, which waited for all 30 (or the flooder's whole-graph budget, 3 s of
     CPU). A host that has had its turn's time (TURN_S) in the queue since it was last
-    empty now has its other packets moved to its own queue, served in turn: the other
-    host's /status comes after a few of them. Counted, not timed: /status's `messages`
-    says how many were handled before it (a faster host handles more in a turn, and
-    every one counts; the bound leaves room for that)."""
+    empty now has its other packets there deferred to turns of its own, in their
+    order: the other host's /status comes after a few of them, while the flooding
+    host's own sockets still hear each other in order. Counted, not timed: /status's
+    `messages` says how many were handled before it (a faster host handles more in a
+    turn, and every one counts; the bound leaves room for that)."""
     import socket
 
-    from mixgraph.server.osc import encode_message
+    from mixgraph.server.osc import encode_message, parse_packet
 
     from daemon_util import Daemon
 
@@ -224,12 +225,28 @@ def test_a_udp_flood_of_slow_packets_does_not_hold_another_hosts_reply(tmp_path)
         st = d.status()
         ahead = st["messages"] - before - 1
         assert ahead < 12, f"{ahead} of {n} slow packets were handled before /status"
-        # and the flooder's packets are all handled in the end, in order
-        end = __import__("time").monotonic() + 300
-        while d.status()["messages"] < before + n + 2 and \
-                __import__("time").monotonic() < end:
-            __import__("time").sleep(0.2)
-        assert d.status()["messages"] >= before + n + 2
+        # and the flooder's packets are all handled in the end: its own /sync after them
+        flood.settimeout(300.0)
+        flood.sendto(encode_message("/sync", [5]), ("127.0.0.1", d.port))
+        while all(m.address != "/synced" for m in parse_packet(flood.recv(65536))):
+            pass
+        # one host's clients keep their order among themselves: a second socket of the
+        # flooding host asks /status after the flood and hears it after all of it
+        mate = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        mate.bind(("127.0.0.2", 0))
+        mate.settimeout(120.0)
+        before = d.status()["messages"]
+        for _ in range(n):
+            flood.sendto(load, ("127.0.0.1", d.port))
+        mate.sendto(encode_message("/status", []), ("127.0.0.1", d.port))
+        msg = None
+        while msg is None:
+            msg = next((m for m in parse_packet(mate.recv(65536))
+                        if m.address == "/status.reply"), None)
+        got = dict(zip(msg.args[::2], msg.args[1::2], strict=True))
+        # all n before it (more: a loaded host's client may have sent a /status again)
+        assert got["messages"] - before - 1 >= n
+        mate.close()
         flood.close()
     finally:
         d.stop()
@@ -285,3 +302,39 @@ def test_a_midi_map_file_of_another_version_is_refused_and_the_maps_kept(tmp_pat
         assert d.request("/midi/maps")[1][0] == 0
     finally:
         d.stop()
+
+
+def test_a_midi_fader_morph_refused_by_the_budget_lands_when_it_refills(rig):
+    """With MIDI's whole-graph work charged, a fader on /scene/morph past the budget
+    had its moves refused, and a sweep's last position refused left the morph where
+    an earlier one put it. The latest refused position of a control goes again at
+    each look (unless the control moved since), so it lands once the budget refills."""
+    d, say = rig
+    for i in range(8):
+        say("/graph/add", "eq8", f"e{i}")
+    assert say("/scene/store", "a")[0] == "/done"
+    for i in range(8):
+        say(f"/node/e{i}/b1gain", 6.0)
+    assert say("/scene/store", "b")[0] == "/done"
+    assert say("/midi/map", "/scene/morph", "cc", 1, 7, "args", "a b")[0] == "/done"
+    d.midi._ensure()
+    d._graph_budget = HostBudget(0.02, 0.001)
+    fails: list = []
+    real = d.midi._reply
+
+    def spy(address, args):
+        if address == "/fail":
+            fails.append(args)
+        real(address, args)
+    d.midi._reply = spy
+    k = 0
+    while not fails and k < 5_000:
+        d.midi._alsa = (_FakeMidiIn([[0xB0, 7, k % 100]]), _FakeMidiOut())
+        d.midi.service()
+        k += 1
+    assert fails, f"{k} moves, none refused"
+    last = (k - 1) % 100
+    d._graph_budget = HostBudget(3.0, 0.5)  # refilled
+    d.midi._alsa = (_FakeMidiIn([]), _FakeMidiOut())
+    d.midi.service()  # no event: the refused position goes again
+    assert say("/node/e0/b1gain")[1][0] == pytest.approx(6.0 * last / 127, abs=1e-3)
