@@ -54,6 +54,7 @@ OSC_MAX = 64  # actions per cue
 # the autosave, and 10,000 would have made an autosave too big to be read back)
 OSC_TEXT_MAX = 1024
 CUE_TEXT_MAX = 4 << 20
+CUE_LINE_MAX = 72 << 10  # characters of one line of a cue file (parse_text)
 # significant digits a cue number keeps: what a 32-bit float holds exactly (FLT_DIG),
 # and what fmt_number shows. A controller sends `/cue/go 1.1` as the float32
 # 1.100000023841858, a cue file holds the double 1.1: both are cue 1.1.
@@ -248,6 +249,12 @@ def parse_text(text: str, scenes: dict | None = None) -> dict[float, Cue]:
     """A cue list from its text form; a syntax error names its line."""
     out: dict[float, Cue] = {}
     for n, raw in enumerate(text.splitlines(), 1):
+        if len(raw) > CUE_LINE_MAX:
+            # shlex builds a token a character at a time, in time quadratic in its
+            # length: one 1 MB word held the control thread over 20 s (attack10)
+            raise MixgraphError(f"cue file line {n}: longer than {CUE_LINE_MAX} characters "
+                                f"({len(raw)}; a cue of {OSC_MAX} osc actions of "
+                                f"{OSC_TEXT_MAX} needs less)")
         try:
             toks = shlex.split(raw, comments=True)
         except ValueError as e:

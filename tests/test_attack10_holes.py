@@ -338,3 +338,23 @@ def test_a_midi_fader_morph_refused_by_the_budget_lands_when_it_refills(rig):
     d.midi._alsa = (_FakeMidiIn([]), _FakeMidiOut())
     d.midi.service()  # no event: the refused position goes again
     assert say("/node/e0/b1gain")[1][0] == pytest.approx(6.0 * last / 127, abs=1e-3)
+
+
+# ---- 9. one long word in a cue file held the control thread for tens of seconds -------
+def test_a_cue_file_line_longer_than_any_cue_is_refused_before_it_is_split():
+    """/cue/load (and `mixgraph cues`) split each line with shlex, which builds a word
+    a character at a time in quadratic time: a 1 MB line of one word (the file bound)
+    took over 20 s of control CPU (400 kB: 3.4 s) before failing on the name's
+    length. A line longer than any cue can be is refused first, by its line number;
+    a cue of 64 actions of 1024 characters still loads."""
+    import time
+
+    from mixgraph.server.cues import CUE_LINE_MAX, MixgraphError, parse_text
+
+    t0 = time.thread_time()
+    with pytest.raises(MixgraphError, match="line 2: longer than"):
+        parse_text("1 name a\n2 name " + "x" * (1 << 20) + "\n")
+    assert time.thread_time() - t0 < 5.0
+    line = "3 name full " + " ".join(["osc '/node/g/gain " + "1" * 1000 + "'"] * 64)
+    assert len(line) < CUE_LINE_MAX
+    assert len(parse_text(line)[3.0].osc) == 64
