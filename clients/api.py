@@ -196,8 +196,11 @@ class CommandsMixin:
         (they arrive through subscribe()/on_message() callbacks)."""
         return self._run("call", "/meters/subscribe", (pattern, float(rate_hz)), _ident)
 
-    def meters_unsubscribe(self, pattern: str = "*"):
-        return self._run("call", "/meters/unsubscribe", (pattern,), _ident)
+    def meters_unsubscribe(self, pattern: str | None = None):
+        """Stop this client's meter streams: one pattern as given to meters_subscribe(),
+        or all of them (no pattern). A pattern it does not hold fails."""
+        args = () if pattern is None else (pattern,)
+        return self._run("call", "/meters/unsubscribe", args, _ident)
 
     def reply_port(self, port: int):
         """Ask the server to send replies and feedback to this UDP port instead."""

@@ -358,7 +358,7 @@ def _cmd_ctl(a: argparse.Namespace) -> int:
             addr, rargs = c.receive(left)
             if addr == "/synced" and token is not None and rargs == [token]:
                 break
-            print(addr, *[format_value(x) for x in rargs], flush=True)
+            print(format_reply(addr, rargs), flush=True)
             if addr in REPLY_ADDRESSES and rargs and rargs[0] == a.address:
                 status = 1 if addr == "/fail" else 0
                 if addr == "/done" and a.address == "/midi/learn" and args:
@@ -369,6 +369,19 @@ def _cmd_ctl(a: argparse.Namespace) -> int:
                 token = int(time.monotonic_ns() & 0x3FFFFFFF)
                 c.send("/sync", token)
     return status
+
+
+def format_reply(addr: str, args: list) -> str:
+    """A reply as `ctl` prints it: the address and its arguments on one line, except
+    /history.reply (one message of every step: printed a step a line, the counts
+    first, so the history reads as a list and not as one line of 20 steps)."""
+    if addr == "/history.reply" and len(args) >= 2 and (len(args) - 2) % 3 == 0:
+        lines = [f"{addr} {format_value(args[0])} {format_value(args[1])}"]
+        for i in range(2, len(args), 3):
+            n, label, what = args[i:i + 3]
+            lines.append(f"{format_value(n):>4}  {format_value(label)}  {format_value(what)}")
+        return "\n".join(lines)
+    return " ".join([addr, *[format_value(x) for x in args]])
 
 
 LEARN_WAIT_S = 120.0  # how long `ctl /midi/learn <address>` waits for a control to move

@@ -26,6 +26,7 @@ END, ESC, ESC_END, ESC_ESC = 0xC0, 0xDB, 0xDC, 0xDD
 OUT_HIGH = 1 << 20  # stop reading a TCP client while this much output is unsent
 OUT_MAX = 16 << 20  # a client this far behind is disconnected
 _ENDS = re.compile(rb"\xc0+")  # a run of SLIP ENDs: double ENDs, keep-alives
+_EMPTY = re.compile(rb"(?:\0\0\0\0)+")  # a run of empty size-prefixed frames: keep-alives
 END_BYTES = 64  # SLIP ENDs between frames that cost one token of the rate limit
 
 
@@ -120,6 +121,16 @@ class TcpConn:
             if self.mode == "len":
                 if len(buf) < 4:
                     return
+                if not buf[0] and not buf[1] and not buf[2] and not buf[3]:
+                    # empty frames (keep-alives) go in one step, a token per END_BYTES
+                    # of them as SLIP's ENDs: each was parsed as a garbage packet, a
+                    # full token and ~10 us of control CPU (1M of them: 10 s; attack10)
+                    run = _EMPTY.match(buf)
+                    n = run.end() if run is not None else 4
+                    del buf[:n]
+                    if self.bucket is not None:
+                        self.bucket.tokens -= n / END_BYTES
+                    continue
                 size = int.from_bytes(buf[:4], "big", signed=True)
                 if size < 0 or size > maxf:
                     self.server.counters.oversized += 1

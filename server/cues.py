@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from . import ramps
 from .errors import MixgraphError
+from .patterns import compile_pattern, is_pattern
 from .values import has_control, number
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ OSC_MAX = 64  # actions per cue
 # the autosave, and 10,000 would have made an autosave too big to be read back)
 OSC_TEXT_MAX = 1024
 CUE_TEXT_MAX = 4 << 20
+CUE_LINE_MAX = 72 << 10  # characters of one line of a cue file (parse_text)
 # significant digits a cue number keeps: what a 32-bit float holds exactly (FLT_DIG),
 # and what fmt_number shows. A controller sends `/cue/go 1.1` as the float32
 # 1.100000023841858, a cue file holds the double 1.1: both are cue 1.1.
@@ -132,6 +134,12 @@ def cue_from_dict(item, trim: Trim | None = None) -> Cue:
             trim(f"cue {fmt_number(num)}: an osc action of {len(m)} characters left out "
                  f"(at most {OSC_TEXT_MAX} since this version): {m[:80]!r}...")
             continue
+        if trim is not None and isinstance(m, str):
+            try:
+                parse_osc(m)
+            except MixgraphError as e:  # taken by an older version: left out, said
+                trim(f"cue {fmt_number(num)}: an osc action left out: {e}")
+                continue
         pairs += ["osc", m]
     return apply_keys(Cue(num), pairs, _Any())
 
@@ -180,9 +188,20 @@ def parse_osc(text) -> tuple[str, list]:
         raise MixgraphError(f"osc: {e}") from None
     if not toks or not toks[0].startswith("/"):
         raise MixgraphError(f"osc: {text[:64]!r} does not start with an OSC address")
-    if toks[0].startswith("/cue/"):
+    addr = toks[0]
+    if addr.startswith("/cue/"):
         raise MixgraphError("osc: a cue cannot send /cue/ messages (GO is the operator's)")
-    return toks[0], [parse_arg(a) for a in toks[1:]]
+    # checked when the cue is made, not when it fires mid-show: `/`, a trailing `/`, a
+    # control character or a malformed pattern would only fail at GO (attack10)
+    if addr == "/" or addr.endswith("/") or has_control(addr) or " " in addr:
+        raise MixgraphError(f"osc: {addr[:64]!r} is not an OSC address (/part/part..., "
+                            "no empty last part, spaces or control characters)")
+    if is_pattern(addr):
+        try:
+            compile_pattern(addr)
+        except ValueError as e:
+            raise MixgraphError(f"osc: {addr[:64]!r}: {e}") from None
+    return addr, [parse_arg(a) for a in toks[1:]]
 
 
 def apply_keys(cue: Cue, pairs: list, scenes: dict) -> Cue:
@@ -230,6 +249,12 @@ def parse_text(text: str, scenes: dict | None = None) -> dict[float, Cue]:
     """A cue list from its text form; a syntax error names its line."""
     out: dict[float, Cue] = {}
     for n, raw in enumerate(text.splitlines(), 1):
+        if len(raw) > CUE_LINE_MAX:
+            # shlex builds a token a character at a time, in time quadratic in its
+            # length: one 1 MB word held the control thread over 20 s (attack10)
+            raise MixgraphError(f"cue file line {n}: longer than {CUE_LINE_MAX} characters "
+                                f"({len(raw)}; a cue of {OSC_MAX} osc actions of "
+                                f"{OSC_TEXT_MAX} needs less)")
         try:
             toks = shlex.split(raw, comments=True)
         except ValueError as e:

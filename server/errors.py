@@ -35,6 +35,9 @@ class DeviceMismatch(MixgraphError):
     fine, it is the wrong device (a restart keeps such a snapshot as a patch)."""
 
 
+GRAPH_WORK_REFUSED = "too much whole-graph work"  # in GraphWorkRefused's reason
+
+
 class GraphWorkRefused(MixgraphError):
     """The source host's whole-graph budget is spent (osc.Dispatcher.graph_work)."""
 

@@ -154,17 +154,20 @@ class Feedback:
         s.next_meter = 0.0
         s.names = None
 
-    def meters_unsubscribe(self, peer: Peer, pattern: str | None) -> None:
+    def meters_unsubscribe(self, peer: Peer, pattern: str | None) -> list[str] | None:
+        """Stop the peer's meter streams (all, or one pattern). None when it held that
+        pattern (or pattern is None), else the patterns it holds (for the /fail)."""
         s = self.subs.get(peer.key)
         if s is None:
-            return
+            return None if pattern is None else []
         if pattern is None:
             s.meters.clear()
-        else:
-            s.meters.pop(pattern.strip("/").removeprefix("node/"), None)
+        elif s.meters.pop(pattern.strip("/").removeprefix("node/"), None) is None:
+            return list(s.meters)
         s.names = None
         if not s.params and not s.meters:
             self.subs.pop(peer.key, None)
+        return None
 
     # ---- changes ----------------------------------------------------------------
     def changed(self, name: str, param: str, value: float, origin: Peer | None) -> None:

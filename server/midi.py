@@ -32,7 +32,7 @@ import numpy as np
 from . import tapers
 from ._core import ffi, lib
 from .actions import actions_for
-from .errors import MixgraphError
+from .errors import GRAPH_WORK_REFUSED, MixgraphError
 from .midimap import MAX_MAPS, QUERIES, Map, check_map, check_maps
 from .state import PATCH_NAME_RE, check_room, confine_path, read_bounded, write_atomic
 from .values import whole
@@ -51,8 +51,10 @@ MODES = {"momentary": lib.MG_MIDI_MOMENTARY, "toggle": lib.MG_MIDI_TOGGLE,
 # the wall clock when the engine's clock does not move
 LEARN_WINDOW_S = 0.15
 LEARN_STALL_S = 2.0
+MIDI_HOST = "midi"  # the budget host MIDI's whole-graph work is charged to (osc.graph_work)
 POLL_MAX = 8192        # events handled per service call (a flood waits for the next)
 ALSA_QUEUE = 65536     # messages python-rtmidi holds for the control thread
+MAP_FILE_VERSION = 1  # the "version" of a /midi/save file (one without is taken as this)
 MAP_FILE_MAX = 16 << 20  # bytes of a /midi/load file
 # kinds whose value is a position (absolute, or an encoder's running position): of
 # several moves of one such map in one drain, only the latest is dispatched
@@ -103,6 +105,7 @@ class MidiManager:
         self._held: set[int] = set()  # map slots held by a touch (_hold_touched)
         self._applied = 0  # parameters set by _dispatch (the ALSA / rtmidi path)
         self._coalesced = 0  # positional moves superseded by a later one (_drain)
+        self._retry: dict[int, list] = {}  # slot -> [map, out, value] refused by the budget
         self._alsa = None
         self.mode, self.why = self._probe()  # the daemon's configure() says it in the log
         pending = getattr(self.session, "midi_doc", None)
@@ -361,6 +364,7 @@ class MidiManager:
     def install(self, made: list[Map]) -> None:
         """Make `made` (checked maps, at most MAX_MAPS) the maps, all at once."""
         self._journalable([m.doc() for m in made])
+        self._retry = {}  # slots are numbered again
         if made:
             self._ensure()
         new: dict[tuple[str, str, int, int], Map] = {}
@@ -381,7 +385,7 @@ class MidiManager:
         if len(args) != 1:
             raise MixgraphError("usage: /midi/save <name>")
         p = self._path(args[0])
-        text = json.dumps({"format": "mixgraph-midi", "version": 1,
+        text = json.dumps({"format": "mixgraph-midi", "version": MAP_FILE_VERSION,
                            "maps": self.to_doc()}, indent=1) + "\n"
         if self.d.store is not None:  # as a patch: never the journal's last MBs
             check_room(p.parent, len(text), self.d.store.min_free, "a saved MIDI map file")
@@ -404,6 +408,11 @@ class MidiManager:
             raise MixgraphError(f"{args[0]}: not a MIDI map file ({e})") from None
         if not isinstance(doc, dict) or doc.get("format") != "mixgraph-midi":
             raise MixgraphError(f"{args[0]}: not a MIDI map file")
+        if doc.get("version", MAP_FILE_VERSION) != MAP_FILE_VERSION:
+            # a newer server's file: its maps may mean something else, and loading
+            # would replace the maps (a version 99 file of no maps emptied them; attack10)
+            raise MixgraphError(f"{args[0]}: MIDI map file version {doc.get('version')!r} "
+                                f"is not supported (this server reads {MAP_FILE_VERSION})")
         self.load_doc(doc.get("maps"), strict=True)
         self._journal()
         reply("/done", ["/midi/load", args[0], len(self.maps)])
@@ -546,6 +555,12 @@ class MidiManager:
         latest: dict[int, float] = {}  # parameter values moved by the audio thread
         moves: list[list] = []  # [map, out, value] to dispatch, in order
         at: dict[int, int] = {}  # slot of a positional map -> its index in moves
+        # a control's latest position refused by the "midi" host's whole-graph budget
+        # goes again (unless it moved since): a fader's last morph must land
+        for slot, mv in self._retry.items():
+            at[slot] = len(moves)
+            moves.append(mv)
+        self._retry = {}
         ev = self._ev
         for _ in range(POLL_MAX):
             if not lib.mg_midi_poll(self.ptr, ev):
@@ -570,7 +585,8 @@ class MidiManager:
                 moves.append([m, float(ev.out), int(ev.value)])
         for m, out, value in moves:
             if self.maps.get(m.key) is m:  # not unmapped by an earlier move's address
-                self._dispatch(m, out, value)
+                if self._dispatch(m, out, value) and m.kind in POSITIONAL:
+                    self._retry[m.slot] = [m, out, value]
         for slot, v in latest.items():
             m = by_slot[slot]
             r = self._resolved.get(slot)
@@ -585,12 +601,13 @@ class MidiManager:
             m.last = node.g.params[param]
             self.d._changed(node.g.name, param, v, None)
 
-    def _dispatch(self, m: Map, out: float, value: int) -> None:
+    def _dispatch(self, m: Map, out: float, value: int) -> bool:
         """A control moved a map the audio thread does not apply: send it as OSC
-        (out: the value the map made of the move, value: the control's raw value)."""
+        (out: the value the map made of the move, value: the control's raw value).
+        True when the "midi" host's whole-graph budget refused it."""
         t = self.target_or_none(m.address)
         if t is None:
-            return
+            return False
         if t[0] == "param":  # the ALSA path: set through the dispatcher
             address = f"/node/{t[1]}/{t[2]}"
             args = [out]
@@ -607,7 +624,14 @@ class MidiManager:
                 failed.append(r)
             self._reply(a, r)
 
-        self.d.dispatch(address, args, reply)
+        # whole-graph work (a note on /scene/recall, /cue/go, /patch/load) is charged
+        # to the "midi" host's budget as a network host's is (osc.graph_work): a
+        # controller's pads could otherwise drive unbounded control work (attack10)
+        self.d.charged_to = MIDI_HOST
+        try:
+            self.d.dispatch(address, args, reply)
+        finally:
+            self.d.charged_to = None
         if t[0] == "param" and not failed:
             self._applied += 1
         if t[0] == "param":
@@ -616,6 +640,8 @@ class MidiManager:
                 m.last = node.g.params.get(t[2])
         else:
             m.last = out
+        return any(r and isinstance(r[-1], str) and GRAPH_WORK_REFUSED in r[-1]
+                   for r in failed)
 
     def _reply(self, address: str, args: list) -> None:
         if address == "/fail":

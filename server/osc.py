@@ -31,7 +31,7 @@ from .actions import actions_for, is_action_or_trigger, run_action
 from .budget import Bucket, HostBudget
 from .catalog import CATALOG
 from .engine import EngineBusy
-from .errors import GraphWorkRefused, MixgraphError, echo
+from .errors import GRAPH_WORK_REFUSED, GraphWorkRefused, MixgraphError, echo
 from .errors import reason as _reason
 from .lv2 import grouped, plugin_type
 from .lv2 import known as lv2_known
@@ -492,6 +492,9 @@ class Dispatcher:
         self._set_budget = HostBudget(PATTERN_RUN_BURST_S, PATTERN_RUN_RATE)  # _pattern
         self._whole_budget = HostBudget(WHOLE_STATE_BURST_S, WHOLE_STATE_RATE)  # /dump ...
         self._graph_budget = HostBudget(GRAPH_WORK_BURST_S, GRAPH_WORK_RATE)  # /patch/load
+        # the budget host of whole-graph work dispatched with no client ("midi" while
+        # MIDI's moves are dispatched: graph_work)
+        self.charged_to: str | None = None
         # (host, scene a, scene b) -> a /scene/morph the host's budget refused, held
         # until the budget allows (the latest wins): server/show_osc.py
         self.morph_held: dict[tuple, tuple] = {}
@@ -1372,7 +1375,16 @@ class Dispatcher:
 
     def _meters_unsubscribe(self, args: list, reply: Reply, _t: int, client=None) -> None:
         fb = self._need_feedback(client, stream=False)
-        fb.meters_unsubscribe(client, args[0] if args and isinstance(args[0], str) else None)
+        if len(args) > 1 or (args and not isinstance(args[0], str)):
+            # `/meters/unsubscribe 5` stopped every stream of the client (attack10)
+            raise MixgraphError("usage: /meters/unsubscribe [<pattern>] (a name or pattern "
+                                "given to /meters/subscribe; none: all of this client's)")
+        held = fb.meters_unsubscribe(client, args[0] if args else None)
+        if held is not None:
+            raise MixgraphError(f"not subscribed to {args[0][:64]!r} from this client "
+                                f"address; its meter patterns: "
+                                f"{' '.join(held[:8]) or 'none'}"
+                                f"{' ...' if len(held) > 8 else ''}")
         reply("/done", ["/meters/unsubscribe", *(echo(a) for a in args[:1])])
 
     def _reply_port(self, args: list, reply: Reply, _t: int, client=None) -> None:
@@ -1593,20 +1605,27 @@ class Dispatcher:
         reply waiting behind it, and 2,000 /scene/morph of two 100-eq8 scenes likewise
         (attack6); the edits past the budget now fail at once. What is charged is the
         control thread's CPU time, so that a box loaded by other programs does not refuse
-        an operator's edits for time spent waiting for a core."""
-        if client is None:
+        an operator's edits for time spent waiting for a core. Work with no client is
+        charged to `charged_to` when it is set: MIDI's (a note or program change on
+        /scene/recall, /cue/go or /patch/load is a press that dispatches every time,
+        attack10), else to no one (the server's own: cue chains, start-up)."""
+        if client is not None:
+            host = source_of(client.key)
+        elif self.charged_to is not None:
+            host = self.charged_to
+        else:
             yield
             return
         budget = self._graph_budget
 
         def refuse(b: Bucket) -> GraphWorkRefused:
-            return GraphWorkRefused(f"{what}: too much whole-graph work from this host (at most "
+            return GraphWorkRefused(f"{what}: {GRAPH_WORK_REFUSED} from this host (at most "
                                     f"{GRAPH_WORK_RATE * 1e3:g} ms a second of /patch/load, /undo, "
                                     "/redo, scene and cue recalls after bursts of "
                                     f"{GRAPH_WORK_BURST_S:g} s): try "
                                     f"again in {max(budget.wait_s(b), 0.1):.1f} s")
 
-        with budget.spend(source_of(client.key), refuse):
+        with budget.spend(host, refuse):
             yield
 
     def _match(self, pattern: str) -> list[str]:

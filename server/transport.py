@@ -283,6 +283,13 @@ class ControlServer:
         self.backlog = 0  # bytes in all UDP clients' own queues
         self.deficit: dict[tuple, int] = {}  # UDP address -> bytes it may still be served
         self.host_queues: dict[str, int] = {}  # source host -> its clients with a queue
+        # source host -> control time its packets took in the FIFO since it was last
+        # empty; past TURN_S its further FIFO packets wait in `deferred`
+        self.fifo_spent: dict[str, float] = {}
+        # source host -> (UDP address, packet) taken off the FIFO in arrival order, served
+        # as one round-robin turn (the host's key in `ready`: a str); still counted in
+        # `pending` and `fifo_bytes`, so they bound it as they bound the FIFO
+        self.deferred: dict[str, deque] = {}
         self._ready_set: set = set()
         self._paused: set[TcpConn] = set()
         self._stop = False
@@ -665,6 +672,42 @@ class ControlServer:
         self._drop_queue(addr)
         return False
 
+    def _defer(self, host: str, item: tuple) -> None:
+        """A FIFO packet of a host past its time there: into the host's deferred queue
+        (which its later FIFO packets join, so its clients' order is kept: a client's
+        own queue waits while it has packets `pending` here or in the FIFO)."""
+        q = self.deferred.get(host)
+        if q is None:
+            q = self.deferred[host] = deque()
+            self._ready_set.add(host)
+            self.ready.append(host)
+        q.append(item)
+
+    def _deferred_turn(self, host: str) -> bool:
+        """One round-robin turn of a host's deferred packets, in arrival order: QUANTUM
+        bytes or TURN_S of time. True if more wait."""
+        q = self.deferred[host]
+        pending = self.pending
+        now = time.monotonic()
+        cut = now + TURN_S
+        used = 0
+        while q and used < QUANTUM:
+            addr, data = q.popleft()
+            used += len(data)
+            n = pending[addr] - 1
+            if n:
+                pending[addr] = n
+            else:
+                del pending[addr]
+            self._packet(data, self._udp_peer(addr), now)
+            if time.monotonic() > cut:
+                break
+        self.fifo_bytes -= used
+        if q:
+            return True
+        del self.deferred[host]
+        return False
+
     def _drop_queue(self, addr) -> None:
         """Forget a UDP client's own queue (served empty)."""
         q = self.queues.pop(addr, None)
@@ -829,20 +872,37 @@ class ControlServer:
                 now = time.monotonic()
                 cut = now + TURN_S
                 served = 0
+                spent = self.fifo_spent
+                deferred = self.deferred
                 while fifo and served < QUANTUM and time.monotonic() <= cut:
-                    addr, data = fifo.popleft()
+                    item = fifo.popleft()
+                    host = item[0][0]
+                    if host in deferred or spent.get(host, 0.0) > TURN_S:
+                        # this host had its turn's time in the FIFO: the rest of its
+                        # packets wait, in their order, for its round-robin turns, so
+                        # they do not hold every later packet of other hosts (attack10:
+                        # 30 slow /patch/load held another host's /status for all 30)
+                        self._defer(host, item)
+                        continue
+                    addr, data = item
                     served += len(data)
                     n = pending[addr] - 1
                     if n:
                         pending[addr] = n
                     else:
                         del pending[addr]
+                    t0 = time.monotonic()
                     self._packet(data, self._udp_peer(addr), now)
+                    spent[host] = spent.get(host, 0.0) + time.monotonic() - t0
                 self.fifo_bytes -= served
+                if not fifo:
+                    spent.clear()
             for _ in range(len(ready)):
                 item = ready.popleft()
                 if isinstance(item, TcpConn):
                     more = not item.closed and self._process_conn(item, limit=BATCH)
+                elif isinstance(item, str):  # a host's deferred FIFO packets
+                    more = self._deferred_turn(item)
                 else:
                     if not self.queues.get(item):
                         self._ready_set.discard(item)

@@ -46,3 +46,29 @@ def test_setup_skips_what_is_current_and_says_where_mixgraph_is(tmp_path):
     assert "skipping pip" in out and "apt-get" not in out and "install mixgraph" not in out
     assert f"linked from {link}" in out
     assert f"PY={sys.executable}" in out
+
+
+def test_ci_run_with_test_paths_runs_those_alone(tmp_path):
+    """`bash .ci/run tests/test_docs.py` ran the whole suite and that file again
+    (pytest got `tests` first whatever the arguments): a new user asking for the
+    structural tests got 15 minutes of everything. Test paths among the arguments
+    now run alone; options alone still run the suite. Collected, not run."""
+    if sys.prefix == sys.base_prefix:
+        pytest.skip("the tests' Python is not a venv: set-up would install into it")
+    env = dict(os.environ, HOME=str(tmp_path), PYTHON=sys.executable, MIXGRAPH_SKIP_APT="1",
+               MIXGRAPH_LINK="0")
+
+    def collected(*args: str) -> int:
+        r = subprocess.run(["bash", str(ROOT / ".ci" / "run"), *args, "--collect-only"],
+                           capture_output=True, text=True, env=env, timeout=900,
+                           stdin=subprocess.DEVNULL, cwd=tmp_path)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        # pytest -q --collect-only: "N tests collected" or "K/N tests collected (M
+        # deselected)" after the node ids
+        last = [x for x in r.stdout.splitlines() if "collected" in x]
+        assert last, r.stdout[-2000:]
+        return int(last[-1].split()[0].split("/")[0])
+
+    one = collected("tests/test_ci_setup.py")
+    assert one == len([n for n in globals() if n.startswith("test_")]), one
+    assert collected("-k", "test_ci_run_with_test_paths") == 1
