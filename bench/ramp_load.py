@@ -6,7 +6,7 @@ fade on the null backend).
     python bench/ramp_load.py --nodes 100 400 1000
     python bench/ramp_load.py --nodes 100 400 1000 --ab old.so server/_core.abi3.so
     valgrind --tool=callgrind --toggle-collect=mg_engine_process_blocks \\
-        python bench/ramp_load.py --nodes 400 --callgrind 20
+        python bench/ramp_load.py --nodes 400 --callgrind 20 [--one-band]
 
 builds N eq8 nodes (2 channels), times 200 idle 64-frame blocks, then starts a
 30 s ramp on 9 parameters of every node (8 band gains to -6 dB, b1freq to
@@ -24,6 +24,10 @@ end than the last round's) and runs --blocks blocks, reporting the CPU time
 (thread time) per block. Prints each build's median over the rounds, the
 idle figure, the settled one (the last round's end values set: the scene the
 fade arrives at) and the per-round ratios B / A.
+
+With --one-band, every node's eight bands stand at +3 dB (all active) and
+only band 3's gain ramps: the gliding run of a node holds one moving section
+among seven steady ones (what a single fader or automation lane does).
 """
 
 from __future__ import annotations
@@ -38,6 +42,14 @@ import time
 import numpy as np
 
 PARAMS = [f"b{k}gain" for k in range(1, 9)] + ["b1freq"]
+ONE_BAND = False  # --one-band: all bands at +3 dB, only b3gain ramps
+
+
+def one_band() -> None:
+    """Switch to the --one-band scene (see the module's doc)."""
+    global ONE_BAND, PARAMS
+    ONE_BAND = True
+    PARAMS = ["b3gain"]
 
 
 def blocks(e, n: int) -> np.ndarray:
@@ -58,7 +70,7 @@ def build(n: int):
     e = Engine(48000, 0, 2, block=64)
     s = Session(e)
     for i in range(n):
-        s.add_node("eq8", f"e{i}", {})
+        s.add_node("eq8", f"e{i}", {f"b{k}gain": 3.0 for k in range(1, 9)} if ONE_BAND else {})
     s.commit()
     e.process(64 * 50)  # (mg_engine_process: outside --callgrind's collection)
     return e, s
@@ -133,7 +145,8 @@ def ab(a: str, b: str, n: int, rounds: int, nblocks: int, cpu: int) -> None:
     idle = []
     for so in (a, b):
         p = subprocess.Popen([sys.executable, __file__, "--worker", so, "--nodes", str(n),
-                              "--blocks", str(nblocks), "--cpu", str(cpu)],
+                              "--blocks", str(nblocks), "--cpu", str(cpu)]
+                             + (["--one-band"] if ONE_BAND else []),
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert p.stdout is not None
         idle.append(float(p.stdout.readline()))
@@ -173,7 +186,7 @@ def callgrind(n: int, nblocks: int) -> None:
     finally:
         s.close()
         e.free()
-    print(f"{n} eq8 ramping: {nblocks} blocks collected")
+    print(f"{n} eq8 ramping{' (one band)' if ONE_BAND else ''}: {nblocks} blocks collected")
 
 
 def main() -> None:
@@ -187,8 +200,12 @@ def main() -> None:
     ap.add_argument("--callgrind", type=int, metavar="BLOCKS",
                     help="run BLOCKS ramping blocks for callgrind (see callgrind())")
     ap.add_argument("--so", help="with --callgrind: the core build to load")
+    ap.add_argument("--one-band", action="store_true",
+                    help="all bands at +3 dB, only b3gain ramps (one moving section a node)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.one_band:
+        one_band()
     if a.callgrind:
         if a.so:
             from ab_core import load_core  # bench/, beside this script

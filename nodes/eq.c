@@ -385,10 +385,14 @@ pass_skew_v(eq_vf *x, int n, const eq_vf (*c)[EQ_NC], eq_vf *s1i, eq_vf *s2i, co
  * pass's result). t is a whole number below 2^24, so stepping it by 1 a
  * frame gives (float)(off + i + 1) exactly; with `uniform` (every section's
  * off the same, as when a node's moving units were designed together) one
- * t serves every section of the frame. */
+ * t serves every section of the frame. With `fixm` (EQ_GLIDE_A: m0 and m2
+ * hold still in every section and lane of the pass, as they do for bells,
+ * notches, band-passes and the filters, whatever moves), c0's m0 and m2
+ * are used as they are: the caller has made them c0 + d (d = +-0 there, so
+ * that is c0 + t d for any t > 0, bit for bit, fused or not). */
 static inline __attribute__((always_inline)) void
 pass_glide_v(eq_vf *x, int n, const eq_vf (*c0)[EQ_NC], const eq_vf (*d)[EQ_NC], const eq_vf *off,
-             eq_vf *s1i, eq_vf *s2i, const int ns, const int uniform)
+             eq_vf *s1i, eq_vf *s2i, const int ns, const int uniform, const int fixm)
 {
     eq_vf s1[EQ_MAX_SEC], s2[EQ_MAX_SEC], t[EQ_MAX_SEC];
     const eq_vf zero = {0}, one = zero + 1.0f;
@@ -400,7 +404,7 @@ pass_glide_v(eq_vf *x, int n, const eq_vf (*c0)[EQ_NC], const eq_vf (*d)[EQ_NC],
             const eq_vf tk = t[uniform ? 0 : k];
             eq_vf c[EQ_NC];
             for (int j = 0; j < EQ_NC; j++)
-                c[j] = c0[k][j] + tk * d[k][j];
+                c[j] = fixm && (j == MG_SV_M0 || j == MG_SV_M2) ? c0[k][j] : c0[k][j] + tk * d[k][j];
             MG_SV_TICK(v, s1[k], s2[k], c[0], c[1], c[2], c[3], c[4], c[5]);
         }
         x[i] = v;
@@ -454,20 +458,81 @@ static inline __attribute__((always_inline)) int same_off(const eq_vf *off, int 
     return !any;
 }
 
+/* What a glide moves, per section (the same in all lanes: or of the
+ * lanes): which of a section's coefficients have d != 0 (NaN counts as
+ * moving). */
+enum { EQ_GLIDE_NONE, EQ_GLIDE_A, EQ_GLIDE_ALL };
+
+/* 0: the new paths (a pass's sections that do not move run the steady
+ * kernel, m0/m2 that hold still are not recomputed every frame);
+ * MIXGRAPH_EQ_GLIDE_PLAIN=1 in the environment: every gliding pass computes
+ * every coefficient every frame, as before (the tests compare the two). */
+static int eq_glide_plain;
+__attribute__((constructor)) static void eq_glide_env(void)
+{
+    const char *plain = getenv("MIXGRAPH_EQ_GLIDE_PLAIN");
+    eq_glide_plain = plain && plain[0] == '1';
+}
+
+static inline __attribute__((always_inline)) int glide_class(const eq_vf *d)
+{
+    const eq_vf zero = {0};
+    eq_vi a = (d[MG_SV_A1] != zero) | (d[MG_SV_A2] != zero) | (d[MG_SV_A3] != zero) |
+              (d[MG_SV_M1] != zero);
+    eq_vi m = (d[MG_SV_M0] != zero) | (d[MG_SV_M2] != zero);
+    int any_a = 0, any_m = 0;
+    for (int l = 0; l < EQ_LANES; l++)
+        any_a |= a[l], any_m |= m[l];
+    return any_m ? EQ_GLIDE_ALL : any_a ? EQ_GLIDE_A : EQ_GLIDE_NONE;
+}
+
+/* The gliding cascade, in passes as cascade_v's. A pass whose sections
+ * all hold still (every d = +-0: steady units in the run of moving ones)
+ * runs the steady kernel (pass_v; not pass_skew_v: the glide hash showed
+ * its bits differ from pass_v's here) on c0 + d, which is what c0 + t d is
+ * for every frame; a pass whose m0 and m2 hold still glides
+ * the other four (fixm). Which sections share a pass does not change any
+ * section's arithmetic: the output is the plain glide's bit for bit.
+ * c0 is changed in place (the held coefficients become c0 + d). */
 static inline __attribute__((always_inline)) void
-cascade_glide_v(eq_vf *x, int n, const eq_vf (*c0)[EQ_NC],
-                                   const eq_vf (*d)[EQ_NC], const eq_vf *off, eq_vf *s1,
-                                   eq_vf *s2, int ns)
+cascade_glide_v(eq_vf *x, int n, eq_vf (*c0)[EQ_NC], const eq_vf (*d)[EQ_NC], const eq_vf *off,
+                eq_vf *s1, eq_vf *s2, int ns)
 {
     for (int k0 = 0; k0 < ns;) {
         const int m = pass_len(ns - k0);
+        int cls = EQ_GLIDE_ALL;
+        if (!eq_glide_plain) {
+            cls = EQ_GLIDE_NONE;
+            for (int k = k0; k < k0 + m; k++) {
+                const int ck = glide_class(d[k]);
+                cls = ck > cls ? ck : cls;
+            }
+            if (cls == EQ_GLIDE_NONE) {
+                for (int k = k0; k < k0 + m; k++)
+                    for (int j = 0; j < EQ_NC; j++)
+                        c0[k][j] += d[k][j];
+            } else if (cls == EQ_GLIDE_A) {
+                for (int k = k0; k < k0 + m; k++)
+                    c0[k][MG_SV_M0] += d[k][MG_SV_M0], c0[k][MG_SV_M2] += d[k][MG_SV_M2];
+            }
+        }
+        const eq_vf(*c)[EQ_NC] = (const eq_vf(*)[EQ_NC])c0;
         switch (m) {
 #define EQ_CASE(N)                                                                                \
     case N:                                                                                       \
-        if (same_off(off + k0, N))                                                                \
-            pass_glide_v(x, n, c0 + k0, d + k0, off + k0, s1 + k0, s2 + k0, N, 1);               \
-        else                                                                                      \
-            pass_glide_v(x, n, c0 + k0, d + k0, off + k0, s1 + k0, s2 + k0, N, 0);               \
+        if (cls == EQ_GLIDE_NONE) {                                                               \
+            pass_v(x, n, c + k0, s1 + k0, s2 + k0, N);                                            \
+        } else if (same_off(off + k0, N)) {                                                       \
+            if (cls == EQ_GLIDE_A)                                                                \
+                pass_glide_v(x, n, c + k0, d + k0, off + k0, s1 + k0, s2 + k0, N, 1, 1);          \
+            else                                                                                  \
+                pass_glide_v(x, n, c + k0, d + k0, off + k0, s1 + k0, s2 + k0, N, 1, 0);          \
+        } else {                                                                                  \
+            if (cls == EQ_GLIDE_A)                                                                \
+                pass_glide_v(x, n, c + k0, d + k0, off + k0, s1 + k0, s2 + k0, N, 0, 1);          \
+            else                                                                                  \
+                pass_glide_v(x, n, c + k0, d + k0, off + k0, s1 + k0, s2 + k0, N, 0, 0);          \
+        }                                                                                         \
         break;
         EQ_CASE(1) EQ_CASE(2) EQ_CASE(3) EQ_CASE(4) EQ_CASE(5)
 #undef EQ_CASE
@@ -724,7 +789,7 @@ MG_HOT static void run_lanes_glide(const eq_lane *ln, int nln, int ns, int n)
                 for (int r = 0; r < EQ_NC; r++)
                     c0[j][r][l] = gp[j][l][r], d[j][r][l] = gp[j][l][EQ_NC + r];
     }
-    cascade_glide_v(x, n, (const eq_vf(*)[EQ_NC])c0, (const eq_vf(*)[EQ_NC])d, off, s1, s2, ns);
+    cascade_glide_v(x, n, c0, (const eq_vf(*)[EQ_NC])d, off, s1, s2, ns);
     guard_v(s1, s2, ns);
     lanes_store(ln, nln, x, n);
     for (int l = 0; l < nln; l++)
@@ -819,6 +884,27 @@ static inline int grid_end(const mg_proc *p, int i)
     return i + (EQ_MOVE_CHUNK - 1) - (int)((p->time + (uint64_t)i) & (EQ_MOVE_CHUNK - 1));
 }
 
+/* Ask for the cache lines of the states the run's glide will read
+ * (run_lanes_glide's gather: every channel's states of the listed units,
+ * contiguous from the first listed unit to the last): in a whole-desk fade
+ * they were evicted since the node's last block (perf, 400 eq8 fading: a
+ * third of run_lanes_glide's time sat on the first state load), and a gang
+ * runs its lanes only after the next nodes' bookkeeping, which the misses
+ * now overlap. A hint only: nothing computed changes. */
+static inline void glide_prefetch(const eq_state *s, const int *list, int nl)
+{
+    if (nl == 0)
+        return;
+    const int last = list[nl - 1];
+    const size_t span = (size_t)((last - list[0]) * 4 + s->unit[last].nsec) * sizeof(mg_sv_state);
+    for (int c = 0; c < s->channels; c++) {
+        const char *a = (const char *)(s->st + ((size_t)c * (size_t)s->nunits + (size_t)list[0]) * 4);
+        for (size_t b = 0; b < span; b += 64)
+            __builtin_prefetch(a + b, 1, 3);
+        __builtin_prefetch(a + span - 1, 1, 3);
+    }
+}
+
 /* Set every unit of `list` for frames i0 .. ie of the call (one grid chunk
  * or its start: ie may lie past the call): a moving unit without a glide
  * that covers frame i0 is designed at the grid frame ie and glides to it
@@ -864,6 +950,7 @@ static void glide_design(eq_state *s, const mg_proc *p, const int *list, int nl,
                 un->gl[k].gd.v[j] = (un->c[k].v[j] - un->gl[k].g0.v[j]) * r;
         }
     }
+    glide_prefetch(s, list, nl);
 }
 
 /* A run of units with moving ones among them, over the whole block: a
