@@ -71,7 +71,7 @@ typedef struct {
     int ch;
     int blk_ok; /* the fields below hold blk_init's derivation of the last call's parameters */
     int mk_ok;  /* mk, mix and dry hold fused_group's derivation of them */
-    unsigned char sidechain, rms, hpon, link_on, shared, nd;
+    unsigned char sidechain, rms, hpon, link_on, shared, nd, fus;
     comp_curve cs;
     float mk, mix, dry;
     float aa, ar, aw;     /* attack, release, RMS coefficients */
@@ -144,14 +144,26 @@ typedef struct {
     comp_state *s;
     const mg_proc *p;
     int sidechain, rms, hpon, curve_ramp, gain_ramp, link_on, shared, nd;
+    int fus; /* fusable(): the block runs in fused_group when ganged */
     comp_curve cs;
     float grmax[COMP_MAX_CH];
 } comp_blk;
 
-static void blk_init(comp_blk *b, comp_state *s, const mg_proc *p)
+/* One detector for one channel of its own input, no RMS or key filter, no
+ * parameter moving: a ganged block runs in fused_group, a node a lane. */
+static inline int fusable(const comp_blk *b)
 {
-    const mg_pv *pv = p->pv;
-    const int ch = s->ch;
+    return b->nd == 1 && b->s->ch == 1 && !b->sidechain && !b->hpon && !b->rms &&
+           !b->curve_ramp && !b->gain_ramp;
+}
+
+static void blk_derive(comp_blk *b, comp_state *s, const mg_proc *p);
+
+/* A block's start: what it derives from its parameters, from the state
+ * while they stay as the last call's (mg_proc.pv_same), inline (a strip's
+ * usual block), else derived again (blk_derive). */
+static inline void blk_init(comp_blk *b, comp_state *s, const mg_proc *p)
+{
     b->s = s;
     b->p = p;
     memset(b->grmax, 0, sizeof b->grmax);
@@ -159,9 +171,17 @@ static void blk_init(comp_blk *b, comp_state *s, const mg_proc *p)
         b->sidechain = s->sidechain, b->rms = s->rms, b->hpon = s->hpon;
         b->curve_ramp = b->gain_ramp = 0;
         b->link_on = s->link_on, b->shared = s->shared, b->nd = s->nd;
+        b->fus = s->fus;
         b->cs = s->cs;
         return;
     }
+    blk_derive(b, s, p);
+}
+
+static void blk_derive(comp_blk *b, comp_state *s, const mg_proc *p)
+{
+    const mg_pv *pv = p->pv;
+    const int ch = s->ch;
     b->sidechain = pv[P_SIDECHAIN].value >= 0.5f;
     b->rms = pv[P_DETECT].value >= 0.5f;
     b->hpon = pv[P_KEYHPON].value >= 0.5f;
@@ -172,6 +192,8 @@ static void blk_init(comp_blk *b, comp_state *s, const mg_proc *p)
     /* fully linked, all channels share one detector */
     b->nd = b->link_on && b->shared ? 1 : ch;
     b->cs = curve(pv[P_THRESH].value, pv[P_RATIO].value, pv[P_KNEE].value);
+    b->fus = fusable(b);
+    s->fus = (unsigned char)b->fus;
     s->sidechain = (unsigned char)b->sidechain, s->rms = (unsigned char)b->rms;
     s->hpon = (unsigned char)b->hpon, s->link_on = (unsigned char)b->link_on;
     s->shared = (unsigned char)b->shared, s->nd = (unsigned char)b->nd;
@@ -603,12 +625,6 @@ typedef comp_v8i comp_vi;
 typedef uint32_t comp_vu __attribute__((vector_size(32)));
 #define COMP_INLINE static inline __attribute__((always_inline))
 
-static inline int fusable(const comp_blk *b)
-{
-    return b->nd == 1 && b->s->ch == 1 && !b->sidechain && !b->hpon && !b->rms &&
-           !b->curve_ramp && !b->gain_ramp;
-}
-
 /* dyn_sel, dyn_max, dyn_min and dyn_clean on vectors (c: a lane mask, all
  * ones or zero). Macros and pointer arguments: no 32-byte vector crosses a
  * function boundary (its ABI differs with and without AVX). */
@@ -828,7 +844,7 @@ static void process_many(void *const *states, const mg_proc *procs, int k)
         int nl = 0, nf = 0;
         comp_blk *fl[COMP_FUSED];
         for (int j = 0; j < k; j++) {
-            if (fusable(&b[j])) {
+            if (b[j].fus) {
                 fl[nf++] = &b[j];
                 if (nf == COMP_FUSED) {
                     fused_group(fl, nf, o, m);
