@@ -629,8 +629,6 @@ typedef uint32_t comp_vu __attribute__((vector_size(32)));
  * ones or zero). Macros and pointer arguments: no 32-byte vector crosses a
  * function boundary (its ABI differs with and without AVX). */
 #define V_SEL(c, a, b) ((comp_vf)(((comp_vi)(a) & (c)) | ((comp_vi)(b) & ~(c))))
-#define V_MAX(a, b) V_SEL((a) > (b), a, b)
-#define V_MIN(a, b) V_SEL((a) < (b), a, b)
 #define V_CLEAN(x) V_SEL((comp_vf)((comp_vi)(x) & 0x7fffffff) <= 1e6f, x, (comp_vf){0})
 
 /* Signed 32-bit max and min per lane, written per element so that GCC
@@ -646,6 +644,28 @@ COMP_INLINE void v_imax(comp_vi *r, const comp_vi *a, const comp_vi *b)
 COMP_INLINE void v_imin(comp_vi *r, const comp_vi *a, const comp_vi *b)
 {
     comp_vi t;
+    for (int l = 0; l < 8; l++)
+        t[l] = (*a)[l] < (*b)[l] ? (*a)[l] : (*b)[l];
+    *r = t;
+}
+
+/* *r = *a > *b ? *a : *b and *r = *a < *b ? *a : *b per lane (dyn_max and
+ * dyn_min: V_SEL's values, NaN and signed zeros alike), written per element
+ * so that GCC makes each one vmaxps / vminps, whose IEEE rule is exactly
+ * that (the second operand when unordered or equal), instead of a compare
+ * and a blend. */
+COMP_INLINE void v_fmax(comp_vf *r, const comp_vf *a, const comp_vf *b)
+{
+    comp_vf t;
+#pragma GCC unroll 1 /* left as a loop for the vectoriser (unrolled, it stays scalar) */
+    for (int l = 0; l < 8; l++)
+        t[l] = (*a)[l] > (*b)[l] ? (*a)[l] : (*b)[l];
+    *r = t;
+}
+COMP_INLINE void v_fmin(comp_vf *r, const comp_vf *a, const comp_vf *b)
+{
+    comp_vf t;
+#pragma GCC unroll 1 /* left as a loop for the vectoriser (unrolled, it stays scalar) */
     for (int l = 0; l < 8; l++)
         t[l] = (*a)[l] < (*b)[l] ? (*a)[l] : (*b)[l];
     *r = t;
@@ -672,8 +692,9 @@ COMP_INLINE void v_log2(comp_vf *y, const comp_vf *x)
 COMP_INLINE void v_exp2(comp_vf *y, const comp_vf *x0)
 {
     const comp_vf lo = (comp_vf){0} - 126.0f, hi = (comp_vf){0} + 126.0f;
-    const comp_vf x1 = V_MAX(*x0, lo);
-    const comp_vf x = V_MIN(x1, hi);
+    comp_vf x1, x;
+    v_fmax(&x1, x0, &lo);
+    v_fmin(&x, &x1, &hi);
     const comp_vi k = __builtin_convertvector(x + 126.5f, comp_vi) - 126;
     const comp_vf f = x - __builtin_convertvector(k, comp_vf);
     const comp_vf p =
@@ -711,10 +732,12 @@ COMP_INLINE void gang_level(const comp_gang *g, comp_vf *x, comp_vf *L)
     const comp_vf lv = DYN_DB_PER_LOG2 * lg;
     const comp_vf d0 = lv - g->t;
     const comp_vf u0 = d0 + g->hw;
-    const comp_vf u1 = V_MAX(u0, zero);
-    const comp_vf u = V_MIN(u1, g->hw2);
+    comp_vf u1, u, dkp;
+    v_fmax(&u1, &u0, &zero);
+    v_fmin(&u, &u1, &g->hw2);
     const comp_vf dk = d0 - g->hw;
-    *L = -(g->sl * (u * u * g->iw + V_MAX(dk, zero)));
+    v_fmax(&dkp, &dk, &zero);
+    *L = -(g->sl * (u * u * g->iw + dkp));
 }
 
 /* det_pre's difference and peak, and det_recur: *r becomes L + e (det_post's
