@@ -62,12 +62,13 @@ def _strip(s: Session, i: int, src: str, kind: str) -> str:
     if q in order:
         s.add_node("eq", q, {"channels": 1, **EQ})
     s.connect(src, order[0])
-    for a, b in zip(order, order[1:]):
+    for a, b in zip(order[:-1], order[1:], strict=True):
         s.connect(a, b)
     return c
 
 
-def _render(n_strips: int, block: int, ganging: bool, threads: int, move: bool = True) -> np.ndarray:
+def _render(n_strips: int, block: int, ganging: bool, threads: int,
+            move: bool = True) -> np.ndarray:
     ch = n_strips + 3  # + a stereo gate's two channels and a key
     x = _signals(FRAMES, ch)
     e = Engine(RATE, ch, 2, threads=threads, block=block)
