@@ -71,7 +71,7 @@ typedef struct {
     int ch;
     int blk_ok; /* the fields below hold blk_init's derivation of the last call's parameters */
     int mk_ok;  /* mk, mix and dry hold fused_group's derivation of them */
-    unsigned char sidechain, rms, hpon, link_on, shared, nd;
+    unsigned char sidechain, rms, hpon, link_on, shared, nd, fus;
     comp_curve cs;
     float mk, mix, dry;
     float aa, ar, aw;     /* attack, release, RMS coefficients */
@@ -144,14 +144,26 @@ typedef struct {
     comp_state *s;
     const mg_proc *p;
     int sidechain, rms, hpon, curve_ramp, gain_ramp, link_on, shared, nd;
+    int fus; /* fusable(): the block runs in fused_group when ganged */
     comp_curve cs;
     float grmax[COMP_MAX_CH];
 } comp_blk;
 
-static void blk_init(comp_blk *b, comp_state *s, const mg_proc *p)
+/* One detector for one channel of its own input, no RMS or key filter, no
+ * parameter moving: a ganged block runs in fused_group, a node a lane. */
+static inline int fusable(const comp_blk *b)
 {
-    const mg_pv *pv = p->pv;
-    const int ch = s->ch;
+    return b->nd == 1 && b->s->ch == 1 && !b->sidechain && !b->hpon && !b->rms &&
+           !b->curve_ramp && !b->gain_ramp;
+}
+
+static void blk_derive(comp_blk *b, comp_state *s, const mg_proc *p);
+
+/* A block's start: what it derives from its parameters, from the state
+ * while they stay as the last call's (mg_proc.pv_same), inline (a strip's
+ * usual block), else derived again (blk_derive). */
+static inline void blk_init(comp_blk *b, comp_state *s, const mg_proc *p)
+{
     b->s = s;
     b->p = p;
     memset(b->grmax, 0, sizeof b->grmax);
@@ -159,9 +171,17 @@ static void blk_init(comp_blk *b, comp_state *s, const mg_proc *p)
         b->sidechain = s->sidechain, b->rms = s->rms, b->hpon = s->hpon;
         b->curve_ramp = b->gain_ramp = 0;
         b->link_on = s->link_on, b->shared = s->shared, b->nd = s->nd;
+        b->fus = s->fus;
         b->cs = s->cs;
         return;
     }
+    blk_derive(b, s, p);
+}
+
+static void blk_derive(comp_blk *b, comp_state *s, const mg_proc *p)
+{
+    const mg_pv *pv = p->pv;
+    const int ch = s->ch;
     b->sidechain = pv[P_SIDECHAIN].value >= 0.5f;
     b->rms = pv[P_DETECT].value >= 0.5f;
     b->hpon = pv[P_KEYHPON].value >= 0.5f;
@@ -172,6 +192,8 @@ static void blk_init(comp_blk *b, comp_state *s, const mg_proc *p)
     /* fully linked, all channels share one detector */
     b->nd = b->link_on && b->shared ? 1 : ch;
     b->cs = curve(pv[P_THRESH].value, pv[P_RATIO].value, pv[P_KNEE].value);
+    b->fus = fusable(b);
+    s->fus = (unsigned char)b->fus;
     s->sidechain = (unsigned char)b->sidechain, s->rms = (unsigned char)b->rms;
     s->hpon = (unsigned char)b->hpon, s->link_on = (unsigned char)b->link_on;
     s->shared = (unsigned char)b->shared, s->nd = (unsigned char)b->nd;
@@ -603,18 +625,10 @@ typedef comp_v8i comp_vi;
 typedef uint32_t comp_vu __attribute__((vector_size(32)));
 #define COMP_INLINE static inline __attribute__((always_inline))
 
-static inline int fusable(const comp_blk *b)
-{
-    return b->nd == 1 && b->s->ch == 1 && !b->sidechain && !b->hpon && !b->rms &&
-           !b->curve_ramp && !b->gain_ramp;
-}
-
 /* dyn_sel, dyn_max, dyn_min and dyn_clean on vectors (c: a lane mask, all
  * ones or zero). Macros and pointer arguments: no 32-byte vector crosses a
  * function boundary (its ABI differs with and without AVX). */
 #define V_SEL(c, a, b) ((comp_vf)(((comp_vi)(a) & (c)) | ((comp_vi)(b) & ~(c))))
-#define V_MAX(a, b) V_SEL((a) > (b), a, b)
-#define V_MIN(a, b) V_SEL((a) < (b), a, b)
 #define V_CLEAN(x) V_SEL((comp_vf)((comp_vi)(x) & 0x7fffffff) <= 1e6f, x, (comp_vf){0})
 
 /* Signed 32-bit max and min per lane, written per element so that GCC
@@ -630,6 +644,28 @@ COMP_INLINE void v_imax(comp_vi *r, const comp_vi *a, const comp_vi *b)
 COMP_INLINE void v_imin(comp_vi *r, const comp_vi *a, const comp_vi *b)
 {
     comp_vi t;
+    for (int l = 0; l < 8; l++)
+        t[l] = (*a)[l] < (*b)[l] ? (*a)[l] : (*b)[l];
+    *r = t;
+}
+
+/* *r = *a > *b ? *a : *b and *r = *a < *b ? *a : *b per lane (dyn_max and
+ * dyn_min: V_SEL's values, NaN and signed zeros alike), written per element
+ * so that GCC makes each one vmaxps / vminps, whose IEEE rule is exactly
+ * that (the second operand when unordered or equal), instead of a compare
+ * and a blend. */
+COMP_INLINE void v_fmax(comp_vf *r, const comp_vf *a, const comp_vf *b)
+{
+    comp_vf t;
+#pragma GCC unroll 1 /* left as a loop for the vectoriser (unrolled, it stays scalar) */
+    for (int l = 0; l < 8; l++)
+        t[l] = (*a)[l] > (*b)[l] ? (*a)[l] : (*b)[l];
+    *r = t;
+}
+COMP_INLINE void v_fmin(comp_vf *r, const comp_vf *a, const comp_vf *b)
+{
+    comp_vf t;
+#pragma GCC unroll 1 /* left as a loop for the vectoriser (unrolled, it stays scalar) */
     for (int l = 0; l < 8; l++)
         t[l] = (*a)[l] < (*b)[l] ? (*a)[l] : (*b)[l];
     *r = t;
@@ -656,8 +692,9 @@ COMP_INLINE void v_log2(comp_vf *y, const comp_vf *x)
 COMP_INLINE void v_exp2(comp_vf *y, const comp_vf *x0)
 {
     const comp_vf lo = (comp_vf){0} - 126.0f, hi = (comp_vf){0} + 126.0f;
-    const comp_vf x1 = V_MAX(*x0, lo);
-    const comp_vf x = V_MIN(x1, hi);
+    comp_vf x1, x;
+    v_fmax(&x1, x0, &lo);
+    v_fmin(&x, &x1, &hi);
     const comp_vi k = __builtin_convertvector(x + 126.5f, comp_vi) - 126;
     const comp_vf f = x - __builtin_convertvector(k, comp_vf);
     const comp_vf p =
@@ -695,10 +732,12 @@ COMP_INLINE void gang_level(const comp_gang *g, comp_vf *x, comp_vf *L)
     const comp_vf lv = DYN_DB_PER_LOG2 * lg;
     const comp_vf d0 = lv - g->t;
     const comp_vf u0 = d0 + g->hw;
-    const comp_vf u1 = V_MAX(u0, zero);
-    const comp_vf u = V_MIN(u1, g->hw2);
+    comp_vf u1, u, dkp;
+    v_fmax(&u1, &u0, &zero);
+    v_fmin(&u, &u1, &g->hw2);
     const comp_vf dk = d0 - g->hw;
-    *L = -(g->sl * (u * u * g->iw + V_MAX(dk, zero)));
+    v_fmax(&dkp, &dk, &zero);
+    *L = -(g->sl * (u * u * g->iw + dkp));
 }
 
 /* det_pre's difference and peak, and det_recur: *r becomes L + e (det_post's
@@ -828,7 +867,7 @@ static void process_many(void *const *states, const mg_proc *procs, int k)
         int nl = 0, nf = 0;
         comp_blk *fl[COMP_FUSED];
         for (int j = 0; j < k; j++) {
-            if (fusable(&b[j])) {
+            if (b[j].fus) {
                 fl[nf++] = &b[j];
                 if (nf == COMP_FUSED) {
                     fused_group(fl, nf, o, m);

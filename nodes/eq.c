@@ -1179,7 +1179,15 @@ static void process_many(void *const *states, const mg_proc *procs, int k)
         int deferred, gl;
         int ns;
         const int *list;
-        nst[j] = units_block(s, &procs[j], steady[j], &list, &deferred, &gl, &ns);
+        if (procs[j].pv_same && s->cache_ok && s->cache_n > 0) {
+            /* units_block's first branch, without the call: nothing to
+             * redesign or switch, the steady list of the last block runs on
+             * the input as it comes (deferred) */
+            nst[j] = s->cache_n, list = s->cache, ns = s->cache_ns;
+            deferred = 1, gl = 0;
+        } else {
+            nst[j] = units_block(s, &procs[j], steady[j], &list, &deferred, &gl, &ns);
+        }
         if (ns == 0)
             continue;
         for (int c = 0; c < s->channels; c++) {

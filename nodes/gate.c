@@ -64,6 +64,12 @@ typedef struct {
     dyn_biquad hp, lp;
     float hp_fc, lp_fc;
     float hpz[GATE_MAX_CH][2], lpz[GATE_MAX_CH][2];
+    /* the last call's derivation of its parameters, kept while they stay
+     * (mg_proc.pv_same): fast 1 when the gate is mono without key filters
+     * and its threshold and range did not ramp; key the input (0) or the
+     * key port (1); tc the lower threshold pv[threshold] * hyst */
+    int fast, key;
+    float tc;
 } gate_state;
 
 static void update(gate_state *s)
@@ -86,6 +92,7 @@ static void on_param(void *st, int index, float v)
     case P_HYST: s->hyst_db = v; break;
     default: return;
     }
+    s->fast = 0;
     update(s);
 }
 
@@ -96,6 +103,7 @@ static void reset(void *st)
     s->cnt = GATE_CNT_MAX;
     s->t = -1.0f; /* start closed, at the range gain (set in process) */
     s->e = 0.0f;
+    s->fast = 0;
     memset(s->hpz, 0, sizeof s->hpz);
     memset(s->lpz, 0, sizeof s->lpz);
 }
@@ -111,9 +119,39 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
     return 0;
 }
 
+/* A block of one chunk that process_one would run as its steady open path
+ * with the key scan (fully open, the hold cannot run out, mono, no key
+ * filters, no ramps): the same expressions on the same values, reading
+ * only the state's first lines and none of the parameters (kept by the
+ * last call, whose values these are: mg_proc.pv_same). 1 when it ran. */
+static inline __attribute__((always_inline)) int steady_open_block(gate_state *s, const mg_proc *p)
+{
+    const int m = p->nframes;
+    if (!p->pv_same || !s->fast || !s->open || s->e != 0.0f || m > DYN_CHUNK ||
+        s->cnt + m > s->hold_n)
+        return 0;
+    const float tc = s->tc;
+    const float *key = p->in[s->key];
+    int last = m - 1;
+    while (last >= 0 && !(fabsf(key[last]) >= tc))
+        last--;
+    s->cnt = last >= 0 ? m - 1 - last : s->cnt + m;
+    const float *x = p->in[0];
+    float *y = p->out[0];
+    MG_LOOP_N(i, m, y[i] = dyn_clean(x[i]));
+    const float tp = s->t < 0.0f ? p->pv[P_RANGE].value : s->t;
+    s->t = tp;
+    s->e = 0.0f; /* (a -0.0 error becomes +0.0, as process_one's settle does) */
+    p->readout[0] = tp + 0.0f;
+    p->readout[1] = 1.0f;
+    return 1;
+}
+
 static inline __attribute__((always_inline)) void process_one(void *st, const mg_proc *p)
 {
     gate_state *s = st;
+    if (steady_open_block(s, p))
+        return;
     const int ch = s->ch;
     const mg_pv *pv = p->pv;
     const int sidechain = pv[P_SIDECHAIN].value >= 0.5f;
@@ -123,6 +161,9 @@ static inline __attribute__((always_inline)) void process_one(void *st, const mg
     const float aa = s->aa, ar = s->ar, hyst = s->hyst;
     const int hold = s->hold_n;
     const int ramp = pv[P_THRESH].ramp || pv[P_RANGE].ramp;
+    s->fast = ch == 1 && !filt && !ramp;
+    s->key = sidechain;
+    s->tc = pv[P_THRESH].value * hyst;
     int open = s->open, cnt = s->cnt;
     float tp = s->t < 0.0f ? pv[P_RANGE].value : s->t, e = s->e;
 
