@@ -95,18 +95,23 @@ int mg_plan_calls(mg_plan *p)
 
 /* ---- fused strip tails (mg_fuse) ---------------------------------------- */
 
+/* A tail's arrays freed and the tail zeroed (a refused group, or a plan's). */
+static void fuse_clear(mg_fuse *f)
+{
+    mg_free(f->pan);
+    mg_free(f->fader);
+    mg_free(f->send);
+    mg_free(f->op);
+    mg_free(f->x);
+    mg_free(f->gv_mem);
+    mg_free(f->nodes);
+    memset(f, 0, sizeof(*f));
+}
+
 void mg_plan_fuse_free(mg_plan *p)
 {
-    for (int i = 0; i < p->n_fuse; i++) {
-        mg_fuse *f = &p->fuse[i];
-        mg_free(f->pan);
-        mg_free(f->fader);
-        mg_free(f->send);
-        mg_free(f->op);
-        mg_free(f->x);
-        mg_free(f->gv_mem);
-        mg_free(f->nodes);
-    }
+    for (int i = 0; i < p->n_fuse; i++)
+        fuse_clear(&p->fuse[i]);
     mg_free(p->fuse);
     p->fuse = NULL;
     p->n_fuse = 0;
@@ -376,14 +381,7 @@ int mg_plan_fuse(mg_plan *p)
             p->calls[s].flags |= MG_CALL_FUSE;
             n_fz++;
         } else {
-            mg_free(f->pan);
-            mg_free(f->fader);
-            mg_free(f->send);
-            mg_free(f->op);
-            mg_free(f->x);
-            mg_free(f->gv_mem);
-            mg_free(f->nodes);
-            memset(f, 0, sizeof(*f));
+            fuse_clear(f);
         }
         s = b;
     }
