@@ -188,43 +188,45 @@ class ControlServer:
         self._last_unproven_log = 0.0
         self._accept_paused_until = 0.0
         fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.socket(fam, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
-        try:  # past net.core.rmem_max when allowed (CAP_NET_ADMIN): room for bursts
-            self.sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33),
-                                 1 << 22)
-        except OSError:
-            pass
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 21)
-        try:  # learn which destination an ICMP error (port unreachable) was about
-            if fam == socket.AF_INET6:
-                self.sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
-            else:
-                self.sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
-            self._recverr = True
-        except OSError:
-            self._recverr = False
-        try:
-            self.sock.bind((host, port))
-        except OSError as e:
-            self.sock.close()
-            raise MixgraphError(f"cannot listen on udp {host}:{port}: {e.strerror}") from None
-        self.sock.setblocking(False)
-        self.address = self.sock.getsockname()
+        self.sock = self._fresh_udp(fam)
+        # port 0 asks for any free number, the same one for UDP and TCP: the kernel
+        # picks a free UDP number, which another program may hold on TCP; pick again
+        tries = 32 if port == 0 and tcp_port is None else 1
         self.tcp: socket.socket | None = None
-        if tcp_port is None or tcp_port >= 0:
-            want = self.address[1] if tcp_port is None else tcp_port
-            t = socket.socket(fam, socket.SOCK_STREAM)
-            t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                t.bind((host, want))
-            except OSError as e:
-                t.close()
-                self.sock.close()
-                raise MixgraphError(f"cannot listen on tcp {host}:{want}: {e.strerror}") from None
-            t.listen(64)
-            t.setblocking(False)
-            self.tcp = t
+        held: list[socket.socket] = []
+        try:
+            for attempt in range(tries):
+                try:
+                    self.sock.bind((host, port))
+                except OSError as e:
+                    self.sock.close()
+                    raise MixgraphError(f"cannot listen on udp {host}:{port}: "
+                                        f"{e.strerror}") from None
+                self.address = self.sock.getsockname()
+                if tcp_port is not None and tcp_port < 0:
+                    break
+                want = self.address[1] if tcp_port is None else tcp_port
+                t = socket.socket(fam, socket.SOCK_STREAM)
+                t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    t.bind((host, want))
+                except OSError as e:
+                    t.close()
+                    if attempt + 1 < tries and e.errno == errno.EADDRINUSE:
+                        held.append(self.sock)  # held open so the kernel picks another
+                        self.sock = self._fresh_udp(fam)
+                        continue
+                    self.sock.close()
+                    raise MixgraphError(f"cannot listen on tcp {host}:{want}: "
+                                        f"{e.strerror}") from None
+                t.listen(64)
+                t.setblocking(False)
+                self.tcp = t
+                break
+        finally:
+            for h in held:
+                h.close()
+        self.sock.setblocking(False)
         self.tcp_address = self.tcp.getsockname() if self.tcp else None
         # the browser surface (server/web.py): HTTP and WebSocket on one more listener
         self.http: socket.socket | None = None
@@ -308,6 +310,25 @@ class ControlServer:
         self.before_send: Callable[[], bool | None] | None = None
 
     # ---- limits --------------------------------------------------------------------
+    def _fresh_udp(self, fam: int) -> socket.socket:
+        """A UDP socket with the listener's buffer sizes and error reporting, unbound."""
+        sock = socket.socket(fam, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+        try:  # past net.core.rmem_max when allowed (CAP_NET_ADMIN): room for bursts
+            sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), 1 << 22)
+        except OSError:
+            pass
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 21)
+        try:  # learn which destination an ICMP error (port unreachable) was about
+            if fam == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
+            else:
+                sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+            self._recverr = True
+        except OSError:
+            self._recverr = False
+        return sock
+
     def _conn_cap(self) -> int:
         """TCP connections allowed at once: the configured cap, and no more than the
         descriptors left under RLIMIT_NOFILE after those in use and the reserve."""

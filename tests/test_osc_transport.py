@@ -526,3 +526,73 @@ def test_udp_backlog_is_bounded_in_bytes(daemon):
     assert st["backlog_dropped"] > 0
     # the bound: 32 MB for all clients' queues plus the arrival-order queue's 64 kB
     assert peak - rss0 < 150, (rss0, peak)
+
+
+def test_port_zero_picks_again_when_tcp_holds_the_udp_number(monkeypatch):
+    """`port=0` wants one free number for UDP and TCP. When the kernel's UDP pick is
+    held on TCP by someone else (a real listener here), the server picks another
+    number instead of failing: CI once lost a run to exactly this."""
+    from mixgraph.server.transport import ControlServer
+
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    taken = holder.getsockname()[1]
+    real = ControlServer._fresh_udp
+    calls = []
+
+    class FirstPickTaken(socket.socket):
+        def bind(self, addr):  # the kernel "picks" the number TCP already holds
+            super().bind((addr[0], taken) if addr[1] == 0 else addr)
+
+    def fresh(self, fam):
+        calls.append(fam)
+        s = real(self, fam)
+        if len(calls) > 1:
+            return s
+        t = FirstPickTaken(fam, socket.SOCK_DGRAM)
+        s.close()
+        return t
+
+    monkeypatch.setattr(ControlServer, "_fresh_udp", fresh)
+    from mixgraph.server.engine import Engine
+    from mixgraph.server.osc import Dispatcher
+    from mixgraph.server.session import Session
+
+    e = Engine(48000, 2, 2)
+    s = Session(e)
+    try:
+        srv = ControlServer(Dispatcher(s, info={"block": 64}), "127.0.0.1", 0)
+        try:
+            assert len(calls) == 2, "the first pick was held on TCP: a second one is made"
+            assert srv.address[1] != taken
+            assert srv.tcp_address[1] == srv.address[1]
+        finally:
+            srv.close()
+    finally:
+        holder.close()
+        s.close()
+        e.free()
+
+
+def test_an_explicit_port_held_on_tcp_is_a_clear_error():
+    """An explicit port is not silently changed: the operator asked for that number."""
+    from mixgraph.server.engine import Engine
+    from mixgraph.server.errors import MixgraphError
+    from mixgraph.server.osc import Dispatcher
+    from mixgraph.server.session import Session
+    from mixgraph.server.transport import ControlServer
+
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    taken = holder.getsockname()[1]
+    e = Engine(48000, 2, 2)
+    s = Session(e)
+    try:
+        with pytest.raises(MixgraphError, match=f"cannot listen on tcp 127.0.0.1:{taken}"):
+            ControlServer(Dispatcher(s, info={"block": 64}), "127.0.0.1", taken)
+    finally:
+        holder.close()
+        s.close()
+        e.free()
