@@ -1399,6 +1399,20 @@ static uint64_t refresh_ops(mg_plan *p)
     }
     for (int i = 0; i < p->n_fuse; i++)
         fuse_check(p, &p->fuse[i]);
+    /* the parallel form's push segments: which runs may add in one pass */
+    if (p->par && p->par->pins) {
+        mg_ppin *const pins = p->par->pins;
+        const int n_pins = p->par->unit_pin[p->par->n_units];
+        for (int i = 0; i < n_pins; i++) {
+            const int k = pins[i].run & (MG_SEG_OK - 1);
+            if (!k)
+                continue;
+            int ok = 1;
+            for (int j = i; j < i + k; j++)
+                ok &= pins[j].op->fast && pins[j].op->g == 1.0f;
+            pins[i].run = k | (ok ? MG_SEG_OK : 0);
+        }
+    }
     p->epoch++; /* input pointers set before may now be wrong */
     p->ops_stale = 0;
     return (uint64_t)p->mix_used + (uint64_t)p->n_steps;
@@ -1722,6 +1736,80 @@ static inline void pin_call(const mg_par *par, const mg_ppin *q, int n)
         mix_from(op, q->src, 0, n, op->assign);
 }
 
+typedef float mg_fz8 __attribute__((vector_size(32), aligned(4)));
+
+/* A run of k pins into one destination (mg_ppin.run) on frames [0, n), n a
+ * multiple of 8, 64 frames at a time summed in eight registers in pin order
+ * (the rest 8 at a time): each pin adds its source (a unity steady op, as
+ * mix_steady: d += x, or assigning d = x) or, when its source step folded
+ * this cycle, the step's input times its gain (mix_product's separately
+ * rounded x * g: no fused multiply-add). The same operations per sample in
+ * the same order as pin_call's one pass per pin, so the same sums, with the
+ * destination loaded and stored once instead of once a pin. */
+#define MG_SEG_BODY(W)                                                                            \
+    do {                                                                                          \
+        mg_fz8 acc[W];                                                                            \
+        int j = 0;                                                                                \
+        if (assign) {                                                                             \
+            const int fs = q[0].fold_step, fk = fs >= 0 ? par->fold_k[fs] : -1;                   \
+            const float *x0 = (fk >= 0 ? q[0].fold_in[fk] : q[0].src) + i;                        \
+            const float g0 = fk >= 0 ? par->fold_g[fs] : 1.0f;                                     \
+            _Pragma("GCC unroll 8") for (int c = 0; c < (W); c++)                                 \
+                acc[c] = fk >= 0 ? *(const mg_fz8 *)(x0 + 8 * c) * g0                             \
+                                 : *(const mg_fz8 *)(x0 + 8 * c);                                 \
+            j = 1;                                                                                \
+        } else {                                                                                  \
+            _Pragma("GCC unroll 8") for (int c = 0; c < (W); c++)                                 \
+                acc[c] = *(const mg_fz8 *)(dst + i + 8 * c);                                      \
+        }                                                                                         \
+        for (; j < k; j++) {                                                                      \
+            const int fs = q[j].fold_step, fk = fs >= 0 ? par->fold_k[fs] : -1;                   \
+            if (fk >= 0) {                                                                        \
+                const float *xj = q[j].fold_in[fk] + i;                                           \
+                const float gj = par->fold_g[fs];                                                 \
+                _Pragma("GCC unroll 8") for (int c = 0; c < (W); c++)                             \
+                    acc[c] += *(const mg_fz8 *)(xj + 8 * c) * gj;                                 \
+            } else {                                                                              \
+                const float *xj = q[j].src + i;                                                   \
+                _Pragma("GCC unroll 8") for (int c = 0; c < (W); c++)                             \
+                    acc[c] += *(const mg_fz8 *)(xj + 8 * c);                                      \
+            }                                                                                     \
+        }                                                                                         \
+        _Pragma("GCC unroll 8") for (int c = 0; c < (W); c++)                                     \
+            *(mg_fz8 *)(dst + i + 8 * c) = acc[c];                                                \
+    } while (0)
+
+MG_HOT __attribute__((optimize("fp-contract=off"))) static void
+seg_accumulate(const mg_par *par, const mg_ppin *q, int k, int n)
+{
+    float *const dst = q->op->dst;
+    const int assign = q->op->assign;
+    int i = 0;
+    for (; i + 64 <= n; i += 64)
+        MG_SEG_BODY(8);
+    for (; i < n; i += 8)
+        MG_SEG_BODY(1);
+}
+
+/* A push segment's pins (par_calls groups them by destination, each
+ * destination's in one thread's order) run by run (mg_ppin.run): through
+ * seg_accumulate while refresh_ops found every op of the run steady at
+ * unity, else pin by pin (pin_call). Pins into different destinations are
+ * independent, so only each one's order counts. */
+static void seg_run(const mg_par *par, const mg_ppin *q, int len, int n)
+{
+    const mg_ppin *const end = q + len;
+    while (q < end) {
+        const int k = q->run & (MG_SEG_OK - 1);
+        if (q->run & MG_SEG_OK)
+            seg_accumulate(par, q, k, n);
+        else
+            for (const mg_ppin *t = q; t < q + k; t++)
+                pin_call(par, t, n);
+        q += k;
+    }
+}
+
 /* par_unit over the unit's prebuilt calls (mg_pcall) at offset 0, as
  * run_calls runs the one-thread path's: the same calls in the same order as
  * par_unit's loop below, setting no node pointer. */
@@ -1736,11 +1824,17 @@ static void par_unit_calls(const mg_cycle *cy, const mg_par *par, int u)
     const mg_pcall *c = par->calls + par->unit_call[u];
     const mg_pcall *const end = par->calls + par->unit_call[u + 1];
     const mg_ppin *q = par->pins + par->unit_pin[u];
+    const int fused = e->fusing && !(n & 7); /* push segments through seg_run */
     while (c < end) {
         const int g = c->gang;
         if (c->flags & MG_CALL_SEG) { /* a push segment: adds into a bus, in one thread's order */
-            for (const mg_ppin *qe = q + c->pin_count; q < qe; q++)
-                pin_call(par, q, n);
+            if (fused) {
+                seg_run(par, q, c->pin_count, n);
+                q += c->pin_count;
+            } else {
+                for (const mg_ppin *qe = q + c->pin_count; q < qe; q++)
+                    pin_call(par, q, n);
+            }
             c++;
             continue;
         }
@@ -1898,8 +1992,6 @@ static inline int fold_call(const mg_plan *p, const mg_call *c, const mg_node *n
 }
 
 /* ---- fused strip tails (mg_fuse) ---------------------------------------- */
-
-typedef float mg_fz8 __attribute__((vector_size(32), aligned(4)));
 
 /* The tail of `strips` strips with J bus pairs (the fader's, then J - 1
  * sends') on frames [0, n), n a multiple of 8: for each 8 frames, the pairs'

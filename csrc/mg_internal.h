@@ -439,8 +439,16 @@ typedef struct {
     const float *const *fold_in;   /* a folding source: par->inb + its first input
                                       + op->src_index; NULL: none */
     int fold_step;                 /* that step (par->fold_k), or -1 */
-    int pad;
+    int run;                       /* a push segment's pins are grouped by destination
+                                      (pool.c, par_calls): the first of a run of one
+                                      destination's, none but the first assigning,
+                                      holds its length (at most MG_SEG_RUN), plus
+                                      MG_SEG_OK while every op of the run is steady
+                                      at unity (refresh_ops); 0: any other pin */
 } mg_ppin;
+
+#define MG_SEG_RUN 32          /* pins in one pass of engine.c's seg_accumulate */
+#define MG_SEG_OK (1 << 16)
 
 struct mg_par_q {
     _Alignas(64) _Atomic uint64_t rd;

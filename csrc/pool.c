@@ -207,8 +207,29 @@ static int par_calls(const mg_plan *p, mg_par *par)
         for (int i = par->unit_atom[u]; i < par->unit_atom[u + 1]; i++) {
             const mg_atom *a = &par->uatom[i];
             if (a->gang < 0) {
-                for (int q = a->first; q < a->first + a->len; q++)
-                    PIN(q);
+                /* grouped by destination, each one's pins in one thread's
+                 * order (engine.c, seg_run: a pass per destination) */
+                const int qa = a->first, qb = a->first + a->len;
+                const int np0 = np;
+                for (int q = qa; q < qb; q++) {
+                    const float *dq = p->mix[par->pin[q]].dst;
+                    int seen = 0;
+                    for (int r = qa; r < q && !seen; r++)
+                        seen = p->mix[par->pin[r]].dst == dq;
+                    for (int r = q; !seen && r < qb; r++)
+                        if (p->mix[par->pin[r]].dst == dq)
+                            PIN(r);
+                }
+                /* the runs: one destination's pins, a new one at an op that
+                 * assigns or after MG_SEG_RUN */
+                for (int i = np0; i < np;) {
+                    int j = i + 1;
+                    while (j < np && j - i < MG_SEG_RUN && par->pins[j].op->dst == par->pins[i].op->dst &&
+                           !par->pins[j].op->assign)
+                        j++;
+                    par->pins[i].run = j - i;
+                    i = j;
+                }
                 par->calls[nc++] = (mg_pcall){.step = -1, .pin_count = (uint16_t)a->len,
                                               .gang = 1, .flags = MG_CALL_SEG};
                 continue;
