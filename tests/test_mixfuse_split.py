@@ -70,6 +70,7 @@ def _render(fusing: bool, inserts: dict[int, str], sends: dict[int, tuple[int, .
         _build(s, inserts, sends)
         s.set_param("pan3", "pan", 0.5, time=6400)        # a member moves mid-render
         s.set_param("fader6", "gain", 2.0, time=9600)
+        s.set_param("fader13", "gain", -3.0, time=14400)  # a later piece falls back
         y = e.process(n, _signals(n), block=64).copy()
         p = list(s._plans.values())[-1].ptr
         tails = ffi.new("int *")
