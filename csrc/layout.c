@@ -113,7 +113,9 @@ void mg_plan_fuse_free(mg_plan *p)
     for (int i = 0; i < p->n_fuse; i++)
         fuse_clear(&p->fuse[i]);
     mg_free(p->fuse);
+    mg_free(p->fuse_of);
     p->fuse = NULL;
+    p->fuse_of = NULL;
     p->n_fuse = 0;
 }
 
@@ -274,7 +276,7 @@ static int fz_group(const mg_plan *p, int a, int pans_end, const int *op_step,
          * each bus's writers (the fader, or the send) in strip order */
         for (int t = 0; t < T; t++) {
             const mg_mixop *q = &p->mix[op[t]];
-            if (q->dst != f->dst[t] || q->to_acc || q->dst_index < 0 || (k > 0 && q->assign))
+            if (q->dst != f->dst[t] || (q->dst_index < 0 && !q->to_acc) || (k > 0 && q->assign))
                 return 0;
             if (k == 0)
                 f->assign[t] = q->assign;
@@ -303,8 +305,9 @@ static int fz_group(const mg_plan *p, int a, int pans_end, const int *op_step,
             all &= !seen[f->send[(size_t)i * (size_t)S + (size_t)t] - a]++;
     }
     /* the other steps among them run as they are, after the fused pass: none
-     * may feed a member, nor write a bus channel the pass writes except
-     * through the members' pushes (its order would change) */
+     * may feed a member, nor write a bus channel the pass writes before the
+     * members' last add into it (its order would change); after it (a strip
+     * that does not fuse, later in the plan) it adds after the pass as before */
     for (int s = a; all && s < b; s++) {
         if (seen[s - a])
             continue;
@@ -314,9 +317,14 @@ static int fz_group(const mg_plan *p, int a, int pans_end, const int *op_step,
             const int from_s = p->op_out[m] >= o0 && p->op_out[m] < o1;
             if (from_s && op_step[m] >= a && op_step[m] < b && seen[op_step[m] - a])
                 all = 0; /* it feeds a member */
-            for (int t = 0; t < T; t++)
-                if (p->mix[m].dst == f->dst[t] && (from_s || (op_step[m] == s && !p->mix[m].push)))
+            for (int t = 0; t < T; t++) {
+                /* the last strip's writer of term t: the last member add into it */
+                const int last = t < 2 ? f->fader[strips - 1]
+                                       : f->send[(size_t)(strips - 1) * (size_t)S + (size_t)(t / 2 - 1)];
+                if (p->mix[m].dst == f->dst[t] && s < last &&
+                    (from_s || (op_step[m] == s && !p->mix[m].push)))
                     all = 0; /* it adds into a bus of the pass among the members' adds */
+            }
         }
     }
     f->n_nodes = 0;
@@ -342,12 +350,41 @@ static int fz_group(const mg_plan *p, int a, int pans_end, const int *op_step,
     return 1;
 }
 
+/* What strips of one tail share, from panner step s: its fader's bus
+ * channels and sends (0: not a strip tail). Consecutive panners with the same
+ * signature are tried as one tail (fz_group checks the rest), so that strips
+ * with other buses (another delay group: an insert with latency) or other
+ * sends split the run instead of refusing all of it. */
+static uintptr_t fz_signature(const mg_plan *p, int s, const int *op_step, const int *n_readers)
+{
+    const int o = p->steps[s].out_first;
+    int fd = -1;
+    for (int m = 0; m < p->mix_used; m++)
+        if (p->op_out[m] == o)
+            fd = op_step[m];
+    if (fd < 0 || fz_kind(p, fd) != FZ_FADER)
+        return 0;
+    const int fo = p->steps[fd].out_first, q = push_of(p, fd, 0);
+    if (q < 0)
+        return 0;
+    uintptr_t sig = (uintptr_t)p->mix[q].dst + (uintptr_t)n_readers[fo] * 0x9e3779b9u;
+    for (int m = 0; m < p->mix_used; m++) {
+        if (p->op_out[m] != fo || p->mix[m].push)
+            continue;
+        const int sq = push_of(p, op_step[m], 0);
+        if (sq >= 0)
+            sig ^= (uintptr_t)p->mix[sq].dst * 31u; /* the set, not the order */
+    }
+    return sig ? sig : 1;
+}
+
 int mg_plan_fuse(mg_plan *p)
 {
     mg_plan_fuse_free(p);
     if (!p->finished || !p->calls)
         return 0;
     int rc = -1, n_out = p->n_outputs;
+    int *fuse_of = NULL;
     int *op_step = mg_calloc((size_t)p->mix_used + 1, sizeof(int));
     int *n_readers = mg_calloc((size_t)n_out + 1, sizeof(int));
     mg_fuse *fz = mg_calloc((size_t)p->n_steps / 4 + 1, sizeof(mg_fuse));
@@ -365,26 +402,55 @@ int mg_plan_fuse(mg_plan *p)
             s++;
             continue;
         }
-        int b = s;
-        while (b < p->n_steps && fz_kind(p, b) == FZ_PAN)
-            b++;
-        mg_fuse *f = &fz[n_fz];
-        const int r = fz_group(p, s, b, op_step, n_readers, f);
-        if (r < 0) {
-            p->fuse = fz;
-            p->n_fuse = n_fz + 1;
-            mg_plan_fuse_free(p);
-            fz = NULL;
-            goto out;
+        int run = s;
+        while (run < p->n_steps && fz_kind(p, run) == FZ_PAN)
+            run++;
+        /* the run in pieces of one signature; a piece refused as a whole is
+         * tried again without its first strip */
+        for (int b; s < run; s = b) {
+            const uintptr_t sig = fz_signature(p, s, op_step, n_readers);
+            b = s + 1;
+            while (sig && b < run && fz_signature(p, b, op_step, n_readers) == sig)
+                b++;
+            for (int a = s; sig && b - a >= 2; a++) {
+                mg_fuse *f = &fz[n_fz];
+                const int r = fz_group(p, a, b, op_step, n_readers, f);
+                if (r < 0) {
+                    p->fuse = fz;
+                    p->n_fuse = n_fz + 1;
+                    mg_plan_fuse_free(p);
+                    fz = NULL;
+                    goto out;
+                }
+                if (r > 0) {
+                    p->calls[a].flags |= MG_CALL_FUSE;
+                    n_fz++;
+                    break;
+                }
+                fuse_clear(f);
+            }
         }
-        if (r > 0) {
-            p->calls[s].flags |= MG_CALL_FUSE;
-            n_fz++;
-        } else {
-            fuse_clear(f);
-        }
-        s = b;
     }
+    fuse_of = mg_malloc((size_t)p->n_steps + 1, sizeof(int));
+    if (!fuse_of) {
+        p->fuse = fz;
+        p->n_fuse = n_fz;
+        mg_plan_fuse_free(p);
+        fz = NULL;
+        goto out;
+    }
+    for (int s = 0; s < p->n_steps; s++)
+        fuse_of[s] = -1;
+    for (int i = 0; i < n_fz; i++) {
+        const mg_fuse *f = &fz[i];
+        for (int k = 0; k < f->strips; k++) {
+            fuse_of[f->pan[k]] = i;
+            fuse_of[f->fader[k]] = i;
+            for (int j = 0; j < f->sends; j++)
+                fuse_of[f->send[(size_t)k * (size_t)f->sends + (size_t)j]] = i;
+        }
+    }
+    p->fuse_of = fuse_of;
     p->fuse = fz;
     p->n_fuse = n_fz;
     fz = NULL;

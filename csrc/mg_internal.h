@@ -261,7 +261,10 @@ _Static_assert(sizeof(mg_call) == 64, "mg_call: one line");
  * from one pass that keeps their samples in registers and never writes the
  * members' outputs; otherwise the steps run as they are. The other steps in
  * [first, end) (a bus its faders complete) run as they are after the pass:
- * none feeds a member or adds into one of its bus channels. */
+ * none feeds a member or adds into one of its bus channels. A bus channel
+ * may be a delay group's accumulator (latency compensation). The ranges of
+ * two tails may interleave (a run of strips split where their buses or sends
+ * differ): each step's tail is mg_plan.fuse_of. */
 #define MG_FUSE_SENDS 3
 #define MG_FUSE_TERMS (2 + 2 * MG_FUSE_SENDS)
 typedef struct {
@@ -287,6 +290,7 @@ typedef struct {
     uint32_t epoch;
     mg_node **nodes;          /* every member, for that check */
     int n_nodes;
+    int ran;                  /* audio: it ran fused in this block (run_calls) */
 } mg_fuse;
 
 /* [control] Find the plan's fused strip tails (mg_fuse) from its steps, ops
@@ -341,6 +345,8 @@ struct mg_plan {
     const float **inb;
     mg_fuse *fuse;            /* the fused strip tails, in step order (mg_plan_fuse) */
     int n_fuse;
+    int *fuse_of;             /* per step, the tail it is a member of (-1: none);
+                                 tails' step ranges may interleave */
     uint32_t fuse_epoch;      /* audio: counts the cycles that ran this plan other
                                  than through run_calls with fusing (mg_fuse.epoch) */
     int *src_step;            /* control, while mg_plan_build builds it: each op's
