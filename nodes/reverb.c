@@ -62,6 +62,13 @@ typedef struct {
     float mod[NL], dmod[NL], depth;
     float len[NL], len_tgt[NL], len_step[NL]; /* line lengths now / target (integers) */
     int moving;                                /* some length is still slewing */
+    int sub_moving; /* the mode of the current sub-block: s->moving as it was at
+                     * the sub-block's first sample. Slewing (per-sample read
+                     * positions) or steady (per-sub-block ones) is decided once a
+                     * sub-block, on the node's clock, so a slew that ends or
+                     * starts mid-sub-block does not switch the modulators' stepping
+                     * at a call boundary: their phase, and the whole tail after a
+                     * size move, would depend on the block size */
     float g[NL], gb[NL], b[NL], y[NL]; /* gain*(1-b), pole, one-pole state */
     float ap[NL];                      /* allpass interpolator state */
     unsigned M[NL];                    /* line read positions of this sub-block */
@@ -132,6 +139,7 @@ static void clear_state(reverb_state *s)
         memset(s->mem, 0, sizeof(float) * (size_t)s->stride * NL);
     s->w = 0;
     s->sub_pos = 0;
+    s->sub_moving = 0;
     for (int i = 0; i < NL; i++) {
         s->y[i] = 0.0f;
         s->ap[i] = 0.0f;
@@ -844,7 +852,7 @@ static void rv_prefetch_block(const reverb_state *s, int n)
 static int split_ok(const reverb_state *s, const mg_proc *p)
 {
     const mg_pv *dec = &p->pv[P_DECAY], *dmp = &p->pv[P_DAMPING];
-    if (rv_nosplit || !s->split || s->moving || dec->ramp || dmp->ramp || dec->value != s->coef_decay ||
+    if (rv_nosplit || !s->split || s->moving || (s->sub_pos && s->sub_moving) || dec->ramp || dmp->ramp || dec->value != s->coef_decay ||
         dmp->value != s->coef_damp)
         return 0;
     const float need = (float)(p->nframes > SUB ? p->nframes : SUB);
@@ -941,19 +949,22 @@ MG_HOT static void process(void *st, const mg_proc *p)
     const mg_pv *wd = &p->pv[P_WIDTH], *mx = &p->pv[P_MIX];
     s->fresh = 0;
     if (split_ok(s, p)) {
+        s->sub_moving = 0; /* every sub-block it runs is steady */
         process_split(s, p);
         goto check;
     }
     for (int i0 = 0, i1; i0 < n; i0 = i1) {
         i1 = i0 + (SUB - s->sub_pos) < n ? i0 + (SUB - s->sub_pos) : n;
         const int at_start = s->sub_pos == 0;
+        if (at_start)
+            s->sub_moving = s->moving;
         s->sub_pos = (s->sub_pos + (i1 - i0)) % SUB;
         const float dv = mg_pv_at(dec, i0), mv = mg_pv_at(dmp, i0);
         /* line read positions: the modulation moves by ~0.01 sample per
          * sub-block, so steady state computes them once per sub-block; while
          * the size slews (up to 0.05 sample per sample) they follow per sample */
         const int len = i1 - i0;
-        const int moving = s->moving;
+        const int moving = s->sub_moving;
         const unsigned *M = s->M;
         const float *eta = s->eta;
         /* loop gains and damping poles: computed for the end of the sub-block
