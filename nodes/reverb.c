@@ -70,6 +70,14 @@ typedef struct {
                      * at a call boundary: their phase, and the whole tail after a
                      * size move, would depend on the block size */
     float g[NL], gb[NL], b[NL], y[NL]; /* gain*(1-b), pole, one-pole state */
+    /* a coefficient glide: designed at a sub-block's first sample (tgb, tb,
+     * tdg: where gb, b and dg arrive at its end), approached by the per-sample
+     * steps dgb, dbb, ddg, glide_left samples of it still to run. On the
+     * node's clock like the read positions, so a call boundary inside the
+     * sub-block changes nothing */
+    float tgb[NL], tb[NL], dgb[NL], dbb[NL];
+    float tdg[ND], ddg[ND];
+    int glide_left;
     float ap[NL];                      /* allpass interpolator state */
     unsigned M[NL];                    /* line read positions of this sub-block */
     float eta[NL];                     /* and their allpass coefficients */
@@ -119,18 +127,45 @@ static void coefs(reverb_state *s, float decay, float damp)
          * (a pole at 1 would hold its state forever when g underflows) */
         const double r = fmax(pow(g, 1.0 / a - 1.0), 0.02);
         const double b = (1.0 - r) / (1.0 + r);
-        s->b[i] = (float)b;
-        s->gb[i] = (float)(g * (1.0 - b));
+        s->tb[i] = (float)b;
+        s->tgb[i] = (float)(g * (1.0 - b));
         s->g[i] = (float)g;
     }
     /* the diffusers' own ringing must die at least twice as fast as the
      * reverberation, or they would set the decay of short settings */
     for (int k = 0; k < ND; k++) {
         const double m = diff_ms[0][k] * 0.001 * s->fs;
-        s->dg[k] = (float)fmin(diff_g[k], pow(10.0, -3.0 * m / (0.5 * (double)decay * s->fs)));
+        s->tdg[k] = (float)fmin(diff_g[k], pow(10.0, -3.0 * m / (0.5 * (double)decay * s->fs)));
     }
     s->coef_decay = decay;
     s->coef_damp = damp;
+}
+
+/* The glide ends: the coefficients at their targets exactly, no steps. */
+static void glide_arrive(reverb_state *s)
+{
+    memcpy(s->gb, s->tgb, sizeof s->gb);
+    memcpy(s->b, s->tb, sizeof s->b);
+    memcpy(s->dg, s->tdg, sizeof s->dg);
+    memset(s->dgb, 0, sizeof s->dgb);
+    memset(s->dbb, 0, sizeof s->dbb);
+    memset(s->ddg, 0, sizeof s->ddg);
+    s->glide_left = 0;
+}
+
+/* After a call's piece of a sub-block: the glide's coefficients where the
+ * piece left them, or at their targets when the glide is over. */
+static inline void glide_step(reverb_state *s, int len, const float *gb, const float *bb,
+                              const float *dg)
+{
+    s->glide_left -= len;
+    if (s->glide_left <= 0) {
+        glide_arrive(s);
+        return;
+    }
+    memcpy(s->gb, gb, sizeof s->gb);
+    memcpy(s->b, bb, sizeof s->b);
+    memcpy(s->dg, dg, sizeof s->dg);
 }
 
 static void clear_state(reverb_state *s)
@@ -157,6 +192,8 @@ static void reset(void *st)
     clear_state(s);
     memcpy(s->len, s->len_tgt, sizeof s->len);
     s->moving = 0;
+    if (s->ready)
+        glide_arrive(s);
     s->ptap.cur = s->ptap.nxt = s->ptap.tgt;
     s->ptap.fade = 0;
     s->fresh = 1;
@@ -254,6 +291,7 @@ static int prepare(void *st, const mg_prepare_ctx *ctx)
     s->ready = 1;
     s->fresh = 1;
     coefs(s, params[P_DECAY].def, params[P_DAMPING].def);
+    glide_arrive(s);
     return 0;
 }
 
@@ -852,7 +890,8 @@ static void rv_prefetch_block(const reverb_state *s, int n)
 static int split_ok(const reverb_state *s, const mg_proc *p)
 {
     const mg_pv *dec = &p->pv[P_DECAY], *dmp = &p->pv[P_DAMPING];
-    if (rv_nosplit || !s->split || s->moving || (s->sub_pos && s->sub_moving) || dec->ramp || dmp->ramp || dec->value != s->coef_decay ||
+    if (rv_nosplit || !s->split || s->moving || (s->sub_pos && s->sub_moving) || s->glide_left ||
+        dec->ramp || dmp->ramp || dec->value != s->coef_decay ||
         dmp->value != s->coef_damp)
         return 0;
     const float need = (float)(p->nframes > SUB ? p->nframes : SUB);
@@ -967,31 +1006,29 @@ MG_HOT static void process(void *st, const mg_proc *p)
         const int moving = s->sub_moving;
         const unsigned *M = s->M;
         const float *eta = s->eta;
-        /* loop gains and damping poles: computed for the end of the sub-block
-         * and approached linearly sample by sample (no zipper while decay,
-         * damping or size move) */
-        float yk[NL], gb[NL], bb[NL], dgb[NL] = {0}, dbb[NL] = {0}, ap[NL];
+        /* loop gains and damping poles: designed at the sub-block's first
+         * sample for the values there and approached linearly sample by
+         * sample over the sub-block (no zipper while decay, damping or size
+         * move); a ramp is followed a sub-block behind, and reached */
+        if (at_start && (dv != s->coef_decay || mv != s->coef_damp || moving)) {
+            coefs(s, dv, mv);
+            const float inv = 1.0f / (float)SUB;
+            for (int k = 0; k < NL; k++) {
+                s->dgb[k] = (s->tgb[k] - s->gb[k]) * inv;
+                s->dbb[k] = (s->tb[k] - s->b[k]) * inv;
+            }
+            for (int k = 0; k < ND; k++)
+                s->ddg[k] = (s->tdg[k] - s->dg[k]) * inv;
+            s->glide_left = SUB;
+        }
+        const int glide = s->glide_left > 0;
+        float yk[NL], gb[NL], bb[NL], ap[NL], dg[ND];
+        const float *dgb = s->dgb, *dbb = s->dbb, *ddg = s->ddg;
         memcpy(yk, s->y, sizeof yk);
         memcpy(ap, s->ap, sizeof ap);
         memcpy(gb, s->gb, sizeof gb);
         memcpy(bb, s->b, sizeof bb);
-        float dg[ND], ddg[ND] = {0};
         memcpy(dg, s->dg, sizeof dg);
-        int glide = 0;
-        if (dv != s->coef_decay || mv != s->coef_damp || moving) {
-            const float dve = mg_pv_at(dec, i1 - 1), mve = mg_pv_at(dmp, i1 - 1);
-            coefs(s, dve, mve);
-            if (dv != dve || mv != mve)
-                s->coef_decay = NAN; /* still ramping: recompute next sub-block */
-            const float inv = 1.0f / (float)(i1 - i0);
-            for (int k = 0; k < NL; k++) {
-                dgb[k] = (s->gb[k] - gb[k]) * inv;
-                dbb[k] = (s->b[k] - bb[k]) * inv;
-            }
-            for (int k = 0; k < ND; k++)
-                ddg[k] = (s->dg[k] - dg[k]) * inv;
-            glide = 1;
-        }
         int fast = !moving; /* every line longer than a sub-block (and its modulation) */
         for (int k = 0; k < NL; k++)
             fast &= s->len[k] - s->depth - 2.0f > (float)SUB;
@@ -1017,6 +1054,8 @@ MG_HOT static void process(void *st, const mg_proc *p)
             }
             memcpy(s->y, yk, sizeof yk);
             memcpy(s->ap, ap, sizeof ap);
+            if (glide)
+                glide_step(s, len, gb, bb, dg);
             continue;
         }
         float *restrict mem = s->mem;
@@ -1077,6 +1116,8 @@ MG_HOT static void process(void *st, const mg_proc *p)
         }
         memcpy(s->y, yk, sizeof yk);
         memcpy(s->ap, ap, sizeof ap);
+        if (glide)
+            glide_step(s, len, gb, bb, dg);
     }
 check:;
     int ok = 1;
