@@ -144,8 +144,15 @@ class WS:
         return b0 & 0x0F, payload
 
     def messages(self, timeout: float = 5.0) -> list[tuple[str, list]]:
-        """The OSC messages of the next binary frame (bundles flattened)."""
+        """The OSC messages of the next binary frame (bundles flattened). A ping on
+        the way is answered, as a browser does (with --http-ping the server pings
+        every second: on a loaded host one can come before the reply)."""
+        deadline = time.monotonic() + timeout
         op, payload = self.frame(timeout)
+        while op in (0x9, 0xA):
+            if op == 0x9:
+                self.send_frame(0xA, payload)
+            op, payload = self.frame(max(0.01, deadline - time.monotonic()))
         assert op == 0x2, (op, payload)
         return [(m.message.address, list(m.message.params))
                 for m in OscPacket(payload).messages]
