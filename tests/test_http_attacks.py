@@ -153,9 +153,9 @@ def test_read_only_viewers_leave_subscriber_and_connection_slots(tmp_path):
         viewers[0].send("/subscribe", 10.0)  # one that holds a slot renews it
         assert viewers[0].until(lambda m: m[0] in ("/done", "/fail")
                                 and m[1][:1] == ["/subscribe"])[0] == "/done"
-        with Client("127.0.0.1", d.port, timeout=3.0) as touchosc:
+        with Client("127.0.0.1", d.port, timeout=30.0) as touchosc:
             touchosc.send("/subscribe", 10.0)
-            while (m := touchosc.receive(3.0))[0] not in ("/done", "/fail"):
+            while (m := touchosc.receive(30.0))[0] not in ("/done", "/fail"):
                 pass
             assert m[0] == "/done", m
         # connections from one address: 3 viewers of --max-conns-per-host 6
@@ -163,7 +163,7 @@ def test_read_only_viewers_leave_subscriber_and_connection_slots(tmp_path):
         assert [w.status for w in local] == [101, 101, 101, 0]
         assert d.status()["refused"] == 1
         viewers += local
-        with Client("127.0.0.1", d.port, timeout=3.0, transport="tcp") as tcp:
+        with Client("127.0.0.1", d.port, timeout=30.0, transport="tcp") as tcp:
             assert tcp.request("/sync", 3) == ("/synced", [3])
     finally:
         for w in viewers:

@@ -294,7 +294,7 @@ def test_server_killed_and_restarted(jack, server_name, tmp_path):
     events: list = []
     watcher = None
     try:
-        watcher = Client("127.0.0.1", d.port, timeout=5.0)
+        watcher = Client("127.0.0.1", d.port, timeout=30.0)
         tone_patch(d)
         watcher.subscribe(lambda addr, args: events.append((addr, args))
                           if addr == "/device/state" else None)
