@@ -1549,11 +1549,15 @@ class Dispatcher:
 
     # ---- patterns ----------------------------------------------------------------
     def addresses(self) -> list[str]:
-        """The live address set: literal addresses and every node's addresses."""
+        """The live address set that patterns match: the server's queries and
+        subscriptions (readonly.READS: ANY) and every node's addresses. The server's
+        commands (graph edits, /undo, /redo, patches, scenes, cues, MIDI maps,
+        /reply-port) are reached by their literal address only: `/graph/*`, a look at
+        the graph, ran /graph/clear, and `/*` ran /undo."""
         key = (self._graph_version, len(self.session.live), id(self.session.graph))
         if self._addr_cache is not None and self._addr_cache[0] == key:
             return self._addr_cache[1]
-        out = sorted(self._literal)
+        out = sorted(a for a in self._literal if readonly.READS.get(a) == readonly.ANY)
         for name, node in self.session.live.items():
             t = node.g.type
             for p in t.params:
