@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from mixgraph.clients import Client
+
 from daemon_util import Daemon
 
 
@@ -55,3 +57,40 @@ def test_a_pattern_runs_no_server_command(d):
     d.call("/scene/recall", "intro")
     d.sync(1)
     assert d.call("/node/g1/gain") == [-10.0]
+
+
+@pytest.mark.parametrize("pattern,args,copies", [("//*", [], 5400),
+                                                 ("/node/*/*", [0.0], 2000)])
+def test_a_bundle_of_one_pattern_many_times_is_bounded(d, pattern, args, copies):
+    """One 64 kB UDP bundle of the same pattern thousands of times: its matching is
+    memoised (free after the first), but before the bundle is applied every message was
+    checked against every match (a read-only test, then _check: 60 million checks on
+    40 eq8 nodes for 5,400 `//*`), charged to no budget: the control thread was held
+    for minutes (still at it after 4 minutes and 26 s of its CPU at load 10, when it
+    was killed; another client's /status waited all along). The checks are now
+    paid from the host's pattern-work budget, so the bundle is refused after its burst,
+    and the read-only test runs once per distinct message."""
+    from mixgraph.clients.protocol import encode, encode_bundle
+
+    from daemon_util import control_cpu_s
+
+    for i in range(40):
+        d.call("/graph/add", "eq8", f"e{i}")
+    pkt = encode_bundle([encode(pattern, args)] * copies)
+    assert len(pkt) < 65507
+    cpu0 = control_cpu_s(d.proc.pid)
+    with Client("127.0.0.1", d.port, timeout=30.0, transport="tcp") as c:
+        c.send_packet(pkt)
+        c.send("/sync", 5)
+        replies = []
+        while (m := c.receive(600.0)) != ("/synced", [5]):
+            replies.append(m)
+    spent = control_cpu_s(d.proc.pid) - cpu0
+    # refused whole: nothing applied, nothing answered but /fail (what a loaded host's
+    # TCP reader lets through of the 5,400 /fail replies; all of them on a quiet one)
+    assert {a for a, _ in replies} <= {"/fail"}, replies[:3]
+    assert not replies or any("too much work from patterns" in str(r) for _, r in replies)
+    # the budget's burst is 1 s of the control thread's CPU: a generous bound, in CPU
+    # time, which a slow or loaded host spends the same way
+    assert spent < 15.0, spent
+    assert d.status()["internal_errors"] == 0
