@@ -22,52 +22,36 @@ import sys
 
 import numpy as np
 from ab_core import load_core  # bench/, beside this script
+from glide_scenes import RATE, EqRig
 
 if len(sys.argv) > 1:
     load_core(sys.argv[1])
 
 from mixgraph.server import ramps  # noqa: E402
-from mixgraph.server.engine import Engine  # noqa: E402
-from mixgraph.server.session import Session  # noqa: E402
 
-RATE = 48000
 N = 13
 
 
 def render(block: int, gang: bool) -> np.ndarray:
     """One render of the scene with `block`-frame calls."""
-    e = Engine(RATE, 4, 40, block=block)
-    e.set_ganging(gang)
-    s = Session(e)
-    rng = np.random.default_rng(5)
-    out_ch = 0
+    nodes = []
     for i in range(N):
         ch = [1, 2, 3, 2, 1, 2][i % 6]
         typ = "eq8" if i % 4 else "eq"
-        pr = {"channels": ch}
+        pr: dict = {}
         if i % 3 == 0:
             pr.update(hpon=1, hpslope=(i // 3) % 3, hpfreq=60.0 + i)
         if i % 5 == 1:
             pr.update(lpon=1, lpslope=1, lpfreq=9000.0)
         if i % 2:
             pr.update(b2gain=3.0, b3type=3, b1q=2.0)
-        s.add_node("input", f"in{i}", {"first": 1 + i % 4, "channels": 1})
-        s.add_node(typ, f"e{i}", pr)
-        s.add_node("output", f"o{i}", {"first": out_ch + 1, "channels": ch})
-        out_ch += ch
-        s.connect(f"in{i}", f"e{i}")
-        s.connect(f"e{i}", f"o{i}")
-    s.commit()
-    n = RATE // 2
-    x = (rng.standard_normal((n, 4)) * 0.3).astype(np.float32)
+        nodes.append((typ, ch, pr))
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((RATE // 2, 4)) * 0.3).astype(np.float32)
     x[5000:5005, 2] = np.nan
-    outs = []
-    pos = 0
-    def run(m: int) -> None:
-        nonlocal pos
-        outs.append(e.process(m, x[pos:pos + m], block=block).copy())
-        pos += m
-    run(777)
+    rig = EqRig(nodes, x, block, 40, gang)
+    s = rig.s
+    rig.run(777)
     curves = ["linear", "scurve", "exp"]
     for i in range(N):
         nb = 4 if i % 4 == 0 else 8
@@ -79,21 +63,17 @@ def render(block: int, gang: bool) -> np.ndarray:
             ramps.ramp(s, f"e{i}", "b2q", 4.0, 0.03)
         if i % 3 == 0:
             ramps.ramp(s, f"e{i}", "hpfreq", 200.0, 0.04)
-    run(1001)
+    rig.run(1001)
     s.set_param("e2", "b3on", 0)
     s.set_param("e5", "b2type", 1)
     ramps.ramp(s, "e7", "lpfreq", 3000.0, 0.02)
-    run(2345)
+    rig.run(2345)
     for i in range(N):
         ramps.ramp(s, f"e{i}", "b2gain", -9.0, 0.1)
         ramps.ramp(s, f"e{i}", "b1freq", 300.0, 0.1)
-    run(3000)
+    rig.run(3000)
     s.set_param("e2", "b3on", 1)
-    run(n - pos)
-    y = np.concatenate(outs)
-    s.close()
-    e.free()
-    return y
+    return rig.result()
 
 
 def main() -> None:

@@ -704,22 +704,26 @@ class ControlServer:
             self.ready.append(host)
         q.append(item)
 
+    def _unpend(self, addr) -> None:
+        """One packet of addr's has left the FIFO (served, or taken for its host's
+        deferred turn): its count of packets waiting drops, and goes at zero."""
+        n = self.pending[addr] - 1
+        if n:
+            self.pending[addr] = n
+        else:
+            del self.pending[addr]
+
     def _deferred_turn(self, host: str) -> bool:
         """One round-robin turn of a host's deferred packets, in arrival order: QUANTUM
         bytes or TURN_S of time. True if more wait."""
         q = self.deferred[host]
-        pending = self.pending
         now = time.monotonic()
         cut = now + TURN_S
         used = 0
         while q and used < QUANTUM:
             addr, data = q.popleft()
             used += len(data)
-            n = pending[addr] - 1
-            if n:
-                pending[addr] = n
-            else:
-                del pending[addr]
+            self._unpend(addr)
             self._packet(data, self._udp_peer(addr), now)
             if time.monotonic() > cut:
                 break
@@ -907,11 +911,7 @@ class ControlServer:
                         continue
                     addr, data = item
                     served += len(data)
-                    n = pending[addr] - 1
-                    if n:
-                        pending[addr] = n
-                    else:
-                        del pending[addr]
+                    self._unpend(addr)
                     t0 = time.monotonic()
                     self._packet(data, self._udp_peer(addr), now)
                     spent[host] = spent.get(host, 0.0) + time.monotonic() - t0

@@ -257,6 +257,16 @@ def require_avx512(what: str) -> None:
 
 
 @pytest.fixture
+def dispatch_rig():
+    """(dispatcher, say): an in-process session and OSC dispatcher on the null clock,
+    say(address, *args) returning the last reply (daemon_util.in_process_dispatcher)."""
+    from daemon_util import in_process_dispatcher
+
+    with in_process_dispatcher() as rig:
+        yield rig
+
+
+@pytest.fixture
 def daemon(tmp_path):
     """A `mixgraph serve` on the null backend with its state in tmp_path/state, stopped
     after the test (tests/daemon_util.Daemon). A module that needs another start (a

@@ -140,26 +140,62 @@ def wait_autosaved(state_dir: Path, timeout: float = 30.0) -> None:
 
 
 @contextmanager
-def in_process_server(**kw) -> Iterator:
-    """A ControlServer in this process on ephemeral ports, over a 2-in/2-out engine on
-    the null clock (so /sync is answered), with no loop: the test drives it. kw goes to
-    ControlServer (rate, burst, ...). Freed in order on exit."""
+def in_process_dispatcher() -> Iterator:
+    """(dispatcher, say): an in-process session and OSC dispatcher over a 2-in/2-out
+    engine on the null clock (so /sync is answered); say(address, *args) dispatches
+    one message and returns its last reply. Freed in order on exit."""
     from mixgraph.server.engine import Engine
     from mixgraph.server.osc import Dispatcher
     from mixgraph.server.session import Session
-    from mixgraph.server.transport import ControlServer
 
     e = Engine(48000, 2, 2)
     s = Session(e)
-    srv = ControlServer(Dispatcher(s, info={"block": 64}), "127.0.0.1", 0, **kw)
+    d = Dispatcher(s, info={"block": 64})
+    out: list = []
+
+    def say(*m):
+        d.dispatch(m[0], list(m[1:]), lambda a, r: out.append((a, r)))
+        return out[-1]
     e.null_start(64)
     try:
-        yield srv
+        yield d, say
     finally:
         e.null_stop()
-        srv.close()
         s.close()
         e.free()
+
+
+@contextmanager
+def in_process_server(**kw) -> Iterator:
+    """A ControlServer in this process on ephemeral ports over in_process_dispatcher's
+    dispatcher, with no loop: the test drives it. kw goes to ControlServer (rate,
+    burst, ...)."""
+    from mixgraph.server.transport import ControlServer
+
+    with in_process_dispatcher() as (d, _say):
+        srv = ControlServer(d, "127.0.0.1", 0, **kw)
+        try:
+            yield srv
+        finally:
+            srv.close()
+
+
+class FakeMidiIn:
+    """python-rtmidi's MidiIn as the control thread polls it (get_message): the raw
+    MIDI messages given, one a poll."""
+
+    def __init__(self, msgs: list[list[int]]) -> None:
+        self.q = list(msgs)
+
+    def get_message(self):
+        return (self.q.pop(0), 0.0) if self.q else None
+
+
+class FakeMidiOut:
+    """python-rtmidi's MidiOut that drops the feedback sent to it."""
+
+    def send_message(self, _m) -> None:
+        pass
 
 
 class Daemon:

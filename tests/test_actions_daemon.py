@@ -22,7 +22,7 @@ def daemon(tmp_path_factory):
 def test_align_measure_over_udp(daemon):
     """One noise source split in two, one path 3.37 ms late (the delay node's
     fractional read): measure finds the offset within the issue's 0.05 ms and sets it."""
-    with Client("127.0.0.1", daemon.port, timeout=5.0) as c:
+    with Client("127.0.0.1", daemon.port, timeout=30.0) as c:
         c.clear()
         c.add("noise", "a", seed=7, level=-20.0)
         c.add("delay", "late", channels=1, time=3.37, feedback=0.0, mix=100.0)

@@ -7,57 +7,20 @@ from __future__ import annotations
 import pytest
 
 from mixgraph.server.budget import HostBudget
-from mixgraph.server.engine import Engine
-from mixgraph.server.osc import Dispatcher
-from mixgraph.server.session import Session
 
-
-@pytest.fixture
-def rig():
-    """An in-process session and dispatcher on the null clock; say() returns the last
-    reply."""
-    e = Engine(48000, 2, 2)
-    s = Session(e)
-    d = Dispatcher(s, info={"block": 64})
-    out: list = []
-
-    def say(*m):
-        d.dispatch(m[0], list(m[1:]), lambda a, r: out.append((a, r)))
-        return out[-1]
-    e.null_start(64)
-    try:
-        yield d, say
-    finally:
-        e.null_stop()
-        s.close()
-        e.free()
-
-
-class _FakeMidiIn:
-    """python-rtmidi's MidiIn as the control thread polls it (get_message)."""
-
-    def __init__(self, msgs: list[list[int]]) -> None:
-        self.q = list(msgs)
-
-    def get_message(self):
-        return (self.q.pop(0), 0.0) if self.q else None
-
-
-class _FakeMidiOut:
-    def send_message(self, _m) -> None:
-        pass
+from daemon_util import FakeMidiIn, FakeMidiOut
 
 
 # ---- 1. MIDI presses on whole-graph addresses were charged to no budget --------------
 @pytest.mark.parametrize("kind", ["note", "pc"])
-def test_midi_presses_on_whole_graph_addresses_spend_the_midi_budget(rig, kind):
+def test_midi_presses_on_whole_graph_addresses_spend_the_midi_budget(dispatch_rig, kind):
     """A note or program change mapped to /scene/recall (or /cue/go, /patch/load) is a
     press: each is dispatched, and whole-graph work from MIDI was charged to no host,
     so a controller's pads (or a stuck sequencer) could drive the control thread
     without bound while a network host doing the same was refused. It is now charged
     to the "midi" host's budget (here shrunk to 20 ms so the test is short: presses go
     on until one is refused, up to a cap a fast host cannot reach unrefused)."""
-    d, say = rig
+    d, say = dispatch_rig
     for i in range(8):
         say("/graph/add", "eq8", f"e{i}")
     assert say("/scene/store", "a")[0] == "/done"
@@ -79,7 +42,7 @@ def test_midi_presses_on_whole_graph_addresses_spend_the_midi_budget(rig, kind):
     d.midi._reply = spy
     sent = 0
     while not fails and sent < 5_000:
-        d.midi._alsa = (_FakeMidiIn(press * 50), _FakeMidiOut())
+        d.midi._alsa = (FakeMidiIn(press * 50), FakeMidiOut())
         d.midi.service()
         sent += 50
     assert fails, f"{sent} presses on /scene/recall, none refused"
@@ -92,9 +55,9 @@ def test_midi_presses_on_whole_graph_addresses_spend_the_midi_budget(rig, kind):
 @pytest.mark.parametrize("action", ["/", "/node/g/gain/ -3", "/node/[g/gain -3",
                                     "/node/{g,h/gain -3", "'/node/g /gain' -3",
                                     "'/node/g\x1b/gain' -3"])
-def test_a_cue_action_that_is_no_address_is_refused_when_set(rig, action):
+def test_a_cue_action_that_is_no_address_is_refused_when_set(dispatch_rig, action):
     """`/cue/set 1 osc /` was taken and failed only when the cue fired, mid-show."""
-    _d, say = rig
+    _d, say = dispatch_rig
     say("/graph/add", "gain", "g")
     a, r = say("/cue/set", 1, "osc", action)
     assert a == "/fail", r
@@ -304,12 +267,12 @@ def test_a_midi_map_file_of_another_version_is_refused_and_the_maps_kept(tmp_pat
         d.stop()
 
 
-def test_a_midi_fader_morph_refused_by_the_budget_lands_when_it_refills(rig):
+def test_a_midi_fader_morph_refused_by_the_budget_lands_when_it_refills(dispatch_rig):
     """With MIDI's whole-graph work charged, a fader on /scene/morph past the budget
     had its moves refused, and a sweep's last position refused left the morph where
     an earlier one put it. The latest refused position of a control goes again at
     each look (unless the control moved since), so it lands once the budget refills."""
-    d, say = rig
+    d, say = dispatch_rig
     for i in range(8):
         say("/graph/add", "eq8", f"e{i}")
     assert say("/scene/store", "a")[0] == "/done"
@@ -329,13 +292,13 @@ def test_a_midi_fader_morph_refused_by_the_budget_lands_when_it_refills(rig):
     d.midi._reply = spy
     k = 0
     while not fails and k < 5_000:
-        d.midi._alsa = (_FakeMidiIn([[0xB0, 7, k % 100]]), _FakeMidiOut())
+        d.midi._alsa = (FakeMidiIn([[0xB0, 7, k % 100]]), FakeMidiOut())
         d.midi.service()
         k += 1
     assert fails, f"{k} moves, none refused"
     last = (k - 1) % 100
     d._graph_budget = HostBudget(3.0, 0.5)  # refilled
-    d.midi._alsa = (_FakeMidiIn([]), _FakeMidiOut())
+    d.midi._alsa = (FakeMidiIn([]), FakeMidiOut())
     d.midi.service()  # no event: the refused position goes again
     assert say("/node/e0/b1gain")[1][0] == pytest.approx(6.0 * last / 127, abs=1e-3)
 

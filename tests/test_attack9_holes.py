@@ -6,52 +6,16 @@ from __future__ import annotations
 
 import pytest
 
-from mixgraph.server.engine import Engine
 from mixgraph.server.osc import Dispatcher
-from mixgraph.server.session import Session
 
-
-@pytest.fixture
-def rig():
-    """An in-process session and dispatcher on the null clock; say() returns the last
-    reply."""
-    e = Engine(48000, 2, 2)
-    s = Session(e)
-    d = Dispatcher(s, info={"block": 64})
-    out: list = []
-
-    def say(*m):
-        d.dispatch(m[0], list(m[1:]), lambda a, r: out.append((a, r)))
-        return out[-1]
-    e.null_start(64)
-    try:
-        yield d, say
-    finally:
-        e.null_stop()
-        s.close()
-        e.free()
-
-
-class _FakeMidiIn:
-    """python-rtmidi's MidiIn as the control thread polls it (get_message)."""
-
-    def __init__(self, msgs: list[list[int]]) -> None:
-        self.q = list(msgs)
-
-    def get_message(self):
-        return (self.q.pop(0), 0.0) if self.q else None
-
-
-class _FakeMidiOut:
-    def send_message(self, _m) -> None:
-        pass
+from daemon_util import FakeMidiIn, FakeMidiOut
 
 
 def _play(d: Dispatcher, msgs: list[list[int]]) -> list[tuple[str, list]]:
     """Feed raw MIDI messages through the control thread's MIDI path (the ALSA
     sequencer's, python-rtmidi) in one service call; the addresses it dispatched."""
     d.midi._ensure()
-    d.midi._alsa = (_FakeMidiIn(msgs), _FakeMidiOut())
+    d.midi._alsa = (FakeMidiIn(msgs), FakeMidiOut())
     sent: list[tuple[str, list]] = []
     real = d.dispatch
 
@@ -67,14 +31,14 @@ def _play(d: Dispatcher, msgs: list[list[int]]) -> list[tuple[str, list]]:
 
 
 # ---- 1. a fader mapped to /scene/morph dispatched every CC ---------------------------
-def test_a_midi_fader_on_scene_morph_morphs_once_per_drain_at_its_last_position(rig):
+def test_a_midi_fader_on_scene_morph_morphs_once_per_drain_at_its_last_position(dispatch_rig):
     """docs/protocol.md suggests a fader mapped to `/scene/morph` (args "a b") as a
     crossfader. Every CC of it was dispatched as a morph of every stored value: 300
     CCs (two sweeps of one fader) between two scenes of 100 eq8 held the control
     thread 127 s (10.25 s of its CPU) on this host, every other client waiting. A
     positional control now dispatches its latest position once per drain; presses
     (notes, program changes) still each dispatch."""
-    d, say = rig
+    d, say = dispatch_rig
     for i in range(20):
         say("/graph/add", "eq8", f"e{i}")
     assert say("/scene/store", "a")[0] == "/done"
@@ -96,7 +60,7 @@ def test_a_midi_fader_on_scene_morph_morphs_once_per_drain_at_its_last_position(
 
 
 # ---- 2. a GO of a long chain of scene recalls held the control thread ---------------
-def test_a_long_cue_chain_runs_in_parts_between_other_commands(rig, monkeypatch):
+def test_a_long_cue_chain_runs_in_parts_between_other_commands(dispatch_rig, monkeypatch):
     """A chain of auto-continue cues with no waits ran to its end inside the /cue/go
     that fired it: 300 chained recalls of a 100-eq8 scene (4,700 values each) held
     the daemon's control thread 30.6 s, another client's /status waiting 31.0 s
@@ -110,7 +74,7 @@ def test_a_long_cue_chain_runs_in_parts_between_other_commands(rig, monkeypatch)
     from mixgraph.server import cues
 
     monkeypatch.setattr(cues, "CHAIN_SLICE_S", 0.0, raising=False)
-    d, say = rig
+    d, say = dispatch_rig
     for i in range(4):
         say("/graph/add", "gain", f"g{i}")
     for k in range(1, 41):

@@ -199,7 +199,7 @@ def test_async_tcp(fake, framing):
             with pytest.raises(MixgraphFail):
                 await c.call("/bad")
             await c.subscribe(lambda a, args: fb.put_nowait((a, args)), lease_s=5)
-            assert await asyncio.wait_for(fb.get(), 2) == ("/node/g/gain", [-3.0])
+            assert await asyncio.wait_for(fb.get(), 30) == ("/node/g/gain", [-3.0])
     asyncio.run(main())
 
 

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-RATE = 48000
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+from glide_scenes import RATE, EqRig  # noqa: E402  (bench/: glide_hash.py's rig too)
 
 # the child: renders every scene and prints {name: sha256 of the samples}
 CHILD = r"""
@@ -50,18 +51,12 @@ def render(nodes: int, block: int, gang: bool, threads: int, scene: str) -> np.n
     switched off and on and a type changed during the glides). Returns the
     outputs of all calls, `block` frames a call."""
     from mixgraph.server import ramps
-    from mixgraph.server.engine import Engine
-    from mixgraph.server.session import Session
 
-    e = Engine(RATE, 4, 3 * nodes, block=block, threads=threads)
-    e.set_ganging(gang)
-    s = Session(e)
-    rng = np.random.default_rng(11 + nodes)
-    out_ch = 0
+    specs = []
     for i in range(nodes):
         ch = [2, 1, 3, 2, 1][i % 5]
         typ, nb = ("eq", 4) if i % 4 == 3 else ("eq8", 8)
-        pr: dict = {"channels": ch}
+        pr: dict = {}
         if scene in ("one", "still"):
             pr.update({f"b{b}gain": 3.0 for b in range(1, nb + 1)})
         if i % 3 == 0:
@@ -70,23 +65,11 @@ def render(nodes: int, block: int, gang: bool, threads: int, scene: str) -> np.n
             pr.update(lpon=1, lpslope=2, lpfreq=10000.0)
         if i % 2:
             pr.update(b2gain=-4.0, b4type=3, b1q=3.0)
-        s.add_node("input", f"in{i}", {"first": 1 + i % 4, "channels": 1})
-        s.add_node(typ, f"e{i}", pr)
-        s.add_node("output", f"o{i}", {"first": out_ch + 1, "channels": ch})
-        out_ch += ch
-        s.connect(f"in{i}", f"e{i}")
-        s.connect(f"e{i}", f"o{i}")
-    s.commit()
-    total = RATE // 4
-    x = (rng.standard_normal((total, 4)) * 0.25).astype(np.float32)
-    outs = []
-    pos = 0
-
-    def run(m: int) -> None:
-        nonlocal pos
-        outs.append(e.process(m, x[pos:pos + m], block=block).copy())
-        pos += m
-
+        specs.append((typ, ch, pr))
+    rng = np.random.default_rng(11 + nodes)
+    x = (rng.standard_normal((RATE // 4, 4)) * 0.25).astype(np.float32)
+    rig = EqRig(specs, x, block, 3 * nodes, gang, threads)
+    s, run = rig.s, rig.run
     run(301)  # the ramps start mid-call
     for i in range(nodes if scene != "still" else 0):
         nb = 4 if i % 4 == 3 else 8
@@ -112,11 +95,7 @@ def render(nodes: int, block: int, gang: bool, threads: int, scene: str) -> np.n
         if scene != "one" and i % 4 == 1:
             ramps.ramp(s, f"e{i}", "lpfreq", 4000.0, 0.03)
     run(2500)
-    run(total - pos)
-    y = np.concatenate(outs)
-    s.close()
-    e.free()
-    return y
+    return rig.result()
 
 
 VARIANTS = [

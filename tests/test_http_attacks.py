@@ -153,9 +153,9 @@ def test_read_only_viewers_leave_subscriber_and_connection_slots(tmp_path):
         viewers[0].send("/subscribe", 10.0)  # one that holds a slot renews it
         assert viewers[0].until(lambda m: m[0] in ("/done", "/fail")
                                 and m[1][:1] == ["/subscribe"])[0] == "/done"
-        with Client("127.0.0.1", d.port, timeout=3.0) as touchosc:
+        with Client("127.0.0.1", d.port, timeout=30.0) as touchosc:
             touchosc.send("/subscribe", 10.0)
-            while (m := touchosc.receive(3.0))[0] not in ("/done", "/fail"):
+            while (m := touchosc.receive(30.0))[0] not in ("/done", "/fail"):
                 pass
             assert m[0] == "/done", m
         # connections from one address: 3 viewers of --max-conns-per-host 6
@@ -163,7 +163,7 @@ def test_read_only_viewers_leave_subscriber_and_connection_slots(tmp_path):
         assert [w.status for w in local] == [101, 101, 101, 0]
         assert d.status()["refused"] == 1
         viewers += local
-        with Client("127.0.0.1", d.port, timeout=3.0, transport="tcp") as tcp:
+        with Client("127.0.0.1", d.port, timeout=30.0, transport="tcp") as tcp:
             assert tcp.request("/sync", 3) == ("/synced", [3])
     finally:
         for w in viewers:
@@ -285,12 +285,15 @@ def test_read_only_refuses_every_setting_and_answers_every_query(tmp_path):
                     if not refused(f"{base}/{a}", args):
                         wrong.append(("action passed", f"{base}/{a}", args))
         # patterns: a query when every address they match is one
-        for a in ("/node/*/gain", "/node/g/*", "/node/*/peak", "/*/list", "/node/{g,m}/*"):
+        # (a pattern reaches the server's queries only, never its commands: /cue/* is
+        # /cue/list, and /*/clear matches nothing)
+        for a in ("/node/*/gain", "/node/g/*", "/node/*/peak", "/*/list", "/node/{g,m}/*",
+                  "/cue/*"):
             if refused(a, []):
                 wrong.append(("query refused", a, []))
             if not refused(a, [0.5]):
                 wrong.append(("set passed", a, [0.5]))
-        for a in ("/cue/*", "/node/*/measure", "/node/dn/learn", "/*/clear", "/undo",
+        for a in ("/node/*/measure", "/node/dn/learn", "/undo",
                   "/node/g/gain/ramp", "/node/*/*/ramp"):
             if not refused(a, []):
                 wrong.append(("set passed", a, []))

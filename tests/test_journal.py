@@ -332,7 +332,7 @@ def test_a_cue_list_survives_sigkill(tmp_path):
         rows = []
         while addr != "/done":
             rows.append(args)
-            addr, args = d.client.receive(5.0)
+            addr, args = d.client.receive(30.0)
         return rows, args
 
     d = Daemon(tmp_path / "state", "--backend", "null")
@@ -370,7 +370,7 @@ def test_no_done_for_an_edit_the_journal_could_not_write(tmp_path):
     from mixgraph.clients.client import Client
 
     d = Daemon(tmp_path / "state", "--backend", "null")
-    tcp = Client("127.0.0.1", d.port, timeout=3.0, transport="tcp")
+    tcp = Client("127.0.0.1", d.port, timeout=30.0, transport="tcp")
     replies = []
     try:
         d.call("/graph/add", "gain", "f0")

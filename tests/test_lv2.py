@@ -25,7 +25,7 @@ from mixgraph.server import lv2
 from mixgraph.server.errors import MixgraphError
 from mixgraph.server.render import render
 
-from daemon_util import Daemon
+from daemon_util import Daemon, wait_autosaved
 
 HERE = Path(__file__).resolve().parent
 RATE = 48000
@@ -692,13 +692,16 @@ def test_plugin_state_its_files_and_its_log_survive_save_and_restart(test_bundle
         assert learned == pytest.approx(10 ** (-12 / 20), rel=1e-3)  # the sine's peak
         d.call("/graph/disconnect", "osc", "st")
         d.sync()
-        time.sleep(0.2)  # readouts are published now and then
-        learned = d.request("/node/st/learned")[1][-1]
         d.call("/patch/save", "p1")
         doc = PatchStore(state).load("p1")
         node = next(n for n in doc["nodes"] if n["name"] == "st")
         props = {p["key"]: p for p in node["lv2_state"]}
-        assert props["urn:mixgraph:test:peak"]["value"] == pytest.approx(learned, rel=1e-6)
+        saved = props["urn:mixgraph:test:peak"]["value"]
+        # the readout comes round to what was saved (published now and then: a read
+        # a fixed 0.2 s after the disconnect could be an older, lower peak)
+        learned = readout_until(d, "/node/st/learned",
+                                lambda v: v == pytest.approx(saved, rel=1e-6))
+        assert saved == pytest.approx(learned, rel=1e-6)
         assert props["urn:mixgraph:test:file"]["type"].endswith("atom#Path")
         assert props["urn:mixgraph:test:file"]["value"] == "escape/peak.txt"  # relative
         assert (state / "lv2" / "st" / "escape" / "peak.txt").is_file()
@@ -713,7 +716,7 @@ def test_plugin_state_its_files_and_its_log_survive_save_and_restart(test_bundle
         out = d.output()
         assert "st: plugin note: instantiated at 48000 Hz" in out
         assert out.count("plugin warning: run") <= 1
-        time.sleep(0.6)  # the autosave snapshot
+        wait_autosaved(state)  # the autosave snapshot
     finally:
         d.stop()
     # restarted: the plugin's peak comes back from its file (it refuses a file that
@@ -912,7 +915,7 @@ def test_a_bundle_gone_at_restart_leaves_a_placeholder_that_keeps_the_state(
         assert saved["lv2_state"]
         d.call("/graph/connect", "osc", "st")
         d.sync()
-        time.sleep(0.6)  # the autosave snapshot
+        wait_autosaved(state)  # the autosave snapshot
     finally:
         d.stop()
     d = Daemon(state, "--backend", "null", env={"LV2_PATH": "/usr/lib/lv2"})

@@ -496,7 +496,7 @@ def test_udp_amplification_bound_for_unproven_clients(tmp_path):
     answered with at most 3x its bytes, over a generous window; no stream starts."""
     d = Daemon(tmp_path / "state", "--backend", "null", "--prove-loopback")
     try:
-        tc = Client("127.0.0.1", d.port, transport="tcp", timeout=3.0)
+        tc = Client("127.0.0.1", d.port, transport="tcp", timeout=30.0)
         for i in range(8):
             tc.call("/graph/add", "gain", f"g{i}")
             tc.call("/graph/add", "meter", f"m{i}", "channels", 8)

@@ -93,7 +93,7 @@ def test_dump_and_subscribe_deliver_every_parameter_of_every_node_type(every):
     bare strings, and /subscribe and /dump failed with `internal error`."""
     d, types = every
     want = _expected_state(types)
-    with Client("127.0.0.1", d.port, timeout=5.0, transport="tcp") as c:
+    with Client("127.0.0.1", d.port, timeout=30.0, transport="tcp") as c:
         c.send("/dump")
         got = _collect_until(c, lambda m: m[0] in ("/done", "/fail") and m[1][:1] == ["/dump"])
         assert got[-1][0] == "/done", got[-1]
@@ -104,7 +104,7 @@ def test_dump_and_subscribe_deliver_every_parameter_of_every_node_type(every):
             assert len(args) == 1 and isinstance(args[0], float), (a, args)
     # the blocking client's subscribe(): every state message reaches the callback
     seen: dict[str, list] = {}
-    with Client("127.0.0.1", d.port, timeout=5.0, transport="tcp") as c:
+    with Client("127.0.0.1", d.port, timeout=30.0, transport="tcp") as c:
         reply = c.subscribe(lambda a, args: seen.__setitem__(a, args), lease_s=10.0)
         assert reply[:2] == ["/subscribe", 10.0]
         assert set(seen) >= want, sorted(want - set(seen))[:10]
@@ -223,7 +223,7 @@ def live_nodes(d: Daemon) -> list[tuple[str, str]]:
     c = d.client
     c.send("/graph/nodes")
     while True:
-        a, args = c.receive(5.0)
+        a, args = c.receive(30.0)
         if a == "/graph/nodes.reply":
             nodes.append((args[0], args[1]))
         elif a == "/done" and args[:1] == ["/graph/nodes"]:
@@ -370,8 +370,8 @@ def test_a_refused_subscription_gets_one_fail_and_no_done(tmp_path):
     d = Daemon(tmp_path / "state", "--backend", "null", "--max-subscribers", "1")
     try:
         d.call("/graph/add", "gain", "g")
-        with Client("127.0.0.1", d.port, timeout=3.0, transport="tcp") as a, \
-                Client("127.0.0.1", d.port, timeout=3.0, transport="tcp") as b:
+        with Client("127.0.0.1", d.port, timeout=30.0, transport="tcp") as a, \
+                Client("127.0.0.1", d.port, timeout=30.0, transport="tcp") as b:
             assert a.subscribe(lambda *_: None, lease_s=10)[:3] == ["/subscribe", 10.0, 9]
             b.send("/subscribe", 10.0)
             b.send("/sync", 5)

@@ -21,7 +21,7 @@ from daemon_util import Daemon
 
 def _schedule(d: Daemon, at_unix: float, value: float) -> None:
     """A timed bundle setting g.gain, over TCP, acknowledged by /sync."""
-    c = Client("127.0.0.1", d.port, transport="tcp", timeout=5.0)
+    c = Client("127.0.0.1", d.port, transport="tcp", timeout=30.0)
     try:
         c.send_packet(encode_bundle([("/node/g/gain", (value,))], timetag_from_unix(at_unix)))
         addr, args = c.request("/sync", 7)

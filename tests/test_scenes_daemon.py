@@ -25,7 +25,7 @@ def drain(d: Daemon, first: tuple, end: str) -> list:
     """The replies of a list request up to its /done."""
     got = [first]
     while got[-1][0] != "/done":
-        got.append(d.client.receive(timeout=3.0))
+        got.append(d.client.receive(timeout=30.0))
     assert got[-1][1][0] == end
     return got
 
@@ -243,7 +243,7 @@ def test_subscribers_get_playhead_running_and_moved_values(tmp_path):
         d.call("/cue/set", 1, "name", "Open", "scene", "a", "fade", 0.2)
         d.call("/cue/set", 2, "name", "Next")
         got: list = []
-        watcher = Client("127.0.0.1", d.port, timeout=3.0)
+        watcher = Client("127.0.0.1", d.port, timeout=30.0)
         watcher.subscribe(lambda a, args: got.append((a, list(args))))
         d.call("/cue/go")
         deadline = time.monotonic() + 30
