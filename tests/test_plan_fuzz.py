@@ -690,17 +690,38 @@ def test_plain_paths_give_the_same_bits(refs):
     assert not bad, f"seeds that differ with the split/skips off: {bad}"
 
 
-def test_paths_differ(refs):
-    """The comparisons are not vacuous: in a third of the seeds or more the
-    plan has fused strip tails and the calls are a multiple of 8 frames (so
-    the tails can run fused), and on two threads the plans have a parallel
-    form (units of work)."""
-    fused = [s for s, (p, r) in refs.items() if r.fused[0] > 0 and p.call % 8 == 0]
-    assert len(fused) >= len(refs) / 3, f"fused tails in {len(fused)} of {len(refs)} seeds"
-    tmp = Path(tempfile.mkdtemp())
-    p = refs[seeds()[0]][0]
-    r2 = render(p, tmp, threads=2, sched=SOLO)
-    assert r2.units > 1, "no parallel form on two threads"
+def _plan_shape(p: Patch, tmp: Path, threads: int) -> tuple[int, int]:
+    """(fused strips, units of work) of p's first plan, built but not rendered."""
+    _player_file(tmp)
+    e = Engine(RATE, p.hw_in, max(p.hw_out, 1), threads=threads, block=p.call)
+    s = Session(e, data_dir=tmp)
+    try:
+        for op in p.ops:
+            if op[0] == "add":
+                s.add_node(op[1], op[2], dict(op[3]))
+            else:
+                s.connect(op[1], op[2])
+        s.commit()
+        rec = list(s._plans.values())[-1]
+        tails = ffi.new("int *")
+        return lib.mg_plan_fused_strips(rec.ptr, tails), lib.mg_plan_units(rec.ptr)
+    finally:
+        s.close()
+        e.free()
+
+
+def test_paths_differ(tmp_path):
+    """The comparisons are not vacuous: over the default seeds, a third or
+    more have fused strip tails in their plan and calls of a multiple of 8
+    frames (so the tails can run fused), and on two threads most plans have
+    a parallel form (units of work)."""
+    fused = par = 0
+    for seed in range(24):
+        p = draw_patch(seed, tmp_path)
+        fused += _plan_shape(p, tmp_path, 1)[0] > 0 and p.call % 8 == 0
+        par += _plan_shape(p, tmp_path, 2)[1] > 1
+    assert fused >= 8, f"fused tails in {fused} of 24 seeds"
+    assert par >= 12, f"a parallel form in {par} of 24 seeds"
 
 
 def test_every_catalog_type_is_drawn(tmp_path):
