@@ -711,16 +711,16 @@ def _plan_shape(p: Patch, tmp: Path, threads: int) -> tuple[int, int]:
 
 
 def test_paths_differ(tmp_path):
-    """The comparisons are not vacuous: over the default seeds, a third or
+    """The comparisons are not vacuous: over the default seeds, a quarter or
     more have fused strip tails in their plan and calls of a multiple of 8
-    frames (so the tails can run fused), and on two threads most plans have
-    a parallel form (units of work)."""
+    frames (so the tails can run fused; 8 of 24 when written), and on two
+    threads most plans have a parallel form (units of work; 24 of 24)."""
     fused = par = 0
     for seed in range(24):
         p = draw_patch(seed, tmp_path)
         fused += _plan_shape(p, tmp_path, 1)[0] > 0 and p.call % 8 == 0
         par += _plan_shape(p, tmp_path, 2)[1] > 1
-    assert fused >= 8, f"fused tails in {fused} of 24 seeds"
+    assert fused >= 6, f"fused tails in {fused} of 24 seeds"
     assert par >= 12, f"a parallel form in {par} of 24 seeds"
 
 
