@@ -168,18 +168,27 @@ static inline __attribute__((always_inline)) void process_one(void *st, const mg
     float tp = s->t < 0.0f ? pv[P_RANGE].value : s->t, e = s->e;
 
     float lvl[DYN_CHUNK], tmp[DYN_CHUNK];
-    for (int o = 0; o < p->nframes; o += DYN_CHUNK) {
-        const int m = p->nframes - o < DYN_CHUNK ? p->nframes - o : DYN_CHUNK;
+    /* chunks on the engine's clock (frames k*DYN_CHUNK .. k*DYN_CHUNK + 63 of
+     * mg_proc.time), not from the call's start: the key filters' designs and
+     * the settle below happen at the same samples whatever the block size */
+    const int lead = (int)(p->time % DYN_CHUNK);
+    for (int o = 0, m; o < p->nframes; o += m) {
+        m = DYN_CHUNK - (o ? 0 : lead);
+        m = p->nframes - o < m ? p->nframes - o : m;
+        /* the key filters are designed at the first frame of a chunk of the
+         * grid (a call that starts inside one keeps the design made at its
+         * start), or at once when there is none yet */
+        const int grid = o || !lead;
         if (hpon) {
             const float fc = pv[P_KEYHP].ramp ? pv[P_KEYHP].ramp[o] : pv[P_KEYHP].value;
-            if (fc != s->hp_fc) {
+            if (fc != s->hp_fc && (grid || s->hp_fc < 0.0f)) {
                 dyn_butter(&s->hp, 1, fc, s->sr);
                 s->hp_fc = fc;
             }
         }
         if (lpon) {
             const float fc = pv[P_KEYLP].ramp ? pv[P_KEYLP].ramp[o] : pv[P_KEYLP].value;
-            if (fc != s->lp_fc) {
+            if (fc != s->lp_fc && (grid || s->lp_fc < 0.0f)) {
                 dyn_butter(&s->lp, 0, fc, s->sr);
                 s->lp_fc = fc;
             }
@@ -257,8 +266,11 @@ static inline __attribute__((always_inline)) void process_one(void *st, const mg
             }
         }
         /* settle on the target once within 1e-6 (-120 dB) of it: long
-         * releases would otherwise take minutes to reach exact zero */
-        if (!(fabsf(e) > 1e-6f * tp))
+         * releases would otherwise take minutes to reach exact zero. Only at
+         * the end of a chunk of the clock's grid (a call that ends inside one
+         * leaves it to the next call), so where it settles does not depend
+         * on where calls begin */
+        if (!(fabsf(e) > 1e-6f * tp) && (p->time + (uint64_t)(o + m)) % DYN_CHUNK == 0)
             e = 0.0f; /* (NaN too) */
         for (int c = 0; c < ch; c++) {
             const float *x = p->in[c] + o;

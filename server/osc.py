@@ -237,6 +237,16 @@ _unpack_u = struct.Struct(">I").unpack_from
 _unpack_f = struct.Struct(">f").unpack_from
 _unpack_d = struct.Struct(">d").unpack_from
 # decoded here: OSC 1.0's required and optional types but blobs, timetags, arrays
+def _adjusted(spec, raw, value: float) -> str:
+    """What a /done says of a value set_param changed: clamped to the range, or (a
+    stepped parameter given a value between steps: 0.37 for a switch) rounded."""
+    x = raw if isinstance(raw, int | float) and not isinstance(raw, bool) else value
+    if spec.min <= x <= spec.max:
+        return (f"rounded to {value:g}: {spec.name} is stepped (whole steps "
+                f"{spec.min:g}..{spec.max:g})")
+    return f"clamped to {spec.min:g}..{spec.max:g}"
+
+
 def _array_depth(tags: str) -> int:
     """How deep the arrays of a type tag string nest ('[[f]]' is 2)."""
     depth = top = 0
@@ -610,13 +620,15 @@ class Dispatcher:
             hit = self._fast_entry(key)
             if hit is None:
                 return False
-        name, param, node, index, lo, hi, prefix = hit
+        name, param, node, index, lo, hi, prefix, stepped = hit
         s = self.session
         if s.live.get(name) is not node:
             self._fast.pop(key, None)
             return False
         x = _unpack_f(data, pos + 4)[0] if tag[1] == 102 else float(_unpack_i(data, pos + 4)[0])
         if not lo <= x <= hi:  # out of range, NaN, Inf: dispatch says why
+            return False
+        if stepped and x != math.floor(x):  # between steps: dispatch rounds and says so
             return False
         try:
             s.apply_param(node, index, param, x)
@@ -646,7 +658,8 @@ class Dispatcher:
         if len(self._fast) > 65536:
             self._fast.clear()
         prefix = b"/done\0\0\0,sf\0" + _ostr(address)
-        hit = (name, param, node, spec.index, spec.min, spec.max, prefix)
+        hit = (name, param, node, spec.index, spec.min, spec.max, prefix,
+               spec.taper == "stepped")
         self._fast[key] = hit
         return hit
 
@@ -1483,7 +1496,7 @@ class Dispatcher:
             self._check_touch(name, param, client)
             later = s.will_defer(node, t)  # then feedback goes out when it applies
             value, clamped = s.set_param(name, param, args[0], t)
-            extra = [f"clamped to {spec.min:g}..{spec.max:g}"] if clamped else []
+            extra = [_adjusted(spec, args[0], value)] if clamped else []
             reply("/done", [address, float(value), *extra])
             if not later:
                 self._changed(name, param, value, client)

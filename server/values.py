@@ -218,8 +218,19 @@ def param_value(t: NodeType, node: str, key: str, value) -> tuple[float, bool]:
         raise MixgraphError(f"{node}: {t.name} has no parameter or option {_show(key)} "
                             f"(known: {', '.join(known)})")
     x = choice_or_number(spec, value, f"{node}/{key}")
-    v = min(max(x, spec.min), spec.max)
+    v = step_value(spec, min(max(x, spec.min), spec.max))
     return v, v != x
+
+
+def step_value(spec: ParamSpec, v: float) -> float:
+    """An in-range value of a stepped parameter (a switch, a choice) rounded to the
+    nearest step, halves up (0.37 -> 0, 0.5 -> 1: the nodes read a switch as on from
+    0.5): a switch is on or off, never a value a node would smooth through or read
+    half on; other parameters are returned as they are. Every way in (OSC, a score,
+    a patch, HTTP, a ramp) goes through param_value, so all agree."""
+    if spec.taper != "stepped":
+        return v
+    return float(min(max(math.floor(v + 0.5), math.ceil(spec.min)), math.floor(spec.max)))
 
 
 @dataclass
