@@ -2134,16 +2134,18 @@ static void run_calls(const mg_engine *e, const mg_plan *p, int n, uint64_t t)
     float *const *const hw_in = e->hw_in_ptr, *const *const hw_out = e->hw_out_ptr;
     const int hw_in_ch = e->hw_in_ch, hw_out_ch = e->hw_out_ch;
     float *const scratch = e->ramp_scratch;
-    /* each tail's first step runs it fused or not (ran), before its members */
-    const int *const fuse_of = e->fusing ? p->fuse_of : NULL;
+    /* each tail's first step runs it fused or not (ran), before its members;
+     * a run of consecutive members of a tail that ran is skipped at once */
+    const mg_fuse_step *const fuse_of = e->fusing ? p->fuse_of : NULL;
     for (int s = 0; s < n_steps;) {
         const mg_call *c = &calls[s];
         if (__builtin_expect((c->flags & (MG_CALL_FUSE | MG_CALL_FUSED)) && fuse_of, 0)) {
-            mg_fuse *fz = &p->fuse[fuse_of[s]];
+            const mg_fuse_step fs = fuse_of[s];
+            mg_fuse *fz = &p->fuse[fs.fuse];
             if (c->flags & MG_CALL_FUSE)
                 fz->ran = fuse_run(p, fz, n);
             if (fz->ran) {
-                s++;
+                s = fs.next;
                 continue;
             }
         }

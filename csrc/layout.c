@@ -384,7 +384,7 @@ int mg_plan_fuse(mg_plan *p)
     if (!p->finished || !p->calls)
         return 0;
     int rc = -1, n_out = p->n_outputs;
-    int *fuse_of = NULL;
+    mg_fuse_step *fuse_of = NULL;
     int *op_step = mg_calloc((size_t)p->mix_used + 1, sizeof(int));
     int *n_readers = mg_calloc((size_t)n_out + 1, sizeof(int));
     mg_fuse *fz = mg_calloc((size_t)p->n_steps / 4 + 1, sizeof(mg_fuse));
@@ -431,7 +431,7 @@ int mg_plan_fuse(mg_plan *p)
             }
         }
     }
-    fuse_of = mg_malloc((size_t)p->n_steps + 1, sizeof(int));
+    fuse_of = mg_malloc((size_t)p->n_steps + 1, sizeof(mg_fuse_step));
     if (!fuse_of) {
         p->fuse = fz;
         p->n_fuse = n_fz;
@@ -440,16 +440,20 @@ int mg_plan_fuse(mg_plan *p)
         goto out;
     }
     for (int s = 0; s < p->n_steps; s++)
-        fuse_of[s] = -1;
+        fuse_of[s] = (mg_fuse_step){-1, s + 1};
     for (int i = 0; i < n_fz; i++) {
         const mg_fuse *f = &fz[i];
         for (int k = 0; k < f->strips; k++) {
-            fuse_of[f->pan[k]] = i;
-            fuse_of[f->fader[k]] = i;
+            fuse_of[f->pan[k]].fuse = i;
+            fuse_of[f->fader[k]].fuse = i;
             for (int j = 0; j < f->sends; j++)
-                fuse_of[f->send[(size_t)k * (size_t)f->sends + (size_t)j]] = i;
+                fuse_of[f->send[(size_t)k * (size_t)f->sends + (size_t)j]].fuse = i;
         }
     }
+    /* from the back: each member's run of its tail's members */
+    for (int s = p->n_steps - 2; s >= 0; s--)
+        if (fuse_of[s].fuse >= 0 && fuse_of[s + 1].fuse == fuse_of[s].fuse)
+            fuse_of[s].next = fuse_of[s + 1].next;
     p->fuse_of = fuse_of;
     p->fuse = fz;
     p->n_fuse = n_fz;

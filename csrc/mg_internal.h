@@ -264,7 +264,7 @@ _Static_assert(sizeof(mg_call) == 64, "mg_call: one line");
  * none feeds a member or adds into one of its bus channels. A bus channel
  * may be a delay group's accumulator (latency compensation). The ranges of
  * two tails may interleave (a run of strips split where their buses or sends
- * differ): each step's tail is mg_plan.fuse_of. */
+ * differ): each step's tail is mg_plan.fuse_of (mg_fuse_step). */
 #define MG_FUSE_SENDS 3
 #define MG_FUSE_TERMS (2 + 2 * MG_FUSE_SENDS)
 typedef struct {
@@ -292,6 +292,16 @@ typedef struct {
     int n_nodes;
     int ran;                  /* audio: it ran fused in this block (run_calls) */
 } mg_fuse;
+
+/* Per step of a plan with fused strip tails (mg_plan.fuse_of): the tail it
+ * is a member of (-1: none) and the first step after it that is not a
+ * member of that tail, so that run_calls skips a run of consecutive members
+ * of a tail that ran fused in one jump (tails' step ranges may interleave:
+ * a run ends where another tail's member or a non-member comes). */
+typedef struct {
+    int fuse;
+    int next;
+} mg_fuse_step;
 
 /* [control] Find the plan's fused strip tails (mg_fuse) from its steps, ops
  * and prebuilt calls (mg_plan_calls calls it). 0 ok, -1 out of memory (then
@@ -345,8 +355,8 @@ struct mg_plan {
     const float **inb;
     mg_fuse *fuse;            /* the fused strip tails, in step order (mg_plan_fuse) */
     int n_fuse;
-    int *fuse_of;             /* per step, the tail it is a member of (-1: none);
-                                 tails' step ranges may interleave */
+    mg_fuse_step *fuse_of;    /* per step, the tail it is a member of and how far
+                                 its members run from there (mg_fuse_step) */
     uint32_t fuse_epoch;      /* audio: counts the cycles that ran this plan other
                                  than through run_calls with fusing (mg_fuse.epoch) */
     int *src_step;            /* control, while mg_plan_build builds it: each op's
