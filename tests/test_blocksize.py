@@ -73,11 +73,6 @@ EXCEPTIONS: dict[tuple[str, str], float] = {
     ("compressor", "threshold"): 9e-8, ("compressor", "ratio"): 9e-8,
     ("compressor", "knee"): 9e-8,
     ("expander", "threshold"): 9e-8, ("expander", "release"): 9e-8,
-    # reverb (the lead's, nodes/reverb.c): decay, size and damping moves
-    ("reverb", "all"): 1.5e-6,  # 9.83e-7
-    ("reverb", "decay"): 6e-6,  # 4.01e-6
-    ("reverb", "size"): 9.8e-6,  # 6.56e-6
-    ("reverb", "damping"): 9e-7,  # 5.96e-7
     # sine (as the node under test, at its defaults): the phase is wrapped into
     # [0, 1) at the end of each 64-frame chunk counted from the call's start, so
     # its double rounds differently: 1e-16 of a cycle, 8e-15 near a zero crossing
