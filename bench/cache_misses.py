@@ -6,7 +6,7 @@ only.
 
     python bench/cache_misses.py [--channels 64] [--mb 4] [--blocks 40] [--sets 13]
                                  [--d1 32768,8,64] [--ll 2097152,16,64] [--top 25] [--hard]
-                                 [--core SO]
+                                 [--core SO] [--lines N]
 
 A live cycle runs after jackd, the other clients and mixgraph's own control
 thread have been through the caches (docs/scale-out.md "Where a live cycle's
@@ -25,6 +25,12 @@ multiple of 4.
 
 --core SO counts that build of the C core (bench/ab_core.py's load_core)
 instead of the installed one: an A/B of two builds, one run each.
+
+--lines N lists the N source lines with the most LL misses, with their
+code: which data a cold block fetches (a node's step line, the prebuilt
+calls, parameter values, states, buffers, mix ops), since a function's
+misses mix several. docs/scale-out.md ("What a cold cycle's lines are") sorts
+them so.
 
 --sets N sets N faders' gains per block (a fader move, each restarting that
 fader's smoothing ramp), the OSC flood of bench/jackd.py (10,000 messages a
@@ -123,6 +129,8 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=25, help="functions listed")
     ap.add_argument("--hard", action="store_true", help="denoise x8, autotune x2")
     ap.add_argument("--core", default=None, metavar="SO", help="this build of the C core")
+    ap.add_argument("--lines", type=int, default=0, metavar="N",
+                    help="also the N source lines with the most LL misses")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -139,12 +147,15 @@ def main() -> None:
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         ann = subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=100",
                               str(outf)], check=True, capture_output=True, text=True).stdout
+        by_line = line_costs(outf) if a.lines else {}
     total, rows = parse(ann)
     nb = a.blocks
     print(f"# mix64{' --hard' if a.hard else ''} {a.channels} ch, {a.mb} MB written between "
           f"blocks, {a.sets} fader sets a block; callgrind D1 {a.d1}, LL {a.ll}; "
           f"per 64-frame block (mean of {nb})")
     print_rows(total, rows, nb, a.top)
+    if a.lines:
+        print_lines(by_line, nb, a.lines)
 
 
 def print_rows(total: dict[str, int], rows: list[tuple[str, dict[str, int]]], nb: int,
@@ -178,6 +189,74 @@ def print_rows(total: dict[str, int], rows: list[tuple[str, dict[str, int]]], nb
         short = name.split(" [")[0].split("/")[-1].replace(".arch_x86_64_v3", "")[:40]
         print(f"{short:40} {d.get('Ir', 0) / nb:9.0f} {x[0] / nb:8.0f} {x[1] / nb:8.0f} "
               f"{x[2] / nb:8.0f}")
+
+
+def line_costs(path: Path) -> dict[tuple[str, int], dict[str, int]]:
+    """Self cost per (source file, line) from a callgrind output file (its
+    name compression, relative line numbers and inlined files followed; the
+    inclusive cost lines after `calls=` skipped)."""
+    names: dict[str, str] = {}
+    events: list[str] = []
+    acc: dict[tuple[str, int], dict[str, int]] = {}
+    fi = ""
+    last = 0
+    skip = False
+
+    def name(v: str) -> str:
+        m = re.match(r"\((\d+)\)(?:\s+(.*))?", v)
+        if not m:
+            return v
+        if m.group(2):
+            names[m.group(1)] = m.group(2)
+        return names.get(m.group(1), m.group(1))
+
+    with open(path) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if line.startswith("events:"):
+                events = line.split()[1:]
+                continue
+            key, eq, val = line.partition("=")
+            if eq and key in ("fl", "fi", "fe"):
+                fi = name(val)
+                continue
+            if eq and key in ("cfl", "cfi"):
+                name(val)
+                continue
+            if eq and key == "calls":
+                skip = True
+                continue
+            if eq or not line or not (line[0].isdigit() or line[0] in "+-*"):
+                continue
+            toks = line.split()
+            pos = toks[0]
+            last = (last + int(pos[1:]) if pos[0] == "+" else last - int(pos[1:])
+                    if pos[0] == "-" else last if pos == "*" else int(pos))
+            if skip:
+                skip = False
+                continue
+            d = acc.setdefault((fi, last), {})
+            for ev, t in zip(events, toks[1:], strict=False):
+                d[ev] = d.get(ev, 0) + int(t)
+    return acc
+
+
+def print_lines(acc: dict[tuple[str, int], dict[str, int]], nb: int, top: int) -> None:
+    """The `top` source lines with the most LL misses per block, with their code."""
+    def ll(d: dict[str, int]) -> int:
+        return d.get("DLmr", 0) + d.get("DLmw", 0)
+
+    rows = sorted(acc.items(), key=lambda kv: -ll(kv[1]))[:top]
+    print(f"# the {top} source lines with the most LL misses (reads + writes) per block")
+    root = HERE.parent
+    for (f, n), d in rows:
+        src = Path(f) if Path(f).is_absolute() else root / f
+        try:
+            code = src.read_text().splitlines()[n - 1].strip()
+        except (OSError, IndexError):
+            code = "?"
+        short = f"{Path(f).parent.name}/{Path(f).name}:{n}"
+        print(f"{ll(d) / nb:7.1f} {d.get('DLmw', 0) / nb:6.1f}w  {short:24} {code[:70]}")
 
 
 if __name__ == "__main__":

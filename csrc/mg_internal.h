@@ -25,36 +25,48 @@ int mg_ring_pop(mg_ring *r, void *item);
 int mg_ring_space(mg_ring *r);
 
 struct mg_ctl {
-    /* control thread writes before the node is published, audio after */
-    float target_unit;  /* last target, unit domain */
+    /* Laid out for node_ramps (csrc/engine.c): a moving parameter is visited
+     * every call, and a smoothing (the OSC fader moves) reads and writes only
+     * the first line, plus the second when geometric (lane[]); the third
+     * holds what the call never reads. Aligned to a line (mg_node_new puts
+     * params[] on one): 152 bytes at any alignment spanned 3-4 lines, of
+     * which a geometric smoothing touched 3. */
+    /* first line: every call while it moves (audio) */
+    _Alignas(64) int remaining; /* samples left in the ramp (audio) */
+    int control;        /* MG_PARAM_CONTROL (immutable after mg_node_new) */
+    int ramp;           /* 1: `remaining` counts down a taper ramp (audio) */
+    int geometric;      /* 1: cur *= step (audio) */
+    int total;          /* its length in samples */
+    float tgt;          /* target, node domain (audio) */
     double cur;         /* current value, node domain (audio); double so a
                          * ramp does not depend on where blocks split it */
-    float tgt;          /* target, node domain (audio) */
-    double step;        /* linear increment or geometric ratio (audio) */
-    int remaining;      /* samples left in the ramp (audio) */
-    int geometric;      /* 1: cur *= step (audio) */
-    int ramp;           /* 1: `remaining` counts down a taper ramp (audio) */
-    int curve;          /* its MG_CURVE_* */
-    int total;          /* its length in samples */
-    double p0, p1;      /* its start and end taper positions */
-    double pos;         /* the taper position it has reached */
     /* smoothing (ramp == 0), laid out so that its samples are independent
      * chains, not one multiply or add per sample waiting on the previous
      * (node_ramps): sample k of the ramp (1..total) is base + step * k when
      * linear; when geometric, lane[k % 4] holds it before it is written and
      * times step4 after, so four products are in flight at once. Both
      * depend only on k, never on where blocks split the ramp. (audio) */
-    double base;        /* linear: the value the ramp started from */
     double step4;       /* geometric: step^4 */
-    double lane[4];     /* geometric: the next value of each chain, by k % 4 */
-    /* a MG_PARAM_CONTROL parameter (node_ramps, mg_ctl_at): its spec, and
-     * what the current call evaluates from, as it was at the call's start */
-    const mg_param_spec *spec; /* immutable after mg_node_new */
-    int at0;            /* `remaining` at the call's start */
+    double base;        /* linear: the value the ramp started from */
+    double step;        /* linear increment or geometric ratio (audio) */
+    int curve;          /* its MG_CURVE_* */
+    /* a MG_PARAM_CONTROL parameter (node_ramps, mg_ctl_at): what the current
+     * call evaluates from, as it was at the call's start */
     int at_taper;       /* 1: a taper ramp, 0: a smoothing */
-    int control;        /* MG_PARAM_CONTROL (immutable after mg_node_new) */
+    /* second line: a geometric smoothing's chains, a taper ramp's positions */
+    double lane[4];     /* geometric: the next value of each chain, by k % 4 */
+    double p0, p1;      /* its start and end taper positions */
+    double pos;         /* the taper position it has reached */
+    int at0;            /* `remaining` at the call's start */
+    /* control thread writes before the node is published, audio after */
+    float target_unit;  /* last target, unit domain */
+    /* third line */
+    const mg_param_spec *spec; /* immutable after mg_node_new */
 };
 typedef struct mg_ctl mg_param;
+
+_Static_assert(offsetof(mg_param, lane) == 64 && sizeof(mg_param) == 192,
+               "mg_param: a moving parameter's fields in its first line, chains in its second");
 
 struct mg_node {
     /* Laid out for run_plan (docs/architecture.md "Buffers"): the first

@@ -48,12 +48,6 @@ static void free_buffers(float **b, int count)
         mg_free(b[i]);
 }
 
-/* Bytes from p up to a multiple of 16. */
-static size_t pad16(size_t n)
-{
-    return (n + 15) & ~(size_t)15;
-}
-
 /* Error codes returned through *error: 1 unknown type, 2 bad channel
  * count, 3 out of memory, 4 prepare failed (e.g. hardware channel out of
  * range), 5 the type needs a fifo. */
@@ -61,6 +55,12 @@ mg_node *mg_node_new(mg_engine *e, int type_index, int channels, int hw_first,
                      uint64_t seed, mg_fifo *fifo, int *error)
 {
     return mg_node_new_type(e, mg_type_get(type_index), channels, hw_first, seed, fifo, error);
+}
+
+/* Cache lines that `bytes` bytes from offset `at` of a line-aligned block touch. */
+static size_t lines_spanned(size_t at, size_t bytes)
+{
+    return (at + bytes - 1) / 64 - at / 64 + 1;
 }
 
 mg_node *mg_node_new_type(mg_engine *e, const mg_node_type *t, int channels, int hw_first,
@@ -100,18 +100,36 @@ mg_node *mg_node_new_type(mg_engine *e, const mg_node_type *t, int channels, int
     }
     for (int r = 0; r < t->n_readouts; r++)
         n_readout += t->readouts[r].per_channel ? channels : 1;
-    /* the struct (its cold line, then a step's line), then with no gaps
-     * in_ptr[] (the struct's last member), out_ptr[], pv[] and the readouts:
-     * what a step reads of the node, in as few lines as they fit. The state
+    /* the struct (its cold line, then a step's line), then in_ptr[] (the
+     * struct's last member), out_ptr[], pv[] and the readouts: what a step
+     * reads of the node, in as few lines as they fit (no gaps but pv[]'s
+     * alignment below). The state
      * from the next line; then the parameters (read only while one ramps or
      * is set) and the block buffers' pointers (unfinished plans) */
     const size_t np1 = (size_t)t->n_params + 1;
     const size_t o_out_ptr = sizeof(mg_node) + (size_t)n_in * sizeof(float *);
-    const size_t o_pv = o_out_ptr + (size_t)n_out * sizeof(float *);
+    /* pv[] and the readouts start on a line of their own when what a step
+     * reads of them then spans fewer lines (every entry's ramp and value, not
+     * the last one's ctl unless readouts follow: a stereo send's three
+     * values, one line instead of two), since in_ptr[] and out_ptr[] are read
+     * only off the one-thread path's prebuilt calls (sub-blocks, the
+     * parallel form) */
+    const size_t o_pv_packed = o_out_ptr + (size_t)n_out * sizeof(float *);
+    const size_t pv_read =
+        n_readout > 0 ? (size_t)t->n_params * sizeof(mg_pv) + (size_t)n_readout * sizeof(float)
+        : t->n_params > 0
+            ? (size_t)(t->n_params - 1) * sizeof(mg_pv) + offsetof(mg_pv, value) + sizeof(float)
+            : 0;
+    const size_t o_pv_line = (o_pv_packed + 63) & ~(size_t)63;
+    const size_t o_pv =
+        pv_read > 0 && lines_spanned(o_pv_line, pv_read) < lines_spanned(o_pv_packed, pv_read)
+            ? o_pv_line
+            : o_pv_packed;
     const size_t o_readout = o_pv + (size_t)t->n_params * sizeof(mg_pv);
     const size_t o_state =
         (o_readout + (size_t)n_readout * sizeof(_Atomic float) + 63) & ~(size_t)63;
-    const size_t o_params = o_state + pad16(t->state_size ? t->state_size : 1);
+    /* params[] on a line (mg_param is laid out by lines) */
+    const size_t o_params = (o_state + (t->state_size ? t->state_size : 1) + 63) & ~(size_t)63;
     const size_t o_in_base = o_params + (size_t)t->n_params * sizeof(mg_param);
     const size_t o_out_base = o_in_base + (size_t)n_in * sizeof(float *);
     const size_t total = o_out_base + ((size_t)n_out + 1) * sizeof(float *);
