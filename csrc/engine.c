@@ -1752,14 +1752,14 @@ static inline void feed_par(const mg_plan *p, const mg_par *par, int s, int off,
         }
 }
 
-/* d (+)= ((x * g0) * g1) [* g2]: a fused strip's push (mg_pfz) as the
+/* d (+)= ((x * g0) * g1) [* g[k]]: a fused strip's push (mg_pfz) as the
  * panner, the fader and a folded send would write and add it, each product
- * rounded on its own (no fused multiply-add). */
+ * rounded on its own (no fused multiply-add); k 0: the fader's push. */
 MG_HOT __attribute__((optimize("fp-contract=off"))) static void
 mix_chain(float *restrict d, const float *restrict x, const float *g, int k, int n, int assign)
 {
     const float g0 = g[0], g1 = g[1], g2 = g[k];
-    if (k == 2) {
+    if (!k) {
         if (assign)
             MG_MIX_LOOP(n, d[i] = x[i] * g0 * g1);
         else
@@ -1780,7 +1780,7 @@ static inline void pin_call(const mg_par *par, const mg_ppin *q, int n)
     const mg_mixop *op = q->op;
     if (q->fz && q->fz->on) {
         const mg_pfz *z = q->fz;
-        mix_chain(op->dst, z->x, z->g[q->fz_c], q->fz_n == 2 ? 2 : q->fz_j, n, op->assign);
+        mix_chain(op->dst, z->x, z->g[q->fz_c], q->fz_n == 2 ? 0 : q->fz_j, n, op->assign);
         return;
     }
     if (q->fold_step >= 0) {
