@@ -905,7 +905,9 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
         const mg_atom *at = &par->atoms[x];
         for (int s = at->first; at->gang >= 0 && s < at->first + at->len; s++) {
             const mg_step *st = &p->steps[s];
-            const int f = st->fold != 0;
+            /* a fused strip's (mg_pfz) panner and fader, written only in a
+             * cycle the strip cannot fuse, with the sends' */
+            const int f = st->fold != 0 || par->pfz_of[s] >= 0;
             for (int c = 0; c < st->node->n_out; c++) {
                 const int k = st->out_first + c;
                 if (st->node->out_aliased)
