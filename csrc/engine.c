@@ -320,6 +320,16 @@ int mg_plan_par_graph(const mg_plan *p, int *succ_first, int *succ, int *atom_fi
     return par->n_units;
 }
 
+int mg_plan_par_fused(const mg_plan *p, int *on)
+{
+    int k = 0;
+    for (int i = 0; p->par && i < p->par->n_pfz; i++)
+        k += p->par->pfz[i].on;
+    if (on)
+        *on = k;
+    return p->par ? p->par->n_pfz : 0;
+}
+
 int mg_plan_fused_strips(const mg_plan *p, int *tails)
 {
     int k = 0;
@@ -1349,6 +1359,27 @@ static void fuse_check(const mg_plan *p, mg_fuse *f)
     f->cached = 0; /* its inputs may read elsewhere now */
 }
 
+/* fuse_check for a strip the parallel form may fuse (mg_pfz), on the form's
+ * prebuilt calls: read in place as planned, nothing pulled, the fader's and
+ * the sends' pushes steady at unity. refresh_ops, after the calls' flags. */
+static void pfz_check(const mg_par *par, mg_pfz *z)
+{
+    const mg_pcall *pc = &par->calls[par->call_of[z->pan]];
+    const mg_pcall *fc = &par->calls[par->call_of[z->fader]];
+    int ok = !(pc->flags & MG_CALL_PULL) && !(fc->flags & MG_CALL_PULL);
+    ok &= fc->in[0] == pc->out[0] && fc->in[1] == pc->out[1];
+    for (int j = 0; j < z->sends; j++) {
+        const mg_pcall *sc = &par->calls[par->call_of[z->send[j]]];
+        ok &= !(sc->flags & MG_CALL_PULL) && (sc->flags & MG_CALL_FOLD_UNITY) &&
+              (sc->flags & MG_CALL_FOLD);
+        ok &= sc->in[0] == fc->out[0] && sc->in[1] == fc->out[1];
+    }
+    for (int t = 0; t < 2 + 2 * z->sends; t++)
+        ok &= z->op[t]->fast && z->op[t]->g == 1.0f && z->op[t]->push;
+    z->ok = ok;
+    z->cached = 0; /* its input may read elsewhere now */
+}
+
 /* Copy each op's edge gain into the op while the edge is steady: O(ops),
  * once per change of the fading list (a plan swap, a fade starting or
  * ending), so that blocks without fades never load an edge. */
@@ -1399,6 +1430,9 @@ static uint64_t refresh_ops(mg_plan *p)
     }
     for (int i = 0; i < p->n_fuse; i++)
         fuse_check(p, &p->fuse[i]);
+    if (p->par && p->par->calls)
+        for (int i = 0; i < p->par->n_pfz; i++)
+            pfz_check(p->par, &p->par->pfz[i]);
     /* the parallel form's push segments: which runs may add in one pass */
     if (p->par && p->par->pins) {
         mg_ppin *const pins = p->par->pins;
@@ -1718,11 +1752,37 @@ static inline void feed_par(const mg_plan *p, const mg_par *par, int s, int off,
         }
 }
 
+/* d (+)= ((x * g0) * g1) [* g[k]]: a fused strip's push (mg_pfz) as the
+ * panner, the fader and a folded send would write and add it, each product
+ * rounded on its own (no fused multiply-add); k 0: the fader's push. */
+MG_HOT __attribute__((optimize("fp-contract=off"))) static void
+mix_chain(float *restrict d, const float *restrict x, const float *g, int k, int n, int assign)
+{
+    const float g0 = g[0], g1 = g[1], g2 = g[k];
+    if (!k) {
+        if (assign)
+            MG_MIX_LOOP(n, d[i] = x[i] * g0 * g1);
+        else
+            MG_MIX_LOOP(n, d[i] += x[i] * g0 * g1);
+    } else {
+        if (assign)
+            MG_MIX_LOOP(n, d[i] = x[i] * g0 * g1 * g2);
+        else
+            MG_MIX_LOOP(n, d[i] += x[i] * g0 * g1 * g2);
+    }
+}
+
 /* A prebuilt pin (mg_ppin) mixed at offset 0: pin_mix without the lookups,
- * a steady op through mix_steady as the one-thread path's push_call. */
+ * a steady op through mix_steady as the one-thread path's push_call; the
+ * push of a strip that ran fused this cycle from its panner's input. */
 static inline void pin_call(const mg_par *par, const mg_ppin *q, int n)
 {
     const mg_mixop *op = q->op;
+    if (q->fz && q->fz->on) {
+        const mg_pfz *z = q->fz;
+        mix_chain(op->dst, z->x, z->g[q->fz_c], q->fz_n == 2 ? 0 : q->fz_j, n, op->assign);
+        return;
+    }
     if (q->fold_step >= 0) {
         const int k = par->fold_k[q->fold_step];
         if (k >= 0) {
@@ -1751,18 +1811,45 @@ typedef float mg_fz8 __attribute__((vector_size(32), aligned(4)));
         mg_fz8 acc[W];                                                                            \
         int j = 0;                                                                                \
         if (assign) {                                                                             \
-            const int fs = q[0].fold_step, fk = fs >= 0 ? par->fold_k[fs] : -1;                   \
-            const float *x0 = (fk >= 0 ? q[0].fold_in[fk] : q[0].src) + i;                        \
-            const float g0 = fk >= 0 ? par->fold_g[fs] : 1.0f;                                     \
-            _Pragma("GCC unroll 8") for (int c = 0; c < (W); c++)                                 \
-                acc[c] = fk >= 0 ? *(const mg_fz8 *)(x0 + 8 * c) * g0                             \
-                                 : *(const mg_fz8 *)(x0 + 8 * c);                                 \
+            const mg_pfz *z = q[0].fz;                                                            \
+            if (z && z->on) {                                                                     \
+                const float *x0 = z->x + i, *g = z->g[q[0].fz_c];                                  \
+                const float g0 = g[0], g1 = g[1], g2 = q[0].fz_n == 2 ? 1.0f : g[q[0].fz_j];       \
+                if (q[0].fz_n == 2) {                                                             \
+                    _Pragma("GCC unroll 8") for (int c = 0; c < (W); c++)                         \
+                        acc[c] = *(const mg_fz8 *)(x0 + 8 * c) * g0 * g1;                         \
+                } else {                                                                          \
+                    _Pragma("GCC unroll 8") for (int c = 0; c < (W); c++)                         \
+                        acc[c] = *(const mg_fz8 *)(x0 + 8 * c) * g0 * g1 * g2;                    \
+                }                                                                                 \
+            } else {                                                                              \
+                const int fs = q[0].fold_step, fk = fs >= 0 ? par->fold_k[fs] : -1;               \
+                const float *x0 = (fk >= 0 ? q[0].fold_in[fk] : q[0].src) + i;                    \
+                const float g0 = fk >= 0 ? par->fold_g[fs] : 1.0f;                                 \
+                _Pragma("GCC unroll 8") for (int c = 0; c < (W); c++)                             \
+                    acc[c] = fk >= 0 ? *(const mg_fz8 *)(x0 + 8 * c) * g0                         \
+                                     : *(const mg_fz8 *)(x0 + 8 * c);                             \
+            }                                                                                     \
             j = 1;                                                                                \
         } else {                                                                                  \
             _Pragma("GCC unroll 8") for (int c = 0; c < (W); c++)                                 \
                 acc[c] = *(const mg_fz8 *)(dst + i + 8 * c);                                      \
         }                                                                                         \
         for (; j < k; j++) {                                                                      \
+            const mg_pfz *z = q[j].fz;                                                            \
+            if (z && z->on) {                                                                     \
+                const float *xj = z->x + i, *g = z->g[q[j].fz_c];                                  \
+                const float g0 = g[0], g1 = g[1];                                                 \
+                if (q[j].fz_n == 2) {                                                             \
+                    _Pragma("GCC unroll 8") for (int c = 0; c < (W); c++)                         \
+                        acc[c] += *(const mg_fz8 *)(xj + 8 * c) * g0 * g1;                        \
+                } else {                                                                          \
+                    const float g2 = g[q[j].fz_j];                                                \
+                    _Pragma("GCC unroll 8") for (int c = 0; c < (W); c++)                         \
+                        acc[c] += *(const mg_fz8 *)(xj + 8 * c) * g0 * g1 * g2;                   \
+                }                                                                                 \
+                continue;                                                                         \
+            }                                                                                     \
             const int fs = q[j].fold_step, fk = fs >= 0 ? par->fold_k[fs] : -1;                   \
             if (fk >= 0) {                                                                        \
                 const float *xj = q[j].fold_in[fk] + i;                                           \
@@ -1810,6 +1897,72 @@ static void seg_run(const mg_par *par, const mg_ppin *q, int len, int n)
     }
 }
 
+/* A fused strip's (mg_pfz) gains and input for this cycle, read from its
+ * members at rest: 0 when one is not (a parameter moves, a send is
+ * pre-fader or off), having done nothing but node_ramps on nodes at rest,
+ * which the steps repeat to the same effect (fuse_read's test, per strip). */
+static int pfz_read(const mg_par *par, mg_pfz *z, int n)
+{
+    const int S = z->sends;
+    for (int i = 0; i < 2 + S; i++)
+        if (z->nodes[i]->n_ramping)
+            return 0;
+    const mg_pcall *pc = &par->calls[par->call_of[z->pan]];
+    const mg_pcall *fc = &par->calls[par->call_of[z->fader]];
+    float g[4 + MG_FUSE_SENDS];
+    node_ramps(z->nodes[0], n, NULL);
+    node_ramps(z->nodes[1], n, NULL);
+    if (z->nodes[0]->type->steady(pc->state, pc->pv, g) < 0 ||
+        z->nodes[1]->type->steady(fc->state, fc->pv, g + 2) < 0)
+        return 0;
+    for (int j = 0; j < S; j++) {
+        const mg_pcall *sc = &par->calls[par->call_of[z->send[j]]];
+        node_ramps(z->nodes[2 + j], n, NULL);
+        /* a zero gain: the send writes +0 (it does not fold) */
+        if (z->nodes[2 + j]->type->fold(sc->state, sc->pv, &g[4 + j]) != 0 || g[4 + j] == 0.0f)
+            return 0;
+    }
+    z->x = pc->in[0];
+    for (int c = 0; c < 2; c++) {
+        z->g[c][0] = g[c];
+        z->g[c][1] = g[2 + c];
+        for (int j = 0; j < S; j++)
+            z->g[c][2 + j] = g[4 + j];
+    }
+    return 1;
+}
+
+/* Whether a strip the parallel form may fuse (mg_pfz) runs fused this cycle
+ * (its panner's atom decides; the call's pins, none, ran): ok (refresh_ops)
+ * and its members at rest; the gains read at rest are kept while no member
+ * is set and no other path runs them (mg_pfz.cached, as fuse_run). The
+ * sends' fold_k/fold_g are noted as their atoms would (mg_plan_par_folded). */
+static int pfz_run(const mg_par *par, mg_pfz *z, int n)
+{
+    if (!z->ok) {
+        z->cached = 0;
+        return 0;
+    }
+    int fresh = z->cached && z->epoch == par->fz_epoch;
+    if (fresh) { /* node_ramps would do nothing but what it did when read */
+        unsigned all = 1;
+        for (int i = 0; i < 2 + z->sends; i++)
+            all &= z->nodes[i]->pv_fresh;
+        fresh = all != 0;
+    }
+    if (!fresh) {
+        z->cached = pfz_read(par, z, n);
+        if (!z->cached)
+            return 0;
+        z->epoch = par->fz_epoch;
+    }
+    for (int j = 0; j < z->sends; j++) {
+        par->fold_k[z->send[j]] = 0;
+        par->fold_g[z->send[j]] = z->g[0][2 + j];
+    }
+    return 1;
+}
+
 /* par_unit over the unit's prebuilt calls (mg_pcall) at offset 0, as
  * run_calls runs the one-thread path's: the same calls in the same order as
  * par_unit's loop below, setting no node pointer. */
@@ -1826,6 +1979,17 @@ static void par_unit_calls(const mg_cycle *cy, const mg_par *par, int u)
     const mg_ppin *q = par->pins + par->unit_pin[u];
     const int fused = e->fusing && !(n & 7); /* push segments through seg_run */
     while (c < end) {
+        if (c->flags & (MG_CALL_PFZ_HEAD | MG_CALL_PFZ)) {
+            /* a strip that may run fused (mg_pfz): its panner decides, the
+             * pins that mix its pushes read its input (no pins of its own) */
+            mg_pfz *z = &par->pfz[par->pfz_of[c->step]];
+            if (c->flags & MG_CALL_PFZ_HEAD)
+                z->on = e->fusing && pfz_run(par, z, n);
+            if (z->on) {
+                c++;
+                continue;
+            }
+        }
         const int g = c->gang;
         if (c->flags & MG_CALL_SEG) { /* a push segment: adds into a bus, in one thread's order */
             if (fused) {
@@ -2232,9 +2396,14 @@ static void run_plan(mg_engine *e, int off, int n, uint64_t t)
             mg_workers_run(e->workers, p->par, par_unit, &e->cycle, n, e->cycle_follows);
             mg_workers_note(e->workers, 1, mono_ns() - t0, n);
             p->fuse_epoch++; /* the members ran elsewhere (mg_fuse.epoch) */
+            /* and par_unit's loop ran them, when not its prebuilt calls with
+             * fusing (mg_pfz.epoch) */
+            p->par->fz_epoch += !(off == 0 && p->par->calls && e->ganging && e->fusing);
             return;
         }
     }
+    if (p->par)
+        p->par->fz_epoch++; /* the one-thread path ran the members (mg_pfz.epoch) */
     if (off == 0 && p->calls && e->ganging) { /* a block's start: the prebuilt calls */
         p->fuse_epoch += !e->fusing;
         run_calls(e, p, n, t);

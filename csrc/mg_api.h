@@ -373,6 +373,10 @@ const char *mg_plan_step_type(const mg_plan *p, int step);
 /* [control] the strips of a laid-out plan's fused strip tails (mg_fuse,
  * csrc/layout.c), and the number of tails (*tails, may be NULL) */
 int mg_plan_fused_strips(const mg_plan *p, int *tails);
+/* [control, engine not running] the strips a pushed plan's parallel form may
+ * run fused (mg_pfz, csrc/pool.c), and of those, the ones that ran fused in
+ * its last cycle on the workers' path (*on, may be NULL) */
+int mg_plan_par_fused(const mg_plan *p, int *on);
 /* [control, engine not running] Trace the worker threads' cycles (on 1, off
  * 0; bench/threads_trace.py): each event's time (us, CLOCK_MONOTONIC), kind
  * (1 cycle published, arg roots; 2/3 a unit starts/ends, arg the unit; 4 a

@@ -437,6 +437,8 @@ typedef struct {
  * in the pins' own array: the ops one thread pushes into it, mixed before it
  * runs (a segment: its ops). */
 #define MG_CALL_SEG 16
+#define MG_CALL_PFZ_HEAD 32   /* a strip's panner (mg_pfz): decides the strip */
+#define MG_CALL_PFZ 64        /* its fader or a send: runs nothing while it is on */
 
 typedef struct {
     mg_node *node;
@@ -459,6 +461,34 @@ typedef struct {
 
 _Static_assert(sizeof(mg_pcall) == 64, "mg_pcall: one line");
 
+/* A strip of a fused strip tail (mg_fuse) as the parallel form runs it
+ * (csrc/pool.c, mg_par_build; engine.c, pfz_run): its panner's atom decides
+ * each cycle at offset 0 whether the strip runs fused (on): then the panner,
+ * the fader and the sends run nothing, and the pins that mix the fader's and
+ * the sends' pushes (mg_ppin.fz) add x * pan gain * fader gain [* send gain]
+ * from the panner's input, each product rounded in that order, as the steps
+ * would write and fold_step would add them: the same samples. The strip's
+ * members are single steps with no pins of their own but the panner's, in
+ * the units as before; the panner's input stays live until those pins ran
+ * (mg_par_build counts their atoms as its readers). */
+typedef struct mg_pfz {
+    /* run time, written by the panner's atom, read by the pins after it */
+    _Alignas(64) int on;      /* this cycle: the members ran nothing */
+    int cached;               /* x and g hold what the members' pv[] give, while
+                                 epoch is mg_par.fz_epoch and every member's
+                                 pv_fresh is still 1 (as mg_fuse.cached) */
+    uint32_t epoch;
+    int ok;                   /* refresh_ops: read in place as planned, nothing
+                                 pulled, the pushes steady at unity */
+    const float *x;           /* the panner's input */
+    float g[2][2 + MG_FUSE_SENDS]; /* per channel: pan, fader, each send's gain */
+    /* built */
+    int pan, fader, sends;    /* steps */
+    int send[MG_FUSE_SENDS];
+    mg_node *nodes[2 + MG_FUSE_SENDS]; /* pan, fader, sends */
+    const mg_mixop *op[MG_FUSE_TERMS]; /* the fader's two pushes, each send's two */
+} mg_pfz;
+
 /* A pin entry prebuilt (engine.c, pin_call): the op, where it reads in the
  * parallel form, and, when its source step folds, that step's inputs. */
 typedef struct {
@@ -473,6 +503,11 @@ typedef struct {
                                       holds its length (at most MG_SEG_RUN), plus
                                       MG_SEG_OK while every op of the run is steady
                                       at unity (refresh_ops); 0: any other pin */
+    const mg_pfz *fz;              /* a fader's or a send's push of a strip the
+                                      parallel form may fuse (mg_pfz), or NULL */
+    uint8_t fz_c;                  /* its channel (the fader's output it follows) */
+    uint8_t fz_n;                  /* gains: 2 (the fader's), 3 (a send's) */
+    uint8_t fz_j;                  /* a send's: 2 + its index in mg_pfz.g */
 } mg_ppin;
 
 #define MG_SEG_RUN 32          /* pins in one pass of engine.c's seg_accumulate */
@@ -520,6 +555,13 @@ typedef struct mg_par {
     int *unit_pin;            /* unit u: its first pin */
     int *call_of;             /* per step: its call (-1: an inert step) */
     const float **inb;
+    mg_pfz *pfz;              /* the strips it may fuse (n_pfz; 64-byte aligned,
+                                 in pfz_mem), or NULL */
+    void *pfz_mem;
+    int n_pfz;
+    int *pfz_of;              /* per step: its strip's mg_pfz, -1: none */
+    uint32_t fz_epoch;        /* audio: counts the cycles that ran this plan other
+                                 than through par_unit_calls with fusing (mg_pfz) */
     float *pool_mem;
     int pool_slots;           /* of which the last fold_slots are the folding
                                  steps' outputs (csrc/pool.c) */

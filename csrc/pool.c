@@ -81,6 +81,8 @@ void mg_par_free(mg_par *par)
     mg_free(par->unit_call);
     mg_free(par->unit_pin);
     mg_free(par->call_of);
+    mg_free(par->pfz_mem);
+    mg_free(par->pfz_of);
     mg_free((void *)par->inb);
     mg_free(par->fold_k);
     mg_free(par->fold_g);
@@ -139,6 +141,8 @@ static int gang_members(const mg_plan *p)
     }
     return best;
 }
+
+static void pin_pfz(const mg_par *par, int src, mg_ppin *q);
 
 /* The prebuilt calls and pins (mg_pcall, mg_ppin) of a built form, unit by
  * unit, and their input pointers at offset 0 (par->inb), as mg_plan_calls
@@ -199,7 +203,8 @@ static int par_calls(const mg_plan *p, mg_par *par)
         par->pins[np++] = (mg_ppin){&p->mix[m_], par->src[m_],                        \
                                    f_ ? par->inb + in_first[ss_] + p->mix[m_].src_index \
                                       : NULL,                                        \
-                                   f_ ? ss_ : -1, 0};                                \
+                                   f_ ? ss_ : -1, 0, NULL, 0, 0, 0};                 \
+        pin_pfz(par, ss_, &par->pins[np - 1]);                                   \
     } while (0)
     for (int u = 0; u < nu; u++) {
         par->unit_call[u] = nc;
@@ -256,6 +261,8 @@ static int par_calls(const mg_plan *p, mg_par *par)
                 c->pin_count = (uint16_t)(par->pin_end[s] - par->pin_first[s]);
                 c->gang = (uint8_t)(a->gang ? (j == 0 ? a->len : 0) : 1);
                 c->flags = (uint8_t)(oc->flags & (MG_CALL_FOLD | MG_CALL_PULL | MG_CALL_FOLD_UNITY));
+                if (par->pfz_of[s] >= 0)
+                    c->flags |= par->pfz[par->pfz_of[s]].pan == s ? MG_CALL_PFZ_HEAD : MG_CALL_PFZ;
                 par->call_of[s] = nc++;
             }
         }
@@ -265,6 +272,101 @@ static int par_calls(const mg_plan *p, mg_par *par)
     par->unit_pin[nu] = np;
     mg_free(in_first);
     return 0;
+}
+
+/* The strips of the plan's fused tails (mg_fuse) the parallel form may fuse
+ * (mg_pfz): each whose panner, fader and sends are atoms of their own (no
+ * gang slice), with no pins into the fader or a send, and whose fader and
+ * sends push nothing but the tail's terms. par->pfz_of maps their steps.
+ * 0 ok (maybe none), -1 out of memory. */
+static int par_pfz(const mg_plan *p, mg_par *par, const mg_atom *patoms, const int *patom)
+{
+    const int S = p->n_steps;
+    par->pfz_of = mg_calloc((size_t)S + 1, sizeof(int));
+    if (!par->pfz_of)
+        return -1;
+    for (int s = 0; s < S; s++)
+        par->pfz_of[s] = -1;
+    int total = 0;
+    for (int i = 0; p->calls && i < p->n_fuse; i++)
+        total += p->fuse[i].strips;
+    if (!total)
+        return 0;
+    par->pfz_mem = mg_calloc((size_t)total + 1, sizeof(mg_pfz) + 64);
+    if (!par->pfz_mem)
+        return -1;
+    par->pfz = (mg_pfz *)(((uintptr_t)par->pfz_mem + 63) & ~(uintptr_t)63);
+#define SINGLE(s) (patom[s] >= 0 && patoms[patom[s]].len == 1 && !patoms[patom[s]].gang)
+#define NO_PINS(s) (par->pin_first[(s) + 1] == par->pin_first[s])
+    int n = 0;
+    for (int i = 0; i < p->n_fuse; i++) {
+        const mg_fuse *f = &p->fuse[i];
+        const int SN = f->sends, T = 2 + 2 * SN;
+        for (int k = 0; k < f->strips; k++) {
+            const int pan = f->pan[k], fad = f->fader[k];
+            int ok = SINGLE(pan) && SINGLE(fad) && NO_PINS(fad) && par->pfz_of[pan] < 0 &&
+                     par->pfz_of[fad] < 0;
+            /* the fader's and the sends' pushes: the tail's terms, no other */
+            ok &= p->steps[fad].push_count == 2;
+            for (int j = 0; ok && j < SN; j++) {
+                const int sd = f->send[k * SN + j];
+                ok = SINGLE(sd) && NO_PINS(sd) && par->pfz_of[sd] < 0 &&
+                     p->steps[sd].push_count == 2;
+            }
+            if (!ok)
+                continue;
+            mg_pfz *z = &par->pfz[n];
+            z->pan = pan;
+            z->fader = fad;
+            z->sends = SN;
+            z->nodes[0] = p->steps[pan].node;
+            z->nodes[1] = p->steps[fad].node;
+            for (int j = 0; j < SN; j++) {
+                z->send[j] = f->send[k * SN + j];
+                z->nodes[2 + j] = p->steps[z->send[j]].node;
+            }
+            for (int t = 0; t < T; t++)
+                z->op[t] = &p->mix[f->op[k * T + t]];
+            par->pfz_of[pan] = par->pfz_of[fad] = n;
+            for (int j = 0; j < SN; j++)
+                par->pfz_of[z->send[j]] = n;
+            n++;
+        }
+    }
+#undef SINGLE
+#undef NO_PINS
+    par->n_pfz = n;
+    return 0;
+}
+
+/* The atoms that read a fused strip's (mg_pfz, panner d) outputs: the
+ * panner's, the fader's and the sends' readers (rs_first: per step). */
+static int pfz_readers(const mg_par *par, const int *rs_first, int d)
+{
+    const mg_pfz *z = &par->pfz[par->pfz_of[d]];
+    int k = rs_first[d + 1] - rs_first[d] + rs_first[z->fader + 1] - rs_first[z->fader];
+    for (int j = 0; j < z->sends; j++)
+        k += rs_first[z->send[j] + 1] - rs_first[z->send[j]];
+    return k;
+}
+
+/* A pin's part in a fused strip (mg_ppin.fz): op m is term t of strip z
+ * (the fader's push from its channel t, or send (t - 2) / 2's from channel
+ * t % 2). */
+static void pin_pfz(const mg_par *par, int src, mg_ppin *q)
+{
+    if (src < 0 || !par->pfz || par->pfz_of[src] < 0)
+        return;
+    const mg_pfz *z = &par->pfz[par->pfz_of[src]];
+    const int T = 2 + 2 * z->sends;
+    for (int t = 0; t < T; t++)
+        if (z->op[t] == q->op && (t < 2 ? src == z->fader : src == z->send[(t - 2) / 2])) {
+            q->fz = z;
+            q->fz_c = (uint8_t)(t & 1);
+            q->fz_n = (uint8_t)(t < 2 ? 2 : 3);
+            q->fz_j = (uint8_t)(t < 2 ? 0 : 2 + (t - 2) / 2);
+            return;
+        }
 }
 
 mg_par *mg_par_build(const mg_plan *p, int threads)
@@ -404,6 +506,8 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
         s++;
     }
     const int n_patoms = na;
+    if (par_pfz(p, par, patoms, patom) != 0)
+        goto fail;
 
     /* push segments. One thread adds a bus's sources into it as each runs;
      * here a bus fed by many atoms gets those adds in segments of `per`
@@ -725,11 +829,17 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
     /* a folding step's pushes may read its inputs instead of its outputs
      * (engine.c, pin_mix): whatever feeds a folding step is read by its
      * outputs' readers too */
+    /* and a fused strip's (mg_pfz) pins read its panner's input: whatever
+     * feeds the panner is read by the readers of the panner's, the fader's
+     * and the sends' outputs too */
+#define RS(d) (rs_first[(d) + 1] - rs_first[d])
+#define PFZ_MORE(d)                                                                     \
+    (par->pfz_of[d] >= 0 && par->pfz[par->pfz_of[d]].pan == (d) ? pfz_readers(par, rs_first, d) : 0)
     size_t n_reads = 0;
     for (int m = 0; m < M; m++)
         if (src_step[m] >= 0) {
             const int d = op_step[m];
-            const int more = p->steps[d].fold ? rs_first[d + 1] - rs_first[d] : 0;
+            const int more = (p->steps[d].fold ? RS(d) : 0) + PFZ_MORE(d);
             r_first[p->steps[src_step[m]].out_first + p->mix[m].src_index + 1] += 1 + more;
             n_reads += 1 + (size_t)more;
         }
@@ -752,8 +862,21 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
                 if (rs_atom[i] > last[k])
                     last[k] = rs_atom[i];
             }
+            if (PFZ_MORE(d)) {
+                const mg_pfz *z = &par->pfz[par->pfz_of[d]];
+                for (int j = -2; j < z->sends; j++) {
+                    const int r = j == -2 ? d : j == -1 ? z->fader : z->send[j];
+                    for (int i = rs_first[r]; i < rs_first[r + 1]; i++) {
+                        r_atom[slot[k]++] = rs_atom[i];
+                        if (rs_atom[i] > last[k])
+                            last[k] = rs_atom[i];
+                    }
+                }
+            }
         }
 #undef READER
+#undef RS
+#undef PFZ_MORE
     for (int k = 0; k < n_out; k++) {
         slot[k] = -1; /* until its atom takes one (never, for hardware buffers) */
         if (last[k] >= 0)
@@ -782,7 +905,9 @@ mg_par *mg_par_build(const mg_plan *p, int threads)
         const mg_atom *at = &par->atoms[x];
         for (int s = at->first; at->gang >= 0 && s < at->first + at->len; s++) {
             const mg_step *st = &p->steps[s];
-            const int f = st->fold != 0;
+            /* a fused strip's (mg_pfz) panner and fader, written only in a
+             * cycle the strip cannot fuse, with the sends' */
+            const int f = st->fold != 0 || par->pfz_of[s] >= 0;
             for (int c = 0; c < st->node->n_out; c++) {
                 const int k = st->out_first + c;
                 if (st->node->out_aliased)
