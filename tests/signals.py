@@ -96,3 +96,15 @@ def harmonic_tone(f0, n, sr, kind, amp=0.3):
     y = sum(a * np.sin(2 * np.pi * (k + 1) * f0 * t) for k, a in enumerate(amps)
             if (k + 1) * f0 < 0.45 * sr)
     return amp * y / np.max(np.abs(y))
+
+
+def assert_same_bits(a: np.ndarray, b: np.ndarray, what: str = "") -> None:
+    """Two renders (frames x channels, float32) equal bit for bit; a failure names the
+    first differing frame and channel (the equivalent paths of the engine: fused or
+    not, one thread or two, any block size)."""
+    assert a.shape == b.shape, f"{what}: shapes {a.shape} and {b.shape}"
+    bad = a.view(np.uint32) != b.view(np.uint32)
+    if bad.any():
+        f, c = np.argwhere(bad)[0]
+        raise AssertionError(f"{what}: first differing frame {f} of {len(a)}, channel {c}: "
+                             f"{a[f, c]!r} against {b[f, c]!r}")

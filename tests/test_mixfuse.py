@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from signals import assert_same_bits
 
 from mixgraph.server._core import ffi, lib
 from mixgraph.server.engine import Engine
@@ -103,20 +104,13 @@ def _render(fusing: bool, block: int, threads: int = 1, automate: bool = True,
         e.free()
 
 
-def _same_bits(a: np.ndarray, b: np.ndarray) -> None:
-    assert a.shape == b.shape
-    for c in range(a.shape[1]):
-        np.testing.assert_array_equal(a[:, c].view(np.uint32), b[:, c].view(np.uint32),
-                                      err_msg=f"output channel {c}")
-
-
 @pytest.mark.parametrize("block", [64, 96])
 def test_fused_equals_steps_bit_for_bit(block):
     fused, (strips, tails) = _render(True, block)
     steps, _ = _render(False, block)
     assert (strips, tails) == (N, 1)  # the tail was fused
     assert np.abs(np.nan_to_num(fused)).max() > 0.01  # the buses carry signal
-    _same_bits(fused, steps)
+    assert_same_bits(fused, steps)
 
 
 @pytest.mark.parametrize("sends", [0, 1, 3])
@@ -124,7 +118,7 @@ def test_fused_each_count_of_sends(sends):
     fused, (strips, _) = _render(True, 64, sends=sends, automate=False, n=9600)
     steps, _ = _render(False, 64, sends=sends, automate=False, n=9600)
     assert strips == N
-    _same_bits(fused, steps)
+    assert_same_bits(fused, steps)
 
 
 def test_nodes_made_in_another_order_equal():
@@ -133,7 +127,7 @@ def test_nodes_made_in_another_order_equal():
     out of the panners' order) gives the same samples."""
     fused, _ = _render(True, 64, reverse_sends=True, n=9600)
     steps, _ = _render(False, 64, reverse_sends=True, n=9600)
-    _same_bits(fused, steps)
+    assert_same_bits(fused, steps)
 
 
 @pytest.mark.parametrize("pre", [False, True])
@@ -146,13 +140,13 @@ def test_muted_and_inverted_strips_at_rest(pre):
     fused, (strips, _) = _render(True, 64, automate=False, n=9600, params=params)
     steps, _ = _render(False, 64, automate=False, n=9600, params=params)
     assert strips == N
-    _same_bits(fused, steps)
+    assert_same_bits(fused, steps)
 
 
 def test_one_and_two_threads_bit_for_bit():
     one, _ = _render(True, 64, threads=1)
     two, _ = _render(True, 64, threads=2)
-    _same_bits(one, two)
+    assert_same_bits(one, two)
 
 
 def _render_rewired(fusing: bool, block: int) -> np.ndarray:
@@ -192,7 +186,7 @@ def test_two_threads_segments_one_pass_equal_pin_by_pin(block):
     fused = _render_rewired(True, block)
     pins = _render_rewired(False, block)
     assert np.abs(np.nan_to_num(fused)).max() > 0.01
-    _same_bits(fused, pins)
+    assert_same_bits(fused, pins)
 
 
 def test_buses_are_the_float32_mix():

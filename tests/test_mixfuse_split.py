@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from signals import assert_same_bits
 
 from mixgraph.server._core import ffi, lib
 from mixgraph.server.engine import Engine
@@ -81,13 +82,6 @@ def _render(fusing: bool, inserts: dict[int, str], sends: dict[int, tuple[int, .
         e.free()
 
 
-def _same_bits(a: np.ndarray, b: np.ndarray) -> None:
-    assert a.shape == b.shape
-    for c in range(a.shape[1]):
-        np.testing.assert_array_equal(a[:, c].view(np.uint32), b[:, c].view(np.uint32),
-                                      err_msg=f"output channel {c}")
-
-
 ALL = set(range(N))
 CASES = {
     # name: (inserts, sends, fused strips, tails). The pass runs at its first
@@ -114,4 +108,4 @@ def test_split_tails_equal_steps(name):
     steps, _, _ = _render(False, inserts, sends)
     assert (strips, tails) == (want_strips, want_tails)  # fusion did not give up
     assert np.abs(np.nan_to_num(fused)).max() > 0.01  # the buses carry signal
-    _same_bits(fused, steps)
+    assert_same_bits(fused, steps)

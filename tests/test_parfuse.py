@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from signals import assert_same_bits
 
 from mixgraph.server._core import ffi, lib
 from mixgraph.server.engine import Engine
@@ -68,12 +69,6 @@ def _render(build, threads: int, fusing: bool, sched, n: int, hw_in: int, hw_out
         e.free()
 
 
-def _same_bits(a: np.ndarray, b: np.ndarray, what: str) -> None:
-    assert a.shape == b.shape
-    bad = np.flatnonzero((a.view(np.uint32) != b.view(np.uint32)).any(axis=1))
-    assert bad.size == 0, f"{what}: first differing frame {bad[0]} of {len(a)}"
-
-
 def _all_modes(build, n: int, hw_in: int, hw_out: int, signals, automate=None,
                block: int = 64) -> dict:
     out = {}
@@ -83,7 +78,7 @@ def _all_modes(build, n: int, hw_in: int, hw_out: int, signals, automate=None,
     ref = out[MODES[0]][0]
     assert np.abs(np.nan_to_num(ref)).max() > 0.01  # the buses carry signal
     for mode, (y, _) in out.items():
-        _same_bits(ref, y, f"threads {mode[0]}, fusing {mode[1]}, sched {mode[2]}")
+        assert_same_bits(ref, y, f"threads {mode[0]}, fusing {mode[1]}, sched {mode[2]}")
     return out
 
 
@@ -201,6 +196,6 @@ def test_mix64_parallel_fused_bit_for_bit(hard):
     ref = out[MODES[0]][0]
     assert np.abs(ref).max() > 0.01
     for mode, (y, _) in out.items():
-        _same_bits(ref, y, f"mix64 hard={hard}: {mode}")
+        assert_same_bits(ref, y, f"mix64 hard={hard}: {mode}")
     assert out[(2, True, SOLO)][1] == (ch, ch)
     assert out[(2, True, ALWAYS)][1] == (ch, ch)
