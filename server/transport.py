@@ -145,6 +145,20 @@ class Access:
         return r
 
 
+def _stream_listener(fam: int, host: str, port: int) -> socket.socket:
+    """A non-blocking TCP listener on host:port (the OSC and HTTP ones); OSError
+    when the port cannot be had, with nothing left open."""
+    t = socket.socket(fam, socket.SOCK_STREAM)
+    try:
+        t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        t.bind((host, port))
+        t.listen(64)
+        t.setblocking(False)
+    except OSError:
+        t.close()
+        raise
+    return t
+
 class ControlServer:
     """The control loop: UDP + TCP receive, dispatch, reply, feedback, engine service."""
 
@@ -206,12 +220,9 @@ class ControlServer:
                 if tcp_port is not None and tcp_port < 0:
                     break
                 want = self.address[1] if tcp_port is None else tcp_port
-                t = socket.socket(fam, socket.SOCK_STREAM)
-                t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
-                    t.bind((host, want))
+                    self.tcp = _stream_listener(fam, host, want)
                 except OSError as e:
-                    t.close()
                     if attempt + 1 < tries and e.errno == errno.EADDRINUSE:
                         held.append(self.sock)  # held open so the kernel picks another
                         self.sock = self._fresh_udp(fam)
@@ -219,9 +230,6 @@ class ControlServer:
                     self.sock.close()
                     raise MixgraphError(f"cannot listen on tcp {host}:{want}: "
                                         f"{e.strerror}") from None
-                t.listen(64)
-                t.setblocking(False)
-                self.tcp = t
                 break
         finally:
             for h in held:
@@ -238,20 +246,14 @@ class ControlServer:
 
             self._web_conn = WebConn
             self.web_files = load_files()
-            h = socket.socket(fam, socket.SOCK_STREAM)
-            h.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                h.bind((host, http_port))
+                self.http = _stream_listener(fam, host, http_port)
             except OSError as e:
-                h.close()
                 self.sock.close()
                 if self.tcp:
                     self.tcp.close()
                 raise MixgraphError(f"cannot listen on http {host}:{http_port}: "
                                     f"{e.strerror}") from None
-            h.listen(64)
-            h.setblocking(False)
-            self.http = h
         self.http_address = self.http.getsockname() if self.http else None
         dispatcher.info["udp_port"] = self.address[1]
         dispatcher.info["tcp_port"] = self.tcp_address[1] if self.tcp_address else 0

@@ -539,6 +539,15 @@ class Result:
     units: int
 
 
+def _build(s: Session, p) -> None:
+    """p's nodes and connections into s, committed: its first plan."""
+    for op in p.ops:
+        if op[0] == "add":
+            s.add_node(op[1], op[2], dict(op[3]))
+        else:
+            s.connect(op[1], op[2])
+    s.commit()
+
 def render(p: Patch, tmp: Path, fusing: bool = True, ganging: bool = True, threads: int = 1,
            sched: tuple[float, float] | None = None) -> Result:
     """Build p in a fresh engine and session and render it chunk by chunk,
@@ -551,12 +560,7 @@ def render(p: Patch, tmp: Path, fusing: bool = True, ganging: bool = True, threa
     _player_file(tmp)
     s = Session(e, data_dir=tmp)
     try:
-        for op in p.ops:
-            if op[0] == "add":
-                s.add_node(op[1], op[2], dict(op[3]))
-            else:
-                s.connect(op[1], op[2])
-        s.commit()
+        _build(s, p)
         frames = sum(p.chunks)
         x = _signals(p.seed, frames, p.hw_in)
         outs, pos = [], 0
@@ -696,12 +700,7 @@ def _plan_shape(p: Patch, tmp: Path, threads: int) -> tuple[int, int]:
     e = Engine(RATE, p.hw_in, max(p.hw_out, 1), threads=threads, block=p.call)
     s = Session(e, data_dir=tmp)
     try:
-        for op in p.ops:
-            if op[0] == "add":
-                s.add_node(op[1], op[2], dict(op[3]))
-            else:
-                s.connect(op[1], op[2])
-        s.commit()
+        _build(s, p)
         rec = list(s._plans.values())[-1]
         tails = ffi.new("int *")
         return lib.mg_plan_fused_strips(rec.ptr, tails), lib.mg_plan_units(rec.ptr)
